@@ -1,0 +1,65 @@
+import type { HostServiceServer } from "../../gen/novamesh/compute/v1/host.js";
+import type { IdentityServiceServer } from "../../gen/novamesh/compute/v1/identity.js";
+import { invalidArgument, notFound } from "../errors.js";
+import { getNodeByHost, listNodes, setNodeEnabled } from "../store/nodes.js";
+import { createToken, deleteToken, listTokens } from "../store/tokens.js";
+import { hypervisorToProto, roleFromProto, serviceToProto, tokenToProto } from "./convert.js";
+import type { RpcDeps } from "./rpc.js";
+import { requireRole, unary } from "./rpc.js";
+import * as v from "./validate.js";
+
+export function hostService(deps: RpcDeps, opts: { serviceDownTimeSeconds: number; onChange: () => void }): HostServiceServer {
+  const { pool } = deps;
+  const dt = opts.serviceDownTimeSeconds;
+  const setEnabled = async (hostName: string, enabled: boolean, reason: string) => {
+    if (!hostName) throw invalidArgument("host", "is required");
+    if (!(await setNodeEnabled(pool, hostName, enabled, reason))) throw notFound("host", hostName);
+    opts.onChange();
+    return { service: serviceToProto((await getNodeByHost(pool, hostName))!, dt) };
+  };
+  return {
+    listServices: unary(deps, "ListServices", async (req, ctx) => {
+      requireRole(ctx, "admin");
+      const nodes = await listNodes(pool, { host: req.host || undefined });
+      return { services: nodes.map((n) => serviceToProto(n, dt)) };
+    }),
+    listHypervisors: unary(deps, "ListHypervisors", async (req, ctx) => {
+      requireRole(ctx, "admin");
+      const nodes = (await listNodes(pool)).filter((n) => !req.hostname || n.host.includes(req.hostname));
+      return { hypervisors: nodes.map((n) => hypervisorToProto(n, dt)) };
+    }),
+    enableService: unary(deps, "EnableService", async (req, ctx) => {
+      requireRole(ctx, "admin");
+      return setEnabled(req.host, true, "");
+    }),
+    disableService: unary(deps, "DisableService", async (req, ctx) => {
+      requireRole(ctx, "admin");
+      return setEnabled(req.host, false, v.text("reason", req.reason));
+    }),
+  };
+}
+
+export function identityService(deps: RpcDeps): IdentityServiceServer {
+  const { pool } = deps;
+  return {
+    createToken: unary(deps, "CreateToken", async (req, ctx) => {
+      requireRole(ctx, "admin");
+      const projectId = v.projectId("project_id", req.projectId);
+      const role = roleFromProto(req.role);
+      if (!role) throw invalidArgument("role", "must be ROLE_ADMIN, ROLE_MEMBER or ROLE_AGENT");
+      const { token, secret } = await createToken(pool, { projectId, role, description: v.text("description", req.description) });
+      ctx.log.info({ token: token.id, role, token_project: projectId }, "token issued");
+      return { token: tokenToProto(token), secret };
+    }),
+    listTokens: unary(deps, "ListTokens", async (req, ctx) => {
+      requireRole(ctx, "admin");
+      return { tokens: (await listTokens(pool, { projectId: req.projectId || undefined })).map(tokenToProto) };
+    }),
+    deleteToken: unary(deps, "DeleteToken", async (req, ctx) => {
+      requireRole(ctx, "admin");
+      const id = v.uuid("id", req.id);
+      if (!(await deleteToken(pool, id))) throw notFound("token", id);
+      return {};
+    }),
+  };
+}

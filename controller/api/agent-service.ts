@@ -1,0 +1,130 @@
+import type { ServerDuplexStream } from "@grpc/grpc-js";
+import type { AgentServiceServer, ConnectRequest, ConnectResponse } from "../../gen/novamesh/agent/v1/agent.js";
+import type { ApplyEffects, OpOutcome } from "../conductor/results.js";
+import type { HostReport } from "../conductor/reports.js";
+import type { PowerState } from "../domain/states.js";
+import { invalidArgument, permissionDenied, toApiError } from "../errors.js";
+import { powerStateFromProto } from "./convert.js";
+import type { RpcDeps } from "./rpc.js";
+import { authenticate } from "./rpc.js";
+import { toServiceError } from "./status.js";
+
+const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
+
+/** What the agent stream needs from the conductor. */
+export interface AgentConductor {
+  hello(h: { host: string; hypervisorType: string; version: string; zone: string; vcpus: number; memoryMb: number; diskGb: number }): Promise<{
+    stream: string;
+    subject: string;
+    consumer: string;
+    reportIntervalSeconds: number;
+  }>;
+  report(r: HostReport): Promise<void>;
+  result(o: OpOutcome): Promise<ApplyEffects>;
+}
+
+/**
+ * The controller's end of AgentService/Connect. Messages of one stream are
+ * handled in order per server (a server's results apply in the order the
+ * agent ran them); an OpResultAck is sent only after the result committed.
+ * A failure to apply ends the stream with UNAVAILABLE: the agent reconnects
+ * and re-sends what was not acknowledged.
+ */
+export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentServiceServer {
+  return {
+    connect(call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
+      let host: string | null = null;
+      let chain: Promise<void> = Promise.resolve();
+      const perServer = new Map<string, Promise<void>>();
+      let failed = false;
+      const fail = (e: unknown) => {
+        if (failed) return;
+        failed = true;
+        const err = toApiError(e);
+        if (err.code === 13) deps.log.error({ err: err.cause ?? err, host }, "agent stream failed");
+        else deps.log.warn({ host, reason: err.reason }, err.message);
+        call.destroy(toServiceError(err) as Error);
+      };
+      const principalP = authenticate(deps.pool, call.metadata).then((p) => {
+        if (p.role !== "agent" && p.role !== "admin") throw permissionDenied("AgentService needs a token with the agent or admin role");
+        return p;
+      });
+      principalP.catch(fail);
+
+      call.on("data", (msg: ConnectRequest) => {
+        const body = msg.body;
+        if (!body) return fail(invalidArgument("body", "empty message"));
+        switch (body.$case) {
+          case "hello":
+            chain = chain.then(async () => {
+              await principalP;
+              const h = body.hello;
+              if (host !== null) throw invalidArgument("hello", "sent twice on one stream");
+              if (!HOST_RE.test(h.host)) throw invalidArgument("hello.host", "must be 1-255 letters, digits, '.', '-' or '_'");
+              const cap = h.capacity;
+              if (!cap || cap.vcpus <= 0 || cap.memoryMb <= 0 || cap.diskGb < 0) throw invalidArgument("hello.capacity", "vcpus and memory_mb must be positive");
+              const ack = await conductor.hello({
+                host: h.host,
+                hypervisorType: h.hypervisorType || "unknown",
+                version: h.version,
+                zone: h.zone || "nova",
+                vcpus: cap.vcpus,
+                memoryMb: cap.memoryMb,
+                diskGb: cap.diskGb,
+              });
+              host = h.host;
+              deps.log.info({ host, hypervisor: h.hypervisorType, version: h.version }, "agent connected");
+              call.write({ body: { $case: "helloAck", helloAck: ack } });
+            });
+            chain.catch(fail);
+            return;
+          case "report":
+            chain = chain.then(async () => {
+              if (!host) throw invalidArgument("hello", "the first message must be hello");
+              const r = body.report;
+              const instances = new Map<string, PowerState>();
+              for (const i of r.instances) instances.set(i.serverId, powerStateFromProto(i.powerState) ?? "NOSTATE");
+              await conductor.report({
+                host,
+                vcpus: r.capacity?.vcpus ?? 0,
+                memoryMb: r.capacity?.memoryMb ?? 0,
+                diskGb: r.capacity?.diskGb ?? 0,
+                freeMemoryMb: r.freeMemoryMb,
+                freeDiskGb: r.freeDiskGb,
+                instances,
+              });
+            });
+            chain.catch(fail);
+            return;
+          case "opResult": {
+            const res = body.opResult;
+            const prev = perServer.get(res.serverId) ?? chain;
+            const next = prev.then(async () => {
+              if (!host) throw invalidArgument("hello", "the first message must be hello");
+              await conductor.result({
+                opId: res.opId,
+                error: res.error && (res.error.code || res.error.message) ? { code: res.error.code, message: res.error.message, retryable: res.error.retryable } : null,
+                powerState: powerStateFromProto(res.powerState),
+                startTime: res.startTime ?? null,
+                finishTime: res.finishTime ?? null,
+              });
+              if (!failed) call.write({ body: { $case: "opResultAck", opResultAck: { opId: res.opId } } });
+            });
+            perServer.set(res.serverId, next);
+            next.catch(fail).finally(() => {
+              if (perServer.get(res.serverId) === next) perServer.delete(res.serverId);
+            });
+            return;
+          }
+        }
+      });
+      call.on("end", () => {
+        void chain.then(() => Promise.allSettled(perServer.values())).finally(() => {
+          if (!failed) call.end();
+        });
+      });
+      call.on("error", () => undefined);
+    },
+  };
+}
+

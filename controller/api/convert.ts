@@ -1,0 +1,158 @@
+import {
+  Fault as PbFault,
+  PowerState as PbPowerState,
+  Server,
+  ServerAction,
+  ServerStatus as PbServerStatus,
+  TaskState as PbTaskState,
+  VmState as PbVmState,
+} from "../../gen/novamesh/compute/v1/server.js";
+import { Flavor as PbFlavor } from "../../gen/novamesh/compute/v1/flavor.js";
+import { Image as PbImage, ImageStatus, ImageVisibility } from "../../gen/novamesh/compute/v1/image.js";
+import { Hypervisor, Service, ServiceState, ServiceStatus } from "../../gen/novamesh/compute/v1/host.js";
+import { Role as PbRole, Token } from "../../gen/novamesh/compute/v1/identity.js";
+import type { PowerState } from "../domain/states.js";
+import { POWER_STATES, serverStatus } from "../domain/states.js";
+import type { ComputeNode, Flavor, Image, Instance, InstanceAction, Role } from "../domain/types.js";
+import type { TokenRecord } from "../store/tokens.js";
+
+/** Proto enum value of a domain literal: `toEnum(PbVmState, "VM_STATE_", "ACTIVE")`. */
+export function toEnum<E extends Record<string, string | number>>(e: E, prefix: string, value: string | null): E[keyof E] {
+  if (value === null) return 0 as E[keyof E];
+  const v = e[`${prefix}${value.toUpperCase()}` as keyof E];
+  return (v ?? 0) as E[keyof E];
+}
+
+/** Domain literal of a proto enum value, or null for UNSPECIFIED/unknown. */
+export function fromEnum<E extends Record<string, string | number>>(e: E, prefix: string, value: number): string | null {
+  const name = (e as Record<number, string>)[value];
+  if (!name || !name.startsWith(prefix) || name.endsWith("_UNSPECIFIED")) return null;
+  return name.slice(prefix.length);
+}
+
+export function powerStateFromProto(v: number): PowerState | null {
+  const s = fromEnum(PbPowerState, "POWER_STATE_", v);
+  return s && (POWER_STATES as readonly string[]).includes(s) ? (s as PowerState) : null;
+}
+
+export function serverToProto(i: Instance): Server {
+  return {
+    id: i.uuid,
+    name: i.name,
+    projectId: i.projectId,
+    flavor: { ...i.flavor },
+    imageId: i.imageId,
+    host: i.host ?? "",
+    status: toEnum(PbServerStatus, "SERVER_STATUS_", serverStatus(i.vmState, i.taskState)),
+    vmState: toEnum(PbVmState, "VM_STATE_", i.vmState),
+    taskState: toEnum(PbTaskState, "TASK_STATE_", i.taskState),
+    powerState: toEnum(PbPowerState, "POWER_STATE_", i.powerState),
+    fault: i.fault
+      ? PbFault.fromPartial({ code: i.fault.code, message: i.fault.message, details: { ...i.fault.details }, createTime: new Date(i.fault.createdAt) })
+      : undefined,
+    metadata: { ...i.metadata },
+    createTime: i.createdAt,
+    updateTime: i.updatedAt,
+    launchTime: i.launchedAt ?? undefined,
+    deleteTime: i.deletedAt ?? undefined,
+    requestId: i.requestId,
+  };
+}
+
+export function actionToProto(a: InstanceAction): ServerAction {
+  return {
+    action: a.action,
+    requestId: a.requestId,
+    serverId: a.instanceUuid,
+    projectId: a.projectId,
+    startTime: a.startTime,
+    finishTime: a.finishTime ?? undefined,
+    message: a.message,
+    events: a.events.map((e) => ({
+      name: e.event,
+      startTime: e.startTime,
+      finishTime: e.finishTime ?? undefined,
+      result: e.result ?? "",
+      host: e.host,
+      fault: e.fault ?? "",
+    })),
+  };
+}
+
+export function flavorToProto(f: Flavor): PbFlavor {
+  return { ...f, extraSpecs: { ...f.extraSpecs } };
+}
+
+export function imageToProto(i: Image): PbImage {
+  return {
+    id: i.id,
+    name: i.name,
+    projectId: i.projectId,
+    status: toEnum(ImageStatus, "IMAGE_STATUS_", i.status),
+    visibility: toEnum(ImageVisibility, "IMAGE_VISIBILITY_", i.visibility),
+    diskFormat: i.diskFormat,
+    containerFormat: i.containerFormat,
+    sizeBytes: i.sizeBytes,
+    checksum: i.checksum,
+    minDiskGb: i.minDiskGb,
+    minRamMb: i.minRamMb,
+    properties: { ...i.properties },
+    createTime: i.createdAt,
+  };
+}
+
+export function isUp(n: ComputeNode, downTimeSeconds: number, now = Date.now()): boolean {
+  return n.lastSeenAt !== null && now - n.lastSeenAt.getTime() <= downTimeSeconds * 1000;
+}
+
+export function serviceToProto(n: ComputeNode, downTimeSeconds: number): Service {
+  return {
+    id: n.id,
+    host: n.host,
+    binary: "novamesh-agent",
+    zone: n.zone,
+    status: n.enabled ? ServiceStatus.SERVICE_STATUS_ENABLED : ServiceStatus.SERVICE_STATUS_DISABLED,
+    state: isUp(n, downTimeSeconds) ? ServiceState.SERVICE_STATE_UP : ServiceState.SERVICE_STATE_DOWN,
+    disabledReason: n.disabledReason,
+    lastSeenTime: n.lastSeenAt ?? undefined,
+    version: n.version,
+  };
+}
+
+export function hypervisorToProto(n: ComputeNode, downTimeSeconds: number): Hypervisor {
+  const svc = serviceToProto(n, downTimeSeconds);
+  return {
+    id: n.id,
+    hostname: n.host,
+    hypervisorType: n.hypervisorType,
+    status: svc.status,
+    state: svc.state,
+    vcpus: n.vcpus,
+    vcpusUsed: n.vcpusUsed,
+    memoryMb: n.memoryMb,
+    memoryMbUsed: n.memoryMbUsed,
+    localGb: n.diskGb,
+    localGbUsed: n.diskGbUsed,
+    runningVms: n.runningVms,
+    cpuAllocationRatio: n.cpuAllocationRatio,
+    ramAllocationRatio: n.ramAllocationRatio,
+    diskAllocationRatio: n.diskAllocationRatio,
+    freeRamMbReported: n.freeMemoryMbReported,
+    freeDiskGbReported: n.freeDiskGbReported,
+  };
+}
+
+export function tokenToProto(t: TokenRecord): Token {
+  return {
+    id: t.id,
+    projectId: t.projectId,
+    role: toEnum(PbRole, "ROLE_", t.role),
+    description: t.description,
+    createTime: t.createdAt,
+  };
+}
+
+export function roleFromProto(v: number): Role | null {
+  const s = fromEnum(PbRole, "ROLE_", v);
+  return s ? (s.toLowerCase() as Role) : null;
+}

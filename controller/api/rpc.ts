@@ -1,0 +1,96 @@
+import type { Metadata, ServerUnaryCall, ServerWritableStream, sendUnaryData } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { Principal, Role } from "../domain/types.js";
+import { permissionDenied, toApiError, unauthenticated } from "../errors.js";
+import type { Pool } from "../store/db.js";
+import { principalForSecret } from "../store/tokens.js";
+import { toServiceError } from "./status.js";
+
+/** What every handler gets: the caller and a logger bound to the request. */
+export interface CallContext {
+  readonly principal: Principal;
+  readonly log: Logger;
+  readonly signal: AbortSignal;
+}
+
+/** Resolves the bearer token of a call. */
+export async function authenticate(pool: Pool, md: Metadata): Promise<Principal> {
+  const values = md.get("authorization");
+  const header = typeof values[0] === "string" ? values[0] : "";
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!m) throw unauthenticated("missing bearer token: send metadata 'authorization: Bearer <token>'");
+  const p = await principalForSecret(pool, m[1]!);
+  if (!p) throw unauthenticated("invalid or revoked token");
+  return p;
+}
+
+export function requireRole(ctx: CallContext, ...roles: Role[]): void {
+  if (!roles.includes(ctx.principal.role)) throw permissionDenied(`this call needs the ${roles.join(" or ")} role`);
+}
+
+/** True when the caller may act across projects. */
+export function isAdmin(ctx: CallContext): boolean {
+  return ctx.principal.role === "admin";
+}
+
+export interface RpcDeps {
+  readonly pool: Pool;
+  readonly log: Logger;
+}
+
+function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiError>): void {
+  if (err.code === 13) log.error({ err: err.cause ?? err, method }, "internal error");
+  else log.debug({ method, code: err.code, reason: err.reason }, err.message);
+}
+
+/** Wraps a unary handler: authentication (agents excluded), error mapping, logging. */
+export function unary<Req, Res>(
+  deps: RpcDeps,
+  method: string,
+  fn: (req: Req, ctx: CallContext) => Promise<Res>,
+): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
+  return (call, cb) => {
+    const ac = new AbortController();
+    call.on("cancelled", () => ac.abort());
+    (async () => {
+      const principal = await authenticate(deps.pool, call.metadata);
+      if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
+      const log = deps.log.child({ method, project: principal.projectId });
+      return fn(call.request, { principal, log, signal: ac.signal });
+    })().then(
+      (res) => cb(null, res),
+      (e) => {
+        const err = toApiError(e);
+        logFailure(deps.log, method, err);
+        cb(toServiceError(err));
+      },
+    );
+  };
+}
+
+/** Wraps a server-streaming handler the same way. */
+export function serverStream<Req, Res>(
+  deps: RpcDeps,
+  method: string,
+  fn: (req: Req, ctx: CallContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
+): (call: ServerWritableStream<Req, Res>) => void {
+  return (call) => {
+    const ac = new AbortController();
+    call.on("cancelled", () => ac.abort());
+    call.on("close", () => ac.abort());
+    (async () => {
+      const principal = await authenticate(deps.pool, call.metadata);
+      if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
+      const log = deps.log.child({ method, project: principal.projectId });
+      await fn(call.request, { principal, log, signal: ac.signal }, call);
+    })().then(
+      () => call.end(),
+      (e) => {
+        if (ac.signal.aborted) return;
+        const err = toApiError(e);
+        logFailure(deps.log, method, err);
+        call.destroy(toServiceError(err) as Error);
+      },
+    );
+  };
+}

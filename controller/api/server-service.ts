@@ -1,0 +1,109 @@
+import type { ServerServiceServer } from "../../gen/novamesh/compute/v1/server.js";
+import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/compute/v1/server.js";
+import type { Lifecycle } from "../conductor/lifecycle.js";
+import type { ServerStatus } from "../domain/states.js";
+import { statusFilter } from "../domain/states.js";
+import { invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { listActions } from "../store/actions.js";
+import { getFlavor, getImage } from "../store/catalog.js";
+import { listInstances } from "../store/instances.js";
+import { actionToProto, fromEnum, serverToProto } from "./convert.js";
+import type { CallContext, RpcDeps } from "./rpc.js";
+import { isAdmin, serverStream, unary } from "./rpc.js";
+import * as v from "./validate.js";
+import type { ServerWatcher } from "./watch.js";
+
+export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: ServerWatcher): ServerServiceServer {
+  const { pool } = deps;
+  return {
+    createServer: unary(deps, "CreateServer", async (req, ctx) => {
+      const name = v.name("name", req.name);
+      const requestId = v.requestId("request_id", req.requestId);
+      const metadata = v.metadata("metadata", req.metadata);
+      if (!req.flavorId) throw invalidArgument("flavor_id", "is required");
+      const imageId = v.uuid("image_id", req.imageId);
+      const flavor = await getFlavor(pool, req.flavorId);
+      if (!flavor) throw notFound("flavor", req.flavorId);
+      const image = await getImage(pool, imageId, isAdmin(ctx) ? undefined : ctx.principal.projectId);
+      if (!image) throw notFound("image", imageId);
+      if (image.status !== "active") throw invalidArgument("image_id", `image ${imageId} is ${image.status}, not active`);
+      if (flavor.diskGb < image.minDiskGb) throw invalidArgument("flavor_id", `flavor disk ${flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
+      if (flavor.ramMb < image.minRamMb) throw invalidArgument("flavor_id", `flavor RAM ${flavor.ramMb} MiB is below the image's min_ram ${image.minRamMb} MiB`);
+      const inst = await lifecycle.create(ctx.principal, { name, flavor, image, metadata, requestId });
+      ctx.log.info({ server: inst.uuid, request_id: requestId }, "server create accepted");
+      return { server: serverToProto(inst) };
+    }),
+
+    getServer: unary(deps, "GetServer", async (req, ctx) => {
+      const inst = await lifecycle.visible(pool, ctx.principal, v.uuid("id", req.id));
+      return { server: serverToProto(inst) };
+    }),
+
+    listServers: unary(deps, "ListServers", async (req, ctx) => {
+      const limit = v.pageSize(req.pageSize);
+      const cursor = v.decodePageToken(req.pageToken, (x): x is { before: number } => typeof (x as { before?: unknown })?.before === "number");
+      if ((req.allProjects || req.projectId) && !isAdmin(ctx)) throw permissionDenied("all_projects and project_id need the admin role");
+      if (req.projectId) v.projectId("project_id", req.projectId);
+      const projectId = req.projectId || (req.allProjects ? undefined : ctx.principal.projectId);
+      const st = fromEnum(PbServerStatus, "SERVER_STATUS_", req.status) as ServerStatus | null;
+      if (req.status !== 0 && !st) throw invalidArgument("status", `unknown status ${req.status}`);
+      const f = st ? statusFilter(st) : {};
+      const rows = await listInstances(pool, {
+        projectId,
+        host: req.host || undefined,
+        nameContains: req.name || undefined,
+        vmState: f.vmState,
+        task: f.task,
+        includeDeleted: req.includeDeleted,
+        beforeSeq: cursor?.before,
+        limit: limit + 1,
+      });
+      const page = rows.slice(0, limit);
+      const more = rows.length > limit;
+      return {
+        servers: page.map(serverToProto),
+        nextPageToken: more ? v.encodePageToken({ before: page[page.length - 1]!.seq }) : "",
+      };
+    }),
+
+    deleteServer: unary(deps, "DeleteServer", async (req, ctx) => {
+      const inst = await lifecycle.delete(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId));
+      return { server: serverToProto(inst) };
+    }),
+
+    startServer: unary(deps, "StartServer", async (req, ctx) => {
+      const inst = await lifecycle.start(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId));
+      return { server: serverToProto(inst) };
+    }),
+
+    stopServer: unary(deps, "StopServer", async (req, ctx) => {
+      const inst = await lifecycle.stop(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId));
+      return { server: serverToProto(inst) };
+    }),
+
+    rebootServer: unary(deps, "RebootServer", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      if (req.type !== RebootType.REBOOT_TYPE_SOFT && req.type !== RebootType.REBOOT_TYPE_HARD) {
+        throw invalidArgument("type", "must be REBOOT_TYPE_SOFT or REBOOT_TYPE_HARD");
+      }
+      const inst = await lifecycle.reboot(ctx.principal, id, v.requestId("request_id", req.requestId), req.type === RebootType.REBOOT_TYPE_HARD);
+      return { server: serverToProto(inst) };
+    }),
+
+    listServerActions: unary(deps, "ListServerActions", async (req, ctx: CallContext) => {
+      const inst = await lifecycle.visible(pool, ctx.principal, v.uuid("server_id", req.serverId));
+      return { actions: (await listActions(pool, inst.uuid)).map(actionToProto) };
+    }),
+
+    watchServers: serverStream(deps, "WatchServers", async (req, ctx, call) => {
+      if (req.allProjects && !isAdmin(ctx)) throw permissionDenied("all_projects needs the admin role");
+      const serverId = req.serverId ? v.uuid("server_id", req.serverId) : undefined;
+      if (serverId) await lifecycle.visible(pool, ctx.principal, serverId);
+      const projectId = req.allProjects ? undefined : isAdmin(ctx) && serverId ? undefined : ctx.principal.projectId;
+      for await (const change of watcher.watch({ afterIndex: req.afterIndex, projectId, instanceUuid: serverId, signal: ctx.signal })) {
+        const ok = call.write({ index: change.index, time: change.time, server: serverToProto(change.instance) });
+        if (!ok) await new Promise((r) => call.once("drain", r));
+      }
+    }),
+  };
+}

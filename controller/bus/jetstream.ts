@@ -1,0 +1,48 @@
+import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, nanos } from "nats";
+import type { JetStreamManager } from "nats";
+import { consumerName, opsSubject } from "./subjects.js";
+
+/**
+ * Creates (or updates) the ops stream: a work queue per host subject, file
+ * storage, de-duplication on Nats-Msg-Id = op_id over a window long enough for
+ * an outbox re-send after a controller restart.
+ */
+export async function ensureOpsStream(jsm: JetStreamManager, stream: string, prefix: string): Promise<void> {
+  const config = {
+    name: stream,
+    subjects: [`${prefix}.*`],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    duplicate_window: nanos(10 * 60 * 1000),
+    max_age: nanos(7 * 24 * 3600 * 1000),
+  };
+  try {
+    const info = await jsm.streams.info(stream);
+    const same = info.config.subjects?.length === 1 && info.config.subjects[0] === config.subjects[0];
+    if (!same) await jsm.streams.update(stream, { ...info.config, subjects: config.subjects });
+  } catch (err) {
+    if (!/stream not found/i.test(String((err as Error).message))) throw err;
+    await jsm.streams.add(config);
+  }
+}
+
+/** Creates the durable consumer of a host's ops (idempotent); returns its name. */
+export async function ensureHostConsumer(jsm: JetStreamManager, stream: string, prefix: string, host: string): Promise<string> {
+  const durable = consumerName(host);
+  try {
+    await jsm.consumers.info(stream, durable);
+    return durable;
+  } catch (err) {
+    if (!/consumer not found/i.test(String((err as Error).message))) throw err;
+  }
+  await jsm.consumers.add(stream, {
+    durable_name: durable,
+    filter_subject: opsSubject(prefix, host),
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(60_000),
+    max_deliver: -1,
+    max_ack_pending: 1000,
+  });
+  return durable;
+}

@@ -1,0 +1,82 @@
+import type { JetStreamClient } from "nats";
+import type { Logger } from "pino";
+import type { Pool } from "../store/db.js";
+import { withTx } from "../store/db.js";
+import { claimOutbox, deleteOutbox } from "../store/ops.js";
+
+/**
+ * Drains the outbox to JetStream. Rows are locked with SKIP LOCKED so several
+ * controllers drain in parallel without sending a row twice; each message
+ * carries Nats-Msg-Id = op_id, so a re-send after a crash between publish and
+ * delete is dropped by JetStream's de-duplication. A row is deleted only after
+ * JetStream acknowledged it.
+ */
+export class OutboxPublisher {
+  private timer: NodeJS.Timeout | null = null;
+  private running = false;
+  private again = false;
+  private stopped = false;
+  private idle: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly js: JetStreamClient,
+    private readonly log: Logger,
+    private readonly opts: { pollMs: number; batch: number } = { pollMs: 500, batch: 200 },
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.kick(), this.opts.pollMs);
+    this.kick();
+  }
+
+  /** Asks for a drain now (called after a commit that queued ops). */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = true;
+    this.idle = this.loop().finally(() => {
+      this.running = false;
+    });
+  }
+
+  private async loop(): Promise<void> {
+    do {
+      this.again = false;
+      let n = 0;
+      try {
+        n = await this.drainOnce();
+      } catch (err) {
+        this.log.warn({ err }, "outbox drain failed; will retry");
+        return;
+      }
+      if (n === this.opts.batch) this.again = true;
+    } while (this.again && !this.stopped);
+  }
+
+  /** Publishes one batch; returns how many rows it sent. */
+  async drainOnce(): Promise<number> {
+    return withTx(this.pool, async (conn) => {
+      const rows = await claimOutbox(conn, this.opts.batch);
+      if (rows.length === 0) return 0;
+      await Promise.all(
+        rows.map((r) => this.js.publish(r.subject, r.payload, { msgID: r.msgId })),
+      );
+      await deleteOutbox(
+        conn,
+        rows.map((r) => r.id),
+      );
+      this.log.debug({ count: rows.length }, "outbox published");
+      return rows.length;
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.idle.catch(() => undefined);
+  }
+}

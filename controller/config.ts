@@ -1,0 +1,123 @@
+/**
+ * Controller configuration: every option, its flag, its NOVAMESH_* variable
+ * and its default, documented in one place (also printed by `--help`).
+ */
+export interface ControllerConfig {
+  /** gRPC listen address (`--listen`, NOVAMESH_LISTEN). */
+  readonly listen: string;
+  /** MySQL URL (`--database-url`, NOVAMESH_DATABASE_URL); the database is created if missing. */
+  readonly databaseUrl: string;
+  /** NATS server URL (`--nats`, NOVAMESH_NATS_URL). */
+  readonly natsUrl: string;
+  /** JetStream stream holding compute ops (`--ops-stream`, NOVAMESH_OPS_STREAM). */
+  readonly opsStream: string;
+  /** Subject prefix of compute ops; a host's ops go to `<prefix>.<host>` (NOVAMESH_OPS_SUBJECT_PREFIX). */
+  readonly opsSubjectPrefix: string;
+  /** Token with the admin role, created at first start (`--admin-token`, NOVAMESH_ADMIN_TOKEN). */
+  readonly adminToken: string;
+  /** Project the admin token belongs to (NOVAMESH_ADMIN_PROJECT). */
+  readonly adminProject: string;
+  /** Seconds between agent resource reports (NOVAMESH_REPORT_INTERVAL). */
+  readonly reportIntervalSeconds: number;
+  /** A host is down when its last report is older than this many seconds (NOVAMESH_SERVICE_DOWN_TIME). */
+  readonly serviceDownTimeSeconds: number;
+  /** Default vCPU overcommit ratio of new hosts (NOVAMESH_CPU_ALLOCATION_RATIO). */
+  readonly cpuAllocationRatio: number;
+  /** Default memory overcommit ratio of new hosts (NOVAMESH_RAM_ALLOCATION_RATIO). */
+  readonly ramAllocationRatio: number;
+  /** Default disk overcommit ratio of new hosts (NOVAMESH_DISK_ALLOCATION_RATIO). */
+  readonly diskAllocationRatio: number;
+  /** Memory kept for the host itself, MiB (NOVAMESH_RESERVED_HOST_MEMORY_MB). */
+  readonly reservedHostMemoryMb: number;
+  /** Spawn attempts before a build fails (NOVAMESH_MAX_ATTEMPTS). */
+  readonly maxAttempts: number;
+  /** Log level: trace, debug, info, warn, error (NOVAMESH_LOG_LEVEL). */
+  readonly logLevel: string;
+  /**
+   * Test hook: commit ops to the outbox but never publish them, as a
+   * controller that dies between commit and publish (NOVAMESH_FAULT_HOLD_OUTBOX=1).
+   */
+  readonly holdOutbox: boolean;
+}
+
+export const DEFAULT_CONFIG: ControllerConfig = {
+  listen: "127.0.0.1:8774",
+  databaseUrl: "mysql://root@127.0.0.1:3306/novamesh",
+  natsUrl: "nats://127.0.0.1:4222",
+  opsStream: "NOVAMESH_OPS",
+  opsSubjectPrefix: "novamesh.ops",
+  adminToken: "",
+  adminProject: "admin",
+  reportIntervalSeconds: 10,
+  serviceDownTimeSeconds: 60,
+  cpuAllocationRatio: 4.0,
+  ramAllocationRatio: 1.0,
+  diskAllocationRatio: 1.0,
+  reservedHostMemoryMb: 0,
+  maxAttempts: 3,
+  logLevel: "info",
+  holdOutbox: false,
+};
+
+type Spec = { key: keyof ControllerConfig; flag: string; env: string; kind: "string" | "number" | "boolean" };
+
+const SPECS: readonly Spec[] = [
+  { key: "listen", flag: "--listen", env: "NOVAMESH_LISTEN", kind: "string" },
+  { key: "databaseUrl", flag: "--database-url", env: "NOVAMESH_DATABASE_URL", kind: "string" },
+  { key: "natsUrl", flag: "--nats", env: "NOVAMESH_NATS_URL", kind: "string" },
+  { key: "opsStream", flag: "--ops-stream", env: "NOVAMESH_OPS_STREAM", kind: "string" },
+  { key: "opsSubjectPrefix", flag: "--ops-subject-prefix", env: "NOVAMESH_OPS_SUBJECT_PREFIX", kind: "string" },
+  { key: "adminToken", flag: "--admin-token", env: "NOVAMESH_ADMIN_TOKEN", kind: "string" },
+  { key: "adminProject", flag: "--admin-project", env: "NOVAMESH_ADMIN_PROJECT", kind: "string" },
+  { key: "reportIntervalSeconds", flag: "--report-interval", env: "NOVAMESH_REPORT_INTERVAL", kind: "number" },
+  { key: "serviceDownTimeSeconds", flag: "--service-down-time", env: "NOVAMESH_SERVICE_DOWN_TIME", kind: "number" },
+  { key: "cpuAllocationRatio", flag: "--cpu-allocation-ratio", env: "NOVAMESH_CPU_ALLOCATION_RATIO", kind: "number" },
+  { key: "ramAllocationRatio", flag: "--ram-allocation-ratio", env: "NOVAMESH_RAM_ALLOCATION_RATIO", kind: "number" },
+  { key: "diskAllocationRatio", flag: "--disk-allocation-ratio", env: "NOVAMESH_DISK_ALLOCATION_RATIO", kind: "number" },
+  { key: "reservedHostMemoryMb", flag: "--reserved-host-memory-mb", env: "NOVAMESH_RESERVED_HOST_MEMORY_MB", kind: "number" },
+  { key: "maxAttempts", flag: "--max-attempts", env: "NOVAMESH_MAX_ATTEMPTS", kind: "number" },
+  { key: "logLevel", flag: "--log-level", env: "NOVAMESH_LOG_LEVEL", kind: "string" },
+  { key: "holdOutbox", flag: "--fault-hold-outbox", env: "NOVAMESH_FAULT_HOLD_OUTBOX", kind: "boolean" },
+];
+
+export class ConfigError extends Error {}
+
+function parseValue(spec: Spec, raw: string): string | number | boolean {
+  if (spec.kind === "string") return raw;
+  if (spec.kind === "boolean") return raw === "" || raw === "1" || raw === "true" || raw === "yes";
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new ConfigError(`${spec.flag}: expected a non-negative number, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/** Builds the configuration: defaults, then environment, then flags. */
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ControllerConfig {
+  const out: Record<string, unknown> = { ...DEFAULT_CONFIG };
+  for (const spec of SPECS) {
+    const v = env[spec.env];
+    if (v !== undefined && v !== "") out[spec.key] = parseValue(spec, v);
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [name, inline] = arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
+    const spec = SPECS.find((s) => s.flag === name);
+    if (!spec) throw new ConfigError(`unknown flag ${name} (see --help)`);
+    if (spec.kind === "boolean" && inline === undefined) {
+      out[spec.key] = true;
+      continue;
+    }
+    const raw = inline ?? argv[++i];
+    if (raw === undefined) throw new ConfigError(`${name} needs a value`);
+    out[spec.key] = parseValue(spec, raw);
+  }
+  return out as unknown as ControllerConfig;
+}
+
+export function configHelp(): string {
+  const lines = ["novamesh controller", "", "Flags (each also read from its environment variable):"];
+  for (const s of SPECS) {
+    const def = DEFAULT_CONFIG[s.key];
+    lines.push(`  ${s.flag.padEnd(28)} ${s.env.padEnd(34)} default ${JSON.stringify(def)}`);
+  }
+  return lines.join("\n");
+}

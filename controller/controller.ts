@@ -1,0 +1,181 @@
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { connect } from "nats";
+import type { NatsConnection } from "nats";
+import pino from "pino";
+import type { Logger } from "pino";
+import { AgentServiceService } from "../gen/novamesh/agent/v1/agent.js";
+import { FlavorServiceService } from "../gen/novamesh/compute/v1/flavor.js";
+import { HostServiceService } from "../gen/novamesh/compute/v1/host.js";
+import { IdentityServiceService } from "../gen/novamesh/compute/v1/identity.js";
+import { ImageServiceService } from "../gen/novamesh/compute/v1/image.js";
+import { ServerServiceService } from "../gen/novamesh/compute/v1/server.js";
+import { hostService, identityService } from "./api/admin-services.js";
+import { agentService } from "./api/agent-service.js";
+import type { AgentConductor } from "./api/agent-service.js";
+import { flavorService, imageService } from "./api/catalog-services.js";
+import { addHealth } from "./api/health.js";
+import type { HealthSetter } from "./api/health.js";
+import { addReflection } from "./api/reflection.js";
+import { serverService } from "./api/server-service.js";
+import { ServerWatcher } from "./api/watch.js";
+import { ensureHostConsumer, ensureOpsStream } from "./bus/jetstream.js";
+import { OutboxPublisher } from "./bus/outbox-publisher.js";
+import { opsSubject } from "./bus/subjects.js";
+import type { ControllerConfig } from "./config.js";
+import { DEFAULT_CONFIG } from "./config.js";
+import { Lifecycle } from "./conductor/lifecycle.js";
+import { applyReport } from "./conductor/reports.js";
+import { applyOpResult } from "./conductor/results.js";
+import type { Pool } from "./store/db.js";
+import { openPool } from "./store/db.js";
+import { migrate } from "./store/migrations.js";
+import { upsertNode } from "./store/nodes.js";
+import { ensureAdminToken } from "./store/tokens.js";
+import { HostCache } from "./scheduler/host-cache.js";
+import { Pipeline } from "./scheduler/pipeline.js";
+import { SchedulerWorker } from "./scheduler/scheduler-worker.js";
+
+const DESCRIPTOR_SET = fileURLToPath(new URL("../gen/novamesh.binpb", import.meta.url));
+
+/** Public services listed by reflection (the agent protocol is internal). */
+const PUBLIC_SERVICES = [
+  "novamesh.compute.v1.ServerService",
+  "novamesh.compute.v1.FlavorService",
+  "novamesh.compute.v1.ImageService",
+  "novamesh.compute.v1.HostService",
+  "novamesh.compute.v1.IdentityService",
+  "grpc.health.v1.Health",
+  "grpc.reflection.v1.ServerReflection",
+  "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/**
+ * One controller process: gRPC API, scheduler, conductor and outbox
+ * publisher. Any number may run against the same MySQL and NATS.
+ */
+export class Controller {
+  readonly config: ControllerConfig;
+  readonly log: Logger;
+  private pool: Pool | null = null;
+  private nc: NatsConnection | null = null;
+  private server: grpc.Server | null = null;
+  private publisher: OutboxPublisher | null = null;
+  private scheduler: SchedulerWorker | null = null;
+  private setHealth: HealthSetter | null = null;
+  /** The port the gRPC server listens on (after start). */
+  port = 0;
+
+  constructor(config: Partial<ControllerConfig> = {}, log?: Logger) {
+    this.config = { ...DEFAULT_CONFIG, ...config };
+    this.log = log ?? pino({ level: this.config.logLevel, base: { svc: "novamesh-controller" } });
+  }
+
+  get database(): Pool {
+    if (!this.pool) throw new Error("controller not started");
+    return this.pool;
+  }
+
+  async start(): Promise<void> {
+    const cfg = this.config;
+    if (!cfg.adminToken) throw new Error("an admin token is required (--admin-token or NOVAMESH_ADMIN_TOKEN)");
+    const pool = (this.pool = await openPool(cfg.databaseUrl));
+    const applied = await migrate(pool);
+    if (applied.length) this.log.info({ versions: applied }, "schema migrations applied");
+    await ensureAdminToken(pool, cfg.adminToken, cfg.adminProject);
+
+    const nc = (this.nc = await connect({ servers: cfg.natsUrl, name: "novamesh-controller", maxReconnectAttempts: -1 }));
+    const jsm = await nc.jetstreamManager();
+    await ensureOpsStream(jsm, cfg.opsStream, cfg.opsSubjectPrefix);
+    const js = nc.jetstream();
+
+    const watcher = new ServerWatcher(pool);
+    const hosts = new HostCache(pool, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, maxAgeMs: 2000 });
+    const publisher = (this.publisher = new OutboxPublisher(pool, js, this.log));
+    const wakeOutbox = () => (cfg.holdOutbox ? undefined : publisher.kick());
+    const scheduler = (this.scheduler = new SchedulerWorker(
+      pool,
+      hosts,
+      new Pipeline(),
+      this.log,
+      { subjectPrefix: cfg.opsSubjectPrefix, serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, maxAttempts: cfg.maxAttempts, batch: 20, pollMs: 500 },
+      () => {
+        wakeOutbox();
+        watcher.notify();
+      },
+    ));
+    const wake = { scheduler: () => scheduler.kick(), outbox: wakeOutbox, watchers: () => watcher.notify() };
+    const lifecycle = new Lifecycle(pool, { subjectPrefix: cfg.opsSubjectPrefix, serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, powerOffTimeoutSeconds: 60 }, wake);
+
+    const conductor: AgentConductor = {
+      hello: async (h) => {
+        await upsertNode(pool, {
+          ...h,
+          cpuAllocationRatio: cfg.cpuAllocationRatio,
+          ramAllocationRatio: cfg.ramAllocationRatio,
+          diskAllocationRatio: cfg.diskAllocationRatio,
+          reservedMemoryMb: cfg.reservedHostMemoryMb,
+        });
+        const consumer = await ensureHostConsumer(jsm, cfg.opsStream, cfg.opsSubjectPrefix, h.host);
+        hosts.invalidate();
+        wake.scheduler();
+        return { stream: cfg.opsStream, subject: opsSubject(cfg.opsSubjectPrefix, h.host), consumer, reportIntervalSeconds: cfg.reportIntervalSeconds };
+      },
+      report: async (r) => {
+        if ((await applyReport(pool, r)) > 0) wake.watchers();
+      },
+      result: async (o) => {
+        const effects = await applyOpResult(pool, o, { maxAttempts: cfg.maxAttempts, log: this.log });
+        if (effects.released) hosts.invalidate();
+        if (effects.rescheduled) wake.scheduler();
+        wake.watchers();
+        return effects;
+      },
+    };
+
+    const deps = { pool, log: this.log };
+    const server = (this.server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.max_receive_message_length": 16 * 1024 * 1024 }));
+    server.addService(ServerServiceService, serverService(deps, lifecycle, watcher));
+    server.addService(FlavorServiceService, flavorService(deps));
+    server.addService(ImageServiceService, imageService(deps));
+    server.addService(HostServiceService, hostService(deps, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, onChange: () => hosts.invalidate() }));
+    server.addService(IdentityServiceService, identityService(deps));
+    server.addService(AgentServiceService, agentService(deps, conductor));
+    addReflection(server, await readFile(DESCRIPTOR_SET), { services: PUBLIC_SERVICES });
+    this.setHealth = addHealth(server, { "": "SERVING" });
+    this.port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(cfg.listen, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    );
+
+    scheduler.start();
+    if (cfg.holdOutbox) this.log.warn("fault hook: outbox publishing is held; ops are committed but not sent");
+    else publisher.start();
+    this.log.info({ listen: cfg.listen, port: this.port, stream: cfg.opsStream }, "controller started");
+  }
+
+  /** Graceful stop: refuse new calls, finish workers, drain NATS, close the pool. */
+  async stop(): Promise<void> {
+    this.setHealth?.("", "NOT_SERVING");
+    const server = this.server;
+    if (server) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2000);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    await this.scheduler?.stop();
+    await this.publisher?.stop();
+    await this.nc?.drain().catch(() => undefined);
+    await this.pool?.end().catch(() => undefined);
+    this.server = null;
+    this.nc = null;
+    this.pool = null;
+  }
+}

@@ -1,0 +1,123 @@
+import type { PowerState, TaskState, VmState } from "./states.js";
+
+export const ROLES = ["admin", "member", "agent"] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Who is calling: resolved from the bearer token. */
+export interface Principal {
+  readonly tokenId: string;
+  readonly projectId: string;
+  readonly role: Role;
+}
+
+export interface Flavor {
+  readonly id: string;
+  readonly name: string;
+  readonly vcpus: number;
+  readonly ramMb: number;
+  readonly diskGb: number;
+  readonly description: string;
+  readonly extraSpecs: Readonly<Record<string, string>>;
+}
+
+export type ImageVisibility = "private" | "public";
+export type ImageStatus = "queued" | "active" | "deleted";
+
+export interface Image {
+  readonly id: string;
+  readonly name: string;
+  readonly projectId: string;
+  readonly status: ImageStatus;
+  readonly visibility: ImageVisibility;
+  readonly diskFormat: string;
+  readonly containerFormat: string;
+  readonly sizeBytes: number;
+  readonly checksum: string;
+  readonly minDiskGb: number;
+  readonly minRamMb: number;
+  readonly properties: Readonly<Record<string, string>>;
+  readonly createdAt: Date;
+}
+
+export interface Fault {
+  readonly code: string;
+  readonly message: string;
+  readonly details: Readonly<Record<string, string>>;
+  readonly createdAt: string;
+}
+
+export interface Instance {
+  /** Internal row id: the order of creation, used for paging. */
+  readonly seq: number;
+  readonly uuid: string;
+  readonly name: string;
+  readonly projectId: string;
+  readonly requestId: string;
+  readonly flavor: { readonly id: string; readonly name: string; readonly vcpus: number; readonly ramMb: number; readonly diskGb: number };
+  readonly extraSpecs: Readonly<Record<string, string>>;
+  readonly imageId: string;
+  readonly host: string | null;
+  readonly vmState: VmState;
+  readonly taskState: TaskState | null;
+  readonly powerState: PowerState;
+  readonly fault: Fault | null;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly attempt: number;
+  readonly triedHosts: readonly string[];
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly launchedAt: Date | null;
+  readonly deletedAt: Date | null;
+}
+
+export interface ComputeNode {
+  readonly id: string;
+  readonly host: string;
+  readonly hypervisorType: string;
+  readonly zone: string;
+  readonly version: string;
+  readonly vcpus: number;
+  readonly memoryMb: number;
+  readonly diskGb: number;
+  readonly vcpusUsed: number;
+  readonly memoryMbUsed: number;
+  readonly diskGbUsed: number;
+  readonly runningVms: number;
+  readonly cpuAllocationRatio: number;
+  readonly ramAllocationRatio: number;
+  readonly diskAllocationRatio: number;
+  readonly reservedMemoryMb: number;
+  readonly freeMemoryMbReported: number;
+  readonly freeDiskGbReported: number;
+  readonly enabled: boolean;
+  readonly disabledReason: string;
+  readonly lastSeenAt: Date | null;
+}
+
+/** What an instance needs from a host. */
+export interface ResourceRequest {
+  readonly vcpus: number;
+  readonly memoryMb: number;
+  readonly diskGb: number;
+}
+
+export interface ActionEvent {
+  readonly event: string;
+  readonly host: string;
+  readonly startTime: Date;
+  readonly finishTime: Date | null;
+  readonly result: string | null;
+  readonly fault: string | null;
+}
+
+export interface InstanceAction {
+  readonly id: number;
+  readonly instanceUuid: string;
+  readonly requestId: string;
+  readonly projectId: string;
+  readonly action: string;
+  readonly startTime: Date;
+  readonly finishTime: Date | null;
+  readonly message: string;
+  readonly events: readonly ActionEvent[];
+}

@@ -1,0 +1,45 @@
+import { ConfigError, configHelp, loadConfig } from "./config.js";
+import { Controller } from "./controller.js";
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(configHelp());
+    return;
+  }
+  let config;
+  try {
+    config = loadConfig(argv, process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`novamesh-controller: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const controller = new Controller(config);
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    controller.log.info({ signal }, "stopping");
+    controller.stop().then(
+      () => process.exit(0),
+      (err) => {
+        controller.log.error({ err }, "unclean stop");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  try {
+    await controller.start();
+  } catch (err) {
+    controller.log.fatal({ err }, "controller failed to start");
+    await controller.stop().catch(() => undefined);
+    process.exit(1);
+  }
+}
+
+void main();

@@ -1,0 +1,74 @@
+import type { ComputeNode, ResourceRequest } from "../domain/types.js";
+import type { Pool } from "../store/db.js";
+import { listNodes } from "../store/nodes.js";
+import type { HostState } from "./types.js";
+
+/**
+ * The scheduler's in-memory view of every host, refreshed from the database
+ * periodically and adjusted locally after each claim, so a placement never
+ * scans the hosts table. A stale view costs at most a failed claim (the
+ * claim re-checks in MySQL), never a double booking.
+ */
+export class HostCache {
+  private hosts = new Map<string, HostState>();
+  private loadedAt = 0;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly opts: { serviceDownTimeSeconds: number; maxAgeMs: number },
+  ) {}
+
+  static toState(n: ComputeNode, downTimeSeconds: number, now = Date.now()): HostState {
+    const up = n.lastSeenAt !== null && now - n.lastSeenAt.getTime() <= downTimeSeconds * 1000;
+    return {
+      nodeId: n.id,
+      host: n.host,
+      zone: n.zone,
+      hypervisorType: n.hypervisorType,
+      enabled: n.enabled,
+      up,
+      vcpus: n.vcpus,
+      memoryMb: n.memoryMb,
+      diskGb: n.diskGb,
+      vcpusUsed: n.vcpusUsed,
+      memoryMbUsed: n.memoryMbUsed,
+      diskGbUsed: n.diskGbUsed,
+      runningVms: n.runningVms,
+      cpuAllocationRatio: n.cpuAllocationRatio,
+      ramAllocationRatio: n.ramAllocationRatio,
+      diskAllocationRatio: n.diskAllocationRatio,
+      reservedMemoryMb: n.reservedMemoryMb,
+    };
+  }
+
+  /** Current hosts, reloaded when older than maxAgeMs (or when forced). */
+  async get(force = false): Promise<Iterable<HostState>> {
+    if (force || Date.now() - this.loadedAt > this.opts.maxAgeMs) await this.reload();
+    return this.hosts.values();
+  }
+
+  async reload(): Promise<void> {
+    const nodes = await listNodes(this.pool);
+    const now = Date.now();
+    this.hosts = new Map(nodes.map((n) => [n.host, HostCache.toState(n, this.opts.serviceDownTimeSeconds, now)]));
+    this.loadedAt = now;
+  }
+
+  /** Marks the view stale (after a release elsewhere, a new host, an enable). */
+  invalidate(): void {
+    this.loadedAt = 0;
+  }
+
+  /** Applies a successful claim to the in-memory view. */
+  consume(host: string, r: ResourceRequest): void {
+    const h = this.hosts.get(host);
+    if (!h) return;
+    this.hosts.set(host, {
+      ...h,
+      vcpusUsed: h.vcpusUsed + r.vcpus,
+      memoryMbUsed: h.memoryMbUsed + r.memoryMb,
+      diskGbUsed: h.diskGbUsed + r.diskGb,
+      runningVms: h.runningVms + 1,
+    });
+  }
+}

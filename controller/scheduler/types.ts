@@ -1,0 +1,61 @@
+import type { ResourceRequest } from "../domain/types.js";
+
+/** A host as the scheduler sees it: capacity, usage and liveness, in memory. */
+export interface HostState {
+  readonly nodeId: string;
+  readonly host: string;
+  readonly zone: string;
+  readonly hypervisorType: string;
+  readonly enabled: boolean;
+  readonly up: boolean;
+  readonly vcpus: number;
+  readonly memoryMb: number;
+  readonly diskGb: number;
+  readonly vcpusUsed: number;
+  readonly memoryMbUsed: number;
+  readonly diskGbUsed: number;
+  readonly runningVms: number;
+  readonly cpuAllocationRatio: number;
+  readonly ramAllocationRatio: number;
+  readonly diskAllocationRatio: number;
+  readonly reservedMemoryMb: number;
+}
+
+/** What is being placed. */
+export interface RequestSpec {
+  readonly instanceUuid: string;
+  readonly resources: ResourceRequest;
+  /** Hosts this request already failed on (reschedules skip them). */
+  readonly ignoreHosts: ReadonlySet<string>;
+}
+
+export type FilterResult = { readonly pass: true } | { readonly pass: false; readonly reason: string };
+
+/** A filter: one small question about one host. */
+export interface HostFilter {
+  readonly name: string;
+  check(host: HostState, spec: RequestSpec): FilterResult;
+}
+
+/**
+ * A weigher returns a raw number per host; the pipeline normalises it to
+ * 0..1 across the candidates and multiplies it by `multiplier` (positive:
+ * prefer high values, i.e. spread; negative: pack).
+ */
+export interface HostWeigher {
+  readonly name: string;
+  readonly multiplier: number;
+  weigh(host: HostState, spec: RequestSpec): number;
+}
+
+export const PASS: FilterResult = { pass: true };
+
+export function freeVcpus(h: HostState): number {
+  return h.vcpus * h.cpuAllocationRatio - h.vcpusUsed;
+}
+export function freeMemoryMb(h: HostState): number {
+  return (h.memoryMb - h.reservedMemoryMb) * h.ramAllocationRatio - h.memoryMbUsed;
+}
+export function freeDiskGb(h: HostState): number {
+  return h.diskGb * h.diskAllocationRatio - h.diskGbUsed;
+}

@@ -1,0 +1,124 @@
+import type { Flavor, Image } from "../domain/types.js";
+import type { Queryable, Row } from "./db.js";
+import { exec, json, select } from "./db.js";
+
+// Flavors and images: the catalog servers are built from.
+
+function rowToFlavor(r: Row): Flavor {
+  return {
+    id: r.id,
+    name: r.name,
+    vcpus: r.vcpus,
+    ramMb: Number(r.ram_mb),
+    diskGb: Number(r.disk_gb),
+    description: r.description,
+    extraSpecs: json(r.extra_specs, {}),
+  };
+}
+
+export async function insertFlavor(q: Queryable, f: Flavor): Promise<void> {
+  await exec(q, "INSERT INTO flavors (id, name, vcpus, ram_mb, disk_gb, description, extra_specs) VALUES (?, ?, ?, ?, ?, ?, ?)", [
+    f.id,
+    f.name,
+    f.vcpus,
+    f.ramMb,
+    f.diskGb,
+    f.description,
+    JSON.stringify(f.extraSpecs),
+  ]);
+}
+
+/** Finds a flavor by id, or else by name. */
+export async function getFlavor(q: Queryable, idOrName: string): Promise<Flavor | null> {
+  const rows = await select(q, "SELECT * FROM flavors WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1", [idOrName, idOrName, idOrName]);
+  return rows[0] ? rowToFlavor(rows[0]) : null;
+}
+
+/** Lists flavors ordered by (ram, id); `after` is the last (ram, id) of the previous page. */
+export async function listFlavors(q: Queryable, f: { after?: { ramMb: number; id: string }; limit: number }): Promise<Flavor[]> {
+  const rows = f.after
+    ? await select(q, "SELECT * FROM flavors WHERE (ram_mb, id) > (?, ?) ORDER BY ram_mb, id LIMIT ?", [f.after.ramMb, f.after.id, f.limit])
+    : await select(q, "SELECT * FROM flavors ORDER BY ram_mb, id LIMIT ?", [f.limit]);
+  return rows.map(rowToFlavor);
+}
+
+export async function deleteFlavor(q: Queryable, id: string): Promise<boolean> {
+  return (await exec(q, "DELETE FROM flavors WHERE id = ?", [id])).affectedRows === 1;
+}
+
+function rowToImage(r: Row): Image {
+  return {
+    id: r.id,
+    name: r.name,
+    projectId: r.project_id,
+    status: r.status,
+    visibility: r.visibility,
+    diskFormat: r.disk_format,
+    containerFormat: r.container_format,
+    sizeBytes: Number(r.size_bytes),
+    checksum: r.checksum,
+    minDiskGb: Number(r.min_disk_gb),
+    minRamMb: Number(r.min_ram_mb),
+    properties: json(r.properties, {}),
+    createdAt: r.created_at,
+  };
+}
+
+export async function insertImage(q: Queryable, i: Omit<Image, "createdAt">): Promise<void> {
+  await exec(
+    q,
+    `INSERT INTO images (id, name, project_id, status, visibility, disk_format, container_format, size_bytes, checksum,
+       min_disk_gb, min_ram_mb, properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    [
+      i.id,
+      i.name,
+      i.projectId,
+      i.status,
+      i.visibility,
+      i.diskFormat,
+      i.containerFormat,
+      i.sizeBytes,
+      i.checksum,
+      i.minDiskGb,
+      i.minRamMb,
+      JSON.stringify(i.properties),
+    ],
+  );
+}
+
+/** An image the project can see (its own or public); `projectId` undefined = any (admin). */
+export async function getImage(q: Queryable, id: string, projectId: string | undefined): Promise<Image | null> {
+  const rows =
+    projectId === undefined
+      ? await select(q, "SELECT * FROM images WHERE id = ? AND deleted_at IS NULL", [id])
+      : await select(q, "SELECT * FROM images WHERE id = ? AND deleted_at IS NULL AND (visibility = 'public' OR project_id = ?)", [
+          id,
+          projectId,
+        ]);
+  return rows[0] ? rowToImage(rows[0]) : null;
+}
+
+/** Lists visible images, newest first; `after` is the last (created_at, id) of the previous page. */
+export async function listImages(
+  q: Queryable,
+  f: { projectId: string | undefined; after?: { createdAt: Date; id: string }; limit: number },
+): Promise<Image[]> {
+  const where = ["deleted_at IS NULL"];
+  const params: unknown[] = [];
+  if (f.projectId !== undefined) {
+    where.push("(visibility = 'public' OR project_id = ?)");
+    params.push(f.projectId);
+  }
+  if (f.after) {
+    where.push("(created_at, id) < (?, ?)");
+    params.push(f.after.createdAt, f.after.id);
+  }
+  params.push(f.limit);
+  const rows = await select(q, `SELECT * FROM images WHERE ${where.join(" AND ")} ORDER BY created_at DESC, id DESC LIMIT ?`, params);
+  return rows.map(rowToImage);
+}
+
+export async function deleteImage(q: Queryable, id: string): Promise<boolean> {
+  const res = await exec(q, "UPDATE images SET deleted_at = CURRENT_TIMESTAMP(3), status = 'deleted' WHERE id = ? AND deleted_at IS NULL", [id]);
+  return res.affectedRows === 1;
+}

@@ -1,0 +1,84 @@
+import mysql from "mysql2/promise";
+import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
+
+export type { Pool, PoolConnection };
+
+/** Anything queries can run on: the pool or a connection inside a transaction. */
+export type Queryable = Pick<Pool, "query" | "execute">;
+
+export type Row = RowDataPacket;
+
+/** Opens a pool on `url`, creating the database first when it is missing. */
+export async function openPool(url: string, opts: { connectionLimit?: number } = {}): Promise<Pool> {
+  const parsed = new URL(url);
+  const database = decodeURIComponent(parsed.pathname.replace(/^\//, ""));
+  if (!/^[A-Za-z0-9_]{1,64}$/.test(database)) {
+    throw new Error(`database name in ${JSON.stringify(url)} must be 1-64 letters, digits or '_'`);
+  }
+  const base = {
+    host: parsed.hostname || "127.0.0.1",
+    port: parsed.port ? Number(parsed.port) : 3306,
+    user: decodeURIComponent(parsed.username || "root"),
+    password: decodeURIComponent(parsed.password || ""),
+  };
+  const admin = await mysql.createConnection(base);
+  try {
+    await admin.query(`CREATE DATABASE IF NOT EXISTS \`${database}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+  } finally {
+    await admin.end();
+  }
+  const pool = mysql.createPool({
+    ...base,
+    database,
+    connectionLimit: opts.connectionLimit ?? 16,
+    waitForConnections: true,
+    enableKeepAlive: true,
+    timezone: "Z",
+    dateStrings: false,
+    supportBigNumbers: true,
+    bigNumberStrings: false,
+  });
+  // Row locks only on rows that match: a failed conditional claim must not
+  // hold the host's row for the rest of the transaction.
+  pool.pool.on("connection", (conn) => {
+    conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+  });
+  return pool;
+}
+
+/** Runs `fn` in a transaction; commits on success, rolls back on error. */
+export async function withTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
+  const conn = await pool.getConnection();
+  try {
+    await conn.beginTransaction();
+    const result = await fn(conn);
+    await conn.commit();
+    return result;
+  } catch (err) {
+    await conn.rollback().catch(() => undefined);
+    throw err;
+  } finally {
+    conn.release();
+  }
+}
+
+export async function select<T = Row>(q: Queryable, sql: string, params: unknown[] = []): Promise<T[]> {
+  const [rows] = await q.query<RowDataPacket[]>(sql, params);
+  return rows as unknown as T[];
+}
+
+export async function exec(q: Queryable, sql: string, params: unknown[] = []): Promise<ResultSetHeader> {
+  const [res] = await q.query<ResultSetHeader>(sql, params);
+  return res;
+}
+
+/** Parses a JSON column (mysql2 returns MariaDB JSON columns as strings). */
+export function json<T>(v: unknown, fallback: T): T {
+  if (v === null || v === undefined) return fallback;
+  if (typeof v === "string") return v === "" ? fallback : (JSON.parse(v) as T);
+  return v as T;
+}
+
+export function isDuplicateKey(err: unknown): boolean {
+  return (err as { code?: string } | null)?.code === "ER_DUP_ENTRY";
+}

@@ -1,0 +1,215 @@
+import type { Fault, Instance } from "../domain/types.js";
+import type { PowerState, TaskState, VmState } from "../domain/states.js";
+import { STATUS_TASKS } from "../domain/states.js";
+import type { Queryable, Row } from "./db.js";
+import { exec, json, select } from "./db.js";
+
+const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
+  image_id, host, vm_state, task_state, power_state, fault, metadata, attempt, tried_hosts,
+  created_at, updated_at, launched_at, deleted_at`;
+
+export function rowToInstance(r: Row): Instance {
+  return {
+    seq: Number(r.id),
+    uuid: r.uuid,
+    name: r.name,
+    projectId: r.project_id,
+    requestId: r.request_id,
+    flavor: { id: r.flavor_id, name: r.flavor_name, vcpus: r.vcpus, ramMb: Number(r.ram_mb), diskGb: Number(r.disk_gb) },
+    extraSpecs: json(r.extra_specs, {}),
+    imageId: r.image_id,
+    host: r.host,
+    vmState: r.vm_state,
+    taskState: r.task_state,
+    powerState: r.power_state,
+    fault: json<Fault | null>(r.fault, null),
+    metadata: json(r.metadata, {}),
+    attempt: r.attempt,
+    triedHosts: json(r.tried_hosts, []),
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    launchedAt: r.launched_at,
+    deletedAt: r.deleted_at,
+  };
+}
+
+export interface NewInstance {
+  readonly uuid: string;
+  readonly name: string;
+  readonly projectId: string;
+  readonly requestId: string;
+  readonly flavor: Instance["flavor"];
+  readonly extraSpecs: Readonly<Record<string, string>>;
+  readonly imageId: string;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+export async function insertInstance(q: Queryable, n: NewInstance): Promise<void> {
+  await exec(
+    q,
+    `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
+       extra_specs, image_id, vm_state, task_state, power_state, metadata, tried_hosts)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', 'SCHEDULING', 'NOSTATE', ?, '[]')`,
+    [
+      n.uuid,
+      n.name,
+      n.projectId,
+      n.requestId,
+      n.flavor.id,
+      n.flavor.name,
+      n.flavor.vcpus,
+      n.flavor.ramMb,
+      n.flavor.diskGb,
+      JSON.stringify(n.extraSpecs),
+      n.imageId,
+      JSON.stringify(n.metadata),
+    ],
+  );
+}
+
+/** Reads one instance; `lock` takes a row lock (inside a transaction). */
+export async function getInstance(q: Queryable, uuid: string, opts: { lock?: boolean } = {}): Promise<Instance | null> {
+  const rows = await select(q, `SELECT ${COLUMNS} FROM instances WHERE uuid = ?${opts.lock ? " FOR UPDATE" : ""}`, [uuid]);
+  return rows[0] ? rowToInstance(rows[0]) : null;
+}
+
+export async function getInstanceByRequest(q: Queryable, projectId: string, requestId: string): Promise<Instance | null> {
+  const rows = await select(q, `SELECT ${COLUMNS} FROM instances WHERE project_id = ? AND request_id = ?`, [projectId, requestId]);
+  return rows[0] ? rowToInstance(rows[0]) : null;
+}
+
+export interface InstanceFilter {
+  readonly projectId?: string;
+  readonly host?: string;
+  readonly nameContains?: string;
+  readonly vmState?: VmState;
+  readonly task?: TaskState;
+  readonly includeDeleted?: boolean;
+  /** Only instances created before this sequence number (paging, newest first). */
+  readonly beforeSeq?: number;
+  readonly limit: number;
+}
+
+export async function listInstances(q: Queryable, f: InstanceFilter): Promise<Instance[]> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (f.projectId !== undefined) {
+    where.push("project_id = ?");
+    params.push(f.projectId);
+  }
+  if (f.host) {
+    where.push("host = ?");
+    params.push(f.host);
+  }
+  if (f.nameContains) {
+    where.push("INSTR(name, ?) > 0");
+    params.push(f.nameContains);
+  }
+  if (f.task) {
+    where.push("task_state = ?");
+    params.push(f.task);
+  } else if (f.vmState) {
+    where.push("vm_state = ? AND (task_state IS NULL OR task_state NOT IN (?))");
+    params.push(f.vmState, STATUS_TASKS);
+  }
+  if (!f.includeDeleted && f.vmState !== "DELETED") where.push("deleted_at IS NULL");
+  if (f.beforeSeq !== undefined) {
+    where.push("id < ?");
+    params.push(f.beforeSeq);
+  }
+  const sql = `SELECT ${COLUMNS} FROM instances ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY id DESC LIMIT ?`;
+  params.push(f.limit);
+  return (await select(q, sql, params)).map(rowToInstance);
+}
+
+/** Fields an update may change. `null` clears a nullable column. */
+export interface InstancePatch {
+  readonly vmState?: VmState;
+  readonly taskState?: TaskState | null;
+  readonly powerState?: PowerState;
+  readonly host?: string | null;
+  readonly fault?: Fault | null;
+  readonly attempt?: number;
+  readonly triedHosts?: readonly string[];
+  readonly launchedAt?: Date;
+  readonly deletedAt?: Date;
+}
+
+/**
+ * Updates an instance and appends the result to the change log that
+ * WatchServers streams. Returns the updated instance.
+ */
+export async function updateInstance(q: Queryable, uuid: string, patch: InstancePatch): Promise<Instance> {
+  const sets: string[] = ["updated_at = CURRENT_TIMESTAMP(3)"];
+  const params: unknown[] = [];
+  const put = (col: string, v: unknown) => {
+    sets.push(`${col} = ?`);
+    params.push(v);
+  };
+  if (patch.vmState !== undefined) put("vm_state", patch.vmState);
+  if (patch.taskState !== undefined) put("task_state", patch.taskState);
+  if (patch.powerState !== undefined) put("power_state", patch.powerState);
+  if (patch.host !== undefined) put("host", patch.host);
+  if (patch.fault !== undefined) put("fault", patch.fault === null ? null : JSON.stringify(patch.fault));
+  if (patch.attempt !== undefined) put("attempt", patch.attempt);
+  if (patch.triedHosts !== undefined) put("tried_hosts", JSON.stringify(patch.triedHosts));
+  if (patch.launchedAt !== undefined) put("launched_at", patch.launchedAt);
+  if (patch.deletedAt !== undefined) put("deleted_at", patch.deletedAt);
+  params.push(uuid);
+  await exec(q, `UPDATE instances SET ${sets.join(", ")} WHERE uuid = ?`, params);
+  const inst = await getInstance(q, uuid);
+  if (!inst) throw new Error(`instance ${uuid} vanished during update`);
+  await recordChange(q, inst);
+  return inst;
+}
+
+/** Appends an instance's current state to the change log. */
+export async function recordChange(q: Queryable, inst: Instance): Promise<void> {
+  await exec(q, "INSERT INTO server_changes (instance_uuid, project_id, snapshot) VALUES (?, ?, ?)", [
+    inst.uuid,
+    inst.projectId,
+    JSON.stringify(inst),
+  ]);
+}
+
+export interface ChangeRecord {
+  readonly index: number;
+  readonly time: Date;
+  readonly instance: Instance;
+}
+
+function reviveInstance(raw: Record<string, unknown>): Instance {
+  const d = (v: unknown) => (v === null || v === undefined ? null : new Date(v as string));
+  return {
+    ...(raw as unknown as Instance),
+    createdAt: d(raw.createdAt)!,
+    updatedAt: d(raw.updatedAt)!,
+    launchedAt: d(raw.launchedAt),
+    deletedAt: d(raw.deletedAt),
+  };
+}
+
+/** Reads the change log after `afterIndex`, oldest first. */
+export async function listChanges(
+  q: Queryable,
+  f: { afterIndex: number; projectId?: string; instanceUuid?: string; limit: number },
+): Promise<ChangeRecord[]> {
+  const where = ["id > ?"];
+  const params: unknown[] = [f.afterIndex];
+  if (f.projectId !== undefined) {
+    where.push("project_id = ?");
+    params.push(f.projectId);
+  }
+  if (f.instanceUuid) {
+    where.push("instance_uuid = ?");
+    params.push(f.instanceUuid);
+  }
+  params.push(f.limit);
+  const rows = await select(q, `SELECT id, created_at, snapshot FROM server_changes WHERE ${where.join(" AND ")} ORDER BY id LIMIT ?`, params);
+  return rows.map((r) => ({ index: Number(r.id), time: r.created_at, instance: reviveInstance(json(r.snapshot, {})) }));
+}
+
+export async function lastChangeIndex(q: Queryable): Promise<number> {
+  const rows = await select<{ m: number | null }>(q, "SELECT MAX(id) AS m FROM server_changes");
+  return Number(rows[0]?.m ?? 0);
+}

@@ -1,0 +1,221 @@
+import type { Pool } from "./db.js";
+import { exec, select } from "./db.js";
+
+/** A numbered schema change. Applied once, in order, never edited after release. */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly statements: readonly string[];
+}
+
+const TS = "DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)";
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: "core tables",
+    statements: [
+      `CREATE TABLE api_tokens (
+        id CHAR(36) NOT NULL PRIMARY KEY,
+        secret_hash CHAR(64) NOT NULL UNIQUE,
+        project_id VARCHAR(64) NOT NULL,
+        role VARCHAR(16) NOT NULL,
+        description VARCHAR(255) NOT NULL DEFAULT '',
+        created_at ${TS}
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE flavors (
+        id VARCHAR(64) NOT NULL PRIMARY KEY,
+        name VARCHAR(255) NOT NULL UNIQUE,
+        vcpus INT NOT NULL,
+        ram_mb BIGINT NOT NULL,
+        disk_gb BIGINT NOT NULL,
+        description TEXT NOT NULL,
+        extra_specs JSON NOT NULL,
+        created_at ${TS}
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE images (
+        id CHAR(36) NOT NULL PRIMARY KEY,
+        name VARCHAR(255) NOT NULL,
+        project_id VARCHAR(64) NOT NULL,
+        status VARCHAR(16) NOT NULL,
+        visibility VARCHAR(16) NOT NULL,
+        disk_format VARCHAR(16) NOT NULL,
+        container_format VARCHAR(16) NOT NULL,
+        size_bytes BIGINT NOT NULL DEFAULT 0,
+        checksum VARCHAR(64) NOT NULL DEFAULT '',
+        min_disk_gb BIGINT NOT NULL DEFAULT 0,
+        min_ram_mb BIGINT NOT NULL DEFAULT 0,
+        properties JSON NOT NULL,
+        created_at ${TS},
+        deleted_at DATETIME(3) NULL,
+        KEY images_visible (deleted_at, visibility, project_id)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE compute_nodes (
+        id CHAR(36) NOT NULL PRIMARY KEY,
+        host VARCHAR(255) NOT NULL UNIQUE,
+        hypervisor_type VARCHAR(32) NOT NULL,
+        zone VARCHAR(255) NOT NULL,
+        version VARCHAR(64) NOT NULL DEFAULT '',
+        vcpus INT NOT NULL,
+        memory_mb BIGINT NOT NULL,
+        disk_gb BIGINT NOT NULL,
+        vcpus_used INT NOT NULL DEFAULT 0,
+        memory_mb_used BIGINT NOT NULL DEFAULT 0,
+        disk_gb_used BIGINT NOT NULL DEFAULT 0,
+        running_vms INT NOT NULL DEFAULT 0,
+        cpu_allocation_ratio DOUBLE NOT NULL,
+        ram_allocation_ratio DOUBLE NOT NULL,
+        disk_allocation_ratio DOUBLE NOT NULL,
+        reserved_memory_mb BIGINT NOT NULL DEFAULT 0,
+        free_memory_mb_reported BIGINT NOT NULL DEFAULT 0,
+        free_disk_gb_reported BIGINT NOT NULL DEFAULT 0,
+        enabled TINYINT(1) NOT NULL DEFAULT 1,
+        disabled_reason VARCHAR(255) NOT NULL DEFAULT '',
+        last_seen_at DATETIME(3) NULL,
+        generation BIGINT NOT NULL DEFAULT 0,
+        created_at ${TS}
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE instances (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        uuid CHAR(36) NOT NULL UNIQUE,
+        name VARCHAR(255) NOT NULL,
+        project_id VARCHAR(64) NOT NULL,
+        request_id VARCHAR(128) NOT NULL,
+        flavor_id VARCHAR(64) NOT NULL,
+        flavor_name VARCHAR(255) NOT NULL,
+        vcpus INT NOT NULL,
+        ram_mb BIGINT NOT NULL,
+        disk_gb BIGINT NOT NULL,
+        extra_specs JSON NOT NULL,
+        image_id CHAR(36) NOT NULL,
+        host VARCHAR(255) NULL,
+        vm_state VARCHAR(32) NOT NULL,
+        task_state VARCHAR(32) NULL,
+        power_state VARCHAR(16) NOT NULL DEFAULT 'NOSTATE',
+        fault JSON NULL,
+        metadata JSON NOT NULL,
+        attempt INT NOT NULL DEFAULT 0,
+        tried_hosts JSON NOT NULL,
+        created_at ${TS},
+        updated_at ${TS},
+        launched_at DATETIME(3) NULL,
+        deleted_at DATETIME(3) NULL,
+        UNIQUE KEY instances_request (project_id, request_id),
+        KEY instances_project (project_id, deleted_at, id),
+        KEY instances_host (host),
+        KEY instances_task (task_state)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE allocations (
+        instance_uuid CHAR(36) NOT NULL,
+        node_id CHAR(36) NOT NULL,
+        vcpus INT NOT NULL,
+        memory_mb BIGINT NOT NULL,
+        disk_gb BIGINT NOT NULL,
+        created_at ${TS},
+        PRIMARY KEY (instance_uuid, node_id),
+        KEY allocations_node (node_id)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE instance_actions (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        instance_uuid CHAR(36) NOT NULL,
+        request_id VARCHAR(128) NOT NULL,
+        project_id VARCHAR(64) NOT NULL,
+        action VARCHAR(32) NOT NULL,
+        start_time ${TS},
+        finish_time DATETIME(3) NULL,
+        message VARCHAR(255) NOT NULL DEFAULT '',
+        UNIQUE KEY actions_request (instance_uuid, request_id)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE instance_action_events (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        action_id BIGINT NOT NULL,
+        event VARCHAR(64) NOT NULL,
+        host VARCHAR(255) NOT NULL DEFAULT '',
+        start_time ${TS},
+        finish_time DATETIME(3) NULL,
+        result VARCHAR(16) NULL,
+        fault TEXT NULL,
+        op_id CHAR(36) NULL,
+        KEY events_action (action_id),
+        KEY events_op (op_id)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE compute_ops (
+        op_id CHAR(36) NOT NULL PRIMARY KEY,
+        instance_uuid CHAR(36) NOT NULL,
+        action_id BIGINT NOT NULL,
+        host VARCHAR(255) NOT NULL,
+        kind VARCHAR(32) NOT NULL,
+        attempt INT NOT NULL DEFAULT 1,
+        state VARCHAR(16) NOT NULL DEFAULT 'PENDING',
+        error JSON NULL,
+        created_at ${TS},
+        finished_at DATETIME(3) NULL,
+        KEY ops_instance (instance_uuid)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE outbox (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        subject VARCHAR(512) NOT NULL,
+        msg_id CHAR(36) NOT NULL,
+        payload MEDIUMBLOB NOT NULL,
+        created_at ${TS}
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE server_changes (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        instance_uuid CHAR(36) NOT NULL,
+        project_id VARCHAR(64) NOT NULL,
+        snapshot JSON NOT NULL,
+        created_at ${TS},
+        KEY changes_instance (instance_uuid, id)
+      ) ENGINE=InnoDB`,
+    ],
+  },
+  {
+    version: 2,
+    name: "default flavors",
+    statements: [
+      `INSERT INTO flavors (id, name, vcpus, ram_mb, disk_gb, description, extra_specs) VALUES
+        ('1', 'm1.tiny', 1, 512, 1, '', '{}'),
+        ('2', 'm1.small', 1, 2048, 20, '', '{}'),
+        ('3', 'm1.medium', 2, 4096, 40, '', '{}'),
+        ('4', 'm1.large', 4, 8192, 80, '', '{}'),
+        ('5', 'm1.xlarge', 8, 16384, 160, '', '{}')`,
+    ],
+  },
+];
+
+/**
+ * Applies the migrations the database lacks, in order. A named lock keeps
+ * several controllers starting at once from racing.
+ */
+export async function migrate(pool: Pool, migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
+  const conn = await pool.getConnection();
+  const applied: number[] = [];
+  try {
+    const [lockRows] = await conn.query("SELECT GET_LOCK('novamesh_migrate', 60) AS l");
+    if ((lockRows as Array<{ l: number }>)[0]?.l !== 1) throw new Error("timed out waiting for the migration lock");
+    try {
+      await exec(
+        conn,
+        `CREATE TABLE IF NOT EXISTS schema_migrations (
+          version INT NOT NULL PRIMARY KEY,
+          name VARCHAR(255) NOT NULL,
+          applied_at ${TS}
+        ) ENGINE=InnoDB`,
+      );
+      const done = new Set((await select<{ version: number }>(conn, "SELECT version FROM schema_migrations")).map((r) => r.version));
+      for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+        if (done.has(m.version)) continue;
+        // MySQL DDL commits implicitly; each statement is idempotent only
+        // through this table, so a failed migration must be fixed by hand.
+        for (const sql of m.statements) await exec(conn, sql);
+        await exec(conn, "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [m.version, m.name]);
+        applied.push(m.version);
+      }
+    } finally {
+      await conn.query("SELECT RELEASE_LOCK('novamesh_migrate')");
+    }
+  } finally {
+    conn.release();
+  }
+  return applied;
+}

@@ -1,0 +1,163 @@
+import { randomUUID } from "node:crypto";
+import type { ComputeNode, ResourceRequest } from "../domain/types.js";
+import type { Queryable, Row } from "./db.js";
+import { exec, select } from "./db.js";
+
+const COLUMNS = `id, host, hypervisor_type, zone, version, vcpus, memory_mb, disk_gb, vcpus_used, memory_mb_used,
+  disk_gb_used, running_vms, cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb,
+  free_memory_mb_reported, free_disk_gb_reported, enabled, disabled_reason, last_seen_at`;
+
+function rowToNode(r: Row): ComputeNode {
+  return {
+    id: r.id,
+    host: r.host,
+    hypervisorType: r.hypervisor_type,
+    zone: r.zone,
+    version: r.version,
+    vcpus: r.vcpus,
+    memoryMb: Number(r.memory_mb),
+    diskGb: Number(r.disk_gb),
+    vcpusUsed: r.vcpus_used,
+    memoryMbUsed: Number(r.memory_mb_used),
+    diskGbUsed: Number(r.disk_gb_used),
+    runningVms: r.running_vms,
+    cpuAllocationRatio: r.cpu_allocation_ratio,
+    ramAllocationRatio: r.ram_allocation_ratio,
+    diskAllocationRatio: r.disk_allocation_ratio,
+    reservedMemoryMb: Number(r.reserved_memory_mb),
+    freeMemoryMbReported: Number(r.free_memory_mb_reported),
+    freeDiskGbReported: Number(r.free_disk_gb_reported),
+    enabled: r.enabled === 1,
+    disabledReason: r.disabled_reason,
+    lastSeenAt: r.last_seen_at,
+  };
+}
+
+export async function listNodes(q: Queryable, opts: { host?: string } = {}): Promise<ComputeNode[]> {
+  const rows = opts.host
+    ? await select(q, `SELECT ${COLUMNS} FROM compute_nodes WHERE host = ?`, [opts.host])
+    : await select(q, `SELECT ${COLUMNS} FROM compute_nodes ORDER BY host`);
+  return rows.map(rowToNode);
+}
+
+export async function getNodeByHost(q: Queryable, host: string): Promise<ComputeNode | null> {
+  return (await listNodes(q, { host }))[0] ?? null;
+}
+
+/** Registers a host on its agent's hello, or refreshes what the agent says of itself. */
+export async function upsertNode(
+  q: Queryable,
+  n: {
+    host: string;
+    hypervisorType: string;
+    zone: string;
+    version: string;
+    vcpus: number;
+    memoryMb: number;
+    diskGb: number;
+    cpuAllocationRatio: number;
+    ramAllocationRatio: number;
+    diskAllocationRatio: number;
+    reservedMemoryMb: number;
+  },
+): Promise<ComputeNode> {
+  await exec(
+    q,
+    `INSERT INTO compute_nodes (id, host, hypervisor_type, zone, version, vcpus, memory_mb, disk_gb,
+       cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb, last_seen_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP(3))
+     ON DUPLICATE KEY UPDATE hypervisor_type = VALUES(hypervisor_type), zone = VALUES(zone), version = VALUES(version),
+       vcpus = VALUES(vcpus), memory_mb = VALUES(memory_mb), disk_gb = VALUES(disk_gb),
+       last_seen_at = CURRENT_TIMESTAMP(3), generation = generation + 1`,
+    [
+      randomUUID(),
+      n.host,
+      n.hypervisorType,
+      n.zone,
+      n.version,
+      n.vcpus,
+      n.memoryMb,
+      n.diskGb,
+      n.cpuAllocationRatio,
+      n.ramAllocationRatio,
+      n.diskAllocationRatio,
+      n.reservedMemoryMb,
+    ],
+  );
+  const node = await getNodeByHost(q, n.host);
+  if (!node) throw new Error(`compute node ${n.host} vanished`);
+  return node;
+}
+
+/** Records a resource report (heartbeat). */
+export async function recordReport(
+  q: Queryable,
+  host: string,
+  r: { vcpus: number; memoryMb: number; diskGb: number; freeMemoryMb: number; freeDiskGb: number },
+): Promise<void> {
+  await exec(
+    q,
+    `UPDATE compute_nodes SET last_seen_at = CURRENT_TIMESTAMP(3), vcpus = ?, memory_mb = ?, disk_gb = ?,
+       free_memory_mb_reported = ?, free_disk_gb_reported = ? WHERE host = ?`,
+    [r.vcpus, r.memoryMb, r.diskGb, r.freeMemoryMb, r.freeDiskGb, host],
+  );
+}
+
+export async function setNodeEnabled(q: Queryable, host: string, enabled: boolean, reason: string): Promise<boolean> {
+  const res = await exec(q, "UPDATE compute_nodes SET enabled = ?, disabled_reason = ?, generation = generation + 1 WHERE host = ?", [
+    enabled ? 1 : 0,
+    enabled ? "" : reason,
+    host,
+  ]);
+  return res.affectedRows === 1;
+}
+
+/**
+ * Claims `req` on a node atomically: the conditional UPDATE succeeds only if
+ * the node is enabled, up (seen since `upSince`) and the request fits under
+ * its ratio-adjusted capacity, so concurrent schedulers never double-book.
+ * Records the allocation in the same transaction (the caller's).
+ */
+export async function claim(q: Queryable, nodeId: string, instanceUuid: string, req: ResourceRequest, upSince: Date): Promise<boolean> {
+  const res = await exec(
+    q,
+    `UPDATE compute_nodes SET vcpus_used = vcpus_used + ?, memory_mb_used = memory_mb_used + ?,
+       disk_gb_used = disk_gb_used + ?, running_vms = running_vms + 1, generation = generation + 1
+     WHERE id = ? AND enabled = 1 AND last_seen_at >= ?
+       AND vcpus_used + ? <= vcpus * cpu_allocation_ratio
+       AND memory_mb_used + ? <= (memory_mb - reserved_memory_mb) * ram_allocation_ratio
+       AND disk_gb_used + ? <= disk_gb * disk_allocation_ratio`,
+    [req.vcpus, req.memoryMb, req.diskGb, nodeId, upSince, req.vcpus, req.memoryMb, req.diskGb],
+  );
+  if (res.affectedRows !== 1) return false;
+  await exec(q, "INSERT INTO allocations (instance_uuid, node_id, vcpus, memory_mb, disk_gb) VALUES (?, ?, ?, ?, ?)", [
+    instanceUuid,
+    nodeId,
+    req.vcpus,
+    req.memoryMb,
+    req.diskGb,
+  ]);
+  return true;
+}
+
+/**
+ * Releases every allocation an instance holds, exactly once: the allocation
+ * rows are locked and deleted, and the nodes' usage drops by what they held.
+ */
+export async function releaseAllocations(q: Queryable, instanceUuid: string): Promise<number> {
+  const allocs = await select(
+    q,
+    "SELECT node_id, vcpus, memory_mb, disk_gb FROM allocations WHERE instance_uuid = ? FOR UPDATE",
+    [instanceUuid],
+  );
+  for (const a of allocs) {
+    await exec(
+      q,
+      `UPDATE compute_nodes SET vcpus_used = vcpus_used - ?, memory_mb_used = memory_mb_used - ?,
+         disk_gb_used = disk_gb_used - ?, running_vms = running_vms - 1, generation = generation + 1 WHERE id = ?`,
+      [a.vcpus, a.memory_mb, a.disk_gb, a.node_id],
+    );
+  }
+  if (allocs.length) await exec(q, "DELETE FROM allocations WHERE instance_uuid = ?", [instanceUuid]);
+  return allocs.length;
+}

@@ -1,0 +1,84 @@
+import type { Queryable } from "./db.js";
+import { exec, select } from "./db.js";
+
+export const OP_KINDS = ["spawn", "destroy", "power_on", "power_off", "reboot"] as const;
+export type OpKind = (typeof OP_KINDS)[number];
+
+export interface OpRecord {
+  readonly opId: string;
+  readonly instanceUuid: string;
+  readonly actionId: number;
+  readonly host: string;
+  readonly kind: OpKind;
+  readonly attempt: number;
+  readonly state: "PENDING" | "DONE";
+}
+
+/**
+ * Records an op and queues its message in the outbox, in the caller's
+ * transaction: the op is published only if the state change commits, and is
+ * published even if this process dies right after the commit.
+ */
+export async function enqueueOp(
+  q: Queryable,
+  op: { opId: string; instanceUuid: string; actionId: number; host: string; kind: OpKind; attempt: number },
+  message: { subject: string; payload: Uint8Array },
+): Promise<void> {
+  await exec(q, "INSERT INTO compute_ops (op_id, instance_uuid, action_id, host, kind, attempt) VALUES (?, ?, ?, ?, ?, ?)", [
+    op.opId,
+    op.instanceUuid,
+    op.actionId,
+    op.host,
+    op.kind,
+    op.attempt,
+  ]);
+  await exec(q, "INSERT INTO outbox (subject, msg_id, payload) VALUES (?, ?, ?)", [message.subject, op.opId, Buffer.from(message.payload)]);
+}
+
+export async function lockOp(q: Queryable, opId: string): Promise<OpRecord | null> {
+  const rows = await select(
+    q,
+    "SELECT op_id, instance_uuid, action_id, host, kind, attempt, state FROM compute_ops WHERE op_id = ? FOR UPDATE",
+    [opId],
+  );
+  const r = rows[0];
+  if (!r) return null;
+  return {
+    opId: r.op_id,
+    instanceUuid: r.instance_uuid,
+    actionId: Number(r.action_id),
+    host: r.host,
+    kind: r.kind,
+    attempt: r.attempt,
+    state: r.state,
+  };
+}
+
+export async function finishOp(q: Queryable, opId: string, error: unknown | null): Promise<void> {
+  await exec(q, "UPDATE compute_ops SET state = 'DONE', finished_at = CURRENT_TIMESTAMP(3), error = ? WHERE op_id = ?", [
+    error === null ? null : JSON.stringify(error),
+    opId,
+  ]);
+}
+
+export interface OutboxRow {
+  readonly id: number;
+  readonly subject: string;
+  readonly msgId: string;
+  readonly payload: Buffer;
+}
+
+/** Locks up to `limit` outbox rows no other publisher holds, oldest first. */
+export async function claimOutbox(q: Queryable, limit: number): Promise<OutboxRow[]> {
+  const rows = await select(q, "SELECT id, subject, msg_id, payload FROM outbox ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED", [limit]);
+  return rows.map((r) => ({ id: Number(r.id), subject: r.subject, msgId: r.msg_id, payload: r.payload }));
+}
+
+export async function deleteOutbox(q: Queryable, ids: readonly number[]): Promise<void> {
+  if (ids.length) await exec(q, "DELETE FROM outbox WHERE id IN (?)", [ids]);
+}
+
+export async function outboxDepth(q: Queryable): Promise<number> {
+  const rows = await select<{ n: number }>(q, "SELECT COUNT(*) AS n FROM outbox");
+  return Number(rows[0]?.n ?? 0);
+}
