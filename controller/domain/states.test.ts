@@ -1,0 +1,28 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ALLOWED_FROM, SERVER_STATUSES, serverStatus, statusFilter } from "./states.js";
+
+test("status is derived as Nova derives it", () => {
+  assert.equal(serverStatus("BUILDING", "SCHEDULING"), "BUILD");
+  assert.equal(serverStatus("ACTIVE", null), "ACTIVE");
+  assert.equal(serverStatus("ACTIVE", "POWERING_OFF"), "ACTIVE");
+  assert.equal(serverStatus("ACTIVE", "REBOOTING"), "REBOOT");
+  assert.equal(serverStatus("STOPPED", "REBOOTING_HARD"), "HARD_REBOOT");
+  assert.equal(serverStatus("STOPPED", null), "SHUTOFF");
+});
+
+test("every status has a filter that selects servers showing it", () => {
+  for (const st of SERVER_STATUSES) {
+    const f = statusFilter(st);
+    assert.ok(f.vmState || f.task, st);
+  }
+});
+
+test("the allowed-state table matches Nova's checks", () => {
+  assert.ok(ALLOWED_FROM.start.has("STOPPED"));
+  assert.ok(!ALLOWED_FROM.start.has("ACTIVE"));
+  assert.ok(ALLOWED_FROM.stop.has("ACTIVE"));
+  assert.ok(!ALLOWED_FROM.reboot_soft.has("STOPPED"));
+  assert.ok(ALLOWED_FROM.reboot_hard.has("STOPPED"));
+  assert.ok(!ALLOWED_FROM.delete.has("DELETED"));
+});

@@ -1,0 +1,179 @@
+import { randomBytes } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import mysql from "mysql2/promise";
+import { connect } from "nats";
+import pino from "pino";
+import { FlavorServiceClient } from "../gen/novamesh/compute/v1/flavor.js";
+import { HostServiceClient } from "../gen/novamesh/compute/v1/host.js";
+import { IdentityServiceClient, Role } from "../gen/novamesh/compute/v1/identity.js";
+import { Image, ImageServiceClient, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
+import { ServerServiceClient } from "../gen/novamesh/compute/v1/server.js";
+import type { Server } from "../gen/novamesh/compute/v1/server.js";
+import { Controller } from "../controller/controller.js";
+import type { ControllerConfig } from "../controller/config.js";
+
+export const MYSQL_URL = process.env.NOVAMESH_TEST_MYSQL ?? "mysql://root@127.0.0.1:3306";
+export const NATS_URL = process.env.NOVAMESH_TEST_NATS ?? "nats://127.0.0.1:4222";
+
+type Callback<Res> = (err: grpc.ServiceError | null, res: Res) => void;
+type UnaryMethod<Req, Res> = (req: Req, md: grpc.Metadata, cb: Callback<Res>) => unknown;
+
+/** Turns a generated grpc-js client into one whose unary methods return promises. */
+export type Promised<C> = {
+  [K in keyof C]: C[K] extends {
+    (req: infer Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: infer Res) => void): grpc.ClientUnaryCall;
+  }
+    ? (req: Partial<Req>) => Promise<Res>
+    : C[K];
+};
+
+export function promised<C extends grpc.Client>(client: C, token: string | null): Promised<C> & { raw: C; metadata: () => grpc.Metadata } {
+  const metadata = () => {
+    const md = new grpc.Metadata();
+    if (token !== null) md.set("authorization", `Bearer ${token}`);
+    return md;
+  };
+  return new Proxy(client as object, {
+    get(target, prop) {
+      if (prop === "raw") return client;
+      if (prop === "metadata") return metadata;
+      const v = (target as Record<string | symbol, unknown>)[prop];
+      if (typeof v !== "function") return v;
+      // Fill the fields a test leaves out with proto defaults (decoding an
+      // empty message yields them), as generated encoders need every field.
+      const def = (client.constructor as unknown as { service: Record<string, { requestDeserialize: (b: Buffer) => object }> }).service[prop as string];
+      return (req: object) =>
+        new Promise((resolve, reject) => {
+          const full = def ? { ...def.requestDeserialize(Buffer.alloc(0)), ...req } : req;
+          (v as UnaryMethod<unknown, unknown>).call(target, full, metadata(), (err, res) => (err ? reject(err) : resolve(res)));
+        });
+    },
+  }) as Promised<C> & { raw: C; metadata: () => grpc.Metadata };
+}
+
+export interface Clients {
+  servers: ReturnType<typeof promised<ServerServiceClient>>;
+  flavors: ReturnType<typeof promised<FlavorServiceClient>>;
+  images: ReturnType<typeof promised<ImageServiceClient>>;
+  hosts: ReturnType<typeof promised<HostServiceClient>>;
+  identity: ReturnType<typeof promised<IdentityServiceClient>>;
+}
+
+export function clients(address: string, token: string | null): Clients {
+  const creds = grpc.credentials.createInsecure();
+  return {
+    servers: promised(new ServerServiceClient(address, creds), token),
+    flavors: promised(new FlavorServiceClient(address, creds), token),
+    images: promised(new ImageServiceClient(address, creds), token),
+    hosts: promised(new HostServiceClient(address, creds), token),
+    identity: promised(new IdentityServiceClient(address, creds), token),
+  };
+}
+
+/**
+ * One isolated test environment: its own database and JetStream stream on the
+ * machine's MariaDB and NATS, dropped at the end.
+ */
+export class TestEnv {
+  readonly id = randomBytes(4).toString("hex");
+  readonly dbName = `nm_test_${this.id}`;
+  readonly stream = `NMTEST_${this.id}`;
+  readonly prefix = `nmtest_${this.id}.ops`;
+  readonly adminToken = `admin-${this.id}`;
+  readonly controllers: Controller[] = [];
+
+  config(over: Partial<ControllerConfig> = {}): Partial<ControllerConfig> {
+    return {
+      listen: "127.0.0.1:0",
+      databaseUrl: `${MYSQL_URL}/${this.dbName}`,
+      natsUrl: NATS_URL,
+      opsStream: this.stream,
+      opsSubjectPrefix: this.prefix,
+      adminToken: this.adminToken,
+      reportIntervalSeconds: 1,
+      serviceDownTimeSeconds: 5,
+      ...over,
+    };
+  }
+
+  async startController(over: Partial<ControllerConfig> = {}): Promise<Controller> {
+    const c = new Controller(this.config(over), pino({ level: process.env.NOVAMESH_TEST_LOG ?? "silent" }));
+    await c.start();
+    this.controllers.push(c);
+    return c;
+  }
+
+  async stopController(c: Controller): Promise<void> {
+    await c.stop();
+    this.controllers.splice(this.controllers.indexOf(c), 1);
+  }
+
+  address(c: Controller): string {
+    return `127.0.0.1:${c.port}`;
+  }
+
+  admin(c: Controller): Clients {
+    return clients(this.address(c), this.adminToken);
+  }
+
+  /** Issues a token through the API and returns clients that use it. */
+  async as(c: Controller, projectId: string, role: Role = Role.ROLE_MEMBER): Promise<Clients & { token: string }> {
+    const res = await this.admin(c).identity.createToken({ projectId, role, description: "test" });
+    return { ...clients(this.address(c), res.secret), token: res.secret };
+  }
+
+  /** Registers a public image and returns its id. */
+  async image(c: Controller, name = "cirros"): Promise<string> {
+    const res = await this.admin(c).images.registerImage({
+      image: Image.fromPartial({ name, visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC, diskFormat: "qcow2", containerFormat: "bare" }),
+    });
+    return res.image!.id;
+  }
+
+  async sql<T = Record<string, unknown>>(query: string, params: unknown[] = []): Promise<T[]> {
+    const conn = await mysql.createConnection(`${MYSQL_URL}/${this.dbName}`);
+    try {
+      const [rows] = await conn.query(query, params);
+      return rows as T[];
+    } finally {
+      await conn.end();
+    }
+  }
+
+  async cleanup(): Promise<void> {
+    for (const c of [...this.controllers]) await c.stop().catch(() => undefined);
+    const conn = await mysql.createConnection(MYSQL_URL);
+    await conn.query(`DROP DATABASE IF EXISTS \`${this.dbName}\``).finally(() => conn.end());
+    const nc = await connect({ servers: NATS_URL });
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.delete(this.stream).catch(() => undefined);
+    await nc.close();
+  }
+}
+
+/** Polls `fn` until it returns a truthy value or the deadline passes. */
+export async function eventually<T>(fn: () => Promise<T | undefined | null | false>, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what ?? "condition"}${last ? `: ${String(last)}` : ""}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 100));
+  }
+}
+
+/** Waits until every server satisfies `pred` (by GetServer). */
+export async function waitServers(c: Clients, ids: readonly string[], pred: (s: Server) => boolean, what: string, timeoutMs = 30_000): Promise<Server[]> {
+  return eventually(
+    async () => {
+      const all = await Promise.all(ids.map((id) => c.servers.getServer({ id }).then((r) => r.server!)));
+      return all.every(pred) ? all : null;
+    },
+    { timeoutMs, what, intervalMs: 200 },
+  );
+}
