@@ -5,6 +5,7 @@ import { connect } from "nats";
 import pino from "pino";
 import { FlavorServiceClient } from "../gen/novamesh/compute/v1/flavor.js";
 import { HostServiceClient } from "../gen/novamesh/compute/v1/host.js";
+import type { Hypervisor } from "../gen/novamesh/compute/v1/host.js";
 import { IdentityServiceClient, Role } from "../gen/novamesh/compute/v1/identity.js";
 import { Image, ImageServiceClient, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { ServerServiceClient } from "../gen/novamesh/compute/v1/server.js";
@@ -52,6 +53,8 @@ export function promised<C extends grpc.Client>(client: C, token: string | null)
 }
 
 export interface Clients {
+  /** All hypervisors (admin). */
+  hypervisors: () => Promise<Hypervisor[]>;
   servers: ReturnType<typeof promised<ServerServiceClient>>;
   flavors: ReturnType<typeof promised<FlavorServiceClient>>;
   images: ReturnType<typeof promised<ImageServiceClient>>;
@@ -61,11 +64,13 @@ export interface Clients {
 
 export function clients(address: string, token: string | null): Clients {
   const creds = grpc.credentials.createInsecure();
+  const hosts = promised(new HostServiceClient(address, creds), token);
   return {
+    hypervisors: async () => (await hosts.listHypervisors({})).hypervisors,
     servers: promised(new ServerServiceClient(address, creds), token),
     flavors: promised(new FlavorServiceClient(address, creds), token),
     images: promised(new ImageServiceClient(address, creds), token),
-    hosts: promised(new HostServiceClient(address, creds), token),
+    hosts,
     identity: promised(new IdentityServiceClient(address, creds), token),
   };
 }

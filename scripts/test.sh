@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: services up, proto lint, generated code current, types,
+# unit tests, then integration tests against the real MariaDB and NATS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export npm_config_update_notifier=false
+bash scripts/ensure-services.sh
+echo "== buf lint"; npx buf lint 2>/dev/null
+echo "== gen/ is current"; bash scripts/check-gen.sh
+echo "== typecheck"; npx tsc -p tsconfig.json
+echo "== unit tests"; npm run -s test:unit
+echo "== integration tests"; npm run -s test:integration

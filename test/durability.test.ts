@@ -1,0 +1,113 @@
+import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
+import { ServerStatus, TaskState } from "../gen/novamesh/compute/v1/server.js";
+import { driverCalls, freePort, spawnAgent, stopAgent, tempDir } from "./agents.js";
+import { TestEnv, eventually, waitServers } from "./harness.js";
+import type { Clients } from "./harness.js";
+
+async function hostUp(admin: Clients, host: string): Promise<void> {
+  await eventually(
+    async () => (await admin.hosts.listServices({ host })).services[0]?.state === ServiceState.SERVICE_STATE_UP,
+    { what: `${host} up`, timeoutMs: 30_000 },
+  );
+}
+
+describe("durability", () => {
+  const env = new TestEnv();
+  const children: ChildProcess[] = [];
+  after(async () => {
+    for (const c of children) await stopAgent(c, "SIGKILL");
+    await env.cleanup();
+  });
+
+  test("an agent killed while ops are queued runs every op exactly once after it restarts", async () => {
+    const ctl = await env.startController();
+    const admin = env.admin(ctl);
+    const imageId = await env.image(ctl);
+    const host = `kill${env.id}`;
+    const dir = await tempDir("kill");
+    const args = ["--host", host, "--driver", "fake", "--state-dir", dir, "--vcpus", "64", "--memory-mb", "65536", "--disk-gb", "1000",
+      "--fake-faults", JSON.stringify({ spawn: { delayMs: 400 } })];
+    const start = () => {
+      const c = spawnAgent({ controller: env.address(ctl), token: env.adminToken, logFile: join(dir, "agent.log"), args });
+      children.push(c);
+      return c;
+    };
+    let agent = start();
+    await hostUp(admin, host);
+
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await admin.servers.createServer({ name: `k-${i}`, flavorId: "m1.tiny", imageId })).server!.id);
+    // Let some spawns finish, then kill the agent with the rest queued or in flight.
+    await eventually(
+      async () => {
+        const all = await Promise.all(ids.map((id) => admin.servers.getServer({ id })));
+        return all.some((r) => r.server!.status === ServerStatus.SERVER_STATUS_ACTIVE);
+      },
+      { what: "a first ACTIVE server", intervalMs: 20 },
+    );
+    await stopAgent(agent, "SIGKILL");
+    const activeAtKill = (await Promise.all(ids.map((id) => admin.servers.getServer({ id })))).filter(
+      (r) => r.server!.status === ServerStatus.SERVER_STATUS_ACTIVE,
+    ).length;
+    assert.ok(activeAtKill < 12, `the kill came while ops were pending (${activeAtKill} of 12 active)`);
+
+    agent = start();
+    const active = await waitServers(admin, ids, (s) => s.status === ServerStatus.SERVER_STATUS_ACTIVE, "12 ACTIVE", 60_000);
+    assert.ok(active.every((s) => s.host === host));
+
+    // Every spawn op ran exactly once on the hypervisor, and each server has exactly one.
+    const spawns = (await driverCalls(join(dir, "fake-driver.json"))).filter((c) => c.method === "spawn");
+    const perServer = new Map<string, Set<string>>();
+    for (const c of spawns) perServer.set(c.instanceId, (perServer.get(c.instanceId) ?? new Set()).add(c.opId ?? ""));
+    assert.equal(spawns.length, 12, `12 spawn calls, got ${spawns.length}`);
+    assert.deepEqual([...perServer.keys()].sort(), [...ids].sort());
+    for (const [, ops] of perServer) assert.equal(ops.size, 1);
+    for (const id of ids) {
+      const create = (await admin.servers.listServerActions({ serverId: id })).actions.find((a) => a.action === "create")!;
+      assert.deepEqual(
+        create.events.map((e) => `${e.name}:${e.result}`),
+        ["schedule:Success", "compute_spawn:Success"],
+      );
+    }
+    await stopAgent(agent);
+    await env.stopController(ctl);
+  });
+
+  test("an op committed but not published before the controller stopped is delivered after restart", async () => {
+    const port = await freePort();
+    const listen = `127.0.0.1:${port}`;
+    const held = await env.startController({ listen, holdOutbox: true });
+    const admin = env.admin(held);
+    const imageId = await env.image(held, "held-image");
+    const host = `held${env.id}`;
+    const dir = await tempDir("held");
+    const agent = spawnAgent({
+      controller: listen,
+      token: env.adminToken,
+      logFile: join(dir, "agent.log"),
+      args: ["--host", host, "--driver", "fake", "--state-dir", dir, "--vcpus", "8", "--memory-mb", "8192", "--disk-gb", "100"],
+    });
+    children.push(agent);
+    await hostUp(admin, host);
+
+    const s = (await admin.servers.createServer({ name: "held", flavorId: "m1.tiny", imageId })).server!;
+    await waitServers(admin, [s.id], (x) => x.taskState === TaskState.TASK_STATE_SPAWNING && x.host === host, "SPAWNING");
+    const queued = await env.sql<{ n: number }>("SELECT COUNT(*) AS n FROM outbox");
+    assert.equal(Number(queued[0]!.n), 1, "the spawn op is committed in the outbox");
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await admin.servers.getServer({ id: s.id })).server!.taskState, TaskState.TASK_STATE_SPAWNING, "nothing was sent");
+    await env.stopController(held);
+
+    const ctl = await env.startController({ listen });
+    const admin2 = env.admin(ctl);
+    const [active] = await waitServers(admin2, [s.id], (x) => x.status === ServerStatus.SERVER_STATUS_ACTIVE, "ACTIVE after restart", 30_000);
+    assert.equal(active!.host, host);
+    assert.equal(Number((await env.sql<{ n: number }>("SELECT COUNT(*) AS n FROM outbox"))[0]!.n), 0);
+    const spawns = (await driverCalls(join(dir, "fake-driver.json"))).filter((c) => c.method === "spawn" && c.instanceId === s.id);
+    assert.equal(spawns.length, 1);
+  });
+});
