@@ -40,7 +40,9 @@ export async function ensureHostConsumer(jsm: JetStreamManager, stream: string, 
     filter_subject: opsSubject(prefix, host),
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
-    ack_wait: nanos(60_000),
+    // Agents keep long ops alive with working(); a dead agent's ops come back
+    // this soon after it stopped extending them.
+    ack_wait: nanos(15_000),
     max_deliver: -1,
     max_ack_pending: 1000,
   });
