@@ -16,14 +16,20 @@ async function hostUp(admin: Clients, host: string): Promise<void> {
 }
 
 describe("durability", () => {
-  const env = new TestEnv();
+  const envs: TestEnv[] = [];
   const children: ChildProcess[] = [];
+  const newEnv = () => {
+    const e = new TestEnv();
+    envs.push(e);
+    return e;
+  };
   after(async () => {
     for (const c of children) await stopAgent(c, "SIGKILL");
-    await env.cleanup();
+    for (const e of envs) await e.cleanup();
   });
 
   test("an agent killed while ops are queued runs every op exactly once after it restarts", async () => {
+    const env = newEnv();
     const ctl = await env.startController();
     const admin = env.admin(ctl);
     const imageId = await env.image(ctl);
@@ -65,7 +71,7 @@ describe("durability", () => {
     // op ran once after the restart. Only an op the kill interrupted inside
     // the driver call (at most the executor's concurrency) was started again
     // after the restart — reconciled, since its VM did not exist.
-    const spawns = (await driverCalls(join(dir, "fake-driver.json"))).filter((c) => c.method === "spawn");
+    const spawns = (await driverCalls(join(dir, "fake-domains.json"))).filter((c) => c.method === "spawn");
     const opsByServer = new Map<string, Set<string>>();
     const startsByOp = new Map<string, { before: number; after: number }>();
     for (const c of spawns) {
@@ -96,6 +102,7 @@ describe("durability", () => {
   });
 
   test("an op committed but not published before the controller stopped is delivered after restart", async () => {
+    const env = newEnv();
     const port = await freePort();
     const listen = `127.0.0.1:${port}`;
     const held = await env.startController({ listen, holdOutbox: true });
@@ -125,7 +132,7 @@ describe("durability", () => {
     const [active] = await waitServers(admin2, [s.id], (x) => x.status === ServerStatus.SERVER_STATUS_ACTIVE, "ACTIVE after restart", 30_000);
     assert.equal(active!.host, host);
     assert.equal(Number((await env.sql<{ n: number }>("SELECT COUNT(*) AS n FROM outbox"))[0]!.n), 0);
-    const spawns = (await driverCalls(join(dir, "fake-driver.json"))).filter((c) => c.method === "spawn" && c.instanceId === s.id);
+    const spawns = (await driverCalls(join(dir, "fake-domains.json"))).filter((c) => c.method === "spawn" && c.instanceId === s.id);
     assert.equal(spawns.length, 1);
   });
 });

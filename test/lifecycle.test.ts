@@ -138,7 +138,8 @@ describe("servers on three fake agents", () => {
     assert.equal(hard.status, ServerStatus.SERVER_STATUS_HARD_REBOOT);
     await waitFor(ServerStatus.SERVER_STATUS_ACTIVE);
 
-    await eventually(async () => states().length >= 10, { what: "watch events" });
+    await eventually(async () => states().length >= 8, { what: "watch events" });
+    await new Promise((r) => setTimeout(r, 300));
     stream.cancel();
     assert.deepEqual(states(), [
       "VM_STATE_ACTIVE/TASK_STATE_POWERING_OFF/POWER_STATE_RUNNING",

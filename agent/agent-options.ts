@@ -1,0 +1,83 @@
+/** Options of the Agent: a documented interface, accepted as Partial and merged over defaults. */
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { credentials as grpcCredentials, type ChannelCredentials } from "@grpc/grpc-js";
+import type { NatsConnection } from "nats";
+import { pino, type Logger } from "pino";
+import type { Driver } from "./drivers/driver.js";
+import { AGENT_VERSION } from "./version.js";
+
+/** Everything an Agent is configured with. */
+export interface AgentOptions {
+  /** The hypervisor driver (required). The agent calls `init()` and, at stop, `close()`. */
+  readonly driver: Driver;
+  /** gRPC address of the controller, `host:port` (default "127.0.0.1:8774"). */
+  readonly controller: string;
+  /** Agent token, sent as `authorization: Bearer <token>` (default "": no header). */
+  readonly token: string;
+  /** gRPC channel credentials (default insecure). */
+  readonly credentials: ChannelCredentials;
+  /** NATS server URL(s), comma separated (default "nats://127.0.0.1:4222"). */
+  readonly natsUrl: string;
+  /**
+   * A NATS connection to use instead of opening one (e.g. shared by many
+   * simulated agents in one process). The agent does not drain it at stop.
+   */
+  readonly nats: NatsConnection | undefined;
+  /** Host name sent in Hello (default `os.hostname()`). */
+  readonly host: string;
+  /** Availability zone sent in Hello (default "nova"). */
+  readonly zone: string;
+  /** Directory for the op journal (default "./.state/agent-<host>"). */
+  readonly stateDir: string;
+  /** Report interval in seconds; overrides HelloAck's (default: HelloAck's, or 10 if it says 0). */
+  readonly reportIntervalSeconds: number | undefined;
+  /** Ops of different servers run in parallel up to this many (default 8). */
+  readonly concurrency: number;
+  /** fsync the op journal (default true). */
+  readonly fsync: boolean;
+  /** First reconnect delay in ms (default 500). */
+  readonly reconnectInitialMs: number;
+  /** Largest reconnect delay in ms (default 30,000). */
+  readonly reconnectMaxMs: number;
+  /** How long to wait for HelloAck before reconnecting, ms (default 10,000). */
+  readonly helloTimeoutMs: number;
+  /** How long `stop()` waits for in-flight ops and their acks, ms (default 30,000). */
+  readonly stopTimeoutMs: number;
+  /** How often held op messages are kept alive with `working()`, ms (default 5,000). */
+  readonly workingIntervalMs: number;
+  /** Version sent in Hello (default the agent's). */
+  readonly version: string;
+  /** JSON logger (default pino to stdout at "info"). */
+  readonly logger: Logger;
+}
+
+/** What `new Agent()` takes: a driver and any other options. */
+export type AgentInit = Partial<AgentOptions> & Pick<AgentOptions, "driver">;
+
+/** Fills in defaults. */
+export function resolveAgentOptions(init: AgentInit): AgentOptions {
+  const defined = Object.fromEntries(Object.entries(init).filter(([, v]) => v !== undefined)) as AgentInit;
+  const host = defined.host ?? hostname();
+  return {
+    controller: "127.0.0.1:8774",
+    token: "",
+    credentials: grpcCredentials.createInsecure(),
+    natsUrl: "nats://127.0.0.1:4222",
+    nats: undefined,
+    host,
+    zone: "nova",
+    stateDir: join(".state", `agent-${host}`),
+    reportIntervalSeconds: undefined,
+    concurrency: 8,
+    fsync: true,
+    reconnectInitialMs: 500,
+    reconnectMaxMs: 30_000,
+    helloTimeoutMs: 10_000,
+    stopTimeoutMs: 30_000,
+    workingIntervalMs: 5_000,
+    version: AGENT_VERSION,
+    logger: pino({ name: "novamesh-agent" }),
+    ...defined,
+  };
+}

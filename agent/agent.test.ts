@@ -1,0 +1,163 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, afterEach, before, beforeEach, describe, test } from "node:test";
+import type { NatsConnection } from "nats";
+import { pino } from "pino";
+import { PowerState } from "../gen/novamesh/compute/v1/server.js";
+import { Agent, type AgentInit } from "./agent.js";
+import { createTestOpStream, tryConnect, TEST_NATS_URL, type TestOpStream } from "./bus/nats-test-util.js";
+import { FakeDriver, type FakeDriverOptions } from "./drivers/fake/fake-driver.js";
+import { testInstance } from "./drivers/test-instance.js";
+import { testOp } from "./ops/test-ops.js";
+import { TestController } from "./test-controller.js";
+
+let nc: NatsConnection | undefined;
+let ops: TestOpStream;
+let controller: TestController;
+let stateDir: string;
+const agents: Agent[] = [];
+
+before(async () => {
+  nc = await tryConnect();
+});
+after(async () => {
+  await nc?.drain();
+});
+beforeEach(async () => {
+  if (!nc) throw new Error(`NATS not reachable at ${TEST_NATS_URL}`);
+  ops = await createTestOpStream(nc, { ackWaitMs: 30_000 });
+  controller = await TestController.start({
+    reportIntervalSeconds: 1,
+    stream: ops.stream,
+    subject: ops.subject,
+    consumer: ops.consumer,
+  });
+  stateDir = await mkdtemp(join(tmpdir(), "agent-"));
+});
+afterEach(async () => {
+  await Promise.all(agents.splice(0).map((a) => a.stop()));
+  await controller.stop();
+  await ops.delete();
+  await rm(stateDir, { recursive: true, force: true });
+});
+
+function fake(options: Partial<FakeDriverOptions> = {}): FakeDriver {
+  return new FakeDriver({ statePath: join(stateDir, "domains.json"), ...options });
+}
+
+async function startAgent(driver: FakeDriver, options: Partial<AgentInit> = {}): Promise<Agent> {
+  const agent = new Agent({
+    driver,
+    controller: controller.address,
+    token: "agent-secret",
+    natsUrl: TEST_NATS_URL,
+    host: "host-a",
+    zone: "az-1",
+    stateDir,
+    fsync: false,
+    reconnectInitialMs: 50,
+    reconnectMaxMs: 200,
+    stopTimeoutMs: 3_000,
+    logger: pino({ level: "silent" }),
+    ...options,
+  });
+  agents.push(agent);
+  await agent.start();
+  return agent;
+}
+
+describe("Agent against a test controller and real JetStream", () => {
+  test("says Hello with its token, reports at once and then every interval", async () => {
+    const driver = fake({ capacity: { vcpus: 8, memoryMb: 8192, diskGb: 100 } });
+    const agent = await startAgent(driver);
+    const ack = await agent.connected();
+    assert.equal(ack.consumer, ops.consumer);
+    const session = await controller.waitFor("a session", () => controller.last);
+    assert.deepEqual(session.hello, {
+      host: "host-a",
+      hypervisorType: "fake",
+      version: agent.options.version,
+      capacity: { vcpus: 8, memoryMb: 8192, diskGb: 100 },
+      zone: "az-1",
+    });
+    assert.deepEqual(session.metadata.get("authorization"), ["Bearer agent-secret"]);
+    const first = await controller.waitFor("a report", () => session.reports[0], 500);
+    assert.equal(first.freeMemoryMb, 8192);
+    await controller.waitFor("a second report a second later", () => session.reports.length >= 2, 2_500);
+  });
+
+  test("runs a published op, reports its result, and acks JetStream only after OpResultAck", async () => {
+    controller.autoAck = false;
+    const driver = fake();
+    await startAgent(driver);
+    const inst = testInstance();
+    const op = testOp(inst, { kind: "spawn" });
+    await ops.publish(op);
+    const result = await controller.waitFor("the result", () => controller.results.find((r) => r.opId === op.opId));
+    assert.equal(result.serverId, inst.id);
+    assert.equal(result.error, undefined);
+    assert.equal(result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.ok(result.startTime && result.finishTime && result.finishTime >= result.startTime);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(await ops.ackPending(), 1, "not acked before the controller acknowledged");
+    controller.last!.ack(op.opId);
+    await controller.waitFor("the JetStream ack", async () => (await ops.ackPending()) === 0);
+    const report = await controller.waitFor("a report listing the instance", () =>
+      controller.last!.reports.find((r) => r.instances.some((i) => i.serverId === inst.id)),
+    2_500);
+    assert.equal(report.instances.find((i) => i.serverId === inst.id)?.powerState, PowerState.POWER_STATE_RUNNING);
+  });
+
+  test("after losing the stream it reconnects, says Hello again and re-sends the unacknowledged result", async () => {
+    controller.autoAck = false;
+    const driver = fake();
+    const agent = await startAgent(driver);
+    const op = testOp(testInstance(), { kind: "spawn" });
+    await ops.publish(op);
+    const first = await controller.waitFor("the first session's result", () => controller.last?.results[0]);
+    controller.last!.kill();
+    await controller.waitFor("a second session", () => controller.sessions.length === 2);
+    const resent = await controller.waitFor("the re-sent result", () => controller.sessions[1]!.results[0]);
+    assert.deepEqual(resent, first);
+    assert.equal(await ops.ackPending(), 1);
+    controller.sessions[1]!.ack(op.opId);
+    await controller.waitFor("the JetStream ack", async () => (await ops.ackPending()) === 0);
+    assert.equal(agent.pendingResults, 0);
+    assert.deepEqual(driver.calls.filter((c) => c.opId === op.opId).map((c) => c.method), ["spawn"]);
+  });
+
+  test("a restarted agent re-reports an op it finished before, without running it again", async () => {
+    controller.autoAck = false;
+    const first = await startAgent(fake(), { stopTimeoutMs: 300 });
+    const inst = testInstance();
+    const op = testOp(inst, { kind: "spawn" });
+    await ops.publish(op);
+    const result = await controller.waitFor("the result", () => controller.last?.results[0]);
+    await first.stop(); // the controller never acknowledged: the message goes back to JetStream
+
+    controller.autoAck = true;
+    const driver = fake();
+    await startAgent(driver);
+    await controller.waitFor("the re-reported result", () => controller.sessions[1]?.results[0]);
+    assert.deepEqual(controller.sessions[1]!.results[0], result);
+    await controller.waitFor("the JetStream ack", async () => (await ops.ackPending()) === 0);
+    assert.deepEqual(driver.calls, [], "the second agent did not call the driver");
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
+  });
+
+  test("stop() lets an in-flight op finish and its result be acknowledged before it returns", async () => {
+    const driver = fake({ faults: { spawn: { delayMs: 400 } } });
+    const agent = await startAgent(driver);
+    await agent.connected();
+    const op = testOp(testInstance(), { kind: "spawn" });
+    await ops.publish(op);
+    await controller.waitFor("the spawn to start", () => driver.calls.length === 1);
+    await agent.stop();
+    assert.equal(agent.state, "stopped");
+    assert.equal(controller.results.find((r) => r.opId === op.opId)?.error, undefined);
+    assert.equal(await ops.ackPending(), 0);
+    assert.equal(controller.last!.ended, true, "the agent ended its stream");
+  });
+});

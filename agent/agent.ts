@@ -1,0 +1,276 @@
+/**
+ * The compute agent (Nova's nova-compute): holds the controller stream
+ * open, takes this host's ops from JetStream, runs them through the driver
+ * exactly once, reports results and resources, and acks an op's message
+ * only after the controller acknowledged its result.
+ *
+ *   op (JetStream) → OpConsumer → OpExecutor → Driver → OpResult (stream)
+ *     → OpResultAck (controller) → ack (JetStream)
+ */
+import { AgentServiceClient, type HelloAck, type OpResult } from "../gen/novamesh/agent/v1/agent.js";
+import { status as GrpcStatus } from "@grpc/grpc-js";
+import { connect, type NatsConnection } from "nats";
+import type { Logger } from "pino";
+import { resolveAgentOptions, type AgentInit, type AgentOptions } from "./agent-options.js";
+import { backoffDelay, sleepUnlessAborted } from "./backoff.js";
+import { OpConsumer, type OpDelivery } from "./bus/op-consumer.js";
+import { ExecutorClosedError, OpExecutor } from "./ops/executor.js";
+import { capacityToProto } from "./proto-convert.js";
+import { ResourceReporter } from "./reporter/resource-reporter.js";
+import { ControllerSession } from "./session/controller-session.js";
+
+export type { AgentInit, AgentOptions } from "./agent-options.js";
+
+/** Where the agent is in its life. */
+export type AgentState = "new" | "starting" | "connecting" | "connected" | "stopping" | "stopped";
+
+interface PendingResult {
+  readonly result: OpResult;
+  readonly consumer: OpConsumer;
+}
+
+/** Delay before a message whose op could not be journaled is redelivered. */
+const RETRY_LATER_MS = 5_000;
+
+/** See the module comment. */
+export class Agent {
+  /** The options in effect. */
+  readonly options: AgentOptions;
+  private readonly log: Logger;
+  private readonly client: AgentServiceClient;
+  private readonly stopController = new AbortController();
+  private readonly pending = new Map<string, PendingResult>();
+  private readonly connectedWaiters: Array<(ack: HelloAck) => void> = [];
+  private readonly reporter: ResourceReporter;
+  private currentState: AgentState = "new";
+  private executor: OpExecutor | undefined;
+  private nats: NatsConnection | undefined;
+  private session: ControllerSession | undefined;
+  private consumer: OpConsumer | undefined;
+  private consumerKey = "";
+  private loops: Promise<void>[] = [];
+  private stopping: Promise<void> | undefined;
+
+  constructor(init: AgentInit) {
+    this.options = resolveAgentOptions(init);
+    this.log = this.options.logger.child({ host: this.options.host });
+    this.client = new AgentServiceClient(this.options.controller, this.options.credentials, {
+      "grpc.keepalive_time_ms": 30_000,
+      "grpc.keepalive_timeout_ms": 10_000,
+    });
+    this.reporter = new ResourceReporter(
+      this.options.driver,
+      (report) => this.session?.send({ body: { $case: "report", report } }),
+      this.log,
+    );
+  }
+
+  /** Where the agent is in its life. */
+  get state(): AgentState {
+    return this.currentState;
+  }
+
+  /** Results sent and not yet acknowledged by the controller. */
+  get pendingResults(): number {
+    return this.pending.size;
+  }
+
+  /**
+   * Initialises the driver and the op journal, then connects to the
+   * controller (and NATS) in the background, reconnecting with capped
+   * exponential backoff until `stop()`. Rejects if the driver or the state
+   * directory cannot be initialised.
+   */
+  async start(): Promise<void> {
+    if (this.currentState !== "new") throw new Error(`agent already ${this.currentState}`);
+    this.currentState = "starting";
+    const { driver, stateDir, concurrency, fsync } = this.options;
+    await driver.init();
+    this.executor = await OpExecutor.open({ driver, stateDir, concurrency, fsync, logger: this.log });
+    this.currentState = "connecting";
+    this.loops.push(this.connectLoop());
+    this.log.info({ controller: this.options.controller, state_dir: stateDir }, "agent started");
+  }
+
+  /** Resolves with the HelloAck once connected (at once if connected now). */
+  connected(): Promise<HelloAck> {
+    if (this.session?.open) return Promise.resolve(this.session.helloAck);
+    return new Promise((resolve) => this.connectedWaiters.push(resolve));
+  }
+
+  /**
+   * Stops gracefully: stops taking ops, waits up to `stopTimeoutMs` for
+   * in-flight ops and for the controller to acknowledge their results, gives
+   * unfinished messages back to JetStream, ends the stream, drains NATS
+   * (if the agent opened it) and closes the driver. Idempotent.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    const started = this.currentState !== "new";
+    this.currentState = "stopping";
+    this.stopController.abort();
+    const deadline = Date.now() + this.options.stopTimeoutMs;
+    await this.consumer?.stop();
+    if (this.executor && !(await this.executor.idle(deadline - Date.now()))) {
+      this.log.warn({ in_flight: this.executor.inFlight }, "ops still running at the stop timeout; they will be redelivered");
+    }
+    while (this.pending.size > 0 && this.session?.open && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await this.executor?.close();
+    this.consumer?.nakAll();
+    this.consumer?.close();
+    this.reporter.stop();
+    await this.session?.close(Math.max(0, Math.min(2_000, deadline - Date.now())));
+    await Promise.allSettled(this.loops);
+    this.client.close();
+    if (this.nats && !this.options.nats) await this.nats.drain().catch(() => undefined);
+    if (started) await this.options.driver.close();
+    this.currentState = "stopped";
+    this.log.info("agent stopped");
+  }
+
+  /** Opens sessions until stop, backing off after failures. */
+  private async connectLoop(): Promise<void> {
+    const signal = this.stopController.signal;
+    let attempt = 0;
+    while (!signal.aborted) {
+      let reason: unknown;
+      let message = "could not connect to the controller";
+      try {
+        const session = await this.openSession();
+        attempt = 0;
+        reason = await session.ended;
+        message = "controller stream lost";
+      } catch (err) {
+        reason = err;
+      } finally {
+        this.session = undefined;
+        this.reporter.stop();
+        if (!signal.aborted) this.currentState = "connecting";
+      }
+      if (signal.aborted) break;
+      const delay = backoffDelay(attempt++, { initialMs: this.options.reconnectInitialMs, maxMs: this.options.reconnectMaxMs });
+      const code = (reason as { code?: unknown } | undefined)?.code;
+      const level = code === GrpcStatus.UNAUTHENTICATED || code === GrpcStatus.PERMISSION_DENIED ? "error" : "warn";
+      this.log[level]({ error: reason instanceof Error ? reason.message : reason, code, retry_in_ms: delay }, message);
+      if (!(await sleepUnlessAborted(delay, signal))) break;
+    }
+  }
+
+  private async openSession(): Promise<ControllerSession> {
+    const { driver, host, zone, version, token, helloTimeoutMs } = this.options;
+    const capacity = capacityToProto(await driver.capacity());
+    const session = await ControllerSession.open({
+      client: this.client,
+      token,
+      hello: { host, hypervisorType: driver.hypervisorType, version, capacity, zone },
+      helloTimeoutMs,
+      onOpResultAck: (opId) => this.onOpResultAck(opId),
+      logger: this.log,
+    });
+    if (this.stopController.signal.aborted) {
+      await session.close(1_000);
+      throw new Error("stopping");
+    }
+    const ack = session.helloAck;
+    this.session = session;
+    this.currentState = "connected";
+    const interval = this.options.reportIntervalSeconds ?? (ack.reportIntervalSeconds || 10);
+    this.log.info({ stream: ack.stream, consumer: ack.consumer, report_interval_s: interval }, "connected to the controller");
+    this.reporter.start(interval);
+    for (const { result } of this.pending.values()) session.send({ body: { $case: "opResult", opResult: result } });
+    this.ensureConsumer(ack);
+    for (const wake of this.connectedWaiters.splice(0)) wake(ack);
+    return session;
+  }
+
+  private onOpResultAck(opId: string): void {
+    const entry = this.pending.get(opId);
+    if (!entry) {
+      this.log.debug({ op_id: opId }, "OpResultAck for no pending result; ignored");
+      return;
+    }
+    this.pending.delete(opId);
+    entry.consumer.ack(opId);
+  }
+
+  /** Starts consuming the stream/consumer HelloAck named, if not already. */
+  private ensureConsumer(ack: HelloAck): void {
+    const key = `${ack.stream}/${ack.consumer}`;
+    if (key === this.consumerKey) return;
+    if (!ack.stream || !ack.consumer) {
+      this.log.error({ stream: ack.stream, consumer: ack.consumer }, "HelloAck names no stream or consumer; not taking ops");
+      return;
+    }
+    const previous = this.consumer;
+    this.consumerKey = key;
+    this.consumer = undefined;
+    if (previous) void previous.stop();
+    this.loops.push(this.consumeLoop(ack.stream, ack.consumer, key));
+  }
+
+  /** Binds the consumer and hands its ops to the executor; rebinds after failures. */
+  private async consumeLoop(stream: string, consumerName: string, key: string): Promise<void> {
+    const signal = this.stopController.signal;
+    let attempt = 0;
+    while (!signal.aborted && this.consumerKey === key) {
+      try {
+        const js = (await this.natsConnection()).jetstream();
+        const consumer = await OpConsumer.bind({
+          js,
+          stream,
+          consumer: consumerName,
+          workingIntervalMs: this.options.workingIntervalMs,
+          maxHeld: Math.max(64, 4 * this.options.concurrency),
+          logger: this.log,
+        });
+        if (signal.aborted || this.consumerKey !== key) {
+          await consumer.stop();
+          break;
+        }
+        this.consumer = consumer;
+        attempt = 0;
+        this.log.info({ stream, consumer: consumerName }, "taking ops");
+        for await (const delivery of consumer) void this.handle(delivery, consumer);
+        if (!signal.aborted) this.log.warn({ stream, consumer: consumerName }, "op consumer ended; binding again");
+      } catch (err) {
+        if (!signal.aborted) this.log.warn({ err, stream, consumer: consumerName }, "could not bind the op consumer");
+      }
+      const delay = backoffDelay(attempt++, { initialMs: this.options.reconnectInitialMs, maxMs: this.options.reconnectMaxMs });
+      if (!(await sleepUnlessAborted(delay, signal))) break;
+    }
+  }
+
+  private async handle(delivery: OpDelivery, consumer: OpConsumer): Promise<void> {
+    const { opId } = delivery.op;
+    try {
+      const { result, replayed } = await this.executor!.execute(delivery.op);
+      if (replayed) this.log.info({ op_id: opId, delivery: delivery.deliveryCount }, "op already done; re-reporting its result");
+      this.pending.set(opId, { result, consumer });
+      this.session?.send({ body: { $case: "opResult", opResult: result } });
+    } catch (err) {
+      if (err instanceof ExecutorClosedError) {
+        consumer.nak(opId);
+        return;
+      }
+      this.log.error({ err, op_id: opId }, "op could not be recorded; it will be redelivered");
+      consumer.nak(opId, RETRY_LATER_MS);
+    }
+  }
+
+  private async natsConnection(): Promise<NatsConnection> {
+    if (this.options.nats) return this.options.nats;
+    if (this.nats && !this.nats.isClosed()) return this.nats;
+    this.nats = await connect({
+      servers: this.options.natsUrl.split(","),
+      name: `novamesh-agent-${this.options.host}`,
+      maxReconnectAttempts: -1,
+    });
+    return this.nats;
+  }
+}

@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { test } from "node:test";
+import { agentHelp, agentInstances, parseAgentCli, UsageError, type AgentCliConfig } from "./cli-options.js";
+
+function parse(argv: string[], env: NodeJS.ProcessEnv = {}): AgentCliConfig {
+  const c = parseAgentCli(argv, env);
+  assert.notEqual(c, "help");
+  return c as AgentCliConfig;
+}
+
+test("defaults, then NOVAMESH_* variables, then flags win", () => {
+  const d = parse([], {});
+  assert.equal(d.controller, "127.0.0.1:8774");
+  assert.equal(d.natsUrl, "nats://127.0.0.1:4222");
+  assert.equal(d.driver, "fake");
+  assert.equal(d.hosts, 1);
+  assert.equal(d.reportIntervalSeconds, undefined);
+  const env = { NOVAMESH_CONTROLLER: "ctl:1", NOVAMESH_AGENT_TOKEN: "t", NOVAMESH_HOST: "h1", NOVAMESH_STATE_DIR: "/s" };
+  const e = parse([], env);
+  assert.deepEqual([e.controller, e.token, e.host, e.stateDir], ["ctl:1", "t", "h1", "/s"]);
+  const f = parse(["--controller", "ctl:2", "--host", "h2"], env);
+  assert.deepEqual([f.controller, f.host, f.token], ["ctl:2", "h2", "t"]);
+});
+
+test("fake capacity and faults are parsed; bad values are usage errors", () => {
+  const c = parse(["--vcpus", "4", "--memory-mb", "2048", "--disk-gb", "20", "--fake-faults", '{"spawn":{"failTimes":1}}']);
+  assert.deepEqual(c.fake.capacity, { vcpus: 4, memoryMb: 2048, diskGb: 20 });
+  assert.deepEqual(c.fake.faults, { spawn: { failTimes: 1 } });
+  assert.throws(() => parse(["--vcpus", "many"]), UsageError);
+  assert.throws(() => parse(["--fake-faults", "{nope"]), /--fake-faults/);
+  assert.throws(() => parse(["--fake-faults", '{"boot":{}}']), /unknown method/);
+  assert.throws(() => parse(["--driver", "hyperv"]), /unknown driver "hyperv"/);
+  assert.throws(() => parse(["--driver", "libvirt"]), /not available yet/);
+  assert.throws(() => parse(["--host", "bad host"]), /--host/);
+  assert.throws(() => parse(["--what"]), UsageError);
+});
+
+test("--hosts N names agents <host>-1..N with a state dir each", () => {
+  assert.deepEqual(agentInstances(parse(["--host", "sim", "--hosts", "2"])), [
+    { host: "sim-1", stateDir: join(".state", "agent-sim-1") },
+    { host: "sim-2", stateDir: join(".state", "agent-sim-2") },
+  ]);
+  assert.deepEqual(agentInstances(parse(["--host", "sim", "--hosts", "2", "--state-dir", "/x"])).map((i) => i.stateDir), [
+    join("/x", "sim-1"),
+    join("/x", "sim-2"),
+  ]);
+  assert.deepEqual(agentInstances(parse(["--host", "one"])), [{ host: "one", stateDir: join(".state", "agent-one") }]);
+});
+
+test("--help lists every flag with its variable", () => {
+  assert.equal(parseAgentCli(["--help"], {}), "help");
+  const help = agentHelp();
+  for (const s of ["--controller", "NOVAMESH_CONTROLLER", "--token", "NOVAMESH_AGENT_TOKEN", "--nats", "--hosts", "--fake-faults"]) {
+    assert.ok(help.includes(s), s);
+  }
+});

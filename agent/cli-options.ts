@@ -1,0 +1,143 @@
+/**
+ * The agent's command line: every flag with its `NOVAMESH_*` variable and
+ * default, in one table that drives both parsing and `--help`.
+ * Precedence: flag, then environment variable, then default.
+ */
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { parseFaults, type Faults } from "./drivers/fake/faults.js";
+
+interface FlagSpec {
+  readonly env?: string;
+  readonly type: "string" | "boolean";
+  readonly default?: () => string;
+  readonly help: string;
+}
+
+/** Every flag, in the order `--help` lists them. */
+export const AGENT_FLAGS = {
+  controller: { env: "NOVAMESH_CONTROLLER", type: "string", default: () => "127.0.0.1:8774", help: "controller gRPC address (host:port)" },
+  token: { env: "NOVAMESH_AGENT_TOKEN", type: "string", default: () => "", help: "agent token, sent as 'authorization: Bearer <token>'" },
+  nats: { env: "NOVAMESH_NATS_URL", type: "string", default: () => "nats://127.0.0.1:4222", help: "NATS server URL(s), comma separated" },
+  host: { env: "NOVAMESH_HOST", type: "string", default: () => hostname(), help: "host name this agent reports" },
+  zone: { env: "NOVAMESH_ZONE", type: "string", default: () => "nova", help: "availability zone of the host" },
+  driver: { env: "NOVAMESH_DRIVER", type: "string", default: () => "fake", help: "hypervisor driver: fake (libvirt comes later)" },
+  "state-dir": { env: "NOVAMESH_STATE_DIR", type: "string", help: "state directory (op journal, fake domains); default ./.state/agent-<host>" },
+  "report-interval": { env: "NOVAMESH_REPORT_INTERVAL", type: "string", help: "seconds between resource reports; default: what the controller says" },
+  concurrency: { env: "NOVAMESH_AGENT_CONCURRENCY", type: "string", default: () => "8", help: "ops of different servers run in parallel up to this many" },
+  hosts: { env: "NOVAMESH_AGENT_HOSTS", type: "string", default: () => "1", help: "run N fake agents in this process, named <host>-1..N, each with its own state dir" },
+  vcpus: { env: "NOVAMESH_FAKE_VCPUS", type: "string", default: () => "16", help: "fake driver: physical CPUs" },
+  "memory-mb": { env: "NOVAMESH_FAKE_MEMORY_MB", type: "string", default: () => "32768", help: "fake driver: memory in MiB" },
+  "disk-gb": { env: "NOVAMESH_FAKE_DISK_GB", type: "string", default: () => "500", help: "fake driver: local disk in GiB" },
+  "fake-delay-ms": { env: "NOVAMESH_FAKE_DELAY_MS", type: "string", default: () => "0", help: "fake driver: delay of every mutating call" },
+  "fake-faults": { env: "NOVAMESH_FAKE_FAULTS", type: "string", help: `fake driver: faults as JSON, e.g. '{"spawn":{"error":"boom","retryable":true,"failTimes":2,"delayMs":100}}'` },
+  "log-level": { env: "NOVAMESH_LOG_LEVEL", type: "string", default: () => "info", help: "pino log level: trace, debug, info, warn, error" },
+  help: { type: "boolean", help: "print this help" },
+} as const satisfies Record<string, FlagSpec>;
+
+/** The parsed configuration. */
+export interface AgentCliConfig {
+  readonly controller: string;
+  readonly token: string;
+  readonly natsUrl: string;
+  readonly host: string;
+  readonly zone: string;
+  readonly driver: "fake";
+  /** Explicit --state-dir, if given. */
+  readonly stateDir: string | undefined;
+  readonly reportIntervalSeconds: number | undefined;
+  readonly concurrency: number;
+  readonly hosts: number;
+  readonly fake: {
+    readonly capacity: { readonly vcpus: number; readonly memoryMb: number; readonly diskGb: number };
+    readonly delayMs: number;
+    readonly faults: Faults;
+  };
+  readonly logLevel: string;
+}
+
+/** A bad flag or variable; main prints it with the help hint and exits 2. */
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+/** The `--help` text. */
+export function agentHelp(): string {
+  const lines = ["Usage: tsx agent/main.ts [flags]", "", "Flags (environment variable; default):"];
+  for (const [name, spec] of Object.entries(AGENT_FLAGS) as [string, FlagSpec][]) {
+    const meta = [spec.env, spec.default ? `default ${JSON.stringify(spec.default())}` : undefined].filter(Boolean).join("; ");
+    lines.push(`  --${name.padEnd(16)} ${spec.help}${meta ? ` (${meta})` : ""}`);
+  }
+  return lines.join("\n");
+}
+
+/** Parses flags over environment over defaults; returns "help" for --help. */
+export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): AgentCliConfig | "help" {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    const options = Object.fromEntries(Object.entries(AGENT_FLAGS).map(([k, s]) => [k, { type: s.type }]));
+    values = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) return "help";
+  const get = (name: keyof typeof AGENT_FLAGS): string | undefined => {
+    const spec: FlagSpec = AGENT_FLAGS[name];
+    const v = values[name];
+    if (typeof v === "string") return v;
+    if (spec.env && env[spec.env] !== undefined && env[spec.env] !== "") return env[spec.env];
+    return spec.default?.();
+  };
+  const num = (name: keyof typeof AGENT_FLAGS, min: number): number => {
+    const raw = get(name) ?? "";
+    const n = Number(raw);
+    if (raw.trim() === "" || !Number.isFinite(n) || n < min) throw new UsageError(`--${name}: expected a number ≥ ${min}, got "${raw}"`);
+    return n;
+  };
+  const driver = get("driver");
+  if (driver === "libvirt") throw new UsageError("--driver libvirt is not available yet; use --driver fake");
+  if (driver !== "fake") throw new UsageError(`--driver: unknown driver "${driver}" (known: fake)`);
+  const hosts = num("hosts", 1);
+  if (!Number.isInteger(hosts)) throw new UsageError("--hosts must be an integer");
+  let faults: Faults = {};
+  const rawFaults = get("fake-faults");
+  if (rawFaults) {
+    try {
+      faults = parseFaults(JSON.parse(rawFaults));
+    } catch (err) {
+      throw new UsageError(`--fake-faults: ${(err as Error).message}`);
+    }
+  }
+  const host = get("host")!;
+  if (!/^[A-Za-z0-9._-]{1,255}$/.test(host)) throw new UsageError(`--host: "${host}" is not 1–255 letters, digits, '.', '-', '_'`);
+  return {
+    controller: get("controller")!,
+    token: get("token")!,
+    natsUrl: get("nats")!,
+    host,
+    zone: get("zone")!,
+    driver,
+    stateDir: get("state-dir"),
+    reportIntervalSeconds: get("report-interval") === undefined ? undefined : num("report-interval", 1),
+    concurrency: Math.floor(num("concurrency", 1)),
+    hosts,
+    fake: {
+      capacity: { vcpus: num("vcpus", 1), memoryMb: num("memory-mb", 1), diskGb: num("disk-gb", 1) },
+      delayMs: num("fake-delay-ms", 0),
+      faults,
+    },
+    logLevel: get("log-level")!,
+  };
+}
+
+/** Host names and state dirs of the agents `config` asks for. */
+export function agentInstances(config: AgentCliConfig): { host: string; stateDir: string }[] {
+  if (config.hosts === 1) {
+    return [{ host: config.host, stateDir: config.stateDir ?? join(".state", `agent-${config.host}`) }];
+  }
+  return Array.from({ length: config.hosts }, (_, i) => {
+    const host = `${config.host}-${i + 1}`;
+    return { host, stateDir: config.stateDir ? join(config.stateDir, host) : join(".state", `agent-${host}`) };
+  });
+}

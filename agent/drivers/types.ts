@@ -1,0 +1,94 @@
+/**
+ * Domain types of the driver layer. Drivers never see generated protobuf
+ * types: the agent converts a `ComputeOp`'s instance into an
+ * {@link InstanceSpec} before calling a driver (see `agent/proto-convert.ts`).
+ */
+
+/** Every power state a hypervisor can report, as Nova names them. */
+export const POWER_STATES = ["RUNNING", "PAUSED", "SHUTDOWN", "CRASHED", "SUSPENDED", "NOSTATE"] as const;
+
+/** What the hypervisor says about a virtual machine. */
+export type PowerState = (typeof POWER_STATES)[number];
+
+/** Power states in which a virtual machine holds its memory and vCPUs. */
+export const ACTIVE_POWER_STATES: ReadonlySet<PowerState> = new Set<PowerState>(["RUNNING", "PAUSED"]);
+
+/** Whether a string is a {@link PowerState}. */
+export function isPowerState(value: unknown): value is PowerState {
+  return typeof value === "string" && (POWER_STATES as readonly string[]).includes(value);
+}
+
+/** Resources of a host (or needed by an instance). */
+export interface Resources {
+  /** Virtual (for an instance) or physical (for a host) CPUs. */
+  readonly vcpus: number;
+  /** Memory in MiB. */
+  readonly memoryMb: number;
+  /** Local disk in GiB. */
+  readonly diskGb: number;
+}
+
+/** The image an instance boots from. */
+export interface ImageSpec {
+  /** Image id (UUID). */
+  readonly id: string;
+  /** Image name. */
+  readonly name: string;
+  /** Disk format, such as "qcow2" or "raw". */
+  readonly diskFormat: string;
+  /** SHA-256 of the image data, hex. */
+  readonly checksum: string;
+  /** Image properties (architecture, hypervisor type, …). */
+  readonly properties: Readonly<Record<string, string>>;
+}
+
+/** Everything a driver needs to build a virtual machine. */
+export interface InstanceSpec extends Resources {
+  /** Server id (UUID); the driver's key for the virtual machine. */
+  readonly id: string;
+  /** Display name. */
+  readonly name: string;
+  /** Owning project. */
+  readonly projectId: string;
+  /** Image to boot from. */
+  readonly image: ImageSpec;
+  /** Flavor extra specs. */
+  readonly extraSpecs: Readonly<Record<string, string>>;
+  /** User metadata. */
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+/** One virtual machine in a {@link HostReport}. */
+export interface InstanceReport {
+  /** Server id. */
+  readonly serverId: string;
+  /** Its power state. */
+  readonly powerState: PowerState;
+}
+
+/** What the hypervisor reports about the host right now. */
+export interface HostReport {
+  /** Free memory in MiB. */
+  readonly freeMemoryMb: number;
+  /** Free local disk in GiB. */
+  readonly freeDiskGb: number;
+  /** Every virtual machine the hypervisor knows, in any power state. */
+  readonly instances: readonly InstanceReport[];
+}
+
+/**
+ * What a driver can do. Callers check these before calling; a call the
+ * driver cannot do throws `NotSupportedError`.
+ */
+export interface DriverCapabilities {
+  /** `reboot({ hard: false })` asks the guest to restart (ACPI). */
+  readonly softReboot: boolean;
+  /** `powerOff` asks the guest to shut down before forcing it off. */
+  readonly cleanShutdown: boolean;
+  /**
+   * Virtual machines outlive the agent process: a restarted agent finds the
+   * domains it had (true for libvirt, and for the fake driver with a
+   * `statePath`).
+   */
+  readonly persistent: boolean;
+}

@@ -1,0 +1,83 @@
+/**
+ * The agent's command line entry: `tsx agent/main.ts --help`.
+ * Runs one agent, or with `--hosts N` N fake agents sharing one NATS
+ * connection. SIGINT/SIGTERM stop gracefully; a second signal exits at once.
+ */
+import { join } from "node:path";
+import { connect, type NatsConnection } from "nats";
+import { pino } from "pino";
+import { Agent } from "./agent.js";
+import { agentHelp, agentInstances, parseAgentCli, UsageError, type AgentCliConfig } from "./cli-options.js";
+import { FakeDriver } from "./drivers/fake/fake-driver.js";
+
+async function main(): Promise<number> {
+  let config: AgentCliConfig | "help";
+  try {
+    config = parseAgentCli(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`agent: ${err.message}\nRun with --help for the flags.\n`);
+    return 2;
+  }
+  if (config === "help") {
+    process.stdout.write(`${agentHelp()}\n`);
+    return 0;
+  }
+  const logger = pino({ name: "novamesh-agent", level: config.logLevel });
+  const instances = agentInstances(config);
+  let shared: NatsConnection | undefined;
+  if (instances.length > 1) {
+    shared = await connect({ servers: config.natsUrl.split(","), name: `novamesh-agents-${config.host}`, maxReconnectAttempts: -1 });
+  }
+  const agents = instances.map(
+    ({ host, stateDir }) =>
+      new Agent({
+        driver: new FakeDriver({
+          hostname: host,
+          capacity: config.fake.capacity,
+          faults: config.fake.faults,
+          delayMs: config.fake.delayMs,
+          statePath: join(stateDir, "fake-domains.json"),
+        }),
+        controller: config.controller,
+        token: config.token,
+        natsUrl: config.natsUrl,
+        nats: shared,
+        host,
+        zone: config.zone,
+        stateDir,
+        reportIntervalSeconds: config.reportIntervalSeconds,
+        concurrency: config.concurrency,
+        logger,
+      }),
+  );
+
+  let stopping = false;
+  const done = new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        logger.warn({ signal }, "second signal; exiting now");
+        process.exit(1);
+      }
+      stopping = true;
+      logger.info({ signal, agents: agents.length }, "stopping");
+      void Promise.allSettled(agents.map((a) => a.stop()))
+        .then(() => shared?.drain())
+        .finally(resolve);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
+  await Promise.all(agents.map((a) => a.start()));
+  logger.info({ agents: agents.length, controller: config.controller, nats: config.natsUrl }, "agents running");
+  await done;
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`agent: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

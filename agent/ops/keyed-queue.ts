@@ -1,0 +1,43 @@
+/**
+ * Runs tasks one after another per key and at most `limit` at once overall:
+ * ops of one server in the order they arrived, different servers in
+ * parallel.
+ */
+export class KeyedQueue {
+  private readonly tails = new Map<string, Promise<unknown>>();
+  private readonly waiters: Array<() => void> = [];
+  private running = 0;
+
+  constructor(private readonly limit: number) {
+    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`limit must be a positive integer, got ${limit}`);
+  }
+
+  /** Tasks running now. */
+  get active(): number {
+    return this.running;
+  }
+
+  /** Runs `task` after every task queued before it under `key`, when a slot is free. */
+  run<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(key) ?? Promise.resolve();
+    const result = previous.then(() => this.withSlot(task));
+    const tail = result.catch(() => undefined);
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return result;
+  }
+
+  private async withSlot<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    else this.running++;
+    try {
+      return await task();
+    } finally {
+      const next = this.waiters.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+}

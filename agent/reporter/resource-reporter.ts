@@ -1,0 +1,52 @@
+/**
+ * Periodic resource reports: capacity, free memory and disk, and every
+ * instance's power state, read from the driver and sent through `send`.
+ * A report still being taken when the next is due is not doubled up.
+ */
+import type { Logger } from "pino";
+import type { ResourceReport } from "../../gen/novamesh/agent/v1/agent.js";
+import type { Driver } from "../drivers/driver.js";
+import { reportToProto } from "../proto-convert.js";
+
+/** Reads a ResourceReport from the driver. */
+export async function takeReport(driver: Driver, signal?: AbortSignal): Promise<ResourceReport> {
+  const [capacity, report] = await Promise.all([driver.capacity({ signal }), driver.report({ signal })]);
+  return reportToProto(capacity, report, new Date());
+}
+
+/** Sends a report now and then every `intervalSeconds` until stopped. */
+export class ResourceReporter {
+  private timer: NodeJS.Timeout | undefined;
+  private inProgress: Promise<void> | undefined;
+
+  constructor(
+    private readonly driver: Driver,
+    private readonly send: (report: ResourceReport) => void,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Starts (or restarts) reporting: one report now, then every interval. */
+  start(intervalSeconds: number): void {
+    this.stop();
+    void this.reportNow();
+    this.timer = setInterval(() => void this.reportNow(), intervalSeconds * 1000);
+    this.timer.unref();
+  }
+
+  /** Stops the timer; a report being taken still completes. */
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Takes and sends one report unless one is already being taken. */
+  reportNow(): Promise<void> {
+    this.inProgress ??= takeReport(this.driver)
+      .then((report) => this.send(report))
+      .catch((err: unknown) => this.logger.warn({ err }, "could not take a resource report"))
+      .finally(() => {
+        this.inProgress = undefined;
+      });
+    return this.inProgress;
+  }
+}
