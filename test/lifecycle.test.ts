@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
-import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
+import { ServiceState, ServiceStatus } from "../gen/novamesh/compute/v1/host.js";
 import { PowerState, RebootType, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
 import type { Server, WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
@@ -165,5 +165,31 @@ describe("servers on three fake agents", () => {
         ["create", "schedule:Success,compute_spawn:Success"],
       ],
     );
+  });
+
+  test("a disabled host takes no new servers, and a silent host goes down", async () => {
+    const disabledHost = `${hostPrefix}-1`;
+    const svc = (await admin.hosts.disableService({ host: disabledHost, reason: "maintenance window" })).service!;
+    assert.equal(svc.status, ServiceStatus.SERVICE_STATUS_DISABLED);
+    assert.equal(svc.disabledReason, "maintenance window");
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push((await alice.servers.createServer({ name: `dis-${i}`, flavorId: "m1.tiny", imageId })).server!.id);
+    const placed = await waitServers(alice, ids, (s) => s.status === ServerStatus.SERVER_STATUS_ACTIVE, "ACTIVE");
+    assert.ok(placed.every((s) => s.host !== disabledHost), "nothing lands on the disabled host");
+    await admin.hosts.enableService({ host: disabledHost });
+
+    await stopAgent(agent);
+    await eventually(
+      async () => {
+        const res = await admin.hosts.listServices({});
+        return res.services.filter((s) => s.host.startsWith(hostPrefix)).every((s) => s.state === ServiceState.SERVICE_STATE_DOWN);
+      },
+      { what: "three hosts down", timeoutMs: 20_000 },
+    );
+    const s = (await alice.servers.createServer({ name: "nowhere", flavorId: "m1.tiny", imageId })).server!;
+    const [failed] = await waitServers(alice, [s.id], (x) => x.status === ServerStatus.SERVER_STATUS_ERROR, "ERROR");
+    assert.equal(failed!.fault!.code, "NO_VALID_HOST");
+    assert.equal(failed!.fault!.details["filter.compute"], "3");
+    assert.match(failed!.fault!.message, /3 hosts considered; removed by compute: 3/);
   });
 });

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { Pool } from "../store/db.js";
 import { withTx } from "../store/db.js";
 import { claimOutbox, deleteOutbox } from "../store/ops.js";
+import { Pump } from "../pump.js";
 
 /**
  * Drains the outbox to JetStream. Rows are locked with SKIP LOCKED so several
@@ -12,49 +13,34 @@ import { claimOutbox, deleteOutbox } from "../store/ops.js";
  * JetStream acknowledged it.
  */
 export class OutboxPublisher {
-  private timer: NodeJS.Timeout | null = null;
-  private running = false;
-  private again = false;
-  private stopped = false;
-  private idle: Promise<void> = Promise.resolve();
+  private readonly pump: Pump;
 
   constructor(
     private readonly pool: Pool,
     private readonly js: JetStreamClient,
     private readonly log: Logger,
     private readonly opts: { pollMs: number; batch: number } = { pollMs: 500, batch: 200 },
-  ) {}
+  ) {
+    this.pump = new Pump(async () => (await this.drainOnce()) === this.opts.batch, {
+      pollMs: opts.pollMs,
+      onError: (err) => {
+        this.log.warn({ err }, "outbox drain failed; will retry");
+        return false;
+      },
+    });
+  }
 
   start(): void {
-    this.timer = setInterval(() => this.kick(), this.opts.pollMs);
-    this.kick();
+    this.pump.start();
   }
 
   /** Asks for a drain now (called after a commit that queued ops). */
   kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = true;
-    this.idle = this.loop().finally(() => {
-      this.running = false;
-    });
+    this.pump.kick();
   }
 
-  private async loop(): Promise<void> {
-    do {
-      this.again = false;
-      let n = 0;
-      try {
-        n = await this.drainOnce();
-      } catch (err) {
-        this.log.warn({ err }, "outbox drain failed; will retry");
-        return;
-      }
-      if (n === this.opts.batch) this.again = true;
-    } while (this.again && !this.stopped);
+  stop(): Promise<void> {
+    return this.pump.stop();
   }
 
   /** Publishes one batch; returns how many rows it sent. */
@@ -74,9 +60,4 @@ export class OutboxPublisher {
     });
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    await this.idle.catch(() => undefined);
-  }
 }

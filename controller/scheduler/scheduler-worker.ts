@@ -9,6 +9,7 @@ import { claim } from "../store/nodes.js";
 import type { HostCache } from "./host-cache.js";
 import type { Pipeline, Placement } from "./pipeline.js";
 import type { RequestSpec } from "./types.js";
+import { Pump } from "../pump.js";
 
 export interface SchedulerWorkerOptions {
   readonly subjectPrefix: string;
@@ -27,11 +28,7 @@ export interface SchedulerWorkerOptions {
  * as the spawn op's outbox row.
  */
 export class SchedulerWorker {
-  private timer: NodeJS.Timeout | null = null;
-  private running = false;
-  private again = false;
-  private stopped = false;
-  private idle: Promise<void> = Promise.resolve();
+  private readonly pump: Pump;
 
   constructor(
     private readonly pool: Pool,
@@ -40,45 +37,36 @@ export class SchedulerWorker {
     private readonly log: Logger,
     private readonly opts: SchedulerWorkerOptions,
     private readonly onDispatched: () => void,
-  ) {}
+  ) {
+    this.pump = new Pump(
+      async () => {
+        const n = await this.scheduleBatch();
+        if (n > 0) this.onDispatched();
+        return n === this.opts.batch;
+      },
+      {
+        pollMs: opts.pollMs,
+        onError: (err) => {
+          this.hosts.invalidate();
+          const code = (err as { code?: string }).code;
+          if (code === "ER_LOCK_DEADLOCK" || code === "ER_LOCK_WAIT_TIMEOUT") return true;
+          this.log.warn({ err }, "scheduling pass failed; will retry");
+          return false;
+        },
+      },
+    );
+  }
 
   start(): void {
-    this.timer = setInterval(() => this.kick(), this.opts.pollMs);
-    this.kick();
+    this.pump.start();
   }
 
   kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = true;
-    this.idle = this.loop().finally(() => {
-      this.running = false;
-    });
+    this.pump.kick();
   }
 
-  private async loop(): Promise<void> {
-    do {
-      this.again = false;
-      try {
-        const n = await this.scheduleBatch();
-        if (n === this.opts.batch) this.again = true;
-        if (n > 0) this.onDispatched();
-      } catch (err) {
-        const code = (err as { code?: string }).code;
-        if (code === "ER_LOCK_DEADLOCK" || code === "ER_LOCK_WAIT_TIMEOUT") this.again = true;
-        else this.log.warn({ err }, "scheduling pass failed; will retry");
-        this.hosts.invalidate();
-      }
-    } while (this.again && !this.stopped);
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    await this.idle.catch(() => undefined);
+  stop(): Promise<void> {
+    return this.pump.stop();
   }
 
   /** Places one batch; returns how many instances it took. */

@@ -1,0 +1,57 @@
+/**
+ * A background loop that runs `step` when kicked (after a local commit) and
+ * every `pollMs` (for work left by other controllers or a crash). Kicks that
+ * arrive while a step runs coalesce into one more pass. `step` returns true
+ * when more work may be waiting right away.
+ */
+export class Pump {
+  private timer: NodeJS.Timeout | null = null;
+  private running = false;
+  private again = false;
+  private stopped = false;
+  private idle: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly step: () => Promise<boolean>,
+    private readonly opts: {
+      readonly pollMs: number;
+      /** Handles a failed step; returns true to retry at once (e.g. a deadlock). */
+      readonly onError: (err: unknown) => boolean;
+    },
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.kick(), this.opts.pollMs);
+    this.kick();
+  }
+
+  kick(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = true;
+    this.idle = this.loop().finally(() => {
+      this.running = false;
+    });
+  }
+
+  private async loop(): Promise<void> {
+    do {
+      this.again = false;
+      try {
+        if (await this.step()) this.again = true;
+      } catch (err) {
+        if (this.opts.onError(err)) this.again = true;
+      }
+    } while (this.again && !this.stopped);
+  }
+
+  /** Stops polling and waits for the step in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.idle.catch(() => undefined);
+  }
+}
