@@ -15,6 +15,7 @@ import type { PowerState } from "../domain/states.js";
 import { POWER_STATES, serverStatus } from "../domain/states.js";
 import type { ComputeNode, Flavor, Image, Instance, InstanceAction, Role } from "../domain/types.js";
 import type { TokenRecord } from "../store/tokens.js";
+import { isUp } from "../domain/service.js";
 
 /** Proto enum value of a domain literal: `toEnum(PbVmState, "VM_STATE_", "ACTIVE")`. */
 export function toEnum<E extends Record<string, string | number>>(e: E, prefix: string, value: string | null): E[keyof E] {
@@ -99,10 +100,6 @@ export function imageToProto(i: Image): PbImage {
     properties: { ...i.properties },
     createTime: i.createdAt,
   };
-}
-
-export function isUp(n: ComputeNode, downTimeSeconds: number, now = Date.now()): boolean {
-  return n.lastSeenAt !== null && now - n.lastSeenAt.getTime() <= downTimeSeconds * 1000;
 }
 
 export function serviceToProto(n: ComputeNode, downTimeSeconds: number): Service {

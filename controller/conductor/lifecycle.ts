@@ -11,6 +11,7 @@ import { getInstance, getInstanceByRequest, insertInstance, updateInstance } fro
 import { getNodeByHost, releaseAllocations } from "../store/nodes.js";
 import type { OpArgs } from "../bus/op-codec.js";
 import { dispatchOp } from "./dispatch.js";
+import { isUp } from "../domain/service.js";
 
 /** Who to wake after a commit. */
 export interface Wakeups {
@@ -83,7 +84,7 @@ export class Lifecycle {
   async delete(who: Principal, uuid: string, requestId: string): Promise<Instance> {
     return this.act(who, uuid, requestId, "delete", async (conn, inst, actionId) => {
       const node = inst.host ? await getNodeByHost(conn, inst.host) : null;
-      const hostUp = node?.lastSeenAt ? Date.now() - node.lastSeenAt.getTime() <= this.opts.serviceDownTimeSeconds * 1000 : false;
+      const hostUp = node ? isUp(node, this.opts.serviceDownTimeSeconds) : false;
       if (inst.host) {
         // The host destroys the VM (and cleans up when it comes back, if down).
         await dispatchOp(conn, { instance: inst, host: inst.host, actionId, requestId, args: { kind: "destroy" }, subjectPrefix: this.opts.subjectPrefix });

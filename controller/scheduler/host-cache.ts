@@ -2,6 +2,7 @@ import type { ComputeNode, ResourceRequest } from "../domain/types.js";
 import type { Pool } from "../store/db.js";
 import { listNodes } from "../store/nodes.js";
 import type { HostState } from "./types.js";
+import { isUp } from "../domain/service.js";
 
 /**
  * The scheduler's in-memory view of every host, refreshed from the database
@@ -19,26 +20,7 @@ export class HostCache {
   ) {}
 
   static toState(n: ComputeNode, downTimeSeconds: number, now = Date.now()): HostState {
-    const up = n.lastSeenAt !== null && now - n.lastSeenAt.getTime() <= downTimeSeconds * 1000;
-    return {
-      nodeId: n.id,
-      host: n.host,
-      zone: n.zone,
-      hypervisorType: n.hypervisorType,
-      enabled: n.enabled,
-      up,
-      vcpus: n.vcpus,
-      memoryMb: n.memoryMb,
-      diskGb: n.diskGb,
-      vcpusUsed: n.vcpusUsed,
-      memoryMbUsed: n.memoryMbUsed,
-      diskGbUsed: n.diskGbUsed,
-      runningVms: n.runningVms,
-      cpuAllocationRatio: n.cpuAllocationRatio,
-      ramAllocationRatio: n.ramAllocationRatio,
-      diskAllocationRatio: n.diskAllocationRatio,
-      reservedMemoryMb: n.reservedMemoryMb,
-    };
+    return { ...n, up: isUp(n, downTimeSeconds, now) };
   }
 
   /** Current hosts, reloaded when older than maxAgeMs (or when forced). */

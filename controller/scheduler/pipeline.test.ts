@@ -11,8 +11,13 @@ import { noValidHostFault } from "./scheduler-worker.js";
 
 function host(name: string, over: Partial<HostState> = {}): HostState {
   return {
-    nodeId: `id-${name}`,
+    id: `id-${name}`,
     host: name,
+    version: "",
+    freeMemoryMbReported: 0,
+    freeDiskGbReported: 0,
+    disabledReason: "",
+    lastSeenAt: new Date(),
     zone: "nova",
     hypervisorType: "fake",
     enabled: true,

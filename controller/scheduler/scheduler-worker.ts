@@ -98,7 +98,7 @@ export class SchedulerWorker {
     const upSince = new Date(Date.now() - this.opts.serviceDownTimeSeconds * 1000);
     let lostClaims = 0;
     for (const host of placement.candidates) {
-      if (!(await claim(conn, host.nodeId, inst.uuid, spec.resources, upSince))) {
+      if (!(await claim(conn, host.id, inst.uuid, spec.resources, upSince))) {
         // The view was stale: another scheduler (or a report) got there first.
         lostClaims++;
         this.hosts.invalidate();

@@ -1,25 +1,10 @@
-import type { ResourceRequest } from "../domain/types.js";
+import type { ComputeNode, ResourceRequest } from "../domain/types.js";
 
-/** A host as the scheduler sees it: capacity, usage and liveness, in memory. */
-export interface HostState {
-  readonly nodeId: string;
-  readonly host: string;
-  readonly zone: string;
-  readonly hypervisorType: string;
-  readonly enabled: boolean;
+/** A host as the scheduler sees it: the compute node plus liveness, in memory. */
+export type HostState = ComputeNode & {
+  /** Reported within service_down_time when the view was loaded. */
   readonly up: boolean;
-  readonly vcpus: number;
-  readonly memoryMb: number;
-  readonly diskGb: number;
-  readonly vcpusUsed: number;
-  readonly memoryMbUsed: number;
-  readonly diskGbUsed: number;
-  readonly runningVms: number;
-  readonly cpuAllocationRatio: number;
-  readonly ramAllocationRatio: number;
-  readonly diskAllocationRatio: number;
-  readonly reservedMemoryMb: number;
-}
+};
 
 /** What is being placed. */
 export interface RequestSpec {
