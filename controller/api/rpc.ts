@@ -43,6 +43,13 @@ function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiErr
   else log.debug({ method, code: err.code, reason: err.reason }, err.message);
 }
 
+/** The context of a public call: its caller (agent tokens refused) and a bound logger. */
+async function openCall(deps: RpcDeps, md: Metadata, method: string, signal: AbortSignal): Promise<CallContext> {
+  const principal = await authenticate(deps.pool, md);
+  if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
+  return { principal, log: deps.log.child({ method, project: principal.projectId }), signal };
+}
+
 /** Wraps a unary handler: authentication (agents excluded), error mapping, logging. */
 export function unary<Req, Res>(
   deps: RpcDeps,
@@ -52,19 +59,16 @@ export function unary<Req, Res>(
   return (call, cb) => {
     const ac = new AbortController();
     call.on("cancelled", () => ac.abort());
-    (async () => {
-      const principal = await authenticate(deps.pool, call.metadata);
-      if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
-      const log = deps.log.child({ method, project: principal.projectId });
-      return fn(call.request, { principal, log, signal: ac.signal });
-    })().then(
-      (res) => cb(null, res),
-      (e) => {
-        const err = toApiError(e);
-        logFailure(deps.log, method, err);
-        cb(toServiceError(err));
-      },
-    );
+    openCall(deps, call.metadata, method, ac.signal)
+      .then((ctx) => fn(call.request, ctx))
+      .then(
+        (res) => cb(null, res),
+        (e) => {
+          const err = toApiError(e);
+          logFailure(deps.log, method, err);
+          cb(toServiceError(err));
+        },
+      );
   };
 }
 
@@ -78,19 +82,16 @@ export function serverStream<Req, Res>(
     const ac = new AbortController();
     call.on("cancelled", () => ac.abort());
     call.on("close", () => ac.abort());
-    (async () => {
-      const principal = await authenticate(deps.pool, call.metadata);
-      if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
-      const log = deps.log.child({ method, project: principal.projectId });
-      await fn(call.request, { principal, log, signal: ac.signal }, call);
-    })().then(
-      () => call.end(),
-      (e) => {
-        if (ac.signal.aborted) return;
-        const err = toApiError(e);
-        logFailure(deps.log, method, err);
-        call.destroy(toServiceError(err) as Error);
-      },
-    );
+    openCall(deps, call.metadata, method, ac.signal)
+      .then((ctx) => fn(call.request, ctx, call))
+      .then(
+        () => call.end(),
+        (e) => {
+          if (ac.signal.aborted) return;
+          const err = toApiError(e);
+          logFailure(deps.log, method, err);
+          call.destroy(toServiceError(err) as Error);
+        },
+      );
   };
 }

@@ -1,6 +1,5 @@
 import { ComputeOp } from "../../gen/novamesh/agent/v1/ops.js";
 import type { Image, Instance } from "../domain/types.js";
-import type { OpKind } from "../store/ops.js";
 
 /** Arguments of an op, by kind. */
 export type OpArgs =
@@ -59,8 +58,4 @@ export function encodeComputeOp(o: {
     },
     op,
   }).finish();
-}
-
-export function opKindOf(args: OpArgs): OpKind {
-  return args.kind;
 }

@@ -189,23 +189,9 @@ function reviveInstance(raw: Record<string, unknown>): Instance {
   };
 }
 
-/** Reads the change log after `afterIndex`, oldest first. */
-export async function listChanges(
-  q: Queryable,
-  f: { afterIndex: number; projectId?: string; instanceUuid?: string; limit: number },
-): Promise<ChangeRecord[]> {
-  const where = ["id > ?"];
-  const params: unknown[] = [f.afterIndex];
-  if (f.projectId !== undefined) {
-    where.push("project_id = ?");
-    params.push(f.projectId);
-  }
-  if (f.instanceUuid) {
-    where.push("instance_uuid = ?");
-    params.push(f.instanceUuid);
-  }
-  params.push(f.limit);
-  const rows = await select(q, `SELECT id, created_at, snapshot FROM server_changes WHERE ${where.join(" AND ")} ORDER BY id LIMIT ?`, params);
+/** Reads the change log after `afterIndex`, oldest first (all projects; callers filter). */
+export async function listChanges(q: Queryable, f: { afterIndex: number; limit: number }): Promise<ChangeRecord[]> {
+  const rows = await select(q, "SELECT id, created_at, snapshot FROM server_changes WHERE id > ? ORDER BY id LIMIT ?", [f.afterIndex, f.limit]);
   return rows.map((r) => ({ index: Number(r.id), time: r.created_at, instance: reviveInstance(json(r.snapshot, {})) }));
 }
 

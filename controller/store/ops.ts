@@ -77,8 +77,3 @@ export async function claimOutbox(q: Queryable, limit: number): Promise<OutboxRo
 export async function deleteOutbox(q: Queryable, ids: readonly number[]): Promise<void> {
   if (ids.length) await exec(q, "DELETE FROM outbox WHERE id IN (?)", [ids]);
 }
-
-export async function outboxDepth(q: Queryable): Promise<number> {
-  const rows = await select<{ n: number }>(q, "SELECT COUNT(*) AS n FROM outbox");
-  return Number(rows[0]?.n ?? 0);
-}
