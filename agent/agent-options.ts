@@ -46,6 +46,8 @@ export interface AgentOptions {
   readonly stopTimeoutMs: number;
   /** How often held op messages are kept alive with `working()`, ms (default 5,000). */
   readonly workingIntervalMs: number;
+  /** Least time between two progress messages of one op (live migration), ms (default 1,000). */
+  readonly progressIntervalMs: number;
   /** Version sent in Hello (default the agent's). */
   readonly version: string;
   /** JSON logger (default pino to stdout at "info"). */
@@ -76,6 +78,7 @@ export function resolveAgentOptions(init: AgentInit): AgentOptions {
     helloTimeoutMs: 10_000,
     stopTimeoutMs: 30_000,
     workingIntervalMs: 5_000,
+    progressIntervalMs: 1_000,
     version: AGENT_VERSION,
     logger: pino({ name: "novamesh-agent" }),
     ...defined,

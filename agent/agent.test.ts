@@ -81,6 +81,7 @@ describe("Agent against a test controller and real JetStream", () => {
       version: agent.options.version,
       capacity: { vcpus: 8, memoryMb: 8192, diskGb: 100 },
       zone: "az-1",
+      migrationUri: `fake://fake-host${join(stateDir, "domains.json")}`,
     });
     assert.deepEqual(session.metadata.get("authorization"), ["Bearer agent-secret"]);
     const first = await controller.waitFor("a report", () => session.reports[0], 500);
@@ -145,6 +146,21 @@ describe("Agent against a test controller and real JetStream", () => {
     await controller.waitFor("the JetStream ack", async () => (await ops.ackPending()) === 0);
     assert.deepEqual(driver.calls, [], "the second agent did not call the driver");
     assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
+  });
+
+  test("sends a live migration's progress on the stream as OpProgress, then its result", async () => {
+    const driver = fake({ faults: { liveMigrate: { delayMs: 40 } } });
+    await startAgent(driver, { progressIntervalMs: 0 });
+    const inst = testInstance();
+    await ops.publish(testOp(inst, { kind: "spawn" }));
+    const migrate = testOp(inst, { kind: "liveMigrate", targetHost: "host-b" });
+    await ops.publish(migrate);
+    const result = await controller.waitFor("the migration's result", () => controller.results.find((r) => r.opId === migrate.opId));
+    assert.equal(result.error, undefined);
+    assert.equal(result.powerState, PowerState.POWER_STATE_NOSTATE);
+    const progress = controller.last!.progress.filter((p) => p.opId === migrate.opId);
+    assert.deepEqual(progress.map((p) => p.percent), [0, 25, 50, 75, 100]);
+    assert.ok(progress.every((p) => p.serverId === inst.id && p.message.length > 0));
   });
 
   test("stop() lets an in-flight op finish and its result be acknowledged before it returns", async () => {

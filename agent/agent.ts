@@ -1,8 +1,8 @@
 /**
  * The compute agent (Nova's nova-compute): holds the controller stream
  * open, takes this host's ops from JetStream, runs them through the driver
- * exactly once, reports results and resources, and acks an op's message
- * only after the controller acknowledged its result.
+ * exactly once, reports results, progress of long ops and resources, and
+ * acks an op's message only after the controller acknowledged its result.
  *
  *   op (JetStream) → OpConsumer → OpExecutor → Driver → OpResult (stream)
  *     → OpResultAck (controller) → ack (JetStream)
@@ -15,7 +15,7 @@ import { resolveAgentOptions, type AgentInit, type AgentOptions } from "./agent-
 import { backoffDelay, sleepUnlessAborted } from "./backoff.js";
 import { OpConsumer, type OpDelivery } from "./bus/op-consumer.js";
 import { ExecutorClosedError, OpExecutor } from "./ops/executor.js";
-import { capacityToProto } from "./proto-convert.js";
+import { capacityToProto, opProgressToProto } from "./proto-convert.js";
 import { ResourceReporter } from "./reporter/resource-reporter.js";
 import { ControllerSession } from "./session/controller-session.js";
 
@@ -84,9 +84,18 @@ export class Agent {
   async start(): Promise<void> {
     if (this.currentState !== "new") throw new Error(`agent already ${this.currentState}`);
     this.currentState = "starting";
-    const { driver, stateDir, concurrency, fsync } = this.options;
+    const { driver, stateDir, concurrency, fsync, progressIntervalMs } = this.options;
     await driver.init();
-    this.executor = await OpExecutor.open({ driver, stateDir, concurrency, fsync, logger: this.log });
+    this.executor = await OpExecutor.open({
+      driver,
+      stateDir,
+      concurrency,
+      fsync,
+      logger: this.log,
+      progressIntervalMs,
+      // Best effort: progress while disconnected is dropped, not queued.
+      onProgress: (p) => this.session?.send({ body: { $case: "opProgress", opProgress: opProgressToProto(p) } }),
+    });
     this.currentState = "connecting";
     this.loops.push(this.connectLoop());
     this.log.info({ controller: this.options.controller, state_dir: stateDir }, "agent started");
@@ -168,7 +177,7 @@ export class Agent {
     const session = await ControllerSession.open({
       client: this.client,
       token,
-      hello: { host, hypervisorType: driver.hypervisorType, version, capacity, zone },
+      hello: { host, hypervisorType: driver.hypervisorType, version, capacity, zone, migrationUri: driver.migrationUri ?? "" },
       helloTimeoutMs,
       onOpResultAck: (opId) => this.onOpResultAck(opId),
       logger: this.log,

@@ -30,6 +30,12 @@ test("fake capacity and faults are parsed; bad values are usage errors", () => {
   assert.throws(() => parse(["--vcpus", "many"]), UsageError);
   assert.throws(() => parse(["--fake-faults", "{nope"]), /--fake-faults/);
   assert.throws(() => parse(["--fake-faults", '{"boot":{}}']), /unknown method/);
+  const lm = parse(["--fake-faults", '{"migrateDisk":{"error":"x"},"liveMigrate":[{"serverId":"s1","delayMs":5000}],"ignoreAcpi":["s2"]}']);
+  assert.deepEqual(lm.fake.faults, {
+    migrateDiskAndPowerOff: { error: "x" },
+    liveMigrate: [{ serverId: "s1", delayMs: 5000 }],
+    ignoreAcpi: ["s2"],
+  });
   assert.throws(() => parse(["--driver", "hyperv"]), /unknown driver "hyperv"/);
   assert.throws(() => parse(["--driver", "libvirt"]), /not available yet/);
   assert.throws(() => parse(["--host", "bad host"]), /--host/);

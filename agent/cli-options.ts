@@ -31,7 +31,7 @@ export const AGENT_FLAGS = {
   "memory-mb": { env: "NOVAMESH_FAKE_MEMORY_MB", type: "string", default: () => "32768", help: "fake driver: memory in MiB" },
   "disk-gb": { env: "NOVAMESH_FAKE_DISK_GB", type: "string", default: () => "500", help: "fake driver: local disk in GiB" },
   "fake-delay-ms": { env: "NOVAMESH_FAKE_DELAY_MS", type: "string", default: () => "0", help: "fake driver: delay of every mutating call" },
-  "fake-faults": { env: "NOVAMESH_FAKE_FAULTS", type: "string", help: `fake driver: faults as JSON, e.g. '{"spawn":{"error":"boom","retryable":true,"failTimes":2,"delayMs":100}}'` },
+  "fake-faults": { env: "NOVAMESH_FAKE_FAULTS", type: "string", help: `fake driver: faults as JSON (see agent/drivers/fake/faults.ts), e.g. '{"spawn":{"error":"boom","retryable":true,"failTimes":2},"liveMigrate":[{"serverId":"<id>","delayMs":2000}],"ignoreAcpi":true}'` },
   "log-level": { env: "NOVAMESH_LOG_LEVEL", type: "string", default: () => "info", help: "pino log level: trace, debug, info, warn, error" },
   help: { type: "boolean", help: "print this help" },
 } as const satisfies Record<string, FlagSpec>;

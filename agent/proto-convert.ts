@@ -2,10 +2,18 @@
  * The one place the agent converts between generated protobuf types and
  * the driver's domain types.
  */
-import type { Capacity, InstancePowerState, OpError, ResourceReport } from "../gen/novamesh/agent/v1/agent.js";
+import type {
+  Capacity,
+  InstancePowerState,
+  OpError,
+  OpProgress,
+  ResourceReport,
+  SnapshotInfo as ProtoSnapshotInfo,
+} from "../gen/novamesh/agent/v1/agent.js";
 import type { Instance } from "../gen/novamesh/agent/v1/ops.js";
 import { PowerState as ProtoPowerState } from "../gen/novamesh/compute/v1/server.js";
-import type { HostReport, InstanceSpec, PowerState, Resources } from "./drivers/types.js";
+import type { HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./drivers/types.js";
+import type { OpProgressEvent } from "./ops/executor.js";
 import type { OpFailure } from "./ops/journal.js";
 
 const POWER_STATE_TO_PROTO: Readonly<Record<PowerState, ProtoPowerState>> = {
@@ -67,4 +75,14 @@ export function reportToProto(capacity: Resources, report: HostReport, time: Dat
 /** An op failure as the proto OpError. */
 export function opErrorToProto(failure: OpFailure): OpError {
   return { code: failure.code, message: failure.message, retryable: failure.retryable };
+}
+
+/** What a snapshot stored, as the proto SnapshotInfo. */
+export function snapshotInfoToProto(info: SnapshotInfo): ProtoSnapshotInfo {
+  return { sizeBytes: info.sizeBytes, checksum: info.checksum, diskFormat: info.diskFormat };
+}
+
+/** Progress of an op as the proto OpProgress. */
+export function opProgressToProto(progress: OpProgressEvent): OpProgress {
+  return { opId: progress.opId, serverId: progress.serverId, percent: progress.percent, message: progress.message };
 }

@@ -1,6 +1,6 @@
 /**
  * A tiny in-process AgentService for tests of the agent: answers Hello
- * with a given HelloAck, records reports and results, and acks results
+ * with a given HelloAck, records reports, progress and results, and acks results
  * automatically or when told.
  */
 import { Server, ServerCredentials, status, type Metadata, type ServerDuplexStream } from "@grpc/grpc-js";
@@ -10,6 +10,7 @@ import {
   type ConnectResponse,
   type Hello,
   type HelloAck,
+  type OpProgress,
   type OpResult,
   type ResourceReport,
 } from "../gen/novamesh/agent/v1/agent.js";
@@ -18,6 +19,7 @@ import {
 export class TestSession {
   readonly reports: ResourceReport[] = [];
   readonly results: OpResult[] = [];
+  readonly progress: OpProgress[] = [];
   ended = false;
 
   constructor(
@@ -68,6 +70,8 @@ export class TestController {
             call.write({ body: { $case: "helloAck", helloAck } });
           } else if (body?.$case === "report") {
             session.reports.push(body.report);
+          } else if (body?.$case === "opProgress") {
+            session.progress.push(body.opProgress);
           } else if (body?.$case === "opResult") {
             session.results.push(body.opResult);
             if (self!.autoAck) session.ack(body.opResult.opId);

@@ -9,11 +9,26 @@
  * instance at once (ops of one server are serialised), but calls for
  * different instances run in parallel, alongside `report()`.
  */
-import type { DriverCapabilities, HostReport, InstanceSpec, PowerState, Resources } from "./types.js";
+import type { DriverCapabilities, HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./types.js";
+
+/**
+ * Seconds a clean shutdown may take before the virtual machine is forced
+ * off, when the caller says 0 (Nova's `shutdown_timeout`).
+ */
+export const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 60;
+
+/**
+ * Seconds a guest has to restart after a soft reboot request, when the
+ * caller says 0 (Nova's `[libvirt] wait_soft_reboot_seconds`).
+ */
+export const DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS = 120;
 
 /** Per-call options every driver method accepts. */
 export interface CallOptions {
-  /** Aborts the call; it then rejects with a retryable "ABORTED" DriverError. */
+  /**
+   * Aborts the call; it then rejects with a retryable "ABORTED" DriverError
+   * (non-retryable for `liveMigrate`, where an abort is a cancellation).
+   */
   readonly signal?: AbortSignal;
   /**
    * The op this call executes, for logs and audit trails (the fake driver
@@ -44,6 +59,76 @@ export interface PowerOffOptions extends InstanceOptions {
 export interface RebootOptions extends InstanceOptions {
   /** Power cycle (true) instead of asking the guest (false). */
   readonly hard: boolean;
+  /**
+   * Soft only: seconds the guest has to restart (may be fractional; 0 or
+   * absent: {@link DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS}).
+   */
+  readonly timeoutSeconds?: number;
+}
+
+/** Options of {@link Driver.snapshot}. */
+export interface SnapshotOptions extends InstanceOptions {
+  /** Id of the image record (created by the controller) the data is stored in. */
+  readonly imageId: string;
+  /** Its name. */
+  readonly imageName: string;
+}
+
+/** Options of {@link Driver.rebuild}. */
+export interface RebuildOptions {
+  /** The instance as it is to be rebuilt: same id, possibly a new image. */
+  readonly instance: InstanceSpec;
+}
+
+/** Options of {@link Driver.migrateDiskAndPowerOff}. */
+export interface MigrateDiskOptions extends InstanceOptions {
+  /** Host receiving the instance (may be this host, for a resize in place). */
+  readonly targetHost: string;
+  /** Seconds to wait for a clean shutdown before forcing it (0: {@link DEFAULT_SHUTDOWN_TIMEOUT_SECONDS}). */
+  readonly timeoutSeconds: number;
+}
+
+/** Options of {@link Driver.finishMigration}. */
+export interface FinishMigrationOptions {
+  /** The instance with its new flavor. */
+  readonly instance: InstanceSpec;
+  /** Host the instance came from. */
+  readonly sourceHost: string;
+  /** Start it (it was running before the move). */
+  readonly powerOn: boolean;
+}
+
+/** Options of {@link Driver.finishRevertMigration}. */
+export interface FinishRevertMigrationOptions extends InstanceOptions {
+  /** Start it (it was running before the move). */
+  readonly powerOn: boolean;
+}
+
+/** Options of {@link Driver.preLiveMigration}. */
+export interface PreLiveMigrationOptions {
+  /** The instance that is coming. */
+  readonly instance: InstanceSpec;
+  /** Host it comes from. */
+  readonly sourceHost: string;
+}
+
+/** Options of {@link Driver.liveMigrate}. */
+export interface LiveMigrateOptions extends InstanceOptions {
+  /** Host receiving the instance. */
+  readonly targetHost: string;
+  /** The target's {@link Driver.migrationUri}, as its agent announced it. */
+  readonly targetUri: string;
+  /**
+   * Called as the migration advances: percent done (0–100, not
+   * decreasing) and what is happening. Must not throw.
+   */
+  readonly onProgress?: (percent: number, message: string) => void;
+}
+
+/** Options of {@link Driver.postLiveMigration}. */
+export interface PostLiveMigrationOptions extends InstanceOptions {
+  /** Host the instance came from. */
+  readonly sourceHost: string;
 }
 
 /** A hypervisor, as the agent sees it. */
@@ -52,6 +137,12 @@ export interface Driver {
   readonly hypervisorType: string;
   /** What this driver can do; calls outside it throw `NotSupportedError`. */
   readonly capabilities: DriverCapabilities;
+  /**
+   * Where other hosts' drivers live-migrate instances to this host (sent in
+   * Hello, handed to the source's `liveMigrate` as `targetUri`), such as
+   * "qemu+tcp://host-b/system"; undefined without live migration.
+   */
+  readonly migrationUri?: string;
 
   /**
    * Connects to the hypervisor and loads what it knows.
@@ -97,7 +188,9 @@ export interface Driver {
   destroy(options: InstanceOptions, call?: CallOptions): Promise<void>;
 
   /**
-   * Starts a stopped (or crashed, paused, suspended) virtual machine.
+   * Starts a stopped (or crashed, paused, suspended) virtual machine. An old
+   * copy kept by `migrateDiskAndPowerOff` or an incoming live migration is
+   * not started: it rejects with "INVALID_STATE".
    * Postcondition: `powerState` is "RUNNING".
    * Failure: the previous power state is kept. Not enough free memory rejects
    * with a retryable "INSUFFICIENT_RESOURCES".
@@ -121,7 +214,11 @@ export interface Driver {
    * instance is started). Soft: the guest restarts itself; only a running
    * instance can, so a soft reboot of anything else rejects with
    * "INVALID_STATE" (a driver without `capabilities.softReboot` throws
-   * `NotSupportedError`).
+   * `NotSupportedError`). A guest that has not restarted within
+   * `timeoutSeconds` rejects with `SoftRebootTimeoutError`
+   * ("SOFT_REBOOT_TIMEOUT"); the instance is left as it was. The driver does
+   * not fall back to a hard reboot itself: the executor does, and says so in
+   * the op result's note.
    * Postcondition: `powerState` is "RUNNING".
    * Failure: the previous power state is kept, or "SHUTDOWN" for a hard
    * reboot that failed after stopping the instance.
@@ -129,6 +226,187 @@ export interface Driver {
    * Unknown instance: rejects with `InstanceNotFoundError`.
    */
   reboot(options: RebootOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Pauses the virtual machine: its vCPUs stop, its memory stays allocated
+   * (`capabilities.pause`).
+   * Postcondition: `powerState` is "PAUSED".
+   * Failure: the previous power state is kept. Anything but a running (or
+   * paused) instance rejects with a non-retryable "INVALID_STATE".
+   * Idempotent: pausing a paused instance resolves.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  pause(options: InstanceOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Lets a paused virtual machine run again (`capabilities.pause`).
+   * Postcondition: `powerState` is "RUNNING".
+   * Failure: the previous power state is kept. Anything but a paused (or
+   * running) instance rejects with a non-retryable "INVALID_STATE".
+   * Idempotent: unpausing a running instance resolves.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  unpause(options: InstanceOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Suspends the virtual machine: saves its memory to disk and stops it
+   * (Nova's managed save; `capabilities.suspend`). Its memory and vCPUs are
+   * free afterwards; its disks and the saved memory stay.
+   * Postcondition: `powerState` is "SUSPENDED".
+   * Failure: the previous power state is kept. Anything but a running (or
+   * suspended) instance rejects with a non-retryable "INVALID_STATE".
+   * Idempotent: suspending a suspended instance resolves.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  suspend(options: InstanceOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Restores a suspended virtual machine from its saved memory
+   * (`capabilities.suspend`).
+   * Postcondition: `powerState` is "RUNNING".
+   * Failure: the previous power state is kept. Anything but a suspended (or
+   * running) instance rejects with a non-retryable "INVALID_STATE"; not
+   * enough free memory with a retryable "INSUFFICIENT_RESOURCES".
+   * Idempotent: resuming a running instance resolves.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  resume(options: InstanceOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Copies the root disk into the image `imageId` (`capabilities.snapshot`)
+   * and says what was stored. The instance may be in any power state and is
+   * left in it (a running one may be paused briefly).
+   * Postcondition: the image data is stored; the instance is unchanged.
+   * Failure: nothing is stored that a second call would not overwrite; the
+   * instance keeps its power state.
+   * Idempotent: a second snapshot into the same image id stores it again.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  snapshot(options: SnapshotOptions, call?: CallOptions): Promise<SnapshotInfo>;
+
+  /**
+   * Rebuilds the virtual machine in place: stops it, re-creates its root disk
+   * from `instance.image` (old disk contents are lost) and starts it, keeping
+   * its id. Works from any power state.
+   * Postcondition: `powerState` is "RUNNING", booted from `instance.image`.
+   * Failure: the instance is left stopped or running its old disk, never
+   * gone; a second rebuild finishes the job. Not fitting the host (after
+   * its own resources are given back) rejects with a retryable
+   * "INSUFFICIENT_RESOURCES".
+   * Not idempotent: each call re-creates the disk once more.
+   * Unknown instance: rejects with `InstanceNotFoundError` (evacuation
+   * spawns instead).
+   */
+  rebuild(options: RebuildOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Source side of a resize or cold migration (`capabilities.coldMigration`):
+   * shuts the instance down (clean shutdown first, forced after
+   * `timeoutSeconds`) and hands its disk to `targetHost`. The virtual
+   * machine is kept here, shut off and refusing to start, until
+   * `confirmMigration` deletes it or `finishRevertMigration` restores it.
+   * Postcondition: `powerState` is "SHUTDOWN"; `report()` still lists it.
+   * Failure: the instance keeps its power state, or is left "SHUTDOWN".
+   * Idempotent: a second call for the same target resolves (the disk is
+   * handed over again if it needs to be). A call for another target while
+   * one is pending rejects with "INVALID_STATE".
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  migrateDiskAndPowerOff(options: MigrateDiskOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Target side of a resize or cold migration (`capabilities.coldMigration`):
+   * creates the virtual machine from the migrated disk with
+   * `instance`'s (new) flavor. On the source host itself (resize in place)
+   * the old copy is set aside for a revert.
+   * Postcondition: `powerState` is "RUNNING" if `powerOn`, else "SHUTDOWN".
+   * Failure: nothing is left behind (the old copy of a resize in place is
+   * kept as it was). Not fitting the host rejects with a retryable
+   * "INSUFFICIENT_RESOURCES".
+   * Idempotent: an instance already here with the same spec resolves (and is
+   * started if `powerOn` and it is not running); one with another spec
+   * rejects with "INSTANCE_EXISTS".
+   */
+  finishMigration(options: FinishMigrationOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Source side of a confirmed resize or migration
+   * (`capabilities.coldMigration`): deletes the old copy kept by
+   * `migrateDiskAndPowerOff` (for a resize in place, the set-aside copy).
+   * Anything else of that id — the new copy of a resize in place — is left
+   * alone.
+   * Postcondition: no old copy remains.
+   * Idempotent: resolves when there is no old copy; an unknown instance
+   * resolves.
+   */
+  confirmMigration(options: InstanceOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Source side of a reverted resize or migration
+   * (`capabilities.coldMigration`): brings the old copy back (replacing the
+   * new copy of a resize in place, whose target side is `destroy`).
+   * Postcondition: the instance has its old flavor; `powerState` is
+   * "RUNNING" if `powerOn`, else "SHUTDOWN".
+   * Failure: the old copy is kept for another try; not enough memory to
+   * start it rejects with a retryable "INSUFFICIENT_RESOURCES".
+   * Idempotent: an instance already restored resolves (and is started if
+   * `powerOn`).
+   * Unknown instance (no old copy, no instance): rejects with
+   * `InstanceNotFoundError`.
+   */
+  finishRevertMigration(options: FinishRevertMigrationOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Target side of a live migration, before it starts
+   * (`capabilities.liveMigration`): prepares to receive `instance` —
+   * disks, networks and an incoming virtual machine that holds its memory
+   * and vCPUs but does not run.
+   * Postcondition: `report()` lists the instance as "PAUSED" (incoming);
+   * only `postLiveMigration`, `rollbackLiveMigration` and `destroy` act on it.
+   * Failure: nothing is left behind. Not fitting the host rejects with a
+   * retryable "INSUFFICIENT_RESOURCES".
+   * Idempotent: preparing the same incoming instance again resolves; an id
+   * that exists here otherwise rejects with "INSTANCE_EXISTS".
+   */
+  preLiveMigration(options: PreLiveMigrationOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Source side of a live migration (`capabilities.liveMigration`): copies
+   * the running (or paused) instance to `targetUri`, calling `onProgress`
+   * as it goes; the instance keeps running here until the switch-over.
+   * Postcondition: the instance is gone from this host (`report()` does not
+   * list it) and runs on the target, where `postLiveMigration` finishes it.
+   * Failure: the instance is untouched here and keeps its power state. An
+   * abort through `call.signal` rejects with a non-retryable "ABORTED"
+   * (unlike other calls: the migration was cancelled, not interrupted).
+   * Anything but a running or paused instance rejects with "INVALID_STATE".
+   * Not idempotent: a completed migration leaves nothing here to migrate.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  liveMigrate(options: LiveMigrateOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Target side of a live migration that succeeded
+   * (`capabilities.liveMigration`): the incoming instance takes over.
+   * Postcondition: `powerState` is "RUNNING", or "PAUSED" if the instance
+   * was paused on the source.
+   * Failure: the incoming instance is kept for another try.
+   * Idempotent: an instance already finished (running or paused, not
+   * incoming) resolves; one in another state rejects with "INVALID_STATE".
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  postLiveMigration(options: PostLiveMigrationOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Target side of a live migration that failed or was aborted
+   * (`capabilities.liveMigration`): deletes what `preLiveMigration` made.
+   * An instance here that is not incoming (it was finished by
+   * `postLiveMigration`, or never migrated) is not touched: the call rejects
+   * with "INVALID_STATE".
+   * Postcondition: `report()` does not list the incoming instance.
+   * Idempotent: an unknown instance resolves.
+   */
+  rollbackLiveMigration(options: InstanceOptions, call?: CallOptions): Promise<void>;
 
   /**
    * The power state of one virtual machine, as the hypervisor says now.

@@ -12,6 +12,7 @@ export type DriverErrorCode =
   | "INSTANCE_EXISTS"
   | "INVALID_STATE"
   | "ABORTED"
+  | "SOFT_REBOOT_TIMEOUT"
   | "INTERNAL"
   | (string & {});
 
@@ -73,6 +74,23 @@ export class NotSupportedError extends DriverError {
     super("NOT_SUPPORTED", `${operation} is not supported by the ${driver} driver`, { retryable: false });
     this.name = "NotSupportedError";
     this.operation = operation;
+  }
+}
+
+/** The guest did not restart within the time a soft reboot gives it; it was left as it was. */
+export class SoftRebootTimeoutError extends DriverError {
+  /** The instance. */
+  readonly instanceId: string;
+  /** Seconds the guest was given. */
+  readonly timeoutSeconds: number;
+
+  constructor(instanceId: string, timeoutSeconds: number) {
+    super("SOFT_REBOOT_TIMEOUT", `instance ${instanceId} did not restart within ${timeoutSeconds} s of a soft reboot request`, {
+      retryable: false,
+    });
+    this.name = "SoftRebootTimeoutError";
+    this.instanceId = instanceId;
+    this.timeoutSeconds = timeoutSeconds;
   }
 }
 

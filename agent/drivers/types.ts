@@ -91,4 +91,30 @@ export interface DriverCapabilities {
    * `statePath`).
    */
   readonly persistent: boolean;
+  /** `pause` / `unpause` (vCPUs stopped, memory kept). */
+  readonly pause: boolean;
+  /** `suspend` / `resume` (memory saved to disk, Nova's managed save). */
+  readonly suspend: boolean;
+  /** `snapshot` (and so shelving with an image). */
+  readonly snapshot: boolean;
+  /**
+   * Resize and cold migration: `migrateDiskAndPowerOff`, `finishMigration`,
+   * `confirmMigration`, `finishRevertMigration` (to another host or this one).
+   */
+  readonly coldMigration: boolean;
+  /**
+   * Live migration: `preLiveMigration`, `liveMigrate`, `postLiveMigration`,
+   * `rollbackLiveMigration`; the driver has a `migrationUri`.
+   */
+  readonly liveMigration: boolean;
+}
+
+/** The image data a snapshot stored (the image record itself is the controller's). */
+export interface SnapshotInfo {
+  /** Size of the stored data in bytes. */
+  readonly sizeBytes: number;
+  /** SHA-256 of the stored data, lowercase hex. */
+  readonly checksum: string;
+  /** Disk format of the stored data, such as "qcow2" or "raw". */
+  readonly diskFormat: string;
 }

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, test } from "node:test";
 import { PowerState } from "../../gen/novamesh/compute/v1/server.js";
 import { FakeDriver, type FakeDriverOptions } from "../drivers/fake/fake-driver.js";
 import { testInstance } from "../drivers/test-instance.js";
-import { ExecutorClosedError, OpExecutor } from "./executor.js";
+import { ExecutorClosedError, OpExecutor, type OpProgressEvent } from "./executor.js";
 import { testOp } from "./test-ops.js";
 
 let stateDir: string;
@@ -151,6 +151,89 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
     await executor.close();
   });
 
+  test("pause is skipped if the domain is PAUSED; suspend runs if it is not SUSPENDED", async () => {
+    const paused = testInstance();
+    const running = testInstance();
+    const setup = fake();
+    for (const inst of [paused, running]) await setup.spawn({ instance: inst });
+    await setup.pause({ instanceId: paused.id });
+    const pause = testOp(paused, { kind: "pause" });
+    const suspend = testOp(running, { kind: "suspend" });
+    await journalStarted(pause.opId, paused.id, "pause");
+    await journalStarted(suspend.opId, running.id, "suspend");
+
+    const driver = fake();
+    const executor = await OpExecutor.open({ driver, stateDir });
+    const [p, s] = await Promise.all([executor.execute(pause), executor.execute(suspend)]);
+    assert.deepEqual(callsOf(driver, pause.opId), []);
+    assert.equal(p.result.powerState, PowerState.POWER_STATE_PAUSED);
+    assert.deepEqual(callsOf(driver, suspend.opId), ["suspend"]);
+    assert.equal(s.result.powerState, PowerState.POWER_STATE_SUSPENDED);
+    assert.ok(p.reconciled && s.reconciled);
+    await executor.close();
+  });
+
+  test("a live migration whose instance is gone from the source completed: skipped with a note; one still here runs again", async () => {
+    const gone = testInstance();
+    const here = testInstance();
+    const setup = fake();
+    await setup.spawn({ instance: here });
+    const doneOp = testOp(gone, { kind: "liveMigrate", targetHost: "b" });
+    const againOp = testOp(here, { kind: "liveMigrate", targetHost: "b" });
+    await journalStarted(doneOp.opId, gone.id, "liveMigrate");
+    await journalStarted(againOp.opId, here.id, "liveMigrate");
+
+    const driver = fake();
+    const executor = await OpExecutor.open({ driver, stateDir });
+    const done = await executor.execute(doneOp);
+    assert.equal(done.result.error, undefined);
+    assert.equal(done.result.note, "the live migration had completed before an agent restart");
+    assert.equal(done.result.powerState, PowerState.POWER_STATE_NOSTATE);
+    assert.deepEqual(callsOf(driver, doneOp.opId), []);
+    const again = await executor.execute(againOp);
+    assert.equal(again.result.error, undefined);
+    assert.deepEqual(callsOf(driver, againOp.opId), ["liveMigrate"]);
+    assert.equal(driver.domain(here.id), undefined);
+    await executor.close();
+  });
+
+  test("a shelve whose instance is gone is reported done without snapshot info, and the note says why", async () => {
+    const inst = testInstance();
+    const op = testOp(inst, { kind: "shelve", imageId: "img-9" });
+    await journalStarted(op.opId, inst.id, "shelve");
+    const driver = fake();
+    const executor = await OpExecutor.open({ driver, stateDir });
+    const { result } = await executor.execute(op);
+    assert.equal(result.error, undefined);
+    assert.equal(result.snapshot, undefined);
+    assert.match(result.note, /snapshot's size and checksum are unknown/);
+    assert.deepEqual(callsOf(driver, op.opId), []);
+    await executor.close();
+  });
+
+  test("an interrupted op is not run again after its deadline, unless it is already done", async () => {
+    const notDone = testInstance();
+    const done = testInstance();
+    const setup = fake();
+    for (const inst of [notDone, done]) await setup.spawn({ instance: inst });
+    await setup.pause({ instanceId: done.id });
+    const deadline = new Date(Date.now() - 1);
+    const late = { ...testOp(notDone, { kind: "pause" }), deadline };
+    const lateButDone = { ...testOp(done, { kind: "pause" }), deadline };
+    await journalStarted(late.opId, notDone.id, "pause");
+    await journalStarted(lateButDone.opId, done.id, "pause");
+
+    const driver = fake();
+    const executor = await OpExecutor.open({ driver, stateDir });
+    const a = await executor.execute(late);
+    assert.equal(a.result.error?.code, "DEADLINE_EXCEEDED");
+    assert.equal(a.result.powerState, PowerState.POWER_STATE_RUNNING);
+    const b = await executor.execute(lateButDone);
+    assert.equal(b.result.error, undefined);
+    assert.equal(driver.calls.length, 0);
+    await executor.close();
+  });
+
   test("an op aborted by close() stays unfinished and is reconciled by the next executor", async () => {
     const inst = testInstance();
     const op = testOp(inst, { kind: "spawn" });
@@ -237,6 +320,216 @@ describe("OpExecutor: errors", () => {
     const noInstance = await executor.execute({ ...testOp(testInstance(), { kind: "destroy" }), instance: undefined });
     assert.equal(noInstance.result.error?.code, "INVALID_OP");
     assert.equal(driver.calls.length, 0);
+    await executor.close();
+  });
+});
+
+describe("OpExecutor: every op kind reaches its driver call", () => {
+  test("a cold migration with revert, a live migration, a rollback and the rest dispatch to the right methods", async () => {
+    const src = new FakeDriver({ hostname: "src", statePath: join(stateDir, "src", "domains.json") });
+    const dst = new FakeDriver({ hostname: "dst", statePath: join(stateDir, "dst", "domains.json") });
+    const exSrc = await OpExecutor.open({ driver: src, stateDir: join(stateDir, "src") });
+    const exDst = await OpExecutor.open({ driver: dst, stateDir: join(stateDir, "dst") });
+    const inst = testInstance();
+    const bigger = { ...inst, memoryMb: 1024 };
+    const steps: Array<[OpExecutor, FakeDriver, ReturnType<typeof testOp>, string[], PowerState]> = [
+      [exSrc, src, testOp(inst, { kind: "spawn" }), ["spawn"], PowerState.POWER_STATE_RUNNING],
+      [exSrc, src, testOp(inst, { kind: "pause" }), ["pause"], PowerState.POWER_STATE_PAUSED],
+      [exSrc, src, testOp(inst, { kind: "unpause" }), ["unpause"], PowerState.POWER_STATE_RUNNING],
+      [exSrc, src, testOp(inst, { kind: "suspend" }), ["suspend"], PowerState.POWER_STATE_SUSPENDED],
+      [exSrc, src, testOp(inst, { kind: "resume" }), ["resume"], PowerState.POWER_STATE_RUNNING],
+      [exSrc, src, testOp(inst, { kind: "rebuild" }), ["rebuild"], PowerState.POWER_STATE_RUNNING],
+      [exSrc, src, testOp(inst, { kind: "migrateDisk", targetHost: "dst" }), ["migrateDiskAndPowerOff"], PowerState.POWER_STATE_SHUTDOWN],
+      [exDst, dst, testOp(bigger, { kind: "finishMigration", sourceHost: "src", powerOn: true }), ["finishMigration"], PowerState.POWER_STATE_RUNNING],
+      [exDst, dst, testOp(bigger, { kind: "revertMigration" }), ["destroy"], PowerState.POWER_STATE_NOSTATE],
+      [exSrc, src, testOp(inst, { kind: "finishRevertMigration", powerOn: true }), ["finishRevertMigration"], PowerState.POWER_STATE_RUNNING],
+      [exSrc, src, testOp(inst, { kind: "confirmMigration" }), ["confirmMigration"], PowerState.POWER_STATE_RUNNING],
+      [exDst, dst, testOp(inst, { kind: "preLiveMigration", sourceHost: "src" }), ["preLiveMigration"], PowerState.POWER_STATE_PAUSED],
+      [exDst, dst, testOp(inst, { kind: "rollbackLiveMigration" }), ["rollbackLiveMigration"], PowerState.POWER_STATE_NOSTATE],
+      [exDst, dst, testOp(inst, { kind: "preLiveMigration", sourceHost: "src" }), ["preLiveMigration"], PowerState.POWER_STATE_PAUSED],
+      [exSrc, src, testOp(inst, { kind: "liveMigrate", targetHost: "dst", targetUri: dst.migrationUri! }), ["liveMigrate"], PowerState.POWER_STATE_NOSTATE],
+      [exDst, dst, testOp(inst, { kind: "postLiveMigration", sourceHost: "src" }), ["postLiveMigration"], PowerState.POWER_STATE_RUNNING],
+      [exDst, dst, testOp(inst, { kind: "shelve", imageId: "img-shelved" }), ["powerOff", "snapshot", "destroy"], PowerState.POWER_STATE_NOSTATE],
+      [exDst, dst, testOp(inst, { kind: "rebuild", recreate: true }), ["spawn"], PowerState.POWER_STATE_RUNNING],
+    ];
+    for (const [executor, driver, op, methods, powerState] of steps) {
+      const { result } = await executor.execute(op);
+      const kind = op.op!.$case;
+      assert.equal(result.error, undefined, `${kind}: ${JSON.stringify(result.error)}`);
+      assert.deepEqual(callsOf(driver, op.opId), methods, kind);
+      assert.equal(result.powerState, powerState, `${kind} leaves ${PowerState[powerState]}`);
+    }
+    const shelve = steps.at(-2)![2];
+    assert.match((await exDst.execute(shelve)).result.snapshot?.checksum ?? "", /^[0-9a-f]{64}$/, "the shelve result carries the snapshot");
+    const recreate = steps.at(-1)![2];
+    assert.equal((await exDst.execute(recreate)).result.note, "the instance was not on this host; created it");
+    await exSrc.close();
+    await exDst.close();
+  });
+});
+
+describe("OpExecutor: soft reboot falls back to hard", () => {
+  test("a guest that ignores ACPI is rebooted hard after the soft timeout, and the note says so", async () => {
+    const inst = testInstance();
+    const driver = fake({ faults: { ignoreAcpi: [inst.id] } });
+    const executor = await OpExecutor.open({ driver, stateDir });
+    await executor.execute(testOp(inst, { kind: "spawn" }));
+    const op = testOp(inst, { kind: "reboot", hard: false, softTimeoutSeconds: 1 });
+    const started = Date.now();
+    const { result } = await executor.execute(op);
+    assert.ok(Date.now() - started >= 950, "the guest had its second");
+    assert.equal(result.error, undefined);
+    assert.equal(result.note, "soft reboot not completed within 1 s; rebooted hard");
+    assert.equal(result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.deepEqual(callsOf(driver, op.opId), ["reboot", "reboot"]);
+    assert.equal(driver.domain(inst.id)?.boots, 2, "booted by spawn and by the hard reboot only");
+    await executor.close();
+  });
+
+  test("a driver that cannot soft reboot, or an instance that is not running, is rebooted hard with a note", async () => {
+    const driver = fake({ capabilities: { softReboot: false } });
+    const executor = await OpExecutor.open({ driver, stateDir });
+    const inst = testInstance();
+    await executor.execute(testOp(inst, { kind: "spawn" }));
+    const cannot = await executor.execute(testOp(inst, { kind: "reboot", hard: false }));
+    assert.equal(cannot.result.note, "the driver cannot soft reboot; rebooted hard");
+    assert.equal(driver.domain(inst.id)?.boots, 2);
+    await executor.close();
+
+    const driver2 = new FakeDriver();
+    const ex2 = await OpExecutor.open({ driver: driver2, stateDir: join(stateDir, "2") });
+    await ex2.execute(testOp(inst, { kind: "spawn" }));
+    await ex2.execute(testOp(inst, { kind: "powerOff" }));
+    const off = await ex2.execute(testOp(inst, { kind: "reboot", hard: false }));
+    assert.equal(off.result.error, undefined);
+    assert.match(off.result.note, /^soft reboot not possible \(.*SHUTDOWN\); rebooted hard$/);
+    assert.equal(off.result.powerState, PowerState.POWER_STATE_RUNNING);
+    const hard = await ex2.execute(testOp(inst, { kind: "reboot", hard: true }));
+    assert.equal(hard.result.note, "", "a plain reboot has no note");
+    await ex2.close();
+  });
+});
+
+describe("OpExecutor: abort", () => {
+  test("aborting a running live migration finishes it ABORTED (journaled), the source keeps the instance", async () => {
+    const inst = testInstance();
+    const driver = fake({ faults: { liveMigrate: { delayMs: 150 } } });
+    const progress: OpProgressEvent[] = [];
+    const executor = await OpExecutor.open({ driver, stateDir, progressIntervalMs: 0, onProgress: (p) => progress.push(p) });
+    await executor.execute(testOp(inst, { kind: "spawn" }));
+    const migrate = testOp(inst, { kind: "liveMigrate", targetHost: "elsewhere" });
+    const running = executor.execute(migrate);
+    while (!progress.some((p) => p.opId === migrate.opId && p.percent === 25)) await new Promise((r) => setTimeout(r, 10));
+    const abort = await executor.execute(testOp(inst, { kind: "abort", targetOpId: migrate.opId }));
+    assert.equal(abort.result.error, undefined);
+    assert.equal(abort.result.note, "aborted");
+    const { result } = await running;
+    assert.equal(result.error?.code, "ABORTED");
+    assert.equal(result.error?.retryable, false);
+    assert.equal(result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.ok(progress.every((p) => p.percent < 100), "it never completed");
+    await executor.close();
+
+    const ex2 = await OpExecutor.open({ driver: fake(), stateDir });
+    const again = await ex2.execute(migrate);
+    assert.equal(again.replayed, true, "journaled finished, not left started");
+    assert.equal(again.result.error?.code, "ABORTED");
+    assert.equal((await ex2.execute(testOp(inst, { kind: "abort", targetOpId: migrate.opId }))).result.note, "already finished");
+    await ex2.close();
+  });
+
+  test("an abort is not queued behind its server's ops; a queued target ends ABORTED without a driver call", async () => {
+    const inst = testInstance();
+    const driver = fake({ faults: { spawn: { delayMs: 400 } } });
+    const executor = await OpExecutor.open({ driver, stateDir });
+    const spawn = executor.execute(testOp(inst, { kind: "spawn" }));
+    const powerOffOp = testOp(inst, { kind: "powerOff" });
+    const powerOff = executor.execute(powerOffOp);
+    await new Promise((r) => setTimeout(r, 30));
+    const started = Date.now();
+    const abort = await executor.execute(testOp(inst, { kind: "abort", targetOpId: powerOffOp.opId }));
+    assert.ok(Date.now() - started < 250, `the abort did not wait for the spawn (${Date.now() - started} ms)`);
+    assert.equal(abort.result.note, "aborted");
+    const off = await powerOff;
+    assert.equal(off.result.error?.code, "ABORTED");
+    assert.match(off.result.error?.message ?? "", /before it started/);
+    const spawned = await spawn;
+    assert.equal(spawned.result.error, undefined, "the running op was not touched");
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(callsOf(driver, powerOffOp.opId), [], "power off never reached the driver");
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
+    await executor.close();
+  });
+
+  test("an abort of an unknown op, of another server's op, or without a target", async () => {
+    const driver = fake({ faults: { spawn: { delayMs: 200 } } });
+    const executor = await OpExecutor.open({ driver, stateDir });
+    const a = testInstance();
+    const b = testInstance();
+    const spawnA = testOp(a, { kind: "spawn" });
+    const pending = executor.execute(spawnA);
+    const unknown = await executor.execute(testOp(b, { kind: "abort", targetOpId: "no-such-op" }));
+    assert.deepEqual([unknown.result.error, unknown.result.note], [undefined, "op not running"]);
+    const wrong = await executor.execute(testOp(b, { kind: "abort", targetOpId: spawnA.opId }));
+    assert.equal(wrong.result.error?.code, "INVALID_OP");
+    const empty = await executor.execute(testOp(b, { kind: "abort", targetOpId: "" }));
+    assert.equal(empty.result.error?.code, "INVALID_OP");
+    assert.equal((await pending).result.error, undefined, "a's spawn went on");
+    await executor.close();
+  });
+});
+
+describe("OpExecutor: results carry snapshot info and notes, also when replayed", () => {
+  test("a snapshot's info is in the result and re-reported after a restart", async () => {
+    const inst = testInstance();
+    const driver = fake();
+    const executor = await OpExecutor.open({ driver, stateDir });
+    await executor.execute(testOp(inst, { kind: "spawn" }));
+    const op = testOp(inst, { kind: "snapshot", imageId: "img-1" });
+    const { result } = await executor.execute(op);
+    const expected = await driver.snapshot({ instanceId: inst.id, imageId: "img-1", imageName: "x" });
+    assert.deepEqual(result.snapshot, expected);
+    assert.equal(result.powerState, PowerState.POWER_STATE_RUNNING);
+    await executor.close();
+
+    const ex2 = await OpExecutor.open({ driver: fake(), stateDir });
+    const again = await ex2.execute(op);
+    assert.equal(again.replayed, true);
+    assert.deepEqual(again.result, result);
+    await ex2.close();
+  });
+
+  test("progress is throttled per op: with a long interval only the first and the 100 % get through", async () => {
+    const inst = testInstance();
+    const progress: OpProgressEvent[] = [];
+    const executor = await OpExecutor.open({ driver: fake(), stateDir, progressIntervalMs: 60_000, onProgress: (p) => progress.push(p) });
+    await executor.execute(testOp(inst, { kind: "spawn" }));
+    const op = testOp(inst, { kind: "liveMigrate", targetHost: "b" });
+    await executor.execute(op);
+    assert.deepEqual(
+      progress.map((p) => [p.opId, p.serverId, p.percent]),
+      [
+        [op.opId, inst.id, 0],
+        [op.opId, inst.id, 100],
+      ],
+    );
+    await executor.close();
+  });
+});
+
+describe("OpExecutor: deadlines", () => {
+  test("an op past its deadline is not started and finishes DEADLINE_EXCEEDED, journaled", async () => {
+    const inst = testInstance();
+    const driver = fake();
+    const executor = await OpExecutor.open({ driver, stateDir });
+    const late = { ...testOp(inst, { kind: "spawn" }), deadline: new Date(Date.now() - 1_000) };
+    const { result } = await executor.execute(late);
+    assert.equal(result.error?.code, "DEADLINE_EXCEEDED");
+    assert.equal(result.error?.retryable, false);
+    assert.equal(driver.calls.length, 0);
+    assert.equal((await executor.execute(late)).replayed, true);
+    const inTime = { ...testOp(inst, { kind: "spawn" }), deadline: new Date(Date.now() + 60_000) };
+    assert.equal((await executor.execute(inTime)).result.error, undefined);
     await executor.close();
   });
 });

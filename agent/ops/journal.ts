@@ -9,10 +9,36 @@
  */
 import { mkdir, open, readFile, rename, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
-import type { PowerState } from "../drivers/types.js";
+import type { PowerState, SnapshotInfo } from "../drivers/types.js";
 
-/** The operations an op can carry. */
-export type OpKind = "spawn" | "destroy" | "powerOn" | "powerOff" | "reboot";
+/** The operations an op can carry: every case of `ComputeOp.op` (the executor checks this at compile time). */
+export const OP_KINDS = [
+  "spawn",
+  "destroy",
+  "powerOn",
+  "powerOff",
+  "reboot",
+  "pause",
+  "unpause",
+  "suspend",
+  "resume",
+  "snapshot",
+  "shelve",
+  "rebuild",
+  "migrateDisk",
+  "finishMigration",
+  "confirmMigration",
+  "revertMigration",
+  "finishRevertMigration",
+  "preLiveMigration",
+  "liveMigrate",
+  "postLiveMigration",
+  "rollbackLiveMigration",
+  "abort",
+] as const;
+
+/** An operation an op can carry. */
+export type OpKind = (typeof OP_KINDS)[number];
 
 /** How an op failed, as reported to the controller. */
 export interface OpFailure {
@@ -21,7 +47,7 @@ export interface OpFailure {
   readonly retryable: boolean;
 }
 
-/** Written before the driver is called. */
+/** Written before the driver is called (not for abort ops, which never call it). */
 export interface StartedEntry {
   readonly t: "started";
   readonly opId: string;
@@ -40,6 +66,10 @@ export interface FinishedEntry {
   readonly error?: OpFailure;
   /** Power state after the op; absent if the driver could not say. */
   readonly powerState?: PowerState;
+  /** What a snapshot (or shelve) stored. */
+  readonly snapshot?: SnapshotInfo;
+  /** How the op went, if worth saying (a soft reboot that fell back to hard, an abort, …). */
+  readonly note?: string;
   /** ISO time the driver call started. */
   readonly startTime: string;
   /** ISO time it finished. */

@@ -1,15 +1,16 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { appendFile, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { driverContract } from "../contract.js";
-import { DriverError } from "../errors.js";
+import { DriverError, NotSupportedError } from "../errors.js";
 import { testInstance } from "../test-instance.js";
-import { FakeDriver } from "./fake-driver.js";
+import { setDomainPowerState } from "./domain-store.js";
+import { FakeDriver, LIVE_MIGRATION_STEPS } from "./fake-driver.js";
 import { parseFaults } from "./faults.js";
 
-driverContract("fake (in memory)", async () => new FakeDriver({ capacity: { vcpus: 4, memoryMb: 4096, diskGb: 20 } }));
+driverContract("fake (in memory)", async (hostname) => new FakeDriver({ hostname, capacity: { vcpus: 4, memoryMb: 4096, diskGb: 20 } }));
 
 let dir: string;
 before(async () => {
@@ -20,7 +21,7 @@ after(async () => {
 });
 
 let n = 0;
-driverContract("fake (persistent)", async () => new FakeDriver({ statePath: join(dir, `contract-${++n}.json`) }));
+driverContract("fake (persistent)", async (hostname) => new FakeDriver({ hostname, statePath: join(dir, `contract-${++n}.json`) }));
 
 describe("FakeDriver faults", () => {
   test("an injected error fails every call with its code, message and retryable flag", async () => {
@@ -85,6 +86,82 @@ describe("FakeDriver faults", () => {
     assert.throws(() => parseFaults({ spawn: { delayMs: -1 } }), /delayMs/);
     assert.throws(() => parseFaults([]), /object/);
     assert.deepEqual(parseFaults({ reboot: { failTimes: 1 } }), { reboot: { failTimes: 1 } });
+  });
+
+  test("parseFaults takes lists, server ids, ignoreAcpi and the migrateDisk alias; rejects what it does not know", () => {
+    assert.deepEqual(
+      parseFaults({ liveMigrate: [{ serverId: "a", delayMs: 500 }, { error: "x" }], migrateDisk: { error: "y" }, ignoreAcpi: ["a"] }),
+      { liveMigrate: [{ serverId: "a", delayMs: 500 }, { error: "x" }], migrateDiskAndPowerOff: { error: "y" }, ignoreAcpi: ["a"] },
+    );
+    assert.deepEqual(parseFaults({ ignoreAcpi: true }), { ignoreAcpi: true });
+    assert.throws(() => parseFaults({ ignoreAcpi: "a" }), /ignoreAcpi/);
+    assert.throws(() => parseFaults({ spawn: { delay: 5 } }), /unknown key "delay"/);
+    assert.throws(() => parseFaults({ spawn: [{ serverId: 5 }] }), /serverId must be a string/);
+    assert.throws(() => parseFaults({ migrateDisk: {}, migrateDiskAndPowerOff: {} }), /given twice/);
+  });
+
+  test("a fault with a serverId hits only that server; in a list the first matching spec applies", async () => {
+    const a = testInstance();
+    const b = testInstance();
+    const driver = new FakeDriver({
+      faults: { spawn: [{ serverId: a.id, error: "a is cursed", code: "CURSED" }, { serverId: b.id, delayMs: 120 }] },
+    });
+    await assert.rejects(driver.spawn({ instance: a }), { code: "CURSED" });
+    const started = Date.now();
+    await driver.spawn({ instance: b });
+    assert.ok(Date.now() - started >= 110, "b got its own delay");
+    const c = testInstance();
+    const t = Date.now();
+    await driver.spawn({ instance: c });
+    assert.ok(Date.now() - t < 100, "c matches no spec");
+    assert.equal(await driver.powerState({ instanceId: b.id }), "RUNNING");
+  });
+
+  test("ignoreAcpi: a soft reboot times out after timeoutSeconds with SOFT_REBOOT_TIMEOUT and changes nothing", async () => {
+    const deaf = testInstance();
+    const fine = testInstance();
+    const driver = new FakeDriver({ faults: { ignoreAcpi: [deaf.id] } });
+    await driver.spawn({ instance: deaf });
+    await driver.spawn({ instance: fine });
+    const started = Date.now();
+    await assert.rejects(driver.reboot({ instanceId: deaf.id, hard: false, timeoutSeconds: 0.1 }), (err: unknown) => {
+      assert.ok(err instanceof DriverError);
+      assert.equal(err.code, "SOFT_REBOOT_TIMEOUT");
+      assert.equal((err as DriverError & { timeoutSeconds: number }).timeoutSeconds, 0.1);
+      return true;
+    });
+    assert.ok(Date.now() - started >= 90, "it waited the timeout");
+    assert.equal(driver.domain(deaf.id)?.boots, 1, "not rebooted");
+    assert.equal(await driver.powerState({ instanceId: deaf.id }), "RUNNING");
+    await driver.reboot({ instanceId: fine.id, hard: false, timeoutSeconds: 0.1 });
+    assert.equal(driver.domain(fine.id)?.boots, 2);
+    await driver.reboot({ instanceId: deaf.id, hard: true });
+    assert.equal(driver.domain(deaf.id)?.boots, 2, "a hard reboot needs no ACPI");
+  });
+
+  test("ignoreAcpi: a power off waits its timeout and forces the instance off; an abort while waiting keeps it running", async () => {
+    const inst = testInstance();
+    const driver = new FakeDriver({ faults: { ignoreAcpi: true } });
+    await driver.spawn({ instance: inst });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 30);
+    await assert.rejects(driver.powerOff({ instanceId: inst.id, timeoutSeconds: 5 }, { signal: ac.signal }), { code: "ABORTED" });
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
+    const started = Date.now();
+    await driver.powerOff({ instanceId: inst.id, timeoutSeconds: 0.1 });
+    assert.ok(Date.now() - started >= 90, "it waited for the guest first");
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "SHUTDOWN");
+  });
+
+  test("capabilities can be turned off: the calls then throw NotSupportedError", async () => {
+    const driver = new FakeDriver({ capabilities: { liveMigration: false, softReboot: false, snapshot: false } });
+    assert.equal(driver.migrationUri, undefined);
+    const inst = testInstance();
+    await driver.spawn({ instance: inst });
+    await assert.rejects(driver.reboot({ instanceId: inst.id, hard: false }), NotSupportedError);
+    await assert.rejects(driver.snapshot({ instanceId: inst.id, imageId: "i", imageName: "n" }), NotSupportedError);
+    await assert.rejects(driver.liveMigrate({ instanceId: inst.id, targetHost: "b", targetUri: "fake://b" }), NotSupportedError);
+    assert.equal(new FakeDriver({ hostname: "h1" }).migrationUri, "fake://h1");
   });
 });
 
@@ -182,5 +259,201 @@ describe("FakeDriver persistence", () => {
     );
     assert.ok(lines.every((l) => !Number.isNaN(Date.parse(l.time))));
     assert.equal(driver.calls.length, 3);
+  });
+});
+
+describe("FakeDriver live migration", () => {
+  async function pair(sourceOptions = {}) {
+    const source = new FakeDriver({ hostname: "lm-source", ...sourceOptions });
+    const target = new FakeDriver({ hostname: "lm-target" });
+    await Promise.all([source.init(), target.init()]);
+    const inst = testInstance();
+    await source.spawn({ instance: inst });
+    await target.preLiveMigration({ instance: inst, sourceHost: "lm-source" });
+    return { source, target, inst };
+  }
+
+  test("takes LIVE_MIGRATION_STEPS delay steps and reports progress 0…100 along them", async () => {
+    const { source, target, inst } = await pair({ faults: { liveMigrate: { delayMs: 30 } } });
+    const progress: Array<[number, string]> = [];
+    const started = Date.now();
+    await source.liveMigrate({
+      instanceId: inst.id,
+      targetHost: "lm-target",
+      targetUri: target.migrationUri!,
+      onProgress: (p, m) => progress.push([p, m]),
+    });
+    assert.ok(Date.now() - started >= LIVE_MIGRATION_STEPS * 30 - 5);
+    assert.deepEqual(progress.map(([p]) => p), [0, 25, 50, 75, 100]);
+    assert.match(progress[2]![1], /256 MiB of 512 MiB/);
+    assert.equal(source.domain(inst.id), undefined);
+    await source.close();
+    await target.close();
+  });
+
+  test("an abort between steps rejects non-retryable ABORTED and leaves the source running", async () => {
+    const { source, target, inst } = await pair({ faults: { liveMigrate: { delayMs: 50 } } });
+    const progress: number[] = [];
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 70);
+    await assert.rejects(
+      source.liveMigrate(
+        { instanceId: inst.id, targetHost: "lm-target", targetUri: target.migrationUri!, onProgress: (p) => progress.push(p) },
+        { signal: ac.signal },
+      ),
+      { code: "ABORTED", retryable: false },
+    );
+    assert.deepEqual(progress, [0, 25], "stopped in the second step");
+    assert.equal(await source.powerState({ instanceId: inst.id }), "RUNNING");
+    assert.equal(target.domain(inst.id)?.incoming?.sourceHost, "lm-source", "the target is still prepared");
+  });
+
+  test("an injected failure strikes half way; the source keeps the instance", async () => {
+    const { source, target, inst } = await pair({
+      faults: { liveMigrate: { error: "connection reset", code: "MIGRATION_FAILED", retryable: true } },
+    });
+    const progress: number[] = [];
+    await assert.rejects(
+      source.liveMigrate({ instanceId: inst.id, targetHost: "lm-target", targetUri: target.migrationUri!, onProgress: (p) => progress.push(p) }),
+      { code: "MIGRATION_FAILED", message: "connection reset", retryable: true },
+    );
+    assert.deepEqual(progress, [0, 25]);
+    assert.equal(await source.powerState({ instanceId: inst.id }), "RUNNING");
+  });
+
+  test("a paused instance lands paused on a target in another process (through the target's event file)", async () => {
+    const targetPath = join(dir, "lm-target.json");
+    const target = new FakeDriver({ hostname: "lm-remote", statePath: targetPath });
+    const source = new FakeDriver({ hostname: "lm-src2" });
+    const inst = testInstance();
+    await source.spawn({ instance: inst });
+    await source.pause({ instanceId: inst.id });
+    await target.preLiveMigration({ instance: inst, sourceHost: "lm-src2" });
+    const uri = target.migrationUri!;
+    assert.equal(uri, `fake://lm-remote${targetPath}`);
+    await target.close(); // not in this process any more
+
+    await source.liveMigrate({ instanceId: inst.id, targetHost: "lm-remote", targetUri: uri });
+    const restarted = new FakeDriver({ hostname: "lm-remote", statePath: targetPath });
+    await restarted.postLiveMigration({ instanceId: inst.id, sourceHost: "lm-src2" });
+    assert.equal(await restarted.powerState({ instanceId: inst.id }), "PAUSED");
+    await restarted.close();
+  });
+});
+
+describe("FakeDriver snapshot, suspend, rebuild, resize in place", () => {
+  test("a snapshot's checksum depends on the domain and the image id only; size is about a tenth of the disk", async () => {
+    const driver = new FakeDriver();
+    const inst = testInstance({ diskGb: 10 });
+    await driver.spawn({ instance: inst });
+    const a = await driver.snapshot({ instanceId: inst.id, imageId: "img-1", imageName: "one" });
+    const b = await driver.snapshot({ instanceId: inst.id, imageId: "img-1", imageName: "renamed" });
+    const c = await driver.snapshot({ instanceId: inst.id, imageId: "img-2", imageName: "two" });
+    assert.deepEqual(a, b);
+    assert.notEqual(a.checksum, c.checksum);
+    assert.equal(a.diskFormat, "qcow2");
+    assert.ok(a.sizeBytes >= 1024 * 2 ** 20 && a.sizeBytes < 1025 * 2 ** 20, `size ${a.sizeBytes}`);
+  });
+
+  test("a suspended instance frees its memory; resuming needs it back", async () => {
+    const driver = new FakeDriver({ capacity: { vcpus: 4, memoryMb: 1024, diskGb: 10 }, allocationRatio: { vcpus: 1, memoryMb: 1, diskGb: 1 } });
+    const a = testInstance({ memoryMb: 1024 });
+    await driver.spawn({ instance: a });
+    await driver.suspend({ instanceId: a.id });
+    assert.equal((await driver.report()).freeMemoryMb, 1024);
+    const b = testInstance({ memoryMb: 1024 });
+    await driver.spawn({ instance: b });
+    await assert.rejects(driver.resume({ instanceId: a.id }), { code: "INSUFFICIENT_RESOURCES", retryable: true });
+    assert.equal(await driver.powerState({ instanceId: a.id }), "SUSPENDED");
+  });
+
+  test("rebuild boots the new image and counts a boot", async () => {
+    const driver = new FakeDriver();
+    const inst = testInstance();
+    await driver.spawn({ instance: inst });
+    await driver.rebuild({ instance: { ...inst, image: { ...inst.image, id: "new-image" } } });
+    assert.equal(driver.domain(inst.id)?.instance.image.id, "new-image");
+    assert.equal(driver.domain(inst.id)?.boots, 2);
+  });
+
+  test("the old copy of a migration refuses to start, be rebooted, snapshotted or migrated elsewhere", async () => {
+    const driver = new FakeDriver();
+    const inst = testInstance();
+    await driver.spawn({ instance: inst });
+    await driver.migrateDiskAndPowerOff({ instanceId: inst.id, targetHost: "b", timeoutSeconds: 0 });
+    await assert.rejects(driver.powerOn({ instanceId: inst.id }), { code: "INVALID_STATE" });
+    await assert.rejects(driver.reboot({ instanceId: inst.id, hard: true }), { code: "INVALID_STATE" });
+    await assert.rejects(driver.snapshot({ instanceId: inst.id, imageId: "i", imageName: "n" }), { code: "INVALID_STATE" });
+    await assert.rejects(driver.migrateDiskAndPowerOff({ instanceId: inst.id, targetHost: "c", timeoutSeconds: 0 }), {
+      code: "INVALID_STATE",
+    });
+    await assert.rejects(driver.spawn({ instance: inst }), { code: "INSTANCE_EXISTS" });
+    await driver.powerOff({ instanceId: inst.id, timeoutSeconds: 0 });
+    assert.equal(driver.domain(inst.id)?.migratedTo, "b");
+  });
+
+  test("a resize in place survives a restart half way and can still be reverted", async () => {
+    const statePath = join(dir, "resize.json");
+    const first = new FakeDriver({ hostname: "h", statePath });
+    const inst = testInstance();
+    await first.spawn({ instance: inst });
+    await first.migrateDiskAndPowerOff({ instanceId: inst.id, targetHost: "h", timeoutSeconds: 0 });
+    await first.finishMigration({ instance: { ...inst, memoryMb: 2048 }, sourceHost: "h", powerOn: true });
+    await first.close();
+
+    const second = new FakeDriver({ hostname: "h", statePath });
+    await second.init();
+    assert.equal(second.domain(inst.id)?.instance.memoryMb, 2048);
+    assert.equal(second.resizeStash(inst.id)?.instance.memoryMb, 512);
+    await second.destroy({ instanceId: inst.id });
+    await second.finishRevertMigration({ instanceId: inst.id, powerOn: false });
+    assert.equal(second.domain(inst.id)?.instance.memoryMb, 512);
+    assert.equal(second.domain(inst.id)?.powerState, "SHUTDOWN");
+    assert.equal(second.domain(inst.id)?.migratedTo, undefined);
+    assert.equal(second.resizeStash(inst.id), undefined);
+    await second.close();
+  });
+});
+
+describe("FakeDriver: power state changed behind the agent's back", () => {
+  test("setDomainPowerState from outside is applied at the driver's next call, once, and survives a restart", async () => {
+    const statePath = join(dir, "external.json");
+    const driver = new FakeDriver({ statePath });
+    const inst = testInstance();
+    await driver.spawn({ instance: inst });
+    await setDomainPowerState(statePath, inst.id, "SHUTDOWN");
+    await setDomainPowerState(statePath, testInstance().id, "CRASHED"); // unknown: ignored
+    const report = await driver.report();
+    assert.deepEqual(report.instances, [{ serverId: inst.id, powerState: "SHUTDOWN" }]);
+    await driver.powerOn({ instanceId: inst.id });
+    await driver.close();
+
+    const restarted = new FakeDriver({ statePath });
+    assert.equal(await restarted.powerState({ instanceId: inst.id }), "RUNNING", "the old event is not applied again");
+    await setDomainPowerState(statePath, inst.id, "CRASHED");
+    assert.equal(await restarted.powerState({ instanceId: inst.id }), "CRASHED");
+    await restarted.close();
+  });
+
+  test("a line still being written is applied only once complete", async () => {
+    const statePath = join(dir, "torn.json");
+    const driver = new FakeDriver({ statePath });
+    const inst = testInstance();
+    await driver.spawn({ instance: inst });
+    const line = JSON.stringify({ serverId: inst.id, powerState: "SHUTDOWN", time: new Date().toISOString() });
+    await appendFile(`${statePath}.events.jsonl`, line.slice(0, 20));
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
+    await appendFile(`${statePath}.events.jsonl`, `${line.slice(20)}\n`);
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "SHUTDOWN");
+    await driver.close();
+  });
+
+  test("setPowerState does it in process, for drivers without a state file", async () => {
+    const driver = new FakeDriver();
+    const inst = testInstance();
+    await driver.spawn({ instance: inst });
+    await driver.setPowerState(inst.id, "CRASHED");
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "CRASHED");
+    await assert.rejects(driver.setPowerState(testInstance().id, "RUNNING"), { code: "NOT_FOUND" });
   });
 });

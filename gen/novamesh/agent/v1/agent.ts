@@ -37,6 +37,9 @@ export interface ConnectRequest {
     | //
     /** Outcome of an op. */
     { $case: "opResult"; opResult: OpResult }
+    | //
+    /** Progress of a long op (such as a live migration). */
+    { $case: "opProgress"; opProgress: OpProgress }
     | undefined;
 }
 
@@ -77,6 +80,11 @@ export interface Hello {
     | undefined;
   /** Availability zone of the host (default "nova"). */
   zone: string;
+  /**
+   * URI other hosts' hypervisors use to live-migrate to this host (libvirt);
+   * empty when the driver has none.
+   */
+  migrationUri: string;
 }
 
 /** The controller's answer to Hello: where to take ops from. */
@@ -144,7 +152,37 @@ export interface OpResult {
     | Date
     | undefined;
   /** When the driver finished the op. */
-  finishTime: Date | undefined;
+  finishTime:
+    | Date
+    | undefined;
+  /** What a snapshot or shelve op stored; unset otherwise. */
+  snapshot:
+    | SnapshotInfo
+    | undefined;
+  /** A note on how the op went, such as a soft reboot that fell back to hard. */
+  note: string;
+}
+
+/** The image data a snapshot stored. */
+export interface SnapshotInfo {
+  /** Size in bytes. */
+  sizeBytes: number;
+  /** SHA-256 of the data, hex. */
+  checksum: string;
+  /** Disk format, such as "qcow2". */
+  diskFormat: string;
+}
+
+/** Progress of a running op. Best effort: it may be lost or repeated. */
+export interface OpProgress {
+  /** The op's id. */
+  opId: string;
+  /** Server id. */
+  serverId: string;
+  /** Percent done, 0–100. */
+  percent: number;
+  /** What is happening, such as "memory: 1.2 GiB of 2 GiB copied". */
+  message: string;
 }
 
 /** The controller's acknowledgement of a result. */
@@ -168,6 +206,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         break;
       case "opResult":
         OpResult.encode(message.body.opResult, writer.uint32(26).fork()).join();
+        break;
+      case "opProgress":
+        OpProgress.encode(message.body.opProgress, writer.uint32(34).fork()).join();
         break;
     }
     return writer;
@@ -210,6 +251,14 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.body = { $case: "opResult", opResult: OpResult.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.body = { $case: "opProgress", opProgress: OpProgress.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -232,6 +281,10 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         ? { $case: "opResult", opResult: OpResult.fromJSON(object.opResult) }
         : isSet(object.op_result)
         ? { $case: "opResult", opResult: OpResult.fromJSON(object.op_result) }
+        : isSet(object.opProgress)
+        ? { $case: "opProgress", opProgress: OpProgress.fromJSON(object.opProgress) }
+        : isSet(object.op_progress)
+        ? { $case: "opProgress", opProgress: OpProgress.fromJSON(object.op_progress) }
         : undefined,
     };
   },
@@ -244,6 +297,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       obj.report = ResourceReport.toJSON(message.body.report);
     } else if (message.body?.$case === "opResult") {
       obj.opResult = OpResult.toJSON(message.body.opResult);
+    } else if (message.body?.$case === "opProgress") {
+      obj.opProgress = OpProgress.toJSON(message.body.opProgress);
     }
     return obj;
   },
@@ -269,6 +324,12 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       case "opResult": {
         if (object.body?.opResult !== undefined && object.body?.opResult !== null) {
           message.body = { $case: "opResult", opResult: OpResult.fromPartial(object.body.opResult) };
+        }
+        break;
+      }
+      case "opProgress": {
+        if (object.body?.opProgress !== undefined && object.body?.opProgress !== null) {
+          message.body = { $case: "opProgress", opProgress: OpProgress.fromPartial(object.body.opProgress) };
         }
         break;
       }
@@ -492,7 +553,7 @@ export const Capacity: MessageFns<Capacity> = {
 };
 
 function createBaseHello(): Hello {
-  return { host: "", hypervisorType: "", version: "", capacity: undefined, zone: "" };
+  return { host: "", hypervisorType: "", version: "", capacity: undefined, zone: "", migrationUri: "" };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -511,6 +572,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.zone !== "") {
       writer.uint32(42).string(message.zone);
+    }
+    if (message.migrationUri !== "") {
+      writer.uint32(50).string(message.migrationUri);
     }
     return writer;
   },
@@ -568,6 +632,14 @@ export const Hello: MessageFns<Hello> = {
             message.zone = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.migrationUri = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -591,6 +663,11 @@ export const Hello: MessageFns<Hello> = {
       version: isSet(object.version) ? globalThis.String(object.version) : "",
       capacity: isSet(object.capacity) ? Capacity.fromJSON(object.capacity) : undefined,
       zone: isSet(object.zone) ? globalThis.String(object.zone) : "",
+      migrationUri: isSet(object.migrationUri)
+        ? globalThis.String(object.migrationUri)
+        : isSet(object.migration_uri)
+        ? globalThis.String(object.migration_uri)
+        : "",
     };
   },
 
@@ -611,6 +688,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.zone !== "") {
       obj.zone = message.zone;
     }
+    if (message.migrationUri !== "") {
+      obj.migrationUri = message.migrationUri;
+    }
     return obj;
   },
 
@@ -626,6 +706,7 @@ export const Hello: MessageFns<Hello> = {
       ? Capacity.fromPartial(object.capacity)
       : undefined;
     message.zone = object.zone ?? "";
+    message.migrationUri = object.migrationUri ?? "";
     return message;
   },
 };
@@ -1091,7 +1172,16 @@ export const OpError: MessageFns<OpError> = {
 };
 
 function createBaseOpResult(): OpResult {
-  return { opId: "", serverId: "", error: undefined, powerState: 0, startTime: undefined, finishTime: undefined };
+  return {
+    opId: "",
+    serverId: "",
+    error: undefined,
+    powerState: 0,
+    startTime: undefined,
+    finishTime: undefined,
+    snapshot: undefined,
+    note: "",
+  };
 }
 
 export const OpResult: MessageFns<OpResult> = {
@@ -1113,6 +1203,12 @@ export const OpResult: MessageFns<OpResult> = {
     }
     if (message.finishTime !== undefined) {
       Timestamp.encode(toTimestamp(message.finishTime), writer.uint32(50).fork()).join();
+    }
+    if (message.snapshot !== undefined) {
+      SnapshotInfo.encode(message.snapshot, writer.uint32(58).fork()).join();
+    }
+    if (message.note !== "") {
+      writer.uint32(66).string(message.note);
     }
     return writer;
   },
@@ -1178,6 +1274,22 @@ export const OpResult: MessageFns<OpResult> = {
             message.finishTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.snapshot = SnapshotInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.note = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1218,6 +1330,8 @@ export const OpResult: MessageFns<OpResult> = {
         : isSet(object.finish_time)
         ? fromJsonTimestamp(object.finish_time)
         : undefined,
+      snapshot: isSet(object.snapshot) ? SnapshotInfo.fromJSON(object.snapshot) : undefined,
+      note: isSet(object.note) ? globalThis.String(object.note) : "",
     };
   },
 
@@ -1241,6 +1355,12 @@ export const OpResult: MessageFns<OpResult> = {
     if (message.finishTime !== undefined) {
       obj.finishTime = message.finishTime.toISOString();
     }
+    if (message.snapshot !== undefined) {
+      obj.snapshot = SnapshotInfo.toJSON(message.snapshot);
+    }
+    if (message.note !== "") {
+      obj.note = message.note;
+    }
     return obj;
   },
 
@@ -1257,6 +1377,244 @@ export const OpResult: MessageFns<OpResult> = {
     message.powerState = object.powerState ?? 0;
     message.startTime = object.startTime ?? undefined;
     message.finishTime = object.finishTime ?? undefined;
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? SnapshotInfo.fromPartial(object.snapshot)
+      : undefined;
+    message.note = object.note ?? "";
+    return message;
+  },
+};
+
+function createBaseSnapshotInfo(): SnapshotInfo {
+  return { sizeBytes: 0, checksum: "", diskFormat: "" };
+}
+
+export const SnapshotInfo: MessageFns<SnapshotInfo> = {
+  encode(message: SnapshotInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sizeBytes !== 0) {
+      writer.uint32(8).int64(message.sizeBytes);
+    }
+    if (message.checksum !== "") {
+      writer.uint32(18).string(message.checksum);
+    }
+    if (message.diskFormat !== "") {
+      writer.uint32(26).string(message.diskFormat);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.checksum = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.diskFormat = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotInfo {
+    return {
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      checksum: isSet(object.checksum) ? globalThis.String(object.checksum) : "",
+      diskFormat: isSet(object.diskFormat)
+        ? globalThis.String(object.diskFormat)
+        : isSet(object.disk_format)
+        ? globalThis.String(object.disk_format)
+        : "",
+    };
+  },
+
+  toJSON(message: SnapshotInfo): unknown {
+    const obj: any = {};
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.checksum !== "") {
+      obj.checksum = message.checksum;
+    }
+    if (message.diskFormat !== "") {
+      obj.diskFormat = message.diskFormat;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SnapshotInfo>, I>>(base?: I): SnapshotInfo {
+    return SnapshotInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SnapshotInfo>, I>>(object: I): SnapshotInfo {
+    const message = createBaseSnapshotInfo();
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.checksum = object.checksum ?? "";
+    message.diskFormat = object.diskFormat ?? "";
+    return message;
+  },
+};
+
+function createBaseOpProgress(): OpProgress {
+  return { opId: "", serverId: "", percent: 0, message: "" };
+}
+
+export const OpProgress: MessageFns<OpProgress> = {
+  encode(message: OpProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.opId !== "") {
+      writer.uint32(10).string(message.opId);
+    }
+    if (message.serverId !== "") {
+      writer.uint32(18).string(message.serverId);
+    }
+    if (message.percent !== 0) {
+      writer.uint32(24).int32(message.percent);
+    }
+    if (message.message !== "") {
+      writer.uint32(34).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OpProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOpProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.opId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serverId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.percent = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OpProgress {
+    return {
+      opId: isSet(object.opId)
+        ? globalThis.String(object.opId)
+        : isSet(object.op_id)
+        ? globalThis.String(object.op_id)
+        : "",
+      serverId: isSet(object.serverId)
+        ? globalThis.String(object.serverId)
+        : isSet(object.server_id)
+        ? globalThis.String(object.server_id)
+        : "",
+      percent: isSet(object.percent) ? globalThis.Number(object.percent) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: OpProgress): unknown {
+    const obj: any = {};
+    if (message.opId !== "") {
+      obj.opId = message.opId;
+    }
+    if (message.serverId !== "") {
+      obj.serverId = message.serverId;
+    }
+    if (message.percent !== 0) {
+      obj.percent = Math.round(message.percent);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OpProgress>, I>>(base?: I): OpProgress {
+    return OpProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OpProgress>, I>>(object: I): OpProgress {
+    const message = createBaseOpProgress();
+    message.opId = object.opId ?? "";
+    message.serverId = object.serverId ?? "";
+    message.percent = object.percent ?? 0;
+    message.message = object.message ?? "";
     return message;
   },
 };

@@ -32,6 +32,14 @@ export interface ComputeOp {
   instance:
     | Instance
     | undefined;
+  /**
+   * After this time the op must not start: the controller has given up on
+   * it (task deadline). Unset for cleanup ops, which run whenever they
+   * arrive. Hosts' clocks are assumed synchronised (NTP).
+   */
+  deadline:
+    | Date
+    | undefined;
   /** What to do. */
   op:
     | //
@@ -49,6 +57,69 @@ export interface ComputeOp {
     | //
     /** Reboot. */
     { $case: "reboot"; reboot: RebootOp }
+    | //
+    /** Pause in memory. */
+    { $case: "pause"; pause: PauseOp }
+    | //
+    /** Unpause. */
+    { $case: "unpause"; unpause: UnpauseOp }
+    | //
+    /** Suspend to disk (managed save). */
+    { $case: "suspend"; suspend: SuspendOp }
+    | //
+    /** Resume a suspended virtual machine. */
+    { $case: "resume"; resume: ResumeOp }
+    | //
+    /** Snapshot the root disk into an image. */
+    { $case: "snapshot"; snapshot: SnapshotOp }
+    | //
+    /** Snapshot (optionally), power off and remove from the host. */
+    { $case: "shelve"; shelve: ShelveOp }
+    | //
+    /** Rebuild from the instance's (new) image. */
+    { $case: "rebuild"; rebuild: RebuildOp }
+    | //
+    /** Resize/cold migrate, source side: power off and hand the disk over. */
+    { $case: "migrateDisk"; migrateDisk: MigrateDiskOp }
+    | //
+    /**
+     * Resize/cold migrate, target side: create the instance from the
+     * migrated disk with the instance's (new) flavor.
+     */
+    { $case: "finishMigration"; finishMigration: FinishMigrationOp }
+    | //
+    /** Confirm, source side: remove the old copy. */
+    { $case: "confirmMigration"; confirmMigration: ConfirmMigrationOp }
+    | //
+    /** Revert, target side: remove the new copy. */
+    { $case: "revertMigration"; revertMigration: RevertMigrationOp }
+    | //
+    /** Revert, source side: bring the old copy back. */
+    { $case: "finishRevertMigration"; finishRevertMigration: FinishRevertMigrationOp }
+    | //
+    /** Live migration, target side: prepare to receive the instance. */
+    { $case: "preLiveMigration"; preLiveMigration: PreLiveMigrationOp }
+    | //
+    /**
+     * Live migration, source side: move the running instance; reports
+     * progress; abortable.
+     */
+    { $case: "liveMigrate"; liveMigrate: LiveMigrateOp }
+    | //
+    /** Live migration, target side: the instance arrived; finish it. */
+    { $case: "postLiveMigration"; postLiveMigration: PostLiveMigrationOp }
+    | //
+    /**
+     * Live migration failed or was aborted, target side: remove what
+     * pre_live_migration made.
+     */
+    { $case: "rollbackLiveMigration"; rollbackLiveMigration: RollbackLiveMigrationOp }
+    | //
+    /**
+     * Abort another op of this instance that is running now. It is not
+     * queued behind the instance's other ops.
+     */
+    { $case: "abort"; abort: AbortOp }
     | undefined;
 }
 
@@ -130,10 +201,126 @@ export interface PowerOffOp {
 export interface RebootOp {
   /** Hard (power cycle) instead of soft (ACPI). */
   hard: boolean;
+  /**
+   * Soft only: seconds to wait for the guest to restart before falling back
+   * to a hard reboot, as Nova's libvirt driver does (0: driver default).
+   */
+  softTimeoutSeconds: number;
+}
+
+/** Pause a running virtual machine (vCPUs stop; memory kept). */
+export interface PauseOp {
+}
+
+/** Unpause a paused virtual machine. */
+export interface UnpauseOp {
+}
+
+/** Suspend a running virtual machine: save its memory to disk and stop it. */
+export interface SuspendOp {
+}
+
+/** Resume a suspended virtual machine. */
+export interface ResumeOp {
+}
+
+/** Snapshot the root disk into an image; the result carries a SnapshotInfo. */
+export interface SnapshotOp {
+  /** Id of the image record the controller created (status queued). */
+  imageId: string;
+  /** Its name. */
+  imageName: string;
+}
+
+/**
+ * Shelve: snapshot the root disk (when image_id is set), power off (clean
+ * shutdown first), then destroy the virtual machine and its local disks.
+ */
+export interface ShelveOp {
+  /** Image to store the disk in; empty: no snapshot (volume-backed). */
+  imageId: string;
+  /** Its name. */
+  imageName: string;
+  /** Seconds to wait for a clean shutdown (0: driver default). */
+  timeoutSeconds: number;
+}
+
+/** Rebuild the virtual machine from the instance's image, keeping its id. */
+export interface RebuildOp {
+  /** Evacuation: the instance does not exist on this host; create it here. */
+  recreate: boolean;
+}
+
+/** Source side of a resize or cold migration. */
+export interface MigrateDiskOp {
+  /** Host receiving the instance. */
+  targetHost: string;
+  /** Seconds to wait for a clean shutdown (0: driver default). */
+  timeoutSeconds: number;
+}
+
+/** Target side of a resize or cold migration. */
+export interface FinishMigrationOp {
+  /** Host the instance came from. */
+  sourceHost: string;
+  /** Start it after creating it (it was running before the move). */
+  powerOn: boolean;
+}
+
+/** Confirm a resize or migration on the source: destroy the old copy. */
+export interface ConfirmMigrationOp {
+}
+
+/** Revert a resize or migration on the target: destroy the new copy. */
+export interface RevertMigrationOp {
+}
+
+/** Revert a resize or migration on the source: restore the old copy. */
+export interface FinishRevertMigrationOp {
+  /** Start it (it was running before the move). */
+  powerOn: boolean;
+}
+
+/** Target side of a live migration, before it starts. */
+export interface PreLiveMigrationOp {
+  /** Host the instance comes from. */
+  sourceHost: string;
+}
+
+/** Source side of a live migration. */
+export interface LiveMigrateOp {
+  /** Host receiving the instance. */
+  targetHost: string;
+  /** Hypervisor URI of the target (libvirt), as its agent announced it. */
+  targetUri: string;
+}
+
+/** Target side of a live migration, after it succeeded. */
+export interface PostLiveMigrationOp {
+  /** Host the instance came from. */
+  sourceHost: string;
+}
+
+/** Target side of a live migration that failed or was aborted. */
+export interface RollbackLiveMigrationOp {
+}
+
+/** Abort a running op of the same instance. */
+export interface AbortOp {
+  /** The op to abort. */
+  targetOpId: string;
 }
 
 function createBaseComputeOp(): ComputeOp {
-  return { opId: "", requestId: "", attempt: 0, createTime: undefined, instance: undefined, op: undefined };
+  return {
+    opId: "",
+    requestId: "",
+    attempt: 0,
+    createTime: undefined,
+    instance: undefined,
+    deadline: undefined,
+    op: undefined,
+  };
 }
 
 export const ComputeOp: MessageFns<ComputeOp> = {
@@ -153,6 +340,9 @@ export const ComputeOp: MessageFns<ComputeOp> = {
     if (message.instance !== undefined) {
       Instance.encode(message.instance, writer.uint32(42).fork()).join();
     }
+    if (message.deadline !== undefined) {
+      Timestamp.encode(toTimestamp(message.deadline), writer.uint32(50).fork()).join();
+    }
     switch (message.op?.$case) {
       case "spawn":
         SpawnOp.encode(message.op.spawn, writer.uint32(82).fork()).join();
@@ -168,6 +358,57 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         break;
       case "reboot":
         RebootOp.encode(message.op.reboot, writer.uint32(114).fork()).join();
+        break;
+      case "pause":
+        PauseOp.encode(message.op.pause, writer.uint32(122).fork()).join();
+        break;
+      case "unpause":
+        UnpauseOp.encode(message.op.unpause, writer.uint32(130).fork()).join();
+        break;
+      case "suspend":
+        SuspendOp.encode(message.op.suspend, writer.uint32(138).fork()).join();
+        break;
+      case "resume":
+        ResumeOp.encode(message.op.resume, writer.uint32(146).fork()).join();
+        break;
+      case "snapshot":
+        SnapshotOp.encode(message.op.snapshot, writer.uint32(154).fork()).join();
+        break;
+      case "shelve":
+        ShelveOp.encode(message.op.shelve, writer.uint32(162).fork()).join();
+        break;
+      case "rebuild":
+        RebuildOp.encode(message.op.rebuild, writer.uint32(170).fork()).join();
+        break;
+      case "migrateDisk":
+        MigrateDiskOp.encode(message.op.migrateDisk, writer.uint32(178).fork()).join();
+        break;
+      case "finishMigration":
+        FinishMigrationOp.encode(message.op.finishMigration, writer.uint32(186).fork()).join();
+        break;
+      case "confirmMigration":
+        ConfirmMigrationOp.encode(message.op.confirmMigration, writer.uint32(194).fork()).join();
+        break;
+      case "revertMigration":
+        RevertMigrationOp.encode(message.op.revertMigration, writer.uint32(202).fork()).join();
+        break;
+      case "finishRevertMigration":
+        FinishRevertMigrationOp.encode(message.op.finishRevertMigration, writer.uint32(210).fork()).join();
+        break;
+      case "preLiveMigration":
+        PreLiveMigrationOp.encode(message.op.preLiveMigration, writer.uint32(218).fork()).join();
+        break;
+      case "liveMigrate":
+        LiveMigrateOp.encode(message.op.liveMigrate, writer.uint32(226).fork()).join();
+        break;
+      case "postLiveMigration":
+        PostLiveMigrationOp.encode(message.op.postLiveMigration, writer.uint32(234).fork()).join();
+        break;
+      case "rollbackLiveMigration":
+        RollbackLiveMigrationOp.encode(message.op.rollbackLiveMigration, writer.uint32(242).fork()).join();
+        break;
+      case "abort":
+        AbortOp.encode(message.op.abort, writer.uint32(250).fork()).join();
         break;
     }
     return writer;
@@ -226,6 +467,14 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             message.instance = Instance.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.deadline = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
           case 10: {
             if (tag !== 82) {
               break;
@@ -266,6 +515,163 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             message.op = { $case: "reboot", reboot: RebootOp.decode(reader, reader.uint32()) };
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.op = { $case: "pause", pause: PauseOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.op = { $case: "unpause", unpause: UnpauseOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.op = { $case: "suspend", suspend: SuspendOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.op = { $case: "resume", resume: ResumeOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.op = { $case: "snapshot", snapshot: SnapshotOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.op = { $case: "shelve", shelve: ShelveOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.op = { $case: "rebuild", rebuild: RebuildOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.op = { $case: "migrateDisk", migrateDisk: MigrateDiskOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            message.op = {
+              $case: "finishMigration",
+              finishMigration: FinishMigrationOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 24: {
+            if (tag !== 194) {
+              break;
+            }
+
+            message.op = {
+              $case: "confirmMigration",
+              confirmMigration: ConfirmMigrationOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 25: {
+            if (tag !== 202) {
+              break;
+            }
+
+            message.op = {
+              $case: "revertMigration",
+              revertMigration: RevertMigrationOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 26: {
+            if (tag !== 210) {
+              break;
+            }
+
+            message.op = {
+              $case: "finishRevertMigration",
+              finishRevertMigration: FinishRevertMigrationOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 27: {
+            if (tag !== 218) {
+              break;
+            }
+
+            message.op = {
+              $case: "preLiveMigration",
+              preLiveMigration: PreLiveMigrationOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 28: {
+            if (tag !== 226) {
+              break;
+            }
+
+            message.op = { $case: "liveMigrate", liveMigrate: LiveMigrateOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 29: {
+            if (tag !== 234) {
+              break;
+            }
+
+            message.op = {
+              $case: "postLiveMigration",
+              postLiveMigration: PostLiveMigrationOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.op = {
+              $case: "rollbackLiveMigration",
+              rollbackLiveMigration: RollbackLiveMigrationOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 31: {
+            if (tag !== 250) {
+              break;
+            }
+
+            message.op = { $case: "abort", abort: AbortOp.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -297,6 +703,7 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         ? fromJsonTimestamp(object.create_time)
         : undefined,
       instance: isSet(object.instance) ? Instance.fromJSON(object.instance) : undefined,
+      deadline: isSet(object.deadline) ? fromJsonTimestamp(object.deadline) : undefined,
       op: isSet(object.spawn)
         ? { $case: "spawn", spawn: SpawnOp.fromJSON(object.spawn) }
         : isSet(object.destroy)
@@ -311,6 +718,70 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         ? { $case: "powerOff", powerOff: PowerOffOp.fromJSON(object.power_off) }
         : isSet(object.reboot)
         ? { $case: "reboot", reboot: RebootOp.fromJSON(object.reboot) }
+        : isSet(object.pause)
+        ? { $case: "pause", pause: PauseOp.fromJSON(object.pause) }
+        : isSet(object.unpause)
+        ? { $case: "unpause", unpause: UnpauseOp.fromJSON(object.unpause) }
+        : isSet(object.suspend)
+        ? { $case: "suspend", suspend: SuspendOp.fromJSON(object.suspend) }
+        : isSet(object.resume)
+        ? { $case: "resume", resume: ResumeOp.fromJSON(object.resume) }
+        : isSet(object.snapshot)
+        ? { $case: "snapshot", snapshot: SnapshotOp.fromJSON(object.snapshot) }
+        : isSet(object.shelve)
+        ? { $case: "shelve", shelve: ShelveOp.fromJSON(object.shelve) }
+        : isSet(object.rebuild)
+        ? { $case: "rebuild", rebuild: RebuildOp.fromJSON(object.rebuild) }
+        : isSet(object.migrateDisk)
+        ? { $case: "migrateDisk", migrateDisk: MigrateDiskOp.fromJSON(object.migrateDisk) }
+        : isSet(object.migrate_disk)
+        ? { $case: "migrateDisk", migrateDisk: MigrateDiskOp.fromJSON(object.migrate_disk) }
+        : isSet(object.finishMigration)
+        ? { $case: "finishMigration", finishMigration: FinishMigrationOp.fromJSON(object.finishMigration) }
+        : isSet(object.finish_migration)
+        ? { $case: "finishMigration", finishMigration: FinishMigrationOp.fromJSON(object.finish_migration) }
+        : isSet(object.confirmMigration)
+        ? { $case: "confirmMigration", confirmMigration: ConfirmMigrationOp.fromJSON(object.confirmMigration) }
+        : isSet(object.confirm_migration)
+        ? { $case: "confirmMigration", confirmMigration: ConfirmMigrationOp.fromJSON(object.confirm_migration) }
+        : isSet(object.revertMigration)
+        ? { $case: "revertMigration", revertMigration: RevertMigrationOp.fromJSON(object.revertMigration) }
+        : isSet(object.revert_migration)
+        ? { $case: "revertMigration", revertMigration: RevertMigrationOp.fromJSON(object.revert_migration) }
+        : isSet(object.finishRevertMigration)
+        ? {
+          $case: "finishRevertMigration",
+          finishRevertMigration: FinishRevertMigrationOp.fromJSON(object.finishRevertMigration),
+        }
+        : isSet(object.finish_revert_migration)
+        ? {
+          $case: "finishRevertMigration",
+          finishRevertMigration: FinishRevertMigrationOp.fromJSON(object.finish_revert_migration),
+        }
+        : isSet(object.preLiveMigration)
+        ? { $case: "preLiveMigration", preLiveMigration: PreLiveMigrationOp.fromJSON(object.preLiveMigration) }
+        : isSet(object.pre_live_migration)
+        ? { $case: "preLiveMigration", preLiveMigration: PreLiveMigrationOp.fromJSON(object.pre_live_migration) }
+        : isSet(object.liveMigrate)
+        ? { $case: "liveMigrate", liveMigrate: LiveMigrateOp.fromJSON(object.liveMigrate) }
+        : isSet(object.live_migrate)
+        ? { $case: "liveMigrate", liveMigrate: LiveMigrateOp.fromJSON(object.live_migrate) }
+        : isSet(object.postLiveMigration)
+        ? { $case: "postLiveMigration", postLiveMigration: PostLiveMigrationOp.fromJSON(object.postLiveMigration) }
+        : isSet(object.post_live_migration)
+        ? { $case: "postLiveMigration", postLiveMigration: PostLiveMigrationOp.fromJSON(object.post_live_migration) }
+        : isSet(object.rollbackLiveMigration)
+        ? {
+          $case: "rollbackLiveMigration",
+          rollbackLiveMigration: RollbackLiveMigrationOp.fromJSON(object.rollbackLiveMigration),
+        }
+        : isSet(object.rollback_live_migration)
+        ? {
+          $case: "rollbackLiveMigration",
+          rollbackLiveMigration: RollbackLiveMigrationOp.fromJSON(object.rollback_live_migration),
+        }
+        : isSet(object.abort)
+        ? { $case: "abort", abort: AbortOp.fromJSON(object.abort) }
         : undefined,
     };
   },
@@ -332,6 +803,9 @@ export const ComputeOp: MessageFns<ComputeOp> = {
     if (message.instance !== undefined) {
       obj.instance = Instance.toJSON(message.instance);
     }
+    if (message.deadline !== undefined) {
+      obj.deadline = message.deadline.toISOString();
+    }
     if (message.op?.$case === "spawn") {
       obj.spawn = SpawnOp.toJSON(message.op.spawn);
     } else if (message.op?.$case === "destroy") {
@@ -342,6 +816,40 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       obj.powerOff = PowerOffOp.toJSON(message.op.powerOff);
     } else if (message.op?.$case === "reboot") {
       obj.reboot = RebootOp.toJSON(message.op.reboot);
+    } else if (message.op?.$case === "pause") {
+      obj.pause = PauseOp.toJSON(message.op.pause);
+    } else if (message.op?.$case === "unpause") {
+      obj.unpause = UnpauseOp.toJSON(message.op.unpause);
+    } else if (message.op?.$case === "suspend") {
+      obj.suspend = SuspendOp.toJSON(message.op.suspend);
+    } else if (message.op?.$case === "resume") {
+      obj.resume = ResumeOp.toJSON(message.op.resume);
+    } else if (message.op?.$case === "snapshot") {
+      obj.snapshot = SnapshotOp.toJSON(message.op.snapshot);
+    } else if (message.op?.$case === "shelve") {
+      obj.shelve = ShelveOp.toJSON(message.op.shelve);
+    } else if (message.op?.$case === "rebuild") {
+      obj.rebuild = RebuildOp.toJSON(message.op.rebuild);
+    } else if (message.op?.$case === "migrateDisk") {
+      obj.migrateDisk = MigrateDiskOp.toJSON(message.op.migrateDisk);
+    } else if (message.op?.$case === "finishMigration") {
+      obj.finishMigration = FinishMigrationOp.toJSON(message.op.finishMigration);
+    } else if (message.op?.$case === "confirmMigration") {
+      obj.confirmMigration = ConfirmMigrationOp.toJSON(message.op.confirmMigration);
+    } else if (message.op?.$case === "revertMigration") {
+      obj.revertMigration = RevertMigrationOp.toJSON(message.op.revertMigration);
+    } else if (message.op?.$case === "finishRevertMigration") {
+      obj.finishRevertMigration = FinishRevertMigrationOp.toJSON(message.op.finishRevertMigration);
+    } else if (message.op?.$case === "preLiveMigration") {
+      obj.preLiveMigration = PreLiveMigrationOp.toJSON(message.op.preLiveMigration);
+    } else if (message.op?.$case === "liveMigrate") {
+      obj.liveMigrate = LiveMigrateOp.toJSON(message.op.liveMigrate);
+    } else if (message.op?.$case === "postLiveMigration") {
+      obj.postLiveMigration = PostLiveMigrationOp.toJSON(message.op.postLiveMigration);
+    } else if (message.op?.$case === "rollbackLiveMigration") {
+      obj.rollbackLiveMigration = RollbackLiveMigrationOp.toJSON(message.op.rollbackLiveMigration);
+    } else if (message.op?.$case === "abort") {
+      obj.abort = AbortOp.toJSON(message.op.abort);
     }
     return obj;
   },
@@ -358,6 +866,7 @@ export const ComputeOp: MessageFns<ComputeOp> = {
     message.instance = (object.instance !== undefined && object.instance !== null)
       ? Instance.fromPartial(object.instance)
       : undefined;
+    message.deadline = object.deadline ?? undefined;
     switch (object.op?.$case) {
       case "spawn": {
         if (object.op?.spawn !== undefined && object.op?.spawn !== null) {
@@ -386,6 +895,129 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       case "reboot": {
         if (object.op?.reboot !== undefined && object.op?.reboot !== null) {
           message.op = { $case: "reboot", reboot: RebootOp.fromPartial(object.op.reboot) };
+        }
+        break;
+      }
+      case "pause": {
+        if (object.op?.pause !== undefined && object.op?.pause !== null) {
+          message.op = { $case: "pause", pause: PauseOp.fromPartial(object.op.pause) };
+        }
+        break;
+      }
+      case "unpause": {
+        if (object.op?.unpause !== undefined && object.op?.unpause !== null) {
+          message.op = { $case: "unpause", unpause: UnpauseOp.fromPartial(object.op.unpause) };
+        }
+        break;
+      }
+      case "suspend": {
+        if (object.op?.suspend !== undefined && object.op?.suspend !== null) {
+          message.op = { $case: "suspend", suspend: SuspendOp.fromPartial(object.op.suspend) };
+        }
+        break;
+      }
+      case "resume": {
+        if (object.op?.resume !== undefined && object.op?.resume !== null) {
+          message.op = { $case: "resume", resume: ResumeOp.fromPartial(object.op.resume) };
+        }
+        break;
+      }
+      case "snapshot": {
+        if (object.op?.snapshot !== undefined && object.op?.snapshot !== null) {
+          message.op = { $case: "snapshot", snapshot: SnapshotOp.fromPartial(object.op.snapshot) };
+        }
+        break;
+      }
+      case "shelve": {
+        if (object.op?.shelve !== undefined && object.op?.shelve !== null) {
+          message.op = { $case: "shelve", shelve: ShelveOp.fromPartial(object.op.shelve) };
+        }
+        break;
+      }
+      case "rebuild": {
+        if (object.op?.rebuild !== undefined && object.op?.rebuild !== null) {
+          message.op = { $case: "rebuild", rebuild: RebuildOp.fromPartial(object.op.rebuild) };
+        }
+        break;
+      }
+      case "migrateDisk": {
+        if (object.op?.migrateDisk !== undefined && object.op?.migrateDisk !== null) {
+          message.op = { $case: "migrateDisk", migrateDisk: MigrateDiskOp.fromPartial(object.op.migrateDisk) };
+        }
+        break;
+      }
+      case "finishMigration": {
+        if (object.op?.finishMigration !== undefined && object.op?.finishMigration !== null) {
+          message.op = {
+            $case: "finishMigration",
+            finishMigration: FinishMigrationOp.fromPartial(object.op.finishMigration),
+          };
+        }
+        break;
+      }
+      case "confirmMigration": {
+        if (object.op?.confirmMigration !== undefined && object.op?.confirmMigration !== null) {
+          message.op = {
+            $case: "confirmMigration",
+            confirmMigration: ConfirmMigrationOp.fromPartial(object.op.confirmMigration),
+          };
+        }
+        break;
+      }
+      case "revertMigration": {
+        if (object.op?.revertMigration !== undefined && object.op?.revertMigration !== null) {
+          message.op = {
+            $case: "revertMigration",
+            revertMigration: RevertMigrationOp.fromPartial(object.op.revertMigration),
+          };
+        }
+        break;
+      }
+      case "finishRevertMigration": {
+        if (object.op?.finishRevertMigration !== undefined && object.op?.finishRevertMigration !== null) {
+          message.op = {
+            $case: "finishRevertMigration",
+            finishRevertMigration: FinishRevertMigrationOp.fromPartial(object.op.finishRevertMigration),
+          };
+        }
+        break;
+      }
+      case "preLiveMigration": {
+        if (object.op?.preLiveMigration !== undefined && object.op?.preLiveMigration !== null) {
+          message.op = {
+            $case: "preLiveMigration",
+            preLiveMigration: PreLiveMigrationOp.fromPartial(object.op.preLiveMigration),
+          };
+        }
+        break;
+      }
+      case "liveMigrate": {
+        if (object.op?.liveMigrate !== undefined && object.op?.liveMigrate !== null) {
+          message.op = { $case: "liveMigrate", liveMigrate: LiveMigrateOp.fromPartial(object.op.liveMigrate) };
+        }
+        break;
+      }
+      case "postLiveMigration": {
+        if (object.op?.postLiveMigration !== undefined && object.op?.postLiveMigration !== null) {
+          message.op = {
+            $case: "postLiveMigration",
+            postLiveMigration: PostLiveMigrationOp.fromPartial(object.op.postLiveMigration),
+          };
+        }
+        break;
+      }
+      case "rollbackLiveMigration": {
+        if (object.op?.rollbackLiveMigration !== undefined && object.op?.rollbackLiveMigration !== null) {
+          message.op = {
+            $case: "rollbackLiveMigration",
+            rollbackLiveMigration: RollbackLiveMigrationOp.fromPartial(object.op.rollbackLiveMigration),
+          };
+        }
+        break;
+      }
+      case "abort": {
+        if (object.op?.abort !== undefined && object.op?.abort !== null) {
+          message.op = { $case: "abort", abort: AbortOp.fromPartial(object.op.abort) };
         }
         break;
       }
@@ -1342,13 +1974,16 @@ export const PowerOffOp: MessageFns<PowerOffOp> = {
 };
 
 function createBaseRebootOp(): RebootOp {
-  return { hard: false };
+  return { hard: false, softTimeoutSeconds: 0 };
 }
 
 export const RebootOp: MessageFns<RebootOp> = {
   encode(message: RebootOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.hard !== false) {
       writer.uint32(8).bool(message.hard);
+    }
+    if (message.softTimeoutSeconds !== 0) {
+      writer.uint32(16).int32(message.softTimeoutSeconds);
     }
     return writer;
   },
@@ -1374,6 +2009,14 @@ export const RebootOp: MessageFns<RebootOp> = {
             message.hard = reader.bool();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.softTimeoutSeconds = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1387,13 +2030,23 @@ export const RebootOp: MessageFns<RebootOp> = {
   },
 
   fromJSON(object: any): RebootOp {
-    return { hard: isSet(object.hard) ? globalThis.Boolean(object.hard) : false };
+    return {
+      hard: isSet(object.hard) ? globalThis.Boolean(object.hard) : false,
+      softTimeoutSeconds: isSet(object.softTimeoutSeconds)
+        ? globalThis.Number(object.softTimeoutSeconds)
+        : isSet(object.soft_timeout_seconds)
+        ? globalThis.Number(object.soft_timeout_seconds)
+        : 0,
+    };
   },
 
   toJSON(message: RebootOp): unknown {
     const obj: any = {};
     if (message.hard !== false) {
       obj.hard = message.hard;
+    }
+    if (message.softTimeoutSeconds !== 0) {
+      obj.softTimeoutSeconds = Math.round(message.softTimeoutSeconds);
     }
     return obj;
   },
@@ -1404,6 +2057,1215 @@ export const RebootOp: MessageFns<RebootOp> = {
   fromPartial<I extends Exact<DeepPartial<RebootOp>, I>>(object: I): RebootOp {
     const message = createBaseRebootOp();
     message.hard = object.hard ?? false;
+    message.softTimeoutSeconds = object.softTimeoutSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBasePauseOp(): PauseOp {
+  return {};
+}
+
+export const PauseOp: MessageFns<PauseOp> = {
+  encode(_: PauseOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): PauseOp {
+    return {};
+  },
+
+  toJSON(_: PauseOp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseOp>, I>>(base?: I): PauseOp {
+    return PauseOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseOp>, I>>(_: I): PauseOp {
+    const message = createBasePauseOp();
+    return message;
+  },
+};
+
+function createBaseUnpauseOp(): UnpauseOp {
+  return {};
+}
+
+export const UnpauseOp: MessageFns<UnpauseOp> = {
+  encode(_: UnpauseOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnpauseOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnpauseOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): UnpauseOp {
+    return {};
+  },
+
+  toJSON(_: UnpauseOp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnpauseOp>, I>>(base?: I): UnpauseOp {
+    return UnpauseOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnpauseOp>, I>>(_: I): UnpauseOp {
+    const message = createBaseUnpauseOp();
+    return message;
+  },
+};
+
+function createBaseSuspendOp(): SuspendOp {
+  return {};
+}
+
+export const SuspendOp: MessageFns<SuspendOp> = {
+  encode(_: SuspendOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SuspendOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSuspendOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): SuspendOp {
+    return {};
+  },
+
+  toJSON(_: SuspendOp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SuspendOp>, I>>(base?: I): SuspendOp {
+    return SuspendOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SuspendOp>, I>>(_: I): SuspendOp {
+    const message = createBaseSuspendOp();
+    return message;
+  },
+};
+
+function createBaseResumeOp(): ResumeOp {
+  return {};
+}
+
+export const ResumeOp: MessageFns<ResumeOp> = {
+  encode(_: ResumeOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ResumeOp {
+    return {};
+  },
+
+  toJSON(_: ResumeOp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeOp>, I>>(base?: I): ResumeOp {
+    return ResumeOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeOp>, I>>(_: I): ResumeOp {
+    const message = createBaseResumeOp();
+    return message;
+  },
+};
+
+function createBaseSnapshotOp(): SnapshotOp {
+  return { imageId: "", imageName: "" };
+}
+
+export const SnapshotOp: MessageFns<SnapshotOp> = {
+  encode(message: SnapshotOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.imageId !== "") {
+      writer.uint32(10).string(message.imageId);
+    }
+    if (message.imageName !== "") {
+      writer.uint32(18).string(message.imageName);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SnapshotOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshotOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.imageId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.imageName = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SnapshotOp {
+    return {
+      imageId: isSet(object.imageId)
+        ? globalThis.String(object.imageId)
+        : isSet(object.image_id)
+        ? globalThis.String(object.image_id)
+        : "",
+      imageName: isSet(object.imageName)
+        ? globalThis.String(object.imageName)
+        : isSet(object.image_name)
+        ? globalThis.String(object.image_name)
+        : "",
+    };
+  },
+
+  toJSON(message: SnapshotOp): unknown {
+    const obj: any = {};
+    if (message.imageId !== "") {
+      obj.imageId = message.imageId;
+    }
+    if (message.imageName !== "") {
+      obj.imageName = message.imageName;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SnapshotOp>, I>>(base?: I): SnapshotOp {
+    return SnapshotOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SnapshotOp>, I>>(object: I): SnapshotOp {
+    const message = createBaseSnapshotOp();
+    message.imageId = object.imageId ?? "";
+    message.imageName = object.imageName ?? "";
+    return message;
+  },
+};
+
+function createBaseShelveOp(): ShelveOp {
+  return { imageId: "", imageName: "", timeoutSeconds: 0 };
+}
+
+export const ShelveOp: MessageFns<ShelveOp> = {
+  encode(message: ShelveOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.imageId !== "") {
+      writer.uint32(10).string(message.imageId);
+    }
+    if (message.imageName !== "") {
+      writer.uint32(18).string(message.imageName);
+    }
+    if (message.timeoutSeconds !== 0) {
+      writer.uint32(24).int32(message.timeoutSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShelveOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShelveOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.imageId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.imageName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.timeoutSeconds = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShelveOp {
+    return {
+      imageId: isSet(object.imageId)
+        ? globalThis.String(object.imageId)
+        : isSet(object.image_id)
+        ? globalThis.String(object.image_id)
+        : "",
+      imageName: isSet(object.imageName)
+        ? globalThis.String(object.imageName)
+        : isSet(object.image_name)
+        ? globalThis.String(object.image_name)
+        : "",
+      timeoutSeconds: isSet(object.timeoutSeconds)
+        ? globalThis.Number(object.timeoutSeconds)
+        : isSet(object.timeout_seconds)
+        ? globalThis.Number(object.timeout_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: ShelveOp): unknown {
+    const obj: any = {};
+    if (message.imageId !== "") {
+      obj.imageId = message.imageId;
+    }
+    if (message.imageName !== "") {
+      obj.imageName = message.imageName;
+    }
+    if (message.timeoutSeconds !== 0) {
+      obj.timeoutSeconds = Math.round(message.timeoutSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShelveOp>, I>>(base?: I): ShelveOp {
+    return ShelveOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShelveOp>, I>>(object: I): ShelveOp {
+    const message = createBaseShelveOp();
+    message.imageId = object.imageId ?? "";
+    message.imageName = object.imageName ?? "";
+    message.timeoutSeconds = object.timeoutSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseRebuildOp(): RebuildOp {
+  return { recreate: false };
+}
+
+export const RebuildOp: MessageFns<RebuildOp> = {
+  encode(message: RebuildOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.recreate !== false) {
+      writer.uint32(8).bool(message.recreate);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RebuildOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRebuildOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.recreate = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RebuildOp {
+    return { recreate: isSet(object.recreate) ? globalThis.Boolean(object.recreate) : false };
+  },
+
+  toJSON(message: RebuildOp): unknown {
+    const obj: any = {};
+    if (message.recreate !== false) {
+      obj.recreate = message.recreate;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RebuildOp>, I>>(base?: I): RebuildOp {
+    return RebuildOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RebuildOp>, I>>(object: I): RebuildOp {
+    const message = createBaseRebuildOp();
+    message.recreate = object.recreate ?? false;
+    return message;
+  },
+};
+
+function createBaseMigrateDiskOp(): MigrateDiskOp {
+  return { targetHost: "", timeoutSeconds: 0 };
+}
+
+export const MigrateDiskOp: MessageFns<MigrateDiskOp> = {
+  encode(message: MigrateDiskOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.targetHost !== "") {
+      writer.uint32(10).string(message.targetHost);
+    }
+    if (message.timeoutSeconds !== 0) {
+      writer.uint32(16).int32(message.timeoutSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrateDiskOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrateDiskOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.targetHost = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.timeoutSeconds = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrateDiskOp {
+    return {
+      targetHost: isSet(object.targetHost)
+        ? globalThis.String(object.targetHost)
+        : isSet(object.target_host)
+        ? globalThis.String(object.target_host)
+        : "",
+      timeoutSeconds: isSet(object.timeoutSeconds)
+        ? globalThis.Number(object.timeoutSeconds)
+        : isSet(object.timeout_seconds)
+        ? globalThis.Number(object.timeout_seconds)
+        : 0,
+    };
+  },
+
+  toJSON(message: MigrateDiskOp): unknown {
+    const obj: any = {};
+    if (message.targetHost !== "") {
+      obj.targetHost = message.targetHost;
+    }
+    if (message.timeoutSeconds !== 0) {
+      obj.timeoutSeconds = Math.round(message.timeoutSeconds);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MigrateDiskOp>, I>>(base?: I): MigrateDiskOp {
+    return MigrateDiskOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MigrateDiskOp>, I>>(object: I): MigrateDiskOp {
+    const message = createBaseMigrateDiskOp();
+    message.targetHost = object.targetHost ?? "";
+    message.timeoutSeconds = object.timeoutSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseFinishMigrationOp(): FinishMigrationOp {
+  return { sourceHost: "", powerOn: false };
+}
+
+export const FinishMigrationOp: MessageFns<FinishMigrationOp> = {
+  encode(message: FinishMigrationOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sourceHost !== "") {
+      writer.uint32(10).string(message.sourceHost);
+    }
+    if (message.powerOn !== false) {
+      writer.uint32(16).bool(message.powerOn);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FinishMigrationOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFinishMigrationOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sourceHost = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.powerOn = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FinishMigrationOp {
+    return {
+      sourceHost: isSet(object.sourceHost)
+        ? globalThis.String(object.sourceHost)
+        : isSet(object.source_host)
+        ? globalThis.String(object.source_host)
+        : "",
+      powerOn: isSet(object.powerOn)
+        ? globalThis.Boolean(object.powerOn)
+        : isSet(object.power_on)
+        ? globalThis.Boolean(object.power_on)
+        : false,
+    };
+  },
+
+  toJSON(message: FinishMigrationOp): unknown {
+    const obj: any = {};
+    if (message.sourceHost !== "") {
+      obj.sourceHost = message.sourceHost;
+    }
+    if (message.powerOn !== false) {
+      obj.powerOn = message.powerOn;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FinishMigrationOp>, I>>(base?: I): FinishMigrationOp {
+    return FinishMigrationOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FinishMigrationOp>, I>>(object: I): FinishMigrationOp {
+    const message = createBaseFinishMigrationOp();
+    message.sourceHost = object.sourceHost ?? "";
+    message.powerOn = object.powerOn ?? false;
+    return message;
+  },
+};
+
+function createBaseConfirmMigrationOp(): ConfirmMigrationOp {
+  return {};
+}
+
+export const ConfirmMigrationOp: MessageFns<ConfirmMigrationOp> = {
+  encode(_: ConfirmMigrationOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfirmMigrationOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfirmMigrationOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ConfirmMigrationOp {
+    return {};
+  },
+
+  toJSON(_: ConfirmMigrationOp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConfirmMigrationOp>, I>>(base?: I): ConfirmMigrationOp {
+    return ConfirmMigrationOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConfirmMigrationOp>, I>>(_: I): ConfirmMigrationOp {
+    const message = createBaseConfirmMigrationOp();
+    return message;
+  },
+};
+
+function createBaseRevertMigrationOp(): RevertMigrationOp {
+  return {};
+}
+
+export const RevertMigrationOp: MessageFns<RevertMigrationOp> = {
+  encode(_: RevertMigrationOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevertMigrationOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevertMigrationOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): RevertMigrationOp {
+    return {};
+  },
+
+  toJSON(_: RevertMigrationOp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RevertMigrationOp>, I>>(base?: I): RevertMigrationOp {
+    return RevertMigrationOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RevertMigrationOp>, I>>(_: I): RevertMigrationOp {
+    const message = createBaseRevertMigrationOp();
+    return message;
+  },
+};
+
+function createBaseFinishRevertMigrationOp(): FinishRevertMigrationOp {
+  return { powerOn: false };
+}
+
+export const FinishRevertMigrationOp: MessageFns<FinishRevertMigrationOp> = {
+  encode(message: FinishRevertMigrationOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.powerOn !== false) {
+      writer.uint32(8).bool(message.powerOn);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FinishRevertMigrationOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFinishRevertMigrationOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.powerOn = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FinishRevertMigrationOp {
+    return {
+      powerOn: isSet(object.powerOn)
+        ? globalThis.Boolean(object.powerOn)
+        : isSet(object.power_on)
+        ? globalThis.Boolean(object.power_on)
+        : false,
+    };
+  },
+
+  toJSON(message: FinishRevertMigrationOp): unknown {
+    const obj: any = {};
+    if (message.powerOn !== false) {
+      obj.powerOn = message.powerOn;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FinishRevertMigrationOp>, I>>(base?: I): FinishRevertMigrationOp {
+    return FinishRevertMigrationOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FinishRevertMigrationOp>, I>>(object: I): FinishRevertMigrationOp {
+    const message = createBaseFinishRevertMigrationOp();
+    message.powerOn = object.powerOn ?? false;
+    return message;
+  },
+};
+
+function createBasePreLiveMigrationOp(): PreLiveMigrationOp {
+  return { sourceHost: "" };
+}
+
+export const PreLiveMigrationOp: MessageFns<PreLiveMigrationOp> = {
+  encode(message: PreLiveMigrationOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sourceHost !== "") {
+      writer.uint32(10).string(message.sourceHost);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PreLiveMigrationOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePreLiveMigrationOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sourceHost = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PreLiveMigrationOp {
+    return {
+      sourceHost: isSet(object.sourceHost)
+        ? globalThis.String(object.sourceHost)
+        : isSet(object.source_host)
+        ? globalThis.String(object.source_host)
+        : "",
+    };
+  },
+
+  toJSON(message: PreLiveMigrationOp): unknown {
+    const obj: any = {};
+    if (message.sourceHost !== "") {
+      obj.sourceHost = message.sourceHost;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PreLiveMigrationOp>, I>>(base?: I): PreLiveMigrationOp {
+    return PreLiveMigrationOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PreLiveMigrationOp>, I>>(object: I): PreLiveMigrationOp {
+    const message = createBasePreLiveMigrationOp();
+    message.sourceHost = object.sourceHost ?? "";
+    return message;
+  },
+};
+
+function createBaseLiveMigrateOp(): LiveMigrateOp {
+  return { targetHost: "", targetUri: "" };
+}
+
+export const LiveMigrateOp: MessageFns<LiveMigrateOp> = {
+  encode(message: LiveMigrateOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.targetHost !== "") {
+      writer.uint32(10).string(message.targetHost);
+    }
+    if (message.targetUri !== "") {
+      writer.uint32(18).string(message.targetUri);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LiveMigrateOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLiveMigrateOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.targetHost = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.targetUri = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LiveMigrateOp {
+    return {
+      targetHost: isSet(object.targetHost)
+        ? globalThis.String(object.targetHost)
+        : isSet(object.target_host)
+        ? globalThis.String(object.target_host)
+        : "",
+      targetUri: isSet(object.targetUri)
+        ? globalThis.String(object.targetUri)
+        : isSet(object.target_uri)
+        ? globalThis.String(object.target_uri)
+        : "",
+    };
+  },
+
+  toJSON(message: LiveMigrateOp): unknown {
+    const obj: any = {};
+    if (message.targetHost !== "") {
+      obj.targetHost = message.targetHost;
+    }
+    if (message.targetUri !== "") {
+      obj.targetUri = message.targetUri;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LiveMigrateOp>, I>>(base?: I): LiveMigrateOp {
+    return LiveMigrateOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LiveMigrateOp>, I>>(object: I): LiveMigrateOp {
+    const message = createBaseLiveMigrateOp();
+    message.targetHost = object.targetHost ?? "";
+    message.targetUri = object.targetUri ?? "";
+    return message;
+  },
+};
+
+function createBasePostLiveMigrationOp(): PostLiveMigrationOp {
+  return { sourceHost: "" };
+}
+
+export const PostLiveMigrationOp: MessageFns<PostLiveMigrationOp> = {
+  encode(message: PostLiveMigrationOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sourceHost !== "") {
+      writer.uint32(10).string(message.sourceHost);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PostLiveMigrationOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePostLiveMigrationOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sourceHost = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PostLiveMigrationOp {
+    return {
+      sourceHost: isSet(object.sourceHost)
+        ? globalThis.String(object.sourceHost)
+        : isSet(object.source_host)
+        ? globalThis.String(object.source_host)
+        : "",
+    };
+  },
+
+  toJSON(message: PostLiveMigrationOp): unknown {
+    const obj: any = {};
+    if (message.sourceHost !== "") {
+      obj.sourceHost = message.sourceHost;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PostLiveMigrationOp>, I>>(base?: I): PostLiveMigrationOp {
+    return PostLiveMigrationOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PostLiveMigrationOp>, I>>(object: I): PostLiveMigrationOp {
+    const message = createBasePostLiveMigrationOp();
+    message.sourceHost = object.sourceHost ?? "";
+    return message;
+  },
+};
+
+function createBaseRollbackLiveMigrationOp(): RollbackLiveMigrationOp {
+  return {};
+}
+
+export const RollbackLiveMigrationOp: MessageFns<RollbackLiveMigrationOp> = {
+  encode(_: RollbackLiveMigrationOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RollbackLiveMigrationOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRollbackLiveMigrationOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): RollbackLiveMigrationOp {
+    return {};
+  },
+
+  toJSON(_: RollbackLiveMigrationOp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RollbackLiveMigrationOp>, I>>(base?: I): RollbackLiveMigrationOp {
+    return RollbackLiveMigrationOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RollbackLiveMigrationOp>, I>>(_: I): RollbackLiveMigrationOp {
+    const message = createBaseRollbackLiveMigrationOp();
+    return message;
+  },
+};
+
+function createBaseAbortOp(): AbortOp {
+  return { targetOpId: "" };
+}
+
+export const AbortOp: MessageFns<AbortOp> = {
+  encode(message: AbortOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.targetOpId !== "") {
+      writer.uint32(10).string(message.targetOpId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AbortOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAbortOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.targetOpId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AbortOp {
+    return {
+      targetOpId: isSet(object.targetOpId)
+        ? globalThis.String(object.targetOpId)
+        : isSet(object.target_op_id)
+        ? globalThis.String(object.target_op_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AbortOp): unknown {
+    const obj: any = {};
+    if (message.targetOpId !== "") {
+      obj.targetOpId = message.targetOpId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AbortOp>, I>>(base?: I): AbortOp {
+    return AbortOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AbortOp>, I>>(object: I): AbortOp {
+    const message = createBaseAbortOp();
+    message.targetOpId = object.targetOpId ?? "";
     return message;
   },
 };
