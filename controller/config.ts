@@ -31,6 +31,24 @@ export interface ControllerConfig {
   readonly reservedHostMemoryMb: number;
   /** Spawn attempts before a build fails (NOVAMESH_MAX_ATTEMPTS). */
   readonly maxAttempts: number;
+  /** Seconds a guest gets to shut down cleanly on stop and before a move (NOVAMESH_POWER_OFF_TIMEOUT). */
+  readonly powerOffTimeoutSeconds: number;
+  /** Seconds a guest gets to finish a soft reboot before its host reboots it hard (NOVAMESH_SOFT_REBOOT_TIMEOUT). */
+  readonly softRebootTimeoutSeconds: number;
+  /**
+   * Task deadlines overriding the defaults of controller/domain/states.ts:
+   * `SPAWNING=600,PAUSING=60`, `*=N` for every task not named (NOVAMESH_TASK_TIMEOUTS).
+   */
+  readonly taskTimeouts: string;
+  /** Seconds between passes of the task reaper (NOVAMESH_REAPER_INTERVAL). */
+  readonly reaperIntervalSeconds: number;
+  /**
+   * Seconds after start before the reaper's first pass, so agents reconnect and
+   * report results held while no controller ran (NOVAMESH_REAPER_GRACE).
+   */
+  readonly reaperGraceSeconds: number;
+  /** Finished resizes are confirmed automatically after this many seconds; 0 never (NOVAMESH_RESIZE_CONFIRM_WINDOW). */
+  readonly resizeConfirmWindowSeconds: number;
   /** Log level: trace, debug, info, warn, error (NOVAMESH_LOG_LEVEL). */
   readonly logLevel: string;
   /**
@@ -55,6 +73,12 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   diskAllocationRatio: 1.0,
   reservedHostMemoryMb: 0,
   maxAttempts: 3,
+  powerOffTimeoutSeconds: 60,
+  softRebootTimeoutSeconds: 120,
+  taskTimeouts: "",
+  reaperIntervalSeconds: 5,
+  reaperGraceSeconds: 20,
+  resizeConfirmWindowSeconds: 86400,
   logLevel: "info",
   holdOutbox: false,
 };
@@ -76,6 +100,12 @@ const SPECS: readonly Spec[] = [
   { key: "diskAllocationRatio", flag: "--disk-allocation-ratio", env: "NOVAMESH_DISK_ALLOCATION_RATIO", kind: "number" },
   { key: "reservedHostMemoryMb", flag: "--reserved-host-memory-mb", env: "NOVAMESH_RESERVED_HOST_MEMORY_MB", kind: "number" },
   { key: "maxAttempts", flag: "--max-attempts", env: "NOVAMESH_MAX_ATTEMPTS", kind: "number" },
+  { key: "powerOffTimeoutSeconds", flag: "--power-off-timeout", env: "NOVAMESH_POWER_OFF_TIMEOUT", kind: "number" },
+  { key: "softRebootTimeoutSeconds", flag: "--soft-reboot-timeout", env: "NOVAMESH_SOFT_REBOOT_TIMEOUT", kind: "number" },
+  { key: "taskTimeouts", flag: "--task-timeouts", env: "NOVAMESH_TASK_TIMEOUTS", kind: "string" },
+  { key: "reaperIntervalSeconds", flag: "--reaper-interval", env: "NOVAMESH_REAPER_INTERVAL", kind: "number" },
+  { key: "reaperGraceSeconds", flag: "--reaper-grace", env: "NOVAMESH_REAPER_GRACE", kind: "number" },
+  { key: "resizeConfirmWindowSeconds", flag: "--resize-confirm-window", env: "NOVAMESH_RESIZE_CONFIRM_WINDOW", kind: "number" },
   { key: "logLevel", flag: "--log-level", env: "NOVAMESH_LOG_LEVEL", kind: "string" },
   { key: "holdOutbox", flag: "--fault-hold-outbox", env: "NOVAMESH_FAULT_HOLD_OUTBOX", kind: "boolean" },
 ];

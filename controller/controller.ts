@@ -11,6 +11,11 @@ import { HostServiceService } from "../gen/novamesh/compute/v1/host.js";
 import { IdentityServiceService } from "../gen/novamesh/compute/v1/identity.js";
 import { ImageServiceService } from "../gen/novamesh/compute/v1/image.js";
 import { ServerServiceService } from "../gen/novamesh/compute/v1/server.js";
+import { OperationServiceService } from "../gen/novamesh/compute/v1/operation.js";
+import { operationService } from "./api/operation-service.js";
+import { Reaper } from "./conductor/reaper.js";
+import { parseTaskTimeouts } from "./domain/tasks.js";
+import { recordOpProgress } from "./conductor/progress.js";
 import { hostService, identityService } from "./api/admin-services.js";
 import { agentService } from "./api/agent-service.js";
 import type { AgentConductor } from "./api/agent-service.js";
@@ -42,6 +47,7 @@ const DESCRIPTOR_SET = fileURLToPath(new URL("../gen/novamesh.binpb", import.met
 /** Public services listed by reflection (the agent protocol is internal). */
 const PUBLIC_SERVICES = [
   "novamesh.compute.v1.ServerService",
+  "novamesh.compute.v1.OperationService",
   "novamesh.compute.v1.FlavorService",
   "novamesh.compute.v1.ImageService",
   "novamesh.compute.v1.HostService",
@@ -63,6 +69,7 @@ export class Controller {
   private server: grpc.Server | null = null;
   private publisher: OutboxPublisher | null = null;
   private scheduler: SchedulerWorker | null = null;
+  private reaper: Reaper | null = null;
   private setHealth: HealthSetter | null = null;
   /** The port the gRPC server listens on (after start). */
   port = 0;
@@ -90,6 +97,7 @@ export class Controller {
     await ensureOpsStream(jsm, cfg.opsStream, cfg.opsSubjectPrefix);
     const js = nc.jetstream();
 
+    const taskTimeouts = parseTaskTimeouts(cfg.taskTimeouts);
     const watcher = new ServerWatcher(pool);
     const hosts = new HostCache(pool, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, maxAgeMs: 2000 });
     const publisher = (this.publisher = new OutboxPublisher(pool, js, this.log));
@@ -99,14 +107,50 @@ export class Controller {
       hosts,
       new Pipeline(),
       this.log,
-      { subjectPrefix: cfg.opsSubjectPrefix, serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, maxAttempts: cfg.maxAttempts, batch: 20, pollMs: 500 },
+      {
+        subjectPrefix: cfg.opsSubjectPrefix,
+        serviceDownTimeSeconds: cfg.serviceDownTimeSeconds,
+        maxAttempts: cfg.maxAttempts,
+        batch: 20,
+        pollMs: 500,
+        taskTimeouts,
+        powerOffTimeoutSeconds: cfg.powerOffTimeoutSeconds,
+      },
       () => {
         wakeOutbox();
         watcher.notify();
       },
     ));
     const wake = { scheduler: () => scheduler.kick(), outbox: wakeOutbox, watchers: () => watcher.notify() };
-    const lifecycle = new Lifecycle(pool, { subjectPrefix: cfg.opsSubjectPrefix, serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, powerOffTimeoutSeconds: 60 }, wake);
+    const lifecycle = new Lifecycle(
+      pool,
+      {
+        subjectPrefix: cfg.opsSubjectPrefix,
+        serviceDownTimeSeconds: cfg.serviceDownTimeSeconds,
+        powerOffTimeoutSeconds: cfg.powerOffTimeoutSeconds,
+        softRebootTimeoutSeconds: cfg.softRebootTimeoutSeconds,
+        taskTimeouts,
+      },
+      wake,
+    );
+    const reaper = (this.reaper = new Reaper(
+      pool,
+      lifecycle,
+      this.log,
+      {
+        subjectPrefix: cfg.opsSubjectPrefix,
+        taskTimeouts,
+        serviceDownTimeSeconds: cfg.serviceDownTimeSeconds,
+        intervalSeconds: cfg.reaperIntervalSeconds,
+        graceSeconds: cfg.reaperGraceSeconds,
+        resizeConfirmWindowSeconds: cfg.resizeConfirmWindowSeconds,
+      },
+      (e) => {
+        if (e.released) hosts.invalidate();
+        if (e.dispatched) wakeOutbox();
+        watcher.notify();
+      },
+    ));
 
     const conductor: AgentConductor = {
       hello: async (h) => {
@@ -126,17 +170,22 @@ export class Controller {
         if ((await applyReport(pool, r)) > 0) wake.watchers();
       },
       result: async (o) => {
-        const effects = await applyOpResult(pool, o, { maxAttempts: cfg.maxAttempts, log: this.log });
+        const effects = await applyOpResult(pool, o, { maxAttempts: cfg.maxAttempts, log: this.log, subjectPrefix: cfg.opsSubjectPrefix, taskTimeouts });
         if (effects.released) hosts.invalidate();
         if (effects.rescheduled) wake.scheduler();
+        if (effects.dispatched) wake.outbox();
         wake.watchers();
         return effects;
+      },
+      progress: async (p) => {
+        await recordOpProgress(pool, p.opId, p.percent, p.message);
       },
     };
 
     const deps = { pool, log: this.log };
     const server = (this.server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.max_receive_message_length": 16 * 1024 * 1024 }));
     server.addService(ServerServiceService, serverService(deps, lifecycle, watcher));
+    server.addService(OperationServiceService, operationService(deps, lifecycle, watcher));
     server.addService(FlavorServiceService, flavorService(deps));
     server.addService(ImageServiceService, imageService(deps));
     server.addService(HostServiceService, hostService(deps, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, onChange: () => hosts.invalidate() }));
@@ -149,6 +198,7 @@ export class Controller {
     );
 
     scheduler.start();
+    reaper.start();
     if (cfg.holdOutbox) this.log.warn("fault hook: outbox publishing is held; ops are committed but not sent");
     else publisher.start();
     this.log.info({ listen: cfg.listen, port: this.port, stream: cfg.opsStream }, "controller started");
@@ -171,6 +221,7 @@ export class Controller {
       });
     }
     await this.scheduler?.stop();
+    await this.reaper?.stop();
     await this.publisher?.stop();
     await this.nc?.drain().catch(() => undefined);
     await this.pool?.end().catch(() => undefined);

@@ -1,15 +1,17 @@
+import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import mysql from "mysql2/promise";
 import { connect } from "nats";
 import pino from "pino";
 import { FlavorServiceClient } from "../gen/novamesh/compute/v1/flavor.js";
-import { HostServiceClient } from "../gen/novamesh/compute/v1/host.js";
+import { HostServiceClient, ServiceState } from "../gen/novamesh/compute/v1/host.js";
 import type { Hypervisor } from "../gen/novamesh/compute/v1/host.js";
 import { IdentityServiceClient, Role } from "../gen/novamesh/compute/v1/identity.js";
 import { Image, ImageServiceClient, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
-import { ServerServiceClient } from "../gen/novamesh/compute/v1/server.js";
+import { ServerServiceClient, ServerStatus, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { Server } from "../gen/novamesh/compute/v1/server.js";
+import { OperationServiceClient } from "../gen/novamesh/compute/v1/operation.js";
 import { Controller } from "../controller/controller.js";
 import type { ControllerConfig } from "../controller/config.js";
 
@@ -60,6 +62,7 @@ export interface Clients {
   images: ReturnType<typeof promised<ImageServiceClient>>;
   hosts: ReturnType<typeof promised<HostServiceClient>>;
   identity: ReturnType<typeof promised<IdentityServiceClient>>;
+  operations: ReturnType<typeof promised<OperationServiceClient>>;
 }
 
 export function clients(address: string, token: string | null): Clients {
@@ -72,6 +75,7 @@ export function clients(address: string, token: string | null): Clients {
     images: promised(new ImageServiceClient(address, creds), token),
     hosts,
     identity: promised(new IdentityServiceClient(address, creds), token),
+    operations: promised(new OperationServiceClient(address, creds), token),
   };
 }
 
@@ -181,4 +185,38 @@ export async function waitServers(c: Clients, ids: readonly string[], pred: (s: 
     },
     { timeoutMs, what, intervalMs: 200 },
   );
+}
+
+/**
+ * Checks every host's usage against the allocations that hold it: each
+ * host's used vCPU, RAM, disk and VM count equal the sum of its allocation
+ * rows. Returns usage by host name.
+ */
+export async function assertCapacityExact(env: TestEnv, admin: Clients): Promise<Map<string, { vcpus: number; ram: number; disk: number; vms: number }>> {
+  const rows = await env.sql<{ host: string; vcpus: number | null; ram: number | null; disk: number | null; n: number }>(
+    `SELECT c.host, SUM(a.vcpus) AS vcpus, SUM(a.memory_mb) AS ram, SUM(a.disk_gb) AS disk, COUNT(a.node_id) AS n
+     FROM compute_nodes c LEFT JOIN allocations a ON a.node_id = c.id GROUP BY c.host`,
+  );
+  const byHost = new Map(rows.map((r) => [r.host, { vcpus: Number(r.vcpus ?? 0), ram: Number(r.ram ?? 0), disk: Number(r.disk ?? 0), vms: Number(r.n) }]));
+  const usage = new Map<string, { vcpus: number; ram: number; disk: number; vms: number }>();
+  for (const h of await admin.hypervisors()) {
+    const used = { vcpus: h.vcpusUsed, ram: h.memoryMbUsed, disk: h.localGbUsed, vms: h.runningVms };
+    assert.deepEqual(used, byHost.get(h.hostname) ?? { vcpus: 0, ram: 0, disk: 0, vms: 0 }, `usage of ${h.hostname} equals its allocations`);
+    usage.set(h.hostname, used);
+  }
+  return usage;
+}
+
+/** Waits until a server shows `status` with no task running, and returns it. */
+export async function settled(c: Clients, id: string, status: ServerStatus, timeoutMs = 30_000): Promise<Server> {
+  const [s] = await waitServers(c, [id], (x) => x.status === status && x.taskState === TaskState.TASK_STATE_UNSPECIFIED, ServerStatus[status], timeoutMs);
+  return s!;
+}
+
+/** Waits until `n` compute services report as up. */
+export async function servicesUp(admin: Clients, n: number): Promise<void> {
+  await eventually(async () => (await admin.hosts.listServices({})).services.filter((s) => s.state === ServiceState.SERVICE_STATE_UP).length === n, {
+    what: `${n} agents up`,
+    timeoutMs: 30_000,
+  });
 }

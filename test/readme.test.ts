@@ -46,5 +46,10 @@ describe("the README's grpcurl examples, through server reflection", () => {
     assert.equal(token.token.role, "ROLE_MEMBER");
     assert.ok(token.secret.length > 20);
     assert.ok(r.responses.has("ListServices") && r.responses.has("ListHypervisors"));
+    const ops = r.responses.get("ListOperations") as { operations: Array<{ name: string; action: string }> };
+    assert.deepEqual(
+      ops.operations.map((o) => [o.name, o.action]),
+      [[`servers/${created.server.id}/operations/readme-web-1`, "create"]],
+    );
   });
 });

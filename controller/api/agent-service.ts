@@ -21,6 +21,7 @@ export interface AgentConductor {
   }>;
   report(r: HostReport): Promise<void>;
   result(o: OpOutcome): Promise<ApplyEffects>;
+  progress(p: { opId: string; percent: number; message: string }): Promise<void>;
 }
 
 /**
@@ -92,6 +93,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
                 freeMemoryMb: r.freeMemoryMb,
                 freeDiskGb: r.freeDiskGb,
                 instances,
+                time: r.time ?? new Date(),
               });
             });
             chain.catch(fail);
@@ -107,12 +109,22 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
                 powerState: powerStateFromProto(res.powerState),
                 startTime: res.startTime ?? null,
                 finishTime: res.finishTime ?? null,
+                note: res.note,
               });
               if (!failed) call.write({ body: { $case: "opResultAck", opResultAck: { opId: res.opId } } });
             });
             perServer.set(res.serverId, next);
             next.catch(fail).finally(() => {
               if (perServer.get(res.serverId) === next) perServer.delete(res.serverId);
+            });
+            return;
+          }
+          case "opProgress": {
+            // Best effort: progress is not acknowledged and may be dropped.
+            const p = body.opProgress;
+            if (!host) return fail(invalidArgument("hello", "the first message must be hello"));
+            conductor.progress({ opId: p.opId, percent: p.percent, message: p.message }).catch((err: unknown) => {
+              deps.log.debug({ err, opId: p.opId }, "op progress not recorded");
             });
             return;
           }

@@ -1,4 +1,9 @@
+import { Operation, OperationState as PbOperationState } from "../../gen/novamesh/compute/v1/operation.js";
+import { ErrorInfo } from "../../gen/google/rpc/error_details.js";
 import {
+  Migration as PbMigration,
+  MigrationStatus as PbMigrationStatus,
+  MigrationType as PbMigrationType,
   Fault as PbFault,
   PowerState as PbPowerState,
   Server,
@@ -13,7 +18,8 @@ import { Hypervisor, Service, ServiceState, ServiceStatus } from "../../gen/nova
 import { Role as PbRole, Token } from "../../gen/novamesh/compute/v1/identity.js";
 import type { PowerState } from "../domain/states.js";
 import { POWER_STATES, serverStatus } from "../domain/states.js";
-import type { ComputeNode, Flavor, Image, Instance, InstanceAction, Role } from "../domain/types.js";
+import type { ComputeNode, Flavor, Image, Instance, InstanceAction, Migration, Role } from "../domain/types.js";
+import { ERROR_DOMAIN } from "./status.js";
 import type { TokenRecord } from "../store/tokens.js";
 import { isUp } from "../domain/service.js";
 
@@ -57,6 +63,74 @@ export function serverToProto(i: Instance): Server {
     launchTime: i.launchedAt ?? undefined,
     deleteTime: i.deletedAt ?? undefined,
     requestId: i.requestId,
+    locked: i.lockedBy !== null,
+    lockedReason: i.lockedReason,
+    taskDeadline: i.taskDeadline ?? undefined,
+  };
+}
+
+/** An operation's name: `servers/{server_id}/operations/{request_id}` (the request id URI-escaped). */
+export function operationName(serverId: string, requestId: string): string {
+  return `servers/${serverId}/operations/${encodeURIComponent(requestId)}`;
+}
+
+/** Parses an operation name; null when it is not one. */
+export function parseOperationName(name: string): { serverId: string; requestId: string } | null {
+  const m = /^servers\/([0-9a-fA-F-]{36})\/operations\/([^/]+)$/.exec(name);
+  if (!m) return null;
+  try {
+    return { serverId: m[1]!.toLowerCase(), requestId: decodeURIComponent(m[2]!) };
+  } catch {
+    return null;
+  }
+}
+
+export function operationToProto(a: InstanceAction): Operation {
+  const done = a.state === "SUCCEEDED" || a.state === "FAILED" || a.state === "CANCELLED";
+  return {
+    name: operationName(a.instanceUuid, a.requestId),
+    action: a.action,
+    serverId: a.instanceUuid,
+    requestId: a.requestId,
+    projectId: a.projectId,
+    state: toEnum(PbOperationState, "OPERATION_STATE_", a.state),
+    done,
+    progressPercent: a.progress,
+    progressMessage: a.progressMessage,
+    error: a.error
+      ? {
+          code: a.error.code,
+          message: a.error.message,
+          details: [
+            {
+              typeUrl: "type.googleapis.com/google.rpc.ErrorInfo",
+              value: Buffer.from(ErrorInfo.encode({ reason: a.error.reason, domain: ERROR_DOMAIN, metadata: { ...(a.error.metadata ?? {}) } }).finish()),
+            },
+          ],
+        }
+      : undefined,
+    cancellable: a.cancellable && !done,
+    createTime: a.startTime,
+    updateTime: a.updatedAt,
+    endTime: a.finishTime ?? undefined,
+    deadline: done ? undefined : (a.deadline ?? undefined),
+  };
+}
+
+export function migrationToProto(m: Migration): PbMigration {
+  return {
+    id: m.id,
+    serverId: m.instanceUuid,
+    projectId: m.projectId,
+    type: toEnum(PbMigrationType, "MIGRATION_TYPE_", m.type),
+    status: toEnum(PbMigrationStatus, "MIGRATION_STATUS_", m.status),
+    sourceHost: m.sourceHost,
+    targetHost: m.targetHost ?? "",
+    oldFlavor: { ...m.oldFlavor },
+    newFlavor: { ...m.newFlavor },
+    createTime: m.createdAt,
+    updateTime: m.updatedAt,
+    requestId: m.requestId,
   };
 }
 
@@ -76,6 +150,7 @@ export function actionToProto(a: InstanceAction): ServerAction {
       result: e.result ?? "",
       host: e.host,
       fault: e.fault ?? "",
+      details: e.details ?? "",
     })),
   };
 }

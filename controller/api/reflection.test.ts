@@ -23,6 +23,15 @@ import { addHealth, type HealthSetter } from "./health.js";
 import { addReflection } from "./reflection.js";
 
 const descriptorSet = readFileSync(new URL("../../gen/novamesh.binpb", import.meta.url));
+
+/** server.proto and everything it imports, in the order reflection sends them (depth first). */
+const SERVER_CLOSURE = [
+  "novamesh/compute/v1/server.proto",
+  "google/protobuf/timestamp.proto",
+  "novamesh/compute/v1/operation.proto",
+  "google/rpc/status.proto",
+  "google/protobuf/any.proto",
+];
 const FLAVORS: Flavor[] = [
   { id: "1", name: "m1.tiny", vcpus: 1, ramMb: 512, diskGb: 1, description: "", extraSpecs: {} },
   { id: "2", name: "m1.small", vcpus: 1, ramMb: 2048, diskGb: 20, description: "", extraSpecs: { "hw:numa": "1" } },
@@ -82,16 +91,13 @@ for (const version of ["v1", "v1alpha"] as const) {
 
     it("serves a service's file with its import closure in one answer", async () => {
       const files = await filesForSymbol(client, "novamesh.compute.v1.ServerService");
-      assert.deepEqual(files, ["novamesh/compute/v1/server.proto", "google/protobuf/timestamp.proto"]);
+      assert.deepEqual(files, SERVER_CLOSURE);
       // agent.proto imports server.proto, which imports timestamp.proto again: sent once.
       const agent = await filesForSymbol(client, "novamesh.agent.v1.AgentService");
       assert.equal(agent[0], "novamesh/agent/v1/agent.proto");
-      assert.deepEqual([...agent].sort(), [
-        "google/protobuf/timestamp.proto",
-        "novamesh/agent/v1/agent.proto",
-        "novamesh/compute/v1/server.proto",
-      ]);
+      assert.deepEqual([...agent].sort(), ["novamesh/agent/v1/agent.proto", ...SERVER_CLOSURE].sort());
     });
+
 
     it("resolves novamesh.compute.v1.Server and its imported Timestamp", async () => {
       for (const symbol of ["novamesh.compute.v1.ServerService", "novamesh.compute.v1.Server"]) {
@@ -191,7 +197,7 @@ describe("reflection stream behaviour (the client's generated v1 stubs, one stre
     assert.equal(answers.length, 3);
     assert.equal(answers[0]?.validHost, "h");
     assert.equal(answers[0]?.originalRequest.fileContainingSymbol, "novamesh.compute.v1.ServerService");
-    assert.deepEqual(names(answers[0]), ["novamesh/compute/v1/server.proto", "google/protobuf/timestamp.proto"]);
+    assert.deepEqual(names(answers[0]), SERVER_CLOSURE);
     assert.deepEqual(names(answers[1]), ["novamesh/compute/v1/image.proto"]);
     assert.equal(answers[2]?.errorResponse.errorCode, grpc.status.NOT_FOUND);
   });

@@ -1,20 +1,33 @@
 import type { ServerServiceServer } from "../../gen/novamesh/compute/v1/server.js";
 import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/compute/v1/server.js";
-import type { Lifecycle } from "../conductor/lifecycle.js";
+import type { Accepted, Lifecycle } from "../conductor/lifecycle.js";
 import type { ServerStatus } from "../domain/states.js";
 import { statusFilter } from "../domain/states.js";
 import { invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { listActions } from "../store/actions.js";
 import { getFlavor, getImage } from "../store/catalog.js";
 import { listInstances } from "../store/instances.js";
-import { actionToProto, fromEnum, serverToProto } from "./convert.js";
+import { MigrationStatus as PbMigrationStatus, MigrationType as PbMigrationType } from "../../gen/novamesh/compute/v1/server.js";
+import type { MigrationStatus, MigrationType } from "../domain/types.js";
+import { listMigrations } from "../store/moves.js";
+import { actionToProto, fromEnum, migrationToProto, operationToProto, serverToProto } from "./convert.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
 import { isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
 import type { ServerWatcher } from "./watch.js";
 
+/** The response of a lifecycle call: the server and its operation. */
+function accepted(a: Accepted) {
+  return { server: serverToProto(a.instance), operation: operationToProto(a.operation) };
+}
+
+type IdRequest = { id: string; requestId: string };
+
 export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: ServerWatcher): ServerServiceServer {
   const { pool } = deps;
+  /** A lifecycle call that takes only the server id and a request id. */
+  const simple = (name: string, fn: (who: CallContext["principal"], id: string, requestId: string) => Promise<Accepted>) =>
+    unary(deps, name, async (req: IdRequest, ctx) => accepted(await fn(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId))));
   return {
     createServer: unary(deps, "CreateServer", async (req, ctx) => {
       const name = v.name("name", req.name);
@@ -29,9 +42,9 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
       if (image.status !== "active") throw invalidArgument("image_id", `image ${imageId} is ${image.status}, not active`);
       if (flavor.diskGb < image.minDiskGb) throw invalidArgument("flavor_id", `flavor disk ${flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
       if (flavor.ramMb < image.minRamMb) throw invalidArgument("flavor_id", `flavor RAM ${flavor.ramMb} MiB is below the image's min_ram ${image.minRamMb} MiB`);
-      const inst = await lifecycle.create(ctx.principal, { name, flavor, image, metadata, requestId });
-      ctx.log.info({ server: inst.uuid, request_id: requestId }, "server create accepted");
-      return { server: serverToProto(inst) };
+      const a = await lifecycle.create(ctx.principal, { name, flavor, image, metadata, requestId });
+      ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");
+      return accepted(a);
     }),
 
     getServer: unary(deps, "GetServer", async (req, ctx) => {
@@ -53,7 +66,7 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
         host: req.host || undefined,
         nameContains: req.name || undefined,
         vmState: f.vmState,
-        task: f.task,
+        tasks: f.tasks,
         includeDeleted: req.includeDeleted,
         beforeSeq: cursor?.before,
         limit: limit + 1,
@@ -66,28 +79,73 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
       };
     }),
 
-    deleteServer: unary(deps, "DeleteServer", async (req, ctx) => {
-      const inst = await lifecycle.delete(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId));
-      return { server: serverToProto(inst) };
-    }),
-
-    startServer: unary(deps, "StartServer", async (req, ctx) => {
-      const inst = await lifecycle.start(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId));
-      return { server: serverToProto(inst) };
-    }),
-
-    stopServer: unary(deps, "StopServer", async (req, ctx) => {
-      const inst = await lifecycle.stop(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId));
-      return { server: serverToProto(inst) };
-    }),
+    deleteServer: simple("DeleteServer", (who, id, rid) => lifecycle.delete(who, id, rid)),
+    startServer: simple("StartServer", (who, id, rid) => lifecycle.start(who, id, rid)),
+    stopServer: simple("StopServer", (who, id, rid) => lifecycle.stop(who, id, rid)),
 
     rebootServer: unary(deps, "RebootServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       if (req.type !== RebootType.REBOOT_TYPE_SOFT && req.type !== RebootType.REBOOT_TYPE_HARD) {
         throw invalidArgument("type", "must be REBOOT_TYPE_SOFT or REBOOT_TYPE_HARD");
       }
-      const inst = await lifecycle.reboot(ctx.principal, id, v.requestId("request_id", req.requestId), req.type === RebootType.REBOOT_TYPE_HARD);
-      return { server: serverToProto(inst) };
+      return accepted(await lifecycle.reboot(ctx.principal, id, v.requestId("request_id", req.requestId), req.type === RebootType.REBOOT_TYPE_HARD));
+    }),
+
+    pauseServer: simple("PauseServer", (who, id, rid) => lifecycle.pause(who, id, rid)),
+    unpauseServer: simple("UnpauseServer", (who, id, rid) => lifecycle.unpause(who, id, rid)),
+    suspendServer: simple("SuspendServer", (who, id, rid) => lifecycle.suspend(who, id, rid)),
+    resumeServer: simple("ResumeServer", (who, id, rid) => lifecycle.resume(who, id, rid)),
+
+    lockServer: unary(deps, "LockServer", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const reason = v.text("reason", req.reason);
+      return accepted(await lifecycle.lock(ctx.principal, id, v.requestId("request_id", req.requestId), reason));
+    }),
+    unlockServer: simple("UnlockServer", (who, id, rid) => lifecycle.unlock(who, id, rid)),
+
+    resizeServer: unary(deps, "ResizeServer", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const requestId = v.requestId("request_id", req.requestId);
+      if (!req.flavorId) throw invalidArgument("flavor_id", "is required");
+      const flavor = await getFlavor(pool, req.flavorId);
+      if (!flavor) throw notFound("flavor", req.flavorId);
+      return accepted(await lifecycle.resize(ctx.principal, id, requestId, flavor));
+    }),
+    migrateServer: unary(deps, "MigrateServer", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const requestId = v.requestId("request_id", req.requestId);
+      return accepted(await lifecycle.migrate(ctx.principal, id, requestId, req.host ? req.host : null));
+    }),
+    confirmResize: simple("ConfirmResize", (who, id, rid) => lifecycle.confirmResize(who, id, rid)),
+    revertResize: simple("RevertResize", (who, id, rid) => lifecycle.revertResize(who, id, rid)),
+
+    listMigrations: unary(deps, "ListMigrations", async (req, ctx) => {
+      const limit = v.pageSize(req.pageSize);
+      const cursor = v.decodePageToken(req.pageToken, (x): x is { t: string; id: string } => {
+        const c = x as { t?: unknown; id?: unknown };
+        return typeof c?.t === "string" && typeof c?.id === "string";
+      });
+      if (req.allProjects && !isAdmin(ctx)) throw permissionDenied("all_projects needs the admin role");
+      const serverId = req.serverId ? v.uuid("server_id", req.serverId) : undefined;
+      if (serverId) await lifecycle.visible(pool, ctx.principal, serverId);
+      const type = fromEnum(PbMigrationType, "MIGRATION_TYPE_", req.type) as MigrationType | null;
+      if (req.type !== 0 && !type) throw invalidArgument("type", `unknown migration type ${req.type}`);
+      const st = fromEnum(PbMigrationStatus, "MIGRATION_STATUS_", req.status) as MigrationStatus | null;
+      if (req.status !== 0 && !st) throw invalidArgument("status", `unknown migration status ${req.status}`);
+      const rows = await listMigrations(pool, {
+        projectId: req.allProjects || (isAdmin(ctx) && serverId) ? undefined : ctx.principal.projectId,
+        instanceUuid: serverId,
+        type: type ?? undefined,
+        status: st ?? undefined,
+        before: cursor ? { t: new Date(cursor.t), id: cursor.id } : undefined,
+        limit: limit + 1,
+      });
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      return {
+        migrations: page.map(migrationToProto),
+        nextPageToken: rows.length > limit && last ? v.encodePageToken({ t: last.createdAt.toISOString(), id: last.id }) : "",
+      };
     }),
 
     listServerActions: unary(deps, "ListServerActions", async (req, ctx: CallContext) => {

@@ -7,7 +7,54 @@ export type OpArgs =
   | { readonly kind: "destroy" }
   | { readonly kind: "power_on" }
   | { readonly kind: "power_off"; readonly timeoutSeconds: number }
-  | { readonly kind: "reboot"; readonly hard: boolean };
+  | { readonly kind: "reboot"; readonly hard: boolean; readonly softTimeoutSeconds: number }
+  | { readonly kind: "pause" }
+  | { readonly kind: "unpause" }
+  | { readonly kind: "suspend" }
+  | { readonly kind: "resume" }
+  | { readonly kind: "migrate_disk"; readonly targetHost: string; readonly timeoutSeconds: number }
+  | { readonly kind: "finish_migration"; readonly sourceHost: string; readonly powerOn: boolean }
+  | { readonly kind: "confirm_migration" }
+  | { readonly kind: "revert_migration" }
+  | { readonly kind: "finish_revert_migration"; readonly powerOn: boolean }
+  | { readonly kind: "abort"; readonly targetOpId: string };
+
+export type OpKind = OpArgs["kind"];
+
+function opOf(a: OpArgs): ComputeOp["op"] {
+  switch (a.kind) {
+    case "spawn":
+      return { $case: "spawn", spawn: {} };
+    case "destroy":
+      return { $case: "destroy", destroy: {} };
+    case "power_on":
+      return { $case: "powerOn", powerOn: {} };
+    case "power_off":
+      return { $case: "powerOff", powerOff: { timeoutSeconds: a.timeoutSeconds } };
+    case "reboot":
+      return { $case: "reboot", reboot: { hard: a.hard, softTimeoutSeconds: a.softTimeoutSeconds } };
+    case "pause":
+      return { $case: "pause", pause: {} };
+    case "unpause":
+      return { $case: "unpause", unpause: {} };
+    case "suspend":
+      return { $case: "suspend", suspend: {} };
+    case "resume":
+      return { $case: "resume", resume: {} };
+    case "migrate_disk":
+      return { $case: "migrateDisk", migrateDisk: { targetHost: a.targetHost, timeoutSeconds: a.timeoutSeconds } };
+    case "finish_migration":
+      return { $case: "finishMigration", finishMigration: { sourceHost: a.sourceHost, powerOn: a.powerOn } };
+    case "confirm_migration":
+      return { $case: "confirmMigration", confirmMigration: {} };
+    case "revert_migration":
+      return { $case: "revertMigration", revertMigration: {} };
+    case "finish_revert_migration":
+      return { $case: "finishRevertMigration", finishRevertMigration: { powerOn: a.powerOn } };
+    case "abort":
+      return { $case: "abort", abort: { targetOpId: a.targetOpId } };
+  }
+}
 
 /** Encodes a compute op as the protobuf bytes agents consume. */
 export function encodeComputeOp(o: {
@@ -17,28 +64,15 @@ export function encodeComputeOp(o: {
   instance: Instance;
   image: Image | null;
   args: OpArgs;
+  deadline: Date | null;
 }): Uint8Array {
   const inst = o.instance;
-  const op: ComputeOp["op"] = (() => {
-    const a = o.args;
-    switch (a.kind) {
-      case "spawn":
-        return { $case: "spawn" as const, spawn: {} };
-      case "destroy":
-        return { $case: "destroy" as const, destroy: {} };
-      case "power_on":
-        return { $case: "powerOn" as const, powerOn: {} };
-      case "power_off":
-        return { $case: "powerOff" as const, powerOff: { timeoutSeconds: a.timeoutSeconds } };
-      case "reboot":
-        return { $case: "reboot" as const, reboot: { hard: a.hard } };
-    }
-  })();
   return ComputeOp.encode({
     opId: o.opId,
     requestId: o.requestId,
     attempt: o.attempt,
     createTime: new Date(),
+    deadline: o.deadline ?? undefined,
     instance: {
       id: inst.uuid,
       name: inst.name,
@@ -56,6 +90,6 @@ export function encodeComputeOp(o: {
       extraSpecs: { ...inst.extraSpecs },
       metadata: { ...inst.metadata },
     },
-    op,
+    op: opOf(o.args),
   }).finish();
 }

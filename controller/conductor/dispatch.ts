@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { encodeComputeOp } from "../bus/op-codec.js";
-import type { OpArgs } from "../bus/op-codec.js";
+import type { OpArgs, OpKind } from "../bus/op-codec.js";
 import { opsSubject } from "../bus/subjects.js";
 import type { Instance } from "../domain/types.js";
 import { startEvent } from "../store/actions.js";
@@ -9,17 +9,32 @@ import { getImage } from "../store/catalog.js";
 import { enqueueOp } from "../store/ops.js";
 
 /** The action-event name of each op kind, as Nova names them. */
-export const EVENT_OF: Readonly<Record<OpArgs["kind"], string>> = {
+export const EVENT_OF: Readonly<Record<OpKind, string>> = {
   spawn: "compute_spawn",
   destroy: "compute_terminate",
   power_on: "compute_start",
   power_off: "compute_stop",
   reboot: "compute_reboot",
+  pause: "compute_pause",
+  unpause: "compute_unpause",
+  suspend: "compute_suspend",
+  resume: "compute_resume",
+  migrate_disk: "compute_resize_instance",
+  finish_migration: "compute_finish_resize",
+  confirm_migration: "compute_confirm_resize",
+  revert_migration: "compute_revert_resize",
+  finish_revert_migration: "compute_finish_revert_resize",
+  abort: "compute_abort",
 };
 
+/** Ops that kill or undo: they never expire, whenever the host gets them. */
+const CLEANUP: ReadonlySet<OpKind> = new Set<OpKind>(["destroy", "confirm_migration", "revert_migration", "abort"]);
+
 /**
- * Sends an op to the instance's host: records the op and its action event and
- * queues the message in the outbox, all in the caller's transaction.
+ * Sends an op to a host: records the op and its action event and queues the
+ * message in the outbox, all in the caller's transaction. The op carries the
+ * instance's task deadline (unless it is a cleanup op): a host that gets it
+ * later does not start it.
  */
 export async function dispatchOp(
   q: Queryable,
@@ -34,6 +49,7 @@ export async function dispatchOp(
     instance: o.instance,
     image,
     args: o.args,
+    deadline: CLEANUP.has(o.args.kind) ? null : o.instance.taskDeadline,
   });
   await enqueueOp(
     q,

@@ -1,16 +1,20 @@
 import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
-import type { Action } from "../domain/states.js";
-import { ALLOWED_FROM, INTERRUPTIBLE_BY, TASK_OF } from "../domain/states.js";
-import type { Flavor, Image, Instance, Principal } from "../domain/types.js";
-import { ApiError, failedPrecondition, notFound } from "../errors.js";
-import { findAction, finishAction, insertAction, instantEvent } from "../store/actions.js";
+import type { ServerAction } from "../domain/states.js";
+import { ALLOWED_FROM, ALLOWED_WHEN_LOCKED, INTERRUPTIBLE_BY, TASK_OF, actionName } from "../domain/states.js";
+import type { TaskTimeouts } from "../domain/tasks.js";
+import { startTask } from "../domain/tasks.js";
+import type { Flavor, Image, Instance, InstanceAction, MigrationType, Principal } from "../domain/types.js";
+import { ApiError, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { findAction, finishAction, getActionById, insertAction, instantEvent } from "../store/actions.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import { isDuplicateKey, withTx } from "../store/db.js";
 import { getInstance, getInstanceByRequest, insertInstance, updateInstance } from "../store/instances.js";
-import { getNodeByHost, releaseAllocations } from "../store/nodes.js";
+import { insertMigration, openMigration, updateMigration } from "../store/moves.js";
+import { getNodeByHost } from "../store/nodes.js";
 import type { OpArgs } from "../bus/op-codec.js";
 import { dispatchOp } from "./dispatch.js";
+import { releaseEverything } from "./moves.js";
 import { isUp } from "../domain/service.js";
 
 /** Who to wake after a commit. */
@@ -23,8 +27,24 @@ export interface Wakeups {
 export interface LifecycleOptions {
   readonly subjectPrefix: string;
   readonly serviceDownTimeSeconds: number;
-  /** Seconds a guest gets to shut down cleanly on stop. */
+  /** Seconds a guest gets to shut down cleanly on stop (and before a move). */
   readonly powerOffTimeoutSeconds: number;
+  /** Seconds a guest gets to finish a soft reboot before the host reboots it hard. */
+  readonly softRebootTimeoutSeconds: number;
+  /** How long each task may run. */
+  readonly taskTimeouts: TaskTimeouts;
+}
+
+/** What a mutating call returns: the server after the call, and its operation. */
+export interface Accepted {
+  readonly instance: Instance;
+  readonly operation: InstanceAction;
+}
+
+/** What an action's body did. */
+interface Step {
+  readonly instance: Instance;
+  readonly kicksScheduler?: boolean;
 }
 
 /**
@@ -49,89 +69,223 @@ export class Lifecycle {
   async create(
     who: Principal,
     req: { name: string; flavor: Flavor; image: Image; metadata: Record<string, string>; requestId: string },
-  ): Promise<Instance> {
+  ): Promise<Accepted> {
     const existing = await getInstanceByRequest(this.pool, who.projectId, req.requestId);
-    if (existing) return existing;
+    if (existing) return this.accepted(existing);
     const uuid = randomUUID();
     try {
       const inst = await withTx(this.pool, async (conn) => {
-        await insertInstance(conn, {
-          uuid,
-          name: req.name,
-          projectId: who.projectId,
-          requestId: req.requestId,
-          flavor: { id: req.flavor.id, name: req.flavor.name, vcpus: req.flavor.vcpus, ramMb: req.flavor.ramMb, diskGb: req.flavor.diskGb },
-          extraSpecs: req.flavor.extraSpecs,
-          imageId: req.image.id,
-          metadata: req.metadata,
-        });
-        await insertAction(conn, { instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create" });
+        const { taskDeadline } = startTask(this.opts.taskTimeouts, "SCHEDULING");
+        await insertInstance(
+          conn,
+          {
+            uuid,
+            name: req.name,
+            projectId: who.projectId,
+            requestId: req.requestId,
+            flavor: { id: req.flavor.id, name: req.flavor.name, vcpus: req.flavor.vcpus, ramMb: req.flavor.ramMb, diskGb: req.flavor.diskGb },
+            extraSpecs: req.flavor.extraSpecs,
+            imageId: req.image.id,
+            metadata: req.metadata,
+          },
+          taskDeadline,
+        );
+        await insertAction(conn, { instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create", state: "PENDING", deadline: taskDeadline });
         return updateInstance(conn, uuid, {});
       });
       this.wake.scheduler();
       this.wake.watchers();
-      return inst;
+      return this.accepted(inst);
     } catch (err) {
       // Two identical requests raced: the loser returns the winner's server.
       if (isDuplicateKey(err)) {
         const winner = await getInstanceByRequest(this.pool, who.projectId, req.requestId);
-        if (winner) return winner;
+        if (winner) return this.accepted(winner);
       }
       throw err;
     }
   }
 
-  async delete(who: Principal, uuid: string, requestId: string): Promise<Instance> {
+  private async accepted(inst: Instance, requestId = inst.requestId): Promise<Accepted> {
+    const action = await findAction(this.pool, inst.uuid, requestId);
+    const operation = action ? await getActionById(this.pool, action.id) : null;
+    if (!operation) throw new Error(`server ${inst.uuid} has no action for request ${requestId}`);
+    return { instance: inst, operation };
+  }
+
+  async delete(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
     return this.act(who, uuid, requestId, "delete", async (conn, inst, actionId) => {
       const node = inst.host ? await getNodeByHost(conn, inst.host) : null;
       const hostUp = node ? isUp(node, this.opts.serviceDownTimeSeconds) : false;
-      if (inst.host) {
-        // The host destroys the VM (and cleans up when it comes back, if down).
-        await dispatchOp(conn, { instance: inst, host: inst.host, actionId, requestId, args: { kind: "destroy" }, subjectPrefix: this.opts.subjectPrefix });
+      const migration = await openMigration(conn, inst.uuid, { lock: true });
+      const deleting = await updateInstance(conn, inst.uuid, startTask(this.opts.taskTimeouts, "DELETING"));
+      // Every host that may hold a copy destroys it (when it comes back, if down).
+      const hosts = new Set([inst.host, migration?.sourceHost, migration?.targetHost].filter((h): h is string => !!h));
+      for (const host of hosts) {
+        await dispatchOp(conn, { instance: deleting, host, actionId, requestId, args: { kind: "destroy" }, subjectPrefix: this.opts.subjectPrefix });
       }
-      if (inst.host && hostUp) return updateInstance(conn, inst.uuid, { taskState: "DELETING" });
+      if (migration) await updateMigration(conn, migration.id, { status: "CANCELLED" });
+      if (inst.host && hostUp) return { instance: deleting };
       // Never placed, or its host is down: delete locally, as Nova does.
-      await releaseAllocations(conn, inst.uuid);
+      await releaseEverything(conn, inst.uuid);
       await instantEvent(conn, { actionId, event: "local_delete", host: inst.host ?? "", result: "Success" });
       await finishAction(conn, actionId);
-      return updateInstance(conn, inst.uuid, { vmState: "DELETED", taskState: null, powerState: "NOSTATE", deletedAt: new Date() });
+      const gone = await updateInstance(conn, inst.uuid, { vmState: "DELETED", taskState: null, powerState: "NOSTATE", deletedAt: new Date() });
+      return { instance: gone };
     });
   }
 
-  async start(who: Principal, uuid: string, requestId: string): Promise<Instance> {
+  start(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
     return this.simple(who, uuid, requestId, "start", { kind: "power_on" });
   }
 
-  async stop(who: Principal, uuid: string, requestId: string): Promise<Instance> {
+  stop(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
     return this.simple(who, uuid, requestId, "stop", { kind: "power_off", timeoutSeconds: this.opts.powerOffTimeoutSeconds });
   }
 
-  async reboot(who: Principal, uuid: string, requestId: string, hard: boolean): Promise<Instance> {
-    return this.simple(who, uuid, requestId, hard ? "reboot_hard" : "reboot_soft", { kind: "reboot", hard });
+  reboot(who: Principal, uuid: string, requestId: string, hard: boolean): Promise<Accepted> {
+    return this.simple(who, uuid, requestId, hard ? "reboot_hard" : "reboot_soft", {
+      kind: "reboot",
+      hard,
+      softTimeoutSeconds: this.opts.softRebootTimeoutSeconds,
+    });
+  }
+
+  pause(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+    return this.simple(who, uuid, requestId, "pause", { kind: "pause" });
+  }
+
+  unpause(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+    return this.simple(who, uuid, requestId, "unpause", { kind: "unpause" });
+  }
+
+  suspend(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+    return this.simple(who, uuid, requestId, "suspend", { kind: "suspend" });
+  }
+
+  resume(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+    return this.simple(who, uuid, requestId, "resume", { kind: "resume" });
+  }
+
+  /** Locks a server against non-admin actions (Nova's lock; allowed in any state). */
+  lock(who: Principal, uuid: string, requestId: string, reason: string): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "lock", async (conn, inst, actionId) => {
+      if (inst.lockedBy === "admin" && who.role !== "admin") throw permissionDenied(`server ${uuid} was locked by an admin`);
+      const locked = await updateInstance(conn, uuid, { lockedBy: who.role === "admin" ? "admin" : "owner", lockedReason: reason });
+      await finishAction(conn, actionId);
+      return { instance: locked };
+    });
+  }
+
+  unlock(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "unlock", async (conn, inst, actionId) => {
+      if (inst.lockedBy === "admin" && who.role !== "admin") throw permissionDenied(`server ${uuid} was locked by an admin; only an admin can unlock it`);
+      const unlocked = await updateInstance(conn, uuid, { lockedBy: null, lockedReason: "" });
+      await finishAction(conn, actionId);
+      return { instance: unlocked };
+    });
+  }
+
+  /** Resize to `flavor`: the scheduler claims a target, then the hosts move the server. */
+  resize(who: Principal, uuid: string, requestId: string, flavor: Flavor): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "resize", async (conn, inst, actionId) => {
+      if (flavor.id === inst.flavor.id) throw invalidArgument("flavor_id", `is the server's current flavor (${inst.flavor.name})`);
+      return this.beginMove(conn, inst, actionId, requestId, "RESIZE", {
+        id: flavor.id,
+        name: flavor.name,
+        vcpus: flavor.vcpus,
+        ramMb: flavor.ramMb,
+        diskGb: flavor.diskGb,
+      });
+    });
+  }
+
+  /** Cold migration; an admin may name the target host. */
+  migrate(who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "migrate", async (conn, inst, actionId) => {
+      if (host !== null) {
+        if (who.role !== "admin") throw permissionDenied("choosing the target host needs the admin role");
+        if (!(await getNodeByHost(conn, host))) throw notFound("host", host);
+        if (host === inst.host) throw invalidArgument("host", `is the server's current host`);
+      }
+      return this.beginMove(conn, inst, actionId, requestId, "MIGRATION", inst.flavor, host);
+    });
+  }
+
+  private async beginMove(
+    conn: PoolConnection,
+    inst: Instance,
+    actionId: number,
+    requestId: string,
+    type: MigrationType,
+    newFlavor: Instance["flavor"],
+    requestedHost: string | null = null,
+  ): Promise<Step> {
+    if (!inst.host) throw failedPrecondition(`server ${inst.uuid} has no host`, "NO_HOST");
+    await insertMigration(conn, {
+      id: randomUUID(),
+      instanceUuid: inst.uuid,
+      projectId: inst.projectId,
+      actionId,
+      requestId,
+      type,
+      status: "PRE_MIGRATING",
+      sourceHost: inst.host,
+      requestedHost,
+      oldFlavor: inst.flavor,
+      newFlavor,
+      oldVmState: inst.vmState,
+    });
+    const prepping = await updateInstance(conn, inst.uuid, startTask(this.opts.taskTimeouts, "RESIZE_PREP"));
+    return { instance: prepping, kicksScheduler: true };
+  }
+
+  confirmResize(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "confirm_resize", async (conn, inst, actionId) => {
+      const m = await openMigration(conn, uuid, { lock: true });
+      if (!m || m.status !== "FINISHED") throw failedPrecondition(`server ${uuid} has no finished migration to confirm`, "NO_MIGRATION");
+      const confirming = await updateInstance(conn, uuid, startTask(this.opts.taskTimeouts, "RESIZE_CONFIRMING"));
+      await dispatchOp(conn, { instance: confirming, host: m.sourceHost, actionId, requestId, args: { kind: "confirm_migration" }, subjectPrefix: this.opts.subjectPrefix });
+      return { instance: confirming };
+    });
+  }
+
+  revertResize(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "revert_resize", async (conn, inst, actionId) => {
+      const m = await openMigration(conn, uuid, { lock: true });
+      if (!m || m.status !== "FINISHED" || !m.targetHost) throw failedPrecondition(`server ${uuid} has no finished migration to revert`, "NO_MIGRATION");
+      const reverting = await updateInstance(conn, uuid, startTask(this.opts.taskTimeouts, "RESIZE_REVERTING"));
+      await dispatchOp(conn, { instance: reverting, host: m.targetHost, actionId, requestId, args: { kind: "revert_migration" }, subjectPrefix: this.opts.subjectPrefix });
+      return { instance: reverting };
+    });
   }
 
   /** An action that sets its task state and sends one op to the server's host. */
-  private simple(who: Principal, uuid: string, requestId: string, action: Exclude<Action, "create">, args: OpArgs): Promise<Instance> {
+  private simple(who: Principal, uuid: string, requestId: string, action: ServerAction, args: OpArgs): Promise<Accepted> {
     return this.act(who, uuid, requestId, action, async (conn, inst, actionId) => {
       if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
-      await dispatchOp(conn, { instance: inst, host: inst.host, actionId, requestId, args, subjectPrefix: this.opts.subjectPrefix });
-      return updateInstance(conn, inst.uuid, { taskState: TASK_OF[action] });
+      const task = TASK_OF[action];
+      const busy = await updateInstance(conn, inst.uuid, task ? startTask(this.opts.taskTimeouts, task) : {});
+      await dispatchOp(conn, { instance: busy, host: inst.host, actionId, requestId, args, subjectPrefix: this.opts.subjectPrefix });
+      return { instance: busy };
     });
   }
 
   /**
    * The frame of every action: lock the server, replay a repeated request id,
-   * check the allowed-state table, record the action, run `body`, commit.
+   * check the lock and the allowed-state table, record the action, run
+   * `body`, commit.
    */
   private async act(
     who: Principal,
     uuid: string,
     requestId: string,
-    action: Exclude<Action, "create">,
-    body: (conn: PoolConnection, inst: Instance, actionId: number) => Promise<Instance>,
-  ): Promise<Instance> {
-    const name = action.startsWith("reboot") ? "reboot" : action;
-    const inst = await withTx(this.pool, async (conn) => {
+    action: ServerAction,
+    body: (conn: PoolConnection, inst: Instance, actionId: number) => Promise<Step>,
+  ): Promise<Accepted> {
+    const name = actionName(action);
+    let kick = false;
+    const { inst, actionId } = await withTx(this.pool, async (conn) => {
       const inst = await this.visible(conn, who, uuid, true);
       const prior = await findAction(conn, uuid, requestId);
       if (prior) {
@@ -141,10 +295,15 @@ export class Lifecycle {
             fieldViolations: [{ field: "request_id", description: `already used for ${prior.action}` }],
           });
         }
-        return inst;
+        return { inst, actionId: prior.id };
       }
       // A deleted server is gone for every new action, as in Nova.
       if (inst.deletedAt) throw notFound("server", uuid);
+      if (inst.lockedBy && who.role !== "admin" && !ALLOWED_WHEN_LOCKED.has(action)) {
+        throw failedPrecondition(`server ${uuid} is locked${inst.lockedReason ? ` (${inst.lockedReason})` : ""}; unlock it first`, "LOCKED", {
+          locked_reason: inst.lockedReason,
+        });
+      }
       if (!ALLOWED_FROM[action].has(inst.vmState)) {
         const allowed = [...ALLOWED_FROM[action]].join(", ");
         throw failedPrecondition(`cannot ${name} server ${uuid} while it is ${inst.vmState}; allowed from: ${allowed}`, "INVALID_STATE", {
@@ -157,11 +316,19 @@ export class Lifecycle {
           metadata: { task_state: inst.taskState },
         });
       }
-      const actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: who.projectId, action: name });
-      return body(conn, inst, actionId);
+      const task = TASK_OF[action];
+      const pending = action === "resize" || action === "migrate";
+      const deadline = task ? startTask(this.opts.taskTimeouts, task).taskDeadline : null;
+      const actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: who.projectId, action: name, state: pending ? "PENDING" : "RUNNING", deadline });
+      const step = await body(conn, inst, actionId);
+      kick = step.kicksScheduler === true;
+      return { inst: step.instance, actionId };
     });
+    if (kick) this.wake.scheduler();
     this.wake.outbox();
     this.wake.watchers();
-    return inst;
+    const operation = await getActionById(this.pool, actionId);
+    if (!operation) throw new Error(`action ${actionId} vanished`);
+    return { instance: inst, operation };
   }
 }

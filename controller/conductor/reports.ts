@@ -1,7 +1,10 @@
-import type { PowerState } from "../domain/states.js";
-import type { Pool } from "../store/db.js";
+import { randomUUID } from "node:crypto";
+import type { PowerState, VmState } from "../domain/states.js";
+import type { Instance } from "../domain/types.js";
+import { finishAction, insertAction, instantEvent } from "../store/actions.js";
+import type { Pool, PoolConnection } from "../store/db.js";
 import { select, withTx } from "../store/db.js";
-import { updateInstance } from "../store/instances.js";
+import { getInstance, updateInstance } from "../store/instances.js";
 import { recordReport } from "../store/nodes.js";
 
 export interface HostReport {
@@ -12,20 +15,48 @@ export interface HostReport {
   readonly freeMemoryMb: number;
   readonly freeDiskGb: number;
   readonly instances: ReadonlyMap<string, PowerState>;
+  /** When the agent took the report. */
+  readonly time: Date;
+}
+
+/**
+ * The vm_state a server moves to when its host reports `power` while no
+ * task runs (Nova's _sync_power_states, with the hypervisor as the
+ * authority): a guest that shut down or crashed on its own is STOPPED, one
+ * started, paused or suspended behind the API's back shows as such. A
+ * server whose virtual machine vanished from its host is ERROR. Returns
+ * null when the vm_state stays.
+ */
+export function syncedVmState(vm: VmState, power: PowerState): VmState | null {
+  if (vm !== "ACTIVE" && vm !== "STOPPED" && vm !== "PAUSED" && vm !== "SUSPENDED") return null;
+  const target: VmState | null =
+    power === "RUNNING"
+      ? "ACTIVE"
+      : power === "SHUTDOWN" || power === "CRASHED"
+        ? "STOPPED"
+        : power === "PAUSED"
+          ? "PAUSED"
+          : power === "SUSPENDED"
+            ? "SUSPENDED"
+            : power === "NOSTATE"
+              ? "ERROR"
+              : null;
+  return target === vm ? null : target;
 }
 
 /**
  * Applies a resource report: the heartbeat and capacity, and the power state
- * of every instance the controller places on this host. The hypervisor is the
- * authority on power state; an instance with a task in flight is left to its
- * task, and one the host no longer has reads NOSTATE. Returns how many
- * instances changed.
+ * of every instance the controller places on this host. An instance with a
+ * task in flight is left to its task, and so is one that changed after the
+ * report was taken (the report may predate an op's result). A change is
+ * recorded as a `sync_power_state` action with one event saying what the
+ * host reported. Returns how many instances changed.
  */
 export async function applyReport(pool: Pool, r: HostReport): Promise<number> {
   await recordReport(pool, r.host, r);
   const rows = await select<{ uuid: string; power_state: PowerState; task_state: string | null }>(
     pool,
-    "SELECT uuid, power_state, task_state FROM instances WHERE host = ? AND deleted_at IS NULL AND vm_state <> 'BUILDING'",
+    "SELECT uuid, power_state, task_state FROM instances WHERE host = ? AND deleted_at IS NULL AND vm_state NOT IN ('BUILDING', 'DELETED')",
     [r.host],
   );
   const stale = rows.filter((row) => row.task_state === null && (r.instances.get(row.uuid) ?? "NOSTATE") !== row.power_state);
@@ -34,16 +65,32 @@ export async function applyReport(pool: Pool, r: HostReport): Promise<number> {
     let changed = 0;
     for (const row of stale) {
       // Re-check under the row lock: a task may have started since the read.
-      const [cur] = await select<{ task_state: string | null; power_state: string }>(
-        conn,
-        "SELECT task_state, power_state FROM instances WHERE uuid = ? FOR UPDATE",
-        [row.uuid],
-      );
+      const inst = await getInstance(conn, row.uuid, { lock: true });
+      if (!inst || inst.taskState !== null || inst.host !== r.host || inst.deletedAt) continue;
+      if (inst.updatedAt.getTime() >= r.time.getTime()) continue;
       const reported = r.instances.get(row.uuid) ?? "NOSTATE";
-      if (!cur || cur.task_state !== null || cur.power_state === reported) continue;
-      await updateInstance(conn, row.uuid, { powerState: reported });
+      if (inst.powerState === reported) continue;
+      await syncOne(conn, inst, reported, r.host);
       changed++;
     }
     return changed;
   });
+}
+
+async function syncOne(conn: PoolConnection, inst: Instance, reported: PowerState, host: string): Promise<void> {
+  const vm = syncedVmState(inst.vmState, reported);
+  const what = `host ${host} reports power state ${reported} (was ${inst.powerState})${vm ? `; vm_state ${inst.vmState} -> ${vm}` : ""}`;
+  const actionId = await insertAction(conn, {
+    instanceUuid: inst.uuid,
+    requestId: `sync-${randomUUID()}`,
+    projectId: inst.projectId,
+    action: "sync_power_state",
+  });
+  await instantEvent(conn, { actionId, event: "power_state_sync", host, result: "Success", details: what });
+  await finishAction(conn, actionId);
+  const fault =
+    vm === "ERROR"
+      ? { code: "INSTANCE_VANISHED", message: `the virtual machine is gone from host ${host}`, details: { host }, createdAt: new Date().toISOString() }
+      : undefined;
+  await updateInstance(conn, inst.uuid, { powerState: reported, ...(vm ? { vmState: vm } : {}), ...(fault ? { fault } : {}) });
 }

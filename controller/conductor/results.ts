@@ -1,13 +1,19 @@
+import { status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import type { PowerState } from "../domain/states.js";
-import type { Fault, Instance } from "../domain/types.js";
-import { finishAction, finishOpEvent } from "../store/actions.js";
+import type { PowerState, TaskState, VmState } from "../domain/states.js";
+import type { TaskTimeouts } from "../domain/tasks.js";
+import { startTask } from "../domain/tasks.js";
+import type { Fault, Instance, OperationError } from "../domain/types.js";
+import { finishAction, finishOpEvent, setActionStep } from "../store/actions.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import { withTx } from "../store/db.js";
 import { getInstance, updateInstance } from "../store/instances.js";
-import { releaseAllocations } from "../store/nodes.js";
+import { latestMigration, openMigration, updateMigration } from "../store/moves.js";
+import { getNodeByHost, moveAllocations, releaseAllocations } from "../store/nodes.js";
 import type { OpRecord } from "../store/ops.js";
 import { finishOp, lockOp } from "../store/ops.js";
+import { dispatchOp } from "./dispatch.js";
+import { releaseEverything, rollbackMove } from "./moves.js";
 
 /** An op's outcome as the agent reported it (domain form). */
 export interface OpOutcome {
@@ -16,6 +22,8 @@ export interface OpOutcome {
   readonly powerState: PowerState | null;
   readonly startTime: Date | null;
   readonly finishTime: Date | null;
+  /** How the op went, such as a soft reboot that fell back to hard. */
+  readonly note?: string;
 }
 
 export interface ApplyEffects {
@@ -23,16 +31,27 @@ export interface ApplyEffects {
   rescheduled: boolean;
   /** Capacity was released. */
   released: boolean;
+  /** New ops were queued. */
+  dispatched: boolean;
+}
+
+export interface ApplyOptions {
+  readonly maxAttempts: number;
+  readonly log: Logger;
+  readonly subjectPrefix: string;
+  readonly taskTimeouts: TaskTimeouts;
 }
 
 /**
  * Applies an op result exactly once: the op row is locked and marked DONE in
  * the same transaction as the state change, so a re-reported result (agent
- * restart, lost ack) changes nothing the second time.
+ * restart, lost ack) changes nothing the second time. A result that comes
+ * after its task was ended (deleted, timed out, taken over) changes only the
+ * op's own record.
  */
-export async function applyOpResult(pool: Pool, outcome: OpOutcome, opts: { maxAttempts: number; log: Logger }): Promise<ApplyEffects> {
+export async function applyOpResult(pool: Pool, outcome: OpOutcome, opts: ApplyOptions): Promise<ApplyEffects> {
   return withTx(pool, async (conn) => {
-    const effects: ApplyEffects = { rescheduled: false, released: false };
+    const effects: ApplyEffects = { rescheduled: false, released: false, dispatched: false };
     const op = await lockOp(conn, outcome.opId);
     if (!op) {
       opts.log.warn({ opId: outcome.opId }, "result for an unknown op ignored");
@@ -43,88 +62,248 @@ export async function applyOpResult(pool: Pool, outcome: OpOutcome, opts: { maxA
     await finishOpEvent(conn, op.opId, {
       result: outcome.error ? "Error" : "Success",
       fault: outcome.error ? `${outcome.error.code}: ${outcome.error.message}` : undefined,
+      details: outcome.note || undefined,
       finishTime: outcome.finishTime ?? undefined,
     });
     const inst = await getInstance(conn, op.instanceUuid, { lock: true });
     if (!inst) return effects;
-    await apply(conn, op, inst, outcome, opts.maxAttempts, effects);
+    await new ResultApplier(conn, op, inst, outcome, opts, effects).apply();
     return effects;
   });
 }
 
-function faultOf(e: NonNullable<OpOutcome["error"]>, host: string): Fault {
-  return { code: e.code || "OP_FAILED", message: e.message, details: { host }, createdAt: new Date().toISOString() };
-}
+/** Tasks each op kind may finish; a result arriving in any other task is stale. */
+const TASKS_OF_OP: Readonly<Record<OpRecord["kind"], readonly TaskState[]>> = {
+  spawn: ["SPAWNING"],
+  destroy: ["DELETING"],
+  power_on: ["POWERING_ON"],
+  power_off: ["POWERING_OFF"],
+  reboot: ["REBOOTING", "REBOOTING_HARD"],
+  pause: ["PAUSING"],
+  unpause: ["UNPAUSING"],
+  suspend: ["SUSPENDING"],
+  resume: ["RESUMING"],
+  migrate_disk: ["RESIZE_MIGRATING"],
+  finish_migration: ["RESIZE_FINISH"],
+  confirm_migration: ["RESIZE_CONFIRMING"],
+  revert_migration: ["RESIZE_REVERTING"],
+  finish_revert_migration: ["RESIZE_REVERTING"],
+  abort: [],
+};
 
-async function apply(
-  conn: PoolConnection,
-  op: OpRecord,
-  inst: Instance,
-  o: OpOutcome,
-  maxAttempts: number,
-  effects: ApplyEffects,
-): Promise<void> {
-  const power = o.powerState ?? undefined;
-  switch (op.kind) {
-    case "spawn": {
-      // A delete that arrived during the build owns the instance now.
-      if (inst.taskState !== "SPAWNING" || inst.host !== op.host) return;
-      if (!o.error) {
-        await updateInstance(conn, inst.uuid, { vmState: "ACTIVE", taskState: null, powerState: power ?? "RUNNING", launchedAt: new Date() });
-        await finishAction(conn, op.actionId);
+/** The vm_state and default power state each simple power op ends in. */
+const POWER_OPS: Partial<Record<OpRecord["kind"], { vm: VmState; power: PowerState }>> = {
+  power_on: { vm: "ACTIVE", power: "RUNNING" },
+  power_off: { vm: "STOPPED", power: "SHUTDOWN" },
+  reboot: { vm: "ACTIVE", power: "RUNNING" },
+  pause: { vm: "PAUSED", power: "PAUSED" },
+  unpause: { vm: "ACTIVE", power: "RUNNING" },
+  suspend: { vm: "SUSPENDED", power: "SUSPENDED" },
+  resume: { vm: "ACTIVE", power: "RUNNING" },
+};
+
+class ResultApplier {
+  constructor(
+    private readonly conn: PoolConnection,
+    private readonly op: OpRecord,
+    private readonly inst: Instance,
+    private readonly o: OpOutcome,
+    private readonly opts: ApplyOptions,
+    private readonly effects: ApplyEffects,
+  ) {}
+
+  private get power(): PowerState | undefined {
+    return this.o.powerState ?? undefined;
+  }
+
+  private fault(): Fault {
+    const e = this.o.error!;
+    return { code: e.code || "OP_FAILED", message: e.message, details: { host: this.op.host, op: this.op.kind }, createdAt: new Date().toISOString() };
+  }
+
+  private opError(): OperationError {
+    const e = this.o.error!;
+    return { code: status.UNKNOWN, reason: e.code || "OP_FAILED", message: `${this.op.kind} on ${this.op.host} failed: ${e.message}`, metadata: { host: this.op.host } };
+  }
+
+  private update(patch: Parameters<typeof updateInstance>[2]): Promise<Instance> {
+    return updateInstance(this.conn, this.inst.uuid, patch);
+  }
+
+  private async dispatch(host: string, args: Parameters<typeof dispatchOp>[1]["args"], inst: Instance, requestId: string): Promise<void> {
+    await dispatchOp(this.conn, { instance: inst, host, actionId: this.op.actionId, requestId, args, subjectPrefix: this.opts.subjectPrefix });
+    await setActionStep(this.conn, this.op.actionId, { deadline: inst.taskDeadline });
+    this.effects.dispatched = true;
+  }
+
+  async apply(): Promise<void> {
+    const { inst, op } = this;
+    if (!inst.taskState || !TASKS_OF_OP[op.kind].includes(inst.taskState)) return;
+    switch (op.kind) {
+      case "spawn":
+        return this.spawned();
+      case "destroy":
+        return this.destroyed();
+      case "migrate_disk":
+        return this.diskMigrated();
+      case "finish_migration":
+        return this.migrationFinished();
+      case "confirm_migration":
+        return this.confirmed();
+      case "revert_migration":
+        return this.revertedOnTarget();
+      case "finish_revert_migration":
+        return this.revertFinished();
+      case "abort":
         return;
-      }
-      effects.released = (await releaseAllocations(conn, inst.uuid)) > 0;
-      if (o.error.retryable && inst.attempt < maxAttempts) {
-        await updateInstance(conn, inst.uuid, { host: null, taskState: "SCHEDULING", powerState: "NOSTATE" });
-        effects.rescheduled = true;
-        return;
-      }
-      const fault = faultOf(o.error, op.host);
-      const exhausted = o.error.retryable ? `; gave up after ${inst.attempt} attempts` : "";
-      await updateInstance(conn, inst.uuid, {
-        vmState: "ERROR",
-        taskState: null,
-        host: null,
-        powerState: "NOSTATE",
-        fault: { ...fault, message: fault.message + exhausted },
+      default:
+        return this.powerOpDone();
+    }
+  }
+
+  private async spawned(): Promise<void> {
+    const { inst, op, o } = this;
+    // A result from a host the build was since taken away from changes nothing.
+    if (inst.host !== op.host) return;
+    if (!o.error) {
+      await this.update({ vmState: "ACTIVE", taskState: null, powerState: this.power ?? "RUNNING", launchedAt: new Date() });
+      await finishAction(this.conn, op.actionId);
+      return;
+    }
+    this.effects.released = (await releaseAllocations(this.conn, inst.uuid)) > 0;
+    if (o.error.retryable && inst.attempt < this.opts.maxAttempts) {
+      await this.update({ host: null, ...startTask(this.opts.taskTimeouts, "SCHEDULING"), powerState: "NOSTATE" });
+      await setActionStep(this.conn, op.actionId, { message: `attempt ${inst.attempt} on ${op.host} failed; rescheduling` });
+      this.effects.rescheduled = true;
+      return;
+    }
+    const fault = this.fault();
+    const exhausted = o.error.retryable ? `; gave up after ${inst.attempt} attempts` : "";
+    await this.update({ vmState: "ERROR", taskState: null, host: null, powerState: "NOSTATE", fault: { ...fault, message: fault.message + exhausted } });
+    await finishAction(this.conn, op.actionId, { error: this.opError() });
+  }
+
+  private async destroyed(): Promise<void> {
+    const { inst, op, o } = this;
+    // With a move open, only the server's current host finishes the delete;
+    // the other copy's destroy is cleanup.
+    if (inst.host && op.host !== inst.host) return;
+    if (o.error) {
+      await this.update({ vmState: "ERROR", taskState: null, fault: this.fault() });
+      await finishAction(this.conn, op.actionId, { error: this.opError() });
+      return;
+    }
+    this.effects.released = (await releaseEverything(this.conn, inst.uuid)) > 0;
+    await this.update({ vmState: "DELETED", taskState: null, powerState: "NOSTATE", deletedAt: new Date() });
+    await finishAction(this.conn, op.actionId);
+  }
+
+  /**
+   * Power ops (start, stop, reboot, pause, unpause, suspend, resume). A
+   * failure leaves the server as it was, with the fault recorded, as Nova
+   * does; a failed reboot leaves it in ERROR.
+   */
+  private async powerOpDone(): Promise<void> {
+    const { op, o } = this;
+    const end = POWER_OPS[op.kind];
+    if (!end) return;
+    if (o.error) {
+      const vmState = op.kind === "reboot" ? "ERROR" : undefined;
+      await this.update({ vmState, taskState: null, powerState: this.power, fault: this.fault() });
+      await finishAction(this.conn, op.actionId, { error: this.opError() });
+      return;
+    }
+    await this.update({ vmState: end.vm, taskState: null, powerState: this.power ?? end.power, fault: null });
+    await finishAction(this.conn, op.actionId);
+  }
+
+  /** The source handed the disk over: the target creates the server with the new flavor. */
+  private async diskMigrated(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    if (!m || !m.targetHost || op.host !== m.sourceHost) return;
+    if (o.error) {
+      const stopped = this.power !== undefined && this.power !== "RUNNING";
+      await rollbackMove(conn, this.opts, {
+        inst,
+        migration: m,
+        fault: this.fault(),
+        error: this.opError(),
+        restoreSource: stopped,
+        cleanupTarget: false,
       });
-      await finishAction(conn, op.actionId, "Error");
+      this.effects.released = true;
+      this.effects.dispatched = stopped;
       return;
     }
-    case "destroy": {
-      if (inst.vmState === "DELETED") return;
-      if (o.error) {
-        await updateInstance(conn, inst.uuid, { vmState: "ERROR", taskState: null, fault: faultOf(o.error, op.host) });
-        await finishAction(conn, op.actionId, "Error");
-        return;
-      }
-      effects.released = (await releaseAllocations(conn, inst.uuid)) > 0;
-      await updateInstance(conn, inst.uuid, { vmState: "DELETED", taskState: null, powerState: "NOSTATE", deletedAt: new Date() });
-      await finishAction(conn, op.actionId);
+    const finishing = await this.update({ host: m.targetHost, flavor: m.newFlavor, ...startTask(this.opts.taskTimeouts, "RESIZE_FINISH") });
+    await this.dispatch(m.targetHost, { kind: "finish_migration", sourceHost: m.sourceHost, powerOn: m.oldVmState === "ACTIVE" }, finishing, m.requestId);
+  }
+
+  /** The target runs the moved server: it waits in RESIZED for confirm or revert. */
+  private async migrationFinished(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    if (!m || op.host !== m.targetHost) return;
+    if (o.error) {
+      await rollbackMove(conn, this.opts, { inst, migration: m, fault: this.fault(), error: this.opError(), restoreSource: true, cleanupTarget: true });
+      this.effects.released = true;
+      this.effects.dispatched = true;
       return;
     }
-    case "power_on":
-    case "power_off":
-    case "reboot": {
-      const expected = op.kind === "power_on" ? ["POWERING_ON"] : op.kind === "power_off" ? ["POWERING_OFF"] : ["REBOOTING", "REBOOTING_HARD"];
-      if (!inst.taskState || !expected.includes(inst.taskState)) return;
-      if (o.error) {
-        // Nova: a failed power action leaves the server as it was, with the fault
-        // recorded; a failed reboot leaves it in ERROR.
-        if (op.kind === "reboot") {
-          await updateInstance(conn, inst.uuid, { vmState: "ERROR", taskState: null, powerState: power, fault: faultOf(o.error, op.host) });
-        } else {
-          await updateInstance(conn, inst.uuid, { taskState: null, powerState: power, fault: faultOf(o.error, op.host) });
-        }
-        await finishAction(conn, op.actionId, "Error");
-        return;
-      }
-      const vmState = op.kind === "power_off" ? "STOPPED" : "ACTIVE";
-      const powerState: PowerState = power ?? (op.kind === "power_off" ? "SHUTDOWN" : "RUNNING");
-      await updateInstance(conn, inst.uuid, { vmState, taskState: null, powerState, fault: null });
-      await finishAction(conn, op.actionId);
+    await updateMigration(conn, m.id, { status: "FINISHED" });
+    await this.update({ vmState: "RESIZED", taskState: null, powerState: this.power ?? (m.oldVmState === "ACTIVE" ? "RUNNING" : "SHUTDOWN") });
+    await finishAction(conn, op.actionId);
+  }
+
+  /** The source copy is gone: its capacity is released. */
+  private async confirmed(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    if (!m) return;
+    if (o.error) {
+      await updateMigration(conn, m.id, { status: "ERROR" });
+      await this.update({ vmState: "ERROR", taskState: null, fault: this.fault() });
+      await finishAction(conn, op.actionId, { error: this.opError() });
       return;
     }
+    this.effects.released = (await releaseAllocations(conn, m.id)) > 0;
+    await updateMigration(conn, m.id, { status: "CONFIRMED" });
+    await this.update({ vmState: m.oldVmState === "STOPPED" ? "STOPPED" : "ACTIVE", taskState: null });
+    await finishAction(conn, op.actionId);
+  }
+
+  /** Revert, first step: the target's copy is gone; the source brings the old one back. */
+  private async revertedOnTarget(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    // A revert_migration sent as cleanup of a failed move finishes nothing.
+    if (!m || m.status !== "FINISHED" || op.host !== m.targetHost) return;
+    if (o.error) {
+      await this.update({ vmState: "ERROR", taskState: null, fault: this.fault() });
+      await finishAction(conn, op.actionId, { error: this.opError() });
+      return;
+    }
+    const target = await getNodeByHost(conn, m.targetHost);
+    if (target) this.effects.released = (await releaseAllocations(conn, inst.uuid, target.id)) > 0;
+    await moveAllocations(conn, m.id, inst.uuid);
+    const back = await this.update({ host: m.sourceHost, flavor: m.oldFlavor, ...startTask(this.opts.taskTimeouts, "RESIZE_REVERTING") });
+    await this.dispatch(m.sourceHost, { kind: "finish_revert_migration", powerOn: m.oldVmState === "ACTIVE" }, back, m.requestId);
+  }
+
+  /** Revert, last step (or the rollback of a failed move): the old copy runs again on the source. */
+  private async revertFinished(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    const m = await latestMigration(conn, inst.uuid);
+    if (!m || op.host !== m.sourceHost) return;
+    if (o.error) {
+      if (m.status === "FINISHED") await updateMigration(conn, m.id, { status: "ERROR" });
+      await this.update({ vmState: "ERROR", taskState: null, powerState: this.power, fault: this.fault() });
+      await finishAction(conn, op.actionId, { error: this.opError() });
+      return;
+    }
+    if (m.status === "FINISHED") await updateMigration(conn, m.id, { status: "REVERTED" });
+    await this.update({ vmState: m.oldVmState, taskState: null, powerState: this.power ?? (m.oldVmState === "ACTIVE" ? "RUNNING" : "SHUTDOWN") });
+    await finishAction(conn, op.actionId);
   }
 }

@@ -1,6 +1,7 @@
 /**
- * Nova's three state axes and the table of which action is allowed from which
- * state. This file is the one place that decides it.
+ * Nova's three state axes, the table of which action is allowed from which
+ * state, and how long each task may run. This file is the one place that
+ * decides them.
  */
 export const VM_STATES = [
   "BUILDING",
@@ -23,6 +24,15 @@ export const TASK_STATES = [
   "REBOOTING",
   "REBOOTING_HARD",
   "DELETING",
+  "PAUSING",
+  "UNPAUSING",
+  "SUSPENDING",
+  "RESUMING",
+  "RESIZE_PREP",
+  "RESIZE_MIGRATING",
+  "RESIZE_FINISH",
+  "RESIZE_CONFIRMING",
+  "RESIZE_REVERTING",
 ] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 
@@ -41,44 +51,137 @@ export const SERVER_STATUSES = [
   "SHELVED_OFFLOADED",
   "ERROR",
   "DELETED",
+  "RESIZE",
+  "REVERT_RESIZE",
 ] as const;
 export type ServerStatus = (typeof SERVER_STATUSES)[number];
 
 /** User actions on a server. */
-export const ACTIONS = ["create", "delete", "start", "stop", "reboot_soft", "reboot_hard"] as const;
+export const ACTIONS = [
+  "create",
+  "delete",
+  "start",
+  "stop",
+  "reboot_soft",
+  "reboot_hard",
+  "pause",
+  "unpause",
+  "suspend",
+  "resume",
+  "lock",
+  "unlock",
+  "resize",
+  "migrate",
+  "confirm_resize",
+  "revert_resize",
+] as const;
 export type Action = (typeof ACTIONS)[number];
+/** Actions on an existing server. */
+export type ServerAction = Exclude<Action, "create">;
+
+const ALL_LIVE = new Set(VM_STATES.filter((s) => s !== "DELETED"));
 
 /** vm_states from which each action may start (Nova's check_instance_state). */
-export const ALLOWED_FROM: Readonly<Record<Exclude<Action, "create">, ReadonlySet<VmState>>> = {
-  delete: new Set(VM_STATES.filter((s) => s !== "DELETED")),
+export const ALLOWED_FROM: Readonly<Record<ServerAction, ReadonlySet<VmState>>> = {
+  delete: ALL_LIVE,
   start: new Set<VmState>(["STOPPED"]),
   stop: new Set<VmState>(["ACTIVE", "ERROR"]),
   reboot_soft: new Set<VmState>(["ACTIVE"]),
   reboot_hard: new Set<VmState>(["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED", "ERROR"]),
+  pause: new Set<VmState>(["ACTIVE"]),
+  unpause: new Set<VmState>(["PAUSED"]),
+  suspend: new Set<VmState>(["ACTIVE"]),
+  resume: new Set<VmState>(["SUSPENDED"]),
+  lock: ALL_LIVE,
+  unlock: ALL_LIVE,
+  resize: new Set<VmState>(["ACTIVE", "STOPPED"]),
+  migrate: new Set<VmState>(["ACTIVE", "STOPPED"]),
+  confirm_resize: new Set<VmState>(["RESIZED"]),
+  revert_resize: new Set<VmState>(["RESIZED"]),
 };
 
-/** Task states an action may interrupt (delete may interrupt a build, as in Nova). */
-export const INTERRUPTIBLE_BY: Readonly<Record<Exclude<Action, "create">, ReadonlySet<TaskState>>> = {
-  delete: new Set<TaskState>(["SCHEDULING", "SPAWNING", "POWERING_OFF", "POWERING_ON", "REBOOTING", "REBOOTING_HARD"]),
+/**
+ * Task states an action may interrupt. Delete interrupts anything but
+ * another delete, as Nova's force delete does; a hard reboot may take over a
+ * soft one. Lock and unlock run beside any task.
+ */
+export const INTERRUPTIBLE_BY: Readonly<Record<ServerAction, ReadonlySet<TaskState>>> = {
+  delete: new Set(TASK_STATES.filter((t) => t !== "DELETING")),
   start: new Set(),
   stop: new Set(),
   reboot_soft: new Set(),
   reboot_hard: new Set<TaskState>(["REBOOTING"]),
+  pause: new Set(),
+  unpause: new Set(),
+  suspend: new Set(),
+  resume: new Set(),
+  lock: new Set(TASK_STATES),
+  unlock: new Set(TASK_STATES),
+  resize: new Set(),
+  migrate: new Set(),
+  confirm_resize: new Set(),
+  revert_resize: new Set(),
 };
 
-/** The task_state each action sets while it runs. */
-export const TASK_OF: Readonly<Record<Exclude<Action, "create">, TaskState>> = {
+/** Actions a locked server still allows to non-admins. */
+export const ALLOWED_WHEN_LOCKED: ReadonlySet<ServerAction> = new Set<ServerAction>(["lock", "unlock"]);
+
+/** The task_state each action sets while it runs (none for lock/unlock). */
+export const TASK_OF: Readonly<Record<ServerAction, TaskState | null>> = {
   delete: "DELETING",
   start: "POWERING_ON",
   stop: "POWERING_OFF",
   reboot_soft: "REBOOTING",
   reboot_hard: "REBOOTING_HARD",
+  pause: "PAUSING",
+  unpause: "UNPAUSING",
+  suspend: "SUSPENDING",
+  resume: "RESUMING",
+  lock: null,
+  unlock: null,
+  resize: "RESIZE_PREP",
+  migrate: "RESIZE_PREP",
+  confirm_resize: "RESIZE_CONFIRMING",
+  revert_resize: "RESIZE_REVERTING",
 };
+
+/** The name an action is recorded under (Nova's instance action names). */
+export function actionName(a: Action): string {
+  return a.startsWith("reboot") ? "reboot" : a;
+}
+
+/**
+ * Default seconds each task may run before the reaper ends it. Generous for
+ * real hypervisors; a deployment scales them with `task_timeouts`.
+ */
+export const DEFAULT_TASK_TIMEOUTS: Readonly<Record<TaskState, number>> = {
+  SCHEDULING: 300,
+  SPAWNING: 900,
+  POWERING_OFF: 300,
+  POWERING_ON: 300,
+  REBOOTING: 600,
+  REBOOTING_HARD: 300,
+  DELETING: 600,
+  PAUSING: 120,
+  UNPAUSING: 120,
+  SUSPENDING: 600,
+  RESUMING: 600,
+  RESIZE_PREP: 300,
+  RESIZE_MIGRATING: 3600,
+  RESIZE_FINISH: 900,
+  RESIZE_CONFIRMING: 600,
+  RESIZE_REVERTING: 900,
+};
+
+/** Resize/migration tasks (status RESIZE) in order. */
+export const RESIZE_TASKS: readonly TaskState[] = ["RESIZE_PREP", "RESIZE_MIGRATING", "RESIZE_FINISH"];
 
 /** The status users see, derived as Nova's API derives it. */
 export function serverStatus(vm: VmState, task: TaskState | null): ServerStatus {
   if (task === "REBOOTING") return "REBOOT";
   if (task === "REBOOTING_HARD") return "HARD_REBOOT";
+  if (task !== null && RESIZE_TASKS.includes(task)) return "RESIZE";
+  if (vm === "RESIZED" && task === "RESIZE_REVERTING") return "REVERT_RESIZE";
   switch (vm) {
     case "BUILDING":
       return "BUILD";
@@ -101,16 +204,24 @@ export function serverStatus(vm: VmState, task: TaskState | null): ServerStatus 
   }
 }
 
+/** Task states that change the status shown (a vm_state status filter excludes them). */
+export const STATUS_TASKS: readonly TaskState[] = ["REBOOTING", "REBOOTING_HARD", ...RESIZE_TASKS, "RESIZE_REVERTING"];
+
 /**
- * What a status filter selects: reboot statuses select by task_state, every
- * other status by vm_state minus the servers that show as rebooting.
+ * What a status filter selects: statuses shown for a task select by
+ * task_state, every other status by vm_state minus the servers whose task
+ * shows another status.
  */
-export function statusFilter(status: ServerStatus): { vmState?: VmState; task?: TaskState } {
+export function statusFilter(status: ServerStatus): { vmState?: VmState; tasks?: readonly TaskState[] } {
   switch (status) {
     case "REBOOT":
-      return { task: "REBOOTING" };
+      return { tasks: ["REBOOTING"] };
     case "HARD_REBOOT":
-      return { task: "REBOOTING_HARD" };
+      return { tasks: ["REBOOTING_HARD"] };
+    case "RESIZE":
+      return { tasks: RESIZE_TASKS };
+    case "REVERT_RESIZE":
+      return { tasks: ["RESIZE_REVERTING"] };
     case "BUILD":
       return { vmState: "BUILDING" };
     case "SHUTOFF":
@@ -121,6 +232,3 @@ export function statusFilter(status: ServerStatus): { vmState?: VmState; task?: 
       return { vmState: status };
   }
 }
-
-/** Task states that change the status shown (a status filter excludes them). */
-export const STATUS_TASKS: readonly TaskState[] = ["REBOOTING", "REBOOTING_HARD"];

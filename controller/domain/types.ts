@@ -59,11 +59,16 @@ export interface Instance {
   readonly host: string | null;
   readonly vmState: VmState;
   readonly taskState: TaskState | null;
+  /** When the running task times out; null without a task. */
+  readonly taskDeadline: Date | null;
   readonly powerState: PowerState;
   readonly fault: Fault | null;
   readonly metadata: Readonly<Record<string, string>>;
   readonly attempt: number;
   readonly triedHosts: readonly string[];
+  /** Who locked it: an admin (only admins unlock) or its owner; null when unlocked. */
+  readonly lockedBy: "admin" | "owner" | null;
+  readonly lockedReason: string;
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly launchedAt: Date | null;
@@ -108,6 +113,19 @@ export interface ActionEvent {
   readonly finishTime: Date | null;
   readonly result: string | null;
   readonly fault: string | null;
+  readonly details: string | null;
+}
+
+export const OPERATION_STATES = ["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"] as const;
+export type OperationState = (typeof OPERATION_STATES)[number];
+
+/** Why an operation failed: a gRPC status code, a machine reason and a message. */
+export interface OperationError {
+  /** gRPC status code number. */
+  readonly code: number;
+  readonly reason: string;
+  readonly message: string;
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 export interface InstanceAction {
@@ -119,5 +137,47 @@ export interface InstanceAction {
   readonly startTime: Date;
   readonly finishTime: Date | null;
   readonly message: string;
+  /** The action as an Operation. */
+  readonly state: OperationState;
+  readonly progress: number;
+  readonly progressMessage: string;
+  readonly error: OperationError | null;
+  readonly cancellable: boolean;
+  readonly updatedAt: Date;
+  readonly deadline: Date | null;
   readonly events: readonly ActionEvent[];
+}
+
+export const MIGRATION_TYPES = ["RESIZE", "MIGRATION", "LIVE_MIGRATION", "EVACUATION"] as const;
+export type MigrationType = (typeof MIGRATION_TYPES)[number];
+export const MIGRATION_STATUSES = [
+  "PRE_MIGRATING",
+  "MIGRATING",
+  "FINISHED",
+  "CONFIRMED",
+  "REVERTED",
+  "COMPLETED",
+  "ERROR",
+  "CANCELLED",
+] as const;
+export type MigrationStatus = (typeof MIGRATION_STATUSES)[number];
+
+/** A move of an instance between hosts. Its id is also the allocation consumer of the source's capacity. */
+export interface Migration {
+  readonly id: string;
+  readonly instanceUuid: string;
+  readonly projectId: string;
+  readonly actionId: number;
+  readonly requestId: string;
+  readonly type: MigrationType;
+  readonly status: MigrationStatus;
+  readonly sourceHost: string;
+  readonly targetHost: string | null;
+  readonly requestedHost: string | null;
+  readonly oldFlavor: Instance["flavor"];
+  readonly newFlavor: Instance["flavor"];
+  readonly oldVmState: VmState;
+  readonly triedHosts: readonly string[];
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
 }

@@ -1,14 +1,18 @@
 import type { Logger } from "pino";
 import { dispatchOp } from "../conductor/dispatch.js";
 import type { Instance } from "../domain/types.js";
-import { findAction, finishAction, instantEvent } from "../store/actions.js";
+import { status } from "@grpc/grpc-js";
+import type { TaskTimeouts } from "../domain/tasks.js";
+import { startTask } from "../domain/tasks.js";
+import { findAction, finishAction, instantEvent, markActionRunning } from "../store/actions.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import { select, withTx } from "../store/db.js";
 import { getInstance, updateInstance } from "../store/instances.js";
-import { claim } from "../store/nodes.js";
+import { openMigration, updateMigration } from "../store/moves.js";
+import { claim, moveAllocations } from "../store/nodes.js";
 import type { HostCache } from "./host-cache.js";
 import type { Pipeline, Placement } from "./pipeline.js";
-import type { RequestSpec } from "./types.js";
+import type { HostState, RequestSpec } from "./types.js";
 import { Pump } from "../pump.js";
 
 export interface SchedulerWorkerOptions {
@@ -19,10 +23,15 @@ export interface SchedulerWorkerOptions {
   readonly batch: number;
   /** Poll for work left by other controllers or a crash, ms. */
   readonly pollMs: number;
+  /** How long each task may run. */
+  readonly taskTimeouts: TaskTimeouts;
+  /** Seconds a guest gets to shut down cleanly before a move. */
+  readonly powerOffTimeoutSeconds: number;
 }
 
 /**
- * Places instances waiting in task SCHEDULING. Any number of controllers run
+ * Places instances waiting in task SCHEDULING (builds) or RESIZE_PREP
+ * (resizes and cold migrations). Any number of controllers run
  * this at once: rows are taken with SELECT … FOR UPDATE SKIP LOCKED, choosing
  * is in memory, and the claim is a conditional UPDATE in the same transaction
  * as the spawn op's outbox row.
@@ -69,18 +78,38 @@ export class SchedulerWorker {
     return this.pump.stop();
   }
 
+  /**
+   * Claims the best candidate that still has room: a lost claim means the
+   * view was stale (another scheduler or a report got there first), so the
+   * next candidate is tried.
+   */
+  private async claimBest(conn: PoolConnection, placement: Placement, spec: RequestSpec): Promise<{ host: HostState | null; lostClaims: number }> {
+    const upSince = new Date(Date.now() - this.opts.serviceDownTimeSeconds * 1000);
+    let lostClaims = 0;
+    for (const host of placement.candidates) {
+      if (await claim(conn, host.id, spec.instanceUuid, spec.resources, upSince)) {
+        this.hosts.consume(host.host, spec.resources);
+        return { host, lostClaims };
+      }
+      lostClaims++;
+      this.hosts.invalidate();
+    }
+    return { host: null, lostClaims };
+  }
+
   /** Places one batch; returns how many instances it took. */
   async scheduleBatch(): Promise<number> {
     return withTx(this.pool, async (conn) => {
       const rows = await select<{ uuid: string }>(
         conn,
-        `SELECT uuid FROM instances WHERE task_state = 'SCHEDULING' AND deleted_at IS NULL
+        `SELECT uuid FROM instances WHERE task_state IN ('SCHEDULING', 'RESIZE_PREP') AND deleted_at IS NULL
          ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`,
         [this.opts.batch],
       );
       for (const r of rows) {
         const inst = await getInstance(conn, r.uuid);
-        if (inst) await this.placeOne(conn, inst);
+        if (inst?.taskState === "SCHEDULING") await this.placeOne(conn, inst);
+        else if (inst?.taskState === "RESIZE_PREP") await this.placeMove(conn, inst);
       }
       return rows.length;
     });
@@ -95,23 +124,16 @@ export class SchedulerWorker {
       ignoreHosts: new Set(inst.triedHosts),
     };
     const placement = this.pipeline.place(await this.hosts.get(), spec);
-    const upSince = new Date(Date.now() - this.opts.serviceDownTimeSeconds * 1000);
-    let lostClaims = 0;
-    for (const host of placement.candidates) {
-      if (!(await claim(conn, host.id, inst.uuid, spec.resources, upSince))) {
-        // The view was stale: another scheduler (or a report) got there first.
-        lostClaims++;
-        this.hosts.invalidate();
-        continue;
-      }
-      this.hosts.consume(host.host, spec.resources);
+    const { host, lostClaims } = await this.claimBest(conn, placement, spec);
+    if (host) {
       const attempt = inst.attempt + 1;
       const placed = await updateInstance(conn, inst.uuid, {
         host: host.host,
-        taskState: "SPAWNING",
+        ...startTask(this.opts.taskTimeouts, "SPAWNING"),
         attempt,
         triedHosts: [...inst.triedHosts, host.host],
       });
+      await markActionRunning(conn, action.id, placed.taskDeadline);
       await instantEvent(conn, { actionId: action.id, event: "schedule", host: host.host, result: "Success" });
       await dispatchOp(conn, {
         instance: placed,
@@ -127,8 +149,61 @@ export class SchedulerWorker {
     const fault = noValidHostFault(placement, lostClaims);
     await updateInstance(conn, inst.uuid, { vmState: "ERROR", taskState: null, fault });
     await instantEvent(conn, { actionId: action.id, event: "schedule", result: "Error", fault: fault.message });
-    await finishAction(conn, action.id, "Error");
+    await finishAction(conn, action.id, { error: noValidHostError(fault) });
   }
+
+  /**
+   * Chooses and claims the target of a resize or cold migration. The source
+   * host is never a candidate. The source's capacity passes to the migration
+   * and the target's is claimed for the instance in the same transaction as
+   * the op that tells the source to hand the disk over.
+   */
+  private async placeMove(conn: PoolConnection, inst: Instance): Promise<void> {
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    if (!m || m.status !== "PRE_MIGRATING") {
+      // Cannot happen short of a hand-edited database; never let it block the batch.
+      this.log.error({ server: inst.uuid }, "instance in RESIZE_PREP without a pending migration; task cleared");
+      await updateInstance(conn, inst.uuid, { taskState: null });
+      return;
+    }
+    const spec: RequestSpec = {
+      instanceUuid: inst.uuid,
+      resources: { vcpus: m.newFlavor.vcpus, memoryMb: m.newFlavor.ramMb, diskGb: m.newFlavor.diskGb },
+      ignoreHosts: new Set(m.triedHosts),
+    };
+    const hosts = [...(await this.hosts.get())].filter((h) => m.requestedHost === null || h.host === m.requestedHost);
+    const placement = this.pipeline.place(hosts, spec);
+    await moveAllocations(conn, inst.uuid, m.id);
+    const { host, lostClaims } = await this.claimBest(conn, placement, spec);
+    if (host) {
+      await updateMigration(conn, m.id, { status: "MIGRATING", targetHost: host.host, triedHosts: [...m.triedHosts, host.host] });
+      const moving = await updateInstance(conn, inst.uuid, startTask(this.opts.taskTimeouts, "RESIZE_MIGRATING"));
+      await markActionRunning(conn, m.actionId, moving.taskDeadline);
+      await instantEvent(conn, { actionId: m.actionId, event: "schedule", host: host.host, result: "Success" });
+      await dispatchOp(conn, {
+        instance: moving,
+        host: m.sourceHost,
+        actionId: m.actionId,
+        requestId: m.requestId,
+        args: { kind: "migrate_disk", targetHost: host.host, timeoutSeconds: this.opts.powerOffTimeoutSeconds },
+        subjectPrefix: this.opts.subjectPrefix,
+      });
+      return;
+    }
+    // Nothing fits: the server stays where and as it was (Nova keeps its
+    // vm_state and records the fault).
+    await moveAllocations(conn, m.id, inst.uuid);
+    const fault = noValidHostFault(placement, lostClaims);
+    await updateMigration(conn, m.id, { status: "ERROR" });
+    await updateInstance(conn, inst.uuid, { taskState: null, fault });
+    await instantEvent(conn, { actionId: m.actionId, event: "schedule", result: "Error", fault: fault.message });
+    await finishAction(conn, m.actionId, { error: noValidHostError(fault) });
+  }
+}
+
+/** The operation error of a NoValidHost fault. */
+export function noValidHostError(fault: ReturnType<typeof noValidHostFault>) {
+  return { code: status.RESOURCE_EXHAUSTED, reason: fault.code, message: fault.message, metadata: fault.details };
 }
 
 /** A NoValidHost fault that says how many hosts each filter removed. */

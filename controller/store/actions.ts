@@ -1,36 +1,85 @@
-import type { ActionEvent, InstanceAction } from "../domain/types.js";
-import type { Queryable } from "./db.js";
-import { exec, select } from "./db.js";
+/**
+ * Instance actions (Nova's os-instance-actions) and their events. An action
+ * is also the server's Operation: its state, progress, error and deadline
+ * live on the action row.
+ */
+import type { ActionEvent, InstanceAction, OperationError, OperationState } from "../domain/types.js";
+import type { Queryable, Row } from "./db.js";
+import { exec, json, select } from "./db.js";
 
 /** Records an action; returns its id. Throws ER_DUP_ENTRY on a repeated request id. */
 export async function insertAction(
   q: Queryable,
-  a: { instanceUuid: string; requestId: string; projectId: string; action: string },
+  a: { instanceUuid: string; requestId: string; projectId: string; action: string; state?: OperationState; deadline?: Date | null },
 ): Promise<number> {
-  const res = await exec(q, "INSERT INTO instance_actions (instance_uuid, request_id, project_id, action) VALUES (?, ?, ?, ?)", [
-    a.instanceUuid,
-    a.requestId,
-    a.projectId,
-    a.action,
-  ]);
+  const res = await exec(
+    q,
+    "INSERT INTO instance_actions (instance_uuid, request_id, project_id, action, state, deadline) VALUES (?, ?, ?, ?, ?, ?)",
+    [a.instanceUuid, a.requestId, a.projectId, a.action, a.state ?? "RUNNING", a.deadline ?? null],
+  );
   return res.insertId;
 }
 
-export async function findAction(q: Queryable, instanceUuid: string, requestId: string): Promise<{ id: number; action: string } | null> {
-  const rows = await select<{ id: number; action: string }>(
-    q,
-    "SELECT id, action FROM instance_actions WHERE instance_uuid = ? AND request_id = ?",
-    [instanceUuid, requestId],
-  );
-  return rows[0] ? { id: Number(rows[0].id), action: rows[0].action } : null;
+export async function findAction(
+  q: Queryable,
+  instanceUuid: string,
+  requestId: string,
+): Promise<{ id: number; action: string; state: OperationState } | null> {
+  const rows = await select(q, "SELECT id, action, state FROM instance_actions WHERE instance_uuid = ? AND request_id = ?", [
+    instanceUuid,
+    requestId,
+  ]);
+  return rows[0] ? { id: Number(rows[0].id), action: rows[0].action, state: rows[0].state } : null;
 }
 
-/** Finishes an action; `message` is "Error" when it failed (as Nova writes it). */
-export async function finishAction(q: Queryable, actionId: number, message = ""): Promise<void> {
-  await exec(q, "UPDATE instance_actions SET finish_time = CURRENT_TIMESTAMP(3), message = ? WHERE id = ? AND finish_time IS NULL", [
-    message,
-    actionId,
-  ]);
+/** Marks an action RUNNING (a host started on it) with its deadline. */
+export async function markActionRunning(q: Queryable, actionId: number, deadline: Date | null, cancellable = false): Promise<void> {
+  await exec(
+    q,
+    `UPDATE instance_actions SET state = 'RUNNING', deadline = ?, cancellable = ?, updated_at = CURRENT_TIMESTAMP(3)
+     WHERE id = ? AND finish_time IS NULL`,
+    [deadline, cancellable ? 1 : 0, actionId],
+  );
+}
+
+/** Moves an action's deadline and cancellability as it goes from step to step. */
+export async function setActionStep(q: Queryable, actionId: number, s: { deadline?: Date | null; cancellable?: boolean; message?: string }): Promise<void> {
+  const sets = ["updated_at = CURRENT_TIMESTAMP(3)"];
+  const params: unknown[] = [];
+  if (s.deadline !== undefined) (sets.push("deadline = ?"), params.push(s.deadline));
+  if (s.cancellable !== undefined) (sets.push("cancellable = ?"), params.push(s.cancellable ? 1 : 0));
+  if (s.message !== undefined) (sets.push("progress_message = ?"), params.push(s.message.slice(0, 255)));
+  params.push(actionId);
+  await exec(q, `UPDATE instance_actions SET ${sets.join(", ")} WHERE id = ? AND finish_time IS NULL`, params);
+}
+
+/** Records progress reported by a host. */
+export async function setActionProgress(q: Queryable, actionId: number, percent: number, message: string): Promise<void> {
+  await exec(
+    q,
+    `UPDATE instance_actions SET progress = ?, progress_message = ?, updated_at = CURRENT_TIMESTAMP(3)
+     WHERE id = ? AND finish_time IS NULL`,
+    [Math.max(0, Math.min(100, Math.round(percent))), message.slice(0, 255), actionId],
+  );
+}
+
+/**
+ * Finishes an action: SUCCEEDED without `failure`, else FAILED (or
+ * CANCELLED) with the error. The message column keeps Nova's "Error".
+ */
+export async function finishAction(
+  q: Queryable,
+  actionId: number,
+  failure?: { state?: "FAILED" | "CANCELLED"; error: OperationError },
+): Promise<void> {
+  const state: OperationState = failure ? (failure.state ?? "FAILED") : "SUCCEEDED";
+  await exec(
+    q,
+    `UPDATE instance_actions SET finish_time = CURRENT_TIMESTAMP(3), updated_at = CURRENT_TIMESTAMP(3), state = ?, message = ?,
+       error = ?, cancellable = 0, progress = IF(? = 'SUCCEEDED', 100, progress)
+     WHERE id = ? AND finish_time IS NULL`,
+    [state, failure ? "Error" : "", failure ? JSON.stringify(failure.error) : null, state, actionId],
+  );
 }
 
 export async function startEvent(q: Queryable, e: { actionId: number; event: string; host?: string; opId?: string }): Promise<void> {
@@ -45,13 +94,13 @@ export async function startEvent(q: Queryable, e: { actionId: number; event: str
 /** Records an event that starts and finishes at once (such as a scheduling decision). */
 export async function instantEvent(
   q: Queryable,
-  e: { actionId: number; event: string; host?: string; result: "Success" | "Error"; fault?: string },
+  e: { actionId: number; event: string; host?: string; result: "Success" | "Error"; fault?: string; details?: string },
 ): Promise<void> {
   await exec(
     q,
-    `INSERT INTO instance_action_events (action_id, event, host, finish_time, result, fault)
-     VALUES (?, ?, ?, CURRENT_TIMESTAMP(3), ?, ?)`,
-    [e.actionId, e.event, e.host ?? "", e.result, e.fault ?? null],
+    `INSERT INTO instance_action_events (action_id, event, host, finish_time, result, fault, details)
+     VALUES (?, ?, ?, CURRENT_TIMESTAMP(3), ?, ?, ?)`,
+    [e.actionId, e.event, e.host ?? "", e.result, e.fault ?? null, e.details ?? null],
   );
 }
 
@@ -59,38 +108,21 @@ export async function instantEvent(
 export async function finishOpEvent(
   q: Queryable,
   opId: string,
-  r: { result: "Success" | "Error"; fault?: string; startTime?: Date; finishTime?: Date },
+  r: { result: "Success" | "Error"; fault?: string; details?: string; finishTime?: Date },
 ): Promise<void> {
   await exec(
     q,
-    `UPDATE instance_action_events SET finish_time = COALESCE(?, CURRENT_TIMESTAMP(3)), result = ?, fault = ?
+    `UPDATE instance_action_events SET finish_time = COALESCE(?, CURRENT_TIMESTAMP(3)), result = ?, fault = ?, details = ?
      WHERE op_id = ? AND finish_time IS NULL`,
-    [r.finishTime ?? null, r.result, r.fault ?? null, opId],
+    [r.finishTime ?? null, r.result, r.fault ?? null, r.details ?? null, opId],
   );
 }
 
-/** Lists a server's actions (newest first) with their events (oldest first). */
-export async function listActions(q: Queryable, instanceUuid: string): Promise<InstanceAction[]> {
-  const actions = await select(
-    q,
-    `SELECT id, instance_uuid, request_id, project_id, action, start_time, finish_time, message
-     FROM instance_actions WHERE instance_uuid = ? ORDER BY id DESC`,
-    [instanceUuid],
-  );
-  if (actions.length === 0) return [];
-  const events = await select(
-    q,
-    `SELECT action_id, event, host, start_time, finish_time, result, fault FROM instance_action_events
-     WHERE action_id IN (?) ORDER BY id`,
-    [actions.map((a) => a.id)],
-  );
-  const byAction = new Map<number, ActionEvent[]>();
-  for (const e of events) {
-    const list = byAction.get(Number(e.action_id)) ?? [];
-    list.push({ event: e.event, host: e.host, startTime: e.start_time, finishTime: e.finish_time, result: e.result, fault: e.fault });
-    byAction.set(Number(e.action_id), list);
-  }
-  return actions.map((a) => ({
+const ACTION_COLUMNS = `id, instance_uuid, request_id, project_id, action, start_time, finish_time, message, state, progress,
+  progress_message, error, cancellable, updated_at, deadline`;
+
+function rowToAction(a: Row, events: readonly ActionEvent[]): InstanceAction {
+  return {
     id: Number(a.id),
     instanceUuid: a.instance_uuid,
     requestId: a.request_id,
@@ -99,6 +131,78 @@ export async function listActions(q: Queryable, instanceUuid: string): Promise<I
     startTime: a.start_time,
     finishTime: a.finish_time,
     message: a.message,
-    events: byAction.get(Number(a.id)) ?? [],
-  }));
+    state: a.state,
+    progress: a.progress,
+    progressMessage: a.progress_message,
+    error: json<OperationError | null>(a.error, null),
+    cancellable: a.cancellable === 1,
+    updatedAt: a.updated_at,
+    deadline: a.deadline,
+    events,
+  };
+}
+
+async function withEvents(q: Queryable, actions: Row[]): Promise<InstanceAction[]> {
+  if (actions.length === 0) return [];
+  const events = await select(
+    q,
+    `SELECT action_id, event, host, start_time, finish_time, result, fault, details FROM instance_action_events
+     WHERE action_id IN (?) ORDER BY id`,
+    [actions.map((a) => a.id)],
+  );
+  const byAction = new Map<number, ActionEvent[]>();
+  for (const e of events) {
+    const list = byAction.get(Number(e.action_id)) ?? [];
+    list.push({
+      event: e.event,
+      host: e.host,
+      startTime: e.start_time,
+      finishTime: e.finish_time,
+      result: e.result,
+      fault: e.fault,
+      details: e.details,
+    });
+    byAction.set(Number(e.action_id), list);
+  }
+  return actions.map((a) => rowToAction(a, byAction.get(Number(a.id)) ?? []));
+}
+
+/** Lists a server's actions (newest first) with their events (oldest first). */
+export async function listActions(q: Queryable, instanceUuid: string): Promise<InstanceAction[]> {
+  const rows = await select(q, `SELECT ${ACTION_COLUMNS} FROM instance_actions WHERE instance_uuid = ? ORDER BY id DESC`, [instanceUuid]);
+  return withEvents(q, rows);
+}
+
+/** One action by server and request id, with its events. */
+export async function getAction(q: Queryable, instanceUuid: string, requestId: string): Promise<InstanceAction | null> {
+  const rows = await select(q, `SELECT ${ACTION_COLUMNS} FROM instance_actions WHERE instance_uuid = ? AND request_id = ?`, [
+    instanceUuid,
+    requestId,
+  ]);
+  return (await withEvents(q, rows))[0] ?? null;
+}
+
+export async function getActionById(q: Queryable, id: number): Promise<InstanceAction | null> {
+  const rows = await select(q, `SELECT ${ACTION_COLUMNS} FROM instance_actions WHERE id = ?`, [id]);
+  return (await withEvents(q, rows))[0] ?? null;
+}
+
+/** Lists actions (without events), newest first. */
+export async function listOperations(
+  q: Queryable,
+  f: { projectId?: string; instanceUuid?: string; state?: OperationState; beforeId?: number; limit: number },
+): Promise<InstanceAction[]> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (f.projectId !== undefined) (where.push("project_id = ?"), params.push(f.projectId));
+  if (f.instanceUuid !== undefined) (where.push("instance_uuid = ?"), params.push(f.instanceUuid));
+  if (f.state !== undefined) (where.push("state = ?"), params.push(f.state));
+  if (f.beforeId !== undefined) (where.push("id < ?"), params.push(f.beforeId));
+  params.push(f.limit);
+  const rows = await select(
+    q,
+    `SELECT ${ACTION_COLUMNS} FROM instance_actions ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY id DESC LIMIT ?`,
+    params,
+  );
+  return rows.map((r) => rowToAction(r, []));
 }

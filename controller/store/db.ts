@@ -46,18 +46,34 @@ export async function openPool(url: string, opts: { connectionLimit?: number } =
   return pool;
 }
 
+const preCommit = new WeakMap<PoolConnection, Map<string, (conn: PoolConnection) => Promise<void>>>();
+
+/**
+ * Registers work to run last in `conn`'s transaction, just before it
+ * commits (once per key). Only inside {@link withTx}.
+ */
+export function beforeCommit(conn: Queryable, key: string, fn: (conn: PoolConnection) => Promise<void>): void {
+  const hooks = preCommit.get(conn as PoolConnection);
+  if (!hooks) throw new Error("beforeCommit needs a connection inside withTx");
+  if (!hooks.has(key)) hooks.set(key, fn);
+}
+
 /** Runs `fn` in a transaction; commits on success, rolls back on error. */
 export async function withTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
   const conn = await pool.getConnection();
+  const hooks = new Map<string, (conn: PoolConnection) => Promise<void>>();
+  preCommit.set(conn, hooks);
   try {
     await conn.beginTransaction();
     const result = await fn(conn);
+    for (const hook of hooks.values()) await hook(conn);
     await conn.commit();
     return result;
   } catch (err) {
     await conn.rollback().catch(() => undefined);
     throw err;
   } finally {
+    preCommit.delete(conn);
     conn.release();
   }
 }

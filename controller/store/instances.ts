@@ -1,12 +1,13 @@
 import type { Fault, Instance } from "../domain/types.js";
 import type { PowerState, TaskState, VmState } from "../domain/states.js";
 import { STATUS_TASKS } from "../domain/states.js";
-import type { Queryable, Row } from "./db.js";
+import type { PoolConnection, Queryable, Row } from "./db.js";
+import { recordChange } from "./changes.js";
 import { exec, json, select } from "./db.js";
 
 const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
-  image_id, host, vm_state, task_state, power_state, fault, metadata, attempt, tried_hosts,
-  created_at, updated_at, launched_at, deleted_at`;
+  image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
+  locked_by, locked_reason, created_at, updated_at, launched_at, deleted_at`;
 
 export function rowToInstance(r: Row): Instance {
   return {
@@ -21,11 +22,14 @@ export function rowToInstance(r: Row): Instance {
     host: r.host,
     vmState: r.vm_state,
     taskState: r.task_state,
+    taskDeadline: r.task_deadline,
     powerState: r.power_state,
     fault: json<Fault | null>(r.fault, null),
     metadata: json(r.metadata, {}),
     attempt: r.attempt,
     triedHosts: json(r.tried_hosts, []),
+    lockedBy: r.locked_by,
+    lockedReason: r.locked_reason,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     launchedAt: r.launched_at,
@@ -44,12 +48,13 @@ export interface NewInstance {
   readonly metadata: Readonly<Record<string, string>>;
 }
 
-export async function insertInstance(q: Queryable, n: NewInstance): Promise<void> {
+/** Inserts an instance in BUILDING / SCHEDULING; `schedulingDeadline` is when scheduling times out. */
+export async function insertInstance(q: Queryable, n: NewInstance, schedulingDeadline: Date): Promise<void> {
   await exec(
     q,
     `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
-       extra_specs, image_id, vm_state, task_state, power_state, metadata, tried_hosts)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', 'SCHEDULING', 'NOSTATE', ?, '[]')`,
+       extra_specs, image_id, vm_state, task_state, task_deadline, power_state, metadata, tried_hosts)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', 'SCHEDULING', ?, 'NOSTATE', ?, '[]')`,
     [
       n.uuid,
       n.name,
@@ -62,6 +67,7 @@ export async function insertInstance(q: Queryable, n: NewInstance): Promise<void
       n.flavor.diskGb,
       JSON.stringify(n.extraSpecs),
       n.imageId,
+      schedulingDeadline,
       JSON.stringify(n.metadata),
     ],
   );
@@ -83,7 +89,7 @@ export interface InstanceFilter {
   readonly host?: string;
   readonly nameContains?: string;
   readonly vmState?: VmState;
-  readonly task?: TaskState;
+  readonly tasks?: readonly TaskState[];
   readonly includeDeleted?: boolean;
   /** Only instances created before this sequence number (paging, newest first). */
   readonly beforeSeq?: number;
@@ -105,9 +111,9 @@ export async function listInstances(q: Queryable, f: InstanceFilter): Promise<In
     where.push("INSTR(name, ?) > 0");
     params.push(f.nameContains);
   }
-  if (f.task) {
-    where.push("task_state = ?");
-    params.push(f.task);
+  if (f.tasks?.length) {
+    where.push("task_state IN (?)");
+    params.push(f.tasks);
   } else if (f.vmState) {
     where.push("vm_state = ? AND (task_state IS NULL OR task_state NOT IN (?))");
     params.push(f.vmState, STATUS_TASKS);
@@ -125,21 +131,28 @@ export async function listInstances(q: Queryable, f: InstanceFilter): Promise<In
 /** Fields an update may change. `null` clears a nullable column. */
 export interface InstancePatch {
   readonly vmState?: VmState;
+  /** A task needs a deadline (see domain/tasks.ts); clearing the task clears it. */
   readonly taskState?: TaskState | null;
+  readonly taskDeadline?: Date | null;
   readonly powerState?: PowerState;
   readonly host?: string | null;
+  readonly flavor?: Instance["flavor"];
+  readonly imageId?: string;
   readonly fault?: Fault | null;
   readonly attempt?: number;
   readonly triedHosts?: readonly string[];
+  readonly lockedBy?: "admin" | "owner" | null;
+  readonly lockedReason?: string;
   readonly launchedAt?: Date;
   readonly deletedAt?: Date;
 }
 
 /**
- * Updates an instance and appends the result to the change log that
- * WatchServers streams. Returns the updated instance.
+ * Updates an instance (inside a transaction) and queues the result for the
+ * change log that WatchServers streams. Returns the updated instance.
  */
-export async function updateInstance(q: Queryable, uuid: string, patch: InstancePatch): Promise<Instance> {
+export async function updateInstance(conn: PoolConnection, uuid: string, patch: InstancePatch): Promise<Instance> {
+  if (patch.taskState && !patch.taskDeadline) throw new Error(`task ${patch.taskState} set on ${uuid} without a deadline`);
   const sets: string[] = ["updated_at = CURRENT_TIMESTAMP(3)"];
   const params: unknown[] = [];
   const put = (col: string, v: unknown) => {
@@ -147,55 +160,42 @@ export async function updateInstance(q: Queryable, uuid: string, patch: Instance
     params.push(v);
   };
   if (patch.vmState !== undefined) put("vm_state", patch.vmState);
-  if (patch.taskState !== undefined) put("task_state", patch.taskState);
+  if (patch.taskState !== undefined) {
+    put("task_state", patch.taskState);
+    put("task_deadline", patch.taskState === null ? null : patch.taskDeadline);
+  }
   if (patch.powerState !== undefined) put("power_state", patch.powerState);
   if (patch.host !== undefined) put("host", patch.host);
+  if (patch.flavor !== undefined) {
+    put("flavor_id", patch.flavor.id);
+    put("flavor_name", patch.flavor.name);
+    put("vcpus", patch.flavor.vcpus);
+    put("ram_mb", patch.flavor.ramMb);
+    put("disk_gb", patch.flavor.diskGb);
+  }
+  if (patch.imageId !== undefined) put("image_id", patch.imageId);
   if (patch.fault !== undefined) put("fault", patch.fault === null ? null : JSON.stringify(patch.fault));
   if (patch.attempt !== undefined) put("attempt", patch.attempt);
   if (patch.triedHosts !== undefined) put("tried_hosts", JSON.stringify(patch.triedHosts));
+  if (patch.lockedBy !== undefined) put("locked_by", patch.lockedBy);
+  if (patch.lockedReason !== undefined) put("locked_reason", patch.lockedReason);
   if (patch.launchedAt !== undefined) put("launched_at", patch.launchedAt);
   if (patch.deletedAt !== undefined) put("deleted_at", patch.deletedAt);
   params.push(uuid);
-  await exec(q, `UPDATE instances SET ${sets.join(", ")} WHERE uuid = ?`, params);
-  const inst = await getInstance(q, uuid);
+  await exec(conn, `UPDATE instances SET ${sets.join(", ")} WHERE uuid = ?`, params);
+  const inst = await getInstance(conn, uuid);
   if (!inst) throw new Error(`instance ${uuid} vanished during update`);
-  await recordChange(q, inst);
+  recordChange(conn, inst);
   return inst;
 }
 
-/** Appends an instance's current state to the change log. */
-export async function recordChange(q: Queryable, inst: Instance): Promise<void> {
-  await exec(q, "INSERT INTO server_changes (instance_uuid, project_id, snapshot) VALUES (?, ?, ?)", [
-    inst.uuid,
-    inst.projectId,
-    JSON.stringify(inst),
-  ]);
-}
-
-export interface ChangeRecord {
-  readonly index: number;
-  readonly time: Date;
-  readonly instance: Instance;
-}
-
-function reviveInstance(raw: Record<string, unknown>): Instance {
-  const d = (v: unknown) => (v === null || v === undefined ? null : new Date(v as string));
-  return {
-    ...(raw as unknown as Instance),
-    createdAt: d(raw.createdAt)!,
-    updatedAt: d(raw.updatedAt)!,
-    launchedAt: d(raw.launchedAt),
-    deletedAt: d(raw.deletedAt),
-  };
-}
-
-/** Reads the change log after `afterIndex`, oldest first (all projects; callers filter). */
-export async function listChanges(q: Queryable, f: { afterIndex: number; limit: number }): Promise<ChangeRecord[]> {
-  const rows = await select(q, "SELECT id, created_at, snapshot FROM server_changes WHERE id > ? ORDER BY id LIMIT ?", [f.afterIndex, f.limit]);
-  return rows.map((r) => ({ index: Number(r.id), time: r.created_at, instance: reviveInstance(json(r.snapshot, {})) }));
-}
-
-export async function lastChangeIndex(q: Queryable): Promise<number> {
-  const rows = await select<{ m: number | null }>(q, "SELECT MAX(id) AS m FROM server_changes");
-  return Number(rows[0]?.m ?? 0);
+/** Instances whose task is past its deadline, locked for the reaper (SKIP LOCKED). */
+export async function lockOverdue(conn: PoolConnection, now: Date, limit: number): Promise<Instance[]> {
+  const rows = await select(
+    conn,
+    `SELECT ${COLUMNS} FROM instances WHERE task_deadline < ? AND task_state IS NOT NULL
+     ORDER BY task_deadline LIMIT ? FOR UPDATE SKIP LOCKED`,
+    [now, limit],
+  );
+  return rows.map(rowToInstance);
 }

@@ -181,6 +181,53 @@ export const MIGRATIONS: readonly Migration[] = [
         ('5', 'm1.xlarge', 8, 16384, 160, '', '{}')`,
     ],
   },
+  {
+    version: 3,
+    name: "operations, deadlines, locks, migrations, ordered change log",
+    statements: [
+      `ALTER TABLE instances
+        ADD COLUMN task_deadline DATETIME(3) NULL AFTER task_state,
+        ADD COLUMN locked_by VARCHAR(16) NULL,
+        ADD COLUMN locked_reason VARCHAR(255) NOT NULL DEFAULT '',
+        ADD KEY instances_deadline (task_deadline)`,
+      `ALTER TABLE instance_actions
+        ADD COLUMN state VARCHAR(16) NOT NULL DEFAULT 'RUNNING',
+        ADD COLUMN progress INT NOT NULL DEFAULT 0,
+        ADD COLUMN progress_message VARCHAR(255) NOT NULL DEFAULT '',
+        ADD COLUMN error JSON NULL,
+        ADD COLUMN cancellable TINYINT(1) NOT NULL DEFAULT 0,
+        ADD COLUMN updated_at ${TS},
+        ADD COLUMN deadline DATETIME(3) NULL,
+        ADD KEY actions_project (project_id, id),
+        ADD KEY actions_state (state)`,
+      `UPDATE instance_actions SET state = IF(finish_time IS NULL, 'RUNNING', IF(message = 'Error', 'FAILED', 'SUCCEEDED'))`,
+      `ALTER TABLE instance_action_events ADD COLUMN details TEXT NULL`,
+      `CREATE TABLE migrations (
+        id CHAR(36) NOT NULL PRIMARY KEY,
+        instance_uuid CHAR(36) NOT NULL,
+        project_id VARCHAR(64) NOT NULL,
+        action_id BIGINT NOT NULL,
+        request_id VARCHAR(128) NOT NULL,
+        type VARCHAR(16) NOT NULL,
+        status VARCHAR(16) NOT NULL,
+        source_host VARCHAR(255) NOT NULL,
+        target_host VARCHAR(255) NULL,
+        requested_host VARCHAR(255) NULL,
+        old_flavor JSON NOT NULL,
+        new_flavor JSON NOT NULL,
+        old_vm_state VARCHAR(32) NOT NULL,
+        tried_hosts JSON NOT NULL,
+        created_at ${TS},
+        updated_at ${TS},
+        KEY migrations_instance (instance_uuid, created_at),
+        KEY migrations_status (status, updated_at)
+      ) ENGINE=InnoDB`,
+      // WatchServers' index: taken from this counter at commit time, so
+      // indexes become visible strictly in order (see store/changes.ts).
+      `CREATE TABLE change_counter (id TINYINT NOT NULL PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB`,
+      `INSERT INTO change_counter (id, n) SELECT 1, COALESCE(MAX(id), 0) FROM server_changes`,
+    ],
+  },
 ];
 
 /**

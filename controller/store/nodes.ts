@@ -141,14 +141,16 @@ export async function claim(q: Queryable, nodeId: string, instanceUuid: string, 
 }
 
 /**
- * Releases every allocation an instance holds, exactly once: the allocation
- * rows are locked and deleted, and the nodes' usage drops by what they held.
+ * Releases every allocation a consumer (an instance, or a migration holding
+ * its source's capacity) holds — only those on `nodeId` when given — exactly
+ * once: the allocation rows are locked and deleted, and the nodes' usage
+ * drops by what they held. Returns how many were released.
  */
-export async function releaseAllocations(q: Queryable, instanceUuid: string): Promise<number> {
+export async function releaseAllocations(q: Queryable, consumer: string, nodeId?: string): Promise<number> {
   const allocs = await select(
     q,
-    "SELECT node_id, vcpus, memory_mb, disk_gb FROM allocations WHERE instance_uuid = ? FOR UPDATE",
-    [instanceUuid],
+    `SELECT node_id, vcpus, memory_mb, disk_gb FROM allocations WHERE instance_uuid = ?${nodeId ? " AND node_id = ?" : ""} FOR UPDATE`,
+    nodeId ? [consumer, nodeId] : [consumer],
   );
   for (const a of allocs) {
     await exec(
@@ -158,6 +160,18 @@ export async function releaseAllocations(q: Queryable, instanceUuid: string): Pr
       [a.vcpus, a.memory_mb, a.disk_gb, a.node_id],
     );
   }
-  if (allocs.length) await exec(q, "DELETE FROM allocations WHERE instance_uuid = ?", [instanceUuid]);
+  if (allocs.length) {
+    await exec(q, `DELETE FROM allocations WHERE instance_uuid = ?${nodeId ? " AND node_id = ?" : ""}`, nodeId ? [consumer, nodeId] : [consumer]);
+  }
   return allocs.length;
+}
+
+/**
+ * Hands a consumer's allocations over to another consumer (a resize moves
+ * the source's capacity to the migration, a revert moves it back) without
+ * changing any host's usage.
+ */
+export async function moveAllocations(q: Queryable, from: string, to: string): Promise<number> {
+  const res = await exec(q, "UPDATE allocations SET instance_uuid = ? WHERE instance_uuid = ?", [to, from]);
+  return res.affectedRows;
 }

@@ -1,8 +1,7 @@
-import type { Queryable } from "./db.js";
+import type { Queryable, Row } from "./db.js";
 import { exec, select } from "./db.js";
 
-export const OP_KINDS = ["spawn", "destroy", "power_on", "power_off", "reboot"] as const;
-export type OpKind = (typeof OP_KINDS)[number];
+import type { OpKind } from "../bus/op-codec.js";
 
 export interface OpRecord {
   readonly opId: string;
@@ -35,14 +34,9 @@ export async function enqueueOp(
   await exec(q, "INSERT INTO outbox (subject, msg_id, payload) VALUES (?, ?, ?)", [message.subject, op.opId, Buffer.from(message.payload)]);
 }
 
-export async function lockOp(q: Queryable, opId: string): Promise<OpRecord | null> {
-  const rows = await select(
-    q,
-    "SELECT op_id, instance_uuid, action_id, host, kind, attempt, state FROM compute_ops WHERE op_id = ? FOR UPDATE",
-    [opId],
-  );
-  const r = rows[0];
-  if (!r) return null;
+const OP_COLUMNS = "op_id, instance_uuid, action_id, host, kind, attempt, state";
+
+function rowToOp(r: Row): OpRecord {
   return {
     opId: r.op_id,
     instanceUuid: r.instance_uuid,
@@ -52,6 +46,19 @@ export async function lockOp(q: Queryable, opId: string): Promise<OpRecord | nul
     attempt: r.attempt,
     state: r.state,
   };
+}
+
+export async function lockOp(q: Queryable, opId: string): Promise<OpRecord | null> {
+  const rows = await select(q, `SELECT ${OP_COLUMNS} FROM compute_ops WHERE op_id = ? FOR UPDATE`, [opId]);
+  return rows[0] ? rowToOp(rows[0]) : null;
+}
+
+/** Ops of an instance not yet DONE, locked (oldest first). */
+export async function pendingOps(q: Queryable, instanceUuid: string): Promise<OpRecord[]> {
+  const rows = await select(q, `SELECT ${OP_COLUMNS} FROM compute_ops WHERE instance_uuid = ? AND state = 'PENDING' ORDER BY created_at FOR UPDATE`, [
+    instanceUuid,
+  ]);
+  return rows.map(rowToOp);
 }
 
 export async function finishOp(q: Queryable, opId: string, error: unknown | null): Promise<void> {

@@ -21,6 +21,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
+import { Operation } from "./operation.js";
 
 export const protobufPackage = "novamesh.compute.v1";
 
@@ -136,6 +137,24 @@ export enum TaskState {
   TASK_STATE_REBOOTING_HARD = 6,
   /** TASK_STATE_DELETING - Being deleted. */
   TASK_STATE_DELETING = 7,
+  /** TASK_STATE_PAUSING - Being paused. */
+  TASK_STATE_PAUSING = 8,
+  /** TASK_STATE_UNPAUSING - Being unpaused. */
+  TASK_STATE_UNPAUSING = 9,
+  /** TASK_STATE_SUSPENDING - Being suspended. */
+  TASK_STATE_SUSPENDING = 10,
+  /** TASK_STATE_RESUMING - Being resumed. */
+  TASK_STATE_RESUMING = 11,
+  /** TASK_STATE_RESIZE_PREP - Resize or migration: target chosen and claimed, source preparing. */
+  TASK_STATE_RESIZE_PREP = 12,
+  /** TASK_STATE_RESIZE_MIGRATING - Resize or migration: the source is handing the disk over. */
+  TASK_STATE_RESIZE_MIGRATING = 13,
+  /** TASK_STATE_RESIZE_FINISH - Resize or migration: the target is creating the server. */
+  TASK_STATE_RESIZE_FINISH = 14,
+  /** TASK_STATE_RESIZE_CONFIRMING - A resize or migration is being confirmed. */
+  TASK_STATE_RESIZE_CONFIRMING = 15,
+  /** TASK_STATE_RESIZE_REVERTING - A resize or migration is being reverted. */
+  TASK_STATE_RESIZE_REVERTING = 16,
   UNRECOGNIZED = -1,
 }
 
@@ -165,6 +184,33 @@ export function taskStateFromJSON(object: any): TaskState {
     case 7:
     case "TASK_STATE_DELETING":
       return TaskState.TASK_STATE_DELETING;
+    case 8:
+    case "TASK_STATE_PAUSING":
+      return TaskState.TASK_STATE_PAUSING;
+    case 9:
+    case "TASK_STATE_UNPAUSING":
+      return TaskState.TASK_STATE_UNPAUSING;
+    case 10:
+    case "TASK_STATE_SUSPENDING":
+      return TaskState.TASK_STATE_SUSPENDING;
+    case 11:
+    case "TASK_STATE_RESUMING":
+      return TaskState.TASK_STATE_RESUMING;
+    case 12:
+    case "TASK_STATE_RESIZE_PREP":
+      return TaskState.TASK_STATE_RESIZE_PREP;
+    case 13:
+    case "TASK_STATE_RESIZE_MIGRATING":
+      return TaskState.TASK_STATE_RESIZE_MIGRATING;
+    case 14:
+    case "TASK_STATE_RESIZE_FINISH":
+      return TaskState.TASK_STATE_RESIZE_FINISH;
+    case 15:
+    case "TASK_STATE_RESIZE_CONFIRMING":
+      return TaskState.TASK_STATE_RESIZE_CONFIRMING;
+    case 16:
+    case "TASK_STATE_RESIZE_REVERTING":
+      return TaskState.TASK_STATE_RESIZE_REVERTING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -190,6 +236,24 @@ export function taskStateToJSON(object: TaskState): string {
       return "TASK_STATE_REBOOTING_HARD";
     case TaskState.TASK_STATE_DELETING:
       return "TASK_STATE_DELETING";
+    case TaskState.TASK_STATE_PAUSING:
+      return "TASK_STATE_PAUSING";
+    case TaskState.TASK_STATE_UNPAUSING:
+      return "TASK_STATE_UNPAUSING";
+    case TaskState.TASK_STATE_SUSPENDING:
+      return "TASK_STATE_SUSPENDING";
+    case TaskState.TASK_STATE_RESUMING:
+      return "TASK_STATE_RESUMING";
+    case TaskState.TASK_STATE_RESIZE_PREP:
+      return "TASK_STATE_RESIZE_PREP";
+    case TaskState.TASK_STATE_RESIZE_MIGRATING:
+      return "TASK_STATE_RESIZE_MIGRATING";
+    case TaskState.TASK_STATE_RESIZE_FINISH:
+      return "TASK_STATE_RESIZE_FINISH";
+    case TaskState.TASK_STATE_RESIZE_CONFIRMING:
+      return "TASK_STATE_RESIZE_CONFIRMING";
+    case TaskState.TASK_STATE_RESIZE_REVERTING:
+      return "TASK_STATE_RESIZE_REVERTING";
     case TaskState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -296,6 +360,10 @@ export enum ServerStatus {
   SERVER_STATUS_ERROR = 10,
   /** SERVER_STATUS_DELETED - Deleted. */
   SERVER_STATUS_DELETED = 11,
+  /** SERVER_STATUS_RESIZE - Being resized or cold-migrated. */
+  SERVER_STATUS_RESIZE = 12,
+  /** SERVER_STATUS_REVERT_RESIZE - A resize or migration is being reverted. */
+  SERVER_STATUS_REVERT_RESIZE = 13,
   UNRECOGNIZED = -1,
 }
 
@@ -337,6 +405,12 @@ export function serverStatusFromJSON(object: any): ServerStatus {
     case 11:
     case "SERVER_STATUS_DELETED":
       return ServerStatus.SERVER_STATUS_DELETED;
+    case 12:
+    case "SERVER_STATUS_RESIZE":
+      return ServerStatus.SERVER_STATUS_RESIZE;
+    case 13:
+    case "SERVER_STATUS_REVERT_RESIZE":
+      return ServerStatus.SERVER_STATUS_REVERT_RESIZE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -370,7 +444,153 @@ export function serverStatusToJSON(object: ServerStatus): string {
       return "SERVER_STATUS_ERROR";
     case ServerStatus.SERVER_STATUS_DELETED:
       return "SERVER_STATUS_DELETED";
+    case ServerStatus.SERVER_STATUS_RESIZE:
+      return "SERVER_STATUS_RESIZE";
+    case ServerStatus.SERVER_STATUS_REVERT_RESIZE:
+      return "SERVER_STATUS_REVERT_RESIZE";
     case ServerStatus.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Kinds of migration. */
+export enum MigrationType {
+  /** MIGRATION_TYPE_UNSPECIFIED - Not set (in a filter: any type). */
+  MIGRATION_TYPE_UNSPECIFIED = 0,
+  /** MIGRATION_TYPE_RESIZE - A resize to another flavor. */
+  MIGRATION_TYPE_RESIZE = 1,
+  /** MIGRATION_TYPE_MIGRATION - A cold migration (same flavor). */
+  MIGRATION_TYPE_MIGRATION = 2,
+  /** MIGRATION_TYPE_LIVE_MIGRATION - A live migration. */
+  MIGRATION_TYPE_LIVE_MIGRATION = 3,
+  /** MIGRATION_TYPE_EVACUATION - An evacuation from a down host. */
+  MIGRATION_TYPE_EVACUATION = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function migrationTypeFromJSON(object: any): MigrationType {
+  switch (object) {
+    case 0:
+    case "MIGRATION_TYPE_UNSPECIFIED":
+      return MigrationType.MIGRATION_TYPE_UNSPECIFIED;
+    case 1:
+    case "MIGRATION_TYPE_RESIZE":
+      return MigrationType.MIGRATION_TYPE_RESIZE;
+    case 2:
+    case "MIGRATION_TYPE_MIGRATION":
+      return MigrationType.MIGRATION_TYPE_MIGRATION;
+    case 3:
+    case "MIGRATION_TYPE_LIVE_MIGRATION":
+      return MigrationType.MIGRATION_TYPE_LIVE_MIGRATION;
+    case 4:
+    case "MIGRATION_TYPE_EVACUATION":
+      return MigrationType.MIGRATION_TYPE_EVACUATION;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return MigrationType.UNRECOGNIZED;
+  }
+}
+
+export function migrationTypeToJSON(object: MigrationType): string {
+  switch (object) {
+    case MigrationType.MIGRATION_TYPE_UNSPECIFIED:
+      return "MIGRATION_TYPE_UNSPECIFIED";
+    case MigrationType.MIGRATION_TYPE_RESIZE:
+      return "MIGRATION_TYPE_RESIZE";
+    case MigrationType.MIGRATION_TYPE_MIGRATION:
+      return "MIGRATION_TYPE_MIGRATION";
+    case MigrationType.MIGRATION_TYPE_LIVE_MIGRATION:
+      return "MIGRATION_TYPE_LIVE_MIGRATION";
+    case MigrationType.MIGRATION_TYPE_EVACUATION:
+      return "MIGRATION_TYPE_EVACUATION";
+    case MigrationType.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Where a migration is. */
+export enum MigrationStatus {
+  /** MIGRATION_STATUS_UNSPECIFIED - Not set (in a filter: any status). */
+  MIGRATION_STATUS_UNSPECIFIED = 0,
+  /** MIGRATION_STATUS_PRE_MIGRATING - Target claimed; the move has not started. */
+  MIGRATION_STATUS_PRE_MIGRATING = 1,
+  /** MIGRATION_STATUS_MIGRATING - Moving. */
+  MIGRATION_STATUS_MIGRATING = 2,
+  /** MIGRATION_STATUS_FINISHED - Moved; awaiting confirm or revert (resize and cold migration). */
+  MIGRATION_STATUS_FINISHED = 3,
+  /** MIGRATION_STATUS_CONFIRMED - Confirmed: the source copy is gone. */
+  MIGRATION_STATUS_CONFIRMED = 4,
+  /** MIGRATION_STATUS_REVERTED - Reverted: the server is back on its source. */
+  MIGRATION_STATUS_REVERTED = 5,
+  /** MIGRATION_STATUS_COMPLETED - Done (live migration, evacuation). */
+  MIGRATION_STATUS_COMPLETED = 6,
+  /** MIGRATION_STATUS_ERROR - Failed; the server stayed on (or went back to) its source. */
+  MIGRATION_STATUS_ERROR = 7,
+  /** MIGRATION_STATUS_CANCELLED - Aborted on request. */
+  MIGRATION_STATUS_CANCELLED = 8,
+  UNRECOGNIZED = -1,
+}
+
+export function migrationStatusFromJSON(object: any): MigrationStatus {
+  switch (object) {
+    case 0:
+    case "MIGRATION_STATUS_UNSPECIFIED":
+      return MigrationStatus.MIGRATION_STATUS_UNSPECIFIED;
+    case 1:
+    case "MIGRATION_STATUS_PRE_MIGRATING":
+      return MigrationStatus.MIGRATION_STATUS_PRE_MIGRATING;
+    case 2:
+    case "MIGRATION_STATUS_MIGRATING":
+      return MigrationStatus.MIGRATION_STATUS_MIGRATING;
+    case 3:
+    case "MIGRATION_STATUS_FINISHED":
+      return MigrationStatus.MIGRATION_STATUS_FINISHED;
+    case 4:
+    case "MIGRATION_STATUS_CONFIRMED":
+      return MigrationStatus.MIGRATION_STATUS_CONFIRMED;
+    case 5:
+    case "MIGRATION_STATUS_REVERTED":
+      return MigrationStatus.MIGRATION_STATUS_REVERTED;
+    case 6:
+    case "MIGRATION_STATUS_COMPLETED":
+      return MigrationStatus.MIGRATION_STATUS_COMPLETED;
+    case 7:
+    case "MIGRATION_STATUS_ERROR":
+      return MigrationStatus.MIGRATION_STATUS_ERROR;
+    case 8:
+    case "MIGRATION_STATUS_CANCELLED":
+      return MigrationStatus.MIGRATION_STATUS_CANCELLED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return MigrationStatus.UNRECOGNIZED;
+  }
+}
+
+export function migrationStatusToJSON(object: MigrationStatus): string {
+  switch (object) {
+    case MigrationStatus.MIGRATION_STATUS_UNSPECIFIED:
+      return "MIGRATION_STATUS_UNSPECIFIED";
+    case MigrationStatus.MIGRATION_STATUS_PRE_MIGRATING:
+      return "MIGRATION_STATUS_PRE_MIGRATING";
+    case MigrationStatus.MIGRATION_STATUS_MIGRATING:
+      return "MIGRATION_STATUS_MIGRATING";
+    case MigrationStatus.MIGRATION_STATUS_FINISHED:
+      return "MIGRATION_STATUS_FINISHED";
+    case MigrationStatus.MIGRATION_STATUS_CONFIRMED:
+      return "MIGRATION_STATUS_CONFIRMED";
+    case MigrationStatus.MIGRATION_STATUS_REVERTED:
+      return "MIGRATION_STATUS_REVERTED";
+    case MigrationStatus.MIGRATION_STATUS_COMPLETED:
+      return "MIGRATION_STATUS_COMPLETED";
+    case MigrationStatus.MIGRATION_STATUS_ERROR:
+      return "MIGRATION_STATUS_ERROR";
+    case MigrationStatus.MIGRATION_STATUS_CANCELLED:
+      return "MIGRATION_STATUS_CANCELLED";
+    case MigrationStatus.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -501,11 +721,56 @@ export interface Server {
     | undefined;
   /** The request id of the create call. */
   requestId: string;
+  /** Locked: lifecycle calls from non-admins are refused. */
+  locked: boolean;
+  /** Why it was locked. */
+  lockedReason: string;
+  /**
+   * When the running task times out (unset without a task): the controller
+   * then ends it in a defined state with a TASK_TIMED_OUT fault.
+   */
+  taskDeadline: Date | undefined;
 }
 
 export interface Server_MetadataEntry {
   key: string;
   value: string;
+}
+
+/** A move of a server between hosts (Nova's migration record). */
+export interface Migration {
+  /** Migration id (UUID). */
+  id: string;
+  /** Server id. */
+  serverId: string;
+  /** Project of the server. */
+  projectId: string;
+  /** Kind of move. */
+  type: MigrationType;
+  /** Where it is. */
+  status: MigrationStatus;
+  /** Host the server left. */
+  sourceHost: string;
+  /** Host the server went to. */
+  targetHost: string;
+  /** Flavor before. */
+  oldFlavor:
+    | ServerFlavor
+    | undefined;
+  /** Flavor after (the same for a migration). */
+  newFlavor:
+    | ServerFlavor
+    | undefined;
+  /** When it started. */
+  createTime:
+    | Date
+    | undefined;
+  /** When it last changed. */
+  updateTime:
+    | Date
+    | undefined;
+  /** The request id of the action that started it. */
+  requestId: string;
 }
 
 /** Request of CreateServer. */
@@ -533,7 +798,11 @@ export interface CreateServerRequest_MetadataEntry {
 /** Response of CreateServer. */
 export interface CreateServerResponse {
   /** The new server, in BUILDING / SCHEDULING. */
-  server: Server | undefined;
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
 }
 
 /** Request of GetServer. */
@@ -587,7 +856,11 @@ export interface DeleteServerRequest {
 /** Response of DeleteServer. */
 export interface DeleteServerResponse {
   /** The server, in task DELETING (or DELETED when it was never placed). */
-  server: Server | undefined;
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
 }
 
 /** Request of StartServer. */
@@ -601,7 +874,11 @@ export interface StartServerRequest {
 /** Response of StartServer. */
 export interface StartServerResponse {
   /** The server, in task POWERING_ON. */
-  server: Server | undefined;
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
 }
 
 /** Request of StopServer. */
@@ -615,7 +892,11 @@ export interface StopServerRequest {
 /** Response of StopServer. */
 export interface StopServerResponse {
   /** The server, in task POWERING_OFF. */
-  server: Server | undefined;
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
 }
 
 /** Request of RebootServer. */
@@ -631,7 +912,224 @@ export interface RebootServerRequest {
 /** Response of RebootServer. */
 export interface RebootServerResponse {
   /** The server, in task REBOOTING or REBOOTING_HARD. */
-  server: Server | undefined;
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of PauseServer. */
+export interface PauseServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of PauseServer. */
+export interface PauseServerResponse {
+  /** The server, in task PAUSING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of UnpauseServer. */
+export interface UnpauseServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of UnpauseServer. */
+export interface UnpauseServerResponse {
+  /** The server, in task UNPAUSING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of SuspendServer. */
+export interface SuspendServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of SuspendServer. */
+export interface SuspendServerResponse {
+  /** The server, in task SUSPENDING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of ResumeServer. */
+export interface ResumeServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of ResumeServer. */
+export interface ResumeServerResponse {
+  /** The server, in task RESUMING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of LockServer. */
+export interface LockServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+  /** Why (at most 255 characters). */
+  reason: string;
+}
+
+/** Response of LockServer. */
+export interface LockServerResponse {
+  /** The server, locked. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of UnlockServer. */
+export interface UnlockServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of UnlockServer. */
+export interface UnlockServerResponse {
+  /** The server, unlocked. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of ResizeServer. */
+export interface ResizeServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+  /** The new flavor (id or name); it must differ from the current one. */
+  flavorId: string;
+}
+
+/** Response of ResizeServer. */
+export interface ResizeServerResponse {
+  /** The server, in task RESIZE_PREP. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of MigrateServer. */
+export interface MigrateServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+  /**
+   * Admins: the target host (it must be up, enabled and not the current
+   * host); empty: the scheduler chooses.
+   */
+  host: string;
+}
+
+/** Response of MigrateServer. */
+export interface MigrateServerResponse {
+  /** The server, in task RESIZE_PREP. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of ConfirmResize. */
+export interface ConfirmResizeRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of ConfirmResize. */
+export interface ConfirmResizeResponse {
+  /** The server, in task RESIZE_CONFIRMING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of RevertResize. */
+export interface RevertResizeRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of RevertResize. */
+export interface RevertResizeResponse {
+  /** The server, in task RESIZE_REVERTING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of ListMigrations. */
+export interface ListMigrationsRequest {
+  /** Only migrations of this server (UUID). */
+  serverId: string;
+  /** Only migrations of this type. */
+  type: MigrationType;
+  /** Only migrations in this status. */
+  status: MigrationStatus;
+  /** Admins: migrations of every project. */
+  allProjects: boolean;
+  /** Maximum per page, 1–1000 (default 100 when 0). */
+  pageSize: number;
+  /** Token from a previous response's `next_page_token`. */
+  pageToken: string;
+}
+
+/** Response of ListMigrations. */
+export interface ListMigrationsResponse {
+  /** One page of migrations, newest first. */
+  migrations: Migration[];
+  /** Token for the next page; empty on the last page. */
+  nextPageToken: string;
 }
 
 /** One step of an action, such as the spawn on a host. */
@@ -652,6 +1150,8 @@ export interface ServerActionEvent {
   host: string;
   /** Details of a failure. */
   fault: string;
+  /** A note on how it went, such as a soft reboot that fell back to hard. */
+  details: string;
 }
 
 /** An action taken on a server (Nova's instance action). */
@@ -1108,6 +1608,9 @@ function createBaseServer(): Server {
     launchTime: undefined,
     deleteTime: undefined,
     requestId: "",
+    locked: false,
+    lockedReason: "",
+    taskDeadline: undefined,
   };
 }
 
@@ -1163,6 +1666,15 @@ export const Server: MessageFns<Server> = {
     }
     if (message.requestId !== "") {
       writer.uint32(138).string(message.requestId);
+    }
+    if (message.locked !== false) {
+      writer.uint32(144).bool(message.locked);
+    }
+    if (message.lockedReason !== "") {
+      writer.uint32(154).string(message.lockedReason);
+    }
+    if (message.taskDeadline !== undefined) {
+      Timestamp.encode(toTimestamp(message.taskDeadline), writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -1319,6 +1831,30 @@ export const Server: MessageFns<Server> = {
             message.requestId = reader.string();
             continue;
           }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.locked = reader.bool();
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.lockedReason = reader.string();
+            continue;
+          }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.taskDeadline = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1403,6 +1939,17 @@ export const Server: MessageFns<Server> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      locked: isSet(object.locked) ? globalThis.Boolean(object.locked) : false,
+      lockedReason: isSet(object.lockedReason)
+        ? globalThis.String(object.lockedReason)
+        : isSet(object.locked_reason)
+        ? globalThis.String(object.locked_reason)
+        : "",
+      taskDeadline: isSet(object.taskDeadline)
+        ? fromJsonTimestamp(object.taskDeadline)
+        : isSet(object.task_deadline)
+        ? fromJsonTimestamp(object.task_deadline)
+        : undefined,
     };
   },
 
@@ -1465,6 +2012,15 @@ export const Server: MessageFns<Server> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.locked !== false) {
+      obj.locked = message.locked;
+    }
+    if (message.lockedReason !== "") {
+      obj.lockedReason = message.lockedReason;
+    }
+    if (message.taskDeadline !== undefined) {
+      obj.taskDeadline = message.taskDeadline.toISOString();
+    }
     return obj;
   },
 
@@ -1500,6 +2056,9 @@ export const Server: MessageFns<Server> = {
     message.launchTime = object.launchTime ?? undefined;
     message.deleteTime = object.deleteTime ?? undefined;
     message.requestId = object.requestId ?? "";
+    message.locked = object.locked ?? false;
+    message.lockedReason = object.lockedReason ?? "";
+    message.taskDeadline = object.taskDeadline ?? undefined;
     return message;
   },
 };
@@ -1585,6 +2144,304 @@ export const Server_MetadataEntry: MessageFns<Server_MetadataEntry> = {
     const message = createBaseServer_MetadataEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseMigration(): Migration {
+  return {
+    id: "",
+    serverId: "",
+    projectId: "",
+    type: 0,
+    status: 0,
+    sourceHost: "",
+    targetHost: "",
+    oldFlavor: undefined,
+    newFlavor: undefined,
+    createTime: undefined,
+    updateTime: undefined,
+    requestId: "",
+  };
+}
+
+export const Migration: MessageFns<Migration> = {
+  encode(message: Migration, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.serverId !== "") {
+      writer.uint32(18).string(message.serverId);
+    }
+    if (message.projectId !== "") {
+      writer.uint32(26).string(message.projectId);
+    }
+    if (message.type !== 0) {
+      writer.uint32(32).int32(message.type);
+    }
+    if (message.status !== 0) {
+      writer.uint32(40).int32(message.status);
+    }
+    if (message.sourceHost !== "") {
+      writer.uint32(50).string(message.sourceHost);
+    }
+    if (message.targetHost !== "") {
+      writer.uint32(58).string(message.targetHost);
+    }
+    if (message.oldFlavor !== undefined) {
+      ServerFlavor.encode(message.oldFlavor, writer.uint32(66).fork()).join();
+    }
+    if (message.newFlavor !== undefined) {
+      ServerFlavor.encode(message.newFlavor, writer.uint32(74).fork()).join();
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(82).fork()).join();
+    }
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(90).fork()).join();
+    }
+    if (message.requestId !== "") {
+      writer.uint32(98).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Migration {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigration();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serverId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.projectId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.type = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.sourceHost = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.targetHost = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.oldFlavor = ServerFlavor.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.newFlavor = ServerFlavor.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Migration {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      serverId: isSet(object.serverId)
+        ? globalThis.String(object.serverId)
+        : isSet(object.server_id)
+        ? globalThis.String(object.server_id)
+        : "",
+      projectId: isSet(object.projectId)
+        ? globalThis.String(object.projectId)
+        : isSet(object.project_id)
+        ? globalThis.String(object.project_id)
+        : "",
+      type: isSet(object.type) ? migrationTypeFromJSON(object.type) : 0,
+      status: isSet(object.status) ? migrationStatusFromJSON(object.status) : 0,
+      sourceHost: isSet(object.sourceHost)
+        ? globalThis.String(object.sourceHost)
+        : isSet(object.source_host)
+        ? globalThis.String(object.source_host)
+        : "",
+      targetHost: isSet(object.targetHost)
+        ? globalThis.String(object.targetHost)
+        : isSet(object.target_host)
+        ? globalThis.String(object.target_host)
+        : "",
+      oldFlavor: isSet(object.oldFlavor)
+        ? ServerFlavor.fromJSON(object.oldFlavor)
+        : isSet(object.old_flavor)
+        ? ServerFlavor.fromJSON(object.old_flavor)
+        : undefined,
+      newFlavor: isSet(object.newFlavor)
+        ? ServerFlavor.fromJSON(object.newFlavor)
+        : isSet(object.new_flavor)
+        ? ServerFlavor.fromJSON(object.new_flavor)
+        : undefined,
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
+        : undefined,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: Migration): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.serverId !== "") {
+      obj.serverId = message.serverId;
+    }
+    if (message.projectId !== "") {
+      obj.projectId = message.projectId;
+    }
+    if (message.type !== 0) {
+      obj.type = migrationTypeToJSON(message.type);
+    }
+    if (message.status !== 0) {
+      obj.status = migrationStatusToJSON(message.status);
+    }
+    if (message.sourceHost !== "") {
+      obj.sourceHost = message.sourceHost;
+    }
+    if (message.targetHost !== "") {
+      obj.targetHost = message.targetHost;
+    }
+    if (message.oldFlavor !== undefined) {
+      obj.oldFlavor = ServerFlavor.toJSON(message.oldFlavor);
+    }
+    if (message.newFlavor !== undefined) {
+      obj.newFlavor = ServerFlavor.toJSON(message.newFlavor);
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Migration>, I>>(base?: I): Migration {
+    return Migration.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Migration>, I>>(object: I): Migration {
+    const message = createBaseMigration();
+    message.id = object.id ?? "";
+    message.serverId = object.serverId ?? "";
+    message.projectId = object.projectId ?? "";
+    message.type = object.type ?? 0;
+    message.status = object.status ?? 0;
+    message.sourceHost = object.sourceHost ?? "";
+    message.targetHost = object.targetHost ?? "";
+    message.oldFlavor = (object.oldFlavor !== undefined && object.oldFlavor !== null)
+      ? ServerFlavor.fromPartial(object.oldFlavor)
+      : undefined;
+    message.newFlavor = (object.newFlavor !== undefined && object.newFlavor !== null)
+      ? ServerFlavor.fromPartial(object.newFlavor)
+      : undefined;
+    message.createTime = object.createTime ?? undefined;
+    message.updateTime = object.updateTime ?? undefined;
+    message.requestId = object.requestId ?? "";
     return message;
   },
 };
@@ -1854,13 +2711,16 @@ export const CreateServerRequest_MetadataEntry: MessageFns<CreateServerRequest_M
 };
 
 function createBaseCreateServerResponse(): CreateServerResponse {
-  return { server: undefined };
+  return { server: undefined, operation: undefined };
 }
 
 export const CreateServerResponse: MessageFns<CreateServerResponse> = {
   encode(message: CreateServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.server !== undefined) {
       Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1886,6 +2746,14 @@ export const CreateServerResponse: MessageFns<CreateServerResponse> = {
             message.server = Server.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1899,13 +2767,19 @@ export const CreateServerResponse: MessageFns<CreateServerResponse> = {
   },
 
   fromJSON(object: any): CreateServerResponse {
-    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
   },
 
   toJSON(message: CreateServerResponse): unknown {
     const obj: any = {};
     if (message.server !== undefined) {
       obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
     }
     return obj;
   },
@@ -1917,6 +2791,9 @@ export const CreateServerResponse: MessageFns<CreateServerResponse> = {
     const message = createBaseCreateServerResponse();
     message.server = (object.server !== undefined && object.server !== null)
       ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
       : undefined;
     return message;
   },
@@ -2447,13 +3324,16 @@ export const DeleteServerRequest: MessageFns<DeleteServerRequest> = {
 };
 
 function createBaseDeleteServerResponse(): DeleteServerResponse {
-  return { server: undefined };
+  return { server: undefined, operation: undefined };
 }
 
 export const DeleteServerResponse: MessageFns<DeleteServerResponse> = {
   encode(message: DeleteServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.server !== undefined) {
       Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -2479,6 +3359,14 @@ export const DeleteServerResponse: MessageFns<DeleteServerResponse> = {
             message.server = Server.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2492,13 +3380,19 @@ export const DeleteServerResponse: MessageFns<DeleteServerResponse> = {
   },
 
   fromJSON(object: any): DeleteServerResponse {
-    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
   },
 
   toJSON(message: DeleteServerResponse): unknown {
     const obj: any = {};
     if (message.server !== undefined) {
       obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
     }
     return obj;
   },
@@ -2510,6 +3404,9 @@ export const DeleteServerResponse: MessageFns<DeleteServerResponse> = {
     const message = createBaseDeleteServerResponse();
     message.server = (object.server !== undefined && object.server !== null)
       ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
       : undefined;
     return message;
   },
@@ -2605,13 +3502,16 @@ export const StartServerRequest: MessageFns<StartServerRequest> = {
 };
 
 function createBaseStartServerResponse(): StartServerResponse {
-  return { server: undefined };
+  return { server: undefined, operation: undefined };
 }
 
 export const StartServerResponse: MessageFns<StartServerResponse> = {
   encode(message: StartServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.server !== undefined) {
       Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -2637,6 +3537,14 @@ export const StartServerResponse: MessageFns<StartServerResponse> = {
             message.server = Server.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2650,13 +3558,19 @@ export const StartServerResponse: MessageFns<StartServerResponse> = {
   },
 
   fromJSON(object: any): StartServerResponse {
-    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
   },
 
   toJSON(message: StartServerResponse): unknown {
     const obj: any = {};
     if (message.server !== undefined) {
       obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
     }
     return obj;
   },
@@ -2668,6 +3582,9 @@ export const StartServerResponse: MessageFns<StartServerResponse> = {
     const message = createBaseStartServerResponse();
     message.server = (object.server !== undefined && object.server !== null)
       ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
       : undefined;
     return message;
   },
@@ -2763,13 +3680,16 @@ export const StopServerRequest: MessageFns<StopServerRequest> = {
 };
 
 function createBaseStopServerResponse(): StopServerResponse {
-  return { server: undefined };
+  return { server: undefined, operation: undefined };
 }
 
 export const StopServerResponse: MessageFns<StopServerResponse> = {
   encode(message: StopServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.server !== undefined) {
       Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -2795,6 +3715,14 @@ export const StopServerResponse: MessageFns<StopServerResponse> = {
             message.server = Server.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2808,13 +3736,19 @@ export const StopServerResponse: MessageFns<StopServerResponse> = {
   },
 
   fromJSON(object: any): StopServerResponse {
-    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
   },
 
   toJSON(message: StopServerResponse): unknown {
     const obj: any = {};
     if (message.server !== undefined) {
       obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
     }
     return obj;
   },
@@ -2826,6 +3760,9 @@ export const StopServerResponse: MessageFns<StopServerResponse> = {
     const message = createBaseStopServerResponse();
     message.server = (object.server !== undefined && object.server !== null)
       ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
       : undefined;
     return message;
   },
@@ -2937,13 +3874,16 @@ export const RebootServerRequest: MessageFns<RebootServerRequest> = {
 };
 
 function createBaseRebootServerResponse(): RebootServerResponse {
-  return { server: undefined };
+  return { server: undefined, operation: undefined };
 }
 
 export const RebootServerResponse: MessageFns<RebootServerResponse> = {
   encode(message: RebootServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.server !== undefined) {
       Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -2969,6 +3909,14 @@ export const RebootServerResponse: MessageFns<RebootServerResponse> = {
             message.server = Server.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2982,13 +3930,19 @@ export const RebootServerResponse: MessageFns<RebootServerResponse> = {
   },
 
   fromJSON(object: any): RebootServerResponse {
-    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
   },
 
   toJSON(message: RebootServerResponse): unknown {
     const obj: any = {};
     if (message.server !== undefined) {
       obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
     }
     return obj;
   },
@@ -3001,12 +3955,2103 @@ export const RebootServerResponse: MessageFns<RebootServerResponse> = {
     message.server = (object.server !== undefined && object.server !== null)
       ? Server.fromPartial(object.server)
       : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePauseServerRequest(): PauseServerRequest {
+  return { id: "", requestId: "" };
+}
+
+export const PauseServerRequest: MessageFns<PauseServerRequest> = {
+  encode(message: PauseServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PauseServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: PauseServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseServerRequest>, I>>(base?: I): PauseServerRequest {
+    return PauseServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseServerRequest>, I>>(object: I): PauseServerRequest {
+    const message = createBasePauseServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBasePauseServerResponse(): PauseServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const PauseServerResponse: MessageFns<PauseServerResponse> = {
+  encode(message: PauseServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PauseServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: PauseServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseServerResponse>, I>>(base?: I): PauseServerResponse {
+    return PauseServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseServerResponse>, I>>(object: I): PauseServerResponse {
+    const message = createBasePauseServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUnpauseServerRequest(): UnpauseServerRequest {
+  return { id: "", requestId: "" };
+}
+
+export const UnpauseServerRequest: MessageFns<UnpauseServerRequest> = {
+  encode(message: UnpauseServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnpauseServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnpauseServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnpauseServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: UnpauseServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnpauseServerRequest>, I>>(base?: I): UnpauseServerRequest {
+    return UnpauseServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnpauseServerRequest>, I>>(object: I): UnpauseServerRequest {
+    const message = createBaseUnpauseServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseUnpauseServerResponse(): UnpauseServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const UnpauseServerResponse: MessageFns<UnpauseServerResponse> = {
+  encode(message: UnpauseServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnpauseServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnpauseServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnpauseServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: UnpauseServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnpauseServerResponse>, I>>(base?: I): UnpauseServerResponse {
+    return UnpauseServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnpauseServerResponse>, I>>(object: I): UnpauseServerResponse {
+    const message = createBaseUnpauseServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSuspendServerRequest(): SuspendServerRequest {
+  return { id: "", requestId: "" };
+}
+
+export const SuspendServerRequest: MessageFns<SuspendServerRequest> = {
+  encode(message: SuspendServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SuspendServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSuspendServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SuspendServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: SuspendServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SuspendServerRequest>, I>>(base?: I): SuspendServerRequest {
+    return SuspendServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SuspendServerRequest>, I>>(object: I): SuspendServerRequest {
+    const message = createBaseSuspendServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseSuspendServerResponse(): SuspendServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const SuspendServerResponse: MessageFns<SuspendServerResponse> = {
+  encode(message: SuspendServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SuspendServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSuspendServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SuspendServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: SuspendServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SuspendServerResponse>, I>>(base?: I): SuspendServerResponse {
+    return SuspendServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SuspendServerResponse>, I>>(object: I): SuspendServerResponse {
+    const message = createBaseSuspendServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseResumeServerRequest(): ResumeServerRequest {
+  return { id: "", requestId: "" };
+}
+
+export const ResumeServerRequest: MessageFns<ResumeServerRequest> = {
+  encode(message: ResumeServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ResumeServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeServerRequest>, I>>(base?: I): ResumeServerRequest {
+    return ResumeServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeServerRequest>, I>>(object: I): ResumeServerRequest {
+    const message = createBaseResumeServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseResumeServerResponse(): ResumeServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const ResumeServerResponse: MessageFns<ResumeServerResponse> = {
+  encode(message: ResumeServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: ResumeServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeServerResponse>, I>>(base?: I): ResumeServerResponse {
+    return ResumeServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeServerResponse>, I>>(object: I): ResumeServerResponse {
+    const message = createBaseResumeServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseLockServerRequest(): LockServerRequest {
+  return { id: "", requestId: "", reason: "" };
+}
+
+export const LockServerRequest: MessageFns<LockServerRequest> = {
+  encode(message: LockServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LockServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLockServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LockServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: LockServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LockServerRequest>, I>>(base?: I): LockServerRequest {
+    return LockServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LockServerRequest>, I>>(object: I): LockServerRequest {
+    const message = createBaseLockServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseLockServerResponse(): LockServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const LockServerResponse: MessageFns<LockServerResponse> = {
+  encode(message: LockServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LockServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLockServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LockServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: LockServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LockServerResponse>, I>>(base?: I): LockServerResponse {
+    return LockServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LockServerResponse>, I>>(object: I): LockServerResponse {
+    const message = createBaseLockServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUnlockServerRequest(): UnlockServerRequest {
+  return { id: "", requestId: "" };
+}
+
+export const UnlockServerRequest: MessageFns<UnlockServerRequest> = {
+  encode(message: UnlockServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnlockServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnlockServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnlockServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: UnlockServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnlockServerRequest>, I>>(base?: I): UnlockServerRequest {
+    return UnlockServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnlockServerRequest>, I>>(object: I): UnlockServerRequest {
+    const message = createBaseUnlockServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseUnlockServerResponse(): UnlockServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const UnlockServerResponse: MessageFns<UnlockServerResponse> = {
+  encode(message: UnlockServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnlockServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnlockServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnlockServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: UnlockServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnlockServerResponse>, I>>(base?: I): UnlockServerResponse {
+    return UnlockServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnlockServerResponse>, I>>(object: I): UnlockServerResponse {
+    const message = createBaseUnlockServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseResizeServerRequest(): ResizeServerRequest {
+  return { id: "", requestId: "", flavorId: "" };
+}
+
+export const ResizeServerRequest: MessageFns<ResizeServerRequest> = {
+  encode(message: ResizeServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    if (message.flavorId !== "") {
+      writer.uint32(26).string(message.flavorId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResizeServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResizeServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.flavorId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResizeServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      flavorId: isSet(object.flavorId)
+        ? globalThis.String(object.flavorId)
+        : isSet(object.flavor_id)
+        ? globalThis.String(object.flavor_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ResizeServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.flavorId !== "") {
+      obj.flavorId = message.flavorId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResizeServerRequest>, I>>(base?: I): ResizeServerRequest {
+    return ResizeServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResizeServerRequest>, I>>(object: I): ResizeServerRequest {
+    const message = createBaseResizeServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    message.flavorId = object.flavorId ?? "";
+    return message;
+  },
+};
+
+function createBaseResizeServerResponse(): ResizeServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const ResizeServerResponse: MessageFns<ResizeServerResponse> = {
+  encode(message: ResizeServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResizeServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResizeServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResizeServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: ResizeServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResizeServerResponse>, I>>(base?: I): ResizeServerResponse {
+    return ResizeServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResizeServerResponse>, I>>(object: I): ResizeServerResponse {
+    const message = createBaseResizeServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMigrateServerRequest(): MigrateServerRequest {
+  return { id: "", requestId: "", host: "" };
+}
+
+export const MigrateServerRequest: MessageFns<MigrateServerRequest> = {
+  encode(message: MigrateServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    if (message.host !== "") {
+      writer.uint32(26).string(message.host);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrateServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrateServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrateServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+    };
+  },
+
+  toJSON(message: MigrateServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MigrateServerRequest>, I>>(base?: I): MigrateServerRequest {
+    return MigrateServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MigrateServerRequest>, I>>(object: I): MigrateServerRequest {
+    const message = createBaseMigrateServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    message.host = object.host ?? "";
+    return message;
+  },
+};
+
+function createBaseMigrateServerResponse(): MigrateServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const MigrateServerResponse: MessageFns<MigrateServerResponse> = {
+  encode(message: MigrateServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrateServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrateServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrateServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: MigrateServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MigrateServerResponse>, I>>(base?: I): MigrateServerResponse {
+    return MigrateServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MigrateServerResponse>, I>>(object: I): MigrateServerResponse {
+    const message = createBaseMigrateServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseConfirmResizeRequest(): ConfirmResizeRequest {
+  return { id: "", requestId: "" };
+}
+
+export const ConfirmResizeRequest: MessageFns<ConfirmResizeRequest> = {
+  encode(message: ConfirmResizeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfirmResizeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfirmResizeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConfirmResizeRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ConfirmResizeRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConfirmResizeRequest>, I>>(base?: I): ConfirmResizeRequest {
+    return ConfirmResizeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConfirmResizeRequest>, I>>(object: I): ConfirmResizeRequest {
+    const message = createBaseConfirmResizeRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseConfirmResizeResponse(): ConfirmResizeResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const ConfirmResizeResponse: MessageFns<ConfirmResizeResponse> = {
+  encode(message: ConfirmResizeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfirmResizeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfirmResizeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConfirmResizeResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: ConfirmResizeResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConfirmResizeResponse>, I>>(base?: I): ConfirmResizeResponse {
+    return ConfirmResizeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConfirmResizeResponse>, I>>(object: I): ConfirmResizeResponse {
+    const message = createBaseConfirmResizeResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRevertResizeRequest(): RevertResizeRequest {
+  return { id: "", requestId: "" };
+}
+
+export const RevertResizeRequest: MessageFns<RevertResizeRequest> = {
+  encode(message: RevertResizeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevertResizeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevertResizeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevertResizeRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RevertResizeRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RevertResizeRequest>, I>>(base?: I): RevertResizeRequest {
+    return RevertResizeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RevertResizeRequest>, I>>(object: I): RevertResizeRequest {
+    const message = createBaseRevertResizeRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseRevertResizeResponse(): RevertResizeResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const RevertResizeResponse: MessageFns<RevertResizeResponse> = {
+  encode(message: RevertResizeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevertResizeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevertResizeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevertResizeResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: RevertResizeResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RevertResizeResponse>, I>>(base?: I): RevertResizeResponse {
+    return RevertResizeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RevertResizeResponse>, I>>(object: I): RevertResizeResponse {
+    const message = createBaseRevertResizeResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListMigrationsRequest(): ListMigrationsRequest {
+  return { serverId: "", type: 0, status: 0, allProjects: false, pageSize: 0, pageToken: "" };
+}
+
+export const ListMigrationsRequest: MessageFns<ListMigrationsRequest> = {
+  encode(message: ListMigrationsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serverId !== "") {
+      writer.uint32(10).string(message.serverId);
+    }
+    if (message.type !== 0) {
+      writer.uint32(16).int32(message.type);
+    }
+    if (message.status !== 0) {
+      writer.uint32(24).int32(message.status);
+    }
+    if (message.allProjects !== false) {
+      writer.uint32(32).bool(message.allProjects);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(40).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(50).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListMigrationsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListMigrationsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serverId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.type = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.allProjects = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListMigrationsRequest {
+    return {
+      serverId: isSet(object.serverId)
+        ? globalThis.String(object.serverId)
+        : isSet(object.server_id)
+        ? globalThis.String(object.server_id)
+        : "",
+      type: isSet(object.type) ? migrationTypeFromJSON(object.type) : 0,
+      status: isSet(object.status) ? migrationStatusFromJSON(object.status) : 0,
+      allProjects: isSet(object.allProjects)
+        ? globalThis.Boolean(object.allProjects)
+        : isSet(object.all_projects)
+        ? globalThis.Boolean(object.all_projects)
+        : false,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListMigrationsRequest): unknown {
+    const obj: any = {};
+    if (message.serverId !== "") {
+      obj.serverId = message.serverId;
+    }
+    if (message.type !== 0) {
+      obj.type = migrationTypeToJSON(message.type);
+    }
+    if (message.status !== 0) {
+      obj.status = migrationStatusToJSON(message.status);
+    }
+    if (message.allProjects !== false) {
+      obj.allProjects = message.allProjects;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListMigrationsRequest>, I>>(base?: I): ListMigrationsRequest {
+    return ListMigrationsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListMigrationsRequest>, I>>(object: I): ListMigrationsRequest {
+    const message = createBaseListMigrationsRequest();
+    message.serverId = object.serverId ?? "";
+    message.type = object.type ?? 0;
+    message.status = object.status ?? 0;
+    message.allProjects = object.allProjects ?? false;
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListMigrationsResponse(): ListMigrationsResponse {
+  return { migrations: [], nextPageToken: "" };
+}
+
+export const ListMigrationsResponse: MessageFns<ListMigrationsResponse> = {
+  encode(message: ListMigrationsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.migrations) {
+      Migration.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListMigrationsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListMigrationsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.migrations.push(Migration.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListMigrationsResponse {
+    return {
+      migrations: globalThis.Array.isArray(object?.migrations)
+        ? object.migrations.map((e: any) => Migration.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListMigrationsResponse): unknown {
+    const obj: any = {};
+    if (message.migrations?.length) {
+      obj.migrations = message.migrations.map((e) => Migration.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListMigrationsResponse>, I>>(base?: I): ListMigrationsResponse {
+    return ListMigrationsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListMigrationsResponse>, I>>(object: I): ListMigrationsResponse {
+    const message = createBaseListMigrationsResponse();
+    message.migrations = object.migrations?.map((e) => Migration.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
 
 function createBaseServerActionEvent(): ServerActionEvent {
-  return { name: "", startTime: undefined, finishTime: undefined, result: "", host: "", fault: "" };
+  return { name: "", startTime: undefined, finishTime: undefined, result: "", host: "", fault: "", details: "" };
 }
 
 export const ServerActionEvent: MessageFns<ServerActionEvent> = {
@@ -3028,6 +6073,9 @@ export const ServerActionEvent: MessageFns<ServerActionEvent> = {
     }
     if (message.fault !== "") {
       writer.uint32(50).string(message.fault);
+    }
+    if (message.details !== "") {
+      writer.uint32(58).string(message.details);
     }
     return writer;
   },
@@ -3093,6 +6141,14 @@ export const ServerActionEvent: MessageFns<ServerActionEvent> = {
             message.fault = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.details = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3121,6 +6177,7 @@ export const ServerActionEvent: MessageFns<ServerActionEvent> = {
       result: isSet(object.result) ? globalThis.String(object.result) : "",
       host: isSet(object.host) ? globalThis.String(object.host) : "",
       fault: isSet(object.fault) ? globalThis.String(object.fault) : "",
+      details: isSet(object.details) ? globalThis.String(object.details) : "",
     };
   },
 
@@ -3144,6 +6201,9 @@ export const ServerActionEvent: MessageFns<ServerActionEvent> = {
     if (message.fault !== "") {
       obj.fault = message.fault;
     }
+    if (message.details !== "") {
+      obj.details = message.details;
+    }
     return obj;
   },
 
@@ -3158,6 +6218,7 @@ export const ServerActionEvent: MessageFns<ServerActionEvent> = {
     message.result = object.result ?? "";
     message.host = object.host ?? "";
     message.fault = object.fault ?? "";
+    message.details = object.details ?? "";
     return message;
   },
 };
@@ -3740,8 +6801,16 @@ export const WatchServersResponse: MessageFns<WatchServersResponse> = {
  * Every call needs `authorization: Bearer <token>` metadata. A token belongs to
  * a project; servers of other projects are NOT_FOUND to it (admins may pass
  * `all_projects`). Lifecycle calls are asynchronous, as in Nova: they check the
- * state, record an action keyed by `request_id`, set `task_state` and return;
- * follow progress with GetServer, ListServerActions or WatchServers.
+ * state, record an action keyed by `request_id`, set `task_state` and return
+ * the server and an Operation; follow progress with OperationService,
+ * GetServer, ListServerActions or WatchServers. Repeating a call with the same
+ * `request_id` returns the same operation and does nothing else.
+ *
+ * Common errors of the lifecycle calls: INVALID_ARGUMENT (field named in
+ * BadRequest), NOT_FOUND, FAILED_PRECONDITION (the server's vm_state does
+ * not allow the action — named in the message and in ErrorInfo metadata
+ * `vm_state` — or the server is locked and the caller is not an admin),
+ * ABORTED (another task is running), UNAUTHENTICATED.
  */
 export type ServerServiceService = typeof ServerServiceService;
 export const ServerServiceService = {
@@ -3849,6 +6918,157 @@ export const ServerServiceService = {
       Buffer.from(RebootServerResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RebootServerResponse => RebootServerResponse.decode(value),
   },
+  /** Pauses an ACTIVE server in memory (task PAUSING, then PAUSED). */
+  pauseServer: {
+    path: "/novamesh.compute.v1.ServerService/PauseServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PauseServerRequest): Buffer => Buffer.from(PauseServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PauseServerRequest => PauseServerRequest.decode(value),
+    responseSerialize: (value: PauseServerResponse): Buffer => Buffer.from(PauseServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PauseServerResponse => PauseServerResponse.decode(value),
+  },
+  /** Unpauses a PAUSED server (task UNPAUSING, then ACTIVE). */
+  unpauseServer: {
+    path: "/novamesh.compute.v1.ServerService/UnpauseServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UnpauseServerRequest): Buffer => Buffer.from(UnpauseServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UnpauseServerRequest => UnpauseServerRequest.decode(value),
+    responseSerialize: (value: UnpauseServerResponse): Buffer =>
+      Buffer.from(UnpauseServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UnpauseServerResponse => UnpauseServerResponse.decode(value),
+  },
+  /** Suspends an ACTIVE server to disk (task SUSPENDING, then SUSPENDED). */
+  suspendServer: {
+    path: "/novamesh.compute.v1.ServerService/SuspendServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SuspendServerRequest): Buffer => Buffer.from(SuspendServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SuspendServerRequest => SuspendServerRequest.decode(value),
+    responseSerialize: (value: SuspendServerResponse): Buffer =>
+      Buffer.from(SuspendServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SuspendServerResponse => SuspendServerResponse.decode(value),
+  },
+  /** Resumes a SUSPENDED server (task RESUMING, then ACTIVE). */
+  resumeServer: {
+    path: "/novamesh.compute.v1.ServerService/ResumeServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResumeServerRequest): Buffer => Buffer.from(ResumeServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResumeServerRequest => ResumeServerRequest.decode(value),
+    responseSerialize: (value: ResumeServerResponse): Buffer =>
+      Buffer.from(ResumeServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResumeServerResponse => ResumeServerResponse.decode(value),
+  },
+  /**
+   * Locks a server: lifecycle calls from non-admins then fail with
+   * FAILED_PRECONDITION (reason LOCKED) until it is unlocked. Allowed in any
+   * state.
+   */
+  lockServer: {
+    path: "/novamesh.compute.v1.ServerService/LockServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LockServerRequest): Buffer => Buffer.from(LockServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LockServerRequest => LockServerRequest.decode(value),
+    responseSerialize: (value: LockServerResponse): Buffer => Buffer.from(LockServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LockServerResponse => LockServerResponse.decode(value),
+  },
+  /**
+   * Unlocks a server. A server locked by an admin can only be unlocked by an
+   * admin.
+   */
+  unlockServer: {
+    path: "/novamesh.compute.v1.ServerService/UnlockServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UnlockServerRequest): Buffer => Buffer.from(UnlockServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UnlockServerRequest => UnlockServerRequest.decode(value),
+    responseSerialize: (value: UnlockServerResponse): Buffer =>
+      Buffer.from(UnlockServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UnlockServerResponse => UnlockServerResponse.decode(value),
+  },
+  /**
+   * Resizes an ACTIVE or STOPPED server to another flavor: capacity is
+   * claimed on a target host first (never the same host), then the server
+   * moves (tasks RESIZE_PREP, RESIZE_MIGRATING, RESIZE_FINISH) and ends
+   * RESIZED (status VERIFY_RESIZE) holding capacity on both hosts until
+   * ConfirmResize or RevertResize — or the automatic confirm after the
+   * deployment's resize confirm window. No host fits: the server stays as it
+   * was and the operation fails with NO_VALID_HOST.
+   */
+  resizeServer: {
+    path: "/novamesh.compute.v1.ServerService/ResizeServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResizeServerRequest): Buffer => Buffer.from(ResizeServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResizeServerRequest => ResizeServerRequest.decode(value),
+    responseSerialize: (value: ResizeServerResponse): Buffer =>
+      Buffer.from(ResizeServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResizeServerResponse => ResizeServerResponse.decode(value),
+  },
+  /**
+   * Cold-migrates an ACTIVE or STOPPED server to another host with the same
+   * flavor; then as ResizeServer. Admins may name the target host.
+   */
+  migrateServer: {
+    path: "/novamesh.compute.v1.ServerService/MigrateServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MigrateServerRequest): Buffer => Buffer.from(MigrateServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MigrateServerRequest => MigrateServerRequest.decode(value),
+    responseSerialize: (value: MigrateServerResponse): Buffer =>
+      Buffer.from(MigrateServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MigrateServerResponse => MigrateServerResponse.decode(value),
+  },
+  /**
+   * Confirms a resize or migration: the source copy is removed and its
+   * capacity released; the server ends ACTIVE (or STOPPED if it was).
+   */
+  confirmResize: {
+    path: "/novamesh.compute.v1.ServerService/ConfirmResize" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ConfirmResizeRequest): Buffer => Buffer.from(ConfirmResizeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ConfirmResizeRequest => ConfirmResizeRequest.decode(value),
+    responseSerialize: (value: ConfirmResizeResponse): Buffer =>
+      Buffer.from(ConfirmResizeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ConfirmResizeResponse => ConfirmResizeResponse.decode(value),
+  },
+  /**
+   * Reverts a resize or migration: the new copy is removed, the server comes
+   * back on its source host with its old flavor (task RESIZE_REVERTING), and
+   * the target's capacity is released.
+   */
+  revertResize: {
+    path: "/novamesh.compute.v1.ServerService/RevertResize" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RevertResizeRequest): Buffer => Buffer.from(RevertResizeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RevertResizeRequest => RevertResizeRequest.decode(value),
+    responseSerialize: (value: RevertResizeResponse): Buffer =>
+      Buffer.from(RevertResizeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RevertResizeResponse => RevertResizeResponse.decode(value),
+  },
+  /**
+   * Lists migrations (resize, cold and live migration, evacuation) with
+   * source, target, status and type; a member sees those of its own
+   * servers.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED (all_projects without the
+   * admin role), UNAUTHENTICATED.
+   */
+  listMigrations: {
+    path: "/novamesh.compute.v1.ServerService/ListMigrations" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListMigrationsRequest): Buffer =>
+      Buffer.from(ListMigrationsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListMigrationsRequest => ListMigrationsRequest.decode(value),
+    responseSerialize: (value: ListMigrationsResponse): Buffer =>
+      Buffer.from(ListMigrationsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListMigrationsResponse => ListMigrationsResponse.decode(value),
+  },
   /**
    * Lists the actions taken on a server, newest first, each with its events
    * (start, finish, result, host, fault) — Nova's os-instance-actions.
@@ -3929,6 +7149,59 @@ export interface ServerServiceServer extends UntypedServiceImplementation {
    * Errors: as StartServer.
    */
   rebootServer: handleUnaryCall<RebootServerRequest, RebootServerResponse>;
+  /** Pauses an ACTIVE server in memory (task PAUSING, then PAUSED). */
+  pauseServer: handleUnaryCall<PauseServerRequest, PauseServerResponse>;
+  /** Unpauses a PAUSED server (task UNPAUSING, then ACTIVE). */
+  unpauseServer: handleUnaryCall<UnpauseServerRequest, UnpauseServerResponse>;
+  /** Suspends an ACTIVE server to disk (task SUSPENDING, then SUSPENDED). */
+  suspendServer: handleUnaryCall<SuspendServerRequest, SuspendServerResponse>;
+  /** Resumes a SUSPENDED server (task RESUMING, then ACTIVE). */
+  resumeServer: handleUnaryCall<ResumeServerRequest, ResumeServerResponse>;
+  /**
+   * Locks a server: lifecycle calls from non-admins then fail with
+   * FAILED_PRECONDITION (reason LOCKED) until it is unlocked. Allowed in any
+   * state.
+   */
+  lockServer: handleUnaryCall<LockServerRequest, LockServerResponse>;
+  /**
+   * Unlocks a server. A server locked by an admin can only be unlocked by an
+   * admin.
+   */
+  unlockServer: handleUnaryCall<UnlockServerRequest, UnlockServerResponse>;
+  /**
+   * Resizes an ACTIVE or STOPPED server to another flavor: capacity is
+   * claimed on a target host first (never the same host), then the server
+   * moves (tasks RESIZE_PREP, RESIZE_MIGRATING, RESIZE_FINISH) and ends
+   * RESIZED (status VERIFY_RESIZE) holding capacity on both hosts until
+   * ConfirmResize or RevertResize — or the automatic confirm after the
+   * deployment's resize confirm window. No host fits: the server stays as it
+   * was and the operation fails with NO_VALID_HOST.
+   */
+  resizeServer: handleUnaryCall<ResizeServerRequest, ResizeServerResponse>;
+  /**
+   * Cold-migrates an ACTIVE or STOPPED server to another host with the same
+   * flavor; then as ResizeServer. Admins may name the target host.
+   */
+  migrateServer: handleUnaryCall<MigrateServerRequest, MigrateServerResponse>;
+  /**
+   * Confirms a resize or migration: the source copy is removed and its
+   * capacity released; the server ends ACTIVE (or STOPPED if it was).
+   */
+  confirmResize: handleUnaryCall<ConfirmResizeRequest, ConfirmResizeResponse>;
+  /**
+   * Reverts a resize or migration: the new copy is removed, the server comes
+   * back on its source host with its old flavor (task RESIZE_REVERTING), and
+   * the target's capacity is released.
+   */
+  revertResize: handleUnaryCall<RevertResizeRequest, RevertResizeResponse>;
+  /**
+   * Lists migrations (resize, cold and live migration, evacuation) with
+   * source, target, status and type; a member sees those of its own
+   * servers.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED (all_projects without the
+   * admin role), UNAUTHENTICATED.
+   */
+  listMigrations: handleUnaryCall<ListMigrationsRequest, ListMigrationsResponse>;
   /**
    * Lists the actions taken on a server, newest first, each with its events
    * (start, finish, result, host, fault) — Nova's os-instance-actions.
@@ -4087,6 +7360,213 @@ export interface ServerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RebootServerResponse) => void,
+  ): ClientUnaryCall;
+  /** Pauses an ACTIVE server in memory (task PAUSING, then PAUSED). */
+  pauseServer(
+    request: PauseServerRequest,
+    callback: (error: ServiceError | null, response: PauseServerResponse) => void,
+  ): ClientUnaryCall;
+  pauseServer(
+    request: PauseServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PauseServerResponse) => void,
+  ): ClientUnaryCall;
+  pauseServer(
+    request: PauseServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PauseServerResponse) => void,
+  ): ClientUnaryCall;
+  /** Unpauses a PAUSED server (task UNPAUSING, then ACTIVE). */
+  unpauseServer(
+    request: UnpauseServerRequest,
+    callback: (error: ServiceError | null, response: UnpauseServerResponse) => void,
+  ): ClientUnaryCall;
+  unpauseServer(
+    request: UnpauseServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UnpauseServerResponse) => void,
+  ): ClientUnaryCall;
+  unpauseServer(
+    request: UnpauseServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UnpauseServerResponse) => void,
+  ): ClientUnaryCall;
+  /** Suspends an ACTIVE server to disk (task SUSPENDING, then SUSPENDED). */
+  suspendServer(
+    request: SuspendServerRequest,
+    callback: (error: ServiceError | null, response: SuspendServerResponse) => void,
+  ): ClientUnaryCall;
+  suspendServer(
+    request: SuspendServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SuspendServerResponse) => void,
+  ): ClientUnaryCall;
+  suspendServer(
+    request: SuspendServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SuspendServerResponse) => void,
+  ): ClientUnaryCall;
+  /** Resumes a SUSPENDED server (task RESUMING, then ACTIVE). */
+  resumeServer(
+    request: ResumeServerRequest,
+    callback: (error: ServiceError | null, response: ResumeServerResponse) => void,
+  ): ClientUnaryCall;
+  resumeServer(
+    request: ResumeServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResumeServerResponse) => void,
+  ): ClientUnaryCall;
+  resumeServer(
+    request: ResumeServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResumeServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Locks a server: lifecycle calls from non-admins then fail with
+   * FAILED_PRECONDITION (reason LOCKED) until it is unlocked. Allowed in any
+   * state.
+   */
+  lockServer(
+    request: LockServerRequest,
+    callback: (error: ServiceError | null, response: LockServerResponse) => void,
+  ): ClientUnaryCall;
+  lockServer(
+    request: LockServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: LockServerResponse) => void,
+  ): ClientUnaryCall;
+  lockServer(
+    request: LockServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: LockServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Unlocks a server. A server locked by an admin can only be unlocked by an
+   * admin.
+   */
+  unlockServer(
+    request: UnlockServerRequest,
+    callback: (error: ServiceError | null, response: UnlockServerResponse) => void,
+  ): ClientUnaryCall;
+  unlockServer(
+    request: UnlockServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UnlockServerResponse) => void,
+  ): ClientUnaryCall;
+  unlockServer(
+    request: UnlockServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UnlockServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Resizes an ACTIVE or STOPPED server to another flavor: capacity is
+   * claimed on a target host first (never the same host), then the server
+   * moves (tasks RESIZE_PREP, RESIZE_MIGRATING, RESIZE_FINISH) and ends
+   * RESIZED (status VERIFY_RESIZE) holding capacity on both hosts until
+   * ConfirmResize or RevertResize — or the automatic confirm after the
+   * deployment's resize confirm window. No host fits: the server stays as it
+   * was and the operation fails with NO_VALID_HOST.
+   */
+  resizeServer(
+    request: ResizeServerRequest,
+    callback: (error: ServiceError | null, response: ResizeServerResponse) => void,
+  ): ClientUnaryCall;
+  resizeServer(
+    request: ResizeServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResizeServerResponse) => void,
+  ): ClientUnaryCall;
+  resizeServer(
+    request: ResizeServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResizeServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Cold-migrates an ACTIVE or STOPPED server to another host with the same
+   * flavor; then as ResizeServer. Admins may name the target host.
+   */
+  migrateServer(
+    request: MigrateServerRequest,
+    callback: (error: ServiceError | null, response: MigrateServerResponse) => void,
+  ): ClientUnaryCall;
+  migrateServer(
+    request: MigrateServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MigrateServerResponse) => void,
+  ): ClientUnaryCall;
+  migrateServer(
+    request: MigrateServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MigrateServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Confirms a resize or migration: the source copy is removed and its
+   * capacity released; the server ends ACTIVE (or STOPPED if it was).
+   */
+  confirmResize(
+    request: ConfirmResizeRequest,
+    callback: (error: ServiceError | null, response: ConfirmResizeResponse) => void,
+  ): ClientUnaryCall;
+  confirmResize(
+    request: ConfirmResizeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ConfirmResizeResponse) => void,
+  ): ClientUnaryCall;
+  confirmResize(
+    request: ConfirmResizeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ConfirmResizeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Reverts a resize or migration: the new copy is removed, the server comes
+   * back on its source host with its old flavor (task RESIZE_REVERTING), and
+   * the target's capacity is released.
+   */
+  revertResize(
+    request: RevertResizeRequest,
+    callback: (error: ServiceError | null, response: RevertResizeResponse) => void,
+  ): ClientUnaryCall;
+  revertResize(
+    request: RevertResizeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RevertResizeResponse) => void,
+  ): ClientUnaryCall;
+  revertResize(
+    request: RevertResizeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RevertResizeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Lists migrations (resize, cold and live migration, evacuation) with
+   * source, target, status and type; a member sees those of its own
+   * servers.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED (all_projects without the
+   * admin role), UNAUTHENTICATED.
+   */
+  listMigrations(
+    request: ListMigrationsRequest,
+    callback: (error: ServiceError | null, response: ListMigrationsResponse) => void,
+  ): ClientUnaryCall;
+  listMigrations(
+    request: ListMigrationsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListMigrationsResponse) => void,
+  ): ClientUnaryCall;
+  listMigrations(
+    request: ListMigrationsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListMigrationsResponse) => void,
   ): ClientUnaryCall;
   /**
    * Lists the actions taken on a server, newest first, each with its events

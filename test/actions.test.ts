@@ -1,0 +1,342 @@
+/**
+ * Every row of the lifecycle table on real MySQL + NATS with fake agents:
+ * each action from each state it is allowed from, its task state while it
+ * runs and the state it ends in; every disallowed transition refused with
+ * the documented code; locks; operations.
+ */
+import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { status } from "@grpc/grpc-js";
+import type { ServiceError } from "@grpc/grpc-js";
+import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
+import { PowerState, RebootType, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
+import type { Server, WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
+import { Role } from "../gen/novamesh/compute/v1/identity.js";
+import type { Controller } from "../controller/controller.js";
+import { decodeStatusDetails } from "../controller/api/status.js";
+import { ALLOWED_FROM } from "../controller/domain/states.js";
+import type { ServerAction, VmState as DomainVmState } from "../controller/domain/states.js";
+import { setDomainPowerState } from "../agent/drivers/fake/domain-store.js";
+import { spawnAgent, stopAgent, tempDir } from "./agents.js";
+import { TestEnv, servicesUp, settled as settledIn, waitServers } from "./harness.js";
+import type { Clients } from "./harness.js";
+
+/** Fails a call and returns its code and standard details. */
+async function failure(p: Promise<unknown>): Promise<{ code: number; message: string; reason?: string; metadata: Record<string, string> }> {
+  const e = (await p.then(
+    () => null,
+    (err: ServiceError) => err,
+  )) as ServiceError | null;
+  assert.ok(e, "the call must fail");
+  const d = decodeStatusDetails(e.metadata);
+  return { code: e.code, message: e.details, reason: d.errorInfo?.reason, metadata: d.errorInfo?.metadata ?? {} };
+}
+
+describe("the lifecycle table", () => {
+  const env = new TestEnv();
+  let ctl: Controller;
+  let admin: Clients;
+  let alice: Clients;
+  let imageId: string;
+  let agent: ChildProcess;
+  let dir: string;
+  const hostPrefix = `ac${env.id}`;
+
+  before(async () => {
+    // Guests ignore ACPI (a soft reboot falls back to hard, a stop is forced
+    // after its timeout), and the first reboot fails.
+    ctl = await env.startController({ softRebootTimeoutSeconds: 1, powerOffTimeoutSeconds: 1, resizeConfirmWindowSeconds: 0 });
+    admin = env.admin(ctl);
+    alice = await env.as(ctl, "alice");
+    imageId = await env.image(ctl);
+    dir = await tempDir("actions");
+    const faults = { reboot: { error: "guest kernel panic", failTimes: 1 }, ignoreAcpi: true };
+    agent = spawnAgent({
+      controller: env.address(ctl),
+      token: env.adminToken,
+      logFile: join(dir, "agent.log"),
+      args: ["--host", hostPrefix, "--hosts", "2", "--driver", "fake", "--state-dir", dir, "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200", "--fake-faults", JSON.stringify(faults)],
+    });
+    await servicesUp(admin, 2);
+  });
+  after(async () => {
+    if (agent) await stopAgent(agent);
+    await env.cleanup();
+  });
+
+  const settled = (id: string, st: ServerStatus) => settledIn(alice, id, st);
+
+  async function boot(name: string): Promise<Server> {
+    const s = (await alice.servers.createServer({ name, flavorId: "m1.tiny", imageId })).server!;
+    return settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+  }
+
+  test("each action runs from each state it is allowed from, through its task, to its end state", async () => {
+    const s = await boot("walker");
+    const seen: WatchServersResponse[] = [];
+    const stream = alice.servers.raw.watchServers({ afterIndex: 0, serverId: s.id, allProjects: false }, alice.servers.metadata());
+    stream.on("data", (ev: WatchServersResponse) => seen.push(ev));
+    stream.on("error", () => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    const id = s.id;
+    const step = async (call: () => Promise<{ server?: Server; operation?: { state: OperationState } }>, task: TaskState, end: ServerStatus) => {
+      const res = await call();
+      assert.equal(res.server!.taskState, task, `task while ${TaskState[task]} runs`);
+      assert.equal(res.operation!.state, OperationState.OPERATION_STATE_RUNNING);
+      return settled(id, end);
+    };
+
+    // ACTIVE → soft reboot; the guest panics: ERROR with the fault.
+    const crashed = await step(() => alice.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_SOFT }), TaskState.TASK_STATE_REBOOTING, ServerStatus.SERVER_STATUS_ERROR);
+    assert.equal(crashed.fault!.code, "REBOOT_FAILED");
+    assert.match(crashed.fault!.message, /guest kernel panic/);
+    // ERROR → hard reboot → ACTIVE, the fault cleared.
+    const revived = await step(() => alice.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_HARD }), TaskState.TASK_STATE_REBOOTING_HARD, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.equal(revived.fault, undefined);
+    // A soft reboot the guest ignores falls back to hard after the timeout.
+    await step(() => alice.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_SOFT }), TaskState.TASK_STATE_REBOOTING, ServerStatus.SERVER_STATUS_ACTIVE);
+    const softAction = (await alice.servers.listServerActions({ serverId: id })).actions[0]!;
+    assert.equal(softAction.events[0]!.result, "Success");
+    assert.match(softAction.events[0]!.details, /hard/i);
+
+    const paused = await step(() => alice.servers.pauseServer({ id }), TaskState.TASK_STATE_PAUSING, ServerStatus.SERVER_STATUS_PAUSED);
+    assert.deepEqual([paused.vmState, paused.powerState], [VmState.VM_STATE_PAUSED, PowerState.POWER_STATE_PAUSED]);
+    await step(() => alice.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_HARD }), TaskState.TASK_STATE_REBOOTING_HARD, ServerStatus.SERVER_STATUS_ACTIVE);
+    await step(() => alice.servers.pauseServer({ id }), TaskState.TASK_STATE_PAUSING, ServerStatus.SERVER_STATUS_PAUSED);
+    const unpaused = await step(() => alice.servers.unpauseServer({ id }), TaskState.TASK_STATE_UNPAUSING, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.equal(unpaused.powerState, PowerState.POWER_STATE_RUNNING);
+
+    const suspended = await step(() => alice.servers.suspendServer({ id }), TaskState.TASK_STATE_SUSPENDING, ServerStatus.SERVER_STATUS_SUSPENDED);
+    assert.deepEqual([suspended.vmState, suspended.powerState], [VmState.VM_STATE_SUSPENDED, PowerState.POWER_STATE_SUSPENDED]);
+    await step(() => alice.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_HARD }), TaskState.TASK_STATE_REBOOTING_HARD, ServerStatus.SERVER_STATUS_ACTIVE);
+    await step(() => alice.servers.suspendServer({ id }), TaskState.TASK_STATE_SUSPENDING, ServerStatus.SERVER_STATUS_SUSPENDED);
+    await step(() => alice.servers.resumeServer({ id }), TaskState.TASK_STATE_RESUMING, ServerStatus.SERVER_STATUS_ACTIVE);
+
+    // The guest ignores ACPI: the stop is forced after its timeout.
+    const stopped = await step(() => alice.servers.stopServer({ id }), TaskState.TASK_STATE_POWERING_OFF, ServerStatus.SERVER_STATUS_SHUTOFF);
+    assert.deepEqual([stopped.vmState, stopped.powerState], [VmState.VM_STATE_STOPPED, PowerState.POWER_STATE_SHUTDOWN]);
+    await step(() => alice.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_HARD }), TaskState.TASK_STATE_REBOOTING_HARD, ServerStatus.SERVER_STATUS_ACTIVE);
+    await step(() => alice.servers.stopServer({ id }), TaskState.TASK_STATE_POWERING_OFF, ServerStatus.SERVER_STATUS_SHUTOFF);
+    await step(() => alice.servers.startServer({ id }), TaskState.TASK_STATE_POWERING_ON, ServerStatus.SERVER_STATUS_ACTIVE);
+
+    const del = await alice.servers.deleteServer({ id });
+    assert.equal(del.server!.taskState, TaskState.TASK_STATE_DELETING);
+    await waitServers(alice, [id], (x) => x.status === ServerStatus.SERVER_STATUS_DELETED, "DELETED");
+    await new Promise((r) => setTimeout(r, 500));
+    stream.cancel();
+
+    // The watch saw each task start and end, in order.
+    const states = seen.map((e) => `${VmState[e.server!.vmState]!.slice(9)}/${TaskState[e.server!.taskState]!.slice(11)}`);
+    assert.deepEqual(
+      states.filter((x, i) => x !== states[i - 1]),
+      [
+        "ACTIVE/REBOOTING",
+        "ERROR/UNSPECIFIED",
+        "ERROR/REBOOTING_HARD",
+        "ACTIVE/UNSPECIFIED",
+        "ACTIVE/REBOOTING",
+        "ACTIVE/UNSPECIFIED",
+        "ACTIVE/PAUSING",
+        "PAUSED/UNSPECIFIED",
+        "PAUSED/REBOOTING_HARD",
+        "ACTIVE/UNSPECIFIED",
+        "ACTIVE/PAUSING",
+        "PAUSED/UNSPECIFIED",
+        "PAUSED/UNPAUSING",
+        "ACTIVE/UNSPECIFIED",
+        "ACTIVE/SUSPENDING",
+        "SUSPENDED/UNSPECIFIED",
+        "SUSPENDED/REBOOTING_HARD",
+        "ACTIVE/UNSPECIFIED",
+        "ACTIVE/SUSPENDING",
+        "SUSPENDED/UNSPECIFIED",
+        "SUSPENDED/RESUMING",
+        "ACTIVE/UNSPECIFIED",
+        "ACTIVE/POWERING_OFF",
+        "STOPPED/UNSPECIFIED",
+        "STOPPED/REBOOTING_HARD",
+        "ACTIVE/UNSPECIFIED",
+        "ACTIVE/POWERING_OFF",
+        "STOPPED/UNSPECIFIED",
+        "STOPPED/POWERING_ON",
+        "ACTIVE/UNSPECIFIED",
+        "ACTIVE/DELETING",
+        "DELETED/UNSPECIFIED",
+      ],
+    );
+    const actions = (await alice.servers.listServerActions({ serverId: id })).actions.map((a) => `${a.action}:${a.events.map((e) => e.name).join("+")}`);
+    assert.deepEqual(actions.reverse(), [
+      "create:schedule+compute_spawn",
+      "reboot:compute_reboot",
+      "reboot:compute_reboot",
+      "reboot:compute_reboot",
+      "pause:compute_pause",
+      "reboot:compute_reboot",
+      "pause:compute_pause",
+      "unpause:compute_unpause",
+      "suspend:compute_suspend",
+      "reboot:compute_reboot",
+      "suspend:compute_suspend",
+      "resume:compute_resume",
+      "stop:compute_stop",
+      "reboot:compute_reboot",
+      "stop:compute_stop",
+      "start:compute_start",
+      "delete:compute_terminate",
+    ]);
+  });
+
+  test("every disallowed transition is refused with FAILED_PRECONDITION naming the state; a busy server with ABORTED", async () => {
+    const calls: Record<Exclude<ServerAction, "delete" | "lock" | "unlock">, (id: string) => Promise<unknown>> = {
+      start: (id) => alice.servers.startServer({ id }),
+      stop: (id) => alice.servers.stopServer({ id }),
+      reboot_soft: (id) => alice.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_SOFT }),
+      reboot_hard: (id) => alice.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_HARD }),
+      pause: (id) => alice.servers.pauseServer({ id }),
+      unpause: (id) => alice.servers.unpauseServer({ id }),
+      suspend: (id) => alice.servers.suspendServer({ id }),
+      resume: (id) => alice.servers.resumeServer({ id }),
+      resize: (id) => alice.servers.resizeServer({ id, flavorId: "m1.small" }),
+      migrate: (id) => alice.servers.migrateServer({ id }),
+      confirm_resize: (id) => alice.servers.confirmResize({ id }),
+      revert_resize: (id) => alice.servers.revertResize({ id }),
+    };
+    const [a, st, p, su, r] = await Promise.all(["in-active", "in-stopped", "in-paused", "in-suspended", "in-resized"].map(boot));
+    await alice.servers.stopServer({ id: st!.id });
+    await alice.servers.pauseServer({ id: p!.id });
+    await alice.servers.suspendServer({ id: su!.id });
+    await alice.servers.migrateServer({ id: r!.id });
+    await settled(st!.id, ServerStatus.SERVER_STATUS_SHUTOFF);
+    await settled(p!.id, ServerStatus.SERVER_STATUS_PAUSED);
+    await settled(su!.id, ServerStatus.SERVER_STATUS_SUSPENDED);
+    await settled(r!.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE);
+    const byState: Array<[DomainVmState, string]> = [
+      ["ACTIVE", a!.id],
+      ["STOPPED", st!.id],
+      ["PAUSED", p!.id],
+      ["SUSPENDED", su!.id],
+      ["RESIZED", r!.id],
+    ];
+    let refused = 0;
+    for (const [vm, id] of byState) {
+      for (const [action, call] of Object.entries(calls) as Array<[keyof typeof calls, (id: string) => Promise<unknown>]>) {
+        if (ALLOWED_FROM[action].has(vm)) continue;
+        const f = await failure(call(id));
+        assert.equal(f.code, status.FAILED_PRECONDITION, `${action} from ${vm}: ${f.message}`);
+        assert.equal(f.reason, "INVALID_STATE");
+        assert.equal(f.metadata["vm_state"], vm);
+        assert.match(f.message, new RegExp(`while it is ${vm}`));
+        refused++;
+      }
+    }
+    assert.ok(refused >= 40, `${refused} disallowed transitions checked`);
+
+    // A second action while a task runs: ABORTED naming the task. The stop
+    // takes a second (the guest ignores ACPI).
+    await alice.servers.stopServer({ id: a!.id });
+    const busy = await failure(alice.servers.pauseServer({ id: a!.id }));
+    assert.equal(busy.code, status.ABORTED);
+    assert.equal(busy.reason, "TASK_IN_PROGRESS");
+    assert.equal(busy.metadata["task_state"], "POWERING_OFF");
+    await settled(a!.id, ServerStatus.SERVER_STATUS_SHUTOFF);
+  });
+
+  test("a locked server refuses a member's actions until unlocked; an admin's lock binds the member", async () => {
+    const s = await boot("locked");
+    const lock = await alice.servers.lockServer({ id: s.id, reason: "release freeze" });
+    assert.equal(lock.server!.locked, true);
+    assert.equal(lock.operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
+    const refused = await failure(alice.servers.stopServer({ id: s.id }));
+    assert.equal(refused.code, status.FAILED_PRECONDITION);
+    assert.equal(refused.reason, "LOCKED");
+    assert.match(refused.message, /release freeze/);
+    assert.equal((await failure(alice.servers.deleteServer({ id: s.id }))).reason, "LOCKED");
+    // An admin is not bound by the lock.
+    await admin.servers.stopServer({ id: s.id });
+    await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
+    const unlocked = await alice.servers.unlockServer({ id: s.id });
+    assert.equal(unlocked.server!.locked, false);
+    await alice.servers.startServer({ id: s.id });
+    await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+
+    await admin.servers.lockServer({ id: s.id, reason: "" });
+    const denied = await failure(alice.servers.unlockServer({ id: s.id }));
+    assert.equal(denied.code, status.PERMISSION_DENIED);
+    assert.equal((await alice.servers.getServer({ id: s.id })).server!.locked, true);
+    await admin.servers.unlockServer({ id: s.id });
+    const actions = (await alice.servers.listServerActions({ serverId: s.id })).actions.map((x) => x.action);
+    assert.deepEqual(actions.slice(0, 6), ["unlock", "lock", "start", "unlock", "stop", "lock"]);
+  });
+
+  test("operations: named after the request id, listed, awaited, and not cancellable once a stop is accepted", async () => {
+    const s = await boot("ops");
+    const res = await alice.servers.stopServer({ id: s.id, requestId: "stop/1 ops" });
+    const name = res.operation!.name;
+    assert.equal(name, `servers/${s.id}/operations/stop%2F1%20ops`);
+    // The same request id again is the same operation, and nothing new happens.
+    const again = await alice.servers.stopServer({ id: s.id, requestId: "stop/1 ops" });
+    assert.equal(again.operation!.name, name);
+    assert.ok(again.operation!.deadline, "a running operation shows its deadline");
+    const cancel = await failure(alice.operations.cancelOperation({ name }));
+    assert.equal(cancel.code, status.FAILED_PRECONDITION);
+    assert.equal(cancel.reason, "NOT_CANCELLABLE");
+    const waited = (await alice.operations.waitOperation({ name, timeoutSeconds: 30 })).operation!;
+    assert.equal(waited.state, OperationState.OPERATION_STATE_SUCCEEDED);
+    assert.equal(waited.done, true);
+    assert.ok(waited.endTime);
+    assert.equal(waited.deadline, undefined);
+    assert.equal((await failure(alice.operations.cancelOperation({ name }))).reason, "OPERATION_DONE");
+
+    const listed = (await alice.operations.listOperations({ serverId: s.id })).operations;
+    assert.deepEqual(listed.map((o) => o.action), ["stop", "create"]);
+    assert.ok(listed.every((o) => o.state === OperationState.OPERATION_STATE_SUCCEEDED));
+    const page = await alice.operations.listOperations({ pageSize: 1 });
+    assert.equal(page.operations.length, 1);
+    assert.ok(page.nextPageToken);
+    const failed = (await alice.operations.listOperations({ state: OperationState.OPERATION_STATE_FAILED })).operations;
+    assert.ok(failed.every((o) => o.state === OperationState.OPERATION_STATE_FAILED && o.error));
+
+    // Bad names and other projects.
+    assert.equal((await failure(alice.operations.getOperation({ name: "" }))).code, status.INVALID_ARGUMENT);
+    assert.equal((await failure(alice.operations.getOperation({ name: "operations/x" }))).code, status.INVALID_ARGUMENT);
+    assert.equal((await failure(alice.operations.getOperation({ name: `servers/${s.id}/operations/nope` }))).code, status.NOT_FOUND);
+    const bob = await env.as(ctl, "bob", Role.ROLE_MEMBER);
+    assert.equal((await failure(bob.operations.getOperation({ name }))).code, status.NOT_FOUND);
+    assert.equal((await failure(bob.operations.listOperations({ allProjects: true }))).code, status.PERMISSION_DENIED);
+    assert.equal((await bob.operations.listOperations({})).operations.length, 0);
+  });
+
+  test("power-state sync: a guest that stops, crashes or starts on its own is shown so and recorded", async () => {
+    const s = await boot("wayward");
+    const statePath = join(dir, s.host, "fake-domains.json");
+    const syncEvents = async () =>
+      (await alice.servers.listServerActions({ serverId: s.id })).actions
+        .filter((a) => a.action === "sync_power_state")
+        .map((a) => a.events.map((e) => `${e.name}:${e.result}:${e.details}`).join());
+
+    // The guest shuts itself down.
+    await setDomainPowerState(statePath, s.id, "SHUTDOWN");
+    const off = await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
+    assert.deepEqual([off.vmState, off.powerState], [VmState.VM_STATE_STOPPED, PowerState.POWER_STATE_SHUTDOWN]);
+    assert.deepEqual(await syncEvents(), [
+      `power_state_sync:Success:host ${s.host} reports power state SHUTDOWN (was RUNNING); vm_state ACTIVE -> STOPPED`,
+    ]);
+    // Someone starts it behind the API's back.
+    await setDomainPowerState(statePath, s.id, "RUNNING");
+    const on = await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.equal(on.powerState, PowerState.POWER_STATE_RUNNING);
+    // It crashes: STOPPED, with the crash visible in the power state.
+    await setDomainPowerState(statePath, s.id, "CRASHED");
+    const crashed = await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
+    assert.equal(crashed.powerState, PowerState.POWER_STATE_CRASHED);
+    const events = await syncEvents();
+    assert.equal(events.length, 3);
+    assert.match(events[0]!, /reports power state CRASHED \(was RUNNING\); vm_state ACTIVE -> STOPPED/);
+    assert.match(events[1]!, /reports power state RUNNING \(was SHUTDOWN\); vm_state STOPPED -> ACTIVE/);
+    // And a hard reboot brings it back.
+    await alice.servers.rebootServer({ id: s.id, type: RebootType.REBOOT_TYPE_HARD });
+    assert.equal((await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE)).powerState, PowerState.POWER_STATE_RUNNING);
+  });
+});
