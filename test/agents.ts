@@ -63,3 +63,17 @@ export async function driverCalls(statePath: string): Promise<Array<{ opId?: str
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l));
 }
+
+/**
+ * The fake hypervisor's domains in a state file (what the host itself runs),
+ * by server id; none if the file does not exist yet.
+ */
+export async function fakeDomains(statePath: string): Promise<Record<string, { instance: { image: { id: string } }; powerState: string; incoming?: unknown; migratedTo?: string }>> {
+  let text: string;
+  try {
+    text = await readFile(statePath, "utf8");
+  } catch {
+    return {};
+  }
+  return (JSON.parse(text) as { domains: Record<string, { instance: { image: { id: string } }; powerState: string; incoming?: unknown; migratedTo?: string }> }).domains;
+}

@@ -13,6 +13,7 @@ import { ServerServiceClient, ServerStatus, TaskState } from "../gen/novamesh/co
 import type { Server } from "../gen/novamesh/compute/v1/server.js";
 import { OperationServiceClient } from "../gen/novamesh/compute/v1/operation.js";
 import { Controller } from "../controller/controller.js";
+import { decodeStatusDetails } from "../controller/api/status.js";
 import type { ControllerConfig } from "../controller/config.js";
 
 export const MYSQL_URL = process.env.NOVAMESH_TEST_MYSQL ?? "mysql://root@127.0.0.1:3306";
@@ -219,4 +220,30 @@ export async function servicesUp(admin: Clients, n: number): Promise<void> {
     what: `${n} agents up`,
     timeoutMs: 30_000,
   });
+}
+
+/**
+ * Runs `fn` with every compute service but `host` disabled, so that what it
+ * boots lands on `host`; enables the others again afterwards (also those
+ * that were disabled before).
+ */
+export async function withOnlyHost<T>(admin: Clients, host: string, fn: () => Promise<T>): Promise<T> {
+  const others = (await admin.hosts.listServices({})).services.map((s) => s.host).filter((h) => h !== host);
+  for (const h of others) await admin.hosts.disableService({ host: h, reason: `test: place on ${host}` });
+  try {
+    return await fn();
+  } finally {
+    for (const h of others) await admin.hosts.enableService({ host: h });
+  }
+}
+
+/** Awaits a call that must fail; returns its code, message and standard details. */
+export async function failure(p: Promise<unknown>): Promise<{ code: number; message: string; reason?: string; metadata: Record<string, string>; fields: string[] }> {
+  const e = (await p.then(
+    () => null,
+    (err: grpc.ServiceError) => err,
+  )) as grpc.ServiceError | null;
+  assert.ok(e, "the call must fail");
+  const d = decodeStatusDetails(e.metadata);
+  return { code: e.code, message: e.details, reason: d.errorInfo?.reason, metadata: d.errorInfo?.metadata ?? {}, fields: d.badRequest?.fieldViolations.map((v) => v.field) ?? [] };
 }

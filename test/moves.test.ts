@@ -59,7 +59,6 @@ describe("resize and cold migration", () => {
     return settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
   }
 
-  const usageOf = async (host: string) => (await assertCapacityExact(env, admin)).get(host)!;
 
   test("resize claims the target first, holds both hosts while RESIZED, and confirm releases the source", async () => {
     const s = await boot("grow");

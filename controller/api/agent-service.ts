@@ -13,7 +13,16 @@ const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 
 /** What the agent stream needs from the conductor. */
 export interface AgentConductor {
-  hello(h: { host: string; hypervisorType: string; version: string; zone: string; vcpus: number; memoryMb: number; diskGb: number }): Promise<{
+  hello(h: {
+    host: string;
+    hypervisorType: string;
+    version: string;
+    zone: string;
+    vcpus: number;
+    memoryMb: number;
+    diskGb: number;
+    migrationUri: string;
+  }): Promise<{
     stream: string;
     subject: string;
     consumer: string;
@@ -72,6 +81,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
                 vcpus: cap.vcpus,
                 memoryMb: cap.memoryMb,
                 diskGb: cap.diskGb,
+                migrationUri: h.migrationUri.slice(0, 1024),
               });
               host = h.host;
               deps.log.info({ host, hypervisor: h.hypervisorType, version: h.version }, "agent connected");
@@ -110,6 +120,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
                 startTime: res.startTime ?? null,
                 finishTime: res.finishTime ?? null,
                 note: res.note,
+                snapshot: res.snapshot ? { sizeBytes: res.snapshot.sizeBytes, checksum: res.snapshot.checksum, diskFormat: res.snapshot.diskFormat } : null,
               });
               if (!failed) call.write({ body: { $case: "opResultAck", opResultAck: { opId: res.opId } } });
             });

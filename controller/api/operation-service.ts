@@ -67,8 +67,9 @@ export function operationService(deps: RpcDeps, lifecycle: Lifecycle, watcher: S
     cancelOperation: unary(deps, "CancelOperation", async (req, ctx) => {
       const op = await load(ctx.principal, req.name);
       if (isDone(op)) throw failedPrecondition(`operation ${req.name} is already ${op.state}`, "OPERATION_DONE", { state: op.state });
-      // Only a running live migration can stop half-way; no other action can.
-      throw failedPrecondition(`a ${op.action} operation cannot be cancelled`, "NOT_CANCELLABLE", { action: op.action });
+      // Only a live migration that is copying can stop half-way.
+      if (!op.cancellable) throw failedPrecondition(`a ${op.action} operation cannot be cancelled now`, "NOT_CANCELLABLE", { action: op.action });
+      return { operation: operationToProto(await lifecycle.cancel(ctx.principal, op.instanceUuid, op.requestId)) };
     }),
   };
 }

@@ -116,6 +116,40 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
       const requestId = v.requestId("request_id", req.requestId);
       return accepted(await lifecycle.migrate(ctx.principal, id, requestId, req.host ? req.host : null));
     }),
+    liveMigrateServer: unary(deps, "LiveMigrateServer", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const requestId = v.requestId("request_id", req.requestId);
+      return accepted(await lifecycle.liveMigrate(ctx.principal, id, requestId, req.host ? req.host : null));
+    }),
+    evacuateServer: unary(deps, "EvacuateServer", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const requestId = v.requestId("request_id", req.requestId);
+      if (!isAdmin(ctx)) throw permissionDenied("evacuate needs the admin role");
+      return accepted(await lifecycle.evacuate(ctx.principal, id, requestId, req.host ? req.host : null));
+    }),
+    rebuildServer: unary(deps, "RebuildServer", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const requestId = v.requestId("request_id", req.requestId);
+      const name = req.name ? v.name("name", req.name) : null;
+      let image = null;
+      if (req.imageId) {
+        const imageId = v.uuid("image_id", req.imageId);
+        image = await getImage(pool, imageId, isAdmin(ctx) ? undefined : ctx.principal.projectId);
+        if (!image) throw notFound("image", imageId);
+        if (image.status !== "active") throw invalidArgument("image_id", `image ${imageId} is ${image.status}, not active`);
+      }
+      return accepted(await lifecycle.rebuild(ctx.principal, id, requestId, image, name));
+    }),
+    createServerImage: unary(deps, "CreateServerImage", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const requestId = v.requestId("request_id", req.requestId);
+      const name = v.name("name", req.name);
+      const metadata = v.metadata("metadata", req.metadata);
+      const a = await lifecycle.createImage(ctx.principal, id, requestId, name, metadata);
+      return { ...accepted(a), imageId: a.imageId ?? "" };
+    }),
+    shelveServer: simple("ShelveServer", (who, id, rid) => lifecycle.shelve(who, id, rid)),
+    unshelveServer: simple("UnshelveServer", (who, id, rid) => lifecycle.unshelve(who, id, rid)),
     confirmResize: simple("ConfirmResize", (who, id, rid) => lifecycle.confirmResize(who, id, rid)),
     revertResize: simple("RevertResize", (who, id, rid) => lifecycle.revertResize(who, id, rid)),
 

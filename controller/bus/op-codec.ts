@@ -17,7 +17,14 @@ export type OpArgs =
   | { readonly kind: "confirm_migration" }
   | { readonly kind: "revert_migration" }
   | { readonly kind: "finish_revert_migration"; readonly powerOn: boolean }
-  | { readonly kind: "abort"; readonly targetOpId: string };
+  | { readonly kind: "abort"; readonly targetOpId: string }
+  | { readonly kind: "snapshot"; readonly imageId: string; readonly imageName: string }
+  | { readonly kind: "shelve"; readonly imageId: string; readonly imageName: string; readonly timeoutSeconds: number }
+  | { readonly kind: "rebuild"; readonly recreate: boolean }
+  | { readonly kind: "pre_live_migration"; readonly sourceHost: string }
+  | { readonly kind: "live_migrate"; readonly targetHost: string; readonly targetUri: string }
+  | { readonly kind: "post_live_migration"; readonly sourceHost: string }
+  | { readonly kind: "rollback_live_migration" };
 
 export type OpKind = OpArgs["kind"];
 
@@ -53,6 +60,20 @@ function opOf(a: OpArgs): ComputeOp["op"] {
       return { $case: "finishRevertMigration", finishRevertMigration: { powerOn: a.powerOn } };
     case "abort":
       return { $case: "abort", abort: { targetOpId: a.targetOpId } };
+    case "snapshot":
+      return { $case: "snapshot", snapshot: { imageId: a.imageId, imageName: a.imageName } };
+    case "shelve":
+      return { $case: "shelve", shelve: { imageId: a.imageId, imageName: a.imageName, timeoutSeconds: a.timeoutSeconds } };
+    case "rebuild":
+      return { $case: "rebuild", rebuild: { recreate: a.recreate } };
+    case "pre_live_migration":
+      return { $case: "preLiveMigration", preLiveMigration: { sourceHost: a.sourceHost } };
+    case "live_migrate":
+      return { $case: "liveMigrate", liveMigrate: { targetHost: a.targetHost, targetUri: a.targetUri } };
+    case "post_live_migration":
+      return { $case: "postLiveMigration", postLiveMigration: { sourceHost: a.sourceHost } };
+    case "rollback_live_migration":
+      return { $case: "rollbackLiveMigration", rollbackLiveMigration: {} };
   }
 }
 
@@ -81,7 +102,7 @@ export function encodeComputeOp(o: {
       ramMb: inst.flavor.ramMb,
       diskGb: inst.flavor.diskGb,
       image: {
-        id: inst.imageId,
+        id: o.image?.id ?? inst.imageId,
         name: o.image?.name ?? "",
         diskFormat: o.image?.diskFormat ?? "",
         checksum: o.image?.checksum ?? "",

@@ -25,10 +25,17 @@ export const EVENT_OF: Readonly<Record<OpKind, string>> = {
   revert_migration: "compute_revert_resize",
   finish_revert_migration: "compute_finish_revert_resize",
   abort: "compute_abort",
+  snapshot: "compute_snapshot",
+  shelve: "compute_shelve",
+  rebuild: "compute_rebuild",
+  pre_live_migration: "compute_pre_live_migration",
+  live_migrate: "compute_live_migration",
+  post_live_migration: "compute_post_live_migration",
+  rollback_live_migration: "compute_rollback_live_migration",
 };
 
 /** Ops that kill or undo: they never expire, whenever the host gets them. */
-const CLEANUP: ReadonlySet<OpKind> = new Set<OpKind>(["destroy", "confirm_migration", "revert_migration", "abort"]);
+const CLEANUP: ReadonlySet<OpKind> = new Set<OpKind>(["destroy", "confirm_migration", "revert_migration", "abort", "rollback_live_migration"]);
 
 /**
  * Sends an op to a host: records the op and its action event and queues the
@@ -38,10 +45,21 @@ const CLEANUP: ReadonlySet<OpKind> = new Set<OpKind>(["destroy", "confirm_migrat
  */
 export async function dispatchOp(
   q: Queryable,
-  o: { instance: Instance; host: string; actionId: number; requestId: string; args: OpArgs; attempt?: number; subjectPrefix: string },
+  o: {
+    instance: Instance;
+    host: string;
+    actionId: number;
+    requestId: string;
+    args: OpArgs;
+    attempt?: number;
+    subjectPrefix: string;
+    /** The image to build from, when not the instance's own (an unshelve builds from its snapshot). */
+    imageId?: string;
+  },
 ): Promise<string> {
   const opId = randomUUID();
-  const image = o.args.kind === "spawn" ? await getImage(q, o.instance.imageId, undefined) : null;
+  const needsImage = o.args.kind === "spawn" || o.args.kind === "rebuild";
+  const image = needsImage ? await getImage(q, o.imageId ?? o.instance.imageId, undefined) : null;
   const payload = encodeComputeOp({
     opId,
     requestId: o.requestId,

@@ -1,17 +1,20 @@
 import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import type { ServerAction } from "../domain/states.js";
-import { ALLOWED_FROM, ALLOWED_WHEN_LOCKED, INTERRUPTIBLE_BY, TASK_OF, actionName } from "../domain/states.js";
+import { ALLOWED_FROM, ALLOWED_WHEN_LOCKED, INTERRUPTIBLE_BY, SCHEDULED_ACTIONS, TASK_OF, actionName } from "../domain/states.js";
 import type { TaskTimeouts } from "../domain/tasks.js";
 import { startTask } from "../domain/tasks.js";
 import type { Flavor, Image, Instance, InstanceAction, MigrationType, Principal } from "../domain/types.js";
 import { ApiError, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
-import { findAction, finishAction, getActionById, insertAction, instantEvent } from "../store/actions.js";
+import { findAction, finishAction, finishOpEvent, getActionById, insertAction, instantEvent, setActionImage, setActionStep } from "../store/actions.js";
+import { insertImage } from "../store/catalog.js";
+import { finishOp, pendingOps } from "../store/ops.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import { isDuplicateKey, withTx } from "../store/db.js";
 import { getInstance, getInstanceByRequest, insertInstance, updateInstance } from "../store/instances.js";
 import { insertMigration, openMigration, updateMigration } from "../store/moves.js";
-import { getNodeByHost } from "../store/nodes.js";
+import { getNodeByHost, releaseAllocations } from "../store/nodes.js";
+import { deleteImage, getImage } from "../store/catalog.js";
 import type { OpArgs } from "../bus/op-codec.js";
 import { dispatchOp } from "./dispatch.js";
 import { releaseEverything } from "./moves.js";
@@ -39,12 +42,16 @@ export interface LifecycleOptions {
 export interface Accepted {
   readonly instance: Instance;
   readonly operation: InstanceAction;
+  /** The image the action created, if any (CreateServerImage). */
+  readonly imageId?: string;
 }
 
 /** What an action's body did. */
 interface Step {
   readonly instance: Instance;
   readonly kicksScheduler?: boolean;
+  /** An image the action created (snapshot). */
+  readonly imageId?: string;
 }
 
 /**
@@ -125,6 +132,8 @@ export class Lifecycle {
         await dispatchOp(conn, { instance: deleting, host, actionId, requestId, args: { kind: "destroy" }, subjectPrefix: this.opts.subjectPrefix });
       }
       if (migration) await updateMigration(conn, migration.id, { status: "CANCELLED" });
+      // A shelved server's snapshot goes with it, as in Nova.
+      if (inst.shelvedImageId) await deleteImage(conn, inst.shelvedImageId);
       if (inst.host && hostUp) return { instance: deleting };
       // Never placed, or its host is down: delete locally, as Nova does.
       await releaseEverything(conn, inst.uuid);
@@ -203,13 +212,160 @@ export class Lifecycle {
   /** Cold migration; an admin may name the target host. */
   migrate(who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
     return this.act(who, uuid, requestId, "migrate", async (conn, inst, actionId) => {
-      if (host !== null) {
-        if (who.role !== "admin") throw permissionDenied("choosing the target host needs the admin role");
-        if (!(await getNodeByHost(conn, host))) throw notFound("host", host);
-        if (host === inst.host) throw invalidArgument("host", `is the server's current host`);
-      }
+      await this.checkTargetHost(conn, who, inst, host, { adminOnly: true });
       return this.beginMove(conn, inst, actionId, requestId, "MIGRATION", inst.flavor, host);
     });
+  }
+
+  /** Live migration; an admin may name the target host. */
+  liveMigrate(who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "live_migrate", async (conn, inst, actionId) => {
+      await this.checkTargetHost(conn, who, inst, host, { adminOnly: true });
+      return this.beginMove(conn, inst, actionId, requestId, "LIVE_MIGRATION", inst.flavor, host);
+    });
+  }
+
+  /** Evacuation (admins): rebuild a server whose host is down on another host. */
+  evacuate(who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "evacuate", async (conn, inst, actionId) => {
+      if (who.role !== "admin") throw permissionDenied("evacuate needs the admin role");
+      const source = inst.host ? await getNodeByHost(conn, inst.host) : null;
+      if (!inst.host || !source) throw failedPrecondition(`server ${uuid} has no host to evacuate from`, "NO_HOST");
+      if (isUp(source, this.opts.serviceDownTimeSeconds)) {
+        throw failedPrecondition(`host ${inst.host} of server ${uuid} is up; evacuate only from a host that is down`, "HOST_UP", { host: inst.host });
+      }
+      await this.checkTargetHost(conn, who, inst, host, { adminOnly: false });
+      // Tasks the dead host left hanging are over: their ops are done.
+      for (const op of await pendingOps(conn, uuid)) {
+        await finishOp(conn, op.opId, { code: "SUPERSEDED", message: "the server is being evacuated", retryable: false });
+        await finishOpEvent(conn, op.opId, { result: "Error", fault: "SUPERSEDED: the server is being evacuated" });
+        if (op.actionId !== actionId) await finishAction(conn, op.actionId, { error: { code: status.ABORTED, reason: "SUPERSEDED", message: "the server was evacuated" } });
+      }
+      // A resize awaiting confirm: the dead host held the new copy. The move
+      // is given up; the old copy on its source is destroyed and its
+      // capacity released.
+      const resize = await openMigration(conn, uuid, { lock: true });
+      if (resize) {
+        await releaseAllocations(conn, resize.id);
+        await updateMigration(conn, resize.id, { status: "CANCELLED" });
+        await dispatchOp(conn, { instance: inst, host: resize.sourceHost, actionId, requestId, args: { kind: "confirm_migration" }, subjectPrefix: this.opts.subjectPrefix });
+      }
+      return this.beginMove(conn, inst, actionId, requestId, "EVACUATION", inst.flavor, host);
+    });
+  }
+
+  /** Rebuild on the server's host from `image` (null: its current image), optionally renaming it. */
+  rebuild(who: Principal, uuid: string, requestId: string, image: Image | null, name: string | null): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "rebuild", async (conn, inst, actionId) => {
+      if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
+      if (image && inst.flavor.diskGb < image.minDiskGb) {
+        throw invalidArgument("image_id", `the server's disk ${inst.flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
+      }
+      if (image && inst.flavor.ramMb < image.minRamMb) {
+        throw invalidArgument("image_id", `the server's RAM ${inst.flavor.ramMb} MiB is below the image's min_ram ${image.minRamMb} MiB`);
+      }
+      const busy = await updateInstance(conn, uuid, {
+        ...startTask(this.opts.taskTimeouts, "REBUILDING"),
+        ...(image ? { imageId: image.id } : {}),
+        ...(name ? { name } : {}),
+      });
+      await dispatchOp(conn, { instance: busy, host: inst.host, actionId, requestId, args: { kind: "rebuild", recreate: false }, subjectPrefix: this.opts.subjectPrefix });
+      return { instance: busy };
+    });
+  }
+
+  /** Snapshot into a new private image (queued until the host stored it). */
+  createImage(who: Principal, uuid: string, requestId: string, name: string, metadata: Record<string, string>): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "create_image", async (conn, inst, actionId) => {
+      if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
+      const imageId = await this.queueImage(conn, inst, name, { ...metadata, image_type: "snapshot" });
+      await setActionImage(conn, actionId, imageId);
+      const busy = await updateInstance(conn, uuid, startTask(this.opts.taskTimeouts, "IMAGE_SNAPSHOT"));
+      await dispatchOp(conn, { instance: busy, host: inst.host, actionId, requestId, args: { kind: "snapshot", imageId, imageName: name }, subjectPrefix: this.opts.subjectPrefix });
+      return { instance: busy, imageId };
+    });
+  }
+
+  /** Shelve: snapshot, remove from the host, release the capacity (offloaded at once). */
+  shelve(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "shelve", async (conn, inst, actionId) => {
+      if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
+      const imageName = `${inst.name}-shelved`.slice(0, 255);
+      const imageId = await this.queueImage(conn, inst, imageName, { image_type: "shelved" });
+      const busy = await updateInstance(conn, uuid, { ...startTask(this.opts.taskTimeouts, "SHELVING"), shelvedImageId: imageId });
+      await dispatchOp(conn, {
+        instance: busy,
+        host: inst.host,
+        actionId,
+        requestId,
+        args: { kind: "shelve", imageId, imageName, timeoutSeconds: this.opts.powerOffTimeoutSeconds },
+        subjectPrefix: this.opts.subjectPrefix,
+      });
+      return { instance: busy };
+    });
+  }
+
+  /** Unshelve: the scheduler chooses a host, which spawns the server from its shelved image. */
+  unshelve(who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+    return this.act(who, uuid, requestId, "unshelve", async (conn, inst) => {
+      const waiting = await updateInstance(conn, uuid, { ...startTask(this.opts.taskTimeouts, "UNSHELVING"), attempt: 0, triedHosts: [] });
+      return { instance: waiting, kicksScheduler: true };
+    });
+  }
+
+  /**
+   * Cancels a running operation where the action allows it: a live
+   * migration is aborted on its source while it copies.
+   */
+  async cancel(who: Principal, uuid: string, requestId: string): Promise<InstanceAction> {
+    const actionId = await withTx(this.pool, async (conn) => {
+      await this.visible(conn, who, uuid, true);
+      const action = await findAction(conn, uuid, requestId);
+      if (!action) throw notFound("operation", requestId);
+      const op = await getActionById(conn, action.id);
+      if (!op || op.finishTime) throw failedPrecondition(`the operation is already ${op?.state ?? "done"}`, "OPERATION_DONE", { state: op?.state ?? "" });
+      if (!op.cancellable) throw failedPrecondition(`a ${op.action} operation cannot be cancelled now`, "NOT_CANCELLABLE", { action: op.action });
+      const running = (await pendingOps(conn, uuid)).find((o) => o.actionId === action.id && o.kind === "live_migrate");
+      if (!running) throw failedPrecondition(`the ${op.action} operation has nothing running to cancel`, "NOT_CANCELLABLE", { action: op.action });
+      const inst = (await getInstance(conn, uuid))!;
+      await dispatchOp(conn, { instance: inst, host: running.host, actionId: action.id, requestId, args: { kind: "abort", targetOpId: running.opId }, subjectPrefix: this.opts.subjectPrefix });
+      await instantEvent(conn, { actionId: action.id, event: "cancel_requested", result: "Success" });
+      await setActionStep(conn, action.id, { cancellable: false, message: "cancelling" });
+      return action.id;
+    });
+    this.wake.outbox();
+    this.wake.watchers();
+    const operation = await getActionById(this.pool, actionId);
+    if (!operation) throw new Error(`action ${actionId} vanished`);
+    return operation;
+  }
+
+  private async queueImage(conn: PoolConnection, inst: Instance, name: string, properties: Record<string, string>): Promise<string> {
+    const id = randomUUID();
+    const base = await getImage(conn, inst.imageId, undefined);
+    await insertImage(conn, {
+      id,
+      name,
+      projectId: inst.projectId,
+      status: "queued",
+      visibility: "private",
+      diskFormat: base?.diskFormat || "qcow2",
+      containerFormat: "bare",
+      sizeBytes: 0,
+      checksum: "",
+      minDiskGb: inst.flavor.diskGb,
+      minRamMb: base?.minRamMb ?? 0,
+      properties: { ...properties, instance_uuid: inst.uuid, base_image_ref: inst.imageId },
+    });
+    return id;
+  }
+
+  /** Checks an optional target host: admins only where asked, known, not the current one. */
+  private async checkTargetHost(conn: PoolConnection, who: Principal, inst: Instance, host: string | null, o: { adminOnly: boolean }): Promise<void> {
+    if (host === null) return;
+    if (o.adminOnly && who.role !== "admin") throw permissionDenied("choosing the target host needs the admin role");
+    if (!(await getNodeByHost(conn, host))) throw notFound("host", host);
+    if (host === inst.host) throw invalidArgument("host", "is the server's current host");
   }
 
   private async beginMove(
@@ -236,7 +392,8 @@ export class Lifecycle {
       newFlavor,
       oldVmState: inst.vmState,
     });
-    const prepping = await updateInstance(conn, inst.uuid, startTask(this.opts.taskTimeouts, "RESIZE_PREP"));
+    const task = type === "LIVE_MIGRATION" ? "MIGRATING" : type === "EVACUATION" ? "REBUILDING" : "RESIZE_PREP";
+    const prepping = await updateInstance(conn, inst.uuid, startTask(this.opts.taskTimeouts, task));
     return { instance: prepping, kicksScheduler: true };
   }
 
@@ -285,6 +442,7 @@ export class Lifecycle {
   ): Promise<Accepted> {
     const name = actionName(action);
     let kick = false;
+    let imageId: string | undefined;
     const { inst, actionId } = await withTx(this.pool, async (conn) => {
       const inst = await this.visible(conn, who, uuid, true);
       const prior = await findAction(conn, uuid, requestId);
@@ -317,11 +475,12 @@ export class Lifecycle {
         });
       }
       const task = TASK_OF[action];
-      const pending = action === "resize" || action === "migrate";
+      const pending = SCHEDULED_ACTIONS.has(action);
       const deadline = task ? startTask(this.opts.taskTimeouts, task).taskDeadline : null;
       const actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: who.projectId, action: name, state: pending ? "PENDING" : "RUNNING", deadline });
       const step = await body(conn, inst, actionId);
       kick = step.kicksScheduler === true;
+      imageId = step.imageId;
       return { inst: step.instance, actionId };
     });
     if (kick) this.wake.scheduler();
@@ -329,6 +488,7 @@ export class Lifecycle {
     this.wake.watchers();
     const operation = await getActionById(this.pool, actionId);
     if (!operation) throw new Error(`action ${actionId} vanished`);
-    return { instance: inst, operation };
+    imageId ??= operation.imageId ?? undefined;
+    return { instance: inst, operation, ...(imageId ? { imageId } : {}) };
   }
 }

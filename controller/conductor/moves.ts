@@ -8,6 +8,7 @@
  * releases the migration's; revert releases the instance's and hands the
  * migration's back to the instance.
  */
+import type { VmState } from "../domain/states.js";
 import type { Fault, Instance, Migration, OperationError } from "../domain/types.js";
 import type { TaskTimeouts } from "../domain/tasks.js";
 import { startTask } from "../domain/tasks.js";
@@ -47,7 +48,19 @@ export async function releaseEverything(conn: PoolConnection, instanceUuid: stri
 export async function rollbackMove(
   conn: PoolConnection,
   ctx: MoveContext,
-  o: { inst: Instance; migration: Migration; fault: Fault; error: OperationError; restoreSource: boolean; cleanupTarget: boolean },
+  o: {
+    inst: Instance;
+    migration: Migration;
+    /** The server's fault; none for a move cancelled on request. */
+    fault: Fault | null;
+    error: OperationError;
+    restoreSource: boolean;
+    cleanupTarget: boolean;
+    /** The move was cancelled on request rather than failed. */
+    cancelled?: boolean;
+    /** The server's vm_state afterwards (default: unchanged). */
+    vmState?: VmState;
+  },
 ): Promise<Instance> {
   const { inst, migration: m } = o;
   if (m.targetHost) {
@@ -55,24 +68,20 @@ export async function rollbackMove(
     if (target) await releaseAllocations(conn, inst.uuid, target.id);
   }
   await moveAllocations(conn, m.id, inst.uuid);
-  await updateMigration(conn, m.id, { status: "ERROR" });
-  await finishAction(conn, m.actionId, { error: o.error });
+  await updateMigration(conn, m.id, { status: o.cancelled ? "CANCELLED" : "ERROR" });
+  await finishAction(conn, m.actionId, { state: o.cancelled ? "CANCELLED" : "FAILED", error: o.error });
   const restore = o.restoreSource && m.oldVmState === "ACTIVE";
   const back = await updateInstance(conn, inst.uuid, {
     host: m.sourceHost,
     flavor: m.oldFlavor,
-    fault: o.fault,
+    ...(o.fault ? { fault: o.fault } : {}),
+    ...(o.vmState ? { vmState: o.vmState } : {}),
     ...(restore ? startTask(ctx.taskTimeouts, "RESIZE_REVERTING") : { taskState: null }),
   });
   if (o.cleanupTarget && m.targetHost) {
-    await dispatchOp(conn, {
-      instance: back,
-      host: m.targetHost,
-      actionId: m.actionId,
-      requestId: m.requestId,
-      args: { kind: "revert_migration" },
-      subjectPrefix: ctx.subjectPrefix,
-    });
+    // What the target made goes: a live migration's incoming domain, or the new copy.
+    const args = m.type === "LIVE_MIGRATION" ? ({ kind: "rollback_live_migration" } as const) : ({ kind: "revert_migration" } as const);
+    await dispatchOp(conn, { instance: back, host: m.targetHost, actionId: m.actionId, requestId: m.requestId, args, subjectPrefix: ctx.subjectPrefix });
   }
   if (restore) {
     await dispatchOp(conn, {

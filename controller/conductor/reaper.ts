@@ -12,12 +12,12 @@ import { status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { TaskState } from "../domain/states.js";
 import type { TaskTimeouts } from "../domain/tasks.js";
-import { startTask } from "../domain/tasks.js";
 import type { Fault, Instance, OperationError } from "../domain/types.js";
 import { isUp } from "../domain/service.js";
-import { finishAction, finishOpEvent, instantEvent } from "../store/actions.js";
+import { finishAction, finishOpEvent, getActionById, instantEvent, runningAction } from "../store/actions.js";
+import { deleteImage } from "../store/catalog.js";
 import type { Pool, PoolConnection } from "../store/db.js";
-import { select, withTx } from "../store/db.js";
+import { withTx } from "../store/db.js";
 import { lockOverdue, updateInstance } from "../store/instances.js";
 import { dueForAutoConfirm, openMigration, updateMigration } from "../store/moves.js";
 import { getNodeByHost, moveAllocations, releaseAllocations } from "../store/nodes.js";
@@ -116,7 +116,7 @@ export class Reaper {
       await finishOp(conn, op.opId, { code: "TASK_TIMED_OUT", message: why, retryable: false });
       await finishOpEvent(conn, op.opId, { result: "Error", fault: `TASK_TIMED_OUT: ${why}` });
     }
-    const actionId = ops.at(-1)?.actionId ?? (await this.currentAction(conn, inst.uuid));
+    const actionId = ops.at(-1)?.actionId ?? (await runningAction(conn, inst.uuid))?.id ?? null;
     if (actionId !== null) await instantEvent(conn, { actionId, event: "task_timeout", host: inst.host ?? "", result: "Error", fault: fault.message });
     const fail = async () => {
       if (actionId !== null) await finishAction(conn, actionId, { error });
@@ -134,8 +134,54 @@ export class Reaper {
           effects.dispatched = true;
         }
         effects.released = (await releaseAllocations(conn, inst.uuid)) > 0 || effects.released;
-        await updateInstance(conn, inst.uuid, { vmState: "ERROR", taskState: null, host: null, powerState: "NOSTATE", fault });
+        // An unshelve stays shelved; a build fails.
+        await updateInstance(conn, inst.uuid, {
+          ...(inst.vmState === "SHELVED_OFFLOADED" ? {} : { vmState: "ERROR" as const }),
+          taskState: null,
+          host: null,
+          powerState: "NOSTATE",
+          fault,
+        });
         return fail();
+      case "UNSHELVING":
+        await updateInstance(conn, inst.uuid, { taskState: null, fault });
+        return fail();
+      case "IMAGE_SNAPSHOT": {
+        const image = actionId !== null ? (await getActionById(conn, actionId))?.imageId : null;
+        if (image) await deleteImage(conn, image);
+        await updateInstance(conn, inst.uuid, { taskState: null, fault });
+        return fail();
+      }
+      case "SHELVING":
+        if (inst.shelvedImageId) await deleteImage(conn, inst.shelvedImageId);
+        await updateInstance(conn, inst.uuid, { taskState: null, shelvedImageId: null, fault });
+        return fail();
+      case "MIGRATING":
+      case "REBUILDING":
+      case "REBUILD_SPAWNING": {
+        const m = await openMigration(conn, inst.uuid, { lock: true });
+        if (m?.status === "PRE_MIGRATING") {
+          // No host was chosen: nothing moved.
+          await moveAllocations(conn, m.id, inst.uuid);
+          await updateMigration(conn, m.id, { status: "ERROR" });
+          await updateInstance(conn, inst.uuid, { taskState: null, fault });
+          return fail();
+        }
+        if (m && task === "REBUILD_SPAWNING") {
+          await rollbackMove(conn, this.opts, { inst, migration: m, fault, error, restoreSource: false, cleanupTarget: true, vmState: "ERROR" });
+          effects.released = true;
+          effects.dispatched = true;
+          return;
+        }
+        if (m && task === "MIGRATING") {
+          // The copy may or may not have completed: the server may run on
+          // either host, so both keep their claims until an operator acts.
+          await updateMigration(conn, m.id, { status: "ERROR" });
+        }
+        // A rebuild that did not finish leaves the disk in an unknown state.
+        await updateInstance(conn, inst.uuid, { vmState: "ERROR", taskState: null, fault });
+        return fail();
+      }
       case "DELETING":
         // The destroy op stays queued for the host; the server is gone now.
         effects.released = (await releaseEverything(conn, inst.uuid)) > 0 || effects.released;
@@ -187,15 +233,6 @@ export class Reaper {
     }
   }
 
-  private async currentAction(conn: PoolConnection, uuid: string): Promise<number | null> {
-    const rows = await select<{ id: number }>(
-      conn,
-      "SELECT id FROM instance_actions WHERE instance_uuid = ? AND finish_time IS NULL ORDER BY id DESC LIMIT 1",
-      [uuid],
-    );
-    return rows[0] ? Number(rows[0].id) : null;
-  }
-
   /** Confirms finished resizes left unconfirmed past the confirm window. */
   private async autoConfirm(): Promise<void> {
     if (this.opts.resizeConfirmWindowSeconds <= 0) return;
@@ -229,5 +266,11 @@ const OUTCOME: Readonly<Record<TaskState, string>> = {
   RESIZE_FINISH: "the move was rolled back to the source host",
   RESIZE_CONFIRMING: "the move was confirmed here; the source host removes the old copy when it can",
   RESIZE_REVERTING: "the revert did not complete; the server needs an operator (hard reboot or delete)",
+  MIGRATING: "the server may be on either host; both keep their capacity until an operator acts",
+  REBUILDING: "the rebuild did not complete; the server is in ERROR",
+  REBUILD_SPAWNING: "the evacuation was rolled back; the server is in ERROR on its old host",
+  IMAGE_SNAPSHOT: "the snapshot was abandoned and its image deleted; the server is unchanged",
+  SHELVING: "the shelve was abandoned; the server keeps its last known state",
+  UNSHELVING: "the server stays shelved",
 };
 

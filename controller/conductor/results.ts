@@ -3,8 +3,10 @@ import type { Logger } from "pino";
 import type { PowerState, TaskState, VmState } from "../domain/states.js";
 import type { TaskTimeouts } from "../domain/tasks.js";
 import { startTask } from "../domain/tasks.js";
-import type { Fault, Instance, OperationError } from "../domain/types.js";
-import { finishAction, finishOpEvent, setActionStep } from "../store/actions.js";
+import type { Fault, Instance, Migration, OperationError } from "../domain/types.js";
+import { finishAction, finishOpEvent, getActionById, setActionStep } from "../store/actions.js";
+import { activateImage, deleteImage } from "../store/catalog.js";
+import { select } from "../store/db.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import { withTx } from "../store/db.js";
 import { getInstance, updateInstance } from "../store/instances.js";
@@ -24,6 +26,8 @@ export interface OpOutcome {
   readonly finishTime: Date | null;
   /** How the op went, such as a soft reboot that fell back to hard. */
   readonly note?: string;
+  /** What a snapshot or shelve stored. */
+  readonly snapshot?: { readonly sizeBytes: number; readonly checksum: string; readonly diskFormat: string } | null;
 }
 
 export interface ApplyEffects {
@@ -89,6 +93,13 @@ const TASKS_OF_OP: Readonly<Record<OpRecord["kind"], readonly TaskState[]>> = {
   revert_migration: ["RESIZE_REVERTING"],
   finish_revert_migration: ["RESIZE_REVERTING"],
   abort: [],
+  rebuild: ["REBUILDING", "REBUILD_SPAWNING"],
+  snapshot: ["IMAGE_SNAPSHOT"],
+  shelve: ["SHELVING"],
+  pre_live_migration: ["MIGRATING"],
+  live_migrate: ["MIGRATING"],
+  post_live_migration: ["MIGRATING"],
+  rollback_live_migration: [],
 };
 
 /** The vm_state and default power state each simple power op ends in. */
@@ -154,7 +165,20 @@ class ResultApplier {
         return this.revertedOnTarget();
       case "finish_revert_migration":
         return this.revertFinished();
+      case "rebuild":
+        return this.rebuilt();
+      case "snapshot":
+        return this.snapshotted();
+      case "shelve":
+        return this.shelved();
+      case "pre_live_migration":
+        return this.liveMigrationPrepared();
+      case "live_migrate":
+        return this.liveMigrated();
+      case "post_live_migration":
+        return this.liveMigrationFinished();
       case "abort":
+      case "rollback_live_migration":
         return;
       default:
         return this.powerOpDone();
@@ -165,21 +189,36 @@ class ResultApplier {
     const { inst, op, o } = this;
     // A result from a host the build was since taken away from changes nothing.
     if (inst.host !== op.host) return;
+    // An unshelve spawns from the shelved snapshot; it stays shelved if that fails.
+    const unshelve = inst.vmState === "SHELVED_OFFLOADED";
     if (!o.error) {
-      await this.update({ vmState: "ACTIVE", taskState: null, powerState: this.power ?? "RUNNING", launchedAt: new Date() });
+      await this.update({
+        vmState: "ACTIVE",
+        taskState: null,
+        powerState: this.power ?? "RUNNING",
+        ...(unshelve ? { shelvedImageId: null, fault: null } : { launchedAt: new Date() }),
+      });
+      // The shelved snapshot has served its purpose, as in Nova.
+      if (unshelve && inst.shelvedImageId) await deleteImage(this.conn, inst.shelvedImageId);
       await finishAction(this.conn, op.actionId);
       return;
     }
     this.effects.released = (await releaseAllocations(this.conn, inst.uuid)) > 0;
     if (o.error.retryable && inst.attempt < this.opts.maxAttempts) {
-      await this.update({ host: null, ...startTask(this.opts.taskTimeouts, "SCHEDULING"), powerState: "NOSTATE" });
+      await this.update({ host: null, ...startTask(this.opts.taskTimeouts, unshelve ? "UNSHELVING" : "SCHEDULING"), powerState: "NOSTATE" });
       await setActionStep(this.conn, op.actionId, { message: `attempt ${inst.attempt} on ${op.host} failed; rescheduling` });
       this.effects.rescheduled = true;
       return;
     }
     const fault = this.fault();
     const exhausted = o.error.retryable ? `; gave up after ${inst.attempt} attempts` : "";
-    await this.update({ vmState: "ERROR", taskState: null, host: null, powerState: "NOSTATE", fault: { ...fault, message: fault.message + exhausted } });
+    await this.update({
+      ...(unshelve ? {} : { vmState: "ERROR" as const }),
+      taskState: null,
+      host: null,
+      powerState: "NOSTATE",
+      fault: { ...fault, message: fault.message + exhausted },
+    });
     await finishAction(this.conn, op.actionId, { error: this.opError() });
   }
 
@@ -306,4 +345,154 @@ class ResultApplier {
     await this.update({ vmState: m.oldVmState, taskState: null, powerState: this.power ?? (m.oldVmState === "ACTIVE" ? "RUNNING" : "SHUTDOWN") });
     await finishAction(conn, op.actionId);
   }
+
+  /** A rebuild on the server's host, or an evacuation's build on its new host. */
+  private async rebuilt(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    if (op.host !== inst.host) return;
+    if (inst.taskState === "REBUILD_SPAWNING") return this.evacuated();
+    if (o.error) {
+      await this.update({ vmState: "ERROR", taskState: null, powerState: this.power, fault: this.fault() });
+      await finishAction(conn, op.actionId, { error: this.opError() });
+      return;
+    }
+    await this.update({ vmState: "ACTIVE", taskState: null, powerState: this.power ?? "RUNNING", fault: null });
+    await finishAction(conn, op.actionId);
+  }
+
+  /**
+   * The evacuated server runs on its new host: the dead host's capacity is
+   * released, and that host destroys its old copy when it comes back.
+   */
+  private async evacuated(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    if (!m || m.type !== "EVACUATION") return;
+    if (o.error) {
+      await rollbackMove(conn, this.opts, { inst, migration: m, fault: this.fault(), error: this.opError(), restoreSource: false, cleanupTarget: true, vmState: "ERROR" });
+      this.effects.released = true;
+      this.effects.dispatched = true;
+      return;
+    }
+    this.effects.released = (await releaseAllocations(conn, m.id)) > 0;
+    await updateMigration(conn, m.id, { status: "COMPLETED" });
+    const done = await this.update({ vmState: "ACTIVE", taskState: null, powerState: this.power ?? "RUNNING", fault: null });
+    await this.dispatch(m.sourceHost, { kind: "destroy" }, done, m.requestId);
+    await finishAction(conn, op.actionId);
+  }
+
+  /** A snapshot was stored: the queued image is active; the server is as it was. */
+  private async snapshotted(): Promise<void> {
+    const { op, o, conn } = this;
+    const action = await getActionById(conn, op.actionId);
+    const imageId = action?.imageId ?? null;
+    if (o.error || !o.snapshot) {
+      if (imageId) await deleteImage(conn, imageId);
+      await this.update({ taskState: null, powerState: this.power });
+      await finishAction(conn, op.actionId, {
+        error: o.error ? this.opError() : { code: status.UNKNOWN, reason: "SNAPSHOT_LOST", message: `the snapshot on ${op.host} reported no image data` },
+      });
+      return;
+    }
+    if (imageId) await activateImage(conn, imageId, o.snapshot);
+    await this.update({ taskState: null, powerState: this.power });
+    await finishAction(conn, op.actionId);
+  }
+
+  /** Shelved: the snapshot is stored, the server is gone from its host and its capacity released. */
+  private async shelved(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    if (o.error) {
+      if (inst.shelvedImageId) await deleteImage(conn, inst.shelvedImageId);
+      await this.update({ taskState: null, powerState: this.power, shelvedImageId: null, fault: this.fault() });
+      await finishAction(conn, op.actionId, { error: this.opError() });
+      return;
+    }
+    if (inst.shelvedImageId) {
+      if (o.snapshot) await activateImage(conn, inst.shelvedImageId, o.snapshot);
+      else {
+        // The host lost track of what it stored (a crash mid-shelve): without
+        // data the image cannot be trusted; unshelve falls back to the base image.
+        await deleteImage(conn, inst.shelvedImageId);
+      }
+    }
+    this.effects.released = (await releaseAllocations(conn, inst.uuid)) > 0;
+    await this.update({
+      vmState: "SHELVED_OFFLOADED",
+      taskState: null,
+      host: null,
+      powerState: "NOSTATE",
+      ...(o.snapshot ? {} : { shelvedImageId: null }),
+    });
+    await finishAction(conn, op.actionId);
+  }
+
+  /** The target is ready to receive the server: the source starts copying (cancellable from now). */
+  private async liveMigrationPrepared(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    if (!m || m.type !== "LIVE_MIGRATION" || op.host !== m.targetHost) return;
+    if (o.error) return this.liveMigrationFailed(m);
+    const target = await getNodeByHost(conn, m.targetHost);
+    await this.dispatch(m.sourceHost, { kind: "live_migrate", targetHost: m.targetHost, targetUri: target?.migrationUri ?? "" }, inst, m.requestId);
+    await setActionStep(conn, op.actionId, { cancellable: true, message: `copying to ${m.targetHost}` });
+  }
+
+  /** The copy finished (or was aborted, or failed). */
+  private async liveMigrated(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    if (!m || m.type !== "LIVE_MIGRATION" || op.host !== m.sourceHost || !m.targetHost) return;
+    if (o.error) return this.liveMigrationFailed(m);
+    await setActionStep(conn, op.actionId, { cancellable: false, message: `finishing on ${m.targetHost}` });
+    const moved = await this.update({ host: m.targetHost });
+    await this.dispatch(m.targetHost, { kind: "post_live_migration", sourceHost: m.sourceHost }, moved, m.requestId);
+  }
+
+  /** The server runs on its new host: the source's capacity is released. */
+  private async liveMigrationFinished(): Promise<void> {
+    const { inst, op, o, conn } = this;
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    if (!m || m.type !== "LIVE_MIGRATION" || op.host !== m.targetHost) return;
+    // The server left the source either way.
+    this.effects.released = (await releaseAllocations(conn, m.id)) > 0;
+    if (o.error) {
+      await updateMigration(conn, m.id, { status: "ERROR" });
+      await this.update({ vmState: "ERROR", taskState: null, powerState: this.power, fault: this.fault() });
+      await finishAction(conn, op.actionId, { error: this.opError() });
+      return;
+    }
+    await updateMigration(conn, m.id, { status: "COMPLETED" });
+    const power = this.power ?? (m.oldVmState === "PAUSED" ? "PAUSED" : "RUNNING");
+    await this.update({ taskState: null, powerState: power });
+    await finishAction(conn, op.actionId);
+  }
+
+  /**
+   * A live migration that failed or was aborted before the target took the
+   * server: it stays on its source as it was, the target's claim and
+   * incoming domain go.
+   */
+  private async liveMigrationFailed(m: Migration): Promise<void> {
+    const { inst, op, o, conn } = this;
+    const aborted = op.kind === "live_migrate" && o.error?.code === "ABORTED" && (await cancelRequested(conn, op.actionId));
+    await rollbackMove(conn, this.opts, {
+      inst,
+      migration: m,
+      fault: aborted ? null : this.fault(),
+      error: aborted ? { code: status.CANCELLED, reason: "CANCELLED", message: "the live migration was cancelled; the server stayed on its source" } : this.opError(),
+      restoreSource: false,
+      cleanupTarget: true,
+      cancelled: aborted,
+    });
+    if (this.power) await this.update({ powerState: this.power });
+    this.effects.released = true;
+    this.effects.dispatched = true;
+  }
+}
+
+/** Whether CancelOperation asked to stop this action. */
+async function cancelRequested(conn: PoolConnection, actionId: number): Promise<boolean> {
+  const rows = await select(conn, "SELECT 1 FROM instance_action_events WHERE action_id = ? AND event = 'cancel_requested' LIMIT 1", [actionId]);
+  return rows.length > 0;
 }

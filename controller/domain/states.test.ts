@@ -26,3 +26,23 @@ test("the allowed-state table matches Nova's checks", () => {
   assert.ok(ALLOWED_FROM.reboot_hard.has("STOPPED"));
   assert.ok(!ALLOWED_FROM.delete.has("DELETED"));
 });
+
+test("moves and rebuilds show their own statuses", () => {
+  assert.equal(serverStatus("ACTIVE", "RESIZE_PREP"), "RESIZE");
+  assert.equal(serverStatus("STOPPED", "RESIZE_FINISH"), "RESIZE");
+  assert.equal(serverStatus("RESIZED", null), "VERIFY_RESIZE");
+  assert.equal(serverStatus("RESIZED", "RESIZE_CONFIRMING"), "VERIFY_RESIZE");
+  assert.equal(serverStatus("RESIZED", "RESIZE_REVERTING"), "REVERT_RESIZE");
+  assert.equal(serverStatus("PAUSED", "MIGRATING"), "MIGRATING");
+  assert.equal(serverStatus("ERROR", "REBUILDING"), "REBUILD");
+  assert.equal(serverStatus("ACTIVE", "REBUILD_SPAWNING"), "REBUILD");
+  assert.equal(serverStatus("SHELVED_OFFLOADED", "UNSHELVING"), "SHELVED_OFFLOADED");
+});
+
+test("the table of the newer actions", () => {
+  assert.ok(!ALLOWED_FROM.evacuate.has("BUILDING"));
+  assert.ok(ALLOWED_FROM.evacuate.has("ERROR"));
+  assert.deepEqual([...ALLOWED_FROM.unshelve], ["SHELVED_OFFLOADED"]);
+  assert.ok(ALLOWED_FROM.live_migrate.has("PAUSED") && !ALLOWED_FROM.live_migrate.has("STOPPED"));
+  assert.ok(ALLOWED_FROM.lock.has("ERROR") && !ALLOWED_FROM.lock.has("DELETED"));
+});

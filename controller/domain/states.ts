@@ -33,6 +33,12 @@ export const TASK_STATES = [
   "RESIZE_FINISH",
   "RESIZE_CONFIRMING",
   "RESIZE_REVERTING",
+  "MIGRATING",
+  "REBUILDING",
+  "REBUILD_SPAWNING",
+  "IMAGE_SNAPSHOT",
+  "SHELVING",
+  "UNSHELVING",
 ] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 
@@ -53,6 +59,8 @@ export const SERVER_STATUSES = [
   "DELETED",
   "RESIZE",
   "REVERT_RESIZE",
+  "MIGRATING",
+  "REBUILD",
 ] as const;
 export type ServerStatus = (typeof SERVER_STATUSES)[number];
 
@@ -74,6 +82,12 @@ export const ACTIONS = [
   "migrate",
   "confirm_resize",
   "revert_resize",
+  "live_migrate",
+  "evacuate",
+  "rebuild",
+  "create_image",
+  "shelve",
+  "unshelve",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 /** Actions on an existing server. */
@@ -98,7 +112,17 @@ export const ALLOWED_FROM: Readonly<Record<ServerAction, ReadonlySet<VmState>>> 
   migrate: new Set<VmState>(["ACTIVE", "STOPPED"]),
   confirm_resize: new Set<VmState>(["RESIZED"]),
   revert_resize: new Set<VmState>(["RESIZED"]),
+  live_migrate: new Set<VmState>(["ACTIVE", "PAUSED"]),
+  // Every state but a build; a shelved server has no host to evacuate from.
+  evacuate: new Set<VmState>(["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED", "RESIZED", "ERROR"]),
+  rebuild: new Set<VmState>(["ACTIVE", "STOPPED", "ERROR"]),
+  create_image: new Set<VmState>(["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED"]),
+  shelve: new Set<VmState>(["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED"]),
+  unshelve: new Set<VmState>(["SHELVED_OFFLOADED"]),
 };
+
+/** Tasks that only touch the server's power: a dead host leaves them hanging, so evacuate may take over. */
+const POWER_TASKS: readonly TaskState[] = ["POWERING_OFF", "POWERING_ON", "REBOOTING", "REBOOTING_HARD", "PAUSING", "UNPAUSING", "SUSPENDING", "RESUMING"];
 
 /**
  * Task states an action may interrupt. Delete interrupts anything but
@@ -121,6 +145,12 @@ export const INTERRUPTIBLE_BY: Readonly<Record<ServerAction, ReadonlySet<TaskSta
   migrate: new Set(),
   confirm_resize: new Set(),
   revert_resize: new Set(),
+  live_migrate: new Set(),
+  evacuate: new Set<TaskState>(POWER_TASKS),
+  rebuild: new Set(),
+  create_image: new Set(),
+  shelve: new Set(),
+  unshelve: new Set(),
 };
 
 /** Actions a locked server still allows to non-admins. */
@@ -143,7 +173,16 @@ export const TASK_OF: Readonly<Record<ServerAction, TaskState | null>> = {
   migrate: "RESIZE_PREP",
   confirm_resize: "RESIZE_CONFIRMING",
   revert_resize: "RESIZE_REVERTING",
+  live_migrate: "MIGRATING",
+  evacuate: "REBUILDING",
+  rebuild: "REBUILDING",
+  create_image: "IMAGE_SNAPSHOT",
+  shelve: "SHELVING",
+  unshelve: "UNSHELVING",
 };
+
+/** Actions whose operation is PENDING until the scheduler has chosen a host. */
+export const SCHEDULED_ACTIONS: ReadonlySet<Action> = new Set<Action>(["create", "resize", "migrate", "live_migrate", "evacuate", "unshelve"]);
 
 /** The name an action is recorded under (Nova's instance action names). */
 export function actionName(a: Action): string {
@@ -171,6 +210,12 @@ export const DEFAULT_TASK_TIMEOUTS: Readonly<Record<TaskState, number>> = {
   RESIZE_FINISH: 900,
   RESIZE_CONFIRMING: 600,
   RESIZE_REVERTING: 900,
+  MIGRATING: 3600,
+  REBUILDING: 900,
+  REBUILD_SPAWNING: 900,
+  IMAGE_SNAPSHOT: 3600,
+  SHELVING: 3600,
+  UNSHELVING: 900,
 };
 
 /** Resize/migration tasks (status RESIZE) in order. */
@@ -182,6 +227,8 @@ export function serverStatus(vm: VmState, task: TaskState | null): ServerStatus 
   if (task === "REBOOTING_HARD") return "HARD_REBOOT";
   if (task !== null && RESIZE_TASKS.includes(task)) return "RESIZE";
   if (vm === "RESIZED" && task === "RESIZE_REVERTING") return "REVERT_RESIZE";
+  if (task === "MIGRATING") return "MIGRATING";
+  if (task === "REBUILDING" || task === "REBUILD_SPAWNING") return "REBUILD";
   switch (vm) {
     case "BUILDING":
       return "BUILD";
@@ -205,7 +252,15 @@ export function serverStatus(vm: VmState, task: TaskState | null): ServerStatus 
 }
 
 /** Task states that change the status shown (a vm_state status filter excludes them). */
-export const STATUS_TASKS: readonly TaskState[] = ["REBOOTING", "REBOOTING_HARD", ...RESIZE_TASKS, "RESIZE_REVERTING"];
+export const STATUS_TASKS: readonly TaskState[] = [
+  "REBOOTING",
+  "REBOOTING_HARD",
+  ...RESIZE_TASKS,
+  "RESIZE_REVERTING",
+  "MIGRATING",
+  "REBUILDING",
+  "REBUILD_SPAWNING",
+];
 
 /**
  * What a status filter selects: statuses shown for a task select by
@@ -222,6 +277,10 @@ export function statusFilter(status: ServerStatus): { vmState?: VmState; tasks?:
       return { tasks: RESIZE_TASKS };
     case "REVERT_RESIZE":
       return { tasks: ["RESIZE_REVERTING"] };
+    case "MIGRATING":
+      return { tasks: ["MIGRATING"] };
+    case "REBUILD":
+      return { tasks: ["REBUILDING", "REBUILD_SPAWNING"] };
     case "BUILD":
       return { vmState: "BUILDING" };
     case "SHUTOFF":

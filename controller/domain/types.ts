@@ -69,6 +69,8 @@ export interface Instance {
   /** Who locked it: an admin (only admins unlock) or its owner; null when unlocked. */
   readonly lockedBy: "admin" | "owner" | null;
   readonly lockedReason: string;
+  /** The snapshot a shelved server unshelves from. */
+  readonly shelvedImageId: string | null;
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly launchedAt: Date | null;
@@ -97,6 +99,8 @@ export interface ComputeNode {
   readonly enabled: boolean;
   readonly disabledReason: string;
   readonly lastSeenAt: Date | null;
+  /** URI other hosts live-migrate to (libvirt), as the agent announced it. */
+  readonly migrationUri: string;
 }
 
 /** What an instance needs from a host. */
@@ -145,6 +149,8 @@ export interface InstanceAction {
   readonly cancellable: boolean;
   readonly updatedAt: Date;
   readonly deadline: Date | null;
+  /** The image the action made (snapshot), if any. */
+  readonly imageId: string | null;
   readonly events: readonly ActionEvent[];
 }
 

@@ -18,6 +18,7 @@ function host(name: string, over: Partial<HostState> = {}): HostState {
     freeDiskGbReported: 0,
     disabledReason: "",
     lastSeenAt: new Date(),
+    migrationUri: "",
     zone: "nova",
     hypervisorType: "fake",
     enabled: true,

@@ -4,7 +4,7 @@ import type { Instance } from "../domain/types.js";
 import { status } from "@grpc/grpc-js";
 import type { TaskTimeouts } from "../domain/tasks.js";
 import { startTask } from "../domain/tasks.js";
-import { findAction, finishAction, instantEvent, markActionRunning } from "../store/actions.js";
+import { finishAction, instantEvent, markActionRunning, runningAction } from "../store/actions.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import { select, withTx } from "../store/db.js";
 import { getInstance, updateInstance } from "../store/instances.js";
@@ -102,22 +102,31 @@ export class SchedulerWorker {
     return withTx(this.pool, async (conn) => {
       const rows = await select<{ uuid: string }>(
         conn,
-        `SELECT uuid FROM instances WHERE task_state IN ('SCHEDULING', 'RESIZE_PREP') AND deleted_at IS NULL
+        `SELECT uuid FROM instances i WHERE deleted_at IS NULL
+           AND (task_state IN ('SCHEDULING', 'UNSHELVING')
+             OR (task_state IN ('RESIZE_PREP', 'MIGRATING', 'REBUILDING')
+               AND EXISTS (SELECT 1 FROM migrations m WHERE m.instance_uuid = i.uuid AND m.status = 'PRE_MIGRATING')))
          ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`,
         [this.opts.batch],
       );
       for (const r of rows) {
         const inst = await getInstance(conn, r.uuid);
-        if (inst?.taskState === "SCHEDULING") await this.placeOne(conn, inst);
-        else if (inst?.taskState === "RESIZE_PREP") await this.placeMove(conn, inst);
+        if (inst?.taskState === "SCHEDULING" || inst?.taskState === "UNSHELVING") await this.placeOne(conn, inst);
+        else if (inst) await this.placeMove(conn, inst);
       }
       return rows.length;
     });
   }
 
+  /** Places a build, or an unshelve (spawned from the shelved image). */
   private async placeOne(conn: PoolConnection, inst: Instance): Promise<void> {
-    const action = await findAction(conn, inst.uuid, inst.requestId);
-    if (!action) throw new Error(`instance ${inst.uuid} has no create action`);
+    const unshelve = inst.vmState === "SHELVED_OFFLOADED";
+    const action = await runningAction(conn, inst.uuid);
+    if (action === null) {
+      this.log.error({ server: inst.uuid }, "instance waiting for a host without a running action; task cleared");
+      await updateInstance(conn, inst.uuid, { taskState: null });
+      return;
+    }
     const spec: RequestSpec = {
       instanceUuid: inst.uuid,
       resources: { vcpus: inst.flavor.vcpus, memoryMb: inst.flavor.ramMb, diskGb: inst.flavor.diskGb },
@@ -139,15 +148,18 @@ export class SchedulerWorker {
         instance: placed,
         host: host.host,
         actionId: action.id,
-        requestId: inst.requestId,
+        requestId: action.requestId,
         args: { kind: "spawn" },
         attempt,
         subjectPrefix: this.opts.subjectPrefix,
+        ...(unshelve && inst.shelvedImageId ? { imageId: inst.shelvedImageId } : {}),
       });
       return;
     }
+    // Nothing fits: a build fails; an unshelve stays shelved (Nova keeps it
+    // SHELVED_OFFLOADED) with the fault.
     const fault = noValidHostFault(placement, lostClaims);
-    await updateInstance(conn, inst.uuid, { vmState: "ERROR", taskState: null, fault });
+    await updateInstance(conn, inst.uuid, { ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, fault });
     await instantEvent(conn, { actionId: action.id, event: "schedule", result: "Error", fault: fault.message });
     await finishAction(conn, action.id, { error: noValidHostError(fault) });
   }
@@ -162,7 +174,7 @@ export class SchedulerWorker {
     const m = await openMigration(conn, inst.uuid, { lock: true });
     if (!m || m.status !== "PRE_MIGRATING") {
       // Cannot happen short of a hand-edited database; never let it block the batch.
-      this.log.error({ server: inst.uuid }, "instance in RESIZE_PREP without a pending migration; task cleared");
+      this.log.error({ server: inst.uuid }, "instance waiting for a move target without a pending migration; task cleared");
       await updateInstance(conn, inst.uuid, { taskState: null });
       return;
     }
@@ -177,18 +189,31 @@ export class SchedulerWorker {
     const { host, lostClaims } = await this.claimBest(conn, placement, spec);
     if (host) {
       await updateMigration(conn, m.id, { status: "MIGRATING", targetHost: host.host, triedHosts: [...m.triedHosts, host.host] });
-      const moving = await updateInstance(conn, inst.uuid, startTask(this.opts.taskTimeouts, "RESIZE_MIGRATING"));
-      await markActionRunning(conn, m.actionId, moving.taskDeadline);
       await instantEvent(conn, { actionId: m.actionId, event: "schedule", host: host.host, result: "Success" });
-      await dispatchOp(conn, {
-        instance: moving,
-        host: m.sourceHost,
-        actionId: m.actionId,
-        requestId: m.requestId,
-        args: { kind: "migrate_disk", targetHost: host.host, timeoutSeconds: this.opts.powerOffTimeoutSeconds },
-        subjectPrefix: this.opts.subjectPrefix,
-      });
-      return;
+      const send = (instance: Instance, to: string, args: Parameters<typeof dispatchOp>[1]["args"]) =>
+        dispatchOp(conn, { instance, host: to, actionId: m.actionId, requestId: m.requestId, args, subjectPrefix: this.opts.subjectPrefix });
+      switch (m.type) {
+        case "RESIZE":
+        case "MIGRATION": {
+          // The source powers off and hands the disk over.
+          const moving = await updateInstance(conn, inst.uuid, startTask(this.opts.taskTimeouts, "RESIZE_MIGRATING"));
+          await markActionRunning(conn, m.actionId, moving.taskDeadline);
+          await send(moving, m.sourceHost, { kind: "migrate_disk", targetHost: host.host, timeoutSeconds: this.opts.powerOffTimeoutSeconds });
+          return;
+        }
+        case "LIVE_MIGRATION":
+          // The target prepares; the task (and its deadline) spans the whole move.
+          await markActionRunning(conn, m.actionId, inst.taskDeadline);
+          await send(inst, host.host, { kind: "pre_live_migration", sourceHost: m.sourceHost });
+          return;
+        case "EVACUATION": {
+          // The new host builds the server from its image.
+          const rebuilding = await updateInstance(conn, inst.uuid, { host: host.host, ...startTask(this.opts.taskTimeouts, "REBUILD_SPAWNING") });
+          await markActionRunning(conn, m.actionId, rebuilding.taskDeadline);
+          await send(rebuilding, host.host, { kind: "rebuild", recreate: true });
+          return;
+        }
+      }
     }
     // Nothing fits: the server stays where and as it was (Nova keeps its
     // vm_state and records the fault).

@@ -32,6 +32,14 @@ export async function findAction(
   return rows[0] ? { id: Number(rows[0].id), action: rows[0].action, state: rows[0].state } : null;
 }
 
+/** The instance's running action (the newest one not finished), if any. */
+export async function runningAction(q: Queryable, instanceUuid: string): Promise<{ id: number; requestId: string } | null> {
+  const rows = await select(q, "SELECT id, request_id FROM instance_actions WHERE instance_uuid = ? AND finish_time IS NULL ORDER BY id DESC LIMIT 1", [
+    instanceUuid,
+  ]);
+  return rows[0] ? { id: Number(rows[0].id), requestId: rows[0].request_id } : null;
+}
+
 /** Marks an action RUNNING (a host started on it) with its deadline. */
 export async function markActionRunning(q: Queryable, actionId: number, deadline: Date | null, cancellable = false): Promise<void> {
   await exec(
@@ -51,6 +59,11 @@ export async function setActionStep(q: Queryable, actionId: number, s: { deadlin
   if (s.message !== undefined) (sets.push("progress_message = ?"), params.push(s.message.slice(0, 255)));
   params.push(actionId);
   await exec(q, `UPDATE instance_actions SET ${sets.join(", ")} WHERE id = ? AND finish_time IS NULL`, params);
+}
+
+/** Records the image an action made (a snapshot), so a replayed request returns it. */
+export async function setActionImage(q: Queryable, actionId: number, imageId: string): Promise<void> {
+  await exec(q, "UPDATE instance_actions SET image_id = ? WHERE id = ?", [imageId, actionId]);
 }
 
 /** Records progress reported by a host. */
@@ -119,7 +132,7 @@ export async function finishOpEvent(
 }
 
 const ACTION_COLUMNS = `id, instance_uuid, request_id, project_id, action, start_time, finish_time, message, state, progress,
-  progress_message, error, cancellable, updated_at, deadline`;
+  progress_message, error, cancellable, updated_at, deadline, image_id`;
 
 function rowToAction(a: Row, events: readonly ActionEvent[]): InstanceAction {
   return {
@@ -138,6 +151,7 @@ function rowToAction(a: Row, events: readonly ActionEvent[]): InstanceAction {
     cancellable: a.cancellable === 1,
     updatedAt: a.updated_at,
     deadline: a.deadline,
+    imageId: a.image_id,
     events,
   };
 }

@@ -122,3 +122,12 @@ export async function deleteImage(q: Queryable, id: string): Promise<boolean> {
   const res = await exec(q, "UPDATE images SET deleted_at = CURRENT_TIMESTAMP(3), status = 'deleted' WHERE id = ? AND deleted_at IS NULL", [id]);
   return res.affectedRows === 1;
 }
+
+/** A snapshot stored by a host: the queued image becomes active with its size and checksum. */
+export async function activateImage(q: Queryable, id: string, data: { sizeBytes: number; checksum: string; diskFormat: string }): Promise<void> {
+  await exec(
+    q,
+    "UPDATE images SET status = 'active', size_bytes = ?, checksum = ?, disk_format = IF(? = '', disk_format, ?) WHERE id = ? AND deleted_at IS NULL",
+    [data.sizeBytes, data.checksum, data.diskFormat, data.diskFormat, id],
+  );
+}

@@ -7,7 +7,7 @@ import { exec, json, select } from "./db.js";
 
 const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
   image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
-  locked_by, locked_reason, created_at, updated_at, launched_at, deleted_at`;
+  locked_by, locked_reason, shelved_image_id, created_at, updated_at, launched_at, deleted_at`;
 
 export function rowToInstance(r: Row): Instance {
   return {
@@ -30,6 +30,7 @@ export function rowToInstance(r: Row): Instance {
     triedHosts: json(r.tried_hosts, []),
     lockedBy: r.locked_by,
     lockedReason: r.locked_reason,
+    shelvedImageId: r.shelved_image_id,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     launchedAt: r.launched_at,
@@ -143,6 +144,8 @@ export interface InstancePatch {
   readonly triedHosts?: readonly string[];
   readonly lockedBy?: "admin" | "owner" | null;
   readonly lockedReason?: string;
+  readonly shelvedImageId?: string | null;
+  readonly name?: string;
   readonly launchedAt?: Date;
   readonly deletedAt?: Date;
 }
@@ -179,6 +182,8 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
   if (patch.triedHosts !== undefined) put("tried_hosts", JSON.stringify(patch.triedHosts));
   if (patch.lockedBy !== undefined) put("locked_by", patch.lockedBy);
   if (patch.lockedReason !== undefined) put("locked_reason", patch.lockedReason);
+  if (patch.shelvedImageId !== undefined) put("shelved_image_id", patch.shelvedImageId);
+  if (patch.name !== undefined) put("name", patch.name);
   if (patch.launchedAt !== undefined) put("launched_at", patch.launchedAt);
   if (patch.deletedAt !== undefined) put("deleted_at", patch.deletedAt);
   params.push(uuid);

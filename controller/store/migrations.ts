@@ -228,6 +228,15 @@ export const MIGRATIONS: readonly Migration[] = [
       `INSERT INTO change_counter (id, n) SELECT 1, COALESCE(MAX(id), 0) FROM server_changes`,
     ],
   },
+  {
+    version: 4,
+    name: "shelved images, migration URIs, images made by actions",
+    statements: [
+      `ALTER TABLE instances ADD COLUMN shelved_image_id CHAR(36) NULL`,
+      `ALTER TABLE compute_nodes ADD COLUMN migration_uri VARCHAR(1024) NOT NULL DEFAULT ''`,
+      `ALTER TABLE instance_actions ADD COLUMN image_id CHAR(36) NULL`,
+    ],
+  },
 ];
 
 /**

@@ -5,7 +5,7 @@ import { exec, select } from "./db.js";
 
 const COLUMNS = `id, host, hypervisor_type, zone, version, vcpus, memory_mb, disk_gb, vcpus_used, memory_mb_used,
   disk_gb_used, running_vms, cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb,
-  free_memory_mb_reported, free_disk_gb_reported, enabled, disabled_reason, last_seen_at`;
+  free_memory_mb_reported, free_disk_gb_reported, enabled, disabled_reason, last_seen_at, migration_uri`;
 
 function rowToNode(r: Row): ComputeNode {
   return {
@@ -30,6 +30,7 @@ function rowToNode(r: Row): ComputeNode {
     enabled: r.enabled === 1,
     disabledReason: r.disabled_reason,
     lastSeenAt: r.last_seen_at,
+    migrationUri: r.migration_uri,
   };
 }
 
@@ -59,14 +60,16 @@ export async function upsertNode(
     ramAllocationRatio: number;
     diskAllocationRatio: number;
     reservedMemoryMb: number;
+    migrationUri: string;
   },
 ): Promise<ComputeNode> {
   await exec(
     q,
     `INSERT INTO compute_nodes (id, host, hypervisor_type, zone, version, vcpus, memory_mb, disk_gb,
-       cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb, last_seen_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP(3))
+       cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb, migration_uri, last_seen_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP(3))
      ON DUPLICATE KEY UPDATE hypervisor_type = VALUES(hypervisor_type), zone = VALUES(zone), version = VALUES(version),
+       migration_uri = VALUES(migration_uri),
        vcpus = VALUES(vcpus), memory_mb = VALUES(memory_mb), disk_gb = VALUES(disk_gb),
        last_seen_at = CURRENT_TIMESTAMP(3), generation = generation + 1`,
     [
@@ -82,6 +85,7 @@ export async function upsertNode(
       n.ramAllocationRatio,
       n.diskAllocationRatio,
       n.reservedMemoryMb,
+      n.migrationUri,
     ],
   );
   const node = await getNodeByHost(q, n.host);

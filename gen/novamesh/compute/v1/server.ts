@@ -155,6 +155,18 @@ export enum TaskState {
   TASK_STATE_RESIZE_CONFIRMING = 15,
   /** TASK_STATE_RESIZE_REVERTING - A resize or migration is being reverted. */
   TASK_STATE_RESIZE_REVERTING = 16,
+  /** TASK_STATE_MIGRATING - Being live-migrated. */
+  TASK_STATE_MIGRATING = 17,
+  /** TASK_STATE_REBUILDING - Rebuild or evacuation: preparing (evacuation: choosing a host). */
+  TASK_STATE_REBUILDING = 18,
+  /** TASK_STATE_REBUILD_SPAWNING - Evacuation: the new host is creating the server. */
+  TASK_STATE_REBUILD_SPAWNING = 19,
+  /** TASK_STATE_IMAGE_SNAPSHOT - The disk is being snapshotted into an image. */
+  TASK_STATE_IMAGE_SNAPSHOT = 20,
+  /** TASK_STATE_SHELVING - Being shelved: snapshot, power off, removal from the host. */
+  TASK_STATE_SHELVING = 21,
+  /** TASK_STATE_UNSHELVING - Being unshelved: waiting for a host, then spawning. */
+  TASK_STATE_UNSHELVING = 22,
   UNRECOGNIZED = -1,
 }
 
@@ -211,6 +223,24 @@ export function taskStateFromJSON(object: any): TaskState {
     case 16:
     case "TASK_STATE_RESIZE_REVERTING":
       return TaskState.TASK_STATE_RESIZE_REVERTING;
+    case 17:
+    case "TASK_STATE_MIGRATING":
+      return TaskState.TASK_STATE_MIGRATING;
+    case 18:
+    case "TASK_STATE_REBUILDING":
+      return TaskState.TASK_STATE_REBUILDING;
+    case 19:
+    case "TASK_STATE_REBUILD_SPAWNING":
+      return TaskState.TASK_STATE_REBUILD_SPAWNING;
+    case 20:
+    case "TASK_STATE_IMAGE_SNAPSHOT":
+      return TaskState.TASK_STATE_IMAGE_SNAPSHOT;
+    case 21:
+    case "TASK_STATE_SHELVING":
+      return TaskState.TASK_STATE_SHELVING;
+    case 22:
+    case "TASK_STATE_UNSHELVING":
+      return TaskState.TASK_STATE_UNSHELVING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -254,6 +284,18 @@ export function taskStateToJSON(object: TaskState): string {
       return "TASK_STATE_RESIZE_CONFIRMING";
     case TaskState.TASK_STATE_RESIZE_REVERTING:
       return "TASK_STATE_RESIZE_REVERTING";
+    case TaskState.TASK_STATE_MIGRATING:
+      return "TASK_STATE_MIGRATING";
+    case TaskState.TASK_STATE_REBUILDING:
+      return "TASK_STATE_REBUILDING";
+    case TaskState.TASK_STATE_REBUILD_SPAWNING:
+      return "TASK_STATE_REBUILD_SPAWNING";
+    case TaskState.TASK_STATE_IMAGE_SNAPSHOT:
+      return "TASK_STATE_IMAGE_SNAPSHOT";
+    case TaskState.TASK_STATE_SHELVING:
+      return "TASK_STATE_SHELVING";
+    case TaskState.TASK_STATE_UNSHELVING:
+      return "TASK_STATE_UNSHELVING";
     case TaskState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -364,6 +406,10 @@ export enum ServerStatus {
   SERVER_STATUS_RESIZE = 12,
   /** SERVER_STATUS_REVERT_RESIZE - A resize or migration is being reverted. */
   SERVER_STATUS_REVERT_RESIZE = 13,
+  /** SERVER_STATUS_MIGRATING - Being live-migrated. */
+  SERVER_STATUS_MIGRATING = 14,
+  /** SERVER_STATUS_REBUILD - Being rebuilt or evacuated. */
+  SERVER_STATUS_REBUILD = 15,
   UNRECOGNIZED = -1,
 }
 
@@ -411,6 +457,12 @@ export function serverStatusFromJSON(object: any): ServerStatus {
     case 13:
     case "SERVER_STATUS_REVERT_RESIZE":
       return ServerStatus.SERVER_STATUS_REVERT_RESIZE;
+    case 14:
+    case "SERVER_STATUS_MIGRATING":
+      return ServerStatus.SERVER_STATUS_MIGRATING;
+    case 15:
+    case "SERVER_STATUS_REBUILD":
+      return ServerStatus.SERVER_STATUS_REBUILD;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -448,6 +500,10 @@ export function serverStatusToJSON(object: ServerStatus): string {
       return "SERVER_STATUS_RESIZE";
     case ServerStatus.SERVER_STATUS_REVERT_RESIZE:
       return "SERVER_STATUS_REVERT_RESIZE";
+    case ServerStatus.SERVER_STATUS_MIGRATING:
+      return "SERVER_STATUS_MIGRATING";
+    case ServerStatus.SERVER_STATUS_REBUILD:
+      return "SERVER_STATUS_REBUILD";
     case ServerStatus.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -1101,6 +1157,141 @@ export interface RevertResizeRequest {
 /** Response of RevertResize. */
 export interface RevertResizeResponse {
   /** The server, in task RESIZE_REVERTING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of LiveMigrateServer. */
+export interface LiveMigrateServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+  /**
+   * Admins: the target host (up, enabled, not the current host); empty:
+   * the scheduler chooses.
+   */
+  host: string;
+}
+
+/** Response of LiveMigrateServer. */
+export interface LiveMigrateServerResponse {
+  /** The server, in task MIGRATING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of EvacuateServer. */
+export interface EvacuateServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+  /**
+   * The target host (up, enabled, not the current host); empty: the
+   * scheduler chooses.
+   */
+  host: string;
+}
+
+/** Response of EvacuateServer. */
+export interface EvacuateServerResponse {
+  /** The server, in task REBUILDING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of RebuildServer. */
+export interface RebuildServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+  /** Image to rebuild from (UUID); empty: the server's current image. */
+  imageId: string;
+  /** New display name; empty: unchanged. */
+  name: string;
+}
+
+/** Response of RebuildServer. */
+export interface RebuildServerResponse {
+  /** The server, in task REBUILDING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of CreateServerImage. */
+export interface CreateServerImageRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+  /** Name of the new image: 1–255 characters, no control characters. */
+  name: string;
+  /** Properties of the new image (at most 128 entries). */
+  metadata: { [key: string]: string };
+}
+
+export interface CreateServerImageRequest_MetadataEntry {
+  key: string;
+  value: string;
+}
+
+/** Response of CreateServerImage. */
+export interface CreateServerImageResponse {
+  /** The server, in task IMAGE_SNAPSHOT. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation:
+    | Operation
+    | undefined;
+  /** Id of the new image (QUEUED until the snapshot is stored). */
+  imageId: string;
+}
+
+/** Request of ShelveServer. */
+export interface ShelveServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of ShelveServer. */
+export interface ShelveServerResponse {
+  /** The server, in task SHELVING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of UnshelveServer. */
+export interface UnshelveServerRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of UnshelveServer. */
+export interface UnshelveServerResponse {
+  /** The server, in task UNSHELVING. */
   server:
     | Server
     | undefined;
@@ -5794,6 +5985,1313 @@ export const RevertResizeResponse: MessageFns<RevertResizeResponse> = {
   },
 };
 
+function createBaseLiveMigrateServerRequest(): LiveMigrateServerRequest {
+  return { id: "", requestId: "", host: "" };
+}
+
+export const LiveMigrateServerRequest: MessageFns<LiveMigrateServerRequest> = {
+  encode(message: LiveMigrateServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    if (message.host !== "") {
+      writer.uint32(26).string(message.host);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LiveMigrateServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLiveMigrateServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LiveMigrateServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+    };
+  },
+
+  toJSON(message: LiveMigrateServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LiveMigrateServerRequest>, I>>(base?: I): LiveMigrateServerRequest {
+    return LiveMigrateServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LiveMigrateServerRequest>, I>>(object: I): LiveMigrateServerRequest {
+    const message = createBaseLiveMigrateServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    message.host = object.host ?? "";
+    return message;
+  },
+};
+
+function createBaseLiveMigrateServerResponse(): LiveMigrateServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const LiveMigrateServerResponse: MessageFns<LiveMigrateServerResponse> = {
+  encode(message: LiveMigrateServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LiveMigrateServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLiveMigrateServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LiveMigrateServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: LiveMigrateServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<LiveMigrateServerResponse>, I>>(base?: I): LiveMigrateServerResponse {
+    return LiveMigrateServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<LiveMigrateServerResponse>, I>>(object: I): LiveMigrateServerResponse {
+    const message = createBaseLiveMigrateServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseEvacuateServerRequest(): EvacuateServerRequest {
+  return { id: "", requestId: "", host: "" };
+}
+
+export const EvacuateServerRequest: MessageFns<EvacuateServerRequest> = {
+  encode(message: EvacuateServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    if (message.host !== "") {
+      writer.uint32(26).string(message.host);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EvacuateServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEvacuateServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EvacuateServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+    };
+  },
+
+  toJSON(message: EvacuateServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EvacuateServerRequest>, I>>(base?: I): EvacuateServerRequest {
+    return EvacuateServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EvacuateServerRequest>, I>>(object: I): EvacuateServerRequest {
+    const message = createBaseEvacuateServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    message.host = object.host ?? "";
+    return message;
+  },
+};
+
+function createBaseEvacuateServerResponse(): EvacuateServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const EvacuateServerResponse: MessageFns<EvacuateServerResponse> = {
+  encode(message: EvacuateServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EvacuateServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEvacuateServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EvacuateServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: EvacuateServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EvacuateServerResponse>, I>>(base?: I): EvacuateServerResponse {
+    return EvacuateServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EvacuateServerResponse>, I>>(object: I): EvacuateServerResponse {
+    const message = createBaseEvacuateServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRebuildServerRequest(): RebuildServerRequest {
+  return { id: "", requestId: "", imageId: "", name: "" };
+}
+
+export const RebuildServerRequest: MessageFns<RebuildServerRequest> = {
+  encode(message: RebuildServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    if (message.imageId !== "") {
+      writer.uint32(26).string(message.imageId);
+    }
+    if (message.name !== "") {
+      writer.uint32(34).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RebuildServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRebuildServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.imageId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RebuildServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      imageId: isSet(object.imageId)
+        ? globalThis.String(object.imageId)
+        : isSet(object.image_id)
+        ? globalThis.String(object.image_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+    };
+  },
+
+  toJSON(message: RebuildServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.imageId !== "") {
+      obj.imageId = message.imageId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RebuildServerRequest>, I>>(base?: I): RebuildServerRequest {
+    return RebuildServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RebuildServerRequest>, I>>(object: I): RebuildServerRequest {
+    const message = createBaseRebuildServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    message.imageId = object.imageId ?? "";
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseRebuildServerResponse(): RebuildServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const RebuildServerResponse: MessageFns<RebuildServerResponse> = {
+  encode(message: RebuildServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RebuildServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRebuildServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RebuildServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: RebuildServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RebuildServerResponse>, I>>(base?: I): RebuildServerResponse {
+    return RebuildServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RebuildServerResponse>, I>>(object: I): RebuildServerResponse {
+    const message = createBaseRebuildServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateServerImageRequest(): CreateServerImageRequest {
+  return { id: "", requestId: "", name: "", metadata: {} };
+}
+
+export const CreateServerImageRequest: MessageFns<CreateServerImageRequest> = {
+  encode(message: CreateServerImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    if (message.name !== "") {
+      writer.uint32(26).string(message.name);
+    }
+    globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
+      CreateServerImageRequest_MetadataEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateServerImageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateServerImageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = CreateServerImageRequest_MetadataEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.metadata[entry4.key] = entry4.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateServerImageRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      metadata: isObject(object.metadata)
+        ? (globalThis.Object.entries(object.metadata) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: CreateServerImageRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.metadata) {
+      const entries = globalThis.Object.entries(message.metadata) as [string, string][];
+      if (entries.length > 0) {
+        obj.metadata = {};
+        entries.forEach(([k, v]) => {
+          obj.metadata[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateServerImageRequest>, I>>(base?: I): CreateServerImageRequest {
+    return CreateServerImageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateServerImageRequest>, I>>(object: I): CreateServerImageRequest {
+    const message = createBaseCreateServerImageRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    message.name = object.name ?? "";
+    message.metadata = (globalThis.Object.entries(object.metadata ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseCreateServerImageRequest_MetadataEntry(): CreateServerImageRequest_MetadataEntry {
+  return { key: "", value: "" };
+}
+
+export const CreateServerImageRequest_MetadataEntry: MessageFns<CreateServerImageRequest_MetadataEntry> = {
+  encode(message: CreateServerImageRequest_MetadataEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateServerImageRequest_MetadataEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateServerImageRequest_MetadataEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateServerImageRequest_MetadataEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: CreateServerImageRequest_MetadataEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateServerImageRequest_MetadataEntry>, I>>(
+    base?: I,
+  ): CreateServerImageRequest_MetadataEntry {
+    return CreateServerImageRequest_MetadataEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateServerImageRequest_MetadataEntry>, I>>(
+    object: I,
+  ): CreateServerImageRequest_MetadataEntry {
+    const message = createBaseCreateServerImageRequest_MetadataEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseCreateServerImageResponse(): CreateServerImageResponse {
+  return { server: undefined, operation: undefined, imageId: "" };
+}
+
+export const CreateServerImageResponse: MessageFns<CreateServerImageResponse> = {
+  encode(message: CreateServerImageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    if (message.imageId !== "") {
+      writer.uint32(26).string(message.imageId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateServerImageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateServerImageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.imageId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateServerImageResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+      imageId: isSet(object.imageId)
+        ? globalThis.String(object.imageId)
+        : isSet(object.image_id)
+        ? globalThis.String(object.image_id)
+        : "",
+    };
+  },
+
+  toJSON(message: CreateServerImageResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    if (message.imageId !== "") {
+      obj.imageId = message.imageId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateServerImageResponse>, I>>(base?: I): CreateServerImageResponse {
+    return CreateServerImageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateServerImageResponse>, I>>(object: I): CreateServerImageResponse {
+    const message = createBaseCreateServerImageResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    message.imageId = object.imageId ?? "";
+    return message;
+  },
+};
+
+function createBaseShelveServerRequest(): ShelveServerRequest {
+  return { id: "", requestId: "" };
+}
+
+export const ShelveServerRequest: MessageFns<ShelveServerRequest> = {
+  encode(message: ShelveServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShelveServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShelveServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShelveServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ShelveServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShelveServerRequest>, I>>(base?: I): ShelveServerRequest {
+    return ShelveServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShelveServerRequest>, I>>(object: I): ShelveServerRequest {
+    const message = createBaseShelveServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseShelveServerResponse(): ShelveServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const ShelveServerResponse: MessageFns<ShelveServerResponse> = {
+  encode(message: ShelveServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShelveServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShelveServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShelveServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: ShelveServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShelveServerResponse>, I>>(base?: I): ShelveServerResponse {
+    return ShelveServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShelveServerResponse>, I>>(object: I): ShelveServerResponse {
+    const message = createBaseShelveServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUnshelveServerRequest(): UnshelveServerRequest {
+  return { id: "", requestId: "" };
+}
+
+export const UnshelveServerRequest: MessageFns<UnshelveServerRequest> = {
+  encode(message: UnshelveServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnshelveServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnshelveServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnshelveServerRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: UnshelveServerRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnshelveServerRequest>, I>>(base?: I): UnshelveServerRequest {
+    return UnshelveServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnshelveServerRequest>, I>>(object: I): UnshelveServerRequest {
+    const message = createBaseUnshelveServerRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseUnshelveServerResponse(): UnshelveServerResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const UnshelveServerResponse: MessageFns<UnshelveServerResponse> = {
+  encode(message: UnshelveServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnshelveServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnshelveServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnshelveServerResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: UnshelveServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnshelveServerResponse>, I>>(base?: I): UnshelveServerResponse {
+    return UnshelveServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnshelveServerResponse>, I>>(object: I): UnshelveServerResponse {
+    const message = createBaseUnshelveServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseListMigrationsRequest(): ListMigrationsRequest {
   return { serverId: "", type: 0, status: 0, allProjects: false, pageSize: 0, pageToken: "" };
 }
@@ -7052,6 +8550,106 @@ export const ServerServiceService = {
     responseDeserialize: (value: Buffer): RevertResizeResponse => RevertResizeResponse.decode(value),
   },
   /**
+   * Live-migrates an ACTIVE or PAUSED server to another host while it runs
+   * (task MIGRATING): capacity is claimed on the target first, the target
+   * prepares, the source copies the running server over with progress on the
+   * operation, and the target takes it; the source's capacity is then
+   * released. CancelOperation aborts it while the copy runs: the server
+   * stays on its source, running. Admins may name the target host.
+   */
+  liveMigrateServer: {
+    path: "/novamesh.compute.v1.ServerService/LiveMigrateServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LiveMigrateServerRequest): Buffer =>
+      Buffer.from(LiveMigrateServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LiveMigrateServerRequest => LiveMigrateServerRequest.decode(value),
+    responseSerialize: (value: LiveMigrateServerResponse): Buffer =>
+      Buffer.from(LiveMigrateServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LiveMigrateServerResponse => LiveMigrateServerResponse.decode(value),
+  },
+  /**
+   * Admins: rebuilds a server whose host is down on another host (task
+   * REBUILDING while a host is chosen and claimed, then REBUILD_SPAWNING),
+   * from its image; it ends ACTIVE there. The down host's capacity is
+   * released, and when that host comes back it destroys its old copy.
+   * Errors also: FAILED_PRECONDITION (the host is up: reason HOST_UP).
+   */
+  evacuateServer: {
+    path: "/novamesh.compute.v1.ServerService/EvacuateServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EvacuateServerRequest): Buffer =>
+      Buffer.from(EvacuateServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EvacuateServerRequest => EvacuateServerRequest.decode(value),
+    responseSerialize: (value: EvacuateServerResponse): Buffer =>
+      Buffer.from(EvacuateServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EvacuateServerResponse => EvacuateServerResponse.decode(value),
+  },
+  /**
+   * Rebuilds an ACTIVE, STOPPED or ERROR server on its host from an image
+   * (the same or a new one; task REBUILDING): its disk is replaced, its id,
+   * flavor and host are kept, and it ends ACTIVE.
+   */
+  rebuildServer: {
+    path: "/novamesh.compute.v1.ServerService/RebuildServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RebuildServerRequest): Buffer => Buffer.from(RebuildServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RebuildServerRequest => RebuildServerRequest.decode(value),
+    responseSerialize: (value: RebuildServerResponse): Buffer =>
+      Buffer.from(RebuildServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RebuildServerResponse => RebuildServerResponse.decode(value),
+  },
+  /**
+   * Snapshots an ACTIVE, STOPPED, PAUSED or SUSPENDED server's disk into a
+   * new private image (task IMAGE_SNAPSHOT; the image is QUEUED until the
+   * host stored it, then ACTIVE with its size and checksum). The server's
+   * state does not change.
+   */
+  createServerImage: {
+    path: "/novamesh.compute.v1.ServerService/CreateServerImage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateServerImageRequest): Buffer =>
+      Buffer.from(CreateServerImageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateServerImageRequest => CreateServerImageRequest.decode(value),
+    responseSerialize: (value: CreateServerImageResponse): Buffer =>
+      Buffer.from(CreateServerImageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateServerImageResponse => CreateServerImageResponse.decode(value),
+  },
+  /**
+   * Shelves an ACTIVE, STOPPED, PAUSED or SUSPENDED server (task SHELVING):
+   * its disk is snapshotted into an image, it is removed from its host and
+   * its capacity released; it ends SHELVED_OFFLOADED with no host.
+   */
+  shelveServer: {
+    path: "/novamesh.compute.v1.ServerService/ShelveServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ShelveServerRequest): Buffer => Buffer.from(ShelveServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ShelveServerRequest => ShelveServerRequest.decode(value),
+    responseSerialize: (value: ShelveServerResponse): Buffer =>
+      Buffer.from(ShelveServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ShelveServerResponse => ShelveServerResponse.decode(value),
+  },
+  /**
+   * Unshelves a SHELVED_OFFLOADED server (task UNSHELVING): the scheduler
+   * chooses a host, which spawns it from the shelved image; it ends ACTIVE.
+   * No host fits: it stays SHELVED_OFFLOADED with a NO_VALID_HOST fault.
+   */
+  unshelveServer: {
+    path: "/novamesh.compute.v1.ServerService/UnshelveServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UnshelveServerRequest): Buffer =>
+      Buffer.from(UnshelveServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UnshelveServerRequest => UnshelveServerRequest.decode(value),
+    responseSerialize: (value: UnshelveServerResponse): Buffer =>
+      Buffer.from(UnshelveServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UnshelveServerResponse => UnshelveServerResponse.decode(value),
+  },
+  /**
    * Lists migrations (resize, cold and live migration, evacuation) with
    * source, target, status and type; a member sees those of its own
    * servers.
@@ -7194,6 +8792,48 @@ export interface ServerServiceServer extends UntypedServiceImplementation {
    * the target's capacity is released.
    */
   revertResize: handleUnaryCall<RevertResizeRequest, RevertResizeResponse>;
+  /**
+   * Live-migrates an ACTIVE or PAUSED server to another host while it runs
+   * (task MIGRATING): capacity is claimed on the target first, the target
+   * prepares, the source copies the running server over with progress on the
+   * operation, and the target takes it; the source's capacity is then
+   * released. CancelOperation aborts it while the copy runs: the server
+   * stays on its source, running. Admins may name the target host.
+   */
+  liveMigrateServer: handleUnaryCall<LiveMigrateServerRequest, LiveMigrateServerResponse>;
+  /**
+   * Admins: rebuilds a server whose host is down on another host (task
+   * REBUILDING while a host is chosen and claimed, then REBUILD_SPAWNING),
+   * from its image; it ends ACTIVE there. The down host's capacity is
+   * released, and when that host comes back it destroys its old copy.
+   * Errors also: FAILED_PRECONDITION (the host is up: reason HOST_UP).
+   */
+  evacuateServer: handleUnaryCall<EvacuateServerRequest, EvacuateServerResponse>;
+  /**
+   * Rebuilds an ACTIVE, STOPPED or ERROR server on its host from an image
+   * (the same or a new one; task REBUILDING): its disk is replaced, its id,
+   * flavor and host are kept, and it ends ACTIVE.
+   */
+  rebuildServer: handleUnaryCall<RebuildServerRequest, RebuildServerResponse>;
+  /**
+   * Snapshots an ACTIVE, STOPPED, PAUSED or SUSPENDED server's disk into a
+   * new private image (task IMAGE_SNAPSHOT; the image is QUEUED until the
+   * host stored it, then ACTIVE with its size and checksum). The server's
+   * state does not change.
+   */
+  createServerImage: handleUnaryCall<CreateServerImageRequest, CreateServerImageResponse>;
+  /**
+   * Shelves an ACTIVE, STOPPED, PAUSED or SUSPENDED server (task SHELVING):
+   * its disk is snapshotted into an image, it is removed from its host and
+   * its capacity released; it ends SHELVED_OFFLOADED with no host.
+   */
+  shelveServer: handleUnaryCall<ShelveServerRequest, ShelveServerResponse>;
+  /**
+   * Unshelves a SHELVED_OFFLOADED server (task UNSHELVING): the scheduler
+   * chooses a host, which spawns it from the shelved image; it ends ACTIVE.
+   * No host fits: it stays SHELVED_OFFLOADED with a NO_VALID_HOST fault.
+   */
+  unshelveServer: handleUnaryCall<UnshelveServerRequest, UnshelveServerResponse>;
   /**
    * Lists migrations (resize, cold and live migration, evacuation) with
    * source, target, status and type; a member sees those of its own
@@ -7545,6 +9185,132 @@ export interface ServerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RevertResizeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Live-migrates an ACTIVE or PAUSED server to another host while it runs
+   * (task MIGRATING): capacity is claimed on the target first, the target
+   * prepares, the source copies the running server over with progress on the
+   * operation, and the target takes it; the source's capacity is then
+   * released. CancelOperation aborts it while the copy runs: the server
+   * stays on its source, running. Admins may name the target host.
+   */
+  liveMigrateServer(
+    request: LiveMigrateServerRequest,
+    callback: (error: ServiceError | null, response: LiveMigrateServerResponse) => void,
+  ): ClientUnaryCall;
+  liveMigrateServer(
+    request: LiveMigrateServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: LiveMigrateServerResponse) => void,
+  ): ClientUnaryCall;
+  liveMigrateServer(
+    request: LiveMigrateServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: LiveMigrateServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Admins: rebuilds a server whose host is down on another host (task
+   * REBUILDING while a host is chosen and claimed, then REBUILD_SPAWNING),
+   * from its image; it ends ACTIVE there. The down host's capacity is
+   * released, and when that host comes back it destroys its old copy.
+   * Errors also: FAILED_PRECONDITION (the host is up: reason HOST_UP).
+   */
+  evacuateServer(
+    request: EvacuateServerRequest,
+    callback: (error: ServiceError | null, response: EvacuateServerResponse) => void,
+  ): ClientUnaryCall;
+  evacuateServer(
+    request: EvacuateServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EvacuateServerResponse) => void,
+  ): ClientUnaryCall;
+  evacuateServer(
+    request: EvacuateServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EvacuateServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Rebuilds an ACTIVE, STOPPED or ERROR server on its host from an image
+   * (the same or a new one; task REBUILDING): its disk is replaced, its id,
+   * flavor and host are kept, and it ends ACTIVE.
+   */
+  rebuildServer(
+    request: RebuildServerRequest,
+    callback: (error: ServiceError | null, response: RebuildServerResponse) => void,
+  ): ClientUnaryCall;
+  rebuildServer(
+    request: RebuildServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RebuildServerResponse) => void,
+  ): ClientUnaryCall;
+  rebuildServer(
+    request: RebuildServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RebuildServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Snapshots an ACTIVE, STOPPED, PAUSED or SUSPENDED server's disk into a
+   * new private image (task IMAGE_SNAPSHOT; the image is QUEUED until the
+   * host stored it, then ACTIVE with its size and checksum). The server's
+   * state does not change.
+   */
+  createServerImage(
+    request: CreateServerImageRequest,
+    callback: (error: ServiceError | null, response: CreateServerImageResponse) => void,
+  ): ClientUnaryCall;
+  createServerImage(
+    request: CreateServerImageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateServerImageResponse) => void,
+  ): ClientUnaryCall;
+  createServerImage(
+    request: CreateServerImageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateServerImageResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Shelves an ACTIVE, STOPPED, PAUSED or SUSPENDED server (task SHELVING):
+   * its disk is snapshotted into an image, it is removed from its host and
+   * its capacity released; it ends SHELVED_OFFLOADED with no host.
+   */
+  shelveServer(
+    request: ShelveServerRequest,
+    callback: (error: ServiceError | null, response: ShelveServerResponse) => void,
+  ): ClientUnaryCall;
+  shelveServer(
+    request: ShelveServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ShelveServerResponse) => void,
+  ): ClientUnaryCall;
+  shelveServer(
+    request: ShelveServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ShelveServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Unshelves a SHELVED_OFFLOADED server (task UNSHELVING): the scheduler
+   * chooses a host, which spawns it from the shelved image; it ends ACTIVE.
+   * No host fits: it stays SHELVED_OFFLOADED with a NO_VALID_HOST fault.
+   */
+  unshelveServer(
+    request: UnshelveServerRequest,
+    callback: (error: ServiceError | null, response: UnshelveServerResponse) => void,
+  ): ClientUnaryCall;
+  unshelveServer(
+    request: UnshelveServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UnshelveServerResponse) => void,
+  ): ClientUnaryCall;
+  unshelveServer(
+    request: UnshelveServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UnshelveServerResponse) => void,
   ): ClientUnaryCall;
   /**
    * Lists migrations (resize, cold and live migration, evacuation) with
