@@ -11,7 +11,7 @@ import type {
   SnapshotInfo as ProtoSnapshotInfo,
 } from "../gen/novamesh/agent/v1/agent.js";
 import type { Instance } from "../gen/novamesh/agent/v1/ops.js";
-import { PowerState as ProtoPowerState } from "../gen/novamesh/compute/v1/server.js";
+import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./drivers/types.js";
 import type { OpProgressEvent } from "./ops/executor.js";
 import type { OpFailure } from "./ops/journal.js";
@@ -84,5 +84,11 @@ export function snapshotInfoToProto(info: SnapshotInfo): ProtoSnapshotInfo {
 
 /** Progress of an op as the proto OpProgress. */
 export function opProgressToProto(progress: OpProgressEvent): OpProgress {
-  return { opId: progress.opId, serverId: progress.serverId, percent: progress.percent, message: progress.message };
+  return {
+    opId: progress.opId,
+    serverId: progress.serverId,
+    percent: progress.percent,
+    message: progress.message,
+    taskState: progress.stage ? TaskState[`TASK_STATE_${progress.stage}`] : TaskState.TASK_STATE_UNSPECIFIED,
+  };
 }

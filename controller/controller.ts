@@ -178,7 +178,7 @@ export class Controller {
         return effects;
       },
       progress: async (p) => {
-        await recordOpProgress(pool, p.opId, p.percent, p.message);
+        if (await recordOpProgress(pool, p)) wake.watchers();
       },
     };
 

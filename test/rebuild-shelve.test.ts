@@ -15,7 +15,7 @@ import { PowerState, RebootType, ServerStatus, TaskState, VmState } from "../gen
 import type { Server } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
 import { fakeDomains, spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, servicesUp, settled as settledIn, failure } from "./harness.js";
+import { TestEnv, assertCapacityExact, eventually, failure, servicesUp, settled as settledIn } from "./harness.js";
 import type { Clients } from "./harness.js";
 
 const SMALL = { vcpus: 1, ram: 2048, disk: 20 };
@@ -40,9 +40,10 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     imageId = await env.image(ctl, "cirros");
     otherImageId = await env.image(ctl, "ubuntu");
     dir = await tempDir("rebuild-shelve");
-    // Each host's first reboot fails (a way into ERROR); snapshots take a
-    // second, so a QUEUED image and the IMAGE_SNAPSHOT task can be seen.
-    const faults = { reboot: { error: "guest kernel panic", failTimes: 1 }, snapshot: { delayMs: 1000 } };
+    // Each host's first reboot fails (a way into ERROR); each step of a
+    // snapshot or rebuild takes a second, so a QUEUED image and every task
+    // step can be seen.
+    const faults = { reboot: { error: "guest kernel panic", failTimes: 1 }, snapshot: { delayMs: 1000 }, rebuild: { delayMs: 1000 } };
     agent = spawnAgent({
       controller: env.address(ctl),
       token: env.adminToken,
@@ -61,6 +62,10 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
   const events = async (id: string) =>
     (await alice.servers.listServerActions({ serverId: id })).actions.map((a) => `${a.action}:${a.events.map((e) => `${e.name}@${e.host}:${e.result}`).join(",")}`);
 
+  /** Waits until the server's task has moved on to `task` (a step the host reported). */
+  const taskReaches = (id: string, task: TaskState) =>
+    eventually(async () => (await alice.servers.getServer({ id })).server!.taskState === task, { what: TaskState[task], intervalMs: 50, timeoutMs: 10_000 });
+
   async function boot(name: string, flavorId = "m1.small", image = imageId): Promise<Server> {
     const s = (await alice.servers.createServer({ name, flavorId, imageId: image })).server!;
     return settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
@@ -75,6 +80,8 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     assert.equal(res.server!.status, ServerStatus.SERVER_STATUS_REBUILD);
     assert.equal(res.operation!.action, "rebuild");
     assert.equal(res.operation!.name, `servers/${s.id}/operations/${encodeURIComponent(res.operation!.requestId)}`);
+    // The host reports the next step: the old disk is gone, the new one is being built.
+    await taskReaches(s.id, TaskState.TASK_STATE_REBUILD_SPAWNING);
     const done = await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
     assert.deepEqual(
       [done.host, done.flavor!.name, done.imageId, done.name, done.vmState, done.powerState],
@@ -152,6 +159,7 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     assert.equal(queued.status, ImageStatus.IMAGE_STATUS_QUEUED, "queued until the host stored it");
     assert.deepEqual([queued.name, queued.projectId, queued.visibility], ["nightly", "alice", ImageVisibility.IMAGE_VISIBILITY_PRIVATE]);
     assert.equal((await alice.servers.getServer({ id: s.id })).server!.taskState, TaskState.TASK_STATE_IMAGE_SNAPSHOT);
+    await taskReaches(s.id, TaskState.TASK_STATE_IMAGE_UPLOADING);
 
     const op = (await alice.operations.waitOperation({ name: res.operation!.name, timeoutSeconds: 20 })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED);
@@ -206,6 +214,7 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     const res = await alice.servers.shelveServer({ id: s.id });
     assert.equal(res.server!.taskState, TaskState.TASK_STATE_SHELVING);
     assert.equal(res.operation!.action, "shelve");
+    await taskReaches(s.id, TaskState.TASK_STATE_SHELVING_IMAGE_UPLOADING);
     const shelved = await settled(s.id, ServerStatus.SERVER_STATUS_SHELVED_OFFLOADED);
     assert.deepEqual([shelved.vmState, shelved.host, shelved.powerState], [VmState.VM_STATE_SHELVED_OFFLOADED, "", PowerState.POWER_STATE_NOSTATE]);
     const during = await assertCapacityExact(env, admin);

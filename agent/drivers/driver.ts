@@ -72,12 +72,16 @@ export interface SnapshotOptions extends InstanceOptions {
   readonly imageId: string;
   /** Its name. */
   readonly imageName: string;
+  /** Called once the disk is captured and its data starts going to the image store. */
+  readonly onUploading?: () => void;
 }
 
 /** Options of {@link Driver.rebuild}. */
 export interface RebuildOptions {
   /** The instance as it is to be rebuilt: same id, possibly a new image. */
   readonly instance: InstanceSpec;
+  /** Called once the old disk is gone and the instance is being created from the image. */
+  readonly onSpawning?: () => void;
 }
 
 /** Options of {@link Driver.migrateDiskAndPowerOff}. */

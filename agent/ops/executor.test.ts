@@ -533,3 +533,27 @@ describe("OpExecutor: deadlines", () => {
     await executor.close();
   });
 });
+
+describe("OpExecutor: task steps", () => {
+  test("rebuild, snapshot and shelve report each step they reach, in order, before their result", async () => {
+    const progress: OpProgressEvent[] = [];
+    const driver = fake();
+    const executor = await OpExecutor.open({ driver, stateDir, progressIntervalMs: 60_000, onProgress: (p) => progress.push(p) });
+    const inst = testInstance();
+    await executor.execute(testOp(inst, { kind: "spawn" }));
+    const rebuild = testOp(inst, { kind: "rebuild" });
+    const snapshot = testOp(inst, { kind: "snapshot", imageId: "img-1" });
+    const shelve = testOp(inst, { kind: "shelve", imageId: "img-2" });
+    for (const op of [rebuild, snapshot, shelve]) assert.equal((await executor.execute(op)).result.error, undefined);
+    const stages = (opId: string) => progress.filter((p) => p.opId === opId).map((p) => p.stage);
+    assert.deepEqual(stages(rebuild.opId), ["REBUILD_SPAWNING"]);
+    assert.deepEqual(stages(snapshot.opId), ["IMAGE_UPLOADING"]);
+    assert.deepEqual(stages(shelve.opId), ["SHELVING_IMAGE_UPLOADING", "SHELVING_OFFLOADING"]);
+    // A shelve without an image stores nothing: it goes straight to offloading.
+    await executor.execute(testOp(inst, { kind: "spawn" }));
+    const bare = testOp(inst, { kind: "shelve" });
+    await executor.execute(bare);
+    assert.deepEqual(stages(bare.opId), ["SHELVING_OFFLOADING"]);
+    await executor.close();
+  });
+});

@@ -37,7 +37,15 @@ export interface OpProgressEvent {
   readonly percent: number;
   /** What is happening. */
   readonly message: string;
+  /**
+   * The task step the op reached, when it moved on (such as
+   * "REBUILD_SPAWNING"); undefined: the same step.
+   */
+  readonly stage?: OpStage;
 }
+
+/** Task steps an op reports reaching (see agent.proto, OpProgress.task_state). */
+export type OpStage = "REBUILD_SPAWNING" | "IMAGE_UPLOADING" | "SHELVING_IMAGE_UPLOADING" | "SHELVING_OFFLOADING";
 
 /** Options of {@link OpExecutor.open}. */
 export interface OpExecutorOptions {
@@ -330,21 +338,35 @@ export class OpExecutor {
         await d.resume({ instanceId }, call);
         return {};
       case "snapshot":
-        return { snapshot: await d.snapshot({ instanceId, imageId: o.snapshot.imageId, imageName: o.snapshot.imageName }, call) };
+        return {
+          snapshot: await d.snapshot(
+            {
+              instanceId,
+              imageId: o.snapshot.imageId,
+              imageName: o.snapshot.imageName,
+              onUploading: () => this.stage(op, "IMAGE_UPLOADING", "storing the snapshot"),
+            },
+            call,
+          ),
+        };
       case "shelve": {
         // Nova's order: power off (clean first), snapshot the stopped disk, remove from the host.
         const { imageId, imageName, timeoutSeconds } = o.shelve;
         await d.powerOff({ instanceId, timeoutSeconds }, call);
-        const snapshot = imageId ? await d.snapshot({ instanceId, imageId, imageName }, call) : undefined;
+        const snapshot = imageId
+          ? await d.snapshot({ instanceId, imageId, imageName, onUploading: () => this.stage(op, "SHELVING_IMAGE_UPLOADING", "storing the snapshot") }, call)
+          : undefined;
+        this.stage(op, "SHELVING_OFFLOADING", "removing the server from this host");
         await d.destroy({ instanceId }, call);
         return snapshot ? { snapshot } : {};
       }
       case "rebuild":
         if (o.rebuild.recreate && !(await this.exists(instanceId, call))) {
+          this.stage(op, "REBUILD_SPAWNING", "creating the server from its image");
           await d.spawn({ instance: instance() }, call);
           return { note: "the instance was not on this host; created it" };
         }
-        await d.rebuild({ instance: instance() }, call);
+        await d.rebuild({ instance: instance(), onSpawning: () => this.stage(op, "REBUILD_SPAWNING", "creating the server from its image") }, call);
         return {};
       case "migrateDisk":
         await d.migrateDiskAndPowerOff(
@@ -581,6 +603,16 @@ export class OpExecutor {
       control.early.resolve({ result: toResult(finished), replayed: false, reconciled: false });
     } catch (err) {
       control.early.reject(err);
+    }
+  }
+
+  /** Reports that an op reached its next task step (never throttled). */
+  private stage(op: ComputeOp, stage: OpStage, message: string): void {
+    if (!this.onProgress) return;
+    try {
+      this.onProgress({ opId: op.opId, serverId: op.instance!.id, percent: 0, message, stage });
+    } catch (err) {
+      this.logger?.warn({ err, op_id: op.opId }, "progress listener failed");
     }
   }
 

@@ -4,7 +4,9 @@ import type { ApplyEffects, OpOutcome } from "../conductor/results.js";
 import type { HostReport } from "../conductor/reports.js";
 import type { PowerState } from "../domain/states.js";
 import { invalidArgument, permissionDenied, toApiError } from "../errors.js";
-import { powerStateFromProto } from "./convert.js";
+import { TaskState as PbTaskState } from "../../gen/novamesh/compute/v1/server.js";
+import type { TaskState } from "../domain/states.js";
+import { fromEnum, powerStateFromProto } from "./convert.js";
 import type { RpcDeps } from "./rpc.js";
 import { authenticate } from "./rpc.js";
 import { toServiceError } from "./status.js";
@@ -30,7 +32,7 @@ export interface AgentConductor {
   }>;
   report(r: HostReport): Promise<void>;
   result(o: OpOutcome): Promise<ApplyEffects>;
-  progress(p: { opId: string; percent: number; message: string }): Promise<void>;
+  progress(p: { opId: string; percent: number; message: string; stage: TaskState | null }): Promise<void>;
 }
 
 /**
@@ -134,7 +136,8 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
             // Best effort: progress is not acknowledged and may be dropped.
             const p = body.opProgress;
             if (!host) return fail(invalidArgument("hello", "the first message must be hello"));
-            conductor.progress({ opId: p.opId, percent: p.percent, message: p.message }).catch((err: unknown) => {
+            const stage = fromEnum(PbTaskState, "TASK_STATE_", p.taskState) as TaskState | null;
+            conductor.progress({ opId: p.opId, percent: p.percent, message: p.message, stage }).catch((err: unknown) => {
               deps.log.debug({ err, opId: p.opId }, "op progress not recorded");
             });
             return;

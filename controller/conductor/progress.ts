@@ -1,11 +1,36 @@
+import type { TaskState } from "../domain/states.js";
+import { TASK_STEPS } from "../domain/states.js";
 import type { Pool } from "../store/db.js";
-import { select } from "../store/db.js";
-import { setActionProgress } from "../store/actions.js";
+import { select, withTx } from "../store/db.js";
+import { setActionProgress, setActionStep } from "../store/actions.js";
+import { getInstance, updateInstance } from "../store/instances.js";
 
-/** Records a host's progress report on the op's action (its operation). */
-export async function recordOpProgress(pool: Pool, opId: string, percent: number, message: string): Promise<void> {
-  const rows = await select<{ action_id: number; state: string }>(pool, "SELECT action_id, state FROM compute_ops WHERE op_id = ?", [opId]);
-  const op = rows[0];
-  if (!op || op.state !== "PENDING") return;
-  await setActionProgress(pool, Number(op.action_id), percent, message);
+/**
+ * Records a host's progress report on the op's action (its operation) and,
+ * when the op reached its next step, moves the server's task to it (only
+ * forward, only while the op is still the server's current work; the task's
+ * deadline stays). Returns whether the server changed.
+ */
+export async function recordOpProgress(pool: Pool, p: { opId: string; percent: number; message: string; stage: TaskState | null }): Promise<boolean> {
+  return withTx(pool, async (conn) => {
+    const rows = await select<{ action_id: number; state: string; kind: string; instance_uuid: string }>(
+      conn,
+      "SELECT action_id, state, kind, instance_uuid FROM compute_ops WHERE op_id = ?",
+      [p.opId],
+    );
+    const op = rows[0];
+    if (!op || op.state !== "PENDING") return false;
+    if (!p.stage) {
+      await setActionProgress(conn, Number(op.action_id), p.percent, p.message);
+      return false;
+    }
+    const steps = TASK_STEPS[op.kind] ?? [];
+    const inst = await getInstance(conn, op.instance_uuid, { lock: true });
+    const from = inst?.taskState ? steps.indexOf(inst.taskState) : -1;
+    const to = steps.indexOf(p.stage);
+    if (!inst || from < 0 || to <= from) return false;
+    await updateInstance(conn, inst.uuid, { taskState: p.stage, taskDeadline: inst.taskDeadline });
+    await setActionStep(conn, Number(op.action_id), { message: p.message });
+    return true;
+  });
 }

@@ -146,13 +146,16 @@ export class Reaper {
       case "UNSHELVING":
         await updateInstance(conn, inst.uuid, { taskState: null, fault });
         return fail();
-      case "IMAGE_SNAPSHOT": {
+      case "IMAGE_SNAPSHOT":
+      case "IMAGE_UPLOADING": {
         const image = actionId !== null ? (await getActionById(conn, actionId))?.imageId : null;
         if (image) await deleteImage(conn, image);
         await updateInstance(conn, inst.uuid, { taskState: null, fault });
         return fail();
       }
       case "SHELVING":
+      case "SHELVING_IMAGE_UPLOADING":
+      case "SHELVING_OFFLOADING":
         if (inst.shelvedImageId) await deleteImage(conn, inst.shelvedImageId);
         await updateInstance(conn, inst.uuid, { taskState: null, shelvedImageId: null, fault });
         return fail();
@@ -167,7 +170,7 @@ export class Reaper {
           await updateInstance(conn, inst.uuid, { taskState: null, fault });
           return fail();
         }
-        if (m && task === "REBUILD_SPAWNING") {
+        if (m?.type === "EVACUATION" && task === "REBUILD_SPAWNING") {
           await rollbackMove(conn, this.opts, { inst, migration: m, fault, error, restoreSource: false, cleanupTarget: true, vmState: "ERROR" });
           effects.released = true;
           effects.dispatched = true;
@@ -268,9 +271,12 @@ const OUTCOME: Readonly<Record<TaskState, string>> = {
   RESIZE_REVERTING: "the revert did not complete; the server needs an operator (hard reboot or delete)",
   MIGRATING: "the server may be on either host; both keep their capacity until an operator acts",
   REBUILDING: "the rebuild did not complete; the server is in ERROR",
-  REBUILD_SPAWNING: "the evacuation was rolled back; the server is in ERROR on its old host",
+  REBUILD_SPAWNING: "the rebuild did not complete (an evacuation is rolled back to the old host); the server is in ERROR",
   IMAGE_SNAPSHOT: "the snapshot was abandoned and its image deleted; the server is unchanged",
   SHELVING: "the shelve was abandoned; the server keeps its last known state",
   UNSHELVING: "the server stays shelved",
+  IMAGE_UPLOADING: "the snapshot was abandoned and its image deleted; the server is unchanged",
+  SHELVING_IMAGE_UPLOADING: "the shelve was abandoned; the server keeps its last known state",
+  SHELVING_OFFLOADING: "the shelve was abandoned; the server keeps its last known state",
 };
 

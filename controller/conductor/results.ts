@@ -94,8 +94,8 @@ const TASKS_OF_OP: Readonly<Record<OpRecord["kind"], readonly TaskState[]>> = {
   finish_revert_migration: ["RESIZE_REVERTING"],
   abort: [],
   rebuild: ["REBUILDING", "REBUILD_SPAWNING"],
-  snapshot: ["IMAGE_SNAPSHOT"],
-  shelve: ["SHELVING"],
+  snapshot: ["IMAGE_SNAPSHOT", "IMAGE_UPLOADING"],
+  shelve: ["SHELVING", "SHELVING_IMAGE_UPLOADING", "SHELVING_OFFLOADING"],
   pre_live_migration: ["MIGRATING"],
   live_migrate: ["MIGRATING"],
   post_live_migration: ["MIGRATING"],
@@ -350,7 +350,8 @@ class ResultApplier {
   private async rebuilt(): Promise<void> {
     const { inst, op, o, conn } = this;
     if (op.host !== inst.host) return;
-    if (inst.taskState === "REBUILD_SPAWNING") return this.evacuated();
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    if (m?.type === "EVACUATION") return this.evacuated(m);
     if (o.error) {
       await this.update({ vmState: "ERROR", taskState: null, powerState: this.power, fault: this.fault() });
       await finishAction(conn, op.actionId, { error: this.opError() });
@@ -364,10 +365,8 @@ class ResultApplier {
    * The evacuated server runs on its new host: the dead host's capacity is
    * released, and that host destroys its old copy when it comes back.
    */
-  private async evacuated(): Promise<void> {
+  private async evacuated(m: Migration): Promise<void> {
     const { inst, op, o, conn } = this;
-    const m = await openMigration(conn, inst.uuid, { lock: true });
-    if (!m || m.type !== "EVACUATION") return;
     if (o.error) {
       await rollbackMove(conn, this.opts, { inst, migration: m, fault: this.fault(), error: this.opError(), restoreSource: false, cleanupTarget: true, vmState: "ERROR" });
       this.effects.released = true;

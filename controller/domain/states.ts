@@ -39,6 +39,9 @@ export const TASK_STATES = [
   "IMAGE_SNAPSHOT",
   "SHELVING",
   "UNSHELVING",
+  "IMAGE_UPLOADING",
+  "SHELVING_IMAGE_UPLOADING",
+  "SHELVING_OFFLOADING",
 ] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 
@@ -216,6 +219,20 @@ export const DEFAULT_TASK_TIMEOUTS: Readonly<Record<TaskState, number>> = {
   IMAGE_SNAPSHOT: 3600,
   SHELVING: 3600,
   UNSHELVING: 900,
+  IMAGE_UPLOADING: 3600,
+  SHELVING_IMAGE_UPLOADING: 3600,
+  SHELVING_OFFLOADING: 3600,
+};
+
+/**
+ * The steps an op may move its task through, in order, as the host reports
+ * reaching them (OpProgress.task_state): the first is the task the action
+ * set.
+ */
+export const TASK_STEPS: Readonly<Record<string, readonly TaskState[]>> = {
+  rebuild: ["REBUILDING", "REBUILD_SPAWNING"],
+  snapshot: ["IMAGE_SNAPSHOT", "IMAGE_UPLOADING"],
+  shelve: ["SHELVING", "SHELVING_IMAGE_UPLOADING", "SHELVING_OFFLOADING"],
 };
 
 /** Resize/migration tasks (status RESIZE) in order. */

@@ -318,10 +318,13 @@ export class FakeDriver implements Driver {
    * over the domain's spec and the image id (the same for the same domain
    * and image), about a tenth of the root disk, in the image's disk format.
    */
-  async snapshot({ instanceId, imageId }: SnapshotOptions, call: CallOptions = {}): Promise<SnapshotInfo> {
+  async snapshot({ instanceId, imageId, onUploading }: SnapshotOptions, call: CallOptions = {}): Promise<SnapshotInfo> {
     this.require("snapshot", "snapshot");
     await this.ready("snapshot", true, call, instanceId);
     const d = this.owned(instanceId, "snapshot");
+    // The capture took the call's delay; the upload takes it again.
+    onUploading?.();
+    await wait(this.injector.delayMs("snapshot", true, instanceId), call.signal);
     const checksum = createHash("sha256").update(JSON.stringify({ instance: d.instance, imageId })).digest("hex");
     const usedMib = Math.max(16, Math.round(d.instance.diskGb * 1024 * 0.1));
     return {
@@ -331,10 +334,13 @@ export class FakeDriver implements Driver {
     };
   }
 
-  async rebuild({ instance }: RebuildOptions, call: CallOptions = {}): Promise<void> {
+  async rebuild({ instance, onSpawning }: RebuildOptions, call: CallOptions = {}): Promise<void> {
     await this.ready("rebuild", true, call, instance.id);
     const d = this.owned(instance.id, "rebuild");
     this.checkFits(instance, { disk: true, memory: true }, "rebuild", instance.id);
+    // Removing the old disk took the call's delay; building the new one takes it again.
+    onSpawning?.();
+    await wait(this.injector.delayMs("rebuild", true, instance.id), call.signal);
     this.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: d.boots + 1 });
     await this.persist();
   }

@@ -18,7 +18,14 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
-import { PowerState, powerStateFromJSON, powerStateToJSON } from "../../compute/v1/server.js";
+import {
+  PowerState,
+  powerStateFromJSON,
+  powerStateToJSON,
+  TaskState,
+  taskStateFromJSON,
+  taskStateToJSON,
+} from "../../compute/v1/server.js";
 
 export const protobufPackage = "novamesh.agent.v1";
 
@@ -183,6 +190,13 @@ export interface OpProgress {
   percent: number;
   /** What is happening, such as "memory: 1.2 GiB of 2 GiB copied". */
   message: string;
+  /**
+   * The step the op reached, when it moved on to the next task state of its
+   * action: REBUILD_SPAWNING (rebuild), IMAGE_UPLOADING (snapshot),
+   * SHELVING_IMAGE_UPLOADING then SHELVING_OFFLOADING (shelve). Unset: the
+   * same step.
+   */
+  taskState: TaskState;
 }
 
 /** The controller's acknowledgement of a result. */
@@ -1495,7 +1509,7 @@ export const SnapshotInfo: MessageFns<SnapshotInfo> = {
 };
 
 function createBaseOpProgress(): OpProgress {
-  return { opId: "", serverId: "", percent: 0, message: "" };
+  return { opId: "", serverId: "", percent: 0, message: "", taskState: 0 };
 }
 
 export const OpProgress: MessageFns<OpProgress> = {
@@ -1511,6 +1525,9 @@ export const OpProgress: MessageFns<OpProgress> = {
     }
     if (message.message !== "") {
       writer.uint32(34).string(message.message);
+    }
+    if (message.taskState !== 0) {
+      writer.uint32(40).int32(message.taskState);
     }
     return writer;
   },
@@ -1560,6 +1577,14 @@ export const OpProgress: MessageFns<OpProgress> = {
             message.message = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.taskState = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1586,6 +1611,11 @@ export const OpProgress: MessageFns<OpProgress> = {
         : "",
       percent: isSet(object.percent) ? globalThis.Number(object.percent) : 0,
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      taskState: isSet(object.taskState)
+        ? taskStateFromJSON(object.taskState)
+        : isSet(object.task_state)
+        ? taskStateFromJSON(object.task_state)
+        : 0,
     };
   },
 
@@ -1603,6 +1633,9 @@ export const OpProgress: MessageFns<OpProgress> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.taskState !== 0) {
+      obj.taskState = taskStateToJSON(message.taskState);
+    }
     return obj;
   },
 
@@ -1615,6 +1648,7 @@ export const OpProgress: MessageFns<OpProgress> = {
     message.serverId = object.serverId ?? "";
     message.percent = object.percent ?? 0;
     message.message = object.message ?? "";
+    message.taskState = object.taskState ?? 0;
     return message;
   },
 };

@@ -157,9 +157,12 @@ export enum TaskState {
   TASK_STATE_RESIZE_REVERTING = 16,
   /** TASK_STATE_MIGRATING - Being live-migrated. */
   TASK_STATE_MIGRATING = 17,
-  /** TASK_STATE_REBUILDING - Rebuild or evacuation: preparing (evacuation: choosing a host). */
+  /**
+   * TASK_STATE_REBUILDING - Rebuild or evacuation: preparing (rebuild: removing the old disk;
+   * evacuation: choosing a host).
+   */
   TASK_STATE_REBUILDING = 18,
-  /** TASK_STATE_REBUILD_SPAWNING - Evacuation: the new host is creating the server. */
+  /** TASK_STATE_REBUILD_SPAWNING - Rebuild or evacuation: the host is creating the server from its image. */
   TASK_STATE_REBUILD_SPAWNING = 19,
   /** TASK_STATE_IMAGE_SNAPSHOT - The disk is being snapshotted into an image. */
   TASK_STATE_IMAGE_SNAPSHOT = 20,
@@ -167,6 +170,12 @@ export enum TaskState {
   TASK_STATE_SHELVING = 21,
   /** TASK_STATE_UNSHELVING - Being unshelved: waiting for a host, then spawning. */
   TASK_STATE_UNSHELVING = 22,
+  /** TASK_STATE_IMAGE_UPLOADING - The snapshot is being stored in the image store. */
+  TASK_STATE_IMAGE_UPLOADING = 23,
+  /** TASK_STATE_SHELVING_IMAGE_UPLOADING - Shelve: the disk's snapshot is being stored. */
+  TASK_STATE_SHELVING_IMAGE_UPLOADING = 24,
+  /** TASK_STATE_SHELVING_OFFLOADING - Shelve: the server is being removed from its host. */
+  TASK_STATE_SHELVING_OFFLOADING = 25,
   UNRECOGNIZED = -1,
 }
 
@@ -241,6 +250,15 @@ export function taskStateFromJSON(object: any): TaskState {
     case 22:
     case "TASK_STATE_UNSHELVING":
       return TaskState.TASK_STATE_UNSHELVING;
+    case 23:
+    case "TASK_STATE_IMAGE_UPLOADING":
+      return TaskState.TASK_STATE_IMAGE_UPLOADING;
+    case 24:
+    case "TASK_STATE_SHELVING_IMAGE_UPLOADING":
+      return TaskState.TASK_STATE_SHELVING_IMAGE_UPLOADING;
+    case 25:
+    case "TASK_STATE_SHELVING_OFFLOADING":
+      return TaskState.TASK_STATE_SHELVING_OFFLOADING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -296,6 +314,12 @@ export function taskStateToJSON(object: TaskState): string {
       return "TASK_STATE_SHELVING";
     case TaskState.TASK_STATE_UNSHELVING:
       return "TASK_STATE_UNSHELVING";
+    case TaskState.TASK_STATE_IMAGE_UPLOADING:
+      return "TASK_STATE_IMAGE_UPLOADING";
+    case TaskState.TASK_STATE_SHELVING_IMAGE_UPLOADING:
+      return "TASK_STATE_SHELVING_IMAGE_UPLOADING";
+    case TaskState.TASK_STATE_SHELVING_OFFLOADING:
+      return "TASK_STATE_SHELVING_OFFLOADING";
     case TaskState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -8588,8 +8612,8 @@ export const ServerServiceService = {
   },
   /**
    * Rebuilds an ACTIVE, STOPPED or ERROR server on its host from an image
-   * (the same or a new one; task REBUILDING): its disk is replaced, its id,
-   * flavor and host are kept, and it ends ACTIVE.
+   * (the same or a new one; tasks REBUILDING, then REBUILD_SPAWNING): its
+   * disk is replaced, its id, flavor and host are kept, and it ends ACTIVE.
    */
   rebuildServer: {
     path: "/novamesh.compute.v1.ServerService/RebuildServer" as const,
@@ -8603,9 +8627,9 @@ export const ServerServiceService = {
   },
   /**
    * Snapshots an ACTIVE, STOPPED, PAUSED or SUSPENDED server's disk into a
-   * new private image (task IMAGE_SNAPSHOT; the image is QUEUED until the
-   * host stored it, then ACTIVE with its size and checksum). The server's
-   * state does not change.
+   * new private image (tasks IMAGE_SNAPSHOT, then IMAGE_UPLOADING; the image
+   * is QUEUED until the host stored it, then ACTIVE with its size and
+   * checksum). The server's state does not change.
    */
   createServerImage: {
     path: "/novamesh.compute.v1.ServerService/CreateServerImage" as const,
@@ -8619,9 +8643,10 @@ export const ServerServiceService = {
     responseDeserialize: (value: Buffer): CreateServerImageResponse => CreateServerImageResponse.decode(value),
   },
   /**
-   * Shelves an ACTIVE, STOPPED, PAUSED or SUSPENDED server (task SHELVING):
-   * its disk is snapshotted into an image, it is removed from its host and
-   * its capacity released; it ends SHELVED_OFFLOADED with no host.
+   * Shelves an ACTIVE, STOPPED, PAUSED or SUSPENDED server (tasks SHELVING,
+   * SHELVING_IMAGE_UPLOADING, SHELVING_OFFLOADING): it is powered off, its
+   * disk is snapshotted into an image, it is removed from its host and its
+   * capacity released; it ends SHELVED_OFFLOADED with no host.
    */
   shelveServer: {
     path: "/novamesh.compute.v1.ServerService/ShelveServer" as const,
@@ -8811,21 +8836,22 @@ export interface ServerServiceServer extends UntypedServiceImplementation {
   evacuateServer: handleUnaryCall<EvacuateServerRequest, EvacuateServerResponse>;
   /**
    * Rebuilds an ACTIVE, STOPPED or ERROR server on its host from an image
-   * (the same or a new one; task REBUILDING): its disk is replaced, its id,
-   * flavor and host are kept, and it ends ACTIVE.
+   * (the same or a new one; tasks REBUILDING, then REBUILD_SPAWNING): its
+   * disk is replaced, its id, flavor and host are kept, and it ends ACTIVE.
    */
   rebuildServer: handleUnaryCall<RebuildServerRequest, RebuildServerResponse>;
   /**
    * Snapshots an ACTIVE, STOPPED, PAUSED or SUSPENDED server's disk into a
-   * new private image (task IMAGE_SNAPSHOT; the image is QUEUED until the
-   * host stored it, then ACTIVE with its size and checksum). The server's
-   * state does not change.
+   * new private image (tasks IMAGE_SNAPSHOT, then IMAGE_UPLOADING; the image
+   * is QUEUED until the host stored it, then ACTIVE with its size and
+   * checksum). The server's state does not change.
    */
   createServerImage: handleUnaryCall<CreateServerImageRequest, CreateServerImageResponse>;
   /**
-   * Shelves an ACTIVE, STOPPED, PAUSED or SUSPENDED server (task SHELVING):
-   * its disk is snapshotted into an image, it is removed from its host and
-   * its capacity released; it ends SHELVED_OFFLOADED with no host.
+   * Shelves an ACTIVE, STOPPED, PAUSED or SUSPENDED server (tasks SHELVING,
+   * SHELVING_IMAGE_UPLOADING, SHELVING_OFFLOADING): it is powered off, its
+   * disk is snapshotted into an image, it is removed from its host and its
+   * capacity released; it ends SHELVED_OFFLOADED with no host.
    */
   shelveServer: handleUnaryCall<ShelveServerRequest, ShelveServerResponse>;
   /**
@@ -9233,8 +9259,8 @@ export interface ServerServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Rebuilds an ACTIVE, STOPPED or ERROR server on its host from an image
-   * (the same or a new one; task REBUILDING): its disk is replaced, its id,
-   * flavor and host are kept, and it ends ACTIVE.
+   * (the same or a new one; tasks REBUILDING, then REBUILD_SPAWNING): its
+   * disk is replaced, its id, flavor and host are kept, and it ends ACTIVE.
    */
   rebuildServer(
     request: RebuildServerRequest,
@@ -9253,9 +9279,9 @@ export interface ServerServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Snapshots an ACTIVE, STOPPED, PAUSED or SUSPENDED server's disk into a
-   * new private image (task IMAGE_SNAPSHOT; the image is QUEUED until the
-   * host stored it, then ACTIVE with its size and checksum). The server's
-   * state does not change.
+   * new private image (tasks IMAGE_SNAPSHOT, then IMAGE_UPLOADING; the image
+   * is QUEUED until the host stored it, then ACTIVE with its size and
+   * checksum). The server's state does not change.
    */
   createServerImage(
     request: CreateServerImageRequest,
@@ -9273,9 +9299,10 @@ export interface ServerServiceClient extends Client {
     callback: (error: ServiceError | null, response: CreateServerImageResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Shelves an ACTIVE, STOPPED, PAUSED or SUSPENDED server (task SHELVING):
-   * its disk is snapshotted into an image, it is removed from its host and
-   * its capacity released; it ends SHELVED_OFFLOADED with no host.
+   * Shelves an ACTIVE, STOPPED, PAUSED or SUSPENDED server (tasks SHELVING,
+   * SHELVING_IMAGE_UPLOADING, SHELVING_OFFLOADING): it is powered off, its
+   * disk is snapshotted into an image, it is removed from its host and its
+   * capacity released; it ends SHELVED_OFFLOADED with no host.
    */
   shelveServer(
     request: ShelveServerRequest,
