@@ -102,10 +102,12 @@ export class SchedulerWorker {
     return withTx(this.pool, async (conn) => {
       const rows = await select<{ uuid: string }>(
         conn,
-        `SELECT uuid FROM instances i WHERE deleted_at IS NULL
+        // The task_state IN list is what the instances_task index serves;
+        // moves also need their migration still waiting for a target.
+        `SELECT uuid FROM instances i
+         WHERE task_state IN ('SCHEDULING', 'UNSHELVING', 'RESIZE_PREP', 'MIGRATING', 'REBUILDING') AND deleted_at IS NULL
            AND (task_state IN ('SCHEDULING', 'UNSHELVING')
-             OR (task_state IN ('RESIZE_PREP', 'MIGRATING', 'REBUILDING')
-               AND EXISTS (SELECT 1 FROM migrations m WHERE m.instance_uuid = i.uuid AND m.status = 'PRE_MIGRATING')))
+             OR EXISTS (SELECT 1 FROM migrations m WHERE m.instance_uuid = i.uuid AND m.status = 'PRE_MIGRATING'))
          ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`,
         [this.opts.batch],
       );
