@@ -237,6 +237,16 @@ export const MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE instance_actions ADD COLUMN image_id CHAR(36) NULL`,
     ],
   },
+  {
+    version: 5,
+    name: "deadlines for tasks started before deadlines existed",
+    statements: [
+      // An hour from the upgrade: long enough for any task of the old
+      // controller to finish, and then the reaper ends it.
+      `UPDATE instances SET task_deadline = CURRENT_TIMESTAMP(3) + INTERVAL 1 HOUR WHERE task_state IS NOT NULL AND task_deadline IS NULL`,
+      `UPDATE instance_actions SET deadline = CURRENT_TIMESTAMP(3) + INTERVAL 1 HOUR WHERE finish_time IS NULL AND deadline IS NULL`,
+    ],
+  },
 ];
 
 /**
