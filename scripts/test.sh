@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The test command: services up, proto lint, generated code current, types,
-# unit tests, then integration tests against the real MariaDB and NATS.
+# the libvirt binding build, unit tests, then integration tests against the real MariaDB and NATS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export npm_config_update_notifier=false
 bash scripts/ensure-services.sh
+bash scripts/setup-libvirt.sh
+echo "== libvirt binding"; out=$(npm run -s build:libvirt 2>&1) || { echo "$out"; exit 1; }
+# The libvirt tests skip without the addon elsewhere; here it was just built.
+export LIBVIRT_BINDING_REQUIRED=1
 echo "== buf lint"; npx buf lint 2>/dev/null
 echo "== gen/ is current"; bash scripts/check-gen.sh
 echo "== typecheck"; npx tsc -p tsconfig.json

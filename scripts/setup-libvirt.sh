@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing the libvirt binding
+# (agent/drivers/libvirt/binding) needs from Debian's packages: libvirt's
+# headers and library (libvirt-dev; libvirt0 carries the built-in test:///
+# driver the tests use, so no daemon is needed), pkg-config and a C++
+# toolchain. Calls apt-get only when something is missing; quiet; safe to
+# run again. LIBVIRT_SETUP_CLIENTS=1 also installs virsh (libvirt-clients).
+set -euo pipefail
+
+packages=(libvirt-dev pkg-config g++ make python3)
+if [ "${LIBVIRT_SETUP_CLIENTS:-0}" = "1" ]; then packages+=(libvirt-clients); fi
+
+installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]
+}
+
+missing=()
+for p in "${packages[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "setup-libvirt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! pkg-config --exists libvirt; then
+  echo "setup-libvirt: pkg-config does not find libvirt after installing libvirt-dev" >&2
+  exit 1
+fi
