@@ -37,9 +37,16 @@ test("fake capacity and faults are parsed; bad values are usage errors", () => {
     ignoreAcpi: ["s2"],
   });
   assert.throws(() => parse(["--driver", "hyperv"]), /unknown driver "hyperv"/);
-  assert.throws(() => parse(["--driver", "libvirt"]), /not available yet/);
+  assert.throws(() => parse(["--driver", "libvirt", "--hosts", "2"]), /one agent per hypervisor/);
   assert.throws(() => parse(["--host", "bad host"]), /--host/);
   assert.throws(() => parse(["--what"]), UsageError);
+});
+
+test("the libvirt driver takes its URI, instances path and image directory", () => {
+  const c = parse(["--driver", "libvirt", "--libvirt-uri", "test:///default", "--instances-path", "/srv/i", "--image-dir", "/srv/img"]);
+  assert.equal(c.driver, "libvirt");
+  assert.deepEqual(c.libvirt, { uri: "test:///default", instancesPath: "/srv/i", imageDir: "/srv/img" });
+  assert.deepEqual(parse(["--driver", "libvirt"]).libvirt, { uri: "qemu:///system", instancesPath: undefined, imageDir: undefined });
 });
 
 test("--hosts N names agents <host>-1..N with a state dir each", () => {

@@ -22,11 +22,14 @@ export const AGENT_FLAGS = {
   nats: { env: "NOVAMESH_NATS_URL", type: "string", default: () => "nats://127.0.0.1:4222", help: "NATS server URL(s), comma separated" },
   host: { env: "NOVAMESH_HOST", type: "string", default: () => hostname(), help: "host name this agent reports" },
   zone: { env: "NOVAMESH_ZONE", type: "string", default: () => "nova", help: "availability zone of the host" },
-  driver: { env: "NOVAMESH_DRIVER", type: "string", default: () => "fake", help: "hypervisor driver: fake (libvirt comes later)" },
+  driver: { env: "NOVAMESH_DRIVER", type: "string", default: () => "fake", help: "hypervisor driver: fake (simulated) or libvirt" },
   "state-dir": { env: "NOVAMESH_STATE_DIR", type: "string", help: "state directory (op journal, fake domains); default ./.state/agent-<host>" },
   "report-interval": { env: "NOVAMESH_REPORT_INTERVAL", type: "string", help: "seconds between resource reports; default: what the controller says" },
   concurrency: { env: "NOVAMESH_AGENT_CONCURRENCY", type: "string", default: () => "8", help: "ops of different servers run in parallel up to this many" },
   hosts: { env: "NOVAMESH_AGENT_HOSTS", type: "string", default: () => "1", help: "run N fake agents in this process, named <host>-1..N, each with its own state dir" },
+  "libvirt-uri": { env: "NOVAMESH_LIBVIRT_URI", type: "string", default: () => "qemu:///system", help: "libvirt driver: connection URI (test:///<node.xml> for libvirt's test hypervisor)" },
+  "instances-path": { env: "NOVAMESH_INSTANCES_PATH", type: "string", help: "libvirt driver: instance disks and the base image cache; default <state-dir>/instances" },
+  "image-dir": { env: "NOVAMESH_IMAGE_DIR", type: "string", help: "libvirt driver: directory image store (image <id> is the file <dir>/<id>; snapshots are written there); default <state-dir>/images" },
   vcpus: { env: "NOVAMESH_FAKE_VCPUS", type: "string", default: () => "16", help: "fake driver: physical CPUs" },
   "memory-mb": { env: "NOVAMESH_FAKE_MEMORY_MB", type: "string", default: () => "32768", help: "fake driver: memory in MiB" },
   "disk-gb": { env: "NOVAMESH_FAKE_DISK_GB", type: "string", default: () => "500", help: "fake driver: local disk in GiB" },
@@ -43,7 +46,7 @@ export interface AgentCliConfig {
   readonly natsUrl: string;
   readonly host: string;
   readonly zone: string;
-  readonly driver: "fake";
+  readonly driver: "fake" | "libvirt";
   /** Explicit --state-dir, if given. */
   readonly stateDir: string | undefined;
   readonly reportIntervalSeconds: number | undefined;
@@ -53,6 +56,13 @@ export interface AgentCliConfig {
     readonly capacity: { readonly vcpus: number; readonly memoryMb: number; readonly diskGb: number };
     readonly delayMs: number;
     readonly faults: Faults;
+  };
+  readonly libvirt: {
+    readonly uri: string;
+    /** Explicit --instances-path, if given. */
+    readonly instancesPath: string | undefined;
+    /** Explicit --image-dir, if given. */
+    readonly imageDir: string | undefined;
   };
   readonly logLevel: string;
 }
@@ -96,10 +106,10 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
     return n;
   };
   const driver = get("driver");
-  if (driver === "libvirt") throw new UsageError("--driver libvirt is not available yet; use --driver fake");
-  if (driver !== "fake") throw new UsageError(`--driver: unknown driver "${driver}" (known: fake)`);
+  if (driver !== "fake" && driver !== "libvirt") throw new UsageError(`--driver: unknown driver "${driver}" (known: fake, libvirt)`);
   const hosts = num("hosts", 1);
   if (!Number.isInteger(hosts)) throw new UsageError("--hosts must be an integer");
+  if (driver === "libvirt" && hosts !== 1) throw new UsageError("--hosts: the libvirt driver runs one agent per hypervisor");
   let faults: Faults = {};
   const rawFaults = get("fake-faults");
   if (rawFaults) {
@@ -127,6 +137,7 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
       delayMs: num("fake-delay-ms", 0),
       faults,
     },
+    libvirt: { uri: get("libvirt-uri")!, instancesPath: get("instances-path"), imageDir: get("image-dir") },
     logLevel: get("log-level")!,
   };
 }

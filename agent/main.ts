@@ -3,12 +3,34 @@
  * Runs one agent, or with `--hosts N` N fake agents sharing one NATS
  * connection. SIGINT/SIGTERM stop gracefully; a second signal exits at once.
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { connect, type NatsConnection } from "nats";
 import { pino } from "pino";
 import { Agent } from "./agent.js";
 import { agentHelp, agentInstances, parseAgentCli, UsageError, type AgentCliConfig } from "./cli-options.js";
+import type { Driver } from "./drivers/driver.js";
 import { FakeDriver } from "./drivers/fake/fake-driver.js";
+import { DirectoryImageStore } from "./drivers/libvirt/image-store.js";
+import { LibvirtDriver } from "./drivers/libvirt/libvirt-driver.js";
+
+/** The driver `config` asks for, for one agent. */
+function makeDriver(config: AgentCliConfig, host: string, stateDir: string): Driver {
+  if (config.driver === "libvirt") {
+    return new LibvirtDriver({
+      hostname: host,
+      uri: config.libvirt.uri,
+      instancesPath: resolve(config.libvirt.instancesPath ?? join(stateDir, "instances")),
+      imageStore: new DirectoryImageStore(resolve(config.libvirt.imageDir ?? join(stateDir, "images"))),
+    });
+  }
+  return new FakeDriver({
+    hostname: host,
+    capacity: config.fake.capacity,
+    faults: config.fake.faults,
+    delayMs: config.fake.delayMs,
+    statePath: join(stateDir, "fake-domains.json"),
+  });
+}
 
 async function main(): Promise<number> {
   let config: AgentCliConfig | "help";
@@ -32,13 +54,7 @@ async function main(): Promise<number> {
   const agents = instances.map(
     ({ host, stateDir }) =>
       new Agent({
-        driver: new FakeDriver({
-          hostname: host,
-          capacity: config.fake.capacity,
-          faults: config.fake.faults,
-          delayMs: config.fake.delayMs,
-          statePath: join(stateDir, "fake-domains.json"),
-        }),
+        driver: makeDriver(config, host, stateDir),
         controller: config.controller,
         token: config.token,
         natsUrl: config.natsUrl,
@@ -69,7 +85,10 @@ async function main(): Promise<number> {
     process.on("SIGTERM", onSignal);
   });
   await Promise.all(agents.map((a) => a.start()));
-  logger.info({ agents: agents.length, controller: config.controller, nats: config.natsUrl }, "agents running");
+  logger.info(
+    { agents: agents.length, driver: config.driver, ...(config.driver === "libvirt" ? { uri: config.libvirt.uri } : {}), controller: config.controller, nats: config.natsUrl },
+    "agents running",
+  );
   await done;
   return 0;
 }

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Installs what building and testing the libvirt binding
-# (agent/drivers/libvirt/binding) needs from Debian's packages: libvirt's
-# headers and library (libvirt-dev; libvirt0 carries the built-in test:///
-# driver the tests use, so no daemon is needed), pkg-config and a C++
-# toolchain. Calls apt-get only when something is missing; quiet; safe to
+# Installs what building and testing the libvirt binding and driver
+# (agent/drivers/libvirt) needs from Debian's packages: libvirt's headers and
+# library (libvirt-dev; libvirt0 carries the built-in test:/// driver the
+# tests use, so no daemon is needed), qemu-img (qemu-utils) for instance
+# disks, pkg-config and a C++ toolchain. Calls apt-get only when something is missing; quiet; safe to
 # run again. LIBVIRT_SETUP_CLIENTS=1 also installs virsh (libvirt-clients).
 set -euo pipefail
 
-packages=(libvirt-dev pkg-config g++ make python3)
+packages=(libvirt-dev qemu-utils pkg-config g++ make python3)
 if [ "${LIBVIRT_SETUP_CLIENTS:-0}" = "1" ]; then packages+=(libvirt-clients); fi
 
 installed() {

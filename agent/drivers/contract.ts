@@ -389,13 +389,16 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
       }));
 
     testIf("coldMigration", "finishMigration: another spec is INSTANCE_EXISTS; not fitting is retryable and leaves nothing", () =>
-      withTwo(async (_source, target) => {
+      withTwo(async (source, target, targetHost) => {
         const inst = testInstance();
+        await source.spawn({ instance: inst });
+        await source.migrateDiskAndPowerOff({ instanceId: inst.id, targetHost, timeoutSeconds: 0 });
         await target.finishMigration({ instance: inst, sourceHost: "source", powerOn: false });
         await target.finishMigration({ instance: inst, sourceHost: "source", powerOn: true });
         assert.equal(await target.powerState({ instanceId: inst.id }), "RUNNING", "a second call with powerOn starts it");
         await rejectsWith(target.finishMigration({ instance: { ...inst, memoryMb: 2048 }, sourceHost: "source", powerOn: true }), "INSTANCE_EXISTS");
         await target.destroy({ instanceId: inst.id });
+        await source.confirmMigration({ instanceId: inst.id });
         const cap = await target.capacity();
         const huge = testInstance({ memoryMb: cap.memoryMb * 100, diskGb: cap.diskGb * 100 });
         await rejectsWith(target.finishMigration({ instance: huge, sourceHost: "source", powerOn: true }), "INSUFFICIENT_RESOURCES", true);

@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { buildDomainXml, domainName, parseDomainMetadata, serverIdOfDomain, xmlEscape, type DomainDescription } from "./domain-xml.js";
+
+const ID = "3f0b7c2e-9a41-4d5e-8b6f-1c2d3e4f5a6b";
+
+function description(overrides: Partial<DomainDescription> = {}): DomainDescription {
+  return {
+    serverId: ID,
+    type: "qemu",
+    vcpus: 2,
+    memoryMb: 2048,
+    disks: [{ path: `/var/lib/novamesh/instances/${ID}/disk`, format: "qcow2", target: "vda" }],
+    consoleLog: `/var/lib/novamesh/instances/${ID}/console.log`,
+    metadata: { displayName: "web-1", projectId: "demo", imageId: "img-1", vcpus: 2, memoryMb: 2048, diskGb: 20, specHash: "abc123" },
+    ...overrides,
+  };
+}
+
+describe("domain XML", () => {
+  test("a qcow2-backed TCG domain, exactly", () => {
+    assert.equal(
+      buildDomainXml(description()),
+      `<domain type='qemu'>
+  <name>novamesh-${ID}</name>
+  <uuid>${ID}</uuid>
+  <title>web-1</title>
+  <metadata>
+    <nm:instance xmlns:nm='https://novamesh.io/xmlns/libvirt/instance/1'>
+      <nm:name>web-1</nm:name>
+      <nm:project>demo</nm:project>
+      <nm:image>img-1</nm:image>
+      <nm:flavor vcpus='2' memory_mb='2048' disk_gb='20'/>
+      <nm:spec hash='abc123'/>
+    </nm:instance>
+  </metadata>
+  <memory unit='MiB'>2048</memory>
+  <currentMemory unit='MiB'>2048</currentMemory>
+  <vcpu placement='static'>2</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <boot dev='hd'/>
+  </os>
+  <features><acpi/><apic/></features>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none'/>
+      <source file='/var/lib/novamesh/instances/${ID}/disk'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='pty'>
+      <log file='/var/lib/novamesh/instances/${ID}/console.log' append='on'/>
+      <target port='0'/>
+    </serial>
+    <console type='pty'>
+      <target type='serial' port='0'/>
+    </console>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+`,
+    );
+  });
+
+  test("direct kernel boot replaces the boot device with kernel, initrd and command line", () => {
+    const xml = buildDomainXml(
+      description({ type: "kvm", kernelBoot: { kernel: "/base/k", initrd: "/base/i", cmdline: "console=ttyS0 quiet" } }),
+    );
+    assert.match(xml, /^<domain type='kvm'>/);
+    assert.match(xml, /<kernel>\/base\/k<\/kernel>\n {4}<initrd>\/base\/i<\/initrd>\n {4}<cmdline>console=ttyS0 quiet<\/cmdline>/);
+    assert.doesNotMatch(xml, /<boot dev=/);
+  });
+
+  test("every user value is escaped: names, project, paths and command line cannot break out", () => {
+    const evil = `a'b"c<d>&e</nm:name><evil/>`;
+    const xml = buildDomainXml(
+      description({
+        consoleLog: "/tmp/x'/><hack/>.log",
+        kernelBoot: { kernel: "/k", cmdline: "x</cmdline><hack/>" },
+        metadata: { ...description().metadata, displayName: evil, projectId: "p&q", imageId: "<i>" },
+      }),
+    );
+    assert.doesNotMatch(xml, /<evil\/>|<hack\/>/);
+    assert.match(xml, /<title>a&apos;b&quot;c&lt;d&gt;&amp;e&lt;\/nm:name&gt;&lt;evil\/&gt;<\/title>/);
+    assert.match(xml, /<log file='\/tmp\/x&apos;\/&gt;&lt;hack\/&gt;.log' append='on'\/>/);
+    assert.equal(xmlEscape("tab\tok\u0001gone"), "tab\tokgone", "characters XML cannot carry are dropped");
+  });
+
+  test("values libvirt would misread are refused", () => {
+    assert.throws(() => buildDomainXml(description({ serverId: "not-a-uuid" })), /UUID/);
+    assert.throws(() => buildDomainXml(description({ vcpus: 0 })), /vcpus/);
+    assert.throws(() => buildDomainXml(description({ memoryMb: 1.5 })), /memoryMb/);
+    assert.throws(() => buildDomainXml(description({ consoleLog: "relative.log" })), /absolute/);
+    assert.throws(() => buildDomainXml(description({ arch: "x86'64" })), /arch/);
+    assert.throws(() => buildDomainXml(description({ disks: [{ path: "/d", format: "qcow2", target: "vd'a" }] })), /target/);
+    assert.throws(() => buildDomainXml(description({ disks: [] })), /disk or a kernel/);
+  });
+
+  test("metadata reads back from libvirt's rendering (double quotes, other prefix, empty name)", () => {
+    const meta = { displayName: "", projectId: "p&q", imageId: "img", vcpus: 1, memoryMb: 512, diskGb: 0, specHash: "h" };
+    assert.deepEqual(parseDomainMetadata(buildDomainXml(description({ metadata: meta }))), meta);
+    const libvirtStyle = `<domain><metadata>
+    <x:instance xmlns:x="https://novamesh.io/xmlns/libvirt/instance/1">
+      <x:name/>
+      <x:project>p&amp;q</x:project>
+      <x:image>img</x:image>
+      <x:flavor vcpus="1" memory_mb="512" disk_gb="0"/>
+      <x:spec hash="h"/>
+    </x:instance>
+  </metadata></domain>`;
+    assert.deepEqual(parseDomainMetadata(libvirtStyle), meta);
+    assert.equal(parseDomainMetadata("<domain><name>other</name></domain>"), undefined);
+    assert.equal(parseDomainMetadata(libvirtStyle.replace("novamesh.io", "example.org")), undefined, "another namespace is not ours");
+  });
+
+  test("domain names map to server ids and back; other names are not ours", () => {
+    assert.equal(serverIdOfDomain(domainName(ID)), ID);
+    assert.equal(serverIdOfDomain("instance-0000001"), undefined);
+  });
+});

@@ -1,0 +1,226 @@
+/**
+ * Domain XML from a typed description: the only place libvirt XML is
+ * written. Every value that comes from a user (names, metadata, paths) goes
+ * through {@link xmlEscape}; numbers are checked to be integers.
+ *
+ * The domain is named `novamesh-<server id>` with the server id as its UUID,
+ * so an agent finds its domains again after a restart, and carries a
+ * `<metadata>` element in novamesh's namespace with what the driver needs to
+ * know about it later (flavor, image, spec hash, project, display name).
+ */
+
+/** Namespace of novamesh's domain metadata. */
+export const METADATA_NS = "https://novamesh.io/xmlns/libvirt/instance/1";
+
+/** Prefix of every domain name novamesh defines. */
+export const DOMAIN_NAME_PREFIX = "novamesh-";
+
+/** libvirt domain name of a server. */
+export function domainName(serverId: string): string {
+  return `${DOMAIN_NAME_PREFIX}${serverId}`;
+}
+
+/** The server id of a domain novamesh named, or undefined for anyone else's domain. */
+export function serverIdOfDomain(name: string): string | undefined {
+  return name.startsWith(DOMAIN_NAME_PREFIX) ? name.slice(DOMAIN_NAME_PREFIX.length) : undefined;
+}
+
+/** Escapes text for XML character data and attribute values (either quote). */
+export function xmlEscape(value: string): string {
+  // Characters XML 1.0 cannot carry at all are dropped rather than escaped.
+  // eslint-disable-next-line no-control-regex
+  const clean = value.replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, "");
+  return clean.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[c]!);
+}
+
+/** A disk of the domain. */
+export interface DomainDisk {
+  /** Absolute path of the image file. */
+  readonly path: string;
+  /** Its format ("qcow2", "raw"). */
+  readonly format: "qcow2" | "raw";
+  /** Guest device name ("vda", …). */
+  readonly target: string;
+}
+
+/** Direct kernel boot (an image with `kernel_id`/`ramdisk_id`, as Nova's AMI-style images). */
+export interface DomainKernelBoot {
+  /** Absolute path of the kernel. */
+  readonly kernel: string;
+  /** Absolute path of the initial ramdisk, if any. */
+  readonly initrd?: string;
+  /** Kernel command line. */
+  readonly cmdline?: string;
+}
+
+/** What novamesh records inside the domain (read back with {@link parseDomainMetadata}). */
+export interface DomainMetadata {
+  /** Server display name. */
+  readonly displayName: string;
+  /** Owning project. */
+  readonly projectId: string;
+  /** Image the root disk was made from. */
+  readonly imageId: string;
+  /** Flavor sizes the domain was built with. */
+  readonly vcpus: number;
+  readonly memoryMb: number;
+  readonly diskGb: number;
+  /** Hash of the instance spec, to tell "the same instance again" from "another spec". */
+  readonly specHash: string;
+}
+
+/** Everything a domain is built from. */
+export interface DomainDescription {
+  /** Server id (a UUID): the domain's UUID and, prefixed, its name. */
+  readonly serverId: string;
+  /** "kvm" where /dev/kvm works, "qemu" (TCG) otherwise; "test" for libvirt's test driver is not needed: it accepts both. */
+  readonly type: "kvm" | "qemu";
+  /** Guest architecture (default "x86_64"). */
+  readonly arch?: string;
+  /** Machine type (default "pc"). */
+  readonly machine?: string;
+  readonly vcpus: number;
+  readonly memoryMb: number;
+  /** Disks, the root disk first. */
+  readonly disks: readonly DomainDisk[];
+  /** Direct kernel boot instead of booting from the root disk. */
+  readonly kernelBoot?: DomainKernelBoot;
+  /** File the serial console is logged to (appended). */
+  readonly consoleLog: string;
+  /** Recorded in `<metadata>`. */
+  readonly metadata: DomainMetadata;
+}
+
+function int(name: string, value: number, min: number): number {
+  if (!Number.isInteger(value) || value < min) throw new RangeError(`${name} must be an integer ≥ ${min}, got ${value}`);
+  return value;
+}
+
+function absolute(name: string, path: string): string {
+  if (!path.startsWith("/")) throw new RangeError(`${name} must be an absolute path, got "${path}"`);
+  return path;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const DEVICE = /^[a-z]{2,3}[a-z]$/;
+const TOKEN = /^[A-Za-z0-9_.-]+$/;
+
+/** The domain XML for `d`. Throws RangeError for values libvirt would misread. */
+export function buildDomainXml(d: DomainDescription): string {
+  if (!UUID.test(d.serverId)) throw new RangeError(`serverId must be a UUID, got "${d.serverId}"`);
+  if (d.disks.length === 0 && !d.kernelBoot) throw new RangeError("a domain needs a disk or a kernel to boot");
+  const arch = d.arch ?? "x86_64";
+  const machine = d.machine ?? "pc";
+  if (!TOKEN.test(arch) || !TOKEN.test(machine)) throw new RangeError(`bad arch "${arch}" or machine "${machine}"`);
+  const m = d.metadata;
+  const lines: string[] = [];
+  const push = (depth: number, s: string) => lines.push(`${"  ".repeat(depth)}${s}`);
+
+  push(0, `<domain type='${d.type}'>`);
+  push(1, `<name>${xmlEscape(domainName(d.serverId))}</name>`);
+  push(1, `<uuid>${d.serverId.toLowerCase()}</uuid>`);
+  push(1, `<title>${xmlEscape(m.displayName)}</title>`);
+  push(1, "<metadata>");
+  push(2, `<nm:instance xmlns:nm='${METADATA_NS}'>`);
+  push(3, `<nm:name>${xmlEscape(m.displayName)}</nm:name>`);
+  push(3, `<nm:project>${xmlEscape(m.projectId)}</nm:project>`);
+  push(3, `<nm:image>${xmlEscape(m.imageId)}</nm:image>`);
+  push(
+    3,
+    `<nm:flavor vcpus='${int("vcpus", m.vcpus, 1)}' memory_mb='${int("memoryMb", m.memoryMb, 1)}' disk_gb='${int("diskGb", m.diskGb, 0)}'/>`,
+  );
+  push(3, `<nm:spec hash='${xmlEscape(m.specHash)}'/>`);
+  push(2, "</nm:instance>");
+  push(1, "</metadata>");
+  push(1, `<memory unit='MiB'>${int("memoryMb", d.memoryMb, 1)}</memory>`);
+  push(1, `<currentMemory unit='MiB'>${d.memoryMb}</currentMemory>`);
+  push(1, `<vcpu placement='static'>${int("vcpus", d.vcpus, 1)}</vcpu>`);
+  push(1, "<os>");
+  push(2, `<type arch='${arch}' machine='${machine}'>hvm</type>`);
+  if (d.kernelBoot) {
+    push(2, `<kernel>${xmlEscape(absolute("kernel", d.kernelBoot.kernel))}</kernel>`);
+    if (d.kernelBoot.initrd) push(2, `<initrd>${xmlEscape(absolute("initrd", d.kernelBoot.initrd))}</initrd>`);
+    if (d.kernelBoot.cmdline) push(2, `<cmdline>${xmlEscape(d.kernelBoot.cmdline)}</cmdline>`);
+  } else {
+    push(2, "<boot dev='hd'/>");
+  }
+  push(1, "</os>");
+  push(1, "<features><acpi/><apic/></features>");
+  push(1, "<clock offset='utc'/>");
+  push(1, "<on_poweroff>destroy</on_poweroff>");
+  push(1, "<on_reboot>restart</on_reboot>");
+  push(1, "<on_crash>destroy</on_crash>");
+  push(1, "<devices>");
+  for (const disk of d.disks) {
+    if (!DEVICE.test(disk.target)) throw new RangeError(`disk target must look like "vda", got "${disk.target}"`);
+    push(2, "<disk type='file' device='disk'>");
+    push(3, `<driver name='qemu' type='${disk.format}' cache='none'/>`);
+    push(3, `<source file='${xmlEscape(absolute("disk path", disk.path))}'/>`);
+    push(3, `<target dev='${disk.target}' bus='virtio'/>`);
+    push(2, "</disk>");
+  }
+  const log = xmlEscape(absolute("consoleLog", d.consoleLog));
+  push(2, "<serial type='pty'>");
+  push(3, `<log file='${log}' append='on'/>`);
+  push(3, "<target port='0'/>");
+  push(2, "</serial>");
+  push(2, "<console type='pty'>");
+  push(3, "<target type='serial' port='0'/>");
+  push(2, "</console>");
+  push(2, "<memballoon model='none'/>");
+  push(1, "</devices>");
+  push(0, "</domain>");
+  return `${lines.join("\n")}\n`;
+}
+
+function unescape(s: string): string {
+  return s.replace(/&(amp|lt|gt|quot|apos|#\d+|#x[0-9a-fA-F]+);/g, (_, e: string) => {
+    switch (e) {
+      case "amp":
+        return "&";
+      case "lt":
+        return "<";
+      case "gt":
+        return ">";
+      case "quot":
+        return '"';
+      case "apos":
+        return "'";
+      default:
+        return String.fromCodePoint(e[1] === "x" ? parseInt(e.slice(2), 16) : parseInt(e.slice(1), 10));
+    }
+  });
+}
+
+/**
+ * Reads novamesh's metadata back from a domain's XML (as libvirt returns
+ * it: any namespace prefix, either quote). Undefined when the domain has
+ * none (not ours, or defined by hand).
+ */
+export function parseDomainMetadata(xml: string): DomainMetadata | undefined {
+  const ns = xml.match(/<([A-Za-z_][\w.-]*):instance\s+xmlns:\1=(["'])([^"']*)\2\s*>([\s\S]*?)<\/\1:instance>/);
+  if (!ns || ns[3] !== METADATA_NS) return undefined;
+  const prefix = ns[1]!;
+  const body = ns[4]!;
+  const text = (tag: string) => {
+    const r = body.match(new RegExp(`<${prefix}:${tag}>([\\s\\S]*?)</${prefix}:${tag}>`));
+    if (r) return unescape(r[1]!);
+    // libvirt writes an empty element back as <nm:tag/>.
+    return new RegExp(`<${prefix}:${tag}\\s*/>`).test(body) ? "" : undefined;
+  };
+  const attr = (tag: string, name: string) => {
+    const el = body.match(new RegExp(`<${prefix}:${tag}\\b([^>]*)/?>`));
+    const a = el?.[1]?.match(new RegExp(`\\b${name}=(["'])([^"']*)\\1`));
+    return a ? unescape(a[2]!) : undefined;
+  };
+  const displayName = text("name");
+  const projectId = text("project");
+  const imageId = text("image");
+  const specHash = attr("spec", "hash");
+  const vcpus = Number(attr("flavor", "vcpus"));
+  const memoryMb = Number(attr("flavor", "memory_mb"));
+  const diskGb = Number(attr("flavor", "disk_gb"));
+  if (displayName === undefined || projectId === undefined || imageId === undefined || specHash === undefined) return undefined;
+  if (![vcpus, memoryMb, diskGb].every(Number.isFinite)) return undefined;
+  return { displayName, projectId, imageId, specHash, vcpus, memoryMb, diskGb };
+}

@@ -1,0 +1,833 @@
+/**
+ * The libvirt driver: real virtual machines through libvirt (Nova's
+ * `nova/virt/libvirt/driver.py`), on the binding in `./binding`.
+ *
+ * Layout on the host (`instancesPath`, Nova's `instances_path`):
+ *
+ *   _base/<image id>          verified base images, shared (image-store.ts)
+ *   <server id>/disk          the root disk: a qcow2 overlay on its base
+ *   <server id>/console.log   the serial console, appended by libvirt
+ *   <server id>/novamesh.json what libvirt does not keep: a pending cold
+ *                             migration's target host
+ *   <server id>_resize/       the old copy a resize in place set aside
+ *                             (disk, console log, domain.xml)
+ *
+ * Each server is the persistent domain `novamesh-<server id>` whose UUID is
+ * the server id; its `<metadata>` records flavor, image and spec hash, so a
+ * restarted agent knows every domain again. Free memory counts the memory of
+ * running and paused domains, free disk the flavor disk of every domain and
+ * set-aside copy (qcow2 overlays are sparse; the scheduler's claims are
+ * flavor sizes too).
+ *
+ * Live migration is not implemented yet (`capabilities.liveMigration` is
+ * false; its calls throw NotSupportedError).
+ */
+import { createHash } from "node:crypto";
+import { cp, mkdir, readdir, readFile, rename, rm, statfs, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
+  DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS,
+  type CallOptions,
+  type Driver,
+  type FinishMigrationOptions,
+  type FinishRevertMigrationOptions,
+  type InstanceOptions,
+  type MigrateDiskOptions,
+  type PowerOffOptions,
+  type RebootOptions,
+  type RebuildOptions,
+  type SnapshotOptions,
+  type SpawnOptions,
+} from "../driver.js";
+import { DriverError, InstanceNotFoundError, NotSupportedError, SoftRebootTimeoutError, throwIfAborted } from "../errors.js";
+import type { DriverCapabilities, HostReport, InstanceReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "../types.js";
+import {
+  isLibvirtError,
+  loadLibvirt,
+  type LibvirtBinding,
+  type LibvirtConnection,
+  type LibvirtDomain,
+} from "./binding/index.js";
+import * as C from "./binding/constants.js";
+import { buildDomainXml, domainName, parseDomainMetadata, serverIdOfDomain, type DomainMetadata } from "./domain-xml.js";
+import { ImageCache, type ImageStore } from "./image-store.js";
+import { powerStateOf } from "./power-state.js";
+import { convert, createOverlay, growTo, rebaseUnsafe, type DiskFormat } from "./qemu-img.js";
+
+/** Options of {@link LibvirtDriver}. */
+export interface LibvirtDriverOptions {
+  /** Host name (for messages and to tell a resize in place). */
+  readonly hostname: string;
+  /** libvirt connection URI, e.g. "qemu:///system" or "test:///abs/path/host.xml". */
+  readonly uri: string;
+  /** Directory of instance disks and the base image cache (Nova's `instances_path`). */
+  readonly instancesPath: string;
+  /** Where images come from and snapshots and migrating disks go. */
+  readonly imageStore: ImageStore;
+  /** Local disk for instances, GiB (default: the size of the file system of `instancesPath`). */
+  readonly diskGb?: number;
+  /** Memory and disk overcommit the driver itself accepts (default memory 1.5, disk 1.0). */
+  readonly allocationRatio?: { readonly memoryMb: number; readonly diskGb: number };
+  /** "kvm" or "qemu" (TCG); default: kvm when the hypervisor offers it, else qemu. */
+  readonly domainType?: "kvm" | "qemu";
+  /** Seconds between ACPI shutdown requests while waiting for a guest (Nova: 10). */
+  readonly shutdownRetrySeconds?: number;
+  /** Unused base images older than this are removed (default 3600). */
+  readonly imageCacheMinAgeSeconds?: number;
+}
+
+/** A novamesh domain as the driver sees it. */
+interface Known {
+  readonly dom: LibvirtDomain;
+  readonly serverId: string;
+  readonly state: number;
+  readonly reason: number;
+  readonly managedSave: boolean;
+  readonly power: PowerState;
+  readonly meta: DomainMetadata | undefined;
+}
+
+/** What novamesh.json in an instance directory holds. */
+interface InstanceSidecar {
+  /** A cold migration to this host is pending (the copy here is the old one). */
+  readonly migratingTo?: string;
+}
+
+const ACTIVE_STATES = new Set<number>([C.VIR_DOMAIN_RUNNING, C.VIR_DOMAIN_BLOCKED, C.VIR_DOMAIN_PAUSED, C.VIR_DOMAIN_SHUTDOWN]);
+
+function specHash(i: InstanceSpec): string {
+  return createHash("sha256")
+    .update(JSON.stringify([i.vcpus, i.memoryMb, i.diskGb, i.image.id]))
+    .digest("hex")
+    .slice(0, 32);
+}
+
+function invalidState(message: string): DriverError {
+  return new DriverError("INVALID_STATE", message, { retryable: false });
+}
+
+/** A libvirt failure as a DriverError (retryable when libvirt's connection failed). */
+function fromLibvirt(err: unknown, what: string): DriverError {
+  if (err instanceof DriverError) return err;
+  if (isLibvirtError(err)) {
+    const connection = [C.VIR_ERR_INVALID_CONN, C.VIR_ERR_SYSTEM_ERROR, C.VIR_ERR_RPC].includes(err.code);
+    return new DriverError(connection ? "HYPERVISOR_UNAVAILABLE" : `LIBVIRT_${err.codeName.replace(/^VIR_ERR_/, "")}`, `${what}: ${err.message}`, {
+      retryable: connection,
+      cause: err,
+    });
+  }
+  return DriverError.from(err);
+}
+
+/** Serialises async sections (the fit check and the define that uses it up). */
+class Mutex {
+  private tail: Promise<void> = Promise.resolve();
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    const prev = this.tail;
+    let release!: () => void;
+    this.tail = new Promise((r) => (release = r));
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+}
+
+export class LibvirtDriver implements Driver {
+  readonly capabilities: DriverCapabilities;
+  readonly migrationUri?: string;
+  private readonly options: LibvirtDriverOptions;
+  private readonly cache: ImageCache;
+  private readonly placement = new Mutex();
+  private lv: LibvirtBinding | undefined;
+  private conn: LibvirtConnection | undefined;
+  private connecting: Promise<LibvirtConnection> | undefined;
+  private type: "kvm" | "qemu" = "qemu";
+  private hvType: string;
+  private closed = false;
+
+  constructor(options: LibvirtDriverOptions) {
+    if (!options.instancesPath.startsWith("/")) throw new RangeError(`instancesPath must be absolute, got "${options.instancesPath}"`);
+    this.options = options;
+    const scheme = options.uri.split(":", 1)[0]!.split("+", 1)[0]!;
+    this.hvType = scheme === "qemu" ? "QEMU" : scheme;
+    this.capabilities = {
+      softReboot: true,
+      cleanShutdown: true,
+      persistent: true,
+      pause: true,
+      suspend: true,
+      snapshot: true,
+      coldMigration: true,
+      // Not yet: preLiveMigration/liveMigrate/postLiveMigration/rollback throw NotSupportedError.
+      liveMigration: false,
+    };
+    this.cache = new ImageCache({
+      dir: join(options.instancesPath, "_base"),
+      store: options.imageStore,
+      minAgeSeconds: options.imageCacheMinAgeSeconds,
+    });
+  }
+
+  get hypervisorType(): string {
+    return this.hvType;
+  }
+
+  // ---- connection ------------------------------------------------------------
+
+  init(options: CallOptions = {}): Promise<void> {
+    throwIfAborted(options.signal);
+    return this.connection().then(async (conn) => {
+      await mkdir(this.options.instancesPath, { recursive: true });
+      if (this.options.domainType) {
+        this.type = this.options.domainType;
+      } else {
+        const caps = await conn.getCapabilities().catch(() => "");
+        this.type = /<domain type=['"]kvm['"]/.test(caps) ? "kvm" : "qemu";
+      }
+    });
+  }
+
+  /** The open connection; opens (or re-opens, after libvirtd went away) on demand. */
+  private async connection(): Promise<LibvirtConnection> {
+    if (this.closed) throw new DriverError("CLOSED", "the libvirt driver is closed");
+    if (this.conn && !this.conn.isClosed()) return this.conn;
+    this.connecting ??= (async () => {
+      this.lv ??= loadLibvirt();
+      try {
+        const conn = await this.lv.open(this.options.uri);
+        // Remote connections: notice a dead libvirtd within ~15 s and reconnect at the next call.
+        await conn.setKeepAlive(5, 3).catch(() => undefined);
+        await conn
+          .registerCloseCallback(() => {
+            if (this.conn === conn) this.conn = undefined;
+            void conn.close().catch(() => undefined);
+          })
+          .catch(() => undefined);
+        this.conn = conn;
+        return conn;
+      } catch (err) {
+        throw new DriverError("HYPERVISOR_UNAVAILABLE", `cannot connect to libvirt at ${this.options.uri}: ${(err as Error).message}`, {
+          retryable: true,
+          cause: err,
+        });
+      }
+    })().finally(() => (this.connecting = undefined));
+    return this.connecting;
+  }
+
+  /** Runs a libvirt call; a broken connection is dropped so the next call reconnects. */
+  private async call<T>(what: string, fn: (conn: LibvirtConnection) => Promise<T>): Promise<T> {
+    const conn = await this.connection();
+    try {
+      return await fn(conn);
+    } catch (err) {
+      const e = fromLibvirt(err, what);
+      if (e.code === "HYPERVISOR_UNAVAILABLE" && this.conn === conn) {
+        this.conn = undefined;
+        void conn.close().catch(() => undefined);
+      }
+      throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const conn = this.conn;
+    this.conn = undefined;
+    await conn?.close().catch(() => undefined);
+  }
+
+  // ---- looking at domains -------------------------------------------------------
+
+  private instanceDir(id: string): string {
+    return join(this.options.instancesPath, id);
+  }
+
+  private stashDir(id: string): string {
+    return join(this.options.instancesPath, `${id}_resize`);
+  }
+
+  private async describe(dom: LibvirtDomain, serverId: string): Promise<Known> {
+    const [{ state, reason }, managedSave, xml] = await Promise.all([
+      dom.getState(),
+      dom.hasManagedSaveImage(),
+      dom.getXMLDesc(C.VIR_DOMAIN_XML_INACTIVE),
+    ]);
+    return { dom, serverId, state, reason, managedSave, power: powerStateOf(state, reason, managedSave), meta: parseDomainMetadata(xml) };
+  }
+
+  /** The domain of server `id`, or undefined. */
+  private async find(id: string): Promise<Known | undefined> {
+    return this.call(`looking up ${id}`, async (conn) => {
+      let dom: LibvirtDomain;
+      try {
+        dom = await conn.lookupDomainByName(domainName(id));
+      } catch (err) {
+        if (isLibvirtError(err, "VIR_ERR_NO_DOMAIN")) return undefined;
+        throw err;
+      }
+      return this.describe(dom, id);
+    });
+  }
+
+  /** The domain of server `id`; InstanceNotFoundError if there is none. */
+  private async get(id: string): Promise<Known> {
+    const k = await this.find(id);
+    if (!k) throw new InstanceNotFoundError(id);
+    return k;
+  }
+
+  private async sidecar(id: string): Promise<InstanceSidecar> {
+    try {
+      return JSON.parse(await readFile(join(this.instanceDir(id), "novamesh.json"), "utf8")) as InstanceSidecar;
+    } catch {
+      return {};
+    }
+  }
+
+  private async setSidecar(id: string, value: InstanceSidecar): Promise<void> {
+    const path = join(this.instanceDir(id), "novamesh.json");
+    await writeFile(`${path}.tmp`, JSON.stringify(value));
+    await rename(`${path}.tmp`, path);
+  }
+
+  /** Every domain of the hypervisor: novamesh's with their description, and the others' names. */
+  private async all(): Promise<{ ours: Known[]; others: { uuid: string; power: PowerState }[] }> {
+    return this.call("listing domains", async (conn) => {
+      const doms = await conn.listAllDomains(0);
+      const ours: Known[] = [];
+      const others: { uuid: string; power: PowerState }[] = [];
+      await Promise.all(
+        doms.map(async (dom) => {
+          try {
+            const name = await dom.getName();
+            const id = serverIdOfDomain(name);
+            if (id !== undefined) {
+              ours.push(await this.describe(dom, id));
+            } else {
+              const [{ state, reason }, uuid, managedSave] = await Promise.all([dom.getState(), dom.getUUIDString(), dom.hasManagedSaveImage()]);
+              others.push({ uuid, power: powerStateOf(state, reason, managedSave) });
+            }
+          } catch (err) {
+            if (!isLibvirtError(err, "VIR_ERR_NO_DOMAIN")) throw err; // undefined meanwhile
+          }
+        }),
+      );
+      return { ours, others };
+    });
+  }
+
+  /** Memory and disk in use: memory of active domains, flavor disk of every domain and set-aside copy. */
+  private async used(): Promise<{ memoryMb: number; diskGb: number; known: Known[] }> {
+    const { ours } = await this.all();
+    let memoryMb = 0;
+    let diskGb = 0;
+    for (const k of ours) {
+      if (ACTIVE_STATES.has(k.state)) memoryMb += k.meta?.memoryMb ?? (await k.dom.getInfo()).maxMemKiB / 1024;
+      diskGb += k.meta?.diskGb ?? 0;
+    }
+    for (const id of await this.stashed()) {
+      const meta = await this.stashMeta(id);
+      diskGb += meta?.diskGb ?? 0;
+    }
+    return { memoryMb, diskGb, known: ours };
+  }
+
+  private async stashed(): Promise<string[]> {
+    const names = await readdir(this.options.instancesPath).catch(() => [] as string[]);
+    return names.filter((n) => n.endsWith("_resize")).map((n) => n.slice(0, -"_resize".length));
+  }
+
+  private async stashMeta(id: string): Promise<DomainMetadata | undefined> {
+    const xml = await readFile(join(this.stashDir(id), "domain.xml"), "utf8").catch(() => undefined);
+    return xml === undefined ? undefined : parseDomainMetadata(xml);
+  }
+
+  // ---- capacity and reports ------------------------------------------------------
+
+  async capacity(options: CallOptions = {}): Promise<Resources> {
+    throwIfAborted(options.signal);
+    const info = await this.call("reading node info", (conn) => conn.getNodeInfo());
+    let memoryKiB = info.memoryKiB;
+    const stats = await this.call("reading node memory", (conn) => conn.getNodeMemoryStats()).catch(() => undefined);
+    if (stats?.total !== undefined) memoryKiB = stats.total;
+    return { vcpus: info.cpus, memoryMb: Math.floor(memoryKiB / 1024), diskGb: await this.diskCapacityGb() };
+  }
+
+  private async diskCapacityGb(): Promise<number> {
+    if (this.options.diskGb !== undefined) return this.options.diskGb;
+    const fs = await statfs(this.options.instancesPath);
+    return Math.floor((fs.blocks * fs.bsize) / 1024 ** 3);
+  }
+
+  async report(options: CallOptions = {}): Promise<HostReport> {
+    throwIfAborted(options.signal);
+    const cap = await this.capacity(options);
+    const { ours, others } = await this.all();
+    let memoryMb = 0;
+    let diskGb = 0;
+    const instances: InstanceReport[] = [];
+    for (const k of ours) {
+      if (ACTIVE_STATES.has(k.state)) memoryMb += k.meta?.memoryMb ?? 0;
+      diskGb += k.meta?.diskGb ?? 0;
+      instances.push({ serverId: k.serverId, powerState: k.power });
+    }
+    for (const id of await this.stashed()) diskGb += (await this.stashMeta(id))?.diskGb ?? 0;
+    // Domains defined by someone else are reported (never touched): the controller ignores ids it does not know.
+    for (const o of others) instances.push({ serverId: o.uuid, powerState: o.power });
+    let freeDiskGb = Math.max(0, cap.diskGb - diskGb);
+    if (this.options.diskGb === undefined) {
+      const fs = await statfs(this.options.instancesPath);
+      freeDiskGb = Math.min(freeDiskGb, Math.floor((fs.bavail * fs.bsize) / 1024 ** 3));
+    }
+    return { freeMemoryMb: Math.max(0, cap.memoryMb - memoryMb), freeDiskGb, instances };
+  }
+
+  /** Rejects with a retryable INSUFFICIENT_RESOURCES unless `need` fits next to what runs now. */
+  private async checkFits(need: { memoryMb: number; diskGb: number }, what: string, id: string): Promise<void> {
+    const cap = await this.capacity();
+    const used = await this.used();
+    const ratio = this.options.allocationRatio ?? { memoryMb: 1.5, diskGb: 1 };
+    const short: string[] = [];
+    if (used.memoryMb + need.memoryMb > cap.memoryMb * ratio.memoryMb) {
+      short.push(`memory: ${need.memoryMb} MiB wanted, ${Math.max(0, cap.memoryMb * ratio.memoryMb - used.memoryMb)} MiB free`);
+    }
+    if (used.diskGb + need.diskGb > cap.diskGb * ratio.diskGb) {
+      short.push(`disk: ${need.diskGb} GiB wanted, ${Math.max(0, cap.diskGb * ratio.diskGb - used.diskGb)} GiB free`);
+    }
+    if (short.length > 0) {
+      throw new DriverError("INSUFFICIENT_RESOURCES", `cannot ${what} ${id} on ${this.options.hostname}: ${short.join("; ")}`, {
+        retryable: true,
+      });
+    }
+  }
+
+  async powerState({ instanceId }: InstanceOptions, options: CallOptions = {}): Promise<PowerState> {
+    throwIfAborted(options.signal);
+    return (await this.get(instanceId)).power;
+  }
+
+  // ---- building domains -------------------------------------------------------------
+
+  /** Base image, kernel and ramdisk of an instance, fetched into the cache. */
+  private async images(instance: InstanceSpec, signal?: AbortSignal) {
+    const base = await this.cache.ensure(instance.image.id, instance.image.checksum, signal);
+    const p = instance.image.properties;
+    const kernel = p.kernel_id ? await this.cache.ensure(p.kernel_id, "", signal) : undefined;
+    const initrd = p.ramdisk_id ? await this.cache.ensure(p.ramdisk_id, "", signal) : undefined;
+    return { base, kernel, initrd };
+  }
+
+  private domainXml(instance: InstanceSpec, dir: string, boot: { kernel?: string; initrd?: string }): string {
+    const p = instance.image.properties;
+    return buildDomainXml({
+      serverId: instance.id,
+      type: this.type,
+      arch: p.architecture || p.hw_architecture || undefined,
+      machine: p.hw_machine_type || undefined,
+      vcpus: instance.vcpus,
+      memoryMb: instance.memoryMb,
+      disks: [{ path: join(dir, "disk"), format: "qcow2", target: "vda" }],
+      ...(boot.kernel ? { kernelBoot: { kernel: boot.kernel, initrd: boot.initrd, cmdline: p.os_command_line || "console=ttyS0" } } : {}),
+      consoleLog: join(dir, "console.log"),
+      metadata: {
+        displayName: instance.name,
+        projectId: instance.projectId,
+        imageId: instance.image.id,
+        vcpus: instance.vcpus,
+        memoryMb: instance.memoryMb,
+        diskGb: instance.diskGb,
+        specHash: specHash(instance),
+      },
+    });
+  }
+
+  private baseFormat(instance: InstanceSpec): DiskFormat {
+    return instance.image.diskFormat === "raw" ? "raw" : "qcow2";
+  }
+
+  /** Defines the domain from a disk already at `<dir>/disk`; starts it when `start`. */
+  private async define(instance: InstanceSpec, boot: { kernel?: string; initrd?: string }, start: boolean): Promise<void> {
+    const xml = this.domainXml(instance, this.instanceDir(instance.id), boot);
+    await this.call(`defining ${instance.id}`, async (conn) => {
+      const dom = await conn.defineXML(xml);
+      if (start) await dom.create();
+    });
+  }
+
+  /** Removes the domain (stopping it) and, unless `keepFiles`, its instance directory. */
+  private async remove(id: string, keepFiles = false): Promise<void> {
+    const k = await this.find(id);
+    if (k) {
+      await this.call(`destroying ${id}`, async () => {
+        if (ACTIVE_STATES.has(k.state)) {
+          await k.dom.destroy().catch((err: unknown) => {
+            if (!isLibvirtError(err, "VIR_ERR_OPERATION_INVALID")) throw err; // stopped meanwhile
+          });
+        }
+        await k.dom.undefineFlags(C.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | C.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA).catch((err: unknown) => {
+          if (!isLibvirtError(err, "VIR_ERR_NO_DOMAIN")) throw err;
+        });
+      });
+    }
+    if (!keepFiles) await rm(this.instanceDir(id), { recursive: true, force: true });
+  }
+
+  /** Removes base images no domain or set-aside copy uses. */
+  private async pruneImages(): Promise<void> {
+    const { ours } = await this.all();
+    const inUse = new Set<string>();
+    const addXml = (xml: string) => {
+      for (const m of xml.matchAll(/_base\/([^<'"/]+)/g)) inUse.add(m[1]!);
+    };
+    for (const k of ours) addXml(await k.dom.getXMLDesc(C.VIR_DOMAIN_XML_INACTIVE));
+    for (const id of await this.stashed()) addXml(await readFile(join(this.stashDir(id), "domain.xml"), "utf8").catch(() => ""));
+    // Overlays name their base in the qcow2 header; the domain XML names kernel and ramdisk. Keep the image of every known spec too.
+    for (const k of ours) if (k.meta) inUse.add(k.meta.imageId);
+    for (const id of await this.stashed()) {
+      const meta = await this.stashMeta(id);
+      if (meta) inUse.add(meta.imageId);
+    }
+    await this.cache.prune(inUse);
+  }
+
+  async spawn({ instance }: SpawnOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    const existing = await this.find(instance.id);
+    if (existing) {
+      if (existing.power === "RUNNING" && existing.meta?.specHash === specHash(instance)) return;
+      throw new DriverError("INSTANCE_EXISTS", `instance ${instance.id} already exists on ${this.options.hostname} (${existing.power})`);
+    }
+    const dir = this.instanceDir(instance.id);
+    try {
+      await this.placement.run(async () => {
+        await this.checkFits(instance, "spawn", instance.id);
+        const boot = await this.images(instance, call.signal);
+        throwIfAborted(call.signal);
+        await rm(dir, { recursive: true, force: true });
+        await mkdir(dir, { recursive: true });
+        await createOverlay({ base: boot.base, baseFormat: this.baseFormat(instance), path: join(dir, "disk"), sizeGb: instance.diskGb }, call.signal);
+        throwIfAborted(call.signal);
+        await this.define(instance, boot, true);
+      });
+    } catch (err) {
+      // A failed spawn leaves nothing behind, so it can be retried here or elsewhere.
+      await this.remove(instance.id).catch(() => undefined);
+      const e = fromLibvirt(err, `spawning ${instance.id}`);
+      if (e.code.startsWith("LIBVIRT_")) throw new DriverError("SPAWN_FAILED", e.message, { retryable: true, cause: err });
+      throw e;
+    }
+  }
+
+  async destroy({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
+    void call;
+    await this.remove(instanceId);
+    await this.pruneImages().catch(() => undefined);
+  }
+
+  // ---- power --------------------------------------------------------------------------
+
+  /** Starts a shut-off (or saved, or crashed) domain, or lets a paused one run. */
+  private async start(k: Known, what: string): Promise<void> {
+    if (k.power === "RUNNING") return;
+    if (k.state === C.VIR_DOMAIN_PAUSED) {
+      await this.call(`${what} ${k.serverId}`, () => k.dom.resume());
+      return;
+    }
+    if (ACTIVE_STATES.has(k.state)) throw invalidState(`cannot ${what} ${k.serverId}: it is ${k.power}`);
+    await this.placement.run(async () => {
+      await this.checkFits({ memoryMb: k.meta?.memoryMb ?? 0, diskGb: 0 }, what, k.serverId);
+      await this.call(`${what} ${k.serverId}`, () => k.dom.create());
+    });
+  }
+
+  private async refuseOldCopy(id: string, what: string): Promise<void> {
+    const side = await this.sidecar(id);
+    if (side.migratingTo !== undefined) {
+      throw invalidState(`cannot ${what} ${id}: it is the old copy of a migration to ${side.migratingTo}, waiting for confirm or revert`);
+    }
+  }
+
+  async powerOn({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    const k = await this.get(instanceId);
+    await this.refuseOldCopy(instanceId, "power on");
+    await this.start(k, "power on");
+  }
+
+  /**
+   * Shuts a running guest down: ACPI shutdown, repeated every
+   * `shutdownRetrySeconds` (a guest may miss the first event), forced off
+   * after `timeoutSeconds`. Resolves whether the guest shut down by itself.
+   */
+  private async shutdownGuest(k: Known, timeoutSeconds: number, signal?: AbortSignal): Promise<boolean> {
+    const timeoutMs = (timeoutSeconds > 0 ? timeoutSeconds : DEFAULT_SHUTDOWN_TIMEOUT_SECONDS) * 1000;
+    const retryMs = (this.options.shutdownRetrySeconds ?? 10) * 1000;
+    const started = Date.now();
+    let lastRequest = -Infinity;
+    while (Date.now() - started < timeoutMs) {
+      throwIfAborted(signal);
+      const { state } = await this.call(`state of ${k.serverId}`, () => k.dom.getState());
+      if (!ACTIVE_STATES.has(state)) return true;
+      if (Date.now() - lastRequest >= retryMs) {
+        lastRequest = Date.now();
+        await this.call(`shutting down ${k.serverId}`, () => k.dom.shutdown()).catch((err: unknown) => {
+          if (!(err instanceof DriverError && err.code === "LIBVIRT_OPERATION_INVALID")) throw err; // off meanwhile
+        });
+        continue;
+      }
+      await sleep(Math.min(250, timeoutMs - (Date.now() - started)));
+    }
+    return false;
+  }
+
+  private async forceOff(k: Known): Promise<void> {
+    await this.call(`powering off ${k.serverId}`, () => k.dom.destroy()).catch((err: unknown) => {
+      if (!(err instanceof DriverError && err.code === "LIBVIRT_OPERATION_INVALID")) throw err; // off meanwhile
+    });
+  }
+
+  async powerOff({ instanceId, timeoutSeconds }: PowerOffOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    const k = await this.get(instanceId);
+    if (k.power === "SUSPENDED") {
+      // Powering off a suspended server drops its saved memory, as Nova's power_off does.
+      await this.call(`discarding the saved state of ${instanceId}`, () => k.dom.managedSaveRemove());
+      return;
+    }
+    if (!ACTIVE_STATES.has(k.state)) return;
+    if (k.state === C.VIR_DOMAIN_PAUSED || !(await this.shutdownGuest(k, timeoutSeconds, call.signal))) await this.forceOff(k);
+  }
+
+  async reboot({ instanceId, hard, timeoutSeconds }: RebootOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    const k = await this.get(instanceId);
+    await this.refuseOldCopy(instanceId, hard ? "hard reboot" : "soft reboot");
+    if (!hard) {
+      if (k.power !== "RUNNING") throw invalidState(`cannot soft reboot ${instanceId}: it is ${k.power}`);
+      // Nova's soft reboot: a clean shutdown and a fresh start; a guest that
+      // does not shut down in time is left as it is, and the caller reboots hard.
+      const seconds = timeoutSeconds && timeoutSeconds > 0 ? timeoutSeconds : DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS;
+      if (!(await this.shutdownGuest(k, seconds, call.signal))) throw new SoftRebootTimeoutError(instanceId, seconds);
+      await this.call(`starting ${instanceId}`, () => k.dom.create());
+      return;
+    }
+    // Hard: power cycle from any state, dropping a saved state.
+    if (ACTIVE_STATES.has(k.state)) await this.forceOff(k);
+    if (k.managedSave) await this.call(`discarding the saved state of ${instanceId}`, () => k.dom.managedSaveRemove());
+    await this.start(await this.get(instanceId), "hard reboot");
+  }
+
+  async pause({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    const k = await this.get(instanceId);
+    if (k.power === "PAUSED") return;
+    if (k.power !== "RUNNING") throw invalidState(`cannot pause ${instanceId}: it is ${k.power}`);
+    await this.call(`pausing ${instanceId}`, () => k.dom.suspend());
+  }
+
+  async unpause({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    const k = await this.get(instanceId);
+    if (k.power === "RUNNING") return;
+    if (k.power !== "PAUSED") throw invalidState(`cannot unpause ${instanceId}: it is ${k.power}`);
+    await this.call(`unpausing ${instanceId}`, () => k.dom.resume());
+  }
+
+  async suspend({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    const k = await this.get(instanceId);
+    if (k.power === "SUSPENDED") return;
+    if (k.power !== "RUNNING") throw invalidState(`cannot suspend ${instanceId}: it is ${k.power}`);
+    await this.call(`suspending ${instanceId}`, () => k.dom.managedSave());
+  }
+
+  async resume({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    const k = await this.get(instanceId);
+    if (k.power === "RUNNING") return;
+    if (k.power !== "SUSPENDED") throw invalidState(`cannot resume ${instanceId}: it is ${k.power}`);
+    await this.start(k, "resume");
+  }
+
+  // ---- images -----------------------------------------------------------------------------
+
+  async snapshot({ instanceId, imageId, onUploading }: SnapshotOptions, call: CallOptions = {}): Promise<SnapshotInfo> {
+    throwIfAborted(call.signal);
+    const k = await this.get(instanceId);
+    const dir = this.instanceDir(instanceId);
+    const tmp = join(dir, `snapshot-${imageId}.qcow2`);
+    // A running guest is paused while its disk is copied, so the copy is consistent.
+    const pause = k.power === "RUNNING";
+    try {
+      if (pause) await this.call(`pausing ${instanceId} for a snapshot`, () => k.dom.suspend());
+      try {
+        await convert({ source: join(dir, "disk"), dest: tmp, format: "qcow2", forceShare: true }, call.signal);
+      } finally {
+        if (pause) await this.call(`unpausing ${instanceId} after a snapshot`, () => k.dom.resume());
+      }
+      onUploading?.();
+      const stored = await this.options.imageStore.put(imageId, tmp, { signal: call.signal });
+      return { sizeBytes: stored.sizeBytes, checksum: stored.checksum, diskFormat: "qcow2" };
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  async rebuild({ instance, onSpawning }: RebuildOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    const k = await this.get(instance.id);
+    if (ACTIVE_STATES.has(k.state)) await this.forceOff(k);
+    if (k.managedSave) await this.call(`discarding the saved state of ${instance.id}`, () => k.dom.managedSaveRemove());
+    const dir = this.instanceDir(instance.id);
+    await this.placement.run(async () => {
+      // Fits once this instance's own resources are given back (it is off now).
+      const old = { memoryMb: 0, diskGb: k.meta?.diskGb ?? 0 };
+      await this.checkFits({ memoryMb: instance.memoryMb, diskGb: Math.max(0, instance.diskGb - old.diskGb) }, "rebuild", instance.id);
+      const boot = await this.images(instance, call.signal);
+      await mkdir(dir, { recursive: true });
+      const next = join(dir, "disk.rebuild");
+      await createOverlay({ base: boot.base, baseFormat: this.baseFormat(instance), path: next, sizeGb: instance.diskGb }, call.signal);
+      await rename(next, join(dir, "disk")); // the old disk is gone from here on
+      onSpawning?.();
+      await this.define(instance, boot, true);
+    });
+    await this.pruneImages().catch(() => undefined);
+  }
+
+  // ---- resize and cold migration ----------------------------------------------------------
+
+  private migrationKey(id: string): string {
+    return `migration-${id}`;
+  }
+
+  async migrateDiskAndPowerOff({ instanceId, targetHost, timeoutSeconds }: MigrateDiskOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    const k = await this.get(instanceId);
+    const side = await this.sidecar(instanceId);
+    if (side.migratingTo !== undefined && side.migratingTo !== targetHost) {
+      throw invalidState(`${instanceId} is already migrating to ${side.migratingTo}`);
+    }
+    if (k.power === "SUSPENDED") await this.call(`discarding the saved state of ${instanceId}`, () => k.dom.managedSaveRemove());
+    if (ACTIVE_STATES.has(k.state)) {
+      if (k.state === C.VIR_DOMAIN_PAUSED || !(await this.shutdownGuest(k, timeoutSeconds, call.signal))) await this.forceOff(k);
+    }
+    await this.setSidecar(instanceId, { migratingTo: targetHost });
+    // Another host gets the overlay through the image store; its base comes from the store too.
+    if (targetHost !== this.options.hostname) {
+      await this.options.imageStore.put(this.migrationKey(instanceId), join(this.instanceDir(instanceId), "disk"), { signal: call.signal });
+    }
+  }
+
+  async finishMigration({ instance, sourceHost, powerOn }: FinishMigrationOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    void sourceHost;
+    const id = instance.id;
+    const existing = await this.find(id);
+    const stash = this.stashDir(id);
+    // The instance's old copy is here, waiting for the move: a resize in place.
+    const inPlace = existing !== undefined && (await this.sidecar(id)).migratingTo !== undefined;
+    if (existing && !inPlace) {
+      if (existing.meta?.specHash !== specHash(instance)) {
+        throw new DriverError("INSTANCE_EXISTS", `instance ${id} already exists on ${this.options.hostname} with another spec`);
+      }
+      if (powerOn && existing.power !== "RUNNING") await this.start(existing, "start");
+      return;
+    }
+    const dir = this.instanceDir(id);
+    await this.placement.run(async () => {
+      // In place, the old copy's disk stays reserved until confirm; its memory is free (it is off).
+      await this.checkFits({ memoryMb: powerOn ? instance.memoryMb : 0, diskGb: instance.diskGb }, "finish the migration of", id);
+      try {
+        const boot = await this.images(instance, call.signal);
+        if (inPlace) {
+          // Set the old copy aside (Nova's <uuid>_resize) and build the new one from a copy of its disk.
+          await rm(stash, { recursive: true, force: true });
+          await writeFile(join(dir, "domain.xml"), await existing.dom.getXMLDesc(C.VIR_DOMAIN_XML_INACTIVE));
+          await rm(join(dir, "novamesh.json"), { force: true });
+          await this.remove(id, true);
+          await rename(dir, stash);
+          await mkdir(dir, { recursive: true });
+          await cp(join(stash, "disk"), join(dir, "disk"));
+        } else {
+          await rm(dir, { recursive: true, force: true });
+          await mkdir(dir, { recursive: true });
+          await this.options.imageStore.get(this.migrationKey(id), join(dir, "disk"), { signal: call.signal });
+          await rebaseUnsafe(join(dir, "disk"), boot.base, this.baseFormat(instance), call.signal);
+        }
+        await growTo(join(dir, "disk"), instance.diskGb, call.signal);
+        await this.define(instance, boot, powerOn);
+      } catch (err) {
+        if (inPlace && (await this.stashed()).includes(id) && !(await this.find(id).catch(() => undefined))) {
+          await this.restoreStash(id); // the old copy stays as it was
+        } else if (!inPlace) {
+          await this.remove(id).catch(() => undefined);
+        }
+        throw fromLibvirt(err, `finishing the migration of ${id}`);
+      }
+    });
+    if (!inPlace) await this.options.imageStore.delete(this.migrationKey(id)).catch(() => undefined);
+  }
+
+  /** Puts a set-aside copy back as the domain (replacing whatever directory is there). */
+  private async restoreStash(id: string): Promise<void> {
+    const stash = this.stashDir(id);
+    const xml = await readFile(join(stash, "domain.xml"), "utf8");
+    const dir = this.instanceDir(id);
+    await rm(dir, { recursive: true, force: true });
+    await rename(stash, dir);
+    await rm(join(dir, "domain.xml"), { force: true });
+    await this.call(`restoring ${id}`, (conn) => conn.defineXML(xml));
+  }
+
+  async confirmMigration({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    if ((await this.stashed()).includes(instanceId)) {
+      await rm(this.stashDir(instanceId), { recursive: true, force: true });
+    } else if ((await this.sidecar(instanceId)).migratingTo !== undefined) {
+      await this.remove(instanceId);
+    }
+    await this.options.imageStore.delete(this.migrationKey(instanceId)).catch(() => undefined);
+    await this.pruneImages().catch(() => undefined);
+  }
+
+  async finishRevertMigration({ instanceId, powerOn }: FinishRevertMigrationOptions, call: CallOptions = {}): Promise<void> {
+    throwIfAborted(call.signal);
+    if ((await this.stashed()).includes(instanceId)) {
+      await this.remove(instanceId, true); // the new copy of a resize in place, if destroy has not taken it
+      await this.restoreStash(instanceId);
+    } else if ((await this.sidecar(instanceId)).migratingTo !== undefined) {
+      await rm(join(this.instanceDir(instanceId), "novamesh.json"), { force: true });
+    }
+    const k = await this.get(instanceId);
+    if (powerOn && k.power !== "RUNNING") await this.start(k, "start");
+  }
+
+  // ---- live migration (qemu) ----------------------------------------------------------------
+
+  private noLiveMigration(): never {
+    throw new NotSupportedError("live migration", `libvirt (${this.options.uri})`);
+  }
+
+  async preLiveMigration(): Promise<void> {
+    this.noLiveMigration();
+  }
+
+  async liveMigrate(): Promise<void> {
+    this.noLiveMigration();
+  }
+
+  async postLiveMigration(): Promise<void> {
+    this.noLiveMigration();
+  }
+
+  async rollbackLiveMigration(): Promise<void> {
+    this.noLiveMigration();
+  }
+}
