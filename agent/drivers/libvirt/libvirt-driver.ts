@@ -506,9 +506,10 @@ export class LibvirtDriver implements Driver {
     }
     const dir = this.instanceDir(instance.id);
     try {
+      // Fetching a base image can take long: outside the lock, which only covers check-and-define.
+      const boot = await this.images(instance, call.signal);
       await this.placement.run(async () => {
         await this.checkFits(instance, "spawn", instance.id);
-        const boot = await this.images(instance, call.signal);
         throwIfAborted(call.signal);
         await rm(dir, { recursive: true, force: true });
         await mkdir(dir, { recursive: true });
