@@ -45,8 +45,11 @@ test("fake capacity and faults are parsed; bad values are usage errors", () => {
 test("the libvirt driver takes its URI, instances path and image directory", () => {
   const c = parse(["--driver", "libvirt", "--libvirt-uri", "test:///default", "--instances-path", "/srv/i", "--image-dir", "/srv/img"]);
   assert.equal(c.driver, "libvirt");
-  assert.deepEqual(c.libvirt, { uri: "test:///default", instancesPath: "/srv/i", imageDir: "/srv/img" });
-  assert.deepEqual(parse(["--driver", "libvirt"]).libvirt, { uri: "qemu:///system", instancesPath: undefined, imageDir: undefined });
+  assert.deepEqual(c.libvirt, { uri: "test:///default", instancesPath: "/srv/i", imageDir: "/srv/img", imageBucket: undefined });
+  assert.deepEqual(parse(["--driver", "libvirt"]).libvirt, { uri: "qemu:///system", instancesPath: undefined, imageDir: undefined, imageBucket: undefined });
+  assert.equal(parse(["--driver", "libvirt", "--image-bucket", "novamesh-images"]).libvirt.imageBucket, "novamesh-images");
+  assert.throws(() => parse(["--image-bucket", "a.b"]), /--image-bucket/);
+  assert.throws(() => parse(["--image-bucket", "x", "--image-dir", "/d"]), /exclude each other/);
 });
 
 test("--hosts N names agents <host>-1..N with a state dir each", () => {

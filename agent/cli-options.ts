@@ -30,6 +30,7 @@ export const AGENT_FLAGS = {
   "libvirt-uri": { env: "NOVAMESH_LIBVIRT_URI", type: "string", default: () => "qemu:///system", help: "libvirt driver: connection URI (test:///<node.xml> for libvirt's test hypervisor)" },
   "instances-path": { env: "NOVAMESH_INSTANCES_PATH", type: "string", help: "libvirt driver: instance disks and the base image cache; default <state-dir>/instances" },
   "image-dir": { env: "NOVAMESH_IMAGE_DIR", type: "string", help: "libvirt driver: directory image store (image <id> is the file <dir>/<id>; snapshots are written there); default <state-dir>/images" },
+  "image-bucket": { env: "NOVAMESH_IMAGE_BUCKET", type: "string", help: "libvirt driver: JetStream object store bucket of image bytes, shared by all hosts (instead of --image-dir)" },
   vcpus: { env: "NOVAMESH_FAKE_VCPUS", type: "string", default: () => "16", help: "fake driver: physical CPUs" },
   "memory-mb": { env: "NOVAMESH_FAKE_MEMORY_MB", type: "string", default: () => "32768", help: "fake driver: memory in MiB" },
   "disk-gb": { env: "NOVAMESH_FAKE_DISK_GB", type: "string", default: () => "500", help: "fake driver: local disk in GiB" },
@@ -63,6 +64,8 @@ export interface AgentCliConfig {
     readonly instancesPath: string | undefined;
     /** Explicit --image-dir, if given. */
     readonly imageDir: string | undefined;
+    /** --image-bucket: the JetStream object store bucket, if given. */
+    readonly imageBucket: string | undefined;
   };
   readonly logLevel: string;
 }
@@ -119,6 +122,9 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
       throw new UsageError(`--fake-faults: ${(err as Error).message}`);
     }
   }
+  const bucket = get("image-bucket");
+  if (bucket !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(bucket)) throw new UsageError(`--image-bucket: "${bucket}" is not 1–64 letters, digits, '-', '_'`);
+  if (bucket !== undefined && get("image-dir") !== undefined) throw new UsageError("--image-bucket and --image-dir exclude each other");
   const host = get("host")!;
   if (!/^[A-Za-z0-9._-]{1,255}$/.test(host)) throw new UsageError(`--host: "${host}" is not 1–255 letters, digits, '.', '-', '_'`);
   return {
@@ -137,7 +143,7 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
       delayMs: num("fake-delay-ms", 0),
       faults,
     },
-    libvirt: { uri: get("libvirt-uri")!, instancesPath: get("instances-path"), imageDir: get("image-dir") },
+    libvirt: { uri: get("libvirt-uri")!, instancesPath: get("instances-path"), imageDir: get("image-dir"), imageBucket: bucket },
     logLevel: get("log-level")!,
   };
 }

@@ -10,17 +10,23 @@ import { Agent } from "./agent.js";
 import { agentHelp, agentInstances, parseAgentCli, UsageError, type AgentCliConfig } from "./cli-options.js";
 import type { Driver } from "./drivers/driver.js";
 import { FakeDriver } from "./drivers/fake/fake-driver.js";
-import { DirectoryImageStore } from "./drivers/libvirt/image-store.js";
+import { DirectoryImageStore, type ImageStore } from "./drivers/libvirt/image-store.js";
+import { JetStreamImageStore } from "./drivers/libvirt/jetstream-image-store.js";
 import { LibvirtDriver } from "./drivers/libvirt/libvirt-driver.js";
 
 /** The driver `config` asks for, for one agent. */
-function makeDriver(config: AgentCliConfig, host: string, stateDir: string): Driver {
+function makeDriver(config: AgentCliConfig, host: string, stateDir: string, nats: NatsConnection | undefined): Driver {
   if (config.driver === "libvirt") {
+    const { imageBucket, imageDir } = config.libvirt;
+    const imageStore: ImageStore =
+      imageBucket !== undefined && nats
+        ? new JetStreamImageStore({ nats, bucket: imageBucket })
+        : new DirectoryImageStore(resolve(imageDir ?? join(stateDir, "images")));
     return new LibvirtDriver({
       hostname: host,
       uri: config.libvirt.uri,
       instancesPath: resolve(config.libvirt.instancesPath ?? join(stateDir, "instances")),
-      imageStore: new DirectoryImageStore(resolve(config.libvirt.imageDir ?? join(stateDir, "images"))),
+      imageStore,
     });
   }
   return new FakeDriver({
@@ -48,13 +54,13 @@ async function main(): Promise<number> {
   const logger = pino({ name: "novamesh-agent", level: config.logLevel });
   const instances = agentInstances(config);
   let shared: NatsConnection | undefined;
-  if (instances.length > 1) {
+  if (instances.length > 1 || config.libvirt.imageBucket !== undefined) {
     shared = await connect({ servers: config.natsUrl.split(","), name: `novamesh-agents-${config.host}`, maxReconnectAttempts: -1 });
   }
   const agents = instances.map(
     ({ host, stateDir }) =>
       new Agent({
-        driver: makeDriver(config, host, stateDir),
+        driver: makeDriver(config, host, stateDir, shared),
         controller: config.controller,
         token: config.token,
         natsUrl: config.natsUrl,

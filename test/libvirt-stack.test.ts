@@ -2,21 +2,23 @@
  * The whole stack on the libvirt driver: gRPC → scheduler → NATS → agent
  * processes running `--driver libvirt` against libvirt's test hypervisor
  * (one `test:///<node file>` per host, real qcow2 overlays by qemu-img),
- * with a directory image store both hosts share.
+ * sharing image bytes through a JetStream object store bucket.
  */
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { copyFile, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Image, ImageStatus, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { RebootType, ServerStatus } from "../gen/novamesh/compute/v1/server.js";
+import { connect, type NatsConnection } from "nats";
 import { hashFile } from "../agent/drivers/libvirt/image-store.js";
+import { JetStreamImageStore } from "../agent/drivers/libvirt/jetstream-image-store.js";
 import { createBlank, imageInfo } from "../agent/drivers/libvirt/qemu-img.js";
 import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, settled, type Clients } from "./harness.js";
+import { NATS_URL, TestEnv, assertCapacityExact, eventually, settled, type Clients } from "./harness.js";
 
 const NODE_XML = `<?xml version="1.0"?>
 <node>
@@ -32,14 +34,17 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
   let admin: Clients;
   let imageId: string;
   const hosts: string[] = [];
+  let nc: NatsConnection;
+  let store: JetStreamImageStore;
+  const bucket = `images_${env.id}`;
 
   before(async () => {
     const ctl = await env.startController({});
     admin = env.admin(ctl);
     dir = await tempDir("libvirt-stack");
-    const images = join(dir, "images");
-    await mkdir(images, { recursive: true });
-    // A base image: 64 MiB qcow2, registered with its SHA-256 and placed in the shared store.
+    nc = await connect({ servers: NATS_URL });
+    store = new JetStreamImageStore({ nats: nc, bucket });
+    // A base image: 64 MiB qcow2, registered with its SHA-256 and stored in the hosts' bucket.
     const base = join(dir, "base.qcow2");
     await createBlank(base, 64 * 1024 * 1024);
     const { checksum, sizeBytes } = await hashFile(base);
@@ -54,7 +59,7 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
       }),
     });
     imageId = res.image!.id;
-    await copyFile(base, join(images, imageId));
+    await store.put(imageId, base);
     for (const name of ["a", "b"]) {
       const host = `lv${env.id}-${name}`;
       hosts.push(host);
@@ -65,7 +70,7 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
           controller: env.address(ctl),
           token: env.adminToken,
           logFile: join(dir, `${host}.log`),
-          args: ["--host", host, "--driver", "libvirt", "--libvirt-uri", `test://${nodeFile}`, "--state-dir", join(dir, host), "--image-dir", images],
+          args: ["--host", host, "--driver", "libvirt", "--libvirt-uri", `test://${nodeFile}`, "--state-dir", join(dir, host), "--image-bucket", bucket],
         }),
       );
     }
@@ -78,6 +83,10 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
   after(async () => {
     for (const a of agents) await stopAgent(a);
     await env.cleanup();
+    if (nc) {
+      await (await nc.jetstreamManager()).streams.delete(`OBJ_${bucket}`).catch(() => undefined);
+      await nc.close();
+    }
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -121,10 +130,12 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
     assert.equal(done.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(done.error));
     const image = (await admin.images.getImage({ id: snap.imageId })).image!;
     assert.equal(image.status, ImageStatus.IMAGE_STATUS_ACTIVE);
-    const stored = await hashFile(join(dir, "images", snap.imageId));
+    const fetched = join(dir, "snapshot.qcow2");
+    const stored = await store.get(snap.imageId, fetched);
     assert.deepEqual([image.sizeBytes, image.checksum], [stored.sizeBytes, stored.checksum]);
+    assert.equal((await imageInfo(fetched)).backingFile, undefined, "the snapshot stands on its own");
 
-    // Resize to the other host: the disk goes through the store; confirm drops the source copy.
+    // Resize to the other host: the disk goes through the bucket; confirm drops the source copy.
     const resize = await admin.servers.resizeServer({ id: s.id, flavorId: "m1.medium" });
     assert.ok(resize.operation);
     const resized = await settled(admin, s.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE, 60_000);
@@ -134,6 +145,7 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
     await admin.servers.confirmResize({ id: s.id });
     await settled(admin, s.id, ServerStatus.SERVER_STATUS_ACTIVE);
     await eventually(async () => !(await exists(join(instancesOf(s.host), s.id))), { what: "the source copy gone after confirm" });
+    await assert.rejects(store.get(`migration-${s.id}`, join(dir, "gone")), /has no object/, "the migrated disk is not kept in the bucket");
     await assertCapacityExact(env, admin);
 
     await admin.servers.deleteServer({ id: s.id });
