@@ -178,7 +178,7 @@ export class Controller {
         return effects;
       },
       progress: async (p) => {
-        if (await recordOpProgress(pool, p)) wake.watchers();
+        if (await recordOpProgress(pool, p, taskTimeouts)) wake.watchers();
       },
     };
 

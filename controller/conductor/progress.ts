@@ -1,5 +1,7 @@
 import type { TaskState } from "../domain/states.js";
 import { TASK_STEPS } from "../domain/states.js";
+import type { TaskTimeouts } from "../domain/tasks.js";
+import { stepDeadline } from "../domain/tasks.js";
 import type { Pool } from "../store/db.js";
 import { select, withTx } from "../store/db.js";
 import { setActionProgress, setActionStep } from "../store/actions.js";
@@ -8,10 +10,16 @@ import { getInstance, updateInstance } from "../store/instances.js";
 /**
  * Records a host's progress report on the op's action (its operation) and,
  * when the op reached its next step, moves the server's task to it (only
- * forward, only while the op is still the server's current work; the task's
- * deadline stays). Returns whether the server changed.
+ * forward, only while the op is still the server's current work). The step
+ * gets its own deadline from now (its configured timeout, never earlier than
+ * the task's deadline so far), shown on the operation too. Returns whether
+ * the server changed.
  */
-export async function recordOpProgress(pool: Pool, p: { opId: string; percent: number; message: string; stage: TaskState | null }): Promise<boolean> {
+export async function recordOpProgress(
+  pool: Pool,
+  p: { opId: string; percent: number; message: string; stage: TaskState | null },
+  taskTimeouts: TaskTimeouts,
+): Promise<boolean> {
   return withTx(pool, async (conn) => {
     const rows = await select<{ action_id: number; state: string; kind: string; instance_uuid: string }>(
       conn,
@@ -29,8 +37,9 @@ export async function recordOpProgress(pool: Pool, p: { opId: string; percent: n
     const from = inst?.taskState ? steps.indexOf(inst.taskState) : -1;
     const to = steps.indexOf(p.stage);
     if (!inst || from < 0 || to <= from) return false;
-    await updateInstance(conn, inst.uuid, { taskState: p.stage, taskDeadline: inst.taskDeadline });
-    await setActionStep(conn, Number(op.action_id), { message: p.message });
+    const taskDeadline = stepDeadline(taskTimeouts, p.stage, inst.taskDeadline);
+    await updateInstance(conn, inst.uuid, { taskState: p.stage, taskDeadline });
+    await setActionStep(conn, Number(op.action_id), { message: p.message, deadline: taskDeadline });
     return true;
   });
 }

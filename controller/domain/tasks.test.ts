@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { DEFAULT_TASK_TIMEOUTS, TASK_STATES } from "./states.js";
-import { parseTaskTimeouts, startTask } from "./tasks.js";
+import { parseTaskTimeouts, startTask, stepDeadline } from "./tasks.js";
 
 test("task timeouts: named tasks override, * covers every task not named", () => {
   const t = parseTaskTimeouts("PAUSING=3, *=20, SPAWNING=600");
@@ -21,4 +21,13 @@ test("task timeouts: unknown tasks, bad syntax and non-positive values are refus
 test("a started task carries its deadline", () => {
   const t = parseTaskTimeouts("PAUSING=3");
   assert.deepEqual(startTask(t, "PAUSING", 1_000), { taskState: "PAUSING", taskDeadline: new Date(4_000) });
+});
+
+test("a reported step gets its own timeout from now, never an earlier deadline than the task had", () => {
+  const t = parseTaskTimeouts("IMAGE_SNAPSHOT=10,IMAGE_UPLOADING=30,REBUILDING=60,REBUILD_SPAWNING=5");
+  // Reached at 8 s of a task due at 10 s: the upload may take its 30 s.
+  assert.deepEqual(stepDeadline(t, "IMAGE_UPLOADING", new Date(10_000), 8_000), new Date(38_000));
+  // A short step does not cut the task's deadline.
+  assert.deepEqual(stepDeadline(t, "REBUILD_SPAWNING", new Date(60_000), 2_000), new Date(60_000));
+  assert.deepEqual(stepDeadline(t, "REBUILD_SPAWNING", null, 2_000), new Date(7_000));
 });

@@ -9,6 +9,16 @@ export function startTask(timeouts: TaskTimeouts, task: TaskState, now = Date.no
   return { taskState: task, taskDeadline: new Date(now + timeouts[task] * 1000) };
 }
 
+/**
+ * The deadline of a task step the host reports reaching (REBUILD_SPAWNING,
+ * IMAGE_UPLOADING, SHELVING_*): the step's own timeout from now, never
+ * earlier than the deadline the task already has.
+ */
+export function stepDeadline(timeouts: TaskTimeouts, step: TaskState, current: Date | null, now = Date.now()): Date {
+  const own = now + timeouts[step] * 1000;
+  return current !== null && current.getTime() > own ? current : new Date(own);
+}
+
 /** No task (and so no deadline). */
 export const NO_TASK = { taskState: null } as const;
 
