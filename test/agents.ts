@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { NATS_URL } from "./harness.js";
+import type { TestEnv } from "./harness.js";
 
 export const REPO = fileURLToPath(new URL("..", import.meta.url));
 
@@ -76,4 +77,38 @@ export async function fakeDomains(statePath: string): Promise<Record<string, { i
     return {};
   }
   return (JSON.parse(text) as { domains: Record<string, { instance: { image: { id: string } }; powerState: string; incoming?: unknown; migratedTo?: string }> }).domains;
+}
+
+/** Agents of one test environment, one process per host, each with its own state dir. */
+export class Hosts {
+  readonly procs = new Map<string, ChildProcess>();
+  constructor(
+    private readonly env: TestEnv,
+    private readonly address: () => string,
+    readonly dir: string,
+  ) {}
+
+  start(host: string, faults?: object): ChildProcess {
+    const child = spawnAgent({
+      controller: this.address(),
+      token: this.env.adminToken,
+      logFile: join(this.dir, `${host}.log`),
+      args: ["--host", host, "--driver", "fake", "--state-dir", join(this.dir, host), "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200", ...(faults ? ["--fake-faults", JSON.stringify(faults)] : [])],
+    });
+    this.procs.set(host, child);
+    return child;
+  }
+
+  domains(host: string) {
+    return fakeDomains(join(this.dir, host, "fake-domains.json"));
+  }
+
+  /** The fake driver's call log of `host`. */
+  calls(host: string) {
+    return driverCalls(join(this.dir, host, "fake-domains.json"));
+  }
+
+  async stopAll(): Promise<void> {
+    for (const p of this.procs.values()) await stopAgent(p);
+  }
 }
