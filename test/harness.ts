@@ -12,6 +12,8 @@ import { Image, ImageServiceClient, ImageVisibility } from "../gen/novamesh/comp
 import { ServerServiceClient, ServerStatus, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { Server } from "../gen/novamesh/compute/v1/server.js";
 import { OperationServiceClient } from "../gen/novamesh/compute/v1/operation.js";
+import type { Operation } from "../gen/novamesh/compute/v1/operation.js";
+import { ErrorInfo } from "../gen/google/rpc/error_details.js";
 import { Controller } from "../controller/controller.js";
 import { decodeStatusDetails } from "../controller/api/status.js";
 import type { ControllerConfig } from "../controller/config.js";
@@ -210,8 +212,17 @@ export async function assertCapacityExact(env: TestEnv, admin: Clients): Promise
 
 /** Waits until a server shows `status` with no task running, and returns it. */
 export async function settled(c: Clients, id: string, status: ServerStatus, timeoutMs = 30_000): Promise<Server> {
-  const [s] = await waitServers(c, [id], (x) => x.status === status && x.taskState === TaskState.TASK_STATE_UNSPECIFIED, ServerStatus[status], timeoutMs);
-  return s!;
+  try {
+    const [s] = await waitServers(c, [id], (x) => x.status === status && x.taskState === TaskState.TASK_STATE_UNSPECIFIED, ServerStatus[status], timeoutMs);
+    return s!;
+  } catch (err) {
+    // Say where the server got stuck.
+    const s = await c.servers.getServer({ id }).then((r) => r.server, () => undefined);
+    const action = await c.servers.listServerActions({ serverId: id }).then((r) => r.actions[0], () => undefined);
+    const where = s ? `${ServerStatus[s.status]} task ${TaskState[s.taskState]} on "${s.host}"${s.fault ? `, fault ${s.fault.code}: ${s.fault.message}` : ""}` : "unknown";
+    const last = action ? `; last action ${action.action}: ${action.events.map((e) => `${e.name}@${e.host}:${e.result}`).join(", ")}` : "";
+    throw new Error(`${(err as Error).message}; server ${id} is ${where}${last}`);
+  }
 }
 
 /** Waits until `n` compute services report as up. */
@@ -246,4 +257,12 @@ export async function failure(p: Promise<unknown>): Promise<{ code: number; mess
   assert.ok(e, "the call must fail");
   const d = decodeStatusDetails(e.metadata);
   return { code: e.code, message: e.details, reason: d.errorInfo?.reason, metadata: d.errorInfo?.metadata ?? {}, fields: d.badRequest?.fieldViolations.map((v) => v.field) ?? [] };
+}
+
+/** A failed operation's error: gRPC code, message and its ErrorInfo's reason and metadata. */
+export function operationError(op: Operation): { code: number; message: string; reason?: string; metadata: Record<string, string> } {
+  assert.ok(op.error, `operation ${op.name} has an error`);
+  const any = op.error.details.find((d) => d.typeUrl === "type.googleapis.com/google.rpc.ErrorInfo");
+  const info = any ? ErrorInfo.decode(any.value) : undefined;
+  return { code: op.error.code, message: op.error.message, reason: info?.reason, metadata: info?.metadata ?? {} };
 }
