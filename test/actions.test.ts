@@ -16,9 +16,10 @@ import { Role } from "../gen/novamesh/compute/v1/identity.js";
 import type { Controller } from "../controller/controller.js";
 import { ALLOWED_FROM } from "../controller/domain/states.js";
 import type { ServerAction, VmState as DomainVmState } from "../controller/domain/states.js";
+import { SPEC } from "./spec-table.js";
 import { setDomainPowerState } from "../agent/drivers/fake/domain-store.js";
 import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, servicesUp, settled as settledIn, waitServers, failure } from "./harness.js";
+import { TestEnv, assertCapacityExact, servicesUp, settled as settledIn, waitServers, withOnlyHost, failure } from "./harness.js";
 import type { Clients } from "./harness.js";
 
 describe("the lifecycle table", () => {
@@ -28,8 +29,11 @@ describe("the lifecycle table", () => {
   let alice: Clients;
   let imageId: string;
   let agent: ChildProcess;
+  let slowAgent: ChildProcess;
   let dir: string;
   const hostPrefix = `ac${env.id}`;
+  // Builds take 6 s here: a way to hold a server in BUILDING. Disabled but when asked for.
+  const slowHost = `acslow${env.id}`;
 
   before(async () => {
     // Guests ignore ACPI (a soft reboot falls back to hard, a stop is forced
@@ -46,9 +50,17 @@ describe("the lifecycle table", () => {
       logFile: join(dir, "agent.log"),
       args: ["--host", hostPrefix, "--hosts", "2", "--driver", "fake", "--state-dir", dir, "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200", "--fake-faults", JSON.stringify(faults)],
     });
-    await servicesUp(admin, 2);
+    slowAgent = spawnAgent({
+      controller: env.address(ctl),
+      token: env.adminToken,
+      logFile: join(dir, "slow-agent.log"),
+      args: ["--host", slowHost, "--driver", "fake", "--state-dir", join(dir, slowHost), "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200", "--fake-faults", JSON.stringify({ spawn: { delayMs: 6000 } })],
+    });
+    await servicesUp(admin, 3);
+    await admin.hosts.disableService({ host: slowHost, reason: "test: slow builds only on request" });
   });
   after(async () => {
+    if (slowAgent) await stopAgent(slowAgent);
     if (agent) await stopAgent(agent);
     await env.cleanup();
   });
@@ -176,6 +188,12 @@ describe("the lifecycle table", () => {
   });
 
   test("every disallowed transition is refused with FAILED_PRECONDITION naming the state; a busy server with ABORTED", async () => {
+    // The code's table must be the specified one.
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(ALLOWED_FROM).map(([a, set]) => [a, [...set].sort()])),
+      Object.fromEntries(Object.entries(SPEC).map(([a, list]) => [a, [...list].sort()])),
+      "ALLOWED_FROM is the specified table",
+    );
     const calls: Record<Exclude<ServerAction, "delete" | "lock" | "unlock">, (id: string) => Promise<unknown>> = {
       start: (id) => alice.servers.startServer({ id }),
       stop: (id) => alice.servers.stopServer({ id }),
@@ -196,35 +214,70 @@ describe("the lifecycle table", () => {
       shelve: (id) => alice.servers.shelveServer({ id }),
       unshelve: (id) => alice.servers.unshelveServer({ id }),
     };
-    const [a, st, p, su, r] = await Promise.all(["in-active", "in-stopped", "in-paused", "in-suspended", "in-resized"].map(boot));
+    let refused = 0;
+    const refusedFrom = async (vm: DomainVmState, id: string) => {
+      for (const [action, call] of Object.entries(calls) as Array<[keyof typeof calls, (id: string) => Promise<unknown>]>) {
+        if (SPEC[action].includes(vm)) continue;
+        const f = await failure(call(id));
+        assert.equal(f.code, status.FAILED_PRECONDITION, `${action} from ${vm}: ${f.message}`);
+        assert.equal(f.reason, "INVALID_STATE", `${action} from ${vm}`);
+        assert.equal(f.metadata["vm_state"], vm, `${action} from ${vm}`);
+        assert.match(f.message, new RegExp(`while it is ${vm}`));
+        refused++;
+      }
+    };
+
+    const [a, st, p, su, r, sh] = await Promise.all(["in-active", "in-stopped", "in-paused", "in-suspended", "in-resized", "in-shelved"].map(boot));
     await alice.servers.stopServer({ id: st!.id });
     await alice.servers.pauseServer({ id: p!.id });
     await alice.servers.suspendServer({ id: su!.id });
     await alice.servers.migrateServer({ id: r!.id });
+    await alice.servers.shelveServer({ id: sh!.id });
+    // ERROR: a server that fits on no host.
+    await admin.flavors.createFlavor({ flavor: { id: "ac.huge", name: "ac.huge", vcpus: 1, ramMb: 1 << 20, diskGb: 1, description: "", extraSpecs: {} } });
+    const e = (await alice.servers.createServer({ name: "in-error", flavorId: "ac.huge", imageId })).server!;
     await settled(st!.id, ServerStatus.SERVER_STATUS_SHUTOFF);
     await settled(p!.id, ServerStatus.SERVER_STATUS_PAUSED);
     await settled(su!.id, ServerStatus.SERVER_STATUS_SUSPENDED);
     await settled(r!.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE);
-    const byState: Array<[DomainVmState, string]> = [
+    await settled(sh!.id, ServerStatus.SERVER_STATUS_SHELVED_OFFLOADED);
+    assert.equal((await settled(e.id, ServerStatus.SERVER_STATUS_ERROR)).fault!.code, "NO_VALID_HOST");
+    const capacity = await assertCapacityExact(env, admin);
+
+    // BUILDING: a build on the slow host, held there for a few seconds.
+    await admin.hosts.enableService({ host: slowHost });
+    const building = await withOnlyHost(admin, slowHost, async () => {
+      const b = (await alice.servers.createServer({ name: "in-building", flavorId: "m1.tiny", imageId })).server!;
+      return (await waitServers(alice, [b.id], (x) => x.taskState === TaskState.TASK_STATE_SPAWNING, "SPAWNING"))[0]!;
+    });
+    await admin.hosts.disableService({ host: slowHost, reason: "test: slow builds only on request" });
+    await refusedFrom("BUILDING", building.id);
+    assert.equal((await alice.servers.getServer({ id: building.id })).server!.vmState, VmState.VM_STATE_BUILDING, "still building");
+    // Delete is allowed from BUILDING: the host removes the server once its spawn ends.
+    const delBuilding = await alice.servers.deleteServer({ id: building.id });
+    assert.equal(delBuilding.server!.taskState, TaskState.TASK_STATE_DELETING);
+
+    for (const [vm, id] of [
       ["ACTIVE", a!.id],
       ["STOPPED", st!.id],
       ["PAUSED", p!.id],
       ["SUSPENDED", su!.id],
       ["RESIZED", r!.id],
-    ];
-    let refused = 0;
-    for (const [vm, id] of byState) {
-      for (const [action, call] of Object.entries(calls) as Array<[keyof typeof calls, (id: string) => Promise<unknown>]>) {
-        if (ALLOWED_FROM[action].has(vm)) continue;
-        const f = await failure(call(id));
-        assert.equal(f.code, status.FAILED_PRECONDITION, `${action} from ${vm}: ${f.message}`);
-        assert.equal(f.reason, "INVALID_STATE");
-        assert.equal(f.metadata["vm_state"], vm);
-        assert.match(f.message, new RegExp(`while it is ${vm}`));
-        refused++;
-      }
+      ["SHELVED_OFFLOADED", sh!.id],
+      ["ERROR", e.id],
+    ] as Array<[DomainVmState, string]>) {
+      await refusedFrom(vm, id);
     }
-    assert.ok(refused >= 55, `${refused} disallowed transitions checked`);
+    // 18 actions (all but delete, lock, unlock) from 8 states, minus the 39 allowed cells.
+    assert.equal(refused, 105, "disallowed transitions checked");
+
+    // Delete from ERROR (never placed: at once) and from BUILDING (when its host is done).
+    const delError = await alice.servers.deleteServer({ id: e.id });
+    assert.equal(delError.server!.status, ServerStatus.SERVER_STATUS_DELETED);
+    const gone = (await waitServers(alice, [building.id], (x) => x.status === ServerStatus.SERVER_STATUS_DELETED, "DELETED"))[0]!;
+    assert.equal(gone.fault, undefined);
+    assert.equal((await alice.operations.getOperation({ name: delBuilding.operation!.name })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
+    assert.deepEqual(await assertCapacityExact(env, admin), capacity, "the build's claim is released");
 
     // A second action while a task runs: ABORTED naming the task. The stop
     // takes a second (the guest ignores ACPI).
