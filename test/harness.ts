@@ -9,8 +9,8 @@ import { HostServiceClient, ServiceState } from "../gen/novamesh/compute/v1/host
 import type { Hypervisor } from "../gen/novamesh/compute/v1/host.js";
 import { IdentityServiceClient, Role } from "../gen/novamesh/compute/v1/identity.js";
 import { Image, ImageServiceClient, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
-import { ServerServiceClient, ServerStatus, TaskState } from "../gen/novamesh/compute/v1/server.js";
-import type { Server } from "../gen/novamesh/compute/v1/server.js";
+import { ServerServiceClient, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
+import type { Server, WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
 import { OperationServiceClient } from "../gen/novamesh/compute/v1/operation.js";
 import type { Operation } from "../gen/novamesh/compute/v1/operation.js";
 import { ErrorInfo } from "../gen/google/rpc/error_details.js";
@@ -265,4 +265,33 @@ export function operationError(op: Operation): { code: number; message: string; 
   const any = op.error.details.find((d) => d.typeUrl === "type.googleapis.com/google.rpc.ErrorInfo");
   const info = any ? ErrorInfo.decode(any.value) : undefined;
   return { code: op.error.code, message: op.error.message, reason: info?.reason, metadata: info?.metadata ?? {} };
+}
+
+/**
+ * A server's recorded history from the change log (WatchServers from the
+ * start), as "VM_STATE/TASK_STATE" with repeats folded, read until `until`
+ * holds for it.
+ */
+export async function history(c: Clients, id: string, until: (states: string[]) => boolean, timeoutMs = 10_000): Promise<string[]> {
+  const states: string[] = [];
+  const stream = c.servers.raw.watchServers({ afterIndex: 1, serverId: id, allProjects: false }, c.servers.metadata());
+  try {
+    return await new Promise<string[]>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`history of ${id} so far: ${states.join(" ")}`)), timeoutMs);
+      stream.on("data", (ev: WatchServersResponse) => {
+        const st = `${VmState[ev.server!.vmState]!.slice(9)}/${TaskState[ev.server!.taskState]!.slice(11)}`;
+        if (states.at(-1) !== st) states.push(st);
+        if (until(states)) {
+          clearTimeout(timer);
+          resolve(states);
+        }
+      });
+      stream.on("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+    });
+  } finally {
+    stream.cancel();
+  }
 }

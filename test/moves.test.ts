@@ -17,7 +17,7 @@ import type { Server } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
 import { decodeStatusDetails } from "../controller/api/status.js";
 import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, servicesUp, settled as settledIn, waitServers } from "./harness.js";
+import { TestEnv, assertCapacityExact, history, servicesUp, settled as settledIn, waitServers } from "./harness.js";
 import type { Clients } from "./harness.js";
 
 const SMALL = { vcpus: 1, ram: 2048, disk: 20 };
@@ -73,6 +73,9 @@ describe("resize and cold migration", () => {
 
     const resized = await settled(s.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE);
     assert.notEqual(resized.host, source, "a resize never stays on its host");
+    // The source hands the disk over, then the target finishes the move.
+    const seen = await history(alice, s.id, (h) => h.includes("RESIZED/UNSPECIFIED"));
+    assert.deepEqual(seen.slice(seen.indexOf("ACTIVE/RESIZE_PREP")), ["ACTIVE/RESIZE_PREP", "ACTIVE/RESIZE_MIGRATING", "ACTIVE/RESIZE_FINISH", "RESIZED/UNSPECIFIED"]);
     assert.equal(resized.flavor!.name, "m1.medium");
     assert.equal(resized.vmState, VmState.VM_STATE_RESIZED);
     assert.equal(resized.powerState, PowerState.POWER_STATE_RUNNING);
@@ -172,6 +175,41 @@ describe("resize and cold migration", () => {
     assert.deepEqual([m!.type, m!.status, m!.targetHost], [MigrationType.MIGRATION_TYPE_MIGRATION, MigrationStatus.MIGRATION_STATUS_CONFIRMED, target]);
     const s0 = before.get(s.host)!;
     assert.deepEqual((await assertCapacityExact(env, admin)).get(s.host), { vcpus: s0.vcpus - 1, ram: s0.ram - 2048, disk: s0.disk - 20, vms: s0.vms - 1 });
+  });
+
+  test("a STOPPED server resizes and stays stopped; a reverted cold migration brings it back with capacity exact", async () => {
+    const s = await boot("stopped-grow");
+    await alice.servers.stopServer({ id: s.id });
+    await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
+    const before = await assertCapacityExact(env, admin);
+    await alice.servers.resizeServer({ id: s.id, flavorId: "m1.medium" });
+    const resized = await settled(s.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE);
+    assert.deepEqual([resized.flavor!.name, resized.powerState], ["m1.medium", PowerState.POWER_STATE_SHUTDOWN]);
+    const t0 = before.get(resized.host)!;
+    assert.deepEqual((await assertCapacityExact(env, admin)).get(resized.host), { vcpus: t0.vcpus + MEDIUM.vcpus, ram: t0.ram + MEDIUM.ram, disk: t0.disk + MEDIUM.disk, vms: t0.vms + 1 });
+    await alice.servers.confirmResize({ id: s.id });
+    const grown = await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
+    assert.deepEqual([grown.vmState, grown.host, grown.flavor!.name], [VmState.VM_STATE_STOPPED, resized.host, "m1.medium"]);
+
+    // Cold-migrate it on, then revert: back on its host, both hosts as before.
+    const home = grown.host;
+    const atHome = await assertCapacityExact(env, admin);
+    await alice.servers.migrateServer({ id: s.id });
+    const moved = await settled(s.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE);
+    assert.notEqual(moved.host, home);
+    const away = await assertCapacityExact(env, admin);
+    assert.deepEqual(away.get(home), atHome.get(home), "the source keeps its claim until confirm or revert");
+    const m0 = atHome.get(moved.host)!;
+    assert.deepEqual(away.get(moved.host), { vcpus: m0.vcpus + MEDIUM.vcpus, ram: m0.ram + MEDIUM.ram, disk: m0.disk + MEDIUM.disk, vms: m0.vms + 1 });
+    const rev = await alice.servers.revertResize({ id: s.id });
+    assert.equal(rev.server!.taskState, TaskState.TASK_STATE_RESIZE_REVERTING);
+    const back = await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
+    assert.deepEqual([back.host, back.flavor!.name, back.powerState], [home, "m1.medium", PowerState.POWER_STATE_SHUTDOWN]);
+    assert.deepEqual(await assertCapacityExact(env, admin), atHome, "every host as before the migration");
+    const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    assert.deepEqual([m!.type, m!.status, m!.sourceHost, m!.targetHost], [MigrationType.MIGRATION_TYPE_MIGRATION, MigrationStatus.MIGRATION_STATUS_REVERTED, home, moved.host]);
+    const domains = JSON.parse(await readFile(join(stateDir, moved.host, "fake-domains.json"), "utf8"));
+    assert.ok(!JSON.stringify(domains).includes(s.id), "the target no longer has it");
   });
 
   test("bad resize and migrate requests are refused with the right code", async () => {
