@@ -15,7 +15,7 @@ import { PowerState, RebootType, ServerStatus, TaskState, VmState } from "../gen
 import type { Server } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
 import { fakeDomains, spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, failure, servicesUp, settled as settledIn } from "./harness.js";
+import { TestEnv, assertCapacityExact, eventually, failure, history, servicesUp, settled as settledIn } from "./harness.js";
 import type { Clients } from "./harness.js";
 
 const SMALL = { vcpus: 1, ram: 2048, disk: 20 };
@@ -42,8 +42,9 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     dir = await tempDir("rebuild-shelve");
     // Each host's first reboot fails (a way into ERROR); each step of a
     // snapshot or rebuild takes a second, so a QUEUED image and every task
-    // step can be seen.
-    const faults = { reboot: { error: "guest kernel panic", failTimes: 1 }, snapshot: { delayMs: 1000 }, rebuild: { delayMs: 1000 } };
+    // step can be seen; removing a server takes half a second, so a shelve's
+    // last step is reported well before its result.
+    const faults = { reboot: { error: "guest kernel panic", failTimes: 1 }, snapshot: { delayMs: 1000 }, rebuild: { delayMs: 1000 }, destroy: { delayMs: 500 } };
     agent = spawnAgent({
       controller: env.address(ctl),
       token: env.adminToken,
@@ -206,6 +207,51 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     assert.deepEqual((await events(s.id)).map((a) => a.split(":")[0]), ["create_image", "pause", "create"], "the refused calls recorded nothing");
   });
 
+  test("snapshots from ACTIVE and SUSPENDED leave the server so; SUSPENDED and STOPPED servers shelve and release their host", async () => {
+    const [x, y] = await Promise.all([boot("snap-active"), boot("shelve-stopped")]);
+    const before = await assertCapacityExact(env, admin);
+    const snapshotKeeps = async (id: string, name: string, status: ServerStatus, power: PowerState) => {
+      const res = await alice.servers.createServerImage({ id, name });
+      assert.equal(res.server!.taskState, TaskState.TASK_STATE_IMAGE_SNAPSHOT, name);
+      const op = (await alice.operations.waitOperation({ name: res.operation!.name, timeoutSeconds: 20 })).operation!;
+      assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, name);
+      assert.equal((await alice.images.getImage({ id: res.imageId })).image!.status, ImageStatus.IMAGE_STATUS_ACTIVE, name);
+      const after = await settled(id, status);
+      assert.equal(after.powerState, power, name);
+    };
+    const shelves = async (id: string) => {
+      const res = await alice.servers.shelveServer({ id });
+      assert.equal(res.server!.taskState, TaskState.TASK_STATE_SHELVING);
+      await settled(id, ServerStatus.SERVER_STATUS_SHELVED_OFFLOADED);
+    };
+    await Promise.all([
+      (async () => {
+        await snapshotKeeps(x.id, "from-active", ServerStatus.SERVER_STATUS_ACTIVE, PowerState.POWER_STATE_RUNNING);
+        assert.equal((await domainsOf(x.host))[x.id]!.powerState, "RUNNING");
+        await alice.servers.suspendServer({ id: x.id });
+        await settled(x.id, ServerStatus.SERVER_STATUS_SUSPENDED);
+        await snapshotKeeps(x.id, "from-suspended", ServerStatus.SERVER_STATUS_SUSPENDED, PowerState.POWER_STATE_SUSPENDED);
+        assert.equal((await domainsOf(x.host))[x.id]!.powerState, "SUSPENDED");
+        await shelves(x.id);
+      })(),
+      (async () => {
+        await alice.servers.stopServer({ id: y.id });
+        await settled(y.id, ServerStatus.SERVER_STATUS_SHUTOFF);
+        await shelves(y.id);
+      })(),
+    ]);
+    const usage = await assertCapacityExact(env, admin);
+    for (const [host, u] of before) {
+      const n = [x, y].filter((v) => v.host === host).length;
+      assert.deepEqual(usage.get(host), { vcpus: u.vcpus - n * SMALL.vcpus, ram: u.ram - n * SMALL.ram, disk: u.disk - n * SMALL.disk, vms: u.vms - n }, host);
+    }
+    for (const v of [x, y]) {
+      assert.ok(!(v.id in (await domainsOf(v.host))), "its host no longer has it");
+      const img = (await alice.images.listImages({})).images.find((i) => i.properties["instance_uuid"] === v.id && i.properties["image_type"] === "shelved");
+      assert.equal(img?.status, ImageStatus.IMAGE_STATUS_ACTIVE, "its shelved image is stored");
+    }
+  });
+
   test("shelve offloads the server and releases its host; unshelve places it again and claims capacity exactly", async () => {
     const s = await boot("shelve-me");
     const source = s.host;
@@ -217,6 +263,14 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     await taskReaches(s.id, TaskState.TASK_STATE_SHELVING_IMAGE_UPLOADING);
     const shelved = await settled(s.id, ServerStatus.SERVER_STATUS_SHELVED_OFFLOADED);
     assert.deepEqual([shelved.vmState, shelved.host, shelved.powerState], [VmState.VM_STATE_SHELVED_OFFLOADED, "", PowerState.POWER_STATE_NOSTATE]);
+    // Powered off, stored, removed from the host: each step was shown.
+    const seen = await history(alice, s.id, (h) => h.includes("SHELVED_OFFLOADED/UNSPECIFIED"));
+    assert.deepEqual(seen.slice(seen.indexOf("ACTIVE/SHELVING")), [
+      "ACTIVE/SHELVING",
+      "ACTIVE/SHELVING_IMAGE_UPLOADING",
+      "ACTIVE/SHELVING_OFFLOADING",
+      "SHELVED_OFFLOADED/UNSPECIFIED",
+    ]);
     const during = await assertCapacityExact(env, admin);
     const s0 = before.get(source)!;
     assert.deepEqual(during.get(source), { vcpus: s0.vcpus - SMALL.vcpus, ram: s0.ram - SMALL.ram, disk: s0.disk - SMALL.disk, vms: s0.vms - 1 });
