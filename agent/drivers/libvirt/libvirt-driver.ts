@@ -23,7 +23,7 @@
  * false; its calls throw NotSupportedError).
  */
 import { createHash } from "node:crypto";
-import { cp, mkdir, readdir, readFile, rename, rm, statfs, writeFile } from "node:fs/promises";
+import { access, cp, mkdir, readdir, readFile, rename, rm, statfs, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -89,6 +89,18 @@ interface Known {
   readonly meta: DomainMetadata | undefined;
 }
 
+/** See {@link LibvirtDriver.inventory}. */
+interface Inventory {
+  readonly ours: Known[];
+  readonly others: { uuid: string; power: PowerState }[];
+  /** Old copies of resizes in place: their saved domain XML and its metadata. */
+  readonly stashes: { id: string; xml: string; meta: DomainMetadata | undefined }[];
+  /** Flavor memory of active domains, MiB. */
+  readonly memoryMb: number;
+  /** Flavor disk of every domain and set-aside copy, GiB. */
+  readonly diskGb: number;
+}
+
 /** What novamesh.json in an instance directory holds. */
 interface InstanceSidecar {
   /** A cold migration to this host is pending (the copy here is the old one). */
@@ -119,6 +131,13 @@ function fromLibvirt(err: unknown, what: string): DriverError {
     });
   }
   return DriverError.from(err);
+}
+
+/** A catch handler that swallows DriverErrors of `code` (a state reached meanwhile) and rethrows the rest. */
+function unless(code: string): (err: unknown) => void {
+  return (err) => {
+    if (!(err instanceof DriverError && err.code === code)) throw err;
+  };
 }
 
 /** Serialises async sections (the fit check and the define that uses it up). */
@@ -297,17 +316,21 @@ export class LibvirtDriver implements Driver {
     await rename(`${path}.tmp`, path);
   }
 
-  /** Every domain of the hypervisor: novamesh's with their description, and the others' names. */
-  private async all(): Promise<{ ours: Known[]; others: { uuid: string; power: PowerState }[] }> {
-    return this.call("listing domains", async (conn) => {
+  /**
+   * What the hypervisor holds: novamesh's domains (described), everyone
+   * else's (by UUID), the old copies set aside by resizes in place, and the
+   * memory (active domains) and disk (every domain and set-aside copy)
+   * their flavors take.
+   */
+  private async inventory(): Promise<Inventory> {
+    const { ours, others } = await this.call("listing domains", async (conn) => {
       const doms = await conn.listAllDomains(0);
       const ours: Known[] = [];
       const others: { uuid: string; power: PowerState }[] = [];
       await Promise.all(
         doms.map(async (dom) => {
           try {
-            const name = await dom.getName();
-            const id = serverIdOfDomain(name);
+            const id = serverIdOfDomain(await dom.getName());
             if (id !== undefined) {
               ours.push(await this.describe(dom, id));
             } else {
@@ -321,78 +344,72 @@ export class LibvirtDriver implements Driver {
       );
       return { ours, others };
     });
-  }
-
-  /** Memory and disk in use: memory of active domains, flavor disk of every domain and set-aside copy. */
-  private async used(): Promise<{ memoryMb: number; diskGb: number; known: Known[] }> {
-    const { ours } = await this.all();
+    const names = await readdir(this.options.instancesPath).catch(() => [] as string[]);
+    const stashes = await Promise.all(
+      names
+        .filter((n) => n.endsWith("_resize"))
+        .map(async (n) => {
+          const id = n.slice(0, -"_resize".length);
+          const xml = await readFile(join(this.stashDir(id), "domain.xml"), "utf8").catch(() => "");
+          return { id, xml, meta: parseDomainMetadata(xml) };
+        }),
+    );
     let memoryMb = 0;
     let diskGb = 0;
     for (const k of ours) {
       if (ACTIVE_STATES.has(k.state)) memoryMb += k.meta?.memoryMb ?? (await k.dom.getInfo()).maxMemKiB / 1024;
       diskGb += k.meta?.diskGb ?? 0;
     }
-    for (const id of await this.stashed()) {
-      const meta = await this.stashMeta(id);
-      diskGb += meta?.diskGb ?? 0;
-    }
-    return { memoryMb, diskGb, known: ours };
+    for (const st of stashes) diskGb += st.meta?.diskGb ?? 0;
+    return { ours, others, stashes, memoryMb, diskGb };
   }
 
-  private async stashed(): Promise<string[]> {
-    const names = await readdir(this.options.instancesPath).catch(() => [] as string[]);
-    return names.filter((n) => n.endsWith("_resize")).map((n) => n.slice(0, -"_resize".length));
-  }
-
-  private async stashMeta(id: string): Promise<DomainMetadata | undefined> {
-    const xml = await readFile(join(this.stashDir(id), "domain.xml"), "utf8").catch(() => undefined);
-    return xml === undefined ? undefined : parseDomainMetadata(xml);
+  private async hasStash(id: string): Promise<boolean> {
+    return access(this.stashDir(id)).then(
+      () => true,
+      () => false,
+    );
   }
 
   // ---- capacity and reports ------------------------------------------------------
 
-  async capacity(options: CallOptions = {}): Promise<Resources> {
-    throwIfAborted(options.signal);
+  /**
+   * The host's resources, and the disk the file system still has free
+   * (undefined when the disk size is configured). One statfs for both.
+   */
+  private async resources(): Promise<{ capacity: Resources; fsFreeGb: number | undefined }> {
     const info = await this.call("reading node info", (conn) => conn.getNodeInfo());
     let memoryKiB = info.memoryKiB;
     const stats = await this.call("reading node memory", (conn) => conn.getNodeMemoryStats()).catch(() => undefined);
     if (stats?.total !== undefined) memoryKiB = stats.total;
-    return { vcpus: info.cpus, memoryMb: Math.floor(memoryKiB / 1024), diskGb: await this.diskCapacityGb() };
+    let diskGb = this.options.diskGb;
+    let fsFreeGb: number | undefined;
+    if (diskGb === undefined) {
+      const fs = await statfs(this.options.instancesPath);
+      diskGb = Math.floor((fs.blocks * fs.bsize) / 1024 ** 3);
+      fsFreeGb = Math.floor((fs.bavail * fs.bsize) / 1024 ** 3);
+    }
+    return { capacity: { vcpus: info.cpus, memoryMb: Math.floor(memoryKiB / 1024), diskGb }, fsFreeGb };
   }
 
-  private async diskCapacityGb(): Promise<number> {
-    if (this.options.diskGb !== undefined) return this.options.diskGb;
-    const fs = await statfs(this.options.instancesPath);
-    return Math.floor((fs.blocks * fs.bsize) / 1024 ** 3);
+  async capacity(options: CallOptions = {}): Promise<Resources> {
+    throwIfAborted(options.signal);
+    return (await this.resources()).capacity;
   }
 
   async report(options: CallOptions = {}): Promise<HostReport> {
     throwIfAborted(options.signal);
-    const cap = await this.capacity(options);
-    const { ours, others } = await this.all();
-    let memoryMb = 0;
-    let diskGb = 0;
-    const instances: InstanceReport[] = [];
-    for (const k of ours) {
-      if (ACTIVE_STATES.has(k.state)) memoryMb += k.meta?.memoryMb ?? 0;
-      diskGb += k.meta?.diskGb ?? 0;
-      instances.push({ serverId: k.serverId, powerState: k.power });
-    }
-    for (const id of await this.stashed()) diskGb += (await this.stashMeta(id))?.diskGb ?? 0;
+    const [{ capacity: cap, fsFreeGb }, inv] = await Promise.all([this.resources(), this.inventory()]);
+    const instances: InstanceReport[] = inv.ours.map((k) => ({ serverId: k.serverId, powerState: k.power }));
     // Domains defined by someone else are reported (never touched): the controller ignores ids it does not know.
-    for (const o of others) instances.push({ serverId: o.uuid, powerState: o.power });
-    let freeDiskGb = Math.max(0, cap.diskGb - diskGb);
-    if (this.options.diskGb === undefined) {
-      const fs = await statfs(this.options.instancesPath);
-      freeDiskGb = Math.min(freeDiskGb, Math.floor((fs.bavail * fs.bsize) / 1024 ** 3));
-    }
-    return { freeMemoryMb: Math.max(0, cap.memoryMb - memoryMb), freeDiskGb, instances };
+    for (const o of inv.others) instances.push({ serverId: o.uuid, powerState: o.power });
+    const freeDiskGb = Math.min(Math.max(0, cap.diskGb - inv.diskGb), fsFreeGb ?? Infinity);
+    return { freeMemoryMb: Math.max(0, cap.memoryMb - inv.memoryMb), freeDiskGb, instances };
   }
 
   /** Rejects with a retryable INSUFFICIENT_RESOURCES unless `need` fits next to what runs now. */
   private async checkFits(need: { memoryMb: number; diskGb: number }, what: string, id: string): Promise<void> {
-    const cap = await this.capacity();
-    const used = await this.used();
+    const [cap, used] = await Promise.all([this.capacity(), this.inventory()]);
     const ratio = this.options.allocationRatio ?? { memoryMb: 1.5, diskGb: 1 };
     const short: string[] = [];
     if (used.memoryMb + need.memoryMb > cap.memoryMb * ratio.memoryMb) {
@@ -465,35 +482,27 @@ export class LibvirtDriver implements Driver {
   private async remove(id: string, keepFiles = false): Promise<void> {
     const k = await this.find(id);
     if (k) {
-      await this.call(`destroying ${id}`, async () => {
-        if (ACTIVE_STATES.has(k.state)) {
-          await k.dom.destroy().catch((err: unknown) => {
-            if (!isLibvirtError(err, "VIR_ERR_OPERATION_INVALID")) throw err; // stopped meanwhile
-          });
-        }
-        await k.dom.undefineFlags(C.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | C.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA).catch((err: unknown) => {
-          if (!isLibvirtError(err, "VIR_ERR_NO_DOMAIN")) throw err;
-        });
-      });
+      if (ACTIVE_STATES.has(k.state)) await this.forceOff(k);
+      await this.call(`undefining ${id}`, () =>
+        k.dom.undefineFlags(C.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | C.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA),
+      ).catch(unless("LIBVIRT_NO_DOMAIN")); // undefined meanwhile
     }
     if (!keepFiles) await rm(this.instanceDir(id), { recursive: true, force: true });
   }
 
-  /** Removes base images no domain or set-aside copy uses. */
+  /**
+   * Removes base images no domain or set-aside copy uses: its image (the
+   * overlay's backing file) and the kernel and ramdisk its XML names.
+   */
   private async pruneImages(): Promise<void> {
-    const { ours } = await this.all();
+    const { ours, stashes } = await this.inventory();
     const inUse = new Set<string>();
-    const addXml = (xml: string) => {
+    const add = (xml: string, meta: DomainMetadata | undefined) => {
       for (const m of xml.matchAll(/_base\/([^<'"/]+)/g)) inUse.add(m[1]!);
-    };
-    for (const k of ours) addXml(await k.dom.getXMLDesc(C.VIR_DOMAIN_XML_INACTIVE));
-    for (const id of await this.stashed()) addXml(await readFile(join(this.stashDir(id), "domain.xml"), "utf8").catch(() => ""));
-    // Overlays name their base in the qcow2 header; the domain XML names kernel and ramdisk. Keep the image of every known spec too.
-    for (const k of ours) if (k.meta) inUse.add(k.meta.imageId);
-    for (const id of await this.stashed()) {
-      const meta = await this.stashMeta(id);
       if (meta) inUse.add(meta.imageId);
-    }
+    };
+    for (const k of ours) add(await k.dom.getXMLDesc(C.VIR_DOMAIN_XML_INACTIVE), k.meta);
+    for (const st of stashes) add(st.xml, st.meta);
     await this.cache.prune(inUse);
   }
 
@@ -526,8 +535,7 @@ export class LibvirtDriver implements Driver {
     }
   }
 
-  async destroy({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
-    void call;
+  async destroy({ instanceId }: InstanceOptions): Promise<void> {
     await this.remove(instanceId);
     await this.pruneImages().catch(() => undefined);
   }
@@ -578,9 +586,7 @@ export class LibvirtDriver implements Driver {
       if (!ACTIVE_STATES.has(state)) return true;
       if (Date.now() - lastRequest >= retryMs) {
         lastRequest = Date.now();
-        await this.call(`shutting down ${k.serverId}`, () => k.dom.shutdown()).catch((err: unknown) => {
-          if (!(err instanceof DriverError && err.code === "LIBVIRT_OPERATION_INVALID")) throw err; // off meanwhile
-        });
+        await this.call(`shutting down ${k.serverId}`, () => k.dom.shutdown()).catch(unless("LIBVIRT_OPERATION_INVALID")); // off meanwhile
         continue;
       }
       await sleep(Math.min(250, timeoutMs - (Date.now() - started)));
@@ -589,21 +595,33 @@ export class LibvirtDriver implements Driver {
   }
 
   private async forceOff(k: Known): Promise<void> {
-    await this.call(`powering off ${k.serverId}`, () => k.dom.destroy()).catch((err: unknown) => {
-      if (!(err instanceof DriverError && err.code === "LIBVIRT_OPERATION_INVALID")) throw err; // off meanwhile
-    });
+    await this.call(`powering off ${k.serverId}`, () => k.dom.destroy()).catch(unless("LIBVIRT_OPERATION_INVALID")); // off meanwhile
+  }
+
+  private async dropSavedState(k: Known): Promise<void> {
+    await this.call(`discarding the saved state of ${k.serverId}`, () => k.dom.managedSaveRemove());
+  }
+
+  /**
+   * Shuts a domain off the way `powerOff` does: a running guest cleanly
+   * (forced after `timeoutSeconds`), a paused one forced, a suspended one by
+   * dropping its saved memory (as Nova's power_off does).
+   */
+  private async stop(k: Known, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
+    if (k.managedSave) await this.dropSavedState(k);
+    if (!ACTIVE_STATES.has(k.state)) return;
+    if (k.state === C.VIR_DOMAIN_PAUSED || !(await this.shutdownGuest(k, timeoutSeconds, signal))) await this.forceOff(k);
+  }
+
+  /** Off at once from any state, any saved state dropped (hard reboot, rebuild). */
+  private async stopHard(k: Known): Promise<void> {
+    if (ACTIVE_STATES.has(k.state)) await this.forceOff(k);
+    if (k.managedSave) await this.dropSavedState(k);
   }
 
   async powerOff({ instanceId, timeoutSeconds }: PowerOffOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
-    const k = await this.get(instanceId);
-    if (k.power === "SUSPENDED") {
-      // Powering off a suspended server drops its saved memory, as Nova's power_off does.
-      await this.call(`discarding the saved state of ${instanceId}`, () => k.dom.managedSaveRemove());
-      return;
-    }
-    if (!ACTIVE_STATES.has(k.state)) return;
-    if (k.state === C.VIR_DOMAIN_PAUSED || !(await this.shutdownGuest(k, timeoutSeconds, call.signal))) await this.forceOff(k);
+    await this.stop(await this.get(instanceId), timeoutSeconds, call.signal);
   }
 
   async reboot({ instanceId, hard, timeoutSeconds }: RebootOptions, call: CallOptions = {}): Promise<void> {
@@ -620,8 +638,7 @@ export class LibvirtDriver implements Driver {
       return;
     }
     // Hard: power cycle from any state, dropping a saved state.
-    if (ACTIVE_STATES.has(k.state)) await this.forceOff(k);
-    if (k.managedSave) await this.call(`discarding the saved state of ${instanceId}`, () => k.dom.managedSaveRemove());
+    await this.stopHard(k);
     await this.start(await this.get(instanceId), "hard reboot");
   }
 
@@ -684,14 +701,13 @@ export class LibvirtDriver implements Driver {
   async rebuild({ instance, onSpawning }: RebuildOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
     const k = await this.get(instance.id);
-    if (ACTIVE_STATES.has(k.state)) await this.forceOff(k);
-    if (k.managedSave) await this.call(`discarding the saved state of ${instance.id}`, () => k.dom.managedSaveRemove());
+    await this.stopHard(k);
     const dir = this.instanceDir(instance.id);
+    const boot = await this.images(instance, call.signal);
     await this.placement.run(async () => {
-      // Fits once this instance's own resources are given back (it is off now).
-      const old = { memoryMb: 0, diskGb: k.meta?.diskGb ?? 0 };
-      await this.checkFits({ memoryMb: instance.memoryMb, diskGb: Math.max(0, instance.diskGb - old.diskGb) }, "rebuild", instance.id);
-      const boot = await this.images(instance, call.signal);
+      // Fits once this instance's own resources are given back (it is off now; its disk is replaced).
+      const diskGb = Math.max(0, instance.diskGb - (k.meta?.diskGb ?? 0));
+      await this.checkFits({ memoryMb: instance.memoryMb, diskGb }, "rebuild", instance.id);
       await mkdir(dir, { recursive: true });
       const next = join(dir, "disk.rebuild");
       await createOverlay({ base: boot.base, baseFormat: this.baseFormat(instance), path: next, sizeGb: instance.diskGb }, call.signal);
@@ -715,10 +731,7 @@ export class LibvirtDriver implements Driver {
     if (side.migratingTo !== undefined && side.migratingTo !== targetHost) {
       throw invalidState(`${instanceId} is already migrating to ${side.migratingTo}`);
     }
-    if (k.power === "SUSPENDED") await this.call(`discarding the saved state of ${instanceId}`, () => k.dom.managedSaveRemove());
-    if (ACTIVE_STATES.has(k.state)) {
-      if (k.state === C.VIR_DOMAIN_PAUSED || !(await this.shutdownGuest(k, timeoutSeconds, call.signal))) await this.forceOff(k);
-    }
+    await this.stop(k, timeoutSeconds, call.signal);
     await this.setSidecar(instanceId, { migratingTo: targetHost });
     // Another host gets the overlay through the image store; its base comes from the store too.
     if (targetHost !== this.options.hostname) {
@@ -726,9 +739,8 @@ export class LibvirtDriver implements Driver {
     }
   }
 
-  async finishMigration({ instance, sourceHost, powerOn }: FinishMigrationOptions, call: CallOptions = {}): Promise<void> {
+  async finishMigration({ instance, powerOn }: FinishMigrationOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
-    void sourceHost;
     const id = instance.id;
     const existing = await this.find(id);
     const stash = this.stashDir(id);
@@ -742,11 +754,11 @@ export class LibvirtDriver implements Driver {
       return;
     }
     const dir = this.instanceDir(id);
+    const boot = await this.images(instance, call.signal);
     await this.placement.run(async () => {
       // In place, the old copy's disk stays reserved until confirm; its memory is free (it is off).
       await this.checkFits({ memoryMb: powerOn ? instance.memoryMb : 0, diskGb: instance.diskGb }, "finish the migration of", id);
       try {
-        const boot = await this.images(instance, call.signal);
         if (inPlace) {
           // Set the old copy aside (Nova's <uuid>_resize) and build the new one from a copy of its disk.
           await rm(stash, { recursive: true, force: true });
@@ -765,7 +777,7 @@ export class LibvirtDriver implements Driver {
         await growTo(join(dir, "disk"), instance.diskGb, call.signal);
         await this.define(instance, boot, powerOn);
       } catch (err) {
-        if (inPlace && (await this.stashed()).includes(id) && !(await this.find(id).catch(() => undefined))) {
+        if (inPlace && (await this.hasStash(id)) && !(await this.find(id).catch(() => undefined))) {
           await this.restoreStash(id); // the old copy stays as it was
         } else if (!inPlace) {
           await this.remove(id).catch(() => undefined);
@@ -789,7 +801,7 @@ export class LibvirtDriver implements Driver {
 
   async confirmMigration({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
-    if ((await this.stashed()).includes(instanceId)) {
+    if (await this.hasStash(instanceId)) {
       await rm(this.stashDir(instanceId), { recursive: true, force: true });
     } else if ((await this.sidecar(instanceId)).migratingTo !== undefined) {
       await this.remove(instanceId);
@@ -800,7 +812,7 @@ export class LibvirtDriver implements Driver {
 
   async finishRevertMigration({ instanceId, powerOn }: FinishRevertMigrationOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
-    if ((await this.stashed()).includes(instanceId)) {
+    if (await this.hasStash(instanceId)) {
       await this.remove(instanceId, true); // the new copy of a resize in place, if destroy has not taken it
       await this.restoreStash(instanceId);
     } else if ((await this.sidecar(instanceId)).migratingTo !== undefined) {
