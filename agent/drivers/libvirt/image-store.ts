@@ -47,50 +47,58 @@ function checkKey(key: string): string {
   return key;
 }
 
-/** Copies `source` to `dest` through a temporary file, hashing on the way; renames at the end. */
-async function copyHashed(source: string, dest: string, signal?: AbortSignal): Promise<StoredObject> {
+/** SHA-256 and size of the bytes that pass through {@link Digest.tap}. */
+export class Digest {
+  private readonly hash = createHash("sha256");
+  private size = 0;
+
+  /** A pipeline stage that passes chunks on unchanged, counting and hashing them. */
+  readonly tap = (chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> => this.pass(chunks);
+
+  private async *pass(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const chunk of chunks) {
+      this.hash.update(chunk);
+      this.size += chunk.length;
+      yield chunk;
+    }
+  }
+
+  /** What passed through (call once, after the last chunk). */
+  result(): StoredObject {
+    return { sizeBytes: this.size, checksum: this.hash.digest("hex") };
+  }
+}
+
+/** Writes `chunks` to `dest` through a temporary file, renamed at the end; resolves what was written. */
+export async function writeHashed(chunks: AsyncIterable<Uint8Array>, dest: string, signal?: AbortSignal): Promise<StoredObject> {
   const tmp = `${dest}.part-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const hash = createHash("sha256");
-  let size = 0;
+  const digest = new Digest();
   try {
-    await pipeline(
-      createReadStream(source),
-      async function* (chunks: AsyncIterable<Buffer>) {
-        for await (const chunk of chunks) {
-          hash.update(chunk);
-          size += chunk.length;
-          yield chunk;
-        }
-      },
-      createWriteStream(tmp, { flags: "w", mode: 0o644 }),
-      { signal },
-    );
+    await pipeline(chunks, digest.tap, createWriteStream(tmp, { flags: "w", mode: 0o644 }), { signal });
     await rename(tmp, dest);
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
   }
-  return { sizeBytes: size, checksum: hash.digest("hex") };
+  return digest.result();
 }
 
 /** SHA-256 and size of a file. */
 export async function hashFile(path: string, signal?: AbortSignal): Promise<StoredObject> {
-  const hash = createHash("sha256");
-  let size = 0;
+  const digest = new Digest();
   await pipeline(
     createReadStream(path),
-    async function (chunks: AsyncIterable<Buffer>) {
-      for await (const chunk of chunks) {
-        hash.update(chunk);
-        size += chunk.length;
-      }
+    digest.tap,
+    async (chunks: AsyncIterable<Uint8Array>) => {
+      for await (const _ of chunks);
     },
     { signal },
   );
-  return { sizeBytes: size, checksum: hash.digest("hex") };
+  return digest.result();
 }
 
-function abortedOr(err: unknown, fallback: () => DriverError): DriverError {
+/** A failure of a copy as a DriverError: an abort is a retryable ABORTED, anything else `fallback()`. */
+export function abortedOr(err: unknown, fallback: () => DriverError): DriverError {
   if (err instanceof DriverError) return err;
   if (err instanceof Error && err.name === "AbortError") {
     return new DriverError("ABORTED", "the copy was aborted", { retryable: true, cause: err });
@@ -110,7 +118,7 @@ export class DirectoryImageStore implements ImageStore {
       throw new DriverError("IMAGE_NOT_FOUND", `image store ${this.dir} has no object ${key}`);
     }
     try {
-      return await copyHashed(path, dest, options.signal);
+      return await writeHashed(createReadStream(path), dest, options.signal);
     } catch (err) {
       throw abortedOr(err, () => new DriverError("IMAGE_STORE_ERROR", `reading ${key} from ${this.dir}: ${(err as Error).message}`, { retryable: true, cause: err }));
     }
@@ -119,7 +127,7 @@ export class DirectoryImageStore implements ImageStore {
   async put(key: string, source: string, options: { readonly signal?: AbortSignal } = {}): Promise<StoredObject> {
     await mkdir(this.dir, { recursive: true });
     try {
-      return await copyHashed(source, join(this.dir, checkKey(key)), options.signal);
+      return await writeHashed(createReadStream(source), join(this.dir, checkKey(key)), options.signal);
     } catch (err) {
       throw abortedOr(err, () => new DriverError("IMAGE_STORE_ERROR", `writing ${key} to ${this.dir}: ${(err as Error).message}`, { retryable: true, cause: err }));
     }

@@ -49,4 +49,16 @@ describe("JetStream image store", () => {
     await assert.rejects(store.get("nope", dest), (err: unknown) => err instanceof DriverError && err.code === "IMAGE_NOT_FOUND" && !err.retryable);
     await assert.rejects(readFile(dest), { code: "ENOENT" });
   });
+
+  test("an aborted put or get rejects with a retryable ABORTED", async (t) => {
+    if (!nc) return t.skip("no NATS server");
+    const store = new JetStreamImageStore({ nats: nc, bucket });
+    const source = join(dir, "aborted.qcow2");
+    await writeFile(source, randomBytes(64 * 1024));
+    const aborted = (err: unknown) => err instanceof DriverError && err.code === "ABORTED" && err.retryable;
+    await assert.rejects(store.put("img-aborted", source, { signal: AbortSignal.abort() }), aborted);
+    await store.put("img-aborted", source);
+    await assert.rejects(store.get("img-aborted", join(dir, "aborted-copy"), { signal: AbortSignal.abort() }), aborted);
+    await assert.rejects(readFile(join(dir, "aborted-copy")), { code: "ENOENT" });
+  });
 });

@@ -5,14 +5,13 @@
  * in and out, never held in memory whole; SHA-256 and size are computed on
  * the way.
  */
-import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { rename, rm } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { rm } from "node:fs/promises";
 import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import type { NatsConnection, ObjectStore } from "nats";
 import { DriverError } from "../errors.js";
-import type { ImageStore, StoredObject } from "./image-store.js";
+import { abortedOr, Digest, writeHashed, type ImageStore, type StoredObject } from "./image-store.js";
 
 /** Options of {@link JetStreamImageStore}. */
 export interface JetStreamImageStoreOptions {
@@ -45,53 +44,34 @@ export class JetStreamImageStore implements ImageStore {
     const os = await this.bucket();
     const result = await os.get(key);
     if (!result) throw new DriverError("IMAGE_NOT_FOUND", `object store ${this.options.bucket} has no object ${key}`);
-    const tmp = `${dest}.part-${process.pid}`;
-    const hash = createHash("sha256");
-    let size = 0;
     try {
-      await pipeline(
-        Readable.fromWeb(result.data as import("node:stream/web").ReadableStream<Uint8Array>),
-        async function* (chunks: AsyncIterable<Uint8Array>) {
-          for await (const chunk of chunks) {
-            hash.update(chunk);
-            size += chunk.length;
-            yield chunk;
-          }
-        },
-        createWriteStream(tmp),
-        { signal: options.signal },
-      );
+      const stored = await writeHashed(Readable.fromWeb(result.data as WebReadableStream<Uint8Array>), dest, options.signal);
       const failed = await result.error;
-      if (failed) throw failed;
-      await rename(tmp, dest);
+      if (failed) {
+        await rm(dest, { force: true });
+        throw failed;
+      }
+      return stored;
     } catch (err) {
-      await rm(tmp, { force: true });
-      if (err instanceof Error && err.name === "AbortError") throw new DriverError("ABORTED", `fetching ${key} was aborted`, { retryable: true, cause: err });
-      throw new DriverError("IMAGE_STORE_ERROR", `reading ${key} from ${this.options.bucket}: ${(err as Error).message}`, { retryable: true, cause: err });
+      throw abortedOr(err, () => new DriverError("IMAGE_STORE_ERROR", `reading ${key} from ${this.options.bucket}: ${(err as Error).message}`, { retryable: true, cause: err }));
     }
-    return { sizeBytes: size, checksum: hash.digest("hex") };
   }
 
   async put(key: string, source: string, options: { readonly signal?: AbortSignal } = {}): Promise<StoredObject> {
     const os = await this.bucket();
-    const hash = createHash("sha256");
-    let size = 0;
-    const file = createReadStream(source);
-    file.on("data", (chunk) => {
-      hash.update(chunk as Buffer);
-      size += (chunk as Buffer).length;
-    });
-    if (options.signal) {
-      const onAbort = () => file.destroy(new DriverError("ABORTED", `storing ${key} was aborted`, { retryable: true }));
-      options.signal.addEventListener("abort", onAbort, { once: true });
-    }
+    if (options.signal?.aborted) throw new DriverError("ABORTED", `storing ${key} was aborted`, { retryable: true, cause: options.signal.reason });
+    const digest = new Digest();
+    const file = createReadStream(source, { signal: options.signal });
+    // The error reaches os.put through the iteration below; this keeps an
+    // error raised before reading starts from being an unhandled event.
+    file.on("error", () => undefined);
+    const chunks = Readable.from(digest.tap(file));
     try {
-      await os.put({ name: key }, Readable.toWeb(file) as unknown as ReadableStream<Uint8Array>);
+      await os.put({ name: key }, Readable.toWeb(chunks) as unknown as ReadableStream<Uint8Array>);
     } catch (err) {
-      if (err instanceof DriverError) throw err;
-      throw new DriverError("IMAGE_STORE_ERROR", `writing ${key} to ${this.options.bucket}: ${(err as Error).message}`, { retryable: true, cause: err });
+      throw abortedOr(err, () => new DriverError("IMAGE_STORE_ERROR", `writing ${key} to ${this.options.bucket}: ${(err as Error).message}`, { retryable: true, cause: err }));
     }
-    return { sizeBytes: size, checksum: hash.digest("hex") };
+    return digest.result();
   }
 
   async delete(key: string): Promise<void> {
