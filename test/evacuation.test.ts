@@ -15,17 +15,9 @@ import { MigrationStatus, MigrationType, PowerState, RebootType, ServerStatus, T
 import type { Server, WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
 import { Hosts, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, servicesUp, settled as settledIn, withOnlyHost, failure } from "./harness.js";
-import type { Clients } from "./harness.js";
+import { TestEnv, assertCapacityExact, eventually, plusSmall, servicesUp, settled as settledIn, withOnlyHost, failure } from "./harness.js";
+import type { Clients, HostUsage } from "./harness.js";
 
-const SMALL = { vcpus: 1, ram: 2048, disk: 20 };
-type Usage = { vcpus: number; ram: number; disk: number; vms: number };
-const plus = (u: Usage, sign: 1 | -1, n = 1): Usage => ({
-  vcpus: u.vcpus + sign * n * SMALL.vcpus,
-  ram: u.ram + sign * n * SMALL.ram,
-  disk: u.disk + sign * n * SMALL.disk,
-  vms: u.vms + sign * n,
-});
 
 describe("evacuation", () => {
   const env = new TestEnv();
@@ -45,8 +37,8 @@ describe("evacuation", () => {
   let stoppedOne: Server;
   let resized: Server;
   let others: Array<[string, Server]>;
-  let atDeath: Map<string, Usage>;
-  let afterBoth: Map<string, Usage>;
+  let atDeath: Map<string, HostUsage>;
+  let afterBoth: Map<string, HostUsage>;
   const evacuatedTo = new Map<string, string>();
 
   before(async () => {
@@ -139,8 +131,8 @@ describe("evacuation", () => {
       [MigrationType.MIGRATION_TYPE_EVACUATION, MigrationStatus.MIGRATION_STATUS_COMPLETED, X, moved.host],
     );
     const mid = await assertCapacityExact(env, admin);
-    assert.deepEqual(mid.get(X), plus(atDeath.get(X)!, -1), "the dead host no longer counts it");
-    assert.deepEqual(mid.get(moved.host), plus(atDeath.get(moved.host)!, 1), "the new host does");
+    assert.deepEqual(mid.get(X), plusSmall(atDeath.get(X)!, -1), "the dead host no longer counts it");
+    assert.deepEqual(mid.get(moved.host), plusSmall(atDeath.get(moved.host)!, 1), "the new host does");
     evacuatedTo.set(active.id, moved.host);
 
     // The stopped one, to a named host: it comes up there.
@@ -151,8 +143,8 @@ describe("evacuation", () => {
     const [m2] = (await alice.servers.listMigrations({ serverId: stoppedOne.id })).migrations;
     assert.deepEqual([m2!.type, m2!.status, m2!.sourceHost, m2!.targetHost], [MigrationType.MIGRATION_TYPE_EVACUATION, MigrationStatus.MIGRATION_STATUS_COMPLETED, X, named]);
     afterBoth = await assertCapacityExact(env, admin);
-    assert.deepEqual(afterBoth.get(X), plus(mid.get(X)!, -1));
-    assert.deepEqual(afterBoth.get(named), plus(mid.get(named)!, 1));
+    assert.deepEqual(afterBoth.get(X), plusSmall(mid.get(X)!, -1));
+    assert.deepEqual(afterBoth.get(named), plusSmall(mid.get(named)!, 1));
     evacuatedTo.set(stoppedOne.id, named);
   });
 
@@ -164,7 +156,7 @@ describe("evacuation", () => {
     assert.ok(moved.host === Y || moved.host === Z, `rebuilt on ${moved.host}`);
     assert.equal(moved.powerState, PowerState.POWER_STATE_RUNNING);
     const usage = await assertCapacityExact(env, admin);
-    assert.deepEqual(usage.get(X), plus(afterBoth.get(X)!, -1), "the dead host no longer counts it");
+    assert.deepEqual(usage.get(X), plusSmall(afterBoth.get(X)!, -1), "the dead host no longer counts it");
     evacuatedTo.set(resized.id, moved.host);
   });
 
@@ -188,8 +180,8 @@ describe("evacuation", () => {
       evacuatedTo.set(s.id, moved.host);
     }
     const usage = await assertCapacityExact(env, admin);
-    assert.deepEqual(usage.get(X), plus(before.get(X)!, -1, 3), "the dead host holds none of them");
-    for (const h of [Y, Z]) assert.deepEqual(usage.get(h), plus(before.get(h)!, 1, placed.get(h) ?? 0), `${h} holds what it runs`);
+    assert.deepEqual(usage.get(X), plusSmall(before.get(X)!, -1, 3), "the dead host holds none of them");
+    for (const h of [Y, Z]) assert.deepEqual(usage.get(h), plusSmall(before.get(h)!, 1, placed.get(h) ?? 0), `${h} holds what it runs`);
   });
 
   test("the dead host comes back: it destroys its old copies, and the evacuated servers stay where they are", async () => {

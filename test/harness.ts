@@ -195,13 +195,29 @@ export async function waitServers(c: Clients, ids: readonly string[], pred: (s: 
  * host's used vCPU, RAM, disk and VM count equal the sum of its allocation
  * rows. Returns usage by host name.
  */
-export async function assertCapacityExact(env: TestEnv, admin: Clients): Promise<Map<string, { vcpus: number; ram: number; disk: number; vms: number }>> {
+/** What a host holds: vCPUs, MiB of RAM, GiB of disk and servers. */
+export type HostUsage = { vcpus: number; ram: number; disk: number; vms: number };
+
+/** m1.small, as a host's usage counts it. */
+export const M1_SMALL = { vcpus: 1, ram: 2048, disk: 20 } as const;
+
+/** `u` with `n` m1.small servers more (sign 1) or fewer (sign -1). */
+export function plusSmall(u: HostUsage, sign: 1 | -1, n = 1): HostUsage {
+  return {
+    vcpus: u.vcpus + sign * n * M1_SMALL.vcpus,
+    ram: u.ram + sign * n * M1_SMALL.ram,
+    disk: u.disk + sign * n * M1_SMALL.disk,
+    vms: u.vms + sign * n,
+  };
+}
+
+export async function assertCapacityExact(env: TestEnv, admin: Clients): Promise<Map<string, HostUsage>> {
   const rows = await env.sql<{ host: string; vcpus: number | null; ram: number | null; disk: number | null; n: number }>(
     `SELECT c.host, SUM(a.vcpus) AS vcpus, SUM(a.memory_mb) AS ram, SUM(a.disk_gb) AS disk, COUNT(a.node_id) AS n
      FROM compute_nodes c LEFT JOIN allocations a ON a.node_id = c.id GROUP BY c.host`,
   );
   const byHost = new Map(rows.map((r) => [r.host, { vcpus: Number(r.vcpus ?? 0), ram: Number(r.ram ?? 0), disk: Number(r.disk ?? 0), vms: Number(r.n) }]));
-  const usage = new Map<string, { vcpus: number; ram: number; disk: number; vms: number }>();
+  const usage = new Map<string, HostUsage>();
   for (const h of await admin.hypervisors()) {
     const used = { vcpus: h.vcpusUsed, ram: h.memoryMbUsed, disk: h.localGbUsed, vms: h.runningVms };
     assert.deepEqual(used, byHost.get(h.hostname) ?? { vcpus: 0, ram: 0, disk: 0, vms: 0 }, `usage of ${h.hostname} equals its allocations`);

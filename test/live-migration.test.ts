@@ -12,12 +12,9 @@ import type { Operation } from "../gen/novamesh/compute/v1/operation.js";
 import { MigrationStatus, MigrationType, PowerState, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
 import { Hosts, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, servicesUp, settled as settledIn, withOnlyHost, failure } from "./harness.js";
+import { TestEnv, assertCapacityExact, eventually, plusSmall, servicesUp, settled as settledIn, withOnlyHost, failure } from "./harness.js";
 import type { Clients } from "./harness.js";
 
-const SMALL = { vcpus: 1, ram: 2048, disk: 20 };
-type Usage = { vcpus: number; ram: number; disk: number; vms: number };
-const plus = (u: Usage, sign: 1 | -1): Usage => ({ vcpus: u.vcpus + sign * SMALL.vcpus, ram: u.ram + sign * SMALL.ram, disk: u.disk + sign * SMALL.disk, vms: u.vms + sign });
 
 describe("live migration", () => {
   const env = new TestEnv();
@@ -77,8 +74,8 @@ describe("live migration", () => {
     assert.deepEqual([op.state, op.done, op.progressPercent], [OperationState.OPERATION_STATE_SUCCEEDED, true, 100]);
 
     const usage = await assertCapacityExact(env, admin);
-    assert.deepEqual(usage.get(A), plus(before.get(A)!, -1), "the source is released");
-    assert.deepEqual(usage.get(target), plus(before.get(target)!, 1), "the target is claimed");
+    assert.deepEqual(usage.get(A), plusSmall(before.get(A)!, -1), "the source is released");
+    assert.deepEqual(usage.get(target), plusSmall(before.get(target)!, 1), "the target is claimed");
     const migs = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
     assert.equal(migs.length, 1);
     assert.deepEqual(
@@ -121,8 +118,8 @@ describe("live migration", () => {
     assert.equal((await hosts.domains(B))[s.id]?.powerState, "PAUSED", "it lands paused");
     assert.ok(!(s.id in (await hosts.domains(A))));
     const usage = await assertCapacityExact(env, admin);
-    assert.deepEqual(usage.get(A), plus(before.get(A)!, -1));
-    assert.deepEqual(usage.get(B), plus(before.get(B)!, 1));
+    assert.deepEqual(usage.get(A), plusSmall(before.get(A)!, -1));
+    assert.deepEqual(usage.get(B), plusSmall(before.get(B)!, 1));
     const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
     assert.deepEqual([m!.type, m!.status, m!.sourceHost, m!.targetHost], [MigrationType.MIGRATION_TYPE_LIVE_MIGRATION, MigrationStatus.MIGRATION_STATUS_COMPLETED, A, B]);
 
