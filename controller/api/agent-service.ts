@@ -8,8 +8,7 @@ import { TaskState as PbTaskState } from "../../gen/novamesh/compute/v1/server.j
 import type { TaskState } from "../domain/states.js";
 import { fromEnum, powerStateFromProto } from "./convert.js";
 import type { RpcDeps } from "./rpc.js";
-import { authenticate } from "./rpc.js";
-import { toServiceError } from "./status.js";
+import { authenticate, endWithError } from "./rpc.js";
 
 const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 
@@ -55,7 +54,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
         const err = toApiError(e);
         if (err.code === 13) deps.log.error({ err: err.cause ?? err, host }, "agent stream failed");
         else deps.log.warn({ host, reason: err.reason }, err.message);
-        call.destroy(toServiceError(err) as Error);
+        endWithError(call, err);
       };
       const principalP = authenticate(deps.pool, call.metadata).then((p) => {
         if (p.role !== "agent" && p.role !== "admin") throw permissionDenied("AgentService needs a token with the agent or admin role");

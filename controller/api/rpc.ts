@@ -1,7 +1,7 @@
 import type { Metadata, ServerUnaryCall, ServerWritableStream, sendUnaryData } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Principal, Role } from "../domain/types.js";
-import { permissionDenied, toApiError, unauthenticated } from "../errors.js";
+import { permissionDenied, toApiError, unauthenticated, type ApiError } from "../errors.js";
 import type { Pool } from "../store/db.js";
 import { principalForSecret } from "../store/tokens.js";
 import { toServiceError } from "./status.js";
@@ -72,6 +72,15 @@ export function unary<Req, Res>(
   };
 }
 
+/**
+ * Ends a server stream (server-streaming or bidi) with `err`'s status. In
+ * grpc-js an 'error' event is what records the status and ends the call;
+ * `destroy()` drops the stream without one, and the client waits forever.
+ */
+export function endWithError(call: { emit(event: "error", err: unknown): boolean }, err: ApiError): void {
+  call.emit("error", toServiceError(err));
+}
+
 /** Wraps a server-streaming handler the same way. */
 export function serverStream<Req, Res>(
   deps: RpcDeps,
@@ -90,7 +99,7 @@ export function serverStream<Req, Res>(
           if (ac.signal.aborted) return;
           const err = toApiError(e);
           logFailure(deps.log, method, err);
-          call.destroy(toServiceError(err) as Error);
+          endWithError(call, err);
         },
       );
   };
