@@ -3,7 +3,7 @@ import { TASK_STEPS } from "../domain/states.js";
 import type { TaskTimeouts } from "../domain/tasks.js";
 import { stepDeadline } from "../domain/tasks.js";
 import type { Pool } from "../store/db.js";
-import { select, withTx } from "../store/db.js";
+import { DEADLOCK_RETRIES, select, withTx } from "../store/db.js";
 import { setActionProgress, setActionStep } from "../store/actions.js";
 import { getInstance, updateInstance } from "../store/instances.js";
 
@@ -41,5 +41,5 @@ export async function recordOpProgress(
     await updateInstance(conn, inst.uuid, { taskState: p.stage, taskDeadline });
     await setActionStep(conn, Number(op.action_id), { message: p.message, deadline: taskDeadline });
     return true;
-  });
+  }, { deadlockRetries: DEADLOCK_RETRIES });
 }

@@ -3,7 +3,7 @@ import type { PowerState, VmState } from "../domain/states.js";
 import type { Instance } from "../domain/types.js";
 import { finishAction, insertAction, instantEvent } from "../store/actions.js";
 import type { Pool, PoolConnection } from "../store/db.js";
-import { select, withTx } from "../store/db.js";
+import { DEADLOCK_RETRIES, select, withTx } from "../store/db.js";
 import { getInstance, updateInstance } from "../store/instances.js";
 import { recordReport } from "../store/nodes.js";
 
@@ -74,7 +74,7 @@ export async function applyReport(pool: Pool, r: HostReport): Promise<number> {
       changed++;
     }
     return changed;
-  });
+  }, { deadlockRetries: DEADLOCK_RETRIES });
 }
 
 async function syncOne(conn: PoolConnection, inst: Instance, reported: PowerState, host: string): Promise<void> {

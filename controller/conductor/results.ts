@@ -8,7 +8,7 @@ import { finishAction, finishOpEvent, getActionById, setActionStep } from "../st
 import { activateImage, deleteImage } from "../store/catalog.js";
 import { select } from "../store/db.js";
 import type { Pool, PoolConnection } from "../store/db.js";
-import { withTx } from "../store/db.js";
+import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
 import { getInstance, updateInstance } from "../store/instances.js";
 import { latestMigration, openMigration, updateMigration } from "../store/moves.js";
 import { getNodeByHost, moveAllocations, releaseAllocations } from "../store/nodes.js";
@@ -51,7 +51,8 @@ export interface ApplyOptions {
  * the same transaction as the state change, so a re-reported result (agent
  * restart, lost ack) changes nothing the second time. A result that comes
  * after its task was ended (deleted, timed out, taken over) changes only the
- * op's own record.
+ * op's own record. A transaction InnoDB rolls back to break a deadlock runs
+ * again (it is all in the database), so a deadlock costs no reconnect.
  */
 export async function applyOpResult(pool: Pool, outcome: OpOutcome, opts: ApplyOptions): Promise<ApplyEffects> {
   return withTx(pool, async (conn) => {
@@ -73,7 +74,7 @@ export async function applyOpResult(pool: Pool, outcome: OpOutcome, opts: ApplyO
     if (!inst) return effects;
     await new ResultApplier(conn, op, inst, outcome, opts, effects).apply();
     return effects;
-  });
+  }, { deadlockRetries: DEADLOCK_RETRIES });
 }
 
 /** Tasks each op kind may finish; a result arriving in any other task is stale. */

@@ -58,8 +58,40 @@ export function beforeCommit(conn: Queryable, key: string, fn: (conn: PoolConnec
   if (!hooks.has(key)) hooks.set(key, fn);
 }
 
+/** Options of {@link withTx}. */
+export interface TxOptions {
+  /**
+   * Runs `fn` again, up to this many times, when InnoDB rolled the
+   * transaction back to break a deadlock (ER_LOCK_DEADLOCK), as MySQL asks
+   * applications to (default 0). Only for an `fn` whose every effect is in
+   * the transaction, so that running it again is the same as running it once.
+   */
+  readonly deadlockRetries?: number;
+}
+
+/**
+ * Deadlock retries for the transactions that apply what agents send
+ * (results, reports, progress), which meet the API's and each other's on
+ * the same instance and action rows.
+ */
+export const DEADLOCK_RETRIES = 3;
+
+function isDeadlock(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === "ER_LOCK_DEADLOCK";
+}
+
 /** Runs `fn` in a transaction; commits on success, rolls back on error. */
-export async function withTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
+export async function withTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>, options: TxOptions = {}): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await attemptTx(pool, fn);
+    } catch (err) {
+      if (!isDeadlock(err) || attempt >= (options.deadlockRetries ?? 0)) throw err;
+    }
+  }
+}
+
+async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
   const conn = await pool.getConnection();
   const hooks = new Map<string, (conn: PoolConnection) => Promise<void>>();
   preCommit.set(conn, hooks);
