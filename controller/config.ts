@@ -13,6 +13,11 @@ export interface ControllerConfig {
   readonly opsStream: string;
   /** Subject prefix of compute ops; a host's ops go to `<prefix>.<host>` (NOVAMESH_OPS_SUBJECT_PREFIX). */
   readonly opsSubjectPrefix: string;
+  /**
+   * JetStream object store bucket of image bytes (`--image-bucket`,
+   * NOVAMESH_IMAGE_BUCKET); agents of the libvirt driver name the same one.
+   */
+  readonly imageBucket: string;
   /** Token with the admin role, created at first start (`--admin-token`, NOVAMESH_ADMIN_TOKEN). */
   readonly adminToken: string;
   /** Project the admin token belongs to (NOVAMESH_ADMIN_PROJECT). */
@@ -64,6 +69,7 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   natsUrl: "nats://127.0.0.1:4222",
   opsStream: "NOVAMESH_OPS",
   opsSubjectPrefix: "novamesh.ops",
+  imageBucket: "novamesh-images",
   adminToken: "",
   adminProject: "admin",
   reportIntervalSeconds: 10,
@@ -91,6 +97,7 @@ const SPECS: readonly Spec[] = [
   { key: "natsUrl", flag: "--nats", env: "NOVAMESH_NATS_URL", kind: "string" },
   { key: "opsStream", flag: "--ops-stream", env: "NOVAMESH_OPS_STREAM", kind: "string" },
   { key: "opsSubjectPrefix", flag: "--ops-subject-prefix", env: "NOVAMESH_OPS_SUBJECT_PREFIX", kind: "string" },
+  { key: "imageBucket", flag: "--image-bucket", env: "NOVAMESH_IMAGE_BUCKET", kind: "string" },
   { key: "adminToken", flag: "--admin-token", env: "NOVAMESH_ADMIN_TOKEN", kind: "string" },
   { key: "adminProject", flag: "--admin-project", env: "NOVAMESH_ADMIN_PROJECT", kind: "string" },
   { key: "reportIntervalSeconds", flag: "--report-interval", env: "NOVAMESH_REPORT_INTERVAL", kind: "number" },

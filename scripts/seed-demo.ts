@@ -35,7 +35,7 @@ images.getImage({ id: DEMO_IMAGE_ID }, md, (err) => {
     minDiskGb: 1,
     properties: { architecture: "x86_64", os_distro: "cirros" },
   });
-  images.registerImage({ image }, md, (err2) => {
+  images.registerImage({ image, upload: false }, md, (err2) => {
     if (err2) {
       console.error(`seed-demo: ${err2.message}`);
       process.exit(1);

@@ -91,6 +91,8 @@ export class TestEnv {
   readonly dbName = `nm_test_${this.id}`;
   readonly stream = `NMTEST_${this.id}`;
   readonly prefix = `nmtest_${this.id}.ops`;
+  /** JetStream object store bucket of image bytes. */
+  readonly imageBucket = `nmtest_images_${this.id}`;
   readonly adminToken = `admin-${this.id}`;
   readonly controllers: Controller[] = [];
 
@@ -101,6 +103,7 @@ export class TestEnv {
       natsUrl: NATS_URL,
       opsStream: this.stream,
       opsSubjectPrefix: this.prefix,
+      imageBucket: this.imageBucket,
       adminToken: this.adminToken,
       reportIntervalSeconds: 1,
       serviceDownTimeSeconds: 5,
@@ -159,6 +162,7 @@ export class TestEnv {
     const nc = await connect({ servers: NATS_URL });
     const jsm = await nc.jetstreamManager();
     await jsm.streams.delete(this.stream).catch(() => undefined);
+    await jsm.streams.delete(`OBJ_${this.imageBucket}`).catch(() => undefined);
     await nc.close();
   }
 }

@@ -17,6 +17,7 @@ import { connect, type NatsConnection } from "nats";
 import { hashFile } from "../agent/drivers/libvirt/image-store.js";
 import { JetStreamImageStore } from "../agent/drivers/libvirt/jetstream-image-store.js";
 import { createBlank, imageInfo } from "../agent/drivers/libvirt/qemu-img.js";
+import { downloadImageFile, uploadImageFile } from "../scripts/image-files.js";
 import { spawnAgent, stopAgent, tempDir } from "./agents.js";
 import { NATS_URL, TestEnv, assertCapacityExact, eventually, settled, type Clients } from "./harness.js";
 
@@ -36,15 +37,14 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
   const hosts: string[] = [];
   let nc: NatsConnection;
   let store: JetStreamImageStore;
-  const bucket = `images_${env.id}`;
 
   before(async () => {
     const ctl = await env.startController({});
     admin = env.admin(ctl);
     dir = await tempDir("libvirt-stack");
     nc = await connect({ servers: NATS_URL });
-    store = new JetStreamImageStore({ nats: nc, bucket });
-    // A base image: 64 MiB qcow2, registered with its SHA-256 and stored in the hosts' bucket.
+    store = new JetStreamImageStore({ nats: nc, bucket: env.imageBucket });
+    // A base image: 64 MiB qcow2, registered with its SHA-256 and uploaded through the API into the hosts' bucket.
     const base = join(dir, "base.qcow2");
     await createBlank(base, 64 * 1024 * 1024);
     const { checksum, sizeBytes } = await hashFile(base);
@@ -57,9 +57,10 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
         checksum,
         sizeBytes,
       }),
+      upload: true,
     });
     imageId = res.image!.id;
-    await store.put(imageId, base);
+    await uploadImageFile(admin.images.raw, admin.images.metadata(), imageId, base);
     for (const name of ["a", "b"]) {
       const host = `lv${env.id}-${name}`;
       hosts.push(host);
@@ -70,7 +71,7 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
           controller: env.address(ctl),
           token: env.adminToken,
           logFile: join(dir, `${host}.log`),
-          args: ["--host", host, "--driver", "libvirt", "--libvirt-uri", `test://${nodeFile}`, "--state-dir", join(dir, host), "--image-bucket", bucket],
+          args: ["--host", host, "--driver", "libvirt", "--libvirt-uri", `test://${nodeFile}`, "--state-dir", join(dir, host), "--image-bucket", env.imageBucket],
         }),
       );
     }
@@ -83,10 +84,7 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
   after(async () => {
     for (const a of agents) await stopAgent(a);
     await env.cleanup();
-    if (nc) {
-      await (await nc.jetstreamManager()).streams.delete(`OBJ_${bucket}`).catch(() => undefined);
-      await nc.close();
-    }
+    await nc?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -124,14 +122,16 @@ describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
     await act(() => admin.servers.suspendServer({ id: s.id }), ServerStatus.SERVER_STATUS_SUSPENDED);
     await act(() => admin.servers.resumeServer({ id: s.id }), ServerStatus.SERVER_STATUS_ACTIVE);
 
-    // Snapshot: the image bytes land in the store, and the image record says their size and checksum.
+    // Snapshot: the image bytes land in the store, the image record says their size and checksum, and they download through the API.
     const snap = await admin.servers.createServerImage({ id: s.id, name: "lv-1-snap" });
     const done = (await admin.operations.waitOperation({ name: snap.operation!.name, timeoutSeconds: 30 })).operation!;
     assert.equal(done.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(done.error));
     const image = (await admin.images.getImage({ id: snap.imageId })).image!;
     assert.equal(image.status, ImageStatus.IMAGE_STATUS_ACTIVE);
     const fetched = join(dir, "snapshot.qcow2");
-    const stored = await store.get(snap.imageId, fetched);
+    const downloaded = await downloadImageFile(admin.images.raw, admin.images.metadata(), snap.imageId, fetched);
+    assert.equal(downloaded.hasData, true);
+    const stored = await hashFile(fetched);
     assert.deepEqual([image.sizeBytes, image.checksum], [stored.sizeBytes, stored.checksum]);
     assert.equal((await imageInfo(fetched)).backingFile, undefined, "the snapshot stands on its own");
 

@@ -174,6 +174,7 @@ export function imageToProto(i: Image): PbImage {
     minRamMb: i.minRamMb,
     properties: { ...i.properties },
     createTime: i.createdAt,
+    hasData: i.hasData,
   };
 }
 

@@ -1,4 +1,4 @@
-import type { Metadata, ServerUnaryCall, ServerWritableStream, sendUnaryData } from "@grpc/grpc-js";
+import type { Metadata, ServerReadableStream, ServerUnaryCall, ServerWritableStream, sendUnaryData } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Principal, Role } from "../domain/types.js";
 import { permissionDenied, toApiError, unauthenticated, type ApiError } from "../errors.js";
@@ -50,26 +50,47 @@ async function openCall(deps: RpcDeps, md: Metadata, method: string, signal: Abo
   return { principal, log: deps.log.child({ method, project: principal.projectId }), signal };
 }
 
+/** Answers a call with one response: authentication (agents excluded), error mapping, logging. */
+function answer<Res>(
+  deps: RpcDeps,
+  method: string,
+  call: ServerUnaryCall<unknown, Res> | ServerReadableStream<unknown, Res>,
+  fn: (ctx: CallContext) => Promise<Res>,
+  cb: sendUnaryData<Res>,
+): void {
+  const ac = new AbortController();
+  call.on("cancelled", () => ac.abort());
+  openCall(deps, call.metadata, method, ac.signal)
+    .then(fn)
+    .then(
+      (res) => cb(null, res),
+      (e) => {
+        const err = toApiError(e);
+        logFailure(deps.log, method, err);
+        cb(toServiceError(err));
+      },
+    );
+}
+
 /** Wraps a unary handler: authentication (agents excluded), error mapping, logging. */
 export function unary<Req, Res>(
   deps: RpcDeps,
   method: string,
   fn: (req: Req, ctx: CallContext) => Promise<Res>,
 ): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => {
-    const ac = new AbortController();
-    call.on("cancelled", () => ac.abort());
-    openCall(deps, call.metadata, method, ac.signal)
-      .then((ctx) => fn(call.request, ctx))
-      .then(
-        (res) => cb(null, res),
-        (e) => {
-          const err = toApiError(e);
-          logFailure(deps.log, method, err);
-          cb(toServiceError(err));
-        },
-      );
-  };
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(call.request, ctx), cb);
+}
+
+/**
+ * Wraps a client-streaming handler the same way: `fn` reads the request
+ * messages from `call` (after authentication) and returns the response.
+ */
+export function clientStream<Req, Res>(
+  deps: RpcDeps,
+  method: string,
+  fn: (call: ServerReadableStream<Req, Res>, ctx: CallContext) => Promise<Res>,
+): (call: ServerReadableStream<Req, Res>, cb: sendUnaryData<Res>) => void {
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(call, ctx), cb);
 }
 
 /**

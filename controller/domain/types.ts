@@ -21,7 +21,7 @@ export interface Flavor {
 }
 
 export type ImageVisibility = "private" | "public";
-export type ImageStatus = "queued" | "active" | "deleted";
+export type ImageStatus = "queued" | "saving" | "active" | "deleted";
 
 export interface Image {
   readonly id: string;
@@ -36,6 +36,8 @@ export interface Image {
   readonly minDiskGb: number;
   readonly minRamMb: number;
   readonly properties: Readonly<Record<string, string>>;
+  /** Its bytes are in the image store (uploaded or snapshotted). */
+  readonly hasData: boolean;
   readonly createdAt: Date;
 }
 

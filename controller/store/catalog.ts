@@ -60,11 +60,12 @@ function rowToImage(r: Row): Image {
     minDiskGb: Number(r.min_disk_gb),
     minRamMb: Number(r.min_ram_mb),
     properties: json(r.properties, {}),
+    hasData: Number(r.has_data) === 1,
     createdAt: r.created_at,
   };
 }
 
-export async function insertImage(q: Queryable, i: Omit<Image, "createdAt">): Promise<void> {
+export async function insertImage(q: Queryable, i: Omit<Image, "createdAt" | "hasData">): Promise<void> {
   await exec(
     q,
     `INSERT INTO images (id, name, project_id, status, visibility, disk_format, container_format, size_bytes, checksum,
@@ -127,7 +128,46 @@ export async function deleteImage(q: Queryable, id: string): Promise<boolean> {
 export async function activateImage(q: Queryable, id: string, data: { sizeBytes: number; checksum: string; diskFormat: string }): Promise<void> {
   await exec(
     q,
-    "UPDATE images SET status = 'active', size_bytes = ?, checksum = ?, disk_format = IF(? = '', disk_format, ?) WHERE id = ? AND deleted_at IS NULL",
+    "UPDATE images SET status = 'active', has_data = 1, size_bytes = ?, checksum = ?, disk_format = IF(? = '', disk_format, ?) WHERE id = ? AND deleted_at IS NULL",
     [data.sizeBytes, data.checksum, data.diskFormat, data.diskFormat, id],
   );
+}
+
+/**
+ * Seconds without a heartbeat after which an upload counts as dead (its
+ * controller stopped) and the image may be uploaded again.
+ */
+export const UPLOAD_STALE_SECONDS = 120;
+
+/**
+ * Marks a queued image as being uploaded (SAVING). False when it is not
+ * queued, unless its upload has stopped beating for
+ * {@link UPLOAD_STALE_SECONDS} (a controller that died mid-upload).
+ */
+export async function beginImageUpload(q: Queryable, id: string): Promise<boolean> {
+  const res = await exec(
+    q,
+    `UPDATE images SET status = 'saving', upload_heartbeat_at = CURRENT_TIMESTAMP(3)
+      WHERE id = ? AND deleted_at IS NULL
+        AND (status = 'queued' OR (status = 'saving' AND upload_heartbeat_at < CURRENT_TIMESTAMP(3) - INTERVAL ${UPLOAD_STALE_SECONDS} SECOND))`,
+    [id],
+  );
+  return res.affectedRows === 1;
+}
+
+/** Keeps a running upload from counting as dead. */
+export async function beatImageUpload(q: Queryable, id: string): Promise<void> {
+  await exec(q, "UPDATE images SET upload_heartbeat_at = CURRENT_TIMESTAMP(3) WHERE id = ? AND status = 'saving'", [id]);
+}
+
+/** Ends an upload: ACTIVE with the stored size and checksum, or QUEUED again when `data` is null. False if the image was deleted meanwhile. */
+export async function endImageUpload(q: Queryable, id: string, data: { sizeBytes: number; checksum: string } | null): Promise<boolean> {
+  const res = data
+    ? await exec(
+        q,
+        "UPDATE images SET status = 'active', has_data = 1, size_bytes = ?, checksum = ?, upload_heartbeat_at = NULL WHERE id = ? AND status = 'saving' AND deleted_at IS NULL",
+        [data.sizeBytes, data.checksum, id],
+      )
+    : await exec(q, "UPDATE images SET status = 'queued', upload_heartbeat_at = NULL WHERE id = ? AND status = 'saving' AND deleted_at IS NULL", [id]);
+  return res.affectedRows === 1;
 }

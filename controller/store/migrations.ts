@@ -247,6 +247,16 @@ export const MIGRATIONS: readonly Migration[] = [
       `UPDATE instance_actions SET deadline = CURRENT_TIMESTAMP(3) + INTERVAL 1 HOUR WHERE finish_time IS NULL AND deadline IS NULL`,
     ],
   },
+  {
+    version: 6,
+    name: "image bytes: which images have them, uploads in progress",
+    statements: [
+      `ALTER TABLE images ADD COLUMN has_data TINYINT(1) NOT NULL DEFAULT 0, ADD COLUMN upload_heartbeat_at DATETIME(3) NULL`,
+      // Snapshots (images made by an action) were stored by their host.
+      `UPDATE images i JOIN instance_actions a ON a.image_id = i.id SET i.has_data = 1 WHERE i.status = 'active'`,
+      `UPDATE images i JOIN instances s ON s.shelved_image_id = i.id SET i.has_data = 1 WHERE i.status = 'active'`,
+    ],
+  },
 ];
 
 /**

@@ -11,7 +11,11 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -77,6 +81,8 @@ export enum ImageStatus {
   IMAGE_STATUS_ACTIVE = 2,
   /** IMAGE_STATUS_DELETED - Deleted. */
   IMAGE_STATUS_DELETED = 3,
+  /** IMAGE_STATUS_SAVING - Its bytes are being uploaded. */
+  IMAGE_STATUS_SAVING = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -94,6 +100,9 @@ export function imageStatusFromJSON(object: any): ImageStatus {
     case 3:
     case "IMAGE_STATUS_DELETED":
       return ImageStatus.IMAGE_STATUS_DELETED;
+    case 4:
+    case "IMAGE_STATUS_SAVING":
+      return ImageStatus.IMAGE_STATUS_SAVING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -111,6 +120,8 @@ export function imageStatusToJSON(object: ImageStatus): string {
       return "IMAGE_STATUS_ACTIVE";
     case ImageStatus.IMAGE_STATUS_DELETED:
       return "IMAGE_STATUS_DELETED";
+    case ImageStatus.IMAGE_STATUS_SAVING:
+      return "IMAGE_STATUS_SAVING";
     case ImageStatus.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -144,7 +155,14 @@ export interface Image {
   /** Properties such as "architecture" or "hypervisor_type". */
   properties: { [key: string]: string };
   /** When it was registered. */
-  createTime: Date | undefined;
+  createTime:
+    | Date
+    | undefined;
+  /**
+   * True when the image's bytes are in the image store (uploaded, or a
+   * snapshot); false for an image registered by metadata only.
+   */
+  hasData: boolean;
 }
 
 export interface Image_PropertiesEntry {
@@ -157,13 +175,22 @@ export interface RegisterImageRequest {
   /**
    * The image. `id` may be empty: a UUID is generated. `name` 1–255 chars.
    * `disk_format` defaults to "qcow2", `container_format` to "bare".
+   * `size_bytes` and `checksum`, when given, are what an upload must match.
    */
-  image: Image | undefined;
+  image:
+    | Image
+    | undefined;
+  /**
+   * The bytes follow by UploadImageData: the image is QUEUED until then and
+   * servers cannot boot from it. When false the image is ACTIVE at once,
+   * metadata only (for drivers that need no bytes, such as the fake driver).
+   */
+  upload: boolean;
 }
 
 /** Response of RegisterImage. */
 export interface RegisterImageResponse {
-  /** The registered image, ACTIVE. */
+  /** The registered image: ACTIVE, or QUEUED when `upload` was set. */
   image: Image | undefined;
 }
 
@@ -205,6 +232,54 @@ export interface DeleteImageRequest {
 export interface DeleteImageResponse {
 }
 
+/** One message of UploadImageData: the header first, then chunks. */
+export interface UploadImageDataRequest {
+  /** The part this message carries. */
+  part:
+    | //
+    /** First message: which image, and what the bytes must be. */
+    { $case: "header"; header: UploadImageHeader }
+    | //
+    /** Following messages: the next 1 byte to 1 MiB of data. */
+    { $case: "chunk"; chunk: Buffer }
+    | undefined;
+}
+
+/** What an upload stores and must match. */
+export interface UploadImageHeader {
+  /** Image id (UUID) of a QUEUED image. */
+  imageId: string;
+  /** Total bytes that follow; 0 when not known in advance. */
+  sizeBytes: number;
+  /** SHA-256 of the bytes, lower-case hex; empty when not known in advance. */
+  checksum: string;
+}
+
+/** Response of UploadImageData. */
+export interface UploadImageDataResponse {
+  /** The image, ACTIVE, with the stored size and checksum. */
+  image: Image | undefined;
+}
+
+/** Request of DownloadImageData. */
+export interface DownloadImageDataRequest {
+  /** Image id (UUID). */
+  id: string;
+}
+
+/** One message of DownloadImageData: the image first, then chunks. */
+export interface DownloadImageDataResponse {
+  /** The part this message carries. */
+  part:
+    | //
+    /** First message: the image (its size and checksum describe the bytes). */
+    { $case: "image"; image: Image }
+    | //
+    /** Following messages: the next chunk of data. */
+    { $case: "chunk"; chunk: Buffer }
+    | undefined;
+}
+
 function createBaseImage(): Image {
   return {
     id: "",
@@ -220,6 +295,7 @@ function createBaseImage(): Image {
     minRamMb: 0,
     properties: {},
     createTime: undefined,
+    hasData: false,
   };
 }
 
@@ -263,6 +339,9 @@ export const Image: MessageFns<Image> = {
     });
     if (message.createTime !== undefined) {
       Timestamp.encode(toTimestamp(message.createTime), writer.uint32(106).fork()).join();
+    }
+    if (message.hasData !== false) {
+      writer.uint32(112).bool(message.hasData);
     }
     return writer;
   },
@@ -387,6 +466,14 @@ export const Image: MessageFns<Image> = {
             message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.hasData = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -455,6 +542,11 @@ export const Image: MessageFns<Image> = {
         : isSet(object.create_time)
         ? fromJsonTimestamp(object.create_time)
         : undefined,
+      hasData: isSet(object.hasData)
+        ? globalThis.Boolean(object.hasData)
+        : isSet(object.has_data)
+        ? globalThis.Boolean(object.has_data)
+        : false,
     };
   },
 
@@ -505,6 +597,9 @@ export const Image: MessageFns<Image> = {
     if (message.createTime !== undefined) {
       obj.createTime = message.createTime.toISOString();
     }
+    if (message.hasData !== false) {
+      obj.hasData = message.hasData;
+    }
     return obj;
   },
 
@@ -534,6 +629,7 @@ export const Image: MessageFns<Image> = {
       {},
     );
     message.createTime = object.createTime ?? undefined;
+    message.hasData = object.hasData ?? false;
     return message;
   },
 };
@@ -624,13 +720,16 @@ export const Image_PropertiesEntry: MessageFns<Image_PropertiesEntry> = {
 };
 
 function createBaseRegisterImageRequest(): RegisterImageRequest {
-  return { image: undefined };
+  return { image: undefined, upload: false };
 }
 
 export const RegisterImageRequest: MessageFns<RegisterImageRequest> = {
   encode(message: RegisterImageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.image !== undefined) {
       Image.encode(message.image, writer.uint32(10).fork()).join();
+    }
+    if (message.upload !== false) {
+      writer.uint32(16).bool(message.upload);
     }
     return writer;
   },
@@ -656,6 +755,14 @@ export const RegisterImageRequest: MessageFns<RegisterImageRequest> = {
             message.image = Image.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.upload = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -669,13 +776,19 @@ export const RegisterImageRequest: MessageFns<RegisterImageRequest> = {
   },
 
   fromJSON(object: any): RegisterImageRequest {
-    return { image: isSet(object.image) ? Image.fromJSON(object.image) : undefined };
+    return {
+      image: isSet(object.image) ? Image.fromJSON(object.image) : undefined,
+      upload: isSet(object.upload) ? globalThis.Boolean(object.upload) : false,
+    };
   },
 
   toJSON(message: RegisterImageRequest): unknown {
     const obj: any = {};
     if (message.image !== undefined) {
       obj.image = Image.toJSON(message.image);
+    }
+    if (message.upload !== false) {
+      obj.upload = message.upload;
     }
     return obj;
   },
@@ -686,6 +799,7 @@ export const RegisterImageRequest: MessageFns<RegisterImageRequest> = {
   fromPartial<I extends Exact<DeepPartial<RegisterImageRequest>, I>>(object: I): RegisterImageRequest {
     const message = createBaseRegisterImageRequest();
     message.image = (object.image !== undefined && object.image !== null) ? Image.fromPartial(object.image) : undefined;
+    message.upload = object.upload ?? false;
     return message;
   },
 };
@@ -1192,11 +1306,462 @@ export const DeleteImageResponse: MessageFns<DeleteImageResponse> = {
   },
 };
 
+function createBaseUploadImageDataRequest(): UploadImageDataRequest {
+  return { part: undefined };
+}
+
+export const UploadImageDataRequest: MessageFns<UploadImageDataRequest> = {
+  encode(message: UploadImageDataRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.part?.$case) {
+      case "header":
+        UploadImageHeader.encode(message.part.header, writer.uint32(10).fork()).join();
+        break;
+      case "chunk":
+        writer.uint32(18).bytes(message.part.chunk);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UploadImageDataRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUploadImageDataRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.part = { $case: "header", header: UploadImageHeader.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.part = { $case: "chunk", chunk: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UploadImageDataRequest {
+    return {
+      part: isSet(object.header)
+        ? { $case: "header", header: UploadImageHeader.fromJSON(object.header) }
+        : isSet(object.chunk)
+        ? { $case: "chunk", chunk: Buffer.from(bytesFromBase64(object.chunk)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: UploadImageDataRequest): unknown {
+    const obj: any = {};
+    if (message.part?.$case === "header") {
+      obj.header = UploadImageHeader.toJSON(message.part.header);
+    } else if (message.part?.$case === "chunk") {
+      obj.chunk = base64FromBytes(message.part.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UploadImageDataRequest>, I>>(base?: I): UploadImageDataRequest {
+    return UploadImageDataRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UploadImageDataRequest>, I>>(object: I): UploadImageDataRequest {
+    const message = createBaseUploadImageDataRequest();
+    switch (object.part?.$case) {
+      case "header": {
+        if (object.part?.header !== undefined && object.part?.header !== null) {
+          message.part = { $case: "header", header: UploadImageHeader.fromPartial(object.part.header) };
+        }
+        break;
+      }
+      case "chunk": {
+        if (object.part?.chunk !== undefined && object.part?.chunk !== null) {
+          message.part = { $case: "chunk", chunk: object.part.chunk };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseUploadImageHeader(): UploadImageHeader {
+  return { imageId: "", sizeBytes: 0, checksum: "" };
+}
+
+export const UploadImageHeader: MessageFns<UploadImageHeader> = {
+  encode(message: UploadImageHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.imageId !== "") {
+      writer.uint32(10).string(message.imageId);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(16).int64(message.sizeBytes);
+    }
+    if (message.checksum !== "") {
+      writer.uint32(26).string(message.checksum);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UploadImageHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUploadImageHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.imageId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.checksum = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UploadImageHeader {
+    return {
+      imageId: isSet(object.imageId)
+        ? globalThis.String(object.imageId)
+        : isSet(object.image_id)
+        ? globalThis.String(object.image_id)
+        : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      checksum: isSet(object.checksum) ? globalThis.String(object.checksum) : "",
+    };
+  },
+
+  toJSON(message: UploadImageHeader): unknown {
+    const obj: any = {};
+    if (message.imageId !== "") {
+      obj.imageId = message.imageId;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.checksum !== "") {
+      obj.checksum = message.checksum;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UploadImageHeader>, I>>(base?: I): UploadImageHeader {
+    return UploadImageHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UploadImageHeader>, I>>(object: I): UploadImageHeader {
+    const message = createBaseUploadImageHeader();
+    message.imageId = object.imageId ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.checksum = object.checksum ?? "";
+    return message;
+  },
+};
+
+function createBaseUploadImageDataResponse(): UploadImageDataResponse {
+  return { image: undefined };
+}
+
+export const UploadImageDataResponse: MessageFns<UploadImageDataResponse> = {
+  encode(message: UploadImageDataResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.image !== undefined) {
+      Image.encode(message.image, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UploadImageDataResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUploadImageDataResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.image = Image.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UploadImageDataResponse {
+    return { image: isSet(object.image) ? Image.fromJSON(object.image) : undefined };
+  },
+
+  toJSON(message: UploadImageDataResponse): unknown {
+    const obj: any = {};
+    if (message.image !== undefined) {
+      obj.image = Image.toJSON(message.image);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UploadImageDataResponse>, I>>(base?: I): UploadImageDataResponse {
+    return UploadImageDataResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UploadImageDataResponse>, I>>(object: I): UploadImageDataResponse {
+    const message = createBaseUploadImageDataResponse();
+    message.image = (object.image !== undefined && object.image !== null) ? Image.fromPartial(object.image) : undefined;
+    return message;
+  },
+};
+
+function createBaseDownloadImageDataRequest(): DownloadImageDataRequest {
+  return { id: "" };
+}
+
+export const DownloadImageDataRequest: MessageFns<DownloadImageDataRequest> = {
+  encode(message: DownloadImageDataRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DownloadImageDataRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDownloadImageDataRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DownloadImageDataRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: DownloadImageDataRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DownloadImageDataRequest>, I>>(base?: I): DownloadImageDataRequest {
+    return DownloadImageDataRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DownloadImageDataRequest>, I>>(object: I): DownloadImageDataRequest {
+    const message = createBaseDownloadImageDataRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseDownloadImageDataResponse(): DownloadImageDataResponse {
+  return { part: undefined };
+}
+
+export const DownloadImageDataResponse: MessageFns<DownloadImageDataResponse> = {
+  encode(message: DownloadImageDataResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.part?.$case) {
+      case "image":
+        Image.encode(message.part.image, writer.uint32(10).fork()).join();
+        break;
+      case "chunk":
+        writer.uint32(18).bytes(message.part.chunk);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DownloadImageDataResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDownloadImageDataResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.part = { $case: "image", image: Image.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.part = { $case: "chunk", chunk: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DownloadImageDataResponse {
+    return {
+      part: isSet(object.image)
+        ? { $case: "image", image: Image.fromJSON(object.image) }
+        : isSet(object.chunk)
+        ? { $case: "chunk", chunk: Buffer.from(bytesFromBase64(object.chunk)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: DownloadImageDataResponse): unknown {
+    const obj: any = {};
+    if (message.part?.$case === "image") {
+      obj.image = Image.toJSON(message.part.image);
+    } else if (message.part?.$case === "chunk") {
+      obj.chunk = base64FromBytes(message.part.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DownloadImageDataResponse>, I>>(base?: I): DownloadImageDataResponse {
+    return DownloadImageDataResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DownloadImageDataResponse>, I>>(object: I): DownloadImageDataResponse {
+    const message = createBaseDownloadImageDataResponse();
+    switch (object.part?.$case) {
+      case "image": {
+        if (object.part?.image !== undefined && object.part?.image !== null) {
+          message.part = { $case: "image", image: Image.fromPartial(object.part.image) };
+        }
+        break;
+      }
+      case "chunk": {
+        if (object.part?.chunk !== undefined && object.part?.chunk !== null) {
+          message.part = { $case: "chunk", chunk: object.part.chunk };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
 /**
- * ImageService is the image registry (Glance's role): the metadata of the
- * images servers boot from. Reading needs any valid token (public images and
- * the caller's project's images are visible); registering a public image needs
- * the admin role.
+ * ImageService is the image registry (Glance's role): the images servers boot
+ * from, their metadata and their bytes. Reading needs any valid token (public
+ * images and the caller's project's images are visible); registering a public
+ * image needs the admin role; uploading needs the owner or an admin.
+ *
+ * An image registered with `upload` set is QUEUED until UploadImageData has
+ * stored its bytes (SAVING meanwhile), then ACTIVE. Bytes live in a JetStream
+ * object store bucket shared by every host; hosts fetch them by image id and
+ * check them against `checksum`. Snapshots of servers are stored the same way
+ * and can be downloaded like any image.
  */
 export type ImageServiceService = typeof ImageServiceService;
 export const ImageServiceService = {
@@ -1254,6 +1819,46 @@ export const ImageServiceService = {
     responseSerialize: (value: DeleteImageResponse): Buffer => Buffer.from(DeleteImageResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteImageResponse => DeleteImageResponse.decode(value),
   },
+  /**
+   * Stores the bytes of a QUEUED image: a first message with the header, then
+   * the data in chunks of at most 1 MiB, in order. When the stream ends the
+   * bytes are checked against the header's size and checksum (and those given
+   * at registration) and the image becomes ACTIVE; on any failure nothing is
+   * kept and the image is QUEUED again, so the upload can be repeated.
+   * Errors: INVALID_ARGUMENT (field named; size or checksum mismatch names
+   * `header.size_bytes` or `header.checksum`), NOT_FOUND, FAILED_PRECONDITION
+   * (image not QUEUED), ABORTED (another upload of the image is running),
+   * PERMISSION_DENIED, UNAVAILABLE (image store), UNAUTHENTICATED.
+   */
+  uploadImageData: {
+    path: "/novamesh.compute.v1.ImageService/UploadImageData" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: UploadImageDataRequest): Buffer =>
+      Buffer.from(UploadImageDataRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UploadImageDataRequest => UploadImageDataRequest.decode(value),
+    responseSerialize: (value: UploadImageDataResponse): Buffer =>
+      Buffer.from(UploadImageDataResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UploadImageDataResponse => UploadImageDataResponse.decode(value),
+  },
+  /**
+   * Streams the bytes of an ACTIVE image: a first message with the image,
+   * then the data in chunks.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (image has no
+   * stored bytes), DATA_LOSS (the store's bytes do not match the checksum),
+   * UNAVAILABLE (image store), UNAUTHENTICATED.
+   */
+  downloadImageData: {
+    path: "/novamesh.compute.v1.ImageService/DownloadImageData" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: DownloadImageDataRequest): Buffer =>
+      Buffer.from(DownloadImageDataRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DownloadImageDataRequest => DownloadImageDataRequest.decode(value),
+    responseSerialize: (value: DownloadImageDataResponse): Buffer =>
+      Buffer.from(DownloadImageDataResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DownloadImageDataResponse => DownloadImageDataResponse.decode(value),
+  },
 } as const;
 
 export interface ImageServiceServer extends UntypedServiceImplementation {
@@ -1278,6 +1883,26 @@ export interface ImageServiceServer extends UntypedServiceImplementation {
    * Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
    */
   deleteImage: handleUnaryCall<DeleteImageRequest, DeleteImageResponse>;
+  /**
+   * Stores the bytes of a QUEUED image: a first message with the header, then
+   * the data in chunks of at most 1 MiB, in order. When the stream ends the
+   * bytes are checked against the header's size and checksum (and those given
+   * at registration) and the image becomes ACTIVE; on any failure nothing is
+   * kept and the image is QUEUED again, so the upload can be repeated.
+   * Errors: INVALID_ARGUMENT (field named; size or checksum mismatch names
+   * `header.size_bytes` or `header.checksum`), NOT_FOUND, FAILED_PRECONDITION
+   * (image not QUEUED), ABORTED (another upload of the image is running),
+   * PERMISSION_DENIED, UNAVAILABLE (image store), UNAUTHENTICATED.
+   */
+  uploadImageData: handleClientStreamingCall<UploadImageDataRequest, UploadImageDataResponse>;
+  /**
+   * Streams the bytes of an ACTIVE image: a first message with the image,
+   * then the data in chunks.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (image has no
+   * stored bytes), DATA_LOSS (the store's bytes do not match the checksum),
+   * UNAVAILABLE (image store), UNAUTHENTICATED.
+   */
+  downloadImageData: handleServerStreamingCall<DownloadImageDataRequest, DownloadImageDataResponse>;
 }
 
 export interface ImageServiceClient extends Client {
@@ -1358,6 +1983,49 @@ export interface ImageServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteImageResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Stores the bytes of a QUEUED image: a first message with the header, then
+   * the data in chunks of at most 1 MiB, in order. When the stream ends the
+   * bytes are checked against the header's size and checksum (and those given
+   * at registration) and the image becomes ACTIVE; on any failure nothing is
+   * kept and the image is QUEUED again, so the upload can be repeated.
+   * Errors: INVALID_ARGUMENT (field named; size or checksum mismatch names
+   * `header.size_bytes` or `header.checksum`), NOT_FOUND, FAILED_PRECONDITION
+   * (image not QUEUED), ABORTED (another upload of the image is running),
+   * PERMISSION_DENIED, UNAVAILABLE (image store), UNAUTHENTICATED.
+   */
+  uploadImageData(
+    callback: (error: ServiceError | null, response: UploadImageDataResponse) => void,
+  ): ClientWritableStream<UploadImageDataRequest>;
+  uploadImageData(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UploadImageDataResponse) => void,
+  ): ClientWritableStream<UploadImageDataRequest>;
+  uploadImageData(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UploadImageDataResponse) => void,
+  ): ClientWritableStream<UploadImageDataRequest>;
+  uploadImageData(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UploadImageDataResponse) => void,
+  ): ClientWritableStream<UploadImageDataRequest>;
+  /**
+   * Streams the bytes of an ACTIVE image: a first message with the image,
+   * then the data in chunks.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (image has no
+   * stored bytes), DATA_LOSS (the store's bytes do not match the checksum),
+   * UNAVAILABLE (image store), UNAUTHENTICATED.
+   */
+  downloadImageData(
+    request: DownloadImageDataRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<DownloadImageDataResponse>;
+  downloadImageData(
+    request: DownloadImageDataRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<DownloadImageDataResponse>;
 }
 
 export const ImageServiceClient = makeGenericClientConstructor(
@@ -1368,6 +2036,14 @@ export const ImageServiceClient = makeGenericClientConstructor(
   service: typeof ImageServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
