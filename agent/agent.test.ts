@@ -33,6 +33,7 @@ beforeEach(async () => {
     stream: ops.stream,
     subject: ops.subject,
     consumer: ops.consumer,
+    querySubject: "",
   });
   stateDir = await mkdtemp(join(tmpdir(), "agent-"));
 });

@@ -14,6 +14,7 @@ import type { Logger } from "pino";
 import { resolveAgentOptions, type AgentInit, type AgentOptions } from "./agent-options.js";
 import { backoffDelay, sleepUnlessAborted } from "./backoff.js";
 import { OpConsumer, type OpDelivery } from "./bus/op-consumer.js";
+import { QueryResponder } from "./bus/query-responder.js";
 import { ExecutorClosedError, OpExecutor } from "./ops/executor.js";
 import { capacityToProto, opProgressToProto } from "./proto-convert.js";
 import { ResourceReporter } from "./reporter/resource-reporter.js";
@@ -47,6 +48,7 @@ export class Agent {
   private nats: NatsConnection | undefined;
   private session: ControllerSession | undefined;
   private consumer: OpConsumer | undefined;
+  private queries: QueryResponder | undefined;
   private consumerKey = "";
   private loops: Promise<void>[] = [];
   private stopping: Promise<void> | undefined;
@@ -123,6 +125,7 @@ export class Agent {
     this.currentState = "stopping";
     this.stopController.abort();
     const deadline = Date.now() + this.options.stopTimeoutMs;
+    this.queries?.stop();
     await this.consumer?.stop();
     if (this.executor && !(await this.executor.idle(deadline - Date.now()))) {
       this.log.warn({ in_flight: this.executor.inFlight }, "ops still running at the stop timeout; they will be redelivered");
@@ -194,6 +197,7 @@ export class Agent {
     this.reporter.start(interval);
     for (const { result } of this.pending.values()) session.send({ body: { $case: "opResult", opResult: result } });
     this.ensureConsumer(ack);
+    void this.ensureQueries(ack);
     for (const wake of this.connectedWaiters.splice(0)) wake(ack);
     return session;
   }
@@ -206,6 +210,19 @@ export class Agent {
     }
     this.pending.delete(opId);
     entry.consumer.ack(opId);
+  }
+
+  /** Answers queries on the subject HelloAck named, if not already. */
+  private async ensureQueries(ack: HelloAck): Promise<void> {
+    if (!ack.querySubject || this.queries?.subject === ack.querySubject) return;
+    try {
+      const nats = await this.natsConnection();
+      if (this.stopController.signal.aborted || this.queries?.subject === ack.querySubject) return;
+      this.queries?.stop();
+      this.queries = QueryResponder.start(nats, ack.querySubject, this.options.driver, this.log);
+    } catch (err) {
+      this.log.warn({ err, subject: ack.querySubject }, "could not answer queries; trying again at the next connect");
+    }
   }
 
   /** Starts consuming the stream/consumer HelloAck named, if not already. */

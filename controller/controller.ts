@@ -28,7 +28,8 @@ import { serverService } from "./api/server-service.js";
 import { ServerWatcher } from "./api/watch.js";
 import { ensureHostConsumer, ensureOpsStream } from "./bus/jetstream.js";
 import { OutboxPublisher } from "./bus/outbox-publisher.js";
-import { opsSubject } from "./bus/subjects.js";
+import { opsSubject, querySubject } from "./bus/subjects.js";
+import { HostQueries } from "./bus/host-queries.js";
 import type { ControllerConfig } from "./config.js";
 import { DEFAULT_CONFIG } from "./config.js";
 import { Lifecycle } from "./conductor/lifecycle.js";
@@ -166,7 +167,13 @@ export class Controller {
         const consumer = await ensureHostConsumer(jsm, cfg.opsStream, cfg.opsSubjectPrefix, h.host);
         hosts.invalidate();
         wake.scheduler();
-        return { stream: cfg.opsStream, subject: opsSubject(cfg.opsSubjectPrefix, h.host), consumer, reportIntervalSeconds: cfg.reportIntervalSeconds };
+        return {
+          stream: cfg.opsStream,
+          subject: opsSubject(cfg.opsSubjectPrefix, h.host),
+          consumer,
+          reportIntervalSeconds: cfg.reportIntervalSeconds,
+          querySubject: querySubject(cfg.opsSubjectPrefix, h.host),
+        };
       },
       report: async (r) => {
         if ((await applyReport(pool, r)) > 0) wake.watchers();
@@ -186,7 +193,7 @@ export class Controller {
 
     const deps = { pool, log: this.log };
     const server = (this.server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.max_receive_message_length": 16 * 1024 * 1024 }));
-    server.addService(ServerServiceService, serverService(deps, lifecycle, watcher));
+    server.addService(ServerServiceService, serverService(deps, lifecycle, watcher, new HostQueries(nc, cfg.opsSubjectPrefix)));
     server.addService(OperationServiceService, operationService(deps, lifecycle, watcher));
     server.addService(FlavorServiceService, flavorService(deps));
     server.addService(ImageServiceService, imageService(deps, new ImageBytes(nc, cfg.imageBucket)));

@@ -191,6 +191,19 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await assert.rejects(driver.reboot({ instanceId, hard: false }), InstanceNotFoundError);
       }));
 
+    testIf("consoleLog", "consoleOutput returns at most maxBytes of text; an unknown instance throws InstanceNotFoundError", () =>
+      withDriver(async (driver) => {
+        const inst = testInstance();
+        await driver.spawn({ instance: inst });
+        const whole = await driver.consoleOutput({ instanceId: inst.id, maxBytes: 100 * 1024 });
+        assert.equal(typeof whole, "string");
+        const small = await driver.consoleOutput({ instanceId: inst.id, maxBytes: 16 });
+        assert.ok(Buffer.byteLength(small) <= 16, `${Buffer.byteLength(small)} bytes for maxBytes 16`);
+        assert.ok(whole.endsWith(small), "the short answer is the end of the long one");
+        await driver.destroy({ instanceId: inst.id });
+        await assert.rejects(driver.consoleOutput({ instanceId: inst.id, maxBytes: 1024 }), InstanceNotFoundError);
+      }));
+
     test("instances of different ids are independent", () =>
       withDriver(async (driver) => {
         const a = testInstance();

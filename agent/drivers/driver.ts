@@ -116,6 +116,12 @@ export interface PreLiveMigrationOptions {
   readonly sourceHost: string;
 }
 
+/** Options of {@link Driver.consoleOutput}. */
+export interface ConsoleOutputOptions extends InstanceOptions {
+  /** Return at most this many bytes from the end of the log. */
+  readonly maxBytes: number;
+}
+
 /** Options of {@link Driver.liveMigrate}. */
 export interface LiveMigrateOptions extends InstanceOptions {
   /** Host receiving the instance. */
@@ -418,6 +424,16 @@ export interface Driver {
    * Unknown instance: rejects with `InstanceNotFoundError`.
    */
   powerState(options: InstanceOptions, call?: CallOptions): Promise<PowerState>;
+
+  /**
+   * The end of the virtual machine's serial console log
+   * (`capabilities.consoleLog`; Nova's `get_console_output`): at most
+   * `maxBytes` bytes, beginning at the start of a line when the log is
+   * longer (a single line longer than that is cut). "" when the guest wrote
+   * nothing yet. No side effects.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  consoleOutput(options: ConsoleOutputOptions, call?: CallOptions): Promise<string>;
 
   /**
    * Releases connections and handles. Virtual machines keep running.

@@ -107,6 +107,8 @@ export interface DriverCapabilities {
    * `rollbackLiveMigration`; the driver has a `migrationUri`.
    */
   readonly liveMigration: boolean;
+  /** `consoleOutput`: the guest's serial console is logged. */
+  readonly consoleLog: boolean;
 }
 
 /** The image data a snapshot stored (the image record itself is the controller's). */

@@ -28,6 +28,7 @@ export interface AgentConductor {
     subject: string;
     consumer: string;
     reportIntervalSeconds: number;
+    querySubject: string;
   }>;
   report(r: HostReport): Promise<void>;
   result(o: OpOutcome): Promise<ApplyEffects>;

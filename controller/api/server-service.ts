@@ -3,7 +3,8 @@ import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/c
 import type { Accepted, Lifecycle } from "../conductor/lifecycle.js";
 import type { ServerStatus } from "../domain/states.js";
 import { statusFilter } from "../domain/states.js";
-import { invalidArgument, notFound, permissionDenied } from "../errors.js";
+import type { HostQueries } from "../bus/host-queries.js";
+import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { listActions } from "../store/actions.js";
 import { getFlavor, getImage } from "../store/catalog.js";
 import { listInstances } from "../store/instances.js";
@@ -23,7 +24,7 @@ function accepted(a: Accepted) {
 
 type IdRequest = { id: string; requestId: string };
 
-export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: ServerWatcher): ServerServiceServer {
+export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: ServerWatcher, queries: HostQueries): ServerServiceServer {
   const { pool } = deps;
   /** A lifecycle call that takes only the server id and a request id. */
   const simple = (name: string, fn: (who: CallContext["principal"], id: string, requestId: string) => Promise<Accepted>) =>
@@ -185,6 +186,16 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
     listServerActions: unary(deps, "ListServerActions", async (req, ctx: CallContext) => {
       const inst = await lifecycle.visible(pool, ctx.principal, v.uuid("server_id", req.serverId));
       return { actions: (await listActions(pool, inst.uuid)).map(actionToProto) };
+    }),
+
+    getConsoleOutput: unary(deps, "GetConsoleOutput", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const length = v.intRange("length", req.length, 0, 10000);
+      const inst = await lifecycle.visible(pool, ctx.principal, id);
+      if (!inst.host || inst.vmState === "SHELVED_OFFLOADED") {
+        throw failedPrecondition(`server ${id} has no host yet, so no console (${inst.vmState})`, "INSTANCE_NOT_READY", { vm_state: inst.vmState });
+      }
+      return { output: await queries.consoleOutput(inst.host, id, length) };
     }),
 
     watchServers: serverStream(deps, "WatchServers", async (req, ctx, call) => {

@@ -21,3 +21,12 @@ export function opsSubject(prefix: string, host: string): string {
 export function consumerName(host: string): string {
   return `agent-${hostToken(host).replace(/%/g, "~")}`;
 }
+
+/**
+ * Core NATS subject a host's agent answers queries on (request and reply,
+ * never stored): `<prefix>.query.<host token>`, one token deeper than the
+ * ops subjects, so the ops stream (`<prefix>.*`) never captures it.
+ */
+export function querySubject(prefix: string, host: string): string {
+  return `${prefix}.query.${hostToken(host)}`;
+}

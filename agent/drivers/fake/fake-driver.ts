@@ -15,6 +15,7 @@ import {
   DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
   DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS,
   type CallOptions,
+  type ConsoleOutputOptions,
   type Driver,
   type FinishMigrationOptions,
   type FinishRevertMigrationOptions,
@@ -29,6 +30,7 @@ import {
   type SnapshotOptions,
   type SpawnOptions,
 } from "../driver.js";
+import { tailBytes } from "../console-tail.js";
 import { DriverError, InstanceNotFoundError, NotSupportedError, SoftRebootTimeoutError } from "../errors.js";
 import type { DriverCapabilities, HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "../types.js";
 import { ACTIVE_POWER_STATES, isPowerState } from "../types.js";
@@ -147,6 +149,7 @@ export class FakeDriver implements Driver {
       snapshot: true,
       coldMigration: true,
       liveMigration: true,
+      consoleLog: true,
       ...this.options.capabilities,
     };
     if (this.capabilities.liveMigration) this.migrationUri = fakeMigrationUri(this.options.hostname, this.options.statePath);
@@ -507,6 +510,22 @@ export class FakeDriver implements Driver {
   async powerState({ instanceId }: InstanceOptions, options: CallOptions = {}): Promise<PowerState> {
     await this.ready("powerState", false, options, instanceId);
     return this.get(instanceId).powerState;
+  }
+
+  /**
+   * A fake guest's console: a banner, then two lines per boot (the boot
+   * count is the domain's), as a real guest's log grows with each start.
+   */
+  async consoleOutput({ instanceId, maxBytes }: ConsoleOutputOptions, options: CallOptions = {}): Promise<string> {
+    this.require("consoleLog", "consoleOutput");
+    await this.ready("consoleOutput", false, options, instanceId);
+    const d = this.get(instanceId);
+    const { name, id, vcpus, memoryMb } = d.instance;
+    const lines = [`novamesh fake console of ${name} (${id})`];
+    for (let boot = 1; boot <= d.boots; boot++) {
+      lines.push(`[boot ${boot}] fake kernel: ${vcpus} vCPUs, ${memoryMb} MiB`, `[boot ${boot}] ${name} login:`);
+    }
+    return tailBytes(new TextEncoder().encode(lines.join("\n") + "\n"), maxBytes);
   }
 
   async close(): Promise<void> {

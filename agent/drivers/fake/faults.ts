@@ -30,6 +30,7 @@ export const FAULTABLE_METHODS = [
   "powerOff",
   "reboot",
   "powerState",
+  "consoleOutput",
   "pause",
   "unpause",
   "suspend",

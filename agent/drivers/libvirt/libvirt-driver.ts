@@ -30,6 +30,7 @@ import {
   DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
   DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS,
   type CallOptions,
+  type ConsoleOutputOptions,
   type Driver,
   type FinishMigrationOptions,
   type FinishRevertMigrationOptions,
@@ -41,6 +42,7 @@ import {
   type SnapshotOptions,
   type SpawnOptions,
 } from "../driver.js";
+import { readFileTail } from "../console-tail.js";
 import { DriverError, InstanceNotFoundError, NotSupportedError, SoftRebootTimeoutError, throwIfAborted } from "../errors.js";
 import type { DriverCapabilities, HostReport, InstanceReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "../types.js";
 import {
@@ -184,6 +186,7 @@ export class LibvirtDriver implements Driver {
       coldMigration: true,
       // Not yet: preLiveMigration/liveMigrate/postLiveMigration/rollback throw NotSupportedError.
       liveMigration: false,
+      consoleLog: true,
     };
     this.cache = new ImageCache({
       dir: join(options.instancesPath, "_base"),
@@ -428,6 +431,13 @@ export class LibvirtDriver implements Driver {
   async powerState({ instanceId }: InstanceOptions, options: CallOptions = {}): Promise<PowerState> {
     throwIfAborted(options.signal);
     return (await this.get(instanceId)).power;
+  }
+
+  /** The tail of the serial console log libvirt (virtlogd) writes to `<server id>/console.log`. */
+  async consoleOutput({ instanceId, maxBytes }: ConsoleOutputOptions, options: CallOptions = {}): Promise<string> {
+    throwIfAborted(options.signal);
+    await this.get(instanceId);
+    return readFileTail(join(this.instanceDir(instanceId), "console.log"), maxBytes);
   }
 
   // ---- building domains -------------------------------------------------------------

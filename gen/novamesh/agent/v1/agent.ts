@@ -104,6 +104,62 @@ export interface HelloAck {
   subject: string;
   /** Durable consumer of this host (created by the controller). */
   consumer: string;
+  /**
+   * Core NATS subject the agent answers AgentQuery requests on (request and
+   * reply, never queued: a question to a host that is not there fails at
+   * once).
+   */
+  querySubject: string;
+}
+
+/**
+ * A question a controller asks a host's agent directly, over NATS request
+ * and reply on HelloAck.query_subject; answered with an AgentQueryReply.
+ */
+export interface AgentQuery {
+  /** The question. */
+  query:
+    | //
+    /** The tail of an instance's serial console. */
+    { $case: "consoleOutput"; consoleOutput: ConsoleOutputQuery }
+    | undefined;
+}
+
+/** Asks for the end of an instance's console log. */
+export interface ConsoleOutputQuery {
+  /** Server id. */
+  serverId: string;
+  /** Last lines wanted; 0 for all the host keeps (bounded by max_bytes). */
+  lines: number;
+  /** At most this many bytes from the end of the log. */
+  maxBytes: number;
+}
+
+/** The answer to an AgentQuery. */
+export interface AgentQueryReply {
+  /** The answer. */
+  result:
+    | //
+    /** Answer to ConsoleOutputQuery. */
+    { $case: "consoleOutput"; consoleOutput: ConsoleOutputReply }
+    | //
+    /** The question could not be answered. */
+    { $case: "error"; error: QueryError }
+    | undefined;
+}
+
+/** The end of a console log. */
+export interface ConsoleOutputReply {
+  /** The text, whole lines (UTF-8; bytes that are not become U+FFFD). */
+  output: string;
+}
+
+/** Why a query failed. */
+export interface QueryError {
+  /** Driver error code, such as "NOT_FOUND" (no such instance) or "NOT_SUPPORTED". */
+  code: string;
+  /** What went wrong. */
+  message: string;
 }
 
 /** Power state of one instance on the host. */
@@ -726,7 +782,7 @@ export const Hello: MessageFns<Hello> = {
 };
 
 function createBaseHelloAck(): HelloAck {
-  return { reportIntervalSeconds: 0, stream: "", subject: "", consumer: "" };
+  return { reportIntervalSeconds: 0, stream: "", subject: "", consumer: "", querySubject: "" };
 }
 
 export const HelloAck: MessageFns<HelloAck> = {
@@ -742,6 +798,9 @@ export const HelloAck: MessageFns<HelloAck> = {
     }
     if (message.consumer !== "") {
       writer.uint32(34).string(message.consumer);
+    }
+    if (message.querySubject !== "") {
+      writer.uint32(42).string(message.querySubject);
     }
     return writer;
   },
@@ -791,6 +850,14 @@ export const HelloAck: MessageFns<HelloAck> = {
             message.consumer = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.querySubject = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -813,6 +880,11 @@ export const HelloAck: MessageFns<HelloAck> = {
       stream: isSet(object.stream) ? globalThis.String(object.stream) : "",
       subject: isSet(object.subject) ? globalThis.String(object.subject) : "",
       consumer: isSet(object.consumer) ? globalThis.String(object.consumer) : "",
+      querySubject: isSet(object.querySubject)
+        ? globalThis.String(object.querySubject)
+        : isSet(object.query_subject)
+        ? globalThis.String(object.query_subject)
+        : "",
     };
   },
 
@@ -830,6 +902,9 @@ export const HelloAck: MessageFns<HelloAck> = {
     if (message.consumer !== "") {
       obj.consumer = message.consumer;
     }
+    if (message.querySubject !== "") {
+      obj.querySubject = message.querySubject;
+    }
     return obj;
   },
 
@@ -842,6 +917,465 @@ export const HelloAck: MessageFns<HelloAck> = {
     message.stream = object.stream ?? "";
     message.subject = object.subject ?? "";
     message.consumer = object.consumer ?? "";
+    message.querySubject = object.querySubject ?? "";
+    return message;
+  },
+};
+
+function createBaseAgentQuery(): AgentQuery {
+  return { query: undefined };
+}
+
+export const AgentQuery: MessageFns<AgentQuery> = {
+  encode(message: AgentQuery, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.query?.$case) {
+      case "consoleOutput":
+        ConsoleOutputQuery.encode(message.query.consoleOutput, writer.uint32(10).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentQuery {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentQuery();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.query = {
+              $case: "consoleOutput",
+              consoleOutput: ConsoleOutputQuery.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentQuery {
+    return {
+      query: isSet(object.consoleOutput)
+        ? { $case: "consoleOutput", consoleOutput: ConsoleOutputQuery.fromJSON(object.consoleOutput) }
+        : isSet(object.console_output)
+        ? { $case: "consoleOutput", consoleOutput: ConsoleOutputQuery.fromJSON(object.console_output) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: AgentQuery): unknown {
+    const obj: any = {};
+    if (message.query?.$case === "consoleOutput") {
+      obj.consoleOutput = ConsoleOutputQuery.toJSON(message.query.consoleOutput);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AgentQuery>, I>>(base?: I): AgentQuery {
+    return AgentQuery.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AgentQuery>, I>>(object: I): AgentQuery {
+    const message = createBaseAgentQuery();
+    switch (object.query?.$case) {
+      case "consoleOutput": {
+        if (object.query?.consoleOutput !== undefined && object.query?.consoleOutput !== null) {
+          message.query = {
+            $case: "consoleOutput",
+            consoleOutput: ConsoleOutputQuery.fromPartial(object.query.consoleOutput),
+          };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseConsoleOutputQuery(): ConsoleOutputQuery {
+  return { serverId: "", lines: 0, maxBytes: 0 };
+}
+
+export const ConsoleOutputQuery: MessageFns<ConsoleOutputQuery> = {
+  encode(message: ConsoleOutputQuery, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serverId !== "") {
+      writer.uint32(10).string(message.serverId);
+    }
+    if (message.lines !== 0) {
+      writer.uint32(16).int32(message.lines);
+    }
+    if (message.maxBytes !== 0) {
+      writer.uint32(24).int32(message.maxBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsoleOutputQuery {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsoleOutputQuery();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serverId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.lines = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxBytes = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConsoleOutputQuery {
+    return {
+      serverId: isSet(object.serverId)
+        ? globalThis.String(object.serverId)
+        : isSet(object.server_id)
+        ? globalThis.String(object.server_id)
+        : "",
+      lines: isSet(object.lines) ? globalThis.Number(object.lines) : 0,
+      maxBytes: isSet(object.maxBytes)
+        ? globalThis.Number(object.maxBytes)
+        : isSet(object.max_bytes)
+        ? globalThis.Number(object.max_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: ConsoleOutputQuery): unknown {
+    const obj: any = {};
+    if (message.serverId !== "") {
+      obj.serverId = message.serverId;
+    }
+    if (message.lines !== 0) {
+      obj.lines = Math.round(message.lines);
+    }
+    if (message.maxBytes !== 0) {
+      obj.maxBytes = Math.round(message.maxBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConsoleOutputQuery>, I>>(base?: I): ConsoleOutputQuery {
+    return ConsoleOutputQuery.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConsoleOutputQuery>, I>>(object: I): ConsoleOutputQuery {
+    const message = createBaseConsoleOutputQuery();
+    message.serverId = object.serverId ?? "";
+    message.lines = object.lines ?? 0;
+    message.maxBytes = object.maxBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseAgentQueryReply(): AgentQueryReply {
+  return { result: undefined };
+}
+
+export const AgentQueryReply: MessageFns<AgentQueryReply> = {
+  encode(message: AgentQueryReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.result?.$case) {
+      case "consoleOutput":
+        ConsoleOutputReply.encode(message.result.consoleOutput, writer.uint32(10).fork()).join();
+        break;
+      case "error":
+        QueryError.encode(message.result.error, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentQueryReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentQueryReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.result = {
+              $case: "consoleOutput",
+              consoleOutput: ConsoleOutputReply.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.result = { $case: "error", error: QueryError.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentQueryReply {
+    return {
+      result: isSet(object.consoleOutput)
+        ? { $case: "consoleOutput", consoleOutput: ConsoleOutputReply.fromJSON(object.consoleOutput) }
+        : isSet(object.console_output)
+        ? { $case: "consoleOutput", consoleOutput: ConsoleOutputReply.fromJSON(object.console_output) }
+        : isSet(object.error)
+        ? { $case: "error", error: QueryError.fromJSON(object.error) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: AgentQueryReply): unknown {
+    const obj: any = {};
+    if (message.result?.$case === "consoleOutput") {
+      obj.consoleOutput = ConsoleOutputReply.toJSON(message.result.consoleOutput);
+    } else if (message.result?.$case === "error") {
+      obj.error = QueryError.toJSON(message.result.error);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AgentQueryReply>, I>>(base?: I): AgentQueryReply {
+    return AgentQueryReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AgentQueryReply>, I>>(object: I): AgentQueryReply {
+    const message = createBaseAgentQueryReply();
+    switch (object.result?.$case) {
+      case "consoleOutput": {
+        if (object.result?.consoleOutput !== undefined && object.result?.consoleOutput !== null) {
+          message.result = {
+            $case: "consoleOutput",
+            consoleOutput: ConsoleOutputReply.fromPartial(object.result.consoleOutput),
+          };
+        }
+        break;
+      }
+      case "error": {
+        if (object.result?.error !== undefined && object.result?.error !== null) {
+          message.result = { $case: "error", error: QueryError.fromPartial(object.result.error) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseConsoleOutputReply(): ConsoleOutputReply {
+  return { output: "" };
+}
+
+export const ConsoleOutputReply: MessageFns<ConsoleOutputReply> = {
+  encode(message: ConsoleOutputReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.output !== "") {
+      writer.uint32(10).string(message.output);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConsoleOutputReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConsoleOutputReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.output = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConsoleOutputReply {
+    return { output: isSet(object.output) ? globalThis.String(object.output) : "" };
+  },
+
+  toJSON(message: ConsoleOutputReply): unknown {
+    const obj: any = {};
+    if (message.output !== "") {
+      obj.output = message.output;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConsoleOutputReply>, I>>(base?: I): ConsoleOutputReply {
+    return ConsoleOutputReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConsoleOutputReply>, I>>(object: I): ConsoleOutputReply {
+    const message = createBaseConsoleOutputReply();
+    message.output = object.output ?? "";
+    return message;
+  },
+};
+
+function createBaseQueryError(): QueryError {
+  return { code: "", message: "" };
+}
+
+export const QueryError: MessageFns<QueryError> = {
+  encode(message: QueryError, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== "") {
+      writer.uint32(10).string(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QueryError {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQueryError();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.code = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): QueryError {
+    return {
+      code: isSet(object.code) ? globalThis.String(object.code) : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: QueryError): unknown {
+    const obj: any = {};
+    if (message.code !== "") {
+      obj.code = message.code;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<QueryError>, I>>(base?: I): QueryError {
+    return QueryError.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<QueryError>, I>>(object: I): QueryError {
+    const message = createBaseQueryError();
+    message.code = object.code ?? "";
+    message.message = object.message ?? "";
     return message;
   },
 };

@@ -1405,6 +1405,20 @@ export interface ListServerActionsResponse {
   actions: ServerAction[];
 }
 
+/** Request of GetConsoleOutput. */
+export interface GetConsoleOutputRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Last lines wanted, 1–10000; 0 for all that fits in 100 KiB. */
+  length: number;
+}
+
+/** Response of GetConsoleOutput. */
+export interface GetConsoleOutputResponse {
+  /** The console text, whole lines. */
+  output: string;
+}
+
 /** Request of WatchServers. */
 export interface WatchServersRequest {
   /** Resume after this event index (0: start with events from now on). */
@@ -8101,6 +8115,158 @@ export const ListServerActionsResponse: MessageFns<ListServerActionsResponse> = 
   },
 };
 
+function createBaseGetConsoleOutputRequest(): GetConsoleOutputRequest {
+  return { id: "", length: 0 };
+}
+
+export const GetConsoleOutputRequest: MessageFns<GetConsoleOutputRequest> = {
+  encode(message: GetConsoleOutputRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.length !== 0) {
+      writer.uint32(16).int32(message.length);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetConsoleOutputRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetConsoleOutputRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.length = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetConsoleOutputRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      length: isSet(object.length) ? globalThis.Number(object.length) : 0,
+    };
+  },
+
+  toJSON(message: GetConsoleOutputRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.length !== 0) {
+      obj.length = Math.round(message.length);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetConsoleOutputRequest>, I>>(base?: I): GetConsoleOutputRequest {
+    return GetConsoleOutputRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetConsoleOutputRequest>, I>>(object: I): GetConsoleOutputRequest {
+    const message = createBaseGetConsoleOutputRequest();
+    message.id = object.id ?? "";
+    message.length = object.length ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetConsoleOutputResponse(): GetConsoleOutputResponse {
+  return { output: "" };
+}
+
+export const GetConsoleOutputResponse: MessageFns<GetConsoleOutputResponse> = {
+  encode(message: GetConsoleOutputResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.output !== "") {
+      writer.uint32(10).string(message.output);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetConsoleOutputResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetConsoleOutputResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.output = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetConsoleOutputResponse {
+    return { output: isSet(object.output) ? globalThis.String(object.output) : "" };
+  },
+
+  toJSON(message: GetConsoleOutputResponse): unknown {
+    const obj: any = {};
+    if (message.output !== "") {
+      obj.output = message.output;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetConsoleOutputResponse>, I>>(base?: I): GetConsoleOutputResponse {
+    return GetConsoleOutputResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetConsoleOutputResponse>, I>>(object: I): GetConsoleOutputResponse {
+    const message = createBaseGetConsoleOutputResponse();
+    message.output = object.output ?? "";
+    return message;
+  },
+};
+
 function createBaseWatchServersRequest(): WatchServersRequest {
   return { afterIndex: 0, serverId: "", allProjects: false };
 }
@@ -8709,6 +8875,27 @@ export const ServerServiceService = {
     responseDeserialize: (value: Buffer): ListServerActionsResponse => ListServerActionsResponse.decode(value),
   },
   /**
+   * Returns the end of a server's serial console log, asked of its host at
+   * once (Nova's os-getConsoleOutput): the last `length` lines, at most
+   * 100 KiB.
+   * Errors: INVALID_ARGUMENT (length), NOT_FOUND, FAILED_PRECONDITION
+   * (INSTANCE_NOT_READY: the server has no host, as while it is scheduled or
+   * shelved), UNAVAILABLE (HOST_UNREACHABLE: its host's agent is not
+   * connected or did not answer in time), UNIMPLEMENTED (the host's driver
+   * keeps no console log), UNAUTHENTICATED.
+   */
+  getConsoleOutput: {
+    path: "/novamesh.compute.v1.ServerService/GetConsoleOutput" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetConsoleOutputRequest): Buffer =>
+      Buffer.from(GetConsoleOutputRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetConsoleOutputRequest => GetConsoleOutputRequest.decode(value),
+    responseSerialize: (value: GetConsoleOutputResponse): Buffer =>
+      Buffer.from(GetConsoleOutputResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetConsoleOutputResponse => GetConsoleOutputResponse.decode(value),
+  },
+  /**
    * Streams server state changes as they are committed. Each event carries a
    * monotonically increasing index; pass the last index seen as
    * `after_index` to resume after a reconnect without missing events.
@@ -8874,6 +9061,17 @@ export interface ServerServiceServer extends UntypedServiceImplementation {
    * Errors: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED.
    */
   listServerActions: handleUnaryCall<ListServerActionsRequest, ListServerActionsResponse>;
+  /**
+   * Returns the end of a server's serial console log, asked of its host at
+   * once (Nova's os-getConsoleOutput): the last `length` lines, at most
+   * 100 KiB.
+   * Errors: INVALID_ARGUMENT (length), NOT_FOUND, FAILED_PRECONDITION
+   * (INSTANCE_NOT_READY: the server has no host, as while it is scheduled or
+   * shelved), UNAVAILABLE (HOST_UNREACHABLE: its host's agent is not
+   * connected or did not answer in time), UNIMPLEMENTED (the host's driver
+   * keeps no console log), UNAUTHENTICATED.
+   */
+  getConsoleOutput: handleUnaryCall<GetConsoleOutputRequest, GetConsoleOutputResponse>;
   /**
    * Streams server state changes as they are committed. Each event carries a
    * monotonically increasing index; pass the last index seen as
@@ -9380,6 +9578,31 @@ export interface ServerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListServerActionsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Returns the end of a server's serial console log, asked of its host at
+   * once (Nova's os-getConsoleOutput): the last `length` lines, at most
+   * 100 KiB.
+   * Errors: INVALID_ARGUMENT (length), NOT_FOUND, FAILED_PRECONDITION
+   * (INSTANCE_NOT_READY: the server has no host, as while it is scheduled or
+   * shelved), UNAVAILABLE (HOST_UNREACHABLE: its host's agent is not
+   * connected or did not answer in time), UNIMPLEMENTED (the host's driver
+   * keeps no console log), UNAUTHENTICATED.
+   */
+  getConsoleOutput(
+    request: GetConsoleOutputRequest,
+    callback: (error: ServiceError | null, response: GetConsoleOutputResponse) => void,
+  ): ClientUnaryCall;
+  getConsoleOutput(
+    request: GetConsoleOutputRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetConsoleOutputResponse) => void,
+  ): ClientUnaryCall;
+  getConsoleOutput(
+    request: GetConsoleOutputRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetConsoleOutputResponse) => void,
   ): ClientUnaryCall;
   /**
    * Streams server state changes as they are committed. Each event carries a
