@@ -52,13 +52,10 @@ describe("domain XML", () => {
       <source file='/var/lib/novamesh/instances/${ID}/disk'/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <serial type='pty'>
-      <log file='/var/lib/novamesh/instances/${ID}/console.log' append='on'/>
+    <serial type='file'>
+      <source path='/var/lib/novamesh/instances/${ID}/console.log' append='on'/>
       <target port='0'/>
     </serial>
-    <console type='pty'>
-      <target type='serial' port='0'/>
-    </console>
     <memballoon model='none'/>
   </devices>
 </domain>
@@ -86,7 +83,7 @@ describe("domain XML", () => {
     );
     assert.doesNotMatch(xml, /<evil\/>|<hack\/>/);
     assert.match(xml, /<title>a&apos;b&quot;c&lt;d&gt;&amp;e&lt;\/nm:name&gt;&lt;evil\/&gt;<\/title>/);
-    assert.match(xml, /<log file='\/tmp\/x&apos;\/&gt;&lt;hack\/&gt;.log' append='on'\/>/);
+    assert.match(xml, /<source path='\/tmp\/x&apos;\/&gt;&lt;hack\/&gt;.log' append='on'\/>/);
     assert.equal(xmlEscape("tab\tok\u0001gone"), "tab\tokgone", "characters XML cannot carry are dropped");
   });
 

@@ -160,13 +160,12 @@ export function buildDomainXml(d: DomainDescription): string {
     push(2, "</disk>");
   }
   const log = xmlEscape(absolute("consoleLog", d.consoleLog));
-  push(2, "<serial type='pty'>");
-  push(3, `<log file='${log}' append='on'/>`);
+  // A file, not a pty with a log: a pty nobody reads stalls the guest's
+  // output (qemu blocks on it), so the log would stop filling.
+  push(2, "<serial type='file'>");
+  push(3, `<source path='${log}' append='on'/>`);
   push(3, "<target port='0'/>");
   push(2, "</serial>");
-  push(2, "<console type='pty'>");
-  push(3, "<target type='serial' port='0'/>");
-  push(2, "</console>");
   push(2, "<memballoon model='none'/>");
   push(1, "</devices>");
   push(0, "</domain>");

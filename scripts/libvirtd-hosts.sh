@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# Runs two real libvirtd "hosts" with the qemu driver on this one machine, for
+# integration tests (no systemd, no dbus, no usable KVM: guests use TCG).
+#
+#   libvirtd-hosts.sh up      install what is missing, start both hosts, wait
+#                             until both answer, print "A=<uri>" and "B=<uri>"
+#   libvirtd-hosts.sh down    stop both libvirtds and their virtlogds; remove
+#                             host B's state. Guests are neither destroyed nor
+#                             undefined (a guest still running on B is orphaned)
+#   libvirtd-hosts.sh status  print whether each host answers (exit 1 if not)
+#
+# Host A is the machine's own libvirtd: qemu:///system (socket /run/libvirt)
+# and qemu+tcp://127.0.0.1:16509/system, configured by /etc/libvirt/libvirtd.conf
+# and /etc/libvirt/qemu.conf, which this script writes.
+#
+# Host B is a second libvirtd with its own virtlogd, started inside its own
+# mount namespace (unshare -m, private propagation) in which $HOSTB_DIR/{etc,
+# run,lib,log,cache} are bind-mounted over /etc/libvirt, /run/libvirt,
+# /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt. So it has its own
+# config (a copy of A's with its own tcp_port, host_uuid and migration ports),
+# sockets, pid files, domain definitions, save images and logs; everything else
+# (/tmp, instance directories, images) is shared with A. It is reached from the
+# default namespace as qemu+tcp://127.0.0.1:16510/system, or through its unix
+# socket, qemu+unix:///system?socket=$HOSTB_DIR/run/libvirt-sock. Its files
+# (e.g. domain and serial logs under $HOSTB_DIR/log/qemu) can be read from the
+# default namespace too. Host UUIDs are kept in $STATE_DIR so they stay the
+# same across down/up; they differ, so live migration A <-> B is allowed.
+#
+# qemu runs as root (user/group "root" in qemu.conf, dynamic_ownership off):
+# instance files that root creates under /tmp or /var/lib (mkdtemp 0700
+# directories, 0600 files) are then usable without chown/chmod games, and
+# libvirt never changes the owner of the test's files. No security driver, no
+# cgroups (libvirt logs "At least one cgroup controller is required" at each
+# start; harmless), no per-guest mount namespace, no dbus/machined, no
+# libvirt-daemon-system (its init scripts, default network and polkit setup).
+#
+# Live migration between the hosts: libvirt refuses 127.0.0.1 as
+# migration_host/migration_address in qemu.conf, so give the address per
+# migration: --migrateuri tcp://127.0.0.1 --listen-address 127.0.0.1 (virsh),
+# i.e. the typed params migrate_uri and listen_address. A uses qemu migration
+# (and NBD) ports 49152-49215, B 49216-49279. /dev/kvm opens here but guests
+# hang under KVM although the capabilities list it: use <domain type='qemu'>.
+set -euo pipefail
+
+HOSTB_DIR=${HOSTB_DIR:-/run/libvirt-hostb}
+STATE_DIR=${LIBVIRT_HOSTS_STATE:-/var/lib/libvirt-hosts}
+PORT_A=16509
+PORT_B=16510
+URI_A=qemu+tcp://127.0.0.1:$PORT_A/system
+URI_B=qemu+tcp://127.0.0.1:$PORT_B/system
+PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+  qemu-system-x86 qemu-utils busybox-static cpio pkg-config)
+MARKER="# Written by scripts/libvirtd-hosts.sh; rewritten on every 'up'."
+
+die() { echo "libvirtd-hosts: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "must run as root"
+
+installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]
+}
+
+install_packages() {
+  local missing=() p
+  for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  local log; log=$(mktemp)
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; die "installing ${missing[*]} failed"
+  fi
+  rm -f "$log"
+}
+
+setup_users() {
+  getent group kvm >/dev/null || groupadd --system kvm
+  getent group libvirt >/dev/null || groupadd --system libvirt
+  getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+  getent passwd libvirt-qemu >/dev/null ||
+    useradd --system --gid kvm --groups libvirt-qemu --home-dir /var/lib/libvirt \
+      --no-create-home --shell /usr/sbin/nologin libvirt-qemu
+  # Without access to /dev/kvm libvirt's capability probing is slow (every
+  # define waits on it); guests themselves still use TCG (<domain type='qemu'>).
+  if [ -c /dev/kvm ]; then chgrp kvm /dev/kvm; chmod 660 /dev/kvm; fi
+}
+
+host_uuid() { # NAME -> a stable UUID for that host
+  mkdir -p "$STATE_DIR"
+  local f="$STATE_DIR/$1.uuid"
+  [ -s "$f" ] || cat /proc/sys/kernel/random/uuid >"$f"
+  cat "$f"
+}
+
+libvirtd_conf() { # PORT UUID
+  cat <<EOF
+$MARKER
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "127.0.0.1"
+tcp_port = "$1"
+auth_tcp = "none"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+unix_sock_group = "root"
+unix_sock_ro_perms = "0777"
+unix_sock_rw_perms = "0770"
+host_uuid = "$2"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+EOF
+}
+
+qemu_conf() { # MIGRATION_PORT_MIN MIGRATION_PORT_MAX
+  cat <<EOF
+$MARKER
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "logd"
+migration_port_min = $1
+migration_port_max = $2
+EOF
+}
+
+# Writes FILE from stdin unless it already has that content; a file that this
+# script did not write is kept as FILE.orig once. Returns 0 when it changed.
+write_conf() {
+  local file=$1 tmp; tmp=$(mktemp)
+  cat >"$tmp"
+  if [ -f "$file" ] && cmp -s "$tmp" "$file"; then rm -f "$tmp"; return 1; fi
+  if [ -f "$file" ] && ! grep -qxF "$MARKER" "$file" && [ ! -e "$file.orig" ]; then
+    cp -p "$file" "$file.orig"
+  fi
+  mv "$tmp" "$file"; chmod 644 "$file"
+  return 0
+}
+
+pid_alive() { # PIDFILE
+  local pid
+  [ -s "$1" ] && pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+answers() { timeout 10 virsh -c "$1" version >/dev/null 2>&1; }
+
+wait_answer() { # URI PIDFILE LOG
+  local i
+  for i in $(seq 1 120); do
+    answers "$1" && return 0
+    pid_alive "$2" || break
+    sleep 0.5
+  done
+  [ -f "$3" ] && tail -20 "$3" >&2
+  die "$1 does not answer"
+}
+
+stop_pidfile() { # PIDFILE
+  local pid i
+  pid_alive "$1" || { rm -f "$1"; return 0; }
+  pid=$(cat "$1")
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+  rm -f "$1"
+}
+
+up_a() {
+  mkdir -p /etc/libvirt /run/libvirt /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt
+  local changed=0
+  libvirtd_conf "$PORT_A" "$(host_uuid a)" | write_conf /etc/libvirt/libvirtd.conf && changed=1
+  qemu_conf 49152 49215 | write_conf /etc/libvirt/qemu.conf && changed=1
+  pid_alive /run/virtlogd.pid || virtlogd -d
+  if pid_alive /run/libvirtd.pid && [ "$changed" = 1 ]; then
+    stop_pidfile /run/libvirtd.pid # a restart keeps running guests
+  fi
+  pid_alive /run/libvirtd.pid || libvirtd -d --listen
+}
+
+up_b() {
+  if pid_alive "$HOSTB_DIR/run/libvirtd.pid"; then return 0; fi
+  # Stale state of a host B that is gone (e.g. killed): start afresh.
+  stop_pidfile "$HOSTB_DIR/run/virtlogd.pid"
+  rm -rf "$HOSTB_DIR"
+  mkdir -p "$HOSTB_DIR"/{etc,run,lib/qemu,log/qemu,cache}
+  cp -a /etc/libvirt/. "$HOSTB_DIR/etc/"
+  rm -f "$HOSTB_DIR"/etc/*.orig
+  # A's probed qemu capabilities are valid for B too (same binaries, same
+  # host): saves B probing qemu again at its start.
+  [ -d /var/cache/libvirt/qemu ] && cp -a /var/cache/libvirt/qemu "$HOSTB_DIR/cache/"
+  libvirtd_conf "$PORT_B" "$(host_uuid b)" | write_conf "$HOSTB_DIR/etc/libvirtd.conf" || true
+  qemu_conf 49216 49279 | write_conf "$HOSTB_DIR/etc/qemu.conf" || true
+  mkdir -p /etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
+  # The namespace lives on in the daemons (and the guests they start) after
+  # the unshare'd shell exits.
+  HOSTB_DIR=$HOSTB_DIR unshare --mount --propagation private -- /bin/bash -euc '
+    mount --bind "$HOSTB_DIR/etc" /etc/libvirt
+    mount --bind "$HOSTB_DIR/run" /run/libvirt
+    mount --bind "$HOSTB_DIR/lib" /var/lib/libvirt
+    mount --bind "$HOSTB_DIR/log" /var/log/libvirt
+    mount --bind "$HOSTB_DIR/cache" /var/cache/libvirt
+    virtlogd -d -p /run/libvirt/virtlogd.pid
+    libvirtd -d --listen -p /run/libvirt/libvirtd.pid
+  '
+}
+
+cmd_up() {
+  install_packages
+  setup_users
+  up_a
+  up_b
+  wait_answer qemu:///system /run/libvirtd.pid /var/log/libvirt/libvirtd.log
+  wait_answer "$URI_A" /run/libvirtd.pid /var/log/libvirt/libvirtd.log
+  wait_answer "$URI_B" "$HOSTB_DIR/run/libvirtd.pid" "$HOSTB_DIR/log/libvirtd.log"
+  echo "A=$URI_A"
+  echo "B=$URI_B"
+}
+
+cmd_down() {
+  if pid_alive "$HOSTB_DIR/run/libvirtd.pid"; then
+    local running
+    running=$(timeout 10 virsh -c "$URI_B" list --name 2>/dev/null | sed '/^$/d' | tr '\n' ' ' || true)
+    [ -z "$running" ] || echo "libvirtd-hosts: left running on B, now unmanaged: $running" >&2
+  fi
+  stop_pidfile "$HOSTB_DIR/run/libvirtd.pid"
+  stop_pidfile "$HOSTB_DIR/run/virtlogd.pid"
+  rm -rf "$HOSTB_DIR"
+  stop_pidfile /run/libvirtd.pid
+  stop_pidfile /run/virtlogd.pid
+}
+
+cmd_status() {
+  local rc=0 name uri
+  for name in A B; do
+    if [ "$name" = A ]; then uri=$URI_A; else uri=$URI_B; fi
+    if command -v virsh >/dev/null && answers "$uri"; then
+      echo "$name=$uri up"
+    else
+      echo "$name=$uri down"; rc=1
+    fi
+  done
+  return "$rc"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
