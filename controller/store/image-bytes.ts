@@ -90,13 +90,11 @@ export class ImageBytes {
       },
     });
     try {
+      // An error of `chunks` errors the stream, so the put rejects and
+      // purges what it wrote: nothing is stored.
       await os.put({ name: id }, source);
     } catch (err) {
       throw failure ?? storeUnavailable(this.bucket, `writing image ${id}`, err);
-    }
-    if (failure) {
-      await this.delete(id).catch(() => undefined);
-      throw failure;
     }
     return { sizeBytes: size, checksum: hash.digest("hex") };
   }
