@@ -93,7 +93,14 @@ describe("console output", () => {
     await up(false);
     startAgent({ consoleOutput: { delayMs: 15_000 } });
     await up(true);
-    const slow = await failure(admin.servers.getConsoleOutput({ id: s.id }));
+    // The host is up from its Hello; it answers queries once it has subscribed to the subject HelloAck names.
+    const slow = await eventually(
+      async () => {
+        const f = await failure(admin.servers.getConsoleOutput({ id: s.id }));
+        return /not connected/.test(f.message) ? false : f;
+      },
+      { what: "the restarted agent subscribed to queries", timeoutMs: 30_000 },
+    );
     assert.equal(slow.code, status.UNAVAILABLE);
     assert.match(slow.message, /did not answer within 10 s/);
   });
