@@ -22,7 +22,7 @@ import type { CallContext, RpcDeps } from "./rpc.js";
 import { clientStream, isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
 
-const DISK_FORMATS = ["qcow2", "raw", "iso", "vmdk", "vdi", "ami"];
+const DISK_FORMATS = ["qcow2", "raw", "iso", "vmdk", "vdi", "vhd", "vhdx", "ami", "aki", "ari"];
 const CONTAINER_FORMATS = ["bare", "ovf", "ova", "ami", "aki", "ari"];
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 

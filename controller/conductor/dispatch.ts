@@ -38,6 +38,13 @@ export const EVENT_OF: Readonly<Record<OpKind, string>> = {
 const CLEANUP: ReadonlySet<OpKind> = new Set<OpKind>(["destroy", "confirm_migration", "revert_migration", "abort", "rollback_live_migration"]);
 
 /**
+ * Ops that build the instance's disks on their host from its image (base,
+ * kernel and ramdisk fetched by id, the checksum verified): they carry the
+ * image record.
+ */
+const BUILDS_ON_HOST = new Set<OpKind>(["spawn", "rebuild", "finish_migration", "pre_live_migration"]);
+
+/**
  * Sends an op to a host: records the op and its action event and queues the
  * message in the outbox, all in the caller's transaction. The op carries the
  * instance's task deadline (unless it is a cleanup op): a host that gets it
@@ -58,7 +65,7 @@ export async function dispatchOp(
   },
 ): Promise<string> {
   const opId = randomUUID();
-  const needsImage = o.args.kind === "spawn" || o.args.kind === "rebuild";
+  const needsImage = BUILDS_ON_HOST.has(o.args.kind);
   const image = needsImage ? await getImage(q, o.imageId ?? o.instance.imageId, undefined) : null;
   const payload = encodeComputeOp({
     opId,

@@ -140,7 +140,10 @@ export interface Image {
   status: ImageStatus;
   /** Visibility. */
   visibility: ImageVisibility;
-  /** Disk format: "qcow2", "raw", "iso", "vmdk", "vdi" or "ami". */
+  /**
+   * Disk format: "qcow2", "raw", "iso", "vmdk", "vdi", "vhd", "vhdx", "ami",
+   * "aki" (a kernel) or "ari" (a ramdisk).
+   */
   diskFormat: string;
   /** Container format: "bare", "ovf", "ova", "ami", "aki" or "ari". */
   containerFormat: string;
