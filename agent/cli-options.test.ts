@@ -42,14 +42,19 @@ test("fake capacity and faults are parsed; bad values are usage errors", () => {
   assert.throws(() => parse(["--what"]), UsageError);
 });
 
-test("the libvirt driver takes its URI, instances path and image directory", () => {
+test("the libvirt driver takes its URI, instances path and image directory, and where other hosts live-migrate to it", () => {
   const c = parse(["--driver", "libvirt", "--libvirt-uri", "test:///default", "--instances-path", "/srv/i", "--image-dir", "/srv/img"]);
   assert.equal(c.driver, "libvirt");
-  assert.deepEqual(c.libvirt, { uri: "test:///default", instancesPath: "/srv/i", imageDir: "/srv/img", imageBucket: undefined });
-  assert.deepEqual(parse(["--driver", "libvirt"]).libvirt, { uri: "qemu:///system", instancesPath: undefined, imageDir: undefined, imageBucket: undefined });
+  assert.deepEqual(c.libvirt, { uri: "test:///default", instancesPath: "/srv/i", imageDir: "/srv/img", imageBucket: undefined, liveMigrationUri: undefined, liveMigrationInboundAddr: undefined });
+  assert.deepEqual(parse(["--driver", "libvirt"]).libvirt, { uri: "qemu:///system", instancesPath: undefined, imageDir: undefined, imageBucket: undefined, liveMigrationUri: undefined, liveMigrationInboundAddr: undefined });
   assert.equal(parse(["--driver", "libvirt", "--image-bucket", "novamesh-images"]).libvirt.imageBucket, "novamesh-images");
   assert.throws(() => parse(["--image-bucket", "a.b"]), /--image-bucket/);
   assert.throws(() => parse(["--image-bucket", "x", "--image-dir", "/d"]), /exclude each other/);
+  const lm = parse(["--driver", "libvirt", "--live-migration-uri", "qemu+tcp://10.0.0.2/system", "--live-migration-inbound-addr", "10.1.0.2"]).libvirt;
+  assert.deepEqual([lm.liveMigrationUri, lm.liveMigrationInboundAddr], ["qemu+tcp://10.0.0.2/system", "10.1.0.2"]);
+  assert.equal(parse(["--driver", "libvirt"]).libvirt.liveMigrationUri, undefined, "no live migration unless configured");
+  assert.throws(() => parse(["--live-migration-uri", "host-b"]), /--live-migration-uri/);
+  assert.throws(() => parse(["--live-migration-uri", "qemu+tcp://b/system#x"]), /--live-migration-uri/);
 });
 
 test("--hosts N names agents <host>-1..N with a state dir each", () => {

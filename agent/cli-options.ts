@@ -31,6 +31,8 @@ export const AGENT_FLAGS = {
   "instances-path": { env: "NOVAMESH_INSTANCES_PATH", type: "string", help: "libvirt driver: instance disks and the base image cache; default <state-dir>/instances" },
   "image-dir": { env: "NOVAMESH_IMAGE_DIR", type: "string", help: "libvirt driver: directory image store (image <id> is the file <dir>/<id>; snapshots are written there); default <state-dir>/images" },
   "image-bucket": { env: "NOVAMESH_IMAGE_BUCKET", type: "string", help: "libvirt driver: JetStream object store bucket of image bytes, shared by all hosts (instead of --image-dir)" },
+  "live-migration-uri": { env: "NOVAMESH_LIVE_MIGRATION_URI", type: "string", help: "libvirt driver: libvirt URI other hosts' libvirtds reach this one at for live migration, e.g. qemu+tcp://<this host>/system (without it the host cannot live-migrate)" },
+  "live-migration-inbound-addr": { env: "NOVAMESH_LIVE_MIGRATION_INBOUND_ADDR", type: "string", help: "libvirt driver: address qemu receives live migrations on; default the host of --live-migration-uri" },
   vcpus: { env: "NOVAMESH_FAKE_VCPUS", type: "string", default: () => "16", help: "fake driver: physical CPUs" },
   "memory-mb": { env: "NOVAMESH_FAKE_MEMORY_MB", type: "string", default: () => "32768", help: "fake driver: memory in MiB" },
   "disk-gb": { env: "NOVAMESH_FAKE_DISK_GB", type: "string", default: () => "500", help: "fake driver: local disk in GiB" },
@@ -66,6 +68,10 @@ export interface AgentCliConfig {
     readonly imageDir: string | undefined;
     /** --image-bucket: the JetStream object store bucket, if given. */
     readonly imageBucket: string | undefined;
+    /** --live-migration-uri: where other hosts live-migrate to this one. */
+    readonly liveMigrationUri: string | undefined;
+    /** --live-migration-inbound-addr. */
+    readonly liveMigrationInboundAddr: string | undefined;
   };
   readonly logLevel: string;
 }
@@ -125,6 +131,10 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
   const bucket = get("image-bucket");
   if (bucket !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(bucket)) throw new UsageError(`--image-bucket: "${bucket}" is not 1–64 letters, digits, '-', '_'`);
   if (bucket !== undefined && get("image-dir") !== undefined) throw new UsageError("--image-bucket and --image-dir exclude each other");
+  const liveUri = get("live-migration-uri");
+  if (liveUri !== undefined && (!/^[a-z0-9+]+:\/\//.test(liveUri) || liveUri.includes("#"))) {
+    throw new UsageError(`--live-migration-uri: "${liveUri}" is not a libvirt URI such as qemu+tcp://host-b/system`);
+  }
   const host = get("host")!;
   if (!/^[A-Za-z0-9._-]{1,255}$/.test(host)) throw new UsageError(`--host: "${host}" is not 1–255 letters, digits, '.', '-', '_'`);
   return {
@@ -143,7 +153,14 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
       delayMs: num("fake-delay-ms", 0),
       faults,
     },
-    libvirt: { uri: get("libvirt-uri")!, instancesPath: get("instances-path"), imageDir: get("image-dir"), imageBucket: bucket },
+    libvirt: {
+      uri: get("libvirt-uri")!,
+      instancesPath: get("instances-path"),
+      imageDir: get("image-dir"),
+      imageBucket: bucket,
+      liveMigrationUri: liveUri,
+      liveMigrationInboundAddr: get("live-migration-inbound-addr"),
+    },
     logLevel: get("log-level")!,
   };
 }

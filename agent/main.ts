@@ -27,6 +27,8 @@ function makeDriver(config: AgentCliConfig, host: string, stateDir: string, nats
       uri: config.libvirt.uri,
       instancesPath: resolve(config.libvirt.instancesPath ?? join(stateDir, "instances")),
       imageStore,
+      liveMigrationUri: config.libvirt.liveMigrationUri,
+      liveMigrationInboundAddr: config.libvirt.liveMigrationInboundAddr,
     });
   }
   return new FakeDriver({

@@ -8,6 +8,8 @@
 #                             host B's state. Guests are neither destroyed nor
 #                             undefined (a guest still running on B is orphaned)
 #   libvirtd-hosts.sh status  print whether each host answers (exit 1 if not)
+#   libvirtd-hosts.sh restart-a  restart host A's libvirtd (its guests keep
+#                             running), for tests of reconnecting clients
 #
 # Host A is the machine's own libvirtd: qemu:///system (socket /run/libvirt)
 # and qemu+tcp://127.0.0.1:16509/system, configured by /etc/libvirt/libvirtd.conf
@@ -242,9 +244,19 @@ cmd_status() {
   return "$rc"
 }
 
+# Restarts host A's libvirtd (guests keep running; clients see their
+# connection close), as an upgrade or a crash would.
+cmd_restart_a() {
+  pid_alive /run/libvirtd.pid || die "host A is not running (up first)"
+  stop_pidfile /run/libvirtd.pid
+  libvirtd -d --listen
+  wait_answer "$URI_A" /run/libvirtd.pid /var/log/libvirt/libvirtd.log
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  restart-a) cmd_restart_a ;;
+  *) echo "usage: $0 up|down|status|restart-a" >&2; exit 2 ;;
 esac

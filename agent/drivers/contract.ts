@@ -27,8 +27,17 @@ async function rejectsWith(promise: Promise<unknown>, code: string, retryable?: 
   });
 }
 
+/** Options of {@link driverContract}. */
+export interface ContractOptions {
+  /**
+   * Run only the tests of this capability (e.g. the live migration tests on
+   * real hypervisors, where the rest already ran on a cheaper setup).
+   */
+  readonly only?: keyof DriverCapabilities;
+}
+
 /** Registers the contract tests of a driver with node:test. */
-export function driverContract(name: string, makeDriver: (host: string) => Promise<Driver>): void {
+export function driverContract(name: string, makeDriver: (host: string) => Promise<Driver>, options: ContractOptions = {}): void {
   let hosts = 0;
   const host = (role: string) => `contract-${role}-${++hosts}`;
 
@@ -57,6 +66,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
 
   /** A test that runs only if the driver has `capability` (checked on a driver made for the purpose). */
   function testIf(capability: keyof DriverCapabilities, title: string, fn: () => Promise<void>): void {
+    if (options.only !== undefined && options.only !== capability) return;
     test(title, async (t) => {
       const probe = await makeDriver(host("probe"));
       const has = probe.capabilities[capability];
@@ -69,13 +79,18 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
     });
   }
 
+  /** A test every driver passes (none with `options.only`). */
+  function plain(title: string, fn: () => Promise<void>): void {
+    if (options.only === undefined) test(title, fn);
+  }
+
   async function listed(driver: Driver, id: string): Promise<string | undefined> {
     const report = await driver.report();
     return report.instances.find((i) => i.serverId === id)?.powerState;
   }
 
   describe(`driver contract: ${name}`, () => {
-    test("init is idempotent and capacity, type and capabilities are reported", () =>
+    plain("init is idempotent and capacity, type and capabilities are reported", () =>
       withDriver(async (driver) => {
         await driver.init();
         const cap = await driver.capacity();
@@ -87,7 +102,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         for (const i of report.instances) assert.ok(POWER_STATES.includes(i.powerState));
       }));
 
-    test("spawn leaves the instance RUNNING and listed in report with less free memory", () =>
+    plain("spawn leaves the instance RUNNING and listed in report with less free memory", () =>
       withDriver(async (driver) => {
         const before = await driver.report();
         const inst = testInstance();
@@ -99,7 +114,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await driver.destroy({ instanceId: inst.id });
       }));
 
-    test("spawning the same running instance again is a no-op", () =>
+    plain("spawning the same running instance again is a no-op", () =>
       withDriver(async (driver) => {
         const inst = testInstance();
         await driver.spawn({ instance: inst });
@@ -109,7 +124,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await driver.destroy({ instanceId: inst.id });
       }));
 
-    test("a spawn that does not fit the host is refused, retryable, and leaves nothing behind", () =>
+    plain("a spawn that does not fit the host is refused, retryable, and leaves nothing behind", () =>
       withDriver(async (driver) => {
         const cap = await driver.capacity();
         const inst = testInstance({ memoryMb: cap.memoryMb * 100, diskGb: cap.diskGb * 100 });
@@ -121,14 +136,14 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         assert.equal(await listed(driver, inst.id), undefined);
       }));
 
-    test("an aborted spawn rejects and leaves nothing behind", () =>
+    plain("an aborted spawn rejects and leaves nothing behind", () =>
       withDriver(async (driver) => {
         const inst = testInstance();
         await assert.rejects(driver.spawn({ instance: inst }, { signal: AbortSignal.abort() }), DriverError);
         assert.equal(await listed(driver, inst.id), undefined);
       }));
 
-    test("destroy removes the instance; destroying it again or an unknown one resolves", () =>
+    plain("destroy removes the instance; destroying it again or an unknown one resolves", () =>
       withDriver(async (driver) => {
         const inst = testInstance();
         await driver.spawn({ instance: inst });
@@ -139,7 +154,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await driver.destroy({ instanceId: testInstance().id });
       }));
 
-    test("powerOff shuts the instance down, twice is fine, and powerOn starts it again", () =>
+    plain("powerOff shuts the instance down, twice is fine, and powerOn starts it again", () =>
       withDriver(async (driver) => {
         const inst = testInstance();
         await driver.spawn({ instance: inst });
@@ -155,7 +170,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await driver.destroy({ instanceId: inst.id });
       }));
 
-    test("reboot keeps a running instance RUNNING; a hard reboot starts a shut-off one", () =>
+    plain("reboot keeps a running instance RUNNING; a hard reboot starts a shut-off one", () =>
       withDriver(async (driver) => {
         const inst = testInstance();
         await driver.spawn({ instance: inst });
@@ -171,7 +186,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await driver.destroy({ instanceId: inst.id });
       }));
 
-    test("a soft reboot of a shut-off instance fails and leaves it SHUTDOWN", () =>
+    plain("a soft reboot of a shut-off instance fails and leaves it SHUTDOWN", () =>
       withDriver(async (driver) => {
         const inst = testInstance();
         await driver.spawn({ instance: inst });
@@ -181,7 +196,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await driver.destroy({ instanceId: inst.id });
       }));
 
-    test("power calls on an unknown instance throw InstanceNotFoundError", () =>
+    plain("power calls on an unknown instance throw InstanceNotFoundError", () =>
       withDriver(async (driver) => {
         const instanceId = testInstance().id;
         await assert.rejects(driver.powerState({ instanceId }), InstanceNotFoundError);
@@ -204,7 +219,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await assert.rejects(driver.consoleOutput({ instanceId: inst.id, maxBytes: 1024 }), InstanceNotFoundError);
       }));
 
-    test("instances of different ids are independent", () =>
+    plain("instances of different ids are independent", () =>
       withDriver(async (driver) => {
         const a = testInstance();
         const b = testInstance();
@@ -274,7 +289,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await driver.destroy({ instanceId: inst.id });
       }));
 
-    test("powerOn starts a paused or suspended instance", () =>
+    plain("powerOn starts a paused or suspended instance", () =>
       withDriver(async (driver) => {
         const inst = testInstance();
         await driver.spawn({ instance: inst });
@@ -317,7 +332,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await driver.destroy({ instanceId: inst.id });
       }));
 
-    test("rebuild leaves a running or shut-off instance RUNNING, listed once", () =>
+    plain("rebuild leaves a running or shut-off instance RUNNING, listed once", () =>
       withDriver(async (driver) => {
         const inst = testInstance();
         await driver.spawn({ instance: inst });
@@ -332,7 +347,7 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
         await driver.destroy({ instanceId: inst.id });
       }));
 
-    test("the new calls on an unknown instance throw InstanceNotFoundError; confirm and rollback resolve", () =>
+    plain("the new calls on an unknown instance throw InstanceNotFoundError; confirm and rollback resolve", () =>
       withDriver(async (driver) => {
         const inst = testInstance();
         const instanceId = inst.id;

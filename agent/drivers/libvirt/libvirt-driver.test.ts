@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { access, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -14,9 +14,10 @@ import { driverContract } from "../contract.js";
 import { DriverError } from "../errors.js";
 import { testInstance } from "../test-instance.js";
 import { ADDON_PATH, tryLoadLibvirt } from "./binding/index.js";
-import { DirectoryImageStore, hashFile, type ImageStore, type StoredObject } from "./image-store.js";
-import { LibvirtDriver } from "./libvirt-driver.js";
-import { createBlank, imageInfo } from "./qemu-img.js";
+import { DirectoryImageStore, hashFile } from "./image-store.js";
+import { BlankingStore } from "./test-image-store.js";
+import { LibvirtDriver, domainTypeFor } from "./libvirt-driver.js";
+import { imageInfo } from "./qemu-img.js";
 
 const loaded = tryLoadLibvirt();
 const required = process.env.LIBVIRT_BINDING_REQUIRED === "1";
@@ -39,28 +40,6 @@ const NODE_XML = `<?xml version="1.0"?>
   <memory>4194304</memory>
 </node>
 `;
-
-/**
- * A directory store that makes a blank 64 MiB qcow2 for an image id it has
- * never seen, so the contract's made-up image ids boot.
- */
-class BlankingStore implements ImageStore {
-  constructor(private readonly inner: DirectoryImageStore) {}
-  async get(key: string, dest: string, options?: { signal?: AbortSignal }): Promise<StoredObject> {
-    const path = join(this.inner.dir, key);
-    if (/^[0-9a-f-]{36}$/.test(key) && !(await access(path).then(() => true, () => false))) {
-      await mkdir(this.inner.dir, { recursive: true });
-      await createBlank(path, 64 * 1024 * 1024);
-    }
-    return this.inner.get(key, dest, options);
-  }
-  put(key: string, source: string, options?: { signal?: AbortSignal }): Promise<StoredObject> {
-    return this.inner.put(key, source, options);
-  }
-  delete(key: string): Promise<void> {
-    return this.inner.delete(key);
-  }
-}
 
 let root: string;
 let store: BlankingStore;
@@ -172,5 +151,19 @@ describe("libvirt driver", { skip }, () => {
     } finally {
       await driver.close();
     }
+  });
+});
+
+describe("domain type", () => {
+  const caps = (features: string[], kvm: boolean) =>
+    `<capabilities><host><cpu><arch>x86_64</arch>${features.map((f) => `<feature name='${f}'/>`).join("")}</cpu></host>` +
+    `<guest><arch name='x86_64'><domain type='qemu'/>${kvm ? "<domain type='kvm'/>" : ""}</arch></guest></capabilities>`;
+
+  test("kvm only with KVM offered and hardware virtualisation in the host CPU, TCG otherwise", () => {
+    assert.equal(domainTypeFor(caps(["vmx", "sse4.2"], true)), "kvm");
+    assert.equal(domainTypeFor(caps(["svm"], true)), "kvm");
+    assert.equal(domainTypeFor(caps(["sse4.2", "hypervisor"], true)), "qemu", "a /dev/kvm without vmx/svm hangs guests");
+    assert.equal(domainTypeFor(caps(["vmx"], false)), "qemu");
+    assert.equal(domainTypeFor(""), "qemu");
   });
 });

@@ -8,7 +8,8 @@
  *   <server id>/disk          the root disk: a qcow2 overlay on its base
  *   <server id>/console.log   the serial console, appended by libvirt
  *   <server id>/novamesh.json what libvirt does not keep: a pending cold
- *                             migration's target host
+ *                             migration's target host, or an incoming live
+ *                             migration (its source and flavor)
  *   <server id>_resize/       the old copy a resize in place set aside
  *                             (disk, console log, domain.xml)
  *
@@ -19,8 +20,10 @@
  * set-aside copy (qcow2 overlays are sparse; the scheduler's claims are
  * flavor sizes too).
  *
- * Live migration is not implemented yet (`capabilities.liveMigration` is
- * false; its calls throw NotSupportedError).
+ * Live migration (qemu, with `liveMigrationUri`): peer to peer between the
+ * two libvirtds, local disks copied incrementally onto an overlay the
+ * target prepared on its own copy of the base image (see
+ * live-migration.ts for the URI a host announces).
  */
 import { createHash } from "node:crypto";
 import { access, cp, mkdir, readdir, readFile, rename, rm, statfs, writeFile } from "node:fs/promises";
@@ -35,7 +38,10 @@ import {
   type FinishMigrationOptions,
   type FinishRevertMigrationOptions,
   type InstanceOptions,
+  type LiveMigrateOptions,
   type MigrateDiskOptions,
+  type PostLiveMigrationOptions,
+  type PreLiveMigrationOptions,
   type PowerOffOptions,
   type RebootOptions,
   type RebuildOptions,
@@ -56,6 +62,7 @@ import * as C from "./binding/constants.js";
 import { buildDomainXml, domainName, parseDomainMetadata, serverIdOfDomain, type DomainMetadata } from "./domain-xml.js";
 import { ImageCache, type ImageStore } from "./image-store.js";
 import { powerStateOf } from "./power-state.js";
+import { formatMigrationUri, jobMessage, jobPercent, parseMigrationUri, rebaseXmlPaths, uriHost } from "./live-migration.js";
 import { convert, createOverlay, growTo, rebaseUnsafe, type DiskFormat } from "./qemu-img.js";
 
 /** Options of {@link LibvirtDriver}. */
@@ -74,10 +81,24 @@ export interface LibvirtDriverOptions {
   readonly allocationRatio?: { readonly memoryMb: number; readonly diskGb: number };
   /** "kvm" or "qemu" (TCG); default: kvm when the hypervisor offers it, else qemu. */
   readonly domainType?: "kvm" | "qemu";
+  /** Seconds a clean shutdown waits when the caller gives no timeout (Nova's `shutdown_timeout`; default 60). */
+  readonly shutdownTimeoutSeconds?: number;
   /** Seconds between ACPI shutdown requests while waiting for a guest (Nova: 10). */
   readonly shutdownRetrySeconds?: number;
   /** Unused base images older than this are removed (default 3600). */
   readonly imageCacheMinAgeSeconds?: number;
+  /**
+   * libvirt URI other hosts' libvirtds reach this one at for live migration
+   * (Nova's `live_migration_uri`), e.g. "qemu+tcp://host-b/system"; without
+   * it (or on a hypervisor other than qemu) the host cannot live-migrate.
+   */
+  readonly liveMigrationUri?: string;
+  /** Address qemu receives live migrations on (default: the host of `liveMigrationUri`). */
+  readonly liveMigrationInboundAddr?: string;
+  /** Milliseconds between progress polls of a running live migration (default 500). */
+  readonly liveMigrationPollMs?: number;
+  /** Bandwidth cap of a live migration, MiB/s (Nova's `live_migration_bandwidth`; default: none). */
+  readonly liveMigrationBandwidthMiBs?: number;
 }
 
 /** A novamesh domain as the driver sees it. */
@@ -101,15 +122,43 @@ interface Inventory {
   readonly memoryMb: number;
   /** Flavor disk of every domain and set-aside copy, GiB. */
   readonly diskGb: number;
+  /** Live migrations prepared here whose domain has not arrived yet. */
+  readonly incoming: { id: string; incoming: IncomingMigration }[];
+}
+
+/** An incoming live migration, as preLiveMigration recorded it. */
+interface IncomingMigration {
+  readonly from: string;
+  readonly memoryMb: number;
+  readonly diskGb: number;
+  /** Image, kernel and ramdisk ids in the cache that the instance uses. */
+  readonly imageIds: string[];
 }
 
 /** What novamesh.json in an instance directory holds. */
 interface InstanceSidecar {
   /** A cold migration to this host is pending (the copy here is the old one). */
   readonly migratingTo?: string;
+  /** A live migration to this host is prepared or under way, not finished. */
+  readonly incoming?: IncomingMigration;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 const ACTIVE_STATES = new Set<number>([C.VIR_DOMAIN_RUNNING, C.VIR_DOMAIN_BLOCKED, C.VIR_DOMAIN_PAUSED, C.VIR_DOMAIN_SHUTDOWN]);
+
+/**
+ * "kvm" when the hypervisor offers KVM domains and the host CPU has hardware
+ * virtualisation (vmx or svm): a /dev/kvm without it (a paravirtualised
+ * one, as in some nested sandboxes) is listed by libvirt but hangs guests.
+ * "qemu" (TCG) otherwise.
+ */
+export function domainTypeFor(capabilitiesXml: string): "kvm" | "qemu" {
+  const offered = /<domain type=['"]kvm['"]/.test(capabilitiesXml);
+  const hostCpu = /<host>[\s\S]*?<cpu>([\s\S]*?)<\/cpu>/.exec(capabilitiesXml)?.[1] ?? "";
+  const hardware = /<feature name=['"](vmx|svm)['"]/.test(hostCpu);
+  return offered && hardware ? "kvm" : "qemu";
+}
 
 function specHash(i: InstanceSpec): string {
   return createHash("sha256")
@@ -184,10 +233,17 @@ export class LibvirtDriver implements Driver {
       suspend: true,
       snapshot: true,
       coldMigration: true,
-      // Not yet: preLiveMigration/liveMigrate/postLiveMigration/rollback throw NotSupportedError.
-      liveMigration: false,
+      liveMigration: scheme === "qemu" && options.liveMigrationUri !== undefined,
       consoleLog: true,
     };
+    if (this.capabilities.liveMigration) {
+      const uri = options.liveMigrationUri!;
+      this.migrationUri = formatMigrationUri({
+        uri,
+        instancesPath: options.instancesPath,
+        inboundAddr: options.liveMigrationInboundAddr ?? uriHost(uri) ?? options.hostname,
+      });
+    }
     this.cache = new ImageCache({
       dir: join(options.instancesPath, "_base"),
       store: options.imageStore,
@@ -208,8 +264,7 @@ export class LibvirtDriver implements Driver {
       if (this.options.domainType) {
         this.type = this.options.domainType;
       } else {
-        const caps = await conn.getCapabilities().catch(() => "");
-        this.type = /<domain type=['"]kvm['"]/.test(caps) ? "kvm" : "qemu";
+        this.type = domainTypeFor(await conn.getCapabilities().catch(() => ""));
       }
     });
   }
@@ -298,9 +353,13 @@ export class LibvirtDriver implements Driver {
     });
   }
 
-  /** The domain of server `id`; InstanceNotFoundError if there is none. */
+  /**
+   * The domain of server `id`, for an operation on it; InstanceNotFoundError
+   * if there is none, INVALID_STATE while it is an incoming live migration.
+   */
   private async get(id: string): Promise<Known> {
-    const k = await this.find(id);
+    const [k, side] = await Promise.all([this.find(id), this.sidecar(id)]);
+    if (side.incoming) throw invalidState(`${id} is an incoming live migration from ${side.incoming.from}, not finished`);
     if (!k) throw new InstanceNotFoundError(id);
     return k;
   }
@@ -348,6 +407,14 @@ export class LibvirtDriver implements Driver {
       return { ours, others };
     });
     const names = await readdir(this.options.instancesPath).catch(() => [] as string[]);
+    const known = new Set(ours.map((k) => k.serverId));
+    const incoming = (
+      await Promise.all(
+        names
+          .filter((n) => UUID.test(n) && !known.has(n))
+          .map(async (id) => ({ id, incoming: (await this.sidecar(id)).incoming })),
+      )
+    ).filter((x): x is { id: string; incoming: IncomingMigration } => x.incoming !== undefined);
     const stashes = await Promise.all(
       names
         .filter((n) => n.endsWith("_resize"))
@@ -364,7 +431,11 @@ export class LibvirtDriver implements Driver {
       diskGb += k.meta?.diskGb ?? 0;
     }
     for (const st of stashes) diskGb += st.meta?.diskGb ?? 0;
-    return { ours, others, stashes, memoryMb, diskGb };
+    for (const { incoming: m } of incoming) {
+      memoryMb += m.memoryMb;
+      diskGb += m.diskGb;
+    }
+    return { ours, others, stashes, memoryMb, diskGb, incoming };
   }
 
   private async hasStash(id: string): Promise<boolean> {
@@ -404,6 +475,8 @@ export class LibvirtDriver implements Driver {
     throwIfAborted(options.signal);
     const [{ capacity: cap, fsFreeGb }, inv] = await Promise.all([this.resources(), this.inventory()]);
     const instances: InstanceReport[] = inv.ours.map((k) => ({ serverId: k.serverId, powerState: k.power }));
+    // Prepared for a live migration: memory and disk held, the domain not here yet.
+    for (const m of inv.incoming) instances.push({ serverId: m.id, powerState: "PAUSED" });
     // Domains defined by someone else are reported (never touched): the controller ignores ids it does not know.
     for (const o of inv.others) instances.push({ serverId: o.uuid, powerState: o.power });
     const freeDiskGb = Math.min(Math.max(0, cap.diskGb - inv.diskGb), fsFreeGb ?? Infinity);
@@ -430,7 +503,10 @@ export class LibvirtDriver implements Driver {
 
   async powerState({ instanceId }: InstanceOptions, options: CallOptions = {}): Promise<PowerState> {
     throwIfAborted(options.signal);
-    return (await this.get(instanceId)).power;
+    const [k, side] = await Promise.all([this.find(instanceId), this.sidecar(instanceId)]);
+    if (k) return k.power;
+    if (side.incoming) return "PAUSED";
+    throw new InstanceNotFoundError(instanceId);
   }
 
   /** The tail of the serial console log libvirt (virtlogd) writes to `<server id>/console.log`. */
@@ -505,7 +581,7 @@ export class LibvirtDriver implements Driver {
    * overlay's backing file) and the kernel and ramdisk its XML names.
    */
   private async pruneImages(): Promise<void> {
-    const { ours, stashes } = await this.inventory();
+    const { ours, stashes, incoming } = await this.inventory();
     const inUse = new Set<string>();
     const add = (xml: string, meta: DomainMetadata | undefined) => {
       for (const m of xml.matchAll(/_base\/([^<'"/]+)/g)) inUse.add(m[1]!);
@@ -513,12 +589,14 @@ export class LibvirtDriver implements Driver {
     };
     for (const k of ours) add(await k.dom.getXMLDesc(C.VIR_DOMAIN_XML_INACTIVE), k.meta);
     for (const st of stashes) add(st.xml, st.meta);
+    for (const m of incoming) for (const id of m.incoming.imageIds) inUse.add(id);
     await this.cache.prune(inUse);
   }
 
   async spawn({ instance }: SpawnOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
-    const existing = await this.find(instance.id);
+    const [existing, side] = await Promise.all([this.find(instance.id), this.sidecar(instance.id)]);
+    if (side.incoming) throw new DriverError("INSTANCE_EXISTS", `instance ${instance.id} is an incoming live migration on ${this.options.hostname}`);
     if (existing) {
       if (existing.power === "RUNNING" && existing.meta?.specHash === specHash(instance)) return;
       throw new DriverError("INSTANCE_EXISTS", `instance ${instance.id} already exists on ${this.options.hostname} (${existing.power})`);
@@ -586,7 +664,7 @@ export class LibvirtDriver implements Driver {
    * after `timeoutSeconds`. Resolves whether the guest shut down by itself.
    */
   private async shutdownGuest(k: Known, timeoutSeconds: number, signal?: AbortSignal): Promise<boolean> {
-    const timeoutMs = (timeoutSeconds > 0 ? timeoutSeconds : DEFAULT_SHUTDOWN_TIMEOUT_SECONDS) * 1000;
+    const timeoutMs = (timeoutSeconds > 0 ? timeoutSeconds : (this.options.shutdownTimeoutSeconds ?? DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)) * 1000;
     const retryMs = (this.options.shutdownRetrySeconds ?? 10) * 1000;
     const started = Date.now();
     let lastRequest = -Infinity;
@@ -834,23 +912,160 @@ export class LibvirtDriver implements Driver {
 
   // ---- live migration (qemu) ----------------------------------------------------------------
 
-  private noLiveMigration(): never {
-    throw new NotSupportedError("live migration", `libvirt (${this.options.uri})`);
+  private requireLiveMigration(what: string): void {
+    if (!this.capabilities.liveMigration) {
+      throw new NotSupportedError(
+        what,
+        this.hvType === "QEMU" ? `libvirt on ${this.options.hostname} (no live migration URI configured)` : `libvirt (${this.options.uri})`,
+      );
+    }
   }
 
-  async preLiveMigration(): Promise<void> {
-    this.noLiveMigration();
+  /** Target: fetches the images, makes an empty overlay on the local base, and holds the flavor's memory and disk. */
+  async preLiveMigration({ instance, sourceHost }: PreLiveMigrationOptions, call: CallOptions = {}): Promise<void> {
+    this.requireLiveMigration("preLiveMigration");
+    throwIfAborted(call.signal);
+    const id = instance.id;
+    const [existing, side] = await Promise.all([this.find(id), this.sidecar(id)]);
+    if (side.incoming) return;
+    if (existing) throw new DriverError("INSTANCE_EXISTS", `instance ${id} already exists on ${this.options.hostname} (${existing.power})`);
+    const dir = this.instanceDir(id);
+    try {
+      const boot = await this.images(instance, call.signal);
+      await this.placement.run(async () => {
+        await this.checkFits(instance, "receive", id);
+        throwIfAborted(call.signal);
+        await rm(dir, { recursive: true, force: true });
+        await mkdir(dir, { recursive: true });
+        // The source copies only its overlay (incremental): the base below it is this host's copy of the same image.
+        await createOverlay({ base: boot.base, baseFormat: this.baseFormat(instance), path: join(dir, "disk"), sizeGb: instance.diskGb }, call.signal);
+        const p = instance.image.properties;
+        const imageIds = [instance.image.id, p.kernel_id, p.ramdisk_id].filter((x): x is string => !!x);
+        await this.setSidecar(id, { incoming: { from: sourceHost, memoryMb: instance.memoryMb, diskGb: instance.diskGb, imageIds } });
+      });
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      throw fromLibvirt(err, `preparing the live migration of ${id}`);
+    }
   }
 
-  async liveMigrate(): Promise<void> {
-    this.noLiveMigration();
+  /**
+   * Source: `virDomainMigrateToURI3`, peer to peer to the target's libvirtd,
+   * with the domain XML moved to the target's paths and the local disk copied
+   * incrementally; progress from the job's statistics; an abort cancels the job.
+   */
+  async liveMigrate({ instanceId, targetHost, targetUri, onProgress }: LiveMigrateOptions, call: CallOptions = {}): Promise<void> {
+    this.requireLiveMigration("liveMigrate");
+    const signal = call.signal;
+    const aborted = (cause?: unknown) =>
+      new DriverError("ABORTED", `live migration of ${instanceId} to ${targetHost} aborted; it stays on ${this.options.hostname}`, {
+        retryable: false,
+        cause: cause ?? signal?.reason,
+      });
+    if (signal?.aborted) throw aborted();
+    const k = await this.get(instanceId);
+    await this.refuseOldCopy(instanceId, "live migrate");
+    if (k.power !== "RUNNING" && k.power !== "PAUSED") throw invalidState(`cannot live migrate ${instanceId}: it is ${k.power}`);
+    const target = parseMigrationUri(targetUri);
+    const [liveXml, persistentXml] = await this.call(`reading the domain XML of ${instanceId}`, () =>
+      Promise.all([
+        k.dom.getXMLDesc(C.VIR_DOMAIN_XML_MIGRATABLE | C.VIR_DOMAIN_XML_SECURE),
+        k.dom.getXMLDesc(C.VIR_DOMAIN_XML_MIGRATABLE | C.VIR_DOMAIN_XML_SECURE | C.VIR_DOMAIN_XML_INACTIVE),
+      ]),
+    );
+    const here = this.options.instancesPath;
+    const addr = target.inboundAddr.includes(":") ? `[${target.inboundAddr}]` : target.inboundAddr;
+    const flags =
+      C.VIR_MIGRATE_LIVE |
+      C.VIR_MIGRATE_PEER2PEER |
+      C.VIR_MIGRATE_PERSIST_DEST |
+      C.VIR_MIGRATE_UNDEFINE_SOURCE |
+      C.VIR_MIGRATE_NON_SHARED_INC |
+      C.VIR_MIGRATE_ABORT_ON_ERROR |
+      (k.power === "PAUSED" ? C.VIR_MIGRATE_PAUSED : 0);
+
+    let best = 0;
+    const progress = (percent: number, message: string) => {
+      if (percent < best) return;
+      best = percent;
+      try {
+        onProgress?.(percent, message);
+      } catch {
+        // progress is best effort
+      }
+    };
+    progress(0, `migrating to ${targetHost}`);
+    let done = false;
+    const abortJob = () => void k.dom.abortJob().catch(() => undefined);
+    signal?.addEventListener("abort", abortJob, { once: true });
+    const poller = (async () => {
+      while (!done) {
+        await sleep(this.options.liveMigrationPollMs ?? 500);
+        if (done) return;
+        if (signal?.aborted) abortJob(); // the job may not have existed when the abort came
+        const stats = await k.dom.getJobStats().catch(() => undefined);
+        const percent = stats && jobPercent(stats.stats);
+        if (!done && stats && percent !== undefined) progress(percent, jobMessage(stats.stats));
+      }
+    })();
+    try {
+      await this.call(`live migrating ${instanceId} to ${targetHost}`, () =>
+        k.dom.migrateToURI3(
+          target.uri,
+          {
+            migrateUri: `tcp://${addr}`,
+            listenAddress: target.inboundAddr,
+            destXml: rebaseXmlPaths(liveXml, here, target.instancesPath),
+            persistXml: rebaseXmlPaths(persistentXml, here, target.instancesPath),
+            ...(this.options.liveMigrationBandwidthMiBs ? { bandwidthMiBs: this.options.liveMigrationBandwidthMiBs } : {}),
+          },
+          flags,
+        ),
+      );
+    } catch (err) {
+      if (signal?.aborted || (err instanceof DriverError && err.code === "LIBVIRT_OPERATION_ABORTED")) throw aborted(err);
+      const e = fromLibvirt(err, `live migrating ${instanceId} to ${targetHost}`);
+      throw new DriverError("LIVE_MIGRATION_FAILED", e.message, { retryable: e.retryable, cause: err });
+    } finally {
+      done = true;
+      signal?.removeEventListener("abort", abortJob);
+      await poller;
+    }
+    // The domain runs on the target and is undefined here; its disk and console log here are left over.
+    await this.remove(instanceId).catch(() => undefined);
+    await this.pruneImages().catch(() => undefined);
+    progress(100, `migrated to ${targetHost}`);
   }
 
-  async postLiveMigration(): Promise<void> {
-    this.noLiveMigration();
+  /** Target: the migrated domain takes over; what preLiveMigration recorded is dropped. */
+  async postLiveMigration({ instanceId }: PostLiveMigrationOptions, call: CallOptions = {}): Promise<void> {
+    this.requireLiveMigration("postLiveMigration");
+    throwIfAborted(call.signal);
+    const [k, side] = await Promise.all([this.find(instanceId), this.sidecar(instanceId)]);
+    if (!k) {
+      if (side.incoming) throw invalidState(`the live migration of ${instanceId} from ${side.incoming.from} has not arrived on ${this.options.hostname}`);
+      throw new InstanceNotFoundError(instanceId);
+    }
+    if (k.state === C.VIR_DOMAIN_PAUSED && k.reason === C.VIR_DOMAIN_PAUSED_MIGRATION && side.incoming) {
+      throw invalidState(`the live migration of ${instanceId} is still arriving on ${this.options.hostname}`);
+    }
+    if (k.power !== "RUNNING" && k.power !== "PAUSED") throw invalidState(`${instanceId} is ${k.power} on ${this.options.hostname}, not a finished live migration`);
+    if (side.incoming) await rm(join(this.instanceDir(instanceId), "novamesh.json"), { force: true });
   }
 
-  async rollbackLiveMigration(): Promise<void> {
-    this.noLiveMigration();
+  /** Target: removes a prepared (or half-arrived) incoming instance; one that arrived is not touched. */
+  async rollbackLiveMigration({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
+    this.requireLiveMigration("rollbackLiveMigration");
+    throwIfAborted(call.signal);
+    const [k, side] = await Promise.all([this.find(instanceId), this.sidecar(instanceId)]);
+    if (!side.incoming) {
+      if (k) throw invalidState(`${instanceId} on ${this.options.hostname} is not an incoming live migration (it is ${k.power})`);
+      return;
+    }
+    if (k && !(k.state === C.VIR_DOMAIN_PAUSED && k.reason === C.VIR_DOMAIN_PAUSED_MIGRATION) && k.state !== C.VIR_DOMAIN_SHUTOFF) {
+      throw invalidState(`${instanceId} has arrived on ${this.options.hostname} (it is ${k.power}); it is not rolled back`);
+    }
+    await this.remove(instanceId);
+    await this.pruneImages().catch(() => undefined);
   }
 }
