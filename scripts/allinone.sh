@@ -27,22 +27,22 @@ pids+=($!)
 port=${NOVAMESH_LISTEN##*:}
 for _ in $(seq 1 120); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.25; done
 (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "controller did not start; see .state/controller.log" >&2; tail -5 .state/controller.log >&2; exit 1; }
-npx tsx scripts/seed-demo.ts "127.0.0.1:$port"
-
 # The libvirt driver when libvirtd answers at NOVAMESH_LIBVIRT_URI
 # (default qemu:///system), the fake driver otherwise; the script says which.
 LIBVIRT_URI=${NOVAMESH_LIBVIRT_URI:-qemu:///system}
 if command -v virsh >/dev/null && virsh -c "$LIBVIRT_URI" version >/dev/null 2>&1; then
   bash scripts/setup-libvirt.sh
   [ -f agent/drivers/libvirt/binding/build/Release/novamesh_libvirt.node ] || npm run -s build:libvirt >/dev/null
-  mkdir -p .state/images
-  DEMO_IMAGE=c1e4a8f0-5b6d-4f3a-9e2b-7d1c0a9b8e21
-  # The demo image's bytes: a blank 1 GiB disk (no operating system: the domain runs, the guest boots nothing).
-  [ -f ".state/images/$DEMO_IMAGE" ] || qemu-img create -q -f qcow2 ".state/images/$DEMO_IMAGE" 1G
-  echo "agent driver: libvirt ($LIBVIRT_URI); images from .state/images"
+  # The demo image is the tiny test guest (a Debian kernel and a busybox
+  # initramfs): built once, uploaded through ImageService into the controller's
+  # image bucket, which the agent fetches from.
+  [ -s .state/test-guest/disk.qcow2 ] || bash scripts/build-test-guest.sh .state/test-guest
+  npx tsx scripts/seed-demo.ts "127.0.0.1:$port" --guest .state/test-guest
+  echo "agent driver: libvirt ($LIBVIRT_URI); the demo image boots the test guest (GetConsoleOutput shows it)"
   npx tsx agent/main.ts --controller "127.0.0.1:$port" --token "$NOVAMESH_ADMIN_TOKEN" --host "$HOST" \
-    --driver libvirt --libvirt-uri "$LIBVIRT_URI" --image-dir .state/images >> .state/agent.log 2>&1 &
+    --driver libvirt --libvirt-uri "$LIBVIRT_URI" --image-bucket "${NOVAMESH_IMAGE_BUCKET:-novamesh-images}" >> .state/agent.log 2>&1 &
 else
+  npx tsx scripts/seed-demo.ts "127.0.0.1:$port"
   echo "agent driver: fake (libvirtd not reachable at $LIBVIRT_URI; simulated hypervisor: 16 vCPUs, 64 GiB, 1 TiB)"
   npx tsx agent/main.ts --controller "127.0.0.1:$port" --token "$NOVAMESH_ADMIN_TOKEN" --host "$HOST" \
     --driver fake --vcpus 16 --memory-mb 65536 --disk-gb 1024 >> .state/agent.log 2>&1 &

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: services up, proto lint, generated code current, types,
-# the libvirt binding build, unit tests, then integration tests against the real MariaDB and NATS.
+# the libvirt binding build, unit tests, integration tests against the real
+# MariaDB and NATS, then the libvirt driver on two real libvirtds with a real
+# guest (scripts/test-libvirt.sh; NOVAMESH_TEST_LIBVIRT=0 leaves it out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export npm_config_update_notifier=false
@@ -14,3 +16,4 @@ echo "== gen/ is current"; bash scripts/check-gen.sh
 echo "== typecheck"; npx tsc -p tsconfig.json
 echo "== unit tests"; npm run -s test:unit
 echo "== integration tests"; npm run -s test:integration
+if [ "${NOVAMESH_TEST_LIBVIRT:-1}" != "0" ]; then bash scripts/test-libvirt.sh; fi

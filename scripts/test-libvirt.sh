@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The libvirt driver on real hypervisors: two libvirtds on this machine
+# (scripts/libvirtd-hosts.sh; qemu, TCG where KVM is unusable) and the tiny
+# test guest (scripts/build-test-guest.sh, kept in NOVAMESH_TEST_GUEST,
+# default /tmp/novamesh-test-guest). Runs the driver's live migration tests
+# and a real guest through the whole stack: CreateServer → scheduler → NATS
+# → agent → libvirt, its power actions, a snapshot, a live migration, delete.
+# Installs what is missing; starts the daemons when they are not running and
+# leaves them running (scripts/libvirtd-hosts.sh down stops them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export npm_config_update_notifier=false
+bash scripts/ensure-services.sh
+bash scripts/setup-libvirt.sh
+[ -f agent/drivers/libvirt/binding/build/Release/novamesh_libvirt.node ] || {
+  out=$(npm run -s build:libvirt 2>&1) || { echo "$out"; exit 1; }
+}
+echo "== two libvirtds"
+hosts=$(bash scripts/libvirtd-hosts.sh up)
+echo "$hosts"
+A=$(sed -n 's/^A=//p' <<<"$hosts")
+B=$(sed -n 's/^B=//p' <<<"$hosts")
+[ -n "$A" ] && [ -n "$B" ] || { echo "test-libvirt: libvirtd-hosts.sh did not name both hosts" >&2; exit 1; }
+GUEST=${NOVAMESH_TEST_GUEST:-/tmp/novamesh-test-guest}
+if ! [ -s "$GUEST/vmlinuz" ] || ! [ -s "$GUEST/initrd.img" ] || ! [ -s "$GUEST/disk.qcow2" ]; then
+  echo "== test guest"
+  bash scripts/build-test-guest.sh "$GUEST"
+fi
+export NOVAMESH_LIBVIRT_A=$A NOVAMESH_LIBVIRT_B=$B NOVAMESH_TEST_GUEST=$GUEST NOVAMESH_LIBVIRT_REQUIRED=1
+echo "== live migration and a real guest (qemu)"
+node --import tsx --test --test-concurrency=1 agent/drivers/libvirt/libvirt-qemu.test.ts test/libvirt-qemu.test.ts

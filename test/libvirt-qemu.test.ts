@@ -1,0 +1,213 @@
+/**
+ * A real guest through the whole stack: gRPC CreateServer → scheduler →
+ * NATS → agent → libvirt → qemu (TCG), on the two libvirtds of
+ * `scripts/libvirtd-hosts.sh` and the tiny guest of
+ * `scripts/build-test-guest.sh`, whose kernel, initramfs and disk are
+ * uploaded through ImageService. Runs when NOVAMESH_LIBVIRT_A,
+ * NOVAMESH_LIBVIRT_B and NOVAMESH_TEST_GUEST are set (`npm run test:libvirt`).
+ */
+import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
+import { readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { ImageStatus } from "../gen/novamesh/compute/v1/image.js";
+import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
+import { RebootType, ServerStatus } from "../gen/novamesh/compute/v1/server.js";
+import { loadLibvirt } from "../agent/drivers/libvirt/binding/index.js";
+import * as C from "../agent/drivers/libvirt/binding/constants.js";
+import { hashFile } from "../agent/drivers/libvirt/image-store.js";
+import { downloadImageFile } from "../scripts/image-files.js";
+import { GUEST_READY_LINE, registerTestGuest } from "../scripts/test-guest.js";
+import { spawnAgent, stopAgent, tempDir } from "./agents.js";
+import { TestEnv, assertCapacityExact, eventually, servicesUp, settled, type Clients } from "./harness.js";
+
+const A = process.env.NOVAMESH_LIBVIRT_A;
+const B = process.env.NOVAMESH_LIBVIRT_B;
+const GUEST = process.env.NOVAMESH_TEST_GUEST;
+const skip = A && B && GUEST ? false : "NOVAMESH_LIBVIRT_A, NOVAMESH_LIBVIRT_B and NOVAMESH_TEST_GUEST are not set (npm run test:libvirt)";
+if (skip && process.env.NOVAMESH_LIBVIRT_REQUIRED === "1") throw new Error(skip);
+
+/** Occurrences of `line` in `text`. */
+const count = (text: string, line: string) => text.split("\n").filter((l) => l.includes(line)).length;
+/** The guest's latest "alive uptime=N" (seconds since it booted), or undefined. */
+const uptime = (text: string) => {
+  const all = [...text.matchAll(/alive uptime=([\d.]+)/g)];
+  return all.length ? Number(all.at(-1)![1]) : undefined;
+};
+
+describe("a real guest through the whole stack (two libvirtds, qemu)", { skip }, () => {
+  const env = new TestEnv();
+  const agents: ChildProcess[] = [];
+  const hosts: string[] = [];
+  const uris = new Map<string, string>();
+  let dir: string;
+  let admin: Clients;
+  let imageId: string;
+
+  before(async () => {
+    const ctl = await env.startController({});
+    admin = env.admin(ctl);
+    dir = await tempDir("libvirt-qemu");
+    ({ imageId } = await registerTestGuest(admin.images.raw, admin.images.metadata(), GUEST!, { name: `guest-${env.id}` }));
+    await admin.flavors.createFlavor({
+      flavor: { id: `lv.tiny.${env.id}`, name: `lv.tiny.${env.id}`, vcpus: 1, ramMb: 256, diskGb: 1, description: "", extraSpecs: {} },
+    });
+    for (const [name, uri] of [["a", A!], ["b", B!]] as const) {
+      const host = `qemu${env.id}-${name}`;
+      hosts.push(host);
+      uris.set(host, uri);
+      agents.push(
+        spawnAgent({
+          controller: env.address(ctl),
+          token: env.adminToken,
+          logFile: join(dir, `${host}.log`),
+          args: [
+            "--host", host, "--driver", "libvirt", "--libvirt-uri", uri, "--live-migration-uri", uri,
+            "--state-dir", join(dir, host), "--image-bucket", env.imageBucket,
+          ],
+        }),
+      );
+    }
+    await servicesUp(admin, 2);
+  });
+
+  const servers: string[] = [];
+  after(async () => {
+    for (const a of agents) await stopAgent(a);
+    // A failed run leaves no domain behind to trouble the next one.
+    for (const uri of uris.values()) await removeDomains(uri, servers).catch(() => undefined);
+    await env.cleanup();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const consoleOf = async (id: string) => (await admin.servers.getConsoleOutput({ id, length: 0 })).output;
+  const consoleUntil = async (id: string, pred: (text: string) => boolean, what: string) => {
+    let last = "";
+    try {
+      return await eventually(async () => {
+        last = await consoleOf(id);
+        return pred(last) ? last : undefined;
+      }, { what, timeoutMs: 90_000, intervalMs: 500 });
+    } catch (err) {
+      throw new Error(`${(err as Error).message}; the console ends with:\n${last.slice(-1500)}`);
+    }
+  };
+
+  test("the hosts are qemu hypervisors with this machine's CPUs and memory", async () => {
+    const hv = (await admin.hypervisors()).filter((h) => hosts.includes(h.hostname));
+    assert.equal(hv.length, 2);
+    for (const h of hv) {
+      assert.equal(h.hypervisorType, "QEMU");
+      assert.ok(h.vcpus >= 1 && h.memoryMb > 1024, `${h.hostname}: ${h.vcpus} vCPUs, ${h.memoryMb} MiB`);
+    }
+  });
+
+  test("boot, the power actions, a snapshot and a live migration, then delete without a trace", async () => {
+    const created = (await admin.servers.createServer({ name: "guest-1", flavorId: `lv.tiny.${env.id}`, imageId })).server!;
+    const s = await settled(admin, created.id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000);
+    const id = s.id;
+    servers.push(id);
+    let text = await consoleUntil(id, (t) => count(t, GUEST_READY_LINE) === 1 && uptime(t) !== undefined, "the guest says it is ready");
+    let boots = 1;
+
+    const act = async (call: () => Promise<unknown>, status: ServerStatus) => {
+      await call();
+      return settled(admin, id, status, 120_000);
+    };
+    // Stop is a clean ACPI shutdown: the guest sees its power button.
+    await act(() => admin.servers.stopServer({ id }), ServerStatus.SERVER_STATUS_SHUTOFF);
+    assert.equal(count(await consoleOf(id), "novamesh-test-guest: power button"), 1, "the guest shut down on the ACPI power button");
+    for (const step of [
+      () => admin.servers.startServer({ id }),
+      () => admin.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_SOFT }),
+      () => admin.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_HARD }),
+    ]) {
+      await act(step, ServerStatus.SERVER_STATUS_ACTIVE);
+      boots++;
+      text = await consoleUntil(id, (t) => count(t, GUEST_READY_LINE) === boots, `boot ${boots} ready`);
+    }
+    assert.equal(count(text, "novamesh-test-guest: power button"), 2, "the soft reboot was a clean shutdown too");
+
+    // Pause: the guest stops writing; unpause: it writes on.
+    await act(() => admin.servers.pauseServer({ id }), ServerStatus.SERVER_STATUS_PAUSED);
+    const paused = await consoleOf(id);
+    await sleep(3000);
+    assert.equal(await consoleOf(id), paused, "a paused guest prints nothing");
+    await act(() => admin.servers.unpauseServer({ id }), ServerStatus.SERVER_STATUS_ACTIVE);
+    await consoleUntil(id, (t) => t.length > paused.length, "output after unpause");
+
+    // Suspend (managed save) and resume: the same boot goes on, its uptime keeps counting.
+    const before = uptime(await consoleOf(id))!;
+    await act(() => admin.servers.suspendServer({ id }), ServerStatus.SERVER_STATUS_SUSPENDED);
+    await act(() => admin.servers.resumeServer({ id }), ServerStatus.SERVER_STATUS_ACTIVE);
+    text = await consoleUntil(id, (t) => (uptime(t) ?? 0) > before, "uptime counting on after resume");
+    assert.equal(count(text, GUEST_READY_LINE), boots, "resume restores the guest, it does not boot it");
+
+    // Snapshot: a standalone qcow2 in the image store, checksum and size as recorded.
+    const snap = await admin.servers.createServerImage({ id, name: "guest-1-snap" });
+    const op = (await admin.operations.waitOperation({ name: snap.operation!.name, timeoutSeconds: 60 })).operation!;
+    assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(op.error));
+    const image = (await admin.images.getImage({ id: snap.imageId })).image!;
+    assert.equal(image.status, ImageStatus.IMAGE_STATUS_ACTIVE);
+    const file = join(dir, "snap.qcow2");
+    await downloadImageFile(admin.images.raw, admin.images.metadata(), snap.imageId, file);
+    const stored = await hashFile(file);
+    assert.deepEqual([image.sizeBytes, image.checksum], [stored.sizeBytes, stored.checksum]);
+    await settled(admin, id, ServerStatus.SERVER_STATUS_ACTIVE);
+
+    // Live migration to the other libvirtd: the guest runs on without a reboot.
+    const source = s.host;
+    const beforeMove = uptime(await consoleOf(id))!;
+    const lm = await admin.servers.liveMigrateServer({ id });
+    const lmOp = (await admin.operations.waitOperation({ name: lm.operation!.name, timeoutSeconds: 120 })).operation!;
+    assert.equal(lmOp.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(lmOp.error));
+    const moved = await settled(admin, id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000);
+    assert.notEqual(moved.host, source, "it runs on the other host");
+    text = await consoleUntil(id, (t) => (uptime(t) ?? 0) > beforeMove, "the guest prints on from the target's console log");
+    assert.equal(count(text, GUEST_READY_LINE), 0, "no boot on the target: the running guest was moved");
+    const migrations = (await admin.servers.listMigrations({ serverId: id })).migrations;
+    assert.ok(migrations.some((m) => m.sourceHost === source && m.targetHost === moved.host), JSON.stringify(migrations));
+    assert.deepEqual(await domainsOn(uris.get(source)!, id), [], "the source's libvirtd no longer has the domain");
+    assert.deepEqual(await domainsOn(uris.get(moved.host)!, id), [`novamesh-${id}`]);
+    await assertCapacityExact(env, admin);
+
+    // Delete: no domain, no overlay, no claim.
+    await admin.servers.deleteServer({ id });
+    await eventually(async () => (await admin.servers.listServers({})).servers.every((x) => x.id !== id), { what: "server deleted", timeoutMs: 60_000 });
+    for (const h of hosts) {
+      assert.deepEqual(await domainsOn(uris.get(h)!, id), [], `${h} has no domain left`);
+      const left = (await readdir(join(dir, h, "instances")).catch(() => [] as string[])).filter((n) => n !== "_base");
+      assert.deepEqual(left, [], `${h} has no instance files left`);
+    }
+    const usage = await assertCapacityExact(env, admin);
+    for (const h of hosts) assert.equal(usage.get(h)?.vms ?? 0, 0, `${h} holds no claim`);
+  });
+});
+
+/** Names of the domains of server `id` that the libvirtd at `uri` has. */
+async function domainsOn(uri: string, id: string): Promise<string[]> {
+  const conn = await loadLibvirt().open(uri);
+  try {
+    const names = await Promise.all((await conn.listAllDomains(0)).map((d) => d.getName()));
+    return names.filter((n) => n.includes(id));
+  } finally {
+    await conn.close();
+  }
+}
+
+/** Destroys and undefines the domains of `ids` on the libvirtd at `uri`. */
+async function removeDomains(uri: string, ids: string[]): Promise<void> {
+  const conn = await loadLibvirt().open(uri);
+  try {
+    for (const d of await conn.listAllDomains(0)) {
+      const name = await d.getName();
+      if (!ids.some((id) => name === `novamesh-${id}`)) continue;
+      await d.destroy().catch(() => undefined);
+      await d.undefineFlags(C.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE).catch(() => undefined);
+    }
+  } finally {
+    await conn.close();
+  }
+}
