@@ -1,4 +1,5 @@
 /** Options of the Agent: a documented interface, accepted as Partial and merged over defaults. */
+import type { HostAllocation } from "../gen/novamesh/agent/v1/agent.js";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { credentials as grpcCredentials, type ChannelCredentials } from "@grpc/grpc-js";
@@ -28,6 +29,8 @@ export interface AgentOptions {
   readonly host: string;
   /** Availability zone sent in Hello (default "nova"). */
   readonly zone: string;
+  /** The host's overcommit and reservations sent in Hello; unset fields take the controller's (default none). */
+  readonly allocation: HostAllocation;
   /** Directory for the op journal (default "./.state/agent-<host>"). */
   readonly stateDir: string;
   /** Report interval in seconds; overrides HelloAck's (default: HelloAck's, or 10 if it says 0). */
@@ -69,6 +72,7 @@ export function resolveAgentOptions(init: AgentInit): AgentOptions {
     nats: undefined,
     host,
     zone: "nova",
+    allocation: {},
     stateDir: join(".state", `agent-${host}`),
     reportIntervalSeconds: undefined,
     concurrency: 8,

@@ -1,3 +1,4 @@
+import { HostAllocation } from "../gen/novamesh/agent/v1/agent.js";
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -83,6 +84,8 @@ describe("Agent against a test controller and real JetStream", () => {
       capacity: { vcpus: 8, memoryMb: 8192, diskGb: 100 },
       zone: "az-1",
       migrationUri: `fake://fake-host${join(stateDir, "domains.json")}`,
+      architecture: "x86_64",
+      allocation: HostAllocation.fromPartial({}),
     });
     assert.deepEqual(session.metadata.get("authorization"), ["Bearer agent-secret"]);
     const first = await controller.waitFor("a report", () => session.reports[0], 500);

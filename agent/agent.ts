@@ -175,12 +175,21 @@ export class Agent {
   }
 
   private async openSession(): Promise<ControllerSession> {
-    const { driver, host, zone, version, token, helloTimeoutMs } = this.options;
+    const { driver, host, zone, version, token, helloTimeoutMs, allocation } = this.options;
     const capacity = capacityToProto(await driver.capacity());
     const session = await ControllerSession.open({
       client: this.client,
       token,
-      hello: { host, hypervisorType: driver.hypervisorType, version, capacity, zone, migrationUri: driver.migrationUri ?? "" },
+      hello: {
+        host,
+        hypervisorType: driver.hypervisorType,
+        version,
+        capacity,
+        zone,
+        migrationUri: driver.migrationUri ?? "",
+        architecture: driver.architecture ?? "",
+        allocation,
+      },
       helloTimeoutMs,
       onOpResultAck: (opId) => this.onOpResultAck(opId),
       logger: this.log,

@@ -3,6 +3,7 @@
  * default, in one table that drives both parsing and `--help`.
  * Precedence: flag, then environment variable, then default.
  */
+import type { HostAllocation } from "../gen/novamesh/agent/v1/agent.js";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -33,6 +34,12 @@ export const AGENT_FLAGS = {
   "image-bucket": { env: "NOVAMESH_IMAGE_BUCKET", type: "string", help: "libvirt driver: JetStream object store bucket of image bytes, shared by all hosts (instead of --image-dir)" },
   "live-migration-uri": { env: "NOVAMESH_LIVE_MIGRATION_URI", type: "string", help: "libvirt driver: libvirt URI other hosts' libvirtds reach this one at for live migration, e.g. qemu+tcp://<this host>/system (without it the host cannot live-migrate)" },
   "live-migration-inbound-addr": { env: "NOVAMESH_LIVE_MIGRATION_INBOUND_ADDR", type: "string", help: "libvirt driver: address qemu receives live migrations on; default the host of --live-migration-uri" },
+  "cpu-allocation-ratio": { env: "NOVAMESH_CPU_ALLOCATION_RATIO", type: "string", help: "vCPU overcommit of this host (default: the controller's)" },
+  "ram-allocation-ratio": { env: "NOVAMESH_RAM_ALLOCATION_RATIO", type: "string", help: "memory overcommit of this host (default: the controller's)" },
+  "disk-allocation-ratio": { env: "NOVAMESH_DISK_ALLOCATION_RATIO", type: "string", help: "disk overcommit of this host (default: the controller's)" },
+  "reserved-host-memory-mb": { env: "NOVAMESH_RESERVED_HOST_MEMORY_MB", type: "string", help: "memory kept for this host itself, MiB (default: the controller's)" },
+  "reserved-host-cpus": { env: "NOVAMESH_RESERVED_HOST_CPUS", type: "string", help: "vCPUs kept for this host itself (default: the controller's)" },
+  "reserved-host-disk-gb": { env: "NOVAMESH_RESERVED_HOST_DISK_GB", type: "string", help: "disk kept for this host itself, GiB (default: the controller's)" },
   vcpus: { env: "NOVAMESH_FAKE_VCPUS", type: "string", default: () => "16", help: "fake driver: physical CPUs" },
   "memory-mb": { env: "NOVAMESH_FAKE_MEMORY_MB", type: "string", default: () => "32768", help: "fake driver: memory in MiB" },
   "disk-gb": { env: "NOVAMESH_FAKE_DISK_GB", type: "string", default: () => "500", help: "fake driver: local disk in GiB" },
@@ -49,6 +56,8 @@ export interface AgentCliConfig {
   readonly natsUrl: string;
   readonly host: string;
   readonly zone: string;
+  /** Overcommit and reservations of this host (only those given). */
+  readonly allocation: HostAllocation;
   readonly driver: "fake" | "libvirt";
   /** Explicit --state-dir, if given. */
   readonly stateDir: string | undefined;
@@ -114,6 +123,16 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
     if (raw.trim() === "" || !Number.isFinite(n) || n < min) throw new UsageError(`--${name}: expected a number ≥ ${min}, got "${raw}"`);
     return n;
   };
+  const positive = (name: keyof typeof AGENT_FLAGS): number => {
+    const n = num(name, 0);
+    if (n <= 0) throw new UsageError(`--${name}: expected a number > 0`);
+    return n;
+  };
+  const whole = (name: keyof typeof AGENT_FLAGS): number => {
+    const n = num(name, 0);
+    if (!Number.isInteger(n)) throw new UsageError(`--${name}: expected a whole number`);
+    return n;
+  };
   const driver = get("driver");
   if (driver !== "fake" && driver !== "libvirt") throw new UsageError(`--driver: unknown driver "${driver}" (known: fake, libvirt)`);
   const hosts = num("hosts", 1);
@@ -143,6 +162,14 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
     natsUrl: get("nats")!,
     host,
     zone: get("zone")!,
+    allocation: {
+      ...(get("cpu-allocation-ratio") !== undefined ? { cpuAllocationRatio: positive("cpu-allocation-ratio") } : {}),
+      ...(get("ram-allocation-ratio") !== undefined ? { ramAllocationRatio: positive("ram-allocation-ratio") } : {}),
+      ...(get("disk-allocation-ratio") !== undefined ? { diskAllocationRatio: positive("disk-allocation-ratio") } : {}),
+      ...(get("reserved-host-memory-mb") !== undefined ? { reservedHostMemoryMb: whole("reserved-host-memory-mb") } : {}),
+      ...(get("reserved-host-cpus") !== undefined ? { reservedHostCpus: whole("reserved-host-cpus") } : {}),
+      ...(get("reserved-host-disk-gb") !== undefined ? { reservedHostDiskGb: whole("reserved-host-disk-gb") } : {}),
+    },
     driver,
     stateDir: get("state-dir"),
     reportIntervalSeconds: get("report-interval") === undefined ? undefined : num("report-interval", 1),

@@ -69,6 +69,7 @@ async function main(): Promise<number> {
         nats: shared,
         host,
         zone: config.zone,
+        allocation: config.allocation,
         stateDir,
         reportIntervalSeconds: config.reportIntervalSeconds,
         concurrency: config.concurrency,

@@ -2,6 +2,8 @@
  * Controller configuration: every option, its flag, its NOVAMESH_* variable
  * and its default, documented in one place (also printed by `--help`).
  */
+
+import { ALGORITHMS, DEFAULT_MULTIPLIERS, type Algorithm, type PipelineOptions, type WeigherMultipliers } from "./scheduler/pipeline.js";
 export interface ControllerConfig {
   /** gRPC listen address (`--listen`, NOVAMESH_LISTEN). */
   readonly listen: string;
@@ -34,6 +36,18 @@ export interface ControllerConfig {
   readonly diskAllocationRatio: number;
   /** Memory kept for the host itself, MiB (NOVAMESH_RESERVED_HOST_MEMORY_MB). */
   readonly reservedHostMemoryMb: number;
+  /** vCPUs kept for the host itself (NOVAMESH_RESERVED_HOST_CPUS). */
+  readonly reservedHostCpus: number;
+  /** Disk kept for the host itself, GiB (NOVAMESH_RESERVED_HOST_DISK_GB). */
+  readonly reservedHostDiskGb: number;
+  /** Host ordering: filter-weigh, least-loaded, chance or zone (NOVAMESH_SCHEDULER_ALGORITHM). */
+  readonly schedulerAlgorithm: string;
+  /** Choose at random among the best N hosts (NOVAMESH_HOST_SUBSET_SIZE). */
+  readonly hostSubsetSize: number;
+  /** Most instances a host takes (NOVAMESH_MAX_INSTANCES_PER_HOST). */
+  readonly maxInstancesPerHost: number;
+  /** Weigher multipliers, "ram=1,vcpu=1,disk=1,soft_affinity=1,soft_anti_affinity=1,build_failure=1000000,num_instances=0" (NOVAMESH_WEIGHER_MULTIPLIERS); unnamed ones keep their defaults. */
+  readonly weigherMultipliers: string;
   /** Spawn attempts before a build fails (NOVAMESH_MAX_ATTEMPTS). */
   readonly maxAttempts: number;
   /** Seconds a guest gets to shut down cleanly on stop and before a move (NOVAMESH_POWER_OFF_TIMEOUT). */
@@ -78,6 +92,12 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   ramAllocationRatio: 1.0,
   diskAllocationRatio: 1.0,
   reservedHostMemoryMb: 0,
+  reservedHostCpus: 0,
+  reservedHostDiskGb: 0,
+  schedulerAlgorithm: "filter-weigh",
+  hostSubsetSize: 1,
+  maxInstancesPerHost: 50,
+  weigherMultipliers: "",
   maxAttempts: 3,
   powerOffTimeoutSeconds: 60,
   softRebootTimeoutSeconds: 120,
@@ -106,6 +126,12 @@ const SPECS: readonly Spec[] = [
   { key: "ramAllocationRatio", flag: "--ram-allocation-ratio", env: "NOVAMESH_RAM_ALLOCATION_RATIO", kind: "number" },
   { key: "diskAllocationRatio", flag: "--disk-allocation-ratio", env: "NOVAMESH_DISK_ALLOCATION_RATIO", kind: "number" },
   { key: "reservedHostMemoryMb", flag: "--reserved-host-memory-mb", env: "NOVAMESH_RESERVED_HOST_MEMORY_MB", kind: "number" },
+  { key: "reservedHostCpus", flag: "--reserved-host-cpus", env: "NOVAMESH_RESERVED_HOST_CPUS", kind: "number" },
+  { key: "reservedHostDiskGb", flag: "--reserved-host-disk-gb", env: "NOVAMESH_RESERVED_HOST_DISK_GB", kind: "number" },
+  { key: "schedulerAlgorithm", flag: "--scheduler-algorithm", env: "NOVAMESH_SCHEDULER_ALGORITHM", kind: "string" },
+  { key: "hostSubsetSize", flag: "--host-subset-size", env: "NOVAMESH_HOST_SUBSET_SIZE", kind: "number" },
+  { key: "maxInstancesPerHost", flag: "--max-instances-per-host", env: "NOVAMESH_MAX_INSTANCES_PER_HOST", kind: "number" },
+  { key: "weigherMultipliers", flag: "--weigher-multipliers", env: "NOVAMESH_WEIGHER_MULTIPLIERS", kind: "string" },
   { key: "maxAttempts", flag: "--max-attempts", env: "NOVAMESH_MAX_ATTEMPTS", kind: "number" },
   { key: "powerOffTimeoutSeconds", flag: "--power-off-timeout", env: "NOVAMESH_POWER_OFF_TIMEOUT", kind: "number" },
   { key: "softRebootTimeoutSeconds", flag: "--soft-reboot-timeout", env: "NOVAMESH_SOFT_REBOOT_TIMEOUT", kind: "number" },
@@ -147,7 +173,39 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
     if (raw === undefined) throw new ConfigError(`${name} needs a value`);
     out[spec.key] = parseValue(spec, raw);
   }
-  return out as unknown as ControllerConfig;
+  const cfg = out as unknown as ControllerConfig;
+  pipelineOptions(cfg); // validates the scheduler settings
+  return cfg;
+}
+
+const MULTIPLIER_KEYS: Record<string, keyof WeigherMultipliers> = {
+  ram: "ram",
+  vcpu: "vcpu",
+  disk: "disk",
+  soft_affinity: "softAffinity",
+  soft_anti_affinity: "softAntiAffinity",
+  build_failure: "buildFailure",
+  num_instances: "numInstances",
+};
+
+/** The scheduler pipeline's options from the configuration; bad values are ConfigErrors naming the flag. */
+export function pipelineOptions(cfg: ControllerConfig): Partial<PipelineOptions> {
+  const algorithm = cfg.schedulerAlgorithm as Algorithm;
+  if (!ALGORITHMS.includes(algorithm)) {
+    throw new ConfigError(`--scheduler-algorithm: ${JSON.stringify(cfg.schedulerAlgorithm)} is not one of ${ALGORITHMS.join(", ")}`);
+  }
+  if (!Number.isInteger(cfg.hostSubsetSize) || cfg.hostSubsetSize < 1) throw new ConfigError("--host-subset-size: expected an integer ≥ 1");
+  if (!Number.isInteger(cfg.maxInstancesPerHost) || cfg.maxInstancesPerHost < 1) throw new ConfigError("--max-instances-per-host: expected an integer ≥ 1");
+  const multipliers: Partial<Record<keyof WeigherMultipliers, number>> = {};
+  for (const part of cfg.weigherMultipliers.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const [name, value] = part.split("=").map((x) => x.trim());
+    const key = MULTIPLIER_KEYS[name ?? ""];
+    const n = Number(value);
+    if (!key) throw new ConfigError(`--weigher-multipliers: unknown weigher ${JSON.stringify(name)} (known: ${Object.keys(MULTIPLIER_KEYS).join(", ")})`);
+    if (value === undefined || value === "" || !Number.isFinite(n)) throw new ConfigError(`--weigher-multipliers: ${name} needs a number, got ${JSON.stringify(value)}`);
+    multipliers[key] = n;
+  }
+  return { algorithm, hostSubsetSize: cfg.hostSubsetSize, maxInstancesPerHost: cfg.maxInstancesPerHost, multipliers: { ...DEFAULT_MULTIPLIERS, ...multipliers } };
 }
 
 export function configHelp(): string {

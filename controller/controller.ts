@@ -31,7 +31,11 @@ import { OutboxPublisher } from "./bus/outbox-publisher.js";
 import { opsSubject, querySubject } from "./bus/subjects.js";
 import { HostQueries } from "./bus/host-queries.js";
 import type { ControllerConfig } from "./config.js";
-import { DEFAULT_CONFIG } from "./config.js";
+import { DEFAULT_CONFIG, pipelineOptions } from "./config.js";
+import { AggregateServiceService } from "../gen/novamesh/compute/v1/aggregate.js";
+import { SchedulerServiceService } from "../gen/novamesh/compute/v1/scheduler.js";
+import { ServerGroupServiceService } from "../gen/novamesh/compute/v1/server_group.js";
+import { aggregateService, schedulerService, serverGroupService } from "./api/placement-services.js";
 import { Lifecycle } from "./conductor/lifecycle.js";
 import { applyReport } from "./conductor/reports.js";
 import { applyOpResult } from "./conductor/results.js";
@@ -55,6 +59,9 @@ const PUBLIC_SERVICES = [
   "novamesh.compute.v1.ImageService",
   "novamesh.compute.v1.HostService",
   "novamesh.compute.v1.IdentityService",
+  "novamesh.compute.v1.ServerGroupService",
+  "novamesh.compute.v1.AggregateService",
+  "novamesh.compute.v1.SchedulerService",
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",
@@ -68,6 +75,7 @@ export class Controller {
   readonly config: ControllerConfig;
   readonly log: Logger;
   private pool: Pool | null = null;
+  private hostsPool: Pool | null = null;
   private nc: NatsConnection | null = null;
   private server: grpc.Server | null = null;
   private publisher: OutboxPublisher | null = null;
@@ -102,13 +110,16 @@ export class Controller {
 
     const taskTimeouts = parseTaskTimeouts(cfg.taskTimeouts);
     const watcher = new ServerWatcher(pool);
-    const hosts = new HostCache(pool, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, maxAgeMs: 2000 });
+    // The scheduler's host view reads through connections of its own (see HostCache).
+    const hostsPool = (this.hostsPool = await openPool(cfg.databaseUrl, { connectionLimit: 2 }));
+    const hosts = new HostCache(hostsPool, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, maxAgeMs: 2000 });
     const publisher = (this.publisher = new OutboxPublisher(pool, js, this.log));
     const wakeOutbox = () => (cfg.holdOutbox ? undefined : publisher.kick());
+    const pipeline = new Pipeline(pipelineOptions(cfg));
     const scheduler = (this.scheduler = new SchedulerWorker(
       pool,
       hosts,
-      new Pipeline(),
+      pipeline,
       this.log,
       {
         subjectPrefix: cfg.opsSubjectPrefix,
@@ -163,6 +174,10 @@ export class Controller {
           ramAllocationRatio: cfg.ramAllocationRatio,
           diskAllocationRatio: cfg.diskAllocationRatio,
           reservedMemoryMb: cfg.reservedHostMemoryMb,
+          reservedVcpus: cfg.reservedHostCpus,
+          reservedDiskGb: cfg.reservedHostDiskGb,
+          // The host's own settings, where its agent gives them, win.
+          ...h.allocation,
         });
         const consumer = await ensureHostConsumer(jsm, cfg.opsStream, cfg.opsSubjectPrefix, h.host);
         hosts.invalidate();
@@ -200,6 +215,9 @@ export class Controller {
     server.addService(HostServiceService, hostService(deps, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, onChange: () => hosts.invalidate() }));
     server.addService(IdentityServiceService, identityService(deps));
     server.addService(AgentServiceService, agentService(deps, conductor));
+    server.addService(ServerGroupServiceService, serverGroupService(deps));
+    server.addService(AggregateServiceService, aggregateService(deps, { onChange: () => hosts.invalidate() }));
+    server.addService(SchedulerServiceService, schedulerService(deps, { pipeline, hosts }));
     addReflection(server, await readFile(DESCRIPTOR_SET), { services: PUBLIC_SERVICES });
     this.setHealth = addHealth(server, { "": "SERVING" });
     this.port = await new Promise<number>((resolve, reject) =>
@@ -234,6 +252,8 @@ export class Controller {
     await this.publisher?.stop();
     await this.nc?.drain().catch(() => undefined);
     await this.pool?.end().catch(() => undefined);
+    await this.hostsPool?.end().catch(() => undefined);
+    this.hostsPool = null;
     this.server = null;
     this.nc = null;
     this.pool = null;

@@ -12,6 +12,9 @@ import { Image, ImageServiceClient, ImageVisibility } from "../gen/novamesh/comp
 import { ServerServiceClient, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
 import type { Server, WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
 import { OperationServiceClient } from "../gen/novamesh/compute/v1/operation.js";
+import { AggregateServiceClient } from "../gen/novamesh/compute/v1/aggregate.js";
+import { SchedulerServiceClient } from "../gen/novamesh/compute/v1/scheduler.js";
+import { ServerGroupServiceClient } from "../gen/novamesh/compute/v1/server_group.js";
 import type { Operation } from "../gen/novamesh/compute/v1/operation.js";
 import { ErrorInfo } from "../gen/google/rpc/error_details.js";
 import { Controller } from "../controller/controller.js";
@@ -66,6 +69,9 @@ export interface Clients {
   hosts: ReturnType<typeof promised<HostServiceClient>>;
   identity: ReturnType<typeof promised<IdentityServiceClient>>;
   operations: ReturnType<typeof promised<OperationServiceClient>>;
+  groups: ReturnType<typeof promised<ServerGroupServiceClient>>;
+  aggregates: ReturnType<typeof promised<AggregateServiceClient>>;
+  scheduler: ReturnType<typeof promised<SchedulerServiceClient>>;
 }
 
 export function clients(address: string, token: string | null): Clients {
@@ -79,6 +85,9 @@ export function clients(address: string, token: string | null): Clients {
     hosts,
     identity: promised(new IdentityServiceClient(address, creds), token),
     operations: promised(new OperationServiceClient(address, creds), token),
+    groups: promised(new ServerGroupServiceClient(address, creds), token),
+    aggregates: promised(new AggregateServiceClient(address, creds), token),
+    scheduler: promised(new SchedulerServiceClient(address, creds), token),
   };
 }
 

@@ -29,7 +29,7 @@ describe("the README's grpcurl examples, through server reflection", () => {
   test("every example runs and does what it says", async () => {
     assert.ok(examples.length >= 8, `found ${examples.length} examples`);
     const r = await runExamples(examples, env.address(ctl), env.adminToken);
-    for (const s of ["novamesh.compute.v1.ServerService", "novamesh.compute.v1.FlavorService", "grpc.health.v1.Health"]) {
+    for (const s of ["novamesh.compute.v1.ServerService", "novamesh.compute.v1.FlavorService", "novamesh.compute.v1.SchedulerService", "novamesh.compute.v1.ServerGroupService", "grpc.health.v1.Health"]) {
       assert.ok(r.services.includes(s), `list shows ${s}`);
     }
     assert.deepEqual(r.described, ["novamesh.compute.v1.ServerService", "novamesh.compute.v1.Server"]);
@@ -46,6 +46,11 @@ describe("the README's grpcurl examples, through server reflection", () => {
     assert.equal(token.token.role, "ROLE_MEMBER");
     assert.ok(token.secret.length > 20);
     assert.ok(r.responses.has("ListServices") && r.responses.has("ListHypervisors"));
+    // No agent runs here: the dry run considers no host and chooses none.
+    const explained = r.responses.get("ExplainPlacement") as { algorithm: string; chosen_host?: string; hosts?: unknown[] };
+    assert.equal(explained.algorithm, "filter-weigh");
+    assert.equal(explained.chosen_host ?? "", "");
+    assert.ok(r.responses.has("ListAvailabilityZones"));
     const ops = r.responses.get("ListOperations") as { operations: Array<{ name: string; action: string }> };
     assert.deepEqual(
       ops.operations.map((o) => [o.name, o.action]),

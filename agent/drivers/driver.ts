@@ -153,6 +153,8 @@ export interface Driver {
    * "qemu+tcp://host-b/system"; undefined without live migration.
    */
   readonly migrationUri?: string;
+  /** CPU architecture of the host, such as "x86_64" (after `init`); undefined when unknown. */
+  readonly architecture?: string;
 
   /**
    * Connects to the hypervisor and loads what it knows.

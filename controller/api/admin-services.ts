@@ -1,3 +1,4 @@
+import { availabilityZones } from "../store/aggregates.js";
 import type { HostServiceServer } from "../../gen/novamesh/compute/v1/host.js";
 import type { IdentityServiceServer } from "../../gen/novamesh/compute/v1/identity.js";
 import { invalidArgument, notFound } from "../errors.js";
@@ -25,8 +26,10 @@ export function hostService(deps: RpcDeps, opts: { serviceDownTimeSeconds: numbe
     }),
     listHypervisors: unary(deps, "ListHypervisors", async (req, ctx) => {
       requireRole(ctx, "admin");
-      const nodes = (await listNodes(pool)).filter((n) => !req.hostname || n.host.includes(req.hostname));
-      return { hypervisors: nodes.map((n) => hypervisorToProto(n, dt)) };
+      const [all, zones] = await Promise.all([listNodes(pool), availabilityZones(pool)]);
+      const zoneOf = new Map([...zones.entries()].flatMap(([zone, hosts]) => hosts.map((h) => [h, zone] as const)));
+      const nodes = all.filter((n) => !req.hostname || n.host.includes(req.hostname));
+      return { hypervisors: nodes.map((n) => hypervisorToProto(n, dt, zoneOf.get(n.host))) };
     }),
     enableService: unary(deps, "EnableService", async (req, ctx) => {
       requireRole(ctx, "admin");

@@ -1,5 +1,5 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import type { AgentServiceServer, ConnectRequest, ConnectResponse } from "../../gen/novamesh/agent/v1/agent.js";
+import type { AgentServiceServer, ConnectRequest, ConnectResponse, HostAllocation } from "../../gen/novamesh/agent/v1/agent.js";
 import type { ApplyEffects, OpOutcome } from "../conductor/results.js";
 import type { HostReport } from "../conductor/reports.js";
 import type { PowerState } from "../domain/states.js";
@@ -23,6 +23,16 @@ export interface AgentConductor {
     memoryMb: number;
     diskGb: number;
     migrationUri: string;
+    architecture: string;
+    /** The host's own overcommit and reservations; absent fields take the controller's. */
+    allocation: Partial<{
+      cpuAllocationRatio: number;
+      ramAllocationRatio: number;
+      diskAllocationRatio: number;
+      reservedMemoryMb: number;
+      reservedVcpus: number;
+      reservedDiskGb: number;
+    }>;
   }): Promise<{
     stream: string;
     subject: string;
@@ -84,6 +94,8 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
                 memoryMb: cap.memoryMb,
                 diskGb: cap.diskGb,
                 migrationUri: h.migrationUri.slice(0, 1024),
+                architecture: h.architecture.slice(0, 32),
+                allocation: helloAllocation(h.allocation, cap),
               });
               host = h.host;
               deps.log.info({ host, hypervisor: h.hypervisorType, version: h.version }, "agent connected");
@@ -154,3 +166,25 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
   };
 }
 
+/** A Hello's HostAllocation, checked: ratios positive, reservations within the host. */
+function helloAllocation(a: HostAllocation | undefined, cap: { vcpus: number; memoryMb: number; diskGb: number }) {
+  const out: Record<string, number> = {};
+  if (!a) return out;
+  const ratio = (v: number | undefined, field: string, key: string) => {
+    if (v === undefined) return;
+    if (!Number.isFinite(v) || v <= 0) throw invalidArgument(`hello.allocation.${field}`, "must be a positive number");
+    out[key] = v;
+  };
+  const reserved = (v: number | undefined, field: string, key: string, total: number) => {
+    if (v === undefined) return;
+    if (!Number.isInteger(v) || v < 0 || v >= total) throw invalidArgument(`hello.allocation.${field}`, `must be a whole number from 0 to below the host's ${total}`);
+    out[key] = v;
+  };
+  ratio(a.cpuAllocationRatio, "cpu_allocation_ratio", "cpuAllocationRatio");
+  ratio(a.ramAllocationRatio, "ram_allocation_ratio", "ramAllocationRatio");
+  ratio(a.diskAllocationRatio, "disk_allocation_ratio", "diskAllocationRatio");
+  reserved(a.reservedHostMemoryMb, "reserved_host_memory_mb", "reservedMemoryMb", cap.memoryMb);
+  reserved(a.reservedHostCpus, "reserved_host_cpus", "reservedVcpus", cap.vcpus);
+  reserved(a.reservedHostDiskGb, "reserved_host_disk_gb", "reservedDiskGb", Math.max(1, cap.diskGb));
+  return out;
+}

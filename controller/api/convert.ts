@@ -66,6 +66,8 @@ export function serverToProto(i: Instance): Server {
     locked: i.lockedBy !== null,
     lockedReason: i.lockedReason,
     taskDeadline: i.taskDeadline ?? undefined,
+    availabilityZone: i.availabilityZone,
+    serverGroupId: i.serverGroupId ?? "",
   };
 }
 
@@ -192,7 +194,7 @@ export function serviceToProto(n: ComputeNode, downTimeSeconds: number): Service
   };
 }
 
-export function hypervisorToProto(n: ComputeNode, downTimeSeconds: number): Hypervisor {
+export function hypervisorToProto(n: ComputeNode, downTimeSeconds: number, zone?: string): Hypervisor {
   const svc = serviceToProto(n, downTimeSeconds);
   return {
     id: n.id,
@@ -212,6 +214,12 @@ export function hypervisorToProto(n: ComputeNode, downTimeSeconds: number): Hype
     diskAllocationRatio: n.diskAllocationRatio,
     freeRamMbReported: n.freeMemoryMbReported,
     freeDiskGbReported: n.freeDiskGbReported,
+    reservedMemoryMb: n.reservedMemoryMb,
+    reservedVcpus: n.reservedVcpus,
+    reservedDiskGb: n.reservedDiskGb,
+    cpuArch: n.architecture,
+    availabilityZone: zone ?? n.zone,
+    failedBuilds: n.failedBuilds,
   };
 }
 

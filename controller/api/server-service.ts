@@ -1,3 +1,4 @@
+import { placementOf } from "./placement-args.js";
 import type { ServerServiceServer } from "../../gen/novamesh/compute/v1/server.js";
 import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/compute/v1/server.js";
 import type { Accepted, Lifecycle } from "../conductor/lifecycle.js";
@@ -43,7 +44,8 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
       if (image.status !== "active") throw invalidArgument("image_id", `image ${imageId} is ${image.status}, not active`);
       if (flavor.diskGb < image.minDiskGb) throw invalidArgument("flavor_id", `flavor disk ${flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
       if (flavor.ramMb < image.minRamMb) throw invalidArgument("flavor_id", `flavor RAM ${flavor.ramMb} MiB is below the image's min_ram ${image.minRamMb} MiB`);
-      const a = await lifecycle.create(ctx.principal, { name, flavor, image, metadata, requestId });
+      const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
+      const a = await lifecycle.create(ctx.principal, { name, flavor, image, metadata, requestId, ...placement });
       ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");
       return accepted(a);
     }),

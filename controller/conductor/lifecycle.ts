@@ -4,7 +4,7 @@ import type { ServerAction } from "../domain/states.js";
 import { ALLOWED_FROM, ALLOWED_WHEN_LOCKED, INTERRUPTIBLE_BY, SCHEDULED_ACTIONS, TASK_OF, actionName } from "../domain/states.js";
 import type { TaskTimeouts } from "../domain/tasks.js";
 import { startTask } from "../domain/tasks.js";
-import type { Flavor, Image, Instance, InstanceAction, MigrationType, Principal } from "../domain/types.js";
+import type { Flavor, Image, Instance, InstanceAction, MigrationType, Principal, SchedulerHints } from "../domain/types.js";
 import { ApiError, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { findAction, finishAction, finishOpEvent, getActionById, insertAction, instantEvent, setActionImage, setActionStep } from "../store/actions.js";
 import { insertImage } from "../store/catalog.js";
@@ -75,7 +75,16 @@ export class Lifecycle {
   /** DESIGN §2 step 1: instance + create action in one transaction; idempotent by request id. */
   async create(
     who: Principal,
-    req: { name: string; flavor: Flavor; image: Image; metadata: Record<string, string>; requestId: string },
+    req: {
+      name: string;
+      flavor: Flavor;
+      image: Image;
+      metadata: Record<string, string>;
+      requestId: string;
+      availabilityZone?: string;
+      serverGroupId?: string | null;
+      schedulerHints?: SchedulerHints;
+    },
   ): Promise<Accepted> {
     const existing = await getInstanceByRequest(this.pool, who.projectId, req.requestId);
     if (existing) return this.accepted(existing);
@@ -94,6 +103,9 @@ export class Lifecycle {
             extraSpecs: req.flavor.extraSpecs,
             imageId: req.image.id,
             metadata: req.metadata,
+            availabilityZone: req.availabilityZone ?? "",
+            serverGroupId: req.serverGroupId ?? null,
+            schedulerHints: req.schedulerHints ?? { sameHost: [], differentHost: [] },
           },
           taskDeadline,
         );

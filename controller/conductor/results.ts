@@ -11,7 +11,7 @@ import type { Pool, PoolConnection } from "../store/db.js";
 import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
 import { getInstance, updateInstance } from "../store/instances.js";
 import { latestMigration, openMigration, updateMigration } from "../store/moves.js";
-import { getNodeByHost, moveAllocations, releaseAllocations } from "../store/nodes.js";
+import { getNodeByHost, moveAllocations, recordBuildFailure, recordBuildSuccess, releaseAllocations } from "../store/nodes.js";
 import type { OpRecord } from "../store/ops.js";
 import { finishOp, lockOp } from "../store/ops.js";
 import { dispatchOp } from "./dispatch.js";
@@ -201,9 +201,12 @@ class ResultApplier {
       });
       // The shelved snapshot has served its purpose, as in Nova.
       if (unshelve && inst.shelvedImageId) await deleteImage(this.conn, inst.shelvedImageId);
+      await recordBuildSuccess(this.conn, op.host);
       await finishAction(this.conn, op.actionId);
       return;
     }
+    // The build failure weigher steers the next builds elsewhere until this host builds one.
+    await recordBuildFailure(this.conn, op.host);
     this.effects.released = (await releaseAllocations(this.conn, inst.uuid)) > 0;
     if (o.error.retryable && inst.attempt < this.opts.maxAttempts) {
       await this.update({ host: null, ...startTask(this.opts.taskTimeouts, unshelve ? "UNSHELVING" : "SCHEDULING"), powerState: "NOSTATE" });

@@ -58,6 +58,12 @@ export interface Instance {
   readonly flavor: { readonly id: string; readonly name: string; readonly vcpus: number; readonly ramMb: number; readonly diskGb: number };
   readonly extraSpecs: Readonly<Record<string, string>>;
   readonly imageId: string;
+  /** The availability zone asked for at create ("" for any). */
+  readonly availabilityZone: string;
+  /** The server group it was created in, or null. */
+  readonly serverGroupId: string | null;
+  /** Scheduler hints given at create: servers to share a host with, or to stay away from. */
+  readonly schedulerHints: SchedulerHints;
   readonly host: string | null;
   readonly vmState: VmState;
   readonly taskState: TaskState | null;
@@ -79,6 +85,12 @@ export interface Instance {
   readonly deletedAt: Date | null;
 }
 
+/** Placement hints of a server (Nova's os:scheduler_hints same_host / different_host). */
+export interface SchedulerHints {
+  readonly sameHost: readonly string[];
+  readonly differentHost: readonly string[];
+}
+
 export interface ComputeNode {
   readonly id: string;
   readonly host: string;
@@ -96,6 +108,13 @@ export interface ComputeNode {
   readonly ramAllocationRatio: number;
   readonly diskAllocationRatio: number;
   readonly reservedMemoryMb: number;
+  /** vCPUs and disk kept for the host itself (Nova's reserved_host_cpus, reserved_host_disk_mb). */
+  readonly reservedVcpus: number;
+  readonly reservedDiskGb: number;
+  /** CPU architecture the agent reports, e.g. "x86_64" ("" when unknown). */
+  readonly architecture: string;
+  /** Builds that failed here since the last one that succeeded (the build failure weigher). */
+  readonly failedBuilds: number;
   readonly freeMemoryMbReported: number;
   readonly freeDiskGbReported: number;
   readonly enabled: boolean;

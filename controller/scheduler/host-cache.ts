@@ -1,7 +1,8 @@
 import type { ComputeNode, ResourceRequest } from "../domain/types.js";
 import type { Pool } from "../store/db.js";
 import { listNodes } from "../store/nodes.js";
-import type { HostState } from "./types.js";
+import { aggregatesByHost } from "../store/aggregates.js";
+import type { AggregateView, HostState } from "./types.js";
 import { isUp } from "../domain/service.js";
 
 /**
@@ -9,6 +10,12 @@ import { isUp } from "../domain/service.js";
  * periodically and adjusted locally after each claim, so a placement never
  * scans the hosts table. A stale view costs at most a failed claim (the
  * claim re-checks in MySQL), never a double booking.
+ *
+ * It reads through a pool of its own: the scheduler reloads it inside its
+ * placing transaction, and waiting there for a connection of the main pool
+ * (all of them perhaps waiting for the row locks that transaction holds)
+ * would stall everything until the lock wait timeout. Its reads see what is
+ * committed now, not the placing transaction's snapshot.
  */
 export class HostCache {
   private hosts = new Map<string, HostState>();
@@ -19,8 +26,8 @@ export class HostCache {
     private readonly opts: { serviceDownTimeSeconds: number; maxAgeMs: number },
   ) {}
 
-  static toState(n: ComputeNode, downTimeSeconds: number, now = Date.now()): HostState {
-    return { ...n, up: isUp(n, downTimeSeconds, now) };
+  static toState(n: ComputeNode, downTimeSeconds: number, now = Date.now(), aggregates: readonly AggregateView[] = []): HostState {
+    return { ...n, up: isUp(n, downTimeSeconds, now), aggregates };
   }
 
   /** Current hosts, reloaded when older than maxAgeMs (or when forced). */
@@ -30,9 +37,11 @@ export class HostCache {
   }
 
   async reload(): Promise<void> {
-    const nodes = await listNodes(this.pool);
+    const [nodes, aggregates] = await Promise.all([listNodes(this.pool), aggregatesByHost(this.pool)]);
     const now = Date.now();
-    this.hosts = new Map(nodes.map((n) => [n.host, HostCache.toState(n, this.opts.serviceDownTimeSeconds, now)]));
+    this.hosts = new Map(
+      nodes.map((n) => [n.host, HostCache.toState(n, this.opts.serviceDownTimeSeconds, now, aggregates.get(n.host) ?? [])]),
+    );
     this.loadedAt = now;
   }
 

@@ -5,44 +5,9 @@ import { diskFilter } from "./filters/disk.js";
 import { ramFilter } from "./filters/ram.js";
 import { vcpuFilter } from "./filters/vcpu.js";
 import { Pipeline, normalise } from "./pipeline.js";
-import type { HostState, RequestSpec } from "./types.js";
+import { host, spec } from "./test-hosts.js";
 import { ramWeigher } from "./weighers/ram.js";
 import { noValidHostFault } from "./scheduler-worker.js";
-
-function host(name: string, over: Partial<HostState> = {}): HostState {
-  return {
-    id: `id-${name}`,
-    host: name,
-    version: "",
-    freeMemoryMbReported: 0,
-    freeDiskGbReported: 0,
-    disabledReason: "",
-    lastSeenAt: new Date(),
-    migrationUri: "",
-    zone: "nova",
-    hypervisorType: "fake",
-    enabled: true,
-    up: true,
-    vcpus: 4,
-    memoryMb: 8192,
-    diskGb: 100,
-    vcpusUsed: 0,
-    memoryMbUsed: 0,
-    diskGbUsed: 0,
-    runningVms: 0,
-    cpuAllocationRatio: 1,
-    ramAllocationRatio: 1,
-    diskAllocationRatio: 1,
-    reservedMemoryMb: 0,
-    ...over,
-  };
-}
-
-const spec = (vcpus: number, memoryMb: number, diskGb: number, ignore: string[] = []): RequestSpec => ({
-  instanceUuid: "u",
-  resources: { vcpus, memoryMb, diskGb },
-  ignoreHosts: new Set(ignore),
-});
 
 test("ram filter honours the allocation ratio and the host's reserved memory", () => {
   const h = host("a", { memoryMb: 4096, memoryMbUsed: 3000, ramAllocationRatio: 1.5, reservedMemoryMb: 512 });
@@ -107,4 +72,50 @@ test("the pipeline counts each rejected host against the first filter it fails",
   assert.match(fault.message, /5 hosts considered; removed by/);
   assert.equal(fault.details["filter.ram"], "1");
   assert.equal(fault.details.hosts_considered, "5");
+});
+
+test("weights: each weigher is normalised to 0..1 and multiplied, then summed", () => {
+  const hosts = [host("a", { vcpus: 8, memoryMbUsed: 0, vcpusUsed: 4 }), host("b", { vcpus: 8, memoryMbUsed: 4096, vcpusUsed: 0 })];
+  const ex = new Pipeline({ multipliers: { ram: 2, vcpu: 1, disk: 0, softAffinity: 0, softAntiAffinity: 0, buildFailure: 0, numInstances: 0 } }).explain(hosts, spec(1, 512, 1));
+  const a = ex.hosts.find((h) => h.host === "a")!;
+  const b = ex.hosts.find((h) => h.host === "b")!;
+  assert.deepEqual(a.weights, { ram: 2, vcpu: 0 });
+  assert.deepEqual(b.weights, { ram: 0, vcpu: 1 });
+  assert.deepEqual([a.score, a.rank, b.score, b.rank], [2, 1, 1, 2], "ram counts double: a wins");
+});
+
+test("a host that failed builds loses to one that did not, whatever the rest says", () => {
+  const hosts = [host("roomy", { failedBuilds: 1 }), host("tight", { memoryMbUsed: 6000, vcpusUsed: 3 })];
+  assert.deepEqual(new Pipeline().place(hosts, spec(1, 512, 1)).candidates.map((h) => h.host), ["tight", "roomy"]);
+});
+
+test("explain lists every filter's verdict for every host, without stopping at the first failure", () => {
+  const hosts = [host("full", { memoryMbUsed: 8192, vcpusUsed: 4 }), host("ok")];
+  const ex = new Pipeline().explain(hosts, spec(1, 1024, 1));
+  assert.deepEqual(ex.hosts.map((h) => [h.host, h.passed, h.rank]), [["ok", true, 1], ["full", false, 0]]);
+  const full = ex.hosts.find((h) => h.host === "full")!;
+  const failed = full.filters.filter((f) => !f.pass).map((f) => f.filter);
+  assert.deepEqual(failed, ["ram", "vcpu"], "both failing filters are named");
+  assert.match(full.filters.find((f) => f.filter === "ram")!.reason, /needs 1024 MiB, 0 free/);
+  assert.ok(full.filters.length >= 10, "every filter ran");
+  assert.deepEqual(ex.placement.rejections, { ram: 1 }, "the count still names only the first");
+});
+
+test("algorithms: least-loaded orders by vCPUs in use, chance and zone at random (zone within the requested zone)", () => {
+  const hosts = [host("a", { vcpusUsed: 3 }), host("b", { vcpusUsed: 1 }), host("c", { vcpusUsed: 2, zone: "az2" })];
+  const names = (p: Pipeline, extra = {}) => p.place(hosts, spec(1, 1, 1, [], extra)).candidates.map((h) => h.host);
+  assert.deepEqual(names(new Pipeline({ algorithm: "least-loaded" })), ["b", "c", "a"]);
+  // A fixed random source: Fisher-Yates with j = 0 each time.
+  assert.deepEqual(names(new Pipeline({ algorithm: "chance", random: () => 0 })), ["b", "c", "a"]);
+  assert.deepEqual(new Set(names(new Pipeline({ algorithm: "chance" }))), new Set(["a", "b", "c"]), "chance keeps every host that passed");
+  assert.deepEqual(names(new Pipeline({ algorithm: "zone" })).sort(), ["a", "b"], "the default zone nova");
+  assert.deepEqual(names(new Pipeline({ algorithm: "zone" }), { availabilityZone: "az2" }), ["c"]);
+});
+
+test("host_subset_size picks the first host among the best N; the rest stay as alternates", () => {
+  const hosts = [host("a", { memoryMbUsed: 0 }), host("b", { memoryMbUsed: 1000 }), host("c", { memoryMbUsed: 2000 }), host("d", { memoryMbUsed: 3000 })];
+  const pick = (r: number) => new Pipeline({ hostSubsetSize: 3, random: () => r }).place(hosts, spec(1, 1, 1)).candidates.map((h) => h.host);
+  assert.deepEqual(pick(0), ["a", "b", "c", "d"]);
+  assert.deepEqual(pick(0.5), ["b", "a", "c", "d"]);
+  assert.deepEqual(pick(0.99), ["c", "a", "b", "d"], "never beyond the best 3");
 });

@@ -14,6 +14,11 @@ import type { HostCache } from "./host-cache.js";
 import type { Pipeline, Placement } from "./pipeline.js";
 import type { HostState, RequestSpec } from "./types.js";
 import { Pump } from "../pump.js";
+import { getImage } from "../store/catalog.js";
+import { buildRequestSpec } from "./request-spec.js";
+
+/** Choices made again from a fresh view after every claim was lost, at most. */
+const MAX_PLACEMENT_ROUNDS = 3;
 
 export interface SchedulerWorkerOptions {
   readonly subjectPrefix: string;
@@ -97,6 +102,53 @@ export class SchedulerWorker {
     return { host: null, lostClaims };
   }
 
+  /**
+   * The request spec of an instance being placed: its zone, flavor extra
+   * specs, image properties, group (locked, so members are placed one at a
+   * time) and hints.
+   */
+  private async specOf(
+    conn: PoolConnection,
+    inst: Instance,
+    r: { resources: RequestSpec["resources"]; ignoreHosts: readonly string[]; imageId: string },
+  ): Promise<RequestSpec> {
+    const image = await getImage(conn, r.imageId, undefined);
+    return buildRequestSpec(
+      conn,
+      {
+        instanceUuid: inst.uuid,
+        resources: r.resources,
+        ignoreHosts: r.ignoreHosts,
+        availabilityZone: inst.availabilityZone,
+        flavorExtraSpecs: inst.extraSpecs,
+        imageProperties: image?.properties ?? {},
+        serverGroupId: inst.serverGroupId,
+        schedulerHints: inst.schedulerHints,
+      },
+      { lockGroup: true },
+    );
+  }
+
+  /**
+   * Chooses and claims. Every claim lost means the view was stale (other
+   * schedulers took the room): the view is reloaded from the database and
+   * the choice made again, so a NoValidHost fault describes the hosts as
+   * they are, not as this scheduler last saw them.
+   */
+  private async placeAndClaim(
+    conn: PoolConnection,
+    spec: RequestSpec,
+    eligible: (h: HostState) => boolean,
+  ): Promise<{ placement: Placement; host: HostState | null; lostClaims: number }> {
+    let force = false;
+    for (let round = 1; ; round++) {
+      const placement = this.pipeline.place([...(await this.hosts.get(force))].filter(eligible), spec);
+      const { host, lostClaims } = await this.claimBest(conn, placement, spec);
+      if (host || lostClaims === 0 || round === MAX_PLACEMENT_ROUNDS) return { placement, host, lostClaims };
+      force = true;
+    }
+  }
+
   /** Places one batch; returns how many instances it took. */
   async scheduleBatch(): Promise<number> {
     return withTx(this.pool, async (conn) => {
@@ -129,13 +181,12 @@ export class SchedulerWorker {
       await updateInstance(conn, inst.uuid, { taskState: null });
       return;
     }
-    const spec: RequestSpec = {
-      instanceUuid: inst.uuid,
+    const spec = await this.specOf(conn, inst, {
       resources: { vcpus: inst.flavor.vcpus, memoryMb: inst.flavor.ramMb, diskGb: inst.flavor.diskGb },
-      ignoreHosts: new Set(inst.triedHosts),
-    };
-    const placement = this.pipeline.place(await this.hosts.get(), spec);
-    const { host, lostClaims } = await this.claimBest(conn, placement, spec);
+      ignoreHosts: inst.triedHosts,
+      imageId: unshelve && inst.shelvedImageId ? inst.shelvedImageId : inst.imageId,
+    });
+    const { placement, host, lostClaims } = await this.placeAndClaim(conn, spec, () => true);
     if (host) {
       const attempt = inst.attempt + 1;
       const placed = await updateInstance(conn, inst.uuid, {
@@ -180,15 +231,13 @@ export class SchedulerWorker {
       await updateInstance(conn, inst.uuid, { taskState: null });
       return;
     }
-    const spec: RequestSpec = {
-      instanceUuid: inst.uuid,
+    const spec = await this.specOf(conn, inst, {
       resources: { vcpus: m.newFlavor.vcpus, memoryMb: m.newFlavor.ramMb, diskGb: m.newFlavor.diskGb },
-      ignoreHosts: new Set(m.triedHosts),
-    };
-    const hosts = [...(await this.hosts.get())].filter((h) => m.requestedHost === null || h.host === m.requestedHost);
-    const placement = this.pipeline.place(hosts, spec);
+      ignoreHosts: m.triedHosts,
+      imageId: inst.imageId,
+    });
     await moveAllocations(conn, inst.uuid, m.id);
-    const { host, lostClaims } = await this.claimBest(conn, placement, spec);
+    const { placement, host, lostClaims } = await this.placeAndClaim(conn, spec, (h) => m.requestedHost === null || h.host === m.requestedHost);
     if (host) {
       await updateMigration(conn, m.id, { status: "MIGRATING", targetHost: host.host, triedHosts: [...m.triedHosts, host.host] });
       await instantEvent(conn, { actionId: m.actionId, event: "schedule", host: host.host, result: "Success" });

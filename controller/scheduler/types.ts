@@ -1,10 +1,32 @@
 import type { ComputeNode, ResourceRequest } from "../domain/types.js";
 
-/** A host as the scheduler sees it: the compute node plus liveness, in memory. */
+/** A host aggregate as the scheduler sees it. */
+export interface AggregateView {
+  readonly name: string;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+/** A host as the scheduler sees it: the compute node plus liveness and grouping, in memory. */
 export type HostState = ComputeNode & {
   /** Reported within service_down_time when the view was loaded. */
   readonly up: boolean;
+  /** Aggregates the host is in. */
+  readonly aggregates: readonly AggregateView[];
 };
+
+/** Server group policies (Nova's). */
+export const GROUP_POLICIES = ["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"] as const;
+export type GroupPolicy = (typeof GROUP_POLICIES)[number];
+
+/** The server group a request belongs to, with where its other members are. */
+export interface GroupView {
+  readonly id: string;
+  readonly policy: GroupPolicy;
+  /** anti-affinity: members allowed on one host (Nova's max_server_per_host rule; default 1). */
+  readonly maxServerPerHost: number;
+  /** Hosts of the other members, with how many members each holds. */
+  readonly memberHosts: ReadonlyMap<string, number>;
+}
 
 /** What is being placed. */
 export interface RequestSpec {
@@ -12,6 +34,18 @@ export interface RequestSpec {
   readonly resources: ResourceRequest;
   /** Hosts this request already failed on (reschedules skip them). */
   readonly ignoreHosts: ReadonlySet<string>;
+  /** Requested availability zone; "" for any. */
+  readonly availabilityZone?: string;
+  /** The flavor's extra specs (`aggregate_instance_extra_specs:<key>` must match aggregate metadata). */
+  readonly flavorExtraSpecs?: Readonly<Record<string, string>>;
+  /** The image's properties (`architecture`, `hypervisor_type` must match the host). */
+  readonly imageProperties?: Readonly<Record<string, string>>;
+  /** The server group, if the request names one (scheduler hint `group`). */
+  readonly group?: GroupView;
+  /** Hint `same_host`: hosts of these servers only. */
+  readonly sameHost?: ReadonlySet<string>;
+  /** Hint `different_host`: none of these servers' hosts. */
+  readonly differentHost?: ReadonlySet<string>;
 }
 
 export type FilterResult = { readonly pass: true } | { readonly pass: false; readonly reason: string };
@@ -36,11 +70,16 @@ export interface HostWeigher {
 export const PASS: FilterResult = { pass: true };
 
 export function freeVcpus(h: HostState): number {
-  return h.vcpus * h.cpuAllocationRatio - h.vcpusUsed;
+  return (h.vcpus - h.reservedVcpus) * h.cpuAllocationRatio - h.vcpusUsed;
 }
 export function freeMemoryMb(h: HostState): number {
   return (h.memoryMb - h.reservedMemoryMb) * h.ramAllocationRatio - h.memoryMbUsed;
 }
 export function freeDiskGb(h: HostState): number {
-  return h.diskGb * h.diskAllocationRatio - h.diskGbUsed;
+  return (h.diskGb - h.reservedDiskGb) * h.diskAllocationRatio - h.diskGbUsed;
+}
+
+/** The host's availability zone: an aggregate's `availability_zone` metadata, else the zone its agent reports. */
+export function zoneOf(h: HostState): string {
+  return h.aggregates.find((a) => a.metadata.availability_zone)?.metadata.availability_zone ?? h.zone;
 }

@@ -1,4 +1,4 @@
-import type { Fault, Instance } from "../domain/types.js";
+import type { Fault, Instance, SchedulerHints } from "../domain/types.js";
 import type { PowerState, TaskState, VmState } from "../domain/states.js";
 import { STATUS_TASKS } from "../domain/states.js";
 import type { PoolConnection, Queryable, Row } from "./db.js";
@@ -7,7 +7,8 @@ import { exec, json, select } from "./db.js";
 
 const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
   image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
-  locked_by, locked_reason, shelved_image_id, created_at, updated_at, launched_at, deleted_at`;
+  locked_by, locked_reason, shelved_image_id, created_at, updated_at, launched_at, deleted_at,
+  availability_zone, server_group_id, scheduler_hints`;
 
 export function rowToInstance(r: Row): Instance {
   return {
@@ -19,6 +20,9 @@ export function rowToInstance(r: Row): Instance {
     flavor: { id: r.flavor_id, name: r.flavor_name, vcpus: r.vcpus, ramMb: Number(r.ram_mb), diskGb: Number(r.disk_gb) },
     extraSpecs: json(r.extra_specs, {}),
     imageId: r.image_id,
+    availabilityZone: r.availability_zone ?? "",
+    serverGroupId: r.server_group_id ?? null,
+    schedulerHints: { sameHost: [], differentHost: [], ...json<Partial<SchedulerHints>>(r.scheduler_hints, {}) },
     host: r.host,
     vmState: r.vm_state,
     taskState: r.task_state,
@@ -47,6 +51,9 @@ export interface NewInstance {
   readonly extraSpecs: Readonly<Record<string, string>>;
   readonly imageId: string;
   readonly metadata: Readonly<Record<string, string>>;
+  readonly availabilityZone?: string;
+  readonly serverGroupId?: string | null;
+  readonly schedulerHints?: SchedulerHints;
 }
 
 /** Inserts an instance in BUILDING / SCHEDULING; `schedulingDeadline` is when scheduling times out. */
@@ -54,8 +61,9 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
   await exec(
     q,
     `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
-       extra_specs, image_id, vm_state, task_state, task_deadline, power_state, metadata, tried_hosts)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', 'SCHEDULING', ?, 'NOSTATE', ?, '[]')`,
+       extra_specs, image_id, vm_state, task_state, task_deadline, power_state, metadata, tried_hosts,
+       availability_zone, server_group_id, scheduler_hints)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', 'SCHEDULING', ?, 'NOSTATE', ?, '[]', ?, ?, ?)`,
     [
       n.uuid,
       n.name,
@@ -70,6 +78,9 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
       n.imageId,
       schedulingDeadline,
       JSON.stringify(n.metadata),
+      n.availabilityZone ?? "",
+      n.serverGroupId ?? null,
+      n.schedulerHints && (n.schedulerHints.sameHost.length || n.schedulerHints.differentHost.length) ? JSON.stringify(n.schedulerHints) : null,
     ],
   );
 }

@@ -257,6 +257,43 @@ export const MIGRATIONS: readonly Migration[] = [
       `UPDATE images i JOIN instances s ON s.shelved_image_id = i.id SET i.has_data = 1 WHERE i.status = 'active'`,
     ],
   },
+  {
+    version: 7,
+    name: "scheduling: zones and hints of servers, server groups, host aggregates, per-host reservations, build failures",
+    statements: [
+      `ALTER TABLE instances ADD COLUMN availability_zone VARCHAR(255) NOT NULL DEFAULT '',
+         ADD COLUMN scheduler_hints JSON NULL, ADD COLUMN server_group_id CHAR(36) NULL,
+         ADD INDEX instances_group (server_group_id)`,
+      `ALTER TABLE compute_nodes ADD COLUMN reserved_vcpus INT NOT NULL DEFAULT 0,
+         ADD COLUMN reserved_disk_gb BIGINT NOT NULL DEFAULT 0,
+         ADD COLUMN architecture VARCHAR(32) NOT NULL DEFAULT '',
+         ADD COLUMN failed_builds INT NOT NULL DEFAULT 0`,
+      `CREATE TABLE server_groups (
+        id CHAR(36) NOT NULL PRIMARY KEY,
+        name VARCHAR(255) NOT NULL,
+        project_id VARCHAR(255) NOT NULL,
+        policy VARCHAR(32) NOT NULL,
+        max_server_per_host INT NOT NULL DEFAULT 1,
+        created_at ${TS},
+        deleted_at DATETIME(3) NULL,
+        INDEX server_groups_project (project_id, deleted_at)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE aggregates (
+        id CHAR(36) NOT NULL PRIMARY KEY,
+        name VARCHAR(255) NOT NULL,
+        metadata JSON NOT NULL,
+        created_at ${TS},
+        updated_at ${TS},
+        UNIQUE KEY aggregates_name (name)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE aggregate_hosts (
+        aggregate_id CHAR(36) NOT NULL,
+        host VARCHAR(255) NOT NULL,
+        PRIMARY KEY (aggregate_id, host),
+        INDEX aggregate_hosts_host (host)
+      ) ENGINE=InnoDB`,
+    ],
+  },
 ];
 
 /**

@@ -5,7 +5,8 @@ import { exec, select } from "./db.js";
 
 const COLUMNS = `id, host, hypervisor_type, zone, version, vcpus, memory_mb, disk_gb, vcpus_used, memory_mb_used,
   disk_gb_used, running_vms, cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb,
-  free_memory_mb_reported, free_disk_gb_reported, enabled, disabled_reason, last_seen_at, migration_uri`;
+  free_memory_mb_reported, free_disk_gb_reported, enabled, disabled_reason, last_seen_at, migration_uri,
+  reserved_vcpus, reserved_disk_gb, architecture, failed_builds`;
 
 function rowToNode(r: Row): ComputeNode {
   return {
@@ -25,6 +26,10 @@ function rowToNode(r: Row): ComputeNode {
     ramAllocationRatio: r.ram_allocation_ratio,
     diskAllocationRatio: r.disk_allocation_ratio,
     reservedMemoryMb: Number(r.reserved_memory_mb),
+    reservedVcpus: r.reserved_vcpus,
+    reservedDiskGb: Number(r.reserved_disk_gb),
+    architecture: r.architecture,
+    failedBuilds: r.failed_builds,
     freeMemoryMbReported: Number(r.free_memory_mb_reported),
     freeDiskGbReported: Number(r.free_disk_gb_reported),
     enabled: r.enabled === 1,
@@ -60,16 +65,23 @@ export async function upsertNode(
     ramAllocationRatio: number;
     diskAllocationRatio: number;
     reservedMemoryMb: number;
+    reservedVcpus: number;
+    reservedDiskGb: number;
+    architecture: string;
     migrationUri: string;
   },
 ): Promise<ComputeNode> {
   await exec(
     q,
     `INSERT INTO compute_nodes (id, host, hypervisor_type, zone, version, vcpus, memory_mb, disk_gb,
-       cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb, migration_uri, last_seen_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP(3))
+       cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb, migration_uri,
+       reserved_vcpus, reserved_disk_gb, architecture, last_seen_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP(3))
      ON DUPLICATE KEY UPDATE hypervisor_type = VALUES(hypervisor_type), zone = VALUES(zone), version = VALUES(version),
-       migration_uri = VALUES(migration_uri),
+       migration_uri = VALUES(migration_uri), architecture = VALUES(architecture),
+       cpu_allocation_ratio = VALUES(cpu_allocation_ratio), ram_allocation_ratio = VALUES(ram_allocation_ratio),
+       disk_allocation_ratio = VALUES(disk_allocation_ratio), reserved_memory_mb = VALUES(reserved_memory_mb),
+       reserved_vcpus = VALUES(reserved_vcpus), reserved_disk_gb = VALUES(reserved_disk_gb),
        vcpus = VALUES(vcpus), memory_mb = VALUES(memory_mb), disk_gb = VALUES(disk_gb),
        last_seen_at = CURRENT_TIMESTAMP(3), generation = generation + 1`,
     [
@@ -86,6 +98,9 @@ export async function upsertNode(
       n.diskAllocationRatio,
       n.reservedMemoryMb,
       n.migrationUri,
+      n.reservedVcpus,
+      n.reservedDiskGb,
+      n.architecture,
     ],
   );
   const node = await getNodeByHost(q, n.host);
@@ -128,9 +143,9 @@ export async function claim(q: Queryable, nodeId: string, instanceUuid: string, 
     `UPDATE compute_nodes SET vcpus_used = vcpus_used + ?, memory_mb_used = memory_mb_used + ?,
        disk_gb_used = disk_gb_used + ?, running_vms = running_vms + 1, generation = generation + 1
      WHERE id = ? AND enabled = 1 AND last_seen_at >= ?
-       AND vcpus_used + ? <= vcpus * cpu_allocation_ratio
+       AND vcpus_used + ? <= (vcpus - reserved_vcpus) * cpu_allocation_ratio
        AND memory_mb_used + ? <= (memory_mb - reserved_memory_mb) * ram_allocation_ratio
-       AND disk_gb_used + ? <= disk_gb * disk_allocation_ratio`,
+       AND disk_gb_used + ? <= (disk_gb - reserved_disk_gb) * disk_allocation_ratio`,
     [req.vcpus, req.memoryMb, req.diskGb, nodeId, upSince, req.vcpus, req.memoryMb, req.diskGb],
   );
   if (res.affectedRows !== 1) return false;
@@ -178,4 +193,14 @@ export async function releaseAllocations(q: Queryable, consumer: string, nodeId?
 export async function moveAllocations(q: Queryable, from: string, to: string): Promise<number> {
   const res = await exec(q, "UPDATE allocations SET instance_uuid = ? WHERE instance_uuid = ?", [to, from]);
   return res.affectedRows;
+}
+
+/** Counts a failed build on `host` (the build failure weigher prefers other hosts until one succeeds there). */
+export async function recordBuildFailure(q: Queryable, host: string): Promise<void> {
+  await exec(q, "UPDATE compute_nodes SET failed_builds = failed_builds + 1 WHERE host = ?", [host]);
+}
+
+/** A build succeeded on `host`: its failure count starts again. */
+export async function recordBuildSuccess(q: Queryable, host: string): Promise<void> {
+  await exec(q, "UPDATE compute_nodes SET failed_builds = 0 WHERE host = ? AND failed_builds <> 0", [host]);
 }

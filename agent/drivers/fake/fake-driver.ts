@@ -57,6 +57,8 @@ export interface FakeDriverOptions {
   readonly faults: Faults;
   /** Delay of every mutating call without its own `delayMs` (default 0); each step of a live migration waits it. */
   readonly delayMs: number;
+  /** CPU architecture it reports (default "x86_64"). */
+  readonly architecture: string;
   /**
    * JSON file holding the domains, so they outlive the process as a real
    * hypervisor's do (default: in memory only). Mutating calls are appended
@@ -77,6 +79,7 @@ const DEFAULTS: FakeDriverOptions = {
   allocationRatio: { vcpus: 16, memoryMb: 1.5, diskGb: 1 },
   faults: {},
   delayMs: 0,
+  architecture: "x86_64",
   statePath: undefined,
   hypervisorType: "fake",
   capabilities: {},
@@ -125,6 +128,9 @@ function invalidState(message: string): DriverError {
 /** An in-memory hypervisor. */
 export class FakeDriver implements Driver {
   readonly hypervisorType: string;
+  get architecture(): string {
+    return this.options.architecture;
+  }
   readonly capabilities: DriverCapabilities;
   readonly migrationUri: string | undefined;
   /** The options in effect. */

@@ -218,6 +218,7 @@ export class LibvirtDriver implements Driver {
   private connecting: Promise<LibvirtConnection> | undefined;
   private type: "kvm" | "qemu" = "qemu";
   private hvType: string;
+  private arch: string | undefined;
   private closed = false;
 
   constructor(options: LibvirtDriverOptions) {
@@ -255,6 +256,11 @@ export class LibvirtDriver implements Driver {
     return this.hvType;
   }
 
+  /** The node's CPU model as libvirt's node info gives it ("x86_64" for qemu), known after init. */
+  get architecture(): string | undefined {
+    return this.arch;
+  }
+
   // ---- connection ------------------------------------------------------------
 
   init(options: CallOptions = {}): Promise<void> {
@@ -266,6 +272,7 @@ export class LibvirtDriver implements Driver {
       } else {
         this.type = domainTypeFor(await conn.getCapabilities().catch(() => ""));
       }
+      this.arch = (await conn.getNodeInfo().catch(() => undefined))?.model || undefined;
     });
   }
 

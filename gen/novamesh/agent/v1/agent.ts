@@ -92,6 +92,46 @@ export interface Hello {
    * empty when the driver has none.
    */
   migrationUri: string;
+  /**
+   * CPU architecture of the host, such as "x86_64" (empty when unknown);
+   * images whose `architecture` property differs are not placed here.
+   */
+  architecture: string;
+  /**
+   * How much of the host the scheduler may hand out; unset fields take the
+   * controller's defaults.
+   */
+  allocation: HostAllocation | undefined;
+}
+
+/**
+ * A host's overcommit and reservations (Nova's per-compute
+ * *_allocation_ratio and reserved_host_* settings). Capacity the scheduler
+ * hands out is (total - reserved) * ratio.
+ */
+export interface HostAllocation {
+  /** vCPU allocation ratio (> 0). */
+  cpuAllocationRatio?:
+    | number
+    | undefined;
+  /** RAM allocation ratio (> 0). */
+  ramAllocationRatio?:
+    | number
+    | undefined;
+  /** Disk allocation ratio (> 0). */
+  diskAllocationRatio?:
+    | number
+    | undefined;
+  /** Memory kept for the host itself, MiB. */
+  reservedHostMemoryMb?:
+    | number
+    | undefined;
+  /** vCPUs kept for the host itself. */
+  reservedHostCpus?:
+    | number
+    | undefined;
+  /** Disk kept for the host itself, GiB. */
+  reservedHostDiskGb?: number | undefined;
 }
 
 /** The controller's answer to Hello: where to take ops from. */
@@ -623,7 +663,16 @@ export const Capacity: MessageFns<Capacity> = {
 };
 
 function createBaseHello(): Hello {
-  return { host: "", hypervisorType: "", version: "", capacity: undefined, zone: "", migrationUri: "" };
+  return {
+    host: "",
+    hypervisorType: "",
+    version: "",
+    capacity: undefined,
+    zone: "",
+    migrationUri: "",
+    architecture: "",
+    allocation: undefined,
+  };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -645,6 +694,12 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.migrationUri !== "") {
       writer.uint32(50).string(message.migrationUri);
+    }
+    if (message.architecture !== "") {
+      writer.uint32(58).string(message.architecture);
+    }
+    if (message.allocation !== undefined) {
+      HostAllocation.encode(message.allocation, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -710,6 +765,22 @@ export const Hello: MessageFns<Hello> = {
             message.migrationUri = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.architecture = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.allocation = HostAllocation.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -738,6 +809,8 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.migration_uri)
         ? globalThis.String(object.migration_uri)
         : "",
+      architecture: isSet(object.architecture) ? globalThis.String(object.architecture) : "",
+      allocation: isSet(object.allocation) ? HostAllocation.fromJSON(object.allocation) : undefined,
     };
   },
 
@@ -761,6 +834,12 @@ export const Hello: MessageFns<Hello> = {
     if (message.migrationUri !== "") {
       obj.migrationUri = message.migrationUri;
     }
+    if (message.architecture !== "") {
+      obj.architecture = message.architecture;
+    }
+    if (message.allocation !== undefined) {
+      obj.allocation = HostAllocation.toJSON(message.allocation);
+    }
     return obj;
   },
 
@@ -777,6 +856,190 @@ export const Hello: MessageFns<Hello> = {
       : undefined;
     message.zone = object.zone ?? "";
     message.migrationUri = object.migrationUri ?? "";
+    message.architecture = object.architecture ?? "";
+    message.allocation = (object.allocation !== undefined && object.allocation !== null)
+      ? HostAllocation.fromPartial(object.allocation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseHostAllocation(): HostAllocation {
+  return {
+    cpuAllocationRatio: undefined,
+    ramAllocationRatio: undefined,
+    diskAllocationRatio: undefined,
+    reservedHostMemoryMb: undefined,
+    reservedHostCpus: undefined,
+    reservedHostDiskGb: undefined,
+  };
+}
+
+export const HostAllocation: MessageFns<HostAllocation> = {
+  encode(message: HostAllocation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cpuAllocationRatio !== undefined) {
+      writer.uint32(9).double(message.cpuAllocationRatio);
+    }
+    if (message.ramAllocationRatio !== undefined) {
+      writer.uint32(17).double(message.ramAllocationRatio);
+    }
+    if (message.diskAllocationRatio !== undefined) {
+      writer.uint32(25).double(message.diskAllocationRatio);
+    }
+    if (message.reservedHostMemoryMb !== undefined) {
+      writer.uint32(32).int64(message.reservedHostMemoryMb);
+    }
+    if (message.reservedHostCpus !== undefined) {
+      writer.uint32(40).int32(message.reservedHostCpus);
+    }
+    if (message.reservedHostDiskGb !== undefined) {
+      writer.uint32(48).int64(message.reservedHostDiskGb);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostAllocation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostAllocation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.cpuAllocationRatio = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.ramAllocationRatio = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.diskAllocationRatio = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.reservedHostMemoryMb = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.reservedHostCpus = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.reservedHostDiskGb = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostAllocation {
+    return {
+      cpuAllocationRatio: isSet(object.cpuAllocationRatio)
+        ? globalThis.Number(object.cpuAllocationRatio)
+        : isSet(object.cpu_allocation_ratio)
+        ? globalThis.Number(object.cpu_allocation_ratio)
+        : undefined,
+      ramAllocationRatio: isSet(object.ramAllocationRatio)
+        ? globalThis.Number(object.ramAllocationRatio)
+        : isSet(object.ram_allocation_ratio)
+        ? globalThis.Number(object.ram_allocation_ratio)
+        : undefined,
+      diskAllocationRatio: isSet(object.diskAllocationRatio)
+        ? globalThis.Number(object.diskAllocationRatio)
+        : isSet(object.disk_allocation_ratio)
+        ? globalThis.Number(object.disk_allocation_ratio)
+        : undefined,
+      reservedHostMemoryMb: isSet(object.reservedHostMemoryMb)
+        ? globalThis.Number(object.reservedHostMemoryMb)
+        : isSet(object.reserved_host_memory_mb)
+        ? globalThis.Number(object.reserved_host_memory_mb)
+        : undefined,
+      reservedHostCpus: isSet(object.reservedHostCpus)
+        ? globalThis.Number(object.reservedHostCpus)
+        : isSet(object.reserved_host_cpus)
+        ? globalThis.Number(object.reserved_host_cpus)
+        : undefined,
+      reservedHostDiskGb: isSet(object.reservedHostDiskGb)
+        ? globalThis.Number(object.reservedHostDiskGb)
+        : isSet(object.reserved_host_disk_gb)
+        ? globalThis.Number(object.reserved_host_disk_gb)
+        : undefined,
+    };
+  },
+
+  toJSON(message: HostAllocation): unknown {
+    const obj: any = {};
+    if (message.cpuAllocationRatio !== undefined) {
+      obj.cpuAllocationRatio = floatToJson(message.cpuAllocationRatio);
+    }
+    if (message.ramAllocationRatio !== undefined) {
+      obj.ramAllocationRatio = floatToJson(message.ramAllocationRatio);
+    }
+    if (message.diskAllocationRatio !== undefined) {
+      obj.diskAllocationRatio = floatToJson(message.diskAllocationRatio);
+    }
+    if (message.reservedHostMemoryMb !== undefined) {
+      obj.reservedHostMemoryMb = Math.round(message.reservedHostMemoryMb);
+    }
+    if (message.reservedHostCpus !== undefined) {
+      obj.reservedHostCpus = Math.round(message.reservedHostCpus);
+    }
+    if (message.reservedHostDiskGb !== undefined) {
+      obj.reservedHostDiskGb = Math.round(message.reservedHostDiskGb);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HostAllocation>, I>>(base?: I): HostAllocation {
+    return HostAllocation.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HostAllocation>, I>>(object: I): HostAllocation {
+    const message = createBaseHostAllocation();
+    message.cpuAllocationRatio = object.cpuAllocationRatio ?? undefined;
+    message.ramAllocationRatio = object.ramAllocationRatio ?? undefined;
+    message.diskAllocationRatio = object.diskAllocationRatio ?? undefined;
+    message.reservedHostMemoryMb = object.reservedHostMemoryMb ?? undefined;
+    message.reservedHostCpus = object.reservedHostCpus ?? undefined;
+    message.reservedHostDiskGb = object.reservedHostDiskGb ?? undefined;
     return message;
   },
 };
@@ -2322,6 +2585,10 @@ export const AgentServiceClient = makeGenericClientConstructor(
   service: typeof AgentServiceService;
   serviceName: string;
 };
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

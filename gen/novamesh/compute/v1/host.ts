@@ -170,6 +170,18 @@ export interface Hypervisor {
   freeRamMbReported: number;
   /** Free disk the host itself reported, GiB. */
   freeDiskGbReported: number;
+  /** Memory kept for the host itself, MiB (not handed out). */
+  reservedMemoryMb: number;
+  /** vCPUs kept for the host itself. */
+  reservedVcpus: number;
+  /** Disk kept for the host itself, GiB. */
+  reservedDiskGb: number;
+  /** CPU architecture, such as "x86_64" (empty when unknown). */
+  cpuArch: string;
+  /** Availability zone (an aggregate's availability_zone, else the agent's). */
+  availabilityZone: string;
+  /** Builds that failed here since the last that succeeded. */
+  failedBuilds: number;
 }
 
 /** Request of ListServices. */
@@ -456,6 +468,12 @@ function createBaseHypervisor(): Hypervisor {
     diskAllocationRatio: 0,
     freeRamMbReported: 0,
     freeDiskGbReported: 0,
+    reservedMemoryMb: 0,
+    reservedVcpus: 0,
+    reservedDiskGb: 0,
+    cpuArch: "",
+    availabilityZone: "",
+    failedBuilds: 0,
   };
 }
 
@@ -511,6 +529,24 @@ export const Hypervisor: MessageFns<Hypervisor> = {
     }
     if (message.freeDiskGbReported !== 0) {
       writer.uint32(136).int64(message.freeDiskGbReported);
+    }
+    if (message.reservedMemoryMb !== 0) {
+      writer.uint32(144).int64(message.reservedMemoryMb);
+    }
+    if (message.reservedVcpus !== 0) {
+      writer.uint32(152).int32(message.reservedVcpus);
+    }
+    if (message.reservedDiskGb !== 0) {
+      writer.uint32(160).int64(message.reservedDiskGb);
+    }
+    if (message.cpuArch !== "") {
+      writer.uint32(170).string(message.cpuArch);
+    }
+    if (message.availabilityZone !== "") {
+      writer.uint32(178).string(message.availabilityZone);
+    }
+    if (message.failedBuilds !== 0) {
+      writer.uint32(184).int32(message.failedBuilds);
     }
     return writer;
   },
@@ -664,6 +700,54 @@ export const Hypervisor: MessageFns<Hypervisor> = {
             message.freeDiskGbReported = longToNumber(reader.int64());
             continue;
           }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.reservedMemoryMb = longToNumber(reader.int64());
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.reservedVcpus = reader.int32();
+            continue;
+          }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.reservedDiskGb = longToNumber(reader.int64());
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.cpuArch = reader.string();
+            continue;
+          }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.availabilityZone = reader.string();
+            continue;
+          }
+          case 23: {
+            if (tag !== 184) {
+              break;
+            }
+
+            message.failedBuilds = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -743,6 +827,36 @@ export const Hypervisor: MessageFns<Hypervisor> = {
         : isSet(object.free_disk_gb_reported)
         ? globalThis.Number(object.free_disk_gb_reported)
         : 0,
+      reservedMemoryMb: isSet(object.reservedMemoryMb)
+        ? globalThis.Number(object.reservedMemoryMb)
+        : isSet(object.reserved_memory_mb)
+        ? globalThis.Number(object.reserved_memory_mb)
+        : 0,
+      reservedVcpus: isSet(object.reservedVcpus)
+        ? globalThis.Number(object.reservedVcpus)
+        : isSet(object.reserved_vcpus)
+        ? globalThis.Number(object.reserved_vcpus)
+        : 0,
+      reservedDiskGb: isSet(object.reservedDiskGb)
+        ? globalThis.Number(object.reservedDiskGb)
+        : isSet(object.reserved_disk_gb)
+        ? globalThis.Number(object.reserved_disk_gb)
+        : 0,
+      cpuArch: isSet(object.cpuArch)
+        ? globalThis.String(object.cpuArch)
+        : isSet(object.cpu_arch)
+        ? globalThis.String(object.cpu_arch)
+        : "",
+      availabilityZone: isSet(object.availabilityZone)
+        ? globalThis.String(object.availabilityZone)
+        : isSet(object.availability_zone)
+        ? globalThis.String(object.availability_zone)
+        : "",
+      failedBuilds: isSet(object.failedBuilds)
+        ? globalThis.Number(object.failedBuilds)
+        : isSet(object.failed_builds)
+        ? globalThis.Number(object.failed_builds)
+        : 0,
     };
   },
 
@@ -799,6 +913,24 @@ export const Hypervisor: MessageFns<Hypervisor> = {
     if (message.freeDiskGbReported !== 0) {
       obj.freeDiskGbReported = Math.round(message.freeDiskGbReported);
     }
+    if (message.reservedMemoryMb !== 0) {
+      obj.reservedMemoryMb = Math.round(message.reservedMemoryMb);
+    }
+    if (message.reservedVcpus !== 0) {
+      obj.reservedVcpus = Math.round(message.reservedVcpus);
+    }
+    if (message.reservedDiskGb !== 0) {
+      obj.reservedDiskGb = Math.round(message.reservedDiskGb);
+    }
+    if (message.cpuArch !== "") {
+      obj.cpuArch = message.cpuArch;
+    }
+    if (message.availabilityZone !== "") {
+      obj.availabilityZone = message.availabilityZone;
+    }
+    if (message.failedBuilds !== 0) {
+      obj.failedBuilds = Math.round(message.failedBuilds);
+    }
     return obj;
   },
 
@@ -824,6 +956,12 @@ export const Hypervisor: MessageFns<Hypervisor> = {
     message.diskAllocationRatio = object.diskAllocationRatio ?? 0;
     message.freeRamMbReported = object.freeRamMbReported ?? 0;
     message.freeDiskGbReported = object.freeDiskGbReported ?? 0;
+    message.reservedMemoryMb = object.reservedMemoryMb ?? 0;
+    message.reservedVcpus = object.reservedVcpus ?? 0;
+    message.reservedDiskGb = object.reservedDiskGb ?? 0;
+    message.cpuArch = object.cpuArch ?? "";
+    message.availabilityZone = object.availabilityZone ?? "";
+    message.failedBuilds = object.failedBuilds ?? 0;
     return message;
   },
 };

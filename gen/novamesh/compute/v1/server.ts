@@ -809,12 +809,31 @@ export interface Server {
    * When the running task times out (unset without a task): the controller
    * then ends it in a defined state with a TASK_TIMED_OUT fault.
    */
-  taskDeadline: Date | undefined;
+  taskDeadline:
+    | Date
+    | undefined;
+  /** The availability zone asked for at create (empty: any). */
+  availabilityZone: string;
+  /** The server group it was created in (empty: none). */
+  serverGroupId: string;
 }
 
 export interface Server_MetadataEntry {
   key: string;
   value: string;
+}
+
+/** Where the scheduler may put a new server (Nova's os:scheduler_hints). */
+export interface SchedulerHints {
+  /**
+   * Server group id: the group's policy applies and the server becomes a
+   * member.
+   */
+  group: string;
+  /** Only hosts that run one of these servers (UUIDs, at most 100). */
+  sameHost: string[];
+  /** None of the hosts these servers run on (UUIDs, at most 100). */
+  differentHost: string[];
 }
 
 /** A move of a server between hosts (Nova's migration record). */
@@ -868,6 +887,13 @@ export interface CreateServerRequest {
    * returns the server created by the first request.
    */
   requestId: string;
+  /**
+   * Availability zone to place the server in (see ListAvailabilityZones);
+   * empty for any.
+   */
+  availabilityZone: string;
+  /** Placement hints. */
+  schedulerHints: SchedulerHints | undefined;
 }
 
 export interface CreateServerRequest_MetadataEntry {
@@ -1840,6 +1866,8 @@ function createBaseServer(): Server {
     locked: false,
     lockedReason: "",
     taskDeadline: undefined,
+    availabilityZone: "",
+    serverGroupId: "",
   };
 }
 
@@ -1904,6 +1932,12 @@ export const Server: MessageFns<Server> = {
     }
     if (message.taskDeadline !== undefined) {
       Timestamp.encode(toTimestamp(message.taskDeadline), writer.uint32(162).fork()).join();
+    }
+    if (message.availabilityZone !== "") {
+      writer.uint32(170).string(message.availabilityZone);
+    }
+    if (message.serverGroupId !== "") {
+      writer.uint32(178).string(message.serverGroupId);
     }
     return writer;
   },
@@ -2084,6 +2118,22 @@ export const Server: MessageFns<Server> = {
             message.taskDeadline = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.availabilityZone = reader.string();
+            continue;
+          }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.serverGroupId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2179,6 +2229,16 @@ export const Server: MessageFns<Server> = {
         : isSet(object.task_deadline)
         ? fromJsonTimestamp(object.task_deadline)
         : undefined,
+      availabilityZone: isSet(object.availabilityZone)
+        ? globalThis.String(object.availabilityZone)
+        : isSet(object.availability_zone)
+        ? globalThis.String(object.availability_zone)
+        : "",
+      serverGroupId: isSet(object.serverGroupId)
+        ? globalThis.String(object.serverGroupId)
+        : isSet(object.server_group_id)
+        ? globalThis.String(object.server_group_id)
+        : "",
     };
   },
 
@@ -2250,6 +2310,12 @@ export const Server: MessageFns<Server> = {
     if (message.taskDeadline !== undefined) {
       obj.taskDeadline = message.taskDeadline.toISOString();
     }
+    if (message.availabilityZone !== "") {
+      obj.availabilityZone = message.availabilityZone;
+    }
+    if (message.serverGroupId !== "") {
+      obj.serverGroupId = message.serverGroupId;
+    }
     return obj;
   },
 
@@ -2288,6 +2354,8 @@ export const Server: MessageFns<Server> = {
     message.locked = object.locked ?? false;
     message.lockedReason = object.lockedReason ?? "";
     message.taskDeadline = object.taskDeadline ?? undefined;
+    message.availabilityZone = object.availabilityZone ?? "";
+    message.serverGroupId = object.serverGroupId ?? "";
     return message;
   },
 };
@@ -2373,6 +2441,115 @@ export const Server_MetadataEntry: MessageFns<Server_MetadataEntry> = {
     const message = createBaseServer_MetadataEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseSchedulerHints(): SchedulerHints {
+  return { group: "", sameHost: [], differentHost: [] };
+}
+
+export const SchedulerHints: MessageFns<SchedulerHints> = {
+  encode(message: SchedulerHints, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.group !== "") {
+      writer.uint32(10).string(message.group);
+    }
+    for (const v of message.sameHost) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.differentHost) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SchedulerHints {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSchedulerHints();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.group = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sameHost.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.differentHost.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SchedulerHints {
+    return {
+      group: isSet(object.group) ? globalThis.String(object.group) : "",
+      sameHost: globalThis.Array.isArray(object?.sameHost)
+        ? object.sameHost.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.same_host)
+        ? object.same_host.map((e: any) => globalThis.String(e))
+        : [],
+      differentHost: globalThis.Array.isArray(object?.differentHost)
+        ? object.differentHost.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.different_host)
+        ? object.different_host.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: SchedulerHints): unknown {
+    const obj: any = {};
+    if (message.group !== "") {
+      obj.group = message.group;
+    }
+    if (message.sameHost?.length) {
+      obj.sameHost = message.sameHost;
+    }
+    if (message.differentHost?.length) {
+      obj.differentHost = message.differentHost;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SchedulerHints>, I>>(base?: I): SchedulerHints {
+    return SchedulerHints.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SchedulerHints>, I>>(object: I): SchedulerHints {
+    const message = createBaseSchedulerHints();
+    message.group = object.group ?? "";
+    message.sameHost = object.sameHost?.map((e) => e) || [];
+    message.differentHost = object.differentHost?.map((e) => e) || [];
     return message;
   },
 };
@@ -2676,7 +2853,15 @@ export const Migration: MessageFns<Migration> = {
 };
 
 function createBaseCreateServerRequest(): CreateServerRequest {
-  return { name: "", flavorId: "", imageId: "", metadata: {}, requestId: "" };
+  return {
+    name: "",
+    flavorId: "",
+    imageId: "",
+    metadata: {},
+    requestId: "",
+    availabilityZone: "",
+    schedulerHints: undefined,
+  };
 }
 
 export const CreateServerRequest: MessageFns<CreateServerRequest> = {
@@ -2695,6 +2880,12 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     });
     if (message.requestId !== "") {
       writer.uint32(42).string(message.requestId);
+    }
+    if (message.availabilityZone !== "") {
+      writer.uint32(50).string(message.availabilityZone);
+    }
+    if (message.schedulerHints !== undefined) {
+      SchedulerHints.encode(message.schedulerHints, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -2755,6 +2946,22 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
             message.requestId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.availabilityZone = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.schedulerHints = SchedulerHints.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2799,6 +3006,16 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
         : isSet(object.request_id)
         ? globalThis.String(object.request_id)
         : "",
+      availabilityZone: isSet(object.availabilityZone)
+        ? globalThis.String(object.availabilityZone)
+        : isSet(object.availability_zone)
+        ? globalThis.String(object.availability_zone)
+        : "",
+      schedulerHints: isSet(object.schedulerHints)
+        ? SchedulerHints.fromJSON(object.schedulerHints)
+        : isSet(object.scheduler_hints)
+        ? SchedulerHints.fromJSON(object.scheduler_hints)
+        : undefined,
     };
   },
 
@@ -2825,6 +3042,12 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     if (message.requestId !== "") {
       obj.requestId = message.requestId;
     }
+    if (message.availabilityZone !== "") {
+      obj.availabilityZone = message.availabilityZone;
+    }
+    if (message.schedulerHints !== undefined) {
+      obj.schedulerHints = SchedulerHints.toJSON(message.schedulerHints);
+    }
     return obj;
   },
 
@@ -2846,6 +3069,10 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
       {},
     );
     message.requestId = object.requestId ?? "";
+    message.availabilityZone = object.availabilityZone ?? "";
+    message.schedulerHints = (object.schedulerHints !== undefined && object.schedulerHints !== null)
+      ? SchedulerHints.fromPartial(object.schedulerHints)
+      : undefined;
     return message;
   },
 };

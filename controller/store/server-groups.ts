@@ -1,0 +1,92 @@
+/** Server groups (Nova's os-server-groups): a policy over where members run. */
+import { randomUUID } from "node:crypto";
+import type { GroupPolicy } from "../scheduler/types.js";
+import type { Queryable, Row } from "./db.js";
+import { exec, select } from "./db.js";
+
+export interface ServerGroup {
+  readonly id: string;
+  readonly name: string;
+  readonly projectId: string;
+  readonly policy: GroupPolicy;
+  /** anti-affinity: members allowed on one host. */
+  readonly maxServerPerHost: number;
+  /** Member server ids (not deleted), oldest first. */
+  readonly members: readonly string[];
+  readonly createdAt: Date;
+}
+
+async function withMembers(q: Queryable, rows: Row[]): Promise<ServerGroup[]> {
+  if (rows.length === 0) return [];
+  const members = await select<{ server_group_id: string; uuid: string }>(
+    q,
+    `SELECT server_group_id, uuid FROM instances WHERE deleted_at IS NULL AND server_group_id IN (${rows.map(() => "?").join(",")}) ORDER BY id`,
+    rows.map((r) => r.id),
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    name: r.name,
+    projectId: r.project_id,
+    policy: r.policy as GroupPolicy,
+    maxServerPerHost: r.max_server_per_host,
+    members: members.filter((m) => m.server_group_id === r.id).map((m) => m.uuid),
+    createdAt: r.created_at,
+  }));
+}
+
+export async function createServerGroup(
+  q: Queryable,
+  g: { name: string; projectId: string; policy: GroupPolicy; maxServerPerHost: number },
+): Promise<ServerGroup> {
+  const id = randomUUID();
+  await exec(q, "INSERT INTO server_groups (id, name, project_id, policy, max_server_per_host) VALUES (?, ?, ?, ?, ?)", [
+    id,
+    g.name,
+    g.projectId,
+    g.policy,
+    g.maxServerPerHost,
+  ]);
+  return (await getServerGroup(q, id))!;
+}
+
+/** A live group; `lock` takes its row FOR UPDATE (placing members one at a time keeps hard policies exact). */
+export async function getServerGroup(q: Queryable, id: string, opts: { lock?: boolean } = {}): Promise<ServerGroup | null> {
+  const rows = await select(q, `SELECT * FROM server_groups WHERE id = ? AND deleted_at IS NULL${opts.lock ? " FOR UPDATE" : ""}`, [id]);
+  return (await withMembers(q, rows))[0] ?? null;
+}
+
+/** Groups of a project (all projects when undefined), oldest first. */
+export async function listServerGroups(q: Queryable, projectId: string | undefined): Promise<ServerGroup[]> {
+  const rows =
+    projectId === undefined
+      ? await select(q, "SELECT * FROM server_groups WHERE deleted_at IS NULL ORDER BY created_at, id")
+      : await select(q, "SELECT * FROM server_groups WHERE deleted_at IS NULL AND project_id = ? ORDER BY created_at, id", [projectId]);
+  return withMembers(q, rows);
+}
+
+export async function deleteServerGroup(q: Queryable, id: string): Promise<boolean> {
+  return (await exec(q, "UPDATE server_groups SET deleted_at = CURRENT_TIMESTAMP(3) WHERE id = ? AND deleted_at IS NULL", [id])).affectedRows === 1;
+}
+
+/** Hosts of a group's placed members other than `except`, with how many each holds. */
+export async function groupMemberHosts(q: Queryable, groupId: string, except: string): Promise<Map<string, number>> {
+  const rows = await select<{ host: string; n: number }>(
+    q,
+    `SELECT host, COUNT(*) AS n FROM instances
+     WHERE server_group_id = ? AND uuid <> ? AND deleted_at IS NULL AND host IS NOT NULL AND host <> '' AND vm_state <> 'ERROR'
+     GROUP BY host`,
+    [groupId, except],
+  );
+  return new Map(rows.map((r) => [r.host, Number(r.n)]));
+}
+
+/** Hosts the given servers run on (scheduler hints same_host / different_host). */
+export async function hostsOfServers(q: Queryable, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await select<{ host: string }>(
+    q,
+    `SELECT DISTINCT host FROM instances WHERE uuid IN (${ids.map(() => "?").join(",")}) AND deleted_at IS NULL AND host IS NOT NULL AND host <> ''`,
+    [...ids],
+  );
+  return new Set(rows.map((r) => r.host));
+}

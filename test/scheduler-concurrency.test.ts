@@ -1,0 +1,87 @@
+/**
+ * Two controller processes' schedulers against one database: 300
+ * concurrent CreateServer calls for capacity of exactly 200. The claims
+ * (conditional UPDATEs in MySQL) must neither double-book nor lose a slot.
+ */
+import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
+import { spawnAgent, stopAgent, tempDir } from "./agents.js";
+import { TestEnv, assertCapacityExact, servicesUp, waitServers } from "./harness.js";
+
+describe("concurrent scheduling", () => {
+  const env = new TestEnv();
+  const agents: ChildProcess[] = [];
+  let dir: string | undefined;
+  after(async () => {
+    for (const a of agents) await stopAgent(a);
+    await env.cleanup();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test("two controllers, 300 creates, room for 200: exactly 200 ACTIVE, 100 ERROR explained, no host over capacity", async (t) => {
+    // vCPUs are the limit: 10 hosts × 20 vCPUs at ratio 1.0, flavor 1 vCPU (memory and disk have room for more).
+    const cfg = { cpuAllocationRatio: 1.0, ramAllocationRatio: 1.0, diskAllocationRatio: 1.0 };
+    const ctlA = await env.startController(cfg);
+    const ctlB = await env.startController(cfg);
+    const a = env.admin(ctlA);
+    const b = env.admin(ctlB);
+    const imageId = await env.image(ctlA);
+    await a.flavors.createFlavor({ flavor: { id: "c.1", name: "c.1", vcpus: 1, ramMb: 256, diskGb: 1, description: "", extraSpecs: {} } });
+    dir = await tempDir("sched-concurrency");
+    agents.push(
+      spawnAgent({
+        controller: env.address(ctlA),
+        token: env.adminToken,
+        logFile: join(dir, "agents.log"),
+        args: ["--host", `cc${env.id}`, "--hosts", "10", "--driver", "fake", "--state-dir", join(dir, "agents"), "--vcpus", "20", "--memory-mb", "65536", "--disk-gb", "1000"],
+      }),
+    );
+    await servicesUp(a, 10);
+
+    const started = Date.now();
+    const created = await Promise.all(
+      Array.from({ length: 300 }, (_, i) => (i % 2 ? b : a).servers.createServer({ name: `c-${i}`, flavorId: "c.1", imageId, requestId: `cc-${i}` })),
+    );
+    const ids = created.map((r) => r.server!.id);
+    assert.equal(new Set(ids).size, 300);
+    const done = await waitServers(
+      a,
+      ids,
+      (s) => s.status === ServerStatus.SERVER_STATUS_ACTIVE || s.status === ServerStatus.SERVER_STATUS_ERROR,
+      "ACTIVE or ERROR",
+      180_000,
+    );
+    const seconds = (Date.now() - started) / 1000;
+    t.diagnostic(`300 creates through two controllers settled in ${seconds.toFixed(1)} s`);
+    const active = done.filter((s) => s.status === ServerStatus.SERVER_STATUS_ACTIVE);
+    const failed = done.filter((s) => s.status === ServerStatus.SERVER_STATUS_ERROR);
+    assert.equal(active.length, 200, `ACTIVE after ${seconds.toFixed(1)} s`);
+    assert.equal(failed.length, 100);
+    for (const s of failed) {
+      assert.equal(s.fault?.code, "NO_VALID_HOST", JSON.stringify(s.fault));
+      assert.equal(s.fault!.details.hosts_considered, "10");
+      // Every host is accounted for: removed by a filter (vcpu: full) or lost to a concurrent claim.
+      const removed = Object.entries(s.fault!.details)
+        .filter(([k]) => k.startsWith("filter.") || k === "claim_conflict")
+        .reduce((n, [, v]) => n + Number(v), 0);
+      assert.equal(removed, 10, JSON.stringify(s.fault!.details));
+      assert.match(s.fault!.message, /10 hosts considered; removed by vcpu: \d+/);
+    }
+    const usage = await assertCapacityExact(env, a);
+    const hv = (await a.hypervisors()).filter((h) => h.hostname.startsWith(`cc${env.id}`));
+    assert.equal(hv.length, 10);
+    for (const h of hv) {
+      assert.ok(h.vcpusUsed <= h.vcpus * h.cpuAllocationRatio, `${h.hostname}: ${h.vcpusUsed} of ${h.vcpus}`);
+      assert.equal(h.vcpusUsed, 20, `${h.hostname} is full`);
+    }
+    assert.equal([...usage.values()].reduce((n, u) => n + u.vms, 0), 200);
+    // The servers really run where they are placed.
+    const perHost = new Map<string, number>();
+    for (const s of active) perHost.set(s.host, (perHost.get(s.host) ?? 0) + 1);
+    assert.deepEqual([...perHost.values()].sort(), Array(10).fill(20));
+  });
+});
