@@ -194,7 +194,13 @@ export class Controller {
         if ((await applyReport(pool, r)) > 0) wake.watchers();
       },
       result: async (o) => {
-        const effects = await applyOpResult(pool, o, { maxAttempts: cfg.maxAttempts, log: this.log, subjectPrefix: cfg.opsSubjectPrefix, taskTimeouts });
+        const effects = await applyOpResult(pool, o, {
+          maxAttempts: cfg.maxAttempts,
+          log: this.log,
+          subjectPrefix: cfg.opsSubjectPrefix,
+          taskTimeouts,
+          serviceDownTimeSeconds: cfg.serviceDownTimeSeconds,
+        });
         if (effects.released) hosts.invalidate();
         if (effects.rescheduled) wake.scheduler();
         if (effects.dispatched) wake.outbox();

@@ -1,6 +1,7 @@
 /**
- * Two controller processes' schedulers against one database: 300
- * concurrent CreateServer calls for capacity of exactly 200. The claims
+ * Two controller processes against one database: this test's process runs
+ * one, a child process (`controller/main.ts`) the other. 300 concurrent
+ * CreateServer calls, half to each, for capacity of exactly 200. The claims
  * (conditional UPDATEs in MySQL) must neither double-book nor lose a slot.
  */
 import assert from "node:assert/strict";
@@ -9,15 +10,19 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
-import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, servicesUp, waitServers } from "./harness.js";
+import { spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import { REPO, freePort, spawnAgent, stopAgent, tempDir } from "./agents.js";
+import { TestEnv, assertCapacityExact, clients, eventually, servicesUp, waitServers } from "./harness.js";
 
 describe("concurrent scheduling", () => {
   const env = new TestEnv();
   const agents: ChildProcess[] = [];
+  const children: ChildProcess[] = [];
   let dir: string | undefined;
   after(async () => {
     for (const a of agents) await stopAgent(a);
+    for (const c of children) await stopAgent(c);
     await env.cleanup();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
@@ -26,12 +31,26 @@ describe("concurrent scheduling", () => {
     // vCPUs are the limit: 10 hosts × 20 vCPUs at ratio 1.0, flavor 1 vCPU (memory and disk have room for more).
     const cfg = { cpuAllocationRatio: 1.0, ramAllocationRatio: 1.0, diskAllocationRatio: 1.0 };
     const ctlA = await env.startController(cfg);
-    const ctlB = await env.startController(cfg);
     const a = env.admin(ctlA);
-    const b = env.admin(ctlB);
+    dir = await tempDir("sched-concurrency");
+    // The second controller: its own process, the same database, stream and subjects.
+    const c = env.config(cfg);
+    const portB = await freePort();
+    const args = [
+      "--listen", `127.0.0.1:${portB}`, "--database-url", c.databaseUrl!, "--nats", c.natsUrl!, "--ops-stream", c.opsStream!,
+      "--ops-subject-prefix", c.opsSubjectPrefix!, "--image-bucket", c.imageBucket!, "--admin-token", c.adminToken!,
+      "--report-interval", String(c.reportIntervalSeconds), "--service-down-time", String(c.serviceDownTimeSeconds),
+      "--cpu-allocation-ratio", "1", "--ram-allocation-ratio", "1", "--disk-allocation-ratio", "1",
+    ];
+    const ctlB = spawn(process.execPath, ["--import", "tsx", join(REPO, "controller/main.ts"), ...args], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+    children.push(ctlB);
+    const log = createWriteStream(join(dir, "controller-b.log"));
+    ctlB.stdout!.pipe(log);
+    ctlB.stderr!.pipe(log);
+    const b = clients(`127.0.0.1:${portB}`, env.adminToken);
+    await eventually(() => b.flavors.listFlavors({}).then(() => true, () => false), { what: "the second controller answering", timeoutMs: 30_000 });
     const imageId = await env.image(ctlA);
     await a.flavors.createFlavor({ flavor: { id: "c.1", name: "c.1", vcpus: 1, ramMb: 256, diskGb: 1, description: "", extraSpecs: {} } });
-    dir = await tempDir("sched-concurrency");
     agents.push(
       spawnAgent({
         controller: env.address(ctlA),

@@ -4,14 +4,15 @@ import type { PowerState, TaskState, VmState } from "../domain/states.js";
 import type { TaskTimeouts } from "../domain/tasks.js";
 import { startTask } from "../domain/tasks.js";
 import type { Fault, Instance, Migration, OperationError } from "../domain/types.js";
-import { finishAction, finishOpEvent, getActionById, setActionStep } from "../store/actions.js";
+import { finishAction, finishOpEvent, getActionById, instantEvent, runningAction, setActionStep } from "../store/actions.js";
 import { activateImage, deleteImage } from "../store/catalog.js";
 import { select } from "../store/db.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
 import { getInstance, updateInstance } from "../store/instances.js";
 import { latestMigration, openMigration, updateMigration } from "../store/moves.js";
-import { getNodeByHost, moveAllocations, recordBuildFailure, recordBuildSuccess, releaseAllocations } from "../store/nodes.js";
+import { claim, getNodeByHost, moveAllocations, recordBuildFailure, recordBuildSuccess, releaseAllocations } from "../store/nodes.js";
+import { getServerGroup } from "../store/server-groups.js";
 import type { OpRecord } from "../store/ops.js";
 import { finishOp, lockOp } from "../store/ops.js";
 import { dispatchOp } from "./dispatch.js";
@@ -44,6 +45,8 @@ export interface ApplyOptions {
   readonly log: Logger;
   readonly subjectPrefix: string;
   readonly taskTimeouts: TaskTimeouts;
+  /** A host is down when its last report is older than this many seconds (alternates must be up). */
+  readonly serviceDownTimeSeconds: number;
 }
 
 /**
@@ -209,6 +212,7 @@ class ResultApplier {
     await recordBuildFailure(this.conn, op.host);
     this.effects.released = (await releaseAllocations(this.conn, inst.uuid)) > 0;
     if (o.error.retryable && inst.attempt < this.opts.maxAttempts) {
+      if (await this.spawnOnAlternate(unshelve)) return;
       await this.update({ host: null, ...startTask(this.opts.taskTimeouts, unshelve ? "UNSHELVING" : "SCHEDULING"), powerState: "NOSTATE" });
       await setActionStep(this.conn, op.actionId, { message: `attempt ${inst.attempt} on ${op.host} failed; rescheduling` });
       this.effects.rescheduled = true;
@@ -224,6 +228,62 @@ class ResultApplier {
       fault: { ...fault, message: fault.message + exhausted },
     });
     await finishAction(this.conn, op.actionId, { error: this.opError() });
+  }
+
+  /**
+   * Nova's alternates: after a retryable spawn failure (its claim already
+   * released), claims the next alternate the scheduler chose with the build
+   * and spawns there, without a new scheduling pass. The claim is the same
+   * atomic conditional UPDATE (up, enabled, fits). Members of a group with a
+   * hard policy go back to the scheduler instead, which checks the policy
+   * under the group's lock. False when no alternate could be claimed.
+   */
+  private async spawnOnAlternate(unshelve: boolean): Promise<boolean> {
+    const { inst, op, conn } = this;
+    const left = inst.alternateHosts.filter((h) => !inst.triedHosts.includes(h));
+    if (left.length === 0) return false;
+    if (inst.serverGroupId) {
+      const g = await getServerGroup(conn, inst.serverGroupId);
+      if (g && (g.policy === "affinity" || g.policy === "anti-affinity")) return false;
+    }
+    const action = await runningAction(conn, inst.uuid);
+    if (!action || action.id !== op.actionId) return false;
+    const upSince = new Date(Date.now() - this.opts.serviceDownTimeSeconds * 1000);
+    const resources = { vcpus: inst.flavor.vcpus, memoryMb: inst.flavor.ramMb, diskGb: inst.flavor.diskGb };
+    for (let i = 0; i < left.length; i++) {
+      const node = await getNodeByHost(conn, left[i]!);
+      if (!node || !(await claim(conn, node.id, inst.uuid, resources, upSince))) continue;
+      const attempt = inst.attempt + 1;
+      const placed = await this.update({
+        host: node.host,
+        ...startTask(this.opts.taskTimeouts, "SPAWNING"),
+        attempt,
+        triedHosts: [...inst.triedHosts, node.host],
+        alternateHosts: left.slice(i + 1),
+        powerState: "NOSTATE",
+      });
+      await instantEvent(conn, {
+        actionId: op.actionId,
+        event: "schedule",
+        host: node.host,
+        result: "Success",
+        details: `alternate host, attempt ${attempt} after ${op.host} failed`,
+      });
+      await dispatchOp(conn, {
+        instance: placed,
+        host: node.host,
+        actionId: op.actionId,
+        requestId: action.requestId,
+        args: { kind: "spawn" },
+        attempt,
+        subjectPrefix: this.opts.subjectPrefix,
+        ...(unshelve && inst.shelvedImageId ? { imageId: inst.shelvedImageId } : {}),
+      });
+      await setActionStep(conn, op.actionId, { deadline: placed.taskDeadline, message: `attempt ${inst.attempt} on ${op.host} failed; trying ${node.host}` });
+      this.effects.dispatched = true;
+      return true;
+    }
+    return false;
   }
 
   private async destroyed(): Promise<void> {

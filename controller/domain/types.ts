@@ -64,6 +64,8 @@ export interface Instance {
   readonly serverGroupId: string | null;
   /** Scheduler hints given at create: servers to share a host with, or to stay away from. */
   readonly schedulerHints: SchedulerHints;
+  /** The build's next candidates after its host, best first (a retryable spawn failure claims one). */
+  readonly alternateHosts: readonly string[];
   readonly host: string | null;
   readonly vmState: VmState;
   readonly taskState: TaskState | null;

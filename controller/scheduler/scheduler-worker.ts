@@ -194,6 +194,11 @@ export class SchedulerWorker {
         ...startTask(this.opts.taskTimeouts, "SPAWNING"),
         attempt,
         triedHosts: [...inst.triedHosts, host.host],
+        // Nova's alternates: the next best hosts, for the attempts left.
+        alternateHosts: placement.candidates
+          .filter((c) => c.host !== host.host)
+          .slice(0, Math.max(0, this.opts.maxAttempts - attempt))
+          .map((c) => c.host),
       });
       await markActionRunning(conn, action.id, placed.taskDeadline);
       await instantEvent(conn, { actionId: action.id, event: "schedule", host: host.host, result: "Success" });

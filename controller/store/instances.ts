@@ -8,7 +8,7 @@ import { exec, json, select } from "./db.js";
 const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
   image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
   locked_by, locked_reason, shelved_image_id, created_at, updated_at, launched_at, deleted_at,
-  availability_zone, server_group_id, scheduler_hints`;
+  availability_zone, server_group_id, scheduler_hints, alternate_hosts`;
 
 export function rowToInstance(r: Row): Instance {
   return {
@@ -23,6 +23,7 @@ export function rowToInstance(r: Row): Instance {
     availabilityZone: r.availability_zone ?? "",
     serverGroupId: r.server_group_id ?? null,
     schedulerHints: { sameHost: [], differentHost: [], ...json<Partial<SchedulerHints>>(r.scheduler_hints, {}) },
+    alternateHosts: json<string[]>(r.alternate_hosts, []),
     host: r.host,
     vmState: r.vm_state,
     taskState: r.task_state,
@@ -153,6 +154,7 @@ export interface InstancePatch {
   readonly fault?: Fault | null;
   readonly attempt?: number;
   readonly triedHosts?: readonly string[];
+  readonly alternateHosts?: readonly string[];
   readonly lockedBy?: "admin" | "owner" | null;
   readonly lockedReason?: string;
   readonly shelvedImageId?: string | null;
@@ -191,6 +193,7 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
   if (patch.fault !== undefined) put("fault", patch.fault === null ? null : JSON.stringify(patch.fault));
   if (patch.attempt !== undefined) put("attempt", patch.attempt);
   if (patch.triedHosts !== undefined) put("tried_hosts", JSON.stringify(patch.triedHosts));
+  if (patch.alternateHosts !== undefined) put("alternate_hosts", JSON.stringify(patch.alternateHosts));
   if (patch.lockedBy !== undefined) put("locked_by", patch.lockedBy);
   if (patch.lockedReason !== undefined) put("locked_reason", patch.lockedReason);
   if (patch.shelvedImageId !== undefined) put("shelved_image_id", patch.shelvedImageId);

@@ -263,6 +263,7 @@ export const MIGRATIONS: readonly Migration[] = [
     statements: [
       `ALTER TABLE instances ADD COLUMN availability_zone VARCHAR(255) NOT NULL DEFAULT '',
          ADD COLUMN scheduler_hints JSON NULL, ADD COLUMN server_group_id CHAR(36) NULL,
+         ADD COLUMN alternate_hosts JSON NULL,
          ADD INDEX instances_group (server_group_id)`,
       `ALTER TABLE compute_nodes ADD COLUMN reserved_vcpus INT NOT NULL DEFAULT 0,
          ADD COLUMN reserved_disk_gb BIGINT NOT NULL DEFAULT 0,
