@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ConfigError, DEFAULT_CONFIG, loadConfig } from "./config.js";
+import { ConfigError, DEFAULT_CONFIG, loadConfig, pipelineOptions } from "./config.js";
 
 test("flags override environment, which overrides defaults", () => {
   const c = loadConfig(["--listen", "0.0.0.0:9000", "--max-attempts=5", "--fault-hold-outbox"], {
@@ -18,4 +18,16 @@ test("bad flags are refused with the flag named", () => {
   assert.throws(() => loadConfig(["--bogus"], {}), ConfigError);
   assert.throws(() => loadConfig(["--max-attempts", "many"], {}), /--max-attempts/);
   assert.throws(() => loadConfig(["--listen"], {}), /--listen needs a value/);
+});
+
+test("scheduler settings are checked: algorithm, subset size, multipliers, reservations, ratios", () => {
+  const cfg = loadConfig(["--scheduler-algorithm", "chance", "--host-subset-size", "3", "--weigher-multipliers", "ram=-1, build_failure=10"], {});
+  const o = pipelineOptions(cfg);
+  assert.deepEqual([o.algorithm, o.hostSubsetSize, o.multipliers?.ram, o.multipliers?.buildFailure, o.multipliers?.vcpu], ["chance", 3, -1, 10, 1]);
+  assert.throws(() => loadConfig(["--scheduler-algorithm", "best"], {}), /--scheduler-algorithm: "best" is not one of filter-weigh, least-loaded, chance, zone/);
+  assert.throws(() => loadConfig(["--weigher-multipliers", "gpu=2"], {}), /unknown weigher "gpu"/);
+  assert.throws(() => loadConfig(["--weigher-multipliers", "ram=x"], {}), /ram needs a number/);
+  assert.throws(() => loadConfig(["--host-subset-size", "0"], {}), /--host-subset-size/);
+  assert.throws(() => loadConfig(["--reserved-host-cpus", "1.5"], {}), /--reserved-host-cpus: expected a whole number/);
+  assert.throws(() => loadConfig(["--cpu-allocation-ratio", "0"], {}), /--cpu-allocation-ratio: expected a number > 0/);
 });

@@ -44,7 +44,7 @@ export interface ControllerConfig {
   readonly schedulerAlgorithm: string;
   /** Choose at random among the best N hosts (NOVAMESH_HOST_SUBSET_SIZE). */
   readonly hostSubsetSize: number;
-  /** Most instances a host takes (NOVAMESH_MAX_INSTANCES_PER_HOST). */
+  /** Most instances a host takes; 0 for no limit (NOVAMESH_MAX_INSTANCES_PER_HOST). */
   readonly maxInstancesPerHost: number;
   /** Weigher multipliers, "ram=1,vcpu=1,disk=1,soft_affinity=1,soft_anti_affinity=1,build_failure=1000000,num_instances=0" (NOVAMESH_WEIGHER_MULTIPLIERS); unnamed ones keep their defaults. */
   readonly weigherMultipliers: string;
@@ -96,7 +96,7 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   reservedHostDiskGb: 0,
   schedulerAlgorithm: "filter-weigh",
   hostSubsetSize: 1,
-  maxInstancesPerHost: 50,
+  maxInstancesPerHost: 0,
   weigherMultipliers: "",
   maxAttempts: 3,
   powerOffTimeoutSeconds: 60,
@@ -195,7 +195,13 @@ export function pipelineOptions(cfg: ControllerConfig): Partial<PipelineOptions>
     throw new ConfigError(`--scheduler-algorithm: ${JSON.stringify(cfg.schedulerAlgorithm)} is not one of ${ALGORITHMS.join(", ")}`);
   }
   if (!Number.isInteger(cfg.hostSubsetSize) || cfg.hostSubsetSize < 1) throw new ConfigError("--host-subset-size: expected an integer ≥ 1");
-  if (!Number.isInteger(cfg.maxInstancesPerHost) || cfg.maxInstancesPerHost < 1) throw new ConfigError("--max-instances-per-host: expected an integer ≥ 1");
+  if (!Number.isInteger(cfg.maxInstancesPerHost) || cfg.maxInstancesPerHost < 0) throw new ConfigError("--max-instances-per-host: expected an integer ≥ 0 (0: no limit)");
+  for (const [flag, v] of [["--reserved-host-cpus", cfg.reservedHostCpus], ["--reserved-host-disk-gb", cfg.reservedHostDiskGb], ["--reserved-host-memory-mb", cfg.reservedHostMemoryMb]] as const) {
+    if (!Number.isInteger(v) || v < 0) throw new ConfigError(`${flag}: expected a whole number ≥ 0`);
+  }
+  for (const [flag, v] of [["--cpu-allocation-ratio", cfg.cpuAllocationRatio], ["--ram-allocation-ratio", cfg.ramAllocationRatio], ["--disk-allocation-ratio", cfg.diskAllocationRatio]] as const) {
+    if (!(v > 0)) throw new ConfigError(`${flag}: expected a number > 0`);
+  }
   const multipliers: Partial<Record<keyof WeigherMultipliers, number>> = {};
   for (const part of cfg.weigherMultipliers.split(",").map((p) => p.trim()).filter(Boolean)) {
     const [name, value] = part.split("=").map((x) => x.trim());

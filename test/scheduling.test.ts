@@ -12,7 +12,7 @@ import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { ServerGroup, ServerGroupPolicy } from "../gen/novamesh/compute/v1/server_group.js";
 import type { Controller } from "../controller/controller.js";
 import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, failure, operationError, servicesUp, waitServers, type Clients } from "./harness.js";
+import { TestEnv, assertCapacityExact, eventually, failure, operationError, servicesUp, settled, waitServers, withOnlyHost, type Clients } from "./harness.js";
 
 describe("placement: server groups, zones, aggregates, hints, explain", () => {
   const env = new TestEnv();
@@ -131,6 +131,31 @@ describe("placement: server groups, zones, aggregates, hints, explain", () => {
     });
     const fast = await boot(3, { flavorId: `fast.${env.id}` });
     assert.deepEqual(fast.map((s) => s.host), [hosts[3], hosts[3], hosts[3]]);
+    // A resize is placed by the new flavor's extra specs.
+    const [plain] = await withOnlyHost(admin, hosts[2]!, () => boot(1, {}));
+    assert.equal(plain!.host, hosts[2]);
+    await admin.servers.resizeServer({ id: plain!.id, flavorId: `fast.${env.id}` });
+    const resized = await settled(admin, plain!.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE);
+    assert.equal(resized.host, hosts[3]);
+    await admin.servers.confirmResize({ id: plain!.id });
+    await settled(admin, plain!.id, ServerStatus.SERVER_STATUS_ACTIVE);
+
+    // A host is in one zone: a second aggregate may not put host 1 in another.
+    const west = (await admin.aggregates.createAggregate({ name: `west-${env.id}`, metadata: { availability_zone: "west" } })).aggregate!;
+    const clash = await failure(admin.aggregates.addAggregateHost({ id: west.id, host: hosts[0]! }));
+    assert.deepEqual([clash.code, clash.reason, clash.metadata.conflicting_aggregate], [9, "AVAILABILITY_ZONE_CONFLICT", east.name]);
+    await admin.aggregates.addAggregateHost({ id: west.id, host: hosts[2]! });
+    const moveEast = await failure(admin.aggregates.setAggregateMetadata({ id: east.id, metadata: { availability_zone: "west2" } }).then(() =>
+      admin.aggregates.addAggregateHost({ id: east.id, host: hosts[2]! }),
+    ));
+    assert.equal(moveEast.reason, "AVAILABILITY_ZONE_CONFLICT", "host 3 is in west; east (now west2) may not take it");
+    await admin.aggregates.removeAggregateHost({ id: west.id, host: hosts[2]! });
+    await admin.aggregates.deleteAggregate({ id: west.id });
+    await admin.aggregates.setAggregateMetadata({ id: east.id, metadata: { availability_zone: "east" } });
+    // Members see the zones' names, not their hosts.
+    const member = await env.as(ctl, "bob");
+    assert.deepEqual((await member.aggregates.listAvailabilityZones({})).zones.map((z) => [z.name, z.hosts]), [["east", []], ["nova", []]]);
+    assert.equal((await failure(member.aggregates.listAggregates({}))).code, 7);
     await deleteAll();
     await admin.aggregates.removeAggregateHost({ id: ssd.id, host: hosts[3]! });
     for (const h of hosts.slice(0, 2)) await admin.aggregates.removeAggregateHost({ id: east.id, host: h });
@@ -183,5 +208,55 @@ describe("placement: server groups, zones, aggregates, hints, explain", () => {
     await deleteAll();
     const alice = await env.as(ctl, "alice");
     assert.equal((await failure(alice.scheduler.explainPlacement({ flavorId: "m1.small", imageId, availabilityZone: "" }))).code, 7, "admins only");
+  });
+});
+
+describe("server groups while members move", () => {
+  const env = new TestEnv();
+  const agents: ChildProcess[] = [];
+  let dir: string | undefined;
+  after(async () => {
+    for (const a of agents) await stopAgent(a);
+    await env.cleanup();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test("a member on its way to a host counts there: anti-affinity refuses that host until the move is over", async () => {
+    const ctl = await env.startController({});
+    const admin = env.admin(ctl);
+    const imageId = await env.image(ctl);
+    dir = await tempDir("group-moves");
+    const base = `gm${env.id}`;
+    const [h1, h2, h3] = [1, 2, 3].map((i) => `${base}-${i}`);
+    // Live migrations take 4 steps of 1.5 s: long enough to create a member meanwhile.
+    agents.push(
+      spawnAgent({
+        controller: env.address(ctl),
+        token: env.adminToken,
+        logFile: join(dir, "agents.log"),
+        args: ["--host", base, "--hosts", "3", "--driver", "fake", "--state-dir", join(dir, "agents"), "--fake-faults", JSON.stringify({ liveMigrate: { delayMs: 1500 } })],
+      }),
+    );
+    await servicesUp(admin, 3);
+    const g = (await admin.groups.createServerGroup({ serverGroup: ServerGroup.fromPartial({ name: "spread", policy: ServerGroupPolicy.SERVER_GROUP_POLICY_ANTI_AFFINITY }) })).serverGroup!;
+    const hint = { group: g.id, sameHost: [], differentHost: [] };
+    const create = async (name: string, host: string) => {
+      const s = await withOnlyHost(admin, host, async () => (await admin.servers.createServer({ name, flavorId: "m1.small", imageId, schedulerHints: hint })).server!);
+      return settled(admin, s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    };
+    const a = await create("a", h1!);
+    await create("b", h2!);
+    const lm = await admin.servers.liveMigrateServer({ id: a.id, host: h3! });
+    await eventually(async () => (await admin.servers.listMigrations({ serverId: a.id })).migrations.some((m) => m.targetHost === h3), { what: "a's target chosen" });
+    // h1 holds a (leaving), h2 holds b, h3 is where a is going: no host is free of the group.
+    const c = (await admin.servers.createServer({ name: "c", flavorId: "m1.small", imageId, schedulerHints: hint })).server!;
+    const [failed] = await waitServers(admin, [c.id], (x) => x.status === ServerStatus.SERVER_STATUS_ERROR, "ERROR");
+    assert.match(failed!.fault!.message, /removed by anti_affinity: 3/);
+    const done = (await admin.operations.waitOperation({ name: lm.operation!.name, timeoutSeconds: 60 })).operation!;
+    assert.equal(done.error, undefined, JSON.stringify(done.error));
+    assert.equal((await settled(admin, a.id, ServerStatus.SERVER_STATUS_ACTIVE)).host, h3);
+    // The move is over: h1 is free of the group again.
+    const d = (await admin.servers.createServer({ name: "d", flavorId: "m1.small", imageId, schedulerHints: hint })).server!;
+    assert.equal((await settled(admin, d.id, ServerStatus.SERVER_STATUS_ACTIVE)).host, h1);
   });
 });

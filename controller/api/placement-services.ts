@@ -20,10 +20,11 @@ import {
   listAggregates,
   removeAggregateHost,
   setAggregateMetadata,
+  zoneConflicts,
   type Aggregate,
 } from "../store/aggregates.js";
 import { getFlavor, getImage } from "../store/catalog.js";
-import { isDuplicateKey } from "../store/db.js";
+import { isDuplicateKey, withTx, type PoolConnection } from "../store/db.js";
 import { getNodeByHost } from "../store/nodes.js";
 import { createServerGroup, deleteServerGroup, getServerGroup, listServerGroups, type ServerGroup } from "../store/server-groups.js";
 import { fromEnum, toEnum } from "./convert.js";
@@ -99,21 +100,40 @@ function aggregateMetadata(field: string, m: Record<string, string>): Record<str
 
 export function aggregateService(deps: RpcDeps, opts: { onChange: () => void }): AggregateServiceServer {
   const { pool } = deps;
-  const find = async (id: string) => {
+  /** Runs `fn` on the aggregate's locked row, in a transaction; NOT_FOUND when there is none. */
+  const locked = async <T>(id: string, fn: (conn: PoolConnection, a: Aggregate) => Promise<T>): Promise<T> => {
     if (!id) throw invalidArgument("id", "is required");
-    const a = await getAggregate(pool, id);
-    if (!a) throw notFound("aggregate", id);
-    return a;
+    return withTx(pool, async (conn) => {
+      const a = await getAggregate(conn, id, { lock: true });
+      if (!a) throw notFound("aggregate", id);
+      return fn(conn, a);
+    });
   };
+  /** The aggregate after a change; the scheduler's view is refreshed. */
   const changed = async (id: string) => {
     opts.onChange();
-    return { aggregate: aggregateToProto((await getAggregate(pool, id))!) };
+    const a = await getAggregate(pool, id);
+    if (!a) throw notFound("aggregate", id);
+    return { aggregate: aggregateToProto(a) };
+  };
+  /** Refuses to put `host` in `zone` while another of its aggregates puts it in another zone. */
+  const checkZone = async (conn: PoolConnection, a: Aggregate, host: string, zone: string | undefined) => {
+    if (!zone) return;
+    const clash = await zoneConflicts(conn, host, zone, a.id);
+    if (clash.length) {
+      throw failedPrecondition(
+        `host ${host} is in availability zone "${clash[0]!.zone}" through aggregate ${clash[0]!.name}; a host is in one zone, not also "${zone}"`,
+        "AVAILABILITY_ZONE_CONFLICT",
+        { host, zone, conflicting_aggregate: clash[0]!.name },
+      );
+    }
   };
   return {
     createAggregate: unary(deps, "CreateAggregate", async (req, ctx) => {
       requireRole(ctx, "admin");
       const name = v.name("name", req.name);
       const metadata = Object.fromEntries(Object.entries(aggregateMetadata("metadata", req.metadata)).filter(([, val]) => val !== ""));
+      if (metadata.availability_zone) metadata.availability_zone = v.name("metadata.availability_zone", metadata.availability_zone);
       try {
         const a = await createAggregate(pool, { name, metadata });
         opts.onChange();
@@ -125,7 +145,10 @@ export function aggregateService(deps: RpcDeps, opts: { onChange: () => void }):
     }),
     getAggregate: unary(deps, "GetAggregate", async (req, ctx) => {
       requireRole(ctx, "admin");
-      return { aggregate: aggregateToProto(await find(req.id)) };
+      if (!req.id) throw invalidArgument("id", "is required");
+      const a = await getAggregate(pool, req.id);
+      if (!a) throw notFound("aggregate", req.id);
+      return { aggregate: aggregateToProto(a) };
     }),
     listAggregates: unary(deps, "ListAggregates", async (_req, ctx) => {
       requireRole(ctx, "admin");
@@ -133,43 +156,56 @@ export function aggregateService(deps: RpcDeps, opts: { onChange: () => void }):
     }),
     deleteAggregate: unary(deps, "DeleteAggregate", async (req, ctx) => {
       requireRole(ctx, "admin");
-      const a = await find(req.id);
-      if (a.hosts.length) throw failedPrecondition(`aggregate ${a.name} still has hosts: ${a.hosts.join(", ")}`, "AGGREGATE_HAS_HOSTS", { aggregate: a.id });
-      if (!(await deleteAggregate(pool, a.id))) throw notFound("aggregate", req.id);
+      await locked(req.id, async (conn, a) => {
+        if (a.hosts.length) throw failedPrecondition(`aggregate ${a.name} still has hosts: ${a.hosts.join(", ")}`, "AGGREGATE_HAS_HOSTS", { aggregate: a.id });
+        await deleteAggregate(conn, a.id);
+      });
       opts.onChange();
       return {};
     }),
     addAggregateHost: unary(deps, "AddAggregateHost", async (req, ctx) => {
       requireRole(ctx, "admin");
-      const a = await find(req.id);
       if (!req.host) throw invalidArgument("host", "is required");
-      if (!(await getNodeByHost(pool, req.host))) throw notFound("host", req.host);
-      if (!(await addAggregateHost(pool, a.id, req.host))) throw alreadyExists("aggregate host", `${req.host} in ${a.name}`);
-      return changed(a.id);
+      const id = await locked(req.id, async (conn, a) => {
+        if (!(await getNodeByHost(conn, req.host))) throw notFound("host", req.host);
+        await checkZone(conn, a, req.host, a.metadata.availability_zone);
+        if (!(await addAggregateHost(conn, a.id, req.host))) throw alreadyExists("aggregate host", `${req.host} in ${a.name}`);
+        return a.id;
+      });
+      return changed(id);
     }),
     removeAggregateHost: unary(deps, "RemoveAggregateHost", async (req, ctx) => {
       requireRole(ctx, "admin");
-      const a = await find(req.id);
       if (!req.host) throw invalidArgument("host", "is required");
-      if (!(await removeAggregateHost(pool, a.id, req.host))) throw notFound("aggregate host", `${req.host} in ${a.name}`);
-      return changed(a.id);
+      const id = await locked(req.id, async (conn, a) => {
+        if (!(await removeAggregateHost(conn, a.id, req.host))) throw notFound("aggregate host", `${req.host} in ${a.name}`);
+        return a.id;
+      });
+      return changed(id);
     }),
     setAggregateMetadata: unary(deps, "SetAggregateMetadata", async (req, ctx) => {
       requireRole(ctx, "admin");
-      const a = await find(req.id);
-      const next: Record<string, string> = { ...a.metadata };
-      for (const [k, val] of Object.entries(aggregateMetadata("metadata", req.metadata))) {
-        if (val === "") delete next[k];
-        else next[k] = val;
-      }
-      if (Object.keys(next).length > 128) throw invalidArgument("metadata", "an aggregate holds at most 128 keys");
-      await setAggregateMetadata(pool, a.id, next);
-      return changed(a.id);
+      const patch = aggregateMetadata("metadata", req.metadata);
+      if (patch.availability_zone) patch.availability_zone = v.name("metadata.availability_zone", patch.availability_zone);
+      const id = await locked(req.id, async (conn, a) => {
+        const next: Record<string, string> = { ...a.metadata };
+        for (const [k, val] of Object.entries(patch)) {
+          if (val === "") delete next[k];
+          else next[k] = val;
+        }
+        if (Object.keys(next).length > 128) throw invalidArgument("metadata", "an aggregate holds at most 128 keys");
+        if (next.availability_zone !== a.metadata.availability_zone) {
+          for (const host of a.hosts) await checkZone(conn, a, host, next.availability_zone);
+        }
+        await setAggregateMetadata(conn, a.id, next);
+        return a.id;
+      });
+      return changed(id);
     }),
     listAvailabilityZones: unary(deps, "ListAvailabilityZones", async (_req, ctx) => {
-      requireRole(ctx, "admin");
+      // Everyone may see the zones' names (to create servers in them); only admins their hosts.
       const zones = await availabilityZones(pool);
-      return { zones: [...zones.entries()].map(([name, hosts]) => ({ name, hosts })) };
+      return { zones: [...zones.entries()].map(([name, hosts]) => ({ name, hosts: isAdmin(ctx) ? hosts : [] })) };
     }),
   };
 }

@@ -4,7 +4,7 @@ import type { ServerAction } from "../domain/states.js";
 import { ALLOWED_FROM, ALLOWED_WHEN_LOCKED, INTERRUPTIBLE_BY, SCHEDULED_ACTIONS, TASK_OF, actionName } from "../domain/states.js";
 import type { TaskTimeouts } from "../domain/tasks.js";
 import { startTask } from "../domain/tasks.js";
-import type { Flavor, Image, Instance, InstanceAction, MigrationType, Principal, SchedulerHints } from "../domain/types.js";
+import type { Flavor, Image, Instance, InstanceAction, MigrationFlavor, MigrationType, Principal, SchedulerHints } from "../domain/types.js";
 import { ApiError, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { findAction, finishAction, finishOpEvent, getActionById, insertAction, instantEvent, setActionImage, setActionStep } from "../store/actions.js";
 import { insertImage } from "../store/catalog.js";
@@ -217,6 +217,7 @@ export class Lifecycle {
         vcpus: flavor.vcpus,
         ramMb: flavor.ramMb,
         diskGb: flavor.diskGb,
+        extraSpecs: flavor.extraSpecs,
       });
     });
   }
@@ -386,7 +387,7 @@ export class Lifecycle {
     actionId: number,
     requestId: string,
     type: MigrationType,
-    newFlavor: Instance["flavor"],
+    newFlavor: MigrationFlavor,
     requestedHost: string | null = null,
   ): Promise<Step> {
     if (!inst.host) throw failedPrecondition(`server ${inst.uuid} has no host`, "NO_HOST");
@@ -400,7 +401,7 @@ export class Lifecycle {
       status: "PRE_MIGRATING",
       sourceHost: inst.host,
       requestedHost,
-      oldFlavor: inst.flavor,
+      oldFlavor: { ...inst.flavor, extraSpecs: inst.extraSpecs },
       newFlavor,
       oldVmState: inst.vmState,
     });

@@ -208,8 +208,9 @@ class ResultApplier {
       await finishAction(this.conn, op.actionId);
       return;
     }
-    // The build failure weigher steers the next builds elsewhere until this host builds one.
-    await recordBuildFailure(this.conn, op.host);
+    // The build failure weigher steers the next builds elsewhere until this host builds one. A
+    // non-retryable failure (a bad image, an impossible request) is not the host's fault.
+    if (o.error.retryable) await recordBuildFailure(this.conn, op.host);
     this.effects.released = (await releaseAllocations(this.conn, inst.uuid)) > 0;
     if (o.error.retryable && inst.attempt < this.opts.maxAttempts) {
       if (await this.spawnOnAlternate(unshelve)) return;

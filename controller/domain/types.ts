@@ -87,6 +87,9 @@ export interface Instance {
   readonly deletedAt: Date | null;
 }
 
+/** A flavor as a migration records it: the instance's copy, with its extra specs (absent in records of older versions). */
+export type MigrationFlavor = Instance["flavor"] & { readonly extraSpecs?: Readonly<Record<string, string>> };
+
 /** Placement hints of a server (Nova's os:scheduler_hints same_host / different_host). */
 export interface SchedulerHints {
   readonly sameHost: readonly string[];
@@ -203,8 +206,8 @@ export interface Migration {
   readonly sourceHost: string;
   readonly targetHost: string | null;
   readonly requestedHost: string | null;
-  readonly oldFlavor: Instance["flavor"];
-  readonly newFlavor: Instance["flavor"];
+  readonly oldFlavor: MigrationFlavor;
+  readonly newFlavor: MigrationFlavor;
   readonly oldVmState: VmState;
   readonly triedHosts: readonly string[];
   readonly createdAt: Date;

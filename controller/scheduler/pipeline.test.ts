@@ -119,3 +119,12 @@ test("host_subset_size picks the first host among the best N; the rest stay as a
   assert.deepEqual(pick(0.5), ["b", "a", "c", "d"]);
   assert.deepEqual(pick(0.99), ["c", "a", "b", "d"], "never beyond the best 3");
 });
+
+test("the zone algorithm counts the hosts it leaves out; max_instances_per_host 0 means no limit", () => {
+  const hosts = [host("a", { zone: "az1" }), host("b", { zone: "az2" })];
+  const p = new Pipeline({ algorithm: "zone" }).place(hosts, spec(1, 1, 1, [], { availabilityZone: "" }));
+  assert.deepEqual([p.candidates.length, p.rejections], [0, { zone: 2 }], "neither is in the default zone nova");
+  const busy = [host("a", { runningVms: 500 })];
+  assert.equal(new Pipeline().place(busy, spec(1, 1, 1)).candidates.length, 1, "no limit by default");
+  assert.deepEqual(new Pipeline({ maxInstancesPerHost: 500 }).place(busy, spec(1, 1, 1)).rejections, { num_instances: 1 });
+});

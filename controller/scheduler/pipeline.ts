@@ -44,7 +44,7 @@ export interface PipelineOptions {
   readonly algorithm: Algorithm;
   /** Pick the first host at random among the best N (Nova's host_subset_size), so concurrent schedulers collide less. */
   readonly hostSubsetSize: number;
-  /** Nova's max_instances_per_host. */
+  /** Nova's max_instances_per_host; 0 leaves the num_instances filter out (Nova's default). */
   readonly maxInstancesPerHost: number;
   /** Zone the `zone` algorithm uses when the request names none. */
   readonly defaultZone: string;
@@ -70,7 +70,7 @@ export const DEFAULT_MULTIPLIERS: WeigherMultipliers = {
 const DEFAULTS: PipelineOptions = {
   algorithm: "filter-weigh",
   hostSubsetSize: 1,
-  maxInstancesPerHost: 50,
+  maxInstancesPerHost: 0,
   defaultZone: "nova",
   multipliers: DEFAULT_MULTIPLIERS,
   random: Math.random,
@@ -134,7 +134,7 @@ export class Pipeline {
       antiAffinityFilter,
       sameHostFilter,
       differentHostFilter,
-      numInstancesFilter(this.options.maxInstancesPerHost),
+      ...(this.options.maxInstancesPerHost > 0 ? [numInstancesFilter(this.options.maxInstancesPerHost)] : []),
     ];
     // 2. Weighers: raw scores, normalised to 0..1 per request, times multiplier.
     this.weighers = opts.weighers ?? [
@@ -176,7 +176,9 @@ export class Pipeline {
       else passed.push(host);
       if (explain) verdicts.set(host, all);
     }
-    const { ordered, weights, scores } = this.order(passed, spec);
+    const { ordered, weights, scores, outOfZone } = this.order(passed, spec);
+    // The zone algorithm's own cut counts like a filter's.
+    if (outOfZone) rejections.zone = (rejections.zone ?? 0) + outOfZone;
     const candidates = this.subsetPick(ordered);
     const placement = { candidates, considered, rejections };
     if (!explain) return { placement, hosts: [] };
@@ -194,7 +196,7 @@ export class Pipeline {
   }
 
   /** Orders the hosts that passed, best first, by the configured algorithm. */
-  private order(passed: HostState[], spec: RequestSpec) {
+  private order(passed: HostState[], spec: RequestSpec): { ordered: HostState[]; weights: Map<HostState, Record<string, number>>; scores: Map<HostState, number>; outOfZone?: number } {
     const weights = new Map<HostState, Record<string, number>>();
     const scores = new Map<HostState, number>();
     const byName = (a: HostState, b: HostState) => a.host.localeCompare(b.host);
@@ -207,7 +209,7 @@ export class Pipeline {
       case "zone": {
         const zone = spec.availabilityZone || this.options.defaultZone;
         const inZone = passed.filter((h) => zoneOf(h) === zone);
-        return { ordered: this.shuffle(inZone), weights, scores };
+        return { ordered: this.shuffle(inZone), weights, scores, outOfZone: passed.length - inZone.length };
       }
       case "chance":
         return { ordered: this.shuffle(passed), weights, scores };

@@ -88,29 +88,29 @@ export class SchedulerWorker {
    * view was stale (another scheduler or a report got there first), so the
    * next candidate is tried.
    */
-  private async claimBest(conn: PoolConnection, placement: Placement, spec: RequestSpec): Promise<{ host: HostState | null; lostClaims: number }> {
+  private async claimBest(conn: PoolConnection, placement: Placement, spec: RequestSpec): Promise<{ host: HostState | null; lost: string[] }> {
     const upSince = new Date(Date.now() - this.opts.serviceDownTimeSeconds * 1000);
-    let lostClaims = 0;
+    const lost: string[] = [];
     for (const host of placement.candidates) {
       if (await claim(conn, host.id, spec.instanceUuid, spec.resources, upSince)) {
         this.hosts.consume(host.host, spec.resources);
-        return { host, lostClaims };
+        return { host, lost };
       }
-      lostClaims++;
+      lost.push(host.host);
       this.hosts.invalidate();
     }
-    return { host: null, lostClaims };
+    return { host: null, lost };
   }
 
   /**
    * The request spec of an instance being placed: its zone, flavor extra
-   * specs, image properties, group (locked, so members are placed one at a
-   * time) and hints.
+   * specs, image properties, group (whose row scheduleBatch locked, so
+   * members are placed one at a time) and hints.
    */
   private async specOf(
     conn: PoolConnection,
     inst: Instance,
-    r: { resources: RequestSpec["resources"]; ignoreHosts: readonly string[]; imageId: string },
+    r: { resources: RequestSpec["resources"]; ignoreHosts: readonly string[]; imageId: string; extraSpecs?: Readonly<Record<string, string>> },
   ): Promise<RequestSpec> {
     const image = await getImage(conn, r.imageId, undefined);
     return buildRequestSpec(
@@ -120,12 +120,12 @@ export class SchedulerWorker {
         resources: r.resources,
         ignoreHosts: r.ignoreHosts,
         availabilityZone: inst.availabilityZone,
-        flavorExtraSpecs: inst.extraSpecs,
+        flavorExtraSpecs: r.extraSpecs ?? inst.extraSpecs,
         imageProperties: image?.properties ?? {},
         serverGroupId: inst.serverGroupId,
         schedulerHints: inst.schedulerHints,
       },
-      { lockGroup: true },
+      { lockGroup: false }, // locked for the batch (scheduleBatch)
     );
   }
 
@@ -139,12 +139,17 @@ export class SchedulerWorker {
     conn: PoolConnection,
     spec: RequestSpec,
     eligible: (h: HostState) => boolean,
-  ): Promise<{ placement: Placement; host: HostState | null; lostClaims: number }> {
+  ): Promise<{ placement: Placement; host: HostState | null; lostClaims: number; alternates: string[] }> {
     let force = false;
     for (let round = 1; ; round++) {
       const placement = this.pipeline.place([...(await this.hosts.get(force))].filter(eligible), spec);
-      const { host, lostClaims } = await this.claimBest(conn, placement, spec);
-      if (host || lostClaims === 0 || round === MAX_PLACEMENT_ROUNDS) return { placement, host, lostClaims };
+      const { host, lost } = await this.claimBest(conn, placement, spec);
+      if (host || lost.length === 0 || round === MAX_PLACEMENT_ROUNDS) {
+        // Alternates: the candidates after the chosen one whose claim was not just lost.
+        const after = host ? placement.candidates.slice(placement.candidates.indexOf(host) + 1) : [];
+        const alternates = after.map((c) => c.host).filter((h) => !lost.includes(h));
+        return { placement, host, lostClaims: lost.length, alternates };
+      }
       force = true;
     }
   }
@@ -163,6 +168,17 @@ export class SchedulerWorker {
          ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`,
         [this.opts.batch],
       );
+      // Hard-policy groups of the batch are locked first, in id order, before any
+      // node row is claimed: concurrent batches then take their locks in one order.
+      if (rows.length) {
+        await select(
+          conn,
+          `SELECT g.id FROM server_groups g JOIN instances i ON i.server_group_id = g.id
+           WHERE i.uuid IN (${rows.map(() => "?").join(",")}) AND g.deleted_at IS NULL AND g.policy IN ('affinity', 'anti-affinity')
+           ORDER BY g.id FOR UPDATE`,
+          rows.map((r) => r.uuid),
+        );
+      }
       for (const r of rows) {
         const inst = await getInstance(conn, r.uuid);
         if (inst?.taskState === "SCHEDULING" || inst?.taskState === "UNSHELVING") await this.placeOne(conn, inst);
@@ -186,7 +202,7 @@ export class SchedulerWorker {
       ignoreHosts: inst.triedHosts,
       imageId: unshelve && inst.shelvedImageId ? inst.shelvedImageId : inst.imageId,
     });
-    const { placement, host, lostClaims } = await this.placeAndClaim(conn, spec, () => true);
+    const { placement, host, lostClaims, alternates } = await this.placeAndClaim(conn, spec, () => true);
     if (host) {
       const attempt = inst.attempt + 1;
       const placed = await updateInstance(conn, inst.uuid, {
@@ -195,10 +211,7 @@ export class SchedulerWorker {
         attempt,
         triedHosts: [...inst.triedHosts, host.host],
         // Nova's alternates: the next best hosts, for the attempts left.
-        alternateHosts: placement.candidates
-          .filter((c) => c.host !== host.host)
-          .slice(0, Math.max(0, this.opts.maxAttempts - attempt))
-          .map((c) => c.host),
+        alternateHosts: alternates.slice(0, Math.max(0, this.opts.maxAttempts - attempt)),
       });
       await markActionRunning(conn, action.id, placed.taskDeadline);
       await instantEvent(conn, { actionId: action.id, event: "schedule", host: host.host, result: "Success" });
@@ -240,6 +253,8 @@ export class SchedulerWorker {
       resources: { vcpus: m.newFlavor.vcpus, memoryMb: m.newFlavor.ramMb, diskGb: m.newFlavor.diskGb },
       ignoreHosts: m.triedHosts,
       imageId: inst.imageId,
+      // A resize is placed by the new flavor's extra specs.
+      extraSpecs: m.newFlavor.extraSpecs ?? inst.extraSpecs,
     });
     await moveAllocations(conn, inst.uuid, m.id);
     const { placement, host, lostClaims } = await this.placeAndClaim(conn, spec, (h) => m.requestedHost === null || h.host === m.requestedHost);

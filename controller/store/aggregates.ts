@@ -45,9 +45,25 @@ export async function createAggregate(q: Queryable, a: { name: string; metadata:
   return (await getAggregate(q, id))!;
 }
 
-export async function getAggregate(q: Queryable, idOrName: string): Promise<Aggregate | null> {
-  const rows = await select(q, "SELECT * FROM aggregates WHERE id = ? OR name = ? LIMIT 1", [idOrName, idOrName]);
+/** An aggregate by id or name; `lock` takes its row FOR UPDATE (changes to one aggregate then run one at a time). */
+export async function getAggregate(q: Queryable, idOrName: string, opts: { lock?: boolean } = {}): Promise<Aggregate | null> {
+  const rows = await select(q, `SELECT * FROM aggregates WHERE id = ? OR name = ? LIMIT 1${opts.lock ? " FOR UPDATE" : ""}`, [idOrName, idOrName]);
   return (await withHosts(q, rows))[0] ?? null;
+}
+
+/**
+ * Other aggregates of `host` that put it in a zone other than `zone`: a host
+ * is in one availability zone (Nova refuses the same).
+ */
+export async function zoneConflicts(q: Queryable, host: string, zone: string, exceptAggregate: string): Promise<{ name: string; zone: string }[]> {
+  const rows = await select<{ name: string; metadata: unknown }>(
+    q,
+    "SELECT a.name, a.metadata FROM aggregate_hosts h JOIN aggregates a ON a.id = h.aggregate_id WHERE h.host = ? AND a.id <> ?",
+    [host, exceptAggregate],
+  );
+  return rows
+    .map((r) => ({ name: r.name, zone: parseMetadata(r.metadata).availability_zone ?? "" }))
+    .filter((r) => r.zone !== "" && r.zone !== zone);
 }
 
 export async function listAggregates(q: Queryable): Promise<Aggregate[]> {

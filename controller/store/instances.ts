@@ -149,7 +149,7 @@ export interface InstancePatch {
   readonly taskDeadline?: Date | null;
   readonly powerState?: PowerState;
   readonly host?: string | null;
-  readonly flavor?: Instance["flavor"];
+  readonly flavor?: Instance["flavor"] & { readonly extraSpecs?: Readonly<Record<string, string>> };
   readonly imageId?: string;
   readonly fault?: Fault | null;
   readonly attempt?: number;
@@ -188,6 +188,7 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
     put("vcpus", patch.flavor.vcpus);
     put("ram_mb", patch.flavor.ramMb);
     put("disk_gb", patch.flavor.diskGb);
+    if (patch.flavor.extraSpecs !== undefined) put("extra_specs", JSON.stringify(patch.flavor.extraSpecs));
   }
   if (patch.imageId !== undefined) put("image_id", patch.imageId);
   if (patch.fault !== undefined) put("fault", patch.fault === null ? null : JSON.stringify(patch.fault));

@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import type { GroupPolicy } from "../scheduler/types.js";
 import type { Queryable, Row } from "./db.js";
 import { exec, select } from "./db.js";
+import { OPEN_MIGRATION_STATUSES } from "./moves.js";
 
 export interface ServerGroup {
   readonly id: string;
@@ -68,14 +69,23 @@ export async function deleteServerGroup(q: Queryable, id: string): Promise<boole
   return (await exec(q, "UPDATE server_groups SET deleted_at = CURRENT_TIMESTAMP(3) WHERE id = ? AND deleted_at IS NULL", [id])).affectedRows === 1;
 }
 
-/** Hosts of a group's placed members other than `except`, with how many each holds. */
+/**
+ * Hosts the group's members other than `except` hold, with how many each:
+ * where they run, and where an open move (resize, migration, live migration,
+ * evacuation) is taking them, so a member on its way counts on both hosts.
+ */
 export async function groupMemberHosts(q: Queryable, groupId: string, except: string): Promise<Map<string, number>> {
   const rows = await select<{ host: string; n: number }>(
     q,
-    `SELECT host, COUNT(*) AS n FROM instances
-     WHERE server_group_id = ? AND uuid <> ? AND deleted_at IS NULL AND host IS NOT NULL AND host <> '' AND vm_state <> 'ERROR'
-     GROUP BY host`,
-    [groupId, except],
+    `SELECT host, COUNT(DISTINCT uuid) AS n FROM (
+       SELECT i.uuid, i.host FROM instances i
+       WHERE i.server_group_id = ? AND i.uuid <> ? AND i.deleted_at IS NULL AND i.host IS NOT NULL AND i.host <> ''
+       UNION ALL
+       SELECT i.uuid, m.target_host AS host FROM instances i JOIN migrations m ON m.instance_uuid = i.uuid
+       WHERE i.server_group_id = ? AND i.uuid <> ? AND i.deleted_at IS NULL AND m.target_host IS NOT NULL AND m.target_host <> ''
+         AND m.status IN (?)
+     ) members GROUP BY host`,
+    [groupId, except, groupId, except, OPEN_MIGRATION_STATUSES],
   );
   return new Map(rows.map((r) => [r.host, Number(r.n)]));
 }

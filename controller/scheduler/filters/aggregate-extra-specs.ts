@@ -1,13 +1,17 @@
 import type { HostFilter } from "../types.js";
 import { PASS } from "../types.js";
+import { matchExtraSpec } from "./extra-specs-ops.js";
 
 const SCOPE = "aggregate_instance_extra_specs:";
 
 /**
  * Passes hosts whose aggregates' metadata satisfy the flavor's
- * `aggregate_instance_extra_specs:<key>=<value>` extra specs (Nova's
+ * `aggregate_instance_extra_specs:<key>` extra specs (Nova's
  * AggregateInstanceExtraSpecsFilter): some aggregate of the host has `key`
- * with that value, or one of the comma-separated values it lists.
+ * with a value that matches, by Nova's operators ("<in> ssd", ">= 2", …;
+ * see extra-specs-ops.ts), one of its comma-separated values, or the whole
+ * value. Extra specs without this scope are not this filter's (unlike
+ * Nova's legacy unscoped matching, which trips over other components' keys).
  */
 export const aggregateExtraSpecsFilter: HostFilter = {
   name: "aggregate_extra_specs",
@@ -15,9 +19,10 @@ export const aggregateExtraSpecsFilter: HostFilter = {
     for (const [k, want] of Object.entries(spec.flavorExtraSpecs ?? {})) {
       if (!k.startsWith(SCOPE)) continue;
       const key = k.slice(SCOPE.length);
-      const have = host.aggregates.flatMap((a) => (a.metadata[key] ?? "").split(",").map((v) => v.trim()).filter(Boolean));
-      if (!have.includes(want.trim())) {
-        return { pass: false, reason: have.length ? `aggregate metadata ${key} is ${have.join(",")}, not ${want}` : `no aggregate with ${key}=${want}` };
+      const values = host.aggregates.map((a) => a.metadata[key]).filter((v): v is string => v !== undefined);
+      const have = values.flatMap((v) => [v, ...v.split(",").map((x) => x.trim()).filter(Boolean)]);
+      if (!have.some((v) => matchExtraSpec(v, want))) {
+        return { pass: false, reason: values.length ? `aggregate metadata ${key} is ${values.join(" / ")}, not ${want}` : `no aggregate with ${key}=${want}` };
       }
     }
     return PASS;

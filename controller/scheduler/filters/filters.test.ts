@@ -3,6 +3,7 @@ import { test } from "node:test";
 import { host, spec } from "../test-hosts.js";
 import type { GroupView } from "../types.js";
 import { aggregateExtraSpecsFilter } from "./aggregate-extra-specs.js";
+import { matchExtraSpec } from "./extra-specs-ops.js";
 import { availabilityZoneFilter } from "./availability-zone.js";
 import { diskFilter } from "./disk.js";
 import { differentHostFilter, sameHostFilter } from "./host-hints.js";
@@ -91,4 +92,37 @@ test("num instances caps instances per host", () => {
   const f = numInstancesFilter(3);
   assert.equal(f.check(host("a", { runningVms: 2 }), spec(1, 1, 1)).pass, true);
   assert.match(reason(f.check(host("a", { runningVms: 3 }), spec(1, 1, 1))), /holds 3 instances, the most a host takes is 3/);
+});
+
+test("Nova's extra spec operators", () => {
+  const cases: [string, string, boolean][] = [
+    ["ssd,nvme", "<in> nvme", true],
+    ["ssd", "<in> hdd", false],
+    ["avx2, sse4", "<all-in> avx2 sse4", true],
+    ["avx2", "<all-in> avx2 sse4", false],
+    ["gold", "<or> silver <or> gold", true],
+    ["bronze", "<or> silver <or> gold", false],
+    ["8", "= 4", true],
+    ["2", "= 4", false],
+    ["4", "== 4.0", true],
+    ["4", "!= 4", false],
+    ["16", ">= 16", true],
+    ["8", "<= 4", false],
+    ["abc", "s== abc", true],
+    ["abd", "s> abc", true],
+    ["fast", "fast", true],
+    ["fast", "faster", false],
+  ];
+  for (const [value, req, want] of cases) assert.equal(matchExtraSpec(value, req), want, `${JSON.stringify(value)} vs ${JSON.stringify(req)}`);
+  const h = host("a", { aggregates: [{ name: "big", metadata: { cores: "32", tier: "gold" } }] });
+  const want = (specs: Record<string, string>) => spec(1, 1, 1, [], { flavorExtraSpecs: specs });
+  assert.equal(aggregateExtraSpecsFilter.check(h, want({ "aggregate_instance_extra_specs:cores": ">= 16", "aggregate_instance_extra_specs:tier": "<or> silver <or> gold" })).pass, true);
+  assert.equal(aggregateExtraSpecsFilter.check(h, want({ "aggregate_instance_extra_specs:cores": ">= 64" })).pass, false);
+});
+
+test("architecture spellings are one (amd64 is x86_64, arm64 is aarch64)", () => {
+  const props = (a: string) => spec(1, 1, 1, [], { imageProperties: { architecture: a } });
+  assert.equal(imagePropertiesFilter.check(host("a", { architecture: "x86_64" }), props("amd64")).pass, true);
+  assert.equal(imagePropertiesFilter.check(host("a", { architecture: "aarch64" }), props("arm64")).pass, true);
+  assert.equal(imagePropertiesFilter.check(host("a", { architecture: "aarch64" }), props("amd64")).pass, false);
 });

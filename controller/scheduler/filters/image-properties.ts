@@ -7,6 +7,13 @@ const canonical = (t: string) => {
   return v === "kvm" ? "qemu" : v;
 };
 
+/** Architecture spellings as one (Nova's arch.canonicalize). */
+const ARCH_ALIASES: Readonly<Record<string, string>> = { amd64: "x86_64", x64: "x86_64", "x86-64": "x86_64", i386: "i686", i486: "i686", i586: "i686", x86: "i686", arm64: "aarch64", ppc64el: "ppc64le" };
+const canonicalArch = (a: string) => {
+  const v = a.trim().toLowerCase();
+  return ARCH_ALIASES[v] ?? v;
+};
+
 /**
  * Passes hosts that can run the image (Nova's ImagePropertiesFilter): its
  * `architecture` (or `hw_architecture`) is the host's, its `hypervisor_type`
@@ -17,8 +24,8 @@ export const imagePropertiesFilter: HostFilter = {
   name: "image_properties",
   check(host, spec) {
     const p = spec.imageProperties ?? {};
-    const arch = (p.architecture || p.hw_architecture || "").trim().toLowerCase();
-    if (arch && host.architecture && arch !== host.architecture.toLowerCase()) {
+    const arch = canonicalArch(p.architecture || p.hw_architecture || "");
+    if (arch && host.architecture && arch !== canonicalArch(host.architecture)) {
       return { pass: false, reason: `image architecture ${arch}, host ${host.architecture}` };
     }
     const hv = p.hypervisor_type || p.img_hv_type || "";

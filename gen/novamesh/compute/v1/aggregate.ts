@@ -153,7 +153,7 @@ export interface ListAvailabilityZonesRequest {
 export interface AvailabilityZone {
   /** Zone name. */
   name: string;
-  /** Hosts in the zone. */
+  /** Hosts in the zone (admins only; empty for others). */
   hosts: string[];
 }
 
@@ -1881,8 +1881,9 @@ export const ListAvailabilityZonesResponse: MessageFns<ListAvailabilityZonesResp
  * `aggregate_instance_extra_specs:<key>=<value>` are placed only on hosts of
  * an aggregate whose metadata has that key and value (or lists it among
  * comma-separated values). Metadata `availability_zone` puts the
- * aggregate's hosts in that zone (over the zone their agent reports).
- * Every call needs the admin role.
+ * aggregate's hosts in that zone (over the zone their agent reports); a
+ * host is in one zone, so a second aggregate that would put it in another
+ * is refused. Every call but ListAvailabilityZones needs the admin role.
  */
 export type AggregateServiceService = typeof AggregateServiceService;
 export const AggregateServiceService = {
@@ -1950,7 +1951,9 @@ export const AggregateServiceService = {
   /**
    * Adds a compute host.
    * Errors: INVALID_ARGUMENT, NOT_FOUND (aggregate or host), ALREADY_EXISTS
-   * (the host is in it), PERMISSION_DENIED, UNAUTHENTICATED.
+   * (the host is in it), FAILED_PRECONDITION (AVAILABILITY_ZONE_CONFLICT:
+   * another aggregate puts the host in another zone), PERMISSION_DENIED,
+   * UNAUTHENTICATED.
    */
   addAggregateHost: {
     path: "/novamesh.compute.v1.AggregateService/AddAggregateHost" as const,
@@ -1981,7 +1984,8 @@ export const AggregateServiceService = {
   },
   /**
    * Sets metadata keys; an empty value removes the key.
-   * Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
+   * (AVAILABILITY_ZONE_CONFLICT), PERMISSION_DENIED, UNAUTHENTICATED.
    */
   setAggregateMetadata: {
     path: "/novamesh.compute.v1.AggregateService/SetAggregateMetadata" as const,
@@ -1995,9 +1999,9 @@ export const AggregateServiceService = {
     responseDeserialize: (value: Buffer): SetAggregateMetadataResponse => SetAggregateMetadataResponse.decode(value),
   },
   /**
-   * Lists availability zones with their hosts (from agents' zones and
-   * aggregates' availability_zone metadata).
-   * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
+   * Lists availability zones (from agents' zones and aggregates'
+   * availability_zone metadata); admins also see each zone's hosts.
+   * Errors: UNAUTHENTICATED.
    */
   listAvailabilityZones: {
     path: "/novamesh.compute.v1.AggregateService/ListAvailabilityZones" as const,
@@ -2038,7 +2042,9 @@ export interface AggregateServiceServer extends UntypedServiceImplementation {
   /**
    * Adds a compute host.
    * Errors: INVALID_ARGUMENT, NOT_FOUND (aggregate or host), ALREADY_EXISTS
-   * (the host is in it), PERMISSION_DENIED, UNAUTHENTICATED.
+   * (the host is in it), FAILED_PRECONDITION (AVAILABILITY_ZONE_CONFLICT:
+   * another aggregate puts the host in another zone), PERMISSION_DENIED,
+   * UNAUTHENTICATED.
    */
   addAggregateHost: handleUnaryCall<AddAggregateHostRequest, AddAggregateHostResponse>;
   /**
@@ -2049,13 +2055,14 @@ export interface AggregateServiceServer extends UntypedServiceImplementation {
   removeAggregateHost: handleUnaryCall<RemoveAggregateHostRequest, RemoveAggregateHostResponse>;
   /**
    * Sets metadata keys; an empty value removes the key.
-   * Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
+   * (AVAILABILITY_ZONE_CONFLICT), PERMISSION_DENIED, UNAUTHENTICATED.
    */
   setAggregateMetadata: handleUnaryCall<SetAggregateMetadataRequest, SetAggregateMetadataResponse>;
   /**
-   * Lists availability zones with their hosts (from agents' zones and
-   * aggregates' availability_zone metadata).
-   * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
+   * Lists availability zones (from agents' zones and aggregates'
+   * availability_zone metadata); admins also see each zone's hosts.
+   * Errors: UNAUTHENTICATED.
    */
   listAvailabilityZones: handleUnaryCall<ListAvailabilityZonesRequest, ListAvailabilityZonesResponse>;
 }
@@ -2142,7 +2149,9 @@ export interface AggregateServiceClient extends Client {
   /**
    * Adds a compute host.
    * Errors: INVALID_ARGUMENT, NOT_FOUND (aggregate or host), ALREADY_EXISTS
-   * (the host is in it), PERMISSION_DENIED, UNAUTHENTICATED.
+   * (the host is in it), FAILED_PRECONDITION (AVAILABILITY_ZONE_CONFLICT:
+   * another aggregate puts the host in another zone), PERMISSION_DENIED,
+   * UNAUTHENTICATED.
    */
   addAggregateHost(
     request: AddAggregateHostRequest,
@@ -2181,7 +2190,8 @@ export interface AggregateServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Sets metadata keys; an empty value removes the key.
-   * Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
+   * (AVAILABILITY_ZONE_CONFLICT), PERMISSION_DENIED, UNAUTHENTICATED.
    */
   setAggregateMetadata(
     request: SetAggregateMetadataRequest,
@@ -2199,9 +2209,9 @@ export interface AggregateServiceClient extends Client {
     callback: (error: ServiceError | null, response: SetAggregateMetadataResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Lists availability zones with their hosts (from agents' zones and
-   * aggregates' availability_zone metadata).
-   * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
+   * Lists availability zones (from agents' zones and aggregates'
+   * availability_zone metadata); admins also see each zone's hosts.
+   * Errors: UNAUTHENTICATED.
    */
   listAvailabilityZones(
     request: ListAvailabilityZonesRequest,
