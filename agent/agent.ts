@@ -43,6 +43,7 @@ export class Agent {
   private readonly pending = new Map<string, PendingResult>();
   private readonly connectedWaiters: Array<(ack: HelloAck) => void> = [];
   private readonly reporter: ResourceReporter;
+  private readonly unsubscribeDriver: (() => void) | undefined;
   private currentState: AgentState = "new";
   private executor: OpExecutor | undefined;
   private nats: NatsConnection | undefined;
@@ -65,6 +66,8 @@ export class Agent {
       (report) => this.session?.send({ body: { $case: "report", report } }),
       this.log,
     );
+    // Hypervisor events (a guest that shut itself down) are reported at once.
+    this.unsubscribeDriver = this.options.driver.onStateChange?.(() => this.reporter.reportSoon());
   }
 
   /** Where the agent is in its life. */
@@ -136,6 +139,7 @@ export class Agent {
     await this.executor?.close();
     this.consumer?.nakAll();
     this.consumer?.close();
+    this.unsubscribeDriver?.();
     this.reporter.stop();
     await this.session?.close(Math.max(0, Math.min(2_000, deadline - Date.now())));
     await Promise.allSettled(this.loops);

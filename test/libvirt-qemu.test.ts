@@ -47,7 +47,9 @@ describe("a real guest through the whole stack (two libvirtds, qemu)", { skip },
   let imageId: string;
 
   before(async () => {
-    const ctl = await env.startController({});
+    // Periodic reports only every hour (hosts stay up for two): a power state the API learns
+    // without an op of its own comes from libvirt's lifecycle events.
+    const ctl = await env.startController({ reportIntervalSeconds: 3600, serviceDownTimeSeconds: 7200 });
     admin = env.admin(ctl);
     dir = await tempDir("libvirt-qemu");
     ({ imageId } = await registerTestGuest(admin.images.raw, admin.images.metadata(), GUEST!, { name: `guest-${env.id}` }));
@@ -104,7 +106,7 @@ describe("a real guest through the whole stack (two libvirtds, qemu)", { skip },
     }
   });
 
-  test("boot, the power actions, a snapshot and a live migration, then delete without a trace", async () => {
+  test("boot, the power actions, a snapshot and a live migration, then delete without a trace", async (t) => {
     const created = (await admin.servers.createServer({ name: "guest-1", flavorId: `lv.tiny.${env.id}`, imageId })).server!;
     const s = await settled(admin, created.id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000);
     const id = s.id;
@@ -116,9 +118,23 @@ describe("a real guest through the whole stack (two libvirtds, qemu)", { skip },
       await call();
       return settled(admin, id, status, 120_000);
     };
+    // A guest shut down outside novamesh (here: libvirt's ACPI shutdown, as if from inside) is seen
+    // at once through libvirt's lifecycle events, not at the next periodic report an hour away.
+    const offAt = Date.now();
+    await shutdownOutside(uris.get(s.host)!, id);
+    const seen = await settled(admin, id, ServerStatus.SERVER_STATUS_SHUTOFF, 15_000);
+    const seenAfterMs = Date.now() - offAt;
+    assert.ok(seenAfterMs < 15_000, `seen SHUTOFF after ${seenAfterMs} ms`);
+    t.diagnostic(`a guest that shut itself down was SHUTOFF in the API after ${seenAfterMs} ms (periodic reports every hour)`);
+    assert.equal(seen.powerState, 4, "power state SHUTDOWN");
+    await admin.servers.startServer({ id });
+    await settled(admin, id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000);
+    boots++;
+    text = await consoleUntil(id, (t) => count(t, GUEST_READY_LINE) === boots, `boot ${boots} ready`);
+
     // Stop is a clean ACPI shutdown: the guest sees its power button.
     await act(() => admin.servers.stopServer({ id }), ServerStatus.SERVER_STATUS_SHUTOFF);
-    assert.equal(count(await consoleOf(id), "novamesh-test-guest: power button"), 1, "the guest shut down on the ACPI power button");
+    assert.equal(count(await consoleOf(id), "novamesh-test-guest: power button"), 2, "the guest shut down on the ACPI power button");
     for (const step of [
       () => admin.servers.startServer({ id }),
       () => admin.servers.rebootServer({ id, type: RebootType.REBOOT_TYPE_SOFT }),
@@ -128,7 +144,7 @@ describe("a real guest through the whole stack (two libvirtds, qemu)", { skip },
       boots++;
       text = await consoleUntil(id, (t) => count(t, GUEST_READY_LINE) === boots, `boot ${boots} ready`);
     }
-    assert.equal(count(text, "novamesh-test-guest: power button"), 2, "the soft reboot was a clean shutdown too");
+    assert.equal(count(text, "novamesh-test-guest: power button"), 3, "the soft reboot was a clean shutdown too");
 
     // Pause: the guest stops writing; unpause: it writes on.
     await act(() => admin.servers.pauseServer({ id }), ServerStatus.SERVER_STATUS_PAUSED);
@@ -185,6 +201,16 @@ describe("a real guest through the whole stack (two libvirtds, qemu)", { skip },
     for (const h of hosts) assert.equal(usage.get(h)?.vms ?? 0, 0, `${h} holds no claim`);
   });
 });
+
+/** Shuts the guest of server `id` down through libvirt directly (ACPI), behind novamesh's back. */
+async function shutdownOutside(uri: string, id: string): Promise<void> {
+  const conn = await loadLibvirt().open(uri);
+  try {
+    await (await conn.lookupDomainByName(`novamesh-${id}`)).shutdown();
+  } finally {
+    await conn.close();
+  }
+}
 
 /** Names of the domains of server `id` that the libvirtd at `uri` has. */
 async function domainsOn(uri: string, id: string): Promise<string[]> {

@@ -157,6 +157,14 @@ export interface Driver {
   readonly architecture?: string;
 
   /**
+   * Subscribes to changes the hypervisor makes by itself (a guest that
+   * shuts down, crashes or is started outside novamesh), so the agent can
+   * report at once instead of at the next interval. Optional: drivers
+   * without hypervisor events leave it out. Returns the unsubscribe.
+   */
+  onStateChange?(listener: () => void): () => void;
+
+  /**
    * Connects to the hypervisor and loads what it knows.
    * Postcondition: every other method may be called.
    * Failure: nothing to clean up; the agent does not start.

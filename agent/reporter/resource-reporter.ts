@@ -18,6 +18,9 @@ export async function takeReport(driver: Driver, signal?: AbortSignal): Promise<
 export class ResourceReporter {
   private timer: NodeJS.Timeout | undefined;
   private inProgress: Promise<void> | undefined;
+  private soon: NodeJS.Timeout | undefined;
+  /** A change came while a report was being taken: report again, after this many ms. */
+  private again: number | undefined;
 
   constructor(
     private readonly driver: Driver,
@@ -36,7 +39,26 @@ export class ResourceReporter {
   /** Stops the timer; a report being taken still completes. */
   stop(): void {
     clearInterval(this.timer);
+    clearTimeout(this.soon);
     this.timer = undefined;
+    this.soon = undefined;
+  }
+
+  /**
+   * A report shortly (`delayMs`, so a burst of hypervisor events makes one
+   * report), and one more after a report being taken now, which may have
+   * read the state before the change. Only while started.
+   */
+  reportSoon(delayMs = 250): void {
+    if (this.timer === undefined) return;
+    if (this.inProgress) {
+      this.again = Math.min(this.again ?? delayMs, delayMs);
+      return;
+    }
+    this.soon ??= setTimeout(() => {
+      this.soon = undefined;
+      void this.reportNow();
+    }, delayMs);
   }
 
   /** Takes and sends one report unless one is already being taken. */
@@ -46,6 +68,11 @@ export class ResourceReporter {
       .catch((err: unknown) => this.logger.warn({ err }, "could not take a resource report"))
       .finally(() => {
         this.inProgress = undefined;
+        if (this.again !== undefined) {
+          const delay = this.again;
+          this.again = undefined;
+          this.reportSoon(delay);
+        }
       });
     return this.inProgress;
   }

@@ -220,6 +220,7 @@ export class LibvirtDriver implements Driver {
   private hvType: string;
   private arch: string | undefined;
   private closed = false;
+  private readonly listeners = new Set<() => void>();
 
   constructor(options: LibvirtDriverOptions) {
     if (!options.instancesPath.startsWith("/")) throw new RangeError(`instancesPath must be absolute, got "${options.instancesPath}"`);
@@ -290,6 +291,14 @@ export class LibvirtDriver implements Driver {
           .registerCloseCallback(() => {
             if (this.conn === conn) this.conn = undefined;
             void conn.close().catch(() => undefined);
+            // libvirtd went away: reconnect soon, so events flow again and the next report sees the new state.
+            if (!this.closed && this.listeners.size) setTimeout(() => void this.connection().then(() => this.changed(), () => undefined), 1000).unref();
+          })
+          .catch(() => undefined);
+        // Lifecycle events of novamesh's domains: what report() says has changed.
+        await conn
+          .registerLifecycleEvents((e) => {
+            if (serverIdOfDomain(e.domainName) !== undefined) this.changed();
           })
           .catch(() => undefined);
         this.conn = conn;
@@ -319,8 +328,27 @@ export class LibvirtDriver implements Driver {
     }
   }
 
+  /** Hypervisor events (lifecycle of novamesh's domains; a reconnect) reach `listener`. */
+  onStateChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    // Open the connection now (if init has not), so events flow without a call.
+    if (!this.closed) void this.connection().catch(() => undefined);
+    return () => this.listeners.delete(listener);
+  }
+
+  private changed(): void {
+    for (const l of this.listeners) {
+      try {
+        l();
+      } catch {
+        // a listener's failure is its own
+      }
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
+    this.listeners.clear();
     this.closed = true;
     const conn = this.conn;
     this.conn = undefined;
