@@ -90,6 +90,7 @@ describe("concurrent scheduling", () => {
       assert.equal(removed, 10, JSON.stringify(s.fault!.details));
       assert.match(s.fault!.message, /10 hosts considered; removed by vcpu: \d+/);
     }
+    t.diagnostic(`${failed.filter((s) => s.fault!.details.claim_conflict).length} of the 100 faults counted lost claims`);
     const usage = await assertCapacityExact(env, a);
     const hv = (await a.hypervisors()).filter((h) => h.hostname.startsWith(`cc${env.id}`));
     assert.equal(hv.length, 10);

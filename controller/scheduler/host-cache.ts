@@ -20,6 +20,8 @@ import { isUp } from "../domain/service.js";
 export class HostCache {
   private hosts = new Map<string, HostState>();
   private loadedAt = 0;
+  /** Counts reloads: a caller holding uncommitted claims re-applies them when it changes. */
+  generation = 0;
 
   constructor(
     private readonly pool: Pool,
@@ -43,6 +45,7 @@ export class HostCache {
       nodes.map((n) => [n.host, HostCache.toState(n, this.opts.serviceDownTimeSeconds, now, aggregates.get(n.host) ?? [])]),
     );
     this.loadedAt = now;
+    this.generation++;
   }
 
   /** Marks the view stale (after a release elsewhere, a new host, an enable). */

@@ -43,6 +43,8 @@ export interface SchedulerWorkerOptions {
  */
 export class SchedulerWorker {
   private readonly pump: Pump;
+  /** Claims made by the batch being placed (uncommitted until it ends). */
+  private batchClaims: { host: string; resources: RequestSpec["resources"] }[] = [];
 
   constructor(
     private readonly pool: Pool,
@@ -94,6 +96,7 @@ export class SchedulerWorker {
     for (const host of placement.candidates) {
       if (await claim(conn, host.id, spec.instanceUuid, spec.resources, upSince)) {
         this.hosts.consume(host.host, spec.resources);
+        this.batchClaims.push({ host: host.host, resources: spec.resources });
         return { host, lost };
       }
       lost.push(host.host);
@@ -142,7 +145,7 @@ export class SchedulerWorker {
   ): Promise<{ placement: Placement; host: HostState | null; lostClaims: number; alternates: string[] }> {
     let force = false;
     for (let round = 1; ; round++) {
-      const placement = this.pipeline.place([...(await this.hosts.get(force))].filter(eligible), spec);
+      const placement = this.pipeline.place([...(await this.view(force))].filter(eligible), spec);
       const { host, lost } = await this.claimBest(conn, placement, spec);
       if (host || lost.length === 0 || round === MAX_PLACEMENT_ROUNDS) {
         // Alternates: the candidates after the chosen one whose claim was not just lost.
@@ -154,8 +157,22 @@ export class SchedulerWorker {
     }
   }
 
+  /**
+   * The host view. A reload reads what is committed, which lacks this
+   * batch's own claims (its transaction is still open): they are applied
+   * again, so the scheduler does not choose the hosts it has just filled.
+   */
+  private async view(force: boolean): Promise<Iterable<HostState>> {
+    const before = this.hosts.generation;
+    const hosts = await this.hosts.get(force);
+    if (this.hosts.generation === before) return hosts;
+    for (const c of this.batchClaims) this.hosts.consume(c.host, c.resources);
+    return this.hosts.get();
+  }
+
   /** Places one batch; returns how many instances it took. */
   async scheduleBatch(): Promise<number> {
+    this.batchClaims = [];
     return withTx(this.pool, async (conn) => {
       const rows = await select<{ uuid: string }>(
         conn,
