@@ -68,8 +68,8 @@ describe("libvirt driver on two libvirtds (qemu)", { skip }, () => {
     const source = await makeHost("abort-source", { bandwidthMiBs: 1 });
     const target = await makeHost("abort-target");
     await Promise.all([source.init(), target.init()]);
+    const inst = testInstance({ memoryMb: 256 });
     try {
-      const inst = testInstance({ memoryMb: 256 });
       await source.spawn({ instance: inst });
       await target.preLiveMigration({ instance: inst, sourceHost: "abort-source" });
       const ctl = new AbortController();
@@ -99,6 +99,8 @@ describe("libvirt driver on two libvirtds (qemu)", { skip }, () => {
       assert.deepEqual(left.filter((n) => n !== "_base"), [], "no overlay left on the target");
       await source.destroy({ instanceId: inst.id });
     } finally {
+      // A failed run leaves no running guest on either daemon.
+      await Promise.all([source.destroy({ instanceId: inst.id }).catch(() => undefined), target.destroy({ instanceId: inst.id }).catch(() => undefined)]);
       await Promise.all([source.close(), target.close()]);
     }
   });
@@ -117,8 +119,8 @@ describe("libvirt driver when libvirtd restarts (qemu)", { skip }, () => {
     made = 0; // the next driver is on A
     const driver = await makeHost("restart");
     await driver.init();
+    const inst = testInstance({ memoryMb: 256 });
     try {
-      const inst = testInstance({ memoryMb: 256 });
       await driver.spawn({ instance: inst });
       await promisify(execFile)("bash", [join(REPO, "scripts/libvirtd-hosts.sh"), "restart-a"]);
       // The first call after the restart may meet the dead connection (a retryable HYPERVISOR_UNAVAILABLE); the next reconnects.
@@ -136,6 +138,7 @@ describe("libvirt driver when libvirtd restarts (qemu)", { skip }, () => {
       assert.equal(await driver.powerState({ instanceId: inst.id }), "PAUSED");
       await driver.destroy({ instanceId: inst.id });
     } finally {
+      await driver.destroy({ instanceId: inst.id }).catch(() => undefined);
       await driver.close();
     }
   });
