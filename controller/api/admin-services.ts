@@ -1,4 +1,5 @@
-import { availabilityZones } from "../store/aggregates.js";
+import { aggregatesByHost } from "../store/aggregates.js";
+import { effectiveZone } from "../scheduler/types.js";
 import type { HostServiceServer } from "../../gen/novamesh/compute/v1/host.js";
 import type { IdentityServiceServer } from "../../gen/novamesh/compute/v1/identity.js";
 import { invalidArgument, notFound } from "../errors.js";
@@ -26,10 +27,9 @@ export function hostService(deps: RpcDeps, opts: { serviceDownTimeSeconds: numbe
     }),
     listHypervisors: unary(deps, "ListHypervisors", async (req, ctx) => {
       requireRole(ctx, "admin");
-      const [all, zones] = await Promise.all([listNodes(pool), availabilityZones(pool)]);
-      const zoneOf = new Map([...zones.entries()].flatMap(([zone, hosts]) => hosts.map((h) => [h, zone] as const)));
+      const [all, aggregates] = await Promise.all([listNodes(pool), aggregatesByHost(pool)]);
       const nodes = all.filter((n) => !req.hostname || n.host.includes(req.hostname));
-      return { hypervisors: nodes.map((n) => hypervisorToProto(n, dt, zoneOf.get(n.host))) };
+      return { hypervisors: nodes.map((n) => hypervisorToProto(n, dt, effectiveZone(aggregates.get(n.host), n.zone))) };
     }),
     enableService: unary(deps, "EnableService", async (req, ctx) => {
       requireRole(ctx, "admin");

@@ -10,7 +10,7 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissio
 import type { HostCache } from "../scheduler/host-cache.js";
 import type { Pipeline } from "../scheduler/pipeline.js";
 import { buildRequestSpec } from "../scheduler/request-spec.js";
-import { GROUP_POLICIES, type GroupPolicy } from "../scheduler/types.js";
+import { GROUP_POLICIES, resourcesOf, type GroupPolicy } from "../scheduler/types.js";
 import {
   addAggregateHost,
   availabilityZones,
@@ -224,7 +224,7 @@ export function schedulerService(deps: RpcDeps, scheduler: { pipeline: Pipeline;
       const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
       const spec = await buildRequestSpec(pool, {
         instanceUuid: "00000000-0000-0000-0000-000000000000",
-        resources: { vcpus: flavor.vcpus, memoryMb: flavor.ramMb, diskGb: flavor.diskGb },
+        resources: resourcesOf(flavor),
         ignoreHosts: [],
         flavorExtraSpecs: flavor.extraSpecs,
         imageProperties: image.properties,

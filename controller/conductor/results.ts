@@ -13,6 +13,7 @@ import { getInstance, updateInstance } from "../store/instances.js";
 import { latestMigration, openMigration, updateMigration } from "../store/moves.js";
 import { claim, getNodeByHost, moveAllocations, recordBuildFailure, recordBuildSuccess, releaseAllocations } from "../store/nodes.js";
 import { getServerGroup } from "../store/server-groups.js";
+import { HARD_POLICIES, resourcesOf } from "../scheduler/types.js";
 import type { OpRecord } from "../store/ops.js";
 import { finishOp, lockOp } from "../store/ops.js";
 import { dispatchOp } from "./dispatch.js";
@@ -245,12 +246,12 @@ class ResultApplier {
     if (left.length === 0) return false;
     if (inst.serverGroupId) {
       const g = await getServerGroup(conn, inst.serverGroupId);
-      if (g && (g.policy === "affinity" || g.policy === "anti-affinity")) return false;
+      if (g && HARD_POLICIES.includes(g.policy)) return false;
     }
     const action = await runningAction(conn, inst.uuid);
     if (!action || action.id !== op.actionId) return false;
     const upSince = new Date(Date.now() - this.opts.serviceDownTimeSeconds * 1000);
-    const resources = { vcpus: inst.flavor.vcpus, memoryMb: inst.flavor.ramMb, diskGb: inst.flavor.diskGb };
+    const resources = resourcesOf(inst.flavor);
     for (let i = 0; i < left.length; i++) {
       const node = await getNodeByHost(conn, left[i]!);
       if (!node || !(await claim(conn, node.id, inst.uuid, resources, upSince))) continue;

@@ -21,13 +21,13 @@ export interface PlacementRequest {
 }
 
 /**
- * The RequestSpec of `r`. With `lockGroup` (inside the placing transaction)
- * the group's row is locked first, so members are placed one at a time and
- * a hard policy holds across concurrent schedulers. A group deleted
- * meanwhile no longer applies.
+ * The RequestSpec of `r`. The scheduler locks the group rows of a batch
+ * before it builds the batch's specs (SchedulerWorker.scheduleBatch), so
+ * members are placed one at a time and a hard policy holds across
+ * concurrent schedulers. A group deleted meanwhile no longer applies.
  */
-export async function buildRequestSpec(q: Queryable, r: PlacementRequest, opts: { lockGroup?: boolean } = {}): Promise<RequestSpec> {
-  const group = r.serverGroupId ? await getServerGroup(q, r.serverGroupId, { lock: opts.lockGroup }) : null;
+export async function buildRequestSpec(q: Queryable, r: PlacementRequest): Promise<RequestSpec> {
+  const group = r.serverGroupId ? await getServerGroup(q, r.serverGroupId) : null;
   const [memberHosts, sameHost, differentHost] = await Promise.all([
     group ? groupMemberHosts(q, group.id, r.instanceUuid) : Promise.resolve(new Map<string, number>()),
     r.schedulerHints.sameHost.length ? hostsOfServers(q, r.schedulerHints.sameHost) : Promise.resolve(undefined),

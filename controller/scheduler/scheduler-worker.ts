@@ -12,7 +12,7 @@ import { openMigration, updateMigration } from "../store/moves.js";
 import { claim, moveAllocations } from "../store/nodes.js";
 import type { HostCache } from "./host-cache.js";
 import type { Pipeline, Placement } from "./pipeline.js";
-import type { HostState, RequestSpec } from "./types.js";
+import { HARD_POLICIES, resourcesOf, type HostState, type RequestSpec } from "./types.js";
 import { Pump } from "../pump.js";
 import { getImage } from "../store/catalog.js";
 import { buildRequestSpec } from "./request-spec.js";
@@ -128,7 +128,6 @@ export class SchedulerWorker {
         serverGroupId: inst.serverGroupId,
         schedulerHints: inst.schedulerHints,
       },
-      { lockGroup: false }, // locked for the batch (scheduleBatch)
     );
   }
 
@@ -191,9 +190,9 @@ export class SchedulerWorker {
         await select(
           conn,
           `SELECT g.id FROM server_groups g JOIN instances i ON i.server_group_id = g.id
-           WHERE i.uuid IN (${rows.map(() => "?").join(",")}) AND g.deleted_at IS NULL AND g.policy IN ('affinity', 'anti-affinity')
+           WHERE i.uuid IN (${rows.map(() => "?").join(",")}) AND g.deleted_at IS NULL AND g.policy IN (?)
            ORDER BY g.id FOR UPDATE`,
-          rows.map((r) => r.uuid),
+          [...rows.map((r) => r.uuid), HARD_POLICIES],
         );
       }
       for (const r of rows) {
@@ -215,7 +214,7 @@ export class SchedulerWorker {
       return;
     }
     const spec = await this.specOf(conn, inst, {
-      resources: { vcpus: inst.flavor.vcpus, memoryMb: inst.flavor.ramMb, diskGb: inst.flavor.diskGb },
+      resources: resourcesOf(inst.flavor),
       ignoreHosts: inst.triedHosts,
       imageId: unshelve && inst.shelvedImageId ? inst.shelvedImageId : inst.imageId,
     });
@@ -267,11 +266,11 @@ export class SchedulerWorker {
       return;
     }
     const spec = await this.specOf(conn, inst, {
-      resources: { vcpus: m.newFlavor.vcpus, memoryMb: m.newFlavor.ramMb, diskGb: m.newFlavor.diskGb },
+      resources: resourcesOf(m.newFlavor),
       ignoreHosts: m.triedHosts,
       imageId: inst.imageId,
       // A resize is placed by the new flavor's extra specs.
-      extraSpecs: m.newFlavor.extraSpecs ?? inst.extraSpecs,
+      extraSpecs: m.newFlavor.extraSpecs,
     });
     await moveAllocations(conn, inst.uuid, m.id);
     const { placement, host, lostClaims } = await this.placeAndClaim(conn, spec, (h) => m.requestedHost === null || h.host === m.requestedHost);

@@ -17,6 +17,8 @@ export type HostState = ComputeNode & {
 /** Server group policies (Nova's). */
 export const GROUP_POLICIES = ["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"] as const;
 export type GroupPolicy = (typeof GROUP_POLICIES)[number];
+/** The policies that filter hosts (the soft ones only weigh). */
+export const HARD_POLICIES: readonly GroupPolicy[] = ["affinity", "anti-affinity"];
 
 /** The server group a request belongs to, with where its other members are. */
 export interface GroupView {
@@ -79,7 +81,16 @@ export function freeDiskGb(h: HostState): number {
   return (h.diskGb - h.reservedDiskGb) * h.diskAllocationRatio - h.diskGbUsed;
 }
 
-/** The host's availability zone: an aggregate's `availability_zone` metadata, else the zone its agent reports. */
+/** A host's availability zone: its aggregates' `availability_zone` metadata, else the zone its agent reports. */
+export function effectiveZone(aggregates: readonly AggregateView[] | undefined, reportedZone: string): string {
+  return aggregates?.find((a) => a.metadata.availability_zone)?.metadata.availability_zone ?? reportedZone;
+}
+
 export function zoneOf(h: HostState): string {
-  return h.aggregates.find((a) => a.metadata.availability_zone)?.metadata.availability_zone ?? h.zone;
+  return effectiveZone(h.aggregates, h.zone);
+}
+
+/** What a flavor asks of a host. */
+export function resourcesOf(f: { readonly vcpus: number; readonly ramMb: number; readonly diskGb: number }): ResourceRequest {
+  return { vcpus: f.vcpus, memoryMb: f.ramMb, diskGb: f.diskGb };
 }

@@ -6,6 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { Queryable, Row } from "./db.js";
 import { exec, select } from "./db.js";
+import { effectiveZone } from "../scheduler/types.js";
 
 /** An aggregate and its hosts. */
 export interface Aggregate {
@@ -120,7 +121,7 @@ export async function availabilityZones(q: Queryable): Promise<Map<string, strin
   ]);
   const zones = new Map<string, string[]>();
   for (const n of nodes) {
-    const zone = aggs.get(n.host)?.find((a) => a.metadata.availability_zone)?.metadata.availability_zone ?? n.zone;
+    const zone = effectiveZone(aggs.get(n.host), n.zone);
     zones.set(zone, [...(zones.get(zone) ?? []), n.host]);
   }
   return new Map([...zones.entries()].sort((a, b) => a[0].localeCompare(b[0])));

@@ -50,9 +50,9 @@ export async function createServerGroup(
   return (await getServerGroup(q, id))!;
 }
 
-/** A live group; `lock` takes its row FOR UPDATE (placing members one at a time keeps hard policies exact). */
-export async function getServerGroup(q: Queryable, id: string, opts: { lock?: boolean } = {}): Promise<ServerGroup | null> {
-  const rows = await select(q, `SELECT * FROM server_groups WHERE id = ? AND deleted_at IS NULL${opts.lock ? " FOR UPDATE" : ""}`, [id]);
+/** A live group. */
+export async function getServerGroup(q: Queryable, id: string): Promise<ServerGroup | null> {
+  const rows = await select(q, "SELECT * FROM server_groups WHERE id = ? AND deleted_at IS NULL", [id]);
   return (await withMembers(q, rows))[0] ?? null;
 }
 

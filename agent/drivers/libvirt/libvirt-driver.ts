@@ -388,12 +388,17 @@ export class LibvirtDriver implements Driver {
     });
   }
 
+  /** The domain of server `id` (or undefined) and what its instance directory records. */
+  private lookup(id: string): Promise<[Known | undefined, InstanceSidecar]> {
+    return Promise.all([this.find(id), this.sidecar(id)]);
+  }
+
   /**
    * The domain of server `id`, for an operation on it; InstanceNotFoundError
    * if there is none, INVALID_STATE while it is an incoming live migration.
    */
   private async get(id: string): Promise<Known> {
-    const [k, side] = await Promise.all([this.find(id), this.sidecar(id)]);
+    const [k, side] = await this.lookup(id);
     if (side.incoming) throw invalidState(`${id} is an incoming live migration from ${side.incoming.from}, not finished`);
     if (!k) throw new InstanceNotFoundError(id);
     return k;
@@ -538,7 +543,7 @@ export class LibvirtDriver implements Driver {
 
   async powerState({ instanceId }: InstanceOptions, options: CallOptions = {}): Promise<PowerState> {
     throwIfAborted(options.signal);
-    const [k, side] = await Promise.all([this.find(instanceId), this.sidecar(instanceId)]);
+    const [k, side] = await this.lookup(instanceId);
     if (k) return k.power;
     if (side.incoming) return "PAUSED";
     throw new InstanceNotFoundError(instanceId);
@@ -590,6 +595,14 @@ export class LibvirtDriver implements Driver {
     return instance.image.diskFormat === "raw" ? "raw" : "qcow2";
   }
 
+  /** A new, empty instance directory whose `disk` is an overlay of the flavor's size on `base`. */
+  private async freshOverlay(instance: InstanceSpec, base: string, signal?: AbortSignal): Promise<void> {
+    const dir = this.instanceDir(instance.id);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    await createOverlay({ base, baseFormat: this.baseFormat(instance), path: join(dir, "disk"), sizeGb: instance.diskGb }, signal);
+  }
+
   /** Defines the domain from a disk already at `<dir>/disk`; starts it when `start`. */
   private async define(instance: InstanceSpec, boot: { kernel?: string; initrd?: string }, start: boolean): Promise<void> {
     const xml = this.domainXml(instance, this.instanceDir(instance.id), boot);
@@ -630,22 +643,19 @@ export class LibvirtDriver implements Driver {
 
   async spawn({ instance }: SpawnOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
-    const [existing, side] = await Promise.all([this.find(instance.id), this.sidecar(instance.id)]);
+    const [existing, side] = await this.lookup(instance.id);
     if (side.incoming) throw new DriverError("INSTANCE_EXISTS", `instance ${instance.id} is an incoming live migration on ${this.options.hostname}`);
     if (existing) {
       if (existing.power === "RUNNING" && existing.meta?.specHash === specHash(instance)) return;
       throw new DriverError("INSTANCE_EXISTS", `instance ${instance.id} already exists on ${this.options.hostname} (${existing.power})`);
     }
-    const dir = this.instanceDir(instance.id);
     try {
       // Fetching a base image can take long: outside the lock, which only covers check-and-define.
       const boot = await this.images(instance, call.signal);
       await this.placement.run(async () => {
         await this.checkFits(instance, "spawn", instance.id);
         throwIfAborted(call.signal);
-        await rm(dir, { recursive: true, force: true });
-        await mkdir(dir, { recursive: true });
-        await createOverlay({ base: boot.base, baseFormat: this.baseFormat(instance), path: join(dir, "disk"), sizeGb: instance.diskGb }, call.signal);
+        await this.freshOverlay(instance, boot.base, call.signal);
         throwIfAborted(call.signal);
         await this.define(instance, boot, true);
       });
@@ -961,7 +971,7 @@ export class LibvirtDriver implements Driver {
     this.requireLiveMigration("preLiveMigration");
     throwIfAborted(call.signal);
     const id = instance.id;
-    const [existing, side] = await Promise.all([this.find(id), this.sidecar(id)]);
+    const [existing, side] = await this.lookup(id);
     if (side.incoming) return;
     if (existing) throw new DriverError("INSTANCE_EXISTS", `instance ${id} already exists on ${this.options.hostname} (${existing.power})`);
     const dir = this.instanceDir(id);
@@ -970,10 +980,8 @@ export class LibvirtDriver implements Driver {
       await this.placement.run(async () => {
         await this.checkFits(instance, "receive", id);
         throwIfAborted(call.signal);
-        await rm(dir, { recursive: true, force: true });
-        await mkdir(dir, { recursive: true });
         // The source copies only its overlay (incremental): the base below it is this host's copy of the same image.
-        await createOverlay({ base: boot.base, baseFormat: this.baseFormat(instance), path: join(dir, "disk"), sizeGb: instance.diskGb }, call.signal);
+        await this.freshOverlay(instance, boot.base, call.signal);
         const p = instance.image.properties;
         const imageIds = [instance.image.id, p.kernel_id, p.ramdisk_id].filter((x): x is string => !!x);
         await this.setSidecar(id, { incoming: { from: sourceHost, memoryMb: instance.memoryMb, diskGb: instance.diskGb, imageIds } });
@@ -1076,7 +1084,7 @@ export class LibvirtDriver implements Driver {
   async postLiveMigration({ instanceId }: PostLiveMigrationOptions, call: CallOptions = {}): Promise<void> {
     this.requireLiveMigration("postLiveMigration");
     throwIfAborted(call.signal);
-    const [k, side] = await Promise.all([this.find(instanceId), this.sidecar(instanceId)]);
+    const [k, side] = await this.lookup(instanceId);
     if (!k) {
       if (side.incoming) throw invalidState(`the live migration of ${instanceId} from ${side.incoming.from} has not arrived on ${this.options.hostname}`);
       throw new InstanceNotFoundError(instanceId);
@@ -1092,7 +1100,7 @@ export class LibvirtDriver implements Driver {
   async rollbackLiveMigration({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
     this.requireLiveMigration("rollbackLiveMigration");
     throwIfAborted(call.signal);
-    const [k, side] = await Promise.all([this.find(instanceId), this.sidecar(instanceId)]);
+    const [k, side] = await this.lookup(instanceId);
     if (!side.incoming) {
       if (k) throw invalidState(`${instanceId} on ${this.options.hostname} is not an incoming live migration (it is ${k.power})`);
       return;
