@@ -52,7 +52,7 @@ export async function stopAgent(child: ChildProcess, signal: NodeJS.Signals = "S
 }
 
 /** The fake driver's call log: one entry per mutating driver call that ran. */
-export async function driverCalls(statePath: string): Promise<Array<{ opId?: string; method: string; instanceId: string; time: string }>> {
+export async function driverCalls(statePath: string): Promise<Array<{ opId?: string; method: string; instanceId: string; time: string; pid: number }>> {
   let text = "";
   try {
     text = await readFile(`${statePath}.calls.jsonl`, "utf8");

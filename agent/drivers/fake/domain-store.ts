@@ -47,6 +47,8 @@ export interface FakeCall {
   readonly instanceId: string;
   /** ISO time of the call. */
   readonly time: string;
+  /** The process that made it (tells an agent from its restarted self). */
+  readonly pid: number;
 }
 
 /**

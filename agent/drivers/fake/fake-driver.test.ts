@@ -258,6 +258,7 @@ describe("FakeDriver persistence", () => {
       ],
     );
     assert.ok(lines.every((l) => !Number.isNaN(Date.parse(l.time))));
+    assert.ok(lines.every((l) => l.pid === process.pid), "each call names the process that made it");
     assert.equal(driver.calls.length, 3);
   });
 });

@@ -607,7 +607,7 @@ export class FakeDriver implements Driver {
   }
 
   private async record(method: string, instanceId: string, opId: string | undefined): Promise<void> {
-    const entry: FakeCall = { ...(opId === undefined ? {} : { opId }), method, instanceId, time: new Date().toISOString() };
+    const entry: FakeCall = { ...(opId === undefined ? {} : { opId }), method, instanceId, time: new Date().toISOString(), pid: process.pid };
     this.callLog.push(entry);
     if (this.callLog.length > MAX_CALLS_IN_MEMORY) this.callLog.splice(0, this.callLog.length - MAX_CALLS_IN_MEMORY);
     await this.store.logCall(entry);
