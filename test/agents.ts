@@ -6,6 +6,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { FakeCall } from "../agent/drivers/fake/fake-driver.js";
 import { NATS_URL } from "./harness.js";
 import type { TestEnv } from "./harness.js";
 
@@ -52,7 +53,7 @@ export async function stopAgent(child: ChildProcess, signal: NodeJS.Signals = "S
 }
 
 /** The fake driver's call log: one entry per mutating driver call that ran. */
-export async function driverCalls(statePath: string): Promise<Array<{ opId?: string; method: string; instanceId: string; time: string; pid: number }>> {
+export async function driverCalls(statePath: string): Promise<FakeCall[]> {
   let text = "";
   try {
     text = await readFile(`${statePath}.calls.jsonl`, "utf8");
