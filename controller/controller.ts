@@ -13,12 +13,16 @@ import { ImageServiceService } from "../gen/novamesh/compute/v1/image.js";
 import { ServerServiceService } from "../gen/novamesh/compute/v1/server.js";
 import { OperationServiceService } from "../gen/novamesh/compute/v1/operation.js";
 import { operationService } from "./api/operation-service.js";
+import { agentConductor } from "./conductor/agent-conductor.js";
+import type { ConductorContext } from "./conductor/context.js";
+import { PlacementWorker } from "./conductor/placement.js";
 import { Reaper } from "./conductor/reaper.js";
+import { ensureOpsStream } from "./bus/jetstream.js";
+import { onCommitted, openPool } from "./store/db.js";
+import { loadHostStates } from "./store/placement.js";
 import { parseTaskTimeouts } from "./domain/tasks.js";
-import { recordOpProgress } from "./conductor/progress.js";
 import { hostService, identityService } from "./api/admin-services.js";
 import { agentService } from "./api/agent-service.js";
-import type { AgentConductor } from "./api/agent-service.js";
 import { flavorService } from "./api/flavor-service.js";
 import { imageService } from "./api/image-service.js";
 import { addHealth } from "./api/health.js";
@@ -26,9 +30,7 @@ import type { HealthSetter } from "./api/health.js";
 import { addReflection } from "./api/reflection.js";
 import { serverService } from "./api/server-service.js";
 import { ServerWatcher } from "./api/watch.js";
-import { ensureHostConsumer, ensureOpsStream } from "./bus/jetstream.js";
 import { OutboxPublisher } from "./bus/outbox-publisher.js";
-import { opsSubject, querySubject } from "./bus/subjects.js";
 import { HostQueries } from "./bus/host-queries.js";
 import type { ControllerConfig } from "./config.js";
 import { DEFAULT_CONFIG, pipelineOptions } from "./config.js";
@@ -36,18 +38,12 @@ import { AggregateServiceService } from "../gen/novamesh/compute/v1/aggregate.js
 import { SchedulerServiceService } from "../gen/novamesh/compute/v1/scheduler.js";
 import { ServerGroupServiceService } from "../gen/novamesh/compute/v1/server_group.js";
 import { aggregateService, schedulerService, serverGroupService } from "./api/placement-services.js";
-import { Lifecycle } from "./conductor/lifecycle.js";
-import { applyReport } from "./conductor/reports.js";
-import { applyOpResult } from "./conductor/results.js";
 import type { Pool } from "./store/db.js";
-import { openPool } from "./store/db.js";
 import { ImageBytes } from "./store/image-bytes.js";
 import { migrate } from "./store/migrations.js";
-import { upsertNode } from "./store/nodes.js";
 import { ensureAdminToken } from "./store/tokens.js";
 import { HostCache } from "./scheduler/host-cache.js";
 import { Pipeline } from "./scheduler/pipeline.js";
-import { SchedulerWorker } from "./scheduler/scheduler-worker.js";
 
 const DESCRIPTOR_SET = fileURLToPath(new URL("../gen/novamesh.binpb", import.meta.url));
 
@@ -79,7 +75,7 @@ export class Controller {
   private nc: NatsConnection | null = null;
   private server: grpc.Server | null = null;
   private publisher: OutboxPublisher | null = null;
-  private scheduler: SchedulerWorker | null = null;
+  private placement: PlacementWorker | null = null;
   private reaper: Reaper | null = null;
   private setHealth: HealthSetter | null = null;
   /** The port the gRPC server listens on (after start). */
@@ -108,121 +104,60 @@ export class Controller {
     await ensureOpsStream(jsm, cfg.opsStream, cfg.opsSubjectPrefix);
     const js = nc.jetstream();
 
-    const taskTimeouts = parseTaskTimeouts(cfg.taskTimeouts);
+    const ctx: ConductorContext = {
+      pool,
+      log: this.log,
+      subjectPrefix: cfg.opsSubjectPrefix,
+      taskTimeouts: parseTaskTimeouts(cfg.taskTimeouts),
+      serviceDownTimeSeconds: cfg.serviceDownTimeSeconds,
+      maxAttempts: cfg.maxAttempts,
+      powerOffTimeoutSeconds: cfg.powerOffTimeoutSeconds,
+      softRebootTimeoutSeconds: cfg.softRebootTimeoutSeconds,
+    };
     const watcher = new ServerWatcher(pool);
     // The scheduler's host view reads through connections of its own (see HostCache).
     const hostsPool = (this.hostsPool = await openPool(cfg.databaseUrl, { connectionLimit: 2 }));
-    const hosts = new HostCache(hostsPool, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, maxAgeMs: 2000 });
+    const hosts = new HostCache(() => loadHostStates(hostsPool, cfg.serviceDownTimeSeconds), { maxAgeMs: 2000 });
     const publisher = (this.publisher = new OutboxPublisher(pool, js, this.log));
-    const wakeOutbox = () => (cfg.holdOutbox ? undefined : publisher.kick());
     const pipeline = new Pipeline(pipelineOptions(cfg));
-    const scheduler = (this.scheduler = new SchedulerWorker(
-      pool,
-      hosts,
-      pipeline,
-      this.log,
-      {
-        subjectPrefix: cfg.opsSubjectPrefix,
-        serviceDownTimeSeconds: cfg.serviceDownTimeSeconds,
-        maxAttempts: cfg.maxAttempts,
-        batch: 20,
-        pollMs: 500,
-        taskTimeouts,
-        powerOffTimeoutSeconds: cfg.powerOffTimeoutSeconds,
+    const placement = (this.placement = new PlacementWorker(ctx, hosts, pipeline, { batch: 20, pollMs: 500 }));
+    this.reaper = new Reaper(ctx, {
+      intervalSeconds: cfg.reaperIntervalSeconds,
+      graceSeconds: cfg.reaperGraceSeconds,
+      resizeConfirmWindowSeconds: cfg.resizeConfirmWindowSeconds,
+    });
+    // What a commit changed wakes what depends on it.
+    onCommitted(pool, (changes) => {
+      if (changes.has("hosts")) hosts.invalidate();
+      if (changes.has("placements")) placement.kick();
+      if (changes.has("outbox") && !cfg.holdOutbox) publisher.kick();
+      if (changes.has("servers")) watcher.notify();
+    });
+    const agents = agentConductor(ctx, {
+      jsm,
+      opsStream: cfg.opsStream,
+      reportIntervalSeconds: cfg.reportIntervalSeconds,
+      allocation: {
+        cpuAllocationRatio: cfg.cpuAllocationRatio,
+        ramAllocationRatio: cfg.ramAllocationRatio,
+        diskAllocationRatio: cfg.diskAllocationRatio,
+        reservedMemoryMb: cfg.reservedHostMemoryMb,
+        reservedVcpus: cfg.reservedHostCpus,
+        reservedDiskGb: cfg.reservedHostDiskGb,
       },
-      () => {
-        wakeOutbox();
-        watcher.notify();
-      },
-    ));
-    const wake = { scheduler: () => scheduler.kick(), outbox: wakeOutbox, watchers: () => watcher.notify() };
-    const lifecycle = new Lifecycle(
-      pool,
-      {
-        subjectPrefix: cfg.opsSubjectPrefix,
-        serviceDownTimeSeconds: cfg.serviceDownTimeSeconds,
-        powerOffTimeoutSeconds: cfg.powerOffTimeoutSeconds,
-        softRebootTimeoutSeconds: cfg.softRebootTimeoutSeconds,
-        taskTimeouts,
-      },
-      wake,
-    );
-    const reaper = (this.reaper = new Reaper(
-      pool,
-      lifecycle,
-      this.log,
-      {
-        subjectPrefix: cfg.opsSubjectPrefix,
-        taskTimeouts,
-        serviceDownTimeSeconds: cfg.serviceDownTimeSeconds,
-        intervalSeconds: cfg.reaperIntervalSeconds,
-        graceSeconds: cfg.reaperGraceSeconds,
-        resizeConfirmWindowSeconds: cfg.resizeConfirmWindowSeconds,
-      },
-      (e) => {
-        if (e.released) hosts.invalidate();
-        if (e.dispatched) wakeOutbox();
-        watcher.notify();
-      },
-    ));
-
-    const conductor: AgentConductor = {
-      hello: async (h) => {
-        await upsertNode(pool, {
-          ...h,
-          cpuAllocationRatio: cfg.cpuAllocationRatio,
-          ramAllocationRatio: cfg.ramAllocationRatio,
-          diskAllocationRatio: cfg.diskAllocationRatio,
-          reservedMemoryMb: cfg.reservedHostMemoryMb,
-          reservedVcpus: cfg.reservedHostCpus,
-          reservedDiskGb: cfg.reservedHostDiskGb,
-          // The host's own settings, where its agent gives them, win.
-          ...h.allocation,
-        });
-        const consumer = await ensureHostConsumer(jsm, cfg.opsStream, cfg.opsSubjectPrefix, h.host);
-        hosts.invalidate();
-        wake.scheduler();
-        return {
-          stream: cfg.opsStream,
-          subject: opsSubject(cfg.opsSubjectPrefix, h.host),
-          consumer,
-          reportIntervalSeconds: cfg.reportIntervalSeconds,
-          querySubject: querySubject(cfg.opsSubjectPrefix, h.host),
-        };
-      },
-      report: async (r) => {
-        if ((await applyReport(pool, r)) > 0) wake.watchers();
-      },
-      result: async (o) => {
-        const effects = await applyOpResult(pool, o, {
-          maxAttempts: cfg.maxAttempts,
-          log: this.log,
-          subjectPrefix: cfg.opsSubjectPrefix,
-          taskTimeouts,
-          serviceDownTimeSeconds: cfg.serviceDownTimeSeconds,
-        });
-        if (effects.released) hosts.invalidate();
-        if (effects.rescheduled) wake.scheduler();
-        if (effects.dispatched) wake.outbox();
-        wake.watchers();
-        return effects;
-      },
-      progress: async (p) => {
-        if (await recordOpProgress(pool, p, taskTimeouts)) wake.watchers();
-      },
-    };
+    });
 
     const deps = { pool, log: this.log };
     const server = (this.server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.max_receive_message_length": 16 * 1024 * 1024 }));
-    server.addService(ServerServiceService, serverService(deps, lifecycle, watcher, new HostQueries(nc, cfg.opsSubjectPrefix)));
-    server.addService(OperationServiceService, operationService(deps, lifecycle, watcher));
+    server.addService(ServerServiceService, serverService(deps, ctx, watcher, new HostQueries(nc, cfg.opsSubjectPrefix)));
+    server.addService(OperationServiceService, operationService(deps, ctx, watcher));
     server.addService(FlavorServiceService, flavorService(deps));
     server.addService(ImageServiceService, imageService(deps, new ImageBytes(nc, cfg.imageBucket)));
-    server.addService(HostServiceService, hostService(deps, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds, onChange: () => hosts.invalidate() }));
+    server.addService(HostServiceService, hostService(deps, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds }));
     server.addService(IdentityServiceService, identityService(deps));
-    server.addService(AgentServiceService, agentService(deps, conductor));
+    server.addService(AgentServiceService, agentService(deps, agents));
     server.addService(ServerGroupServiceService, serverGroupService(deps));
-    server.addService(AggregateServiceService, aggregateService(deps, { onChange: () => hosts.invalidate() }));
+    server.addService(AggregateServiceService, aggregateService(deps));
     server.addService(SchedulerServiceService, schedulerService(deps, { pipeline, hosts }));
     addReflection(server, await readFile(DESCRIPTOR_SET), { services: PUBLIC_SERVICES });
     this.setHealth = addHealth(server, { "": "SERVING" });
@@ -230,8 +165,8 @@ export class Controller {
       server.bindAsync(cfg.listen, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
     );
 
-    scheduler.start();
-    reaper.start();
+    placement.start();
+    this.reaper.start();
     if (cfg.holdOutbox) this.log.warn("fault hook: outbox publishing is held; ops are committed but not sent");
     else publisher.start();
     this.log.info({ listen: cfg.listen, port: this.port, stream: cfg.opsStream }, "controller started");
@@ -253,7 +188,7 @@ export class Controller {
         });
       });
     }
-    await this.scheduler?.stop();
+    await this.placement?.stop();
     await this.reaper?.stop();
     await this.publisher?.stop();
     await this.nc?.drain().catch(() => undefined);

@@ -14,7 +14,7 @@ import { PowerState, RebootType, ServerStatus, TaskState, VmState } from "../gen
 import type { Server, WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
 import { Role } from "../gen/novamesh/compute/v1/identity.js";
 import type { Controller } from "../controller/controller.js";
-import { ALLOWED_FROM } from "../controller/domain/states.js";
+import { ALLOWED_FROM } from "../controller/conductor/flows/index.js";
 import type { ServerAction, VmState as DomainVmState } from "../controller/domain/states.js";
 import { SPEC } from "./spec-table.js";
 import { setDomainPowerState } from "../agent/drivers/fake/domain-store.js";

@@ -1,5 +1,5 @@
 import { aggregatesByHost } from "../store/aggregates.js";
-import { effectiveZone } from "../scheduler/types.js";
+import { effectiveZone } from "../domain/placement.js";
 import type { HostServiceServer } from "../../gen/novamesh/compute/v1/host.js";
 import type { IdentityServiceServer } from "../../gen/novamesh/compute/v1/identity.js";
 import { invalidArgument, notFound } from "../errors.js";
@@ -10,13 +10,12 @@ import type { RpcDeps } from "./rpc.js";
 import { requireRole, unary } from "./rpc.js";
 import * as v from "./validate.js";
 
-export function hostService(deps: RpcDeps, opts: { serviceDownTimeSeconds: number; onChange: () => void }): HostServiceServer {
+export function hostService(deps: RpcDeps, opts: { serviceDownTimeSeconds: number }): HostServiceServer {
   const { pool } = deps;
   const dt = opts.serviceDownTimeSeconds;
   const setEnabled = async (hostName: string, enabled: boolean, reason: string) => {
     if (!hostName) throw invalidArgument("host", "is required");
     if (!(await setNodeEnabled(pool, hostName, enabled, reason))) throw notFound("host", hostName);
-    opts.onChange();
     return { service: serviceToProto((await getNodeByHost(pool, hostName))!, dt) };
   };
   return {

@@ -1,7 +1,6 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import type { AgentServiceServer, ConnectRequest, ConnectResponse, HostAllocation } from "../../gen/novamesh/agent/v1/agent.js";
-import type { ApplyEffects, OpOutcome } from "../conductor/results.js";
-import type { HostReport } from "../conductor/reports.js";
+import type { AgentConductor } from "../conductor/agent-conductor.js";
 import type { PowerState } from "../domain/states.js";
 import { invalidArgument, permissionDenied, toApiError } from "../errors.js";
 import { TaskState as PbTaskState } from "../../gen/novamesh/compute/v1/server.js";
@@ -11,39 +10,6 @@ import type { RpcDeps } from "./rpc.js";
 import { authenticate, endWithError } from "./rpc.js";
 
 const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
-
-/** What the agent stream needs from the conductor. */
-export interface AgentConductor {
-  hello(h: {
-    host: string;
-    hypervisorType: string;
-    version: string;
-    zone: string;
-    vcpus: number;
-    memoryMb: number;
-    diskGb: number;
-    migrationUri: string;
-    architecture: string;
-    /** The host's own overcommit and reservations; absent fields take the controller's. */
-    allocation: Partial<{
-      cpuAllocationRatio: number;
-      ramAllocationRatio: number;
-      diskAllocationRatio: number;
-      reservedMemoryMb: number;
-      reservedVcpus: number;
-      reservedDiskGb: number;
-    }>;
-  }): Promise<{
-    stream: string;
-    subject: string;
-    consumer: string;
-    reportIntervalSeconds: number;
-    querySubject: string;
-  }>;
-  report(r: HostReport): Promise<void>;
-  result(o: OpOutcome): Promise<ApplyEffects>;
-  progress(p: { opId: string; percent: number; message: string; stage: TaskState | null }): Promise<void>;
-}
 
 /**
  * The controller's end of AgentService/Connect. Messages of one stream are

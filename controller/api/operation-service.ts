@@ -1,6 +1,8 @@
 import type { OperationServiceServer } from "../../gen/novamesh/compute/v1/operation.js";
 import { OperationState as PbOperationState } from "../../gen/novamesh/compute/v1/operation.js";
-import type { Lifecycle } from "../conductor/lifecycle.js";
+import { visible } from "../conductor/act.js";
+import type { ConductorContext } from "../conductor/context.js";
+import { liveMigration } from "../conductor/flows/index.js";
 import type { InstanceAction, OperationState, Principal } from "../domain/types.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { getAction, listOperations } from "../store/actions.js";
@@ -15,14 +17,14 @@ import type { ServerWatcher } from "./watch.js";
  * Wait is woken by the server change log (every step of an action changes
  * its server) and re-reads the operation at least every second.
  */
-export function operationService(deps: RpcDeps, lifecycle: Lifecycle, watcher: ServerWatcher): OperationServiceServer {
+export function operationService(deps: RpcDeps, conductor: ConductorContext, watcher: ServerWatcher): OperationServiceServer {
   const { pool } = deps;
 
   async function load(who: Principal, name: string): Promise<InstanceAction> {
     if (!name) throw invalidArgument("name", "is required");
     const parsed = parseOperationName(name);
     if (!parsed) throw invalidArgument("name", "must be servers/{server_id}/operations/{request_id}");
-    await lifecycle.visible(pool, who, parsed.serverId);
+    await visible(pool, who, parsed.serverId);
     const op = await getAction(pool, parsed.serverId, parsed.requestId);
     if (!op) throw notFound("operation", name);
     return op;
@@ -36,7 +38,7 @@ export function operationService(deps: RpcDeps, lifecycle: Lifecycle, watcher: S
       const cursor = v.decodePageToken(req.pageToken, (x): x is { before: number } => typeof (x as { before?: unknown })?.before === "number");
       if (req.allProjects && !isAdmin(ctx)) throw permissionDenied("all_projects needs the admin role");
       const serverId = req.serverId ? v.uuid("server_id", req.serverId) : undefined;
-      if (serverId) await lifecycle.visible(pool, ctx.principal, serverId);
+      if (serverId) await visible(pool, ctx.principal, serverId);
       const state = fromEnum(PbOperationState, "OPERATION_STATE_", req.state) as OperationState | null;
       if (req.state !== 0 && !state) throw invalidArgument("state", `unknown operation state ${req.state}`);
       const rows = await listOperations(pool, {
@@ -69,7 +71,7 @@ export function operationService(deps: RpcDeps, lifecycle: Lifecycle, watcher: S
       if (isDone(op)) throw failedPrecondition(`operation ${req.name} is already ${op.state}`, "OPERATION_DONE", { state: op.state });
       // Only a live migration that is copying can stop half-way.
       if (!op.cancellable) throw failedPrecondition(`a ${op.action} operation cannot be cancelled now`, "NOT_CANCELLABLE", { action: op.action });
-      return { operation: operationToProto(await lifecycle.cancel(ctx.principal, op.instanceUuid, op.requestId)) };
+      return { operation: operationToProto(await liveMigration.cancel(conductor, ctx.principal, op.instanceUuid, op.requestId)) };
     }),
   };
 }

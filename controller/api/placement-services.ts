@@ -9,8 +9,9 @@ import {
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import type { HostCache } from "../scheduler/host-cache.js";
 import type { Pipeline } from "../scheduler/pipeline.js";
-import { buildRequestSpec } from "../scheduler/request-spec.js";
-import { GROUP_POLICIES, resourcesOf, type GroupPolicy } from "../scheduler/types.js";
+import { requestSpecOf } from "../scheduler/request-spec.js";
+import { loadSurroundings } from "../store/placement.js";
+import { GROUP_POLICIES, resourcesOf, type GroupPolicy } from "../domain/placement.js";
 import {
   addAggregateHost,
   availabilityZones,
@@ -98,7 +99,7 @@ function aggregateMetadata(field: string, m: Record<string, string>): Record<str
   return Object.fromEntries(entries);
 }
 
-export function aggregateService(deps: RpcDeps, opts: { onChange: () => void }): AggregateServiceServer {
+export function aggregateService(deps: RpcDeps): AggregateServiceServer {
   const { pool } = deps;
   /** Runs `fn` on the aggregate's locked row, in a transaction; NOT_FOUND when there is none. */
   const locked = async <T>(id: string, fn: (conn: PoolConnection, a: Aggregate) => Promise<T>): Promise<T> => {
@@ -109,9 +110,8 @@ export function aggregateService(deps: RpcDeps, opts: { onChange: () => void }):
       return fn(conn, a);
     });
   };
-  /** The aggregate after a change; the scheduler's view is refreshed. */
+  /** The aggregate after a change (the store's change note refreshes the scheduler's view). */
   const changed = async (id: string) => {
-    opts.onChange();
     const a = await getAggregate(pool, id);
     if (!a) throw notFound("aggregate", id);
     return { aggregate: aggregateToProto(a) };
@@ -136,7 +136,6 @@ export function aggregateService(deps: RpcDeps, opts: { onChange: () => void }):
       if (metadata.availability_zone) metadata.availability_zone = v.name("metadata.availability_zone", metadata.availability_zone);
       try {
         const a = await createAggregate(pool, { name, metadata });
-        opts.onChange();
         return { aggregate: aggregateToProto(a) };
       } catch (err) {
         if (isDuplicateKey(err)) throw alreadyExists("aggregate", name);
@@ -160,7 +159,6 @@ export function aggregateService(deps: RpcDeps, opts: { onChange: () => void }):
         if (a.hosts.length) throw failedPrecondition(`aggregate ${a.name} still has hosts: ${a.hosts.join(", ")}`, "AGGREGATE_HAS_HOSTS", { aggregate: a.id });
         await deleteAggregate(conn, a.id);
       });
-      opts.onChange();
       return {};
     }),
     addAggregateHost: unary(deps, "AddAggregateHost", async (req, ctx) => {
@@ -222,14 +220,18 @@ export function schedulerService(deps: RpcDeps, scheduler: { pipeline: Pipeline;
       const image = await getImage(pool, imageId, undefined);
       if (!image) throw notFound("image", imageId);
       const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
-      const spec = await buildRequestSpec(pool, {
-        instanceUuid: "00000000-0000-0000-0000-000000000000",
-        resources: resourcesOf(flavor),
-        ignoreHosts: [],
-        flavorExtraSpecs: flavor.extraSpecs,
-        imageProperties: image.properties,
-        ...placement,
-      });
+      const instanceUuid = "00000000-0000-0000-0000-000000000000";
+      const spec = requestSpecOf(
+        {
+          instanceUuid,
+          resources: resourcesOf(flavor),
+          ignoreHosts: [],
+          flavorExtraSpecs: flavor.extraSpecs,
+          imageProperties: image.properties,
+          availabilityZone: placement.availabilityZone,
+        },
+        await loadSurroundings(pool, { instanceUuid, serverGroupId: placement.serverGroupId, schedulerHints: placement.schedulerHints }),
+      );
       // A fresh view: the dry run answers for the database as it is now.
       const ex = scheduler.pipeline.explain(await scheduler.hosts.get(true), spec);
       return {

@@ -1,7 +1,10 @@
 import { placementOf } from "./placement-args.js";
 import type { ServerServiceServer } from "../../gen/novamesh/compute/v1/server.js";
 import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/compute/v1/server.js";
-import type { Accepted, Lifecycle } from "../conductor/lifecycle.js";
+import type { Accepted } from "../conductor/act.js";
+import { visible } from "../conductor/act.js";
+import type { ConductorContext } from "../conductor/context.js";
+import { build, deletion, image as images, liveMigration, lock, power, rebuild, resize } from "../conductor/flows/index.js";
 import type { ServerStatus } from "../domain/states.js";
 import { statusFilter } from "../domain/states.js";
 import type { HostQueries } from "../bus/host-queries.js";
@@ -18,16 +21,16 @@ import { isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
 import type { ServerWatcher } from "./watch.js";
 
-/** The response of a lifecycle call: the server and its operation. */
+/** The response of a server action: the server and its operation. */
 function accepted(a: Accepted) {
   return { server: serverToProto(a.instance), operation: operationToProto(a.operation) };
 }
 
 type IdRequest = { id: string; requestId: string };
 
-export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: ServerWatcher, queries: HostQueries): ServerServiceServer {
+export function serverService(deps: RpcDeps, conductor: ConductorContext, watcher: ServerWatcher, queries: HostQueries): ServerServiceServer {
   const { pool } = deps;
-  /** A lifecycle call that takes only the server id and a request id. */
+  /** A server action that takes only the server id and a request id. */
   const simple = (name: string, fn: (who: CallContext["principal"], id: string, requestId: string) => Promise<Accepted>) =>
     unary(deps, name, async (req: IdRequest, ctx) => accepted(await fn(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId))));
   return {
@@ -45,13 +48,13 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
       if (flavor.diskGb < image.minDiskGb) throw invalidArgument("flavor_id", `flavor disk ${flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
       if (flavor.ramMb < image.minRamMb) throw invalidArgument("flavor_id", `flavor RAM ${flavor.ramMb} MiB is below the image's min_ram ${image.minRamMb} MiB`);
       const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
-      const a = await lifecycle.create(ctx.principal, { name, flavor, image, metadata, requestId, ...placement });
+      const a = await build.create(conductor, ctx.principal, { name, flavor, image, metadata, requestId, ...placement });
       ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");
       return accepted(a);
     }),
 
     getServer: unary(deps, "GetServer", async (req, ctx) => {
-      const inst = await lifecycle.visible(pool, ctx.principal, v.uuid("id", req.id));
+      const inst = await visible(pool, ctx.principal, v.uuid("id", req.id));
       return { server: serverToProto(inst) };
     }),
 
@@ -82,29 +85,29 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
       };
     }),
 
-    deleteServer: simple("DeleteServer", (who, id, rid) => lifecycle.delete(who, id, rid)),
-    startServer: simple("StartServer", (who, id, rid) => lifecycle.start(who, id, rid)),
-    stopServer: simple("StopServer", (who, id, rid) => lifecycle.stop(who, id, rid)),
+    deleteServer: simple("DeleteServer", (who, id, rid) => deletion.deleteServer(conductor, who, id, rid)),
+    startServer: simple("StartServer", (who, id, rid) => power.start(conductor, who, id, rid)),
+    stopServer: simple("StopServer", (who, id, rid) => power.stop(conductor, who, id, rid)),
 
     rebootServer: unary(deps, "RebootServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       if (req.type !== RebootType.REBOOT_TYPE_SOFT && req.type !== RebootType.REBOOT_TYPE_HARD) {
         throw invalidArgument("type", "must be REBOOT_TYPE_SOFT or REBOOT_TYPE_HARD");
       }
-      return accepted(await lifecycle.reboot(ctx.principal, id, v.requestId("request_id", req.requestId), req.type === RebootType.REBOOT_TYPE_HARD));
+      return accepted(await power.reboot(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), req.type === RebootType.REBOOT_TYPE_HARD));
     }),
 
-    pauseServer: simple("PauseServer", (who, id, rid) => lifecycle.pause(who, id, rid)),
-    unpauseServer: simple("UnpauseServer", (who, id, rid) => lifecycle.unpause(who, id, rid)),
-    suspendServer: simple("SuspendServer", (who, id, rid) => lifecycle.suspend(who, id, rid)),
-    resumeServer: simple("ResumeServer", (who, id, rid) => lifecycle.resume(who, id, rid)),
+    pauseServer: simple("PauseServer", (who, id, rid) => power.pause(conductor, who, id, rid)),
+    unpauseServer: simple("UnpauseServer", (who, id, rid) => power.unpause(conductor, who, id, rid)),
+    suspendServer: simple("SuspendServer", (who, id, rid) => power.suspend(conductor, who, id, rid)),
+    resumeServer: simple("ResumeServer", (who, id, rid) => power.resume(conductor, who, id, rid)),
 
     lockServer: unary(deps, "LockServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const reason = v.text("reason", req.reason);
-      return accepted(await lifecycle.lock(ctx.principal, id, v.requestId("request_id", req.requestId), reason));
+      return accepted(await lock.lock(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), reason));
     }),
-    unlockServer: simple("UnlockServer", (who, id, rid) => lifecycle.unlock(who, id, rid)),
+    unlockServer: simple("UnlockServer", (who, id, rid) => lock.unlock(conductor, who, id, rid)),
 
     resizeServer: unary(deps, "ResizeServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
@@ -112,23 +115,23 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
       if (!req.flavorId) throw invalidArgument("flavor_id", "is required");
       const flavor = await getFlavor(pool, req.flavorId);
       if (!flavor) throw notFound("flavor", req.flavorId);
-      return accepted(await lifecycle.resize(ctx.principal, id, requestId, flavor));
+      return accepted(await resize.resize(conductor, ctx.principal, id, requestId, flavor));
     }),
     migrateServer: unary(deps, "MigrateServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const requestId = v.requestId("request_id", req.requestId);
-      return accepted(await lifecycle.migrate(ctx.principal, id, requestId, req.host ? req.host : null));
+      return accepted(await resize.migrate(conductor, ctx.principal, id, requestId, req.host ? req.host : null));
     }),
     liveMigrateServer: unary(deps, "LiveMigrateServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const requestId = v.requestId("request_id", req.requestId);
-      return accepted(await lifecycle.liveMigrate(ctx.principal, id, requestId, req.host ? req.host : null));
+      return accepted(await liveMigration.liveMigrate(conductor, ctx.principal, id, requestId, req.host ? req.host : null));
     }),
     evacuateServer: unary(deps, "EvacuateServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const requestId = v.requestId("request_id", req.requestId);
       if (!isAdmin(ctx)) throw permissionDenied("evacuate needs the admin role");
-      return accepted(await lifecycle.evacuate(ctx.principal, id, requestId, req.host ? req.host : null));
+      return accepted(await rebuild.evacuate(conductor, ctx.principal, id, requestId, req.host ? req.host : null));
     }),
     rebuildServer: unary(deps, "RebuildServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
@@ -141,20 +144,20 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
         if (!image) throw notFound("image", imageId);
         if (image.status !== "active") throw invalidArgument("image_id", `image ${imageId} is ${image.status}, not active`);
       }
-      return accepted(await lifecycle.rebuild(ctx.principal, id, requestId, image, name));
+      return accepted(await rebuild.rebuild(conductor, ctx.principal, id, requestId, image, name));
     }),
     createServerImage: unary(deps, "CreateServerImage", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const requestId = v.requestId("request_id", req.requestId);
       const name = v.name("name", req.name);
       const metadata = v.metadata("metadata", req.metadata);
-      const a = await lifecycle.createImage(ctx.principal, id, requestId, name, metadata);
+      const a = await images.createImage(conductor, ctx.principal, id, requestId, name, metadata);
       return { ...accepted(a), imageId: a.imageId ?? "" };
     }),
-    shelveServer: simple("ShelveServer", (who, id, rid) => lifecycle.shelve(who, id, rid)),
-    unshelveServer: simple("UnshelveServer", (who, id, rid) => lifecycle.unshelve(who, id, rid)),
-    confirmResize: simple("ConfirmResize", (who, id, rid) => lifecycle.confirmResize(who, id, rid)),
-    revertResize: simple("RevertResize", (who, id, rid) => lifecycle.revertResize(who, id, rid)),
+    shelveServer: simple("ShelveServer", (who, id, rid) => images.shelve(conductor, who, id, rid)),
+    unshelveServer: simple("UnshelveServer", (who, id, rid) => images.unshelve(conductor, who, id, rid)),
+    confirmResize: simple("ConfirmResize", (who, id, rid) => resize.confirmResize(conductor, who, id, rid)),
+    revertResize: simple("RevertResize", (who, id, rid) => resize.revertResize(conductor, who, id, rid)),
 
     listMigrations: unary(deps, "ListMigrations", async (req, ctx) => {
       const limit = v.pageSize(req.pageSize);
@@ -164,7 +167,7 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
       });
       if (req.allProjects && !isAdmin(ctx)) throw permissionDenied("all_projects needs the admin role");
       const serverId = req.serverId ? v.uuid("server_id", req.serverId) : undefined;
-      if (serverId) await lifecycle.visible(pool, ctx.principal, serverId);
+      if (serverId) await visible(pool, ctx.principal, serverId);
       const type = fromEnum(PbMigrationType, "MIGRATION_TYPE_", req.type) as MigrationType | null;
       if (req.type !== 0 && !type) throw invalidArgument("type", `unknown migration type ${req.type}`);
       const st = fromEnum(PbMigrationStatus, "MIGRATION_STATUS_", req.status) as MigrationStatus | null;
@@ -186,14 +189,14 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
     }),
 
     listServerActions: unary(deps, "ListServerActions", async (req, ctx: CallContext) => {
-      const inst = await lifecycle.visible(pool, ctx.principal, v.uuid("server_id", req.serverId));
+      const inst = await visible(pool, ctx.principal, v.uuid("server_id", req.serverId));
       return { actions: (await listActions(pool, inst.uuid)).map(actionToProto) };
     }),
 
     getConsoleOutput: unary(deps, "GetConsoleOutput", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const length = v.intRange("length", req.length, 0, 10000);
-      const inst = await lifecycle.visible(pool, ctx.principal, id);
+      const inst = await visible(pool, ctx.principal, id);
       if (!inst.host || inst.vmState === "SHELVED_OFFLOADED") {
         throw failedPrecondition(`server ${id} has no host yet, so no console (${inst.vmState})`, "INSTANCE_NOT_READY", { vm_state: inst.vmState });
       }
@@ -203,7 +206,7 @@ export function serverService(deps: RpcDeps, lifecycle: Lifecycle, watcher: Serv
     watchServers: serverStream(deps, "WatchServers", async (req, ctx, call) => {
       if (req.allProjects && !isAdmin(ctx)) throw permissionDenied("all_projects needs the admin role");
       const serverId = req.serverId ? v.uuid("server_id", req.serverId) : undefined;
-      if (serverId) await lifecycle.visible(pool, ctx.principal, serverId);
+      if (serverId) await visible(pool, ctx.principal, serverId);
       const projectId = req.allProjects ? undefined : isAdmin(ctx) && serverId ? undefined : ctx.principal.projectId;
       for await (const change of watcher.watch({ afterIndex: req.afterIndex, projectId, instanceUuid: serverId, signal: ctx.signal })) {
         const ok = call.write({ index: change.index, time: change.time, server: serverToProto(change.instance) });

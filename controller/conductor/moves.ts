@@ -1,6 +1,7 @@
 /**
- * Shared steps of moving a server between hosts (resize, cold migration):
- * who holds which capacity, and how a move is rolled back.
+ * Shared steps of moving a server between hosts (resize, cold and live
+ * migration, evacuation): who holds which capacity, how a move begins, and
+ * how it is rolled back.
  *
  * Capacity: while a move is open the instance (consumer = instance uuid)
  * holds the target's claim with the new flavor, and the migration (consumer
@@ -8,22 +9,24 @@
  * releases the migration's; revert releases the instance's and hands the
  * migration's back to the instance.
  */
-import type { VmState } from "../domain/states.js";
-import type { Fault, Instance, Migration, OperationError } from "../domain/types.js";
-import type { TaskTimeouts } from "../domain/tasks.js";
-import { startTask } from "../domain/tasks.js";
+import { randomUUID } from "node:crypto";
+import type { TaskState, VmState } from "../domain/states.js";
+import type { Fault, Instance, Migration, MigrationFlavor, MigrationType, OperationError, Principal } from "../domain/types.js";
+import { invalidArgument, failedPrecondition, notFound, permissionDenied } from "../errors.js";
 import { finishAction } from "../store/actions.js";
 import type { PoolConnection } from "../store/db.js";
-import { select } from "../store/db.js";
-import { updateInstance } from "../store/instances.js";
-import { updateMigration } from "../store/moves.js";
+import { insertMigration, migrationIdsOf, updateMigration } from "../store/moves.js";
 import { getNodeByHost, moveAllocations, releaseAllocations } from "../store/nodes.js";
-import { dispatchOp } from "./dispatch.js";
+import type { Step } from "./act.js";
+import type { Tx } from "./context.js";
 
-export interface MoveContext {
-  readonly subjectPrefix: string;
-  readonly taskTimeouts: TaskTimeouts;
-}
+/** The task each kind of move runs under while it waits for a target. */
+const WAITING_TASK: Readonly<Record<MigrationType, TaskState>> = {
+  RESIZE: "RESIZE_PREP",
+  MIGRATION: "RESIZE_PREP",
+  LIVE_MIGRATION: "MIGRATING",
+  EVACUATION: "REBUILDING",
+};
 
 /**
  * Releases everything an instance and its migrations hold. Returns how many
@@ -31,9 +34,50 @@ export interface MoveContext {
  */
 export async function releaseEverything(conn: PoolConnection, instanceUuid: string): Promise<number> {
   let n = await releaseAllocations(conn, instanceUuid);
-  const migrations = await select<{ id: string }>(conn, "SELECT id FROM migrations WHERE instance_uuid = ?", [instanceUuid]);
-  for (const m of migrations) n += await releaseAllocations(conn, m.id);
+  for (const id of await migrationIdsOf(conn, instanceUuid)) n += await releaseAllocations(conn, id);
   return n;
+}
+
+/** Checks an optional target host: admins only where asked, known, not the current one. */
+export async function checkTargetHost(conn: PoolConnection, who: Principal, inst: Instance, host: string | null, o: { adminOnly: boolean }): Promise<void> {
+  if (host === null) return;
+  if (o.adminOnly && who.role !== "admin") throw permissionDenied("choosing the target host needs the admin role");
+  if (!(await getNodeByHost(conn, host))) throw notFound("host", host);
+  if (host === inst.host) throw invalidArgument("host", "is the server's current host");
+}
+
+/** Opens a move (PRE_MIGRATING): placement then claims a target and calls the move's placement hook. */
+export async function beginMove(
+  tx: Tx,
+  inst: Instance,
+  o: { actionId: number; requestId: string; type: MigrationType; newFlavor: MigrationFlavor; requestedHost?: string | null },
+): Promise<Step> {
+  if (!inst.host) throw failedPrecondition(`server ${inst.uuid} has no host`, "NO_HOST");
+  await insertMigration(tx.conn, {
+    id: randomUUID(),
+    instanceUuid: inst.uuid,
+    projectId: inst.projectId,
+    actionId: o.actionId,
+    requestId: o.requestId,
+    type: o.type,
+    status: "PRE_MIGRATING",
+    sourceHost: inst.host,
+    requestedHost: o.requestedHost ?? null,
+    oldFlavor: { ...inst.flavor, extraSpecs: inst.extraSpecs },
+    newFlavor: o.newFlavor,
+    oldVmState: inst.vmState,
+  });
+  return { instance: await tx.update(inst.uuid, tx.task(WAITING_TASK[o.type])) };
+}
+
+/**
+ * Gives up a move that never got a target (nothing fits, or it timed out
+ * waiting): the source's capacity goes back to the instance and the
+ * migration is ERROR. The server stays where and as it was.
+ */
+export async function abandonMove(conn: PoolConnection, inst: Instance, m: Migration): Promise<void> {
+  await moveAllocations(conn, m.id, inst.uuid);
+  await updateMigration(conn, m.id, { status: "ERROR" });
 }
 
 /**
@@ -46,8 +90,7 @@ export async function releaseEverything(conn: PoolConnection, instanceUuid: stri
  * otherwise the task ends now.
  */
 export async function rollbackMove(
-  conn: PoolConnection,
-  ctx: MoveContext,
+  tx: Tx,
   o: {
     inst: Instance;
     migration: Migration;
@@ -62,6 +105,7 @@ export async function rollbackMove(
     vmState?: VmState;
   },
 ): Promise<Instance> {
+  const { conn } = tx;
   const { inst, migration: m } = o;
   if (m.targetHost) {
     const target = await getNodeByHost(conn, m.targetHost);
@@ -71,27 +115,19 @@ export async function rollbackMove(
   await updateMigration(conn, m.id, { status: o.cancelled ? "CANCELLED" : "ERROR" });
   await finishAction(conn, m.actionId, { state: o.cancelled ? "CANCELLED" : "FAILED", error: o.error });
   const restore = o.restoreSource && m.oldVmState === "ACTIVE";
-  const back = await updateInstance(conn, inst.uuid, {
+  const back = await tx.update(inst.uuid, {
     host: m.sourceHost,
     flavor: m.oldFlavor,
     ...(o.fault ? { fault: o.fault } : {}),
     ...(o.vmState ? { vmState: o.vmState } : {}),
-    ...(restore ? startTask(ctx.taskTimeouts, "RESIZE_REVERTING") : { taskState: null }),
+    ...(restore ? tx.task("RESIZE_REVERTING") : { taskState: null }),
   });
+  const send = { instance: back, actionId: m.actionId, requestId: m.requestId };
   if (o.cleanupTarget && m.targetHost) {
     // What the target made goes: a live migration's incoming domain, or the new copy.
-    const args = m.type === "LIVE_MIGRATION" ? ({ kind: "rollback_live_migration" } as const) : ({ kind: "revert_migration" } as const);
-    await dispatchOp(conn, { instance: back, host: m.targetHost, actionId: m.actionId, requestId: m.requestId, args, subjectPrefix: ctx.subjectPrefix });
+    const kind = m.type === "LIVE_MIGRATION" ? "rollback_live_migration" : "revert_migration";
+    await tx.dispatch({ ...send, host: m.targetHost, args: { kind } });
   }
-  if (restore) {
-    await dispatchOp(conn, {
-      instance: back,
-      host: m.sourceHost,
-      actionId: m.actionId,
-      requestId: m.requestId,
-      args: { kind: "finish_revert_migration", powerOn: true },
-      subjectPrefix: ctx.subjectPrefix,
-    });
-  }
+  if (restore) await tx.dispatch({ ...send, host: m.sourceHost, args: { kind: "finish_revert_migration", powerOn: true } });
   return back;
 }

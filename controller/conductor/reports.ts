@@ -3,8 +3,8 @@ import type { PowerState, VmState } from "../domain/states.js";
 import type { Instance } from "../domain/types.js";
 import { finishAction, insertAction, instantEvent } from "../store/actions.js";
 import type { Pool, PoolConnection } from "../store/db.js";
-import { DEADLOCK_RETRIES, select, withTx } from "../store/db.js";
-import { getInstance, updateInstance } from "../store/instances.js";
+import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
+import { getInstance, powerStatesOnHost, updateInstance } from "../store/instances.js";
 import { recordReport } from "../store/nodes.js";
 
 export interface HostReport {
@@ -54,12 +54,8 @@ export function syncedVmState(vm: VmState, power: PowerState): VmState | null {
  */
 export async function applyReport(pool: Pool, r: HostReport): Promise<number> {
   await recordReport(pool, r.host, r);
-  const rows = await select<{ uuid: string; power_state: PowerState; task_state: string | null }>(
-    pool,
-    "SELECT uuid, power_state, task_state FROM instances WHERE host = ? AND deleted_at IS NULL AND vm_state NOT IN ('BUILDING', 'DELETED')",
-    [r.host],
-  );
-  const stale = rows.filter((row) => row.task_state === null && (r.instances.get(row.uuid) ?? "NOSTATE") !== row.power_state);
+  const rows = await powerStatesOnHost(pool, r.host);
+  const stale = rows.filter((row) => row.taskState === null && (r.instances.get(row.uuid) ?? "NOSTATE") !== row.powerState);
   if (stale.length === 0) return 0;
   return withTx(pool, async (conn) => {
     let changed = 0;

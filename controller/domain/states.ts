@@ -1,7 +1,7 @@
 /**
- * Nova's three state axes, the table of which action is allowed from which
- * state, and how long each task may run. This file is the one place that
- * decides them.
+ * Nova's three state axes, the user-facing status derived from them, and
+ * how long each task may run by default. Which action may start from which
+ * state, and the task it sets, are the flows' rows (conductor/flows/).
  */
 export const VM_STATES = [
   "BUILDING",
@@ -96,96 +96,11 @@ export type Action = (typeof ACTIONS)[number];
 /** Actions on an existing server. */
 export type ServerAction = Exclude<Action, "create">;
 
-const ALL_LIVE = new Set(VM_STATES.filter((s) => s !== "DELETED"));
+/** Every vm_state a server can be in while it exists. */
+export const LIVE_STATES: readonly VmState[] = VM_STATES.filter((s) => s !== "DELETED");
 
-/** vm_states from which each action may start (Nova's check_instance_state). */
-export const ALLOWED_FROM: Readonly<Record<ServerAction, ReadonlySet<VmState>>> = {
-  delete: ALL_LIVE,
-  start: new Set<VmState>(["STOPPED"]),
-  stop: new Set<VmState>(["ACTIVE", "ERROR"]),
-  reboot_soft: new Set<VmState>(["ACTIVE"]),
-  reboot_hard: new Set<VmState>(["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED", "ERROR"]),
-  pause: new Set<VmState>(["ACTIVE"]),
-  unpause: new Set<VmState>(["PAUSED"]),
-  suspend: new Set<VmState>(["ACTIVE"]),
-  resume: new Set<VmState>(["SUSPENDED"]),
-  lock: ALL_LIVE,
-  unlock: ALL_LIVE,
-  resize: new Set<VmState>(["ACTIVE", "STOPPED"]),
-  migrate: new Set<VmState>(["ACTIVE", "STOPPED"]),
-  confirm_resize: new Set<VmState>(["RESIZED"]),
-  revert_resize: new Set<VmState>(["RESIZED"]),
-  live_migrate: new Set<VmState>(["ACTIVE", "PAUSED"]),
-  // Every state but a build; a shelved server has no host to evacuate from.
-  evacuate: new Set<VmState>(["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED", "RESIZED", "ERROR"]),
-  rebuild: new Set<VmState>(["ACTIVE", "STOPPED", "ERROR"]),
-  create_image: new Set<VmState>(["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED"]),
-  shelve: new Set<VmState>(["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED"]),
-  unshelve: new Set<VmState>(["SHELVED_OFFLOADED"]),
-};
-
-/** Tasks that only touch the server's power: a dead host leaves them hanging, so evacuate may take over. */
-const POWER_TASKS: readonly TaskState[] = ["POWERING_OFF", "POWERING_ON", "REBOOTING", "REBOOTING_HARD", "PAUSING", "UNPAUSING", "SUSPENDING", "RESUMING"];
-
-/**
- * Task states an action may interrupt. Delete interrupts anything but
- * another delete, as Nova's force delete does; a hard reboot may take over a
- * soft one. Lock and unlock run beside any task.
- */
-export const INTERRUPTIBLE_BY: Readonly<Record<ServerAction, ReadonlySet<TaskState>>> = {
-  delete: new Set(TASK_STATES.filter((t) => t !== "DELETING")),
-  start: new Set(),
-  stop: new Set(),
-  reboot_soft: new Set(),
-  reboot_hard: new Set<TaskState>(["REBOOTING"]),
-  pause: new Set(),
-  unpause: new Set(),
-  suspend: new Set(),
-  resume: new Set(),
-  lock: new Set(TASK_STATES),
-  unlock: new Set(TASK_STATES),
-  resize: new Set(),
-  migrate: new Set(),
-  confirm_resize: new Set(),
-  revert_resize: new Set(),
-  live_migrate: new Set(),
-  evacuate: new Set<TaskState>(POWER_TASKS),
-  rebuild: new Set(),
-  create_image: new Set(),
-  shelve: new Set(),
-  unshelve: new Set(),
-};
-
-/** Actions a locked server still allows to non-admins. */
-export const ALLOWED_WHEN_LOCKED: ReadonlySet<ServerAction> = new Set<ServerAction>(["lock", "unlock"]);
-
-/** The task_state each action sets while it runs (none for lock/unlock). */
-export const TASK_OF: Readonly<Record<ServerAction, TaskState | null>> = {
-  delete: "DELETING",
-  start: "POWERING_ON",
-  stop: "POWERING_OFF",
-  reboot_soft: "REBOOTING",
-  reboot_hard: "REBOOTING_HARD",
-  pause: "PAUSING",
-  unpause: "UNPAUSING",
-  suspend: "SUSPENDING",
-  resume: "RESUMING",
-  lock: null,
-  unlock: null,
-  resize: "RESIZE_PREP",
-  migrate: "RESIZE_PREP",
-  confirm_resize: "RESIZE_CONFIRMING",
-  revert_resize: "RESIZE_REVERTING",
-  live_migrate: "MIGRATING",
-  evacuate: "REBUILDING",
-  rebuild: "REBUILDING",
-  create_image: "IMAGE_SNAPSHOT",
-  shelve: "SHELVING",
-  unshelve: "UNSHELVING",
-};
-
-/** Actions whose operation is PENDING until the scheduler has chosen a host. */
-export const SCHEDULED_ACTIONS: ReadonlySet<Action> = new Set<Action>(["create", "resize", "migrate", "live_migrate", "evacuate", "unshelve"]);
+/** Tasks of servers waiting for placement to choose a host (builds and unshelves; moves wait in their own task). */
+export const PLACEMENT_TASKS: readonly TaskState[] = ["SCHEDULING", "UNSHELVING"];
 
 /** The name an action is recorded under (Nova's instance action names). */
 export function actionName(a: Action): string {
@@ -222,17 +137,6 @@ export const DEFAULT_TASK_TIMEOUTS: Readonly<Record<TaskState, number>> = {
   IMAGE_UPLOADING: 3600,
   SHELVING_IMAGE_UPLOADING: 3600,
   SHELVING_OFFLOADING: 3600,
-};
-
-/**
- * The steps an op may move its task through, in order, as the host reports
- * reaching them (OpProgress.task_state): the first is the task the action
- * set.
- */
-export const TASK_STEPS: Readonly<Record<string, readonly TaskState[]>> = {
-  rebuild: ["REBUILDING", "REBUILD_SPAWNING"],
-  snapshot: ["IMAGE_SNAPSHOT", "IMAGE_UPLOADING"],
-  shelve: ["SHELVING", "SHELVING_IMAGE_UPLOADING", "SHELVING_OFFLOADING"],
 };
 
 /** Resize/migration tasks (status RESIZE) in order. */

@@ -1,21 +1,18 @@
-import type { ComputeNode, ResourceRequest } from "../domain/types.js";
-import type { Pool } from "../store/db.js";
-import { listNodes } from "../store/nodes.js";
-import { aggregatesByHost } from "../store/aggregates.js";
-import type { AggregateView, HostState } from "./types.js";
-import { isUp } from "../domain/service.js";
+import type { HostState } from "../domain/placement.js";
+import type { ResourceRequest } from "../domain/types.js";
 
 /**
- * The scheduler's in-memory view of every host, refreshed from the database
- * periodically and adjusted locally after each claim, so a placement never
- * scans the hosts table. A stale view costs at most a failed claim (the
- * claim re-checks in MySQL), never a double booking.
+ * The scheduler's in-memory view of every host, reloaded through `load`
+ * when older than `maxAgeMs` and adjusted locally after each claim, so a
+ * placement never scans the hosts table. A stale view costs at most a
+ * failed claim (the claim re-checks in MySQL), never a double booking.
  *
- * It reads through a pool of its own: the scheduler reloads it inside its
- * placing transaction, and waiting there for a connection of the main pool
- * (all of them perhaps waiting for the row locks that transaction holds)
- * would stall everything until the lock wait timeout. Its reads see what is
- * committed now, not the placing transaction's snapshot.
+ * The controller's loader reads through a pool of its own: placement
+ * reloads the view inside its placing transaction, and waiting there for a
+ * connection of the main pool (all of them perhaps waiting for the row
+ * locks that transaction holds) would stall everything until the lock wait
+ * timeout. Its reads see what is committed now, not the placing
+ * transaction's snapshot.
  */
 export class HostCache {
   private hosts = new Map<string, HostState>();
@@ -24,13 +21,9 @@ export class HostCache {
   generation = 0;
 
   constructor(
-    private readonly pool: Pool,
-    private readonly opts: { serviceDownTimeSeconds: number; maxAgeMs: number },
+    private readonly load: () => Promise<readonly HostState[]>,
+    private readonly opts: { maxAgeMs: number },
   ) {}
-
-  static toState(n: ComputeNode, downTimeSeconds: number, now = Date.now(), aggregates: readonly AggregateView[] = []): HostState {
-    return { ...n, up: isUp(n, downTimeSeconds, now), aggregates };
-  }
 
   /** Current hosts, reloaded when older than maxAgeMs (or when forced). */
   async get(force = false): Promise<Iterable<HostState>> {
@@ -39,12 +32,9 @@ export class HostCache {
   }
 
   async reload(): Promise<void> {
-    const [nodes, aggregates] = await Promise.all([listNodes(this.pool), aggregatesByHost(this.pool)]);
-    const now = Date.now();
-    this.hosts = new Map(
-      nodes.map((n) => [n.host, HostCache.toState(n, this.opts.serviceDownTimeSeconds, now, aggregates.get(n.host) ?? [])]),
-    );
-    this.loadedAt = now;
+    const hosts = await this.load();
+    this.hosts = new Map(hosts.map((h) => [h.host, h]));
+    this.loadedAt = Date.now();
     this.generation++;
   }
 

@@ -7,7 +7,7 @@ import { vcpuFilter } from "./filters/vcpu.js";
 import { Pipeline, normalise } from "./pipeline.js";
 import { host, spec } from "./test-hosts.js";
 import { ramWeigher } from "./weighers/ram.js";
-import { noValidHostFault } from "./scheduler-worker.js";
+import { noValidHostFault } from "./no-valid-host.js";
 
 test("ram filter honours the allocation ratio and the host's reserved memory", () => {
   const h = host("a", { memoryMb: 4096, memoryMbUsed: 3000, ramAllocationRatio: 1.5, reservedMemoryMb: 512 });

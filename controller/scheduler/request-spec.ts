@@ -1,11 +1,11 @@
 /**
  * Builds the scheduler's RequestSpec from what a server asked for: its
  * zone, flavor extra specs, image properties, server group (with where the
- * other members run) and same_host / different_host hints.
+ * other members run) and same_host / different_host hints. Pure: the
+ * conductor loads the group and the hinted servers' hosts.
  */
-import type { ResourceRequest, SchedulerHints } from "../domain/types.js";
-import type { Queryable } from "../store/db.js";
-import { getServerGroup, groupMemberHosts, hostsOfServers } from "../store/server-groups.js";
+import type { GroupPolicy } from "../domain/placement.js";
+import type { ResourceRequest } from "../domain/types.js";
 import type { RequestSpec } from "./types.js";
 
 /** What a placement is for. */
@@ -16,23 +16,21 @@ export interface PlacementRequest {
   readonly availabilityZone: string;
   readonly flavorExtraSpecs: Readonly<Record<string, string>>;
   readonly imageProperties: Readonly<Record<string, string>>;
-  readonly serverGroupId: string | null;
-  readonly schedulerHints: SchedulerHints;
 }
 
-/**
- * The RequestSpec of `r`. The scheduler locks the group rows of a batch
- * before it builds the batch's specs (SchedulerWorker.scheduleBatch), so
- * members are placed one at a time and a hard policy holds across
- * concurrent schedulers. A group deleted meanwhile no longer applies.
- */
-export async function buildRequestSpec(q: Queryable, r: PlacementRequest): Promise<RequestSpec> {
-  const group = r.serverGroupId ? await getServerGroup(q, r.serverGroupId) : null;
-  const [memberHosts, sameHost, differentHost] = await Promise.all([
-    group ? groupMemberHosts(q, group.id, r.instanceUuid) : Promise.resolve(new Map<string, number>()),
-    r.schedulerHints.sameHost.length ? hostsOfServers(q, r.schedulerHints.sameHost) : Promise.resolve(undefined),
-    r.schedulerHints.differentHost.length ? hostsOfServers(q, r.schedulerHints.differentHost) : Promise.resolve(undefined),
-  ]);
+/** Where the request's group members and hinted servers are, as loaded. */
+export interface PlacementSurroundings {
+  readonly group: { readonly id: string; readonly policy: GroupPolicy; readonly maxServerPerHost: number } | null;
+  /** Hosts of the group's other members, with how many each holds. */
+  readonly memberHosts: ReadonlyMap<string, number>;
+  /** Hint `same_host`: the hosts of those servers (undefined: no hint). */
+  readonly sameHost?: ReadonlySet<string>;
+  /** Hint `different_host`: the hosts of those servers (undefined: no hint). */
+  readonly differentHost?: ReadonlySet<string>;
+}
+
+/** The RequestSpec of `r` among `s`. */
+export function requestSpecOf(r: PlacementRequest, s: PlacementSurroundings): RequestSpec {
   return {
     instanceUuid: r.instanceUuid,
     resources: r.resources,
@@ -40,8 +38,8 @@ export async function buildRequestSpec(q: Queryable, r: PlacementRequest): Promi
     availabilityZone: r.availabilityZone,
     flavorExtraSpecs: r.flavorExtraSpecs,
     imageProperties: r.imageProperties,
-    ...(group ? { group: { id: group.id, policy: group.policy, maxServerPerHost: group.maxServerPerHost, memberHosts } } : {}),
-    ...(sameHost ? { sameHost } : {}),
-    ...(differentHost ? { differentHost } : {}),
+    ...(s.group ? { group: { ...s.group, memberHosts: s.memberHosts } } : {}),
+    ...(s.sameHost ? { sameHost: s.sameHost } : {}),
+    ...(s.differentHost ? { differentHost: s.differentHost } : {}),
   };
 }

@@ -1,5 +1,6 @@
 /** Hosts and requests for the scheduler's unit tests. */
-import type { HostState, RequestSpec } from "./types.js";
+import type { HostState } from "../domain/placement.js";
+import type { RequestSpec } from "./types.js";
 
 /** A 4 vCPU, 8 GiB, 100 GiB host, up and enabled, ratios 1, nothing reserved or used; fields can be overridden. */
 export function host(name: string, over: Partial<HostState> = {}): HostState {

@@ -1,24 +1,6 @@
-import type { ComputeNode, ResourceRequest } from "../domain/types.js";
-
-/** A host aggregate as the scheduler sees it. */
-export interface AggregateView {
-  readonly name: string;
-  readonly metadata: Readonly<Record<string, string>>;
-}
-
-/** A host as the scheduler sees it: the compute node plus liveness and grouping, in memory. */
-export type HostState = ComputeNode & {
-  /** Reported within service_down_time when the view was loaded. */
-  readonly up: boolean;
-  /** Aggregates the host is in. */
-  readonly aggregates: readonly AggregateView[];
-};
-
-/** Server group policies (Nova's). */
-export const GROUP_POLICIES = ["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"] as const;
-export type GroupPolicy = (typeof GROUP_POLICIES)[number];
-/** The policies that filter hosts (the soft ones only weigh). */
-export const HARD_POLICIES: readonly GroupPolicy[] = ["affinity", "anti-affinity"];
+import type { ResourceRequest } from "../domain/types.js";
+import type { GroupPolicy, HostState } from "../domain/placement.js";
+import { effectiveZone } from "../domain/placement.js";
 
 /** The server group a request belongs to, with where its other members are. */
 export interface GroupView {
@@ -81,16 +63,6 @@ export function freeDiskGb(h: HostState): number {
   return (h.diskGb - h.reservedDiskGb) * h.diskAllocationRatio - h.diskGbUsed;
 }
 
-/** A host's availability zone: its aggregates' `availability_zone` metadata, else the zone its agent reports. */
-export function effectiveZone(aggregates: readonly AggregateView[] | undefined, reportedZone: string): string {
-  return aggregates?.find((a) => a.metadata.availability_zone)?.metadata.availability_zone ?? reportedZone;
-}
-
 export function zoneOf(h: HostState): string {
   return effectiveZone(h.aggregates, h.zone);
-}
-
-/** What a flavor asks of a host. */
-export function resourcesOf(f: { readonly vcpus: number; readonly ramMb: number; readonly diskGb: number }): ResourceRequest {
-  return { vcpus: f.vcpus, memoryMb: f.ramMb, diskGb: f.diskGb };
 }

@@ -220,3 +220,9 @@ export async function listOperations(
   );
   return rows.map((r) => rowToAction(r, []));
 }
+
+/** Whether CancelOperation asked to stop this action. */
+export async function cancelRequested(q: Queryable, actionId: number): Promise<boolean> {
+  const rows = await select(q, "SELECT 1 FROM instance_action_events WHERE action_id = ? AND event = 'cancel_requested' LIMIT 1", [actionId]);
+  return rows.length > 0;
+}

@@ -5,8 +5,8 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Queryable, Row } from "./db.js";
-import { exec, select } from "./db.js";
-import { effectiveZone } from "../scheduler/types.js";
+import { exec, noteChange, select } from "./db.js";
+import { effectiveZone } from "../domain/placement.js";
 
 /** An aggregate and its hosts. */
 export interface Aggregate {
@@ -73,13 +73,16 @@ export async function listAggregates(q: Queryable): Promise<Aggregate[]> {
 
 /** Deletes an aggregate that holds no hosts; false when it does not exist. */
 export async function deleteAggregate(q: Queryable, id: string): Promise<boolean> {
-  return (await exec(q, "DELETE FROM aggregates WHERE id = ?", [id])).affectedRows === 1;
+  const deleted = (await exec(q, "DELETE FROM aggregates WHERE id = ?", [id])).affectedRows === 1;
+  noteChange(q, "hosts");
+  return deleted;
 }
 
 /** Adds a host; false when it was in the aggregate already. */
 export async function addAggregateHost(q: Queryable, id: string, host: string): Promise<boolean> {
   const res = await exec(q, "INSERT IGNORE INTO aggregate_hosts (aggregate_id, host) VALUES (?, ?)", [id, host]);
   await exec(q, "UPDATE aggregates SET updated_at = CURRENT_TIMESTAMP(3) WHERE id = ?", [id]);
+  noteChange(q, "hosts");
   return res.affectedRows === 1;
 }
 
@@ -87,12 +90,14 @@ export async function addAggregateHost(q: Queryable, id: string, host: string): 
 export async function removeAggregateHost(q: Queryable, id: string, host: string): Promise<boolean> {
   const res = await exec(q, "DELETE FROM aggregate_hosts WHERE aggregate_id = ? AND host = ?", [id, host]);
   await exec(q, "UPDATE aggregates SET updated_at = CURRENT_TIMESTAMP(3) WHERE id = ?", [id]);
+  noteChange(q, "hosts");
   return res.affectedRows === 1;
 }
 
 /** Replaces the metadata. */
 export async function setAggregateMetadata(q: Queryable, id: string, metadata: Record<string, string>): Promise<void> {
   await exec(q, "UPDATE aggregates SET metadata = ?, updated_at = CURRENT_TIMESTAMP(3) WHERE id = ?", [JSON.stringify(metadata), id]);
+  noteChange(q, "hosts");
 }
 
 /** Every host's aggregates (name and metadata), for the scheduler's view. */

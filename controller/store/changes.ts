@@ -14,7 +14,7 @@
  */
 import type { Instance } from "../domain/types.js";
 import type { PoolConnection, Queryable } from "./db.js";
-import { beforeCommit, exec, json, select } from "./db.js";
+import { beforeCommit, exec, json, noteChange, select } from "./db.js";
 
 const pending = new WeakMap<object, Map<string, Instance>>();
 
@@ -25,6 +25,7 @@ export function recordChange(conn: Queryable, inst: Instance): void {
     byUuid = new Map();
     pending.set(conn, byUuid);
     beforeCommit(conn, "server_changes", flush);
+    noteChange(conn, "servers");
   }
   // Only the state at commit is ever visible; an earlier update of the same
   // instance in this transaction is superseded.

@@ -94,20 +94,61 @@ export async function withTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promis
 async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
   const conn = await pool.getConnection();
   const hooks = new Map<string, (conn: PoolConnection) => Promise<void>>();
+  const changes = new Set<Change>();
   preCommit.set(conn, hooks);
+  txChanges.set(conn, changes);
+  let result: T;
+  let broken = false;
   try {
     await conn.beginTransaction();
-    const result = await fn(conn);
+    result = await fn(conn);
     for (const hook of hooks.values()) await hook(conn);
     await conn.commit();
-    return result;
   } catch (err) {
-    await conn.rollback().catch(() => undefined);
+    try {
+      await conn.rollback();
+    } catch {
+      // A connection that cannot roll back is broken: it is closed rather
+      // than pooled, and the server rolls its transaction back. The error
+      // that matters is the one that ended the transaction.
+      broken = true;
+    }
     throw err;
   } finally {
     preCommit.delete(conn);
-    conn.release();
+    txChanges.delete(conn);
+    if (broken) conn.destroy();
+    else conn.release();
   }
+  if (changes.size) committedListeners.get(pool)?.(changes);
+  return result;
+}
+
+/**
+ * What a committed write changed, so the controller wakes what depends on
+ * it: `outbox` (ops were queued), `servers` (the change log grew),
+ * `hosts` (capacity or the hosts themselves changed), `placements`
+ * (servers wait for a host).
+ */
+export type Change = "outbox" | "servers" | "hosts" | "placements";
+
+const txChanges = new WeakMap<object, Set<Change>>();
+const committedListeners = new WeakMap<object, (changes: ReadonlySet<Change>) => void>();
+
+/** Calls `listener` after each commit on `pool` with what the transaction changed. */
+export function onCommitted(pool: Pool, listener: (changes: ReadonlySet<Change>) => void): void {
+  committedListeners.set(pool, listener);
+}
+
+/**
+ * Notes that a write on `q` changed `change`: inside {@link withTx} it is
+ * told after the commit (never after a rollback); on the pool itself
+ * (autocommit) at once. Store functions call this after their write.
+ */
+export function noteChange(q: Queryable, change: Change): void {
+  const inTx = txChanges.get(q);
+  if (inTx) inTx.add(change);
+  else committedListeners.get(q)?.(new Set([change]));
 }
 
 export async function select<T = Row>(q: Queryable, sql: string, params: unknown[] = []): Promise<T[]> {

@@ -1,9 +1,9 @@
 import type { Fault, Instance, SchedulerHints } from "../domain/types.js";
 import type { PowerState, TaskState, VmState } from "../domain/states.js";
-import { STATUS_TASKS } from "../domain/states.js";
+import { PLACEMENT_TASKS, STATUS_TASKS } from "../domain/states.js";
 import type { PoolConnection, Queryable, Row } from "./db.js";
 import { recordChange } from "./changes.js";
-import { exec, json, select } from "./db.js";
+import { exec, json, noteChange, select } from "./db.js";
 
 const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
   image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
@@ -84,6 +84,7 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
       n.schedulerHints && (n.schedulerHints.sameHost.length || n.schedulerHints.differentHost.length) ? JSON.stringify(n.schedulerHints) : null,
     ],
   );
+  noteChange(q, "placements");
 }
 
 /** Reads one instance; `lock` takes a row lock (inside a transaction). */
@@ -206,6 +207,7 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
   const inst = await getInstance(conn, uuid);
   if (!inst) throw new Error(`instance ${uuid} vanished during update`);
   recordChange(conn, inst);
+  if (patch.taskState && PLACEMENT_TASKS.includes(patch.taskState)) noteChange(conn, "placements");
   return inst;
 }
 
@@ -218,4 +220,14 @@ export async function lockOverdue(conn: PoolConnection, now: Date, limit: number
     [now, limit],
   );
   return rows.map(rowToInstance);
+}
+
+/** The power and task state of the servers placed on `host` (built, not deleted), for a report to compare. */
+export async function powerStatesOnHost(q: Queryable, host: string): Promise<{ uuid: string; powerState: PowerState; taskState: TaskState | null }[]> {
+  const rows = await select<{ uuid: string; power_state: PowerState; task_state: TaskState | null }>(
+    q,
+    "SELECT uuid, power_state, task_state FROM instances WHERE host = ? AND deleted_at IS NULL AND vm_state NOT IN ('BUILDING', 'DELETED')",
+    [host],
+  );
+  return rows.map((r) => ({ uuid: r.uuid, powerState: r.power_state, taskState: r.task_state }));
 }

@@ -1,7 +1,7 @@
 /** Migration records: resizes, cold and live migrations, evacuations. */
 import type { Migration, MigrationStatus, MigrationType } from "../domain/types.js";
 import type { Queryable, Row } from "./db.js";
-import { exec, json, select } from "./db.js";
+import { exec, json, noteChange, select } from "./db.js";
 
 const COLUMNS = `id, instance_uuid, project_id, action_id, request_id, type, status, source_host, target_host, requested_host,
   old_flavor, new_flavor, old_vm_state, tried_hosts, created_at, updated_at`;
@@ -56,6 +56,7 @@ export async function insertMigration(
       JSON.stringify([m.sourceHost]),
     ],
   );
+  if (m.status === "PRE_MIGRATING") noteChange(q, "placements");
 }
 
 /** The instance's migration that is still open (at most one), locked when asked. */
@@ -118,4 +119,9 @@ export async function dueForAutoConfirm(q: Queryable, before: Date, limit: numbe
 export async function latestMigration(q: Queryable, instanceUuid: string): Promise<Migration | null> {
   const rows = await select(q, `SELECT ${COLUMNS} FROM migrations WHERE instance_uuid = ? ORDER BY created_at DESC LIMIT 1`, [instanceUuid]);
   return rows[0] ? rowToMigration(rows[0]) : null;
+}
+
+/** Ids of every migration of an instance (each may hold capacity as a consumer). */
+export async function migrationIdsOf(q: Queryable, instanceUuid: string): Promise<string[]> {
+  return (await select<{ id: string }>(q, "SELECT id FROM migrations WHERE instance_uuid = ?", [instanceUuid])).map((r) => r.id);
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { ComputeNode, ResourceRequest } from "../domain/types.js";
 import type { Queryable, Row } from "./db.js";
-import { exec, select } from "./db.js";
+import { exec, noteChange, select } from "./db.js";
 
 const COLUMNS = `id, host, hypervisor_type, zone, version, vcpus, memory_mb, disk_gb, vcpus_used, memory_mb_used,
   disk_gb_used, running_vms, cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb,
@@ -105,6 +105,9 @@ export async function upsertNode(
   );
   const node = await getNodeByHost(q, n.host);
   if (!node) throw new Error(`compute node ${n.host} vanished`);
+  // A host (re)joined: the view changes, and waiting servers may fit now.
+  noteChange(q, "hosts");
+  noteChange(q, "placements");
   return node;
 }
 
@@ -128,6 +131,7 @@ export async function setNodeEnabled(q: Queryable, host: string, enabled: boolea
     enabled ? "" : reason,
     host,
   ]);
+  noteChange(q, "hosts");
   return res.affectedRows === 1;
 }
 
@@ -181,6 +185,7 @@ export async function releaseAllocations(q: Queryable, consumer: string, nodeId?
   }
   if (allocs.length) {
     await exec(q, `DELETE FROM allocations WHERE instance_uuid = ?${nodeId ? " AND node_id = ?" : ""}`, nodeId ? [consumer, nodeId] : [consumer]);
+    noteChange(q, "hosts");
   }
   return allocs.length;
 }

@@ -1,7 +1,7 @@
 import type { Queryable, Row } from "./db.js";
-import { exec, select } from "./db.js";
+import { exec, noteChange, select } from "./db.js";
 
-import type { OpKind } from "../bus/op-codec.js";
+import type { OpKind } from "../domain/ops.js";
 
 export interface OpRecord {
   readonly opId: string;
@@ -32,6 +32,7 @@ export async function enqueueOp(
     op.attempt,
   ]);
   await exec(q, "INSERT INTO outbox (subject, msg_id, payload) VALUES (?, ?, ?)", [message.subject, op.opId, Buffer.from(message.payload)]);
+  noteChange(q, "outbox");
 }
 
 const OP_COLUMNS = "op_id, instance_uuid, action_id, host, kind, attempt, state";
@@ -50,6 +51,12 @@ function rowToOp(r: Row): OpRecord {
 
 export async function lockOp(q: Queryable, opId: string): Promise<OpRecord | null> {
   const rows = await select(q, `SELECT ${OP_COLUMNS} FROM compute_ops WHERE op_id = ? FOR UPDATE`, [opId]);
+  return rows[0] ? rowToOp(rows[0]) : null;
+}
+
+/** An op's record, unlocked. */
+export async function getOp(q: Queryable, opId: string): Promise<OpRecord | null> {
+  const rows = await select(q, `SELECT ${OP_COLUMNS} FROM compute_ops WHERE op_id = ?`, [opId]);
   return rows[0] ? rowToOp(rows[0]) : null;
 }
 

@@ -1,6 +1,6 @@
 /** Server groups (Nova's os-server-groups): a policy over where members run. */
 import { randomUUID } from "node:crypto";
-import type { GroupPolicy } from "../scheduler/types.js";
+import type { GroupPolicy } from "../domain/placement.js";
 import type { Queryable, Row } from "./db.js";
 import { exec, select } from "./db.js";
 import { OPEN_MIGRATION_STATUSES } from "./moves.js";

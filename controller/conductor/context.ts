@@ -1,0 +1,58 @@
+/**
+ * What every conductor step needs, given once: the database, the subject
+ * prefix, the task timeouts and the deployment's settings; and `Tx`, one
+ * transaction of the conductor with the steps every flow takes in it.
+ */
+import type { Logger } from "pino";
+import type { TaskState } from "../domain/states.js";
+import type { TaskTimeouts } from "../domain/tasks.js";
+import { startTask } from "../domain/tasks.js";
+import type { Instance } from "../domain/types.js";
+import type { Pool, PoolConnection } from "../store/db.js";
+import type { InstancePatch } from "../store/instances.js";
+import { updateInstance } from "../store/instances.js";
+import type { DispatchRequest } from "./dispatch.js";
+import { dispatchOp } from "./dispatch.js";
+
+export interface ConductorContext {
+  readonly pool: Pool;
+  readonly log: Logger;
+  readonly subjectPrefix: string;
+  /** How long each task may run. */
+  readonly taskTimeouts: TaskTimeouts;
+  /** A host is down when its last report is older than this many seconds. */
+  readonly serviceDownTimeSeconds: number;
+  /** Build attempts per server (the first and the reschedules). */
+  readonly maxAttempts: number;
+  /** Seconds a guest gets to shut down cleanly on stop (and before a move). */
+  readonly powerOffTimeoutSeconds: number;
+  /** Seconds a guest gets to finish a soft reboot before the host reboots it hard. */
+  readonly softRebootTimeoutSeconds: number;
+}
+
+/** One conductor transaction: its connection, the context, and the common steps. */
+export class Tx {
+  constructor(
+    readonly conn: PoolConnection,
+    readonly ctx: ConductorContext,
+  ) {}
+
+  /** `task` with its deadline from now, for an instance patch. */
+  task(task: TaskState): { taskState: TaskState; taskDeadline: Date } {
+    return startTask(this.ctx.taskTimeouts, task);
+  }
+
+  update(uuid: string, patch: InstancePatch): Promise<Instance> {
+    return updateInstance(this.conn, uuid, patch);
+  }
+
+  /** Sends an op to a host (recorded with its event, queued in the outbox). */
+  dispatch(o: Omit<DispatchRequest, "subjectPrefix">): Promise<string> {
+    return dispatchOp(this.conn, { ...o, subjectPrefix: this.ctx.subjectPrefix });
+  }
+
+  /** Hosts seen since then are up (claims need an up host). */
+  upSince(): Date {
+    return new Date(Date.now() - this.ctx.serviceDownTimeSeconds * 1000);
+  }
+}

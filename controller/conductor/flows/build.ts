@@ -1,0 +1,203 @@
+/**
+ * Build: a new server, and an unshelved one, which is built the same way
+ * from its shelved image. Create records the server waiting for a host;
+ * placement claims one and the build spawns there. A retryable spawn
+ * failure claims the next of the alternates placement stored with the build
+ * (Nova's alternates) or goes back to placement; an unshelve that cannot be
+ * built stays shelved.
+ */
+import { randomUUID } from "node:crypto";
+import type { Fault, Flavor, Image, Instance, Principal, SchedulerHints } from "../../domain/types.js";
+import { HARD_POLICIES, resourcesOf } from "../../domain/placement.js";
+import { status } from "@grpc/grpc-js";
+import { finishAction, insertAction, instantEvent, markActionRunning, runningAction, setActionStep } from "../../store/actions.js";
+import { deleteImage } from "../../store/catalog.js";
+import { isDuplicateKey, withTx } from "../../store/db.js";
+import { getInstanceByRequest, insertInstance } from "../../store/instances.js";
+import { claim, getNodeByHost, recordBuildFailure, recordBuildSuccess, releaseAllocations } from "../../store/nodes.js";
+import { getServerGroup } from "../../store/server-groups.js";
+import type { Accepted } from "../act.js";
+import { accepted } from "../act.js";
+import type { ConductorContext } from "../context.js";
+import { Tx } from "../context.js";
+import { operationErrorOfFault, type ResultContext, type ResultRules, type TimeoutRules } from "../flow.js";
+
+/** What CreateServer asks for, validated. */
+export interface CreateRequest {
+  readonly name: string;
+  readonly flavor: Flavor;
+  readonly image: Image;
+  readonly metadata: Record<string, string>;
+  readonly requestId: string;
+  readonly availabilityZone?: string;
+  readonly serverGroupId?: string | null;
+  readonly schedulerHints?: SchedulerHints;
+}
+
+/** The server and its create action in one transaction; idempotent by request id. */
+export async function create(ctx: ConductorContext, who: Principal, req: CreateRequest): Promise<Accepted> {
+  const existing = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
+  if (existing) return accepted(ctx.pool, existing);
+  const uuid = randomUUID();
+  try {
+    const inst = await withTx(ctx.pool, async (conn) => {
+      const tx = new Tx(conn, ctx);
+      const { taskDeadline } = tx.task("SCHEDULING");
+      const { id, name, vcpus, ramMb, diskGb, extraSpecs } = req.flavor;
+      await insertInstance(
+        conn,
+        {
+          uuid,
+          name: req.name,
+          projectId: who.projectId,
+          requestId: req.requestId,
+          flavor: { id, name, vcpus, ramMb, diskGb },
+          extraSpecs,
+          imageId: req.image.id,
+          metadata: req.metadata,
+          availabilityZone: req.availabilityZone ?? "",
+          serverGroupId: req.serverGroupId ?? null,
+          schedulerHints: req.schedulerHints ?? { sameHost: [], differentHost: [] },
+        },
+        taskDeadline,
+      );
+      await insertAction(conn, { instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create", state: "PENDING", deadline: taskDeadline });
+      return tx.update(uuid, {});
+    });
+    return accepted(ctx.pool, inst);
+  } catch (err) {
+    // Two identical requests raced: the loser returns the winner's server.
+    if (isDuplicateKey(err)) {
+      const winner = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
+      if (winner) return accepted(ctx.pool, winner);
+    }
+    throw err;
+  }
+}
+
+/** Placement claimed `host` for a build or an unshelve: it spawns there. */
+export async function placed(tx: Tx, inst: Instance, action: { id: number; requestId: string }, host: string, alternates: readonly string[]): Promise<void> {
+  const attempt = inst.attempt + 1;
+  const spawning = await tx.update(inst.uuid, {
+    host,
+    ...tx.task("SPAWNING"),
+    attempt,
+    triedHosts: [...inst.triedHosts, host],
+    // Nova's alternates: the next best hosts, for the attempts left.
+    alternateHosts: alternates.slice(0, Math.max(0, tx.ctx.maxAttempts - attempt)),
+  });
+  await markActionRunning(tx.conn, action.id, spawning.taskDeadline);
+  await instantEvent(tx.conn, { actionId: action.id, event: "schedule", host, result: "Success" });
+  await spawn(tx, inst, spawning, { actionId: action.id, requestId: action.requestId, host, attempt });
+}
+
+/** Sends the spawn; an unshelve builds from its shelved image. */
+function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: number; requestId: string; host: string; attempt: number }) {
+  const fromSnapshot = before.vmState === "SHELVED_OFFLOADED" && before.shelvedImageId ? { imageId: before.shelvedImageId } : {};
+  return tx.dispatch({ instance: spawning, host: o.host, actionId: o.actionId, requestId: o.requestId, args: { kind: "spawn" }, attempt: o.attempt, ...fromSnapshot });
+}
+
+/**
+ * Nothing fits: a build fails; an unshelve stays shelved (Nova keeps it
+ * SHELVED_OFFLOADED) with the fault.
+ */
+export async function noHost(tx: Tx, inst: Instance, action: { id: number }, fault: Fault): Promise<void> {
+  const unshelve = inst.vmState === "SHELVED_OFFLOADED";
+  await tx.update(inst.uuid, { ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, fault });
+  await instantEvent(tx.conn, { actionId: action.id, event: "schedule", result: "Error", fault: fault.message });
+  await finishAction(tx.conn, action.id, { error: operationErrorOfFault(fault, status.RESOURCE_EXHAUSTED) });
+}
+
+/**
+ * Nova's alternates: after a retryable spawn failure (its claim already
+ * released), claims the next alternate placement chose with the build and
+ * spawns there, without a new placement pass. The claim is the same atomic
+ * conditional UPDATE (up, enabled, fits). Members of a group with a hard
+ * policy go back to placement instead, which checks the policy under the
+ * group's lock. False when no alternate could be claimed.
+ */
+async function spawnOnAlternate(r: ResultContext): Promise<boolean> {
+  const { inst, op, conn, tx } = r;
+  const left = inst.alternateHosts.filter((h) => !inst.triedHosts.includes(h));
+  if (left.length === 0) return false;
+  if (inst.serverGroupId) {
+    const g = await getServerGroup(conn, inst.serverGroupId);
+    if (g && HARD_POLICIES.includes(g.policy)) return false;
+  }
+  const action = await runningAction(conn, inst.uuid);
+  if (!action || action.id !== op.actionId) return false;
+  const resources = resourcesOf(inst.flavor);
+  for (let i = 0; i < left.length; i++) {
+    const node = await getNodeByHost(conn, left[i]!);
+    if (!node || !(await claim(conn, node.id, inst.uuid, resources, tx.upSince()))) continue;
+    const attempt = inst.attempt + 1;
+    const spawning = await r.update({
+      host: node.host,
+      ...tx.task("SPAWNING"),
+      attempt,
+      triedHosts: [...inst.triedHosts, node.host],
+      alternateHosts: left.slice(i + 1),
+      powerState: "NOSTATE",
+    });
+    const details = `alternate host, attempt ${attempt} after ${op.host} failed`;
+    await instantEvent(conn, { actionId: op.actionId, event: "schedule", host: node.host, result: "Success", details });
+    await spawn(tx, inst, spawning, { actionId: op.actionId, requestId: action.requestId, host: node.host, attempt });
+    await setActionStep(conn, op.actionId, { deadline: spawning.taskDeadline, message: `attempt ${inst.attempt} on ${op.host} failed; trying ${node.host}` });
+    return true;
+  }
+  return false;
+}
+
+export const results = {
+  spawn: {
+    tasks: ["SPAWNING"],
+    apply: async (r) => {
+      const { inst, op, conn, tx } = r;
+      // A result from a host the build was since taken away from changes nothing.
+      if (inst.host !== op.host) return;
+      const unshelve = inst.vmState === "SHELVED_OFFLOADED";
+      if (!r.error) {
+        await r.succeed({
+          vmState: "ACTIVE",
+          powerState: r.power ?? "RUNNING",
+          ...(unshelve ? { shelvedImageId: null, fault: null } : { launchedAt: new Date() }),
+        });
+        // The shelved snapshot has served its purpose, as in Nova.
+        if (unshelve && inst.shelvedImageId) await deleteImage(conn, inst.shelvedImageId);
+        await recordBuildSuccess(conn, op.host);
+        return;
+      }
+      // The build failure weigher steers the next builds elsewhere until this host builds one. A
+      // non-retryable failure (a bad image, an impossible request) is not the host's fault.
+      if (r.error.retryable) await recordBuildFailure(conn, op.host);
+      await releaseAllocations(conn, inst.uuid);
+      if (r.error.retryable && inst.attempt < tx.ctx.maxAttempts) {
+        if (await spawnOnAlternate(r)) return;
+        await r.update({ host: null, ...tx.task(unshelve ? "UNSHELVING" : "SCHEDULING"), powerState: "NOSTATE" });
+        await setActionStep(conn, op.actionId, { message: `attempt ${inst.attempt} on ${op.host} failed; rescheduling` });
+        return;
+      }
+      const fault = r.fault();
+      const exhausted = r.error.retryable ? `; gave up after ${inst.attempt} attempts` : "";
+      await r.update({ ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, host: null, powerState: "NOSTATE", fault: { ...fault, message: fault.message + exhausted } });
+      await finishAction(conn, op.actionId, { error: r.opError() });
+    },
+  },
+} as const satisfies ResultRules<"spawn">;
+
+export const timeouts = {
+  SCHEDULING: { outcome: "the build failed", reap: (t) => t.end({ vmState: "ERROR" }) },
+  SPAWNING: {
+    outcome: "the build failed and the host will remove what it made",
+    reap: async (t) => {
+      const { inst } = t;
+      // Whatever the host made, it destroys when it gets to it.
+      if (inst.host && t.actionId !== null) {
+        await t.tx.dispatch({ instance: inst, host: inst.host, actionId: t.actionId, requestId: inst.requestId, args: { kind: "destroy" } });
+      }
+      await releaseAllocations(t.conn, inst.uuid);
+      // An unshelve stays shelved; a build fails.
+      await t.end({ ...(inst.vmState === "SHELVED_OFFLOADED" ? {} : { vmState: "ERROR" as const }), host: null, powerState: "NOSTATE" });
+    },
+  },
+} as const satisfies TimeoutRules<"SCHEDULING" | "SPAWNING">;

@@ -1,0 +1,73 @@
+/**
+ * Delete: every host that may hold a copy destroys it. A server never
+ * placed, or whose host is down, is deleted here at once, as Nova does
+ * (its host destroys the copy when it is back). Delete interrupts any task
+ * but another delete, as Nova's force delete does.
+ */
+import { LIVE_STATES, TASK_STATES } from "../../domain/states.js";
+import { isUp } from "../../domain/service.js";
+import type { Principal } from "../../domain/types.js";
+import { finishAction, instantEvent } from "../../store/actions.js";
+import { deleteImage } from "../../store/catalog.js";
+import { openMigration, updateMigration } from "../../store/moves.js";
+import { getNodeByHost } from "../../store/nodes.js";
+import type { Accepted } from "../act.js";
+import { act } from "../act.js";
+import type { ConductorContext } from "../context.js";
+import type { ActionRules, ResultRules, TimeoutRules } from "../flow.js";
+import { releaseEverything } from "../moves.js";
+
+export const actions = {
+  delete: { from: LIVE_STATES, task: "DELETING", interrupts: TASK_STATES.filter((t) => t !== "DELETING") },
+} as const satisfies ActionRules<"delete">;
+
+const gone = () => ({ vmState: "DELETED", taskState: null, powerState: "NOSTATE", deletedAt: new Date() }) as const;
+
+export function deleteServer(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+  return act(ctx, who, uuid, requestId, "delete", actions.delete, async (tx, inst, actionId) => {
+    const { conn } = tx;
+    const node = inst.host ? await getNodeByHost(conn, inst.host) : null;
+    const hostUp = node ? isUp(node, ctx.serviceDownTimeSeconds) : false;
+    const migration = await openMigration(conn, inst.uuid, { lock: true });
+    const deleting = await tx.update(inst.uuid, tx.task("DELETING"));
+    // Every host that may hold a copy destroys it (when it comes back, if down).
+    const hosts = new Set([inst.host, migration?.sourceHost, migration?.targetHost].filter((h): h is string => !!h));
+    for (const host of hosts) await tx.dispatch({ instance: deleting, host, actionId, requestId, args: { kind: "destroy" } });
+    if (migration) await updateMigration(conn, migration.id, { status: "CANCELLED" });
+    // A shelved server's snapshot goes with it, as in Nova.
+    if (inst.shelvedImageId) await deleteImage(conn, inst.shelvedImageId);
+    if (inst.host && hostUp) return { instance: deleting };
+    // Never placed, or its host is down: delete locally, as Nova does.
+    await releaseEverything(conn, inst.uuid);
+    await instantEvent(conn, { actionId, event: "local_delete", host: inst.host ?? "", result: "Success" });
+    await finishAction(conn, actionId);
+    return { instance: await tx.update(inst.uuid, gone()) };
+  });
+}
+
+export const results = {
+  destroy: {
+    tasks: ["DELETING"],
+    apply: async (r) => {
+      // With a move open, only the server's current host finishes the delete;
+      // the other copy's destroy is cleanup.
+      if (r.inst.host && r.op.host !== r.inst.host) return;
+      if (r.error) return r.fail({ vmState: "ERROR" });
+      await releaseEverything(r.conn, r.inst.uuid);
+      return r.succeed(gone());
+    },
+  },
+} as const satisfies ResultRules<"destroy">;
+
+export const timeouts = {
+  DELETING: {
+    outcome: "the server was deleted here; its host removes it when it is back",
+    reap: async (t) => {
+      // The destroy op stays queued for the host; the server is gone now.
+      await releaseEverything(t.conn, t.inst.uuid);
+      await t.update({ ...gone(), fault: t.fault });
+      if (t.actionId !== null) await instantEvent(t.conn, { actionId: t.actionId, event: "local_delete", host: t.inst.host ?? "", result: "Success" });
+      await t.failAction();
+    },
+  },
+} as const satisfies TimeoutRules<"DELETING">;

@@ -1,0 +1,66 @@
+/**
+ * The flows, one file per operation family, and the tables the conductor's
+ * dispatchers read, assembled from the flows' own rows. Each table is
+ * checked to be complete: an op kind, action or task without a flow does
+ * not compile.
+ */
+import type { OpKind } from "../../domain/ops.js";
+import type { ServerAction, TaskState, VmState } from "../../domain/states.js";
+import type { MigrationType } from "../../domain/types.js";
+import type { ActionRule, MovePlacement, ResultRule, TimeoutRule } from "../flow.js";
+import * as build from "./build.js";
+import * as deletion from "./delete.js";
+import * as image from "./image.js";
+import * as liveMigration from "./live-migration.js";
+import * as lock from "./lock.js";
+import * as power from "./power.js";
+import * as rebuild from "./rebuild.js";
+import * as resize from "./resize.js";
+
+export { build, deletion, image, liveMigration, lock, power, rebuild, resize };
+
+/** Each action's row: where it may start from, the task it sets. */
+export const ACTION_RULES: Readonly<Record<ServerAction, ActionRule>> = {
+  ...power.actions,
+  ...lock.actions,
+  ...deletion.actions,
+  ...resize.actions,
+  ...liveMigration.actions,
+  ...rebuild.actions,
+  ...image.actions,
+} satisfies Record<ServerAction, ActionRule>;
+
+/** vm_states each action may start from (Nova's check_instance_state). */
+export const ALLOWED_FROM: Readonly<Record<ServerAction, ReadonlySet<VmState>>> = Object.fromEntries(
+  Object.entries(ACTION_RULES).map(([a, r]) => [a, new Set(r.from)]),
+) as unknown as Record<ServerAction, ReadonlySet<VmState>>;
+
+/** What each op kind's result may finish and does. */
+export const RESULT_RULES: Readonly<Record<OpKind, ResultRule>> = {
+  ...build.results,
+  ...power.results,
+  ...deletion.results,
+  ...resize.results,
+  ...liveMigration.results,
+  ...rebuild.results,
+  ...image.results,
+} satisfies Record<OpKind, ResultRule>;
+
+/** What the reaper does with each task past its deadline. */
+export const TIMEOUT_RULES: Readonly<Record<TaskState, TimeoutRule>> = {
+  ...build.timeouts,
+  ...power.timeouts,
+  ...deletion.timeouts,
+  ...resize.timeouts,
+  ...liveMigration.timeouts,
+  ...rebuild.timeouts,
+  ...image.timeouts,
+} satisfies Record<TaskState, TimeoutRule>;
+
+/** How each kind of move starts once placement claimed its target. */
+export const MOVE_PLACEMENT: Readonly<Record<MigrationType, MovePlacement>> = {
+  RESIZE: resize.placed,
+  MIGRATION: resize.placed,
+  LIVE_MIGRATION: liveMigration.placed,
+  EVACUATION: rebuild.placed,
+};

@@ -1,0 +1,156 @@
+/**
+ * Live migration, and its cancel. Placement claims a target (or takes the
+ * one an admin named); the target prepares (pre_live_migration); the source
+ * copies the running guest (live_migrate, cancellable: an abort op stops
+ * the copy); the target finishes (post_live_migration) and the source's
+ * capacity is released. A failure or a cancel before the target took the
+ * server leaves it on its source as it was; a timeout during the copy
+ * leaves both hosts' claims for an operator, since the server may run on
+ * either.
+ */
+import { status } from "@grpc/grpc-js";
+import type { Instance, InstanceAction, Migration, Principal } from "../../domain/types.js";
+import { failedPrecondition, notFound } from "../../errors.js";
+import { cancelRequested, findAction, getActionById, instantEvent, markActionRunning, setActionStep } from "../../store/actions.js";
+import { withTx } from "../../store/db.js";
+import { getInstance } from "../../store/instances.js";
+import { openMigration, updateMigration } from "../../store/moves.js";
+import { getNodeByHost, releaseAllocations } from "../../store/nodes.js";
+import { pendingOps } from "../../store/ops.js";
+import type { Accepted } from "../act.js";
+import { act, visible } from "../act.js";
+import type { ConductorContext, Tx } from "../context.js";
+import { Tx as Transaction } from "../context.js";
+import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
+import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
+
+export const actions = {
+  live_migrate: { from: ["ACTIVE", "PAUSED"], task: "MIGRATING", scheduled: true },
+} as const satisfies ActionRules<"live_migrate">;
+
+/** Live migration; an admin may name the target host. */
+export function liveMigrate(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
+  return act(ctx, who, uuid, requestId, "live_migrate", actions.live_migrate, async (tx, inst, actionId) => {
+    await checkTargetHost(tx.conn, who, inst, host, { adminOnly: true });
+    return beginMove(tx, inst, { actionId, requestId, type: "LIVE_MIGRATION", newFlavor: inst.flavor, requestedHost: host });
+  });
+}
+
+/** Placement chose the target: it prepares; the task (and its deadline) spans the whole move. */
+export async function placed(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
+  await markActionRunning(tx.conn, m.actionId, inst.taskDeadline);
+  await tx.dispatch({ instance: inst, host: target, actionId: m.actionId, requestId: m.requestId, args: { kind: "pre_live_migration", sourceHost: m.sourceHost } });
+}
+
+/**
+ * Cancels a running operation where the action allows it: a live migration
+ * is aborted on its source while it copies.
+ */
+export async function cancel(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<InstanceAction> {
+  const actionId = await withTx(ctx.pool, async (conn) => {
+    await visible(conn, who, uuid, true);
+    const action = await findAction(conn, uuid, requestId);
+    if (!action) throw notFound("operation", requestId);
+    const op = await getActionById(conn, action.id);
+    if (!op || op.finishTime) throw failedPrecondition(`the operation is already ${op?.state ?? "done"}`, "OPERATION_DONE", { state: op?.state ?? "" });
+    if (!op.cancellable) throw failedPrecondition(`a ${op.action} operation cannot be cancelled now`, "NOT_CANCELLABLE", { action: op.action });
+    const running = (await pendingOps(conn, uuid)).find((o) => o.actionId === action.id && o.kind === "live_migrate");
+    if (!running) throw failedPrecondition(`the ${op.action} operation has nothing running to cancel`, "NOT_CANCELLABLE", { action: op.action });
+    const inst = (await getInstance(conn, uuid))!;
+    await new Transaction(conn, ctx).dispatch({ instance: inst, host: running.host, actionId: action.id, requestId, args: { kind: "abort", targetOpId: running.opId } });
+    await instantEvent(conn, { actionId: action.id, event: "cancel_requested", result: "Success" });
+    await setActionStep(conn, action.id, { cancellable: false, message: "cancelling" });
+    return action.id;
+  });
+  const operation = await getActionById(ctx.pool, actionId);
+  if (!operation) throw new Error(`action ${actionId} vanished`);
+  return operation;
+}
+
+/** The open live migration a result belongs to, if `host` is its `side`. */
+async function liveMigrationOf(r: ResultContext, side: "sourceHost" | "targetHost"): Promise<Migration | null> {
+  const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+  return m && m.type === "LIVE_MIGRATION" && r.op.host === m[side] && m.targetHost ? m : null;
+}
+
+/**
+ * A live migration that failed or was aborted before the target took the
+ * server: it stays on its source as it was, the target's claim and
+ * incoming domain go.
+ */
+async function failed(r: ResultContext, m: Migration): Promise<void> {
+  const aborted = r.op.kind === "live_migrate" && r.error?.code === "ABORTED" && (await cancelRequested(r.conn, r.op.actionId));
+  await rollbackMove(r.tx, {
+    inst: r.inst,
+    migration: m,
+    fault: aborted ? null : r.fault(),
+    error: aborted ? { code: status.CANCELLED, reason: "CANCELLED", message: "the live migration was cancelled; the server stayed on its source" } : r.opError(),
+    restoreSource: false,
+    cleanupTarget: true,
+    cancelled: aborted,
+  });
+  if (r.power) await r.update({ powerState: r.power });
+}
+
+export const results = {
+  /** The target is ready to receive the server: the source starts copying (cancellable from now). */
+  pre_live_migration: {
+    tasks: ["MIGRATING"],
+    apply: async (r) => {
+      const m = await liveMigrationOf(r, "targetHost");
+      if (!m) return;
+      if (r.error) return failed(r, m);
+      const target = await getNodeByHost(r.conn, m.targetHost!);
+      await r.dispatch(m.sourceHost, { kind: "live_migrate", targetHost: m.targetHost!, targetUri: target?.migrationUri ?? "" }, r.inst, m.requestId);
+      await setActionStep(r.conn, r.op.actionId, { cancellable: true, message: `copying to ${m.targetHost}` });
+    },
+  },
+  /** The copy finished (or was aborted, or failed). */
+  live_migrate: {
+    tasks: ["MIGRATING"],
+    apply: async (r) => {
+      const m = await liveMigrationOf(r, "sourceHost");
+      if (!m) return;
+      if (r.error) return failed(r, m);
+      await setActionStep(r.conn, r.op.actionId, { cancellable: false, message: `finishing on ${m.targetHost}` });
+      const moved = await r.update({ host: m.targetHost });
+      await r.dispatch(m.targetHost!, { kind: "post_live_migration", sourceHost: m.sourceHost }, moved, m.requestId);
+    },
+  },
+  /** The server runs on its new host: the source's capacity is released. */
+  post_live_migration: {
+    tasks: ["MIGRATING"],
+    apply: async (r) => {
+      const m = await liveMigrationOf(r, "targetHost");
+      if (!m) return;
+      // The server left the source either way.
+      await releaseAllocations(r.conn, m.id);
+      if (r.error) {
+        await updateMigration(r.conn, m.id, { status: "ERROR" });
+        return r.fail({ vmState: "ERROR", powerState: r.power });
+      }
+      await updateMigration(r.conn, m.id, { status: "COMPLETED" });
+      await r.succeed({ powerState: r.power ?? (m.oldVmState === "PAUSED" ? "PAUSED" : "RUNNING") });
+    },
+  },
+  rollback_live_migration: { tasks: [] },
+  abort: { tasks: [] },
+} as const satisfies ResultRules<"pre_live_migration" | "live_migrate" | "post_live_migration" | "rollback_live_migration" | "abort">;
+
+export const timeouts = {
+  MIGRATING: {
+    outcome: "the server may be on either host; both keep their capacity until an operator acts",
+    reap: async (t) => {
+      const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
+      // No host was chosen: nothing moved.
+      if (m?.status === "PRE_MIGRATING") {
+        await abandonMove(t.conn, t.inst, m);
+        return t.end();
+      }
+      // The copy may or may not have completed: the server may run on
+      // either host, so both keep their claims until an operator acts.
+      if (m) await updateMigration(t.conn, m.id, { status: "ERROR" });
+      await t.end({ vmState: "ERROR" });
+    },
+  },
+} as const satisfies TimeoutRules<"MIGRATING">;

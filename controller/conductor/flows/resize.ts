@@ -1,0 +1,203 @@
+/**
+ * Resize and cold migration, with confirm and revert. Placement claims a
+ * target (the source is never a candidate); the source powers off and
+ * hands the disk over (migrate_disk); the target creates the server with
+ * the new flavor (finish_migration) and it waits in RESIZED. Confirm
+ * removes the source's copy and releases its capacity; revert removes the
+ * target's copy and brings the old one back on the source. A move that
+ * fails or times out before it is FINISHED is rolled back to the source.
+ */
+import type { Flavor, Instance, Migration, Principal } from "../../domain/types.js";
+import { failedPrecondition, invalidArgument } from "../../errors.js";
+import { markActionRunning } from "../../store/actions.js";
+import { latestMigration, openMigration, updateMigration } from "../../store/moves.js";
+import { getNodeByHost, moveAllocations, releaseAllocations } from "../../store/nodes.js";
+import type { Accepted } from "../act.js";
+import { act } from "../act.js";
+import type { ConductorContext, Tx } from "../context.js";
+import type { ActionRules, ResultRules, TimeoutRules } from "../flow.js";
+import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
+
+export const actions = {
+  resize: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true },
+  migrate: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true },
+  confirm_resize: { from: ["RESIZED"], task: "RESIZE_CONFIRMING" },
+  revert_resize: { from: ["RESIZED"], task: "RESIZE_REVERTING" },
+} as const satisfies ActionRules<"resize" | "migrate" | "confirm_resize" | "revert_resize">;
+
+/** Resize to `flavor`: placement claims a target, then the hosts move the server. */
+export function resize(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, flavor: Flavor): Promise<Accepted> {
+  return act(ctx, who, uuid, requestId, "resize", actions.resize, async (tx, inst, actionId) => {
+    if (flavor.id === inst.flavor.id) throw invalidArgument("flavor_id", `is the server's current flavor (${inst.flavor.name})`);
+    const { id, name, vcpus, ramMb, diskGb, extraSpecs } = flavor;
+    return beginMove(tx, inst, { actionId, requestId, type: "RESIZE", newFlavor: { id, name, vcpus, ramMb, diskGb, extraSpecs } });
+  });
+}
+
+/** Cold migration; an admin may name the target host. */
+export function migrate(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
+  return act(ctx, who, uuid, requestId, "migrate", actions.migrate, async (tx, inst, actionId) => {
+    await checkTargetHost(tx.conn, who, inst, host, { adminOnly: true });
+    return beginMove(tx, inst, { actionId, requestId, type: "MIGRATION", newFlavor: inst.flavor, requestedHost: host });
+  });
+}
+
+/** Placement chose the target: the source powers off and hands the disk over. */
+export async function placed(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
+  const moving = await tx.update(inst.uuid, tx.task("RESIZE_MIGRATING"));
+  await markActionRunning(tx.conn, m.actionId, moving.taskDeadline);
+  await tx.dispatch({
+    instance: moving,
+    host: m.sourceHost,
+    actionId: m.actionId,
+    requestId: m.requestId,
+    args: { kind: "migrate_disk", targetHost: target, timeoutSeconds: tx.ctx.powerOffTimeoutSeconds },
+  });
+}
+
+export function confirmResize(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+  return act(ctx, who, uuid, requestId, "confirm_resize", actions.confirm_resize, async (tx, _inst, actionId) => {
+    const m = await openMigration(tx.conn, uuid, { lock: true });
+    if (!m || m.status !== "FINISHED") throw failedPrecondition(`server ${uuid} has no finished migration to confirm`, "NO_MIGRATION");
+    const confirming = await tx.update(uuid, tx.task("RESIZE_CONFIRMING"));
+    await tx.dispatch({ instance: confirming, host: m.sourceHost, actionId, requestId, args: { kind: "confirm_migration" } });
+    return { instance: confirming };
+  });
+}
+
+export function revertResize(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
+  return act(ctx, who, uuid, requestId, "revert_resize", actions.revert_resize, async (tx, _inst, actionId) => {
+    const m = await openMigration(tx.conn, uuid, { lock: true });
+    if (!m || m.status !== "FINISHED" || !m.targetHost) throw failedPrecondition(`server ${uuid} has no finished migration to revert`, "NO_MIGRATION");
+    const reverting = await tx.update(uuid, tx.task("RESIZE_REVERTING"));
+    await tx.dispatch({ instance: reverting, host: m.targetHost, actionId, requestId, args: { kind: "revert_migration" } });
+    return { instance: reverting };
+  });
+}
+
+/** The power state a moved server has when its host did not say: as it was before the move. */
+const powerBefore = (m: Migration) => (m.oldVmState === "ACTIVE" ? "RUNNING" : "SHUTDOWN");
+
+export const results = {
+  /** The source handed the disk over: the target creates the server with the new flavor. */
+  migrate_disk: {
+    tasks: ["RESIZE_MIGRATING"],
+    apply: async (r) => {
+      const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+      if (!m || !m.targetHost || r.op.host !== m.sourceHost) return;
+      if (r.error) {
+        // A source that stopped the guest for the move starts it again.
+        const stopped = r.power !== undefined && r.power !== "RUNNING";
+        await rollbackMove(r.tx, { inst: r.inst, migration: m, fault: r.fault(), error: r.opError(), restoreSource: stopped, cleanupTarget: false });
+        return;
+      }
+      const finishing = await r.update({ host: m.targetHost, flavor: m.newFlavor, ...r.tx.task("RESIZE_FINISH") });
+      await r.dispatch(m.targetHost, { kind: "finish_migration", sourceHost: m.sourceHost, powerOn: m.oldVmState === "ACTIVE" }, finishing, m.requestId);
+    },
+  },
+  /** The target runs the moved server: it waits in RESIZED for confirm or revert. */
+  finish_migration: {
+    tasks: ["RESIZE_FINISH"],
+    apply: async (r) => {
+      const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+      if (!m || r.op.host !== m.targetHost) return;
+      if (r.error) {
+        await rollbackMove(r.tx, { inst: r.inst, migration: m, fault: r.fault(), error: r.opError(), restoreSource: true, cleanupTarget: true });
+        return;
+      }
+      await updateMigration(r.conn, m.id, { status: "FINISHED" });
+      await r.succeed({ vmState: "RESIZED", powerState: r.power ?? powerBefore(m) });
+    },
+  },
+  /** The source copy is gone: its capacity is released. */
+  confirm_migration: {
+    tasks: ["RESIZE_CONFIRMING"],
+    apply: async (r) => {
+      const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+      if (!m) return;
+      if (r.error) {
+        await updateMigration(r.conn, m.id, { status: "ERROR" });
+        return r.fail({ vmState: "ERROR" });
+      }
+      await releaseAllocations(r.conn, m.id);
+      await updateMigration(r.conn, m.id, { status: "CONFIRMED" });
+      await r.succeed({ vmState: m.oldVmState === "STOPPED" ? "STOPPED" : "ACTIVE" });
+    },
+  },
+  /** Revert, first step: the target's copy is gone; the source brings the old one back. */
+  revert_migration: {
+    tasks: ["RESIZE_REVERTING"],
+    apply: async (r) => {
+      const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+      // A revert_migration sent as cleanup of a failed move finishes nothing.
+      if (!m || m.status !== "FINISHED" || r.op.host !== m.targetHost) return;
+      if (r.error) return r.fail({ vmState: "ERROR" });
+      const target = await getNodeByHost(r.conn, m.targetHost);
+      if (target) await releaseAllocations(r.conn, r.inst.uuid, target.id);
+      await moveAllocations(r.conn, m.id, r.inst.uuid);
+      const back = await r.update({ host: m.sourceHost, flavor: m.oldFlavor, ...r.tx.task("RESIZE_REVERTING") });
+      await r.dispatch(m.sourceHost, { kind: "finish_revert_migration", powerOn: m.oldVmState === "ACTIVE" }, back, m.requestId);
+    },
+  },
+  /** Revert, last step (or the rollback of a failed move): the old copy runs again on the source. */
+  finish_revert_migration: {
+    tasks: ["RESIZE_REVERTING"],
+    apply: async (r) => {
+      const m = await latestMigration(r.conn, r.inst.uuid);
+      if (!m || r.op.host !== m.sourceHost) return;
+      if (r.error) {
+        if (m.status === "FINISHED") await updateMigration(r.conn, m.id, { status: "ERROR" });
+        return r.fail({ vmState: "ERROR", powerState: r.power });
+      }
+      if (m.status === "FINISHED") await updateMigration(r.conn, m.id, { status: "REVERTED" });
+      await r.succeed({ vmState: m.oldVmState, powerState: r.power ?? powerBefore(m) });
+    },
+  },
+} as const satisfies ResultRules<"migrate_disk" | "finish_migration" | "confirm_migration" | "revert_migration" | "finish_revert_migration">;
+
+const rollBack = {
+  outcome: "the move was rolled back to the source host",
+  reap: async (t) => {
+    const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
+    if (!m) return t.end({ vmState: "ERROR" });
+    await rollbackMove(t.tx, { inst: t.inst, migration: m, fault: t.fault, error: t.error, restoreSource: true, cleanupTarget: true });
+  },
+} as const satisfies TimeoutRules<"RESIZE_MIGRATING">["RESIZE_MIGRATING"];
+
+export const timeouts = {
+  RESIZE_PREP: {
+    outcome: "the move was abandoned before it started",
+    reap: async (t) => {
+      const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
+      if (m) await abandonMove(t.conn, t.inst, m);
+      await t.end();
+    },
+  },
+  RESIZE_MIGRATING: rollBack,
+  RESIZE_FINISH: rollBack,
+  RESIZE_CONFIRMING: {
+    outcome: "the move was confirmed here; the source host removes the old copy when it can",
+    reap: async (t) => {
+      // The source's confirm (a cleanup op) stays queued; the move is confirmed.
+      const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
+      if (m) {
+        await releaseAllocations(t.conn, m.id);
+        await updateMigration(t.conn, m.id, { status: "CONFIRMED" });
+      }
+      await t.end({ vmState: m?.oldVmState === "STOPPED" ? "STOPPED" : "ACTIVE" });
+    },
+  },
+  RESIZE_REVERTING: {
+    outcome: "the revert did not complete; the server needs an operator (hard reboot or delete)",
+    reap: async (t) => {
+      const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
+      if (m) await updateMigration(t.conn, m.id, { status: "ERROR" });
+      await t.end({ vmState: "ERROR" });
+    },
+  },
+} as const satisfies TimeoutRules<"RESIZE_PREP" | "RESIZE_MIGRATING" | "RESIZE_FINISH" | "RESIZE_CONFIRMING" | "RESIZE_REVERTING">;
+
+/** Confirm, as a user would, a resize left unconfirmed past the confirm window (Nova's _poll_unconfirmed_resizes). */
+export const autoConfirm = (ctx: ConductorContext, d: { id: string; instanceUuid: string; projectId: string }) =>
+  confirmResize(ctx, { tokenId: "system", projectId: d.projectId, role: "admin" }, d.instanceUuid, `auto-confirm-${d.id}`);
+

@@ -1,0 +1,225 @@
+/**
+ * Placement: the scheduler proposes, the conductor commits (Nomad's planner
+ * split). The worker takes servers waiting for a host (builds, unshelves,
+ * moves) with SKIP LOCKED, so any number of controllers share the work;
+ * asks the scheduler (pure, in memory) for candidates; claims the best one
+ * with a conditional UPDATE; and hands the claimed host to the server's
+ * flow, all in one transaction with the op that starts the work there.
+ */
+import { status } from "@grpc/grpc-js";
+import type { HostState } from "../domain/placement.js";
+import { resourcesOf } from "../domain/placement.js";
+import type { Instance } from "../domain/types.js";
+import type { HostCache } from "../scheduler/host-cache.js";
+import { noValidHostFault } from "../scheduler/no-valid-host.js";
+import type { Pipeline, Placement } from "../scheduler/pipeline.js";
+import type { PlacementRequest } from "../scheduler/request-spec.js";
+import { requestSpecOf } from "../scheduler/request-spec.js";
+import type { RequestSpec } from "../scheduler/types.js";
+import { finishAction, instantEvent, runningAction } from "../store/actions.js";
+import { getImage } from "../store/catalog.js";
+import type { PoolConnection } from "../store/db.js";
+import { withTx } from "../store/db.js";
+import { getInstance, updateInstance } from "../store/instances.js";
+import { openMigration, updateMigration } from "../store/moves.js";
+import { claim, moveAllocations } from "../store/nodes.js";
+import { loadSurroundings, lockPlacementBatch } from "../store/placement.js";
+import { Pump } from "../pump.js";
+import type { ConductorContext } from "./context.js";
+import { Tx } from "./context.js";
+import { operationErrorOfFault } from "./flow.js";
+import { MOVE_PLACEMENT, build } from "./flows/index.js";
+import { abandonMove } from "./moves.js";
+
+/** Choices made again from a fresh view after every claim was lost, at most. */
+const MAX_PLACEMENT_ROUNDS = 3;
+
+export interface PlacementOptions {
+  /** Servers locked and placed per transaction. */
+  readonly batch: number;
+  /** Poll for work left by other controllers or a crash, ms. */
+  readonly pollMs: number;
+}
+
+export class PlacementWorker {
+  private readonly pump: Pump;
+  /** Claims made by the batch being placed (uncommitted until it ends). */
+  private batchClaims: { host: string; resources: RequestSpec["resources"] }[] = [];
+
+  constructor(
+    private readonly ctx: ConductorContext,
+    private readonly hosts: HostCache,
+    private readonly pipeline: Pipeline,
+    private readonly opts: PlacementOptions,
+  ) {
+    this.pump = new Pump(async () => (await this.placeBatch()) === this.opts.batch, {
+      pollMs: opts.pollMs,
+      onError: (err) => {
+        this.hosts.invalidate();
+        const code = (err as { code?: string }).code;
+        if (code === "ER_LOCK_DEADLOCK" || code === "ER_LOCK_WAIT_TIMEOUT") return true;
+        this.ctx.log.warn({ err }, "placement pass failed; will retry");
+        return false;
+      },
+    });
+  }
+
+  start(): void {
+    this.pump.start();
+  }
+
+  kick(): void {
+    this.pump.kick();
+  }
+
+  stop(): Promise<void> {
+    return this.pump.stop();
+  }
+
+  /** Places one batch; returns how many servers it took. */
+  async placeBatch(): Promise<number> {
+    this.batchClaims = [];
+    return withTx(this.ctx.pool, async (conn) => {
+      const uuids = await lockPlacementBatch(conn, this.opts.batch);
+      const tx = new Tx(conn, this.ctx);
+      for (const uuid of uuids) {
+        const inst = await getInstance(conn, uuid);
+        if (inst?.taskState === "SCHEDULING" || inst?.taskState === "UNSHELVING") await this.placeBuild(tx, inst);
+        else if (inst) await this.placeMove(tx, inst);
+      }
+      return uuids.length;
+    });
+  }
+
+  /** A build, or an unshelve (spawned from the shelved image). */
+  private async placeBuild(tx: Tx, inst: Instance): Promise<void> {
+    const action = await runningAction(tx.conn, inst.uuid);
+    if (action === null) {
+      this.ctx.log.error({ server: inst.uuid }, "instance waiting for a host without a running action; task cleared");
+      await updateInstance(tx.conn, inst.uuid, { taskState: null });
+      return;
+    }
+    const unshelve = inst.vmState === "SHELVED_OFFLOADED";
+    const spec = await this.specOf(tx.conn, inst, {
+      resources: resourcesOf(inst.flavor),
+      ignoreHosts: inst.triedHosts,
+      imageId: unshelve && inst.shelvedImageId ? inst.shelvedImageId : inst.imageId,
+    });
+    const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx.conn, spec, () => true);
+    if (host) return build.placed(tx, inst, action, host.host, alternates);
+    return build.noHost(tx, inst, action, noValidHostFault(placement, lostClaims));
+  }
+
+  /**
+   * The target of a move. The source host is never a candidate. The
+   * source's capacity passes to the migration and the target's is claimed
+   * for the instance in the same transaction as the op that starts the move.
+   */
+  private async placeMove(tx: Tx, inst: Instance): Promise<void> {
+    const { conn } = tx;
+    const m = await openMigration(conn, inst.uuid, { lock: true });
+    if (!m || m.status !== "PRE_MIGRATING") {
+      // Cannot happen short of a hand-edited database; never let it block the batch.
+      this.ctx.log.error({ server: inst.uuid }, "instance waiting for a move target without a pending migration; task cleared");
+      await updateInstance(conn, inst.uuid, { taskState: null });
+      return;
+    }
+    const spec = await this.specOf(conn, inst, {
+      resources: resourcesOf(m.newFlavor),
+      ignoreHosts: m.triedHosts,
+      imageId: inst.imageId,
+      // A resize is placed by the new flavor's extra specs.
+      extraSpecs: m.newFlavor.extraSpecs,
+    });
+    await moveAllocations(conn, inst.uuid, m.id);
+    const { placement, host, lostClaims } = await this.placeAndClaim(conn, spec, (h) => m.requestedHost === null || h.host === m.requestedHost);
+    if (host) {
+      await updateMigration(conn, m.id, { status: "MIGRATING", targetHost: host.host, triedHosts: [...m.triedHosts, host.host] });
+      await instantEvent(conn, { actionId: m.actionId, event: "schedule", host: host.host, result: "Success" });
+      return MOVE_PLACEMENT[m.type](tx, inst, m, host.host);
+    }
+    // Nothing fits: the server stays where and as it was (Nova keeps its
+    // vm_state and records the fault).
+    const fault = noValidHostFault(placement, lostClaims);
+    await abandonMove(conn, inst, m);
+    await updateInstance(conn, inst.uuid, { taskState: null, fault });
+    await instantEvent(conn, { actionId: m.actionId, event: "schedule", result: "Error", fault: fault.message });
+    await finishAction(conn, m.actionId, { error: operationErrorOfFault(fault, status.RESOURCE_EXHAUSTED) });
+  }
+
+  /** The request spec of a server being placed (its group's row is locked by the batch). */
+  private async specOf(
+    conn: PoolConnection,
+    inst: Instance,
+    r: { resources: RequestSpec["resources"]; ignoreHosts: readonly string[]; imageId: string; extraSpecs?: Readonly<Record<string, string>> },
+  ): Promise<RequestSpec> {
+    const image = await getImage(conn, r.imageId, undefined);
+    const request: PlacementRequest = {
+      instanceUuid: inst.uuid,
+      resources: r.resources,
+      ignoreHosts: r.ignoreHosts,
+      availabilityZone: inst.availabilityZone,
+      flavorExtraSpecs: r.extraSpecs ?? inst.extraSpecs,
+      imageProperties: image?.properties ?? {},
+    };
+    return requestSpecOf(request, await loadSurroundings(conn, { instanceUuid: inst.uuid, serverGroupId: inst.serverGroupId, schedulerHints: inst.schedulerHints }));
+  }
+
+  /**
+   * Chooses and claims. Every claim lost means the view was stale (other
+   * schedulers took the room): the view is reloaded from the database and
+   * the choice made again, so a NoValidHost fault describes the hosts as
+   * they are, not as this scheduler last saw them.
+   */
+  private async placeAndClaim(
+    conn: PoolConnection,
+    spec: RequestSpec,
+    eligible: (h: HostState) => boolean,
+  ): Promise<{ placement: Placement; host: HostState | null; lostClaims: number; alternates: string[] }> {
+    let force = false;
+    for (let round = 1; ; round++) {
+      const placement = this.pipeline.place([...(await this.view(force))].filter(eligible), spec);
+      const { host, lost } = await this.claimBest(conn, placement, spec);
+      if (host || lost.length === 0 || round === MAX_PLACEMENT_ROUNDS) {
+        // Alternates: the candidates after the chosen one whose claim was not just lost.
+        const after = host ? placement.candidates.slice(placement.candidates.indexOf(host) + 1) : [];
+        const alternates = after.map((c) => c.host).filter((h) => !lost.includes(h));
+        return { placement, host, lostClaims: lost.length, alternates };
+      }
+      force = true;
+    }
+  }
+
+  /**
+   * Claims the best candidate that still has room: a lost claim means the
+   * view was stale (another scheduler or a report got there first), so the
+   * next candidate is tried.
+   */
+  private async claimBest(conn: PoolConnection, placement: Placement, spec: RequestSpec): Promise<{ host: HostState | null; lost: string[] }> {
+    const upSince = new Date(Date.now() - this.ctx.serviceDownTimeSeconds * 1000);
+    const lost: string[] = [];
+    for (const host of placement.candidates) {
+      if (await claim(conn, host.id, spec.instanceUuid, spec.resources, upSince)) {
+        this.hosts.consume(host.host, spec.resources);
+        this.batchClaims.push({ host: host.host, resources: spec.resources });
+        return { host, lost };
+      }
+      lost.push(host.host);
+      this.hosts.invalidate();
+    }
+    return { host: null, lost };
+  }
+
+  /**
+   * The host view. A reload reads what is committed, which lacks this
+   * batch's own claims (its transaction is still open): they are applied
+   * again, so the scheduler does not choose the hosts it has just filled.
+   */
+  private async view(force: boolean): Promise<Iterable<HostState>> {
+    const before = this.hosts.generation;
+    const hosts = await this.hosts.get(force);
+    if (this.hosts.generation === before) return hosts;
+    for (const c of this.batchClaims) this.hosts.consume(c.host, c.resources);
+    return this.hosts.get();
+  }
+}

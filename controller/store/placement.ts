@@ -1,0 +1,74 @@
+/**
+ * What placement reads and locks: the host view, the batch of servers
+ * waiting for a host, and where a request's group members and hinted
+ * servers are.
+ */
+import type { HostState } from "../domain/placement.js";
+import { HARD_POLICIES } from "../domain/placement.js";
+import { isUp } from "../domain/service.js";
+import type { SchedulerHints } from "../domain/types.js";
+import { aggregatesByHost } from "./aggregates.js";
+import type { PoolConnection, Queryable } from "./db.js";
+import { select } from "./db.js";
+import { listNodes } from "./nodes.js";
+import { getServerGroup, groupMemberHosts, hostsOfServers } from "./server-groups.js";
+
+/** Every host with its liveness (reported within `downTimeSeconds`) and aggregates. */
+export async function loadHostStates(q: Queryable, downTimeSeconds: number): Promise<HostState[]> {
+  const [nodes, aggregates] = await Promise.all([listNodes(q), aggregatesByHost(q)]);
+  const now = Date.now();
+  return nodes.map((n) => ({ ...n, up: isUp(n, downTimeSeconds, now), aggregates: aggregates.get(n.host) ?? [] }));
+}
+
+/**
+ * Locks up to `limit` servers waiting for a host that no other controller
+ * holds (SKIP LOCKED): builds and unshelves, and moves whose migration
+ * still waits for a target. Then the hard-policy server groups of the
+ * batch, in id order and before any host row is claimed, so concurrent
+ * batches take their locks in one order and members are placed one at a
+ * time. Returns the servers' uuids, oldest first.
+ */
+export async function lockPlacementBatch(conn: PoolConnection, limit: number): Promise<string[]> {
+  const rows = await select<{ uuid: string }>(
+    conn,
+    // The task_state IN list is what the instances_task index serves;
+    // moves also need their migration still waiting for a target.
+    `SELECT uuid FROM instances i
+     WHERE task_state IN ('SCHEDULING', 'UNSHELVING', 'RESIZE_PREP', 'MIGRATING', 'REBUILDING') AND deleted_at IS NULL
+       AND (task_state IN ('SCHEDULING', 'UNSHELVING')
+         OR EXISTS (SELECT 1 FROM migrations m WHERE m.instance_uuid = i.uuid AND m.status = 'PRE_MIGRATING'))
+     ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`,
+    [limit],
+  );
+  const uuids = rows.map((r) => r.uuid);
+  if (uuids.length) {
+    await select(
+      conn,
+      `SELECT g.id FROM server_groups g JOIN instances i ON i.server_group_id = g.id
+       WHERE i.uuid IN (?) AND g.deleted_at IS NULL AND g.policy IN (?)
+       ORDER BY g.id FOR UPDATE`,
+      [uuids, HARD_POLICIES],
+    );
+  }
+  return uuids;
+}
+
+/**
+ * The server group of a request (with where its other members run or are
+ * moving to) and the hosts of its same_host / different_host servers. A
+ * group deleted meanwhile no longer applies.
+ */
+export async function loadSurroundings(q: Queryable, r: { instanceUuid: string; serverGroupId: string | null; schedulerHints: SchedulerHints }) {
+  const group = r.serverGroupId ? await getServerGroup(q, r.serverGroupId) : null;
+  const [memberHosts, sameHost, differentHost] = await Promise.all([
+    group ? groupMemberHosts(q, group.id, r.instanceUuid) : Promise.resolve(new Map<string, number>()),
+    r.schedulerHints.sameHost.length ? hostsOfServers(q, r.schedulerHints.sameHost) : Promise.resolve(undefined),
+    r.schedulerHints.differentHost.length ? hostsOfServers(q, r.schedulerHints.differentHost) : Promise.resolve(undefined),
+  ]);
+  return {
+    group: group ? { id: group.id, policy: group.policy, maxServerPerHost: group.maxServerPerHost } : null,
+    memberHosts,
+    ...(sameHost ? { sameHost } : {}),
+    ...(differentHost ? { differentHost } : {}),
+  };
+}
