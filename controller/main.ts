@@ -1,4 +1,5 @@
 import { ConfigError, configHelp, loadConfig } from "./config.js";
+import { bestEffort } from "./best-effort.js";
 import { Controller } from "./controller.js";
 
 async function main(): Promise<void> {
@@ -37,7 +38,7 @@ async function main(): Promise<void> {
     await controller.start();
   } catch (err) {
     controller.log.fatal({ err }, "controller failed to start");
-    await controller.stop().catch(() => undefined);
+    await bestEffort(controller.log, "stopping what had started", () => controller.stop());
     process.exit(1);
   }
 }

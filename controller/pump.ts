@@ -52,6 +52,7 @@ export class Pump {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    await this.idle.catch(() => undefined);
+    // The loop hands every failed step to onError, so this only waits.
+    await this.idle;
   }
 }

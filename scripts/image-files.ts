@@ -30,11 +30,17 @@ export async function uploadImageFile(
   const done = new Promise<Image>((resolve, reject) => {
     call = client.uploadImageData(metadata, (err, res) => (err ? reject(err) : resolve(res!.image!)));
   });
-  // The call's error surfaces through `done` (returned below); writes after it fail quietly.
-  done.catch(() => undefined);
-  call.on("error", () => undefined);
+  // The call's error is the upload's result: `done` carries it to the caller
+  // (returned below). Until then it only stops the writing.
+  let ended = false;
+  const end = () => {
+    ended = true;
+  };
+  done.then(end, end);
+  call.on("error", end);
   const send = async (msg: UploadImageDataRequest) => {
-    if (!call.write(msg)) await Promise.race([once(call, "drain"), done.then(() => undefined, () => undefined)]);
+    if (ended) return;
+    if (!call.write(msg)) await Promise.race([once(call, "drain"), new Promise<void>((resolve) => done.then(() => resolve(), () => resolve()))]);
   };
   await send({ part: { $case: "header", header: { imageId, sizeBytes: size, checksum: opts.checksum ?? "" } } });
   for await (const chunk of createReadStream(file, { highWaterMark: CHUNK_BYTES })) {

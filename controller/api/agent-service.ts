@@ -127,7 +127,8 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
           if (!failed) call.end();
         });
       });
-      call.on("error", () => undefined);
+      // A failed stream ends through fail() above; the event is logged for tracing only.
+      call.on("error", (err: unknown) => deps.log.debug({ err, host }, "agent stream error"));
     },
   };
 }
