@@ -17,6 +17,7 @@ import { mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { DriverError } from "../errors.js";
+import { isMissing } from "./failures.js";
 
 /** Size and SHA-256 of stored bytes. */
 export interface StoredObject {
@@ -112,15 +113,17 @@ export class DirectoryImageStore implements ImageStore {
 
   async get(key: string, dest: string, options: { readonly signal?: AbortSignal } = {}): Promise<StoredObject> {
     const path = join(this.dir, checkKey(key));
+    const what = `reading ${key} from ${this.dir}`;
     try {
       await stat(path);
-    } catch {
-      throw new DriverError("IMAGE_NOT_FOUND", `image store ${this.dir} has no object ${key}`);
+    } catch (err) {
+      if (isMissing(err)) throw new DriverError("IMAGE_NOT_FOUND", `image store ${this.dir} has no object ${key}`);
+      throw this.failure(what, err);
     }
     try {
       return await writeHashed(createReadStream(path), dest, options.signal);
     } catch (err) {
-      throw abortedOr(err, () => new DriverError("IMAGE_STORE_ERROR", `reading ${key} from ${this.dir}: ${(err as Error).message}`, { retryable: true, cause: err }));
+      throw this.failure(what, err);
     }
   }
 
@@ -129,8 +132,12 @@ export class DirectoryImageStore implements ImageStore {
     try {
       return await writeHashed(createReadStream(source), join(this.dir, checkKey(key)), options.signal);
     } catch (err) {
-      throw abortedOr(err, () => new DriverError("IMAGE_STORE_ERROR", `writing ${key} to ${this.dir}: ${(err as Error).message}`, { retryable: true, cause: err }));
+      throw this.failure(`writing ${key} to ${this.dir}`, err);
     }
+  }
+
+  private failure(what: string, err: unknown): DriverError {
+    return abortedOr(err, () => new DriverError("IMAGE_STORE_ERROR", `${what}: ${(err as Error).message}`, { retryable: true, cause: err }));
   }
 
   async delete(key: string): Promise<void> {

@@ -51,18 +51,13 @@ import {
 import { readFileTail } from "../console-tail.js";
 import { DriverError, InstanceNotFoundError, NotSupportedError, SoftRebootTimeoutError, throwIfAborted } from "../errors.js";
 import type { DriverCapabilities, HostReport, InstanceReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "../types.js";
-import {
-  isLibvirtError,
-  loadLibvirt,
-  type LibvirtBinding,
-  type LibvirtConnection,
-  type LibvirtDomain,
-} from "./binding/index.js";
+import { isLibvirtError, loadLibvirt, type LibvirtBinding, type LibvirtConnection, type LibvirtDomain } from "./binding/index.js";
 import * as C from "./binding/constants.js";
 import { buildDomainXml, domainName, parseDomainMetadata, serverIdOfDomain, type DomainMetadata } from "./domain-xml.js";
 import { ImageCache, type ImageStore } from "./image-store.js";
 import { powerStateOf } from "./power-state.js";
 import { formatMigrationUri, jobMessage, jobPercent, parseMigrationUri, rebaseXmlPaths, uriHost } from "./live-migration.js";
+import { fromLibvirt, invalidState, unless } from "./failures.js";
 import { convert, createOverlay, growTo, rebaseUnsafe, type DiskFormat } from "./qemu-img.js";
 
 /** Options of {@link LibvirtDriver}. */
@@ -165,30 +160,6 @@ function specHash(i: InstanceSpec): string {
     .update(JSON.stringify([i.vcpus, i.memoryMb, i.diskGb, i.image.id]))
     .digest("hex")
     .slice(0, 32);
-}
-
-function invalidState(message: string): DriverError {
-  return new DriverError("INVALID_STATE", message, { retryable: false });
-}
-
-/** A libvirt failure as a DriverError (retryable when libvirt's connection failed). */
-function fromLibvirt(err: unknown, what: string): DriverError {
-  if (err instanceof DriverError) return err;
-  if (isLibvirtError(err)) {
-    const connection = [C.VIR_ERR_INVALID_CONN, C.VIR_ERR_SYSTEM_ERROR, C.VIR_ERR_RPC].includes(err.code);
-    return new DriverError(connection ? "HYPERVISOR_UNAVAILABLE" : `LIBVIRT_${err.codeName.replace(/^VIR_ERR_/, "")}`, `${what}: ${err.message}`, {
-      retryable: connection,
-      cause: err,
-    });
-  }
-  return DriverError.from(err);
-}
-
-/** A catch handler that swallows DriverErrors of `code` (a state reached meanwhile) and rethrows the rest. */
-function unless(code: string): (err: unknown) => void {
-  return (err) => {
-    if (!(err instanceof DriverError && err.code === code)) throw err;
-  };
 }
 
 /** Serialises async sections (the fit check and the define that uses it up). */
