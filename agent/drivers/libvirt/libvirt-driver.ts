@@ -24,13 +24,7 @@ import {
   type CallOptions,
   type ConsoleOutputOptions,
   type Driver,
-  type FinishMigrationOptions,
-  type FinishRevertMigrationOptions,
   type InstanceOptions,
-  type LiveMigrateOptions,
-  type MigrateDiskOptions,
-  type PostLiveMigrationOptions,
-  type PreLiveMigrationOptions,
   type PowerOffOptions,
   type RebootOptions,
   type RebuildOptions,
@@ -286,39 +280,14 @@ export class LibvirtDriver implements Driver {
     await this.p.images.pruneUnused();
   }
 
-  // ---- resize and cold migration (cold-migration.ts) ---------------------------------------
+  // ---- resize and cold migration (cold-migration.ts), live migration (live-migration.ts) --------
 
-  migrateDiskAndPowerOff(options: MigrateDiskOptions, call?: CallOptions): Promise<void> {
-    return this.cold.migrateDiskAndPowerOff(options, call);
-  }
-
-  finishMigration(options: FinishMigrationOptions, call?: CallOptions): Promise<void> {
-    return this.cold.finishMigration(options, call);
-  }
-
-  confirmMigration(options: InstanceOptions, call?: CallOptions): Promise<void> {
-    return this.cold.confirmMigration(options, call);
-  }
-
-  finishRevertMigration(options: FinishRevertMigrationOptions, call?: CallOptions): Promise<void> {
-    return this.cold.finishRevertMigration(options, call);
-  }
-
-  // ---- live migration (live-migration.ts) ---------------------------------------------------
-
-  preLiveMigration(options: PreLiveMigrationOptions, call?: CallOptions): Promise<void> {
-    return this.live.preLiveMigration(options, call);
-  }
-
-  liveMigrate(options: LiveMigrateOptions, call?: CallOptions): Promise<void> {
-    return this.live.liveMigrate(options, call);
-  }
-
-  postLiveMigration(options: PostLiveMigrationOptions, call?: CallOptions): Promise<void> {
-    return this.live.postLiveMigration(options, call);
-  }
-
-  rollbackLiveMigration(options: InstanceOptions, call?: CallOptions): Promise<void> {
-    return this.live.rollbackLiveMigration(options, call);
-  }
+  readonly migrateDiskAndPowerOff: Driver["migrateDiskAndPowerOff"] = (o, call) => this.cold.migrateDiskAndPowerOff(o, call);
+  readonly finishMigration: Driver["finishMigration"] = (o, call) => this.cold.finishMigration(o, call);
+  readonly confirmMigration: Driver["confirmMigration"] = (o, call) => this.cold.confirmMigration(o, call);
+  readonly finishRevertMigration: Driver["finishRevertMigration"] = (o, call) => this.cold.finishRevertMigration(o, call);
+  readonly preLiveMigration: Driver["preLiveMigration"] = (o, call) => this.live.preLiveMigration(o, call);
+  readonly liveMigrate: Driver["liveMigrate"] = (o, call) => this.live.liveMigrate(o, call);
+  readonly postLiveMigration: Driver["postLiveMigration"] = (o, call) => this.live.postLiveMigration(o, call);
+  readonly rollbackLiveMigration: Driver["rollbackLiveMigration"] = (o, call) => this.live.rollbackLiveMigration(o, call);
 }
