@@ -1,22 +1,20 @@
 /**
- * Where image bytes live, and the agent's local cache of base images.
+ * Where image bytes live.
  *
  * An {@link ImageStore} holds objects by key: images by their id, and the
  * disks a cold migration hands from one host to another. The
  * {@link DirectoryImageStore} keeps them as files in a directory (a local
  * image repository, or one shared between hosts); the JetStream object
- * store implements the same interface for a cluster.
- *
- * The {@link ImageCache} keeps one verified copy of each base image under
- * `<instances>/_base/`, shared by every instance's qcow2 overlay, and
- * removes the ones no instance uses any more.
+ * store implements the same interface for a cluster. The local copies of
+ * base images a host keeps are in image-cache.ts.
  */
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
+import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { DriverError } from "../errors.js";
+import { isMissing } from "./failures.js";
 
 /** Size and SHA-256 of stored bytes. */
 export interface StoredObject {
@@ -42,7 +40,7 @@ export interface ImageStore {
 /** Object keys are ids and simple names: no path separators, no dot-files. */
 const KEY = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
 
-function checkKey(key: string): string {
+export function checkKey(key: string): string {
   if (!KEY.test(key)) throw new DriverError("INVALID_ARGUMENT", `bad image store key "${key}"`);
   return key;
 }
@@ -112,15 +110,17 @@ export class DirectoryImageStore implements ImageStore {
 
   async get(key: string, dest: string, options: { readonly signal?: AbortSignal } = {}): Promise<StoredObject> {
     const path = join(this.dir, checkKey(key));
+    const what = `reading ${key} from ${this.dir}`;
     try {
       await stat(path);
-    } catch {
-      throw new DriverError("IMAGE_NOT_FOUND", `image store ${this.dir} has no object ${key}`);
+    } catch (err) {
+      if (isMissing(err)) throw new DriverError("IMAGE_NOT_FOUND", `image store ${this.dir} has no object ${key}`);
+      throw this.failure(what, err);
     }
     try {
       return await writeHashed(createReadStream(path), dest, options.signal);
     } catch (err) {
-      throw abortedOr(err, () => new DriverError("IMAGE_STORE_ERROR", `reading ${key} from ${this.dir}: ${(err as Error).message}`, { retryable: true, cause: err }));
+      throw this.failure(what, err);
     }
   }
 
@@ -129,106 +129,15 @@ export class DirectoryImageStore implements ImageStore {
     try {
       return await writeHashed(createReadStream(source), join(this.dir, checkKey(key)), options.signal);
     } catch (err) {
-      throw abortedOr(err, () => new DriverError("IMAGE_STORE_ERROR", `writing ${key} to ${this.dir}: ${(err as Error).message}`, { retryable: true, cause: err }));
+      throw this.failure(`writing ${key} to ${this.dir}`, err);
     }
+  }
+
+  private failure(what: string, err: unknown): DriverError {
+    return abortedOr(err, () => new DriverError("IMAGE_STORE_ERROR", `${what}: ${(err as Error).message}`, { retryable: true, cause: err }));
   }
 
   async delete(key: string): Promise<void> {
     await rm(join(this.dir, checkKey(key)), { force: true });
-  }
-}
-
-/** Options of {@link ImageCache}. */
-export interface ImageCacheOptions {
-  /** Directory of the cached base images. */
-  readonly dir: string;
-  /** Where images come from. */
-  readonly store: ImageStore;
-  /**
-   * Unused base images younger than this are kept by {@link ImageCache.prune}
-   * (Nova's `remove_unused_original_minimum_age_seconds`; default 3600).
-   */
-  readonly minAgeSeconds?: number;
-}
-
-/** The local copies of base images (see the module comment). */
-export class ImageCache {
-  private readonly fetching = new Map<string, Promise<string>>();
-  private readonly minAgeMs: number;
-
-  constructor(private readonly options: ImageCacheOptions) {
-    this.minAgeMs = (options.minAgeSeconds ?? 3600) * 1000;
-  }
-
-  /** Path of the cached copy of image `imageId` (whether or not it is there yet). */
-  pathOf(imageId: string): string {
-    return join(this.options.dir, checkKey(imageId));
-  }
-
-  /**
-   * The path of a verified local copy of the image, fetched from the store
-   * if it is not cached yet. Concurrent calls for one image fetch it once.
-   * `checksum` (SHA-256 hex, may be empty: not checked) must match the
-   * bytes: a mismatch is a non-retryable "IMAGE_CHECKSUM_MISMATCH" and
-   * nothing is cached.
-   */
-  async ensure(imageId: string, checksum: string, signal?: AbortSignal): Promise<string> {
-    const path = this.pathOf(imageId);
-    try {
-      await stat(path);
-      const now = new Date();
-      await utimes(path, now, now).catch(() => undefined); // last use, for prune
-      return path;
-    } catch {
-      // not cached yet
-    }
-    let pending = this.fetching.get(imageId);
-    if (!pending) {
-      pending = this.fetch(imageId, checksum, path, signal).finally(() => this.fetching.delete(imageId));
-      this.fetching.set(imageId, pending);
-    }
-    return pending;
-  }
-
-  private async fetch(imageId: string, checksum: string, path: string, signal?: AbortSignal): Promise<string> {
-    await mkdir(this.options.dir, { recursive: true });
-    const tmp = `${path}.fetch-${process.pid}`;
-    try {
-      const got = await this.options.store.get(imageId, tmp, { signal });
-      if (checksum !== "" && got.checksum !== checksum.toLowerCase()) {
-        throw new DriverError(
-          "IMAGE_CHECKSUM_MISMATCH",
-          `image ${imageId}: the store's data has SHA-256 ${got.checksum}, the image record says ${checksum}`,
-        );
-      }
-      await rename(tmp, path);
-      return path;
-    } finally {
-      await rm(tmp, { force: true });
-    }
-  }
-
-  /**
-   * Removes cached images that are not in `inUse` and were not used for
-   * `minAgeSeconds`. Resolves the ids removed.
-   */
-  async prune(inUse: ReadonlySet<string>): Promise<string[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.options.dir);
-    } catch {
-      return [];
-    }
-    const removed: string[] = [];
-    const now = Date.now();
-    for (const name of names) {
-      if (name.includes(".fetch-") || inUse.has(name) || this.fetching.has(name)) continue;
-      const path = join(this.options.dir, name);
-      const st = await stat(path).catch(() => undefined);
-      if (!st || now - st.mtimeMs < this.minAgeMs) continue;
-      await rm(path, { force: true });
-      removed.push(name);
-    }
-    return removed;
   }
 }

@@ -5,7 +5,7 @@
  * binding is not built, unless LIBVIRT_BINDING_REQUIRED=1 (npm test).
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,12 +21,7 @@ import { imageInfo } from "./qemu-img.js";
 
 const loaded = tryLoadLibvirt();
 const required = process.env.LIBVIRT_BINDING_REQUIRED === "1";
-let qemuImg = true;
-try {
-  execFileSync("qemu-img", ["--version"], { stdio: "ignore" });
-} catch {
-  qemuImg = false;
-}
+const qemuImg = spawnSync("qemu-img", ["--version"], { stdio: "ignore" }).status === 0;
 const skip =
   loaded instanceof Error && !required
     ? `libvirt binding not built (${ADDON_PATH})`

@@ -13,7 +13,7 @@ import { promisify } from "node:util";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, test, type TestContext } from "node:test";
 import { driverContract } from "../contract.js";
 import { DriverError } from "../errors.js";
 import { testInstance } from "../test-instance.js";
@@ -30,6 +30,17 @@ if (skip && process.env.NOVAMESH_LIBVIRT_REQUIRED === "1") throw new Error(skip)
 let root: string;
 let store: BlankingStore;
 let made = 0;
+
+/**
+ * Awaits the cleanup steps of a test that may have failed; a step that fails
+ * is a diagnostic of the test, so it neither hides the test's own error nor
+ * goes unseen.
+ */
+async function cleanUp(t: TestContext, steps: Promise<unknown>[]): Promise<void> {
+  for (const r of await Promise.allSettled(steps)) {
+    if (r.status === "rejected") t.diagnostic(`cleanup failed: ${String(r.reason)}`);
+  }
+}
 
 /** A driver on A or B in turn, each with an instances path of its own. */
 async function makeHost(hostname: string, extra: { bandwidthMiBs?: number } = {}): Promise<LibvirtDriver> {
@@ -63,7 +74,7 @@ describe("libvirt driver on two libvirtds (qemu)", { skip }, () => {
 
   driverContract("libvirt (qemu, live migration)", (hostname) => makeHost(hostname), { only: "liveMigration" });
 
-  test("an abort in the middle of a copy cancels the libvirt job: ABORTED, the source runs on, rollback leaves the target empty", async () => {
+  test("an abort in the middle of a copy cancels the libvirt job: ABORTED, the source runs on, rollback leaves the target empty", async (t) => {
     // Capped at 1 MiB/s, so the copy outlasts the first progress poll.
     const source = await makeHost("abort-source", { bandwidthMiBs: 1 });
     const target = await makeHost("abort-target");
@@ -95,12 +106,12 @@ describe("libvirt driver on two libvirtds (qemu)", { skip }, () => {
       assert.equal(await source.powerState({ instanceId: inst.id }), "RUNNING");
       await target.rollbackLiveMigration({ instanceId: inst.id });
       assert.equal((await target.report()).instances.find((i) => i.serverId === inst.id), undefined);
-      const left = await readdir(join(root, `abort-target-${made}`, "instances")).catch(() => [] as string[]);
+      const left = await readdir(join(root, `abort-target-${made}`, "instances"));
       assert.deepEqual(left.filter((n) => n !== "_base"), [], "no overlay left on the target");
       await source.destroy({ instanceId: inst.id });
     } finally {
       // A failed run leaves no running guest on either daemon.
-      await Promise.all([source.destroy({ instanceId: inst.id }).catch(() => undefined), target.destroy({ instanceId: inst.id }).catch(() => undefined)]);
+      await cleanUp(t, [source.destroy({ instanceId: inst.id }), target.destroy({ instanceId: inst.id })]);
       await Promise.all([source.close(), target.close()]);
     }
   });
@@ -115,7 +126,7 @@ describe("libvirt driver when libvirtd restarts (qemu)", { skip }, () => {
     await rm(root, { recursive: true, force: true });
   });
 
-  test("calls go on after host A's libvirtd restarts: the driver reconnects, the guest ran on", async () => {
+  test("calls go on after host A's libvirtd restarts: the driver reconnects, the guest ran on", async (t) => {
     made = 0; // the next driver is on A
     const driver = await makeHost("restart");
     await driver.init();
@@ -138,7 +149,7 @@ describe("libvirt driver when libvirtd restarts (qemu)", { skip }, () => {
       assert.equal(await driver.powerState({ instanceId: inst.id }), "PAUSED");
       await driver.destroy({ instanceId: inst.id });
     } finally {
-      await driver.destroy({ instanceId: inst.id }).catch(() => undefined);
+      await cleanUp(t, [driver.destroy({ instanceId: inst.id })]);
       await driver.close();
     }
   });

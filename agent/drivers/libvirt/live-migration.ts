@@ -1,7 +1,12 @@
 /**
- * Pieces of the libvirt driver's live migration that need no hypervisor:
- * the migration URI a host announces, the domain XML rewritten for the
- * target's paths, and progress from libvirt's job statistics.
+ * Live migration on libvirt (qemu, with `liveMigrationUri`): peer to peer
+ * between the two libvirtds, local disks copied incrementally onto an
+ * overlay the target prepared on its own copy of the base image. The
+ * driver's side (Nova's pre_live_migration, live_migration,
+ * post_live_migration_at_destination, rollback_live_migration_at_destination)
+ * and the pieces that need no hypervisor: the migration URI a host
+ * announces, the domain XML rewritten for the target's paths, and progress
+ * from libvirt's job statistics.
  *
  * A host announces where it receives live migrations as one string (the
  * driver's `migrationUri`, sent in Hello and handed to the source):
@@ -13,8 +18,15 @@
  * there, so hosts need not share one layout) and the address qemu receives
  * the memory and disk copy on (Nova's `live_migration_inbound_addr`).
  */
-import { DriverError } from "../errors.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { CallOptions, InstanceOptions, LiveMigrateOptions, PostLiveMigrationOptions, PreLiveMigrationOptions } from "../driver.js";
+import { DriverError, InstanceNotFoundError, NotSupportedError, throwIfAborted } from "../errors.js";
+import { isLibvirtError } from "./binding/index.js";
+import * as C from "./binding/constants.js";
 import { xmlEscape } from "./domain-xml.js";
+import { bestEffort, fromLibvirt, invalidState } from "./failures.js";
+import type { Known } from "./inventory.js";
+import type { DriverParts, LibvirtDriverOptions } from "./parts.js";
 
 /** Where and how a host receives live migrations. */
 export interface MigrationTarget {
@@ -34,12 +46,21 @@ export function formatMigrationUri(t: MigrationTarget): string {
 
 /** The host part of a libvirt URI ("qemu+tcp://10.0.0.2:16509/system" → "10.0.0.2"), or undefined. */
 export function uriHost(uri: string): string | undefined {
-  try {
-    const host = new URL(uri).hostname;
-    return host === "" ? undefined : host.replace(/^\[(.*)\]$/, "$1");
-  } catch {
-    return undefined;
-  }
+  if (!URL.canParse(uri)) return undefined;
+  const host = new URL(uri).hostname;
+  return host === "" ? undefined : host.replace(/^\[(.*)\]$/, "$1");
+}
+
+/** The hypervisor part of a libvirt URI's scheme ("qemu+tcp://…" → "qemu", "test:///…" → "test"). */
+export function uriScheme(uri: string): string {
+  return uri.split(":", 1)[0]!.split("+", 1)[0]!;
+}
+
+/** The `migrationUri` a host with these options announces; undefined when it cannot live-migrate (see the options). */
+export function announcedMigrationUri(options: LibvirtDriverOptions): string | undefined {
+  const uri = options.liveMigrationUri;
+  if (uriScheme(options.uri) !== "qemu" || uri === undefined) return undefined;
+  return formatMigrationUri({ uri, instancesPath: options.instancesPath, inboundAddr: options.liveMigrationInboundAddr ?? uriHost(uri) ?? options.hostname });
 }
 
 /** Reads a `migrationUri` another host announced; a malformed one is a non-retryable INVALID_ARGUMENT. */
@@ -96,4 +117,182 @@ export function jobMessage(stats: Readonly<Record<string, number | string | bool
   if (Number(stats.memory_total ?? 0) > 0) parts.push(`memory ${mib(stats.memory_processed)}/${mib(stats.memory_total)} MiB`);
   if (Number(stats.memory_dirty_rate ?? 0) > 0) parts.push(`${stats.memory_dirty_rate} pages/s dirtied`);
   return parts.join(", ");
+}
+
+/** A domain paused because a live migration is still arriving. */
+function arriving(k: Known): boolean {
+  return k.state === C.VIR_DOMAIN_PAUSED && k.reason === C.VIR_DOMAIN_PAUSED_MIGRATION;
+}
+
+/** The driver's live migration calls (see the module comment). */
+export class LiveMigration {
+  /** `enabled`: whether this host can live-migrate (it announces a migration URI). */
+  constructor(
+    private readonly p: DriverParts,
+    private readonly enabled: boolean,
+  ) {}
+
+  private get hostname(): string {
+    return this.p.options.hostname;
+  }
+
+  private require(what: string): void {
+    if (this.enabled) return;
+    const { uri } = this.p.options;
+    throw new NotSupportedError(what, uriScheme(uri) === "qemu" ? `libvirt on ${this.hostname} (no live migration URI configured)` : `libvirt (${uri})`);
+  }
+
+  /** Target: fetches the images, makes an empty overlay on the local base, and holds the flavor's memory and disk. */
+  async preLiveMigration({ instance, sourceHost }: PreLiveMigrationOptions, call: CallOptions = {}): Promise<void> {
+    this.require("preLiveMigration");
+    throwIfAborted(call.signal);
+    const { files, inventory } = this.p;
+    const id = instance.id;
+    const [existing, side] = await inventory.lookup(id);
+    if (side.incoming) return;
+    if (existing) throw new DriverError("INSTANCE_EXISTS", `instance ${id} already exists on ${this.hostname} (${existing.power})`);
+    try {
+      const boot = await this.p.images.forInstance(instance, call.signal);
+      await inventory.placing(instance, "receive", id, async () => {
+        throwIfAborted(call.signal);
+        // The source copies only its overlay (incremental): the base below it is this host's copy of the same image.
+        await files.freshOverlay(instance, boot.base, call.signal);
+        const p = instance.image.properties;
+        const imageIds = [instance.image.id, p.kernel_id, p.ramdisk_id].filter((x): x is string => !!x);
+        await files.setSidecar(id, { incoming: { from: sourceHost, memoryMb: instance.memoryMb, diskGb: instance.diskGb, imageIds } });
+      });
+    } catch (err) {
+      await bestEffort(this.p.log, "removing a half-prepared incoming instance", () => files.remove(id), { instance: id });
+      throw fromLibvirt(err, `preparing the live migration of ${id}`);
+    }
+  }
+
+  /**
+   * Source: `virDomainMigrateToURI3`, peer to peer to the target's libvirtd,
+   * with the domain XML moved to the target's paths and the local disk copied
+   * incrementally; progress from the job's statistics; an abort cancels the job.
+   */
+  async liveMigrate({ instanceId, targetHost, targetUri, onProgress }: LiveMigrateOptions, call: CallOptions = {}): Promise<void> {
+    this.require("liveMigrate");
+    const { log, libvirt, options } = this.p;
+    const signal = call.signal;
+    const context = { instance: instanceId, target: targetHost };
+    const aborted = (cause?: unknown) =>
+      new DriverError("ABORTED", `live migration of ${instanceId} to ${targetHost} aborted; it stays on ${this.hostname}`, {
+        retryable: false,
+        cause: cause ?? signal?.reason,
+      });
+    if (signal?.aborted) throw aborted();
+    const k = await this.p.inventory.get(instanceId);
+    await this.p.domains.refuseOldCopy(instanceId, "live migrate");
+    if (k.power !== "RUNNING" && k.power !== "PAUSED") throw invalidState(`cannot live migrate ${instanceId}: it is ${k.power}`);
+    const target = parseMigrationUri(targetUri);
+    const [liveXml, persistentXml] = await libvirt.call(`reading the domain XML of ${instanceId}`, () =>
+      Promise.all([
+        k.dom.getXMLDesc(C.VIR_DOMAIN_XML_MIGRATABLE | C.VIR_DOMAIN_XML_SECURE),
+        k.dom.getXMLDesc(C.VIR_DOMAIN_XML_MIGRATABLE | C.VIR_DOMAIN_XML_SECURE | C.VIR_DOMAIN_XML_INACTIVE),
+      ]),
+    );
+    const here = options.instancesPath;
+    const addr = target.inboundAddr.includes(":") ? `[${target.inboundAddr}]` : target.inboundAddr;
+    const flags =
+      C.VIR_MIGRATE_LIVE |
+      C.VIR_MIGRATE_PEER2PEER |
+      C.VIR_MIGRATE_PERSIST_DEST |
+      C.VIR_MIGRATE_UNDEFINE_SOURCE |
+      C.VIR_MIGRATE_NON_SHARED_INC |
+      C.VIR_MIGRATE_ABORT_ON_ERROR |
+      (k.power === "PAUSED" ? C.VIR_MIGRATE_PAUSED : 0);
+
+    let best = 0;
+    const progress = (percent: number, message: string) => {
+      if (percent < best) return;
+      best = percent;
+      void bestEffort(log, "reporting live migration progress", () => onProgress?.(percent, message), context);
+    };
+    progress(0, `migrating to ${targetHost}`);
+    let done = false;
+    const abortJob = () => void bestEffort(log, "aborting the live migration job", () => k.dom.abortJob(), context);
+    signal?.addEventListener("abort", abortJob, { once: true });
+    const poller = (async () => {
+      while (!done) {
+        await sleep(options.liveMigrationPollMs ?? 500);
+        if (done) return;
+        if (signal?.aborted) abortJob(); // the job may not have existed when the abort came
+        const stats = await this.jobStats(k, context);
+        const percent = stats && jobPercent(stats);
+        if (!done && stats && percent !== undefined) progress(percent, jobMessage(stats));
+      }
+    })();
+    try {
+      await libvirt.call(`live migrating ${instanceId} to ${targetHost}`, () =>
+        k.dom.migrateToURI3(
+          target.uri,
+          {
+            migrateUri: `tcp://${addr}`,
+            listenAddress: target.inboundAddr,
+            destXml: rebaseXmlPaths(liveXml, here, target.instancesPath),
+            persistXml: rebaseXmlPaths(persistentXml, here, target.instancesPath),
+            ...(options.liveMigrationBandwidthMiBs ? { bandwidthMiBs: options.liveMigrationBandwidthMiBs } : {}),
+          },
+          flags,
+        ),
+      );
+    } catch (err) {
+      if (signal?.aborted || (err instanceof DriverError && err.code === "LIBVIRT_OPERATION_ABORTED")) throw aborted(err);
+      const e = fromLibvirt(err, `live migrating ${instanceId} to ${targetHost}`);
+      throw new DriverError("LIVE_MIGRATION_FAILED", e.message, { retryable: e.retryable, cause: err });
+    } finally {
+      done = true;
+      signal?.removeEventListener("abort", abortJob);
+      await poller;
+    }
+    // The domain runs on the target and is undefined here; its disk and console log here are left over.
+    await bestEffort(log, "removing what the migrated instance left here", () => this.p.domains.remove(instanceId), context);
+    await this.p.images.pruneUnused();
+    progress(100, `migrated to ${targetHost}`);
+  }
+
+  /** The statistics of the domain's migration job; undefined once the domain has gone (the migration is over) or they cannot be read. */
+  private async jobStats(k: Known, context: Record<string, string>) {
+    const read = () =>
+      k.dom.getJobStats().then(
+        (s) => s.stats,
+        (err: unknown) => {
+          if (!isLibvirtError(err, "VIR_ERR_NO_DOMAIN")) throw err;
+          return undefined;
+        },
+      );
+    return bestEffort(this.p.log, "reading the live migration job's progress", read, context);
+  }
+
+  /** Target: the migrated domain takes over; what preLiveMigration recorded is dropped. */
+  async postLiveMigration({ instanceId }: PostLiveMigrationOptions, call: CallOptions = {}): Promise<void> {
+    this.require("postLiveMigration");
+    throwIfAborted(call.signal);
+    const [k, side] = await this.p.inventory.lookup(instanceId);
+    if (!k) {
+      if (side.incoming) throw invalidState(`the live migration of ${instanceId} from ${side.incoming.from} has not arrived on ${this.hostname}`);
+      throw new InstanceNotFoundError(instanceId);
+    }
+    if (arriving(k) && side.incoming) throw invalidState(`the live migration of ${instanceId} is still arriving on ${this.hostname}`);
+    if (k.power !== "RUNNING" && k.power !== "PAUSED") throw invalidState(`${instanceId} is ${k.power} on ${this.hostname}, not a finished live migration`);
+    if (side.incoming) await this.p.files.dropSidecar(instanceId);
+  }
+
+  /** Target: removes a prepared (or half-arrived) incoming instance; one that arrived is not touched. */
+  async rollbackLiveMigration({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<void> {
+    this.require("rollbackLiveMigration");
+    throwIfAborted(call.signal);
+    const [k, side] = await this.p.inventory.lookup(instanceId);
+    if (!side.incoming) {
+      if (k) throw invalidState(`${instanceId} on ${this.hostname} is not an incoming live migration (it is ${k.power})`);
+      return;
+    }
+    if (k && !arriving(k) && k.state !== C.VIR_DOMAIN_SHUTOFF) {
+      throw invalidState(`${instanceId} has arrived on ${this.hostname} (it is ${k.power}); it is not rolled back`);
+    }
+    await this.p.domains.remove(instanceId);
+    await this.p.images.pruneUnused();
+  }
 }

@@ -1,0 +1,54 @@
+/**
+ * How the libvirt driver treats failures: libvirt errors as DriverErrors,
+ * the failures that are a decision ("not found" means gone, "off
+ * meanwhile" means done), and best-effort steps, whose failure is logged
+ * and otherwise ignored.
+ */
+import type { Bindings, Logger } from "pino";
+import { DriverError } from "../errors.js";
+import { isLibvirtError } from "./binding/index.js";
+import * as C from "./binding/constants.js";
+
+/**
+ * Runs a step whose failure must not fail the call it is part of (cleanup
+ * after a failure, housekeeping after a success): awaits it and resolves its
+ * result, or logs a warning with the error and `what` was tried (and
+ * `context`) and resolves undefined.
+ */
+export async function bestEffort<T>(log: Logger, what: string, step: () => Promise<T> | T, context: Bindings = {}): Promise<T | undefined> {
+  try {
+    return await step();
+  } catch (err) {
+    log.warn({ ...context, err }, `${what} failed`);
+    return undefined;
+  }
+}
+
+/** Whether `err` says a file or directory is not there. */
+export function isMissing(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
+}
+
+/** A catch handler that swallows DriverErrors of `code` (a state reached meanwhile) and rethrows the rest. */
+export function unless(code: string): (err: unknown) => void {
+  return (err) => {
+    if (!(err instanceof DriverError && err.code === code)) throw err;
+  };
+}
+
+export function invalidState(message: string): DriverError {
+  return new DriverError("INVALID_STATE", message, { retryable: false });
+}
+
+/** A libvirt failure as a DriverError (retryable when libvirt's connection failed). */
+export function fromLibvirt(err: unknown, what: string): DriverError {
+  if (err instanceof DriverError) return err;
+  if (isLibvirtError(err)) {
+    const connection = [C.VIR_ERR_INVALID_CONN, C.VIR_ERR_SYSTEM_ERROR, C.VIR_ERR_RPC].includes(err.code);
+    return new DriverError(connection ? "HYPERVISOR_UNAVAILABLE" : `LIBVIRT_${err.codeName.replace(/^VIR_ERR_/, "")}`, `${what}: ${err.message}`, {
+      retryable: connection,
+      cause: err,
+    });
+  }
+  return DriverError.from(err);
+}
