@@ -17,7 +17,7 @@ export interface DispatchRequest {
   readonly args: OpArgs;
   readonly attempt?: number;
   readonly subjectPrefix: string;
-  /** The image to build from, when not the instance's own (an unshelve builds from its snapshot). */
+  /** The image to build from, when not the instance's own (a server offloaded to a snapshot is built from it). */
   readonly imageId?: string;
 }
 

@@ -21,12 +21,15 @@ import type { Step } from "./act.js";
 import type { Tx } from "./context.js";
 
 /** The task each kind of move runs under while it waits for a target. */
-const WAITING_TASK: Readonly<Record<MigrationType, TaskState>> = {
+export const WAITING_TASK: Readonly<Record<MigrationType, TaskState>> = {
   RESIZE: "RESIZE_PREP",
   MIGRATION: "RESIZE_PREP",
   LIVE_MIGRATION: "MIGRATING",
   EVACUATION: "REBUILDING",
 };
+
+/** Tasks of moves that may be waiting for a target. */
+export const MOVE_WAITING_TASKS: readonly TaskState[] = [...new Set(Object.values(WAITING_TASK))];
 
 /**
  * Releases everything an instance and its migrations hold. Returns how many

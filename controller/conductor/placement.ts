@@ -1,7 +1,6 @@
 /**
  * Placement: the scheduler proposes, the conductor commits (Nomad's planner
- * split). The worker takes servers waiting for a host (builds, unshelves,
- * moves) with SKIP LOCKED, so any number of controllers share the work;
+ * split). The worker takes servers waiting for a host (builds and moves) with SKIP LOCKED, so any number of controllers share the work;
  * asks the scheduler (pure, in memory) for candidates; claims the best one
  * with a conditional UPDATE; and hands the claimed host to the server's
  * flow, all in one transaction with the op that starts the work there.
@@ -9,6 +8,7 @@
 import { status } from "@grpc/grpc-js";
 import type { HostState } from "../domain/placement.js";
 import { resourcesOf } from "../domain/placement.js";
+import { PLACEMENT_TASKS } from "../domain/states.js";
 import type { Instance } from "../domain/types.js";
 import type { HostCache } from "../scheduler/host-cache.js";
 import { noValidHostFault } from "../scheduler/no-valid-host.js";
@@ -29,7 +29,7 @@ import type { ConductorContext } from "./context.js";
 import { Tx } from "./context.js";
 import { operationErrorOfFault } from "./flow.js";
 import { MOVE_PLACEMENT, build } from "./flows/index.js";
-import { abandonMove } from "./moves.js";
+import { MOVE_WAITING_TASKS, abandonMove } from "./moves.js";
 
 /** Choices made again from a fresh view after every claim was lost, at most. */
 const MAX_PLACEMENT_ROUNDS = 3;
@@ -80,18 +80,18 @@ export class PlacementWorker {
   async placeBatch(): Promise<number> {
     this.batchClaims = [];
     return withTx(this.ctx.pool, async (conn) => {
-      const uuids = await lockPlacementBatch(conn, this.opts.batch);
+      const uuids = await lockPlacementBatch(conn, this.opts.batch, { buildTasks: PLACEMENT_TASKS, moveTasks: MOVE_WAITING_TASKS });
       const tx = new Tx(conn, this.ctx);
       for (const uuid of uuids) {
         const inst = await getInstance(conn, uuid);
-        if (inst?.taskState === "SCHEDULING" || inst?.taskState === "UNSHELVING") await this.placeBuild(tx, inst);
+        if (inst?.taskState && PLACEMENT_TASKS.includes(inst.taskState)) await this.placeBuild(tx, inst);
         else if (inst) await this.placeMove(tx, inst);
       }
       return uuids.length;
     });
   }
 
-  /** A build, or an unshelve (spawned from the shelved image). */
+  /** A build (of a new server, or of an offloaded one from its snapshot). */
   private async placeBuild(tx: Tx, inst: Instance): Promise<void> {
     const action = await runningAction(tx.conn, inst.uuid);
     if (action === null) {
@@ -99,11 +99,10 @@ export class PlacementWorker {
       await updateInstance(tx.conn, inst.uuid, { taskState: null });
       return;
     }
-    const unshelve = inst.vmState === "SHELVED_OFFLOADED";
     const spec = await this.specOf(tx.conn, inst, {
       resources: resourcesOf(inst.flavor),
       ignoreHosts: inst.triedHosts,
-      imageId: unshelve && inst.shelvedImageId ? inst.shelvedImageId : inst.imageId,
+      imageId: build.imageOf(inst),
     });
     const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx.conn, spec, () => true);
     if (host) return build.placed(tx, inst, action, host.host, alternates);

@@ -6,6 +6,7 @@
 import type { HostState } from "../domain/placement.js";
 import { HARD_POLICIES } from "../domain/placement.js";
 import { isUp } from "../domain/service.js";
+import type { TaskState } from "../domain/states.js";
 import type { SchedulerHints } from "../domain/types.js";
 import { aggregatesByHost } from "./aggregates.js";
 import type { PoolConnection, Queryable } from "./db.js";
@@ -22,23 +23,27 @@ export async function loadHostStates(q: Queryable, downTimeSeconds: number): Pro
 
 /**
  * Locks up to `limit` servers waiting for a host that no other controller
- * holds (SKIP LOCKED): builds and unshelves, and moves whose migration
- * still waits for a target. Then the hard-policy server groups of the
+ * holds (SKIP LOCKED): those in one of `buildTasks`, and those in one of
+ * `moveTasks` whose migration still waits for a target. Then the hard-policy server groups of the
  * batch, in id order and before any host row is claimed, so concurrent
  * batches take their locks in one order and members are placed one at a
  * time. Returns the servers' uuids, oldest first.
  */
-export async function lockPlacementBatch(conn: PoolConnection, limit: number): Promise<string[]> {
+export async function lockPlacementBatch(
+  conn: PoolConnection,
+  limit: number,
+  tasks: { buildTasks: readonly TaskState[]; moveTasks: readonly TaskState[] },
+): Promise<string[]> {
   const rows = await select<{ uuid: string }>(
     conn,
     // The task_state IN list is what the instances_task index serves;
     // moves also need their migration still waiting for a target.
     `SELECT uuid FROM instances i
-     WHERE task_state IN ('SCHEDULING', 'UNSHELVING', 'RESIZE_PREP', 'MIGRATING', 'REBUILDING') AND deleted_at IS NULL
-       AND (task_state IN ('SCHEDULING', 'UNSHELVING')
+     WHERE task_state IN (?) AND deleted_at IS NULL
+       AND (task_state IN (?)
          OR EXISTS (SELECT 1 FROM migrations m WHERE m.instance_uuid = i.uuid AND m.status = 'PRE_MIGRATING'))
      ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`,
-    [limit],
+    [[...tasks.buildTasks, ...tasks.moveTasks], tasks.buildTasks, limit],
   );
   const uuids = rows.map((r) => r.uuid);
   if (uuids.length) {

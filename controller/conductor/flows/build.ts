@@ -91,10 +91,14 @@ export async function placed(tx: Tx, inst: Instance, action: { id: number; reque
   await spawn(tx, inst, spawning, { actionId: action.id, requestId: action.requestId, host, attempt });
 }
 
-/** Sends the spawn; an unshelve builds from its shelved image. */
+/** The image a build starts from: an unshelved server's snapshot, else its own image. */
+export function imageOf(inst: Instance): string {
+  return inst.vmState === "SHELVED_OFFLOADED" && inst.shelvedImageId ? inst.shelvedImageId : inst.imageId;
+}
+
+/** Sends the spawn, from the image the build starts from. */
 function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: number; requestId: string; host: string; attempt: number }) {
-  const fromSnapshot = before.vmState === "SHELVED_OFFLOADED" && before.shelvedImageId ? { imageId: before.shelvedImageId } : {};
-  return tx.dispatch({ instance: spawning, host: o.host, actionId: o.actionId, requestId: o.requestId, args: { kind: "spawn" }, attempt: o.attempt, ...fromSnapshot });
+  return tx.dispatch({ instance: spawning, host: o.host, actionId: o.actionId, requestId: o.requestId, args: { kind: "spawn" }, attempt: o.attempt, imageId: imageOf(before) });
 }
 
 /**

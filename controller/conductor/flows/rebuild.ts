@@ -22,7 +22,7 @@ import { POWER_TASKS } from "./power.js";
 
 export const actions = {
   rebuild: { from: ["ACTIVE", "STOPPED", "ERROR"], task: "REBUILDING" },
-  // Every state but a build; a shelved server has no host to evacuate from.
+  // Every state but a build; an offloaded server has no host to evacuate from.
   evacuate: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED", "RESIZED", "ERROR"], task: "REBUILDING", interrupts: POWER_TASKS, scheduled: true },
 } as const satisfies ActionRules<"rebuild" | "evacuate">;
 
