@@ -40,27 +40,27 @@ type ProtoOp = NonNullable<ComputeOp["op"]>;
 /** The `kind` and arguments of an op. */
 type OpArgs = { [K in keyof OpArgsByKind]: { readonly kind: K } & OpArgsByKind[K] }[keyof OpArgsByKind];
 
+/** The cases that carry no arguments, and their kinds. */
+const KIND_OF_BARE_CASE = {
+  spawn: "spawn",
+  destroy: "destroy",
+  powerOn: "power_on",
+  pause: "pause",
+  unpause: "unpause",
+  suspend: "suspend",
+  resume: "resume",
+  confirmMigration: "confirm_migration",
+  revertMigration: "revert_migration",
+  rollbackLiveMigration: "rollback_live_migration",
+} as const satisfies Partial<Record<ProtoOp["$case"], keyof OpArgsByKind>>;
+
 /** A ComputeOp's operation as the kind and arguments of an AgentOp. */
 function argsFromProto(o: ProtoOp): OpArgs {
   switch (o.$case) {
-    case "spawn":
-      return { kind: "spawn" };
-    case "destroy":
-      return { kind: "destroy" };
-    case "powerOn":
-      return { kind: "power_on" };
     case "powerOff":
       return { kind: "power_off", timeoutSeconds: o.powerOff.timeoutSeconds };
     case "reboot":
       return { kind: "reboot", hard: o.reboot.hard, softTimeoutSeconds: o.reboot.softTimeoutSeconds };
-    case "pause":
-      return { kind: "pause" };
-    case "unpause":
-      return { kind: "unpause" };
-    case "suspend":
-      return { kind: "suspend" };
-    case "resume":
-      return { kind: "resume" };
     case "snapshot":
       return { kind: "snapshot", imageId: o.snapshot.imageId, imageName: o.snapshot.imageName };
     case "shelve": {
@@ -73,10 +73,6 @@ function argsFromProto(o: ProtoOp): OpArgs {
       return { kind: "migrate_disk", targetHost: o.migrateDisk.targetHost, timeoutSeconds: o.migrateDisk.timeoutSeconds };
     case "finishMigration":
       return { kind: "finish_migration", sourceHost: o.finishMigration.sourceHost, powerOn: o.finishMigration.powerOn };
-    case "confirmMigration":
-      return { kind: "confirm_migration" };
-    case "revertMigration":
-      return { kind: "revert_migration" };
     case "finishRevertMigration":
       return { kind: "finish_revert_migration", powerOn: o.finishRevertMigration.powerOn };
     case "preLiveMigration":
@@ -85,10 +81,10 @@ function argsFromProto(o: ProtoOp): OpArgs {
       return { kind: "live_migrate", targetHost: o.liveMigrate.targetHost, targetUri: o.liveMigrate.targetUri };
     case "postLiveMigration":
       return { kind: "post_live_migration", sourceHost: o.postLiveMigration.sourceHost };
-    case "rollbackLiveMigration":
-      return { kind: "rollback_live_migration" };
     case "abort":
       return { kind: "abort", targetOpId: o.abort.targetOpId };
+    default:
+      return { kind: KIND_OF_BARE_CASE[o.$case] };
   }
 }
 

@@ -6,7 +6,7 @@
 import { DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS, type CallOptions, type Driver } from "../drivers/driver.js";
 import { DriverError, InstanceNotFoundError, SoftRebootTimeoutError } from "../drivers/errors.js";
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
-import type { AgentOp, DriverOpKind } from "./agent-op.js";
+import type { AgentOp, DriverOpKind, OpHeader } from "./agent-op.js";
 import type { OpProgressSink } from "./progress.js";
 
 /** What a handler works with. */
@@ -140,6 +140,14 @@ function done(call: Promise<void>): Promise<RunResult> {
   return call.then(() => DONE);
 }
 
+/** Driver methods that take the instance id alone. */
+type InstanceMethod = "destroy" | "powerOn" | "pause" | "unpause" | "suspend" | "resume" | "confirmMigration" | "rollbackLiveMigration";
+
+/** A run that is the one driver call `method` on the op's instance. */
+function onInstance(method: InstanceMethod): (op: Pick<OpHeader, "instance">, ctx: HandlerContext) => Promise<RunResult> {
+  return (op, { driver, call }) => done(driver[method]({ instanceId: op.instance.id }, call));
+}
+
 /**
  * Every kind run through the driver. Reconciling (see {@link ReconcileRule}):
  * - spawn: no domain → run; RUNNING → skip; otherwise power it on.
@@ -163,11 +171,11 @@ export const HANDLERS = {
     reconcile: (state) => (state === undefined ? RUN : state === "RUNNING" ? SKIP : { action: "power_on" }),
   },
   destroy: {
-    run: (op, { driver, call }) => done(driver.destroy({ instanceId: op.instance.id }, call)),
+    run: onInstance("destroy"),
     reconcile: "run_again",
   },
   power_on: {
-    run: (op, { driver, call }) => done(driver.powerOn({ instanceId: op.instance.id }, call)),
+    run: onInstance("powerOn"),
     reconcile: skipIf("RUNNING"),
   },
   power_off: {
@@ -176,19 +184,19 @@ export const HANDLERS = {
   },
   reboot: { run: reboot, reconcile: skipIf("RUNNING") },
   pause: {
-    run: (op, { driver, call }) => done(driver.pause({ instanceId: op.instance.id }, call)),
+    run: onInstance("pause"),
     reconcile: skipIf("PAUSED"),
   },
   unpause: {
-    run: (op, { driver, call }) => done(driver.unpause({ instanceId: op.instance.id }, call)),
+    run: onInstance("unpause"),
     reconcile: skipIf("RUNNING"),
   },
   suspend: {
-    run: (op, { driver, call }) => done(driver.suspend({ instanceId: op.instance.id }, call)),
+    run: onInstance("suspend"),
     reconcile: skipIf("SUSPENDED"),
   },
   resume: {
-    run: (op, { driver, call }) => done(driver.resume({ instanceId: op.instance.id }, call)),
+    run: onInstance("resume"),
     reconcile: skipIf("RUNNING"),
   },
   snapshot: {
@@ -229,12 +237,12 @@ export const HANDLERS = {
     reconcile: "run_again",
   },
   confirm_migration: {
-    run: (op, { driver, call }) => done(driver.confirmMigration({ instanceId: op.instance.id }, call)),
+    run: onInstance("confirmMigration"),
     reconcile: "run_again",
   },
   revert_migration: {
     // Target side of a revert: the new copy goes.
-    run: (op, { driver, call }) => done(driver.destroy({ instanceId: op.instance.id }, call)),
+    run: onInstance("destroy"),
     reconcile: "run_again",
   },
   finish_revert_migration: {
@@ -265,7 +273,7 @@ export const HANDLERS = {
     reconcile: "run_again",
   },
   rollback_live_migration: {
-    run: (op, { driver, call }) => done(driver.rollbackLiveMigration({ instanceId: op.instance.id }, call)),
+    run: onInstance("rollbackLiveMigration"),
     reconcile: "run_again",
   },
 } satisfies { readonly [K in DriverOpKind]: Handler<K> };

@@ -12,7 +12,7 @@ import {
   type SpawnOptions,
 } from "../driver.js";
 import { DriverError, SoftRebootTimeoutError } from "../errors.js";
-import { ACTIVE_POWER_STATES } from "../types.js";
+import { ACTIVE_POWER_STATES, type PowerState } from "../types.js";
 import { invalidState, sameInstance, type FakeHost } from "./fake-host.js";
 import { wait } from "./faults.js";
 
@@ -73,45 +73,42 @@ export async function reboot(host: FakeHost, { instanceId, hard, timeoutSeconds 
   await host.persist();
 }
 
-export async function pause(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
-  host.require("pause", "pause");
-  await host.ready("pause", true, call, instanceId);
-  const d = host.owned(instanceId, "pause");
-  if (d.powerState === "PAUSED") return;
-  if (d.powerState !== "RUNNING") throw invalidState(`cannot pause instance ${instanceId}: it is ${d.powerState}`);
-  d.powerState = "PAUSED";
+/**
+ * A change of power state the guest makes at once, `from` → `to` (already
+ * `to`: nothing to do). Leaving an inactive state needs the memory back.
+ */
+async function switchPowerState(
+  host: FakeHost,
+  method: "pause" | "unpause" | "suspend" | "resume",
+  capability: "pause" | "suspend",
+  [from, to]: readonly [PowerState, PowerState],
+  instanceId: string,
+  call: CallOptions,
+): Promise<void> {
+  host.require(capability, method);
+  await host.ready(method, true, call, instanceId);
+  const d = host.owned(instanceId, method);
+  if (d.powerState === to) return;
+  if (d.powerState !== from) throw invalidState(`cannot ${method} instance ${instanceId}: it is ${d.powerState}`);
+  if (!ACTIVE_POWER_STATES.has(from)) host.checkFits(d.instance, { memory: true }, method, instanceId);
+  d.powerState = to;
   await host.persist();
 }
 
-export async function unpause(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
-  host.require("pause", "unpause");
-  await host.ready("unpause", true, call, instanceId);
-  const d = host.owned(instanceId, "unpause");
-  if (d.powerState === "RUNNING") return;
-  if (d.powerState !== "PAUSED") throw invalidState(`cannot unpause instance ${instanceId}: it is ${d.powerState}`);
-  d.powerState = "RUNNING";
-  await host.persist();
+export function pause(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
+  return switchPowerState(host, "pause", "pause", ["RUNNING", "PAUSED"], instanceId, call);
 }
 
-export async function suspend(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
-  host.require("suspend", "suspend");
-  await host.ready("suspend", true, call, instanceId);
-  const d = host.owned(instanceId, "suspend");
-  if (d.powerState === "SUSPENDED") return;
-  if (d.powerState !== "RUNNING") throw invalidState(`cannot suspend instance ${instanceId}: it is ${d.powerState}`);
-  d.powerState = "SUSPENDED";
-  await host.persist();
+export function unpause(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
+  return switchPowerState(host, "unpause", "pause", ["PAUSED", "RUNNING"], instanceId, call);
 }
 
-export async function resume(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
-  host.require("suspend", "resume");
-  await host.ready("resume", true, call, instanceId);
-  const d = host.owned(instanceId, "resume");
-  if (d.powerState === "RUNNING") return;
-  if (d.powerState !== "SUSPENDED") throw invalidState(`cannot resume instance ${instanceId}: it is ${d.powerState}`);
-  host.checkFits(d.instance, { memory: true }, "resume", instanceId);
-  d.powerState = "RUNNING";
-  await host.persist();
+export function suspend(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
+  return switchPowerState(host, "suspend", "suspend", ["RUNNING", "SUSPENDED"], instanceId, call);
+}
+
+export function resume(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
+  return switchPowerState(host, "resume", "suspend", ["SUSPENDED", "RUNNING"], instanceId, call);
 }
 
 export async function rebuild(host: FakeHost, { instance, onSpawning }: RebuildOptions, call: CallOptions): Promise<void> {
