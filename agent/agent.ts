@@ -4,8 +4,13 @@
  * exactly once, reports results, progress of long ops and resources, and
  * acks an op's message only after the controller acknowledged its result.
  *
- *   op (JetStream) → OpConsumer → OpExecutor → Driver → OpResult (stream)
- *     → OpResultAck (controller) → ack (JetStream)
+ *   ComputeOp (JetStream) → OpConsumer → AgentOp → OpExecutor → Driver
+ *     → OpOutcome → OpResult (ControllerSession) → OpResultAck (controller)
+ *     → ack (JetStream)
+ *
+ * Proto is decoded and encoded only at those edges (the consumer and the
+ * session, through proto-convert); the executor and the driver see the
+ * agent's own types.
  */
 import { AgentServiceClient, type HelloAck } from "../gen/novamesh/agent/v1/agent.js";
 import { status as GrpcStatus } from "@grpc/grpc-js";
