@@ -170,35 +170,17 @@ export const HANDLERS = {
     run: (op, { driver, call }) => done(driver.spawn({ instance: op.instance }, call)),
     reconcile: (state) => (state === undefined ? RUN : state === "RUNNING" ? SKIP : { action: "power_on" }),
   },
-  destroy: {
-    run: onInstance("destroy"),
-    reconcile: "run_again",
-  },
-  power_on: {
-    run: onInstance("powerOn"),
-    reconcile: skipIf("RUNNING"),
-  },
+  destroy: { run: onInstance("destroy"), reconcile: "run_again" },
+  power_on: { run: onInstance("powerOn"), reconcile: skipIf("RUNNING") },
   power_off: {
     run: (op, { driver, call }) => done(driver.powerOff({ instanceId: op.instance.id, timeoutSeconds: op.timeoutSeconds }, call)),
     reconcile: skipIf("SHUTDOWN"),
   },
   reboot: { run: reboot, reconcile: skipIf("RUNNING") },
-  pause: {
-    run: onInstance("pause"),
-    reconcile: skipIf("PAUSED"),
-  },
-  unpause: {
-    run: onInstance("unpause"),
-    reconcile: skipIf("RUNNING"),
-  },
-  suspend: {
-    run: onInstance("suspend"),
-    reconcile: skipIf("SUSPENDED"),
-  },
-  resume: {
-    run: onInstance("resume"),
-    reconcile: skipIf("RUNNING"),
-  },
+  pause: { run: onInstance("pause"), reconcile: skipIf("PAUSED") },
+  unpause: { run: onInstance("unpause"), reconcile: skipIf("RUNNING") },
+  suspend: { run: onInstance("suspend"), reconcile: skipIf("SUSPENDED") },
+  resume: { run: onInstance("resume"), reconcile: skipIf("RUNNING") },
   snapshot: {
     run: async (op, { driver, call, progress }) => ({
       snapshot: await driver.snapshot(
@@ -236,10 +218,7 @@ export const HANDLERS = {
       done(driver.finishMigration({ instance: op.instance, sourceHost: op.sourceHost, powerOn: op.powerOn }, call)),
     reconcile: "run_again",
   },
-  confirm_migration: {
-    run: onInstance("confirmMigration"),
-    reconcile: "run_again",
-  },
+  confirm_migration: { run: onInstance("confirmMigration"), reconcile: "run_again" },
   revert_migration: {
     // Target side of a revert: the new copy goes.
     run: onInstance("destroy"),
@@ -272,10 +251,7 @@ export const HANDLERS = {
     run: (op, { driver, call }) => done(driver.postLiveMigration({ instanceId: op.instance.id, sourceHost: op.sourceHost }, call)),
     reconcile: "run_again",
   },
-  rollback_live_migration: {
-    run: onInstance("rollbackLiveMigration"),
-    reconcile: "run_again",
-  },
+  rollback_live_migration: { run: onInstance("rollbackLiveMigration"), reconcile: "run_again" },
 } satisfies { readonly [K in DriverOpKind]: Handler<K> };
 
 const TABLE: { readonly [K in DriverOpKind]: Handler<K> } = HANDLERS;
