@@ -6,12 +6,14 @@ import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, test } from "node:test";
 import type { NatsConnection } from "nats";
 import { pino } from "pino";
+import { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
 import { PowerState } from "../gen/novamesh/compute/v1/server.js";
 import { Agent, type AgentInit } from "./agent.js";
 import { createTestOpStream, tryConnect, TEST_NATS_URL, type TestOpStream } from "./bus/nats-test-util.js";
 import { FakeDriver, type FakeDriverOptions } from "./drivers/fake/fake-driver.js";
 import { testInstance } from "./drivers/test-instance.js";
 import { testOp } from "./ops/test-ops.js";
+import { computeOpOf } from "./test-compute-op.js";
 import { TestController } from "./test-controller.js";
 
 let nc: NatsConnection | undefined;
@@ -115,6 +117,19 @@ describe("Agent against a test controller and real JetStream", () => {
     assert.equal(report.instances.find((i) => i.serverId === inst.id)?.powerState, PowerState.POWER_STATE_RUNNING);
   });
 
+  test("an op message without an instance is answered INVALID_OP, not run, and acked once acknowledged", async () => {
+    const driver = fake();
+    await startAgent(driver);
+    const op = testOp(testInstance(), { kind: "spawn" });
+    await ops.publish(ComputeOp.encode({ ...computeOpOf(op), instance: undefined }).finish());
+    const result = await controller.waitFor("the result", () => controller.results.find((r) => r.opId === op.opId));
+    assert.deepEqual(result.error, { code: "INVALID_OP", message: "instance.id is empty", retryable: false });
+    assert.equal(result.serverId, "");
+    assert.equal(result.powerState, PowerState.POWER_STATE_UNSPECIFIED);
+    await controller.waitFor("the JetStream ack", async () => (await ops.ackPending()) === 0);
+    assert.deepEqual(driver.calls, [], "the driver was not called");
+  });
+
   test("after losing the stream it reconnects, says Hello again and re-sends the unacknowledged result", async () => {
     controller.autoAck = false;
     const driver = fake();
@@ -157,7 +172,7 @@ describe("Agent against a test controller and real JetStream", () => {
     await startAgent(driver, { progressIntervalMs: 0 });
     const inst = testInstance();
     await ops.publish(testOp(inst, { kind: "spawn" }));
-    const migrate = testOp(inst, { kind: "liveMigrate", targetHost: "host-b" });
+    const migrate = testOp(inst, { kind: "live_migrate", targetHost: "host-b" });
     await ops.publish(migrate);
     const result = await controller.waitFor("the migration's result", () => controller.results.find((r) => r.opId === migrate.opId));
     assert.equal(result.error, undefined);

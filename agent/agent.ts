@@ -4,19 +4,26 @@
  * exactly once, reports results, progress of long ops and resources, and
  * acks an op's message only after the controller acknowledged its result.
  *
- *   op (JetStream) → OpConsumer → OpExecutor → Driver → OpResult (stream)
- *     → OpResultAck (controller) → ack (JetStream)
+ *   ComputeOp (JetStream) → OpConsumer → AgentOp → OpExecutor → Driver
+ *     → OpOutcome → OpResult (ControllerSession) → OpResultAck (controller)
+ *     → ack (JetStream)
+ *
+ * Proto is decoded and encoded only at those edges (the consumer and the
+ * session, through proto-convert); the executor and the driver see the
+ * agent's own types.
  */
-import { AgentServiceClient, type HelloAck, type OpResult } from "../gen/novamesh/agent/v1/agent.js";
+import { AgentServiceClient, type HelloAck } from "../gen/novamesh/agent/v1/agent.js";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { connect, type NatsConnection } from "nats";
 import type { Logger } from "pino";
 import { resolveAgentOptions, type AgentInit, type AgentOptions } from "./agent-options.js";
 import { backoffDelay, sleepUnlessAborted } from "./backoff.js";
+import { bestEffort } from "./best-effort.js";
 import { OpConsumer, type OpDelivery } from "./bus/op-consumer.js";
 import { QueryResponder } from "./bus/query-responder.js";
 import { ExecutorClosedError, OpExecutor } from "./ops/executor.js";
-import { capacityToProto, opProgressToProto } from "./proto-convert.js";
+import type { OpOutcome } from "./ops/outcome.js";
+import { capacityToProto } from "./proto-convert.js";
 import { ResourceReporter } from "./reporter/resource-reporter.js";
 import { ControllerSession } from "./session/controller-session.js";
 
@@ -26,7 +33,7 @@ export type { AgentInit, AgentOptions } from "./agent-options.js";
 export type AgentState = "new" | "starting" | "connecting" | "connected" | "stopping" | "stopped";
 
 interface PendingResult {
-  readonly result: OpResult;
+  readonly outcome: OpOutcome;
   readonly consumer: OpConsumer;
 }
 
@@ -99,7 +106,7 @@ export class Agent {
       logger: this.log,
       progressIntervalMs,
       // Best effort: progress while disconnected is dropped, not queued.
-      onProgress: (p) => this.session?.send({ body: { $case: "opProgress", opProgress: opProgressToProto(p) } }),
+      onProgress: (p) => this.session?.sendProgress(p),
     });
     this.currentState = "connecting";
     this.loops.push(this.connectLoop());
@@ -144,7 +151,8 @@ export class Agent {
     await this.session?.close(Math.max(0, Math.min(2_000, deadline - Date.now())));
     await Promise.allSettled(this.loops);
     this.client.close();
-    if (this.nats && !this.options.nats) await this.nats.drain().catch(() => undefined);
+    const nats = this.nats;
+    if (nats && !this.options.nats) await bestEffort(this.log, "draining the NATS connection", () => nats.drain());
     if (started) await this.options.driver.close();
     this.currentState = "stopped";
     this.log.info("agent stopped");
@@ -208,7 +216,7 @@ export class Agent {
     const interval = this.options.reportIntervalSeconds ?? (ack.reportIntervalSeconds || 10);
     this.log.info({ stream: ack.stream, consumer: ack.consumer, report_interval_s: interval }, "connected to the controller");
     this.reporter.start(interval);
-    for (const { result } of this.pending.values()) session.send({ body: { $case: "opResult", opResult: result } });
+    for (const { outcome } of this.pending.values()) session.sendResult(outcome);
     this.ensureConsumer(ack);
     void this.ensureQueries(ack);
     for (const wake of this.connectedWaiters.splice(0)) wake(ack);
@@ -288,10 +296,10 @@ export class Agent {
   private async handle(delivery: OpDelivery, consumer: OpConsumer): Promise<void> {
     const { opId } = delivery.op;
     try {
-      const { result, replayed } = await this.executor!.execute(delivery.op);
+      const { outcome, replayed } = await this.executor!.execute(delivery.op);
       if (replayed) this.log.info({ op_id: opId, delivery: delivery.deliveryCount }, "op already done; re-reporting its result");
-      this.pending.set(opId, { result, consumer });
-      this.session?.send({ body: { $case: "opResult", opResult: result } });
+      this.pending.set(opId, { outcome, consumer });
+      this.session?.sendResult(outcome);
     } catch (err) {
       if (err instanceof ExecutorClosedError) {
         consumer.nak(opId);

@@ -1,20 +1,24 @@
 /**
  * The one place the agent converts between generated protobuf types and
- * the driver's domain types.
+ * its domain types: ops come in as {@link AgentOp}s (or, if they name
+ * nothing runnable, {@link InvalidOp}s); outcomes, progress and reports go
+ * out as their proto messages.
  */
 import type {
   Capacity,
   InstancePowerState,
   OpError,
   OpProgress,
+  OpResult,
   ResourceReport,
   SnapshotInfo as ProtoSnapshotInfo,
 } from "../gen/novamesh/agent/v1/agent.js";
-import type { Instance } from "../gen/novamesh/agent/v1/ops.js";
+import type { ComputeOp, Instance } from "../gen/novamesh/agent/v1/ops.js";
 import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./drivers/types.js";
-import type { OpProgressEvent } from "./ops/executor.js";
-import type { OpFailure } from "./ops/journal.js";
+import type { AgentOp, InvalidOp, OpArgsByKind, OpHeader } from "./ops/agent-op.js";
+import type { OpFailure, OpOutcome } from "./ops/outcome.js";
+import type { OpProgressEvent } from "./ops/progress.js";
 
 const POWER_STATE_TO_PROTO: Readonly<Record<PowerState, ProtoPowerState>> = {
   RUNNING: ProtoPowerState.POWER_STATE_RUNNING,
@@ -28,6 +32,81 @@ const POWER_STATE_TO_PROTO: Readonly<Record<PowerState, ProtoPowerState>> = {
 /** A driver power state as the proto enum; undefined (not known) is UNSPECIFIED. */
 export function powerStateToProto(state: PowerState | undefined): ProtoPowerState {
   return state === undefined ? ProtoPowerState.POWER_STATE_UNSPECIFIED : POWER_STATE_TO_PROTO[state];
+}
+
+/** The operation part of a ComputeOp (set). */
+type ProtoOp = NonNullable<ComputeOp["op"]>;
+
+/** The `kind` and arguments of an op. */
+type OpArgs = { [K in keyof OpArgsByKind]: { readonly kind: K } & OpArgsByKind[K] }[keyof OpArgsByKind];
+
+/** The cases that carry no arguments, and their kinds. */
+const KIND_OF_BARE_CASE = {
+  spawn: "spawn",
+  destroy: "destroy",
+  powerOn: "power_on",
+  pause: "pause",
+  unpause: "unpause",
+  suspend: "suspend",
+  resume: "resume",
+  confirmMigration: "confirm_migration",
+  revertMigration: "revert_migration",
+  rollbackLiveMigration: "rollback_live_migration",
+} as const satisfies Partial<Record<ProtoOp["$case"], keyof OpArgsByKind>>;
+
+/** A ComputeOp's operation as the kind and arguments of an AgentOp. */
+function argsFromProto(o: ProtoOp): OpArgs {
+  switch (o.$case) {
+    case "powerOff":
+      return { kind: "power_off", timeoutSeconds: o.powerOff.timeoutSeconds };
+    case "reboot":
+      return { kind: "reboot", hard: o.reboot.hard, softTimeoutSeconds: o.reboot.softTimeoutSeconds };
+    case "snapshot":
+      return { kind: "snapshot", imageId: o.snapshot.imageId, imageName: o.snapshot.imageName };
+    case "shelve": {
+      const { imageId, imageName, timeoutSeconds } = o.shelve;
+      return { kind: "shelve", imageId, imageName, timeoutSeconds };
+    }
+    case "rebuild":
+      return { kind: "rebuild", recreate: o.rebuild.recreate };
+    case "migrateDisk":
+      return { kind: "migrate_disk", targetHost: o.migrateDisk.targetHost, timeoutSeconds: o.migrateDisk.timeoutSeconds };
+    case "finishMigration":
+      return { kind: "finish_migration", sourceHost: o.finishMigration.sourceHost, powerOn: o.finishMigration.powerOn };
+    case "finishRevertMigration":
+      return { kind: "finish_revert_migration", powerOn: o.finishRevertMigration.powerOn };
+    case "preLiveMigration":
+      return { kind: "pre_live_migration", sourceHost: o.preLiveMigration.sourceHost };
+    case "liveMigrate":
+      return { kind: "live_migrate", targetHost: o.liveMigrate.targetHost, targetUri: o.liveMigrate.targetUri };
+    case "postLiveMigration":
+      return { kind: "post_live_migration", sourceHost: o.postLiveMigration.sourceHost };
+    case "abort":
+      return { kind: "abort", targetOpId: o.abort.targetOpId };
+    default:
+      return { kind: KIND_OF_BARE_CASE[o.$case] };
+  }
+}
+
+/**
+ * A decoded ComputeOp as the op the executor runs, or, if it names nothing
+ * this agent can run, why not.
+ */
+export function agentOpFromProto(op: ComputeOp): AgentOp | InvalidOp {
+  const invalid = (problem: string): InvalidOp => ({ opId: op.opId, serverId: op.instance?.id ?? "", problem });
+  if (!op.opId) return invalid("op_id is empty");
+  if (!op.instance?.id) return invalid("instance.id is empty");
+  if (op.op === undefined) return invalid("the op names no operation (unknown to this agent version?)");
+  if (op.op.$case === "abort" && !op.op.abort.targetOpId) return invalid("abort.target_op_id is empty");
+  if (op.op.$case === "abort" && op.op.abort.targetOpId === op.opId) return invalid("an abort op cannot abort itself");
+  const header: OpHeader = {
+    opId: op.opId,
+    requestId: op.requestId,
+    attempt: op.attempt,
+    deadline: op.deadline ?? null,
+    instance: instanceSpecFromProto(op.instance),
+  };
+  return { ...header, ...argsFromProto(op.op) };
 }
 
 /** The instance of a ComputeOp as the driver takes it. */
@@ -69,6 +148,20 @@ export function reportToProto(capacity: Resources, report: HostReport, time: Dat
     freeMemoryMb: report.freeMemoryMb,
     freeDiskGb: report.freeDiskGb,
     instances,
+  };
+}
+
+/** An op's outcome as the proto OpResult. */
+export function opResultToProto(outcome: OpOutcome): OpResult {
+  return {
+    opId: outcome.opId,
+    serverId: outcome.serverId,
+    error: outcome.failure ? opErrorToProto(outcome.failure) : undefined,
+    powerState: powerStateToProto(outcome.powerState),
+    startTime: outcome.startTime,
+    finishTime: outcome.finishTime,
+    snapshot: outcome.snapshot ? snapshotInfoToProto(outcome.snapshot) : undefined,
+    note: outcome.note ?? "",
   };
 }
 

@@ -2,6 +2,8 @@
 import { randomUUID } from "node:crypto";
 import { AckPolicy, connect, type NatsConnection } from "nats";
 import { ComputeOp } from "../../gen/novamesh/agent/v1/ops.js";
+import type { AgentOp } from "../ops/agent-op.js";
+import { computeOpOf } from "../test-compute-op.js";
 
 /** The NATS server tests use. */
 export const TEST_NATS_URL = process.env.NOVAMESH_TEST_NATS_URL ?? "nats://127.0.0.1:4222";
@@ -20,8 +22,8 @@ export interface TestOpStream {
   readonly stream: string;
   readonly consumer: string;
   readonly subject: string;
-  /** Publishes an op (or raw bytes) with `Nats-Msg-Id` = op id. */
-  publish(op: ComputeOp | Uint8Array): Promise<void>;
+  /** Publishes an op as a ComputeOp with `Nats-Msg-Id` = op id, or raw bytes. */
+  publish(op: AgentOp | Uint8Array): Promise<void>;
   /** Messages delivered and not acknowledged. */
   ackPending(): Promise<number>;
   /** Deletes the stream. */
@@ -48,7 +50,7 @@ export async function createTestOpStream(nc: NatsConnection, options: { ackWaitM
     consumer,
     subject,
     async publish(op) {
-      const data = op instanceof Uint8Array ? op : ComputeOp.encode(op).finish();
+      const data = op instanceof Uint8Array ? op : ComputeOp.encode(computeOpOf(op)).finish();
       const msgID = op instanceof Uint8Array ? randomUUID() : op.opId;
       await js.publish(subject, data, { msgID });
     },

@@ -48,7 +48,7 @@ describe("OpConsumer (real NATS JetStream)", () => {
         const got: OpDelivery[] = [];
         for (let i = 0; i < 3; i++) got.push(await reader.next(2_000));
         assert.deepEqual(got.map((d) => d.op.opId), ops.map((o) => o.opId));
-        assert.deepEqual(got[0]!.op.instance, ops[0]!.instance);
+        assert.deepEqual(got[0]!.op, ops[0], "the op arrives as it was sent, instance and arguments");
         assert.equal(got[0]!.redelivered, false);
         for (const op of ops) assert.equal(consumer.ack(op.opId), true);
         assert.equal(consumer.ack(ops[0]!.opId), false, "nothing left to ack");

@@ -1,7 +1,8 @@
 /**
  * The host's op feed: binds the durable JetStream pull consumer the
  * controller created (`HelloAck.stream` / `HelloAck.consumer`), decodes each
- * message as a protobuf `ComputeOp` and yields it. A message stays held —
+ * message as a protobuf `ComputeOp` and yields it as the agent's own op
+ * (an `AgentOp`, or an `InvalidOp` saying why it cannot be run). A message stays held —
  * kept alive with `working()` so JetStream does not redeliver it — until the
  * agent calls `ack(opId)` (the controller applied the result) or `nak(opId)`
  * (give it back, e.g. at shutdown). Undecodable messages are terminated.
@@ -12,6 +13,8 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "nats";
 import type { Logger } from "pino";
 import { ComputeOp } from "../../gen/novamesh/agent/v1/ops.js";
+import type { AgentOp, InvalidOp } from "../ops/agent-op.js";
+import { agentOpFromProto } from "../proto-convert.js";
 
 /** Options of {@link OpConsumer.bind}. */
 export interface OpConsumerOptions {
@@ -33,8 +36,8 @@ export interface OpConsumerOptions {
 
 /** One op as delivered. */
 export interface OpDelivery {
-  /** The decoded op. */
-  readonly op: ComputeOp;
+  /** The decoded op, or why it cannot be run. */
+  readonly op: AgentOp | InvalidOp;
   /** JetStream delivered it before (the agent may have run it already). */
   readonly redelivered: boolean;
   /** How many times JetStream has delivered it. */
@@ -94,9 +97,9 @@ export class OpConsumer implements AsyncIterable<OpDelivery> {
         msg.nak();
         continue;
       }
-      let op: ComputeOp;
+      let op: AgentOp | InvalidOp;
       try {
-        op = ComputeOp.decode(msg.data);
+        op = agentOpFromProto(ComputeOp.decode(msg.data));
         if (!op.opId) throw new Error("op_id is empty");
       } catch (err) {
         this.logger?.error({ err, stream_seq: msg.seq, subject: msg.subject }, "undecodable op message; terminating it");

@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { appendFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
-import { PowerState } from "../../gen/novamesh/compute/v1/server.js";
 import { FakeDriver, type FakeDriverOptions } from "../drivers/fake/fake-driver.js";
 import { testInstance } from "../drivers/test-instance.js";
-import { ExecutorClosedError, OpExecutor, type OpProgressEvent } from "./executor.js";
+import type { PowerState } from "../drivers/types.js";
+import type { AgentOp, InvalidOp } from "./agent-op.js";
+import { ExecutorClosedError, OpExecutor } from "./executor.js";
+import type { OpProgressEvent } from "./progress.js";
 import { testOp } from "./test-ops.js";
 
 let stateDir: string;
@@ -33,10 +36,10 @@ describe("OpExecutor: at most once per op id", () => {
     const first = await executor.execute(op);
     const second = await executor.execute(op);
     assert.deepEqual(callsOf(driver, op.opId), ["spawn"]);
-    assert.equal(first.result.error, undefined);
-    assert.equal(first.result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.equal(first.outcome.failure, undefined);
+    assert.equal(first.outcome.powerState, "RUNNING");
     assert.equal(second.replayed, true);
-    assert.deepEqual(second.result, first.result);
+    assert.deepEqual(second.outcome, first.outcome);
     await executor.close();
   });
 
@@ -46,7 +49,7 @@ describe("OpExecutor: at most once per op id", () => {
     const op = testOp(testInstance(), { kind: "spawn" });
     const [a, b] = await Promise.all([executor.execute(op), executor.execute(op)]);
     assert.deepEqual(callsOf(driver, op.opId), ["spawn"]);
-    assert.deepEqual(a.result, b.result);
+    assert.deepEqual(a.outcome, b.outcome);
     await executor.close();
   });
 
@@ -57,7 +60,7 @@ describe("OpExecutor: at most once per op id", () => {
     const ex1 = await OpExecutor.open({ driver: driver1, stateDir });
     await ex1.execute(testOp(inst, { kind: "spawn" }));
     await ex1.execute(reboot);
-    const missing = testOp(testInstance(), { kind: "powerOn" });
+    const missing = testOp(testInstance(), { kind: "power_on" });
     const failed = await ex1.execute(missing);
     await ex1.close();
     await driver1.close();
@@ -69,7 +72,7 @@ describe("OpExecutor: at most once per op id", () => {
     const failedAgain = await ex2.execute(missing);
     assert.equal(again.replayed, true);
     assert.equal(failedAgain.replayed, true);
-    assert.deepEqual(failedAgain.result.error, failed.result.error);
+    assert.deepEqual(failedAgain.outcome.failure, failed.outcome.failure);
     assert.equal(driver2.calls.length, 0, "the restarted agent called the driver for nothing");
     assert.equal(driver2.domain(inst.id)?.boots, 2, "spawned once and rebooted once");
     await ex2.close();
@@ -92,10 +95,10 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
 
     const driver = fake();
     const executor = await OpExecutor.open({ driver, stateDir });
-    const { result, reconciled } = await executor.execute(op);
+    const { outcome, reconciled } = await executor.execute(op);
     assert.equal(reconciled, true);
-    assert.equal(result.error, undefined);
-    assert.equal(result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.equal(outcome.failure, undefined);
+    assert.equal(outcome.powerState, "RUNNING");
     assert.deepEqual(callsOf(driver, op.opId), [], "spawn was not called again");
     assert.equal((await executor.execute(op)).replayed, true, "and now the outcome is journaled");
     await executor.close();
@@ -107,9 +110,9 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
     await journalStarted(op.opId, inst.id, "spawn");
     const driver = fake();
     const executor = await OpExecutor.open({ driver, stateDir });
-    const { result, reconciled } = await executor.execute(op);
+    const { outcome, reconciled } = await executor.execute(op);
     assert.equal(reconciled, true);
-    assert.equal(result.error, undefined);
+    assert.equal(outcome.failure, undefined);
     assert.deepEqual(callsOf(driver, op.opId), ["spawn"]);
     await executor.close();
   });
@@ -124,9 +127,9 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
 
     const driver = fake();
     const executor = await OpExecutor.open({ driver, stateDir });
-    const { result } = await executor.execute(op);
-    assert.equal(result.error, undefined);
-    assert.equal(result.powerState, PowerState.POWER_STATE_RUNNING);
+    const { outcome } = await executor.execute(op);
+    assert.equal(outcome.failure, undefined);
+    assert.equal(outcome.powerState, "RUNNING");
     assert.deepEqual(callsOf(driver, op.opId), ["powerOn"]);
     await executor.close();
   });
@@ -137,17 +140,17 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
     const setup = fake();
     for (const inst of [done, notDone]) await setup.spawn({ instance: inst });
     await setup.powerOff({ instanceId: done.id, timeoutSeconds: 0 });
-    const opDone = testOp(done, { kind: "powerOff" });
-    const opNotDone = testOp(notDone, { kind: "powerOff" });
-    await journalStarted(opDone.opId, done.id, "powerOff");
-    await journalStarted(opNotDone.opId, notDone.id, "powerOff");
+    const opDone = testOp(done, { kind: "power_off" });
+    const opNotDone = testOp(notDone, { kind: "power_off" });
+    await journalStarted(opDone.opId, done.id, "power_off");
+    await journalStarted(opNotDone.opId, notDone.id, "power_off");
 
     const driver = fake();
     const executor = await OpExecutor.open({ driver, stateDir });
     const results = await Promise.all([executor.execute(opDone), executor.execute(opNotDone)]);
     assert.deepEqual(callsOf(driver, opDone.opId), []);
     assert.deepEqual(callsOf(driver, opNotDone.opId), ["powerOff"]);
-    for (const r of results) assert.equal(r.result.powerState, PowerState.POWER_STATE_SHUTDOWN);
+    for (const r of results) assert.equal(r.outcome.powerState, "SHUTDOWN");
     await executor.close();
   });
 
@@ -166,9 +169,9 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
     const executor = await OpExecutor.open({ driver, stateDir });
     const [p, s] = await Promise.all([executor.execute(pause), executor.execute(suspend)]);
     assert.deepEqual(callsOf(driver, pause.opId), []);
-    assert.equal(p.result.powerState, PowerState.POWER_STATE_PAUSED);
+    assert.equal(p.outcome.powerState, "PAUSED");
     assert.deepEqual(callsOf(driver, suspend.opId), ["suspend"]);
-    assert.equal(s.result.powerState, PowerState.POWER_STATE_SUSPENDED);
+    assert.equal(s.outcome.powerState, "SUSPENDED");
     assert.ok(p.reconciled && s.reconciled);
     await executor.close();
   });
@@ -178,20 +181,20 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
     const here = testInstance();
     const setup = fake();
     await setup.spawn({ instance: here });
-    const doneOp = testOp(gone, { kind: "liveMigrate", targetHost: "b" });
-    const againOp = testOp(here, { kind: "liveMigrate", targetHost: "b" });
-    await journalStarted(doneOp.opId, gone.id, "liveMigrate");
-    await journalStarted(againOp.opId, here.id, "liveMigrate");
+    const doneOp = testOp(gone, { kind: "live_migrate", targetHost: "b" });
+    const againOp = testOp(here, { kind: "live_migrate", targetHost: "b" });
+    await journalStarted(doneOp.opId, gone.id, "live_migrate");
+    await journalStarted(againOp.opId, here.id, "live_migrate");
 
     const driver = fake();
     const executor = await OpExecutor.open({ driver, stateDir });
     const done = await executor.execute(doneOp);
-    assert.equal(done.result.error, undefined);
-    assert.equal(done.result.note, "the live migration had completed before an agent restart");
-    assert.equal(done.result.powerState, PowerState.POWER_STATE_NOSTATE);
+    assert.equal(done.outcome.failure, undefined);
+    assert.equal(done.outcome.note, "the live migration had completed before an agent restart");
+    assert.equal(done.outcome.powerState, "NOSTATE");
     assert.deepEqual(callsOf(driver, doneOp.opId), []);
     const again = await executor.execute(againOp);
-    assert.equal(again.result.error, undefined);
+    assert.equal(again.outcome.failure, undefined);
     assert.deepEqual(callsOf(driver, againOp.opId), ["liveMigrate"]);
     assert.equal(driver.domain(here.id), undefined);
     await executor.close();
@@ -203,10 +206,10 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
     await journalStarted(op.opId, inst.id, "shelve");
     const driver = fake();
     const executor = await OpExecutor.open({ driver, stateDir });
-    const { result } = await executor.execute(op);
-    assert.equal(result.error, undefined);
-    assert.equal(result.snapshot, undefined);
-    assert.match(result.note, /snapshot's size and checksum are unknown/);
+    const { outcome } = await executor.execute(op);
+    assert.equal(outcome.failure, undefined);
+    assert.equal(outcome.snapshot, undefined);
+    assert.match(outcome.note ?? "", /snapshot's size and checksum are unknown/);
     assert.deepEqual(callsOf(driver, op.opId), []);
     await executor.close();
   });
@@ -226,10 +229,10 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
     const driver = fake();
     const executor = await OpExecutor.open({ driver, stateDir });
     const a = await executor.execute(late);
-    assert.equal(a.result.error?.code, "DEADLINE_EXCEEDED");
-    assert.equal(a.result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.equal(a.outcome.failure?.code, "DEADLINE_EXCEEDED");
+    assert.equal(a.outcome.powerState, "RUNNING");
     const b = await executor.execute(lateButDone);
-    assert.equal(b.result.error, undefined);
+    assert.equal(b.outcome.failure, undefined);
     assert.equal(driver.calls.length, 0);
     await executor.close();
   });
@@ -246,9 +249,9 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
 
     const driver = fake();
     const ex2 = await OpExecutor.open({ driver, stateDir });
-    const { result, reconciled } = await ex2.execute(op);
+    const { outcome, reconciled } = await ex2.execute(op);
     assert.equal(reconciled, true);
-    assert.equal(result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.equal(outcome.powerState, "RUNNING");
     assert.deepEqual(callsOf(driver, op.opId), ["spawn"]);
     await ex2.close();
   });
@@ -263,12 +266,12 @@ describe("OpExecutor: ordering and parallelism", () => {
     const started = Date.now();
     const results = await Promise.all([
       executor.execute(testOp(a, { kind: "spawn" })),
-      executor.execute(testOp(a, { kind: "powerOff" })),
+      executor.execute(testOp(a, { kind: "power_off" })),
       executor.execute(testOp(a, { kind: "reboot", hard: true })),
       executor.execute(testOp(b, { kind: "spawn" })),
     ]);
     const elapsed = Date.now() - started;
-    for (const r of results) assert.equal(r.result.error, undefined, JSON.stringify(r.result.error));
+    for (const r of results) assert.equal(r.outcome.failure, undefined, JSON.stringify(r.outcome.failure));
     assert.deepEqual(
       driver.calls.filter((c) => c.instanceId === a.id).map((c) => c.method),
       ["spawn", "powerOff", "reboot"],
@@ -293,32 +296,36 @@ describe("OpExecutor: errors", () => {
   test("a driver failure becomes OpError with its code, message and retryable flag", async () => {
     const driver = fake({ faults: { spawn: { error: "no space on pool", code: "DISK_FULL", retryable: true } } });
     const executor = await OpExecutor.open({ driver, stateDir });
-    const { result } = await executor.execute(testOp(testInstance(), { kind: "spawn" }));
-    assert.deepEqual(result.error, { code: "DISK_FULL", message: "no space on pool", retryable: true });
-    assert.equal(result.powerState, PowerState.POWER_STATE_NOSTATE);
+    const { outcome } = await executor.execute(testOp(testInstance(), { kind: "spawn" }));
+    assert.deepEqual(outcome.failure, { code: "DISK_FULL", message: "no space on pool", retryable: true });
+    assert.equal(outcome.powerState, "NOSTATE");
     await executor.close();
   });
 
   test("an unknown instance is NOT_FOUND and not retryable; refused capacity is retryable", async () => {
     const driver = fake({ capacity: { vcpus: 1, memoryMb: 256, diskGb: 1 } });
     const executor = await OpExecutor.open({ driver, stateDir });
-    const notFound = await executor.execute(testOp(testInstance(), { kind: "powerOn" }));
-    assert.equal(notFound.result.error?.code, "NOT_FOUND");
-    assert.equal(notFound.result.error?.retryable, false);
+    const notFound = await executor.execute(testOp(testInstance(), { kind: "power_on" }));
+    assert.equal(notFound.outcome.failure?.code, "NOT_FOUND");
+    assert.equal(notFound.outcome.failure?.retryable, false);
     const tooBig = await executor.execute(testOp(testInstance({ memoryMb: 4096 }), { kind: "spawn" }));
-    assert.equal(tooBig.result.error?.code, "INSUFFICIENT_RESOURCES");
-    assert.equal(tooBig.result.error?.retryable, true);
+    assert.equal(tooBig.outcome.failure?.code, "INSUFFICIENT_RESOURCES");
+    assert.equal(tooBig.outcome.failure?.retryable, true);
     await executor.close();
   });
 
-  test("an op without an operation or instance is rejected as INVALID_OP without calling the driver", async () => {
+  test("an op message that names nothing runnable is answered INVALID_OP without calling the driver or journaling", async () => {
     const driver = fake();
     const executor = await OpExecutor.open({ driver, stateDir });
-    const op = { ...testOp(testInstance(), { kind: "spawn" }), op: undefined };
-    const { result } = await executor.execute(op);
-    assert.equal(result.error?.code, "INVALID_OP");
-    const noInstance = await executor.execute({ ...testOp(testInstance(), { kind: "destroy" }), instance: undefined });
-    assert.equal(noInstance.result.error?.code, "INVALID_OP");
+    const noOp: InvalidOp = { opId: randomUUID(), serverId: testInstance().id, problem: "the op names no operation" };
+    const { outcome, replayed } = await executor.execute(noOp);
+    assert.deepEqual(outcome.failure, { code: "INVALID_OP", message: "the op names no operation", retryable: false });
+    assert.equal(outcome.serverId, noOp.serverId);
+    assert.equal(outcome.powerState, undefined, "nothing ran, so nothing is said of the instance");
+    assert.equal(replayed, false);
+    const noInstance = await executor.execute({ opId: randomUUID(), serverId: "", problem: "instance.id is empty" });
+    assert.equal(noInstance.outcome.failure?.code, "INVALID_OP");
+    assert.equal((await executor.execute(noOp)).replayed, false, "not journaled: nothing ran");
     assert.equal(driver.calls.length, 0);
     await executor.close();
   });
@@ -332,37 +339,37 @@ describe("OpExecutor: every op kind reaches its driver call", () => {
     const exDst = await OpExecutor.open({ driver: dst, stateDir: join(stateDir, "dst") });
     const inst = testInstance();
     const bigger = { ...inst, memoryMb: 1024 };
-    const steps: Array<[OpExecutor, FakeDriver, ReturnType<typeof testOp>, string[], PowerState]> = [
-      [exSrc, src, testOp(inst, { kind: "spawn" }), ["spawn"], PowerState.POWER_STATE_RUNNING],
-      [exSrc, src, testOp(inst, { kind: "pause" }), ["pause"], PowerState.POWER_STATE_PAUSED],
-      [exSrc, src, testOp(inst, { kind: "unpause" }), ["unpause"], PowerState.POWER_STATE_RUNNING],
-      [exSrc, src, testOp(inst, { kind: "suspend" }), ["suspend"], PowerState.POWER_STATE_SUSPENDED],
-      [exSrc, src, testOp(inst, { kind: "resume" }), ["resume"], PowerState.POWER_STATE_RUNNING],
-      [exSrc, src, testOp(inst, { kind: "rebuild" }), ["rebuild"], PowerState.POWER_STATE_RUNNING],
-      [exSrc, src, testOp(inst, { kind: "migrateDisk", targetHost: "dst" }), ["migrateDiskAndPowerOff"], PowerState.POWER_STATE_SHUTDOWN],
-      [exDst, dst, testOp(bigger, { kind: "finishMigration", sourceHost: "src", powerOn: true }), ["finishMigration"], PowerState.POWER_STATE_RUNNING],
-      [exDst, dst, testOp(bigger, { kind: "revertMigration" }), ["destroy"], PowerState.POWER_STATE_NOSTATE],
-      [exSrc, src, testOp(inst, { kind: "finishRevertMigration", powerOn: true }), ["finishRevertMigration"], PowerState.POWER_STATE_RUNNING],
-      [exSrc, src, testOp(inst, { kind: "confirmMigration" }), ["confirmMigration"], PowerState.POWER_STATE_RUNNING],
-      [exDst, dst, testOp(inst, { kind: "preLiveMigration", sourceHost: "src" }), ["preLiveMigration"], PowerState.POWER_STATE_PAUSED],
-      [exDst, dst, testOp(inst, { kind: "rollbackLiveMigration" }), ["rollbackLiveMigration"], PowerState.POWER_STATE_NOSTATE],
-      [exDst, dst, testOp(inst, { kind: "preLiveMigration", sourceHost: "src" }), ["preLiveMigration"], PowerState.POWER_STATE_PAUSED],
-      [exSrc, src, testOp(inst, { kind: "liveMigrate", targetHost: "dst", targetUri: dst.migrationUri! }), ["liveMigrate"], PowerState.POWER_STATE_NOSTATE],
-      [exDst, dst, testOp(inst, { kind: "postLiveMigration", sourceHost: "src" }), ["postLiveMigration"], PowerState.POWER_STATE_RUNNING],
-      [exDst, dst, testOp(inst, { kind: "shelve", imageId: "img-shelved" }), ["powerOff", "snapshot", "destroy"], PowerState.POWER_STATE_NOSTATE],
-      [exDst, dst, testOp(inst, { kind: "rebuild", recreate: true }), ["spawn"], PowerState.POWER_STATE_RUNNING],
+    const steps: Array<[OpExecutor, FakeDriver, AgentOp, string[], PowerState]> = [
+      [exSrc, src, testOp(inst, { kind: "spawn" }), ["spawn"], "RUNNING"],
+      [exSrc, src, testOp(inst, { kind: "pause" }), ["pause"], "PAUSED"],
+      [exSrc, src, testOp(inst, { kind: "unpause" }), ["unpause"], "RUNNING"],
+      [exSrc, src, testOp(inst, { kind: "suspend" }), ["suspend"], "SUSPENDED"],
+      [exSrc, src, testOp(inst, { kind: "resume" }), ["resume"], "RUNNING"],
+      [exSrc, src, testOp(inst, { kind: "rebuild" }), ["rebuild"], "RUNNING"],
+      [exSrc, src, testOp(inst, { kind: "migrate_disk", targetHost: "dst" }), ["migrateDiskAndPowerOff"], "SHUTDOWN"],
+      [exDst, dst, testOp(bigger, { kind: "finish_migration", sourceHost: "src", powerOn: true }), ["finishMigration"], "RUNNING"],
+      [exDst, dst, testOp(bigger, { kind: "revert_migration" }), ["destroy"], "NOSTATE"],
+      [exSrc, src, testOp(inst, { kind: "finish_revert_migration", powerOn: true }), ["finishRevertMigration"], "RUNNING"],
+      [exSrc, src, testOp(inst, { kind: "confirm_migration" }), ["confirmMigration"], "RUNNING"],
+      [exDst, dst, testOp(inst, { kind: "pre_live_migration", sourceHost: "src" }), ["preLiveMigration"], "PAUSED"],
+      [exDst, dst, testOp(inst, { kind: "rollback_live_migration" }), ["rollbackLiveMigration"], "NOSTATE"],
+      [exDst, dst, testOp(inst, { kind: "pre_live_migration", sourceHost: "src" }), ["preLiveMigration"], "PAUSED"],
+      [exSrc, src, testOp(inst, { kind: "live_migrate", targetHost: "dst", targetUri: dst.migrationUri! }), ["liveMigrate"], "NOSTATE"],
+      [exDst, dst, testOp(inst, { kind: "post_live_migration", sourceHost: "src" }), ["postLiveMigration"], "RUNNING"],
+      [exDst, dst, testOp(inst, { kind: "shelve", imageId: "img-shelved" }), ["powerOff", "snapshot", "destroy"], "NOSTATE"],
+      [exDst, dst, testOp(inst, { kind: "rebuild", recreate: true }), ["spawn"], "RUNNING"],
     ];
     for (const [executor, driver, op, methods, powerState] of steps) {
-      const { result } = await executor.execute(op);
-      const kind = op.op!.$case;
-      assert.equal(result.error, undefined, `${kind}: ${JSON.stringify(result.error)}`);
+      const { outcome } = await executor.execute(op);
+      const { kind } = op;
+      assert.equal(outcome.failure, undefined, `${kind}: ${JSON.stringify(outcome.failure)}`);
       assert.deepEqual(callsOf(driver, op.opId), methods, kind);
-      assert.equal(result.powerState, powerState, `${kind} leaves ${PowerState[powerState]}`);
+      assert.equal(outcome.powerState, powerState, `${kind} leaves ${powerState}`);
     }
     const shelve = steps.at(-2)![2];
-    assert.match((await exDst.execute(shelve)).result.snapshot?.checksum ?? "", /^[0-9a-f]{64}$/, "the shelve result carries the snapshot");
+    assert.match((await exDst.execute(shelve)).outcome.snapshot?.checksum ?? "", /^[0-9a-f]{64}$/, "the shelve result carries the snapshot");
     const recreate = steps.at(-1)![2];
-    assert.equal((await exDst.execute(recreate)).result.note, "the instance was not on this host; created it");
+    assert.equal((await exDst.execute(recreate)).outcome.note, "the instance was not on this host; created it");
     await exSrc.close();
     await exDst.close();
   });
@@ -376,11 +383,11 @@ describe("OpExecutor: soft reboot falls back to hard", () => {
     await executor.execute(testOp(inst, { kind: "spawn" }));
     const op = testOp(inst, { kind: "reboot", hard: false, softTimeoutSeconds: 1 });
     const started = Date.now();
-    const { result } = await executor.execute(op);
+    const { outcome } = await executor.execute(op);
     assert.ok(Date.now() - started >= 950, "the guest had its second");
-    assert.equal(result.error, undefined);
-    assert.equal(result.note, "soft reboot not completed within 1 s; rebooted hard");
-    assert.equal(result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.equal(outcome.failure, undefined);
+    assert.equal(outcome.note, "soft reboot not completed within 1 s; rebooted hard");
+    assert.equal(outcome.powerState, "RUNNING");
     assert.deepEqual(callsOf(driver, op.opId), ["reboot", "reboot"]);
     assert.equal(driver.domain(inst.id)?.boots, 2, "booted by spawn and by the hard reboot only");
     await executor.close();
@@ -392,20 +399,20 @@ describe("OpExecutor: soft reboot falls back to hard", () => {
     const inst = testInstance();
     await executor.execute(testOp(inst, { kind: "spawn" }));
     const cannot = await executor.execute(testOp(inst, { kind: "reboot", hard: false }));
-    assert.equal(cannot.result.note, "the driver cannot soft reboot; rebooted hard");
+    assert.equal(cannot.outcome.note, "the driver cannot soft reboot; rebooted hard");
     assert.equal(driver.domain(inst.id)?.boots, 2);
     await executor.close();
 
     const driver2 = new FakeDriver();
     const ex2 = await OpExecutor.open({ driver: driver2, stateDir: join(stateDir, "2") });
     await ex2.execute(testOp(inst, { kind: "spawn" }));
-    await ex2.execute(testOp(inst, { kind: "powerOff" }));
+    await ex2.execute(testOp(inst, { kind: "power_off" }));
     const off = await ex2.execute(testOp(inst, { kind: "reboot", hard: false }));
-    assert.equal(off.result.error, undefined);
-    assert.match(off.result.note, /^soft reboot not possible \(.*SHUTDOWN\); rebooted hard$/);
-    assert.equal(off.result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.equal(off.outcome.failure, undefined);
+    assert.match(off.outcome.note ?? "", /^soft reboot not possible \(.*SHUTDOWN\); rebooted hard$/);
+    assert.equal(off.outcome.powerState, "RUNNING");
     const hard = await ex2.execute(testOp(inst, { kind: "reboot", hard: true }));
-    assert.equal(hard.result.note, "", "a plain reboot has no note");
+    assert.equal(hard.outcome.note, undefined, "a plain reboot has no note");
     await ex2.close();
   });
 });
@@ -417,24 +424,24 @@ describe("OpExecutor: abort", () => {
     const progress: OpProgressEvent[] = [];
     const executor = await OpExecutor.open({ driver, stateDir, progressIntervalMs: 0, onProgress: (p) => progress.push(p) });
     await executor.execute(testOp(inst, { kind: "spawn" }));
-    const migrate = testOp(inst, { kind: "liveMigrate", targetHost: "elsewhere" });
+    const migrate = testOp(inst, { kind: "live_migrate", targetHost: "elsewhere" });
     const running = executor.execute(migrate);
     while (!progress.some((p) => p.opId === migrate.opId && p.percent === 25)) await new Promise((r) => setTimeout(r, 10));
     const abort = await executor.execute(testOp(inst, { kind: "abort", targetOpId: migrate.opId }));
-    assert.equal(abort.result.error, undefined);
-    assert.equal(abort.result.note, "aborted");
-    const { result } = await running;
-    assert.equal(result.error?.code, "ABORTED");
-    assert.equal(result.error?.retryable, false);
-    assert.equal(result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.equal(abort.outcome.failure, undefined);
+    assert.equal(abort.outcome.note, "aborted");
+    const { outcome } = await running;
+    assert.equal(outcome.failure?.code, "ABORTED");
+    assert.equal(outcome.failure?.retryable, false);
+    assert.equal(outcome.powerState, "RUNNING");
     assert.ok(progress.every((p) => p.percent < 100), "it never completed");
     await executor.close();
 
     const ex2 = await OpExecutor.open({ driver: fake(), stateDir });
     const again = await ex2.execute(migrate);
     assert.equal(again.replayed, true, "journaled finished, not left started");
-    assert.equal(again.result.error?.code, "ABORTED");
-    assert.equal((await ex2.execute(testOp(inst, { kind: "abort", targetOpId: migrate.opId }))).result.note, "already finished");
+    assert.equal(again.outcome.failure?.code, "ABORTED");
+    assert.equal((await ex2.execute(testOp(inst, { kind: "abort", targetOpId: migrate.opId }))).outcome.note, "already finished");
     await ex2.close();
   });
 
@@ -443,25 +450,25 @@ describe("OpExecutor: abort", () => {
     const driver = fake({ faults: { spawn: { delayMs: 400 } } });
     const executor = await OpExecutor.open({ driver, stateDir });
     const spawn = executor.execute(testOp(inst, { kind: "spawn" }));
-    const powerOffOp = testOp(inst, { kind: "powerOff" });
+    const powerOffOp = testOp(inst, { kind: "power_off" });
     const powerOff = executor.execute(powerOffOp);
     await new Promise((r) => setTimeout(r, 30));
     const started = Date.now();
     const abort = await executor.execute(testOp(inst, { kind: "abort", targetOpId: powerOffOp.opId }));
     assert.ok(Date.now() - started < 250, `the abort did not wait for the spawn (${Date.now() - started} ms)`);
-    assert.equal(abort.result.note, "aborted");
+    assert.equal(abort.outcome.note, "aborted");
     const off = await powerOff;
-    assert.equal(off.result.error?.code, "ABORTED");
-    assert.match(off.result.error?.message ?? "", /before it started/);
+    assert.equal(off.outcome.failure?.code, "ABORTED");
+    assert.match(off.outcome.failure?.message ?? "", /before it started/);
     const spawned = await spawn;
-    assert.equal(spawned.result.error, undefined, "the running op was not touched");
+    assert.equal(spawned.outcome.failure, undefined, "the running op was not touched");
     await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(callsOf(driver, powerOffOp.opId), [], "power off never reached the driver");
     assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
     await executor.close();
   });
 
-  test("an abort of an unknown op, of another server's op, or without a target", async () => {
+  test("an abort of an unknown op, or of another server's op", async () => {
     const driver = fake({ faults: { spawn: { delayMs: 200 } } });
     const executor = await OpExecutor.open({ driver, stateDir });
     const a = testInstance();
@@ -469,12 +476,10 @@ describe("OpExecutor: abort", () => {
     const spawnA = testOp(a, { kind: "spawn" });
     const pending = executor.execute(spawnA);
     const unknown = await executor.execute(testOp(b, { kind: "abort", targetOpId: "no-such-op" }));
-    assert.deepEqual([unknown.result.error, unknown.result.note], [undefined, "op not running"]);
+    assert.deepEqual([unknown.outcome.failure, unknown.outcome.note], [undefined, "op not running"]);
     const wrong = await executor.execute(testOp(b, { kind: "abort", targetOpId: spawnA.opId }));
-    assert.equal(wrong.result.error?.code, "INVALID_OP");
-    const empty = await executor.execute(testOp(b, { kind: "abort", targetOpId: "" }));
-    assert.equal(empty.result.error?.code, "INVALID_OP");
-    assert.equal((await pending).result.error, undefined, "a's spawn went on");
+    assert.equal(wrong.outcome.failure?.code, "INVALID_OP");
+    assert.equal((await pending).outcome.failure, undefined, "a's spawn went on");
     await executor.close();
   });
 });
@@ -486,16 +491,16 @@ describe("OpExecutor: results carry snapshot info and notes, also when replayed"
     const executor = await OpExecutor.open({ driver, stateDir });
     await executor.execute(testOp(inst, { kind: "spawn" }));
     const op = testOp(inst, { kind: "snapshot", imageId: "img-1" });
-    const { result } = await executor.execute(op);
+    const { outcome } = await executor.execute(op);
     const expected = await driver.snapshot({ instanceId: inst.id, imageId: "img-1", imageName: "x" });
-    assert.deepEqual(result.snapshot, expected);
-    assert.equal(result.powerState, PowerState.POWER_STATE_RUNNING);
+    assert.deepEqual(outcome.snapshot, expected);
+    assert.equal(outcome.powerState, "RUNNING");
     await executor.close();
 
     const ex2 = await OpExecutor.open({ driver: fake(), stateDir });
     const again = await ex2.execute(op);
     assert.equal(again.replayed, true);
-    assert.deepEqual(again.result, result);
+    assert.deepEqual(again.outcome, outcome);
     await ex2.close();
   });
 
@@ -504,7 +509,7 @@ describe("OpExecutor: results carry snapshot info and notes, also when replayed"
     const progress: OpProgressEvent[] = [];
     const executor = await OpExecutor.open({ driver: fake(), stateDir, progressIntervalMs: 60_000, onProgress: (p) => progress.push(p) });
     await executor.execute(testOp(inst, { kind: "spawn" }));
-    const op = testOp(inst, { kind: "liveMigrate", targetHost: "b" });
+    const op = testOp(inst, { kind: "live_migrate", targetHost: "b" });
     await executor.execute(op);
     assert.deepEqual(
       progress.map((p) => [p.opId, p.serverId, p.percent]),
@@ -523,13 +528,13 @@ describe("OpExecutor: deadlines", () => {
     const driver = fake();
     const executor = await OpExecutor.open({ driver, stateDir });
     const late = { ...testOp(inst, { kind: "spawn" }), deadline: new Date(Date.now() - 1_000) };
-    const { result } = await executor.execute(late);
-    assert.equal(result.error?.code, "DEADLINE_EXCEEDED");
-    assert.equal(result.error?.retryable, false);
+    const { outcome } = await executor.execute(late);
+    assert.equal(outcome.failure?.code, "DEADLINE_EXCEEDED");
+    assert.equal(outcome.failure?.retryable, false);
     assert.equal(driver.calls.length, 0);
     assert.equal((await executor.execute(late)).replayed, true);
     const inTime = { ...testOp(inst, { kind: "spawn" }), deadline: new Date(Date.now() + 60_000) };
-    assert.equal((await executor.execute(inTime)).result.error, undefined);
+    assert.equal((await executor.execute(inTime)).outcome.failure, undefined);
     await executor.close();
   });
 });
@@ -544,7 +549,7 @@ describe("OpExecutor: task steps", () => {
     const rebuild = testOp(inst, { kind: "rebuild" });
     const snapshot = testOp(inst, { kind: "snapshot", imageId: "img-1" });
     const shelve = testOp(inst, { kind: "shelve", imageId: "img-2" });
-    for (const op of [rebuild, snapshot, shelve]) assert.equal((await executor.execute(op)).result.error, undefined);
+    for (const op of [rebuild, snapshot, shelve]) assert.equal((await executor.execute(op)).outcome.failure, undefined);
     const stages = (opId: string) => progress.filter((p) => p.opId === opId).map((p) => p.stage);
     assert.deepEqual(stages(rebuild.opId), ["REBUILD_SPAWNING"]);
     assert.deepEqual(stages(snapshot.opId), ["IMAGE_UPLOADING"]);

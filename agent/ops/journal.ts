@@ -9,50 +9,18 @@
  */
 import { mkdir, open, readFile, rename, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
+import type { Logger } from "pino";
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
-
-/** The operations an op can carry: every case of `ComputeOp.op` (the executor checks this at compile time). */
-export const OP_KINDS = [
-  "spawn",
-  "destroy",
-  "powerOn",
-  "powerOff",
-  "reboot",
-  "pause",
-  "unpause",
-  "suspend",
-  "resume",
-  "snapshot",
-  "shelve",
-  "rebuild",
-  "migrateDisk",
-  "finishMigration",
-  "confirmMigration",
-  "revertMigration",
-  "finishRevertMigration",
-  "preLiveMigration",
-  "liveMigrate",
-  "postLiveMigration",
-  "rollbackLiveMigration",
-  "abort",
-] as const;
-
-/** An operation an op can carry. */
-export type OpKind = (typeof OP_KINDS)[number];
-
-/** How an op failed, as reported to the controller. */
-export interface OpFailure {
-  readonly code: string;
-  readonly message: string;
-  readonly retryable: boolean;
-}
+import { settledOf } from "../settled.js";
+import type { AgentOpKind } from "./agent-op.js";
+import type { OpFailure } from "./outcome.js";
 
 /** Written before the driver is called (not for abort ops, which never call it). */
 export interface StartedEntry {
   readonly t: "started";
   readonly opId: string;
   readonly serverId: string;
-  readonly kind: OpKind;
+  readonly kind: AgentOpKind;
   /** ISO time. */
   readonly time: string;
 }
@@ -62,7 +30,7 @@ export interface FinishedEntry {
   readonly t: "finished";
   readonly opId: string;
   readonly serverId: string;
-  /** Absent on success. */
+  /** Absent on success; the failure as the executor made it. */
   readonly error?: OpFailure;
   /** Power state after the op; absent if the driver could not say. */
   readonly powerState?: PowerState;
@@ -91,6 +59,8 @@ export interface OpJournalOptions {
   readonly maxOps?: number;
   /** fsync after every write (default true; tests may turn it off). */
   readonly fsync?: boolean;
+  /** Told about lines dropped at open (default: none). */
+  readonly logger?: Logger;
 }
 
 /** See the module comment. */
@@ -124,9 +94,10 @@ export class OpJournal {
       if (line.trim() === "") continue;
       try {
         journal.apply(JSON.parse(line) as JournalEntry);
-      } catch {
+      } catch (err) {
         // A line torn by a crash during append: the op it described was not
         // acknowledged as started or finished, so dropping it is safe.
+        options.logger?.warn({ err, path, line: line.slice(0, 200) }, "dropped a torn op journal line");
       }
     }
     await journal.compact();
@@ -150,7 +121,7 @@ export class OpJournal {
     if (this.scheduled) return this.scheduled;
     const run = this.chain.then(() => this.writeBatch());
     this.scheduled = run;
-    this.chain = run.catch(() => undefined);
+    this.chain = settledOf(run);
     return run;
   }
 

@@ -1,10 +1,12 @@
+import { settledOf } from "../settled.js";
+
 /**
  * Runs tasks one after another per key and at most `limit` at once overall:
  * ops of one server in the order they arrived, different servers in
  * parallel.
  */
 export class KeyedQueue {
-  private readonly tails = new Map<string, Promise<unknown>>();
+  private readonly tails = new Map<string, Promise<void>>();
   private readonly waiters: Array<() => void> = [];
   private running = 0;
 
@@ -21,7 +23,7 @@ export class KeyedQueue {
   run<T>(key: string, task: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(key) ?? Promise.resolve();
     const result = previous.then(() => this.withSlot(task));
-    const tail = result.catch(() => undefined);
+    const tail = settledOf(result);
     this.tails.set(key, tail);
     void tail.then(() => {
       if (this.tails.get(key) === tail) this.tails.delete(key);

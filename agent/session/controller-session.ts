@@ -1,7 +1,8 @@
 /**
  * One `AgentService/Connect` stream: sends Hello, waits for HelloAck, then
  * carries reports and results up and OpResultAcks down until the stream
- * ends. The Agent opens a new session after each loss.
+ * ends. The Agent opens a new session after each loss. Op outcomes and
+ * progress are encoded here, as they leave.
  */
 import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -12,6 +13,9 @@ import type {
   Hello,
   HelloAck,
 } from "../../gen/novamesh/agent/v1/agent.js";
+import type { OpOutcome } from "../ops/outcome.js";
+import type { OpProgressEvent } from "../ops/progress.js";
+import { opProgressToProto, opResultToProto } from "../proto-convert.js";
 
 /** Options of {@link ControllerSession.open}. */
 export interface ControllerSessionOptions {
@@ -101,6 +105,16 @@ export class ControllerSession {
     if (!this.isOpen) return false;
     this.call.write(message);
     return true;
+  }
+
+  /** Sends an op's outcome as OpResult; false if the stream has ended. */
+  sendResult(outcome: OpOutcome): boolean {
+    return this.send({ body: { $case: "opResult", opResult: opResultToProto(outcome) } });
+  }
+
+  /** Sends an op's progress as OpProgress; false if the stream has ended (progress is not kept). */
+  sendProgress(progress: OpProgressEvent): boolean {
+    return this.send({ body: { $case: "opProgress", opProgress: opProgressToProto(progress) } });
   }
 
   /**

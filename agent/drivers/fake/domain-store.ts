@@ -9,6 +9,7 @@
 import { appendFile, mkdir, open, readFile, rename, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { randomUUID } from "node:crypto";
+import { settledOf } from "../../settled.js";
 import type { InstanceSpec, PowerState } from "../types.js";
 import { isPowerState } from "../types.js";
 
@@ -123,6 +124,19 @@ function checkDomain(path: string, id: string, d: FakeDomain): FakeDomain {
   };
 }
 
+/** The event a line of the event file holds; undefined for a blank line or one that is not an event (skipped). */
+function eventOf(line: string): FakeEvent | undefined {
+  if (line.trim() === "") return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  const e = value as FakeEvent | null;
+  return typeof e === "object" && e !== null && typeof e.serverId === "string" ? e : undefined;
+}
+
 /** Reads and writes the domain file; without a path, does nothing. */
 export class DomainStore {
   private running: Promise<void> = Promise.resolve();
@@ -187,13 +201,8 @@ export class DomainStore {
     const end = chunk.lastIndexOf(0x0a) + 1; // a line still being written waits for the next call
     const events: FakeEvent[] = [];
     for (const line of chunk.subarray(0, end).toString("utf8").split("\n")) {
-      if (line.trim() === "") continue;
-      try {
-        const e = JSON.parse(line) as FakeEvent;
-        if (typeof e.serverId === "string") events.push(e);
-      } catch {
-        // not an event; skipped
-      }
+      const e = eventOf(line);
+      if (e) events.push(e);
     }
     return { events, offset: offset + end };
   }
@@ -219,7 +228,7 @@ export class DomainStore {
       await writeAtomic(path, JSON.stringify(file));
     });
     this.queued = run;
-    this.running = run.catch(() => undefined);
+    this.running = settledOf(run);
     return run;
   }
 

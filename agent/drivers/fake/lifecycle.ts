@@ -1,0 +1,123 @@
+/**
+ * The fake driver's lifecycle calls: create, start, stop, pause, suspend,
+ * rebuild and remove a domain.
+ */
+import {
+  DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS,
+  type CallOptions,
+  type InstanceOptions,
+  type PowerOffOptions,
+  type RebootOptions,
+  type RebuildOptions,
+  type SpawnOptions,
+} from "../driver.js";
+import { DriverError, SoftRebootTimeoutError } from "../errors.js";
+import { ACTIVE_POWER_STATES, type PowerState } from "../types.js";
+import { invalidState, sameInstance, type FakeHost } from "./fake-host.js";
+import { wait } from "./faults.js";
+
+export async function spawn(host: FakeHost, { instance }: SpawnOptions, call: CallOptions): Promise<void> {
+  await host.ready("spawn", true, call, instance.id);
+  const existing = host.state.domains.get(instance.id);
+  if (existing) {
+    if (existing.powerState === "RUNNING" && !existing.incoming && sameInstance(existing.instance, instance)) return;
+    throw new DriverError(
+      "INSTANCE_EXISTS",
+      `instance ${instance.id} already exists on ${host.options.hostname} (${existing.powerState})`,
+    );
+  }
+  host.checkFits(instance, { disk: true, memory: true }, "spawn");
+  host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: 1 });
+  await host.persist();
+}
+
+export async function destroy(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
+  await host.ready("destroy", true, call, instanceId);
+  if (!host.state.domains.delete(instanceId)) return;
+  await host.persist();
+}
+
+export async function powerOn(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
+  await host.ready("powerOn", true, call, instanceId);
+  const d = host.owned(instanceId, "power on");
+  if (d.powerState === "RUNNING") return;
+  if (!ACTIVE_POWER_STATES.has(d.powerState)) host.checkFits(d.instance, { memory: true }, "power on", instanceId);
+  host.start(d);
+  await host.persist();
+}
+
+export async function powerOff(host: FakeHost, { instanceId, timeoutSeconds }: PowerOffOptions, call: CallOptions): Promise<void> {
+  await host.ready("powerOff", true, call, instanceId);
+  const d = host.get(instanceId);
+  if (d.powerState === "SHUTDOWN") return;
+  host.owned(instanceId, "power off");
+  await host.shutdownGuest(d, timeoutSeconds, call.signal);
+  d.powerState = "SHUTDOWN";
+  await host.persist();
+}
+
+export async function reboot(host: FakeHost, { instanceId, hard, timeoutSeconds }: RebootOptions, call: CallOptions): Promise<void> {
+  if (!hard) host.require("softReboot", "reboot(soft)");
+  await host.ready("reboot", true, call, instanceId);
+  const d = host.owned(instanceId, hard ? "hard reboot" : "soft reboot");
+  if (!hard) {
+    if (d.powerState !== "RUNNING") throw invalidState(`cannot soft reboot instance ${instanceId}: it is ${d.powerState}`);
+    if (host.injector.ignoresAcpi(instanceId)) {
+      const seconds = timeoutSeconds !== undefined && timeoutSeconds > 0 ? timeoutSeconds : DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS;
+      await wait(seconds * 1000, call.signal);
+      throw new SoftRebootTimeoutError(instanceId, seconds);
+    }
+  }
+  if (!ACTIVE_POWER_STATES.has(d.powerState)) host.checkFits(d.instance, { memory: true }, "reboot", instanceId);
+  host.start(d);
+  await host.persist();
+}
+
+/**
+ * A change of power state the guest makes at once, `from` → `to` (already
+ * `to`: nothing to do). Leaving an inactive state needs the memory back.
+ */
+async function switchPowerState(
+  host: FakeHost,
+  method: "pause" | "unpause" | "suspend" | "resume",
+  capability: "pause" | "suspend",
+  [from, to]: readonly [PowerState, PowerState],
+  instanceId: string,
+  call: CallOptions,
+): Promise<void> {
+  host.require(capability, method);
+  await host.ready(method, true, call, instanceId);
+  const d = host.owned(instanceId, method);
+  if (d.powerState === to) return;
+  if (d.powerState !== from) throw invalidState(`cannot ${method} instance ${instanceId}: it is ${d.powerState}`);
+  if (!ACTIVE_POWER_STATES.has(from)) host.checkFits(d.instance, { memory: true }, method, instanceId);
+  d.powerState = to;
+  await host.persist();
+}
+
+export function pause(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
+  return switchPowerState(host, "pause", "pause", ["RUNNING", "PAUSED"], instanceId, call);
+}
+
+export function unpause(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
+  return switchPowerState(host, "unpause", "pause", ["PAUSED", "RUNNING"], instanceId, call);
+}
+
+export function suspend(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
+  return switchPowerState(host, "suspend", "suspend", ["RUNNING", "SUSPENDED"], instanceId, call);
+}
+
+export function resume(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<void> {
+  return switchPowerState(host, "resume", "suspend", ["SUSPENDED", "RUNNING"], instanceId, call);
+}
+
+export async function rebuild(host: FakeHost, { instance, onSpawning }: RebuildOptions, call: CallOptions): Promise<void> {
+  await host.ready("rebuild", true, call, instance.id);
+  const d = host.owned(instance.id, "rebuild");
+  host.checkFits(instance, { disk: true, memory: true }, "rebuild", instance.id);
+  // Removing the old disk took the call's delay; building the new one takes it again.
+  onSpawning?.();
+  await wait(host.injector.delayMs("rebuild", true, instance.id), call.signal);
+  host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: d.boots + 1 });
+  await host.persist();
+}

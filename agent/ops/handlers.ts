@@ -1,0 +1,262 @@
+/**
+ * What each op kind does: its driver calls (`run`) and what it still needs
+ * after a restart interrupted it (`reconcile`), one row per kind. A kind
+ * without a row does not compile.
+ */
+import { DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS, type CallOptions, type Driver } from "../drivers/driver.js";
+import { DriverError, InstanceNotFoundError, SoftRebootTimeoutError } from "../drivers/errors.js";
+import type { PowerState, SnapshotInfo } from "../drivers/types.js";
+import type { AgentOp, DriverOpKind, OpHeader } from "./agent-op.js";
+import type { OpProgressSink } from "./progress.js";
+
+/** What a handler works with. */
+export interface HandlerContext {
+  /** The hypervisor. */
+  readonly driver: Driver;
+  /** Options of every driver call: the op's abort signal and id. */
+  readonly call: CallOptions;
+  /** Where the op's progress goes. */
+  readonly progress: OpProgressSink;
+}
+
+/** What a run produced beyond success. */
+export interface RunResult {
+  readonly snapshot?: SnapshotInfo;
+  /** Said in the result. */
+  readonly note?: string;
+}
+
+/** What an interrupted op still needs: its driver calls, nothing, or (a half-made spawn) a power on. */
+export interface Reconciliation {
+  readonly action: "run" | "skip" | "power_on";
+  /** Said in the result (e.g. what could not be recovered). */
+  readonly note?: string;
+}
+
+/**
+ * How to reconcile an interrupted op: "run_again" (its driver calls are
+ * idempotent, or their result is needed), or a rule over the instance's
+ * power state now (undefined: the instance is not on this host).
+ */
+export type ReconcileRule<K extends DriverOpKind> =
+  | "run_again"
+  | ((state: PowerState | undefined, op: AgentOp<K>) => Reconciliation);
+
+/** One row of the table. */
+export interface Handler<K extends DriverOpKind> {
+  /** Calls the driver. Rejects with what the driver threw. */
+  run(op: AgentOp<K>, ctx: HandlerContext): Promise<RunResult>;
+  readonly reconcile: ReconcileRule<K>;
+}
+
+export const RUN: Reconciliation = { action: "run" };
+export const SKIP: Reconciliation = { action: "skip" };
+const DONE: RunResult = {};
+
+/** Skip if the instance is already in `state`, else run. */
+function skipIf(state: PowerState): (now: PowerState | undefined) => Reconciliation {
+  return (now) => (now === state ? SKIP : RUN);
+}
+
+/**
+ * A reboot. Soft falls back to hard, as Nova's libvirt driver does, when
+ * the guest does not restart within the timeout, when the instance is not
+ * running (so the guest cannot), or when the driver cannot soft reboot;
+ * the note says so.
+ */
+async function reboot(op: AgentOp<"reboot">, { driver, call }: HandlerContext): Promise<RunResult> {
+  const instanceId = op.instance.id;
+  const hard = () => driver.reboot({ instanceId, hard: true }, call);
+  if (op.hard) {
+    await hard();
+    return DONE;
+  }
+  if (!driver.capabilities.softReboot) {
+    await hard();
+    return { note: "the driver cannot soft reboot; rebooted hard" };
+  }
+  try {
+    await driver.reboot({ instanceId, hard: false, timeoutSeconds: op.softTimeoutSeconds }, call);
+    return DONE;
+  } catch (err) {
+    if (call.signal?.aborted) throw err;
+    const e = DriverError.from(err);
+    let note: string;
+    if (e instanceof SoftRebootTimeoutError || e.code === "SOFT_REBOOT_TIMEOUT") {
+      const seconds =
+        e instanceof SoftRebootTimeoutError ? e.timeoutSeconds : op.softTimeoutSeconds || DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS;
+      note = `soft reboot not completed within ${seconds} s; rebooted hard`;
+    } else if (e.code === "INVALID_STATE") {
+      note = `soft reboot not possible (${e.message}); rebooted hard`;
+    } else if (e.code === "NOT_SUPPORTED") {
+      note = "the driver cannot soft reboot; rebooted hard";
+    } else {
+      throw err;
+    }
+    await hard();
+    return { note };
+  }
+}
+
+/** Nova's order: power off (clean first), snapshot the stopped disk, remove from the host. */
+async function shelve(op: AgentOp<"shelve">, { driver, call, progress }: HandlerContext): Promise<RunResult> {
+  const instanceId = op.instance.id;
+  const { imageId, imageName, timeoutSeconds } = op;
+  await driver.powerOff({ instanceId, timeoutSeconds }, call);
+  const snapshot = imageId
+    ? await driver.snapshot(
+        { instanceId, imageId, imageName, onUploading: () => progress.stage("SHELVING_IMAGE_UPLOADING", "storing the snapshot") },
+        call,
+      )
+    : undefined;
+  progress.stage("SHELVING_OFFLOADING", "removing the server from this host");
+  await driver.destroy({ instanceId }, call);
+  return snapshot ? { snapshot } : DONE;
+}
+
+async function rebuild(op: AgentOp<"rebuild">, { driver, call, progress }: HandlerContext): Promise<RunResult> {
+  const onSpawning = () => progress.stage("REBUILD_SPAWNING", "creating the server from its image");
+  if (op.recreate && !(await exists(driver, op.instance.id, call))) {
+    onSpawning();
+    await driver.spawn({ instance: op.instance }, call);
+    return { note: "the instance was not on this host; created it" };
+  }
+  await driver.rebuild({ instance: op.instance, onSpawning }, call);
+  return DONE;
+}
+
+async function exists(driver: Driver, instanceId: string, call: CallOptions): Promise<boolean> {
+  try {
+    await driver.powerState({ instanceId }, call);
+    return true;
+  } catch (err) {
+    if (err instanceof InstanceNotFoundError) return false;
+    throw err;
+  }
+}
+
+/** Runs a driver call that produces nothing to report. */
+function done(call: Promise<void>): Promise<RunResult> {
+  return call.then(() => DONE);
+}
+
+/** Driver methods that take the instance id alone. */
+type InstanceMethod = "destroy" | "powerOn" | "pause" | "unpause" | "suspend" | "resume" | "confirmMigration" | "rollbackLiveMigration";
+
+/** A run that is the one driver call `method` on the op's instance. */
+function onInstance(method: InstanceMethod): (op: Pick<OpHeader, "instance">, ctx: HandlerContext) => Promise<RunResult> {
+  return (op, { driver, call }) => done(driver[method]({ instanceId: op.instance.id }, call));
+}
+
+/**
+ * Every kind run through the driver. Reconciling (see {@link ReconcileRule}):
+ * - spawn: no domain → run; RUNNING → skip; otherwise power it on.
+ * - power on, reboot, unpause, resume: skip if RUNNING, else run.
+ * - power off: skip if SHUTDOWN; pause: skip if PAUSED; suspend: skip if
+ *   SUSPENDED; else run.
+ * - shelve: skip if the instance is gone (it got as far as destroy; the
+ *   snapshot's info is lost, which the note says), else run again.
+ * - live migrate: skip if the instance is gone from this host (the
+ *   migration completed), else run again (the target is still prepared).
+ * - destroy, revert/confirm migration, rollback live migration, migrate
+ *   disk, finish migration, finish revert, pre/post live migration: run
+ *   again — each is idempotent by the driver contract (and a SHUTDOWN
+ *   source does not prove its disk was handed over).
+ * - snapshot: run again (into the same image; its result needs the info).
+ * - rebuild: run again (the disk is re-created once more).
+ */
+export const HANDLERS = {
+  spawn: {
+    run: (op, { driver, call }) => done(driver.spawn({ instance: op.instance }, call)),
+    reconcile: (state) => (state === undefined ? RUN : state === "RUNNING" ? SKIP : { action: "power_on" }),
+  },
+  destroy: { run: onInstance("destroy"), reconcile: "run_again" },
+  power_on: { run: onInstance("powerOn"), reconcile: skipIf("RUNNING") },
+  power_off: {
+    run: (op, { driver, call }) => done(driver.powerOff({ instanceId: op.instance.id, timeoutSeconds: op.timeoutSeconds }, call)),
+    reconcile: skipIf("SHUTDOWN"),
+  },
+  reboot: { run: reboot, reconcile: skipIf("RUNNING") },
+  pause: { run: onInstance("pause"), reconcile: skipIf("PAUSED") },
+  unpause: { run: onInstance("unpause"), reconcile: skipIf("RUNNING") },
+  suspend: { run: onInstance("suspend"), reconcile: skipIf("SUSPENDED") },
+  resume: { run: onInstance("resume"), reconcile: skipIf("RUNNING") },
+  snapshot: {
+    run: async (op, { driver, call, progress }) => ({
+      snapshot: await driver.snapshot(
+        {
+          instanceId: op.instance.id,
+          imageId: op.imageId,
+          imageName: op.imageName,
+          onUploading: () => progress.stage("IMAGE_UPLOADING", "storing the snapshot"),
+        },
+        call,
+      ),
+    }),
+    reconcile: "run_again",
+  },
+  shelve: {
+    run: shelve,
+    reconcile: (state, op) =>
+      state !== undefined
+        ? RUN
+        : {
+            action: "skip",
+            note: op.imageId
+              ? "shelve was interrupted by an agent restart after the instance was removed; the snapshot's size and checksum are unknown"
+              : "shelve was interrupted by an agent restart after the instance was removed",
+          },
+  },
+  rebuild: { run: rebuild, reconcile: "run_again" },
+  migrate_disk: {
+    run: (op, { driver, call }) =>
+      done(driver.migrateDiskAndPowerOff({ instanceId: op.instance.id, targetHost: op.targetHost, timeoutSeconds: op.timeoutSeconds }, call)),
+    reconcile: "run_again",
+  },
+  finish_migration: {
+    run: (op, { driver, call }) =>
+      done(driver.finishMigration({ instance: op.instance, sourceHost: op.sourceHost, powerOn: op.powerOn }, call)),
+    reconcile: "run_again",
+  },
+  confirm_migration: { run: onInstance("confirmMigration"), reconcile: "run_again" },
+  revert_migration: {
+    // Target side of a revert: the new copy goes.
+    run: onInstance("destroy"),
+    reconcile: "run_again",
+  },
+  finish_revert_migration: {
+    run: (op, { driver, call }) => done(driver.finishRevertMigration({ instanceId: op.instance.id, powerOn: op.powerOn }, call)),
+    reconcile: "run_again",
+  },
+  pre_live_migration: {
+    run: (op, { driver, call }) => done(driver.preLiveMigration({ instance: op.instance, sourceHost: op.sourceHost }, call)),
+    reconcile: "run_again",
+  },
+  live_migrate: {
+    run: (op, { driver, call, progress }) =>
+      done(
+        driver.liveMigrate(
+          {
+            instanceId: op.instance.id,
+            targetHost: op.targetHost,
+            targetUri: op.targetUri,
+            onProgress: (percent, message) => progress.progress(percent, message),
+          },
+          call,
+        ),
+      ),
+    reconcile: (state) => (state !== undefined ? RUN : { action: "skip", note: "the live migration had completed before an agent restart" }),
+  },
+  post_live_migration: {
+    run: (op, { driver, call }) => done(driver.postLiveMigration({ instanceId: op.instance.id, sourceHost: op.sourceHost }, call)),
+    reconcile: "run_again",
+  },
+  rollback_live_migration: { run: onInstance("rollbackLiveMigration"), reconcile: "run_again" },
+} satisfies { readonly [K in DriverOpKind]: Handler<K> };
+
+const TABLE: { readonly [K in DriverOpKind]: Handler<K> } = HANDLERS;
+
+/** The row of `kind`. */
+export function handlerOf<K extends DriverOpKind>(kind: K): Handler<K> {
+  return TABLE[kind];
+}

@@ -1,0 +1,46 @@
+/**
+ * How an op ended, in the agent's own terms: the one failure shape (made
+ * from whatever was thrown, journaled as it is, turned into the wire's
+ * OpError only at the edge) and the outcome reported for every op.
+ */
+import { DriverError, type DriverErrorCode } from "../drivers/errors.js";
+import type { PowerState, SnapshotInfo } from "../drivers/types.js";
+
+/** How an op failed, as reported to the controller. */
+export interface OpFailure {
+  /** Machine-readable, such as "NOT_FOUND" or "ABORTED". */
+  readonly code: string;
+  readonly message: string;
+  /** Whether running the op again (here or on another host) may succeed. */
+  readonly retryable: boolean;
+}
+
+/** Anything thrown, as a failure: see {@link DriverError.from} for the codes. */
+export function toFailure(reason: unknown, fallbackCode?: DriverErrorCode): OpFailure {
+  const e = DriverError.from(reason, fallbackCode);
+  return { code: e.code, message: e.message, retryable: e.retryable };
+}
+
+/** A failure that no retry can mend. */
+export function finalFailure(code: string, message: string): OpFailure {
+  return { code, message, retryable: false };
+}
+
+/** The outcome of one op, to report to the controller. */
+export interface OpOutcome {
+  readonly opId: string;
+  /** The instance the op acted on ("" if the op named none). */
+  readonly serverId: string;
+  /** Absent on success. */
+  readonly failure?: OpFailure;
+  /** The instance's power state after the op; absent if not known. */
+  readonly powerState?: PowerState;
+  /** What a snapshot (or shelve) stored. */
+  readonly snapshot?: SnapshotInfo;
+  /** How the op went, if worth saying (a soft reboot that fell back to hard, an abort, …). */
+  readonly note?: string;
+  /** When the op started. */
+  readonly startTime: Date;
+  /** When it finished. */
+  readonly finishTime: Date;
+}
