@@ -5,7 +5,7 @@
  */
 import { join, resolve } from "node:path";
 import { connect, type NatsConnection } from "nats";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import { Agent } from "./agent.js";
 import { agentHelp, agentInstances, parseAgentCli, UsageError, type AgentCliConfig } from "./cli-options.js";
 import type { Driver } from "./drivers/driver.js";
@@ -15,7 +15,7 @@ import { JetStreamImageStore } from "./drivers/libvirt/jetstream-image-store.js"
 import { LibvirtDriver } from "./drivers/libvirt/libvirt-driver.js";
 
 /** The driver `config` asks for, for one agent. */
-function makeDriver(config: AgentCliConfig, host: string, stateDir: string, nats: NatsConnection | undefined): Driver {
+function makeDriver(config: AgentCliConfig, host: string, stateDir: string, nats: NatsConnection | undefined, logger: Logger): Driver {
   if (config.driver === "libvirt") {
     const { imageBucket, imageDir } = config.libvirt;
     const imageStore: ImageStore =
@@ -29,6 +29,7 @@ function makeDriver(config: AgentCliConfig, host: string, stateDir: string, nats
       imageStore,
       liveMigrationUri: config.libvirt.liveMigrationUri,
       liveMigrationInboundAddr: config.libvirt.liveMigrationInboundAddr,
+      logger: logger.child({ host, driver: "libvirt" }),
     });
   }
   return new FakeDriver({
@@ -62,7 +63,7 @@ async function main(): Promise<number> {
   const agents = instances.map(
     ({ host, stateDir }) =>
       new Agent({
-        driver: makeDriver(config, host, stateDir, shared),
+        driver: makeDriver(config, host, stateDir, shared, logger),
         controller: config.controller,
         token: config.token,
         natsUrl: config.natsUrl,

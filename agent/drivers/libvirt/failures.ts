@@ -4,25 +4,11 @@
  * meanwhile" means done), and best-effort steps, whose failure is logged
  * and otherwise ignored.
  */
-import type { Bindings, Logger } from "pino";
 import { DriverError } from "../errors.js";
 import { isLibvirtError } from "./binding/index.js";
 import * as C from "./binding/constants.js";
 
-/**
- * Runs a step whose failure must not fail the call it is part of (cleanup
- * after a failure, housekeeping after a success): awaits it and resolves its
- * result, or logs a warning with the error and `what` was tried (and
- * `context`) and resolves undefined.
- */
-export async function bestEffort<T>(log: Logger, what: string, step: () => Promise<T> | T, context: Bindings = {}): Promise<T | undefined> {
-  try {
-    return await step();
-  } catch (err) {
-    log.warn({ ...context, err }, `${what} failed`);
-    return undefined;
-  }
-}
+export { bestEffort } from "../../best-effort.js";
 
 /** Whether `err` says a file or directory is not there. */
 export function isMissing(err: unknown): boolean {
