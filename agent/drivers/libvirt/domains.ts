@@ -18,7 +18,7 @@ import { invalidState, unless } from "./failures.js";
 import type { BootImages } from "./image-cache.js";
 import type { InstanceFiles } from "./instance-files.js";
 import { ACTIVE_STATES, type Inventory, type Known } from "./inventory.js";
-import type { LibvirtDriverOptions } from "./parts.js";
+import type { LibvirtDriverOptions } from "./options.js";
 
 /** What tells an instance's domain from one of another spec under the same id. */
 export function specHash(i: InstanceSpec): string {

@@ -19,7 +19,7 @@ import type { ManagedConnection } from "./connection.js";
 import { domainName, parseDomainMetadata, serverIdOfDomain, type DomainMetadata } from "./domain-xml.js";
 import { bestEffort, invalidState, unless } from "./failures.js";
 import type { IncomingMigration, InstanceFiles, InstanceSidecar } from "./instance-files.js";
-import type { LibvirtDriverOptions } from "./parts.js";
+import type { LibvirtDriverOptions } from "./options.js";
 import { powerStateOf } from "./power-state.js";
 
 /** libvirt states of a domain that has a running qemu (and so takes memory). */

@@ -41,10 +41,11 @@ import { BaseImages } from "./image-cache.js";
 import { InstanceFiles } from "./instance-files.js";
 import { Inventory, type Known } from "./inventory.js";
 import { LiveMigration, announcedMigrationUri, uriScheme } from "./live-migration.js";
-import type { DriverParts, LibvirtDriverOptions } from "./parts.js";
+import type { LibvirtDriverOptions } from "./options.js";
+import type { DriverParts } from "./parts.js";
 import { convert } from "./qemu-img.js";
 
-export type { LibvirtDriverOptions } from "./parts.js";
+export type { LibvirtDriverOptions } from "./options.js";
 export { domainTypeFor } from "./inventory.js";
 
 export class LibvirtDriver implements Driver {

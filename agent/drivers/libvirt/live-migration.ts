@@ -26,7 +26,8 @@ import * as C from "./binding/constants.js";
 import { xmlEscape } from "./domain-xml.js";
 import { bestEffort, fromLibvirt, invalidState } from "./failures.js";
 import type { Known } from "./inventory.js";
-import type { DriverParts, LibvirtDriverOptions } from "./parts.js";
+import type { LibvirtDriverOptions } from "./options.js";
+import type { DriverParts } from "./parts.js";
 
 /** Where and how a host receives live migrations. */
 export interface MigrationTarget {
