@@ -56,3 +56,34 @@ export class Pump {
     await this.idle;
   }
 }
+
+/**
+ * A background worker on a {@link Pump}: `step` runs when kicked and every
+ * `pollMs`; `failed` handles a failed step (true: run again at once).
+ */
+export abstract class PumpWorker {
+  private readonly pump: Pump;
+
+  constructor(pollMs: number) {
+    this.pump = new Pump(() => this.step(), { pollMs, onError: (err) => this.failed(err) });
+  }
+
+  /** One pass; true when more work may be waiting right away. */
+  protected abstract step(): Promise<boolean>;
+
+  protected abstract failed(err: unknown): boolean;
+
+  start(): void {
+    this.pump.start();
+  }
+
+  /** Asks for a pass now (after a commit that left work for it). */
+  kick(): void {
+    this.pump.kick();
+  }
+
+  /** Stops polling and waits for the pass in flight. */
+  stop(): Promise<void> {
+    return this.pump.stop();
+  }
+}

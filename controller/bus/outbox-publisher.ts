@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { Pool } from "../store/db.js";
 import { withTx } from "../store/db.js";
 import { claimOutbox, deleteOutbox } from "../store/ops.js";
-import { Pump } from "../pump.js";
+import { PumpWorker } from "../pump.js";
 
 /**
  * Drains the outbox to JetStream. Rows are locked with SKIP LOCKED so several
@@ -12,35 +12,23 @@ import { Pump } from "../pump.js";
  * delete is dropped by JetStream's de-duplication. A row is deleted only after
  * JetStream acknowledged it.
  */
-export class OutboxPublisher {
-  private readonly pump: Pump;
-
+export class OutboxPublisher extends PumpWorker {
   constructor(
     private readonly pool: Pool,
     private readonly js: JetStreamClient,
     private readonly log: Logger,
     private readonly opts: { pollMs: number; batch: number } = { pollMs: 500, batch: 200 },
   ) {
-    this.pump = new Pump(async () => (await this.drainOnce()) === this.opts.batch, {
-      pollMs: opts.pollMs,
-      onError: (err) => {
-        this.log.warn({ err }, "outbox drain failed; will retry");
-        return false;
-      },
-    });
+    super(opts.pollMs);
   }
 
-  start(): void {
-    this.pump.start();
+  protected async step(): Promise<boolean> {
+    return (await this.drainOnce()) === this.opts.batch;
   }
 
-  /** Asks for a drain now (called after a commit that queued ops). */
-  kick(): void {
-    this.pump.kick();
-  }
-
-  stop(): Promise<void> {
-    return this.pump.stop();
+  protected failed(err: unknown): boolean {
+    this.log.warn({ err }, "outbox drain failed; will retry");
+    return false;
   }
 
   /** Publishes one batch; returns how many rows it sent. */

@@ -24,7 +24,7 @@ import { getInstance, updateInstance } from "../store/instances.js";
 import { openMigration, updateMigration } from "../store/moves.js";
 import { claim, moveAllocations } from "../store/nodes.js";
 import { loadSurroundings, lockPlacementBatch } from "../store/placement.js";
-import { Pump } from "../pump.js";
+import { PumpWorker } from "../pump.js";
 import type { ConductorContext } from "./context.js";
 import { Tx } from "./context.js";
 import { operationErrorOfFault } from "./flow.js";
@@ -41,8 +41,7 @@ export interface PlacementOptions {
   readonly pollMs: number;
 }
 
-export class PlacementWorker {
-  private readonly pump: Pump;
+export class PlacementWorker extends PumpWorker {
   /** Claims made by the batch being placed (uncommitted until it ends). */
   private batchClaims: { host: string; resources: RequestSpec["resources"] }[] = [];
 
@@ -52,28 +51,19 @@ export class PlacementWorker {
     private readonly pipeline: Pipeline,
     private readonly opts: PlacementOptions,
   ) {
-    this.pump = new Pump(async () => (await this.placeBatch()) === this.opts.batch, {
-      pollMs: opts.pollMs,
-      onError: (err) => {
-        this.hosts.invalidate();
-        const code = (err as { code?: string }).code;
-        if (code === "ER_LOCK_DEADLOCK" || code === "ER_LOCK_WAIT_TIMEOUT") return true;
-        this.ctx.log.warn({ err }, "placement pass failed; will retry");
-        return false;
-      },
-    });
+    super(opts.pollMs);
   }
 
-  start(): void {
-    this.pump.start();
+  protected async step(): Promise<boolean> {
+    return (await this.placeBatch()) === this.opts.batch;
   }
 
-  kick(): void {
-    this.pump.kick();
-  }
-
-  stop(): Promise<void> {
-    return this.pump.stop();
+  protected failed(err: unknown): boolean {
+    this.hosts.invalidate();
+    const code = (err as { code?: string }).code;
+    if (code === "ER_LOCK_DEADLOCK" || code === "ER_LOCK_WAIT_TIMEOUT") return true;
+    this.ctx.log.warn({ err }, "placement pass failed; will retry");
+    return false;
   }
 
   /** Places one batch; returns how many servers it took. */

@@ -20,7 +20,7 @@ import { lockOverdue } from "../store/instances.js";
 import { dueForAutoConfirm } from "../store/moves.js";
 import { getNodeByHost } from "../store/nodes.js";
 import { finishOp, pendingOps } from "../store/ops.js";
-import { Pump } from "../pump.js";
+import { PumpWorker } from "../pump.js";
 import type { ConductorContext } from "./context.js";
 import { Tx } from "./context.js";
 import { TimeoutContext, operationErrorOfFault } from "./flow.js";
@@ -41,37 +41,35 @@ export interface ReaperOptions {
 /** Servers reaped per transaction. */
 const BATCH = 50;
 
-export class Reaper {
-  private readonly pump: Pump;
+export class Reaper extends PumpWorker {
   private startTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly ctx: ConductorContext,
     private readonly opts: ReaperOptions,
   ) {
-    this.pump = new Pump(
-      async () => {
-        const reaped = await this.pass();
-        await this.autoConfirm();
-        return reaped === BATCH;
-      },
-      {
-        pollMs: opts.intervalSeconds * 1000,
-        onError: (err) => {
-          this.ctx.log.warn({ err }, "reaper pass failed; will retry");
-          return false;
-        },
-      },
-    );
+    super(opts.intervalSeconds * 1000);
   }
 
-  start(): void {
-    this.startTimer = setTimeout(() => this.pump.start(), this.opts.graceSeconds * 1000);
+  protected async step(): Promise<boolean> {
+    const reaped = await this.pass();
+    await this.autoConfirm();
+    return reaped === BATCH;
   }
 
-  async stop(): Promise<void> {
+  protected failed(err: unknown): boolean {
+    this.ctx.log.warn({ err }, "reaper pass failed; will retry");
+    return false;
+  }
+
+  /** The first pass comes after the grace period. */
+  override start(): void {
+    this.startTimer = setTimeout(() => super.start(), this.opts.graceSeconds * 1000);
+  }
+
+  override async stop(): Promise<void> {
     if (this.startTimer) clearTimeout(this.startTimer);
-    await this.pump.stop();
+    await super.stop();
   }
 
   /** Ends every overdue task (one batch); returns how many. */
