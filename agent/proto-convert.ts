@@ -16,6 +16,7 @@ import type {
 import type { ComputeOp, Instance } from "../gen/novamesh/agent/v1/ops.js";
 import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./drivers/types.js";
+import { kindOfCase } from "../controller/domain/ops.js";
 import type { AgentOp, InvalidOp, OpArgsByKind, OpHeader } from "./ops/agent-op.js";
 import type { OpFailure, OpOutcome } from "./ops/outcome.js";
 import type { OpProgressEvent } from "./ops/progress.js";
@@ -40,52 +41,17 @@ type ProtoOp = NonNullable<ComputeOp["op"]>;
 /** The `kind` and arguments of an op. */
 type OpArgs = { [K in keyof OpArgsByKind]: { readonly kind: K } & OpArgsByKind[K] }[keyof OpArgsByKind];
 
-/** The cases that carry no arguments, and their kinds. */
-const KIND_OF_BARE_CASE = {
-  spawn: "spawn",
-  destroy: "destroy",
-  powerOn: "power_on",
-  pause: "pause",
-  unpause: "unpause",
-  suspend: "suspend",
-  resume: "resume",
-  confirmMigration: "confirm_migration",
-  revertMigration: "revert_migration",
-  rollbackLiveMigration: "rollback_live_migration",
-} as const satisfies Partial<Record<ProtoOp["$case"], keyof OpArgsByKind>>;
-
-/** A ComputeOp's operation as the kind and arguments of an AgentOp. */
-function argsFromProto(o: ProtoOp): OpArgs {
-  switch (o.$case) {
-    case "powerOff":
-      return { kind: "power_off", timeoutSeconds: o.powerOff.timeoutSeconds };
-    case "reboot":
-      return { kind: "reboot", hard: o.reboot.hard, softTimeoutSeconds: o.reboot.softTimeoutSeconds };
-    case "snapshot":
-      return { kind: "snapshot", imageId: o.snapshot.imageId, imageName: o.snapshot.imageName };
-    case "shelve": {
-      const { imageId, imageName, timeoutSeconds } = o.shelve;
-      return { kind: "shelve", imageId, imageName, timeoutSeconds };
-    }
-    case "rebuild":
-      return { kind: "rebuild", recreate: o.rebuild.recreate };
-    case "migrateDisk":
-      return { kind: "migrate_disk", targetHost: o.migrateDisk.targetHost, timeoutSeconds: o.migrateDisk.timeoutSeconds };
-    case "finishMigration":
-      return { kind: "finish_migration", sourceHost: o.finishMigration.sourceHost, powerOn: o.finishMigration.powerOn };
-    case "finishRevertMigration":
-      return { kind: "finish_revert_migration", powerOn: o.finishRevertMigration.powerOn };
-    case "preLiveMigration":
-      return { kind: "pre_live_migration", sourceHost: o.preLiveMigration.sourceHost };
-    case "liveMigrate":
-      return { kind: "live_migrate", targetHost: o.liveMigrate.targetHost, targetUri: o.liveMigrate.targetUri };
-    case "postLiveMigration":
-      return { kind: "post_live_migration", sourceHost: o.postLiveMigration.sourceHost };
-    case "abort":
-      return { kind: "abort", targetOpId: o.abort.targetOpId };
-    default:
-      return { kind: KIND_OF_BARE_CASE[o.$case] };
-  }
+/**
+ * A ComputeOp's operation as the kind and arguments of an AgentOp: the
+ * kind is the oneof case in snake_case and the arguments are the case's
+ * message fields (controller/domain/ops.ts names them so); undefined for a
+ * case no kind has.
+ */
+function argsFromProto(o: ProtoOp): OpArgs | undefined {
+  const kind = kindOfCase(o.$case);
+  if (kind === undefined) return undefined;
+  const fields = (o as unknown as Record<string, object>)[o.$case];
+  return { ...fields, kind } as OpArgs;
 }
 
 /**
@@ -99,6 +65,8 @@ export function agentOpFromProto(op: ComputeOp): AgentOp | InvalidOp {
   if (op.op === undefined) return invalid("the op names no operation (unknown to this agent version?)");
   if (op.op.$case === "abort" && !op.op.abort.targetOpId) return invalid("abort.target_op_id is empty");
   if (op.op.$case === "abort" && op.op.abort.targetOpId === op.opId) return invalid("an abort op cannot abort itself");
+  const args = argsFromProto(op.op);
+  if (args === undefined) return invalid(`the op names an operation this agent does not know (${op.op.$case})`);
   const header: OpHeader = {
     opId: op.opId,
     requestId: op.requestId,
@@ -106,7 +74,7 @@ export function agentOpFromProto(op: ComputeOp): AgentOp | InvalidOp {
     deadline: op.deadline ?? null,
     instance: instanceSpecFromProto(op.instance),
   };
-  return { ...header, ...argsFromProto(op.op) };
+  return { ...header, ...args } as AgentOp;
 }
 
 /** The instance of a ComputeOp as the driver takes it. */

@@ -4,53 +4,15 @@
  * with that kind's own arguments. The wire format is converted to this at
  * the agent's edge (`agent/proto-convert.ts`); nothing below it sees proto.
  */
+import type { OpArgs } from "../../controller/domain/ops.js";
 import type { InstanceSpec } from "../drivers/types.js";
 
-type NoArgs = Record<never, never>;
-
-/** Each op kind's own arguments. */
-export interface OpArgsByKind {
-  /** Create and start the virtual machine. */
-  spawn: NoArgs;
-  /** Destroy the virtual machine and its disks. */
-  destroy: NoArgs;
-  power_on: NoArgs;
-  /** `timeoutSeconds`: clean shutdown time before forcing (0: the driver's default). */
-  power_off: { readonly timeoutSeconds: number };
-  /** `softTimeoutSeconds` (0: the driver's default) is ignored when `hard`. */
-  reboot: { readonly hard: boolean; readonly softTimeoutSeconds: number };
-  pause: NoArgs;
-  unpause: NoArgs;
-  /** Suspend to disk (managed save). */
-  suspend: NoArgs;
-  resume: NoArgs;
-  /** Snapshot the root disk into the image `imageId`. */
-  snapshot: { readonly imageId: string; readonly imageName: string };
-  /** Power off, snapshot into `imageId` (none if empty), remove from the host. */
-  shelve: { readonly imageId: string; readonly imageName: string; readonly timeoutSeconds: number };
-  /** Rebuild from the instance's (new) image; `recreate`: create it if it is not on this host. */
-  rebuild: { readonly recreate: boolean };
-  /** Resize/cold migrate, source side: power off and hand the disk over. */
-  migrate_disk: { readonly targetHost: string; readonly timeoutSeconds: number };
-  /** Resize/cold migrate, target side: create the instance from the migrated disk. */
-  finish_migration: { readonly sourceHost: string; readonly powerOn: boolean };
-  /** Confirm, source side: remove the old copy. */
-  confirm_migration: NoArgs;
-  /** Revert, target side: remove the new copy. */
-  revert_migration: NoArgs;
-  /** Revert, source side: bring the old copy back. */
-  finish_revert_migration: { readonly powerOn: boolean };
-  /** Live migration, target side: prepare to receive the instance. */
-  pre_live_migration: { readonly sourceHost: string };
-  /** Live migration, source side: move the running instance; reports progress; abortable. */
-  live_migrate: { readonly targetHost: string; readonly targetUri: string };
-  /** Live migration, target side: the instance arrived; finish it. */
-  post_live_migration: { readonly sourceHost: string };
-  /** Live migration failed or was aborted, target side: remove what pre_live_migration made. */
-  rollback_live_migration: NoArgs;
-  /** Abort another op of this instance that is queued or running here; not queued itself. */
-  abort: { readonly targetOpId: string };
-}
+/**
+ * Each op kind's own arguments. The op vocabulary is declared once for the
+ * controller and the agent, in controller/domain/ops.ts (what each kind is
+ * for is documented there).
+ */
+export type OpArgsByKind = { readonly [A in OpArgs as A["kind"]]: Omit<A, "kind"> };
 
 /** An operation an op can carry. */
 export type AgentOpKind = keyof OpArgsByKind;

@@ -6,29 +6,51 @@
  */
 import type { PowerState } from "./states.js";
 
-/** Arguments of an op, by kind (field names are the ComputeOp message's). */
+/**
+ * Arguments of an op, by kind (field names are the ComputeOp message's).
+ * The agent takes its op type from here too (agent/ops/agent-op.ts), so the
+ * vocabulary is written once for both ends.
+ */
 export type OpArgs =
+  /** Create and start the virtual machine. */
   | { readonly kind: "spawn" }
+  /** Destroy the virtual machine and its disks. */
   | { readonly kind: "destroy" }
   | { readonly kind: "power_on" }
+  /** `timeoutSeconds`: clean shutdown time before forcing (0: the driver's default). */
   | { readonly kind: "power_off"; readonly timeoutSeconds: number }
+  /** `softTimeoutSeconds` (0: the driver's default) is ignored when `hard`. */
   | { readonly kind: "reboot"; readonly hard: boolean; readonly softTimeoutSeconds: number }
   | { readonly kind: "pause" }
   | { readonly kind: "unpause" }
+  /** Suspend to disk (managed save). */
   | { readonly kind: "suspend" }
   | { readonly kind: "resume" }
+  /** Resize/cold migrate, source side: power off and hand the disk over. */
   | { readonly kind: "migrate_disk"; readonly targetHost: string; readonly timeoutSeconds: number }
+  /** Resize/cold migrate, target side: create the instance from the migrated disk. */
   | { readonly kind: "finish_migration"; readonly sourceHost: string; readonly powerOn: boolean }
+  /** Confirm, source side: remove the old copy. */
   | { readonly kind: "confirm_migration" }
+  /** Revert, target side: remove the new copy. */
   | { readonly kind: "revert_migration" }
+  /** Revert, source side: bring the old copy back. */
   | { readonly kind: "finish_revert_migration"; readonly powerOn: boolean }
+  /** Abort another op of this instance that is queued or running on the host; not queued itself. */
   | { readonly kind: "abort"; readonly targetOpId: string }
+  /** Snapshot the root disk into the image `imageId`. */
   | { readonly kind: "snapshot"; readonly imageId: string; readonly imageName: string }
+  /** Power off, snapshot into `imageId` (none if empty), remove from the host. */
   | { readonly kind: "shelve"; readonly imageId: string; readonly imageName: string; readonly timeoutSeconds: number }
+  /** Rebuild from the instance's (new) image; `recreate`: create it if it is not on this host. */
   | { readonly kind: "rebuild"; readonly recreate: boolean }
+  /** Live migration, target side: prepare to receive the instance. */
   | { readonly kind: "pre_live_migration"; readonly sourceHost: string }
+  /** Live migration, source side: move the running instance; reports progress; abortable. */
   | { readonly kind: "live_migrate"; readonly targetHost: string; readonly targetUri: string }
+  /** Live migration, target side: the instance arrived; finish it. */
   | { readonly kind: "post_live_migration"; readonly sourceHost: string }
+  /** Live migration failed or was aborted, target side: remove what pre_live_migration made. */
   | { readonly kind: "rollback_live_migration" };
 
 export type OpKind = OpArgs["kind"];
@@ -73,6 +95,12 @@ export const OP_KINDS = Object.keys(OP_TRAITS) as OpKind[];
 /** The ComputeOp oneof case of a kind: its camelCase spelling (`power_on` → `powerOn`). */
 export function opCase(kind: OpKind): string {
   return kind.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** The kind of a ComputeOp oneof case (`powerOn` → `power_on`); undefined for a case no kind has. */
+export function kindOfCase(opCase: string): OpKind | undefined {
+  const kind = opCase.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  return Object.hasOwn(OP_TRAITS, kind) ? (kind as OpKind) : undefined;
 }
 
 /** A failure as a host reports it: the one shape from the driver to the server's fault. */

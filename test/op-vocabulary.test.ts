@@ -1,0 +1,71 @@
+/**
+ * The op vocabulary is declared once (controller/domain/ops.ts): every kind
+ * the controller sends reaches the agent as the same kind with the same
+ * arguments, through the real encoding at both edges.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
+import { agentOpFromProto } from "../agent/proto-convert.js";
+import { isInvalidOp } from "../agent/ops/agent-op.js";
+import { encodeComputeOp } from "../controller/bus/op-codec.js";
+import type { OpArgs } from "../controller/domain/ops.js";
+import { OP_KINDS, kindOfCase, opCase } from "../controller/domain/ops.js";
+import type { Instance } from "../controller/domain/types.js";
+
+/** One op of every kind, with arguments that differ from the defaults. */
+const SAMPLES: { [K in OpArgs["kind"]]: Extract<OpArgs, { kind: K }> } = {
+  spawn: { kind: "spawn" },
+  destroy: { kind: "destroy" },
+  power_on: { kind: "power_on" },
+  power_off: { kind: "power_off", timeoutSeconds: 17 },
+  reboot: { kind: "reboot", hard: true, softTimeoutSeconds: 9 },
+  pause: { kind: "pause" },
+  unpause: { kind: "unpause" },
+  suspend: { kind: "suspend" },
+  resume: { kind: "resume" },
+  migrate_disk: { kind: "migrate_disk", targetHost: "h2", timeoutSeconds: 3 },
+  finish_migration: { kind: "finish_migration", sourceHost: "h1", powerOn: true },
+  confirm_migration: { kind: "confirm_migration" },
+  revert_migration: { kind: "revert_migration" },
+  finish_revert_migration: { kind: "finish_revert_migration", powerOn: true },
+  abort: { kind: "abort", targetOpId: "op-7" },
+  snapshot: { kind: "snapshot", imageId: "img-1", imageName: "snap" },
+  shelve: { kind: "shelve", imageId: "img-2", imageName: "web-shelved", timeoutSeconds: 5 },
+  rebuild: { kind: "rebuild", recreate: true },
+  pre_live_migration: { kind: "pre_live_migration", sourceHost: "h1" },
+  live_migrate: { kind: "live_migrate", targetHost: "h2", targetUri: "qemu+tcp://h2/system" },
+  post_live_migration: { kind: "post_live_migration", sourceHost: "h1" },
+  rollback_live_migration: { kind: "rollback_live_migration" },
+};
+
+const instance = {
+  uuid: "4f6d2c1e-0000-4000-8000-000000000001",
+  name: "web",
+  projectId: "alice",
+  flavor: { id: "m1.tiny", name: "m1.tiny", vcpus: 1, ramMb: 512, diskGb: 1 },
+  imageId: "img-0",
+  extraSpecs: {},
+  metadata: {},
+} as unknown as Instance;
+
+test("every op kind crosses from the controller to the agent as itself, with its arguments", () => {
+  assert.deepEqual(Object.keys(SAMPLES).sort(), [...OP_KINDS].sort());
+  for (const args of Object.values(SAMPLES)) {
+    const bytes = encodeComputeOp({ opId: `op-${args.kind}`, requestId: "r", attempt: 1, instance, image: null, args, deadline: null });
+    const decoded = ComputeOp.decode(bytes);
+    assert.equal(decoded.op?.$case, opCase(args.kind), args.kind);
+    const op = agentOpFromProto(decoded);
+    assert.ok(!isInvalidOp(op), `${args.kind}: ${isInvalidOp(op) ? op.problem : ""}`);
+    const { opId, requestId, attempt, deadline, instance: spec, ...received } = op;
+    assert.deepEqual(received, args, args.kind);
+    assert.equal(spec.id, instance.uuid);
+    assert.equal(opId, `op-${args.kind}`);
+  }
+});
+
+test("case and kind spellings are each other's inverse, and unknown cases have no kind", () => {
+  for (const kind of OP_KINDS) assert.equal(kindOfCase(opCase(kind)), kind);
+  assert.equal(kindOfCase("launchMissiles"), undefined);
+  assert.equal(kindOfCase("toString"), undefined);
+});
