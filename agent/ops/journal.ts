@@ -34,7 +34,7 @@ export interface FinishedEntry {
   readonly error?: OpFailure;
   /** Power state after the op; absent if the driver could not say. */
   readonly powerState?: PowerState;
-  /** What a snapshot (or shelve) stored. */
+  /** The image data the op stored, if it took a snapshot. */
   readonly snapshot?: SnapshotInfo;
   /** How the op went, if worth saying (a soft reboot that fell back to hard, an abort, …). */
   readonly note?: string;

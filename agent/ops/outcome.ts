@@ -35,7 +35,7 @@ export interface OpOutcome {
   readonly failure?: OpFailure;
   /** The instance's power state after the op; absent if not known. */
   readonly powerState?: PowerState;
-  /** What a snapshot (or shelve) stored. */
+  /** The image data the op stored, if it took a snapshot. */
   readonly snapshot?: SnapshotInfo;
   /** How the op went, if worth saying (a soft reboot that fell back to hard, an abort, …). */
   readonly note?: string;

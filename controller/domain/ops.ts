@@ -121,6 +121,6 @@ export interface OpOutcome {
   readonly finishTime: Date | null;
   /** How the op went, such as a soft reboot that fell back to hard. */
   readonly note?: string;
-  /** What a snapshot or shelve stored. */
+  /** The image data the op stored, if it took a snapshot. */
   readonly snapshot?: { readonly sizeBytes: number; readonly checksum: string; readonly diskFormat: string } | null;
 }
