@@ -146,10 +146,10 @@ export class TestEnv {
     return { ...clients(this.address(c), res.secret), token: res.secret };
   }
 
-  /** Registers a public image and returns its id. */
-  async image(c: Controller, name = "cirros"): Promise<string> {
+  /** Registers a public image (under `id` if given) and returns its id. */
+  async image(c: Controller, name = "cirros", id?: string): Promise<string> {
     const res = await this.admin(c).images.registerImage({
-      image: Image.fromPartial({ name, visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC, diskFormat: "qcow2", containerFormat: "bare" }),
+      image: Image.fromPartial({ id, name, visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC, diskFormat: "qcow2", containerFormat: "bare" }),
     });
     return res.image!.id;
   }
