@@ -27,7 +27,7 @@ describe("the lifecycle table", () => {
     name: "actions",
     controller: { softRebootTimeoutSeconds: 1, powerOffTimeoutSeconds: 1, resizeConfirmWindowSeconds: 0 },
     flavor: "m1.tiny",
-    agents: (id) => [
+    agents: ({ id }) => [
       { host: `ac${id}`, hosts: 2, faults: { reboot: { error: "guest kernel panic", failTimes: 1 }, ignoreAcpi: true } },
       { host: `acslow${id}`, faults: { spawn: { delayMs: 6000 } }, disabled: "test: slow builds only on request" },
     ],

@@ -17,7 +17,7 @@ describe("console output", () => {
     name: "console",
     controller: { serviceDownTimeSeconds: 3 },
     members: [],
-    agents: (id) => [{ host: `con${id}`, capacity: null }],
+    agents: ({ id }) => [{ host: `con${id}`, capacity: null }],
   });
   const { env, admin, imageId } = fx;
   const host = `con${env.id}`;

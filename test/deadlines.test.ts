@@ -23,7 +23,7 @@ describe("task deadlines", () => {
     fixedPort: true,
     controller: { taskTimeouts: "PAUSING=3,SUSPENDING=30", reaperIntervalSeconds: 1, reaperGraceSeconds: 0, resizeConfirmWindowSeconds: 2 },
     flavor: "m1.tiny",
-    agents: (id) => [{ host: `dl${id}`, hosts: 2, faults }],
+    agents: ({ id }) => [{ host: `dl${id}`, hosts: 2, faults }],
   });
   const { env, admin, alice, dir, settled, boot } = fx;
   const host = `dl${env.id}`;

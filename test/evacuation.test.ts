@@ -24,7 +24,7 @@ describe("evacuation", () => {
   const slowBuilds = { spawn: { delayMs: 1000 }, rebuild: { delayMs: 1000 } };
   const fx = stack({
     name: "evacuate",
-    agents: (id) => [
+    agents: ({ id }) => [
       { host: `ev${id}-x`, faults: { reboot: { error: "guest kernel panic", failTimes: 1 } } },
       { host: `ev${id}-y`, faults: slowBuilds },
       { host: `ev${id}-z`, faults: slowBuilds },

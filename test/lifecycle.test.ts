@@ -14,7 +14,7 @@ const FLAVORS: Record<string, { vcpus: number; ramMb: number; diskGb: number }> 
 };
 
 describe("servers on three fake agents", () => {
-  const fx = stack({ name: "lifecycle", agents: (id) => [{ host: `fk${id}`, hosts: 3 }] });
+  const fx = stack({ name: "lifecycle", agents: ({ id }) => [{ host: `fk${id}`, hosts: 3 }] });
   const { env, admin, alice, imageId } = fx;
   const hostPrefix = `fk${env.id}`;
 

@@ -17,7 +17,7 @@ import { stack } from "./stack.js";
 describe("live migration", () => {
   const fx = stack({
     name: "live-migration",
-    agents: (id) => [
+    agents: ({ id }) => [
       { host: `lm${id}-a` },
       { host: `lm${id}-b` },
       // Its live-migration copy takes 4 × 1.5 s, its stops 1.5 s.

@@ -20,7 +20,7 @@ const SMALL = { vcpus: 1, ram: 2048, disk: 20 };
 const MEDIUM = { vcpus: 2, ram: 4096, disk: 40 };
 
 describe("resize and cold migration", () => {
-  const fx = stack({ name: "moves", controller: { resizeConfirmWindowSeconds: 0 }, agents: (id) => [{ host: `mv${id}`, hosts: 3 }] });
+  const fx = stack({ name: "moves", controller: { resizeConfirmWindowSeconds: 0 }, agents: ({ id }) => [{ host: `mv${id}`, hosts: 3 }] });
   const { env, admin, alice, dir: stateDir, settled, boot } = fx;
 
   test("resize claims the target first, holds both hosts while RESIZED, and confirm releases the source", async () => {

@@ -26,7 +26,7 @@ describe("the reaper", () => {
       reaperGraceSeconds: 0,
       resizeConfirmWindowSeconds: 0,
     },
-    agents: (id) => [
+    agents: ({ id }) => [
       // A: a rebuild's two steps take 2 s each, a snapshot's 4 s each.
       { host: `rp${id}-a`, faults: { rebuild: { delayMs: 2000 }, snapshot: { delayMs: 4000 } } },
       // F: finishing a migration takes 8 s.

@@ -23,7 +23,7 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
   // step can be seen; removing a server takes half a second, so a shelve's
   // last step is reported well before its result.
   const faults = { reboot: { error: "guest kernel panic", failTimes: 1 }, snapshot: { delayMs: 1000 }, rebuild: { delayMs: 1000 }, destroy: { delayMs: 500 } };
-  const fx = stack({ name: "rebuild-shelve", members: ["alice", "bob"], images: ["cirros", "ubuntu"], agents: (id) => [{ host: `rs${id}`, hosts: 2, faults }] });
+  const fx = stack({ name: "rebuild-shelve", members: ["alice", "bob"], images: ["cirros", "ubuntu"], agents: ({ id }) => [{ host: `rs${id}`, hosts: 2, faults }] });
   const { env, admin, alice, bob, dir, settled, boot } = fx;
   const [imageId, otherImageId] = fx.imageIds;
   const hostPrefix = `rs${env.id}`;

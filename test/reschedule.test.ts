@@ -11,7 +11,7 @@ describe("spawn failures", () => {
     name: "reschedule",
     controller: { maxAttempts: 3 },
     members: [],
-    agents: (id) => [
+    agents: ({ id }) => [
       { host: `rs${id}-a`, capacity: null, faults: { spawn: { error: "image fetch timed out", retryable: true } } },
       { host: `rs${id}-b`, capacity: null },
     ],
@@ -57,7 +57,7 @@ describe("alternates and build failures", () => {
     name: "alternates",
     controller: { maxAttempts: 2 },
     members: [],
-    agents: (id) => [{ host: `al${id}`, hosts: 3, capacity: null, faults: { spawn: { error: "disk full", retryable: true } } }],
+    agents: ({ id }) => [{ host: `al${id}`, hosts: 3, capacity: null, faults: { spawn: { error: "disk full", retryable: true } } }],
   });
   const { env, admin, imageId } = fx;
 

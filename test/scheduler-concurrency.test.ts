@@ -27,7 +27,7 @@ describe("concurrent scheduling", () => {
     name: "sched-concurrency",
     controller: cfg,
     members: [],
-    agents: (id) => [{ host: `cc${id}`, hosts: 10, capacity: { vcpus: 20, memoryMb: 65536, diskGb: 1000 } }],
+    agents: ({ id }) => [{ host: `cc${id}`, hosts: 10, capacity: { vcpus: 20, memoryMb: 65536, diskGb: 1000 } }],
     removeDir: true,
   });
   const { env, admin: a, imageId, dir } = fx;

@@ -11,7 +11,7 @@ import { assertCapacityExact, eventually, failure, operationError, settled, wait
 import { stack } from "./stack.js";
 
 describe("placement: server groups, zones, aggregates, hints, explain", () => {
-  const fx = stack({ name: "scheduling", members: [], agents: (id) => [{ host: `sc${id}`, hosts: 4 }], removeDir: true });
+  const fx = stack({ name: "scheduling", members: [], agents: ({ id }) => [{ host: `sc${id}`, hosts: 4 }], removeDir: true });
   const { env, admin, imageId, hosts } = fx;
   const cleanup: string[] = [];
 
@@ -183,7 +183,7 @@ describe("server groups while members move", () => {
   const fx = stack({
     name: "group-moves",
     members: [],
-    agents: (id) => [{ host: `gm${id}`, hosts: 3, capacity: null, faults: { liveMigrate: { delayMs: 1500 } } }],
+    agents: ({ id }) => [{ host: `gm${id}`, hosts: 3, capacity: null, faults: { liveMigrate: { delayMs: 1500 } } }],
     removeDir: true,
   });
   const { admin, imageId } = fx;

@@ -25,8 +25,10 @@ export interface StackOptions<P extends string> {
   members?: readonly P[];
   /** Public images registered by name; the first is `imageId`. Default: one "cirros". */
   images?: readonly string[];
-  /** Agent processes, given the environment's id (host names carry it). Default: none. */
-  agents?: (id: string) => AgentSpec[];
+  /** Agent processes, given the environment's id (host names carry it), the environment and the dir. Default: none. */
+  agents?: (at: { id: string; env: TestEnv; dir: string }) => AgentSpec[];
+  /** Set-up the agents need, run once the controller, clients, images and dir are there. */
+  beforeAgents?: () => Promise<void>;
   /** The flavor `boot` uses when not told. Default: m1.small. */
   flavor?: string;
   /** Remove the temp dir at the end. Default: only when there are no agents (whose logs it keeps). */
@@ -81,11 +83,11 @@ function late<T extends object>(what: string, get: () => T | undefined): T {
  */
 export function stack<P extends string = "alice">(o: StackOptions<P>): Stack & { readonly [K in P]: Member } {
   const env = new TestEnv();
-  const specs = o.agents?.(env.id) ?? [];
+  const dir = tempDirPath(o.name);
+  const specs = o.agents?.({ id: env.id, env, dir }) ?? [];
   const imageNames = o.images ?? ["cirros"];
   const imageIds = imageNames.map(() => randomUUID());
   const projects: readonly string[] = o.members ?? ["alice"];
-  const dir = tempDirPath(o.name);
   const members = new Map<string, Member>();
   let ctl: Controller | undefined;
   let admin: Clients | undefined;
@@ -121,6 +123,7 @@ export function stack<P extends string = "alice">(o: StackOptions<P>): Stack & {
     for (const p of projects) members.set(p, await env.as(ctl, p));
     for (const [i, name] of imageNames.entries()) await env.image(ctl, name, imageIds[i]);
     await mkdir(dir, { recursive: true });
+    await o.beforeAgents?.();
     for (const spec of specs) agents.start(spec);
     if (specs.length) await servicesUp(admin, specs.flatMap(hostNames).length);
     for (const spec of specs.filter((s) => s.disabled)) {

@@ -14,7 +14,7 @@ import type { Clients } from "./harness.js";
 import { stack } from "./stack.js";
 
 describe("WatchServers resume", () => {
-  const fx = stack({ name: "watch", members: [], agents: (id) => [{ host: `w${id}`, hosts: 2, capacity: { vcpus: 32, memoryMb: 65536, diskGb: 2000 } }] });
+  const fx = stack({ name: "watch", members: [], agents: ({ id }) => [{ host: `w${id}`, hosts: 2, capacity: { vcpus: 32, memoryMb: 65536, diskGb: 2000 } }] });
   const { env, admin, imageId } = fx;
   let admin2: Clients;
 
