@@ -85,6 +85,7 @@ export function stack<P extends string = "alice">(o: StackOptions<P>): Stack & {
   const env = new TestEnv();
   const dir = tempDirPath(o.name);
   const specs = o.agents?.({ id: env.id, env, dir }) ?? [];
+  const hosts = specs.flatMap(hostNames);
   const imageNames = o.images ?? ["cirros"];
   const imageIds = imageNames.map(() => randomUUID());
   const projects: readonly string[] = o.members ?? ["alice"];
@@ -125,14 +126,17 @@ export function stack<P extends string = "alice">(o: StackOptions<P>): Stack & {
     await mkdir(dir, { recursive: true });
     await o.beforeAgents?.();
     for (const spec of specs) agents.start(spec);
-    if (specs.length) await servicesUp(admin, specs.flatMap(hostNames).length);
+    if (hosts.length) await servicesUp(admin, hosts.length);
     for (const spec of specs.filter((s) => s.disabled)) {
       for (const host of hostNames(spec)) await admin.hosts.disableService({ host, reason: spec.disabled! });
     }
   });
   after(async () => {
-    await agents.stopAll();
-    await env.cleanup();
+    try {
+      await agents.stopAll();
+    } finally {
+      await env.cleanup();
+    }
     if (o.removeDir ?? specs.length === 0) await rm(dir, { recursive: true, force: true });
   });
 
@@ -145,7 +149,7 @@ export function stack<P extends string = "alice">(o: StackOptions<P>): Stack & {
     imageId: imageIds[0] ?? "",
     imageIds,
     dir,
-    hosts: specs.flatMap(hostNames),
+    hosts,
     agents,
     async stopController() {
       await env.stopController(running());
