@@ -5,72 +5,35 @@
  * the documented code; locks; operations.
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { PowerState, RebootType, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
 import type { Server, WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
 import { Role } from "../gen/novamesh/compute/v1/identity.js";
-import type { Controller } from "../controller/controller.js";
 import { ALLOWED_FROM } from "../controller/conductor/flows/index.js";
 import type { ServerAction, VmState as DomainVmState } from "../controller/domain/states.js";
 import { SPEC } from "./spec-table.js";
 import { setDomainPowerState } from "../agent/drivers/fake/domain-store.js";
-import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, servicesUp, settled as settledIn, waitServers, withOnlyHost, failure } from "./harness.js";
-import type { Clients } from "./harness.js";
+import { assertCapacityExact, waitServers, withOnlyHost, failure } from "./harness.js";
+import { stack } from "./stack.js";
 
 describe("the lifecycle table", () => {
-  const env = new TestEnv();
-  let ctl: Controller;
-  let admin: Clients;
-  let alice: Clients;
-  let imageId: string;
-  let agent: ChildProcess;
-  let slowAgent: ChildProcess;
-  let dir: string;
-  const hostPrefix = `ac${env.id}`;
-  // Builds take 6 s here: a way to hold a server in BUILDING. Disabled but when asked for.
+  // Guests ignore ACPI (a soft reboot falls back to hard, a stop is forced
+  // after its timeout), and the first reboot fails. Builds on the slow host
+  // take 6 s: a way to hold a server in BUILDING. Disabled but when asked for.
+  const fx = stack({
+    name: "actions",
+    controller: { softRebootTimeoutSeconds: 1, powerOffTimeoutSeconds: 1, resizeConfirmWindowSeconds: 0 },
+    flavor: "m1.tiny",
+    agents: ({ id }) => [
+      { host: `ac${id}`, hosts: 2, faults: { reboot: { error: "guest kernel panic", failTimes: 1 }, ignoreAcpi: true } },
+      { host: `acslow${id}`, faults: { spawn: { delayMs: 6000 } }, disabled: "test: slow builds only on request" },
+    ],
+  });
+  const { env, admin, alice, imageId, dir, settled, boot } = fx;
   const slowHost = `acslow${env.id}`;
-
-  before(async () => {
-    // Guests ignore ACPI (a soft reboot falls back to hard, a stop is forced
-    // after its timeout), and the first reboot fails.
-    ctl = await env.startController({ softRebootTimeoutSeconds: 1, powerOffTimeoutSeconds: 1, resizeConfirmWindowSeconds: 0 });
-    admin = env.admin(ctl);
-    alice = await env.as(ctl, "alice");
-    imageId = await env.image(ctl);
-    dir = await tempDir("actions");
-    const faults = { reboot: { error: "guest kernel panic", failTimes: 1 }, ignoreAcpi: true };
-    agent = spawnAgent({
-      controller: env.address(ctl),
-      token: env.adminToken,
-      logFile: join(dir, "agent.log"),
-      args: ["--host", hostPrefix, "--hosts", "2", "--driver", "fake", "--state-dir", dir, "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200", "--fake-faults", JSON.stringify(faults)],
-    });
-    slowAgent = spawnAgent({
-      controller: env.address(ctl),
-      token: env.adminToken,
-      logFile: join(dir, "slow-agent.log"),
-      args: ["--host", slowHost, "--driver", "fake", "--state-dir", join(dir, slowHost), "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200", "--fake-faults", JSON.stringify({ spawn: { delayMs: 6000 } })],
-    });
-    await servicesUp(admin, 3);
-    await admin.hosts.disableService({ host: slowHost, reason: "test: slow builds only on request" });
-  });
-  after(async () => {
-    if (slowAgent) await stopAgent(slowAgent);
-    if (agent) await stopAgent(agent);
-    await env.cleanup();
-  });
-
-  const settled = (id: string, st: ServerStatus) => settledIn(alice, id, st);
-
-  async function boot(name: string): Promise<Server> {
-    const s = (await alice.servers.createServer({ name, flavorId: "m1.tiny", imageId })).server!;
-    return settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
-  }
 
   test("each action runs from each state it is allowed from, through its task, to its end state", async () => {
     const s = await boot("walker");
@@ -227,7 +190,7 @@ describe("the lifecycle table", () => {
       }
     };
 
-    const [a, st, p, su, r, sh] = await Promise.all(["in-active", "in-stopped", "in-paused", "in-suspended", "in-resized", "in-shelved"].map(boot));
+    const [a, st, p, su, r, sh] = await Promise.all(["in-active", "in-stopped", "in-paused", "in-suspended", "in-resized", "in-shelved"].map((name) => boot(name)));
     await alice.servers.stopServer({ id: st!.id });
     await alice.servers.pauseServer({ id: p!.id });
     await alice.servers.suspendServer({ id: su!.id });
@@ -348,7 +311,7 @@ describe("the lifecycle table", () => {
     assert.equal((await failure(alice.operations.getOperation({ name: "" }))).code, status.INVALID_ARGUMENT);
     assert.equal((await failure(alice.operations.getOperation({ name: "operations/x" }))).code, status.INVALID_ARGUMENT);
     assert.equal((await failure(alice.operations.getOperation({ name: `servers/${s.id}/operations/nope` }))).code, status.NOT_FOUND);
-    const bob = await env.as(ctl, "bob", Role.ROLE_MEMBER);
+    const bob = await env.as(fx.ctl, "bob", Role.ROLE_MEMBER);
     assert.equal((await failure(bob.operations.getOperation({ name }))).code, status.NOT_FOUND);
     assert.equal((await failure(bob.operations.listOperations({ allProjects: true }))).code, status.PERMISSION_DENIED);
     assert.equal((await bob.operations.listOperations({})).operations.length, 0);

@@ -24,8 +24,13 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** A path for a test's temp dir (not created yet). */
+export function tempDirPath(name: string): string {
+  return join(tmpdir(), `novamesh-test-${name}-${process.pid}-${Date.now()}`);
+}
+
 export async function tempDir(name: string): Promise<string> {
-  const dir = join(tmpdir(), `novamesh-test-${name}-${process.pid}-${Date.now()}`);
+  const dir = tempDirPath(name);
   await mkdir(dir, { recursive: true });
   return dir;
 }
@@ -80,26 +85,89 @@ export async function fakeDomains(statePath: string): Promise<Record<string, { i
   return (JSON.parse(text) as { domains: Record<string, { instance: { image: { id: string } }; powerState: string; incoming?: unknown; migratedTo?: string }> }).domains;
 }
 
-/** Agents of one test environment, one process per host, each with its own state dir. */
+/** Size of a fake host. */
+export interface Capacity {
+  vcpus: number;
+  memoryMb: number;
+  diskGb: number;
+}
+
+/** What most tests give a fake host. */
+export const DEFAULT_CAPACITY: Capacity = { vcpus: 8, memoryMb: 16384, diskGb: 200 };
+
+/** One agent process: one host, or with `hosts` > 1 that many (`<host>-1` … `<host>-N`). */
+export interface AgentSpec {
+  /** --host: the host's name, or the prefix of the names of its `hosts`. */
+  host: string;
+  hosts?: number;
+  /** The fake driver's faults (--fake-faults). */
+  faults?: object;
+  /** Each fake host's size; null leaves the agent's own defaults. Default: DEFAULT_CAPACITY. */
+  capacity?: Capacity | null;
+  /** Driver flags in place of the fake driver's (`--driver fake`, capacity and faults). */
+  driverArgs?: string[];
+  /** Once up, the hosts' compute services are disabled for this reason. */
+  disabled?: string;
+}
+
+/** The compute hosts an agent process runs. */
+export function hostNames(spec: AgentSpec): string[] {
+  const n = spec.hosts ?? 1;
+  return n === 1 ? [spec.host] : Array.from({ length: n }, (_, i) => `${spec.host}-${i + 1}`);
+}
+
+function driverArgs(spec: AgentSpec): string[] {
+  if (spec.driverArgs) return spec.driverArgs;
+  const c = spec.capacity === undefined ? DEFAULT_CAPACITY : spec.capacity;
+  return [
+    "--driver", "fake",
+    ...(c ? ["--vcpus", String(c.vcpus), "--memory-mb", String(c.memoryMb), "--disk-gb", String(c.diskGb)] : []),
+    ...(spec.faults ? ["--fake-faults", JSON.stringify(spec.faults)] : []),
+  ];
+}
+
+/**
+ * Agents of one test environment, one process per spec. Every host keeps its
+ * state in `<dir>/<host name>` and an agent process logs to `<dir>/<host>.log`.
+ */
 export class Hosts {
+  /** Agent processes by their spec's `host`. */
   readonly procs = new Map<string, ChildProcess>();
+  private readonly specs = new Map<string, AgentSpec>();
   constructor(
     private readonly env: TestEnv,
     private readonly address: () => string,
     readonly dir: string,
   ) {}
 
-  start(host: string, faults?: object): ChildProcess {
+  /** Starts an agent process (again, after a stop: its log is appended to). */
+  start(spec: AgentSpec): ChildProcess {
+    const multi = (spec.hosts ?? 1) > 1;
     const child = spawnAgent({
       controller: this.address(),
       token: this.env.adminToken,
-      logFile: join(this.dir, `${host}.log`),
-      args: ["--host", host, "--driver", "fake", "--state-dir", join(this.dir, host), "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200", ...(faults ? ["--fake-faults", JSON.stringify(faults)] : [])],
+      logFile: join(this.dir, `${spec.host}.log`),
+      args: ["--host", spec.host, ...(multi ? ["--hosts", String(spec.hosts)] : []), "--state-dir", multi ? this.dir : join(this.dir, spec.host), ...driverArgs(spec)],
     });
-    this.procs.set(host, child);
+    this.procs.set(spec.host, child);
+    this.specs.set(spec.host, spec);
     return child;
   }
 
+  /** Starts the agent process for `host` (a spec's `host`) again, as it was started, with `over`. */
+  restart(host: string, over: Partial<AgentSpec> = {}): ChildProcess {
+    const spec = this.specs.get(host);
+    if (!spec) throw new Error(`no agent was started for ${host}`);
+    return this.start({ ...spec, ...over });
+  }
+
+  /** Stops the agent process started for `host` (a spec's `host`). */
+  async stop(host: string, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    const child = this.procs.get(host);
+    if (child) await stopAgent(child, signal);
+  }
+
+  /** The fake hypervisor's domains on `host`. */
   domains(host: string) {
     return fakeDomains(join(this.dir, host, "fake-domains.json"));
   }
@@ -109,7 +177,7 @@ export class Hosts {
     return driverCalls(join(this.dir, host, "fake-domains.json"));
   }
 
-  async stopAll(): Promise<void> {
-    for (const p of this.procs.values()) await stopAgent(p);
+  async stopAll(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    for (const p of this.procs.values()) await stopAgent(p, signal);
   }
 }

@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { decodeStatusDetails } from "../controller/api/status.js";
-import type { Controller } from "../controller/controller.js";
-import { TestEnv, clients, waitServers } from "./harness.js";
-import type { Clients } from "./harness.js";
+import { clients, waitServers } from "./harness.js";
+import { stack } from "./stack.js";
 
 /** Asserts a call fails with `code` and, for bad input, names `field`. */
 async function rejects(p: Promise<unknown>, code: status, field?: string): Promise<ServiceError> {
@@ -30,21 +29,8 @@ async function rejects(p: Promise<unknown>, code: status, field?: string): Promi
 }
 
 describe("compute API without hosts", () => {
-  const env = new TestEnv();
-  let ctl: Controller;
-  let admin: Clients;
-  let alice: Clients;
-  let bob: Clients;
-  let imageId: string;
-
-  before(async () => {
-    ctl = await env.startController();
-    admin = env.admin(ctl);
-    alice = await env.as(ctl, "alice");
-    bob = await env.as(ctl, "bob");
-    imageId = await env.image(ctl);
-  });
-  after(() => env.cleanup());
+  const fx = stack({ name: "api", members: ["alice", "bob"] });
+  const { env, admin, alice, bob, imageId } = fx;
 
   test("Nova's default flavors exist after install, smallest first, paginated", async () => {
     const first = await alice.flavors.listFlavors({ pageSize: 3 });
@@ -64,10 +50,10 @@ describe("compute API without hosts", () => {
   });
 
   test("a missing or unknown token is UNAUTHENTICATED", async () => {
-    const anon = clients(env.address(ctl), null);
+    const anon = clients(env.address(fx.ctl), null);
     const err = await rejects(anon.servers.listServers({}), status.UNAUTHENTICATED);
     assert.match(err.details, /bearer token/);
-    await rejects(clients(env.address(ctl), "not-a-token").flavors.listFlavors({}), status.UNAUTHENTICATED);
+    await rejects(clients(env.address(fx.ctl), "not-a-token").flavors.listFlavors({}), status.UNAUTHENTICATED);
   });
 
   test("bad input is INVALID_ARGUMENT with the field named", async () => {

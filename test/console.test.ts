@@ -3,50 +3,28 @@
  * request and reply), and says clearly when it cannot.
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
 import { Role } from "../gen/novamesh/compute/v1/identity.js";
 import { RebootType, ServerStatus } from "../gen/novamesh/compute/v1/server.js";
-import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, eventually, failure, settled, type Clients } from "./harness.js";
+import { eventually, failure, settled } from "./harness.js";
+import { stack } from "./stack.js";
 
 describe("console output", () => {
-  const env = new TestEnv();
-  let agent: ChildProcess | undefined;
-  let admin: Clients;
-  let imageId: string;
-  let dir: string;
+  // Queries wait 10 s for an answer; a short service-down time lets the test see the host go.
+  const fx = stack({
+    name: "console",
+    controller: { serviceDownTimeSeconds: 3 },
+    members: [],
+    agents: ({ id }) => [{ host: `con${id}`, capacity: null }],
+  });
+  const { env, admin, imageId } = fx;
   const host = `con${env.id}`;
-
-  const startAgent = (faults: object | null = null) => {
-    agent = spawnAgent({
-      controller: env.address(env.controllers[0]!),
-      token: env.adminToken,
-      logFile: join(dir, `${host}.log`),
-      args: ["--host", host, "--driver", "fake", "--state-dir", join(dir, host), ...(faults ? ["--fake-faults", JSON.stringify(faults)] : [])],
-    });
-  };
   const up = (want: boolean) =>
     eventually(async () => (await admin.hosts.listServices({})).services.some((s) => s.host === host && s.state === ServiceState.SERVICE_STATE_UP) === want, {
       what: `host ${want ? "up" : "down"}`,
     });
-
-  before(async () => {
-    // Queries wait 10 s for an answer; a short service-down time lets the test see the host go.
-    const ctl = await env.startController({ serviceDownTimeSeconds: 3 });
-    admin = env.admin(ctl);
-    imageId = await env.image(ctl);
-    dir = await tempDir("console");
-    startAgent();
-    await up(true);
-  });
-  after(async () => {
-    if (agent) await stopAgent(agent);
-    await env.cleanup();
-  });
 
   test("the last N lines of a server's console come from its host, and grow with each boot", async () => {
     const s = (await admin.servers.createServer({ name: "con-1", flavorId: "m1.tiny", imageId })).server!;
@@ -80,8 +58,7 @@ describe("console output", () => {
 
     const s = (await admin.servers.createServer({ name: "con-2", flavorId: "m1.tiny", imageId })).server!;
     await settled(admin, s.id, ServerStatus.SERVER_STATUS_ACTIVE);
-    await stopAgent(agent!);
-    agent = undefined;
+    await fx.agents.stop(host);
     const started = Date.now();
     const gone = await failure(admin.servers.getConsoleOutput({ id: s.id }));
     assert.equal(gone.code, status.UNAVAILABLE);
@@ -91,7 +68,7 @@ describe("console output", () => {
 
     // An agent that is there but does not answer in time.
     await up(false);
-    startAgent({ consoleOutput: { delayMs: 15_000 } });
+    fx.agents.restart(host, { faults: { consoleOutput: { delayMs: 15_000 } } });
     await up(true);
     // The host is up from its Hello; it answers queries once it has subscribed to the subject HelloAck names.
     const slow = await eventually(

@@ -6,66 +6,28 @@
  * window.
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { PowerState, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
-import type { Server } from "../gen/novamesh/compute/v1/server.js";
-import type { Controller } from "../controller/controller.js";
-import { driverCalls, freePort, spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, servicesUp, settled as settledIn, waitServers } from "./harness.js";
-import type { Clients } from "./harness.js";
+import { driverCalls } from "./agents.js";
+import { assertCapacityExact, eventually, servicesUp, waitServers } from "./harness.js";
+import { stack } from "./stack.js";
 
 describe("task deadlines", () => {
-  const env = new TestEnv();
-  let ctl: Controller;
-  let admin: Clients;
-  let alice: Clients;
-  let imageId: string;
-  let agent: ChildProcess;
-  let dir: string;
-  let port: number;
-  const host = `dl${env.id}`;
   // Pauses hang (a guest that never answers); suspends take 2.5 s.
-  const faults = JSON.stringify({ pause: { delayMs: 600_000 }, suspend: { delayMs: 2500 } });
-  const config = () => ({
-    listen: `127.0.0.1:${port}`,
-    taskTimeouts: "PAUSING=3,SUSPENDING=30",
-    reaperIntervalSeconds: 1,
-    reaperGraceSeconds: 0,
-    resizeConfirmWindowSeconds: 2,
+  const faults = { pause: { delayMs: 600_000 }, suspend: { delayMs: 2500 } };
+  const fx = stack({
+    name: "deadlines",
+    fixedPort: true,
+    controller: { taskTimeouts: "PAUSING=3,SUSPENDING=30", reaperIntervalSeconds: 1, reaperGraceSeconds: 0, resizeConfirmWindowSeconds: 2 },
+    flavor: "m1.tiny",
+    agents: ({ id }) => [{ host: `dl${id}`, hosts: 2, faults }],
   });
-  const startAgent = () =>
-    spawnAgent({
-      controller: `127.0.0.1:${port}`,
-      token: env.adminToken,
-      logFile: join(dir, "agent.log"),
-      args: ["--host", host, "--hosts", "2", "--driver", "fake", "--state-dir", dir, "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200", "--fake-faults", faults],
-    });
+  const { env, admin, alice, dir, settled, boot } = fx;
+  const host = `dl${env.id}`;
   const up = (n: number) => servicesUp(admin, n);
-
-  before(async () => {
-    port = await freePort();
-    ctl = await env.startController(config());
-    admin = env.admin(ctl);
-    alice = await env.as(ctl, "alice");
-    imageId = await env.image(ctl);
-    dir = await tempDir("deadlines");
-    agent = startAgent();
-    await up(2);
-  });
-  after(async () => {
-    if (agent) await stopAgent(agent);
-    await env.cleanup();
-  });
-
-  const settled = (id: string, st: ServerStatus) => settledIn(alice, id, st);
-  async function boot(name: string): Promise<Server> {
-    const s = (await alice.servers.createServer({ name, flavorId: "m1.tiny", imageId })).server!;
-    return settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
-  }
 
   test("an agent killed mid-pause: the task ends at its deadline with a fault, and the late op never runs", async () => {
     const s = await boot("hang");
@@ -74,7 +36,7 @@ describe("task deadlines", () => {
     assert.ok(Math.abs(deadline - Date.now() - 3000) < 1500, "PAUSING has its 3 s deadline");
     const statePath = join(dir, s.host, "fake-domains.json");
     await eventually(async () => (await driverCalls(statePath)).some((c) => c.method === "pause" && c.instanceId === s.id), { what: "pause started" });
-    await stopAgent(agent, "SIGKILL");
+    await fx.agents.stop(host, "SIGKILL");
 
     const [ended] = await waitServers(alice, [s.id], (x) => x.taskState === TaskState.TASK_STATE_UNSPECIFIED, "task ended", 15_000);
     assert.equal(ended!.vmState, VmState.VM_STATE_ACTIVE, "the server keeps its last known state");
@@ -96,7 +58,7 @@ describe("task deadlines", () => {
     // The agent comes back: JetStream redelivers the pause, past its
     // deadline, so the agent does not run it; the server stays running.
     const pausesBefore = (await driverCalls(statePath)).filter((c) => c.method === "pause").length;
-    agent = startAgent();
+    fx.agents.restart(host);
     await up(2);
     await new Promise((r) => setTimeout(r, 3000));
     assert.equal((await driverCalls(statePath)).filter((c) => c.method === "pause").length, pausesBefore);
@@ -107,9 +69,9 @@ describe("task deadlines", () => {
   test("a controller restarted mid-suspend: the new one applies the agent's result before the deadline", async () => {
     const s = await boot("restart");
     const res = await alice.servers.suspendServer({ id: s.id });
-    await env.stopController(ctl);
+    await fx.stopController();
     await new Promise((r) => setTimeout(r, 3000));
-    ctl = await env.startController(config());
+    await fx.startController();
     const [done] = await waitServers(alice, [s.id], (x) => x.status === ServerStatus.SERVER_STATUS_SUSPENDED && x.taskState === TaskState.TASK_STATE_UNSPECIFIED, "SUSPENDED", 25_000);
     assert.ok(Date.now() < res.server!.taskDeadline!.getTime(), "before the deadline");
     assert.equal(done!.powerState, PowerState.POWER_STATE_SUSPENDED);

@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
-import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
 import { ServerStatus, TaskState } from "../gen/novamesh/compute/v1/server.js";
-import { driverCalls, freePort, spawnAgent, stopAgent, tempDir } from "./agents.js";
+import { Hosts, freePort, stopAgent, tempDir } from "./agents.js";
 import { TestEnv, eventually, waitServers } from "./harness.js";
 import type { Clients } from "./harness.js";
 
@@ -17,14 +15,14 @@ async function hostUp(admin: Clients, host: string): Promise<void> {
 
 describe("durability", () => {
   const envs: TestEnv[] = [];
-  const children: ChildProcess[] = [];
+  const agents: Hosts[] = [];
   const newEnv = () => {
     const e = new TestEnv();
     envs.push(e);
     return e;
   };
   after(async () => {
-    for (const c of children) await stopAgent(c, "SIGKILL");
+    for (const h of agents) await h.stopAll("SIGKILL");
     for (const e of envs) await e.cleanup();
   });
 
@@ -34,15 +32,9 @@ describe("durability", () => {
     const admin = env.admin(ctl);
     const imageId = await env.image(ctl);
     const host = `kill${env.id}`;
-    const dir = await tempDir("kill");
-    const args = ["--host", host, "--driver", "fake", "--state-dir", dir, "--vcpus", "64", "--memory-mb", "65536", "--disk-gb", "1000",
-      "--fake-faults", JSON.stringify({ spawn: { delayMs: 400 } })];
-    const start = () => {
-      const c = spawnAgent({ controller: env.address(ctl), token: env.adminToken, logFile: join(dir, "agent.log"), args });
-      children.push(c);
-      return c;
-    };
-    let agent = start();
+    const hosts = new Hosts(env, () => env.address(ctl), await tempDir("kill"));
+    agents.push(hosts);
+    let agent = hosts.start({ host, capacity: { vcpus: 64, memoryMb: 65536, diskGb: 1000 }, faults: { spawn: { delayMs: 400 } } });
     await hostUp(admin, host);
 
     const ids: string[] = [];
@@ -62,7 +54,7 @@ describe("durability", () => {
     ).length;
     assert.ok(activeAtKill < 12, `the kill came while ops were pending (${activeAtKill} of 12 active)`);
 
-    agent = start();
+    agent = hosts.restart(host);
     const active = await waitServers(admin, ids, (s) => s.status === ServerStatus.SERVER_STATUS_ACTIVE, "12 ACTIVE", 60_000);
     assert.ok(active.every((s) => s.host === host));
 
@@ -71,7 +63,7 @@ describe("durability", () => {
     // op ran once after the restart. Only an op the kill interrupted inside
     // the driver call (at most the executor's concurrency) was started again
     // after the restart — reconciled, since its VM did not exist.
-    const spawns = (await driverCalls(join(dir, "fake-domains.json"))).filter((c) => c.method === "spawn");
+    const spawns = (await hosts.calls(host)).filter((c) => c.method === "spawn");
     const opsByServer = new Map<string, Set<string>>();
     const startsByOp = new Map<string, { before: number; after: number }>();
     for (const c of spawns) {
@@ -111,14 +103,9 @@ describe("durability", () => {
     const admin = env.admin(held);
     const imageId = await env.image(held, "held-image");
     const host = `held${env.id}`;
-    const dir = await tempDir("held");
-    const agent = spawnAgent({
-      controller: listen,
-      token: env.adminToken,
-      logFile: join(dir, "agent.log"),
-      args: ["--host", host, "--driver", "fake", "--state-dir", dir, "--vcpus", "8", "--memory-mb", "8192", "--disk-gb", "100"],
-    });
-    children.push(agent);
+    const hosts = new Hosts(env, () => listen, await tempDir("held"));
+    agents.push(hosts);
+    hosts.start({ host, capacity: { vcpus: 8, memoryMb: 8192, diskGb: 100 } });
     await hostUp(admin, host);
 
     const s = (await admin.servers.createServer({ name: "held", flavorId: "m1.tiny", imageId })).server!;
@@ -134,7 +121,7 @@ describe("durability", () => {
     const [active] = await waitServers(admin2, [s.id], (x) => x.status === ServerStatus.SERVER_STATUS_ACTIVE, "ACTIVE after restart", 30_000);
     assert.equal(active!.host, host);
     assert.equal(Number((await env.sql<{ n: number }>("SELECT COUNT(*) AS n FROM outbox"))[0]!.n), 0);
-    const spawns = (await driverCalls(join(dir, "fake-domains.json"))).filter((c) => c.method === "spawn" && c.instanceId === s.id);
+    const spawns = (await hosts.calls(host)).filter((c) => c.method === "spawn" && c.instanceId === s.id);
     assert.equal(spawns.length, 1);
   });
 });

@@ -6,31 +6,32 @@
  * removes its old copies when it comes back.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
 import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { MigrationStatus, MigrationType, PowerState, RebootType, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
 import type { Server, WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
-import type { Controller } from "../controller/controller.js";
-import { Hosts, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, plusSmall, servicesUp, settled as settledIn, withOnlyHost, failure } from "./harness.js";
-import type { Clients, HostUsage } from "./harness.js";
+import { stopAgent } from "./agents.js";
+import { assertCapacityExact, eventually, plusSmall, servicesUp, withOnlyHost, failure } from "./harness.js";
+import { stack } from "./stack.js";
+import type { HostUsage } from "./harness.js";
 
 
 describe("evacuation", () => {
-  const env = new TestEnv();
-  let ctl: Controller;
-  let admin: Clients;
-  let alice: Clients;
-  let imageId: string;
-  let hosts: Hosts;
-  const X = `ev${env.id}-x`;
-  const Y = `ev${env.id}-y`;
-  const Z = `ev${env.id}-z`;
   // Builds on the survivors take a second, so each evacuation step can be seen.
   const slowBuilds = { spawn: { delayMs: 1000 }, rebuild: { delayMs: 1000 } };
+  const fx = stack({
+    name: "evacuate",
+    agents: ({ id }) => [
+      { host: `ev${id}-x`, faults: { reboot: { error: "guest kernel panic", failTimes: 1 } } },
+      { host: `ev${id}-y`, faults: slowBuilds },
+      { host: `ev${id}-z`, faults: slowBuilds },
+    ],
+  });
+  const { env, admin, alice, agents: hosts, settled, boot } = fx;
+  const [X, Y, Z] = fx.hosts as [string, string, string];
   // Servers whose host X dies: one running, one stopped, one resized onto
   // X, one paused, one suspended and one in ERROR (X's first reboot fails).
   let active: Server;
@@ -41,31 +42,9 @@ describe("evacuation", () => {
   let afterBoth: Map<string, HostUsage>;
   const evacuatedTo = new Map<string, string>();
 
-  before(async () => {
-    ctl = await env.startController();
-    admin = env.admin(ctl);
-    alice = await env.as(ctl, "alice");
-    imageId = await env.image(ctl);
-    hosts = new Hosts(env, () => env.address(ctl), await tempDir("evacuate"));
-    hosts.start(X, { reboot: { error: "guest kernel panic", failTimes: 1 } });
-    hosts.start(Y, slowBuilds);
-    hosts.start(Z, slowBuilds);
-    await servicesUp(admin, 3);
-  });
-  after(async () => {
-    if (hosts) await hosts.stopAll();
-    await env.cleanup();
-  });
-
-  const settled = (id: string, st: ServerStatus) => settledIn(alice, id, st);
-  const boot = async (name: string) => {
-    const s = (await alice.servers.createServer({ name, flavorId: "m1.small", imageId })).server!;
-    return settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
-  };
-
   test("servers of a dead host are rebuilt on another host: the dead host's capacity is released, the new host's claimed", async () => {
     const names = ["ev-active", "ev-stopped", "ev-paused", "ev-suspended", "ev-error"];
-    const booted = await withOnlyHost(admin, X, () => Promise.all(names.map(boot)));
+    const booted = await withOnlyHost(admin, X, () => Promise.all(names.map((name) => boot(name))));
     assert.deepEqual(booted.map((b) => b.host), names.map(() => X));
     [active, stoppedOne] = booted as [Server, Server];
     const [, , paused, suspended, errored] = booted as [Server, Server, Server, Server, Server];
@@ -189,7 +168,7 @@ describe("evacuation", () => {
     const usage = await assertCapacityExact(env, admin);
     const stale = await hosts.domains(X);
     for (const id of evacuatedTo.keys()) assert.ok(id in stale, "the dead host's disk still has its copy");
-    hosts.start(X);
+    hosts.start({ host: X });
     await servicesUp(admin, 3);
     await eventually(
       async () => {

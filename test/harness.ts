@@ -146,10 +146,10 @@ export class TestEnv {
     return { ...clients(this.address(c), res.secret), token: res.secret };
   }
 
-  /** Registers a public image and returns its id. */
-  async image(c: Controller, name = "cirros"): Promise<string> {
+  /** Registers a public image (under `id` if given) and returns its id. */
+  async image(c: Controller, name = "cirros", id?: string): Promise<string> {
     const res = await this.admin(c).images.registerImage({
-      image: Image.fromPartial({ name, visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC, diskFormat: "qcow2", containerFormat: "bare" }),
+      image: Image.fromPartial({ id, name, visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC, diskFormat: "qcow2", containerFormat: "bare" }),
     });
     return res.image!.id;
   }
@@ -164,16 +164,47 @@ export class TestEnv {
     }
   }
 
+  /**
+   * Stops the controllers and drops the database and streams. Every step
+   * runs; what failed is thrown at the end. A stream that was never made
+   * (no controller started, or no image stored) is not a failure.
+   */
   async cleanup(): Promise<void> {
-    for (const c of [...this.controllers]) await c.stop().catch(() => undefined);
-    const conn = await mysql.createConnection(MYSQL_URL);
-    await conn.query(`DROP DATABASE IF EXISTS \`${this.dbName}\``).finally(() => conn.end());
-    const nc = await connect({ servers: NATS_URL });
-    const jsm = await nc.jetstreamManager();
-    await jsm.streams.delete(this.stream).catch(() => undefined);
-    await jsm.streams.delete(`OBJ_${this.imageBucket}`).catch(() => undefined);
-    await nc.close();
+    const errors: unknown[] = [];
+    const step = async (fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        errors.push(err);
+      }
+    };
+    for (const c of [...this.controllers]) await step(() => this.stopController(c));
+    await step(async () => {
+      const conn = await mysql.createConnection(MYSQL_URL);
+      try {
+        await conn.query(`DROP DATABASE IF EXISTS \`${this.dbName}\``);
+      } finally {
+        await conn.end();
+      }
+    });
+    await step(async () => {
+      const nc = await connect({ servers: NATS_URL });
+      try {
+        const jsm = await nc.jetstreamManager();
+        for (const name of [this.stream, `OBJ_${this.imageBucket}`]) await step(() => jsm.streams.delete(name).catch(ignoreStreamNotFound));
+      } finally {
+        await nc.close();
+      }
+    });
+    if (errors.length === 1) throw errors[0];
+    if (errors.length) throw new AggregateError(errors, `cleaning up test environment ${this.id}`);
   }
+}
+
+/** JetStream's "stream not found" (API error 10059). */
+function ignoreStreamNotFound(err: unknown): void {
+  if ((err as { api_error?: { err_code?: number } }).api_error?.err_code === 10059) return;
+  throw err;
 }
 
 /** Polls `fn` until it returns a truthy value or the deadline passes. */

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
@@ -12,15 +12,14 @@ import { connect, type NatsConnection, type ObjectStore } from "nats";
 import { Role } from "../gen/novamesh/compute/v1/identity.js";
 import { Image, ImageStatus, ImageVisibility, type UploadImageDataRequest } from "../gen/novamesh/compute/v1/image.js";
 import { downloadImageFile, uploadImageFile } from "../scripts/image-files.js";
-import { tempDir } from "./agents.js";
-import { NATS_URL, TestEnv, failure, type Clients } from "./harness.js";
+import { NATS_URL, failure, type Clients } from "./harness.js";
+import { stack } from "./stack.js";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 describe("image data", () => {
-  const env = new TestEnv();
-  let admin: Clients;
-  let dir: string;
+  const fx = stack({ name: "images", members: [], images: [] });
+  const { env, admin, dir } = fx;
   let nc: NatsConnection;
   let bucket: ObjectStore;
   /** 3.5 MiB of random bytes: several chunks, the last one partial. */
@@ -28,18 +27,12 @@ describe("image data", () => {
   let file: string;
 
   before(async () => {
-    admin = env.admin(await env.startController());
-    dir = await tempDir("images");
     file = join(dir, "data.img");
     await writeFile(file, data);
     nc = await connect({ servers: NATS_URL });
     bucket = await nc.jetstream().views.os(env.imageBucket);
   });
-  after(async () => {
-    await nc?.close();
-    await env.cleanup();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  after(() => nc?.close());
 
   const queued = async (c: Clients = admin, over: Partial<Image> = {}) =>
     (await c.images.registerImage({ image: Image.fromPartial({ name: "disk", visibility: ImageVisibility.IMAGE_VISIBILITY_PRIVATE, ...over }), upload: true })).image!;

@@ -7,10 +7,9 @@
  * NOVAMESH_LIBVIRT_B and NOVAMESH_TEST_GUEST are set (`npm run test:libvirt`).
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
-import { readdir, rm } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ImageStatus } from "../gen/novamesh/compute/v1/image.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
@@ -20,8 +19,8 @@ import * as C from "../agent/drivers/libvirt/binding/constants.js";
 import { hashFile } from "../agent/drivers/libvirt/image-store.js";
 import { downloadImageFile } from "../scripts/image-files.js";
 import { GUEST_READY_LINE, registerTestGuest } from "../scripts/test-guest.js";
-import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, servicesUp, settled, type Clients } from "./harness.js";
+import { assertCapacityExact, eventually, settled } from "./harness.js";
+import { stack } from "./stack.js";
 
 const A = process.env.NOVAMESH_LIBVIRT_A;
 const B = process.env.NOVAMESH_LIBVIRT_B;
@@ -38,51 +37,35 @@ const uptime = (text: string) => {
 };
 
 describe("a real guest through the whole stack (two libvirtds, qemu)", { skip }, () => {
-  const env = new TestEnv();
-  const agents: ChildProcess[] = [];
-  const hosts: string[] = [];
   const uris = new Map<string, string>();
-  let dir: string;
-  let admin: Clients;
-  let imageId: string;
-
-  before(async () => {
-    // Periodic reports only every hour (hosts stay up for two): a power state the API learns
-    // without an op of its own comes from libvirt's lifecycle events.
-    const ctl = await env.startController({ reportIntervalSeconds: 3600, serviceDownTimeSeconds: 7200 });
-    admin = env.admin(ctl);
-    dir = await tempDir("libvirt-qemu");
-    ({ imageId } = await registerTestGuest(admin.images.raw, admin.images.metadata(), GUEST!, { name: `guest-${env.id}` }));
-    await admin.flavors.createFlavor({
-      flavor: { id: `lv.tiny.${env.id}`, name: `lv.tiny.${env.id}`, vcpus: 1, ramMb: 256, diskGb: 1, description: "", extraSpecs: {} },
-    });
-    for (const [name, uri] of [["a", A!], ["b", B!]] as const) {
-      const host = `qemu${env.id}-${name}`;
-      hosts.push(host);
-      uris.set(host, uri);
-      agents.push(
-        spawnAgent({
-          controller: env.address(ctl),
-          token: env.adminToken,
-          logFile: join(dir, `${host}.log`),
-          args: [
-            "--host", host, "--driver", "libvirt", "--libvirt-uri", uri, "--live-migration-uri", uri,
-            "--state-dir", join(dir, host), "--image-bucket", env.imageBucket,
-          ],
-        }),
-      );
-    }
-    await servicesUp(admin, 2);
-  });
-
   const servers: string[] = [];
+  // A failed run leaves no domain behind to trouble the next one (removed before the stack's dir goes).
   after(async () => {
-    for (const a of agents) await stopAgent(a);
-    // A failed run leaves no domain behind to trouble the next one.
     for (const uri of uris.values()) await removeDomains(uri, servers).catch(() => undefined);
-    await env.cleanup();
-    if (dir) await rm(dir, { recursive: true, force: true });
   });
+  let imageId: string;
+  // Periodic reports only every hour (hosts stay up for two): a power state the API learns
+  // without an op of its own comes from libvirt's lifecycle events.
+  const fx = stack({
+    name: "libvirt-qemu",
+    controller: { reportIntervalSeconds: 3600, serviceDownTimeSeconds: 7200 },
+    members: [],
+    images: [],
+    agents: ({ id, env }) =>
+      ([["a", A!], ["b", B!]] as const).map(([name, uri]) => {
+        const host = `qemu${id}-${name}`;
+        uris.set(host, uri);
+        return { host, driverArgs: ["--driver", "libvirt", "--libvirt-uri", uri, "--live-migration-uri", uri, "--image-bucket", env.imageBucket] };
+      }),
+    beforeAgents: async () => {
+      ({ imageId } = await registerTestGuest(admin.images.raw, admin.images.metadata(), GUEST!, { name: `guest-${env.id}` }));
+      await admin.flavors.createFlavor({
+        flavor: { id: `lv.tiny.${env.id}`, name: `lv.tiny.${env.id}`, vcpus: 1, ramMb: 256, diskGb: 1, description: "", extraSpecs: {} },
+      });
+    },
+    removeDir: true,
+  });
+  const { env, admin, dir, hosts } = fx;
 
   const consoleOf = async (id: string) => (await admin.servers.getConsoleOutput({ id, length: 0 })).output;
   const consoleUntil = async (id: string, pred: (text: string) => boolean, what: string) => {

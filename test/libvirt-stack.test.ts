@@ -5,12 +5,10 @@
  * sharing image bytes through a JetStream object store bucket.
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
-import { readdir, rm, stat, writeFile } from "node:fs/promises";
+import { readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import { Image, ImageStatus, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
-import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { RebootType, ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { connect, type NatsConnection } from "nats";
@@ -18,8 +16,8 @@ import { hashFile } from "../agent/drivers/libvirt/image-store.js";
 import { JetStreamImageStore } from "../agent/drivers/libvirt/jetstream-image-store.js";
 import { createBlank, imageInfo } from "../agent/drivers/libvirt/qemu-img.js";
 import { downloadImageFile, uploadImageFile } from "../scripts/image-files.js";
-import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { NATS_URL, TestEnv, assertCapacityExact, eventually, settled, type Clients } from "./harness.js";
+import { NATS_URL, assertCapacityExact, eventually, settled } from "./harness.js";
+import { stack } from "./stack.js";
 
 const NODE_XML = `<?xml version="1.0"?>
 <node>
@@ -29,64 +27,44 @@ const NODE_XML = `<?xml version="1.0"?>
 `;
 
 describe("the stack on the libvirt driver (libvirt test hypervisor)", () => {
-  const env = new TestEnv();
-  const agents: ChildProcess[] = [];
-  let dir: string;
-  let admin: Clients;
   let imageId: string;
-  const hosts: string[] = [];
   let nc: NatsConnection;
   let store: JetStreamImageStore;
-
-  before(async () => {
-    const ctl = await env.startController({});
-    admin = env.admin(ctl);
-    dir = await tempDir("libvirt-stack");
-    nc = await connect({ servers: NATS_URL });
-    store = new JetStreamImageStore({ nats: nc, bucket: env.imageBucket });
-    // A base image: 64 MiB qcow2, registered with its SHA-256 and uploaded through the API into the hosts' bucket.
-    const base = join(dir, "base.qcow2");
-    await createBlank(base, 64 * 1024 * 1024);
-    const { checksum, sizeBytes } = await hashFile(base);
-    const res = await admin.images.registerImage({
-      image: Image.fromPartial({
-        name: "blank",
-        visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC,
-        diskFormat: "qcow2",
-        containerFormat: "bare",
-        checksum,
-        sizeBytes,
-      }),
-      upload: true,
-    });
-    imageId = res.image!.id;
-    await uploadImageFile(admin.images.raw, admin.images.metadata(), imageId, base);
-    for (const name of ["a", "b"]) {
-      const host = `lv${env.id}-${name}`;
-      hosts.push(host);
-      const nodeFile = join(dir, `${host}.xml`);
-      await writeFile(nodeFile, NODE_XML);
-      agents.push(
-        spawnAgent({
-          controller: env.address(ctl),
-          token: env.adminToken,
-          logFile: join(dir, `${host}.log`),
-          args: ["--host", host, "--driver", "libvirt", "--libvirt-uri", `test://${nodeFile}`, "--state-dir", join(dir, host), "--image-bucket", env.imageBucket],
+  const fx = stack({
+    name: "libvirt-stack",
+    members: [],
+    images: [],
+    agents: ({ id, env, dir }) =>
+      [`lv${id}-a`, `lv${id}-b`].map((host) => ({
+        host,
+        driverArgs: ["--driver", "libvirt", "--libvirt-uri", `test://${join(dir, `${host}.xml`)}`, "--image-bucket", env.imageBucket],
+      })),
+    beforeAgents: async () => {
+      nc = await connect({ servers: NATS_URL });
+      store = new JetStreamImageStore({ nats: nc, bucket: env.imageBucket });
+      // A base image: 64 MiB qcow2, registered with its SHA-256 and uploaded through the API into the hosts' bucket.
+      const base = join(dir, "base.qcow2");
+      await createBlank(base, 64 * 1024 * 1024);
+      const { checksum, sizeBytes } = await hashFile(base);
+      const res = await admin.images.registerImage({
+        image: Image.fromPartial({
+          name: "blank",
+          visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC,
+          diskFormat: "qcow2",
+          containerFormat: "bare",
+          checksum,
+          sizeBytes,
         }),
-      );
-    }
-    await eventually(
-      async () => (await admin.hosts.listServices({})).services.filter((s) => s.state === ServiceState.SERVICE_STATE_UP).length === 2,
-      { what: "both libvirt hosts up", timeoutMs: 30_000 },
-    );
+        upload: true,
+      });
+      imageId = res.image!.id;
+      await uploadImageFile(admin.images.raw, admin.images.metadata(), imageId, base);
+      for (const host of hosts) await writeFile(join(dir, `${host}.xml`), NODE_XML);
+    },
+    removeDir: true,
   });
-
-  after(async () => {
-    for (const a of agents) await stopAgent(a);
-    await env.cleanup();
-    await nc?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
+  const { env, admin, dir, hosts } = fx;
+  after(() => nc?.close());
 
   const instancesOf = (host: string) => join(dir, host, "instances");
 

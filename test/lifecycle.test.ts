@@ -1,16 +1,12 @@
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
 import { ServiceState, ServiceStatus } from "../gen/novamesh/compute/v1/host.js";
 import { PowerState, RebootType, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
 import type { Server, WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
-import type { Controller } from "../controller/controller.js";
-import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, eventually, waitServers } from "./harness.js";
-import type { Clients } from "./harness.js";
+import { eventually, waitServers } from "./harness.js";
+import { stack } from "./stack.js";
 
 const FLAVORS: Record<string, { vcpus: number; ramMb: number; diskGb: number }> = {
   "m1.tiny": { vcpus: 1, ramMb: 512, diskGb: 1 },
@@ -18,38 +14,9 @@ const FLAVORS: Record<string, { vcpus: number; ramMb: number; diskGb: number }> 
 };
 
 describe("servers on three fake agents", () => {
-  const env = new TestEnv();
-  let ctl: Controller;
-  let admin: Clients;
-  let alice: Clients;
-  let imageId: string;
-  let agent: ChildProcess;
+  const fx = stack({ name: "lifecycle", agents: ({ id }) => [{ host: `fk${id}`, hosts: 3 }] });
+  const { env, admin, alice, imageId } = fx;
   const hostPrefix = `fk${env.id}`;
-
-  before(async () => {
-    ctl = await env.startController();
-    admin = env.admin(ctl);
-    alice = await env.as(ctl, "alice");
-    imageId = await env.image(ctl);
-    const dir = await tempDir("lifecycle");
-    agent = spawnAgent({
-      controller: env.address(ctl),
-      token: env.adminToken,
-      logFile: join(dir, "agent.log"),
-      args: ["--host", hostPrefix, "--hosts", "3", "--driver", "fake", "--state-dir", dir, "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200"],
-    });
-    await eventually(
-      async () => {
-        const res = await admin.hosts.listServices({});
-        return res.services.filter((s) => s.host.startsWith(hostPrefix) && s.state === ServiceState.SERVICE_STATE_UP).length === 3;
-      },
-      { what: "three agents up", timeoutMs: 30_000 },
-    );
-  });
-  after(async () => {
-    if (agent) await stopAgent(agent);
-    await env.cleanup();
-  });
 
   test("30 servers reach ACTIVE with a host, capacity is accounted, and deleting releases it exactly", async () => {
     const created: Server[] = [];
@@ -178,7 +145,7 @@ describe("servers on three fake agents", () => {
     assert.ok(placed.every((s) => s.host !== disabledHost), "nothing lands on the disabled host");
     await admin.hosts.enableService({ host: disabledHost });
 
-    await stopAgent(agent);
+    await fx.agents.stop(hostPrefix);
     await eventually(
       async () => {
         const res = await admin.hosts.listServices({});

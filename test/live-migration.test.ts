@@ -5,53 +5,27 @@
  * and every host's capacity. Evacuation is in evacuation.test.ts.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import type { Operation } from "../gen/novamesh/compute/v1/operation.js";
 import { MigrationStatus, MigrationType, PowerState, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
-import type { Controller } from "../controller/controller.js";
-import { Hosts, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, plusSmall, servicesUp, settled as settledIn, withOnlyHost, failure } from "./harness.js";
-import type { Clients } from "./harness.js";
+import { assertCapacityExact, eventually, plusSmall, failure } from "./harness.js";
+import { stack } from "./stack.js";
 
 
 describe("live migration", () => {
-  const env = new TestEnv();
-  let ctl: Controller;
-  let admin: Clients;
-  let alice: Clients;
-  let imageId: string;
-  let hosts: Hosts;
-  const A = `lm${env.id}-a`;
-  const B = `lm${env.id}-b`;
-  // Its live-migration copy takes 4 × 1.5 s, its stops 1.5 s.
-  const SLOW = `lm${env.id}-s`;
-
-  before(async () => {
-    ctl = await env.startController();
-    admin = env.admin(ctl);
-    alice = await env.as(ctl, "alice");
-    imageId = await env.image(ctl);
-    hosts = new Hosts(env, () => env.address(ctl), await tempDir("live-migration"));
-    hosts.start(A);
-    hosts.start(B);
-    hosts.start(SLOW, { liveMigrate: { delayMs: 1500 }, powerOff: { delayMs: 1500 } });
-    await servicesUp(admin, 3);
+  const fx = stack({
+    name: "live-migration",
+    agents: ({ id }) => [
+      { host: `lm${id}-a` },
+      { host: `lm${id}-b` },
+      // Its live-migration copy takes 4 × 1.5 s, its stops 1.5 s.
+      { host: `lm${id}-s`, faults: { liveMigrate: { delayMs: 1500 }, powerOff: { delayMs: 1500 } } },
+    ],
   });
-  after(async () => {
-    if (hosts) await hosts.stopAll();
-    await env.cleanup();
-  });
-
-  const settled = (id: string, st: ServerStatus) => settledIn(alice, id, st);
-  const bootOn = (host: string, name: string) =>
-    withOnlyHost(admin, host, async () => {
-      const s = (await alice.servers.createServer({ name, flavorId: "m1.small", imageId })).server!;
-      const active = await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
-      assert.equal(active.host, host);
-      return active;
-    });
+  const { env, admin, alice, agents: hosts, settled, bootOn } = fx;
+  const [A, B, SLOW] = fx.hosts as [string, string, string];
 
   test("an ACTIVE server moves while running: target claimed, source released, steps recorded in order", async () => {
     const s = await bootOn(A, "lm-active");

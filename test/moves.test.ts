@@ -5,60 +5,23 @@
  * step.
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { MigrationStatus, MigrationType, PowerState, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
-import type { Server } from "../gen/novamesh/compute/v1/server.js";
-import type { Controller } from "../controller/controller.js";
 import { decodeStatusDetails } from "../controller/api/status.js";
-import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, history, servicesUp, settled as settledIn, waitServers } from "./harness.js";
-import type { Clients } from "./harness.js";
+import { assertCapacityExact, history, waitServers } from "./harness.js";
+import { stack } from "./stack.js";
 
 const SMALL = { vcpus: 1, ram: 2048, disk: 20 };
 const MEDIUM = { vcpus: 2, ram: 4096, disk: 40 };
 
 describe("resize and cold migration", () => {
-  const env = new TestEnv();
-  let ctl: Controller;
-  let admin: Clients;
-  let alice: Clients;
-  let imageId: string;
-  let agent: ChildProcess;
-  let stateDir: string;
-  const hostPrefix = `mv${env.id}`;
-
-  before(async () => {
-    ctl = await env.startController({ resizeConfirmWindowSeconds: 0 });
-    admin = env.admin(ctl);
-    alice = await env.as(ctl, "alice");
-    imageId = await env.image(ctl);
-    stateDir = await tempDir("moves");
-    agent = spawnAgent({
-      controller: env.address(ctl),
-      token: env.adminToken,
-      logFile: join(stateDir, "agent.log"),
-      args: ["--host", hostPrefix, "--hosts", "3", "--driver", "fake", "--state-dir", stateDir, "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200"],
-    });
-    await servicesUp(admin, 3);
-  });
-  after(async () => {
-    if (agent) await stopAgent(agent);
-    await env.cleanup();
-  });
-
-  const settled = (id: string, st: ServerStatus) => settledIn(alice, id, st);
-
-  async function boot(name: string, flavorId = "m1.small"): Promise<Server> {
-    const s = (await alice.servers.createServer({ name, flavorId, imageId })).server!;
-    return settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
-  }
-
+  const fx = stack({ name: "moves", controller: { resizeConfirmWindowSeconds: 0 }, agents: ({ id }) => [{ host: `mv${id}`, hosts: 3 }] });
+  const { env, admin, alice, dir: stateDir, settled, boot } = fx;
 
   test("resize claims the target first, holds both hosts while RESIZED, and confirm releases the source", async () => {
     const s = await boot("grow");

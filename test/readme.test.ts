@@ -1,34 +1,31 @@
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
-import type { Controller } from "../controller/controller.js";
 import type { Example } from "../scripts/readme-examples.js";
 import { readmeExamples, runExamples } from "../scripts/readme-examples.js";
-import { TestEnv } from "./harness.js";
+import { stack } from "./stack.js";
 
 /**
  * The README's grpcurl examples, run through a generic reflection client
  * (grpcurl itself cannot be installed here).
  */
 describe("the README's grpcurl examples, through server reflection", () => {
-  const env = new TestEnv();
-  let ctl: Controller;
+  const fx = stack({ name: "readme", members: [], images: [] });
+  const { env, admin } = fx;
   let examples: Example[];
 
   before(async () => {
     examples = await readmeExamples();
-    ctl = await env.startController();
     const create = examples.find((e) => e.target.endsWith("/CreateServer"));
     assert.ok(create?.body, "the README has a CreateServer example");
-    await env.admin(ctl).images.registerImage({
+    await admin.images.registerImage({
       image: Image.fromPartial({ id: String(create.body.image_id), name: "cirros-0.6.2", visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC }),
     });
   });
-  after(() => env.cleanup());
 
   test("every example runs and does what it says", async () => {
     assert.ok(examples.length >= 8, `found ${examples.length} examples`);
-    const r = await runExamples(examples, env.address(ctl), env.adminToken);
+    const r = await runExamples(examples, env.address(fx.ctl), env.adminToken);
     for (const s of ["novamesh.compute.v1.ServerService", "novamesh.compute.v1.FlavorService", "novamesh.compute.v1.SchedulerService", "novamesh.compute.v1.ServerGroupService", "grpc.health.v1.Health"]) {
       assert.ok(r.services.includes(s), `list shows ${s}`);
     }

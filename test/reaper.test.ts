@@ -8,70 +8,42 @@
  * at its deadline by the restarted controller.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { MigrationStatus, PowerState, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
 import type { Server } from "../gen/novamesh/compute/v1/server.js";
-import type { Controller } from "../controller/controller.js";
-import { Hosts, freePort, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, failure, operationError, servicesUp, settled as settledIn, waitServers, withOnlyHost } from "./harness.js";
-import type { Clients } from "./harness.js";
+import { assertCapacityExact, eventually, failure, operationError, waitServers, withOnlyHost } from "./harness.js";
+import { stack } from "./stack.js";
 
 describe("the reaper", () => {
-  const env = new TestEnv();
-  let port: number;
-  let ctl: Controller;
-  let admin: Clients;
-  let alice: Clients;
-  let imageId: string;
-  let hosts: Hosts;
-  // A: a rebuild's two steps take 2 s each, a snapshot's 4 s each.
-  const A = `rp${env.id}-a`;
-  // F: finishing a migration takes 8 s.
-  const F = `rp${env.id}-f`;
-  // S: a spawn takes 8 s.
-  const S = `rp${env.id}-s`;
-  const config = (over: { holdOutbox?: boolean } = {}) => ({
-    listen: `127.0.0.1:${port}`,
-    taskTimeouts: "SPAWNING=3,RESIZE_FINISH=3,PAUSING=3,REBUILDING=3,REBUILD_SPAWNING=5,IMAGE_SNAPSHOT=5,IMAGE_UPLOADING=2",
-    reaperIntervalSeconds: 1,
-    reaperGraceSeconds: 0,
-    resizeConfirmWindowSeconds: 0,
-    ...over,
+  const fx = stack({
+    name: "reaper",
+    fixedPort: true,
+    controller: {
+      taskTimeouts: "SPAWNING=3,RESIZE_FINISH=3,PAUSING=3,REBUILDING=3,REBUILD_SPAWNING=5,IMAGE_SNAPSHOT=5,IMAGE_UPLOADING=2",
+      reaperIntervalSeconds: 1,
+      reaperGraceSeconds: 0,
+      resizeConfirmWindowSeconds: 0,
+    },
+    agents: ({ id }) => [
+      // A: a rebuild's two steps take 2 s each, a snapshot's 4 s each.
+      { host: `rp${id}-a`, faults: { rebuild: { delayMs: 2000 }, snapshot: { delayMs: 4000 } } },
+      // F: finishing a migration takes 8 s.
+      { host: `rp${id}-f`, faults: { finishMigration: { delayMs: 8000 } } },
+      // S: a spawn takes 8 s.
+      { host: `rp${id}-s`, faults: { spawn: { delayMs: 8000 } } },
+    ],
   });
+  const { env, admin, alice, imageId, agents: hosts, settled, bootOn } = fx;
+  const [A, F, S] = fx.hosts as [string, string, string];
   // Set by the tests, checked again once the slow hosts have finished.
   let unbuilt: Server;
   let unresized: Server;
 
-  before(async () => {
-    port = await freePort();
-    ctl = await env.startController(config());
-    admin = env.admin(ctl);
-    alice = await env.as(ctl, "alice");
-    imageId = await env.image(ctl);
-    hosts = new Hosts(env, () => `127.0.0.1:${port}`, await tempDir("reaper"));
-    hosts.start(A, { rebuild: { delayMs: 2000 }, snapshot: { delayMs: 4000 } });
-    hosts.start(F, { finishMigration: { delayMs: 8000 } });
-    hosts.start(S, { spawn: { delayMs: 8000 } });
-    await servicesUp(admin, 3);
-  });
-  after(async () => {
-    if (hosts) await hosts.stopAll();
-    await env.cleanup();
-  });
-
-  const settled = (id: string, st: ServerStatus) => settledIn(alice, id, st);
   const taskEnded = async (id: string, timeoutMs = 20_000) =>
     (await waitServers(alice, [id], (x) => x.taskState === TaskState.TASK_STATE_UNSPECIFIED, "task ended", timeoutMs))[0]!;
   const taskIs = async (id: string, task: TaskState) => (await waitServers(alice, [id], (x) => x.taskState === task, TaskState[task], 15_000))[0]!;
-  const bootOn = (host: string, name: string) =>
-    withOnlyHost(admin, host, async () => {
-      const s = (await alice.servers.createServer({ name, flavorId: "m1.small", imageId })).server!;
-      const active = await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
-      assert.equal(active.host, host);
-      return active;
-    });
   const events = async (id: string) =>
     (await alice.servers.listServerActions({ serverId: id })).actions[0]!.events.map((e) => `${e.name}:${e.result}`);
 
@@ -180,17 +152,17 @@ describe("the reaper", () => {
   test("an op lost while the controller was down never reaches the agent; the restarted controller ends its task at the deadline", async () => {
     const s = await bootOn(A, "lost-op");
     // This controller commits ops to its outbox but never publishes them.
-    await env.stopController(ctl);
-    ctl = await env.startController(config({ holdOutbox: true }));
+    await fx.stopController();
+    await fx.startController({ holdOutbox: true });
     const res = await eventually(() => alice.servers.pauseServer({ id: s.id, requestId: "lost-pause" }), { what: "pause accepted" });
     assert.equal(res.server!.taskState, TaskState.TASK_STATE_PAUSING);
     const deadline = res.server!.taskDeadline!;
     const queued = await env.sql<{ msg_id: string; kind: string }>("SELECT o.msg_id, c.kind FROM outbox o JOIN compute_ops c ON c.op_id = o.msg_id");
     assert.deepEqual(queued.map((q) => q.kind), ["pause"], "the pause op is committed, not sent");
     // The controller goes, and the op with it: its outbox row is lost.
-    await env.stopController(ctl);
+    await fx.stopController();
     await env.sql("DELETE FROM outbox WHERE msg_id = ?", [queued[0]!.msg_id]);
-    ctl = await env.startController(config());
+    await fx.startController();
 
     const ended = await taskEnded(s.id);
     assert.deepEqual([ended.vmState, ended.powerState, ended.host], [VmState.VM_STATE_ACTIVE, PowerState.POWER_STATE_RUNNING, A]);

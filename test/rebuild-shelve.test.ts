@@ -4,61 +4,29 @@
  * host's capacity look like before, while and after each runs.
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { ImageStatus, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { PowerState, RebootType, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
-import type { Server } from "../gen/novamesh/compute/v1/server.js";
-import type { Controller } from "../controller/controller.js";
-import { fakeDomains, spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, failure, history, servicesUp, settled as settledIn } from "./harness.js";
-import type { Clients } from "./harness.js";
+import { fakeDomains } from "./agents.js";
+import { assertCapacityExact, eventually, failure, history } from "./harness.js";
+import { stack } from "./stack.js";
 
 const SMALL = { vcpus: 1, ram: 2048, disk: 20 };
 
 describe("rebuild, snapshot, shelve and unshelve", () => {
-  const env = new TestEnv();
-  let ctl: Controller;
-  let admin: Clients;
-  let alice: Clients;
-  let bob: Clients;
-  let imageId: string;
-  let otherImageId: string;
-  let agent: ChildProcess;
-  let dir: string;
+  // Each host's first reboot fails (a way into ERROR); each step of a
+  // snapshot or rebuild takes a second, so a QUEUED image and every task
+  // step can be seen; removing a server takes half a second, so a shelve's
+  // last step is reported well before its result.
+  const faults = { reboot: { error: "guest kernel panic", failTimes: 1 }, snapshot: { delayMs: 1000 }, rebuild: { delayMs: 1000 }, destroy: { delayMs: 500 } };
+  const fx = stack({ name: "rebuild-shelve", members: ["alice", "bob"], images: ["cirros", "ubuntu"], agents: ({ id }) => [{ host: `rs${id}`, hosts: 2, faults }] });
+  const { env, admin, alice, bob, dir, settled, boot } = fx;
+  const [imageId, otherImageId] = fx.imageIds;
   const hostPrefix = `rs${env.id}`;
-
-  before(async () => {
-    ctl = await env.startController();
-    admin = env.admin(ctl);
-    alice = await env.as(ctl, "alice");
-    bob = await env.as(ctl, "bob");
-    imageId = await env.image(ctl, "cirros");
-    otherImageId = await env.image(ctl, "ubuntu");
-    dir = await tempDir("rebuild-shelve");
-    // Each host's first reboot fails (a way into ERROR); each step of a
-    // snapshot or rebuild takes a second, so a QUEUED image and every task
-    // step can be seen; removing a server takes half a second, so a shelve's
-    // last step is reported well before its result.
-    const faults = { reboot: { error: "guest kernel panic", failTimes: 1 }, snapshot: { delayMs: 1000 }, rebuild: { delayMs: 1000 }, destroy: { delayMs: 500 } };
-    agent = spawnAgent({
-      controller: env.address(ctl),
-      token: env.adminToken,
-      logFile: join(dir, "agent.log"),
-      args: ["--host", hostPrefix, "--hosts", "2", "--driver", "fake", "--state-dir", dir, "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200", "--fake-faults", JSON.stringify(faults)],
-    });
-    await servicesUp(admin, 2);
-  });
-  after(async () => {
-    if (agent) await stopAgent(agent);
-    await env.cleanup();
-  });
-
-  const settled = (id: string, st: ServerStatus) => settledIn(alice, id, st);
   const domainsOf = (host: string) => fakeDomains(join(dir, host, "fake-domains.json"));
   const events = async (id: string) =>
     (await alice.servers.listServerActions({ serverId: id })).actions.map((a) => `${a.action}:${a.events.map((e) => `${e.name}@${e.host}:${e.result}`).join(",")}`);
@@ -66,11 +34,6 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
   /** Waits until the server's task has moved on to `task` (a step the host reported). */
   const taskReaches = (id: string, task: TaskState) =>
     eventually(async () => (await alice.servers.getServer({ id })).server!.taskState === task, { what: TaskState[task], intervalMs: 50, timeoutMs: 10_000 });
-
-  async function boot(name: string, flavorId = "m1.small", image = imageId): Promise<Server> {
-    const s = (await alice.servers.createServer({ name, flavorId, imageId: image })).server!;
-    return settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
-  }
 
   test("rebuild replaces the disk on the same host from a new image, renames, keeps flavor and capacity; also from STOPPED and ERROR", async () => {
     const s = await boot("rebuild-me");

@@ -1,42 +1,26 @@
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
-import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
-import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, eventually, waitServers } from "./harness.js";
+import { eventually, waitServers } from "./harness.js";
+import { stack } from "./stack.js";
 
 describe("spawn failures", () => {
-  const env = new TestEnv();
-  const agents: ChildProcess[] = [];
-  after(async () => {
-    for (const a of agents) await stopAgent(a);
-    await env.cleanup();
+  // Equal hosts tie on weight and are tried by name: "a" (always fails, retryably) first.
+  const fx = stack({
+    name: "reschedule",
+    controller: { maxAttempts: 3 },
+    members: [],
+    agents: ({ id }) => [
+      { host: `rs${id}-a`, capacity: null, faults: { spawn: { error: "image fetch timed out", retryable: true } } },
+      { host: `rs${id}-b`, capacity: null },
+    ],
   });
+  const { admin, imageId } = fx;
 
   test("a retryable spawn failure releases the claim and reschedules to another host; with none left it is ERROR", async () => {
-    const ctl = await env.startController({ maxAttempts: 3 });
-    const admin = env.admin(ctl);
-    const imageId = await env.image(ctl);
-    const dir = await tempDir("reschedule");
-    const start = (host: string, faults: object | null) => {
-      const a = spawnAgent({
-        controller: env.address(ctl),
-        token: env.adminToken,
-        logFile: join(dir, `${host}.log`),
-        args: ["--host", host, "--driver", "fake", "--state-dir", join(dir, host), ...(faults ? ["--fake-faults", JSON.stringify(faults)] : [])],
-      });
-      agents.push(a);
-      return a;
-    };
-    // Equal hosts tie on weight and are tried by name: "a" (always fails, retryably) first.
-    const bad = `rs${env.id}-a`;
-    const good = `rs${env.id}-b`;
-    start(bad, { spawn: { error: "image fetch timed out", retryable: true } });
-    const goodAgent = start(good, null);
+    const [bad, good] = fx.hosts as [string, string];
     const upCount = async () => (await admin.hosts.listServices({})).services.filter((x) => x.state === ServiceState.SERVICE_STATE_UP).length;
-    await eventually(async () => (await upCount()) === 2, { what: "two hosts up" });
 
     const s = (await admin.servers.createServer({ name: "retry-me", flavorId: "m1.small", imageId })).server!;
     const [active] = await waitServers(admin, [s.id], (x) => x.status === ServerStatus.SERVER_STATUS_ACTIVE, "ACTIVE");
@@ -55,7 +39,7 @@ describe("spawn failures", () => {
     assert.equal(hv.find((h) => h.hostname === good)!.memoryMbUsed, 2048);
 
     // With the good host gone, a build fails on the bad one and no host is left.
-    await stopAgent(goodAgent);
+    await fx.agents.stop(good);
     await eventually(async () => (await upCount()) === 1, { what: "the good host down", timeoutMs: 20_000 });
     const doomed = (await admin.servers.createServer({ name: "doomed", flavorId: "m1.small", imageId })).server!;
     const [failed] = await waitServers(admin, [doomed.id], (x) => x.status === ServerStatus.SERVER_STATUS_ERROR, "ERROR");
@@ -69,28 +53,16 @@ describe("spawn failures", () => {
 });
 
 describe("alternates and build failures", () => {
-  const env = new TestEnv();
-  const agents: ChildProcess[] = [];
-  after(async () => {
-    for (const a of agents) await stopAgent(a);
-    await env.cleanup();
+  const fx = stack({
+    name: "alternates",
+    controller: { maxAttempts: 2 },
+    members: [],
+    agents: ({ id }) => [{ host: `al${id}`, hosts: 3, capacity: null, faults: { spawn: { error: "disk full", retryable: true } } }],
   });
+  const { env, admin, imageId } = fx;
 
   test("attempts stop at max_attempts, each on the next alternate; hosts that failed builds rank last until they build one", async () => {
-    const ctl = await env.startController({ maxAttempts: 2 });
-    const admin = env.admin(ctl);
-    const imageId = await env.image(ctl);
-    const dir = await tempDir("alternates");
     const base = `al${env.id}`;
-    agents.push(
-      spawnAgent({
-        controller: env.address(ctl),
-        token: env.adminToken,
-        logFile: join(dir, "agents.log"),
-        args: ["--host", base, "--hosts", "3", "--driver", "fake", "--state-dir", join(dir, "agents"), "--fake-faults", JSON.stringify({ spawn: { error: "disk full", retryable: true } })],
-      }),
-    );
-    await eventually(async () => (await admin.hosts.listServices({})).services.filter((x) => x.state === ServiceState.SERVICE_STATE_UP).length === 3, { what: "three hosts up" });
     const s = (await admin.servers.createServer({ name: "unlucky", flavorId: "m1.small", imageId })).server!;
     const [failed] = await waitServers(admin, [s.id], (x) => x.status === ServerStatus.SERVER_STATUS_ERROR, "ERROR");
     assert.match(failed!.fault!.message, /disk full; gave up after 2 attempts/);

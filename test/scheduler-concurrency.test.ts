@@ -6,33 +6,33 @@
  */
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
-import { REPO, freePort, spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, clients, eventually, servicesUp, waitServers } from "./harness.js";
+import { REPO, freePort, stopAgent } from "./agents.js";
+import { assertCapacityExact, clients, eventually, waitServers } from "./harness.js";
+import { stack } from "./stack.js";
 
 describe("concurrent scheduling", () => {
-  const env = new TestEnv();
-  const agents: ChildProcess[] = [];
   const children: ChildProcess[] = [];
-  let dir: string | undefined;
+  // Stops the second controller before the stack goes (after() hooks run in order).
   after(async () => {
-    for (const a of agents) await stopAgent(a);
     for (const c of children) await stopAgent(c);
-    await env.cleanup();
-    if (dir) await rm(dir, { recursive: true, force: true });
   });
+  // vCPUs are the limit: 10 hosts × 20 vCPUs at ratio 1.0, flavor 1 vCPU (memory and disk have room for more).
+  const cfg = { cpuAllocationRatio: 1.0, ramAllocationRatio: 1.0, diskAllocationRatio: 1.0 };
+  const fx = stack({
+    name: "sched-concurrency",
+    controller: cfg,
+    members: [],
+    agents: ({ id }) => [{ host: `cc${id}`, hosts: 10, capacity: { vcpus: 20, memoryMb: 65536, diskGb: 1000 } }],
+    removeDir: true,
+  });
+  const { env, admin: a, imageId, dir } = fx;
 
   test("two controllers, 300 creates, room for 200: exactly 200 ACTIVE, 100 ERROR explained, no host over capacity", async (t) => {
-    // vCPUs are the limit: 10 hosts × 20 vCPUs at ratio 1.0, flavor 1 vCPU (memory and disk have room for more).
-    const cfg = { cpuAllocationRatio: 1.0, ramAllocationRatio: 1.0, diskAllocationRatio: 1.0 };
-    const ctlA = await env.startController(cfg);
-    const a = env.admin(ctlA);
-    dir = await tempDir("sched-concurrency");
     // The second controller: its own process, the same database, stream and subjects.
     const c = env.config(cfg);
     const portB = await freePort();
@@ -49,17 +49,7 @@ describe("concurrent scheduling", () => {
     ctlB.stderr!.pipe(log);
     const b = clients(`127.0.0.1:${portB}`, env.adminToken);
     await eventually(() => b.flavors.listFlavors({}).then(() => true, () => false), { what: "the second controller answering", timeoutMs: 30_000 });
-    const imageId = await env.image(ctlA);
     await a.flavors.createFlavor({ flavor: { id: "c.1", name: "c.1", vcpus: 1, ramMb: 256, diskGb: 1, description: "", extraSpecs: {} } });
-    agents.push(
-      spawnAgent({
-        controller: env.address(ctlA),
-        token: env.adminToken,
-        logFile: join(dir, "agents.log"),
-        args: ["--host", `cc${env.id}`, "--hosts", "10", "--driver", "fake", "--state-dir", join(dir, "agents"), "--vcpus", "20", "--memory-mb", "65536", "--disk-gb", "1000"],
-      }),
-    );
-    await servicesUp(a, 10);
 
     const started = Date.now();
     const created = await Promise.all(

@@ -4,49 +4,16 @@
  * fake hosts (one agent process running four agents).
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
-import { rm } from "node:fs/promises";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { ServerGroup, ServerGroupPolicy } from "../gen/novamesh/compute/v1/server_group.js";
-import type { Controller } from "../controller/controller.js";
-import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, assertCapacityExact, eventually, failure, operationError, servicesUp, settled, waitServers, withOnlyHost, type Clients } from "./harness.js";
+import { assertCapacityExact, eventually, failure, operationError, settled, waitServers, withOnlyHost } from "./harness.js";
+import { stack } from "./stack.js";
 
 describe("placement: server groups, zones, aggregates, hints, explain", () => {
-  const env = new TestEnv();
-  const agents: ChildProcess[] = [];
-  let admin: Clients;
-  let ctl: Controller;
-  let imageId: string;
-  let dir: string;
-  let hosts: string[];
+  const fx = stack({ name: "scheduling", members: [], agents: ({ id }) => [{ host: `sc${id}`, hosts: 4 }], removeDir: true });
+  const { env, admin, imageId, hosts } = fx;
   const cleanup: string[] = [];
-
-  before(async () => {
-    ctl = await env.startController({});
-    admin = env.admin(ctl);
-    imageId = await env.image(ctl);
-    dir = await tempDir("scheduling");
-    const base = `sc${env.id}`;
-    hosts = [1, 2, 3, 4].map((i) => `${base}-${i}`);
-    agents.push(
-      spawnAgent({
-        controller: env.address(ctl),
-        token: env.adminToken,
-        logFile: join(dir, "agents.log"),
-        args: ["--host", base, "--hosts", "4", "--driver", "fake", "--state-dir", join(dir, "agents"), "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200"],
-      }),
-    );
-    await servicesUp(admin, 4);
-  });
-
-  after(async () => {
-    for (const a of agents) await stopAgent(a);
-    await env.cleanup();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
 
   /** Creates servers and waits until none is building; deletes them at the end of the test. */
   async function boot(n: number, req: Record<string, unknown>) {
@@ -153,7 +120,7 @@ describe("placement: server groups, zones, aggregates, hints, explain", () => {
     await admin.aggregates.deleteAggregate({ id: west.id });
     await admin.aggregates.setAggregateMetadata({ id: east.id, metadata: { availability_zone: "east" } });
     // Members see the zones' names, not their hosts.
-    const member = await env.as(ctl, "bob");
+    const member = await env.as(fx.ctl, "bob");
     assert.deepEqual((await member.aggregates.listAvailabilityZones({})).zones.map((z) => [z.name, z.hosts]), [["east", []], ["nova", []]]);
     assert.equal((await failure(member.aggregates.listAggregates({}))).code, 7);
     await deleteAll();
@@ -206,38 +173,23 @@ describe("placement: server groups, zones, aggregates, hints, explain", () => {
     }
     await assertCapacityExact(env, admin);
     await deleteAll();
-    const alice = await env.as(ctl, "alice");
+    const alice = await env.as(fx.ctl, "alice");
     assert.equal((await failure(alice.scheduler.explainPlacement({ flavorId: "m1.small", imageId, availabilityZone: "" }))).code, 7, "admins only");
   });
 });
 
 describe("server groups while members move", () => {
-  const env = new TestEnv();
-  const agents: ChildProcess[] = [];
-  let dir: string | undefined;
-  after(async () => {
-    for (const a of agents) await stopAgent(a);
-    await env.cleanup();
-    if (dir) await rm(dir, { recursive: true, force: true });
+  // Live migrations take 4 steps of 1.5 s: long enough to create a member meanwhile.
+  const fx = stack({
+    name: "group-moves",
+    members: [],
+    agents: ({ id }) => [{ host: `gm${id}`, hosts: 3, capacity: null, faults: { liveMigrate: { delayMs: 1500 } } }],
+    removeDir: true,
   });
+  const { admin, imageId } = fx;
 
   test("a member on its way to a host counts there: anti-affinity refuses that host until the move is over", async () => {
-    const ctl = await env.startController({});
-    const admin = env.admin(ctl);
-    const imageId = await env.image(ctl);
-    dir = await tempDir("group-moves");
-    const base = `gm${env.id}`;
-    const [h1, h2, h3] = [1, 2, 3].map((i) => `${base}-${i}`);
-    // Live migrations take 4 steps of 1.5 s: long enough to create a member meanwhile.
-    agents.push(
-      spawnAgent({
-        controller: env.address(ctl),
-        token: env.adminToken,
-        logFile: join(dir, "agents.log"),
-        args: ["--host", base, "--hosts", "3", "--driver", "fake", "--state-dir", join(dir, "agents"), "--fake-faults", JSON.stringify({ liveMigrate: { delayMs: 1500 } })],
-      }),
-    );
-    await servicesUp(admin, 3);
+    const [h1, h2, h3] = fx.hosts;
     const g = (await admin.groups.createServerGroup({ serverGroup: ServerGroup.fromPartial({ name: "spread", policy: ServerGroupPolicy.SERVER_GROUP_POLICY_ANTI_AFFINITY }) })).serverGroup!;
     const hint = { group: g.id, sameHost: [], differentHost: [] };
     const create = async (name: string, host: string) => {

@@ -5,10 +5,11 @@
  * open and applies nothing; a refused WatchServers says why.
  */
 import assert from "node:assert/strict";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { AgentServiceClient, type ConnectRequest } from "../gen/novamesh/agent/v1/agent.js";
-import { TestEnv, type Clients } from "./harness.js";
+import type { Clients } from "./harness.js";
+import { testEnv } from "./stack.js";
 
 /** How a stream ended within `ms`: its error, "ended" (OK), or "still open". */
 function outcome(call: { on(event: string, fn: (...args: never[]) => void): unknown }, ms = 5_000): Promise<ServiceError | "ended" | "still open"> {
@@ -21,8 +22,7 @@ function outcome(call: { on(event: string, fn: (...args: never[]) => void): unkn
 }
 
 describe("failing streams", () => {
-  const env = new TestEnv();
-  after(() => env.cleanup());
+  const env = testEnv();
 
   test("a message the controller refuses ends the stream with its status", async () => {
     const ctl = await env.startController();

@@ -5,45 +5,22 @@
  * event exactly once — under concurrent writers too.
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import type { ClientReadableStream } from "@grpc/grpc-js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import type { WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
-import type { Controller } from "../controller/controller.js";
-import { spawnAgent, stopAgent, tempDir } from "./agents.js";
-import { TestEnv, eventually, servicesUp, waitServers } from "./harness.js";
+import { eventually, waitServers } from "./harness.js";
 import type { Clients } from "./harness.js";
+import { stack } from "./stack.js";
 
 describe("WatchServers resume", () => {
-  const env = new TestEnv();
-  let ctl: Controller;
-  let ctl2: Controller;
-  let admin: Clients;
+  const fx = stack({ name: "watch", members: [], agents: ({ id }) => [{ host: `w${id}`, hosts: 2, capacity: { vcpus: 32, memoryMb: 65536, diskGb: 2000 } }] });
+  const { env, admin, imageId } = fx;
   let admin2: Clients;
-  let imageId: string;
-  let agent: ChildProcess;
 
   before(async () => {
     // Two controllers write to one database: commits interleave.
-    ctl = await env.startController();
-    ctl2 = await env.startController();
-    admin = env.admin(ctl);
-    admin2 = env.admin(ctl2);
-    imageId = await env.image(ctl);
-    const dir = await tempDir("watch");
-    agent = spawnAgent({
-      controller: env.address(ctl),
-      token: env.adminToken,
-      logFile: join(dir, "agent.log"),
-      args: ["--host", `w${env.id}`, "--hosts", "2", "--driver", "fake", "--state-dir", dir, "--vcpus", "32", "--memory-mb", "65536", "--disk-gb", "2000"],
-    });
-    await servicesUp(admin, 2);
-  });
-  after(async () => {
-    if (agent) await stopAgent(agent);
-    await env.cleanup();
+    admin2 = env.admin(await env.startController());
   });
 
   function watch(c: Clients, afterIndex: number, sink: WatchServersResponse[]): ClientReadableStream<WatchServersResponse> {
