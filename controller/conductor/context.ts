@@ -10,9 +10,9 @@ import { startTask } from "../domain/tasks.js";
 import type { Instance } from "../domain/types.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import type { InstancePatch } from "../store/instances.js";
-import { updateInstance } from "../store/instances.js";
 import type { DispatchRequest } from "./dispatch.js";
-import { dispatchOp } from "./dispatch.js";
+import type { TxStore } from "./tx-store.js";
+import { bindStore } from "./tx-store.js";
 
 export interface ConductorContext {
   readonly pool: Pool;
@@ -30,11 +30,13 @@ export interface ConductorContext {
   readonly softRebootTimeoutSeconds: number;
 }
 
-/** One conductor transaction: its connection, the context, and the common steps. */
+/** One conductor transaction: its connection, the context, the store bound to it, and the common steps. */
 export class Tx {
   constructor(
     readonly conn: PoolConnection,
     readonly ctx: ConductorContext,
+    /** What flows read and write, in this transaction. */
+    readonly store: TxStore = bindStore(conn),
   ) {}
 
   /** `task` with its deadline from now, for an instance patch. */
@@ -43,12 +45,12 @@ export class Tx {
   }
 
   update(uuid: string, patch: InstancePatch): Promise<Instance> {
-    return updateInstance(this.conn, uuid, patch);
+    return this.store.updateInstance(uuid, patch);
   }
 
   /** Sends an op to a host (recorded with its event, queued in the outbox). */
   dispatch(o: Omit<DispatchRequest, "subjectPrefix">): Promise<string> {
-    return dispatchOp(this.conn, { ...o, subjectPrefix: this.ctx.subjectPrefix });
+    return this.store.dispatchOp({ ...o, subjectPrefix: this.ctx.subjectPrefix });
   }
 
   /** Hosts seen since then are up (claims need an up host). */

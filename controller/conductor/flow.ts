@@ -9,7 +9,6 @@ import { status } from "@grpc/grpc-js";
 import type { OpArgs, OpFailure, OpKind, OpOutcome } from "../domain/ops.js";
 import type { PowerState, ServerAction, TaskState, VmState } from "../domain/states.js";
 import type { Fault, Instance, Migration, OperationError } from "../domain/types.js";
-import { finishAction, setActionStep } from "../store/actions.js";
 import type { InstancePatch } from "../store/instances.js";
 import type { OpRecord } from "../store/ops.js";
 import type { Tx } from "./context.js";
@@ -78,8 +77,9 @@ export class ResultContext {
     readonly outcome: OpOutcome,
   ) {}
 
-  get conn() {
-    return this.tx.conn;
+  /** The store, in this transaction. */
+  get store() {
+    return this.tx.store;
   }
 
   get error(): OpFailure | null {
@@ -106,19 +106,19 @@ export class ResultContext {
   /** The next op of the action, on `host`; the action's deadline follows the instance's task. */
   async dispatch(host: string, args: OpArgs, inst: Instance, requestId: string): Promise<void> {
     await this.tx.dispatch({ instance: inst, host, actionId: this.op.actionId, requestId, args });
-    await setActionStep(this.conn, this.op.actionId, { deadline: inst.taskDeadline });
+    await this.store.setActionStep(this.op.actionId, { deadline: inst.taskDeadline });
   }
 
   /** The task ends well: `patch` applied, the action SUCCEEDED. */
   async succeed(patch: InstancePatch): Promise<void> {
     await this.update({ taskState: null, ...patch });
-    await finishAction(this.conn, this.op.actionId);
+    await this.store.finishAction(this.op.actionId);
   }
 
   /** The task ends in the host's failure: its fault on the server, the action FAILED. */
   async fail(patch: InstancePatch = {}): Promise<void> {
     await this.update({ taskState: null, fault: this.fault(), ...patch });
-    await finishAction(this.conn, this.op.actionId, { error: this.opError() });
+    await this.store.finishAction(this.op.actionId, { error: this.opError() });
   }
 }
 
@@ -134,8 +134,9 @@ export class TimeoutContext {
     readonly error: OperationError,
   ) {}
 
-  get conn() {
-    return this.tx.conn;
+  /** The store, in this transaction. */
+  get store() {
+    return this.tx.store;
   }
 
   update(patch: InstancePatch): Promise<Instance> {
@@ -144,7 +145,7 @@ export class TimeoutContext {
 
   /** The action FAILED with the timeout. */
   async failAction(): Promise<void> {
-    if (this.actionId !== null) await finishAction(this.conn, this.actionId, { error: this.error });
+    if (this.actionId !== null) await this.store.finishAction(this.actionId, { error: this.error });
   }
 
   /** The task ends with the timeout's fault and `patch`; the action FAILED. */

@@ -13,12 +13,9 @@ import { randomUUID } from "node:crypto";
 import type { TaskState, VmState } from "../domain/states.js";
 import type { Fault, Instance, Migration, MigrationFlavor, MigrationType, OperationError, Principal } from "../domain/types.js";
 import { invalidArgument, failedPrecondition, notFound, permissionDenied } from "../errors.js";
-import { finishAction } from "../store/actions.js";
-import type { PoolConnection } from "../store/db.js";
-import { insertMigration, migrationIdsOf, updateMigration } from "../store/moves.js";
-import { getNodeByHost, moveAllocations, releaseAllocations } from "../store/nodes.js";
 import type { Step } from "./act.js";
 import type { Tx } from "./context.js";
+import type { TxStore } from "./tx-store.js";
 
 /** The task each kind of move runs under while it waits for a target. */
 export const WAITING_TASK: Readonly<Record<MigrationType, TaskState>> = {
@@ -35,17 +32,17 @@ export const MOVE_WAITING_TASKS: readonly TaskState[] = [...new Set(Object.value
  * Releases everything an instance and its migrations hold. Returns how many
  * allocations were released.
  */
-export async function releaseEverything(conn: PoolConnection, instanceUuid: string): Promise<number> {
-  let n = await releaseAllocations(conn, instanceUuid);
-  for (const id of await migrationIdsOf(conn, instanceUuid)) n += await releaseAllocations(conn, id);
+export async function releaseEverything(store: TxStore, instanceUuid: string): Promise<number> {
+  let n = await store.releaseAllocations(instanceUuid);
+  for (const id of await store.migrationIdsOf(instanceUuid)) n += await store.releaseAllocations(id);
   return n;
 }
 
 /** Checks an optional target host: admins only where asked, known, not the current one. */
-export async function checkTargetHost(conn: PoolConnection, who: Principal, inst: Instance, host: string | null, o: { adminOnly: boolean }): Promise<void> {
+export async function checkTargetHost(store: TxStore, who: Principal, inst: Instance, host: string | null, o: { adminOnly: boolean }): Promise<void> {
   if (host === null) return;
   if (o.adminOnly && who.role !== "admin") throw permissionDenied("choosing the target host needs the admin role");
-  if (!(await getNodeByHost(conn, host))) throw notFound("host", host);
+  if (!(await store.getNodeByHost(host))) throw notFound("host", host);
   if (host === inst.host) throw invalidArgument("host", "is the server's current host");
 }
 
@@ -56,7 +53,7 @@ export async function beginMove(
   o: { actionId: number; requestId: string; type: MigrationType; newFlavor: MigrationFlavor; requestedHost?: string | null },
 ): Promise<Step> {
   if (!inst.host) throw failedPrecondition(`server ${inst.uuid} has no host`, "NO_HOST");
-  await insertMigration(tx.conn, {
+  await tx.store.insertMigration({
     id: randomUUID(),
     instanceUuid: inst.uuid,
     projectId: inst.projectId,
@@ -78,9 +75,9 @@ export async function beginMove(
  * waiting): the source's capacity goes back to the instance and the
  * migration is ERROR. The server stays where and as it was.
  */
-export async function abandonMove(conn: PoolConnection, inst: Instance, m: Migration): Promise<void> {
-  await moveAllocations(conn, m.id, inst.uuid);
-  await updateMigration(conn, m.id, { status: "ERROR" });
+export async function abandonMove(store: TxStore, inst: Instance, m: Migration): Promise<void> {
+  await store.moveAllocations(m.id, inst.uuid);
+  await store.updateMigration(m.id, { status: "ERROR" });
 }
 
 /**
@@ -108,15 +105,15 @@ export async function rollbackMove(
     vmState?: VmState;
   },
 ): Promise<Instance> {
-  const { conn } = tx;
+  const { store } = tx;
   const { inst, migration: m } = o;
   if (m.targetHost) {
-    const target = await getNodeByHost(conn, m.targetHost);
-    if (target) await releaseAllocations(conn, inst.uuid, target.id);
+    const target = await store.getNodeByHost(m.targetHost);
+    if (target) await store.releaseAllocations(inst.uuid, target.id);
   }
-  await moveAllocations(conn, m.id, inst.uuid);
-  await updateMigration(conn, m.id, { status: o.cancelled ? "CANCELLED" : "ERROR" });
-  await finishAction(conn, m.actionId, { state: o.cancelled ? "CANCELLED" : "FAILED", error: o.error });
+  await store.moveAllocations(m.id, inst.uuid);
+  await store.updateMigration(m.id, { status: o.cancelled ? "CANCELLED" : "ERROR" });
+  await store.finishAction(m.actionId, { state: o.cancelled ? "CANCELLED" : "FAILED", error: o.error });
   const restore = o.restoreSource && m.oldVmState === "ACTIVE";
   const back = await tx.update(inst.uuid, {
     host: m.sourceHost,

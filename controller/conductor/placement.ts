@@ -130,7 +130,7 @@ export class PlacementWorker extends PumpWorker {
     // Nothing fits: the server stays where and as it was (Nova keeps its
     // vm_state and records the fault).
     const fault = noValidHostFault(placement, lostClaims);
-    await abandonMove(conn, inst, m);
+    await abandonMove(tx.store, inst, m);
     await updateInstance(conn, inst.uuid, { taskState: null, fault });
     await instantEvent(conn, { actionId: m.actionId, event: "schedule", result: "Error", fault: fault.message });
     await finishAction(conn, m.actionId, { error: operationErrorOfFault(fault, status.RESOURCE_EXHAUSTED) });

@@ -10,12 +10,8 @@ import { randomUUID } from "node:crypto";
 import type { Fault, Flavor, Image, Instance, Principal, SchedulerHints } from "../../domain/types.js";
 import { HARD_POLICIES, resourcesOf } from "../../domain/placement.js";
 import { status } from "@grpc/grpc-js";
-import { finishAction, insertAction, instantEvent, markActionRunning, runningAction, setActionStep } from "../../store/actions.js";
-import { deleteImage } from "../../store/catalog.js";
 import { isDuplicateKey, withTx } from "../../store/db.js";
-import { getInstanceByRequest, insertInstance } from "../../store/instances.js";
-import { claim, getNodeByHost, recordBuildFailure, recordBuildSuccess, releaseAllocations } from "../../store/nodes.js";
-import { getServerGroup } from "../../store/server-groups.js";
+import { getInstanceByRequest } from "../../store/instances.js";
 import type { Accepted } from "../act.js";
 import { accepted } from "../act.js";
 import type { ConductorContext } from "../context.js";
@@ -42,10 +38,10 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
   try {
     const inst = await withTx(ctx.pool, async (conn) => {
       const tx = new Tx(conn, ctx);
+      const { store } = tx;
       const { taskDeadline } = tx.task("SCHEDULING");
       const { id, name, vcpus, ramMb, diskGb, extraSpecs } = req.flavor;
-      await insertInstance(
-        conn,
+      await store.insertInstance(
         {
           uuid,
           name: req.name,
@@ -61,7 +57,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
         },
         taskDeadline,
       );
-      await insertAction(conn, { instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create", state: "PENDING", deadline: taskDeadline });
+      await store.insertAction({ instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create", state: "PENDING", deadline: taskDeadline });
       return tx.update(uuid, {});
     });
     return accepted(ctx.pool, inst);
@@ -86,8 +82,8 @@ export async function placed(tx: Tx, inst: Instance, action: { id: number; reque
     // Nova's alternates: the next best hosts, for the attempts left.
     alternateHosts: alternates.slice(0, Math.max(0, tx.ctx.maxAttempts - attempt)),
   });
-  await markActionRunning(tx.conn, action.id, spawning.taskDeadline);
-  await instantEvent(tx.conn, { actionId: action.id, event: "schedule", host, result: "Success" });
+  await tx.store.markActionRunning(action.id, spawning.taskDeadline);
+  await tx.store.instantEvent({ actionId: action.id, event: "schedule", host, result: "Success" });
   await spawn(tx, inst, spawning, { actionId: action.id, requestId: action.requestId, host, attempt });
 }
 
@@ -108,8 +104,8 @@ function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: numb
 export async function noHost(tx: Tx, inst: Instance, action: { id: number }, fault: Fault): Promise<void> {
   const unshelve = inst.vmState === "SHELVED_OFFLOADED";
   await tx.update(inst.uuid, { ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, fault });
-  await instantEvent(tx.conn, { actionId: action.id, event: "schedule", result: "Error", fault: fault.message });
-  await finishAction(tx.conn, action.id, { error: operationErrorOfFault(fault, status.RESOURCE_EXHAUSTED) });
+  await tx.store.instantEvent({ actionId: action.id, event: "schedule", result: "Error", fault: fault.message });
+  await tx.store.finishAction(action.id, { error: operationErrorOfFault(fault, status.RESOURCE_EXHAUSTED) });
 }
 
 /**
@@ -121,19 +117,19 @@ export async function noHost(tx: Tx, inst: Instance, action: { id: number }, fau
  * group's lock. False when no alternate could be claimed.
  */
 async function spawnOnAlternate(r: ResultContext): Promise<boolean> {
-  const { inst, op, conn, tx } = r;
+  const { inst, op, store, tx } = r;
   const left = inst.alternateHosts.filter((h) => !inst.triedHosts.includes(h));
   if (left.length === 0) return false;
   if (inst.serverGroupId) {
-    const g = await getServerGroup(conn, inst.serverGroupId);
+    const g = await store.getServerGroup(inst.serverGroupId);
     if (g && HARD_POLICIES.includes(g.policy)) return false;
   }
-  const action = await runningAction(conn, inst.uuid);
+  const action = await store.runningAction(inst.uuid);
   if (!action || action.id !== op.actionId) return false;
   const resources = resourcesOf(inst.flavor);
   for (let i = 0; i < left.length; i++) {
-    const node = await getNodeByHost(conn, left[i]!);
-    if (!node || !(await claim(conn, node.id, inst.uuid, resources, tx.upSince()))) continue;
+    const node = await store.getNodeByHost(left[i]!);
+    if (!node || !(await store.claim(node.id, inst.uuid, resources, tx.upSince()))) continue;
     const attempt = inst.attempt + 1;
     const spawning = await r.update({
       host: node.host,
@@ -144,9 +140,9 @@ async function spawnOnAlternate(r: ResultContext): Promise<boolean> {
       powerState: "NOSTATE",
     });
     const details = `alternate host, attempt ${attempt} after ${op.host} failed`;
-    await instantEvent(conn, { actionId: op.actionId, event: "schedule", host: node.host, result: "Success", details });
+    await store.instantEvent({ actionId: op.actionId, event: "schedule", host: node.host, result: "Success", details });
     await spawn(tx, inst, spawning, { actionId: op.actionId, requestId: action.requestId, host: node.host, attempt });
-    await setActionStep(conn, op.actionId, { deadline: spawning.taskDeadline, message: `attempt ${inst.attempt} on ${op.host} failed; trying ${node.host}` });
+    await store.setActionStep(op.actionId, { deadline: spawning.taskDeadline, message: `attempt ${inst.attempt} on ${op.host} failed; trying ${node.host}` });
     return true;
   }
   return false;
@@ -156,7 +152,7 @@ export const results = {
   spawn: {
     tasks: ["SPAWNING"],
     apply: async (r) => {
-      const { inst, op, conn, tx } = r;
+      const { inst, op, store, tx } = r;
       // A result from a host the build was since taken away from changes nothing.
       if (inst.host !== op.host) return;
       const unshelve = inst.vmState === "SHELVED_OFFLOADED";
@@ -167,24 +163,24 @@ export const results = {
           ...(unshelve ? { shelvedImageId: null, fault: null } : { launchedAt: new Date() }),
         });
         // The shelved snapshot has served its purpose, as in Nova.
-        if (unshelve && inst.shelvedImageId) await deleteImage(conn, inst.shelvedImageId);
-        await recordBuildSuccess(conn, op.host);
+        if (unshelve && inst.shelvedImageId) await store.deleteImage(inst.shelvedImageId);
+        await store.recordBuildSuccess(op.host);
         return;
       }
       // The build failure weigher steers the next builds elsewhere until this host builds one. A
       // non-retryable failure (a bad image, an impossible request) is not the host's fault.
-      if (r.error.retryable) await recordBuildFailure(conn, op.host);
-      await releaseAllocations(conn, inst.uuid);
+      if (r.error.retryable) await store.recordBuildFailure(op.host);
+      await store.releaseAllocations(inst.uuid);
       if (r.error.retryable && inst.attempt < tx.ctx.maxAttempts) {
         if (await spawnOnAlternate(r)) return;
         await r.update({ host: null, ...tx.task(unshelve ? "UNSHELVING" : "SCHEDULING"), powerState: "NOSTATE" });
-        await setActionStep(conn, op.actionId, { message: `attempt ${inst.attempt} on ${op.host} failed; rescheduling` });
+        await store.setActionStep(op.actionId, { message: `attempt ${inst.attempt} on ${op.host} failed; rescheduling` });
         return;
       }
       const fault = r.fault();
       const exhausted = r.error.retryable ? `; gave up after ${inst.attempt} attempts` : "";
       await r.update({ ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, host: null, powerState: "NOSTATE", fault: { ...fault, message: fault.message + exhausted } });
-      await finishAction(conn, op.actionId, { error: r.opError() });
+      await store.finishAction(op.actionId, { error: r.opError() });
     },
   },
 } as const satisfies ResultRules<"spawn">;
@@ -199,7 +195,7 @@ export const timeouts = {
       if (inst.host && t.actionId !== null) {
         await t.tx.dispatch({ instance: inst, host: inst.host, actionId: t.actionId, requestId: inst.requestId, args: { kind: "destroy" } });
       }
-      await releaseAllocations(t.conn, inst.uuid);
+      await t.store.releaseAllocations(inst.uuid);
       // An unshelve stays shelved; a build fails.
       await t.end({ ...(inst.vmState === "SHELVED_OFFLOADED" ? {} : { vmState: "ERROR" as const }), host: null, powerState: "NOSTATE" });
     },

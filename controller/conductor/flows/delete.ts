@@ -7,10 +7,6 @@
 import { LIVE_STATES, TASK_STATES } from "../../domain/states.js";
 import { isUp } from "../../domain/service.js";
 import type { Principal } from "../../domain/types.js";
-import { finishAction, instantEvent } from "../../store/actions.js";
-import { deleteImage } from "../../store/catalog.js";
-import { openMigration, updateMigration } from "../../store/moves.js";
-import { getNodeByHost } from "../../store/nodes.js";
 import type { Accepted } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext } from "../context.js";
@@ -25,22 +21,22 @@ const gone = () => ({ vmState: "DELETED", taskState: null, powerState: "NOSTATE"
 
 export function deleteServer(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "delete", actions.delete, async (tx, inst, actionId) => {
-    const { conn } = tx;
-    const node = inst.host ? await getNodeByHost(conn, inst.host) : null;
+    const { store } = tx;
+    const node = inst.host ? await store.getNodeByHost(inst.host) : null;
     const hostUp = node ? isUp(node, ctx.serviceDownTimeSeconds) : false;
-    const migration = await openMigration(conn, inst.uuid, { lock: true });
+    const migration = await store.openMigration(inst.uuid, { lock: true });
     const deleting = await tx.update(inst.uuid, tx.task("DELETING"));
     // Every host that may hold a copy destroys it (when it comes back, if down).
     const hosts = new Set([inst.host, migration?.sourceHost, migration?.targetHost].filter((h): h is string => !!h));
     for (const host of hosts) await tx.dispatch({ instance: deleting, host, actionId, requestId, args: { kind: "destroy" } });
-    if (migration) await updateMigration(conn, migration.id, { status: "CANCELLED" });
+    if (migration) await store.updateMigration(migration.id, { status: "CANCELLED" });
     // A shelved server's snapshot goes with it, as in Nova.
-    if (inst.shelvedImageId) await deleteImage(conn, inst.shelvedImageId);
+    if (inst.shelvedImageId) await store.deleteImage(inst.shelvedImageId);
     if (inst.host && hostUp) return { instance: deleting };
     // Never placed, or its host is down: delete locally, as Nova does.
-    await releaseEverything(conn, inst.uuid);
-    await instantEvent(conn, { actionId, event: "local_delete", host: inst.host ?? "", result: "Success" });
-    await finishAction(conn, actionId);
+    await releaseEverything(store, inst.uuid);
+    await store.instantEvent({ actionId, event: "local_delete", host: inst.host ?? "", result: "Success" });
+    await store.finishAction(actionId);
     return { instance: await tx.update(inst.uuid, gone()) };
   });
 }
@@ -53,7 +49,7 @@ export const results = {
       // the other copy's destroy is cleanup.
       if (r.inst.host && r.op.host !== r.inst.host) return;
       if (r.error) return r.fail({ vmState: "ERROR" });
-      await releaseEverything(r.conn, r.inst.uuid);
+      await releaseEverything(r.store, r.inst.uuid);
       return r.succeed(gone());
     },
   },
@@ -64,9 +60,9 @@ export const timeouts = {
     outcome: "the server was deleted here; its host removes it when it is back",
     reap: async (t) => {
       // The destroy op stays queued for the host; the server is gone now.
-      await releaseEverything(t.conn, t.inst.uuid);
+      await releaseEverything(t.store, t.inst.uuid);
       await t.update({ ...gone(), fault: t.fault });
-      if (t.actionId !== null) await instantEvent(t.conn, { actionId: t.actionId, event: "local_delete", host: t.inst.host ?? "", result: "Success" });
+      if (t.actionId !== null) await t.store.instantEvent({ actionId: t.actionId, event: "local_delete", host: t.inst.host ?? "", result: "Success" });
       await t.failAction();
     },
   },

@@ -9,13 +9,10 @@ import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import type { Instance, Principal } from "../../domain/types.js";
 import { failedPrecondition } from "../../errors.js";
-import { finishAction, getActionById, setActionImage } from "../../store/actions.js";
-import { activateImage, deleteImage, getImage, insertImage } from "../../store/catalog.js";
-import type { PoolConnection } from "../../store/db.js";
-import { releaseAllocations } from "../../store/nodes.js";
 import type { Accepted } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext } from "../context.js";
+import type { TxStore } from "../tx-store.js";
 import type { ActionRules, ResultRules, TimeoutContext, TimeoutRules } from "../flow.js";
 
 export const actions = {
@@ -25,10 +22,10 @@ export const actions = {
 } as const satisfies ActionRules<"create_image" | "shelve" | "unshelve">;
 
 /** Registers the image a snapshot will fill (queued), private to the server's project. */
-async function queueImage(conn: PoolConnection, inst: Instance, name: string, properties: Record<string, string>): Promise<string> {
+async function queueImage(store: TxStore, inst: Instance, name: string, properties: Record<string, string>): Promise<string> {
   const id = randomUUID();
-  const base = await getImage(conn, inst.imageId, undefined);
-  await insertImage(conn, {
+  const base = await store.getImage(inst.imageId, undefined);
+  await store.insertImage({
     id,
     name,
     projectId: inst.projectId,
@@ -49,8 +46,8 @@ async function queueImage(conn: PoolConnection, inst: Instance, name: string, pr
 export function createImage(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, name: string, metadata: Record<string, string>): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "create_image", actions.create_image, async (tx, inst, actionId) => {
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
-    const imageId = await queueImage(tx.conn, inst, name, { ...metadata, image_type: "snapshot" });
-    await setActionImage(tx.conn, actionId, imageId);
+    const imageId = await queueImage(tx.store, inst, name, { ...metadata, image_type: "snapshot" });
+    await tx.store.setActionImage(actionId, imageId);
     const busy = await tx.update(uuid, tx.task("IMAGE_SNAPSHOT"));
     await tx.dispatch({ instance: busy, host: inst.host, actionId, requestId, args: { kind: "snapshot", imageId, imageName: name } });
     return { instance: busy, imageId };
@@ -62,7 +59,7 @@ export function shelve(ctx: ConductorContext, who: Principal, uuid: string, requ
   return act(ctx, who, uuid, requestId, "shelve", actions.shelve, async (tx, inst, actionId) => {
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const imageName = `${inst.name}-shelved`.slice(0, 255);
-    const imageId = await queueImage(tx.conn, inst, imageName, { image_type: "shelved" });
+    const imageId = await queueImage(tx.store, inst, imageName, { image_type: "shelved" });
     const busy = await tx.update(uuid, { ...tx.task("SHELVING"), shelvedImageId: imageId });
     const args = { kind: "shelve", imageId, imageName, timeoutSeconds: ctx.powerOffTimeoutSeconds } as const;
     await tx.dispatch({ instance: busy, host: inst.host, actionId, requestId, args });
@@ -83,16 +80,16 @@ export const results = {
     tasks: ["IMAGE_SNAPSHOT", "IMAGE_UPLOADING"],
     steps: ["IMAGE_SNAPSHOT", "IMAGE_UPLOADING"],
     apply: async (r) => {
-      const imageId = (await getActionById(r.conn, r.op.actionId))?.imageId ?? null;
+      const imageId = (await r.store.getActionById(r.op.actionId))?.imageId ?? null;
       const stored = r.error ? null : r.outcome.snapshot;
       if (!stored) {
-        if (imageId) await deleteImage(r.conn, imageId);
+        if (imageId) await r.store.deleteImage(imageId);
         await r.update({ taskState: null, powerState: r.power });
         const lost = { code: status.UNKNOWN, reason: "SNAPSHOT_LOST", message: `the snapshot on ${r.op.host} reported no image data` };
-        await finishAction(r.conn, r.op.actionId, { error: r.error ? r.opError() : lost });
+        await r.store.finishAction(r.op.actionId, { error: r.error ? r.opError() : lost });
         return;
       }
-      if (imageId) await activateImage(r.conn, imageId, stored);
+      if (imageId) await r.store.activateImage(imageId, stored);
       await r.succeed({ powerState: r.power });
     },
   },
@@ -103,16 +100,16 @@ export const results = {
     apply: async (r) => {
       const { inst, outcome: o } = r;
       if (r.error) {
-        if (inst.shelvedImageId) await deleteImage(r.conn, inst.shelvedImageId);
+        if (inst.shelvedImageId) await r.store.deleteImage(inst.shelvedImageId);
         return r.fail({ powerState: r.power, shelvedImageId: null });
       }
       if (inst.shelvedImageId) {
-        if (o.snapshot) await activateImage(r.conn, inst.shelvedImageId, o.snapshot);
+        if (o.snapshot) await r.store.activateImage(inst.shelvedImageId, o.snapshot);
         // The host lost track of what it stored (a crash mid-shelve): without
         // data the image cannot be trusted; unshelve falls back to the base image.
-        else await deleteImage(r.conn, inst.shelvedImageId);
+        else await r.store.deleteImage(inst.shelvedImageId);
       }
-      await releaseAllocations(r.conn, inst.uuid);
+      await r.store.releaseAllocations(inst.uuid);
       await r.succeed({ vmState: "SHELVED_OFFLOADED", host: null, powerState: "NOSTATE", ...(o.snapshot ? {} : { shelvedImageId: null }) });
     },
   },
@@ -120,14 +117,14 @@ export const results = {
 
 /** The snapshot is abandoned and its image deleted; the server is unchanged. */
 async function abandonSnapshot(t: TimeoutContext): Promise<void> {
-  const image = t.actionId !== null ? (await getActionById(t.conn, t.actionId))?.imageId : null;
-  if (image) await deleteImage(t.conn, image);
+  const image = t.actionId !== null ? (await t.store.getActionById(t.actionId))?.imageId : null;
+  if (image) await t.store.deleteImage(image);
   await t.end();
 }
 
 /** The shelve is abandoned with its image; the server keeps its last known state. */
 async function abandonShelve(t: TimeoutContext): Promise<void> {
-  if (t.inst.shelvedImageId) await deleteImage(t.conn, t.inst.shelvedImageId);
+  if (t.inst.shelvedImageId) await t.store.deleteImage(t.inst.shelvedImageId);
   await t.end({ shelvedImageId: null });
 }
 

@@ -11,16 +11,12 @@
 import { status } from "@grpc/grpc-js";
 import type { Instance, InstanceAction, Migration, Principal } from "../../domain/types.js";
 import { failedPrecondition, notFound } from "../../errors.js";
-import { cancelRequested, findAction, getActionById, instantEvent, markActionRunning, setActionStep } from "../../store/actions.js";
+import { getActionById } from "../../store/actions.js";
 import { withTx } from "../../store/db.js";
-import { getInstance } from "../../store/instances.js";
-import { openMigration, updateMigration } from "../../store/moves.js";
-import { getNodeByHost, releaseAllocations } from "../../store/nodes.js";
-import { pendingOps } from "../../store/ops.js";
 import type { Accepted } from "../act.js";
 import { act, visible } from "../act.js";
-import type { ConductorContext, Tx } from "../context.js";
-import { Tx as Transaction } from "../context.js";
+import type { ConductorContext } from "../context.js";
+import { Tx } from "../context.js";
 import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
 
@@ -31,14 +27,14 @@ export const actions = {
 /** Live migration; an admin may name the target host. */
 export function liveMigrate(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "live_migrate", actions.live_migrate, async (tx, inst, actionId) => {
-    await checkTargetHost(tx.conn, who, inst, host, { adminOnly: true });
+    await checkTargetHost(tx.store, who, inst, host, { adminOnly: true });
     return beginMove(tx, inst, { actionId, requestId, type: "LIVE_MIGRATION", newFlavor: inst.flavor, requestedHost: host });
   });
 }
 
 /** Placement chose the target: it prepares; the task (and its deadline) spans the whole move. */
 export async function placed(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
-  await markActionRunning(tx.conn, m.actionId, inst.taskDeadline);
+  await tx.store.markActionRunning(m.actionId, inst.taskDeadline);
   await tx.dispatch({ instance: inst, host: target, actionId: m.actionId, requestId: m.requestId, args: { kind: "pre_live_migration", sourceHost: m.sourceHost } });
 }
 
@@ -49,17 +45,19 @@ export async function placed(tx: Tx, inst: Instance, m: Migration, target: strin
 export async function cancel(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<InstanceAction> {
   const actionId = await withTx(ctx.pool, async (conn) => {
     await visible(conn, who, uuid, true);
-    const action = await findAction(conn, uuid, requestId);
+    const tx = new Tx(conn, ctx);
+    const { store } = tx;
+    const action = await store.findAction(uuid, requestId);
     if (!action) throw notFound("operation", requestId);
-    const op = await getActionById(conn, action.id);
+    const op = await store.getActionById(action.id);
     if (!op || op.finishTime) throw failedPrecondition(`the operation is already ${op?.state ?? "done"}`, "OPERATION_DONE", { state: op?.state ?? "" });
     if (!op.cancellable) throw failedPrecondition(`a ${op.action} operation cannot be cancelled now`, "NOT_CANCELLABLE", { action: op.action });
-    const running = (await pendingOps(conn, uuid)).find((o) => o.actionId === action.id && o.kind === "live_migrate");
+    const running = (await store.pendingOps(uuid)).find((o) => o.actionId === action.id && o.kind === "live_migrate");
     if (!running) throw failedPrecondition(`the ${op.action} operation has nothing running to cancel`, "NOT_CANCELLABLE", { action: op.action });
-    const inst = (await getInstance(conn, uuid))!;
-    await new Transaction(conn, ctx).dispatch({ instance: inst, host: running.host, actionId: action.id, requestId, args: { kind: "abort", targetOpId: running.opId } });
-    await instantEvent(conn, { actionId: action.id, event: "cancel_requested", result: "Success" });
-    await setActionStep(conn, action.id, { cancellable: false, message: "cancelling" });
+    const inst = (await store.getInstance(uuid))!;
+    await tx.dispatch({ instance: inst, host: running.host, actionId: action.id, requestId, args: { kind: "abort", targetOpId: running.opId } });
+    await store.instantEvent({ actionId: action.id, event: "cancel_requested", result: "Success" });
+    await store.setActionStep(action.id, { cancellable: false, message: "cancelling" });
     return action.id;
   });
   const operation = await getActionById(ctx.pool, actionId);
@@ -69,7 +67,7 @@ export async function cancel(ctx: ConductorContext, who: Principal, uuid: string
 
 /** The open live migration a result belongs to, if `host` is its `side`. */
 async function liveMigrationOf(r: ResultContext, side: "sourceHost" | "targetHost"): Promise<Migration | null> {
-  const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+  const m = await r.store.openMigration(r.inst.uuid, { lock: true });
   return m && m.type === "LIVE_MIGRATION" && r.op.host === m[side] && m.targetHost ? m : null;
 }
 
@@ -79,7 +77,7 @@ async function liveMigrationOf(r: ResultContext, side: "sourceHost" | "targetHos
  * incoming domain go.
  */
 async function failed(r: ResultContext, m: Migration): Promise<void> {
-  const aborted = r.op.kind === "live_migrate" && r.error?.code === "ABORTED" && (await cancelRequested(r.conn, r.op.actionId));
+  const aborted = r.op.kind === "live_migrate" && r.error?.code === "ABORTED" && (await r.store.cancelRequested(r.op.actionId));
   await rollbackMove(r.tx, {
     inst: r.inst,
     migration: m,
@@ -100,9 +98,9 @@ export const results = {
       const m = await liveMigrationOf(r, "targetHost");
       if (!m) return;
       if (r.error) return failed(r, m);
-      const target = await getNodeByHost(r.conn, m.targetHost!);
+      const target = await r.store.getNodeByHost(m.targetHost!);
       await r.dispatch(m.sourceHost, { kind: "live_migrate", targetHost: m.targetHost!, targetUri: target?.migrationUri ?? "" }, r.inst, m.requestId);
-      await setActionStep(r.conn, r.op.actionId, { cancellable: true, message: `copying to ${m.targetHost}` });
+      await r.store.setActionStep(r.op.actionId, { cancellable: true, message: `copying to ${m.targetHost}` });
     },
   },
   /** The copy finished (or was aborted, or failed). */
@@ -112,7 +110,7 @@ export const results = {
       const m = await liveMigrationOf(r, "sourceHost");
       if (!m) return;
       if (r.error) return failed(r, m);
-      await setActionStep(r.conn, r.op.actionId, { cancellable: false, message: `finishing on ${m.targetHost}` });
+      await r.store.setActionStep(r.op.actionId, { cancellable: false, message: `finishing on ${m.targetHost}` });
       const moved = await r.update({ host: m.targetHost });
       await r.dispatch(m.targetHost!, { kind: "post_live_migration", sourceHost: m.sourceHost }, moved, m.requestId);
     },
@@ -124,12 +122,12 @@ export const results = {
       const m = await liveMigrationOf(r, "targetHost");
       if (!m) return;
       // The server left the source either way.
-      await releaseAllocations(r.conn, m.id);
+      await r.store.releaseAllocations(m.id);
       if (r.error) {
-        await updateMigration(r.conn, m.id, { status: "ERROR" });
+        await r.store.updateMigration(m.id, { status: "ERROR" });
         return r.fail({ vmState: "ERROR", powerState: r.power });
       }
-      await updateMigration(r.conn, m.id, { status: "COMPLETED" });
+      await r.store.updateMigration(m.id, { status: "COMPLETED" });
       await r.succeed({ powerState: r.power ?? (m.oldVmState === "PAUSED" ? "PAUSED" : "RUNNING") });
     },
   },
@@ -141,15 +139,15 @@ export const timeouts = {
   MIGRATING: {
     outcome: "the server may be on either host; both keep their capacity until an operator acts",
     reap: async (t) => {
-      const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
+      const m = await t.store.openMigration(t.inst.uuid, { lock: true });
       // No host was chosen: nothing moved.
       if (m?.status === "PRE_MIGRATING") {
-        await abandonMove(t.conn, t.inst, m);
+        await abandonMove(t.store, t.inst, m);
         return t.end();
       }
       // The copy may or may not have completed: the server may run on
       // either host, so both keep their claims until an operator acts.
-      if (m) await updateMigration(t.conn, m.id, { status: "ERROR" });
+      if (m) await t.store.updateMigration(m.id, { status: "ERROR" });
       await t.end({ vmState: "ERROR" });
     },
   },

@@ -10,7 +10,6 @@ import type { Accepted } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext } from "../context.js";
 import type { ActionRules } from "../flow.js";
-import { finishAction } from "../../store/actions.js";
 
 export const actions = {
   lock: { from: LIVE_STATES, task: null, interrupts: TASK_STATES, whenLocked: true },
@@ -21,7 +20,7 @@ export function lock(ctx: ConductorContext, who: Principal, uuid: string, reques
   return act(ctx, who, uuid, requestId, "lock", actions.lock, async (tx, inst, actionId) => {
     if (inst.lockedBy === "admin" && who.role !== "admin") throw permissionDenied(`server ${uuid} was locked by an admin`);
     const locked = await tx.update(uuid, { lockedBy: who.role === "admin" ? "admin" : "owner", lockedReason: reason });
-    await finishAction(tx.conn, actionId);
+    await tx.store.finishAction(actionId);
     return { instance: locked };
   });
 }
@@ -30,7 +29,7 @@ export function unlock(ctx: ConductorContext, who: Principal, uuid: string, requ
   return act(ctx, who, uuid, requestId, "unlock", actions.unlock, async (tx, inst, actionId) => {
     if (inst.lockedBy === "admin" && who.role !== "admin") throw permissionDenied(`server ${uuid} was locked by an admin; only an admin can unlock it`);
     const unlocked = await tx.update(uuid, { lockedBy: null, lockedReason: "" });
-    await finishAction(tx.conn, actionId);
+    await tx.store.finishAction(actionId);
     return { instance: unlocked };
   });
 }

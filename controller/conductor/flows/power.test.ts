@@ -1,65 +1,48 @@
-/**
- * Power results and timeouts checked without MySQL: the flows' steps go
- * through ResultContext / TimeoutContext, replaced here by doubles that
- * record what the flow asked of the store.
- */
+/** Power results and timeouts, against a store double (no MySQL). */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { OpFailure, OpKind } from "../../domain/ops.js";
-import type { PowerState, TaskState } from "../../domain/states.js";
-import type { InstancePatch } from "../../store/instances.js";
-import type { ResultContext, TimeoutContext } from "../flow.js";
+import type { OpKind } from "../../domain/ops.js";
+import type { PowerState, TaskState, VmState } from "../../domain/states.js";
 import { RESULT_RULES, TIMEOUT_RULES } from "./index.js";
+import { callsOf, instance, resultOf, timeoutOf } from "./test-store.js";
 
-type Call = { step: "succeed" | "fail" | "end"; patch: InstancePatch };
-
-function resultDouble(kind: OpKind, o: { error?: OpFailure; power?: PowerState } = {}) {
-  const calls: Call[] = [];
-  const r = {
-    op: { kind, host: "h1", actionId: 1, opId: "op", instanceUuid: "i", attempt: 1, state: "PENDING" },
-    error: o.error ?? null,
-    power: o.power,
-    succeed: async (patch: InstancePatch) => void calls.push({ step: "succeed", patch }),
-    fail: async (patch: InstancePatch = {}) => void calls.push({ step: "fail", patch }),
-  };
-  return { r: r as unknown as ResultContext, calls };
-}
-
-function timeoutDouble(task: TaskState) {
-  const calls: Call[] = [];
-  const t = { task, end: async (patch: InstancePatch = {}) => void calls.push({ step: "end", patch }) };
-  return { t: t as unknown as TimeoutContext, calls };
-}
+const busy = (vmState: VmState, task: TaskState, powerState: PowerState = "RUNNING") => instance({ vmState, taskState: task, taskDeadline: new Date(), powerState });
 
 test("a power op's success sets its end state, with the host's power state when it reported one", async () => {
-  const cases: [OpKind, string, string][] = [
-    ["power_on", "ACTIVE", "RUNNING"],
-    ["power_off", "STOPPED", "SHUTDOWN"],
-    ["reboot", "ACTIVE", "RUNNING"],
-    ["pause", "PAUSED", "PAUSED"],
-    ["unpause", "ACTIVE", "RUNNING"],
-    ["suspend", "SUSPENDED", "SUSPENDED"],
-    ["resume", "ACTIVE", "RUNNING"],
+  const cases: [OpKind, VmState, TaskState, VmState, PowerState][] = [
+    ["power_on", "STOPPED", "POWERING_ON", "ACTIVE", "RUNNING"],
+    ["power_off", "ACTIVE", "POWERING_OFF", "STOPPED", "SHUTDOWN"],
+    ["reboot", "ACTIVE", "REBOOTING", "ACTIVE", "RUNNING"],
+    ["pause", "ACTIVE", "PAUSING", "PAUSED", "PAUSED"],
+    ["unpause", "PAUSED", "UNPAUSING", "ACTIVE", "RUNNING"],
+    ["suspend", "ACTIVE", "SUSPENDING", "SUSPENDED", "SUSPENDED"],
+    ["resume", "SUSPENDED", "RESUMING", "ACTIVE", "RUNNING"],
   ];
-  for (const [kind, vm, power] of cases) {
-    const { r, calls } = resultDouble(kind);
+  for (const [kind, from, task, vm, power] of cases) {
+    const { r, calls, world } = resultOf({ instance: busy(from, task, "NOSTATE") }, kind, "h1");
     await RESULT_RULES[kind].apply!(r);
-    assert.deepEqual(calls, [{ step: "succeed", patch: { vmState: vm, powerState: power, fault: null } }], kind);
+    assert.equal(world.instance.vmState, vm, kind);
+    assert.equal(world.instance.powerState, power, kind);
+    assert.equal(world.instance.taskState, null, kind);
+    assert.deepEqual(callsOf(calls, "finishAction"), [[7]], kind);
   }
-  const { r, calls } = resultDouble("power_off", { power: "CRASHED" });
+  const { r, world } = resultOf({ instance: busy("ACTIVE", "POWERING_OFF") }, "power_off", "h1", { powerState: "CRASHED" });
   await RESULT_RULES.power_off.apply!(r);
-  assert.equal(calls[0]!.patch.powerState, "CRASHED");
+  assert.equal(world.instance.powerState, "CRASHED");
 });
 
-test("a failed power op keeps the server's state; a failed reboot leaves it in ERROR", async () => {
+test("a failed power op keeps the server's state with the fault; a failed reboot leaves it in ERROR", async () => {
   const error = { code: "GUEST_PANIC", message: "kernel panic", retryable: false };
-  const stop = resultDouble("power_off", { error, power: "RUNNING" });
+  const stop = resultOf({ instance: busy("ACTIVE", "POWERING_OFF") }, "power_off", "h1", { error, powerState: "RUNNING" });
   await RESULT_RULES.power_off.apply!(stop.r);
-  assert.deepEqual(stop.calls, [{ step: "fail", patch: { vmState: undefined, powerState: "RUNNING" } }]);
-  const reboot = resultDouble("reboot", { error });
+  assert.equal(stop.world.instance.vmState, "ACTIVE");
+  assert.equal(stop.world.instance.fault?.code, "GUEST_PANIC");
+  const [[, fin]] = callsOf(stop.calls, "finishAction") as [[number, { error: { message: string } }]];
+  assert.equal(fin.error.message, "power_off on h1 failed: kernel panic");
+
+  const reboot = resultOf({ instance: busy("ACTIVE", "REBOOTING") }, "reboot", "h1", { error });
   await RESULT_RULES.reboot.apply!(reboot.r);
-  assert.equal(reboot.calls[0]!.step, "fail");
-  assert.equal(reboot.calls[0]!.patch.vmState, "ERROR");
+  assert.equal(reboot.world.instance.vmState, "ERROR");
 });
 
 test("a power result finishes only its own task; a hard reboot's result finishes a soft one it took over", () => {
@@ -70,16 +53,18 @@ test("a power result finishes only its own task; a hard reboot's result finishes
 
 test("a timed-out power task keeps the last known state; a build that never got a host fails; an unshelve stays shelved", async () => {
   for (const task of ["POWERING_OFF", "POWERING_ON", "REBOOTING", "REBOOTING_HARD", "PAUSING", "UNPAUSING", "SUSPENDING", "RESUMING"] as const) {
-    const { t, calls } = timeoutDouble(task);
+    const { t, world } = timeoutOf({ instance: busy("ACTIVE", task) });
     await TIMEOUT_RULES[task].reap(t);
-    assert.deepEqual(calls, [{ step: "end", patch: {} }], task);
+    assert.equal(world.instance.vmState, "ACTIVE", task);
+    assert.equal(world.instance.taskState, null, task);
+    assert.equal(world.instance.fault?.code, "TASK_TIMED_OUT", task);
     assert.match(TIMEOUT_RULES[task].outcome, /keeps its last known state/);
   }
-  const build = timeoutDouble("SCHEDULING");
+  const build = timeoutOf({ instance: busy("BUILDING", "SCHEDULING", "NOSTATE") });
   await TIMEOUT_RULES.SCHEDULING.reap(build.t);
-  assert.deepEqual(build.calls, [{ step: "end", patch: { vmState: "ERROR" } }]);
-  const unshelve = timeoutDouble("UNSHELVING");
+  assert.equal(build.world.instance.vmState, "ERROR");
+  const unshelve = timeoutOf({ instance: busy("SHELVED_OFFLOADED", "UNSHELVING", "NOSTATE") });
   await TIMEOUT_RULES.UNSHELVING.reap(unshelve.t);
-  assert.deepEqual(unshelve.calls, [{ step: "end", patch: {} }]);
+  assert.equal(unshelve.world.instance.vmState, "SHELVED_OFFLOADED");
   assert.equal(TIMEOUT_RULES.UNSHELVING.outcome, "the server stays shelved");
 });

@@ -9,10 +9,6 @@ import { status } from "@grpc/grpc-js";
 import { isUp } from "../../domain/service.js";
 import type { Image, Instance, Migration, Principal } from "../../domain/types.js";
 import { failedPrecondition, invalidArgument, permissionDenied } from "../../errors.js";
-import { finishAction, finishOpEvent, markActionRunning } from "../../store/actions.js";
-import { openMigration, updateMigration } from "../../store/moves.js";
-import { getNodeByHost, releaseAllocations } from "../../store/nodes.js";
-import { finishOp, pendingOps } from "../../store/ops.js";
 import type { Accepted } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext, Tx } from "../context.js";
@@ -45,27 +41,27 @@ export function rebuild(ctx: ConductorContext, who: Principal, uuid: string, req
 /** Evacuation (admins): rebuild a server whose host is down on another host. */
 export function evacuate(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "evacuate", actions.evacuate, async (tx, inst, actionId) => {
-    const { conn } = tx;
+    const { store } = tx;
     if (who.role !== "admin") throw permissionDenied("evacuate needs the admin role");
-    const source = inst.host ? await getNodeByHost(conn, inst.host) : null;
+    const source = inst.host ? await store.getNodeByHost(inst.host) : null;
     if (!inst.host || !source) throw failedPrecondition(`server ${uuid} has no host to evacuate from`, "NO_HOST");
     if (isUp(source, ctx.serviceDownTimeSeconds)) {
       throw failedPrecondition(`host ${inst.host} of server ${uuid} is up; evacuate only from a host that is down`, "HOST_UP", { host: inst.host });
     }
-    await checkTargetHost(conn, who, inst, host, { adminOnly: false });
+    await checkTargetHost(store, who, inst, host, { adminOnly: false });
     // Tasks the dead host left hanging are over: their ops are done.
-    for (const op of await pendingOps(conn, uuid)) {
-      await finishOp(conn, op.opId, { code: "SUPERSEDED", message: "the server is being evacuated", retryable: false });
-      await finishOpEvent(conn, op.opId, { result: "Error", fault: "SUPERSEDED: the server is being evacuated" });
-      if (op.actionId !== actionId) await finishAction(conn, op.actionId, { error: { code: status.ABORTED, reason: "SUPERSEDED", message: "the server was evacuated" } });
+    for (const op of await store.pendingOps(uuid)) {
+      await store.finishOp(op.opId, { code: "SUPERSEDED", message: "the server is being evacuated", retryable: false });
+      await store.finishOpEvent(op.opId, { result: "Error", fault: "SUPERSEDED: the server is being evacuated" });
+      if (op.actionId !== actionId) await store.finishAction(op.actionId, { error: { code: status.ABORTED, reason: "SUPERSEDED", message: "the server was evacuated" } });
     }
     // A resize awaiting confirm: the dead host held the new copy. The move
     // is given up; the old copy on its source is destroyed and its
     // capacity released.
-    const resize = await openMigration(conn, uuid, { lock: true });
+    const resize = await store.openMigration(uuid, { lock: true });
     if (resize) {
-      await releaseAllocations(conn, resize.id);
-      await updateMigration(conn, resize.id, { status: "CANCELLED" });
+      await store.releaseAllocations(resize.id);
+      await store.updateMigration(resize.id, { status: "CANCELLED" });
       await tx.dispatch({ instance: inst, host: resize.sourceHost, actionId, requestId, args: { kind: "confirm_migration" } });
     }
     return beginMove(tx, inst, { actionId, requestId, type: "EVACUATION", newFlavor: inst.flavor, requestedHost: host });
@@ -75,7 +71,7 @@ export function evacuate(ctx: ConductorContext, who: Principal, uuid: string, re
 /** Placement chose the new host: it builds the server from its image. */
 export async function placed(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
   const rebuilding = await tx.update(inst.uuid, { host: target, ...tx.task("REBUILD_SPAWNING") });
-  await markActionRunning(tx.conn, m.actionId, rebuilding.taskDeadline);
+  await tx.store.markActionRunning(m.actionId, rebuilding.taskDeadline);
   await tx.dispatch({ instance: rebuilding, host: target, actionId: m.actionId, requestId: m.requestId, args: { kind: "rebuild", recreate: true } });
 }
 
@@ -88,11 +84,11 @@ async function evacuated(r: ResultContext, m: Migration): Promise<void> {
     await rollbackMove(r.tx, { inst: r.inst, migration: m, fault: r.fault(), error: r.opError(), restoreSource: false, cleanupTarget: true, vmState: "ERROR" });
     return;
   }
-  await releaseAllocations(r.conn, m.id);
-  await updateMigration(r.conn, m.id, { status: "COMPLETED" });
+  await r.store.releaseAllocations(m.id);
+  await r.store.updateMigration(m.id, { status: "COMPLETED" });
   const done = await r.update({ vmState: "ACTIVE", taskState: null, powerState: r.power ?? "RUNNING", fault: null });
   await r.dispatch(m.sourceHost, { kind: "destroy" }, done, m.requestId);
-  await finishAction(r.conn, r.op.actionId);
+  await r.store.finishAction(r.op.actionId);
 }
 
 export const results = {
@@ -102,7 +98,7 @@ export const results = {
     steps: ["REBUILDING", "REBUILD_SPAWNING"],
     apply: async (r) => {
       if (r.op.host !== r.inst.host) return;
-      const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+      const m = await r.store.openMigration(r.inst.uuid, { lock: true });
       if (m?.type === "EVACUATION") return evacuated(r, m);
       if (r.error) return r.fail({ vmState: "ERROR", powerState: r.power });
       await r.succeed({ vmState: "ACTIVE", powerState: r.power ?? "RUNNING", fault: null });
@@ -112,9 +108,9 @@ export const results = {
 
 /** A rebuild that did not finish leaves the disk in an unknown state; an evacuation that got no host did nothing. */
 async function reapRebuild(t: TimeoutContext): Promise<void> {
-  const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
+  const m = await t.store.openMigration(t.inst.uuid, { lock: true });
   if (m?.status === "PRE_MIGRATING") {
-    await abandonMove(t.conn, t.inst, m);
+    await abandonMove(t.store, t.inst, m);
     return t.end();
   }
   if (m?.type === "EVACUATION" && t.task === "REBUILD_SPAWNING") {

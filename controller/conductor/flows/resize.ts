@@ -9,9 +9,6 @@
  */
 import type { Flavor, Instance, Migration, Principal } from "../../domain/types.js";
 import { failedPrecondition, invalidArgument } from "../../errors.js";
-import { markActionRunning } from "../../store/actions.js";
-import { latestMigration, openMigration, updateMigration } from "../../store/moves.js";
-import { getNodeByHost, moveAllocations, releaseAllocations } from "../../store/nodes.js";
 import type { Accepted } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext, Tx } from "../context.js";
@@ -37,7 +34,7 @@ export function resize(ctx: ConductorContext, who: Principal, uuid: string, requ
 /** Cold migration; an admin may name the target host. */
 export function migrate(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "migrate", actions.migrate, async (tx, inst, actionId) => {
-    await checkTargetHost(tx.conn, who, inst, host, { adminOnly: true });
+    await checkTargetHost(tx.store, who, inst, host, { adminOnly: true });
     return beginMove(tx, inst, { actionId, requestId, type: "MIGRATION", newFlavor: inst.flavor, requestedHost: host });
   });
 }
@@ -45,7 +42,7 @@ export function migrate(ctx: ConductorContext, who: Principal, uuid: string, req
 /** Placement chose the target: the source powers off and hands the disk over. */
 export async function placed(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
   const moving = await tx.update(inst.uuid, tx.task("RESIZE_MIGRATING"));
-  await markActionRunning(tx.conn, m.actionId, moving.taskDeadline);
+  await tx.store.markActionRunning(m.actionId, moving.taskDeadline);
   await tx.dispatch({
     instance: moving,
     host: m.sourceHost,
@@ -57,7 +54,7 @@ export async function placed(tx: Tx, inst: Instance, m: Migration, target: strin
 
 export function confirmResize(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "confirm_resize", actions.confirm_resize, async (tx, _inst, actionId) => {
-    const m = await openMigration(tx.conn, uuid, { lock: true });
+    const m = await tx.store.openMigration(uuid, { lock: true });
     if (!m || m.status !== "FINISHED") throw failedPrecondition(`server ${uuid} has no finished migration to confirm`, "NO_MIGRATION");
     const confirming = await tx.update(uuid, tx.task("RESIZE_CONFIRMING"));
     await tx.dispatch({ instance: confirming, host: m.sourceHost, actionId, requestId, args: { kind: "confirm_migration" } });
@@ -67,7 +64,7 @@ export function confirmResize(ctx: ConductorContext, who: Principal, uuid: strin
 
 export function revertResize(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "revert_resize", actions.revert_resize, async (tx, _inst, actionId) => {
-    const m = await openMigration(tx.conn, uuid, { lock: true });
+    const m = await tx.store.openMigration(uuid, { lock: true });
     if (!m || m.status !== "FINISHED" || !m.targetHost) throw failedPrecondition(`server ${uuid} has no finished migration to revert`, "NO_MIGRATION");
     const reverting = await tx.update(uuid, tx.task("RESIZE_REVERTING"));
     await tx.dispatch({ instance: reverting, host: m.targetHost, actionId, requestId, args: { kind: "revert_migration" } });
@@ -83,7 +80,7 @@ export const results = {
   migrate_disk: {
     tasks: ["RESIZE_MIGRATING"],
     apply: async (r) => {
-      const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+      const m = await r.store.openMigration(r.inst.uuid, { lock: true });
       if (!m || !m.targetHost || r.op.host !== m.sourceHost) return;
       if (r.error) {
         // A source that stopped the guest for the move starts it again.
@@ -99,13 +96,13 @@ export const results = {
   finish_migration: {
     tasks: ["RESIZE_FINISH"],
     apply: async (r) => {
-      const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+      const m = await r.store.openMigration(r.inst.uuid, { lock: true });
       if (!m || r.op.host !== m.targetHost) return;
       if (r.error) {
         await rollbackMove(r.tx, { inst: r.inst, migration: m, fault: r.fault(), error: r.opError(), restoreSource: true, cleanupTarget: true });
         return;
       }
-      await updateMigration(r.conn, m.id, { status: "FINISHED" });
+      await r.store.updateMigration(m.id, { status: "FINISHED" });
       await r.succeed({ vmState: "RESIZED", powerState: r.power ?? powerBefore(m) });
     },
   },
@@ -113,14 +110,14 @@ export const results = {
   confirm_migration: {
     tasks: ["RESIZE_CONFIRMING"],
     apply: async (r) => {
-      const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+      const m = await r.store.openMigration(r.inst.uuid, { lock: true });
       if (!m) return;
       if (r.error) {
-        await updateMigration(r.conn, m.id, { status: "ERROR" });
+        await r.store.updateMigration(m.id, { status: "ERROR" });
         return r.fail({ vmState: "ERROR" });
       }
-      await releaseAllocations(r.conn, m.id);
-      await updateMigration(r.conn, m.id, { status: "CONFIRMED" });
+      await r.store.releaseAllocations(m.id);
+      await r.store.updateMigration(m.id, { status: "CONFIRMED" });
       await r.succeed({ vmState: m.oldVmState === "STOPPED" ? "STOPPED" : "ACTIVE" });
     },
   },
@@ -128,13 +125,13 @@ export const results = {
   revert_migration: {
     tasks: ["RESIZE_REVERTING"],
     apply: async (r) => {
-      const m = await openMigration(r.conn, r.inst.uuid, { lock: true });
+      const m = await r.store.openMigration(r.inst.uuid, { lock: true });
       // A revert_migration sent as cleanup of a failed move finishes nothing.
       if (!m || m.status !== "FINISHED" || r.op.host !== m.targetHost) return;
       if (r.error) return r.fail({ vmState: "ERROR" });
-      const target = await getNodeByHost(r.conn, m.targetHost);
-      if (target) await releaseAllocations(r.conn, r.inst.uuid, target.id);
-      await moveAllocations(r.conn, m.id, r.inst.uuid);
+      const target = await r.store.getNodeByHost(m.targetHost);
+      if (target) await r.store.releaseAllocations(r.inst.uuid, target.id);
+      await r.store.moveAllocations(m.id, r.inst.uuid);
       const back = await r.update({ host: m.sourceHost, flavor: m.oldFlavor, ...r.tx.task("RESIZE_REVERTING") });
       await r.dispatch(m.sourceHost, { kind: "finish_revert_migration", powerOn: m.oldVmState === "ACTIVE" }, back, m.requestId);
     },
@@ -143,13 +140,13 @@ export const results = {
   finish_revert_migration: {
     tasks: ["RESIZE_REVERTING"],
     apply: async (r) => {
-      const m = await latestMigration(r.conn, r.inst.uuid);
+      const m = await r.store.latestMigration(r.inst.uuid);
       if (!m || r.op.host !== m.sourceHost) return;
       if (r.error) {
-        if (m.status === "FINISHED") await updateMigration(r.conn, m.id, { status: "ERROR" });
+        if (m.status === "FINISHED") await r.store.updateMigration(m.id, { status: "ERROR" });
         return r.fail({ vmState: "ERROR", powerState: r.power });
       }
-      if (m.status === "FINISHED") await updateMigration(r.conn, m.id, { status: "REVERTED" });
+      if (m.status === "FINISHED") await r.store.updateMigration(m.id, { status: "REVERTED" });
       await r.succeed({ vmState: m.oldVmState, powerState: r.power ?? powerBefore(m) });
     },
   },
@@ -158,7 +155,7 @@ export const results = {
 const rollBack = {
   outcome: "the move was rolled back to the source host",
   reap: async (t) => {
-    const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
+    const m = await t.store.openMigration(t.inst.uuid, { lock: true });
     if (!m) return t.end({ vmState: "ERROR" });
     await rollbackMove(t.tx, { inst: t.inst, migration: m, fault: t.fault, error: t.error, restoreSource: true, cleanupTarget: true });
   },
@@ -168,8 +165,8 @@ export const timeouts = {
   RESIZE_PREP: {
     outcome: "the move was abandoned before it started",
     reap: async (t) => {
-      const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
-      if (m) await abandonMove(t.conn, t.inst, m);
+      const m = await t.store.openMigration(t.inst.uuid, { lock: true });
+      if (m) await abandonMove(t.store, t.inst, m);
       await t.end();
     },
   },
@@ -179,10 +176,10 @@ export const timeouts = {
     outcome: "the move was confirmed here; the source host removes the old copy when it can",
     reap: async (t) => {
       // The source's confirm (a cleanup op) stays queued; the move is confirmed.
-      const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
+      const m = await t.store.openMigration(t.inst.uuid, { lock: true });
       if (m) {
-        await releaseAllocations(t.conn, m.id);
-        await updateMigration(t.conn, m.id, { status: "CONFIRMED" });
+        await t.store.releaseAllocations(m.id);
+        await t.store.updateMigration(m.id, { status: "CONFIRMED" });
       }
       await t.end({ vmState: m?.oldVmState === "STOPPED" ? "STOPPED" : "ACTIVE" });
     },
@@ -190,8 +187,8 @@ export const timeouts = {
   RESIZE_REVERTING: {
     outcome: "the revert did not complete; the server needs an operator (hard reboot or delete)",
     reap: async (t) => {
-      const m = await openMigration(t.conn, t.inst.uuid, { lock: true });
-      if (m) await updateMigration(t.conn, m.id, { status: "ERROR" });
+      const m = await t.store.openMigration(t.inst.uuid, { lock: true });
+      if (m) await t.store.updateMigration(m.id, { status: "ERROR" });
       await t.end({ vmState: "ERROR" });
     },
   },
