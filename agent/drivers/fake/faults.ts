@@ -13,9 +13,9 @@
  * "SOFT_REBOOT_TIMEOUT", a power off (also in `migrateDiskAndPowerOff`)
  * waits its timeout and forces the instance off.
  *
- * Op kinds name their driver method, except: `migrateDisk` (accepted as an
- * alias of `migrateDiskAndPowerOff`), `shelve` (powerOff, snapshot, destroy)
- * and `revertMigration` (destroy).
+ * An op that makes several driver calls (agent/ops/handlers.ts says which)
+ * meets the faults of each of them; `migrateDisk` is accepted as an alias
+ * of `migrateDiskAndPowerOff`.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { DriverError, throwIfAborted } from "../errors.js";
