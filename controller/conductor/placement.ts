@@ -60,7 +60,7 @@ export class PlacementWorker extends PumpWorker {
 
   protected failed(err: unknown): boolean {
     this.hosts.invalidate();
-    const code = (err as { code?: string }).code;
+    const code = (err as { code?: string } | null | undefined)?.code;
     if (code === "ER_LOCK_DEADLOCK" || code === "ER_LOCK_WAIT_TIMEOUT") return true;
     this.ctx.log.warn({ err }, "placement pass failed; will retry");
     return false;
