@@ -68,6 +68,11 @@ export interface ControllerConfig {
   readonly reaperGraceSeconds: number;
   /** Finished resizes are confirmed automatically after this many seconds; 0 never (NOVAMESH_RESIZE_CONFIRM_WINDOW). */
   readonly resizeConfirmWindowSeconds: number;
+  /**
+   * A resize may choose the server's own host (Nova's allow_resize_to_same_host;
+   * NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST). Cold migrations always leave it.
+   */
+  readonly allowResizeToSameHost: boolean;
   /** Log level: trace, debug, info, warn, error (NOVAMESH_LOG_LEVEL). */
   readonly logLevel: string;
   /**
@@ -105,6 +110,7 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   reaperIntervalSeconds: 5,
   reaperGraceSeconds: 20,
   resizeConfirmWindowSeconds: 86400,
+  allowResizeToSameHost: false,
   logLevel: "info",
   holdOutbox: false,
 };
@@ -139,6 +145,7 @@ const SPECS: readonly Spec[] = [
   { key: "reaperIntervalSeconds", flag: "--reaper-interval", env: "NOVAMESH_REAPER_INTERVAL", kind: "number" },
   { key: "reaperGraceSeconds", flag: "--reaper-grace", env: "NOVAMESH_REAPER_GRACE", kind: "number" },
   { key: "resizeConfirmWindowSeconds", flag: "--resize-confirm-window", env: "NOVAMESH_RESIZE_CONFIRM_WINDOW", kind: "number" },
+  { key: "allowResizeToSameHost", flag: "--allow-resize-to-same-host", env: "NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST", kind: "boolean" },
   { key: "logLevel", flag: "--log-level", env: "NOVAMESH_LOG_LEVEL", kind: "string" },
   { key: "holdOutbox", flag: "--fault-hold-outbox", env: "NOVAMESH_FAULT_HOLD_OUTBOX", kind: "boolean" },
 ];

@@ -114,6 +114,7 @@ export class Controller {
       maxAttempts: cfg.maxAttempts,
       powerOffTimeoutSeconds: cfg.powerOffTimeoutSeconds,
       softRebootTimeoutSeconds: cfg.softRebootTimeoutSeconds,
+      allowResizeToSameHost: cfg.allowResizeToSameHost,
     };
     const watcher = new ServerWatcher(pool);
     // The scheduler's host view reads through connections of its own (see HostCache).

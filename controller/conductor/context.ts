@@ -28,6 +28,8 @@ export interface ConductorContext {
   readonly powerOffTimeoutSeconds: number;
   /** Seconds a guest gets to finish a soft reboot before the host reboots it hard. */
   readonly softRebootTimeoutSeconds: number;
+  /** A resize may choose the server's own host (Nova's allow_resize_to_same_host). */
+  readonly allowResizeToSameHost: boolean;
 }
 
 /** One conductor transaction: its connection, the context, the store bound to it, and the common steps. */

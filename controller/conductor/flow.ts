@@ -109,9 +109,12 @@ export class ResultContext {
     await this.store.setActionStep(this.op.actionId, { deadline: inst.taskDeadline });
   }
 
-  /** The task ends well: `patch` applied, the action SUCCEEDED. */
+  /**
+   * The task ends well: `patch` applied, the action SUCCEEDED. The server is
+   * in no error state now, so an earlier fault goes (the action log keeps it).
+   */
   async succeed(patch: InstancePatch): Promise<void> {
-    await this.update({ taskState: null, ...patch });
+    await this.update({ taskState: null, fault: null, ...patch });
     await this.store.finishAction(this.op.actionId);
   }
 

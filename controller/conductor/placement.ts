@@ -113,9 +113,11 @@ export class PlacementWorker extends PumpWorker {
       await updateInstance(conn, inst.uuid, { taskState: null });
       return;
     }
+    // The source is a tried host from the start; a resize may go back to it where allowed.
+    const sameHost = m.type === "RESIZE" && this.ctx.allowResizeToSameHost;
     const spec = await this.specOf(conn, inst, {
       resources: resourcesOf(m.newFlavor),
-      ignoreHosts: m.triedHosts,
+      ignoreHosts: sameHost ? m.triedHosts.filter((h) => h !== m.sourceHost) : m.triedHosts,
       imageId: inst.imageId,
       // A resize is placed by the new flavor's extra specs.
       extraSpecs: m.newFlavor.extraSpecs,

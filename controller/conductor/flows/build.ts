@@ -160,7 +160,7 @@ export const results = {
         await r.succeed({
           vmState: "ACTIVE",
           powerState: r.power ?? "RUNNING",
-          ...(unshelve ? { shelvedImageId: null, fault: null } : { launchedAt: new Date() }),
+          ...(unshelve ? { shelvedImageId: null } : { launchedAt: new Date() }),
         });
         // The shelved snapshot has served its purpose, as in Nova.
         if (unshelve && inst.shelvedImageId) await store.deleteImage(inst.shelvedImageId);

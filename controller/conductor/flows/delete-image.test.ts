@@ -76,3 +76,11 @@ test("progress steps: a shelve moves through its upload and offload steps; a sna
   assert.deepEqual(RESULT_RULES.snapshot.steps, ["IMAGE_SNAPSHOT", "IMAGE_UPLOADING"]);
   assert.deepEqual(RESULT_RULES.rebuild.steps, ["REBUILDING", "REBUILD_SPAWNING"]);
 });
+
+test("a fault describes the current error only: a later action that succeeds clears an earlier one", async () => {
+  const stale = { code: "NO_VALID_HOST", message: "No valid host was found", details: {}, createdAt: new Date().toISOString() };
+  const world = { instance: instance({ taskState: "IMAGE_UPLOADING", taskDeadline: new Date(), fault: stale }), actionImageId: "img-snap" };
+  const { r } = resultOf(world, "snapshot", "h1", { snapshot: { sizeBytes: 1, checksum: "ef", diskFormat: "qcow2" } });
+  await RESULT_RULES.snapshot.apply!(r);
+  assert.equal(world.instance.fault, null);
+});

@@ -36,7 +36,7 @@ function powerResult(tasks: readonly TaskState[], vm: VmState, power: PowerState
     apply: async (r) => {
       // A failed reboot leaves the server in an unknown state.
       if (r.error) return r.fail({ vmState: r.op.kind === "reboot" ? "ERROR" : undefined, powerState: r.power });
-      return r.succeed({ vmState: vm, powerState: r.power ?? power, fault: null });
+      return r.succeed({ vmState: vm, powerState: r.power ?? power });
     },
   };
 }

@@ -101,7 +101,7 @@ export const results = {
       const m = await r.store.openMigration(r.inst.uuid, { lock: true });
       if (m?.type === "EVACUATION") return evacuated(r, m);
       if (r.error) return r.fail({ vmState: "ERROR", powerState: r.power });
-      await r.succeed({ vmState: "ACTIVE", powerState: r.power ?? "RUNNING", fault: null });
+      await r.succeed({ vmState: "ACTIVE", powerState: r.power ?? "RUNNING" });
     },
   },
 } as const satisfies ResultRules<"rebuild">;

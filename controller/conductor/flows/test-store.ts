@@ -38,6 +38,7 @@ export const CTX: ConductorContext = {
   maxAttempts: 3,
   powerOffTimeoutSeconds: 7,
   softRebootTimeoutSeconds: 11,
+  allowResizeToSameHost: false,
 };
 
 export function instance(over: Partial<Instance> = {}): Instance {
