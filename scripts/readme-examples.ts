@@ -68,12 +68,16 @@ export async function runExamples(examples: readonly Example[], address: string,
     const callMd = ex.auth ? md : new grpc.Metadata();
     try {
       if (method.startsWith("Watch")) {
+        // A watch stays open: what it sent in its first half second is its answer.
         const stream = fn(ex.body ?? {}, callMd) as grpc.ClientReadableStream<unknown>;
+        const events: unknown[] = [];
+        stream.on("data", (e: unknown) => events.push(e));
         const failed = new Promise<unknown>((resolve) => stream.on("error", resolve));
         const outcome = await Promise.race([failed, new Promise((r) => setTimeout(() => r("open"), 500))]);
         stream.cancel();
         if (outcome !== "open") throw new Error(`${ex.line}: ${String(outcome)}`);
         results.streamed.push(method);
+        results.responses.set(method, { events });
       } else {
         const res = await new Promise((resolve, reject) =>
           fn(ex.body ?? {}, callMd, (e: Error | null, r: unknown) => (e ? reject(new Error(`${ex.line}: ${e.message}`)) : resolve(r))),

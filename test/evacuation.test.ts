@@ -81,7 +81,7 @@ describe("evacuation", () => {
 
     // Watch the server go through the evacuation.
     const seen: WatchServersResponse[] = [];
-    const stream = alice.servers.raw.watchServers({ afterIndex: 0, serverId: active.id, allProjects: false }, alice.servers.metadata());
+    const stream = alice.servers.raw.watchServers({ afterIndex: 0, serverId: active.id, allProjects: false, sendInitialState: false }, alice.servers.metadata());
     stream.on("data", (ev: WatchServersResponse) => seen.push(ev));
     stream.on("error", () => undefined);
     await new Promise((r) => setTimeout(r, 300));

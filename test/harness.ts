@@ -334,7 +334,7 @@ export function operationError(op: Operation): { code: number; message: string; 
  */
 export async function history(c: Clients, id: string, until: (states: string[]) => boolean, timeoutMs = 10_000): Promise<string[]> {
   const states: string[] = [];
-  const stream = c.servers.raw.watchServers({ afterIndex: 1, serverId: id, allProjects: false }, c.servers.metadata());
+  const stream = c.servers.raw.watchServers({ afterIndex: 1, serverId: id, allProjects: false, sendInitialState: false }, c.servers.metadata());
   try {
     return await new Promise<string[]>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`history of ${id} so far: ${states.join(" ")}`)), timeoutMs);

@@ -76,7 +76,7 @@ describe("servers on three fake agents", () => {
     const s = (await alice.servers.createServer({ name: "power", flavorId: "m1.tiny", imageId })).server!;
     await waitServers(alice, [s.id], (x) => x.status === ServerStatus.SERVER_STATUS_ACTIVE, "ACTIVE");
     const seen: WatchServersResponse[] = [];
-    const stream = alice.servers.raw.watchServers({ afterIndex: 0, serverId: s.id, allProjects: false }, alice.servers.metadata());
+    const stream = alice.servers.raw.watchServers({ afterIndex: 0, serverId: s.id, allProjects: false, sendInitialState: false }, alice.servers.metadata());
     stream.on("data", (ev: WatchServersResponse) => seen.push(ev));
     stream.on("error", () => undefined);
     await new Promise((r) => setTimeout(r, 300));

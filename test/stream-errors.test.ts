@@ -48,7 +48,7 @@ describe("failing streams", () => {
   test("a refused WatchServers ends with its status: a malformed server id, all projects for a member", async () => {
     const ctl = await env.startController();
     const member: Clients = await env.as(ctl, "watcher");
-    const watch = (req: { serverId: string; allProjects: boolean }) => member.servers.raw.watchServers({ afterIndex: 0, ...req }, member.servers.metadata());
+    const watch = (req: { serverId: string; allProjects: boolean }) => member.servers.raw.watchServers({ afterIndex: 0, sendInitialState: false, ...req }, member.servers.metadata());
     const malformed = await outcome(watch({ serverId: "not-a-uuid", allProjects: false }));
     assert.equal((malformed as ServiceError).code, status.INVALID_ARGUMENT, String(malformed));
     const everyone = await outcome(watch({ serverId: "", allProjects: true }));

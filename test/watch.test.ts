@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
-import type { ClientReadableStream } from "@grpc/grpc-js";
+import { status, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import type { WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
 import { eventually, waitServers } from "./harness.js";
@@ -23,8 +23,8 @@ describe("WatchServers resume", () => {
     admin2 = env.admin(await env.startController());
   });
 
-  function watch(c: Clients, afterIndex: number, sink: WatchServersResponse[]): ClientReadableStream<WatchServersResponse> {
-    const stream = c.servers.raw.watchServers({ afterIndex, serverId: "", allProjects: true }, c.servers.metadata());
+  function watch(c: Clients, afterIndex: number, sink: WatchServersResponse[], sendInitialState = false): ClientReadableStream<WatchServersResponse> {
+    const stream = c.servers.raw.watchServers({ afterIndex, serverId: "", allProjects: true, sendInitialState }, c.servers.metadata());
     stream.on("data", (ev: WatchServersResponse) => sink.push(ev));
     stream.on("error", () => undefined);
     return stream;
@@ -74,5 +74,33 @@ describe("WatchServers resume", () => {
     // Every server's last event is its deletion.
     const lastOf = new Map([...first, ...second].map((e) => [e.server!.id, e.server!.status]));
     for (const id of ids) assert.equal(lastOf.get(id), ServerStatus.SERVER_STATUS_DELETED);
+  });
+
+  test("with send_initial_state the current servers come first, marked initial, then the changes after them", async () => {
+    const a = (await admin.servers.createServer({ name: "init-a", flavorId: "m1.tiny", imageId })).server!;
+    const b = (await admin2.servers.createServer({ name: "init-b", flavorId: "m1.tiny", imageId })).server!;
+    await waitServers(admin, [a.id, b.id], (s) => s.status === ServerStatus.SERVER_STATUS_ACTIVE, "ACTIVE", 60_000);
+    const live = (await admin.servers.listServers({ allProjects: true, pageSize: 1000 })).servers.map((s) => s.id).sort();
+    const events: WatchServersResponse[] = [];
+    const stream = watch(admin, 0, events, true);
+    await eventually(async () => events.length >= live.length, { what: "the initial state" });
+    const initial = events.filter((e) => e.initial);
+    assert.deepEqual(initial.map((e) => e.server!.id).sort(), live, "every server that is not deleted, at once");
+    assert.ok(initial.every((e) => e.server!.status !== ServerStatus.SERVER_STATUS_DELETED));
+    assert.equal(new Set(initial.map((e) => e.index)).size, 1, "all at the index they were read at");
+    await admin.servers.stopServer({ id: a.id });
+    await eventually(async () => events.some((e) => !e.initial && e.server!.id === a.id && e.server!.status === ServerStatus.SERVER_STATUS_SHUTOFF), { what: "the stop" });
+    assert.ok(events.filter((e) => !e.initial).every((e) => e.index > initial[0]!.index), "changes follow the initial state");
+    stream.cancel();
+  });
+
+  test("send_initial_state with an after_index is refused, naming after_index", async () => {
+    const err = await new Promise<ServiceError>((resolve) => {
+      const stream = admin.servers.raw.watchServers({ afterIndex: 5, serverId: "", allProjects: true, sendInitialState: true }, admin.servers.metadata());
+      stream.on("error", resolve);
+      stream.on("data", () => undefined);
+    });
+    assert.equal(err.code, status.INVALID_ARGUMENT);
+    assert.match(err.details, /after_index/);
   });
 });

@@ -11,7 +11,8 @@ import type { HostQueries } from "../bus/host-queries.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { listActions } from "../store/actions.js";
 import { getFlavor, getImage } from "../store/catalog.js";
-import { listInstances } from "../store/instances.js";
+import { currentServers, listInstances } from "../store/instances.js";
+import { lastChangeIndex } from "../store/changes.js";
 import { MigrationStatus as PbMigrationStatus, MigrationType as PbMigrationType } from "../../gen/novamesh/compute/v1/server.js";
 import type { MigrationStatus, MigrationType } from "../domain/types.js";
 import { listMigrations } from "../store/moves.js";
@@ -208,9 +209,22 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, watche
       const serverId = req.serverId ? v.uuid("server_id", req.serverId) : undefined;
       if (serverId) await visible(pool, ctx.principal, serverId);
       const projectId = req.allProjects ? undefined : isAdmin(ctx) && serverId ? undefined : ctx.principal.projectId;
-      for await (const change of watcher.watch({ afterIndex: req.afterIndex, projectId, instanceUuid: serverId, signal: ctx.signal })) {
-        const ok = call.write({ index: change.index, time: change.time, server: serverToProto(change.instance) });
-        if (!ok) await new Promise((r) => call.once("drain", r));
+      const send = async (m: { index: number; time: Date; server: ReturnType<typeof serverToProto>; initial: boolean }) => {
+        if (!call.write(m)) await new Promise((r) => call.once("drain", r));
+      };
+      let afterIndex = req.afterIndex > 0 ? req.afterIndex : undefined;
+      if (req.sendInitialState) {
+        if (req.afterIndex > 0) throw invalidArgument("after_index", "must be 0 with send_initial_state (the initial state is the current one)");
+        // Changes from the index read before the servers: one committed in
+        // between is sent twice (its state, then its change), never missed.
+        const at = await lastChangeIndex(pool);
+        for await (const inst of currentServers(pool, { projectId, instanceUuid: serverId })) {
+          await send({ index: at, time: inst.updatedAt, server: serverToProto(inst), initial: true });
+        }
+        afterIndex = at;
+      }
+      for await (const change of watcher.watch({ afterIndex, projectId, instanceUuid: serverId, signal: ctx.signal })) {
+        await send({ index: change.index, time: change.time, server: serverToProto(change.instance), initial: false });
       }
     }),
   };

@@ -23,8 +23,9 @@ export class ServerWatcher {
     this.bell.emit("change");
   }
 
-  async *watch(f: { afterIndex: number; projectId?: string; instanceUuid?: string; signal: AbortSignal }): AsyncGenerator<ChangeRecord> {
-    let after = f.afterIndex > 0 ? f.afterIndex : await lastChangeIndex(this.pool);
+  /** Changes after `afterIndex` (undefined: from now on) that match the filters, until `signal`. */
+  async *watch(f: { afterIndex?: number; projectId?: string; instanceUuid?: string; signal: AbortSignal }): AsyncGenerator<ChangeRecord> {
+    let after = f.afterIndex ?? (await lastChangeIndex(this.pool));
     while (!f.signal.aborted) {
       const batch = await listChanges(this.pool, { afterIndex: after, limit: 500 });
       for (const c of batch) {

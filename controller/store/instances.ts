@@ -231,3 +231,23 @@ export async function powerStatesOnHost(q: Queryable, host: string): Promise<{ u
   );
   return rows.map((r) => ({ uuid: r.uuid, powerState: r.power_state, taskState: r.task_state }));
 }
+
+/** Every server that is not deleted (of a project, or the one asked for), oldest first, in pages. */
+export async function* currentServers(q: Queryable, f: { projectId?: string; instanceUuid?: string }): AsyncGenerator<Instance> {
+  if (f.instanceUuid !== undefined) {
+    const inst = await getInstance(q, f.instanceUuid);
+    if (inst && !inst.deletedAt && (f.projectId === undefined || inst.projectId === f.projectId)) yield inst;
+    return;
+  }
+  let afterSeq = 0;
+  for (;;) {
+    const rows = await select(
+      q,
+      `SELECT ${COLUMNS} FROM instances WHERE deleted_at IS NULL AND id > ?${f.projectId !== undefined ? " AND project_id = ?" : ""} ORDER BY id LIMIT 500`,
+      f.projectId !== undefined ? [afterSeq, f.projectId] : [afterSeq],
+    );
+    for (const r of rows) yield rowToInstance(r);
+    if (rows.length < 500) return;
+    afterSeq = Number(rows[rows.length - 1]!.id);
+  }
+}

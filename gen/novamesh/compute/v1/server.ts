@@ -1453,6 +1453,13 @@ export interface WatchServersRequest {
   serverId: string;
   /** Admins: events of every project. */
   allProjects: boolean;
+  /**
+   * First send the current state of every matching server that is not
+   * deleted (events with `initial` set, all at the index they were read
+   * at), then the changes after it, as a Kubernetes watch with initial
+   * events. Needs after_index 0.
+   */
+  sendInitialState: boolean;
 }
 
 /** One change of a server. */
@@ -1464,7 +1471,11 @@ export interface WatchServersResponse {
     | Date
     | undefined;
   /** The server as it was after the change. */
-  server: Server | undefined;
+  server:
+    | Server
+    | undefined;
+  /** Part of the initial state (send_initial_state), not a change. */
+  initial: boolean;
 }
 
 function createBaseServerFlavor(): ServerFlavor {
@@ -8495,7 +8506,7 @@ export const GetConsoleOutputResponse: MessageFns<GetConsoleOutputResponse> = {
 };
 
 function createBaseWatchServersRequest(): WatchServersRequest {
-  return { afterIndex: 0, serverId: "", allProjects: false };
+  return { afterIndex: 0, serverId: "", allProjects: false, sendInitialState: false };
 }
 
 export const WatchServersRequest: MessageFns<WatchServersRequest> = {
@@ -8508,6 +8519,9 @@ export const WatchServersRequest: MessageFns<WatchServersRequest> = {
     }
     if (message.allProjects !== false) {
       writer.uint32(24).bool(message.allProjects);
+    }
+    if (message.sendInitialState !== false) {
+      writer.uint32(32).bool(message.sendInitialState);
     }
     return writer;
   },
@@ -8549,6 +8563,14 @@ export const WatchServersRequest: MessageFns<WatchServersRequest> = {
             message.allProjects = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sendInitialState = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8578,6 +8600,11 @@ export const WatchServersRequest: MessageFns<WatchServersRequest> = {
         : isSet(object.all_projects)
         ? globalThis.Boolean(object.all_projects)
         : false,
+      sendInitialState: isSet(object.sendInitialState)
+        ? globalThis.Boolean(object.sendInitialState)
+        : isSet(object.send_initial_state)
+        ? globalThis.Boolean(object.send_initial_state)
+        : false,
     };
   },
 
@@ -8592,6 +8619,9 @@ export const WatchServersRequest: MessageFns<WatchServersRequest> = {
     if (message.allProjects !== false) {
       obj.allProjects = message.allProjects;
     }
+    if (message.sendInitialState !== false) {
+      obj.sendInitialState = message.sendInitialState;
+    }
     return obj;
   },
 
@@ -8603,12 +8633,13 @@ export const WatchServersRequest: MessageFns<WatchServersRequest> = {
     message.afterIndex = object.afterIndex ?? 0;
     message.serverId = object.serverId ?? "";
     message.allProjects = object.allProjects ?? false;
+    message.sendInitialState = object.sendInitialState ?? false;
     return message;
   },
 };
 
 function createBaseWatchServersResponse(): WatchServersResponse {
-  return { index: 0, time: undefined, server: undefined };
+  return { index: 0, time: undefined, server: undefined, initial: false };
 }
 
 export const WatchServersResponse: MessageFns<WatchServersResponse> = {
@@ -8621,6 +8652,9 @@ export const WatchServersResponse: MessageFns<WatchServersResponse> = {
     }
     if (message.server !== undefined) {
       Server.encode(message.server, writer.uint32(26).fork()).join();
+    }
+    if (message.initial !== false) {
+      writer.uint32(32).bool(message.initial);
     }
     return writer;
   },
@@ -8662,6 +8696,14 @@ export const WatchServersResponse: MessageFns<WatchServersResponse> = {
             message.server = Server.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.initial = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8679,6 +8721,7 @@ export const WatchServersResponse: MessageFns<WatchServersResponse> = {
       index: isSet(object.index) ? globalThis.Number(object.index) : 0,
       time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
       server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      initial: isSet(object.initial) ? globalThis.Boolean(object.initial) : false,
     };
   },
 
@@ -8693,6 +8736,9 @@ export const WatchServersResponse: MessageFns<WatchServersResponse> = {
     if (message.server !== undefined) {
       obj.server = Server.toJSON(message.server);
     }
+    if (message.initial !== false) {
+      obj.initial = message.initial;
+    }
     return obj;
   },
 
@@ -8706,6 +8752,7 @@ export const WatchServersResponse: MessageFns<WatchServersResponse> = {
     message.server = (object.server !== undefined && object.server !== null)
       ? Server.fromPartial(object.server)
       : undefined;
+    message.initial = object.initial ?? false;
     return message;
   },
 };
