@@ -47,7 +47,43 @@ export async function accepted(pool: Pool, inst: Instance, requestId = inst.requ
   return { instance: inst, operation, ...(imageId ? { imageId } : {}) };
 }
 
-/** Runs `action` (whose row is `rule`) on server `uuid` in the frame; `body` does the flow's part. */
+/** What a request asked for: its own fields, by their API names. */
+export type RequestBody = Readonly<Record<string, unknown>>;
+
+/** A value in one canonical spelling (object keys sorted), to compare requests. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v ?? null);
+}
+
+/**
+ * A request id is one request (AIP-155): repeated with the same request it
+ * returns the first one's result; with another, it is refused, naming the
+ * fields that differ. An action recorded before requests were kept
+ * (`recorded` null) cannot be compared and is taken as the same.
+ */
+export function checkSameRequest(requestId: string, what: string, recorded: RequestBody | null, request: RequestBody): void {
+  if (recorded === null) return;
+  const fields = [...new Set([...Object.keys(recorded), ...Object.keys(request)])].sort();
+  const differ = fields.filter((f) => canonical(recorded[f]) !== canonical(request[f]));
+  if (differ.length === 0) return;
+  throw new ApiError(status.ALREADY_EXISTS, `request_id ${JSON.stringify(requestId)} was already used for another ${what} request (it differs in ${differ.join(", ")})`, {
+    reason: "REQUEST_ID_REUSED",
+    fieldViolations: [
+      { field: "request_id", description: `already used for another ${what} request` },
+      ...differ.map((f) => ({ field: f, description: `differs from the first request with this request_id (${canonical(recorded[f])})` })),
+    ],
+  });
+}
+
+/**
+ * Runs `action` (whose row is `rule`) on server `uuid` in the frame, asked
+ * with `request` (its own fields); `body` does the flow's part.
+ */
 export async function act(
   ctx: ConductorContext,
   who: Principal,
@@ -55,6 +91,7 @@ export async function act(
   requestId: string,
   action: ServerAction,
   rule: ActionRule,
+  request: RequestBody,
   body: (tx: Tx, inst: Instance, actionId: number) => Promise<Step>,
 ): Promise<Accepted> {
   const name = actionName(action);
@@ -68,6 +105,7 @@ export async function act(
           fieldViolations: [{ field: "request_id", description: `already used for ${prior.action}` }],
         });
       }
+      checkSameRequest(requestId, name, prior.request, request);
       return { instance: inst };
     }
     // A deleted server is gone for every new action, as in Nova.
@@ -90,7 +128,8 @@ export async function act(
     }
     const tx = new Tx(conn, ctx);
     const deadline = rule.task ? tx.task(rule.task).taskDeadline : null;
-    const actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: who.projectId, action: name, state: rule.scheduled ? "PENDING" : "RUNNING", deadline });
+    const state = rule.scheduled ? "PENDING" : "RUNNING";
+    const actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: who.projectId, action: name, state, deadline, request });
     return body(tx, inst, actionId);
   });
   return accepted(ctx.pool, step.instance, requestId, step.imageId);

@@ -10,12 +10,21 @@ import { exec, json, select } from "./db.js";
 /** Records an action; returns its id. Throws ER_DUP_ENTRY on a repeated request id. */
 export async function insertAction(
   q: Queryable,
-  a: { instanceUuid: string; requestId: string; projectId: string; action: string; state?: OperationState; deadline?: Date | null },
+  a: {
+    instanceUuid: string;
+    requestId: string;
+    projectId: string;
+    action: string;
+    state?: OperationState;
+    deadline?: Date | null;
+    /** What the action was asked with (its request's own fields), to tell a repeat from another request. */
+    request?: Readonly<Record<string, unknown>>;
+  },
 ): Promise<number> {
   const res = await exec(
     q,
-    "INSERT INTO instance_actions (instance_uuid, request_id, project_id, action, state, deadline) VALUES (?, ?, ?, ?, ?, ?)",
-    [a.instanceUuid, a.requestId, a.projectId, a.action, a.state ?? "RUNNING", a.deadline ?? null],
+    "INSERT INTO instance_actions (instance_uuid, request_id, project_id, action, state, deadline, request_body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    [a.instanceUuid, a.requestId, a.projectId, a.action, a.state ?? "RUNNING", a.deadline ?? null, a.request ? JSON.stringify(a.request) : null],
   );
   return res.insertId;
 }
@@ -24,12 +33,13 @@ export async function findAction(
   q: Queryable,
   instanceUuid: string,
   requestId: string,
-): Promise<{ id: number; action: string; state: OperationState } | null> {
-  const rows = await select(q, "SELECT id, action, state FROM instance_actions WHERE instance_uuid = ? AND request_id = ?", [
+): Promise<{ id: number; action: string; state: OperationState; request: Readonly<Record<string, unknown>> | null } | null> {
+  const rows = await select(q, "SELECT id, action, state, request_body FROM instance_actions WHERE instance_uuid = ? AND request_id = ?", [
     instanceUuid,
     requestId,
   ]);
-  return rows[0] ? { id: Number(rows[0].id), action: rows[0].action, state: rows[0].state } : null;
+  const r = rows[0];
+  return r ? { id: Number(r.id), action: r.action, state: r.state, request: json<Record<string, unknown> | null>(r.request_body, null) } : null;
 }
 
 /** The instance's running action (the newest one not finished), if any. */

@@ -295,6 +295,11 @@ export const MIGRATIONS: readonly Migration[] = [
       ) ENGINE=InnoDB`,
     ],
   },
+  {
+    version: 8,
+    name: "the request each action was made with, so a request id reused for another request is refused",
+    statements: [`ALTER TABLE instance_actions ADD COLUMN request_body JSON NULL`],
+  },
 ];
 
 /**

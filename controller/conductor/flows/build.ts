@@ -12,8 +12,9 @@ import { HARD_POLICIES, resourcesOf } from "../../domain/placement.js";
 import { status } from "@grpc/grpc-js";
 import { isDuplicateKey, withTx } from "../../store/db.js";
 import { getInstanceByRequest } from "../../store/instances.js";
-import type { Accepted } from "../act.js";
-import { accepted } from "../act.js";
+import type { Accepted, RequestBody } from "../act.js";
+import { accepted, checkSameRequest } from "../act.js";
+import { findAction } from "../../store/actions.js";
 import type { ConductorContext } from "../context.js";
 import { Tx } from "../context.js";
 import { operationErrorOfFault, type ResultContext, type ResultRules, type TimeoutRules } from "../flow.js";
@@ -32,8 +33,22 @@ export interface CreateRequest {
 
 /** The server and its create action in one transaction; idempotent by request id. */
 export async function create(ctx: ConductorContext, who: Principal, req: CreateRequest): Promise<Accepted> {
+  const request: RequestBody = {
+    name: req.name,
+    flavor_id: req.flavor.id,
+    image_id: req.image.id,
+    metadata: req.metadata,
+    availability_zone: req.availabilityZone ?? "",
+    server_group_id: req.serverGroupId ?? null,
+    scheduler_hints: req.schedulerHints ?? { sameHost: [], differentHost: [] },
+  };
+  /** The server a repeated request id made, if this is the same request. */
+  const replay = async (first: Instance) => {
+    checkSameRequest(req.requestId, "create", (await findAction(ctx.pool, first.uuid, req.requestId))?.request ?? null, request);
+    return accepted(ctx.pool, first);
+  };
   const existing = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
-  if (existing) return accepted(ctx.pool, existing);
+  if (existing) return replay(existing);
   const uuid = randomUUID();
   try {
     const inst = await withTx(ctx.pool, async (conn) => {
@@ -57,7 +72,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
         },
         taskDeadline,
       );
-      await store.insertAction({ instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create", state: "PENDING", deadline: taskDeadline });
+      await store.insertAction({ instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create", state: "PENDING", deadline: taskDeadline, request });
       return tx.update(uuid, {});
     });
     return accepted(ctx.pool, inst);
@@ -65,7 +80,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     // Two identical requests raced: the loser returns the winner's server.
     if (isDuplicateKey(err)) {
       const winner = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
-      if (winner) return accepted(ctx.pool, winner);
+      if (winner) return replay(winner);
     }
     throw err;
   }

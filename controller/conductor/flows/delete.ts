@@ -20,7 +20,7 @@ export const actions = {
 const gone = () => ({ vmState: "DELETED", taskState: null, powerState: "NOSTATE", deletedAt: new Date() }) as const;
 
 export function deleteServer(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "delete", actions.delete, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "delete", actions.delete, {}, async (tx, inst, actionId) => {
     const { store } = tx;
     const node = inst.host ? await store.getNodeByHost(inst.host) : null;
     const hostUp = node ? isUp(node, ctx.serviceDownTimeSeconds) : false;

@@ -44,7 +44,7 @@ async function queueImage(store: TxStore, inst: Instance, name: string, properti
 
 /** Snapshot into a new private image (queued until the host stored it). */
 export function createImage(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, name: string, metadata: Record<string, string>): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "create_image", actions.create_image, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "create_image", actions.create_image, { name, metadata }, async (tx, inst, actionId) => {
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const imageId = await queueImage(tx.store, inst, name, { ...metadata, image_type: "snapshot" });
     await tx.store.setActionImage(actionId, imageId);
@@ -56,7 +56,7 @@ export function createImage(ctx: ConductorContext, who: Principal, uuid: string,
 
 /** Shelve: snapshot, remove from the host, release the capacity (offloaded at once). */
 export function shelve(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "shelve", actions.shelve, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "shelve", actions.shelve, {}, async (tx, inst, actionId) => {
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const imageName = `${inst.name}-shelved`.slice(0, 255);
     const imageId = await queueImage(tx.store, inst, imageName, { image_type: "shelved" });
@@ -69,7 +69,7 @@ export function shelve(ctx: ConductorContext, who: Principal, uuid: string, requ
 
 /** Unshelve: placement chooses a host, which spawns the server from its shelved image (the build flow). */
 export function unshelve(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "unshelve", actions.unshelve, async (tx) => ({
+  return act(ctx, who, uuid, requestId, "unshelve", actions.unshelve, {}, async (tx) => ({
     instance: await tx.update(uuid, { ...tx.task("UNSHELVING"), attempt: 0, triedHosts: [] }),
   }));
 }

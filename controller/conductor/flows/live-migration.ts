@@ -26,7 +26,7 @@ export const actions = {
 
 /** Live migration; an admin may name the target host. */
 export function liveMigrate(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "live_migrate", actions.live_migrate, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "live_migrate", actions.live_migrate, { host }, async (tx, inst, actionId) => {
     await checkTargetHost(tx.store, who, inst, host, { adminOnly: true });
     return beginMove(tx, inst, { actionId, requestId, type: "LIVE_MIGRATION", newFlavor: inst.flavor, requestedHost: host });
   });

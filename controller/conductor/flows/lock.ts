@@ -17,7 +17,7 @@ export const actions = {
 } as const satisfies ActionRules<"lock" | "unlock">;
 
 export function lock(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, reason: string): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "lock", actions.lock, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "lock", actions.lock, { reason }, async (tx, inst, actionId) => {
     if (inst.lockedBy === "admin" && who.role !== "admin") throw permissionDenied(`server ${uuid} was locked by an admin`);
     const locked = await tx.update(uuid, { lockedBy: who.role === "admin" ? "admin" : "owner", lockedReason: reason });
     await tx.store.finishAction(actionId);
@@ -26,7 +26,7 @@ export function lock(ctx: ConductorContext, who: Principal, uuid: string, reques
 }
 
 export function unlock(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "unlock", actions.unlock, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "unlock", actions.unlock, {}, async (tx, inst, actionId) => {
     if (inst.lockedBy === "admin" && who.role !== "admin") throw permissionDenied(`server ${uuid} was locked by an admin; only an admin can unlock it`);
     const unlocked = await tx.update(uuid, { lockedBy: null, lockedReason: "" });
     await tx.store.finishAction(actionId);

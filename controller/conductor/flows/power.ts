@@ -9,7 +9,7 @@ import type { OpArgs } from "../../domain/ops.js";
 import type { PowerState, TaskState, VmState } from "../../domain/states.js";
 import type { Principal } from "../../domain/types.js";
 import { failedPrecondition } from "../../errors.js";
-import type { Accepted } from "../act.js";
+import type { Accepted, RequestBody } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext } from "../context.js";
 import type { ActionRule, ActionRules, ResultRule, ResultRules, TimeoutRules } from "../flow.js";
@@ -59,9 +59,17 @@ const keepState = { outcome: "the server keeps its last known state", reap: (t) 
 export const timeouts = Object.fromEntries(POWER_TASKS.map((t) => [t, keepState])) as TimeoutRules<(typeof POWER_TASKS)[number]>;
 
 /** Sets the action's task and sends `args` to the server's host. */
-function powerAction(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, action: PowerAction, args: OpArgs): Promise<Accepted> {
+function powerAction(
+  ctx: ConductorContext,
+  who: Principal,
+  uuid: string,
+  requestId: string,
+  action: PowerAction,
+  args: OpArgs,
+  request: RequestBody = {},
+): Promise<Accepted> {
   const rule: ActionRule = actions[action];
-  return act(ctx, who, uuid, requestId, action, rule, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, action, rule, request, async (tx, inst, actionId) => {
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const busy = await tx.update(inst.uuid, tx.task(rule.task!));
     await tx.dispatch({ instance: busy, host: inst.host, actionId, requestId, args });
@@ -75,7 +83,9 @@ export const stop = (ctx: ConductorContext, who: Principal, uuid: string, rid: s
   powerAction(ctx, who, uuid, rid, "stop", { kind: "power_off", timeoutSeconds: ctx.powerOffTimeoutSeconds });
 
 export const reboot = (ctx: ConductorContext, who: Principal, uuid: string, rid: string, hard: boolean) =>
-  powerAction(ctx, who, uuid, rid, hard ? "reboot_hard" : "reboot_soft", { kind: "reboot", hard, softTimeoutSeconds: ctx.softRebootTimeoutSeconds });
+  powerAction(ctx, who, uuid, rid, hard ? "reboot_hard" : "reboot_soft", { kind: "reboot", hard, softTimeoutSeconds: ctx.softRebootTimeoutSeconds }, {
+    type: hard ? "REBOOT_TYPE_HARD" : "REBOOT_TYPE_SOFT",
+  });
 
 export const pause = (ctx: ConductorContext, who: Principal, uuid: string, rid: string) => powerAction(ctx, who, uuid, rid, "pause", { kind: "pause" });
 

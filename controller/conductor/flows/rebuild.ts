@@ -24,7 +24,7 @@ export const actions = {
 
 /** Rebuild on the server's host from `image` (null: its current image), optionally renaming it. */
 export function rebuild(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, image: Image | null, name: string | null): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "rebuild", actions.rebuild, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "rebuild", actions.rebuild, { image_id: image?.id ?? null, name }, async (tx, inst, actionId) => {
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     if (image && inst.flavor.diskGb < image.minDiskGb) {
       throw invalidArgument("image_id", `the server's disk ${inst.flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
@@ -40,7 +40,7 @@ export function rebuild(ctx: ConductorContext, who: Principal, uuid: string, req
 
 /** Evacuation (admins): rebuild a server whose host is down on another host. */
 export function evacuate(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "evacuate", actions.evacuate, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "evacuate", actions.evacuate, { host }, async (tx, inst, actionId) => {
     const { store } = tx;
     if (who.role !== "admin") throw permissionDenied("evacuate needs the admin role");
     const source = inst.host ? await store.getNodeByHost(inst.host) : null;

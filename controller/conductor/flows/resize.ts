@@ -24,7 +24,7 @@ export const actions = {
 
 /** Resize to `flavor`: placement claims a target, then the hosts move the server. */
 export function resize(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, flavor: Flavor): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "resize", actions.resize, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "resize", actions.resize, { flavor_id: flavor.id }, async (tx, inst, actionId) => {
     if (flavor.id === inst.flavor.id) throw invalidArgument("flavor_id", `is the server's current flavor (${inst.flavor.name})`);
     const { id, name, vcpus, ramMb, diskGb, extraSpecs } = flavor;
     return beginMove(tx, inst, { actionId, requestId, type: "RESIZE", newFlavor: { id, name, vcpus, ramMb, diskGb, extraSpecs } });
@@ -33,7 +33,7 @@ export function resize(ctx: ConductorContext, who: Principal, uuid: string, requ
 
 /** Cold migration; an admin may name the target host. */
 export function migrate(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, host: string | null): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "migrate", actions.migrate, async (tx, inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "migrate", actions.migrate, { host }, async (tx, inst, actionId) => {
     await checkTargetHost(tx.store, who, inst, host, { adminOnly: true });
     return beginMove(tx, inst, { actionId, requestId, type: "MIGRATION", newFlavor: inst.flavor, requestedHost: host });
   });
@@ -53,7 +53,7 @@ export async function placed(tx: Tx, inst: Instance, m: Migration, target: strin
 }
 
 export function confirmResize(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "confirm_resize", actions.confirm_resize, async (tx, _inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "confirm_resize", actions.confirm_resize, {}, async (tx, _inst, actionId) => {
     const m = await tx.store.openMigration(uuid, { lock: true });
     if (!m || m.status !== "FINISHED") throw failedPrecondition(`server ${uuid} has no finished migration to confirm`, "NO_MIGRATION");
     const confirming = await tx.update(uuid, tx.task("RESIZE_CONFIRMING"));
@@ -63,7 +63,7 @@ export function confirmResize(ctx: ConductorContext, who: Principal, uuid: strin
 }
 
 export function revertResize(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "revert_resize", actions.revert_resize, async (tx, _inst, actionId) => {
+  return act(ctx, who, uuid, requestId, "revert_resize", actions.revert_resize, {}, async (tx, _inst, actionId) => {
     const m = await tx.store.openMigration(uuid, { lock: true });
     if (!m || m.status !== "FINISHED" || !m.targetHost) throw failedPrecondition(`server ${uuid} has no finished migration to revert`, "NO_MIGRATION");
     const reverting = await tx.update(uuid, tx.task("RESIZE_REVERTING"));
