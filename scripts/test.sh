@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: services up, proto lint, generated code current, types,
-# the libvirt binding build, unit tests, integration tests against the real
+# Debian's packages for the SDK tests (scripts/setup-sdk.sh), the libvirt
+# binding build, unit tests, integration tests against the real
 # MariaDB and NATS, then the libvirt driver on two real libvirtds with a real
 # guest (scripts/test-libvirt.sh; NOVAMESH_TEST_LIBVIRT=0 leaves it out).
 set -euo pipefail
@@ -8,9 +9,12 @@ cd "$(dirname "$0")/.."
 export npm_config_update_notifier=false
 bash scripts/ensure-services.sh
 bash scripts/setup-libvirt.sh
+bash scripts/setup-sdk.sh
 echo "== libvirt binding"; out=$(npm run -s build:libvirt 2>&1) || { echo "$out"; exit 1; }
 # The libvirt tests skip without the addon elsewhere; here it was just built.
 export LIBVIRT_BINDING_REQUIRED=1
+# The SDK tests (Python and Go clients) skip without Debian's packages elsewhere; here they were just installed.
+export NOVAMESH_SDK_REQUIRED=1
 echo "== buf lint"; npx buf lint 2>/dev/null
 echo "== gen/ is current"; bash scripts/check-gen.sh
 echo "== typecheck"; npx tsc -p tsconfig.json
