@@ -1,63 +1,185 @@
 #!/usr/bin/env bash
 # The all-in-one: a controller and one agent on this machine, with MariaDB and
-# NATS started (or installed) when missing. Ctrl-C stops both.
+# NATS started (or installed) when missing, and the README's demo image.
 #
+#   bash scripts/allinone.sh [--libvirt | --fake]
+#
+# --libvirt (the default) runs real guests: libvirtd with qemu is installed
+# and started when it does not answer (scripts/libvirtd-hosts.sh up-a; needs
+# root), and the demo image is the tiny test guest (scripts/build-test-guest.sh),
+# so the README's web-1 boots and GetConsoleOutput shows it. --fake uses the
+# simulated hypervisor (16 vCPUs, 64 GiB, 1 TiB) with the same demo image.
+# Switching between the two needs nothing else. Ctrl-C or SIGTERM stops
+# everything the script started; so does any failure while starting.
+#
+#   NOVAMESH_DRIVER        libvirt (default) or fake; the flags win
 #   NOVAMESH_ADMIN_TOKEN   admin token (default: generated once, kept in .state/admin-token)
 #   NOVAMESH_LISTEN        gRPC address (default 127.0.0.1:8774)
+#   NOVAMESH_DATABASE_URL  the controller's database (default mysql://root@127.0.0.1:3306/novamesh)
+#   NOVAMESH_LIBVIRT_URI   libvirt driver: where libvirtd answers (default qemu:///system)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -d node_modules/@grpc/grpc-js ] || npm ci --no-audit --no-fund
+
+say() { echo "allinone: $*"; }
+die() { echo "allinone: $*" >&2; exit 1; }
+
+DRIVER=${NOVAMESH_DRIVER:-libvirt}
+for arg in "$@"; do
+  case "$arg" in
+    --libvirt) DRIVER=libvirt ;;
+    --fake) DRIVER=fake ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [--libvirt | --fake]" >&2; exit 2 ;;
+  esac
+done
+case "$DRIVER" in libvirt | fake) ;; *) die "NOVAMESH_DRIVER must be libvirt or fake, not '$DRIVER'" ;; esac
+
+export NOVAMESH_LISTEN=${NOVAMESH_LISTEN:-127.0.0.1:8774}
+export NOVAMESH_DATABASE_URL=${NOVAMESH_DATABASE_URL:-mysql://root@127.0.0.1:3306/novamesh}
+port=${NOVAMESH_LISTEN##*:}
+address=127.0.0.1:$port
+HOST=${NOVAMESH_HOST:-$(hostname -s 2>/dev/null || hostname)}
+LIBVIRT_URI=${NOVAMESH_LIBVIRT_URI:-qemu:///system}
+mkdir -p .state
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# One all-in-one at a time: a previous one still running (its process groups
+# are in .state/allinone.pgids) or anything else on the port stops this one.
+if [ -s .state/allinone.pgids ]; then
+  for g in $(cat .state/allinone.pgids); do
+    if kill -0 -- "-$g" 2>/dev/null; then
+      die "a previous all-in-one is still running (process group $g: $(ps -o args= -p "$g" 2>/dev/null | cut -c1-80)); stop it first: kill -- -$g"
+    fi
+  done
+fi
+if port_open "$port"; then
+  who=$(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+  die "something already listens on $address${who:+ (pid $who: $(ps -o args= -p "$who" 2>/dev/null | cut -c1-80))}; a previous all-in-one? Stop it first${who:+ (kill $who)}, or set NOVAMESH_LISTEN"
+fi
+
+# Everything that runs in the background gets its own process group (setsid),
+# recorded here and in .state/allinone.pgids; leaving, for whatever reason,
+# stops every group (TERM, then KILL after 10 s).
+groups=()
+record() { printf '%s\n' "${groups[@]}" >.state/allinone.pgids; }
+cleanup() {
+  local g alive i
+  trap - EXIT INT TERM
+  [ "${#groups[@]}" -gt 0 ] || { rm -f .state/allinone.pgids; return 0; }
+  for g in "${groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  for i in $(seq 1 50); do
+    alive=0
+    for g in "${groups[@]}"; do kill -0 -- "-$g" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.2
+  done
+  for g in "${groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null || true; done
+  rm -f .state/allinone.pgids
+  say "stopped"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# spawn CMD...: runs CMD in the background in a process group of its own; sets $spawned.
+spawn() {
+  setsid "$@" &
+  spawned=$!
+  groups+=("$spawned")
+  record
+}
+# step CMD...: runs CMD like spawn and waits for it (a signal stops it at once).
+step() {
+  local rc=0 g
+  spawn "$@"
+  wait "$spawned" || rc=$?
+  local rest=()
+  for g in "${groups[@]}"; do [ "$g" = "$spawned" ] || rest+=("$g"); done
+  groups=("${rest[@]+"${rest[@]}"}")
+  record
+  return "$rc"
+}
+
+if [ ! -d node_modules/@grpc/grpc-js ]; then
+  say "installing the npm dependencies (npm ci)"
+  npm ci --no-audit --no-fund
+fi
 bash scripts/ensure-services.sh
 
-mkdir -p .state
 if [ -z "${NOVAMESH_ADMIN_TOKEN:-}" ]; then
-  [ -s .state/admin-token ] || head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' > .state/admin-token
+  [ -s .state/admin-token ] || head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >.state/admin-token
   NOVAMESH_ADMIN_TOKEN=$(cat .state/admin-token)
 fi
 export NOVAMESH_ADMIN_TOKEN
-export NOVAMESH_LISTEN=${NOVAMESH_LISTEN:-127.0.0.1:8774}
-HOST=${NOVAMESH_HOST:-$(hostname -s 2>/dev/null || hostname)}
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
-
-npx tsx controller/main.ts >> .state/controller.log 2>&1 &
-pids+=($!)
-port=${NOVAMESH_LISTEN##*:}
-for _ in $(seq 1 120); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.25; done
-(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "controller did not start; see .state/controller.log" >&2; tail -5 .state/controller.log >&2; exit 1; }
-# The libvirt driver when libvirtd answers at NOVAMESH_LIBVIRT_URI
-# (default qemu:///system), the fake driver otherwise; the script says which.
-LIBVIRT_URI=${NOVAMESH_LIBVIRT_URI:-qemu:///system}
-if command -v virsh >/dev/null && virsh -c "$LIBVIRT_URI" version >/dev/null 2>&1; then
+if [ "$DRIVER" = libvirt ]; then
+  if ! { command -v virsh >/dev/null && timeout 10 virsh -c "$LIBVIRT_URI" version >/dev/null 2>&1; }; then
+    [ "$LIBVIRT_URI" = qemu:///system ] || die "libvirtd does not answer at $LIBVIRT_URI"
+    say "libvirtd does not answer at $LIBVIRT_URI: installing (when missing) and starting it with qemu"
+    if [ "$(id -u)" -eq 0 ]; then
+      bash scripts/libvirtd-hosts.sh up-a >/dev/null
+    elif command -v sudo >/dev/null; then
+      sudo bash scripts/libvirtd-hosts.sh up-a >/dev/null
+    else
+      die "starting libvirtd needs root; run as root, or use the fake driver: bash scripts/allinone.sh --fake"
+    fi
+  fi
   bash scripts/setup-libvirt.sh
-  [ -f agent/drivers/libvirt/binding/build/Release/novamesh_libvirt.node ] || npm run -s build:libvirt >/dev/null
-  # The demo image is the tiny test guest (a Debian kernel and a busybox
-  # initramfs): built once, uploaded through ImageService into the controller's
-  # image bucket, which the agent fetches from.
-  [ -s .state/test-guest/disk.qcow2 ] || bash scripts/build-test-guest.sh .state/test-guest
-  npx tsx scripts/seed-demo.ts "127.0.0.1:$port" --guest .state/test-guest
-  echo "agent driver: libvirt ($LIBVIRT_URI); the demo image boots the test guest (GetConsoleOutput shows it)"
-  npx tsx agent/main.ts --controller "127.0.0.1:$port" --token "$NOVAMESH_ADMIN_TOKEN" --host "$HOST" \
-    --driver libvirt --libvirt-uri "$LIBVIRT_URI" --image-bucket "${NOVAMESH_IMAGE_BUCKET:-novamesh-images}" >> .state/agent.log 2>&1 &
-else
-  npx tsx scripts/seed-demo.ts "127.0.0.1:$port"
-  echo "agent driver: fake (libvirtd not reachable at $LIBVIRT_URI; simulated hypervisor: 16 vCPUs, 64 GiB, 1 TiB)"
-  npx tsx agent/main.ts --controller "127.0.0.1:$port" --token "$NOVAMESH_ADMIN_TOKEN" --host "$HOST" \
-    --driver fake --vcpus 16 --memory-mb 65536 --disk-gb 1024 >> .state/agent.log 2>&1 &
+  if [ ! -f agent/drivers/libvirt/binding/build/Release/novamesh_libvirt.node ]; then
+    say "building the libvirt binding (node-gyp, about a minute)"
+    step npm run -s build:libvirt >.state/build-libvirt.log 2>&1 || { tail -20 .state/build-libvirt.log >&2; die "building the libvirt binding failed; see .state/build-libvirt.log"; }
+  fi
 fi
-pids+=($!)
+
+# The demo image is the tiny test guest (a Debian kernel and a busybox
+# initramfs), whichever the driver: the fake driver ignores its bytes, the
+# libvirt driver boots them. Built once (the script says when it builds).
+step bash scripts/build-test-guest.sh .state/test-guest
+
+say "starting the controller on $address (log: .state/controller.log)"
+spawn node --import tsx controller/main.ts >>.state/controller.log 2>&1
+controller=$spawned
+for _ in $(seq 1 240); do
+  port_open "$port" && break
+  kill -0 "$controller" 2>/dev/null || break
+  sleep 0.25
+done
+port_open "$port" || { tail -5 .state/controller.log >&2; die "the controller did not start; see .state/controller.log"; }
+
+# Uploads the demo image unless it is there with its bytes; --database lets it
+# replace a demo record that an older version of this script registered
+# without bytes.
+step node --import tsx scripts/seed-demo.ts "$address" --guest .state/test-guest --database "$NOVAMESH_DATABASE_URL"
+
+agent_args=(--controller "$address" --token "$NOVAMESH_ADMIN_TOKEN" --host "$HOST")
+if [ "$DRIVER" = libvirt ]; then
+  say "agent driver: libvirt ($LIBVIRT_URI): the demo image boots the test guest, GetConsoleOutput shows it"
+  agent_args+=(--driver libvirt --libvirt-uri "$LIBVIRT_URI" --image-bucket "${NOVAMESH_IMAGE_BUCKET:-novamesh-images}")
+else
+  say "agent driver: fake, as asked (a simulated hypervisor: 16 vCPUs, 64 GiB, 1 TiB; nothing boots; bash scripts/allinone.sh runs real guests)"
+  agent_args+=(--driver fake --vcpus 16 --memory-mb 65536 --disk-gb 1024)
+fi
+log_from=$(stat -c %s .state/agent.log 2>/dev/null || echo 0)
+spawn node --import tsx agent/main.ts "${agent_args[@]}" >>.state/agent.log 2>&1
+agent=$spawned
+for _ in $(seq 1 240); do
+  tail -c +"$((log_from + 1))" .state/agent.log 2>/dev/null | grep -q '"connected to the controller"' && break
+  kill -0 "$agent" 2>/dev/null || { tail -5 .state/agent.log >&2; die "the agent stopped; see .state/agent.log"; }
+  sleep 0.25
+done
+tail -c +"$((log_from + 1))" .state/agent.log | grep -q '"connected to the controller"' || die "the agent did not reach the controller in 60 s; see .state/agent.log"
 
 cat <<EOT
 
-novamesh all-in-one is running
-  gRPC API     127.0.0.1:$port (reflection and health enabled)
+novamesh all-in-one is running ($DRIVER driver, host $HOST)
+  gRPC API     $address (reflection and health enabled)
   admin token  $NOVAMESH_ADMIN_TOKEN
   logs         .state/controller.log, .state/agent.log
 
   export TOKEN=$NOVAMESH_ADMIN_TOKEN   # then try the README's grpcurl examples
 Ctrl-C stops it.
 EOT
-wait -n "${pids[@]}"
-echo "a process exited; stopping (see .state/*.log)" >&2
+wait -n "$controller" "$agent" || true
+echo "allinone: a process exited; stopping (see .state/controller.log, .state/agent.log)" >&2
+exit 1

@@ -49,9 +49,15 @@ need=()
 for p in busybox-static cpio qemu-utils gzip; do installed "$p" || need+=("$p"); done
 if [ "${#need[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || die "missing packages ${need[*]} (run as root to install them)"
+  echo "build-test-guest: installing ${need[*]} from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive
   log=$(mktemp)
-  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"; } >"$log" 2>&1; then
+  if ! { apt-get update -qq && apt-get install -y --no-install-recommends -o Dpkg::Use-Pty=0 "${need[@]}"; } 2>&1 |
+    tee "$log" | awk -v p="build-test-guest" '
+      / newly installed/ { n = $3; print p ": " n " packages to install"; fflush() }
+      /^Need to get / { print p ": n" substr($0, 2); fflush() }
+      /^Get:/ { g++; if (g % 20 == 0) { print p ": downloaded " g (n ? "/" n : ""); fflush() } }
+      /^Setting up / { s++; if (s % 20 == 0 || s == n) { print p ": set up " s (n ? "/" n : ""); fflush() } }'; then
     cat "$log" >&2; rm -f "$log"; die "installing ${need[*]} failed"
   fi
   rm -f "$log"
@@ -70,6 +76,7 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+echo "build-test-guest: downloading $pkg (the kernel; nothing is installed)"
 (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null) ||
   die "apt-get download $pkg failed"
 dpkg-deb -x "$work"/"$pkg"_*.deb "$work/pkg"
@@ -79,6 +86,7 @@ for d in "$work"/pkg/lib/modules/*/; do [ -d "$d" ] && kver=$(basename "$d") && 
 [ -n "$kver" ] && [ -f "$work/pkg/boot/vmlinuz-$kver" ] || die "no kernel in $pkg"
 moddir=$work/pkg/lib/modules/$kver
 
+echo "build-test-guest: building a busybox initramfs for kernel $kver"
 # The initramfs tree.
 root=$work/root
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,etc,lib/modules}
@@ -176,3 +184,4 @@ for f in vmlinuz initrd.img disk.qcow2 kernel-version; do
   mv -f "$work/$f" "$OUT/$f"
   touch "$OUT/$f"
 done
+echo "build-test-guest: built in $OUT (kernel $kver)"

@@ -8,10 +8,20 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && exec 3>&- 3<&-; }
 need_root() { if [ "$(id -u)" -ne 0 ]; then echo "sudo"; fi; }
 SUDO=$(need_root)
 
+# apt-get install with a progress line every few packages; the whole output
+# only on failure.
 apt_install() {
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq "$@" >/dev/null
+  local log; log=$(mktemp)
+  if ! { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dpkg::Use-Pty=0 "$@"; } 2>&1 |
+    tee "$log" | awk -v p="ensure-services" '
+      / newly installed/ { n = $3; print p ": " n " packages to install"; fflush() }
+      /^Need to get / { print p ": n" substr($0, 2); fflush() }
+      /^Get:/ { g++; if (g % 20 == 0) { print p ": downloaded " g (n ? "/" n : ""); fflush() } }
+      /^Setting up / { s++; if (s % 20 == 0 || s == n) { print p ": set up " s (n ? "/" n : ""); fflush() } }'; then
+    cat "$log" >&2; rm -f "$log"; echo "ensure-services: installing $* failed" >&2; return 1
+  fi
+  rm -f "$log"
 }
 
 wait_port() {
@@ -22,7 +32,7 @@ wait_port() {
 
 if ! port_open 3306; then
   if [ ! -x /usr/sbin/mariadbd ]; then
-    echo "ensure-services: installing MariaDB"
+    echo "ensure-services: installing MariaDB (mariadb-server) from Debian's packages"
     apt_install mariadb-server
   fi
   echo "ensure-services: starting MariaDB"
@@ -33,7 +43,7 @@ fi
 
 if ! port_open 4222; then
   if [ ! -x /usr/sbin/nats-server ] && ! command -v nats-server >/dev/null; then
-    echo "ensure-services: installing nats-server"
+    echo "ensure-services: installing nats-server from Debian's packages"
     apt_install nats-server
   fi
   NATS_BIN=$(command -v nats-server || echo /usr/sbin/nats-server)

@@ -4,6 +4,7 @@
 #
 #   libvirtd-hosts.sh up      install what is missing, start both hosts, wait
 #                             until both answer, print "A=<uri>" and "B=<uri>"
+#   libvirtd-hosts.sh up-a    the same for host A only (the all-in-one's)
 #   libvirtd-hosts.sh down    stop both libvirtds and their virtlogds; remove
 #                             host B's state. Guests are neither destroyed nor
 #                             undefined (a guest still running on B is orphaned)
@@ -65,9 +66,16 @@ install_packages() {
   local missing=() p
   for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
   [ "${#missing[@]}" -eq 0 ] && return 0
+  echo "libvirtd-hosts: installing ${missing[*]} (and what they need) from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive
   local log; log=$(mktemp)
-  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+  # A progress line every few packages; the whole output only on failure.
+  if ! { apt-get update -qq && apt-get install -y --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}"; } 2>&1 |
+    tee "$log" | awk -v p="libvirtd-hosts" '
+      / newly installed/ { n = $3; print p ": " n " packages to install"; fflush() }
+      /^Need to get / { print p ": n" substr($0, 2); fflush() }
+      /^Get:/ { g++; if (g % 20 == 0) { print p ": downloaded " g (n ? "/" n : ""); fflush() } }
+      /^Setting up / { s++; if (s % 20 == 0 || s == n) { print p ": set up " s (n ? "/" n : ""); fflush() } }'; then
     cat "$log" >&2; rm -f "$log"; die "installing ${missing[*]} failed"
   fi
   rm -f "$log"
@@ -218,6 +226,15 @@ cmd_up() {
   echo "B=$URI_B"
 }
 
+cmd_up_a() {
+  install_packages
+  setup_users
+  up_a
+  wait_answer qemu:///system /run/libvirtd.pid /var/log/libvirt/libvirtd.log
+  wait_answer "$URI_A" /run/libvirtd.pid /var/log/libvirt/libvirtd.log
+  echo "A=$URI_A"
+}
+
 cmd_down() {
   if pid_alive "$HOSTB_DIR/run/libvirtd.pid"; then
     local running
@@ -255,8 +272,9 @@ cmd_restart_a() {
 
 case "${1:-}" in
   up) cmd_up ;;
+  up-a) cmd_up_a ;;
   down) cmd_down ;;
   status) cmd_status ;;
   restart-a) cmd_restart_a ;;
-  *) echo "usage: $0 up|down|status|restart-a" >&2; exit 2 ;;
+  *) echo "usage: $0 up|up-a|down|status|restart-a" >&2; exit 2 ;;
 esac
