@@ -36,6 +36,8 @@ case "$DRIVER" in libvirt | fake) ;; *) die "NOVAMESH_DRIVER must be libvirt or 
 
 export NOVAMESH_LISTEN=${NOVAMESH_LISTEN:-127.0.0.1:8774}
 export NOVAMESH_DATABASE_URL=${NOVAMESH_DATABASE_URL:-mysql://root@127.0.0.1:3306/novamesh}
+# One host: a resize stays on it (cold and live migration need a second host).
+export NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST=${NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST:-1}
 port=${NOVAMESH_LISTEN##*:}
 address=127.0.0.1:$port
 HOST=${NOVAMESH_HOST:-$(hostname -s 2>/dev/null || hostname)}
