@@ -42,25 +42,12 @@ for f in vmlinuz initrd.img disk.qcow2 kernel-version; do
 done
 [ "$fresh" = 1 ] && exit 0
 
-installed() {
-  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]
-}
+. "$(dirname "$SELF")/apt-missing.sh"
 need=()
-for p in busybox-static cpio qemu-utils gzip; do installed "$p" || need+=("$p"); done
+for p in busybox-static cpio qemu-utils gzip; do apt_installed "$p" || need+=("$p"); done
 if [ "${#need[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || die "missing packages ${need[*]} (run as root to install them)"
-  echo "build-test-guest: installing ${need[*]} from Debian's packages"
-  export DEBIAN_FRONTEND=noninteractive
-  log=$(mktemp)
-  if ! { apt-get update -qq && apt-get install -y --no-install-recommends -o Dpkg::Use-Pty=0 "${need[@]}"; } 2>&1 |
-    tee "$log" | awk -v p="build-test-guest" '
-      / newly installed/ { n = $3; print p ": " n " packages to install"; fflush() }
-      /^Need to get / { print p ": n" substr($0, 2); fflush() }
-      /^Get:/ { g++; if (g % 20 == 0) { print p ": downloaded " g (n ? "/" n : ""); fflush() } }
-      /^Setting up / { s++; if (s % 20 == 0 || s == n) { print p ": set up " s (n ? "/" n : ""); fflush() } }'; then
-    cat "$log" >&2; rm -f "$log"; die "installing ${need[*]} failed"
-  fi
-  rm -f "$log"
+  apt_install_missing build-test-guest "${need[@]}" || die "installing ${need[*]} failed"
 fi
 
 kernel_pkg() {

@@ -8,21 +8,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && exec 3>&- 3<&-; }
 need_root() { if [ "$(id -u)" -ne 0 ]; then echo "sudo"; fi; }
 SUDO=$(need_root)
 
-# apt-get install with a progress line every few packages; the whole output
-# only on failure.
-apt_install() {
-  local log; log=$(mktemp)
-  if ! { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dpkg::Use-Pty=0 "$@"; } 2>&1 |
-    tee "$log" | awk -v p="ensure-services" '
-      / newly installed/ { n = $3; print p ": " n " packages to install"; fflush() }
-      /^Need to get / { print p ": n" substr($0, 2); fflush() }
-      /^Get:/ { g++; if (g % 20 == 0) { print p ": downloaded " g (n ? "/" n : ""); fflush() } }
-      /^Setting up / { s++; if (s % 20 == 0 || s == n) { print p ": set up " s (n ? "/" n : ""); fflush() } }'; then
-    cat "$log" >&2; rm -f "$log"; echo "ensure-services: installing $* failed" >&2; return 1
-  fi
-  rm -f "$log"
-}
+. "$(dirname "$0")/apt-missing.sh"
+apt_install() { apt_install_missing ensure-services "$@"; }
 
 wait_port() {
   for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done

@@ -58,27 +58,10 @@ MARKER="# Written by scripts/libvirtd-hosts.sh; rewritten on every 'up'."
 die() { echo "libvirtd-hosts: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
-installed() {
-  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]
-}
+. "$(dirname "$0")/apt-missing.sh"
 
 install_packages() {
-  local missing=() p
-  for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  echo "libvirtd-hosts: installing ${missing[*]} (and what they need) from Debian's packages"
-  export DEBIAN_FRONTEND=noninteractive
-  local log; log=$(mktemp)
-  # A progress line every few packages; the whole output only on failure.
-  if ! { apt-get update -qq && apt-get install -y --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}"; } 2>&1 |
-    tee "$log" | awk -v p="libvirtd-hosts" '
-      / newly installed/ { n = $3; print p ": " n " packages to install"; fflush() }
-      /^Need to get / { print p ": n" substr($0, 2); fflush() }
-      /^Get:/ { g++; if (g % 20 == 0) { print p ": downloaded " g (n ? "/" n : ""); fflush() } }
-      /^Setting up / { s++; if (s % 20 == 0 || s == n) { print p ": set up " s (n ? "/" n : ""); fflush() } }'; then
-    cat "$log" >&2; rm -f "$log"; die "installing ${missing[*]} failed"
-  fi
-  rm -f "$log"
+  apt_install_missing libvirtd-hosts "${PACKAGES[@]}" || die "installing the packages failed"
 }
 
 setup_users() {
