@@ -29,6 +29,7 @@ import { imageService } from "./api/image-service.js";
 import { addHealth } from "./api/health.js";
 import type { HealthSetter } from "./api/health.js";
 import { addReflection } from "./api/reflection.js";
+import { tolerant } from "./api/decode.js";
 import { serverService } from "./api/server-service.js";
 import { ServerWatcher } from "./api/watch.js";
 import { OutboxPublisher } from "./bus/outbox-publisher.js";
@@ -151,16 +152,16 @@ export class Controller {
 
     const deps = { pool, log: this.log };
     const server = (this.server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.max_receive_message_length": 16 * 1024 * 1024 }));
-    server.addService(ServerServiceService, serverService(deps, ctx, watcher, new HostQueries(nc, cfg.opsSubjectPrefix)));
-    server.addService(OperationServiceService, operationService(deps, ctx, watcher));
-    server.addService(FlavorServiceService, flavorService(deps));
-    server.addService(ImageServiceService, imageService(deps, new ImageBytes(nc, cfg.imageBucket)));
-    server.addService(HostServiceService, hostService(deps, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds }));
-    server.addService(IdentityServiceService, identityService(deps));
-    server.addService(AgentServiceService, agentService(deps, agents));
-    server.addService(ServerGroupServiceService, serverGroupService(deps));
-    server.addService(AggregateServiceService, aggregateService(deps));
-    server.addService(SchedulerServiceService, schedulerService(deps, { pipeline, hosts }));
+    server.addService(tolerant(ServerServiceService), serverService(deps, ctx, watcher, new HostQueries(nc, cfg.opsSubjectPrefix)));
+    server.addService(tolerant(OperationServiceService), operationService(deps, ctx, watcher));
+    server.addService(tolerant(FlavorServiceService), flavorService(deps));
+    server.addService(tolerant(ImageServiceService), imageService(deps, new ImageBytes(nc, cfg.imageBucket)));
+    server.addService(tolerant(HostServiceService), hostService(deps, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds }));
+    server.addService(tolerant(IdentityServiceService), identityService(deps));
+    server.addService(tolerant(AgentServiceService), agentService(deps, agents));
+    server.addService(tolerant(ServerGroupServiceService), serverGroupService(deps));
+    server.addService(tolerant(AggregateServiceService), aggregateService(deps));
+    server.addService(tolerant(SchedulerServiceService), schedulerService(deps, { pipeline, hosts }));
     addReflection(server, await readFile(DESCRIPTOR_SET), { services: PUBLIC_SERVICES });
     this.setHealth = addHealth(server, { "": "SERVING" });
     this.port = await new Promise<number>((resolve, reject) =>

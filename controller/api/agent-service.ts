@@ -11,6 +11,16 @@ import { authenticate, endWithError } from "./rpc.js";
 
 const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 
+/** A Hello's free-text fields and the most characters each may have (the columns that keep them). */
+const HELLO_TEXT_LIMITS = (h: { hypervisorType: string; version: string; zone: string; migrationUri: string; architecture: string }) =>
+  [
+    ["hypervisor_type", h.hypervisorType, 32],
+    ["version", h.version, 64],
+    ["zone", h.zone, 255],
+    ["migration_uri", h.migrationUri, 1024],
+    ["architecture", h.architecture, 32],
+  ] as const;
+
 /**
  * The controller's end of AgentService/Connect. Messages of one stream are
  * handled in order per server (a server's results apply in the order the
@@ -51,6 +61,9 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
               if (!HOST_RE.test(h.host)) throw invalidArgument("hello.host", "must be 1-255 letters, digits, '.', '-' or '_'");
               const cap = h.capacity;
               if (!cap || cap.vcpus <= 0 || cap.memoryMb <= 0 || cap.diskGb < 0) throw invalidArgument("hello.capacity", "vcpus and memory_mb must be positive");
+              for (const [field, value, max] of HELLO_TEXT_LIMITS(h)) {
+                if (value.length > max) throw invalidArgument(`hello.${field}`, `must be at most ${max} characters (got ${value.length})`);
+              }
               const ack = await conductor.hello({
                 host: h.host,
                 hypervisorType: h.hypervisorType || "unknown",
@@ -59,8 +72,8 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
                 vcpus: cap.vcpus,
                 memoryMb: cap.memoryMb,
                 diskGb: cap.diskGb,
-                migrationUri: h.migrationUri.slice(0, 1024),
-                architecture: h.architecture.slice(0, 32),
+                migrationUri: h.migrationUri,
+                architecture: h.architecture,
                 allocation: helloAllocation(h.allocation, cap),
               });
               host = h.host;

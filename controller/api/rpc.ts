@@ -5,6 +5,7 @@ import { permissionDenied, toApiError, unauthenticated, type ApiError } from "..
 import type { Pool } from "../store/db.js";
 import { principalForSecret } from "../store/tokens.js";
 import { toServiceError } from "./status.js";
+import { decoded } from "./decode.js";
 
 /** What every handler gets: the caller and a logger bound to the request. */
 export interface CallContext {
@@ -78,7 +79,7 @@ export function unary<Req, Res>(
   method: string,
   fn: (req: Req, ctx: CallContext) => Promise<Res>,
 ): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => answer(deps, method, call, (ctx) => fn(call.request, ctx), cb);
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx), cb);
 }
 
 /**
@@ -113,7 +114,7 @@ export function serverStream<Req, Res>(
     call.on("cancelled", () => ac.abort());
     call.on("close", () => ac.abort());
     openCall(deps, call.metadata, method, ac.signal)
-      .then((ctx) => fn(call.request, ctx, call))
+      .then((ctx) => fn(decoded(call.request), ctx, call))
       .then(
         () => call.end(),
         (e) => {

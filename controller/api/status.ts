@@ -11,24 +11,34 @@ export const ERROR_DOMAIN = "novamesh.io";
  * `grpc-status-details-bin` (google.rpc.Status with ErrorInfo and, for bad
  * input, BadRequest field violations), as Google APIs do.
  */
+/** Texts of an error (its message, a field's description, metadata values) are cut to this many characters. */
+export const MAX_ERROR_TEXT = 1024;
+
+/** `s` cut to `max` characters, saying how much was left out: an error never echoes input of any length. */
+export function cut(s: string, max = MAX_ERROR_TEXT): string {
+  return s.length <= max ? s : `${s.slice(0, max)}… (${s.length - max} more characters)`;
+}
+
 export function toServiceError(err: ApiError): Partial<ServiceError> {
+  const metadata = Object.fromEntries(Object.entries(err.metadata).map(([k, v]) => [cut(k, 128), cut(v, 256)]));
   const details = [
     {
       typeUrl: "type.googleapis.com/google.rpc.ErrorInfo",
-      value: Buffer.from(ErrorInfo.encode({ reason: err.reason, domain: ERROR_DOMAIN, metadata: { ...err.metadata } }).finish()),
+      value: Buffer.from(ErrorInfo.encode({ reason: err.reason, domain: ERROR_DOMAIN, metadata }).finish()),
     },
   ];
   if (err.fieldViolations.length) {
     details.push({
       typeUrl: "type.googleapis.com/google.rpc.BadRequest",
       value: Buffer.from(BadRequest.encode({
-        fieldViolations: err.fieldViolations.map((v) => ({ field: v.field, description: v.description, reason: "", localizedMessage: undefined })),
+        fieldViolations: err.fieldViolations.map((v) => ({ field: cut(v.field, 256), description: cut(v.description, 512), reason: "", localizedMessage: undefined })),
       }).finish()),
     });
   }
-  const metadata = new Metadata();
-  metadata.set("grpc-status-details-bin", Buffer.from(Status.encode({ code: err.code, message: err.message, details }).finish()));
-  return { code: err.code, details: err.message, message: err.message, metadata };
+  const message = cut(err.message);
+  const trailers = new Metadata();
+  trailers.set("grpc-status-details-bin", Buffer.from(Status.encode({ code: err.code, message, details }).finish()));
+  return { code: err.code, details: message, message, metadata: trailers };
 }
 
 /** Decodes the standard details of a gRPC error (clients and tests use it). */

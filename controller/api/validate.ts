@@ -70,11 +70,20 @@ export function encodePageToken(cursor: unknown): string {
   return Buffer.from(JSON.stringify(cursor), "utf8").toString("base64url");
 }
 
+/** Whether every number in `v` is finite. */
+function allFinite(v: unknown): boolean {
+  if (typeof v === "number") return Number.isFinite(v);
+  if (Array.isArray(v)) return v.every(allFinite);
+  if (v && typeof v === "object") return Object.values(v).every(allFinite);
+  return true;
+}
+
 export function decodePageToken<T>(token: string, check: (v: unknown) => v is T): T | undefined {
   if (!token) return undefined;
   try {
     const v: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    if (check(v)) return v;
+    // JSON numbers may overflow to Infinity (1e400): no token this API wrote holds one.
+    if (allFinite(v) && check(v)) return v;
   } catch {
     // fall through
   }
