@@ -38,11 +38,10 @@ export async function visible(q: Pool | PoolConnection, who: Principal, uuid: st
   return inst;
 }
 
-/** The server and the operation of `requestId` on it. */
-export async function accepted(pool: Pool, inst: Instance, requestId = inst.requestId, imageId?: string): Promise<Accepted> {
-  const action = await findAction(pool, inst.uuid, requestId);
-  const operation = action ? await getActionById(pool, action.id) : null;
-  if (!operation) throw new Error(`server ${inst.uuid} has no action for request ${requestId}`);
+/** The server and its operation, the action `actionId`. */
+export async function accepted(pool: Pool, inst: Instance, actionId: number, imageId?: string): Promise<Accepted> {
+  const operation = await getActionById(pool, actionId);
+  if (!operation) throw new Error(`server ${inst.uuid} has no action ${actionId}`);
   imageId ??= operation.imageId ?? undefined;
   return { instance: inst, operation, ...(imageId ? { imageId } : {}) };
 }
@@ -95,6 +94,7 @@ export async function act(
   body: (tx: Tx, inst: Instance, actionId: number) => Promise<Step>,
 ): Promise<Accepted> {
   const name = actionName(action);
+  let actionId = 0;
   const step = await withTx(ctx.pool, async (conn): Promise<Step> => {
     const inst = await visible(conn, who, uuid, true);
     const prior = await findAction(conn, uuid, requestId);
@@ -106,6 +106,7 @@ export async function act(
         });
       }
       checkSameRequest(requestId, name, prior.request, request);
+      actionId = prior.id;
       return { instance: inst };
     }
     // A deleted server is gone for every new action, as in Nova.
@@ -129,8 +130,8 @@ export async function act(
     const tx = new Tx(conn, ctx);
     const deadline = rule.task ? tx.task(rule.task).taskDeadline : null;
     const state = rule.scheduled ? "PENDING" : "RUNNING";
-    const actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: who.projectId, action: name, state, deadline, request });
+    actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: who.projectId, action: name, state, deadline, request });
     return body(tx, inst, actionId);
   });
-  return accepted(ctx.pool, step.instance, requestId, step.imageId);
+  return accepted(ctx.pool, step.instance, actionId, step.imageId);
 }

@@ -94,7 +94,7 @@ export class PlacementWorker extends PumpWorker {
       ignoreHosts: inst.triedHosts,
       imageId: build.imageOf(inst),
     });
-    const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx.conn, spec, () => true);
+    const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx, spec, () => true);
     if (host) return build.placed(tx, inst, action, host.host, alternates);
     return build.noHost(tx, inst, action, noValidHostFault(placement, lostClaims));
   }
@@ -123,7 +123,7 @@ export class PlacementWorker extends PumpWorker {
       extraSpecs: m.newFlavor.extraSpecs,
     });
     await moveAllocations(conn, inst.uuid, m.id);
-    const { placement, host, lostClaims } = await this.placeAndClaim(conn, spec, (h) => m.requestedHost === null || h.host === m.requestedHost);
+    const { placement, host, lostClaims } = await this.placeAndClaim(tx, spec, (h) => m.requestedHost === null || h.host === m.requestedHost);
     if (host) {
       await updateMigration(conn, m.id, { status: "MIGRATING", targetHost: host.host, triedHosts: [...m.triedHosts, host.host] });
       await instantEvent(conn, { actionId: m.actionId, event: "schedule", host: host.host, result: "Success" });
@@ -163,14 +163,14 @@ export class PlacementWorker extends PumpWorker {
    * they are, not as this scheduler last saw them.
    */
   private async placeAndClaim(
-    conn: PoolConnection,
+    tx: Tx,
     spec: RequestSpec,
     eligible: (h: HostState) => boolean,
   ): Promise<{ placement: Placement; host: HostState | null; lostClaims: number; alternates: string[] }> {
     let force = false;
     for (let round = 1; ; round++) {
       const placement = this.pipeline.place([...(await this.view(force))].filter(eligible), spec);
-      const { host, lost } = await this.claimBest(conn, placement, spec);
+      const { host, lost } = await this.claimBest(tx, placement, spec);
       if (host || lost.length === 0 || round === MAX_PLACEMENT_ROUNDS) {
         // Alternates: the candidates after the chosen one whose claim was not just lost.
         const after = host ? placement.candidates.slice(placement.candidates.indexOf(host) + 1) : [];
@@ -186,11 +186,11 @@ export class PlacementWorker extends PumpWorker {
    * view was stale (another scheduler or a report got there first), so the
    * next candidate is tried.
    */
-  private async claimBest(conn: PoolConnection, placement: Placement, spec: RequestSpec): Promise<{ host: HostState | null; lost: string[] }> {
-    const upSince = new Date(Date.now() - this.ctx.serviceDownTimeSeconds * 1000);
+  private async claimBest(tx: Tx, placement: Placement, spec: RequestSpec): Promise<{ host: HostState | null; lost: string[] }> {
+    const upSince = tx.upSince();
     const lost: string[] = [];
     for (const host of placement.candidates) {
-      if (await claim(conn, host.id, spec.instanceUuid, spec.resources, upSince)) {
+      if (await claim(tx.conn, host.id, spec.instanceUuid, spec.resources, upSince)) {
         this.hosts.consume(host.host, spec.resources);
         this.batchClaims.push({ host: host.host, resources: spec.resources });
         return { host, lost };

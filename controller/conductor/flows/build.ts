@@ -44,14 +44,16 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
   };
   /** The server a repeated request id made, if this is the same request. */
   const replay = async (first: Instance) => {
-    checkSameRequest(req.requestId, "create", (await findAction(ctx.pool, first.uuid, req.requestId))?.request ?? null, request);
-    return accepted(ctx.pool, first);
+    const action = await findAction(ctx.pool, first.uuid, req.requestId);
+    if (!action) throw new Error(`server ${first.uuid} has no action for request ${req.requestId}`);
+    checkSameRequest(req.requestId, "create", action.request, request);
+    return accepted(ctx.pool, first, action.id);
   };
   const existing = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
   if (existing) return replay(existing);
   const uuid = randomUUID();
   try {
-    const inst = await withTx(ctx.pool, async (conn) => {
+    const created = await withTx(ctx.pool, async (conn) => {
       const tx = new Tx(conn, ctx);
       const { store } = tx;
       const { taskDeadline } = tx.task("SCHEDULING");
@@ -72,10 +74,10 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
         },
         taskDeadline,
       );
-      await store.insertAction({ instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create", state: "PENDING", deadline: taskDeadline, request });
-      return tx.update(uuid, {});
+      const actionId = await store.insertAction({ instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create", state: "PENDING", deadline: taskDeadline, request });
+      return { inst: await tx.update(uuid, {}), actionId };
     });
-    return accepted(ctx.pool, inst);
+    return accepted(ctx.pool, created.inst, created.actionId);
   } catch (err) {
     // Two identical requests raced: the loser returns the winner's server.
     if (isDuplicateKey(err)) {
