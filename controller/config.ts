@@ -3,6 +3,8 @@
  * and its default, documented in one place (also printed by `--help`).
  */
 
+import type { LimitsConfig } from "./api/limits.js";
+import { DEFAULT_LIMITS } from "./api/limits.js";
 import { ALGORITHMS, DEFAULT_MULTIPLIERS, type Algorithm, type PipelineOptions, type WeigherMultipliers } from "./scheduler/pipeline.js";
 export interface ControllerConfig {
   /** gRPC listen address (`--listen`, NOVAMESH_LISTEN). */
@@ -73,6 +75,27 @@ export interface ControllerConfig {
    * NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST). Cold migrations always leave it.
    */
   readonly allowResizeToSameHost: boolean;
+  /** Requests per second a member token may make; 0 for no limit (NOVAMESH_RATE_LIMIT). */
+  readonly rateLimit: number;
+  /** Requests a member token may make at once before the rate applies (NOVAMESH_RATE_BURST). */
+  readonly rateBurst: number;
+  /** Requests per second an admin token may make; 0 (the default) for no limit (NOVAMESH_ADMIN_RATE_LIMIT). */
+  readonly adminRateLimit: number;
+  /** Requests an admin token may make at once before its rate applies (NOVAMESH_ADMIN_RATE_BURST). */
+  readonly adminRateBurst: number;
+  /** Streams (WatchServers, image data) one token may hold open at once; 0 for no cap (NOVAMESH_MAX_STREAMS_PER_TOKEN). */
+  readonly maxStreamsPerToken: number;
+  /** Streams this controller serves at once, all tokens together; 0 for no cap (NOVAMESH_MAX_STREAMS). */
+  readonly maxStreams: number;
+  /** AgentService/Connect streams one token may hold open at once; 0 for no cap (NOVAMESH_MAX_AGENT_STREAMS_PER_TOKEN). */
+  readonly maxAgentStreamsPerToken: number;
+  /** Milliseconds between reads of the change log for other controllers' commits (NOVAMESH_WATCH_POLL_MS). */
+  readonly watchPollMs: number;
+  /**
+   * Changes a WatchServers stream may have waiting for its client; one that
+   * falls further behind ends with ABORTED and resumes (NOVAMESH_WATCH_BUFFER).
+   */
+  readonly watchBuffer: number;
   /** Log level: trace, debug, info, warn, error (NOVAMESH_LOG_LEVEL). */
   readonly logLevel: string;
   /**
@@ -111,6 +134,15 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   reaperGraceSeconds: 20,
   resizeConfirmWindowSeconds: 86400,
   allowResizeToSameHost: false,
+  rateLimit: DEFAULT_LIMITS.ratePerSecond,
+  rateBurst: DEFAULT_LIMITS.rateBurst,
+  adminRateLimit: DEFAULT_LIMITS.adminRatePerSecond,
+  adminRateBurst: DEFAULT_LIMITS.adminRateBurst,
+  maxStreamsPerToken: DEFAULT_LIMITS.maxStreamsPerToken,
+  maxStreams: DEFAULT_LIMITS.maxStreams,
+  maxAgentStreamsPerToken: DEFAULT_LIMITS.maxAgentStreamsPerToken,
+  watchPollMs: 250,
+  watchBuffer: 1000,
   logLevel: "info",
   holdOutbox: false,
 };
@@ -146,6 +178,15 @@ const SPECS: readonly Spec[] = [
   { key: "reaperGraceSeconds", flag: "--reaper-grace", env: "NOVAMESH_REAPER_GRACE", kind: "number" },
   { key: "resizeConfirmWindowSeconds", flag: "--resize-confirm-window", env: "NOVAMESH_RESIZE_CONFIRM_WINDOW", kind: "number" },
   { key: "allowResizeToSameHost", flag: "--allow-resize-to-same-host", env: "NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST", kind: "boolean" },
+  { key: "rateLimit", flag: "--rate-limit", env: "NOVAMESH_RATE_LIMIT", kind: "number" },
+  { key: "rateBurst", flag: "--rate-burst", env: "NOVAMESH_RATE_BURST", kind: "number" },
+  { key: "adminRateLimit", flag: "--admin-rate-limit", env: "NOVAMESH_ADMIN_RATE_LIMIT", kind: "number" },
+  { key: "adminRateBurst", flag: "--admin-rate-burst", env: "NOVAMESH_ADMIN_RATE_BURST", kind: "number" },
+  { key: "maxStreamsPerToken", flag: "--max-streams-per-token", env: "NOVAMESH_MAX_STREAMS_PER_TOKEN", kind: "number" },
+  { key: "maxStreams", flag: "--max-streams", env: "NOVAMESH_MAX_STREAMS", kind: "number" },
+  { key: "maxAgentStreamsPerToken", flag: "--max-agent-streams-per-token", env: "NOVAMESH_MAX_AGENT_STREAMS_PER_TOKEN", kind: "number" },
+  { key: "watchPollMs", flag: "--watch-poll-ms", env: "NOVAMESH_WATCH_POLL_MS", kind: "number" },
+  { key: "watchBuffer", flag: "--watch-buffer", env: "NOVAMESH_WATCH_BUFFER", kind: "number" },
   { key: "logLevel", flag: "--log-level", env: "NOVAMESH_LOG_LEVEL", kind: "string" },
   { key: "holdOutbox", flag: "--fault-hold-outbox", env: "NOVAMESH_FAULT_HOLD_OUTBOX", kind: "boolean" },
 ];
@@ -182,7 +223,30 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
   }
   const cfg = out as unknown as ControllerConfig;
   pipelineOptions(cfg); // validates the scheduler settings
+  limitsOf(cfg); // and the limits
+  if (!Number.isInteger(cfg.watchPollMs) || cfg.watchPollMs < 10) throw new ConfigError("--watch-poll-ms: expected a whole number ≥ 10");
+  if (!Number.isInteger(cfg.watchBuffer) || cfg.watchBuffer < 1) throw new ConfigError("--watch-buffer: expected a whole number ≥ 1");
   return cfg;
+}
+
+/**
+ * The API's limits from the configuration (see api/limits.ts); stream caps
+ * must be whole numbers, a burst of 0 is one second of the rate. Bad values are ConfigErrors
+ * naming the flag.
+ */
+export function limitsOf(cfg: ControllerConfig): LimitsConfig {
+  for (const [flag, v] of [["--max-streams-per-token", cfg.maxStreamsPerToken], ["--max-streams", cfg.maxStreams], ["--max-agent-streams-per-token", cfg.maxAgentStreamsPerToken]] as const) {
+    if (!Number.isInteger(v) || v < 0) throw new ConfigError(`${flag}: expected a whole number ≥ 0 (0: no cap)`);
+  }
+  return {
+    ratePerSecond: cfg.rateLimit,
+    rateBurst: cfg.rateBurst >= 1 ? cfg.rateBurst : Math.max(1, cfg.rateLimit),
+    adminRatePerSecond: cfg.adminRateLimit,
+    adminRateBurst: cfg.adminRateBurst >= 1 ? cfg.adminRateBurst : Math.max(1, cfg.adminRateLimit),
+    maxStreamsPerToken: cfg.maxStreamsPerToken,
+    maxStreams: cfg.maxStreams,
+    maxAgentStreamsPerToken: cfg.maxAgentStreamsPerToken,
+  };
 }
 
 const MULTIPLIER_KEYS: Record<string, keyof WeigherMultipliers> = {

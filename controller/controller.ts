@@ -30,12 +30,13 @@ import { addHealth } from "./api/health.js";
 import type { HealthSetter } from "./api/health.js";
 import { addReflection } from "./api/reflection.js";
 import { tolerant } from "./api/decode.js";
+import { Limits } from "./api/limits.js";
 import { serverService } from "./api/server-service.js";
-import { ServerWatcher } from "./api/watch.js";
+import { ChangeFeed } from "./api/watch.js";
 import { OutboxPublisher } from "./bus/outbox-publisher.js";
 import { HostQueries } from "./bus/host-queries.js";
 import type { ControllerConfig } from "./config.js";
-import { DEFAULT_CONFIG, pipelineOptions } from "./config.js";
+import { DEFAULT_CONFIG, limitsOf, pipelineOptions } from "./config.js";
 import { AggregateServiceService } from "../gen/novamesh/compute/v1/aggregate.js";
 import { SchedulerServiceService } from "../gen/novamesh/compute/v1/scheduler.js";
 import { ServerGroupServiceService } from "../gen/novamesh/compute/v1/server_group.js";
@@ -80,6 +81,7 @@ export class Controller {
   private placement: PlacementWorker | null = null;
   private reaper: Reaper | null = null;
   private setHealth: HealthSetter | null = null;
+  private changeFeed: ChangeFeed | null = null;
   /** The port the gRPC server listens on (after start). */
   port = 0;
 
@@ -91,6 +93,12 @@ export class Controller {
   get database(): Pool {
     if (!this.pool) throw new Error("controller not started");
     return this.pool;
+  }
+
+  /** The change feed behind WatchServers (after start). */
+  get feed(): ChangeFeed {
+    if (!this.changeFeed) throw new Error("controller not started");
+    return this.changeFeed;
   }
 
   async start(): Promise<void> {
@@ -117,7 +125,7 @@ export class Controller {
       softRebootTimeoutSeconds: cfg.softRebootTimeoutSeconds,
       allowResizeToSameHost: cfg.allowResizeToSameHost,
     };
-    const watcher = new ServerWatcher(pool);
+    const feed = (this.changeFeed = new ChangeFeed(pool, { pollMs: cfg.watchPollMs, buffer: cfg.watchBuffer, log: this.log }));
     // The scheduler's host view reads through connections of its own (see HostCache).
     const hostsPool = (this.hostsPool = await openPool(cfg.databaseUrl, { connectionLimit: 2 }));
     const hosts = new HostCache(() => loadHostStates(hostsPool, cfg.serviceDownTimeSeconds), { maxAgeMs: 2000 });
@@ -134,7 +142,7 @@ export class Controller {
       if (changes.has("hosts")) hosts.invalidate();
       if (changes.has("placements")) placement.kick();
       if (changes.has("outbox") && !cfg.holdOutbox) publisher.kick();
-      if (changes.has("servers")) watcher.notify();
+      if (changes.has("servers")) feed.notify();
     });
     const agents = agentConductor(ctx, {
       jsm,
@@ -150,10 +158,10 @@ export class Controller {
       },
     });
 
-    const deps = { pool, log: this.log };
+    const deps = { pool, log: this.log, limits: new Limits(limitsOf(cfg)) };
     const server = (this.server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.max_receive_message_length": 16 * 1024 * 1024 }));
-    server.addService(tolerant(ServerServiceService), serverService(deps, ctx, watcher, new HostQueries(nc, cfg.opsSubjectPrefix)));
-    server.addService(tolerant(OperationServiceService), operationService(deps, ctx, watcher));
+    server.addService(tolerant(ServerServiceService), serverService(deps, ctx, feed, new HostQueries(nc, cfg.opsSubjectPrefix)));
+    server.addService(tolerant(OperationServiceService), operationService(deps, ctx, feed));
     server.addService(tolerant(FlavorServiceService), flavorService(deps));
     server.addService(tolerant(ImageServiceService), imageService(deps, new ImageBytes(nc, cfg.imageBucket)));
     server.addService(tolerant(HostServiceService), hostService(deps, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds }));

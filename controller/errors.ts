@@ -6,6 +6,12 @@ export interface FieldViolation {
   readonly description: string;
 }
 
+/** An exceeded limit, as google.rpc.QuotaFailure.Violation. */
+export interface QuotaViolation {
+  readonly subject: string;
+  readonly description: string;
+}
+
 /**
  * The one error class of the controller: carries a gRPC status code, a
  * machine-readable reason (google.rpc.ErrorInfo) and, for bad input, the
@@ -16,6 +22,10 @@ export class ApiError extends Error {
   readonly reason: string;
   readonly fieldViolations: readonly FieldViolation[];
   readonly metadata: Readonly<Record<string, string>>;
+  /** When the caller may try again (google.rpc.RetryInfo), for limits. */
+  readonly retryDelayMs: number | undefined;
+  /** The limits that were exceeded (google.rpc.QuotaFailure). */
+  readonly quotaViolations: readonly QuotaViolation[];
 
   constructor(
     code: status,
@@ -24,6 +34,8 @@ export class ApiError extends Error {
       reason?: string;
       fieldViolations?: readonly FieldViolation[];
       metadata?: Record<string, string>;
+      retryDelayMs?: number;
+      quotaViolations?: readonly QuotaViolation[];
       cause?: unknown;
     } = {},
   ) {
@@ -33,6 +45,8 @@ export class ApiError extends Error {
     this.reason = opts.reason ?? status[code] ?? "UNKNOWN";
     this.fieldViolations = opts.fieldViolations ?? [];
     this.metadata = opts.metadata ?? {};
+    this.retryDelayMs = opts.retryDelayMs;
+    this.quotaViolations = opts.quotaViolations ?? [];
   }
 }
 

@@ -7,7 +7,8 @@ import { TaskState as PbTaskState } from "../../gen/novamesh/compute/v1/server.j
 import type { TaskState } from "../domain/states.js";
 import { fromEnum, powerStateFromProto } from "./convert.js";
 import type { RpcDeps } from "./rpc.js";
-import { authenticate, endWithError } from "./rpc.js";
+import { admitAgentStream, authenticate, endWithError } from "./rpc.js";
+import { decoded } from "./decode.js";
 
 const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
 
@@ -45,11 +46,18 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
       };
       const principalP = authenticate(deps.pool, call.metadata).then((p) => {
         if (p.role !== "agent" && p.role !== "admin") throw permissionDenied("AgentService needs a token with the agent or admin role");
+        admitAgentStream(deps, p, call);
         return p;
       });
       principalP.catch(fail);
 
-      call.on("data", (msg: ConnectRequest) => {
+      call.on("data", (raw: ConnectRequest) => {
+        let msg: ConnectRequest;
+        try {
+          msg = decoded(raw);
+        } catch (err) {
+          return fail(err);
+        }
         const body = msg.body;
         if (!body) return fail(invalidArgument("body", "empty message"));
         switch (body.$case) {

@@ -21,6 +21,7 @@ import { imageToProto } from "./convert.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
 import { clientStream, isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
+import { decoded } from "./decode.js";
 
 const DISK_FORMATS = ["qcow2", "raw", "iso", "vmdk", "vdi", "vhd", "vhdx", "ami", "aki", "ari"];
 const CONTAINER_FORMATS = ["bare", "ovf", "ova", "ami", "aki", "ari"];
@@ -48,7 +49,12 @@ export function imageService(deps: RpcDeps, bytes: ImageBytes): ImageServiceServ
 
   /** The upload's body once the header is checked: streams chunks into the store and verifies them. */
   async function upload(call: ServerReadableStream<UploadImageDataRequest, UploadImageDataResponse>, ctx: CallContext): Promise<UploadImageDataResponse> {
-    const messages = call[Symbol.asyncIterator]() as AsyncIterator<UploadImageDataRequest>;
+    const incoming = call[Symbol.asyncIterator]() as AsyncIterator<UploadImageDataRequest>;
+    // A message that could not be decoded is INVALID_ARGUMENT naming the request.
+    const messages = { next: async () => {
+      const n = await incoming.next();
+      return n.done ? n : { done: false as const, value: decoded(n.value) };
+    } };
     const first = await messages.next();
     if (first.done || first.value.part?.$case !== "header") throw invalidArgument("header", "the first message must carry the header");
     const h = first.value.part.header;

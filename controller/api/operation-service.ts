@@ -10,14 +10,14 @@ import { fromEnum, operationToProto, parseOperationName } from "./convert.js";
 import type { RpcDeps } from "./rpc.js";
 import { isAdmin, unary } from "./rpc.js";
 import * as v from "./validate.js";
-import type { ServerWatcher } from "./watch.js";
+import type { ChangeFeed } from "./watch.js";
 
 /**
  * OperationService: Get, List, Wait and Cancel over the instance actions.
  * Wait is woken by the server change log (every step of an action changes
  * its server) and re-reads the operation at least every second.
  */
-export function operationService(deps: RpcDeps, conductor: ConductorContext, watcher: ServerWatcher): OperationServiceServer {
+export function operationService(deps: RpcDeps, conductor: ConductorContext, feed: ChangeFeed): OperationServiceServer {
   const { pool } = deps;
 
   async function load(who: Principal, name: string): Promise<InstanceAction> {
@@ -60,7 +60,7 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, wat
       const deadline = Date.now() + timeout * 1000;
       let op = await load(ctx.principal, req.name);
       while (!isDone(op) && Date.now() < deadline && !ctx.signal.aborted) {
-        await watcher.changed(Math.min(1000, deadline - Date.now()), ctx.signal);
+        await feed.changed(Math.min(1000, deadline - Date.now()), ctx.signal);
         op = (await getAction(pool, op.instanceUuid, op.requestId)) ?? op;
       }
       return { operation: operationToProto(op) };

@@ -6,6 +6,7 @@ import type { Pool } from "../store/db.js";
 import { principalForSecret } from "../store/tokens.js";
 import { toServiceError } from "./status.js";
 import { decoded } from "./decode.js";
+import type { Limits } from "./limits.js";
 
 /** What every handler gets: the caller and a logger bound to the request. */
 export interface CallContext {
@@ -37,6 +38,8 @@ export function isAdmin(ctx: CallContext): boolean {
 export interface RpcDeps {
   readonly pool: Pool;
   readonly log: Logger;
+  /** Per-token rate limits and stream caps, applied by the wrappers below to every call. */
+  readonly limits: Limits;
 }
 
 function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiError>): void {
@@ -44,11 +47,33 @@ function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiErr
   else log.debug({ method, code: err.code, reason: err.reason }, err.message);
 }
 
-/** The context of a public call: its caller (agent tokens refused) and a bound logger. */
-async function openCall(deps: RpcDeps, md: Metadata, method: string, signal: AbortSignal): Promise<CallContext> {
+/**
+ * The context of a public call: its caller (agent tokens refused) and a
+ * bound logger, once the caller's token is within its rate (and, for a
+ * stream, its stream caps: `stream` is then told how to close the stream's
+ * count, which the caller must do when the call ends).
+ */
+async function openCall(deps: RpcDeps, md: Metadata, method: string, signal: AbortSignal, stream?: (close: () => void) => void): Promise<CallContext> {
   const principal = await authenticate(deps.pool, md);
   if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
+  deps.limits.admit(principal);
+  if (stream) stream(deps.limits.openStream(principal));
   return { principal, log: deps.log.child({ method, project: principal.projectId }), signal };
+}
+
+/** Calls `close` once the call is over, however it ends (or at once if it already is). */
+function whenOver(call: { on(event: string, fn: () => void): unknown; cancelled?: boolean }, close: () => void): void {
+  for (const event of ["close", "finish", "cancelled", "error"]) call.on(event, close);
+  if (call.cancelled) close();
+}
+
+/**
+ * Admits an AgentService/Connect stream of `principal`: within the cap of
+ * agent streams per token. Its messages are not rate limited (agents report
+ * every second). The stream's count is closed when the call is over.
+ */
+export function admitAgentStream(deps: RpcDeps, principal: Principal, call: { on(event: string, fn: () => void): unknown; cancelled?: boolean }): void {
+  whenOver(call, deps.limits.openAgentStream(principal));
 }
 
 /** Answers a call with one response: authentication (agents excluded), error mapping, logging. */
@@ -58,11 +83,14 @@ function answer<Res>(
   call: ServerUnaryCall<unknown, Res> | ServerReadableStream<unknown, Res>,
   fn: (ctx: CallContext) => Promise<Res>,
   cb: sendUnaryData<Res>,
+  stream = false,
 ): void {
   const ac = new AbortController();
   call.on("cancelled", () => ac.abort());
-  openCall(deps, call.metadata, method, ac.signal)
+  let close = () => {};
+  openCall(deps, call.metadata, method, ac.signal, stream ? (c) => whenOver(call, (close = c)) : undefined)
     .then(fn)
+    .finally(() => close())
     .then(
       (res) => cb(null, res),
       (e) => {
@@ -91,7 +119,7 @@ export function clientStream<Req, Res>(
   method: string,
   fn: (call: ServerReadableStream<Req, Res>, ctx: CallContext) => Promise<Res>,
 ): (call: ServerReadableStream<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => answer(deps, method, call, (ctx) => fn(call, ctx), cb);
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(call, ctx), cb, true);
 }
 
 /**
@@ -113,8 +141,10 @@ export function serverStream<Req, Res>(
     const ac = new AbortController();
     call.on("cancelled", () => ac.abort());
     call.on("close", () => ac.abort());
-    openCall(deps, call.metadata, method, ac.signal)
+    let close = () => {};
+    openCall(deps, call.metadata, method, ac.signal, (c) => whenOver(call, (close = c)))
       .then((ctx) => fn(decoded(call.request), ctx, call))
+      .finally(() => close())
       .then(
         () => call.end(),
         (e) => {

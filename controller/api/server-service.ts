@@ -1,3 +1,4 @@
+import { once } from "node:events";
 import { placementOf } from "./placement-args.js";
 import type { ServerServiceServer } from "../../gen/novamesh/compute/v1/server.js";
 import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/compute/v1/server.js";
@@ -8,7 +9,7 @@ import { build, deletion, image as images, liveMigration, lock, power, rebuild, 
 import type { ServerStatus } from "../domain/states.js";
 import { statusFilter } from "../domain/states.js";
 import type { HostQueries } from "../bus/host-queries.js";
-import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { ApiError, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { listActions } from "../store/actions.js";
 import { getFlavor, getImage } from "../store/catalog.js";
 import { currentServers, listInstances } from "../store/instances.js";
@@ -20,7 +21,7 @@ import { actionToProto, fromEnum, migrationToProto, operationToProto, serverToPr
 import type { CallContext, RpcDeps } from "./rpc.js";
 import { isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
-import type { ServerWatcher } from "./watch.js";
+import type { ChangeFeed } from "./watch.js";
 
 /** The response of a server action: the server and its operation. */
 function accepted(a: Accepted) {
@@ -29,7 +30,7 @@ function accepted(a: Accepted) {
 
 type IdRequest = { id: string; requestId: string };
 
-export function serverService(deps: RpcDeps, conductor: ConductorContext, watcher: ServerWatcher, queries: HostQueries): ServerServiceServer {
+export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: ChangeFeed, queries: HostQueries): ServerServiceServer {
   const { pool } = deps;
   /** A server action that takes only the server id and a request id. */
   const simple = (name: string, fn: (who: CallContext["principal"], id: string, requestId: string) => Promise<Accepted>) =>
@@ -209,8 +210,14 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, watche
       const serverId = req.serverId ? v.uuid("server_id", req.serverId) : undefined;
       if (serverId) await visible(pool, ctx.principal, serverId);
       const projectId = req.allProjects ? undefined : isAdmin(ctx) && serverId ? undefined : ctx.principal.projectId;
+      // Ends the stream at once when the watch must end (fell behind), even while its client reads nothing.
+      const stop = new AbortController();
+      const onStop = () => stop.abort();
+      ctx.signal.addEventListener("abort", onStop, { once: true });
       const send = async (m: { index: number; time: Date; server: ReturnType<typeof serverToProto>; initial: boolean }) => {
-        if (!call.write(m)) await new Promise((r) => call.once("drain", r));
+        if (call.write(m)) return;
+        await Promise.race([once(call, "drain"), once(stop.signal, "abort")]);
+        if (stop.signal.reason instanceof ApiError) throw stop.signal.reason;
       };
       let afterIndex = req.afterIndex > 0 ? req.afterIndex : undefined;
       if (req.sendInitialState) {
@@ -223,8 +230,13 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, watche
         }
         afterIndex = at;
       }
-      for await (const change of watcher.watch({ afterIndex, projectId, instanceUuid: serverId, signal: ctx.signal })) {
-        await send({ index: change.index, time: change.time, server: serverToProto(change.instance), initial: false });
+      try {
+        const changes = feed.watch({ afterIndex, projectId, instanceUuid: serverId, signal: ctx.signal, onFailure: (err) => stop.abort(err) });
+        for await (const change of changes) {
+          await send({ index: change.index, time: change.time, server: serverToProto(change.instance), initial: false });
+        }
+      } finally {
+        ctx.signal.removeEventListener("abort", onStop);
       }
     }),
   };

@@ -1,6 +1,6 @@
 import { Metadata, status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
-import { BadRequest, ErrorInfo } from "../../gen/google/rpc/error_details.js";
+import { BadRequest, ErrorInfo, QuotaFailure, RetryInfo } from "../../gen/google/rpc/error_details.js";
 import { Status } from "../../gen/google/rpc/status.js";
 import type { ApiError } from "../errors.js";
 
@@ -35,6 +35,21 @@ export function toServiceError(err: ApiError): Partial<ServiceError> {
       }).finish()),
     });
   }
+  if (err.retryDelayMs !== undefined) {
+    const ms = Math.max(0, Math.ceil(err.retryDelayMs));
+    details.push({
+      typeUrl: "type.googleapis.com/google.rpc.RetryInfo",
+      value: Buffer.from(RetryInfo.encode({ retryDelay: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 } }).finish()),
+    });
+  }
+  if (err.quotaViolations.length) {
+    details.push({
+      typeUrl: "type.googleapis.com/google.rpc.QuotaFailure",
+      value: Buffer.from(QuotaFailure.encode(QuotaFailure.fromPartial({
+        violations: err.quotaViolations.map((v) => ({ subject: cut(v.subject, 256), description: cut(v.description, 512) })),
+      })).finish()),
+    });
+  }
   const message = cut(err.message);
   const trailers = new Metadata();
   trailers.set("grpc-status-details-bin", Buffer.from(Status.encode({ code: err.code, message, details }).finish()));
@@ -42,14 +57,16 @@ export function toServiceError(err: ApiError): Partial<ServiceError> {
 }
 
 /** Decodes the standard details of a gRPC error (clients and tests use it). */
-export function decodeStatusDetails(md: Metadata | undefined): { errorInfo?: ErrorInfo; badRequest?: BadRequest } {
+export function decodeStatusDetails(md: Metadata | undefined): { errorInfo?: ErrorInfo; badRequest?: BadRequest; retryInfo?: RetryInfo; quotaFailure?: QuotaFailure } {
   const raw = md?.get("grpc-status-details-bin")[0];
   if (!raw) return {};
   const st = Status.decode(typeof raw === "string" ? Buffer.from(raw, "base64") : raw);
-  const out: { errorInfo?: ErrorInfo; badRequest?: BadRequest } = {};
+  const out: { errorInfo?: ErrorInfo; badRequest?: BadRequest; retryInfo?: RetryInfo; quotaFailure?: QuotaFailure } = {};
   for (const d of st.details) {
     if (d.typeUrl.endsWith("google.rpc.ErrorInfo")) out.errorInfo = ErrorInfo.decode(d.value);
     if (d.typeUrl.endsWith("google.rpc.BadRequest")) out.badRequest = BadRequest.decode(d.value);
+    if (d.typeUrl.endsWith("google.rpc.RetryInfo")) out.retryInfo = RetryInfo.decode(d.value);
+    if (d.typeUrl.endsWith("google.rpc.QuotaFailure")) out.quotaFailure = QuotaFailure.decode(d.value);
   }
   return out;
 }
