@@ -24,7 +24,7 @@ export function flavorService(deps: RpcDeps): FlavorServiceServer {
         vcpus: v.intRange("flavor.vcpus", f.vcpus, 1, 1024),
         ramMb: v.intRange("flavor.ram_mb", f.ramMb, 1, 4194304),
         diskGb: v.intRange("flavor.disk_gb", f.diskGb, 0, 65536),
-        description: v.text("flavor.description", f.description, 65535),
+        description: v.text("flavor.description", f.description, 65535, 65535),
         extraSpecs: v.metadata("flavor.extra_specs", f.extraSpecs),
       };
       try {

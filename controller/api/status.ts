@@ -14,9 +14,21 @@ export const ERROR_DOMAIN = "novamesh.io";
 /** Texts of an error (its message, a field's description, metadata values) are cut to this many characters. */
 export const MAX_ERROR_TEXT = 1024;
 
-/** `s` cut to `max` characters, saying how much was left out: an error never echoes input of any length. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * `s` cut to `max` characters, saying how much was left out: an error never
+ * echoes input of any length. The cut never splits a surrogate pair, and a
+ * lone surrogate the input had becomes U+FFFD: grpc-js URI-encodes the
+ * message into a header, which throws (and ends the process) on one.
+ */
 export function cut(s: string, max = MAX_ERROR_TEXT): string {
-  return s.length <= max ? s : `${s.slice(0, max)}… (${s.length - max} more characters)`;
+  let out = s;
+  if (s.length > max) {
+    const end = /[\uD800-\uDBFF]/.test(s[max - 1] ?? "") ? max - 1 : max;
+    out = `${s.slice(0, end)}… (${s.length - end} more characters)`;
+  }
+  return out.replace(LONE_SURROGATE, "\uFFFD");
 }
 
 export function toServiceError(err: ApiError): Partial<ServiceError> {

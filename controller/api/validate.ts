@@ -21,9 +21,10 @@ export function name(field: string, v: string, max = 255): string {
   return t;
 }
 
-/** Optional free text up to max characters. */
-export function text(field: string, v: string, max = 255): string {
+/** Optional free text up to max characters (and, when given, up to maxBytes bytes in UTF-8, as a TEXT column holds). */
+export function text(field: string, v: string, max = 255, maxBytes?: number): string {
   if ([...v].length > max) throw invalidArgument(field, `must be at most ${max} characters`);
+  if (maxBytes !== undefined && Buffer.byteLength(v, "utf8") > maxBytes) throw invalidArgument(field, `must be at most ${maxBytes} bytes in UTF-8`);
   return v;
 }
 
