@@ -2526,6 +2526,11 @@ export const OpResultAck: MessageFns<OpResultAck> = {
 /**
  * AgentService is the stream between a compute agent and the controller.
  * It needs a token with the agent or admin role.
+ *
+ * A token holds a limited number of Connect streams at once: one more is
+ * refused with RESOURCE_EXHAUSTED (ErrorInfo reason RATE_LIMITED, metadata
+ * `limit` agent_streams_per_token; RetryInfo and QuotaFailure). Messages on
+ * an open stream are not rate limited.
  */
 export type AgentServiceService = typeof AgentServiceService;
 export const AgentServiceService = {

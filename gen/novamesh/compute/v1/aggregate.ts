@@ -1884,6 +1884,12 @@ export const ListAvailabilityZonesResponse: MessageFns<ListAvailabilityZonesResp
  * aggregate's hosts in that zone (over the zone their agent reports); a
  * host is in one zone, so a second aggregate that would put it in another
  * is refused. Every call but ListAvailabilityZones needs the admin role.
+ *
+ * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
+ * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying
+ * again, QuotaFailure the token or controller over its limit): the token
+ * made more requests than its rate allows, or a stream call when the token
+ * or the controller already holds as many open streams as it may.
  */
 export type AggregateServiceService = typeof AggregateServiceService;
 export const AggregateServiceService = {

@@ -35,7 +35,10 @@ export interface Flavor {
   ramMb: number;
   /** Root disk in GiB. */
   diskGb: number;
-  /** Free-form description. */
+  /**
+   * Free-form description: at most 65,535 characters and 65,535 bytes in
+   * UTF-8 (INVALID_ARGUMENT naming `flavor.description` otherwise).
+   */
   description: string;
   /** Scheduler and driver hints. */
   extraSpecs: { [key: string]: string };
@@ -979,6 +982,12 @@ export const DeleteFlavorResponse: MessageFns<DeleteFlavorResponse> = {
  * FlavorService manages flavors: the sizes servers come in. Nova's default
  * flavors m1.tiny, m1.small, m1.medium, m1.large and m1.xlarge exist after
  * install. Reading needs any valid token; writing needs the admin role.
+ *
+ * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
+ * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying
+ * again, QuotaFailure the token or controller over its limit): the token
+ * made more requests than its rate allows, or a stream call when the token
+ * or the controller already holds as many open streams as it may.
  */
 export type FlavorServiceService = typeof FlavorServiceService;
 export const FlavorServiceService = {

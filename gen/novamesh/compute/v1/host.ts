@@ -1534,6 +1534,12 @@ export const DisableServiceResponse: MessageFns<DisableServiceResponse> = {
  * HostService shows compute hosts to operators (`nova service-list`,
  * `nova hypervisor-list`) and lets them take a host out of scheduling.
  * Every call needs the admin role.
+ *
+ * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
+ * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying
+ * again, QuotaFailure the token or controller over its limit): the token
+ * made more requests than its rate allows, or a stream call when the token
+ * or the controller already holds as many open streams as it may.
  */
 export type HostServiceService = typeof HostServiceService;
 export const HostServiceService = {

@@ -724,6 +724,12 @@ export const DeleteTokenResponse: MessageFns<DeleteTokenResponse> = {
  * IdentityService issues the bearer tokens every call presents. A token
  * belongs to a project and has a role. The first admin token comes from the
  * controller's configuration. Every call needs the admin role.
+ *
+ * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
+ * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying
+ * again, QuotaFailure the token or controller over its limit): the token
+ * made more requests than its rate allows, or a stream call when the token
+ * or the controller already holds as many open streams as it may.
  */
 export type IdentityServiceService = typeof IdentityServiceService;
 export const IdentityServiceService = {

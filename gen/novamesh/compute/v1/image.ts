@@ -1765,6 +1765,12 @@ export const DownloadImageDataResponse: MessageFns<DownloadImageDataResponse> = 
  * object store bucket shared by every host; hosts fetch them by image id and
  * check them against `checksum`. Snapshots of servers are stored the same way
  * and can be downloaded like any image.
+ *
+ * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
+ * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying
+ * again, QuotaFailure the token or controller over its limit): the token
+ * made more requests than its rate allows, or a stream call when the token
+ * or the controller already holds as many open streams as it may.
  */
 export type ImageServiceService = typeof ImageServiceService;
 export const ImageServiceService = {

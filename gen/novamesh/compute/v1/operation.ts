@@ -1222,6 +1222,12 @@ export const CancelOperationResponse: MessageFns<CancelOperationResponse> = {
  * per action, named `servers/{server_id}/operations/{request_id}`, so a
  * client that set its own request_id knows the name before the call returns.
  * Operations of other projects are NOT_FOUND (admins see every project's).
+ *
+ * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
+ * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying
+ * again, QuotaFailure the token or controller over its limit): the token
+ * made more requests than its rate allows, or a stream call when the token
+ * or the controller already holds as many open streams as it may.
  */
 export type OperationServiceService = typeof OperationServiceService;
 export const OperationServiceService = {

@@ -854,7 +854,15 @@ export const ExplainPlacementResponse_RejectionsEntry: MessageFns<ExplainPlaceme
   },
 };
 
-/** SchedulerService (admin) explains placement. */
+/**
+ * SchedulerService (admin) explains placement.
+ *
+ * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
+ * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying
+ * again, QuotaFailure the token or controller over its limit): the token
+ * made more requests than its rate allows, or a stream call when the token
+ * or the controller already holds as many open streams as it may.
+ */
 export type SchedulerServiceService = typeof SchedulerServiceService;
 export const SchedulerServiceService = {
   /**

@@ -8773,6 +8773,12 @@ export const WatchServersResponse: MessageFns<WatchServersResponse> = {
  * not allow the action — named in the message and in ErrorInfo metadata
  * `vm_state` — or the server is locked and the caller is not an admin),
  * ABORTED (another task is running), UNAUTHENTICATED.
+ *
+ * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
+ * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying
+ * again, QuotaFailure the token or controller over its limit): the token
+ * made more requests than its rate allows, or a stream call when the token
+ * or the controller already holds as many open streams as it may.
  */
 export type ServerServiceService = typeof ServerServiceService;
 export const ServerServiceService = {
@@ -9173,7 +9179,14 @@ export const ServerServiceService = {
    * Streams server state changes as they are committed. Each event carries a
    * monotonically increasing index; pass the last index seen as
    * `after_index` to resume after a reconnect without missing events.
-   * Errors: INVALID_ARGUMENT, UNAUTHENTICATED.
+   * A stream whose client falls too far behind (more changes waiting for it
+   * than the controller's --watch-buffer) is ended with ABORTED, reason
+   * WATCH_FELL_BEHIND, ErrorInfo metadata `resume_after_index` the last
+   * index sent: watch again with after_index the last index received.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED (all_projects without the
+   * admin role), NOT_FOUND (server_id), ABORTED (fell behind, as above),
+   * RESOURCE_EXHAUSTED (too many open streams), UNAVAILABLE (the database),
+   * UNAUTHENTICATED.
    */
   watchServers: {
     path: "/novamesh.compute.v1.ServerService/WatchServers" as const,
@@ -9350,7 +9363,14 @@ export interface ServerServiceServer extends UntypedServiceImplementation {
    * Streams server state changes as they are committed. Each event carries a
    * monotonically increasing index; pass the last index seen as
    * `after_index` to resume after a reconnect without missing events.
-   * Errors: INVALID_ARGUMENT, UNAUTHENTICATED.
+   * A stream whose client falls too far behind (more changes waiting for it
+   * than the controller's --watch-buffer) is ended with ABORTED, reason
+   * WATCH_FELL_BEHIND, ErrorInfo metadata `resume_after_index` the last
+   * index sent: watch again with after_index the last index received.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED (all_projects without the
+   * admin role), NOT_FOUND (server_id), ABORTED (fell behind, as above),
+   * RESOURCE_EXHAUSTED (too many open streams), UNAVAILABLE (the database),
+   * UNAUTHENTICATED.
    */
   watchServers: handleServerStreamingCall<WatchServersRequest, WatchServersResponse>;
 }
@@ -9882,7 +9902,14 @@ export interface ServerServiceClient extends Client {
    * Streams server state changes as they are committed. Each event carries a
    * monotonically increasing index; pass the last index seen as
    * `after_index` to resume after a reconnect without missing events.
-   * Errors: INVALID_ARGUMENT, UNAUTHENTICATED.
+   * A stream whose client falls too far behind (more changes waiting for it
+   * than the controller's --watch-buffer) is ended with ABORTED, reason
+   * WATCH_FELL_BEHIND, ErrorInfo metadata `resume_after_index` the last
+   * index sent: watch again with after_index the last index received.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED (all_projects without the
+   * admin role), NOT_FOUND (server_id), ABORTED (fell behind, as above),
+   * RESOURCE_EXHAUSTED (too many open streams), UNAVAILABLE (the database),
+   * UNAUTHENTICATED.
    */
   watchServers(
     request: WatchServersRequest,

@@ -891,6 +891,12 @@ export const DeleteServerGroupResponse: MessageFns<DeleteServerGroupResponse> = 
  * create that cannot honour a hard policy ends in ERROR with a
  * NO_VALID_HOST fault naming the policy's filter. Groups belong to the
  * caller's project; admins see every project's.
+ *
+ * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
+ * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying
+ * again, QuotaFailure the token or controller over its limit): the token
+ * made more requests than its rate allows, or a stream call when the token
+ * or the controller already holds as many open streams as it may.
  */
 export type ServerGroupServiceService = typeof ServerGroupServiceService;
 export const ServerGroupServiceService = {
