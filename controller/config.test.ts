@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ConfigError, DEFAULT_CONFIG, loadConfig, pipelineOptions } from "./config.js";
+import { ConfigError, DEFAULT_CONFIG, limitsOf, loadConfig, pipelineOptions } from "./config.js";
 
 test("flags override environment, which overrides defaults", () => {
   const c = loadConfig(["--listen", "0.0.0.0:9000", "--max-attempts=5", "--fault-hold-outbox"], {
@@ -30,4 +30,14 @@ test("scheduler settings are checked: algorithm, subset size, multipliers, reser
   assert.throws(() => loadConfig(["--host-subset-size", "0"], {}), /--host-subset-size/);
   assert.throws(() => loadConfig(["--reserved-host-cpus", "1.5"], {}), /--reserved-host-cpus: expected a whole number/);
   assert.throws(() => loadConfig(["--cpu-allocation-ratio", "0"], {}), /--cpu-allocation-ratio: expected a number > 0/);
+});
+
+test("limits: flags and variables set them, stream caps must be whole, a burst of 0 is one second of the rate", () => {
+  const cfg = loadConfig(["--rate-limit", "10", "--rate-burst", "0", "--max-streams-per-token", "4", "--watch-buffer", "50"], { NOVAMESH_ADMIN_RATE_LIMIT: "20" });
+  const l = limitsOf(cfg);
+  assert.deepEqual([l.ratePerSecond, l.rateBurst, l.adminRatePerSecond, l.maxStreamsPerToken, cfg.watchBuffer], [10, 10, 20, 4, 50]);
+  assert.equal(limitsOf(DEFAULT_CONFIG).adminRatePerSecond, 0, "admins are not rate limited by default");
+  assert.throws(() => loadConfig(["--max-streams", "2.5"], {}), /--max-streams: expected a whole number/);
+  assert.throws(() => loadConfig(["--watch-buffer", "0"], {}), /--watch-buffer/);
+  assert.throws(() => loadConfig(["--watch-poll-ms", "1"], {}), /--watch-poll-ms/);
 });
