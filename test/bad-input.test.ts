@@ -95,6 +95,23 @@ describe("bad input", () => {
     assert.equal((await env.admin(ctl).hosts.listServices({})).services.length, 0, "no host was registered");
   });
 
+  test("an agent's report with a time no database column holds ends its stream with INVALID_ARGUMENT naming report.time", async () => {
+    const ctl = await env.startController();
+    const client = new AgentServiceClient(env.address(ctl), credentials.createInsecure());
+    const md = new Metadata();
+    md.set("authorization", `Bearer ${env.adminToken}`);
+    const call = client.connect(md);
+    const ended = new Promise<ServiceError>((resolve) => call.on("error", resolve));
+    const acked = new Promise<void>((resolve) => call.on("data", () => resolve()));
+    call.write(ConnectRequest.fromPartial({ body: { $case: "hello", hello: { host: `time${env.id}`, capacity: { vcpus: 4, memoryMb: 4096, diskGb: 10 } } } }));
+    await acked;
+    call.write(ConnectRequest.fromPartial({ body: { $case: "report", report: { time: new Date(Date.UTC(10000, 0, 1)), capacity: { vcpus: 4, memoryMb: 4096, diskGb: 10 } } } }));
+    const err = await ended;
+    client.close();
+    assert.equal(err.code, status.INVALID_ARGUMENT, err.details);
+    assert.deepEqual(decodeStatusDetails(err.metadata).badRequest?.fieldViolations.map((v) => v.field), ["report.time"]);
+  });
+
   test("an error never echoes input of any length: a 32,000-character flavor id is answered with a message cut short", async () => {
     const ctl = await env.startController();
     const admin = env.admin(ctl);

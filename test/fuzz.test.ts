@@ -212,8 +212,10 @@ class Mutator {
   }
 
   private fields(w: BinaryWriter, desc: DescMessage, depth: number): void {
+    // One member of each oneof (or none), so that every member gets its turn.
+    const chosen = new Set(desc.oneofs.map((o) => this.pick(o.fields)));
     for (const f of desc.fields) {
-      if (!this.chance(0.65)) continue;
+      if (f.oneof ? !chosen.has(f) || !this.chance(0.9) : !this.chance(0.65)) continue;
       this.field(w, f, depth);
     }
     // Fields this message does not have.

@@ -104,7 +104,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
                 freeMemoryMb: r.freeMemoryMb,
                 freeDiskGb: r.freeDiskGb,
                 instances,
-                time: r.time ?? new Date(),
+                time: agentTime("report.time", r.time) ?? new Date(),
               });
             });
             chain.catch(fail);
@@ -118,8 +118,8 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
                 opId: res.opId,
                 error: res.error && (res.error.code || res.error.message) ? { code: res.error.code, message: res.error.message, retryable: res.error.retryable } : null,
                 powerState: powerStateFromProto(res.powerState),
-                startTime: res.startTime ?? null,
-                finishTime: res.finishTime ?? null,
+                startTime: agentTime("op_result.start_time", res.startTime) ?? null,
+                finishTime: agentTime("op_result.finish_time", res.finishTime) ?? null,
                 note: res.note,
                 snapshot: res.snapshot ? { sizeBytes: res.snapshot.sizeBytes, checksum: res.snapshot.checksum, diskFormat: res.snapshot.diskFormat } : null,
               });
@@ -152,6 +152,17 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
       call.on("error", (err: unknown) => deps.log.debug({ err, host }, "agent stream error"));
     },
   };
+}
+
+/** The latest time a DATETIME column holds. */
+const MAX_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
+
+/** A timestamp an agent sent: absent, or a time the database can hold (INVALID_ARGUMENT naming `field` otherwise). */
+function agentTime(field: string, d: Date | undefined): Date | undefined {
+  if (d === undefined) return undefined;
+  const ms = d.getTime();
+  if (!Number.isFinite(ms) || ms < 0 || ms > MAX_TIME_MS) throw invalidArgument(field, "must be a time from 1970 to 9999");
+  return d;
 }
 
 /** A Hello's HostAllocation, checked: ratios positive, reservations within the host. */

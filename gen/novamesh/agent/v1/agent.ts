@@ -212,7 +212,10 @@ export interface InstancePowerState {
 
 /** A periodic report. */
 export interface ResourceReport {
-  /** When the report was taken. */
+  /**
+   * When the report was taken (from 1970 to 9999: otherwise the stream ends
+   * with INVALID_ARGUMENT naming `report.time`).
+   */
   time:
     | Date
     | undefined;
@@ -250,7 +253,10 @@ export interface OpResult {
     | undefined;
   /** Power state after the op. */
   powerState: PowerState;
-  /** When the driver started the op. */
+  /**
+   * When the driver started the op (from 1970 to 9999, as finish_time:
+   * otherwise the stream ends with INVALID_ARGUMENT naming the field).
+   */
   startTime:
     | Date
     | undefined;
