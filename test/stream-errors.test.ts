@@ -45,6 +45,24 @@ describe("failing streams", () => {
     assert.match((got as ServiceError).details, /hello/);
   });
 
+  test("an agent stream refused for its token and then closed by its client ends with PERMISSION_DENIED, and the controller goes on", async () => {
+    const ctl = await env.startController();
+    const member: Clients & { token: string } = await env.as(ctl, "not-an-agent");
+    const client = new AgentServiceClient(env.address(ctl), credentials.createInsecure());
+    const md = new Metadata();
+    md.set("authorization", `Bearer ${member.token}`);
+    const call = client.connect(md);
+    const ended = outcome(call);
+    call.write({ body: { $case: "hello", hello: { host: "h", hypervisorType: "", version: "", zone: "", migrationUri: "", architecture: "", capacity: { vcpus: 1, memoryMb: 1, diskGb: 1 }, allocation: undefined } } });
+    call.end();
+    const got = await ended;
+    client.close();
+    assert.equal((got as ServiceError).code, status.PERMISSION_DENIED, String(got));
+    // Waiting for the refused stream's work must not reject unhandled (which ended the process).
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok((await member.flavors.listFlavors({})).flavors.length > 0);
+  });
+
   test("a refused WatchServers ends with its status: a malformed server id, all projects for a member", async () => {
     const ctl = await env.startController();
     const member: Clients = await env.as(ctl, "watcher");

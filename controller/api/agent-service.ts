@@ -144,9 +144,14 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
         }
       });
       call.on("end", () => {
-        void chain.then(() => Promise.allSettled(perServer.values())).finally(() => {
-          if (!failed) call.end();
-        });
+        // A failed chain was answered by fail(); waiting for it must not
+        // reject again (an unhandled rejection ends the process).
+        void chain
+          .catch(() => undefined)
+          .then(() => Promise.allSettled(perServer.values()))
+          .then(() => {
+            if (!failed) call.end();
+          });
       });
       // A failed stream ends through fail() above; the event is logged for tracing only.
       call.on("error", (err: unknown) => deps.log.debug({ err, host }, "agent stream error"));
