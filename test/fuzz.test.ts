@@ -338,7 +338,7 @@ describe("fuzzing the API", () => {
     const log = createWriteStream(logFile);
     child = spawn(
       process.execPath,
-      ["--expose-gc", "--import", 'data:text/javascript,process.on("SIGUSR2", () => globalThis.gc())', "--import", "tsx", join(REPO, "controller/main.ts")],
+      ["--expose-gc", "--import", 'data:text/javascript,process.on("SIGUSR2", () => { globalThis.gc(); console.error("fuzz-gc " + JSON.stringify(process.memoryUsage())); })', "--import", "tsx", join(REPO, "controller/main.ts")],
       {
         cwd: REPO,
         stdio: ["ignore", "pipe", "pipe"],
@@ -368,12 +368,15 @@ describe("fuzzing the API", () => {
     const serverId = (await member.servers.createServer({ name: "fuzz", flavorId: "m1.tiny", imageId })).server!.id;
     const known = [imageId, serverId, `servers/${serverId}/operations/x`, "m1.tiny", "fuzz", memberToken.slice(0, 8)];
 
+    /** Collects the controller's garbage; returns its heap in use as it then says. */
     const gc = async () => {
       process.kill(pid, "SIGUSR2");
       await new Promise((r) => setTimeout(r, 1000));
+      const said = (await readFile(logFile, "utf8")).split("\n").filter((l) => l.startsWith("fuzz-gc ")).at(-1);
+      return said ? (JSON.parse(said.slice("fuzz-gc ".length)) as { heapUsed: number }).heapUsed : NaN;
     };
     for (let i = 0; i < 20; i++) await member.servers.listServers({});
-    await gc();
+    const heapBefore = await gc();
     const before = await rss(pid);
 
     const identities: { name: string; md: () => grpc.Metadata }[] = [
@@ -416,13 +419,13 @@ describe("fuzzing the API", () => {
     assert.equal(child.exitCode, null, `the controller is still running (seed ${SEED}); its last words:\n${child.exitCode === null ? "" : await tail()}`);
     assert.ok((await admin.flavors.listFlavors({})).flavors.length > 0);
     await gc();
-    await gc();
+    const heapAfter = await gc();
     const afterRss = await rss(pid);
 
     const figures = [
       `fuzz: ${REQUESTS} requests over ${methods.length} methods of ${services.size} services, seed ${SEED}`,
       `codes: ${[...counts.entries()].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(", ")}`,
-      `controller RSS: ${mib(before)} before, ${mib(afterRss)} after (${(afterRss / before).toFixed(2)}×)`,
+      `controller RSS: ${mib(before)} before, ${mib(afterRss)} after (${(afterRss / before).toFixed(2)}×); heap in use after collection ${mib(heapBefore)} before, ${mib(heapAfter)} after`,
     ];
     for (const line of figures) {
       console.log(line);

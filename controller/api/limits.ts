@@ -30,8 +30,8 @@ export interface LimitsConfig {
 
 /** The limits of a controller when none are configured: far above what clients and agents normally do. */
 export const DEFAULT_LIMITS: LimitsConfig = {
-  ratePerSecond: 100,
-  rateBurst: 500,
+  ratePerSecond: 200,
+  rateBurst: 1000,
   adminRatePerSecond: 0,
   adminRateBurst: 1000,
   maxStreamsPerToken: 32,
