@@ -154,7 +154,12 @@ port_open "$port" || { tail -5 .state/controller.log >&2; die "the controller di
 # without bytes.
 step node --import tsx scripts/seed-demo.ts "$address" --guest .state/test-guest --database "$NOVAMESH_DATABASE_URL"
 
-agent_args=(--controller "$address" --token "$NOVAMESH_ADMIN_TOKEN" --host "$HOST")
+# The agent speaks with a token of its own, bound to its host (a new one each
+# start: the previous one is deleted), not with the admin token.
+step node --import tsx scripts/agent-token.ts "$address" --host "$HOST" --out .state/agent-token
+NOVAMESH_AGENT_TOKEN=$(cat .state/agent-token)
+export NOVAMESH_AGENT_TOKEN
+agent_args=(--controller "$address" --host "$HOST")
 if [ "$DRIVER" = libvirt ]; then
   say "agent driver: libvirt ($LIBVIRT_URI): the demo image boots the test guest, GetConsoleOutput shows it"
   agent_args+=(--driver libvirt --libvirt-uri "$LIBVIRT_URI" --image-bucket "${NOVAMESH_IMAGE_BUCKET:-novamesh-images}")
@@ -163,7 +168,7 @@ else
   agent_args+=(--driver fake --vcpus 16 --memory-mb 65536 --disk-gb 1024)
 fi
 log_from=$(stat -c %s .state/agent.log 2>/dev/null || echo 0)
-spawn node --import tsx agent/main.ts "${agent_args[@]}" >>.state/agent.log 2>&1
+spawn env -u NOVAMESH_ADMIN_TOKEN node --import tsx agent/main.ts "${agent_args[@]}" >>.state/agent.log 2>&1
 agent=$spawned
 for _ in $(seq 1 240); do
   tail -c +"$((log_from + 1))" .state/agent.log 2>/dev/null | grep -q '"connected to the controller"' && break

@@ -50,8 +50,10 @@ export interface HelloAck {
 export interface AgentConductor {
   hello(h: Hello): Promise<HelloAck>;
   report(r: HostReport): Promise<void>;
-  result(o: OpOutcome): Promise<void>;
-  progress(p: { opId: string; percent: number; message: string; stage: TaskState | null }): Promise<void>;
+  /** Applies a result `host` reported; refused unless the op was sent to `host`. */
+  result(o: OpOutcome, host: string): Promise<void>;
+  /** Records progress `host` reported; dropped unless the op was sent to `host`. */
+  progress(p: { opId: string; percent: number; message: string; stage: TaskState | null }, host: string): Promise<void>;
 }
 
 export function agentConductor(
@@ -74,7 +76,7 @@ export function agentConductor(
     report: async (r) => {
       await applyReport(ctx.pool, r);
     },
-    result: (outcome) => applyOpResult(ctx, outcome),
-    progress: (p) => recordOpProgress(ctx, p),
+    result: (outcome, host) => applyOpResult(ctx, outcome, host),
+    progress: (p, host) => recordOpProgress(ctx, p, host),
   };
 }

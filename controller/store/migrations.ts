@@ -300,6 +300,11 @@ export const MIGRATIONS: readonly Migration[] = [
     name: "the request each action was made with, so a request id reused for another request is refused",
     statements: [`ALTER TABLE instance_actions ADD COLUMN request_body JSON NULL`],
   },
+  {
+    version: 10,
+    name: "agent tokens bound to one host each",
+    statements: [`ALTER TABLE api_tokens ADD COLUMN host VARCHAR(255) NULL, ADD UNIQUE KEY api_tokens_host (host)`],
+  },
 ];
 
 /**
