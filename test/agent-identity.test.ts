@@ -41,7 +41,7 @@ class RawAgent {
     this.call.write({
       body: {
         $case: "hello",
-        hello: { host, hypervisorType: "fake", version: "test", capacity: { vcpus: 8, memoryMb: 16384, diskGb: 200 }, zone: "", migrationUri: "", architecture: "", allocation: undefined },
+        hello: { host, hypervisorType: "fake", version: "test", capacity: { vcpus: 8, memoryMb: 16384, diskGb: 200 }, zone: "", migrationUri: "", architecture: "", allocation: undefined, natsPublicKey: "" },
       },
     });
     return this.helloAck;

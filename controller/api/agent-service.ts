@@ -1,6 +1,6 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import type { AgentServiceServer, ConnectRequest, ConnectResponse, HostAllocation } from "../../gen/novamesh/agent/v1/agent.js";
-import type { AgentConductor } from "../conductor/agent-conductor.js";
+import type { AgentConductor, NatsCredential } from "../conductor/agent-conductor.js";
 import type { PowerState } from "../domain/states.js";
 import type { Principal } from "../domain/types.js";
 import { invalidArgument, permissionDenied, toApiError } from "../errors.js";
@@ -33,6 +33,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
   return {
     connect(call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
       let host: string | null = null;
+      let natsPublicKey = "";
       let chain: Promise<void> = Promise.resolve();
       const perServer = new Map<string, Promise<void>>();
       let failed = false;
@@ -77,10 +78,17 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
                 migrationUri: h.migrationUri,
                 architecture: h.architecture,
                 allocation: helloAllocation(h.allocation, cap),
+                natsPublicKey: h.natsPublicKey,
               });
               host = h.host;
+              natsPublicKey = h.natsPublicKey;
               deps.log.info({ host, hypervisor: h.hypervisorType, version: h.version }, "agent connected");
-              call.write({ body: { $case: "helloAck", helloAck: ack } });
+              call.write({
+                body: {
+                  $case: "helloAck",
+                  helloAck: { ...ack, natsCredential: ack.natsCredential ? natsCredentialToProto(ack.natsCredential) : undefined, opSigningKeys: [...ack.opSigningKeys] },
+                },
+              });
             });
             chain.catch(fail);
             return;
@@ -128,6 +136,16 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
             });
             return;
           }
+          case "natsCredentialRequest":
+            chain = chain.then(async () => {
+              if (!host) throw invalidArgument("hello", "the first message must be hello");
+              // The token is checked again: a revoked host gets no new credential.
+              await maySpeakFor(deps, await authenticate(deps.pool, call.metadata), host);
+              const c = conductor.renewCredential(host, natsPublicKey);
+              if (!failed) call.write({ body: { $case: "natsCredential", natsCredential: natsCredentialToProto(c) } });
+            });
+            chain.catch(fail);
+            return;
           case "opProgress": {
             // Best effort: progress is not acknowledged and may be dropped.
             const p = body.opProgress;
@@ -171,6 +189,10 @@ async function maySpeakFor(deps: RpcDeps, p: Principal, host: string): Promise<v
     throw permissionDenied(`this token speaks for host ${JSON.stringify(bound)}, not ${JSON.stringify(host)}`);
   }
   if (p.host !== host) throw permissionDenied(`this token speaks for host ${JSON.stringify(p.host)}, not ${JSON.stringify(host)}`);
+}
+
+function natsCredentialToProto(c: NatsCredential): { jwt: string; expireTime: Date } {
+  return { jwt: c.jwt, expireTime: c.expiresAt };
 }
 
 /** A Hello's HostAllocation, checked: ratios positive, reservations within the host. */
