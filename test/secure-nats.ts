@@ -3,7 +3,7 @@
  * (scripts/nats-secure.ts's configuration), on a free port, in a temp dir.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
@@ -31,7 +31,8 @@ export async function startSecureNats(name: string): Promise<SecureNatsServer> {
   const dir = await tempDir(`nats-${name}`);
   const port = await freePort();
   const s = await secureNats(dir, { port });
-  const child: ChildProcess = spawn("nats-server", ["-c", s.config], { stdio: ["ignore", "pipe", "pipe"] });
+  const bin = existsSync("/usr/sbin/nats-server") ? "/usr/sbin/nats-server" : "nats-server";
+  const child: ChildProcess = spawn(bin, ["-c", s.config], { stdio: ["ignore", "pipe", "pipe"] });
   const log = createWriteStream(join(dir, "nats-server.log"));
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);
