@@ -358,6 +358,7 @@ export class Agent {
       maxReconnectAttempts: -1,
       ...(this.natsJwt ? { authenticator: jwtAuthenticator(() => this.natsJwt, seed) } : {}),
       ...(this.inboxPrefix ? { inboxPrefix: this.inboxPrefix } : {}),
+      ...(this.options.natsCa ? { tls: { caFile: this.options.natsCa } } : {}),
     });
     return this.nats;
   }

@@ -23,6 +23,8 @@ export interface ControllerConfig {
    * Hello without the agent's NATS key. Needs `natsCreds`.
    */
   readonly natsSigningKey: string;
+  /** CA file nats-server's TLS certificate must chain to (`--nats-ca`, NOVAMESH_NATS_CA); empty: the system's CAs. */
+  readonly natsCa: string;
   /** Seconds an agent's NATS user JWT is valid; agents renew at half of it (NOVAMESH_NATS_AGENT_TTL). */
   readonly natsAgentTtlSeconds: number;
   /** JetStream stream holding compute ops (`--ops-stream`, NOVAMESH_OPS_STREAM). */
@@ -102,6 +104,7 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   natsUrl: "nats://127.0.0.1:4222",
   natsCreds: "",
   natsSigningKey: "",
+  natsCa: "",
   natsAgentTtlSeconds: 3600,
   opsStream: "NOVAMESH_OPS",
   opsSubjectPrefix: "novamesh.ops",
@@ -140,6 +143,7 @@ const SPECS: readonly Spec[] = [
   { key: "natsUrl", flag: "--nats", env: "NOVAMESH_NATS_URL", kind: "string" },
   { key: "natsCreds", flag: "--nats-creds", env: "NOVAMESH_NATS_CREDS", kind: "string" },
   { key: "natsSigningKey", flag: "--nats-signing-key", env: "NOVAMESH_NATS_SIGNING_KEY", kind: "string" },
+  { key: "natsCa", flag: "--nats-ca", env: "NOVAMESH_NATS_CA", kind: "string" },
   { key: "natsAgentTtlSeconds", flag: "--nats-agent-ttl", env: "NOVAMESH_NATS_AGENT_TTL", kind: "number" },
   { key: "opsStream", flag: "--ops-stream", env: "NOVAMESH_OPS_STREAM", kind: "string" },
   { key: "opsSubjectPrefix", flag: "--ops-subject-prefix", env: "NOVAMESH_OPS_SUBJECT_PREFIX", kind: "string" },

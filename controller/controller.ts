@@ -111,6 +111,7 @@ export class Controller {
       name: "novamesh-controller",
       maxReconnectAttempts: -1,
       ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
+      ...(cfg.natsCa ? { tls: { caFile: cfg.natsCa } } : {}),
     }));
     const issuer = cfg.natsSigningKey ? await AgentCredentialIssuer.fromFiles(cfg.natsCreds, cfg.natsSigningKey, cfg.natsAgentTtlSeconds) : null;
     const signer = await OpSigner.shared(pool);

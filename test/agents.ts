@@ -112,6 +112,8 @@ export interface AgentSpec {
   token?: string;
   /** The agent's NATS URL. Default: the machine's (NATS_URL). */
   nats?: string;
+  /** The CA nats-server's TLS certificate chains to (--nats-ca). */
+  natsCa?: string;
 }
 
 /** The compute hosts an agent process runs. */
@@ -152,7 +154,7 @@ export class Hosts {
       token: spec.token ?? this.env.adminToken,
       nats: spec.nats,
       logFile: join(this.dir, `${spec.host}.log`),
-      args: ["--host", spec.host, ...(multi ? ["--hosts", String(spec.hosts)] : []), "--state-dir", multi ? this.dir : join(this.dir, spec.host), ...driverArgs(spec)],
+      args: ["--host", spec.host, ...(multi ? ["--hosts", String(spec.hosts)] : []), ...(spec.natsCa ? ["--nats-ca", spec.natsCa] : []), "--state-dir", multi ? this.dir : join(this.dir, spec.host), ...driverArgs(spec)],
     });
     this.procs.set(spec.host, child);
     this.specs.set(spec.host, spec);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { Metadata, credentials, type ServiceError } from "@grpc/grpc-js";
-import { connect, headers, jwtAuthenticator, nkeys, type NatsConnection } from "nats";
+import { connect, credsAuthenticator, headers, jwtAuthenticator, nkeys, type NatsConnection } from "nats";
 import { AgentServiceClient, type ConnectResponse } from "../gen/novamesh/agent/v1/agent.js";
 import { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
 import { Role } from "../gen/novamesh/compute/v1/identity.js";
@@ -71,13 +71,13 @@ function subscribeRefused(nc: NatsConnection, subject: string): Promise<void> {
   });
 }
 
-describe("a bus that needs credentials (nats-server in operator mode)", () => {
+describe("a bus that needs credentials and TLS (nats-server in operator mode)", () => {
   let nats: SecureNatsServer;
   const controller: Partial<ControllerConfig> = {};
   const hostTokens = new Map<string, string>();
   before(async () => {
-    nats = await startSecureNats("secure-bus");
-    Object.assign(controller, { natsUrl: nats.url, natsCreds: nats.creds, natsSigningKey: nats.signingKey, natsAgentTtlSeconds: 10 });
+    nats = await startSecureNats("secure-bus", { tls: true });
+    Object.assign(controller, { natsUrl: nats.url, natsCreds: nats.creds, natsSigningKey: nats.signingKey, natsCa: nats.ca, natsAgentTtlSeconds: 10 });
   });
   const fx = stack({
     name: "secure-bus",
@@ -92,12 +92,14 @@ describe("a bus that needs credentials (nats-server in operator mode)", () => {
     await nats?.stop();
   });
 
-  test("anonymous connections are refused", async () => {
-    await assert.rejects(connect({ servers: nats.url, maxReconnectAttempts: 0, reconnect: false }), /Authorization Violation/);
+  test("anonymous connections are refused, and so is a client that does not trust the server's CA", async () => {
+    await assert.rejects(connect({ servers: nats.url, reconnect: false, tls: { caFile: nats.ca! } }), /Authorization Violation/);
+    const creds = await readFile(nats.creds);
+    await assert.rejects(connect({ servers: nats.url, reconnect: false, authenticator: credsAuthenticator(creds) }), /certificate/i);
   });
 
   test("agents with host tokens take ops, answer queries and keep working past their first credential's expiry", async () => {
-    for (const host of ["sec-a", "sec-b"]) fx.agents.start({ host, token: hostTokens.get(host)!, nats: nats.url });
+    for (const host of ["sec-a", "sec-b"]) fx.agents.start({ host, token: hostTokens.get(host)!, nats: nats.url, natsCa: nats.ca });
     await eventually(async () => (await fx.admin.hosts.listServices({})).services.length === 2, { what: "both hosts up" });
     const first = await fx.boot("through-the-secure-bus");
     assert.ok(["sec-a", "sec-b"].includes(first.host));
@@ -135,7 +137,12 @@ describe("a bus that needs credentials (nats-server in operator mode)", () => {
     const helloAck = (ack as ConnectResponse).body?.$case === "helloAck" ? (ack as { body: { helloAck: import("../gen/novamesh/agent/v1/agent.js").HelloAck } }).body.helloAck : undefined;
     assert.ok(helloAck?.natsCredential?.jwt, "the HelloAck carries a NATS user JWT");
     assert.ok(helloAck.opSigningKeys.length === 1, "and the key ops are signed with");
-    const nc = await connect({ servers: nats.url, authenticator: jwtAuthenticator(helloAck.natsCredential.jwt, key.getSeed()), inboxPrefix: helloAck.inboxPrefix });
+    const nc = await connect({
+      servers: nats.url,
+      authenticator: jwtAuthenticator(helloAck.natsCredential.jwt, key.getSeed()),
+      inboxPrefix: helloAck.inboxPrefix,
+      tls: { caFile: nats.ca! },
+    });
     try {
       const { opsStream, opsSubjectPrefix, imageBucket } = fx.ctl.config;
       await subscribeRefused(nc, opsSubject(opsSubjectPrefix, "sec-a"));
