@@ -45,7 +45,12 @@ export class Agent {
   /** The options in effect. */
   readonly options: AgentOptions;
   private readonly log: Logger;
-  private readonly client: AgentServiceClient;
+  /**
+   * The agent's AgentService client: its one channel to the controller,
+   * shared by the Connect stream and the image transfers of its driver
+   * (session/controller-image-store.ts).
+   */
+  readonly client: AgentServiceClient;
   private readonly stopController = new AbortController();
   private readonly pending = new Map<string, PendingResult>();
   private readonly connectedWaiters: Array<(ack: HelloAck) => void> = [];
