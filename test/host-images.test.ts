@@ -83,7 +83,17 @@ describe("image bytes for hosts, through the controller", () => {
       const owner = await env.as(ctl, "tenant");
       const data = randomBytes(2.5 * 1024 * 1024);
       await writeFile(join(dir, "base.img"), data);
-      const base = (await owner.images.registerImage({ image: Image.fromPartial({ name: "private", visibility: ImageVisibility.IMAGE_VISIBILITY_PRIVATE }), upload: true })).image!;
+      // Its kernel, a private image of its own that the base image's properties name.
+      const kernelData = randomBytes(64 * 1024);
+      await writeFile(join(dir, "kernel"), kernelData);
+      const kernel = (await owner.images.registerImage({ image: Image.fromPartial({ name: "kernel", visibility: ImageVisibility.IMAGE_VISIBILITY_PRIVATE }), upload: true })).image!;
+      await uploadImageFile(owner.images.raw, owner.images.metadata(), kernel.id, join(dir, "kernel"));
+      const base = (
+        await owner.images.registerImage({
+          image: Image.fromPartial({ name: "private", visibility: ImageVisibility.IMAGE_VISIBILITY_PRIVATE, properties: { kernel_id: kernel.id } }),
+          upload: true,
+        })
+      ).image!;
       await uploadImageFile(owner.images.raw, owner.images.metadata(), base.id, join(dir, "base.img"));
       const server = (await owner.servers.createServer({ name: "web", flavorId: "m1.tiny", imageId: base.id })).server!;
       const opOf = (kind: string) =>
@@ -98,6 +108,7 @@ describe("image bytes for hosts, through the controller", () => {
       const got = await storeA.get(base.id, join(dir, "a-base"));
       assert.deepEqual(got, { sizeBytes: data.length, checksum: sha256(data) });
       assert.ok((await readFile(join(dir, "a-base"))).equals(data), "host A has the owner's bytes");
+      assert.deepEqual(await storeA.get(kernel.id, join(dir, "a-kernel")), { sizeBytes: kernelData.length, checksum: sha256(kernelData) }, "and the kernel its image names");
 
       // Host B has no reason to read it: the same answer as for an image that does not exist.
       const notNeeded = await failure(download(b.client, tokenB, { host: "", object: image(base.id) }));
@@ -107,6 +118,7 @@ describe("image bytes for hosts, through the controller", () => {
       assert.equal(nonexistent.code, status.NOT_FOUND);
       assert.equal(notNeeded.reason, nonexistent.reason);
       assert.equal(notNeeded.message.replace(base.id, "<id>"), nonexistent.message.replace(other, "<id>"));
+      assert.equal((await failure(download(b.client, tokenB, { host: "", object: image(kernel.id) }))).code, status.NOT_FOUND);
       const storeB = new ControllerImageStore({ client: () => b.client, token: tokenB, host: "compute-b" });
       await assert.rejects(storeB.get(base.id, join(dir, "b-base")), (err: DriverError) => err.code === "IMAGE_NOT_FOUND" && !err.retryable);
       // Nor can it ask as host A, and an admin token must say which host it acts for.

@@ -92,6 +92,7 @@ export class ControllerImageStore implements ImageStore {
     try {
       stored = await writeHashed(chunks(), dest, signal);
     } catch (err) {
+      call.cancel(); // a local failure (a full disk) stops the controller's stream too
       throw failure(err, `reading ${key} through the controller`);
     } finally {
       signal?.removeEventListener("abort", cancel);
@@ -130,6 +131,7 @@ export class ControllerImageStore implements ImageStore {
       answered = true;
     };
     done.then(stop, stop);
+    call.on("error", stop);
     const cancel = () => call.cancel();
     signal?.addEventListener("abort", cancel, { once: true });
     const send = async (msg: UploadHostObjectRequest) => {

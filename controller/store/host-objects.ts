@@ -17,16 +17,17 @@ import { select } from "./db.js";
 export async function hostNeedsImage(q: Queryable, host: string, imageId: string): Promise<boolean> {
   const rows = await select(
     q,
-    `SELECT 1 FROM instances s
-       JOIN images m ON m.id = s.image_id OR m.id = s.shelved_image_id
-      WHERE s.deleted_at IS NULL
-        AND s.uuid IN (SELECT uuid FROM instances WHERE host = ?
-                       UNION SELECT instance_uuid FROM compute_ops WHERE host = ? AND state = 'PENDING')
-        AND (m.id = ?
-             OR JSON_UNQUOTE(JSON_EXTRACT(m.properties, '$.kernel_id')) = ?
-             OR JSON_UNQUOTE(JSON_EXTRACT(m.properties, '$.ramdisk_id')) = ?)
+    `SELECT STRAIGHT_JOIN 1
+       FROM (SELECT uuid FROM instances WHERE host = ? AND deleted_at IS NULL
+             UNION SELECT instance_uuid FROM compute_ops WHERE host = ? AND state = 'PENDING') mine
+       JOIN instances s ON s.uuid = mine.uuid AND s.deleted_at IS NULL
+       LEFT JOIN images m ON m.id = s.image_id
+       LEFT JOIN images sh ON sh.id = s.shelved_image_id
+      WHERE ? IN (s.image_id, s.shelved_image_id)
+         OR ? IN (JSON_UNQUOTE(JSON_EXTRACT(m.properties, '$.kernel_id')), JSON_UNQUOTE(JSON_EXTRACT(m.properties, '$.ramdisk_id')),
+                  JSON_UNQUOTE(JSON_EXTRACT(sh.properties, '$.kernel_id')), JSON_UNQUOTE(JSON_EXTRACT(sh.properties, '$.ramdisk_id')))
       LIMIT 1`,
-    [host, host, imageId, imageId, imageId],
+    [host, host, imageId, imageId],
   );
   return rows.length > 0;
 }
