@@ -23,10 +23,11 @@ export interface AgentOptions {
   /** CA file nats-server's TLS certificate must chain to (default: the system's CAs). */
   readonly natsCa: string | undefined;
   /**
-   * A NATS connection to use instead of opening one (e.g. shared by many
-   * simulated agents in one process). The agent does not drain it at stop.
+   * Gives a NATS connection to use instead of opening one (shared by many
+   * simulated agents in one process), when the controller gives the agent
+   * no NATS user of its own. The agent does not drain it at stop.
    */
-  readonly nats: NatsConnection | undefined;
+  readonly nats: (() => Promise<NatsConnection>) | undefined;
   /** Host name sent in Hello (default `os.hostname()`). */
   readonly host: string;
   /** Availability zone sent in Hello (default "nova"). */

@@ -45,7 +45,12 @@ export class Agent {
   /** The options in effect. */
   readonly options: AgentOptions;
   private readonly log: Logger;
-  private readonly client: AgentServiceClient;
+  /**
+   * The agent's AgentService client: its one channel to the controller,
+   * shared by the Connect stream and the image transfers of its driver
+   * (session/controller-image-store.ts).
+   */
+  readonly client: AgentServiceClient;
   private readonly stopController = new AbortController();
   private readonly pending = new Map<string, PendingResult>();
   private readonly connectedWaiters: Array<(ack: HelloAck) => void> = [];
@@ -161,7 +166,7 @@ export class Agent {
     this.client.close();
     clearTimeout(this.renewTimer);
     const nats = this.nats;
-    if (nats && nats !== this.options.nats) await bestEffort(this.log, "draining the NATS connection", () => nats.drain());
+    if (nats) await bestEffort(this.log, "draining the NATS connection", () => nats.drain());
     if (started) await this.options.driver.close();
     this.currentState = "stopped";
     this.log.info("agent stopped");
@@ -350,7 +355,7 @@ export class Agent {
    */
   private async natsConnection(): Promise<NatsConnection> {
     if (this.nats && !this.nats.isClosed()) return this.nats;
-    if (!this.natsJwt && this.options.nats) return this.options.nats;
+    if (!this.natsJwt && this.options.nats) return this.options.nats();
     const seed = this.natsKey.getSeed();
     this.nats = await connect({
       servers: this.options.natsUrl.split(","),

@@ -31,8 +31,7 @@ export const AGENT_FLAGS = {
   hosts: { env: "NOVAMESH_AGENT_HOSTS", type: "string", default: () => "1", help: "run N fake agents in this process, named <host>-1..N, each with its own state dir" },
   "libvirt-uri": { env: "NOVAMESH_LIBVIRT_URI", type: "string", default: () => "qemu:///system", help: "libvirt driver: connection URI (test:///<node.xml> for libvirt's test hypervisor)" },
   "instances-path": { env: "NOVAMESH_INSTANCES_PATH", type: "string", help: "libvirt driver: instance disks and the base image cache; default <state-dir>/instances" },
-  "image-dir": { env: "NOVAMESH_IMAGE_DIR", type: "string", help: "libvirt driver: directory image store (image <id> is the file <dir>/<id>; snapshots are written there); default <state-dir>/images" },
-  "image-bucket": { env: "NOVAMESH_IMAGE_BUCKET", type: "string", help: "libvirt driver: JetStream object store bucket of image bytes, shared by all hosts (instead of --image-dir)" },
+  "image-dir": { env: "NOVAMESH_IMAGE_DIR", type: "string", help: "libvirt driver: a local directory as the image store (image <id> is the file <dir>/<id>; snapshots are written there) instead of the controller, which is the default" },
   "live-migration-uri": { env: "NOVAMESH_LIVE_MIGRATION_URI", type: "string", help: "libvirt driver: libvirt URI other hosts' libvirtds reach this one at for live migration, e.g. qemu+tcp://<this host>/system (without it the host cannot live-migrate)" },
   "live-migration-inbound-addr": { env: "NOVAMESH_LIVE_MIGRATION_INBOUND_ADDR", type: "string", help: "libvirt driver: address qemu receives live migrations on; default the host of --live-migration-uri" },
   "cpu-allocation-ratio": { env: "NOVAMESH_CPU_ALLOCATION_RATIO", type: "string", help: "vCPU overcommit of this host (default: the controller's)" },
@@ -76,10 +75,8 @@ export interface AgentCliConfig {
     readonly uri: string;
     /** Explicit --instances-path, if given. */
     readonly instancesPath: string | undefined;
-    /** Explicit --image-dir, if given. */
+    /** --image-dir: a local directory as the image store, if given (else images come through the controller). */
     readonly imageDir: string | undefined;
-    /** --image-bucket: the JetStream object store bucket, if given. */
-    readonly imageBucket: string | undefined;
     /** --live-migration-uri: where other hosts live-migrate to this one. */
     readonly liveMigrationUri: string | undefined;
     /** --live-migration-inbound-addr. */
@@ -150,9 +147,6 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
       throw new UsageError(`--fake-faults: ${(err as Error).message}`);
     }
   }
-  const bucket = get("image-bucket");
-  if (bucket !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(bucket)) throw new UsageError(`--image-bucket: "${bucket}" is not 1–64 letters, digits, '-', '_'`);
-  if (bucket !== undefined && get("image-dir") !== undefined) throw new UsageError("--image-bucket and --image-dir exclude each other");
   const liveUri = get("live-migration-uri");
   if (liveUri !== undefined && (!/^[a-z0-9+]+:\/\//.test(liveUri) || liveUri.includes("#"))) {
     throw new UsageError(`--live-migration-uri: "${liveUri}" is not a libvirt URI such as qemu+tcp://host-b/system`);
@@ -188,7 +182,6 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
       uri: get("libvirt-uri")!,
       instancesPath: get("instances-path"),
       imageDir: get("image-dir"),
-      imageBucket: bucket,
       liveMigrationUri: liveUri,
       liveMigrationInboundAddr: get("live-migration-inbound-addr"),
     },

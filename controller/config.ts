@@ -33,7 +33,8 @@ export interface ControllerConfig {
   readonly opsSubjectPrefix: string;
   /**
    * JetStream object store bucket of image bytes (`--image-bucket`,
-   * NOVAMESH_IMAGE_BUCKET); agents of the libvirt driver name the same one.
+   * NOVAMESH_IMAGE_BUCKET). Only controllers open it: hosts get and put
+   * image bytes through AgentService.
    */
   readonly imageBucket: string;
   /** Token with the admin role, created at first start (`--admin-token`, NOVAMESH_ADMIN_TOKEN). */

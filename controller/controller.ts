@@ -170,10 +170,11 @@ export class Controller {
     server.addService(tolerant(ServerServiceService), serverService(deps, ctx, watcher, new HostQueries(nc, cfg.opsSubjectPrefix)));
     server.addService(tolerant(OperationServiceService), operationService(deps, ctx, watcher));
     server.addService(tolerant(FlavorServiceService), flavorService(deps));
-    server.addService(tolerant(ImageServiceService), imageService(deps, new ImageBytes(nc, cfg.imageBucket)));
+    const imageBytes = new ImageBytes(nc, cfg.imageBucket);
+    server.addService(tolerant(ImageServiceService), imageService(deps, imageBytes));
     server.addService(tolerant(HostServiceService), hostService(deps, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds }));
     server.addService(tolerant(IdentityServiceService), identityService(deps));
-    server.addService(tolerant(AgentServiceService), agentService(deps, agents));
+    server.addService(tolerant(AgentServiceService), agentService(deps, agents, imageBytes));
     server.addService(tolerant(ServerGroupServiceService), serverGroupService(deps));
     server.addService(tolerant(AggregateServiceService), aggregateService(deps));
     server.addService(tolerant(SchedulerServiceService), schedulerService(deps, { pipeline, hosts }));

@@ -184,7 +184,7 @@ export NOVAMESH_AGENT_TOKEN
 agent_args=(--controller "$address" --host "$HOST")
 if [ "$DRIVER" = libvirt ]; then
   say "agent driver: libvirt ($LIBVIRT_URI): the demo image boots the test guest, GetConsoleOutput shows it"
-  agent_args+=(--driver libvirt --libvirt-uri "$LIBVIRT_URI" --image-bucket "${NOVAMESH_IMAGE_BUCKET:-novamesh-images}")
+  agent_args+=(--driver libvirt --libvirt-uri "$LIBVIRT_URI")
 else
   say "agent driver: fake, as asked (a simulated hypervisor: 16 vCPUs, 64 GiB, 1 TiB; nothing boots; bash scripts/allinone.sh runs real guests)"
   agent_args+=(--driver fake --vcpus 16 --memory-mb 65536 --disk-gb 1024)

@@ -7,7 +7,9 @@ import { invalidArgument, permissionDenied, toApiError } from "../errors.js";
 import { HostTakenError, bindAgentToken } from "../store/tokens.js";
 import { TaskState as PbTaskState } from "../../gen/novamesh/compute/v1/server.js";
 import type { TaskState } from "../domain/states.js";
+import type { ImageBytes } from "../store/image-bytes.js";
 import { fromEnum, powerStateFromProto } from "./convert.js";
+import { hostObjects } from "./host-objects.js";
 import type { RpcDeps } from "./rpc.js";
 import { authenticate, endWithError } from "./rpc.js";
 import * as v from "./validate.js";
@@ -29,8 +31,9 @@ const HELLO_TEXT_LIMITS = (h: { hypervisorType: string; version: string; zone: s
  * A failure to apply ends the stream with UNAVAILABLE: the agent reconnects
  * and re-sends what was not acknowledged.
  */
-export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentServiceServer {
+export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: ImageBytes): AgentServiceServer {
   return {
+    ...hostObjects(deps, bytes),
     connect(call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
       let host: string | null = null;
       let natsPublicKey = "";

@@ -44,10 +44,17 @@ function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiErr
   else log.debug({ method, code: err.code, reason: err.reason }, err.message);
 }
 
-/** The context of a public call: its caller (agent tokens refused) and a bound logger. */
-async function openCall(deps: RpcDeps, md: Metadata, method: string, signal: AbortSignal): Promise<CallContext> {
+/**
+ * Who may make a call: "public" — any token but an agent's (the API);
+ * "host" — an agent or admin token (AgentService, a host's own calls).
+ */
+export type Callers = "public" | "host";
+
+/** The context of a call: its caller (checked against `callers`) and a bound logger. */
+async function openCall(deps: RpcDeps, md: Metadata, method: string, signal: AbortSignal, callers: Callers): Promise<CallContext> {
   const principal = await authenticate(deps.pool, md);
-  if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
+  if (callers === "public" && principal.role === "agent") throw permissionDenied("agent tokens may only make AgentService calls");
+  if (callers === "host" && principal.role !== "agent" && principal.role !== "admin") throw permissionDenied("AgentService needs a token with the agent or admin role");
   return { principal, log: deps.log.child({ method, project: principal.projectId }), signal };
 }
 
@@ -58,10 +65,11 @@ function answer<Res>(
   call: ServerUnaryCall<unknown, Res> | ServerReadableStream<unknown, Res>,
   fn: (ctx: CallContext) => Promise<Res>,
   cb: sendUnaryData<Res>,
+  callers: Callers,
 ): void {
   const ac = new AbortController();
   call.on("cancelled", () => ac.abort());
-  openCall(deps, call.metadata, method, ac.signal)
+  openCall(deps, call.metadata, method, ac.signal, callers)
     .then(fn)
     .then(
       (res) => cb(null, res),
@@ -73,13 +81,14 @@ function answer<Res>(
     );
 }
 
-/** Wraps a unary handler: authentication (agents excluded), error mapping, logging. */
+/** Wraps a unary handler: authentication (agents excluded unless `callers` is "host"), error mapping, logging. */
 export function unary<Req, Res>(
   deps: RpcDeps,
   method: string,
   fn: (req: Req, ctx: CallContext) => Promise<Res>,
+  callers: Callers = "public",
 ): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx), cb);
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx), cb, callers);
 }
 
 /**
@@ -90,8 +99,9 @@ export function clientStream<Req, Res>(
   deps: RpcDeps,
   method: string,
   fn: (call: ServerReadableStream<Req, Res>, ctx: CallContext) => Promise<Res>,
+  callers: Callers = "public",
 ): (call: ServerReadableStream<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => answer(deps, method, call, (ctx) => fn(call, ctx), cb);
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(call, ctx), cb, callers);
 }
 
 /**
@@ -108,12 +118,13 @@ export function serverStream<Req, Res>(
   deps: RpcDeps,
   method: string,
   fn: (req: Req, ctx: CallContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
+  callers: Callers = "public",
 ): (call: ServerWritableStream<Req, Res>) => void {
   return (call) => {
     const ac = new AbortController();
     call.on("cancelled", () => ac.abort());
     call.on("close", () => ac.abort());
-    openCall(deps, call.metadata, method, ac.signal)
+    openCall(deps, call.metadata, method, ac.signal, callers)
       .then((ctx) => fn(decoded(call.request), ctx, call))
       .then(
         () => call.end(),
