@@ -13,6 +13,7 @@ import { FakeDriver } from "./drivers/fake/fake-driver.js";
 import { DirectoryImageStore, type ImageStore } from "./drivers/libvirt/image-store.js";
 import { JetStreamImageStore } from "./drivers/libvirt/jetstream-image-store.js";
 import { LibvirtDriver } from "./drivers/libvirt/libvirt-driver.js";
+import { TlsConfigError, clientCredentials } from "./tls.js";
 
 /** The driver `config` asks for, for one agent. */
 function makeDriver(config: AgentCliConfig, host: string, stateDir: string, nats: NatsConnection | undefined, logger: Logger): Driver {
@@ -54,7 +55,16 @@ async function main(): Promise<number> {
     process.stdout.write(`${agentHelp()}\n`);
     return 0;
   }
+  let channel: ReturnType<typeof clientCredentials>;
+  try {
+    channel = clientCredentials(config.tls);
+  } catch (err) {
+    if (!(err instanceof TlsConfigError)) throw err;
+    process.stderr.write(`agent: ${err.message}\n`);
+    return 2;
+  }
   const logger = pino({ name: "novamesh-agent", level: config.logLevel });
+  if (config.tls.plaintext) logger.warn("--plaintext: connecting to the controller without TLS; the token travels in clear text (development only)");
   const instances = agentInstances(config);
   let shared: NatsConnection | undefined;
   if (instances.length > 1 || config.libvirt.imageBucket !== undefined) {
@@ -70,6 +80,8 @@ async function main(): Promise<number> {
       new Agent({
         driver: makeDriver(config, host, stateDir, shared, logger),
         controller: config.controller,
+        credentials: channel.credentials,
+        channelOptions: channel.channelOptions,
         token: config.token,
         natsUrl: config.natsUrl,
         natsCa: config.natsCa,
@@ -102,7 +114,7 @@ async function main(): Promise<number> {
   });
   await Promise.all(agents.map((a) => a.start()));
   logger.info(
-    { agents: agents.length, driver: config.driver, ...(config.driver === "libvirt" ? { uri: config.libvirt.uri } : {}), controller: config.controller, nats: config.natsUrl },
+    { agents: agents.length, driver: config.driver, ...(config.driver === "libvirt" ? { uri: config.libvirt.uri } : {}), controller: config.controller, tls: !config.tls.plaintext, nats: config.natsUrl },
     "agents running",
   );
   await done;
