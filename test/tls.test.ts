@@ -75,6 +75,21 @@ describe("TLS on the public API", () => {
   });
 });
 
+describe("client certificates on the public port (--tls-client-ca)", () => {
+  const env = testEnv();
+  const dir = tempDirPath("tls-client-ca");
+  after(() => run("rm", ["-rf", dir]));
+
+  test("a client without a certificate is refused (UNAVAILABLE); one with a certificate of the CA works", async () => {
+    env.tls = await makeCerts(dir, ["ops-console"]);
+    const ctl = await env.startController({ tlsClientCa: env.tls.ca });
+    const without = await failure(clients(env.address(ctl), env.adminToken, tlsCredentials(env.tls.ca)).flavors.listFlavors({}));
+    assert.equal(without.code, status.UNAVAILABLE);
+    const withCert = clients(env.address(ctl), env.adminToken, tlsCredentials(env.tls.ca, env.tls.agent("ops-console")));
+    assert.ok((await withCert.flavors.listFlavors({})).flavors.length > 0);
+  });
+});
+
 describe("mutual TLS on the agent listener", () => {
   const fx = stack({ name: "mtls", members: [], tls: true, fixedPort: true });
   const host = `mtls${fx.env.id}`;
