@@ -16,6 +16,7 @@ import { AgentServiceClient, type HelloAck } from "../gen/novamesh/agent/v1/agen
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { connect, jwtAuthenticator, nkeys, type NatsConnection } from "nats";
 import type { Logger } from "pino";
+import { connectionHint } from "./tls.js";
 import { resolveAgentOptions, type AgentInit, type AgentOptions } from "./agent-options.js";
 import { backoffDelay, sleepUnlessAborted } from "./backoff.js";
 import { bestEffort } from "./best-effort.js";
@@ -78,6 +79,7 @@ export class Agent {
     this.options = resolveAgentOptions(init);
     this.log = this.options.logger.child({ host: this.options.host });
     this.client = new AgentServiceClient(this.options.controller, this.options.credentials, {
+      ...this.options.channelOptions,
       "grpc.keepalive_time_ms": 30_000,
       "grpc.keepalive_timeout_ms": 10_000,
     });
@@ -195,7 +197,8 @@ export class Agent {
       const delay = backoffDelay(attempt++, { initialMs: this.options.reconnectInitialMs, maxMs: this.options.reconnectMaxMs });
       const code = (reason as { code?: unknown } | undefined)?.code;
       const level = code === GrpcStatus.UNAUTHENTICATED || code === GrpcStatus.PERMISSION_DENIED ? "error" : "warn";
-      this.log[level]({ error: reason instanceof Error ? reason.message : reason, code, retry_in_ms: delay }, message);
+      const hint = connectionHint(reason);
+      this.log[level]({ error: reason instanceof Error ? reason.message : reason, code, ...(hint ? { hint } : {}), retry_in_ms: delay }, message);
       if (!(await sleepUnlessAborted(delay, signal))) break;
     }
   }

@@ -74,3 +74,15 @@ test("--help lists every flag with its variable", () => {
     assert.ok(help.includes(s), s);
   }
 });
+
+test("TLS is the default: CA, client certificate and server name from flags or variables; --plaintext only when asked", () => {
+  assert.deepEqual(parse([]).tls, { ca: undefined, cert: undefined, key: undefined, serverName: undefined });
+  const t = parse(["--tls-ca", "ca.pem", "--tls-cert", "a.pem", "--tls-key", "a-key.pem"], { NOVAMESH_AGENT_TLS_SERVER_NAME: "ctl.example" });
+  assert.deepEqual(t.tls, { ca: "ca.pem", cert: "a.pem", key: "a-key.pem", serverName: "ctl.example" });
+  assert.deepEqual(parse(["--plaintext"]).tls, { plaintext: true });
+  assert.deepEqual(parse([], { NOVAMESH_PLAINTEXT: "1" }).tls, { plaintext: true });
+  assert.equal(parse([], { NOVAMESH_PLAINTEXT: "0" }).tls.plaintext, undefined);
+  assert.throws(() => parse(["--plaintext", "--tls-ca", "ca.pem"]), /--plaintext connects without TLS; it cannot be combined with --tls-ca/);
+  assert.throws(() => parse(["--tls-cert", "a.pem"]), /--tls-cert needs --tls-key/);
+  assert.throws(() => parse(["--tls-key", "a-key.pem"]), /--tls-key needs --tls-cert/);
+});

@@ -8,6 +8,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { parseFaults, type Faults } from "./drivers/fake/faults.js";
+import type { ClientTls } from "./tls.js";
 
 interface FlagSpec {
   readonly env?: string;
@@ -19,6 +20,11 @@ interface FlagSpec {
 /** Every flag, in the order `--help` lists them. */
 export const AGENT_FLAGS = {
   controller: { env: "NOVAMESH_CONTROLLER", type: "string", default: () => "127.0.0.1:8774", help: "controller gRPC address (host:port)" },
+  "tls-ca": { env: "NOVAMESH_AGENT_TLS_CA", type: "string", help: "PEM file of the CA the controller's certificate must chain to (default: the system's CAs)" },
+  "tls-cert": { env: "NOVAMESH_AGENT_TLS_CERT", type: "string", help: "PEM file of this agent's client certificate, for a controller's --agent-listen (with --tls-key)" },
+  "tls-key": { env: "NOVAMESH_AGENT_TLS_KEY", type: "string", help: "PEM file of the client certificate's private key" },
+  "tls-server-name": { env: "NOVAMESH_AGENT_TLS_SERVER_NAME", type: "string", help: "name the controller's certificate must carry when it is not the host of --controller" },
+  plaintext: { env: "NOVAMESH_PLAINTEXT", type: "boolean", help: "connect without TLS, to a controller run with --plaintext (development only)" },
   token: { env: "NOVAMESH_AGENT_TOKEN", type: "string", default: () => "", help: "agent token, sent as 'authorization: Bearer <token>'" },
   nats: { env: "NOVAMESH_NATS_URL", type: "string", default: () => "nats://127.0.0.1:4222", help: "NATS server URL(s), comma separated" },
   "nats-ca": { env: "NOVAMESH_NATS_CA", type: "string", help: "CA certificate (PEM) that nats-server's TLS certificate must chain to" },
@@ -52,6 +58,8 @@ export const AGENT_FLAGS = {
 /** The parsed configuration. */
 export interface AgentCliConfig {
   readonly controller: string;
+  /** How the controller is reached: TLS (the default) or plaintext. */
+  readonly tls: ClientTls;
   readonly token: string;
   readonly natsUrl: string;
   /** CA file nats-server's certificate must chain to (TLS to NATS); undefined: the system's CAs. */
@@ -151,10 +159,20 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
   if (liveUri !== undefined && (!/^[a-z0-9+]+:\/\//.test(liveUri) || liveUri.includes("#"))) {
     throw new UsageError(`--live-migration-uri: "${liveUri}" is not a libvirt URI such as qemu+tcp://host-b/system`);
   }
+  const flagOn = (name: "plaintext"): boolean => {
+    if (values[name] === true) return true;
+    const raw = env[AGENT_FLAGS[name].env];
+    return raw === "1" || raw === "true" || raw === "yes";
+  };
+  const plaintext = flagOn("plaintext");
+  const tlsGiven = (["tls-ca", "tls-cert", "tls-key", "tls-server-name"] as const).filter((f) => get(f) !== undefined);
+  if (plaintext && tlsGiven.length) throw new UsageError(`--plaintext connects without TLS; it cannot be combined with ${tlsGiven.map((f) => `--${f}`).join(", ")}`);
+  if ((get("tls-cert") === undefined) !== (get("tls-key") === undefined)) throw new UsageError(get("tls-cert") !== undefined ? "--tls-cert needs --tls-key" : "--tls-key needs --tls-cert");
   const host = get("host")!;
   if (!/^[A-Za-z0-9._-]{1,255}$/.test(host)) throw new UsageError(`--host: "${host}" is not 1–255 letters, digits, '.', '-', '_'`);
   return {
     controller: get("controller")!,
+    tls: plaintext ? { plaintext: true } : { ca: get("tls-ca"), cert: get("tls-cert"), key: get("tls-key"), serverName: get("tls-server-name") },
     token: get("token")!,
     natsUrl: get("nats")!,
     natsCa: get("nats-ca"),

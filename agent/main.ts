@@ -14,6 +14,7 @@ import { FakeDriver } from "./drivers/fake/fake-driver.js";
 import { DirectoryImageStore, type ImageStore } from "./drivers/libvirt/image-store.js";
 import { LibvirtDriver } from "./drivers/libvirt/libvirt-driver.js";
 import { ControllerImageStore } from "./session/controller-image-store.js";
+import { TlsConfigError, clientCredentials } from "./tls.js";
 
 /**
  * The driver `config` asks for, for one agent. `client` is the agent's
@@ -57,7 +58,16 @@ async function main(): Promise<number> {
     process.stdout.write(`${agentHelp()}\n`);
     return 0;
   }
+  let channel: ReturnType<typeof clientCredentials>;
+  try {
+    channel = clientCredentials(config.tls);
+  } catch (err) {
+    if (!(err instanceof TlsConfigError)) throw err;
+    process.stderr.write(`agent: ${err.message}\n`);
+    return 2;
+  }
   const logger = pino({ name: "novamesh-agent", level: config.logLevel });
+  if (config.tls.plaintext) logger.warn("--plaintext: connecting to the controller without TLS; the token travels in clear text (development only)");
   const instances = agentInstances(config);
   // Simulated hosts of one process share one NATS connection, made at first
   // use — unless the controller gives each its own NATS user, then none is made.
@@ -76,6 +86,8 @@ async function main(): Promise<number> {
     const agent: Agent = new Agent({
       driver: makeDriver(config, host, stateDir, () => agent.client, logger),
       controller: config.controller,
+      credentials: channel.credentials,
+      channelOptions: channel.channelOptions,
       token: config.token,
       natsUrl: config.natsUrl,
       natsCa: config.natsCa,
@@ -109,7 +121,7 @@ async function main(): Promise<number> {
   });
   await Promise.all(agents.map((a) => a.start()));
   logger.info(
-    { agents: agents.length, driver: config.driver, ...(config.driver === "libvirt" ? { uri: config.libvirt.uri } : {}), controller: config.controller, nats: config.natsUrl },
+    { agents: agents.length, driver: config.driver, ...(config.driver === "libvirt" ? { uri: config.libvirt.uri } : {}), controller: config.controller, tls: !config.tls.plaintext, nats: config.natsUrl },
     "agents running",
   );
   await done;
