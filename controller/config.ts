@@ -9,17 +9,57 @@ import { ALGORITHMS, DEFAULT_MULTIPLIERS, type Algorithm, type PipelineOptions, 
 export interface ControllerConfig {
   /** gRPC listen address (`--listen`, NOVAMESH_LISTEN). */
   readonly listen: string;
+  /** The server certificate (PEM, with its chain) of both listeners (`--tls-cert`, NOVAMESH_TLS_CERT). */
+  readonly tlsCert: string;
+  /** Its private key (PEM; `--tls-key`, NOVAMESH_TLS_KEY). */
+  readonly tlsKey: string;
+  /**
+   * CA (PEM) whose client certificates the public listener requires
+   * (`--tls-client-ca`, NOVAMESH_TLS_CLIENT_CA); empty: no client certificate asked.
+   */
+  readonly tlsClientCa: string;
+  /**
+   * Serve without TLS, for development only (`--plaintext`, NOVAMESH_PLAINTEXT=1);
+   * without it the controller needs `--tls-cert` and `--tls-key`.
+   */
+  readonly plaintext: boolean;
+  /**
+   * A second listener for agents only (`--agent-listen`, NOVAMESH_AGENT_LISTEN):
+   * it serves AgentService (and health) and requires a client certificate
+   * signed by `--agent-client-ca` naming the host the agent says Hello as.
+   * When set, the public listener does not offer AgentService.
+   */
+  readonly agentListen: string;
+  /** CA (PEM) of the agents' client certificates (`--agent-client-ca`, NOVAMESH_AGENT_CLIENT_CA). */
+  readonly agentClientCa: string;
   /** MySQL URL (`--database-url`, NOVAMESH_DATABASE_URL); the database is created if missing. */
   readonly databaseUrl: string;
   /** NATS server URL (`--nats`, NOVAMESH_NATS_URL). */
   readonly natsUrl: string;
+  /**
+   * NATS credentials file of the controller's own user (`--nats-creds`,
+   * NOVAMESH_NATS_CREDS); empty connects without credentials.
+   */
+  readonly natsCreds: string;
+  /**
+   * Seed file of the NATS account's signing key (`--nats-signing-key`,
+   * NOVAMESH_NATS_SIGNING_KEY): with it the controller gives each agent a
+   * NATS user of its own, allowed only its host's subjects, and refuses a
+   * Hello without the agent's NATS key. Needs `natsCreds`.
+   */
+  readonly natsSigningKey: string;
+  /** CA file nats-server's TLS certificate must chain to (`--nats-ca`, NOVAMESH_NATS_CA); empty: the system's CAs. */
+  readonly natsCa: string;
+  /** Seconds an agent's NATS user JWT is valid; agents renew at half of it (NOVAMESH_NATS_AGENT_TTL). */
+  readonly natsAgentTtlSeconds: number;
   /** JetStream stream holding compute ops (`--ops-stream`, NOVAMESH_OPS_STREAM). */
   readonly opsStream: string;
   /** Subject prefix of compute ops; a host's ops go to `<prefix>.<host>` (NOVAMESH_OPS_SUBJECT_PREFIX). */
   readonly opsSubjectPrefix: string;
   /**
    * JetStream object store bucket of image bytes (`--image-bucket`,
-   * NOVAMESH_IMAGE_BUCKET); agents of the libvirt driver name the same one.
+   * NOVAMESH_IMAGE_BUCKET). Only controllers open it: hosts get and put
+   * image bytes through AgentService.
    */
   readonly imageBucket: string;
   /** Token with the admin role, created at first start (`--admin-token`, NOVAMESH_ADMIN_TOKEN). */
@@ -107,8 +147,18 @@ export interface ControllerConfig {
 
 export const DEFAULT_CONFIG: ControllerConfig = {
   listen: "127.0.0.1:8774",
+  tlsCert: "",
+  tlsKey: "",
+  tlsClientCa: "",
+  plaintext: false,
+  agentListen: "",
+  agentClientCa: "",
   databaseUrl: "mysql://root@127.0.0.1:3306/novamesh",
   natsUrl: "nats://127.0.0.1:4222",
+  natsCreds: "",
+  natsSigningKey: "",
+  natsCa: "",
+  natsAgentTtlSeconds: 3600,
   opsStream: "NOVAMESH_OPS",
   opsSubjectPrefix: "novamesh.ops",
   imageBucket: "novamesh-images",
@@ -151,8 +201,18 @@ type Spec = { key: keyof ControllerConfig; flag: string; env: string; kind: "str
 
 const SPECS: readonly Spec[] = [
   { key: "listen", flag: "--listen", env: "NOVAMESH_LISTEN", kind: "string" },
+  { key: "tlsCert", flag: "--tls-cert", env: "NOVAMESH_TLS_CERT", kind: "string" },
+  { key: "tlsKey", flag: "--tls-key", env: "NOVAMESH_TLS_KEY", kind: "string" },
+  { key: "tlsClientCa", flag: "--tls-client-ca", env: "NOVAMESH_TLS_CLIENT_CA", kind: "string" },
+  { key: "plaintext", flag: "--plaintext", env: "NOVAMESH_PLAINTEXT", kind: "boolean" },
+  { key: "agentListen", flag: "--agent-listen", env: "NOVAMESH_AGENT_LISTEN", kind: "string" },
+  { key: "agentClientCa", flag: "--agent-client-ca", env: "NOVAMESH_AGENT_CLIENT_CA", kind: "string" },
   { key: "databaseUrl", flag: "--database-url", env: "NOVAMESH_DATABASE_URL", kind: "string" },
   { key: "natsUrl", flag: "--nats", env: "NOVAMESH_NATS_URL", kind: "string" },
+  { key: "natsCreds", flag: "--nats-creds", env: "NOVAMESH_NATS_CREDS", kind: "string" },
+  { key: "natsSigningKey", flag: "--nats-signing-key", env: "NOVAMESH_NATS_SIGNING_KEY", kind: "string" },
+  { key: "natsCa", flag: "--nats-ca", env: "NOVAMESH_NATS_CA", kind: "string" },
+  { key: "natsAgentTtlSeconds", flag: "--nats-agent-ttl", env: "NOVAMESH_NATS_AGENT_TTL", kind: "number" },
   { key: "opsStream", flag: "--ops-stream", env: "NOVAMESH_OPS_STREAM", kind: "string" },
   { key: "opsSubjectPrefix", flag: "--ops-subject-prefix", env: "NOVAMESH_OPS_SUBJECT_PREFIX", kind: "string" },
   { key: "imageBucket", flag: "--image-bucket", env: "NOVAMESH_IMAGE_BUCKET", kind: "string" },
@@ -226,6 +286,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
   limitsOf(cfg); // and the limits
   if (!Number.isInteger(cfg.watchPollMs) || cfg.watchPollMs < 10) throw new ConfigError("--watch-poll-ms: expected a whole number ≥ 10");
   if (!Number.isInteger(cfg.watchBuffer) || cfg.watchBuffer < 1) throw new ConfigError("--watch-buffer: expected a whole number ≥ 1");
+  if (cfg.natsSigningKey && !cfg.natsCreds) throw new ConfigError("--nats-signing-key needs --nats-creds (the controller's own NATS user of the same account)");
+  if (!Number.isInteger(cfg.natsAgentTtlSeconds) || cfg.natsAgentTtlSeconds < 10) throw new ConfigError("--nats-agent-ttl: expected whole seconds ≥ 10");
   return cfg;
 }
 
@@ -247,6 +309,29 @@ export function limitsOf(cfg: ControllerConfig): LimitsConfig {
     maxStreams: cfg.maxStreams,
     maxAgentStreamsPerToken: cfg.maxAgentStreamsPerToken,
   };
+}
+
+/**
+ * Checks the TLS settings without reading files: plaintext or a certificate
+ * and key, and an agent listener only with its client CA.
+ */
+export function checkTlsSettings(cfg: ControllerConfig): void {
+  const files = [["--tls-cert", cfg.tlsCert], ["--tls-key", cfg.tlsKey], ["--tls-client-ca", cfg.tlsClientCa], ["--agent-client-ca", cfg.agentClientCa]] as const;
+  if (cfg.plaintext) {
+    const given = files.filter(([, v]) => v).map(([f]) => f);
+    if (given.length) throw new ConfigError(`--plaintext serves without TLS; it cannot be combined with ${given.join(", ")}`);
+    if (cfg.agentListen) throw new ConfigError("--agent-listen requires client certificates, so TLS: it cannot be combined with --plaintext");
+    return;
+  }
+  if (!cfg.tlsCert && !cfg.tlsKey) {
+    throw new ConfigError(
+      "TLS needs a server certificate and key: give --tls-cert and --tls-key (NOVAMESH_TLS_CERT, NOVAMESH_TLS_KEY; bash scripts/certs.sh makes them), or --plaintext (NOVAMESH_PLAINTEXT=1) to serve without TLS for development",
+    );
+  }
+  if (!cfg.tlsCert) throw new ConfigError("--tls-key is given without --tls-cert");
+  if (!cfg.tlsKey) throw new ConfigError("--tls-cert is given without --tls-key");
+  if (cfg.agentListen && !cfg.agentClientCa) throw new ConfigError("--agent-listen requires --agent-client-ca (the CA that signs the agents' client certificates)");
+  if (cfg.agentClientCa && !cfg.agentListen) throw new ConfigError("--agent-client-ca is given without --agent-listen");
 }
 
 const MULTIPLIER_KEYS: Record<string, keyof WeigherMultipliers> = {

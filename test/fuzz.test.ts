@@ -353,6 +353,7 @@ describe("fuzzing the API", () => {
           NOVAMESH_IMAGE_BUCKET: cfg.imageBucket!,
           NOVAMESH_ADMIN_TOKEN: env.adminToken,
           NOVAMESH_LOG_LEVEL: "error",
+          NOVAMESH_PLAINTEXT: "1",
         },
       },
     );

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { AgentServiceClient, type ConnectRequest } from "../gen/novamesh/agent/v1/agent.js";
+import { AgentServiceClient, ConnectRequest } from "../gen/novamesh/agent/v1/agent.js";
 import type { Clients } from "./harness.js";
 import { testEnv } from "./stack.js";
 
@@ -53,7 +53,7 @@ describe("failing streams", () => {
     md.set("authorization", `Bearer ${member.token}`);
     const call = client.connect(md);
     const ended = outcome(call);
-    call.write({ body: { $case: "hello", hello: { host: "h", hypervisorType: "", version: "", zone: "", migrationUri: "", architecture: "", capacity: { vcpus: 1, memoryMb: 1, diskGb: 1 }, allocation: undefined } } });
+    call.write(ConnectRequest.fromPartial({ body: { $case: "hello", hello: { host: "h", capacity: { vcpus: 1, memoryMb: 1, diskGb: 1 } } } }));
     call.end();
     const got = await ended;
     client.close();

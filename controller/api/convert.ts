@@ -230,6 +230,7 @@ export function tokenToProto(t: TokenRecord): Token {
     role: toEnum(PbRole, "ROLE_", t.role),
     description: t.description,
     createTime: t.createdAt,
+    host: t.host ?? "",
   };
 }
 

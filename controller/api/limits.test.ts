@@ -5,9 +5,9 @@ import type { Principal } from "../domain/types.js";
 import { ApiError } from "../errors.js";
 import { DEFAULT_LIMITS, Limits } from "./limits.js";
 
-const member: Principal = { tokenId: "m", projectId: "p", role: "member" };
-const other: Principal = { tokenId: "o", projectId: "p", role: "member" };
-const admin: Principal = { tokenId: "a", projectId: "admin", role: "admin" };
+const member: Principal = { tokenId: "m", projectId: "p", role: "member", host: null };
+const other: Principal = { tokenId: "o", projectId: "p", role: "member", host: null };
+const admin: Principal = { tokenId: "a", projectId: "admin", role: "admin", host: null };
 
 function refused(fn: () => unknown): ApiError {
   try {

@@ -48,21 +48,31 @@ function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiErr
 }
 
 /**
- * The context of a public call: its caller (agent tokens refused) and a
- * bound logger, once the caller's token is within its rate (and, for a
- * stream, its stream caps: `stream` is then told how to close the stream's
- * count, which the caller must do when the call ends).
+ * Who may make a call: "public" — any token but an agent's (the API);
+ * "host" — an agent or admin token (AgentService, a host's own calls).
  */
-async function openCall(deps: RpcDeps, md: Metadata, method: string, signal: AbortSignal, stream?: (close: () => void) => void): Promise<CallContext> {
+export type Callers = "public" | "host";
+
+/**
+ * The context of a call: its caller (checked against `callers`) and a
+ * bound logger, once the caller's token is within its rate and, for a
+ * stream, its stream caps (a host's streams count as agent streams). For a
+ * stream, `stream` is told how to close its count, which the caller must
+ * do when the call is over.
+ */
+async function openCall(deps: RpcDeps, md: Metadata, method: string, signal: AbortSignal, callers: Callers, stream?: (close: () => void) => void): Promise<CallContext> {
   const principal = await authenticate(deps.pool, md);
-  if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
+  if (callers === "public" && principal.role === "agent") throw permissionDenied("agent tokens may only make AgentService calls");
+  if (callers === "host" && principal.role !== "agent" && principal.role !== "admin") throw permissionDenied("AgentService needs a token with the agent or admin role");
   deps.limits.admit(principal);
-  if (stream) stream(deps.limits.openStream(principal));
+  if (stream) stream(callers === "host" ? deps.limits.openAgentStream(principal) : deps.limits.openStream(principal));
   return { principal, log: deps.log.child({ method, project: principal.projectId }), signal };
 }
 
+type Ending = { on(event: string, fn: () => void): unknown; cancelled?: boolean };
+
 /** Calls `close` once the call is over, however it ends (or at once if it already is). */
-function whenOver(call: { on(event: string, fn: () => void): unknown; cancelled?: boolean }, close: () => void): void {
+function whenOver(call: Ending, close: () => void): void {
   for (const event of ["close", "finish", "cancelled", "error"]) call.on(event, close);
   if (call.cancelled) close();
 }
@@ -72,7 +82,7 @@ function whenOver(call: { on(event: string, fn: () => void): unknown; cancelled?
  * agent streams per token. Its messages are not rate limited (agents report
  * every second). The stream's count is closed when the call is over.
  */
-export function admitAgentStream(deps: RpcDeps, principal: Principal, call: { on(event: string, fn: () => void): unknown; cancelled?: boolean }): void {
+export function admitAgentStream(deps: RpcDeps, principal: Principal, call: Ending): void {
   whenOver(call, deps.limits.openAgentStream(principal));
 }
 
@@ -83,12 +93,13 @@ function answer<Res>(
   call: ServerUnaryCall<unknown, Res> | ServerReadableStream<unknown, Res>,
   fn: (ctx: CallContext) => Promise<Res>,
   cb: sendUnaryData<Res>,
+  callers: Callers,
   stream = false,
 ): void {
   const ac = new AbortController();
   call.on("cancelled", () => ac.abort());
   let close = () => {};
-  openCall(deps, call.metadata, method, ac.signal, stream ? (c) => whenOver(call, (close = c)) : undefined)
+  openCall(deps, call.metadata, method, ac.signal, callers, stream ? (c) => whenOver(call, (close = c)) : undefined)
     .then(fn)
     .finally(() => close())
     .then(
@@ -101,13 +112,14 @@ function answer<Res>(
     );
 }
 
-/** Wraps a unary handler: authentication (agents excluded), error mapping, logging. */
+/** Wraps a unary handler: authentication (agents excluded unless `callers` is "host"), error mapping, logging. */
 export function unary<Req, Res>(
   deps: RpcDeps,
   method: string,
   fn: (req: Req, ctx: CallContext) => Promise<Res>,
+  callers: Callers = "public",
 ): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx), cb);
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx), cb, callers);
 }
 
 /**
@@ -118,8 +130,9 @@ export function clientStream<Req, Res>(
   deps: RpcDeps,
   method: string,
   fn: (call: ServerReadableStream<Req, Res>, ctx: CallContext) => Promise<Res>,
+  callers: Callers = "public",
 ): (call: ServerReadableStream<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => answer(deps, method, call, (ctx) => fn(call, ctx), cb, true);
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(call, ctx), cb, callers, true);
 }
 
 /**
@@ -136,13 +149,14 @@ export function serverStream<Req, Res>(
   deps: RpcDeps,
   method: string,
   fn: (req: Req, ctx: CallContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
+  callers: Callers = "public",
 ): (call: ServerWritableStream<Req, Res>) => void {
   return (call) => {
     const ac = new AbortController();
     call.on("cancelled", () => ac.abort());
     call.on("close", () => ac.abort());
     let close = () => {};
-    openCall(deps, call.metadata, method, ac.signal, (c) => whenOver(call, (close = c)))
+    openCall(deps, call.metadata, method, ac.signal, callers, (c) => whenOver(call, (close = c)))
       .then((ctx) => fn(decoded(call.request), ctx, call))
       .finally(() => close())
       .then(

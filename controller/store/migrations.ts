@@ -300,6 +300,27 @@ export const MIGRATIONS: readonly Migration[] = [
     name: "the request each action was made with, so a request id reused for another request is refused",
     statements: [`ALTER TABLE instance_actions ADD COLUMN request_body JSON NULL`],
   },
+  {
+    version: 10,
+    name: "agent tokens bound to one host each",
+    statements: [`ALTER TABLE api_tokens ADD COLUMN host VARCHAR(255) NULL, ADD UNIQUE KEY api_tokens_host (host)`],
+  },
+  {
+    version: 12,
+    name: "a host's ops not yet done, by host: what image bytes a host may read and write",
+    statements: [`ALTER TABLE compute_ops ADD KEY ops_host (host, state)`],
+  },
+  {
+    version: 13,
+    name: "keys the controllers share, such as the one that signs ops",
+    statements: [
+      `CREATE TABLE controller_keys (
+        name VARCHAR(64) NOT NULL PRIMARY KEY,
+        seed VARCHAR(128) NOT NULL,
+        created_at ${TS}
+      ) ENGINE=InnoDB`,
+    ],
+  },
 ];
 
 /**

@@ -13,22 +13,41 @@ export interface TokenRecord {
   readonly role: Role;
   readonly description: string;
   readonly createdAt: Date;
+  /** For an agent token: the host it speaks for (null until an enrolment token is used). */
+  readonly host: string | null;
+}
+
+/** Another agent token already holds this host. */
+export class HostTakenError extends Error {
+  constructor(readonly host: string) {
+    super(`host ${JSON.stringify(host)} is held by another agent token`);
+  }
+}
+
+function isDuplicate(err: unknown): boolean {
+  return (err as { code?: string } | null)?.code === "ER_DUP_ENTRY";
 }
 
 /** Issues a token; the secret is returned once and stored only as a hash. */
 export async function createToken(
   q: Queryable,
-  t: { projectId: string; role: Role; description: string; secret?: string },
+  t: { projectId: string; role: Role; description: string; secret?: string; host?: string | null },
 ): Promise<{ token: TokenRecord; secret: string }> {
   const secret = t.secret ?? `nm_${randomBytes(24).toString("base64url")}`;
   const id = randomUUID();
-  await exec(q, "INSERT INTO api_tokens (id, secret_hash, project_id, role, description) VALUES (?, ?, ?, ?, ?)", [
-    id,
-    hashSecret(secret),
-    t.projectId,
-    t.role,
-    t.description,
-  ]);
+  try {
+    await exec(q, "INSERT INTO api_tokens (id, secret_hash, project_id, role, description, host) VALUES (?, ?, ?, ?, ?, ?)", [
+      id,
+      hashSecret(secret),
+      t.projectId,
+      t.role,
+      t.description,
+      t.host ?? null,
+    ]);
+  } catch (err) {
+    if (t.host && isDuplicate(err)) throw new HostTakenError(t.host);
+    throw err;
+  }
   const token = (await listTokens(q, { id }))[0]!;
   return { token, secret };
 }
@@ -46,10 +65,10 @@ export async function listTokens(q: Queryable, f: { id?: string; projectId?: str
   }
   const rows = await select(
     q,
-    `SELECT id, project_id, role, description, created_at FROM api_tokens ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY created_at, id`,
+    `SELECT id, project_id, role, description, created_at, host FROM api_tokens ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY created_at, id`,
     params,
   );
-  return rows.map((r) => ({ id: r.id, projectId: r.project_id, role: r.role, description: r.description, createdAt: r.created_at }));
+  return rows.map((r) => ({ id: r.id, projectId: r.project_id, role: r.role, description: r.description, createdAt: r.created_at, host: r.host ?? null }));
 }
 
 export async function deleteToken(q: Queryable, id: string): Promise<boolean> {
@@ -57,9 +76,25 @@ export async function deleteToken(q: Queryable, id: string): Promise<boolean> {
 }
 
 export async function principalForSecret(q: Queryable, secret: string): Promise<Principal | null> {
-  const rows = await select(q, "SELECT id, project_id, role FROM api_tokens WHERE secret_hash = ?", [hashSecret(secret)]);
+  const rows = await select(q, "SELECT id, project_id, role, host FROM api_tokens WHERE secret_hash = ?", [hashSecret(secret)]);
   const r = rows[0];
-  return r ? { tokenId: r.id, projectId: r.project_id, role: r.role } : null;
+  return r ? { tokenId: r.id, projectId: r.project_id, role: r.role, host: r.host ?? null } : null;
+}
+
+/**
+ * Binds an enrolment token (an agent token without a host) to `host`, once.
+ * Returns the host the token holds afterwards: `host`, or the one an earlier
+ * (or concurrent) use bound it to; null when the token is gone.
+ */
+export async function bindAgentToken(q: Queryable, tokenId: string, host: string): Promise<string | null> {
+  try {
+    await exec(q, "UPDATE api_tokens SET host = ? WHERE id = ? AND role = 'agent' AND host IS NULL", [host, tokenId]);
+  } catch (err) {
+    if (isDuplicate(err)) throw new HostTakenError(host);
+    throw err;
+  }
+  const rows = await select(q, "SELECT host FROM api_tokens WHERE id = ?", [tokenId]);
+  return rows[0] ? (rows[0].host ?? null) : null;
 }
 
 /** Makes sure the configured admin token exists (first start, or a new secret). */

@@ -85,7 +85,14 @@ export interface Token {
   /** Free-form description. */
   description: string;
   /** When it was issued. */
-  createTime: Date | undefined;
+  createTime:
+    | Date
+    | undefined;
+  /**
+   * For an agent token: the one host it speaks for (empty while an
+   * enrolment token has not been used yet).
+   */
+  host: string;
 }
 
 /** Request of CreateToken. */
@@ -96,6 +103,14 @@ export interface CreateTokenRequest {
   role: Role;
   /** Description, up to 255 characters. */
   description: string;
+  /**
+   * For ROLE_AGENT only: the host the token may speak for (1–255 letters,
+   * digits, '.', '-' and '_'); the agent stream refuses a Hello as any other
+   * host. Empty makes an enrolment token: the first Hello with it binds it to
+   * that host for good, provided no other agent token holds the host. One
+   * host has at most one agent token; delete it to enrol the host anew.
+   */
+  host: string;
 }
 
 /** Response of CreateToken. */
@@ -131,7 +146,7 @@ export interface DeleteTokenResponse {
 }
 
 function createBaseToken(): Token {
-  return { id: "", projectId: "", role: 0, description: "", createTime: undefined };
+  return { id: "", projectId: "", role: 0, description: "", createTime: undefined, host: "" };
 }
 
 export const Token: MessageFns<Token> = {
@@ -150,6 +165,9 @@ export const Token: MessageFns<Token> = {
     }
     if (message.createTime !== undefined) {
       Timestamp.encode(toTimestamp(message.createTime), writer.uint32(42).fork()).join();
+    }
+    if (message.host !== "") {
+      writer.uint32(82).string(message.host);
     }
     return writer;
   },
@@ -207,6 +225,14 @@ export const Token: MessageFns<Token> = {
             message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -234,6 +260,7 @@ export const Token: MessageFns<Token> = {
         : isSet(object.create_time)
         ? fromJsonTimestamp(object.create_time)
         : undefined,
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
     };
   },
 
@@ -254,6 +281,9 @@ export const Token: MessageFns<Token> = {
     if (message.createTime !== undefined) {
       obj.createTime = message.createTime.toISOString();
     }
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
     return obj;
   },
 
@@ -267,12 +297,13 @@ export const Token: MessageFns<Token> = {
     message.role = object.role ?? 0;
     message.description = object.description ?? "";
     message.createTime = object.createTime ?? undefined;
+    message.host = object.host ?? "";
     return message;
   },
 };
 
 function createBaseCreateTokenRequest(): CreateTokenRequest {
-  return { projectId: "", role: 0, description: "" };
+  return { projectId: "", role: 0, description: "", host: "" };
 }
 
 export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
@@ -285,6 +316,9 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     }
     if (message.description !== "") {
       writer.uint32(26).string(message.description);
+    }
+    if (message.host !== "") {
+      writer.uint32(82).string(message.host);
     }
     return writer;
   },
@@ -326,6 +360,14 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
             message.description = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -347,6 +389,7 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
         : "",
       role: isSet(object.role) ? roleFromJSON(object.role) : 0,
       description: isSet(object.description) ? globalThis.String(object.description) : "",
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
     };
   },
 
@@ -361,6 +404,9 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     if (message.description !== "") {
       obj.description = message.description;
     }
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
     return obj;
   },
 
@@ -372,6 +418,7 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     message.projectId = object.projectId ?? "";
     message.role = object.role ?? 0;
     message.description = object.description ?? "";
+    message.host = object.host ?? "";
     return message;
   },
 };
@@ -735,7 +782,8 @@ export type IdentityServiceService = typeof IdentityServiceService;
 export const IdentityServiceService = {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
-   * Errors: INVALID_ARGUMENT (field named), PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (another agent
+   * token holds the host), PERMISSION_DENIED, UNAUTHENTICATED.
    */
   createToken: {
     path: "/novamesh.compute.v1.IdentityService/CreateToken" as const,
@@ -777,7 +825,8 @@ export const IdentityServiceService = {
 export interface IdentityServiceServer extends UntypedServiceImplementation {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
-   * Errors: INVALID_ARGUMENT (field named), PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (another agent
+   * token holds the host), PERMISSION_DENIED, UNAUTHENTICATED.
    */
   createToken: handleUnaryCall<CreateTokenRequest, CreateTokenResponse>;
   /**
@@ -795,7 +844,8 @@ export interface IdentityServiceServer extends UntypedServiceImplementation {
 export interface IdentityServiceClient extends Client {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
-   * Errors: INVALID_ARGUMENT (field named), PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (another agent
+   * token holds the host), PERMISSION_DENIED, UNAUTHENTICATED.
    */
   createToken(
     request: CreateTokenRequest,
