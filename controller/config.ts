@@ -20,7 +20,13 @@ export interface ControllerConfig {
    * NOVAMESH_IMAGE_BUCKET); agents of the libvirt driver name the same one.
    */
   readonly imageBucket: string;
-  /** Token with the admin role, created at first start (`--admin-token`, NOVAMESH_ADMIN_TOKEN). */
+  /**
+   * Secret of the admin token (`--admin-token`, NOVAMESH_ADMIN_TOKEN): the
+   * controller makes it the one configuration admin token at start, and
+   * revokes the token of a previous secret. Every controller of a deployment
+   * has the same one; to rotate it, set the new secret on every controller
+   * and restart them.
+   */
   readonly adminToken: string;
   /** Project the admin token belongs to (NOVAMESH_ADMIN_PROJECT). */
   readonly adminProject: string;
@@ -73,6 +79,8 @@ export interface ControllerConfig {
    * NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST). Cold migrations always leave it.
    */
   readonly allowResizeToSameHost: boolean;
+  /** Audit records older than this many days are deleted; 0 keeps them (NOVAMESH_AUDIT_RETENTION_DAYS). */
+  readonly auditRetentionDays: number;
   /** Log level: trace, debug, info, warn, error (NOVAMESH_LOG_LEVEL). */
   readonly logLevel: string;
   /**
@@ -111,6 +119,7 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   reaperGraceSeconds: 20,
   resizeConfirmWindowSeconds: 86400,
   allowResizeToSameHost: false,
+  auditRetentionDays: 90,
   logLevel: "info",
   holdOutbox: false,
 };
@@ -146,6 +155,7 @@ const SPECS: readonly Spec[] = [
   { key: "reaperGraceSeconds", flag: "--reaper-grace", env: "NOVAMESH_REAPER_GRACE", kind: "number" },
   { key: "resizeConfirmWindowSeconds", flag: "--resize-confirm-window", env: "NOVAMESH_RESIZE_CONFIRM_WINDOW", kind: "number" },
   { key: "allowResizeToSameHost", flag: "--allow-resize-to-same-host", env: "NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST", kind: "boolean" },
+  { key: "auditRetentionDays", flag: "--audit-retention-days", env: "NOVAMESH_AUDIT_RETENTION_DAYS", kind: "number" },
   { key: "logLevel", flag: "--log-level", env: "NOVAMESH_LOG_LEVEL", kind: "string" },
   { key: "holdOutbox", flag: "--fault-hold-outbox", env: "NOVAMESH_FAULT_HOLD_OUTBOX", kind: "boolean" },
 ];

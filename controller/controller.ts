@@ -43,6 +43,9 @@ import { aggregateService, schedulerService, serverGroupService } from "./api/pl
 import type { Pool } from "./store/db.js";
 import { ImageBytes } from "./store/image-bytes.js";
 import { migrate } from "./store/migrations.js";
+import { AuditServiceService } from "../gen/novamesh/compute/v1/audit.js";
+import { AuditLog, AuditPurger } from "./api/audit-log.js";
+import { auditService } from "./api/audit-service.js";
 import { ensureAdminToken } from "./store/tokens.js";
 import { HostCache } from "./scheduler/host-cache.js";
 import { Pipeline } from "./scheduler/pipeline.js";
@@ -60,6 +63,7 @@ const PUBLIC_SERVICES = [
   "novamesh.compute.v1.ServerGroupService",
   "novamesh.compute.v1.AggregateService",
   "novamesh.compute.v1.SchedulerService",
+  "novamesh.compute.v1.AuditService",
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",
@@ -79,6 +83,7 @@ export class Controller {
   private publisher: OutboxPublisher | null = null;
   private placement: PlacementWorker | null = null;
   private reaper: Reaper | null = null;
+  private auditPurger: AuditPurger | null = null;
   private setHealth: HealthSetter | null = null;
   /** The port the gRPC server listens on (after start). */
   port = 0;
@@ -99,7 +104,8 @@ export class Controller {
     const pool = (this.pool = await openPool(cfg.databaseUrl));
     const applied = await migrate(pool);
     if (applied.length) this.log.info({ versions: applied }, "schema migrations applied");
-    await ensureAdminToken(pool, cfg.adminToken, cfg.adminProject);
+    const revoked = await ensureAdminToken(pool, cfg.adminToken, cfg.adminProject);
+    if (revoked) this.log.warn({ revoked }, "the configured admin secret changed: the previous configuration admin token is revoked");
 
     const nc = (this.nc = await connect({ servers: cfg.natsUrl, name: "novamesh-controller", maxReconnectAttempts: -1 }));
     const jsm = await nc.jetstreamManager();
@@ -150,7 +156,9 @@ export class Controller {
       },
     });
 
-    const deps = { pool, log: this.log };
+    const audit = new AuditLog(pool, this.log);
+    this.auditPurger = new AuditPurger(pool, this.log, cfg.auditRetentionDays);
+    const deps = { pool, log: this.log, audit };
     const server = (this.server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.max_receive_message_length": 16 * 1024 * 1024 }));
     server.addService(tolerant(ServerServiceService), serverService(deps, ctx, watcher, new HostQueries(nc, cfg.opsSubjectPrefix)));
     server.addService(tolerant(OperationServiceService), operationService(deps, ctx, watcher));
@@ -162,6 +170,7 @@ export class Controller {
     server.addService(tolerant(ServerGroupServiceService), serverGroupService(deps));
     server.addService(tolerant(AggregateServiceService), aggregateService(deps));
     server.addService(tolerant(SchedulerServiceService), schedulerService(deps, { pipeline, hosts }));
+    server.addService(tolerant(AuditServiceService), auditService(deps));
     addReflection(server, await readFile(DESCRIPTOR_SET), { services: PUBLIC_SERVICES });
     this.setHealth = addHealth(server, { "": "SERVING" });
     this.port = await new Promise<number>((resolve, reject) =>
@@ -170,6 +179,7 @@ export class Controller {
 
     placement.start();
     this.reaper.start();
+    this.auditPurger.start();
     if (cfg.holdOutbox) this.log.warn("fault hook: outbox publishing is held; ops are committed but not sent");
     else publisher.start();
     this.log.info({ listen: cfg.listen, port: this.port, stream: cfg.opsStream }, "controller started");
@@ -193,6 +203,7 @@ export class Controller {
     }
     await this.placement?.stop();
     await this.reaper?.stop();
+    await this.auditPurger?.stop();
     await this.publisher?.stop();
     const { nc, pool, hostsPool } = this;
     if (nc) await bestEffort(this.log, "draining the NATS connection", () => nc.drain());

@@ -6,12 +6,16 @@ import type { Pool } from "../store/db.js";
 import { principalForSecret } from "../store/tokens.js";
 import { toServiceError } from "./status.js";
 import { decoded } from "./decode.js";
+import type { AuditLog, AuditNote } from "./audit-log.js";
+import { isAudited } from "./audit-log.js";
 
 /** What every handler gets: the caller and a logger bound to the request. */
 export interface CallContext {
   readonly principal: Principal;
   readonly log: Logger;
   readonly signal: AbortSignal;
+  /** What the handler adds to the call's audit record. */
+  readonly audit: AuditNote;
 }
 
 /** Resolves the bearer token of a call. */
@@ -21,6 +25,7 @@ export async function authenticate(pool: Pool, md: Metadata): Promise<Principal>
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
   if (!m) throw unauthenticated("missing bearer token: send metadata 'authorization: Bearer <token>'");
   const p = await principalForSecret(pool, m[1]!);
+  if (p === "expired") throw unauthenticated("token expired");
   if (!p) throw unauthenticated("invalid or revoked token");
   return p;
 }
@@ -37,6 +42,8 @@ export function isAdmin(ctx: CallContext): boolean {
 export interface RpcDeps {
   readonly pool: Pool;
   readonly log: Logger;
+  /** Where mutating calls are recorded; none: not recorded. */
+  readonly audit?: AuditLog;
 }
 
 function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiError>): void {
@@ -44,14 +51,42 @@ function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiErr
   else log.debug({ method, code: err.code, reason: err.reason }, err.message);
 }
 
-/** The context of a public call: its caller (agent tokens refused) and a bound logger. */
-async function openCall(deps: RpcDeps, md: Metadata, method: string, signal: AbortSignal): Promise<CallContext> {
-  const principal = await authenticate(deps.pool, md);
-  if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
-  return { principal, log: deps.log.child({ method, project: principal.projectId }), signal };
+/**
+ * A public call from its start to its audit record: the caller (agent
+ * tokens refused), a bound logger, and — for a mutating call — the record
+ * of how it ended, written before the answer is sent (audit-log.ts).
+ */
+class Call {
+  principal: Principal | null = null;
+  readonly note: AuditNote = {};
+  readonly ac = new AbortController();
+
+  constructor(
+    private readonly deps: RpcDeps,
+    private readonly path: string,
+    private readonly method: string,
+    private readonly md: Metadata,
+  ) {}
+
+  async open(): Promise<CallContext> {
+    const principal = await authenticate(this.deps.pool, this.md);
+    this.principal = principal;
+    if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
+    return { principal, log: this.deps.log.child({ method: this.method, project: principal.projectId }), signal: this.ac.signal, audit: this.note };
+  }
+
+  /** Records the call's outcome when it is a mutating one. */
+  async close(req: unknown, res: unknown, err: ApiError | null): Promise<void> {
+    if (!this.deps.audit || !isAudited(this.path)) return;
+    await this.deps.audit.record({ path: this.path, principal: this.principal, req, res, note: this.note, code: err ? err.code : 0, reason: err ? err.reason : "" });
+  }
 }
 
-/** Answers a call with one response: authentication (agents excluded), error mapping, logging. */
+function pathOf(call: { getPath?: () => string }, method: string): string {
+  return typeof call.getPath === "function" ? call.getPath() : `/${method}`;
+}
+
+/** Answers a call with one response: authentication (agents excluded), error mapping, logging, audit. */
 function answer<Res>(
   deps: RpcDeps,
   method: string,
@@ -59,15 +94,20 @@ function answer<Res>(
   fn: (ctx: CallContext) => Promise<Res>,
   cb: sendUnaryData<Res>,
 ): void {
-  const ac = new AbortController();
-  call.on("cancelled", () => ac.abort());
-  openCall(deps, call.metadata, method, ac.signal)
+  const c = new Call(deps, pathOf(call, method), method, call.metadata);
+  call.on("cancelled", () => c.ac.abort());
+  const req = "request" in call ? call.request : undefined;
+  c.open()
     .then(fn)
     .then(
-      (res) => cb(null, res),
-      (e) => {
+      async (res) => {
+        await c.close(req, res, null);
+        cb(null, res);
+      },
+      async (e) => {
         const err = toApiError(e);
         logFailure(deps.log, method, err);
+        await c.close(req, undefined, err);
         cb(toServiceError(err));
       },
     );
@@ -110,17 +150,21 @@ export function serverStream<Req, Res>(
   fn: (req: Req, ctx: CallContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
 ): (call: ServerWritableStream<Req, Res>) => void {
   return (call) => {
-    const ac = new AbortController();
-    call.on("cancelled", () => ac.abort());
-    call.on("close", () => ac.abort());
-    openCall(deps, call.metadata, method, ac.signal)
+    const c = new Call(deps, pathOf(call, method), method, call.metadata);
+    call.on("cancelled", () => c.ac.abort());
+    call.on("close", () => c.ac.abort());
+    c.open()
       .then((ctx) => fn(decoded(call.request), ctx, call))
       .then(
-        () => call.end(),
-        (e) => {
-          if (ac.signal.aborted) return;
+        async () => {
+          await c.close(call.request, undefined, null);
+          call.end();
+        },
+        async (e) => {
+          if (c.ac.signal.aborted) return;
           const err = toApiError(e);
           logFailure(deps.log, method, err);
+          await c.close(call.request, undefined, err);
           endWithError(call, err);
         },
       );

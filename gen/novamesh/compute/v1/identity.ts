@@ -18,6 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 
 export const protobufPackage = "novamesh.compute.v1";
@@ -74,6 +75,52 @@ export function roleToJSON(object: Role): string {
   }
 }
 
+/** How a token came to be. */
+export enum TokenKind {
+  /** TOKEN_KIND_UNSPECIFIED - Not set. */
+  TOKEN_KIND_UNSPECIFIED = 0,
+  /** TOKEN_KIND_API - Issued by CreateToken. */
+  TOKEN_KIND_API = 1,
+  /**
+   * TOKEN_KIND_CONFIGURATION - The admin token of the controllers' configured secret
+   * (`--admin-token`); replaced when the secret changes.
+   */
+  TOKEN_KIND_CONFIGURATION = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function tokenKindFromJSON(object: any): TokenKind {
+  switch (object) {
+    case 0:
+    case "TOKEN_KIND_UNSPECIFIED":
+      return TokenKind.TOKEN_KIND_UNSPECIFIED;
+    case 1:
+    case "TOKEN_KIND_API":
+      return TokenKind.TOKEN_KIND_API;
+    case 2:
+    case "TOKEN_KIND_CONFIGURATION":
+      return TokenKind.TOKEN_KIND_CONFIGURATION;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return TokenKind.UNRECOGNIZED;
+  }
+}
+
+export function tokenKindToJSON(object: TokenKind): string {
+  switch (object) {
+    case TokenKind.TOKEN_KIND_UNSPECIFIED:
+      return "TOKEN_KIND_UNSPECIFIED";
+    case TokenKind.TOKEN_KIND_API:
+      return "TOKEN_KIND_API";
+    case TokenKind.TOKEN_KIND_CONFIGURATION:
+      return "TOKEN_KIND_CONFIGURATION";
+    case TokenKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** A bearer token (never with its secret, except once on creation). */
 export interface Token {
   /** Token id. */
@@ -85,7 +132,15 @@ export interface Token {
   /** Free-form description. */
   description: string;
   /** When it was issued. */
-  createTime: Date | undefined;
+  createTime:
+    | Date
+    | undefined;
+  /** When it stops working; unset: never. */
+  expireTime:
+    | Date
+    | undefined;
+  /** How it was issued. */
+  kind: TokenKind;
 }
 
 /** Request of CreateToken. */
@@ -96,6 +151,18 @@ export interface CreateTokenRequest {
   role: Role;
   /** Description, up to 255 characters. */
   description: string;
+  /**
+   * When the token stops working (AIP-214); neither set: never. At most
+   * 3650 days ahead.
+   */
+  expiration:
+    | //
+    /** The moment it expires; must be in the future. */
+    { $case: "expireTime"; expireTime: Date }
+    | //
+    /** How long it works from now: more than 0 and at most 3650 days. */
+    { $case: "ttl"; ttl: Duration }
+    | undefined;
 }
 
 /** Response of CreateToken. */
@@ -131,7 +198,7 @@ export interface DeleteTokenResponse {
 }
 
 function createBaseToken(): Token {
-  return { id: "", projectId: "", role: 0, description: "", createTime: undefined };
+  return { id: "", projectId: "", role: 0, description: "", createTime: undefined, expireTime: undefined, kind: 0 };
 }
 
 export const Token: MessageFns<Token> = {
@@ -150,6 +217,12 @@ export const Token: MessageFns<Token> = {
     }
     if (message.createTime !== undefined) {
       Timestamp.encode(toTimestamp(message.createTime), writer.uint32(42).fork()).join();
+    }
+    if (message.expireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(50).fork()).join();
+    }
+    if (message.kind !== 0) {
+      writer.uint32(56).int32(message.kind);
     }
     return writer;
   },
@@ -207,6 +280,22 @@ export const Token: MessageFns<Token> = {
             message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -234,6 +323,12 @@ export const Token: MessageFns<Token> = {
         : isSet(object.create_time)
         ? fromJsonTimestamp(object.create_time)
         : undefined,
+      expireTime: isSet(object.expireTime)
+        ? fromJsonTimestamp(object.expireTime)
+        : isSet(object.expire_time)
+        ? fromJsonTimestamp(object.expire_time)
+        : undefined,
+      kind: isSet(object.kind) ? tokenKindFromJSON(object.kind) : 0,
     };
   },
 
@@ -254,6 +349,12 @@ export const Token: MessageFns<Token> = {
     if (message.createTime !== undefined) {
       obj.createTime = message.createTime.toISOString();
     }
+    if (message.expireTime !== undefined) {
+      obj.expireTime = message.expireTime.toISOString();
+    }
+    if (message.kind !== 0) {
+      obj.kind = tokenKindToJSON(message.kind);
+    }
     return obj;
   },
 
@@ -267,12 +368,14 @@ export const Token: MessageFns<Token> = {
     message.role = object.role ?? 0;
     message.description = object.description ?? "";
     message.createTime = object.createTime ?? undefined;
+    message.expireTime = object.expireTime ?? undefined;
+    message.kind = object.kind ?? 0;
     return message;
   },
 };
 
 function createBaseCreateTokenRequest(): CreateTokenRequest {
-  return { projectId: "", role: 0, description: "" };
+  return { projectId: "", role: 0, description: "", expiration: undefined };
 }
 
 export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
@@ -285,6 +388,14 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     }
     if (message.description !== "") {
       writer.uint32(26).string(message.description);
+    }
+    switch (message.expiration?.$case) {
+      case "expireTime":
+        Timestamp.encode(toTimestamp(message.expiration.expireTime), writer.uint32(34).fork()).join();
+        break;
+      case "ttl":
+        Duration.encode(message.expiration.ttl, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -326,6 +437,25 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
             message.description = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.expiration = {
+              $case: "expireTime",
+              expireTime: fromTimestamp(Timestamp.decode(reader, reader.uint32())),
+            };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.expiration = { $case: "ttl", ttl: Duration.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -347,6 +477,13 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
         : "",
       role: isSet(object.role) ? roleFromJSON(object.role) : 0,
       description: isSet(object.description) ? globalThis.String(object.description) : "",
+      expiration: isSet(object.expireTime)
+        ? { $case: "expireTime", expireTime: fromJsonTimestamp(object.expireTime) }
+        : isSet(object.expire_time)
+        ? { $case: "expireTime", expireTime: fromJsonTimestamp(object.expire_time) }
+        : isSet(object.ttl)
+        ? { $case: "ttl", ttl: Duration.fromJSON(object.ttl) }
+        : undefined,
     };
   },
 
@@ -361,6 +498,11 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     if (message.description !== "") {
       obj.description = message.description;
     }
+    if (message.expiration?.$case === "expireTime") {
+      obj.expireTime = message.expiration.expireTime.toISOString();
+    } else if (message.expiration?.$case === "ttl") {
+      obj.ttl = Duration.toJSON(message.expiration.ttl);
+    }
     return obj;
   },
 
@@ -372,6 +514,20 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     message.projectId = object.projectId ?? "";
     message.role = object.role ?? 0;
     message.description = object.description ?? "";
+    switch (object.expiration?.$case) {
+      case "expireTime": {
+        if (object.expiration?.expireTime !== undefined && object.expiration?.expireTime !== null) {
+          message.expiration = { $case: "expireTime", expireTime: object.expiration.expireTime };
+        }
+        break;
+      }
+      case "ttl": {
+        if (object.expiration?.ttl !== undefined && object.expiration?.ttl !== null) {
+          message.expiration = { $case: "ttl", ttl: Duration.fromPartial(object.expiration.ttl) };
+        }
+        break;
+      }
+    }
     return message;
   },
 };
@@ -722,14 +878,19 @@ export const DeleteTokenResponse: MessageFns<DeleteTokenResponse> = {
 
 /**
  * IdentityService issues the bearer tokens every call presents. A token
- * belongs to a project and has a role. The first admin token comes from the
- * controller's configuration. Every call needs the admin role.
+ * belongs to a project and has a role, and may expire. The first admin token
+ * comes from the controller's configuration (its kind is CONFIGURATION);
+ * a controller started with another configured secret revokes the previous
+ * configuration token. An expired or revoked token is UNAUTHENTICATED on
+ * every service, the agent stream included. Every call needs the admin role.
  */
 export type IdentityServiceService = typeof IdentityServiceService;
 export const IdentityServiceService = {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
-   * Errors: INVALID_ARGUMENT (field named), PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT (field named: a past or too distant
+   * `expire_time`, a `ttl` that is not positive or too long),
+   * PERMISSION_DENIED, UNAUTHENTICATED.
    */
   createToken: {
     path: "/novamesh.compute.v1.IdentityService/CreateToken" as const,
@@ -741,7 +902,7 @@ export const IdentityServiceService = {
     responseDeserialize: (value: Buffer): CreateTokenResponse => CreateTokenResponse.decode(value),
   },
   /**
-   * Lists tokens (without secrets).
+   * Lists tokens (without secrets), expired ones included.
    * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
    */
   listTokens: {
@@ -771,11 +932,13 @@ export const IdentityServiceService = {
 export interface IdentityServiceServer extends UntypedServiceImplementation {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
-   * Errors: INVALID_ARGUMENT (field named), PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT (field named: a past or too distant
+   * `expire_time`, a `ttl` that is not positive or too long),
+   * PERMISSION_DENIED, UNAUTHENTICATED.
    */
   createToken: handleUnaryCall<CreateTokenRequest, CreateTokenResponse>;
   /**
-   * Lists tokens (without secrets).
+   * Lists tokens (without secrets), expired ones included.
    * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
    */
   listTokens: handleUnaryCall<ListTokensRequest, ListTokensResponse>;
@@ -789,7 +952,9 @@ export interface IdentityServiceServer extends UntypedServiceImplementation {
 export interface IdentityServiceClient extends Client {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
-   * Errors: INVALID_ARGUMENT (field named), PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT (field named: a past or too distant
+   * `expire_time`, a `ttl` that is not positive or too long),
+   * PERMISSION_DENIED, UNAUTHENTICATED.
    */
   createToken(
     request: CreateTokenRequest,
@@ -807,7 +972,7 @@ export interface IdentityServiceClient extends Client {
     callback: (error: ServiceError | null, response: CreateTokenResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Lists tokens (without secrets).
+   * Lists tokens (without secrets), expired ones included.
    * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
    */
   listTokens(
