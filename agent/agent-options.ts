@@ -20,6 +20,8 @@ export interface AgentOptions {
   readonly credentials: ChannelCredentials;
   /** NATS server URL(s), comma separated (default "nats://127.0.0.1:4222"). */
   readonly natsUrl: string;
+  /** CA file nats-server's TLS certificate must chain to (default: the system's CAs). */
+  readonly natsCa: string | undefined;
   /**
    * A NATS connection to use instead of opening one (e.g. shared by many
    * simulated agents in one process). The agent does not drain it at stop.
@@ -69,6 +71,7 @@ export function resolveAgentOptions(init: AgentInit): AgentOptions {
     token: "",
     credentials: grpcCredentials.createInsecure(),
     natsUrl: "nats://127.0.0.1:4222",
+    natsCa: undefined,
     nats: undefined,
     host,
     zone: "nova",

@@ -37,6 +37,9 @@ beforeEach(async () => {
     subject: ops.subject,
     consumer: ops.consumer,
     querySubject: "",
+    natsCredential: undefined,
+    opSigningKeys: [],
+    inboxPrefix: "",
   });
   stateDir = await mkdtemp(join(tmpdir(), "agent-"));
 });
@@ -79,7 +82,9 @@ describe("Agent against a test controller and real JetStream", () => {
     const ack = await agent.connected();
     assert.equal(ack.consumer, ops.consumer);
     const session = await controller.waitFor("a session", () => controller.last);
-    assert.deepEqual(session.hello, {
+    const { natsPublicKey, ...hello } = session.hello!;
+    assert.match(natsPublicKey, /^U[A-Z2-7]{55}$/, "the public key of the NATS user key pair the agent made");
+    assert.deepEqual(hello, {
       host: "host-a",
       hypervisorType: "fake",
       version: agent.options.version,

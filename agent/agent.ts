@@ -14,7 +14,7 @@
  */
 import { AgentServiceClient, type HelloAck } from "../gen/novamesh/agent/v1/agent.js";
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { connect, type NatsConnection } from "nats";
+import { connect, jwtAuthenticator, nkeys, type NatsConnection } from "nats";
 import type { Logger } from "pino";
 import { resolveAgentOptions, type AgentInit, type AgentOptions } from "./agent-options.js";
 import { backoffDelay, sleepUnlessAborted } from "./backoff.js";
@@ -60,6 +60,14 @@ export class Agent {
   private consumerKey = "";
   private loops: Promise<void>[] = [];
   private stopping: Promise<void> | undefined;
+  /** The agent's NATS user key pair: made here, its seed never leaves the process. */
+  private readonly natsKey = nkeys.createUser();
+  /** The NATS user JWT the controller gave for natsKey (none: the bus takes no credentials). */
+  private natsJwt = "";
+  private inboxPrefix = "";
+  private renewTimer: NodeJS.Timeout | undefined;
+  /** Keys whose signature an op must carry (from HelloAck). */
+  private opSigningKeys: readonly string[] = [];
 
   constructor(init: AgentInit) {
     this.options = resolveAgentOptions(init);
@@ -151,8 +159,9 @@ export class Agent {
     await this.session?.close(Math.max(0, Math.min(2_000, deadline - Date.now())));
     await Promise.allSettled(this.loops);
     this.client.close();
+    clearTimeout(this.renewTimer);
     const nats = this.nats;
-    if (nats && !this.options.nats) await bestEffort(this.log, "draining the NATS connection", () => nats.drain());
+    if (nats && nats !== this.options.nats) await bestEffort(this.log, "draining the NATS connection", () => nats.drain());
     if (started) await this.options.driver.close();
     this.currentState = "stopped";
     this.log.info("agent stopped");
@@ -201,9 +210,11 @@ export class Agent {
         migrationUri: driver.migrationUri ?? "",
         architecture: driver.architecture ?? "",
         allocation,
+        natsPublicKey: this.natsKey.getPublicKey(),
       },
       helloTimeoutMs,
       onOpResultAck: (opId) => this.onOpResultAck(opId),
+      onNatsCredential: (c) => this.takeNatsCredential(c),
       logger: this.log,
     });
     if (this.stopController.signal.aborted) {
@@ -212,6 +223,11 @@ export class Agent {
     }
     const ack = session.helloAck;
     this.session = session;
+    this.opSigningKeys = ack.opSigningKeys;
+    this.inboxPrefix = ack.inboxPrefix;
+    if (ack.natsCredential) this.takeNatsCredential(ack.natsCredential);
+    else if (this.natsJwt) this.log.warn("the controller gave no NATS credential; keeping the one from before");
+    if (!ack.opSigningKeys.length) this.log.warn("the controller names no op-signing key: ops are run without checking their signature");
     this.currentState = "connected";
     const interval = this.options.reportIntervalSeconds ?? (ack.reportIntervalSeconds || 10);
     this.log.info({ stream: ack.stream, consumer: ack.consumer, report_interval_s: interval }, "connected to the controller");
@@ -221,6 +237,22 @@ export class Agent {
     void this.ensureQueries(ack);
     for (const wake of this.connectedWaiters.splice(0)) wake(ack);
     return session;
+  }
+
+  /**
+   * Keeps a NATS user JWT (used at the next NATS connect or reconnect) and
+   * asks for the next one when half its life is over.
+   */
+  private takeNatsCredential(c: { jwt: string; expireTime?: Date | undefined }): void {
+    this.natsJwt = c.jwt;
+    clearTimeout(this.renewTimer);
+    if (!c.expireTime) return;
+    const half = Math.max(5_000, (c.expireTime.getTime() - Date.now()) / 2);
+    this.renewTimer = setTimeout(() => {
+      if (!this.session?.send({ body: { $case: "natsCredentialRequest", natsCredentialRequest: {} } })) return;
+      this.log.debug("asked for a fresh NATS credential");
+    }, half);
+    this.renewTimer.unref();
   }
 
   private onOpResultAck(opId: string): void {
@@ -274,6 +306,7 @@ export class Agent {
           consumer: consumerName,
           workingIntervalMs: this.options.workingIntervalMs,
           maxHeld: Math.max(64, 4 * this.options.concurrency),
+          trustedKeys: () => this.opSigningKeys,
           logger: this.log,
         });
         if (signal.aborted || this.consumerKey !== key) {
@@ -310,13 +343,22 @@ export class Agent {
     }
   }
 
+  /**
+   * The NATS connection: with the controller's credential, one of this
+   * agent's own (its JWT is read at each connect and reconnect, so a
+   * renewed one takes over by itself); without, the shared one if given.
+   */
   private async natsConnection(): Promise<NatsConnection> {
-    if (this.options.nats) return this.options.nats;
     if (this.nats && !this.nats.isClosed()) return this.nats;
+    if (!this.natsJwt && this.options.nats) return this.options.nats;
+    const seed = this.natsKey.getSeed();
     this.nats = await connect({
       servers: this.options.natsUrl.split(","),
       name: `novamesh-agent-${this.options.host}`,
       maxReconnectAttempts: -1,
+      ...(this.natsJwt ? { authenticator: jwtAuthenticator(() => this.natsJwt, seed) } : {}),
+      ...(this.inboxPrefix ? { inboxPrefix: this.inboxPrefix } : {}),
+      ...(this.options.natsCa ? { tls: { caFile: this.options.natsCa } } : {}),
     });
     return this.nats;
   }

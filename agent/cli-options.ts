@@ -21,6 +21,7 @@ export const AGENT_FLAGS = {
   controller: { env: "NOVAMESH_CONTROLLER", type: "string", default: () => "127.0.0.1:8774", help: "controller gRPC address (host:port)" },
   token: { env: "NOVAMESH_AGENT_TOKEN", type: "string", default: () => "", help: "agent token, sent as 'authorization: Bearer <token>'" },
   nats: { env: "NOVAMESH_NATS_URL", type: "string", default: () => "nats://127.0.0.1:4222", help: "NATS server URL(s), comma separated" },
+  "nats-ca": { env: "NOVAMESH_NATS_CA", type: "string", help: "CA certificate (PEM) that nats-server's TLS certificate must chain to" },
   host: { env: "NOVAMESH_HOST", type: "string", default: () => hostname(), help: "host name this agent reports" },
   zone: { env: "NOVAMESH_ZONE", type: "string", default: () => "nova", help: "availability zone of the host" },
   driver: { env: "NOVAMESH_DRIVER", type: "string", default: () => "fake", help: "hypervisor driver: fake (simulated) or libvirt" },
@@ -54,6 +55,8 @@ export interface AgentCliConfig {
   readonly controller: string;
   readonly token: string;
   readonly natsUrl: string;
+  /** CA file nats-server's certificate must chain to (TLS to NATS); undefined: the system's CAs. */
+  readonly natsCa: string | undefined;
   readonly host: string;
   readonly zone: string;
   /** Overcommit and reservations of this host (only those given). */
@@ -160,6 +163,7 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
     controller: get("controller")!,
     token: get("token")!,
     natsUrl: get("nats")!,
+    natsCa: get("nats-ca"),
     host,
     zone: get("zone")!,
     allocation: {

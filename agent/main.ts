@@ -58,7 +58,12 @@ async function main(): Promise<number> {
   const instances = agentInstances(config);
   let shared: NatsConnection | undefined;
   if (instances.length > 1 || config.libvirt.imageBucket !== undefined) {
-    shared = await connect({ servers: config.natsUrl.split(","), name: `novamesh-agents-${config.host}`, maxReconnectAttempts: -1 });
+    shared = await connect({
+      servers: config.natsUrl.split(","),
+      name: `novamesh-agents-${config.host}`,
+      maxReconnectAttempts: -1,
+      ...(config.natsCa ? { tls: { caFile: config.natsCa } } : {}),
+    });
   }
   const agents = instances.map(
     ({ host, stateDir }) =>
@@ -67,6 +72,7 @@ async function main(): Promise<number> {
         controller: config.controller,
         token: config.token,
         natsUrl: config.natsUrl,
+        natsCa: config.natsCa,
         nats: shared,
         host,
         zone: config.zone,

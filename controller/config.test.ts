@@ -31,3 +31,10 @@ test("scheduler settings are checked: algorithm, subset size, multipliers, reser
   assert.throws(() => loadConfig(["--reserved-host-cpus", "1.5"], {}), /--reserved-host-cpus: expected a whole number/);
   assert.throws(() => loadConfig(["--cpu-allocation-ratio", "0"], {}), /--cpu-allocation-ratio: expected a number > 0/);
 });
+
+test("NATS credentials: a signing key needs the controller's own credentials, and agent credentials live at least 10 s", () => {
+  assert.throws(() => loadConfig(["--nats-signing-key", "/x/account-signing.nk"], {}), /--nats-signing-key needs --nats-creds/);
+  assert.throws(() => loadConfig(["--nats-agent-ttl", "5"], {}), /--nats-agent-ttl/);
+  const c = loadConfig(["--nats-creds", "/x/controller.creds", "--nats-signing-key", "/x/account-signing.nk"], { NOVAMESH_NATS_AGENT_TTL: "600" });
+  assert.deepEqual([c.natsCreds, c.natsSigningKey, c.natsAgentTtlSeconds], ["/x/controller.creds", "/x/account-signing.nk", 600]);
+});

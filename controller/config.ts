@@ -11,6 +11,22 @@ export interface ControllerConfig {
   readonly databaseUrl: string;
   /** NATS server URL (`--nats`, NOVAMESH_NATS_URL). */
   readonly natsUrl: string;
+  /**
+   * NATS credentials file of the controller's own user (`--nats-creds`,
+   * NOVAMESH_NATS_CREDS); empty connects without credentials.
+   */
+  readonly natsCreds: string;
+  /**
+   * Seed file of the NATS account's signing key (`--nats-signing-key`,
+   * NOVAMESH_NATS_SIGNING_KEY): with it the controller gives each agent a
+   * NATS user of its own, allowed only its host's subjects, and refuses a
+   * Hello without the agent's NATS key. Needs `natsCreds`.
+   */
+  readonly natsSigningKey: string;
+  /** CA file nats-server's TLS certificate must chain to (`--nats-ca`, NOVAMESH_NATS_CA); empty: the system's CAs. */
+  readonly natsCa: string;
+  /** Seconds an agent's NATS user JWT is valid; agents renew at half of it (NOVAMESH_NATS_AGENT_TTL). */
+  readonly natsAgentTtlSeconds: number;
   /** JetStream stream holding compute ops (`--ops-stream`, NOVAMESH_OPS_STREAM). */
   readonly opsStream: string;
   /** Subject prefix of compute ops; a host's ops go to `<prefix>.<host>` (NOVAMESH_OPS_SUBJECT_PREFIX). */
@@ -94,6 +110,10 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   listen: "127.0.0.1:8774",
   databaseUrl: "mysql://root@127.0.0.1:3306/novamesh",
   natsUrl: "nats://127.0.0.1:4222",
+  natsCreds: "",
+  natsSigningKey: "",
+  natsCa: "",
+  natsAgentTtlSeconds: 3600,
   opsStream: "NOVAMESH_OPS",
   opsSubjectPrefix: "novamesh.ops",
   imageBucket: "novamesh-images",
@@ -130,6 +150,10 @@ const SPECS: readonly Spec[] = [
   { key: "listen", flag: "--listen", env: "NOVAMESH_LISTEN", kind: "string" },
   { key: "databaseUrl", flag: "--database-url", env: "NOVAMESH_DATABASE_URL", kind: "string" },
   { key: "natsUrl", flag: "--nats", env: "NOVAMESH_NATS_URL", kind: "string" },
+  { key: "natsCreds", flag: "--nats-creds", env: "NOVAMESH_NATS_CREDS", kind: "string" },
+  { key: "natsSigningKey", flag: "--nats-signing-key", env: "NOVAMESH_NATS_SIGNING_KEY", kind: "string" },
+  { key: "natsCa", flag: "--nats-ca", env: "NOVAMESH_NATS_CA", kind: "string" },
+  { key: "natsAgentTtlSeconds", flag: "--nats-agent-ttl", env: "NOVAMESH_NATS_AGENT_TTL", kind: "number" },
   { key: "opsStream", flag: "--ops-stream", env: "NOVAMESH_OPS_STREAM", kind: "string" },
   { key: "opsSubjectPrefix", flag: "--ops-subject-prefix", env: "NOVAMESH_OPS_SUBJECT_PREFIX", kind: "string" },
   { key: "imageBucket", flag: "--image-bucket", env: "NOVAMESH_IMAGE_BUCKET", kind: "string" },
@@ -192,6 +216,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
   }
   const cfg = out as unknown as ControllerConfig;
   pipelineOptions(cfg); // validates the scheduler settings
+  if (cfg.natsSigningKey && !cfg.natsCreds) throw new ConfigError("--nats-signing-key needs --nats-creds (the controller's own NATS user of the same account)");
+  if (!Number.isInteger(cfg.natsAgentTtlSeconds) || cfg.natsAgentTtlSeconds < 10) throw new ConfigError("--nats-agent-ttl: expected whole seconds ≥ 10");
   return cfg;
 }
 

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import { connect } from "nats";
+import { connect, credsAuthenticator } from "nats";
 import type { NatsConnection } from "nats";
 import pino from "pino";
 import type { Logger } from "pino";
@@ -34,6 +34,8 @@ import { serverService } from "./api/server-service.js";
 import { ServerWatcher } from "./api/watch.js";
 import { OutboxPublisher } from "./bus/outbox-publisher.js";
 import { HostQueries } from "./bus/host-queries.js";
+import { AgentCredentialIssuer } from "./bus/nats-auth.js";
+import { OpSigner } from "./bus/op-signer.js";
 import type { ControllerConfig } from "./config.js";
 import { DEFAULT_CONFIG, pipelineOptions } from "./config.js";
 import { AggregateServiceService } from "../gen/novamesh/compute/v1/aggregate.js";
@@ -107,7 +109,18 @@ export class Controller {
     const revoked = await ensureAdminToken(pool, cfg.adminToken, cfg.adminProject);
     if (revoked) this.log.warn({ revoked }, "the configured admin secret changed: the previous configuration admin token is revoked");
 
-    const nc = (this.nc = await connect({ servers: cfg.natsUrl, name: "novamesh-controller", maxReconnectAttempts: -1 }));
+    const creds = cfg.natsCreds ? await readFile(cfg.natsCreds).catch((err: unknown) => {
+      throw new Error(`--nats-creds: cannot read ${cfg.natsCreds}: ${(err as Error).message}`);
+    }) : undefined;
+    const nc = (this.nc = await connect({
+      servers: cfg.natsUrl,
+      name: "novamesh-controller",
+      maxReconnectAttempts: -1,
+      ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
+      ...(cfg.natsCa ? { tls: { caFile: cfg.natsCa } } : {}),
+    }));
+    const issuer = cfg.natsSigningKey ? await AgentCredentialIssuer.fromFiles(cfg.natsCreds, cfg.natsSigningKey, cfg.natsAgentTtlSeconds) : null;
+    const signer = await OpSigner.shared(pool);
     const jsm = await nc.jetstreamManager();
     await ensureOpsStream(jsm, cfg.opsStream, cfg.opsSubjectPrefix);
     const js = nc.jetstream();
@@ -127,7 +140,7 @@ export class Controller {
     // The scheduler's host view reads through connections of its own (see HostCache).
     const hostsPool = (this.hostsPool = await openPool(cfg.databaseUrl, { connectionLimit: 2 }));
     const hosts = new HostCache(() => loadHostStates(hostsPool, cfg.serviceDownTimeSeconds), { maxAgeMs: 2000 });
-    const publisher = (this.publisher = new OutboxPublisher(pool, js, this.log));
+    const publisher = (this.publisher = new OutboxPublisher(pool, js, signer, this.log));
     const pipeline = new Pipeline(pipelineOptions(cfg));
     const placement = (this.placement = new PlacementWorker(ctx, hosts, pipeline, { batch: 20, pollMs: 500 }));
     this.reaper = new Reaper(ctx, {
@@ -144,6 +157,8 @@ export class Controller {
     });
     const agents = agentConductor(ctx, {
       jsm,
+      issuer,
+      opSigningKeys: [signer.publicKey],
       opsStream: cfg.opsStream,
       reportIntervalSeconds: cfg.reportIntervalSeconds,
       allocation: {

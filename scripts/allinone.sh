@@ -17,6 +17,8 @@
 #   NOVAMESH_LISTEN        gRPC address (default 127.0.0.1:8774)
 #   NOVAMESH_DATABASE_URL  the controller's database (default mysql://root@127.0.0.1:3306/novamesh)
 #   NOVAMESH_LIBVIRT_URI   libvirt driver: where libvirtd answers (default qemu:///system)
+#   NOVAMESH_NATS_PORT     the all-in-one's own nats-server, which requires
+#                          credentials (default 4223; keys in .state/nats)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -134,6 +136,26 @@ if [ "$DRIVER" = libvirt ]; then
   fi
 fi
 
+# The bus: a nats-server of the all-in-one's own that refuses anonymous
+# connections (scripts/nats-secure.ts; keys and configuration kept in
+# .state/nats). The controller connects with its own user and mints the
+# agent's; the agent gets nothing but the URL.
+NATS_PORT=${NOVAMESH_NATS_PORT:-4223}
+port_open "$NATS_PORT" && die "something already listens on 127.0.0.1:$NATS_PORT (the all-in-one's nats-server); stop it, or set NOVAMESH_NATS_PORT"
+step node --import tsx scripts/nats-secure.ts .state/nats --port "$NATS_PORT" >/dev/null
+say "starting nats-server with credentials on 127.0.0.1:$NATS_PORT (log: .state/nats.log)"
+spawn "$(command -v nats-server || echo /usr/sbin/nats-server)" -c .state/nats/nats.conf >>.state/nats.log 2>&1
+nats=$spawned
+for _ in $(seq 1 40); do
+  port_open "$NATS_PORT" && break
+  kill -0 "$nats" 2>/dev/null || break
+  sleep 0.25
+done
+port_open "$NATS_PORT" || { tail -5 .state/nats.log >&2; die "nats-server did not start; see .state/nats.log"; }
+export NOVAMESH_NATS_URL=nats://127.0.0.1:$NATS_PORT
+export NOVAMESH_NATS_CREDS=.state/nats/controller.creds
+export NOVAMESH_NATS_SIGNING_KEY=.state/nats/account-signing.nk
+
 # The demo image is the tiny test guest (a Debian kernel and a busybox
 # initramfs), whichever the driver: the fake driver ignores its bytes, the
 # libvirt driver boots them. Built once (the script says when it builds).
@@ -154,7 +176,12 @@ port_open "$port" || { tail -5 .state/controller.log >&2; die "the controller di
 # without bytes.
 step node --import tsx scripts/seed-demo.ts "$address" --guest .state/test-guest --database "$NOVAMESH_DATABASE_URL"
 
-agent_args=(--controller "$address" --token "$NOVAMESH_ADMIN_TOKEN" --host "$HOST")
+# The agent speaks with a token of its own, bound to its host (a new one each
+# start: the previous one is deleted), not with the admin token.
+step node --import tsx scripts/agent-token.ts "$address" --host "$HOST" --out .state/agent-token
+NOVAMESH_AGENT_TOKEN=$(cat .state/agent-token)
+export NOVAMESH_AGENT_TOKEN
+agent_args=(--controller "$address" --host "$HOST")
 if [ "$DRIVER" = libvirt ]; then
   say "agent driver: libvirt ($LIBVIRT_URI): the demo image boots the test guest, GetConsoleOutput shows it"
   agent_args+=(--driver libvirt --libvirt-uri "$LIBVIRT_URI" --image-bucket "${NOVAMESH_IMAGE_BUCKET:-novamesh-images}")
@@ -163,7 +190,7 @@ else
   agent_args+=(--driver fake --vcpus 16 --memory-mb 65536 --disk-gb 1024)
 fi
 log_from=$(stat -c %s .state/agent.log 2>/dev/null || echo 0)
-spawn node --import tsx agent/main.ts "${agent_args[@]}" >>.state/agent.log 2>&1
+spawn env -u NOVAMESH_ADMIN_TOKEN -u NOVAMESH_NATS_CREDS -u NOVAMESH_NATS_SIGNING_KEY node --import tsx agent/main.ts "${agent_args[@]}" >>.state/agent.log 2>&1
 agent=$spawned
 for _ in $(seq 1 240); do
   tail -c +"$((log_from + 1))" .state/agent.log 2>/dev/null | grep -q '"connected to the controller"' && break
@@ -176,12 +203,13 @@ cat <<EOT
 
 novamesh all-in-one is running ($DRIVER driver, host $HOST)
   gRPC API     $address (reflection and health enabled)
+  NATS         $NOVAMESH_NATS_URL (credentials only: .state/nats)
   admin token  $NOVAMESH_ADMIN_TOKEN
-  logs         .state/controller.log, .state/agent.log
+  logs         .state/controller.log, .state/agent.log, .state/nats.log
 
   export TOKEN=$NOVAMESH_ADMIN_TOKEN   # then try the README's grpcurl examples
 Ctrl-C stops it.
 EOT
-wait -n "$controller" "$agent" || true
+wait -n "$controller" "$agent" "$nats" || true
 echo "allinone: a process exited; stopping (see .state/controller.log, .state/agent.log)" >&2
 exit 1

@@ -28,11 +28,13 @@ if ! port_open 3306; then
   wait_port 3306 mariadbd
 fi
 
+# The binary is needed even when something else serves 4222: the all-in-one
+# and the tests run nats-servers of their own that require credentials.
+if [ ! -x /usr/sbin/nats-server ] && ! command -v nats-server >/dev/null; then
+  echo "ensure-services: installing nats-server from Debian's packages"
+  apt_install nats-server
+fi
 if ! port_open 4222; then
-  if [ ! -x /usr/sbin/nats-server ] && ! command -v nats-server >/dev/null; then
-    echo "ensure-services: installing nats-server from Debian's packages"
-    apt_install nats-server
-  fi
   NATS_BIN=$(command -v nats-server || echo /usr/sbin/nats-server)
   echo "ensure-services: starting nats-server with JetStream"
   $SUDO mkdir -p /var/lib/nats-server

@@ -36,10 +36,10 @@ export async function tempDir(name: string): Promise<string> {
 }
 
 /** Starts `agent/main.ts` as its own process (so tests can kill it for real). */
-export function spawnAgent(o: { controller: string; token: string; args: string[]; logFile: string }): ChildProcess {
+export function spawnAgent(o: { controller: string; token: string; args: string[]; logFile: string; nats?: string }): ChildProcess {
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", join(REPO, "agent/main.ts"), "--controller", o.controller, "--token", o.token, "--nats", NATS_URL, ...o.args],
+    ["--import", "tsx", join(REPO, "agent/main.ts"), "--controller", o.controller, "--token", o.token, "--nats", o.nats ?? NATS_URL, ...o.args],
     { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NOVAMESH_LOG_LEVEL: process.env.NOVAMESH_TEST_LOG ?? "info" } },
   );
   const log = createWriteStream(o.logFile, { flags: "a" });
@@ -108,6 +108,12 @@ export interface AgentSpec {
   driverArgs?: string[];
   /** Once up, the hosts' compute services are disabled for this reason. */
   disabled?: string;
+  /** The agent's token. Default: the environment's admin token (which may speak for any host). */
+  token?: string;
+  /** The agent's NATS URL. Default: the machine's (NATS_URL). */
+  nats?: string;
+  /** The CA nats-server's TLS certificate chains to (--nats-ca). */
+  natsCa?: string;
 }
 
 /** The compute hosts an agent process runs. */
@@ -145,9 +151,10 @@ export class Hosts {
     const multi = (spec.hosts ?? 1) > 1;
     const child = spawnAgent({
       controller: this.address(),
-      token: this.env.adminToken,
+      token: spec.token ?? this.env.adminToken,
+      nats: spec.nats,
       logFile: join(this.dir, `${spec.host}.log`),
-      args: ["--host", spec.host, ...(multi ? ["--hosts", String(spec.hosts)] : []), "--state-dir", multi ? this.dir : join(this.dir, spec.host), ...driverArgs(spec)],
+      args: ["--host", spec.host, ...(multi ? ["--hosts", String(spec.hosts)] : []), ...(spec.natsCa ? ["--nats-ca", spec.natsCa] : []), "--state-dir", multi ? this.dir : join(this.dir, spec.host), ...driverArgs(spec)],
     });
     this.procs.set(spec.host, child);
     this.specs.set(spec.host, spec);

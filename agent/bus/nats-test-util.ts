@@ -1,6 +1,6 @@
 /** Helpers for tests that need the NATS server (NOVAMESH_TEST_NATS_URL, default nats://127.0.0.1:4222). */
 import { randomUUID } from "node:crypto";
-import { AckPolicy, connect, type NatsConnection } from "nats";
+import { AckPolicy, connect, type MsgHdrs, type NatsConnection } from "nats";
 import { ComputeOp } from "../../gen/novamesh/agent/v1/ops.js";
 import type { AgentOp } from "../ops/agent-op.js";
 import { computeOpOf } from "../test-compute-op.js";
@@ -22,8 +22,8 @@ export interface TestOpStream {
   readonly stream: string;
   readonly consumer: string;
   readonly subject: string;
-  /** Publishes an op as a ComputeOp with `Nats-Msg-Id` = op id, or raw bytes. */
-  publish(op: AgentOp | Uint8Array): Promise<void>;
+  /** Publishes an op as a ComputeOp with `Nats-Msg-Id` = op id, or raw bytes (with `headers` if given). */
+  publish(op: AgentOp | Uint8Array, headers?: (subject: string, data: Uint8Array) => MsgHdrs): Promise<void>;
   /** Messages delivered and not acknowledged. */
   ackPending(): Promise<number>;
   /** Deletes the stream. */
@@ -49,10 +49,10 @@ export async function createTestOpStream(nc: NatsConnection, options: { ackWaitM
     stream,
     consumer,
     subject,
-    async publish(op) {
+    async publish(op, headers) {
       const data = op instanceof Uint8Array ? op : ComputeOp.encode(computeOpOf(op)).finish();
       const msgID = op instanceof Uint8Array ? randomUUID() : op.opId;
-      await js.publish(subject, data, { msgID });
+      await js.publish(subject, data, { msgID, ...(headers ? { headers: headers(subject, data) } : {}) });
     },
     async ackPending() {
       return (await jsm.consumers.info(stream, consumer)).num_ack_pending;

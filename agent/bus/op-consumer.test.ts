@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import type { NatsConnection } from "nats";
+import { headers, nkeys, type MsgHdrs, type NatsConnection } from "nats";
+import { OP_SIGNATURE_HEADER, OP_SIGNING_KEY_HEADER, opSignedBytes } from "../../controller/domain/ops.js";
 import { testInstance } from "../drivers/test-instance.js";
 import { testOp } from "../ops/test-ops.js";
 import { createTestOpStream, TimedReader, tryConnect, TEST_NATS_URL, type TestOpStream } from "./nats-test-util.js";
@@ -125,6 +126,38 @@ describe("OpConsumer (real NATS JetStream)", () => {
       },
       async (s) => {
         for (const op of ops) await s.publish(op);
+      },
+    );
+  });
+
+  test("with trusted keys, only ops signed by one of them over their own subject arrive; the rest are terminated", async () => {
+    const controllerKey = nkeys.createOperator();
+    const otherKey = nkeys.createOperator();
+    const signedBy =
+      (key: typeof controllerKey, overSubject?: string) =>
+      (subject: string, data: Uint8Array): MsgHdrs => {
+        const h = headers();
+        h.set(OP_SIGNATURE_HEADER, Buffer.from(key.sign(opSignedBytes(overSubject ?? subject, data))).toString("base64url"));
+        h.set(OP_SIGNING_KEY_HEADER, key.getPublicKey());
+        return h;
+      };
+    const unsigned = testOp(testInstance(), { kind: "destroy" });
+    const forged = testOp(testInstance(), { kind: "destroy" });
+    const replayed = testOp(testInstance(), { kind: "destroy" });
+    const genuine = testOp(testInstance(), { kind: "destroy" });
+    await withConsumer(
+      { trustedKeys: () => [controllerKey.getPublicKey()] },
+      async (s, consumer, reader) => {
+        assert.equal((await reader.next(2_000)).op.opId, genuine.opId, "the first op to arrive is the signed one");
+        consumer.ack(genuine.opId);
+        await assert.rejects(reader.next(1_000), /nothing within/);
+        assert.equal(await s.ackPending(), 0, "the refused ones are terminated, not pending");
+      },
+      async (s) => {
+        await s.publish(unsigned);
+        await s.publish(forged, signedBy(otherKey));
+        await s.publish(replayed, signedBy(controllerKey, "agenttest.elsewhere.ops.host-b"));
+        await s.publish(genuine, signedBy(controllerKey));
       },
     );
   });

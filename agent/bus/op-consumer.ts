@@ -5,7 +5,8 @@
  * (an `AgentOp`, or an `InvalidOp` saying why it cannot be run). A message stays held —
  * kept alive with `working()` so JetStream does not redeliver it — until the
  * agent calls `ack(opId)` (the controller applied the result) or `nak(opId)`
- * (give it back, e.g. at shutdown). Undecodable messages are terminated.
+ * (give it back, e.g. at shutdown). Undecodable messages, and messages
+ * without the controller's signature, are terminated.
  *
  *   const ops = await OpConsumer.bind({ js, stream, consumer });
  *   for await (const { op } of ops) { … ops.ack(op.opId) … }
@@ -13,6 +14,7 @@
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "nats";
 import type { Logger } from "pino";
 import { ComputeOp } from "../../gen/novamesh/agent/v1/ops.js";
+import { opSignatureValid } from "./op-signature.js";
 import type { AgentOp, InvalidOp } from "../ops/agent-op.js";
 import { agentOpFromProto } from "../proto-convert.js";
 
@@ -30,6 +32,13 @@ export interface OpConsumerOptions {
   readonly maxHeld?: number;
   /** Messages requested per pull (default 16). */
   readonly batch?: number;
+  /**
+   * Keys one of which must have signed each op (the controller's, from
+   * HelloAck); an op without such a signature is terminated, never run.
+   * Asked per message, so keys a later HelloAck names apply at once.
+   * Default: none (nothing checked).
+   */
+  readonly trustedKeys?: () => readonly string[];
   /** Logger (default: none). */
   readonly logger?: Logger;
 }
@@ -58,6 +67,7 @@ export class OpConsumer implements AsyncIterable<OpDelivery> {
     private readonly maxHeld: number,
     workingIntervalMs: number,
     private readonly logger: Logger | undefined,
+    private readonly trustedKeys: () => readonly string[],
   ) {
     this.timer = setInterval(() => this.keepAlive(), workingIntervalMs);
     this.timer.unref();
@@ -70,7 +80,7 @@ export class OpConsumer implements AsyncIterable<OpDelivery> {
   static async bind(options: OpConsumerOptions): Promise<OpConsumer> {
     const consumer = await options.js.consumers.get(options.stream, options.consumer);
     const messages = await consumer.consume({ max_messages: options.batch ?? 16 });
-    const self = new OpConsumer(messages, options.maxHeld ?? 64, options.workingIntervalMs ?? 5_000, options.logger);
+    const self = new OpConsumer(messages, options.maxHeld ?? 64, options.workingIntervalMs ?? 5_000, options.logger, options.trustedKeys ?? (() => []));
     void self.watchStatus();
     return self;
   }
@@ -95,6 +105,11 @@ export class OpConsumer implements AsyncIterable<OpDelivery> {
     for await (const msg of this.messages) {
       if (this.stopping) {
         msg.nak();
+        continue;
+      }
+      if (!opSignatureValid(this.trustedKeys(), msg.subject, msg.data, msg.headers)) {
+        this.logger?.error({ stream_seq: msg.seq, subject: msg.subject }, "op without the controller's signature refused; terminating it");
+        msg.term();
         continue;
       }
       let op: AgentOp | InvalidOp;

@@ -12,6 +12,7 @@ import type {
   ConnectResponse,
   Hello,
   HelloAck,
+  NatsCredential,
 } from "../../gen/novamesh/agent/v1/agent.js";
 import type { OpOutcome } from "../ops/outcome.js";
 import type { OpProgressEvent } from "../ops/progress.js";
@@ -29,6 +30,8 @@ export interface ControllerSessionOptions {
   readonly helloTimeoutMs: number;
   /** Called for every OpResultAck. */
   readonly onOpResultAck: (opId: string) => void;
+  /** Called with each renewed NATS credential. */
+  readonly onNatsCredential?: (c: NatsCredential) => void;
   /** Logger. */
   readonly logger: Logger;
 }
@@ -87,6 +90,8 @@ export class ControllerSession {
           resolve(session);
         } else if (body?.$case === "opResultAck") {
           options.onOpResultAck(body.opResultAck.opId);
+        } else if (body?.$case === "natsCredential") {
+          options.onNatsCredential?.(body.natsCredential);
         } else {
           options.logger.warn({ message: body?.$case }, "unexpected message from the controller; ignored");
         }

@@ -2,9 +2,9 @@ import { aggregatesByHost } from "../store/aggregates.js";
 import { effectiveZone } from "../domain/placement.js";
 import type { HostServiceServer } from "../../gen/novamesh/compute/v1/host.js";
 import type { CreateTokenRequest, IdentityServiceServer } from "../../gen/novamesh/compute/v1/identity.js";
-import { invalidArgument, notFound } from "../errors.js";
+import { alreadyExists, invalidArgument, notFound } from "../errors.js";
 import { getNodeByHost, listNodes, setNodeEnabled } from "../store/nodes.js";
-import { createToken, deleteToken, listTokens } from "../store/tokens.js";
+import { HostTakenError, createToken, deleteToken, listTokens } from "../store/tokens.js";
 import { hypervisorToProto, roleFromProto, serviceToProto, tokenToProto } from "./convert.js";
 import type { RpcDeps } from "./rpc.js";
 import { requireRole, unary } from "./rpc.js";
@@ -72,10 +72,17 @@ export function identityService(deps: RpcDeps): IdentityServiceServer {
       const projectId = v.projectId("project_id", req.projectId);
       const role = roleFromProto(req.role);
       if (!role) throw invalidArgument("role", "must be ROLE_ADMIN, ROLE_MEMBER or ROLE_AGENT");
+      if (role !== "agent" && req.host) throw invalidArgument("host", "only an agent token speaks for a host");
+      const host = role === "agent" && req.host ? v.hostName("host", req.host) : null;
       const description = v.text("description", req.description);
       const expiry = tokenExpiry(req.expiration);
-      const { token, secret } = await createToken(pool, { projectId, role, description, ...expiry });
-      ctx.log.info({ token: token.id, role, token_project: projectId, expire_time: token.expireTime }, "token issued");
+      const { token, secret } = await createToken(pool, { projectId, role, description, host, ...expiry }).catch((err: unknown) => {
+        throw err instanceof HostTakenError ? alreadyExists("agent token for host", err.host) : err;
+      });
+      ctx.log.info(
+        { token: token.id, role, token_project: projectId, expire_time: token.expireTime, ...(role === "agent" ? { host: host ?? "(enrolment)" } : {}) },
+        "token issued",
+      );
       return { token: tokenToProto(token), secret };
     }),
     listTokens: unary(deps, "ListTokens", async (req, ctx) => {

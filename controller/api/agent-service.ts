@@ -1,15 +1,16 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import type { AgentServiceServer, ConnectRequest, ConnectResponse, HostAllocation } from "../../gen/novamesh/agent/v1/agent.js";
-import type { AgentConductor } from "../conductor/agent-conductor.js";
+import type { AgentConductor, NatsCredential } from "../conductor/agent-conductor.js";
 import type { PowerState } from "../domain/states.js";
+import type { Principal } from "../domain/types.js";
 import { invalidArgument, permissionDenied, toApiError } from "../errors.js";
+import { HostTakenError, bindAgentToken } from "../store/tokens.js";
 import { TaskState as PbTaskState } from "../../gen/novamesh/compute/v1/server.js";
 import type { TaskState } from "../domain/states.js";
 import { fromEnum, powerStateFromProto } from "./convert.js";
 import type { RpcDeps } from "./rpc.js";
 import { authenticate, endWithError } from "./rpc.js";
-
-const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/;
+import * as v from "./validate.js";
 
 /** A Hello's free-text fields and the most characters each may have (the columns that keep them). */
 const HELLO_TEXT_LIMITS = (h: { hypervisorType: string; version: string; zone: string; migrationUri: string; architecture: string }) =>
@@ -32,6 +33,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
   return {
     connect(call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
       let host: string | null = null;
+      let natsPublicKey = "";
       let chain: Promise<void> = Promise.resolve();
       const perServer = new Map<string, Promise<void>>();
       let failed = false;
@@ -58,7 +60,8 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
               await principalP;
               const h = body.hello;
               if (host !== null) throw invalidArgument("hello", "sent twice on one stream");
-              if (!HOST_RE.test(h.host)) throw invalidArgument("hello.host", "must be 1-255 letters, digits, '.', '-' or '_'");
+              v.hostName("hello.host", h.host);
+              await maySpeakFor(deps, await principalP, h.host);
               const cap = h.capacity;
               if (!cap || cap.vcpus <= 0 || cap.memoryMb <= 0 || cap.diskGb < 0) throw invalidArgument("hello.capacity", "vcpus and memory_mb must be positive");
               for (const [field, value, max] of HELLO_TEXT_LIMITS(h)) {
@@ -75,10 +78,17 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
                 migrationUri: h.migrationUri,
                 architecture: h.architecture,
                 allocation: helloAllocation(h.allocation, cap),
+                natsPublicKey: h.natsPublicKey,
               });
               host = h.host;
+              natsPublicKey = h.natsPublicKey;
               deps.log.info({ host, hypervisor: h.hypervisorType, version: h.version }, "agent connected");
-              call.write({ body: { $case: "helloAck", helloAck: ack } });
+              call.write({
+                body: {
+                  $case: "helloAck",
+                  helloAck: { ...ack, natsCredential: ack.natsCredential ? natsCredentialToProto(ack.natsCredential) : undefined, opSigningKeys: [...ack.opSigningKeys] },
+                },
+              });
             });
             chain.catch(fail);
             return;
@@ -106,15 +116,18 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
             const prev = perServer.get(res.serverId) ?? chain;
             const next = prev.then(async () => {
               if (!host) throw invalidArgument("hello", "the first message must be hello");
-              await conductor.result({
+              await conductor.result(
+                {
                 opId: res.opId,
                 error: res.error && (res.error.code || res.error.message) ? { code: res.error.code, message: res.error.message, retryable: res.error.retryable } : null,
                 powerState: powerStateFromProto(res.powerState),
                 startTime: res.startTime ?? null,
                 finishTime: res.finishTime ?? null,
                 note: res.note,
-                snapshot: res.snapshot ? { sizeBytes: res.snapshot.sizeBytes, checksum: res.snapshot.checksum, diskFormat: res.snapshot.diskFormat } : null,
-              });
+                  snapshot: res.snapshot ? { sizeBytes: res.snapshot.sizeBytes, checksum: res.snapshot.checksum, diskFormat: res.snapshot.diskFormat } : null,
+                },
+                host,
+              );
               if (!failed) call.write({ body: { $case: "opResultAck", opResultAck: { opId: res.opId } } });
             });
             perServer.set(res.serverId, next);
@@ -123,12 +136,22 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
             });
             return;
           }
+          case "natsCredentialRequest":
+            chain = chain.then(async () => {
+              if (!host) throw invalidArgument("hello", "the first message must be hello");
+              // The token is checked again: a revoked host gets no new credential.
+              await maySpeakFor(deps, await authenticate(deps.pool, call.metadata), host);
+              const c = conductor.renewCredential(host, natsPublicKey);
+              if (!failed) call.write({ body: { $case: "natsCredential", natsCredential: natsCredentialToProto(c) } });
+            });
+            chain.catch(fail);
+            return;
           case "opProgress": {
             // Best effort: progress is not acknowledged and may be dropped.
             const p = body.opProgress;
             if (!host) return fail(invalidArgument("hello", "the first message must be hello"));
             const stage = fromEnum(PbTaskState, "TASK_STATE_", p.taskState) as TaskState | null;
-            conductor.progress({ opId: p.opId, percent: p.percent, message: p.message, stage }).catch((err: unknown) => {
+            conductor.progress({ opId: p.opId, percent: p.percent, message: p.message, stage }, host).catch((err: unknown) => {
               deps.log.debug({ err, opId: p.opId }, "op progress not recorded");
             });
             return;
@@ -144,6 +167,32 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
       call.on("error", (err: unknown) => deps.log.debug({ err, host }, "agent stream error"));
     },
   };
+}
+
+/**
+ * Whether the stream's token may say Hello as `host`: an admin token speaks
+ * for any host; an agent token only for the host it is bound to. An agent
+ * token not bound yet (an enrolment token) is bound to `host` now, once,
+ * unless another agent token holds the host.
+ */
+async function maySpeakFor(deps: RpcDeps, p: Principal, host: string): Promise<void> {
+  if (p.role === "admin") return;
+  if (p.host === null) {
+    const bound = await bindAgentToken(deps.pool, p.tokenId, host).catch((err: unknown) => {
+      throw err instanceof HostTakenError ? permissionDenied(`host ${JSON.stringify(host)} is enrolled with another agent token`) : err;
+    });
+    if (bound === host) {
+      deps.log.info({ token: p.tokenId, host }, "enrolment token bound to its host");
+      return;
+    }
+    if (bound === null) throw permissionDenied("the token was revoked");
+    throw permissionDenied(`this token speaks for host ${JSON.stringify(bound)}, not ${JSON.stringify(host)}`);
+  }
+  if (p.host !== host) throw permissionDenied(`this token speaks for host ${JSON.stringify(p.host)}, not ${JSON.stringify(host)}`);
+}
+
+function natsCredentialToProto(c: NatsCredential): { jwt: string; expireTime: Date } {
+  return { jwt: c.jwt, expireTime: c.expiresAt };
 }
 
 /** A Hello's HostAllocation, checked: ratios positive, reservations within the host. */

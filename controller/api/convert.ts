@@ -251,6 +251,7 @@ export function tokenToProto(t: TokenRecord): Token {
     createTime: t.createdAt,
     expireTime: t.expireTime ?? undefined,
     kind: t.kind === "configuration" ? TokenKind.TOKEN_KIND_CONFIGURATION : TokenKind.TOKEN_KIND_API,
+    host: t.host ?? "",
   };
 }
 

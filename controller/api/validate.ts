@@ -33,6 +33,12 @@ export function projectId(field: string, v: string): string {
   return v;
 }
 
+/** A compute host's name: 1-255 letters, digits, '.', '-' and '_', starting with a letter or digit. */
+export function hostName(field: string, v: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/.test(v)) throw invalidArgument(field, "must be 1-255 letters, digits, '.', '-' or '_'");
+  return v;
+}
+
 /** A caller's idempotency key, or a fresh one. */
 export function requestId(field: string, v: string): string {
   if (!v) return `req-${randomUUID()}`;

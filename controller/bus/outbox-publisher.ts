@@ -4,18 +4,21 @@ import type { Pool } from "../store/db.js";
 import { withTx } from "../store/db.js";
 import { claimOutbox, deleteOutbox } from "../store/ops.js";
 import { PumpWorker } from "../pump.js";
+import type { OpSigner } from "./op-signer.js";
 
 /**
  * Drains the outbox to JetStream. Rows are locked with SKIP LOCKED so several
  * controllers drain in parallel without sending a row twice; each message
  * carries Nats-Msg-Id = op_id, so a re-send after a crash between publish and
  * delete is dropped by JetStream's de-duplication. A row is deleted only after
- * JetStream acknowledged it.
+ * JetStream acknowledged it. Every op is signed (OpSigner): agents run only
+ * ops with the deployment's signature.
  */
 export class OutboxPublisher extends PumpWorker {
   constructor(
     private readonly pool: Pool,
     private readonly js: JetStreamClient,
+    private readonly signer: OpSigner,
     private readonly log: Logger,
     private readonly opts: { pollMs: number; batch: number } = { pollMs: 500, batch: 200 },
   ) {
@@ -37,7 +40,7 @@ export class OutboxPublisher extends PumpWorker {
       const rows = await claimOutbox(conn, this.opts.batch);
       if (rows.length === 0) return 0;
       await Promise.all(
-        rows.map((r) => this.js.publish(r.subject, r.payload, { msgID: r.msgId })),
+        rows.map((r) => this.js.publish(r.subject, r.payload, { msgID: r.msgId, headers: this.signer.sign(r.subject, r.payload) })),
       );
       await deleteOutbox(
         conn,

@@ -9,6 +9,8 @@ import type { TaskState } from "../domain/states.js";
 import type { ComputeNode } from "../domain/types.js";
 import { ensureHostConsumer } from "../bus/jetstream.js";
 import { opsSubject, querySubject } from "../bus/subjects.js";
+import { agentInboxPrefix, type AgentCredentialIssuer } from "../bus/nats-auth.js";
+import { failedPrecondition, invalidArgument } from "../errors.js";
 import { upsertNode } from "../store/nodes.js";
 import type { ConductorContext } from "./context.js";
 import { recordOpProgress } from "./progress.js";
@@ -35,6 +37,8 @@ export interface Hello {
   readonly architecture: string;
   /** The host's own overcommit and reservations; absent fields take the controller's. */
   readonly allocation: Partial<HostAllocation>;
+  /** Public key of the NATS user key pair the agent made ("" if none). */
+  readonly natsPublicKey: string;
 }
 
 /** Where the host's agent takes its ops from and answers queries. */
@@ -44,22 +48,57 @@ export interface HelloAck {
   readonly consumer: string;
   readonly reportIntervalSeconds: number;
   readonly querySubject: string;
+  /** The agent's NATS user, when the bus needs credentials. */
+  readonly natsCredential: NatsCredential | null;
+  /** Keys whose signature the agent must find on every op. */
+  readonly opSigningKeys: readonly string[];
+  /** Prefix of the inbox subjects the agent's NATS connection uses. */
+  readonly inboxPrefix: string;
+}
+
+/** A NATS user JWT for an agent's key pair. */
+export interface NatsCredential {
+  readonly jwt: string;
+  readonly expiresAt: Date;
 }
 
 /** What the agent stream needs from the conductor. */
 export interface AgentConductor {
   hello(h: Hello): Promise<HelloAck>;
+  /** A fresh NATS user JWT for the key pair the host's agent named in its hello. */
+  renewCredential(host: string, natsPublicKey: string): NatsCredential;
   report(r: HostReport): Promise<void>;
-  result(o: OpOutcome): Promise<void>;
-  progress(p: { opId: string; percent: number; message: string; stage: TaskState | null }): Promise<void>;
+  /** Applies a result `host` reported; refused unless the op was sent to `host`. */
+  result(o: OpOutcome, host: string): Promise<void>;
+  /** Records progress `host` reported; dropped unless the op was sent to `host`. */
+  progress(p: { opId: string; percent: number; message: string; stage: TaskState | null }, host: string): Promise<void>;
 }
 
 export function agentConductor(
   ctx: ConductorContext,
-  o: { readonly jsm: JetStreamManager; readonly opsStream: string; readonly reportIntervalSeconds: number; readonly allocation: HostAllocation },
+  o: {
+    readonly jsm: JetStreamManager;
+    /** Mints agents' NATS users; null when the bus takes connections without credentials. */
+    readonly issuer: AgentCredentialIssuer | null;
+    readonly opSigningKeys: readonly string[];
+    readonly opsStream: string;
+    readonly reportIntervalSeconds: number;
+    readonly allocation: HostAllocation;
+  },
 ): AgentConductor {
+  const credential = (host: string, natsPublicKey: string): NatsCredential | null => {
+    if (!o.issuer) return null;
+    if (!natsPublicKey) throw invalidArgument("hello.nats_public_key", "this controller's NATS bus needs credentials: send the public key of the agent's NATS user key pair");
+    try {
+      return o.issuer.issue(natsPublicKey, { host, stream: o.opsStream, querySubject: querySubject(ctx.subjectPrefix, host) });
+    } catch (err) {
+      throw invalidArgument("hello.nats_public_key", (err as Error).message);
+    }
+  };
   return {
     hello: async (h) => {
+      // Checked before anything is written: a hello that cannot get its credential changes nothing.
+      const natsCredential = credential(h.host, h.natsPublicKey);
       // The host's own settings, where its agent gives them, win.
       await upsertNode(ctx.pool, { ...h, ...o.allocation, ...h.allocation });
       const consumer = await ensureHostConsumer(o.jsm, o.opsStream, ctx.subjectPrefix, h.host);
@@ -69,12 +108,20 @@ export function agentConductor(
         consumer,
         reportIntervalSeconds: o.reportIntervalSeconds,
         querySubject: querySubject(ctx.subjectPrefix, h.host),
+        natsCredential,
+        opSigningKeys: o.opSigningKeys,
+        inboxPrefix: agentInboxPrefix(h.host),
       };
+    },
+    renewCredential: (host, natsPublicKey) => {
+      const c = credential(host, natsPublicKey);
+      if (!c) throw failedPrecondition("this controller's NATS bus takes connections without credentials", "NO_NATS_CREDENTIALS");
+      return c;
     },
     report: async (r) => {
       await applyReport(ctx.pool, r);
     },
-    result: (outcome) => applyOpResult(ctx, outcome),
-    progress: (p) => recordOpProgress(ctx, p),
+    result: (outcome, host) => applyOpResult(ctx, outcome, host),
+    progress: (p, host) => recordOpProgress(ctx, p, host),
   };
 }

@@ -14,12 +14,17 @@ import { RESULT_RULES } from "./flows/index.js";
  * gets its own deadline from now (its configured timeout, never earlier than
  * the task's deadline so far), shown on the operation too.
  */
-export async function recordOpProgress(ctx: ConductorContext, p: { opId: string; percent: number; message: string; stage: TaskState | null }): Promise<void> {
+export async function recordOpProgress(
+  ctx: ConductorContext,
+  p: { opId: string; percent: number; message: string; stage: TaskState | null },
+  fromHost: string,
+): Promise<void> {
   await withTx(
     ctx.pool,
     async (conn) => {
       const op = await getOp(conn, p.opId);
-      if (!op || op.state !== "PENDING") return;
+      // Only the host the op was sent to speaks of it.
+      if (!op || op.state !== "PENDING" || op.host !== fromHost) return;
       if (!p.stage) return setActionProgress(conn, op.actionId, p.percent, p.message);
       const steps = RESULT_RULES[op.kind].steps ?? [];
       const inst = await getInstance(conn, op.instanceUuid, { lock: true });

@@ -3,6 +3,7 @@
  * result rule (conductor/flows/).
  */
 import type { OpOutcome } from "../domain/ops.js";
+import { permissionDenied } from "../errors.js";
 import { finishOpEvent } from "../store/actions.js";
 import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
 import { getInstance } from "../store/instances.js";
@@ -19,8 +20,10 @@ import { RESULT_RULES } from "./flows/index.js";
  * after its task was ended (deleted, timed out, taken over) changes only the
  * op's own record. A transaction InnoDB rolls back to break a deadlock runs
  * again (it is all in the database), so a deadlock costs no reconnect.
+ * Only the host the op was sent to may report it: a result from any other
+ * is PERMISSION_DENIED and changes nothing.
  */
-export async function applyOpResult(ctx: ConductorContext, outcome: OpOutcome): Promise<void> {
+export async function applyOpResult(ctx: ConductorContext, outcome: OpOutcome, fromHost: string): Promise<void> {
   await withTx(
     ctx.pool,
     async (conn) => {
@@ -28,6 +31,10 @@ export async function applyOpResult(ctx: ConductorContext, outcome: OpOutcome): 
       if (!op) {
         ctx.log.warn({ opId: outcome.opId }, "result for an unknown op ignored");
         return;
+      }
+      if (op.host !== fromHost) {
+        ctx.log.warn({ opId: op.opId, op_host: op.host, from_host: fromHost }, "result from another host than the op's refused");
+        throw permissionDenied(`op ${op.opId} was sent to another host; only that host may report its result`);
       }
       if (op.state === "DONE") return;
       const e = outcome.error;

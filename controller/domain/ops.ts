@@ -124,3 +124,21 @@ export interface OpOutcome {
   /** The image data the op stored, if it took a snapshot. */
   readonly snapshot?: { readonly sizeBytes: number; readonly checksum: string; readonly diskFormat: string } | null;
 }
+
+/**
+ * Ops are signed by the controller and verified by the agent before it runs
+ * them: an op that reached the bus any other way is refused. The signature
+ * (ed25519, by an nkey) covers the subject, so an op for one host cannot be
+ * replayed onto another's subject.
+ */
+export const OP_SIGNATURE_HEADER = "Nm-Signature";
+export const OP_SIGNING_KEY_HEADER = "Nm-Signing-Key";
+
+/** The bytes an op's signature covers: its subject, a NUL, its payload. */
+export function opSignedBytes(subject: string, payload: Uint8Array): Uint8Array {
+  const s = new TextEncoder().encode(subject);
+  const out = new Uint8Array(s.length + 1 + payload.length);
+  out.set(s, 0);
+  out.set(payload, s.length + 1);
+  return out;
+}

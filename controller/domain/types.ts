@@ -8,6 +8,8 @@ export interface Principal {
   readonly tokenId: string;
   readonly projectId: string;
   readonly role: Role;
+  /** For an agent token: the one host it may speak for (null: an unused enrolment token, or another role). */
+  readonly host: string | null;
 }
 
 export interface Flavor {

@@ -327,6 +327,22 @@ export const MIGRATIONS: readonly Migration[] = [
       `UPDATE instance_actions a JOIN instances i ON i.uuid = a.instance_uuid SET a.project_id = i.project_id WHERE a.project_id <> i.project_id`,
     ],
   },
+  {
+    version: 10,
+    name: "agent tokens bound to one host each",
+    statements: [`ALTER TABLE api_tokens ADD COLUMN host VARCHAR(255) NULL, ADD UNIQUE KEY api_tokens_host (host)`],
+  },
+  {
+    version: 13,
+    name: "keys the controllers share, such as the one that signs ops",
+    statements: [
+      `CREATE TABLE controller_keys (
+        name VARCHAR(64) NOT NULL PRIMARY KEY,
+        seed VARCHAR(128) NOT NULL,
+        created_at ${TS}
+      ) ENGINE=InnoDB`,
+    ],
+  },
 ];
 
 /**

@@ -19,22 +19,40 @@ export interface TokenRecord {
   /** When it stops working; null: never. */
   readonly expireTime: Date | null;
   readonly kind: TokenKind;
+  /** For an agent token: the host it speaks for (null until an enrolment token is used). */
+  readonly host: string | null;
+}
+
+/** Another agent token already holds this host. */
+export class HostTakenError extends Error {
+  constructor(readonly host: string) {
+    super(`host ${JSON.stringify(host)} is held by another agent token`);
+  }
+}
+
+function isDuplicate(err: unknown): boolean {
+  return (err as { code?: string } | null)?.code === "ER_DUP_ENTRY";
 }
 
 /** Issues a token; the secret is returned once and stored only as a hash. */
 export async function createToken(
   q: Queryable,
-  t: { projectId: string; role: Role; description: string; secret?: string; expireTime?: Date | null; ttlMs?: number },
+  t: { projectId: string; role: Role; description: string; secret?: string; host?: string | null; expireTime?: Date | null; ttlMs?: number },
 ): Promise<{ token: TokenRecord; secret: string }> {
   const secret = t.secret ?? `nm_${randomBytes(24).toString("base64url")}`;
   const id = randomUUID();
-  // A ttl counts from the database's clock, the one expiry is checked against.
-  await exec(
-    q,
-    `INSERT INTO api_tokens (id, secret_hash, project_id, role, description, expire_time)
-     VALUES (?, ?, ?, ?, ?, IF(? IS NULL, ?, CURRENT_TIMESTAMP(3) + INTERVAL ? MICROSECOND))`,
-    [id, hashSecret(secret), t.projectId, t.role, t.description, t.ttlMs ?? null, t.expireTime ?? null, Math.round((t.ttlMs ?? 0) * 1000)],
-  );
+  try {
+    // A ttl counts from the database's clock, the one expiry is checked against.
+    await exec(
+      q,
+      `INSERT INTO api_tokens (id, secret_hash, project_id, role, description, host, expire_time)
+       VALUES (?, ?, ?, ?, ?, ?, IF(? IS NULL, ?, CURRENT_TIMESTAMP(3) + INTERVAL ? MICROSECOND))`,
+      [id, hashSecret(secret), t.projectId, t.role, t.description, t.host ?? null, t.ttlMs ?? null, t.expireTime ?? null, Math.round((t.ttlMs ?? 0) * 1000)],
+    );
+  } catch (err) {
+    if (t.host && isDuplicate(err)) throw new HostTakenError(t.host);
+    throw err;
+  }
   const token = (await listTokens(q, { id }))[0]!;
   return { token, secret };
 }
@@ -52,7 +70,7 @@ export async function listTokens(q: Queryable, f: { id?: string; projectId?: str
   }
   const rows = await select(
     q,
-    `SELECT id, project_id, role, description, created_at, expire_time, kind FROM api_tokens ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY created_at, id`,
+    `SELECT id, project_id, role, description, created_at, expire_time, kind, host FROM api_tokens ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY created_at, id`,
     params,
   );
   return rows.map((r) => ({
@@ -63,6 +81,7 @@ export async function listTokens(q: Queryable, f: { id?: string; projectId?: str
     createdAt: r.created_at,
     expireTime: r.expire_time ?? null,
     kind: r.kind,
+    host: r.host ?? null,
   }));
 }
 
@@ -77,13 +96,29 @@ export async function deleteToken(q: Queryable, id: string): Promise<boolean> {
 export async function principalForSecret(q: Queryable, secret: string): Promise<Principal | "expired" | null> {
   const rows = await select(
     q,
-    "SELECT id, project_id, role, expire_time IS NOT NULL AND expire_time <= CURRENT_TIMESTAMP(3) AS expired FROM api_tokens WHERE secret_hash = ?",
+    "SELECT id, project_id, role, host, expire_time IS NOT NULL AND expire_time <= CURRENT_TIMESTAMP(3) AS expired FROM api_tokens WHERE secret_hash = ?",
     [hashSecret(secret)],
   );
   const r = rows[0];
   if (!r) return null;
   if (Number(r.expired) === 1) return "expired";
-  return { tokenId: r.id, projectId: r.project_id, role: r.role };
+  return { tokenId: r.id, projectId: r.project_id, role: r.role, host: r.host ?? null };
+}
+
+/**
+ * Binds an enrolment token (an agent token without a host) to `host`, once.
+ * Returns the host the token holds afterwards: `host`, or the one an earlier
+ * (or concurrent) use bound it to; null when the token is gone.
+ */
+export async function bindAgentToken(q: Queryable, tokenId: string, host: string): Promise<string | null> {
+  try {
+    await exec(q, "UPDATE api_tokens SET host = ? WHERE id = ? AND role = 'agent' AND host IS NULL", [host, tokenId]);
+  } catch (err) {
+    if (isDuplicate(err)) throw new HostTakenError(host);
+    throw err;
+  }
+  const rows = await select(q, "SELECT host FROM api_tokens WHERE id = ?", [tokenId]);
+  return rows[0] ? (rows[0].host ?? null) : null;
 }
 
 /**

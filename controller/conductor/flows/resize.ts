@@ -196,5 +196,5 @@ export const timeouts = {
 
 /** Confirm, as a user would, a resize left unconfirmed past the confirm window (Nova's _poll_unconfirmed_resizes). */
 export const autoConfirm = (ctx: ConductorContext, d: { id: string; instanceUuid: string; projectId: string }) =>
-  confirmResize(ctx, { tokenId: "system", projectId: d.projectId, role: "admin" }, d.instanceUuid, `auto-confirm-${d.id}`);
+  confirmResize(ctx, { tokenId: "system", projectId: d.projectId, role: "admin", host: null }, d.instanceUuid, `auto-confirm-${d.id}`);
 

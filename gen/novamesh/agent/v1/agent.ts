@@ -47,7 +47,28 @@ export interface ConnectRequest {
     | //
     /** Progress of a long op (such as a live migration). */
     { $case: "opProgress"; opProgress: OpProgress }
+    | //
+    /** Asks for a fresh NATS user JWT before the current one expires. */
+    { $case: "natsCredentialRequest"; natsCredentialRequest: NatsCredentialRequest }
     | undefined;
+}
+
+/** Asks for a new NATS user JWT for the key pair named in Hello. */
+export interface NatsCredentialRequest {
+}
+
+/**
+ * A NATS user JWT for the agent's key pair (its seed never leaves the
+ * agent): connect with it and sign the server's nonce with the seed.
+ */
+export interface NatsCredential {
+  /**
+   * The user JWT, signed for the controller's NATS account; it allows only
+   * this host's consumer, inbox (`_INBOX_<host>.>`) and query subject.
+   */
+  jwt: string;
+  /** When nats-server stops accepting it; ask again before. */
+  expireTime: Date | undefined;
 }
 
 /** A message from the controller. */
@@ -60,6 +81,9 @@ export interface ConnectResponse {
     | //
     /** The result of this op is applied; ack its JetStream message. */
     { $case: "opResultAck"; opResultAck: OpResultAck }
+    | //
+    /** Answer to NatsCredentialRequest. */
+    { $case: "natsCredential"; natsCredential: NatsCredential }
     | undefined;
 }
 
@@ -101,7 +125,15 @@ export interface Hello {
    * How much of the host the scheduler may hand out; unset fields take the
    * controller's defaults.
    */
-  allocation: HostAllocation | undefined;
+  allocation:
+    | HostAllocation
+    | undefined;
+  /**
+   * Public key of the NATS user key pair the agent made (an nkey starting
+   * with "U"); a controller whose bus needs credentials answers with a user
+   * JWT for it, and refuses a Hello without it.
+   */
+  natsPublicKey: string;
 }
 
 /**
@@ -150,6 +182,21 @@ export interface HelloAck {
    * once).
    */
   querySubject: string;
+  /**
+   * NATS user JWT for the key in Hello.nats_public_key; empty when the
+   * controller's bus takes connections without credentials.
+   */
+  natsCredential:
+    | NatsCredential
+    | undefined;
+  /**
+   * Public keys (nkeys, "O..." or "A...") whose signature the agent must
+   * find on every op before running it (header Nm-Signature). Empty only
+   * from a controller that does not sign.
+   */
+  opSigningKeys: string[];
+  /** Prefix of the inbox subjects the agent's NATS connection must use. */
+  inboxPrefix: string;
 }
 
 /**
@@ -320,6 +367,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       case "opProgress":
         OpProgress.encode(message.body.opProgress, writer.uint32(34).fork()).join();
         break;
+      case "natsCredentialRequest":
+        NatsCredentialRequest.encode(message.body.natsCredentialRequest, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -369,6 +419,17 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.body = { $case: "opProgress", opProgress: OpProgress.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.body = {
+              $case: "natsCredentialRequest",
+              natsCredentialRequest: NatsCredentialRequest.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -395,6 +456,16 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         ? { $case: "opProgress", opProgress: OpProgress.fromJSON(object.opProgress) }
         : isSet(object.op_progress)
         ? { $case: "opProgress", opProgress: OpProgress.fromJSON(object.op_progress) }
+        : isSet(object.natsCredentialRequest)
+        ? {
+          $case: "natsCredentialRequest",
+          natsCredentialRequest: NatsCredentialRequest.fromJSON(object.natsCredentialRequest),
+        }
+        : isSet(object.nats_credential_request)
+        ? {
+          $case: "natsCredentialRequest",
+          natsCredentialRequest: NatsCredentialRequest.fromJSON(object.nats_credential_request),
+        }
         : undefined,
     };
   },
@@ -409,6 +480,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       obj.opResult = OpResult.toJSON(message.body.opResult);
     } else if (message.body?.$case === "opProgress") {
       obj.opProgress = OpProgress.toJSON(message.body.opProgress);
+    } else if (message.body?.$case === "natsCredentialRequest") {
+      obj.natsCredentialRequest = NatsCredentialRequest.toJSON(message.body.natsCredentialRequest);
     }
     return obj;
   },
@@ -443,7 +516,157 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         }
         break;
       }
+      case "natsCredentialRequest": {
+        if (object.body?.natsCredentialRequest !== undefined && object.body?.natsCredentialRequest !== null) {
+          message.body = {
+            $case: "natsCredentialRequest",
+            natsCredentialRequest: NatsCredentialRequest.fromPartial(object.body.natsCredentialRequest),
+          };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseNatsCredentialRequest(): NatsCredentialRequest {
+  return {};
+}
+
+export const NatsCredentialRequest: MessageFns<NatsCredentialRequest> = {
+  encode(_: NatsCredentialRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NatsCredentialRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNatsCredentialRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): NatsCredentialRequest {
+    return {};
+  },
+
+  toJSON(_: NatsCredentialRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NatsCredentialRequest>, I>>(base?: I): NatsCredentialRequest {
+    return NatsCredentialRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NatsCredentialRequest>, I>>(_: I): NatsCredentialRequest {
+    const message = createBaseNatsCredentialRequest();
+    return message;
+  },
+};
+
+function createBaseNatsCredential(): NatsCredential {
+  return { jwt: "", expireTime: undefined };
+}
+
+export const NatsCredential: MessageFns<NatsCredential> = {
+  encode(message: NatsCredential, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jwt !== "") {
+      writer.uint32(10).string(message.jwt);
+    }
+    if (message.expireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NatsCredential {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNatsCredential();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jwt = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NatsCredential {
+    return {
+      jwt: isSet(object.jwt) ? globalThis.String(object.jwt) : "",
+      expireTime: isSet(object.expireTime)
+        ? fromJsonTimestamp(object.expireTime)
+        : isSet(object.expire_time)
+        ? fromJsonTimestamp(object.expire_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: NatsCredential): unknown {
+    const obj: any = {};
+    if (message.jwt !== "") {
+      obj.jwt = message.jwt;
+    }
+    if (message.expireTime !== undefined) {
+      obj.expireTime = message.expireTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NatsCredential>, I>>(base?: I): NatsCredential {
+    return NatsCredential.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NatsCredential>, I>>(object: I): NatsCredential {
+    const message = createBaseNatsCredential();
+    message.jwt = object.jwt ?? "";
+    message.expireTime = object.expireTime ?? undefined;
     return message;
   },
 };
@@ -460,6 +683,9 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         break;
       case "opResultAck":
         OpResultAck.encode(message.body.opResultAck, writer.uint32(18).fork()).join();
+        break;
+      case "natsCredential":
+        NatsCredential.encode(message.body.natsCredential, writer.uint32(26).fork()).join();
         break;
     }
     return writer;
@@ -494,6 +720,14 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
             message.body = { $case: "opResultAck", opResultAck: OpResultAck.decode(reader, reader.uint32()) };
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.body = { $case: "natsCredential", natsCredential: NatsCredential.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -516,6 +750,10 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         ? { $case: "opResultAck", opResultAck: OpResultAck.fromJSON(object.opResultAck) }
         : isSet(object.op_result_ack)
         ? { $case: "opResultAck", opResultAck: OpResultAck.fromJSON(object.op_result_ack) }
+        : isSet(object.natsCredential)
+        ? { $case: "natsCredential", natsCredential: NatsCredential.fromJSON(object.natsCredential) }
+        : isSet(object.nats_credential)
+        ? { $case: "natsCredential", natsCredential: NatsCredential.fromJSON(object.nats_credential) }
         : undefined,
     };
   },
@@ -526,6 +764,8 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       obj.helloAck = HelloAck.toJSON(message.body.helloAck);
     } else if (message.body?.$case === "opResultAck") {
       obj.opResultAck = OpResultAck.toJSON(message.body.opResultAck);
+    } else if (message.body?.$case === "natsCredential") {
+      obj.natsCredential = NatsCredential.toJSON(message.body.natsCredential);
     }
     return obj;
   },
@@ -545,6 +785,15 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       case "opResultAck": {
         if (object.body?.opResultAck !== undefined && object.body?.opResultAck !== null) {
           message.body = { $case: "opResultAck", opResultAck: OpResultAck.fromPartial(object.body.opResultAck) };
+        }
+        break;
+      }
+      case "natsCredential": {
+        if (object.body?.natsCredential !== undefined && object.body?.natsCredential !== null) {
+          message.body = {
+            $case: "natsCredential",
+            natsCredential: NatsCredential.fromPartial(object.body.natsCredential),
+          };
         }
         break;
       }
@@ -672,6 +921,7 @@ function createBaseHello(): Hello {
     migrationUri: "",
     architecture: "",
     allocation: undefined,
+    natsPublicKey: "",
   };
 }
 
@@ -700,6 +950,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.allocation !== undefined) {
       HostAllocation.encode(message.allocation, writer.uint32(66).fork()).join();
+    }
+    if (message.natsPublicKey !== "") {
+      writer.uint32(74).string(message.natsPublicKey);
     }
     return writer;
   },
@@ -781,6 +1034,14 @@ export const Hello: MessageFns<Hello> = {
             message.allocation = HostAllocation.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.natsPublicKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -811,6 +1072,11 @@ export const Hello: MessageFns<Hello> = {
         : "",
       architecture: isSet(object.architecture) ? globalThis.String(object.architecture) : "",
       allocation: isSet(object.allocation) ? HostAllocation.fromJSON(object.allocation) : undefined,
+      natsPublicKey: isSet(object.natsPublicKey)
+        ? globalThis.String(object.natsPublicKey)
+        : isSet(object.nats_public_key)
+        ? globalThis.String(object.nats_public_key)
+        : "",
     };
   },
 
@@ -840,6 +1106,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.allocation !== undefined) {
       obj.allocation = HostAllocation.toJSON(message.allocation);
     }
+    if (message.natsPublicKey !== "") {
+      obj.natsPublicKey = message.natsPublicKey;
+    }
     return obj;
   },
 
@@ -860,6 +1129,7 @@ export const Hello: MessageFns<Hello> = {
     message.allocation = (object.allocation !== undefined && object.allocation !== null)
       ? HostAllocation.fromPartial(object.allocation)
       : undefined;
+    message.natsPublicKey = object.natsPublicKey ?? "";
     return message;
   },
 };
@@ -1045,7 +1315,16 @@ export const HostAllocation: MessageFns<HostAllocation> = {
 };
 
 function createBaseHelloAck(): HelloAck {
-  return { reportIntervalSeconds: 0, stream: "", subject: "", consumer: "", querySubject: "" };
+  return {
+    reportIntervalSeconds: 0,
+    stream: "",
+    subject: "",
+    consumer: "",
+    querySubject: "",
+    natsCredential: undefined,
+    opSigningKeys: [],
+    inboxPrefix: "",
+  };
 }
 
 export const HelloAck: MessageFns<HelloAck> = {
@@ -1064,6 +1343,15 @@ export const HelloAck: MessageFns<HelloAck> = {
     }
     if (message.querySubject !== "") {
       writer.uint32(42).string(message.querySubject);
+    }
+    if (message.natsCredential !== undefined) {
+      NatsCredential.encode(message.natsCredential, writer.uint32(50).fork()).join();
+    }
+    for (const v of message.opSigningKeys) {
+      writer.uint32(58).string(v!);
+    }
+    if (message.inboxPrefix !== "") {
+      writer.uint32(66).string(message.inboxPrefix);
     }
     return writer;
   },
@@ -1121,6 +1409,30 @@ export const HelloAck: MessageFns<HelloAck> = {
             message.querySubject = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.natsCredential = NatsCredential.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.opSigningKeys.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.inboxPrefix = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1148,6 +1460,21 @@ export const HelloAck: MessageFns<HelloAck> = {
         : isSet(object.query_subject)
         ? globalThis.String(object.query_subject)
         : "",
+      natsCredential: isSet(object.natsCredential)
+        ? NatsCredential.fromJSON(object.natsCredential)
+        : isSet(object.nats_credential)
+        ? NatsCredential.fromJSON(object.nats_credential)
+        : undefined,
+      opSigningKeys: globalThis.Array.isArray(object?.opSigningKeys)
+        ? object.opSigningKeys.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.op_signing_keys)
+        ? object.op_signing_keys.map((e: any) => globalThis.String(e))
+        : [],
+      inboxPrefix: isSet(object.inboxPrefix)
+        ? globalThis.String(object.inboxPrefix)
+        : isSet(object.inbox_prefix)
+        ? globalThis.String(object.inbox_prefix)
+        : "",
     };
   },
 
@@ -1168,6 +1495,15 @@ export const HelloAck: MessageFns<HelloAck> = {
     if (message.querySubject !== "") {
       obj.querySubject = message.querySubject;
     }
+    if (message.natsCredential !== undefined) {
+      obj.natsCredential = NatsCredential.toJSON(message.natsCredential);
+    }
+    if (message.opSigningKeys?.length) {
+      obj.opSigningKeys = message.opSigningKeys;
+    }
+    if (message.inboxPrefix !== "") {
+      obj.inboxPrefix = message.inboxPrefix;
+    }
     return obj;
   },
 
@@ -1181,6 +1517,11 @@ export const HelloAck: MessageFns<HelloAck> = {
     message.subject = object.subject ?? "";
     message.consumer = object.consumer ?? "";
     message.querySubject = object.querySubject ?? "";
+    message.natsCredential = (object.natsCredential !== undefined && object.natsCredential !== null)
+      ? NatsCredential.fromPartial(object.natsCredential)
+      : undefined;
+    message.opSigningKeys = object.opSigningKeys?.map((e) => e) || [];
+    message.inboxPrefix = object.inboxPrefix ?? "";
     return message;
   },
 };

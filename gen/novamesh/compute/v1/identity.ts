@@ -141,6 +141,11 @@ export interface Token {
     | undefined;
   /** How it was issued. */
   kind: TokenKind;
+  /**
+   * For an agent token: the one host it speaks for (empty while an
+   * enrolment token has not been used yet).
+   */
+  host: string;
 }
 
 /** Request of CreateToken. */
@@ -163,6 +168,14 @@ export interface CreateTokenRequest {
     /** How long it works from now: more than 0 and at most 3650 days. */
     { $case: "ttl"; ttl: Duration }
     | undefined;
+  /**
+   * For ROLE_AGENT only: the host the token may speak for (1–255 letters,
+   * digits, '.', '-' and '_'); the agent stream refuses a Hello as any other
+   * host. Empty makes an enrolment token: the first Hello with it binds it to
+   * that host for good, provided no other agent token holds the host. One
+   * host has at most one agent token; delete it to enrol the host anew.
+   */
+  host: string;
 }
 
 /** Response of CreateToken. */
@@ -198,7 +211,16 @@ export interface DeleteTokenResponse {
 }
 
 function createBaseToken(): Token {
-  return { id: "", projectId: "", role: 0, description: "", createTime: undefined, expireTime: undefined, kind: 0 };
+  return {
+    id: "",
+    projectId: "",
+    role: 0,
+    description: "",
+    createTime: undefined,
+    expireTime: undefined,
+    kind: 0,
+    host: "",
+  };
 }
 
 export const Token: MessageFns<Token> = {
@@ -223,6 +245,9 @@ export const Token: MessageFns<Token> = {
     }
     if (message.kind !== 0) {
       writer.uint32(56).int32(message.kind);
+    }
+    if (message.host !== "") {
+      writer.uint32(82).string(message.host);
     }
     return writer;
   },
@@ -296,6 +321,14 @@ export const Token: MessageFns<Token> = {
             message.kind = reader.int32() as any;
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -329,6 +362,7 @@ export const Token: MessageFns<Token> = {
         ? fromJsonTimestamp(object.expire_time)
         : undefined,
       kind: isSet(object.kind) ? tokenKindFromJSON(object.kind) : 0,
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
     };
   },
 
@@ -355,6 +389,9 @@ export const Token: MessageFns<Token> = {
     if (message.kind !== 0) {
       obj.kind = tokenKindToJSON(message.kind);
     }
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
     return obj;
   },
 
@@ -370,12 +407,13 @@ export const Token: MessageFns<Token> = {
     message.createTime = object.createTime ?? undefined;
     message.expireTime = object.expireTime ?? undefined;
     message.kind = object.kind ?? 0;
+    message.host = object.host ?? "";
     return message;
   },
 };
 
 function createBaseCreateTokenRequest(): CreateTokenRequest {
-  return { projectId: "", role: 0, description: "", expiration: undefined };
+  return { projectId: "", role: 0, description: "", expiration: undefined, host: "" };
 }
 
 export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
@@ -396,6 +434,9 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
       case "ttl":
         Duration.encode(message.expiration.ttl, writer.uint32(42).fork()).join();
         break;
+    }
+    if (message.host !== "") {
+      writer.uint32(82).string(message.host);
     }
     return writer;
   },
@@ -456,6 +497,14 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
             message.expiration = { $case: "ttl", ttl: Duration.decode(reader, reader.uint32()) };
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -484,6 +533,7 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
         : isSet(object.ttl)
         ? { $case: "ttl", ttl: Duration.fromJSON(object.ttl) }
         : undefined,
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
     };
   },
 
@@ -502,6 +552,9 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
       obj.expireTime = message.expiration.expireTime.toISOString();
     } else if (message.expiration?.$case === "ttl") {
       obj.ttl = Duration.toJSON(message.expiration.ttl);
+    }
+    if (message.host !== "") {
+      obj.host = message.host;
     }
     return obj;
   },
@@ -528,6 +581,7 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
         break;
       }
     }
+    message.host = object.host ?? "";
     return message;
   },
 };
@@ -889,8 +943,9 @@ export const IdentityServiceService = {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
    * Errors: INVALID_ARGUMENT (field named: a past or too distant
-   * `expire_time`, a `ttl` that is not positive or too long),
-   * PERMISSION_DENIED, UNAUTHENTICATED.
+   * `expire_time`, a `ttl` that is not positive or too long), ALREADY_EXISTS
+   * (another agent token holds the host), PERMISSION_DENIED,
+   * UNAUTHENTICATED.
    */
   createToken: {
     path: "/novamesh.compute.v1.IdentityService/CreateToken" as const,
@@ -933,8 +988,9 @@ export interface IdentityServiceServer extends UntypedServiceImplementation {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
    * Errors: INVALID_ARGUMENT (field named: a past or too distant
-   * `expire_time`, a `ttl` that is not positive or too long),
-   * PERMISSION_DENIED, UNAUTHENTICATED.
+   * `expire_time`, a `ttl` that is not positive or too long), ALREADY_EXISTS
+   * (another agent token holds the host), PERMISSION_DENIED,
+   * UNAUTHENTICATED.
    */
   createToken: handleUnaryCall<CreateTokenRequest, CreateTokenResponse>;
   /**
@@ -953,8 +1009,9 @@ export interface IdentityServiceClient extends Client {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
    * Errors: INVALID_ARGUMENT (field named: a past or too distant
-   * `expire_time`, a `ttl` that is not positive or too long),
-   * PERMISSION_DENIED, UNAUTHENTICATED.
+   * `expire_time`, a `ttl` that is not positive or too long), ALREADY_EXISTS
+   * (another agent token holds the host), PERMISSION_DENIED,
+   * UNAUTHENTICATED.
    */
   createToken(
     request: CreateTokenRequest,

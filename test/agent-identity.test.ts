@@ -1,0 +1,191 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { Metadata, credentials, status, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
+import { AgentServiceClient, type ConnectRequest, type ConnectResponse } from "../gen/novamesh/agent/v1/agent.js";
+import { Role } from "../gen/novamesh/compute/v1/identity.js";
+import { PowerState, ServerStatus } from "../gen/novamesh/compute/v1/server.js";
+import type { Controller } from "../controller/controller.js";
+import { eventually, failure } from "./harness.js";
+import { testEnv } from "./stack.js";
+
+type Stream = ClientDuplexStream<ConnectRequest, ConnectResponse>;
+
+/** A hand-driven agent stream: what a process holding `token` can say. */
+class RawAgent {
+  readonly call: Stream;
+  readonly acks: string[] = [];
+  readonly ended: Promise<ServiceError | "ended">;
+  private readonly client: AgentServiceClient;
+  private helloAck: Promise<ConnectResponse | ServiceError | "ended">;
+
+  constructor(address: string, token: string) {
+    this.client = new AgentServiceClient(address, credentials.createInsecure());
+    const md = new Metadata();
+    md.set("authorization", `Bearer ${token}`);
+    this.call = this.client.connect(md);
+    this.ended = new Promise((resolve) => {
+      this.call.on("error", (err: ServiceError) => resolve(err));
+      this.call.on("end", () => resolve("ended"));
+    });
+    this.helloAck = new Promise((resolve) => {
+      this.call.on("data", (m: ConnectResponse) => {
+        if (m.body?.$case === "helloAck") resolve(m);
+        if (m.body?.$case === "opResultAck") this.acks.push(m.body.opResultAck.opId);
+      });
+      void this.ended.then(resolve);
+    });
+  }
+
+  /** Says Hello as `host`; the HelloAck, or the status that ended the stream. */
+  hello(host: string): Promise<ConnectResponse | ServiceError | "ended"> {
+    this.call.write({
+      body: {
+        $case: "hello",
+        hello: { host, hypervisorType: "fake", version: "test", capacity: { vcpus: 8, memoryMb: 16384, diskGb: 200 }, zone: "", migrationUri: "", architecture: "", allocation: undefined, natsPublicKey: "" },
+      },
+    });
+    return this.helloAck;
+  }
+
+  report(serverIds: string[]): void {
+    this.call.write({
+      body: {
+        $case: "report",
+        report: {
+          capacity: { vcpus: 8, memoryMb: 16384, diskGb: 200 },
+          freeMemoryMb: 16384,
+          freeDiskGb: 200,
+          instances: serverIds.map((serverId) => ({ serverId, powerState: PowerState.POWER_STATE_RUNNING })),
+          time: new Date(),
+        },
+      },
+    });
+  }
+
+  result(opId: string, serverId: string): void {
+    this.call.write({
+      body: {
+        $case: "opResult",
+        opResult: { opId, serverId, note: "", error: undefined, powerState: PowerState.POWER_STATE_RUNNING, startTime: new Date(), finishTime: new Date(), snapshot: undefined },
+      },
+    });
+  }
+
+  close(): void {
+    this.call.cancel();
+    this.client.close();
+  }
+}
+
+function code(r: ConnectResponse | ServiceError | "ended"): number | "helloAck" | "ended" {
+  if (r === "ended") return r;
+  if ("code" in r) return r.code;
+  return "helloAck";
+}
+
+describe("agents bound to hosts", () => {
+  const env = testEnv();
+
+  async function agentToken(ctl: Controller, host: string): Promise<string> {
+    return (await env.admin(ctl).identity.createToken({ projectId: "infra", role: Role.ROLE_AGENT, host, description: "" })).secret;
+  }
+
+  test("a host-bound token says Hello only as its own host", async () => {
+    const ctl = await env.startController();
+    const token = await agentToken(ctl, "compute-a");
+    const impostor = new RawAgent(env.address(ctl), token);
+    const refused = await impostor.hello("compute-b");
+    impostor.close();
+    assert.equal(code(refused), status.PERMISSION_DENIED);
+    assert.match((refused as ServiceError).details, /speaks for host "compute-a", not "compute-b"/);
+    assert.deepEqual((await env.admin(ctl).hosts.listServices({})).services.map((s) => s.host), [], "no host was registered by the refused hello");
+
+    const own = new RawAgent(env.address(ctl), token);
+    assert.equal(code(await own.hello("compute-a")), "helloAck");
+    own.close();
+  });
+
+  test("an enrolment token binds to the first host that uses it, and a host has one token", async () => {
+    const ctl = await env.startController();
+    const admin = env.admin(ctl);
+    const created = await admin.identity.createToken({ projectId: "infra", role: Role.ROLE_AGENT, host: "", description: "rack 4" });
+    assert.equal(created.token!.host, "");
+
+    const first = new RawAgent(env.address(ctl), created.secret);
+    assert.equal(code(await first.hello("compute-c")), "helloAck");
+    first.close();
+    const listed = (await admin.identity.listTokens({ projectId: "infra" })).tokens.find((t) => t.id === created.token!.id);
+    assert.equal(listed?.host, "compute-c", "the token now names its host");
+
+    const again = new RawAgent(env.address(ctl), created.secret);
+    const elsewhere = await again.hello("compute-d");
+    again.close();
+    assert.equal(code(elsewhere), status.PERMISSION_DENIED, "used once, it is that host's for good");
+
+    const second = await admin.identity.createToken({ projectId: "infra", role: Role.ROLE_AGENT, host: "", description: "" });
+    const takeover = new RawAgent(env.address(ctl), second.secret);
+    const taken = await takeover.hello("compute-c");
+    takeover.close();
+    assert.equal(code(taken), status.PERMISSION_DENIED, "another enrolment token cannot take an enrolled host");
+    assert.match((taken as ServiceError).details, /enrolled with another agent token/);
+
+    const dup = await failure(admin.identity.createToken({ projectId: "infra", role: Role.ROLE_AGENT, host: "compute-c", description: "" }));
+    assert.equal(dup.code, status.ALREADY_EXISTS);
+
+    // Deleting the host's token frees the host for a new enrolment.
+    await admin.identity.deleteToken({ id: created.token!.id });
+    const renewed = new RawAgent(env.address(ctl), second.secret);
+    assert.equal(code(await renewed.hello("compute-c")), "helloAck");
+    renewed.close();
+  });
+
+  test("a host is named only on agent tokens, and well formed", async () => {
+    const ctl = await env.startController();
+    const admin = env.admin(ctl);
+    const member = await failure(admin.identity.createToken({ projectId: "p", role: Role.ROLE_MEMBER, host: "compute-a", description: "" }));
+    assert.equal(member.code, status.INVALID_ARGUMENT);
+    assert.deepEqual(member.fields, ["host"]);
+    const bad = await failure(admin.identity.createToken({ projectId: "p", role: Role.ROLE_AGENT, host: "no spaces", description: "" }));
+    assert.equal(bad.code, status.INVALID_ARGUMENT);
+    assert.deepEqual(bad.fields, ["host"]);
+  });
+});
+
+describe("op results from the op's own host only", () => {
+  const env = testEnv();
+
+  test("a result for another host's op is refused and changes nothing; the op's own host finishes it", async () => {
+    const ctl = await env.startController();
+    const admin = env.admin(ctl);
+    const a = new RawAgent(env.address(ctl), (await env.admin(ctl).identity.createToken({ projectId: "infra", role: Role.ROLE_AGENT, host: "compute-x", description: "" })).secret);
+    const b = new RawAgent(env.address(ctl), (await env.admin(ctl).identity.createToken({ projectId: "infra", role: Role.ROLE_AGENT, host: "compute-y", description: "" })).secret);
+    try {
+      assert.equal(code(await a.hello("compute-x")), "helloAck");
+      assert.equal(code(await b.hello("compute-y")), "helloAck");
+      a.report([]);
+      b.report([]);
+      // Only compute-x takes the server.
+      await admin.hosts.disableService({ host: "compute-y", reason: "test" });
+      const image = await env.image(ctl);
+      const member = await env.as(ctl, "tenant");
+      const { server } = await member.servers.createServer({ name: "victim", flavorId: "m1.tiny", imageId: image });
+      const op = await eventually(async () => (await env.sql<{ op_id: string; host: string }>("SELECT op_id, host FROM compute_ops WHERE instance_uuid = ? AND kind = 'spawn'", [server!.id]))[0], {
+        what: "the spawn op",
+      });
+      assert.equal(op.host, "compute-x");
+
+      b.result(op.op_id, server!.id);
+      const ended = await b.ended;
+      assert.equal(code(ended), status.PERMISSION_DENIED);
+      assert.equal((await member.servers.getServer({ id: server!.id })).server!.status, ServerStatus.SERVER_STATUS_BUILD, "the forged result changed nothing");
+      assert.deepEqual(await env.sql("SELECT state FROM compute_ops WHERE op_id = ?", [op.op_id]), [{ state: "PENDING" }]);
+
+      a.result(op.op_id, server!.id);
+      await eventually(async () => a.acks.includes(op.op_id), { what: "the ack of compute-x's result" });
+      assert.equal((await member.servers.getServer({ id: server!.id })).server!.status, ServerStatus.SERVER_STATUS_ACTIVE);
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+});
