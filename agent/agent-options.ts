@@ -2,7 +2,7 @@
 import type { HostAllocation } from "../gen/novamesh/agent/v1/agent.js";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { credentials as grpcCredentials, type ChannelCredentials } from "@grpc/grpc-js";
+import { credentials as grpcCredentials, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
 import type { NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
 import type { Driver } from "./drivers/driver.js";
@@ -16,17 +16,20 @@ export interface AgentOptions {
   readonly controller: string;
   /** Agent token, sent as `authorization: Bearer <token>` (default "": no header). */
   readonly token: string;
-  /** gRPC channel credentials (default insecure). */
+  /** gRPC channel credentials (default insecure; the command line builds TLS ones, see agent/tls.ts). */
   readonly credentials: ChannelCredentials;
+  /** More gRPC channel options, e.g. the TLS server name (default none). */
+  readonly channelOptions: ChannelOptions;
   /** NATS server URL(s), comma separated (default "nats://127.0.0.1:4222"). */
   readonly natsUrl: string;
   /** CA file nats-server's TLS certificate must chain to (default: the system's CAs). */
   readonly natsCa: string | undefined;
   /**
-   * A NATS connection to use instead of opening one (e.g. shared by many
-   * simulated agents in one process). The agent does not drain it at stop.
+   * Gives a NATS connection to use instead of opening one (shared by many
+   * simulated agents in one process), when the controller gives the agent
+   * no NATS user of its own. The agent does not drain it at stop.
    */
-  readonly nats: NatsConnection | undefined;
+  readonly nats: (() => Promise<NatsConnection>) | undefined;
   /** Host name sent in Hello (default `os.hostname()`). */
   readonly host: string;
   /** Availability zone sent in Hello (default "nova"). */
@@ -70,6 +73,7 @@ export function resolveAgentOptions(init: AgentInit): AgentOptions {
     controller: "127.0.0.1:8774",
     token: "",
     credentials: grpcCredentials.createInsecure(),
+    channelOptions: {},
     natsUrl: "nats://127.0.0.1:4222",
     natsCa: undefined,
     nats: undefined,

@@ -16,6 +16,7 @@ import { AgentServiceClient, type HelloAck } from "../gen/novamesh/agent/v1/agen
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { connect, jwtAuthenticator, nkeys, type NatsConnection } from "nats";
 import type { Logger } from "pino";
+import { connectionHint } from "./tls.js";
 import { resolveAgentOptions, type AgentInit, type AgentOptions } from "./agent-options.js";
 import { backoffDelay, sleepUnlessAborted } from "./backoff.js";
 import { bestEffort } from "./best-effort.js";
@@ -45,7 +46,12 @@ export class Agent {
   /** The options in effect. */
   readonly options: AgentOptions;
   private readonly log: Logger;
-  private readonly client: AgentServiceClient;
+  /**
+   * The agent's AgentService client: its one channel to the controller,
+   * shared by the Connect stream and the image transfers of its driver
+   * (session/controller-image-store.ts).
+   */
+  readonly client: AgentServiceClient;
   private readonly stopController = new AbortController();
   private readonly pending = new Map<string, PendingResult>();
   private readonly connectedWaiters: Array<(ack: HelloAck) => void> = [];
@@ -73,6 +79,7 @@ export class Agent {
     this.options = resolveAgentOptions(init);
     this.log = this.options.logger.child({ host: this.options.host });
     this.client = new AgentServiceClient(this.options.controller, this.options.credentials, {
+      ...this.options.channelOptions,
       "grpc.keepalive_time_ms": 30_000,
       "grpc.keepalive_timeout_ms": 10_000,
     });
@@ -161,7 +168,7 @@ export class Agent {
     this.client.close();
     clearTimeout(this.renewTimer);
     const nats = this.nats;
-    if (nats && nats !== this.options.nats) await bestEffort(this.log, "draining the NATS connection", () => nats.drain());
+    if (nats) await bestEffort(this.log, "draining the NATS connection", () => nats.drain());
     if (started) await this.options.driver.close();
     this.currentState = "stopped";
     this.log.info("agent stopped");
@@ -190,7 +197,8 @@ export class Agent {
       const delay = backoffDelay(attempt++, { initialMs: this.options.reconnectInitialMs, maxMs: this.options.reconnectMaxMs });
       const code = (reason as { code?: unknown } | undefined)?.code;
       const level = code === GrpcStatus.UNAUTHENTICATED || code === GrpcStatus.PERMISSION_DENIED ? "error" : "warn";
-      this.log[level]({ error: reason instanceof Error ? reason.message : reason, code, retry_in_ms: delay }, message);
+      const hint = connectionHint(reason);
+      this.log[level]({ error: reason instanceof Error ? reason.message : reason, code, ...(hint ? { hint } : {}), retry_in_ms: delay }, message);
       if (!(await sleepUnlessAborted(delay, signal))) break;
     }
   }
@@ -350,7 +358,7 @@ export class Agent {
    */
   private async natsConnection(): Promise<NatsConnection> {
     if (this.nats && !this.nats.isClosed()) return this.nats;
-    if (!this.natsJwt && this.options.nats) return this.options.nats;
+    if (!this.natsJwt && this.options.nats) return this.options.nats();
     const seed = this.natsKey.getSeed();
     this.nats = await connect({
       servers: this.options.natsUrl.split(","),

@@ -45,11 +45,9 @@ test("fake capacity and faults are parsed; bad values are usage errors", () => {
 test("the libvirt driver takes its URI, instances path and image directory, and where other hosts live-migrate to it", () => {
   const c = parse(["--driver", "libvirt", "--libvirt-uri", "test:///default", "--instances-path", "/srv/i", "--image-dir", "/srv/img"]);
   assert.equal(c.driver, "libvirt");
-  assert.deepEqual(c.libvirt, { uri: "test:///default", instancesPath: "/srv/i", imageDir: "/srv/img", imageBucket: undefined, liveMigrationUri: undefined, liveMigrationInboundAddr: undefined });
-  assert.deepEqual(parse(["--driver", "libvirt"]).libvirt, { uri: "qemu:///system", instancesPath: undefined, imageDir: undefined, imageBucket: undefined, liveMigrationUri: undefined, liveMigrationInboundAddr: undefined });
-  assert.equal(parse(["--driver", "libvirt", "--image-bucket", "novamesh-images"]).libvirt.imageBucket, "novamesh-images");
-  assert.throws(() => parse(["--image-bucket", "a.b"]), /--image-bucket/);
-  assert.throws(() => parse(["--image-bucket", "x", "--image-dir", "/d"]), /exclude each other/);
+  assert.deepEqual(c.libvirt, { uri: "test:///default", instancesPath: "/srv/i", imageDir: "/srv/img", liveMigrationUri: undefined, liveMigrationInboundAddr: undefined });
+  assert.deepEqual(parse(["--driver", "libvirt"]).libvirt, { uri: "qemu:///system", instancesPath: undefined, imageDir: undefined, liveMigrationUri: undefined, liveMigrationInboundAddr: undefined });
+  assert.throws(() => parse(["--driver", "libvirt", "--image-bucket", "novamesh-images"]), /--image-bucket/, "hosts no longer open the image store");
   const lm = parse(["--driver", "libvirt", "--live-migration-uri", "qemu+tcp://10.0.0.2/system", "--live-migration-inbound-addr", "10.1.0.2"]).libvirt;
   assert.deepEqual([lm.liveMigrationUri, lm.liveMigrationInboundAddr], ["qemu+tcp://10.0.0.2/system", "10.1.0.2"]);
   assert.equal(parse(["--driver", "libvirt"]).libvirt.liveMigrationUri, undefined, "no live migration unless configured");
@@ -75,4 +73,16 @@ test("--help lists every flag with its variable", () => {
   for (const s of ["--controller", "NOVAMESH_CONTROLLER", "--token", "NOVAMESH_AGENT_TOKEN", "--nats", "--hosts", "--fake-faults"]) {
     assert.ok(help.includes(s), s);
   }
+});
+
+test("TLS is the default: CA, client certificate and server name from flags or variables; --plaintext only when asked", () => {
+  assert.deepEqual(parse([]).tls, { ca: undefined, cert: undefined, key: undefined, serverName: undefined });
+  const t = parse(["--tls-ca", "ca.pem", "--tls-cert", "a.pem", "--tls-key", "a-key.pem"], { NOVAMESH_AGENT_TLS_SERVER_NAME: "ctl.example" });
+  assert.deepEqual(t.tls, { ca: "ca.pem", cert: "a.pem", key: "a-key.pem", serverName: "ctl.example" });
+  assert.deepEqual(parse(["--plaintext"]).tls, { plaintext: true });
+  assert.deepEqual(parse([], { NOVAMESH_PLAINTEXT: "1" }).tls, { plaintext: true });
+  assert.equal(parse([], { NOVAMESH_PLAINTEXT: "0" }).tls.plaintext, undefined);
+  assert.throws(() => parse(["--plaintext", "--tls-ca", "ca.pem"]), /--plaintext connects without TLS; it cannot be combined with --tls-ca/);
+  assert.throws(() => parse(["--tls-cert", "a.pem"]), /--tls-cert needs --tls-key/);
+  assert.throws(() => parse(["--tls-key", "a-key.pem"]), /--tls-key needs --tls-cert/);
 });

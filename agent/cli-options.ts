@@ -8,6 +8,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { parseFaults, type Faults } from "./drivers/fake/faults.js";
+import type { ClientTls } from "./tls.js";
 
 interface FlagSpec {
   readonly env?: string;
@@ -19,6 +20,11 @@ interface FlagSpec {
 /** Every flag, in the order `--help` lists them. */
 export const AGENT_FLAGS = {
   controller: { env: "NOVAMESH_CONTROLLER", type: "string", default: () => "127.0.0.1:8774", help: "controller gRPC address (host:port)" },
+  "tls-ca": { env: "NOVAMESH_AGENT_TLS_CA", type: "string", help: "PEM file of the CA the controller's certificate must chain to (default: the system's CAs)" },
+  "tls-cert": { env: "NOVAMESH_AGENT_TLS_CERT", type: "string", help: "PEM file of this agent's client certificate, for a controller's --agent-listen (with --tls-key)" },
+  "tls-key": { env: "NOVAMESH_AGENT_TLS_KEY", type: "string", help: "PEM file of the client certificate's private key" },
+  "tls-server-name": { env: "NOVAMESH_AGENT_TLS_SERVER_NAME", type: "string", help: "name the controller's certificate must carry when it is not the host of --controller" },
+  plaintext: { env: "NOVAMESH_PLAINTEXT", type: "boolean", help: "connect without TLS, to a controller run with --plaintext (development only)" },
   token: { env: "NOVAMESH_AGENT_TOKEN", type: "string", default: () => "", help: "agent token, sent as 'authorization: Bearer <token>'" },
   nats: { env: "NOVAMESH_NATS_URL", type: "string", default: () => "nats://127.0.0.1:4222", help: "NATS server URL(s), comma separated" },
   "nats-ca": { env: "NOVAMESH_NATS_CA", type: "string", help: "CA certificate (PEM) that nats-server's TLS certificate must chain to" },
@@ -31,8 +37,7 @@ export const AGENT_FLAGS = {
   hosts: { env: "NOVAMESH_AGENT_HOSTS", type: "string", default: () => "1", help: "run N fake agents in this process, named <host>-1..N, each with its own state dir" },
   "libvirt-uri": { env: "NOVAMESH_LIBVIRT_URI", type: "string", default: () => "qemu:///system", help: "libvirt driver: connection URI (test:///<node.xml> for libvirt's test hypervisor)" },
   "instances-path": { env: "NOVAMESH_INSTANCES_PATH", type: "string", help: "libvirt driver: instance disks and the base image cache; default <state-dir>/instances" },
-  "image-dir": { env: "NOVAMESH_IMAGE_DIR", type: "string", help: "libvirt driver: directory image store (image <id> is the file <dir>/<id>; snapshots are written there); default <state-dir>/images" },
-  "image-bucket": { env: "NOVAMESH_IMAGE_BUCKET", type: "string", help: "libvirt driver: JetStream object store bucket of image bytes, shared by all hosts (instead of --image-dir)" },
+  "image-dir": { env: "NOVAMESH_IMAGE_DIR", type: "string", help: "libvirt driver: a local directory as the image store (image <id> is the file <dir>/<id>; snapshots are written there) instead of the controller, which is the default" },
   "live-migration-uri": { env: "NOVAMESH_LIVE_MIGRATION_URI", type: "string", help: "libvirt driver: libvirt URI other hosts' libvirtds reach this one at for live migration, e.g. qemu+tcp://<this host>/system (without it the host cannot live-migrate)" },
   "live-migration-inbound-addr": { env: "NOVAMESH_LIVE_MIGRATION_INBOUND_ADDR", type: "string", help: "libvirt driver: address qemu receives live migrations on; default the host of --live-migration-uri" },
   "cpu-allocation-ratio": { env: "NOVAMESH_CPU_ALLOCATION_RATIO", type: "string", help: "vCPU overcommit of this host (default: the controller's)" },
@@ -53,6 +58,8 @@ export const AGENT_FLAGS = {
 /** The parsed configuration. */
 export interface AgentCliConfig {
   readonly controller: string;
+  /** How the controller is reached: TLS (the default) or plaintext. */
+  readonly tls: ClientTls;
   readonly token: string;
   readonly natsUrl: string;
   /** CA file nats-server's certificate must chain to (TLS to NATS); undefined: the system's CAs. */
@@ -76,10 +83,8 @@ export interface AgentCliConfig {
     readonly uri: string;
     /** Explicit --instances-path, if given. */
     readonly instancesPath: string | undefined;
-    /** Explicit --image-dir, if given. */
+    /** --image-dir: a local directory as the image store, if given (else images come through the controller). */
     readonly imageDir: string | undefined;
-    /** --image-bucket: the JetStream object store bucket, if given. */
-    readonly imageBucket: string | undefined;
     /** --live-migration-uri: where other hosts live-migrate to this one. */
     readonly liveMigrationUri: string | undefined;
     /** --live-migration-inbound-addr. */
@@ -150,17 +155,24 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
       throw new UsageError(`--fake-faults: ${(err as Error).message}`);
     }
   }
-  const bucket = get("image-bucket");
-  if (bucket !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(bucket)) throw new UsageError(`--image-bucket: "${bucket}" is not 1–64 letters, digits, '-', '_'`);
-  if (bucket !== undefined && get("image-dir") !== undefined) throw new UsageError("--image-bucket and --image-dir exclude each other");
   const liveUri = get("live-migration-uri");
   if (liveUri !== undefined && (!/^[a-z0-9+]+:\/\//.test(liveUri) || liveUri.includes("#"))) {
     throw new UsageError(`--live-migration-uri: "${liveUri}" is not a libvirt URI such as qemu+tcp://host-b/system`);
   }
+  const flagOn = (name: "plaintext"): boolean => {
+    if (values[name] === true) return true;
+    const raw = env[AGENT_FLAGS[name].env];
+    return raw === "1" || raw === "true" || raw === "yes";
+  };
+  const plaintext = flagOn("plaintext");
+  const tlsGiven = (["tls-ca", "tls-cert", "tls-key", "tls-server-name"] as const).filter((f) => get(f) !== undefined);
+  if (plaintext && tlsGiven.length) throw new UsageError(`--plaintext connects without TLS; it cannot be combined with ${tlsGiven.map((f) => `--${f}`).join(", ")}`);
+  if ((get("tls-cert") === undefined) !== (get("tls-key") === undefined)) throw new UsageError(get("tls-cert") !== undefined ? "--tls-cert needs --tls-key" : "--tls-key needs --tls-cert");
   const host = get("host")!;
   if (!/^[A-Za-z0-9._-]{1,255}$/.test(host)) throw new UsageError(`--host: "${host}" is not 1–255 letters, digits, '.', '-', '_'`);
   return {
     controller: get("controller")!,
+    tls: plaintext ? { plaintext: true } : { ca: get("tls-ca"), cert: get("tls-cert"), key: get("tls-key"), serverName: get("tls-server-name") },
     token: get("token")!,
     natsUrl: get("nats")!,
     natsCa: get("nats-ca"),
@@ -188,7 +200,6 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
       uri: get("libvirt-uri")!,
       instancesPath: get("instances-path"),
       imageDir: get("image-dir"),
-      imageBucket: bucket,
       liveMigrationUri: liveUri,
       liveMigrationInboundAddr: get("live-migration-inbound-addr"),
     },

@@ -4,6 +4,7 @@
  * connection. SIGINT/SIGTERM stop gracefully; a second signal exits at once.
  */
 import { join, resolve } from "node:path";
+import type { AgentServiceClient } from "../gen/novamesh/agent/v1/agent.js";
 import { connect, type NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
 import { Agent } from "./agent.js";
@@ -11,17 +12,20 @@ import { agentHelp, agentInstances, parseAgentCli, UsageError, type AgentCliConf
 import type { Driver } from "./drivers/driver.js";
 import { FakeDriver } from "./drivers/fake/fake-driver.js";
 import { DirectoryImageStore, type ImageStore } from "./drivers/libvirt/image-store.js";
-import { JetStreamImageStore } from "./drivers/libvirt/jetstream-image-store.js";
 import { LibvirtDriver } from "./drivers/libvirt/libvirt-driver.js";
+import { ControllerImageStore } from "./session/controller-image-store.js";
+import { TlsConfigError, clientCredentials } from "./tls.js";
 
-/** The driver `config` asks for, for one agent. */
-function makeDriver(config: AgentCliConfig, host: string, stateDir: string, nats: NatsConnection | undefined, logger: Logger): Driver {
+/**
+ * The driver `config` asks for, for one agent. `client` is the agent's
+ * AgentService client, through which a libvirt host gets and puts image
+ * bytes (unless --image-dir names a local directory instead).
+ */
+function makeDriver(config: AgentCliConfig, host: string, stateDir: string, client: () => AgentServiceClient, logger: Logger): Driver {
   if (config.driver === "libvirt") {
-    const { imageBucket, imageDir } = config.libvirt;
+    const { imageDir } = config.libvirt;
     const imageStore: ImageStore =
-      imageBucket !== undefined && nats
-        ? new JetStreamImageStore({ nats, bucket: imageBucket })
-        : new DirectoryImageStore(resolve(imageDir ?? join(stateDir, "images")));
+      imageDir !== undefined ? new DirectoryImageStore(resolve(imageDir)) : new ControllerImageStore({ client, token: config.token, host });
     return new LibvirtDriver({
       hostname: host,
       uri: config.libvirt.uri,
@@ -54,35 +58,50 @@ async function main(): Promise<number> {
     process.stdout.write(`${agentHelp()}\n`);
     return 0;
   }
-  const logger = pino({ name: "novamesh-agent", level: config.logLevel });
-  const instances = agentInstances(config);
-  let shared: NatsConnection | undefined;
-  if (instances.length > 1 || config.libvirt.imageBucket !== undefined) {
-    shared = await connect({
-      servers: config.natsUrl.split(","),
-      name: `novamesh-agents-${config.host}`,
-      maxReconnectAttempts: -1,
-      ...(config.natsCa ? { tls: { caFile: config.natsCa } } : {}),
-    });
+  let channel: ReturnType<typeof clientCredentials>;
+  try {
+    channel = clientCredentials(config.tls);
+  } catch (err) {
+    if (!(err instanceof TlsConfigError)) throw err;
+    process.stderr.write(`agent: ${err.message}\n`);
+    return 2;
   }
-  const agents = instances.map(
-    ({ host, stateDir }) =>
-      new Agent({
-        driver: makeDriver(config, host, stateDir, shared, logger),
-        controller: config.controller,
-        token: config.token,
-        natsUrl: config.natsUrl,
-        natsCa: config.natsCa,
-        nats: shared,
-        host,
-        zone: config.zone,
-        allocation: config.allocation,
-        stateDir,
-        reportIntervalSeconds: config.reportIntervalSeconds,
-        concurrency: config.concurrency,
-        logger,
-      }),
-  );
+  const logger = pino({ name: "novamesh-agent", level: config.logLevel });
+  if (config.tls.plaintext) logger.warn("--plaintext: connecting to the controller without TLS; the token travels in clear text (development only)");
+  const instances = agentInstances(config);
+  // Simulated hosts of one process share one NATS connection, made at first
+  // use — unless the controller gives each its own NATS user, then none is made.
+  let shared: Promise<NatsConnection> | undefined;
+  const sharedNats =
+    instances.length > 1
+      ? () =>
+          (shared ??= connect({
+            servers: config.natsUrl.split(","),
+            name: `novamesh-agents-${config.host}`,
+            maxReconnectAttempts: -1,
+            ...(config.natsCa ? { tls: { caFile: config.natsCa } } : {}),
+          }))
+      : undefined;
+  const agents = instances.map(({ host, stateDir }) => {
+    const agent: Agent = new Agent({
+      driver: makeDriver(config, host, stateDir, () => agent.client, logger),
+      controller: config.controller,
+      credentials: channel.credentials,
+      channelOptions: channel.channelOptions,
+      token: config.token,
+      natsUrl: config.natsUrl,
+      natsCa: config.natsCa,
+      nats: sharedNats,
+      host,
+      zone: config.zone,
+      allocation: config.allocation,
+      stateDir,
+      reportIntervalSeconds: config.reportIntervalSeconds,
+      concurrency: config.concurrency,
+      logger,
+    });
+    return agent;
+  });
 
   let stopping = false;
   const done = new Promise<void>((resolve) => {
@@ -94,7 +113,7 @@ async function main(): Promise<number> {
       stopping = true;
       logger.info({ signal, agents: agents.length }, "stopping");
       void Promise.allSettled(agents.map((a) => a.stop()))
-        .then(() => shared?.drain())
+        .then(async () => (await shared?.catch(() => undefined))?.drain())
         .finally(resolve);
     };
     process.on("SIGINT", onSignal);
@@ -102,7 +121,7 @@ async function main(): Promise<number> {
   });
   await Promise.all(agents.map((a) => a.start()));
   logger.info(
-    { agents: agents.length, driver: config.driver, ...(config.driver === "libvirt" ? { uri: config.libvirt.uri } : {}), controller: config.controller, nats: config.natsUrl },
+    { agents: agents.length, driver: config.driver, ...(config.driver === "libvirt" ? { uri: config.libvirt.uri } : {}), controller: config.controller, tls: !config.tls.plaintext, nats: config.natsUrl },
     "agents running",
   );
   await done;

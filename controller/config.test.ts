@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ConfigError, DEFAULT_CONFIG, loadConfig, pipelineOptions } from "./config.js";
+import { ConfigError, DEFAULT_CONFIG, checkTlsSettings, loadConfig, pipelineOptions } from "./config.js";
 
 test("flags override environment, which overrides defaults", () => {
   const c = loadConfig(["--listen", "0.0.0.0:9000", "--max-attempts=5", "--fault-hold-outbox"], {
@@ -37,4 +37,22 @@ test("NATS credentials: a signing key needs the controller's own credentials, an
   assert.throws(() => loadConfig(["--nats-agent-ttl", "5"], {}), /--nats-agent-ttl/);
   const c = loadConfig(["--nats-creds", "/x/controller.creds", "--nats-signing-key", "/x/account-signing.nk"], { NOVAMESH_NATS_AGENT_TTL: "600" });
   assert.deepEqual([c.natsCreds, c.natsSigningKey, c.natsAgentTtlSeconds], ["/x/controller.creds", "/x/account-signing.nk", 600]);
+});
+
+const tls = (argv: string[], env: NodeJS.ProcessEnv) => {
+  const c = loadConfig(argv, env);
+  checkTlsSettings(c);
+  return c;
+};
+
+test("TLS is the default: a certificate and key, or --plaintext explicitly; the agent listener needs its client CA", () => {
+  assert.throws(() => tls([], {}), /--tls-cert and --tls-key .*or --plaintext \(NOVAMESH_PLAINTEXT=1\)/);
+  assert.equal(tls(["--plaintext"], {}).plaintext, true);
+  assert.equal(tls([], { NOVAMESH_PLAINTEXT: "1" }).plaintext, true);
+  const c = tls(["--agent-listen", "127.0.0.1:8775", "--agent-client-ca", "ca.pem"], { NOVAMESH_TLS_CERT: "c.pem", NOVAMESH_TLS_KEY: "k.pem" });
+  assert.deepEqual([c.tlsCert, c.tlsKey, c.agentListen, c.agentClientCa, c.plaintext], ["c.pem", "k.pem", "127.0.0.1:8775", "ca.pem", false]);
+  assert.throws(() => tls(["--tls-cert", "c.pem"], {}), /--tls-cert is given without --tls-key/);
+  assert.throws(() => tls(["--plaintext", "--tls-cert", "c.pem"], {}), /--plaintext .* cannot be combined with --tls-cert/);
+  assert.throws(() => tls(["--tls-cert", "c.pem", "--tls-key", "k.pem", "--agent-listen", ":8775"], {}), /--agent-listen requires --agent-client-ca/);
+  assert.throws(() => tls(["--plaintext", "--agent-listen", ":8775"], {}), /--agent-listen requires client certificates/);
 });

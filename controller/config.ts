@@ -7,6 +7,29 @@ import { ALGORITHMS, DEFAULT_MULTIPLIERS, type Algorithm, type PipelineOptions, 
 export interface ControllerConfig {
   /** gRPC listen address (`--listen`, NOVAMESH_LISTEN). */
   readonly listen: string;
+  /** The server certificate (PEM, with its chain) of both listeners (`--tls-cert`, NOVAMESH_TLS_CERT). */
+  readonly tlsCert: string;
+  /** Its private key (PEM; `--tls-key`, NOVAMESH_TLS_KEY). */
+  readonly tlsKey: string;
+  /**
+   * CA (PEM) whose client certificates the public listener requires
+   * (`--tls-client-ca`, NOVAMESH_TLS_CLIENT_CA); empty: no client certificate asked.
+   */
+  readonly tlsClientCa: string;
+  /**
+   * Serve without TLS, for development only (`--plaintext`, NOVAMESH_PLAINTEXT=1);
+   * without it the controller needs `--tls-cert` and `--tls-key`.
+   */
+  readonly plaintext: boolean;
+  /**
+   * A second listener for agents only (`--agent-listen`, NOVAMESH_AGENT_LISTEN):
+   * it serves AgentService (and health) and requires a client certificate
+   * signed by `--agent-client-ca` naming the host the agent says Hello as.
+   * When set, the public listener does not offer AgentService.
+   */
+  readonly agentListen: string;
+  /** CA (PEM) of the agents' client certificates (`--agent-client-ca`, NOVAMESH_AGENT_CLIENT_CA). */
+  readonly agentClientCa: string;
   /** MySQL URL (`--database-url`, NOVAMESH_DATABASE_URL); the database is created if missing. */
   readonly databaseUrl: string;
   /** NATS server URL (`--nats`, NOVAMESH_NATS_URL). */
@@ -33,7 +56,8 @@ export interface ControllerConfig {
   readonly opsSubjectPrefix: string;
   /**
    * JetStream object store bucket of image bytes (`--image-bucket`,
-   * NOVAMESH_IMAGE_BUCKET); agents of the libvirt driver name the same one.
+   * NOVAMESH_IMAGE_BUCKET). Only controllers open it: hosts get and put
+   * image bytes through AgentService.
    */
   readonly imageBucket: string;
   /**
@@ -108,6 +132,12 @@ export interface ControllerConfig {
 
 export const DEFAULT_CONFIG: ControllerConfig = {
   listen: "127.0.0.1:8774",
+  tlsCert: "",
+  tlsKey: "",
+  tlsClientCa: "",
+  plaintext: false,
+  agentListen: "",
+  agentClientCa: "",
   databaseUrl: "mysql://root@127.0.0.1:3306/novamesh",
   natsUrl: "nats://127.0.0.1:4222",
   natsCreds: "",
@@ -148,6 +178,12 @@ type Spec = { key: keyof ControllerConfig; flag: string; env: string; kind: "str
 
 const SPECS: readonly Spec[] = [
   { key: "listen", flag: "--listen", env: "NOVAMESH_LISTEN", kind: "string" },
+  { key: "tlsCert", flag: "--tls-cert", env: "NOVAMESH_TLS_CERT", kind: "string" },
+  { key: "tlsKey", flag: "--tls-key", env: "NOVAMESH_TLS_KEY", kind: "string" },
+  { key: "tlsClientCa", flag: "--tls-client-ca", env: "NOVAMESH_TLS_CLIENT_CA", kind: "string" },
+  { key: "plaintext", flag: "--plaintext", env: "NOVAMESH_PLAINTEXT", kind: "boolean" },
+  { key: "agentListen", flag: "--agent-listen", env: "NOVAMESH_AGENT_LISTEN", kind: "string" },
+  { key: "agentClientCa", flag: "--agent-client-ca", env: "NOVAMESH_AGENT_CLIENT_CA", kind: "string" },
   { key: "databaseUrl", flag: "--database-url", env: "NOVAMESH_DATABASE_URL", kind: "string" },
   { key: "natsUrl", flag: "--nats", env: "NOVAMESH_NATS_URL", kind: "string" },
   { key: "natsCreds", flag: "--nats-creds", env: "NOVAMESH_NATS_CREDS", kind: "string" },
@@ -219,6 +255,29 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
   if (cfg.natsSigningKey && !cfg.natsCreds) throw new ConfigError("--nats-signing-key needs --nats-creds (the controller's own NATS user of the same account)");
   if (!Number.isInteger(cfg.natsAgentTtlSeconds) || cfg.natsAgentTtlSeconds < 10) throw new ConfigError("--nats-agent-ttl: expected whole seconds ≥ 10");
   return cfg;
+}
+
+/**
+ * Checks the TLS settings without reading files: plaintext or a certificate
+ * and key, and an agent listener only with its client CA.
+ */
+export function checkTlsSettings(cfg: ControllerConfig): void {
+  const files = [["--tls-cert", cfg.tlsCert], ["--tls-key", cfg.tlsKey], ["--tls-client-ca", cfg.tlsClientCa], ["--agent-client-ca", cfg.agentClientCa]] as const;
+  if (cfg.plaintext) {
+    const given = files.filter(([, v]) => v).map(([f]) => f);
+    if (given.length) throw new ConfigError(`--plaintext serves without TLS; it cannot be combined with ${given.join(", ")}`);
+    if (cfg.agentListen) throw new ConfigError("--agent-listen requires client certificates, so TLS: it cannot be combined with --plaintext");
+    return;
+  }
+  if (!cfg.tlsCert && !cfg.tlsKey) {
+    throw new ConfigError(
+      "TLS needs a server certificate and key: give --tls-cert and --tls-key (NOVAMESH_TLS_CERT, NOVAMESH_TLS_KEY; bash scripts/certs.sh makes them), or --plaintext (NOVAMESH_PLAINTEXT=1) to serve without TLS for development",
+    );
+  }
+  if (!cfg.tlsCert) throw new ConfigError("--tls-key is given without --tls-cert");
+  if (!cfg.tlsKey) throw new ConfigError("--tls-cert is given without --tls-key");
+  if (cfg.agentListen && !cfg.agentClientCa) throw new ConfigError("--agent-listen requires --agent-client-ca (the CA that signs the agents' client certificates)");
+  if (cfg.agentClientCa && !cfg.agentListen) throw new ConfigError("--agent-client-ca is given without --agent-listen");
 }
 
 const MULTIPLIER_KEYS: Record<string, keyof WeigherMultipliers> = {

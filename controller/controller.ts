@@ -38,6 +38,7 @@ import { AgentCredentialIssuer } from "./bus/nats-auth.js";
 import { OpSigner } from "./bus/op-signer.js";
 import type { ControllerConfig } from "./config.js";
 import { DEFAULT_CONFIG, pipelineOptions } from "./config.js";
+import { serverTls } from "./tls.js";
 import { AggregateServiceService } from "../gen/novamesh/compute/v1/aggregate.js";
 import { SchedulerServiceService } from "../gen/novamesh/compute/v1/scheduler.js";
 import { ServerGroupServiceService } from "../gen/novamesh/compute/v1/server_group.js";
@@ -82,6 +83,7 @@ export class Controller {
   private hostsPool: Pool | null = null;
   private nc: NatsConnection | null = null;
   private server: grpc.Server | null = null;
+  private agentServer: grpc.Server | null = null;
   private publisher: OutboxPublisher | null = null;
   private placement: PlacementWorker | null = null;
   private reaper: Reaper | null = null;
@@ -89,6 +91,8 @@ export class Controller {
   private setHealth: HealthSetter | null = null;
   /** The port the gRPC server listens on (after start). */
   port = 0;
+  /** The port of the agent listener (after start, when `agentListen` is set; else 0). */
+  agentPort = 0;
 
   constructor(config: Partial<ControllerConfig> = {}, log?: Logger) {
     this.config = { ...DEFAULT_CONFIG, ...config };
@@ -103,6 +107,9 @@ export class Controller {
   async start(): Promise<void> {
     const cfg = this.config;
     if (!cfg.adminToken) throw new Error("an admin token is required (--admin-token or NOVAMESH_ADMIN_TOKEN)");
+    // Certificates first: a bad one stops the start before anything is opened.
+    const tls = serverTls(cfg);
+    for (const w of tls.warnings) this.log.warn(w);
     const pool = (this.pool = await openPool(cfg.databaseUrl));
     const applied = await migrate(pool);
     if (applied.length) this.log.info({ versions: applied }, "schema migrations applied");
@@ -178,44 +185,46 @@ export class Controller {
     server.addService(tolerant(ServerServiceService), serverService(deps, ctx, watcher, new HostQueries(nc, cfg.opsSubjectPrefix)));
     server.addService(tolerant(OperationServiceService), operationService(deps, ctx, watcher));
     server.addService(tolerant(FlavorServiceService), flavorService(deps));
-    server.addService(tolerant(ImageServiceService), imageService(deps, new ImageBytes(nc, cfg.imageBucket)));
+    const imageBytes = new ImageBytes(nc, cfg.imageBucket);
+    server.addService(tolerant(ImageServiceService), imageService(deps, imageBytes));
     server.addService(tolerant(HostServiceService), hostService(deps, { serviceDownTimeSeconds: cfg.serviceDownTimeSeconds }));
     server.addService(tolerant(IdentityServiceService), identityService(deps));
-    server.addService(tolerant(AgentServiceService), agentService(deps, agents));
+    // With an agent listener, agents connect there only (client certificates required).
+    if (!tls.agent) server.addService(tolerant(AgentServiceService), agentService(deps, agents, imageBytes));
     server.addService(tolerant(ServerGroupServiceService), serverGroupService(deps));
     server.addService(tolerant(AggregateServiceService), aggregateService(deps));
     server.addService(tolerant(SchedulerServiceService), schedulerService(deps, { pipeline, hosts }));
     server.addService(tolerant(AuditServiceService), auditService(deps));
     addReflection(server, await readFile(DESCRIPTOR_SET), { services: PUBLIC_SERVICES });
     this.setHealth = addHealth(server, { "": "SERVING" });
-    this.port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(cfg.listen, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
-    );
+    this.port = await bind(server, cfg.listen, tls.public);
+    if (tls.agent) {
+      const agentServer = (this.agentServer = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1 }));
+      agentServer.addService(tolerant(AgentServiceService), agentService(deps, agents, imageBytes, { certificateNamesHost: true }));
+      const setAgentHealth = addHealth(agentServer, { "": "SERVING" });
+      const setPublicHealth = this.setHealth;
+      this.setHealth = (service, status) => {
+        setPublicHealth(service, status);
+        setAgentHealth(service, status);
+      };
+      this.agentPort = await bind(agentServer, cfg.agentListen, tls.agent);
+    }
 
     placement.start();
     this.reaper.start();
     this.auditPurger.start();
     if (cfg.holdOutbox) this.log.warn("fault hook: outbox publishing is held; ops are committed but not sent");
     else publisher.start();
-    this.log.info({ listen: cfg.listen, port: this.port, stream: cfg.opsStream }, "controller started");
+    this.log.info(
+      { listen: cfg.listen, port: this.port, tls: !cfg.plaintext, ...(cfg.agentListen ? { agentListen: cfg.agentListen, agentPort: this.agentPort } : {}), stream: cfg.opsStream },
+      "controller started",
+    );
   }
 
   /** Graceful stop: refuse new calls, finish workers, drain NATS, close the pool. */
   async stop(): Promise<void> {
     this.setHealth?.("", "NOT_SERVING");
-    const server = this.server;
-    if (server) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+    await Promise.all([this.server, this.agentServer].map((server) => server && shutdown(server)));
     await this.placement?.stop();
     await this.reaper?.stop();
     await this.auditPurger?.stop();
@@ -226,7 +235,26 @@ export class Controller {
     if (hostsPool) await bestEffort(this.log, "closing the host view's database pool", () => hostsPool.end());
     this.hostsPool = null;
     this.server = null;
+    this.agentServer = null;
     this.nc = null;
     this.pool = null;
   }
+}
+
+function bind(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<number> {
+  return new Promise<number>((resolve, reject) => server.bindAsync(address, credentials, (err, port) => (err ? reject(err) : resolve(port))));
+}
+
+/** Refuses new calls and waits up to 2 s for running ones, then ends them. */
+function shutdown(server: grpc.Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, 2000);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }

@@ -37,6 +37,12 @@ async function main(): Promise<void> {
   try {
     await controller.start();
   } catch (err) {
+    if (err instanceof ConfigError) {
+      // Bad configuration found while starting (a certificate file): the flag, not a stack.
+      console.error(`novamesh-controller: ${err.message}`);
+      await bestEffort(controller.log, "stopping what had started", () => controller.stop());
+      process.exit(2);
+    }
     controller.log.fatal({ err }, "controller failed to start");
     await bestEffort(controller.log, "stopping what had started", () => controller.stop());
     process.exit(1);

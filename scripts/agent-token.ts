@@ -3,11 +3,14 @@
  * the agent stream. An earlier token of the host is deleted first, so the
  * host ends with exactly one (the new one) and the old secret stops working.
  *
- *   tsx scripts/agent-token.ts [ADDRESS] --host HOST [--out FILE] [--project ID]
+ *   tsx scripts/agent-token.ts [ADDRESS] --host HOST [--out FILE] [--project ID] [--tls-ca FILE | --plaintext]
  *
  * ADDRESS is the controller's gRPC address (default: NOVAMESH_CONTROLLER,
  * else 127.0.0.1:8774); the admin token comes from NOVAMESH_ADMIN_TOKEN. The
- * secret is written to FILE (mode 0600) or, without --out, printed.
+ * secret is written to FILE (mode 0600) or, without --out, printed. The
+ * controller is reached over TLS, verified with the CA in --tls-ca (default:
+ * the system's CAs); --plaintext (or NOVAMESH_PLAINTEXT=1) for a controller
+ * run with --plaintext.
  */
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
@@ -15,6 +18,7 @@ import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import { IdentityServiceClient, Role } from "../gen/novamesh/compute/v1/identity.js";
+import { clientCredentials, type ClientTls } from "../agent/tls.js";
 import type { CreateTokenRequest, Token } from "../gen/novamesh/compute/v1/identity.js";
 
 type Callback<T> = (err: grpc.ServiceError | null, res: T) => void;
@@ -23,8 +27,9 @@ function call<Req, Res>(fn: (req: Req, md: grpc.Metadata, cb: Callback<Res>) => 
   return new Promise((resolve, reject) => fn(req, md, (err, res) => (err ? reject(err) : resolve(res))));
 }
 
-export async function issueAgentToken(address: string, adminToken: string, host: string, projectId = "infra"): Promise<string> {
-  const client = new IdentityServiceClient(address, grpc.credentials.createInsecure());
+export async function issueAgentToken(address: string, adminToken: string, host: string, projectId = "infra", tls: ClientTls = {}): Promise<string> {
+  const channel = clientCredentials(tls);
+  const client = new IdentityServiceClient(address, channel.credentials, channel.channelOptions);
   const md = new grpc.Metadata();
   md.set("authorization", `Bearer ${adminToken}`);
   try {
@@ -46,13 +51,20 @@ export async function issueAgentToken(address: string, adminToken: string, host:
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { host: { type: "string" }, out: { type: "string" }, project: { type: "string", default: "infra" } },
+    options: {
+      host: { type: "string" },
+      out: { type: "string" },
+      project: { type: "string", default: "infra" },
+      "tls-ca": { type: "string" },
+      plaintext: { type: "boolean", default: ["1", "true", "yes"].includes(process.env.NOVAMESH_PLAINTEXT ?? "") },
+    },
   });
   const address = positionals[0] ?? process.env.NOVAMESH_CONTROLLER ?? "127.0.0.1:8774";
   const admin = process.env.NOVAMESH_ADMIN_TOKEN;
   if (!values.host) throw new Error("--host is required: the host the token may speak for");
   if (!admin) throw new Error("NOVAMESH_ADMIN_TOKEN must hold an admin token");
-  const secret = await issueAgentToken(address, admin, values.host, values.project);
+  const tls: ClientTls = values.plaintext ? { plaintext: true, ca: values["tls-ca"] } : { ca: values["tls-ca"] };
+  const secret = await issueAgentToken(address, admin, values.host, values.project, tls);
   if (values.out) {
     await writeFile(values.out, secret, { mode: 0o600 });
     console.log(`agent-token: issued the agent token of ${values.host} into ${values.out}`);

@@ -2,7 +2,7 @@
 # The all-in-one: a controller and one agent on this machine, with MariaDB and
 # NATS started (or installed) when missing, and the README's demo image.
 #
-#   bash scripts/allinone.sh [--libvirt | --fake]
+#   bash scripts/allinone.sh [--libvirt | --fake] [--plaintext]
 #
 # --libvirt (the default) runs real guests: libvirtd with qemu is installed
 # and started when it does not answer (scripts/libvirtd-hosts.sh up-a; needs
@@ -12,9 +12,17 @@
 # Switching between the two needs nothing else. Ctrl-C or SIGTERM stops
 # everything the script started; so does any failure while starting.
 #
+# TLS: scripts/certs.sh makes (once) a CA and certificates in .state/tls;
+# the controller serves the API with TLS on NOVAMESH_LISTEN (clients verify
+# it with .state/tls/ca.pem) and agents on an agent listener that requires
+# their client certificate (NOVAMESH_AGENT_LISTEN). --plaintext runs both
+# without TLS on NOVAMESH_LISTEN alone (development only).
+#
 #   NOVAMESH_DRIVER        libvirt (default) or fake; the flags win
 #   NOVAMESH_ADMIN_TOKEN   admin token (default: generated once, kept in .state/admin-token)
 #   NOVAMESH_LISTEN        gRPC address (default 127.0.0.1:8774)
+#   NOVAMESH_AGENT_LISTEN  the agents' gRPC address, mutual TLS (default 127.0.0.1:8775)
+#   NOVAMESH_PLAINTEXT     1: as --plaintext
 #   NOVAMESH_DATABASE_URL  the controller's database (default mysql://root@127.0.0.1:3306/novamesh)
 #   NOVAMESH_LIBVIRT_URI   libvirt driver: where libvirtd answers (default qemu:///system)
 #   NOVAMESH_NATS_PORT     the all-in-one's own nats-server, which requires
@@ -26,12 +34,14 @@ say() { echo "allinone: $*"; }
 die() { echo "allinone: $*" >&2; exit 1; }
 
 DRIVER=${NOVAMESH_DRIVER:-libvirt}
+case "${NOVAMESH_PLAINTEXT:-}" in 1 | true | yes) PLAINTEXT=1 ;; *) PLAINTEXT=0 ;; esac
 for arg in "$@"; do
   case "$arg" in
     --libvirt) DRIVER=libvirt ;;
     --fake) DRIVER=fake ;;
+    --plaintext) PLAINTEXT=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [--libvirt | --fake]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--libvirt | --fake] [--plaintext]" >&2; exit 2 ;;
   esac
 done
 case "$DRIVER" in libvirt | fake) ;; *) die "NOVAMESH_DRIVER must be libvirt or fake, not '$DRIVER'" ;; esac
@@ -42,6 +52,9 @@ export NOVAMESH_DATABASE_URL=${NOVAMESH_DATABASE_URL:-mysql://root@127.0.0.1:330
 export NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST=${NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST:-1}
 port=${NOVAMESH_LISTEN##*:}
 address=127.0.0.1:$port
+agent_listen=${NOVAMESH_AGENT_LISTEN:-127.0.0.1:8775}
+agent_port=${agent_listen##*:}
+TLS=.state/tls
 HOST=${NOVAMESH_HOST:-$(hostname -s 2>/dev/null || hostname)}
 LIBVIRT_URI=${NOVAMESH_LIBVIRT_URI:-qemu:///system}
 mkdir -p .state
@@ -57,10 +70,16 @@ if [ -s .state/allinone.pgids ]; then
     fi
   done
 fi
-if port_open "$port"; then
-  who=$(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
-  die "something already listens on $address${who:+ (pid $who: $(ps -o args= -p "$who" 2>/dev/null | cut -c1-80))}; a previous all-in-one? Stop it first${who:+ (kill $who)}, or set NOVAMESH_LISTEN"
-fi
+ports=("$port")
+[ "$PLAINTEXT" = 1 ] || ports+=("$agent_port")
+for p in "${ports[@]}"; do
+  if port_open "$p"; then
+    who=$(ss -ltnpH "sport = :$p" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+    var=NOVAMESH_LISTEN
+    [ "$p" = "$port" ] || var=NOVAMESH_AGENT_LISTEN
+    die "something already listens on 127.0.0.1:$p${who:+ (pid $who: $(ps -o args= -p "$who" 2>/dev/null | cut -c1-80))}; a previous all-in-one? Stop it first${who:+ (kill $who)}, or set $var"
+  fi
+done
 
 # Everything that runs in the background gets its own process group (setsid),
 # recorded here and in .state/allinone.pgids; leaving, for whatever reason,
@@ -161,8 +180,25 @@ export NOVAMESH_NATS_SIGNING_KEY=.state/nats/account-signing.nk
 # libvirt driver boots them. Built once (the script says when it builds).
 step bash scripts/build-test-guest.sh .state/test-guest
 
+# grpc-js names the TLS server by the address even when it is an IP address
+# (which Node warns about); the certificates carry 127.0.0.1 as an IP SAN.
+export NODE_OPTIONS="${NODE_OPTIONS:+$NODE_OPTIONS }--disable-warning=DEP0123"
+# The controller's, NATS' and this agent's certificates (kept when there),
+# or plaintext when asked for.
+if [ "$PLAINTEXT" = 1 ]; then
+  say "--plaintext: the API and the agent run without TLS; tokens travel in clear text (development only)"
+  controller_args=(--plaintext)
+  agent_connection=(--controller "$address" --plaintext)
+  seed_connection=(--plaintext)
+else
+  bash scripts/certs.sh --dir "$TLS" --agent "$HOST"
+  controller_args=(--tls-cert "$TLS/controller.pem" --tls-key "$TLS/controller-key.pem" --agent-listen "$agent_listen" --agent-client-ca "$TLS/ca.pem")
+  agent_connection=(--controller "127.0.0.1:$agent_port" --tls-ca "$TLS/ca.pem" --tls-cert "$TLS/agent-$HOST.pem" --tls-key "$TLS/agent-$HOST-key.pem")
+  seed_connection=(--tls-ca "$TLS/ca.pem")
+fi
+
 say "starting the controller on $address (log: .state/controller.log)"
-spawn node --import tsx controller/main.ts >>.state/controller.log 2>&1
+spawn node --import tsx controller/main.ts "${controller_args[@]}" >>.state/controller.log 2>&1
 controller=$spawned
 for _ in $(seq 1 240); do
   port_open "$port" && break
@@ -174,17 +210,17 @@ port_open "$port" || { tail -5 .state/controller.log >&2; die "the controller di
 # Uploads the demo image unless it is there with its bytes; --database lets it
 # replace a demo record that an older version of this script registered
 # without bytes.
-step node --import tsx scripts/seed-demo.ts "$address" --guest .state/test-guest --database "$NOVAMESH_DATABASE_URL"
+step node --import tsx scripts/seed-demo.ts "$address" --guest .state/test-guest --database "$NOVAMESH_DATABASE_URL" "${seed_connection[@]}"
 
 # The agent speaks with a token of its own, bound to its host (a new one each
 # start: the previous one is deleted), not with the admin token.
-step node --import tsx scripts/agent-token.ts "$address" --host "$HOST" --out .state/agent-token
+step node --import tsx scripts/agent-token.ts "$address" --host "$HOST" --out .state/agent-token "${seed_connection[@]}"
 NOVAMESH_AGENT_TOKEN=$(cat .state/agent-token)
 export NOVAMESH_AGENT_TOKEN
-agent_args=(--controller "$address" --host "$HOST")
+agent_args=("${agent_connection[@]}" --host "$HOST")
 if [ "$DRIVER" = libvirt ]; then
   say "agent driver: libvirt ($LIBVIRT_URI): the demo image boots the test guest, GetConsoleOutput shows it"
-  agent_args+=(--driver libvirt --libvirt-uri "$LIBVIRT_URI" --image-bucket "${NOVAMESH_IMAGE_BUCKET:-novamesh-images}")
+  agent_args+=(--driver libvirt --libvirt-uri "$LIBVIRT_URI")
 else
   say "agent driver: fake, as asked (a simulated hypervisor: 16 vCPUs, 64 GiB, 1 TiB; nothing boots; bash scripts/allinone.sh runs real guests)"
   agent_args+=(--driver fake --vcpus 16 --memory-mb 65536 --disk-gb 1024)
@@ -199,15 +235,24 @@ for _ in $(seq 1 240); do
 done
 tail -c +"$((log_from + 1))" .state/agent.log | grep -q '"connected to the controller"' || die "the agent did not reach the controller in 60 s; see .state/agent.log"
 
+if [ "$PLAINTEXT" = 1 ]; then
+  api="$address, plaintext (reflection and health enabled)"
+  try="grpcurl -plaintext $address list"
+else
+  api="$address, TLS (CA .state/tls/ca.pem; reflection and health enabled)
+  agents       $agent_listen, mutual TLS (client certificates .state/tls/agent-<host>.pem)"
+  try="grpcurl -cacert .state/tls/ca.pem $address list"
+fi
 cat <<EOT
 
 novamesh all-in-one is running ($DRIVER driver, host $HOST)
-  gRPC API     $address (reflection and health enabled)
+  gRPC API     $api
   NATS         $NOVAMESH_NATS_URL (credentials only: .state/nats)
   admin token  $NOVAMESH_ADMIN_TOKEN
   logs         .state/controller.log, .state/agent.log, .state/nats.log
 
   export TOKEN=$NOVAMESH_ADMIN_TOKEN   # then try the README's grpcurl examples
+  $try
 Ctrl-C stops it.
 EOT
 wait -n "$controller" "$agent" "$nats" || true

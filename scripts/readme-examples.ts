@@ -4,14 +4,22 @@
  * nothing from this repository's generated code.
  *
  *   NOVAMESH_ADMIN_TOKEN=... npx tsx scripts/readme-examples.ts [address]
+ *
+ * grpcurl's connection flags are honoured as written: -plaintext, -insecure,
+ * -cacert, -cert, -key, -servername, -authority (files relative to the
+ * current directory).
  */
 import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { GrpcReflection } from "grpc-js-reflection-client";
+import { clientCredentials, type ClientTls } from "../agent/tls.js";
 
 export interface Example {
   readonly line: string;
+  /** How the line connects: its -plaintext, -insecure, -cacert, -cert, -key, -servername and -authority. */
+  readonly tls: ClientTls;
   readonly auth: boolean;
   readonly body: Record<string, unknown> | null;
   readonly target: string;
@@ -27,27 +35,102 @@ export interface ExampleResults {
 }
 
 const README = fileURLToPath(new URL("../README.md", import.meta.url));
-const LINE = /^grpcurl -plaintext (-H "authorization: Bearer \$TOKEN" )?(?:-d '([^']*)' )?127\.0\.0\.1:8774 (.+)$/;
+const ADDRESS = "127.0.0.1:8774";
+
+/** A shell line's words: single quotes keep everything, double quotes keep all but `$VAR` (left as written). */
+function words(line: string): string[] {
+  const out: string[] = [];
+  const re = /\s*(?:'([^']*)'|"([^"]*)"|([^\s'"]+))/gy;
+  let cur: string | null = null;
+  let last = 0;
+  for (let m = re.exec(line); m; m = re.exec(line)) {
+    const piece = m[1] ?? m[2] ?? m[3] ?? "";
+    const spaced = m.index === 0 || /^\s/.test(m[0]);
+    if (cur !== null && spaced) {
+      out.push(cur);
+      cur = null;
+    }
+    cur = (cur ?? "") + piece;
+    last = re.lastIndex;
+  }
+  if (cur !== null) out.push(cur);
+  if (line.slice(last).trim()) throw new Error("unbalanced quotes");
+  return out;
+}
+
+/** One grpcurl line, parsed: flags, the address (it must be the README's), then the target. */
+export function parseGrpcurl(line: string): Example {
+  const w = words(line);
+  if (w.shift() !== "grpcurl") throw new Error("not a grpcurl line");
+  const tls: { -readonly [K in keyof ClientTls]: ClientTls[K] } = {};
+  let auth = false;
+  let body: Record<string, unknown> | null = null;
+  for (;;) {
+    const flag = w[0];
+    if (flag === undefined || !flag.startsWith("-")) break;
+    w.shift();
+    const value = () => {
+      const v = w.shift();
+      if (v === undefined) throw new Error(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case "-plaintext": tls.plaintext = true; break;
+      case "-insecure": tls.insecure = true; break;
+      case "-cacert": tls.ca = value(); break;
+      case "-cert": tls.cert = value(); break;
+      case "-key": tls.key = value(); break;
+      case "-servername": tls.serverName = value(); break;
+      case "-authority": tls.authority = value(); break;
+      case "-H": {
+        const h = value();
+        if (h !== "authorization: Bearer $TOKEN") throw new Error(`header ${JSON.stringify(h)} not understood`);
+        auth = true;
+        break;
+      }
+      case "-d": body = JSON.parse(value()) as Record<string, unknown>; break;
+      default: throw new Error(`flag ${flag} not understood`);
+    }
+  }
+  if (tls.plaintext && (tls.insecure || tls.ca || tls.cert || tls.key)) throw new Error("-plaintext with TLS flags");
+  if (w.shift() !== ADDRESS) throw new Error(`the address must be ${ADDRESS}`);
+  const target = w.join(" ");
+  if (!target || w.length > 2) throw new Error("no target, or more than one");
+  return { line, tls, auth, body, target };
+}
 
 /** The grpcurl commands of the README, parsed; an unparseable one throws. */
 export async function readmeExamples(): Promise<Example[]> {
   const out: Example[] = [];
   for (const line of (await readFile(README, "utf8")).split("\n")) {
     if (!line.startsWith("grpcurl ")) continue;
-    const m = LINE.exec(line);
-    if (!m) throw new Error(`README example not understood: ${line}`);
-    out.push({ line, auth: Boolean(m[1]), body: m[2] ? (JSON.parse(m[2]) as Record<string, unknown>) : null, target: m[3]! });
+    try {
+      out.push(parseGrpcurl(line));
+    } catch (err) {
+      throw new Error(`README example not understood (${(err as Error).message}): ${line}`);
+    }
   }
   return out;
 }
 
-/** Runs every example against `address` with `token` standing for $TOKEN; a failing call throws. */
-export async function runExamples(examples: readonly Example[], address: string, token: string): Promise<ExampleResults> {
-  const reflection = new GrpcReflection(address, grpc.credentials.createInsecure(), {}, "v1");
+/** Channel credentials and options for an example's flags, its files taken relative to `cwd`. */
+function connection(ex: Example, cwd: string) {
+  const at = (f: string | undefined) => (f === undefined ? undefined : resolve(cwd, f));
+  const flags = { plaintext: "-plaintext", ca: "-cacert", cert: "-cert", key: "-key" };
+  return clientCredentials({ ...ex.tls, ca: at(ex.tls.ca), cert: at(ex.tls.cert), key: at(ex.tls.key) }, flags);
+}
+
+/**
+ * Runs every example against `address` with `token` standing for $TOKEN; a
+ * failing call throws. Files the lines name (-cacert …) are relative to `cwd`.
+ */
+export async function runExamples(examples: readonly Example[], address: string, token: string, cwd = process.cwd()): Promise<ExampleResults> {
   const md = new grpc.Metadata();
   md.set("authorization", `Bearer ${token}`);
   const results: ExampleResults = { services: [], described: [], responses: new Map(), streamed: [] };
   for (const ex of examples) {
+    const { credentials, channelOptions } = connection(ex, cwd);
+    const reflection = new GrpcReflection(address, credentials, channelOptions, "v1");
     if (ex.target === "list") {
       results.services.push(...(await reflection.listServices()).map((s) => (typeof s === "string" ? s : (s as { name: string }).name)));
       continue;
@@ -63,7 +146,7 @@ export async function runExamples(examples: readonly Example[], address: string,
     const pkg = (await reflection.getDescriptorBySymbol(service)).getPackageObject({ keepCase: true, longs: String, enums: String, defaults: true });
     let node: unknown = pkg;
     for (const part of service.split(".")) node = (node as Record<string, unknown>)[part];
-    const client = new (node as grpc.ServiceClientConstructor)(address, grpc.credentials.createInsecure());
+    const client = new (node as grpc.ServiceClientConstructor)(address, credentials, channelOptions);
     const fn = (client as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!.bind(client);
     const callMd = ex.auth ? md : new grpc.Metadata();
     try {

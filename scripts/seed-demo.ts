@@ -3,11 +3,13 @@
  * bytes: the tiny test guest of scripts/build-test-guest.sh DIR (a kernel, an
  * initramfs and a disk image whose properties name the other two).
  *
- *   tsx scripts/seed-demo.ts [ADDRESS] [--guest DIR] [--database URL]
+ *   tsx scripts/seed-demo.ts [ADDRESS] [--guest DIR] [--database URL] [--tls-ca FILE | --plaintext]
  *
  * ADDRESS is the controller's gRPC address (default: NOVAMESH_CONTROLLER,
  * else 127.0.0.1:8774); DIR the built guest (default .state/test-guest). The
- * token comes from NOVAMESH_ADMIN_TOKEN.
+ * token comes from NOVAMESH_ADMIN_TOKEN. The controller is reached over TLS,
+ * its certificate verified with the CA in FILE (default: the system's CAs);
+ * --plaintext (or NOVAMESH_PLAINTEXT=1) for a controller run with --plaintext.
  *
  * Safe to run any number of times, whichever driver the agent uses (the fake
  * driver ignores the bytes, the libvirt driver boots them): an image that
@@ -31,6 +33,7 @@ import mysql from "mysql2/promise";
 import { Image, ImageServiceClient, ImageStatus, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { hashFile } from "../agent/drivers/libvirt/image-store.js";
 import { uploadImageFile } from "./image-files.js";
+import { TlsConfigError, clientCredentials } from "../agent/tls.js";
 
 export const DEMO_IMAGE_ID = "c1e4a8f0-5b6d-4f3a-9e2b-7d1c0a9b8e21";
 /** Where the demo's kernel and initramfs are registered when no image with their bytes exists yet. */
@@ -225,7 +228,7 @@ export async function seedDemo(client: ImageServiceClient, md: grpc.Metadata, gu
 }
 
 function usage(msg: string): never {
-  console.error(`seed-demo: ${msg}\nusage: tsx scripts/seed-demo.ts [ADDRESS] [--guest DIR] [--database URL]`);
+  console.error(`seed-demo: ${msg}\nusage: tsx scripts/seed-demo.ts [ADDRESS] [--guest DIR] [--database URL] [--tls-ca FILE | --plaintext]`);
   process.exit(2);
 }
 
@@ -233,15 +236,19 @@ async function main(): Promise<void> {
   let address: string | undefined;
   let guest = fileURLToPath(new URL("../.state/test-guest", import.meta.url));
   let databaseUrl: string | undefined;
+  let ca: string | undefined;
+  let plaintext = ["1", "true", "yes"].includes(process.env.NOVAMESH_PLAINTEXT ?? "");
   const args = process.argv.slice(2);
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
-    if (a === "--guest" || a === "--database") {
+    if (a === "--guest" || a === "--database" || a === "--tls-ca") {
       const v = args[++i];
       if (!v) usage(`${a} needs a value`);
       if (a === "--guest") guest = resolve(v);
+      else if (a === "--tls-ca") ca = v;
       else databaseUrl = v;
-    } else if (a.startsWith("-")) usage(`unknown option ${a}`);
+    } else if (a === "--plaintext") plaintext = true;
+    else if (a.startsWith("-")) usage(`unknown option ${a}`);
     else if (address === undefined) address = a;
     else usage(`unexpected argument ${a}`);
   }
@@ -250,7 +257,14 @@ async function main(): Promise<void> {
   if (!token) usage("set NOVAMESH_ADMIN_TOKEN");
   const md = new grpc.Metadata();
   md.set("authorization", `Bearer ${token}`);
-  const client = new ImageServiceClient(address, grpc.credentials.createInsecure());
+  let channel: ReturnType<typeof clientCredentials>;
+  try {
+    channel = clientCredentials(plaintext ? { plaintext, ca } : { ca });
+  } catch (err) {
+    if (err instanceof TlsConfigError) usage(err.message);
+    throw err;
+  }
+  const client = new ImageServiceClient(address, channel.credentials, channel.channelOptions);
   const r = await seedDemo(client, md, guest, { databaseUrl, log: (line) => console.log(`seed-demo: ${line}`) });
   client.close();
   const fresh = r.actions.some((a) => !a.startsWith("kept"));

@@ -1,87 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Metadata, credentials, status, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
-import { AgentServiceClient, type ConnectRequest, type ConnectResponse } from "../gen/novamesh/agent/v1/agent.js";
+import { status, type ServiceError } from "@grpc/grpc-js";
 import { Role } from "../gen/novamesh/compute/v1/identity.js";
-import { PowerState, ServerStatus } from "../gen/novamesh/compute/v1/server.js";
+import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
 import { eventually, failure } from "./harness.js";
+import { code, RawAgent } from "./raw-agent.js";
 import { testEnv } from "./stack.js";
-
-type Stream = ClientDuplexStream<ConnectRequest, ConnectResponse>;
-
-/** A hand-driven agent stream: what a process holding `token` can say. */
-class RawAgent {
-  readonly call: Stream;
-  readonly acks: string[] = [];
-  readonly ended: Promise<ServiceError | "ended">;
-  private readonly client: AgentServiceClient;
-  private helloAck: Promise<ConnectResponse | ServiceError | "ended">;
-
-  constructor(address: string, token: string) {
-    this.client = new AgentServiceClient(address, credentials.createInsecure());
-    const md = new Metadata();
-    md.set("authorization", `Bearer ${token}`);
-    this.call = this.client.connect(md);
-    this.ended = new Promise((resolve) => {
-      this.call.on("error", (err: ServiceError) => resolve(err));
-      this.call.on("end", () => resolve("ended"));
-    });
-    this.helloAck = new Promise((resolve) => {
-      this.call.on("data", (m: ConnectResponse) => {
-        if (m.body?.$case === "helloAck") resolve(m);
-        if (m.body?.$case === "opResultAck") this.acks.push(m.body.opResultAck.opId);
-      });
-      void this.ended.then(resolve);
-    });
-  }
-
-  /** Says Hello as `host`; the HelloAck, or the status that ended the stream. */
-  hello(host: string): Promise<ConnectResponse | ServiceError | "ended"> {
-    this.call.write({
-      body: {
-        $case: "hello",
-        hello: { host, hypervisorType: "fake", version: "test", capacity: { vcpus: 8, memoryMb: 16384, diskGb: 200 }, zone: "", migrationUri: "", architecture: "", allocation: undefined, natsPublicKey: "" },
-      },
-    });
-    return this.helloAck;
-  }
-
-  report(serverIds: string[]): void {
-    this.call.write({
-      body: {
-        $case: "report",
-        report: {
-          capacity: { vcpus: 8, memoryMb: 16384, diskGb: 200 },
-          freeMemoryMb: 16384,
-          freeDiskGb: 200,
-          instances: serverIds.map((serverId) => ({ serverId, powerState: PowerState.POWER_STATE_RUNNING })),
-          time: new Date(),
-        },
-      },
-    });
-  }
-
-  result(opId: string, serverId: string): void {
-    this.call.write({
-      body: {
-        $case: "opResult",
-        opResult: { opId, serverId, note: "", error: undefined, powerState: PowerState.POWER_STATE_RUNNING, startTime: new Date(), finishTime: new Date(), snapshot: undefined },
-      },
-    });
-  }
-
-  close(): void {
-    this.call.cancel();
-    this.client.close();
-  }
-}
-
-function code(r: ConnectResponse | ServiceError | "ended"): number | "helloAck" | "ended" {
-  if (r === "ended") return r;
-  if ("code" in r) return r.code;
-  return "helloAck";
-}
 
 describe("agents bound to hosts", () => {
   const env = testEnv();

@@ -35,11 +35,14 @@ export async function tempDir(name: string): Promise<string> {
   return dir;
 }
 
-/** Starts `agent/main.ts` as its own process (so tests can kill it for real). */
-export function spawnAgent(o: { controller: string; token: string; args: string[]; logFile: string; nats?: string }): ChildProcess {
+/**
+ * Starts `agent/main.ts` as its own process (so tests can kill it for real).
+ * `connection`: the flags for reaching the controller (default --plaintext).
+ */
+export function spawnAgent(o: { controller: string; token: string; args: string[]; logFile: string; nats?: string; connection?: string[] }): ChildProcess {
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", join(REPO, "agent/main.ts"), "--controller", o.controller, "--token", o.token, "--nats", o.nats ?? NATS_URL, ...o.args],
+    ["--import", "tsx", join(REPO, "agent/main.ts"), "--controller", o.controller, "--token", o.token, "--nats", o.nats ?? NATS_URL, ...(o.connection ?? ["--plaintext"]), ...o.args],
     { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NOVAMESH_LOG_LEVEL: process.env.NOVAMESH_TEST_LOG ?? "info" } },
   );
   const log = createWriteStream(o.logFile, { flags: "a" });
@@ -153,6 +156,7 @@ export class Hosts {
       controller: this.address(),
       token: spec.token ?? this.env.adminToken,
       nats: spec.nats,
+      connection: this.env.agentConnection(),
       logFile: join(this.dir, `${spec.host}.log`),
       args: ["--host", spec.host, ...(multi ? ["--hosts", String(spec.hosts)] : []), ...(spec.natsCa ? ["--nats-ca", spec.natsCa] : []), "--state-dir", multi ? this.dir : join(this.dir, spec.host), ...driverArgs(spec)],
     });

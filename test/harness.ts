@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import mysql from "mysql2/promise";
 import { connect } from "nats";
@@ -76,8 +81,7 @@ export interface Clients {
   audit: ReturnType<typeof promised<AuditServiceClient>>;
 }
 
-export function clients(address: string, token: string | null): Clients {
-  const creds = grpc.credentials.createInsecure();
+export function clients(address: string, token: string | null, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure()): Clients {
   const hosts = promised(new HostServiceClient(address, creds), token);
   return {
     hypervisors: async () => (await hosts.listHypervisors({})).hypervisors,
@@ -94,6 +98,37 @@ export function clients(address: string, token: string | null): Clients {
   };
 }
 
+/** The files `scripts/certs.sh --dir <dir>` makes (see there). */
+export interface TlsFiles {
+  readonly dir: string;
+  readonly ca: string;
+  readonly caKey: string;
+  readonly cert: string;
+  readonly key: string;
+  /** An agent's client certificate and key, by host name. */
+  agent(host: string): { cert: string; key: string };
+}
+
+/** Makes a CA, the controller's certificate and the agents' client certificates with scripts/certs.sh (openssl). */
+export async function makeCerts(dir: string, agents: readonly string[] = []): Promise<TlsFiles> {
+  const script = fileURLToPath(new URL("../scripts/certs.sh", import.meta.url));
+  await promisify(execFile)("bash", [script, "--dir", dir, ...agents.flatMap((a) => ["--agent", a])]);
+  return {
+    dir,
+    ca: join(dir, "ca.pem"),
+    caKey: join(dir, "ca-key.pem"),
+    cert: join(dir, "controller.pem"),
+    key: join(dir, "controller-key.pem"),
+    agent: (host) => ({ cert: join(dir, `agent-${host}.pem`), key: join(dir, `agent-${host}-key.pem`) }),
+  };
+}
+
+/** Channel credentials that trust the CA in `caFile` (and present a client certificate when given). */
+export function tlsCredentials(caFile: string, client?: { cert: string; key: string }): grpc.ChannelCredentials {
+  const read = (f: string) => readFileSync(f);
+  return grpc.credentials.createSsl(read(caFile), client ? read(client.key) : null, client ? read(client.cert) : null);
+}
+
 /**
  * One isolated test environment: its own database and JetStream stream on the
  * machine's MariaDB and NATS, dropped at the end.
@@ -107,10 +142,26 @@ export class TestEnv {
   readonly imageBucket = `nmtest_images_${this.id}`;
   readonly adminToken = `admin-${this.id}`;
   readonly controllers: Controller[] = [];
+  /**
+   * The certificates controllers of this environment serve with; none (the
+   * default): they run with --plaintext, and so do its clients and agents.
+   */
+  tls: TlsFiles | undefined;
+
+  /** Credentials of this environment's clients: TLS trusting its CA, or plaintext. */
+  credentials(): grpc.ChannelCredentials {
+    return this.tls ? tlsCredentials(this.tls.ca) : grpc.credentials.createInsecure();
+  }
+
+  /** The agent flags for reaching this environment's controllers. */
+  agentConnection(): string[] {
+    return this.tls ? ["--tls-ca", this.tls.ca] : ["--plaintext"];
+  }
 
   config(over: Partial<ControllerConfig> = {}): Partial<ControllerConfig> {
     return {
       listen: "127.0.0.1:0",
+      ...(this.tls ? { tlsCert: this.tls.cert, tlsKey: this.tls.key, plaintext: false } : { plaintext: true }),
       databaseUrl: `${MYSQL_URL}/${this.dbName}`,
       natsUrl: NATS_URL,
       opsStream: this.stream,
@@ -140,13 +191,13 @@ export class TestEnv {
   }
 
   admin(c: Controller): Clients {
-    return clients(this.address(c), this.adminToken);
+    return clients(this.address(c), this.adminToken, this.credentials());
   }
 
   /** Issues a token through the API and returns clients that use it. */
   async as(c: Controller, projectId: string, role: Role = Role.ROLE_MEMBER): Promise<Clients & { token: string }> {
     const res = await this.admin(c).identity.createToken({ projectId, role, description: "test" });
-    return { ...clients(this.address(c), res.secret), token: res.secret };
+    return { ...clients(this.address(c), res.secret, this.credentials()), token: res.secret };
   }
 
   /** Registers a public image (under `id` if given) and returns its id. */

@@ -55,7 +55,7 @@ describe("a real guest through the whole stack (two libvirtds, qemu)", { skip },
       ([["a", A!], ["b", B!]] as const).map(([name, uri]) => {
         const host = `qemu${id}-${name}`;
         uris.set(host, uri);
-        return { host, driverArgs: ["--driver", "libvirt", "--libvirt-uri", uri, "--live-migration-uri", uri, "--image-bucket", env.imageBucket] };
+        return { host, driverArgs: ["--driver", "libvirt", "--libvirt-uri", uri, "--live-migration-uri", uri] };
       }),
     beforeAgents: async () => {
       ({ imageId } = await registerTestGuest(admin.images.raw, admin.images.metadata(), GUEST!, { name: `guest-${env.id}` }));

@@ -7,10 +7,13 @@ import { stack } from "./stack.js";
 
 /**
  * The README's grpcurl examples, run through a generic reflection client
- * (grpcurl itself cannot be installed here).
+ * (grpcurl itself cannot be installed here), over TLS as the README says:
+ * the controller serves certificates made by scripts/certs.sh into the
+ * stack's `.state/tls`, and the lines' `-cacert .state/tls/ca.pem` is read
+ * from there.
  */
 describe("the README's grpcurl examples, through server reflection", () => {
-  const fx = stack({ name: "readme", members: [], images: [] });
+  const fx = stack({ name: "readme", members: [], images: [], tls: true });
   const { env, admin } = fx;
   let examples: Example[];
 
@@ -25,7 +28,8 @@ describe("the README's grpcurl examples, through server reflection", () => {
 
   test("every example runs and does what it says", async () => {
     assert.ok(examples.length >= 8, `found ${examples.length} examples`);
-    const r = await runExamples(examples, env.address(fx.ctl), env.adminToken);
+    assert.ok(examples.every((e) => e.tls.ca === ".state/tls/ca.pem" && !e.tls.plaintext), "every example verifies the controller with the all-in-one's CA");
+    const r = await runExamples(examples, env.address(fx.ctl), env.adminToken, fx.dir);
     for (const s of ["novamesh.compute.v1.ServerService", "novamesh.compute.v1.FlavorService", "novamesh.compute.v1.SchedulerService", "novamesh.compute.v1.ServerGroupService", "grpc.health.v1.Health"]) {
       assert.ok(r.services.includes(s), `list shows ${s}`);
     }

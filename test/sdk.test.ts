@@ -3,7 +3,8 @@
  * commands run as written (with HOME in a temp dir, where they write), on
  * Debian's protoc and plugins and without Node's proto dependencies; then the
  * example Python and Go clients create a server through a live controller
- * and fake agent, wait on its operation until ACTIVE, and read the
+ * and fake agent over TLS (verified with the stack's CA through
+ * NOVAMESH_TLS_CA), wait on its operation until ACTIVE, and read the
  * google.rpc.BadRequest of a bad request from the error's trailers.
  *
  * Needs Debian's packages (scripts/setup-sdk.sh installs them); without them
@@ -81,7 +82,7 @@ function assertClientOutput(out: string, host: string): void {
 }
 
 describe("clients generated from the protos (docs/sdk.md)", () => {
-  const fx = stack({ name: "sdk", members: [], agents: ({ id }) => [{ host: `sdk${id}` }] });
+  const fx = stack({ name: "sdk", members: [], tls: true, agents: ({ id }) => [{ host: `sdk${id}` }] });
   let home: string;
   // The doc's commands write under ~: a temp HOME; Go keeps its usual build cache.
   let env: NodeJS.ProcessEnv;
@@ -100,7 +101,7 @@ describe("clients generated from the protos (docs/sdk.md)", () => {
       assert.ok(existsSync(join(out, f)), `generated ${f}`);
     }
     const address = fx.env.address(fx.ctl);
-    const stdout = ok(await run(PYTHON, ["scripts/sdk/client.py", address, fx.env.adminToken, fx.imageId], { ...env, PYTHONPATH: out }, 90_000), "the Python client");
+    const stdout = ok(await run(PYTHON, ["scripts/sdk/client.py", address, fx.env.adminToken, fx.imageId], { ...env, PYTHONPATH: out, NOVAMESH_TLS_CA: fx.env.tls!.ca }, 90_000), "the Python client");
     assertClientOutput(stdout, fx.hosts[0]!);
   });
 
@@ -111,7 +112,7 @@ describe("clients generated from the protos (docs/sdk.md)", () => {
     // No module proxy: a build that tried to reach one fails here.
     ok(await run("bash", ["-euo", "pipefail", "-c", await docBlock("Go: build the example client")], { ...env, GOPROXY: "off" }, 240_000), "building the Go client");
     const address = fx.env.address(fx.ctl);
-    const stdout = ok(await run(join(home, "novamesh-sdk", "novamesh-go-client"), [address, fx.env.adminToken, fx.imageId], env, 90_000), "the Go client");
+    const stdout = ok(await run(join(home, "novamesh-sdk", "novamesh-go-client"), [address, fx.env.adminToken, fx.imageId], { ...env, NOVAMESH_TLS_CA: fx.env.tls!.ca }, 90_000), "the Go client");
     assertClientOutput(stdout, fx.hosts[0]!);
   });
 });

@@ -37,7 +37,7 @@ async function registerWithoutBytes(fx: Stack): Promise<void> {
 }
 
 describe("the demo seed: idempotent, whichever driver ran before", () => {
-  const fx = stack({ name: "seed-demo", members: [], images: [], removeDir: true });
+  const fx = stack({ name: "seed-demo", members: [], images: [], removeDir: true, tls: true });
   let guest: string;
   const seed = (databaseUrl?: string) => seedDemo(fx.admin.images.raw, fx.admin.images.metadata(), guest, { databaseUrl });
 
@@ -63,8 +63,8 @@ describe("the demo seed: idempotent, whichever driver ran before", () => {
     assert.equal((await allImages(fx)).length, 3);
   });
 
-  test("the command line uses the address it is given, not NOVAMESH_CONTROLLER", async () => {
-    const { stdout } = await run(process.execPath, ["--import", "tsx", fileURLToPath(new URL("../scripts/seed-demo.ts", import.meta.url)), fx.env.address(fx.ctl), "--guest", guest], {
+  test("the command line uses the address it is given, not NOVAMESH_CONTROLLER, verifying the controller with --tls-ca", async () => {
+    const { stdout } = await run(process.execPath, ["--import", "tsx", fileURLToPath(new URL("../scripts/seed-demo.ts", import.meta.url)), fx.env.address(fx.ctl), "--guest", guest, "--tls-ca", fx.env.tls!.ca], {
       env: { ...process.env, NOVAMESH_ADMIN_TOKEN: fx.env.adminToken, NOVAMESH_CONTROLLER: "127.0.0.1:1" },
       timeout: 60_000,
     });

@@ -12,13 +12,19 @@ import type { Server } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
 import type { ControllerConfig } from "../controller/config.js";
 import { Hosts, freePort, hostNames, tempDirPath, type AgentSpec } from "./agents.js";
-import { TestEnv, servicesUp, settled as settledIn, withOnlyHost, type Clients } from "./harness.js";
+import { join } from "node:path";
+import { TestEnv, makeCerts, servicesUp, settled as settledIn, withOnlyHost, type Clients } from "./harness.js";
 
 export interface StackOptions<P extends string> {
   /** Names the temp dir (`novamesh-test-<name>-…`). */
   name: string;
   /** Controller settings over the test environment's. */
   controller?: Partial<ControllerConfig>;
+  /**
+   * Serve TLS with certificates made by scripts/certs.sh into
+   * `<dir>/.state/tls` (the clients and agents trust its CA). Default: plaintext.
+   */
+  tls?: boolean;
   /** Listen on a port chosen up front, so that a controller started again is where the agents look. */
   fixedPort?: boolean;
   /** Projects that get member clients, each under its own name. Default: alice. */
@@ -127,6 +133,7 @@ export function stack<P extends string = "alice">(o: StackOptions<P>): Stack & {
 
   before(async () => {
     if (o.fixedPort) port = await freePort();
+    if (o.tls) env.tls = await makeCerts(join(dir, ".state", "tls"));
     ctl = await env.startController(config());
     admin = env.admin(ctl);
     for (const p of projects) members.set(p, await env.as(ctl, p));

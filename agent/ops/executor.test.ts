@@ -257,37 +257,78 @@ describe("OpExecutor: reconciling an op interrupted between started and finished
   });
 });
 
+/**
+ * Records when the fake driver's spawn, powerOff and reboot start and end
+ * (in order, no clock), and lets a test hold a call until something else
+ * has happened (a gate that times out instead of hanging).
+ */
+function instrument(driver: FakeDriver, hold: (method: string, instanceId: string, inFlight: () => number, events: string[]) => Promise<void>) {
+  const events: string[] = [];
+  let inFlight = 0;
+  let most = 0;
+  for (const method of ["spawn", "powerOff", "reboot"] as const) {
+    const original = (driver[method] as (o: unknown, c?: unknown) => Promise<void>).bind(driver);
+    (driver as unknown as Record<string, unknown>)[method] = async (o: { instance?: { id: string }; instanceId?: string }, c?: unknown) => {
+      const id = o.instance?.id ?? o.instanceId ?? "?";
+      events.push(`start ${method} ${id}`);
+      inFlight++;
+      most = Math.max(most, inFlight);
+      try {
+        await hold(method, id, () => inFlight, events);
+        await original(o, c);
+      } finally {
+        inFlight--;
+        events.push(`end ${method} ${id}`);
+      }
+    };
+  }
+  return { events, most: () => most };
+}
+
+/** Resolves once `cond` holds (checked every 5 ms); rejects after 5 s, naming what it waited for. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`waited 5 s for ${what}`);
+}
+
 describe("OpExecutor: ordering and parallelism", () => {
-  test("ops of one server run in arrival order while another server's ops run alongside", async () => {
-    const driver = fake({ delayMs: 80 });
-    const executor = await OpExecutor.open({ driver, stateDir });
+  test("ops of one server run in arrival order, one at a time, while another server's ops run alongside", async () => {
+    const driver = fake();
     const a = testInstance();
     const b = testInstance();
-    const started = Date.now();
+    // a's spawn goes on only once b's spawn has started: were servers run one at a time, it would never start.
+    const calls = instrument(driver, (method, id, _n, events) =>
+      id === a.id && method === "spawn" ? until(() => events.includes(`start spawn ${b.id}`), "server b's spawn to start alongside") : Promise.resolve(),
+    );
+    const executor = await OpExecutor.open({ driver, stateDir });
     const results = await Promise.all([
       executor.execute(testOp(a, { kind: "spawn" })),
       executor.execute(testOp(a, { kind: "power_off" })),
       executor.execute(testOp(a, { kind: "reboot", hard: true })),
       executor.execute(testOp(b, { kind: "spawn" })),
     ]);
-    const elapsed = Date.now() - started;
     for (const r of results) assert.equal(r.outcome.failure, undefined, JSON.stringify(r.outcome.failure));
     assert.deepEqual(
-      driver.calls.filter((c) => c.instanceId === a.id).map((c) => c.method),
-      ["spawn", "powerOff", "reboot"],
+      calls.events.filter((e) => e.endsWith(a.id)),
+      ["spawn", "powerOff", "reboot"].flatMap((m) => [`start ${m} ${a.id}`, `end ${m} ${a.id}`]),
+      "server a's ops ran in arrival order, each ending before the next started",
     );
-    assert.ok(elapsed >= 3 * 80 - 10, `server a's three ops ran one after another (${elapsed} ms)`);
-    assert.ok(elapsed < 4 * 80, `server b's spawn ran alongside (${elapsed} ms)`);
+    assert.ok(calls.events.indexOf(`start spawn ${b.id}`) < calls.events.indexOf(`end spawn ${a.id}`), "b's spawn ran alongside a's");
     await executor.close();
   });
 
   test("no more than `concurrency` servers run at once", async () => {
-    const driver = fake({ delayMs: 60 });
+    const driver = fake();
+    // Each spawn waits until two run (or the last ones are left): more than two at once would show as a peak above two.
+    let done = 0;
+    const calls = instrument(driver, (_m, _id, inFlight) => until(() => inFlight() >= 2 || done >= 3, "a second spawn to run alongside"));
     const executor = await OpExecutor.open({ driver, stateDir, concurrency: 2 });
-    const started = Date.now();
-    await Promise.all([1, 2, 3, 4].map(() => executor.execute(testOp(testInstance(), { kind: "spawn" }))));
-    const elapsed = Date.now() - started;
-    assert.ok(elapsed >= 2 * 60 - 10 && elapsed < 3 * 60 + 40, `4 spawns in two waves took ${elapsed} ms`);
+    await Promise.all([1, 2, 3, 4].map(() => executor.execute(testOp(testInstance(), { kind: "spawn" })).then(() => done++)));
+    assert.equal(calls.most(), 2, "two at once, never more");
+    assert.equal(calls.events.filter((e) => e.startsWith("end spawn")).length, 4);
     await executor.close();
   });
 });
@@ -449,13 +490,13 @@ describe("OpExecutor: abort", () => {
     const inst = testInstance();
     const driver = fake({ faults: { spawn: { delayMs: 400 } } });
     const executor = await OpExecutor.open({ driver, stateDir });
-    const spawn = executor.execute(testOp(inst, { kind: "spawn" }));
+    let spawnDone = false;
+    const spawn = executor.execute(testOp(inst, { kind: "spawn" })).finally(() => (spawnDone = true));
     const powerOffOp = testOp(inst, { kind: "power_off" });
     const powerOff = executor.execute(powerOffOp);
     await new Promise((r) => setTimeout(r, 30));
-    const started = Date.now();
     const abort = await executor.execute(testOp(inst, { kind: "abort", targetOpId: powerOffOp.opId }));
-    assert.ok(Date.now() - started < 250, `the abort did not wait for the spawn (${Date.now() - started} ms)`);
+    assert.equal(spawnDone, false, "the abort was answered while the spawn (400 ms) still ran");
     assert.equal(abort.outcome.note, "aborted");
     const off = await powerOff;
     assert.equal(off.outcome.failure?.code, "ABORTED");

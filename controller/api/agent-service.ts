@@ -7,10 +7,13 @@ import { invalidArgument, permissionDenied, toApiError } from "../errors.js";
 import { HostTakenError, bindAgentToken } from "../store/tokens.js";
 import { TaskState as PbTaskState } from "../../gen/novamesh/compute/v1/server.js";
 import type { TaskState } from "../domain/states.js";
+import type { ImageBytes } from "../store/image-bytes.js";
 import { fromEnum, powerStateFromProto } from "./convert.js";
+import { hostObjects } from "./host-objects.js";
 import type { RpcDeps } from "./rpc.js";
 import { authenticate, endWithError } from "./rpc.js";
 import * as v from "./validate.js";
+import { checkCertificateHost } from "./peer-certificate.js";
 
 /** A Hello's free-text fields and the most characters each may have (the columns that keep them). */
 const HELLO_TEXT_LIMITS = (h: { hypervisorType: string; version: string; zone: string; migrationUri: string; architecture: string }) =>
@@ -27,10 +30,12 @@ const HELLO_TEXT_LIMITS = (h: { hypervisorType: string; version: string; zone: s
  * handled in order per server (a server's results apply in the order the
  * agent ran them); an OpResultAck is sent only after the result committed.
  * A failure to apply ends the stream with UNAVAILABLE: the agent reconnects
- * and re-sends what was not acknowledged.
+ * and re-sends what was not acknowledged. With `certificateNamesHost` (the
+ * agent listener) a Hello is refused unless the client certificate names its host.
  */
-export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentServiceServer {
+export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: ImageBytes, opts: { certificateNamesHost?: boolean } = {}): AgentServiceServer {
   return {
+    ...hostObjects(deps, bytes),
     connect(call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
       let host: string | null = null;
       let natsPublicKey = "";
@@ -61,6 +66,8 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor): AgentSer
               const h = body.hello;
               if (host !== null) throw invalidArgument("hello", "sent twice on one stream");
               v.hostName("hello.host", h.host);
+              // Before the token may bind to the host: the certificate must name it.
+              if (opts.certificateNamesHost) checkCertificateHost(call, h.host);
               await maySpeakFor(deps, await principalP, h.host);
               const cap = h.capacity;
               if (!cap || cap.vcpus <= 0 || cap.memoryMb <= 0 || cap.diskGb < 0) throw invalidArgument("hello.capacity", "vcpus and memory_mb must be positive");

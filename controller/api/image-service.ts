@@ -1,40 +1,20 @@
 import { randomUUID } from "node:crypto";
-import { once } from "node:events";
-import { status, type ServerReadableStream } from "@grpc/grpc-js";
+import type { ServerReadableStream } from "@grpc/grpc-js";
 import type { ImageServiceServer, UploadImageDataRequest, UploadImageDataResponse } from "../../gen/novamesh/compute/v1/image.js";
 import { ImageVisibility } from "../../gen/novamesh/compute/v1/image.js";
 import type { Image } from "../domain/types.js";
-import { alreadyExists, ApiError, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
-import {
-  beatImageUpload,
-  beginImageUpload,
-  deleteImage,
-  endImageUpload,
-  getImage,
-  insertImage,
-  listImages,
-  UPLOAD_STALE_SECONDS,
-} from "../store/catalog.js";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { deleteImage, getImage, insertImage, listImages } from "../store/catalog.js";
 import { isDuplicateKey } from "../store/db.js";
 import type { ImageBytes } from "../store/image-bytes.js";
 import { imageToProto } from "./convert.js";
+import { SHA256_HEX, storeImageData, uploadChunks, writeChunks } from "./image-data.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
 import { clientStream, isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
 
 const DISK_FORMATS = ["qcow2", "raw", "iso", "vmdk", "vdi", "vhd", "vhdx", "ami", "aki", "ari"];
 const CONTAINER_FORMATS = ["bare", "ovf", "ova", "ami", "aki", "ari"];
-const SHA256_HEX = /^[0-9a-f]{64}$/;
-
-/** Largest chunk of an upload (the server accepts messages up to 16 MiB; chunks stay well below). */
-export const MAX_UPLOAD_CHUNK_BYTES = 1024 * 1024;
-
-/** How often a running upload tells the database it is alive. */
-const UPLOAD_HEARTBEAT_MS = (UPLOAD_STALE_SECONDS * 1000) / 4;
-
-function cancelledUpload(id: string): ApiError {
-  return new ApiError(status.CANCELLED, `the upload of image ${id} was cancelled`, { reason: "UPLOAD_CANCELLED" });
-}
 
 export function imageService(deps: RpcDeps, bytes: ImageBytes): ImageServiceServer {
   const { pool, log } = deps;
@@ -68,58 +48,9 @@ export function imageService(deps: RpcDeps, bytes: ImageBytes): ImageServiceServ
     if (h.checksum && image.checksum && h.checksum !== image.checksum) {
       throw invalidArgument("header.checksum", `${h.checksum} differs from the registered checksum ${image.checksum}`);
     }
-    const size = h.sizeBytes || image.sizeBytes;
-    const checksum = h.checksum || image.checksum;
-    if (!(await beginImageUpload(pool, id))) {
-      throw new ApiError(status.ABORTED, `another upload of image ${id} is running`, { reason: "UPLOAD_IN_PROGRESS", metadata: { image: id } });
-    }
-    const heartbeat = setInterval(() => {
-      beatImageUpload(pool, id).catch((err: unknown) => log.warn({ err, image: id }, "upload heartbeat failed"));
-    }, UPLOAD_HEARTBEAT_MS);
-    heartbeat.unref();
-    async function* chunks(): AsyncGenerator<Uint8Array> {
-      let received = 0;
-      for (;;) {
-        const next = await messages.next();
-        if (next.done) {
-          // grpc-js ends the request stream of a cancelled call just before it
-          // marks the call cancelled: look once more before calling it complete.
-          await new Promise((resolve) => setImmediate(resolve));
-          if (call.cancelled || ctx.signal.aborted) throw cancelledUpload(id);
-          return;
-        }
-        const part = next.value.part;
-        if (part?.$case !== "chunk") throw invalidArgument("chunk", "every message after the header must carry a chunk");
-        if (part.chunk.length > MAX_UPLOAD_CHUNK_BYTES) throw invalidArgument("chunk", `${part.chunk.length} bytes; at most ${MAX_UPLOAD_CHUNK_BYTES} per message`);
-        received += part.chunk.length;
-        if (size && received > size) throw invalidArgument("header.size_bytes", `more than the announced ${size} bytes were sent`);
-        if (part.chunk.length) yield part.chunk;
-      }
-    }
-    try {
-      const stored = await bytes.put(id, chunks(), ctx.signal);
-      const wrong =
-        stored.sizeBytes === 0
-          ? invalidArgument("chunk", "no data was sent")
-          : size && stored.sizeBytes !== size
-            ? invalidArgument("header.size_bytes", `${stored.sizeBytes} bytes arrived, ${size} were announced`)
-            : checksum && stored.checksum !== checksum
-              ? invalidArgument("header.checksum", `the data's SHA-256 is ${stored.checksum}, not ${checksum}`)
-              : undefined;
-      if (wrong || ctx.signal.aborted) {
-        await bytes.delete(id);
-        throw wrong ?? cancelledUpload(id);
-      }
-      if (!(await endImageUpload(pool, id, stored))) {
-        await bytes.delete(id);
-        throw notFound("image", id);
-      }
-    } catch (err) {
-      await endImageUpload(pool, id, null).catch((e: unknown) => log.warn({ err: e, image: id }, "could not return an image to QUEUED after a failed upload"));
-      throw err;
-    } finally {
-      clearInterval(heartbeat);
-    }
+    const expected = { sizeBytes: h.sizeBytes || image.sizeBytes, checksum: h.checksum || image.checksum };
+    const chunkOf = (m: UploadImageDataRequest) => (m.part?.$case === "chunk" ? m.part.chunk : undefined);
+    await storeImageData(deps, bytes, id, expected, uploadChunks(messages, chunkOf, expected, call, ctx.signal, `image ${id}`), ctx.signal);
     const done = await getImage(pool, id, undefined);
     if (!done) throw notFound("image", id);
     log.info({ image: id, sizeBytes: done.sizeBytes }, "image data stored");
@@ -209,12 +140,7 @@ export function imageService(deps: RpcDeps, bytes: ImageBytes): ImageServiceServ
         );
       }
       call.write({ part: { $case: "image", image: imageToProto(image) } });
-      for await (const chunk of bytes.read(id, image.checksum, ctx.signal)) {
-        if (!call.write({ part: { $case: "chunk", chunk: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) } })) {
-          await Promise.race([once(call, "drain"), once(ctx.signal, "abort")]);
-          if (ctx.signal.aborted) return;
-        }
-      }
+      await writeChunks(call, bytes.read(id, image.checksum, ctx.signal), (chunk) => ({ part: { $case: "chunk" as const, chunk } }), ctx.signal);
     }),
   };
 }

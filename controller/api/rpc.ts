@@ -52,9 +52,15 @@ function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiErr
 }
 
 /**
- * A public call from its start to its audit record: the caller (agent
- * tokens refused), a bound logger, and — for a mutating call — the record
- * of how it ended, written before the answer is sent (audit-log.ts).
+ * Who may make a call: "public" — any token but an agent's (the API);
+ * "host" — an agent or admin token (AgentService, a host's own calls).
+ */
+export type Callers = "public" | "host";
+
+/**
+ * A call from its start to its audit record: the caller (checked against
+ * `callers`), a bound logger, and — for a mutating call — the record of how
+ * it ended, written before the answer is sent (audit-log.ts).
  */
 class Call {
   principal: Principal | null = null;
@@ -66,12 +72,16 @@ class Call {
     private readonly path: string,
     private readonly method: string,
     private readonly md: Metadata,
+    private readonly callers: Callers,
   ) {}
 
   async open(): Promise<CallContext> {
     const principal = await authenticate(this.deps.pool, this.md);
     this.principal = principal;
-    if (principal.role === "agent") throw permissionDenied("agent tokens may only connect the agent stream");
+    if (this.callers === "public" && principal.role === "agent") throw permissionDenied("agent tokens may only make AgentService calls");
+    if (this.callers === "host" && principal.role !== "agent" && principal.role !== "admin") {
+      throw permissionDenied("AgentService needs a token with the agent or admin role");
+    }
     return { principal, log: this.deps.log.child({ method: this.method, project: principal.projectId }), signal: this.ac.signal, audit: this.note };
   }
 
@@ -93,8 +103,9 @@ function answer<Res>(
   call: ServerUnaryCall<unknown, Res> | ServerReadableStream<unknown, Res>,
   fn: (ctx: CallContext) => Promise<Res>,
   cb: sendUnaryData<Res>,
+  callers: Callers,
 ): void {
-  const c = new Call(deps, pathOf(call, method), method, call.metadata);
+  const c = new Call(deps, pathOf(call, method), method, call.metadata, callers);
   call.on("cancelled", () => c.ac.abort());
   const req = "request" in call ? call.request : undefined;
   c.open()
@@ -113,13 +124,14 @@ function answer<Res>(
     );
 }
 
-/** Wraps a unary handler: authentication (agents excluded), error mapping, logging. */
+/** Wraps a unary handler: authentication (agents excluded unless `callers` is "host"), error mapping, logging, audit. */
 export function unary<Req, Res>(
   deps: RpcDeps,
   method: string,
   fn: (req: Req, ctx: CallContext) => Promise<Res>,
+  callers: Callers = "public",
 ): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx), cb);
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx), cb, callers);
 }
 
 /**
@@ -130,8 +142,9 @@ export function clientStream<Req, Res>(
   deps: RpcDeps,
   method: string,
   fn: (call: ServerReadableStream<Req, Res>, ctx: CallContext) => Promise<Res>,
+  callers: Callers = "public",
 ): (call: ServerReadableStream<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => answer(deps, method, call, (ctx) => fn(call, ctx), cb);
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(call, ctx), cb, callers);
 }
 
 /**
@@ -148,9 +161,10 @@ export function serverStream<Req, Res>(
   deps: RpcDeps,
   method: string,
   fn: (req: Req, ctx: CallContext, call: ServerWritableStream<Req, Res>) => Promise<void>,
+  callers: Callers = "public",
 ): (call: ServerWritableStream<Req, Res>) => void {
   return (call) => {
-    const c = new Call(deps, pathOf(call, method), method, call.metadata);
+    const c = new Call(deps, pathOf(call, method), method, call.metadata, callers);
     call.on("cancelled", () => c.ac.abort());
     call.on("close", () => c.ac.abort());
     c.open()

@@ -1,9 +1,12 @@
 /**
- * The bytes of images, in a JetStream object store bucket shared with every
- * host's agent (which fetches base images from it by image id and stores
- * snapshots in it). The controller streams uploads in and downloads out;
- * nothing is held in memory whole. SHA-256 and size are computed on the way
- * so that what is stored is what the image record says.
+ * The bytes of images, in a JetStream object store bucket that only
+ * controllers open: image `<id>` holds an image's bytes, and
+ * `migration-<server id>` the disk a cold migration hands from its source
+ * host to its target. Users upload and download through ImageService,
+ * hosts through AgentService (which decides what each host may touch). The
+ * controller streams bytes in and out; nothing is held in memory whole.
+ * SHA-256 and size are computed on the way so that what is stored is what
+ * the image record (or the uploader's header) says.
  */
 import { createHash } from "node:crypto";
 import { status } from "@grpc/grpc-js";
@@ -126,6 +129,20 @@ export class ImageBytes {
     if (failed) throw dataLoss(id, `the image store's bytes are damaged: ${failed.message}`);
     const actual = hash.digest("hex");
     if (checksum && actual !== checksum) throw dataLoss(id, `the stored bytes have SHA-256 ${actual}, the image says ${checksum}`);
+  }
+
+  /**
+   * Size and SHA-256 (lower-case hex) of object `key` as the store recorded
+   * them when it was written; null when there is no such object.
+   */
+  async info(key: string): Promise<StoredBytes | null> {
+    const os = await this.os();
+    const info = await os.info(key).catch((err: unknown) => {
+      throw storeUnavailable(this.bucket, `reading ${key}`, err);
+    });
+    if (!info || info.deleted) return null;
+    const digest = info.digest.startsWith("SHA-256=") ? Buffer.from(info.digest.slice(8), "base64url").toString("hex") : "";
+    return { sizeBytes: info.size, checksum: digest };
   }
 
   /** Deletes the bytes of image `id`; resolves when there are none. */

@@ -333,6 +333,11 @@ export const MIGRATIONS: readonly Migration[] = [
     statements: [`ALTER TABLE api_tokens ADD COLUMN host VARCHAR(255) NULL, ADD UNIQUE KEY api_tokens_host (host)`],
   },
   {
+    version: 12,
+    name: "a host's ops not yet done, by host: what image bytes a host may read and write",
+    statements: [`ALTER TABLE compute_ops ADD KEY ops_host (host, state)`],
+  },
+  {
     version: 13,
     name: "keys the controllers share, such as the one that signs ops",
     statements: [

@@ -3,11 +3,16 @@
 
     PYTHONPATH=<generated dir> python3 client.py ADDRESS TOKEN IMAGE_ID [FLAVOR]
 
+The controller is reached over TLS, its certificate verified with the CA in
+the file NOVAMESH_TLS_CA names (default: the system's CAs); with
+NOVAMESH_PLAINTEXT=1 without TLS (a controller run with --plaintext).
+
 Creates a server, waits on its operation until the server is ACTIVE, then
 sends a CreateServer with an empty name and prints the field that the
 error's google.rpc.BadRequest names. Exits non-zero when something is not
 as expected.
 """
+import os
 import sys
 import time
 import uuid
@@ -26,11 +31,23 @@ def status_details(err: grpc.RpcError) -> status_pb2.Status:
     return status_pb2.Status()
 
 
+def channel_to(address: str) -> grpc.Channel:
+    """A TLS channel verifying the controller with NOVAMESH_TLS_CA, or plaintext when asked."""
+    if os.environ.get("NOVAMESH_PLAINTEXT") in ("1", "true", "yes"):
+        return grpc.insecure_channel(address)
+    ca = os.environ.get("NOVAMESH_TLS_CA")
+    root = None
+    if ca:
+        with open(ca, "rb") as f:
+            root = f.read()
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root))
+
+
 def main() -> int:
     address, token, image_id = sys.argv[1:4]
     flavor = sys.argv[4] if len(sys.argv) > 4 else "m1.tiny"
     md = [("authorization", f"Bearer {token}")]
-    with grpc.insecure_channel(address) as channel:
+    with channel_to(address) as channel:
         servers = server_pb2_grpc.ServerServiceStub(channel)
         operations = operation_pb2_grpc.OperationServiceStub(channel)
 

@@ -73,11 +73,12 @@ describe("FakeDriver faults", () => {
 
   test("the driver-wide delayMs applies to mutating calls only", async () => {
     const driver = new FakeDriver({ delayMs: 120 });
-    let started = Date.now();
+    const started = Date.now();
+    let destroyed = false;
+    const destroy = driver.destroy({ instanceId: "nope" }).finally(() => (destroyed = true));
     await driver.report();
-    assert.ok(Date.now() - started < 100, "report is not delayed");
-    started = Date.now();
-    await driver.destroy({ instanceId: "nope" });
+    assert.equal(destroyed, false, "report is not delayed: it is answered while a destroy waits");
+    await destroy;
     assert.ok(Date.now() - started >= 110, "destroy is delayed");
   });
 
@@ -108,12 +109,13 @@ describe("FakeDriver faults", () => {
     });
     await assert.rejects(driver.spawn({ instance: a }), { code: "CURSED" });
     const started = Date.now();
-    await driver.spawn({ instance: b });
-    assert.ok(Date.now() - started >= 110, "b got its own delay");
+    let bDone = false;
+    const spawnB = driver.spawn({ instance: b }).finally(() => (bDone = true));
     const c = testInstance();
-    const t = Date.now();
     await driver.spawn({ instance: c });
-    assert.ok(Date.now() - t < 100, "c matches no spec");
+    assert.equal(bDone, false, "c matches no spec: it is up while b still waits");
+    await spawnB;
+    assert.ok(Date.now() - started >= 110, "b got its own delay");
     assert.equal(await driver.powerState({ instanceId: b.id }), "RUNNING");
   });
 

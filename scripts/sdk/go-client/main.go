@@ -2,6 +2,10 @@
 //
 //	go run . ADDRESS TOKEN IMAGE_ID [FLAVOR]
 //
+// The controller is reached over TLS, its certificate verified with the CA
+// in the file NOVAMESH_TLS_CA names (default: the system's CAs); with
+// NOVAMESH_PLAINTEXT=1 without TLS (a controller run with --plaintext).
+//
 // Creates a server, waits on its operation until the server is ACTIVE, then
 // sends a CreateServer with an empty name and prints the field that the
 // error's google.rpc.BadRequest names. Exits non-zero when something is not
@@ -18,6 +22,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -39,7 +44,21 @@ func run() error {
 		flavor = os.Args[4]
 	}
 
-	conn, err := grpc.Dial(address, grpc.WithInsecure())
+	security := grpc.WithInsecure()
+	switch os.Getenv("NOVAMESH_PLAINTEXT") {
+	case "1", "true", "yes":
+	default:
+		creds := credentials.NewClientTLSFromCert(nil, "")
+		if ca := os.Getenv("NOVAMESH_TLS_CA"); ca != "" {
+			fromFile, err := credentials.NewClientTLSFromFile(ca, "")
+			if err != nil {
+				return fmt.Errorf("NOVAMESH_TLS_CA: %w", err)
+			}
+			creds = fromFile
+		}
+		security = grpc.WithTransportCredentials(creds)
+	}
+	conn, err := grpc.Dial(address, security)
 	if err != nil {
 		return err
 	}

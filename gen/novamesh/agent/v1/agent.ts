@@ -12,9 +12,16 @@ import {
   Client,
   type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
+  type ClientUnaryCall,
+  type ClientWritableStream,
   type handleBidiStreamingCall,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
+  type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
@@ -30,6 +37,99 @@ import {
 export const protobufPackage = "novamesh.agent.v1";
 
 export const protobufFileName = "novamesh/agent/v1/agent.proto";
+
+/** Which bytes a host reads or writes. */
+export interface HostObject {
+  /** The object. */
+  object:
+    | //
+    /** An image, by id (UUID). */
+    { $case: "imageId"; imageId: string }
+    | //
+    /**
+     * The disk a cold migration hands from the source to the target, by the
+     * server's id (UUID).
+     */
+    { $case: "migrationServerId"; migrationServerId: string }
+    | undefined;
+}
+
+/** Request of DownloadHostObject. */
+export interface DownloadHostObjectRequest {
+  /**
+   * The host asking. With an agent token: empty or the token's host. With an
+   * admin token: required (1–255 letters, digits, '.', '-', '_').
+   */
+  host: string;
+  /** What to read. */
+  object: HostObject | undefined;
+}
+
+/** One message of DownloadHostObject: the info first, then chunks. */
+export interface DownloadHostObjectResponse {
+  /** The part this message carries. */
+  part:
+    | //
+    /** First message: what the bytes are. */
+    { $case: "info"; info: HostObjectInfo }
+    | //
+    /** Following messages: the next 1 byte to 1 MiB of data. */
+    { $case: "chunk"; chunk: Buffer }
+    | undefined;
+}
+
+/** Size and SHA-256 of an object's bytes. */
+export interface HostObjectInfo {
+  /** Size in bytes. */
+  sizeBytes: number;
+  /** SHA-256 of the bytes, lower-case hex. */
+  checksum: string;
+}
+
+/** One message of UploadHostObject: the header first, then chunks. */
+export interface UploadHostObjectRequest {
+  /** The part this message carries. */
+  part:
+    | //
+    /** First message: which object, and what the bytes must be. */
+    { $case: "header"; header: UploadHostObjectHeader }
+    | //
+    /** Following messages: the next 1 byte to 1 MiB of data. */
+    { $case: "chunk"; chunk: Buffer }
+    | undefined;
+}
+
+/** What an upload stores and must match. */
+export interface UploadHostObjectHeader {
+  /** The host storing it, as in DownloadHostObjectRequest.host. */
+  host: string;
+  /** What to write: a snapshot's image, or a migrating disk. */
+  object:
+    | HostObject
+    | undefined;
+  /** Total bytes that follow (at least 1). */
+  sizeBytes: number;
+  /** SHA-256 of the bytes, lower-case hex. */
+  checksum: string;
+}
+
+/** Response of UploadHostObject. */
+export interface UploadHostObjectResponse {
+  /** What was stored. */
+  info: HostObjectInfo | undefined;
+}
+
+/** Request of DeleteMigrationDisk. */
+export interface DeleteMigrationDiskRequest {
+  /** The host asking, as in DownloadHostObjectRequest.host. */
+  host: string;
+  /** The migrating server's id (UUID). */
+  serverId: string;
+}
+
+/** Response of DeleteMigrationDisk. */
+export interface DeleteMigrationDiskResponse {
+}
 
 /** A message from the agent. */
 export interface ConnectRequest {
@@ -347,6 +447,822 @@ export interface OpResultAck {
   /** The op's id. */
   opId: string;
 }
+
+function createBaseHostObject(): HostObject {
+  return { object: undefined };
+}
+
+export const HostObject: MessageFns<HostObject> = {
+  encode(message: HostObject, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.object?.$case) {
+      case "imageId":
+        writer.uint32(10).string(message.object.imageId);
+        break;
+      case "migrationServerId":
+        writer.uint32(18).string(message.object.migrationServerId);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostObject {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostObject();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.object = { $case: "imageId", imageId: reader.string() };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.object = { $case: "migrationServerId", migrationServerId: reader.string() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostObject {
+    return {
+      object: isSet(object.imageId)
+        ? { $case: "imageId", imageId: globalThis.String(object.imageId) }
+        : isSet(object.image_id)
+        ? { $case: "imageId", imageId: globalThis.String(object.image_id) }
+        : isSet(object.migrationServerId)
+        ? { $case: "migrationServerId", migrationServerId: globalThis.String(object.migrationServerId) }
+        : isSet(object.migration_server_id)
+        ? { $case: "migrationServerId", migrationServerId: globalThis.String(object.migration_server_id) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: HostObject): unknown {
+    const obj: any = {};
+    if (message.object?.$case === "imageId") {
+      obj.imageId = message.object.imageId;
+    } else if (message.object?.$case === "migrationServerId") {
+      obj.migrationServerId = message.object.migrationServerId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HostObject>, I>>(base?: I): HostObject {
+    return HostObject.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HostObject>, I>>(object: I): HostObject {
+    const message = createBaseHostObject();
+    switch (object.object?.$case) {
+      case "imageId": {
+        if (object.object?.imageId !== undefined && object.object?.imageId !== null) {
+          message.object = { $case: "imageId", imageId: object.object.imageId };
+        }
+        break;
+      }
+      case "migrationServerId": {
+        if (object.object?.migrationServerId !== undefined && object.object?.migrationServerId !== null) {
+          message.object = { $case: "migrationServerId", migrationServerId: object.object.migrationServerId };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseDownloadHostObjectRequest(): DownloadHostObjectRequest {
+  return { host: "", object: undefined };
+}
+
+export const DownloadHostObjectRequest: MessageFns<DownloadHostObjectRequest> = {
+  encode(message: DownloadHostObjectRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.object !== undefined) {
+      HostObject.encode(message.object, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DownloadHostObjectRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDownloadHostObjectRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.object = HostObject.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DownloadHostObjectRequest {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      object: isSet(object.object) ? HostObject.fromJSON(object.object) : undefined,
+    };
+  },
+
+  toJSON(message: DownloadHostObjectRequest): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.object !== undefined) {
+      obj.object = HostObject.toJSON(message.object);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DownloadHostObjectRequest>, I>>(base?: I): DownloadHostObjectRequest {
+    return DownloadHostObjectRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DownloadHostObjectRequest>, I>>(object: I): DownloadHostObjectRequest {
+    const message = createBaseDownloadHostObjectRequest();
+    message.host = object.host ?? "";
+    message.object = (object.object !== undefined && object.object !== null)
+      ? HostObject.fromPartial(object.object)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDownloadHostObjectResponse(): DownloadHostObjectResponse {
+  return { part: undefined };
+}
+
+export const DownloadHostObjectResponse: MessageFns<DownloadHostObjectResponse> = {
+  encode(message: DownloadHostObjectResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.part?.$case) {
+      case "info":
+        HostObjectInfo.encode(message.part.info, writer.uint32(10).fork()).join();
+        break;
+      case "chunk":
+        writer.uint32(18).bytes(message.part.chunk);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DownloadHostObjectResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDownloadHostObjectResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.part = { $case: "info", info: HostObjectInfo.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.part = { $case: "chunk", chunk: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DownloadHostObjectResponse {
+    return {
+      part: isSet(object.info)
+        ? { $case: "info", info: HostObjectInfo.fromJSON(object.info) }
+        : isSet(object.chunk)
+        ? { $case: "chunk", chunk: Buffer.from(bytesFromBase64(object.chunk)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: DownloadHostObjectResponse): unknown {
+    const obj: any = {};
+    if (message.part?.$case === "info") {
+      obj.info = HostObjectInfo.toJSON(message.part.info);
+    } else if (message.part?.$case === "chunk") {
+      obj.chunk = base64FromBytes(message.part.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DownloadHostObjectResponse>, I>>(base?: I): DownloadHostObjectResponse {
+    return DownloadHostObjectResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DownloadHostObjectResponse>, I>>(object: I): DownloadHostObjectResponse {
+    const message = createBaseDownloadHostObjectResponse();
+    switch (object.part?.$case) {
+      case "info": {
+        if (object.part?.info !== undefined && object.part?.info !== null) {
+          message.part = { $case: "info", info: HostObjectInfo.fromPartial(object.part.info) };
+        }
+        break;
+      }
+      case "chunk": {
+        if (object.part?.chunk !== undefined && object.part?.chunk !== null) {
+          message.part = { $case: "chunk", chunk: object.part.chunk };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseHostObjectInfo(): HostObjectInfo {
+  return { sizeBytes: 0, checksum: "" };
+}
+
+export const HostObjectInfo: MessageFns<HostObjectInfo> = {
+  encode(message: HostObjectInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sizeBytes !== 0) {
+      writer.uint32(8).int64(message.sizeBytes);
+    }
+    if (message.checksum !== "") {
+      writer.uint32(18).string(message.checksum);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostObjectInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostObjectInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.checksum = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HostObjectInfo {
+    return {
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      checksum: isSet(object.checksum) ? globalThis.String(object.checksum) : "",
+    };
+  },
+
+  toJSON(message: HostObjectInfo): unknown {
+    const obj: any = {};
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.checksum !== "") {
+      obj.checksum = message.checksum;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HostObjectInfo>, I>>(base?: I): HostObjectInfo {
+    return HostObjectInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HostObjectInfo>, I>>(object: I): HostObjectInfo {
+    const message = createBaseHostObjectInfo();
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.checksum = object.checksum ?? "";
+    return message;
+  },
+};
+
+function createBaseUploadHostObjectRequest(): UploadHostObjectRequest {
+  return { part: undefined };
+}
+
+export const UploadHostObjectRequest: MessageFns<UploadHostObjectRequest> = {
+  encode(message: UploadHostObjectRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.part?.$case) {
+      case "header":
+        UploadHostObjectHeader.encode(message.part.header, writer.uint32(10).fork()).join();
+        break;
+      case "chunk":
+        writer.uint32(18).bytes(message.part.chunk);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UploadHostObjectRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUploadHostObjectRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.part = { $case: "header", header: UploadHostObjectHeader.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.part = { $case: "chunk", chunk: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UploadHostObjectRequest {
+    return {
+      part: isSet(object.header)
+        ? { $case: "header", header: UploadHostObjectHeader.fromJSON(object.header) }
+        : isSet(object.chunk)
+        ? { $case: "chunk", chunk: Buffer.from(bytesFromBase64(object.chunk)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: UploadHostObjectRequest): unknown {
+    const obj: any = {};
+    if (message.part?.$case === "header") {
+      obj.header = UploadHostObjectHeader.toJSON(message.part.header);
+    } else if (message.part?.$case === "chunk") {
+      obj.chunk = base64FromBytes(message.part.chunk);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UploadHostObjectRequest>, I>>(base?: I): UploadHostObjectRequest {
+    return UploadHostObjectRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UploadHostObjectRequest>, I>>(object: I): UploadHostObjectRequest {
+    const message = createBaseUploadHostObjectRequest();
+    switch (object.part?.$case) {
+      case "header": {
+        if (object.part?.header !== undefined && object.part?.header !== null) {
+          message.part = { $case: "header", header: UploadHostObjectHeader.fromPartial(object.part.header) };
+        }
+        break;
+      }
+      case "chunk": {
+        if (object.part?.chunk !== undefined && object.part?.chunk !== null) {
+          message.part = { $case: "chunk", chunk: object.part.chunk };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseUploadHostObjectHeader(): UploadHostObjectHeader {
+  return { host: "", object: undefined, sizeBytes: 0, checksum: "" };
+}
+
+export const UploadHostObjectHeader: MessageFns<UploadHostObjectHeader> = {
+  encode(message: UploadHostObjectHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.object !== undefined) {
+      HostObject.encode(message.object, writer.uint32(18).fork()).join();
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(24).int64(message.sizeBytes);
+    }
+    if (message.checksum !== "") {
+      writer.uint32(34).string(message.checksum);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UploadHostObjectHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUploadHostObjectHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.object = HostObject.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.checksum = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UploadHostObjectHeader {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      object: isSet(object.object) ? HostObject.fromJSON(object.object) : undefined,
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+      checksum: isSet(object.checksum) ? globalThis.String(object.checksum) : "",
+    };
+  },
+
+  toJSON(message: UploadHostObjectHeader): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.object !== undefined) {
+      obj.object = HostObject.toJSON(message.object);
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.checksum !== "") {
+      obj.checksum = message.checksum;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UploadHostObjectHeader>, I>>(base?: I): UploadHostObjectHeader {
+    return UploadHostObjectHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UploadHostObjectHeader>, I>>(object: I): UploadHostObjectHeader {
+    const message = createBaseUploadHostObjectHeader();
+    message.host = object.host ?? "";
+    message.object = (object.object !== undefined && object.object !== null)
+      ? HostObject.fromPartial(object.object)
+      : undefined;
+    message.sizeBytes = object.sizeBytes ?? 0;
+    message.checksum = object.checksum ?? "";
+    return message;
+  },
+};
+
+function createBaseUploadHostObjectResponse(): UploadHostObjectResponse {
+  return { info: undefined };
+}
+
+export const UploadHostObjectResponse: MessageFns<UploadHostObjectResponse> = {
+  encode(message: UploadHostObjectResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.info !== undefined) {
+      HostObjectInfo.encode(message.info, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UploadHostObjectResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUploadHostObjectResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.info = HostObjectInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UploadHostObjectResponse {
+    return { info: isSet(object.info) ? HostObjectInfo.fromJSON(object.info) : undefined };
+  },
+
+  toJSON(message: UploadHostObjectResponse): unknown {
+    const obj: any = {};
+    if (message.info !== undefined) {
+      obj.info = HostObjectInfo.toJSON(message.info);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UploadHostObjectResponse>, I>>(base?: I): UploadHostObjectResponse {
+    return UploadHostObjectResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UploadHostObjectResponse>, I>>(object: I): UploadHostObjectResponse {
+    const message = createBaseUploadHostObjectResponse();
+    message.info = (object.info !== undefined && object.info !== null)
+      ? HostObjectInfo.fromPartial(object.info)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteMigrationDiskRequest(): DeleteMigrationDiskRequest {
+  return { host: "", serverId: "" };
+}
+
+export const DeleteMigrationDiskRequest: MessageFns<DeleteMigrationDiskRequest> = {
+  encode(message: DeleteMigrationDiskRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.serverId !== "") {
+      writer.uint32(18).string(message.serverId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteMigrationDiskRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteMigrationDiskRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serverId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteMigrationDiskRequest {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      serverId: isSet(object.serverId)
+        ? globalThis.String(object.serverId)
+        : isSet(object.server_id)
+        ? globalThis.String(object.server_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteMigrationDiskRequest): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.serverId !== "") {
+      obj.serverId = message.serverId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteMigrationDiskRequest>, I>>(base?: I): DeleteMigrationDiskRequest {
+    return DeleteMigrationDiskRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteMigrationDiskRequest>, I>>(object: I): DeleteMigrationDiskRequest {
+    const message = createBaseDeleteMigrationDiskRequest();
+    message.host = object.host ?? "";
+    message.serverId = object.serverId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteMigrationDiskResponse(): DeleteMigrationDiskResponse {
+  return {};
+}
+
+export const DeleteMigrationDiskResponse: MessageFns<DeleteMigrationDiskResponse> = {
+  encode(_: DeleteMigrationDiskResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteMigrationDiskResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteMigrationDiskResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteMigrationDiskResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteMigrationDiskResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteMigrationDiskResponse>, I>>(base?: I): DeleteMigrationDiskResponse {
+    return DeleteMigrationDiskResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteMigrationDiskResponse>, I>>(_: I): DeleteMigrationDiskResponse {
+    const message = createBaseDeleteMigrationDiskResponse();
+    return message;
+  },
+};
 
 function createBaseConnectRequest(): ConnectRequest {
   return { body: undefined };
@@ -2865,8 +3781,9 @@ export const OpResultAck: MessageFns<OpResultAck> = {
 };
 
 /**
- * AgentService is the stream between a compute agent and the controller.
- * It needs a token with the agent or admin role.
+ * AgentService is the stream between a compute agent and the controller,
+ * and the way a host reads and writes image bytes (agents never reach the
+ * image store themselves). It needs a token with the agent or admin role.
  */
 export type AgentServiceService = typeof AgentServiceService;
 export const AgentServiceService = {
@@ -2888,6 +3805,82 @@ export const AgentServiceService = {
     responseSerialize: (value: ConnectResponse): Buffer => Buffer.from(ConnectResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ConnectResponse => ConnectResponse.decode(value),
   },
+  /**
+   * Streams the bytes a host needs: an image (its base image, kernel or
+   * ramdisk) or a disk another host handed over in a cold migration. The
+   * first message carries the size and SHA-256, then the data follows in
+   * chunks of at most 1 MiB. A host may read an image only while an instance
+   * on it, or one of its ops not yet done, uses the image (as the server's
+   * image, its shelved image, or the kernel_id or ramdisk_id of either's
+   * properties); a migrating disk only while its finish_migration op for
+   * that server is not done. Any other image is answered exactly as one that
+   * does not exist.
+   * Errors: INVALID_ARGUMENT (field named; `host` when an admin token does
+   * not name one), UNAUTHENTICATED, PERMISSION_DENIED (not an agent or admin
+   * token, an agent token bound to another host than `host` or to none yet),
+   * NOT_FOUND (no such object, or none this host needs), FAILED_PRECONDITION
+   * IMAGE_HAS_NO_DATA (the image has no stored bytes), DATA_LOSS (the stored
+   * bytes do not match their checksum; the stream ends with it after the
+   * last chunk), UNAVAILABLE (image store or database).
+   */
+  downloadHostObject: {
+    path: "/novamesh.agent.v1.AgentService/DownloadHostObject" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: DownloadHostObjectRequest): Buffer =>
+      Buffer.from(DownloadHostObjectRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DownloadHostObjectRequest => DownloadHostObjectRequest.decode(value),
+    responseSerialize: (value: DownloadHostObjectResponse): Buffer =>
+      Buffer.from(DownloadHostObjectResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DownloadHostObjectResponse => DownloadHostObjectResponse.decode(value),
+  },
+  /**
+   * Stores bytes a host made: the snapshot of a snapshot or shelve op sent
+   * to this host and not yet done (into the image that op creates, while it
+   * waits for its bytes), or the disk of this host's migrate_disk op not yet
+   * done. A header first, then chunks of at most 1 MiB; the bytes must match
+   * the header's size and SHA-256, else nothing is kept (an image stays
+   * QUEUED, so the upload can be repeated). An image becomes ACTIVE when its
+   * bytes are stored. Sending an ACTIVE image's own bytes again (same size
+   * and checksum) succeeds without storing them twice, so an op run again
+   * after a crash finds its upload done.
+   * Errors: INVALID_ARGUMENT (field named; a size or checksum mismatch names
+   * `header.size_bytes` or `header.checksum`), UNAUTHENTICATED,
+   * PERMISSION_DENIED (as for DownloadHostObject), NOT_FOUND (no such image,
+   * or no op of this host not yet done that makes the image or the disk),
+   * FAILED_PRECONDITION IMAGE_NOT_QUEUED (the image already has other
+   * bytes), ABORTED UPLOAD_IN_PROGRESS (another upload of the image runs),
+   * CANCELLED, UNAVAILABLE (image store or database).
+   */
+  uploadHostObject: {
+    path: "/novamesh.agent.v1.AgentService/UploadHostObject" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: UploadHostObjectRequest): Buffer =>
+      Buffer.from(UploadHostObjectRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UploadHostObjectRequest => UploadHostObjectRequest.decode(value),
+    responseSerialize: (value: UploadHostObjectResponse): Buffer =>
+      Buffer.from(UploadHostObjectResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UploadHostObjectResponse => UploadHostObjectResponse.decode(value),
+  },
+  /**
+   * Deletes a migrating disk once its target built the server from it:
+   * allowed while this host's finish_migration or confirm_migration op for
+   * the server is not done. Deleting a disk that is not there succeeds.
+   * Errors: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED (as for
+   * DownloadHostObject), NOT_FOUND (no such op of this host), UNAVAILABLE.
+   */
+  deleteMigrationDisk: {
+    path: "/novamesh.agent.v1.AgentService/DeleteMigrationDisk" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteMigrationDiskRequest): Buffer =>
+      Buffer.from(DeleteMigrationDiskRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteMigrationDiskRequest => DeleteMigrationDiskRequest.decode(value),
+    responseSerialize: (value: DeleteMigrationDiskResponse): Buffer =>
+      Buffer.from(DeleteMigrationDiskResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteMigrationDiskResponse => DeleteMigrationDiskResponse.decode(value),
+  },
 } as const;
 
 export interface AgentServiceServer extends UntypedServiceImplementation {
@@ -2901,6 +3894,52 @@ export interface AgentServiceServer extends UntypedServiceImplementation {
    * UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE.
    */
   connect: handleBidiStreamingCall<ConnectRequest, ConnectResponse>;
+  /**
+   * Streams the bytes a host needs: an image (its base image, kernel or
+   * ramdisk) or a disk another host handed over in a cold migration. The
+   * first message carries the size and SHA-256, then the data follows in
+   * chunks of at most 1 MiB. A host may read an image only while an instance
+   * on it, or one of its ops not yet done, uses the image (as the server's
+   * image, its shelved image, or the kernel_id or ramdisk_id of either's
+   * properties); a migrating disk only while its finish_migration op for
+   * that server is not done. Any other image is answered exactly as one that
+   * does not exist.
+   * Errors: INVALID_ARGUMENT (field named; `host` when an admin token does
+   * not name one), UNAUTHENTICATED, PERMISSION_DENIED (not an agent or admin
+   * token, an agent token bound to another host than `host` or to none yet),
+   * NOT_FOUND (no such object, or none this host needs), FAILED_PRECONDITION
+   * IMAGE_HAS_NO_DATA (the image has no stored bytes), DATA_LOSS (the stored
+   * bytes do not match their checksum; the stream ends with it after the
+   * last chunk), UNAVAILABLE (image store or database).
+   */
+  downloadHostObject: handleServerStreamingCall<DownloadHostObjectRequest, DownloadHostObjectResponse>;
+  /**
+   * Stores bytes a host made: the snapshot of a snapshot or shelve op sent
+   * to this host and not yet done (into the image that op creates, while it
+   * waits for its bytes), or the disk of this host's migrate_disk op not yet
+   * done. A header first, then chunks of at most 1 MiB; the bytes must match
+   * the header's size and SHA-256, else nothing is kept (an image stays
+   * QUEUED, so the upload can be repeated). An image becomes ACTIVE when its
+   * bytes are stored. Sending an ACTIVE image's own bytes again (same size
+   * and checksum) succeeds without storing them twice, so an op run again
+   * after a crash finds its upload done.
+   * Errors: INVALID_ARGUMENT (field named; a size or checksum mismatch names
+   * `header.size_bytes` or `header.checksum`), UNAUTHENTICATED,
+   * PERMISSION_DENIED (as for DownloadHostObject), NOT_FOUND (no such image,
+   * or no op of this host not yet done that makes the image or the disk),
+   * FAILED_PRECONDITION IMAGE_NOT_QUEUED (the image already has other
+   * bytes), ABORTED UPLOAD_IN_PROGRESS (another upload of the image runs),
+   * CANCELLED, UNAVAILABLE (image store or database).
+   */
+  uploadHostObject: handleClientStreamingCall<UploadHostObjectRequest, UploadHostObjectResponse>;
+  /**
+   * Deletes a migrating disk once its target built the server from it:
+   * allowed while this host's finish_migration or confirm_migration op for
+   * the server is not done. Deleting a disk that is not there succeeds.
+   * Errors: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED (as for
+   * DownloadHostObject), NOT_FOUND (no such op of this host), UNAVAILABLE.
+   */
+  deleteMigrationDisk: handleUnaryCall<DeleteMigrationDiskRequest, DeleteMigrationDiskResponse>;
 }
 
 export interface AgentServiceClient extends Client {
@@ -2916,6 +3955,89 @@ export interface AgentServiceClient extends Client {
   connect(): ClientDuplexStream<ConnectRequest, ConnectResponse>;
   connect(options: Partial<CallOptions>): ClientDuplexStream<ConnectRequest, ConnectResponse>;
   connect(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ConnectRequest, ConnectResponse>;
+  /**
+   * Streams the bytes a host needs: an image (its base image, kernel or
+   * ramdisk) or a disk another host handed over in a cold migration. The
+   * first message carries the size and SHA-256, then the data follows in
+   * chunks of at most 1 MiB. A host may read an image only while an instance
+   * on it, or one of its ops not yet done, uses the image (as the server's
+   * image, its shelved image, or the kernel_id or ramdisk_id of either's
+   * properties); a migrating disk only while its finish_migration op for
+   * that server is not done. Any other image is answered exactly as one that
+   * does not exist.
+   * Errors: INVALID_ARGUMENT (field named; `host` when an admin token does
+   * not name one), UNAUTHENTICATED, PERMISSION_DENIED (not an agent or admin
+   * token, an agent token bound to another host than `host` or to none yet),
+   * NOT_FOUND (no such object, or none this host needs), FAILED_PRECONDITION
+   * IMAGE_HAS_NO_DATA (the image has no stored bytes), DATA_LOSS (the stored
+   * bytes do not match their checksum; the stream ends with it after the
+   * last chunk), UNAVAILABLE (image store or database).
+   */
+  downloadHostObject(
+    request: DownloadHostObjectRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<DownloadHostObjectResponse>;
+  downloadHostObject(
+    request: DownloadHostObjectRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<DownloadHostObjectResponse>;
+  /**
+   * Stores bytes a host made: the snapshot of a snapshot or shelve op sent
+   * to this host and not yet done (into the image that op creates, while it
+   * waits for its bytes), or the disk of this host's migrate_disk op not yet
+   * done. A header first, then chunks of at most 1 MiB; the bytes must match
+   * the header's size and SHA-256, else nothing is kept (an image stays
+   * QUEUED, so the upload can be repeated). An image becomes ACTIVE when its
+   * bytes are stored. Sending an ACTIVE image's own bytes again (same size
+   * and checksum) succeeds without storing them twice, so an op run again
+   * after a crash finds its upload done.
+   * Errors: INVALID_ARGUMENT (field named; a size or checksum mismatch names
+   * `header.size_bytes` or `header.checksum`), UNAUTHENTICATED,
+   * PERMISSION_DENIED (as for DownloadHostObject), NOT_FOUND (no such image,
+   * or no op of this host not yet done that makes the image or the disk),
+   * FAILED_PRECONDITION IMAGE_NOT_QUEUED (the image already has other
+   * bytes), ABORTED UPLOAD_IN_PROGRESS (another upload of the image runs),
+   * CANCELLED, UNAVAILABLE (image store or database).
+   */
+  uploadHostObject(
+    callback: (error: ServiceError | null, response: UploadHostObjectResponse) => void,
+  ): ClientWritableStream<UploadHostObjectRequest>;
+  uploadHostObject(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UploadHostObjectResponse) => void,
+  ): ClientWritableStream<UploadHostObjectRequest>;
+  uploadHostObject(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UploadHostObjectResponse) => void,
+  ): ClientWritableStream<UploadHostObjectRequest>;
+  uploadHostObject(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UploadHostObjectResponse) => void,
+  ): ClientWritableStream<UploadHostObjectRequest>;
+  /**
+   * Deletes a migrating disk once its target built the server from it:
+   * allowed while this host's finish_migration or confirm_migration op for
+   * the server is not done. Deleting a disk that is not there succeeds.
+   * Errors: INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED (as for
+   * DownloadHostObject), NOT_FOUND (no such op of this host), UNAVAILABLE.
+   */
+  deleteMigrationDisk(
+    request: DeleteMigrationDiskRequest,
+    callback: (error: ServiceError | null, response: DeleteMigrationDiskResponse) => void,
+  ): ClientUnaryCall;
+  deleteMigrationDisk(
+    request: DeleteMigrationDiskRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteMigrationDiskResponse) => void,
+  ): ClientUnaryCall;
+  deleteMigrationDisk(
+    request: DeleteMigrationDiskRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteMigrationDiskResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const AgentServiceClient = makeGenericClientConstructor(
@@ -2926,6 +4048,14 @@ export const AgentServiceClient = makeGenericClientConstructor(
   service: typeof AgentServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;

@@ -1765,9 +1765,10 @@ export const DownloadImageDataResponse: MessageFns<DownloadImageDataResponse> = 
  *
  * An image registered with `upload` set is QUEUED until UploadImageData has
  * stored its bytes (SAVING meanwhile), then ACTIVE. Bytes live in a JetStream
- * object store bucket shared by every host; hosts fetch them by image id and
- * check them against `checksum`. Snapshots of servers are stored the same way
- * and can be downloaded like any image.
+ * object store bucket that only controllers open; hosts fetch the images
+ * their servers need through AgentService and check them against
+ * `checksum`. Snapshots of servers are stored the same way and can be
+ * downloaded like any image.
  */
 export type ImageServiceService = typeof ImageServiceService;
 export const ImageServiceService = {

@@ -1,0 +1,62 @@
+/**
+ * What a host may read and write of the image store: the bytes it needs for
+ * the work it has, and nothing else (AgentService's DownloadHostObject,
+ * UploadHostObject and DeleteMigrationDisk). Every answer starts from the
+ * host: its instances (`instances_host`) and its ops not yet done
+ * (`ops_host`), so a host's question never scans other hosts' servers.
+ */
+import type { Queryable } from "./db.js";
+import { select } from "./db.js";
+
+/**
+ * Whether `host` needs the bytes of image `imageId`: a server on the host,
+ * or one an op of the host not yet done works on (a build, an unshelve, a
+ * rebuild or evacuation, a migration's or live migration's target), uses it
+ * as its image or shelved image, or as the kernel or ramdisk either names.
+ */
+export async function hostNeedsImage(q: Queryable, host: string, imageId: string): Promise<boolean> {
+  const rows = await select(
+    q,
+    `SELECT STRAIGHT_JOIN 1
+       FROM (SELECT uuid FROM instances WHERE host = ? AND deleted_at IS NULL
+             UNION SELECT instance_uuid FROM compute_ops WHERE host = ? AND state = 'PENDING') mine
+       JOIN instances s ON s.uuid = mine.uuid AND s.deleted_at IS NULL
+       LEFT JOIN images m ON m.id = s.image_id
+       LEFT JOIN images sh ON sh.id = s.shelved_image_id
+      WHERE ? IN (s.image_id, s.shelved_image_id)
+         OR ? IN (JSON_UNQUOTE(JSON_EXTRACT(m.properties, '$.kernel_id')), JSON_UNQUOTE(JSON_EXTRACT(m.properties, '$.ramdisk_id')),
+                  JSON_UNQUOTE(JSON_EXTRACT(sh.properties, '$.kernel_id')), JSON_UNQUOTE(JSON_EXTRACT(sh.properties, '$.ramdisk_id')))
+      LIMIT 1`,
+    [host, host, imageId, imageId],
+  );
+  return rows.length > 0;
+}
+
+/**
+ * Whether `host` may store the bytes of image `imageId`: a snapshot op of
+ * the host not yet done creates it (the image its action records), or a
+ * shelve op of the host not yet done (the server's shelved image).
+ */
+export async function hostMakesImage(q: Queryable, host: string, imageId: string): Promise<boolean> {
+  const rows = await select(
+    q,
+    `SELECT 1 FROM compute_ops o
+       JOIN instance_actions a ON a.id = o.action_id
+       JOIN instances s ON s.uuid = o.instance_uuid
+      WHERE o.host = ? AND o.state = 'PENDING' AND o.kind IN ('snapshot', 'shelve')
+        AND ((o.kind = 'snapshot' AND a.image_id = ?) OR (o.kind = 'shelve' AND s.shelved_image_id = ?))
+      LIMIT 1`,
+    [host, imageId, imageId],
+  );
+  return rows.length > 0;
+}
+
+/** Whether `host` has an op of one of `kinds` for server `serverId` not yet done (a cold migration's disk). */
+export async function hostHasOpFor(q: Queryable, host: string, serverId: string, kinds: readonly string[]): Promise<boolean> {
+  const rows = await select(q, "SELECT 1 FROM compute_ops WHERE host = ? AND instance_uuid = ? AND state = 'PENDING' AND kind IN (?) LIMIT 1", [
+    host,
+    serverId,
+    kinds,
+  ]);
+  return rows.length > 0;
+}
