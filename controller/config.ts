@@ -62,7 +62,13 @@ export interface ControllerConfig {
    * image bytes through AgentService.
    */
   readonly imageBucket: string;
-  /** Token with the admin role, created at first start (`--admin-token`, NOVAMESH_ADMIN_TOKEN). */
+  /**
+   * Secret of the admin token (`--admin-token`, NOVAMESH_ADMIN_TOKEN): the
+   * controller makes it the one configuration admin token at start, and
+   * revokes the token of a previous secret. Every controller of a deployment
+   * has the same one; to rotate it, set the new secret on every controller
+   * and restart them.
+   */
   readonly adminToken: string;
   /** Project the admin token belongs to (NOVAMESH_ADMIN_PROJECT). */
   readonly adminProject: string;
@@ -136,6 +142,8 @@ export interface ControllerConfig {
    * falls further behind ends with ABORTED and resumes (NOVAMESH_WATCH_BUFFER).
    */
   readonly watchBuffer: number;
+  /** Audit records older than this many days are deleted; 0 keeps them (NOVAMESH_AUDIT_RETENTION_DAYS). */
+  readonly auditRetentionDays: number;
   /** Log level: trace, debug, info, warn, error (NOVAMESH_LOG_LEVEL). */
   readonly logLevel: string;
   /**
@@ -193,6 +201,7 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   maxAgentStreamsPerToken: DEFAULT_LIMITS.maxAgentStreamsPerToken,
   watchPollMs: 250,
   watchBuffer: 1000,
+  auditRetentionDays: 90,
   logLevel: "info",
   holdOutbox: false,
 };
@@ -247,6 +256,7 @@ const SPECS: readonly Spec[] = [
   { key: "maxAgentStreamsPerToken", flag: "--max-agent-streams-per-token", env: "NOVAMESH_MAX_AGENT_STREAMS_PER_TOKEN", kind: "number" },
   { key: "watchPollMs", flag: "--watch-poll-ms", env: "NOVAMESH_WATCH_POLL_MS", kind: "number" },
   { key: "watchBuffer", flag: "--watch-buffer", env: "NOVAMESH_WATCH_BUFFER", kind: "number" },
+  { key: "auditRetentionDays", flag: "--audit-retention-days", env: "NOVAMESH_AUDIT_RETENTION_DAYS", kind: "number" },
   { key: "logLevel", flag: "--log-level", env: "NOVAMESH_LOG_LEVEL", kind: "string" },
   { key: "holdOutbox", flag: "--fault-hold-outbox", env: "NOVAMESH_FAULT_HOLD_OUTBOX", kind: "boolean" },
 ];

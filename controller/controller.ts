@@ -47,6 +47,9 @@ import { aggregateService, schedulerService, serverGroupService } from "./api/pl
 import type { Pool } from "./store/db.js";
 import { ImageBytes } from "./store/image-bytes.js";
 import { migrate } from "./store/migrations.js";
+import { AuditServiceService } from "../gen/novamesh/compute/v1/audit.js";
+import { AuditLog, AuditPurger } from "./api/audit-log.js";
+import { auditService } from "./api/audit-service.js";
 import { ensureAdminToken } from "./store/tokens.js";
 import { HostCache } from "./scheduler/host-cache.js";
 import { Pipeline } from "./scheduler/pipeline.js";
@@ -64,6 +67,7 @@ const PUBLIC_SERVICES = [
   "novamesh.compute.v1.ServerGroupService",
   "novamesh.compute.v1.AggregateService",
   "novamesh.compute.v1.SchedulerService",
+  "novamesh.compute.v1.AuditService",
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",
@@ -84,6 +88,7 @@ export class Controller {
   private publisher: OutboxPublisher | null = null;
   private placement: PlacementWorker | null = null;
   private reaper: Reaper | null = null;
+  private auditPurger: AuditPurger | null = null;
   private setHealth: HealthSetter | null = null;
   private changeFeed: ChangeFeed | null = null;
   /** The port the gRPC server listens on (after start). */
@@ -116,7 +121,8 @@ export class Controller {
     const pool = (this.pool = await openPool(cfg.databaseUrl));
     const applied = await migrate(pool);
     if (applied.length) this.log.info({ versions: applied }, "schema migrations applied");
-    await ensureAdminToken(pool, cfg.adminToken, cfg.adminProject);
+    const revoked = await ensureAdminToken(pool, cfg.adminToken, cfg.adminProject);
+    if (revoked) this.log.warn({ revoked }, "the configured admin secret changed: the previous configuration admin token is revoked");
 
     const creds = cfg.natsCreds ? await readFile(cfg.natsCreds).catch((err: unknown) => {
       throw new Error(`--nats-creds: cannot read ${cfg.natsCreds}: ${(err as Error).message}`);
@@ -180,7 +186,9 @@ export class Controller {
       },
     });
 
-    const deps = { pool, log: this.log, limits: new Limits(limitsOf(cfg)) };
+    const audit = new AuditLog(pool, this.log);
+    this.auditPurger = new AuditPurger(pool, this.log, cfg.auditRetentionDays);
+    const deps = { pool, log: this.log, audit, limits: new Limits(limitsOf(cfg)) };
     const server = (this.server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.max_receive_message_length": 16 * 1024 * 1024 }));
     server.addService(tolerant(ServerServiceService), serverService(deps, ctx, feed, new HostQueries(nc, cfg.opsSubjectPrefix)));
     server.addService(tolerant(OperationServiceService), operationService(deps, ctx, feed));
@@ -194,6 +202,7 @@ export class Controller {
     server.addService(tolerant(ServerGroupServiceService), serverGroupService(deps));
     server.addService(tolerant(AggregateServiceService), aggregateService(deps));
     server.addService(tolerant(SchedulerServiceService), schedulerService(deps, { pipeline, hosts }));
+    server.addService(tolerant(AuditServiceService), auditService(deps));
     addReflection(server, await readFile(DESCRIPTOR_SET), { services: PUBLIC_SERVICES });
     this.setHealth = addHealth(server, { "": "SERVING" });
     this.port = await bind(server, cfg.listen, tls.public);
@@ -211,6 +220,7 @@ export class Controller {
 
     placement.start();
     this.reaper.start();
+    this.auditPurger.start();
     if (cfg.holdOutbox) this.log.warn("fault hook: outbox publishing is held; ops are committed but not sent");
     else publisher.start();
     this.log.info(
@@ -225,6 +235,7 @@ export class Controller {
     await Promise.all([this.server, this.agentServer].map((server) => server && shutdown(server)));
     await this.placement?.stop();
     await this.reaper?.stop();
+    await this.auditPurger?.stop();
     await this.publisher?.stop();
     const { nc, pool, hostsPool } = this;
     if (nc) await bestEffort(this.log, "draining the NATS connection", () => nc.drain());

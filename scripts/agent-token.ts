@@ -39,7 +39,7 @@ export async function issueAgentToken(address: string, adminToken: string, host:
     }
     const created = await call<CreateTokenRequest, { secret: string }>(
       client.createToken.bind(client),
-      { projectId, role: Role.ROLE_AGENT, host, description: `agent of ${host}` },
+      { projectId, role: Role.ROLE_AGENT, host, description: `agent of ${host}`, expiration: undefined },
       md,
     );
     return created.secret;

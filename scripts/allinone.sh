@@ -155,31 +155,6 @@ if [ "$DRIVER" = libvirt ]; then
   fi
 fi
 
-# The bus: a nats-server of the all-in-one's own that refuses anonymous
-# connections (scripts/nats-secure.ts; keys and configuration kept in
-# .state/nats). The controller connects with its own user and mints the
-# agent's; the agent gets nothing but the URL.
-NATS_PORT=${NOVAMESH_NATS_PORT:-4223}
-port_open "$NATS_PORT" && die "something already listens on 127.0.0.1:$NATS_PORT (the all-in-one's nats-server); stop it, or set NOVAMESH_NATS_PORT"
-step node --import tsx scripts/nats-secure.ts .state/nats --port "$NATS_PORT" >/dev/null
-say "starting nats-server with credentials on 127.0.0.1:$NATS_PORT (log: .state/nats.log)"
-spawn "$(command -v nats-server || echo /usr/sbin/nats-server)" -c .state/nats/nats.conf >>.state/nats.log 2>&1
-nats=$spawned
-for _ in $(seq 1 40); do
-  port_open "$NATS_PORT" && break
-  kill -0 "$nats" 2>/dev/null || break
-  sleep 0.25
-done
-port_open "$NATS_PORT" || { tail -5 .state/nats.log >&2; die "nats-server did not start; see .state/nats.log"; }
-export NOVAMESH_NATS_URL=nats://127.0.0.1:$NATS_PORT
-export NOVAMESH_NATS_CREDS=.state/nats/controller.creds
-export NOVAMESH_NATS_SIGNING_KEY=.state/nats/account-signing.nk
-
-# The demo image is the tiny test guest (a Debian kernel and a busybox
-# initramfs), whichever the driver: the fake driver ignores its bytes, the
-# libvirt driver boots them. Built once (the script says when it builds).
-step bash scripts/build-test-guest.sh .state/test-guest
-
 # grpc-js names the TLS server by the address even when it is an IP address
 # (which Node warns about); the certificates carry 127.0.0.1 as an IP SAN.
 export NODE_OPTIONS="${NODE_OPTIONS:+$NODE_OPTIONS }--disable-warning=DEP0123"
@@ -196,6 +171,35 @@ else
   agent_connection=(--controller "127.0.0.1:$agent_port" --tls-ca "$TLS/ca.pem" --tls-cert "$TLS/agent-$HOST.pem" --tls-key "$TLS/agent-$HOST-key.pem")
   seed_connection=(--tls-ca "$TLS/ca.pem")
 fi
+
+# The bus: a nats-server of the all-in-one's own that refuses anonymous
+# connections (scripts/nats-secure.ts; keys and configuration kept in
+# .state/nats) and speaks TLS with .state/tls/nats.pem (not with
+# --plaintext). The controller connects with its own user and mints the
+# agent's; the agent gets nothing but the URL and the CA.
+NATS_PORT=${NOVAMESH_NATS_PORT:-4223}
+port_open "$NATS_PORT" && die "something already listens on 127.0.0.1:$NATS_PORT (the all-in-one's nats-server); stop it, or set NOVAMESH_NATS_PORT"
+nats_tls=()
+[ "$PLAINTEXT" = 1 ] || nats_tls=(--tls-cert "$TLS/nats.pem" --tls-key "$TLS/nats-key.pem")
+step node --import tsx scripts/nats-secure.ts .state/nats --port "$NATS_PORT" "${nats_tls[@]+"${nats_tls[@]}"}" >/dev/null
+say "starting nats-server with credentials${nats_tls[0]:+ and TLS} on 127.0.0.1:$NATS_PORT (log: .state/nats.log)"
+spawn "$(command -v nats-server || echo /usr/sbin/nats-server)" -c .state/nats/nats.conf >>.state/nats.log 2>&1
+nats=$spawned
+for _ in $(seq 1 40); do
+  port_open "$NATS_PORT" && break
+  kill -0 "$nats" 2>/dev/null || break
+  sleep 0.25
+done
+port_open "$NATS_PORT" || { tail -5 .state/nats.log >&2; die "nats-server did not start; see .state/nats.log"; }
+export NOVAMESH_NATS_URL=nats://127.0.0.1:$NATS_PORT
+export NOVAMESH_NATS_CREDS=.state/nats/controller.creds
+export NOVAMESH_NATS_SIGNING_KEY=.state/nats/account-signing.nk
+[ "$PLAINTEXT" = 1 ] || export NOVAMESH_NATS_CA=$TLS/ca.pem
+
+# The demo image is the tiny test guest (a Debian kernel and a busybox
+# initramfs), whichever the driver: the fake driver ignores its bytes, the
+# libvirt driver boots them. Built once (the script says when it builds).
+step bash scripts/build-test-guest.sh .state/test-guest
 
 say "starting the controller on $address (log: .state/controller.log)"
 spawn node --import tsx controller/main.ts "${controller_args[@]}" >>.state/controller.log 2>&1
@@ -247,7 +251,7 @@ cat <<EOT
 
 novamesh all-in-one is running ($DRIVER driver, host $HOST)
   gRPC API     $api
-  NATS         $NOVAMESH_NATS_URL (credentials only: .state/nats)
+  NATS         $NOVAMESH_NATS_URL (credentials only: .state/nats${NOVAMESH_NATS_CA:+; TLS, CA $NOVAMESH_NATS_CA})
   admin token  $NOVAMESH_ADMIN_TOKEN
   logs         .state/controller.log, .state/agent.log, .state/nats.log
 

@@ -97,6 +97,6 @@ describe("task deadlines", () => {
     assert.match(action.requestId, /^auto-confirm-/);
     await assertCapacityExact(env, admin);
     const source = (await admin.hypervisors()).find((h) => h.hostname === s.host)!;
-    assert.equal(source.runningVms, (await alice.servers.listServers({ host: s.host })).servers.length);
+    assert.equal(source.runningVms, (await admin.servers.listServers({ host: s.host, allProjects: true })).servers.length);
   });
 });

@@ -104,7 +104,7 @@ describe("evacuation", () => {
     assert.equal((await hosts.domains(moved.host))[active.id]?.powerState, "RUNNING");
     const op = (await alice.operations.getOperation({ name: res.operation!.name })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED);
-    const [m] = (await alice.servers.listMigrations({ serverId: active.id })).migrations;
+    const [m] = (await admin.servers.listMigrations({ serverId: active.id })).migrations;
     assert.deepEqual(
       [m!.type, m!.status, m!.sourceHost, m!.targetHost],
       [MigrationType.MIGRATION_TYPE_EVACUATION, MigrationStatus.MIGRATION_STATUS_COMPLETED, X, moved.host],
@@ -119,7 +119,7 @@ describe("evacuation", () => {
     await admin.servers.evacuateServer({ id: stoppedOne.id, host: named });
     const moved2 = await settled(stoppedOne.id, ServerStatus.SERVER_STATUS_ACTIVE);
     assert.deepEqual([moved2.host, moved2.powerState], [named, PowerState.POWER_STATE_RUNNING]);
-    const [m2] = (await alice.servers.listMigrations({ serverId: stoppedOne.id })).migrations;
+    const [m2] = (await admin.servers.listMigrations({ serverId: stoppedOne.id })).migrations;
     assert.deepEqual([m2!.type, m2!.status, m2!.sourceHost, m2!.targetHost], [MigrationType.MIGRATION_TYPE_EVACUATION, MigrationStatus.MIGRATION_STATUS_COMPLETED, X, named]);
     afterBoth = await assertCapacityExact(env, admin);
     assert.deepEqual(afterBoth.get(X), plusSmall(mid.get(X)!, -1));
@@ -153,7 +153,7 @@ describe("evacuation", () => {
       assert.ok(moved.host === Y || moved.host === Z, `${vm}: rebuilt on ${moved.host}`);
       assert.deepEqual([moved.vmState, moved.powerState], [VmState.VM_STATE_ACTIVE, PowerState.POWER_STATE_RUNNING], vm);
       assert.equal((await hosts.domains(moved.host))[s.id]?.powerState, "RUNNING", `${vm}: its new host runs it`);
-      const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+      const [m] = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
       assert.deepEqual([m!.type, m!.status, m!.sourceHost], [MigrationType.MIGRATION_TYPE_EVACUATION, MigrationStatus.MIGRATION_STATUS_COMPLETED, X], vm);
       placed.set(moved.host, (placed.get(moved.host) ?? 0) + 1);
       evacuatedTo.set(s.id, moved.host);
@@ -179,7 +179,7 @@ describe("evacuation", () => {
     );
     await new Promise((r) => setTimeout(r, 1500)); // a report or two from the returned host
     for (const [id, host] of evacuatedTo) {
-      const s = (await alice.servers.getServer({ id })).server!;
+      const s = (await admin.servers.getServer({ id })).server!;
       assert.deepEqual([s.status, s.host, s.taskState, s.powerState], [ServerStatus.SERVER_STATUS_ACTIVE, host, TaskState.TASK_STATE_UNSPECIFIED, PowerState.POWER_STATE_RUNNING]);
       assert.equal((await hosts.domains(host))[id]?.powerState, "RUNNING");
     }

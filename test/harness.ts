@@ -20,6 +20,7 @@ import { OperationServiceClient } from "../gen/novamesh/compute/v1/operation.js"
 import { AggregateServiceClient } from "../gen/novamesh/compute/v1/aggregate.js";
 import { SchedulerServiceClient } from "../gen/novamesh/compute/v1/scheduler.js";
 import { ServerGroupServiceClient } from "../gen/novamesh/compute/v1/server_group.js";
+import { AuditServiceClient } from "../gen/novamesh/compute/v1/audit.js";
 import type { Operation } from "../gen/novamesh/compute/v1/operation.js";
 import { ErrorInfo } from "../gen/google/rpc/error_details.js";
 import { Controller } from "../controller/controller.js";
@@ -77,6 +78,7 @@ export interface Clients {
   groups: ReturnType<typeof promised<ServerGroupServiceClient>>;
   aggregates: ReturnType<typeof promised<AggregateServiceClient>>;
   scheduler: ReturnType<typeof promised<SchedulerServiceClient>>;
+  audit: ReturnType<typeof promised<AuditServiceClient>>;
 }
 
 export function clients(address: string, token: string | null, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure()): Clients {
@@ -92,6 +94,7 @@ export function clients(address: string, token: string | null, creds: grpc.Chann
     groups: promised(new ServerGroupServiceClient(address, creds), token),
     aggregates: promised(new AggregateServiceClient(address, creds), token),
     scheduler: promised(new SchedulerServiceClient(address, creds), token),
+    audit: promised(new AuditServiceClient(address, creds), token),
   };
 }
 

@@ -28,7 +28,7 @@ describe("servers on three fake agents", () => {
       }),
     );
     const ids = created.map((s) => s.id);
-    const active = await waitServers(alice, ids, (s) => s.status === ServerStatus.SERVER_STATUS_ACTIVE, "30 ACTIVE", 60_000);
+    const active = await waitServers(admin, ids, (s) => s.status === ServerStatus.SERVER_STATUS_ACTIVE, "30 ACTIVE", 60_000);
     for (const s of active) {
       assert.ok(s.host.startsWith(hostPrefix), `server ${s.name} has host ${s.host}`);
       assert.equal(s.vmState, VmState.VM_STATE_ACTIVE);

@@ -25,6 +25,7 @@ describe("live migration", () => {
     ],
   });
   const { env, admin, alice, agents: hosts, settled, bootOn } = fx;
+  // Servers, operations and moves are read as an admin sees them, with host names (members see host ids).
   const [A, B, SLOW] = fx.hosts as [string, string, string];
 
   test("an ACTIVE server moves while running: target claimed, source released, steps recorded in order", async () => {
@@ -44,19 +45,19 @@ describe("live migration", () => {
     const target = done.host;
     assert.ok(target !== A && target.startsWith(`lm${env.id}-`), `moved to ${target}`);
     assert.deepEqual([done.vmState, done.powerState, done.flavor!.name], [VmState.VM_STATE_ACTIVE, PowerState.POWER_STATE_RUNNING, "m1.small"]);
-    const op = (await alice.operations.getOperation({ name: res.operation!.name })).operation!;
+    const op = (await admin.operations.getOperation({ name: res.operation!.name })).operation!;
     assert.deepEqual([op.state, op.done, op.progressPercent], [OperationState.OPERATION_STATE_SUCCEEDED, true, 100]);
 
     const usage = await assertCapacityExact(env, admin);
     assert.deepEqual(usage.get(A), plusSmall(before.get(A)!, -1), "the source is released");
     assert.deepEqual(usage.get(target), plusSmall(before.get(target)!, 1), "the target is claimed");
-    const migs = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const migs = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     assert.equal(migs.length, 1);
     assert.deepEqual(
       [migs[0]!.type, migs[0]!.status, migs[0]!.sourceHost, migs[0]!.targetHost],
       [MigrationType.MIGRATION_TYPE_LIVE_MIGRATION, MigrationStatus.MIGRATION_STATUS_COMPLETED, A, target],
     );
-    const [action] = (await alice.servers.listServerActions({ serverId: s.id })).actions;
+    const [action] = (await admin.servers.listServerActions({ serverId: s.id })).actions;
     assert.equal(action!.action, "live_migrate");
     assert.deepEqual(
       action!.events.map((e) => `${e.name}@${e.host}:${e.result}`),
@@ -94,7 +95,7 @@ describe("live migration", () => {
     const usage = await assertCapacityExact(env, admin);
     assert.deepEqual(usage.get(A), plusSmall(before.get(A)!, -1));
     assert.deepEqual(usage.get(B), plusSmall(before.get(B)!, 1));
-    const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const [m] = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     assert.deepEqual([m!.type, m!.status, m!.sourceHost, m!.targetHost], [MigrationType.MIGRATION_TYPE_LIVE_MIGRATION, MigrationStatus.MIGRATION_STATUS_COMPLETED, A, B]);
 
     // A stopped server cannot be live-migrated.
@@ -106,7 +107,7 @@ describe("live migration", () => {
     assert.equal(stopped.code, status.FAILED_PRECONDITION, stopped.message);
     assert.equal(stopped.reason, "INVALID_STATE");
     assert.equal(stopped.metadata["vm_state"], "STOPPED");
-    assert.equal((await alice.servers.listMigrations({ serverId: s.id })).migrations.length, 1, "the refused call recorded no migration");
+    assert.equal((await admin.servers.listMigrations({ serverId: s.id })).migrations.length, 1, "the refused call recorded no migration");
   });
 
   test("a slow copy shows progress and can be cancelled: the server stays running on its source; a stop cannot be cancelled", async () => {
@@ -117,29 +118,29 @@ describe("live migration", () => {
     const name = res.operation!.name;
     const copying = await eventually(
       async () => {
-        const op = (await alice.operations.getOperation({ name })).operation!;
+        const op = (await admin.operations.getOperation({ name })).operation!;
         return op.cancellable && op.progressPercent > 0 && op.progressPercent < 100 ? op : null;
       },
       { what: "the copy under way with progress", timeoutMs: 15_000, intervalMs: 100 },
     );
     assert.equal(copying.state, OperationState.OPERATION_STATE_RUNNING);
     assert.equal(copying.done, false);
-    const during = (await alice.servers.getServer({ id: s.id })).server!;
+    const during = (await admin.servers.getServer({ id: s.id })).server!;
     assert.deepEqual([during.status, during.taskState], [ServerStatus.SERVER_STATUS_MIGRATING, TaskState.TASK_STATE_MIGRATING]);
-    const [pending] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const [pending] = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     const target = pending!.targetHost;
     assert.ok(target && target !== SLOW, `copying to ${target}`);
 
     const cancel = await alice.operations.cancelOperation({ name });
     assert.equal(cancel.operation!.name, name);
-    const ended: Operation = (await alice.operations.waitOperation({ name, timeoutSeconds: 20 })).operation!;
+    const ended: Operation = (await admin.operations.waitOperation({ name, timeoutSeconds: 20 })).operation!;
     assert.equal(ended.state, OperationState.OPERATION_STATE_CANCELLED);
     assert.equal(ended.done, true);
     assert.equal(ended.error!.code, status.CANCELLED);
 
     const stayed = await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
     assert.deepEqual([stayed.host, stayed.vmState, stayed.powerState], [SLOW, VmState.VM_STATE_ACTIVE, PowerState.POWER_STATE_RUNNING]);
-    const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const [m] = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     assert.equal(m!.status, MigrationStatus.MIGRATION_STATUS_CANCELLED);
     assert.deepEqual(await assertCapacityExact(env, admin), before, "the target's claim is released");
     assert.equal((await hosts.domains(SLOW))[s.id]?.powerState, "RUNNING", "the source still runs it");
@@ -156,6 +157,6 @@ describe("live migration", () => {
     assert.equal(refused.reason, "NOT_CANCELLABLE");
     const stopped = await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
     assert.equal(stopped.host, SLOW);
-    assert.equal((await alice.operations.getOperation({ name: stop.operation!.name })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
+    assert.equal((await admin.operations.getOperation({ name: stop.operation!.name })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
   });
 });

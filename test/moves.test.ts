@@ -22,6 +22,7 @@ const MEDIUM = { vcpus: 2, ram: 4096, disk: 40 };
 describe("resize and cold migration", () => {
   const fx = stack({ name: "moves", controller: { resizeConfirmWindowSeconds: 0 }, agents: ({ id }) => [{ host: `mv${id}`, hosts: 3 }] });
   const { env, admin, alice, dir: stateDir, settled, boot } = fx;
+  // Servers, operations and moves are read as an admin sees them, with host names (members see host ids).
 
   test("resize claims the target first, holds both hosts while RESIZED, and confirm releases the source", async () => {
     const s = await boot("grow");
@@ -42,7 +43,7 @@ describe("resize and cold migration", () => {
     assert.equal(resized.flavor!.name, "m1.medium");
     assert.equal(resized.vmState, VmState.VM_STATE_RESIZED);
     assert.equal(resized.powerState, PowerState.POWER_STATE_RUNNING);
-    const op = (await alice.operations.getOperation({ name: res.operation!.name })).operation!;
+    const op = (await admin.operations.getOperation({ name: res.operation!.name })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED);
     assert.equal(op.done, true);
     assert.equal(op.progressPercent, 100);
@@ -52,7 +53,7 @@ describe("resize and cold migration", () => {
     assert.deepEqual(during.get(source), { vcpus: before.get(source)!.vcpus, ram: before.get(source)!.ram, disk: before.get(source)!.disk, vms: before.get(source)!.vms });
     const t0 = before.get(resized.host)!;
     assert.deepEqual(during.get(resized.host), { vcpus: t0.vcpus + MEDIUM.vcpus, ram: t0.ram + MEDIUM.ram, disk: t0.disk + MEDIUM.disk, vms: t0.vms + 1 });
-    const migs = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const migs = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     assert.equal(migs.length, 1);
     assert.deepEqual(
       [migs[0]!.type, migs[0]!.status, migs[0]!.sourceHost, migs[0]!.targetHost, migs[0]!.oldFlavor!.name, migs[0]!.newFlavor!.name],
@@ -67,10 +68,10 @@ describe("resize and cold migration", () => {
     const s0 = before.get(source)!;
     assert.deepEqual(afterConfirm.get(source), { vcpus: s0.vcpus - SMALL.vcpus, ram: s0.ram - SMALL.ram, disk: s0.disk - SMALL.disk, vms: s0.vms - 1 });
     assert.deepEqual(afterConfirm.get(resized.host), during.get(resized.host));
-    const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const [m] = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     assert.equal(m!.status, MigrationStatus.MIGRATION_STATUS_CONFIRMED);
 
-    const actions = (await alice.servers.listServerActions({ serverId: s.id })).actions;
+    const actions = (await admin.servers.listServerActions({ serverId: s.id })).actions;
     assert.deepEqual(
       actions.slice(0, 2).map((a) => [a.action, a.events.map((e) => `${e.name}@${e.host}:${e.result}`).join(",")]),
       [
@@ -103,9 +104,9 @@ describe("resize and cold migration", () => {
     const afterRevert = await assertCapacityExact(env, admin);
     assert.deepEqual(afterRevert.get(source), before.get(source));
     assert.deepEqual(afterRevert.get(target), before.get(target));
-    const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const [m] = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     assert.equal(m!.status, MigrationStatus.MIGRATION_STATUS_REVERTED);
-    const revert = (await alice.servers.listServerActions({ serverId: s.id })).actions[0]!;
+    const revert = (await admin.servers.listServerActions({ serverId: s.id })).actions[0]!;
     assert.equal(revert.action, "revert_resize");
     assert.deepEqual(
       revert.events.map((e) => `${e.name}@${e.host}:${e.result}`),
@@ -134,7 +135,7 @@ describe("resize and cold migration", () => {
     await alice.servers.confirmResize({ id: s.id });
     const done = await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
     assert.equal(done.vmState, VmState.VM_STATE_STOPPED);
-    const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const [m] = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     assert.deepEqual([m!.type, m!.status, m!.targetHost], [MigrationType.MIGRATION_TYPE_MIGRATION, MigrationStatus.MIGRATION_STATUS_CONFIRMED, target]);
     const s0 = before.get(s.host)!;
     assert.deepEqual((await assertCapacityExact(env, admin)).get(s.host), { vcpus: s0.vcpus - 1, ram: s0.ram - 2048, disk: s0.disk - 20, vms: s0.vms - 1 });
@@ -169,7 +170,7 @@ describe("resize and cold migration", () => {
     const back = await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
     assert.deepEqual([back.host, back.flavor!.name, back.powerState], [home, "m1.medium", PowerState.POWER_STATE_SHUTDOWN]);
     assert.deepEqual(await assertCapacityExact(env, admin), atHome, "every host as before the migration");
-    const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const [m] = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     assert.deepEqual([m!.type, m!.status, m!.sourceHost, m!.targetHost], [MigrationType.MIGRATION_TYPE_MIGRATION, MigrationStatus.MIGRATION_STATUS_REVERTED, home, moved.host]);
     const domains = JSON.parse(await readFile(join(stateDir, moved.host, "fake-domains.json"), "utf8"));
     assert.ok(!JSON.stringify(domains).includes(s.id), "the target no longer has it");
@@ -201,17 +202,17 @@ describe("resize and cold migration", () => {
     await admin.flavors.createFlavor({ flavor: { id: "huge", name: "huge", vcpus: 4, ramMb: 65536, diskGb: 10, description: "", extraSpecs: {} } });
     const before = await assertCapacityExact(env, admin);
     const res = await alice.servers.resizeServer({ id: s.id, flavorId: "huge" });
-    const op = (await alice.operations.waitOperation({ name: res.operation!.name, timeoutSeconds: 20 })).operation!;
+    const op = (await admin.operations.waitOperation({ name: res.operation!.name, timeoutSeconds: 20 })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_FAILED);
     assert.equal(op.error!.code, status.RESOURCE_EXHAUSTED);
     assert.match(op.error!.message, /No valid host was found: 3 hosts considered; removed by (retry: 1, ram: 2|ram: 2, retry: 1)/);
-    const after = await alice.servers.getServer({ id: s.id });
+    const after = await admin.servers.getServer({ id: s.id });
     assert.equal(after.server!.status, ServerStatus.SERVER_STATUS_ACTIVE);
     assert.equal(after.server!.host, s.host);
     assert.equal(after.server!.flavor!.name, "m1.small");
     assert.equal(after.server!.fault!.code, "NO_VALID_HOST");
     assert.deepEqual(await assertCapacityExact(env, admin), before);
-    const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const [m] = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     assert.equal(m!.status, MigrationStatus.MIGRATION_STATUS_ERROR);
   });
 
@@ -221,7 +222,7 @@ describe("resize and cold migration", () => {
     await alice.servers.resizeServer({ id: s.id, flavorId: "m1.medium" });
     const resized = await settled(s.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE);
     await alice.servers.deleteServer({ id: s.id });
-    await waitServers(alice, [s.id], (x) => x.status === ServerStatus.SERVER_STATUS_DELETED, "DELETED");
+    await waitServers(admin, [s.id], (x) => x.status === ServerStatus.SERVER_STATUS_DELETED, "DELETED");
     const after = await assertCapacityExact(env, admin);
     const s0 = before.get(s.host)!;
     assert.deepEqual(after.get(s.host), { vcpus: s0.vcpus - 1, ram: s0.ram - 2048, disk: s0.disk - 20, vms: s0.vms - 1 });
@@ -231,7 +232,7 @@ describe("resize and cold migration", () => {
       [s.id, s.id],
     );
     assert.equal(Number(allocs[0]!.n), 0);
-    const del = (await alice.servers.listServerActions({ serverId: s.id })).actions[0]!;
+    const del = (await admin.servers.listServerActions({ serverId: s.id })).actions[0]!;
     assert.deepEqual(new Set(del.events.map((e) => e.host)), new Set([s.host, resized.host]));
   });
 });

@@ -36,22 +36,23 @@ describe("the reaper", () => {
     ],
   });
   const { env, admin, alice, imageId, agents: hosts, settled, bootOn } = fx;
+  // Servers, operations and moves are read as an admin sees them, with host names (members see host ids).
   const [A, F, S] = fx.hosts as [string, string, string];
   // Set by the tests, checked again once the slow hosts have finished.
   let unbuilt: Server;
   let unresized: Server;
 
   const taskEnded = async (id: string, timeoutMs = 20_000) =>
-    (await waitServers(alice, [id], (x) => x.taskState === TaskState.TASK_STATE_UNSPECIFIED, "task ended", timeoutMs))[0]!;
-  const taskIs = async (id: string, task: TaskState) => (await waitServers(alice, [id], (x) => x.taskState === task, TaskState[task], 15_000))[0]!;
+    (await waitServers(admin, [id], (x) => x.taskState === TaskState.TASK_STATE_UNSPECIFIED, "task ended", timeoutMs))[0]!;
+  const taskIs = async (id: string, task: TaskState) => (await waitServers(admin, [id], (x) => x.taskState === task, TaskState[task], 15_000))[0]!;
   const events = async (id: string) =>
-    (await alice.servers.listServerActions({ serverId: id })).actions[0]!.events.map((e) => `${e.name}:${e.result}`);
+    (await admin.servers.listServerActions({ serverId: id })).actions[0]!.events.map((e) => `${e.name}:${e.result}`);
 
   test("a build that outlives SPAWNING's deadline goes to ERROR with a fault, and its claim is released exactly", async () => {
     const before = await assertCapacityExact(env, admin);
     const building = await withOnlyHost(admin, S, async () => {
       const s = (await alice.servers.createServer({ name: "slow-build", flavorId: "m1.small", imageId })).server!;
-      return (await waitServers(alice, [s.id], (x) => x.taskState === TaskState.TASK_STATE_SPAWNING && x.host === S, "SPAWNING on S"))[0]!;
+      return (await waitServers(admin, [s.id], (x) => x.taskState === TaskState.TASK_STATE_SPAWNING && x.host === S, "SPAWNING on S"))[0]!;
     });
     const deadline = building.taskDeadline!;
     assert.equal((await assertCapacityExact(env, admin)).get(S)!.vms, before.get(S)!.vms + 1, "S holds the claim while it builds");
@@ -91,13 +92,13 @@ describe("the reaper", () => {
     // Running again on its source, the server is in no error: the timeout is the resize operation's.
     assert.equal(back.fault, undefined);
     assert.equal((await hosts.domains(A))[s.id]?.powerState, "RUNNING", "the source runs it again");
-    const op = (await alice.operations.getOperation({ name: res.operation!.name })).operation!;
+    const op = (await admin.operations.getOperation({ name: res.operation!.name })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_FAILED);
     assert.deepEqual([operationError(op).code, operationError(op).reason], [status.DEADLINE_EXCEEDED, "TASK_TIMED_OUT"]);
     assert.equal(operationError(op).message, `RESIZE_FINISH did not finish within 3 s on host ${F}; the move was rolled back to the source host`);
-    const actions = (await alice.servers.listServerActions({ serverId: s.id })).actions;
+    const actions = (await admin.servers.listServerActions({ serverId: s.id })).actions;
     assert.ok(actions.some((a) => a.events.some((e) => e.name === "task_timeout" && e.fault.includes("RESIZE_FINISH did not finish"))), "the action log keeps the timeout");
-    const [m] = (await alice.servers.listMigrations({ serverId: s.id })).migrations;
+    const [m] = (await admin.servers.listMigrations({ serverId: s.id })).migrations;
     assert.equal(m!.status, MigrationStatus.MIGRATION_STATUS_ERROR);
     assert.deepEqual(await assertCapacityExact(env, admin), before, "the target's claim is released and the source's handed back");
     unresized = back;
@@ -110,11 +111,11 @@ describe("the reaper", () => {
     const first = res.server!.taskDeadline!.getTime();
     const spawning = await taskIs(s.id, TaskState.TASK_STATE_REBUILD_SPAWNING);
     assert.ok(spawning.taskDeadline!.getTime() - first >= 3000, "the step's deadline is 5 s after it began, 2 s into the task");
-    const shown = (await alice.operations.getOperation({ name: res.operation!.name })).operation!;
+    const shown = (await admin.operations.getOperation({ name: res.operation!.name })).operation!;
     assert.equal(shown.deadline!.getTime(), spawning.taskDeadline!.getTime(), "the operation shows the step's deadline");
     const rebuilt = await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
     assert.equal(rebuilt.fault, undefined);
-    assert.equal((await alice.operations.getOperation({ name: res.operation!.name })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
+    assert.equal((await admin.operations.getOperation({ name: res.operation!.name })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
 
     // IMAGE_SNAPSHOT=5, IMAGE_UPLOADING=2: the capture takes 4 s, the upload 4 more.
     const snap = await alice.servers.createServerImage({ id: s.id, name: "slow-upload" });
@@ -130,7 +131,7 @@ describe("the reaper", () => {
       `IMAGE_UPLOADING did not finish within 2 s on host ${A}; the snapshot was abandoned and its image deleted; the server is unchanged`,
     );
     assert.ok(ended.fault!.createTime!.getTime() >= uploadDeadline, "reaped at the step's deadline, not the task's first one");
-    const op = (await alice.operations.getOperation({ name: snap.operation!.name })).operation!;
+    const op = (await admin.operations.getOperation({ name: snap.operation!.name })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_FAILED);
     const err = operationError(op);
     assert.deepEqual([err.code, err.reason, err.metadata["task_state"], err.metadata["timeout_seconds"]], [status.DEADLINE_EXCEEDED, "TASK_TIMED_OUT", "IMAGE_UPLOADING", "2"]);
@@ -146,7 +147,7 @@ describe("the reaper", () => {
     const calls = (await hosts.calls(S)).filter((c) => c.instanceId === unbuilt.id).map((c) => c.method);
     assert.deepEqual(calls, ["spawn", "destroy"]);
     assert.equal((await events(unbuilt.id)).at(-1), "compute_terminate:Success");
-    const [b, r] = await Promise.all([unbuilt.id, unresized.id].map(async (id) => (await alice.servers.getServer({ id })).server!));
+    const [b, r] = await Promise.all([unbuilt.id, unresized.id].map(async (id) => (await admin.servers.getServer({ id })).server!));
     assert.deepEqual([b!.status, b!.fault!.code], [ServerStatus.SERVER_STATUS_ERROR, "TASK_TIMED_OUT"]);
     assert.deepEqual([r!.status, r!.host, r!.flavor!.name], [ServerStatus.SERVER_STATUS_ACTIVE, A, "m1.small"]);
     await assertCapacityExact(env, admin);
@@ -172,7 +173,7 @@ describe("the reaper", () => {
     assert.equal(ended.fault!.code, "TASK_TIMED_OUT");
     assert.equal(ended.fault!.message, `PAUSING did not finish within 3 s on host ${A}; the server keeps its last known state`);
     assert.ok(ended.fault!.createTime!.getTime() >= deadline.getTime(), "not ended before its deadline");
-    const op = (await alice.operations.getOperation({ name: res.operation!.name })).operation!;
+    const op = (await admin.operations.getOperation({ name: res.operation!.name })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_FAILED);
     const err = operationError(op);
     assert.deepEqual([err.code, err.reason, err.metadata["task_state"], err.metadata["host"]], [status.DEADLINE_EXCEEDED, "TASK_TIMED_OUT", "PAUSING", A]);

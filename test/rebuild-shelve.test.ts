@@ -25,15 +25,16 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
   const faults = { reboot: { error: "guest kernel panic", failTimes: 1 }, snapshot: { delayMs: 1000 }, rebuild: { delayMs: 1000 }, destroy: { delayMs: 500 } };
   const fx = stack({ name: "rebuild-shelve", members: ["alice", "bob"], images: ["cirros", "ubuntu"], agents: ({ id }) => [{ host: `rs${id}`, hosts: 2, faults }] });
   const { env, admin, alice, bob, dir, settled, boot } = fx;
+  // Servers, operations and moves are read as an admin sees them, with host names (members see host ids).
   const [imageId, otherImageId] = fx.imageIds;
   const hostPrefix = `rs${env.id}`;
   const domainsOf = (host: string) => fakeDomains(join(dir, host, "fake-domains.json"));
   const events = async (id: string) =>
-    (await alice.servers.listServerActions({ serverId: id })).actions.map((a) => `${a.action}:${a.events.map((e) => `${e.name}@${e.host}:${e.result}`).join(",")}`);
+    (await admin.servers.listServerActions({ serverId: id })).actions.map((a) => `${a.action}:${a.events.map((e) => `${e.name}@${e.host}:${e.result}`).join(",")}`);
 
   /** Waits until the server's task has moved on to `task` (a step the host reported). */
   const taskReaches = (id: string, task: TaskState) =>
-    eventually(async () => (await alice.servers.getServer({ id })).server!.taskState === task, { what: TaskState[task], intervalMs: 50, timeoutMs: 10_000 });
+    eventually(async () => (await admin.servers.getServer({ id })).server!.taskState === task, { what: TaskState[task], intervalMs: 50, timeoutMs: 10_000 });
 
   test("rebuild replaces the disk on the same host from a new image, renames, keeps flavor and capacity; also from STOPPED and ERROR", async () => {
     const s = await boot("rebuild-me");
@@ -57,7 +58,7 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     assert.equal(dom.instance.image.id, otherImageId);
     assert.equal(dom.powerState, "RUNNING");
     assert.deepEqual(await assertCapacityExact(env, admin), usage, "a rebuild claims and releases nothing");
-    const op = (await alice.operations.getOperation({ name: res.operation!.name })).operation!;
+    const op = (await admin.operations.getOperation({ name: res.operation!.name })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED);
 
     // From STOPPED, with the current image and name: it ends running.
@@ -105,7 +106,7 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     assert.equal(paused.reason, "INVALID_STATE");
     assert.equal(paused.metadata["vm_state"], "PAUSED");
     // Nothing changed.
-    const after = (await alice.servers.getServer({ id: s.id })).server!;
+    const after = (await admin.servers.getServer({ id: s.id })).server!;
     assert.deepEqual([after.status, after.imageId, after.taskState], [ServerStatus.SERVER_STATUS_PAUSED, imageId, TaskState.TASK_STATE_UNSPECIFIED]);
     assert.deepEqual((await events(s.id)).map((a) => a.split(":")[0]), ["pause", "create"]);
   });
@@ -122,10 +123,10 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     const queued = (await alice.images.getImage({ id: res.imageId })).image!;
     assert.equal(queued.status, ImageStatus.IMAGE_STATUS_QUEUED, "queued until the host stored it");
     assert.deepEqual([queued.name, queued.projectId, queued.visibility], ["nightly", "alice", ImageVisibility.IMAGE_VISIBILITY_PRIVATE]);
-    assert.equal((await alice.servers.getServer({ id: s.id })).server!.taskState, TaskState.TASK_STATE_IMAGE_SNAPSHOT);
+    assert.equal((await admin.servers.getServer({ id: s.id })).server!.taskState, TaskState.TASK_STATE_IMAGE_SNAPSHOT);
     await taskReaches(s.id, TaskState.TASK_STATE_IMAGE_UPLOADING);
 
-    const op = (await alice.operations.waitOperation({ name: res.operation!.name, timeoutSeconds: 20 })).operation!;
+    const op = (await admin.operations.waitOperation({ name: res.operation!.name, timeoutSeconds: 20 })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED);
     const image = (await alice.images.getImage({ id: res.imageId })).image!;
     assert.equal(image.status, ImageStatus.IMAGE_STATUS_ACTIVE);
@@ -162,7 +163,7 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     }
     const res = await alice.servers.createServerImage({ id: s.id, name: "paused-snap" });
     assert.equal(res.server!.taskState, TaskState.TASK_STATE_IMAGE_SNAPSHOT);
-    const op = (await alice.operations.waitOperation({ name: res.operation!.name, timeoutSeconds: 20 })).operation!;
+    const op = (await admin.operations.waitOperation({ name: res.operation!.name, timeoutSeconds: 20 })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED);
     const paused = await settled(s.id, ServerStatus.SERVER_STATUS_PAUSED);
     assert.deepEqual([paused.vmState, paused.powerState], [VmState.VM_STATE_PAUSED, PowerState.POWER_STATE_PAUSED]);
@@ -176,7 +177,7 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     const snapshotKeeps = async (id: string, name: string, status: ServerStatus, power: PowerState) => {
       const res = await alice.servers.createServerImage({ id, name });
       assert.equal(res.server!.taskState, TaskState.TASK_STATE_IMAGE_SNAPSHOT, name);
-      const op = (await alice.operations.waitOperation({ name: res.operation!.name, timeoutSeconds: 20 })).operation!;
+      const op = (await admin.operations.waitOperation({ name: res.operation!.name, timeoutSeconds: 20 })).operation!;
       assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, name);
       assert.equal((await alice.images.getImage({ id: res.imageId })).image!.status, ImageStatus.IMAGE_STATUS_ACTIVE, name);
       const after = await settled(id, status);
@@ -273,7 +274,7 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     const t0 = during.get(back.host)!;
     assert.deepEqual(afterUnshelve.get(back.host), { vcpus: t0.vcpus + SMALL.vcpus, ram: t0.ram + SMALL.ram, disk: t0.disk + SMALL.disk, vms: t0.vms + 1 });
     assert.equal((await events(s.id))[0], `unshelve:schedule@${back.host}:Success,compute_spawn@${back.host}:Success`);
-    assert.equal((await alice.operations.getOperation({ name: un.operation!.name })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
+    assert.equal((await admin.operations.getOperation({ name: un.operation!.name })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
 
     const again = await failure(alice.servers.unshelveServer({ id: s.id }));
     assert.equal(again.code, status.FAILED_PRECONDITION);
@@ -292,10 +293,10 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     for (const host of hosts) await admin.hosts.disableService({ host, reason: "test: nowhere to go" });
     try {
       const un = await alice.servers.unshelveServer({ id: s.id });
-      const op = (await alice.operations.waitOperation({ name: un.operation!.name, timeoutSeconds: 20 })).operation!;
+      const op = (await admin.operations.waitOperation({ name: un.operation!.name, timeoutSeconds: 20 })).operation!;
       assert.equal(op.state, OperationState.OPERATION_STATE_FAILED);
       assert.equal(op.error!.code, status.RESOURCE_EXHAUSTED);
-      const still = (await alice.servers.getServer({ id: s.id })).server!;
+      const still = (await admin.servers.getServer({ id: s.id })).server!;
       assert.deepEqual(
         [still.status, still.vmState, still.taskState, still.host],
         [ServerStatus.SERVER_STATUS_SHELVED_OFFLOADED, VmState.VM_STATE_SHELVED_OFFLOADED, TaskState.TASK_STATE_UNSPECIFIED, ""],
@@ -309,8 +310,8 @@ describe("rebuild, snapshot, shelve and unshelve", () => {
     const del = await alice.servers.deleteServer({ id: s.id });
     assert.equal(del.server!.status, ServerStatus.SERVER_STATUS_DELETED, "nothing to destroy on a host: deleted at once");
     assert.equal(del.operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
-    assert.equal((await alice.servers.getServer({ id: s.id })).server!.status, ServerStatus.SERVER_STATUS_DELETED);
-    const [delAction] = (await alice.servers.listServerActions({ serverId: s.id })).actions;
+    assert.equal((await admin.servers.getServer({ id: s.id })).server!.status, ServerStatus.SERVER_STATUS_DELETED);
+    const [delAction] = (await admin.servers.listServerActions({ serverId: s.id })).actions;
     assert.equal(delAction!.action, "delete");
     assert.deepEqual(delAction!.events.map((e) => `${e.name}:${e.result}`), ["local_delete:Success"]);
     assert.deepEqual(await assertCapacityExact(env, admin), before);

@@ -58,7 +58,11 @@ export interface Stack {
   stopController(): Promise<void>;
   /** Starts a controller with the stack's settings and `over`; it becomes `ctl`. */
   startController(over?: Partial<ControllerConfig>): Promise<Controller>;
-  /** Waits until the server shows `status` with no task running (seen by the first member, else admin). */
+  /**
+   * Waits until the server shows `status` with no task running (seen by the
+   * first member, else admin), and returns it as an admin sees it (members
+   * see no host names).
+   */
   settled(id: string, status: ServerStatus, timeoutMs?: number): Promise<Server>;
   /** Creates a server as the first member (else admin) and waits until it is ACTIVE. */
   boot(name: string, flavorId?: string, imageId?: string): Promise<Server>;
@@ -111,7 +115,11 @@ export function stack<P extends string = "alice">(o: StackOptions<P>): Stack & {
     if (!c) throw new Error("the stack is not set up (used outside the suite's tests?)");
     return c;
   };
-  const settled = (id: string, status: ServerStatus, timeoutMs?: number) => settledIn(user(), id, status, timeoutMs);
+  /** Waits as the first member (else admin), and returns the server as an admin sees it: with its host's name. */
+  const settled = async (id: string, status: ServerStatus, timeoutMs?: number) => {
+    await settledIn(user(), id, status, timeoutMs);
+    return (await admin!.servers.getServer({ id })).server!;
+  };
   const boot = async (name: string, flavorId = o.flavor ?? "m1.small", imageId = imageIds[0]) => {
     const s = (await user().servers.createServer({ name, flavorId, imageId })).server!;
     return settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);

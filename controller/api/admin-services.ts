@@ -1,7 +1,7 @@
 import { aggregatesByHost } from "../store/aggregates.js";
 import { effectiveZone } from "../domain/placement.js";
 import type { HostServiceServer } from "../../gen/novamesh/compute/v1/host.js";
-import type { IdentityServiceServer } from "../../gen/novamesh/compute/v1/identity.js";
+import type { CreateTokenRequest, IdentityServiceServer } from "../../gen/novamesh/compute/v1/identity.js";
 import { alreadyExists, invalidArgument, notFound } from "../errors.js";
 import { getNodeByHost, listNodes, setNodeEnabled } from "../store/nodes.js";
 import { HostTakenError, createToken, deleteToken, listTokens } from "../store/tokens.js";
@@ -41,6 +41,29 @@ export function hostService(deps: RpcDeps, opts: { serviceDownTimeSeconds: numbe
   };
 }
 
+/** The longest a token may live: 3650 days. */
+export const MAX_TOKEN_LIFETIME_MS = 3650 * 86400_000;
+
+/** CreateToken's expiration, checked: a future `expire_time` or a positive `ttl`, at most MAX_TOKEN_LIFETIME_MS ahead. */
+function tokenExpiry(e: CreateTokenRequest["expiration"]): { expireTime?: Date; ttlMs?: number } {
+  if (!e) return {};
+  if (e.$case === "expireTime") {
+    const t = e.expireTime.getTime();
+    if (!Number.isFinite(t)) throw invalidArgument("expire_time", "is not a valid time");
+    if (t <= Date.now()) throw invalidArgument("expire_time", `must be in the future (got ${e.expireTime.toISOString()})`);
+    if (t - Date.now() > MAX_TOKEN_LIFETIME_MS) throw invalidArgument("expire_time", "must be at most 3650 days ahead");
+    return { expireTime: e.expireTime };
+  }
+  const { seconds, nanos } = e.ttl;
+  if (!Number.isFinite(seconds) || !Number.isInteger(nanos) || nanos <= -1e9 || nanos >= 1e9 || (seconds > 0 && nanos < 0) || (seconds < 0 && nanos > 0)) {
+    throw invalidArgument("ttl", "is not a valid duration");
+  }
+  const ms = seconds * 1000 + nanos / 1e6;
+  if (!(ms > 0)) throw invalidArgument("ttl", "must be positive");
+  if (ms > MAX_TOKEN_LIFETIME_MS) throw invalidArgument("ttl", "must be at most 3650 days");
+  return { ttlMs: ms };
+}
+
 export function identityService(deps: RpcDeps): IdentityServiceServer {
   const { pool } = deps;
   return {
@@ -52,10 +75,14 @@ export function identityService(deps: RpcDeps): IdentityServiceServer {
       if (role !== "agent" && req.host) throw invalidArgument("host", "only an agent token speaks for a host");
       const host = role === "agent" && req.host ? v.hostName("host", req.host) : null;
       const description = v.text("description", req.description);
-      const { token, secret } = await createToken(pool, { projectId, role, description, host }).catch((err: unknown) => {
+      const expiry = tokenExpiry(req.expiration);
+      const { token, secret } = await createToken(pool, { projectId, role, description, host, ...expiry }).catch((err: unknown) => {
         throw err instanceof HostTakenError ? alreadyExists("agent token for host", err.host) : err;
       });
-      ctx.log.info({ token: token.id, role, token_project: projectId, ...(role === "agent" ? { host: host ?? "(enrolment)" } : {}) }, "token issued");
+      ctx.log.info(
+        { token: token.id, role, token_project: projectId, expire_time: token.expireTime, ...(role === "agent" ? { host: host ?? "(enrolment)" } : {}) },
+        "token issued",
+      );
       return { token: tokenToProto(token), secret };
     }),
     listTokens: unary(deps, "ListTokens", async (req, ctx) => {

@@ -15,13 +15,15 @@ import {
 import { Flavor as PbFlavor } from "../../gen/novamesh/compute/v1/flavor.js";
 import { Image as PbImage, ImageStatus, ImageVisibility } from "../../gen/novamesh/compute/v1/image.js";
 import { Hypervisor, Service, ServiceState, ServiceStatus } from "../../gen/novamesh/compute/v1/host.js";
-import { Role as PbRole, Token } from "../../gen/novamesh/compute/v1/identity.js";
+import { Role as PbRole, Token, TokenKind } from "../../gen/novamesh/compute/v1/identity.js";
 import type { PowerState } from "../domain/states.js";
 import { POWER_STATES, serverStatus } from "../domain/states.js";
 import type { ComputeNode, Flavor, Image, Instance, InstanceAction, Migration, Role } from "../domain/types.js";
 import { ERROR_DOMAIN } from "./status.js";
 import type { TokenRecord } from "../store/tokens.js";
 import { isUp } from "../domain/service.js";
+import type { Viewer } from "./viewer.js";
+import { hostId, maskHosts, maskMap } from "./viewer.js";
 
 /** Proto enum value of a domain literal: `toEnum(PbVmState, "VM_STATE_", "ACTIVE")`. */
 export function toEnum<E extends Record<string, string | number>>(e: E, prefix: string, value: string | null): E[keyof E] {
@@ -42,20 +44,28 @@ export function powerStateFromProto(v: number): PowerState | null {
   return s && (POWER_STATES as readonly string[]).includes(s) ? (s as PowerState) : null;
 }
 
-export function serverToProto(i: Instance): Server {
+/** A server as `viewer` may see it: the host's name for admins only, its host id for everyone. */
+export function serverToProto(i: Instance, viewer: Viewer): Server {
+  const mask = (t: string) => maskHosts(viewer, i.projectId, t, [i.host, i.fault?.details.host]);
   return {
     id: i.uuid,
     name: i.name,
     projectId: i.projectId,
     flavor: { ...i.flavor },
     imageId: i.imageId,
-    host: i.host ?? "",
+    host: viewer.admin ? (i.host ?? "") : "",
+    hostId: hostId(i.projectId, i.host),
     status: toEnum(PbServerStatus, "SERVER_STATUS_", serverStatus(i.vmState, i.taskState)),
     vmState: toEnum(PbVmState, "VM_STATE_", i.vmState),
     taskState: toEnum(PbTaskState, "TASK_STATE_", i.taskState),
     powerState: toEnum(PbPowerState, "POWER_STATE_", i.powerState),
     fault: i.fault
-      ? PbFault.fromPartial({ code: i.fault.code, message: i.fault.message, details: { ...i.fault.details }, createTime: new Date(i.fault.createdAt) })
+      ? PbFault.fromPartial({
+          code: i.fault.code,
+          message: mask(i.fault.message),
+          details: maskMap(viewer, i.projectId, i.fault.details, [i.host, i.fault.details.host]),
+          createTime: new Date(i.fault.createdAt),
+        })
       : undefined,
     metadata: { ...i.metadata },
     createTime: i.createdAt,
@@ -87,7 +97,9 @@ export function parseOperationName(name: string): { serverId: string; requestId:
   }
 }
 
-export function operationToProto(a: InstanceAction): Operation {
+/** An operation as `viewer` may see it: host names in its texts replaced by host ids for non-admins. */
+export function operationToProto(a: InstanceAction, viewer: Viewer): Operation {
+  const mask = (t: string) => maskHosts(viewer, a.projectId, t, [a.error?.metadata?.host]);
   const done = a.state === "SUCCEEDED" || a.state === "FAILED" || a.state === "CANCELLED";
   return {
     name: operationName(a.instanceUuid, a.requestId),
@@ -98,15 +110,17 @@ export function operationToProto(a: InstanceAction): Operation {
     state: toEnum(PbOperationState, "OPERATION_STATE_", a.state),
     done,
     progressPercent: a.progress,
-    progressMessage: a.progressMessage,
+    progressMessage: mask(a.progressMessage),
     error: a.error
       ? {
           code: a.error.code,
-          message: a.error.message,
+          message: mask(a.error.message),
           details: [
             {
               typeUrl: "type.googleapis.com/google.rpc.ErrorInfo",
-              value: Buffer.from(ErrorInfo.encode({ reason: a.error.reason, domain: ERROR_DOMAIN, metadata: { ...(a.error.metadata ?? {}) } }).finish()),
+              value: Buffer.from(
+                ErrorInfo.encode({ reason: a.error.reason, domain: ERROR_DOMAIN, metadata: maskMap(viewer, a.projectId, a.error.metadata ?? {}, [a.error.metadata?.host]) }).finish(),
+              ),
             },
           ],
         }
@@ -119,15 +133,16 @@ export function operationToProto(a: InstanceAction): Operation {
   };
 }
 
-export function migrationToProto(m: Migration): PbMigration {
+/** A migration as `viewer` may see it: its hosts' names for admins only. */
+export function migrationToProto(m: Migration, viewer: Viewer): PbMigration {
   return {
     id: m.id,
     serverId: m.instanceUuid,
     projectId: m.projectId,
     type: toEnum(PbMigrationType, "MIGRATION_TYPE_", m.type),
     status: toEnum(PbMigrationStatus, "MIGRATION_STATUS_", m.status),
-    sourceHost: m.sourceHost,
-    targetHost: m.targetHost ?? "",
+    sourceHost: viewer.admin ? m.sourceHost : "",
+    targetHost: viewer.admin ? (m.targetHost ?? "") : "",
     oldFlavor: { ...m.oldFlavor },
     newFlavor: { ...m.newFlavor },
     createTime: m.createdAt,
@@ -136,7 +151,10 @@ export function migrationToProto(m: Migration): PbMigration {
   };
 }
 
-export function actionToProto(a: InstanceAction): ServerAction {
+/** An action as `viewer` may see it: each event's host by name for admins, by host id for everyone. */
+export function actionToProto(a: InstanceAction, viewer: Viewer): ServerAction {
+  const hosts = a.events.map((e) => e.host);
+  const mask = (t: string) => maskHosts(viewer, a.projectId, t, hosts);
   return {
     action: a.action,
     requestId: a.requestId,
@@ -144,15 +162,16 @@ export function actionToProto(a: InstanceAction): ServerAction {
     projectId: a.projectId,
     startTime: a.startTime,
     finishTime: a.finishTime ?? undefined,
-    message: a.message,
+    message: mask(a.message),
     events: a.events.map((e) => ({
       name: e.event,
       startTime: e.startTime,
       finishTime: e.finishTime ?? undefined,
       result: e.result ?? "",
-      host: e.host,
-      fault: e.fault ?? "",
-      details: e.details ?? "",
+      host: viewer.admin ? e.host : "",
+      hostId: hostId(a.projectId, e.host),
+      fault: mask(e.fault ?? ""),
+      details: mask(e.details ?? ""),
     })),
   };
 }
@@ -230,6 +249,8 @@ export function tokenToProto(t: TokenRecord): Token {
     role: toEnum(PbRole, "ROLE_", t.role),
     description: t.description,
     createTime: t.createdAt,
+    expireTime: t.expireTime ?? undefined,
+    kind: t.kind === "configuration" ? TokenKind.TOKEN_KIND_CONFIGURATION : TokenKind.TOKEN_KIND_API,
     host: t.host ?? "",
   };
 }

@@ -39,6 +39,7 @@ export function imageService(deps: RpcDeps, bytes: ImageBytes): ImageServiceServ
     if (first.done || first.value.part?.$case !== "header") throw invalidArgument("header", "the first message must carry the header");
     const h = first.value.part.header;
     const id = v.uuid("header.image_id", h.imageId);
+    ctx.audit.target = id;
     if (h.sizeBytes < 0) throw invalidArgument("header.size_bytes", "must not be negative");
     if (h.checksum && !SHA256_HEX.test(h.checksum)) throw invalidArgument("header.checksum", "must be a SHA-256 in lower-case hex");
     const image = await getImage(pool, id, scope(ctx));
@@ -66,6 +67,9 @@ export function imageService(deps: RpcDeps, bytes: ImageBytes): ImageServiceServ
     registerImage: unary(deps, "RegisterImage", async (req, ctx) => {
       const i = req.image;
       if (!i) throw invalidArgument("image", "is required");
+      // Only admins choose ids: a member's chosen id would be ALREADY_EXISTS
+      // exactly when another project's private image has it.
+      if (i.id && !isAdmin(ctx)) throw permissionDenied("choosing an image id needs the admin role; leave image.id empty and one is assigned");
       const id = i.id ? v.uuid("image.id", i.id) : randomUUID();
       const visibility = i.visibility === ImageVisibility.IMAGE_VISIBILITY_PUBLIC ? "public" : "private";
       if (i.visibility !== 0 && i.visibility !== ImageVisibility.IMAGE_VISIBILITY_PUBLIC && i.visibility !== ImageVisibility.IMAGE_VISIBILITY_PRIVATE) {

@@ -11,6 +11,7 @@ import type { RpcDeps } from "./rpc.js";
 import { isAdmin, unary } from "./rpc.js";
 import * as v from "./validate.js";
 import type { ChangeFeed } from "./watch.js";
+import { viewerOf } from "./viewer.js";
 
 /**
  * OperationService: Get, List, Wait and Cancel over the instance actions.
@@ -31,7 +32,7 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
   }
 
   return {
-    getOperation: unary(deps, "GetOperation", async (req, ctx) => ({ operation: operationToProto(await load(ctx.principal, req.name)) })),
+    getOperation: unary(deps, "GetOperation", async (req, ctx) => ({ operation: operationToProto(await load(ctx.principal, req.name), await viewerOf(pool, ctx)) })),
 
     listOperations: unary(deps, "ListOperations", async (req, ctx) => {
       const limit = v.pageSize(req.pageSize);
@@ -49,8 +50,9 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
         limit: limit + 1,
       });
       const page = rows.slice(0, limit);
+      const viewer = await viewerOf(pool, ctx);
       return {
-        operations: page.map(operationToProto),
+        operations: page.map((o) => operationToProto(o, viewer)),
         nextPageToken: rows.length > limit ? v.encodePageToken({ before: page[page.length - 1]!.id }) : "",
       };
     }),
@@ -63,7 +65,7 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
         await feed.changed(Math.min(1000, deadline - Date.now()), ctx.signal);
         op = (await getAction(pool, op.instanceUuid, op.requestId)) ?? op;
       }
-      return { operation: operationToProto(op) };
+      return { operation: operationToProto(op, await viewerOf(pool, ctx)) };
     }),
 
     cancelOperation: unary(deps, "CancelOperation", async (req, ctx) => {
@@ -71,7 +73,7 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
       if (isDone(op)) throw failedPrecondition(`operation ${req.name} is already ${op.state}`, "OPERATION_DONE", { state: op.state });
       // Only a live migration that is copying can stop half-way.
       if (!op.cancellable) throw failedPrecondition(`a ${op.action} operation cannot be cancelled now`, "NOT_CANCELLABLE", { action: op.action });
-      return { operation: operationToProto(await liveMigration.cancel(conductor, ctx.principal, op.instanceUuid, op.requestId)) };
+      return { operation: operationToProto(await liveMigration.cancel(conductor, ctx.principal, op.instanceUuid, op.requestId), await viewerOf(pool, ctx)) };
     }),
   };
 }

@@ -40,6 +40,11 @@ export async function placementOf(
   return {
     availabilityZone,
     serverGroupId,
-    schedulerHints: { sameHost: servers("scheduler_hints.same_host", hints?.sameHost), differentHost: servers("scheduler_hints.different_host", hints?.differentHost) },
+    schedulerHints: {
+      sameHost: servers("scheduler_hints.same_host", hints?.sameHost),
+      differentHost: servers("scheduler_hints.different_host", hints?.differentHost),
+      // A member's hints name its own project's servers only; admins may name any.
+      ...(isAdmin(ctx) ? {} : { projectId: ctx.principal.projectId }),
+    },
   };
 }

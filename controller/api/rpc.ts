@@ -6,6 +6,8 @@ import type { Pool } from "../store/db.js";
 import { principalForSecret } from "../store/tokens.js";
 import { toServiceError } from "./status.js";
 import { decoded } from "./decode.js";
+import type { AuditLog, AuditNote } from "./audit-log.js";
+import { isAudited } from "./audit-log.js";
 import type { Limits } from "./limits.js";
 
 /** What every handler gets: the caller and a logger bound to the request. */
@@ -13,6 +15,8 @@ export interface CallContext {
   readonly principal: Principal;
   readonly log: Logger;
   readonly signal: AbortSignal;
+  /** What the handler adds to the call's audit record. */
+  readonly audit: AuditNote;
 }
 
 /** Resolves the bearer token of a call. */
@@ -22,6 +26,7 @@ export async function authenticate(pool: Pool, md: Metadata): Promise<Principal>
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
   if (!m) throw unauthenticated("missing bearer token: send metadata 'authorization: Bearer <token>'");
   const p = await principalForSecret(pool, m[1]!);
+  if (p === "expired") throw unauthenticated("token expired");
   if (!p) throw unauthenticated("invalid or revoked token");
   return p;
 }
@@ -38,6 +43,8 @@ export function isAdmin(ctx: CallContext): boolean {
 export interface RpcDeps {
   readonly pool: Pool;
   readonly log: Logger;
+  /** Where mutating calls are recorded; none: not recorded. */
+  readonly audit?: AuditLog;
   /** Per-token rate limits and stream caps, applied by the wrappers below to every call. */
   readonly limits: Limits;
 }
@@ -54,19 +61,49 @@ function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiErr
 export type Callers = "public" | "host";
 
 /**
- * The context of a call: its caller (checked against `callers`) and a
- * bound logger, once the caller's token is within its rate and, for a
- * stream, its stream caps (a host's streams count as agent streams). For a
- * stream, `stream` is told how to close its count, which the caller must
- * do when the call is over.
+ * A call from its start to its audit record: the caller (checked against
+ * `callers`), a bound logger, and — for a mutating call — the record of how
+ * it ended, written before the answer is sent (audit-log.ts).
  */
-async function openCall(deps: RpcDeps, md: Metadata, method: string, signal: AbortSignal, callers: Callers, stream?: (close: () => void) => void): Promise<CallContext> {
-  const principal = await authenticate(deps.pool, md);
-  if (callers === "public" && principal.role === "agent") throw permissionDenied("agent tokens may only make AgentService calls");
-  if (callers === "host" && principal.role !== "agent" && principal.role !== "admin") throw permissionDenied("AgentService needs a token with the agent or admin role");
-  deps.limits.admit(principal);
-  if (stream) stream(callers === "host" ? deps.limits.openAgentStream(principal) : deps.limits.openStream(principal));
-  return { principal, log: deps.log.child({ method, project: principal.projectId }), signal };
+class Call {
+  principal: Principal | null = null;
+  readonly note: AuditNote = {};
+  readonly ac = new AbortController();
+  /** Closes the stream's count (once), when the handler is done or the call is over. */
+  done: () => void = () => {};
+
+  constructor(
+    private readonly deps: RpcDeps,
+    private readonly path: string,
+    private readonly method: string,
+    private readonly md: Metadata,
+    private readonly callers: Callers,
+    private readonly stream?: Ending,
+  ) {}
+
+  async open(): Promise<CallContext> {
+    const principal = await authenticate(this.deps.pool, this.md);
+    this.principal = principal;
+    if (this.callers === "public" && principal.role === "agent") throw permissionDenied("agent tokens may only make AgentService calls");
+    if (this.callers === "host" && principal.role !== "agent" && principal.role !== "admin") {
+      throw permissionDenied("AgentService needs a token with the agent or admin role");
+    }
+    // Within the token's rate and, for a stream, its stream caps (a host's
+    // streams count as agent streams), counted until the call is over.
+    this.deps.limits.admit(principal);
+    if (this.stream) {
+      const limits = this.deps.limits;
+      this.done = this.callers === "host" ? limits.openAgentStream(principal) : limits.openStream(principal);
+      whenOver(this.stream, this.done);
+    }
+    return { principal, log: this.deps.log.child({ method: this.method, project: principal.projectId }), signal: this.ac.signal, audit: this.note };
+  }
+
+  /** Records the call's outcome when it is a mutating one. */
+  async close(req: unknown, res: unknown, err: ApiError | null): Promise<void> {
+    if (!this.deps.audit || !isAudited(this.path)) return;
+    await this.deps.audit.record({ path: this.path, principal: this.principal, req, res, note: this.note, code: err ? err.code : 0, reason: err ? err.reason : "" });
+  }
 }
 
 type Ending = { on(event: string, fn: () => void): unknown; cancelled?: boolean };
@@ -86,7 +123,11 @@ export function admitAgentStream(deps: RpcDeps, principal: Principal, call: Endi
   whenOver(call, deps.limits.openAgentStream(principal));
 }
 
-/** Answers a call with one response: authentication (agents excluded), error mapping, logging. */
+function pathOf(call: { getPath?: () => string }, method: string): string {
+  return typeof call.getPath === "function" ? call.getPath() : `/${method}`;
+}
+
+/** Answers a call with one response: authentication (agents excluded), error mapping, logging, audit. */
 function answer<Res>(
   deps: RpcDeps,
   method: string,
@@ -96,23 +137,27 @@ function answer<Res>(
   callers: Callers,
   stream = false,
 ): void {
-  const ac = new AbortController();
-  call.on("cancelled", () => ac.abort());
-  let close = () => {};
-  openCall(deps, call.metadata, method, ac.signal, callers, stream ? (c) => whenOver(call, (close = c)) : undefined)
+  const c = new Call(deps, pathOf(call, method), method, call.metadata, callers, stream ? call : undefined);
+  call.on("cancelled", () => c.ac.abort());
+  const req = "request" in call ? call.request : undefined;
+  c.open()
     .then(fn)
-    .finally(() => close())
+    .finally(() => c.done())
     .then(
-      (res) => cb(null, res),
-      (e) => {
+      async (res) => {
+        await c.close(req, res, null);
+        cb(null, res);
+      },
+      async (e) => {
         const err = toApiError(e);
         logFailure(deps.log, method, err);
+        await c.close(req, undefined, err);
         cb(toServiceError(err));
       },
     );
 }
 
-/** Wraps a unary handler: authentication (agents excluded unless `callers` is "host"), error mapping, logging. */
+/** Wraps a unary handler: authentication (agents excluded unless `callers` is "host"), error mapping, logging, audit. */
 export function unary<Req, Res>(
   deps: RpcDeps,
   method: string,
@@ -152,19 +197,22 @@ export function serverStream<Req, Res>(
   callers: Callers = "public",
 ): (call: ServerWritableStream<Req, Res>) => void {
   return (call) => {
-    const ac = new AbortController();
-    call.on("cancelled", () => ac.abort());
-    call.on("close", () => ac.abort());
-    let close = () => {};
-    openCall(deps, call.metadata, method, ac.signal, callers, (c) => whenOver(call, (close = c)))
+    const c = new Call(deps, pathOf(call, method), method, call.metadata, callers, call);
+    call.on("cancelled", () => c.ac.abort());
+    call.on("close", () => c.ac.abort());
+    c.open()
       .then((ctx) => fn(decoded(call.request), ctx, call))
-      .finally(() => close())
+      .finally(() => c.done())
       .then(
-        () => call.end(),
-        (e) => {
-          if (ac.signal.aborted) return;
+        async () => {
+          await c.close(call.request, undefined, null);
+          call.end();
+        },
+        async (e) => {
+          if (c.ac.signal.aborted) return;
           const err = toApiError(e);
           logFailure(deps.log, method, err);
+          await c.close(call.request, undefined, err);
           endWithError(call, err);
         },
       );

@@ -22,19 +22,23 @@ import type { CallContext, RpcDeps } from "./rpc.js";
 import { isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
 import type { ChangeFeed } from "./watch.js";
+import type { Viewer } from "./viewer.js";
+import { maskHosts, maskMap, viewerOf } from "./viewer.js";
 
-/** The response of a server action: the server and its operation. */
-function accepted(a: Accepted) {
-  return { server: serverToProto(a.instance), operation: operationToProto(a.operation) };
+/** The response of a server action: the server and its operation, as the caller may see them. */
+function accepted(a: Accepted, viewer: Viewer) {
+  return { server: serverToProto(a.instance, viewer), operation: operationToProto(a.operation, viewer) };
 }
 
 type IdRequest = { id: string; requestId: string };
 
 export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: ChangeFeed, queries: HostQueries): ServerServiceServer {
   const { pool } = deps;
+  /** The response of an action for the caller of `ctx`. */
+  const answer = async (ctx: CallContext, a: Accepted) => accepted(a, await viewerOf(pool, ctx));
   /** A server action that takes only the server id and a request id. */
   const simple = (name: string, fn: (who: CallContext["principal"], id: string, requestId: string) => Promise<Accepted>) =>
-    unary(deps, name, async (req: IdRequest, ctx) => accepted(await fn(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId))));
+    unary(deps, name, async (req: IdRequest, ctx) => answer(ctx, await fn(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId))));
   return {
     createServer: unary(deps, "CreateServer", async (req, ctx) => {
       const name = v.name("name", req.name);
@@ -52,18 +56,19 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
       const a = await build.create(conductor, ctx.principal, { name, flavor, image, metadata, requestId, ...placement });
       ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");
-      return accepted(a);
+      return answer(ctx, a);
     }),
 
     getServer: unary(deps, "GetServer", async (req, ctx) => {
       const inst = await visible(pool, ctx.principal, v.uuid("id", req.id));
-      return { server: serverToProto(inst) };
+      return { server: serverToProto(inst, await viewerOf(pool, ctx)) };
     }),
 
     listServers: unary(deps, "ListServers", async (req, ctx) => {
       const limit = v.pageSize(req.pageSize);
       const cursor = v.decodePageToken(req.pageToken, (x): x is { before: number } => typeof (x as { before?: unknown })?.before === "number");
       if ((req.allProjects || req.projectId) && !isAdmin(ctx)) throw permissionDenied("all_projects and project_id need the admin role");
+      if (req.host && !isAdmin(ctx)) throw permissionDenied("the host filter needs the admin role");
       if (req.projectId) v.projectId("project_id", req.projectId);
       const projectId = req.projectId || (req.allProjects ? undefined : ctx.principal.projectId);
       const st = fromEnum(PbServerStatus, "SERVER_STATUS_", req.status) as ServerStatus | null;
@@ -81,8 +86,9 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       });
       const page = rows.slice(0, limit);
       const more = rows.length > limit;
+      const viewer = await viewerOf(pool, ctx);
       return {
-        servers: page.map(serverToProto),
+        servers: page.map((i) => serverToProto(i, viewer)),
         nextPageToken: more ? v.encodePageToken({ before: page[page.length - 1]!.seq }) : "",
       };
     }),
@@ -96,7 +102,7 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       if (req.type !== RebootType.REBOOT_TYPE_SOFT && req.type !== RebootType.REBOOT_TYPE_HARD) {
         throw invalidArgument("type", "must be REBOOT_TYPE_SOFT or REBOOT_TYPE_HARD");
       }
-      return accepted(await power.reboot(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), req.type === RebootType.REBOOT_TYPE_HARD));
+      return answer(ctx, await power.reboot(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), req.type === RebootType.REBOOT_TYPE_HARD));
     }),
 
     pauseServer: simple("PauseServer", (who, id, rid) => power.pause(conductor, who, id, rid)),
@@ -107,7 +113,7 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
     lockServer: unary(deps, "LockServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const reason = v.text("reason", req.reason);
-      return accepted(await lock.lock(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), reason));
+      return answer(ctx, await lock.lock(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), reason));
     }),
     unlockServer: simple("UnlockServer", (who, id, rid) => lock.unlock(conductor, who, id, rid)),
 
@@ -117,23 +123,23 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       if (!req.flavorId) throw invalidArgument("flavor_id", "is required");
       const flavor = await getFlavor(pool, req.flavorId);
       if (!flavor) throw notFound("flavor", req.flavorId);
-      return accepted(await resize.resize(conductor, ctx.principal, id, requestId, flavor));
+      return answer(ctx, await resize.resize(conductor, ctx.principal, id, requestId, flavor));
     }),
     migrateServer: unary(deps, "MigrateServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const requestId = v.requestId("request_id", req.requestId);
-      return accepted(await resize.migrate(conductor, ctx.principal, id, requestId, req.host ? req.host : null));
+      return answer(ctx, await resize.migrate(conductor, ctx.principal, id, requestId, req.host ? req.host : null));
     }),
     liveMigrateServer: unary(deps, "LiveMigrateServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const requestId = v.requestId("request_id", req.requestId);
-      return accepted(await liveMigration.liveMigrate(conductor, ctx.principal, id, requestId, req.host ? req.host : null));
+      return answer(ctx, await liveMigration.liveMigrate(conductor, ctx.principal, id, requestId, req.host ? req.host : null));
     }),
     evacuateServer: unary(deps, "EvacuateServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const requestId = v.requestId("request_id", req.requestId);
       if (!isAdmin(ctx)) throw permissionDenied("evacuate needs the admin role");
-      return accepted(await rebuild.evacuate(conductor, ctx.principal, id, requestId, req.host ? req.host : null));
+      return answer(ctx, await rebuild.evacuate(conductor, ctx.principal, id, requestId, req.host ? req.host : null));
     }),
     rebuildServer: unary(deps, "RebuildServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);
@@ -146,7 +152,7 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
         if (!image) throw notFound("image", imageId);
         if (image.status !== "active") throw invalidArgument("image_id", `image ${imageId} is ${image.status}, not active`);
       }
-      return accepted(await rebuild.rebuild(conductor, ctx.principal, id, requestId, image, name));
+      return answer(ctx, await rebuild.rebuild(conductor, ctx.principal, id, requestId, image, name));
     }),
     createServerImage: unary(deps, "CreateServerImage", async (req, ctx) => {
       const id = v.uuid("id", req.id);
@@ -154,7 +160,7 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const name = v.name("name", req.name);
       const metadata = v.metadata("metadata", req.metadata);
       const a = await images.createImage(conductor, ctx.principal, id, requestId, name, metadata);
-      return { ...accepted(a), imageId: a.imageId ?? "" };
+      return { ...(await answer(ctx, a)), imageId: a.imageId ?? "" };
     }),
     shelveServer: simple("ShelveServer", (who, id, rid) => images.shelve(conductor, who, id, rid)),
     unshelveServer: simple("UnshelveServer", (who, id, rid) => images.unshelve(conductor, who, id, rid)),
@@ -184,15 +190,17 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       });
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
+      const viewer = await viewerOf(pool, ctx);
       return {
-        migrations: page.map(migrationToProto),
+        migrations: page.map((m) => migrationToProto(m, viewer)),
         nextPageToken: rows.length > limit && last ? v.encodePageToken({ t: last.createdAt.toISOString(), id: last.id }) : "",
       };
     }),
 
     listServerActions: unary(deps, "ListServerActions", async (req, ctx: CallContext) => {
       const inst = await visible(pool, ctx.principal, v.uuid("server_id", req.serverId));
-      return { actions: (await listActions(pool, inst.uuid)).map(actionToProto) };
+      const viewer = await viewerOf(pool, ctx);
+      return { actions: (await listActions(pool, inst.uuid)).map((a) => actionToProto(a, viewer)) };
     }),
 
     getConsoleOutput: unary(deps, "GetConsoleOutput", async (req, ctx) => {
@@ -202,7 +210,19 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       if (!inst.host || inst.vmState === "SHELVED_OFFLOADED") {
         throw failedPrecondition(`server ${id} has no host yet, so no console (${inst.vmState})`, "INSTANCE_NOT_READY", { vm_state: inst.vmState });
       }
-      return { output: await queries.consoleOutput(inst.host, id, length) };
+      const host = inst.host;
+      try {
+        return { output: await queries.consoleOutput(host, id, length) };
+      } catch (err) {
+        // The host's name stays with admins: others read its host id.
+        const viewer = await viewerOf(pool, ctx);
+        if (viewer.admin || !(err instanceof ApiError)) throw err;
+        throw new ApiError(err.code, maskHosts(viewer, inst.projectId, err.message, [host]), {
+          reason: err.reason,
+          metadata: maskMap(viewer, inst.projectId, err.metadata, [host]),
+          fieldViolations: err.fieldViolations,
+        });
+      }
     }),
 
     watchServers: serverStream(deps, "WatchServers", async (req, ctx, call) => {
@@ -210,6 +230,7 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const serverId = req.serverId ? v.uuid("server_id", req.serverId) : undefined;
       if (serverId) await visible(pool, ctx.principal, serverId);
       const projectId = req.allProjects ? undefined : isAdmin(ctx) && serverId ? undefined : ctx.principal.projectId;
+      const viewer = await viewerOf(pool, ctx);
       // Ends the stream at once when the watch must end (fell behind), even while its client reads nothing.
       const stop = new AbortController();
       const onStop = () => stop.abort();
@@ -226,14 +247,14 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
         // between is sent twice (its state, then its change), never missed.
         const at = await lastChangeIndex(pool);
         for await (const inst of currentServers(pool, { projectId, instanceUuid: serverId })) {
-          await send({ index: at, time: inst.updatedAt, server: serverToProto(inst), initial: true });
+          await send({ index: at, time: inst.updatedAt, server: serverToProto(inst, viewer), initial: true });
         }
         afterIndex = at;
       }
       try {
         const changes = feed.watch({ afterIndex, projectId, instanceUuid: serverId, signal: ctx.signal, onFailure: (err) => stop.abort(err) });
         for await (const change of changes) {
-          await send({ index: change.index, time: change.time, server: serverToProto(change.instance), initial: false });
+          await send({ index: change.index, time: change.time, server: serverToProto(change.instance, viewer), initial: false });
         }
       } finally {
         ctx.signal.removeEventListener("abort", onStop);

@@ -130,7 +130,8 @@ export async function act(
     const tx = new Tx(conn, ctx);
     const deadline = rule.task ? tx.task(rule.task).taskDeadline : null;
     const state = rule.scheduled ? "PENDING" : "RUNNING";
-    actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: who.projectId, action: name, state, deadline, request });
+    // The operation is the server's project's, also when an admin acts on it.
+    actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: inst.projectId, action: name, state, deadline, request });
     return body(tx, inst, actionId);
   });
   return accepted(ctx.pool, step.instance, actionId, step.imageId);

@@ -96,6 +96,11 @@ export type MigrationFlavor = Instance["flavor"] & { readonly extraSpecs?: Reado
 export interface SchedulerHints {
   readonly sameHost: readonly string[];
   readonly differentHost: readonly string[];
+  /**
+   * Only servers of this project count (hints given by a non-admin): another
+   * project's server is as one that does not exist. Absent: any server.
+   */
+  readonly projectId?: string;
 }
 
 export interface ComputeNode {

@@ -301,6 +301,33 @@ export const MIGRATIONS: readonly Migration[] = [
     statements: [`ALTER TABLE instance_actions ADD COLUMN request_body JSON NULL`],
   },
   {
+    version: 9,
+    name: "tenant hardening: token expiry and kind, the audit trail, operations in their server's project",
+    statements: [
+      `ALTER TABLE api_tokens ADD COLUMN expire_time DATETIME(3) NULL,
+         ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'api'`,
+      // The configuration's admin token was told apart by its description only.
+      `UPDATE api_tokens SET kind = 'configuration' WHERE description = 'admin token from configuration' AND role = 'admin'`,
+      `CREATE TABLE audit_records (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        time ${TS},
+        token_id VARCHAR(36) NOT NULL DEFAULT '',
+        project_id VARCHAR(64) NOT NULL DEFAULT '',
+        role VARCHAR(16) NOT NULL DEFAULT '',
+        method VARCHAR(128) NOT NULL,
+        target VARCHAR(255) NOT NULL DEFAULT '',
+        request_id VARCHAR(128) NOT NULL DEFAULT '',
+        code INT NOT NULL,
+        reason VARCHAR(64) NOT NULL DEFAULT '',
+        KEY audit_time (time),
+        KEY audit_project (project_id, id),
+        KEY audit_token (token_id, id)
+      ) ENGINE=InnoDB`,
+      // An admin's action on a tenant's server belongs to the server's project.
+      `UPDATE instance_actions a JOIN instances i ON i.uuid = a.instance_uuid SET a.project_id = i.project_id WHERE a.project_id <> i.project_id`,
+    ],
+  },
+  {
     version: 10,
     name: "agent tokens bound to one host each",
     statements: [`ALTER TABLE api_tokens ADD COLUMN host VARCHAR(255) NULL, ADD UNIQUE KEY api_tokens_host (host)`],

@@ -46,6 +46,11 @@ export async function listNodes(q: Queryable, opts: { host?: string } = {}): Pro
   return rows.map(rowToNode);
 }
 
+/** Every compute host's name. */
+export async function listHostNames(q: Queryable): Promise<string[]> {
+  return (await select<{ host: string }>(q, "SELECT host FROM compute_nodes")).map((r) => r.host);
+}
+
 export async function getNodeByHost(q: Queryable, host: string): Promise<ComputeNode | null> {
   return (await listNodes(q, { host }))[0] ?? null;
 }

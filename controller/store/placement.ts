@@ -60,15 +60,16 @@ export async function lockPlacementBatch(
 
 /**
  * The server group of a request (with where its other members run or are
- * moving to) and the hosts of its same_host / different_host servers. A
- * group deleted meanwhile no longer applies.
+ * moving to) and the hosts of its same_host / different_host servers (of
+ * the hints' project only, when they have one). A group deleted meanwhile
+ * no longer applies.
  */
 export async function loadSurroundings(q: Queryable, r: { instanceUuid: string; serverGroupId: string | null; schedulerHints: SchedulerHints }) {
   const group = r.serverGroupId ? await getServerGroup(q, r.serverGroupId) : null;
   const [memberHosts, sameHost, differentHost] = await Promise.all([
     group ? groupMemberHosts(q, group.id, r.instanceUuid) : Promise.resolve(new Map<string, number>()),
-    r.schedulerHints.sameHost.length ? hostsOfServers(q, r.schedulerHints.sameHost) : Promise.resolve(undefined),
-    r.schedulerHints.differentHost.length ? hostsOfServers(q, r.schedulerHints.differentHost) : Promise.resolve(undefined),
+    r.schedulerHints.sameHost.length ? hostsOfServers(q, r.schedulerHints.sameHost, r.schedulerHints.projectId) : Promise.resolve(undefined),
+    r.schedulerHints.differentHost.length ? hostsOfServers(q, r.schedulerHints.differentHost, r.schedulerHints.projectId) : Promise.resolve(undefined),
   ]);
   return {
     group: group ? { id: group.id, policy: group.policy, maxServerPerHost: group.maxServerPerHost } : null,

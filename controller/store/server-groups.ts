@@ -90,13 +90,17 @@ export async function groupMemberHosts(q: Queryable, groupId: string, except: st
   return new Map(rows.map((r) => [r.host, Number(r.n)]));
 }
 
-/** Hosts the given servers run on (scheduler hints same_host / different_host). */
-export async function hostsOfServers(q: Queryable, ids: readonly string[]): Promise<Set<string>> {
+/**
+ * Hosts the given servers run on (scheduler hints same_host /
+ * different_host); with `projectId`, only that project's servers count.
+ */
+export async function hostsOfServers(q: Queryable, ids: readonly string[], projectId?: string): Promise<Set<string>> {
   if (ids.length === 0) return new Set();
   const rows = await select<{ host: string }>(
     q,
-    `SELECT DISTINCT host FROM instances WHERE uuid IN (${ids.map(() => "?").join(",")}) AND deleted_at IS NULL AND host IS NOT NULL AND host <> ''`,
-    [...ids],
+    `SELECT DISTINCT host FROM instances WHERE uuid IN (${ids.map(() => "?").join(",")}) AND deleted_at IS NULL AND host IS NOT NULL AND host <> ''
+       ${projectId === undefined ? "" : "AND project_id = ?"}`,
+    projectId === undefined ? [...ids] : [...ids, projectId],
   );
   return new Set(rows.map((r) => r.host));
 }

@@ -1,11 +1,14 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import type { Principal, Role } from "../domain/types.js";
-import type { Queryable } from "./db.js";
-import { exec, select } from "./db.js";
+import type { Pool, Queryable } from "./db.js";
+import { exec, select, withTx } from "./db.js";
 
 export function hashSecret(secret: string): string {
   return createHash("sha256").update(secret, "utf8").digest("hex");
 }
+
+/** How a token came to be: issued through the API, or the admin token of the configured secret. */
+export type TokenKind = "api" | "configuration";
 
 export interface TokenRecord {
   readonly id: string;
@@ -13,6 +16,9 @@ export interface TokenRecord {
   readonly role: Role;
   readonly description: string;
   readonly createdAt: Date;
+  /** When it stops working; null: never. */
+  readonly expireTime: Date | null;
+  readonly kind: TokenKind;
   /** For an agent token: the host it speaks for (null until an enrolment token is used). */
   readonly host: string | null;
 }
@@ -31,19 +37,18 @@ function isDuplicate(err: unknown): boolean {
 /** Issues a token; the secret is returned once and stored only as a hash. */
 export async function createToken(
   q: Queryable,
-  t: { projectId: string; role: Role; description: string; secret?: string; host?: string | null },
+  t: { projectId: string; role: Role; description: string; secret?: string; host?: string | null; expireTime?: Date | null; ttlMs?: number },
 ): Promise<{ token: TokenRecord; secret: string }> {
   const secret = t.secret ?? `nm_${randomBytes(24).toString("base64url")}`;
   const id = randomUUID();
   try {
-    await exec(q, "INSERT INTO api_tokens (id, secret_hash, project_id, role, description, host) VALUES (?, ?, ?, ?, ?, ?)", [
-      id,
-      hashSecret(secret),
-      t.projectId,
-      t.role,
-      t.description,
-      t.host ?? null,
-    ]);
+    // A ttl counts from the database's clock, the one expiry is checked against.
+    await exec(
+      q,
+      `INSERT INTO api_tokens (id, secret_hash, project_id, role, description, host, expire_time)
+       VALUES (?, ?, ?, ?, ?, ?, IF(? IS NULL, ?, CURRENT_TIMESTAMP(3) + INTERVAL ? MICROSECOND))`,
+      [id, hashSecret(secret), t.projectId, t.role, t.description, t.host ?? null, t.ttlMs ?? null, t.expireTime ?? null, Math.round((t.ttlMs ?? 0) * 1000)],
+    );
   } catch (err) {
     if (t.host && isDuplicate(err)) throw new HostTakenError(t.host);
     throw err;
@@ -65,20 +70,39 @@ export async function listTokens(q: Queryable, f: { id?: string; projectId?: str
   }
   const rows = await select(
     q,
-    `SELECT id, project_id, role, description, created_at, host FROM api_tokens ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY created_at, id`,
+    `SELECT id, project_id, role, description, created_at, expire_time, kind, host FROM api_tokens ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY created_at, id`,
     params,
   );
-  return rows.map((r) => ({ id: r.id, projectId: r.project_id, role: r.role, description: r.description, createdAt: r.created_at, host: r.host ?? null }));
+  return rows.map((r) => ({
+    id: r.id,
+    projectId: r.project_id,
+    role: r.role,
+    description: r.description,
+    createdAt: r.created_at,
+    expireTime: r.expire_time ?? null,
+    kind: r.kind,
+    host: r.host ?? null,
+  }));
 }
 
 export async function deleteToken(q: Queryable, id: string): Promise<boolean> {
   return (await exec(q, "DELETE FROM api_tokens WHERE id = ?", [id])).affectedRows === 1;
 }
 
-export async function principalForSecret(q: Queryable, secret: string): Promise<Principal | null> {
-  const rows = await select(q, "SELECT id, project_id, role, host FROM api_tokens WHERE secret_hash = ?", [hashSecret(secret)]);
+/**
+ * The caller a secret stands for: its principal, "expired" for a token past
+ * its expire_time (by the database's clock), or null for no token.
+ */
+export async function principalForSecret(q: Queryable, secret: string): Promise<Principal | "expired" | null> {
+  const rows = await select(
+    q,
+    "SELECT id, project_id, role, host, expire_time IS NOT NULL AND expire_time <= CURRENT_TIMESTAMP(3) AS expired FROM api_tokens WHERE secret_hash = ?",
+    [hashSecret(secret)],
+  );
   const r = rows[0];
-  return r ? { tokenId: r.id, projectId: r.project_id, role: r.role, host: r.host ?? null } : null;
+  if (!r) return null;
+  if (Number(r.expired) === 1) return "expired";
+  return { tokenId: r.id, projectId: r.project_id, role: r.role, host: r.host ?? null };
 }
 
 /**
@@ -97,9 +121,24 @@ export async function bindAgentToken(q: Queryable, tokenId: string, host: string
   return rows[0] ? (rows[0].host ?? null) : null;
 }
 
-/** Makes sure the configured admin token exists (first start, or a new secret). */
-export async function ensureAdminToken(q: Queryable, secret: string, projectId: string): Promise<void> {
-  const existing = await principalForSecret(q, secret);
-  if (existing) return;
-  await createToken(q, { projectId, role: "admin", description: "admin token from configuration", secret });
+/**
+ * Makes the configured secret the one configuration admin token: it is
+ * created (or taken over, never expiring, in `projectId`) and every other
+ * configuration token is revoked, so starting with a new secret retires
+ * the old one. Tokens issued through the API are left alone. Returns how
+ * many previous configuration tokens were revoked.
+ */
+export async function ensureAdminToken(pool: Pool, secret: string, projectId: string): Promise<number> {
+  const hash = hashSecret(secret);
+  return withTx(pool, async (conn) => {
+    await exec(
+      conn,
+      `INSERT INTO api_tokens (id, secret_hash, project_id, role, description, kind)
+       VALUES (?, ?, ?, 'admin', 'admin token from configuration', 'configuration')
+       ON DUPLICATE KEY UPDATE project_id = VALUES(project_id), role = 'admin', kind = 'configuration', expire_time = NULL`,
+      [randomUUID(), hash, projectId],
+    );
+    const res = await exec(conn, "DELETE FROM api_tokens WHERE kind = 'configuration' AND secret_hash <> ?", [hash]);
+    return res.affectedRows;
+  });
 }

@@ -40,7 +40,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     metadata: req.metadata,
     availability_zone: req.availabilityZone ?? "",
     server_group_id: req.serverGroupId ?? null,
-    scheduler_hints: req.schedulerHints ?? { sameHost: [], differentHost: [] },
+    scheduler_hints: { sameHost: req.schedulerHints?.sameHost ?? [], differentHost: req.schedulerHints?.differentHost ?? [] },
   };
   /** The server a repeated request id made, if this is the same request. */
   const replay = async (first: Instance) => {

@@ -18,6 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../../google/protobuf/duration.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 
 export const protobufPackage = "novamesh.compute.v1";
@@ -74,6 +75,52 @@ export function roleToJSON(object: Role): string {
   }
 }
 
+/** How a token came to be. */
+export enum TokenKind {
+  /** TOKEN_KIND_UNSPECIFIED - Not set. */
+  TOKEN_KIND_UNSPECIFIED = 0,
+  /** TOKEN_KIND_API - Issued by CreateToken. */
+  TOKEN_KIND_API = 1,
+  /**
+   * TOKEN_KIND_CONFIGURATION - The admin token of the controllers' configured secret
+   * (`--admin-token`); replaced when the secret changes.
+   */
+  TOKEN_KIND_CONFIGURATION = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function tokenKindFromJSON(object: any): TokenKind {
+  switch (object) {
+    case 0:
+    case "TOKEN_KIND_UNSPECIFIED":
+      return TokenKind.TOKEN_KIND_UNSPECIFIED;
+    case 1:
+    case "TOKEN_KIND_API":
+      return TokenKind.TOKEN_KIND_API;
+    case 2:
+    case "TOKEN_KIND_CONFIGURATION":
+      return TokenKind.TOKEN_KIND_CONFIGURATION;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return TokenKind.UNRECOGNIZED;
+  }
+}
+
+export function tokenKindToJSON(object: TokenKind): string {
+  switch (object) {
+    case TokenKind.TOKEN_KIND_UNSPECIFIED:
+      return "TOKEN_KIND_UNSPECIFIED";
+    case TokenKind.TOKEN_KIND_API:
+      return "TOKEN_KIND_API";
+    case TokenKind.TOKEN_KIND_CONFIGURATION:
+      return "TOKEN_KIND_CONFIGURATION";
+    case TokenKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** A bearer token (never with its secret, except once on creation). */
 export interface Token {
   /** Token id. */
@@ -88,6 +135,12 @@ export interface Token {
   createTime:
     | Date
     | undefined;
+  /** When it stops working; unset: never. */
+  expireTime:
+    | Date
+    | undefined;
+  /** How it was issued. */
+  kind: TokenKind;
   /**
    * For an agent token: the one host it speaks for (empty while an
    * enrolment token has not been used yet).
@@ -103,6 +156,18 @@ export interface CreateTokenRequest {
   role: Role;
   /** Description, up to 255 characters. */
   description: string;
+  /**
+   * When the token stops working (AIP-214); neither set: never. At most
+   * 3650 days ahead.
+   */
+  expiration:
+    | //
+    /** The moment it expires; must be in the future. */
+    { $case: "expireTime"; expireTime: Date }
+    | //
+    /** How long it works from now: more than 0 and at most 3650 days. */
+    { $case: "ttl"; ttl: Duration }
+    | undefined;
   /**
    * For ROLE_AGENT only: the host the token may speak for (1–255 letters,
    * digits, '.', '-' and '_'); the agent stream refuses a Hello as any other
@@ -146,7 +211,16 @@ export interface DeleteTokenResponse {
 }
 
 function createBaseToken(): Token {
-  return { id: "", projectId: "", role: 0, description: "", createTime: undefined, host: "" };
+  return {
+    id: "",
+    projectId: "",
+    role: 0,
+    description: "",
+    createTime: undefined,
+    expireTime: undefined,
+    kind: 0,
+    host: "",
+  };
 }
 
 export const Token: MessageFns<Token> = {
@@ -165,6 +239,12 @@ export const Token: MessageFns<Token> = {
     }
     if (message.createTime !== undefined) {
       Timestamp.encode(toTimestamp(message.createTime), writer.uint32(42).fork()).join();
+    }
+    if (message.expireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(50).fork()).join();
+    }
+    if (message.kind !== 0) {
+      writer.uint32(56).int32(message.kind);
     }
     if (message.host !== "") {
       writer.uint32(82).string(message.host);
@@ -225,6 +305,22 @@ export const Token: MessageFns<Token> = {
             message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
           case 10: {
             if (tag !== 82) {
               break;
@@ -260,6 +356,12 @@ export const Token: MessageFns<Token> = {
         : isSet(object.create_time)
         ? fromJsonTimestamp(object.create_time)
         : undefined,
+      expireTime: isSet(object.expireTime)
+        ? fromJsonTimestamp(object.expireTime)
+        : isSet(object.expire_time)
+        ? fromJsonTimestamp(object.expire_time)
+        : undefined,
+      kind: isSet(object.kind) ? tokenKindFromJSON(object.kind) : 0,
       host: isSet(object.host) ? globalThis.String(object.host) : "",
     };
   },
@@ -281,6 +383,12 @@ export const Token: MessageFns<Token> = {
     if (message.createTime !== undefined) {
       obj.createTime = message.createTime.toISOString();
     }
+    if (message.expireTime !== undefined) {
+      obj.expireTime = message.expireTime.toISOString();
+    }
+    if (message.kind !== 0) {
+      obj.kind = tokenKindToJSON(message.kind);
+    }
     if (message.host !== "") {
       obj.host = message.host;
     }
@@ -297,13 +405,15 @@ export const Token: MessageFns<Token> = {
     message.role = object.role ?? 0;
     message.description = object.description ?? "";
     message.createTime = object.createTime ?? undefined;
+    message.expireTime = object.expireTime ?? undefined;
+    message.kind = object.kind ?? 0;
     message.host = object.host ?? "";
     return message;
   },
 };
 
 function createBaseCreateTokenRequest(): CreateTokenRequest {
-  return { projectId: "", role: 0, description: "", host: "" };
+  return { projectId: "", role: 0, description: "", expiration: undefined, host: "" };
 }
 
 export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
@@ -316,6 +426,14 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     }
     if (message.description !== "") {
       writer.uint32(26).string(message.description);
+    }
+    switch (message.expiration?.$case) {
+      case "expireTime":
+        Timestamp.encode(toTimestamp(message.expiration.expireTime), writer.uint32(34).fork()).join();
+        break;
+      case "ttl":
+        Duration.encode(message.expiration.ttl, writer.uint32(42).fork()).join();
+        break;
     }
     if (message.host !== "") {
       writer.uint32(82).string(message.host);
@@ -360,6 +478,25 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
             message.description = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.expiration = {
+              $case: "expireTime",
+              expireTime: fromTimestamp(Timestamp.decode(reader, reader.uint32())),
+            };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.expiration = { $case: "ttl", ttl: Duration.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 10: {
             if (tag !== 82) {
               break;
@@ -389,6 +526,13 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
         : "",
       role: isSet(object.role) ? roleFromJSON(object.role) : 0,
       description: isSet(object.description) ? globalThis.String(object.description) : "",
+      expiration: isSet(object.expireTime)
+        ? { $case: "expireTime", expireTime: fromJsonTimestamp(object.expireTime) }
+        : isSet(object.expire_time)
+        ? { $case: "expireTime", expireTime: fromJsonTimestamp(object.expire_time) }
+        : isSet(object.ttl)
+        ? { $case: "ttl", ttl: Duration.fromJSON(object.ttl) }
+        : undefined,
       host: isSet(object.host) ? globalThis.String(object.host) : "",
     };
   },
@@ -404,6 +548,11 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     if (message.description !== "") {
       obj.description = message.description;
     }
+    if (message.expiration?.$case === "expireTime") {
+      obj.expireTime = message.expiration.expireTime.toISOString();
+    } else if (message.expiration?.$case === "ttl") {
+      obj.ttl = Duration.toJSON(message.expiration.ttl);
+    }
     if (message.host !== "") {
       obj.host = message.host;
     }
@@ -418,6 +567,20 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     message.projectId = object.projectId ?? "";
     message.role = object.role ?? 0;
     message.description = object.description ?? "";
+    switch (object.expiration?.$case) {
+      case "expireTime": {
+        if (object.expiration?.expireTime !== undefined && object.expiration?.expireTime !== null) {
+          message.expiration = { $case: "expireTime", expireTime: object.expiration.expireTime };
+        }
+        break;
+      }
+      case "ttl": {
+        if (object.expiration?.ttl !== undefined && object.expiration?.ttl !== null) {
+          message.expiration = { $case: "ttl", ttl: Duration.fromPartial(object.expiration.ttl) };
+        }
+        break;
+      }
+    }
     message.host = object.host ?? "";
     return message;
   },
@@ -769,8 +932,11 @@ export const DeleteTokenResponse: MessageFns<DeleteTokenResponse> = {
 
 /**
  * IdentityService issues the bearer tokens every call presents. A token
- * belongs to a project and has a role. The first admin token comes from the
- * controller's configuration. Every call needs the admin role.
+ * belongs to a project and has a role, and may expire. The first admin token
+ * comes from the controller's configuration (its kind is CONFIGURATION);
+ * a controller started with another configured secret revokes the previous
+ * configuration token. An expired or revoked token is UNAUTHENTICATED on
+ * every service, the agent stream included. Every call needs the admin role.
  *
  * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
  * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying
@@ -782,8 +948,10 @@ export type IdentityServiceService = typeof IdentityServiceService;
 export const IdentityServiceService = {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
-   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (another agent
-   * token holds the host), PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT (field named: a past or too distant
+   * `expire_time`, a `ttl` that is not positive or too long), ALREADY_EXISTS
+   * (another agent token holds the host), PERMISSION_DENIED,
+   * UNAUTHENTICATED.
    */
   createToken: {
     path: "/novamesh.compute.v1.IdentityService/CreateToken" as const,
@@ -795,7 +963,7 @@ export const IdentityServiceService = {
     responseDeserialize: (value: Buffer): CreateTokenResponse => CreateTokenResponse.decode(value),
   },
   /**
-   * Lists tokens (without secrets).
+   * Lists tokens (without secrets), expired ones included.
    * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
    */
   listTokens: {
@@ -825,12 +993,14 @@ export const IdentityServiceService = {
 export interface IdentityServiceServer extends UntypedServiceImplementation {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
-   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (another agent
-   * token holds the host), PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT (field named: a past or too distant
+   * `expire_time`, a `ttl` that is not positive or too long), ALREADY_EXISTS
+   * (another agent token holds the host), PERMISSION_DENIED,
+   * UNAUTHENTICATED.
    */
   createToken: handleUnaryCall<CreateTokenRequest, CreateTokenResponse>;
   /**
-   * Lists tokens (without secrets).
+   * Lists tokens (without secrets), expired ones included.
    * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
    */
   listTokens: handleUnaryCall<ListTokensRequest, ListTokensResponse>;
@@ -844,8 +1014,10 @@ export interface IdentityServiceServer extends UntypedServiceImplementation {
 export interface IdentityServiceClient extends Client {
   /**
    * Issues a token. Its secret is returned once and stored only as a hash.
-   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (another agent
-   * token holds the host), PERMISSION_DENIED, UNAUTHENTICATED.
+   * Errors: INVALID_ARGUMENT (field named: a past or too distant
+   * `expire_time`, a `ttl` that is not positive or too long), ALREADY_EXISTS
+   * (another agent token holds the host), PERMISSION_DENIED,
+   * UNAUTHENTICATED.
    */
   createToken(
     request: CreateTokenRequest,
@@ -863,7 +1035,7 @@ export interface IdentityServiceClient extends Client {
     callback: (error: ServiceError | null, response: CreateTokenResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Lists tokens (without secrets).
+   * Lists tokens (without secrets), expired ones included.
    * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
    */
   listTokens(

@@ -130,7 +130,10 @@ export function imageStatusToJSON(object: ImageStatus): string {
 
 /** A bootable image. */
 export interface Image {
-  /** Image id (UUID). */
+  /**
+   * Image id (UUID). When registering: empty for one the server assigns;
+   * admins may choose one.
+   */
   id: string;
   /** Display name. */
   name: string;
@@ -1776,9 +1779,12 @@ export const DownloadImageDataResponse: MessageFns<DownloadImageDataResponse> = 
 export type ImageServiceService = typeof ImageServiceService;
 export const ImageServiceService = {
   /**
-   * Registers an image.
-   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (id),
-   * PERMISSION_DENIED (public image without admin), UNAUTHENTICATED.
+   * Registers an image. Only admins may choose its id (`image.id`); for
+   * other callers the server assigns one, so that no answer tells whether an
+   * id is taken by another project's private image.
+   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (an admin's
+   * chosen id is taken), PERMISSION_DENIED (public image or chosen id
+   * without admin), UNAUTHENTICATED.
    */
   registerImage: {
     path: "/novamesh.compute.v1.ImageService/RegisterImage" as const,
@@ -1791,7 +1797,8 @@ export const ImageServiceService = {
     responseDeserialize: (value: Buffer): RegisterImageResponse => RegisterImageResponse.decode(value),
   },
   /**
-   * Returns one image.
+   * Returns one image. Another project's private image is NOT_FOUND, as
+   * on every call that names an image.
    * Errors: INVALID_ARGUMENT (malformed id), NOT_FOUND, UNAUTHENTICATED.
    */
   getImage: {
@@ -1873,13 +1880,17 @@ export const ImageServiceService = {
 
 export interface ImageServiceServer extends UntypedServiceImplementation {
   /**
-   * Registers an image.
-   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (id),
-   * PERMISSION_DENIED (public image without admin), UNAUTHENTICATED.
+   * Registers an image. Only admins may choose its id (`image.id`); for
+   * other callers the server assigns one, so that no answer tells whether an
+   * id is taken by another project's private image.
+   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (an admin's
+   * chosen id is taken), PERMISSION_DENIED (public image or chosen id
+   * without admin), UNAUTHENTICATED.
    */
   registerImage: handleUnaryCall<RegisterImageRequest, RegisterImageResponse>;
   /**
-   * Returns one image.
+   * Returns one image. Another project's private image is NOT_FOUND, as
+   * on every call that names an image.
    * Errors: INVALID_ARGUMENT (malformed id), NOT_FOUND, UNAUTHENTICATED.
    */
   getImage: handleUnaryCall<GetImageRequest, GetImageResponse>;
@@ -1917,9 +1928,12 @@ export interface ImageServiceServer extends UntypedServiceImplementation {
 
 export interface ImageServiceClient extends Client {
   /**
-   * Registers an image.
-   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (id),
-   * PERMISSION_DENIED (public image without admin), UNAUTHENTICATED.
+   * Registers an image. Only admins may choose its id (`image.id`); for
+   * other callers the server assigns one, so that no answer tells whether an
+   * id is taken by another project's private image.
+   * Errors: INVALID_ARGUMENT (field named), ALREADY_EXISTS (an admin's
+   * chosen id is taken), PERMISSION_DENIED (public image or chosen id
+   * without admin), UNAUTHENTICATED.
    */
   registerImage(
     request: RegisterImageRequest,
@@ -1937,7 +1951,8 @@ export interface ImageServiceClient extends Client {
     callback: (error: ServiceError | null, response: RegisterImageResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Returns one image.
+   * Returns one image. Another project's private image is NOT_FOUND, as
+   * on every call that names an image.
    * Errors: INVALID_ARGUMENT (malformed id), NOT_FOUND, UNAUTHENTICATED.
    */
   getImage(

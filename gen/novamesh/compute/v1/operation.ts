@@ -102,7 +102,10 @@ export interface Operation {
   serverId: string;
   /** The request id of the call. */
   requestId: string;
-  /** Project of the caller. */
+  /**
+   * Project of the server: an admin's action on another project's server
+   * is that project's operation, listed with its other operations.
+   */
   projectId: string;
   /** Where it is. */
   state: OperationState;
@@ -1222,6 +1225,8 @@ export const CancelOperationResponse: MessageFns<CancelOperationResponse> = {
  * per action, named `servers/{server_id}/operations/{request_id}`, so a
  * client that set its own request_id knows the name before the call returns.
  * Operations of other projects are NOT_FOUND (admins see every project's).
+ * For callers other than admins, host names in an operation's texts (its
+ * error and progress message) are replaced by host ids (Server.host_id).
  *
  * Any call may also be refused with RESOURCE_EXHAUSTED (ErrorInfo reason
  * RATE_LIMITED, metadata `limit`; RetryInfo gives the delay before trying

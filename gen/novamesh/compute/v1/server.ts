@@ -742,7 +742,11 @@ export interface Fault {
   code: string;
   /** Human-readable explanation. */
   message: string;
-  /** Extra facts, such as per-filter rejection counts. */
+  /**
+   * Extra facts, such as per-filter rejection counts. For callers other
+   * than admins, host names in message and details are replaced by host ids
+   * (see Server.host_id).
+   */
   details: { [key: string]: string };
   /** When the fault happened. */
   createTime: Date | undefined;
@@ -767,7 +771,10 @@ export interface Server {
     | undefined;
   /** Image id (UUID) it was built from. */
   imageId: string;
-  /** Host running it; empty until scheduled. */
+  /**
+   * Host running it; empty until scheduled. Only admins see it: for other
+   * callers it is always empty (see host_id).
+   */
   host: string;
   /** Status derived from the states below. */
   status: ServerStatus;
@@ -816,6 +823,14 @@ export interface Server {
   availabilityZone: string;
   /** The server group it was created in (empty: none). */
   serverGroupId: string;
+  /**
+   * An opaque id of the host running it (Nova's hostId): the SHA-224 (hex)
+   * of the server's project id followed by the host name, so servers of one
+   * project on one host share it, and it tells nothing about the host to
+   * another project. Empty while the server has no host. Set for every
+   * caller.
+   */
+  hostId: string;
 }
 
 export interface Server_MetadataEntry {
@@ -848,9 +863,9 @@ export interface Migration {
   type: MigrationType;
   /** Where it is. */
   status: MigrationStatus;
-  /** Host the server left. */
+  /** Host the server left. Only admins see it (empty for other callers). */
   sourceHost: string;
-  /** Host the server went to. */
+  /** Host the server went to. Only admins see it (empty for other callers). */
   targetHost: string;
   /** Flavor before. */
   oldFlavor:
@@ -931,7 +946,7 @@ export interface ListServersRequest {
   pageToken: string;
   /** Only servers with this status. */
   status: ServerStatus;
-  /** Only servers on this host. */
+  /** Only servers on this host. Admins only (PERMISSION_DENIED otherwise). */
   host: string;
   /** Only servers whose name contains this text. */
   name: string;
@@ -1387,12 +1402,23 @@ export interface ServerActionEvent {
     | undefined;
   /** "Success", "Error", or empty while running. */
   result: string;
-  /** Host it ran on, if any. */
+  /** Host it ran on, if any. Only admins see it (see host_id). */
   host: string;
-  /** Details of a failure. */
+  /**
+   * Details of a failure. For callers other than admins, host names in it
+   * are replaced by host ids.
+   */
   fault: string;
-  /** A note on how it went, such as a soft reboot that fell back to hard. */
+  /**
+   * A note on how it went, such as a soft reboot that fell back to hard.
+   * Host names are replaced by host ids as in fault.
+   */
   details: string;
+  /**
+   * The opaque id of the host it ran on (as Server.host_id, for the
+   * server's project); empty without a host.
+   */
+  hostId: string;
 }
 
 /** An action taken on a server (Nova's instance action). */
@@ -1403,7 +1429,7 @@ export interface ServerAction {
   requestId: string;
   /** Server id. */
   serverId: string;
-  /** Project of the caller. */
+  /** Project of the server (also when an admin acted on it). */
   projectId: string;
   /** When it started. */
   startTime:
@@ -1879,6 +1905,7 @@ function createBaseServer(): Server {
     taskDeadline: undefined,
     availabilityZone: "",
     serverGroupId: "",
+    hostId: "",
   };
 }
 
@@ -1949,6 +1976,9 @@ export const Server: MessageFns<Server> = {
     }
     if (message.serverGroupId !== "") {
       writer.uint32(178).string(message.serverGroupId);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(186).string(message.hostId);
     }
     return writer;
   },
@@ -2145,6 +2175,14 @@ export const Server: MessageFns<Server> = {
             message.serverGroupId = reader.string();
             continue;
           }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2250,6 +2288,11 @@ export const Server: MessageFns<Server> = {
         : isSet(object.server_group_id)
         ? globalThis.String(object.server_group_id)
         : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
     };
   },
 
@@ -2327,6 +2370,9 @@ export const Server: MessageFns<Server> = {
     if (message.serverGroupId !== "") {
       obj.serverGroupId = message.serverGroupId;
     }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
     return obj;
   },
 
@@ -2367,6 +2413,7 @@ export const Server: MessageFns<Server> = {
     message.taskDeadline = object.taskDeadline ?? undefined;
     message.availabilityZone = object.availabilityZone ?? "";
     message.serverGroupId = object.serverGroupId ?? "";
+    message.hostId = object.hostId ?? "";
     return message;
   },
 };
@@ -7825,7 +7872,16 @@ export const ListMigrationsResponse: MessageFns<ListMigrationsResponse> = {
 };
 
 function createBaseServerActionEvent(): ServerActionEvent {
-  return { name: "", startTime: undefined, finishTime: undefined, result: "", host: "", fault: "", details: "" };
+  return {
+    name: "",
+    startTime: undefined,
+    finishTime: undefined,
+    result: "",
+    host: "",
+    fault: "",
+    details: "",
+    hostId: "",
+  };
 }
 
 export const ServerActionEvent: MessageFns<ServerActionEvent> = {
@@ -7850,6 +7906,9 @@ export const ServerActionEvent: MessageFns<ServerActionEvent> = {
     }
     if (message.details !== "") {
       writer.uint32(58).string(message.details);
+    }
+    if (message.hostId !== "") {
+      writer.uint32(66).string(message.hostId);
     }
     return writer;
   },
@@ -7923,6 +7982,14 @@ export const ServerActionEvent: MessageFns<ServerActionEvent> = {
             message.details = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.hostId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7952,6 +8019,11 @@ export const ServerActionEvent: MessageFns<ServerActionEvent> = {
       host: isSet(object.host) ? globalThis.String(object.host) : "",
       fault: isSet(object.fault) ? globalThis.String(object.fault) : "",
       details: isSet(object.details) ? globalThis.String(object.details) : "",
+      hostId: isSet(object.hostId)
+        ? globalThis.String(object.hostId)
+        : isSet(object.host_id)
+        ? globalThis.String(object.host_id)
+        : "",
     };
   },
 
@@ -7978,6 +8050,9 @@ export const ServerActionEvent: MessageFns<ServerActionEvent> = {
     if (message.details !== "") {
       obj.details = message.details;
     }
+    if (message.hostId !== "") {
+      obj.hostId = message.hostId;
+    }
     return obj;
   },
 
@@ -7993,6 +8068,7 @@ export const ServerActionEvent: MessageFns<ServerActionEvent> = {
     message.host = object.host ?? "";
     message.fault = object.fault ?? "";
     message.details = object.details ?? "";
+    message.hostId = object.hostId ?? "";
     return message;
   },
 };
