@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { describe, test } from "node:test";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { Role } from "../gen/novamesh/compute/v1/identity.js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
+import { hashSecret } from "../controller/store/tokens.js";
 import { eventually, failure } from "./harness.js";
 import { code, RawAgent } from "./raw-agent.js";
 import { testEnv } from "./stack.js";
@@ -62,6 +64,40 @@ describe("agents bound to hosts", () => {
     const renewed = new RawAgent(env.address(ctl), second.secret);
     assert.equal(code(await renewed.hello("compute-c")), "helloAck");
     renewed.close();
+  });
+
+  test("an agent token from before host binding (no host, not an enrolment token) speaks for no host", async () => {
+    const ctl = await env.startController();
+    const secret = `legacy-${randomUUID()}`;
+    await env.sql("INSERT INTO api_tokens (id, secret_hash, project_id, role, description) VALUES (?, ?, 'infra', 'agent', 'shared by every host')", [randomUUID(), hashSecret(secret)]);
+    const legacy = new RawAgent(env.address(ctl), secret);
+    const refused = await legacy.hello("compute-legacy");
+    legacy.close();
+    assert.equal(code(refused), status.PERMISSION_DENIED);
+    assert.match((refused as ServiceError).details, /not an enrolment token/);
+    assert.ok(!(await env.admin(ctl).hosts.listServices({})).services.some((s) => s.host === "compute-legacy"));
+  });
+
+  test("deleting a host's token ends its open stream at its next reports", async () => {
+    const ctl = await env.startController();
+    const created = await env.admin(ctl).identity.createToken({ projectId: "infra", role: Role.ROLE_AGENT, host: "compute-revoked", description: "" });
+    const agent = new RawAgent(env.address(ctl), created.secret);
+    try {
+      assert.equal(code(await agent.hello("compute-revoked")), "helloAck");
+      await env.admin(ctl).identity.deleteToken({ id: created.token!.id });
+      let ended: ServiceError | "ended" | undefined;
+      void agent.ended.then((e) => (ended = e));
+      await eventually(
+        async () => {
+          agent.report([]);
+          return ended !== undefined;
+        },
+        { what: "the stream of the revoked host to end", intervalMs: 1000, timeoutMs: 20_000 },
+      );
+      assert.equal(code(ended!), status.UNAUTHENTICATED);
+    } finally {
+      agent.close();
+    }
   });
 
   test("a host is named only on agent tokens, and well formed", async () => {

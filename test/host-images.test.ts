@@ -246,3 +246,40 @@ describe("image bytes for hosts, through the controller", () => {
     }
   });
 });
+
+describe("a kernel or ramdisk an image names", () => {
+  const env = testEnv();
+  const dir = join(tmpdir(), `novamesh-host-kernels-${env.id}`);
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  test("is read by the host only when it is public or the server's project's own: naming another project's private image gains nothing", async () => {
+    await mkdir(dir, { recursive: true });
+    const ctl = await env.startController();
+    const admin = env.admin(ctl);
+    const token = (await admin.identity.createToken({ projectId: "infra", role: Role.ROLE_AGENT, host: "compute-k", description: "" })).secret;
+    const a = new RawAgent(env.address(ctl), token);
+    try {
+      assert.equal(code(await a.hello("compute-k")), "helloAck");
+      a.report([]);
+      // The victim's private image, with bytes.
+      const victim = await env.as(ctl, "victim");
+      await writeFile(join(dir, "secret"), randomBytes(4096));
+      const secret = (await victim.images.registerImage({ image: Image.fromPartial({ name: "secret", visibility: ImageVisibility.IMAGE_VISIBILITY_PRIVATE }), upload: true })).image!;
+      await uploadImageFile(victim.images.raw, victim.images.metadata(), secret.id, join(dir, "secret"));
+      // The intruder's image names it as its ramdisk; the intruder boots a server of it on compute-k.
+      const intruder = await env.as(ctl, "intruder");
+      const own = (await intruder.images.registerImage({ image: Image.fromPartial({ name: "own", visibility: ImageVisibility.IMAGE_VISIBILITY_PRIVATE, properties: { ramdisk_id: secret.id } }), upload: true })).image!;
+      await writeFile(join(dir, "own"), randomBytes(4096));
+      await uploadImageFile(intruder.images.raw, intruder.images.metadata(), own.id, join(dir, "own"));
+      const server = (await intruder.servers.createServer({ name: "probe", flavorId: "m1.tiny", imageId: own.id })).server!;
+      await eventually(async () => (await env.sql("SELECT 1 FROM compute_ops WHERE instance_uuid = ? AND kind = 'spawn' AND host = 'compute-k'", [server.id])).length > 0, {
+        what: "the spawn op on compute-k",
+      });
+      await download(a.client, token, { host: "", object: image(own.id) });
+      const refused = await failure(download(a.client, token, { host: "", object: image(secret.id) }));
+      assert.equal(refused.code, status.NOT_FOUND, "the victim's private image stays out of the intruder's server");
+    } finally {
+      a.close();
+    }
+  });
+});

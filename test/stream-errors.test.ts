@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { AgentServiceClient, ConnectRequest } from "../gen/novamesh/agent/v1/agent.js";
-import type { Clients } from "./harness.js";
+import { Role } from "../gen/novamesh/compute/v1/identity.js";
+import { clients, type Clients } from "./harness.js";
 import { testEnv } from "./stack.js";
 
 /** How a stream ended within `ms`: its error, "ended" (OK), or "still open". */
@@ -61,6 +62,18 @@ describe("failing streams", () => {
     // Waiting for the refused stream's work must not reject unhandled (which ended the process).
     await new Promise((r) => setTimeout(r, 200));
     assert.ok((await member.flavors.listFlavors({})).flavors.length > 0);
+  });
+
+  test("a WatchServers whose token is deleted ends UNAUTHENTICATED", async () => {
+    const ctl = await env.startController();
+    const token = await env.admin(ctl).identity.createToken({ projectId: "watcher", role: Role.ROLE_MEMBER, description: "" });
+    const member = clients(env.address(ctl), token.secret);
+    const call = member.servers.raw.watchServers({ afterIndex: 0, sendInitialState: false, serverId: "", allProjects: false }, member.servers.metadata());
+    const ended = outcome(call, 20_000);
+    await env.admin(ctl).identity.deleteToken({ id: token.token!.id });
+    const got = await ended;
+    call.cancel();
+    assert.equal((got as ServiceError).code, status.UNAUTHENTICATED, String(got));
   });
 
   test("a refused WatchServers ends with its status: a malformed server id, all projects for a member", async () => {

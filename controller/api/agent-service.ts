@@ -4,7 +4,7 @@ import type { AgentConductor, NatsCredential } from "../conductor/agent-conducto
 import type { PowerState } from "../domain/states.js";
 import type { Principal } from "../domain/types.js";
 import { invalidArgument, permissionDenied, toApiError } from "../errors.js";
-import { HostTakenError, bindAgentToken } from "../store/tokens.js";
+import { HostTakenError, NotEnrolmentError, bindAgentToken } from "../store/tokens.js";
 import { TaskState as PbTaskState } from "../../gen/novamesh/compute/v1/server.js";
 import type { TaskState } from "../domain/states.js";
 import type { ImageBytes } from "../store/image-bytes.js";
@@ -36,10 +36,11 @@ const HELLO_TEXT_LIMITS = (h: { hypervisorType: string; version: string; zone: s
  */
 export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: ImageBytes, opts: { certificateNamesHost?: boolean } = {}): AgentServiceServer {
   return {
-    ...hostObjects(deps, bytes),
+    ...hostObjects(deps, bytes, opts),
     connect(call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
       let host: string | null = null;
       let natsPublicKey = "";
+      let checkedAt = Date.now();
       let chain: Promise<void> = Promise.resolve();
       const perServer = new Map<string, Promise<void>>();
       let failed = false;
@@ -110,6 +111,12 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
           case "report":
             chain = chain.then(async () => {
               if (!host) throw invalidArgument("hello", "the first message must be hello");
+              // The token is checked again now and then: a deleted, expired or
+              // re-bound one ends the stream, and the host stops counting as up.
+              if (Date.now() - checkedAt >= TOKEN_RECHECK_MS) {
+                checkedAt = Date.now();
+                await maySpeakFor(deps, await authenticate(deps.pool, call.metadata), host);
+              }
               const r = body.report;
               const instances = new Map<string, PowerState>();
               for (const i of r.instances) instances.set(i.serverId, powerStateFromProto(i.powerState) ?? "NOSTATE");
@@ -200,6 +207,9 @@ function agentTime(field: string, d: Date | undefined): Date | undefined {
   return d;
 }
 
+/** How often an agent stream checks its token again (at a report). */
+const TOKEN_RECHECK_MS = 10_000;
+
 /**
  * Whether the stream's token may say Hello as `host`: an admin token speaks
  * for any host; an agent token only for the host it is bound to. An agent
@@ -210,6 +220,7 @@ async function maySpeakFor(deps: RpcDeps, p: Principal, host: string): Promise<v
   if (p.role === "admin") return;
   if (p.host === null) {
     const bound = await bindAgentToken(deps.pool, p.tokenId, host).catch((err: unknown) => {
+      if (err instanceof NotEnrolmentError) throw permissionDenied(err.message);
       throw err instanceof HostTakenError ? permissionDenied(`host ${JSON.stringify(host)} is enrolled with another agent token`) : err;
     });
     if (bound === host) {

@@ -21,6 +21,7 @@ import { getImage } from "../store/catalog.js";
 import { hostHasOpFor, hostMakesImage, hostNeedsImage } from "../store/host-objects.js";
 import type { ImageBytes } from "../store/image-bytes.js";
 import { SHA256_HEX, storeChecked, storeImageData, uploadChunks, writeChunks } from "./image-data.js";
+import { checkCertificateHost } from "./peer-certificate.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
 import { clientStream, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
@@ -57,15 +58,25 @@ function target(field: string, o: HostObject | undefined): Target {
 
 const migrationDiskNotFound = (serverId: string) => notFound("migration_disk", serverId);
 
-export function hostObjects(deps: RpcDeps, bytes: ImageBytes): Pick<AgentServiceServer, "downloadHostObject" | "uploadHostObject" | "deleteMigrationDisk"> {
+export function hostObjects(
+  deps: RpcDeps,
+  bytes: ImageBytes,
+  opts: { certificateNamesHost?: boolean } = {},
+): Pick<AgentServiceServer, "downloadHostObject" | "uploadHostObject" | "deleteMigrationDisk"> {
   const { pool, log } = deps;
+  /** The host the caller acts for; on the agent listener its client certificate must name it too. */
+  const hostOf = (call: Parameters<typeof checkCertificateHost>[0], p: CallContext["principal"], field: string, named: string): string => {
+    const host = actingHost(p, field, named);
+    if (opts.certificateNamesHost) checkCertificateHost(call, host);
+    return host;
+  };
 
   async function upload(call: ServerReadableStream<UploadHostObjectRequest, UploadHostObjectResponse>, ctx: CallContext): Promise<UploadHostObjectResponse> {
     const messages = call[Symbol.asyncIterator]() as AsyncIterator<UploadHostObjectRequest>;
     const first = await messages.next();
     if (first.done || first.value.part?.$case !== "header") throw invalidArgument("header", "the first message must carry the header");
     const h = first.value.part.header;
-    const host = actingHost(ctx.principal, "header.host", h.host);
+    const host = hostOf(call, ctx.principal, "header.host", h.host);
     const what = target("header.object", h.object);
     if (h.sizeBytes <= 0) throw invalidArgument("header.size_bytes", "must be positive");
     if (!SHA256_HEX.test(h.checksum)) throw invalidArgument("header.checksum", "must be a SHA-256 in lower-case hex");
@@ -98,7 +109,7 @@ export function hostObjects(deps: RpcDeps, bytes: ImageBytes): Pick<AgentService
       deps,
       "DownloadHostObject",
       async (req, ctx, call) => {
-        const host = actingHost(ctx.principal, "host", req.host);
+        const host = hostOf(call, ctx.principal, "host", req.host);
         const what = target("object", req.object);
         let key: string;
         let info: { sizeBytes: number; checksum: string };
@@ -130,8 +141,8 @@ export function hostObjects(deps: RpcDeps, bytes: ImageBytes): Pick<AgentService
     deleteMigrationDisk: unary(
       deps,
       "DeleteMigrationDisk",
-      async (req, ctx) => {
-        const host = actingHost(ctx.principal, "host", req.host);
+      async (req, ctx, call) => {
+        const host = hostOf(call, ctx.principal, "host", req.host);
         const serverId = v.uuid("server_id", req.serverId);
         if (!(await hostHasOpFor(pool, host, serverId, ["finish_migration", "confirm_migration"]))) throw migrationDiskNotFound(serverId);
         await bytes.delete(migrationDiskKey(serverId));

@@ -26,7 +26,8 @@ export function checkCertificateHost(call: Pick<ServerDuplexStream<unknown, unkn
   const cert = call.getAuthContext?.()?.sslPeerCertificate;
   if (!cert) throw permissionDenied("the agent listener needs a verified client certificate");
   const names = certificateNames(cert);
-  if (!names.some((n) => n.toLowerCase() === host.toLowerCase())) {
+  // Exactly: host names are case-sensitive everywhere else (a certificate for node1 is not NODE1's).
+  if (!names.includes(host)) {
     throw permissionDenied(`the client certificate is issued to ${names.map((n) => JSON.stringify(n)).join(", ") || "no name"}, not to host ${JSON.stringify(host)}`);
   }
 }

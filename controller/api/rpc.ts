@@ -161,10 +161,10 @@ function answer<Res>(
 export function unary<Req, Res>(
   deps: RpcDeps,
   method: string,
-  fn: (req: Req, ctx: CallContext) => Promise<Res>,
+  fn: (req: Req, ctx: CallContext, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
   callers: Callers = "public",
 ): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx), cb, callers);
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx, call), cb, callers);
 }
 
 /**

@@ -42,6 +42,10 @@ export async function openPool(url: string, opts: { connectionLimit?: number } =
   // hold the host's row for the rest of the transaction.
   pool.pool.on("connection", (conn) => {
     conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+    // mysql2 reads and writes DATETIMEs as UTC ("Z"): so must the server's
+    // CURRENT_TIMESTAMP/NOW() the SQL compares them with (token expiry,
+    // deadlines, retention), whatever the server's own time zone.
+    conn.query("SET SESSION time_zone = '+00:00'");
   });
   return pool;
 }

@@ -12,7 +12,10 @@ import { select } from "./db.js";
  * Whether `host` needs the bytes of image `imageId`: a server on the host,
  * or one an op of the host not yet done works on (a build, an unshelve, a
  * rebuild or evacuation, a migration's or live migration's target), uses it
- * as its image or shelved image, or as the kernel or ramdisk either names.
+ * as its image or shelved image, or as the kernel or ramdisk either names
+ * — the latter only when that image is public or the server's project's own
+ * (image properties are the tenant's to write: naming another project's
+ * private image there gains nothing).
  */
 export async function hostNeedsImage(q: Queryable, host: string, imageId: string): Promise<boolean> {
   const rows = await select(
@@ -23,11 +26,13 @@ export async function hostNeedsImage(q: Queryable, host: string, imageId: string
        JOIN instances s ON s.uuid = mine.uuid AND s.deleted_at IS NULL
        LEFT JOIN images m ON m.id = s.image_id
        LEFT JOIN images sh ON sh.id = s.shelved_image_id
+       LEFT JOIN images k ON k.id = ? AND k.deleted_at IS NULL
       WHERE ? IN (s.image_id, s.shelved_image_id)
-         OR ? IN (JSON_UNQUOTE(JSON_EXTRACT(m.properties, '$.kernel_id')), JSON_UNQUOTE(JSON_EXTRACT(m.properties, '$.ramdisk_id')),
-                  JSON_UNQUOTE(JSON_EXTRACT(sh.properties, '$.kernel_id')), JSON_UNQUOTE(JSON_EXTRACT(sh.properties, '$.ramdisk_id')))
+         OR (? IN (JSON_UNQUOTE(JSON_EXTRACT(m.properties, '$.kernel_id')), JSON_UNQUOTE(JSON_EXTRACT(m.properties, '$.ramdisk_id')),
+                   JSON_UNQUOTE(JSON_EXTRACT(sh.properties, '$.kernel_id')), JSON_UNQUOTE(JSON_EXTRACT(sh.properties, '$.ramdisk_id')))
+             AND (k.visibility = 'public' OR k.project_id = s.project_id))
       LIMIT 1`,
-    [host, host, imageId, imageId],
+    [host, host, imageId, imageId, imageId],
   );
   return rows.length > 0;
 }

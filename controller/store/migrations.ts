@@ -330,7 +330,12 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     version: 10,
     name: "agent tokens bound to one host each",
-    statements: [`ALTER TABLE api_tokens ADD COLUMN host VARCHAR(255) NULL, ADD UNIQUE KEY api_tokens_host (host)`],
+    // Agent tokens of before stay unbound and are not enrolment tokens: they
+    // speak for no host until reissued (one token used to serve every host).
+    statements: [
+      `ALTER TABLE api_tokens ADD COLUMN host VARCHAR(255) NULL, ADD UNIQUE KEY api_tokens_host (host),
+         ADD COLUMN enrolment TINYINT(1) NOT NULL DEFAULT 0`,
+    ],
   },
   {
     version: 12,

@@ -45,9 +45,21 @@ export async function createToken(
     // A ttl counts from the database's clock, the one expiry is checked against.
     await exec(
       q,
-      `INSERT INTO api_tokens (id, secret_hash, project_id, role, description, host, expire_time)
-       VALUES (?, ?, ?, ?, ?, ?, IF(? IS NULL, ?, CURRENT_TIMESTAMP(3) + INTERVAL ? MICROSECOND))`,
-      [id, hashSecret(secret), t.projectId, t.role, t.description, t.host ?? null, t.ttlMs ?? null, t.expireTime ?? null, Math.round((t.ttlMs ?? 0) * 1000)],
+      `INSERT INTO api_tokens (id, secret_hash, project_id, role, description, host, enrolment, expire_time)
+       VALUES (?, ?, ?, ?, ?, ?, ?, IF(? IS NULL, ?, CURRENT_TIMESTAMP(3) + INTERVAL ? MICROSECOND))`,
+      [
+        id,
+        hashSecret(secret),
+        t.projectId,
+        t.role,
+        t.description,
+        t.host ?? null,
+        // An agent token made without a host is an enrolment token.
+        t.role === "agent" && !t.host ? 1 : 0,
+        t.ttlMs ?? null,
+        t.expireTime ?? null,
+        Math.round((t.ttlMs ?? 0) * 1000),
+      ],
     );
   } catch (err) {
     if (t.host && isDuplicate(err)) throw new HostTakenError(t.host);
@@ -106,19 +118,32 @@ export async function principalForSecret(q: Queryable, secret: string): Promise<
 }
 
 /**
- * Binds an enrolment token (an agent token without a host) to `host`, once.
+ * Binds an enrolment token (an agent token created without a host) to
+ * `host`, once; an unbound agent token that is not one is refused
+ * (NotEnrolmentError).
  * Returns the host the token holds afterwards: `host`, or the one an earlier
  * (or concurrent) use bound it to; null when the token is gone.
  */
 export async function bindAgentToken(q: Queryable, tokenId: string, host: string): Promise<string | null> {
   try {
-    await exec(q, "UPDATE api_tokens SET host = ? WHERE id = ? AND role = 'agent' AND host IS NULL", [host, tokenId]);
+    await exec(q, "UPDATE api_tokens SET host = ? WHERE id = ? AND role = 'agent' AND enrolment = 1 AND host IS NULL", [host, tokenId]);
   } catch (err) {
     if (isDuplicate(err)) throw new HostTakenError(host);
     throw err;
   }
-  const rows = await select(q, "SELECT host FROM api_tokens WHERE id = ?", [tokenId]);
+  const rows = await select(q, "SELECT host, enrolment FROM api_tokens WHERE id = ?", [tokenId]);
+  if (rows[0] && rows[0].host === null && !rows[0].enrolment) throw new NotEnrolmentError();
   return rows[0] ? (rows[0].host ?? null) : null;
+}
+
+/**
+ * An agent token bound to no host that is not an enrolment token: one made
+ * before agent tokens were bound to hosts. It speaks for no host.
+ */
+export class NotEnrolmentError extends Error {
+  constructor() {
+    super("this agent token is bound to no host and is not an enrolment token: issue the host its own (scripts/agent-token.ts, or CreateToken with a host)");
+  }
 }
 
 /**
