@@ -181,7 +181,7 @@ describe("tenant isolation without hosts", () => {
       ["novamesh.compute.v1.ServerService/StopServer", status.NOT_FOUND, created.id, "probe-1", "audit-b"],
     ]);
     const anon = (await admin.audit.listAuditRecords({ method: "DeleteServer" })).records;
-    assert.deepEqual(anon.map((r) => [r.code, r.tokenId, r.projectId, r.target]), [[status.UNAUTHENTICATED, "", "", created.id]]);
+    assert.deepEqual(anon, [], "a call without a valid token is not written one by one (a flood would be a flood of inserts): the log counts them");
     const lock = (await admin.audit.listAuditRecords({ method: "novamesh.compute.v1.ServerService/LockServer" })).records.filter((r) => r.target === created.id);
     assert.deepEqual(lock.map((r) => [r.role, r.requestId, r.code]), [["admin", "audit-lock", status.OK]]);
     // Tokens issued for the test are in the trail too.

@@ -13,6 +13,7 @@ import { hostObjects } from "./host-objects.js";
 import type { RpcDeps } from "./rpc.js";
 import { admitAgentStream, authenticate, endWithError } from "./rpc.js";
 import { decoded } from "./decode.js";
+import { limitExceeded } from "./limits.js";
 import * as v from "./validate.js";
 import { checkCertificateHost } from "./peer-certificate.js";
 
@@ -41,6 +42,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
       let host: string | null = null;
       let natsPublicKey = "";
       let checkedAt = Date.now();
+      let progressInFlight = 0;
       let chain: Promise<void> = Promise.resolve();
       const perServer = new Map<string, Promise<void>>();
       let failed = false;
@@ -135,6 +137,18 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
             return;
           case "opResult": {
             const res = body.opResult;
+            // One agent's results run in parallel per server: bounded, so a
+            // stream cannot hold the database's connections with made-up servers.
+            if (!perServer.has(res.serverId) && perServer.size >= MAX_SERVERS_IN_FLIGHT) {
+              return fail(
+                limitExceeded({
+                  limit: "agent_results_in_flight",
+                  subject: `host:${host ?? ""}`,
+                  description: `more than ${MAX_SERVERS_IN_FLIGHT} servers' results in flight on one agent stream`,
+                  retryAfterMs: 1000,
+                }),
+              );
+            }
             const prev = perServer.get(res.serverId) ?? chain;
             const next = prev.then(async () => {
               if (!host) throw invalidArgument("hello", "the first message must be hello");
@@ -173,9 +187,17 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
             const p = body.opProgress;
             if (!host) return fail(invalidArgument("hello", "the first message must be hello"));
             const stage = fromEnum(PbTaskState, "TASK_STATE_", p.taskState) as TaskState | null;
-            conductor.progress({ opId: p.opId, percent: p.percent, message: p.message, stage }, host).catch((err: unknown) => {
-              deps.log.debug({ err, opId: p.opId }, "op progress not recorded");
-            });
+            if (progressInFlight >= MAX_PROGRESS_IN_FLIGHT) {
+              deps.log.debug({ host, opId: p.opId }, "op progress dropped: too much in flight on this stream");
+              return;
+            }
+            progressInFlight++;
+            conductor
+              .progress({ opId: p.opId, percent: p.percent, message: p.message, stage }, host)
+              .catch((err: unknown) => {
+                deps.log.debug({ err, opId: p.opId }, "op progress not recorded");
+              })
+              .finally(() => progressInFlight--);
             return;
           }
         }
@@ -206,6 +228,15 @@ function agentTime(field: string, d: Date | undefined): Date | undefined {
   if (!Number.isFinite(ms) || ms < 0 || ms > MAX_TIME_MS) throw invalidArgument(field, "must be a time from 1970 to 9999");
   return d;
 }
+
+/**
+ * Servers whose results one agent stream may have in flight at once (an
+ * agent holds at most max(64, 4 × its concurrency) ops, so a real one stays
+ * far below it, even re-sending everything after a reconnect).
+ */
+const MAX_SERVERS_IN_FLIGHT = 1024;
+/** Progress reports of one agent stream being recorded at once; more are dropped (progress is best effort). */
+const MAX_PROGRESS_IN_FLIGHT = 8;
 
 /** How often an agent stream checks its token again (at a report). */
 const TOKEN_RECHECK_MS = 10_000;

@@ -66,7 +66,7 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
         op = (await getAction(pool, op.instanceUuid, op.requestId)) ?? op;
       }
       return { operation: operationToProto(op, await viewerOf(pool, ctx)) };
-    }),
+    }, "public", true),
 
     cancelOperation: unary(deps, "CancelOperation", async (req, ctx) => {
       const op = await load(ctx.principal, req.name);

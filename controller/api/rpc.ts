@@ -99,12 +99,34 @@ class Call {
     return { principal, log: this.deps.log.child({ method: this.method, project: principal.projectId }), signal: this.ac.signal, audit: this.note };
   }
 
-  /** Records the call's outcome when it is a mutating one. */
+  /**
+   * Records the call's outcome when it is a mutating one. Calls refused
+   * before anyone was known (no or a bad token) and calls over their rate
+   * are not recorded one by one: a flood of them would otherwise be a flood
+   * of inserts. They are counted in the log instead.
+   */
   async close(req: unknown, res: unknown, err: ApiError | null): Promise<void> {
     if (!this.deps.audit || !isAudited(this.path)) return;
+    if (err && (this.principal === null || err.reason === "RATE_LIMITED")) {
+      unrecorded.count(this.deps.log, err.reason || "UNAUTHENTICATED");
+      return;
+    }
     await this.deps.audit.record({ path: this.path, principal: this.principal, req, res, note: this.note, code: err ? err.code : 0, reason: err ? err.reason : "" });
   }
 }
+
+/** Refused calls not written to the audit table, logged as counts at most once a minute. */
+const unrecorded = {
+  counts: new Map<string, number>(),
+  since: Date.now(),
+  count(log: Logger, reason: string): void {
+    this.counts.set(reason, (this.counts.get(reason) ?? 0) + 1);
+    if (Date.now() - this.since < 60_000) return;
+    log.warn({ refused: Object.fromEntries(this.counts), since: new Date(this.since).toISOString() }, "mutating calls refused before a caller was known or over their rate (not in the audit table)");
+    this.counts.clear();
+    this.since = Date.now();
+  },
+};
 
 type Ending = { on(event: string, fn: () => void): unknown; cancelled?: boolean };
 
@@ -163,8 +185,10 @@ export function unary<Req, Res>(
   method: string,
   fn: (req: Req, ctx: CallContext, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
   callers: Callers = "public",
+  /** A call that may stay open for long (WaitOperation): it counts against the stream caps while it does. */
+  long = false,
 ): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
-  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx, call), cb, callers);
+  return (call, cb) => answer(deps, method, call, (ctx) => fn(decoded(call.request), ctx, call), cb, callers, long);
 }
 
 /**
