@@ -5,8 +5,8 @@
  * plaintext when asked for explicitly. Every problem with a file is a
  * TlsConfigError naming the flag it came from.
  */
-import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
+import { readPemFile } from "../controller/domain/pem.js";
 import { credentials, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
 
 /** How a client reaches the controller. */
@@ -43,17 +43,11 @@ export class TlsConfigError extends Error {
 }
 
 function readPem(flag: string, path: string, kind: "certificate" | "private key"): Buffer {
-  let data: Buffer;
   try {
-    data = readFileSync(path);
+    return readPemFile(path, kind);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory" : (err as Error).message;
-    throw new TlsConfigError(`${flag}: cannot read ${path}: ${why}`);
+    throw new TlsConfigError(`${flag}: ${(err as Error).message}`);
   }
-  const marker = kind === "certificate" ? /-----BEGIN CERTIFICATE-----/ : /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/;
-  if (!marker.test(data.toString("latin1"))) throw new TlsConfigError(`${flag}: ${path} holds no PEM ${kind}`);
-  return data;
 }
 
 /** Channel credentials and options for `tls`; throws TlsConfigError naming the flag. */

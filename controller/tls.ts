@@ -3,9 +3,9 @@
  * public listener and of the agent listener, built from the PEM files the
  * configuration names. Every problem is a ConfigError naming the flag.
  */
-import { readFileSync } from "node:fs";
 import { X509Certificate } from "node:crypto";
 import { createSecureContext } from "node:tls";
+import { readPemFile } from "./domain/pem.js";
 import * as grpc from "@grpc/grpc-js";
 import type { ControllerConfig } from "./config.js";
 import { ConfigError, checkTlsSettings } from "./config.js";
@@ -22,17 +22,11 @@ export interface ServerTls {
 
 /** Reads a PEM file, or throws a ConfigError naming `flag`. */
 function readPem(flag: string, path: string, kind: "certificate" | "private key"): Buffer {
-  let data: Buffer;
   try {
-    data = readFileSync(path);
+    return readPemFile(path, kind);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory" : (err as Error).message;
-    throw new ConfigError(`${flag}: cannot read ${path}: ${why}`);
+    throw new ConfigError(`${flag}: ${(err as Error).message}`);
   }
-  const marker = kind === "certificate" ? /-----BEGIN CERTIFICATE-----/ : /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/;
-  if (!marker.test(data.toString("latin1"))) throw new ConfigError(`${flag}: ${path} holds no PEM ${kind}`);
-  return data;
 }
 
 /** The certificates of a PEM file, parsed (a CA file may hold several). */
