@@ -37,6 +37,20 @@ export interface ClientTlsFlags {
 
 export const AGENT_TLS_FLAGS: ClientTlsFlags = { plaintext: "--plaintext", ca: "--tls-ca", cert: "--tls-cert", key: "--tls-key" };
 
+/**
+ * grpc-js gives Node's TLS the target's host as the server name even when it
+ * is an IP address (127.0.0.1 here), which Node answers with a DEP0123
+ * deprecation warning on every connection. The certificates carry the IP as
+ * an IP SAN and are verified against it, so that one warning says nothing to
+ * whoever runs an agent or a script; every other warning is printed as ever.
+ */
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  const code = typeof rest[0] === "object" && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+  if (code === "DEP0123") return;
+  (emitWarning as (...a: unknown[]) => void)(warning, ...rest);
+}) as typeof process.emitWarning;
+
 /** A bad TLS setting or file; the message names the flag. */
 export class TlsConfigError extends Error {
   override readonly name = "TlsConfigError";

@@ -64,11 +64,14 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # One all-in-one at a time: a previous one still running (its process groups
 # are in .state/allinone.pgids) or anything else on the port stops this one.
 if [ -s .state/allinone.pgids ]; then
+  alive=()
   for g in $(cat .state/allinone.pgids); do
-    if kill -0 -- "-$g" 2>/dev/null; then
-      die "a previous all-in-one is still running (process group $g: $(ps -o args= -p "$g" 2>/dev/null | cut -c1-80)); stop it first: kill -- -$g"
-    fi
+    kill -0 -- "-$g" 2>/dev/null && alive+=("-$g")
   done
+  if [ "${#alive[@]}" -gt 0 ]; then
+    g=${alive[0]#-}
+    die "a previous all-in-one is still running (${#alive[@]} process groups, e.g. $(ps -o args= -p "$g" 2>/dev/null | cut -c1-60)); stop it first (Ctrl-C where it runs, or: kill -- ${alive[*]})"
+  fi
 fi
 ports=("$port")
 [ "$PLAINTEXT" = 1 ] || ports+=("$agent_port")
