@@ -14,6 +14,7 @@ import { FakeDriver } from "./drivers/fake/fake-driver.js";
 import { DirectoryImageStore, type ImageStore } from "./drivers/libvirt/image-store.js";
 import { LibvirtDriver } from "./drivers/libvirt/libvirt-driver.js";
 import { ControllerImageStore } from "./session/controller-image-store.js";
+import { bestEffort } from "./best-effort.js";
 import { TlsConfigError, clientCredentials } from "./tls.js";
 
 /**
@@ -113,7 +114,7 @@ async function main(): Promise<number> {
       stopping = true;
       logger.info({ signal, agents: agents.length }, "stopping");
       void Promise.allSettled(agents.map((a) => a.stop()))
-        .then(async () => (await shared?.catch(() => undefined))?.drain())
+        .then(() => shared && bestEffort(logger, "draining the shared NATS connection", async () => (await shared!).drain()))
         .finally(resolve);
     };
     process.on("SIGINT", onSignal);
