@@ -18,12 +18,12 @@
  * controller gives each one a user of its own in HelloAck.
  */
 import { existsSync } from "node:fs";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { nkeys } from "nats";
-import { accountJwt, credsFile, operatorJwt, seedOf, userJwt } from "../controller/bus/nats-auth.js";
+import { accountJwt, credsFile, operatorJwt, readSeed, seedOf, userJwt } from "../controller/bus/nats-auth.js";
 
 type KeyPair = ReturnType<typeof nkeys.fromSeed>;
 
@@ -37,7 +37,7 @@ export interface SecureNats {
 }
 
 async function keyFile(path: string, make: () => KeyPair): Promise<KeyPair> {
-  if (existsSync(path)) return nkeys.fromSeed(new TextEncoder().encode((await readFile(path, "utf8")).trim()));
+  if (existsSync(path)) return readSeed(path);
   const kp = make();
   await writeFile(path, `${seedOf(kp)}\n`, { mode: 0o600 });
   return kp;

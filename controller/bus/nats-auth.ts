@@ -148,14 +148,14 @@ export function credsFile(jwt: string, seed: string): string {
   ].join("\n");
 }
 
-/** Reads a credentials file: its user JWT and seed. */
-export async function readCreds(path: string): Promise<{ jwt: string; seed: string }> {
-  const text = await readFile(path, "utf8");
+/** A credentials file's user JWT and seed; `source` names the file in the error. */
+export function parseCreds(text: string, source: string): { jwt: string; seed: string } {
   const jwt = /-----BEGIN NATS USER JWT-----\s*([^\s-][^\s]*)\s*------END NATS USER JWT------/.exec(text)?.[1];
   const seed = /-----BEGIN USER NKEY SEED-----\s*(SU[A-Z2-7]+)\s*------END USER NKEY SEED------/.exec(text)?.[1];
-  if (!jwt || !seed) throw new Error(`${path} is not a NATS credentials file (a user JWT and a user seed)`);
+  if (!jwt || !seed) throw new Error(`${source} is not a NATS credentials file (a user JWT and a user seed)`);
   return { jwt, seed };
 }
+
 
 /** Reads an nkey seed file (the seed alone, whitespace around it ignored). */
 export async function readSeed(path: string): Promise<KeyPair> {
@@ -206,14 +206,15 @@ export class AgentCredentialIssuer {
   ) {}
 
   /**
-   * The issuer from the controller's own credentials file (its JWT names
-   * the account) and the account signing key's seed file.
+   * The issuer from the controller's own credentials (the text of its
+   * credentials file `source`; its JWT names the account) and the account
+   * signing key's seed file.
    */
-  static async fromFiles(credsPath: string, signingKeyPath: string, ttlSeconds: number): Promise<AgentCredentialIssuer> {
-    const { jwt } = await readCreds(credsPath);
+  static async fromCreds(creds: string, source: string, signingKeyPath: string, ttlSeconds: number): Promise<AgentCredentialIssuer> {
+    const { jwt } = parseCreds(creds, source);
     const claims = jwtClaims(jwt);
     const account = String(claims.nats?.issuer_account ?? claims.iss ?? "");
-    if (!account.startsWith("A")) throw new Error(`${credsPath}: its JWT names no account`);
+    if (!account.startsWith("A")) throw new Error(`${source}: its JWT names no account`);
     const key = await readSeed(signingKeyPath);
     return new AgentCredentialIssuer(key, account, ttlSeconds);
   }
