@@ -31,6 +31,7 @@ import type { HealthSetter } from "./api/health.js";
 import { addReflection } from "./api/reflection.js";
 import { tolerant } from "./api/decode.js";
 import { Limits } from "./api/limits.js";
+import { TokenWatch } from "./api/token-watch.js";
 import { serverService } from "./api/server-service.js";
 import { ChangeFeed } from "./api/watch.js";
 import { OutboxPublisher } from "./bus/outbox-publisher.js";
@@ -89,6 +90,7 @@ export class Controller {
   private placement: PlacementWorker | null = null;
   private reaper: Reaper | null = null;
   private auditPurger: AuditPurger | null = null;
+  private tokenWatch: TokenWatch | null = null;
   private setHealth: HealthSetter | null = null;
   private changeFeed: ChangeFeed | null = null;
   /** The port the gRPC server listens on (after start). */
@@ -124,17 +126,19 @@ export class Controller {
     const revoked = await ensureAdminToken(pool, cfg.adminToken, cfg.adminProject);
     if (revoked) this.log.warn({ revoked }, "the configured admin secret changed: the previous configuration admin token is revoked");
 
-    const creds = cfg.natsCreds ? await readFile(cfg.natsCreds).catch((err: unknown) => {
+    // The controller's own NATS user; its JWT also names the account agents' users are minted for.
+    const creds = cfg.natsCreds ? await readFile(cfg.natsCreds, "utf8").catch((err: unknown) => {
       throw new Error(`--nats-creds: cannot read ${cfg.natsCreds}: ${(err as Error).message}`);
     }) : undefined;
     const nc = (this.nc = await connect({
       servers: cfg.natsUrl,
       name: "novamesh-controller",
       maxReconnectAttempts: -1,
-      ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
+      ...(creds ? { authenticator: credsAuthenticator(new TextEncoder().encode(creds)) } : {}),
       ...(cfg.natsCa ? { tls: { caFile: cfg.natsCa } } : {}),
     }));
-    const issuer = cfg.natsSigningKey ? await AgentCredentialIssuer.fromFiles(cfg.natsCreds, cfg.natsSigningKey, cfg.natsAgentTtlSeconds) : null;
+    const issuer =
+      creds && cfg.natsSigningKey ? await AgentCredentialIssuer.fromCreds(creds, `--nats-creds ${cfg.natsCreds}`, cfg.natsSigningKey, cfg.natsAgentTtlSeconds) : null;
     const signer = await OpSigner.shared(pool);
     const jsm = await nc.jetstreamManager();
     await ensureOpsStream(jsm, cfg.opsStream, cfg.opsSubjectPrefix);
@@ -188,7 +192,8 @@ export class Controller {
 
     const audit = new AuditLog(pool, this.log);
     this.auditPurger = new AuditPurger(pool, this.log, cfg.auditRetentionDays);
-    const deps = { pool, log: this.log, audit, limits: new Limits(limitsOf(cfg)) };
+    const tokens = (this.tokenWatch = new TokenWatch(pool, this.log));
+    const deps = { pool, log: this.log, audit, limits: new Limits(limitsOf(cfg)), tokens };
     const server = (this.server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.max_receive_message_length": 16 * 1024 * 1024 }));
     server.addService(tolerant(ServerServiceService), serverService(deps, ctx, feed, new HostQueries(nc, cfg.opsSubjectPrefix)));
     server.addService(tolerant(OperationServiceService), operationService(deps, ctx, feed));
@@ -236,6 +241,7 @@ export class Controller {
     await this.placement?.stop();
     await this.reaper?.stop();
     await this.auditPurger?.stop();
+    this.tokenWatch?.stop();
     await this.publisher?.stop();
     const { nc, pool, hostsPool } = this;
     if (nc) await bestEffort(this.log, "draining the NATS connection", () => nc.drain());

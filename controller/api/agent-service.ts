@@ -11,7 +11,7 @@ import type { ImageBytes } from "../store/image-bytes.js";
 import { fromEnum, powerStateFromProto } from "./convert.js";
 import { hostObjects } from "./host-objects.js";
 import type { RpcDeps } from "./rpc.js";
-import { admitAgentStream, authenticate, endWithError } from "./rpc.js";
+import { admitAgentStream, authenticate, endWithError, whenOver } from "./rpc.js";
 import { decoded } from "./decode.js";
 import { limitExceeded } from "./limits.js";
 import * as v from "./validate.js";
@@ -41,7 +41,6 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
     connect(call: ServerDuplexStream<ConnectRequest, ConnectResponse>) {
       let host: string | null = null;
       let natsPublicKey = "";
-      let checkedAt = Date.now();
       let progressInFlight = 0;
       let chain: Promise<void> = Promise.resolve();
       const perServer = new Map<string, Promise<void>>();
@@ -57,6 +56,8 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
       const principalP = authenticate(deps.pool, call.metadata).then((p) => {
         if (p.role !== "agent" && p.role !== "admin") throw permissionDenied("AgentService needs a token with the agent or admin role");
         admitAgentStream(deps, p, call);
+        // A deleted or expired token ends the stream, and the host stops counting as up.
+        whenOver(call, deps.tokens.hold(p.tokenId, fail));
         return p;
       });
       principalP.catch(fail);
@@ -113,12 +114,6 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
           case "report":
             chain = chain.then(async () => {
               if (!host) throw invalidArgument("hello", "the first message must be hello");
-              // The token is checked again now and then: a deleted, expired or
-              // re-bound one ends the stream, and the host stops counting as up.
-              if (Date.now() - checkedAt >= TOKEN_RECHECK_MS) {
-                checkedAt = Date.now();
-                await maySpeakFor(deps, await authenticate(deps.pool, call.metadata), host);
-              }
               const r = body.report;
               const instances = new Map<string, PowerState>();
               for (const i of r.instances) instances.set(i.serverId, powerStateFromProto(i.powerState) ?? "NOSTATE");
@@ -206,7 +201,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
         // A failed chain was answered by fail(); waiting for it must not
         // reject again (an unhandled rejection ends the process).
         void chain
-          .catch(() => undefined)
+          .catch((err: unknown) => deps.log.debug({ err, host }, "agent stream ended after a failure already answered"))
           .then(() => Promise.allSettled(perServer.values()))
           .then(() => {
             if (!failed) call.end();
@@ -237,9 +232,6 @@ function agentTime(field: string, d: Date | undefined): Date | undefined {
 const MAX_SERVERS_IN_FLIGHT = 1024;
 /** Progress reports of one agent stream being recorded at once; more are dropped (progress is best effort). */
 const MAX_PROGRESS_IN_FLIGHT = 8;
-
-/** How often an agent stream checks its token again (at a report). */
-const TOKEN_RECHECK_MS = 10_000;
 
 /**
  * Whether the stream's token may say Hello as `host`: an admin token speaks

@@ -9,6 +9,7 @@ import { decoded } from "./decode.js";
 import type { AuditLog, AuditNote } from "./audit-log.js";
 import { isAudited } from "./audit-log.js";
 import type { Limits } from "./limits.js";
+import type { TokenWatch } from "./token-watch.js";
 
 /** What every handler gets: the caller and a logger bound to the request. */
 export interface CallContext {
@@ -47,6 +48,8 @@ export interface RpcDeps {
   readonly audit?: AuditLog;
   /** Per-token rate limits and stream caps, applied by the wrappers below to every call. */
   readonly limits: Limits;
+  /** Ends long calls whose token is deleted or expires while they are open. */
+  readonly tokens: TokenWatch;
 }
 
 function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiError>): void {
@@ -131,7 +134,7 @@ const unrecorded = {
 type Ending = { on(event: string, fn: () => void): unknown; cancelled?: boolean };
 
 /** Calls `close` once the call is over, however it ends (or at once if it already is). */
-function whenOver(call: Ending, close: () => void): void {
+export function whenOver(call: Ending, close: () => void): void {
   for (const event of ["close", "finish", "cancelled", "error"]) call.on(event, close);
   if (call.cancelled) close();
 }

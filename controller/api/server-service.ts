@@ -19,7 +19,7 @@ import type { MigrationStatus, MigrationType } from "../domain/types.js";
 import { listMigrations } from "../store/moves.js";
 import { actionToProto, fromEnum, migrationToProto, operationToProto, serverToProto } from "./convert.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
-import { authenticate, isAdmin, serverStream, unary } from "./rpc.js";
+import { isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
 import type { ChangeFeed } from "./watch.js";
 import type { Viewer } from "./viewer.js";
@@ -31,9 +31,6 @@ function accepted(a: Accepted, viewer: Viewer) {
 }
 
 type IdRequest = { id: string; requestId: string };
-
-/** How often an open WatchServers checks its token again. */
-const WATCH_TOKEN_RECHECK_MS = 5_000;
 
 export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: ChangeFeed, queries: HostQueries): ServerServiceServer {
   const { pool } = deps;
@@ -254,14 +251,9 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
         }
         afterIndex = at;
       }
-      // The token is checked again every few seconds: a deleted or expired
-      // one ends the watch (UNAUTHENTICATED), as it would any new call.
+      // A deleted or expired token ends the watch (UNAUTHENTICATED), as it would any new call.
       const revoked = new AbortController();
-      const recheck = setInterval(() => {
-        authenticate(pool, call.metadata).catch((err: unknown) => {
-          if (!revoked.signal.aborted) revoked.abort(err);
-        });
-      }, WATCH_TOKEN_RECHECK_MS);
+      const release = deps.tokens.hold(ctx.principal.tokenId, (err) => revoked.abort(err));
       try {
         const signal = AbortSignal.any([ctx.signal, revoked.signal]);
         const changes = feed.watch({ afterIndex, projectId, instanceUuid: serverId, signal, onFailure: (err) => stop.abort(err) });
@@ -270,7 +262,7 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
         }
         if (revoked.signal.aborted) throw revoked.signal.reason;
       } finally {
-        clearInterval(recheck);
+        release();
         ctx.signal.removeEventListener("abort", onStop);
       }
     }),

@@ -117,6 +117,17 @@ export async function principalForSecret(q: Queryable, secret: string): Promise<
   return { tokenId: r.id, projectId: r.project_id, role: r.role, host: r.host ?? null };
 }
 
+/** Of `ids`, the tokens that still exist and have not expired. */
+export async function liveTokenIds(q: Queryable, ids: readonly string[]): Promise<Set<string>> {
+  if (!ids.length) return new Set();
+  const rows = await select<{ id: string }>(
+    q,
+    "SELECT id FROM api_tokens WHERE id IN (?) AND (expire_time IS NULL OR expire_time > CURRENT_TIMESTAMP(3))",
+    [ids],
+  );
+  return new Set(rows.map((r) => r.id));
+}
+
 /**
  * Binds an enrolment token (an agent token created without a host) to
  * `host`, once; an unbound agent token that is not one is refused
