@@ -145,6 +145,12 @@ export interface Instance {
   extraSpecs: { [key: string]: string };
   /** User metadata. */
   metadata: { [key: string]: string };
+  /**
+   * Its network interfaces, in the order the guest sees them (ops that
+   * build, receive or replug the instance on a host carry them; others may
+   * leave them out).
+   */
+  ports: Port[];
 }
 
 export interface Instance_ExtraSpecsEntry {
@@ -155,6 +161,102 @@ export interface Instance_ExtraSpecsEntry {
 export interface Instance_MetadataEntry {
   key: string;
   value: string;
+}
+
+/** A port: one network interface of an instance, as its host plugs it. */
+export interface Port {
+  /** Port id (UUID). */
+  id: string;
+  /** Unicast MAC address. */
+  macAddress: string;
+  /** Its addresses. */
+  fixedIps: FixedIp[];
+  /** Its network. */
+  network:
+    | Network
+    | undefined;
+  /** Anti-spoofing and security rules apply. */
+  portSecurity: boolean;
+  /** The rules of all its security groups. */
+  securityRules: SecurityRule[];
+}
+
+/** An address of a port. */
+export interface FixedIp {
+  /** The subnet. */
+  subnetId: string;
+  /** The IPv4 address. */
+  ipAddress: string;
+}
+
+/** A network, as a host carries it. */
+export interface Network {
+  /** Network id (UUID). */
+  id: string;
+  /** "flat" or "vxlan". */
+  segmentation: string;
+  /** flat: the operator's bridge. */
+  physicalBridge: string;
+  /** vxlan: the VNI. */
+  vni: number;
+  /** Interface MTU. */
+  mtu: number;
+  /** Its subnets. */
+  subnets: Subnet[];
+  /** This host's DHCP port on the network (none when no subnet has DHCP). */
+  dhcpPort: DhcpPort | undefined;
+}
+
+/** A host's DHCP server's port on a network. */
+export interface DhcpPort {
+  /** Port id (UUID). */
+  id: string;
+  /** Its MAC. */
+  macAddress: string;
+  /** One address per DHCP subnet. */
+  fixedIps: FixedIp[];
+}
+
+/** A subnet, as DHCP serves it. */
+export interface Subnet {
+  /** Subnet id (UUID). */
+  id: string;
+  /** IPv4 CIDR. */
+  cidr: string;
+  /** Router address; empty: none. */
+  gatewayIp: string;
+  /** DNS servers. */
+  dnsServers: string[];
+  /** Routes handed out (option 121). */
+  hostRoutes: Route[];
+  /** Guests get their address by DHCP. */
+  dhcp: boolean;
+}
+
+/** A route handed out by DHCP. */
+export interface Route {
+  /** Destination CIDR. */
+  destination: string;
+  /** Next hop. */
+  nexthop: string;
+}
+
+/** A security rule, resolved for the host. */
+export interface SecurityRule {
+  /** "ingress" or "egress". */
+  direction: string;
+  /** "tcp", "udp", "icmp" or empty (any). */
+  protocol: string;
+  /** tcp/udp: first port (0: all); icmp: type (-1: any). */
+  portMin: number;
+  /** tcp/udp: last port; icmp: code (-1: any). */
+  portMax: number;
+  /** The other end as a CIDR; empty and no remote group: anywhere. */
+  remoteCidr: string;
+  /** The rule names a remote group: its ports' addresses are below. */
+  remoteGroup: boolean;
+  /** The remote group's addresses (when remote_group). */
+  remoteAddresses: string[];
 }
 
 /** The image of an instance. */
@@ -1037,6 +1139,7 @@ function createBaseInstance(): Instance {
     image: undefined,
     extraSpecs: {},
     metadata: {},
+    ports: [],
   };
 }
 
@@ -1069,6 +1172,9 @@ export const Instance: MessageFns<Instance> = {
     globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
       Instance_MetadataEntry.encode({ key: key as any, value }, writer.uint32(74).fork()).join();
     });
+    for (const v of message.ports) {
+      Port.encode(v!, writer.uint32(82).fork()).join();
+    }
     return writer;
   },
 
@@ -1163,6 +1269,14 @@ export const Instance: MessageFns<Instance> = {
             }
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.ports.push(Port.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1237,6 +1351,9 @@ export const Instance: MessageFns<Instance> = {
           {},
         )
         : {},
+      ports: globalThis.Array.isArray(object?.ports)
+        ? object.ports.map((e: any) => Port.fromJSON(e))
+        : [],
     };
   },
 
@@ -1281,6 +1398,9 @@ export const Instance: MessageFns<Instance> = {
         });
       }
     }
+    if (message.ports?.length) {
+      obj.ports = message.ports.map((e) => Port.toJSON(e));
+    }
     return obj;
   },
 
@@ -1316,6 +1436,7 @@ export const Instance: MessageFns<Instance> = {
       },
       {},
     );
+    message.ports = object.ports?.map((e) => Port.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1486,6 +1607,989 @@ export const Instance_MetadataEntry: MessageFns<Instance_MetadataEntry> = {
     const message = createBaseInstance_MetadataEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBasePort(): Port {
+  return { id: "", macAddress: "", fixedIps: [], network: undefined, portSecurity: false, securityRules: [] };
+}
+
+export const Port: MessageFns<Port> = {
+  encode(message: Port, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.macAddress !== "") {
+      writer.uint32(18).string(message.macAddress);
+    }
+    for (const v of message.fixedIps) {
+      FixedIp.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.network !== undefined) {
+      Network.encode(message.network, writer.uint32(34).fork()).join();
+    }
+    if (message.portSecurity !== false) {
+      writer.uint32(40).bool(message.portSecurity);
+    }
+    for (const v of message.securityRules) {
+      SecurityRule.encode(v!, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Port {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePort();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.macAddress = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fixedIps.push(FixedIp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.network = Network.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.portSecurity = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.securityRules.push(SecurityRule.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Port {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      macAddress: isSet(object.macAddress)
+        ? globalThis.String(object.macAddress)
+        : isSet(object.mac_address)
+        ? globalThis.String(object.mac_address)
+        : "",
+      fixedIps: globalThis.Array.isArray(object?.fixedIps)
+        ? object.fixedIps.map((e: any) => FixedIp.fromJSON(e))
+        : globalThis.Array.isArray(object?.fixed_ips)
+        ? object.fixed_ips.map((e: any) => FixedIp.fromJSON(e))
+        : [],
+      network: isSet(object.network) ? Network.fromJSON(object.network) : undefined,
+      portSecurity: isSet(object.portSecurity)
+        ? globalThis.Boolean(object.portSecurity)
+        : isSet(object.port_security)
+        ? globalThis.Boolean(object.port_security)
+        : false,
+      securityRules: globalThis.Array.isArray(object?.securityRules)
+        ? object.securityRules.map((e: any) => SecurityRule.fromJSON(e))
+        : globalThis.Array.isArray(object?.security_rules)
+        ? object.security_rules.map((e: any) => SecurityRule.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: Port): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.macAddress !== "") {
+      obj.macAddress = message.macAddress;
+    }
+    if (message.fixedIps?.length) {
+      obj.fixedIps = message.fixedIps.map((e) => FixedIp.toJSON(e));
+    }
+    if (message.network !== undefined) {
+      obj.network = Network.toJSON(message.network);
+    }
+    if (message.portSecurity !== false) {
+      obj.portSecurity = message.portSecurity;
+    }
+    if (message.securityRules?.length) {
+      obj.securityRules = message.securityRules.map((e) => SecurityRule.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Port>, I>>(base?: I): Port {
+    return Port.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Port>, I>>(object: I): Port {
+    const message = createBasePort();
+    message.id = object.id ?? "";
+    message.macAddress = object.macAddress ?? "";
+    message.fixedIps = object.fixedIps?.map((e) => FixedIp.fromPartial(e)) || [];
+    message.network = (object.network !== undefined && object.network !== null)
+      ? Network.fromPartial(object.network)
+      : undefined;
+    message.portSecurity = object.portSecurity ?? false;
+    message.securityRules = object.securityRules?.map((e) => SecurityRule.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseFixedIp(): FixedIp {
+  return { subnetId: "", ipAddress: "" };
+}
+
+export const FixedIp: MessageFns<FixedIp> = {
+  encode(message: FixedIp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.subnetId !== "") {
+      writer.uint32(10).string(message.subnetId);
+    }
+    if (message.ipAddress !== "") {
+      writer.uint32(18).string(message.ipAddress);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FixedIp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFixedIp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.subnetId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ipAddress = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FixedIp {
+    return {
+      subnetId: isSet(object.subnetId)
+        ? globalThis.String(object.subnetId)
+        : isSet(object.subnet_id)
+        ? globalThis.String(object.subnet_id)
+        : "",
+      ipAddress: isSet(object.ipAddress)
+        ? globalThis.String(object.ipAddress)
+        : isSet(object.ip_address)
+        ? globalThis.String(object.ip_address)
+        : "",
+    };
+  },
+
+  toJSON(message: FixedIp): unknown {
+    const obj: any = {};
+    if (message.subnetId !== "") {
+      obj.subnetId = message.subnetId;
+    }
+    if (message.ipAddress !== "") {
+      obj.ipAddress = message.ipAddress;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FixedIp>, I>>(base?: I): FixedIp {
+    return FixedIp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FixedIp>, I>>(object: I): FixedIp {
+    const message = createBaseFixedIp();
+    message.subnetId = object.subnetId ?? "";
+    message.ipAddress = object.ipAddress ?? "";
+    return message;
+  },
+};
+
+function createBaseNetwork(): Network {
+  return { id: "", segmentation: "", physicalBridge: "", vni: 0, mtu: 0, subnets: [], dhcpPort: undefined };
+}
+
+export const Network: MessageFns<Network> = {
+  encode(message: Network, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.segmentation !== "") {
+      writer.uint32(18).string(message.segmentation);
+    }
+    if (message.physicalBridge !== "") {
+      writer.uint32(26).string(message.physicalBridge);
+    }
+    if (message.vni !== 0) {
+      writer.uint32(32).int32(message.vni);
+    }
+    if (message.mtu !== 0) {
+      writer.uint32(40).int32(message.mtu);
+    }
+    for (const v of message.subnets) {
+      Subnet.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.dhcpPort !== undefined) {
+      DhcpPort.encode(message.dhcpPort, writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Network {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNetwork();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.segmentation = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.physicalBridge = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.vni = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.mtu = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.subnets.push(Subnet.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.dhcpPort = DhcpPort.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Network {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      segmentation: isSet(object.segmentation) ? globalThis.String(object.segmentation) : "",
+      physicalBridge: isSet(object.physicalBridge)
+        ? globalThis.String(object.physicalBridge)
+        : isSet(object.physical_bridge)
+        ? globalThis.String(object.physical_bridge)
+        : "",
+      vni: isSet(object.vni) ? globalThis.Number(object.vni) : 0,
+      mtu: isSet(object.mtu) ? globalThis.Number(object.mtu) : 0,
+      subnets: globalThis.Array.isArray(object?.subnets) ? object.subnets.map((e: any) => Subnet.fromJSON(e)) : [],
+      dhcpPort: isSet(object.dhcpPort)
+        ? DhcpPort.fromJSON(object.dhcpPort)
+        : isSet(object.dhcp_port)
+        ? DhcpPort.fromJSON(object.dhcp_port)
+        : undefined,
+    };
+  },
+
+  toJSON(message: Network): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.segmentation !== "") {
+      obj.segmentation = message.segmentation;
+    }
+    if (message.physicalBridge !== "") {
+      obj.physicalBridge = message.physicalBridge;
+    }
+    if (message.vni !== 0) {
+      obj.vni = Math.round(message.vni);
+    }
+    if (message.mtu !== 0) {
+      obj.mtu = Math.round(message.mtu);
+    }
+    if (message.subnets?.length) {
+      obj.subnets = message.subnets.map((e) => Subnet.toJSON(e));
+    }
+    if (message.dhcpPort !== undefined) {
+      obj.dhcpPort = DhcpPort.toJSON(message.dhcpPort);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Network>, I>>(base?: I): Network {
+    return Network.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Network>, I>>(object: I): Network {
+    const message = createBaseNetwork();
+    message.id = object.id ?? "";
+    message.segmentation = object.segmentation ?? "";
+    message.physicalBridge = object.physicalBridge ?? "";
+    message.vni = object.vni ?? 0;
+    message.mtu = object.mtu ?? 0;
+    message.subnets = object.subnets?.map((e) => Subnet.fromPartial(e)) || [];
+    message.dhcpPort = (object.dhcpPort !== undefined && object.dhcpPort !== null)
+      ? DhcpPort.fromPartial(object.dhcpPort)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDhcpPort(): DhcpPort {
+  return { id: "", macAddress: "", fixedIps: [] };
+}
+
+export const DhcpPort: MessageFns<DhcpPort> = {
+  encode(message: DhcpPort, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.macAddress !== "") {
+      writer.uint32(18).string(message.macAddress);
+    }
+    for (const v of message.fixedIps) {
+      FixedIp.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DhcpPort {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDhcpPort();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.macAddress = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fixedIps.push(FixedIp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DhcpPort {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      macAddress: isSet(object.macAddress)
+        ? globalThis.String(object.macAddress)
+        : isSet(object.mac_address)
+        ? globalThis.String(object.mac_address)
+        : "",
+      fixedIps: globalThis.Array.isArray(object?.fixedIps)
+        ? object.fixedIps.map((e: any) => FixedIp.fromJSON(e))
+        : globalThis.Array.isArray(object?.fixed_ips)
+        ? object.fixed_ips.map((e: any) => FixedIp.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: DhcpPort): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.macAddress !== "") {
+      obj.macAddress = message.macAddress;
+    }
+    if (message.fixedIps?.length) {
+      obj.fixedIps = message.fixedIps.map((e) => FixedIp.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DhcpPort>, I>>(base?: I): DhcpPort {
+    return DhcpPort.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DhcpPort>, I>>(object: I): DhcpPort {
+    const message = createBaseDhcpPort();
+    message.id = object.id ?? "";
+    message.macAddress = object.macAddress ?? "";
+    message.fixedIps = object.fixedIps?.map((e) => FixedIp.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSubnet(): Subnet {
+  return { id: "", cidr: "", gatewayIp: "", dnsServers: [], hostRoutes: [], dhcp: false };
+}
+
+export const Subnet: MessageFns<Subnet> = {
+  encode(message: Subnet, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.cidr !== "") {
+      writer.uint32(18).string(message.cidr);
+    }
+    if (message.gatewayIp !== "") {
+      writer.uint32(26).string(message.gatewayIp);
+    }
+    for (const v of message.dnsServers) {
+      writer.uint32(34).string(v!);
+    }
+    for (const v of message.hostRoutes) {
+      Route.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.dhcp !== false) {
+      writer.uint32(48).bool(message.dhcp);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Subnet {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubnet();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.cidr = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.gatewayIp = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.dnsServers.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.hostRoutes.push(Route.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.dhcp = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Subnet {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      cidr: isSet(object.cidr) ? globalThis.String(object.cidr) : "",
+      gatewayIp: isSet(object.gatewayIp)
+        ? globalThis.String(object.gatewayIp)
+        : isSet(object.gateway_ip)
+        ? globalThis.String(object.gateway_ip)
+        : "",
+      dnsServers: globalThis.Array.isArray(object?.dnsServers)
+        ? object.dnsServers.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.dns_servers)
+        ? object.dns_servers.map((e: any) => globalThis.String(e))
+        : [],
+      hostRoutes: globalThis.Array.isArray(object?.hostRoutes)
+        ? object.hostRoutes.map((e: any) => Route.fromJSON(e))
+        : globalThis.Array.isArray(object?.host_routes)
+        ? object.host_routes.map((e: any) => Route.fromJSON(e))
+        : [],
+      dhcp: isSet(object.dhcp) ? globalThis.Boolean(object.dhcp) : false,
+    };
+  },
+
+  toJSON(message: Subnet): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.cidr !== "") {
+      obj.cidr = message.cidr;
+    }
+    if (message.gatewayIp !== "") {
+      obj.gatewayIp = message.gatewayIp;
+    }
+    if (message.dnsServers?.length) {
+      obj.dnsServers = message.dnsServers;
+    }
+    if (message.hostRoutes?.length) {
+      obj.hostRoutes = message.hostRoutes.map((e) => Route.toJSON(e));
+    }
+    if (message.dhcp !== false) {
+      obj.dhcp = message.dhcp;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Subnet>, I>>(base?: I): Subnet {
+    return Subnet.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Subnet>, I>>(object: I): Subnet {
+    const message = createBaseSubnet();
+    message.id = object.id ?? "";
+    message.cidr = object.cidr ?? "";
+    message.gatewayIp = object.gatewayIp ?? "";
+    message.dnsServers = object.dnsServers?.map((e) => e) || [];
+    message.hostRoutes = object.hostRoutes?.map((e) => Route.fromPartial(e)) || [];
+    message.dhcp = object.dhcp ?? false;
+    return message;
+  },
+};
+
+function createBaseRoute(): Route {
+  return { destination: "", nexthop: "" };
+}
+
+export const Route: MessageFns<Route> = {
+  encode(message: Route, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.destination !== "") {
+      writer.uint32(10).string(message.destination);
+    }
+    if (message.nexthop !== "") {
+      writer.uint32(18).string(message.nexthop);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Route {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRoute();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.destination = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nexthop = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Route {
+    return {
+      destination: isSet(object.destination) ? globalThis.String(object.destination) : "",
+      nexthop: isSet(object.nexthop) ? globalThis.String(object.nexthop) : "",
+    };
+  },
+
+  toJSON(message: Route): unknown {
+    const obj: any = {};
+    if (message.destination !== "") {
+      obj.destination = message.destination;
+    }
+    if (message.nexthop !== "") {
+      obj.nexthop = message.nexthop;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Route>, I>>(base?: I): Route {
+    return Route.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Route>, I>>(object: I): Route {
+    const message = createBaseRoute();
+    message.destination = object.destination ?? "";
+    message.nexthop = object.nexthop ?? "";
+    return message;
+  },
+};
+
+function createBaseSecurityRule(): SecurityRule {
+  return {
+    direction: "",
+    protocol: "",
+    portMin: 0,
+    portMax: 0,
+    remoteCidr: "",
+    remoteGroup: false,
+    remoteAddresses: [],
+  };
+}
+
+export const SecurityRule: MessageFns<SecurityRule> = {
+  encode(message: SecurityRule, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.direction !== "") {
+      writer.uint32(10).string(message.direction);
+    }
+    if (message.protocol !== "") {
+      writer.uint32(18).string(message.protocol);
+    }
+    if (message.portMin !== 0) {
+      writer.uint32(24).int32(message.portMin);
+    }
+    if (message.portMax !== 0) {
+      writer.uint32(32).int32(message.portMax);
+    }
+    if (message.remoteCidr !== "") {
+      writer.uint32(42).string(message.remoteCidr);
+    }
+    if (message.remoteGroup !== false) {
+      writer.uint32(48).bool(message.remoteGroup);
+    }
+    for (const v of message.remoteAddresses) {
+      writer.uint32(58).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SecurityRule {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSecurityRule();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.direction = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.protocol = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.portMin = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.portMax = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.remoteCidr = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.remoteGroup = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.remoteAddresses.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SecurityRule {
+    return {
+      direction: isSet(object.direction) ? globalThis.String(object.direction) : "",
+      protocol: isSet(object.protocol) ? globalThis.String(object.protocol) : "",
+      portMin: isSet(object.portMin)
+        ? globalThis.Number(object.portMin)
+        : isSet(object.port_min)
+        ? globalThis.Number(object.port_min)
+        : 0,
+      portMax: isSet(object.portMax)
+        ? globalThis.Number(object.portMax)
+        : isSet(object.port_max)
+        ? globalThis.Number(object.port_max)
+        : 0,
+      remoteCidr: isSet(object.remoteCidr)
+        ? globalThis.String(object.remoteCidr)
+        : isSet(object.remote_cidr)
+        ? globalThis.String(object.remote_cidr)
+        : "",
+      remoteGroup: isSet(object.remoteGroup)
+        ? globalThis.Boolean(object.remoteGroup)
+        : isSet(object.remote_group)
+        ? globalThis.Boolean(object.remote_group)
+        : false,
+      remoteAddresses: globalThis.Array.isArray(object?.remoteAddresses)
+        ? object.remoteAddresses.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.remote_addresses)
+        ? object.remote_addresses.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: SecurityRule): unknown {
+    const obj: any = {};
+    if (message.direction !== "") {
+      obj.direction = message.direction;
+    }
+    if (message.protocol !== "") {
+      obj.protocol = message.protocol;
+    }
+    if (message.portMin !== 0) {
+      obj.portMin = Math.round(message.portMin);
+    }
+    if (message.portMax !== 0) {
+      obj.portMax = Math.round(message.portMax);
+    }
+    if (message.remoteCidr !== "") {
+      obj.remoteCidr = message.remoteCidr;
+    }
+    if (message.remoteGroup !== false) {
+      obj.remoteGroup = message.remoteGroup;
+    }
+    if (message.remoteAddresses?.length) {
+      obj.remoteAddresses = message.remoteAddresses;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SecurityRule>, I>>(base?: I): SecurityRule {
+    return SecurityRule.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SecurityRule>, I>>(object: I): SecurityRule {
+    const message = createBaseSecurityRule();
+    message.direction = object.direction ?? "";
+    message.protocol = object.protocol ?? "";
+    message.portMin = object.portMin ?? 0;
+    message.portMax = object.portMax ?? 0;
+    message.remoteCidr = object.remoteCidr ?? "";
+    message.remoteGroup = object.remoteGroup ?? false;
+    message.remoteAddresses = object.remoteAddresses?.map((e) => e) || [];
     return message;
   },
 };

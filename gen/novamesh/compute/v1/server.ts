@@ -831,11 +831,52 @@ export interface Server {
    * caller.
    */
   hostId: string;
+  /** Its network interfaces, in the order the guest sees them. */
+  interfaces: ServerInterface[];
+  /** Its addresses by network name (Nova's `addresses`). */
+  addresses: { [key: string]: ServerAddresses };
 }
 
 export interface Server_MetadataEntry {
   key: string;
   value: string;
+}
+
+export interface Server_AddressesEntry {
+  key: string;
+  value: ServerAddresses | undefined;
+}
+
+/** A network interface of a server (a port attached to it). */
+export interface ServerInterface {
+  /** The port id. */
+  portId: string;
+  /** Its network. */
+  networkId: string;
+  /** Its MAC address. */
+  macAddress: string;
+  /** Its addresses ("10.0.0.5"). */
+  ipAddresses: string[];
+  /** DOWN (not plugged on a host) or ACTIVE. */
+  status: string;
+}
+
+/** A server's addresses on one network. */
+export interface ServerAddresses {
+  /** The addresses. */
+  addresses: ServerAddress[];
+}
+
+/** One address of a server (Nova's `addresses` entry). */
+export interface ServerAddress {
+  /** The address. */
+  addr: string;
+  /** 4 (IPv4). */
+  version: number;
+  /** MAC of the interface that has it. */
+  macAddress: string;
+  /** "fixed". */
+  type: string;
 }
 
 /** Where the scheduler may put a new server (Nova's os:scheduler_hints). */
@@ -908,12 +949,46 @@ export interface CreateServerRequest {
    */
   availabilityZone: string;
   /** Placement hints. */
-  schedulerHints: SchedulerHints | undefined;
+  schedulerHints:
+    | SchedulerHints
+    | undefined;
+  /**
+   * Its network interfaces, in order. Empty: one interface on the project's
+   * network when it can use exactly one (its own, or else a shared one);
+   * none when it can use none; INVALID_ARGUMENT when it can use several.
+   */
+  networks: NetworkRequest[];
+  /**
+   * Security groups (ids or names) of the interfaces made for it (not of
+   * ports given by port_id); empty: the project's "default" group.
+   */
+  securityGroups: string[];
+  /** No network interface at all (networks must then be empty). */
+  noNetwork: boolean;
 }
 
 export interface CreateServerRequest_MetadataEntry {
   key: string;
   value: string;
+}
+
+/**
+ * One interface of a server being created: a network (with an optional
+ * address), or an existing free port.
+ */
+export interface NetworkRequest {
+  /**
+   * A network the caller may use: a port is made on it (any free address
+   * on each of its subnets, or fixed_ip).
+   */
+  networkId: string;
+  /**
+   * A free port of the caller's project, used as it is (exclusive with
+   * network_id).
+   */
+  portId: string;
+  /** With network_id: this address (of one of the network's subnets). */
+  fixedIp: string;
 }
 
 /** Response of CreateServer. */
@@ -1906,6 +1981,8 @@ function createBaseServer(): Server {
     availabilityZone: "",
     serverGroupId: "",
     hostId: "",
+    interfaces: [],
+    addresses: {},
   };
 }
 
@@ -1980,6 +2057,12 @@ export const Server: MessageFns<Server> = {
     if (message.hostId !== "") {
       writer.uint32(186).string(message.hostId);
     }
+    for (const v of message.interfaces) {
+      ServerInterface.encode(v!, writer.uint32(194).fork()).join();
+    }
+    globalThis.Object.entries(message.addresses).forEach(([key, value]: [string, ServerAddresses]) => {
+      Server_AddressesEntry.encode({ key: key as any, value }, writer.uint32(202).fork()).join();
+    });
     return writer;
   },
 
@@ -2183,6 +2266,25 @@ export const Server: MessageFns<Server> = {
             message.hostId = reader.string();
             continue;
           }
+          case 24: {
+            if (tag !== 194) {
+              break;
+            }
+
+            message.interfaces.push(ServerInterface.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 25: {
+            if (tag !== 202) {
+              break;
+            }
+
+            const entry25 = Server_AddressesEntry.decode(reader, reader.uint32());
+            if (entry25.value !== undefined) {
+              message.addresses[entry25.key] = entry25.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2293,6 +2395,23 @@ export const Server: MessageFns<Server> = {
         : isSet(object.host_id)
         ? globalThis.String(object.host_id)
         : "",
+      interfaces: globalThis.Array.isArray(object?.interfaces)
+        ? object.interfaces.map((e: any) => ServerInterface.fromJSON(e))
+        : [],
+      addresses: isObject(object.addresses)
+        ? (globalThis.Object.entries(object.addresses) as [string, any][]).reduce(
+          (acc: { [key: string]: ServerAddresses }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: ServerAddresses.fromJSON(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -2373,6 +2492,18 @@ export const Server: MessageFns<Server> = {
     if (message.hostId !== "") {
       obj.hostId = message.hostId;
     }
+    if (message.interfaces?.length) {
+      obj.interfaces = message.interfaces.map((e) => ServerInterface.toJSON(e));
+    }
+    if (message.addresses) {
+      const entries = globalThis.Object.entries(message.addresses) as [string, ServerAddresses][];
+      if (entries.length > 0) {
+        obj.addresses = {};
+        entries.forEach(([k, v]) => {
+          obj.addresses[k] = ServerAddresses.toJSON(v);
+        });
+      }
+    }
     return obj;
   },
 
@@ -2414,6 +2545,16 @@ export const Server: MessageFns<Server> = {
     message.availabilityZone = object.availabilityZone ?? "";
     message.serverGroupId = object.serverGroupId ?? "";
     message.hostId = object.hostId ?? "";
+    message.interfaces = object.interfaces?.map((e) => ServerInterface.fromPartial(e)) || [];
+    message.addresses = (globalThis.Object.entries(object.addresses ?? {}) as [string, ServerAddresses][]).reduce(
+      (acc: { [key: string]: ServerAddresses }, [key, value]: [string, ServerAddresses]) => {
+        if (value !== undefined) {
+          acc[key] = ServerAddresses.fromPartial(value);
+        }
+        return acc;
+      },
+      {},
+    );
     return message;
   },
 };
@@ -2499,6 +2640,434 @@ export const Server_MetadataEntry: MessageFns<Server_MetadataEntry> = {
     const message = createBaseServer_MetadataEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseServer_AddressesEntry(): Server_AddressesEntry {
+  return { key: "", value: undefined };
+}
+
+export const Server_AddressesEntry: MessageFns<Server_AddressesEntry> = {
+  encode(message: Server_AddressesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      ServerAddresses.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Server_AddressesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServer_AddressesEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = ServerAddresses.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Server_AddressesEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? ServerAddresses.fromJSON(object.value) : undefined,
+    };
+  },
+
+  toJSON(message: Server_AddressesEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== undefined) {
+      obj.value = ServerAddresses.toJSON(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Server_AddressesEntry>, I>>(base?: I): Server_AddressesEntry {
+    return Server_AddressesEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Server_AddressesEntry>, I>>(object: I): Server_AddressesEntry {
+    const message = createBaseServer_AddressesEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? ServerAddresses.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseServerInterface(): ServerInterface {
+  return { portId: "", networkId: "", macAddress: "", ipAddresses: [], status: "" };
+}
+
+export const ServerInterface: MessageFns<ServerInterface> = {
+  encode(message: ServerInterface, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.portId !== "") {
+      writer.uint32(10).string(message.portId);
+    }
+    if (message.networkId !== "") {
+      writer.uint32(18).string(message.networkId);
+    }
+    if (message.macAddress !== "") {
+      writer.uint32(26).string(message.macAddress);
+    }
+    for (const v of message.ipAddresses) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.status !== "") {
+      writer.uint32(42).string(message.status);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerInterface {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerInterface();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.portId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.networkId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.macAddress = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.ipAddresses.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.status = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServerInterface {
+    return {
+      portId: isSet(object.portId)
+        ? globalThis.String(object.portId)
+        : isSet(object.port_id)
+        ? globalThis.String(object.port_id)
+        : "",
+      networkId: isSet(object.networkId)
+        ? globalThis.String(object.networkId)
+        : isSet(object.network_id)
+        ? globalThis.String(object.network_id)
+        : "",
+      macAddress: isSet(object.macAddress)
+        ? globalThis.String(object.macAddress)
+        : isSet(object.mac_address)
+        ? globalThis.String(object.mac_address)
+        : "",
+      ipAddresses: globalThis.Array.isArray(object?.ipAddresses)
+        ? object.ipAddresses.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.ip_addresses)
+        ? object.ip_addresses.map((e: any) => globalThis.String(e))
+        : [],
+      status: isSet(object.status) ? globalThis.String(object.status) : "",
+    };
+  },
+
+  toJSON(message: ServerInterface): unknown {
+    const obj: any = {};
+    if (message.portId !== "") {
+      obj.portId = message.portId;
+    }
+    if (message.networkId !== "") {
+      obj.networkId = message.networkId;
+    }
+    if (message.macAddress !== "") {
+      obj.macAddress = message.macAddress;
+    }
+    if (message.ipAddresses?.length) {
+      obj.ipAddresses = message.ipAddresses;
+    }
+    if (message.status !== "") {
+      obj.status = message.status;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServerInterface>, I>>(base?: I): ServerInterface {
+    return ServerInterface.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerInterface>, I>>(object: I): ServerInterface {
+    const message = createBaseServerInterface();
+    message.portId = object.portId ?? "";
+    message.networkId = object.networkId ?? "";
+    message.macAddress = object.macAddress ?? "";
+    message.ipAddresses = object.ipAddresses?.map((e) => e) || [];
+    message.status = object.status ?? "";
+    return message;
+  },
+};
+
+function createBaseServerAddresses(): ServerAddresses {
+  return { addresses: [] };
+}
+
+export const ServerAddresses: MessageFns<ServerAddresses> = {
+  encode(message: ServerAddresses, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.addresses) {
+      ServerAddress.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerAddresses {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerAddresses();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.addresses.push(ServerAddress.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServerAddresses {
+    return {
+      addresses: globalThis.Array.isArray(object?.addresses)
+        ? object.addresses.map((e: any) => ServerAddress.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ServerAddresses): unknown {
+    const obj: any = {};
+    if (message.addresses?.length) {
+      obj.addresses = message.addresses.map((e) => ServerAddress.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServerAddresses>, I>>(base?: I): ServerAddresses {
+    return ServerAddresses.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerAddresses>, I>>(object: I): ServerAddresses {
+    const message = createBaseServerAddresses();
+    message.addresses = object.addresses?.map((e) => ServerAddress.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseServerAddress(): ServerAddress {
+  return { addr: "", version: 0, macAddress: "", type: "" };
+}
+
+export const ServerAddress: MessageFns<ServerAddress> = {
+  encode(message: ServerAddress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.addr !== "") {
+      writer.uint32(10).string(message.addr);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).int32(message.version);
+    }
+    if (message.macAddress !== "") {
+      writer.uint32(26).string(message.macAddress);
+    }
+    if (message.type !== "") {
+      writer.uint32(34).string(message.type);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServerAddress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServerAddress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.addr = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.macAddress = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.type = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServerAddress {
+    return {
+      addr: isSet(object.addr) ? globalThis.String(object.addr) : "",
+      version: isSet(object.version) ? globalThis.Number(object.version) : 0,
+      macAddress: isSet(object.macAddress)
+        ? globalThis.String(object.macAddress)
+        : isSet(object.mac_address)
+        ? globalThis.String(object.mac_address)
+        : "",
+      type: isSet(object.type) ? globalThis.String(object.type) : "",
+    };
+  },
+
+  toJSON(message: ServerAddress): unknown {
+    const obj: any = {};
+    if (message.addr !== "") {
+      obj.addr = message.addr;
+    }
+    if (message.version !== 0) {
+      obj.version = Math.round(message.version);
+    }
+    if (message.macAddress !== "") {
+      obj.macAddress = message.macAddress;
+    }
+    if (message.type !== "") {
+      obj.type = message.type;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ServerAddress>, I>>(base?: I): ServerAddress {
+    return ServerAddress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ServerAddress>, I>>(object: I): ServerAddress {
+    const message = createBaseServerAddress();
+    message.addr = object.addr ?? "";
+    message.version = object.version ?? 0;
+    message.macAddress = object.macAddress ?? "";
+    message.type = object.type ?? "";
     return message;
   },
 };
@@ -2919,6 +3488,9 @@ function createBaseCreateServerRequest(): CreateServerRequest {
     requestId: "",
     availabilityZone: "",
     schedulerHints: undefined,
+    networks: [],
+    securityGroups: [],
+    noNetwork: false,
   };
 }
 
@@ -2944,6 +3516,15 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     }
     if (message.schedulerHints !== undefined) {
       SchedulerHints.encode(message.schedulerHints, writer.uint32(58).fork()).join();
+    }
+    for (const v of message.networks) {
+      NetworkRequest.encode(v!, writer.uint32(66).fork()).join();
+    }
+    for (const v of message.securityGroups) {
+      writer.uint32(74).string(v!);
+    }
+    if (message.noNetwork !== false) {
+      writer.uint32(80).bool(message.noNetwork);
     }
     return writer;
   },
@@ -3020,6 +3601,30 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
             message.schedulerHints = SchedulerHints.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.networks.push(NetworkRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.securityGroups.push(reader.string());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.noNetwork = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3074,6 +3679,19 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
         : isSet(object.scheduler_hints)
         ? SchedulerHints.fromJSON(object.scheduler_hints)
         : undefined,
+      networks: globalThis.Array.isArray(object?.networks)
+        ? object.networks.map((e: any) => NetworkRequest.fromJSON(e))
+        : [],
+      securityGroups: globalThis.Array.isArray(object?.securityGroups)
+        ? object.securityGroups.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.security_groups)
+        ? object.security_groups.map((e: any) => globalThis.String(e))
+        : [],
+      noNetwork: isSet(object.noNetwork)
+        ? globalThis.Boolean(object.noNetwork)
+        : isSet(object.no_network)
+        ? globalThis.Boolean(object.no_network)
+        : false,
     };
   },
 
@@ -3106,6 +3724,15 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     if (message.schedulerHints !== undefined) {
       obj.schedulerHints = SchedulerHints.toJSON(message.schedulerHints);
     }
+    if (message.networks?.length) {
+      obj.networks = message.networks.map((e) => NetworkRequest.toJSON(e));
+    }
+    if (message.securityGroups?.length) {
+      obj.securityGroups = message.securityGroups;
+    }
+    if (message.noNetwork !== false) {
+      obj.noNetwork = message.noNetwork;
+    }
     return obj;
   },
 
@@ -3131,6 +3758,9 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     message.schedulerHints = (object.schedulerHints !== undefined && object.schedulerHints !== null)
       ? SchedulerHints.fromPartial(object.schedulerHints)
       : undefined;
+    message.networks = object.networks?.map((e) => NetworkRequest.fromPartial(e)) || [];
+    message.securityGroups = object.securityGroups?.map((e) => e) || [];
+    message.noNetwork = object.noNetwork ?? false;
     return message;
   },
 };
@@ -3220,6 +3850,119 @@ export const CreateServerRequest_MetadataEntry: MessageFns<CreateServerRequest_M
     const message = createBaseCreateServerRequest_MetadataEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseNetworkRequest(): NetworkRequest {
+  return { networkId: "", portId: "", fixedIp: "" };
+}
+
+export const NetworkRequest: MessageFns<NetworkRequest> = {
+  encode(message: NetworkRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.networkId !== "") {
+      writer.uint32(10).string(message.networkId);
+    }
+    if (message.portId !== "") {
+      writer.uint32(18).string(message.portId);
+    }
+    if (message.fixedIp !== "") {
+      writer.uint32(26).string(message.fixedIp);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NetworkRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNetworkRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.networkId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.portId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fixedIp = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NetworkRequest {
+    return {
+      networkId: isSet(object.networkId)
+        ? globalThis.String(object.networkId)
+        : isSet(object.network_id)
+        ? globalThis.String(object.network_id)
+        : "",
+      portId: isSet(object.portId)
+        ? globalThis.String(object.portId)
+        : isSet(object.port_id)
+        ? globalThis.String(object.port_id)
+        : "",
+      fixedIp: isSet(object.fixedIp)
+        ? globalThis.String(object.fixedIp)
+        : isSet(object.fixed_ip)
+        ? globalThis.String(object.fixed_ip)
+        : "",
+    };
+  },
+
+  toJSON(message: NetworkRequest): unknown {
+    const obj: any = {};
+    if (message.networkId !== "") {
+      obj.networkId = message.networkId;
+    }
+    if (message.portId !== "") {
+      obj.portId = message.portId;
+    }
+    if (message.fixedIp !== "") {
+      obj.fixedIp = message.fixedIp;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkRequest>, I>>(base?: I): NetworkRequest {
+    return NetworkRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkRequest>, I>>(object: I): NetworkRequest {
+    const message = createBaseNetworkRequest();
+    message.networkId = object.networkId ?? "";
+    message.portId = object.portId ?? "";
+    message.fixedIp = object.fixedIp ?? "";
     return message;
   },
 };
