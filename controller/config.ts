@@ -121,6 +121,9 @@ export interface ControllerConfig {
    * NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST). Cold migrations always leave it.
    */
   readonly allowResizeToSameHost: boolean;
+  /** VNIs vxlan networks get, first and last (NOVAMESH_VNI_MIN, NOVAMESH_VNI_MAX). */
+  readonly vniMin: number;
+  readonly vniMax: number;
   /** Requests per second a member token may make; 0 for no limit (NOVAMESH_RATE_LIMIT). */
   readonly rateLimit: number;
   /** Requests a member token may make at once before the rate applies (NOVAMESH_RATE_BURST). */
@@ -192,6 +195,8 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   reaperGraceSeconds: 20,
   resizeConfirmWindowSeconds: 86400,
   allowResizeToSameHost: false,
+  vniMin: 1000,
+  vniMax: 16777215,
   rateLimit: DEFAULT_LIMITS.ratePerSecond,
   rateBurst: DEFAULT_LIMITS.rateBurst,
   adminRateLimit: DEFAULT_LIMITS.adminRatePerSecond,
@@ -247,6 +252,8 @@ const SPECS: readonly Spec[] = [
   { key: "reaperGraceSeconds", flag: "--reaper-grace", env: "NOVAMESH_REAPER_GRACE", kind: "number" },
   { key: "resizeConfirmWindowSeconds", flag: "--resize-confirm-window", env: "NOVAMESH_RESIZE_CONFIRM_WINDOW", kind: "number" },
   { key: "allowResizeToSameHost", flag: "--allow-resize-to-same-host", env: "NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST", kind: "boolean" },
+  { key: "vniMin", flag: "--vni-min", env: "NOVAMESH_VNI_MIN", kind: "number" },
+  { key: "vniMax", flag: "--vni-max", env: "NOVAMESH_VNI_MAX", kind: "number" },
   { key: "rateLimit", flag: "--rate-limit", env: "NOVAMESH_RATE_LIMIT", kind: "number" },
   { key: "rateBurst", flag: "--rate-burst", env: "NOVAMESH_RATE_BURST", kind: "number" },
   { key: "adminRateLimit", flag: "--admin-rate-limit", env: "NOVAMESH_ADMIN_RATE_LIMIT", kind: "number" },
@@ -297,6 +304,9 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
   if (!Number.isInteger(cfg.watchPollMs) || cfg.watchPollMs < 10) throw new ConfigError("--watch-poll-ms: expected a whole number ≥ 10");
   if (!Number.isInteger(cfg.watchBuffer) || cfg.watchBuffer < 1) throw new ConfigError("--watch-buffer: expected a whole number ≥ 1");
   if (cfg.natsSigningKey && !cfg.natsCreds) throw new ConfigError("--nats-signing-key needs --nats-creds (the controller's own NATS user of the same account)");
+  if (!Number.isInteger(cfg.vniMin) || !Number.isInteger(cfg.vniMax) || cfg.vniMin < 1 || cfg.vniMax > 16777215 || cfg.vniMin > cfg.vniMax) {
+    throw new ConfigError("--vni-min, --vni-max: expected whole numbers with 1 ≤ min ≤ max ≤ 16777215");
+  }
   if (!Number.isInteger(cfg.natsAgentTtlSeconds) || cfg.natsAgentTtlSeconds < 10) throw new ConfigError("--nats-agent-ttl: expected whole seconds ≥ 10");
   return cfg;
 }

@@ -44,6 +44,10 @@ import { serverTls } from "./tls.js";
 import { AggregateServiceService } from "../gen/novamesh/compute/v1/aggregate.js";
 import { SchedulerServiceService } from "../gen/novamesh/compute/v1/scheduler.js";
 import { ServerGroupServiceService } from "../gen/novamesh/compute/v1/server_group.js";
+import { NetworkServiceService } from "../gen/novamesh/network/v1/network.js";
+import { SecurityGroupServiceService } from "../gen/novamesh/network/v1/security_group.js";
+import { networkService } from "./api/network-service.js";
+import { securityGroupService } from "./api/security-group-service.js";
 import { aggregateService, schedulerService, serverGroupService } from "./api/placement-services.js";
 import type { Pool } from "./store/db.js";
 import { ImageBytes } from "./store/image-bytes.js";
@@ -69,6 +73,8 @@ const PUBLIC_SERVICES = [
   "novamesh.compute.v1.AggregateService",
   "novamesh.compute.v1.SchedulerService",
   "novamesh.compute.v1.AuditService",
+  "novamesh.network.v1.NetworkService",
+  "novamesh.network.v1.SecurityGroupService",
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",
@@ -208,6 +214,8 @@ export class Controller {
     server.addService(tolerant(AggregateServiceService), aggregateService(deps));
     server.addService(tolerant(SchedulerServiceService), schedulerService(deps, { pipeline, hosts }));
     server.addService(tolerant(AuditServiceService), auditService(deps));
+    server.addService(tolerant(NetworkServiceService), networkService(deps, { vniMin: cfg.vniMin, vniMax: cfg.vniMax }));
+    server.addService(tolerant(SecurityGroupServiceService), securityGroupService(deps));
     addReflection(server, await readFile(DESCRIPTOR_SET), { services: PUBLIC_SERVICES });
     this.setHealth = addHealth(server, { "": "SERVING" });
     this.port = await bind(server, cfg.listen, tls.public);

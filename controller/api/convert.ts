@@ -16,6 +16,7 @@ import { Flavor as PbFlavor } from "../../gen/novamesh/compute/v1/flavor.js";
 import { Image as PbImage, ImageStatus, ImageVisibility } from "../../gen/novamesh/compute/v1/image.js";
 import { Hypervisor, Service, ServiceState, ServiceStatus } from "../../gen/novamesh/compute/v1/host.js";
 import { Role as PbRole, Token, TokenKind } from "../../gen/novamesh/compute/v1/identity.js";
+import type { Port } from "../domain/network.js";
 import type { PowerState } from "../domain/states.js";
 import { POWER_STATES, serverStatus } from "../domain/states.js";
 import type { ComputeNode, Flavor, Image, Instance, InstanceAction, Migration, Role } from "../domain/types.js";
@@ -44,8 +45,39 @@ export function powerStateFromProto(v: number): PowerState | null {
   return s && (POWER_STATES as readonly string[]).includes(s) ? (s as PowerState) : null;
 }
 
-/** A server as `viewer` may see it: the host's name for admins only, its host id for everyone. */
-export function serverToProto(i: Instance, viewer: Viewer): Server {
+/** A server's interfaces: its ports in order, with the names of their networks. */
+export interface ServerNetworks {
+  readonly ports: readonly Port[];
+  readonly networkNames: ReadonlyMap<string, string>;
+}
+
+/** The interfaces and Nova's `addresses` (by network name) of a server. */
+function interfacesOf(n: ServerNetworks | undefined, host: string | null): Pick<Server, "interfaces" | "addresses"> {
+  if (!n) return { interfaces: [], addresses: {} };
+  const addresses: Server["addresses"] = {};
+  for (const p of n.ports) {
+    const name = n.networkNames.get(p.networkId) ?? p.networkId;
+    const list = (addresses[name] ??= { addresses: [] });
+    for (const ip of p.fixedIps) list.addresses.push({ addr: ip.ipAddress, version: 4, macAddress: p.macAddress, type: "fixed" });
+  }
+  return {
+    interfaces: n.ports.map((p) => ({
+      portId: p.id,
+      networkId: p.networkId,
+      macAddress: p.macAddress,
+      ipAddresses: p.fixedIps.map((ip) => ip.ipAddress),
+      // Plugged while the server has a host.
+      status: host ? "ACTIVE" : "DOWN",
+    })),
+    addresses,
+  };
+}
+
+/**
+ * A server as `viewer` may see it: the host's name for admins only, its
+ * host id for everyone; its interfaces when `networks` is given.
+ */
+export function serverToProto(i: Instance, viewer: Viewer, networks?: ServerNetworks): Server {
   const mask = (t: string) => maskHosts(viewer, i.projectId, t, [i.host, i.fault?.details.host]);
   return {
     id: i.uuid,
@@ -78,6 +110,7 @@ export function serverToProto(i: Instance, viewer: Viewer): Server {
     taskDeadline: i.taskDeadline ?? undefined,
     availabilityZone: i.availabilityZone,
     serverGroupId: i.serverGroupId ?? "",
+    ...interfacesOf(networks, i.host),
   };
 }
 

@@ -17,7 +17,11 @@ import { lastChangeIndex } from "../store/changes.js";
 import { MigrationStatus as PbMigrationStatus, MigrationType as PbMigrationType } from "../../gen/novamesh/compute/v1/server.js";
 import type { MigrationStatus, MigrationType } from "../domain/types.js";
 import { listMigrations } from "../store/moves.js";
-import { actionToProto, fromEnum, migrationToProto, operationToProto, serverToProto } from "./convert.js";
+import { actionToProto, fromEnum, migrationToProto, operationToProto, serverToProto, type ServerNetworks } from "./convert.js";
+import type { Queryable } from "../store/db.js";
+import { networkNames } from "../store/networks.js";
+import { portsOfServers } from "../store/ports.js";
+import { requestedNetworksOf } from "./server-networks.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
 import { isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
@@ -25,9 +29,17 @@ import type { ChangeFeed } from "./watch.js";
 import type { Viewer } from "./viewer.js";
 import { maskHosts, maskMap, viewerOf } from "./viewer.js";
 
+/** The interfaces of servers, by server id. */
+async function networksOf(q: Queryable, serverIds: readonly string[]): Promise<Map<string, ServerNetworks>> {
+  const ports = await portsOfServers(q, serverIds);
+  const names = await networkNames(q, [...new Set([...ports.values()].flat().map((p) => p.networkId))]);
+  return new Map(serverIds.map((id) => [id, { ports: ports.get(id) ?? [], networkNames: names }]));
+}
+
 /** The response of a server action: the server and its operation, as the caller may see them. */
-function accepted(a: Accepted, viewer: Viewer) {
-  return { server: serverToProto(a.instance, viewer), operation: operationToProto(a.operation, viewer) };
+async function accepted(q: Queryable, a: Accepted, viewer: Viewer) {
+  const nets = await networksOf(q, [a.instance.uuid]);
+  return { server: serverToProto(a.instance, viewer, nets.get(a.instance.uuid)), operation: operationToProto(a.operation, viewer) };
 }
 
 type IdRequest = { id: string; requestId: string };
@@ -35,7 +47,7 @@ type IdRequest = { id: string; requestId: string };
 export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: ChangeFeed, queries: HostQueries): ServerServiceServer {
   const { pool } = deps;
   /** The response of an action for the caller of `ctx`. */
-  const answer = async (ctx: CallContext, a: Accepted) => accepted(a, await viewerOf(pool, ctx));
+  const answer = async (ctx: CallContext, a: Accepted) => accepted(pool, a, await viewerOf(pool, ctx));
   /** A server action that takes only the server id and a request id. */
   const simple = (name: string, fn: (who: CallContext["principal"], id: string, requestId: string) => Promise<Accepted>) =>
     unary(deps, name, async (req: IdRequest, ctx) => answer(ctx, await fn(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId))));
@@ -54,14 +66,16 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       if (flavor.diskGb < image.minDiskGb) throw invalidArgument("flavor_id", `flavor disk ${flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
       if (flavor.ramMb < image.minRamMb) throw invalidArgument("flavor_id", `flavor RAM ${flavor.ramMb} MiB is below the image's min_ram ${image.minRamMb} MiB`);
       const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
-      const a = await build.create(conductor, ctx.principal, { name, flavor, image, metadata, requestId, ...placement });
+      const requestedNetworks = await requestedNetworksOf(pool, ctx.principal, req);
+      const a = await build.create(conductor, ctx.principal, { name, flavor, image, metadata, requestId, requestedNetworks, ...placement });
       ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");
       return answer(ctx, a);
     }),
 
     getServer: unary(deps, "GetServer", async (req, ctx) => {
       const inst = await visible(pool, ctx.principal, v.uuid("id", req.id));
-      return { server: serverToProto(inst, await viewerOf(pool, ctx)) };
+      const nets = await networksOf(pool, [inst.uuid]);
+      return { server: serverToProto(inst, await viewerOf(pool, ctx), nets.get(inst.uuid)) };
     }),
 
     listServers: unary(deps, "ListServers", async (req, ctx) => {
@@ -87,8 +101,9 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const page = rows.slice(0, limit);
       const more = rows.length > limit;
       const viewer = await viewerOf(pool, ctx);
+      const nets = await networksOf(pool, page.map((i) => i.uuid));
       return {
-        servers: page.map((i) => serverToProto(i, viewer)),
+        servers: page.map((i) => serverToProto(i, viewer, nets.get(i.uuid))),
         nextPageToken: more ? v.encodePageToken({ before: page[page.length - 1]!.seq }) : "",
       };
     }),

@@ -8,6 +8,7 @@ import { startEvent } from "../store/actions.js";
 import { getImage } from "../store/catalog.js";
 import type { Queryable } from "../store/db.js";
 import { enqueueOp } from "../store/ops.js";
+import { hostPortsOf } from "./host-ports.js";
 
 export interface DispatchRequest {
   readonly instance: Instance;
@@ -31,12 +32,14 @@ export async function dispatchOp(q: Queryable, o: DispatchRequest): Promise<stri
   const opId = randomUUID();
   const traits = OP_TRAITS[o.args.kind];
   const image = traits.buildsOnHost ? await getImage(q, o.imageId ?? o.instance.imageId, undefined) : null;
+  const ports = traits.plugsPorts ? await hostPortsOf(q, o.instance.uuid, o.host) : [];
   const payload = encodeComputeOp({
     opId,
     requestId: o.requestId,
     attempt: o.attempt ?? 1,
     instance: o.instance,
     image,
+    ports,
     args: o.args,
     deadline: traits.cleanup ? null : o.instance.taskDeadline,
   });

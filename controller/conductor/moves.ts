@@ -35,6 +35,8 @@ export const MOVE_WAITING_TASKS: readonly TaskState[] = [...new Set(Object.value
 export async function releaseEverything(store: TxStore, instanceUuid: string): Promise<number> {
   let n = await store.releaseAllocations(instanceUuid);
   for (const id of await store.migrationIdsOf(instanceUuid)) n += await store.releaseAllocations(id);
+  // Ports made for it go with their addresses; ports it was given are free again.
+  await store.releaseServerPorts(instanceUuid);
   return n;
 }
 

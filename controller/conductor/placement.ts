@@ -124,6 +124,18 @@ export class PlacementWorker extends PumpWorker {
     });
     await moveAllocations(conn, inst.uuid, m.id);
     const { placement, host, lostClaims } = await this.placeAndClaim(tx, spec, (h) => m.requestedHost === null || h.host === m.requestedHost);
+    // The target's DHCP ports on the server's networks: a network with no address left for them ends the move.
+    const portFailure = host ? await tx.store.bindServerPorts(inst, host.host) : null;
+    if (host && portFailure) {
+      const fault = { code: portFailure.code, message: portFailure.message, details: portFailure.details, createdAt: new Date().toISOString() };
+      // The target's claim goes; the source's returns to the server.
+      await tx.store.releaseAllocations(inst.uuid);
+      await abandonMove(tx.store, inst, m);
+      await updateInstance(conn, inst.uuid, { taskState: null, fault });
+      await instantEvent(conn, { actionId: m.actionId, event: "allocate_network", host: host.host, result: "Error", fault: fault.message });
+      await finishAction(conn, m.actionId, { error: operationErrorOfFault(fault, portFailure.status) });
+      return;
+    }
     if (host) {
       await updateMigration(conn, m.id, { status: "MIGRATING", targetHost: host.host, triedHosts: [...m.triedHosts, host.host] });
       await instantEvent(conn, { actionId: m.actionId, event: "schedule", host: host.host, result: "Success" });

@@ -11,6 +11,8 @@ import * as moves from "../store/moves.js";
 import * as nodes from "../store/nodes.js";
 import * as ops from "../store/ops.js";
 import * as groups from "../store/server-groups.js";
+import * as ports from "../store/ports.js";
+import * as serverPorts from "../store/server-ports.js";
 import { dispatchOp } from "./dispatch.js";
 
 const STEPS = {
@@ -46,6 +48,8 @@ const STEPS = {
   pendingOps: ops.pendingOps,
   finishOp: ops.finishOp,
   getServerGroup: groups.getServerGroup,
+  bindServerPorts: serverPorts.bindServerPorts,
+  releaseServerPorts: ports.releaseServerPorts,
   dispatchOp,
 };
 

@@ -63,10 +63,12 @@ export interface OpTraits {
   readonly cleanup?: boolean;
   /** Builds the instance's disks on its host from an image, so it carries the image record. */
   readonly buildsOnHost?: boolean;
+  /** Creates or restores the instance on its host, so it carries the ports the host plugs. */
+  readonly plugsPorts?: boolean;
 }
 
 export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
-  spawn: { event: "compute_spawn", buildsOnHost: true },
+  spawn: { event: "compute_spawn", buildsOnHost: true, plugsPorts: true },
   destroy: { event: "compute_terminate", cleanup: true },
   power_on: { event: "compute_start" },
   power_off: { event: "compute_stop" },
@@ -76,15 +78,15 @@ export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
   suspend: { event: "compute_suspend" },
   resume: { event: "compute_resume" },
   migrate_disk: { event: "compute_resize_instance" },
-  finish_migration: { event: "compute_finish_resize", buildsOnHost: true },
+  finish_migration: { event: "compute_finish_resize", buildsOnHost: true, plugsPorts: true },
   confirm_migration: { event: "compute_confirm_resize", cleanup: true },
   revert_migration: { event: "compute_revert_resize", cleanup: true },
-  finish_revert_migration: { event: "compute_finish_revert_resize" },
+  finish_revert_migration: { event: "compute_finish_revert_resize", plugsPorts: true },
   abort: { event: "compute_abort", cleanup: true },
   snapshot: { event: "compute_snapshot" },
   shelve: { event: "compute_shelve" },
-  rebuild: { event: "compute_rebuild", buildsOnHost: true },
-  pre_live_migration: { event: "compute_pre_live_migration", buildsOnHost: true },
+  rebuild: { event: "compute_rebuild", buildsOnHost: true, plugsPorts: true },
+  pre_live_migration: { event: "compute_pre_live_migration", buildsOnHost: true, plugsPorts: true },
   live_migrate: { event: "compute_live_migration" },
   post_live_migration: { event: "compute_post_live_migration" },
   rollback_live_migration: { event: "compute_rollback_live_migration", cleanup: true },

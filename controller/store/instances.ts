@@ -1,3 +1,4 @@
+import type { RequestedNetworks } from "../domain/network.js";
 import type { Fault, Instance, SchedulerHints } from "../domain/types.js";
 import type { PowerState, TaskState, VmState } from "../domain/states.js";
 import { PLACEMENT_TASKS, STATUS_TASKS } from "../domain/states.js";
@@ -55,6 +56,8 @@ export interface NewInstance {
   readonly availabilityZone?: string;
   readonly serverGroupId?: string | null;
   readonly schedulerHints?: SchedulerHints;
+  /** The network interfaces asked for, allocated when it is placed (null: none). */
+  readonly requestedNetworks?: RequestedNetworks | null;
 }
 
 /** Inserts an instance in BUILDING / SCHEDULING; `schedulingDeadline` is when scheduling times out. */
@@ -63,8 +66,8 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
     q,
     `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
        extra_specs, image_id, vm_state, task_state, task_deadline, power_state, metadata, tried_hosts,
-       availability_zone, server_group_id, scheduler_hints)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', 'SCHEDULING', ?, 'NOSTATE', ?, '[]', ?, ?, ?)`,
+       availability_zone, server_group_id, scheduler_hints, requested_networks)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', 'SCHEDULING', ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?)`,
     [
       n.uuid,
       n.name,
@@ -82,6 +85,7 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
       n.availabilityZone ?? "",
       n.serverGroupId ?? null,
       n.schedulerHints && (n.schedulerHints.sameHost.length || n.schedulerHints.differentHost.length) ? JSON.stringify(n.schedulerHints) : null,
+      n.requestedNetworks && n.requestedNetworks.networks.length ? JSON.stringify(n.requestedNetworks) : null,
     ],
   );
   noteChange(q, "placements");

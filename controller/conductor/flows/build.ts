@@ -7,6 +7,7 @@
  * built stays shelved.
  */
 import { randomUUID } from "node:crypto";
+import type { RequestedNetworks } from "../../domain/network.js";
 import type { Fault, Flavor, Image, Instance, Principal, SchedulerHints } from "../../domain/types.js";
 import { HARD_POLICIES, resourcesOf } from "../../domain/placement.js";
 import { status } from "@grpc/grpc-js";
@@ -16,6 +17,7 @@ import type { Accepted, RequestBody } from "../act.js";
 import { accepted, checkSameRequest } from "../act.js";
 import { findAction } from "../../store/actions.js";
 import type { ConductorContext } from "../context.js";
+import type { PortFailure } from "../../store/server-ports.js";
 import { Tx } from "../context.js";
 import { operationErrorOfFault, type ResultContext, type ResultRules, type TimeoutRules } from "../flow.js";
 
@@ -29,6 +31,8 @@ export interface CreateRequest {
   readonly availabilityZone?: string;
   readonly serverGroupId?: string | null;
   readonly schedulerHints?: SchedulerHints;
+  /** Its interfaces, made when it is placed; null: none. */
+  readonly requestedNetworks?: RequestedNetworks | null;
 }
 
 /** The server and its create action in one transaction; idempotent by request id. */
@@ -41,6 +45,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     availability_zone: req.availabilityZone ?? "",
     server_group_id: req.serverGroupId ?? null,
     scheduler_hints: { sameHost: req.schedulerHints?.sameHost ?? [], differentHost: req.schedulerHints?.differentHost ?? [] },
+    ...(req.requestedNetworks ? { networks: req.requestedNetworks } : {}),
   };
   /** The server a repeated request id made, if this is the same request. */
   const replay = async (first: Instance) => {
@@ -71,6 +76,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
           availabilityZone: req.availabilityZone ?? "",
           serverGroupId: req.serverGroupId ?? null,
           schedulerHints: req.schedulerHints ?? { sameHost: [], differentHost: [] },
+          requestedNetworks: req.requestedNetworks ?? null,
         },
         taskDeadline,
       );
@@ -90,6 +96,12 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
 
 /** Placement claimed `host` for a build or an unshelve: it spawns there. */
 export async function placed(tx: Tx, inst: Instance, action: { id: number; requestId: string }, host: string, alternates: readonly string[]): Promise<void> {
+  // Its ports (made on the first placement) and the host's DHCP ports on their networks.
+  const portFailure = await tx.store.bindServerPorts(inst, host);
+  if (portFailure) {
+    await tx.store.releaseAllocations(inst.uuid);
+    return noPorts(tx, inst, action, portFailure);
+  }
   const attempt = inst.attempt + 1;
   const spawning = await tx.update(inst.uuid, {
     host,
@@ -112,6 +124,18 @@ export function imageOf(inst: Instance): string {
 /** Sends the spawn, from the image the build starts from. */
 function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: number; requestId: string; host: string; attempt: number }) {
   return tx.dispatch({ instance: spawning, host: o.host, actionId: o.actionId, requestId: o.requestId, args: { kind: "spawn" }, attempt: o.attempt, imageId: imageOf(before) });
+}
+
+/**
+ * Its interfaces cannot be made (a subnet with no address left, a port
+ * taken since): a build fails with that fault; an unshelve stays shelved.
+ */
+async function noPorts(tx: Tx, inst: Instance, action: { id: number }, failure: PortFailure): Promise<void> {
+  const fault: Fault = { code: failure.code, message: failure.message, details: failure.details, createdAt: new Date().toISOString() };
+  const unshelve = inst.vmState === "SHELVED_OFFLOADED";
+  await tx.update(inst.uuid, { ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, fault });
+  await tx.store.instantEvent({ actionId: action.id, event: "allocate_network", result: "Error", fault: fault.message });
+  await tx.store.finishAction(action.id, { error: operationErrorOfFault(fault, failure.status) });
 }
 
 /**
@@ -147,6 +171,11 @@ async function spawnOnAlternate(r: ResultContext): Promise<boolean> {
   for (let i = 0; i < left.length; i++) {
     const node = await store.getNodeByHost(left[i]!);
     if (!node || !(await store.claim(node.id, inst.uuid, resources, tx.upSince()))) continue;
+    // The alternate's DHCP ports; a network with no address left for them rules it out.
+    if (await store.bindServerPorts(inst, node.host)) {
+      await store.releaseAllocations(inst.uuid);
+      continue;
+    }
     const attempt = inst.attempt + 1;
     const spawning = await r.update({
       host: node.host,

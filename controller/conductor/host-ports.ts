@@ -1,0 +1,78 @@
+/**
+ * A server's ports as one host plugs them: each with its network, the
+ * network's subnets, the host's DHCP port on it (made on first use) and the
+ * rules of its security groups with remote groups resolved to addresses.
+ * Ops that build, receive or replug a server on a host carry these.
+ */
+import type { HostPort, Network, Port, SecurityGroupRule, Subnet } from "../domain/network.js";
+import type { Queryable } from "../store/db.js";
+import { getNetwork, subnetsOf } from "../store/networks.js";
+import { ensureDhcpPort, portsOfServer } from "../store/ports.js";
+import { getSecurityGroup, groupAddresses } from "../store/security-groups.js";
+
+/** A rule's port range as the host applies it. */
+function rangeOf(r: SecurityGroupRule): { portMin: number; portMax: number } {
+  if (r.protocol === "icmp") return { portMin: r.portMin ?? -1, portMax: r.portMax ?? -1 };
+  if (r.protocol === "tcp" || r.protocol === "udp") {
+    if (r.portMin === null) return { portMin: 0, portMax: 0 };
+    return { portMin: r.portMin, portMax: r.portMax ?? r.portMin };
+  }
+  return { portMin: 0, portMax: 0 };
+}
+
+/** The host side of `ports` on `host`. */
+export async function hostPortsFor(q: Queryable, ports: readonly Port[], host: string): Promise<HostPort[]> {
+  if (ports.length === 0) return [];
+  const networks = new Map<string, { net: Network; subnets: Subnet[]; dhcp: Port | null }>();
+  for (const p of ports) {
+    if (networks.has(p.networkId)) continue;
+    const net = await getNetwork(q, p.networkId);
+    if (!net) throw new Error(`port ${p.id} is on network ${p.networkId}, which is gone`);
+    networks.set(p.networkId, { net, subnets: await subnetsOf(q, [net.id]), dhcp: await ensureDhcpPort(q, net, host) });
+  }
+  const groups = new Map<string, SecurityGroupRule[]>();
+  for (const id of new Set(ports.flatMap((p) => p.securityGroupIds))) groups.set(id, [...((await getSecurityGroup(q, id))?.rules ?? [])]);
+  const remote = await groupAddresses(q, [...new Set([...groups.values()].flat().flatMap((r) => (r.remoteGroupId ? [r.remoteGroupId] : [])))]);
+  return ports.map((p) => {
+    const { net, subnets, dhcp } = networks.get(p.networkId)!;
+    return {
+      id: p.id,
+      macAddress: p.macAddress,
+      fixedIps: p.fixedIps,
+      network: {
+        id: net.id,
+        segmentation: net.segmentation,
+        physicalBridge: net.physicalNetwork,
+        vni: net.vni ?? 0,
+        mtu: net.mtu,
+        subnets: subnets.map((s) => ({
+          id: s.id,
+          cidr: s.cidr,
+          gatewayIp: s.gatewayIp ?? "",
+          dnsServers: s.dnsNameservers,
+          hostRoutes: s.hostRoutes,
+          dhcp: s.enableDhcp,
+        })),
+        dhcpPort: dhcp ? { id: dhcp.id, macAddress: dhcp.macAddress, fixedIps: dhcp.fixedIps } : null,
+      },
+      portSecurity: p.portSecurity,
+      securityRules: p.portSecurity
+        ? p.securityGroupIds.flatMap((g) =>
+            (groups.get(g) ?? []).map((r) => ({
+              direction: r.direction,
+              protocol: r.protocol,
+              ...rangeOf(r),
+              remoteCidr: r.remoteCidr,
+              remoteGroup: r.remoteGroupId !== null,
+              remoteAddresses: r.remoteGroupId ? (remote.get(r.remoteGroupId) ?? []) : [],
+            })),
+          )
+        : [],
+    };
+  });
+}
+
+/** A server's ports on `host`. */
+export async function hostPortsOf(q: Queryable, serverId: string, host: string): Promise<HostPort[]> {
+  return hostPortsFor(q, await portsOfServer(q, serverId), host);
+}

@@ -1,0 +1,75 @@
+/**
+ * A server's ports on its way to a host: the interfaces it asked for at
+ * create become ports when it is first placed, and each host it is placed
+ * on gets its DHCP port on the server's networks. All or nothing: a
+ * savepoint undoes a half-made allocation, so a refused one leaves the
+ * transaction (and the server's claim on the host) for the caller to end.
+ */
+import { status } from "@grpc/grpc-js";
+import type { RequestedNetworks } from "../domain/network.js";
+import { ApiError } from "../errors.js";
+import type { Queryable } from "./db.js";
+import { exec, json, select } from "./db.js";
+import { getNetwork } from "./networks.js";
+import { attachPort, createPort, ensureDhcpPort, portsOfServer } from "./ports.js";
+
+/** Why a server's ports could not be made or bound: its fault code and message. */
+export interface PortFailure {
+  readonly code: string;
+  readonly message: string;
+  readonly details: Readonly<Record<string, string>>;
+  /** The gRPC status the create's operation ends with. */
+  readonly status: number;
+}
+
+/**
+ * Makes the ports `server` asked for (once: the request is cleared after)
+ * and the DHCP ports `host` needs on its networks. Null when done; the
+ * failure (IP_ADDRESS_EXHAUSTED, IP_ADDRESS_IN_USE, PORT_IN_USE,
+ * NETWORK_NOT_FOUND, …) when not, with nothing of it left in the
+ * transaction.
+ */
+export async function bindServerPorts(q: Queryable, server: { uuid: string; projectId: string; availabilityZone: string }, host: string): Promise<PortFailure | null> {
+  await q.query("SAVEPOINT bind_ports");
+  try {
+    const [row] = await select<{ requested_networks: unknown }>(q, "SELECT requested_networks FROM instances WHERE uuid = ?", [server.uuid]);
+    const requested = json<RequestedNetworks | null>(row?.requested_networks ?? null, null);
+    if (requested) {
+      const owner = `compute:${server.availabilityZone || "nova"}`;
+      for (const [i, r] of requested.networks.entries()) {
+        if (r.portId) {
+          if (!(await attachPort(q, r.portId, server.uuid, owner, i))) {
+            throw new ApiError(status.FAILED_PRECONDITION, `port ${r.portId} is no longer free`, { reason: "PORT_IN_USE" });
+          }
+          continue;
+        }
+        const net = await getNetwork(q, r.networkId!);
+        if (!net) throw new ApiError(status.NOT_FOUND, `network ${r.networkId} no longer exists`, { reason: "NETWORK_NOT_FOUND" });
+        await createPort(q, {
+          networkId: net.id,
+          projectId: server.projectId,
+          fixedIps: r.fixedIp ? [{ ipAddress: r.fixedIp }] : undefined,
+          securityGroupIds: net.portSecurity ? requested.securityGroupIds : [],
+          portSecurity: net.portSecurity,
+          deviceId: server.uuid,
+          deviceOwner: owner,
+          autoDelete: true,
+          position: i,
+          field: `networks[${i}]`,
+        });
+      }
+      await exec(q, "UPDATE instances SET requested_networks = NULL WHERE uuid = ?", [server.uuid]);
+    }
+    const networkIds = new Set((await portsOfServer(q, server.uuid)).map((p) => p.networkId));
+    for (const id of networkIds) {
+      const net = await getNetwork(q, id);
+      if (net) await ensureDhcpPort(q, net, host);
+    }
+    await q.query("RELEASE SAVEPOINT bind_ports");
+    return null;
+  } catch (err) {
+    if (!(err instanceof ApiError)) throw err;
+    await q.query("ROLLBACK TO SAVEPOINT bind_ports");
+    return { code: err.reason, message: err.message, details: err.metadata, status: err.code };
+  }
+}
