@@ -6,12 +6,19 @@ import { credentials as grpcCredentials, type ChannelCredentials, type ChannelOp
 import type { NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
 import type { Driver } from "./drivers/driver.js";
+import type { NetworkDriver } from "./network/driver.js";
 import { AGENT_VERSION } from "./version.js";
 
 /** Everything an Agent is configured with. */
 export interface AgentOptions {
   /** The hypervisor driver (required). The agent calls `init()` and, at stop, `close()`. */
   readonly driver: Driver;
+  /**
+   * The host's network driver (none: instances with ports are refused).
+   * The agent reconciles it with the hypervisor's instances at start and
+   * closes it at stop.
+   */
+  readonly network?: NetworkDriver;
   /** gRPC address of the controller, `host:port` (default "127.0.0.1:8774"). */
   readonly controller: string;
   /** Agent token, sent as `authorization: Bearer <token>` (default "": no header). */

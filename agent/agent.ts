@@ -113,8 +113,12 @@ export class Agent {
     this.currentState = "starting";
     const { driver, stateDir, concurrency, fsync, progressIntervalMs } = this.options;
     await driver.init();
+    const { network } = this.options;
+    // The host side of ports whose instance the hypervisor no longer has goes (an agent may have stopped mid-op).
+    if (network) await network.reconcile((await driver.report()).instances.map((i) => i.serverId));
     this.executor = await OpExecutor.open({
       driver,
+      network,
       stateDir,
       concurrency,
       fsync,
@@ -170,6 +174,8 @@ export class Agent {
     const nats = this.nats;
     if (nats) await bestEffort(this.log, "draining the NATS connection", () => nats.drain());
     if (started) await this.options.driver.close();
+    const network = this.options.network;
+    if (started && network) await bestEffort(this.log, "closing the network driver", () => network.close());
     this.currentState = "stopped";
     this.log.info("agent stopped");
   }

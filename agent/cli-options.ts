@@ -40,6 +40,9 @@ export const AGENT_FLAGS = {
   "image-dir": { env: "NOVAMESH_IMAGE_DIR", type: "string", help: "libvirt driver: a local directory as the image store (image <id> is the file <dir>/<id>; snapshots are written there) instead of the controller, which is the default" },
   "live-migration-uri": { env: "NOVAMESH_LIVE_MIGRATION_URI", type: "string", help: "libvirt driver: libvirt URI other hosts' libvirtds reach this one at for live migration, e.g. qemu+tcp://<this host>/system (without it the host cannot live-migrate)" },
   "live-migration-inbound-addr": { env: "NOVAMESH_LIVE_MIGRATION_INBOUND_ADDR", type: "string", help: "libvirt driver: address qemu receives live migrations on; default the host of --live-migration-uri" },
+  "network-driver": { env: "NOVAMESH_NETWORK_DRIVER", type: "string", help: "network driver: linux (bridges, VXLAN, dnsmasq, nftables) or fake; default linux with the libvirt driver, fake with the fake one" },
+  "tunnel-ip": { env: "NOVAMESH_TUNNEL_IP", type: "string", help: "this host's underlay address for VXLAN networks (without it the host cannot carry them)" },
+  "network-host-tag": { env: "NOVAMESH_NETWORK_HOST_TAG", type: "string", help: "linux network driver: 1-4 lowercase letters or digits in the names of this agent's DHCP namespaces and nftables table, so two agents on one kernel never clash; default derived from the host name" },
   "cpu-allocation-ratio": { env: "NOVAMESH_CPU_ALLOCATION_RATIO", type: "string", help: "vCPU overcommit of this host (default: the controller's)" },
   "ram-allocation-ratio": { env: "NOVAMESH_RAM_ALLOCATION_RATIO", type: "string", help: "memory overcommit of this host (default: the controller's)" },
   "disk-allocation-ratio": { env: "NOVAMESH_DISK_ALLOCATION_RATIO", type: "string", help: "disk overcommit of this host (default: the controller's)" },
@@ -91,6 +94,12 @@ export interface AgentCliConfig {
     readonly liveMigrationInboundAddr: string | undefined;
   };
   readonly logLevel: string;
+  readonly network: {
+    readonly driver: "fake" | "linux";
+    /** Underlay address for VXLAN; "" none. */
+    readonly tunnelIp: string;
+    readonly hostTag: string | undefined;
+  };
 }
 
 /** A bad flag or variable; main prints it with the help hint and exits 2. */
@@ -204,7 +213,19 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
       liveMigrationInboundAddr: get("live-migration-inbound-addr"),
     },
     logLevel: get("log-level")!,
+    network: networkOf(get, driver),
   };
+}
+
+/** The network driver's settings. */
+function networkOf(get: (name: keyof typeof AGENT_FLAGS) => string | undefined, driver: "fake" | "libvirt"): AgentCliConfig["network"] {
+  const kind = get("network-driver") ?? (driver === "libvirt" ? "linux" : "fake");
+  if (kind !== "fake" && kind !== "linux") throw new UsageError(`--network-driver: unknown driver "${kind}" (known: linux, fake)`);
+  const tunnelIp = get("tunnel-ip") ?? "";
+  if (tunnelIp && !/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(tunnelIp)) throw new UsageError(`--tunnel-ip: "${tunnelIp}" is not an IPv4 address`);
+  const hostTag = get("network-host-tag");
+  if (hostTag !== undefined && !/^[a-z0-9]{1,4}$/.test(hostTag)) throw new UsageError(`--network-host-tag: "${hostTag}" is not 1-4 lowercase letters or digits`);
+  return { driver: kind, tunnelIp, hostTag };
 }
 
 /** Host names and state dirs of the agents `config` asks for. */

@@ -10,6 +10,7 @@ import { pino, type Logger } from "pino";
 import { Agent } from "./agent.js";
 import { agentHelp, agentInstances, parseAgentCli, UsageError, type AgentCliConfig } from "./cli-options.js";
 import type { Driver } from "./drivers/driver.js";
+import { makeNetworkDriver, type NetworkDriver } from "./network/index.js";
 import { FakeDriver } from "./drivers/fake/fake-driver.js";
 import { DirectoryImageStore, type ImageStore } from "./drivers/libvirt/image-store.js";
 import { LibvirtDriver } from "./drivers/libvirt/libvirt-driver.js";
@@ -44,6 +45,15 @@ function makeDriver(config: AgentCliConfig, host: string, stateDir: string, clie
     delayMs: config.fake.delayMs,
     statePath: join(stateDir, "fake-domains.json"),
   });
+}
+
+/** The network driver `config` asks for, for one agent; its state lives in `<stateDir>/network`. */
+function makeNetwork(config: AgentCliConfig, host: string, stateDir: string, logger: Logger): NetworkDriver {
+  const { driver, tunnelIp, hostTag } = config.network;
+  if (driver === "linux") {
+    return makeNetworkDriver({ kind: "linux", hostname: host, hostTag, tunnelIp, stateDir: resolve(join(stateDir, "network")), logger: logger.child({ host, driver: "network" }) });
+  }
+  return makeNetworkDriver({ kind: "fake", tunnelIp, statePath: join(stateDir, "fake-network.json") });
 }
 
 async function main(): Promise<number> {
@@ -86,6 +96,7 @@ async function main(): Promise<number> {
   const agents = instances.map(({ host, stateDir }) => {
     const agent: Agent = new Agent({
       driver: makeDriver(config, host, stateDir, () => agent.client, logger),
+      network: makeNetwork(config, host, stateDir, logger),
       controller: config.controller,
       credentials: channel.credentials,
       channelOptions: channel.channelOptions,

@@ -13,7 +13,8 @@ import type {
   ResourceReport,
   SnapshotInfo as ProtoSnapshotInfo,
 } from "../gen/novamesh/agent/v1/agent.js";
-import type { ComputeOp, Instance } from "../gen/novamesh/agent/v1/ops.js";
+import type { ComputeOp, Instance, Port as ProtoPort } from "../gen/novamesh/agent/v1/ops.js";
+import type { PortSpec, Segmentation } from "./network/types.js";
 import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./drivers/types.js";
 import { kindOfCase } from "../controller/domain/ops.js";
@@ -96,6 +97,81 @@ export function instanceSpecFromProto(instance: Instance): InstanceSpec {
     },
     extraSpecs: { ...instance.extraSpecs },
     metadata: { ...instance.metadata },
+    ...(instance.ports.length ? { ports: instance.ports.map(portSpecFromProto) } : {}),
+  };
+}
+
+/** A port of a ComputeOp's instance as the network driver takes it. */
+export function portSpecFromProto(p: ProtoPort): PortSpec {
+  const n = p.network;
+  const segmentation: Segmentation = n?.segmentation === "flat" ? "flat" : "vxlan";
+  return {
+    id: p.id,
+    mac: p.macAddress,
+    fixedIps: p.fixedIps.map((ip) => ({ subnetId: ip.subnetId, address: ip.ipAddress })),
+    network: {
+      id: n?.id ?? "",
+      segmentation,
+      physicalBridge: n?.physicalBridge ?? "",
+      vni: n?.vni ?? 0,
+      mtu: n?.mtu || 1500,
+      subnets: (n?.subnets ?? []).map((s) => ({
+        id: s.id,
+        cidr: s.cidr,
+        gatewayIp: s.gatewayIp || null,
+        dnsServers: [...s.dnsServers],
+        hostRoutes: s.hostRoutes.map((r) => ({ destination: r.destination, nexthop: r.nexthop })),
+        dhcp: s.dhcp,
+      })),
+      dhcpPort: n?.dhcpPort
+        ? { id: n.dhcpPort.id, mac: n.dhcpPort.macAddress, fixedIps: n.dhcpPort.fixedIps.map((ip) => ({ subnetId: ip.subnetId, address: ip.ipAddress })) }
+        : null,
+    },
+    portSecurity: p.portSecurity,
+    securityRules: p.securityRules.map((r) => ({
+      direction: r.direction === "egress" ? "egress" : "ingress",
+      protocol: r.protocol,
+      portMin: r.portMin,
+      portMax: r.portMax,
+      remoteCidr: r.remoteCidr,
+      remoteAddresses: r.remoteGroup ? [...r.remoteAddresses] : null,
+    })),
+  };
+}
+
+/** A port spec as the wire's Port (for tests that put ops on the wire). */
+export function portSpecToProto(p: PortSpec): ProtoPort {
+  const n = p.network;
+  return {
+    id: p.id,
+    macAddress: p.mac,
+    fixedIps: p.fixedIps.map((ip) => ({ subnetId: ip.subnetId, ipAddress: ip.address })),
+    network: {
+      id: n.id,
+      segmentation: n.segmentation,
+      physicalBridge: n.physicalBridge,
+      vni: n.vni,
+      mtu: n.mtu,
+      subnets: n.subnets.map((s) => ({
+        id: s.id,
+        cidr: s.cidr,
+        gatewayIp: s.gatewayIp ?? "",
+        dnsServers: [...s.dnsServers],
+        hostRoutes: s.hostRoutes.map((r) => ({ ...r })),
+        dhcp: s.dhcp,
+      })),
+      dhcpPort: n.dhcpPort ? { id: n.dhcpPort.id, macAddress: n.dhcpPort.mac, fixedIps: n.dhcpPort.fixedIps.map((ip) => ({ subnetId: ip.subnetId, ipAddress: ip.address })) } : undefined,
+    },
+    portSecurity: p.portSecurity,
+    securityRules: p.securityRules.map((r) => ({
+      direction: r.direction,
+      protocol: r.protocol,
+      portMin: r.portMin,
+      portMax: r.portMax,
+      remoteCidr: r.remoteCidr,
+      remoteGroup: r.remoteAddresses !== null,
+      remoteAddresses: [...(r.remoteAddresses ?? [])],
+    })),
   };
 }
 

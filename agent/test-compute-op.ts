@@ -1,6 +1,7 @@
 /** ComputeOps for tests that put ops on the wire, as the controller would. */
 import type { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
 import type { AgentOp } from "./ops/agent-op.js";
+import { portSpecToProto } from "./proto-convert.js";
 
 /**
  * `op` as a ComputeOp: the proto case is the kind in camelCase and carries
@@ -26,6 +27,7 @@ export function computeOpOf(op: AgentOp): ComputeOp {
       image: { ...instance.image, properties: { ...instance.image.properties } },
       extraSpecs: { ...instance.extraSpecs },
       metadata: { ...instance.metadata },
+      ports: (instance.ports ?? []).map(portSpecToProto),
     },
     op: { $case, [$case]: args } as unknown as ComputeOp["op"],
   };

@@ -21,6 +21,8 @@ import { AggregateServiceClient } from "../gen/novamesh/compute/v1/aggregate.js"
 import { SchedulerServiceClient } from "../gen/novamesh/compute/v1/scheduler.js";
 import { ServerGroupServiceClient } from "../gen/novamesh/compute/v1/server_group.js";
 import { AuditServiceClient } from "../gen/novamesh/compute/v1/audit.js";
+import { NetworkServiceClient } from "../gen/novamesh/network/v1/network.js";
+import { SecurityGroupServiceClient } from "../gen/novamesh/network/v1/security_group.js";
 import type { Operation } from "../gen/novamesh/compute/v1/operation.js";
 import { ErrorInfo } from "../gen/google/rpc/error_details.js";
 import { Controller } from "../controller/controller.js";
@@ -79,6 +81,8 @@ export interface Clients {
   aggregates: ReturnType<typeof promised<AggregateServiceClient>>;
   scheduler: ReturnType<typeof promised<SchedulerServiceClient>>;
   audit: ReturnType<typeof promised<AuditServiceClient>>;
+  networks: ReturnType<typeof promised<NetworkServiceClient>>;
+  securityGroups: ReturnType<typeof promised<SecurityGroupServiceClient>>;
 }
 
 export function clients(address: string, token: string | null, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure()): Clients {
@@ -95,6 +99,8 @@ export function clients(address: string, token: string | null, creds: grpc.Chann
     aggregates: promised(new AggregateServiceClient(address, creds), token),
     scheduler: promised(new SchedulerServiceClient(address, creds), token),
     audit: promised(new AuditServiceClient(address, creds), token),
+    networks: promised(new NetworkServiceClient(address, creds), token),
+    securityGroups: promised(new SecurityGroupServiceClient(address, creds), token),
   };
 }
 

@@ -9,6 +9,7 @@
  * instance at once (ops of one server are serialised), but calls for
  * different instances run in parallel, alongside `report()`.
  */
+import type { VifSpec } from "../network/types.js";
 import type { DriverCapabilities, HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./types.js";
 
 /**
@@ -47,6 +48,12 @@ export interface SpawnOptions {
 export interface InstanceOptions {
   /** Server id. */
   readonly instanceId: string;
+}
+
+/** Options of {@link Driver.attachInterface}. */
+export interface InterfaceOptions extends InstanceOptions {
+  /** The interface: its tap, bridge, MAC and MTU (from the network driver's plug). */
+  readonly vif: VifSpec;
 }
 
 /** Options of {@link Driver.powerOff}. */
@@ -427,6 +434,29 @@ export interface Driver {
    * Idempotent: an unknown instance resolves.
    */
   rollbackLiveMigration(options: InstanceOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Hot-plugs a network interface (`capabilities.interfaceHotplug`; Nova's
+   * `attach_interface`): a tap named `vif.tap` on `vif.bridge` with
+   * `vif.mac`, added to the running guest and to the instance's persistent
+   * definition, so it survives a stop and start. Works on a shut-off
+   * instance too (definition only).
+   * Postcondition: the instance has the interface.
+   * Idempotent: an interface with that MAC already there resolves.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  attachInterface(options: InterfaceOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Removes the network interface with `mac` from the guest and from the
+   * instance's definition (`capabilities.interfaceHotplug`; Nova's
+   * `detach_interface`). The guest must release it (a guest that does not
+   * within the driver's timeout fails with "DETACH_TIMEOUT", retryable).
+   * Postcondition: the instance has no interface with that MAC.
+   * Idempotent: an instance without it resolves.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  detachInterface(options: InstanceOptions & { readonly mac: string }, call?: CallOptions): Promise<void>;
 
   /**
    * The power state of one virtual machine, as the hypervisor says now.

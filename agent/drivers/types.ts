@@ -4,6 +4,8 @@
  * {@link InstanceSpec} before calling a driver (see `agent/proto-convert.ts`).
  */
 
+import type { PortSpec, VifSpec } from "../network/types.js";
+
 /** Every power state a hypervisor can report, as Nova names them. */
 export const POWER_STATES = ["RUNNING", "PAUSED", "SHUTDOWN", "CRASHED", "SUSPENDED", "NOSTATE"] as const;
 
@@ -56,6 +58,14 @@ export interface InstanceSpec extends Resources {
   readonly extraSpecs: Readonly<Record<string, string>>;
   /** User metadata. */
   readonly metadata: Readonly<Record<string, string>>;
+  /** Its ports as the controller sent them (ops that create or restore it on a host); none: no network. */
+  readonly ports?: readonly PortSpec[];
+  /**
+   * Its network interfaces, in order: the taps the hypervisor creates, on
+   * the bridges the network driver made ready (set by the agent after
+   * plugging the ports, before the driver is called).
+   */
+  readonly vifs?: readonly VifSpec[];
 }
 
 /** One virtual machine in a {@link HostReport}. */
@@ -109,6 +119,8 @@ export interface DriverCapabilities {
   readonly liveMigration: boolean;
   /** `consoleOutput`: the guest's serial console is logged. */
   readonly consoleLog: boolean;
+  /** `attachInterface` / `detachInterface` (network interfaces hot-plugged). */
+  readonly interfaceHotplug: boolean;
 }
 
 /** The image data a snapshot stored (the image record itself is the controller's). */

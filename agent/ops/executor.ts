@@ -18,6 +18,8 @@
  * - An invalid op message is answered "INVALID_OP" and not run.
  */
 import { join } from "node:path";
+import type { NetworkDriver } from "../network/driver.js";
+import { plugPorts, unplugIfGone } from "./network-steps.js";
 import type { Logger } from "pino";
 import type { Driver } from "../drivers/driver.js";
 import { DriverError, InstanceNotFoundError } from "../drivers/errors.js";
@@ -33,6 +35,8 @@ import { ProgressRelay, type OpProgressEvent } from "./progress.js";
 export interface OpExecutorOptions {
   /** The hypervisor. */
   readonly driver: Driver;
+  /** The host's network: plugs the ports of instances it creates (none: instances with ports are refused). */
+  readonly network?: NetworkDriver;
   /** The agent's state directory; the journal is `<stateDir>/ops-journal.jsonl`. */
   readonly stateDir: string;
   /** Ops of different servers run in parallel up to this many (default 8). */
@@ -148,6 +152,7 @@ export class OpExecutor {
     private readonly journal: OpJournal,
     options: OpExecutorOptions,
     private readonly logger: Logger | undefined,
+    private readonly network: NetworkDriver | undefined = options.network,
   ) {
     this.queue = new KeyedQueue(options.concurrency ?? 8);
     this.progress = new ProgressRelay(options.onProgress, options.progressIntervalMs ?? 1_000, logger);
@@ -259,13 +264,20 @@ export class OpExecutor {
       try {
         if (signal.aborted) throw new DriverError("ABORTED", "aborted before the driver was called");
         if (plan.action === "power_on") await this.driver.powerOn({ instanceId: serverId }, call);
-        else result = await handlerOf(op.kind).run(op, { driver: this.driver, call, progress: this.progress.sinkOf(op.opId, serverId) });
+        else {
+          const plugged = await plugPorts(op, this.network);
+          result = await handlerOf(op.kind).run(plugged, { driver: this.driver, call, progress: this.progress.sinkOf(op.opId, serverId) });
+        }
       } catch (err) {
         if (this.closed) throw new ExecutorClosedError(op.opId);
         const cause = toFailure(err, failureCode(op.kind));
         failure =
           control.abortedBy !== undefined ? finalFailure("ABORTED", `aborted by op ${control.abortedBy}: ${cause.message}`) : cause;
       }
+      // Ports of an instance no longer on this host are unplugged; one that fails is logged and left to the next reconcile.
+      await unplugIfGone(op, this.driver, this.network, call).catch((err: unknown) =>
+        log?.warn({ err }, "could not unplug the ports of an instance gone from this host"),
+      );
     }
     const note = [plan.note, result.note].filter((n) => n !== undefined && n !== "").join("; ");
     const outcome = await this.finish(op.opId, serverId, startTime, {

@@ -15,6 +15,7 @@ import type {
   FinishMigrationOptions,
   FinishRevertMigrationOptions,
   InstanceOptions,
+  InterfaceOptions,
   LiveMigrateOptions,
   MigrateDiskOptions,
   PostLiveMigrationOptions,
@@ -137,6 +138,14 @@ export class FakeDriver implements Driver {
 
   pause(options: InstanceOptions, call: CallOptions = {}): Promise<void> {
     return lifecycle.pause(this.host, options, call);
+  }
+
+  attachInterface(options: InterfaceOptions, call: CallOptions = {}): Promise<void> {
+    return lifecycle.attachInterface(this.host, options, call);
+  }
+
+  detachInterface(options: InstanceOptions & { readonly mac: string }, call: CallOptions = {}): Promise<void> {
+    return lifecycle.detachInterface(this.host, options, call);
   }
 
   unpause(options: InstanceOptions, call: CallOptions = {}): Promise<void> {

@@ -108,6 +108,7 @@ export class FakeHost {
       coldMigration: true,
       liveMigration: true,
       consoleLog: true,
+      interfaceHotplug: true,
       ...this.options.capabilities,
     };
     if (this.capabilities.liveMigration) this.migrationUri = fakeMigrationUri(this.options.hostname, this.options.statePath);

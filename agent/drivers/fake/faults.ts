@@ -45,6 +45,8 @@ export const FAULTABLE_METHODS = [
   "liveMigrate",
   "postLiveMigration",
   "rollbackLiveMigration",
+  "attachInterface",
+  "detachInterface",
 ] as const;
 
 /** A method faults can be injected into. */

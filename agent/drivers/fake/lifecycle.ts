@@ -6,13 +6,14 @@ import {
   DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS,
   type CallOptions,
   type InstanceOptions,
+  type InterfaceOptions,
   type PowerOffOptions,
   type RebootOptions,
   type RebuildOptions,
   type SpawnOptions,
 } from "../driver.js";
 import { DriverError, SoftRebootTimeoutError } from "../errors.js";
-import { ACTIVE_POWER_STATES, type PowerState } from "../types.js";
+import { ACTIVE_POWER_STATES, type InstanceSpec, type PowerState } from "../types.js";
 import { invalidState, sameInstance, type FakeHost } from "./fake-host.js";
 import { wait } from "./faults.js";
 
@@ -119,5 +120,27 @@ export async function rebuild(host: FakeHost, { instance, onSpawning }: RebuildO
   onSpawning?.();
   await wait(host.injector.delayMs("rebuild", true, instance.id), call.signal);
   host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: d.boots + 1 });
+  await host.persist();
+}
+
+/** Adds the interface to the domain's spec (a running guest gets it at once, as a hot-plug). */
+export async function attachInterface(host: FakeHost, { instanceId, vif }: InterfaceOptions, call: CallOptions): Promise<void> {
+  host.require("interfaceHotplug", "attachInterface");
+  await host.ready("attachInterface", true, call, instanceId);
+  const d = host.owned(instanceId, "attachInterface");
+  const vifs = d.instance.vifs ?? [];
+  if (vifs.some((v) => v.mac === vif.mac)) return;
+  (d as { instance: InstanceSpec }).instance = { ...d.instance, vifs: [...vifs, { ...vif }] };
+  await host.persist();
+}
+
+/** Removes the interface with `mac` from the domain's spec. */
+export async function detachInterface(host: FakeHost, { instanceId, mac }: InstanceOptions & { mac: string }, call: CallOptions): Promise<void> {
+  host.require("interfaceHotplug", "detachInterface");
+  await host.ready("detachInterface", true, call, instanceId);
+  const d = host.owned(instanceId, "detachInterface");
+  const vifs = d.instance.vifs ?? [];
+  if (!vifs.some((v) => v.mac === mac)) return;
+  (d as { instance: InstanceSpec }).instance = { ...d.instance, vifs: vifs.filter((v) => v.mac !== mac) };
   await host.persist();
 }

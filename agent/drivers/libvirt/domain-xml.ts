@@ -43,6 +43,21 @@ export interface DomainDisk {
   readonly target: string;
 }
 
+/** A network interface: a tap on a Linux bridge, virtio. */
+export interface DomainInterface {
+  /** Unicast MAC, "fa:16:3e:…". */
+  readonly mac: string;
+  /** The bridge the tap joins. */
+  readonly bridge: string;
+  /** The tap's name (≤ 15 characters). */
+  readonly tap: string;
+  /** Interface MTU. */
+  readonly mtu: number;
+}
+
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
+
 /** Direct kernel boot (an image with `kernel_id`/`ramdisk_id`, as Nova's AMI-style images). */
 export interface DomainKernelBoot {
   /** Absolute path of the kernel. */
@@ -87,6 +102,8 @@ export interface DomainDescription {
   readonly kernelBoot?: DomainKernelBoot;
   /** File the serial console is logged to (appended). */
   readonly consoleLog: string;
+  /** Network interfaces, in the order the guest sees them. */
+  readonly interfaces?: readonly DomainInterface[];
   /** Recorded in `<metadata>`. */
   readonly metadata: DomainMetadata;
 }
@@ -158,6 +175,17 @@ export function buildDomainXml(d: DomainDescription): string {
     push(3, `<source file='${xmlEscape(absolute("disk path", disk.path))}'/>`);
     push(3, `<target dev='${disk.target}' bus='virtio'/>`);
     push(2, "</disk>");
+  }
+  for (const nic of d.interfaces ?? []) {
+    if (!MAC.test(nic.mac)) throw new RangeError(`interface MAC must look like "fa:16:3e:00:00:01", got "${nic.mac}"`);
+    if (!IFNAME.test(nic.bridge) || !IFNAME.test(nic.tap)) throw new RangeError(`bad bridge "${nic.bridge}" or tap "${nic.tap}" name`);
+    push(2, "<interface type='bridge'>");
+    push(3, `<mac address='${nic.mac}'/>`);
+    push(3, `<source bridge='${nic.bridge}'/>`);
+    push(3, `<target dev='${nic.tap}'/>`);
+    push(3, "<model type='virtio'/>");
+    push(3, `<mtu size='${int("mtu", nic.mtu, 68)}'/>`);
+    push(2, "</interface>");
   }
   const log = xmlEscape(absolute("consoleLog", d.consoleLog));
   // A file, not a pty with a log: a pty nobody reads stalls the guest's

@@ -54,6 +54,7 @@ export class Domains {
       disks: [{ path: this.files.disk(instance.id), format: "qcow2", target: "vda" }],
       ...(boot.kernel ? { kernelBoot: { kernel: boot.kernel, initrd: boot.initrd, cmdline: p.os_command_line || "console=ttyS0" } } : {}),
       consoleLog: this.files.consoleLog(instance.id),
+      interfaces: (instance.vifs ?? []).map((v) => ({ mac: v.mac, bridge: v.bridge, tap: v.tap, mtu: v.mtu })),
       metadata: {
         displayName: instance.name,
         projectId: instance.projectId,

@@ -25,13 +25,14 @@ import {
   type ConsoleOutputOptions,
   type Driver,
   type InstanceOptions,
+  type InterfaceOptions,
   type PowerOffOptions,
   type RebootOptions,
   type RebuildOptions,
   type SnapshotOptions,
   type SpawnOptions,
 } from "../driver.js";
-import { DriverError, InstanceNotFoundError, SoftRebootTimeoutError, throwIfAborted } from "../errors.js";
+import { DriverError, InstanceNotFoundError, NotSupportedError, SoftRebootTimeoutError, throwIfAborted } from "../errors.js";
 import type { DriverCapabilities, HostReport, PowerState, Resources, SnapshotInfo } from "../types.js";
 import { ColdMigration } from "./cold-migration.js";
 import { ManagedConnection } from "./connection.js";
@@ -75,6 +76,7 @@ export class LibvirtDriver implements Driver {
       coldMigration: true,
       liveMigration: this.migrationUri !== undefined,
       consoleLog: true,
+      interfaceHotplug: false,
     };
     const log = (options.logger ?? pino({ enabled: false })).child({ driver: "libvirt" });
     const libvirt = new ManagedConnection(options.uri, log);
@@ -124,6 +126,14 @@ export class LibvirtDriver implements Driver {
   async report(options: CallOptions = {}): Promise<HostReport> {
     throwIfAborted(options.signal);
     return this.p.inventory.report();
+  }
+
+  async attachInterface(_options: InterfaceOptions): Promise<void> {
+    throw new NotSupportedError("attachInterface", "libvirt");
+  }
+
+  async detachInterface(_options: InstanceOptions & { readonly mac: string }): Promise<void> {
+    throw new NotSupportedError("detachInterface", "libvirt");
   }
 
   async powerState({ instanceId }: InstanceOptions, options: CallOptions = {}): Promise<PowerState> {

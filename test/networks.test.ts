@@ -1,0 +1,281 @@
+/**
+ * Networks end to end on the fake hypervisor and the fake network driver:
+ * IPAM under two controllers, the default network, ports that follow a
+ * server through its moves, and bad input. The host side of each port is
+ * read from the fake network driver's state file.
+ */
+import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { status } from "@grpc/grpc-js";
+import { ServerStatus, type Server } from "../gen/novamesh/compute/v1/server.js";
+import { Segmentation, Subnet } from "../gen/novamesh/network/v1/network.js";
+import { Direction, SecurityGroupRule } from "../gen/novamesh/network/v1/security_group.js";
+import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
+import { REPO, freePort, stopAgent } from "./agents.js";
+import { clients, eventually, failure, waitServers } from "./harness.js";
+import { stack } from "./stack.js";
+
+/** What the fake network driver has plugged on a host, by instance. */
+async function plugged(dir: string, host: string): Promise<Record<string, { id: string; mac: string; fixedIps: { address: string }[] }[]>> {
+  try {
+    return JSON.parse(await readFile(join(dir, host, "fake-network.json"), "utf8")).instances ?? {};
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
+    throw err;
+  }
+}
+
+/** The addresses of a server's interfaces. */
+const addressesOf = (s: Server) => s.interfaces.flatMap((i) => i.ipAddresses);
+
+describe("networks", () => {
+  const children: ChildProcess[] = [];
+  after(async () => {
+    for (const c of children) await stopAgent(c);
+  });
+  const fx = stack({
+    name: "networks",
+    members: ["alice", "bob"],
+    controller: { cpuAllocationRatio: 1, ramAllocationRatio: 1, diskAllocationRatio: 1, allowResizeToSameHost: false },
+    // Each host its own agent process, so that one can die (evacuation).
+    agents: ({ id }) => ["a", "b"].map((x) => ({ host: `nw${id}-${x}`, capacity: { vcpus: 400, memoryMb: 400 * 1024, diskGb: 4000 } })),
+    flavor: "n.tiny",
+  });
+  const { env, admin, alice, bob, imageId, dir, agents } = fx;
+
+  before(async () => {
+    await admin.flavors.createFlavor({ flavor: { id: "n.tiny", name: "n.tiny", vcpus: 1, ramMb: 64, diskGb: 1, description: "", extraSpecs: {} } });
+    await admin.flavors.createFlavor({ flavor: { id: "n.small", name: "n.small", vcpus: 2, ramMb: 128, diskGb: 1, description: "", extraSpecs: {} } });
+  });
+
+  test("two controllers, 500 creates on a subnet with room for 250: 250 servers with unique addresses, the rest ERROR IP_ADDRESS_EXHAUSTED; delete frees every address", async () => {
+    const net = (await admin.networks.createNetwork({ name: "burst", shared: true, segmentation: Segmentation.SEGMENTATION_FLAT, physicalNetwork: "brburst" })).network!;
+    // 252 addresses: the two hosts' DHCP servers take one each, servers the other 250.
+    const subnet = (
+      await admin.networks.createSubnet({
+        subnet: Subnet.fromPartial({ networkId: net.id, cidr: "10.77.0.0/24", allocationPools: [{ start: "10.77.0.2", end: "10.77.0.253" }] }),
+      })
+    ).subnet!;
+    assert.equal(subnet.gatewayIp, "10.77.0.1");
+
+    // The second controller: its own process, the same database, stream and subjects.
+    const c = env.config({});
+    const portB = await freePort();
+    const args = [
+      "--listen", `127.0.0.1:${portB}`, "--database-url", c.databaseUrl!, "--nats", c.natsUrl!, "--ops-stream", c.opsStream!,
+      "--ops-subject-prefix", c.opsSubjectPrefix!, "--image-bucket", c.imageBucket!, "--admin-token", c.adminToken!,
+      "--report-interval", String(c.reportIntervalSeconds), "--service-down-time", String(c.serviceDownTimeSeconds),
+      "--cpu-allocation-ratio", "1", "--ram-allocation-ratio", "1", "--disk-allocation-ratio", "1", "--plaintext",
+    ];
+    const ctlB = spawn(process.execPath, ["--import", "tsx", join(REPO, "controller/main.ts"), ...args], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+    children.push(ctlB);
+    const log = createWriteStream(join(dir, "controller-b.log"));
+    ctlB.stdout!.pipe(log);
+    ctlB.stderr!.pipe(log);
+    const b = clients(`127.0.0.1:${portB}`, env.adminToken);
+    await eventually(() => b.flavors.listFlavors({}).then(() => true, () => false), { what: "the second controller answering", timeoutMs: 30_000 });
+
+    const created = await Promise.all(
+      Array.from({ length: 500 }, (_, i) =>
+        (i % 2 ? b : admin).servers.createServer({ name: `n-${i}`, flavorId: "n.tiny", imageId, requestId: `nw-${i}`, networks: [{ networkId: net.id, portId: "", fixedIp: "" }] }),
+      ),
+    );
+    const ids = created.map((r) => r.server!.id);
+    const done = await waitServers(admin, ids, (s) => s.status === ServerStatus.SERVER_STATUS_ACTIVE || s.status === ServerStatus.SERVER_STATUS_ERROR, "every server ACTIVE or ERROR", 240_000);
+    const active = done.filter((s) => s.status === ServerStatus.SERVER_STATUS_ACTIVE);
+    const failed = done.filter((s) => s.status === ServerStatus.SERVER_STATUS_ERROR);
+    assert.equal(active.length, 250, "exactly as many servers as free addresses");
+    assert.equal(failed.length, 250);
+    for (const s of failed) {
+      assert.equal(s.fault?.code, "IP_ADDRESS_EXHAUSTED", `${s.name}: ${s.fault?.message}`);
+      assert.match(s.fault!.message, /no free IP address is left on subnet/);
+      assert.deepEqual(s.interfaces, [], "a server refused an address has no port");
+    }
+    const addrs = active.flatMap(addressesOf);
+    assert.equal(addrs.length, 250, "one address per ACTIVE server");
+    assert.equal(new Set(addrs).size, 250, "no address given twice");
+    assert.ok(addrs.every((a) => /^10\.77\.0\.(\d+)$/.test(a) && +a.split(".")[3]! >= 2 && +a.split(".")[3]! <= 253), "every address from the pool");
+    const macs = active.map((s) => s.interfaces[0]!.macAddress);
+    assert.equal(new Set(macs).size, 250, "no MAC given twice");
+    assert.ok(macs.every((m) => m.startsWith("fa:16:3e:")));
+    // Nova's addresses, by network name.
+    assert.deepEqual(Object.keys(active[0]!.addresses), ["burst"]);
+    assert.equal(active[0]!.addresses.burst!.addresses[0]!.addr, addressesOf(active[0]!)[0]);
+    // Each ACTIVE server's port is plugged on its host, as the controller allocated it.
+    const onHosts = { ...(await plugged(dir, fx.hosts[0]!)), ...(await plugged(dir, fx.hosts[1]!)) };
+    for (const s of active) assert.deepEqual(onHosts[s.id]?.map((p) => p.fixedIps[0]!.address), addressesOf(s), `${s.name} plugged with its address`);
+    const ports = (await admin.networks.listPorts({ networkId: net.id, allProjects: true })).ports;
+    assert.equal(ports.filter((p) => p.deviceOwner === "network:dhcp").length, 2, "one DHCP port per host");
+
+    // A full subnet refuses a port at once, with the subnet named.
+    const full = await failure(admin.networks.createPort({ networkId: net.id }));
+    assert.equal(full.code, status.RESOURCE_EXHAUSTED);
+    assert.equal(full.reason, "IP_ADDRESS_EXHAUSTED");
+    assert.equal(full.metadata.subnet, subnet.id);
+
+    await Promise.all(ids.map((id, i) => (i % 2 ? b : admin).servers.deleteServer({ id, requestId: `nw-del-${i}` })));
+    await waitServers(admin, ids, (s) => s.status === ServerStatus.SERVER_STATUS_DELETED, "every server deleted", 120_000);
+    const left = (await admin.networks.listPorts({ networkId: net.id, allProjects: true })).ports;
+    assert.deepEqual(left.map((p) => p.deviceOwner), ["network:dhcp", "network:dhcp"], "only the hosts' DHCP ports are left");
+    // Every address is free again: 250 ports fit exactly once more.
+    const again = await Promise.all(Array.from({ length: 250 }, () => admin.networks.createPort({ networkId: net.id })));
+    assert.equal(new Set(again.map((r) => r.port!.fixedIps[0]!.ipAddress)).size, 250);
+    await Promise.all(again.map((r) => admin.networks.deletePort({ id: r.port!.id })));
+    await eventually(async () => Object.keys({ ...(await plugged(dir, fx.hosts[0]!)), ...(await plugged(dir, fx.hosts[1]!)) }).length === 0, {
+      what: "every host to unplug every deleted server's ports",
+    });
+    await stopAgent(ctlB);
+  });
+
+  test("a project's only network is its servers' default; ports keep their MAC and address through resize, live migration and evacuation", async () => {
+    const net = (await alice.networks.createNetwork({ name: "alice-net" })).network!;
+    assert.equal(net.segmentation, Segmentation.SEGMENTATION_VXLAN);
+    assert.equal(net.mtu, 1450);
+    await alice.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net.id, cidr: "192.168.10.0/24", dnsNameservers: ["192.168.10.1"] }) });
+    // The fake hosts have no tunnel address: a vxlan network cannot be plugged there. A flat one can.
+    const flat = (await admin.networks.createNetwork({ name: "alice-flat", segmentation: Segmentation.SEGMENTATION_FLAT, physicalNetwork: "bralice", projectId: "alice" })).network!;
+    await admin.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: flat.id, cidr: "172.30.0.0/24" }) });
+    const two = await failure(alice.servers.createServer({ name: "which", flavorId: "n.tiny", imageId, requestId: "default-two" }));
+    assert.equal(two.code, status.INVALID_ARGUMENT);
+    assert.deepEqual(two.fields, ["networks"]);
+    await alice.networks.deleteNetwork({ id: net.id });
+
+    const s0 = (await alice.servers.createServer({ name: "mover", flavorId: "n.tiny", imageId, requestId: "mover" })).server!;
+    let s = await fx.settled(s0.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.equal(s.interfaces.length, 1, "the project's one network, by default");
+    assert.equal(s.interfaces[0]!.networkId, flat.id);
+    const iface = s.interfaces[0]!;
+    const sameIface = (x: Server, what: string) => {
+      assert.equal(x.interfaces.length, 1, what);
+      assert.equal(x.interfaces[0]!.portId, iface.portId, what);
+      assert.equal(x.interfaces[0]!.macAddress, iface.macAddress, what);
+      assert.deepEqual(x.interfaces[0]!.ipAddresses, iface.ipAddresses, what);
+    };
+    const onlyOn = async (host: string, what: string) => {
+      const [here, other] = await Promise.all(fx.hosts.map((h) => plugged(dir, h)));
+      const byHost = { [fx.hosts[0]!]: here!, [fx.hosts[1]!]: other! };
+      for (const h of fx.hosts) {
+        const p = byHost[h]![s.id];
+        if (h === host) {
+          assert.equal(p?.[0]?.mac, iface.macAddress, `${what}: plugged on ${h}`);
+          assert.equal(p?.[0]?.fixedIps[0]?.address, iface.ipAddresses[0], `${what}: with its address on ${h}`);
+        } else assert.equal(p, undefined, `${what}: not plugged on ${h}`);
+      }
+    };
+    await onlyOn(s.host, "built");
+
+    await alice.servers.resizeServer({ id: s.id, flavorId: "n.small", requestId: "mover-resize" });
+    s = await fx.settled(s.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE);
+    sameIface(s, "resized");
+    await alice.servers.confirmResize({ id: s.id, requestId: "mover-confirm" });
+    s = await fx.settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    await eventually(() => onlyOn(s.host, "resize confirmed").then(() => true), { what: "the port only on the new host" });
+
+    const before = s.host;
+    await admin.servers.liveMigrateServer({ id: s.id, requestId: "mover-live" });
+    s = await fx.settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.notEqual(s.host, before);
+    sameIface(s, "live migrated");
+    await eventually(() => onlyOn(s.host, "live migrated").then(() => true), { what: "the port only on the live migration's target" });
+
+    // Evacuation: the host dies, the server is rebuilt on the other one with the same port.
+    const dead = s.host;
+    await stopAgent(agents.procs.get(dead)!, "SIGKILL");
+    await eventually(async () => (await admin.hosts.listServices({ host: dead })).services[0]?.state === ServiceState.SERVICE_STATE_DOWN, {
+      what: `${dead} down`,
+      timeoutMs: 20_000,
+    });
+    await admin.servers.evacuateServer({ id: s.id, requestId: "mover-evacuate" });
+    s = await fx.settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.notEqual(s.host, dead);
+    sameIface(s, "evacuated");
+    assert.equal((await plugged(dir, s.host))[s.id]?.[0]?.mac, iface.macAddress, "plugged on the survivor");
+    // The dead host, back, destroys its old copy and unplugs its port.
+    agents.restart(dead);
+    await eventually(async () => (await plugged(dir, dead))[s.id] === undefined, { what: `${dead} to unplug the evacuated server's port`, timeoutMs: 30_000 });
+
+    // Delete releases the port and its address.
+    await alice.servers.deleteServer({ id: s.id, requestId: "mover-delete" });
+    await fx.settled(s.id, ServerStatus.SERVER_STATUS_DELETED);
+    assert.equal((await failure(alice.networks.getPort({ id: iface.portId }))).code, status.NOT_FOUND);
+    await eventually(async () => (await plugged(dir, s.host))[s.id] === undefined, { what: "the port unplugged after delete" });
+  });
+
+  test("bad input names the field; other projects' networks and ports are not found", async () => {
+    const net = (await bob.networks.createNetwork({ name: "bob-net" })).network!;
+    const sub = (await bob.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net.id, cidr: "10.9.0.0/24" }) })).subnet!;
+    const cases: [string, () => Promise<unknown>, number, string][] = [
+      ["overlapping subnet", () => bob.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net.id, cidr: "10.9.0.128/25" }) }), status.INVALID_ARGUMENT, "subnet.cidr"],
+      ["host bits set", () => bob.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net.id, cidr: "10.10.0.1/24" }) }), status.INVALID_ARGUMENT, "subnet.cidr"],
+      ["gateway outside", () => bob.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net.id, cidr: "10.11.0.0/24", gatewayIp: "10.12.0.1" }) }), status.INVALID_ARGUMENT, "subnet.gateway_ip"],
+      [
+        "pool outside",
+        () => bob.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net.id, cidr: "10.13.0.0/24", allocationPools: [{ start: "10.13.0.10", end: "10.13.1.5" }] }) }),
+        status.INVALID_ARGUMENT,
+        "subnet.allocation_pools[0]",
+      ],
+      ["fixed IP outside", () => bob.networks.createPort({ networkId: net.id, fixedIps: [{ subnetId: sub.id, ipAddress: "10.99.0.5" }] }), status.INVALID_ARGUMENT, "fixed_ips[0].ip_address"],
+      ["multicast MAC", () => bob.networks.createPort({ networkId: net.id, macAddress: "01:00:5e:00:00:01" }), status.INVALID_ARGUMENT, "mac_address"],
+      ["not a MAC", () => bob.networks.createPort({ networkId: net.id, macAddress: "fa:16:3e:zz:00:01" }), status.INVALID_ARGUMENT, "mac_address"],
+      ["flat by a member", () => bob.networks.createNetwork({ name: "x", segmentation: Segmentation.SEGMENTATION_FLAT, physicalNetwork: "br0" }), status.PERMISSION_DENIED, ""],
+      [
+        "server fixed IP outside",
+        () => bob.servers.createServer({ name: "x", flavorId: "n.tiny", imageId, networks: [{ networkId: net.id, portId: "", fixedIp: "10.8.0.9" }] }),
+        status.INVALID_ARGUMENT,
+        "networks[0].fixed_ip",
+      ],
+      [
+        "a rule of an unknown group",
+        () => bob.securityGroups.createSecurityGroupRule({ rule: SecurityGroupRule.fromPartial({ securityGroupId: "00000000-0000-4000-8000-000000000000", direction: Direction.DIRECTION_INGRESS }) }),
+        status.NOT_FOUND,
+        "",
+      ],
+    ];
+    for (const [what, call, code, field] of cases) {
+      const f = await failure(call());
+      assert.equal(f.code, code, `${what}: ${f.message}`);
+      if (field) assert.deepEqual(f.fields, [field], what);
+    }
+    const port = (await bob.networks.createPort({ networkId: net.id, fixedIps: [{ subnetId: sub.id, ipAddress: "10.9.0.50" }] })).port!;
+    assert.deepEqual(port.fixedIps.map((f) => f.ipAddress), ["10.9.0.50"]);
+    const taken = await failure(bob.networks.createPort({ networkId: net.id, fixedIps: [{ subnetId: "", ipAddress: "10.9.0.50" }] }));
+    assert.equal(taken.code, status.ALREADY_EXISTS);
+    assert.deepEqual(taken.fields, ["fixed_ips[0].ip_address"]);
+    const takenByServer = await failure(bob.servers.createServer({ name: "x", flavorId: "n.tiny", imageId, networks: [{ networkId: net.id, portId: "", fixedIp: "10.9.0.50" }] }));
+    assert.equal(takenByServer.code, status.ALREADY_EXISTS);
+    assert.deepEqual(takenByServer.fields, ["networks[0].fixed_ip"]);
+    const sameMac = await failure(bob.networks.createPort({ networkId: net.id, macAddress: port.macAddress }));
+    assert.equal(sameMac.code, status.ALREADY_EXISTS);
+    // Another project sees none of it.
+    const others = await Promise.all(
+      [alice.networks.getNetwork({ id: net.id }), alice.networks.getPort({ id: port.id }), alice.networks.getSubnet({ id: sub.id }), alice.networks.createPort({ networkId: net.id })].map(failure),
+    );
+    assert.deepEqual(others.map((f) => f.code), [status.NOT_FOUND, status.NOT_FOUND, status.NOT_FOUND, status.NOT_FOUND]);
+    const viaServer = await failure(alice.servers.createServer({ name: "x", flavorId: "n.tiny", imageId, networks: [{ networkId: "", portId: port.id, fixedIp: "" }] }));
+    assert.equal(viaServer.code, status.NOT_FOUND);
+    // Rules: a port range needs a protocol that has ports.
+    const g = (await bob.securityGroups.createSecurityGroup({ name: "web" })).securityGroup!;
+    assert.equal(g.rules.length, 1, "a new group allows egress");
+    const any = await failure(bob.securityGroups.createSecurityGroupRule({ rule: SecurityGroupRule.fromPartial({ securityGroupId: g.id, direction: Direction.DIRECTION_INGRESS, portRangeMin: 80 }) }));
+    assert.equal(any.code, status.INVALID_ARGUMENT);
+    const icmp = (await bob.securityGroups.createSecurityGroupRule({ rule: SecurityGroupRule.fromPartial({ securityGroupId: g.id, direction: Direction.DIRECTION_INGRESS, protocol: "icmp" }) })).rule!;
+    assert.equal(icmp.portRangeMin, undefined, "any ICMP type");
+    const dup = await failure(bob.securityGroups.createSecurityGroupRule({ rule: SecurityGroupRule.fromPartial({ securityGroupId: g.id, direction: Direction.DIRECTION_INGRESS, protocol: "icmp" }) }));
+    assert.equal(dup.code, status.ALREADY_EXISTS);
+    // In use: a network with a port, a subnet with an address, a group with a port.
+    const used = await bob.networks.createPort({ networkId: net.id, securityGroupIds: [g.id] });
+    assert.equal((await failure(bob.networks.deleteNetwork({ id: net.id }))).reason, "NETWORK_IN_USE");
+    assert.equal((await failure(bob.networks.deleteSubnet({ id: sub.id }))).reason, "SUBNET_IN_USE");
+    assert.equal((await failure(bob.securityGroups.deleteSecurityGroup({ id: g.id }))).reason, "SECURITY_GROUP_IN_USE");
+    await bob.networks.deletePort({ id: used.port!.id });
+    await bob.networks.deletePort({ id: port.id });
+    await bob.securityGroups.deleteSecurityGroup({ id: g.id });
+    await bob.networks.deleteNetwork({ id: net.id });
+    assert.equal((await failure(bob.networks.getNetwork({ id: net.id }))).code, status.NOT_FOUND);
+  });
+});
