@@ -157,6 +157,8 @@ describe("the lifecycle table", () => {
       Object.fromEntries(Object.entries(SPEC).map(([a, list]) => [a, [...list].sort()])),
       "ALLOWED_FROM is the specified table",
     );
+    // A network to attach to, made once every server of this test is built (alice's only network is her servers' default).
+    let netId = "";
     const calls: Record<Exclude<ServerAction, "delete" | "lock" | "unlock">, (id: string) => Promise<unknown>> = {
       start: (id) => alice.servers.startServer({ id }),
       stop: (id) => alice.servers.stopServer({ id }),
@@ -176,6 +178,8 @@ describe("the lifecycle table", () => {
       create_image: (id) => alice.servers.createServerImage({ id, name: "snap" }),
       shelve: (id) => alice.servers.shelveServer({ id }),
       unshelve: (id) => alice.servers.unshelveServer({ id }),
+      attach_interface: (id) => alice.servers.attachInterface({ id, networkId: netId }),
+      detach_interface: (id) => alice.servers.detachInterface({ id, portId: "4f6d2c1e-0000-4000-8000-00000000dead" }),
     };
     let refused = 0;
     const refusedFrom = async (vm: DomainVmState, id: string) => {
@@ -214,6 +218,7 @@ describe("the lifecycle table", () => {
       return (await waitServers(alice, [b.id], (x) => x.taskState === TaskState.TASK_STATE_SPAWNING, "SPAWNING"))[0]!;
     });
     await admin.hosts.disableService({ host: slowHost, reason: "test: slow builds only on request" });
+    netId = (await alice.networks.createNetwork({ name: "refusals" })).network!.id;
     await refusedFrom("BUILDING", building.id);
     assert.equal((await alice.servers.getServer({ id: building.id })).server!.vmState, VmState.VM_STATE_BUILDING, "still building");
     // Delete is allowed from BUILDING: the host removes the server once its spawn ends.
@@ -231,8 +236,9 @@ describe("the lifecycle table", () => {
     ] as Array<[DomainVmState, string]>) {
       await refusedFrom(vm, id);
     }
-    // 18 actions (all but delete, lock, unlock) from 8 states, minus the 39 allowed cells.
-    assert.equal(refused, 105, "disallowed transitions checked");
+    // 20 actions (all but delete, lock, unlock) from 8 states, minus the 45 allowed cells.
+    assert.equal(refused, 115, "disallowed transitions checked");
+    await alice.networks.deleteNetwork({ id: netId });
 
     // Delete from ERROR (never placed: at once) and from BUILDING (when its host is done).
     const delError = await alice.servers.deleteServer({ id: e.id });

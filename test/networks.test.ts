@@ -17,7 +17,7 @@ import { Segmentation, Subnet } from "../gen/novamesh/network/v1/network.js";
 import { Direction, SecurityGroupRule } from "../gen/novamesh/network/v1/security_group.js";
 import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
 import { REPO, freePort, stopAgent } from "./agents.js";
-import { clients, eventually, failure, waitServers } from "./harness.js";
+import { clients, eventually, failure, settled, waitServers } from "./harness.js";
 import { stack } from "./stack.js";
 
 /** What the fake network driver has plugged on a host, by instance. */
@@ -204,6 +204,69 @@ describe("networks", () => {
     await fx.settled(s.id, ServerStatus.SERVER_STATUS_DELETED);
     assert.equal((await failure(alice.networks.getPort({ id: iface.portId }))).code, status.NOT_FOUND);
     await eventually(async () => (await plugged(dir, s.host))[s.id] === undefined, { what: "the port unplugged after delete" });
+  });
+
+  test("an interface hot-plugged into a running server and removed again; a given port is free again after", async () => {
+    /** Waits as bob; the server as an admin sees it (with its host). */
+    const bobSettled = async (id: string, st: ServerStatus) => {
+      await settled(bob, id, st);
+      return (await admin.servers.getServer({ id })).server!;
+    };
+    const first = (await admin.networks.createNetwork({ name: "hp-first", segmentation: Segmentation.SEGMENTATION_FLAT, physicalNetwork: "brhp1", projectId: "bob" })).network!;
+    await admin.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: first.id, cidr: "172.31.1.0/24" }) });
+    const second = (await admin.networks.createNetwork({ name: "hp-second", segmentation: Segmentation.SEGMENTATION_FLAT, physicalNetwork: "brhp2", projectId: "bob" })).network!;
+    // Room for the host's DHCP port and one more.
+    await admin.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: second.id, cidr: "172.31.2.0/24", allocationPools: [{ start: "172.31.2.10", end: "172.31.2.12" }] }) });
+    const created = (await bob.servers.createServer({ name: "hp", flavorId: "n.tiny", imageId, requestId: "hp", networks: [{ networkId: first.id, portId: "", fixedIp: "" }] })).server!;
+    let s = await bobSettled(created.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.equal(s.interfaces.length, 1);
+
+    const att = await bob.servers.attachInterface({ id: s.id, networkId: second.id, fixedIp: "172.31.2.11", requestId: "hp-attach" });
+    assert.ok(att.portId, "the new interface's port is returned");
+    assert.equal(att.operation!.name.length > 0, true);
+    s = await bobSettled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.deepEqual(s.interfaces.map((i) => i.ipAddresses[0]), [s.interfaces[0]!.ipAddresses[0], "172.31.2.11"], "the new interface comes last, with the address asked for");
+    const mac = s.interfaces[1]!.macAddress;
+    assert.deepEqual((await plugged(dir, s.host))[s.id]?.map((p) => p.mac), [s.interfaces[0]!.macAddress, mac], "both ports plugged on the host");
+    const vifs = (await agents.domains(s.host))[s.id] as unknown as { instance: { vifs?: { mac: string }[] } };
+    assert.deepEqual(vifs.instance.vifs?.map((v) => v.mac), [s.interfaces[0]!.macAddress, mac], "the guest has both interfaces");
+    // The same request again is the same operation.
+    const again = await bob.servers.attachInterface({ id: s.id, networkId: second.id, fixedIp: "172.31.2.11", requestId: "hp-attach" });
+    assert.equal(again.portId, att.portId);
+    // A full subnet refuses the attach at once; nothing changes.
+    await bob.servers.attachInterface({ id: s.id, networkId: second.id, requestId: "hp-attach-2" });
+    s = await bobSettled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    const full = await failure(bob.servers.attachInterface({ id: s.id, networkId: second.id, requestId: "hp-attach-3" }));
+    assert.equal(full.code, status.RESOURCE_EXHAUSTED);
+    assert.equal(full.reason, "IP_ADDRESS_EXHAUSTED");
+    assert.equal((await bob.servers.getServer({ id: s.id })).server!.taskState, 0, "no task was started");
+    const third = s.interfaces[2]!;
+
+    await bob.servers.detachInterface({ id: s.id, portId: att.portId, requestId: "hp-detach" });
+    s = await bobSettled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.deepEqual(s.interfaces.map((i) => i.portId), [s.interfaces[0]!.portId, third.portId]);
+    assert.equal((await failure(bob.networks.getPort({ id: att.portId }))).code, status.NOT_FOUND, "a port made for the server goes with the interface");
+    await eventually(async () => !(await plugged(dir, s.host))[s.id]?.some((p) => p.mac === mac), { what: "the detached port unplugged" });
+    assert.ok(!((await agents.domains(s.host))[s.id] as unknown as { instance: { vifs?: { mac: string }[] } }).instance.vifs?.some((v) => v.mac === mac));
+    const unknown = await failure(bob.servers.detachInterface({ id: s.id, portId: att.portId }));
+    assert.equal(unknown.code, status.NOT_FOUND);
+
+    // A port the caller made is given back free.
+    const own = (await bob.networks.createPort({ networkId: first.id, name: "mine" })).port!;
+    await bob.servers.attachInterface({ id: s.id, portId: own.id, requestId: "hp-own" });
+    s = await bobSettled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.equal((await bob.networks.getPort({ id: own.id })).port!.deviceId, s.id);
+    const inUse = await failure(bob.networks.deletePort({ id: own.id }));
+    assert.equal(inUse.reason, "PORT_IN_USE");
+    await bob.servers.detachInterface({ id: s.id, portId: own.id, requestId: "hp-own-detach" });
+    s = await bobSettled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    const freed = (await bob.networks.getPort({ id: own.id })).port!;
+    assert.equal(freed.deviceId, "");
+    assert.deepEqual(freed.fixedIps, own.fixedIps, "it keeps its address");
+    await bob.servers.deleteServer({ id: s.id });
+    await bobSettled(s.id, ServerStatus.SERVER_STATUS_DELETED);
+    assert.equal((await bob.networks.getPort({ id: own.id })).port!.deviceId, "");
+    await bob.networks.deletePort({ id: own.id });
   });
 
   test("bad input names the field; other projects' networks and ports are not found", async () => {

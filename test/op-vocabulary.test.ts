@@ -37,6 +37,8 @@ const SAMPLES: { [K in OpArgs["kind"]]: Extract<OpArgs, { kind: K }> } = {
   live_migrate: { kind: "live_migrate", targetHost: "h2", targetUri: "qemu+tcp://h2/system" },
   post_live_migration: { kind: "post_live_migration", sourceHost: "h1" },
   rollback_live_migration: { kind: "rollback_live_migration" },
+  attach_interface: { kind: "attach_interface", portId: "port-1" },
+  detach_interface: { kind: "detach_interface", portId: "port-2", macAddress: "fa:16:3e:00:00:02" },
 };
 
 const instance = {

@@ -31,4 +31,6 @@ export const SPEC: Readonly<Record<ServerAction, readonly VmState[]>> = {
   stop: ["ACTIVE", "ERROR"],
   confirm_resize: ["RESIZED"],
   revert_resize: ["RESIZED"],
+  attach_interface: ["ACTIVE", "PAUSED", "STOPPED"],
+  detach_interface: ["ACTIVE", "PAUSED", "STOPPED"],
 };

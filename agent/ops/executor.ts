@@ -266,7 +266,7 @@ export class OpExecutor {
         if (plan.action === "power_on") await this.driver.powerOn({ instanceId: serverId }, call);
         else {
           const plugged = await plugPorts(op, this.network);
-          result = await handlerOf(op.kind).run(plugged, { driver: this.driver, call, progress: this.progress.sinkOf(op.opId, serverId) });
+          result = await handlerOf(op.kind).run(plugged, { driver: this.driver, call, progress: this.progress.sinkOf(op.opId, serverId), network: this.network });
         }
       } catch (err) {
         if (this.closed) throw new ExecutorClosedError(op.opId);

@@ -6,6 +6,7 @@
 import { DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS, type CallOptions, type Driver } from "../drivers/driver.js";
 import { DriverError, InstanceNotFoundError, SoftRebootTimeoutError } from "../drivers/errors.js";
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
+import type { NetworkDriver } from "../network/driver.js";
 import type { AgentOp, DriverOpKind, OpHeader } from "./agent-op.js";
 import type { OpProgressSink } from "./progress.js";
 
@@ -17,6 +18,8 @@ export interface HandlerContext {
   readonly call: CallOptions;
   /** Where the op's progress goes. */
   readonly progress: OpProgressSink;
+  /** The host's network (none: this agent plugs no ports). */
+  readonly network?: NetworkDriver;
 }
 
 /** What a run produced beyond success. */
@@ -122,6 +125,39 @@ async function rebuild(op: AgentOp<"rebuild">, { driver, call, progress }: Handl
     return { note: "the instance was not on this host; created it" };
   }
   await driver.rebuild({ instance: op.instance, onSpawning }, call);
+  return DONE;
+}
+
+/**
+ * Hot-plugs a port's interface: the executor has plugged the instance's
+ * ports on the host; the hypervisor attaches the new one. If it cannot, the
+ * port's host side goes again.
+ */
+async function attachInterface(op: AgentOp<"attach_interface">, { driver, call, network }: HandlerContext): Promise<RunResult> {
+  const vif = op.instance.vifs?.find((v) => v.portId === op.portId);
+  if (!vif) throw new DriverError("PORT_NOT_PLUGGED", `port ${op.portId} is not among the ports the op carries`);
+  try {
+    await driver.attachInterface({ instanceId: op.instance.id, vif }, call);
+  } catch (err) {
+    const failure = DriverError.from(err);
+    if (!network) throw failure;
+    try {
+      await network.unplug(op.instance.id, [op.portId]);
+    } catch (unplugErr) {
+      throw new DriverError(failure.code, `${failure.message}; and unplugging port ${op.portId} again failed: ${DriverError.from(unplugErr).message}`, {
+        retryable: failure.retryable,
+        cause: failure,
+      });
+    }
+    throw failure;
+  }
+  return DONE;
+}
+
+/** Removes a port's interface from the guest, then its host side. */
+async function detachInterface(op: AgentOp<"detach_interface">, { driver, call, network }: HandlerContext): Promise<RunResult> {
+  await driver.detachInterface({ instanceId: op.instance.id, mac: op.macAddress }, call);
+  await network?.unplug(op.instance.id, [op.portId]);
   return DONE;
 }
 
@@ -252,6 +288,8 @@ export const HANDLERS = {
     reconcile: "run_again",
   },
   rollback_live_migration: { run: onInstance("rollbackLiveMigration"), reconcile: "run_again" },
+  attach_interface: { run: attachInterface, reconcile: "run_again" },
+  detach_interface: { run: detachInterface, reconcile: "run_again" },
 } satisfies { readonly [K in DriverOpKind]: Handler<K> };
 
 const TABLE: { readonly [K in DriverOpKind]: Handler<K> } = HANDLERS;

@@ -29,6 +29,8 @@ const DEFAULT_ARGS: { readonly [K in AgentOpKind]: OpArgsByKind[K] } = {
   post_live_migration: { sourceHost: "" },
   rollback_live_migration: {},
   abort: { targetOpId: "" },
+  attach_interface: { portId: "" },
+  detach_interface: { portId: "", macAddress: "fa:16:3e:00:00:01" },
 };
 
 /**

@@ -5,7 +5,7 @@ import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/c
 import type { Accepted } from "../conductor/act.js";
 import { visible } from "../conductor/act.js";
 import type { ConductorContext } from "../conductor/context.js";
-import { build, deletion, image as images, liveMigration, lock, power, rebuild, resize } from "../conductor/flows/index.js";
+import { build, deletion, image as images, interfaces, liveMigration, lock, power, rebuild, resize } from "../conductor/flows/index.js";
 import type { ServerStatus } from "../domain/states.js";
 import { statusFilter } from "../domain/states.js";
 import type { HostQueries } from "../bus/host-queries.js";
@@ -20,8 +20,9 @@ import { listMigrations } from "../store/moves.js";
 import { actionToProto, fromEnum, migrationToProto, operationToProto, serverToProto, type ServerNetworks } from "./convert.js";
 import type { Queryable } from "../store/db.js";
 import { networkNames } from "../store/networks.js";
-import { portsOfServers } from "../store/ports.js";
-import { requestedNetworksOf } from "./server-networks.js";
+import { actionPort, getPort, portsOfServers } from "../store/ports.js";
+import { parseIpv4 } from "../domain/ipv4.js";
+import { requestedNetworksOf, usableNetwork } from "./server-networks.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
 import { isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
@@ -124,6 +125,32 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
     unpauseServer: simple("UnpauseServer", (who, id, rid) => power.unpause(conductor, who, id, rid)),
     suspendServer: simple("SuspendServer", (who, id, rid) => power.suspend(conductor, who, id, rid)),
     resumeServer: simple("ResumeServer", (who, id, rid) => power.resume(conductor, who, id, rid)),
+
+    attachInterface: unary(deps, "AttachInterface", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const requestId = v.requestId("request_id", req.requestId);
+      if (!!req.networkId === !!req.portId) throw invalidArgument("network_id", "give network_id or port_id, not both or neither");
+      let attach: interfaces.AttachRequest;
+      if (req.portId) {
+        if (req.fixedIp) throw invalidArgument("fixed_ip", "only goes with network_id (a port has its addresses)");
+        const portId = v.uuid("port_id", req.portId);
+        const p = await getPort(pool, portId);
+        if (!p || (!isAdmin(ctx) && p.projectId !== ctx.principal.projectId)) throw notFound("port", req.portId);
+        attach = { portId };
+      } else {
+        const net = await usableNetwork(pool, ctx.principal, req.networkId, "network_id");
+        if (req.fixedIp && parseIpv4(req.fixedIp) === null) throw invalidArgument("fixed_ip", `${JSON.stringify(req.fixedIp.slice(0, 64))} is not an IPv4 address`);
+        attach = { networkId: net.id, ...(req.fixedIp ? { fixedIp: req.fixedIp } : {}) };
+      }
+      const a = await interfaces.attach(conductor, ctx.principal, id, requestId, attach);
+      return { ...(await answer(ctx, a)), portId: (await actionPort(pool, a.operation.id)) ?? "" };
+    }),
+
+    detachInterface: unary(deps, "DetachInterface", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const portId = v.uuid("port_id", req.portId);
+      return answer(ctx, await interfaces.detach(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), portId));
+    }),
 
     lockServer: unary(deps, "LockServer", async (req, ctx) => {
       const id = v.uuid("id", req.id);

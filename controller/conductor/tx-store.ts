@@ -49,7 +49,12 @@ const STEPS = {
   finishOp: ops.finishOp,
   getServerGroup: groups.getServerGroup,
   bindServerPorts: serverPorts.bindServerPorts,
+  attachNewInterface: serverPorts.attachNewInterface,
+  getPort: ports.getPort,
   releaseServerPorts: ports.releaseServerPorts,
+  releasePort: ports.releasePort,
+  actionPort: ports.actionPort,
+  setActionPort: ports.setActionPort,
   dispatchOp,
 };
 

@@ -51,7 +51,11 @@ export type OpArgs =
   /** Live migration, target side: the instance arrived; finish it. */
   | { readonly kind: "post_live_migration"; readonly sourceHost: string }
   /** Live migration failed or was aborted, target side: remove what pre_live_migration made. */
-  | { readonly kind: "rollback_live_migration" };
+  | { readonly kind: "rollback_live_migration" }
+  /** Hot-plug the interface of the instance's port `portId` (every port of the instance is carried). */
+  | { readonly kind: "attach_interface"; readonly portId: string }
+  /** Remove the interface of port `portId` (the hypervisor knows it by `macAddress`). */
+  | { readonly kind: "detach_interface"; readonly portId: string; readonly macAddress: string };
 
 export type OpKind = OpArgs["kind"];
 
@@ -90,6 +94,8 @@ export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
   live_migrate: { event: "compute_live_migration" },
   post_live_migration: { event: "compute_post_live_migration" },
   rollback_live_migration: { event: "compute_rollback_live_migration", cleanup: true },
+  attach_interface: { event: "compute_attach_interface", plugsPorts: true },
+  detach_interface: { event: "compute_detach_interface" },
 };
 
 export const OP_KINDS = Object.keys(OP_TRAITS) as OpKind[];

@@ -42,6 +42,8 @@ export const TASK_STATES = [
   "IMAGE_UPLOADING",
   "SHELVING_IMAGE_UPLOADING",
   "SHELVING_OFFLOADING",
+  "INTERFACE_ATTACHING",
+  "INTERFACE_DETACHING",
 ] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 
@@ -91,6 +93,8 @@ export const ACTIONS = [
   "create_image",
   "shelve",
   "unshelve",
+  "attach_interface",
+  "detach_interface",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 /** Actions on an existing server. */
@@ -137,6 +141,8 @@ export const DEFAULT_TASK_TIMEOUTS: Readonly<Record<TaskState, number>> = {
   IMAGE_UPLOADING: 3600,
   SHELVING_IMAGE_UPLOADING: 3600,
   SHELVING_OFFLOADING: 3600,
+  INTERFACE_ATTACHING: 300,
+  INTERFACE_DETACHING: 300,
 };
 
 /** Resize/migration tasks (status RESIZE) in order. */

@@ -447,6 +447,7 @@ export const MIGRATIONS: readonly Migration[] = [
         CONSTRAINT port_security_groups_group FOREIGN KEY (security_group_id) REFERENCES security_groups (id)
       ) ENGINE=InnoDB`,
       `ALTER TABLE instances ADD COLUMN requested_networks JSON NULL`,
+      `ALTER TABLE instance_actions ADD COLUMN port_id CHAR(36) NULL`,
     ],
   },
 ];

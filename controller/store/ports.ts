@@ -312,3 +312,32 @@ export async function ensureDhcpPort(q: Queryable, network: { id: string; projec
     return getPort(q, again[0].id);
   }
 }
+
+/** Records the port an attach_interface action plugs. */
+export async function setActionPort(q: Queryable, actionId: number, portId: string): Promise<void> {
+  await exec(q, "UPDATE instance_actions SET port_id = ? WHERE id = ?", [portId, actionId]);
+}
+
+/** The port an attach_interface action plugs; null if none was recorded. */
+export async function actionPort(q: Queryable, actionId: number): Promise<string | null> {
+  const rows = await select<{ port_id: string | null }>(q, "SELECT port_id FROM instance_actions WHERE id = ?", [actionId]);
+  return rows[0]?.port_id ?? null;
+}
+
+/**
+ * A port leaves its server: one made for it is deleted with its addresses;
+ * one it was given is free again. False if it was not the server's.
+ */
+export async function releasePort(q: Queryable, portId: string, serverId: string): Promise<boolean> {
+  const rows = await select<{ auto_delete: number }>(q, "SELECT auto_delete FROM ports WHERE id = ? AND device_id = ? FOR UPDATE", [portId, serverId]);
+  if (!rows[0]) return false;
+  if (rows[0].auto_delete) return deletePort(q, portId);
+  await exec(q, "UPDATE ports SET device_id = NULL, device_owner = '' WHERE id = ?", [portId]);
+  return true;
+}
+
+/** The next interface position of a server. */
+export async function nextPosition(q: Queryable, serverId: string): Promise<number> {
+  const rows = await select<{ p: number | null }>(q, "SELECT MAX(position) AS p FROM ports WHERE device_id = ?", [serverId]);
+  return rows[0]?.p === null || rows[0]?.p === undefined ? 0 : Number(rows[0].p) + 1;
+}

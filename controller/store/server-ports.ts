@@ -11,7 +11,10 @@ import { ApiError } from "../errors.js";
 import type { Queryable } from "./db.js";
 import { exec, json, select } from "./db.js";
 import { getNetwork } from "./networks.js";
-import { attachPort, createPort, ensureDhcpPort, portsOfServer } from "./ports.js";
+import type { Port } from "../domain/network.js";
+import { failedPrecondition, notFound } from "../errors.js";
+import { attachPort, createPort, ensureDhcpPort, getPort, nextPosition, portsOfServer, setActionPort } from "./ports.js";
+import { ensureDefaultGroup } from "./security-groups.js";
 
 /** Why a server's ports could not be made or bound: its fault code and message. */
 export interface PortFailure {
@@ -72,4 +75,47 @@ export async function bindServerPorts(q: Queryable, server: { uuid: string; proj
     await q.query("ROLLBACK TO SAVEPOINT bind_ports");
     return { code: err.reason, message: err.message, details: err.metadata, status: err.code };
   }
+}
+
+/**
+ * The port an attach_interface action plugs into `server` on `host`: a new
+ * one on `networkId` (any free address, or `fixedIp`; the project's default
+ * security group), or the free port `portId`, attached as the server's last
+ * interface, with the host's DHCP port on its network. Recorded on the
+ * action. Throws the API's errors (exhausted, address taken, port in use);
+ * the caller's transaction then changes nothing.
+ */
+export async function attachNewInterface(
+  q: Queryable,
+  server: { uuid: string; projectId: string; availabilityZone: string },
+  host: string,
+  req: { networkId?: string; portId?: string; fixedIp?: string },
+  actionId: number,
+): Promise<Port> {
+  const owner = `compute:${server.availabilityZone || "nova"}`;
+  const position = await nextPosition(q, server.uuid);
+  let port: Port;
+  if (req.portId) {
+    if (!(await attachPort(q, req.portId, server.uuid, owner, position))) throw failedPrecondition(`port ${req.portId} is in use`, "PORT_IN_USE", { port: req.portId });
+    port = (await getPort(q, req.portId))!;
+  } else {
+    const net = await getNetwork(q, req.networkId!);
+    if (!net) throw notFound("network", req.networkId!);
+    port = await createPort(q, {
+      networkId: net.id,
+      projectId: server.projectId,
+      fixedIps: req.fixedIp ? [{ ipAddress: req.fixedIp }] : undefined,
+      securityGroupIds: net.portSecurity ? [(await ensureDefaultGroup(q, server.projectId)).id] : [],
+      portSecurity: net.portSecurity,
+      deviceId: server.uuid,
+      deviceOwner: owner,
+      autoDelete: true,
+      position,
+      field: "fixed_ip",
+    });
+  }
+  const net = await getNetwork(q, port.networkId);
+  if (net) await ensureDhcpPort(q, net, host);
+  await setActionPort(q, actionId, port.id);
+  return port;
 }

@@ -11,13 +11,14 @@ import type { ActionRule, MovePlacement, ResultRule, TimeoutRule } from "../flow
 import * as build from "./build.js";
 import * as deletion from "./delete.js";
 import * as image from "./image.js";
+import * as interfaces from "./interfaces.js";
 import * as liveMigration from "./live-migration.js";
 import * as lock from "./lock.js";
 import * as power from "./power.js";
 import * as rebuild from "./rebuild.js";
 import * as resize from "./resize.js";
 
-export { build, deletion, image, liveMigration, lock, power, rebuild, resize };
+export { build, deletion, image, interfaces, liveMigration, lock, power, rebuild, resize };
 
 /** Each action's row: where it may start from, the task it sets. */
 export const ACTION_RULES: Readonly<Record<ServerAction, ActionRule>> = {
@@ -28,6 +29,7 @@ export const ACTION_RULES: Readonly<Record<ServerAction, ActionRule>> = {
   ...liveMigration.actions,
   ...rebuild.actions,
   ...image.actions,
+  ...interfaces.actions,
 } satisfies Record<ServerAction, ActionRule>;
 
 /** vm_states each action may start from (Nova's check_instance_state). */
@@ -44,6 +46,7 @@ export const RESULT_RULES: Readonly<Record<OpKind, ResultRule>> = {
   ...liveMigration.results,
   ...rebuild.results,
   ...image.results,
+  ...interfaces.results,
 } satisfies Record<OpKind, ResultRule>;
 
 /** What the reaper does with each task past its deadline. */
@@ -55,6 +58,7 @@ export const TIMEOUT_RULES: Readonly<Record<TaskState, TimeoutRule>> = {
   ...liveMigration.timeouts,
   ...rebuild.timeouts,
   ...image.timeouts,
+  ...interfaces.timeouts,
 } satisfies Record<TaskState, TimeoutRule>;
 
 /** How each kind of move starts once placement claimed its target. */

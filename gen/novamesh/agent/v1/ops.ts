@@ -120,6 +120,12 @@ export interface ComputeOp {
      * queued behind the instance's other ops.
      */
     { $case: "abort"; abort: AbortOp }
+    | //
+    /** Hot-plug one of the instance's ports (its ports are all carried). */
+    { $case: "attachInterface"; attachInterface: AttachInterfaceOp }
+    | //
+    /** Remove a port's interface from the instance. */
+    { $case: "detachInterface"; detachInterface: DetachInterfaceOp }
     | undefined;
 }
 
@@ -413,6 +419,20 @@ export interface AbortOp {
   targetOpId: string;
 }
 
+/** Hot-plug the interface of one of the instance's ports. */
+export interface AttachInterfaceOp {
+  /** The port (one of Instance.ports). */
+  portId: string;
+}
+
+/** Remove the interface of a port from the instance. */
+export interface DetachInterfaceOp {
+  /** The port. */
+  portId: string;
+  /** Its MAC: how the hypervisor knows the interface. */
+  macAddress: string;
+}
+
 function createBaseComputeOp(): ComputeOp {
   return {
     opId: "",
@@ -511,6 +531,12 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         break;
       case "abort":
         AbortOp.encode(message.op.abort, writer.uint32(250).fork()).join();
+        break;
+      case "attachInterface":
+        AttachInterfaceOp.encode(message.op.attachInterface, writer.uint32(258).fork()).join();
+        break;
+      case "detachInterface":
+        DetachInterfaceOp.encode(message.op.detachInterface, writer.uint32(266).fork()).join();
         break;
     }
     return writer;
@@ -774,6 +800,28 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             message.op = { $case: "abort", abort: AbortOp.decode(reader, reader.uint32()) };
             continue;
           }
+          case 32: {
+            if (tag !== 258) {
+              break;
+            }
+
+            message.op = {
+              $case: "attachInterface",
+              attachInterface: AttachInterfaceOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 33: {
+            if (tag !== 266) {
+              break;
+            }
+
+            message.op = {
+              $case: "detachInterface",
+              detachInterface: DetachInterfaceOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -884,6 +932,14 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         }
         : isSet(object.abort)
         ? { $case: "abort", abort: AbortOp.fromJSON(object.abort) }
+        : isSet(object.attachInterface)
+        ? { $case: "attachInterface", attachInterface: AttachInterfaceOp.fromJSON(object.attachInterface) }
+        : isSet(object.attach_interface)
+        ? { $case: "attachInterface", attachInterface: AttachInterfaceOp.fromJSON(object.attach_interface) }
+        : isSet(object.detachInterface)
+        ? { $case: "detachInterface", detachInterface: DetachInterfaceOp.fromJSON(object.detachInterface) }
+        : isSet(object.detach_interface)
+        ? { $case: "detachInterface", detachInterface: DetachInterfaceOp.fromJSON(object.detach_interface) }
         : undefined,
     };
   },
@@ -952,6 +1008,10 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       obj.rollbackLiveMigration = RollbackLiveMigrationOp.toJSON(message.op.rollbackLiveMigration);
     } else if (message.op?.$case === "abort") {
       obj.abort = AbortOp.toJSON(message.op.abort);
+    } else if (message.op?.$case === "attachInterface") {
+      obj.attachInterface = AttachInterfaceOp.toJSON(message.op.attachInterface);
+    } else if (message.op?.$case === "detachInterface") {
+      obj.detachInterface = DetachInterfaceOp.toJSON(message.op.detachInterface);
     }
     return obj;
   },
@@ -1120,6 +1180,24 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       case "abort": {
         if (object.op?.abort !== undefined && object.op?.abort !== null) {
           message.op = { $case: "abort", abort: AbortOp.fromPartial(object.op.abort) };
+        }
+        break;
+      }
+      case "attachInterface": {
+        if (object.op?.attachInterface !== undefined && object.op?.attachInterface !== null) {
+          message.op = {
+            $case: "attachInterface",
+            attachInterface: AttachInterfaceOp.fromPartial(object.op.attachInterface),
+          };
+        }
+        break;
+      }
+      case "detachInterface": {
+        if (object.op?.detachInterface !== undefined && object.op?.detachInterface !== null) {
+          message.op = {
+            $case: "detachInterface",
+            detachInterface: DetachInterfaceOp.fromPartial(object.op.detachInterface),
+          };
         }
         break;
       }
@@ -4370,6 +4448,172 @@ export const AbortOp: MessageFns<AbortOp> = {
   fromPartial<I extends Exact<DeepPartial<AbortOp>, I>>(object: I): AbortOp {
     const message = createBaseAbortOp();
     message.targetOpId = object.targetOpId ?? "";
+    return message;
+  },
+};
+
+function createBaseAttachInterfaceOp(): AttachInterfaceOp {
+  return { portId: "" };
+}
+
+export const AttachInterfaceOp: MessageFns<AttachInterfaceOp> = {
+  encode(message: AttachInterfaceOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.portId !== "") {
+      writer.uint32(10).string(message.portId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachInterfaceOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachInterfaceOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.portId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachInterfaceOp {
+    return {
+      portId: isSet(object.portId)
+        ? globalThis.String(object.portId)
+        : isSet(object.port_id)
+        ? globalThis.String(object.port_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AttachInterfaceOp): unknown {
+    const obj: any = {};
+    if (message.portId !== "") {
+      obj.portId = message.portId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachInterfaceOp>, I>>(base?: I): AttachInterfaceOp {
+    return AttachInterfaceOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachInterfaceOp>, I>>(object: I): AttachInterfaceOp {
+    const message = createBaseAttachInterfaceOp();
+    message.portId = object.portId ?? "";
+    return message;
+  },
+};
+
+function createBaseDetachInterfaceOp(): DetachInterfaceOp {
+  return { portId: "", macAddress: "" };
+}
+
+export const DetachInterfaceOp: MessageFns<DetachInterfaceOp> = {
+  encode(message: DetachInterfaceOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.portId !== "") {
+      writer.uint32(10).string(message.portId);
+    }
+    if (message.macAddress !== "") {
+      writer.uint32(18).string(message.macAddress);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachInterfaceOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachInterfaceOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.portId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.macAddress = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachInterfaceOp {
+    return {
+      portId: isSet(object.portId)
+        ? globalThis.String(object.portId)
+        : isSet(object.port_id)
+        ? globalThis.String(object.port_id)
+        : "",
+      macAddress: isSet(object.macAddress)
+        ? globalThis.String(object.macAddress)
+        : isSet(object.mac_address)
+        ? globalThis.String(object.mac_address)
+        : "",
+    };
+  },
+
+  toJSON(message: DetachInterfaceOp): unknown {
+    const obj: any = {};
+    if (message.portId !== "") {
+      obj.portId = message.portId;
+    }
+    if (message.macAddress !== "") {
+      obj.macAddress = message.macAddress;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DetachInterfaceOp>, I>>(base?: I): DetachInterfaceOp {
+    return DetachInterfaceOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DetachInterfaceOp>, I>>(object: I): DetachInterfaceOp {
+    const message = createBaseDetachInterfaceOp();
+    message.portId = object.portId ?? "";
+    message.macAddress = object.macAddress ?? "";
     return message;
   },
 };

@@ -176,6 +176,10 @@ export enum TaskState {
   TASK_STATE_SHELVING_IMAGE_UPLOADING = 24,
   /** TASK_STATE_SHELVING_OFFLOADING - Shelve: the server is being removed from its host. */
   TASK_STATE_SHELVING_OFFLOADING = 25,
+  /** TASK_STATE_INTERFACE_ATTACHING - A network interface is being hot-plugged. */
+  TASK_STATE_INTERFACE_ATTACHING = 26,
+  /** TASK_STATE_INTERFACE_DETACHING - A network interface is being removed. */
+  TASK_STATE_INTERFACE_DETACHING = 27,
   UNRECOGNIZED = -1,
 }
 
@@ -259,6 +263,12 @@ export function taskStateFromJSON(object: any): TaskState {
     case 25:
     case "TASK_STATE_SHELVING_OFFLOADING":
       return TaskState.TASK_STATE_SHELVING_OFFLOADING;
+    case 26:
+    case "TASK_STATE_INTERFACE_ATTACHING":
+      return TaskState.TASK_STATE_INTERFACE_ATTACHING;
+    case 27:
+    case "TASK_STATE_INTERFACE_DETACHING":
+      return TaskState.TASK_STATE_INTERFACE_DETACHING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -320,6 +330,10 @@ export function taskStateToJSON(object: TaskState): string {
       return "TASK_STATE_SHELVING_IMAGE_UPLOADING";
     case TaskState.TASK_STATE_SHELVING_OFFLOADING:
       return "TASK_STATE_SHELVING_OFFLOADING";
+    case TaskState.TASK_STATE_INTERFACE_ATTACHING:
+      return "TASK_STATE_INTERFACE_ATTACHING";
+    case TaskState.TASK_STATE_INTERFACE_DETACHING:
+      return "TASK_STATE_INTERFACE_DETACHING";
     case TaskState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -1577,6 +1591,54 @@ export interface WatchServersResponse {
     | undefined;
   /** Part of the initial state (send_initial_state), not a change. */
   initial: boolean;
+}
+
+/** Request of AttachInterface. */
+export interface AttachInterfaceRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** A network the caller may use: a new port is made on it. */
+  networkId: string;
+  /** Or: a free port of the caller's project (exclusive with network_id). */
+  portId: string;
+  /** With network_id: this address. */
+  fixedIp: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of AttachInterface. */
+export interface AttachInterfaceResponse {
+  /** The server, in task INTERFACE_ATTACHING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation:
+    | Operation
+    | undefined;
+  /** The interface's port. */
+  portId: string;
+}
+
+/** Request of DetachInterface. */
+export interface DetachInterfaceRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** The port to remove. */
+  portId: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of DetachInterface. */
+export interface DetachInterfaceResponse {
+  /** The server, in task INTERFACE_DETACHING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
 }
 
 function createBaseServerFlavor(): ServerFlavor {
@@ -9576,6 +9638,462 @@ export const WatchServersResponse: MessageFns<WatchServersResponse> = {
   },
 };
 
+function createBaseAttachInterfaceRequest(): AttachInterfaceRequest {
+  return { id: "", networkId: "", portId: "", fixedIp: "", requestId: "" };
+}
+
+export const AttachInterfaceRequest: MessageFns<AttachInterfaceRequest> = {
+  encode(message: AttachInterfaceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.networkId !== "") {
+      writer.uint32(18).string(message.networkId);
+    }
+    if (message.portId !== "") {
+      writer.uint32(26).string(message.portId);
+    }
+    if (message.fixedIp !== "") {
+      writer.uint32(34).string(message.fixedIp);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(42).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachInterfaceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachInterfaceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.networkId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.portId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.fixedIp = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachInterfaceRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      networkId: isSet(object.networkId)
+        ? globalThis.String(object.networkId)
+        : isSet(object.network_id)
+        ? globalThis.String(object.network_id)
+        : "",
+      portId: isSet(object.portId)
+        ? globalThis.String(object.portId)
+        : isSet(object.port_id)
+        ? globalThis.String(object.port_id)
+        : "",
+      fixedIp: isSet(object.fixedIp)
+        ? globalThis.String(object.fixedIp)
+        : isSet(object.fixed_ip)
+        ? globalThis.String(object.fixed_ip)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AttachInterfaceRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.networkId !== "") {
+      obj.networkId = message.networkId;
+    }
+    if (message.portId !== "") {
+      obj.portId = message.portId;
+    }
+    if (message.fixedIp !== "") {
+      obj.fixedIp = message.fixedIp;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachInterfaceRequest>, I>>(base?: I): AttachInterfaceRequest {
+    return AttachInterfaceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachInterfaceRequest>, I>>(object: I): AttachInterfaceRequest {
+    const message = createBaseAttachInterfaceRequest();
+    message.id = object.id ?? "";
+    message.networkId = object.networkId ?? "";
+    message.portId = object.portId ?? "";
+    message.fixedIp = object.fixedIp ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseAttachInterfaceResponse(): AttachInterfaceResponse {
+  return { server: undefined, operation: undefined, portId: "" };
+}
+
+export const AttachInterfaceResponse: MessageFns<AttachInterfaceResponse> = {
+  encode(message: AttachInterfaceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    if (message.portId !== "") {
+      writer.uint32(26).string(message.portId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachInterfaceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachInterfaceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.portId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachInterfaceResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+      portId: isSet(object.portId)
+        ? globalThis.String(object.portId)
+        : isSet(object.port_id)
+        ? globalThis.String(object.port_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AttachInterfaceResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    if (message.portId !== "") {
+      obj.portId = message.portId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachInterfaceResponse>, I>>(base?: I): AttachInterfaceResponse {
+    return AttachInterfaceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachInterfaceResponse>, I>>(object: I): AttachInterfaceResponse {
+    const message = createBaseAttachInterfaceResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    message.portId = object.portId ?? "";
+    return message;
+  },
+};
+
+function createBaseDetachInterfaceRequest(): DetachInterfaceRequest {
+  return { id: "", portId: "", requestId: "" };
+}
+
+export const DetachInterfaceRequest: MessageFns<DetachInterfaceRequest> = {
+  encode(message: DetachInterfaceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.portId !== "") {
+      writer.uint32(18).string(message.portId);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachInterfaceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachInterfaceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.portId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachInterfaceRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      portId: isSet(object.portId)
+        ? globalThis.String(object.portId)
+        : isSet(object.port_id)
+        ? globalThis.String(object.port_id)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DetachInterfaceRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.portId !== "") {
+      obj.portId = message.portId;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DetachInterfaceRequest>, I>>(base?: I): DetachInterfaceRequest {
+    return DetachInterfaceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DetachInterfaceRequest>, I>>(object: I): DetachInterfaceRequest {
+    const message = createBaseDetachInterfaceRequest();
+    message.id = object.id ?? "";
+    message.portId = object.portId ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseDetachInterfaceResponse(): DetachInterfaceResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const DetachInterfaceResponse: MessageFns<DetachInterfaceResponse> = {
+  encode(message: DetachInterfaceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachInterfaceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachInterfaceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachInterfaceResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: DetachInterfaceResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DetachInterfaceResponse>, I>>(base?: I): DetachInterfaceResponse {
+    return DetachInterfaceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DetachInterfaceResponse>, I>>(object: I): DetachInterfaceResponse {
+    const message = createBaseDetachInterfaceResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * ServerService manages virtual machines ("servers", as in Nova).
  *
@@ -9747,6 +10265,46 @@ export const ServerServiceService = {
     responseSerialize: (value: ResumeServerResponse): Buffer =>
       Buffer.from(ResumeServerResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ResumeServerResponse => ResumeServerResponse.decode(value),
+  },
+  /**
+   * Hot-plugs a network interface into an ACTIVE, PAUSED or SHUTOFF server
+   * (Nova's os-interface attach; task INTERFACE_ATTACHING): a new port on
+   * network_id (with fixed_ip, or any free address), or the caller's free
+   * port port_id. The port is made, or taken, at once: the call fails with
+   * RESOURCE_EXHAUSTED (IP_ADDRESS_EXHAUSTED), ALREADY_EXISTS (the address
+   * is taken), FAILED_PRECONDITION (PORT_IN_USE) or NOT_FOUND (network or
+   * port) and nothing changes. If the host cannot plug it, the operation
+   * fails and a port made for it is deleted (a given one is free again).
+   * The server lists the interface from the start.
+   */
+  attachInterface: {
+    path: "/novamesh.compute.v1.ServerService/AttachInterface" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AttachInterfaceRequest): Buffer =>
+      Buffer.from(AttachInterfaceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AttachInterfaceRequest => AttachInterfaceRequest.decode(value),
+    responseSerialize: (value: AttachInterfaceResponse): Buffer =>
+      Buffer.from(AttachInterfaceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AttachInterfaceResponse => AttachInterfaceResponse.decode(value),
+  },
+  /**
+   * Removes a network interface from an ACTIVE, PAUSED or SHUTOFF server
+   * (task INTERFACE_DETACHING). Once the host has removed it, a port made
+   * for the server is deleted and its addresses released; a port the
+   * caller gave is free again.
+   * Errors: NOT_FOUND (the server has no such port), as StartServer.
+   */
+  detachInterface: {
+    path: "/novamesh.compute.v1.ServerService/DetachInterface" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DetachInterfaceRequest): Buffer =>
+      Buffer.from(DetachInterfaceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DetachInterfaceRequest => DetachInterfaceRequest.decode(value),
+    responseSerialize: (value: DetachInterfaceResponse): Buffer =>
+      Buffer.from(DetachInterfaceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DetachInterfaceResponse => DetachInterfaceResponse.decode(value),
   },
   /**
    * Locks a server: lifecycle calls from non-admins then fail with
@@ -10073,6 +10631,26 @@ export interface ServerServiceServer extends UntypedServiceImplementation {
   suspendServer: handleUnaryCall<SuspendServerRequest, SuspendServerResponse>;
   /** Resumes a SUSPENDED server (task RESUMING, then ACTIVE). */
   resumeServer: handleUnaryCall<ResumeServerRequest, ResumeServerResponse>;
+  /**
+   * Hot-plugs a network interface into an ACTIVE, PAUSED or SHUTOFF server
+   * (Nova's os-interface attach; task INTERFACE_ATTACHING): a new port on
+   * network_id (with fixed_ip, or any free address), or the caller's free
+   * port port_id. The port is made, or taken, at once: the call fails with
+   * RESOURCE_EXHAUSTED (IP_ADDRESS_EXHAUSTED), ALREADY_EXISTS (the address
+   * is taken), FAILED_PRECONDITION (PORT_IN_USE) or NOT_FOUND (network or
+   * port) and nothing changes. If the host cannot plug it, the operation
+   * fails and a port made for it is deleted (a given one is free again).
+   * The server lists the interface from the start.
+   */
+  attachInterface: handleUnaryCall<AttachInterfaceRequest, AttachInterfaceResponse>;
+  /**
+   * Removes a network interface from an ACTIVE, PAUSED or SHUTOFF server
+   * (task INTERFACE_DETACHING). Once the host has removed it, a port made
+   * for the server is deleted and its addresses released; a port the
+   * caller gave is free again.
+   * Errors: NOT_FOUND (the server has no such port), as StartServer.
+   */
+  detachInterface: handleUnaryCall<DetachInterfaceRequest, DetachInterfaceResponse>;
   /**
    * Locks a server: lifecycle calls from non-admins then fail with
    * FAILED_PRECONDITION (reason LOCKED) until it is unlocked. Allowed in any
@@ -10401,6 +10979,54 @@ export interface ServerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ResumeServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Hot-plugs a network interface into an ACTIVE, PAUSED or SHUTOFF server
+   * (Nova's os-interface attach; task INTERFACE_ATTACHING): a new port on
+   * network_id (with fixed_ip, or any free address), or the caller's free
+   * port port_id. The port is made, or taken, at once: the call fails with
+   * RESOURCE_EXHAUSTED (IP_ADDRESS_EXHAUSTED), ALREADY_EXISTS (the address
+   * is taken), FAILED_PRECONDITION (PORT_IN_USE) or NOT_FOUND (network or
+   * port) and nothing changes. If the host cannot plug it, the operation
+   * fails and a port made for it is deleted (a given one is free again).
+   * The server lists the interface from the start.
+   */
+  attachInterface(
+    request: AttachInterfaceRequest,
+    callback: (error: ServiceError | null, response: AttachInterfaceResponse) => void,
+  ): ClientUnaryCall;
+  attachInterface(
+    request: AttachInterfaceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AttachInterfaceResponse) => void,
+  ): ClientUnaryCall;
+  attachInterface(
+    request: AttachInterfaceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AttachInterfaceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Removes a network interface from an ACTIVE, PAUSED or SHUTOFF server
+   * (task INTERFACE_DETACHING). Once the host has removed it, a port made
+   * for the server is deleted and its addresses released; a port the
+   * caller gave is free again.
+   * Errors: NOT_FOUND (the server has no such port), as StartServer.
+   */
+  detachInterface(
+    request: DetachInterfaceRequest,
+    callback: (error: ServiceError | null, response: DetachInterfaceResponse) => void,
+  ): ClientUnaryCall;
+  detachInterface(
+    request: DetachInterfaceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DetachInterfaceResponse) => void,
+  ): ClientUnaryCall;
+  detachInterface(
+    request: DetachInterfaceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DetachInterfaceResponse) => void,
   ): ClientUnaryCall;
   /**
    * Locks a server: lifecycle calls from non-admins then fail with
