@@ -82,13 +82,17 @@ export class Devices {
     } else {
       await this.run.ip("link", "set", "dev", bridge, "type", "bridge", "nf_call_iptables", "1");
     }
-    const existing = await this.link(vx);
+    let existing = await this.link(vx);
     const data = existing?.linkinfo?.info_data;
-    if (existing && (data?.id !== network.vni || data?.local !== tunnelIp || data?.port !== this.vxlanPort)) {
+    if (existing && data?.local !== tunnelIp && data?.local && (await this.localAddresses()).has(data.local) && data.id === network.vni) {
+      // Another agent on this kernel made it with its own address: the device (one per VNI and port) is shared.
+      this.log.debug({ device: vx, local: data.local }, "VXLAN device shared with another agent on this kernel");
+    } else if (existing && (data?.id !== network.vni || data?.local !== tunnelIp || data?.port !== this.vxlanPort)) {
       this.log.warn({ device: vx, found: data, vni: network.vni, tunnelIp }, "VXLAN device does not match its network; making it again");
       await this.run.ip("link", "del", "dev", vx);
+      existing = undefined;
     }
-    if (!existing || data?.id !== network.vni || data?.local !== tunnelIp || data?.port !== this.vxlanPort) {
+    if (!existing) {
       await this.run.ip(
         "link", "add", vx, "mtu", String(network.mtu), "type", "vxlan", "id", String(network.vni),
         "local", tunnelIp, "dstport", String(this.vxlanPort), "learning",
