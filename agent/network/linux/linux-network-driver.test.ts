@@ -145,6 +145,17 @@ describe("linux network driver on two hosts", { skip }, () => {
     await A.driver.plug("vmA1", [a1]);
   });
 
+  test("a TCP port range rule admits its ports only; replies to the port's own connections come back", async () => {
+    await A.driver.plug("vmA1", [{ ...a1, securityRules: [allOut, testRule("ingress", { protocol: "tcp", portMin: 8000, portMax: 8001 })] }]);
+    assert.equal(await lab.tcpReaches(gA1, gB1, "10.41.0.10", 8001), true, "8001 is in the range");
+    assert.equal(await lab.tcpReaches(gA1, gB1, "10.41.0.10", 8002), false, "8002 is not");
+    assert.equal(await lab.tcpReaches(gB1, gA1, "10.41.0.11", 8002), false, "B1 admits no TCP");
+    await B.driver.plug("vmB1", [{ ...b1, securityRules: [allOut, icmpIn, testRule("ingress", { protocol: "tcp" })] }]);
+    assert.equal(await lab.tcpReaches(gB1, gA1, "10.41.0.11", 8002), true, "A1's own connection is answered");
+    await A.driver.plug("vmA1", [a1]);
+    await B.driver.plug("vmB1", [b1]);
+  });
+
   test("without egress rules a port sends nothing but DHCP and ARP", async () => {
     await A.driver.plug("vmA1", [{ ...a1, securityRules: [icmpIn] }]);
     assert.equal(await lab.ping(gA1, "10.41.0.11"), false);

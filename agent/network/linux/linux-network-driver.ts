@@ -73,7 +73,11 @@ export class LinuxNetworkDriver implements NetworkDriver {
   /** Runs `fn` after the state is loaded and every earlier call has settled; failures become DriverErrors. */
   private serial<T>(what: string, fn: () => Promise<T>): Promise<T> {
     const result = this.queue.then(async () => {
-      this.loaded ??= this.state.load();
+      // A failed load is tried again by the next call.
+      this.loaded ??= this.state.load().catch((err: unknown) => {
+        this.loaded = undefined;
+        throw err;
+      });
       await this.loaded;
       return fn();
     });
