@@ -4,7 +4,6 @@
  * the VXLAN device's flood list (head-end replication to every peer).
  */
 import type { Logger } from "pino";
-import { bestEffort } from "../../best-effort.js";
 import { DriverError } from "../../drivers/errors.js";
 import type { NetworkSpec } from "../types.js";
 import { isNotFound, type Runner } from "./commands.js";
@@ -169,10 +168,5 @@ export class Devices {
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
-  }
-
-  /** Deletes a link, logging a failure instead of throwing. */
-  async deleteLinkBestEffort(name: string): Promise<void> {
-    await bestEffort(this.log, `delete link ${name}`, () => this.deleteLink(name));
   }
 }

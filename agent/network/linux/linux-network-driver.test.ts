@@ -119,6 +119,7 @@ describe("linux network driver on two hosts", { skip }, () => {
     const leaseB = await lab.dhcp(gB1);
     assert.equal(leaseB?.serverid, "10.41.0.3", "B's guest is answered by B");
     const logB = await readFile(join(B.stateDir, "dhcp", base1.id, "dnsmasq.log"), "utf8");
+    assert.match(logB, new RegExp(`DHCPDISCOVER\\(\\S+\\) (\\S+ )?${a1.mac} ignored`), "B's server heard A's port and ignored it");
     assert.doesNotMatch(logB, new RegExp(`DHCPOFFER\\S*\\s+\\S+\\s+${a1.mac}`), "B's server never offered A's port an address");
   });
 
