@@ -1,5 +1,5 @@
 /**
- * Running the host's tools (ip, bridge, nft, dnsmasq, sysctl): execFile
+ * Running the host's programs (ip, bridge, nft, dnsmasq): execFile
  * without a shell, with a timeout, optionally inside a named network
  * namespace (`ip netns exec <ns> …`). A failure is a DriverError whose
  * message carries the command and its stderr.
