@@ -182,9 +182,13 @@ describe("linux network driver on two hosts", { skip }, () => {
 
   test("after a restart, reconcile removes a vanished instance's ports and network and keeps the others working", async () => {
     await lab.removeTap(B.ns, B.driver.vif(b2));
+    const pidFile = join(B.stateDir, "dhcp", base1.id, "dnsmasq.pid");
+    const pid = Number((await readFile(pidFile, "utf8")).trim());
     await B.driver.close();
     B.driver = driver(B);
     await B.driver.reconcile(["vmB1"]);
+    assert.equal(Number((await readFile(pidFile, "utf8")).trim()), pid, "the kept network's dnsmasq is adopted, not restarted");
+    assert.equal(await running(pid), true);
     assert.deepEqual([...(await B.driver.plugged()).keys()], ["vmB1"]);
     assert.doesNotMatch(await nftTable(B, "inet"), new RegExp(tapName(b2.id)), "the vanished port's chains are gone");
     assert.equal(await linkExists(B.ns, vxlanBridgeName(net2B.id)), false, "its network's bridge is gone");
