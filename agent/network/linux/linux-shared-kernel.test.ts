@@ -23,6 +23,8 @@ let Y: LinuxNetworkDriver;
 before(async () => {
   if (skip) return;
   ns = await lab.namespace("kernel");
+  // The bridges' own nf_call_iptables must be enough: the namespace-wide switch is off here.
+  await sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0");
   await sh("ip", "-n", ns, "addr", "add", "10.98.0.1/24", "dev", "lo");
   await sh("ip", "-n", ns, "addr", "add", "10.98.0.2/24", "dev", "lo");
   X = new LinuxNetworkDriver({ hostname: "x", hostTag: lab.tag(), netns: ns, tunnelIp: "10.98.0.1", stateDir: await lab.stateDir(), logger: log });
