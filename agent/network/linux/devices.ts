@@ -12,7 +12,9 @@ import { vxlanBridgeName, vxlanDeviceName } from "./naming.js";
 /** The all-zeros MAC of a VXLAN device's default (flood) forwarding entries. */
 const FLOOD_MAC = "00:00:00:00:00:00";
 
-interface IpLink {
+/** A link as `ip -j link` shows it. */
+export interface IpLink {
+  readonly ifindex: number;
   readonly ifname: string;
   readonly master?: string;
   readonly mtu?: number;

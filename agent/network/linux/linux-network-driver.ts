@@ -25,7 +25,7 @@ import { Devices, bridgeOf } from "./devices.js";
 import { DhcpServers } from "./dhcp.js";
 import { checkHostTag, defaultHostTag, tapName, vxlanDeviceName } from "./naming.js";
 import type { LinuxNetworkDriverOptions } from "./options.js";
-import { SecurityTables } from "./security.js";
+import { SecurityTables, zoneOf } from "./security.js";
 import { NetworkState } from "./state.js";
 import { join } from "node:path";
 
@@ -120,6 +120,19 @@ export class LinuxNetworkDriver implements NetworkDriver {
       await this.dhcp.ensure(net, bridge, this.state.portsOf(net.id));
     }
     for (const port of ports) await this.security.apply(port);
+    await this.syncZones();
+  }
+
+  /** Gives every VXLAN bridge of a network in use its conntrack zone (and no other bridge one). */
+  private async syncZones(): Promise<void> {
+    const want = new Map<string, number>();
+    for (const id of this.state.usedNetworks()) {
+      const net = this.state.networks.get(id);
+      if (net?.segmentation !== "vxlan") continue;
+      const link = await this.devices.link(bridgeOf(net));
+      if (link) want.set(link.ifname, zoneOf(link.ifindex));
+    }
+    await this.security.syncZones(want);
   }
 
   /** The peers to flood to: those given, without this namespace's own addresses. */
@@ -165,6 +178,7 @@ export class LinuxNetworkDriver implements NetworkDriver {
       if (used.has(id)) continue;
       try {
         await this.dhcp.remove(id);
+        await this.syncZones();
         await this.devices.removeIfUnused(net);
         this.state.networks.delete(id);
         await this.state.saveNetworks();
@@ -244,9 +258,9 @@ export class LinuxNetworkDriver implements NetworkDriver {
         this.state.instances.set(id, []);
         await this.state.saveInstance(id);
       }
-      await this.security.removeTables();
       await this.dhcp.removeAllBut(new Set());
       await this.removeUnusedNetworks();
+      await this.security.removeTables();
     });
   }
 
