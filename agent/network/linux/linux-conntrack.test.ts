@@ -10,7 +10,10 @@ import { testNetwork, testPort, testRule } from "../test-ports.js";
 import { LinuxNetworkDriver } from "./linux-network-driver.js";
 import { Lab, sh, skipReason } from "./test-hosts.js";
 
-const skip = await skipReason();
+const skip = (await skipReason()) ?? (await sh("python3", "-c", "pass").then(
+  () => undefined,
+  (err: unknown) => `needs python3 for UDP sockets with fixed ports (${String(err)})`,
+));
 const lab = new Lab();
 const log = pino({ level: process.env.NM_TEST_LOG ?? "silent" });
 let ns = "";
