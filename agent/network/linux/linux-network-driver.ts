@@ -119,8 +119,9 @@ export class LinuxNetworkDriver implements NetworkDriver {
       const bridge = await this.devices.ensure(net, this.tunnelIp, peers);
       await this.dhcp.ensure(net, bridge, this.state.portsOf(net.id));
     }
-    for (const port of ports) await this.security.apply(port);
+    // Zones before rules: a flow the rules admit starts in its bridge's zone.
     await this.syncZones();
+    for (const port of ports) await this.security.apply(port);
   }
 
   /** Gives every VXLAN bridge of a network in use its conntrack zone (and no other bridge one). */
