@@ -148,7 +148,7 @@ export class Lab {
 
   /**
    * Whether a TCP connection from `clientNs` to `address:port` carries a
-   * line to a listener in `serverNs` (busybox nc), within 3 s.
+   * line to a listener in `serverNs` (busybox nc), within 1.5 s.
    */
   async tcpReaches(serverNs: string, clientNs: string, address: string, port: number): Promise<boolean> {
     const children: ChildProcess[] = [];
@@ -168,7 +168,7 @@ export class Lab {
       const client = spawn("ip", ["netns", "exec", clientNs, "busybox", "nc", "-w", "2", address, String(port)], { stdio: ["pipe", "ignore", "ignore"] });
       watch(client);
       client.stdin.write("hello\n");
-      for (let i = 0; i < 30 && !got.includes("hello"); i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 15 && !got.includes("hello"); i++) await new Promise((r) => setTimeout(r, 100));
       const spawnFailure = failures.find((e) => (e as NodeJS.ErrnoException).code !== "EPIPE");
       if (spawnFailure) throw spawnFailure;
       return got.includes("hello");
