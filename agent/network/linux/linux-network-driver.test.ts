@@ -105,6 +105,20 @@ describe("linux network driver on two hosts", { skip }, () => {
     assert.equal(await lab.ping(gB2, "10.41.0.10"), false, "nor from it");
   });
 
+  test("setPeers makes every VXLAN device's flood list exactly the peers given, without the host itself", async () => {
+    const flood = async () =>
+      (await sh("ip", "netns", "exec", B.ns, "bridge", "fdb", "show", "dev", vxlanDeviceName(base1.id)))
+        .split("\n")
+        .filter((l) => l.startsWith("00:00:00:00:00:00"))
+        .map((l) => /dst (\S+)/.exec(l)?.[1]);
+    assert.deepEqual(await flood(), [A.ip], "B floods to A only, not to itself");
+    await B.driver.setPeers([B.ip, "10.99.0.7"]);
+    assert.deepEqual(await flood(), ["10.99.0.7"], "A gone, a new peer added");
+    await B.driver.setPeers([A.ip, B.ip]);
+    assert.deepEqual(await flood(), [A.ip]);
+    assert.equal(await lab.ping(gB1, "10.41.0.10"), true);
+  });
+
   test("a guest gets exactly its address and options from its own host's DHCP server", async () => {
     await sh("ip", "-n", gA1, "addr", "flush", "dev", "eth0");
     const lease = await lab.dhcp(gA1);
