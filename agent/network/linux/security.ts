@@ -83,13 +83,13 @@ export function baseScript(tag: string): string {
     `add map inet ${t} v_ingress { type mark : verdict; }`,
     `add chain inet ${t} b_egress { type filter hook forward priority 0; policy accept; }`,
     `flush chain inet ${t} b_egress`,
-    `add rule inet ${t} b_egress meta mark and 0xffff0000 vmap @v_egress`,
+    `add rule inet ${t} b_egress meta iifkind "bridge" meta mark and 0xffff0000 vmap @v_egress`,
     `add chain inet ${t} b_local { type filter hook input priority 0; policy accept; }`,
     `flush chain inet ${t} b_local`,
-    `add rule inet ${t} b_local meta mark and 0xffff0000 vmap @v_egress`,
+    `add rule inet ${t} b_local meta iifkind "bridge" meta mark and 0xffff0000 vmap @v_egress`,
     `add chain inet ${t} b_ingress { type filter hook forward priority 1; policy accept; }`,
     `flush chain inet ${t} b_ingress`,
-    `add rule inet ${t} b_ingress meta mark and 0x0000ffff vmap @v_ingress`,
+    `add rule inet ${t} b_ingress meta iifkind "bridge" meta mark and 0x0000ffff vmap @v_ingress`,
     "",
   ].join("\n");
 }
