@@ -12,11 +12,13 @@
  *   `iifname`/`oifname` only name the bridge; the mark says which ports a
  *   packet goes between. A forward chain (priority 0) runs the sending
  *   port's egress chain, a second one (priority 1) the receiving port's
- *   ingress chain, each with conntrack (`ct state established,related`).
+ *   ingress chain, each with conntrack (`ct state established,related`);
+ *   an input chain runs the egress chain for traffic to the host itself.
+ *   They read marks only of packets that came in through a bridge.
  *
- * A third inet chain (prerouting, priority raw) puts the traffic of each
- * VXLAN bridge in a conntrack zone of its own (from the bridge's ifindex),
- * so networks with the same addresses do not share connection entries.
+ * A prerouting chain (priority raw) puts the traffic of each VXLAN bridge
+ * in a conntrack zone of its own (from the bridge's ifindex), so networks
+ * with the same addresses do not share connection entries.
  *
  * Slots are unique per kernel, not per agent, because two agents on one
  * kernel see each other's packets: they are claimed in the shared map
