@@ -14,6 +14,7 @@
  * are logged to `logger` when they fail.
  */
 import { hostname as osHostname } from "node:os";
+import { join } from "node:path";
 import { pino, type Logger } from "pino";
 import { bestEffort } from "../../best-effort.js";
 import { DriverError } from "../../drivers/errors.js";
@@ -27,7 +28,6 @@ import { checkHostTag, defaultHostTag, tapName, vxlanDeviceName } from "./naming
 import type { LinuxNetworkDriverOptions } from "./options.js";
 import { SecurityTables, zoneOf } from "./security.js";
 import { NetworkState } from "./state.js";
-import { join } from "node:path";
 
 export type { LinuxNetworkDriverOptions } from "./options.js";
 
