@@ -24,7 +24,9 @@ export interface NetworkDriver {
    * device, with the current peers), a DHCP host entry per port (the port's
    * MAC gets exactly its fixed IPs), and the port's security rules.
    * Plugging a port already plugged updates it (new rules, new addresses).
-   * Ports of the instance not named stay as they are.
+   * Ports of the instance not named stay as they are. The ports are
+   * recorded before anything is made, so a plug that fails half-way is
+   * undone by `unplug` (or `reconcile`) of the instance.
    */
   plug(instanceId: string, ports: readonly PortSpec[]): Promise<VifSpec[]>;
 

@@ -53,9 +53,12 @@ export interface FixedIp {
 export interface SecurityRuleSpec {
   /** ingress: to the port; egress: from it. */
   readonly direction: "ingress" | "egress";
-  /** "tcp", "udp", "icmp", or "" for any. */
+  /** "tcp", "udp", "icmp", an IP protocol number ("47"), or "" for any. */
   readonly protocol: string;
-  /** tcp/udp: the port range (0, 0: all ports); icmp: type (and code in portMax), -1/0 for any. */
+  /**
+   * tcp/udp: the port range (0, 0: all ports); icmp: the type in `portMin`
+   * and the code in `portMax`, each -1 for any.
+   */
   readonly portMin: number;
   readonly portMax: number;
   /** The other end, as a CIDR; "" with no remote group: anywhere. */

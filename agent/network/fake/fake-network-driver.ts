@@ -55,7 +55,11 @@ export class FakeNetworkDriver implements NetworkDriver {
 
   private serial<T>(fn: () => Promise<T> | T): Promise<T> {
     const result = this.queue.then(async () => {
-      this.loaded ??= this.load();
+      // A failed load is tried again by the next call.
+      this.loaded ??= this.load().catch((err: unknown) => {
+        this.loaded = undefined;
+        throw err;
+      });
       await this.loaded;
       return fn();
     });

@@ -1,5 +1,5 @@
 /**
- * Running the host's tools (ip, bridge, nft, dnsmasq, sysctl): execFile
+ * Running the host's programs (ip, bridge, nft, dnsmasq): execFile
  * without a shell, with a timeout, optionally inside a named network
  * namespace (`ip netns exec <ns> …`). A failure is a DriverError whose
  * message carries the command and its stderr.
@@ -56,7 +56,13 @@ export class Runner {
     const [file, args] = ns ? ["ip", ["netns", "exec", ns, command.file, ...command.args]] : [command.file, [...command.args]];
     const shown = [file, ...args].join(" ");
     return new Promise((resolve, reject) => {
+      // Writing stdin fails (EPIPE) when the command exits without reading it; its exit status says why.
+      let inputError: Error | undefined;
       const child = execFile(file, args, { timeout: this.timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: "utf8" }, (err, stdout, stderr) => {
+        if (!err && inputError) {
+          reject(new CommandError(shown, 0, `its input could not be written: ${inputError.message}`, inputError));
+          return;
+        }
         if (!err) {
           resolve(stdout);
           return;
@@ -64,7 +70,10 @@ export class Runner {
         const code = typeof (err as { code?: unknown }).code === "number" ? ((err as { code: number }).code) : null;
         reject(new CommandError(shown.length > 300 ? `${shown.slice(0, 300)}…` : shown, code, String(stderr).trim() || err.message, err));
       });
-      if (command.input !== undefined) child.stdin?.end(command.input);
+      if (command.input !== undefined) {
+        child.stdin?.on("error", (err) => (inputError = err));
+        child.stdin?.end(command.input);
+      }
     });
   }
 

@@ -4,7 +4,6 @@
  * the VXLAN device's flood list (head-end replication to every peer).
  */
 import type { Logger } from "pino";
-import { bestEffort } from "../../best-effort.js";
 import { DriverError } from "../../drivers/errors.js";
 import type { NetworkSpec } from "../types.js";
 import { isNotFound, type Runner } from "./commands.js";
@@ -13,7 +12,9 @@ import { vxlanBridgeName, vxlanDeviceName } from "./naming.js";
 /** The all-zeros MAC of a VXLAN device's default (flood) forwarding entries. */
 const FLOOD_MAC = "00:00:00:00:00:00";
 
-interface IpLink {
+/** A link as `ip -j link` shows it. */
+export interface IpLink {
+  readonly ifindex: number;
   readonly ifname: string;
   readonly master?: string;
   readonly mtu?: number;
@@ -82,13 +83,17 @@ export class Devices {
     } else {
       await this.run.ip("link", "set", "dev", bridge, "type", "bridge", "nf_call_iptables", "1");
     }
-    const existing = await this.link(vx);
+    let existing = await this.link(vx);
     const data = existing?.linkinfo?.info_data;
-    if (existing && (data?.id !== network.vni || data?.local !== tunnelIp || data?.port !== this.vxlanPort)) {
+    if (existing && data?.local !== tunnelIp && data?.local && (await this.localAddresses()).has(data.local) && data.id === network.vni) {
+      // Another agent on this kernel made it with its own address: the device (one per VNI and port) is shared.
+      this.log.debug({ device: vx, local: data.local }, "VXLAN device shared with another agent on this kernel");
+    } else if (existing && (data?.id !== network.vni || data?.local !== tunnelIp || data?.port !== this.vxlanPort)) {
       this.log.warn({ device: vx, found: data, vni: network.vni, tunnelIp }, "VXLAN device does not match its network; making it again");
       await this.run.ip("link", "del", "dev", vx);
+      existing = undefined;
     }
-    if (!existing || data?.id !== network.vni || data?.local !== tunnelIp || data?.port !== this.vxlanPort) {
+    if (!existing) {
       await this.run.ip(
         "link", "add", vx, "mtu", String(network.mtu), "type", "vxlan", "id", String(network.vni),
         "local", tunnelIp, "dstport", String(this.vxlanPort), "learning",
@@ -165,10 +170,5 @@ export class Devices {
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
-  }
-
-  /** Deletes a link, logging a failure instead of throwing. */
-  async deleteLinkBestEffort(name: string): Promise<void> {
-    await bestEffort(this.log, `delete link ${name}`, () => this.deleteLink(name));
   }
 }

@@ -165,8 +165,13 @@ export class DhcpServers {
     const args = dnsmasqArgs(network, names, files, this.options.leaseSeconds);
     const pid = await this.runningPid(files);
     if (pid !== undefined && (await this.cmdline(pid))?.slice(1).join("\0") === args.join("\0")) {
-      process.kill(pid, "SIGHUP");
-      return;
+      try {
+        process.kill(pid, "SIGHUP");
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+        this.log.info({ network: network.id, pid }, "dnsmasq exited meanwhile; starting it again");
+      }
     }
     if (pid !== undefined) {
       this.log.info({ network: network.id, pid }, "dnsmasq's command line changed; restarting it");

@@ -1,4 +1,4 @@
-/** Small file helpers of the linux network driver: atomic writes, missing files. */
+/** File operations of the linux network driver: atomic writes, missing files. */
 import { open, readFile, rename } from "node:fs/promises";
 
 /** Whether `err` says a file or directory is not there. */

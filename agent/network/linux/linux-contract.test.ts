@@ -39,6 +39,10 @@ networkDriverContract("linux", {
     return again;
   },
   cleanup: async (d) => {
-    await (d as LinuxNetworkDriver).purge();
+    const linux = d as LinuxNetworkDriver;
+    await linux.purge();
+    const tables = await sh("ip", "netns", "exec", host, "nft", "list", "tables");
+    assert.doesNotMatch(tables, new RegExp(`nm_${linux.hostTag}\\b`), "purge leaves no table of the agent");
+    assert.equal(await sh("ip", "-n", host, "-br", "link", "show", "type", "vxlan"), "", "nor a VXLAN device");
   },
 });

@@ -105,6 +105,20 @@ describe("linux network driver on two hosts", { skip }, () => {
     assert.equal(await lab.ping(gB2, "10.41.0.10"), false, "nor from it");
   });
 
+  test("setPeers makes every VXLAN device's flood list exactly the peers given, without the host itself", async () => {
+    const flood = async () =>
+      (await sh("ip", "netns", "exec", B.ns, "bridge", "fdb", "show", "dev", vxlanDeviceName(base1.id)))
+        .split("\n")
+        .filter((l) => l.startsWith("00:00:00:00:00:00"))
+        .map((l) => /dst (\S+)/.exec(l)?.[1]);
+    assert.deepEqual(await flood(), [A.ip], "B floods to A only, not to itself");
+    await B.driver.setPeers([B.ip, "10.99.0.7"]);
+    assert.deepEqual(await flood(), ["10.99.0.7"], "A gone, a new peer added");
+    await B.driver.setPeers([A.ip, B.ip]);
+    assert.deepEqual(await flood(), [A.ip]);
+    assert.equal(await lab.ping(gB1, "10.41.0.10"), true);
+  });
+
   test("a guest gets exactly its address and options from its own host's DHCP server", async () => {
     await sh("ip", "-n", gA1, "addr", "flush", "dev", "eth0");
     const lease = await lab.dhcp(gA1);
@@ -119,6 +133,7 @@ describe("linux network driver on two hosts", { skip }, () => {
     const leaseB = await lab.dhcp(gB1);
     assert.equal(leaseB?.serverid, "10.41.0.3", "B's guest is answered by B");
     const logB = await readFile(join(B.stateDir, "dhcp", base1.id, "dnsmasq.log"), "utf8");
+    assert.match(logB, new RegExp(`DHCPDISCOVER\\(\\S+\\) (\\S+ )?${a1.mac} ignored`), "B's server heard A's port and ignored it");
     assert.doesNotMatch(logB, new RegExp(`DHCPOFFER\\S*\\s+\\S+\\s+${a1.mac}`), "B's server never offered A's port an address");
   });
 
@@ -145,6 +160,17 @@ describe("linux network driver on two hosts", { skip }, () => {
     await A.driver.plug("vmA1", [a1]);
   });
 
+  test("a TCP port range rule admits its ports only; replies to the port's own connections come back", async () => {
+    await A.driver.plug("vmA1", [{ ...a1, securityRules: [allOut, testRule("ingress", { protocol: "tcp", portMin: 8000, portMax: 8001 })] }]);
+    assert.equal(await lab.tcpReaches(gA1, gB1, "10.41.0.10", 8001), true, "8001 is in the range");
+    assert.equal(await lab.tcpReaches(gA1, gB1, "10.41.0.10", 8002), false, "8002 is not");
+    assert.equal(await lab.tcpReaches(gB1, gA1, "10.41.0.11", 8002), false, "B1 admits no TCP");
+    await B.driver.plug("vmB1", [{ ...b1, securityRules: [allOut, icmpIn, testRule("ingress", { protocol: "tcp" })] }]);
+    assert.equal(await lab.tcpReaches(gB1, gA1, "10.41.0.11", 8002), true, "A1's own connection is answered");
+    await A.driver.plug("vmA1", [a1]);
+    await B.driver.plug("vmB1", [b1]);
+  });
+
   test("without egress rules a port sends nothing but DHCP and ARP", async () => {
     await A.driver.plug("vmA1", [{ ...a1, securityRules: [icmpIn] }]);
     assert.equal(await lab.ping(gA1, "10.41.0.11"), false);
@@ -155,6 +181,9 @@ describe("linux network driver on two hosts", { skip }, () => {
   });
 
   test("a spoofed source address is dropped; port security off lets it through", async () => {
+    // ARP from the guest names its own address (a spoofed one in ARP is dropped too, which would only delay the pings).
+    await sh("ip", "netns", "exec", gA1, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_announce=2");
+    assert.equal(await lab.ping(gA1, "10.41.0.11"), true);
     await sh("ip", "-n", gA1, "addr", "add", "10.41.0.99/24", "dev", "eth0");
     assert.equal(await lab.ping(gA1, "10.41.0.11", "10.41.0.99"), false, "spoofed source dropped");
     assert.equal(await lab.ping(gA1, "10.41.0.11", "10.41.0.10"), true, "its own address passes");
@@ -167,9 +196,13 @@ describe("linux network driver on two hosts", { skip }, () => {
 
   test("after a restart, reconcile removes a vanished instance's ports and network and keeps the others working", async () => {
     await lab.removeTap(B.ns, B.driver.vif(b2));
+    const pidFile = join(B.stateDir, "dhcp", base1.id, "dnsmasq.pid");
+    const pid = Number((await readFile(pidFile, "utf8")).trim());
     await B.driver.close();
     B.driver = driver(B);
     await B.driver.reconcile(["vmB1"]);
+    assert.equal(Number((await readFile(pidFile, "utf8")).trim()), pid, "the kept network's dnsmasq is adopted, not restarted");
+    assert.equal(await running(pid), true);
     assert.deepEqual([...(await B.driver.plugged()).keys()], ["vmB1"]);
     assert.doesNotMatch(await nftTable(B, "inet"), new RegExp(tapName(b2.id)), "the vanished port's chains are gone");
     assert.equal(await linkExists(B.ns, vxlanBridgeName(net2B.id)), false, "its network's bridge is gone");

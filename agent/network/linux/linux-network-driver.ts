@@ -14,6 +14,7 @@
  * are logged to `logger` when they fail.
  */
 import { hostname as osHostname } from "node:os";
+import { join } from "node:path";
 import { pino, type Logger } from "pino";
 import { bestEffort } from "../../best-effort.js";
 import { DriverError } from "../../drivers/errors.js";
@@ -25,9 +26,8 @@ import { Devices, bridgeOf } from "./devices.js";
 import { DhcpServers } from "./dhcp.js";
 import { checkHostTag, defaultHostTag, tapName, vxlanDeviceName } from "./naming.js";
 import type { LinuxNetworkDriverOptions } from "./options.js";
-import { SecurityTables } from "./security.js";
+import { SecurityTables, zoneOf } from "./security.js";
 import { NetworkState } from "./state.js";
-import { join } from "node:path";
 
 export type { LinuxNetworkDriverOptions } from "./options.js";
 
@@ -73,7 +73,11 @@ export class LinuxNetworkDriver implements NetworkDriver {
   /** Runs `fn` after the state is loaded and every earlier call has settled; failures become DriverErrors. */
   private serial<T>(what: string, fn: () => Promise<T>): Promise<T> {
     const result = this.queue.then(async () => {
-      this.loaded ??= this.state.load();
+      // A failed load is tried again by the next call.
+      this.loaded ??= this.state.load().catch((err: unknown) => {
+        this.loaded = undefined;
+        throw err;
+      });
       await this.loaded;
       return fn();
     });
@@ -115,7 +119,21 @@ export class LinuxNetworkDriver implements NetworkDriver {
       const bridge = await this.devices.ensure(net, this.tunnelIp, peers);
       await this.dhcp.ensure(net, bridge, this.state.portsOf(net.id));
     }
+    // Zones before rules: a flow the rules admit starts in its bridge's zone.
+    await this.syncZones();
     for (const port of ports) await this.security.apply(port);
+  }
+
+  /** Gives every VXLAN bridge of a network in use its conntrack zone (and no other bridge one). */
+  private async syncZones(): Promise<void> {
+    const want = new Map<string, number>();
+    for (const id of this.state.usedNetworks()) {
+      const net = this.state.networks.get(id);
+      if (net?.segmentation !== "vxlan") continue;
+      const link = await this.devices.link(bridgeOf(net));
+      if (link) want.set(link.ifname, zoneOf(link.ifindex));
+    }
+    await this.security.syncZones(want);
   }
 
   /** The peers to flood to: those given, without this namespace's own addresses. */
@@ -161,6 +179,7 @@ export class LinuxNetworkDriver implements NetworkDriver {
       if (used.has(id)) continue;
       try {
         await this.dhcp.remove(id);
+        await this.syncZones();
         await this.devices.removeIfUnused(net);
         this.state.networks.delete(id);
         await this.state.saveNetworks();
@@ -240,9 +259,9 @@ export class LinuxNetworkDriver implements NetworkDriver {
         this.state.instances.set(id, []);
         await this.state.saveInstance(id);
       }
-      await this.security.removeTables();
       await this.dhcp.removeAllBut(new Set());
       await this.removeUnusedNetworks();
+      await this.security.removeTables();
     });
   }
 

@@ -1,11 +1,23 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { testNetwork, testPort, testRule } from "../test-ports.js";
-import { antiSpoofRules, baseScript, chooseSlot, directionRules, portScript, preferredSlot, removeScript, ruleMatch, type SecurityState } from "./security.js";
+import {
+  antiSpoofRules,
+  baseScript,
+  chooseSlot,
+  directionRules,
+  portScript,
+  preferredSlot,
+  removeScript,
+  ruleMatch,
+  zoneOf,
+  zonesScript,
+  type SecurityState,
+} from "./security.js";
 import { Runner } from "./commands.js";
 import { Lab, sh, skipReason } from "./test-hosts.js";
 
-const empty: SecurityState = { bridgeChains: new Set(), inetChains: new Set(), elements: new Map(), slots: new Map() };
+const empty: SecurityState = { bridgeChains: new Set(), inetChains: new Set(), elements: new Map(), slots: new Map(), zones: new Map() };
 
 describe("security rules as nft rules", () => {
   test("protocol, port range, ICMP type and code, remote CIDR and remote group", () => {
@@ -57,6 +69,18 @@ describe("security rules as nft rules", () => {
     assert.equal(chooseSlot(tap, new Map([[preferred, "tapother"]])), (preferred % 65535) + 1);
   });
 
+  test("zones: bridges added, changed and gone", () => {
+    const state = { ...empty, zones: new Map([["nmbra", 3], ["nmbrb", 4], ["nmbrc", 5]]) };
+    assert.equal(
+      zonesScript("ab", new Map([["nmbra", 3], ["nmbrb", 9], ["nmbrd", 7]]), state),
+      'delete element inet nm_ab v_zone { "nmbrb" }\ndelete element inet nm_ab v_zone { "nmbrc" }\n' +
+        'add element inet nm_ab v_zone { "nmbrb" : 9 }\nadd element inet nm_ab v_zone { "nmbrd" : 7 }\n',
+    );
+    assert.equal(zoneOf(1), 1);
+    assert.equal(zoneOf(65535), 65535);
+    assert.equal(zoneOf(65536), 1);
+  });
+
   test("removing a tap nothing has is no script", () => {
     assert.equal(removeScript("ab", "tap0123456789a", empty), "");
   });
@@ -98,6 +122,7 @@ describe("nft accepts the scripts", { skip }, () => {
         ["v_ingress", new Map([[5, `i_${tap}`]])],
       ]),
       slots: new Map([[5, tap]]),
+      zones: new Map(),
     };
     await nft(removeScript("ab", tap, state));
     assert.doesNotMatch(await sh("ip", "netns", "exec", ns, "nft", "list", "ruleset"), new RegExp(tap));

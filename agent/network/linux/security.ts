@@ -12,7 +12,13 @@
  *   `iifname`/`oifname` only name the bridge; the mark says which ports a
  *   packet goes between. A forward chain (priority 0) runs the sending
  *   port's egress chain, a second one (priority 1) the receiving port's
- *   ingress chain, each with conntrack (`ct state established,related`).
+ *   ingress chain, each with conntrack (`ct state established,related`);
+ *   an input chain runs the egress chain for traffic to the host itself.
+ *   They read marks only of packets that came in through a bridge.
+ *
+ * A prerouting chain (priority raw) puts the traffic of each VXLAN bridge
+ * in a conntrack zone of its own (from the bridge's ifindex), so networks
+ * with the same addresses do not share connection entries.
  *
  * Slots are unique per kernel, not per agent, because two agents on one
  * kernel see each other's packets: they are claimed in the shared map
@@ -71,14 +77,21 @@ export function baseScript(tag: string): string {
     `flush chain bridge ${t} b_out`,
     `add rule bridge ${t} b_out oifname vmap @v_out`,
     `add table inet ${t}`,
+    `add map inet ${t} v_zone { typeof iifname : ct zone; }`,
+    `add chain inet ${t} b_zone { type filter hook prerouting priority -300; policy accept; }`,
+    `flush chain inet ${t} b_zone`,
+    `add rule inet ${t} b_zone ct zone set iifname map @v_zone`,
     `add map inet ${t} v_egress { type mark : verdict; }`,
     `add map inet ${t} v_ingress { type mark : verdict; }`,
     `add chain inet ${t} b_egress { type filter hook forward priority 0; policy accept; }`,
     `flush chain inet ${t} b_egress`,
-    `add rule inet ${t} b_egress meta mark and 0xffff0000 vmap @v_egress`,
+    `add rule inet ${t} b_egress meta iifkind "bridge" meta mark and 0xffff0000 vmap @v_egress`,
+    `add chain inet ${t} b_local { type filter hook input priority 0; policy accept; }`,
+    `flush chain inet ${t} b_local`,
+    `add rule inet ${t} b_local meta iifkind "bridge" meta mark and 0xffff0000 vmap @v_egress`,
     `add chain inet ${t} b_ingress { type filter hook forward priority 1; policy accept; }`,
     `flush chain inet ${t} b_ingress`,
-    `add rule inet ${t} b_ingress meta mark and 0x0000ffff vmap @v_ingress`,
+    `add rule inet ${t} b_ingress meta iifkind "bridge" meta mark and 0x0000ffff vmap @v_ingress`,
     "",
   ].join("\n");
 }
@@ -178,6 +191,29 @@ export interface SecurityState {
   readonly elements: ReadonlyMap<string, ReadonlyMap<string | number, string>>;
   /** The shared slot registry: slot → tap. */
   readonly slots: ReadonlyMap<number, string>;
+  /** Conntrack zones of bridges: bridge → zone. */
+  readonly zones: ReadonlyMap<string, number>;
+}
+
+/**
+ * A bridge's conntrack zone: from its ifindex, which every agent on the
+ * kernel sees the same, in 1..65535 (0 is the default zone).
+ */
+export function zoneOf(ifindex: number): number {
+  return ((ifindex - 1) % 65535) + 1;
+}
+
+/** The script that makes the agent's bridge → zone map exactly `want` (empty if it is). */
+export function zonesScript(tag: string, want: ReadonlyMap<string, number>, state: SecurityState): string {
+  const t = nftTableName(tag);
+  const lines: string[] = [];
+  for (const [bridge, zone] of state.zones) {
+    if (want.get(bridge) !== zone) lines.push(`delete element inet ${t} v_zone { "${bridge}" }`);
+  }
+  for (const [bridge, zone] of want) {
+    if (state.zones.get(bridge) !== zone) lines.push(`add element inet ${t} v_zone { "${bridge}" : ${zone} }`);
+  }
+  return lines.length ? `${lines.join("\n")}\n` : "";
 }
 
 /** The script that makes a port's chains (atomically replacing what was there) and claims its slot. */
@@ -272,6 +308,7 @@ export class SecurityTables {
     const inetChains = new Set<string>();
     const elements = new Map<string, Map<string | number, string>>();
     const slots = new Map<number, string>();
+    const zones = new Map<string, number>();
     const list = async (family: string, table: string): Promise<NftObject[]> => {
       try {
         return (await this.run.nftJson("list", "table", family, table)).nftables as NftObject[];
@@ -283,7 +320,12 @@ export class SecurityTables {
     for (const family of ["bridge", "inet"]) {
       for (const o of await list(family, t)) {
         if (o.chain?.name) (family === "bridge" ? bridgeChains : inetChains).add(o.chain.name);
-        if (o.map?.name) {
+        if (o.map?.name === "v_zone") {
+          for (const e of o.map.elem ?? []) {
+            const [k, v] = e as [unknown, unknown];
+            if (typeof k === "string" && typeof v === "number") zones.set(k, v);
+          }
+        } else if (o.map?.name) {
           const m = new Map<string | number, string>();
           for (const e of o.map.elem ?? []) {
             const [k, v] = e as [unknown, unknown];
@@ -302,7 +344,7 @@ export class SecurityTables {
         }
       }
     }
-    return { bridgeChains, inetChains, elements, slots };
+    return { bridgeChains, inetChains, elements, slots, zones };
   }
 
   private async base(): Promise<void> {
@@ -337,6 +379,17 @@ export class SecurityTables {
         throw err;
       }
     }
+  }
+
+  /**
+   * Makes the conntrack zone of bridged traffic per bridge exactly `want`
+   * (bridge → zone), so networks with the same addresses keep their
+   * connections apart.
+   */
+  async syncZones(want: ReadonlyMap<string, number>): Promise<void> {
+    await this.base();
+    const script = zonesScript(this.tag, want, await this.state());
+    if (script) await this.run.nft(script);
   }
 
   /** Removes a tap's chains, map elements and slot claim; resolves if there are none. */

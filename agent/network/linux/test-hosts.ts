@@ -8,7 +8,7 @@
  * Everything is named with a random prefix and removed by `cleanup()`,
  * which tests call from `after`, so a failed test leaves nothing behind.
  */
-import { execFile } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, readdir, rm, writeFile, chmod } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -143,6 +143,37 @@ export class Lab {
       return true;
     } catch {
       return false;
+    }
+  }
+
+  /**
+   * Whether a TCP connection from `clientNs` to `address:port` carries a
+   * line to a listener in `serverNs` (busybox nc), within 1.5 s.
+   */
+  async tcpReaches(serverNs: string, clientNs: string, address: string, port: number): Promise<boolean> {
+    const children: ChildProcess[] = [];
+    try {
+      // A child that exits early makes its stdin fail with EPIPE: that only means no connection.
+      const failures: Error[] = [];
+      const watch = (c: ChildProcess) => {
+        children.push(c);
+        c.on("error", (err) => failures.push(err));
+        c.stdin?.on("error", (err) => failures.push(err));
+      };
+      const server = spawn("ip", ["netns", "exec", serverNs, "busybox", "nc", "-l", "-p", String(port)], { stdio: ["pipe", "pipe", "ignore"] });
+      watch(server);
+      let got = "";
+      server.stdout.on("data", (d: Buffer) => (got += d.toString()));
+      await new Promise((r) => setTimeout(r, 200));
+      const client = spawn("ip", ["netns", "exec", clientNs, "busybox", "nc", "-w", "2", address, String(port)], { stdio: ["pipe", "ignore", "ignore"] });
+      watch(client);
+      client.stdin.write("hello\n");
+      for (let i = 0; i < 15 && !got.includes("hello"); i++) await new Promise((r) => setTimeout(r, 100));
+      const spawnFailure = failures.find((e) => (e as NodeJS.ErrnoException).code !== "EPIPE");
+      if (spawnFailure) throw spawnFailure;
+      return got.includes("hello");
+    } finally {
+      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
     }
   }
 
