@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: services up, proto lint, generated code current, types,
-# Debian's packages for the SDK tests (scripts/setup-sdk.sh), the libvirt
+# Debian's packages for the SDK tests (scripts/setup-sdk.sh) and the network
+# driver (scripts/setup-network.sh), the libvirt
 # binding build, unit tests, integration tests against the real
 # MariaDB and NATS, then the libvirt driver on two real libvirtds with a real
 # guest (scripts/test-libvirt.sh; NOVAMESH_TEST_LIBVIRT=0 leaves it out).
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 export npm_config_update_notifier=false
 bash scripts/ensure-services.sh
 bash scripts/setup-libvirt.sh
+bash scripts/setup-network.sh
 bash scripts/setup-sdk.sh
 echo "== libvirt binding"; out=$(npm run -s build:libvirt 2>&1) || { echo "$out"; exit 1; }
 # The libvirt tests skip without the addon elsewhere; here it was just built.
