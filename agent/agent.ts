@@ -12,7 +12,7 @@
  * session, through proto-convert); the executor and the driver see the
  * agent's own types.
  */
-import { AgentServiceClient, type HelloAck } from "../gen/novamesh/agent/v1/agent.js";
+import { AgentServiceClient, type HelloAck, type NetworkUpdate } from "../gen/novamesh/agent/v1/agent.js";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { connect, jwtAuthenticator, nkeys, type NatsConnection } from "nats";
 import type { Logger } from "pino";
@@ -24,7 +24,7 @@ import { OpConsumer, type OpDelivery } from "./bus/op-consumer.js";
 import { QueryResponder } from "./bus/query-responder.js";
 import { ExecutorClosedError, OpExecutor } from "./ops/executor.js";
 import type { OpOutcome } from "./ops/outcome.js";
-import { capacityToProto } from "./proto-convert.js";
+import { capacityToProto, portSpecFromProto } from "./proto-convert.js";
 import { ResourceReporter } from "./reporter/resource-reporter.js";
 import { ControllerSession } from "./session/controller-session.js";
 
@@ -72,6 +72,8 @@ export class Agent {
   private natsJwt = "";
   private inboxPrefix = "";
   private renewTimer: NodeJS.Timeout | undefined;
+  /** Network updates from the controller, applied one after another. */
+  private networkUpdates: Promise<void> = Promise.resolve();
   /** Keys whose signature an op must carry (from HelloAck). */
   private opSigningKeys: readonly string[] = [];
 
@@ -180,6 +182,28 @@ export class Agent {
     this.log.info("agent stopped");
   }
 
+  /**
+   * The host's network as the controller has it: VXLAN peers, and the ports
+   * of instances plugged here with their current rules (instances not
+   * plugged here are left to their ops). Failures are logged; the next
+   * update tries again.
+   */
+  private async applyNetwork(u: NetworkUpdate): Promise<void> {
+    const { network } = this.options;
+    const executor = this.executor;
+    if (!network || !executor) return;
+    try {
+      await network.setPeers(u.tunnelPeers);
+    } catch (err) {
+      this.log.warn({ err }, "could not set the VXLAN peers the controller sent");
+    }
+    for (const i of u.instances) {
+      await executor.refreshPorts(i.instanceId, i.ports.map(portSpecFromProto)).catch((err: unknown) =>
+        this.log.warn({ err, server_id: i.instanceId }, "could not refresh an instance's ports"),
+      );
+    }
+  }
+
   /** Opens sessions until stop, backing off after failures. */
   private async connectLoop(): Promise<void> {
     const signal = this.stopController.signal;
@@ -225,10 +249,15 @@ export class Agent {
         architecture: driver.architecture ?? "",
         allocation,
         natsPublicKey: this.natsKey.getPublicKey(),
+        tunnelIp: this.options.network?.tunnelIp ?? "",
       },
       helloTimeoutMs,
       onOpResultAck: (opId) => this.onOpResultAck(opId),
       onNatsCredential: (c) => this.takeNatsCredential(c),
+      onNetworkUpdate: (u) => {
+        // One update at a time, in the order they came.
+        this.networkUpdates = this.networkUpdates.then(() => this.applyNetwork(u));
+      },
       logger: this.log,
     });
     if (this.stopController.signal.aborted) {

@@ -32,6 +32,7 @@ import { addReflection } from "./api/reflection.js";
 import { tolerant } from "./api/decode.js";
 import { Limits } from "./api/limits.js";
 import { TokenWatch } from "./api/token-watch.js";
+import { NetworkSync } from "./conductor/network-sync.js";
 import { serverService } from "./api/server-service.js";
 import { ChangeFeed } from "./api/watch.js";
 import { OutboxPublisher } from "./bus/outbox-publisher.js";
@@ -97,6 +98,7 @@ export class Controller {
   private reaper: Reaper | null = null;
   private auditPurger: AuditPurger | null = null;
   private tokenWatch: TokenWatch | null = null;
+  private networkSync: NetworkSync | null = null;
   private setHealth: HealthSetter | null = null;
   private changeFeed: ChangeFeed | null = null;
   /** The port the gRPC server listens on (after start). */
@@ -180,7 +182,9 @@ export class Controller {
       if (changes.has("outbox") && !cfg.holdOutbox) publisher.kick();
       if (changes.has("servers")) feed.notify();
     });
+    this.networkSync = new NetworkSync(pool, this.log);
     const agents = agentConductor(ctx, {
+      network: this.networkSync,
       jsm,
       issuer,
       opSigningKeys: [signer.publicKey],
@@ -250,6 +254,7 @@ export class Controller {
     await this.reaper?.stop();
     await this.auditPurger?.stop();
     this.tokenWatch?.stop();
+    this.networkSync?.stop();
     await this.publisher?.stop();
     const { nc, pool, hostsPool } = this;
     if (nc) await bestEffort(this.log, "draining the NATS connection", () => nc.drain());

@@ -40,7 +40,7 @@ export class RawAgent {
     this.call.write({
       body: {
         $case: "hello",
-        hello: { host, hypervisorType: "fake", version: "test", capacity: { vcpus: 8, memoryMb: 16384, diskGb: 200 }, zone: "", migrationUri: "", architecture: "", allocation: undefined, natsPublicKey: "" },
+        hello: { host, hypervisorType: "fake", version: "test", capacity: { vcpus: 8, memoryMb: 16384, diskGb: 200 }, zone: "", migrationUri: "", architecture: "", allocation: undefined, natsPublicKey: "", tunnelIp: "" },
       },
     });
     return this.helloAck;

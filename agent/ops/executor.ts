@@ -19,6 +19,7 @@
  */
 import { join } from "node:path";
 import type { NetworkDriver } from "../network/driver.js";
+import type { PortSpec } from "../network/types.js";
 import { plugPorts, unplugIfGone } from "./network-steps.js";
 import type { Logger } from "pino";
 import type { Driver } from "../drivers/driver.js";
@@ -288,6 +289,20 @@ export class OpExecutor {
     if (failure) log?.warn({ err: failure, note }, "op failed");
     else log?.info({ action: plan.action, note }, "op finished");
     return { outcome, replayed: false, reconciled };
+  }
+
+  /**
+   * Plugs `ports` again for an instance whose ports are plugged here (new
+   * rules, new remote-group members), in the instance's queue so it never
+   * races an op of the instance; an instance not plugged here is left alone.
+   */
+  refreshPorts(instanceId: string, ports: readonly PortSpec[]): Promise<void> {
+    const network = this.network;
+    if (!network || this.closed) return Promise.resolve();
+    return this.queue.run(instanceId, async () => {
+      if (!(await network.plugged()).has(instanceId)) return;
+      await network.plug(instanceId, ports);
+    });
   }
 
   /**

@@ -13,6 +13,7 @@ import type {
   Hello,
   HelloAck,
   NatsCredential,
+  NetworkUpdate,
 } from "../../gen/novamesh/agent/v1/agent.js";
 import type { OpOutcome } from "../ops/outcome.js";
 import type { OpProgressEvent } from "../ops/progress.js";
@@ -32,6 +33,8 @@ export interface ControllerSessionOptions {
   readonly onOpResultAck: (opId: string) => void;
   /** Called with each renewed NATS credential. */
   readonly onNatsCredential?: (c: NatsCredential) => void;
+  /** The host's network as the controller has it (after HelloAck, and after each change). */
+  readonly onNetworkUpdate?: (u: NetworkUpdate) => void;
   /** Logger. */
   readonly logger: Logger;
 }
@@ -92,6 +95,8 @@ export class ControllerSession {
           options.onOpResultAck(body.opResultAck.opId);
         } else if (body?.$case === "natsCredential") {
           options.onNatsCredential?.(body.natsCredential);
+        } else if (body?.$case === "networkUpdate") {
+          options.onNetworkUpdate?.(body.networkUpdate);
         } else {
           options.logger.warn({ message: body?.$case }, "unexpected message from the controller; ignored");
         }

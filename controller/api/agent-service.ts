@@ -1,5 +1,8 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import type { AgentServiceServer, ConnectRequest, ConnectResponse, HostAllocation } from "../../gen/novamesh/agent/v1/agent.js";
+import type { AgentServiceServer, ConnectRequest, ConnectResponse, HostAllocation, NetworkUpdate } from "../../gen/novamesh/agent/v1/agent.js";
+import { portToProto } from "../bus/op-codec.js";
+import { parseIpv4 } from "../domain/ipv4.js";
+import type { HostNetwork } from "../conductor/host-ports.js";
 import type { AgentConductor, NatsCredential } from "../conductor/agent-conductor.js";
 import type { PowerState } from "../domain/states.js";
 import type { Principal } from "../domain/types.js";
@@ -16,6 +19,14 @@ import { decoded } from "./decode.js";
 import { limitExceeded } from "./limits.js";
 import * as v from "./validate.js";
 import { checkCertificateHost } from "./peer-certificate.js";
+
+/** A host's network on the wire. */
+function networkUpdateToProto(u: HostNetwork): NetworkUpdate {
+  return {
+    tunnelPeers: [...u.tunnelPeers],
+    instances: [...u.instances].map(([instanceId, ports]) => ({ instanceId, ports: ports.map(portToProto) })),
+  };
+}
 
 /** A Hello's free-text fields and the most characters each may have (the columns that keep them). */
 const HELLO_TEXT_LIMITS = (h: { hypervisorType: string; version: string; zone: string; migrationUri: string; architecture: string }) =>
@@ -86,6 +97,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
               for (const [field, value, max] of HELLO_TEXT_LIMITS(h)) {
                 if (value.length > max) throw invalidArgument(`hello.${field}`, `must be at most ${max} characters (got ${value.length})`);
               }
+              if (h.tunnelIp && parseIpv4(h.tunnelIp) === null) throw invalidArgument("hello.tunnel_ip", "must be an IPv4 address, or empty");
               const ack = await conductor.hello({
                 host: h.host,
                 hypervisorType: h.hypervisorType || "unknown",
@@ -98,6 +110,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
                 architecture: h.architecture,
                 allocation: helloAllocation(h.allocation, cap),
                 natsPublicKey: h.natsPublicKey,
+                tunnelIp: h.tunnelIp,
               });
               host = h.host;
               natsPublicKey = h.natsPublicKey;
@@ -108,6 +121,15 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
                   helloAck: { ...ack, natsCredential: ack.natsCredential ? natsCredentialToProto(ack.natsCredential) : undefined, opSigningKeys: [...ack.opSigningKeys] },
                 },
               });
+              // Its network follows, now and after every change, while the stream is open.
+              const connected = h.host;
+              whenOver(
+                call,
+                conductor.watchNetwork(connected, (u) => {
+                  if (failed) return;
+                  call.write({ body: { $case: "networkUpdate", networkUpdate: networkUpdateToProto(u) } });
+                }),
+              );
             });
             chain.catch(fail);
             return;

@@ -1,4 +1,4 @@
-import { ComputeOp } from "../../gen/novamesh/agent/v1/ops.js";
+import { ComputeOp, type Port } from "../../gen/novamesh/agent/v1/ops.js";
 import type { Image, Instance } from "../domain/types.js";
 import type { HostPort } from "../domain/network.js";
 import type { OpArgs } from "../domain/ops.js";
@@ -49,25 +49,30 @@ export function encodeComputeOp(o: {
       },
       extraSpecs: { ...inst.extraSpecs },
       metadata: { ...inst.metadata },
-      ports: (o.ports ?? []).map((p) => ({
-        id: p.id,
-        macAddress: p.macAddress,
-        fixedIps: p.fixedIps.map((ip) => ({ subnetId: ip.subnetId, ipAddress: ip.ipAddress })),
-        network: {
-          id: p.network.id,
-          segmentation: p.network.segmentation,
-          physicalBridge: p.network.physicalBridge,
-          vni: p.network.vni,
-          mtu: p.network.mtu,
-          subnets: p.network.subnets.map((s) => ({ ...s, dnsServers: [...s.dnsServers], hostRoutes: s.hostRoutes.map((r) => ({ ...r })) })),
-          dhcpPort: p.network.dhcpPort
-            ? { id: p.network.dhcpPort.id, macAddress: p.network.dhcpPort.macAddress, fixedIps: p.network.dhcpPort.fixedIps.map((ip) => ({ ...ip })) }
-            : undefined,
-        },
-        portSecurity: p.portSecurity,
-        securityRules: p.securityRules.map((r) => ({ ...r, remoteAddresses: [...r.remoteAddresses] })),
-      })),
+      ports: (o.ports ?? []).map(portToProto),
     },
     op: opOf(o.args),
   }).finish();
+}
+
+/** A port as the host plugs it, on the wire. */
+export function portToProto(p: HostPort): Port {
+  return {
+    id: p.id,
+    macAddress: p.macAddress,
+    fixedIps: p.fixedIps.map((ip) => ({ subnetId: ip.subnetId, ipAddress: ip.ipAddress })),
+    network: {
+      id: p.network.id,
+      segmentation: p.network.segmentation,
+      physicalBridge: p.network.physicalBridge,
+      vni: p.network.vni,
+      mtu: p.network.mtu,
+      subnets: p.network.subnets.map((s) => ({ ...s, dnsServers: [...s.dnsServers], hostRoutes: s.hostRoutes.map((r) => ({ ...r })) })),
+      dhcpPort: p.network.dhcpPort
+        ? { id: p.network.dhcpPort.id, macAddress: p.network.dhcpPort.macAddress, fixedIps: p.network.dhcpPort.fixedIps.map((ip) => ({ ...ip })) }
+        : undefined,
+    },
+    portSecurity: p.portSecurity,
+    securityRules: p.securityRules.map((r) => ({ ...r, remoteAddresses: [...r.remoteAddresses] })),
+  };
 }

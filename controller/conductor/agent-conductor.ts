@@ -12,6 +12,9 @@ import { opsSubject, querySubject } from "../bus/subjects.js";
 import { agentInboxPrefix, type AgentCredentialIssuer } from "../bus/nats-auth.js";
 import { failedPrecondition, invalidArgument } from "../errors.js";
 import { upsertNode } from "../store/nodes.js";
+import { setTunnelIp } from "../store/network-changes.js";
+import type { HostNetwork } from "./host-ports.js";
+import type { NetworkSync } from "./network-sync.js";
 import type { ConductorContext } from "./context.js";
 import { recordOpProgress } from "./progress.js";
 import type { HostReport } from "./reports.js";
@@ -39,6 +42,8 @@ export interface Hello {
   readonly allocation: Partial<HostAllocation>;
   /** Public key of the NATS user key pair the agent made ("" if none). */
   readonly natsPublicKey: string;
+  /** The host's VXLAN underlay address ("" if none). */
+  readonly tunnelIp: string;
 }
 
 /** Where the host's agent takes its ops from and answers queries. */
@@ -72,6 +77,8 @@ export interface AgentConductor {
   result(o: OpOutcome, host: string): Promise<void>;
   /** Records progress `host` reported; dropped unless the op was sent to `host`. */
   progress(p: { opId: string; percent: number; message: string; stage: TaskState | null }, host: string): Promise<void>;
+  /** Sends `host` its network now and after each change, until the returned function is called. */
+  watchNetwork(host: string, send: (update: HostNetwork) => void): () => void;
 }
 
 export function agentConductor(
@@ -84,6 +91,8 @@ export function agentConductor(
     readonly opsStream: string;
     readonly reportIntervalSeconds: number;
     readonly allocation: HostAllocation;
+    /** Hosts' networks, kept current. */
+    readonly network: NetworkSync;
   },
 ): AgentConductor {
   const credential = (host: string, natsPublicKey: string): NatsCredential | null => {
@@ -101,6 +110,7 @@ export function agentConductor(
       const natsCredential = credential(h.host, h.natsPublicKey);
       // The host's own settings, where its agent gives them, win.
       await upsertNode(ctx.pool, { ...h, ...o.allocation, ...h.allocation });
+      await setTunnelIp(ctx.pool, h.host, h.tunnelIp);
       const consumer = await ensureHostConsumer(o.jsm, o.opsStream, ctx.subjectPrefix, h.host);
       return {
         stream: o.opsStream,
@@ -123,5 +133,6 @@ export function agentConductor(
     },
     result: (outcome, host) => applyOpResult(ctx, outcome, host),
     progress: (p, host) => recordOpProgress(ctx, p, host),
+    watchNetwork: (host, send) => o.network.subscribe(host, send),
   };
 }

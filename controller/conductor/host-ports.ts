@@ -7,7 +7,9 @@
 import type { HostPort, Network, Port, SecurityGroupRule, Subnet } from "../domain/network.js";
 import type { Queryable } from "../store/db.js";
 import { getNetwork, subnetsOf } from "../store/networks.js";
-import { ensureDhcpPort, portsOfServer } from "../store/ports.js";
+import { dhcpPortOf, ensureDhcpPort, portsOfServer, portsOfServers } from "../store/ports.js";
+import { tunnelPeers } from "../store/network-changes.js";
+import { serverIdsOnHost } from "../store/instances.js";
 import { getSecurityGroup, groupAddresses } from "../store/security-groups.js";
 
 /** A rule's port range as the host applies it. */
@@ -20,15 +22,19 @@ function rangeOf(r: SecurityGroupRule): { portMin: number; portMax: number } {
   return { portMin: 0, portMax: 0 };
 }
 
-/** The host side of `ports` on `host`. */
-export async function hostPortsFor(q: Queryable, ports: readonly Port[], host: string): Promise<HostPort[]> {
+/**
+ * The host side of `ports` on `host`. The host's DHCP port on each network
+ * is made if missing, unless `readOnly` (then a network without one is sent
+ * without DHCP: the next build or move on the host makes it).
+ */
+export async function hostPortsFor(q: Queryable, ports: readonly Port[], host: string, o: { readOnly?: boolean } = {}): Promise<HostPort[]> {
   if (ports.length === 0) return [];
   const networks = new Map<string, { net: Network; subnets: Subnet[]; dhcp: Port | null }>();
   for (const p of ports) {
     if (networks.has(p.networkId)) continue;
     const net = await getNetwork(q, p.networkId);
     if (!net) throw new Error(`port ${p.id} is on network ${p.networkId}, which is gone`);
-    networks.set(p.networkId, { net, subnets: await subnetsOf(q, [net.id]), dhcp: await ensureDhcpPort(q, net, host) });
+    networks.set(p.networkId, { net, subnets: await subnetsOf(q, [net.id]), dhcp: o.readOnly ? await dhcpPortOf(q, net.id, host) : await ensureDhcpPort(q, net, host) });
   }
   const groups = new Map<string, SecurityGroupRule[]>();
   for (const id of new Set(ports.flatMap((p) => p.securityGroupIds))) groups.set(id, [...((await getSecurityGroup(q, id))?.rules ?? [])]);
@@ -75,4 +81,18 @@ export async function hostPortsFor(q: Queryable, ports: readonly Port[], host: s
 /** A server's ports on `host`. */
 export async function hostPortsOf(q: Queryable, serverId: string, host: string): Promise<HostPort[]> {
   return hostPortsFor(q, await portsOfServer(q, serverId), host);
+}
+
+/** What a host plugs now: its tunnel peers, and the ports of each instance on it. */
+export interface HostNetwork {
+  readonly tunnelPeers: readonly string[];
+  readonly instances: ReadonlyMap<string, HostPort[]>;
+}
+
+/** The network of `host`: the ports of the servers it has, as it plugs them, and its tunnel peers. */
+export async function hostNetworkOf(q: Queryable, host: string): Promise<HostNetwork> {
+  const ports = await portsOfServers(q, await serverIdsOnHost(q, host));
+  const instances = new Map<string, HostPort[]>();
+  for (const [uuid, list] of ports) instances.set(uuid, await hostPortsFor(q, list, host, { readOnly: true }));
+  return { tunnelPeers: await tunnelPeers(q, host), instances };
 }

@@ -255,3 +255,8 @@ export async function* currentServers(q: Queryable, f: { projectId?: string; ins
     afterSeq = Number(rows[rows.length - 1]!.id);
   }
 }
+
+/** The servers a host has (not deleted). */
+export async function serverIdsOnHost(q: Queryable, host: string): Promise<string[]> {
+  return (await select<{ uuid: string }>(q, "SELECT uuid FROM instances WHERE host = ? AND deleted_at IS NULL", [host])).map((r) => r.uuid);
+}

@@ -448,6 +448,12 @@ export const MIGRATIONS: readonly Migration[] = [
       ) ENGINE=InnoDB`,
       `ALTER TABLE instances ADD COLUMN requested_networks JSON NULL`,
       `ALTER TABLE instance_actions ADD COLUMN port_id CHAR(36) NULL`,
+      `ALTER TABLE compute_nodes ADD COLUMN tunnel_ip VARCHAR(45) NOT NULL DEFAULT ''`,
+      // One row per change to what hosts plug (ports, rules, tunnel addresses): hosts' network views follow MAX(id).
+      `CREATE TABLE network_changes (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        created_at ${TS}
+      ) ENGINE=InnoDB`,
     ],
   },
 ];

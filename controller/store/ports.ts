@@ -15,6 +15,7 @@ import { contains, firstFree, formatIpv4, parseCidr, parseIpv4, type Range } fro
 import { ApiError, invalidArgument } from "../errors.js";
 import type { Queryable, Row } from "./db.js";
 import { exec, isDuplicateKey, json, select } from "./db.js";
+import { noteNetworkChange } from "./network-changes.js";
 
 /** Neutron's (and Nova's) base MAC prefix: fa:16:3e is locally administered and unicast. */
 const MAC_PREFIX = "fa:16:3e";
@@ -126,6 +127,7 @@ export async function createPort(q: Queryable, p: NewPort): Promise<Port> {
   }
   for (const [i, x] of planned.entries()) await allocate(q, id, x.subnet, x.address, `${field}[${i}]`);
   for (const g of p.securityGroupIds) await exec(q, "INSERT INTO port_security_groups (port_id, security_group_id) VALUES (?, ?)", [id, g]);
+  await noteNetworkChange(q);
   return (await getPort(q, id))!;
 }
 
@@ -243,6 +245,7 @@ export async function attachPort(q: Queryable, portId: string, serverId: string,
     position,
     portId,
   ]);
+  if (r.affectedRows === 1) await noteNetworkChange(q);
   return r.affectedRows === 1;
 }
 
@@ -250,6 +253,7 @@ export async function attachPort(q: Queryable, portId: string, serverId: string,
 export async function deletePort(q: Queryable, id: string): Promise<boolean> {
   await exec(q, "DELETE FROM ip_allocations WHERE port_id = ?", [id]);
   const r = await exec(q, "DELETE FROM ports WHERE id = ?", [id]);
+  if (r.affectedRows === 1) await noteNetworkChange(q);
   return r.affectedRows === 1;
 }
 
@@ -262,6 +266,7 @@ export async function releaseServerPorts(q: Queryable, serverId: string): Promis
   await exec(q, "DELETE a FROM ip_allocations a JOIN ports p ON p.id = a.port_id WHERE p.device_id = ? AND p.auto_delete = 1", [serverId]);
   const deleted = await exec(q, "DELETE FROM ports WHERE device_id = ? AND auto_delete = 1", [serverId]);
   const freed = await exec(q, "UPDATE ports SET device_id = NULL, device_owner = '' WHERE device_id = ?", [serverId]);
+  if (deleted.affectedRows + freed.affectedRows > 0) await noteNetworkChange(q);
   return deleted.affectedRows + freed.affectedRows;
 }
 
@@ -273,6 +278,7 @@ export async function updatePort(q: Queryable, id: string, patch: { name?: strin
     await exec(q, "DELETE FROM port_security_groups WHERE port_id = ?", [id]);
     for (const g of patch.securityGroupIds) await exec(q, "INSERT INTO port_security_groups (port_id, security_group_id) VALUES (?, ?)", [id, g]);
   }
+  await noteNetworkChange(q);
 }
 
 /**
@@ -333,6 +339,7 @@ export async function releasePort(q: Queryable, portId: string, serverId: string
   if (!rows[0]) return false;
   if (rows[0].auto_delete) return deletePort(q, portId);
   await exec(q, "UPDATE ports SET device_id = NULL, device_owner = '' WHERE id = ?", [portId]);
+  await noteNetworkChange(q);
   return true;
 }
 
@@ -340,4 +347,10 @@ export async function releasePort(q: Queryable, portId: string, serverId: string
 export async function nextPosition(q: Queryable, serverId: string): Promise<number> {
   const rows = await select<{ p: number | null }>(q, "SELECT MAX(position) AS p FROM ports WHERE device_id = ?", [serverId]);
   return rows[0]?.p === null || rows[0]?.p === undefined ? 0 : Number(rows[0].p) + 1;
+}
+
+/** A host's DHCP port on a network, if it has one. */
+export async function dhcpPortOf(q: Queryable, networkId: string, host: string): Promise<Port | null> {
+  const rows = await select<{ id: string }>(q, "SELECT id FROM ports WHERE network_id = ? AND dhcp_host = ?", [networkId, host]);
+  return rows[0] ? getPort(q, rows[0].id) : null;
 }

@@ -33,6 +33,7 @@ import {
   taskStateFromJSON,
   taskStateToJSON,
 } from "../../compute/v1/server.js";
+import { Port } from "./ops.js";
 
 export const protobufPackage = "novamesh.agent.v1";
 
@@ -184,7 +185,33 @@ export interface ConnectResponse {
     | //
     /** Answer to NatsCredentialRequest. */
     { $case: "natsCredential"; natsCredential: NatsCredential }
+    | //
+    /**
+     * The host's network as the controller has it now: sent after HelloAck
+     * and again whenever something that changes it changed (a port, a
+     * security rule, a group's members, another host's tunnel address).
+     */
+    { $case: "networkUpdate"; networkUpdate: NetworkUpdate }
     | undefined;
+}
+
+/**
+ * A host's network: the tunnel peers of its VXLAN networks and, for each
+ * instance on it, its ports with their current rules.
+ */
+export interface NetworkUpdate {
+  /** The other hosts' tunnel (VXLAN underlay) addresses. */
+  tunnelPeers: string[];
+  /** The ports of the instances on the host. */
+  instances: InstancePorts[];
+}
+
+/** The ports of one instance. */
+export interface InstancePorts {
+  /** Server id. */
+  instanceId: string;
+  /** Its ports, in interface order. */
+  ports: Port[];
 }
 
 /** Resources of a host. */
@@ -234,6 +261,11 @@ export interface Hello {
    * JWT for it, and refuses a Hello without it.
    */
   natsPublicKey: string;
+  /**
+   * This host's underlay address for VXLAN networks (empty: none; the host
+   * then cannot carry them).
+   */
+  tunnelIp: string;
 }
 
 /**
@@ -1609,6 +1641,9 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       case "natsCredential":
         NatsCredential.encode(message.body.natsCredential, writer.uint32(26).fork()).join();
         break;
+      case "networkUpdate":
+        NetworkUpdate.encode(message.body.networkUpdate, writer.uint32(34).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1650,6 +1685,14 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
             message.body = { $case: "natsCredential", natsCredential: NatsCredential.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.body = { $case: "networkUpdate", networkUpdate: NetworkUpdate.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1676,6 +1719,10 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         ? { $case: "natsCredential", natsCredential: NatsCredential.fromJSON(object.natsCredential) }
         : isSet(object.nats_credential)
         ? { $case: "natsCredential", natsCredential: NatsCredential.fromJSON(object.nats_credential) }
+        : isSet(object.networkUpdate)
+        ? { $case: "networkUpdate", networkUpdate: NetworkUpdate.fromJSON(object.networkUpdate) }
+        : isSet(object.network_update)
+        ? { $case: "networkUpdate", networkUpdate: NetworkUpdate.fromJSON(object.network_update) }
         : undefined,
     };
   },
@@ -1688,6 +1735,8 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       obj.opResultAck = OpResultAck.toJSON(message.body.opResultAck);
     } else if (message.body?.$case === "natsCredential") {
       obj.natsCredential = NatsCredential.toJSON(message.body.natsCredential);
+    } else if (message.body?.$case === "networkUpdate") {
+      obj.networkUpdate = NetworkUpdate.toJSON(message.body.networkUpdate);
     }
     return obj;
   },
@@ -1719,7 +1768,196 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         }
         break;
       }
+      case "networkUpdate": {
+        if (object.body?.networkUpdate !== undefined && object.body?.networkUpdate !== null) {
+          message.body = {
+            $case: "networkUpdate",
+            networkUpdate: NetworkUpdate.fromPartial(object.body.networkUpdate),
+          };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseNetworkUpdate(): NetworkUpdate {
+  return { tunnelPeers: [], instances: [] };
+}
+
+export const NetworkUpdate: MessageFns<NetworkUpdate> = {
+  encode(message: NetworkUpdate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tunnelPeers) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.instances) {
+      InstancePorts.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NetworkUpdate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNetworkUpdate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tunnelPeers.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.instances.push(InstancePorts.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NetworkUpdate {
+    return {
+      tunnelPeers: globalThis.Array.isArray(object?.tunnelPeers)
+        ? object.tunnelPeers.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.tunnel_peers)
+        ? object.tunnel_peers.map((e: any) => globalThis.String(e))
+        : [],
+      instances: globalThis.Array.isArray(object?.instances)
+        ? object.instances.map((e: any) => InstancePorts.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: NetworkUpdate): unknown {
+    const obj: any = {};
+    if (message.tunnelPeers?.length) {
+      obj.tunnelPeers = message.tunnelPeers;
+    }
+    if (message.instances?.length) {
+      obj.instances = message.instances.map((e) => InstancePorts.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NetworkUpdate>, I>>(base?: I): NetworkUpdate {
+    return NetworkUpdate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NetworkUpdate>, I>>(object: I): NetworkUpdate {
+    const message = createBaseNetworkUpdate();
+    message.tunnelPeers = object.tunnelPeers?.map((e) => e) || [];
+    message.instances = object.instances?.map((e) => InstancePorts.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseInstancePorts(): InstancePorts {
+  return { instanceId: "", ports: [] };
+}
+
+export const InstancePorts: MessageFns<InstancePorts> = {
+  encode(message: InstancePorts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.instanceId !== "") {
+      writer.uint32(10).string(message.instanceId);
+    }
+    for (const v of message.ports) {
+      Port.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InstancePorts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInstancePorts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.instanceId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ports.push(Port.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): InstancePorts {
+    return {
+      instanceId: isSet(object.instanceId)
+        ? globalThis.String(object.instanceId)
+        : isSet(object.instance_id)
+        ? globalThis.String(object.instance_id)
+        : "",
+      ports: globalThis.Array.isArray(object?.ports) ? object.ports.map((e: any) => Port.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: InstancePorts): unknown {
+    const obj: any = {};
+    if (message.instanceId !== "") {
+      obj.instanceId = message.instanceId;
+    }
+    if (message.ports?.length) {
+      obj.ports = message.ports.map((e) => Port.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<InstancePorts>, I>>(base?: I): InstancePorts {
+    return InstancePorts.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InstancePorts>, I>>(object: I): InstancePorts {
+    const message = createBaseInstancePorts();
+    message.instanceId = object.instanceId ?? "";
+    message.ports = object.ports?.map((e) => Port.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1844,6 +2082,7 @@ function createBaseHello(): Hello {
     architecture: "",
     allocation: undefined,
     natsPublicKey: "",
+    tunnelIp: "",
   };
 }
 
@@ -1875,6 +2114,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.natsPublicKey !== "") {
       writer.uint32(74).string(message.natsPublicKey);
+    }
+    if (message.tunnelIp !== "") {
+      writer.uint32(82).string(message.tunnelIp);
     }
     return writer;
   },
@@ -1964,6 +2206,14 @@ export const Hello: MessageFns<Hello> = {
             message.natsPublicKey = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.tunnelIp = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1999,6 +2249,11 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.nats_public_key)
         ? globalThis.String(object.nats_public_key)
         : "",
+      tunnelIp: isSet(object.tunnelIp)
+        ? globalThis.String(object.tunnelIp)
+        : isSet(object.tunnel_ip)
+        ? globalThis.String(object.tunnel_ip)
+        : "",
     };
   },
 
@@ -2031,6 +2286,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.natsPublicKey !== "") {
       obj.natsPublicKey = message.natsPublicKey;
     }
+    if (message.tunnelIp !== "") {
+      obj.tunnelIp = message.tunnelIp;
+    }
     return obj;
   },
 
@@ -2052,6 +2310,7 @@ export const Hello: MessageFns<Hello> = {
       ? HostAllocation.fromPartial(object.allocation)
       : undefined;
     message.natsPublicKey = object.natsPublicKey ?? "";
+    message.tunnelIp = object.tunnelIp ?? "";
     return message;
   },
 };
