@@ -21,6 +21,12 @@ export interface LibvirtDriverOptions {
   readonly shutdownTimeoutSeconds?: number;
   /** Seconds between ACPI shutdown requests while waiting for a guest (Nova: 10). */
   readonly shutdownRetrySeconds?: number;
+  /**
+   * Seconds a detach of an interface from a running guest waits for the
+   * guest to release it before failing with a retryable DETACH_TIMEOUT
+   * (default 20).
+   */
+  readonly detachTimeoutSeconds?: number;
   /** Unused base images older than this are removed (default 3600). */
   readonly imageCacheMinAgeSeconds?: number;
   /**
