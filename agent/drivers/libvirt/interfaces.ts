@@ -54,8 +54,10 @@ export class Interfaces {
     const flags = (has.config ? C.VIR_DOMAIN_AFFECT_CONFIG : 0) | (has.live ? C.VIR_DOMAIN_AFFECT_LIVE : 0);
     if (flags === 0) return;
     const device = (has.live ?? has.config)!.xml;
+    const seconds = this.p.options.detachTimeoutSeconds ?? DEFAULT_DETACH_TIMEOUT_SECONDS;
+    const deadline = Date.now() + seconds * 1000;
     await this.p.libvirt.call(`detaching interface ${mac} from ${instanceId}`, () => k.dom.detachDeviceFlags(device, flags));
-    if (has.live) await this.waitGone(k, mac, call.signal);
+    if (has.live) await this.waitGone(k, mac, seconds, deadline, call.signal);
   }
 
   /** The domain of `instanceId`, refusing the states an interface cannot be changed in. */
@@ -78,10 +80,13 @@ export class Interfaces {
     return { active, live, config };
   }
 
-  /** Polls the live XML until the interface `mac` is gone (or the domain stopped); DETACH_TIMEOUT after the timeout. */
-  private async waitGone(k: Known, mac: string, signal?: AbortSignal): Promise<void> {
-    const seconds = this.p.options.detachTimeoutSeconds ?? DEFAULT_DETACH_TIMEOUT_SECONDS;
-    const deadline = Date.now() + seconds * 1000;
+  /**
+   * Polls the live XML until the interface `mac` is gone (or the domain
+   * stopped); DETACH_TIMEOUT (of `seconds`) at `deadline`. qemu's libvirt
+   * itself waits about 5 s for the guest before it returns, so a detach
+   * never gives up sooner than that.
+   */
+  private async waitGone(k: Known, mac: string, seconds: number, deadline: number, signal?: AbortSignal): Promise<void> {
     const want = mac.toLowerCase();
     for (;;) {
       throwIfAborted(signal);
@@ -92,7 +97,7 @@ export class Interfaces {
       if (Date.now() >= deadline) {
         throw new DriverError(
           "DETACH_TIMEOUT",
-          `the guest of ${k.serverId} did not release interface ${mac} within ${seconds} s (it is gone from the definition; the live detach is pending)`,
+          `the guest of ${k.serverId} did not release interface ${mac} within ${seconds} s (the definition no longer has it; the guest may still release it)`,
           { retryable: true },
         );
       }
