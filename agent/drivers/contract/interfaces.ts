@@ -9,7 +9,7 @@ import type { Driver } from "../driver.js";
 import { InstanceNotFoundError } from "../errors.js";
 import { testInstance } from "../test-instance.js";
 import type { InstanceSpec } from "../types.js";
-import type { ContractKit } from "./kit.js";
+import { type ContractKit, rejectsWith } from "./kit.js";
 
 export function interfacesContract(k: ContractKit): void {
   const { testIf, withDriver, vif, options } = k;
@@ -74,6 +74,21 @@ export function interfacesContract(k: ContractKit): void {
       await driver.detachInterface({ instanceId: inst.id, mac: cold.mac });
       await driver.powerOn({ instanceId: inst.id });
       assert.deepEqual(await macs(driver, inst.id), [...before], "neither, after the next start");
+      await driver.destroy({ instanceId: inst.id });
+    }));
+
+  testIf("interfaceHotplug", "a suspended instance refuses interface changes with a non-retryable INVALID_STATE and keeps its interfaces", () =>
+    withDriver(async (driver) => {
+      if (!driver.capabilities.suspend) return;
+      const inst = await spawned(driver);
+      const nic = vif();
+      await driver.attachInterface({ instanceId: inst.id, vif: nic });
+      await driver.suspend({ instanceId: inst.id });
+      await rejectsWith(driver.attachInterface({ instanceId: inst.id, vif: vif() }), "INVALID_STATE", false);
+      await rejectsWith(driver.detachInterface({ instanceId: inst.id, mac: nic.mac }), "INVALID_STATE", false);
+      await driver.resume({ instanceId: inst.id });
+      assert.ok((await macs(driver, inst.id)).includes(nic.mac), "the interface is still there after the resume");
+      assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
       await driver.destroy({ instanceId: inst.id });
     }));
 
