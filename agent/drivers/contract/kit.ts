@@ -27,6 +27,8 @@ export interface ContractOptions {
    * real hypervisors, where the rest already ran on a cheaper setup).
    */
   readonly only?: keyof DriverCapabilities;
+  /** Why the driver lacks a capability, said when its tests are skipped (default: "the driver has no <capability>"). */
+  readonly lacking?: Partial<Record<keyof DriverCapabilities, string>>;
   /**
    * The MACs of the network interfaces instance `instanceId` has, as the
    * hypervisor sees it now: the running guest's, or a shut-off instance's
@@ -99,7 +101,7 @@ export function contractKit(makeDriver: (host: string) => Promise<Driver>, optio
       const has = probe.capabilities[capability];
       await probe.close();
       if (!has) {
-        t.skip(`the driver has no ${capability}`);
+        t.skip(options.lacking?.[capability] ?? `the driver has no ${capability}`);
         return;
       }
       await fn();
