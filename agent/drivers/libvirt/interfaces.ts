@@ -39,7 +39,13 @@ export class Interfaces {
   async attach({ instanceId, vif }: InterfaceOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
     const k = await this.usable(instanceId, "attach an interface to");
-    const xml = buildInterfaceXml({ mac: vif.mac, bridge: vif.bridge, tap: vif.tap, mtu: vif.mtu });
+    let xml: string;
+    try {
+      xml = buildInterfaceXml({ mac: vif.mac, bridge: vif.bridge, tap: vif.tap, mtu: vif.mtu });
+    } catch (err) {
+      // A MAC, name or MTU libvirt would misread: the port is wrong, not the host.
+      throw DriverError.from(err, "INVALID_INTERFACE");
+    }
     const has = await this.present(k, vif.mac);
     const flags = (has.config ? 0 : C.VIR_DOMAIN_AFFECT_CONFIG) | (has.active && !has.live ? C.VIR_DOMAIN_AFFECT_LIVE : 0);
     if (flags === 0) return;

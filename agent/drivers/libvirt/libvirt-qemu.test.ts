@@ -282,6 +282,10 @@ describe("libvirt driver: interface hot-plug (qemu, host A)", { skip }, () => {
       await guestUp(driver, inst.id);
       const first = await nicsLine(driver, inst.id, 0, () => true, 10);
       assert.equal(first.line, "novamesh-test-guest: nics none", "the guest starts without a NIC");
+      await assert.rejects(driver.attachInterface({ instanceId: inst.id, vif: { ...vif, mac: "FA-16-3E" } }), (err: unknown) => {
+        assert.ok(err instanceof DriverError && err.code === "INVALID_INTERFACE" && !err.retryable, String(err));
+        return true;
+      });
 
       let started = Date.now();
       await driver.attachInterface({ instanceId: inst.id, vif });
