@@ -17,9 +17,13 @@
 #   novamesh-test-guest: alive uptime=<seconds>
 # every novamesh.tick=N seconds given on the kernel command line (default 2,
 # 0 for none), so a console log shows whether the guest still runs (e.g. after
-# a migration). On the ACPI power button (virsh shutdown, virsh reboot
-# --mode acpi) it prints "novamesh-test-guest: power button" and powers off
-# at once (poweroff -f); for a reboot libvirt then resets the guest and it
+# a migration). Its network interfaces other than lo are printed as
+#   novamesh-test-guest: nics eth0=<mac> …   (or "nics none")
+# after the ready line and again whenever they change (within ~0.5 s of a
+# hot-plug or unplug; virtio_pci.ko and virtio_net.ko are loaded for that).
+# On the ACPI power button (virsh shutdown, virsh reboot --mode acpi) it
+# prints "novamesh-test-guest: power button" and powers off at once
+# (poweroff -f); for a reboot libvirt then resets the guest and it
 # boots again. Needs no agent and no disk. Memory: it does not boot in
 # 64 MiB, boots in 80 MiB. Under TCG a cold boot reaches "ready" in ~4-6 s;
 # a reboot (warm reset) takes 5-14 s, the extra time spent in the kernel's
@@ -34,7 +38,7 @@ die() { echo "build-test-guest: $*" >&2; exit 1; }
 OUT=$1
 SELF=$(readlink -f "$0")
 DISK_SIZE=64M
-MODULES=(evdev button)
+MODULES=(evdev button virtio_pci virtio_net)
 
 fresh=1
 for f in vmlinuz initrd.img disk.qcow2 kernel-version; do
@@ -143,6 +147,17 @@ up() { cut -d' ' -f1 /proc/uptime; }
 [ -n "$button" ] && exec 3<"$button"
 echo "novamesh-test-guest: ready"
 echo "novamesh-test-guest: hostname=$(hostname) uptime=$(up) kernel=$(uname -r) power_button=${button:-none}"
+# The network interfaces, whenever they change.
+nics() {
+  for n in /sys/class/net/*; do
+    [ "${n##*/}" = lo ] || printf ' %s=%s' "${n##*/}" "$(cat "$n/address" 2>/dev/null)"
+  done
+}
+( last=-; while :; do
+    now=$(nics)
+    [ "$now" != "$last" ] && echo "novamesh-test-guest: nics${now:- none}" && last=$now
+    usleep 500000
+  done ) &
 if [ "$tick" != 0 ]; then
   ( while sleep "$tick"; do echo "novamesh-test-guest: alive uptime=$(up)"; done ) &
 fi

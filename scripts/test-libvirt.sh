@@ -2,9 +2,10 @@
 # The libvirt driver on real hypervisors: two libvirtds on this machine
 # (scripts/libvirtd-hosts.sh; qemu, TCG where KVM is unusable) and the tiny
 # test guest (scripts/build-test-guest.sh, kept in NOVAMESH_TEST_GUEST,
-# default /tmp/novamesh-test-guest). Runs the driver's live migration tests
-# and a real guest through the whole stack: CreateServer → scheduler → NATS
-# → agent → libvirt, its power actions, a snapshot, a live migration, delete.
+# default /tmp/novamesh-test-guest). Runs the driver's live migration and
+# interface hot-plug tests, and a real guest through the whole stack:
+# CreateServer → scheduler → NATS → agent → libvirt, its power actions, a
+# snapshot, a live migration, delete.
 # Installs what is missing; starts the daemons when they are not running and
 # leaves them running (scripts/libvirtd-hosts.sh down stops them).
 set -euo pipefail
@@ -22,10 +23,9 @@ A=$(sed -n 's/^A=//p' <<<"$hosts")
 B=$(sed -n 's/^B=//p' <<<"$hosts")
 [ -n "$A" ] && [ -n "$B" ] || { echo "test-libvirt: libvirtd-hosts.sh did not name both hosts" >&2; exit 1; }
 GUEST=${NOVAMESH_TEST_GUEST:-/tmp/novamesh-test-guest}
-if ! [ -s "$GUEST/vmlinuz" ] || ! [ -s "$GUEST/initrd.img" ] || ! [ -s "$GUEST/disk.qcow2" ]; then
-  echo "== test guest"
-  bash scripts/build-test-guest.sh "$GUEST"
-fi
+# Built again when scripts/build-test-guest.sh is newer than the guest (it skips a fresh one).
+echo "== test guest"
+bash scripts/build-test-guest.sh "$GUEST"
 export NOVAMESH_LIBVIRT_A=$A NOVAMESH_LIBVIRT_B=$B NOVAMESH_TEST_GUEST=$GUEST NOVAMESH_LIBVIRT_REQUIRED=1
-echo "== live migration and a real guest (qemu)"
+echo "== live migration, interface hot-plug and a real guest (qemu)"
 node --import tsx --test --test-concurrency=1 agent/drivers/libvirt/libvirt-qemu.test.ts test/libvirt-qemu.test.ts

@@ -13,6 +13,7 @@
 import { describe } from "node:test";
 import type { Driver } from "./driver.js";
 import { imagesContract } from "./contract/images.js";
+import { interfacesContract } from "./contract/interfaces.js";
 import { contractKit, type ContractOptions } from "./contract/kit.js";
 import { lifecycleContract } from "./contract/lifecycle.js";
 import { liveMigrationContract } from "./contract/live-migration.js";
@@ -28,5 +29,6 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
     imagesContract(kit);
     migrationContract(kit);
     liveMigrationContract(kit);
+    interfacesContract(kit);
   });
 }

@@ -440,7 +440,8 @@ export interface Driver {
    * `attach_interface`): a tap named `vif.tap` on `vif.bridge` with
    * `vif.mac`, added to the running guest and to the instance's persistent
    * definition, so it survives a stop and start. Works on a shut-off
-   * instance too (definition only).
+   * instance too (definition only). A suspended instance (its saved memory
+   * holds its devices as they were) rejects with "INVALID_STATE".
    * Postcondition: the instance has the interface.
    * Idempotent: an interface with that MAC already there resolves.
    * Unknown instance: rejects with `InstanceNotFoundError`.
@@ -451,7 +452,8 @@ export interface Driver {
    * Removes the network interface with `mac` from the guest and from the
    * instance's definition (`capabilities.interfaceHotplug`; Nova's
    * `detach_interface`). The guest must release it (a guest that does not
-   * within the driver's timeout fails with "DETACH_TIMEOUT", retryable).
+   * within the driver's timeout fails with "DETACH_TIMEOUT", retryable). A
+   * suspended instance rejects with "INVALID_STATE".
    * Postcondition: the instance has no interface with that MAC.
    * Idempotent: an instance without it resolves.
    * Unknown instance: rejects with `InstanceNotFoundError`.

@@ -4,9 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { randomBytes } from "node:crypto";
+import type { VifSpec } from "../../network/types.js";
 import type { Driver } from "../driver.js";
 import { DriverError } from "../errors.js";
-import type { DriverCapabilities } from "../types.js";
+import type { DriverCapabilities, InstanceSpec } from "../types.js";
 
 /** Asserts a rejection with this code and retryable flag. */
 export async function rejectsWith(promise: Promise<unknown>, code: string, retryable?: boolean): Promise<void> {
@@ -25,6 +27,27 @@ export interface ContractOptions {
    * real hypervisors, where the rest already ran on a cheaper setup).
    */
   readonly only?: keyof DriverCapabilities;
+  /** Why the driver lacks a capability, said when its tests are skipped (default: "the driver has no <capability>"). */
+  readonly lacking?: Partial<Record<keyof DriverCapabilities, string>>;
+  /**
+   * The MACs of the network interfaces instance `instanceId` has, as the
+   * hypervisor sees it now: the running guest's, or a shut-off instance's
+   * definition. How the interface tests see what a hot-plug did; drivers
+   * with `interfaceHotplug` give it.
+   */
+  readonly interfaceMacs?: (driver: Driver, instanceId: string) => Promise<readonly string[]>;
+  /** The bridge the interface tests' interfaces join (default "br-contract"; it must exist where the hypervisor checks). */
+  readonly bridge?: string;
+  /**
+   * The instances the interface tests spawn (default: `testInstance()`);
+   * on a real hypervisor, a guest that releases a device it is asked to.
+   */
+  readonly guest?: () => InstanceSpec;
+  /**
+   * Waits until the guest of `instanceId` has booted (after a spawn or a
+   * power on), so it sees and releases devices; default: no wait.
+   */
+  readonly guestUp?: (driver: Driver, instanceId: string) => Promise<void>;
 }
 
 /** Drivers for the contract's tests, and how to register a test. */
@@ -39,6 +62,10 @@ export interface ContractKit {
   plain(title: string, fn: () => Promise<void>): void;
   /** The power state `driver.report()` lists for instance `id`, if any. */
   listed(driver: Driver, id: string): Promise<string | undefined>;
+  /** The options the suite was registered with. */
+  readonly options: ContractOptions;
+  /** A new interface on the options' bridge, with a MAC and tap of its own. */
+  vif(): VifSpec;
 }
 
 export function contractKit(makeDriver: (host: string) => Promise<Driver>, options: ContractOptions): ContractKit {
@@ -74,7 +101,7 @@ export function contractKit(makeDriver: (host: string) => Promise<Driver>, optio
       const has = probe.capabilities[capability];
       await probe.close();
       if (!has) {
-        t.skip(`the driver has no ${capability}`);
+        t.skip(options.lacking?.[capability] ?? `the driver has no ${capability}`);
         return;
       }
       await fn();
@@ -90,5 +117,16 @@ export function contractKit(makeDriver: (host: string) => Promise<Driver>, optio
     return report.instances.find((i) => i.serverId === id)?.powerState;
   }
 
-  return { withDriver, withTwo, testIf, plain, listed };
+  function vif(): VifSpec {
+    const id = randomBytes(3).toString("hex");
+    return {
+      portId: `port-${id}`,
+      mac: `fa:16:3e:${id.slice(0, 2)}:${id.slice(2, 4)}:${id.slice(4, 6)}`,
+      bridge: options.bridge ?? "br-contract",
+      tap: `tapc${id}`,
+      mtu: 1450,
+    };
+  }
+
+  return { withDriver, withTwo, testIf, plain, listed, options, vif };
 }

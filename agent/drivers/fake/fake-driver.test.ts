@@ -4,13 +4,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { driverContract } from "../contract.js";
+import type { Driver } from "../driver.js";
 import { DriverError, NotSupportedError } from "../errors.js";
 import { testInstance } from "../test-instance.js";
 import { setDomainPowerState } from "./domain-store.js";
 import { FakeDriver, LIVE_MIGRATION_STEPS } from "./fake-driver.js";
 import { parseFaults } from "./faults.js";
 
-driverContract("fake (in memory)", async (hostname) => new FakeDriver({ hostname, capacity: { vcpus: 4, memoryMb: 4096, diskGb: 20 } }));
+/** The fake's interfaces: the domain's spec. */
+const interfaceMacs = async (driver: Driver, id: string) => (driver as FakeDriver).domain(id)?.instance.vifs?.map((v) => v.mac) ?? [];
+
+driverContract("fake (in memory)", async (hostname) => new FakeDriver({ hostname, capacity: { vcpus: 4, memoryMb: 4096, diskGb: 20 } }), {
+  interfaceMacs,
+});
 
 let dir: string;
 before(async () => {
@@ -21,7 +27,9 @@ after(async () => {
 });
 
 let n = 0;
-driverContract("fake (persistent)", async (hostname) => new FakeDriver({ hostname, statePath: join(dir, `contract-${++n}.json`) }));
+driverContract("fake (persistent)", async (hostname) => new FakeDriver({ hostname, statePath: join(dir, `contract-${++n}.json`) }), {
+  interfaceMacs,
+});
 
 describe("FakeDriver faults", () => {
   test("an injected error fails every call with its code, message and retryable flag", async () => {

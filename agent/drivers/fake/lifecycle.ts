@@ -123,11 +123,17 @@ export async function rebuild(host: FakeHost, { instance, onSpawning }: RebuildO
   await host.persist();
 }
 
+/** A suspended instance's saved memory has its devices as they were: its interfaces do not change. */
+function notSuspended<D extends { powerState: PowerState; instance: InstanceSpec }>(d: D, what: string): D {
+  if (d.powerState === "SUSPENDED") throw invalidState(`cannot ${what} instance ${d.instance.id}: it is SUSPENDED (resume it first)`);
+  return d;
+}
+
 /** Adds the interface to the domain's spec (a running guest gets it at once, as a hot-plug). */
 export async function attachInterface(host: FakeHost, { instanceId, vif }: InterfaceOptions, call: CallOptions): Promise<void> {
   host.require("interfaceHotplug", "attachInterface");
   await host.ready("attachInterface", true, call, instanceId);
-  const d = host.owned(instanceId, "attachInterface");
+  const d = notSuspended(host.owned(instanceId, "attachInterface"), "attach an interface to");
   const vifs = d.instance.vifs ?? [];
   if (vifs.some((v) => v.mac === vif.mac)) return;
   (d as { instance: InstanceSpec }).instance = { ...d.instance, vifs: [...vifs, { ...vif }] };
@@ -138,7 +144,7 @@ export async function attachInterface(host: FakeHost, { instanceId, vif }: Inter
 export async function detachInterface(host: FakeHost, { instanceId, mac }: InstanceOptions & { mac: string }, call: CallOptions): Promise<void> {
   host.require("interfaceHotplug", "detachInterface");
   await host.ready("detachInterface", true, call, instanceId);
-  const d = host.owned(instanceId, "detachInterface");
+  const d = notSuspended(host.owned(instanceId, "detachInterface"), "detach an interface from");
   const vifs = d.instance.vifs ?? [];
   if (!vifs.some((v) => v.mac === mac)) return;
   (d as { instance: InstanceSpec }).instance = { ...d.instance, vifs: vifs.filter((v) => v.mac !== mac) };

@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { buildDomainXml, domainName, parseDomainMetadata, serverIdOfDomain, xmlEscape, type DomainDescription } from "./domain-xml.js";
+import {
+  buildDomainXml,
+  buildInterfaceXml,
+  domainName,
+  parseDomainMetadata,
+  parseInterfaces,
+  serverIdOfDomain,
+  xmlEscape,
+  type DomainDescription,
+} from "./domain-xml.js";
 
 const ID = "3f0b7c2e-9a41-4d5e-8b6f-1c2d3e4f5a6b";
 
@@ -117,5 +126,25 @@ describe("domain XML", () => {
   test("domain names map to server ids and back; other names are not ours", () => {
     assert.equal(serverIdOfDomain(domainName(ID)), ID);
     assert.equal(serverIdOfDomain("instance-0000001"), undefined);
+  });
+
+  test("a hot-plugged interface is the same element the domain XML has, and interfaces read back by MAC", () => {
+    const nic = { mac: "fa:16:3e:00:00:0a", bridge: "nmbr-1", tap: "tap-a", mtu: 1450 };
+    const element = buildInterfaceXml(nic);
+    assert.equal(
+      element,
+      "<interface type='bridge'>\n  <mac address='fa:16:3e:00:00:0a'/>\n  <source bridge='nmbr-1'/>\n  <target dev='tap-a'/>\n" +
+        "  <model type='virtio'/>\n  <mtu size='1450'/>\n</interface>\n",
+    );
+    const domain = buildDomainXml(description({ interfaces: [nic] }));
+    assert.ok(domain.includes(element.trimEnd().replace(/^/gm, "    ")), "indented, the domain XML carries the same element");
+    assert.deepEqual(parseInterfaces(domain), [{ mac: nic.mac, xml: element.trimEnd().replace(/\n/g, "\n    ") }]);
+    const libvirtStyle = `<domain><devices><interface type="bridge">
+      <mac address="FA:16:3E:00:00:0B"/><source bridge="b"/><address type="pci" slot="0x03"/>
+    </interface><interface type="network"><source network="default"/></interface></devices></domain>`;
+    assert.deepEqual(parseInterfaces(libvirtStyle).map((i) => i.mac), ["fa:16:3e:00:00:0b"], "lower case; one without a MAC is skipped");
+    assert.throws(() => buildInterfaceXml({ ...nic, mac: "FA-16" }), /MAC/);
+    assert.throws(() => buildInterfaceXml({ ...nic, tap: "a-tap-name-too-long" }), /tap/);
+    assert.throws(() => buildInterfaceXml({ ...nic, mtu: 20 }), /mtu/);
   });
 });

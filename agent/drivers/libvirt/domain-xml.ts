@@ -176,17 +176,7 @@ export function buildDomainXml(d: DomainDescription): string {
     push(3, `<target dev='${disk.target}' bus='virtio'/>`);
     push(2, "</disk>");
   }
-  for (const nic of d.interfaces ?? []) {
-    if (!MAC.test(nic.mac)) throw new RangeError(`interface MAC must look like "fa:16:3e:00:00:01", got "${nic.mac}"`);
-    if (!IFNAME.test(nic.bridge) || !IFNAME.test(nic.tap)) throw new RangeError(`bad bridge "${nic.bridge}" or tap "${nic.tap}" name`);
-    push(2, "<interface type='bridge'>");
-    push(3, `<mac address='${nic.mac}'/>`);
-    push(3, `<source bridge='${nic.bridge}'/>`);
-    push(3, `<target dev='${nic.tap}'/>`);
-    push(3, "<model type='virtio'/>");
-    push(3, `<mtu size='${int("mtu", nic.mtu, 68)}'/>`);
-    push(2, "</interface>");
-  }
+  for (const nic of d.interfaces ?? []) for (const line of interfaceLines(nic)) push(2, line);
   const log = xmlEscape(absolute("consoleLog", d.consoleLog));
   // A file, not a pty with a log: a pty nobody reads stalls the guest's
   // output (qemu blocks on it), so the log would stop filling.
@@ -198,6 +188,51 @@ export function buildDomainXml(d: DomainDescription): string {
   push(1, "</devices>");
   push(0, "</domain>");
   return `${lines.join("\n")}\n`;
+}
+
+/**
+ * The `<interface>` element of `nic`, one line per element, indented
+ * relative to the `<interface>` line. Throws RangeError for values libvirt
+ * would misread.
+ */
+function interfaceLines(nic: DomainInterface): string[] {
+  if (!MAC.test(nic.mac)) throw new RangeError(`interface MAC must look like "fa:16:3e:00:00:01", got "${nic.mac}"`);
+  if (!IFNAME.test(nic.bridge) || !IFNAME.test(nic.tap)) throw new RangeError(`bad bridge "${nic.bridge}" or tap "${nic.tap}" name`);
+  return [
+    "<interface type='bridge'>",
+    `  <mac address='${nic.mac}'/>`,
+    `  <source bridge='${nic.bridge}'/>`,
+    `  <target dev='${nic.tap}'/>`,
+    "  <model type='virtio'/>",
+    `  <mtu size='${int("mtu", nic.mtu, 68)}'/>`,
+    "</interface>",
+  ];
+}
+
+/**
+ * The device XML of one interface, for hot-plugging it
+ * (`virDomainAttachDeviceFlags`): the same element the domain XML has.
+ */
+export function buildInterfaceXml(nic: DomainInterface): string {
+  return `${interfaceLines(nic).join("\n")}\n`;
+}
+
+/** An `<interface>` element of a domain's XML, as libvirt wrote it. */
+export interface ParsedInterface {
+  /** Its MAC, lower case. */
+  readonly mac: string;
+  /** The whole element. */
+  readonly xml: string;
+}
+
+/** The `<interface>` elements of a domain's XML (as libvirt returns it: either quote). */
+export function parseInterfaces(domainXml: string): ParsedInterface[] {
+  const out: ParsedInterface[] = [];
+  for (const m of domainXml.matchAll(/<interface\b[^>]*>[\s\S]*?<\/interface>/g)) {
+    const mac = m[0].match(/<mac\s+address=(["'])([^"']*)\1/);
+    if (mac) out.push({ mac: mac[2]!.toLowerCase(), xml: m[0] });
+  }
+  return out;
 }
 
 function unescape(s: string): string {

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { driverContract } from "../contract.js";
-import { DriverError } from "../errors.js";
+import { DriverError, NotSupportedError } from "../errors.js";
 import { testInstance } from "../test-instance.js";
 import { ADDON_PATH, tryLoadLibvirt } from "./binding/index.js";
 import { DirectoryImageStore, hashFile } from "./image-store.js";
@@ -65,7 +65,12 @@ describe("libvirt driver", { skip }, () => {
     await rm(root, { recursive: true, force: true });
   });
 
-  driverContract("libvirt (test:///)", (hostname) => makeHost(hostname));
+  driverContract("libvirt (test:///)", (hostname) => makeHost(hostname), {
+    lacking: {
+      liveMigration: "libvirt's test hypervisor cannot migrate (libvirt-qemu.test.ts runs these on qemu)",
+      interfaceHotplug: "libvirt's test hypervisor has no device attach or detach, VIR_ERR_NO_SUPPORT (libvirt-qemu.test.ts runs these on qemu)",
+    },
+  });
 
   test("spawn makes a qcow2 overlay on a cached base image, and destroy removes disk and unused base", async () => {
     const driver = await makeHost("layout");
@@ -99,6 +104,22 @@ describe("libvirt driver", { skip }, () => {
         return true;
       });
       assert.deepEqual((await driver.report()).instances, []);
+    } finally {
+      await driver.close();
+    }
+  });
+
+  test("libvirt's test hypervisor has no device hot-plug: the capability is off and the calls throw NotSupportedError", async () => {
+    const driver = await makeHost("hotplug");
+    await driver.init();
+    try {
+      assert.equal(driver.capabilities.interfaceHotplug, false);
+      const inst = testInstance();
+      await driver.spawn({ instance: inst });
+      const vif = { portId: "p", mac: "fa:16:3e:00:00:01", bridge: "br0", tap: "tap0", mtu: 1500 };
+      await assert.rejects(driver.attachInterface({ instanceId: inst.id, vif }), NotSupportedError);
+      await assert.rejects(driver.detachInterface({ instanceId: inst.id, mac: vif.mac }), NotSupportedError);
+      await driver.destroy({ instanceId: inst.id });
     } finally {
       await driver.close();
     }

@@ -10,6 +10,7 @@
  *   inventory.ts       resources, domains, the host report, the fit check
  *   image-cache.ts     base images (and kernels, ramdisks) and their pruning
  *   domains.ts         defining, starting, stopping and removing domains
+ *   interfaces.ts      network interface hot-plug and unplug
  *   cold-migration.ts  resize and cold migration
  *   live-migration.ts  live migration (qemu, with `liveMigrationUri`)
  *
@@ -40,6 +41,7 @@ import { Domains, specHash } from "./domains.js";
 import { bestEffort, fromLibvirt, invalidState } from "./failures.js";
 import { BaseImages } from "./image-cache.js";
 import { InstanceFiles } from "./instance-files.js";
+import { Interfaces } from "./interfaces.js";
 import { Inventory, type Known } from "./inventory.js";
 import { LiveMigration, announcedMigrationUri, uriScheme } from "./live-migration.js";
 import type { LibvirtDriverOptions } from "./options.js";
@@ -57,6 +59,7 @@ export class LibvirtDriver implements Driver {
   private readonly p: DriverParts;
   private readonly cold: ColdMigration;
   private readonly live: LiveMigration;
+  private readonly nics: Interfaces;
   private readonly hvType: string;
   private arch: string | undefined;
 
@@ -76,7 +79,8 @@ export class LibvirtDriver implements Driver {
       coldMigration: true,
       liveMigration: this.migrationUri !== undefined,
       consoleLog: true,
-      interfaceHotplug: false,
+      // libvirt's test hypervisor has no device attach or detach (VIR_ERR_NO_SUPPORT).
+      interfaceHotplug: scheme !== "test",
     };
     const log = (options.logger ?? pino({ enabled: false })).child({ driver: "libvirt" });
     const libvirt = new ManagedConnection(options.uri, log);
@@ -88,6 +92,7 @@ export class LibvirtDriver implements Driver {
     this.p = { options, log, libvirt, files, inventory, images, domains };
     this.cold = new ColdMigration(this.p);
     this.live = new LiveMigration(this.p, this.capabilities.liveMigration);
+    this.nics = new Interfaces(this.p);
   }
 
   get hypervisorType(): string {
@@ -126,14 +131,6 @@ export class LibvirtDriver implements Driver {
   async report(options: CallOptions = {}): Promise<HostReport> {
     throwIfAborted(options.signal);
     return this.p.inventory.report();
-  }
-
-  async attachInterface(_options: InterfaceOptions): Promise<void> {
-    throw new NotSupportedError("attachInterface", "libvirt");
-  }
-
-  async detachInterface(_options: InstanceOptions & { readonly mac: string }): Promise<void> {
-    throw new NotSupportedError("detachInterface", "libvirt");
   }
 
   async powerState({ instanceId }: InstanceOptions, options: CallOptions = {}): Promise<PowerState> {
@@ -301,4 +298,16 @@ export class LibvirtDriver implements Driver {
   readonly liveMigrate: Driver["liveMigrate"] = (o, call) => this.live.liveMigrate(o, call);
   readonly postLiveMigration: Driver["postLiveMigration"] = (o, call) => this.live.postLiveMigration(o, call);
   readonly rollbackLiveMigration: Driver["rollbackLiveMigration"] = (o, call) => this.live.rollbackLiveMigration(o, call);
+
+  // ---- network interfaces (interfaces.ts) --------------------------------------------------
+
+  async attachInterface(options: InterfaceOptions, call: CallOptions = {}): Promise<void> {
+    if (!this.capabilities.interfaceHotplug) throw new NotSupportedError("attachInterface", `libvirt (${this.hvType})`);
+    return this.nics.attach(options, call);
+  }
+
+  async detachInterface(options: InstanceOptions & { readonly mac: string }, call: CallOptions = {}): Promise<void> {
+    if (!this.capabilities.interfaceHotplug) throw new NotSupportedError("detachInterface", `libvirt (${this.hvType})`);
+    return this.nics.detach(options, call);
+  }
 }

@@ -21,6 +21,13 @@ export interface LibvirtDriverOptions {
   readonly shutdownTimeoutSeconds?: number;
   /** Seconds between ACPI shutdown requests while waiting for a guest (Nova: 10). */
   readonly shutdownRetrySeconds?: number;
+  /**
+   * Seconds a detach of an interface from a running guest waits for the
+   * guest to release it before failing with a retryable DETACH_TIMEOUT
+   * (default 20; counted from the start of the call, and never less than
+   * the ~5 s libvirt's qemu driver waits by itself).
+   */
+  readonly detachTimeoutSeconds?: number;
   /** Unused base images older than this are removed (default 3600). */
   readonly imageCacheMinAgeSeconds?: number;
   /**

@@ -52,6 +52,8 @@ import {
   VIR_DOMAIN_SHUTOFF_SAVED,
   VIR_DOMAIN_SHUTOFF_SHUTDOWN,
   VIR_DOMAIN_SHUTOFF_UNKNOWN,
+  VIR_DOMAIN_AFFECT_CONFIG,
+  VIR_DOMAIN_AFFECT_LIVE,
   VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
   VIR_DOMAIN_UNDEFINE_NVRAM,
   VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
@@ -419,6 +421,20 @@ describe("libvirt binding", { skip }, () => {
       await dom.destroy();
       await rejectsWith(conn.lookupDomainByName(name), { code: VIR_ERR_NO_DOMAIN, domain: VIR_FROM_TEST });
       await rejectsWith(dom.getState(), { code: VIR_ERR_NO_DOMAIN, domain: VIR_FROM_TEST });
+    });
+
+    it("device attach and detach reach libvirt: the test driver has neither (VIR_ERR_NO_SUPPORT)", async () => {
+      const dom = await conn.defineXML(domainXml(uniqueName("hotplug")));
+      await dom.create();
+      const nic = "<interface type='bridge'><mac address='fa:16:3e:00:00:01'/><source bridge='br0'/></interface>";
+      const flags = VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG;
+      await rejectsWith(dom.attachDeviceFlags(nic, flags), { code: VIR_ERR_NO_SUPPORT, domain: VIR_FROM_DOMAIN, message: /virDomainAttachDeviceFlags/ });
+      await rejectsWith(dom.detachDeviceFlags(nic, flags), { code: VIR_ERR_NO_SUPPORT, domain: VIR_FROM_DOMAIN, message: /virDomainDetachDeviceFlags/ });
+      assert.equal((await dom.getXMLDesc(VIR_DOMAIN_XML_INACTIVE)).includes("fa:16:3e:00:00:01"), false);
+      assert.throws(() => dom.attachDeviceFlags(undefined as unknown as string, flags), TypeError);
+      assert.throws(() => dom.detachDeviceFlags(nic, "live" as unknown as number), TypeError);
+      await dom.destroy();
+      await dom.undefine();
     });
 
     it("migration and jobs reject with the test driver's libvirt errors", async () => {

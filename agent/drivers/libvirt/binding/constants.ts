@@ -182,6 +182,13 @@ export const VIR_DOMAIN_SAVE_RESET_NVRAM = 8;
 /** Values of libvirt's `virDomainSaveRestoreFlags`. */
 export type virDomainSaveRestoreFlags = typeof VIR_DOMAIN_SAVE_BYPASS_CACHE | typeof VIR_DOMAIN_SAVE_RUNNING | typeof VIR_DOMAIN_SAVE_PAUSED | typeof VIR_DOMAIN_SAVE_RESET_NVRAM;
 
+// enum virDomainModificationImpact
+export const VIR_DOMAIN_AFFECT_CURRENT = 0;
+export const VIR_DOMAIN_AFFECT_LIVE = 1;
+export const VIR_DOMAIN_AFFECT_CONFIG = 2;
+/** Values of libvirt's `virDomainModificationImpact`. */
+export type virDomainModificationImpact = typeof VIR_DOMAIN_AFFECT_CURRENT | typeof VIR_DOMAIN_AFFECT_LIVE | typeof VIR_DOMAIN_AFFECT_CONFIG;
+
 // enum virDomainXMLFlags
 export const VIR_DOMAIN_XML_SECURE = 1;
 export const VIR_DOMAIN_XML_INACTIVE = 2;
@@ -764,6 +771,9 @@ export const ALL_CONSTANTS = {
   VIR_DOMAIN_SAVE_RUNNING,
   VIR_DOMAIN_SAVE_PAUSED,
   VIR_DOMAIN_SAVE_RESET_NVRAM,
+  VIR_DOMAIN_AFFECT_CURRENT,
+  VIR_DOMAIN_AFFECT_LIVE,
+  VIR_DOMAIN_AFFECT_CONFIG,
   VIR_DOMAIN_XML_SECURE,
   VIR_DOMAIN_XML_INACTIVE,
   VIR_DOMAIN_XML_UPDATE_CPU,

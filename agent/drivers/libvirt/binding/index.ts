@@ -312,6 +312,21 @@ export interface LibvirtDomain {
   undefine(): Promise<void>;
   /** flags: VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | VIR_DOMAIN_UNDEFINE_NVRAM | … */
   undefineFlags(flags: number): Promise<void>;
+  /**
+   * `virDomainAttachDeviceFlags`: adds the device of `xml` (an `<interface>`,
+   * `<disk>`, …); flags VIR_DOMAIN_AFFECT_LIVE (the running domain) |
+   * VIR_DOMAIN_AFFECT_CONFIG (its persistent definition), or
+   * VIR_DOMAIN_AFFECT_CURRENT (0: whichever the domain's state means).
+   */
+  attachDeviceFlags(xml: string, flags?: number): Promise<void>;
+  /**
+   * `virDomainDetachDeviceFlags`: removes the device `xml` names (an
+   * interface by its MAC, …), flags as {@link attachDeviceFlags}. For a live
+   * domain it may resolve before the guest has released the device (qemu
+   * waits a few seconds, then leaves the unplug pending): read the live XML
+   * to know when it is gone.
+   */
+  detachDeviceFlags(xml: string, flags?: number): Promise<void>;
   /** `virDomainSnapshotCreateXML`; resolves the snapshot's name. */
   snapshotCreateXML(xml: string, flags?: number): Promise<string>;
   /**

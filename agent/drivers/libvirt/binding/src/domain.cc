@@ -100,6 +100,8 @@ Napi::Function Domain::Init(Napi::Env env) {
                          InstanceMethod<&Domain::ManagedSaveRemove>("managedSaveRemove"),
                          InstanceMethod<&Domain::Undefine>("undefine"),
                          InstanceMethod<&Domain::UndefineFlags>("undefineFlags"),
+                         InstanceMethod<&Domain::AttachDeviceFlags>("attachDeviceFlags"),
+                         InstanceMethod<&Domain::DetachDeviceFlags>("detachDeviceFlags"),
                          InstanceMethod<&Domain::SnapshotCreateXML>("snapshotCreateXML"),
                          InstanceMethod<&Domain::MigrateToURI3>("migrateToURI3"),
                          InstanceMethod<&Domain::AbortJob>("abortJob"),
@@ -314,6 +316,20 @@ Napi::Value Domain::AbortJob(const Napi::CallbackInfo& info) {
   return Simple(info, [](virDomainPtr d, unsigned int f) {
     return f == 0 ? virDomainAbortJob(d) : virDomainAbortJobFlags(d, f);
   });
+}
+
+Napi::Value Domain::AttachDeviceFlags(const Napi::CallbackInfo& info) {
+  std::string xml = StringArg(info, 0, "xml");
+  unsigned int flags = FlagsArg(info, 1);
+  return Call<int>(
+      info.Env(), [xml, flags](virDomainPtr d) { return Check(virDomainAttachDeviceFlags(d, xml.c_str(), flags)); }, Undef);
+}
+
+Napi::Value Domain::DetachDeviceFlags(const Napi::CallbackInfo& info) {
+  std::string xml = StringArg(info, 0, "xml");
+  unsigned int flags = FlagsArg(info, 1);
+  return Call<int>(
+      info.Env(), [xml, flags](virDomainPtr d) { return Check(virDomainDetachDeviceFlags(d, xml.c_str(), flags)); }, Undef);
 }
 
 Napi::Value Domain::SnapshotCreateXML(const Napi::CallbackInfo& info) {

@@ -129,6 +129,8 @@ class Domain : public Napi::ObjectWrap<Domain> {
   Napi::Value ManagedSaveRemove(const Napi::CallbackInfo& info);
   Napi::Value Undefine(const Napi::CallbackInfo& info);
   Napi::Value UndefineFlags(const Napi::CallbackInfo& info);
+  Napi::Value AttachDeviceFlags(const Napi::CallbackInfo& info);
+  Napi::Value DetachDeviceFlags(const Napi::CallbackInfo& info);
   Napi::Value SnapshotCreateXML(const Napi::CallbackInfo& info);
   Napi::Value MigrateToURI3(const Napi::CallbackInfo& info);
   Napi::Value AbortJob(const Napi::CallbackInfo& info);

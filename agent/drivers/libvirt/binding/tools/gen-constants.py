@@ -13,7 +13,7 @@ ENUMS = {
         "virDomainPausedReason", "virDomainShutdownReason", "virDomainShutoffReason", "virDomainCrashedReason",
         "virDomainPMSuspendedReason", "virDomainCreateFlags", "virDomainMigrateFlags",
         "virDomainShutdownFlagValues", "virDomainRebootFlagValues", "virDomainDestroyFlagsValues",
-        "virDomainSaveRestoreFlags", "virDomainXMLFlags", "virDomainDefineFlags", "virDomainUndefineFlagsValues",
+        "virDomainSaveRestoreFlags", "virDomainModificationImpact", "virDomainXMLFlags", "virDomainDefineFlags", "virDomainUndefineFlagsValues",
         "virConnectListAllDomainsFlags", "virDomainEventType", "virDomainEventDefinedDetailType",
         "virDomainEventUndefinedDetailType", "virDomainEventStartedDetailType",
         "virDomainEventSuspendedDetailType", "virDomainEventResumedDetailType",
