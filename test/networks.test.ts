@@ -269,6 +269,50 @@ describe("networks", () => {
     await bob.networks.deletePort({ id: own.id });
   });
 
+  test("hosts follow the controller: a new security rule, a group's new member and another host's tunnel address reach the hosts without any server action", async () => {
+    const net = (await admin.networks.createNetwork({ name: "sync", segmentation: Segmentation.SEGMENTATION_FLAT, physicalNetwork: "brsync", projectId: "bob" })).network!;
+    await admin.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net.id, cidr: "172.31.9.0/24" }) });
+    const g = (await bob.securityGroups.createSecurityGroup({ name: "sync" })).securityGroup!;
+    const boot = async (name: string) => {
+      const c = (await bob.servers.createServer({ name, flavorId: "n.tiny", imageId, requestId: name, networks: [{ networkId: net.id, portId: "", fixedIp: "" }], securityGroups: ["sync"] })).server!;
+      await settled(bob, c.id, ServerStatus.SERVER_STATUS_ACTIVE);
+      return (await admin.servers.getServer({ id: c.id })).server!;
+    };
+    type Rule = { direction: string; protocol: string; remoteAddresses: string[] | null };
+    const rulesOf = async (s: Server): Promise<Rule[]> => ((await plugged(dir, s.host))[s.id]?.[0] as unknown as { securityRules: Rule[] } | undefined)?.securityRules ?? [];
+    const s1 = await boot("sync-1");
+    assert.deepEqual((await rulesOf(s1)).map((r) => `${r.direction}/${r.protocol}`), ["egress/"], "a new group allows egress only");
+
+    const icmp = (await bob.securityGroups.createSecurityGroupRule({ rule: SecurityGroupRule.fromPartial({ securityGroupId: g.id, direction: Direction.DIRECTION_INGRESS, protocol: "icmp" }) })).rule!;
+    await eventually(async () => (await rulesOf(s1)).some((r) => r.direction === "ingress" && r.protocol === "icmp"), { what: "the new ICMP rule on the running server's host", timeoutMs: 10_000 });
+    await bob.securityGroups.deleteSecurityGroupRule({ id: icmp.id });
+    await eventually(async () => !(await rulesOf(s1)).some((r) => r.protocol === "icmp"), { what: "the ICMP rule gone from the host", timeoutMs: 10_000 });
+
+    // Ingress from the group's own members: a second member's address reaches the first's host.
+    await bob.securityGroups.createSecurityGroupRule({ rule: SecurityGroupRule.fromPartial({ securityGroupId: g.id, direction: Direction.DIRECTION_INGRESS, remoteGroupId: g.id }) });
+    const s2 = await boot("sync-2");
+    const a2 = s2.interfaces[0]!.ipAddresses[0]!;
+    await eventually(async () => (await rulesOf(s1)).some((r) => r.remoteAddresses?.includes(a2)), { what: "the new member's address in the first member's rule", timeoutMs: 10_000 });
+
+    // Tunnel addresses: each host learns the other's.
+    const [hA, hB] = fx.hosts as [string, string];
+    const args = (ip: string) => ["--driver", "fake", "--vcpus", "400", "--memory-mb", String(400 * 1024), "--disk-gb", "4000", "--tunnel-ip", ip];
+    await agents.stop(hA);
+    agents.restart(hA, { driverArgs: args("192.0.2.1") });
+    await agents.stop(hB);
+    agents.restart(hB, { driverArgs: args("192.0.2.2") });
+    const peers = async (h: string): Promise<string[]> => {
+      try {
+        return JSON.parse(await readFile(join(dir, h, "fake-network.json"), "utf8")).peers ?? [];
+      } catch {
+        return [];
+      }
+    };
+    await eventually(async () => (await peers(hA)).join() === "192.0.2.2" && (await peers(hB)).join() === "192.0.2.1", { what: "each host's peer the other's tunnel address", timeoutMs: 30_000 });
+    for (const s of [s1, s2]) await bob.servers.deleteServer({ id: s.id });
+    for (const s of [s1, s2]) await settled(bob, s.id, ServerStatus.SERVER_STATUS_DELETED);
+  });
+
   test("bad input names the field; other projects' networks and ports are not found", async () => {
     const net = (await bob.networks.createNetwork({ name: "bob-net" })).network!;
     const sub = (await bob.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net.id, cidr: "10.9.0.0/24" }) })).subnet!;
