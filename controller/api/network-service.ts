@@ -12,6 +12,7 @@ import { defaultPools, formatCidr, formatIpv4, overlaps, parseCidr, parseIpv4, t
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import type { Queryable } from "../store/db.js";
 import { withTx } from "../store/db.js";
+import { getInstance } from "../store/instances.js";
 import { createNetwork, createSubnet, deleteNetwork, deleteSubnet, getNetwork, getSubnet, listNetworks, subnetsOf } from "../store/networks.js";
 import { createPort, deletePort, getPort, listPorts, updatePort } from "../store/ports.js";
 import { ensureDefaultGroup, getSecurityGroup } from "../store/security-groups.js";
@@ -80,8 +81,7 @@ function portToProto(p: Port, admin: boolean, bindingHost: string | null): PbPor
 async function bindingHostOf(q: Queryable, p: Port): Promise<string | null> {
   if (p.dhcpHost) return p.dhcpHost;
   if (!p.deviceId) return null;
-  const [row] = await q.query("SELECT host FROM instances WHERE uuid = ?", [p.deviceId]).then(([rows]) => rows as { host: string | null }[]);
-  return row?.host ?? null;
+  return (await getInstance(q, p.deviceId))?.host ?? null;
 }
 
 /** An IPv4 address field, or INVALID_ARGUMENT naming it. */

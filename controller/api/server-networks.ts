@@ -8,9 +8,8 @@ import type { Network, NetworkRequest, RequestedNetworks } from "../domain/netwo
 import { contains, parseCidr, parseIpv4 } from "../domain/ipv4.js";
 import { ApiError, failedPrecondition, invalidArgument, notFound } from "../errors.js";
 import type { Queryable } from "../store/db.js";
-import { select } from "../store/db.js";
 import { getNetwork, listNetworks, subnetsOf } from "../store/networks.js";
-import { getPort } from "../store/ports.js";
+import { addressTaken, getPort } from "../store/ports.js";
 import { ensureDefaultGroup, findSecurityGroup } from "../store/security-groups.js";
 import type { Principal } from "../domain/types.js";
 import { status } from "@grpc/grpc-js";
@@ -81,8 +80,7 @@ export async function requestedNetworksOf(
     if (addr === null) throw invalidArgument(`${f}.fixed_ip`, `${JSON.stringify(r.fixedIp.slice(0, 64))} is not an IPv4 address`);
     const subnet = (await subnetsOf(q, [net.id])).find((s) => contains(parseCidr(s.cidr)!, addr));
     if (!subnet) throw invalidArgument(`${f}.fixed_ip`, `${r.fixedIp} is in no subnet of network ${net.id}`);
-    const taken = await select(q, "SELECT port_id FROM ip_allocations WHERE subnet_id = ? AND address = ?", [subnet.id, addr]);
-    if (taken.length) {
+    if (await addressTaken(q, subnet.id, addr)) {
       throw new ApiError(status.ALREADY_EXISTS, `IP address ${r.fixedIp} is already in use on subnet ${subnet.id}`, {
         reason: "IP_ADDRESS_IN_USE",
         fieldViolations: [{ field: `${f}.fixed_ip`, description: "is already in use" }],

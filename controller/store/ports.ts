@@ -354,3 +354,8 @@ export async function dhcpPortOf(q: Queryable, networkId: string, host: string):
   const rows = await select<{ id: string }>(q, "SELECT id FROM ports WHERE network_id = ? AND dhcp_host = ?", [networkId, host]);
   return rows[0] ? getPort(q, rows[0].id) : null;
 }
+
+/** Whether an address of a subnet is allocated (a hint: the allocation itself is what decides). */
+export async function addressTaken(q: Queryable, subnetId: string, address: number): Promise<boolean> {
+  return (await select(q, "SELECT 1 FROM ip_allocations WHERE subnet_id = ? AND address = ?", [subnetId, address])).length > 0;
+}
