@@ -6,8 +6,6 @@
  */
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { spawn } from "node:child_process";
-import { createWriteStream } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -16,9 +14,9 @@ import { ServerStatus, type Server } from "../gen/novamesh/compute/v1/server.js"
 import { Segmentation, Subnet } from "../gen/novamesh/network/v1/network.js";
 import { Direction, SecurityGroupRule } from "../gen/novamesh/network/v1/security_group.js";
 import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
-import { REPO, freePort, stopAgent } from "./agents.js";
-import { clients, eventually, failure, settled, waitServers } from "./harness.js";
-import { stack } from "./stack.js";
+import { stopAgent } from "./agents.js";
+import { eventually, failure, settled, waitServers } from "./harness.js";
+import { secondController, stack } from "./stack.js";
 
 /** What the fake network driver has plugged on a host, by instance. */
 async function plugged(dir: string, host: string): Promise<Record<string, { id: string; mac: string; fixedIps: { address: string }[] }[]>> {
@@ -64,21 +62,9 @@ describe("networks", () => {
     assert.equal(subnet.gatewayIp, "10.77.0.1");
 
     // The second controller: its own process, the same database, stream and subjects.
-    const c = env.config({});
-    const portB = await freePort();
-    const args = [
-      "--listen", `127.0.0.1:${portB}`, "--database-url", c.databaseUrl!, "--nats", c.natsUrl!, "--ops-stream", c.opsStream!,
-      "--ops-subject-prefix", c.opsSubjectPrefix!, "--image-bucket", c.imageBucket!, "--admin-token", c.adminToken!,
-      "--report-interval", String(c.reportIntervalSeconds), "--service-down-time", String(c.serviceDownTimeSeconds),
-      "--cpu-allocation-ratio", "1", "--ram-allocation-ratio", "1", "--disk-allocation-ratio", "1", "--plaintext",
-    ];
-    const ctlB = spawn(process.execPath, ["--import", "tsx", join(REPO, "controller/main.ts"), ...args], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
-    children.push(ctlB);
-    const log = createWriteStream(join(dir, "controller-b.log"));
-    ctlB.stdout!.pipe(log);
-    ctlB.stderr!.pipe(log);
-    const b = clients(`127.0.0.1:${portB}`, env.adminToken);
-    await eventually(() => b.flavors.listFlavors({}).then(() => true, () => false), { what: "the second controller answering", timeoutMs: 30_000 });
+    const second = await secondController(env, dir, {}, ["--cpu-allocation-ratio", "1", "--ram-allocation-ratio", "1", "--disk-allocation-ratio", "1"]);
+    children.push(second.process);
+    const b = second.clients;
 
     const created = await Promise.all(
       Array.from({ length: 500 }, (_, i) =>
@@ -129,7 +115,7 @@ describe("networks", () => {
     await eventually(async () => Object.keys({ ...(await plugged(dir, fx.hosts[0]!)), ...(await plugged(dir, fx.hosts[1]!)) }).length === 0, {
       what: "every host to unplug every deleted server's ports",
     });
-    await stopAgent(ctlB);
+    await stopAgent(second.process);
   });
 
   test("a project's only network is its servers' default; ports keep their MAC and address through resize, live migration and evacuation", async () => {
@@ -182,6 +168,20 @@ describe("networks", () => {
     assert.notEqual(s.host, before);
     sameIface(s, "live migrated");
     await eventually(() => onlyOn(s.host, "live migrated").then(() => true), { what: "the port only on the live migration's target" });
+
+    // Shelved, the server is on no host and its port is plugged nowhere; unshelved, it has the same port again.
+    await alice.servers.shelveServer({ id: s.id, requestId: "mover-shelve" });
+    s = await fx.settled(s.id, ServerStatus.SERVER_STATUS_SHELVED_OFFLOADED);
+    sameIface(s, "shelved");
+    await eventually(async () => (await Promise.all(fx.hosts.map((h) => plugged(dir, h)))).every((p) => p[s.id] === undefined), { what: "the shelved server's port unplugged everywhere" });
+    await alice.servers.unshelveServer({ id: s.id, requestId: "mover-unshelve" });
+    s = await fx.settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    sameIface(s, "unshelved");
+    await onlyOn(s.host, "unshelved");
+    await alice.servers.rebuildServer({ id: s.id, requestId: "mover-rebuild" });
+    s = await fx.settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    sameIface(s, "rebuilt");
+    await onlyOn(s.host, "rebuilt");
 
     // Evacuation: the host dies, the server is rebuilt on the other one with the same port.
     const dead = s.host;

@@ -6,14 +6,11 @@
  */
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
-import { spawn } from "node:child_process";
-import { createWriteStream } from "node:fs";
-import { REPO, freePort, stopAgent } from "./agents.js";
-import { assertCapacityExact, clients, eventually, waitServers } from "./harness.js";
-import { stack } from "./stack.js";
+import { stopAgent } from "./agents.js";
+import { assertCapacityExact, waitServers } from "./harness.js";
+import { secondController, stack } from "./stack.js";
 
 describe("concurrent scheduling", () => {
   const children: ChildProcess[] = [];
@@ -34,21 +31,9 @@ describe("concurrent scheduling", () => {
 
   test("two controllers, 300 creates, room for 200: exactly 200 ACTIVE, 100 ERROR explained, no host over capacity", async (t) => {
     // The second controller: its own process, the same database, stream and subjects.
-    const c = env.config(cfg);
-    const portB = await freePort();
-    const args = [
-      "--listen", `127.0.0.1:${portB}`, "--database-url", c.databaseUrl!, "--nats", c.natsUrl!, "--ops-stream", c.opsStream!,
-      "--ops-subject-prefix", c.opsSubjectPrefix!, "--image-bucket", c.imageBucket!, "--admin-token", c.adminToken!,
-      "--report-interval", String(c.reportIntervalSeconds), "--service-down-time", String(c.serviceDownTimeSeconds),
-      "--cpu-allocation-ratio", "1", "--ram-allocation-ratio", "1", "--disk-allocation-ratio", "1", "--plaintext",
-    ];
-    const ctlB = spawn(process.execPath, ["--import", "tsx", join(REPO, "controller/main.ts"), ...args], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
-    children.push(ctlB);
-    const log = createWriteStream(join(dir, "controller-b.log"));
-    ctlB.stdout!.pipe(log);
-    ctlB.stderr!.pipe(log);
-    const b = clients(`127.0.0.1:${portB}`, env.adminToken);
-    await eventually(() => b.flavors.listFlavors({}).then(() => true, () => false), { what: "the second controller answering", timeoutMs: 30_000 });
+    const second = await secondController(env, dir, cfg, ["--cpu-allocation-ratio", "1", "--ram-allocation-ratio", "1", "--disk-allocation-ratio", "1"]);
+    children.push(second.process);
+    const b = second.clients;
     await a.flavors.createFlavor({ flavor: { id: "c.1", name: "c.1", vcpus: 1, ramMb: 256, diskGb: 1, description: "", extraSpecs: {} } });
 
     const started = Date.now();

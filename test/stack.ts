@@ -11,9 +11,11 @@ import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import type { Server } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
 import type { ControllerConfig } from "../controller/config.js";
-import { Hosts, freePort, hostNames, tempDirPath, type AgentSpec } from "./agents.js";
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import { Hosts, REPO, freePort, hostNames, tempDirPath, type AgentSpec } from "./agents.js";
 import { join } from "node:path";
-import { TestEnv, makeCerts, servicesUp, settled as settledIn, withOnlyHost, type Clients } from "./harness.js";
+import { TestEnv, clients, eventually, makeCerts, servicesUp, settled as settledIn, withOnlyHost, type Clients } from "./harness.js";
 
 export interface StackOptions<P extends string> {
   /** Names the temp dir (`novamesh-test-<name>-…`). */
@@ -187,4 +189,27 @@ export function testEnv(): TestEnv {
   const env = new TestEnv();
   after(() => env.cleanup());
   return env;
+}
+
+/**
+ * A second controller in its own process on the same database, stream and
+ * subjects as `env`'s, logging to `<dir>/controller-b.log`; its clients
+ * answer once it does. Stop it with stopAgent(process).
+ */
+export async function secondController(env: TestEnv, dir: string, over: Partial<ControllerConfig> = {}, extraArgs: readonly string[] = []): Promise<{ process: ChildProcess; clients: Clients }> {
+  const c = env.config(over);
+  const port = await freePort();
+  const args = [
+    "--listen", `127.0.0.1:${port}`, "--database-url", c.databaseUrl!, "--nats", c.natsUrl!, "--ops-stream", c.opsStream!,
+    "--ops-subject-prefix", c.opsSubjectPrefix!, "--image-bucket", c.imageBucket!, "--admin-token", c.adminToken!,
+    "--report-interval", String(c.reportIntervalSeconds), "--service-down-time", String(c.serviceDownTimeSeconds),
+    "--plaintext", ...extraArgs,
+  ];
+  const child = spawn(process.execPath, ["--import", "tsx", join(REPO, "controller/main.ts"), ...args], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  const log = createWriteStream(join(dir, "controller-b.log"));
+  child.stdout!.pipe(log);
+  child.stderr!.pipe(log);
+  const b = clients(`127.0.0.1:${port}`, env.adminToken);
+  await eventually(() => b.flavors.listFlavors({}).then(() => true, () => false), { what: "the second controller answering", timeoutMs: 30_000 });
+  return { process: child, clients: b };
 }
