@@ -3700,8 +3700,8 @@ export const NetworkServiceService = {
   },
   /**
    * Changes a port's name, security groups or port security (update_mask
-   * names which). A port attached to a running server gets the new rules
-   * on its host when the server is next built, moved or rebuilt there.
+   * names which). The host of a port attached to a server applies the new
+   * rules within seconds, without touching the server.
    */
   updatePort: {
     path: "/novamesh.network.v1.NetworkService/UpdatePort" as const,
@@ -3773,8 +3773,8 @@ export interface NetworkServiceServer extends UntypedServiceImplementation {
   listPorts: handleUnaryCall<ListPortsRequest, ListPortsResponse>;
   /**
    * Changes a port's name, security groups or port security (update_mask
-   * names which). A port attached to a running server gets the new rules
-   * on its host when the server is next built, moved or rebuilt there.
+   * names which). The host of a port attached to a server applies the new
+   * rules within seconds, without touching the server.
    */
   updatePort: handleUnaryCall<UpdatePortRequest, UpdatePortResponse>;
   /**
@@ -3984,8 +3984,8 @@ export interface NetworkServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Changes a port's name, security groups or port security (update_mask
-   * names which). A port attached to a running server gets the new rules
-   * on its host when the server is next built, moved or rebuilt there.
+   * names which). The host of a port attached to a server applies the new
+   * rules within seconds, without touching the server.
    */
   updatePort(
     request: UpdatePortRequest,

@@ -1405,7 +1405,10 @@ export const DeleteSecurityGroupRuleResponse: MessageFns<DeleteSecurityGroupRule
  * replies to what it sent. Each project has a group named "default",
  * made on first use: all egress allowed, ingress only from ports of the
  * same group. A port with port security off is not filtered. Rules are
- * enforced by each host's network driver (nftables).
+ * enforced by each host's network driver (nftables); a rule added or
+ * removed, or a group's new or departed member, reaches the hosts of the
+ * group's ports within seconds. Removing a rule does not cut connections
+ * it already let in until they end.
  *
  * Errors: INVALID_ARGUMENT (field named), NOT_FOUND, FAILED_PRECONDITION
  * (reason SECURITY_GROUP_IN_USE: a port still uses it; the default group
