@@ -93,6 +93,7 @@ describe("Agent against a test controller and real JetStream", () => {
       migrationUri: `fake://fake-host${join(stateDir, "domains.json")}`,
       architecture: "x86_64",
       allocation: HostAllocation.fromPartial({}),
+      tunnelIp: "",
     });
     assert.deepEqual(session.metadata.get("authorization"), ["Bearer agent-secret"]);
     const first = await controller.waitFor("a report", () => session.reports[0], 500);

@@ -92,10 +92,10 @@ for (const version of ["v1", "v1alpha"] as const) {
     it("serves a service's file with its import closure in one answer", async () => {
       const files = await filesForSymbol(client, "novamesh.compute.v1.ServerService");
       assert.deepEqual(files, SERVER_CLOSURE);
-      // agent.proto imports server.proto, which imports timestamp.proto again: sent once.
+      // agent.proto imports ops.proto and server.proto, which imports timestamp.proto again: sent once.
       const agent = await filesForSymbol(client, "novamesh.agent.v1.AgentService");
       assert.equal(agent[0], "novamesh/agent/v1/agent.proto");
-      assert.deepEqual([...agent].sort(), ["novamesh/agent/v1/agent.proto", ...SERVER_CLOSURE].sort());
+      assert.deepEqual([...agent].sort(), ["novamesh/agent/v1/agent.proto", "novamesh/agent/v1/ops.proto", ...SERVER_CLOSURE].sort());
     });
 
 
