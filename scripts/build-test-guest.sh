@@ -212,7 +212,18 @@ nics() {
 }
 # A DHCP client on every interface without one (udhcpc stays in the
 # foreground of its subshell, asking again every second until it has a lease).
+# The client of an interface that is gone, or was replaced by another of the
+# same name (another ifindex), is stopped first.
 dhcp() {
+  for f in /tmp/udhcpc.*.pid; do
+    [ -e "$f" ] || continue
+    n=${f#/tmp/udhcpc.}
+    n=${n%.pid}
+    if [ "$(cat "/sys/class/net/$n/ifindex" 2>/dev/null)" != "$(cat "/tmp/udhcpc.$n.ifindex")" ]; then
+      kill "$(cat "$f")" 2>/dev/null
+      rm -f "$f" "/tmp/udhcpc.$n.ifindex"
+    fi
+  done
   for n in /sys/class/net/*; do
     n=${n##*/}
     [ "$n" = lo ] && continue
@@ -222,6 +233,7 @@ dhcp() {
     udhcpc -f -i "$n" -s /etc/udhcpc.script -T 1 -A 1 -t 3 \
       -O staticroutes -O mtu >>"/tmp/udhcpc.$n.log" 2>&1 &
     echo $! >"/tmp/udhcpc.$n.pid"
+    cat "/sys/class/net/$n/ifindex" >"/tmp/udhcpc.$n.ifindex"
   done
 }
 ( last=-; while :; do
