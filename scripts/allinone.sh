@@ -12,6 +12,17 @@
 # Switching between the two needs nothing else. Ctrl-C or SIGTERM stops
 # everything the script started; so does any failure while starting.
 #
+# Network: the controller gets a shared flat network "public" on the bridge
+# novamesh0, subnet 10.42.0.0/24, gateway 10.42.0.1, servers' addresses
+# from 10.42.0.10-10.42.0.250 (scripts/seed-network.ts; with either driver).
+# With --libvirt the script also installs what the agent's linux network
+# driver needs (scripts/setup-network.sh) and iputils-ping (jq with either
+# driver, for the README's examples), makes the bridge
+# novamesh0 on this machine when it is missing and gives it 10.42.0.1/24
+# when it lacks it (needs root or sudo), so this machine reaches the guests
+# at their addresses. The bridge stays when the script stops (the guests
+# keep running on it); `ip link del novamesh0` removes it.
+#
 # TLS: scripts/certs.sh makes (once) a CA and certificates in .state/tls;
 # the controller serves the API with TLS on NOVAMESH_LISTEN (clients verify
 # it with .state/tls/ca.pem) and agents on an agent listener that requires
@@ -57,6 +68,9 @@ agent_port=${agent_listen##*:}
 TLS=.state/tls
 HOST=${NOVAMESH_HOST:-$(hostname -s 2>/dev/null || hostname)}
 LIBVIRT_URI=${NOVAMESH_LIBVIRT_URI:-qemu:///system}
+# The operator's bridge of the network "public" (scripts/seed-network.ts) and this machine's address on it.
+BRIDGE=novamesh0
+BRIDGE_ADDRESS=10.42.0.1/24
 mkdir -p .state
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -132,6 +146,9 @@ if [ ! -d node_modules/@grpc/grpc-js ]; then
   npm ci --no-audit --no-fund
 fi
 bash scripts/ensure-services.sh
+# jq: the README's examples pick values out of grpcurl's answers with it.
+. scripts/apt-missing.sh
+apt_install_missing allinone jq || die "installing jq failed"
 
 if [ -z "${NOVAMESH_ADMIN_TOKEN:-}" ]; then
   [ -s .state/admin-token ] || head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >.state/admin-token
@@ -152,6 +169,21 @@ if [ "$DRIVER" = libvirt ]; then
     fi
   fi
   bash scripts/setup-libvirt.sh
+  bash scripts/setup-network.sh
+  apt_install_missing allinone iputils-ping || die "installing iputils-ping failed"
+  # The bridge of the network "public", with this machine's address on it.
+  root=()
+  [ "$(id -u)" -eq 0 ] || root=(sudo)
+  if ! ip link show dev "$BRIDGE" >/dev/null 2>&1; then
+    say "making the bridge $BRIDGE (the network \"public\") on this machine"
+    ${root[@]+"${root[@]}"} ip link add "$BRIDGE" type bridge || die "ip link add $BRIDGE type bridge failed"
+  fi
+  [ -d "/sys/class/net/$BRIDGE/bridge" ] || die "$BRIDGE exists but is not a bridge; remove it (ip link del $BRIDGE) or free the name"
+  if ! ip -4 addr show dev "$BRIDGE" | grep -q "inet $BRIDGE_ADDRESS "; then
+    say "giving $BRIDGE this machine's address on the network \"public\", $BRIDGE_ADDRESS"
+    ${root[@]+"${root[@]}"} ip addr add "$BRIDGE_ADDRESS" dev "$BRIDGE" || die "ip addr add $BRIDGE_ADDRESS dev $BRIDGE failed"
+  fi
+  ${root[@]+"${root[@]}"} ip link set "$BRIDGE" up || die "ip link set $BRIDGE up failed"
   if [ ! -f agent/drivers/libvirt/binding/build/Release/novamesh_libvirt.node ]; then
     say "building the libvirt binding (node-gyp, about a minute)"
     step npm run -s build:libvirt >.state/build-libvirt.log 2>&1 || { tail -20 .state/build-libvirt.log >&2; die "building the libvirt binding failed; see .state/build-libvirt.log"; }
@@ -218,6 +250,8 @@ port_open "$port" || { tail -5 .state/controller.log >&2; die "the controller di
 # replace a demo record that an older version of this script registered
 # without bytes.
 step node --import tsx scripts/seed-demo.ts "$address" --guest .state/test-guest --database "$NOVAMESH_DATABASE_URL" "${seed_connection[@]}"
+# The shared flat network "public" on novamesh0 (kept when there).
+step node --import tsx scripts/seed-network.ts "$address" "${seed_connection[@]}"
 
 # The agent speaks with a token of its own, bound to its host (a new one each
 # start: the previous one is deleted), not with the admin token.
@@ -254,6 +288,7 @@ cat <<EOT
 
 novamesh all-in-one is running ($DRIVER driver, host $HOST)
   gRPC API     $api
+  network      public: flat on $BRIDGE, 10.42.0.0/24, gateway 10.42.0.1 (this machine's address on it with --libvirt)
   NATS         $NOVAMESH_NATS_URL (credentials only: .state/nats${NOVAMESH_NATS_CA:+; TLS, CA $NOVAMESH_NATS_CA})
   admin token  $NOVAMESH_ADMIN_TOKEN
   logs         .state/controller.log, .state/agent.log, .state/nats.log

@@ -21,6 +21,15 @@
 #   novamesh-test-guest: nics eth0=<mac> …   (or "nics none")
 # after the ready line and again whenever they change (within ~0.5 s of a
 # hot-plug or unplug; virtio_pci.ko and virtio_net.ko are loaded for that).
+# Every such interface gets a DHCP client (busybox udhcpc, started at boot
+# and when an interface appears; af_packet.ko when the kernel has it as a
+# module): it sets the address, the MTU (option 26) and the routes (the
+# classless static routes of option 121, else the router; each interface's
+# routes with a metric of its own), and prints
+#   novamesh-test-guest: address eth0=<ip>/<prefix>
+# once the interface is configured (again when the lease changes). The
+# kernel answers ICMP echo on it. udhcpc's own log is /tmp/udhcpc.<ifname>.log
+# in the guest.
 # On the ACPI power button (virsh shutdown, virsh reboot --mode acpi) it
 # prints "novamesh-test-guest: power button" and powers off at once
 # (poweroff -f); for a reboot libvirt then resets the guest and it
@@ -39,6 +48,8 @@ OUT=$1
 SELF=$(readlink -f "$0")
 DISK_SIZE=64M
 MODULES=(evdev button virtio_pci virtio_net)
+# Loaded when this kernel has them as modules (built in otherwise).
+OPTIONAL_MODULES=(af_packet)
 
 fresh=1
 for f in vmlinuz initrd.img disk.qcow2 kernel-version; do
@@ -110,7 +121,53 @@ add_module() { # NAME
   order+=("$name")
 }
 for m in "${MODULES[@]}"; do add_module "$m"; done
+for m in "${OPTIONAL_MODULES[@]}"; do
+  if [ -n "$(find_module "$m")" ]; then
+    add_module "$m"
+  elif ! grep -q "/$m.ko" "$moddir/modules.builtin" 2>/dev/null; then
+    die "module $m is neither a module of $pkg nor built in (modules.builtin)"
+  fi
+done
 printf '%s\n' "${order[@]}" >"$root/etc/modules"
+
+# The DHCP client's script: udhcpc runs it with the lease in the environment.
+cat >"$root/etc/udhcpc.script" <<'EOF'
+#!/bin/busybox sh
+say() { echo "novamesh-test-guest: $*" >/dev/console; }
+case "$1" in
+  deconfig)
+    ip addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+  bound | renew)
+    [ -n "$mtu" ] && { ip link set "$interface" mtu "$mtu" || say "dhcp $interface: setting mtu $mtu failed"; }
+    if ! ip -4 addr show dev "$interface" | grep -q "inet $ip/$mask "; then
+      ip addr flush dev "$interface"
+      ip addr add "$ip/$mask" dev "$interface" || say "dhcp $interface: adding $ip/$mask failed"
+    fi
+    metric=$((100 + $(cat "/sys/class/net/$interface/ifindex")))
+    if [ -n "$staticroutes" ]; then
+      set -- $staticroutes
+      while [ $# -ge 2 ]; do
+        dest=$1 gw=$2
+        shift 2
+        [ "$dest" = 0.0.0.0/0 ] && dest=default
+        if [ "$gw" = 0.0.0.0 ]; then
+          ip route replace "$dest" dev "$interface" metric "$metric" || say "dhcp $interface: route $dest failed"
+        else
+          ip route replace "$dest" via "$gw" dev "$interface" metric "$metric" || say "dhcp $interface: route $dest via $gw failed"
+        fi
+      done
+    elif [ -n "$router" ]; then
+      set -- $router
+      ip route replace default via "$1" dev "$interface" metric "$metric" || say "dhcp $interface: default route via $1 failed"
+    fi
+    say "address $interface=$ip/$mask"
+    ;;
+esac
+exit 0
+EOF
+chmod 755 "$root/etc/udhcpc.script"
 
 cat >"$root/init" <<'EOF'
 #!/bin/busybox sh
@@ -153,9 +210,39 @@ nics() {
     [ "${n##*/}" = lo ] || printf ' %s=%s' "${n##*/}" "$(cat "$n/address" 2>/dev/null)"
   done
 }
+# A DHCP client on every interface without one (udhcpc stays in the
+# foreground of its subshell, asking again every second until it has a lease).
+# The client of an interface that is gone, or was replaced by another of the
+# same name (another ifindex), is stopped first.
+dhcp() {
+  for f in /tmp/udhcpc.*.pid; do
+    [ -e "$f" ] || continue
+    n=${f#/tmp/udhcpc.}
+    n=${n%.pid}
+    if [ "$(cat "/sys/class/net/$n/ifindex" 2>/dev/null)" != "$(cat "/tmp/udhcpc.$n.ifindex")" ]; then
+      kill "$(cat "$f")" 2>/dev/null
+      rm -f "$f" "/tmp/udhcpc.$n.ifindex"
+    fi
+  done
+  for n in /sys/class/net/*; do
+    n=${n##*/}
+    [ "$n" = lo ] && continue
+    pid=$(cat "/tmp/udhcpc.$n.pid" 2>/dev/null)
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && continue
+    ip link set "$n" up
+    udhcpc -f -i "$n" -s /etc/udhcpc.script -T 1 -A 1 -t 3 \
+      -O staticroutes -O mtu >>"/tmp/udhcpc.$n.log" 2>&1 &
+    echo $! >"/tmp/udhcpc.$n.pid"
+    cat "/sys/class/net/$n/ifindex" >"/tmp/udhcpc.$n.ifindex"
+  done
+}
 ( last=-; while :; do
     now=$(nics)
-    [ "$now" != "$last" ] && echo "novamesh-test-guest: nics${now:- none}" && last=$now
+    if [ "$now" != "$last" ]; then
+      echo "novamesh-test-guest: nics${now:- none}"
+      last=$now
+      dhcp
+    fi
     usleep 500000
   done ) &
 if [ "$tick" != 0 ]; then

@@ -7,7 +7,12 @@
  *
  * grpcurl's connection flags are honoured as written: -plaintext, -insecure,
  * -cacert, -cert, -key, -servername, -authority (files relative to the
- * current directory).
+ * current directory). A line `export NAME=$(grpcurl … | jq -r 'FILTER')`
+ * runs the call and keeps what FILTER picks from its answer as $NAME, which
+ * later lines' request bodies use ("$NAME" as a JSON string, written
+ * `"'$NAME'"` in the shell line). FILTER is a pipeline of paths
+ * (`.servers[0].addresses`, `.securityGroups[]`) and `select(.name == "x")`;
+ * field names as grpcurl prints them (lowerCamelCase).
  */
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
@@ -23,6 +28,8 @@ export interface Example {
   readonly auth: boolean;
   readonly body: Record<string, unknown> | null;
   readonly target: string;
+  /** `export NAME=$(grpcurl … | jq -r 'FILTER')`: the variable and the filter. */
+  readonly exportAs?: { readonly name: string; readonly filter: string };
 }
 
 /** The outcome of each example: services listed, symbols described, call responses by method. */
@@ -32,6 +39,8 @@ export interface ExampleResults {
   readonly responses: Map<string, unknown>;
   /** Streaming calls that stayed open (no error) for half a second. */
   readonly streamed: string[];
+  /** The variables `export NAME=$(grpcurl … | jq …)` lines set. */
+  readonly exported: Map<string, string>;
 }
 
 const README = fileURLToPath(new URL("../README.md", import.meta.url));
@@ -99,13 +108,57 @@ export function parseGrpcurl(line: string): Example {
   return { line, tls, auth, body, target };
 }
 
+const EXPORT_WAIT_MS = 30_000;
+const EXPORT = /^export ([A-Z_][A-Z0-9_]*)=\$\((grpcurl .*) \| jq -r '([^']*)'\)$/;
+
+/**
+ * `v` with protobuf maps as JSON objects, as grpcurl prints them: the
+ * reflection client's descriptors give a map as its entries, `[{key, value}]`.
+ */
+function asMaps(v: unknown): unknown {
+  if (Array.isArray(v)) {
+    const entries = v.length > 0 && v.every((e) => e && typeof e === "object" && !Array.isArray(e) && Object.keys(e).sort().join() === "key,value");
+    return entries ? Object.fromEntries(v.map((e: { key: string; value: unknown }) => [e.key, asMaps(e.value)])) : v.map(asMaps);
+  }
+  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, asMaps(x)]));
+  return v;
+}
+
+/** Values of a jq filter (the subset the README uses) on `input`, whose keys may be snake_case where jq names lowerCamelCase. */
+export function jqValues(filter: string, input: unknown): unknown[] {
+  const field = (v: unknown, name: string): unknown => {
+    if (v === null || typeof v !== "object") return null;
+    const o = v as Record<string, unknown>;
+    const snake = name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+    return name in o ? o[name] : snake in o ? o[snake] : null;
+  };
+  const path = (expr: string, v: unknown): unknown[] => {
+    if (!expr.startsWith(".")) throw new Error(`jq: "${expr}" not understood`);
+    let vals = [v];
+    for (const m of expr.matchAll(/\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d*)\]|(.)/g)) {
+      if (m[3] !== undefined && m[3] !== ".") throw new Error(`jq: "${expr}" not understood`);
+      if (m[1] !== undefined) vals = vals.map((x) => field(x, m[1]!));
+      else if (m[2] === "") vals = vals.flatMap((x) => (Array.isArray(x) ? x : []));
+      else if (m[2] !== undefined) vals = vals.map((x) => (Array.isArray(x) ? (x[Number(m[2])] ?? null) : null));
+    }
+    return vals;
+  };
+  let vals = [asMaps(input)];
+  for (const stage of filter.split("|").map((x) => x.trim())) {
+    const sel = /^select\((\.[^ ]*) == "([^"]*)"\)$/.exec(stage);
+    vals = sel ? vals.filter((v) => path(sel[1]!, v)[0] === sel[2]) : vals.flatMap((v) => path(stage, v));
+  }
+  return vals;
+}
+
 /** The grpcurl commands of the README, parsed; an unparseable one throws. */
 export async function readmeExamples(): Promise<Example[]> {
   const out: Example[] = [];
   for (const line of (await readFile(README, "utf8")).split("\n")) {
-    if (!line.startsWith("grpcurl ")) continue;
+    const exported = EXPORT.exec(line);
+    if (!line.startsWith("grpcurl ") && !exported) continue;
     try {
-      out.push(parseGrpcurl(line));
+      out.push(exported ? { ...parseGrpcurl(exported[2]!), line, exportAs: { name: exported[1]!, filter: exported[3]! } } : parseGrpcurl(line));
     } catch (err) {
       throw new Error(`README example not understood (${(err as Error).message}): ${line}`);
     }
@@ -127,7 +180,18 @@ function connection(ex: Example, cwd: string) {
 export async function runExamples(examples: readonly Example[], address: string, token: string, cwd = process.cwd()): Promise<ExampleResults> {
   const md = new grpc.Metadata();
   md.set("authorization", `Bearer ${token}`);
-  const results: ExampleResults = { services: [], described: [], responses: new Map(), streamed: [] };
+  const results: ExampleResults = { services: [], described: [], responses: new Map(), streamed: [], exported: new Map() };
+  /** The body with every "$NAME" string an earlier export set replaced by its value. */
+  const substitute = (v: unknown): unknown => {
+    if (typeof v === "string" && /^\$[A-Z_][A-Z0-9_]*$/.test(v)) {
+      const value = results.exported.get(v.slice(1));
+      if (value === undefined) throw new Error(`${v} is not set by an earlier example`);
+      return value;
+    }
+    if (Array.isArray(v)) return v.map(substitute);
+    if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, substitute(x)]));
+    return v;
+  };
   for (const ex of examples) {
     const { credentials, channelOptions } = connection(ex, cwd);
     const reflection = new GrpcReflection(address, credentials, channelOptions, "v1");
@@ -162,9 +226,23 @@ export async function runExamples(examples: readonly Example[], address: string,
         results.streamed.push(method);
         results.responses.set(method, { events });
       } else {
-        const res = await new Promise((resolve, reject) =>
-          fn(ex.body ?? {}, callMd, (e: Error | null, r: unknown) => (e ? reject(new Error(`${ex.line}: ${e.message}`)) : resolve(r))),
-        );
+        const call = () =>
+          new Promise((resolve, reject) =>
+            fn(substitute(ex.body ?? {}), callMd, (e: Error | null, r: unknown) => (e ? reject(new Error(`${ex.line}: ${e.message}`)) : resolve(r))),
+          );
+        let res = await call();
+        if (ex.exportAs) {
+          // What the filter picks may come a moment later (a server gets its address once placed): asked again for up to 30 s.
+          const deadline = Date.now() + EXPORT_WAIT_MS;
+          let picked = jqValues(ex.exportAs.filter, res).filter((v) => v !== null);
+          while (picked.length === 0 && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 500));
+            res = await call();
+            picked = jqValues(ex.exportAs.filter, res).filter((v) => v !== null);
+          }
+          if (picked.length === 0) throw new Error(`${ex.line}: the filter picked nothing in ${EXPORT_WAIT_MS / 1000} s from ${JSON.stringify(res).slice(0, 300)}`);
+          results.exported.set(ex.exportAs.name, picked.map(String).join("\n"));
+        }
         results.responses.set(method, res);
       }
     } finally {
@@ -182,5 +260,6 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   console.log(`${examples.length} README examples ran against ${address}`);
   console.log(`  list: ${r.services.length} services; described: ${r.described.join(", ")}; streamed: ${r.streamed.join(", ")}`);
   for (const [method, res] of r.responses) console.log(`  ${method}: ${JSON.stringify(res).slice(0, 160)}`);
+  for (const [name, value] of r.exported) console.log(`  $${name}=${value}`);
   process.exit(0);
 }

@@ -5,7 +5,8 @@
 # default /tmp/novamesh-test-guest). Runs the driver's live migration and
 # interface hot-plug tests, and a real guest through the whole stack:
 # CreateServer → scheduler → NATS → agent → libvirt, its power actions, a
-# snapshot, a live migration, delete.
+# snapshot, a live migration, delete; then real guests on flat networks with
+# the linux network driver (DHCP, security group rules, a hot-plugged NIC).
 # Installs what is missing; starts the daemons when they are not running and
 # leaves them running (scripts/libvirtd-hosts.sh down stops them).
 set -euo pipefail
@@ -27,5 +28,5 @@ GUEST=${NOVAMESH_TEST_GUEST:-/tmp/novamesh-test-guest}
 echo "== test guest"
 bash scripts/build-test-guest.sh "$GUEST"
 export NOVAMESH_LIBVIRT_A=$A NOVAMESH_LIBVIRT_B=$B NOVAMESH_TEST_GUEST=$GUEST NOVAMESH_LIBVIRT_REQUIRED=1
-echo "== live migration, interface hot-plug and a real guest (qemu)"
-node --import tsx --test --test-concurrency=1 agent/drivers/libvirt/libvirt-qemu.test.ts test/libvirt-qemu.test.ts
+echo "== live migration, interface hot-plug, a real guest and real guests on a network (qemu)"
+node --import tsx --test --test-concurrency=1 agent/drivers/libvirt/libvirt-qemu.test.ts test/libvirt-qemu.test.ts test/libvirt-network.test.ts

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
+import { Direction } from "../gen/novamesh/network/v1/security_group.js";
 import type { Example } from "../scripts/readme-examples.js";
 import { readmeExamples, runExamples } from "../scripts/readme-examples.js";
+import { seedPublicNetwork } from "../scripts/seed-network.js";
 import { stack } from "./stack.js";
 
 /**
@@ -13,7 +15,8 @@ import { stack } from "./stack.js";
  * from there.
  */
 describe("the README's grpcurl examples, through server reflection", () => {
-  const fx = stack({ name: "readme", members: [], images: [], tls: true });
+  // One fake host, so web-1 is placed and gets its address on "public".
+  const fx = stack({ name: "readme", members: [], images: [], tls: true, agents: ({ id }) => [{ host: `readme${id}` }], removeDir: true });
   const { env, admin } = fx;
   let examples: Example[];
 
@@ -24,6 +27,8 @@ describe("the README's grpcurl examples, through server reflection", () => {
     await admin.images.registerImage({
       image: Image.fromPartial({ id: String(create.body.image_id), name: "cirros-0.6.2", visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC }),
     });
+    // As the all-in-one does: the shared flat network "public".
+    await seedPublicNetwork(admin.networks.raw, admin.networks.metadata());
   });
 
   test("every example runs and does what it says", async () => {
@@ -37,7 +42,7 @@ describe("the README's grpcurl examples, through server reflection", () => {
     assert.deepEqual(r.streamed, ["WatchServers"]);
     // The watch sends the servers as they are first: web-1, created above.
     const watched = r.responses.get("WatchServers") as { events: Array<{ initial: boolean; server: { name: string } }> };
-    // Later events may follow (no agent runs, so placement may fail it meanwhile): they are changes, not initial.
+    // Later events may follow (placement, the build): they are changes, not initial.
     const seen = watched.events.map((e) => [e.initial === true, e.server.name]);
     assert.deepEqual(seen[0], [true, "web-1"]);
     assert.deepEqual(seen.slice(1), seen.slice(1).map(() => [false, "web-1"]));
@@ -53,11 +58,20 @@ describe("the README's grpcurl examples, through server reflection", () => {
     assert.equal(token.token.role, "ROLE_MEMBER");
     assert.ok(token.secret.length > 20);
     assert.ok(r.responses.has("ListServices") && r.responses.has("ListHypervisors"));
-    // No agent runs here: the dry run considers no host and chooses none.
+    // The dry run considers the one host and chooses it.
     const explained = r.responses.get("ExplainPlacement") as { algorithm: string; chosen_host?: string; hosts?: unknown[] };
     assert.equal(explained.algorithm, "filter-weigh");
-    assert.equal(explained.chosen_host ?? "", "");
+    assert.equal(explained.chosen_host ?? "", fx.hosts[0]);
     assert.ok(r.responses.has("ListAvailabilityZones"));
+    // The network section: "public" listed, web-1's address on it, the default group's two new rules.
+    const networks = r.responses.get("ListNetworks") as { networks: Array<{ name: string; shared: boolean; segmentation: string }> };
+    assert.deepEqual(networks.networks.map((n) => [n.name, n.shared, n.segmentation]), [["public", true, "SEGMENTATION_FLAT"]]);
+    assert.match(r.exported.get("WEB1") ?? "", /^10\.42\.0\.(\d+)$/);
+    const groups = r.responses.get("ListSecurityGroups") as { security_groups: Array<{ id: string; name: string }> };
+    assert.equal(r.exported.get("SG"), groups.security_groups.find((g) => g.name === "default")?.id);
+    const rules = (await admin.securityGroups.getSecurityGroup({ id: r.exported.get("SG")! })).securityGroup!.rules;
+    const ingress = rules.filter((x) => x.direction === Direction.DIRECTION_INGRESS && !x.remoteGroupId).map((x) => [x.protocol, x.portRangeMin ?? null, x.portRangeMax ?? null]);
+    assert.deepEqual(ingress, [["icmp", null, null], ["tcp", 22, 22]]);
     const ops = r.responses.get("ListOperations") as { operations: Array<{ name: string; action: string }> };
     assert.deepEqual(
       ops.operations.map((o) => [o.name, o.action]),
