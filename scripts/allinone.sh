@@ -288,7 +288,7 @@ cat <<EOT
 
 novamesh all-in-one is running ($DRIVER driver, host $HOST)
   gRPC API     $api
-  network      public: flat on $BRIDGE, 10.42.0.0/24, gateway 10.42.0.1 (this machine's address on it with --libvirt)
+  network      public: flat on $BRIDGE, 10.42.0.0/24, gateway 10.42.0.1 (with the libvirt driver this machine has 10.42.0.1 on it)
   NATS         $NOVAMESH_NATS_URL (credentials only: .state/nats${NOVAMESH_NATS_CA:+; TLS, CA $NOVAMESH_NATS_CA})
   admin token  $NOVAMESH_ADMIN_TOKEN
   logs         .state/controller.log, .state/agent.log, .state/nats.log
