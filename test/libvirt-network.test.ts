@@ -163,7 +163,8 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     const group = (await alice.securityGroups.listSecurityGroups({})).securityGroups.find((g) => g.name === "default")!;
     await alice.securityGroups.createSecurityGroupRule({ rule: SecurityGroupRule.fromPartial({ securityGroupId: group.id, direction: Direction.DIRECTION_INGRESS, protocol: "icmp" }) });
     const ruleMs = await pingsWithin(a1, 10_000, ns);
-    assert.ok(await pings(a2, ns), "the rule holds for every port of the group");
+    // The hosts re-plug a group's ports one after another: the second follows within the same few seconds.
+    assert.ok((await pingsWithin(a2, 10_000, ns)) >= 0, "the rule holds for every port of the group");
     t.diagnostic(`ICMP from outside answered ${ruleMs} ms after CreateSecurityGroupRule`);
 
     // A second network, hot-plugged: the guest's DHCP client configures eth1.
