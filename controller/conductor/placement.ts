@@ -9,7 +9,7 @@ import { status } from "@grpc/grpc-js";
 import type { HostState } from "../domain/placement.js";
 import { resourcesOf } from "../domain/placement.js";
 import { PLACEMENT_TASKS } from "../domain/states.js";
-import type { Instance } from "../domain/types.js";
+import type { Fault, Instance } from "../domain/types.js";
 import type { HostCache } from "../scheduler/host-cache.js";
 import { noValidHostFault } from "../scheduler/no-valid-host.js";
 import type { Pipeline, Placement } from "../scheduler/pipeline.js";
@@ -124,30 +124,24 @@ export class PlacementWorker extends PumpWorker {
     });
     await moveAllocations(conn, inst.uuid, m.id);
     const { placement, host, lostClaims } = await this.placeAndClaim(tx, spec, (h) => m.requestedHost === null || h.host === m.requestedHost);
-    // The target's DHCP ports on the server's networks: a network with no address left for them ends the move.
-    const portFailure = host ? await tx.store.bindServerPorts(inst, host.host) : null;
-    if (host && portFailure) {
-      const fault = { code: portFailure.code, message: portFailure.message, details: portFailure.details, createdAt: new Date().toISOString() };
-      // The target's claim goes; the source's returns to the server.
-      await tx.store.releaseAllocations(inst.uuid);
+    /** The move ends before it starts: the server stays where and as it was (Nova keeps its vm_state and records the fault). */
+    const abandon = async (fault: Fault, code: status, event: { event: string; host?: string }) => {
       await abandonMove(tx.store, inst, m);
       await updateInstance(conn, inst.uuid, { taskState: null, fault });
-      await instantEvent(conn, { actionId: m.actionId, event: "allocate_network", host: host.host, result: "Error", fault: fault.message });
-      await finishAction(conn, m.actionId, { error: operationErrorOfFault(fault, portFailure.status) });
-      return;
+      await instantEvent(conn, { actionId: m.actionId, ...event, result: "Error", fault: fault.message });
+      await finishAction(conn, m.actionId, { error: operationErrorOfFault(fault, code) });
+    };
+    if (!host) return abandon(noValidHostFault(placement, lostClaims), status.RESOURCE_EXHAUSTED, { event: "schedule" });
+    // The target's DHCP ports on the server's networks: a network with no address left for them ends the move.
+    const portFailure = await tx.store.bindServerPorts(inst, host.host);
+    if (portFailure) {
+      // The target's claim goes; the source's returns to the server.
+      await tx.store.releaseAllocations(inst.uuid);
+      return abandon(portFailure.fault, portFailure.status, { event: "allocate_network", host: host.host });
     }
-    if (host) {
-      await updateMigration(conn, m.id, { status: "MIGRATING", targetHost: host.host, triedHosts: [...m.triedHosts, host.host] });
-      await instantEvent(conn, { actionId: m.actionId, event: "schedule", host: host.host, result: "Success" });
-      return MOVE_PLACEMENT[m.type](tx, inst, m, host.host);
-    }
-    // Nothing fits: the server stays where and as it was (Nova keeps its
-    // vm_state and records the fault).
-    const fault = noValidHostFault(placement, lostClaims);
-    await abandonMove(tx.store, inst, m);
-    await updateInstance(conn, inst.uuid, { taskState: null, fault });
-    await instantEvent(conn, { actionId: m.actionId, event: "schedule", result: "Error", fault: fault.message });
-    await finishAction(conn, m.actionId, { error: operationErrorOfFault(fault, status.RESOURCE_EXHAUSTED) });
+    await updateMigration(conn, m.id, { status: "MIGRATING", targetHost: host.host, triedHosts: [...m.triedHosts, host.host] });
+    await instantEvent(conn, { actionId: m.actionId, event: "schedule", host: host.host, result: "Success" });
+    return MOVE_PLACEMENT[m.type](tx, inst, m, host.host);
   }
 
   /** The request spec of a server being placed (its group's row is locked by the batch). */

@@ -12,17 +12,22 @@ import type { Queryable } from "./db.js";
 import { exec, json, select } from "./db.js";
 import { getNetwork } from "./networks.js";
 import type { Port } from "../domain/network.js";
+import type { Fault } from "../domain/types.js";
 import { failedPrecondition, notFound } from "../errors.js";
-import { attachPort, createPort, ensureDhcpPort, getPort, nextPosition, portsOfServer, setActionPort } from "./ports.js";
+import { attachPort, createPort, ensureDhcpPort, getPort, nextPosition, setActionPort } from "./ports.js";
 import { ensureDefaultGroup } from "./security-groups.js";
 
-/** Why a server's ports could not be made or bound: its fault code and message. */
+/** Why a server's ports could not be made or bound. */
 export interface PortFailure {
-  readonly code: string;
-  readonly message: string;
-  readonly details: Readonly<Record<string, string>>;
-  /** The gRPC status the create's operation ends with. */
+  /** The server's fault (IP_ADDRESS_EXHAUSTED, …). */
+  readonly fault: Fault;
+  /** The gRPC status its operation ends with. */
   readonly status: number;
+}
+
+/** The networks a server has ports on. */
+async function networksOfServer(q: Queryable, serverId: string): Promise<string[]> {
+  return (await select<{ network_id: string }>(q, "SELECT DISTINCT network_id FROM ports WHERE device_id = ?", [serverId])).map((r) => r.network_id);
 }
 
 /**
@@ -33,10 +38,12 @@ export interface PortFailure {
  * transaction.
  */
 export async function bindServerPorts(q: Queryable, server: { uuid: string; projectId: string; availabilityZone: string }, host: string): Promise<PortFailure | null> {
+  const [row] = await select<{ requested_networks: unknown }>(q, "SELECT requested_networks FROM instances WHERE uuid = ?", [server.uuid]);
+  const requested = json<RequestedNetworks | null>(row?.requested_networks ?? null, null);
+  // A server without interfaces, asked for or made, has nothing to bind.
+  if (!requested && (await networksOfServer(q, server.uuid)).length === 0) return null;
   await q.query("SAVEPOINT bind_ports");
   try {
-    const [row] = await select<{ requested_networks: unknown }>(q, "SELECT requested_networks FROM instances WHERE uuid = ?", [server.uuid]);
-    const requested = json<RequestedNetworks | null>(row?.requested_networks ?? null, null);
     if (requested) {
       const owner = `compute:${server.availabilityZone || "nova"}`;
       for (const [i, r] of requested.networks.entries()) {
@@ -63,8 +70,7 @@ export async function bindServerPorts(q: Queryable, server: { uuid: string; proj
       }
       await exec(q, "UPDATE instances SET requested_networks = NULL WHERE uuid = ?", [server.uuid]);
     }
-    const networkIds = new Set((await portsOfServer(q, server.uuid)).map((p) => p.networkId));
-    for (const id of networkIds) {
+    for (const id of await networksOfServer(q, server.uuid)) {
       const net = await getNetwork(q, id);
       if (net) await ensureDhcpPort(q, net, host);
     }
@@ -73,7 +79,7 @@ export async function bindServerPorts(q: Queryable, server: { uuid: string; proj
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
     await q.query("ROLLBACK TO SAVEPOINT bind_ports");
-    return { code: err.reason, message: err.message, details: err.metadata, status: err.code };
+    return { fault: { code: err.reason, message: err.message, details: err.metadata, createdAt: new Date().toISOString() }, status: err.code };
   }
 }
 

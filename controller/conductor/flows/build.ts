@@ -130,12 +130,11 @@ function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: numb
  * Its interfaces cannot be made (a subnet with no address left, a port
  * taken since): a build fails with that fault; an unshelve stays shelved.
  */
-async function noPorts(tx: Tx, inst: Instance, action: { id: number }, failure: PortFailure): Promise<void> {
-  const fault: Fault = { code: failure.code, message: failure.message, details: failure.details, createdAt: new Date().toISOString() };
+async function noPorts(tx: Tx, inst: Instance, action: { id: number }, { fault, status: code }: PortFailure): Promise<void> {
   const unshelve = inst.vmState === "SHELVED_OFFLOADED";
   await tx.update(inst.uuid, { ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, fault });
   await tx.store.instantEvent({ actionId: action.id, event: "allocate_network", result: "Error", fault: fault.message });
-  await tx.store.finishAction(action.id, { error: operationErrorOfFault(fault, failure.status) });
+  await tx.store.finishAction(action.id, { error: operationErrorOfFault(fault, code) });
 }
 
 /**
