@@ -91,8 +91,10 @@ export interface HostNetwork {
 
 /** The network of `host`: the ports of the servers it has, as it plugs them, and its tunnel peers. */
 export async function hostNetworkOf(q: Queryable, host: string): Promise<HostNetwork> {
-  const ports = await portsOfServers(q, await serverIdsOnHost(q, host));
+  const ports = [...(await portsOfServers(q, await serverIdsOnHost(q, host))).values()].flat();
+  // All at once: each network, DHCP port and security group is read once for the host, not once per server.
+  const hostPorts = await hostPortsFor(q, ports, host, { readOnly: true });
   const instances = new Map<string, HostPort[]>();
-  for (const [uuid, list] of ports) instances.set(uuid, await hostPortsFor(q, list, host, { readOnly: true }));
+  ports.forEach((p, i) => instances.set(p.deviceId!, [...(instances.get(p.deviceId!) ?? []), hostPorts[i]!]));
   return { tunnelPeers: await tunnelPeers(q, host), instances };
 }
