@@ -4,6 +4,16 @@ import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from "mysql
 export type { Pool, PoolConnection };
 
 /** Anything queries can run on: the pool or a connection inside a transaction. */
+/** The column type of a creation time: milliseconds, set by the database. */
+export const CREATED_NOW = "DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)";
+
+/** A numbered schema change. Applied once, in order, never edited after release. */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly statements: readonly string[];
+}
+
 export type Queryable = Pick<Pool, "query" | "execute">;
 
 export type Row = RowDataPacket;
