@@ -6,25 +6,11 @@
  * unplugged here once the hypervisor no longer has it (a resize to the same
  * host keeps them: the instance is still here).
  */
-import { OP_TRAITS, type OpKind } from "../../controller/domain/ops.js";
+import { OP_TRAITS } from "../../controller/domain/ops.js";
 import type { CallOptions, Driver } from "../drivers/driver.js";
 import { DriverError, InstanceNotFoundError } from "../drivers/errors.js";
 import type { NetworkDriver } from "../network/driver.js";
 import type { AgentOp } from "./agent-op.js";
-
-/** Kinds after which the instance may be gone from this host. */
-const MAY_REMOVE: ReadonlySet<OpKind> = new Set<OpKind>([
-  "spawn",
-  "destroy",
-  "shelve",
-  "confirm_migration",
-  "revert_migration",
-  "finish_migration",
-  "live_migrate",
-  "pre_live_migration",
-  "rollback_live_migration",
-  "rebuild",
-]);
 
 /**
  * Plugs the op's ports when its kind creates or restores the instance here;
@@ -41,7 +27,7 @@ export async function plugPorts<O extends AgentOp>(op: O, network: NetworkDriver
 
 /** After an op that may have removed the instance from this host: its ports go if it is gone. */
 export async function unplugIfGone(op: AgentOp, driver: Driver, network: NetworkDriver | undefined, call: CallOptions): Promise<boolean> {
-  if (!network || op.kind === "abort" || !MAY_REMOVE.has(op.kind)) return false;
+  if (!network || op.kind === "abort" || !OP_TRAITS[op.kind].mayRemove) return false;
   try {
     await driver.powerState({ instanceId: op.instance.id }, { opId: call.opId });
     return false;

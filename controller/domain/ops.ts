@@ -69,11 +69,13 @@ export interface OpTraits {
   readonly buildsOnHost?: boolean;
   /** Creates or restores the instance on its host, so it carries the ports the host plugs. */
   readonly plugsPorts?: boolean;
+  /** May leave the instance gone from the host it ran on, whose ports then go too. */
+  readonly mayRemove?: boolean;
 }
 
 export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
-  spawn: { event: "compute_spawn", buildsOnHost: true, plugsPorts: true },
-  destroy: { event: "compute_terminate", cleanup: true },
+  spawn: { event: "compute_spawn", buildsOnHost: true, plugsPorts: true, mayRemove: true },
+  destroy: { event: "compute_terminate", cleanup: true, mayRemove: true },
   power_on: { event: "compute_start" },
   power_off: { event: "compute_stop" },
   reboot: { event: "compute_reboot" },
@@ -82,18 +84,18 @@ export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
   suspend: { event: "compute_suspend" },
   resume: { event: "compute_resume" },
   migrate_disk: { event: "compute_resize_instance" },
-  finish_migration: { event: "compute_finish_resize", buildsOnHost: true, plugsPorts: true },
-  confirm_migration: { event: "compute_confirm_resize", cleanup: true },
-  revert_migration: { event: "compute_revert_resize", cleanup: true },
+  finish_migration: { event: "compute_finish_resize", buildsOnHost: true, plugsPorts: true, mayRemove: true },
+  confirm_migration: { event: "compute_confirm_resize", cleanup: true, mayRemove: true },
+  revert_migration: { event: "compute_revert_resize", cleanup: true, mayRemove: true },
   finish_revert_migration: { event: "compute_finish_revert_resize", plugsPorts: true },
   abort: { event: "compute_abort", cleanup: true },
   snapshot: { event: "compute_snapshot" },
-  shelve: { event: "compute_shelve" },
-  rebuild: { event: "compute_rebuild", buildsOnHost: true, plugsPorts: true },
-  pre_live_migration: { event: "compute_pre_live_migration", buildsOnHost: true, plugsPorts: true },
-  live_migrate: { event: "compute_live_migration" },
+  shelve: { event: "compute_shelve", mayRemove: true },
+  rebuild: { event: "compute_rebuild", buildsOnHost: true, plugsPorts: true, mayRemove: true },
+  pre_live_migration: { event: "compute_pre_live_migration", buildsOnHost: true, plugsPorts: true, mayRemove: true },
+  live_migrate: { event: "compute_live_migration", mayRemove: true },
   post_live_migration: { event: "compute_post_live_migration" },
-  rollback_live_migration: { event: "compute_rollback_live_migration", cleanup: true },
+  rollback_live_migration: { event: "compute_rollback_live_migration", cleanup: true, mayRemove: true },
   attach_interface: { event: "compute_attach_interface", plugsPorts: true },
   detach_interface: { event: "compute_detach_interface" },
 };

@@ -38,20 +38,17 @@ export async function hostNeedsImage(q: Queryable, host: string, imageId: string
 }
 
 /**
- * Whether `host` may store the bytes of image `imageId`: a snapshot op of
- * the host not yet done creates it (the image its action records), or a
- * shelve op of the host not yet done (the server's shelved image).
+ * Whether `host` may store the bytes of image `imageId`: an op of the host
+ * not yet done belongs to the action that makes that image (an action that
+ * stores a server's disk as an image records that image).
  */
 export async function hostMakesImage(q: Queryable, host: string, imageId: string): Promise<boolean> {
   const rows = await select(
     q,
-    `SELECT 1 FROM compute_ops o
-       JOIN instance_actions a ON a.id = o.action_id
-       JOIN instances s ON s.uuid = o.instance_uuid
-      WHERE o.host = ? AND o.state = 'PENDING' AND o.kind IN ('snapshot', 'shelve')
-        AND ((o.kind = 'snapshot' AND a.image_id = ?) OR (o.kind = 'shelve' AND s.shelved_image_id = ?))
+    `SELECT 1 FROM compute_ops o JOIN instance_actions a ON a.id = o.action_id
+      WHERE o.host = ? AND o.state = 'PENDING' AND a.image_id = ?
       LIMIT 1`,
-    [host, imageId, imageId],
+    [host, imageId],
   );
   return rows.length > 0;
 }

@@ -347,6 +347,17 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   ...NETWORK_MIGRATIONS,
+  {
+    version: 15,
+    name: "an action in flight records the image it makes (a server being shelved), as a snapshot's does",
+    statements: [
+      `UPDATE instance_actions a
+         JOIN compute_ops o ON o.action_id = a.id AND o.state = 'PENDING'
+         JOIN instances s ON s.uuid = a.instance_uuid AND s.task_state = 'SHELVING'
+          SET a.image_id = s.shelved_image_id
+        WHERE a.image_id IS NULL AND s.shelved_image_id IS NOT NULL`,
+    ],
+  },
 ];
 
 /**

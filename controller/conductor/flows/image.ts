@@ -60,6 +60,7 @@ export function shelve(ctx: ConductorContext, who: Principal, uuid: string, requ
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const imageName = `${inst.name}-shelved`.slice(0, 255);
     const imageId = await queueImage(tx.store, inst, imageName, { image_type: "shelved" });
+    await tx.store.setActionImage(actionId, imageId);
     const busy = await tx.update(uuid, { ...tx.task("SHELVING"), shelvedImageId: imageId });
     const args = { kind: "shelve", imageId, imageName, timeoutSeconds: ctx.powerOffTimeoutSeconds } as const;
     await tx.dispatch({ instance: busy, host: inst.host, actionId, requestId, args });
