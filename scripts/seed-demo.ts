@@ -27,13 +27,13 @@
  */
 import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import mysql from "mysql2/promise";
 import { Image, ImageServiceClient, ImageStatus, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { hashFile } from "../agent/drivers/libvirt/image-store.js";
 import { uploadImageFile } from "./image-files.js";
-import { TlsConfigError, clientCredentials } from "../agent/tls.js";
+import { adminConnection, runScript } from "./admin-cli.js";
 
 export const DEMO_IMAGE_ID = "c1e4a8f0-5b6d-4f3a-9e2b-7d1c0a9b8e21";
 /** Where the demo's kernel and initramfs are registered when no image with their bytes exists yet. */
@@ -227,56 +227,17 @@ export async function seedDemo(client: ImageServiceClient, md: grpc.Metadata, gu
   return { kernelId, ramdiskId, imageId: DEMO_IMAGE_ID, actions };
 }
 
-function usage(msg: string): never {
-  console.error(`seed-demo: ${msg}\nusage: tsx scripts/seed-demo.ts [ADDRESS] [--guest DIR] [--database URL] [--tls-ca FILE | --plaintext]`);
-  process.exit(2);
-}
+const USAGE = "tsx scripts/seed-demo.ts [ADDRESS] [--guest DIR] [--database URL] [--tls-ca FILE | --plaintext]";
 
 async function main(): Promise<void> {
-  let address: string | undefined;
   let guest = fileURLToPath(new URL("../.state/test-guest", import.meta.url));
   let databaseUrl: string | undefined;
-  let ca: string | undefined;
-  let plaintext = ["1", "true", "yes"].includes(process.env.NOVAMESH_PLAINTEXT ?? "");
-  const args = process.argv.slice(2);
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === "--guest" || a === "--database" || a === "--tls-ca") {
-      const v = args[++i];
-      if (!v) usage(`${a} needs a value`);
-      if (a === "--guest") guest = resolve(v);
-      else if (a === "--tls-ca") ca = v;
-      else databaseUrl = v;
-    } else if (a === "--plaintext") plaintext = true;
-    else if (a.startsWith("-")) usage(`unknown option ${a}`);
-    else if (address === undefined) address = a;
-    else usage(`unexpected argument ${a}`);
-  }
-  address ??= process.env.NOVAMESH_CONTROLLER || "127.0.0.1:8774";
-  const token = process.env.NOVAMESH_ADMIN_TOKEN;
-  if (!token) usage("set NOVAMESH_ADMIN_TOKEN");
-  const md = new grpc.Metadata();
-  md.set("authorization", `Bearer ${token}`);
-  let channel: ReturnType<typeof clientCredentials>;
-  try {
-    channel = clientCredentials(plaintext ? { plaintext, ca } : { ca });
-  } catch (err) {
-    if (err instanceof TlsConfigError) usage(err.message);
-    throw err;
-  }
-  const client = new ImageServiceClient(address, channel.credentials, channel.channelOptions);
-  const r = await seedDemo(client, md, guest, { databaseUrl, log: (line) => console.log(`seed-demo: ${line}`) });
+  const c = adminConnection(process.argv.slice(2), { "--guest": (v) => (guest = resolve(v)), "--database": (v) => (databaseUrl = v) });
+  const client = new ImageServiceClient(c.address, c.credentials, c.channelOptions);
+  const r = await seedDemo(client, c.metadata, guest, { databaseUrl, log: (line) => console.log(`seed-demo: ${line}`) });
   client.close();
   const fresh = r.actions.some((a) => !a.startsWith("kept"));
-  console.log(`seed-demo: demo image ${r.imageId} ${fresh ? "ready" : "present"}: the test guest (kernel ${r.kernelId}, initramfs ${r.ramdiskId}) at ${address}`);
+  console.log(`seed-demo: demo image ${r.imageId} ${fresh ? "ready" : "present"}: the test guest (kernel ${r.kernelId}, initramfs ${r.ramdiskId}) at ${c.address}`);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  main().then(
-    () => process.exit(0),
-    (err: Error) => {
-      console.error(`seed-demo: ${err.message}`);
-      process.exit(1);
-    },
-  );
-}
+runScript(import.meta.url, "seed-demo", USAGE, main);

@@ -14,8 +14,6 @@
  * what is there is kept; a `public` network or subnet that differs from the
  * above is reported and left alone (the script fails).
  */
-import { resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import {
   CreateNetworkRequest,
@@ -28,7 +26,7 @@ import {
   type ListSubnetsResponse,
   type Network,
 } from "../gen/novamesh/network/v1/network.js";
-import { TlsConfigError, clientCredentials } from "../agent/tls.js";
+import { adminConnection, runScript } from "./admin-cli.js";
 
 export const PUBLIC_NETWORK = {
   name: "public",
@@ -84,41 +82,13 @@ export async function seedPublicNetwork(client: NetworkServiceClient, md: grpc.M
   return { networkId: network.id, subnetId: subnet.id, actions };
 }
 
-function usage(msg: string): never {
-  console.error(`seed-network: ${msg}\nusage: tsx scripts/seed-network.ts [ADDRESS] [--tls-ca FILE | --plaintext]`);
-  process.exit(2);
-}
+const USAGE = "tsx scripts/seed-network.ts [ADDRESS] [--tls-ca FILE | --plaintext]";
 
 async function main(): Promise<void> {
-  let address: string | undefined;
-  let ca: string | undefined;
-  let plaintext = ["1", "true", "yes"].includes(process.env.NOVAMESH_PLAINTEXT ?? "");
-  const args = process.argv.slice(2);
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === "--tls-ca") {
-      ca = args[++i];
-      if (!ca) usage("--tls-ca needs a value");
-    } else if (a === "--plaintext") plaintext = true;
-    else if (a.startsWith("-")) usage(`unknown option ${a}`);
-    else if (address === undefined) address = a;
-    else usage(`unexpected argument ${a}`);
-  }
-  address ??= process.env.NOVAMESH_CONTROLLER || "127.0.0.1:8774";
-  const token = process.env.NOVAMESH_ADMIN_TOKEN;
-  if (!token) usage("set NOVAMESH_ADMIN_TOKEN");
-  const md = new grpc.Metadata();
-  md.set("authorization", `Bearer ${token}`);
-  let channel: ReturnType<typeof clientCredentials>;
+  const c = adminConnection(process.argv.slice(2));
+  const client = new NetworkServiceClient(c.address, c.credentials, c.channelOptions);
   try {
-    channel = clientCredentials(plaintext ? { plaintext, ca } : { ca });
-  } catch (err) {
-    if (err instanceof TlsConfigError) usage(err.message);
-    throw err;
-  }
-  const client = new NetworkServiceClient(address, channel.credentials, channel.channelOptions);
-  try {
-    const r = await seedPublicNetwork(client, md);
+    const r = await seedPublicNetwork(client, c.metadata);
     const p = PUBLIC_NETWORK;
     const fresh = r.actions.some((a) => a.startsWith("created"));
     console.log(`seed-network: network "${p.name}" ${fresh ? "registered" : "present"} (${r.networkId}): shared, flat on bridge ${p.bridge}, subnet ${p.cidr}, gateway ${p.gateway}, pool ${p.pool.start}-${p.pool.end}`);
@@ -127,12 +97,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  main().then(
-    () => process.exit(0),
-    (err: Error) => {
-      console.error(`seed-network: ${err.message}`);
-      process.exit(1);
-    },
-  );
-}
+runScript(import.meta.url, "seed-network", USAGE, main);

@@ -136,19 +136,7 @@ function rowToSubnet(r: Row): Subnet {
 }
 
 /** A subnet to create, validated: its range as integers for the overlap check. */
-export interface NewSubnet {
-  readonly networkId: string;
-  readonly projectId: string;
-  readonly name: string;
-  readonly cidr: string;
-  readonly first: number;
-  readonly last: number;
-  readonly gatewayIp: string | null;
-  readonly allocationPools: readonly AddressRange[];
-  readonly dnsNameservers: readonly string[];
-  readonly hostRoutes: readonly HostRoute[];
-  readonly enableDhcp: boolean;
-}
+export type NewSubnet = Omit<Subnet, "id" | "createdAt"> & { readonly first: number; readonly last: number };
 
 /**
  * Creates a subnet, under its network's row lock so two subnets that

@@ -46,15 +46,7 @@ async function withRules(q: Queryable, rows: Row[]): Promise<SecurityGroup[]> {
 }
 
 /** A rule to add (validated by the caller). */
-export interface NewRule {
-  readonly direction: Direction;
-  readonly protocol: RuleProtocol;
-  readonly portMin: number | null;
-  readonly portMax: number | null;
-  readonly remoteCidr: string;
-  readonly remoteGroupId: string | null;
-  readonly description?: string;
-}
+export type NewRule = Omit<SecurityGroupRule, "id" | "securityGroupId" | "description"> & { readonly description?: string };
 
 /** What makes two rules the same rule. */
 function ruleKey(r: NewRule): string {
