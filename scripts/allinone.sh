@@ -100,7 +100,9 @@ done
 
 # Everything that runs in the background gets its own process group (setsid),
 # recorded here and in .state/allinone.pgids; leaving, for whatever reason,
-# stops every group (TERM, then KILL after 10 s).
+# stops every group (TERM, then KILL after 10 s). Should this script itself be
+# killed (SIGKILL: no trap runs), the kernel sends each process it started a
+# TERM (setpriv --pdeathsig), and the next run finds any group left over.
 groups=()
 record() { printf '%s\n' "${groups[@]}" >.state/allinone.pgids; }
 cleanup() {
@@ -124,7 +126,7 @@ trap 'exit 143' TERM
 
 # spawn CMD...: runs CMD in the background in a process group of its own; sets $spawned.
 spawn() {
-  setsid "$@" &
+  setsid setpriv --pdeathsig TERM -- "$@" &
   spawned=$!
   groups+=("$spawned")
   record
