@@ -222,6 +222,14 @@ describe("networks", () => {
     const created = (await bob.servers.createServer({ name: "hp", flavorId: "n.tiny", imageId, requestId: "hp", networks: [{ networkId: first.id, portId: "", fixedIp: "" }] })).server!;
     let s = await bobSettled(created.id, ServerStatus.SERVER_STATUS_ACTIVE);
     assert.equal(s.interfaces.length, 1);
+    // A watcher sees the interfaces too: in the initial state and in the changes.
+    const watched: Server[] = [];
+    const watch = bob.servers.raw.watchServers({ afterIndex: 0, serverId: s.id, allProjects: false, sendInitialState: true }, bob.servers.metadata());
+    watch.on("data", (ev: { server: Server }) => watched.push(ev.server));
+    watch.on("error", () => {});
+    await eventually(async () => watched.length > 0, { what: "the watch's initial state" });
+    assert.deepEqual(watched[0]!.interfaces.map((i) => i.ipAddresses), s.interfaces.map((i) => i.ipAddresses), "the initial state has the server's interface");
+    assert.deepEqual(Object.keys(watched[0]!.addresses), ["hp-first"]);
 
     const att = await bob.servers.attachInterface({ id: s.id, networkId: second.id, fixedIp: "172.31.2.11", requestId: "hp-attach" });
     assert.ok(att.portId, "the new interface's port is returned");
@@ -230,6 +238,10 @@ describe("networks", () => {
     assert.deepEqual(s.interfaces.map((i) => i.ipAddresses[0]), [s.interfaces[0]!.ipAddresses[0], "172.31.2.11"], "the new interface comes last, with the address asked for");
     const mac = s.interfaces[1]!.macAddress;
     assert.deepEqual((await plugged(dir, s.host))[s.id]?.map((p) => p.mac), [s.interfaces[0]!.macAddress, mac], "both ports plugged on the host");
+    await eventually(async () => watched.at(-1)!.interfaces.length === 2 && watched.at(-1)!.taskState === 0, { what: "the attach's last change watched" });
+    assert.deepEqual(watched.at(-1)!.interfaces.map((i) => i.macAddress), [s.interfaces[0]!.macAddress, mac], "the change ending the attach shows both interfaces");
+    assert.deepEqual(watched.at(-1)!.addresses["hp-second"]?.addresses.map((a) => a.addr), ["172.31.2.11"]);
+    watch.cancel();
     const vifs = (await agents.domains(s.host))[s.id] as unknown as { instance: { vifs?: { mac: string }[] } };
     assert.deepEqual(vifs.instance.vifs?.map((v) => v.mac), [s.interfaces[0]!.macAddress, mac], "the guest has both interfaces");
     // The same request again is the same operation.

@@ -17,25 +17,17 @@ import { lastChangeIndex } from "../store/changes.js";
 import { MigrationStatus as PbMigrationStatus, MigrationType as PbMigrationType } from "../../gen/novamesh/compute/v1/server.js";
 import type { MigrationStatus, MigrationType } from "../domain/types.js";
 import { listMigrations } from "../store/moves.js";
-import { actionToProto, fromEnum, migrationToProto, operationToProto, serverToProto, type ServerNetworks } from "./convert.js";
+import { actionToProto, fromEnum, migrationToProto, operationToProto, serverToProto } from "./convert.js";
 import type { Queryable } from "../store/db.js";
-import { networkNames } from "../store/networks.js";
-import { actionPort, getPort, portsOfServers } from "../store/ports.js";
+import { actionPort, getPort } from "../store/ports.js";
 import { parseIpv4 } from "../domain/ipv4.js";
-import { requestedNetworksOf, usableNetwork } from "./server-networks.js";
+import { networksOf, requestedNetworksOf, usableNetwork } from "./server-networks.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
 import { isAdmin, serverStream, unary } from "./rpc.js";
 import * as v from "./validate.js";
 import type { ChangeFeed } from "./watch.js";
 import type { Viewer } from "./viewer.js";
 import { maskHosts, maskMap, viewerOf } from "./viewer.js";
-
-/** The interfaces of servers, by server id. */
-async function networksOf(q: Queryable, serverIds: readonly string[]): Promise<Map<string, ServerNetworks>> {
-  const ports = await portsOfServers(q, serverIds);
-  const names = await networkNames(q, [...new Set([...ports.values()].flat().map((p) => p.networkId))]);
-  return new Map(serverIds.map((id) => [id, { ports: ports.get(id) ?? [], networkNames: names }]));
-}
 
 /** The response of a server action: the server and its operation, as the caller may see them. */
 async function accepted(q: Queryable, a: Accepted, viewer: Viewer) {
@@ -288,8 +280,9 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
         // Changes from the index read before the servers: one committed in
         // between is sent twice (its state, then its change), never missed.
         const at = await lastChangeIndex(pool);
-        for await (const inst of currentServers(pool, { projectId, instanceUuid: serverId })) {
-          await send({ index: at, time: inst.updatedAt, server: serverToProto(inst, viewer), initial: true });
+        for await (const page of currentServers(pool, { projectId, instanceUuid: serverId })) {
+          const nets = await networksOf(pool, page.map((i) => i.uuid));
+          for (const inst of page) await send({ index: at, time: inst.updatedAt, server: serverToProto(inst, viewer, nets.get(inst.uuid)), initial: true });
         }
         afterIndex = at;
       }
@@ -300,7 +293,7 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
         const signal = AbortSignal.any([ctx.signal, revoked.signal]);
         const changes = feed.watch({ afterIndex, projectId, instanceUuid: serverId, signal, onFailure: (err) => stop.abort(err) });
         for await (const change of changes) {
-          await send({ index: change.index, time: change.time, server: serverToProto(change.instance, viewer), initial: false });
+          await send({ index: change.index, time: change.time, server: serverToProto(change.instance, viewer, change.networks), initial: false });
         }
         if (revoked.signal.aborted) throw revoked.signal.reason;
       } finally {

@@ -5,6 +5,8 @@ import { ApiError, toApiError } from "../errors.js";
 import type { Pool } from "../store/db.js";
 import type { ChangeRecord } from "../store/changes.js";
 import { lastChangeIndex, listChanges } from "../store/changes.js";
+import type { ServerNetworks } from "./convert.js";
+import { networksOf } from "./server-networks.js";
 
 /** What a watch wants: the changes after an index, of a project or one server. */
 export interface WatchFilter {
@@ -36,13 +38,18 @@ export function fellBehind(lastSent: number, buffer: number): ApiError {
   );
 }
 
+/** A change with the server's interfaces as they were when the feed read it (one read per batch). */
+export interface FeedChange extends ChangeRecord {
+  readonly networks: ServerNetworks;
+}
+
 /** One open watch: its filter, where it is, and the changes waiting for it. */
 class Subscription {
   /** Changes after `liveFrom` reach this watch from the feed; earlier ones it reads itself. */
   readonly liveFrom: number;
   /** The last index handed to the client. */
   sent: number;
-  queue: ChangeRecord[] = [];
+  queue: FeedChange[] = [];
   failure: ApiError | null = null;
   private wakeUp: (() => void) | null = null;
 
@@ -63,7 +70,7 @@ class Subscription {
   }
 
   /** A change read by the feed; a watch that has too many waiting is ended, its queue dropped. */
-  push(c: ChangeRecord): void {
+  push(c: FeedChange): void {
     if (this.failure || c.index <= this.liveFrom || !this.wants(c)) return;
     if (this.queue.length >= this.max) {
       this.fail(fellBehind(this.sent, this.max));
@@ -151,7 +158,7 @@ export class ChangeFeed {
   }
 
   /** Changes after `afterIndex` (undefined: from now on) that match the filter, until the signal aborts. */
-  async *watch(f: WatchFilter): AsyncGenerator<ChangeRecord> {
+  async *watch(f: WatchFilter): AsyncGenerator<FeedChange> {
     let now: number | undefined;
     if (!this.running) {
       // Idle: the feed's place may be old; start it where the log is now.
@@ -204,9 +211,12 @@ export class ChangeFeed {
     return waitFor(this.bell, ms, signal);
   }
 
-  private async read(afterIndex: number): Promise<ChangeRecord[]> {
+  private async read(afterIndex: number): Promise<FeedChange[]> {
     this.stats.changeLogReads++;
-    return listChanges(this.pool, { afterIndex, limit: this.batch });
+    const changes = await listChanges(this.pool, { afterIndex, limit: this.batch });
+    if (!changes.length) return [];
+    const networks = await networksOf(this.pool, [...new Set(changes.map((c) => c.instance.uuid))]);
+    return changes.map((c) => ({ ...c, networks: networks.get(c.instance.uuid)! }));
   }
 
   private start(): void {

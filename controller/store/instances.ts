@@ -237,10 +237,10 @@ export async function powerStatesOnHost(q: Queryable, host: string): Promise<{ u
 }
 
 /** Every server that is not deleted (of a project, or the one asked for), oldest first, in pages. */
-export async function* currentServers(q: Queryable, f: { projectId?: string; instanceUuid?: string }): AsyncGenerator<Instance> {
+export async function* currentServers(q: Queryable, f: { projectId?: string; instanceUuid?: string }): AsyncGenerator<Instance[]> {
   if (f.instanceUuid !== undefined) {
     const inst = await getInstance(q, f.instanceUuid);
-    if (inst && !inst.deletedAt && (f.projectId === undefined || inst.projectId === f.projectId)) yield inst;
+    if (inst && !inst.deletedAt && (f.projectId === undefined || inst.projectId === f.projectId)) yield [inst];
     return;
   }
   let afterSeq = 0;
@@ -250,7 +250,7 @@ export async function* currentServers(q: Queryable, f: { projectId?: string; ins
       `SELECT ${COLUMNS} FROM instances WHERE deleted_at IS NULL AND id > ?${f.projectId !== undefined ? " AND project_id = ?" : ""} ORDER BY id LIMIT 500`,
       f.projectId !== undefined ? [afterSeq, f.projectId] : [afterSeq],
     );
-    for (const r of rows) yield rowToInstance(r);
+    if (rows.length) yield rows.map(rowToInstance);
     if (rows.length < 500) return;
     afterSeq = Number(rows[rows.length - 1]!.id);
   }
