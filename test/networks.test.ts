@@ -99,6 +99,11 @@ describe("networks", () => {
     for (const s of active) assert.deepEqual(onHosts[s.id]?.map((p) => p.fixedIps[0]!.address), addressesOf(s), `${s.name} plugged with its address`);
     const ports = (await admin.networks.listPorts({ networkId: net.id, allProjects: true })).ports;
     assert.equal(ports.filter((p) => p.deviceOwner === "network:dhcp").length, 2, "one DHCP port per host");
+    // Each port is ACTIVE on the host it is plugged on: its server's, or the DHCP port's own.
+    const hostOf = new Map(active.map((s) => [s.id, s.host]));
+    for (const p of ports) assert.equal(p.status, "ACTIVE", p.id);
+    for (const p of ports.filter((p) => p.deviceOwner !== "network:dhcp")) assert.equal(p.bindingHost, hostOf.get(p.deviceId), p.id);
+    assert.deepEqual(new Set(ports.filter((p) => p.deviceOwner === "network:dhcp").map((p) => p.bindingHost)), new Set(fx.hosts.slice(0, 2)));
 
     // A full subnet refuses a port at once, with the subnet named.
     const full = await failure(admin.networks.createPort({ networkId: net.id }));

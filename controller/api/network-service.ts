@@ -12,7 +12,7 @@ import { defaultPools, formatCidr, formatIpv4, overlaps, parseCidr, parseIpv4, t
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import type { Queryable } from "../store/db.js";
 import { withTx } from "../store/db.js";
-import { getInstance } from "../store/instances.js";
+import { hostsOf } from "../store/instances.js";
 import { createNetwork, createSubnet, deleteNetwork, deleteSubnet, getNetwork, getSubnet, listNetworks, subnetsOf } from "../store/networks.js";
 import { createPort, deletePort, getPort, listPorts, updatePort } from "../store/ports.js";
 import { ensureDefaultGroup, getSecurityGroup } from "../store/security-groups.js";
@@ -77,11 +77,10 @@ function portToProto(p: Port, admin: boolean, bindingHost: string | null): PbPor
   };
 }
 
-/** The host a port is plugged on: its server's, or a DHCP port's own. */
-async function bindingHostOf(q: Queryable, p: Port): Promise<string | null> {
-  if (p.dhcpHost) return p.dhcpHost;
-  if (!p.deviceId) return null;
-  return (await getInstance(q, p.deviceId))?.host ?? null;
+/** The hosts ports are plugged on, in their order: a DHCP port's own, or its server's (one query for them all). */
+async function bindingHostsOf(q: Queryable, ports: readonly Port[]): Promise<(string | null)[]> {
+  const servers = await hostsOf(q, [...new Set(ports.filter((p) => !p.dhcpHost && p.deviceId).map((p) => p.deviceId!))]);
+  return ports.map((p) => p.dhcpHost || (p.deviceId ? (servers.get(p.deviceId) ?? null) : null));
 }
 
 /** An IPv4 address field, or INVALID_ARGUMENT naming it. */
@@ -129,7 +128,7 @@ export function networkService(deps: RpcDeps, o: { vniMin: number; vniMax: numbe
     if (!p || (!isAdmin(ctx) && p.projectId !== ctx.principal.projectId)) throw notFound("port", id);
     return p;
   };
-  const portAnswer = async (ctx: CallContext, p: Port) => ({ port: portToProto(p, isAdmin(ctx), await bindingHostOf(pool, p)) });
+  const portAnswer = async (ctx: CallContext, p: Port) => ({ port: portToProto(p, isAdmin(ctx), (await bindingHostsOf(pool, [p]))[0] ?? null) });
 
   return {
     createNetwork: unary(deps, "CreateNetwork", async (req, ctx) => {
@@ -291,7 +290,8 @@ export function networkService(deps: RpcDeps, o: { vniMin: number; vniMax: numbe
         deviceId: req.deviceId ? v.uuid("device_id", req.deviceId) : undefined,
       });
       const admin = isAdmin(ctx);
-      return { ports: await Promise.all(ports.map(async (p) => portToProto(p, admin, await bindingHostOf(pool, p)))) };
+      const hosts = await bindingHostsOf(pool, ports);
+      return { ports: ports.map((p, i) => portToProto(p, admin, hosts[i] ?? null)) };
     }),
 
     updatePort: unary(deps, "UpdatePort", async (req, ctx) => {

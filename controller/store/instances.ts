@@ -256,6 +256,13 @@ export async function* currentServers(q: Queryable, f: { projectId?: string; ins
   }
 }
 
+/** The hosts of servers, by server id (servers without a host or not found are left out). */
+export async function hostsOf(q: Queryable, uuids: readonly string[]): Promise<Map<string, string>> {
+  if (uuids.length === 0) return new Map();
+  const rows = await select<{ uuid: string; host: string | null }>(q, "SELECT uuid, host FROM instances WHERE uuid IN (?)", [[...uuids]]);
+  return new Map(rows.filter((r) => r.host !== null).map((r) => [r.uuid, r.host!]));
+}
+
 /** The servers a host has (not deleted). */
 export async function serverIdsOnHost(q: Queryable, host: string): Promise<string[]> {
   return (await select<{ uuid: string }>(q, "SELECT uuid FROM instances WHERE host = ? AND deleted_at IS NULL", [host])).map((r) => r.uuid);
