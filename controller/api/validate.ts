@@ -87,12 +87,14 @@ function allFinite(v: unknown): boolean {
 
 export function decodePageToken<T>(token: string, check: (v: unknown) => v is T): T | undefined {
   if (!token) return undefined;
+  const bad = () => invalidArgument("page_token", "is not a token this API returned");
+  let v: unknown;
   try {
-    const v: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    // JSON numbers may overflow to Infinity (1e400): no token this API wrote holds one.
-    if (allFinite(v) && check(v)) return v;
+    v = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
   } catch {
-    // fall through
+    throw bad();
   }
-  throw invalidArgument("page_token", "is not a token this API returned");
+  // JSON numbers may overflow to Infinity (1e400): no token this API wrote holds one.
+  if (allFinite(v) && check(v)) return v;
+  throw bad();
 }

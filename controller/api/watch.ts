@@ -272,8 +272,9 @@ async function waitFor(bell: EventEmitter, ms: number, signal: AbortSignal): Pro
   signal.addEventListener("abort", onAbort, { once: true });
   try {
     for await (const _ of on(bell, "change", { signal: ac.signal })) break;
-  } catch {
-    // timeout or caller gone
+  } catch (err) {
+    // The timeout or the caller's abort ends the wait; anything else is not ours to hide.
+    if (!ac.signal.aborted) throw err;
   } finally {
     clearTimeout(timer);
     signal.removeEventListener("abort", onAbort);
