@@ -7,13 +7,21 @@
  * namespace plugged into the first bridge stands for another machine on
  * the network: traffic from this machine's own address to a guest is not
  * filtered by the guest's ingress rules (agent/network/README.md), traffic
- * from that namespace is. Runs when NOVAMESH_LIBVIRT_A, NOVAMESH_LIBVIRT_B
- * and NOVAMESH_TEST_GUEST are set (`npm run test:libvirt`), as root.
+ * from that namespace is.
+ *
+ * Host B's network is a namespace of its own (NOVAMESH_LIBVIRT_B_NETNS; its
+ * agent runs the network driver there, --network-namespace), so the first
+ * flat network spans both hosts as a physical segment would: a bridge of
+ * the same name in B's namespace, joined to this machine's by a veth pair.
+ * Each agent's tunnel address is the address of its libvirtd's URI (the
+ * hosts' underlay). Runs when NOVAMESH_LIBVIRT_A, NOVAMESH_LIBVIRT_B,
+ * NOVAMESH_LIBVIRT_B_NETNS and NOVAMESH_TEST_GUEST are set
+ * (`npm run test:libvirt`), as root.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, describe, test } from "node:test";
@@ -22,6 +30,7 @@ import { ServerStatus, type Server } from "../gen/novamesh/compute/v1/server.js"
 import { Segmentation, Subnet } from "../gen/novamesh/network/v1/network.js";
 import { Direction, SecurityGroupRule } from "../gen/novamesh/network/v1/security_group.js";
 import { loadLibvirt } from "../agent/drivers/libvirt/binding/index.js";
+import { uriHost } from "../agent/drivers/libvirt/live-migration.js";
 import * as C from "../agent/drivers/libvirt/binding/constants.js";
 import { registerTestGuest } from "../scripts/test-guest.js";
 import { eventually, settled, withOnlyHost } from "./harness.js";
@@ -30,11 +39,30 @@ import { stack } from "./stack.js";
 const run = promisify(execFile);
 const A = process.env.NOVAMESH_LIBVIRT_A;
 const B = process.env.NOVAMESH_LIBVIRT_B;
+const BNS = process.env.NOVAMESH_LIBVIRT_B_NETNS;
 const GUEST = process.env.NOVAMESH_TEST_GUEST;
-const skip = A && B && GUEST ? (process.getuid?.() === 0 ? false : "needs root (bridges, namespaces, nftables)") : "NOVAMESH_LIBVIRT_A, NOVAMESH_LIBVIRT_B and NOVAMESH_TEST_GUEST are not set (npm run test:libvirt)";
+const skip =
+  A && B && BNS && GUEST
+    ? process.getuid?.() === 0
+      ? false
+      : "needs root (bridges, namespaces, nftables)"
+    : "NOVAMESH_LIBVIRT_A, NOVAMESH_LIBVIRT_B, NOVAMESH_LIBVIRT_B_NETNS and NOVAMESH_TEST_GUEST are not set (npm run test:libvirt)";
 if (skip && process.env.NOVAMESH_LIBVIRT_REQUIRED === "1") throw new Error(skip);
 
 const ip = (...args: string[]) => run("ip", args, { timeout: 10_000 });
+/** `ip` in host B's network namespace. */
+const ipB = (...args: string[]) => ip("-n", BNS!, ...args);
+/** The nftables ruleset of this machine's namespace, or of host B's. */
+const ruleset = async (ns?: string) =>
+  (await run(ns ? "ip" : "nft", [...(ns ? ["netns", "exec", ns, "nft"] : []), "list", "ruleset"], { timeout: 10_000, maxBuffer: 64 << 20 })).stdout;
+/** Resolves once `p` has, or has failed because what it removes is not there. */
+const removed = (p: Promise<unknown>) =>
+  p.then(
+    () => undefined,
+    (err: { stderr?: string }) => {
+      if (!/does not exist|Cannot find device|No such file or directory|Cannot remove namespace/.test(err.stderr ?? "")) throw err;
+    },
+  );
 /** One ICMP echo from this machine (or from namespace `ns`), one second to answer. */
 const pings = async (address: string, ns?: string): Promise<boolean> => {
   const cmd = ["busybox", "ping", "-c1", "-W1", address];
@@ -48,11 +76,12 @@ const pings = async (address: string, ns?: string): Promise<boolean> => {
   }
 };
 const tapOf = (portId: string) => `tap${portId.replace(/-/g, "").slice(0, 11)}`;
-const linkExists = async (name: string) =>
-  ip("link", "show", "dev", name).then(
-    () => true,
+/** Whether link `name` exists here (or in host B's namespace), and the bridge it is on. */
+const linkOf = async (name: string, ns?: string): Promise<{ master?: string } | undefined> =>
+  (ns ? ip("-n", ns, "-j", "link", "show", "dev", name) : ip("-j", "link", "show", "dev", name)).then(
+    (r) => (JSON.parse(r.stdout) as { master?: string }[])[0],
     (err: { stderr?: string }) => {
-      if (/does not exist/.test(err.stderr ?? "")) return false;
+      if (/does not exist/.test(err.stderr ?? "")) return undefined;
       throw err;
     },
   );
@@ -60,8 +89,12 @@ const linkExists = async (name: string) =>
 describe("real guests on a real network (libvirt, linux network driver)", { skip }, () => {
   // Names and addresses of this run: bridges, the outside namespace, two /24s.
   const tag = randomBytes(3).toString("hex");
-  const [brA, brB, ns, vethOut, vethIn] = ["a", "b", "c", "v", "w"].map((x) => `nmq${tag}${x}`) as [string, string, string, string, string];
-  const o2 = 100 + (randomBytes(1)[0]! % 50);
+  // The segment of brA: its end here (`segA`) and in host B's namespace, on B's own bridge brA.
+  const [brA, brB, ns, vethOut, vethIn, segA, segB] = ["a", "b", "c", "v", "w", "s", "t"].map((x) => `nmq${tag}${x}`) as [
+    string, string, string, string, string, string, string,
+  ];
+  // 10.100-148.x.0/24 and 10.150-198.x.0/24: clear of the hosts' underlay (scripts/libvirtd-hosts.sh, 10.199.0.0/30).
+  const o2 = 100 + (randomBytes(1)[0]! % 49);
   const o3 = randomBytes(1)[0]!;
   const netA = `10.${o2}.${o3}`;
   const netB = `10.${o2 + 50}.${o3}`;
@@ -80,7 +113,9 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
         const hostTag = `${tag.slice(0, 3)}${name}`;
         uris.set(host, uri);
         hostTags.set(host, hostTag);
-        return { host, driverArgs: ["--driver", "libvirt", "--libvirt-uri", uri, "--live-migration-uri", uri, "--network-driver", "linux", "--network-host-tag", hostTag] };
+        const network = ["--network-driver", "linux", "--network-host-tag", hostTag, "--tunnel-ip", uriHost(uri)!];
+        if (name === "b") network.push("--network-namespace", BNS!);
+        return { host, driverArgs: ["--driver", "libvirt", "--libvirt-uri", uri, "--live-migration-uri", uri, ...network] };
       }),
     beforeAgents: async () => {
       for (const [br, net] of [[brA, netA], [brB, netB]] as const) {
@@ -95,6 +130,11 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
       await ip("-n", ns, "addr", "add", `${netA}.2/24`, "dev", vethIn);
       await ip("-n", ns, "link", "set", vethIn, "up");
       await ip("-n", ns, "link", "set", "lo", "up");
+      await ipB("link", "add", brA, "type", "bridge");
+      await ipB("link", "set", brA, "up");
+      await ip("link", "add", segA, "type", "veth", "peer", "name", segB, "netns", BNS!);
+      await ip("link", "set", segA, "master", brA, "up");
+      await ipB("link", "set", segB, "master", brA, "up");
       ({ imageId } = await registerTestGuest(admin.images.raw, admin.images.metadata(), GUEST!, { name: `net-guest-${tag}` }));
       await admin.flavors.createFlavor({ flavor: { id: flavorId, name: flavorId, vcpus: 1, ramMb: 256, diskGb: 1, description: "", extraSpecs: {} } });
     },
@@ -104,20 +144,55 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
   const flavorId = `net.tiny.${tag}`;
   let imageId = "";
 
-  // Whatever a failed run left: domains, the bridges, the outside namespace.
+  // Whatever a failed run left: domains, DHCP servers, the bridges, the segment, the outside namespace.
   after(async () => {
     for (const uri of new Set(uris.values())) await removeDomains(uri, servers);
-    await ip("link", "del", vethOut).catch(() => undefined);
-    await ip("netns", "del", ns).catch(() => undefined);
-    for (const br of [brA, brB]) await ip("link", "del", br).catch(() => undefined);
+    const left = await dhcpLeftovers([...hostTags.values()]);
+    for (const pid of left.pids) process.kill(pid, "SIGKILL");
+    for (const n of left.namespaces) await removed(ip("netns", "del", n));
+    await removed(ip("link", "del", vethOut));
+    await removed(ip("link", "del", segA));
+    await removed(ip("netns", "del", ns));
+    for (const br of [brA, brB]) await removed(ip("link", "del", br));
+    await removed(ipB("link", "del", brA));
     // The agents' nftables tables outlive them (a restarted agent adopts them): removed here.
-    for (const hostTag of hostTags.values()) {
-      for (const family of ["bridge", "inet"]) await run("nft", ["delete", "table", family, `nm_${hostTag}`]).catch(() => undefined);
+    for (const [host, hostTag] of hostTags) {
+      const nft = host.endsWith("-b") ? ["ip", "netns", "exec", BNS!, "nft"] : ["nft"];
+      for (const family of ["bridge", "inet"]) await removed(run(nft[0]!, [...nft.slice(1), "delete", "table", family, `nm_${hostTag}`]));
+      // The slot registry, shared by every agent of the namespace: removed only when it holds no slot.
+      const slots = await run(nft[0]!, [...nft.slice(1), "-j", "list", "map", "bridge", "nm_slots", "slots"]).then(
+        (r) => r.stdout,
+        (err: { stderr?: string }) => {
+          if (!/No such file or directory/.test(err.stderr ?? "")) throw err;
+          return undefined;
+        },
+      );
+      if (slots !== undefined && !/"elem"/.test(slots)) await run(nft[0]!, [...nft.slice(1), "delete", "table", "bridge", "nm_slots"]);
     }
-    // The slot registry, shared by every agent of this kernel: removed only when it holds no slot.
-    const slots = await run("nft", ["-j", "list", "map", "bridge", "nm_slots", "slots"]).then((r) => r.stdout, () => undefined);
-    if (slots !== undefined && !/"elem"/.test(slots)) await run("nft", ["delete", "table", "bridge", "nm_slots"]);
   });
+
+  /**
+   * What is left of the agents' DHCP servers: the namespaces of their host
+   * tags, and the dnsmasq processes whose pid files are in this run's directory.
+   */
+  const dhcpLeftovers = async (tags: readonly string[]) => {
+    const namespaces = (await ip("netns", "list")).stdout
+      .split("\n")
+      .map((l) => l.split(" ")[0] ?? "")
+      .filter((n) => tags.some((t) => n.startsWith(`nmdhcp-${t}-`)));
+    const pids: number[] = [];
+    for (const entry of await readdir("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      const cmdline = await readFile(`/proc/${entry}/cmdline`, "utf8").catch((err: NodeJS.ErrnoException) => {
+        // The process exited while the list was read.
+        if (err.code === "ENOENT" || err.code === "ESRCH") return "";
+        throw err;
+      });
+      const args = cmdline.split("\0");
+      if (args[0]?.endsWith("dnsmasq") && args.some((a) => a.startsWith(`--pid-file=${dir}/`))) pids.push(Number(entry));
+    }
+    return { namespaces, pids };
+  };
 
   const consoleOf = async (id: string) => (await admin.servers.getConsoleOutput({ id, length: 0 })).output;
   /** The address the guest's console says its interface `ifname` got by DHCP. */
@@ -138,7 +213,7 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     return Date.now() - t0;
   };
 
-  test("two guests get their addresses by DHCP, security group rules take effect on them, a hot-plugged NIC is configured, delete leaves nothing", async (t) => {
+  test("two guests get their addresses by DHCP, security group rules take effect on them, a hot-plugged NIC is configured, a guest live-migrates to the other host and back and keeps answering, delete leaves nothing", async (t) => {
     const hostA = hosts[0]!;
     const net1 = (await admin.networks.createNetwork({ name: `flat-a-${tag}`, segmentation: Segmentation.SEGMENTATION_FLAT, physicalNetwork: brA, projectId: "alice" })).network!;
     await admin.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net1.id, cidr: `${netA}.0/24`, gatewayIp: `${netA}.1`, allocationPools: [{ start: `${netA}.10`, end: `${netA}.50` }] }) });
@@ -175,34 +250,62 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     await consoleAddress(g1!.id, "eth1", `${b1}/24`);
     await pingsWithin(b1, 10_000);
 
-    // Live migration between the two libvirtds of this machine: they share one kernel, so the
-    // target's tap (named after the port, as on the source) cannot be made while the source's
-    // exists. libvirt refuses before anything is copied; the guest runs on where it was and
-    // still answers at its address (agent/network/README.md, Limitations).
-    const lm = await admin.servers.liveMigrateServer({ id: g2!.id });
-    const lmOp = (await admin.operations.waitOperation({ name: lm.operation!.name, timeoutSeconds: 120 })).operation!;
-    assert.equal(lmOp.state, OperationState.OPERATION_STATE_FAILED);
-    assert.match(lmOp.error?.message ?? "", new RegExp(`${tapOf(g2!.interfaces[0]!.portId)} interface already exists`));
-    const stayed = await settled(admin, g2!.id, ServerStatus.SERVER_STATUS_ACTIVE, 60_000);
-    assert.equal(stayed.host, hostA);
-    assert.ok(await pingsWithin(a2, 10_000) >= 0, "after the failed migration the guest still answers at its address");
+    // Live migration to host B, whose network is its own namespace: the flat network's segment
+    // reaches B's bridge of that name, the tap is made there, B's rules take over the port.
+    const hostB = hosts[1]!;
+    const port2 = g2!.interfaces[0]!.portId;
+    const tap2 = tapOf(port2);
+    const migrate = async (to: string) => {
+      const t1 = Date.now();
+      const lm = await admin.servers.liveMigrateServer({ id: g2!.id, host: to });
+      const op = (await admin.operations.waitOperation({ name: lm.operation!.name, timeoutSeconds: 120 })).operation!;
+      assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, op.error?.message);
+      const moved = await settled(admin, g2!.id, ServerStatus.SERVER_STATUS_ACTIVE, 60_000);
+      assert.equal(moved.host, to);
+      assert.equal(addressOn(moved, net1.id), a2, "the guest keeps its address");
+      const lmMs = Date.now() - t1;
+      const pingMs = await pingsWithin(a2, 15_000);
+      t.diagnostic(`live migration to ${to}: SUCCEEDED in ${lmMs} ms, the guest answered ping ${pingMs} ms later`);
+    };
+    await migrate(hostB);
+    assert.equal(await linkOf(tap2), undefined, `${tap2} is gone from host A`);
+    assert.equal((await linkOf(tap2, BNS))?.master, brA, `${tap2} is on host B's ${brA}`);
+    assert.ok(!(await ruleset()).includes(tap2), `host A's tables name ${tap2} no more`);
+    assert.ok((await ruleset(BNS)).includes(`i_${tap2}`), `host B's tables hold ${tap2}'s ingress chain`);
+    // Through the segment to host B's bridge and B's rules for the port (ICMP is let in since the rule above).
+    assert.ok((await pingsWithin(a2, 10_000, ns)) >= 0, "the other machine on the network reaches the guest on host B");
 
-    // Delete: no tap, no DHCP host entry, no nftables chain of their ports.
+    // And back to host A.
+    await migrate(hostA);
+    assert.equal((await linkOf(tap2))?.master, brA, `${tap2} is on host A's ${brA} again`);
+    assert.equal(await linkOf(tap2, BNS), undefined, `${tap2} is gone from host B`);
+    assert.ok(!(await ruleset(BNS)).includes(tap2), `host B's tables name ${tap2} no more`);
+    assert.ok((await pingsWithin(a2, 10_000, ns)) >= 0, "the other machine on the network reaches the guest back on host A");
+
+    // Delete: no tap, no DHCP host entry, no nftables chain of their ports, on either host.
     const ports = [...g1!.interfaces, ...g2!.interfaces, ...attached.interfaces.filter((i) => i.networkId === net2.id)];
-    for (const p of ports) assert.ok(await linkExists(tapOf(p.portId)), `${tapOf(p.portId)} is there while the server runs`);
+    for (const p of ports) assert.ok(await linkOf(tapOf(p.portId)), `${tapOf(p.portId)} is there while the server runs`);
     for (const s of [g1!, g2!]) await alice.servers.deleteServer({ id: s.id });
     await eventually(async () => (await alice.servers.listServers({})).servers.length === 0, { what: "servers deleted", timeoutMs: 60_000 });
-    for (const p of ports) assert.equal(await linkExists(tapOf(p.portId)), false, `${tapOf(p.portId)} is gone`);
-    const ruleset = (await run("nft", ["list", "ruleset"], { timeout: 10_000, maxBuffer: 64 << 20 })).stdout;
-    for (const p of ports) assert.ok(!ruleset.includes(tapOf(p.portId)), `no nftables chain or element names ${tapOf(p.portId)}`);
-    for (const net of [net1, net2]) {
-      const hostsFile = join(dir, hostA, "network", "dhcp", net.id, "hosts");
-      const entries = await readFile(hostsFile, "utf8").catch((err: NodeJS.ErrnoException) => {
-        if (err.code === "ENOENT") return "";
-        throw err;
-      });
-      for (const p of ports) assert.ok(!entries.toLowerCase().includes(p.macAddress.toLowerCase()), `${hostsFile} has no entry for ${p.macAddress}`);
+    for (const p of ports) {
+      assert.equal(await linkOf(tapOf(p.portId)), undefined, `${tapOf(p.portId)} is gone`);
+      assert.equal(await linkOf(tapOf(p.portId), BNS), undefined, `${tapOf(p.portId)} is not on host B`);
     }
+    for (const rules of [await ruleset(), await ruleset(BNS)]) {
+      for (const p of ports) assert.ok(!rules.includes(tapOf(p.portId)), `no nftables chain or element names ${tapOf(p.portId)}`);
+    }
+    for (const net of [net1, net2]) {
+      for (const host of [hostA, hostB]) {
+        const hostsFile = join(dir, host, "network", "dhcp", net.id, "hosts");
+        const entries = await readFile(hostsFile, "utf8").catch((err: NodeJS.ErrnoException) => {
+          if (err.code === "ENOENT") return "";
+          throw err;
+        });
+        for (const p of ports) assert.ok(!entries.toLowerCase().includes(p.macAddress.toLowerCase()), `${hostsFile} has no entry for ${p.macAddress}`);
+      }
+    }
+    // No port left on a network: no DHCP server of either agent either.
+    assert.deepEqual(await dhcpLeftovers([...hostTags.values()]), { namespaces: [], pids: [] }, "no DHCP namespace or dnsmasq is left");
     assert.equal(await pings(a1), false, "the deleted guest's address no longer answers");
   });
 });
