@@ -14,7 +14,9 @@
  * flat network spans both hosts as a physical segment would: a bridge of
  * the same name in B's namespace, joined to this machine's by a veth pair.
  * Each agent's tunnel address is the address of its libvirtd's URI (the
- * hosts' underlay). Runs when NOVAMESH_LIBVIRT_A, NOVAMESH_LIBVIRT_B,
+ * hosts' underlay), so a tenant (VXLAN) network reaches B only over that
+ * underlay; a probe namespace on host A's bridge of it pings the guests
+ * there. Runs when NOVAMESH_LIBVIRT_A, NOVAMESH_LIBVIRT_B,
  * NOVAMESH_LIBVIRT_B_NETNS and NOVAMESH_TEST_GUEST are set
  * (`npm run test:libvirt`), as root.
  */
@@ -31,6 +33,7 @@ import { Segmentation, Subnet } from "../gen/novamesh/network/v1/network.js";
 import { Direction, SecurityGroupRule } from "../gen/novamesh/network/v1/security_group.js";
 import { loadLibvirt } from "../agent/drivers/libvirt/binding/index.js";
 import { uriHost } from "../agent/drivers/libvirt/live-migration.js";
+import { vxlanBridgeName, vxlanDeviceName } from "../agent/network/index.js";
 import * as C from "../agent/drivers/libvirt/binding/constants.js";
 import { registerTestGuest } from "../scripts/test-guest.js";
 import { eventually, settled, withOnlyHost } from "./harness.js";
@@ -90,14 +93,18 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
   // Names and addresses of this run: bridges, the outside namespace, two /24s.
   const tag = randomBytes(3).toString("hex");
   // The segment of brA: its end here (`segA`) and in host B's namespace, on B's own bridge brA.
-  const [brA, brB, ns, vethOut, vethIn, segA, segB] = ["a", "b", "c", "v", "w", "s", "t"].map((x) => `nmq${tag}${x}`) as [
-    string, string, string, string, string, string, string,
-  ];
+  // A probe namespace on the tenant (VXLAN) network, on host A's bridge of it (`probeOut`, `probeIn`).
+  const [brA, brB, ns, vethOut, vethIn, segA, segB, probe, probeOut, probeIn] = ["a", "b", "c", "v", "w", "s", "t", "p", "q", "r"].map(
+    (x) => `nmq${tag}${x}`,
+  ) as [string, string, string, string, string, string, string, string, string, string];
   // 10.100-148.x.0/24 and 10.150-198.x.0/24: clear of the hosts' underlay (scripts/libvirtd-hosts.sh, 10.199.0.0/30).
   const o2 = 100 + (randomBytes(1)[0]! % 49);
   const o3 = randomBytes(1)[0]!;
   const netA = `10.${o2}.${o3}`;
   const netB = `10.${o2 + 50}.${o3}`;
+  const netC = `10.${o2}.${(o3 + 1) % 256}`;
+  /** The tenant network's id, once made (its bridge and VXLAN device are named after it). */
+  let tenantNet = "";
   const uris = new Map<string, string>();
   const servers: string[] = [];
   const hostTags = new Map<string, string>();
@@ -148,9 +155,24 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
   after(async () => {
     for (const uri of new Set(uris.values())) await removeDomains(uri, servers);
     const left = await dhcpLeftovers([...hostTags.values()]);
-    for (const pid of left.pids) process.kill(pid, "SIGKILL");
+    for (const pid of left.pids) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch (err) {
+        // It exited meanwhile.
+        if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+      }
+    }
     for (const n of left.namespaces) await removed(ip("netns", "del", n));
     await removed(ip("link", "del", vethOut));
+    await removed(ip("link", "del", probeOut));
+    await removed(ip("netns", "del", probe));
+    if (tenantNet) {
+      for (const dev of [vxlanDeviceName(tenantNet), vxlanBridgeName(tenantNet)]) {
+        await removed(ip("link", "del", dev));
+        await removed(ipB("link", "del", dev));
+      }
+    }
     await removed(ip("link", "del", segA));
     await removed(ip("netns", "del", ns));
     for (const br of [brA, brB]) await removed(ip("link", "del", br));
@@ -209,7 +231,7 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
   const addressOn = (s: Server, networkId: string) => s.interfaces.find((i) => i.networkId === networkId)?.ipAddresses[0] ?? "";
   const pingsWithin = async (address: string, ms: number, ns?: string) => {
     const t0 = Date.now();
-    await eventually(async () => pings(address, ns), { what: `${address} answers ping${ns ? " from the outside namespace" : ""}`, timeoutMs: ms, intervalMs: 200 });
+    await eventually(async () => pings(address, ns), { what: `${address} answers ping${ns ? ` from namespace ${ns}` : ""}`, timeoutMs: ms, intervalMs: 200 });
     return Date.now() - t0;
   };
 
@@ -219,18 +241,36 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     await admin.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net1.id, cidr: `${netA}.0/24`, gatewayIp: `${netA}.1`, allocationPools: [{ start: `${netA}.10`, end: `${netA}.50` }] }) });
     const net2 = (await admin.networks.createNetwork({ name: `flat-b-${tag}`, segmentation: Segmentation.SEGMENTATION_FLAT, physicalNetwork: brB, projectId: "alice" })).network!;
     await admin.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net2.id, cidr: `${netB}.0/24`, noGateway: true, allocationPools: [{ start: `${netB}.10`, end: `${netB}.50` }] }) });
+    // A tenant network: VXLAN between the hosts' tunnel addresses, over their underlay.
+    const net3 = (await alice.networks.createNetwork({ name: `tenant-${tag}` })).network!;
+    assert.equal(net3.segmentation, Segmentation.SEGMENTATION_VXLAN);
+    tenantNet = net3.id;
+    await alice.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net3.id, cidr: `${netC}.0/24`, noGateway: true, allocationPools: [{ start: `${netC}.10`, end: `${netC}.50` }] }) });
 
     const t0 = Date.now();
     const [g1, g2] = await withOnlyHost(admin, hostA, async () => {
-      const made = await Promise.all(["net-1", "net-2"].map(async (name) => (await alice.servers.createServer({ name, flavorId, imageId, networks: [{ networkId: net1.id, portId: "", fixedIp: "" }] })).server!));
+      const networks = [net1, net3].map((n) => ({ networkId: n.id, portId: "", fixedIp: "" }));
+      const made = await Promise.all(["net-1", "net-2"].map(async (name) => (await alice.servers.createServer({ name, flavorId, imageId, networks })).server!));
       servers.push(...made.map((s) => s.id));
       return Promise.all(made.map((s) => settled(admin, s.id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000)));
     });
     const [a1, a2] = [addressOn(g1!, net1.id), addressOn(g2!, net1.id)];
     assert.match(a1, new RegExp(`^${netA.replace(/\./g, "\\.")}\\.\\d+$`));
     assert.notEqual(a1, a2);
-    await Promise.all([consoleAddress(g1!.id, "eth0", `${a1}/24`), consoleAddress(g2!.id, "eth0", `${a2}/24`)]);
-    t.diagnostic(`both guests ACTIVE and configured by DHCP (${a1}, ${a2}) ${Date.now() - t0} ms after CreateServer`);
+    const [c1, c2] = [addressOn(g1!, net3.id), addressOn(g2!, net3.id)];
+    await Promise.all([
+      consoleAddress(g1!.id, "eth0", `${a1}/24`),
+      consoleAddress(g2!.id, "eth0", `${a2}/24`),
+      consoleAddress(g1!.id, "eth1", `${c1}/24`),
+      consoleAddress(g2!.id, "eth1", `${c2}/24`),
+    ]);
+    t.diagnostic(`both guests ACTIVE and configured by DHCP (${a1} and ${c1}, ${a2} and ${c2}) ${Date.now() - t0} ms after CreateServer`);
+    // The probe: a namespace on host A's bridge of the tenant network (as Neutron's debug probes are).
+    await ip("netns", "add", probe);
+    await ip("link", "add", probeOut, "mtu", String(net3.mtu), "type", "veth", "peer", "name", probeIn, "netns", probe);
+    await ip("link", "set", probeOut, "master", vxlanBridgeName(net3.id), "up");
+    await ip("-n", probe, "addr", "add", `${netC}.250/24`, "dev", probeIn);
+    await ip("-n", probe, "link", "set", probeIn, "up");
 
     // This machine reaches both at once; the outside namespace only once ICMP is let in.
     for (const a of [a1, a2]) assert.ok(await pingsWithin(a, 10_000) >= 0);
@@ -241,13 +281,14 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     // The hosts re-plug a group's ports one after another: the second follows within the same few seconds.
     assert.ok((await pingsWithin(a2, 10_000, ns)) >= 0, "the rule holds for every port of the group");
     t.diagnostic(`ICMP from outside answered ${ruleMs} ms after CreateSecurityGroupRule`);
+    assert.ok((await pingsWithin(c2, 10_000, probe)) >= 0, "the probe reaches the guest on the tenant network");
 
-    // A second network, hot-plugged: the guest's DHCP client configures eth1.
+    // A third network, hot-plugged: the guest's DHCP client configures eth2.
     await alice.servers.attachInterface({ id: g1!.id, networkId: net2.id });
     const attached = await settled(admin, g1!.id, ServerStatus.SERVER_STATUS_ACTIVE, 60_000);
     const b1 = addressOn(attached, net2.id);
     assert.ok(b1, JSON.stringify(attached.interfaces));
-    await consoleAddress(g1!.id, "eth1", `${b1}/24`);
+    await consoleAddress(g1!.id, "eth2", `${b1}/24`);
     await pingsWithin(b1, 10_000);
 
     // Live migration to host B, whose network is its own namespace: the flat network's segment
@@ -262,7 +303,7 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
       assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, op.error?.message);
       const moved = await settled(admin, g2!.id, ServerStatus.SERVER_STATUS_ACTIVE, 60_000);
       assert.equal(moved.host, to);
-      assert.equal(addressOn(moved, net1.id), a2, "the guest keeps its address");
+      assert.deepEqual([addressOn(moved, net1.id), addressOn(moved, net3.id)], [a2, c2], "the guest keeps its addresses");
       const lmMs = Date.now() - t1;
       const pingMs = await pingsWithin(a2, 15_000);
       t.diagnostic(`live migration to ${to}: SUCCEEDED in ${lmMs} ms, the guest answered ping ${pingMs} ms later`);
@@ -274,6 +315,10 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     assert.ok((await ruleset(BNS)).includes(`i_${tap2}`), `host B's tables hold ${tap2}'s ingress chain`);
     // Through the segment to host B's bridge and B's rules for the port (ICMP is let in since the rule above).
     assert.ok((await pingsWithin(a2, 10_000, ns)) >= 0, "the other machine on the network reaches the guest on host B");
+    // The tenant network's only way to host B is VXLAN from B's tunnel address, over the underlay.
+    const [vxB] = JSON.parse((await ipB("-d", "-j", "link", "show", "dev", vxlanDeviceName(net3.id))).stdout) as { linkinfo?: { info_data?: { local?: string } } }[];
+    assert.equal(vxB?.linkinfo?.info_data?.local, uriHost(B!), "host B's VXLAN device is on its tunnel address");
+    assert.ok((await pingsWithin(c2, 10_000, probe)) >= 0, "the probe on host A reaches the guest on host B over VXLAN");
 
     // And back to host A.
     await migrate(hostA);
@@ -281,6 +326,9 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     assert.equal(await linkOf(tap2, BNS), undefined, `${tap2} is gone from host B`);
     assert.ok(!(await ruleset(BNS)).includes(tap2), `host B's tables name ${tap2} no more`);
     assert.ok((await pingsWithin(a2, 10_000, ns)) >= 0, "the other machine on the network reaches the guest back on host A");
+    assert.ok((await pingsWithin(c2, 10_000, probe)) >= 0, "the probe reaches the guest back on host A");
+    assert.equal(await linkOf(vxlanBridgeName(net3.id), BNS), undefined, "host B removed the tenant network's bridge it no longer uses");
+    await ip("link", "del", probeOut);
 
     // Delete: no tap, no DHCP host entry, no nftables chain of their ports, on either host.
     const ports = [...g1!.interfaces, ...g2!.interfaces, ...attached.interfaces.filter((i) => i.networkId === net2.id)];
@@ -294,7 +342,7 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     for (const rules of [await ruleset(), await ruleset(BNS)]) {
       for (const p of ports) assert.ok(!rules.includes(tapOf(p.portId)), `no nftables chain or element names ${tapOf(p.portId)}`);
     }
-    for (const net of [net1, net2]) {
+    for (const net of [net1, net2, net3]) {
       for (const host of [hostA, hostB]) {
         const hostsFile = join(dir, host, "network", "dhcp", net.id, "hosts");
         const entries = await readFile(hostsFile, "utf8").catch((err: NodeJS.ErrnoException) => {
@@ -303,6 +351,10 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
         });
         for (const p of ports) assert.ok(!entries.toLowerCase().includes(p.macAddress.toLowerCase()), `${hostsFile} has no entry for ${p.macAddress}`);
       }
+    }
+    for (const dev of [vxlanBridgeName(net3.id), vxlanDeviceName(net3.id)]) {
+      assert.equal(await linkOf(dev), undefined, `${dev} is gone from host A`);
+      assert.equal(await linkOf(dev, BNS), undefined, `${dev} is not on host B`);
     }
     // No port left on a network: no DHCP server of either agent either.
     assert.deepEqual(await dhcpLeftovers([...hostTags.values()]), { namespaces: [], pids: [] }, "no DHCP namespace or dnsmasq is left");
