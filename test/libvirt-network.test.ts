@@ -108,6 +108,8 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
   const uris = new Map<string, string>();
   const servers: string[] = [];
   const hostTags = new Map<string, string>();
+  /** The taps of this run's ports (their slots in the registry are this run's). */
+  const taps = new Set<string>();
 
   const fx = stack({
     name: "libvirt-network",
@@ -181,15 +183,20 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     for (const [host, hostTag] of hostTags) {
       const nft = host.endsWith("-b") ? ["ip", "netns", "exec", BNS!, "nft"] : ["nft"];
       for (const family of ["bridge", "inet"]) await removed(run(nft[0]!, [...nft.slice(1), "delete", "table", family, `nm_${hostTag}`]));
-      // The slot registry, shared by every agent of the namespace: removed only when it holds no slot.
+      // The slot registry, shared by every agent of the namespace: this run's slots go (a failed
+      // run leaves ports plugged), the registry only when it holds no slot.
       const slots = await run(nft[0]!, [...nft.slice(1), "-j", "list", "map", "bridge", "nm_slots", "slots"]).then(
-        (r) => r.stdout,
+        (r) => JSON.parse(r.stdout) as { nftables: { map?: { elem?: [unknown, unknown][] } }[] },
         (err: { stderr?: string }) => {
           if (!/No such file or directory/.test(err.stderr ?? "")) throw err;
           return undefined;
         },
       );
-      if (slots !== undefined && !/"elem"/.test(slots)) await run(nft[0]!, [...nft.slice(1), "delete", "table", "bridge", "nm_slots"]);
+      if (slots === undefined) continue;
+      const elems = slots.nftables.flatMap((o) => o.map?.elem ?? []);
+      const ours = elems.filter(([, tap]) => typeof tap === "string" && taps.has(tap));
+      for (const [slot] of ours) await run(nft[0]!, [...nft.slice(1), "delete", "element", "bridge", "nm_slots", "slots", `{ ${String(slot)} }`]);
+      if (elems.length === ours.length) await run(nft[0]!, [...nft.slice(1), "delete", "table", "bridge", "nm_slots"]);
     }
   });
 
@@ -252,8 +259,10 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
       const networks = [net1, net3].map((n) => ({ networkId: n.id, portId: "", fixedIp: "" }));
       const made = await Promise.all(["net-1", "net-2"].map(async (name) => (await alice.servers.createServer({ name, flavorId, imageId, networks })).server!));
       servers.push(...made.map((s) => s.id));
+      for (const p of made.flatMap((s) => s.interfaces)) taps.add(tapOf(p.portId));
       return Promise.all(made.map((s) => settled(admin, s.id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000)));
     });
+    for (const p of [...g1!.interfaces, ...g2!.interfaces]) taps.add(tapOf(p.portId));
     const [a1, a2] = [addressOn(g1!, net1.id), addressOn(g2!, net1.id)];
     assert.match(a1, new RegExp(`^${netA.replace(/\./g, "\\.")}\\.\\d+$`));
     assert.notEqual(a1, a2);
@@ -286,6 +295,7 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     // A third network, hot-plugged: the guest's DHCP client configures eth2.
     await alice.servers.attachInterface({ id: g1!.id, networkId: net2.id });
     const attached = await settled(admin, g1!.id, ServerStatus.SERVER_STATUS_ACTIVE, 60_000);
+    for (const p of attached.interfaces) taps.add(tapOf(p.portId));
     const b1 = addressOn(attached, net2.id);
     assert.ok(b1, JSON.stringify(attached.interfaces));
     await consoleAddress(g1!.id, "eth2", `${b1}/24`);
@@ -369,8 +379,8 @@ async function removeDomains(uri: string, ids: string[]): Promise<void> {
     for (const d of await conn.listAllDomains(0)) {
       const name = await d.getName();
       if (!ids.some((id) => name === `novamesh-${id}`)) continue;
-      await d.destroy().catch(() => undefined);
-      await d.undefineFlags(C.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE).catch(() => undefined);
+      if (await d.isActive()) await d.destroy();
+      if (await d.isPersistent()) await d.undefineFlags(C.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE);
     }
   } finally {
     await conn.close();
