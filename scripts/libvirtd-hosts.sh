@@ -232,7 +232,14 @@ up_a() {
 }
 
 up_b() {
-  if pid_alive "$HOSTB_DIR/run/libvirtd.pid"; then return 0; fi
+  local pid
+  if pid_alive "$HOSTB_DIR/run/libvirtd.pid"; then
+    pid=$(cat "$HOSTB_DIR/run/libvirtd.pid")
+    [ "$(ip netns identify "$pid")" = "$NETNS_B" ] && return 0
+    # Started by an earlier version of this script, in the default network namespace.
+    echo "libvirtd-hosts: host B's libvirtd (pid $pid) is not in $NETNS_B; starting it again there (its guests, if any, are orphaned)" >&2
+    stop_pidfile "$HOSTB_DIR/run/libvirtd.pid"
+  fi
   # Stale state of a host B that is gone (e.g. killed): start afresh.
   stop_pidfile "$HOSTB_DIR/run/virtlogd.pid"
   rm -rf "$HOSTB_DIR"
