@@ -86,3 +86,19 @@ test("TLS is the default: CA, client certificate and server name from flags or v
   assert.throws(() => parse(["--tls-cert", "a.pem"]), /--tls-cert needs --tls-key/);
   assert.throws(() => parse(["--tls-key", "a-key.pem"]), /--tls-key needs --tls-cert/);
 });
+
+test("network: the driver by hypervisor driver, tunnel address, host tag and namespace from flags or variables; bad values are usage errors", () => {
+  assert.deepEqual(parse([]).network, { driver: "fake", tunnelIp: "", hostTag: undefined, namespace: undefined });
+  assert.deepEqual(parse(["--driver", "libvirt"]).network, { driver: "linux", tunnelIp: "", hostTag: undefined, namespace: undefined });
+  const n = parse(["--network-driver", "linux", "--tunnel-ip", "10.199.0.2", "--network-host-tag", "hb1", "--network-namespace", "nmhostb"]);
+  assert.deepEqual(n.network, { driver: "linux", tunnelIp: "10.199.0.2", hostTag: "hb1", namespace: "nmhostb" });
+  assert.equal(parse(["--network-driver", "linux"], { NOVAMESH_NETWORK_NAMESPACE: "host-b.1" }).network.namespace, "host-b.1");
+  // An empty variable is no namespace: the agent's own.
+  assert.equal(parse(["--network-driver", "linux"], { NOVAMESH_NETWORK_NAMESPACE: "" }).network.namespace, undefined);
+  for (const bad of ["../x", "a/b", "..", "with space"]) {
+    assert.throws(() => parse(["--network-driver", "linux", "--network-namespace", bad]), /--network-namespace: .* is not a network namespace name/, bad);
+  }
+  assert.throws(() => parse(["--network-namespace", "nmhostb"]), /only the linux network driver works in a namespace/);
+  assert.throws(() => parse(["--network-driver", "linux", "--tunnel-ip", "host-b"]), /--tunnel-ip: "host-b" is not an IPv4 address/);
+  assert.throws(() => parse(["--network-driver", "linux", "--network-host-tag", "TOOLONG"]), /--network-host-tag/);
+});

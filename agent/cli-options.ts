@@ -42,6 +42,7 @@ export const AGENT_FLAGS = {
   "live-migration-inbound-addr": { env: "NOVAMESH_LIVE_MIGRATION_INBOUND_ADDR", type: "string", help: "libvirt driver: address qemu receives live migrations on; default the host of --live-migration-uri" },
   "network-driver": { env: "NOVAMESH_NETWORK_DRIVER", type: "string", help: "network driver: linux (bridges, VXLAN, dnsmasq, nftables) or fake; default linux with the libvirt driver, fake with the fake one" },
   "tunnel-ip": { env: "NOVAMESH_TUNNEL_IP", type: "string", help: "this host's underlay address for VXLAN networks (without it the host cannot carry them)" },
+  "network-namespace": { env: "NOVAMESH_NETWORK_NAMESPACE", type: "string", help: "linux network driver: an existing named network namespace (ip netns) that is this host's network, where the hypervisor's taps and bridges are; every ip, bridge, nft and dnsmasq command runs in it (a host simulated in a namespace); default the agent's own" },
   "network-host-tag": { env: "NOVAMESH_NETWORK_HOST_TAG", type: "string", help: "linux network driver: 1-4 lowercase letters or digits in the names of this agent's DHCP namespaces and nftables table, so two agents on one kernel never clash; default derived from the host name" },
   "cpu-allocation-ratio": { env: "NOVAMESH_CPU_ALLOCATION_RATIO", type: "string", help: "vCPU overcommit of this host (default: the controller's)" },
   "ram-allocation-ratio": { env: "NOVAMESH_RAM_ALLOCATION_RATIO", type: "string", help: "memory overcommit of this host (default: the controller's)" },
@@ -99,6 +100,8 @@ export interface AgentCliConfig {
     /** Underlay address for VXLAN; "" none. */
     readonly tunnelIp: string;
     readonly hostTag: string | undefined;
+    /** --network-namespace: the named network namespace the linux driver works in; undefined: the agent's own. */
+    readonly namespace: string | undefined;
   };
 }
 
@@ -225,7 +228,13 @@ function networkOf(get: (name: keyof typeof AGENT_FLAGS) => string | undefined, 
   if (tunnelIp && !/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(tunnelIp)) throw new UsageError(`--tunnel-ip: "${tunnelIp}" is not an IPv4 address`);
   const hostTag = get("network-host-tag");
   if (hostTag !== undefined && !/^[a-z0-9]{1,4}$/.test(hostTag)) throw new UsageError(`--network-host-tag: "${hostTag}" is not 1-4 lowercase letters or digits`);
-  return { driver: kind, tunnelIp, hostTag };
+  const namespace = get("network-namespace") || undefined;
+  // A name `ip netns` accepts: one path component under /run/netns.
+  if (namespace !== undefined && (!/^[A-Za-z0-9_.-]{1,64}$/.test(namespace) || namespace === "." || namespace === "..")) {
+    throw new UsageError(`--network-namespace: "${namespace}" is not a network namespace name (letters, digits, '.', '-', '_')`);
+  }
+  if (namespace !== undefined && kind !== "linux") throw new UsageError("--network-namespace: only the linux network driver works in a namespace");
+  return { driver: kind, tunnelIp, hostTag, namespace };
 }
 
 /** Host names and state dirs of the agents `config` asks for. */

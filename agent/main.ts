@@ -49,9 +49,17 @@ function makeDriver(config: AgentCliConfig, host: string, stateDir: string, clie
 
 /** The network driver `config` asks for, for one agent; its state lives in `<stateDir>/network`. */
 function makeNetwork(config: AgentCliConfig, host: string, stateDir: string, logger: Logger): NetworkDriver {
-  const { driver, tunnelIp, hostTag } = config.network;
+  const { driver, tunnelIp, hostTag, namespace } = config.network;
   if (driver === "linux") {
-    return makeNetworkDriver({ kind: "linux", hostname: host, hostTag, tunnelIp, stateDir: resolve(join(stateDir, "network")), logger: logger.child({ host, driver: "network" }) });
+    return makeNetworkDriver({
+      kind: "linux",
+      hostname: host,
+      hostTag,
+      tunnelIp,
+      netns: namespace,
+      stateDir: resolve(join(stateDir, "network")),
+      logger: logger.child({ host, driver: "network" }),
+    });
   }
   return makeNetworkDriver({ kind: "fake", tunnelIp, statePath: join(stateDir, "fake-network.json") });
 }

@@ -3,31 +3,51 @@
 # integration tests (no systemd, no dbus, no usable KVM: guests use TCG).
 #
 #   libvirtd-hosts.sh up      install what is missing, start both hosts, wait
-#                             until both answer, print "A=<uri>" and "B=<uri>"
+#                             until both answer, print "A=<uri>", "B=<uri>"
+#                             and "B_NETNS=<host B's network namespace>"
 #   libvirtd-hosts.sh up-a    the same for host A only (the all-in-one's)
 #   libvirtd-hosts.sh down    stop both libvirtds and their virtlogds; remove
-#                             host B's state. Guests are neither destroyed nor
-#                             undefined (a guest still running on B is orphaned)
+#                             host B's state, network namespace and link.
+#                             Guests are neither destroyed nor undefined (a
+#                             guest still running on B is orphaned)
 #   libvirtd-hosts.sh status  print whether each host answers (exit 1 if not)
 #   libvirtd-hosts.sh restart-a  restart host A's libvirtd (its guests keep
 #                             running), for tests of reconnecting clients
 #
-# Host A is the machine's own libvirtd: qemu:///system (socket /run/libvirt)
-# and qemu+tcp://127.0.0.1:16509/system, configured by /etc/libvirt/libvirtd.conf
-# and /etc/libvirt/qemu.conf, which this script writes.
+# Host A is the machine's own libvirtd, in the default network namespace:
+# qemu:///system (socket /run/libvirt), and over TCP on 16509, configured by
+# /etc/libvirt/libvirtd.conf and /etc/libvirt/qemu.conf, which this script
+# writes. With host B up it listens on its underlay address,
+# qemu+tcp://10.199.0.1:16509/system (so that B reaches it); alone (up-a)
+# on qemu+tcp://127.0.0.1:16509/system.
 #
-# Host B is a second libvirtd with its own virtlogd, started inside its own
-# mount namespace (unshare -m, private propagation) in which $HOSTB_DIR/{etc,
-# run,lib,log,cache} are bind-mounted over /etc/libvirt, /run/libvirt,
-# /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt. So it has its own
-# config (a copy of A's with its own tcp_port, host_uuid and migration ports),
-# sockets, pid files, domain definitions, save images and logs; everything else
-# (/tmp, instance directories, images) is shared with A. It is reached from the
-# default namespace as qemu+tcp://127.0.0.1:16510/system, or through its unix
-# socket, qemu+unix:///system?socket=$HOSTB_DIR/run/libvirt-sock. Its files
-# (e.g. domain and serial logs under $HOSTB_DIR/log/qemu) can be read from the
-# default namespace too. Host UUIDs are kept in $STATE_DIR so they stay the
-# same across down/up; they differ, so live migration A <-> B is allowed.
+# Host B is a second libvirtd with its own virtlogd, started inside a network
+# namespace of its own, nmhostb, and a mount namespace of its own (unshare -m,
+# private propagation) in which $HOSTB_DIR/{etc,run,lib,log,cache} are
+# bind-mounted over /etc/libvirt, /run/libvirt, /var/lib/libvirt,
+# /var/log/libvirt and /var/cache/libvirt. So it has its own config (a copy
+# of A's with its own tcp_port, listen address, host_uuid and migration
+# ports), sockets, pid files, domain definitions, save images and logs, and
+# its guests' taps and the bridges they join are in nmhostb, not beside A's:
+# the two hosts share a kernel but not a network stack, as two machines
+# would not. Everything else (/tmp, instance directories, images) is shared
+# with A. Its files (e.g. domain and serial logs under $HOSTB_DIR/log/qemu)
+# can be read from the default namespace too.
+#
+# The hosts' "physical" network, the underlay: a veth pair, nmhostb0 in the
+# default namespace with 10.199.0.1/30 (host A's address) and nmhosta0 in
+# nmhostb with 10.199.0.2/30 (host B's), 10.199.0.0/30 being a block
+# unlikely to be used on a test machine (change UNDERLAY_* below if it is).
+# B's libvirtd listens on qemu+tcp://10.199.0.2:16510/system, reached from
+# the default namespace over that link (or through its unix socket,
+# qemu+unix:///system?socket=$HOSTB_DIR/run/libvirt-sock). The libvirtds
+# listen on these addresses only (auth_tcp none: for tests on this machine).
+# Each host's agent uses its underlay address as --tunnel-ip, so VXLAN
+# crosses the link as between two machines; the linux network driver of
+# host B's agent runs in nmhostb (--network-namespace nmhostb). A flat
+# network that spans both hosts needs a bridge of the same name on each
+# side, joined by a veth pair like a physical segment; the test that uses
+# one makes it (test/libvirt-network.test.ts).
 #
 # qemu runs as root (user/group "root" in qemu.conf, dynamic_ownership off):
 # instance files that root creates under /tmp or /var/lib (mkdtemp 0700
@@ -36,21 +56,30 @@
 # cgroups (libvirt logs "At least one cgroup controller is required" at each
 # start; harmless), no per-guest mount namespace, no dbus/machined, no
 # libvirt-daemon-system (its init scripts, default network and polkit setup).
+# Host UUIDs are kept in $STATE_DIR so they stay the same across down/up;
+# they differ, so live migration A <-> B is allowed.
 #
-# Live migration between the hosts: libvirt refuses 127.0.0.1 as
-# migration_host/migration_address in qemu.conf, so give the address per
-# migration: --migrateuri tcp://127.0.0.1 --listen-address 127.0.0.1 (virsh),
-# i.e. the typed params migrate_uri and listen_address. A uses qemu migration
-# (and NBD) ports 49152-49215, B 49216-49279. /dev/kvm opens here but guests
-# hang under KVM although the capabilities list it: use <domain type='qemu'>.
+# Live migration between the hosts: peer to peer, each libvirtd connecting
+# to the other's URI above. Give the target's address per migration (the
+# typed params migrate_uri and listen_address; the agent's
+# --live-migration-uri, whose host is also its inbound address), e.g. to B:
+# --migrateuri tcp://10.199.0.2 --listen-address 10.199.0.2 (virsh). A uses
+# qemu migration (and NBD) ports 49152-49215, B 49216-49279. /dev/kvm opens
+# here but guests hang under KVM although the capabilities list it: use
+# <domain type='qemu'>.
 set -euo pipefail
 
 HOSTB_DIR=${HOSTB_DIR:-/run/libvirt-hostb}
 STATE_DIR=${LIBVIRT_HOSTS_STATE:-/var/lib/libvirt-hosts}
 PORT_A=16509
 PORT_B=16510
-URI_A=qemu+tcp://127.0.0.1:$PORT_A/system
-URI_B=qemu+tcp://127.0.0.1:$PORT_B/system
+NETNS_B=nmhostb
+UNDERLAY_LINK_A=nmhostb0 # A's end of the underlay, in the default namespace
+UNDERLAY_LINK_B=nmhosta0 # B's end, in $NETNS_B
+UNDERLAY_ADDR_A=10.199.0.1
+UNDERLAY_ADDR_B=10.199.0.2
+UNDERLAY_PREFIX=30
+URI_B=qemu+tcp://$UNDERLAY_ADDR_B:$PORT_B/system
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 qemu-utils busybox-static cpio pkg-config)
 MARKER="# Written by scripts/libvirtd-hosts.sh; rewritten on every 'up'."
@@ -83,20 +112,20 @@ host_uuid() { # NAME -> a stable UUID for that host
   cat "$f"
 }
 
-libvirtd_conf() { # PORT UUID
+libvirtd_conf() { # LISTEN_ADDR PORT UUID
   cat <<EOF
 $MARKER
 listen_tls = 0
 listen_tcp = 1
-listen_addr = "127.0.0.1"
-tcp_port = "$1"
+listen_addr = "$1"
+tcp_port = "$2"
 auth_tcp = "none"
 auth_unix_ro = "none"
 auth_unix_rw = "none"
 unix_sock_group = "root"
 unix_sock_ro_perms = "0777"
 unix_sock_rw_perms = "0770"
-host_uuid = "$2"
+host_uuid = "$3"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 EOF
 }
@@ -158,10 +187,42 @@ stop_pidfile() { # PIDFILE
   rm -f "$1"
 }
 
+# Whether the underlay link (made by 'up') is there.
+underlay_present() { ip link show dev "$UNDERLAY_LINK_A" >/dev/null 2>&1; }
+
+# Host A's listen address: its underlay address when the link is there (host
+# B reaches it for migrations B -> A), else the loopback address.
+addr_a() { if underlay_present; then echo "$UNDERLAY_ADDR_A"; else echo 127.0.0.1; fi; }
+uri_a() { echo "qemu+tcp://$(addr_a):$PORT_A/system"; }
+
+# Host B's network namespace and the underlay link to it, with addresses.
+# Leaves what is there as it is; a link whose other end is not in the
+# namespace (the namespace was deleted meanwhile) is made again.
+underlay_up() {
+  [ -e "/run/netns/$NETNS_B" ] || ip netns add "$NETNS_B"
+  ip -n "$NETNS_B" link set dev lo up
+  if underlay_present && ! ip -n "$NETNS_B" link show dev "$UNDERLAY_LINK_B" >/dev/null 2>&1; then
+    ip link del dev "$UNDERLAY_LINK_A"
+  fi
+  underlay_present ||
+    ip link add "$UNDERLAY_LINK_A" type veth peer name "$UNDERLAY_LINK_B" netns "$NETNS_B"
+  ip addr replace "$UNDERLAY_ADDR_A/$UNDERLAY_PREFIX" dev "$UNDERLAY_LINK_A"
+  ip link set dev "$UNDERLAY_LINK_A" up
+  ip -n "$NETNS_B" addr replace "$UNDERLAY_ADDR_B/$UNDERLAY_PREFIX" dev "$UNDERLAY_LINK_B"
+  ip -n "$NETNS_B" link set dev "$UNDERLAY_LINK_B" up
+}
+
+# Removes the link (both ends) and the namespace's name. Whatever still runs
+# in the namespace (an orphaned guest) keeps it alive, unnamed.
+underlay_down() {
+  if underlay_present; then ip link del dev "$UNDERLAY_LINK_A"; fi
+  if [ -e "/run/netns/$NETNS_B" ]; then ip netns del "$NETNS_B"; fi
+}
+
 up_a() {
   mkdir -p /etc/libvirt /run/libvirt /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt
   local changed=0
-  libvirtd_conf "$PORT_A" "$(host_uuid a)" | write_conf /etc/libvirt/libvirtd.conf && changed=1
+  libvirtd_conf "$(addr_a)" "$PORT_A" "$(host_uuid a)" | write_conf /etc/libvirt/libvirtd.conf && changed=1
   qemu_conf 49152 49215 | write_conf /etc/libvirt/qemu.conf && changed=1
   pid_alive /run/virtlogd.pid || virtlogd -d
   if pid_alive /run/libvirtd.pid && [ "$changed" = 1 ]; then
@@ -171,7 +232,14 @@ up_a() {
 }
 
 up_b() {
-  if pid_alive "$HOSTB_DIR/run/libvirtd.pid"; then return 0; fi
+  local pid
+  if pid_alive "$HOSTB_DIR/run/libvirtd.pid"; then
+    pid=$(cat "$HOSTB_DIR/run/libvirtd.pid")
+    [ "$(ip netns identify "$pid")" = "$NETNS_B" ] && return 0
+    # Started by an earlier version of this script, in the default network namespace.
+    echo "libvirtd-hosts: host B's libvirtd (pid $pid) is not in $NETNS_B; starting it again there (its guests, if any, are orphaned)" >&2
+    stop_pidfile "$HOSTB_DIR/run/libvirtd.pid"
+  fi
   # Stale state of a host B that is gone (e.g. killed): start afresh.
   stop_pidfile "$HOSTB_DIR/run/virtlogd.pid"
   rm -rf "$HOSTB_DIR"
@@ -181,12 +249,14 @@ up_b() {
   # A's probed qemu capabilities are valid for B too (same binaries, same
   # host): saves B probing qemu again at its start.
   [ -d /var/cache/libvirt/qemu ] && cp -a /var/cache/libvirt/qemu "$HOSTB_DIR/cache/"
-  libvirtd_conf "$PORT_B" "$(host_uuid b)" | write_conf "$HOSTB_DIR/etc/libvirtd.conf" || true
+  libvirtd_conf "$UNDERLAY_ADDR_B" "$PORT_B" "$(host_uuid b)" | write_conf "$HOSTB_DIR/etc/libvirtd.conf" || true
   qemu_conf 49216 49279 | write_conf "$HOSTB_DIR/etc/qemu.conf" || true
   mkdir -p /etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
-  # The namespace lives on in the daemons (and the guests they start) after
-  # the unshare'd shell exits.
-  HOSTB_DIR=$HOSTB_DIR unshare --mount --propagation private -- /bin/bash -euc '
+  # 'ip netns exec' enters B's network namespace in a mount namespace of its
+  # own with /sys mounted for it (libvirt reads the bridges and taps there);
+  # unshare then makes the bind mounts private to B. The namespaces live on
+  # in the daemons (and the guests they start) after the shell exits.
+  HOSTB_DIR=$HOSTB_DIR ip netns exec "$NETNS_B" unshare --mount --propagation private -- /bin/bash -euc '
     mount --bind "$HOSTB_DIR/etc" /etc/libvirt
     mount --bind "$HOSTB_DIR/run" /run/libvirt
     mount --bind "$HOSTB_DIR/lib" /var/lib/libvirt
@@ -200,13 +270,15 @@ up_b() {
 cmd_up() {
   install_packages
   setup_users
+  underlay_up
   up_a
   up_b
   wait_answer qemu:///system /run/libvirtd.pid /var/log/libvirt/libvirtd.log
-  wait_answer "$URI_A" /run/libvirtd.pid /var/log/libvirt/libvirtd.log
+  wait_answer "$(uri_a)" /run/libvirtd.pid /var/log/libvirt/libvirtd.log
   wait_answer "$URI_B" "$HOSTB_DIR/run/libvirtd.pid" "$HOSTB_DIR/log/libvirtd.log"
-  echo "A=$URI_A"
+  echo "A=$(uri_a)"
   echo "B=$URI_B"
+  echo "B_NETNS=$NETNS_B"
 }
 
 cmd_up_a() {
@@ -214,8 +286,8 @@ cmd_up_a() {
   setup_users
   up_a
   wait_answer qemu:///system /run/libvirtd.pid /var/log/libvirt/libvirtd.log
-  wait_answer "$URI_A" /run/libvirtd.pid /var/log/libvirt/libvirtd.log
-  echo "A=$URI_A"
+  wait_answer "$(uri_a)" /run/libvirtd.pid /var/log/libvirt/libvirtd.log
+  echo "A=$(uri_a)"
 }
 
 cmd_down() {
@@ -229,12 +301,13 @@ cmd_down() {
   rm -rf "$HOSTB_DIR"
   stop_pidfile /run/libvirtd.pid
   stop_pidfile /run/virtlogd.pid
+  underlay_down
 }
 
 cmd_status() {
   local rc=0 name uri
   for name in A B; do
-    if [ "$name" = A ]; then uri=$URI_A; else uri=$URI_B; fi
+    if [ "$name" = A ]; then uri=$(uri_a); else uri=$URI_B; fi
     if command -v virsh >/dev/null && answers "$uri"; then
       echo "$name=$uri up"
     else
@@ -250,7 +323,7 @@ cmd_restart_a() {
   pid_alive /run/libvirtd.pid || die "host A is not running (up first)"
   stop_pidfile /run/libvirtd.pid
   libvirtd -d --listen
-  wait_answer "$URI_A" /run/libvirtd.pid /var/log/libvirt/libvirtd.log
+  wait_answer "$(uri_a)" /run/libvirtd.pid /var/log/libvirt/libvirtd.log
 }
 
 case "${1:-}" in

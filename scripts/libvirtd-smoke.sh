@@ -30,7 +30,9 @@ HOSTB_DIR=${HOSTB_DIR:-/run/libvirt-hostb}
 MEMORY_MIB=${SMOKE_MEMORY_MIB:-256}
 
 hosts=$("$here/libvirtd-hosts.sh" up) || exit 1
-eval "$hosts" # A=<uri> and B=<uri>
+eval "$hosts" # A=<uri>, B=<uri> and B_NETNS=<namespace>
+# qemu's migration stream goes to the target host's address, the host of its URI.
+addr_of() { sed -E 's#^[^:]+://([^:/]+).*#\1#' <<<"$1"; }
 "$here/build-test-guest.sh" "$GUEST"
 
 name=novamesh-smoke-$$
@@ -146,7 +148,7 @@ ok "start from managed save (restore) -> alive" "$(ms_since "$t")"
 # disk on a local (non-shared) file system without --unsafe.
 t=$(now)
 virsh -q -c "$A" migrate --live --p2p --persistent --undefinesource --unsafe \
-  --migrateuri tcp://127.0.0.1 --listen-address 127.0.0.1 "$name" "$B" ||
+  --migrateuri "tcp://$(addr_of "$B")" --listen-address "$(addr_of "$B")" "$name" "$B" ||
   fail "migrate A -> B (shared disk)"
 ok "migrate A -> B (shared disk, --unsafe)" "$(ms_since "$t")"
 alive_on "$B" "$log_b"
@@ -164,7 +166,7 @@ migrate_local_disk() { # FROM_URI TO_URI NEW_DISK_PATH
     sed "s#<source file='[^']*'#<source file='$3'#" >"$persist_xml" || return 1
   virsh -q -c "$1" migrate --live --p2p --persistent --undefinesource \
     --copy-storage-inc --migrate-disks vda --xml "$dest_xml" --persistent-xml "$persist_xml" \
-    --migrateuri tcp://127.0.0.1 --listen-address 127.0.0.1 "$name" "$2" || return 1
+    --migrateuri "tcp://$(addr_of "$2")" --listen-address "$(addr_of "$2")" "$name" "$2" || return 1
   [ "$(virsh -c "$2" domblklist "$name" | awk '$1 == "vda" { print $2 }')" = "$3" ] ||
     fail "disk on destination is not $3"
 }

@@ -6,7 +6,8 @@
 # interface hot-plug tests, and a real guest through the whole stack:
 # CreateServer → scheduler → NATS → agent → libvirt, its power actions, a
 # snapshot, a live migration, delete; then real guests on flat networks with
-# the linux network driver (DHCP, security group rules, a hot-plugged NIC).
+# the linux network driver (DHCP, security group rules, a hot-plugged NIC, a
+# live migration to host B, whose network is its own namespace, and back).
 # Installs what is missing; starts the daemons when they are not running and
 # leaves them running (scripts/libvirtd-hosts.sh down stops them).
 set -euo pipefail
@@ -22,11 +23,12 @@ hosts=$(bash scripts/libvirtd-hosts.sh up)
 echo "$hosts"
 A=$(sed -n 's/^A=//p' <<<"$hosts")
 B=$(sed -n 's/^B=//p' <<<"$hosts")
-[ -n "$A" ] && [ -n "$B" ] || { echo "test-libvirt: libvirtd-hosts.sh did not name both hosts" >&2; exit 1; }
+B_NETNS=$(sed -n 's/^B_NETNS=//p' <<<"$hosts")
+[ -n "$A" ] && [ -n "$B" ] && [ -n "$B_NETNS" ] || { echo "test-libvirt: libvirtd-hosts.sh did not name both hosts and B's network namespace" >&2; exit 1; }
 GUEST=${NOVAMESH_TEST_GUEST:-/tmp/novamesh-test-guest}
 # Built again when scripts/build-test-guest.sh is newer than the guest (it skips a fresh one).
 echo "== test guest"
 bash scripts/build-test-guest.sh "$GUEST"
-export NOVAMESH_LIBVIRT_A=$A NOVAMESH_LIBVIRT_B=$B NOVAMESH_TEST_GUEST=$GUEST NOVAMESH_LIBVIRT_REQUIRED=1
+export NOVAMESH_LIBVIRT_A=$A NOVAMESH_LIBVIRT_B=$B NOVAMESH_LIBVIRT_B_NETNS=$B_NETNS NOVAMESH_TEST_GUEST=$GUEST NOVAMESH_LIBVIRT_REQUIRED=1
 echo "== live migration, interface hot-plug, a real guest and real guests on a network (qemu)"
 node --import tsx --test --test-concurrency=1 agent/drivers/libvirt/libvirt-qemu.test.ts test/libvirt-qemu.test.ts test/libvirt-network.test.ts
