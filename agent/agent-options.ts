@@ -7,6 +7,7 @@ import type { NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
 import type { Driver } from "./drivers/driver.js";
 import type { NetworkDriver } from "./network/driver.js";
+import type { VolumeBackend } from "./volume/backend.js";
 import { AGENT_VERSION } from "./version.js";
 
 /** Everything an Agent is configured with. */
@@ -19,6 +20,12 @@ export interface AgentOptions {
    * closes it at stop.
    */
   readonly network?: NetworkDriver;
+  /**
+   * The host's volume backend when it serves volumes (a volume host): its
+   * pools go with the hello and every report. The agent closes it at stop
+   * (its exports keep serving).
+   */
+  readonly volumes?: VolumeBackend;
   /** gRPC address of the controller, `host:port` (default "127.0.0.1:8774"). */
   readonly controller: string;
   /** Agent token, sent as `authorization: Bearer <token>` (default "": no header). */

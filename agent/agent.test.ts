@@ -15,6 +15,8 @@ import { testInstance } from "./drivers/test-instance.js";
 import { testOp } from "./ops/test-ops.js";
 import { computeOpOf } from "./test-compute-op.js";
 import { TestController } from "./test-controller.js";
+import { DriverError } from "./drivers/errors.js";
+import type { PoolCapacity, VolumeBackend } from "./volume/backend.js";
 
 let nc: NatsConnection | undefined;
 let ops: TestOpStream;
@@ -75,6 +77,14 @@ async function startAgent(driver: FakeDriver, options: Partial<AgentInit> = {}):
   return agent;
 }
 
+/** A volume backend that only has pools (what the agent reports of it). */
+function poolsOnly(kind: string, pools: () => PoolCapacity[]): VolumeBackend {
+  const no = (): never => {
+    throw new DriverError("NOT_SUPPORTED", "pools only");
+  };
+  return { kind, pools: async () => pools(), create: no, delete: no, extend: no, createSnapshot: no, deleteSnapshot: no, export: no, unexport: no, list: no, close: async () => {} };
+}
+
 describe("Agent against a test controller and real JetStream", () => {
   test("says Hello with its token, reports at once and then every interval", async () => {
     const driver = fake({ capacity: { vcpus: 8, memoryMb: 8192, diskGb: 100 } });
@@ -94,11 +104,23 @@ describe("Agent against a test controller and real JetStream", () => {
       architecture: "x86_64",
       allocation: HostAllocation.fromPartial({}),
       tunnelIp: "",
+      volumePools: [],
     });
     assert.deepEqual(session.metadata.get("authorization"), ["Bearer agent-secret"]);
     const first = await controller.waitFor("a report", () => session.reports[0], 500);
     assert.equal(first.freeMemoryMb, 8192);
     await controller.waitFor("a second report a second later", () => session.reports.length >= 2, 2_500);
+  });
+
+  test("a volume host says its pools in its hello and in every report", async () => {
+    let free = 100;
+    const volumes = poolsOnly("fake", () => [{ name: "p1", totalBytes: 100, freeBytes: free, provisionedBytes: 100 - free }]);
+    await startAgent(fake(), { volumes });
+    const session = await controller.waitFor("a session", () => controller.last);
+    assert.deepEqual(session.hello!.volumePools, [{ name: "p1", backend: "fake", totalBytes: 100, freeBytes: 100, provisionedBytes: 0 }]);
+    free = 60;
+    const later = await controller.waitFor("a report with the pool's new figures", () => session.reports.find((r) => r.volumePools[0]?.freeBytes === 60), 2_500);
+    assert.deepEqual(later.volumePools, [{ name: "p1", backend: "fake", totalBytes: 100, freeBytes: 60, provisionedBytes: 40 }]);
   });
 
   test("runs a published op, reports its result, and acks JetStream only after OpResultAck", async () => {

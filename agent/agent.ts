@@ -24,7 +24,7 @@ import { OpConsumer, type OpDelivery } from "./bus/op-consumer.js";
 import { QueryResponder } from "./bus/query-responder.js";
 import { ExecutorClosedError, OpExecutor } from "./ops/executor.js";
 import type { OpOutcome } from "./ops/outcome.js";
-import { capacityToProto, portSpecFromProto } from "./proto-convert.js";
+import { capacityToProto, portSpecFromProto, volumePoolsOf } from "./proto-convert.js";
 import { ResourceReporter } from "./reporter/resource-reporter.js";
 import { ControllerSession } from "./session/controller-session.js";
 
@@ -89,6 +89,7 @@ export class Agent {
       this.options.driver,
       (report) => this.session?.send({ body: { $case: "report", report } }),
       this.log,
+      this.options.volumes,
     );
     // Hypervisor events (a guest that shut itself down) are reported at once.
     this.unsubscribeDriver = this.options.driver.onStateChange?.(() => this.reporter.reportSoon());
@@ -178,6 +179,8 @@ export class Agent {
     if (started) await this.options.driver.close();
     const network = this.options.network;
     if (started && network) await bestEffort(this.log, "closing the network driver", () => network.close());
+    const volumes = this.options.volumes;
+    if (started && volumes) await bestEffort(this.log, "closing the volume backend", () => volumes.close());
     this.currentState = "stopped";
     this.log.info("agent stopped");
   }
@@ -236,6 +239,7 @@ export class Agent {
   private async openSession(): Promise<ControllerSession> {
     const { driver, host, zone, version, token, helloTimeoutMs, allocation } = this.options;
     const capacity = capacityToProto(await driver.capacity());
+    const volumePools = this.options.volumes ? await volumePoolsOf(this.options.volumes) : [];
     const session = await ControllerSession.open({
       client: this.client,
       token,
@@ -250,6 +254,7 @@ export class Agent {
         allocation,
         natsPublicKey: this.natsKey.getPublicKey(),
         tunnelIp: this.options.network?.tunnelIp ?? "",
+        volumePools,
       },
       helloTimeoutMs,
       onOpResultAck: (opId) => this.onOpResultAck(opId),

@@ -12,7 +12,9 @@ import type {
   OpResult,
   ResourceReport,
   SnapshotInfo as ProtoSnapshotInfo,
+  VolumePool,
 } from "../gen/novamesh/agent/v1/agent.js";
+import type { VolumeBackend } from "./volume/backend.js";
 import type { ComputeOp, Instance, Port as ProtoPort } from "../gen/novamesh/agent/v1/ops.js";
 import type { PortSpec, Segmentation } from "./network/types.js";
 import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
@@ -180,8 +182,13 @@ export function capacityToProto(resources: Resources): Capacity {
   return { vcpus: resources.vcpus, memoryMb: resources.memoryMb, diskGb: resources.diskGb };
 }
 
-/** A driver report plus the host's capacity as a ResourceReport. */
-export function reportToProto(capacity: Resources, report: HostReport, time: Date): ResourceReport {
+/** A volume backend's pools as the proto VolumePools of a hello or report. */
+export async function volumePoolsOf(volumes: VolumeBackend): Promise<VolumePool[]> {
+  return (await volumes.pools()).map((p) => ({ name: p.name, backend: volumes.kind, totalBytes: p.totalBytes, freeBytes: p.freeBytes, provisionedBytes: p.provisionedBytes }));
+}
+
+/** A driver report plus the host's capacity (and its volume pools) as a ResourceReport. */
+export function reportToProto(capacity: Resources, report: HostReport, time: Date, volumePools: VolumePool[] = []): ResourceReport {
   const instances: InstancePowerState[] = report.instances.map((i) => ({
     serverId: i.serverId,
     powerState: powerStateToProto(i.powerState),
@@ -192,6 +199,7 @@ export function reportToProto(capacity: Resources, report: HostReport, time: Dat
     freeMemoryMb: report.freeMemoryMb,
     freeDiskGb: report.freeDiskGb,
     instances,
+    volumePools,
   };
 }
 

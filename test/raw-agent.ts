@@ -3,7 +3,7 @@
  * a token can say on AgentService/Connect, one message at a time.
  */
 import { Metadata, credentials, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
-import { AgentServiceClient, type ConnectRequest, type ConnectResponse, type SnapshotInfo } from "../gen/novamesh/agent/v1/agent.js";
+import { AgentServiceClient, type ConnectRequest, type ConnectResponse, type SnapshotInfo, type VolumePool } from "../gen/novamesh/agent/v1/agent.js";
 import { PowerState } from "../gen/novamesh/compute/v1/server.js";
 
 type Stream = ClientDuplexStream<ConnectRequest, ConnectResponse>;
@@ -35,18 +35,30 @@ export class RawAgent {
     });
   }
 
-  /** Says Hello as `host`; the HelloAck, or the status that ended the stream. */
-  hello(host: string): Promise<ConnectResponse | ServiceError | "ended"> {
+  /** Says Hello as `host` (a volume host with `volumePools`); the HelloAck, or the status that ended the stream. */
+  hello(host: string, volumePools: VolumePool[] = []): Promise<ConnectResponse | ServiceError | "ended"> {
     this.call.write({
       body: {
         $case: "hello",
-        hello: { host, hypervisorType: "fake", version: "test", capacity: { vcpus: 8, memoryMb: 16384, diskGb: 200 }, zone: "", migrationUri: "", architecture: "", allocation: undefined, natsPublicKey: "", tunnelIp: "" },
+        hello: {
+          host,
+          hypervisorType: "fake",
+          version: "test",
+          capacity: { vcpus: 8, memoryMb: 16384, diskGb: 200 },
+          zone: "",
+          migrationUri: "",
+          architecture: "",
+          allocation: undefined,
+          natsPublicKey: "",
+          tunnelIp: "",
+          volumePools,
+        },
       },
     });
     return this.helloAck;
   }
 
-  report(serverIds: string[]): void {
+  report(serverIds: string[], volumePools: VolumePool[] = []): void {
     this.call.write({
       body: {
         $case: "report",
@@ -56,6 +68,7 @@ export class RawAgent {
           freeDiskGb: 200,
           instances: serverIds.map((serverId) => ({ serverId, powerState: PowerState.POWER_STATE_RUNNING })),
           time: new Date(),
+          volumePools,
         },
       },
     });

@@ -39,6 +39,7 @@ async function hello(address: string, token: string, host: string, key: ReturnTy
           allocation: undefined,
           natsPublicKey: key.getPublicKey(),
           tunnelIp: "",
+          volumePools: [],
         },
       },
     });
@@ -123,7 +124,7 @@ describe("a bus that needs credentials and TLS (nats-server in operator mode)", 
     const err = await new Promise<ServiceError>((resolve) => {
       call.on("error", resolve);
       call.on("data", () => undefined);
-      call.write({ body: { $case: "hello", hello: { host: "sec-nokey", hypervisorType: "fake", version: "t", capacity: { vcpus: 1, memoryMb: 1, diskGb: 1 }, zone: "", migrationUri: "", architecture: "", allocation: undefined, natsPublicKey: "", tunnelIp: "" } } });
+      call.write({ body: { $case: "hello", hello: { host: "sec-nokey", hypervisorType: "fake", version: "t", capacity: { vcpus: 1, memoryMb: 1, diskGb: 1 }, zone: "", migrationUri: "", architecture: "", allocation: undefined, natsPublicKey: "", tunnelIp: "", volumePools: [] } } });
     });
     client.close();
     assert.match(err.details, /nats_public_key/);

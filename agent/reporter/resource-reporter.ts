@@ -1,17 +1,19 @@
 /**
- * Periodic resource reports: capacity, free memory and disk, and every
- * instance's power state, read from the driver and sent through `send`.
+ * Periodic resource reports: capacity, free memory and disk, every
+ * instance's power state, read from the driver, and a volume host's pools,
+ * sent through `send`.
  * A report still being taken when the next is due is not doubled up.
  */
 import type { Logger } from "pino";
 import type { ResourceReport } from "../../gen/novamesh/agent/v1/agent.js";
 import type { Driver } from "../drivers/driver.js";
-import { reportToProto } from "../proto-convert.js";
+import { reportToProto, volumePoolsOf } from "../proto-convert.js";
+import type { VolumeBackend } from "../volume/backend.js";
 
-/** Reads a ResourceReport from the driver. */
-export async function takeReport(driver: Driver, signal?: AbortSignal): Promise<ResourceReport> {
-  const [capacity, report] = await Promise.all([driver.capacity({ signal }), driver.report({ signal })]);
-  return reportToProto(capacity, report, new Date());
+/** Reads a ResourceReport from the driver (and the volume backend's pools, on a volume host). */
+export async function takeReport(driver: Driver, volumes?: VolumeBackend, signal?: AbortSignal): Promise<ResourceReport> {
+  const [capacity, report, pools] = await Promise.all([driver.capacity({ signal }), driver.report({ signal }), volumes ? volumePoolsOf(volumes) : []]);
+  return reportToProto(capacity, report, new Date(), pools);
 }
 
 /** Sends a report now and then every `intervalSeconds` until stopped. */
@@ -26,6 +28,7 @@ export class ResourceReporter {
     private readonly driver: Driver,
     private readonly send: (report: ResourceReport) => void,
     private readonly logger: Logger,
+    private readonly volumes?: VolumeBackend,
   ) {}
 
   /** Starts (or restarts) reporting: one report now, then every interval. */
@@ -63,7 +66,7 @@ export class ResourceReporter {
 
   /** Takes and sends one report unless one is already being taken. */
   reportNow(): Promise<void> {
-    this.inProgress ??= takeReport(this.driver)
+    this.inProgress ??= takeReport(this.driver, this.volumes)
       .then((report) => this.send(report))
       .catch((err: unknown) => this.logger.warn({ err }, "could not take a resource report"))
       .finally(() => {

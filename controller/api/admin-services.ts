@@ -5,6 +5,8 @@ import type { CreateTokenRequest, IdentityServiceServer } from "../../gen/novame
 import { alreadyExists, invalidArgument, notFound } from "../errors.js";
 import { getNodeByHost, listNodes, setNodeEnabled } from "../store/nodes.js";
 import { HostTakenError, createToken, deleteToken, listTokens } from "../store/tokens.js";
+import { listPools } from "../store/volume-pools.js";
+import { volumePoolToProto } from "./volume-pools.js";
 import { hypervisorToProto, roleFromProto, serviceToProto, tokenToProto } from "./convert.js";
 import type { RpcDeps } from "./rpc.js";
 import { requireRole, unary } from "./rpc.js";
@@ -37,6 +39,11 @@ export function hostService(deps: RpcDeps, opts: { serviceDownTimeSeconds: numbe
     disableService: unary(deps, "DisableService", async (req, ctx) => {
       requireRole(ctx, "admin");
       return setEnabled(req.host, false, v.text("reason", req.reason));
+    }),
+    listVolumePools: unary(deps, "ListVolumePools", async (req, ctx) => {
+      requireRole(ctx, "admin");
+      const [pools, aggregates] = await Promise.all([listPools(pool, { host: req.host || undefined }), aggregatesByHost(pool)]);
+      return { pools: pools.map((p) => volumePoolToProto(p, dt, effectiveZone(aggregates.get(p.host), p.hostZone))) };
     }),
   };
 }

@@ -19,6 +19,7 @@ import { decoded } from "./decode.js";
 import { limitExceeded } from "./limits.js";
 import * as v from "./validate.js";
 import { checkCertificateHost } from "./peer-certificate.js";
+import { reportedPools } from "./volume-pools.js";
 
 /** A host's network on the wire. */
 function networkUpdateToProto(u: HostNetwork): NetworkUpdate {
@@ -98,6 +99,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
                 if (value.length > max) throw invalidArgument(`hello.${field}`, `must be at most ${max} characters (got ${value.length})`);
               }
               if (h.tunnelIp && parseIpv4(h.tunnelIp) === null) throw invalidArgument("hello.tunnel_ip", "must be an IPv4 address, or empty");
+              const volumePools = reportedPools("hello.volume_pools", h.volumePools);
               const ack = await conductor.hello({
                 host: h.host,
                 hypervisorType: h.hypervisorType || "unknown",
@@ -111,6 +113,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
                 allocation: helloAllocation(h.allocation, cap),
                 natsPublicKey: h.natsPublicKey,
                 tunnelIp: h.tunnelIp,
+                volumePools,
               });
               host = h.host;
               natsPublicKey = h.natsPublicKey;
@@ -148,6 +151,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
                 freeDiskGb: r.freeDiskGb,
                 instances,
                 time: agentTime("report.time", r.time) ?? new Date(),
+                volumePools: reportedPools("report.volume_pools", r.volumePools),
               });
             });
             chain.catch(fail);

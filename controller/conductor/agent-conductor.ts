@@ -13,6 +13,8 @@ import { agentInboxPrefix, type AgentCredentialIssuer } from "../bus/nats-auth.j
 import { failedPrecondition, invalidArgument } from "../errors.js";
 import { upsertNode } from "../store/nodes.js";
 import { setTunnelIp } from "../store/network-changes.js";
+import { recordPools } from "../store/volume-pools.js";
+import type { ReportedPool } from "../domain/volume.js";
 import type { HostNetwork } from "./host-ports.js";
 import type { NetworkSync } from "./network-sync.js";
 import type { ConductorContext } from "./context.js";
@@ -44,6 +46,8 @@ export interface Hello {
   readonly natsPublicKey: string;
   /** The host's VXLAN underlay address ("" if none). */
   readonly tunnelIp: string;
+  /** Its volume pools (a volume host), none otherwise. */
+  readonly volumePools: readonly ReportedPool[];
 }
 
 /** Where the host's agent takes its ops from and answers queries. */
@@ -111,6 +115,7 @@ export function agentConductor(
       // The host's own settings, where its agent gives them, win.
       await upsertNode(ctx.pool, { ...h, ...o.allocation, ...h.allocation });
       await setTunnelIp(ctx.pool, h.host, h.tunnelIp);
+      await recordPools(ctx.pool, h.host, h.volumePools, { replace: true });
       const consumer = await ensureHostConsumer(o.jsm, o.opsStream, ctx.subjectPrefix, h.host);
       return {
         stream: o.opsStream,

@@ -6,6 +6,8 @@ import type { Pool, PoolConnection } from "../store/db.js";
 import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
 import { getInstance, powerStatesOnHost, updateInstance } from "../store/instances.js";
 import { recordReport } from "../store/nodes.js";
+import { recordPools } from "../store/volume-pools.js";
+import type { ReportedPool } from "../domain/volume.js";
 
 export interface HostReport {
   readonly host: string;
@@ -17,6 +19,8 @@ export interface HostReport {
   readonly instances: ReadonlyMap<string, PowerState>;
   /** When the agent took the report. */
   readonly time: Date;
+  /** Its volume pools now (their set is the hello's; a new name is added). */
+  readonly volumePools: readonly ReportedPool[];
 }
 
 /**
@@ -54,6 +58,7 @@ export function syncedVmState(vm: VmState, power: PowerState): VmState | null {
  */
 export async function applyReport(pool: Pool, r: HostReport): Promise<number> {
   await recordReport(pool, r.host, r);
+  if (r.volumePools.length) await recordPools(pool, r.host, r.volumePools, { replace: false });
   const rows = await powerStatesOnHost(pool, r.host);
   const stale = rows.filter((row) => row.taskState === null && (r.instances.get(row.uuid) ?? "NOSTATE") !== row.powerState);
   if (stale.length === 0) return 0;

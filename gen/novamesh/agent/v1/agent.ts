@@ -266,6 +266,28 @@ export interface Hello {
    * then cannot carry them).
    */
   tunnelIp: string;
+  /**
+   * The host's volume pools when it serves volumes (a volume host); empty
+   * when it does not. At most 64, names unique.
+   */
+  volumePools: VolumePool[];
+}
+
+/** A storage pool of a volume host: where its volume backend keeps volumes. */
+export interface VolumePool {
+  /** Name, unique on the host: 1–64 letters, digits, '.', '-' and '_'. */
+  name: string;
+  /** The backend that serves it, such as "file" or "fake". */
+  backend: string;
+  /** Bytes the pool's storage holds in all (>= 0). */
+  totalBytes: number;
+  /** Bytes of that still free (0 to total_bytes). */
+  freeBytes: number;
+  /**
+   * Sum of the virtual sizes of its volumes (>= 0; thin pools may exceed
+   * total_bytes).
+   */
+  provisionedBytes: number;
 }
 
 /**
@@ -408,6 +430,8 @@ export interface ResourceReport {
   freeDiskGb: number;
   /** Power states of every instance on the host. */
   instances: InstancePowerState[];
+  /** The host's volume pools now, as in Hello (a pool not named is gone). */
+  volumePools: VolumePool[];
 }
 
 /** How an op failed. */
@@ -2083,6 +2107,7 @@ function createBaseHello(): Hello {
     allocation: undefined,
     natsPublicKey: "",
     tunnelIp: "",
+    volumePools: [],
   };
 }
 
@@ -2117,6 +2142,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.tunnelIp !== "") {
       writer.uint32(82).string(message.tunnelIp);
+    }
+    for (const v of message.volumePools) {
+      VolumePool.encode(v!, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -2214,6 +2242,14 @@ export const Hello: MessageFns<Hello> = {
             message.tunnelIp = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.volumePools.push(VolumePool.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2254,6 +2290,11 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.tunnel_ip)
         ? globalThis.String(object.tunnel_ip)
         : "",
+      volumePools: globalThis.Array.isArray(object?.volumePools)
+        ? object.volumePools.map((e: any) => VolumePool.fromJSON(e))
+        : globalThis.Array.isArray(object?.volume_pools)
+        ? object.volume_pools.map((e: any) => VolumePool.fromJSON(e))
+        : [],
     };
   },
 
@@ -2289,6 +2330,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.tunnelIp !== "") {
       obj.tunnelIp = message.tunnelIp;
     }
+    if (message.volumePools?.length) {
+      obj.volumePools = message.volumePools.map((e) => VolumePool.toJSON(e));
+    }
     return obj;
   },
 
@@ -2311,6 +2355,152 @@ export const Hello: MessageFns<Hello> = {
       : undefined;
     message.natsPublicKey = object.natsPublicKey ?? "";
     message.tunnelIp = object.tunnelIp ?? "";
+    message.volumePools = object.volumePools?.map((e) => VolumePool.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseVolumePool(): VolumePool {
+  return { name: "", backend: "", totalBytes: 0, freeBytes: 0, provisionedBytes: 0 };
+}
+
+export const VolumePool: MessageFns<VolumePool> = {
+  encode(message: VolumePool, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.backend !== "") {
+      writer.uint32(18).string(message.backend);
+    }
+    if (message.totalBytes !== 0) {
+      writer.uint32(24).int64(message.totalBytes);
+    }
+    if (message.freeBytes !== 0) {
+      writer.uint32(32).int64(message.freeBytes);
+    }
+    if (message.provisionedBytes !== 0) {
+      writer.uint32(40).int64(message.provisionedBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VolumePool {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolumePool();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.backend = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.totalBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.freeBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.provisionedBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VolumePool {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      backend: isSet(object.backend) ? globalThis.String(object.backend) : "",
+      totalBytes: isSet(object.totalBytes)
+        ? globalThis.Number(object.totalBytes)
+        : isSet(object.total_bytes)
+        ? globalThis.Number(object.total_bytes)
+        : 0,
+      freeBytes: isSet(object.freeBytes)
+        ? globalThis.Number(object.freeBytes)
+        : isSet(object.free_bytes)
+        ? globalThis.Number(object.free_bytes)
+        : 0,
+      provisionedBytes: isSet(object.provisionedBytes)
+        ? globalThis.Number(object.provisionedBytes)
+        : isSet(object.provisioned_bytes)
+        ? globalThis.Number(object.provisioned_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: VolumePool): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.backend !== "") {
+      obj.backend = message.backend;
+    }
+    if (message.totalBytes !== 0) {
+      obj.totalBytes = Math.round(message.totalBytes);
+    }
+    if (message.freeBytes !== 0) {
+      obj.freeBytes = Math.round(message.freeBytes);
+    }
+    if (message.provisionedBytes !== 0) {
+      obj.provisionedBytes = Math.round(message.provisionedBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VolumePool>, I>>(base?: I): VolumePool {
+    return VolumePool.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VolumePool>, I>>(object: I): VolumePool {
+    const message = createBaseVolumePool();
+    message.name = object.name ?? "";
+    message.backend = object.backend ?? "";
+    message.totalBytes = object.totalBytes ?? 0;
+    message.freeBytes = object.freeBytes ?? 0;
+    message.provisionedBytes = object.provisionedBytes ?? 0;
     return message;
   },
 };
@@ -3259,7 +3449,7 @@ export const InstancePowerState: MessageFns<InstancePowerState> = {
 };
 
 function createBaseResourceReport(): ResourceReport {
-  return { time: undefined, capacity: undefined, freeMemoryMb: 0, freeDiskGb: 0, instances: [] };
+  return { time: undefined, capacity: undefined, freeMemoryMb: 0, freeDiskGb: 0, instances: [], volumePools: [] };
 }
 
 export const ResourceReport: MessageFns<ResourceReport> = {
@@ -3278,6 +3468,9 @@ export const ResourceReport: MessageFns<ResourceReport> = {
     }
     for (const v of message.instances) {
       InstancePowerState.encode(v!, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.volumePools) {
+      VolumePool.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -3335,6 +3528,14 @@ export const ResourceReport: MessageFns<ResourceReport> = {
             message.instances.push(InstancePowerState.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.volumePools.push(VolumePool.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3364,6 +3565,11 @@ export const ResourceReport: MessageFns<ResourceReport> = {
       instances: globalThis.Array.isArray(object?.instances)
         ? object.instances.map((e: any) => InstancePowerState.fromJSON(e))
         : [],
+      volumePools: globalThis.Array.isArray(object?.volumePools)
+        ? object.volumePools.map((e: any) => VolumePool.fromJSON(e))
+        : globalThis.Array.isArray(object?.volume_pools)
+        ? object.volume_pools.map((e: any) => VolumePool.fromJSON(e))
+        : [],
     };
   },
 
@@ -3384,6 +3590,9 @@ export const ResourceReport: MessageFns<ResourceReport> = {
     if (message.instances?.length) {
       obj.instances = message.instances.map((e) => InstancePowerState.toJSON(e));
     }
+    if (message.volumePools?.length) {
+      obj.volumePools = message.volumePools.map((e) => VolumePool.toJSON(e));
+    }
     return obj;
   },
 
@@ -3399,6 +3608,7 @@ export const ResourceReport: MessageFns<ResourceReport> = {
     message.freeMemoryMb = object.freeMemoryMb ?? 0;
     message.freeDiskGb = object.freeDiskGb ?? 0;
     message.instances = object.instances?.map((e) => InstancePowerState.fromPartial(e)) || [];
+    message.volumePools = object.volumePools?.map((e) => VolumePool.fromPartial(e)) || [];
     return message;
   },
 };

@@ -234,6 +234,42 @@ export interface DisableServiceResponse {
   service: Service | undefined;
 }
 
+/** A storage pool of a volume host. */
+export interface VolumePool {
+  /** The volume host. */
+  host: string;
+  /** Pool name, unique on its host. */
+  name: string;
+  /** The backend that serves it, such as "file" or "fake". */
+  backend: string;
+  /** The host's service: up or down. */
+  state: ServiceState;
+  /** The host's service: enabled or disabled. */
+  status: ServiceStatus;
+  /** Availability zone of the host (an aggregate's, else the agent's). */
+  availabilityZone: string;
+  /** Bytes the pool's storage holds in all. */
+  totalBytes: number;
+  /** Bytes of that still free, as the host reported. */
+  freeBytes: number;
+  /** Sum of the virtual sizes of its volumes. */
+  provisionedBytes: number;
+  /** When the host last reported the pool. */
+  updateTime: Date | undefined;
+}
+
+/** Request of ListVolumePools. */
+export interface ListVolumePoolsRequest {
+  /** Only this host. */
+  host: string;
+}
+
+/** Response of ListVolumePools. */
+export interface ListVolumePoolsResponse {
+  /** Pools, by host and name. */
+  pools: VolumePool[];
+}
+
 function createBaseService(): Service {
   return {
     id: "",
@@ -1530,6 +1566,386 @@ export const DisableServiceResponse: MessageFns<DisableServiceResponse> = {
   },
 };
 
+function createBaseVolumePool(): VolumePool {
+  return {
+    host: "",
+    name: "",
+    backend: "",
+    state: 0,
+    status: 0,
+    availabilityZone: "",
+    totalBytes: 0,
+    freeBytes: 0,
+    provisionedBytes: 0,
+    updateTime: undefined,
+  };
+}
+
+export const VolumePool: MessageFns<VolumePool> = {
+  encode(message: VolumePool, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.backend !== "") {
+      writer.uint32(26).string(message.backend);
+    }
+    if (message.state !== 0) {
+      writer.uint32(32).int32(message.state);
+    }
+    if (message.status !== 0) {
+      writer.uint32(40).int32(message.status);
+    }
+    if (message.availabilityZone !== "") {
+      writer.uint32(50).string(message.availabilityZone);
+    }
+    if (message.totalBytes !== 0) {
+      writer.uint32(56).int64(message.totalBytes);
+    }
+    if (message.freeBytes !== 0) {
+      writer.uint32(64).int64(message.freeBytes);
+    }
+    if (message.provisionedBytes !== 0) {
+      writer.uint32(72).int64(message.provisionedBytes);
+    }
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(82).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VolumePool {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolumePool();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.backend = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.availabilityZone = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.totalBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.freeBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.provisionedBytes = longToNumber(reader.int64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VolumePool {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      backend: isSet(object.backend) ? globalThis.String(object.backend) : "",
+      state: isSet(object.state) ? serviceStateFromJSON(object.state) : 0,
+      status: isSet(object.status) ? serviceStatusFromJSON(object.status) : 0,
+      availabilityZone: isSet(object.availabilityZone)
+        ? globalThis.String(object.availabilityZone)
+        : isSet(object.availability_zone)
+        ? globalThis.String(object.availability_zone)
+        : "",
+      totalBytes: isSet(object.totalBytes)
+        ? globalThis.Number(object.totalBytes)
+        : isSet(object.total_bytes)
+        ? globalThis.Number(object.total_bytes)
+        : 0,
+      freeBytes: isSet(object.freeBytes)
+        ? globalThis.Number(object.freeBytes)
+        : isSet(object.free_bytes)
+        ? globalThis.Number(object.free_bytes)
+        : 0,
+      provisionedBytes: isSet(object.provisionedBytes)
+        ? globalThis.Number(object.provisionedBytes)
+        : isSet(object.provisioned_bytes)
+        ? globalThis.Number(object.provisioned_bytes)
+        : 0,
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: VolumePool): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.backend !== "") {
+      obj.backend = message.backend;
+    }
+    if (message.state !== 0) {
+      obj.state = serviceStateToJSON(message.state);
+    }
+    if (message.status !== 0) {
+      obj.status = serviceStatusToJSON(message.status);
+    }
+    if (message.availabilityZone !== "") {
+      obj.availabilityZone = message.availabilityZone;
+    }
+    if (message.totalBytes !== 0) {
+      obj.totalBytes = Math.round(message.totalBytes);
+    }
+    if (message.freeBytes !== 0) {
+      obj.freeBytes = Math.round(message.freeBytes);
+    }
+    if (message.provisionedBytes !== 0) {
+      obj.provisionedBytes = Math.round(message.provisionedBytes);
+    }
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VolumePool>, I>>(base?: I): VolumePool {
+    return VolumePool.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VolumePool>, I>>(object: I): VolumePool {
+    const message = createBaseVolumePool();
+    message.host = object.host ?? "";
+    message.name = object.name ?? "";
+    message.backend = object.backend ?? "";
+    message.state = object.state ?? 0;
+    message.status = object.status ?? 0;
+    message.availabilityZone = object.availabilityZone ?? "";
+    message.totalBytes = object.totalBytes ?? 0;
+    message.freeBytes = object.freeBytes ?? 0;
+    message.provisionedBytes = object.provisionedBytes ?? 0;
+    message.updateTime = object.updateTime ?? undefined;
+    return message;
+  },
+};
+
+function createBaseListVolumePoolsRequest(): ListVolumePoolsRequest {
+  return { host: "" };
+}
+
+export const ListVolumePoolsRequest: MessageFns<ListVolumePoolsRequest> = {
+  encode(message: ListVolumePoolsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVolumePoolsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVolumePoolsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVolumePoolsRequest {
+    return { host: isSet(object.host) ? globalThis.String(object.host) : "" };
+  },
+
+  toJSON(message: ListVolumePoolsRequest): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListVolumePoolsRequest>, I>>(base?: I): ListVolumePoolsRequest {
+    return ListVolumePoolsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListVolumePoolsRequest>, I>>(object: I): ListVolumePoolsRequest {
+    const message = createBaseListVolumePoolsRequest();
+    message.host = object.host ?? "";
+    return message;
+  },
+};
+
+function createBaseListVolumePoolsResponse(): ListVolumePoolsResponse {
+  return { pools: [] };
+}
+
+export const ListVolumePoolsResponse: MessageFns<ListVolumePoolsResponse> = {
+  encode(message: ListVolumePoolsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.pools) {
+      VolumePool.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVolumePoolsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVolumePoolsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pools.push(VolumePool.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVolumePoolsResponse {
+    return {
+      pools: globalThis.Array.isArray(object?.pools) ? object.pools.map((e: any) => VolumePool.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListVolumePoolsResponse): unknown {
+    const obj: any = {};
+    if (message.pools?.length) {
+      obj.pools = message.pools.map((e) => VolumePool.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListVolumePoolsResponse>, I>>(base?: I): ListVolumePoolsResponse {
+    return ListVolumePoolsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListVolumePoolsResponse>, I>>(object: I): ListVolumePoolsResponse {
+    const message = createBaseListVolumePoolsResponse();
+    message.pools = object.pools?.map((e) => VolumePool.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * HostService shows compute hosts to operators (`nova service-list`,
  * `nova hypervisor-list`) and lets them take a host out of scheduling.
@@ -1602,6 +2018,22 @@ export const HostServiceService = {
       Buffer.from(DisableServiceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DisableServiceResponse => DisableServiceResponse.decode(value),
   },
+  /**
+   * Lists the volume hosts' storage pools with their capacity, as their
+   * agents last reported it (Cinder's get-pools).
+   * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
+   */
+  listVolumePools: {
+    path: "/novamesh.compute.v1.HostService/ListVolumePools" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListVolumePoolsRequest): Buffer =>
+      Buffer.from(ListVolumePoolsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListVolumePoolsRequest => ListVolumePoolsRequest.decode(value),
+    responseSerialize: (value: ListVolumePoolsResponse): Buffer =>
+      Buffer.from(ListVolumePoolsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListVolumePoolsResponse => ListVolumePoolsResponse.decode(value),
+  },
 } as const;
 
 export interface HostServiceServer extends UntypedServiceImplementation {
@@ -1626,6 +2058,12 @@ export interface HostServiceServer extends UntypedServiceImplementation {
    * Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED.
    */
   disableService: handleUnaryCall<DisableServiceRequest, DisableServiceResponse>;
+  /**
+   * Lists the volume hosts' storage pools with their capacity, as their
+   * agents last reported it (Cinder's get-pools).
+   * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
+   */
+  listVolumePools: handleUnaryCall<ListVolumePoolsRequest, ListVolumePoolsResponse>;
 }
 
 export interface HostServiceClient extends Client {
@@ -1705,6 +2143,26 @@ export interface HostServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DisableServiceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Lists the volume hosts' storage pools with their capacity, as their
+   * agents last reported it (Cinder's get-pools).
+   * Errors: PERMISSION_DENIED, UNAUTHENTICATED.
+   */
+  listVolumePools(
+    request: ListVolumePoolsRequest,
+    callback: (error: ServiceError | null, response: ListVolumePoolsResponse) => void,
+  ): ClientUnaryCall;
+  listVolumePools(
+    request: ListVolumePoolsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListVolumePoolsResponse) => void,
+  ): ClientUnaryCall;
+  listVolumePools(
+    request: ListVolumePoolsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListVolumePoolsResponse) => void,
   ): ClientUnaryCall;
 }
 
