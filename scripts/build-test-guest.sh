@@ -29,7 +29,12 @@
 #   novamesh-test-guest: address eth0=<ip>/<prefix>
 # once the interface is configured (again when the lease changes). The
 # kernel answers ICMP echo on it. udhcpc's own log is /tmp/udhcpc.<ifname>.log
-# in the guest.
+# in the guest. Its virtio disks are printed as
+#   novamesh-test-guest: disks vda=<bytes> vdb=<bytes> …   (or "disks none")
+# at boot and whenever one appears, goes or changes size (a hot-plugged or
+# extended volume), and each disk that appears as
+#   novamesh-test-guest: disk vdb head=<its first 64 bytes, printable only>
+# so a test can see what was written on a volume before it was attached.
 # On the ACPI power button (virsh shutdown, virsh reboot --mode acpi) it
 # prints "novamesh-test-guest: power button" and powers off at once
 # (poweroff -f); for a reboot libvirt then resets the guest and it
@@ -49,7 +54,7 @@ SELF=$(readlink -f "$0")
 DISK_SIZE=64M
 MODULES=(evdev button virtio_pci virtio_net)
 # Loaded when this kernel has them as modules (built in otherwise).
-OPTIONAL_MODULES=(af_packet)
+OPTIONAL_MODULES=(af_packet virtio_blk)
 
 fresh=1
 for f in vmlinuz initrd.img disk.qcow2 kernel-version; do
@@ -236,12 +241,35 @@ dhcp() {
     cat "/sys/class/net/$n/ifindex" >"/tmp/udhcpc.$n.ifindex"
   done
 }
-( last=-; while :; do
+# The virtio disks with their sizes (sectors of 512 bytes in sysfs).
+disks() {
+  for d in /sys/block/vd*; do
+    [ -e "$d" ] && printf ' %s=%s' "${d##*/}" "$(($(cat "$d/size") * 512))"
+  done
+}
+# What a disk starts with: printable characters of its first 64 bytes.
+head_of() {
+  dd if="/dev/$1" bs=64 count=1 2>/dev/null | tr -cd 'A-Za-z0-9 ._:=/-'
+}
+( last=-; lastdisks=-; seen=" "; while :; do
     now=$(nics)
     if [ "$now" != "$last" ]; then
       echo "novamesh-test-guest: nics${now:- none}"
       last=$now
       dhcp
+    fi
+    d=$(disks)
+    if [ "$d" != "$lastdisks" ]; then
+      echo "novamesh-test-guest: disks${d:- none}"
+      lastdisks=$d
+      for b in /sys/block/vd*; do
+        [ -e "$b" ] || continue
+        b=${b##*/}
+        case "$seen" in *" $b "*) continue ;; esac
+        echo "novamesh-test-guest: disk $b head=$(head_of "$b")"
+      done
+      seen=" "
+      for b in /sys/block/vd*; do [ -e "$b" ] && seen="$seen${b##*/} "; done
     fi
     usleep 500000
   done ) &
