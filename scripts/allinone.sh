@@ -9,7 +9,8 @@
 # root), and the demo image is the tiny test guest (scripts/build-test-guest.sh),
 # so the README's web-1 boots and GetConsoleOutput shows it. --fake uses the
 # simulated hypervisor (16 vCPUs, 64 GiB, 1 TiB) with the same demo image.
-# Switching between the two needs nothing else. Ctrl-C or SIGTERM stops
+# Switching between the two needs nothing else: each keeps its own cloud
+# (database, ops stream, image bucket), found again as it was left. Ctrl-C or SIGTERM stops
 # everything the script started; so does any failure while starting.
 #
 # Network: the controller gets a shared flat network "public" on the bridge
@@ -34,7 +35,8 @@
 #   NOVAMESH_LISTEN        gRPC address (default 127.0.0.1:8774)
 #   NOVAMESH_AGENT_LISTEN  the agents' gRPC address, mutual TLS (default 127.0.0.1:8775)
 #   NOVAMESH_PLAINTEXT     1: as --plaintext
-#   NOVAMESH_DATABASE_URL  the controller's database (default mysql://root@127.0.0.1:3306/novamesh)
+#   NOVAMESH_DATABASE_URL  the controller's database (default mysql://root@127.0.0.1:3306/novamesh,
+#                          novamesh_fake with the fake driver: each driver keeps a cloud of its own)
 #   NOVAMESH_LIBVIRT_URI   libvirt driver: where libvirtd answers (default qemu:///system)
 #   NOVAMESH_NATS_PORT     the all-in-one's own nats-server, which requires
 #                          credentials (default 4223; keys in .state/nats)
@@ -58,7 +60,15 @@ done
 case "$DRIVER" in libvirt | fake) ;; *) die "NOVAMESH_DRIVER must be libvirt or fake, not '$DRIVER'" ;; esac
 
 export NOVAMESH_LISTEN=${NOVAMESH_LISTEN:-127.0.0.1:8774}
-export NOVAMESH_DATABASE_URL=${NOVAMESH_DATABASE_URL:-mysql://root@127.0.0.1:3306/novamesh}
+# Each driver keeps a cloud of its own: servers the fake driver "runs" do not
+# exist under libvirt (nor the reverse), so the fake driver's all-in-one has
+# its own database, ops stream and image bucket, and switching back and forth
+# finds each as it was left.
+if [ "$DRIVER" = fake ]; then world=_fake; else world=; fi
+export NOVAMESH_DATABASE_URL=${NOVAMESH_DATABASE_URL:-mysql://root@127.0.0.1:3306/novamesh$world}
+export NOVAMESH_OPS_STREAM=${NOVAMESH_OPS_STREAM:-NOVAMESH_OPS${world^^}}
+export NOVAMESH_OPS_SUBJECT_PREFIX=${NOVAMESH_OPS_SUBJECT_PREFIX:-novamesh${world/_/.}.ops}
+export NOVAMESH_IMAGE_BUCKET=${NOVAMESH_IMAGE_BUCKET:-novamesh-images${world/_/-}}
 # One host: a resize stays on it (cold and live migration need a second host).
 export NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST=${NOVAMESH_ALLOW_RESIZE_TO_SAME_HOST:-1}
 port=${NOVAMESH_LISTEN##*:}

@@ -41,6 +41,8 @@ export interface ExampleResults {
   readonly streamed: string[];
   /** The variables `export NAME=$(grpcurl … | jq …)` lines set. */
   readonly exported: Map<string, string>;
+  /** Create calls answered ALREADY_EXISTS (what an earlier run made): shown, and the run goes on. */
+  readonly alreadyThere: string[];
 }
 
 const README = fileURLToPath(new URL("../README.md", import.meta.url));
@@ -180,7 +182,7 @@ function connection(ex: Example, cwd: string) {
 export async function runExamples(examples: readonly Example[], address: string, token: string, cwd = process.cwd()): Promise<ExampleResults> {
   const md = new grpc.Metadata();
   md.set("authorization", `Bearer ${token}`);
-  const results: ExampleResults = { services: [], described: [], responses: new Map(), streamed: [], exported: new Map() };
+  const results: ExampleResults = { services: [], described: [], responses: new Map(), streamed: [], exported: new Map(), alreadyThere: [] };
   /** The body with every "$NAME" string an earlier export set replaced by its value. */
   const substitute = (v: unknown): unknown => {
     if (typeof v === "string" && /^\$[A-Z_][A-Z0-9_]*$/.test(v)) {
@@ -228,9 +230,15 @@ export async function runExamples(examples: readonly Example[], address: string,
       } else {
         const call = () =>
           new Promise((resolve, reject) =>
-            fn(substitute(ex.body ?? {}), callMd, (e: Error | null, r: unknown) => (e ? reject(new Error(`${ex.line}: ${e.message}`)) : resolve(r))),
+            fn(substitute(ex.body ?? {}), callMd, (e: grpc.ServiceError | null, r: unknown) => {
+              if (!e) return resolve(r);
+              // Made by an earlier run of these examples: the README says so of its Create lines.
+              if (e.code === grpc.status.ALREADY_EXISTS && method.startsWith("Create") && !ex.exportAs) return resolve({ alreadyExists: e.details });
+              reject(new Error(`${ex.line}: ${e.message}`));
+            }),
           );
         let res = await call();
+        if (res && typeof res === "object" && "alreadyExists" in res) results.alreadyThere.push(method);
         if (ex.exportAs) {
           // What the filter picks may come a moment later (a server gets its address once placed): asked again for up to 30 s.
           const deadline = Date.now() + EXPORT_WAIT_MS;
@@ -261,5 +269,6 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   console.log(`  list: ${r.services.length} services; described: ${r.described.join(", ")}; streamed: ${r.streamed.join(", ")}`);
   for (const [method, res] of r.responses) console.log(`  ${method}: ${JSON.stringify(res).slice(0, 160)}`);
   for (const [name, value] of r.exported) console.log(`  $${name}=${value}`);
+  if (r.alreadyThere.length) console.log(`  already there from an earlier run (ALREADY_EXISTS): ${r.alreadyThere.join(", ")}`);
   process.exit(0);
 }

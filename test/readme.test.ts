@@ -40,6 +40,7 @@ describe("the README's grpcurl examples, through server reflection", () => {
     }
     assert.deepEqual(r.described, ["novamesh.compute.v1.ServerService", "novamesh.compute.v1.Server"]);
     assert.deepEqual(r.streamed, ["WatchServers"]);
+    assert.deepEqual(r.alreadyThere, [], "on a fresh stack every create makes something new");
     // The watch sends the servers as they are first: web-1, created above.
     const watched = r.responses.get("WatchServers") as { events: Array<{ initial: boolean; server: { name: string } }> };
     // Later events may follow (placement, the build): they are changes, not initial.
