@@ -6,8 +6,9 @@
  * compute host, whose certificate's CN is the host's name.
  */
 import { execFile } from "node:child_process";
-import { copyFile, mkdir, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 
 const run = promisify(execFile);
@@ -22,7 +23,7 @@ export interface TestPki {
   readonly serverDir: string;
   /** A client directory for compute host `name` (CN=name, O=novamesh), made once per name. */
   client(name: string): Promise<string>;
-  /** A client directory whose certificate names `name` but is signed by another CA. */
+  /** A client directory whose certificate names `name` but is signed by another CA (its CA file holds both CAs, so it trusts the volume host). */
   stranger(name: string): Promise<string>;
 }
 
@@ -44,7 +45,7 @@ async function issue(caDir: string, outDir: string, kind: "server" | "client", s
   await openssl(outDir, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
     "-keyout", `${kind}-key.pem`, "-out", "req.csr");
   await openssl(outDir, "x509", "-req", "-in", "req.csr", "-CA", join(caDir, "ca-cert.pem"), "-CAkey", join(caDir, "ca-key.pem"),
-    "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", `${kind}-cert.pem`);
+    "-set_serial", `0x${randomBytes(8).toString("hex")}`, "-days", "2", "-extfile", "ext.cnf", "-out", `${kind}-cert.pem`);
   await copyFile(join(caDir, "ca-cert.pem"), join(outDir, "ca-cert.pem"));
 }
 
@@ -71,6 +72,9 @@ export async function makeTestPki(dir: string): Promise<TestPki> {
       await makeCa(otherCa, "someone else's CA");
       const out = join(dir, "strangers", name);
       await issue(otherCa, out, "client", `/O=novamesh/CN=${name}`);
+      // qemu checks its own certificate against its CA file too: the bundle holds both CAs.
+      const bundle = (await readFile(join(caDir, "ca-cert.pem"), "utf8")) + (await readFile(join(otherCa, "ca-cert.pem"), "utf8"));
+      await writeFile(join(out, "ca-cert.pem"), bundle);
       return out;
     },
   };
