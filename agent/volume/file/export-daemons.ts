@@ -125,6 +125,22 @@ export class ExportDaemons {
     return { volumeId: r.volumeId, attachmentId: r.attachmentId, host: address, port, exportName: r.attachmentId, client };
   }
 
+  /**
+   * Forgets the daemons that died while the agent ran (killed, crashed):
+   * their exports are gone, so the volumes are free to export again. Each
+   * is logged.
+   */
+  async prune(): Promise<void> {
+    for (const daemon of [...this.daemons.values()]) {
+      await this.queue.run(daemon.spec.client, async () => {
+        if (this.daemons.get(daemon.spec.client) !== daemon || (await daemonPid(daemon.spec)) !== undefined) return;
+        this.options.log.warn({ client: daemon.spec.client, exports: [...daemon.exports.keys()] }, "export daemon died; its exports are gone");
+        this.daemons.delete(daemon.spec.client);
+        await rm(daemon.dir, { recursive: true, force: true });
+      });
+    }
+  }
+
   /** Every export, by attachment id. */
   list(): ExportInfo[] {
     return [...this.daemons.values()].flatMap((d) => [...d.exports.values()].map((r) => this.info(d, r))).sort((a, b) => a.attachmentId.localeCompare(b.attachmentId));

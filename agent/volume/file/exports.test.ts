@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test, type TestContext } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { MiB } from "../contract.js";
 import type { FileVolumeBackend } from "./file-backend.js";
 import type { FileVolumeBackendOptions } from "./options.js";
@@ -134,6 +135,14 @@ test("exports outlive the backend; a new one adopts them, and drops those whose 
   assert.deepEqual((await third.list()).exports, [], "an export whose daemon is gone is not listed");
   const back = await third.export("v2", "att-2", "host-b");
   await qemuIoNbd(back, hostB, ["read 0 512"]);
+
+  const [pid] = await daemonPids(options);
+  assert.ok(pid);
+  process.kill(pid, "SIGKILL");
+  while (await running(pid)) await sleep(20);
+  assert.deepEqual((await third.list()).exports, [], "a daemon that dies while the backend runs takes its exports from the list");
+  await third.delete("v2");
+  assert.deepEqual((await third.list()).volumes.map((v) => v.id), ["v1"], "and its volume can be deleted");
 });
 
 test("close with stopExports ends every export and stops the daemons", { skip, timeout: 60_000 }, async (t) => {

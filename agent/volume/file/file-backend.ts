@@ -69,9 +69,11 @@ export class FileVolumeBackend implements VolumeBackend {
     return this.ready;
   }
 
-  /** Runs `fn` in the turn of volume `id`, after loading. */
-  private onVolume<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    return this.load().then(() => this.queue.run(`volume:${id}`, fn));
+  /** Runs `fn` in the turn of volume `id`, after loading and forgetting export daemons that died. */
+  private async onVolume<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    await this.load();
+    await this.daemons.prune();
+    return this.queue.run(`volume:${id}`, fn);
   }
 
   private pool(name: string): FilePool {
@@ -248,6 +250,7 @@ export class FileVolumeBackend implements VolumeBackend {
 
   async list(): Promise<{ volumes: VolumeInfo[]; exports: ExportInfo[] }> {
     await this.load();
+    await this.daemons.prune();
     return {
       volumes: [...this.volumes.values()].sort((a, b) => a.id.localeCompare(b.id)).map(FileVolumeBackend.info),
       exports: this.daemons.list(),
