@@ -144,6 +144,7 @@ export function volumeBackendContract(name: string, kit: VolumeContractKit): voi
       assert.equal(await kit.read(b, "src"), 0x22, "the source keeps its own");
       await rejectsWith(b.create("x", "p1", 8 * MiB, { kind: "snapshot", volumeId: "src", snapshotId: "nope" }), "NOT_FOUND");
       await rejectsWith(b.create("y", "p1", 8 * MiB, { kind: "snapshot", volumeId: "nope", snapshotId: "snap-1" }), "NOT_FOUND");
+      await rejectsWith(b.create("self", "p1", 8 * MiB, { kind: "snapshot", volumeId: "self", snapshotId: "snap-1" }), "NOT_FOUND");
       await rejectsWith(b.createSnapshot("nope", "snap-1"), "NOT_FOUND");
       await b.deleteSnapshot("src", "snap-1");
       await b.deleteSnapshot("src", "snap-1");

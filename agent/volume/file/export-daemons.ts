@@ -6,7 +6,7 @@
  * shared by that host's exports of it.
  *
  * Files, per client host, in `<dir>/c-<hash of the client>/`:
- *   daemon.json   { client, port } — written before the daemon starts
+ *   daemon.json   { client, port, address } — written before the daemon starts
  *   pid           the daemon's pid file
  *   qmp.sock      its QMP monitor
  *   exports.json  the exports it serves: attachment, volume, file, node
@@ -69,9 +69,10 @@ export class ExportDaemons {
 
   constructor(private readonly options: ExportDaemonsOptions) {}
 
-  private spec(client: string, port: number): { spec: DaemonSpec; dir: string } {
+  /** A client host's daemon's files; `address`: the one it was started on (default: the configured one). */
+  private spec(client: string, port: number, address = this.options.address): { spec: DaemonSpec; dir: string } {
     const dir = join(this.options.dir, `c-${hash(client).slice(0, 16)}`);
-    const spec = { client, port, address: this.options.address, tlsDir: this.options.tlsDir, pidFile: join(dir, "pid"), socket: join(dir, "qmp.sock") };
+    const spec = { client, port, address, tlsDir: this.options.tlsDir, pidFile: join(dir, "pid"), socket: join(dir, "qmp.sock") };
     return { spec, dir };
   }
 
@@ -81,18 +82,29 @@ export class ExportDaemons {
     for (const name of await readdir(this.options.dir)) {
       const dir = join(this.options.dir, name);
       const text = await readIfExists(join(dir, "daemon.json"));
-      const record = text === undefined ? undefined : (JSON.parse(text) as { client: string; port: number });
-      const pid = record ? await daemonPid(this.spec(record.client, record.port).spec) : undefined;
-      if (!record || pid === undefined) {
+      const record = text === undefined ? undefined : (JSON.parse(text) as { client: string; port: number; address?: string });
+      const found = record ? this.spec(record.client, record.port, record.address) : undefined;
+      const pid = found ? await daemonPid(found.spec) : undefined;
+      if (!record || !found || pid === undefined) {
         this.options.log.warn({ dir, client: record?.client }, "export daemon is not running; its exports are gone");
         await rm(dir, { recursive: true, force: true });
         continue;
       }
-      const daemon: Daemon = { ...this.spec(record.client, record.port), exports: new Map() };
+      const daemon: Daemon = { ...found, exports: new Map() };
       const recorded = JSON.parse((await readIfExists(join(dir, "exports.json"))) ?? "[]") as ExportRecord[];
       for (const r of recorded) daemon.exports.set(r.attachmentId, r);
       this.daemons.set(record.client, daemon);
-      await this.reconcile(daemon);
+      try {
+        await this.reconcile(daemon);
+      } catch (err) {
+        // A daemon that does not answer its monitor serves nothing the agent can manage: it goes, and its exports with it.
+        this.options.log.warn({ err, client: record.client, pid }, "export daemon does not answer; killing it, its exports are gone");
+        process.kill(pid, "SIGKILL");
+        this.daemons.delete(record.client);
+        await rm(dir, { recursive: true, force: true });
+        continue;
+      }
+      if (daemon.exports.size === 0) await this.stop(daemon);
     }
   }
 
@@ -254,7 +266,7 @@ export class ExportDaemons {
       const { spec, dir } = this.spec(client, port);
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true, mode: 0o700 });
-      await writeAtomic(join(dir, "daemon.json"), JSON.stringify({ client, port }));
+      await writeAtomic(join(dir, "daemon.json"), JSON.stringify({ client, port, address: spec.address }));
       const started = Date.now();
       try {
         const pid = await startDaemon(this.options.binary, spec, this.options.timeoutMs);

@@ -156,3 +156,22 @@ test("close with stopExports ends every export and stops the daemons", { skip, t
   assert.equal(await running(pid), false, "the daemon is gone");
   assert.deepEqual(await readdir(options.stateDir), [], "and its files");
 });
+
+test("a daemon that does not answer its monitor is killed when a new backend adopts, and the volume can be exported again", { skip, timeout: 60_000 }, async (t) => {
+  const { b, options } = backend(t);
+  await b.create("v", "p1", 4 * MiB, { kind: "blank" });
+  await b.export("v", "att-1", "host-a");
+  await b.close();
+  const [pid] = await daemonPids(options);
+  assert.ok(pid);
+  process.kill(pid, "SIGSTOP");
+  t.after(async () => {
+    if (await running(pid)) process.kill(pid, "SIGKILL");
+  });
+  const again = lab.backend({ ...options, commandTimeoutMs: 1_000 });
+  t.after(() => again.close({ stopExports: true }));
+  assert.deepEqual((await again.list()).exports, [], "its exports are not listed");
+  while (await running(pid)) await sleep(20);
+  const e = await again.export("v", "att-1", "host-a");
+  assert.match(await qemuIoNbd(e, hostA, ["read -P 0 0 64k"]), /read 65536\/65536/);
+});

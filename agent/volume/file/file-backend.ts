@@ -50,9 +50,10 @@ export class FileVolumeBackend implements VolumeBackend {
     });
   }
 
-  /** Reads the pools and adopts the export daemons, once. */
+  /** Reads the pools and adopts the export daemons, once (again at the next call if that failed). */
   private load(): Promise<void> {
     this.ready ??= (async () => {
+      this.volumes.clear();
       for (const pool of this.poolsByName.values()) {
         await mkdir(pool.config.path, { recursive: true, mode: 0o700 });
         for (const v of await pool.scan(this.qemuImg, this.log)) {
@@ -66,7 +67,12 @@ export class FileVolumeBackend implements VolumeBackend {
       }
       await this.daemons.load();
     })();
-    return this.ready;
+    const ready = this.ready;
+    ready.then(undefined, (err: unknown) => {
+      this.log.error({ err }, "reading the pools or adopting the export daemons failed; the next call tries again");
+      if (this.ready === ready) this.ready = undefined;
+    });
+    return ready;
   }
 
   /** Runs `fn` in the turn of volume `id`, after loading and forgetting export daemons that died. */
@@ -129,7 +135,7 @@ export class FileVolumeBackend implements VolumeBackend {
       if (this.provisioned(poolName) + sizeBytes > total) throw volumeError("POOL_FULL", `pool ${poolName} cannot take ${sizeBytes} more bytes`);
       const temp = pool.tempPath(id);
       try {
-        const size = await this.fill(temp, sizeBytes, source);
+        const size = await this.fill(id, temp, sizeBytes, source);
         return await this.charge(poolName, size, async () => {
           const info = await this.qemuImg.info(temp, "qcow2");
           if (info.virtualSizeBytes < size) await this.qemuImg.resize(temp, size);
@@ -145,11 +151,8 @@ export class FileVolumeBackend implements VolumeBackend {
     });
   }
 
-  /**
-   * Writes the new volume's content to `temp` and resolves
-   * the volume's size: the size asked for, or the source's when larger.
-   */
-  private async fill(temp: string, sizeBytes: number, source: VolumeSource): Promise<number> {
+  /** Writes the new volume's content to `temp`; resolves its size: the size asked for, or the source's when larger. */
+  private async fill(id: string, temp: string, sizeBytes: number, source: VolumeSource): Promise<number> {
     if (source.kind === "blank") {
       await this.qemuImg.create(temp, sizeBytes);
       return sizeBytes;
@@ -163,11 +166,16 @@ export class FileVolumeBackend implements VolumeBackend {
       }
       await this.qemuImg.convert({ source: source.path, format: source.format, dest: temp });
     } else {
-      const from = this.volume(source.volumeId);
-      if (!from.snapshotIds.includes(source.snapshotId)) throw volumeError("NOT_FOUND", `volume ${source.volumeId} has no snapshot ${source.snapshotId}`);
-      // The source may be open in an export daemon; a snapshot's clusters never change, so reading it shared is safe.
-      const path = this.pool(from.pool).volumePath(from.id);
-      await this.qemuImg.convert({ source: path, format: "qcow2", dest: temp, snapshot: source.snapshotId, forceShare: true });
+      // A volume that does not exist yet is no source (and waiting for its own turn would never end).
+      if (source.volumeId === id) throw volumeError("NOT_FOUND", `volume ${id} does not exist yet`);
+      // In the source's turn, so its snapshot is not deleted under the copy (the source never waits for this volume's turn).
+      await this.queue.run(`volume:${source.volumeId}`, async () => {
+        const from = this.volume(source.volumeId);
+        if (!from.snapshotIds.includes(source.snapshotId)) throw volumeError("NOT_FOUND", `volume ${source.volumeId} has no snapshot ${source.snapshotId}`);
+        // The source may be open in an export daemon; a snapshot's clusters never change, so reading it shared is safe.
+        const path = this.pool(from.pool).volumePath(from.id);
+        await this.qemuImg.convert({ source: path, format: "qcow2", dest: temp, snapshot: source.snapshotId, forceShare: true });
+      });
     }
     return Math.max(sizeBytes, (await this.qemuImg.info(temp, "qcow2")).virtualSizeBytes);
   }
