@@ -114,6 +114,15 @@ async function gone(pid: number): Promise<boolean> {
   }
 }
 
+/** SIGKILL to `pid`; one that is already gone (ESRCH) is what was wanted. */
+export function killHard(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+  }
+}
+
 /** Stops a daemon: QMP `quit`, then SIGKILL if it is still there after `timeoutMs`. */
 export async function stopDaemon(spec: Pick<DaemonSpec, "pidFile" | "socket" | "client">, timeoutMs: number, warn: (msg: string, err: unknown) => void): Promise<void> {
   const pid = await daemonPid(spec);
@@ -122,12 +131,13 @@ export async function stopDaemon(spec: Pick<DaemonSpec, "pidFile" | "socket" | "
     await withQmp(spec.socket, timeoutMs, (qmp) => qmp.execute("quit"));
   } catch (err) {
     warn(`QMP quit of the export daemon of ${spec.client} failed; killing it`, err);
-    process.kill(pid, "SIGKILL");
+    killHard(pid);
   }
   const deadline = Date.now() + timeoutMs;
   while (!(await gone(pid))) {
     if (Date.now() > deadline) {
-      process.kill(pid, "SIGKILL");
+      warn(`the export daemon of ${spec.client} did not exit ${timeoutMs} ms after quit; killing it`, undefined);
+      killHard(pid);
       break;
     }
     await sleep(20);

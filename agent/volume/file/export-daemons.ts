@@ -24,7 +24,7 @@ import { DriverError } from "../../drivers/errors.js";
 import { readIfExists, writeAtomic } from "../../network/linux/files.js";
 import type { ExportInfo } from "../backend.js";
 import { KeyedQueue } from "../checks.js";
-import { daemonPid, startDaemon, stopDaemon, type DaemonSpec } from "./daemon-process.js";
+import { daemonPid, killHard, startDaemon, stopDaemon, type DaemonSpec } from "./daemon-process.js";
 import { withQmp, type QmpClient } from "./qmp.js";
 
 /** How exports are served. */
@@ -67,7 +67,14 @@ export class ExportDaemons {
   /** Changes to one client host's daemon run one after another. */
   private readonly queue = new KeyedQueue();
 
-  constructor(private readonly options: ExportDaemonsOptions) {}
+  constructor(private readonly options: ExportDaemonsOptions) {
+    const [first, last] = options.ports;
+    if (!Number.isInteger(first) || !Number.isInteger(last) || first < 1 || last > 65535 || first > last) {
+      throw new RangeError(`export ports ${first}-${last}: a range of TCP ports, first to last`);
+    }
+    const socket = this.spec("x", first).spec.socket;
+    if (Buffer.byteLength(socket) > 107) throw new RangeError(`export state directory ${options.dir} is too long for a unix socket path (${socket})`);
+  }
 
   /** A client host's daemon's files; `address`: the one it was started on (default: the configured one). */
   private spec(client: string, port: number, address = this.options.address): { spec: DaemonSpec; dir: string } {
@@ -99,7 +106,7 @@ export class ExportDaemons {
       } catch (err) {
         // A daemon that does not answer its monitor serves nothing the agent can manage: it goes, and its exports with it.
         this.options.log.warn({ err, client: record.client, pid }, "export daemon does not answer; killing it, its exports are gone");
-        process.kill(pid, "SIGKILL");
+        killHard(pid);
         this.daemons.delete(record.client);
         await rm(dir, { recursive: true, force: true });
         continue;

@@ -78,3 +78,9 @@ test("concurrent creates in one pool: exactly those that fit are made", { skip, 
   for (const r of results) if (r.status === "rejected") assert.equal((r.reason as { code: string }).code, "POOL_FULL");
   assert.equal((await b.pools()).find((p) => p.name === "p1")?.provisionedBytes, 60 * MiB);
 });
+
+test("options that cannot work are refused when the backend is made", { skip }, () => {
+  const options = lab.options(64 * MiB);
+  assert.throws(() => lab.backend({ ...options, exports: { ...options.exports, ports: [2000, 1000] } }), /export ports 2000-1000/);
+  assert.throws(() => lab.backend({ ...options, stateDir: join(lab.dir, "x".repeat(120)) }), /too long for a unix socket path/);
+});
