@@ -70,7 +70,7 @@ test("faults: bad specs are refused with what is wrong", () => {
 });
 
 test("faults: a delay holds the call it is given for, not the others", async (t) => {
-  const b = fake({ faults: parseVolumeFaults({ create: { volumeId: "slow", delayMs: 300 } }) });
+  const b = fake({ faults: parseVolumeFaults({ create: { volumeId: "slow", delayMs: 1_000 } }) });
   const started = Date.now();
   const slow = b.create("slow", "p1", MiB, { kind: "blank" });
   await b.create("quick", "p2", MiB, { kind: "blank" });
