@@ -7,18 +7,52 @@
  *
  * Every method is idempotent (a retry after a crash finds the work done or
  * finishes it), and every rejection is a DriverError
- * (agent/drivers/errors.ts) with a machine code.
+ * (agent/drivers/errors.ts) with a machine code ({@link VolumeErrorCode}).
+ * Calls on one volume may come concurrently; a backend orders them.
+ *
+ * Ids (volumes, snapshots, attachments) and client names are checked with
+ * {@link VOLUME_ID_PATTERN} and {@link CLIENT_NAME_PATTERN}: they become
+ * file names, qemu option values and NBD export names.
  */
+
+/** Codes a backend rejects with (besides "INTERNAL" and its own command failures). */
+export type VolumeErrorCode =
+  /** No such pool, volume (extend, snapshot, export, a snapshot source) or snapshot (a snapshot source). */
+  | "NOT_FOUND"
+  /** An id or client name that does not match its pattern, a size that is not a positive whole number of bytes. */
+  | "INVALID_ARGUMENT"
+  /** `create` of an id that exists in another pool or with another requested size or source. */
+  | "VOLUME_EXISTS"
+  /** The pool cannot take the bytes asked for (create or extend). */
+  | "POOL_FULL"
+  /** `extend` to a size below the volume's. */
+  | "SHRINK_REFUSED"
+  /**
+   * `export` to a host while the volume is exported to another one (a
+   * volume is open on one compute host at a time), or of an attachment id
+   * that is exported for another client.
+   */
+  | "VOLUME_IN_USE";
+
+/** Volume, snapshot and attachment ids: a letter or digit, then letters, digits, `.`, `_`, `-` (128 at most; UUIDs fit). */
+export const VOLUME_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** Client names: a host name as the compute host's certificate carries it (its CN). */
+export const CLIENT_NAME_PATTERN = /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/;
 
 /** A pool's capacity, as reported to the controller. */
 export interface PoolCapacity {
   /** The pool's name, unique on its host. */
   readonly name: string;
-  /** Bytes the pool's storage holds in all. */
+  /**
+   * Bytes the pool may hold in all: its configured limit, else the size of
+   * the storage it is on. Volumes are refused ("POOL_FULL") when their
+   * virtual sizes would add up to more than this.
+   */
   readonly totalBytes: number;
-  /** Bytes of that still free on the storage. */
+  /** Bytes of that still free (thin volumes use only what was written; never more than the storage has free). */
   readonly freeBytes: number;
-  /** Sum of the virtual sizes of the pool's volumes (thin: may exceed what is used). */
+  /** Sum of the virtual sizes of the pool's volumes (thin: may exceed what is used, never `totalBytes`). */
   readonly provisionedBytes: number;
 }
 
@@ -27,15 +61,16 @@ export type VolumeSource =
   | { readonly kind: "blank" }
   /** A local image file (qcow2 or raw) the agent fetched; the volume is at least its virtual size. */
   | { readonly kind: "image"; readonly path: string; readonly format: "qcow2" | "raw" }
-  /** A snapshot of a volume on this host. */
+  /** A snapshot of a volume on this host (a copy: the new volume does not depend on it); at least the snapshot's size. */
   | { readonly kind: "snapshot"; readonly volumeId: string; readonly snapshotId: string };
 
 /** A volume the backend holds. */
 export interface VolumeInfo {
   readonly id: string;
   readonly pool: string;
-  /** Virtual size. */
+  /** Virtual size (the size asked for, or the source's when that is larger; grown by `extend`). */
   readonly sizeBytes: number;
+  /** Its snapshots, oldest first. */
   readonly snapshotIds: readonly string[];
 }
 
@@ -46,7 +81,7 @@ export interface ExportInfo {
   /** NBD over TLS: host name or address and port the compute host reaches. */
   readonly host: string;
   readonly port: number;
-  /** The NBD export name. */
+  /** The NBD export name (the attachment id). */
   readonly exportName: string;
   /** The client identity the export admits (the compute host's certificate name). */
   readonly client: string;
@@ -61,34 +96,42 @@ export interface VolumeBackend {
 
   /**
    * Creates volume `id` of `sizeBytes` (virtual) in `pool` from `source`.
-   * Creating a volume that exists with the same size resolves. Not enough
-   * room in the pool is DriverError "POOL_FULL".
+   * Creating a volume that exists in the same pool with the same requested
+   * size and source resolves with it; another pool, size or source is
+   * "VOLUME_EXISTS". Not enough room in the pool is "POOL_FULL"; an unknown
+   * pool, or a snapshot source that is not there, "NOT_FOUND".
    */
   create(id: string, pool: string, sizeBytes: number, source: VolumeSource): Promise<VolumeInfo>;
 
   /** Deletes a volume with its snapshots; an exported volume is unexported first. Unknown ids resolve. */
   delete(id: string): Promise<void>;
 
-  /** Grows a volume to `sizeBytes` (never shrinks: "SHRINK_REFUSED"), also while exported. */
+  /**
+   * Grows a volume to `sizeBytes` (never shrinks: "SHRINK_REFUSED"; its own
+   * size resolves), also while exported: a client sees the new size when it
+   * next connects.
+   */
   extend(id: string, sizeBytes: number): Promise<void>;
 
-  /** Takes snapshot `snapshotId` of a volume (point in time, also while exported). */
+  /** Takes snapshot `snapshotId` of a volume (point in time, also while exported); one that exists resolves. */
   createSnapshot(volumeId: string, snapshotId: string): Promise<void>;
 
-  /** Deletes a snapshot; unknown ones resolve. */
+  /** Deletes a snapshot; unknown ones (or volumes) resolve. */
   deleteSnapshot(volumeId: string, snapshotId: string): Promise<void>;
 
   /**
    * Exports a volume for one attachment to the compute host named `client`
    * (the name its certificate carries): only that host can open it.
-   * Exporting again for the same attachment returns the same export.
+   * Exporting again for the same attachment returns the same export. A
+   * volume is exported to one host at a time (several attachments of that
+   * host may share it): "VOLUME_IN_USE" otherwise.
    */
   export(volumeId: string, attachmentId: string, client: string): Promise<ExportInfo>;
 
   /** Ends an attachment's export; unknown ones resolve. */
   unexport(volumeId: string, attachmentId: string): Promise<void>;
 
-  /** The volumes and exports held now (after a restart: what to reconcile against the controller's view). */
+  /** The volumes (by id) and exports (by attachment id) held now (after a restart: what to reconcile against the controller's view). */
   list(): Promise<{ volumes: VolumeInfo[]; exports: ExportInfo[] }>;
 
   /** Stops what the backend runs for itself; exports keep serving unless `stopExports`. */

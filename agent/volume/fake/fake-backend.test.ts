@@ -1,0 +1,114 @@
+/** The fake volume backend: the contract, its state across restarts, injected faults, and many hosts at once. */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import type { VolumeBackend } from "../backend.js";
+import { MiB, POOL_BYTES, rejectsWith, volumeBackendContract } from "../contract.js";
+import { parseVolumeFaults } from "./faults.js";
+import { FakeVolumeBackend, type FakeVolumeBackendOptions } from "./fake-backend.js";
+
+const dirs = new WeakMap<VolumeBackend, string>();
+const pools = [
+  { name: "p1", totalBytes: POOL_BYTES },
+  { name: "p2", totalBytes: POOL_BYTES },
+];
+
+volumeBackendContract("fake", {
+  make: async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "nm-fake-vol-"));
+    const b = new FakeVolumeBackend({ pools, stateDir });
+    dirs.set(b, stateDir);
+    return b;
+  },
+  restart: async (closed) => {
+    const stateDir = dirs.get(closed);
+    assert.ok(stateDir);
+    const b = new FakeVolumeBackend({ pools, stateDir });
+    dirs.set(b, stateDir);
+    return b;
+  },
+  cleanup: async (b) => {
+    const dir = dirs.get(b);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  },
+  write: (b, id, byte) => (b as FakeVolumeBackend).write(id, byte),
+  read: (b, id) => (b as FakeVolumeBackend).read(id),
+});
+
+const fake = (options: Partial<FakeVolumeBackendOptions> = {}) => new FakeVolumeBackend({ pools, ...options });
+
+test("faults: a create fails the times configured, for the volume named, then works; the failed call leaves nothing", async () => {
+  const b = fake({ faults: parseVolumeFaults({ create: { volumeId: "v1", error: "disk gone", retryable: true, failTimes: 1 } }) });
+  await assert.rejects(b.create("v1", "p1", MiB, { kind: "blank" }), (err: Error & { code?: string; retryable?: boolean }) => {
+    assert.equal(err.code, "CREATE_FAILED");
+    assert.equal(err.retryable, true);
+    assert.match(err.message, /disk gone/);
+    return true;
+  });
+  assert.deepEqual((await b.list()).volumes, []);
+  await b.create("v2", "p1", MiB, { kind: "blank" });
+  await b.create("v1", "p1", MiB, { kind: "blank" });
+  assert.deepEqual((await b.list()).volumes.map((v) => v.id), ["v1", "v2"]);
+});
+
+test("faults: codes of the contract can be injected, and every call of a method fails without failTimes", async () => {
+  const b = fake({ faults: parseVolumeFaults({ export: { code: "POOL_FULL", error: "no" }, createSnapshot: { error: "io" } }) });
+  await b.create("v", "p1", MiB, { kind: "blank" });
+  await rejectsWith(b.export("v", "a1", "host-a"), "POOL_FULL");
+  await rejectsWith(b.export("v", "a1", "host-a"), "POOL_FULL");
+  await rejectsWith(b.createSnapshot("v", "s"), "CREATE_SNAPSHOT_FAILED");
+  assert.deepEqual(await b.list(), { volumes: [{ id: "v", pool: "p1", sizeBytes: MiB, snapshotIds: [] }], exports: [] });
+});
+
+test("faults: bad specs are refused with what is wrong", () => {
+  assert.throws(() => parseVolumeFaults({ resize: {} }), /unknown method "resize"/);
+  assert.throws(() => parseVolumeFaults({ create: { failtimes: 1 } }), /unknown key "failtimes"/);
+  assert.throws(() => parseVolumeFaults({ create: { delayMs: -1 } }), /delayMs must be a non-negative number/);
+  assert.throws(() => parseVolumeFaults([]), /keyed by method/);
+});
+
+test("faults: a delay holds the call it is given for, not the others", async (t) => {
+  const b = fake({ faults: parseVolumeFaults({ create: { volumeId: "slow", delayMs: 1_000 } }) });
+  const started = Date.now();
+  const slow = b.create("slow", "p1", MiB, { kind: "blank" });
+  await b.create("quick", "p2", MiB, { kind: "blank" });
+  assert.deepEqual((await b.list()).volumes.map((v) => v.id), ["quick"], "the quick one is done while the slow one waits");
+  await slow;
+  t.diagnostic(`the delayed create took ${Date.now() - started} ms`);
+  assert.deepEqual((await b.list()).volumes.map((v) => v.id), ["quick", "slow"]);
+});
+
+test("concurrent creates in one pool: exactly those that fit are made, the rest are POOL_FULL", async () => {
+  const b = fake();
+  const results = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => b.create(`v${i}`, "p1", 10 * MiB, { kind: "blank" })));
+  const made = results.filter((r) => r.status === "fulfilled").length;
+  assert.equal(made, 6, "64 MiB hold six volumes of 10 MiB");
+  for (const r of results) if (r.status === "rejected") assert.equal((r.reason as { code: string }).code, "POOL_FULL");
+  const p1 = (await b.pools()).find((p) => p.name === "p1");
+  assert.deepEqual(p1, { name: "p1", totalBytes: POOL_BYTES, freeBytes: 4 * MiB, provisionedBytes: 60 * MiB });
+});
+
+test("many hosts: 200 fake volume hosts each create, snapshot and export volumes, and each accounts for its own", async (t) => {
+  const started = Date.now();
+  const hosts = Array.from({ length: 200 }, () => fake({ pools: [{ name: "pool", totalBytes: 100 * MiB }] }));
+  await Promise.all(
+    hosts.map(async (b, h) => {
+      for (let i = 0; i < 5; i++) {
+        const id = `h${h}-v${i}`;
+        await b.create(id, "pool", (i + 1) * MiB, { kind: "blank" });
+        await b.createSnapshot(id, "s");
+        await b.export(id, `${id}-att`, `compute-${h % 7}`);
+      }
+    }),
+  );
+  t.diagnostic(`1000 volumes on 200 hosts in ${Date.now() - started} ms`);
+  for (const [h, b] of hosts.entries()) {
+    const [pool] = await b.pools();
+    assert.deepEqual(pool, { name: "pool", totalBytes: 100 * MiB, freeBytes: 85 * MiB, provisionedBytes: 15 * MiB }, `host ${h}`);
+    const { volumes, exports } = await b.list();
+    assert.equal(volumes.length, 5);
+    assert.ok(exports.every((e) => e.client === `compute-${h % 7}` && e.volumeId.startsWith(`h${h}-`)));
+  }
+});

@@ -1,0 +1,177 @@
+/**
+ * The file backend's exports for real: qemu-storage-daemon serving NBD over
+ * TLS, opened by qemu-io and qemu-img with compute hosts' certificates from
+ * a throwaway CA. Skipped when qemu's tools are not installed.
+ */
+import assert from "node:assert/strict";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, test, type TestContext } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { MiB } from "../contract.js";
+import type { FileVolumeBackend } from "./file-backend.js";
+import type { FileVolumeBackendOptions } from "./options.js";
+import { FileLab, fileBackendSkip, firstByte, nbdSize, qemuIoFile, qemuIoNbd, running } from "./test-qemu.js";
+
+const skip = fileBackendSkip();
+let lab: FileLab;
+let hostA = "";
+let hostB = "";
+
+before(async () => {
+  if (skip) return;
+  lab = await FileLab.make();
+  [hostA, hostB] = await Promise.all([lab.pki.client("host-a"), lab.pki.client("host-b")]);
+});
+after(() => lab?.cleanup());
+
+/** A backend on fresh directories, whose exports are stopped after the test. */
+function backend(t: TestContext): { b: FileVolumeBackend; options: FileVolumeBackendOptions } {
+  const options = lab.options(256 * MiB);
+  const b = lab.backend(options);
+  t.after(() => b.close({ stopExports: true }));
+  return { b, options };
+}
+
+/** The daemon ends the TLS session of a certificate its authz list does not admit (or that the CA did not sign). */
+const refused = /Cannot read from TLS channel/;
+/** Nothing serves that export (any more). */
+const gone = /Requested export not available|Connection refused/;
+
+test("an export opens over TLS only with the certificate of its host, and after unexport not at all", { skip, timeout: 60_000 }, async (t) => {
+  const { b } = backend(t);
+  await b.create("v", "p1", 8 * MiB, { kind: "blank" });
+  const started = Date.now();
+  const e = await b.export("v", "att-1", "host-a");
+  t.diagnostic(`export (daemon start included) took ${Date.now() - started} ms`);
+  const out = await qemuIoNbd(e, hostA, ["write -P 0xab 0 64k", "read -P 0xab 0 64k"]);
+  assert.match(out, /read 65536\/65536 bytes at offset 0/, "host-a reads back what it wrote");
+  await assert.rejects(qemuIoNbd(e, hostB, ["read 0 512"]), refused, "host-b's certificate is refused");
+  const stranger = await lab.pki.stranger("host-a");
+  await assert.rejects(qemuIoNbd(e, stranger, ["read 0 512"]), refused, "a certificate naming host-a from another CA is refused");
+  await b.unexport("v", "att-1");
+  await assert.rejects(qemuIoNbd(e, hostA, ["read 0 512"]), gone, "after unexport host-a cannot open it either");
+  assert.equal(firstByte(await qemuIoFile(join(lab.dir, "h1", "p1", "v.qcow2"), ["read -v 0 1"], true)), 0xab, "the write reached the volume's file");
+});
+
+test("each client host has its own daemon and port; neither opens the other's exports", { skip, timeout: 60_000 }, async (t) => {
+  const { b } = backend(t);
+  await b.create("va", "p1", 4 * MiB, { kind: "blank" });
+  await b.create("vb", "p2", 4 * MiB, { kind: "blank" });
+  const ea = await b.export("va", "att-a", "host-a");
+  const eb = await b.export("vb", "att-b", "host-b");
+  assert.notEqual(ea.port, eb.port);
+  await qemuIoNbd(ea, hostA, ["read 0 512"]);
+  await qemuIoNbd(eb, hostB, ["read 0 512"]);
+  await assert.rejects(qemuIoNbd(ea, hostB, ["read 0 512"]), refused, "host-b cannot open host-a's export");
+  await assert.rejects(qemuIoNbd({ ...eb, exportName: "att-a" }, hostB, ["read 0 512"]), gone, "nor find it through its own daemon");
+  await assert.rejects(qemuIoNbd(eb, hostA, ["read 0 512"]), refused, "host-a cannot open host-b's export");
+  const ea2 = await b.export("va", "att-a2", "host-a");
+  assert.equal(ea2.port, ea.port, "a second attachment of one host shares its daemon");
+  await qemuIoNbd(ea2, hostA, ["read 0 512"]);
+});
+
+test("extend while exported: a client connecting after sees the new size and the old data", { skip, timeout: 60_000 }, async (t) => {
+  const { b } = backend(t);
+  await b.create("v", "p1", 8 * MiB, { kind: "blank" });
+  const e = await b.export("v", "att-1", "host-a");
+  await qemuIoNbd(e, hostA, ["write -P 0x5c 0 64k"]);
+  assert.equal(await nbdSize(e, hostA), 8 * MiB);
+  await b.extend("v", 24 * MiB);
+  assert.equal(await nbdSize(e, hostA), 24 * MiB);
+  assert.match(await qemuIoNbd(e, hostA, ["read -P 0x5c 0 64k", "write -P 0x5d 20M 64k"]), /read 65536\/65536/);
+  assert.deepEqual((await b.list()).volumes.map((v) => v.sizeBytes), [24 * MiB]);
+  await assert.rejects(b.extend("v", 16 * MiB), /SHRINK|not shrunk/);
+});
+
+test("a snapshot while exported holds the data of its moment; a volume from it gets that data", { skip, timeout: 60_000 }, async (t) => {
+  const { b, options } = backend(t);
+  await b.create("v", "p1", 8 * MiB, { kind: "blank" });
+  const e = await b.export("v", "att-1", "host-a");
+  await qemuIoNbd(e, hostA, ["write -P 0x11 0 64k"]);
+  await b.createSnapshot("v", "before");
+  await qemuIoNbd(e, hostA, ["write -P 0x22 0 64k"]);
+  await b.create("copy", "p2", 8 * MiB, { kind: "snapshot", volumeId: "v", snapshotId: "before" });
+  const p2 = options.pools.find((p) => p.name === "p2")?.path ?? "";
+  assert.equal(firstByte(await qemuIoFile(join(p2, "copy.qcow2"), ["read -v 0 1"], true)), 0x11);
+  assert.match(await qemuIoNbd(e, hostA, ["read -P 0x22 0 64k"]), /read 65536\/65536/, "the exported volume has the later data");
+  await b.deleteSnapshot("v", "before");
+  assert.deepEqual((await b.list()).volumes.find((v) => v.id === "v")?.snapshotIds, []);
+});
+
+/** The pids in the pid files of the backend's export daemons. */
+async function daemonPids(options: FileVolumeBackendOptions): Promise<number[]> {
+  const dirs = await readdir(options.stateDir);
+  return Promise.all(dirs.map(async (d) => Number((await readFile(join(options.stateDir, d, "pid"), "utf8")).trim())));
+}
+
+test("exports outlive the backend; a new one adopts them, and drops those whose daemon died", { skip, timeout: 60_000 }, async (t) => {
+  const { b, options } = backend(t);
+  await b.create("v1", "p1", 4 * MiB, { kind: "blank" });
+  await b.create("v2", "p1", 4 * MiB, { kind: "blank" });
+  const e1 = await b.export("v1", "att-1", "host-a");
+  const e2 = await b.export("v2", "att-2", "host-b");
+  const before = await b.list();
+  await b.close();
+  await qemuIoNbd(e1, hostA, ["write -P 0x3c 0 64k"]);
+
+  const [pidA, pidB] = await daemonPids(options);
+  assert.ok(pidA && pidB);
+  const again = lab.backend(options);
+  t.after(() => again.close({ stopExports: true }));
+  assert.deepEqual(await again.list(), before, "the new backend lists the same volumes and exports");
+  assert.match(await qemuIoNbd(e1, hostA, ["read -P 0x3c 0 64k"]), /read 65536\/65536/, "the adopted export serves");
+  await again.unexport("v1", "att-1");
+  await assert.rejects(qemuIoNbd(e1, hostA, ["read 0 512"]), gone, "and ends on unexport");
+  await again.close();
+
+  const host = e2.client === "host-b" ? hostB : hostA;
+  await qemuIoNbd(e2, host, ["read 0 512"]);
+  const [left] = await daemonPids(options);
+  assert.ok(left);
+  process.kill(left, "SIGKILL");
+  const third = lab.backend(options);
+  t.after(() => third.close({ stopExports: true }));
+  assert.deepEqual((await third.list()).exports, [], "an export whose daemon is gone is not listed");
+  const back = await third.export("v2", "att-2", "host-b");
+  await qemuIoNbd(back, hostB, ["read 0 512"]);
+
+  const [pid] = await daemonPids(options);
+  assert.ok(pid);
+  process.kill(pid, "SIGKILL");
+  while (await running(pid)) await sleep(20);
+  assert.deepEqual((await third.list()).exports, [], "a daemon that dies while the backend runs takes its exports from the list");
+  await third.delete("v2");
+  assert.deepEqual((await third.list()).volumes.map((v) => v.id), ["v1"], "and its volume can be deleted");
+});
+
+test("close with stopExports ends every export and stops the daemons", { skip, timeout: 60_000 }, async (t) => {
+  const { b, options } = backend(t);
+  await b.create("v", "p1", 4 * MiB, { kind: "blank" });
+  const e = await b.export("v", "att-1", "host-a");
+  const [pid] = await daemonPids(options);
+  assert.ok(pid);
+  await b.close({ stopExports: true });
+  await assert.rejects(qemuIoNbd(e, hostA, ["read 0 512"]), gone);
+  assert.equal(await running(pid), false, "the daemon is gone");
+  assert.deepEqual(await readdir(options.stateDir), [], "and its files");
+});
+
+test("a daemon that does not answer its monitor is killed when a new backend adopts, and the volume can be exported again", { skip, timeout: 60_000 }, async (t) => {
+  const { b, options } = backend(t);
+  await b.create("v", "p1", 4 * MiB, { kind: "blank" });
+  await b.export("v", "att-1", "host-a");
+  await b.close();
+  const [pid] = await daemonPids(options);
+  assert.ok(pid);
+  process.kill(pid, "SIGSTOP");
+  t.after(async () => {
+    if (await running(pid)) process.kill(pid, "SIGKILL");
+  });
+  const again = lab.backend({ ...options, commandTimeoutMs: 1_000 });
+  t.after(() => again.close({ stopExports: true }));
+  assert.deepEqual((await again.list()).exports, [], "its exports are not listed");
+  while (await running(pid)) await sleep(20);
+  const e = await again.export("v", "att-1", "host-a");
+  assert.match(await qemuIoNbd(e, hostA, ["read -P 0 0 64k"]), /read 65536\/65536/);
+});

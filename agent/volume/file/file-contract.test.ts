@@ -1,0 +1,45 @@
+/** The volume backend contract against the file backend: real qcow2 files, real export daemons with TLS. */
+import assert from "node:assert/strict";
+import { after } from "node:test";
+import type { VolumeBackend } from "../backend.js";
+import { POOL_BYTES, volumeBackendContract } from "../contract.js";
+import type { FileVolumeBackendOptions } from "./options.js";
+import { FileLab, fileBackendSkip, firstByte, qemuIoFile } from "./test-qemu.js";
+
+const skip = fileBackendSkip();
+const lab = skip ? undefined : await FileLab.make();
+after(() => lab?.cleanup());
+
+const made = new WeakMap<VolumeBackend, FileVolumeBackendOptions>();
+
+async function pathOf(b: VolumeBackend, id: string): Promise<string> {
+  const v = (await b.list()).volumes.find((x) => x.id === id);
+  assert.ok(v, `volume ${id} is listed`);
+  const options = made.get(b);
+  const pool = options?.pools.find((p) => p.name === v.pool);
+  assert.ok(pool);
+  return `${pool.path}/${id}.qcow2`;
+}
+
+volumeBackendContract("file", {
+  skip,
+  make: async () => {
+    assert.ok(lab);
+    const options = lab.options(POOL_BYTES);
+    const b = lab.backend(options);
+    made.set(b, options);
+    return b;
+  },
+  restart: async (closed) => {
+    const options = made.get(closed);
+    assert.ok(options && lab);
+    const b = lab.backend(options);
+    made.set(b, options);
+    return b;
+  },
+  cleanup: async () => undefined,
+  write: async (b, id, byte) => {
+    await qemuIoFile(await pathOf(b, id), [`write -P 0x${byte.toString(16)} 0 64k`]);
+  },
+  read: async (b, id) => firstByte(await qemuIoFile(await pathOf(b, id), ["read -v 0 1"], true)),
+});
