@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { parseFaults, type Faults } from "./drivers/fake/faults.js";
 import type { ClientTls } from "./tls.js";
+import { VOLUME_FLAGS, volumeConfigOf, type VolumeCliConfig } from "./volume/cli.js";
 
 interface FlagSpec {
   readonly env?: string;
@@ -44,6 +45,7 @@ export const AGENT_FLAGS = {
   "tunnel-ip": { env: "NOVAMESH_TUNNEL_IP", type: "string", help: "this host's underlay address for VXLAN networks (without it the host cannot carry them)" },
   "network-namespace": { env: "NOVAMESH_NETWORK_NAMESPACE", type: "string", help: "linux network driver: an existing named network namespace (ip netns) that is this host's network, where the hypervisor's taps and bridges are; every ip, bridge, nft and dnsmasq command runs in it (a host simulated in a namespace); default the agent's own" },
   "network-host-tag": { env: "NOVAMESH_NETWORK_HOST_TAG", type: "string", help: "linux network driver: 1-4 lowercase letters or digits in the names of this agent's DHCP namespaces and nftables table, so two agents on one kernel never clash; default derived from the host name" },
+  ...VOLUME_FLAGS,
   "cpu-allocation-ratio": { env: "NOVAMESH_CPU_ALLOCATION_RATIO", type: "string", help: "vCPU overcommit of this host (default: the controller's)" },
   "ram-allocation-ratio": { env: "NOVAMESH_RAM_ALLOCATION_RATIO", type: "string", help: "memory overcommit of this host (default: the controller's)" },
   "disk-allocation-ratio": { env: "NOVAMESH_DISK_ALLOCATION_RATIO", type: "string", help: "disk overcommit of this host (default: the controller's)" },
@@ -103,6 +105,8 @@ export interface AgentCliConfig {
     /** --network-namespace: the named network namespace the linux driver works in; undefined: the agent's own. */
     readonly namespace: string | undefined;
   };
+  /** The volume backend this host serves volumes from; undefined: not a volume host. */
+  readonly volumes: VolumeCliConfig | undefined;
 }
 
 /** A bad flag or variable; main prints it with the help hint and exits 2. */
@@ -217,6 +221,9 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
     },
     logLevel: get("log-level")!,
     network: networkOf(get, driver),
+    volumes: volumeConfigOf(get, (message) => {
+      throw new UsageError(message);
+    }, hosts),
   };
 }
 

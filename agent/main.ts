@@ -15,6 +15,7 @@ import { FakeDriver } from "./drivers/fake/fake-driver.js";
 import { DirectoryImageStore, type ImageStore } from "./drivers/libvirt/image-store.js";
 import { LibvirtDriver } from "./drivers/libvirt/libvirt-driver.js";
 import { ControllerImageStore } from "./session/controller-image-store.js";
+import { makeVolumes } from "./volume/cli.js";
 import { bestEffort } from "./best-effort.js";
 import { TlsConfigError, clientCredentials } from "./tls.js";
 
@@ -105,6 +106,7 @@ async function main(): Promise<number> {
     const agent: Agent = new Agent({
       driver: makeDriver(config, host, stateDir, () => agent.client, logger),
       network: makeNetwork(config, host, stateDir, logger),
+      volumes: config.volumes ? makeVolumes(config.volumes, stateDir, logger.child({ host, volumes: config.volumes.backend })) : undefined,
       controller: config.controller,
       credentials: channel.credentials,
       channelOptions: channel.channelOptions,

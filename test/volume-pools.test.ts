@@ -2,9 +2,12 @@
  * Volume hosts' pools: an agent says them in its hello and its reports;
  * admins list them with their host's service (ListVolumePools); a bad pool
  * ends the agent's stream with the field named. Real MariaDB, NATS and
- * controller; the agent is a raw AgentService stream.
+ * controller; the agent is a raw AgentService stream, or real agent
+ * processes with the fake and the file volume backends.
  */
 import assert from "node:assert/strict";
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import type { VolumePool } from "../gen/novamesh/agent/v1/agent.js";
@@ -12,6 +15,8 @@ import { ServiceState, ServiceStatus } from "../gen/novamesh/compute/v1/host.js"
 import { Role } from "../gen/novamesh/compute/v1/identity.js";
 import type { Controller } from "../controller/controller.js";
 import { eventually, failure } from "./harness.js";
+import { makeTestPki } from "../agent/volume/file/test-certs.js";
+import { spawnAgent, stopAgent, tempDir } from "./agents.js";
 import { code, RawAgent } from "./raw-agent.js";
 import { testEnv } from "./stack.js";
 
@@ -124,5 +129,45 @@ describe("volume pools", () => {
       (await badPools()).map((p) => [p.host, p.name, p.freeBytes]),
       [["bad-report", "ok", 5 * GiB]],
     );
+  });
+
+  test("agents started with --volume-backend report their pools: a fake pool as sized, a file pool of a real directory with its limit", async (t) => {
+    const ctl = await env.startController();
+    const admin = env.admin(ctl);
+    const dir = await tempDir("volume-agents");
+    const pki = await makeTestPki(join(dir, "pki"));
+    await mkdir(join(dir, "pool-a"));
+    const token = async (host: string) => (await admin.identity.createToken({ projectId: "infra", role: Role.ROLE_AGENT, host, description: "" })).secret;
+    const common = (host: string) => ["--host", host, "--state-dir", join(dir, host), "--report-interval", "1"];
+    const fakeHost = spawnAgent({
+      controller: env.address(ctl),
+      token: await token("vol-fake"),
+      args: [...common("vol-fake"), "--volume-backend", "fake", "--volume-pools", "gold:100G,silver:2T"],
+      logFile: join(dir, "vol-fake.log"),
+    });
+    const fileHost = spawnAgent({
+      controller: env.address(ctl),
+      token: await token("vol-file"),
+      args: [...common("vol-file"), "--volume-backend", "file", "--volume-pools", `a=${join(dir, "pool-a")}:1G`, "--volume-tls-dir", pki.serverDir],
+      logFile: join(dir, "vol-file.log"),
+    });
+    t.after(async () => {
+      await Promise.all([stopAgent(fakeHost), stopAgent(fileHost)]);
+      await rm(dir, { recursive: true, force: true });
+    });
+    await eventually(async () => (await admin.hosts.listVolumePools({})).pools.filter((p) => p.host.startsWith("vol-")).length === 3, {
+      what: "both volume hosts' pools",
+      timeoutMs: 30_000,
+    });
+    const pools = (await admin.hosts.listVolumePools({})).pools.filter((p) => p.host.startsWith("vol-"));
+    assert.deepEqual(
+      pools.map((p) => [p.host, p.name, p.backend, p.totalBytes, p.freeBytes, p.provisionedBytes]),
+      [
+        ["vol-fake", "gold", "fake", 100 * GiB, 100 * GiB, 0],
+        ["vol-fake", "silver", "fake", 2048 * GiB, 2048 * GiB, 0],
+        ["vol-file", "a", "file", GiB, GiB, 0],
+      ],
+    );
+    assert.ok(pools.every((p) => p.state === ServiceState.SERVICE_STATE_UP));
   });
 });
