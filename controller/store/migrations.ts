@@ -358,6 +358,14 @@ export const MIGRATIONS: readonly Migration[] = [
         WHERE a.image_id IS NULL AND s.shelved_image_id IS NOT NULL`,
     ],
   },
+  {
+    version: 17,
+    name: "a subnet's allocation floor",
+    statements: [
+      // Every address of the subnet's pools below it is taken: allocation searches from there.
+      `ALTER TABLE subnets ADD COLUMN alloc_floor INT UNSIGNED NOT NULL DEFAULT 0`,
+    ],
+  },
 ];
 
 /**
