@@ -17,7 +17,7 @@ import { contains, formatIpv4, parseCidr, parseIpv4, type Range } from "../domai
 import { ApiError, invalidArgument } from "../errors.js";
 import type { Queryable, Row } from "./db.js";
 import { exec, isDuplicateKey, json, select } from "./db.js";
-import { noteNetworkChange } from "./network-changes.js";
+import { noteNetworkChange, portTouches, touch, type NetworkTouch } from "./network-changes.js";
 
 /** Neutron's (and Nova's) base MAC prefix: fa:16:3e is locally administered and unicast. */
 const MAC_PREFIX = "fa:16:3e";
@@ -129,7 +129,7 @@ export async function createPort(q: Queryable, p: NewPort): Promise<Port> {
   }
   for (const [i, x] of planned.entries()) await allocate(q, id, x.subnet, x.address, `${field}[${i}]`);
   for (const g of p.securityGroupIds) await exec(q, "INSERT INTO port_security_groups (port_id, security_group_id) VALUES (?, ?)", [id, g]);
-  await noteNetworkChange(q);
+  await noteNetworkChange(q, [touch("port", id), ...(p.deviceId ? [touch("server", p.deviceId)] : []), ...p.securityGroupIds.map((g) => touch("members", g))]);
   return (await getPort(q, id))!;
 }
 
@@ -287,16 +287,17 @@ export async function attachPort(q: Queryable, portId: string, serverId: string,
     position,
     portId,
   ]);
-  if (r.affectedRows === 1) await noteNetworkChange(q);
+  if (r.affectedRows === 1) await noteNetworkChange(q, [touch("port", portId), touch("server", serverId)]);
   return r.affectedRows === 1;
 }
 
 /** Deletes a port and releases its addresses. */
 export async function deletePort(q: Queryable, id: string): Promise<boolean> {
+  const touched = await portTouches(q, id, { members: true });
   await lowerFloors(q, "p.id = ?", [id]);
   await exec(q, "DELETE FROM ip_allocations WHERE port_id = ?", [id]);
   const r = await exec(q, "DELETE FROM ports WHERE id = ?", [id]);
-  if (r.affectedRows === 1) await noteNetworkChange(q);
+  if (r.affectedRows === 1) await noteNetworkChange(q, touched);
   return r.affectedRows === 1;
 }
 
@@ -306,23 +307,34 @@ export async function deletePort(q: Queryable, id: string): Promise<boolean> {
  * Returns how many ports it had.
  */
 export async function releaseServerPorts(q: Queryable, serverId: string): Promise<number> {
+  const had = await select<{ id: string; auto_delete: number; security_group_id: string | null }>(
+    q,
+    "SELECT p.id, p.auto_delete, g.security_group_id FROM ports p LEFT JOIN port_security_groups g ON g.port_id = p.id WHERE p.device_id = ?",
+    [serverId],
+  );
+  // Deleted ports leave their groups; freed ones stay members, with their addresses.
+  const touched: NetworkTouch[] = [touch("server", serverId), ...had.map((p) => touch("port", p.id))];
+  for (const p of had) if (p.auto_delete && p.security_group_id) touched.push(touch("members", p.security_group_id));
   await lowerFloors(q, "p.device_id = ? AND p.auto_delete = 1", [serverId]);
   await exec(q, "DELETE a FROM ip_allocations a JOIN ports p ON p.id = a.port_id WHERE p.device_id = ? AND p.auto_delete = 1", [serverId]);
   const deleted = await exec(q, "DELETE FROM ports WHERE device_id = ? AND auto_delete = 1", [serverId]);
   const freed = await exec(q, "UPDATE ports SET device_id = NULL, device_owner = '' WHERE device_id = ?", [serverId]);
-  if (deleted.affectedRows + freed.affectedRows > 0) await noteNetworkChange(q);
+  if (deleted.affectedRows + freed.affectedRows > 0) await noteNetworkChange(q, touched);
   return deleted.affectedRows + freed.affectedRows;
 }
 
 /** Replaces a port's name, security groups or port security. */
 export async function updatePort(q: Queryable, id: string, patch: { name?: string; securityGroupIds?: readonly string[]; portSecurity?: boolean }): Promise<void> {
+  // A new set of groups changes the members of the groups it had and of those it gets.
+  const touched = await portTouches(q, id, { members: patch.securityGroupIds !== undefined });
+  for (const g of patch.securityGroupIds ?? []) touched.push(touch("members", g));
   if (patch.name !== undefined) await exec(q, "UPDATE ports SET name = ? WHERE id = ?", [patch.name, id]);
   if (patch.portSecurity !== undefined) await exec(q, "UPDATE ports SET port_security = ? WHERE id = ?", [patch.portSecurity, id]);
   if (patch.securityGroupIds !== undefined) {
     await exec(q, "DELETE FROM port_security_groups WHERE port_id = ?", [id]);
     for (const g of patch.securityGroupIds) await exec(q, "INSERT INTO port_security_groups (port_id, security_group_id) VALUES (?, ?)", [id, g]);
   }
-  await noteNetworkChange(q);
+  await noteNetworkChange(q, touched);
 }
 
 /**
@@ -341,6 +353,7 @@ export async function ensureDhcpPort(q: Queryable, network: { id: string; projec
     if (missing.length === 0) return port;
     const rows = await select<SubnetRow>(q, `SELECT id, cidr, gateway_ip, allocation_pools, enable_dhcp FROM subnets WHERE id IN (${missing.map(() => "?").join(",")})`, missing.map((s) => s.id));
     for (const s of rows) await allocate(q, port.id, s, null, "dhcp");
+    await noteNetworkChange(q, [touch("port", port.id)]);
     return getPort(q, port.id);
   }
   try {
@@ -383,7 +396,7 @@ export async function releasePort(q: Queryable, portId: string, serverId: string
   if (!rows[0]) return false;
   if (rows[0].auto_delete) return deletePort(q, portId);
   await exec(q, "UPDATE ports SET device_id = NULL, device_owner = '' WHERE id = ?", [portId]);
-  await noteNetworkChange(q);
+  await noteNetworkChange(q, [touch("port", portId), touch("server", serverId)]);
   return true;
 }
 
