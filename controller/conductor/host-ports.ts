@@ -27,7 +27,7 @@ function rangeOf(r: SecurityGroupRule): { portMin: number; portMax: number } {
  * is made if missing, unless `readOnly` (then a network without one is sent
  * without DHCP: the next build or move on the host makes it).
  */
-export async function hostPortsFor(q: Queryable, ports: readonly Port[], host: string, o: { readOnly?: boolean } = {}): Promise<HostPort[]> {
+export async function hostPortsFor(q: Queryable, ports: readonly Port[], host: string, o: { readOnly?: boolean; remoteGroups?: Set<string> } = {}): Promise<HostPort[]> {
   if (ports.length === 0) return [];
   const networks = new Map<string, { net: Network; subnets: Subnet[]; dhcp: Port | null }>();
   for (const p of ports) {
@@ -39,6 +39,7 @@ export async function hostPortsFor(q: Queryable, ports: readonly Port[], host: s
   const groups = new Map<string, SecurityGroupRule[]>();
   for (const id of new Set(ports.flatMap((p) => p.securityGroupIds))) groups.set(id, [...((await getSecurityGroup(q, id))?.rules ?? [])]);
   const remote = await groupAddresses(q, [...new Set([...groups.values()].flat().flatMap((r) => (r.remoteGroupId ? [r.remoteGroupId] : [])))]);
+  for (const g of remote.keys()) o.remoteGroups?.add(g);
   return ports.map((p) => {
     const { net, subnets, dhcp } = networks.get(p.networkId)!;
     return {
@@ -89,12 +90,36 @@ export interface HostNetwork {
   readonly instances: ReadonlyMap<string, HostPort[]>;
 }
 
-/** The network of `host`: the ports of the servers it has, as it plugs them, and its tunnel peers. */
-export async function hostNetworkOf(q: Queryable, host: string): Promise<HostNetwork> {
-  const ports = [...(await portsOfServers(q, await serverIdsOnHost(q, host))).values()].flat();
+/**
+ * What a host's network was made of: a change to any of these concerns the
+ * host (network-sync.ts), as does a change to its tunnel peers.
+ */
+export interface HostNetworkSources {
+  /** Its servers' ports and its DHCP ports. */
+  readonly ports: ReadonlySet<string>;
+  readonly servers: ReadonlySet<string>;
+  readonly networks: ReadonlySet<string>;
+  /** The groups of its ports (their rules). */
+  readonly groups: ReadonlySet<string>;
+  /** The groups its rules name as remote group (their members' addresses). */
+  readonly remoteGroups: ReadonlySet<string>;
+}
+
+/** The network of `host`: the ports of the servers it has, as it plugs them, and its tunnel peers; with what it was made of. */
+export async function hostNetworkOf(q: Queryable, host: string): Promise<HostNetwork & { readonly sources: HostNetworkSources }> {
+  const servers = await serverIdsOnHost(q, host);
+  const ports = [...(await portsOfServers(q, servers)).values()].flat();
   // All at once: each network, DHCP port and security group is read once for the host, not once per server.
-  const hostPorts = await hostPortsFor(q, ports, host, { readOnly: true });
+  const remoteGroups = new Set<string>();
+  const hostPorts = await hostPortsFor(q, ports, host, { readOnly: true, remoteGroups });
   const instances = new Map<string, HostPort[]>();
   ports.forEach((p, i) => instances.set(p.deviceId!, [...(instances.get(p.deviceId!) ?? []), hostPorts[i]!]));
-  return { tunnelPeers: await tunnelPeers(q, host), instances };
+  const sources: HostNetworkSources = {
+    ports: new Set([...ports.map((p) => p.id), ...hostPorts.flatMap((p) => (p.network.dhcpPort ? [p.network.dhcpPort.id] : []))]),
+    servers: new Set(servers),
+    networks: new Set(ports.map((p) => p.networkId)),
+    groups: new Set(ports.flatMap((p) => p.securityGroupIds)),
+    remoteGroups,
+  };
+  return { tunnelPeers: await tunnelPeers(q, host), instances, sources };
 }

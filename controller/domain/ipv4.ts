@@ -90,11 +90,3 @@ export function defaultPools(c: Cidr, gateway: number | null): Range[] {
 export function sizeOf(ranges: readonly Range[]): number {
   return ranges.reduce((n, r) => n + (r.last - r.first + 1), 0);
 }
-
-/** The lowest address of `pools` (in order) not in `taken`; null when every one is. */
-export function firstFree(pools: readonly Range[], taken: ReadonlySet<number>): number | null {
-  for (const p of pools) {
-    for (let a = p.first; a <= p.last; a++) if (!taken.has(a)) return a;
-  }
-  return null;
-}

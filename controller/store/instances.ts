@@ -5,6 +5,7 @@ import { PLACEMENT_TASKS, STATUS_TASKS } from "../domain/states.js";
 import type { PoolConnection, Queryable, Row } from "./db.js";
 import { recordChange } from "./changes.js";
 import { exec, json, noteChange, select } from "./db.js";
+import { noteNetworkChange, touch } from "./network-changes.js";
 
 const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
   image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
@@ -212,6 +213,8 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
   if (!inst) throw new Error(`instance ${uuid} vanished during update`);
   recordChange(conn, inst);
   if (patch.taskState && PLACEMENT_TASKS.includes(patch.taskState)) noteChange(conn, "placements");
+  // The hosts it leaves and joins plug its ports (network sync; its ops carry them too).
+  if (patch.host !== undefined) await noteNetworkChange(conn, [touch("server", uuid)]);
   return inst;
 }
 

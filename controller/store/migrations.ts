@@ -1,5 +1,6 @@
 import { CREATED_NOW as TS, exec, select, type Migration, type Pool } from "./db.js";
 import { NETWORK_MIGRATIONS } from "./network-schema.js";
+import { VOLUME_MIGRATIONS } from "./volume-schema.js";
 
 export type { Migration };
 
@@ -358,22 +359,7 @@ export const MIGRATIONS: readonly Migration[] = [
         WHERE a.image_id IS NULL AND s.shelved_image_id IS NOT NULL`,
     ],
   },
-  {
-    version: 16,
-    name: "the storage pools of volume hosts",
-    statements: [
-      `CREATE TABLE volume_pools (
-        host VARCHAR(255) NOT NULL,
-        name VARCHAR(64) NOT NULL,
-        backend VARCHAR(32) NOT NULL,
-        total_bytes BIGINT NOT NULL,
-        free_bytes BIGINT NOT NULL,
-        provisioned_bytes BIGINT NOT NULL,
-        updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-        PRIMARY KEY (host, name)
-      ) ENGINE=InnoDB`,
-    ],
-  },
+  ...VOLUME_MIGRATIONS,
 ];
 
 /**

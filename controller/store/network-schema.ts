@@ -109,4 +109,17 @@ export const NETWORK_MIGRATIONS: readonly Migration[] = [
       ) ENGINE=InnoDB`,
     ],
   },
+  {
+    version: 17,
+    name: "a subnet's allocation floor; a network change records what it touched",
+    statements: [
+      // Every address of the subnet's pools below it is taken: allocation searches from there.
+      `ALTER TABLE subnets ADD COLUMN alloc_floor INT UNSIGNED NOT NULL DEFAULT 0`,
+      // What a change touched (conductor/network-sync.ts recomputes only the hosts it concerns); '' concerns every host.
+      `ALTER TABLE network_changes
+         ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT '',
+         ADD COLUMN ref VARCHAR(255) NOT NULL DEFAULT '',
+         ADD KEY network_changes_created (created_at)`,
+    ],
+  },
 ];

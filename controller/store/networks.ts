@@ -9,6 +9,7 @@ import type { AddressRange, HostRoute, Network, Segmentation, Subnet } from "../
 import { ApiError, failedPrecondition, invalidArgument } from "../errors.js";
 import type { Queryable, Row } from "./db.js";
 import { exec, isDuplicateKey, json, select } from "./db.js";
+import { noteNetworkChange, touch } from "./network-changes.js";
 
 /** VNIs tenant networks get, inclusive. */
 export interface VniRange {
@@ -113,6 +114,7 @@ export async function deleteNetwork(q: Queryable, id: string): Promise<boolean> 
   await exec(q, "DELETE FROM ports WHERE network_id = ?", [id]);
   await exec(q, "DELETE FROM subnets WHERE network_id = ?", [id]);
   await exec(q, "DELETE FROM networks WHERE id = ?", [id]);
+  await noteNetworkChange(q, [touch("network", id)]);
   return true;
 }
 
@@ -171,6 +173,8 @@ export async function createSubnet(q: Queryable, s: NewSubnet): Promise<Subnet> 
       s.enableDhcp,
     ],
   );
+  // Hosts with ports on the network list its subnets.
+  await noteNetworkChange(q, [touch("network", s.networkId)]);
   return (await getSubnet(q, id))!;
 }
 
@@ -204,6 +208,7 @@ export async function deleteSubnet(q: Queryable, id: string): Promise<boolean> {
   }
   await exec(q, "DELETE FROM ip_allocations WHERE subnet_id = ?", [id]);
   await exec(q, "DELETE FROM subnets WHERE id = ?", [id]);
+  await noteNetworkChange(q, [touch("network", s.networkId)]);
   return true;
 }
 

@@ -2,20 +2,22 @@
  * Ports and IPAM. An address is a row of `ip_allocations`, keyed by
  * (subnet, address): the primary key makes a duplicate impossible whatever
  * the concurrency, and deleting a port's rows releases its addresses
- * exactly once. Allocation takes the subnet's row lock (FOR UPDATE) and
- * reads the allocations with a locking read, so it sees every committed
- * allocation even in a transaction that started earlier, and two
- * allocators of one subnet take turns instead of colliding.
+ * exactly once. Allocation takes the subnet's row lock (FOR UPDATE), so two
+ * allocators of one subnet take turns instead of colliding, and finds the
+ * lowest free address with locking reads of the primary key that stop at
+ * the first hole (they see every committed allocation even in a
+ * transaction that started earlier): its cost follows the addresses below
+ * the hole, not all the subnet's, and nothing is read into memory.
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import type { FixedIp, Port } from "../domain/network.js";
 import { DHCP_OWNER } from "../domain/network.js";
-import { contains, firstFree, formatIpv4, parseCidr, parseIpv4, type Range } from "../domain/ipv4.js";
+import { contains, formatIpv4, parseCidr, parseIpv4, type Range } from "../domain/ipv4.js";
 import { ApiError, invalidArgument } from "../errors.js";
 import type { Queryable, Row } from "./db.js";
 import { exec, isDuplicateKey, json, select } from "./db.js";
-import { noteNetworkChange } from "./network-changes.js";
+import { noteNetworkChange, portTouches, touch, type NetworkTouch } from "./network-changes.js";
 
 /** Neutron's (and Nova's) base MAC prefix: fa:16:3e is locally administered and unicast. */
 const MAC_PREFIX = "fa:16:3e";
@@ -127,14 +129,14 @@ export async function createPort(q: Queryable, p: NewPort): Promise<Port> {
   }
   for (const [i, x] of planned.entries()) await allocate(q, id, x.subnet, x.address, `${field}[${i}]`);
   for (const g of p.securityGroupIds) await exec(q, "INSERT INTO port_security_groups (port_id, security_group_id) VALUES (?, ?)", [id, g]);
-  await noteNetworkChange(q);
+  await noteNetworkChange(q, [touch("port", id), ...(p.deviceId ? [touch("server", p.deviceId)] : []), ...p.securityGroupIds.map((g) => touch("members", g))]);
   return (await getPort(q, id))!;
 }
 
 /** Allocates `address` (or the lowest free one of the pools) on `subnet` for `portId`. */
 async function allocate(q: Queryable, portId: string, subnet: SubnetRow, address: number | null, field: string): Promise<void> {
-  // Allocators of one subnet take turns; the locking read below sees what the others committed.
-  await select(q, "SELECT id FROM subnets WHERE id = ? FOR UPDATE", [subnet.id]);
+  // Allocators of one subnet take turns; the locking reads below see what the others committed.
+  const [locked] = await select<{ alloc_floor: number }>(q, "SELECT alloc_floor FROM subnets WHERE id = ? FOR UPDATE", [subnet.id]);
   if (address !== null) {
     try {
       await exec(q, "INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?, ?, ?)", [subnet.id, address, portId]);
@@ -148,13 +150,53 @@ async function allocate(q: Queryable, portId: string, subnet: SubnetRow, address
       });
     }
   }
-  const taken = new Set(
-    (await select<{ address: number }>(q, "SELECT address FROM ip_allocations WHERE subnet_id = ? LOCK IN SHARE MODE", [subnet.id])).map((r) => Number(r.address)),
-  );
   const pools: Range[] = json<{ start: string; end: string }[]>(subnet.allocation_pools, []).map((r) => ({ first: parseIpv4(r.start)!, last: parseIpv4(r.end)! }));
-  const free = firstFree(pools, taken);
+  const floor = Number(locked?.alloc_floor ?? 0);
+  let free: number | null = null;
+  for (const pool of pools) if ((free = await lowestFree(q, subnet.id, Math.max(pool.first, floor), pool.last)) !== null) break;
   if (free === null) throw addressExhausted(subnet.id, subnet.cidr);
   await exec(q, "INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?, ?, ?)", [subnet.id, free, portId]);
+  // Pools in ascending order: every pool address up to this one is taken now.
+  if (pools.every((p, i) => i === 0 || pools[i - 1]!.last < p.first)) await exec(q, "UPDATE subnets SET alloc_floor = ? WHERE id = ? AND alloc_floor < ?", [free + 1, subnet.id, free + 1]);
+}
+
+/**
+ * The lowest free address of a subnet in [from, last], or null: `from` if
+ * free, else the lowest taken address of the range whose successor (still
+ * in the range) is free. Both walk the primary key (subnet_id, address)
+ * from `from` and stop at the first hole; with the subnet's floor as
+ * `from` that is a few rows, not every allocation.
+ */
+async function lowestFree(q: Queryable, subnetId: string, from: number, last: number): Promise<number | null> {
+  if (from > last) return null;
+  const first = await select(q, "SELECT address FROM ip_allocations WHERE subnet_id = ? AND address = ? LOCK IN SHARE MODE", [subnetId, from]);
+  if (first.length === 0) return from;
+  const gap = await select<{ free: number }>(
+    q,
+    `SELECT a.address + 1 AS free FROM ip_allocations a
+       LEFT JOIN ip_allocations b ON b.subnet_id = a.subnet_id AND b.address = a.address + 1
+      WHERE a.subnet_id = ? AND a.address >= ? AND a.address < ? AND b.address IS NULL
+      ORDER BY a.address LIMIT 1 LOCK IN SHARE MODE`,
+    [subnetId, from, last],
+  );
+  return gap[0] ? Number(gap[0].free) : null;
+}
+
+/**
+ * Addresses of the ports `where` selects are about to be released: each
+ * subnet's floor comes down to the lowest of them. Every subnet concerned
+ * is locked (in allocation order) before any address is deleted, so an
+ * allocator that raises the floor waits for the release, or the release
+ * for it; never a floor above a free address.
+ */
+async function lowerFloors(q: Queryable, where: string, params: readonly unknown[]): Promise<void> {
+  const freed = await select<{ subnet_id: string; m: number }>(
+    q,
+    `SELECT a.subnet_id, MIN(a.address) AS m FROM ip_allocations a JOIN ports p ON p.id = a.port_id JOIN subnets s ON s.id = a.subnet_id
+      WHERE ${where} GROUP BY a.subnet_id, s.created_at ORDER BY s.created_at, a.subnet_id`,
+    [...params],
+  );
+  for (const f of freed) await exec(q, "UPDATE subnets SET alloc_floor = LEAST(alloc_floor, ?) WHERE id = ?", [f.m, f.subnet_id]);
 }
 
 const PORT_COLUMNS =
@@ -245,15 +287,17 @@ export async function attachPort(q: Queryable, portId: string, serverId: string,
     position,
     portId,
   ]);
-  if (r.affectedRows === 1) await noteNetworkChange(q);
+  if (r.affectedRows === 1) await noteNetworkChange(q, [touch("port", portId), touch("server", serverId)]);
   return r.affectedRows === 1;
 }
 
 /** Deletes a port and releases its addresses. */
 export async function deletePort(q: Queryable, id: string): Promise<boolean> {
+  const touched = await portTouches(q, id, { members: true });
+  await lowerFloors(q, "p.id = ?", [id]);
   await exec(q, "DELETE FROM ip_allocations WHERE port_id = ?", [id]);
   const r = await exec(q, "DELETE FROM ports WHERE id = ?", [id]);
-  if (r.affectedRows === 1) await noteNetworkChange(q);
+  if (r.affectedRows === 1) await noteNetworkChange(q, touched);
   return r.affectedRows === 1;
 }
 
@@ -263,22 +307,34 @@ export async function deletePort(q: Queryable, id: string): Promise<boolean> {
  * Returns how many ports it had.
  */
 export async function releaseServerPorts(q: Queryable, serverId: string): Promise<number> {
+  const had = await select<{ id: string; auto_delete: number; security_group_id: string | null }>(
+    q,
+    "SELECT p.id, p.auto_delete, g.security_group_id FROM ports p LEFT JOIN port_security_groups g ON g.port_id = p.id WHERE p.device_id = ?",
+    [serverId],
+  );
+  // Deleted ports leave their groups; freed ones stay members, with their addresses.
+  const touched: NetworkTouch[] = [touch("server", serverId), ...had.map((p) => touch("port", p.id))];
+  for (const p of had) if (p.auto_delete && p.security_group_id) touched.push(touch("members", p.security_group_id));
+  await lowerFloors(q, "p.device_id = ? AND p.auto_delete = 1", [serverId]);
   await exec(q, "DELETE a FROM ip_allocations a JOIN ports p ON p.id = a.port_id WHERE p.device_id = ? AND p.auto_delete = 1", [serverId]);
   const deleted = await exec(q, "DELETE FROM ports WHERE device_id = ? AND auto_delete = 1", [serverId]);
   const freed = await exec(q, "UPDATE ports SET device_id = NULL, device_owner = '' WHERE device_id = ?", [serverId]);
-  if (deleted.affectedRows + freed.affectedRows > 0) await noteNetworkChange(q);
+  if (deleted.affectedRows + freed.affectedRows > 0) await noteNetworkChange(q, touched);
   return deleted.affectedRows + freed.affectedRows;
 }
 
 /** Replaces a port's name, security groups or port security. */
 export async function updatePort(q: Queryable, id: string, patch: { name?: string; securityGroupIds?: readonly string[]; portSecurity?: boolean }): Promise<void> {
+  // A new set of groups changes the members of the groups it had and of those it gets.
+  const touched = await portTouches(q, id, { members: patch.securityGroupIds !== undefined });
+  for (const g of patch.securityGroupIds ?? []) touched.push(touch("members", g));
   if (patch.name !== undefined) await exec(q, "UPDATE ports SET name = ? WHERE id = ?", [patch.name, id]);
   if (patch.portSecurity !== undefined) await exec(q, "UPDATE ports SET port_security = ? WHERE id = ?", [patch.portSecurity, id]);
   if (patch.securityGroupIds !== undefined) {
     await exec(q, "DELETE FROM port_security_groups WHERE port_id = ?", [id]);
     for (const g of patch.securityGroupIds) await exec(q, "INSERT INTO port_security_groups (port_id, security_group_id) VALUES (?, ?)", [id, g]);
   }
-  await noteNetworkChange(q);
+  await noteNetworkChange(q, touched);
 }
 
 /**
@@ -297,6 +353,7 @@ export async function ensureDhcpPort(q: Queryable, network: { id: string; projec
     if (missing.length === 0) return port;
     const rows = await select<SubnetRow>(q, `SELECT id, cidr, gateway_ip, allocation_pools, enable_dhcp FROM subnets WHERE id IN (${missing.map(() => "?").join(",")})`, missing.map((s) => s.id));
     for (const s of rows) await allocate(q, port.id, s, null, "dhcp");
+    await noteNetworkChange(q, [touch("port", port.id)]);
     return getPort(q, port.id);
   }
   try {
@@ -339,7 +396,7 @@ export async function releasePort(q: Queryable, portId: string, serverId: string
   if (!rows[0]) return false;
   if (rows[0].auto_delete) return deletePort(q, portId);
   await exec(q, "UPDATE ports SET device_id = NULL, device_owner = '' WHERE id = ?", [portId]);
-  await noteNetworkChange(q);
+  await noteNetworkChange(q, [touch("port", portId), touch("server", serverId)]);
   return true;
 }
 

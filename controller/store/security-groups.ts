@@ -10,7 +10,7 @@ import type { Direction, RuleProtocol, SecurityGroup, SecurityGroupRule } from "
 import { ApiError, failedPrecondition } from "../errors.js";
 import type { Queryable, Row } from "./db.js";
 import { exec, isDuplicateKey, select } from "./db.js";
-import { noteNetworkChange } from "./network-changes.js";
+import { noteNetworkChange, touch } from "./network-changes.js";
 
 const GROUP_COLUMNS = "id, project_id, name, description, default_of, created_at";
 const RULE_COLUMNS = "id, security_group_id, direction, protocol, port_min, port_max, remote_cidr, remote_group_id, description";
@@ -67,7 +67,7 @@ export async function createRule(q: Queryable, groupId: string, r: NewRule): Pro
     if (!isDuplicateKey(err)) throw err;
     throw new ApiError(status.ALREADY_EXISTS, `security group ${groupId} already has this rule`, { reason: "SECURITY_GROUP_RULE_EXISTS", metadata: { security_group: groupId } });
   }
-  await noteNetworkChange(q);
+  await noteNetworkChange(q, [touch("rules", groupId)]);
   return (await getRule(q, id))!;
 }
 
@@ -77,8 +77,9 @@ export async function getRule(q: Queryable, id: string): Promise<SecurityGroupRu
 }
 
 export async function deleteRule(q: Queryable, id: string): Promise<boolean> {
+  const rule = await getRule(q, id);
   const gone = (await exec(q, "DELETE FROM security_group_rules WHERE id = ?", [id])).affectedRows === 1;
-  if (gone) await noteNetworkChange(q);
+  if (gone && rule) await noteNetworkChange(q, [touch("rules", rule.securityGroupId)]);
   return gone;
 }
 
