@@ -214,6 +214,11 @@ if [ "$PLAINTEXT" = 1 ]; then
   seed_connection=(--plaintext)
 else
   bash scripts/certs.sh --dir "$TLS" --agent "$HOST"
+  # qemu's x509 directory for the volume exports (the file backend's NBD server).
+  mkdir -p "$TLS/nbd"
+  cp "$TLS/ca.pem" "$TLS/nbd/ca-cert.pem"
+  cp "$TLS/volumes.pem" "$TLS/nbd/server-cert.pem"
+  install -m 600 "$TLS/volumes-key.pem" "$TLS/nbd/server-key.pem"
   controller_args=(--tls-cert "$TLS/controller.pem" --tls-key "$TLS/controller-key.pem" --agent-listen "$agent_listen" --agent-client-ca "$TLS/ca.pem")
   agent_connection=(--controller "127.0.0.1:$agent_port" --tls-ca "$TLS/ca.pem" --tls-cert "$TLS/agent-$HOST.pem" --tls-key "$TLS/agent-$HOST-key.pem")
   seed_connection=(--tls-ca "$TLS/ca.pem")
@@ -270,13 +275,26 @@ step node --import tsx scripts/seed-network.ts "$address" "${seed_connection[@]}
 step node --import tsx scripts/agent-token.ts "$address" --host "$HOST" --out .state/agent-token "${seed_connection[@]}"
 NOVAMESH_AGENT_TOKEN=$(cat .state/agent-token)
 export NOVAMESH_AGENT_TOKEN
-agent_args=("${agent_connection[@]}" --host "$HOST")
+agent_args=("${agent_connection[@]}" --host "$HOST" --state-dir ".state/agent-$HOST$world")
 if [ "$DRIVER" = libvirt ]; then
   say "agent driver: libvirt ($LIBVIRT_URI): the demo image boots the test guest, GetConsoleOutput shows it"
   agent_args+=(--driver libvirt --libvirt-uri "$LIBVIRT_URI")
 else
   say "agent driver: fake, as asked (a simulated hypervisor: 16 vCPUs, 64 GiB, 1 TiB; nothing boots; bash scripts/allinone.sh runs real guests)"
   agent_args+=(--driver fake --vcpus 16 --memory-mb 65536 --disk-gb 1024)
+fi
+# The agent is a volume host too: a pool of qcow2 files in .state/volumes
+# (20 GiB at most) exported over NBD with TLS, or with the fake driver a
+# simulated 1 TiB pool. With --plaintext there is no certificate to export with.
+if [ "$DRIVER" = fake ]; then
+  volumes="local: fake, 1 TiB"
+  agent_args+=(--volume-backend fake --volume-pools local:1T)
+elif [ "$PLAINTEXT" = 0 ]; then
+  mkdir -p .state/volumes
+  volumes="local: qcow2 files in .state/volumes, 20 GiB at most, NBD over TLS on 127.0.0.1"
+  agent_args+=(--volume-backend file --volume-pools "local=$PWD/.state/volumes:20G" --volume-tls-dir "$TLS/nbd")
+else
+  volumes="none (--plaintext: no certificate for the exports)"
 fi
 log_from=$(stat -c %s .state/agent.log 2>/dev/null || echo 0)
 spawn env -u NOVAMESH_ADMIN_TOKEN -u NOVAMESH_NATS_CREDS -u NOVAMESH_NATS_SIGNING_KEY node --import tsx agent/main.ts "${agent_args[@]}" >>.state/agent.log 2>&1
@@ -301,6 +319,7 @@ cat <<EOT
 novamesh all-in-one is running ($DRIVER driver, host $HOST)
   gRPC API     $api
   network      public: flat on $BRIDGE, 10.42.0.0/24, gateway 10.42.0.1 (with the libvirt driver this machine has 10.42.0.1 on it)
+  volume pool  $volumes
   NATS         $NOVAMESH_NATS_URL (credentials only: .state/nats${NOVAMESH_NATS_CA:+; TLS, CA $NOVAMESH_NATS_CA})
   admin token  $NOVAMESH_ADMIN_TOKEN
   logs         .state/controller.log, .state/agent.log, .state/nats.log

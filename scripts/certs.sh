@@ -6,6 +6,9 @@
 #                                       and agent listener)
 #   nats.pem, nats-key.pem              a server certificate for nats-server
 #                                       (SANs localhost and 127.0.0.1)
+#   volumes.pem, volumes-key.pem        a server certificate for this machine's
+#                                       volume exports (NBD over TLS; SANs
+#                                       localhost and 127.0.0.1)
 #   agent-<host>.pem, agent-<host>-key.pem
 #                                       an agent's client certificate (CN and DNS
 #                                       SAN: the host name the agent says Hello as)
@@ -133,6 +136,7 @@ issue() {
 
 issue controller "${SANS[0]}" serverAuth "${SANS[@]}"
 issue nats localhost serverAuth localhost 127.0.0.1
+issue volumes localhost serverAuth localhost 127.0.0.1
 for a in "${AGENTS[@]+"${AGENTS[@]}"}"; do
   issue "agent-$a" "$a" clientAuth "$a"
 done

@@ -59,6 +59,7 @@ describe("the README's grpcurl examples, through server reflection", () => {
     assert.equal(token.token.role, "ROLE_MEMBER");
     assert.ok(token.secret.length > 20);
     assert.ok(r.responses.has("ListServices") && r.responses.has("ListHypervisors"));
+    assert.deepEqual(r.responses.get("ListVolumePools"), { pools: [] }, "this stack's agents serve no volumes");
     // The dry run considers the one host and chooses it.
     const explained = r.responses.get("ExplainPlacement") as { algorithm: string; chosen_host?: string; hosts?: unknown[] };
     assert.equal(explained.algorithm, "filter-weigh");
