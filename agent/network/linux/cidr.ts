@@ -34,3 +34,9 @@ export function parseCidr(cidr: string): Cidr {
   const network = (ipv4ToNumber(address) & mask) >>> 0;
   return { network: numberToIpv4(network), prefixLength, netmask: numberToIpv4(mask) };
 }
+
+/** Whether `address` (IPv4) is in `cidr`. */
+export function cidrContains(cidr: Cidr, address: string): boolean {
+  const mask = ipv4ToNumber(cidr.netmask);
+  return ((ipv4ToNumber(address) & mask) >>> 0) === ipv4ToNumber(cidr.network);
+}

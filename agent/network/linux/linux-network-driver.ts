@@ -8,6 +8,7 @@
  *   devices.ts    bridges, VXLAN devices, their flood lists
  *   dhcp.ts       per network: namespace, veth, dnsmasq
  *   security.ts   per port: anti-spoofing and security groups on nftables
+ *   conntrack.ts  per port: deleting connection entries its rules no longer admit
  *   state.ts      what is plugged, on disk, for a restarted agent
  *
  * Calls run one at a time. Best-effort steps (cleanup of what nothing uses)
@@ -22,6 +23,7 @@ import { settledOf } from "../../settled.js";
 import type { NetworkDriver } from "../driver.js";
 import type { NetworkSpec, PortSpec, VifSpec } from "../types.js";
 import { Runner } from "./commands.js";
+import { Connections, directionsToFlush } from "./conntrack.js";
 import { Devices, bridgeOf } from "./devices.js";
 import { DhcpServers } from "./dhcp.js";
 import { checkHostTag, defaultHostTag, tapName, vxlanDeviceName } from "./naming.js";
@@ -44,6 +46,7 @@ export class LinuxNetworkDriver implements NetworkDriver {
   private readonly devices: Devices;
   private readonly dhcp: DhcpServers;
   private readonly security: SecurityTables;
+  private readonly connections: Connections;
   private readonly state: NetworkState;
   private loaded: Promise<void> | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -63,6 +66,7 @@ export class LinuxNetworkDriver implements NetworkDriver {
       leaseSeconds: options.dhcpLeaseSeconds ?? 86400,
     });
     this.security = new SecurityTables(this.run, this.log, this.hostTag);
+    this.connections = new Connections(this.run, this.log);
     this.state = new NetworkState(this.stateDir);
   }
 
@@ -102,12 +106,14 @@ export class LinuxNetworkDriver implements NetworkDriver {
         if (net.segmentation === "flat") await this.devices.ensure(net, this.tunnelIp, []);
       }
       const current = this.state.instances.get(instanceId) ?? [];
+      const before = new Map(current.map((p) => [p.id, p]));
       const named = new Set(ports.map((p) => p.id));
       this.state.instances.set(instanceId, [...current.filter((p) => !named.has(p.id)), ...ports]);
       for (const net of distinctNetworks(ports)) this.state.networks.set(net.id, net);
       await this.state.saveNetworks();
       await this.state.saveInstance(instanceId);
       await this.ensure(ports);
+      for (const port of ports) await this.endUnadmitted(before.get(port.id), port);
       return ports.map((p) => this.vif(p));
     });
   }
@@ -122,6 +128,42 @@ export class LinuxNetworkDriver implements NetworkDriver {
     // Zones before rules: a flow the rules admit starts in its bridge's zone.
     await this.syncZones();
     for (const port of ports) await this.security.apply(port);
+  }
+
+  /**
+   * After a replug whose rules admit less than `old`'s: deletes the
+   * conntrack entries of the port's connections the new rules do not
+   * admit, which `ct state established` would otherwise let on.
+   *
+   * Best effort, logged: the new rules are in place when this runs, so new
+   * connections already meet them; a failure here leaves only connections
+   * admitted before running until they end, as without this step. Failing
+   * the plug instead would fail the operation or update that carried the
+   * new rules (and retrying cannot mend a missing or broken conntrack
+   * tool), while the port's filtering itself is done.
+   */
+  private async endUnadmitted(old: PortSpec | undefined, port: PortSpec): Promise<void> {
+    if (directionsToFlush(old, port).length === 0) return;
+    await bestEffort(
+      this.log,
+      "delete connection entries the port's rules no longer admit",
+      async () => {
+        const zone = await this.zoneOf(port.network);
+        if (zone !== undefined) await this.connections.afterReplug(old, port, zone);
+      },
+      { port: port.id },
+    );
+  }
+
+  /**
+   * The conntrack zone of a network's bridged traffic: its bridge's for
+   * VXLAN (undefined if the bridge is gone: no traffic, no entries), the
+   * default zone 0 for flat networks.
+   */
+  private async zoneOf(net: NetworkSpec): Promise<number | undefined> {
+    if (net.segmentation !== "vxlan") return 0;
+    const link = await this.devices.link(bridgeOf(net));
+    return link ? zoneOf(link.ifindex) : undefined;
   }
 
   /** Gives every VXLAN bridge of a network in use its conntrack zone (and no other bridge one). */
@@ -150,7 +192,19 @@ export class LinuxNetworkDriver implements NetworkDriver {
     const current = this.state.instances.get(instanceId) ?? [];
     const removed = portIds ? current.filter((p) => portIds.includes(p.id)) : current;
     if (removed.length > 0) {
-      for (const port of removed) await this.security.remove(tapName(port.id));
+      for (const port of removed) {
+        await this.security.remove(tapName(port.id));
+        // Best effort as after a replug (see endUnadmitted): the port is gone either way.
+        await bestEffort(
+          this.log,
+          "delete the unplugged port's connection entries",
+          async () => {
+            const zone = await this.zoneOf(port.network);
+            if (zone !== undefined) await this.connections.forget(port, zone);
+          },
+          { port: port.id },
+        );
+      }
       this.state.instances.set(
         instanceId,
         current.filter((p) => !removed.includes(p)),
