@@ -216,8 +216,10 @@ export class Lab {
           const pid = Number((await readFile(join(dir, "dhcp", net, "dnsmasq.pid"), "utf8")).trim());
           const cmd = await readFile(`/proc/${pid}/cmdline`, "utf8");
           if (cmd.includes(dir)) process.kill(pid, "SIGKILL");
-        } catch {
-          // no pid file or no such process: nothing to stop
+        } catch (err) {
+          // No pid file or no such process: nothing to stop. Anything else is the cleanup's failure.
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== "ENOENT" && code !== "ESRCH") errors.push(err);
         }
       }
     }
