@@ -84,25 +84,31 @@ export type Faults = { readonly [M in FaultableMethod]?: FaultSpec | readonly Fa
   readonly ignoreAcpi?: boolean | readonly string[];
 };
 
-const SPEC_KEYS = new Set(["serverId", "error", "code", "retryable", "delayMs", "failTimes"]);
-
-function checkSpec(where: string, spec: unknown): FaultSpec {
+/**
+ * Checks one fault spec of a fake (a hypervisor's or a volume backend's):
+ * the target id under `idKey` ("serverId", "volumeId"), error, code,
+ * retryable, delayMs, failTimes; anything else is a TypeError naming `where`.
+ */
+export function checkFaultSpec<T>(where: string, spec: unknown, idKey: string): T {
+  const keys = [idKey, "error", "code", "retryable", "delayMs", "failTimes"];
   if (spec === null || typeof spec !== "object" || Array.isArray(spec)) throw new TypeError(`${where} must be an object`);
   const s = spec as Record<string, unknown>;
   for (const key of Object.keys(s)) {
-    if (!SPEC_KEYS.has(key)) throw new TypeError(`${where}: unknown key "${key}" (one of ${[...SPEC_KEYS].join(", ")})`);
+    if (!keys.includes(key)) throw new TypeError(`${where}: unknown key "${key}" (one of ${keys.join(", ")})`);
   }
   for (const key of ["delayMs", "failTimes"]) {
     if (s[key] !== undefined && (typeof s[key] !== "number" || !Number.isFinite(s[key]) || (s[key] as number) < 0)) {
       throw new TypeError(`${where}.${key} must be a non-negative number`);
     }
   }
-  for (const key of ["serverId", "error", "code"]) {
+  for (const key of [idKey, "error", "code"]) {
     if (s[key] !== undefined && typeof s[key] !== "string") throw new TypeError(`${where}.${key} must be a string`);
   }
   if (s.retryable !== undefined && typeof s.retryable !== "boolean") throw new TypeError(`${where}.retryable must be a boolean`);
-  return s as FaultSpec;
+  return s as T;
 }
+
+const checkSpec = (where: string, spec: unknown): FaultSpec => checkFaultSpec<FaultSpec>(where, spec, "serverId");
 
 /** Checks a `--fake-faults` style object and returns it typed (aliases resolved). */
 export function parseFaults(value: unknown): Faults {

@@ -8,7 +8,7 @@
  *     "export": [ { "volumeId": "<uuid>", "delayMs": 2000 }, { "error": "qmp timeout", "retryable": true } ] }
  */
 import { DriverError } from "../../drivers/errors.js";
-import { wait } from "../../drivers/fake/faults.js";
+import { checkFaultSpec, wait } from "../../drivers/fake/faults.js";
 
 /** Methods of the fake backend that faults can be injected into. */
 export const VOLUME_FAULTABLE_METHODS = ["pools", "create", "delete", "extend", "createSnapshot", "deleteSnapshot", "export", "unexport", "list"] as const;
@@ -35,25 +35,7 @@ export interface VolumeFaultSpec {
 /** Faults per method. */
 export type VolumeFaults = { readonly [M in VolumeFaultableMethod]?: VolumeFaultSpec | readonly VolumeFaultSpec[] };
 
-const SPEC_KEYS = new Set(["volumeId", "error", "code", "retryable", "delayMs", "failTimes"]);
-
-function checkSpec(where: string, spec: unknown): VolumeFaultSpec {
-  if (spec === null || typeof spec !== "object" || Array.isArray(spec)) throw new TypeError(`${where} must be an object`);
-  const s = spec as Record<string, unknown>;
-  for (const key of Object.keys(s)) {
-    if (!SPEC_KEYS.has(key)) throw new TypeError(`${where}: unknown key "${key}" (one of ${[...SPEC_KEYS].join(", ")})`);
-  }
-  for (const key of ["delayMs", "failTimes"]) {
-    if (s[key] !== undefined && (typeof s[key] !== "number" || !Number.isFinite(s[key]) || (s[key] as number) < 0)) {
-      throw new TypeError(`${where}.${key} must be a non-negative number`);
-    }
-  }
-  for (const key of ["volumeId", "error", "code"]) {
-    if (s[key] !== undefined && typeof s[key] !== "string") throw new TypeError(`${where}.${key} must be a string`);
-  }
-  if (s.retryable !== undefined && typeof s.retryable !== "boolean") throw new TypeError(`${where}.retryable must be a boolean`);
-  return s as VolumeFaultSpec;
-}
+const checkSpec = (where: string, spec: unknown): VolumeFaultSpec => checkFaultSpec<VolumeFaultSpec>(where, spec, "volumeId");
 
 /** Checks a faults object (e.g. parsed from a `--fake-volume-faults` JSON) and returns it typed. */
 export function parseVolumeFaults(value: unknown): VolumeFaults {
