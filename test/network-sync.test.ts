@@ -178,4 +178,40 @@ describe("network sync", () => {
     assert.equal(sync.stats.hostsComputed - before, N);
     assert.ok(rules("sync-h0").some((r) => r.portMin === 8080) && rules("sync-h0").some((r) => r.portMin === 8081));
   });
+
+  test("a poll that fails after reading the changes computes every host again, so none misses its change", async () => {
+    // A second sync (another controller) whose database connection fails once, right after it read the changes.
+    let armed = false;
+    const flakyPool = new Proxy(pool, {
+      get(target, key) {
+        if (key !== "query") return Reflect.get(target, key);
+        return (sql: string, params?: unknown) => {
+          if (armed && !/FROM network_changes/.test(sql)) {
+            armed = false;
+            return Promise.reject(new Error("connection reset"));
+          }
+          return target.query(sql, params as never[]);
+        };
+      },
+    });
+    const flaky = new NetworkSync(flakyPool, pino({ level: "silent" }), 3_600_000);
+    const got: HostNetwork[] = [];
+    flaky.subscribe("sync-h0", (u) => got.push(u));
+    try {
+      const settle = async () => {
+        for (let i = 0; i < 100 && (await flaky.poll(), flaky.due()); i++) await new Promise((r) => setTimeout(r, 10));
+      };
+      await settle();
+      const rulesOf = () => [...got.at(-1)!.instances.values()].flat().flatMap((p) => p.securityRules);
+      await withTx(pool, (c) => createRule(c, solo, { direction: "ingress", protocol: "tcp", portMin: 9090, portMax: 9090, remoteCidr: "", remoteGroupId: null }));
+      armed = true;
+      await flaky.poll();
+      assert.equal(armed, false, "the poll's query after the read failed");
+      await settle();
+      assert.ok(rulesOf().some((r) => r.portMin === 9090), "sync-h0 was sent the rule whose change the failed poll had read");
+    } finally {
+      flaky.stop();
+    }
+  });
 });
+

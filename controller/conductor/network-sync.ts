@@ -201,17 +201,33 @@ export class NetworkSync {
     let now: Set<string>;
     try {
       read = await this.cursor.read(this.pool);
-      if (++this.stats.polls % 150 === 0) await pruneNetworkChanges(this.pool, RETENTION_S);
-      if (read.changes.length === 0 && !read.everyHost) return;
+      if (read.changes.length === 0 && !read.everyHost) return this.prune();
       t = touchedBy(read.changes);
       now = await hostsConcerned(this.pool, { ports: [...t.ports], servers: [...t.servers], rules: [...t.rules], members: [...t.members], networks: [...t.networks] });
     } catch (err) {
-      this.log.warn({ err }, "reading the network's changes failed; they are read at the next poll");
+      // The cursor may have moved past changes whose hosts are unknown now:
+      // every host is computed again, so none misses one.
+      this.log.warn({ err }, "reading the network's changes failed; every host is computed again");
+      for (const s of this.subscribers) {
+        s.dirty = true;
+        s.sources = null;
+      }
       return;
     }
     for (const s of this.subscribers) {
       if (s.busy) s.readWhileBusy.push(t);
       if (read.everyHost || now.has(s.host) || s.sources === null || concerns(t, s.sources)) s.dirty = true;
+    }
+    await this.prune();
+  }
+
+  /** Removes old change rows now and then; a failure only delays it. */
+  private async prune(): Promise<void> {
+    if (++this.stats.polls % 150 !== 0) return;
+    try {
+      await pruneNetworkChanges(this.pool, RETENTION_S);
+    } catch (err) {
+      this.log.warn({ err }, "pruning old network changes failed; tried again later");
     }
   }
 
