@@ -123,6 +123,21 @@ describe("Agent against a test controller and real JetStream", () => {
     assert.deepEqual(later.volumePools, [{ name: "p1", backend: "fake", totalBytes: 100, freeBytes: 60, provisionedBytes: 40 }]);
   });
 
+  test("a volume backend that cannot tell its pools does not keep the host from the controller", async () => {
+    let broken = true;
+    const volumes = poolsOnly("file", () => {
+      if (broken) throw new DriverError("VOLUME_COMMAND_FAILED", "qemu-img info failed");
+      return [{ name: "p1", totalBytes: 100, freeBytes: 100, provisionedBytes: 0 }];
+    });
+    const agent = await startAgent(fake(), { volumes });
+    await agent.connected();
+    const session = await controller.waitFor("a session", () => controller.last);
+    assert.deepEqual(session.hello!.volumePools, [], "a hello without pools");
+    await controller.waitFor("a report", () => session.reports[0], 2_500);
+    broken = false;
+    await controller.waitFor("a report with the pool once the backend answers", () => session.reports.find((r) => r.volumePools.length === 1), 2_500);
+  });
+
   test("runs a published op, reports its result, and acks JetStream only after OpResultAck", async () => {
     controller.autoAck = false;
     const driver = fake();

@@ -239,7 +239,7 @@ export class Agent {
   private async openSession(): Promise<ControllerSession> {
     const { driver, host, zone, version, token, helloTimeoutMs, allocation } = this.options;
     const capacity = capacityToProto(await driver.capacity());
-    const volumePools = this.options.volumes ? await volumePoolsOf(this.options.volumes) : [];
+    const volumePools = this.options.volumes ? await volumePoolsOf(this.options.volumes, this.log) : [];
     const session = await ControllerSession.open({
       client: this.client,
       token,

@@ -15,6 +15,7 @@ import type {
   VolumePool,
 } from "../gen/novamesh/agent/v1/agent.js";
 import type { VolumeBackend } from "./volume/backend.js";
+import type { Logger } from "pino";
 import type { ComputeOp, Instance, Port as ProtoPort } from "../gen/novamesh/agent/v1/ops.js";
 import type { PortSpec, Segmentation } from "./network/types.js";
 import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
@@ -182,9 +183,18 @@ export function capacityToProto(resources: Resources): Capacity {
   return { vcpus: resources.vcpus, memoryMb: resources.memoryMb, diskGb: resources.diskGb };
 }
 
-/** A volume backend's pools as the proto VolumePools of a hello or report. */
-export async function volumePoolsOf(volumes: VolumeBackend): Promise<VolumePool[]> {
-  return (await volumes.pools()).map((p) => ({ name: p.name, backend: volumes.kind, totalBytes: p.totalBytes, freeBytes: p.freeBytes, provisionedBytes: p.provisionedBytes }));
+/**
+ * A volume backend's pools as the proto VolumePools of a hello or report;
+ * none, logged, when the backend cannot tell them (the host then offers no
+ * pools until it can, but stays a compute host).
+ */
+export async function volumePoolsOf(volumes: VolumeBackend, log: Logger): Promise<VolumePool[]> {
+  try {
+    return (await volumes.pools()).map((p) => ({ name: p.name, backend: volumes.kind, totalBytes: p.totalBytes, freeBytes: p.freeBytes, provisionedBytes: p.provisionedBytes }));
+  } catch (err) {
+    log.error({ err, backend: volumes.kind }, "the volume backend could not tell its pools; none are reported this time");
+    return [];
+  }
 }
 
 /** A driver report plus the host's capacity (and its volume pools) as a ResourceReport. */

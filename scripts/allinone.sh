@@ -290,7 +290,9 @@ if [ "$DRIVER" = fake ]; then
   volumes="local: fake, 1 TiB"
   agent_args+=(--volume-backend fake --volume-pools local:1T)
 elif [ "$PLAINTEXT" = 0 ]; then
+  # The guests' disks: for root and the daemons that serve them only.
   mkdir -p .state/volumes
+  chmod 700 .state/volumes
   volumes="local: qcow2 files in .state/volumes, 20 GiB at most, NBD over TLS on 127.0.0.1"
   agent_args+=(--volume-backend file --volume-pools "local=$PWD/.state/volumes:20G" --volume-tls-dir "$TLS/nbd")
 else

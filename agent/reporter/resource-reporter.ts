@@ -11,8 +11,8 @@ import { reportToProto, volumePoolsOf } from "../proto-convert.js";
 import type { VolumeBackend } from "../volume/backend.js";
 
 /** Reads a ResourceReport from the driver (and the volume backend's pools, on a volume host). */
-export async function takeReport(driver: Driver, volumes?: VolumeBackend, signal?: AbortSignal): Promise<ResourceReport> {
-  const [capacity, report, pools] = await Promise.all([driver.capacity({ signal }), driver.report({ signal }), volumes ? volumePoolsOf(volumes) : []]);
+export async function takeReport(driver: Driver, log: Logger, volumes?: VolumeBackend, signal?: AbortSignal): Promise<ResourceReport> {
+  const [capacity, report, pools] = await Promise.all([driver.capacity({ signal }), driver.report({ signal }), volumes ? volumePoolsOf(volumes, log) : []]);
   return reportToProto(capacity, report, new Date(), pools);
 }
 
@@ -66,7 +66,7 @@ export class ResourceReporter {
 
   /** Takes and sends one report unless one is already being taken. */
   reportNow(): Promise<void> {
-    this.inProgress ??= takeReport(this.driver, this.volumes)
+    this.inProgress ??= takeReport(this.driver, this.logger, this.volumes)
       .then((report) => this.send(report))
       .catch((err: unknown) => this.logger.warn({ err }, "could not take a resource report"))
       .finally(() => {

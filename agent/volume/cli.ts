@@ -11,6 +11,7 @@
 import { resolve } from "node:path";
 import type { Logger } from "pino";
 import type { VolumeBackend } from "./backend.js";
+import { MAX_POOLS_PER_HOST } from "../../controller/domain/volume.js";
 import { makeVolumeBackend } from "./index.js";
 
 /** The flags, merged into the agent's table (same shape). */
@@ -63,6 +64,7 @@ export function volumeConfigOf(get: (name: keyof typeof VOLUME_FLAGS) => string 
   const raw = get("volume-pools");
   if (!raw) fail("--volume-backend needs --volume-pools");
   const pools = raw.split(",").map((spec) => poolOf(spec.trim(), backend, fail));
+  if (pools.length > MAX_POOLS_PER_HOST) fail(`--volume-pools: at most ${MAX_POOLS_PER_HOST} pools (got ${pools.length})`);
   const names = new Set<string>();
   for (const p of pools) {
     if (names.has(p.name)) fail(`--volume-pools: pool "${p.name}" is named twice`);

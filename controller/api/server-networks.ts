@@ -16,7 +16,7 @@ import { status } from "@grpc/grpc-js";
 import type { ServerNetworks } from "./convert.js";
 import * as v from "./validate.js";
 
-/** The interfaces of servers, by server id (two queries, whatever the number of servers). */
+/** The interfaces of servers, by server id (four queries, whatever the number of servers). */
 export async function networksOf(q: Queryable, serverIds: readonly string[]): Promise<Map<string, ServerNetworks>> {
   const ports = await portsOfServers(q, serverIds);
   const names = await networkNames(q, [...new Set([...ports.values()].flat().map((p) => p.networkId))]);

@@ -136,6 +136,8 @@ export async function stopDaemon(spec: Pick<DaemonSpec, "pidFile" | "socket" | "
   const deadline = Date.now() + timeoutMs;
   while (!(await gone(pid))) {
     if (Date.now() > deadline) {
+      // Only while the pid is still this daemon's (not a process that got the pid since).
+      if ((await daemonPid(spec)) !== pid) break;
       warn(`the export daemon of ${spec.client} did not exit ${timeoutMs} ms after quit; killing it`, undefined);
       killHard(pid);
       break;

@@ -88,8 +88,13 @@ export class FilePool {
       }
       if (!name.endsWith(".qcow2") || name.startsWith(".")) continue;
       const id = name.slice(0, -".qcow2".length);
-      const info = await qemuImg.info(join(this.config.path, name), "qcow2");
-      volumes.push({ id, pool: this.name, sizeBytes: info.virtualSizeBytes, snapshotIds: info.snapshots });
+      try {
+        const info = await qemuImg.info(join(this.config.path, name), "qcow2");
+        volumes.push({ id, pool: this.name, sizeBytes: info.virtualSizeBytes, snapshotIds: info.snapshots });
+      } catch (err) {
+        // One foreign or damaged file must not take the whole volume host away: it is left alone and said.
+        log.error({ err, pool: this.name, file: name }, "a file in the pool is not a volume qemu-img can read; it is left out");
+      }
     }
     return volumes;
   }

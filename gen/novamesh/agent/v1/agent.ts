@@ -430,7 +430,11 @@ export interface ResourceReport {
   freeDiskGb: number;
   /** Power states of every instance on the host. */
   instances: InstancePowerState[];
-  /** The host's volume pools now, as in Hello (a pool not named is gone). */
+  /**
+   * The figures of the host's volume pools now: each pool named is added or
+   * updated; the set of pools is the Hello's (a pool not named stays as it
+   * was; none when the backend could not tell them this time).
+   */
   volumePools: VolumePool[];
 }
 
