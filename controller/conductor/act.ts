@@ -10,7 +10,7 @@ import type { Instance, InstanceAction, Principal } from "../domain/types.js";
 import { ApiError, failedPrecondition, notFound } from "../errors.js";
 import { findAction, getActionById, insertAction } from "../store/actions.js";
 import type { Pool, PoolConnection } from "../store/db.js";
-import { withTx } from "../store/db.js";
+import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
 import { getInstance } from "../store/instances.js";
 import type { ConductorContext } from "./context.js";
 import { Tx } from "./context.js";
@@ -133,6 +133,9 @@ export async function act(
     // The operation is the server's project's, also when an admin acts on it.
     actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: inst.projectId, action: name, state, deadline, request });
     return body(tx, inst, actionId);
-  });
+    // A deadlock (an action's and a placement's or another action's row locks
+    // taken in other orders, such as subnets' when ports are made and freed)
+    // runs the whole action again in a fresh transaction.
+  }, { deadlockRetries: DEADLOCK_RETRIES });
   return accepted(ctx.pool, step.instance, actionId, step.imageId);
 }

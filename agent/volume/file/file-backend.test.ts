@@ -5,6 +5,7 @@ import { readdir, statfs, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import { DriverError } from "../../drivers/errors.js";
 import { MiB, rejectsWith } from "../contract.js";
 import { FileLab, fileBackendSkip, firstByte, qemuIoFile } from "./test-qemu.js";
 
@@ -32,22 +33,24 @@ test("a restart removes what a crash left half made and lists what is whole", { 
   assert.equal((await again.create("half", "p1", MiB, { kind: "blank" })).sizeBytes, MiB, "the half-made id can be created");
 });
 
-test("a volume from a qcow2 image with a backing file is standalone, with the image's content", { skip, timeout: 30_000 }, async (t) => {
+test("a volume from a qcow2 image is standalone with its content; an image that reads another file is refused", { skip, timeout: 30_000 }, async (t) => {
   const options = lab.options(64 * MiB);
   const b = lab.backend(options);
   t.after(() => b.close({ stopExports: true }));
-  const base = join(lab.dir, "base.qcow2");
+  const image = join(lab.dir, "image.qcow2");
   const overlay = join(lab.dir, "overlay.qcow2");
-  await run("qemu-img", ["create", "-q", "-f", "qcow2", base, "6M"]);
-  await qemuIoFile(base, ["write -P 0x61 0 64k"]);
-  await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, overlay]);
-  const v = await b.create("v", "p1", 2 * MiB, { kind: "image", path: overlay, format: "qcow2" });
-  assert.equal(v.sizeBytes, 6 * MiB);
+  await run("qemu-img", ["create", "-q", "-f", "qcow2", image, "6M"]);
+  await qemuIoFile(image, ["write -P 0x61 0 64k"]);
+  const v = await b.create("v", "p1", 2 * MiB, { kind: "image", path: image, format: "qcow2" });
+  assert.equal(v.sizeBytes, 6 * MiB, "at least the image's size");
   const file = join(options.pools[0]!.path, "v.qcow2");
   const info = JSON.parse((await run("qemu-img", ["info", "--output=json", file])).stdout) as Record<string, unknown>;
   assert.equal(info.format, "qcow2");
   assert.equal(info["backing-filename"], undefined, "no backing file");
   assert.equal(firstByte(await qemuIoFile(file, ["read -v 0 1"], true)), 0x61);
+  // An overlay naming a backing file (here the image; it could be another volume or a device) would copy that file's bytes.
+  await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", image, overlay]);
+  await assert.rejects(b.create("o", "p1", MiB, { kind: "image", path: overlay, format: "qcow2" }), (e: unknown) => e instanceof DriverError && e.code === "INVALID_ARGUMENT" && e.message.includes(image));
   await rejectsWith(b.create("w", "p1", MiB, { kind: "image", path: join(lab.dir, "not-an-image.qcow2"), format: "qcow2" }), "NOT_FOUND");
   const garbage = join(lab.dir, "garbage.qcow2");
   await writeFile(garbage, "this is not a qcow2 image");

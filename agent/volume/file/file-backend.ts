@@ -164,6 +164,10 @@ export class FileVolumeBackend implements VolumeBackend {
         if (isMissing(err)) throw volumeError("NOT_FOUND", `image ${source.path} is not there`);
         throw err;
       }
+      // An image that names a backing or data file would copy that file's bytes (another
+      // volume, a host device) into the new volume: refused, as Nova refuses such images.
+      const external = (await this.qemuImg.info(source.path, source.format)).externalFiles;
+      if (external.length) throw volumeError("INVALID_ARGUMENT", `image ${source.path} reads other files (${external.join(", ")}); only self-contained images make volumes`);
       await this.qemuImg.convert({ source: source.path, format: source.format, dest: temp });
     } else {
       // A volume that does not exist yet is no source (and waiting for its own turn would never end).

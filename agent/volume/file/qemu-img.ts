@@ -23,6 +23,8 @@ export interface QcowInfo {
   readonly actualSizeBytes: number;
   /** Internal snapshots by name, in the order they were taken. */
   readonly snapshots: readonly string[];
+  /** Files outside it that it reads (a backing file, an external data file): none for a safe image. */
+  readonly externalFiles: readonly string[];
 }
 
 /** Runs one program; resolves its stdout. */
@@ -54,9 +56,16 @@ export class QemuImg {
   /** `qemu-img info` with force-share (the file may be open in an export daemon). */
   async info(path: string, format?: "qcow2" | "raw"): Promise<QcowInfo> {
     const out = await this.run(["info", "-U", "--output=json", ...(format ? ["-f", format] : []), path]);
-    const j = JSON.parse(out) as { "virtual-size": number; "actual-size"?: number; snapshots?: { name: string; id: string }[] };
+    const j = JSON.parse(out) as {
+      "virtual-size": number;
+      "actual-size"?: number;
+      snapshots?: { name: string; id: string }[];
+      "backing-filename"?: string;
+      "format-specific"?: { data?: { "data-file"?: string } };
+    };
     const snaps = [...(j.snapshots ?? [])].sort((a, b) => Number(a.id) - Number(b.id)).map((s) => s.name);
-    return { virtualSizeBytes: j["virtual-size"], actualSizeBytes: j["actual-size"] ?? 0, snapshots: snaps };
+    const externalFiles = [j["backing-filename"], j["format-specific"]?.data?.["data-file"]].filter((f): f is string => typeof f === "string" && f !== "");
+    return { virtualSizeBytes: j["virtual-size"], actualSizeBytes: j["actual-size"] ?? 0, snapshots: snaps, externalFiles };
   }
 
   /** A blank thin qcow2 file. */
@@ -65,8 +74,8 @@ export class QemuImg {
   }
 
   /**
-   * Copies `source` (raw or qcow2, its backing chain flattened; or one of
-   * its internal snapshots) into a standalone thin qcow2 file. `forceShare`
+   * Copies `source` (raw or qcow2, or one of its internal snapshots) into a
+   * standalone thin qcow2 file. `forceShare`
    * reads a file an export daemon has open (only its snapshots, which do not
    * change).
    */
