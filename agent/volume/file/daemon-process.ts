@@ -28,7 +28,10 @@ export interface DaemonSpec {
  * The identities (TLS distinguished names, as GnuTLS prints them) a client
  * host's daemon admits: a certificate whose DN is `CN=<client>`, or ends or
  * begins with that CN (`O=…,CN=<client>`). Only certificates the CA signed
- * get this far (verify-peer).
+ * get this far (verify-peer). A DN with an escaped character is refused
+ * first: a value holding ",CN=<client>" (printed `OU=x\,CN=<client>`)
+ * would otherwise end like the RDN looked for. (The glob is GLib's: `*`
+ * and `?` only, a backslash is itself.)
  */
 export function authzObject(client: string): Record<string, unknown> {
   return {
@@ -36,6 +39,7 @@ export function authzObject(client: string): Record<string, unknown> {
     id: "authz0",
     policy: "deny",
     rules: [
+      { match: "*\\*", policy: "deny", format: "glob" },
       { match: `CN=${client}`, policy: "allow", format: "exact" },
       { match: `*,CN=${client}`, policy: "allow", format: "glob" },
       { match: `CN=${client},*`, policy: "allow", format: "glob" },

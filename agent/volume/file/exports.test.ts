@@ -49,6 +49,9 @@ test("an export opens over TLS only with the certificate of its host, and after 
   await assert.rejects(qemuIoNbd(e, hostB, ["read 0 512"]), refused, "host-b's certificate is refused");
   const stranger = await lab.pki.stranger("host-a");
   await assert.rejects(qemuIoNbd(e, stranger, ["read 0 512"]), refused, "a certificate naming host-a from another CA is refused");
+  // A value with an escaped comma reads like the RDN the list looks for ("…,OU=x\,CN=host-a").
+  const crafted = await lab.pki.crafted("escaped", "/O=novamesh/CN=host-b/OU=x\\,CN=host-a");
+  await assert.rejects(qemuIoNbd(e, crafted, ["read 0 512"]), refused, "host-b's certificate with host-a in an escaped value is refused");
   await b.unexport("v", "att-1");
   await assert.rejects(qemuIoNbd(e, hostA, ["read 0 512"]), gone, "after unexport host-a cannot open it either");
   assert.equal(firstByte(await qemuIoFile(join(lab.dir, "h1", "p1", "v.qcow2"), ["read -v 0 1"], true)), 0xab, "the write reached the volume's file");

@@ -25,6 +25,8 @@ export interface TestPki {
   client(name: string): Promise<string>;
   /** A client directory whose certificate names `name` but is signed by another CA (its CA file holds both CAs, so it trusts the volume host). */
   stranger(name: string): Promise<string>;
+  /** A client directory with a certificate of this CA for an arbitrary subject (openssl's -subj form). */
+  crafted(label: string, subject: string): Promise<string>;
 }
 
 async function makeCa(dir: string, name: string): Promise<void> {
@@ -66,6 +68,11 @@ export async function makeTestPki(dir: string): Promise<TestPki> {
         clients.set(name, made);
       }
       return made;
+    },
+    async crafted(label, subject) {
+      const out = join(dir, "crafted", label);
+      await issue(caDir, out, "client", subject);
+      return out;
     },
     async stranger(name) {
       const otherCa = join(dir, "other-ca");
