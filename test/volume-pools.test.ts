@@ -6,7 +6,7 @@
  * processes with the fake and the file volume backends.
  */
 import assert from "node:assert/strict";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, rm, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { status, type ServiceError } from "@grpc/grpc-js";
@@ -160,12 +160,16 @@ describe("volume pools", () => {
       timeoutMs: 30_000,
     });
     const pools = (await admin.hosts.listVolumePools({})).pools.filter((p) => p.host.startsWith("vol-"));
+    // The file pool's free bytes: its limit, unless its file system has less.
+    const fs = await statfs(join(dir, "pool-a"));
+    const fileFree = pools.find((p) => p.host === "vol-file")!.freeBytes;
+    assert.ok(fileFree <= GiB && Math.abs(fileFree - Math.min(GiB, fs.bavail * fs.bsize)) < 64 * 1024 ** 2, `free ${fileFree}`);
     assert.deepEqual(
-      pools.map((p) => [p.host, p.name, p.backend, p.totalBytes, p.freeBytes, p.provisionedBytes]),
+      pools.map((p) => [p.host, p.name, p.backend, p.totalBytes, p.host === "vol-file" ? "checked" : p.freeBytes, p.provisionedBytes]),
       [
         ["vol-fake", "gold", "fake", 100 * GiB, 100 * GiB, 0],
         ["vol-fake", "silver", "fake", 2048 * GiB, 2048 * GiB, 0],
-        ["vol-file", "a", "file", GiB, GiB, 0],
+        ["vol-file", "a", "file", GiB, "checked", 0],
       ],
     );
     assert.ok(pools.every((p) => p.state === ServiceState.SERVICE_STATE_UP));
