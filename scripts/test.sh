@@ -17,6 +17,8 @@ echo "== libvirt binding"; out=$(npm run -s build:libvirt 2>&1) || { echo "$out"
 export LIBVIRT_BINDING_REQUIRED=1
 # The SDK tests (Python and Go clients) skip without Debian's packages elsewhere; here they were just installed.
 export NOVAMESH_SDK_REQUIRED=1
+# The volume backend's tests (qemu-img, qemu-io, qemu-storage-daemon) likewise.
+export NOVAMESH_VOLUME_TOOLS_REQUIRED=1
 echo "== buf lint"; npx buf lint 2>/dev/null
 echo "== gen/ is current"; bash scripts/check-gen.sh
 echo "== typecheck"; npx tsc -p tsconfig.json
