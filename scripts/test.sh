@@ -19,6 +19,8 @@ export LIBVIRT_BINDING_REQUIRED=1
 export NOVAMESH_SDK_REQUIRED=1
 # The volume backend's tests (qemu-img, qemu-io, qemu-storage-daemon) likewise.
 export NOVAMESH_VOLUME_TOOLS_REQUIRED=1
+# And the network driver's (root, ip netns, nft, dnsmasq, busybox, conntrack, python3).
+export NOVAMESH_NETWORK_TOOLS_REQUIRED=1
 echo "== buf lint"; npx buf lint 2>/dev/null
 echo "== gen/ is current"; bash scripts/check-gen.sh
 echo "== typecheck"; npx tsc -p tsconfig.json

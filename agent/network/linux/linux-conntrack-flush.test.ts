@@ -14,14 +14,14 @@ import { pino } from "pino";
 import { testNetwork, testPort, testRule } from "../test-ports.js";
 import type { NetworkSpec, PortSpec } from "../types.js";
 import { LinuxNetworkDriver } from "./linux-network-driver.js";
-import { Lab, sh, skipReason } from "./test-hosts.js";
+import { Lab, sh, skipReason, skipUnlessRequired } from "./test-hosts.js";
 
 const needs = async (file: string, ...args: string[]) =>
   sh(file, ...args).then(
     () => undefined,
     (err: unknown) => `needs ${file} (${String(err)})`,
   );
-const skip = (await skipReason()) ?? (await needs("python3", "-c", "pass")) ?? (await needs("conntrack", "--version"));
+const skip = (await skipReason()) ?? skipUnlessRequired((await needs("python3", "-c", "pass")) ?? (await needs("conntrack", "--version")));
 const lab = new Lab();
 const log = pino({ level: process.env.NM_TEST_LOG ?? "silent" });
 const children: ChildProcess[] = [];

@@ -28,8 +28,21 @@ export async function sh(file: string, ...args: string[]): Promise<string> {
   }
 }
 
+/**
+ * `reason` to skip, unless NOVAMESH_NETWORK_TOOLS_REQUIRED is set (npm test
+ * installs the tools with scripts/setup-network.sh): then a missing tool is a failure.
+ */
+export function skipUnlessRequired(reason: string | undefined): string | undefined {
+  if (reason !== undefined && process.env.NOVAMESH_NETWORK_TOOLS_REQUIRED === "1") throw new Error(`${reason}; NOVAMESH_NETWORK_TOOLS_REQUIRED is set`);
+  return reason;
+}
+
 /** Why these tests cannot run here, or undefined: they need root, `ip netns`, nft, dnsmasq and busybox. */
 export async function skipReason(): Promise<string | undefined> {
+  return skipUnlessRequired(await missingTool());
+}
+
+async function missingTool(): Promise<string | undefined> {
   if (process.getuid?.() !== 0) return "needs root (network namespaces, bridges, nftables)";
   for (const [file, args] of [
     ["ip", ["netns", "list"]],
