@@ -34,7 +34,7 @@ import {
   type SpawnOptions,
 } from "../driver.js";
 import { DriverError, InstanceNotFoundError, NotSupportedError, SoftRebootTimeoutError, throwIfAborted } from "../errors.js";
-import type { DriverCapabilities, HostReport, PowerState, Resources, SnapshotInfo } from "../types.js";
+import type { AttachedVolume, DriverCapabilities, HostReport, PowerState, Resources, SnapshotInfo } from "../types.js";
 import { ColdMigration } from "./cold-migration.js";
 import { ManagedConnection } from "./connection.js";
 import { Domains, specHash } from "./domains.js";
@@ -81,6 +81,7 @@ export class LibvirtDriver implements Driver {
       consoleLog: true,
       // libvirt's test hypervisor has no device attach or detach (VIR_ERR_NO_SUPPORT).
       interfaceHotplug: scheme !== "test",
+      volumeAttach: false,
     };
     const log = (options.logger ?? pino({ enabled: false })).child({ driver: "libvirt" });
     const libvirt = new ManagedConnection(options.uri, log);
@@ -309,5 +310,19 @@ export class LibvirtDriver implements Driver {
   async detachInterface(options: InstanceOptions & { readonly mac: string }, call: CallOptions = {}): Promise<void> {
     if (!this.capabilities.interfaceHotplug) throw new NotSupportedError("detachInterface", `libvirt (${this.hvType})`);
     return this.nics.detach(options, call);
+  }
+
+  // ---- volumes ----------------------------------------------------------------------------
+
+  async attachVolume(): Promise<{ device: string }> {
+    throw new NotSupportedError("attachVolume", `libvirt (${this.hvType})`);
+  }
+
+  async detachVolume(): Promise<void> {
+    throw new NotSupportedError("detachVolume", `libvirt (${this.hvType})`);
+  }
+
+  async volumes(): Promise<readonly AttachedVolume[]> {
+    throw new NotSupportedError("volumes", `libvirt (${this.hvType})`);
   }
 }
