@@ -17,8 +17,16 @@ import { type ContractKit, rejectsWith } from "./kit.js";
 export function volumesContract(k: ContractKit): void {
   const { testIf, withDriver, options } = k;
 
-  const connection = (attachmentId: string): Promise<VolumeConnection> =>
-    options.volumeConnection?.(attachmentId) ?? Promise.resolve({ host: "192.0.2.1", port: 10809, exportName: attachmentId, tls: true });
+  /** The export of each attachment, made once. */
+  const exports = new Map<string, Promise<VolumeConnection>>();
+  const connection = (attachmentId: string): Promise<VolumeConnection> => {
+    let made = exports.get(attachmentId);
+    if (!made) {
+      made = options.volumeConnection?.(attachmentId) ?? Promise.resolve({ host: "192.0.2.1", port: 10809, exportName: attachmentId, tls: true });
+      exports.set(attachmentId, made);
+    }
+    return made;
+  };
   const newId = () => `att-${randomBytes(6).toString("hex")}`;
   const spawned = async (driver: Driver): Promise<InstanceSpec> => {
     const inst = options.guest?.() ?? testInstance();
@@ -54,7 +62,8 @@ export function volumesContract(k: ContractKit): void {
       await rejectsWith(attach(driver, inst.id, newId(), "vdb"), "DEVICE_IN_USE", false);
       await rejectsWith(attach(driver, inst.id, newId(), "vda"), "DEVICE_IN_USE", false);
       await rejectsWith(attach(driver, inst.id, newId(), "sdb"), "INVALID_ARGUMENT", false);
-      await rejectsWith(attach(driver, inst.id, "ua-<x>'"), "INVALID_ARGUMENT", false);
+      const bad = { instanceId: inst.id, attachmentId: "ua-<x>'", connection: await connection(newId()) };
+      await rejectsWith(driver.attachVolume(bad), "INVALID_ARGUMENT", false);
       assert.deepEqual(await listed(driver, inst.id), [`vdb=${a}`]);
       await driver.destroy({ instanceId: inst.id });
     }));

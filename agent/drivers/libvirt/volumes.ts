@@ -149,7 +149,7 @@ export class Volumes {
 function connectFailure(err: unknown, flags: number, what: string, address: string): unknown {
   if (!(err instanceof DriverError) || err.code === "HYPERVISOR_UNAVAILABLE" || !(flags & C.VIR_DOMAIN_AFFECT_LIVE)) return err;
   if (!err.code.startsWith("LIBVIRT_")) return err;
-  return new DriverError("VOLUME_CONNECT_FAILED", `${what}: the hypervisor could not open the export at ${address}: ${err.message}`, {
+  return new DriverError("VOLUME_CONNECT_FAILED", `the hypervisor could not open the export at ${address}: ${err.message}`, {
     retryable: true,
     cause: err,
   });
