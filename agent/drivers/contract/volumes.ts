@@ -104,6 +104,21 @@ export function volumesContract(k: ContractKit): void {
       await driver.destroy({ instanceId: inst.id });
     }));
 
+  testIf("volumeAttach", "a rebuild keeps the instance's volumes on their devices", () =>
+    withDriver(async (driver) => {
+      const inst = await spawned(driver);
+      const [a, b] = [newId(), newId()];
+      await attach(driver, inst.id, a);
+      await attach(driver, inst.id, b, "vdd");
+      await driver.rebuild({ instance: inst });
+      await options.guestUp?.(driver, inst.id);
+      assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
+      assert.deepEqual(await listed(driver, inst.id), [`vdb=${a}`, `vdd=${b}`]);
+      await driver.detachVolume({ instanceId: inst.id, attachmentId: a });
+      assert.deepEqual(await listed(driver, inst.id), [`vdd=${b}`]);
+      await driver.destroy({ instanceId: inst.id });
+    }));
+
   testIf("volumeAttach", "a suspended instance refuses volume changes with a non-retryable INVALID_STATE and keeps its volumes", () =>
     withDriver(async (driver) => {
       if (!driver.capabilities.suspend) return;

@@ -167,6 +167,9 @@ describe("domain XML", () => {
       parseDisks(libvirtStyle).map(({ xml: _, ...d }) => d),
       [{ target: "vda" }, { target: "vdc", attachmentId: "att-2", nbd: { host: "10.199.0.1", port: 20001, exportName: "a&b" } }],
     );
+    const domain = buildDomainXml(description({ volumes: [v] }));
+    assert.ok(domain.includes(buildVolumeDiskXml(v).trimEnd().replace(/^/gm, "    ")), "a definition carries the same element");
+    assert.deepEqual(parseDisks(domain).map((d) => [d.target, d.attachmentId]), [["vda", undefined], ["vdb", "att-1"]]);
     assert.throws(() => buildVolumeDiskXml({ ...v, attachmentId: "a.b" }), /attachment id/);
     assert.throws(() => buildVolumeDiskXml({ ...v, target: "sdb'" }), /target/);
     assert.throws(() => buildVolumeDiskXml({ ...v, host: "h'ost" }), /host/);

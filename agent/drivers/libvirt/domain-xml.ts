@@ -104,6 +104,8 @@ export interface DomainDescription {
   readonly consoleLog: string;
   /** Network interfaces, in the order the guest sees them. */
   readonly interfaces?: readonly DomainInterface[];
+  /** Volumes attached (kept through a rebuild), after the disks. */
+  readonly volumes?: readonly DomainVolume[];
   /** Recorded in `<metadata>`. */
   readonly metadata: DomainMetadata;
 }
@@ -176,6 +178,7 @@ export function buildDomainXml(d: DomainDescription): string {
     push(3, `<target dev='${disk.target}' bus='virtio'/>`);
     push(2, "</disk>");
   }
+  for (const v of d.volumes ?? []) for (const line of buildVolumeDiskXml(v).trimEnd().split("\n")) push(2, line);
   for (const nic of d.interfaces ?? []) for (const line of interfaceLines(nic)) push(2, line);
   const log = xmlEscape(absolute("consoleLog", d.consoleLog));
   // A file, not a pty with a log: a pty nobody reads stalls the guest's

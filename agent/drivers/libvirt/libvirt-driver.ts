@@ -281,6 +281,7 @@ export class LibvirtDriver implements Driver {
     throwIfAborted(call.signal);
     const { inventory, files, domains } = this.p;
     const k = await inventory.get(instance.id);
+    const volumes = this.capabilities.volumeAttach ? await this.disks.defined(k) : []; // Nova's rebuild keeps them
     await domains.stopHard(k);
     const boot = await this.p.images.forInstance(instance, call.signal);
     // Fits once this instance's own resources are given back (it is off now; its disk is replaced).
@@ -291,7 +292,7 @@ export class LibvirtDriver implements Driver {
       await files.overlay(instance, boot.base, next, call.signal);
       await rename(next, files.disk(instance.id)); // the old disk is gone from here on
       onSpawning?.();
-      await domains.define(instance, boot, true);
+      await domains.define(instance, boot, true, volumes);
     });
     await this.p.images.pruneUnused();
   }

@@ -20,7 +20,7 @@ import { DriverError, throwIfAborted } from "../errors.js";
 import type { AttachedVolume } from "../types.js";
 import { checkAttachment, pickDevice } from "../volume-devices.js";
 import * as C from "./binding/constants.js";
-import { buildVolumeDiskXml, parseDisks, type ParsedDisk } from "./domain-xml.js";
+import { buildVolumeDiskXml, parseDisks, type DomainVolume, type ParsedDisk } from "./domain-xml.js";
 import { invalidState } from "./failures.js";
 import { DEFAULT_DETACH_TIMEOUT_SECONDS } from "./interfaces.js";
 import { ACTIVE_STATES, type Known } from "./inventory.js";
@@ -100,6 +100,12 @@ export class Volumes {
       .filter((d): d is ParsedDisk & { attachmentId: string; nbd: NonNullable<ParsedDisk["nbd"]> } => !!d.attachmentId && !!d.nbd)
       .map((d) => ({ attachmentId: d.attachmentId, device: d.target, connection: { ...d.nbd, tls: true as const } }))
       .sort((a, b) => a.device.localeCompare(b.device));
+  }
+
+  /** The volume disks of the definition of `k`, for defining it again with them (rebuild). */
+  async defined(k: Known): Promise<DomainVolume[]> {
+    const xml = await this.p.libvirt.call(`reading the definition of ${k.serverId}`, () => k.dom.getXMLDesc(C.VIR_DOMAIN_XML_INACTIVE));
+    return parseDisks(xml).flatMap((d) => (d.attachmentId && d.nbd ? [{ attachmentId: d.attachmentId, target: d.target, ...d.nbd }] : []));
   }
 
   /** The domain of `instanceId`, refusing the states a disk cannot be changed in. */
