@@ -67,6 +67,19 @@
 # qemu migration (and NBD) ports 49152-49215, B 49216-49279. /dev/kvm opens
 # here but guests hang under KVM although the capabilities list it: use
 # <domain type='qemu'>.
+#
+# Volumes over NBD with TLS: qemu on each host opens a volume export
+# (<source protocol='nbd' tls='yes'>) with a client certificate of that
+# host, from the directory qemu.conf's nbd_tls_x509_cert_dir names
+# (ca-cert.pem, client-cert.pem, client-key.pem): $STATE_DIR/nbd-tls/<name>,
+# whose certificate has CN=<name>, the host's name as its agent reports it
+# (HOST_A_NAME, default host-a; HOST_B_NAME, default host-b). Both are
+# signed by one CA, $STATE_DIR/nbd-tls/ca (ca-cert.pem, ca-key.pem), made
+# here once and kept across down/up, or the directory NBD_CA_DIR names (with
+# those two files). A volume host's export daemons need that CA's
+# ca-cert.pem to admit the hosts, and a server certificate from it that
+# qemu here trusts (one for 127.0.0.1 / 10.199.0.1 in tests). 'up' prints
+# "A_NAME=…", "B_NAME=…" and "NBD_CA=<the CA's directory>".
 set -euo pipefail
 
 HOSTB_DIR=${HOSTB_DIR:-/run/libvirt-hostb}
@@ -80,8 +93,12 @@ UNDERLAY_ADDR_A=10.199.0.1
 UNDERLAY_ADDR_B=10.199.0.2
 UNDERLAY_PREFIX=30
 URI_B=qemu+tcp://$UNDERLAY_ADDR_B:$PORT_B/system
+HOST_A_NAME=${HOST_A_NAME:-host-a}
+HOST_B_NAME=${HOST_B_NAME:-host-b}
+NBD_TLS_DIR=$STATE_DIR/nbd-tls
+NBD_CA=${NBD_CA_DIR:-$NBD_TLS_DIR/ca}
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-  qemu-system-x86 qemu-utils busybox-static cpio pkg-config)
+  qemu-system-x86 qemu-utils busybox-static cpio pkg-config openssl)
 MARKER="# Written by scripts/libvirtd-hosts.sh; rewritten on every 'up'."
 
 die() { echo "libvirtd-hosts: $*" >&2; exit 1; }
@@ -130,7 +147,43 @@ log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 EOF
 }
 
-qemu_conf() { # MIGRATION_PORT_MIN MIGRATION_PORT_MAX
+# The CA of the hosts' NBD client certificates: made once (EC P-256, ten
+# years) unless NBD_CA_DIR names one.
+nbd_ca() {
+  if [ -n "${NBD_CA_DIR:-}" ]; then
+    [ -s "$NBD_CA/ca-cert.pem" ] && [ -s "$NBD_CA/ca-key.pem" ] || die "NBD_CA_DIR=$NBD_CA lacks ca-cert.pem or ca-key.pem"
+    return 0
+  fi
+  [ -s "$NBD_CA/ca-cert.pem" ] && [ -s "$NBD_CA/ca-key.pem" ] && return 0
+  mkdir -p "$NBD_CA"; chmod 700 "$NBD_CA"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -subj "/O=novamesh/CN=novamesh test hosts CA" -keyout "$NBD_CA/ca-key.pem" -out "$NBD_CA/ca-cert.pem" 2>/dev/null ||
+    die "making the NBD client CA in $NBD_CA failed"
+}
+
+# Host NAME's NBD client certificate directory (printed): CN=NAME from the
+# CA above, made again when missing, for another name or from another CA.
+nbd_client_dir() { # NAME
+  local dir=$NBD_TLS_DIR/$1 tmp
+  if [ -s "$dir/client-cert.pem" ] && [ -s "$dir/client-key.pem" ] && cmp -s "$dir/ca-cert.pem" "$NBD_CA/ca-cert.pem" &&
+    openssl x509 -in "$dir/client-cert.pem" -noout -subject -nameopt RFC2253 | grep -q "CN=$1,O=novamesh\$" &&
+    openssl verify -CAfile "$NBD_CA/ca-cert.pem" "$dir/client-cert.pem" >/dev/null 2>&1; then
+    echo "$dir"; return 0
+  fi
+  mkdir -p "$dir"; chmod 700 "$dir"
+  tmp=$(mktemp -d)
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$tmp/ext.cnf"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/O=novamesh/CN=$1" \
+    -keyout "$dir/client-key.pem" -out "$tmp/req.csr" 2>/dev/null &&
+    openssl x509 -req -in "$tmp/req.csr" -CA "$NBD_CA/ca-cert.pem" -CAkey "$NBD_CA/ca-key.pem" -set_serial "0x$(openssl rand -hex 8)" \
+      -days 3650 -extfile "$tmp/ext.cnf" -out "$dir/client-cert.pem" 2>/dev/null ||
+    { rm -rf "$tmp"; die "issuing the NBD client certificate of $1 failed"; }
+  rm -rf "$tmp"
+  cp "$NBD_CA/ca-cert.pem" "$dir/ca-cert.pem"
+  echo "$dir"
+}
+
+qemu_conf() { # MIGRATION_PORT_MIN MIGRATION_PORT_MAX NBD_CERT_DIR
   cat <<EOF
 $MARKER
 user = "root"
@@ -143,6 +196,8 @@ namespaces = [ ]
 stdio_handler = "logd"
 migration_port_min = $1
 migration_port_max = $2
+nbd_tls = 0
+nbd_tls_x509_cert_dir = "$3"
 EOF
 }
 
@@ -221,9 +276,10 @@ underlay_down() {
 
 up_a() {
   mkdir -p /etc/libvirt /run/libvirt /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt
-  local changed=0
+  local changed=0 certs
+  certs=$(nbd_client_dir "$HOST_A_NAME") || exit 1
   libvirtd_conf "$(addr_a)" "$PORT_A" "$(host_uuid a)" | write_conf /etc/libvirt/libvirtd.conf && changed=1
-  qemu_conf 49152 49215 | write_conf /etc/libvirt/qemu.conf && changed=1
+  qemu_conf 49152 49215 "$certs" | write_conf /etc/libvirt/qemu.conf && changed=1
   pid_alive /run/virtlogd.pid || virtlogd -d
   if pid_alive /run/libvirtd.pid && [ "$changed" = 1 ]; then
     stop_pidfile /run/libvirtd.pid # a restart keeps running guests
@@ -232,12 +288,19 @@ up_a() {
 }
 
 up_b() {
-  local pid
+  local pid certs
+  certs=$(nbd_client_dir "$HOST_B_NAME") || exit 1
   if pid_alive "$HOSTB_DIR/run/libvirtd.pid"; then
     pid=$(cat "$HOSTB_DIR/run/libvirtd.pid")
-    [ "$(ip netns identify "$pid")" = "$NETNS_B" ] && return 0
-    # Started by an earlier version of this script, in the default network namespace.
-    echo "libvirtd-hosts: host B's libvirtd (pid $pid) is not in $NETNS_B; starting it again there (its guests, if any, are orphaned)" >&2
+    if [ "$(ip netns identify "$pid")" != "$NETNS_B" ]; then
+      # Started by an earlier version of this script, in the default network namespace.
+      echo "libvirtd-hosts: host B's libvirtd (pid $pid) is not in $NETNS_B; starting it again there (its guests, if any, are orphaned)" >&2
+    elif qemu_conf 49216 49279 "$certs" | cmp -s - "$HOSTB_DIR/etc/qemu.conf"; then
+      return 0
+    else
+      # Written by an earlier version of this script (e.g. without the NBD client certificate).
+      echo "libvirtd-hosts: host B's qemu.conf is out of date; starting host B afresh (its guests, if any, are orphaned)" >&2
+    fi
     stop_pidfile "$HOSTB_DIR/run/libvirtd.pid"
   fi
   # Stale state of a host B that is gone (e.g. killed): start afresh.
@@ -250,7 +313,7 @@ up_b() {
   # host): saves B probing qemu again at its start.
   [ -d /var/cache/libvirt/qemu ] && cp -a /var/cache/libvirt/qemu "$HOSTB_DIR/cache/"
   libvirtd_conf "$UNDERLAY_ADDR_B" "$PORT_B" "$(host_uuid b)" | write_conf "$HOSTB_DIR/etc/libvirtd.conf" || true
-  qemu_conf 49216 49279 | write_conf "$HOSTB_DIR/etc/qemu.conf" || true
+  qemu_conf 49216 49279 "$certs" | write_conf "$HOSTB_DIR/etc/qemu.conf" || true
   mkdir -p /etc/libvirt /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
   # 'ip netns exec' enters B's network namespace in a mount namespace of its
   # own with /sys mounted for it (libvirt reads the bridges and taps there);
@@ -271,6 +334,7 @@ cmd_up() {
   install_packages
   setup_users
   underlay_up
+  nbd_ca
   up_a
   up_b
   wait_answer qemu:///system /run/libvirtd.pid /var/log/libvirt/libvirtd.log
@@ -279,15 +343,21 @@ cmd_up() {
   echo "A=$(uri_a)"
   echo "B=$URI_B"
   echo "B_NETNS=$NETNS_B"
+  echo "A_NAME=$HOST_A_NAME"
+  echo "B_NAME=$HOST_B_NAME"
+  echo "NBD_CA=$NBD_CA"
 }
 
 cmd_up_a() {
   install_packages
   setup_users
+  nbd_ca
   up_a
   wait_answer qemu:///system /run/libvirtd.pid /var/log/libvirt/libvirtd.log
   wait_answer "$(uri_a)" /run/libvirtd.pid /var/log/libvirt/libvirtd.log
   echo "A=$(uri_a)"
+  echo "A_NAME=$HOST_A_NAME"
+  echo "NBD_CA=$NBD_CA"
 }
 
 cmd_down() {

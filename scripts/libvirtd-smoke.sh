@@ -30,7 +30,7 @@ HOSTB_DIR=${HOSTB_DIR:-/run/libvirt-hostb}
 MEMORY_MIB=${SMOKE_MEMORY_MIB:-256}
 
 hosts=$("$here/libvirtd-hosts.sh" up) || exit 1
-eval "$hosts" # A=<uri>, B=<uri> and B_NETNS=<namespace>
+eval "$hosts" # A=<uri>, B=<uri>, B_NETNS=<namespace>, A_NAME, B_NAME and NBD_CA (unused here)
 # qemu's migration stream goes to the target host's address, the host of its URI.
 addr_of() { sed -E 's#^[^:]+://([^:/]+).*#\1#' <<<"$1"; }
 "$here/build-test-guest.sh" "$GUEST"

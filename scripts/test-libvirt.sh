@@ -2,8 +2,10 @@
 # The libvirt driver on real hypervisors: two libvirtds on this machine
 # (scripts/libvirtd-hosts.sh; qemu, TCG where KVM is unusable) and the tiny
 # test guest (scripts/build-test-guest.sh, kept in NOVAMESH_TEST_GUEST,
-# default /tmp/novamesh-test-guest). Runs the driver's live migration and
-# interface hot-plug tests, and a real guest through the whole stack:
+# default /tmp/novamesh-test-guest). Runs the driver's live migration,
+# interface hot-plug and volume tests (a file volume backend's NBD exports
+# over TLS opened by qemu with host A's client certificate, and refused
+# with it when made for host B), and a real guest through the whole stack:
 # CreateServer → scheduler → NATS → agent → libvirt, its power actions, a
 # snapshot, a live migration, delete; then real guests on flat networks with
 # the linux network driver (DHCP, security group rules, a hot-plugged NIC, a
@@ -24,11 +26,16 @@ echo "$hosts"
 A=$(sed -n 's/^A=//p' <<<"$hosts")
 B=$(sed -n 's/^B=//p' <<<"$hosts")
 B_NETNS=$(sed -n 's/^B_NETNS=//p' <<<"$hosts")
-[ -n "$A" ] && [ -n "$B" ] && [ -n "$B_NETNS" ] || { echo "test-libvirt: libvirtd-hosts.sh did not name both hosts and B's network namespace" >&2; exit 1; }
+A_NAME=$(sed -n 's/^A_NAME=//p' <<<"$hosts")
+NBD_CA=$(sed -n 's/^NBD_CA=//p' <<<"$hosts")
+[ -n "$A" ] && [ -n "$B" ] && [ -n "$B_NETNS" ] && [ -n "$A_NAME" ] && [ -n "$NBD_CA" ] ||
+  { echo "test-libvirt: libvirtd-hosts.sh did not name both hosts, B's network namespace, A's name and the NBD CA" >&2; exit 1; }
 GUEST=${NOVAMESH_TEST_GUEST:-/tmp/novamesh-test-guest}
 # Built again when scripts/build-test-guest.sh is newer than the guest (it skips a fresh one).
 echo "== test guest"
 bash scripts/build-test-guest.sh "$GUEST"
 export NOVAMESH_LIBVIRT_A=$A NOVAMESH_LIBVIRT_B=$B NOVAMESH_LIBVIRT_B_NETNS=$B_NETNS NOVAMESH_TEST_GUEST=$GUEST NOVAMESH_LIBVIRT_REQUIRED=1
-echo "== live migration, interface hot-plug, a real guest and real guests on a network (qemu)"
-node --import tsx --test --test-concurrency=1 agent/drivers/libvirt/libvirt-qemu.test.ts test/libvirt-qemu.test.ts test/libvirt-network.test.ts
+export NOVAMESH_LIBVIRT_A_NAME=$A_NAME NOVAMESH_LIBVIRT_B_NAME=$(sed -n 's/^B_NAME=//p' <<<"$hosts") NOVAMESH_NBD_CA=$NBD_CA
+echo "== live migration, interface hot-plug, volumes over NBD with TLS, a real guest and real guests on a network (qemu)"
+node --import tsx --test --test-concurrency=1 agent/drivers/libvirt/libvirt-qemu.test.ts agent/drivers/libvirt/libvirt-volumes.test.ts \
+  test/libvirt-qemu.test.ts test/libvirt-network.test.ts

@@ -18,6 +18,7 @@ import { contractKit, type ContractOptions } from "./contract/kit.js";
 import { lifecycleContract } from "./contract/lifecycle.js";
 import { liveMigrationContract } from "./contract/live-migration.js";
 import { migrationContract } from "./contract/migration.js";
+import { volumesContract } from "./contract/volumes.js";
 
 export type { ContractOptions } from "./contract/kit.js";
 
@@ -30,5 +31,6 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
     migrationContract(kit);
     liveMigrationContract(kit);
     interfacesContract(kit);
+    volumesContract(kit);
   });
 }

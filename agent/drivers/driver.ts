@@ -10,7 +10,16 @@
  * different instances run in parallel, alongside `report()`.
  */
 import type { VifSpec } from "../network/types.js";
-import type { DriverCapabilities, HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./types.js";
+import type {
+  AttachedVolume,
+  DriverCapabilities,
+  HostReport,
+  InstanceSpec,
+  PowerState,
+  Resources,
+  SnapshotInfo,
+  VolumeConnection,
+} from "./types.js";
 
 /**
  * Seconds a clean shutdown may take before the virtual machine is forced
@@ -54,6 +63,22 @@ export interface InstanceOptions {
 export interface InterfaceOptions extends InstanceOptions {
   /** The interface: its tap, bridge, MAC and MTU (from the network driver's plug). */
   readonly vif: VifSpec;
+}
+
+/** Options of {@link Driver.attachVolume}. */
+export interface AttachVolumeOptions extends InstanceOptions {
+  /** The attachment (letters, digits, "_" and "-", 1–64 characters; UUIDs fit): the key of detach and of a repeated attach. */
+  readonly attachmentId: string;
+  /** The volume's export. */
+  readonly connection: VolumeConnection;
+  /** Device the caller would like ("vdb", …), used when free; default: the first free one. */
+  readonly device?: string;
+}
+
+/** Options of {@link Driver.detachVolume}. */
+export interface DetachVolumeOptions extends InstanceOptions {
+  /** The attachment to remove. */
+  readonly attachmentId: string;
 }
 
 /** Options of {@link Driver.powerOff}. */
@@ -459,6 +484,48 @@ export interface Driver {
    * Unknown instance: rejects with `InstanceNotFoundError`.
    */
   detachInterface(options: InstanceOptions & { readonly mac: string }, call?: CallOptions): Promise<void>;
+
+  /**
+   * Attaches a volume's network export as a virtio disk
+   * (`capabilities.volumeAttach`; Nova's `attach_volume`): added to the
+   * running guest and to the instance's persistent definition, so it
+   * survives a stop and start; on a shut-off instance, to the definition
+   * only (opened at the next start). The hypervisor opens the export
+   * itself, over TLS as this host; an export it cannot open (refused,
+   * unreachable, made for another host) rejects with "VOLUME_CONNECT_FAILED"
+   * (retryable) and leaves nothing attached. The device is `device` when
+   * that is free, else the first free "vdX" after the root disk; a `device`
+   * held by another attachment rejects with "DEVICE_IN_USE", a malformed
+   * one or attachment id with "INVALID_ARGUMENT" (both non-retryable). A
+   * suspended instance rejects with "INVALID_STATE".
+   * Postcondition: `volumes()` lists the attachment with its device.
+   * Idempotent: the same attachment again resolves with its device (the
+   * connection is not compared; it is kept as first attached).
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  attachVolume(options: AttachVolumeOptions, call?: CallOptions): Promise<{ readonly device: string }>;
+
+  /**
+   * Removes the attachment's disk from the guest and from the instance's
+   * definition (`capabilities.volumeAttach`; Nova's `detach_volume`). The
+   * guest must release it (one that does not within the driver's timeout
+   * fails with "DETACH_TIMEOUT", retryable; the definition no longer has
+   * it). A suspended instance rejects with "INVALID_STATE".
+   * Postcondition: `volumes()` does not list it; the hypervisor closed the
+   * export, so the volume host may unexport it.
+   * Idempotent: an unknown attachment resolves.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  detachVolume(options: DetachVolumeOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * The volumes attached to the instance (`capabilities.volumeAttach`), by
+   * device: the running guest's, or a shut-off instance's definition (what
+   * reconciling with the controller's attachments starts from). No side
+   * effects.
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  volumes(options: InstanceOptions, call?: CallOptions): Promise<readonly AttachedVolume[]>;
 
   /**
    * The power state of one virtual machine, as the hypervisor says now.

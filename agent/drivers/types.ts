@@ -121,6 +121,8 @@ export interface DriverCapabilities {
   readonly consoleLog: boolean;
   /** `attachInterface` / `detachInterface` (network interfaces hot-plugged). */
   readonly interfaceHotplug: boolean;
+  /** `attachVolume` / `detachVolume` / `volumes` (network block devices hot-plugged as virtio disks). */
+  readonly volumeAttach: boolean;
 }
 
 /** The image data a snapshot stored (the image record itself is the controller's). */
@@ -131,4 +133,30 @@ export interface SnapshotInfo {
   readonly checksum: string;
   /** Disk format of the stored data, such as "qcow2" or "raw". */
   readonly diskFormat: string;
+}
+
+/**
+ * Where a volume's export is: an NBD export the compute host's hypervisor
+ * opens itself, over TLS with the host's client certificate (Nova's
+ * network `connection_info`; what a volume backend's export returns).
+ */
+export interface VolumeConnection {
+  /** The volume host's storage address (an IP address or a DNS name the server's certificate names). */
+  readonly host: string;
+  /** Its TCP port. */
+  readonly port: number;
+  /** The NBD export name (the attachment id, for the file backend). */
+  readonly exportName: string;
+  /** Always TLS: exports admit only the certificate of the host they were made for. */
+  readonly tls: true;
+}
+
+/** A volume attached to an instance, as the hypervisor has it. */
+export interface AttachedVolume {
+  /** The attachment it was attached as. */
+  readonly attachmentId: string;
+  /** Guest device name, such as "vdb". */
+  readonly device: string;
+  /** The export it opens. */
+  readonly connection: VolumeConnection;
 }

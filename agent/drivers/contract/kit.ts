@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import type { VifSpec } from "../../network/types.js";
 import type { Driver } from "../driver.js";
 import { DriverError } from "../errors.js";
-import type { DriverCapabilities, InstanceSpec } from "../types.js";
+import type { DriverCapabilities, InstanceSpec, VolumeConnection } from "../types.js";
 
 /** Asserts a rejection with this code and retryable flag. */
 export async function rejectsWith(promise: Promise<unknown>, code: string, retryable?: boolean): Promise<void> {
@@ -36,6 +36,11 @@ export interface ContractOptions {
    * with `interfaceHotplug` give it.
    */
   readonly interfaceMacs?: (driver: Driver, instanceId: string) => Promise<readonly string[]>;
+  /**
+   * The export the volume tests attach as `attachmentId` (default: an
+   * address nothing answers on); on a real hypervisor, one it can open.
+   */
+  readonly volumeConnection?: (attachmentId: string) => Promise<VolumeConnection>;
   /** The bridge the interface tests' interfaces join (default "br-contract"; it must exist where the hypervisor checks). */
   readonly bridge?: string;
   /**

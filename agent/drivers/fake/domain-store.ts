@@ -10,7 +10,7 @@ import { appendFile, mkdir, open, readFile, rename, stat } from "node:fs/promise
 import { dirname } from "node:path";
 import { randomUUID } from "node:crypto";
 import { settledOf } from "../../settled.js";
-import type { InstanceSpec, PowerState } from "../types.js";
+import type { AttachedVolume, InstanceSpec, PowerState } from "../types.js";
 import { isPowerState } from "../types.js";
 
 /** One virtual machine of the fake hypervisor. */
@@ -28,6 +28,8 @@ export interface FakeDomain {
   migratedTo?: string;
   /** Target side of a live migration: made by `preLiveMigration`, not yet finished. */
   incoming?: FakeIncoming;
+  /** Volumes attached (`attachVolume`), in the order they were. */
+  volumes?: AttachedVolume[];
 }
 
 /** An incoming live migration. */
@@ -121,6 +123,7 @@ function checkDomain(path: string, id: string, d: FakeDomain): FakeDomain {
     boots: d.boots ?? 1,
     ...(d.migratedTo === undefined ? {} : { migratedTo: d.migratedTo }),
     ...(d.incoming === undefined ? {} : { incoming: { sourceHost: d.incoming.sourceHost, paused: d.incoming.paused } }),
+    ...(d.volumes === undefined ? {} : { volumes: d.volumes.map((v) => ({ ...v, connection: { ...v.connection } })) }),
   };
 }
 

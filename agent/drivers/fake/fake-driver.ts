@@ -6,11 +6,13 @@
  * The state and the rules every call shares are in fake-host.ts; the calls
  * in lifecycle.ts (create, power, pause, suspend, rebuild, remove),
  * migrations.ts (cold and live, between fake hosts) and snapshot.ts (disk
- * snapshots and the console log).
+ * snapshots and the console log) and volumes.ts (volume attachments).
  */
 import type {
+  AttachVolumeOptions,
   CallOptions,
   ConsoleOutputOptions,
+  DetachVolumeOptions,
   Driver,
   FinishMigrationOptions,
   FinishRevertMigrationOptions,
@@ -26,13 +28,14 @@ import type {
   SnapshotOptions,
   SpawnOptions,
 } from "../driver.js";
-import type { DriverCapabilities, HostReport, PowerState, Resources, SnapshotInfo } from "../types.js";
+import type { AttachedVolume, DriverCapabilities, HostReport, PowerState, Resources, SnapshotInfo } from "../types.js";
 import { isPowerState } from "../types.js";
 import type { FakeCall, FakeDomain } from "./domain-store.js";
 import { FakeHost, type FakeDriverOptions } from "./fake-host.js";
 import * as lifecycle from "./lifecycle.js";
 import * as migrations from "./migrations.js";
 import * as guest from "./snapshot.js";
+import * as disks from "./volumes.js";
 
 export type { FakeCall, FakeDomain, FakeEvent, FakeIncoming } from "./domain-store.js";
 export type { FakeDriverOptions } from "./fake-host.js";
@@ -146,6 +149,18 @@ export class FakeDriver implements Driver {
 
   detachInterface(options: InstanceOptions & { readonly mac: string }, call: CallOptions = {}): Promise<void> {
     return lifecycle.detachInterface(this.host, options, call);
+  }
+
+  attachVolume(options: AttachVolumeOptions, call: CallOptions = {}): Promise<{ device: string }> {
+    return disks.attachVolume(this.host, options, call);
+  }
+
+  detachVolume(options: DetachVolumeOptions, call: CallOptions = {}): Promise<void> {
+    return disks.detachVolume(this.host, options, call);
+  }
+
+  volumes(options: InstanceOptions, call: CallOptions = {}): Promise<readonly AttachedVolume[]> {
+    return disks.volumes(this.host, options, call);
   }
 
   unpause(options: InstanceOptions, call: CallOptions = {}): Promise<void> {

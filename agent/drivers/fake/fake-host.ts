@@ -109,6 +109,7 @@ export class FakeHost {
       liveMigration: true,
       consoleLog: true,
       interfaceHotplug: true,
+      volumeAttach: true,
       ...this.options.capabilities,
     };
     if (this.capabilities.liveMigration) this.migrationUri = fakeMigrationUri(this.options.hostname, this.options.statePath);

@@ -47,6 +47,8 @@ export const FAULTABLE_METHODS = [
   "rollbackLiveMigration",
   "attachInterface",
   "detachInterface",
+  "attachVolume",
+  "detachVolume",
 ] as const;
 
 /** A method faults can be injected into. */

@@ -119,7 +119,8 @@ export async function rebuild(host: FakeHost, { instance, onSpawning }: RebuildO
   // Removing the old disk took the call's delay; building the new one takes it again.
   onSpawning?.();
   await wait(host.injector.delayMs("rebuild", true, instance.id), call.signal);
-  host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: d.boots + 1 });
+  // Its volumes stay attached (Nova's rebuild keeps them).
+  host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: d.boots + 1, ...(d.volumes ? { volumes: d.volumes } : {}) });
   await host.persist();
 }
 

@@ -3,7 +3,9 @@ import { describe, test } from "node:test";
 import {
   buildDomainXml,
   buildInterfaceXml,
+  buildVolumeDiskXml,
   domainName,
+  parseDisks,
   parseDomainMetadata,
   parseInterfaces,
   serverIdOfDomain,
@@ -146,5 +148,31 @@ describe("domain XML", () => {
     assert.throws(() => buildInterfaceXml({ ...nic, mac: "FA-16" }), /MAC/);
     assert.throws(() => buildInterfaceXml({ ...nic, tap: "a-tap-name-too-long" }), /tap/);
     assert.throws(() => buildInterfaceXml({ ...nic, mtu: 20 }), /mtu/);
+  });
+
+  test("a volume's disk is NBD over TLS with its attachment as a user alias; disks read back with target, attachment and export", () => {
+    const v = { attachmentId: "att-1", target: "vdb", host: "10.199.0.1", port: 20001, exportName: "a&b'c" };
+    assert.equal(
+      buildVolumeDiskXml(v),
+      "<disk type='network' device='disk'>\n  <driver name='qemu' type='raw' cache='none'/>\n" +
+        "  <source protocol='nbd' name='a&amp;b&apos;c' tls='yes'>\n    <host name='10.199.0.1' port='20001'/>\n  </source>\n" +
+        "  <target dev='vdb' bus='virtio'/>\n  <alias name='ua-att-1'/>\n</disk>\n",
+    );
+    const libvirtStyle = `<domain><devices>
+      <disk type="file" device="disk"><source file="/i/disk"/><target dev="vda" bus="virtio"/><alias name="virtio-disk0"/></disk>
+      <disk type="network" device="disk"><driver name="qemu" type="raw"/><source protocol="nbd" name="a&amp;b" tls="yes" index="2">
+        <host name="10.199.0.1" port="20001"/></source><target dev="vdc" bus="virtio"/><alias name="ua-att-2"/></disk>
+    </devices></domain>`;
+    assert.deepEqual(
+      parseDisks(libvirtStyle).map(({ xml: _, ...d }) => d),
+      [{ target: "vda" }, { target: "vdc", attachmentId: "att-2", nbd: { host: "10.199.0.1", port: 20001, exportName: "a&b" } }],
+    );
+    const domain = buildDomainXml(description({ volumes: [v] }));
+    assert.ok(domain.includes(buildVolumeDiskXml(v).trimEnd().replace(/^/gm, "    ")), "a definition carries the same element");
+    assert.deepEqual(parseDisks(domain).map((d) => [d.target, d.attachmentId]), [["vda", undefined], ["vdb", "att-1"]]);
+    assert.throws(() => buildVolumeDiskXml({ ...v, attachmentId: "a.b" }), /attachment id/);
+    assert.throws(() => buildVolumeDiskXml({ ...v, target: "sdb'" }), /target/);
+    assert.throws(() => buildVolumeDiskXml({ ...v, host: "h'ost" }), /host/);
+    assert.throws(() => buildVolumeDiskXml({ ...v, port: 70000 }), /port/);
   });
 });

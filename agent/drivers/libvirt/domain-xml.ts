@@ -104,6 +104,8 @@ export interface DomainDescription {
   readonly consoleLog: string;
   /** Network interfaces, in the order the guest sees them. */
   readonly interfaces?: readonly DomainInterface[];
+  /** Volumes attached (kept through a rebuild), after the disks. */
+  readonly volumes?: readonly DomainVolume[];
   /** Recorded in `<metadata>`. */
   readonly metadata: DomainMetadata;
 }
@@ -176,6 +178,7 @@ export function buildDomainXml(d: DomainDescription): string {
     push(3, `<target dev='${disk.target}' bus='virtio'/>`);
     push(2, "</disk>");
   }
+  for (const v of d.volumes ?? []) for (const line of buildVolumeDiskXml(v).trimEnd().split("\n")) push(2, line);
   for (const nic of d.interfaces ?? []) for (const line of interfaceLines(nic)) push(2, line);
   const log = xmlEscape(absolute("consoleLog", d.consoleLog));
   // A file, not a pty with a log: a pty nobody reads stalls the guest's
@@ -231,6 +234,86 @@ export function parseInterfaces(domainXml: string): ParsedInterface[] {
   for (const m of domainXml.matchAll(/<interface\b[^>]*>[\s\S]*?<\/interface>/g)) {
     const mac = m[0].match(/<mac\s+address=(["'])([^"']*)\1/);
     if (mac) out.push({ mac: mac[2]!.toLowerCase(), xml: m[0] });
+  }
+  return out;
+}
+
+/** A volume: an NBD export opened by qemu over TLS, a virtio disk carrying its attachment id as a user alias. */
+export interface DomainVolume {
+  /** The attachment (letters, digits, "_", "-"): the disk's alias is `ua-<attachmentId>`. */
+  readonly attachmentId: string;
+  /** Guest device ("vdb", …). */
+  readonly target: string;
+  /** The volume host's address or name. */
+  readonly host: string;
+  readonly port: number;
+  /** The NBD export name. */
+  readonly exportName: string;
+}
+
+/** Prefix of a libvirt user alias; the rest: letters, digits, "_", "-". */
+const USER_ALIAS_PREFIX = "ua-";
+const ALIAS_BODY = /^[A-Za-z0-9_-]+$/;
+const HOST = /^[A-Za-z0-9.:_-]{1,253}$/;
+
+/**
+ * The device XML of a volume's disk, for hot-plugging it
+ * (`virDomainAttachDeviceFlags`): raw over NBD, TLS with qemu.conf's
+ * `nbd_tls_x509_cert_dir` as the client identity, no host cache. Throws
+ * RangeError for values libvirt would misread.
+ */
+export function buildVolumeDiskXml(v: DomainVolume): string {
+  if (!ALIAS_BODY.test(v.attachmentId)) throw new RangeError(`attachment id must be letters, digits, "_" or "-", got "${v.attachmentId}"`);
+  if (!DEVICE.test(v.target)) throw new RangeError(`disk target must look like "vdb", got "${v.target}"`);
+  if (!HOST.test(v.host)) throw new RangeError(`bad volume host "${v.host}"`);
+  const port = int("port", v.port, 1);
+  if (port > 65535) throw new RangeError(`port must be ≤ 65535, got ${port}`);
+  return [
+    "<disk type='network' device='disk'>",
+    "  <driver name='qemu' type='raw' cache='none'/>",
+    `  <source protocol='nbd' name='${xmlEscape(v.exportName)}' tls='yes'>`,
+    `    <host name='${xmlEscape(v.host)}' port='${port}'/>`,
+    "  </source>",
+    `  <target dev='${v.target}' bus='virtio'/>`,
+    `  <alias name='${USER_ALIAS_PREFIX}${v.attachmentId}'/>`,
+    "</disk>",
+    "",
+  ].join("\n");
+}
+
+/** A `<disk>` element of a domain's XML, as libvirt wrote it. */
+export interface ParsedDisk {
+  /** Guest device ("vda", …). */
+  readonly target: string;
+  /** The attachment, for a disk with a user alias `ua-<id>`. */
+  readonly attachmentId?: string;
+  /** An NBD disk's export: host, port and name. */
+  readonly nbd?: { readonly host: string; readonly port: number; readonly exportName: string };
+  /** The whole element. */
+  readonly xml: string;
+}
+
+/** The `<disk>` elements of a domain's XML (either quote) that have a target. */
+export function parseDisks(domainXml: string): ParsedDisk[] {
+  const out: ParsedDisk[] = [];
+  const attr = (el: string | undefined, name: string) => el?.match(new RegExp(`\\b${name}=(["'])([^"']*)\\1`))?.[2];
+  for (const m of domainXml.matchAll(/<disk\b[^>]*>[\s\S]*?<\/disk>/g)) {
+    const xml = m[0];
+    const target = attr(xml.match(/<target\b[^>]*>/)?.[0], "dev");
+    if (!target) continue;
+    const alias = attr(xml.match(/<alias\b[^>]*>/)?.[0], "name");
+    const source = xml.match(/<source\b[^>]*>/)?.[0];
+    const host = xml.match(/<host\b[^>]*>/)?.[0];
+    const nbd =
+      attr(source, "protocol") === "nbd" && host
+        ? { host: unescape(attr(host, "name") ?? ""), port: Number(attr(host, "port") ?? 10809), exportName: unescape(attr(source, "name") ?? "") }
+        : undefined;
+    out.push({
+      target,
+      ...(alias?.startsWith(USER_ALIAS_PREFIX) ? { attachmentId: alias.slice(USER_ALIAS_PREFIX.length) } : {}),
+      ...(nbd ? { nbd } : {}),
+      xml,
+    });
   }
   return out;
 }

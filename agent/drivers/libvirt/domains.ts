@@ -13,7 +13,7 @@ import { throwIfAborted } from "../errors.js";
 import type { InstanceSpec } from "../types.js";
 import * as C from "./binding/constants.js";
 import type { ManagedConnection } from "./connection.js";
-import { buildDomainXml } from "./domain-xml.js";
+import { buildDomainXml, type DomainVolume } from "./domain-xml.js";
 import { invalidState, unless } from "./failures.js";
 import type { BootImages } from "./image-cache.js";
 import type { InstanceFiles } from "./instance-files.js";
@@ -42,7 +42,7 @@ export class Domains {
     private readonly options: DomainOptions,
   ) {}
 
-  private domainXml(instance: InstanceSpec, boot: Omit<BootImages, "base">): string {
+  private domainXml(instance: InstanceSpec, boot: Omit<BootImages, "base">, volumes: readonly DomainVolume[]): string {
     const p = instance.image.properties;
     return buildDomainXml({
       serverId: instance.id,
@@ -54,6 +54,7 @@ export class Domains {
       disks: [{ path: this.files.disk(instance.id), format: "qcow2", target: "vda" }],
       ...(boot.kernel ? { kernelBoot: { kernel: boot.kernel, initrd: boot.initrd, cmdline: p.os_command_line || "console=ttyS0" } } : {}),
       consoleLog: this.files.consoleLog(instance.id),
+      volumes,
       interfaces: (instance.vifs ?? []).map((v) => ({ mac: v.mac, bridge: v.bridge, tap: v.tap, mtu: v.mtu })),
       metadata: {
         displayName: instance.name,
@@ -67,9 +68,12 @@ export class Domains {
     });
   }
 
-  /** Defines the domain from a disk already at `<server id>/disk`; starts it when `start`. */
-  async define(instance: InstanceSpec, boot: Omit<BootImages, "base">, start: boolean): Promise<void> {
-    const xml = this.domainXml(instance, boot);
+  /**
+   * Defines the domain from a disk already at `<server id>/disk`, with
+   * `volumes` attached (a rebuild keeps them); starts it when `start`.
+   */
+  async define(instance: InstanceSpec, boot: Omit<BootImages, "base">, start: boolean, volumes: readonly DomainVolume[] = []): Promise<void> {
+    const xml = this.domainXml(instance, boot, volumes);
     await this.libvirt.call(`defining ${instance.id}`, async (conn) => {
       const dom = await conn.defineXML(xml);
       if (start) await dom.create();

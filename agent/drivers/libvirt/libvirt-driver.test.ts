@@ -69,6 +69,7 @@ describe("libvirt driver", { skip }, () => {
     lacking: {
       liveMigration: "libvirt's test hypervisor cannot migrate (libvirt-qemu.test.ts runs these on qemu)",
       interfaceHotplug: "libvirt's test hypervisor has no device attach or detach, VIR_ERR_NO_SUPPORT (libvirt-qemu.test.ts runs these on qemu)",
+      volumeAttach: "libvirt's test hypervisor has no device attach or detach, VIR_ERR_NO_SUPPORT (libvirt-volumes.test.ts attaches volumes on qemu)",
     },
   });
 
@@ -114,11 +115,16 @@ describe("libvirt driver", { skip }, () => {
     await driver.init();
     try {
       assert.equal(driver.capabilities.interfaceHotplug, false);
+      assert.equal(driver.capabilities.volumeAttach, false);
       const inst = testInstance();
       await driver.spawn({ instance: inst });
       const vif = { portId: "p", mac: "fa:16:3e:00:00:01", bridge: "br0", tap: "tap0", mtu: 1500 };
       await assert.rejects(driver.attachInterface({ instanceId: inst.id, vif }), NotSupportedError);
       await assert.rejects(driver.detachInterface({ instanceId: inst.id, mac: vif.mac }), NotSupportedError);
+      const connection = { host: "127.0.0.1", port: 10809, exportName: "att-1", tls: true } as const;
+      await assert.rejects(driver.attachVolume({ instanceId: inst.id, attachmentId: "att-1", connection }), NotSupportedError);
+      await assert.rejects(driver.detachVolume({ instanceId: inst.id, attachmentId: "att-1" }), NotSupportedError);
+      await assert.rejects(driver.volumes({ instanceId: inst.id }), NotSupportedError);
       await driver.destroy({ instanceId: inst.id });
     } finally {
       await driver.close();

@@ -11,6 +11,7 @@
  *   image-cache.ts     base images (and kernels, ramdisks) and their pruning
  *   domains.ts         defining, starting, stopping and removing domains
  *   interfaces.ts      network interface hot-plug and unplug
+ *   volumes.ts         volumes (NBD exports over TLS) attached as virtio disks
  *   cold-migration.ts  resize and cold migration
  *   live-migration.ts  live migration (qemu, with `liveMigrationUri`)
  *
@@ -22,8 +23,10 @@ import { join } from "node:path";
 import { pino } from "pino";
 import {
   DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS,
+  type AttachVolumeOptions,
   type CallOptions,
   type ConsoleOutputOptions,
+  type DetachVolumeOptions,
   type Driver,
   type InstanceOptions,
   type InterfaceOptions,
@@ -34,7 +37,7 @@ import {
   type SpawnOptions,
 } from "../driver.js";
 import { DriverError, InstanceNotFoundError, NotSupportedError, SoftRebootTimeoutError, throwIfAborted } from "../errors.js";
-import type { DriverCapabilities, HostReport, PowerState, Resources, SnapshotInfo } from "../types.js";
+import type { AttachedVolume, DriverCapabilities, HostReport, PowerState, Resources, SnapshotInfo } from "../types.js";
 import { ColdMigration } from "./cold-migration.js";
 import { ManagedConnection } from "./connection.js";
 import { Domains, specHash } from "./domains.js";
@@ -47,6 +50,7 @@ import { LiveMigration, announcedMigrationUri, uriScheme } from "./live-migratio
 import type { LibvirtDriverOptions } from "./options.js";
 import type { DriverParts } from "./parts.js";
 import { convert } from "./qemu-img.js";
+import { Volumes } from "./volumes.js";
 
 export type { LibvirtDriverOptions } from "./options.js";
 export { domainTypeFor } from "./inventory.js";
@@ -60,6 +64,7 @@ export class LibvirtDriver implements Driver {
   private readonly cold: ColdMigration;
   private readonly live: LiveMigration;
   private readonly nics: Interfaces;
+  private readonly disks: Volumes;
   private readonly hvType: string;
   private arch: string | undefined;
 
@@ -81,6 +86,8 @@ export class LibvirtDriver implements Driver {
       consoleLog: true,
       // libvirt's test hypervisor has no device attach or detach (VIR_ERR_NO_SUPPORT).
       interfaceHotplug: scheme !== "test",
+      // The same: no disk hot-plug on libvirt's test hypervisor.
+      volumeAttach: scheme !== "test",
     };
     const log = (options.logger ?? pino({ enabled: false })).child({ driver: "libvirt" });
     const libvirt = new ManagedConnection(options.uri, log);
@@ -93,6 +100,7 @@ export class LibvirtDriver implements Driver {
     this.cold = new ColdMigration(this.p);
     this.live = new LiveMigration(this.p, this.capabilities.liveMigration);
     this.nics = new Interfaces(this.p);
+    this.disks = new Volumes(this.p);
   }
 
   get hypervisorType(): string {
@@ -273,6 +281,7 @@ export class LibvirtDriver implements Driver {
     throwIfAborted(call.signal);
     const { inventory, files, domains } = this.p;
     const k = await inventory.get(instance.id);
+    const volumes = this.capabilities.volumeAttach ? await this.disks.defined(k) : []; // Nova's rebuild keeps them
     await domains.stopHard(k);
     const boot = await this.p.images.forInstance(instance, call.signal);
     // Fits once this instance's own resources are given back (it is off now; its disk is replaced).
@@ -283,7 +292,7 @@ export class LibvirtDriver implements Driver {
       await files.overlay(instance, boot.base, next, call.signal);
       await rename(next, files.disk(instance.id)); // the old disk is gone from here on
       onSpawning?.();
-      await domains.define(instance, boot, true);
+      await domains.define(instance, boot, true, volumes);
     });
     await this.p.images.pruneUnused();
   }
@@ -309,5 +318,22 @@ export class LibvirtDriver implements Driver {
   async detachInterface(options: InstanceOptions & { readonly mac: string }, call: CallOptions = {}): Promise<void> {
     if (!this.capabilities.interfaceHotplug) throw new NotSupportedError("detachInterface", `libvirt (${this.hvType})`);
     return this.nics.detach(options, call);
+  }
+
+  // ---- volumes (volumes.ts) ----------------------------------------------------------------------------
+
+  async attachVolume(options: AttachVolumeOptions, call: CallOptions = {}): Promise<{ device: string }> {
+    if (!this.capabilities.volumeAttach) throw new NotSupportedError("attachVolume", `libvirt (${this.hvType})`);
+    return this.disks.attach(options, call);
+  }
+
+  async detachVolume(options: DetachVolumeOptions, call: CallOptions = {}): Promise<void> {
+    if (!this.capabilities.volumeAttach) throw new NotSupportedError("detachVolume", `libvirt (${this.hvType})`);
+    return this.disks.detach(options, call);
+  }
+
+  async volumes(options: InstanceOptions, call: CallOptions = {}): Promise<readonly AttachedVolume[]> {
+    if (!this.capabilities.volumeAttach) throw new NotSupportedError("volumes", `libvirt (${this.hvType})`);
+    return this.disks.list(options, call);
   }
 }

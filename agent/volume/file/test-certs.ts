@@ -35,7 +35,13 @@ async function makeCa(dir: string, name: string): Promise<void> {
     "-subj", `/CN=${name}`, "-keyout", "ca-key.pem", "-out", "ca-cert.pem");
 }
 
-async function issue(caDir: string, outDir: string, kind: "server" | "client", subject: string, san?: string): Promise<void> {
+/**
+ * Issues a certificate from the CA in `caDir` (ca-cert.pem, ca-key.pem)
+ * into `outDir` as `<kind>-cert.pem` and `<kind>-key.pem`, with a copy of
+ * the CA's ca-cert.pem: a directory qemu's tls-creds-x509 reads. `san`
+ * such as "IP:127.0.0.1,DNS:localhost".
+ */
+export async function issue(caDir: string, outDir: string, kind: "server" | "client", subject: string, san?: string): Promise<void> {
   await mkdir(outDir, { recursive: true });
   const ext = [
     "basicConstraints=CA:FALSE",

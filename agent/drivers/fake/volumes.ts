@@ -1,0 +1,48 @@
+/**
+ * Volume attachments of the fake hypervisor: recorded on the domain (and
+ * persisted with it), devices handed out as the libvirt driver does. The
+ * fake opens no export: a refused connection is a fault injected into
+ * "attachVolume".
+ */
+import type { AttachVolumeOptions, CallOptions, DetachVolumeOptions, InstanceOptions } from "../driver.js";
+import type { AttachedVolume } from "../types.js";
+import { checkAttachment, pickDevice } from "../volume-devices.js";
+import type { FakeDomain } from "./domain-store.js";
+import { invalidState, type FakeHost } from "./fake-host.js";
+
+/** A suspended instance's saved memory has its devices as they were: its disks do not change. */
+function notSuspended(d: FakeDomain, what: string): FakeDomain {
+  if (d.powerState === "SUSPENDED") throw invalidState(`cannot ${what} instance ${d.instance.id}: it is SUSPENDED (resume it first)`);
+  return d;
+}
+
+export async function attachVolume(host: FakeHost, o: AttachVolumeOptions, call: CallOptions): Promise<{ device: string }> {
+  host.require("volumeAttach", "attachVolume");
+  checkAttachment(o);
+  await host.ready("attachVolume", true, call, o.instanceId);
+  const d = notSuspended(host.owned(o.instanceId, "attachVolume"), "attach a volume to");
+  const volumes = d.volumes ?? [];
+  const had = volumes.find((v) => v.attachmentId === o.attachmentId);
+  if (had) return { device: had.device };
+  const used = new Map<string, string | undefined>([["vda", undefined], ...volumes.map((v) => [v.device, v.attachmentId] as const)]);
+  const device = pickDevice(used, o.attachmentId, o.device);
+  d.volumes = [...volumes, { attachmentId: o.attachmentId, device, connection: { ...o.connection } }];
+  await host.persist();
+  return { device };
+}
+
+export async function detachVolume(host: FakeHost, { instanceId, attachmentId }: DetachVolumeOptions, call: CallOptions): Promise<void> {
+  host.require("volumeAttach", "detachVolume");
+  await host.ready("detachVolume", true, call, instanceId);
+  const d = notSuspended(host.owned(instanceId, "detachVolume"), "detach a volume from");
+  if (!(d.volumes ?? []).some((v) => v.attachmentId === attachmentId)) return;
+  d.volumes = d.volumes!.filter((v) => v.attachmentId !== attachmentId);
+  await host.persist();
+}
+
+export async function volumes(host: FakeHost, { instanceId }: InstanceOptions, call: CallOptions): Promise<AttachedVolume[]> {
+  host.require("volumeAttach", "volumes");
+  await host.ready(undefined, false, call);
+  const d = host.get(instanceId);
+  return (d.volumes ?? []).map((v) => ({ ...v, connection: { ...v.connection } })).sort((a, b) => a.device.localeCompare(b.device));
+}

@@ -1,0 +1,282 @@
+/**
+ * Volumes attached to a real guest on host A (`scripts/libvirtd-hosts.sh
+ * up`; the test guest of `scripts/build-test-guest.sh`, which prints its
+ * virtio disks on the console): a file backend (agent/volume/file) exports
+ * a qcow2 volume over NBD with TLS to host A's certificate name, qemu opens
+ * it with host A's client certificate (qemu.conf's nbd_tls_x509_cert_dir),
+ * the guest sees the disk and what was written on it, and no longer after
+ * the detach; an export made for host B is refused to host A. The export
+ * daemons' server certificate comes from the hosts' CA (NOVAMESH_NBD_CA).
+ * Runs under `npm run test:libvirt`; skipped when the hosts are not named.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test, type TestContext } from "node:test";
+import { FileVolumeBackend } from "../../volume/file/file-backend.js";
+import { issue } from "../../volume/file/test-certs.js";
+import { fileBackendSkip } from "../../volume/file/test-qemu.js";
+import { driverContract } from "../contract.js";
+import type { Driver } from "../driver.js";
+import { DriverError } from "../errors.js";
+import { testInstance } from "../test-instance.js";
+import type { InstanceSpec, VolumeConnection } from "../types.js";
+import { loadLibvirt, VIR_DOMAIN_XML_INACTIVE, type LibvirtConnection } from "./binding/index.js";
+import { domainName, parseDisks } from "./domain-xml.js";
+import { DirectoryImageStore } from "./image-store.js";
+import { LibvirtDriver } from "./libvirt-driver.js";
+import { BlankingStore } from "./test-image-store.js";
+
+const A = process.env.NOVAMESH_LIBVIRT_A;
+const A_NAME = process.env.NOVAMESH_LIBVIRT_A_NAME;
+const B_NAME = process.env.NOVAMESH_LIBVIRT_B_NAME;
+const CA = process.env.NOVAMESH_NBD_CA;
+const GUEST = process.env.NOVAMESH_TEST_GUEST ?? "/tmp/novamesh-test-guest";
+const skip =
+  A && A_NAME && B_NAME && CA
+    ? (fileBackendSkip() ?? false)
+    : "NOVAMESH_LIBVIRT_A, NOVAMESH_LIBVIRT_A_NAME, NOVAMESH_LIBVIRT_B_NAME and NOVAMESH_NBD_CA are not set (npm run test:libvirt sets them)";
+if (skip && process.env.NOVAMESH_LIBVIRT_REQUIRED === "1") throw new Error(skip);
+
+const MiB = 1024 * 1024;
+const kernelId = "7e3f0000-0000-4000-8000-00000000001a";
+const ramdiskId = "7e3f0000-0000-4000-8000-00000000001b";
+
+describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host A)", { skip }, () => {
+  let root: string;
+  let backend: FileVolumeBackend;
+  let store: BlankingStore;
+  let driver: LibvirtDriver;
+  let conn: LibvirtConnection;
+  const spawned: string[] = [];
+
+  /** The test guest, booted from its kernel and initramfs, printing its disks on the console. */
+  const guest = (): InstanceSpec => {
+    const base = testInstance({ memoryMb: 256 });
+    return testInstance({
+      memoryMb: 256,
+      image: {
+        ...base.image,
+        id: "7e3f0000-0000-4000-8000-00000000001c", // a blank root disk (BlankingStore): vda, never read
+        properties: { kernel_id: kernelId, ramdisk_id: ramdiskId, os_command_line: "console=ttyS0 quiet novamesh.tick=0" },
+      },
+    });
+  };
+
+  /** Waits (≤ `seconds`) for a console line after `from` bytes that starts with `prefix` and satisfies `ok`. */
+  const consoleLine = async (id: string, from: number, prefix: string, ok: (line: string) => boolean, seconds: number) => {
+    const deadline = Date.now() + seconds * 1000;
+    for (;;) {
+      const log = await driver.consoleOutput({ instanceId: id, maxBytes: 1 << 20 });
+      const line = log
+        .slice(from)
+        .split("\n")
+        .map((l) => l.trim())
+        .find((l) => l.startsWith(prefix) && ok(l));
+      if (line) return { line, length: log.length };
+      if (Date.now() > deadline) throw new Error(`no "${prefix}" line as expected within ${seconds} s; console:\n${log.slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+
+  /** The attachment ids of the domain's volume disks: live, and in its definition. */
+  const xmlVolumes = async (id: string) => {
+    const dom = await conn.lookupDomainByName(domainName(id));
+    try {
+      const ids = (xml: string) => parseDisks(xml).flatMap((d) => (d.attachmentId ? [`${d.target}=${d.attachmentId}`] : []));
+      return { live: ids(await dom.getXMLDesc(0)), config: ids(await dom.getXMLDesc(VIR_DOMAIN_XML_INACTIVE)) };
+    } finally {
+      dom.free();
+    }
+  };
+
+  /** A 64 MiB volume whose first bytes are `marker` (written into its source image before the volume is made). */
+  const volumeWith = async (marker: string): Promise<string> => {
+    const id = `vol-${randomBytes(4).toString("hex")}`;
+    const image = join(root, `${id}.raw`);
+    await writeFile(image, Buffer.concat([Buffer.from(`${marker}\n`), Buffer.alloc(MiB - marker.length - 1)]));
+    const info = await backend.create(id, "p1", 64 * MiB, { kind: "image", path: image, format: "raw" });
+    assert.equal(info.sizeBytes, 64 * MiB);
+    return id;
+  };
+
+  const exportTo = async (volumeId: string, client: string): Promise<{ attachmentId: string; connection: VolumeConnection }> => {
+    const attachmentId = `att-${randomBytes(4).toString("hex")}`;
+    const e = await backend.export(volumeId, attachmentId, client);
+    return { attachmentId, connection: { host: e.host, port: e.port, exportName: e.exportName, tls: true } };
+  };
+
+  /** A running guest whose first "disks" line (the root disk only) has been printed. */
+  const bootGuest = async () => {
+    const inst = guest();
+    spawned.push(inst.id);
+    await driver.spawn({ instance: inst });
+    const first = await consoleLine(inst.id, 0, "novamesh-test-guest: disks", () => true, 40);
+    assert.match(first.line, /^novamesh-test-guest: disks vda=\d+$/, "the guest starts with its root disk only");
+    return { inst, from: first.length };
+  };
+
+  /** Waits (≤ 40 s) until the guest printed one more ready line than at the last call for this instance. */
+  const readyLines = new Map<string, number>();
+  const guestUp = async (d: Driver, id: string): Promise<void> => {
+    const seen = readyLines.get(id) ?? 0;
+    const deadline = Date.now() + 40_000;
+    for (;;) {
+      const log = await d.consoleOutput({ instanceId: id, maxBytes: 1 << 20 });
+      const n = log.split("novamesh-test-guest: ready").length - 1;
+      if (n > seen) {
+        readyLines.set(id, n);
+        return;
+      }
+      if (Date.now() > deadline) throw new Error(`guest ${id} not up within 40 s; console:\n${log.slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), "nmvol-"));
+    store = new BlankingStore(new DirectoryImageStore(join(root, "store")));
+    await store.put(kernelId, join(GUEST, "vmlinuz"));
+    await store.put(ramdiskId, join(GUEST, "initrd.img"));
+    // The volume host's certificate, from the CA qemu on the hosts trusts (which also signed their client certificates).
+    const serverDir = join(root, "server-tls");
+    await issue(CA!, serverDir, "server", "/O=novamesh/CN=volume-host", "IP:127.0.0.1");
+    const first = 21000 + (process.pid % 100) * 10;
+    backend = new FileVolumeBackend({
+      pools: [{ name: "p1", path: join(root, "p1"), limitBytes: 1024 * MiB }],
+      stateDir: join(root, "x"),
+      exports: { address: "127.0.0.1", ports: [first, first + 9], tlsDir: serverDir },
+      commandTimeoutMs: 10_000,
+    });
+    driver = new LibvirtDriver({
+      hostname: A_NAME!,
+      uri: A!,
+      instancesPath: join(root, "instances"),
+      imageStore: store,
+      diskGb: 20,
+      allocationRatio: { memoryMb: 1, diskGb: 1 },
+      imageCacheMinAgeSeconds: 0,
+      shutdownRetrySeconds: 1,
+      shutdownTimeoutSeconds: 5,
+      detachTimeoutSeconds: 20,
+    });
+    await driver.init();
+    conn = await loadLibvirt().open(A!);
+  });
+
+  after(async () => {
+    const failures: string[] = [];
+    const step = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        failures.push(`${what}: ${String(err)}`);
+      }
+    };
+    for (const id of spawned) await step(`destroying ${id}`, () => driver.destroy({ instanceId: id }));
+    // A contract test that failed half way leaves its guest: any domain with files under this test's directory.
+    await step("removing guests left behind", async () => {
+      for (const dom of (await conn?.listAllDomains()) ?? []) {
+        try {
+          if (!(await dom.getXMLDesc(VIR_DOMAIN_XML_INACTIVE)).includes(root)) continue;
+          if (await dom.isActive()) await dom.destroy();
+          await dom.undefine();
+        } finally {
+          dom.free();
+        }
+      }
+    });
+    await step("closing the driver", () => driver?.close() ?? Promise.resolve());
+    await step("closing the libvirt connection", () => conn?.close() ?? Promise.resolve());
+    await step("stopping the export daemons", () => backend?.close({ stopExports: true }) ?? Promise.resolve());
+    await rm(root, { recursive: true, force: true });
+    assert.deepEqual(failures, [], "every cleanup step worked");
+  });
+
+  // The contract's volume tests with real exports to host A: a blank volume for each attachment.
+  driverContract(
+    "libvirt (qemu, real guest and exports)",
+    async (hostname) =>
+      new LibvirtDriver({
+        hostname,
+        uri: A!,
+        instancesPath: join(root, `contract-${hostname}`, "instances"),
+        imageStore: store,
+        diskGb: 20,
+        allocationRatio: { memoryMb: 1, diskGb: 1 },
+        imageCacheMinAgeSeconds: 0,
+        shutdownRetrySeconds: 1,
+        shutdownTimeoutSeconds: 5,
+      }),
+    {
+      only: "volumeAttach",
+      guest,
+      guestUp,
+      volumeConnection: async (attachmentId) => {
+        const volumeId = `vol-${randomBytes(4).toString("hex")}`;
+        await backend.create(volumeId, "p1", 16 * MiB, { kind: "blank" });
+        const e = await backend.export(volumeId, attachmentId, A_NAME!);
+        return { host: e.host, port: e.port, exportName: e.exportName, tls: true };
+      },
+    },
+  );
+
+  test("a volume exported to host A: the guest sees it as vdb with its size and what was written on it; after the detach it is gone from the guest and the domain", async (t: TestContext) => {
+    const { inst, from } = await bootGuest();
+    const marker = `novamesh-volume-${randomBytes(4).toString("hex")}`;
+    const volumeId = await volumeWith(marker);
+    const { attachmentId, connection } = await exportTo(volumeId, A_NAME!);
+
+    let started = Date.now();
+    const { device } = await driver.attachVolume({ instanceId: inst.id, attachmentId, connection });
+    assert.equal(device, "vdb", "the first free device after the root disk");
+    const head = await consoleLine(inst.id, from, "novamesh-test-guest: disk vdb head=", () => true, 30);
+    t.diagnostic(`attach: the guest printed "${head.line}" ${Date.now() - started} ms after the call began`);
+    assert.ok(head.line.includes(marker), `the guest reads what was written on the volume: ${head.line}`);
+    const sizes = await consoleLine(inst.id, from, "novamesh-test-guest: disks", (l) => l.includes("vdb="), 30);
+    assert.match(sizes.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${64 * MiB}$`));
+    assert.deepEqual(await xmlVolumes(inst.id), { live: [`vdb=${attachmentId}`], config: [`vdb=${attachmentId}`] });
+    assert.deepEqual(await driver.volumes({ instanceId: inst.id }), [{ attachmentId, device: "vdb", connection }]);
+    assert.deepEqual(await driver.attachVolume({ instanceId: inst.id, attachmentId, connection, device: "vdc" }), { device: "vdb" }, "again: the same disk");
+
+    started = Date.now();
+    await driver.detachVolume({ instanceId: inst.id, attachmentId });
+    t.diagnostic(`detach: resolved after ${Date.now() - started} ms`);
+    const gone = await consoleLine(inst.id, sizes.length, "novamesh-test-guest: disks", (l) => !l.includes("vdb="), 15);
+    assert.match(gone.line, /^novamesh-test-guest: disks vda=\d+$/);
+    assert.deepEqual(await xmlVolumes(inst.id), { live: [], config: [] }, "neither the live XML nor the definition has the disk");
+    assert.deepEqual(await driver.volumes({ instanceId: inst.id }), []);
+    await driver.detachVolume({ instanceId: inst.id, attachmentId });
+    await backend.unexport(volumeId, attachmentId); // qemu closed it: the volume host may end the export
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
+  });
+
+  test("an export made for host B is refused to host A: VOLUME_CONNECT_FAILED, and the guest and the domain get no disk", async (t: TestContext) => {
+    const { inst, from } = await bootGuest();
+    const marker = `novamesh-volume-${randomBytes(4).toString("hex")}`;
+    const volumeId = await volumeWith(marker);
+    const forB = await exportTo(volumeId, B_NAME!);
+    const started = Date.now();
+    await assert.rejects(driver.attachVolume({ instanceId: inst.id, ...forB }), (err: unknown) => {
+      assert.ok(err instanceof DriverError, String(err));
+      assert.equal(err.code, "VOLUME_CONNECT_FAILED", err.message);
+      assert.match(err.message, new RegExp(`${forB.connection.host}:${forB.connection.port}`), "names the export");
+      t.diagnostic(`refused after ${Date.now() - started} ms: ${err.message}`);
+      return true;
+    });
+    assert.deepEqual(await xmlVolumes(inst.id), { live: [], config: [] }, "nothing attached, live or in the definition");
+    assert.deepEqual(await driver.volumes({ instanceId: inst.id }), []);
+
+    // The same volume exported to host A instead (after B's export ends) attaches: what was refused was the identity.
+    await backend.unexport(volumeId, forB.attachmentId);
+    const forA = await exportTo(volumeId, A_NAME!);
+    await driver.attachVolume({ instanceId: inst.id, ...forA });
+    const head = await consoleLine(inst.id, from, "novamesh-test-guest: disk ", () => true, 30);
+    assert.equal(head.line.startsWith("novamesh-test-guest: disk vdb head="), true, `the first disk the guest saw is host A's attachment: ${head.line}`);
+    assert.ok(head.line.includes(marker));
+    await driver.detachVolume({ instanceId: inst.id, ...forA });
+    await backend.unexport(volumeId, forA.attachmentId);
+  });
+});
