@@ -18,8 +18,8 @@ import { openPool, withTx, type Pool } from "../controller/store/db.js";
 import { migrate } from "../controller/store/migrations.js";
 import { setTunnelIp } from "../controller/store/network-changes.js";
 import { createNetwork, createSubnet } from "../controller/store/networks.js";
-import { createPort, releaseServerPorts } from "../controller/store/ports.js";
-import { createRule, createSecurityGroup } from "../controller/store/security-groups.js";
+import { createPort, releaseServerPorts, updatePort } from "../controller/store/ports.js";
+import { createRule, createSecurityGroup, deleteRule } from "../controller/store/security-groups.js";
 import { MYSQL_URL } from "./harness.js";
 
 const N = 20;
@@ -177,6 +177,21 @@ describe("network sync", () => {
     assert.equal((await quiet()).size, N);
     assert.equal(sync.stats.hostsComputed - before, N);
     assert.ok(rules("sync-h0").some((r) => r.portMin === 8080) && rules("sync-h0").some((r) => r.portMin === 8081));
+  });
+
+  test("a rule deleted, and a port leaving the group a rule names, reach exactly the hosts they concern", async () => {
+    const rule = await withTx(pool, (c) => createRule(c, solo, { direction: "ingress", protocol: "tcp", portMin: 7000, portMax: 7000, remoteCidr: "", remoteGroupId: null }));
+    await quiet();
+    assert.ok(rules("sync-h0").some((r) => r.portMin === 7000));
+    await withTx(pool, (c) => deleteRule(c, rule.id));
+    assert.deepEqual([...(await quiet())], ["sync-h0"], "only the host whose port is in the rule's group");
+    assert.ok(!rules("sync-h0").some((r) => r.portMin === 7000), "the rule is gone from sync-h0");
+
+    // sync-h0's rule lets in `all`'s members on UDP 53; sync-h7's port leaves `all`.
+    const leaving = portsOn("sync-h7")[0]!;
+    await withTx(pool, (c) => updatePort(c, leaving.id, { securityGroupIds: [solo] }));
+    assert.deepEqual([...(await quiet())].sort(), ["sync-h0", "sync-h7"], "the host whose rule names the group, and the port's own");
+    assert.ok(!rules("sync-h0").find((r) => r.protocol === "udp")!.remoteAddresses.includes(leaving.fixedIps[0]!.ipAddress), "sync-h7's address left sync-h0's rule");
   });
 
   test("a poll that fails after reading the changes computes every host again, so none misses its change", async () => {
