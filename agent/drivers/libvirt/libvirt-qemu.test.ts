@@ -26,6 +26,7 @@ import { domainName, parseInterfaces } from "./domain-xml.js";
 import { DirectoryImageStore } from "./image-store.js";
 import { BlankingStore } from "./test-image-store.js";
 import { LibvirtDriver } from "./libvirt-driver.js";
+import { readyWaiter } from "./test-console.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url));
 const A = process.env.NOVAMESH_LIBVIRT_A;
@@ -217,22 +218,8 @@ describe("libvirt driver: interface hot-plug (qemu, host A)", { skip }, () => {
     }
   };
 
-  /** Waits (≤ 30 s) until the console log has one more ready line than at the last call for this instance. */
-  const readyLines = new Map<string, number>();
-  const guestUp = async (driver: Driver, id: string): Promise<void> => {
-    const seen = readyLines.get(id) ?? 0;
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const log = await driver.consoleOutput({ instanceId: id, maxBytes: 1 << 20 });
-      const n = log.split("novamesh-test-guest: ready").length - 1;
-      if (n > seen) {
-        readyLines.set(id, n);
-        return;
-      }
-      if (Date.now() > deadline) throw new Error(`guest ${id} not up within 30 s; console:\n${log.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  };
+  /** Waits (≤ 30 s) until the guest printed one more ready line than at the last call for this instance. */
+  const guestUp = readyWaiter(30_000);
 
   /** Waits (≤ `seconds`) for a "nics" line on the console, after `from` bytes, that satisfies `ok`. */
   const nicsLine = async (driver: Driver, id: string, from: number, ok: (line: string) => boolean, seconds: number) => {

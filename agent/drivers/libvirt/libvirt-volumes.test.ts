@@ -19,7 +19,6 @@ import { FileVolumeBackend } from "../../volume/file/file-backend.js";
 import { issue } from "../../volume/file/test-certs.js";
 import { fileBackendSkip } from "../../volume/file/test-qemu.js";
 import { driverContract } from "../contract.js";
-import type { Driver } from "../driver.js";
 import { DriverError } from "../errors.js";
 import { testInstance } from "../test-instance.js";
 import type { InstanceSpec, VolumeConnection } from "../types.js";
@@ -28,6 +27,7 @@ import { domainName, parseDisks } from "./domain-xml.js";
 import { DirectoryImageStore } from "./image-store.js";
 import { LibvirtDriver } from "./libvirt-driver.js";
 import { BlankingStore } from "./test-image-store.js";
+import { readyWaiter } from "./test-console.js";
 
 const A = process.env.NOVAMESH_LIBVIRT_A;
 const A_NAME = process.env.NOVAMESH_LIBVIRT_A_NAME;
@@ -119,21 +119,7 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
   };
 
   /** Waits (≤ 40 s) until the guest printed one more ready line than at the last call for this instance. */
-  const readyLines = new Map<string, number>();
-  const guestUp = async (d: Driver, id: string): Promise<void> => {
-    const seen = readyLines.get(id) ?? 0;
-    const deadline = Date.now() + 40_000;
-    for (;;) {
-      const log = await d.consoleOutput({ instanceId: id, maxBytes: 1 << 20 });
-      const n = log.split("novamesh-test-guest: ready").length - 1;
-      if (n > seen) {
-        readyLines.set(id, n);
-        return;
-      }
-      if (Date.now() > deadline) throw new Error(`guest ${id} not up within 40 s; console:\n${log.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  };
+  const guestUp = readyWaiter(40_000);
 
   before(async () => {
     root = await mkdtemp(join(tmpdir(), "nmvol-"));
