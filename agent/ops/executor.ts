@@ -28,7 +28,7 @@ import type { PowerState, SnapshotInfo } from "../drivers/types.js";
 import { isInvalidOp, type AgentOp, type DriverOpKind, type InvalidOp } from "./agent-op.js";
 import { handlerOf, RUN, SKIP, type Reconciliation, type RunResult } from "./handlers.js";
 import { OpJournal, type FinishedEntry } from "./journal.js";
-import { KeyedQueue } from "./keyed-queue.js";
+import { KeyedQueue } from "../keyed-queue.js";
 import { finalFailure, toFailure, type OpFailure, type OpOutcome } from "./outcome.js";
 import { ProgressRelay, type OpProgressEvent } from "./progress.js";
 

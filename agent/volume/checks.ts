@@ -1,6 +1,5 @@
 /** What every volume backend checks and how it says no: ids, sizes, and the errors of the contract. */
 import { DriverError } from "../drivers/errors.js";
-import { settledOf } from "../settled.js";
 import { CLIENT_NAME_PATTERN, VOLUME_ID_PATTERN, type VolumeErrorCode, type VolumeSource } from "./backend.js";
 
 /** A rejection with one of the contract's codes (never retryable: the same call fails the same way). */
@@ -43,23 +42,4 @@ export function checkSource(source: VolumeSource): void {
 /** The same source, for the idempotency of `create`. */
 export function sameSource(a: VolumeSource, b: VolumeSource): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
-}
-
-/**
- * Runs calls keyed by a string one after another (per volume, per client
- * host); calls on other keys run alongside.
- */
-export class KeyedQueue {
-  private readonly tails = new Map<string, Promise<unknown>>();
-
-  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const before = this.tails.get(key) ?? Promise.resolve();
-    const result = before.then(fn, fn);
-    const tail = settledOf(result);
-    this.tails.set(key, tail);
-    void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return result;
-  }
 }

@@ -12,7 +12,8 @@
 import { open, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { ExportInfo, PoolCapacity, VolumeBackend, VolumeInfo, VolumeSource } from "../backend.js";
-import { checkClient, checkId, checkSize, checkSource, KeyedQueue, sameSource, volumeError } from "../checks.js";
+import { KeyedQueue } from "../../keyed-queue.js";
+import { checkClient, checkId, checkSize, checkSource, sameSource, volumeError } from "../checks.js";
 import { readIfExists, writeAtomic } from "../../network/linux/files.js";
 import { VolumeFaultInjector, type VolumeFaults } from "./faults.js";
 

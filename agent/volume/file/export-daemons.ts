@@ -23,7 +23,7 @@ import { bestEffort } from "../../best-effort.js";
 import { DriverError } from "../../drivers/errors.js";
 import { readIfExists, writeAtomic } from "../../network/linux/files.js";
 import type { ExportInfo } from "../backend.js";
-import { KeyedQueue } from "../checks.js";
+import { KeyedQueue } from "../../keyed-queue.js";
 import { daemonPid, killHard, startDaemon, stopDaemon, type DaemonSpec } from "./daemon-process.js";
 import { withQmp, type QmpClient } from "./qmp.js";
 

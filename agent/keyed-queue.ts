@@ -1,17 +1,18 @@
-import { settledOf } from "../settled.js";
+import { settledOf } from "./settled.js";
 
 /**
- * Runs tasks one after another per key and at most `limit` at once overall:
- * ops of one server in the order they arrived, different servers in
- * parallel.
+ * Runs tasks one after another per key and at most `limit` at once overall
+ * (default: no limit): ops of one server in the order they arrived,
+ * different servers in parallel; a volume's calls, or a client host's, in
+ * turn. A task runs whether the one before it under its key succeeded or not.
  */
 export class KeyedQueue {
   private readonly tails = new Map<string, Promise<void>>();
   private readonly waiters: Array<() => void> = [];
   private running = 0;
 
-  constructor(private readonly limit: number) {
-    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`limit must be a positive integer, got ${limit}`);
+  constructor(private readonly limit: number = Number.POSITIVE_INFINITY) {
+    if (limit !== Number.POSITIVE_INFINITY && (!Number.isInteger(limit) || limit < 1)) throw new RangeError(`limit must be a positive integer, got ${limit}`);
   }
 
   /** Tasks running now. */
