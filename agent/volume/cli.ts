@@ -11,7 +11,7 @@
 import { resolve } from "node:path";
 import type { Logger } from "pino";
 import type { VolumeBackend } from "./backend.js";
-import { MAX_POOLS_PER_HOST } from "../../controller/domain/volume.js";
+import { MAX_POOLS_PER_HOST, POOL_NAME } from "../../controller/domain/volume.js";
 import { makeVolumeBackend } from "./index.js";
 
 /** The flags, merged into the agent's table (same shape). */
@@ -80,8 +80,8 @@ export function volumeConfigOf(get: (name: keyof typeof VOLUME_FLAGS) => string 
 }
 
 function poolOf(spec: string, backend: "fake" | "file", fail: (message: string) => never): PoolFlag {
-  const m = /^([A-Za-z0-9._-]{1,64})(?:=([^:]+))?(?::([^:]+))?$/.exec(spec);
-  if (!m) fail(`--volume-pools: "${spec}" is not NAME=PATH[:SIZE] or NAME:SIZE (names: 1-64 letters, digits, '.', '-', '_')`);
+  const m = /^([^=:]*)(?:=([^:]+))?(?::([^:]+))?$/.exec(spec);
+  if (!m || !POOL_NAME.test(m[1]!)) fail(`--volume-pools: "${spec}" is not NAME=PATH[:SIZE] or NAME:SIZE (names: 1-64 letters, digits, '.', '-', '_')`);
   const [, name, path, size] = m;
   const sizeBytes = size === undefined ? undefined : parseSize(size);
   if (size !== undefined && sizeBytes === undefined) fail(`--volume-pools: pool "${name}": "${size}" is not a size (bytes, or a number with K, M, G, T)`);

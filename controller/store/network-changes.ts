@@ -106,11 +106,10 @@ export interface Touched {
 
 const CHUNK = 500;
 
-/** The hosts of the live servers the query selects, for each chunk of `ids` (the `(?)` in `sql`). */
+/** The hosts the query selects, for each chunk of `ids` (the list its `IN (?)` takes). */
 async function hostsOf(q: Queryable, sql: string, ids: readonly string[], out: Set<string>): Promise<void> {
   for (let i = 0; i < ids.length; i += CHUNK) {
-    const chunk = ids.slice(i, i + CHUNK);
-    const rows = await select<{ host: string | null }>(q, sql.replace("(?)", `(${chunk.map(() => "?").join(",")})`), chunk);
+    const rows = await select<{ host: string | null }>(q, sql, [ids.slice(i, i + CHUNK)]);
     for (const r of rows) if (r.host) out.add(r.host);
   }
 }
