@@ -31,12 +31,11 @@ import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { ServerStatus, type Server } from "../gen/novamesh/compute/v1/server.js";
 import { Segmentation, Subnet } from "../gen/novamesh/network/v1/network.js";
 import { Direction, SecurityGroupRule } from "../gen/novamesh/network/v1/security_group.js";
-import { loadLibvirt } from "../agent/drivers/libvirt/binding/index.js";
 import { uriHost } from "../agent/drivers/libvirt/live-migration.js";
 import { vxlanBridgeName, vxlanDeviceName } from "../agent/network/index.js";
-import * as C from "../agent/drivers/libvirt/binding/constants.js";
 import { registerTestGuest } from "../scripts/test-guest.js";
 import { eventually, settled, withOnlyHost } from "./harness.js";
+import { removeDomains } from "./libvirt-domains.js";
 import { stack } from "./stack.js";
 
 const run = promisify(execFile);
@@ -372,18 +371,3 @@ describe("real guests on a real network (libvirt, linux network driver)", { skip
     assert.equal(await pings(a1), false, "the deleted guest's address no longer answers");
   });
 });
-
-/** Destroys and undefines the domains of `ids` on the libvirtd at `uri`. */
-async function removeDomains(uri: string, ids: string[]): Promise<void> {
-  const conn = await loadLibvirt().open(uri);
-  try {
-    for (const d of await conn.listAllDomains(0)) {
-      const name = await d.getName();
-      if (!ids.some((id) => name === `novamesh-${id}`)) continue;
-      if (await d.isActive()) await d.destroy();
-      if (await d.isPersistent()) await d.undefineFlags(C.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE);
-    }
-  } finally {
-    await conn.close();
-  }
-}

@@ -15,11 +15,11 @@ import { ImageStatus } from "../gen/novamesh/compute/v1/image.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { RebootType, ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { loadLibvirt } from "../agent/drivers/libvirt/binding/index.js";
-import * as C from "../agent/drivers/libvirt/binding/constants.js";
 import { hashFile } from "../agent/drivers/libvirt/image-store.js";
 import { downloadImageFile } from "../scripts/image-files.js";
 import { GUEST_READY_LINE, registerTestGuest } from "../scripts/test-guest.js";
 import { assertCapacityExact, eventually, settled } from "./harness.js";
+import { removeDomains } from "./libvirt-domains.js";
 import { stack } from "./stack.js";
 
 const A = process.env.NOVAMESH_LIBVIRT_A;
@@ -201,21 +201,6 @@ async function domainsOn(uri: string, id: string): Promise<string[]> {
   try {
     const names = await Promise.all((await conn.listAllDomains(0)).map((d) => d.getName()));
     return names.filter((n) => n.includes(id));
-  } finally {
-    await conn.close();
-  }
-}
-
-/** Destroys and undefines the domains of `ids` on the libvirtd at `uri`. */
-async function removeDomains(uri: string, ids: string[]): Promise<void> {
-  const conn = await loadLibvirt().open(uri);
-  try {
-    for (const d of await conn.listAllDomains(0)) {
-      const name = await d.getName();
-      if (!ids.some((id) => name === `novamesh-${id}`)) continue;
-      await d.destroy().catch(() => undefined);
-      await d.undefineFlags(C.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE).catch(() => undefined);
-    }
   } finally {
     await conn.close();
   }

@@ -26,7 +26,7 @@ import { domainName, parseInterfaces } from "./domain-xml.js";
 import { DirectoryImageStore } from "./image-store.js";
 import { BlankingStore } from "./test-image-store.js";
 import { LibvirtDriver } from "./libvirt-driver.js";
-import { readyWaiter } from "./test-console.js";
+import { consoleLine, readyWaiter } from "./test-console.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url));
 const A = process.env.NOVAMESH_LIBVIRT_A;
@@ -222,19 +222,8 @@ describe("libvirt driver: interface hot-plug (qemu, host A)", { skip }, () => {
   const guestUp = readyWaiter(30_000);
 
   /** Waits (≤ `seconds`) for a "nics" line on the console, after `from` bytes, that satisfies `ok`. */
-  const nicsLine = async (driver: Driver, id: string, from: number, ok: (line: string) => boolean, seconds: number) => {
-    const deadline = Date.now() + seconds * 1000;
-    for (;;) {
-      const log = await driver.consoleOutput({ instanceId: id, maxBytes: 1 << 20 });
-      const line = log
-        .slice(from)
-        .split("\n")
-        .find((l) => l.startsWith("novamesh-test-guest: nics") && ok(l));
-      if (line) return { line: line.trim(), length: log.length };
-      if (Date.now() > deadline) throw new Error(`no such nics line within ${seconds} s; console:\n${log.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  };
+  const nicsLine = (driver: Driver, id: string, from: number, ok: (line: string) => boolean, seconds: number) =>
+    consoleLine(driver, id, from, "novamesh-test-guest: nics", ok, seconds);
 
   before(async () => {
     root = await mkdtemp(join(tmpdir(), "novamesh-libvirt-qemu-"));

@@ -27,7 +27,7 @@ import { domainName, parseDisks } from "./domain-xml.js";
 import { DirectoryImageStore } from "./image-store.js";
 import { LibvirtDriver } from "./libvirt-driver.js";
 import { BlankingStore } from "./test-image-store.js";
-import { readyWaiter } from "./test-console.js";
+import { consoleLine as waitForLine, readyWaiter } from "./test-console.js";
 
 const A = process.env.NOVAMESH_LIBVIRT_A;
 const A_NAME = process.env.NOVAMESH_LIBVIRT_A_NAME;
@@ -66,20 +66,7 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
   };
 
   /** Waits (≤ `seconds`) for a console line after `from` bytes that starts with `prefix` and satisfies `ok`. */
-  const consoleLine = async (id: string, from: number, prefix: string, ok: (line: string) => boolean, seconds: number) => {
-    const deadline = Date.now() + seconds * 1000;
-    for (;;) {
-      const log = await driver.consoleOutput({ instanceId: id, maxBytes: 1 << 20 });
-      const line = log
-        .slice(from)
-        .split("\n")
-        .map((l) => l.trim())
-        .find((l) => l.startsWith(prefix) && ok(l));
-      if (line) return { line, length: log.length };
-      if (Date.now() > deadline) throw new Error(`no "${prefix}" line as expected within ${seconds} s; console:\n${log.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  };
+  const consoleLine = (id: string, from: number, prefix: string, ok: (line: string) => boolean, seconds: number) => waitForLine(driver, id, from, prefix, ok, seconds);
 
   /** The attachment ids of the domain's volume disks: live, and in its definition. */
   const xmlVolumes = async (id: string) => {

@@ -1,4 +1,4 @@
-/** Console waits for the real-guest tests of the libvirt driver (the test guest's ready lines). */
+/** Console waits for the real-guest tests of the libvirt driver (the test guest's ready, nics and disks lines). */
 import type { Driver } from "../driver.js";
 
 /**
@@ -22,4 +22,31 @@ export function readyWaiter(timeoutMs: number): (driver: Driver, id: string) => 
       await new Promise((r) => setTimeout(r, 200));
     }
   };
+}
+
+/**
+ * Waits (at most `seconds`) for a console line, after the first `from`
+ * bytes, that starts with `prefix` and satisfies `ok`; the line (trimmed)
+ * and the console's length then, to wait for a later line from there.
+ */
+export async function consoleLine(
+  driver: Driver,
+  id: string,
+  from: number,
+  prefix: string,
+  ok: (line: string) => boolean,
+  seconds: number,
+): Promise<{ line: string; length: number }> {
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    const log = await driver.consoleOutput({ instanceId: id, maxBytes: 1 << 20 });
+    const line = log
+      .slice(from)
+      .split("\n")
+      .map((l) => l.trim())
+      .find((l) => l.startsWith(prefix) && ok(l));
+    if (line) return { line, length: log.length };
+    if (Date.now() > deadline) throw new Error(`no "${prefix}" line as expected within ${seconds} s; console:\n${log.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
