@@ -224,6 +224,8 @@ export function opResultToProto(outcome: OpOutcome): OpResult {
     finishTime: outcome.finishTime,
     snapshot: outcome.snapshot ? snapshotInfoToProto(outcome.snapshot) : undefined,
     note: outcome.note ?? "",
+    volumeId: "",
+    volume: undefined,
   };
 }
 

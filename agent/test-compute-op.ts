@@ -17,6 +17,7 @@ export function computeOpOf(op: AgentOp): ComputeOp {
     attempt,
     createTime: new Date(),
     deadline: deadline ?? undefined,
+    volume: undefined,
     instance: {
       id: instance.id,
       name: instance.name,

@@ -79,7 +79,7 @@ export class RawAgent {
     this.call.write({
       body: {
         $case: "opResult",
-        opResult: { opId, serverId, note: "", error: undefined, powerState: PowerState.POWER_STATE_RUNNING, startTime: new Date(), finishTime: new Date(), snapshot },
+        opResult: { opId, serverId, note: "", error: undefined, powerState: PowerState.POWER_STATE_RUNNING, startTime: new Date(), finishTime: new Date(), snapshot, volumeId: "", volume: undefined },
       },
     });
   }

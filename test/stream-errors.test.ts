@@ -34,7 +34,7 @@ describe("failing streams", () => {
     const ended = outcome(call);
     // An op result before hello: the controller cannot know whose it is.
     const bad: ConnectRequest = {
-      body: { $case: "opResult", opResult: { opId: "00000000-0000-4000-8000-000000000001", serverId: "00000000-0000-4000-8000-000000000002", note: "", error: undefined, powerState: 0, startTime: undefined, finishTime: undefined, snapshot: undefined } },
+      body: { $case: "opResult", opResult: { opId: "00000000-0000-4000-8000-000000000001", serverId: "00000000-0000-4000-8000-000000000002", note: "", error: undefined, powerState: 0, startTime: undefined, finishTime: undefined, snapshot: undefined, volumeId: "", volume: undefined } },
     };
     call.write(bad);
     const got = await ended;

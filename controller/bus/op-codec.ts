@@ -33,6 +33,7 @@ export function encodeComputeOp(o: {
     attempt: o.attempt,
     createTime: new Date(),
     deadline: o.deadline ?? undefined,
+    volume: undefined,
     instance: {
       id: inst.uuid,
       name: inst.name,

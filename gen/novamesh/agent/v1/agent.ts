@@ -477,6 +477,16 @@ export interface OpResult {
     | undefined;
   /** A note on how the op went, such as a soft reboot that fell back to hard. */
   note: string;
+  /** Volume id, for a volume op (server_id is empty then). */
+  volumeId: string;
+  /** What a volume op left: the volume as the backend holds it. */
+  volume: VolumeState | undefined;
+}
+
+/** A volume after a volume op. */
+export interface VolumeState {
+  /** Its size in bytes (larger than asked when its source was larger). */
+  sizeBytes: number;
 }
 
 /** The image data a snapshot stored. */
@@ -3728,6 +3738,8 @@ function createBaseOpResult(): OpResult {
     finishTime: undefined,
     snapshot: undefined,
     note: "",
+    volumeId: "",
+    volume: undefined,
   };
 }
 
@@ -3756,6 +3768,12 @@ export const OpResult: MessageFns<OpResult> = {
     }
     if (message.note !== "") {
       writer.uint32(66).string(message.note);
+    }
+    if (message.volumeId !== "") {
+      writer.uint32(74).string(message.volumeId);
+    }
+    if (message.volume !== undefined) {
+      VolumeState.encode(message.volume, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -3837,6 +3855,22 @@ export const OpResult: MessageFns<OpResult> = {
             message.note = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.volume = VolumeState.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3879,6 +3913,12 @@ export const OpResult: MessageFns<OpResult> = {
         : undefined,
       snapshot: isSet(object.snapshot) ? SnapshotInfo.fromJSON(object.snapshot) : undefined,
       note: isSet(object.note) ? globalThis.String(object.note) : "",
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
+      volume: isSet(object.volume) ? VolumeState.fromJSON(object.volume) : undefined,
     };
   },
 
@@ -3908,6 +3948,12 @@ export const OpResult: MessageFns<OpResult> = {
     if (message.note !== "") {
       obj.note = message.note;
     }
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
+    if (message.volume !== undefined) {
+      obj.volume = VolumeState.toJSON(message.volume);
+    }
     return obj;
   },
 
@@ -3928,6 +3974,83 @@ export const OpResult: MessageFns<OpResult> = {
       ? SnapshotInfo.fromPartial(object.snapshot)
       : undefined;
     message.note = object.note ?? "";
+    message.volumeId = object.volumeId ?? "";
+    message.volume = (object.volume !== undefined && object.volume !== null)
+      ? VolumeState.fromPartial(object.volume)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseVolumeState(): VolumeState {
+  return { sizeBytes: 0 };
+}
+
+export const VolumeState: MessageFns<VolumeState> = {
+  encode(message: VolumeState, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sizeBytes !== 0) {
+      writer.uint32(8).int64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VolumeState {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolumeState();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VolumeState {
+    return {
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: VolumeState): unknown {
+    const obj: any = {};
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VolumeState>, I>>(base?: I): VolumeState {
+    return VolumeState.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VolumeState>, I>>(object: I): VolumeState {
+    const message = createBaseVolumeState();
+    message.sizeBytes = object.sizeBytes ?? 0;
     return message;
   },
 };

@@ -40,6 +40,13 @@ export interface ComputeOp {
   deadline:
     | Date
     | undefined;
+  /**
+   * The volume, for the ops a volume host runs on one of its volumes
+   * (create_volume, delete_volume, extend_volume); `instance` is unset then.
+   */
+  volume:
+    | Volume
+    | undefined;
   /** What to do. */
   op:
     | //
@@ -126,7 +133,28 @@ export interface ComputeOp {
     | //
     /** Remove a port's interface from the instance. */
     { $case: "detachInterface"; detachInterface: DetachInterfaceOp }
+    | //
+    /** Volume host: create the volume in its pool. */
+    { $case: "createVolume"; createVolume: CreateVolumeOp }
+    | //
+    /** Volume host: delete the volume with its snapshots and exports. */
+    { $case: "deleteVolume"; deleteVolume: DeleteVolumeOp }
+    | //
+    /** Volume host: grow the volume. */
+    { $case: "extendVolume"; extendVolume: ExtendVolumeOp }
     | undefined;
+}
+
+/** A volume, as its volume host needs it. */
+export interface Volume {
+  /** Volume id (UUID). */
+  id: string;
+  /** Project. */
+  projectId: string;
+  /** The pool on the host that holds it. */
+  pool: string;
+  /** Its size in bytes (virtual: thin pools use only what is written). */
+  sizeBytes: number;
 }
 
 /** An instance as the agent sees it. */
@@ -433,6 +461,35 @@ export interface DetachInterfaceOp {
   macAddress: string;
 }
 
+/**
+ * Create a volume of `Volume.size_bytes` in `Volume.pool`. Without a source
+ * it is blank; creating one that exists with the same size and source
+ * finds it made.
+ */
+export interface CreateVolumeOp {
+  /** Copy this image into it (the volume is at least its virtual size). */
+  image:
+    | InstanceImage
+    | undefined;
+  /** Copy this snapshot of a volume on the same host into it. */
+  sourceVolumeId: string;
+  /** The snapshot (with source_volume_id). */
+  sourceSnapshotId: string;
+}
+
+/**
+ * Delete a volume, its snapshots and its exports; an unknown volume is
+ * already deleted.
+ */
+export interface DeleteVolumeOp {
+}
+
+/** Grow a volume to `size_bytes` (never shrinks). */
+export interface ExtendVolumeOp {
+  /** The new size in bytes. */
+  sizeBytes: number;
+}
+
 function createBaseComputeOp(): ComputeOp {
   return {
     opId: "",
@@ -441,6 +498,7 @@ function createBaseComputeOp(): ComputeOp {
     createTime: undefined,
     instance: undefined,
     deadline: undefined,
+    volume: undefined,
     op: undefined,
   };
 }
@@ -464,6 +522,9 @@ export const ComputeOp: MessageFns<ComputeOp> = {
     }
     if (message.deadline !== undefined) {
       Timestamp.encode(toTimestamp(message.deadline), writer.uint32(50).fork()).join();
+    }
+    if (message.volume !== undefined) {
+      Volume.encode(message.volume, writer.uint32(58).fork()).join();
     }
     switch (message.op?.$case) {
       case "spawn":
@@ -538,6 +599,15 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       case "detachInterface":
         DetachInterfaceOp.encode(message.op.detachInterface, writer.uint32(266).fork()).join();
         break;
+      case "createVolume":
+        CreateVolumeOp.encode(message.op.createVolume, writer.uint32(322).fork()).join();
+        break;
+      case "deleteVolume":
+        DeleteVolumeOp.encode(message.op.deleteVolume, writer.uint32(330).fork()).join();
+        break;
+      case "extendVolume":
+        ExtendVolumeOp.encode(message.op.extendVolume, writer.uint32(338).fork()).join();
+        break;
     }
     return writer;
   },
@@ -601,6 +671,14 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             }
 
             message.deadline = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.volume = Volume.decode(reader, reader.uint32());
             continue;
           }
           case 10: {
@@ -822,6 +900,30 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             };
             continue;
           }
+          case 40: {
+            if (tag !== 322) {
+              break;
+            }
+
+            message.op = { $case: "createVolume", createVolume: CreateVolumeOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 41: {
+            if (tag !== 330) {
+              break;
+            }
+
+            message.op = { $case: "deleteVolume", deleteVolume: DeleteVolumeOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 42: {
+            if (tag !== 338) {
+              break;
+            }
+
+            message.op = { $case: "extendVolume", extendVolume: ExtendVolumeOp.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -854,6 +956,7 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         : undefined,
       instance: isSet(object.instance) ? Instance.fromJSON(object.instance) : undefined,
       deadline: isSet(object.deadline) ? fromJsonTimestamp(object.deadline) : undefined,
+      volume: isSet(object.volume) ? Volume.fromJSON(object.volume) : undefined,
       op: isSet(object.spawn)
         ? { $case: "spawn", spawn: SpawnOp.fromJSON(object.spawn) }
         : isSet(object.destroy)
@@ -940,6 +1043,18 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         ? { $case: "detachInterface", detachInterface: DetachInterfaceOp.fromJSON(object.detachInterface) }
         : isSet(object.detach_interface)
         ? { $case: "detachInterface", detachInterface: DetachInterfaceOp.fromJSON(object.detach_interface) }
+        : isSet(object.createVolume)
+        ? { $case: "createVolume", createVolume: CreateVolumeOp.fromJSON(object.createVolume) }
+        : isSet(object.create_volume)
+        ? { $case: "createVolume", createVolume: CreateVolumeOp.fromJSON(object.create_volume) }
+        : isSet(object.deleteVolume)
+        ? { $case: "deleteVolume", deleteVolume: DeleteVolumeOp.fromJSON(object.deleteVolume) }
+        : isSet(object.delete_volume)
+        ? { $case: "deleteVolume", deleteVolume: DeleteVolumeOp.fromJSON(object.delete_volume) }
+        : isSet(object.extendVolume)
+        ? { $case: "extendVolume", extendVolume: ExtendVolumeOp.fromJSON(object.extendVolume) }
+        : isSet(object.extend_volume)
+        ? { $case: "extendVolume", extendVolume: ExtendVolumeOp.fromJSON(object.extend_volume) }
         : undefined,
     };
   },
@@ -963,6 +1078,9 @@ export const ComputeOp: MessageFns<ComputeOp> = {
     }
     if (message.deadline !== undefined) {
       obj.deadline = message.deadline.toISOString();
+    }
+    if (message.volume !== undefined) {
+      obj.volume = Volume.toJSON(message.volume);
     }
     if (message.op?.$case === "spawn") {
       obj.spawn = SpawnOp.toJSON(message.op.spawn);
@@ -1012,6 +1130,12 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       obj.attachInterface = AttachInterfaceOp.toJSON(message.op.attachInterface);
     } else if (message.op?.$case === "detachInterface") {
       obj.detachInterface = DetachInterfaceOp.toJSON(message.op.detachInterface);
+    } else if (message.op?.$case === "createVolume") {
+      obj.createVolume = CreateVolumeOp.toJSON(message.op.createVolume);
+    } else if (message.op?.$case === "deleteVolume") {
+      obj.deleteVolume = DeleteVolumeOp.toJSON(message.op.deleteVolume);
+    } else if (message.op?.$case === "extendVolume") {
+      obj.extendVolume = ExtendVolumeOp.toJSON(message.op.extendVolume);
     }
     return obj;
   },
@@ -1029,6 +1153,9 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       ? Instance.fromPartial(object.instance)
       : undefined;
     message.deadline = object.deadline ?? undefined;
+    message.volume = (object.volume !== undefined && object.volume !== null)
+      ? Volume.fromPartial(object.volume)
+      : undefined;
     switch (object.op?.$case) {
       case "spawn": {
         if (object.op?.spawn !== undefined && object.op?.spawn !== null) {
@@ -1201,7 +1328,150 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         }
         break;
       }
+      case "createVolume": {
+        if (object.op?.createVolume !== undefined && object.op?.createVolume !== null) {
+          message.op = { $case: "createVolume", createVolume: CreateVolumeOp.fromPartial(object.op.createVolume) };
+        }
+        break;
+      }
+      case "deleteVolume": {
+        if (object.op?.deleteVolume !== undefined && object.op?.deleteVolume !== null) {
+          message.op = { $case: "deleteVolume", deleteVolume: DeleteVolumeOp.fromPartial(object.op.deleteVolume) };
+        }
+        break;
+      }
+      case "extendVolume": {
+        if (object.op?.extendVolume !== undefined && object.op?.extendVolume !== null) {
+          message.op = { $case: "extendVolume", extendVolume: ExtendVolumeOp.fromPartial(object.op.extendVolume) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseVolume(): Volume {
+  return { id: "", projectId: "", pool: "", sizeBytes: 0 };
+}
+
+export const Volume: MessageFns<Volume> = {
+  encode(message: Volume, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.projectId !== "") {
+      writer.uint32(18).string(message.projectId);
+    }
+    if (message.pool !== "") {
+      writer.uint32(26).string(message.pool);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(32).int64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Volume {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolume();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.projectId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pool = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Volume {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      projectId: isSet(object.projectId)
+        ? globalThis.String(object.projectId)
+        : isSet(object.project_id)
+        ? globalThis.String(object.project_id)
+        : "",
+      pool: isSet(object.pool) ? globalThis.String(object.pool) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: Volume): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.projectId !== "") {
+      obj.projectId = message.projectId;
+    }
+    if (message.pool !== "") {
+      obj.pool = message.pool;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Volume>, I>>(base?: I): Volume {
+    return Volume.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Volume>, I>>(object: I): Volume {
+    const message = createBaseVolume();
+    message.id = object.id ?? "";
+    message.projectId = object.projectId ?? "";
+    message.pool = object.pool ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
     return message;
   },
 };
@@ -4614,6 +4884,242 @@ export const DetachInterfaceOp: MessageFns<DetachInterfaceOp> = {
     const message = createBaseDetachInterfaceOp();
     message.portId = object.portId ?? "";
     message.macAddress = object.macAddress ?? "";
+    return message;
+  },
+};
+
+function createBaseCreateVolumeOp(): CreateVolumeOp {
+  return { image: undefined, sourceVolumeId: "", sourceSnapshotId: "" };
+}
+
+export const CreateVolumeOp: MessageFns<CreateVolumeOp> = {
+  encode(message: CreateVolumeOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.image !== undefined) {
+      InstanceImage.encode(message.image, writer.uint32(10).fork()).join();
+    }
+    if (message.sourceVolumeId !== "") {
+      writer.uint32(18).string(message.sourceVolumeId);
+    }
+    if (message.sourceSnapshotId !== "") {
+      writer.uint32(26).string(message.sourceSnapshotId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateVolumeOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateVolumeOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.image = InstanceImage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.sourceVolumeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.sourceSnapshotId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateVolumeOp {
+    return {
+      image: isSet(object.image) ? InstanceImage.fromJSON(object.image) : undefined,
+      sourceVolumeId: isSet(object.sourceVolumeId)
+        ? globalThis.String(object.sourceVolumeId)
+        : isSet(object.source_volume_id)
+        ? globalThis.String(object.source_volume_id)
+        : "",
+      sourceSnapshotId: isSet(object.sourceSnapshotId)
+        ? globalThis.String(object.sourceSnapshotId)
+        : isSet(object.source_snapshot_id)
+        ? globalThis.String(object.source_snapshot_id)
+        : "",
+    };
+  },
+
+  toJSON(message: CreateVolumeOp): unknown {
+    const obj: any = {};
+    if (message.image !== undefined) {
+      obj.image = InstanceImage.toJSON(message.image);
+    }
+    if (message.sourceVolumeId !== "") {
+      obj.sourceVolumeId = message.sourceVolumeId;
+    }
+    if (message.sourceSnapshotId !== "") {
+      obj.sourceSnapshotId = message.sourceSnapshotId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateVolumeOp>, I>>(base?: I): CreateVolumeOp {
+    return CreateVolumeOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateVolumeOp>, I>>(object: I): CreateVolumeOp {
+    const message = createBaseCreateVolumeOp();
+    message.image = (object.image !== undefined && object.image !== null)
+      ? InstanceImage.fromPartial(object.image)
+      : undefined;
+    message.sourceVolumeId = object.sourceVolumeId ?? "";
+    message.sourceSnapshotId = object.sourceSnapshotId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteVolumeOp(): DeleteVolumeOp {
+  return {};
+}
+
+export const DeleteVolumeOp: MessageFns<DeleteVolumeOp> = {
+  encode(_: DeleteVolumeOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVolumeOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVolumeOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteVolumeOp {
+    return {};
+  },
+
+  toJSON(_: DeleteVolumeOp): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteVolumeOp>, I>>(base?: I): DeleteVolumeOp {
+    return DeleteVolumeOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteVolumeOp>, I>>(_: I): DeleteVolumeOp {
+    const message = createBaseDeleteVolumeOp();
+    return message;
+  },
+};
+
+function createBaseExtendVolumeOp(): ExtendVolumeOp {
+  return { sizeBytes: 0 };
+}
+
+export const ExtendVolumeOp: MessageFns<ExtendVolumeOp> = {
+  encode(message: ExtendVolumeOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sizeBytes !== 0) {
+      writer.uint32(8).int64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExtendVolumeOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExtendVolumeOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExtendVolumeOp {
+    return {
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: ExtendVolumeOp): unknown {
+    const obj: any = {};
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExtendVolumeOp>, I>>(base?: I): ExtendVolumeOp {
+    return ExtendVolumeOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExtendVolumeOp>, I>>(object: I): ExtendVolumeOp {
+    const message = createBaseExtendVolumeOp();
+    message.sizeBytes = object.sizeBytes ?? 0;
     return message;
   },
 };

@@ -1,0 +1,55 @@
+/**
+ * The ops a volume host runs on its volumes, declared once for the
+ * controller and the agent (as domain/ops.ts declares the compute ops).
+ * They travel in the same ComputeOp message, with its `volume` set instead
+ * of its `instance`; the oneof case is the kind in camelCase.
+ */
+
+/** Arguments of a volume op, by kind (field names are the proto messages'). */
+export type VolumeOpArgs =
+  /**
+   * Create the volume in its pool: blank, or from the image `imageId`
+   * (its record travels with the op), or from snapshot `sourceSnapshotId`
+   * of volume `sourceVolumeId` on the same host.
+   */
+  | { readonly kind: "create_volume"; readonly imageId: string; readonly sourceVolumeId: string; readonly sourceSnapshotId: string }
+  /** Delete the volume with its snapshots and exports (an unknown one is already deleted). */
+  | { readonly kind: "delete_volume" }
+  /** Grow the volume to `sizeBytes`. */
+  | { readonly kind: "extend_volume"; readonly sizeBytes: number };
+
+export type VolumeOpKind = VolumeOpArgs["kind"];
+
+/** What is fixed about a volume op kind. */
+export interface VolumeOpTraits {
+  /** Undoes: it never expires, whenever the host gets it. */
+  readonly cleanup?: boolean;
+}
+
+export const VOLUME_OP_TRAITS: Readonly<Record<VolumeOpKind, VolumeOpTraits>> = {
+  create_volume: {},
+  delete_volume: { cleanup: true },
+  extend_volume: {},
+};
+
+/** Whether a ComputeOp oneof case (camelCase) is a volume op's. */
+export function isVolumeOpCase(opCase: string): boolean {
+  const kind = opCase.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  return Object.hasOwn(VOLUME_OP_TRAITS, kind);
+}
+
+/** A volume as its host is told of it. */
+export interface VolumeTarget {
+  readonly id: string;
+  readonly projectId: string;
+  readonly pool: string;
+  readonly sizeBytes: number;
+}
+
+/** What a volume op left, as its host reported it. */
+export interface VolumeOpState {
+  readonly sizeBytes: number;
+}
+
+/** Bytes in a GiB: volume sizes are whole GiB in the API. */
+export const GIB = 1024 ** 3;
