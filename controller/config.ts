@@ -107,6 +107,18 @@ export interface ControllerConfig {
    * `SPAWNING=600,PAUSING=60`, `*=N` for every task not named (NOVAMESH_TASK_TIMEOUTS).
    */
   readonly taskTimeouts: string;
+  /**
+   * How long a volume may stay CREATING, DELETING or EXTENDING before it is
+   * put in ERROR: `CREATING=900,DELETING=300`, `*=N` for every status not
+   * named (NOVAMESH_VOLUME_TIMEOUTS).
+   */
+  readonly volumeTimeouts: string;
+  /**
+   * Volumes a pool takes, as a multiple of its capacity (Cinder's
+   * max_over_subscription_ratio; thin pools may hold more than they have;
+   * NOVAMESH_VOLUME_OVERSUBSCRIPTION_RATIO).
+   */
+  readonly volumeOversubscriptionRatio: number;
   /** Seconds between passes of the task reaper (NOVAMESH_REAPER_INTERVAL). */
   readonly reaperIntervalSeconds: number;
   /**
@@ -191,6 +203,8 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   powerOffTimeoutSeconds: 60,
   softRebootTimeoutSeconds: 120,
   taskTimeouts: "",
+  volumeTimeouts: "",
+  volumeOversubscriptionRatio: 1,
   reaperIntervalSeconds: 5,
   reaperGraceSeconds: 20,
   resizeConfirmWindowSeconds: 86400,
@@ -248,6 +262,8 @@ const SPECS: readonly Spec[] = [
   { key: "powerOffTimeoutSeconds", flag: "--power-off-timeout", env: "NOVAMESH_POWER_OFF_TIMEOUT", kind: "number" },
   { key: "softRebootTimeoutSeconds", flag: "--soft-reboot-timeout", env: "NOVAMESH_SOFT_REBOOT_TIMEOUT", kind: "number" },
   { key: "taskTimeouts", flag: "--task-timeouts", env: "NOVAMESH_TASK_TIMEOUTS", kind: "string" },
+  { key: "volumeTimeouts", flag: "--volume-timeouts", env: "NOVAMESH_VOLUME_TIMEOUTS", kind: "string" },
+  { key: "volumeOversubscriptionRatio", flag: "--volume-oversubscription-ratio", env: "NOVAMESH_VOLUME_OVERSUBSCRIPTION_RATIO", kind: "number" },
   { key: "reaperIntervalSeconds", flag: "--reaper-interval", env: "NOVAMESH_REAPER_INTERVAL", kind: "number" },
   { key: "reaperGraceSeconds", flag: "--reaper-grace", env: "NOVAMESH_REAPER_GRACE", kind: "number" },
   { key: "resizeConfirmWindowSeconds", flag: "--resize-confirm-window", env: "NOVAMESH_RESIZE_CONFIRM_WINDOW", kind: "number" },
@@ -375,7 +391,7 @@ export function pipelineOptions(cfg: ControllerConfig): Partial<PipelineOptions>
   for (const [flag, v] of [["--reserved-host-cpus", cfg.reservedHostCpus], ["--reserved-host-disk-gb", cfg.reservedHostDiskGb], ["--reserved-host-memory-mb", cfg.reservedHostMemoryMb]] as const) {
     if (!Number.isInteger(v) || v < 0) throw new ConfigError(`${flag}: expected a whole number ≥ 0`);
   }
-  for (const [flag, v] of [["--cpu-allocation-ratio", cfg.cpuAllocationRatio], ["--ram-allocation-ratio", cfg.ramAllocationRatio], ["--disk-allocation-ratio", cfg.diskAllocationRatio]] as const) {
+  for (const [flag, v] of [["--cpu-allocation-ratio", cfg.cpuAllocationRatio], ["--ram-allocation-ratio", cfg.ramAllocationRatio], ["--disk-allocation-ratio", cfg.diskAllocationRatio], ["--volume-oversubscription-ratio", cfg.volumeOversubscriptionRatio]] as const) {
     if (!(v > 0)) throw new ConfigError(`${flag}: expected a number > 0`);
   }
   const multipliers: Partial<Record<keyof WeigherMultipliers, number>> = {};

@@ -21,7 +21,7 @@ import { Reaper } from "./conductor/reaper.js";
 import { ensureOpsStream } from "./bus/jetstream.js";
 import { onCommitted, openPool } from "./store/db.js";
 import { loadHostStates } from "./store/placement.js";
-import { parseTaskTimeouts } from "./domain/tasks.js";
+import { parseTaskTimeouts, parseVolumeTimeouts } from "./domain/tasks.js";
 import { hostService, identityService } from "./api/admin-services.js";
 import { agentService } from "./api/agent-service.js";
 import { flavorService } from "./api/flavor-service.js";
@@ -46,8 +46,10 @@ import { AggregateServiceService } from "../gen/novamesh/compute/v1/aggregate.js
 import { SchedulerServiceService } from "../gen/novamesh/compute/v1/scheduler.js";
 import { ServerGroupServiceService } from "../gen/novamesh/compute/v1/server_group.js";
 import { NetworkServiceService } from "../gen/novamesh/network/v1/network.js";
+import { VolumeServiceService } from "../gen/novamesh/volume/v1/volume.js";
 import { SecurityGroupServiceService } from "../gen/novamesh/network/v1/security_group.js";
 import { networkService } from "./api/network-service.js";
+import { volumeService } from "./api/volume-service.js";
 import { securityGroupService } from "./api/security-group-service.js";
 import { aggregateService, schedulerService, serverGroupService } from "./api/placement-services.js";
 import type { Pool } from "./store/db.js";
@@ -76,6 +78,7 @@ const PUBLIC_SERVICES = [
   "novamesh.compute.v1.AuditService",
   "novamesh.network.v1.NetworkService",
   "novamesh.network.v1.SecurityGroupService",
+  "novamesh.volume.v1.VolumeService",
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",
@@ -157,6 +160,8 @@ export class Controller {
       log: this.log,
       subjectPrefix: cfg.opsSubjectPrefix,
       taskTimeouts: parseTaskTimeouts(cfg.taskTimeouts),
+      volumeTimeouts: parseVolumeTimeouts(cfg.volumeTimeouts),
+      volumeOversubscriptionRatio: cfg.volumeOversubscriptionRatio,
       serviceDownTimeSeconds: cfg.serviceDownTimeSeconds,
       maxAttempts: cfg.maxAttempts,
       powerOffTimeoutSeconds: cfg.powerOffTimeoutSeconds,
@@ -220,6 +225,7 @@ export class Controller {
     server.addService(tolerant(AuditServiceService), auditService(deps));
     server.addService(tolerant(NetworkServiceService), networkService(deps, { vniMin: cfg.vniMin, vniMax: cfg.vniMax }));
     server.addService(tolerant(SecurityGroupServiceService), securityGroupService(deps));
+    server.addService(tolerant(VolumeServiceService), volumeService(deps, ctx));
     addReflection(server, await readFile(DESCRIPTOR_SET), { services: PUBLIC_SERVICES });
     this.setHealth = addHealth(server, { "": "SERVING" });
     this.port = await bind(server, cfg.listen, tls.public);

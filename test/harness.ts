@@ -23,6 +23,7 @@ import { ServerGroupServiceClient } from "../gen/novamesh/compute/v1/server_grou
 import { AuditServiceClient } from "../gen/novamesh/compute/v1/audit.js";
 import { NetworkServiceClient } from "../gen/novamesh/network/v1/network.js";
 import { SecurityGroupServiceClient } from "../gen/novamesh/network/v1/security_group.js";
+import { VolumeServiceClient } from "../gen/novamesh/volume/v1/volume.js";
 import type { Operation } from "../gen/novamesh/compute/v1/operation.js";
 import { ErrorInfo } from "../gen/google/rpc/error_details.js";
 import { Controller } from "../controller/controller.js";
@@ -83,6 +84,7 @@ export interface Clients {
   audit: ReturnType<typeof promised<AuditServiceClient>>;
   networks: ReturnType<typeof promised<NetworkServiceClient>>;
   securityGroups: ReturnType<typeof promised<SecurityGroupServiceClient>>;
+  volumes: ReturnType<typeof promised<VolumeServiceClient>>;
 }
 
 export function clients(address: string, token: string | null, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure()): Clients {
@@ -101,6 +103,7 @@ export function clients(address: string, token: string | null, creds: grpc.Chann
     audit: promised(new AuditServiceClient(address, creds), token),
     networks: promised(new NetworkServiceClient(address, creds), token),
     securityGroups: promised(new SecurityGroupServiceClient(address, creds), token),
+    volumes: promised(new VolumeServiceClient(address, creds), token),
   };
 }
 

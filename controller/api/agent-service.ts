@@ -160,7 +160,9 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
             const res = body.opResult;
             // One agent's results run in parallel per server: bounded, so a
             // stream cannot hold the database's connections with made-up servers.
-            if (!perServer.has(res.serverId) && perServer.size >= MAX_SERVERS_IN_FLIGHT) {
+            // Results of one server (or one volume) apply in order; others' in parallel.
+            const key = res.serverId || `volume:${res.volumeId}`;
+            if (!perServer.has(key) && perServer.size >= MAX_SERVERS_IN_FLIGHT) {
               return fail(
                 limitExceeded({
                   limit: "agent_results_in_flight",
@@ -170,7 +172,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
                 }),
               );
             }
-            const prev = perServer.get(res.serverId) ?? chain;
+            const prev = perServer.get(key) ?? chain;
             const next = prev.then(async () => {
               if (!host) throw invalidArgument("hello", "the first message must be hello");
               await conductor.result(
@@ -182,14 +184,15 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
                 finishTime: agentTime("op_result.finish_time", res.finishTime) ?? null,
                 note: res.note,
                   snapshot: res.snapshot ? { sizeBytes: res.snapshot.sizeBytes, checksum: res.snapshot.checksum, diskFormat: res.snapshot.diskFormat } : null,
+                  volume: res.volume ? { sizeBytes: res.volume.sizeBytes } : null,
                 },
                 host,
               );
               if (!failed) call.write({ body: { $case: "opResultAck", opResultAck: { opId: res.opId } } });
             });
-            perServer.set(res.serverId, next);
+            perServer.set(key, next);
             next.catch(fail).finally(() => {
-              if (perServer.get(res.serverId) === next) perServer.delete(res.serverId);
+              if (perServer.get(key) === next) perServer.delete(key);
             });
             return;
           }

@@ -20,6 +20,7 @@ import type { Port } from "../domain/network.js";
 import type { PowerState } from "../domain/states.js";
 import { POWER_STATES, serverStatus } from "../domain/states.js";
 import type { ComputeNode, Flavor, Image, Instance, InstanceAction, Migration, Role } from "../domain/types.js";
+import type { VolumeOperation } from "../domain/volume.js";
 import { ERROR_DOMAIN } from "./status.js";
 import type { TokenRecord } from "../store/tokens.js";
 import { isUp } from "../domain/service.js";
@@ -114,30 +115,73 @@ export function serverToProto(i: Instance, viewer: Viewer, networks?: ServerNetw
   };
 }
 
-/** An operation's name: `servers/{server_id}/operations/{request_id}` (the request id URI-escaped). */
-export function operationName(serverId: string, requestId: string): string {
-  return `servers/${serverId}/operations/${encodeURIComponent(requestId)}`;
+/** What operations are of: servers' or volumes'. */
+export type OperationCollection = "servers" | "volumes";
+
+/** An operation's name: `servers/{server_id}/operations/{request_id}` (the request id URI-escaped), or `volumes/…` for a volume's. */
+export function operationName(id: string, requestId: string, collection: OperationCollection = "servers"): string {
+  return `${collection}/${id}/operations/${encodeURIComponent(requestId)}`;
 }
 
 /** Parses an operation name; null when it is not one. */
-export function parseOperationName(name: string): { serverId: string; requestId: string } | null {
-  const m = /^servers\/([0-9a-fA-F-]{36})\/operations\/([^/]+)$/.exec(name);
+export function parseOperationName(name: string): { collection: OperationCollection; id: string; requestId: string } | null {
+  const m = /^(servers|volumes)\/([0-9a-fA-F-]{36})\/operations\/([^/]+)$/.exec(name);
   if (!m) return null;
   try {
-    return { serverId: m[1]!.toLowerCase(), requestId: decodeURIComponent(m[2]!) };
+    return { collection: m[1] as OperationCollection, id: m[2]!.toLowerCase(), requestId: decodeURIComponent(m[3]!) };
   } catch {
     return null;
   }
 }
 
+/** What an Operation shows, whichever the collection. */
+interface OperationView {
+  readonly name: string;
+  readonly serverId: string;
+  readonly volumeId: string;
+  readonly action: string;
+  readonly requestId: string;
+  readonly projectId: string;
+  readonly state: InstanceAction["state"];
+  readonly progress: number;
+  readonly progressMessage: string;
+  readonly error: InstanceAction["error"];
+  readonly cancellable: boolean;
+  readonly startTime: Date;
+  readonly updatedAt: Date;
+  readonly finishTime: Date | null;
+  readonly deadline: Date | null;
+}
+
 /** An operation as `viewer` may see it: host names in its texts replaced by host ids for non-admins. */
 export function operationToProto(a: InstanceAction, viewer: Viewer): Operation {
+  return toOperation({ ...a, name: operationName(a.instanceUuid, a.requestId), serverId: a.instanceUuid, volumeId: "" }, viewer);
+}
+
+/** A volume's operation as `viewer` may see it. */
+export function volumeOperationToProto(a: VolumeOperation, viewer: Viewer): Operation {
+  return toOperation(
+    {
+      ...a,
+      name: operationName(a.volumeId, a.requestId, "volumes"),
+      serverId: "",
+      volumeId: a.volumeId,
+      progress: a.state === "SUCCEEDED" ? 100 : 0,
+      progressMessage: "",
+      cancellable: false,
+    },
+    viewer,
+  );
+}
+
+function toOperation(a: OperationView, viewer: Viewer): Operation {
   const mask = (t: string) => maskHosts(viewer, a.projectId, t, [a.error?.metadata?.host]);
   const done = a.state === "SUCCEEDED" || a.state === "FAILED" || a.state === "CANCELLED";
   return {
-    name: operationName(a.instanceUuid, a.requestId),
+    name: a.name,
     action: a.action,
-    serverId: a.instanceUuid,
+    serverId: a.serverId,
+    volumeId: a.volumeId,
     requestId: a.requestId,
     projectId: a.projectId,
     state: toEnum(PbOperationState, "OPERATION_STATE_", a.state),

@@ -18,7 +18,7 @@ import type {
 import type { Principal } from "../domain/types.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { getImage } from "../store/catalog.js";
-import { hostHasOpFor, hostMakesImage, hostNeedsImage } from "../store/host-objects.js";
+import { hostHasOpFor, hostMakesImage, hostNeedsImage, volumeHostNeedsImage } from "../store/host-objects.js";
 import type { ImageBytes } from "../store/image-bytes.js";
 import { SHA256_HEX, storeChecked, storeImageData, uploadChunks, writeChunks } from "./image-data.js";
 import { checkCertificateHost } from "./peer-certificate.js";
@@ -115,7 +115,7 @@ export function hostObjects(
         let info: { sizeBytes: number; checksum: string };
         if (what.kind === "image") {
           const image = await getImage(pool, what.id, undefined);
-          if (!image || !(await hostNeedsImage(pool, host, what.id))) throw notFound("image", what.id);
+          if (!image || !((await hostNeedsImage(pool, host, what.id)) || (await volumeHostNeedsImage(pool, host, what.id)))) throw notFound("image", what.id);
           if (image.status !== "active" || !image.hasData) {
             throw failedPrecondition(
               image.status === "active" ? `image ${what.id} was registered without data` : `image ${what.id} is ${image.status}; it has no data yet`,

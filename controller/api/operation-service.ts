@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { OperationServiceServer } from "../../gen/novamesh/compute/v1/operation.js";
 import { OperationState as PbOperationState } from "../../gen/novamesh/compute/v1/operation.js";
 import { visible } from "../conductor/act.js";
@@ -5,8 +6,12 @@ import type { ConductorContext } from "../conductor/context.js";
 import { liveMigration } from "../conductor/flows/index.js";
 import type { InstanceAction, OperationState, Principal } from "../domain/types.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { visibleVolume } from "../conductor/volumes/index.js";
+import type { VolumeOperation } from "../domain/volume.js";
 import { getAction, listOperations } from "../store/actions.js";
-import { fromEnum, operationToProto, parseOperationName } from "./convert.js";
+import { getVolumeAction, listVolumeActions } from "../store/volume-actions.js";
+import { fromEnum, operationToProto, parseOperationName, volumeOperationToProto } from "./convert.js";
+import type { Viewer } from "./viewer.js";
 import type { RpcDeps } from "./rpc.js";
 import { isAdmin, unary } from "./rpc.js";
 import * as v from "./validate.js";
@@ -14,34 +19,63 @@ import type { ChangeFeed } from "./watch.js";
 import { viewerOf } from "./viewer.js";
 
 /**
- * OperationService: Get, List, Wait and Cancel over the instance actions.
- * Wait is woken by the server change log (every step of an action changes
- * its server) and re-reads the operation at least every second.
+ * OperationService: Get, List, Wait and Cancel over the instance actions
+ * and the volume actions. Wait is woken by the server change log (every
+ * step of a server's action changes its server) and re-reads the operation
+ * at least every second; a volume's operation is re-read every 200 ms.
  */
 export function operationService(deps: RpcDeps, conductor: ConductorContext, feed: ChangeFeed): OperationServiceServer {
   const { pool } = deps;
 
-  async function load(who: Principal, name: string): Promise<InstanceAction> {
+  /** A server's operation, or a volume's. */
+  type Loaded = { kind: "server"; op: InstanceAction } | { kind: "volume"; op: VolumeOperation };
+
+  async function load(who: Principal, name: string): Promise<Loaded> {
     if (!name) throw invalidArgument("name", "is required");
     const parsed = parseOperationName(name);
-    if (!parsed) throw invalidArgument("name", "must be servers/{server_id}/operations/{request_id}");
-    await visible(pool, who, parsed.serverId);
-    const op = await getAction(pool, parsed.serverId, parsed.requestId);
+    if (!parsed) throw invalidArgument("name", "must be servers/{server_id}/operations/{request_id} or volumes/{volume_id}/operations/{request_id}");
+    if (parsed.collection === "volumes") {
+      const op = await getVolumeAction(pool, parsed.id, parsed.requestId);
+      // A deleted volume's operations stay readable by its project.
+      if (!op || (who.role !== "admin" && op.projectId !== who.projectId)) throw notFound("operation", name);
+      return { kind: "volume", op };
+    }
+    await visible(pool, who, parsed.id);
+    const op = await getAction(pool, parsed.id, parsed.requestId);
     if (!op) throw notFound("operation", name);
-    return op;
+    return { kind: "server", op };
   }
 
+  async function reload(l: Loaded): Promise<Loaded> {
+    if (l.kind === "volume") return { kind: "volume", op: (await getVolumeAction(pool, l.op.volumeId, l.op.requestId)) ?? l.op };
+    return { kind: "server", op: (await getAction(pool, l.op.instanceUuid, l.op.requestId)) ?? l.op };
+  }
+
+  const toProto = (l: Loaded, viewer: Viewer) => (l.kind === "volume" ? volumeOperationToProto(l.op, viewer) : operationToProto(l.op, viewer));
+
   return {
-    getOperation: unary(deps, "GetOperation", async (req, ctx) => ({ operation: operationToProto(await load(ctx.principal, req.name), await viewerOf(pool, ctx)) })),
+    getOperation: unary(deps, "GetOperation", async (req, ctx) => ({ operation: toProto(await load(ctx.principal, req.name), await viewerOf(pool, ctx)) })),
 
     listOperations: unary(deps, "ListOperations", async (req, ctx) => {
       const limit = v.pageSize(req.pageSize);
       const cursor = v.decodePageToken(req.pageToken, (x): x is { before: number } => typeof (x as { before?: unknown })?.before === "number");
       if (req.allProjects && !isAdmin(ctx)) throw permissionDenied("all_projects needs the admin role");
       const serverId = req.serverId ? v.uuid("server_id", req.serverId) : undefined;
+      const volumeId = req.volumeId ? v.uuid("volume_id", req.volumeId) : undefined;
+      if (serverId && volumeId) throw invalidArgument("volume_id", "give server_id or volume_id, not both");
       if (serverId) await visible(pool, ctx.principal, serverId);
       const state = fromEnum(PbOperationState, "OPERATION_STATE_", req.state) as OperationState | null;
       if (req.state !== 0 && !state) throw invalidArgument("state", `unknown operation state ${req.state}`);
+      if (volumeId) {
+        await visibleVolume(pool, ctx.principal, volumeId);
+        const rows = await listVolumeActions(pool, { volumeId, state: state ?? undefined, beforeId: cursor?.before, limit: limit + 1 });
+        const page = rows.slice(0, limit);
+        const viewer = await viewerOf(pool, ctx);
+        return {
+          operations: page.map((o) => volumeOperationToProto(o, viewer)),
+          nextPageToken: rows.length > limit ? v.encodePageToken({ before: page[page.length - 1]!.id }) : "",
+        };
+      }
       const rows = await listOperations(pool, {
         projectId: req.allProjects || (isAdmin(ctx) && serverId) ? undefined : ctx.principal.projectId,
         instanceUuid: serverId,
@@ -61,15 +95,22 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
       const timeout = req.timeoutSeconds === 0 ? 60 : v.intRange("timeout_seconds", req.timeoutSeconds, 0, 600);
       const deadline = Date.now() + timeout * 1000;
       let op = await load(ctx.principal, req.name);
-      while (!isDone(op) && Date.now() < deadline && !ctx.signal.aborted) {
-        await feed.changed(Math.min(1000, deadline - Date.now()), ctx.signal);
-        op = (await getAction(pool, op.instanceUuid, op.requestId)) ?? op;
+      while (!isDone(op.op) && Date.now() < deadline && !ctx.signal.aborted) {
+        // Server actions change their server (the change feed wakes the wait); volume actions are polled.
+        if (op.kind === "server") await feed.changed(Math.min(1000, deadline - Date.now()), ctx.signal);
+        else await sleep(Math.min(VOLUME_POLL_MS, deadline - Date.now()), undefined, { signal: ctx.signal }).catch(ignoreAbort);
+        op = await reload(op);
       }
-      return { operation: operationToProto(op, await viewerOf(pool, ctx)) };
+      return { operation: toProto(op, await viewerOf(pool, ctx)) };
     }, "public", true),
 
     cancelOperation: unary(deps, "CancelOperation", async (req, ctx) => {
-      const op = await load(ctx.principal, req.name);
+      const loaded = await load(ctx.principal, req.name);
+      if (loaded.kind === "volume") {
+        const done = isDone(loaded.op);
+        throw failedPrecondition(done ? `operation ${req.name} is already ${loaded.op.state}` : `a volume's ${loaded.op.action} operation cannot be cancelled`, done ? "OPERATION_DONE" : "NOT_CANCELLABLE", done ? { state: loaded.op.state } : { action: loaded.op.action });
+      }
+      const op = loaded.op;
       if (isDone(op)) throw failedPrecondition(`operation ${req.name} is already ${op.state}`, "OPERATION_DONE", { state: op.state });
       // Only a live migration that is copying can stop half-way.
       if (!op.cancellable) throw failedPrecondition(`a ${op.action} operation cannot be cancelled now`, "NOT_CANCELLABLE", { action: op.action });
@@ -78,6 +119,14 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
   };
 }
 
-function isDone(op: InstanceAction): boolean {
+/** How often a wait on a volume's operation looks again. */
+const VOLUME_POLL_MS = 200;
+
+/** A wait cut short by the call's end is no error. */
+function ignoreAbort(err: unknown): void {
+  if ((err as { name?: string })?.name !== "AbortError") throw err;
+}
+
+function isDone(op: { state: OperationState }): boolean {
   return op.state === "SUCCEEDED" || op.state === "FAILED" || op.state === "CANCELLED";
 }

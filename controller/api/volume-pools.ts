@@ -38,6 +38,7 @@ export function volumePoolToProto(p: VolumePool, downTimeSeconds: number, zone: 
     totalBytes: p.totalBytes,
     freeBytes: p.freeBytes,
     provisionedBytes: p.provisionedBytes,
+    allocatedBytes: p.allocatedBytes,
     updateTime: p.updatedAt,
   };
 }

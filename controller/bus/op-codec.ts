@@ -3,6 +3,7 @@ import type { Image, Instance } from "../domain/types.js";
 import type { HostPort } from "../domain/network.js";
 import type { OpArgs } from "../domain/ops.js";
 import { opCase } from "../domain/ops.js";
+import type { VolumeOpArgs, VolumeTarget } from "../domain/volume-ops.js";
 
 /**
  * The ComputeOp oneof of `a`: the case is the kind in camelCase and the
@@ -76,4 +77,45 @@ export function portToProto(p: HostPort): Port {
     portSecurity: p.portSecurity,
     securityRules: p.securityRules.map((r) => ({ ...r, remoteAddresses: [...r.remoteAddresses] })),
   };
+}
+
+/**
+ * Encodes a volume op: a ComputeOp with `volume` set and no instance. A
+ * create from an image carries the image's record (`image`) so its host can
+ * fetch and check the bytes.
+ */
+export function encodeVolumeOp(o: {
+  opId: string;
+  requestId: string;
+  volume: VolumeTarget;
+  image: Image | null;
+  args: VolumeOpArgs;
+  deadline: Date | null;
+}): Uint8Array {
+  const a = o.args;
+  const op: ComputeOp["op"] =
+    a.kind === "create_volume"
+      ? {
+          $case: "createVolume",
+          createVolume: {
+            image: o.image
+              ? { id: o.image.id, name: o.image.name, diskFormat: o.image.diskFormat, checksum: o.image.checksum, properties: { ...o.image.properties } }
+              : undefined,
+            sourceVolumeId: a.sourceVolumeId,
+            sourceSnapshotId: a.sourceSnapshotId,
+          },
+        }
+      : a.kind === "delete_volume"
+        ? { $case: "deleteVolume", deleteVolume: {} }
+        : { $case: "extendVolume", extendVolume: { sizeBytes: a.sizeBytes } };
+  return ComputeOp.encode({
+    opId: o.opId,
+    requestId: o.requestId,
+    attempt: 1,
+    createTime: new Date(),
+    deadline: o.deadline ?? undefined,
+    instance: undefined,
+    volume: { id: o.volume.id, projectId: o.volume.projectId, pool: o.volume.pool, sizeBytes: o.volume.sizeBytes },
+    op,
+  }).finish();
 }

@@ -8,6 +8,7 @@ import type { TaskState } from "../domain/states.js";
 import type { TaskTimeouts } from "../domain/tasks.js";
 import { startTask } from "../domain/tasks.js";
 import type { Instance } from "../domain/types.js";
+import type { VolumeTimeouts } from "../domain/volume.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import type { InstancePatch } from "../store/instances.js";
 import type { DispatchRequest } from "./dispatch.js";
@@ -30,6 +31,10 @@ export interface ConductorContext {
   readonly softRebootTimeoutSeconds: number;
   /** A resize may choose the server's own host (Nova's allow_resize_to_same_host). */
   readonly allowResizeToSameHost: boolean;
+  /** How long a volume may stay in each working status. */
+  readonly volumeTimeouts: VolumeTimeouts;
+  /** Volumes a pool takes, as a multiple of its capacity. */
+  readonly volumeOversubscriptionRatio: number;
 }
 
 /** One conductor transaction: its connection, the context, the store bound to it, and the common steps. */

@@ -7,7 +7,11 @@
  * rule (conductor/flows/). It also confirms resizes left unconfirmed past
  * the confirm window, as Nova's _poll_unconfirmed_resizes does.
  *
- * Every controller runs it; instances are taken with SKIP LOCKED.
+ * Volumes left in a working status (CREATING, DELETING, EXTENDING) past
+ * their deadline are ended the same way, by their flows' timeout rules
+ * (conductor/volumes/).
+ *
+ * Every controller runs it; instances and volumes are taken with SKIP LOCKED.
  */
 import { status } from "@grpc/grpc-js";
 import type { TaskState } from "../domain/states.js";
@@ -25,6 +29,7 @@ import type { ConductorContext } from "./context.js";
 import { Tx } from "./context.js";
 import { TimeoutContext, operationErrorOfFault } from "./flow.js";
 import { TIMEOUT_RULES, resize } from "./flows/index.js";
+import { VOLUME_REAP_BATCH, reapVolumes } from "./volumes/results.js";
 
 export interface ReaperOptions {
   /** Seconds between passes. */
@@ -53,8 +58,9 @@ export class Reaper extends PumpWorker {
 
   protected async step(): Promise<boolean> {
     const reaped = await this.pass();
+    const volumes = await reapVolumes(this.ctx);
     await this.autoConfirm();
-    return reaped === BATCH;
+    return reaped === BATCH || volumes === VOLUME_REAP_BATCH;
   }
 
   protected failed(err: unknown): boolean {

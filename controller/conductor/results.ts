@@ -12,6 +12,7 @@ import type { ConductorContext } from "./context.js";
 import { Tx } from "./context.js";
 import { ResultContext } from "./flow.js";
 import { RESULT_RULES } from "./flows/index.js";
+import { applyVolumeOpResult } from "./volumes/results.js";
 
 /**
  * Applies an op result exactly once: the op row is locked and marked DONE in
@@ -28,6 +29,7 @@ export async function applyOpResult(ctx: ConductorContext, outcome: OpOutcome, f
     ctx.pool,
     async (conn) => {
       const op = await lockOp(conn, outcome.opId);
+      if (!op && (await applyVolumeOpResult(conn, ctx, outcome, fromHost))) return;
       if (!op) {
         ctx.log.warn({ opId: outcome.opId }, "result for an unknown op ignored");
         return;

@@ -133,6 +133,8 @@ export interface OpOutcome {
   readonly note?: string;
   /** The image data the op stored, if it took a snapshot. */
   readonly snapshot?: { readonly sizeBytes: number; readonly checksum: string; readonly diskFormat: string } | null;
+  /** The volume as its host holds it after a volume op. */
+  readonly volume?: { readonly sizeBytes: number } | null;
 }
 
 /**

@@ -1,5 +1,7 @@
 import type { TaskState } from "./states.js";
 import { DEFAULT_TASK_TIMEOUTS, TASK_STATES } from "./states.js";
+import type { VolumeTimeouts } from "./volume.js";
+import { DEFAULT_VOLUME_TIMEOUTS, VOLUME_TASKS } from "./volume.js";
 
 /** Seconds each task may run. */
 export type TaskTimeouts = Readonly<Record<TaskState, number>>;
@@ -27,20 +29,29 @@ export const NO_TASK = { taskState: null } as const;
  * not named. Unknown task names and non-positive numbers are rejected.
  */
 export function parseTaskTimeouts(spec: string, base: TaskTimeouts = DEFAULT_TASK_TIMEOUTS): TaskTimeouts {
+  return parseTimeouts(spec, TASK_STATES, base, "task state");
+}
+
+/** Parses volume timeouts (`CREATING=900,DELETING=300`) as task timeouts are. */
+export function parseVolumeTimeouts(spec: string, base: VolumeTimeouts = DEFAULT_VOLUME_TIMEOUTS): VolumeTimeouts {
+  return parseTimeouts(spec, VOLUME_TASKS, base, "volume status");
+}
+
+function parseTimeouts<N extends string>(spec: string, names: readonly N[], base: Readonly<Record<N, number>>, what: string): Readonly<Record<N, number>> {
   const out: Record<string, number> = { ...base };
   const named = new Set<string>();
   let all: number | undefined;
   for (const part of spec.split(",").map((p) => p.trim()).filter(Boolean)) {
     const m = /^([A-Z_*]+)=(\d+(?:\.\d+)?)$/.exec(part);
-    if (!m) throw new Error(`task timeout ${JSON.stringify(part)} is not TASK=SECONDS`);
+    if (!m) throw new Error(`timeout ${JSON.stringify(part)} is not NAME=SECONDS`);
     const seconds = Number(m[2]);
-    if (!(seconds > 0)) throw new Error(`task timeout ${JSON.stringify(part)} must be positive`);
+    if (!(seconds > 0)) throw new Error(`timeout ${JSON.stringify(part)} must be positive`);
     if (m[1] === "*") all = seconds;
-    else if ((TASK_STATES as readonly string[]).includes(m[1]!)) {
+    else if ((names as readonly string[]).includes(m[1]!)) {
       out[m[1]!] = seconds;
       named.add(m[1]!);
-    } else throw new Error(`unknown task state ${m[1]} in task timeouts (known: ${TASK_STATES.join(", ")})`);
+    } else throw new Error(`unknown ${what} ${m[1]} in timeouts (known: ${names.join(", ")})`);
   }
-  if (all !== undefined) for (const t of TASK_STATES) if (!named.has(t)) out[t] = all;
-  return out as TaskTimeouts;
+  if (all !== undefined) for (const t of names) if (!named.has(t)) out[t] = all;
+  return out as Record<N, number>;
 }

@@ -3,6 +3,8 @@
  * a cinder-volume backend).
  */
 
+import type { OperationError, OperationState } from "./types.js";
+
 /** A pool as its volume host reports it. */
 export interface ReportedPool {
   /** Unique on its host. */
@@ -18,6 +20,8 @@ export interface ReportedPool {
 /** A pool with its host's service, as the controller keeps it. */
 export interface VolumePool extends ReportedPool {
   readonly host: string;
+  /** What the controller placed there (its volumes' sizes). */
+  readonly allocatedBytes: number;
   /** The host's own zone (the agent's), before aggregates. */
   readonly hostZone: string;
   readonly enabled: boolean;
@@ -30,3 +34,118 @@ export const POOL_NAME = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** The most pools one host may report. */
 export const MAX_POOLS_PER_HOST = 64;
+
+/** Where a volume is in its life (Cinder's statuses). */
+export const VOLUME_STATUSES = ["CREATING", "AVAILABLE", "ATTACHING", "IN_USE", "DETACHING", "EXTENDING", "DELETING", "ERROR"] as const;
+export type VolumeStatus = (typeof VOLUME_STATUSES)[number];
+
+/** The statuses a volume host is working in: each has a deadline. */
+export const VOLUME_TASKS = ["CREATING", "DELETING", "EXTENDING"] as const;
+export type VolumeTask = (typeof VOLUME_TASKS)[number];
+
+/** Seconds a volume may stay in each working status. */
+export type VolumeTimeouts = Readonly<Record<VolumeTask, number>>;
+
+/** Creating copies an image at worst; deleting and extending are metadata work on a thin pool. */
+export const DEFAULT_VOLUME_TIMEOUTS: VolumeTimeouts = { CREATING: 900, DELETING: 300, EXTENDING: 300 };
+
+/** What can be done to a volume: each call's action name. */
+export type VolumeAction = "create" | "delete" | "extend";
+
+/** A volume action's row: the statuses it may start from and the status it sets. */
+export interface VolumeActionRule {
+  readonly from: readonly VolumeStatus[];
+  readonly sets: VolumeTask;
+}
+
+/** Cinder's checks: delete from a resting or failed volume, extend only an available one. */
+export const VOLUME_ACTION_RULES: Readonly<Record<Exclude<VolumeAction, "create">, VolumeActionRule>> = {
+  delete: { from: ["AVAILABLE", "ERROR"], sets: "DELETING" },
+  extend: { from: ["AVAILABLE"], sets: "EXTENDING" },
+};
+
+/** The largest volume, in GiB (16 TiB). */
+export const MAX_VOLUME_GB = 16384;
+
+/** A volume type name: as a pool name. */
+export const VOLUME_TYPE_NAME = POOL_NAME;
+
+/** The type a volume gets when none is named. */
+export const DEFAULT_VOLUME_TYPE = "default";
+
+/** A volume type: a name users pick, the backend its volumes go to ("" any). */
+export interface VolumeType {
+  readonly id: string;
+  readonly name: string;
+  readonly backend: string;
+  readonly description: string;
+  readonly createdAt: Date;
+}
+
+/** A failure on a volume, kept on it (the server's Fault shape). */
+export interface VolumeFault {
+  readonly code: string;
+  readonly message: string;
+  readonly details: Readonly<Record<string, string>>;
+  readonly createdAt: string;
+}
+
+/** A volume as the controller keeps it. */
+export interface Volume {
+  readonly id: string;
+  readonly projectId: string;
+  readonly name: string;
+  readonly description: string;
+  readonly sizeGb: number;
+  /** Deleted volumes are kept (their request id stays taken) but seen by no call. */
+  readonly status: VolumeStatus | "DELETED";
+  readonly typeId: string;
+  readonly typeName: string;
+  readonly zone: string;
+  readonly host: string;
+  readonly pool: string;
+  readonly sourceImageId: string | null;
+  readonly requestId: string;
+  readonly fault: VolumeFault | null;
+  /** When the working status (CREATING, DELETING, EXTENDING) times out. */
+  readonly taskDeadline: Date | null;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+}
+
+/** A pool a volume may be placed in, with what it holds. */
+export interface PoolCandidate {
+  readonly host: string;
+  readonly name: string;
+  /** Its host's zone (an aggregate's, else the agent's). */
+  readonly zone: string;
+  readonly totalBytes: number;
+  /** What the controller has claimed on it (its volumes' sizes). */
+  readonly allocatedBytes: number;
+}
+
+/**
+ * Orders the pools a volume may go to: the most room left first (Cinder's
+ * capacity weigher), so volumes spread over hosts; ties by host and name.
+ */
+export function rankPools(pools: readonly PoolCandidate[], ratio: number): PoolCandidate[] {
+  const room = (p: PoolCandidate) => p.totalBytes * ratio - p.allocatedBytes;
+  return [...pools].sort((a, b) => room(b) - room(a) || a.host.localeCompare(b.host) || a.name.localeCompare(b.name));
+}
+
+/** A volume's action: its Operation (`volumes/{id}/operations/{request_id}`). */
+export interface VolumeOperation {
+  readonly id: number;
+  readonly volumeId: string;
+  readonly projectId: string;
+  readonly action: VolumeAction;
+  readonly requestId: string;
+  /** What it was asked with, to tell a repeat from another request. */
+  readonly request: Readonly<Record<string, unknown>> | null;
+  readonly state: OperationState;
+  readonly error: OperationError | null;
+  readonly deadline: Date | null;
+  readonly startTime: Date;
+  readonly updatedAt: Date;
+  readonly finishTime: Date | null;
+}

@@ -37,6 +37,17 @@ export async function hostNeedsImage(q: Queryable, host: string, imageId: string
   return rows.length > 0;
 }
 
+/** Whether `host` has a create_volume op not yet done for a volume copied from image `imageId`. */
+export async function volumeHostNeedsImage(q: Queryable, host: string, imageId: string): Promise<boolean> {
+  const rows = await select(
+    q,
+    `SELECT 1 FROM volume_ops o JOIN volumes v ON v.id = o.volume_id
+      WHERE o.host = ? AND o.state = 'PENDING' AND o.kind = 'create_volume' AND v.source_image_id = ? LIMIT 1`,
+    [host, imageId],
+  );
+  return rows.length > 0;
+}
+
 /**
  * Whether `host` may store the bytes of image `imageId`: an op of the host
  * not yet done belongs to the action that makes that image (an action that

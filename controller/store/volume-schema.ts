@@ -1,8 +1,9 @@
 /**
- * The volume tables: the storage pools volume hosts report. Part of the
- * schema history in migrations.ts.
+ * The volume tables: the storage pools volume hosts report, volume types,
+ * volumes, their actions (operations) and the ops sent to volume hosts.
+ * Part of the schema history in migrations.ts.
  */
-import type { Migration } from "./db.js";
+import { CREATED_NOW as TS, type Migration } from "./db.js";
 
 export const VOLUME_MIGRATIONS: readonly Migration[] = [
   {
@@ -18,6 +19,72 @@ export const VOLUME_MIGRATIONS: readonly Migration[] = [
         provisioned_bytes BIGINT NOT NULL,
         updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
         PRIMARY KEY (host, name)
+      ) ENGINE=InnoDB`,
+    ],
+  },
+  {
+    version: 18,
+    name: "volumes, volume types, their actions and ops",
+    statements: [
+      `ALTER TABLE volume_pools ADD COLUMN allocated_bytes BIGINT NOT NULL DEFAULT 0`,
+      `CREATE TABLE volume_types (
+        id CHAR(36) NOT NULL PRIMARY KEY,
+        name VARCHAR(64) NOT NULL,
+        backend VARCHAR(32) NOT NULL DEFAULT '',
+        description VARCHAR(255) NOT NULL DEFAULT '',
+        created_at ${TS},
+        UNIQUE KEY volume_types_name (name)
+      ) ENGINE=InnoDB`,
+      `INSERT INTO volume_types (id, name, description) VALUES (UUID(), 'default', 'Volumes on any backend')`,
+      `CREATE TABLE volumes (
+        id CHAR(36) NOT NULL PRIMARY KEY,
+        project_id VARCHAR(64) NOT NULL,
+        name VARCHAR(255) NOT NULL DEFAULT '',
+        description VARCHAR(255) NOT NULL DEFAULT '',
+        size_gb INT NOT NULL,
+        type_id CHAR(36) NOT NULL,
+        zone VARCHAR(255) NOT NULL DEFAULT '',
+        status VARCHAR(16) NOT NULL,
+        host VARCHAR(255) NOT NULL,
+        pool VARCHAR(64) NOT NULL,
+        source_image_id CHAR(36) NULL,
+        request_id VARCHAR(128) NOT NULL,
+        fault JSON NULL,
+        task_deadline DATETIME(3) NULL,
+        created_at ${TS},
+        updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+        UNIQUE KEY volumes_request (project_id, request_id),
+        KEY volumes_pool (host, pool),
+        KEY volumes_type (type_id),
+        KEY volumes_deadline (task_deadline),
+        KEY volumes_project (project_id, status, created_at)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE volume_actions (
+        id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        volume_id CHAR(36) NOT NULL,
+        project_id VARCHAR(64) NOT NULL,
+        action VARCHAR(32) NOT NULL,
+        request_id VARCHAR(128) NOT NULL,
+        request_body JSON NULL,
+        state VARCHAR(16) NOT NULL DEFAULT 'RUNNING',
+        error JSON NULL,
+        deadline DATETIME(3) NULL,
+        start_time ${TS},
+        updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+        finish_time DATETIME(3) NULL,
+        UNIQUE KEY volume_actions_request (volume_id, request_id)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE volume_ops (
+        op_id CHAR(36) NOT NULL PRIMARY KEY,
+        volume_id CHAR(36) NOT NULL,
+        action_id BIGINT NOT NULL,
+        host VARCHAR(255) NOT NULL,
+        kind VARCHAR(32) NOT NULL,
+        state VARCHAR(16) NOT NULL DEFAULT 'PENDING',
+        error JSON NULL,
+        created_at ${TS},
+        finished_at DATETIME(3) NULL,
+        KEY volume_ops_volume (volume_id, state)
       ) ENGINE=InnoDB`,
     ],
   },

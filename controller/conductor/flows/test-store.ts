@@ -6,6 +6,7 @@
 import pino from "pino";
 import type { OpFailure, OpKind, OpOutcome } from "../../domain/ops.js";
 import { DEFAULT_TASK_TIMEOUTS } from "../../domain/states.js";
+import { DEFAULT_VOLUME_TIMEOUTS } from "../../domain/volume.js";
 import type { Instance, Migration } from "../../domain/types.js";
 import type { PoolConnection } from "../../store/db.js";
 import type { InstancePatch } from "../../store/instances.js";
@@ -39,6 +40,8 @@ export const CTX: ConductorContext = {
   powerOffTimeoutSeconds: 7,
   softRebootTimeoutSeconds: 11,
   allowResizeToSameHost: false,
+  volumeTimeouts: DEFAULT_VOLUME_TIMEOUTS,
+  volumeOversubscriptionRatio: 1,
 };
 
 export function instance(over: Partial<Instance> = {}): Instance {

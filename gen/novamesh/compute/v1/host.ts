@@ -255,7 +255,15 @@ export interface VolumePool {
   /** Sum of the virtual sizes of its volumes. */
   provisionedBytes: number;
   /** When the host last reported the pool. */
-  updateTime: Date | undefined;
+  updateTime:
+    | Date
+    | undefined;
+  /**
+   * Bytes the controller has placed there: the sizes of its volumes. New
+   * volumes go where this stays within total_bytes × the controller's
+   * volume over-subscription ratio.
+   */
+  allocatedBytes: number;
 }
 
 /** Request of ListVolumePools. */
@@ -1578,6 +1586,7 @@ function createBaseVolumePool(): VolumePool {
     freeBytes: 0,
     provisionedBytes: 0,
     updateTime: undefined,
+    allocatedBytes: 0,
   };
 }
 
@@ -1612,6 +1621,9 @@ export const VolumePool: MessageFns<VolumePool> = {
     }
     if (message.updateTime !== undefined) {
       Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(82).fork()).join();
+    }
+    if (message.allocatedBytes !== 0) {
+      writer.uint32(88).int64(message.allocatedBytes);
     }
     return writer;
   },
@@ -1709,6 +1721,14 @@ export const VolumePool: MessageFns<VolumePool> = {
             message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.allocatedBytes = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1753,6 +1773,11 @@ export const VolumePool: MessageFns<VolumePool> = {
         : isSet(object.update_time)
         ? fromJsonTimestamp(object.update_time)
         : undefined,
+      allocatedBytes: isSet(object.allocatedBytes)
+        ? globalThis.Number(object.allocatedBytes)
+        : isSet(object.allocated_bytes)
+        ? globalThis.Number(object.allocated_bytes)
+        : 0,
     };
   },
 
@@ -1788,6 +1813,9 @@ export const VolumePool: MessageFns<VolumePool> = {
     if (message.updateTime !== undefined) {
       obj.updateTime = message.updateTime.toISOString();
     }
+    if (message.allocatedBytes !== 0) {
+      obj.allocatedBytes = Math.round(message.allocatedBytes);
+    }
     return obj;
   },
 
@@ -1806,6 +1834,7 @@ export const VolumePool: MessageFns<VolumePool> = {
     message.freeBytes = object.freeBytes ?? 0;
     message.provisionedBytes = object.provisionedBytes ?? 0;
     message.updateTime = object.updateTime ?? undefined;
+    message.allocatedBytes = object.allocatedBytes ?? 0;
     return message;
   },
 };

@@ -92,13 +92,19 @@ export function operationStateToJSON(object: OperationState): string {
   }
 }
 
-/** The progress and outcome of one action on a server. */
+/** The progress and outcome of one action on a server or a volume. */
 export interface Operation {
-  /** `servers/{server_id}/operations/{request_id}`. */
+  /**
+   * `servers/{server_id}/operations/{request_id}` or
+   * `volumes/{volume_id}/operations/{request_id}`.
+   */
   name: string;
-  /** The action, such as "create", "stop", "resize", "live_migrate". */
+  /**
+   * The action, such as "create", "stop", "resize", "live_migrate" (a
+   * server's) or "create", "delete", "extend" (a volume's).
+   */
   action: string;
-  /** Server id (UUID). */
+  /** Server id (UUID); empty for a volume's operation. */
   serverId: string;
   /** The request id of the call. */
   requestId: string;
@@ -143,7 +149,11 @@ export interface Operation {
    * When the controller gives up on it: a task still running then is ended
    * (rolled back, retried or failed with a TASK_TIMED_OUT fault).
    */
-  deadline: Date | undefined;
+  deadline:
+    | Date
+    | undefined;
+  /** Volume id (UUID), for a volume's operation. */
+  volumeId: string;
 }
 
 /** Request of GetOperation. */
@@ -170,6 +180,11 @@ export interface ListOperationsRequest {
   pageToken: string;
   /** Admins: operations of every project. */
   allProjects: boolean;
+  /**
+   * Only operations of this volume (UUID); not with server_id. Without
+   * either, only servers' operations are listed.
+   */
+  volumeId: string;
 }
 
 /** Response of ListOperations. */
@@ -223,6 +238,7 @@ function createBaseOperation(): Operation {
     updateTime: undefined,
     endTime: undefined,
     deadline: undefined,
+    volumeId: "",
   };
 }
 
@@ -272,6 +288,9 @@ export const Operation: MessageFns<Operation> = {
     }
     if (message.deadline !== undefined) {
       Timestamp.encode(toTimestamp(message.deadline), writer.uint32(122).fork()).join();
+    }
+    if (message.volumeId !== "") {
+      writer.uint32(130).string(message.volumeId);
     }
     return writer;
   },
@@ -409,6 +428,14 @@ export const Operation: MessageFns<Operation> = {
             message.deadline = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -470,6 +497,11 @@ export const Operation: MessageFns<Operation> = {
         ? fromJsonTimestamp(object.end_time)
         : undefined,
       deadline: isSet(object.deadline) ? fromJsonTimestamp(object.deadline) : undefined,
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
     };
   },
 
@@ -520,6 +552,9 @@ export const Operation: MessageFns<Operation> = {
     if (message.deadline !== undefined) {
       obj.deadline = message.deadline.toISOString();
     }
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
     return obj;
   },
 
@@ -545,6 +580,7 @@ export const Operation: MessageFns<Operation> = {
     message.updateTime = object.updateTime ?? undefined;
     message.endTime = object.endTime ?? undefined;
     message.deadline = object.deadline ?? undefined;
+    message.volumeId = object.volumeId ?? "";
     return message;
   },
 };
@@ -686,7 +722,7 @@ export const GetOperationResponse: MessageFns<GetOperationResponse> = {
 };
 
 function createBaseListOperationsRequest(): ListOperationsRequest {
-  return { serverId: "", state: 0, pageSize: 0, pageToken: "", allProjects: false };
+  return { serverId: "", state: 0, pageSize: 0, pageToken: "", allProjects: false, volumeId: "" };
 }
 
 export const ListOperationsRequest: MessageFns<ListOperationsRequest> = {
@@ -705,6 +741,9 @@ export const ListOperationsRequest: MessageFns<ListOperationsRequest> = {
     }
     if (message.allProjects !== false) {
       writer.uint32(40).bool(message.allProjects);
+    }
+    if (message.volumeId !== "") {
+      writer.uint32(50).string(message.volumeId);
     }
     return writer;
   },
@@ -762,6 +801,14 @@ export const ListOperationsRequest: MessageFns<ListOperationsRequest> = {
             message.allProjects = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -797,6 +844,11 @@ export const ListOperationsRequest: MessageFns<ListOperationsRequest> = {
         : isSet(object.all_projects)
         ? globalThis.Boolean(object.all_projects)
         : false,
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
     };
   },
 
@@ -817,6 +869,9 @@ export const ListOperationsRequest: MessageFns<ListOperationsRequest> = {
     if (message.allProjects !== false) {
       obj.allProjects = message.allProjects;
     }
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
     return obj;
   },
 
@@ -830,6 +885,7 @@ export const ListOperationsRequest: MessageFns<ListOperationsRequest> = {
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
     message.allProjects = object.allProjects ?? false;
+    message.volumeId = object.volumeId ?? "";
     return message;
   },
 };
@@ -1224,6 +1280,8 @@ export const CancelOperationResponse: MessageFns<CancelOperationResponse> = {
  * ServerService call returns an Operation (shaped after Google AIP-151): one
  * per action, named `servers/{server_id}/operations/{request_id}`, so a
  * client that set its own request_id knows the name before the call returns.
+ * VolumeService's mutating calls return operations named
+ * `volumes/{volume_id}/operations/{request_id}`.
  * Operations of other projects are NOT_FOUND (admins see every project's).
  * For callers other than admins, host names in an operation's texts (its
  * error and progress message) are replaced by host ids (Server.host_id).

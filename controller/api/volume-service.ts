@@ -1,0 +1,160 @@
+/** VolumeService: volumes and volume types (see proto/novamesh/volume/v1/volume.proto). */
+import { randomUUID } from "node:crypto";
+import {
+  VolumeStatus as PbVolumeStatus,
+  type Volume as PbVolume,
+  type VolumeServiceServer,
+  type VolumeType as PbVolumeType,
+} from "../../gen/novamesh/volume/v1/volume.js";
+import type { ConductorContext } from "../conductor/context.js";
+import { createVolume, deleteVolume, extendVolume, visibleVolume } from "../conductor/volumes/index.js";
+import type { Volume, VolumeStatus, VolumeType } from "../domain/volume.js";
+import { DEFAULT_VOLUME_TYPE, MAX_VOLUME_GB, VOLUME_STATUSES, VOLUME_TYPE_NAME } from "../domain/volume.js";
+import { GIB } from "../domain/volume-ops.js";
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
+import { getImage } from "../store/catalog.js";
+import { isDuplicateKey, withTx } from "../store/db.js";
+import { deleteVolumeType, getVolumeTypeByName, insertVolumeType, listVolumes, listVolumeTypes, volumeTypeInUse } from "../store/volumes.js";
+import { fromEnum, toEnum, volumeOperationToProto } from "./convert.js";
+import type { CallContext, RpcDeps } from "./rpc.js";
+import { isAdmin, unary } from "./rpc.js";
+import * as v from "./validate.js";
+import type { Viewer } from "./viewer.js";
+import { maskHosts, maskMap, viewerOf } from "./viewer.js";
+
+/** Backends a volume type may name (agent/volume/). */
+const BACKENDS = ["file", "fake"];
+
+export function volumeToProto(x: Volume, viewer: Viewer): PbVolume {
+  const mask = (t: string) => maskHosts(viewer, x.projectId, t, [x.host]);
+  return {
+    id: x.id,
+    name: x.name,
+    description: x.description,
+    projectId: x.projectId,
+    sizeGb: x.sizeGb,
+    status: x.status === "DELETED" ? PbVolumeStatus.VOLUME_STATUS_UNSPECIFIED : toEnum(PbVolumeStatus, "VOLUME_STATUS_", x.status),
+    volumeType: x.typeName,
+    availabilityZone: x.zone,
+    sourceImageId: x.sourceImageId ?? "",
+    fault: x.fault
+      ? { code: x.fault.code, message: mask(x.fault.message), details: maskMap(viewer, x.projectId, x.fault.details, [x.host]), createTime: new Date(x.fault.createdAt) }
+      : undefined,
+    host: viewer.admin ? x.host : "",
+    pool: viewer.admin ? x.pool : "",
+    requestId: x.requestId,
+    createTime: x.createdAt,
+    updateTime: x.updatedAt,
+  };
+}
+
+function typeToProto(t: VolumeType): PbVolumeType {
+  return { id: t.id, name: t.name, backend: t.backend, description: t.description, createTime: t.createdAt };
+}
+
+function sizeGb(field: string, n: number): number {
+  if (!Number.isInteger(n) || n < 1) throw invalidArgument(field, `must be a whole number of GiB ≥ 1, got ${n}`);
+  if (n > MAX_VOLUME_GB) throw invalidArgument(field, `must be at most ${MAX_VOLUME_GB} GiB`);
+  return n;
+}
+
+function requireAdmin(ctx: CallContext, what: string): void {
+  if (!isAdmin(ctx)) throw permissionDenied(`${what} needs the admin role`);
+}
+
+export function volumeService(deps: RpcDeps, conductor: ConductorContext): VolumeServiceServer {
+  const { pool } = deps;
+
+  return {
+    createVolume: unary(deps, "CreateVolume", async (req, ctx) => {
+      const requestId = v.requestId("request_id", req.requestId);
+      const name = v.text("name", req.name.trim());
+      const description = v.text("description", req.description);
+      const size = sizeGb("size_gb", req.sizeGb);
+      const volumeType = req.volumeType || DEFAULT_VOLUME_TYPE;
+      if (!VOLUME_TYPE_NAME.test(volumeType)) throw invalidArgument("volume_type", "must be 1-64 letters, digits, '.', '-' or '_'");
+      const zone = req.availabilityZone ? v.name("availability_zone", req.availabilityZone) : "";
+      let image = null;
+      if (req.imageId) {
+        const imageId = v.uuid("image_id", req.imageId);
+        image = await getImage(pool, imageId, isAdmin(ctx) ? undefined : ctx.principal.projectId);
+        if (!image) throw notFound("image", imageId);
+        if (image.status !== "active") throw invalidArgument("image_id", `image ${imageId} is ${image.status}, not active`);
+        const needGb = Math.max(image.minDiskGb, Math.ceil(image.sizeBytes / GIB));
+        if (size < needGb) throw invalidArgument("size_gb", `must be at least ${needGb} GiB for image ${imageId}`);
+      }
+      const request = { name, description, size_gb: size, volume_type: volumeType, availability_zone: zone, image_id: image?.id ?? "" };
+      const a = await createVolume(conductor, ctx.principal, { requestId, name, description, sizeGb: size, volumeType, zone, image }, request);
+      const viewer = await viewerOf(pool, ctx);
+      return { volume: volumeToProto(a.volume, viewer), operation: volumeOperationToProto(a.operation, viewer) };
+    }),
+
+    getVolume: unary(deps, "GetVolume", async (req, ctx) => {
+      const volume = await visibleVolume(pool, ctx.principal, v.uuid("id", req.id));
+      return { volume: volumeToProto(volume, await viewerOf(pool, ctx)) };
+    }),
+
+    listVolumes: unary(deps, "ListVolumes", async (req, ctx) => {
+      const limit = v.pageSize(req.pageSize);
+      if (req.allProjects && !isAdmin(ctx)) throw permissionDenied("all_projects needs the admin role");
+      const status = fromEnum(PbVolumeStatus, "VOLUME_STATUS_", req.status) as VolumeStatus | null;
+      if (req.status !== 0 && (!status || !VOLUME_STATUSES.includes(status))) throw invalidArgument("status", `unknown volume status ${req.status}`);
+      const cursor = v.decodePageToken(req.pageToken, (x): x is { t: string; id: string } => typeof (x as { t?: unknown })?.t === "string" && typeof (x as { id?: unknown }).id === "string");
+      const rows = await listVolumes(pool, {
+        projectId: req.allProjects ? undefined : ctx.principal.projectId,
+        status: status ?? undefined,
+        after: cursor ? { createdAt: new Date(cursor.t), id: cursor.id } : undefined,
+        limit: limit + 1,
+      });
+      const page = rows.slice(0, limit);
+      const viewer = await viewerOf(pool, ctx);
+      const last = page[page.length - 1];
+      return {
+        volumes: page.map((x) => volumeToProto(x, viewer)),
+        nextPageToken: rows.length > limit && last ? v.encodePageToken({ t: last.createdAt.toISOString(), id: last.id }) : "",
+      };
+    }),
+
+    deleteVolume: unary(deps, "DeleteVolume", async (req, ctx) => {
+      const a = await deleteVolume(conductor, ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId));
+      return { operation: volumeOperationToProto(a.operation, await viewerOf(pool, ctx)) };
+    }),
+
+    extendVolume: unary(deps, "ExtendVolume", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const size = sizeGb("new_size_gb", req.newSizeGb);
+      const a = await extendVolume(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), size);
+      return { operation: volumeOperationToProto(a.operation, await viewerOf(pool, ctx)) };
+    }),
+
+    createVolumeType: unary(deps, "CreateVolumeType", async (req, ctx) => {
+      requireAdmin(ctx, "CreateVolumeType");
+      if (!VOLUME_TYPE_NAME.test(req.name)) throw invalidArgument("name", "must be 1-64 letters, digits, '.', '-' or '_'");
+      if (req.backend && !BACKENDS.includes(req.backend)) throw invalidArgument("backend", `must be empty (any) or one of ${BACKENDS.join(", ")}`);
+      const description = v.text("description", req.description);
+      try {
+        await insertVolumeType(pool, { id: randomUUID(), name: req.name, backend: req.backend, description });
+      } catch (err) {
+        if (isDuplicateKey(err)) throw alreadyExists("volume_type", req.name);
+        throw err;
+      }
+      const t = await getVolumeTypeByName(pool, req.name);
+      if (!t) throw new Error(`volume type ${req.name} vanished after its insert`);
+      return { volumeType: typeToProto(t) };
+    }),
+
+    listVolumeTypes: unary(deps, "ListVolumeTypes", async () => ({ volumeTypes: (await listVolumeTypes(pool)).map(typeToProto) })),
+
+    deleteVolumeType: unary(deps, "DeleteVolumeType", async (req, ctx) => {
+      requireAdmin(ctx, "DeleteVolumeType");
+      if (!VOLUME_TYPE_NAME.test(req.name)) throw invalidArgument("name", "must be 1-64 letters, digits, '.', '-' or '_'");
+      await withTx(pool, async (conn) => {
+        const t = await getVolumeTypeByName(conn, req.name, { lock: "update" });
+        if (!t) throw notFound("volume_type", req.name);
+        if (await volumeTypeInUse(conn, t.id)) throw failedPrecondition(`volume type ${req.name} is in use by volumes`, "VOLUME_TYPE_IN_USE", { volume_type: req.name });
+        await deleteVolumeType(conn, t.id);
+      });
+      return {};
+    }),
+  };
+}

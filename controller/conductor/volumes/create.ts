@@ -1,0 +1,163 @@
+/**
+ * Creating a volume: placed at once (the pool with the most room left of
+ * the type's backend in the zone, claimed atomically), recorded CREATING
+ * with its create action, and the create_volume op sent to its host; the
+ * host's result makes it AVAILABLE or ERROR. A volume keeps its size claimed
+ * on its pool until it is deleted (also in ERROR: what its host made is
+ * there until a delete removes it).
+ */
+import { randomUUID } from "node:crypto";
+import { status } from "@grpc/grpc-js";
+import type { Image, Principal } from "../../domain/types.js";
+import type { Volume, VolumeType } from "../../domain/volume.js";
+import { effectiveZone } from "../../domain/placement.js";
+import { rankPools } from "../../domain/volume.js";
+import { GIB } from "../../domain/volume-ops.js";
+import { ApiError, invalidArgument } from "../../errors.js";
+import { aggregatesByHost } from "../../store/aggregates.js";
+import type { PoolConnection } from "../../store/db.js";
+import { DEADLOCK_RETRIES, isDuplicateKey, withTx } from "../../store/db.js";
+import { getVolumeAction, insertVolumeAction } from "../../store/volume-actions.js";
+import { addPoolBytes, candidatePools, claimPoolBytes, findVolumeByRequest, getVolumeTypeByName, insertVolume, updateVolume } from "../../store/volumes.js";
+import { checkSameRequest, type RequestBody } from "../act.js";
+import type { ConductorContext } from "../context.js";
+import type { VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
+import { dispatchVolumeOp, volumeAccepted, volumeTask, type VolumeAccepted } from "./frame.js";
+
+export interface NewVolumeRequest {
+  readonly requestId: string;
+  readonly name: string;
+  readonly description: string;
+  readonly sizeGb: number;
+  readonly volumeType: string;
+  /** "" for any. */
+  readonly zone: string;
+  readonly image: Image | null;
+}
+
+/** No pool can take the volume: nothing is created. */
+function noValidPool(message: string, details: Record<string, string>): ApiError {
+  return new ApiError(status.RESOURCE_EXHAUSTED, message, { reason: "NO_VALID_POOL", metadata: details });
+}
+
+/**
+ * Picks and claims a pool for `bytes`: the candidates by most room left,
+ * each claimed with a conditional UPDATE until one takes it.
+ */
+async function placeVolume(conn: PoolConnection, ctx: ConductorContext, type: VolumeType, zone: string, bytes: number) {
+  const upSince = new Date(Date.now() - ctx.serviceDownTimeSeconds * 1000);
+  const aggregates = await aggregatesByHost(conn);
+  const pools = (await candidatePools(conn, { backend: type.backend, upSince }))
+    .map((p) => ({ ...p, zone: effectiveZone(aggregates.get(p.host), p.zone) }))
+    .filter((p) => !zone || p.zone === zone);
+  const where = `${zone ? ` in zone ${zone}` : ""}${type.backend ? ` of backend ${type.backend} (volume type ${type.name})` : ""}`;
+  if (pools.length === 0) throw noValidPool(`no volume host is up with a pool${where}`, { size_gb: String(bytes / GIB), zone, backend: type.backend });
+  const ratio = ctx.volumeOversubscriptionRatio;
+  for (const p of rankPools(pools, ratio)) {
+    if (await claimPoolBytes(conn, p.host, p.name, bytes, ratio)) return p;
+  }
+  const most = Math.max(...pools.map((p) => Math.floor(p.totalBytes * ratio) - p.allocatedBytes));
+  throw noValidPool(`no pool${where} has room for ${bytes / GIB} GiB (the most room left is ${Math.max(0, Math.floor(most / GIB))} GiB)`, {
+    size_gb: String(bytes / GIB),
+    zone,
+    backend: type.backend,
+  });
+}
+
+/** CreateVolume: a repeated request id returns the first volume. */
+export async function createVolume(ctx: ConductorContext, who: Principal, req: NewVolumeRequest, request: RequestBody): Promise<VolumeAccepted> {
+  const replay = async (conn: PoolConnection | ConductorContext["pool"], v: Volume): Promise<number> => {
+    const action = await getVolumeAction(conn, v.id, req.requestId);
+    if (!action) throw new Error(`volume ${v.id} has no create action`);
+    checkSameRequest(req.requestId, "create", action.request, request);
+    return action.id;
+  };
+  let done: { id: string; actionId: number };
+  try {
+    done = await withTx(
+      ctx.pool,
+      async (conn) => {
+        const prior = await findVolumeByRequest(conn, who.projectId, req.requestId);
+        if (prior) return { id: prior.id, actionId: await replay(conn, prior) };
+        // Shared: a type is not deleted under a volume being made with it.
+        const type = await getVolumeTypeByName(conn, req.volumeType, { lock: "share" });
+        if (!type) throw invalidArgument("volume_type", `no volume type is named ${JSON.stringify(req.volumeType)}`);
+        const bytes = req.sizeGb * GIB;
+        const pool = await placeVolume(conn, ctx, type, req.zone, bytes);
+        const id = randomUUID();
+        const { taskDeadline } = volumeTask(ctx, "CREATING");
+        await insertVolume(conn, {
+          id,
+          projectId: who.projectId,
+          name: req.name,
+          description: req.description,
+          sizeGb: req.sizeGb,
+          typeId: type.id,
+          zone: pool.zone,
+          host: pool.host,
+          pool: pool.name,
+          sourceImageId: req.image?.id ?? null,
+          requestId: req.requestId,
+          taskDeadline,
+        });
+        const actionId = await insertVolumeAction(conn, { volumeId: id, projectId: who.projectId, action: "create", requestId: req.requestId, request, deadline: taskDeadline });
+        const volume: Volume = {
+          id,
+          projectId: who.projectId,
+          name: req.name,
+          description: req.description,
+          sizeGb: req.sizeGb,
+          status: "CREATING",
+          typeId: type.id,
+          typeName: type.name,
+          zone: pool.zone,
+          host: pool.host,
+          pool: pool.name,
+          sourceImageId: req.image?.id ?? null,
+          requestId: req.requestId,
+          fault: null,
+          taskDeadline,
+          createdAt: new Date(),
+          updatedAt: new Date(),
+        };
+        await dispatchVolumeOp(conn, ctx, {
+          volume,
+          actionId,
+          requestId: req.requestId,
+          args: { kind: "create_volume", imageId: req.image?.id ?? "", sourceVolumeId: "", sourceSnapshotId: "" },
+          deadline: taskDeadline,
+          image: req.image,
+        });
+        return { id, actionId };
+      },
+      { deadlockRetries: DEADLOCK_RETRIES },
+    );
+  } catch (err) {
+    // The same request id at the same moment: the other call made it.
+    if (!isDuplicateKey(err)) throw err;
+    const prior = await findVolumeByRequest(ctx.pool, who.projectId, req.requestId);
+    if (!prior) throw err;
+    done = { id: prior.id, actionId: await replay(ctx.pool, prior) };
+  }
+  return volumeAccepted(ctx.pool, done.id, done.actionId);
+}
+
+export const createResults: VolumeResultRules<"create_volume"> = {
+  create_volume: {
+    status: "CREATING",
+    apply: async (r) => {
+      if (r.error) return r.fail({ status: "ERROR" });
+      // A source larger than asked makes a larger volume: it is that size now.
+      const grown = Math.ceil((r.outcome.volume?.sizeBytes ?? 0) / GIB);
+      if (grown > r.volume.sizeGb) {
+        await addPoolBytes(r.conn, r.volume.host, r.volume.pool, (grown - r.volume.sizeGb) * GIB);
+        await updateVolume(r.conn, r.volume.id, { sizeGb: grown });
+      }
+      await r.succeed({ status: "AVAILABLE" });
+    },
+  },
+};
+
+export const createTimeouts: VolumeTimeoutRules<"CREATING"> = {
+  CREATING: { outcome: "the volume is in ERROR; delete it to free its pool", reap: (t) => t.end({ status: "ERROR" }) },
+};

@@ -1,0 +1,63 @@
+/**
+ * Extending a volume: the extra size is claimed on its pool first (no room:
+ * RESOURCE_EXHAUSTED, nothing changes), EXTENDING while its host grows it,
+ * then AVAILABLE at the new size. A host's failure leaves it AVAILABLE at
+ * its old size with the fault, the extra claim given back; a timeout leaves
+ * it in ERROR with the larger size claimed (its host may have grown it).
+ */
+import { status } from "@grpc/grpc-js";
+import type { Principal } from "../../domain/types.js";
+import { GIB } from "../../domain/volume-ops.js";
+import { ApiError, invalidArgument } from "../../errors.js";
+import { getVolumeActionById } from "../../store/volume-actions.js";
+import { claimPoolBytes, releasePoolBytes, updateVolume } from "../../store/volumes.js";
+import type { ConductorContext } from "../context.js";
+import type { VolumeResultContext, VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
+import { dispatchVolumeOp, volumeAct, type VolumeAccepted } from "./frame.js";
+
+export function extendVolume(ctx: ConductorContext, who: Principal, id: string, requestId: string, newSizeGb: number): Promise<VolumeAccepted> {
+  return volumeAct(ctx, who, id, requestId, "extend", { new_size_gb: newSizeGb }, async (conn, v, actionId, deadline) => {
+    if (newSizeGb <= v.sizeGb) throw invalidArgument("new_size_gb", `must be larger than the volume's ${v.sizeGb} GiB`);
+    const extra = (newSizeGb - v.sizeGb) * GIB;
+    if (!(await claimPoolBytes(conn, v.host, v.pool, extra, ctx.volumeOversubscriptionRatio))) {
+      throw new ApiError(status.RESOURCE_EXHAUSTED, `the volume's pool has no room for ${newSizeGb - v.sizeGb} more GiB`, {
+        reason: "NO_VALID_POOL",
+        metadata: { new_size_gb: String(newSizeGb) },
+      });
+    }
+    await updateVolume(conn, v.id, { status: "EXTENDING", taskDeadline: deadline });
+    await dispatchVolumeOp(conn, ctx, { volume: v, actionId, requestId, args: { kind: "extend_volume", sizeBytes: newSizeGb * GIB }, deadline });
+  });
+}
+
+/** The size the extend action asked for. */
+async function askedSize(r: { conn: VolumeResultContext["conn"]; actionId: number }): Promise<number> {
+  const action = await getVolumeActionById(r.conn, r.actionId);
+  const size = Number(action?.request?.new_size_gb);
+  if (!Number.isInteger(size)) throw new Error(`extend action ${r.actionId} has no new size`);
+  return size;
+}
+
+export const extendResults: VolumeResultRules<"extend_volume"> = {
+  extend_volume: {
+    status: "EXTENDING",
+    apply: async (r) => {
+      const size = await askedSize({ conn: r.conn, actionId: r.op.actionId });
+      if (r.error) {
+        await releasePoolBytes(r.conn, r.volume.host, r.volume.pool, (size - r.volume.sizeGb) * GIB);
+        return r.fail({ status: "AVAILABLE" });
+      }
+      await r.succeed({ status: "AVAILABLE", sizeGb: size });
+    },
+  },
+};
+
+export const extendTimeouts: VolumeTimeoutRules<"EXTENDING"> = {
+  EXTENDING: {
+    outcome: "the volume is in ERROR at the size asked (its host may have grown it); delete it or ask its host's operator",
+    reap: async (t) => {
+      const size = t.actionId !== null ? await askedSize({ conn: t.conn, actionId: t.actionId }) : t.volume.sizeGb;
+      await t.end({ status: "ERROR", sizeGb: size });
+    },
+  },
+};

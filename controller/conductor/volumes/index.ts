@@ -1,0 +1,16 @@
+/** The volume flows' rows, assembled into complete tables, and their calls. */
+import type { VolumeTask } from "../../domain/volume.js";
+import type { VolumeOpKind } from "../../domain/volume-ops.js";
+import { createResults, createTimeouts } from "./create.js";
+import { deleteResults, deleteTimeouts } from "./delete.js";
+import { extendResults, extendTimeouts } from "./extend.js";
+import type { VolumeResultRule, VolumeTimeoutRule } from "./flow.js";
+
+export { createVolume, type NewVolumeRequest } from "./create.js";
+export { deleteVolume } from "./delete.js";
+export { extendVolume } from "./extend.js";
+export { visibleVolume, type VolumeAccepted } from "./frame.js";
+
+export const VOLUME_RESULT_RULES: Readonly<Record<VolumeOpKind, VolumeResultRule>> = { ...createResults, ...deleteResults, ...extendResults };
+
+export const VOLUME_TIMEOUT_RULES: Readonly<Record<VolumeTask, VolumeTimeoutRule>> = { ...createTimeouts, ...deleteTimeouts, ...extendTimeouts };
