@@ -21,7 +21,7 @@
  *   non-retryable "NO_VOLUME_BACKEND", not journaled (nothing ran).
  */
 import { mkdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { pino, type Logger } from "pino";
 import type { VolumeOpState } from "../../controller/domain/volume-ops.js";
 import { bestEffort } from "../best-effort.js";
@@ -73,7 +73,8 @@ export class VolumeOps {
 
   constructor(private readonly options: VolumeOpsOptions) {
     this.log = options.logger ?? pino({ level: "silent" });
-    this.imageDir = join(options.stateDir, "volume-images");
+    // Absolute: the path is part of the source a backend records for a create.
+    this.imageDir = resolve(options.stateDir, "volume-images");
   }
 
   /** Removes images left by creates a stopped agent did not finish (no op runs yet; best effort). */
