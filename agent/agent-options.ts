@@ -7,6 +7,7 @@ import type { NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
 import type { Driver } from "./drivers/driver.js";
 import type { NetworkDriver } from "./network/driver.js";
+import type { ImageStore } from "./drivers/libvirt/image-store.js";
 import type { VolumeBackend } from "./volume/backend.js";
 import { AGENT_VERSION } from "./version.js";
 
@@ -22,10 +23,13 @@ export interface AgentOptions {
   readonly network?: NetworkDriver;
   /**
    * The host's volume backend when it serves volumes (a volume host): its
-   * pools go with the hello and every report. The agent closes it at stop
-   * (its exports keep serving).
+   * pools go with the hello and every report, and it runs the volume ops
+   * (ops/volume-executor.ts; without it they fail "NO_VOLUME_BACKEND"). The
+   * agent closes it at stop (its exports keep serving).
    */
   readonly volumes?: VolumeBackend;
+  /** Where a volume host gets the images it makes volumes from (none: such a create fails "NO_IMAGE_STORE"). */
+  readonly images?: ImageStore;
   /** gRPC address of the controller, `host:port` (default "127.0.0.1:8774"). */
   readonly controller: string;
   /** Agent token, sent as `authorization: Bearer <token>` (default "": no header). */

@@ -12,11 +12,14 @@ import { Agent, type AgentInit } from "./agent.js";
 import { createTestOpStream, tryConnect, TEST_NATS_URL, type TestOpStream } from "./bus/nats-test-util.js";
 import { FakeDriver, type FakeDriverOptions } from "./drivers/fake/fake-driver.js";
 import { testInstance } from "./drivers/test-instance.js";
-import { testOp } from "./ops/test-ops.js";
-import { computeOpOf } from "./test-compute-op.js";
+import { testOp, testVolume, testVolumeOp } from "./ops/test-ops.js";
+import { computeOpOf, computeOpOfVolumeOp } from "./test-compute-op.js";
 import { TestController } from "./test-controller.js";
 import { DriverError } from "./drivers/errors.js";
 import type { PoolCapacity, VolumeBackend } from "./volume/backend.js";
+import { FakeVolumeBackend } from "./volume/fake/fake-backend.js";
+import { GIB } from "../controller/domain/volume-ops.js";
+import type { AgentVolumeOp } from "./ops/agent-op.js";
 
 let nc: NatsConnection | undefined;
 let ops: TestOpStream;
@@ -85,6 +88,11 @@ function poolsOnly(kind: string, pools: () => PoolCapacity[]): VolumeBackend {
   return { kind, pools: async () => pools(), create: no, delete: no, extend: no, createSnapshot: no, deleteSnapshot: no, export: no, unexport: no, list: no, close: async () => {} };
 }
 
+/** A volume op as the bytes the controller publishes. */
+function publishable(op: AgentVolumeOp): Uint8Array {
+  return ComputeOp.encode(computeOpOfVolumeOp(op)).finish();
+}
+
 describe("Agent against a test controller and real JetStream", () => {
   test("says Hello with its token, reports at once and then every interval", async () => {
     const driver = fake({ capacity: { vcpus: 8, memoryMb: 8192, diskGb: 100 } });
@@ -136,6 +144,40 @@ describe("Agent against a test controller and real JetStream", () => {
     await controller.waitFor("a report", () => session.reports[0], 2_500);
     broken = false;
     await controller.waitFor("a report with the pool once the backend answers", () => session.reports.find((r) => r.volumePools.length === 1), 2_500);
+  });
+
+  test("a volume host runs a volume op, reports the volume's id and size, re-sends it after a reconnect, and acks after OpResultAck", async () => {
+    controller.autoAck = false;
+    const volumes = new FakeVolumeBackend({ pools: [{ name: "p1", totalBytes: 10 * GIB }] });
+    await startAgent(fake(), { volumes });
+    const vol = testVolume({ sizeBytes: 2 * GIB });
+    const create = testVolumeOp(vol, { kind: "create_volume" });
+    await ops.publish(publishable(create));
+    const result = await controller.waitFor("the result", () => controller.last?.results.find((r) => r.opId === create.opId));
+    assert.equal(result.error, undefined);
+    assert.equal(result.serverId, "");
+    assert.equal(result.volumeId, vol.id);
+    assert.deepEqual(result.volume, { sizeBytes: 2 * GIB });
+    assert.equal((await volumes.list()).volumes[0]?.id, vol.id);
+    controller.last!.kill();
+    await controller.waitFor("a second session", () => controller.sessions.length === 2);
+    const resent = await controller.waitFor("the re-sent result", () => controller.sessions[1]!.results[0]);
+    assert.deepEqual(resent, result);
+    assert.equal(await ops.ackPending(), 1, "not acked before the controller acknowledged");
+    controller.sessions[1]!.ack(create.opId);
+    await controller.waitFor("the JetStream ack", async () => (await ops.ackPending()) === 0);
+  });
+
+  test("an agent without a volume backend answers a volume op NO_VOLUME_BACKEND and acks it once acknowledged", async () => {
+    await startAgent(fake());
+    const vol = testVolume();
+    const del = testVolumeOp(vol, { kind: "delete_volume" });
+    await ops.publish(publishable(del));
+    const result = await controller.waitFor("the result", () => controller.results.find((r) => r.opId === del.opId));
+    assert.equal(result.error?.code, "NO_VOLUME_BACKEND");
+    assert.equal(result.error?.retryable, false);
+    assert.equal(result.volumeId, vol.id);
+    await controller.waitFor("the JetStream ack", async () => (await ops.ackPending()) === 0);
   });
 
   test("runs a published op, reports its result, and acks JetStream only after OpResultAck", async () => {

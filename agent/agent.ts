@@ -8,6 +8,9 @@
  *     → OpOutcome → OpResult (ControllerSession) → OpResultAck (controller)
  *     → ack (JetStream)
  *
+ * A volume host's volume ops take the same path, as AgentVolumeOps run on
+ * its volume backend instead of the driver.
+ *
  * Proto is decoded and encoded only at those edges (the consumer and the
  * session, through proto-convert); the executor and the driver see the
  * agent's own types.
@@ -122,6 +125,8 @@ export class Agent {
     this.executor = await OpExecutor.open({
       driver,
       network,
+      volumes: this.options.volumes,
+      images: this.options.images,
       stateDir,
       concurrency,
       fsync,

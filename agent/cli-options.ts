@@ -38,7 +38,7 @@ export const AGENT_FLAGS = {
   hosts: { env: "NOVAMESH_AGENT_HOSTS", type: "string", default: () => "1", help: "run N fake agents in this process, named <host>-1..N, each with its own state dir" },
   "libvirt-uri": { env: "NOVAMESH_LIBVIRT_URI", type: "string", default: () => "qemu:///system", help: "libvirt driver: connection URI (test:///<node.xml> for libvirt's test hypervisor)" },
   "instances-path": { env: "NOVAMESH_INSTANCES_PATH", type: "string", help: "libvirt driver: instance disks and the base image cache; default <state-dir>/instances" },
-  "image-dir": { env: "NOVAMESH_IMAGE_DIR", type: "string", help: "libvirt driver: a local directory as the image store (image <id> is the file <dir>/<id>; snapshots are written there) instead of the controller, which is the default" },
+  "image-dir": { env: "NOVAMESH_IMAGE_DIR", type: "string", help: "libvirt driver and volume hosts: a local directory as the image store (image <id> is the file <dir>/<id>; snapshots are written there) instead of the controller, which is the default" },
   "live-migration-uri": { env: "NOVAMESH_LIVE_MIGRATION_URI", type: "string", help: "libvirt driver: libvirt URI other hosts' libvirtds reach this one at for live migration, e.g. qemu+tcp://<this host>/system (without it the host cannot live-migrate)" },
   "live-migration-inbound-addr": { env: "NOVAMESH_LIVE_MIGRATION_INBOUND_ADDR", type: "string", help: "libvirt driver: address qemu receives live migrations on; default the host of --live-migration-uri" },
   "network-driver": { env: "NOVAMESH_NETWORK_DRIVER", type: "string", help: "network driver: linux (bridges, VXLAN, dnsmasq, nftables) or fake; default linux with the libvirt driver, fake with the fake one" },

@@ -20,15 +20,18 @@ import { bestEffort } from "./best-effort.js";
 import { TlsConfigError, clientCredentials } from "./tls.js";
 
 /**
- * The driver `config` asks for, for one agent. `client` is the agent's
- * AgentService client, through which a libvirt host gets and puts image
- * bytes (unless --image-dir names a local directory instead).
+ * Where one agent gets and puts image bytes: through the controller over
+ * `client`, the agent's AgentService client, unless --image-dir names a
+ * local directory instead.
  */
-function makeDriver(config: AgentCliConfig, host: string, stateDir: string, client: () => AgentServiceClient, logger: Logger): Driver {
+function makeImageStore(config: AgentCliConfig, host: string, client: () => AgentServiceClient): ImageStore {
+  const { imageDir } = config.libvirt;
+  return imageDir !== undefined ? new DirectoryImageStore(resolve(imageDir)) : new ControllerImageStore({ client, token: config.token, host });
+}
+
+/** The driver `config` asks for, for one agent (a libvirt host's images come from `imageStore`). */
+function makeDriver(config: AgentCliConfig, host: string, stateDir: string, imageStore: ImageStore, logger: Logger): Driver {
   if (config.driver === "libvirt") {
-    const { imageDir } = config.libvirt;
-    const imageStore: ImageStore =
-      imageDir !== undefined ? new DirectoryImageStore(resolve(imageDir)) : new ControllerImageStore({ client, token: config.token, host });
     return new LibvirtDriver({
       hostname: host,
       uri: config.libvirt.uri,
@@ -103,10 +106,12 @@ async function main(): Promise<number> {
           }))
       : undefined;
   const agents = instances.map(({ host, stateDir }) => {
+    const images = makeImageStore(config, host, () => agent.client);
     const agent: Agent = new Agent({
-      driver: makeDriver(config, host, stateDir, () => agent.client, logger),
+      driver: makeDriver(config, host, stateDir, images, logger),
       network: makeNetwork(config, host, stateDir, logger),
       volumes: config.volumes ? makeVolumes(config.volumes, stateDir, logger.child({ host, volumes: config.volumes.backend })) : undefined,
+      images: config.volumes ? images : undefined,
       controller: config.controller,
       credentials: channel.credentials,
       channelOptions: channel.channelOptions,

@@ -2,10 +2,11 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { PowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import { testInstance } from "./drivers/test-instance.js";
-import type { AgentOp } from "./ops/agent-op.js";
-import { testOp } from "./ops/test-ops.js";
+import { GIB } from "../controller/domain/volume-ops.js";
+import type { AgentOp, AgentVolumeOp } from "./ops/agent-op.js";
+import { testOp, testVolume, testVolumeOp } from "./ops/test-ops.js";
 import { agentOpFromProto, opProgressToProto, opResultToProto } from "./proto-convert.js";
-import { computeOpOf } from "./test-compute-op.js";
+import { computeOpOf, computeOpOfVolumeOp } from "./test-compute-op.js";
 
 describe("ComputeOp in: the agent's own op", () => {
   test("every kind of ComputeOp comes in as the AgentOp of that kind, with its arguments, instance and header", () => {
@@ -56,6 +57,68 @@ describe("ComputeOp in: the agent's own op", () => {
   });
 });
 
+describe("ComputeOp in: a volume op", () => {
+  const image = { id: "img-1", name: "debian", diskFormat: "qcow2", checksum: "ab".repeat(32) };
+
+  test("each volume op kind comes in as the AgentVolumeOp of that kind, with its volume, source or size, and header", () => {
+    const vol = testVolume({ sizeBytes: 3 * GIB });
+    const deadline = new Date(Date.now() + 60_000);
+    const ops: AgentVolumeOp[] = [
+      testVolumeOp(vol, { kind: "create_volume" }),
+      { ...testVolumeOp(vol, { kind: "create_volume", source: { kind: "image", image } }), deadline },
+      testVolumeOp(vol, { kind: "create_volume", source: { kind: "snapshot", volumeId: "vol-src", snapshotId: "snap-1" } }),
+      testVolumeOp(vol, { kind: "extend_volume", sizeBytes: 5 * GIB }),
+      testVolumeOp(vol, { kind: "delete_volume" }),
+    ];
+    for (const op of ops) assert.deepEqual(agentOpFromProto(computeOpOfVolumeOp(op)), op, op.kind);
+  });
+
+  test("a volume op that names no usable volume, size or source comes in as an InvalidOp carrying the volume id", () => {
+    const vol = testVolume();
+    const create = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "create_volume" }));
+    const problem = (o: typeof create) => {
+      const got = agentOpFromProto(o);
+      assert.ok("problem" in got, `came in as a runnable op: ${JSON.stringify(got)}`);
+      return got;
+    };
+    assert.deepEqual(problem({ ...create, volume: undefined }), { opId: create.opId, serverId: "", volumeId: "", problem: "create_volume names no volume" });
+    assert.equal(problem({ ...create, volume: { ...vol, id: "" } }).problem, "volume.id is empty");
+    assert.equal(problem({ ...create, volume: { ...vol, id: "../etc/passwd" } }).problem, 'volume.id "../etc/passwd" is not a volume id');
+    assert.equal(problem({ ...create, volume: { ...vol, pool: "" } }).problem, "volume.pool is empty");
+    assert.equal(problem({ ...create, volume: { ...vol, sizeBytes: 0 } }).problem, "volume.size_bytes 0 is not a positive whole number of bytes");
+    assert.equal(problem({ ...create, volume: { ...vol, sizeBytes: 1.5 } }).problem, "volume.size_bytes 1.5 is not a positive whole number of bytes");
+    assert.deepEqual(problem({ ...create, opId: "" }), { opId: "", serverId: "", volumeId: vol.id, problem: "op_id is empty" });
+    const both = { $case: "createVolume" as const, createVolume: { image: { ...image, properties: {} }, sourceVolumeId: "v", sourceSnapshotId: "s" } };
+    assert.equal(problem({ ...create, op: both }).problem, "create_volume names both an image and a snapshot to copy");
+    const halfSnapshot = { $case: "createVolume" as const, createVolume: { image: undefined, sourceVolumeId: "v", sourceSnapshotId: "" } };
+    assert.equal(problem({ ...create, op: halfSnapshot }).problem, 'create_volume.source_snapshot_id "" is not a snapshot id');
+    const noImageId = { $case: "createVolume" as const, createVolume: { image: { ...image, id: "", properties: {} }, sourceVolumeId: "", sourceSnapshotId: "" } };
+    assert.equal(problem({ ...create, op: noImageId }).problem, "create_volume.image.id is empty");
+    const extend = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "extend_volume", sizeBytes: 0 }));
+    assert.equal(problem(extend).problem, "extend_volume.size_bytes 0 is not a positive whole number of bytes");
+    const withInstance = { ...create, instance: computeOpOf(testOp(testInstance(), { kind: "spawn" })).instance };
+    assert.equal(problem(withInstance).problem, "create_volume acts on a volume; the op carries an instance");
+  });
+
+  test("a delete needs only the volume's id: a cleanup is not refused over a pool or size it does not use", () => {
+    const vol = testVolume();
+    const del = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "delete_volume" }));
+    const got = agentOpFromProto({ ...del, volume: { ...vol, pool: "", sizeBytes: 0 } });
+    assert.equal("problem" in got, false);
+    assert.deepEqual(agentOpFromProto({ ...del, volume: { ...vol, id: "" } }), { opId: del.opId, serverId: "", volumeId: "", problem: "volume.id is empty" });
+    assert.deepEqual(agentOpFromProto({ ...del, volume: undefined }), { opId: del.opId, serverId: "", volumeId: "", problem: "delete_volume names no volume" });
+  });
+
+  test("an op on an instance that carries a volume instead of an instance is an InvalidOp", () => {
+    const spawn = computeOpOf(testOp(testInstance(), { kind: "spawn" }));
+    assert.deepEqual(agentOpFromProto({ ...spawn, instance: undefined, volume: testVolume() }), {
+      opId: spawn.opId,
+      serverId: "",
+      problem: "an op on an instance (spawn) carries a volume",
+    });
+  });
+});
+
 describe("Outcomes and progress out: OpResult and OpProgress", () => {
   test("a failed outcome goes out with its failure as OpError and no note as an empty one", () => {
     const startTime = new Date(Date.now() - 1_000);
@@ -70,6 +133,8 @@ describe("Outcomes and progress out: OpResult and OpProgress", () => {
       finishTime,
       snapshot: undefined,
       note: "",
+      volumeId: "",
+      volume: undefined,
     });
   });
 
@@ -81,6 +146,17 @@ describe("Outcomes and progress out: OpResult and OpProgress", () => {
     assert.deepEqual(result.snapshot, snapshot);
     assert.equal(result.note, "n");
     assert.equal(result.powerState, PowerState.POWER_STATE_UNSPECIFIED);
+  });
+
+  test("a volume op's outcome goes out with its volume id and the volume's size, and no server id", () => {
+    const now = new Date();
+    const created = opResultToProto({ opId: "o", serverId: "", volumeId: "vol-1", volume: { sizeBytes: 3 * GIB }, startTime: now, finishTime: now });
+    assert.equal(created.serverId, "");
+    assert.equal(created.volumeId, "vol-1");
+    assert.deepEqual(created.volume, { sizeBytes: 3 * GIB });
+    assert.equal(created.powerState, PowerState.POWER_STATE_UNSPECIFIED);
+    const deleted = opResultToProto({ opId: "o", serverId: "", volumeId: "vol-1", startTime: now, finishTime: now });
+    assert.equal(deleted.volume, undefined);
   });
 
   test("progress goes out with its task step, or none", () => {

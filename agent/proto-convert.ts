@@ -16,12 +16,14 @@ import type {
 } from "../gen/novamesh/agent/v1/agent.js";
 import type { VolumeBackend } from "./volume/backend.js";
 import type { Logger } from "pino";
-import type { ComputeOp, Instance, Port as ProtoPort } from "../gen/novamesh/agent/v1/ops.js";
+import type { ComputeOp, InstanceImage, Instance, Port as ProtoPort } from "../gen/novamesh/agent/v1/ops.js";
 import type { PortSpec, Segmentation } from "./network/types.js";
 import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./drivers/types.js";
 import { kindOfCase } from "../controller/domain/ops.js";
-import type { AgentOp, InvalidOp, OpArgsByKind, OpHeader } from "./ops/agent-op.js";
+import { isVolumeOpCase, type VolumeOpKind, type VolumeOpSource } from "../controller/domain/volume-ops.js";
+import { VOLUME_ID_PATTERN } from "./volume/backend.js";
+import type { AgentOp, AgentVolumeOp, IncomingOp, InvalidOp, OpArgsByKind, OpEnvelope, OpHeader } from "./ops/agent-op.js";
 import type { OpFailure, OpOutcome } from "./ops/outcome.js";
 import type { OpProgressEvent } from "./ops/progress.js";
 
@@ -59,12 +61,15 @@ function argsFromProto(o: ProtoOp): OpArgs | undefined {
 }
 
 /**
- * A decoded ComputeOp as the op the executor runs, or, if it names nothing
- * this agent can run, why not.
+ * A decoded ComputeOp as the op the executor runs (on an instance, or on a
+ * volume: {@link volumeOpFromProto}), or, if it names nothing this agent
+ * can run, why not.
  */
-export function agentOpFromProto(op: ComputeOp): AgentOp | InvalidOp {
+export function agentOpFromProto(op: ComputeOp): IncomingOp {
+  if (op.op !== undefined && isVolumeOpCase(op.op.$case)) return volumeOpFromProto(op, op.op);
   const invalid = (problem: string): InvalidOp => ({ opId: op.opId, serverId: op.instance?.id ?? "", problem });
   if (!op.opId) return invalid("op_id is empty");
+  if (op.volume !== undefined) return invalid(`an op on an instance${op.op ? ` (${op.op.$case})` : ""} carries a volume`);
   if (!op.instance?.id) return invalid("instance.id is empty");
   if (op.op === undefined) return invalid("the op names no operation (unknown to this agent version?)");
   if (op.op.$case === "abort" && !op.op.abort.targetOpId) return invalid("abort.target_op_id is empty");
@@ -79,6 +84,69 @@ export function agentOpFromProto(op: ComputeOp): AgentOp | InvalidOp {
     instance: instanceSpecFromProto(op.instance),
   };
   return { ...header, ...args } as AgentOp;
+}
+
+/** Whether `n` is a positive whole number of bytes. */
+function isSize(n: number): boolean {
+  return Number.isSafeInteger(n) && n > 0;
+}
+
+/** The source of a create_volume op, or what is wrong with it. */
+function volumeSourceFromProto(c: { image?: InstanceImage | undefined; sourceVolumeId: string; sourceSnapshotId: string }): VolumeOpSource | string {
+  const snapshot = c.sourceVolumeId !== "" || c.sourceSnapshotId !== "";
+  if (c.image && snapshot) return "create_volume names both an image and a snapshot to copy";
+  if (c.image) {
+    if (!c.image.id) return "create_volume.image.id is empty";
+    const { id, name, diskFormat, checksum } = c.image;
+    return { kind: "image", image: { id, name, diskFormat, checksum } };
+  }
+  if (!snapshot) return { kind: "blank" };
+  if (!VOLUME_ID_PATTERN.test(c.sourceVolumeId)) return `create_volume.source_volume_id "${c.sourceVolumeId}" is not a volume id`;
+  if (!VOLUME_ID_PATTERN.test(c.sourceSnapshotId)) return `create_volume.source_snapshot_id "${c.sourceSnapshotId}" is not a snapshot id`;
+  return { kind: "snapshot", volumeId: c.sourceVolumeId, snapshotId: c.sourceSnapshotId };
+}
+
+/**
+ * A ComputeOp of a volume op case as the op the volume backend runs, or
+ * what is wrong with it. A delete needs only the volume's id (a cleanup is
+ * not refused over fields it does not use); a create and an extend need
+ * its pool and a positive size too.
+ */
+function volumeOpFromProto(op: ComputeOp, o: ProtoOp): AgentVolumeOp | InvalidOp {
+  const volume = op.volume;
+  const invalid = (problem: string): InvalidOp => ({ opId: op.opId, serverId: "", volumeId: volume?.id ?? "", problem });
+  const kind = o.$case.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) as VolumeOpKind;
+  if (!op.opId) return invalid("op_id is empty");
+  if (op.instance !== undefined) return invalid(`${kind} acts on a volume; the op carries an instance`);
+  if (!volume) return invalid(`${kind} names no volume`);
+  if (!volume.id) return invalid("volume.id is empty");
+  if (!VOLUME_ID_PATTERN.test(volume.id)) return invalid(`volume.id "${volume.id}" is not a volume id`);
+  if (kind !== "delete_volume") {
+    if (!volume.pool) return invalid("volume.pool is empty");
+    if (!isSize(volume.sizeBytes)) return invalid(`volume.size_bytes ${volume.sizeBytes} is not a positive whole number of bytes`);
+  }
+  const header: OpEnvelope & Pick<AgentVolumeOp, "volume"> = {
+    opId: op.opId,
+    requestId: op.requestId,
+    attempt: op.attempt,
+    deadline: op.deadline ?? null,
+    volume: { id: volume.id, projectId: volume.projectId, pool: volume.pool, sizeBytes: volume.sizeBytes },
+  };
+  switch (o.$case) {
+    case "createVolume": {
+      const source = volumeSourceFromProto(o.createVolume);
+      return typeof source === "string" ? invalid(source) : { ...header, kind: "create_volume", source };
+    }
+    case "deleteVolume":
+      return { ...header, kind: "delete_volume" };
+    case "extendVolume": {
+      const { sizeBytes } = o.extendVolume;
+      if (!isSize(sizeBytes)) return invalid(`extend_volume.size_bytes ${sizeBytes} is not a positive whole number of bytes`);
+      return { ...header, kind: "extend_volume", sizeBytes };
+    }
+    default:
+      return invalid(`the op names an operation this agent does not know (${o.$case})`);
+  }
 }
 
 /** The instance of a ComputeOp as the driver takes it. */
@@ -224,8 +292,8 @@ export function opResultToProto(outcome: OpOutcome): OpResult {
     finishTime: outcome.finishTime,
     snapshot: outcome.snapshot ? snapshotInfoToProto(outcome.snapshot) : undefined,
     note: outcome.note ?? "",
-    volumeId: "",
-    volume: undefined,
+    volumeId: outcome.volumeId ?? "",
+    volume: outcome.volume ? { sizeBytes: outcome.volume.sizeBytes } : undefined,
   };
 }
 

@@ -1,6 +1,6 @@
 /** ComputeOps for tests that put ops on the wire, as the controller would. */
 import type { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
-import type { AgentOp } from "./ops/agent-op.js";
+import type { AgentOp, AgentVolumeOp } from "./ops/agent-op.js";
 import { portSpecToProto } from "./proto-convert.js";
 
 /**
@@ -32,4 +32,26 @@ export function computeOpOf(op: AgentOp): ComputeOp {
     },
     op: { $case, [$case]: args } as unknown as ComputeOp["op"],
   };
+}
+
+/** The operation of a volume op as the ComputeOp's oneof. */
+function volumeCaseOf(op: AgentVolumeOp): ComputeOp["op"] {
+  switch (op.kind) {
+    case "create_volume": {
+      const s = op.source;
+      const image = s.kind === "image" ? { ...s.image, properties: {} } : undefined;
+      const [sourceVolumeId, sourceSnapshotId] = s.kind === "snapshot" ? [s.volumeId, s.snapshotId] : ["", ""];
+      return { $case: "createVolume", createVolume: { image, sourceVolumeId, sourceSnapshotId } };
+    }
+    case "delete_volume":
+      return { $case: "deleteVolume", deleteVolume: {} };
+    case "extend_volume":
+      return { $case: "extendVolume", extendVolume: { sizeBytes: op.sizeBytes } };
+  }
+}
+
+/** A volume op as a ComputeOp: `volume` set, no `instance`. */
+export function computeOpOfVolumeOp(op: AgentVolumeOp): ComputeOp {
+  const { opId, requestId, attempt, deadline, volume } = op;
+  return { opId, requestId, attempt, createTime: new Date(), deadline: deadline ?? undefined, volume: { ...volume }, instance: undefined, op: volumeCaseOf(op) };
 }

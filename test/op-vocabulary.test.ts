@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
 import { agentOpFromProto } from "../agent/proto-convert.js";
-import { isInvalidOp } from "../agent/ops/agent-op.js";
+import { isInvalidOp, isVolumeOp } from "../agent/ops/agent-op.js";
 import { encodeComputeOp } from "../controller/bus/op-codec.js";
 import type { OpArgs } from "../controller/domain/ops.js";
 import { OP_KINDS, kindOfCase, opCase } from "../controller/domain/ops.js";
@@ -59,6 +59,7 @@ test("every op kind crosses from the controller to the agent as itself, with its
     assert.equal(decoded.op?.$case, opCase(args.kind), args.kind);
     const op = agentOpFromProto(decoded);
     assert.ok(!isInvalidOp(op), `${args.kind}: ${isInvalidOp(op) ? op.problem : ""}`);
+    assert.ok(!isVolumeOp(op), `${args.kind} came in as a volume op`);
     const { opId, requestId, attempt, deadline, instance: spec, ...received } = op;
     assert.deepEqual(received, args, args.kind);
     assert.equal(spec.id, instance.uuid);

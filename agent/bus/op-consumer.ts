@@ -2,8 +2,8 @@
  * The host's op feed: binds the durable JetStream pull consumer the
  * controller created (`HelloAck.stream` / `HelloAck.consumer`), decodes each
  * message as a protobuf `ComputeOp` and yields it as the agent's own op
- * (an `AgentOp`, or an `InvalidOp` saying why it cannot be run). A message stays held —
- * kept alive with `working()` so JetStream does not redeliver it — until the
+ * (an `AgentOp`, an `AgentVolumeOp`, or an `InvalidOp` saying why it
+ * cannot be run). A message stays held — kept alive with `working()` so JetStream does not redeliver it — until the
  * agent calls `ack(opId)` (the controller applied the result) or `nak(opId)`
  * (give it back, e.g. at shutdown). Undecodable messages, and messages
  * without the controller's signature, are terminated.
@@ -15,7 +15,7 @@ import type { ConsumerMessages, JetStreamClient, JsMsg } from "nats";
 import type { Logger } from "pino";
 import { ComputeOp } from "../../gen/novamesh/agent/v1/ops.js";
 import { opSignatureValid } from "./op-signature.js";
-import type { AgentOp, InvalidOp } from "../ops/agent-op.js";
+import type { IncomingOp } from "../ops/agent-op.js";
 import { agentOpFromProto } from "../proto-convert.js";
 
 /** Options of {@link OpConsumer.bind}. */
@@ -46,7 +46,7 @@ export interface OpConsumerOptions {
 /** One op as delivered. */
 export interface OpDelivery {
   /** The decoded op, or why it cannot be run. */
-  readonly op: AgentOp | InvalidOp;
+  readonly op: IncomingOp;
   /** JetStream delivered it before (the agent may have run it already). */
   readonly redelivered: boolean;
   /** How many times JetStream has delivered it. */
@@ -112,7 +112,7 @@ export class OpConsumer implements AsyncIterable<OpDelivery> {
         msg.term();
         continue;
       }
-      let op: AgentOp | InvalidOp;
+      let op: IncomingOp;
       try {
         op = agentOpFromProto(ComputeOp.decode(msg.data));
         if (!op.opId) throw new Error("op_id is empty");

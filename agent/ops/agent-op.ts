@@ -1,10 +1,12 @@
 /**
  * What the agent is asked to do, in its own terms: an op is one kind of
  * operation (snake_case, as the controller names them) on one instance,
- * with that kind's own arguments. The wire format is converted to this at
- * the agent's edge (`agent/proto-convert.ts`); nothing below it sees proto.
+ * or, on a volume host, on one volume, with that kind's own arguments. The
+ * wire format is converted to this at the agent's edge
+ * (`agent/proto-convert.ts`); nothing below it sees proto.
  */
 import type { OpArgs } from "../../controller/domain/ops.js";
+import type { VolumeOpArgs, VolumeOpKind, VolumeOpSource, VolumeTarget } from "../../controller/domain/volume-ops.js";
 import type { InstanceSpec } from "../drivers/types.js";
 
 /**
@@ -20,8 +22,8 @@ export type AgentOpKind = keyof OpArgsByKind;
 /** The kinds that are run through the driver: every kind but abort. */
 export type DriverOpKind = Exclude<AgentOpKind, "abort">;
 
-/** What every op carries, whatever its kind. */
-export interface OpHeader {
+/** What every op carries, whatever it acts on. */
+export interface OpEnvelope {
   /** Unique op id; the agent runs each at most once. */
   readonly opId: string;
   /** Request id of the action that caused it. */
@@ -30,6 +32,10 @@ export interface OpHeader {
   readonly attempt: number;
   /** After this time the op must not start; null: no deadline. */
   readonly deadline: Date | null;
+}
+
+/** What every op on an instance carries, whatever its kind. */
+export interface OpHeader extends OpEnvelope {
   /** The instance, as the driver takes it. */
   readonly instance: InstanceSpec;
 }
@@ -40,19 +46,49 @@ export type AgentOp<K extends AgentOpKind = AgentOpKind> = {
 }[K];
 
 /**
+ * Each volume op kind's arguments as the agent takes them (the vocabulary
+ * is controller/domain/volume-ops.ts): create_volume's source decoded into
+ * blank, an image record or a snapshot; the others as declared.
+ */
+export type VolumeOpArgsByKind = {
+  readonly [A in VolumeOpArgs as A["kind"]]: A["kind"] extends "create_volume" ? { readonly source: VolumeOpSource } : Omit<A, "kind">;
+};
+
+/** What every volume op carries, whatever its kind. */
+export interface VolumeOpHeader extends OpEnvelope {
+  /** The volume it acts on. */
+  readonly volume: VolumeTarget;
+}
+
+/** A volume op of kind `K` (any by default), run on the host's volume backend. */
+export type AgentVolumeOp<K extends VolumeOpKind = VolumeOpKind> = {
+  [P in K]: VolumeOpHeader & { readonly kind: P } & VolumeOpArgsByKind[P];
+}[K];
+
+/**
  * An op message that names nothing this agent can run (an empty instance
- * id, no operation, an abort without a target, …). It is not run; it is
- * answered "INVALID_OP".
+ * id, no operation, an abort without a target, a volume op without a
+ * volume, …). It is not run; it is answered "INVALID_OP".
  */
 export interface InvalidOp {
   readonly opId: string;
   /** The instance id, "" if the message had none. */
   readonly serverId: string;
+  /** The volume id of a volume op ("" if it had none); absent for other ops. */
+  readonly volumeId?: string;
   /** What is wrong with it. */
   readonly problem: string;
 }
 
+/** An op as it comes in: one to run on an instance or a volume, or one that cannot be run. */
+export type IncomingOp = AgentOp | AgentVolumeOp | InvalidOp;
+
 /** Whether `op` is an op message that cannot be run. */
-export function isInvalidOp(op: AgentOp | InvalidOp): op is InvalidOp {
+export function isInvalidOp(op: IncomingOp): op is InvalidOp {
   return "problem" in op;
+}
+
+/** Whether `op` is a volume op. */
+export function isVolumeOp(op: IncomingOp): op is AgentVolumeOp {
+  return "volume" in op;
 }

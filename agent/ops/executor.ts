@@ -16,6 +16,8 @@
  * - An op whose `deadline` has passed is not started (nor, after a restart,
  *   run again): it finishes with a non-retryable "DEADLINE_EXCEEDED".
  * - An invalid op message is answered "INVALID_OP" and not run.
+ * - Volume ops run on the host's volume backend, in the same journal and
+ *   queue, one volume's in order (volume-executor.ts).
  */
 import { join } from "node:path";
 import type { NetworkDriver } from "../network/driver.js";
@@ -25,12 +27,17 @@ import type { Logger } from "pino";
 import type { Driver } from "../drivers/driver.js";
 import { DriverError, InstanceNotFoundError } from "../drivers/errors.js";
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
-import { isInvalidOp, type AgentOp, type DriverOpKind, type InvalidOp } from "./agent-op.js";
+import type { ImageStore } from "../drivers/libvirt/image-store.js";
+import type { VolumeBackend } from "../volume/backend.js";
+import { isInvalidOp, isVolumeOp, type AgentOp, type DriverOpKind, type IncomingOp, type InvalidOp } from "./agent-op.js";
 import { handlerOf, RUN, SKIP, type Reconciliation, type RunResult } from "./handlers.js";
-import { OpJournal, type FinishedEntry } from "./journal.js";
+import { OpJournal, outcomeOf, type FinishedEntry } from "./journal.js";
 import { KeyedQueue } from "../keyed-queue.js";
-import { finalFailure, toFailure, type OpFailure, type OpOutcome } from "./outcome.js";
+import { ExecutorClosedError, finalFailure, toFailure, type Execution, type OpFailure, type OpOutcome } from "./outcome.js";
 import { ProgressRelay, type OpProgressEvent } from "./progress.js";
+import { VolumeOps } from "./volume-executor.js";
+
+export { ExecutorClosedError, type Execution } from "./outcome.js";
 
 /** Options of {@link OpExecutor.open}. */
 export interface OpExecutorOptions {
@@ -38,6 +45,10 @@ export interface OpExecutorOptions {
   readonly driver: Driver;
   /** The host's network: plugs the ports of instances it creates (none: instances with ports are refused). */
   readonly network?: NetworkDriver;
+  /** The host's volume backend, which runs volume ops (none: they fail "NO_VOLUME_BACKEND"); see volume-executor.ts. */
+  readonly volumes?: VolumeBackend;
+  /** Where the images volumes are made from come from. */
+  readonly images?: ImageStore;
   /** The agent's state directory; the journal is `<stateDir>/ops-journal.jsonl`. */
   readonly stateDir: string;
   /** Ops of different servers run in parallel up to this many (default 8). */
@@ -55,24 +66,6 @@ export interface OpExecutorOptions {
   readonly onProgress?: (progress: OpProgressEvent) => void;
   /** Least time between two progress events of one op, ms (default 1,000). */
   readonly progressIntervalMs?: number;
-}
-
-/** The outcome of {@link OpExecutor.execute}. */
-export interface Execution {
-  /** The outcome to report to the controller. */
-  readonly outcome: OpOutcome;
-  /** The outcome came from the journal; the driver was not called. */
-  readonly replayed: boolean;
-  /** The op had been started by a previous process and was reconciled. */
-  readonly reconciled: boolean;
-}
-
-/** The executor closed before the op finished; the op did not complete and must be redelivered. */
-export class ExecutorClosedError extends Error {
-  constructor(opId: string) {
-    super(`op executor closed before op ${opId} finished`);
-    this.name = "ExecutorClosedError";
-  }
 }
 
 /** An op run through the driver (every kind but abort). */
@@ -119,24 +112,11 @@ function failureCode(kind: DriverOpKind): string {
   return `${kind.toUpperCase()}_FAILED`;
 }
 
-/** The outcome journaled as `entry`. */
-function outcomeOf(entry: FinishedEntry): OpOutcome {
-  return {
-    opId: entry.opId,
-    serverId: entry.serverId,
-    ...(entry.error ? { failure: entry.error } : {}),
-    ...(entry.powerState === undefined ? {} : { powerState: entry.powerState }),
-    ...(entry.snapshot ? { snapshot: entry.snapshot } : {}),
-    ...(entry.note ? { note: entry.note } : {}),
-    startTime: new Date(entry.startTime),
-    finishTime: new Date(entry.finishTime),
-  };
-}
-
 /** The answer to an op message that cannot be run (not journaled: nothing ran). */
 function invalidOutcome(op: InvalidOp): OpOutcome {
   const now = new Date();
-  return { opId: op.opId, serverId: op.serverId, failure: finalFailure("INVALID_OP", op.problem), startTime: now, finishTime: now };
+  const volume = op.volumeId === undefined ? {} : { volumeId: op.volumeId };
+  return { opId: op.opId, serverId: op.serverId, ...volume, failure: finalFailure("INVALID_OP", op.problem), startTime: now, finishTime: now };
 }
 
 /** See the module comment. */
@@ -146,6 +126,7 @@ export class OpExecutor {
   private readonly controls = new Map<string, OpControl>();
   private readonly progress: ProgressRelay;
   private readonly abort = new AbortController();
+  private readonly volumeOps: VolumeOps;
   private closed = false;
 
   private constructor(
@@ -157,6 +138,8 @@ export class OpExecutor {
   ) {
     this.queue = new KeyedQueue(options.concurrency ?? 8);
     this.progress = new ProgressRelay(options.onProgress, options.progressIntervalMs ?? 1_000, logger);
+    const { volumes, images, stateDir } = options;
+    this.volumeOps = new VolumeOps({ volumes, images, journal, queue: this.queue, stateDir, signal: this.abort.signal, logger });
   }
 
   /** Opens the journal in `stateDir`. */
@@ -166,7 +149,9 @@ export class OpExecutor {
       fsync: options.fsync,
       logger: options.logger,
     });
-    return new OpExecutor(options.driver, journal, options, options.logger);
+    const executor = new OpExecutor(options.driver, journal, options, options.logger);
+    await executor.volumeOps.open();
+    return executor;
   }
 
   /** Ops accepted and not yet finished. */
@@ -180,14 +165,15 @@ export class OpExecutor {
    * the op should then be redelivered later. Driver failures resolve with an
    * outcome carrying the failure.
    */
-  execute(op: AgentOp | InvalidOp): Promise<Execution> {
+  execute(op: IncomingOp): Promise<Execution> {
     if (this.closed) return Promise.reject(new ExecutorClosedError(op.opId));
     const running = this.inFlightOps.get(op.opId);
     if (running) return running;
     const known = this.journal.get(op.opId)?.finished;
     if (known) return Promise.resolve({ outcome: outcomeOf(known), replayed: true, reconciled: false });
     if (isInvalidOp(op)) return Promise.resolve({ outcome: invalidOutcome(op), replayed: false, reconciled: false });
-    const execution = (op.kind === "abort" ? this.abortOp(op) : this.enqueue(op)).finally(() => {
+    const run = isVolumeOp(op) ? this.volumeOps.execute(op) : op.kind === "abort" ? this.abortOp(op) : this.enqueue(op);
+    const execution = run.finally(() => {
       this.inFlightOps.delete(op.opId);
       this.controls.delete(op.opId);
       this.progress.forget(op.opId);

@@ -10,17 +10,21 @@
 import { mkdir, open, readFile, rename, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Logger } from "pino";
+import type { VolumeOpKind, VolumeOpState } from "../../controller/domain/volume-ops.js";
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
 import { settledOf } from "../settled.js";
 import type { AgentOpKind } from "./agent-op.js";
-import type { OpFailure } from "./outcome.js";
+import type { OpFailure, OpOutcome } from "./outcome.js";
 
-/** Written before the driver is called (not for abort ops, which never call it). */
+/** Written before the driver (or the volume backend) is called (not for abort ops, which never call it). */
 export interface StartedEntry {
   readonly t: "started";
   readonly opId: string;
+  /** The instance; "" for a volume op. */
   readonly serverId: string;
-  readonly kind: AgentOpKind;
+  /** The volume of a volume op. */
+  readonly volumeId?: string;
+  readonly kind: AgentOpKind | VolumeOpKind;
   /** ISO time. */
   readonly time: string;
 }
@@ -29,7 +33,10 @@ export interface StartedEntry {
 export interface FinishedEntry {
   readonly t: "finished";
   readonly opId: string;
+  /** The instance; "" for a volume op. */
   readonly serverId: string;
+  /** The volume of a volume op. */
+  readonly volumeId?: string;
   /** Absent on success; the failure as the executor made it. */
   readonly error?: OpFailure;
   /** Power state after the op; absent if the driver could not say. */
@@ -38,10 +45,28 @@ export interface FinishedEntry {
   readonly snapshot?: SnapshotInfo;
   /** How the op went, if worth saying (a soft reboot that fell back to hard, an abort, …). */
   readonly note?: string;
+  /** The volume after a volume op that succeeded (create, extend). */
+  readonly volume?: VolumeOpState;
   /** ISO time the driver call started. */
   readonly startTime: string;
   /** ISO time it finished. */
   readonly finishTime: string;
+}
+
+/** The outcome journaled as `entry`, to report (again). */
+export function outcomeOf(entry: FinishedEntry): OpOutcome {
+  return {
+    opId: entry.opId,
+    serverId: entry.serverId,
+    ...(entry.volumeId === undefined ? {} : { volumeId: entry.volumeId }),
+    ...(entry.error ? { failure: entry.error } : {}),
+    ...(entry.powerState === undefined ? {} : { powerState: entry.powerState }),
+    ...(entry.snapshot ? { snapshot: entry.snapshot } : {}),
+    ...(entry.note ? { note: entry.note } : {}),
+    ...(entry.volume ? { volume: entry.volume } : {}),
+    startTime: new Date(entry.startTime),
+    finishTime: new Date(entry.finishTime),
+  };
 }
 
 /** One line of the journal. */

@@ -4,6 +4,7 @@
  * OpError only at the edge) and the outcome reported for every op.
  */
 import { DriverError, type DriverErrorCode } from "../drivers/errors.js";
+import type { VolumeOpState } from "../../controller/domain/volume-ops.js";
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
 
 /** How an op failed, as reported to the controller. */
@@ -29,8 +30,12 @@ export function finalFailure(code: string, message: string): OpFailure {
 /** The outcome of one op, to report to the controller. */
 export interface OpOutcome {
   readonly opId: string;
-  /** The instance the op acted on ("" if the op named none). */
+  /** The instance the op acted on ("" if the op named none, and for a volume op). */
   readonly serverId: string;
+  /** The volume a volume op acted on ("" if it named none); absent for other ops. */
+  readonly volumeId?: string;
+  /** The volume after a volume op that succeeded, as the backend holds it (create and extend; not delete). */
+  readonly volume?: VolumeOpState;
   /** Absent on success. */
   readonly failure?: OpFailure;
   /** The instance's power state after the op; absent if not known. */
@@ -43,4 +48,22 @@ export interface OpOutcome {
   readonly startTime: Date;
   /** When it finished. */
   readonly finishTime: Date;
+}
+
+/** The outcome of an execution of an op. */
+export interface Execution {
+  /** The outcome to report to the controller. */
+  readonly outcome: OpOutcome;
+  /** The outcome came from the journal; nothing was run. */
+  readonly replayed: boolean;
+  /** The op had been started by a previous process and was reconciled (or, a volume op, run again). */
+  readonly reconciled: boolean;
+}
+
+/** The executor closed before the op finished; the op did not complete and must be redelivered. */
+export class ExecutorClosedError extends Error {
+  constructor(opId: string) {
+    super(`op executor closed before op ${opId} finished`);
+    this.name = "ExecutorClosedError";
+  }
 }

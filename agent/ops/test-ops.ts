@@ -1,7 +1,8 @@
 /** Ops for tests of the executor and the agent. */
 import { randomUUID } from "node:crypto";
+import { GIB, type VolumeOpKind, type VolumeTarget } from "../../controller/domain/volume-ops.js";
 import type { InstanceSpec } from "../drivers/types.js";
-import type { AgentOp, AgentOpKind, OpArgsByKind } from "./agent-op.js";
+import type { AgentOp, AgentOpKind, AgentVolumeOp, OpArgsByKind, VolumeOpArgsByKind } from "./agent-op.js";
 
 /** The kind of a test op and those of its arguments that are not left to a plain default. */
 export type TestOpBody<K extends AgentOpKind = AgentOpKind> = { readonly kind: K } & Partial<OpArgsByKind[K]>;
@@ -42,4 +43,25 @@ export function testOp<K extends AgentOpKind>(instance: InstanceSpec, body: Test
   if (body.kind === "live_migrate" && !args.targetUri) args.targetUri = `fake://${String(args.targetHost)}`;
   const header = { opId, requestId: `req-${opId.slice(0, 8)}`, attempt: 1, deadline: null, instance };
   return { ...header, ...args } as AgentOp<K>;
+}
+
+/** A volume of 1 GiB in pool "p1", with a fresh id unless given. */
+export function testVolume(overrides: Partial<VolumeTarget> = {}): VolumeTarget {
+  return { id: randomUUID(), projectId: "alice", pool: "p1", sizeBytes: GIB, ...overrides };
+}
+
+const DEFAULT_VOLUME_ARGS: { readonly [K in VolumeOpKind]: VolumeOpArgsByKind[K] } = {
+  create_volume: { source: { kind: "blank" } },
+  delete_volume: {},
+  extend_volume: { sizeBytes: 2 * GIB },
+};
+
+/** A volume op on `volume` (create: blank; extend: to 2 GiB, unless given), with a fresh op id unless given. */
+export function testVolumeOp<K extends VolumeOpKind>(
+  volume: VolumeTarget,
+  body: { readonly kind: K } & Partial<VolumeOpArgsByKind[K]>,
+  opId: string = randomUUID(),
+): AgentVolumeOp<K> {
+  const header = { opId, requestId: `req-${opId.slice(0, 8)}`, attempt: 1, deadline: null, volume };
+  return { ...header, ...DEFAULT_VOLUME_ARGS[body.kind], ...body } as AgentVolumeOp<K>;
 }

@@ -38,6 +38,26 @@ export function isVolumeOpCase(opCase: string): boolean {
   return Object.hasOwn(VOLUME_OP_TRAITS, kind);
 }
 
+/** The record of an image a volume is made from, as it travels with the op. */
+export interface VolumeImageRecord {
+  readonly id: string;
+  readonly name: string;
+  /** qcow2 or raw: the formats a volume host makes volumes from. */
+  readonly diskFormat: string;
+  /** SHA-256 hex of its bytes ("": not checked). */
+  readonly checksum: string;
+}
+
+/**
+ * Where a new volume's content comes from, as its host takes a
+ * create_volume op: nothing, an image (its record), or a snapshot of a
+ * volume on the same host.
+ */
+export type VolumeOpSource =
+  | { readonly kind: "blank" }
+  | { readonly kind: "image"; readonly image: VolumeImageRecord }
+  | { readonly kind: "snapshot"; readonly volumeId: string; readonly snapshotId: string };
+
 /** A volume as its host is told of it. */
 export interface VolumeTarget {
   readonly id: string;

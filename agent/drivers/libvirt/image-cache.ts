@@ -7,12 +7,11 @@
 import { mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { DriverError } from "../errors.js";
 import type { InstanceSpec } from "../types.js";
 import * as C from "./binding/constants.js";
 import type { DomainMetadata } from "./domain-xml.js";
 import { bestEffort, isMissing } from "./failures.js";
-import { checkKey, type ImageStore } from "./image-store.js";
+import { checkKey, getVerified, type ImageStore } from "./image-store.js";
 import type { Inventory } from "./inventory.js";
 
 /** Options of {@link ImageCache}. */
@@ -81,13 +80,7 @@ export class ImageCache {
     await mkdir(this.options.dir, { recursive: true });
     const tmp = `${path}.fetch-${process.pid}`;
     try {
-      const got = await this.options.store.get(imageId, tmp, { signal });
-      if (checksum !== "" && got.checksum !== checksum.toLowerCase()) {
-        throw new DriverError(
-          "IMAGE_CHECKSUM_MISMATCH",
-          `image ${imageId}: the store's data has SHA-256 ${got.checksum}, the image record says ${checksum}`,
-        );
-      }
+      await getVerified(this.options.store, imageId, checksum, tmp, signal);
       await rename(tmp, path);
       return path;
     } finally {

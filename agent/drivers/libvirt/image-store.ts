@@ -37,6 +37,20 @@ export interface ImageStore {
   delete(key: string): Promise<void>;
 }
 
+/**
+ * Writes image `key` from `store` to `dest` and checks its bytes against
+ * `checksum` (SHA-256 hex; "" is not checked). A mismatch is a
+ * non-retryable "IMAGE_CHECKSUM_MISMATCH" and leaves no `dest`.
+ */
+export async function getVerified(store: ImageStore, key: string, checksum: string, dest: string, signal?: AbortSignal): Promise<StoredObject> {
+  const got = await store.get(key, dest, { signal });
+  if (checksum !== "" && got.checksum !== checksum.toLowerCase()) {
+    await rm(dest, { force: true });
+    throw new DriverError("IMAGE_CHECKSUM_MISMATCH", `image ${key}: the store's data has SHA-256 ${got.checksum}, the image record says ${checksum}`);
+  }
+  return got;
+}
+
 /** Object keys are ids and simple names: no path separators, no dot-files. */
 const KEY = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
 

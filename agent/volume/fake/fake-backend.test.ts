@@ -39,6 +39,17 @@ volumeBackendContract("fake", {
 
 const fake = (options: Partial<FakeVolumeBackendOptions> = {}) => new FakeVolumeBackend({ pools, ...options });
 
+test("state: a state directory that is not there yet is made at the first change, and a new backend finds the volume in it", async () => {
+  const root = await mkdtemp(join(tmpdir(), "nm-fake-vol-"));
+  try {
+    const stateDir = join(root, "agent", "volumes");
+    await fake({ stateDir }).create("v", "p1", MiB, { kind: "blank" });
+    assert.deepEqual((await fake({ stateDir }).list()).volumes.map((v) => v.id), ["v"]);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
 test("faults: a create fails the times configured, for the volume named, then works; the failed call leaves nothing", async () => {
   const b = fake({ faults: parseVolumeFaults({ create: { volumeId: "v1", error: "disk gone", retryable: true, failTimes: 1 } }) });
   await assert.rejects(b.create("v1", "p1", MiB, { kind: "blank" }), (err: Error & { code?: string; retryable?: boolean }) => {

@@ -9,7 +9,7 @@
  * (`write`/`read`), which is enough to tell whose data a volume holds.
  * Exports are records: nothing listens on their ports.
  */
-import { open, stat } from "node:fs/promises";
+import { mkdir, open, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { ExportInfo, PoolCapacity, VolumeBackend, VolumeInfo, VolumeSource } from "../backend.js";
 import { KeyedQueue } from "../../keyed-queue.js";
@@ -106,6 +106,7 @@ export class FakeVolumeBackend implements VolumeBackend {
   private async save(): Promise<void> {
     if (!this.options.stateDir) return;
     const state: FakeState = { volumes: [...this.volumes.values()], exports: [...this.exports.values()], ports: [...this.ports] };
+    await mkdir(this.options.stateDir, { recursive: true });
     await writeAtomic(join(this.options.stateDir, STATE_FILE), JSON.stringify(state));
   }
 

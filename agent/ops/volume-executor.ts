@@ -1,0 +1,181 @@
+/**
+ * Runs volume ops on the host's volume backend, at most once per op id, in
+ * the op executor's journal and queue (the executor hands them here).
+ *
+ * - Ops of one volume run one after another in arrival order; different
+ *   volumes in parallel (and beside the instances' ops, within the
+ *   executor's concurrency).
+ * - Each op is journaled `started` before the backend is called and
+ *   `finished` with its outcome after: a redelivered op whose outcome is
+ *   journaled is re-reported, not run again; one started but not finished
+ *   (the agent died meanwhile) is run again, the backend's calls being
+ *   idempotent.
+ * - An op whose `deadline` has passed is not started (nor run again): it
+ *   finishes with a non-retryable "DEADLINE_EXCEEDED", as the executor's do.
+ * - create_volume from an image fetches the image through the agent's image
+ *   store into `<stateDir>/volume-images/`, checks its SHA-256, hands the
+ *   file to the backend and removes it.
+ * - A failure is the one OpFailure (`toFailure`); "POOL_FULL" is retryable
+ *   (the controller may place the volume in another pool or host).
+ * - A host without a volume backend answers every volume op with a
+ *   non-retryable "NO_VOLUME_BACKEND", not journaled (nothing ran).
+ */
+import { mkdir, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { pino, type Logger } from "pino";
+import type { VolumeOpState } from "../../controller/domain/volume-ops.js";
+import { bestEffort } from "../best-effort.js";
+import { DriverError } from "../drivers/errors.js";
+import { getVerified, type ImageStore } from "../drivers/libvirt/image-store.js";
+import type { KeyedQueue } from "../keyed-queue.js";
+import type { VolumeBackend, VolumeInfo, VolumeSource } from "../volume/backend.js";
+import type { AgentVolumeOp } from "./agent-op.js";
+import { outcomeOf, type FinishedEntry, type OpJournal } from "./journal.js";
+import { ExecutorClosedError, finalFailure, toFailure, type Execution, type OpFailure } from "./outcome.js";
+
+/** What {@link VolumeOps} works with. */
+export interface VolumeOpsOptions {
+  /** The host's volume backend (none: the host is no volume host). */
+  readonly volumes?: VolumeBackend;
+  /** Where images a volume is made from come from (none: such a create fails "NO_IMAGE_STORE"). */
+  readonly images?: ImageStore;
+  /** The executor's journal. */
+  readonly journal: OpJournal;
+  /** The executor's queue. */
+  readonly queue: KeyedQueue;
+  /** The agent's state directory; fetched images are in `<stateDir>/volume-images/` while a create copies them. */
+  readonly stateDir: string;
+  /** Fires when the executor closes. */
+  readonly signal: AbortSignal;
+  /** Logger (default: none). */
+  readonly logger?: Logger;
+}
+
+/** Codes of backend failures another try may mend: a full pool (another pool or host may have room). */
+const RETRYABLE_CODES: ReadonlySet<string> = new Set(["POOL_FULL"]);
+
+/** A backend failure as the op's failure. */
+function volumeFailure(err: unknown): OpFailure {
+  const failure = toFailure(err);
+  return RETRYABLE_CODES.has(failure.code) ? { ...failure, retryable: true } : failure;
+}
+
+/** The backend's format of an image's disk_format: a volume is made from qcow2 or raw. */
+function imageFormat(imageId: string, diskFormat: string): "qcow2" | "raw" {
+  if (diskFormat === "qcow2" || diskFormat === "raw") return diskFormat;
+  throw new DriverError("IMAGE_FORMAT_UNSUPPORTED", `image ${imageId} is ${diskFormat || "of no format"}; a volume is made from a qcow2 or raw image`);
+}
+
+/** See the module comment. */
+export class VolumeOps {
+  private readonly log: Logger;
+  private readonly imageDir: string;
+
+  constructor(private readonly options: VolumeOpsOptions) {
+    this.log = options.logger ?? pino({ level: "silent" });
+    // Absolute: the path is part of the source a backend records for a create.
+    this.imageDir = resolve(options.stateDir, "volume-images");
+  }
+
+  /** Removes images left by creates a stopped agent did not finish (no op runs yet; best effort). */
+  async open(): Promise<void> {
+    if (!this.options.volumes) return;
+    await bestEffort(this.log, "removing images left from unfinished volume creates", () => rm(this.imageDir, { recursive: true, force: true }));
+  }
+
+  /**
+   * Runs `op` (see the module comment). Rejects only when the outcome could
+   * not be journaled or the executor closed during the op.
+   */
+  execute(op: AgentVolumeOp): Promise<Execution> {
+    const { volumes } = this.options;
+    if (!volumes) return Promise.resolve(this.noBackend(op));
+    return this.options.queue.run(`volume:${op.volume.id}`, () => this.run(op, volumes));
+  }
+
+  private noBackend(op: AgentVolumeOp): Execution {
+    const now = new Date();
+    const failure = finalFailure("NO_VOLUME_BACKEND", `${op.kind} of volume ${op.volume.id}: this host serves no volumes (no volume backend)`);
+    this.log.warn({ op_id: op.opId, volume_id: op.volume.id, op: op.kind }, "a volume op came to a host without a volume backend");
+    return { outcome: { opId: op.opId, serverId: "", volumeId: op.volume.id, failure, startTime: now, finishTime: now }, replayed: false, reconciled: false };
+  }
+
+  private async run(op: AgentVolumeOp, volumes: VolumeBackend): Promise<Execution> {
+    const { journal, signal } = this.options;
+    if (signal.aborted) throw new ExecutorClosedError(op.opId);
+    const record = journal.get(op.opId);
+    if (record?.finished) return { outcome: outcomeOf(record.finished), replayed: true, reconciled: false };
+    const volumeId = op.volume.id;
+    const startTime = new Date();
+    const reconciled = record?.started !== undefined;
+    const log = this.log.child({ op_id: op.opId, request_id: op.requestId, volume_id: volumeId, op: op.kind });
+    let failure: OpFailure | undefined;
+    let volume: VolumeOpState | undefined;
+    if (op.deadline !== null && startTime.getTime() > op.deadline.getTime()) {
+      // The controller has given up on the op: it must not start (again).
+      failure = finalFailure("DEADLINE_EXCEEDED", `not started: the op's deadline ${op.deadline.toISOString()} had passed`);
+    } else {
+      if (reconciled) log.warn("volume op was interrupted by a restart; running it again");
+      else await journal.append({ t: "started", opId: op.opId, serverId: "", volumeId, kind: op.kind, time: startTime.toISOString() });
+      try {
+        volume = await this.act(op, volumes, log);
+      } catch (err) {
+        if (signal.aborted) throw new ExecutorClosedError(op.opId);
+        failure = volumeFailure(err);
+      }
+    }
+    const entry: FinishedEntry = {
+      t: "finished",
+      opId: op.opId,
+      serverId: "",
+      volumeId,
+      ...(failure ? { error: failure } : {}),
+      ...(volume && !failure ? { volume } : {}),
+      startTime: startTime.toISOString(),
+      finishTime: new Date().toISOString(),
+    };
+    await journal.append(entry);
+    if (failure) log.warn({ err: failure }, "volume op failed");
+    else log.info({ size_bytes: volume?.sizeBytes }, "volume op finished");
+    return { outcome: outcomeOf(entry), replayed: false, reconciled };
+  }
+
+  /** The backend calls of `op`; resolves the volume after it (none after a delete). */
+  private async act(op: AgentVolumeOp, volumes: VolumeBackend, log: Logger): Promise<VolumeOpState | undefined> {
+    const { id } = op.volume;
+    switch (op.kind) {
+      case "create_volume":
+        return { sizeBytes: (await this.create(op, volumes, log)).sizeBytes };
+      case "delete_volume":
+        await volumes.delete(id);
+        return undefined;
+      case "extend_volume": {
+        await volumes.extend(id, op.sizeBytes);
+        const info = (await volumes.list()).volumes.find((v) => v.id === id);
+        if (!info) throw new DriverError("NOT_FOUND", `volume ${id} is not on this host after its extend`);
+        return { sizeBytes: info.sizeBytes };
+      }
+    }
+  }
+
+  private async create(op: AgentVolumeOp<"create_volume">, volumes: VolumeBackend, log: Logger): Promise<VolumeInfo> {
+    const { id, pool, sizeBytes } = op.volume;
+    const { source } = op;
+    if (source.kind === "blank") return volumes.create(id, pool, sizeBytes, { kind: "blank" });
+    if (source.kind === "snapshot") return volumes.create(id, pool, sizeBytes, { kind: "snapshot", volumeId: source.volumeId, snapshotId: source.snapshotId });
+    const { image } = source;
+    const format = imageFormat(image.id, image.diskFormat);
+    const { images } = this.options;
+    if (!images) throw new DriverError("NO_IMAGE_STORE", `volume ${id} is to be made from image ${image.id}, but this agent has no image store`);
+    // Named after the volume: a create run again after a restart hands the backend the same source.
+    const path = join(this.imageDir, `${id}.${format}`);
+    try {
+      await mkdir(this.imageDir, { recursive: true });
+      await getVerified(images, image.id, image.checksum, path, this.options.signal);
+      const from: VolumeSource = { kind: "image", path, format };
+      return await volumes.create(id, pool, sizeBytes, from);
+    } finally {
+      await bestEffort(log, "removing the image fetched for a volume", () => rm(path, { force: true }), { path });
+    }
+  }
+}
