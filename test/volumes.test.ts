@@ -85,8 +85,10 @@ describe("volumes", () => {
     const gone = ids.slice(0, 10);
     const ops = await Promise.all(gone.map((id) => alice.volumes.deleteVolume({ id })));
     for (const o of ops) assert.match(o.operation!.name, /^volumes\/[0-9a-f-]{36}\/operations\/.+$/);
-    const waited = await Promise.all(ops.map((o) => alice.operations.waitOperation({ name: o.operation!.name, timeoutSeconds: 30 })));
-    assert.ok(waited.every((w) => w.operation!.state === OperationState.OPERATION_STATE_SUCCEEDED && w.operation!.action === "delete"));
+    for (const o of ops) {
+      const w = (await alice.operations.waitOperation({ name: o.operation!.name, timeoutSeconds: 30 })).operation!;
+      assert.deepEqual([w.action, OperationState[w.state]], ["delete", "OPERATION_STATE_SUCCEEDED"]);
+    }
     for (const id of gone) assert.equal((await failure(alice.volumes.getVolume({ id }))).code, status.NOT_FOUND);
     assert.equal((await pools()).filter((p) => p.host !== vs).reduce((n, p) => n + p.allocatedBytes, 0), 90 * GiB);
     const again = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => alice.volumes.createVolume({ sizeGb: 1, requestId: `again-${i}` })));
@@ -95,7 +97,7 @@ describe("volumes", () => {
     // Clean up for the other tests.
     const all = (await alice.volumes.listVolumes({ pageSize: 1000 })).volumes;
     const dels = await Promise.all(all.map((v) => alice.volumes.deleteVolume({ id: v.id })));
-    await Promise.all(dels.map((d) => alice.operations.waitOperation({ name: d.operation!.name, timeoutSeconds: 60 })));
+    for (const d of dels) await alice.operations.waitOperation({ name: d.operation!.name, timeoutSeconds: 60 });
     assert.equal((await alice.volumes.listVolumes({})).volumes.length, 0);
   });
 
@@ -133,8 +135,8 @@ describe("volumes", () => {
     assert.equal(tooBig.reason, "NO_VALID_POOL");
 
     // Another project's volume does not exist for it.
-    for (const call of [bob.volumes.getVolume({ id: v.id }), bob.volumes.deleteVolume({ id: v.id }), bob.volumes.extendVolume({ id: v.id, newSizeGb: 4 })]) {
-      assert.equal((await failure(call)).code, status.NOT_FOUND);
+    for (const call of [() => bob.volumes.getVolume({ id: v.id }), () => bob.volumes.deleteVolume({ id: v.id }), () => bob.volumes.extendVolume({ id: v.id, newSizeGb: 4 })]) {
+      assert.equal((await failure(call())).code, status.NOT_FOUND);
     }
     assert.equal((await failure(bob.operations.getOperation({ name: created.operation!.name }))).code, status.NOT_FOUND);
     assert.equal((await bob.volumes.listVolumes({})).volumes.length, 0);

@@ -36,7 +36,10 @@ test("fake and file pools, with the export address and ports", () => {
     address: "10.0.0.5",
     ports: [20000, 20009],
     tlsDir: "/etc/novamesh/nbd",
+    faults: undefined,
   });
+  const faulty = parse("--volume-backend", "fake", "--volume-pools", "a:1G", "--fake-volume-faults", '{"create":{"delayMs":5000}}').volumes!;
+  assert.deepEqual(faulty.faults, { create: { delayMs: 5000 } });
 });
 
 test("bad volume flags are usage errors naming the flag", () => {
@@ -50,4 +53,7 @@ test("bad volume flags are usage errors naming the flag", () => {
   refused(["--volume-backend", "file", "--volume-pools", "a=/x"], /needs --volume-tls-dir/);
   refused(["--volume-backend", "file", "--volume-pools", "a=/x", "--volume-tls-dir", "/t", "--hosts", "2"], /one agent per process/);
   refused(["--volume-backend", "fake", "--volume-pools", "a:1G", "--volume-ports", "9-8"], /--volume-ports: "9-8"/);
+  refused(["--volume-backend", "fake", "--volume-pools", "a:1G", "--fake-volume-faults", '{"mount":{}}'], /--fake-volume-faults: .*unknown method "mount"/);
+  refused(["--volume-backend", "fake", "--volume-pools", "a:1G", "--fake-volume-faults", "{"], /--fake-volume-faults: /);
+  refused(["--volume-backend", "file", "--volume-pools", "a=/x", "--volume-tls-dir", "/t", "--fake-volume-faults", "{}"], /needs --volume-backend fake/);
 });

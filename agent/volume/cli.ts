@@ -13,6 +13,7 @@ import type { Logger } from "pino";
 import type { VolumeBackend } from "./backend.js";
 import { MAX_POOLS_PER_HOST, POOL_NAME } from "../../controller/domain/volume.js";
 import { makeVolumeBackend } from "./index.js";
+import { parseVolumeFaults, type VolumeFaults } from "./fake/faults.js";
 
 /** The flags, merged into the agent's table (same shape). */
 export const VOLUME_FLAGS = {
@@ -21,6 +22,7 @@ export const VOLUME_FLAGS = {
   "volume-address": { env: "NOVAMESH_VOLUME_ADDRESS", type: "string", default: () => "127.0.0.1", help: "the address compute hosts reach this volume host's exports at (listened on)" },
   "volume-ports": { env: "NOVAMESH_VOLUME_PORTS", type: "string", default: () => "10809-10899", help: "ports of the export servers, one per compute host: FIRST-LAST" },
   "volume-tls-dir": { env: "NOVAMESH_VOLUME_TLS_DIR", type: "string", help: "file backend: qemu's x509 directory with ca-cert.pem (the compute hosts' CA), server-cert.pem and server-key.pem (this host's)" },
+  "fake-volume-faults": { env: "NOVAMESH_FAKE_VOLUME_FAULTS", type: "string", help: `fake volume backend: faults as JSON (see agent/volume/fake/faults.ts), e.g. '{"create":{"delayMs":5000},"extend":{"error":"full","code":"POOL_FULL","retryable":true}}'` },
 } as const;
 
 /** A pool as the flags give it. */
@@ -37,6 +39,8 @@ export interface VolumeCliConfig {
   readonly address: string;
   readonly ports: readonly [number, number];
   readonly tlsDir: string | undefined;
+  /** fake: injected faults. */
+  readonly faults: VolumeFaults | undefined;
 }
 
 const UNITS: Record<string, number> = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
@@ -76,7 +80,17 @@ export function volumeConfigOf(get: (name: keyof typeof VOLUME_FLAGS) => string 
   if (!ports || first < 1 || last > 65535 || first > last) fail(`--volume-ports: "${get("volume-ports")}" is not FIRST-LAST within 1-65535`);
   const tlsDir = get("volume-tls-dir");
   if (backend === "file" && !tlsDir) fail("--volume-backend file needs --volume-tls-dir (exports are NBD over TLS only)");
-  return { backend, pools, address: get("volume-address")!, ports: [first, last], tlsDir };
+  const rawFaults = get("fake-volume-faults");
+  if (rawFaults && backend !== "fake") fail("--fake-volume-faults needs --volume-backend fake");
+  let faults: VolumeFaults | undefined;
+  if (rawFaults) {
+    try {
+      faults = parseVolumeFaults(JSON.parse(rawFaults));
+    } catch (err) {
+      fail(`--fake-volume-faults: ${(err as Error).message}`);
+    }
+  }
+  return { backend, pools, address: get("volume-address")!, ports: [first, last], tlsDir, faults };
 }
 
 function poolOf(spec: string, backend: "fake" | "file", fail: (message: string) => never): PoolFlag {
@@ -100,6 +114,7 @@ export function makeVolumes(config: VolumeCliConfig, stateDir: string, logger: L
       stateDir: state,
       address: config.address,
       basePort: config.ports[0],
+      ...(config.faults ? { faults: config.faults } : {}),
     });
   }
   return makeVolumeBackend({
