@@ -293,7 +293,7 @@ export function opResultToProto(outcome: OpOutcome): OpResult {
     snapshot: outcome.snapshot ? snapshotInfoToProto(outcome.snapshot) : undefined,
     note: outcome.note ?? "",
     volumeId: outcome.volumeId ?? "",
-    volume: outcome.volume ? { sizeBytes: outcome.volume.sizeBytes } : undefined,
+    volume: outcome.volume ? { sizeBytes: outcome.volume.sizeBytes, export: undefined, device: "" } : undefined,
   };
 }
 

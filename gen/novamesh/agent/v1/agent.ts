@@ -33,7 +33,7 @@ import {
   taskStateFromJSON,
   taskStateToJSON,
 } from "../../compute/v1/server.js";
-import { Port } from "./ops.js";
+import { Port, VolumeExport } from "./ops.js";
 
 export const protobufPackage = "novamesh.agent.v1";
 
@@ -483,10 +483,19 @@ export interface OpResult {
   volume: VolumeState | undefined;
 }
 
-/** A volume after a volume op. */
+/** A volume after a volume op (create, extend, export) or an attach. */
 export interface VolumeState {
-  /** Its size in bytes (larger than asked when its source was larger). */
+  /**
+   * Its size in bytes (larger than asked when its source was larger);
+   * create and extend.
+   */
   sizeBytes: number;
+  /** export_volume: where the compute host opens it. */
+  export:
+    | VolumeExport
+    | undefined;
+  /** attach_volume: the device the instance got, such as "vdb". */
+  device: string;
 }
 
 /** The image data a snapshot stored. */
@@ -3983,13 +3992,19 @@ export const OpResult: MessageFns<OpResult> = {
 };
 
 function createBaseVolumeState(): VolumeState {
-  return { sizeBytes: 0 };
+  return { sizeBytes: 0, export: undefined, device: "" };
 }
 
 export const VolumeState: MessageFns<VolumeState> = {
   encode(message: VolumeState, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.sizeBytes !== 0) {
       writer.uint32(8).int64(message.sizeBytes);
+    }
+    if (message.export !== undefined) {
+      VolumeExport.encode(message.export, writer.uint32(18).fork()).join();
+    }
+    if (message.device !== "") {
+      writer.uint32(26).string(message.device);
     }
     return writer;
   },
@@ -4015,6 +4030,22 @@ export const VolumeState: MessageFns<VolumeState> = {
             message.sizeBytes = longToNumber(reader.int64());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.export = VolumeExport.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.device = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4034,6 +4065,8 @@ export const VolumeState: MessageFns<VolumeState> = {
         : isSet(object.size_bytes)
         ? globalThis.Number(object.size_bytes)
         : 0,
+      export: isSet(object.export) ? VolumeExport.fromJSON(object.export) : undefined,
+      device: isSet(object.device) ? globalThis.String(object.device) : "",
     };
   },
 
@@ -4041,6 +4074,12 @@ export const VolumeState: MessageFns<VolumeState> = {
     const obj: any = {};
     if (message.sizeBytes !== 0) {
       obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    if (message.export !== undefined) {
+      obj.export = VolumeExport.toJSON(message.export);
+    }
+    if (message.device !== "") {
+      obj.device = message.device;
     }
     return obj;
   },
@@ -4051,6 +4090,10 @@ export const VolumeState: MessageFns<VolumeState> = {
   fromPartial<I extends Exact<DeepPartial<VolumeState>, I>>(object: I): VolumeState {
     const message = createBaseVolumeState();
     message.sizeBytes = object.sizeBytes ?? 0;
+    message.export = (object.export !== undefined && object.export !== null)
+      ? VolumeExport.fromPartial(object.export)
+      : undefined;
+    message.device = object.device ?? "";
     return message;
   },
 };

@@ -42,7 +42,9 @@ export interface ComputeOp {
     | undefined;
   /**
    * The volume, for the ops a volume host runs on one of its volumes
-   * (create_volume, delete_volume, extend_volume); `instance` is unset then.
+   * (create_volume, delete_volume, extend_volume: `instance` is unset;
+   * export_volume, unexport_volume: `instance` is the server the
+   * attachment is for).
    */
   volume:
     | Volume
@@ -134,6 +136,12 @@ export interface ComputeOp {
     /** Remove a port's interface from the instance. */
     { $case: "detachInterface"; detachInterface: DetachInterfaceOp }
     | //
+    /** Compute host: hot-plug an exported volume into the instance. */
+    { $case: "attachVolume"; attachVolume: AttachVolumeOp }
+    | //
+    /** Compute host: unplug a volume from the instance. */
+    { $case: "detachVolume"; detachVolume: DetachVolumeOp }
+    | //
     /** Volume host: create the volume in its pool. */
     { $case: "createVolume"; createVolume: CreateVolumeOp }
     | //
@@ -142,6 +150,15 @@ export interface ComputeOp {
     | //
     /** Volume host: grow the volume. */
     { $case: "extendVolume"; extendVolume: ExtendVolumeOp }
+    | //
+    /**
+     * Volume host: export the volume for one attachment to one compute host
+     * (`instance` names the server it is attached to).
+     */
+    { $case: "exportVolume"; exportVolume: ExportVolumeOp }
+    | //
+    /** Volume host: end an attachment's export. */
+    { $case: "unexportVolume"; unexportVolume: UnexportVolumeOp }
     | undefined;
 }
 
@@ -490,6 +507,57 @@ export interface ExtendVolumeOp {
   sizeBytes: number;
 }
 
+/**
+ * Export a volume for one attachment: only the compute host `client` can
+ * open it. Exporting the same attachment again answers the same export.
+ */
+export interface ExportVolumeOp {
+  /** The attachment (UUID): the export's name. */
+  attachmentId: string;
+  /** The compute host's name, as its certificate carries it. */
+  client: string;
+}
+
+/** End an attachment's export; an unknown one is already ended. */
+export interface UnexportVolumeOp {
+  /** The attachment. */
+  attachmentId: string;
+}
+
+/** Where a compute host opens an exported volume: NBD over TLS. */
+export interface VolumeExport {
+  /** Host name or address of the volume host's export server. */
+  host: string;
+  /** Its port. */
+  port: number;
+  /** The NBD export name. */
+  exportName: string;
+}
+
+/**
+ * Hot-plug an exported volume into the instance as a virtio disk (and into
+ * its persistent definition). Attaching the same attachment again answers
+ * the same device.
+ */
+export interface AttachVolumeOp {
+  /** The attachment (UUID): how the hypervisor knows the disk. */
+  attachmentId: string;
+  /** The volume (UUID). */
+  volumeId: string;
+  /** Where to open it. */
+  export:
+    | VolumeExport
+    | undefined;
+  /** The device name asked for, such as "vdb"; empty: the first free one. */
+  device: string;
+}
+
+/** Unplug a volume from the instance; an unknown attachment is already gone. */
+export interface DetachVolumeOp {
+  /** The attachment. */
+  attachmentId: string;
+}
+
 function createBaseComputeOp(): ComputeOp {
   return {
     opId: "",
@@ -599,6 +667,12 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       case "detachInterface":
         DetachInterfaceOp.encode(message.op.detachInterface, writer.uint32(266).fork()).join();
         break;
+      case "attachVolume":
+        AttachVolumeOp.encode(message.op.attachVolume, writer.uint32(274).fork()).join();
+        break;
+      case "detachVolume":
+        DetachVolumeOp.encode(message.op.detachVolume, writer.uint32(282).fork()).join();
+        break;
       case "createVolume":
         CreateVolumeOp.encode(message.op.createVolume, writer.uint32(322).fork()).join();
         break;
@@ -607,6 +681,12 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         break;
       case "extendVolume":
         ExtendVolumeOp.encode(message.op.extendVolume, writer.uint32(338).fork()).join();
+        break;
+      case "exportVolume":
+        ExportVolumeOp.encode(message.op.exportVolume, writer.uint32(346).fork()).join();
+        break;
+      case "unexportVolume":
+        UnexportVolumeOp.encode(message.op.unexportVolume, writer.uint32(354).fork()).join();
         break;
     }
     return writer;
@@ -900,6 +980,22 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             };
             continue;
           }
+          case 34: {
+            if (tag !== 274) {
+              break;
+            }
+
+            message.op = { $case: "attachVolume", attachVolume: AttachVolumeOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 35: {
+            if (tag !== 282) {
+              break;
+            }
+
+            message.op = { $case: "detachVolume", detachVolume: DetachVolumeOp.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 40: {
             if (tag !== 322) {
               break;
@@ -922,6 +1018,22 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             }
 
             message.op = { $case: "extendVolume", extendVolume: ExtendVolumeOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 43: {
+            if (tag !== 346) {
+              break;
+            }
+
+            message.op = { $case: "exportVolume", exportVolume: ExportVolumeOp.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 44: {
+            if (tag !== 354) {
+              break;
+            }
+
+            message.op = { $case: "unexportVolume", unexportVolume: UnexportVolumeOp.decode(reader, reader.uint32()) };
             continue;
           }
         }
@@ -1043,6 +1155,14 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         ? { $case: "detachInterface", detachInterface: DetachInterfaceOp.fromJSON(object.detachInterface) }
         : isSet(object.detach_interface)
         ? { $case: "detachInterface", detachInterface: DetachInterfaceOp.fromJSON(object.detach_interface) }
+        : isSet(object.attachVolume)
+        ? { $case: "attachVolume", attachVolume: AttachVolumeOp.fromJSON(object.attachVolume) }
+        : isSet(object.attach_volume)
+        ? { $case: "attachVolume", attachVolume: AttachVolumeOp.fromJSON(object.attach_volume) }
+        : isSet(object.detachVolume)
+        ? { $case: "detachVolume", detachVolume: DetachVolumeOp.fromJSON(object.detachVolume) }
+        : isSet(object.detach_volume)
+        ? { $case: "detachVolume", detachVolume: DetachVolumeOp.fromJSON(object.detach_volume) }
         : isSet(object.createVolume)
         ? { $case: "createVolume", createVolume: CreateVolumeOp.fromJSON(object.createVolume) }
         : isSet(object.create_volume)
@@ -1055,6 +1175,14 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         ? { $case: "extendVolume", extendVolume: ExtendVolumeOp.fromJSON(object.extendVolume) }
         : isSet(object.extend_volume)
         ? { $case: "extendVolume", extendVolume: ExtendVolumeOp.fromJSON(object.extend_volume) }
+        : isSet(object.exportVolume)
+        ? { $case: "exportVolume", exportVolume: ExportVolumeOp.fromJSON(object.exportVolume) }
+        : isSet(object.export_volume)
+        ? { $case: "exportVolume", exportVolume: ExportVolumeOp.fromJSON(object.export_volume) }
+        : isSet(object.unexportVolume)
+        ? { $case: "unexportVolume", unexportVolume: UnexportVolumeOp.fromJSON(object.unexportVolume) }
+        : isSet(object.unexport_volume)
+        ? { $case: "unexportVolume", unexportVolume: UnexportVolumeOp.fromJSON(object.unexport_volume) }
         : undefined,
     };
   },
@@ -1130,12 +1258,20 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       obj.attachInterface = AttachInterfaceOp.toJSON(message.op.attachInterface);
     } else if (message.op?.$case === "detachInterface") {
       obj.detachInterface = DetachInterfaceOp.toJSON(message.op.detachInterface);
+    } else if (message.op?.$case === "attachVolume") {
+      obj.attachVolume = AttachVolumeOp.toJSON(message.op.attachVolume);
+    } else if (message.op?.$case === "detachVolume") {
+      obj.detachVolume = DetachVolumeOp.toJSON(message.op.detachVolume);
     } else if (message.op?.$case === "createVolume") {
       obj.createVolume = CreateVolumeOp.toJSON(message.op.createVolume);
     } else if (message.op?.$case === "deleteVolume") {
       obj.deleteVolume = DeleteVolumeOp.toJSON(message.op.deleteVolume);
     } else if (message.op?.$case === "extendVolume") {
       obj.extendVolume = ExtendVolumeOp.toJSON(message.op.extendVolume);
+    } else if (message.op?.$case === "exportVolume") {
+      obj.exportVolume = ExportVolumeOp.toJSON(message.op.exportVolume);
+    } else if (message.op?.$case === "unexportVolume") {
+      obj.unexportVolume = UnexportVolumeOp.toJSON(message.op.unexportVolume);
     }
     return obj;
   },
@@ -1328,6 +1464,18 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         }
         break;
       }
+      case "attachVolume": {
+        if (object.op?.attachVolume !== undefined && object.op?.attachVolume !== null) {
+          message.op = { $case: "attachVolume", attachVolume: AttachVolumeOp.fromPartial(object.op.attachVolume) };
+        }
+        break;
+      }
+      case "detachVolume": {
+        if (object.op?.detachVolume !== undefined && object.op?.detachVolume !== null) {
+          message.op = { $case: "detachVolume", detachVolume: DetachVolumeOp.fromPartial(object.op.detachVolume) };
+        }
+        break;
+      }
       case "createVolume": {
         if (object.op?.createVolume !== undefined && object.op?.createVolume !== null) {
           message.op = { $case: "createVolume", createVolume: CreateVolumeOp.fromPartial(object.op.createVolume) };
@@ -1343,6 +1491,21 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       case "extendVolume": {
         if (object.op?.extendVolume !== undefined && object.op?.extendVolume !== null) {
           message.op = { $case: "extendVolume", extendVolume: ExtendVolumeOp.fromPartial(object.op.extendVolume) };
+        }
+        break;
+      }
+      case "exportVolume": {
+        if (object.op?.exportVolume !== undefined && object.op?.exportVolume !== null) {
+          message.op = { $case: "exportVolume", exportVolume: ExportVolumeOp.fromPartial(object.op.exportVolume) };
+        }
+        break;
+      }
+      case "unexportVolume": {
+        if (object.op?.unexportVolume !== undefined && object.op?.unexportVolume !== null) {
+          message.op = {
+            $case: "unexportVolume",
+            unexportVolume: UnexportVolumeOp.fromPartial(object.op.unexportVolume),
+          };
         }
         break;
       }
@@ -5120,6 +5283,473 @@ export const ExtendVolumeOp: MessageFns<ExtendVolumeOp> = {
   fromPartial<I extends Exact<DeepPartial<ExtendVolumeOp>, I>>(object: I): ExtendVolumeOp {
     const message = createBaseExtendVolumeOp();
     message.sizeBytes = object.sizeBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseExportVolumeOp(): ExportVolumeOp {
+  return { attachmentId: "", client: "" };
+}
+
+export const ExportVolumeOp: MessageFns<ExportVolumeOp> = {
+  encode(message: ExportVolumeOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attachmentId !== "") {
+      writer.uint32(10).string(message.attachmentId);
+    }
+    if (message.client !== "") {
+      writer.uint32(18).string(message.client);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportVolumeOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportVolumeOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attachmentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.client = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportVolumeOp {
+    return {
+      attachmentId: isSet(object.attachmentId)
+        ? globalThis.String(object.attachmentId)
+        : isSet(object.attachment_id)
+        ? globalThis.String(object.attachment_id)
+        : "",
+      client: isSet(object.client) ? globalThis.String(object.client) : "",
+    };
+  },
+
+  toJSON(message: ExportVolumeOp): unknown {
+    const obj: any = {};
+    if (message.attachmentId !== "") {
+      obj.attachmentId = message.attachmentId;
+    }
+    if (message.client !== "") {
+      obj.client = message.client;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportVolumeOp>, I>>(base?: I): ExportVolumeOp {
+    return ExportVolumeOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportVolumeOp>, I>>(object: I): ExportVolumeOp {
+    const message = createBaseExportVolumeOp();
+    message.attachmentId = object.attachmentId ?? "";
+    message.client = object.client ?? "";
+    return message;
+  },
+};
+
+function createBaseUnexportVolumeOp(): UnexportVolumeOp {
+  return { attachmentId: "" };
+}
+
+export const UnexportVolumeOp: MessageFns<UnexportVolumeOp> = {
+  encode(message: UnexportVolumeOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attachmentId !== "") {
+      writer.uint32(10).string(message.attachmentId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnexportVolumeOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnexportVolumeOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attachmentId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnexportVolumeOp {
+    return {
+      attachmentId: isSet(object.attachmentId)
+        ? globalThis.String(object.attachmentId)
+        : isSet(object.attachment_id)
+        ? globalThis.String(object.attachment_id)
+        : "",
+    };
+  },
+
+  toJSON(message: UnexportVolumeOp): unknown {
+    const obj: any = {};
+    if (message.attachmentId !== "") {
+      obj.attachmentId = message.attachmentId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnexportVolumeOp>, I>>(base?: I): UnexportVolumeOp {
+    return UnexportVolumeOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnexportVolumeOp>, I>>(object: I): UnexportVolumeOp {
+    const message = createBaseUnexportVolumeOp();
+    message.attachmentId = object.attachmentId ?? "";
+    return message;
+  },
+};
+
+function createBaseVolumeExport(): VolumeExport {
+  return { host: "", port: 0, exportName: "" };
+}
+
+export const VolumeExport: MessageFns<VolumeExport> = {
+  encode(message: VolumeExport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.port !== 0) {
+      writer.uint32(16).int32(message.port);
+    }
+    if (message.exportName !== "") {
+      writer.uint32(26).string(message.exportName);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VolumeExport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolumeExport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.port = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.exportName = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VolumeExport {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      port: isSet(object.port) ? globalThis.Number(object.port) : 0,
+      exportName: isSet(object.exportName)
+        ? globalThis.String(object.exportName)
+        : isSet(object.export_name)
+        ? globalThis.String(object.export_name)
+        : "",
+    };
+  },
+
+  toJSON(message: VolumeExport): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.port !== 0) {
+      obj.port = Math.round(message.port);
+    }
+    if (message.exportName !== "") {
+      obj.exportName = message.exportName;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VolumeExport>, I>>(base?: I): VolumeExport {
+    return VolumeExport.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VolumeExport>, I>>(object: I): VolumeExport {
+    const message = createBaseVolumeExport();
+    message.host = object.host ?? "";
+    message.port = object.port ?? 0;
+    message.exportName = object.exportName ?? "";
+    return message;
+  },
+};
+
+function createBaseAttachVolumeOp(): AttachVolumeOp {
+  return { attachmentId: "", volumeId: "", export: undefined, device: "" };
+}
+
+export const AttachVolumeOp: MessageFns<AttachVolumeOp> = {
+  encode(message: AttachVolumeOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attachmentId !== "") {
+      writer.uint32(10).string(message.attachmentId);
+    }
+    if (message.volumeId !== "") {
+      writer.uint32(18).string(message.volumeId);
+    }
+    if (message.export !== undefined) {
+      VolumeExport.encode(message.export, writer.uint32(26).fork()).join();
+    }
+    if (message.device !== "") {
+      writer.uint32(34).string(message.device);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachVolumeOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachVolumeOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attachmentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.export = VolumeExport.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.device = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachVolumeOp {
+    return {
+      attachmentId: isSet(object.attachmentId)
+        ? globalThis.String(object.attachmentId)
+        : isSet(object.attachment_id)
+        ? globalThis.String(object.attachment_id)
+        : "",
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
+      export: isSet(object.export) ? VolumeExport.fromJSON(object.export) : undefined,
+      device: isSet(object.device) ? globalThis.String(object.device) : "",
+    };
+  },
+
+  toJSON(message: AttachVolumeOp): unknown {
+    const obj: any = {};
+    if (message.attachmentId !== "") {
+      obj.attachmentId = message.attachmentId;
+    }
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
+    if (message.export !== undefined) {
+      obj.export = VolumeExport.toJSON(message.export);
+    }
+    if (message.device !== "") {
+      obj.device = message.device;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachVolumeOp>, I>>(base?: I): AttachVolumeOp {
+    return AttachVolumeOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachVolumeOp>, I>>(object: I): AttachVolumeOp {
+    const message = createBaseAttachVolumeOp();
+    message.attachmentId = object.attachmentId ?? "";
+    message.volumeId = object.volumeId ?? "";
+    message.export = (object.export !== undefined && object.export !== null)
+      ? VolumeExport.fromPartial(object.export)
+      : undefined;
+    message.device = object.device ?? "";
+    return message;
+  },
+};
+
+function createBaseDetachVolumeOp(): DetachVolumeOp {
+  return { attachmentId: "" };
+}
+
+export const DetachVolumeOp: MessageFns<DetachVolumeOp> = {
+  encode(message: DetachVolumeOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attachmentId !== "") {
+      writer.uint32(10).string(message.attachmentId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachVolumeOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachVolumeOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attachmentId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachVolumeOp {
+    return {
+      attachmentId: isSet(object.attachmentId)
+        ? globalThis.String(object.attachmentId)
+        : isSet(object.attachment_id)
+        ? globalThis.String(object.attachment_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DetachVolumeOp): unknown {
+    const obj: any = {};
+    if (message.attachmentId !== "") {
+      obj.attachmentId = message.attachmentId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DetachVolumeOp>, I>>(base?: I): DetachVolumeOp {
+    return DetachVolumeOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DetachVolumeOp>, I>>(object: I): DetachVolumeOp {
+    const message = createBaseDetachVolumeOp();
+    message.attachmentId = object.attachmentId ?? "";
     return message;
   },
 };
