@@ -180,6 +180,8 @@ describe("the lifecycle table", () => {
       unshelve: (id) => alice.servers.unshelveServer({ id }),
       attach_interface: (id) => alice.servers.attachInterface({ id, networkId: netId }),
       detach_interface: (id) => alice.servers.detachInterface({ id, portId: "4f6d2c1e-0000-4000-8000-00000000dead" }),
+      attach_volume: (id) => alice.servers.attachVolume({ id, volumeId: "4f6d2c1e-0000-4000-8000-00000000beef" }),
+      detach_volume: (id) => alice.servers.detachVolume({ id, volumeId: "4f6d2c1e-0000-4000-8000-00000000beef" }),
     };
     let refused = 0;
     const refusedFrom = async (vm: DomainVmState, id: string) => {

@@ -74,18 +74,27 @@ export async function driverCalls(statePath: string): Promise<FakeCall[]> {
     .map((l) => JSON.parse(l));
 }
 
+/** A fake domain as its state file keeps it (what tests read of it). */
+export interface FakeDomainView {
+  instance: { image: { id: string } };
+  powerState: string;
+  incoming?: unknown;
+  migratedTo?: string;
+  volumes?: { attachmentId: string; device: string; connection: { host: string; port: number; exportName: string } }[];
+}
+
 /**
  * The fake hypervisor's domains in a state file (what the host itself runs),
  * by server id; none if the file does not exist yet.
  */
-export async function fakeDomains(statePath: string): Promise<Record<string, { instance: { image: { id: string } }; powerState: string; incoming?: unknown; migratedTo?: string }>> {
+export async function fakeDomains(statePath: string): Promise<Record<string, FakeDomainView>> {
   let text: string;
   try {
     text = await readFile(statePath, "utf8");
   } catch {
     return {};
   }
-  return (JSON.parse(text) as { domains: Record<string, { instance: { image: { id: string } }; powerState: string; incoming?: unknown; migratedTo?: string }> }).domains;
+  return (JSON.parse(text) as { domains: Record<string, FakeDomainView> }).domains;
 }
 
 /** Size of a fake host. */

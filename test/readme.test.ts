@@ -15,8 +15,15 @@ import { stack } from "./stack.js";
  * from there.
  */
 describe("the README's grpcurl examples, through server reflection", () => {
-  // One fake host, so web-1 is placed and gets its address on "public".
-  const fx = stack({ name: "readme", members: [], images: [], tls: true, agents: ({ id }) => [{ host: `readme${id}` }], removeDir: true });
+  // One fake host, so web-1 is placed and gets its address on "public"; it serves volumes too, as the all-in-one's agent does.
+  const fx = stack({
+    name: "readme",
+    members: [],
+    images: [],
+    tls: true,
+    agents: ({ id }) => [{ host: `readme${id}`, driverArgs: ["--driver", "fake", "--vcpus", "8", "--memory-mb", "16384", "--disk-gb", "200", "--volume-backend", "fake", "--volume-pools", "local:20G"] }],
+    removeDir: true,
+  });
   const { env, admin } = fx;
   let examples: Example[];
 
@@ -59,7 +66,14 @@ describe("the README's grpcurl examples, through server reflection", () => {
     assert.equal(token.token.role, "ROLE_MEMBER");
     assert.ok(token.secret.length > 20);
     assert.ok(r.responses.has("ListServices") && r.responses.has("ListHypervisors"));
-    assert.deepEqual(r.responses.get("ListVolumePools"), { pools: [] }, "this stack's agents serve no volumes");
+    const pools = r.responses.get("ListVolumePools") as { pools: Array<{ host: string; name: string; total_bytes: string }> };
+    assert.deepEqual(pools.pools.map((p) => [p.host, p.name, p.total_bytes]), [[fx.hosts[0], "local", String(20 * 1024 ** 3)]]);
+    // The volume section: made, waited for, listed.
+    assert.match(r.exported.get("VOLOP") ?? "", /^volumes\/[0-9a-f-]{36}\/operations\/readme-data-1$/);
+    const waited = r.responses.get("WaitOperation") as { operation: { state: string; done: boolean } };
+    assert.deepEqual([waited.operation.state, waited.operation.done], ["OPERATION_STATE_SUCCEEDED", true]);
+    const volumes = r.responses.get("ListVolumes") as { volumes: Array<{ name: string; size_gb: number; status: string }> };
+    assert.deepEqual(volumes.volumes.map((v) => [v.name, v.size_gb, v.status]), [["data-1", 1, "VOLUME_STATUS_AVAILABLE"]]);
     // The dry run considers the one host and chooses it.
     const explained = r.responses.get("ExplainPlacement") as { algorithm: string; chosen_host?: string; hosts?: unknown[] };
     assert.equal(explained.algorithm, "filter-weigh");

@@ -33,4 +33,6 @@ export const SPEC: Readonly<Record<ServerAction, readonly VmState[]>> = {
   revert_resize: ["RESIZED"],
   attach_interface: ["ACTIVE", "PAUSED", "STOPPED"],
   detach_interface: ["ACTIVE", "PAUSED", "STOPPED"],
+  attach_volume: ["ACTIVE", "PAUSED", "STOPPED"],
+  detach_volume: ["ACTIVE", "PAUSED", "STOPPED"],
 };

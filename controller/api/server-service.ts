@@ -5,7 +5,9 @@ import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/c
 import type { Accepted } from "../conductor/act.js";
 import { visible } from "../conductor/act.js";
 import type { ConductorContext } from "../conductor/context.js";
-import { build, deletion, image as images, interfaces, liveMigration, lock, power, rebuild, resize } from "../conductor/flows/index.js";
+import { build, deletion, image as images, interfaces, liveMigration, lock, power, rebuild, resize, volumes } from "../conductor/flows/index.js";
+import { VOLUME_DEVICE } from "../domain/volume.js";
+import { attachmentsOf } from "../store/volume-attachments.js";
 import type { ServerStatus } from "../domain/states.js";
 import { statusFilter } from "../domain/states.js";
 import type { HostQueries } from "../bus/host-queries.js";
@@ -142,6 +144,25 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const id = v.uuid("id", req.id);
       const portId = v.uuid("port_id", req.portId);
       return answer(ctx, await interfaces.detach(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), portId));
+    }),
+
+    attachVolume: unary(deps, "AttachVolume", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const volumeId = v.uuid("volume_id", req.volumeId);
+      if (req.device && !VOLUME_DEVICE.test(req.device)) throw invalidArgument("device", "must be empty (the first free one) or vdb to vdz");
+      const a = await volumes.attachVolume(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), {
+        volumeId,
+        device: req.device,
+        deleteOnTermination: req.deleteOnTermination,
+      });
+      const attachmentId = a.attachmentId ?? (await attachmentsOf(pool, id)).find((x) => x.volumeId === volumeId)?.id ?? "";
+      return { ...(await answer(ctx, a)), attachmentId };
+    }),
+
+    detachVolume: unary(deps, "DetachVolume", async (req, ctx) => {
+      const id = v.uuid("id", req.id);
+      const volumeId = v.uuid("volume_id", req.volumeId);
+      return answer(ctx, await volumes.detachVolume(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), volumeId));
     }),
 
     lockServer: unary(deps, "LockServer", async (req, ctx) => {

@@ -8,12 +8,13 @@ import {
 } from "../../gen/novamesh/volume/v1/volume.js";
 import type { ConductorContext } from "../conductor/context.js";
 import { createVolume, deleteVolume, extendVolume, visibleVolume } from "../conductor/volumes/index.js";
-import type { Volume, VolumeStatus, VolumeType } from "../domain/volume.js";
+import type { Volume, VolumeAttachment, VolumeStatus, VolumeType } from "../domain/volume.js";
 import { DEFAULT_VOLUME_TYPE, MAX_VOLUME_GB, VOLUME_STATUSES, VOLUME_TYPE_NAME } from "../domain/volume.js";
 import { GIB } from "../domain/volume-ops.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import { getImage } from "../store/catalog.js";
 import { isDuplicateKey, withTx } from "../store/db.js";
+import { attachmentsOfVolumes } from "../store/volume-attachments.js";
 import { deleteVolumeType, getVolumeTypeByName, insertVolumeType, listVolumes, listVolumeTypes, volumeTypeInUse } from "../store/volumes.js";
 import { fromEnum, toEnum, volumeOperationToProto } from "./convert.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
@@ -25,7 +26,7 @@ import { maskHosts, maskMap, viewerOf } from "./viewer.js";
 /** Backends a volume type may name (agent/volume/). */
 const BACKENDS = ["file", "fake"];
 
-export function volumeToProto(x: Volume, viewer: Viewer): PbVolume {
+export function volumeToProto(x: Volume, viewer: Viewer, attachments: readonly VolumeAttachment[] = []): PbVolume {
   const mask = (t: string) => maskHosts(viewer, x.projectId, t, [x.host]);
   return {
     id: x.id,
@@ -45,6 +46,7 @@ export function volumeToProto(x: Volume, viewer: Viewer): PbVolume {
     requestId: x.requestId,
     createTime: x.createdAt,
     updateTime: x.updatedAt,
+    attachments: attachments.map((a) => ({ id: a.id, serverId: a.instanceUuid, device: a.device, deleteOnTermination: a.deleteOnTermination, attachTime: a.createdAt })),
   };
 }
 
@@ -91,7 +93,8 @@ export function volumeService(deps: RpcDeps, conductor: ConductorContext): Volum
 
     getVolume: unary(deps, "GetVolume", async (req, ctx) => {
       const volume = await visibleVolume(pool, ctx.principal, v.uuid("id", req.id));
-      return { volume: volumeToProto(volume, await viewerOf(pool, ctx)) };
+      const attachments = await attachmentsOfVolumes(pool, [volume.id]);
+      return { volume: volumeToProto(volume, await viewerOf(pool, ctx), attachments.get(volume.id)) };
     }),
 
     listVolumes: unary(deps, "ListVolumes", async (req, ctx) => {
@@ -107,10 +110,10 @@ export function volumeService(deps: RpcDeps, conductor: ConductorContext): Volum
         limit: limit + 1,
       });
       const page = rows.slice(0, limit);
-      const viewer = await viewerOf(pool, ctx);
+      const [viewer, attachments] = await Promise.all([viewerOf(pool, ctx), attachmentsOfVolumes(pool, page.map((x) => x.id))]);
       const last = page[page.length - 1];
       return {
-        volumes: page.map((x) => volumeToProto(x, viewer)),
+        volumes: page.map((x) => volumeToProto(x, viewer, attachments.get(x.id))),
         nextPageToken: rows.length > limit && last ? v.encodePageToken({ t: last.createdAt.toISOString(), id: last.id }) : "",
       };
     }),

@@ -26,6 +26,8 @@ export function encodeComputeOp(o: {
   ports?: readonly HostPort[];
   args: OpArgs;
   deadline: Date | null;
+  /** The volume of an op that runs on a volume host. */
+  volume?: VolumeTarget | null;
 }): Uint8Array {
   const inst = o.instance;
   return ComputeOp.encode({
@@ -34,7 +36,7 @@ export function encodeComputeOp(o: {
     attempt: o.attempt,
     createTime: new Date(),
     deadline: o.deadline ?? undefined,
-    volume: undefined,
+    volume: o.volume ? { id: o.volume.id, projectId: o.volume.projectId, pool: o.volume.pool, sizeBytes: o.volume.sizeBytes } : undefined,
     instance: {
       id: inst.uuid,
       name: inst.name,

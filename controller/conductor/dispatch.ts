@@ -4,6 +4,7 @@ import { opsSubject } from "../bus/subjects.js";
 import type { OpArgs } from "../domain/ops.js";
 import { OP_TRAITS } from "../domain/ops.js";
 import type { Instance } from "../domain/types.js";
+import type { VolumeTarget } from "../domain/volume-ops.js";
 import { startEvent } from "../store/actions.js";
 import { getImage } from "../store/catalog.js";
 import type { Queryable } from "../store/db.js";
@@ -20,6 +21,8 @@ export interface DispatchRequest {
   readonly subjectPrefix: string;
   /** The image to build from, when not the instance's own (a server offloaded to a snapshot is built from it). */
   readonly imageId?: string;
+  /** The volume an op that runs on a volume host works on (export, unexport). */
+  readonly volume?: VolumeTarget;
 }
 
 /**
@@ -31,6 +34,7 @@ export interface DispatchRequest {
 export async function dispatchOp(q: Queryable, o: DispatchRequest): Promise<string> {
   const opId = randomUUID();
   const traits = OP_TRAITS[o.args.kind];
+  if (traits.onVolumeHost && !o.volume) throw new Error(`a ${o.args.kind} op needs its volume`);
   const image = traits.buildsOnHost ? await getImage(q, o.imageId ?? o.instance.imageId, undefined) : null;
   const ports = traits.plugsPorts ? await hostPortsOf(q, o.instance.uuid, o.host) : [];
   const payload = encodeComputeOp({
@@ -42,6 +46,7 @@ export async function dispatchOp(q: Queryable, o: DispatchRequest): Promise<stri
     ports,
     args: o.args,
     deadline: traits.cleanup ? null : o.instance.taskDeadline,
+    volume: o.volume ?? null,
   });
   await enqueueOp(
     q,

@@ -13,6 +13,8 @@ import * as ops from "../store/ops.js";
 import * as groups from "../store/server-groups.js";
 import * as ports from "../store/ports.js";
 import * as serverPorts from "../store/server-ports.js";
+import * as attachments from "../store/volume-attachments.js";
+import * as volumes from "../store/volumes.js";
 import { dispatchOp } from "./dispatch.js";
 
 const STEPS = {
@@ -55,6 +57,14 @@ const STEPS = {
   releasePort: ports.releasePort,
   actionPort: ports.actionPort,
   setActionPort: ports.setActionPort,
+  getVolume: volumes.getVolume,
+  updateVolume: volumes.updateVolume,
+  insertAttachment: attachments.insertAttachment,
+  getAttachment: attachments.getAttachment,
+  attachmentsOf: attachments.attachmentsOf,
+  hasAttachments: attachments.hasAttachments,
+  updateAttachment: attachments.updateAttachment,
+  deleteAttachment: attachments.deleteAttachment,
   dispatchOp,
 };
 

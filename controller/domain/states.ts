@@ -44,6 +44,8 @@ export const TASK_STATES = [
   "SHELVING_OFFLOADING",
   "INTERFACE_ATTACHING",
   "INTERFACE_DETACHING",
+  "VOLUME_ATTACHING",
+  "VOLUME_DETACHING",
 ] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 
@@ -95,6 +97,8 @@ export const ACTIONS = [
   "unshelve",
   "attach_interface",
   "detach_interface",
+  "attach_volume",
+  "detach_volume",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 /** Actions on an existing server. */
@@ -143,6 +147,8 @@ export const DEFAULT_TASK_TIMEOUTS: Readonly<Record<TaskState, number>> = {
   SHELVING_OFFLOADING: 3600,
   INTERFACE_ATTACHING: 300,
   INTERFACE_DETACHING: 300,
+  VOLUME_ATTACHING: 300,
+  VOLUME_DETACHING: 300,
 };
 
 /** Resize/migration tasks (status RESIZE) in order. */

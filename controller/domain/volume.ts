@@ -149,3 +149,25 @@ export interface VolumeOperation {
   readonly updatedAt: Date;
   readonly finishTime: Date | null;
 }
+
+/** Where an attachment is. */
+export type AttachmentState = "attaching" | "attached" | "detaching";
+
+/** A volume's attachment to a server (one at a time). */
+export interface VolumeAttachment {
+  readonly id: string;
+  readonly volumeId: string;
+  readonly instanceUuid: string;
+  /** The server's host when it was attached: the export's only client. */
+  readonly computeHost: string;
+  /** The guest's device ("" until the host answered, unless asked for). */
+  readonly device: string;
+  readonly deleteOnTermination: boolean;
+  readonly state: AttachmentState;
+  /** Where the compute host opens the volume, once its volume host exported it. */
+  readonly export: { readonly host: string; readonly port: number; readonly exportName: string } | null;
+  readonly createdAt: Date;
+}
+
+/** Devices a guest may be asked to give a volume: vdb … vdz (vda is the root disk). */
+export const VOLUME_DEVICE = /^vd[b-z]$/;

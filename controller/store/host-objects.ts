@@ -5,8 +5,12 @@
  * host: its instances (`instances_host`) and its ops not yet done
  * (`ops_host`), so a host's question never scans other hosts' servers.
  */
+import { OP_KINDS, OP_TRAITS } from "../domain/ops.js";
 import type { Queryable } from "./db.js";
 import { select } from "./db.js";
+
+/** Op kinds that run on a volume host: they name a server but need none of its images. */
+const VOLUME_HOST_KINDS = OP_KINDS.filter((k) => OP_TRAITS[k].onVolumeHost);
 
 /**
  * Whether `host` needs the bytes of image `imageId`: a server on the host,
@@ -15,14 +19,15 @@ import { select } from "./db.js";
  * as its image or shelved image, or as the kernel or ramdisk either names
  * — the latter only when that image is public or the server's project's own
  * (image properties are the tenant's to write: naming another project's
- * private image there gains nothing).
+ * private image there gains nothing). A volume host's ops on a server's
+ * volume (export, unexport) give it no right to the server's image.
  */
 export async function hostNeedsImage(q: Queryable, host: string, imageId: string): Promise<boolean> {
   const rows = await select(
     q,
     `SELECT STRAIGHT_JOIN 1
        FROM (SELECT uuid FROM instances WHERE host = ? AND deleted_at IS NULL
-             UNION SELECT instance_uuid FROM compute_ops WHERE host = ? AND state = 'PENDING') mine
+             UNION SELECT instance_uuid FROM compute_ops WHERE host = ? AND state = 'PENDING' AND kind NOT IN (?)) mine
        JOIN instances s ON s.uuid = mine.uuid AND s.deleted_at IS NULL
        LEFT JOIN images m ON m.id = s.image_id
        LEFT JOIN images sh ON sh.id = s.shelved_image_id
@@ -32,7 +37,7 @@ export async function hostNeedsImage(q: Queryable, host: string, imageId: string
                    JSON_UNQUOTE(JSON_EXTRACT(sh.properties, '$.kernel_id')), JSON_UNQUOTE(JSON_EXTRACT(sh.properties, '$.ramdisk_id')))
              AND (k.visibility = 'public' OR k.project_id = s.project_id))
       LIMIT 1`,
-    [host, host, imageId, imageId, imageId],
+    [host, host, VOLUME_HOST_KINDS, imageId, imageId, imageId],
   );
   return rows.length > 0;
 }

@@ -88,4 +88,23 @@ export const VOLUME_MIGRATIONS: readonly Migration[] = [
       ) ENGINE=InnoDB`,
     ],
   },
+  {
+    version: 19,
+    name: "volume attachments",
+    statements: [
+      `CREATE TABLE volume_attachments (
+        id CHAR(36) NOT NULL PRIMARY KEY,
+        volume_id CHAR(36) NOT NULL,
+        instance_uuid CHAR(36) NOT NULL,
+        compute_host VARCHAR(255) NOT NULL,
+        device VARCHAR(32) NOT NULL DEFAULT '',
+        delete_on_termination TINYINT NOT NULL DEFAULT 0,
+        state VARCHAR(16) NOT NULL,
+        export JSON NULL,
+        created_at ${TS},
+        UNIQUE KEY attachments_volume (volume_id),
+        KEY attachments_instance (instance_uuid)
+      ) ENGINE=InnoDB`,
+    ],
+  },
 ];

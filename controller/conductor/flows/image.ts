@@ -17,7 +17,7 @@ import type { ActionRules, ResultRules, TimeoutContext, TimeoutRules } from "../
 
 export const actions = {
   create_image: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED"], task: "IMAGE_SNAPSHOT" },
-  shelve: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED"], task: "SHELVING" },
+  shelve: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED"], task: "SHELVING", notWithVolumes: true },
   unshelve: { from: ["SHELVED_OFFLOADED"], task: "UNSHELVING", scheduled: true },
 } as const satisfies ActionRules<"create_image" | "shelve" | "unshelve">;
 

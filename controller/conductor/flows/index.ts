@@ -17,8 +17,9 @@ import * as lock from "./lock.js";
 import * as power from "./power.js";
 import * as rebuild from "./rebuild.js";
 import * as resize from "./resize.js";
+import * as volumes from "./volumes.js";
 
-export { build, deletion, image, interfaces, liveMigration, lock, power, rebuild, resize };
+export { build, deletion, image, interfaces, liveMigration, lock, power, rebuild, resize, volumes };
 
 /** Each action's row: where it may start from, the task it sets. */
 export const ACTION_RULES: Readonly<Record<ServerAction, ActionRule>> = {
@@ -30,6 +31,7 @@ export const ACTION_RULES: Readonly<Record<ServerAction, ActionRule>> = {
   ...rebuild.actions,
   ...image.actions,
   ...interfaces.actions,
+  ...volumes.actions,
 } satisfies Record<ServerAction, ActionRule>;
 
 /** vm_states each action may start from (Nova's check_instance_state). */
@@ -47,6 +49,7 @@ export const RESULT_RULES: Readonly<Record<OpKind, ResultRule>> = {
   ...rebuild.results,
   ...image.results,
   ...interfaces.results,
+  ...volumes.results,
 } satisfies Record<OpKind, ResultRule>;
 
 /** What the reaper does with each task past its deadline. */
@@ -59,6 +62,7 @@ export const TIMEOUT_RULES: Readonly<Record<TaskState, TimeoutRule>> = {
   ...rebuild.timeouts,
   ...image.timeouts,
   ...interfaces.timeouts,
+  ...volumes.timeouts,
 } satisfies Record<TaskState, TimeoutRule>;
 
 /** How each kind of move starts once placement claimed its target. */

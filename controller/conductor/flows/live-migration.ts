@@ -21,7 +21,7 @@ import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../f
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
 
 export const actions = {
-  live_migrate: { from: ["ACTIVE", "PAUSED"], task: "MIGRATING", scheduled: true },
+  live_migrate: { from: ["ACTIVE", "PAUSED"], task: "MIGRATING", scheduled: true, notWithVolumes: true },
 } as const satisfies ActionRules<"live_migrate">;
 
 /** Live migration; an admin may name the target host. */

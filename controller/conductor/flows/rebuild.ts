@@ -19,7 +19,7 @@ import { POWER_TASKS } from "./power.js";
 export const actions = {
   rebuild: { from: ["ACTIVE", "STOPPED", "ERROR"], task: "REBUILDING" },
   // Every state but a build; an offloaded server has no host to evacuate from.
-  evacuate: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED", "RESIZED", "ERROR"], task: "REBUILDING", interrupts: POWER_TASKS, scheduled: true },
+  evacuate: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED", "RESIZED", "ERROR"], task: "REBUILDING", interrupts: POWER_TASKS, scheduled: true, notWithVolumes: true },
 } as const satisfies ActionRules<"rebuild" | "evacuate">;
 
 /** Rebuild on the server's host from `image` (null: its current image), optionally renaming it. */

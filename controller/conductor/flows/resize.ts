@@ -16,8 +16,8 @@ import type { ActionRules, ResultRules, TimeoutRules } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
 
 export const actions = {
-  resize: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true },
-  migrate: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true },
+  resize: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true, notWithVolumes: true },
+  migrate: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true, notWithVolumes: true },
   confirm_resize: { from: ["RESIZED"], task: "RESIZE_CONFIRMING" },
   revert_resize: { from: ["RESIZED"], task: "RESIZE_REVERTING" },
 } as const satisfies ActionRules<"resize" | "migrate" | "confirm_resize" | "revert_resize">;

@@ -6,16 +6,32 @@
  */
 import type { Principal } from "../../domain/types.js";
 import { GIB } from "../../domain/volume-ops.js";
-import { releasePoolBytes, updateVolume } from "../../store/volumes.js";
+import type { PoolConnection } from "../../store/db.js";
+import { insertVolumeAction } from "../../store/volume-actions.js";
+import { getVolume, releasePoolBytes, updateVolume } from "../../store/volumes.js";
 import type { ConductorContext } from "../context.js";
 import type { VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
-import { dispatchVolumeOp, volumeAct, type VolumeAccepted } from "./frame.js";
+import { dispatchVolumeOp, volumeAct, volumeTask, type VolumeAccepted } from "./frame.js";
 
 export function deleteVolume(ctx: ConductorContext, who: Principal, id: string, requestId: string): Promise<VolumeAccepted> {
   return volumeAct(ctx, who, id, requestId, "delete", {}, async (conn, v, actionId, deadline) => {
     await updateVolume(conn, v.id, { status: "DELETING", taskDeadline: deadline });
     await dispatchVolumeOp(conn, ctx, { volume: v, actionId, requestId, args: { kind: "delete_volume" }, deadline });
   });
+}
+
+/**
+ * Deletes a volume whose server is deleted with delete_on_termination, in
+ * the server's transaction: whatever its status, it is DELETING under a
+ * delete action of its own (request id `requestId`).
+ */
+export async function deleteWithServer(conn: PoolConnection, ctx: ConductorContext, volumeId: string, requestId: string): Promise<void> {
+  const v = await getVolume(conn, volumeId, { lock: true });
+  if (!v || v.status === "DELETED" || v.status === "DELETING") return;
+  const { taskDeadline } = volumeTask(ctx, "DELETING");
+  const actionId = await insertVolumeAction(conn, { volumeId, projectId: v.projectId, action: "delete", requestId, request: { with_server: true }, deadline: taskDeadline });
+  await updateVolume(conn, volumeId, { status: "DELETING", taskDeadline });
+  await dispatchVolumeOp(conn, ctx, { volume: v, actionId, requestId, args: { kind: "delete_volume" }, deadline: taskDeadline });
 }
 
 export const deleteResults: VolumeResultRules<"delete_volume"> = {

@@ -180,6 +180,10 @@ export enum TaskState {
   TASK_STATE_INTERFACE_ATTACHING = 26,
   /** TASK_STATE_INTERFACE_DETACHING - A network interface is being removed. */
   TASK_STATE_INTERFACE_DETACHING = 27,
+  /** TASK_STATE_VOLUME_ATTACHING - A volume is being exported to the server's host and hot-plugged. */
+  TASK_STATE_VOLUME_ATTACHING = 28,
+  /** TASK_STATE_VOLUME_DETACHING - A volume is being unplugged and its export ended. */
+  TASK_STATE_VOLUME_DETACHING = 29,
   UNRECOGNIZED = -1,
 }
 
@@ -269,6 +273,12 @@ export function taskStateFromJSON(object: any): TaskState {
     case 27:
     case "TASK_STATE_INTERFACE_DETACHING":
       return TaskState.TASK_STATE_INTERFACE_DETACHING;
+    case 28:
+    case "TASK_STATE_VOLUME_ATTACHING":
+      return TaskState.TASK_STATE_VOLUME_ATTACHING;
+    case 29:
+    case "TASK_STATE_VOLUME_DETACHING":
+      return TaskState.TASK_STATE_VOLUME_DETACHING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -334,6 +344,10 @@ export function taskStateToJSON(object: TaskState): string {
       return "TASK_STATE_INTERFACE_ATTACHING";
     case TaskState.TASK_STATE_INTERFACE_DETACHING:
       return "TASK_STATE_INTERFACE_DETACHING";
+    case TaskState.TASK_STATE_VOLUME_ATTACHING:
+      return "TASK_STATE_VOLUME_ATTACHING";
+    case TaskState.TASK_STATE_VOLUME_DETACHING:
+      return "TASK_STATE_VOLUME_DETACHING";
     case TaskState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -1634,6 +1648,54 @@ export interface DetachInterfaceRequest {
 /** Response of DetachInterface. */
 export interface DetachInterfaceResponse {
   /** The server, in task INTERFACE_DETACHING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of AttachVolume. */
+export interface AttachVolumeRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** The volume (UUID), of the server's project. */
+  volumeId: string;
+  /** The device asked for, "vdb" to "vdz"; empty: the first free one. */
+  device: string;
+  /** Delete the volume when the server is deleted. */
+  deleteOnTermination: boolean;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of AttachVolume. */
+export interface AttachVolumeResponse {
+  /** The server, in task VOLUME_ATTACHING. */
+  server:
+    | Server
+    | undefined;
+  /** The action's operation. */
+  operation:
+    | Operation
+    | undefined;
+  /** The attachment's id (UUID). */
+  attachmentId: string;
+}
+
+/** Request of DetachVolume. */
+export interface DetachVolumeRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** The volume (UUID) attached to it. */
+  volumeId: string;
+  /** Idempotency key of this action (generated when empty). */
+  requestId: string;
+}
+
+/** Response of DetachVolume. */
+export interface DetachVolumeResponse {
+  /** The server, in task VOLUME_DETACHING. */
   server:
     | Server
     | undefined;
@@ -10094,6 +10156,458 @@ export const DetachInterfaceResponse: MessageFns<DetachInterfaceResponse> = {
   },
 };
 
+function createBaseAttachVolumeRequest(): AttachVolumeRequest {
+  return { id: "", volumeId: "", device: "", deleteOnTermination: false, requestId: "" };
+}
+
+export const AttachVolumeRequest: MessageFns<AttachVolumeRequest> = {
+  encode(message: AttachVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.volumeId !== "") {
+      writer.uint32(18).string(message.volumeId);
+    }
+    if (message.device !== "") {
+      writer.uint32(26).string(message.device);
+    }
+    if (message.deleteOnTermination !== false) {
+      writer.uint32(32).bool(message.deleteOnTermination);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(42).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.device = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.deleteOnTermination = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachVolumeRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
+      device: isSet(object.device) ? globalThis.String(object.device) : "",
+      deleteOnTermination: isSet(object.deleteOnTermination)
+        ? globalThis.Boolean(object.deleteOnTermination)
+        : isSet(object.delete_on_termination)
+        ? globalThis.Boolean(object.delete_on_termination)
+        : false,
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AttachVolumeRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
+    if (message.device !== "") {
+      obj.device = message.device;
+    }
+    if (message.deleteOnTermination !== false) {
+      obj.deleteOnTermination = message.deleteOnTermination;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachVolumeRequest>, I>>(base?: I): AttachVolumeRequest {
+    return AttachVolumeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachVolumeRequest>, I>>(object: I): AttachVolumeRequest {
+    const message = createBaseAttachVolumeRequest();
+    message.id = object.id ?? "";
+    message.volumeId = object.volumeId ?? "";
+    message.device = object.device ?? "";
+    message.deleteOnTermination = object.deleteOnTermination ?? false;
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseAttachVolumeResponse(): AttachVolumeResponse {
+  return { server: undefined, operation: undefined, attachmentId: "" };
+}
+
+export const AttachVolumeResponse: MessageFns<AttachVolumeResponse> = {
+  encode(message: AttachVolumeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    if (message.attachmentId !== "") {
+      writer.uint32(26).string(message.attachmentId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachVolumeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachVolumeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.attachmentId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachVolumeResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+      attachmentId: isSet(object.attachmentId)
+        ? globalThis.String(object.attachmentId)
+        : isSet(object.attachment_id)
+        ? globalThis.String(object.attachment_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AttachVolumeResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    if (message.attachmentId !== "") {
+      obj.attachmentId = message.attachmentId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachVolumeResponse>, I>>(base?: I): AttachVolumeResponse {
+    return AttachVolumeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachVolumeResponse>, I>>(object: I): AttachVolumeResponse {
+    const message = createBaseAttachVolumeResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    message.attachmentId = object.attachmentId ?? "";
+    return message;
+  },
+};
+
+function createBaseDetachVolumeRequest(): DetachVolumeRequest {
+  return { id: "", volumeId: "", requestId: "" };
+}
+
+export const DetachVolumeRequest: MessageFns<DetachVolumeRequest> = {
+  encode(message: DetachVolumeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.volumeId !== "") {
+      writer.uint32(18).string(message.volumeId);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachVolumeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachVolumeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachVolumeRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DetachVolumeRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DetachVolumeRequest>, I>>(base?: I): DetachVolumeRequest {
+    return DetachVolumeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DetachVolumeRequest>, I>>(object: I): DetachVolumeRequest {
+    const message = createBaseDetachVolumeRequest();
+    message.id = object.id ?? "";
+    message.volumeId = object.volumeId ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseDetachVolumeResponse(): DetachVolumeResponse {
+  return { server: undefined, operation: undefined };
+}
+
+export const DetachVolumeResponse: MessageFns<DetachVolumeResponse> = {
+  encode(message: DetachVolumeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DetachVolumeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDetachVolumeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DetachVolumeResponse {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: DetachVolumeResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DetachVolumeResponse>, I>>(base?: I): DetachVolumeResponse {
+    return DetachVolumeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DetachVolumeResponse>, I>>(object: I): DetachVolumeResponse {
+    const message = createBaseDetachVolumeResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * ServerService manages virtual machines ("servers", as in Nova).
  *
@@ -10305,6 +10819,43 @@ export const ServerServiceService = {
     responseSerialize: (value: DetachInterfaceResponse): Buffer =>
       Buffer.from(DetachInterfaceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DetachInterfaceResponse => DetachInterfaceResponse.decode(value),
+  },
+  /**
+   * Attaches an AVAILABLE volume of the server's project to an ACTIVE,
+   * PAUSED or SHUTOFF server (Nova's os-volume_attachments; task
+   * VOLUME_ATTACHING, the volume ATTACHING): its volume host exports it to
+   * the server's host only, which hot-plugs it as a virtio disk. When done
+   * the volume is IN_USE and its attachment names the device ("vdb" …);
+   * if either host fails, the volume is AVAILABLE again and the operation
+   * says why. Errors: NOT_FOUND (server or volume), FAILED_PRECONDITION
+   * (the volume is not AVAILABLE: reason WRONG_STATUS, metadata `status`;
+   * the server's state: INVALID_STATE), as StartServer.
+   */
+  attachVolume: {
+    path: "/novamesh.compute.v1.ServerService/AttachVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AttachVolumeRequest): Buffer => Buffer.from(AttachVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AttachVolumeRequest => AttachVolumeRequest.decode(value),
+    responseSerialize: (value: AttachVolumeResponse): Buffer =>
+      Buffer.from(AttachVolumeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AttachVolumeResponse => AttachVolumeResponse.decode(value),
+  },
+  /**
+   * Detaches a volume from the server (task VOLUME_DETACHING, the volume
+   * DETACHING): its host unplugs the disk, then the volume host ends the
+   * export; the volume is AVAILABLE again. Errors: NOT_FOUND (the volume is
+   * not attached to the server), as AttachVolume.
+   */
+  detachVolume: {
+    path: "/novamesh.compute.v1.ServerService/DetachVolume" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DetachVolumeRequest): Buffer => Buffer.from(DetachVolumeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DetachVolumeRequest => DetachVolumeRequest.decode(value),
+    responseSerialize: (value: DetachVolumeResponse): Buffer =>
+      Buffer.from(DetachVolumeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DetachVolumeResponse => DetachVolumeResponse.decode(value),
   },
   /**
    * Locks a server: lifecycle calls from non-admins then fail with
@@ -10651,6 +11202,25 @@ export interface ServerServiceServer extends UntypedServiceImplementation {
    * Errors: NOT_FOUND (the server has no such port), as StartServer.
    */
   detachInterface: handleUnaryCall<DetachInterfaceRequest, DetachInterfaceResponse>;
+  /**
+   * Attaches an AVAILABLE volume of the server's project to an ACTIVE,
+   * PAUSED or SHUTOFF server (Nova's os-volume_attachments; task
+   * VOLUME_ATTACHING, the volume ATTACHING): its volume host exports it to
+   * the server's host only, which hot-plugs it as a virtio disk. When done
+   * the volume is IN_USE and its attachment names the device ("vdb" …);
+   * if either host fails, the volume is AVAILABLE again and the operation
+   * says why. Errors: NOT_FOUND (server or volume), FAILED_PRECONDITION
+   * (the volume is not AVAILABLE: reason WRONG_STATUS, metadata `status`;
+   * the server's state: INVALID_STATE), as StartServer.
+   */
+  attachVolume: handleUnaryCall<AttachVolumeRequest, AttachVolumeResponse>;
+  /**
+   * Detaches a volume from the server (task VOLUME_DETACHING, the volume
+   * DETACHING): its host unplugs the disk, then the volume host ends the
+   * export; the volume is AVAILABLE again. Errors: NOT_FOUND (the volume is
+   * not attached to the server), as AttachVolume.
+   */
+  detachVolume: handleUnaryCall<DetachVolumeRequest, DetachVolumeResponse>;
   /**
    * Locks a server: lifecycle calls from non-admins then fail with
    * FAILED_PRECONDITION (reason LOCKED) until it is unlocked. Allowed in any
@@ -11027,6 +11597,53 @@ export interface ServerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DetachInterfaceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Attaches an AVAILABLE volume of the server's project to an ACTIVE,
+   * PAUSED or SHUTOFF server (Nova's os-volume_attachments; task
+   * VOLUME_ATTACHING, the volume ATTACHING): its volume host exports it to
+   * the server's host only, which hot-plugs it as a virtio disk. When done
+   * the volume is IN_USE and its attachment names the device ("vdb" …);
+   * if either host fails, the volume is AVAILABLE again and the operation
+   * says why. Errors: NOT_FOUND (server or volume), FAILED_PRECONDITION
+   * (the volume is not AVAILABLE: reason WRONG_STATUS, metadata `status`;
+   * the server's state: INVALID_STATE), as StartServer.
+   */
+  attachVolume(
+    request: AttachVolumeRequest,
+    callback: (error: ServiceError | null, response: AttachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  attachVolume(
+    request: AttachVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AttachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  attachVolume(
+    request: AttachVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AttachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Detaches a volume from the server (task VOLUME_DETACHING, the volume
+   * DETACHING): its host unplugs the disk, then the volume host ends the
+   * export; the volume is AVAILABLE again. Errors: NOT_FOUND (the volume is
+   * not attached to the server), as AttachVolume.
+   */
+  detachVolume(
+    request: DetachVolumeRequest,
+    callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  detachVolume(
+    request: DetachVolumeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
+  ): ClientUnaryCall;
+  detachVolume(
+    request: DetachVolumeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DetachVolumeResponse) => void,
   ): ClientUnaryCall;
   /**
    * Locks a server: lifecycle calls from non-admins then fail with

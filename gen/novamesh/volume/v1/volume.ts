@@ -149,7 +149,28 @@ export interface Volume {
     | Date
     | undefined;
   /** When it last changed. */
-  updateTime: Date | undefined;
+  updateTime:
+    | Date
+    | undefined;
+  /**
+   * The server it is attached to (one at a time), while ATTACHING, IN_USE
+   * or DETACHING.
+   */
+  attachments: VolumeAttachment[];
+}
+
+/** A volume's attachment to a server. */
+export interface VolumeAttachment {
+  /** Attachment id (UUID). */
+  id: string;
+  /** The server (UUID). */
+  serverId: string;
+  /** The device in the server, such as "vdb" (empty until attached, unless asked for). */
+  device: string;
+  /** The volume is deleted with the server. */
+  deleteOnTermination: boolean;
+  /** When it was asked for. */
+  attachTime: Date | undefined;
 }
 
 /** A volume type: what a user picks, what the operator maps to a backend. */
@@ -313,6 +334,7 @@ function createBaseVolume(): Volume {
     requestId: "",
     createTime: undefined,
     updateTime: undefined,
+    attachments: [],
   };
 }
 
@@ -362,6 +384,9 @@ export const Volume: MessageFns<Volume> = {
     }
     if (message.updateTime !== undefined) {
       Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(122).fork()).join();
+    }
+    for (const v of message.attachments) {
+      VolumeAttachment.encode(v!, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -499,6 +524,14 @@ export const Volume: MessageFns<Volume> = {
             message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.attachments.push(VolumeAttachment.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -560,6 +593,9 @@ export const Volume: MessageFns<Volume> = {
         : isSet(object.update_time)
         ? fromJsonTimestamp(object.update_time)
         : undefined,
+      attachments: globalThis.Array.isArray(object?.attachments)
+        ? object.attachments.map((e: any) => VolumeAttachment.fromJSON(e))
+        : [],
     };
   },
 
@@ -610,6 +646,9 @@ export const Volume: MessageFns<Volume> = {
     if (message.updateTime !== undefined) {
       obj.updateTime = message.updateTime.toISOString();
     }
+    if (message.attachments?.length) {
+      obj.attachments = message.attachments.map((e) => VolumeAttachment.toJSON(e));
+    }
     return obj;
   },
 
@@ -633,6 +672,152 @@ export const Volume: MessageFns<Volume> = {
     message.requestId = object.requestId ?? "";
     message.createTime = object.createTime ?? undefined;
     message.updateTime = object.updateTime ?? undefined;
+    message.attachments = object.attachments?.map((e) => VolumeAttachment.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseVolumeAttachment(): VolumeAttachment {
+  return { id: "", serverId: "", device: "", deleteOnTermination: false, attachTime: undefined };
+}
+
+export const VolumeAttachment: MessageFns<VolumeAttachment> = {
+  encode(message: VolumeAttachment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.serverId !== "") {
+      writer.uint32(18).string(message.serverId);
+    }
+    if (message.device !== "") {
+      writer.uint32(26).string(message.device);
+    }
+    if (message.deleteOnTermination !== false) {
+      writer.uint32(32).bool(message.deleteOnTermination);
+    }
+    if (message.attachTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.attachTime), writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VolumeAttachment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolumeAttachment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.serverId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.device = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.deleteOnTermination = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.attachTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VolumeAttachment {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      serverId: isSet(object.serverId)
+        ? globalThis.String(object.serverId)
+        : isSet(object.server_id)
+        ? globalThis.String(object.server_id)
+        : "",
+      device: isSet(object.device) ? globalThis.String(object.device) : "",
+      deleteOnTermination: isSet(object.deleteOnTermination)
+        ? globalThis.Boolean(object.deleteOnTermination)
+        : isSet(object.delete_on_termination)
+        ? globalThis.Boolean(object.delete_on_termination)
+        : false,
+      attachTime: isSet(object.attachTime)
+        ? fromJsonTimestamp(object.attachTime)
+        : isSet(object.attach_time)
+        ? fromJsonTimestamp(object.attach_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: VolumeAttachment): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.serverId !== "") {
+      obj.serverId = message.serverId;
+    }
+    if (message.device !== "") {
+      obj.device = message.device;
+    }
+    if (message.deleteOnTermination !== false) {
+      obj.deleteOnTermination = message.deleteOnTermination;
+    }
+    if (message.attachTime !== undefined) {
+      obj.attachTime = message.attachTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VolumeAttachment>, I>>(base?: I): VolumeAttachment {
+    return VolumeAttachment.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VolumeAttachment>, I>>(object: I): VolumeAttachment {
+    const message = createBaseVolumeAttachment();
+    message.id = object.id ?? "";
+    message.serverId = object.serverId ?? "";
+    message.device = object.device ?? "";
+    message.deleteOnTermination = object.deleteOnTermination ?? false;
+    message.attachTime = object.attachTime ?? undefined;
     return message;
   },
 };

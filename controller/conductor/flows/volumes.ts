@@ -1,0 +1,205 @@
+/**
+ * Volume attachments (Nova's os-volume_attachments): attach exports the
+ * volume from its volume host to the server's host only, then that host
+ * hot-plugs it; detach unplugs it, then the export ends. One attach or
+ * detach runs on a server at a time (its task), so the server's attachment
+ * in "attaching" or "detaching" is the one its current action is about.
+ * A server's deletion ends its attachments (releaseVolumes).
+ */
+import { randomUUID } from "node:crypto";
+import type { Instance, Principal } from "../../domain/types.js";
+import type { Volume, VolumeAttachment } from "../../domain/volume.js";
+import { GIB, type VolumeTarget } from "../../domain/volume-ops.js";
+import { failedPrecondition, notFound } from "../../errors.js";
+import type { Accepted } from "../act.js";
+import { act } from "../act.js";
+import type { ConductorContext, Tx } from "../context.js";
+import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
+import { deleteWithServer } from "../volumes/delete.js";
+
+/** As interfaces: while the guest runs, is paused or is shut off. */
+const FROM = ["ACTIVE", "PAUSED", "STOPPED"] as const;
+
+export const actions = {
+  attach_volume: { from: FROM, task: "VOLUME_ATTACHING" },
+  detach_volume: { from: FROM, task: "VOLUME_DETACHING" },
+} as const satisfies ActionRules<"attach_volume" | "detach_volume">;
+
+const targetOf = (v: Volume): VolumeTarget => ({ id: v.id, projectId: v.projectId, pool: v.pool, sizeBytes: v.sizeGb * GIB });
+
+/** A volume of the server's project, locked, in `status`; otherwise NOT_FOUND or FAILED_PRECONDITION naming its status. */
+async function volumeFor(tx: Tx, inst: Instance, volumeId: string, status: Volume["status"], what: string): Promise<Volume> {
+  const v = await tx.store.getVolume(volumeId, { lock: true });
+  if (!v || v.status === "DELETED" || v.projectId !== inst.projectId) throw notFound("volume", volumeId);
+  if (v.status !== status) {
+    throw failedPrecondition(`cannot ${what} volume ${volumeId} while it is ${v.status}; it must be ${status}`, "WRONG_STATUS", { status: v.status });
+  }
+  return v;
+}
+
+export interface AttachVolumeRequest {
+  readonly volumeId: string;
+  /** "" for the first free device. */
+  readonly device: string;
+  readonly deleteOnTermination: boolean;
+}
+
+/** AttachVolume; the attachment's id, null for a repeated request (the caller looks it up). */
+export async function attachVolume(
+  ctx: ConductorContext,
+  who: Principal,
+  uuid: string,
+  requestId: string,
+  req: AttachVolumeRequest,
+): Promise<Accepted & { attachmentId: string | null }> {
+  const request = { volume_id: req.volumeId, device: req.device, delete_on_termination: req.deleteOnTermination };
+  let attachmentId: string | null = null;
+  const accepted = await act(ctx, who, uuid, requestId, "attach_volume", actions.attach_volume, request, async (tx, inst, actionId) => {
+    if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
+    const v = await volumeFor(tx, inst, req.volumeId, "AVAILABLE", "attach");
+    const taken = (await tx.store.attachmentsOf(inst.uuid)).find((a) => req.device && a.device === req.device);
+    if (taken) throw failedPrecondition(`device ${req.device} of server ${uuid} holds volume ${taken.volumeId}`, "DEVICE_IN_USE", { device: req.device });
+    attachmentId = randomUUID();
+    await tx.store.insertAttachment({ id: attachmentId, volumeId: v.id, instanceUuid: inst.uuid, computeHost: inst.host, device: req.device, deleteOnTermination: req.deleteOnTermination });
+    await tx.store.updateVolume(v.id, { status: "ATTACHING" });
+    const busy = await tx.update(inst.uuid, tx.task("VOLUME_ATTACHING"));
+    await tx.dispatch({ instance: busy, host: v.host, actionId, requestId, volume: targetOf(v), args: { kind: "export_volume", attachmentId, client: inst.host } });
+    return { instance: busy };
+  });
+  return { ...accepted, attachmentId };
+}
+
+export function detachVolume(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, volumeId: string): Promise<Accepted> {
+  return act(ctx, who, uuid, requestId, "detach_volume", actions.detach_volume, { volume_id: volumeId }, async (tx, inst, actionId) => {
+    if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
+    const a = (await tx.store.attachmentsOf(inst.uuid)).find((x) => x.volumeId === volumeId);
+    if (!a) throw notFound("volume_attachment", volumeId);
+    await volumeFor(tx, inst, volumeId, "IN_USE", "detach");
+    await tx.store.updateAttachment(a.id, { state: "detaching" });
+    await tx.store.updateVolume(volumeId, { status: "DETACHING" });
+    const busy = await tx.update(inst.uuid, tx.task("VOLUME_DETACHING"));
+    await tx.dispatch({ instance: busy, host: inst.host, actionId, requestId, args: { kind: "detach_volume", attachmentId: a.id } });
+    return { instance: busy };
+  });
+}
+
+/** The server's attachment in `state` (the one its running attach or detach is about). */
+async function current(r: ResultContext | { store: Tx["store"]; inst: Instance }, state: VolumeAttachment["state"]): Promise<VolumeAttachment | null> {
+  return (await r.store.attachmentsOf(r.inst.uuid)).find((a) => a.state === state) ?? null;
+}
+
+/** Ends an attachment's export on its volume host (cleanup: whenever the host gets it). */
+async function unexport(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: number, requestId: string): Promise<void> {
+  const v = await tx.store.getVolume(a.volumeId);
+  if (!v || v.status === "DELETED") return;
+  await tx.dispatch({ instance: inst, host: v.host, actionId, requestId, volume: targetOf(v), args: { kind: "unexport_volume", attachmentId: a.id } });
+}
+
+/** The attach failed or timed out: the attachment goes, the volume is AVAILABLE, its export ends. */
+async function undoAttach(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: number): Promise<void> {
+  const action = await tx.store.getActionById(actionId);
+  await unexport(tx, inst, a, actionId, action?.requestId ?? `undo-${a.id}`);
+  await tx.store.deleteAttachment(a.id);
+  await tx.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+}
+
+export const results = {
+  export_volume: {
+    tasks: ["VOLUME_ATTACHING"],
+    apply: async (r) => {
+      const a = await current(r, "attaching");
+      if (!a) return r.fail({});
+      const exp = r.outcome.volume?.export;
+      if (r.error || !exp) {
+        await r.store.deleteAttachment(a.id);
+        await r.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+        return r.fail({});
+      }
+      await r.store.updateAttachment(a.id, { export: exp });
+      const action = await r.store.getActionById(r.op.actionId);
+      await r.dispatch(r.inst.host!, { kind: "attach_volume", attachmentId: a.id, volumeId: a.volumeId, export: exp, device: a.device }, r.inst, action?.requestId ?? "");
+    },
+  },
+  attach_volume: {
+    tasks: ["VOLUME_ATTACHING"],
+    apply: async (r) => {
+      const a = await current(r, "attaching");
+      if (!a) return r.fail({});
+      if (r.error) {
+        await undoAttach(r.tx, r.inst, a, r.op.actionId);
+        return r.fail({});
+      }
+      await r.store.updateAttachment(a.id, { state: "attached", device: r.outcome.volume?.device || a.device });
+      await r.store.updateVolume(a.volumeId, { status: "IN_USE", fault: null });
+      return r.succeed({});
+    },
+  },
+  detach_volume: {
+    tasks: ["VOLUME_DETACHING"],
+    apply: async (r) => {
+      const a = await current(r, "detaching");
+      if (!a) return r.fail({});
+      if (r.error) {
+        // Still plugged: it stays attached.
+        await r.store.updateAttachment(a.id, { state: "attached" });
+        await r.store.updateVolume(a.volumeId, { status: "IN_USE" });
+        return r.fail({});
+      }
+      const v = await r.store.getVolume(a.volumeId);
+      if (!v) return r.fail({});
+      const action = await r.store.getActionById(r.op.actionId);
+      await r.tx.dispatch({ instance: r.inst, host: v.host, actionId: r.op.actionId, requestId: action?.requestId ?? "", volume: targetOf(v), args: { kind: "unexport_volume", attachmentId: a.id } });
+    },
+  },
+  unexport_volume: {
+    // Only a detach waits for it; after a failed attach or a delete it is cleanup.
+    tasks: ["VOLUME_DETACHING"],
+    apply: async (r) => {
+      const a = await current(r, "detaching");
+      if (!a) return r.fail({});
+      if (r.error) return r.fail({});
+      await r.store.deleteAttachment(a.id);
+      await r.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+      return r.succeed({});
+    },
+  },
+} as const satisfies ResultRules<"export_volume" | "attach_volume" | "detach_volume" | "unexport_volume">;
+
+export const timeouts = {
+  VOLUME_ATTACHING: {
+    outcome: "the volume is AVAILABLE again and its export is ended; attach it again",
+    reap: async (t) => {
+      const a = await current(t, "attaching");
+      if (a && t.actionId !== null) await undoAttach(t.tx, t.inst, a, t.actionId);
+      await t.end();
+    },
+  },
+  VOLUME_DETACHING: {
+    outcome: "the volume stays attached (IN_USE); detach it again",
+    reap: async (t) => {
+      const a = await current(t, "detaching");
+      if (a) {
+        await t.store.updateAttachment(a.id, { state: "attached" });
+        await t.store.updateVolume(a.volumeId, { status: "IN_USE" });
+      }
+      await t.end();
+    },
+  },
+} as const satisfies TimeoutRules<"VOLUME_ATTACHING" | "VOLUME_DETACHING">;
+
+/**
+ * A deleted server's volumes: each export ends and the volume is AVAILABLE
+ * again, or, attached with delete_on_termination, the volume is deleted
+ * (its host ends the export with it).
+ */
+export async function releaseVolumes(tx: Tx, inst: Instance, actionId: number, requestId: string): Promise<void> {
+  for (const a of await tx.store.attachmentsOf(inst.uuid)) {
+    await tx.store.deleteAttachment(a.id);
+    if (a.deleteOnTermination) {
+      await deleteWithServer(tx.conn, tx.ctx, a.volumeId, `server-delete-${inst.uuid}`);
+      continue;
+    }
+    await unexport(tx, inst, a, actionId, requestId);
+    await tx.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+  }
+}
