@@ -55,7 +55,22 @@ export type OpArgs =
   /** Hot-plug the interface of the instance's port `portId` (every port of the instance is carried). */
   | { readonly kind: "attach_interface"; readonly portId: string }
   /** Remove the interface of port `portId` (the hypervisor knows it by `macAddress`). */
-  | { readonly kind: "detach_interface"; readonly portId: string; readonly macAddress: string };
+  | { readonly kind: "detach_interface"; readonly portId: string; readonly macAddress: string }
+  /** Hot-plug the export of attachment `attachmentId` of volume `volumeId` (device "" : the first free one). */
+  | { readonly kind: "attach_volume"; readonly attachmentId: string; readonly volumeId: string; readonly export: VolumeExport; readonly device: string }
+  /** Unplug the volume of attachment `attachmentId`. */
+  | { readonly kind: "detach_volume"; readonly attachmentId: string }
+  /** Volume host: export the op's volume for attachment `attachmentId` to compute host `client`. */
+  | { readonly kind: "export_volume"; readonly attachmentId: string; readonly client: string }
+  /** Volume host: end the export of attachment `attachmentId`. */
+  | { readonly kind: "unexport_volume"; readonly attachmentId: string };
+
+/** Where a compute host opens an exported volume (NBD over TLS). */
+export interface VolumeExport {
+  readonly host: string;
+  readonly port: number;
+  readonly exportName: string;
+}
 
 export type OpKind = OpArgs["kind"];
 
@@ -71,6 +86,8 @@ export interface OpTraits {
   readonly plugsPorts?: boolean;
   /** May leave the instance gone from the host it ran on, whose ports then go too. */
   readonly mayRemove?: boolean;
+  /** Runs on a volume host on one of its volumes: the op carries the volume (and the instance, for the record). */
+  readonly onVolumeHost?: boolean;
 }
 
 export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
@@ -98,6 +115,10 @@ export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
   rollback_live_migration: { event: "compute_rollback_live_migration", cleanup: true, mayRemove: true },
   attach_interface: { event: "compute_attach_interface", plugsPorts: true },
   detach_interface: { event: "compute_detach_interface" },
+  attach_volume: { event: "compute_attach_volume" },
+  detach_volume: { event: "compute_detach_volume" },
+  export_volume: { event: "volume_export", onVolumeHost: true },
+  unexport_volume: { event: "volume_unexport", cleanup: true, onVolumeHost: true },
 };
 
 export const OP_KINDS = Object.keys(OP_TRAITS) as OpKind[];
@@ -133,8 +154,11 @@ export interface OpOutcome {
   readonly note?: string;
   /** The image data the op stored, if it took a snapshot. */
   readonly snapshot?: { readonly sizeBytes: number; readonly checksum: string; readonly diskFormat: string } | null;
-  /** The volume as its host holds it after a volume op. */
-  readonly volume?: { readonly sizeBytes: number } | null;
+  /**
+   * What a volume op or an attach left: the volume's size (create, extend),
+   * its export (export_volume), the instance's device (attach_volume).
+   */
+  readonly volume?: { readonly sizeBytes: number; readonly export?: VolumeExport | null; readonly device?: string } | null;
 }
 
 /**
