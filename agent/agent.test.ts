@@ -157,7 +157,7 @@ describe("Agent against a test controller and real JetStream", () => {
     assert.equal(result.error, undefined);
     assert.equal(result.serverId, "");
     assert.equal(result.volumeId, vol.id);
-    assert.deepEqual(result.volume, { sizeBytes: 2 * GIB });
+    assert.deepEqual(result.volume, { sizeBytes: 2 * GIB, export: undefined, device: "" });
     assert.equal((await volumes.list()).volumes[0]?.id, vol.id);
     controller.last!.kill();
     await controller.waitFor("a second session", () => controller.sessions.length === 2);
@@ -166,6 +166,34 @@ describe("Agent against a test controller and real JetStream", () => {
     assert.equal(await ops.ackPending(), 1, "not acked before the controller acknowledged");
     controller.sessions[1]!.ack(create.opId);
     await controller.waitFor("the JetStream ack", async () => (await ops.ackPending()) === 0);
+  });
+
+  test("a host exports a volume for an attachment and attaches that export to an instance; the results say the export and the device", async () => {
+    const driver = fake();
+    const volumes = new FakeVolumeBackend({ pools: [{ name: "p1", totalBytes: 10 * GIB }], address: "192.0.2.7" });
+    await startAgent(driver, { volumes });
+    const inst = testInstance();
+    const vol = testVolume();
+    const resultOf = (opId: string) => controller.waitFor(`the result of ${opId}`, () => controller.results.find((r) => r.opId === opId));
+    const spawn = testOp(inst, { kind: "spawn" });
+    const create = testVolumeOp(vol, { kind: "create_volume" });
+    await ops.publish(spawn);
+    await ops.publish(publishable(create));
+    assert.equal((await resultOf(spawn.opId)).error, undefined);
+    assert.equal((await resultOf(create.opId)).error, undefined);
+    const exp = testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-1", client: "host-a", serverId: inst.id });
+    await ops.publish(publishable(exp));
+    const exported = await resultOf(exp.opId);
+    assert.equal(exported.error, undefined);
+    assert.deepEqual([exported.serverId, exported.volumeId], [inst.id, vol.id]);
+    assert.deepEqual(exported.volume, { sizeBytes: 0, export: { host: "192.0.2.7", port: 10809, exportName: "att-1" }, device: "" });
+    const attach = testOp(inst, { kind: "attach_volume", attachmentId: "att-1", volumeId: vol.id, export: exported.volume!.export! });
+    await ops.publish(attach);
+    const attached = await resultOf(attach.opId);
+    assert.equal(attached.error, undefined);
+    assert.equal(attached.serverId, inst.id);
+    assert.deepEqual(attached.volume, { sizeBytes: 0, export: undefined, device: "vdb" });
+    assert.deepEqual((await driver.volumes({ instanceId: inst.id })).map((v) => [v.device, v.connection.host]), [["vdb", "192.0.2.7"]]);
   });
 
   test("an agent without a volume backend answers a volume op NO_VOLUME_BACKEND and acks it once acknowledged", async () => {

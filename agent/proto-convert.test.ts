@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import type { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
 import { PowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import { testInstance } from "./drivers/test-instance.js";
 import { GIB } from "../controller/domain/volume-ops.js";
@@ -119,6 +120,70 @@ describe("ComputeOp in: a volume op", () => {
   });
 });
 
+describe("ComputeOp in: attaching a volume (compute host) and exporting it (volume host)", () => {
+  const vol = testVolume();
+  const inst = testInstance();
+  /** The problem of an op that must come in as an InvalidOp. */
+  const problem = (o: ComputeOp) => {
+    const got = agentOpFromProto(o);
+    assert.ok("problem" in got, `came in as a runnable op: ${JSON.stringify(got)}`);
+    return got;
+  };
+
+  test("attach and detach come in as ops on the instance; export and unexport as volume ops naming the server, with or without it", () => {
+    const ops: (AgentOp | AgentVolumeOp)[] = [
+      testOp(inst, { kind: "attach_volume", attachmentId: "att-1", volumeId: vol.id, device: "vdc" }),
+      testOp(inst, { kind: "attach_volume" }),
+      testOp(inst, { kind: "detach_volume", attachmentId: "att-2" }),
+      testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-3", client: "compute-2.example", serverId: inst.id }),
+      testVolumeOp(vol, { kind: "unexport_volume", attachmentId: "att-3", serverId: inst.id }),
+      testVolumeOp(vol, { kind: "export_volume" }),
+      testVolumeOp(vol, { kind: "unexport_volume" }),
+    ];
+    for (const op of ops) {
+      const wire = "volume" in op ? computeOpOfVolumeOp(op) : computeOpOf(op);
+      assert.deepEqual(agentOpFromProto(wire), op, op.kind);
+    }
+    const bare = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "unexport_volume" }));
+    assert.equal("problem" in agentOpFromProto({ ...bare, volume: { ...vol, pool: "", sizeBytes: 0 } }), false, "an unexport needs only the volume's id");
+  });
+
+  test("an attach or detach without a usable attachment, volume or export is an InvalidOp of its server", () => {
+    const attach = computeOpOf(testOp(inst, { kind: "attach_volume" }));
+    const withArgs = (args: Partial<AgentOp<"attach_volume">>): ComputeOp => {
+      const o = attach.op as Extract<ComputeOp["op"], { $case: "attachVolume" }>;
+      return { ...attach, op: { $case: "attachVolume", attachVolume: { ...o.attachVolume, ...args } } };
+    };
+    const base = (attach.op as Extract<ComputeOp["op"], { $case: "attachVolume" }>).attachVolume.export!;
+    assert.deepEqual(problem(withArgs({ attachmentId: "" })), { opId: attach.opId, serverId: inst.id, problem: 'attach_volume.attachment_id "" is not an attachment id' });
+    assert.equal(problem(withArgs({ volumeId: "a/b" })).problem, 'attach_volume.volume_id "a/b" is not a volume id');
+    assert.equal(problem(withArgs({ export: undefined })).problem, "attach_volume names no export");
+    assert.equal(problem(withArgs({ export: { ...base, host: "" } })).problem, "attach_volume.export.host is empty");
+    assert.equal(problem(withArgs({ export: { ...base, port: 0 } })).problem, "attach_volume.export.port 0 is not a port (1-65535)");
+    assert.equal(problem(withArgs({ export: { ...base, port: 65536 } })).problem, "attach_volume.export.port 65536 is not a port (1-65535)");
+    assert.equal(problem(withArgs({ export: { ...base, exportName: "" } })).problem, "attach_volume.export.export_name is empty");
+    const detach = computeOpOf(testOp(inst, { kind: "detach_volume", attachmentId: "-x" }));
+    assert.equal(problem(detach).problem, 'detach_volume.attachment_id "-x" is not an attachment id');
+    assert.equal(problem({ ...detach, instance: undefined }).problem, "instance.id is empty");
+    assert.equal(problem({ ...attach, volume: vol }).problem, "an op on an instance (attachVolume) carries a volume");
+  });
+
+  test("an export or unexport without a usable volume, attachment or client is an InvalidOp of its volume and server", () => {
+    const exp = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "export_volume", serverId: inst.id }));
+    assert.deepEqual(problem({ ...exp, volume: undefined }), { opId: exp.opId, serverId: inst.id, volumeId: "", problem: "export_volume names no volume" });
+    assert.equal(problem({ ...exp, volume: { ...vol, id: "../x" } }).problem, 'volume.id "../x" is not a volume id');
+    const badAttachment = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "export_volume", attachmentId: "" }));
+    assert.deepEqual(problem(badAttachment), { opId: badAttachment.opId, serverId: "", volumeId: vol.id, problem: 'export_volume.attachment_id "" is not an attachment id' });
+    const badClient = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "export_volume", client: "-host;" }));
+    assert.equal(problem(badClient).problem, 'export_volume.client "-host;" is not a host name');
+    const noClient = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "export_volume", client: "" }));
+    assert.equal(problem(noClient).problem, 'export_volume.client "" is not a host name');
+    const unexp = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "unexport_volume", attachmentId: "a b" }));
+    assert.equal(problem(unexp).problem, 'unexport_volume.attachment_id "a b" is not an attachment id');
+    assert.equal(problem({ ...unexp, volume: undefined }).problem, "unexport_volume names no volume");
+  });
+});
+
 describe("Outcomes and progress out: OpResult and OpProgress", () => {
   test("a failed outcome goes out with its failure as OpError and no note as an empty one", () => {
     const startTime = new Date(Date.now() - 1_000);
@@ -153,10 +218,21 @@ describe("Outcomes and progress out: OpResult and OpProgress", () => {
     const created = opResultToProto({ opId: "o", serverId: "", volumeId: "vol-1", volume: { sizeBytes: 3 * GIB }, startTime: now, finishTime: now });
     assert.equal(created.serverId, "");
     assert.equal(created.volumeId, "vol-1");
-    assert.deepEqual(created.volume, { sizeBytes: 3 * GIB });
+    assert.deepEqual(created.volume, { sizeBytes: 3 * GIB, export: undefined, device: "" });
     assert.equal(created.powerState, PowerState.POWER_STATE_UNSPECIFIED);
     const deleted = opResultToProto({ opId: "o", serverId: "", volumeId: "vol-1", startTime: now, finishTime: now });
     assert.equal(deleted.volume, undefined);
+  });
+
+  test("an export's outcome goes out with the export and its server; an attach's with the device", () => {
+    const now = new Date();
+    const where = { host: "192.0.2.7", port: 10810, exportName: "att-1" };
+    const exported = opResultToProto({ opId: "o", serverId: "srv-1", volumeId: "vol-1", volume: { export: where }, startTime: now, finishTime: now });
+    assert.deepEqual([exported.serverId, exported.volumeId], ["srv-1", "vol-1"]);
+    assert.deepEqual(exported.volume, { sizeBytes: 0, export: where, device: "" });
+    const attached = opResultToProto({ opId: "o", serverId: "srv-1", volume: { device: "vdb" }, powerState: "RUNNING", startTime: now, finishTime: now });
+    assert.deepEqual(attached.volume, { sizeBytes: 0, export: undefined, device: "vdb" });
+    assert.equal(attached.volumeId, "");
   });
 
   test("progress goes out with its task step, or none", () => {

@@ -13,6 +13,7 @@ import type {
   ResourceReport,
   SnapshotInfo as ProtoSnapshotInfo,
   VolumePool,
+  VolumeState,
 } from "../gen/novamesh/agent/v1/agent.js";
 import type { VolumeBackend } from "./volume/backend.js";
 import type { Logger } from "pino";
@@ -20,11 +21,11 @@ import type { ComputeOp, InstanceImage, Instance, Port as ProtoPort } from "../g
 import type { PortSpec, Segmentation } from "./network/types.js";
 import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./drivers/types.js";
-import { kindOfCase } from "../controller/domain/ops.js";
-import { isVolumeOpCase, type VolumeOpKind, type VolumeOpSource } from "../controller/domain/volume-ops.js";
-import { VOLUME_ID_PATTERN } from "./volume/backend.js";
-import type { AgentOp, AgentVolumeOp, IncomingOp, InvalidOp, OpArgsByKind, OpEnvelope, OpHeader } from "./ops/agent-op.js";
-import type { OpFailure, OpOutcome } from "./ops/outcome.js";
+import { kindOfCase, OP_TRAITS } from "../controller/domain/ops.js";
+import { isVolumeOpCase, type VolumeOpSource } from "../controller/domain/volume-ops.js";
+import { CLIENT_NAME_PATTERN, VOLUME_ID_PATTERN } from "./volume/backend.js";
+import type { AgentOp, AgentVolumeOp, AgentVolumeOpKind, IncomingOp, InvalidOp, OpArgsByKind, OpEnvelope, OpHeader } from "./ops/agent-op.js";
+import type { OpFailure, OpOutcome, VolumeResult } from "./ops/outcome.js";
 import type { OpProgressEvent } from "./ops/progress.js";
 
 const POWER_STATE_TO_PROTO: Readonly<Record<PowerState, ProtoPowerState>> = {
@@ -60,13 +61,35 @@ function argsFromProto(o: ProtoOp): OpArgs | undefined {
   return { ...fields, kind } as OpArgs;
 }
 
+/** Whether a case of the op vocabulary runs on a volume host (export, unexport). */
+function isExportCase(opCase: string): boolean {
+  const kind = kindOfCase(opCase);
+  return kind !== undefined && OP_TRAITS[kind].onVolumeHost === true;
+}
+
+/** What is wrong with the arguments of an attach or detach of a volume (undefined: nothing, or another kind). */
+function attachmentProblem(a: OpArgs): string | undefined {
+  if (a.kind !== "attach_volume" && a.kind !== "detach_volume") return undefined;
+  if (!VOLUME_ID_PATTERN.test(a.attachmentId)) return `${a.kind}.attachment_id "${a.attachmentId}" is not an attachment id`;
+  if (a.kind === "detach_volume") return undefined;
+  if (!VOLUME_ID_PATTERN.test(a.volumeId)) return `attach_volume.volume_id "${a.volumeId}" is not a volume id`;
+  // Unset on the wire, the export message decodes as undefined.
+  const e = a.export as Partial<typeof a.export> | undefined;
+  if (!e) return "attach_volume names no export";
+  if (!e.host) return "attach_volume.export.host is empty";
+  const port = e.port ?? 0;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return `attach_volume.export.port ${port} is not a port (1-65535)`;
+  if (!e.exportName) return "attach_volume.export.export_name is empty";
+  return undefined;
+}
+
 /**
  * A decoded ComputeOp as the op the executor runs (on an instance, or on a
  * volume: {@link volumeOpFromProto}), or, if it names nothing this agent
  * can run, why not.
  */
 export function agentOpFromProto(op: ComputeOp): IncomingOp {
-  if (op.op !== undefined && isVolumeOpCase(op.op.$case)) return volumeOpFromProto(op, op.op);
+  if (op.op !== undefined && (isVolumeOpCase(op.op.$case) || isExportCase(op.op.$case))) return volumeOpFromProto(op, op.op);
   const invalid = (problem: string): InvalidOp => ({ opId: op.opId, serverId: op.instance?.id ?? "", problem });
   if (!op.opId) return invalid("op_id is empty");
   if (op.volume !== undefined) return invalid(`an op on an instance${op.op ? ` (${op.op.$case})` : ""} carries a volume`);
@@ -76,6 +99,8 @@ export function agentOpFromProto(op: ComputeOp): IncomingOp {
   if (op.op.$case === "abort" && op.op.abort.targetOpId === op.opId) return invalid("an abort op cannot abort itself");
   const args = argsFromProto(op.op);
   if (args === undefined) return invalid(`the op names an operation this agent does not know (${op.op.$case})`);
+  const problem = attachmentProblem(args);
+  if (problem !== undefined) return invalid(problem);
   const header: OpHeader = {
     opId: op.opId,
     requestId: op.requestId,
@@ -107,30 +132,35 @@ function volumeSourceFromProto(c: { image?: InstanceImage | undefined; sourceVol
 }
 
 /**
- * A ComputeOp of a volume op case as the op the volume backend runs, or
- * what is wrong with it. A delete needs only the volume's id (a cleanup is
- * not refused over fields it does not use); a create and an extend need
- * its pool and a positive size too.
+ * A ComputeOp of a volume op case (or export, unexport) as the op the
+ * volume backend runs, or what is wrong with it. A delete, an export and an
+ * unexport need only the volume's id (a cleanup is not refused over fields
+ * it does not use); a create and an extend need its pool and a positive
+ * size too. Only an export or unexport may name an instance (the one the
+ * attachment is for).
  */
 function volumeOpFromProto(op: ComputeOp, o: ProtoOp): AgentVolumeOp | InvalidOp {
   const volume = op.volume;
-  const invalid = (problem: string): InvalidOp => ({ opId: op.opId, serverId: "", volumeId: volume?.id ?? "", problem });
-  const kind = o.$case.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) as VolumeOpKind;
+  const kind = o.$case.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) as AgentVolumeOpKind;
+  const forAttachment = kind === "export_volume" || kind === "unexport_volume";
+  const serverId = forAttachment ? (op.instance?.id ?? "") : "";
+  const invalid = (problem: string): InvalidOp => ({ opId: op.opId, serverId, volumeId: volume?.id ?? "", problem });
   if (!op.opId) return invalid("op_id is empty");
-  if (op.instance !== undefined) return invalid(`${kind} acts on a volume; the op carries an instance`);
+  if (op.instance !== undefined && !forAttachment) return invalid(`${kind} acts on a volume; the op carries an instance`);
   if (!volume) return invalid(`${kind} names no volume`);
   if (!volume.id) return invalid("volume.id is empty");
   if (!VOLUME_ID_PATTERN.test(volume.id)) return invalid(`volume.id "${volume.id}" is not a volume id`);
-  if (kind !== "delete_volume") {
+  if (kind === "create_volume" || kind === "extend_volume") {
     if (!volume.pool) return invalid("volume.pool is empty");
     if (!isSize(volume.sizeBytes)) return invalid(`volume.size_bytes ${volume.sizeBytes} is not a positive whole number of bytes`);
   }
-  const header: OpEnvelope & Pick<AgentVolumeOp, "volume"> = {
+  const header: OpEnvelope & Pick<AgentVolumeOp, "volume" | "serverId"> = {
     opId: op.opId,
     requestId: op.requestId,
     attempt: op.attempt,
     deadline: op.deadline ?? null,
     volume: { id: volume.id, projectId: volume.projectId, pool: volume.pool, sizeBytes: volume.sizeBytes },
+    serverId,
   };
   switch (o.$case) {
     case "createVolume": {
@@ -143,6 +173,17 @@ function volumeOpFromProto(op: ComputeOp, o: ProtoOp): AgentVolumeOp | InvalidOp
       const { sizeBytes } = o.extendVolume;
       if (!isSize(sizeBytes)) return invalid(`extend_volume.size_bytes ${sizeBytes} is not a positive whole number of bytes`);
       return { ...header, kind: "extend_volume", sizeBytes };
+    }
+    case "exportVolume": {
+      const { attachmentId, client } = o.exportVolume;
+      if (!VOLUME_ID_PATTERN.test(attachmentId)) return invalid(`export_volume.attachment_id "${attachmentId}" is not an attachment id`);
+      if (!CLIENT_NAME_PATTERN.test(client)) return invalid(`export_volume.client "${client}" is not a host name`);
+      return { ...header, kind: "export_volume", attachmentId, client };
+    }
+    case "unexportVolume": {
+      const { attachmentId } = o.unexportVolume;
+      if (!VOLUME_ID_PATTERN.test(attachmentId)) return invalid(`unexport_volume.attachment_id "${attachmentId}" is not an attachment id`);
+      return { ...header, kind: "unexport_volume", attachmentId };
     }
     default:
       return invalid(`the op names an operation this agent does not know (${o.$case})`);
@@ -293,8 +334,13 @@ export function opResultToProto(outcome: OpOutcome): OpResult {
     snapshot: outcome.snapshot ? snapshotInfoToProto(outcome.snapshot) : undefined,
     note: outcome.note ?? "",
     volumeId: outcome.volumeId ?? "",
-    volume: outcome.volume ? { sizeBytes: outcome.volume.sizeBytes, export: undefined, device: "" } : undefined,
+    volume: outcome.volume ? volumeStateToProto(outcome.volume) : undefined,
   };
+}
+
+/** What an op reports of a volume as the proto VolumeState (what it does not say: zero, unset, empty). */
+function volumeStateToProto(v: VolumeResult): VolumeState {
+  return { sizeBytes: v.sizeBytes ?? 0, export: v.export ? { host: v.export.host, port: v.export.port, exportName: v.export.exportName } : undefined, device: v.device ?? "" };
 }
 
 /** An op failure as the proto OpError. */

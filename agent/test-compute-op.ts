@@ -1,5 +1,5 @@
 /** ComputeOps for tests that put ops on the wire, as the controller would. */
-import type { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
+import { Instance, type ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
 import type { AgentOp, AgentVolumeOp } from "./ops/agent-op.js";
 import { portSpecToProto } from "./proto-convert.js";
 
@@ -47,11 +47,16 @@ function volumeCaseOf(op: AgentVolumeOp): ComputeOp["op"] {
       return { $case: "deleteVolume", deleteVolume: {} };
     case "extend_volume":
       return { $case: "extendVolume", extendVolume: { sizeBytes: op.sizeBytes } };
+    case "export_volume":
+      return { $case: "exportVolume", exportVolume: { attachmentId: op.attachmentId, client: op.client } };
+    case "unexport_volume":
+      return { $case: "unexportVolume", unexportVolume: { attachmentId: op.attachmentId } };
   }
 }
 
-/** A volume op as a ComputeOp: `volume` set, no `instance`. */
+/** A volume op as a ComputeOp: `volume` set, and `instance` only if it names a server (an export's, by its id alone). */
 export function computeOpOfVolumeOp(op: AgentVolumeOp): ComputeOp {
-  const { opId, requestId, attempt, deadline, volume } = op;
-  return { opId, requestId, attempt, createTime: new Date(), deadline: deadline ?? undefined, volume: { ...volume }, instance: undefined, op: volumeCaseOf(op) };
+  const { opId, requestId, attempt, deadline, volume, serverId } = op;
+  const instance = serverId ? Instance.fromPartial({ id: serverId }) : undefined;
+  return { opId, requestId, attempt, createTime: new Date(), deadline: deadline ?? undefined, volume: { ...volume }, instance, op: volumeCaseOf(op) };
 }

@@ -1,16 +1,18 @@
 /**
  * The op vocabulary is declared once (controller/domain/ops.ts): every kind
  * the controller sends reaches the agent as the same kind with the same
- * arguments, through the real encoding at both edges.
+ * arguments, through the real encoding at both edges. The kinds that run on
+ * a volume host come in as volume ops, with the volume the controller adds
+ * to them.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
 import { agentOpFromProto } from "../agent/proto-convert.js";
-import { isInvalidOp, isVolumeOp } from "../agent/ops/agent-op.js";
+import { isInvalidOp, isVolumeOp, type ExportOpKind } from "../agent/ops/agent-op.js";
 import { encodeComputeOp } from "../controller/bus/op-codec.js";
 import type { OpArgs } from "../controller/domain/ops.js";
-import { OP_KINDS, kindOfCase, opCase } from "../controller/domain/ops.js";
+import { OP_KINDS, OP_TRAITS, kindOfCase, opCase } from "../controller/domain/ops.js";
 import type { Instance } from "../controller/domain/types.js";
 
 /** One op of every kind, with arguments that differ from the defaults. */
@@ -39,7 +41,19 @@ const SAMPLES: { [K in OpArgs["kind"]]: Extract<OpArgs, { kind: K }> } = {
   rollback_live_migration: { kind: "rollback_live_migration" },
   attach_interface: { kind: "attach_interface", portId: "port-1" },
   detach_interface: { kind: "detach_interface", portId: "port-2", macAddress: "fa:16:3e:00:00:02" },
+  attach_volume: {
+    kind: "attach_volume",
+    attachmentId: "att-1",
+    volumeId: "vol-1",
+    export: { host: "192.0.2.7", port: 10810, exportName: "att-1" },
+    device: "vdc",
+  },
+  detach_volume: { kind: "detach_volume", attachmentId: "att-2" },
+  export_volume: { kind: "export_volume", attachmentId: "att-3", client: "compute-2" },
+  unexport_volume: { kind: "unexport_volume", attachmentId: "att-4" },
 };
+
+const volume = { id: "vol-9", projectId: "alice", pool: "p1", sizeBytes: 1024 ** 3 };
 
 const instance = {
   uuid: "4f6d2c1e-0000-4000-8000-000000000001",
@@ -57,13 +71,20 @@ test("every op kind crosses from the controller to the agent as itself, with its
     const bytes = encodeComputeOp({ opId: `op-${args.kind}`, requestId: "r", attempt: 1, instance, image: null, args, deadline: null });
     const decoded = ComputeOp.decode(bytes);
     assert.equal(decoded.op?.$case, opCase(args.kind), args.kind);
-    const op = agentOpFromProto(decoded);
+    const onVolumeHost = OP_TRAITS[args.kind].onVolumeHost === true;
+    const op = agentOpFromProto(onVolumeHost ? { ...decoded, volume } : decoded);
     assert.ok(!isInvalidOp(op), `${args.kind}: ${isInvalidOp(op) ? op.problem : ""}`);
-    assert.ok(!isVolumeOp(op), `${args.kind} came in as a volume op`);
-    const { opId, requestId, attempt, deadline, instance: spec, ...received } = op;
-    assert.deepEqual(received, args, args.kind);
-    assert.equal(spec.id, instance.uuid);
-    assert.equal(opId, `op-${args.kind}`);
+    assert.equal(isVolumeOp(op), onVolumeHost, `${args.kind} came in as a volume op: ${isVolumeOp(op)}`);
+    if (isVolumeOp(op)) {
+      const { opId, requestId, attempt, deadline, volume: target, serverId, ...received } = op;
+      assert.deepEqual(received, args, args.kind);
+      assert.deepEqual([target, serverId, opId], [volume, instance.uuid, `op-${args.kind}`]);
+    } else {
+      const { opId, requestId, attempt, deadline, instance: spec, ...received } = op;
+      assert.deepEqual(received, args, args.kind);
+      assert.equal(spec.id, instance.uuid);
+      assert.equal(opId, `op-${args.kind}`);
+    }
   }
 });
 
@@ -71,4 +92,9 @@ test("case and kind spellings are each other's inverse, and unknown cases have n
   for (const kind of OP_KINDS) assert.equal(kindOfCase(opCase(kind)), kind);
   assert.equal(kindOfCase("launchMissiles"), undefined);
   assert.equal(kindOfCase("toString"), undefined);
+});
+
+test("the kinds the agent runs on its volume backend are those that run on a volume host", () => {
+  const onBackend: Record<ExportOpKind, true> = { export_volume: true, unexport_volume: true };
+  assert.deepEqual(Object.keys(onBackend).sort(), OP_KINDS.filter((k) => OP_TRAITS[k].onVolumeHost).sort());
 });

@@ -1,7 +1,8 @@
 /**
  * What the agent is asked to do, in its own terms: an op is one kind of
  * operation (snake_case, as the controller names them) on one instance,
- * or, on a volume host, on one volume, with that kind's own arguments. The
+ * or, on a volume host, on one volume (an export or unexport names the
+ * instance too), with that kind's own arguments. The
  * wire format is converted to this at the agent's edge
  * (`agent/proto-convert.ts`); nothing below it sees proto.
  */
@@ -16,10 +17,16 @@ import type { InstanceSpec } from "../drivers/types.js";
  */
 export type OpArgsByKind = { readonly [A in OpArgs as A["kind"]]: Omit<A, "kind"> };
 
-/** An operation an op can carry. */
-export type AgentOpKind = keyof OpArgsByKind;
+/**
+ * The kinds of that vocabulary that run on a volume host, on the volume
+ * backend (`OP_TRAITS[kind].onVolumeHost`; a test keeps the two equal).
+ */
+export type ExportOpKind = Extract<keyof OpArgsByKind, "export_volume" | "unexport_volume">;
 
-/** The kinds that are run through the driver: every kind but abort. */
+/** An operation an op on an instance can carry. */
+export type AgentOpKind = Exclude<keyof OpArgsByKind, ExportOpKind>;
+
+/** The kinds that are run through the driver: every kind on an instance but abort. */
 export type DriverOpKind = Exclude<AgentOpKind, "abort">;
 
 /** What every op carries, whatever it acts on. */
@@ -47,21 +54,27 @@ export type AgentOp<K extends AgentOpKind = AgentOpKind> = {
 
 /**
  * Each volume op kind's arguments as the agent takes them (the vocabulary
- * is controller/domain/volume-ops.ts): create_volume's source decoded into
- * blank, an image record or a snapshot; the others as declared.
+ * is controller/domain/volume-ops.ts, and for export and unexport
+ * controller/domain/ops.ts): create_volume's source decoded into blank, an
+ * image record or a snapshot; the others as declared.
  */
 export type VolumeOpArgsByKind = {
   readonly [A in VolumeOpArgs as A["kind"]]: A["kind"] extends "create_volume" ? { readonly source: VolumeOpSource } : Omit<A, "kind">;
-};
+} & { readonly [K in ExportOpKind]: OpArgsByKind[K] };
+
+/** An operation run on a volume backend. */
+export type AgentVolumeOpKind = VolumeOpKind | ExportOpKind;
 
 /** What every volume op carries, whatever its kind. */
 export interface VolumeOpHeader extends OpEnvelope {
   /** The volume it acts on. */
   readonly volume: VolumeTarget;
+  /** The instance an export or unexport is for, as the op names it ("" for the other volume ops, or if it names none). */
+  readonly serverId: string;
 }
 
 /** A volume op of kind `K` (any by default), run on the host's volume backend. */
-export type AgentVolumeOp<K extends VolumeOpKind = VolumeOpKind> = {
+export type AgentVolumeOp<K extends AgentVolumeOpKind = AgentVolumeOpKind> = {
   [P in K]: VolumeOpHeader & { readonly kind: P } & VolumeOpArgsByKind[P];
 }[K];
 

@@ -16,8 +16,10 @@
  * - An op whose `deadline` has passed is not started (nor, after a restart,
  *   run again): it finishes with a non-retryable "DEADLINE_EXCEEDED".
  * - An invalid op message is answered "INVALID_OP" and not run.
- * - Volume ops run on the host's volume backend, in the same journal and
- *   queue, one volume's in order (volume-executor.ts).
+ * - Volume ops, and the export and unexport of a volume for an attachment,
+ *   run on the host's volume backend, in the same journal and queue, one
+ *   volume's in order (volume-executor.ts); attaching and detaching a
+ *   volume on an instance are driver ops like the others.
  */
 import { join } from "node:path";
 import type { NetworkDriver } from "../network/driver.js";
@@ -33,7 +35,7 @@ import { isInvalidOp, isVolumeOp, type AgentOp, type DriverOpKind, type Incoming
 import { handlerOf, RUN, SKIP, type Reconciliation, type RunResult } from "./handlers.js";
 import { OpJournal, outcomeOf, type FinishedEntry } from "./journal.js";
 import { KeyedQueue } from "../keyed-queue.js";
-import { ExecutorClosedError, finalFailure, toFailure, type Execution, type OpFailure, type OpOutcome } from "./outcome.js";
+import { ExecutorClosedError, finalFailure, toFailure, type Execution, type OpFailure, type OpOutcome, type VolumeResult } from "./outcome.js";
 import { ProgressRelay, type OpProgressEvent } from "./progress.js";
 import { VolumeOps } from "./volume-executor.js";
 
@@ -88,6 +90,7 @@ interface OpControl {
 interface Ending {
   readonly failure?: OpFailure;
   readonly snapshot?: SnapshotInfo;
+  readonly volume?: VolumeResult;
   readonly note?: string;
 }
 
@@ -270,6 +273,7 @@ export class OpExecutor {
     const outcome = await this.finish(op.opId, serverId, startTime, {
       failure,
       ...(result.snapshot && !failure ? { snapshot: result.snapshot } : {}),
+      ...(result.volume && !failure ? { volume: result.volume } : {}),
       note,
     });
     if (failure) log?.warn({ err: failure, note }, "op failed");
@@ -373,6 +377,7 @@ export class OpExecutor {
       ...(ending.failure ? { error: ending.failure } : {}),
       ...(powerState === undefined ? {} : { powerState }),
       ...(ending.snapshot ? { snapshot: ending.snapshot } : {}),
+      ...(ending.volume ? { volume: ending.volume } : {}),
       ...(ending.note ? { note: ending.note } : {}),
       startTime: startTime.toISOString(),
       finishTime: new Date().toISOString(),

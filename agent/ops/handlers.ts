@@ -8,6 +8,7 @@ import { DriverError, InstanceNotFoundError, SoftRebootTimeoutError } from "../d
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
 import type { NetworkDriver } from "../network/driver.js";
 import type { AgentOp, DriverOpKind, OpHeader } from "./agent-op.js";
+import type { VolumeResult } from "./outcome.js";
 import type { OpProgressSink } from "./progress.js";
 
 /** What a handler works with. */
@@ -25,6 +26,8 @@ export interface HandlerContext {
 /** What a run produced beyond success. */
 export interface RunResult {
   readonly snapshot?: SnapshotInfo;
+  /** An attached volume's device. */
+  readonly volume?: VolumeResult;
   /** Said in the result. */
   readonly note?: string;
 }
@@ -161,6 +164,31 @@ async function detachInterface(op: AgentOp<"detach_interface">, { driver, call, 
   return DONE;
 }
 
+/** Refuses a volume change on a hypervisor that cannot attach volumes: running it again here cannot help. */
+function requireVolumeAttach(driver: Driver, kind: "attach_volume" | "detach_volume"): void {
+  if (!driver.capabilities.volumeAttach) {
+    throw new DriverError("NOT_SUPPORTED", `${kind}: this host's hypervisor cannot attach volumes (its driver lacks volumeAttach)`);
+  }
+}
+
+/** Hot-plugs the volume's export as a disk of the instance; the result says its device. */
+async function attachVolume(op: AgentOp<"attach_volume">, { driver, call }: HandlerContext): Promise<RunResult> {
+  requireVolumeAttach(driver, op.kind);
+  const { host, port, exportName } = op.export;
+  const { device } = await driver.attachVolume(
+    { instanceId: op.instance.id, attachmentId: op.attachmentId, connection: { host, port, exportName, tls: true }, ...(op.device ? { device: op.device } : {}) },
+    call,
+  );
+  return { volume: { device } };
+}
+
+/** Unplugs the attachment's disk (an attachment the instance does not have is gone already). */
+async function detachVolume(op: AgentOp<"detach_volume">, { driver, call }: HandlerContext): Promise<RunResult> {
+  requireVolumeAttach(driver, op.kind);
+  await driver.detachVolume({ instanceId: op.instance.id, attachmentId: op.attachmentId }, call);
+  return DONE;
+}
+
 async function exists(driver: Driver, instanceId: string, call: CallOptions): Promise<boolean> {
   try {
     await driver.powerState({ instanceId }, call);
@@ -200,6 +228,8 @@ function onInstance(method: InstanceMethod): (op: Pick<OpHeader, "instance">, ct
  *   source does not prove its disk was handed over).
  * - snapshot: run again (into the same image; its result needs the info).
  * - rebuild: run again (the disk is re-created once more).
+ * - attach/detach interface or volume: run again (each is idempotent by the
+ *   driver contract; an attach's result needs the device).
  */
 export const HANDLERS = {
   spawn: {
@@ -290,6 +320,8 @@ export const HANDLERS = {
   rollback_live_migration: { run: onInstance("rollbackLiveMigration"), reconcile: "run_again" },
   attach_interface: { run: attachInterface, reconcile: "run_again" },
   detach_interface: { run: detachInterface, reconcile: "run_again" },
+  attach_volume: { run: attachVolume, reconcile: "run_again" },
+  detach_volume: { run: detachVolume, reconcile: "run_again" },
 } satisfies { readonly [K in DriverOpKind]: Handler<K> };
 
 const TABLE: { readonly [K in DriverOpKind]: Handler<K> } = HANDLERS;

@@ -10,21 +10,20 @@
 import { mkdir, open, readFile, rename, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Logger } from "pino";
-import type { VolumeOpKind, VolumeOpState } from "../../controller/domain/volume-ops.js";
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
 import { settledOf } from "../settled.js";
-import type { AgentOpKind } from "./agent-op.js";
-import type { OpFailure, OpOutcome } from "./outcome.js";
+import type { AgentOpKind, AgentVolumeOpKind } from "./agent-op.js";
+import type { OpFailure, OpOutcome, VolumeResult } from "./outcome.js";
 
 /** Written before the driver (or the volume backend) is called (not for abort ops, which never call it). */
 export interface StartedEntry {
   readonly t: "started";
   readonly opId: string;
-  /** The instance; "" for a volume op. */
+  /** The instance; "" for a volume op (but an export's or unexport's instance). */
   readonly serverId: string;
   /** The volume of a volume op. */
   readonly volumeId?: string;
-  readonly kind: AgentOpKind | VolumeOpKind;
+  readonly kind: AgentOpKind | AgentVolumeOpKind;
   /** ISO time. */
   readonly time: string;
 }
@@ -33,7 +32,7 @@ export interface StartedEntry {
 export interface FinishedEntry {
   readonly t: "finished";
   readonly opId: string;
-  /** The instance; "" for a volume op. */
+  /** The instance; "" for a volume op (but an export's or unexport's instance). */
   readonly serverId: string;
   /** The volume of a volume op. */
   readonly volumeId?: string;
@@ -45,8 +44,8 @@ export interface FinishedEntry {
   readonly snapshot?: SnapshotInfo;
   /** How the op went, if worth saying (a soft reboot that fell back to hard, an abort, …). */
   readonly note?: string;
-  /** The volume after a volume op that succeeded (create, extend). */
-  readonly volume?: VolumeOpState;
+  /** What a volume op or an attach that succeeded reports of the volume. */
+  readonly volume?: VolumeResult;
   /** ISO time the driver call started. */
   readonly startTime: string;
   /** ISO time it finished. */

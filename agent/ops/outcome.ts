@@ -4,7 +4,7 @@
  * OpError only at the edge) and the outcome reported for every op.
  */
 import { DriverError, type DriverErrorCode } from "../drivers/errors.js";
-import type { VolumeOpState } from "../../controller/domain/volume-ops.js";
+import type { VolumeExport } from "../../controller/domain/ops.js";
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
 
 /** How an op failed, as reported to the controller. */
@@ -27,15 +27,26 @@ export function finalFailure(code: string, message: string): OpFailure {
   return { code, message, retryable: false };
 }
 
+/**
+ * What an op that succeeded reports of a volume: its size as the backend
+ * holds it (create_volume, extend_volume), its export (export_volume), or
+ * the device the instance got it as (attach_volume).
+ */
+export interface VolumeResult {
+  readonly sizeBytes?: number;
+  readonly export?: VolumeExport;
+  readonly device?: string;
+}
+
 /** The outcome of one op, to report to the controller. */
 export interface OpOutcome {
   readonly opId: string;
-  /** The instance the op acted on ("" if the op named none, and for a volume op). */
+  /** The instance the op acted on, or an export was for ("" if the op named none, and for the other volume ops). */
   readonly serverId: string;
   /** The volume a volume op acted on ("" if it named none); absent for other ops. */
   readonly volumeId?: string;
-  /** The volume after a volume op that succeeded, as the backend holds it (create and extend; not delete). */
-  readonly volume?: VolumeOpState;
+  /** See {@link VolumeResult} (not after delete, unexport, detach). */
+  readonly volume?: VolumeResult;
   /** Absent on success. */
   readonly failure?: OpFailure;
   /** The instance's power state after the op; absent if not known. */

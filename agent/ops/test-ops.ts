@@ -1,8 +1,8 @@
 /** Ops for tests of the executor and the agent. */
 import { randomUUID } from "node:crypto";
-import { GIB, type VolumeOpKind, type VolumeTarget } from "../../controller/domain/volume-ops.js";
+import { GIB, type VolumeTarget } from "../../controller/domain/volume-ops.js";
 import type { InstanceSpec } from "../drivers/types.js";
-import type { AgentOp, AgentOpKind, AgentVolumeOp, OpArgsByKind, VolumeOpArgsByKind } from "./agent-op.js";
+import type { AgentOp, AgentOpKind, AgentVolumeOp, AgentVolumeOpKind, OpArgsByKind, VolumeOpArgsByKind } from "./agent-op.js";
 
 /** The kind of a test op and those of its arguments that are not left to a plain default. */
 export type TestOpBody<K extends AgentOpKind = AgentOpKind> = { readonly kind: K } & Partial<OpArgsByKind[K]>;
@@ -32,6 +32,8 @@ const DEFAULT_ARGS: { readonly [K in AgentOpKind]: OpArgsByKind[K] } = {
   abort: { targetOpId: "" },
   attach_interface: { portId: "" },
   detach_interface: { portId: "", macAddress: "fa:16:3e:00:00:01" },
+  attach_volume: { attachmentId: "att-1", volumeId: "vol-1", export: { host: "192.0.2.1", port: 10809, exportName: "att-1" }, device: "" },
+  detach_volume: { attachmentId: "att-1" },
 };
 
 /**
@@ -50,18 +52,24 @@ export function testVolume(overrides: Partial<VolumeTarget> = {}): VolumeTarget 
   return { id: randomUUID(), projectId: "alice", pool: "p1", sizeBytes: GIB, ...overrides };
 }
 
-const DEFAULT_VOLUME_ARGS: { readonly [K in VolumeOpKind]: VolumeOpArgsByKind[K] } = {
+const DEFAULT_VOLUME_ARGS: { readonly [K in AgentVolumeOpKind]: VolumeOpArgsByKind[K] } = {
   create_volume: { source: { kind: "blank" } },
   delete_volume: {},
   extend_volume: { sizeBytes: 2 * GIB },
+  export_volume: { attachmentId: "att-1", client: "compute-1" },
+  unexport_volume: { attachmentId: "att-1" },
 };
 
-/** A volume op on `volume` (create: blank; extend: to 2 GiB, unless given), with a fresh op id unless given. */
-export function testVolumeOp<K extends VolumeOpKind>(
+/**
+ * A volume op on `volume` (create: blank; extend: to 2 GiB; export: of
+ * attachment att-1 to compute-1; unless given), for no server unless given,
+ * with a fresh op id unless given.
+ */
+export function testVolumeOp<K extends AgentVolumeOpKind>(
   volume: VolumeTarget,
-  body: { readonly kind: K } & Partial<VolumeOpArgsByKind[K]>,
+  body: { readonly kind: K; readonly serverId?: string } & Partial<VolumeOpArgsByKind[K]>,
   opId: string = randomUUID(),
 ): AgentVolumeOp<K> {
-  const header = { opId, requestId: `req-${opId.slice(0, 8)}`, attempt: 1, deadline: null, volume };
+  const header = { opId, requestId: `req-${opId.slice(0, 8)}`, attempt: 1, deadline: null, volume, serverId: "" };
   return { ...header, ...DEFAULT_VOLUME_ARGS[body.kind], ...body } as AgentVolumeOp<K>;
 }

@@ -176,6 +176,58 @@ describe("Volume ops: what each kind does on the backend", () => {
   });
 });
 
+describe("Volume ops: exporting a volume for an attachment", () => {
+  const where = (attachmentId: string, port = 10809) => ({ host: "127.0.0.1", port, exportName: attachmentId });
+
+  test("an export reports where the compute host opens it and the server; the same attachment again answers the same", async () => {
+    const volumes = backend();
+    const ex = await executor(volumes);
+    const vol = testVolume();
+    await ex.execute(testVolumeOp(vol, { kind: "create_volume" }));
+    const exp = testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-1", client: "compute-1", serverId: "srv-1" });
+    const { outcome } = await ex.execute(exp);
+    assert.equal(outcome.failure, undefined);
+    assert.deepEqual([outcome.serverId, outcome.volumeId], ["srv-1", vol.id]);
+    assert.deepEqual(outcome.volume, { export: where("att-1") });
+    assert.deepEqual((await volumes.list()).exports.map((e) => [e.attachmentId, e.client]), [["att-1", "compute-1"]]);
+    const again = await ex.execute(testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-1", client: "compute-1", serverId: "srv-1" }));
+    assert.equal(again.replayed, false);
+    assert.deepEqual(again.outcome.volume, { export: where("att-1") });
+    const redelivered = await ex.execute(exp);
+    assert.equal(redelivered.replayed, true);
+    assert.deepEqual(redelivered.outcome, outcome);
+  });
+
+  test("an export of a volume exported to another host is VOLUME_IN_USE, not retryable; an unknown volume NOT_FOUND", async () => {
+    const volumes = backend();
+    const ex = await executor(volumes);
+    const vol = testVolume();
+    await ex.execute(testVolumeOp(vol, { kind: "create_volume" }));
+    await ex.execute(testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-1", client: "compute-1" }));
+    const other = await ex.execute(testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-2", client: "compute-2" }));
+    assert.deepEqual([other.outcome.failure?.code, other.outcome.failure?.retryable, other.outcome.volume], ["VOLUME_IN_USE", false, undefined]);
+    const unknown = await ex.execute(testVolumeOp(testVolume(), { kind: "export_volume" }));
+    assert.deepEqual([unknown.outcome.failure?.code, unknown.outcome.failure?.retryable], ["NOT_FOUND", false]);
+  });
+
+  test("an unexport ends the export, after which another host may have it; an unknown one succeeds; neither reports a volume", async () => {
+    const volumes = backend();
+    const ex = await executor(volumes);
+    const vol = testVolume();
+    await ex.execute(testVolumeOp(vol, { kind: "create_volume" }));
+    await ex.execute(testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-1", client: "compute-1" }));
+    const { outcome } = await ex.execute(testVolumeOp(vol, { kind: "unexport_volume", attachmentId: "att-1", serverId: "srv-1" }));
+    assert.equal(outcome.failure, undefined);
+    assert.equal(outcome.volume, undefined);
+    assert.equal(outcome.serverId, "srv-1");
+    assert.deepEqual((await volumes.list()).exports, []);
+    const moved = await ex.execute(testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-2", client: "compute-2" }));
+    assert.deepEqual(moved.outcome.volume, { export: where("att-2", 10810) });
+    const unknown = await ex.execute(testVolumeOp(testVolume(), { kind: "unexport_volume", attachmentId: "att-never" }));
+    assert.equal(unknown.outcome.failure, undefined);
+  });
+});
+
 describe("Volume ops: at most once, in order, in time", () => {
   /** What a crash during the backend call leaves: `started` journaled, no `finished`. */
   async function journalStarted(opId: string, volumeId: string, kind: string): Promise<void> {
@@ -267,6 +319,8 @@ describe("Volume ops on a host without a volume backend", () => {
     assert.equal(outcome.serverId, "");
     assert.equal((await ex.execute(op)).replayed, false, "nothing ran, so nothing was journaled");
     assert.equal(ex.inFlight, 0);
+    const exp = await ex.execute(testVolumeOp(vol, { kind: "export_volume", serverId: "srv-1" }));
+    assert.deepEqual([exp.outcome.failure?.code, exp.outcome.volumeId, exp.outcome.serverId], ["NO_VOLUME_BACKEND", vol.id, "srv-1"]);
   });
 });
 

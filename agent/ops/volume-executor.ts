@@ -15,15 +15,18 @@
  * - create_volume from an image fetches the image through the agent's image
  *   store into `<stateDir>/volume-images/`, checks its SHA-256, hands the
  *   file to the backend and removes it.
+ * - export_volume exports the volume for one attachment to the compute host
+ *   the op names and reports where that host opens it; unexport_volume ends
+ *   it. Both report the instance the attachment is for.
  * - A failure is the one OpFailure (`toFailure`); "POOL_FULL" is retryable
- *   (the controller may place the volume in another pool or host).
+ *   (the controller may place the volume in another pool or host);
+ *   "VOLUME_IN_USE" (exported to another host) is not.
  * - A host without a volume backend answers every volume op with a
  *   non-retryable "NO_VOLUME_BACKEND", not journaled (nothing ran).
  */
 import { mkdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { pino, type Logger } from "pino";
-import type { VolumeOpState } from "../../controller/domain/volume-ops.js";
 import { bestEffort } from "../best-effort.js";
 import { DriverError } from "../drivers/errors.js";
 import { getVerified, type ImageStore } from "../drivers/libvirt/image-store.js";
@@ -31,7 +34,7 @@ import type { KeyedQueue } from "../keyed-queue.js";
 import type { VolumeBackend, VolumeInfo, VolumeSource } from "../volume/backend.js";
 import type { AgentVolumeOp } from "./agent-op.js";
 import { outcomeOf, type FinishedEntry, type OpJournal } from "./journal.js";
-import { ExecutorClosedError, finalFailure, toFailure, type Execution, type OpFailure } from "./outcome.js";
+import { ExecutorClosedError, finalFailure, toFailure, type Execution, type OpFailure, type VolumeResult } from "./outcome.js";
 
 /** What {@link VolumeOps} works with. */
 export interface VolumeOpsOptions {
@@ -97,7 +100,7 @@ export class VolumeOps {
     const now = new Date();
     const failure = finalFailure("NO_VOLUME_BACKEND", `${op.kind} of volume ${op.volume.id}: this host serves no volumes (no volume backend)`);
     this.log.warn({ op_id: op.opId, volume_id: op.volume.id, op: op.kind }, "a volume op came to a host without a volume backend");
-    return { outcome: { opId: op.opId, serverId: "", volumeId: op.volume.id, failure, startTime: now, finishTime: now }, replayed: false, reconciled: false };
+    return { outcome: { opId: op.opId, serverId: op.serverId, volumeId: op.volume.id, failure, startTime: now, finishTime: now }, replayed: false, reconciled: false };
   }
 
   private async run(op: AgentVolumeOp, volumes: VolumeBackend): Promise<Execution> {
@@ -106,17 +109,18 @@ export class VolumeOps {
     const record = journal.get(op.opId);
     if (record?.finished) return { outcome: outcomeOf(record.finished), replayed: true, reconciled: false };
     const volumeId = op.volume.id;
+    const { serverId } = op;
     const startTime = new Date();
     const reconciled = record?.started !== undefined;
-    const log = this.log.child({ op_id: op.opId, request_id: op.requestId, volume_id: volumeId, op: op.kind });
+    const log = this.log.child({ op_id: op.opId, request_id: op.requestId, volume_id: volumeId, op: op.kind, ...(serverId ? { server_id: serverId } : {}) });
     let failure: OpFailure | undefined;
-    let volume: VolumeOpState | undefined;
+    let volume: VolumeResult | undefined;
     if (op.deadline !== null && startTime.getTime() > op.deadline.getTime()) {
       // The controller has given up on the op: it must not start (again).
       failure = finalFailure("DEADLINE_EXCEEDED", `not started: the op's deadline ${op.deadline.toISOString()} had passed`);
     } else {
       if (reconciled) log.warn("volume op was interrupted by a restart; running it again");
-      else await journal.append({ t: "started", opId: op.opId, serverId: "", volumeId, kind: op.kind, time: startTime.toISOString() });
+      else await journal.append({ t: "started", opId: op.opId, serverId, volumeId, kind: op.kind, time: startTime.toISOString() });
       try {
         volume = await this.act(op, volumes, log);
       } catch (err) {
@@ -127,7 +131,7 @@ export class VolumeOps {
     const entry: FinishedEntry = {
       t: "finished",
       opId: op.opId,
-      serverId: "",
+      serverId,
       volumeId,
       ...(failure ? { error: failure } : {}),
       ...(volume && !failure ? { volume } : {}),
@@ -136,12 +140,12 @@ export class VolumeOps {
     };
     await journal.append(entry);
     if (failure) log.warn({ err: failure }, "volume op failed");
-    else log.info({ size_bytes: volume?.sizeBytes }, "volume op finished");
+    else log.info({ size_bytes: volume?.sizeBytes, export: volume?.export }, "volume op finished");
     return { outcome: outcomeOf(entry), replayed: false, reconciled };
   }
 
-  /** The backend calls of `op`; resolves the volume after it (none after a delete). */
-  private async act(op: AgentVolumeOp, volumes: VolumeBackend, log: Logger): Promise<VolumeOpState | undefined> {
+  /** The backend calls of `op`; resolves what its result reports of the volume (nothing after a delete or unexport). */
+  private async act(op: AgentVolumeOp, volumes: VolumeBackend, log: Logger): Promise<VolumeResult | undefined> {
     const { id } = op.volume;
     switch (op.kind) {
       case "create_volume":
@@ -155,6 +159,13 @@ export class VolumeOps {
         if (!info) throw new DriverError("NOT_FOUND", `volume ${id} is not on this host after its extend`);
         return { sizeBytes: info.sizeBytes };
       }
+      case "export_volume": {
+        const { host, port, exportName } = await volumes.export(id, op.attachmentId, op.client);
+        return { export: { host, port, exportName } };
+      }
+      case "unexport_volume":
+        await volumes.unexport(id, op.attachmentId);
+        return undefined;
     }
   }
 

@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import { appendFile, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, test } from "node:test";
+import { FakeDriver, type FakeDriverOptions } from "../drivers/fake/fake-driver.js";
+import { testInstance } from "../drivers/test-instance.js";
+import type { InstanceSpec } from "../drivers/types.js";
+import { OpExecutor } from "./executor.js";
+import { testOp } from "./test-ops.js";
+
+let stateDir: string;
+const open: OpExecutor[] = [];
+beforeEach(async () => {
+  stateDir = await mkdtemp(join(tmpdir(), "volume-attach-"));
+});
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((e) => e.close()));
+  await rm(stateDir, { recursive: true, force: true });
+});
+
+function fake(options: Partial<FakeDriverOptions> = {}): FakeDriver {
+  return new FakeDriver({ statePath: join(stateDir, "domains.json"), ...options });
+}
+
+async function executor(driver: FakeDriver): Promise<OpExecutor> {
+  const ex = await OpExecutor.open({ driver, stateDir, fsync: false });
+  open.push(ex);
+  return ex;
+}
+
+/** A running instance on `driver`. */
+async function spawned(ex: OpExecutor): Promise<InstanceSpec> {
+  const inst = testInstance();
+  assert.equal((await ex.execute(testOp(inst, { kind: "spawn" }))).outcome.failure, undefined);
+  return inst;
+}
+
+const exportOf = (attachmentId: string) => ({ host: "192.0.2.7", port: 10810, exportName: attachmentId });
+
+describe("Attaching and detaching volumes through the driver", () => {
+  test("an attach reports the device the driver gave; the volume is attached with its export; a device asked for is used", async () => {
+    const driver = fake();
+    const ex = await executor(driver);
+    const inst = await spawned(ex);
+    const { outcome } = await ex.execute(testOp(inst, { kind: "attach_volume", attachmentId: "att-1", export: exportOf("att-1") }));
+    assert.equal(outcome.failure, undefined);
+    assert.equal(outcome.serverId, inst.id);
+    assert.deepEqual(outcome.volume, { device: "vdb" });
+    assert.equal(outcome.powerState, "RUNNING");
+    const asked = await ex.execute(testOp(inst, { kind: "attach_volume", attachmentId: "att-2", export: exportOf("att-2"), device: "vdd" }));
+    assert.deepEqual(asked.outcome.volume, { device: "vdd" });
+    assert.deepEqual(await driver.volumes({ instanceId: inst.id }), [
+      { attachmentId: "att-1", device: "vdb", connection: { ...exportOf("att-1"), tls: true } },
+      { attachmentId: "att-2", device: "vdd", connection: { ...exportOf("att-2"), tls: true } },
+    ]);
+    const taken = await ex.execute(testOp(inst, { kind: "attach_volume", attachmentId: "att-3", export: exportOf("att-3"), device: "vdb" }));
+    assert.deepEqual([taken.outcome.failure?.code, taken.outcome.failure?.retryable, taken.outcome.volume], ["DEVICE_IN_USE", false, undefined]);
+  });
+
+  test("a detach removes the volume; a detach of an attachment the instance does not have succeeds", async () => {
+    const driver = fake();
+    const ex = await executor(driver);
+    const inst = await spawned(ex);
+    await ex.execute(testOp(inst, { kind: "attach_volume", attachmentId: "att-1" }));
+    const { outcome } = await ex.execute(testOp(inst, { kind: "detach_volume", attachmentId: "att-1" }));
+    assert.equal(outcome.failure, undefined);
+    assert.equal(outcome.volume, undefined);
+    assert.deepEqual(await driver.volumes({ instanceId: inst.id }), []);
+    const unknown = await ex.execute(testOp(inst, { kind: "detach_volume", attachmentId: "att-never" }));
+    assert.equal(unknown.outcome.failure, undefined);
+  });
+
+  test("a redelivered attach is re-reported with its device, without calling the driver again", async () => {
+    const driver = fake();
+    const ex = await executor(driver);
+    const inst = await spawned(ex);
+    const attach = testOp(inst, { kind: "attach_volume", attachmentId: "att-1" });
+    const first = await ex.execute(attach);
+    const again = await ex.execute(attach);
+    assert.equal(again.replayed, true);
+    assert.deepEqual(again.outcome, first.outcome);
+    assert.deepEqual(again.outcome.volume, { device: "vdb" });
+    assert.equal(driver.calls.filter((c) => c.opId === attach.opId).length, 1);
+  });
+
+  test("an attach interrupted by a restart runs again and reports the device the volume already has", async () => {
+    const driver = fake();
+    const ex = await executor(driver);
+    const inst = await spawned(ex);
+    const attach = testOp(inst, { kind: "attach_volume", attachmentId: "att-1", device: "vdc" });
+    // The driver attached it; the agent died before journaling the outcome.
+    await driver.attachVolume({ instanceId: inst.id, attachmentId: "att-1", connection: { ...attach.export, tls: true }, device: "vdc" });
+    await ex.close();
+    const line = { t: "started", opId: attach.opId, serverId: inst.id, kind: "attach_volume", time: new Date().toISOString() };
+    await appendFile(join(stateDir, "ops-journal.jsonl"), `${JSON.stringify(line)}\n`);
+    const restarted = await executor(driver);
+    const { outcome, reconciled } = await restarted.execute(attach);
+    assert.equal(reconciled, true);
+    assert.equal(outcome.failure, undefined);
+    assert.deepEqual(outcome.volume, { device: "vdc" });
+    assert.equal((await driver.volumes({ instanceId: inst.id })).length, 1);
+  });
+
+  test("a hypervisor that cannot attach volumes refuses attach and detach with a non-retryable NOT_SUPPORTED", async () => {
+    const driver = fake({ capabilities: { volumeAttach: false } });
+    const ex = await executor(driver);
+    const inst = await spawned(ex);
+    for (const body of [{ kind: "attach_volume" as const }, { kind: "detach_volume" as const }]) {
+      const { outcome } = await ex.execute(testOp(inst, body));
+      assert.deepEqual(outcome.failure, {
+        code: "NOT_SUPPORTED",
+        message: `${body.kind}: this host's hypervisor cannot attach volumes (its driver lacks volumeAttach)`,
+        retryable: false,
+      });
+    }
+  });
+
+  test("an attach to an instance not on this host fails NOT_FOUND", async () => {
+    const ex = await executor(fake());
+    const { outcome } = await ex.execute(testOp(testInstance(), { kind: "attach_volume" }));
+    assert.equal(outcome.failure?.code, "NOT_FOUND");
+    assert.equal(outcome.failure?.retryable, false);
+  });
+});
