@@ -52,7 +52,8 @@ describe("volume attachments", () => {
   const plugged = async (serverId: string, host: string) => (await fakeDomains(join(dir, host, "fake-domains.json")))[serverId]?.volumes ?? [];
 
   test("attach exports to the server's host and plugs the disk; another attach, a move or a wrong state is refused; detach undoes it; it attaches elsewhere after", async () => {
-    const [s1, s2] = await Promise.all([fx.bootOn(computeHosts[0]!, "att-1"), fx.bootOn(computeHosts[1]!, "att-2")]);
+    const s1 = await fx.bootOn(computeHosts[0]!, "att-1");
+    const s2 = await fx.bootOn(computeHosts[1]!, "att-2");
     const vol = await newVolume("data");
 
     const att = await alice.servers.attachVolume({ id: s1.id, volumeId: vol, requestId: "att-1" });

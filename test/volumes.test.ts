@@ -22,12 +22,13 @@ const volumeHost = (host: string, gb: number, extra: string[] = []) => ({
   driverArgs: ["--driver", "fake", "--vcpus", "1", "--memory-mb", "512", "--disk-gb", "1", "--volume-backend", "fake", "--volume-pools", `pool:${gb}G`, ...extra],
 });
 
-/** Waits until every volume in `ids` is in `want` (as `c` sees them). */
+/** Waits until every volume in `ids` is in `want` (as `c` sees them; one list per look). */
 async function settledVolumes(c: Clients, ids: readonly string[], want: VolumeStatus, timeoutMs = 30_000): Promise<Volume[]> {
   return eventually(
     async () => {
-      const got = await Promise.all(ids.map(async (id) => (await c.volumes.getVolume({ id })).volume!));
-      return got.every((v) => v.status === want) && got;
+      const all = new Map((await c.volumes.listVolumes({ pageSize: 1000 })).volumes.map((v) => [v.id, v]));
+      const got = ids.map((id) => all.get(id));
+      return got.every((v) => v?.status === want) && (got as Volume[]);
     },
     { what: `${ids.length} volumes ${VolumeStatus[want]}`, timeoutMs },
   );

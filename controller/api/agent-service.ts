@@ -184,7 +184,13 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
                 finishTime: agentTime("op_result.finish_time", res.finishTime) ?? null,
                 note: res.note,
                   snapshot: res.snapshot ? { sizeBytes: res.snapshot.sizeBytes, checksum: res.snapshot.checksum, diskFormat: res.snapshot.diskFormat } : null,
-                  volume: res.volume ? { sizeBytes: res.volume.sizeBytes } : null,
+                  volume: res.volume
+                    ? {
+                        sizeBytes: res.volume.sizeBytes,
+                        export: res.volume.export ? { host: res.volume.export.host, port: res.volume.export.port, exportName: res.volume.export.exportName } : null,
+                        device: res.volume.device,
+                      }
+                    : null,
                 },
                 host,
               );

@@ -6,10 +6,10 @@ import type { ConductorContext } from "../conductor/context.js";
 import { liveMigration } from "../conductor/flows/index.js";
 import type { InstanceAction, OperationState, Principal } from "../domain/types.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
-import { visibleVolume } from "../conductor/volumes/index.js";
 import type { VolumeOperation } from "../domain/volume.js";
 import { getAction, listOperations } from "../store/actions.js";
 import { getVolumeAction, listVolumeActions } from "../store/volume-actions.js";
+import { getVolume } from "../store/volumes.js";
 import { fromEnum, operationToProto, parseOperationName, volumeOperationToProto } from "./convert.js";
 import type { Viewer } from "./viewer.js";
 import type { RpcDeps } from "./rpc.js";
@@ -67,7 +67,9 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
       const state = fromEnum(PbOperationState, "OPERATION_STATE_", req.state) as OperationState | null;
       if (req.state !== 0 && !state) throw invalidArgument("state", `unknown operation state ${req.state}`);
       if (volumeId) {
-        await visibleVolume(pool, ctx.principal, volumeId);
+        // A deleted volume's operations stay listed for its project.
+        const vol = await getVolume(pool, volumeId);
+        if (!vol || (!isAdmin(ctx) && vol.projectId !== ctx.principal.projectId)) throw notFound("volume", volumeId);
         const rows = await listVolumeActions(pool, { volumeId, state: state ?? undefined, beforeId: cursor?.before, limit: limit + 1 });
         const page = rows.slice(0, limit);
         const viewer = await viewerOf(pool, ctx);
