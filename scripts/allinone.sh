@@ -219,6 +219,18 @@ else
   cp "$TLS/ca.pem" "$TLS/nbd/ca-cert.pem"
   cp "$TLS/volumes.pem" "$TLS/nbd/server-cert.pem"
   install -m 600 "$TLS/volumes-key.pem" "$TLS/nbd/server-key.pem"
+  if [ "$DRIVER" = libvirt ] && [ "$LIBVIRT_URI" = qemu:///system ]; then
+    # qemu opens a volume attached to a guest here with a client certificate
+    # of this host's name from the same CA (qemu.conf's nbd_tls_x509_cert_dir;
+    # scripts/libvirtd-hosts.sh up-a writes it, and restarts libvirtd only
+    # when its configuration changes: running guests stay).
+    mkdir -p "$TLS/nbd-ca"
+    cp "$TLS/ca.pem" "$TLS/nbd-ca/ca-cert.pem"
+    install -m 600 "$TLS/ca-key.pem" "$TLS/nbd-ca/ca-key.pem"
+    say "giving libvirtd the client certificate of $HOST for volume exports"
+    ${root[@]+"${root[@]}"} env HOST_A_NAME="$HOST" NBD_CA_DIR="$PWD/$TLS/nbd-ca" bash scripts/libvirtd-hosts.sh up-a >/dev/null ||
+      die "scripts/libvirtd-hosts.sh up-a failed to give libvirtd its volume client certificate"
+  fi
   controller_args=(--tls-cert "$TLS/controller.pem" --tls-key "$TLS/controller-key.pem" --agent-listen "$agent_listen" --agent-client-ca "$TLS/ca.pem")
   agent_connection=(--controller "127.0.0.1:$agent_port" --tls-ca "$TLS/ca.pem" --tls-cert "$TLS/agent-$HOST.pem" --tls-key "$TLS/agent-$HOST-key.pem")
   seed_connection=(--tls-ca "$TLS/ca.pem")

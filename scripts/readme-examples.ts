@@ -183,12 +183,14 @@ export async function runExamples(examples: readonly Example[], address: string,
   const md = new grpc.Metadata();
   md.set("authorization", `Bearer ${token}`);
   const results: ExampleResults = { services: [], described: [], responses: new Map(), streamed: [], exported: new Map(), alreadyThere: [] };
-  /** The body with every "$NAME" string an earlier export set replaced by its value. */
+  /** The body with every $NAME in its strings (as the shell splices '…'$NAME'…') replaced by what an earlier export set. */
   const substitute = (v: unknown): unknown => {
-    if (typeof v === "string" && /^\$[A-Z_][A-Z0-9_]*$/.test(v)) {
-      const value = results.exported.get(v.slice(1));
-      if (value === undefined) throw new Error(`${v} is not set by an earlier example`);
-      return value;
+    if (typeof v === "string") {
+      return v.replace(/\$([A-Z_][A-Z0-9_]*)/g, (ref, name: string) => {
+        const value = results.exported.get(name);
+        if (value === undefined) throw new Error(`${ref} is not set by an earlier example`);
+        return value;
+      });
     }
     if (Array.isArray(v)) return v.map(substitute);
     if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, substitute(x)]));

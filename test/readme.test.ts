@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { Direction } from "../gen/novamesh/network/v1/security_group.js";
+import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import type { Example } from "../scripts/readme-examples.js";
 import { readmeExamples, runExamples } from "../scripts/readme-examples.js";
 import { seedPublicNetwork } from "../scripts/seed-network.js";
@@ -68,12 +69,18 @@ describe("the README's grpcurl examples, through server reflection", () => {
     assert.ok(r.responses.has("ListServices") && r.responses.has("ListHypervisors"));
     const pools = r.responses.get("ListVolumePools") as { pools: Array<{ host: string; name: string; total_bytes: string }> };
     assert.deepEqual(pools.pools.map((p) => [p.host, p.name, p.total_bytes]), [[fx.hosts[0], "local", String(20 * 1024 ** 3)]]);
-    // The volume section: made, waited for, listed.
-    assert.match(r.exported.get("VOLOP") ?? "", /^volumes\/[0-9a-f-]{36}\/operations\/readme-data-1$/);
-    const waited = r.responses.get("WaitOperation") as { operation: { state: string; done: boolean } };
-    assert.deepEqual([waited.operation.state, waited.operation.done], ["OPERATION_STATE_SUCCEEDED", true]);
-    const volumes = r.responses.get("ListVolumes") as { volumes: Array<{ name: string; size_gb: number; status: string }> };
-    assert.deepEqual(volumes.volumes.map((v) => [v.name, v.size_gb, v.status]), [["data-1", 1, "VOLUME_STATUS_AVAILABLE"]]);
+    // The volume section: made, waited for, listed, attached to web-1.
+    const volumeId = r.exported.get("VOL") ?? "";
+    const volumes = r.responses.get("ListVolumes") as { volumes: Array<{ id: string; name: string; size_gb: number; status: string }> };
+    assert.deepEqual(volumes.volumes.map((v) => [v.id, v.name, v.size_gb, v.status]), [[volumeId, "data-1", 1, "VOLUME_STATUS_AVAILABLE"]]);
+    assert.equal(r.exported.get("SERVER"), created.server.id);
+    const attached = r.responses.get("AttachVolume") as { server: { task_state: string }; operation: { name: string } };
+    assert.equal(attached.operation.name, `servers/${created.server.id}/operations/readme-attach-data-1`);
+    const waited = r.responses.get("WaitOperation") as { operation: { name: string; state: string; done: boolean } };
+    assert.deepEqual([waited.operation.name, waited.operation.state], [attached.operation.name, "OPERATION_STATE_SUCCEEDED"]);
+    const inUse = (await admin.volumes.getVolume({ id: volumeId })).volume!;
+    assert.deepEqual([inUse.status, inUse.attachments.map((a) => [a.serverId, a.device])], [VolumeStatus.VOLUME_STATUS_IN_USE, [[created.server.id, "vdb"]]]);
+    assert.ok(r.responses.has("GetConsoleOutput"));
     // The dry run considers the one host and chooses it.
     const explained = r.responses.get("ExplainPlacement") as { algorithm: string; chosen_host?: string; hosts?: unknown[] };
     assert.equal(explained.algorithm, "filter-weigh");

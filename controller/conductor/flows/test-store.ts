@@ -136,6 +136,8 @@ export function storeDouble(world: World) {
     getImage: () => null,
     dispatchOp: () => `op-${calls.length}`,
     pendingOps: () => [],
+    attachmentsOf: () => [],
+    hasAttachments: () => false,
   };
   const store = new Proxy({} as TxStore, {
     get: (_t, step: string) =>
