@@ -7,11 +7,12 @@ import type { VolumeOpArgs, VolumeTarget } from "../domain/volume-ops.js";
 
 /**
  * The ComputeOp oneof of `a`: the case is the kind in camelCase and the
- * message's fields are the args' own (domain/ops.ts names them so).
+ * message's fields are the args' own (domain/ops.ts and
+ * domain/volume-ops.ts name them so).
  */
-function opOf(a: OpArgs): ComputeOp["op"] {
+function caseOf(a: OpArgs | VolumeOpArgs): ComputeOp["op"] {
   const { kind, ...fields } = a;
-  const $case = opCase(kind);
+  const $case = opCase(kind as OpArgs["kind"]);
   return { $case, [$case]: fields } as unknown as ComputeOp["op"];
 }
 
@@ -55,7 +56,7 @@ export function encodeComputeOp(o: {
       metadata: { ...inst.metadata },
       ports: (o.ports ?? []).map(portToProto),
     },
-    op: opOf(o.args),
+    op: caseOf(o.args),
   }).finish();
 }
 
@@ -107,9 +108,7 @@ export function encodeVolumeOp(o: {
             sourceSnapshotId: a.sourceSnapshotId,
           },
         }
-      : a.kind === "delete_volume"
-        ? { $case: "deleteVolume", deleteVolume: {} }
-        : { $case: "extendVolume", extendVolume: { sizeBytes: a.sizeBytes } };
+      : caseOf(a);
   return ComputeOp.encode({
     opId: o.opId,
     requestId: o.requestId,

@@ -59,6 +59,15 @@ function canonical(v: unknown): string {
   return JSON.stringify(v ?? null);
 }
 
+/** A request id used for another action is refused, naming the action. */
+export function checkSameAction(requestId: string, usedFor: string, action: string): void {
+  if (usedFor === action) return;
+  throw new ApiError(status.ALREADY_EXISTS, `request_id ${JSON.stringify(requestId)} was already used for ${usedFor}`, {
+    reason: "REQUEST_ID_REUSED",
+    fieldViolations: [{ field: "request_id", description: `already used for ${usedFor}` }],
+  });
+}
+
 /**
  * A request id is one request (AIP-155): repeated with the same request it
  * returns the first one's result; with another, it is refused, naming the
@@ -99,12 +108,7 @@ export async function act(
     const inst = await visible(conn, who, uuid, true);
     const prior = await findAction(conn, uuid, requestId);
     if (prior) {
-      if (prior.action !== name) {
-        throw new ApiError(status.ALREADY_EXISTS, `request_id ${JSON.stringify(requestId)} was already used for ${prior.action}`, {
-          reason: "REQUEST_ID_REUSED",
-          fieldViolations: [{ field: "request_id", description: `already used for ${prior.action}` }],
-        });
-      }
+      checkSameAction(requestId, prior.action, name);
       checkSameRequest(requestId, name, prior.request, request);
       actionId = prior.id;
       return { instance: inst };

@@ -7,6 +7,7 @@
  * A server's deletion ends its attachments (releaseVolumes).
  */
 import { randomUUID } from "node:crypto";
+import { status } from "@grpc/grpc-js";
 import type { Instance, Principal } from "../../domain/types.js";
 import type { Volume, VolumeAttachment } from "../../domain/volume.js";
 import { GIB, type VolumeTarget } from "../../domain/volume-ops.js";
@@ -15,6 +16,7 @@ import type { Accepted } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext, Tx } from "../context.js";
 import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
+import { operationErrorOfFault } from "../flow.js";
 import { deleteWithServer } from "../volumes/delete.js";
 
 /** As interfaces: while the guest runs, is paused or is shut off. */
@@ -88,6 +90,21 @@ async function current(r: ResultContext | { store: Tx["store"]; inst: Instance }
   return (await r.store.attachmentsOf(r.inst.uuid)).find((a) => a.state === state) ?? null;
 }
 
+/**
+ * A step's result cannot go on (what it was for is no longer recorded, or
+ * a host answered success without what the step needs): a defect made
+ * visible, so the task ends with a fault of the controller's naming it
+ * rather than as a host's failure.
+ */
+async function endWith(r: ResultContext, code: string, message: string): Promise<void> {
+  const fault = { code, message, details: { op: r.op.kind, host: r.op.host }, createdAt: new Date().toISOString() };
+  r.tx.ctx.log.error({ server: r.inst.uuid, op: r.op.opId, kind: r.op.kind }, message);
+  await r.update({ taskState: null, fault });
+  await r.store.finishAction(r.op.actionId, { error: operationErrorOfFault(fault, status.UNKNOWN) });
+}
+
+const attachmentGone = (r: ResultContext) => endWith(r, "ATTACHMENT_GONE", `the attachment ${r.op.kind} was for is no longer recorded`);
+
 /** Ends an attachment's export on its volume host (cleanup: whenever the host gets it). */
 async function unexport(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: number, requestId: string): Promise<void> {
   const v = await tx.store.getVolume(a.volumeId);
@@ -108,12 +125,12 @@ export const results = {
     tasks: ["VOLUME_ATTACHING"],
     apply: async (r) => {
       const a = await current(r, "attaching");
-      if (!a) return r.fail({});
+      if (!a) return attachmentGone(r);
       const exp = r.outcome.volume?.export;
       if (r.error || !exp) {
         await r.store.deleteAttachment(a.id);
         await r.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
-        return r.fail({});
+        return r.error ? r.fail({}) : endWith(r, "NO_EXPORT", `volume host ${r.op.host} answered export_volume without an export`);
       }
       await r.store.updateAttachment(a.id, { export: exp });
       const action = await r.store.getActionById(r.op.actionId);
@@ -124,7 +141,7 @@ export const results = {
     tasks: ["VOLUME_ATTACHING"],
     apply: async (r) => {
       const a = await current(r, "attaching");
-      if (!a) return r.fail({});
+      if (!a) return attachmentGone(r);
       if (r.error) {
         await undoAttach(r.tx, r.inst, a, r.op.actionId);
         return r.fail({});
@@ -138,7 +155,7 @@ export const results = {
     tasks: ["VOLUME_DETACHING"],
     apply: async (r) => {
       const a = await current(r, "detaching");
-      if (!a) return r.fail({});
+      if (!a) return attachmentGone(r);
       if (r.error) {
         // Still plugged: it stays attached.
         await r.store.updateAttachment(a.id, { state: "attached" });
@@ -146,7 +163,7 @@ export const results = {
         return r.fail({});
       }
       const v = await r.store.getVolume(a.volumeId);
-      if (!v) return r.fail({});
+      if (!v) return attachmentGone(r);
       const action = await r.store.getActionById(r.op.actionId);
       await r.tx.dispatch({ instance: r.inst, host: v.host, actionId: r.op.actionId, requestId: action?.requestId ?? "", volume: targetOf(v), args: { kind: "unexport_volume", attachmentId: a.id } });
     },
@@ -156,7 +173,7 @@ export const results = {
     tasks: ["VOLUME_DETACHING"],
     apply: async (r) => {
       const a = await current(r, "detaching");
-      if (!a) return r.fail({});
+      if (!a) return attachmentGone(r);
       if (r.error) return r.fail({});
       await r.store.deleteAttachment(a.id);
       await r.store.updateVolume(a.volumeId, { status: "AVAILABLE" });

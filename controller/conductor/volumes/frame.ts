@@ -12,14 +12,13 @@ import type { Volume, VolumeAction, VolumeOperation, VolumeTask } from "../../do
 import { VOLUME_ACTION_RULES } from "../../domain/volume.js";
 import type { VolumeOpArgs } from "../../domain/volume-ops.js";
 import { GIB, VOLUME_OP_TRAITS } from "../../domain/volume-ops.js";
-import { ApiError, failedPrecondition, notFound } from "../../errors.js";
+import { failedPrecondition, notFound } from "../../errors.js";
 import type { Pool, PoolConnection, Queryable } from "../../store/db.js";
 import { DEADLOCK_RETRIES, withTx } from "../../store/db.js";
 import { enqueueVolumeOp, getVolumeAction, getVolumeActionById, insertVolumeAction } from "../../store/volume-actions.js";
 import { getVolume } from "../../store/volumes.js";
-import { checkSameRequest, type RequestBody } from "../act.js";
+import { checkSameAction, checkSameRequest, type RequestBody } from "../act.js";
 import type { ConductorContext } from "../context.js";
-import { status } from "@grpc/grpc-js";
 
 /** What a mutating volume call returns: the volume after the call and its operation. */
 export interface VolumeAccepted {
@@ -94,12 +93,7 @@ export async function volumeAct(
       const v = prior ? await getVolume(conn, id, { lock: true }) : await visibleVolume(conn, who, id, true);
       if (prior) {
         if (!v || (who.role !== "admin" && v.projectId !== who.projectId)) throw notFound("volume", id);
-        if (prior.action !== action) {
-          throw new ApiError(status.ALREADY_EXISTS, `request_id ${JSON.stringify(requestId)} was already used for ${prior.action}`, {
-            reason: "REQUEST_ID_REUSED",
-            fieldViolations: [{ field: "request_id", description: `already used for ${prior.action}` }],
-          });
-        }
+        checkSameAction(requestId, prior.action, action);
         checkSameRequest(requestId, action, prior.request, request);
         actionId = prior.id;
         return;

@@ -42,7 +42,8 @@ export interface ComputeOp {
     | undefined;
   /**
    * The volume, for the ops a volume host runs on one of its volumes
-   * (create_volume, delete_volume, extend_volume: `instance` is unset;
+   * (create_volume, delete_volume, extend_volume, create_volume_snapshot,
+   * delete_volume_snapshot: `instance` is unset;
    * export_volume, unexport_volume: `instance` is the server the
    * attachment is for).
    */
@@ -159,6 +160,12 @@ export interface ComputeOp {
     | //
     /** Volume host: end an attachment's export. */
     { $case: "unexportVolume"; unexportVolume: UnexportVolumeOp }
+    | //
+    /** Volume host: take a point-in-time snapshot of the volume. */
+    { $case: "createVolumeSnapshot"; createVolumeSnapshot: CreateVolumeSnapshotOp }
+    | //
+    /** Volume host: delete one of the volume's snapshots. */
+    { $case: "deleteVolumeSnapshot"; deleteVolumeSnapshot: DeleteVolumeSnapshotOp }
     | undefined;
 }
 
@@ -558,6 +565,24 @@ export interface DetachVolumeOp {
   attachmentId: string;
 }
 
+/**
+ * Take snapshot `snapshot_id` of the volume (also while it is exported);
+ * one that exists is already taken.
+ */
+export interface CreateVolumeSnapshotOp {
+  /** The snapshot (UUID). */
+  snapshotId: string;
+}
+
+/**
+ * Delete snapshot `snapshot_id` of the volume; an unknown one is already
+ * deleted.
+ */
+export interface DeleteVolumeSnapshotOp {
+  /** The snapshot (UUID). */
+  snapshotId: string;
+}
+
 function createBaseComputeOp(): ComputeOp {
   return {
     opId: "",
@@ -687,6 +712,12 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         break;
       case "unexportVolume":
         UnexportVolumeOp.encode(message.op.unexportVolume, writer.uint32(354).fork()).join();
+        break;
+      case "createVolumeSnapshot":
+        CreateVolumeSnapshotOp.encode(message.op.createVolumeSnapshot, writer.uint32(362).fork()).join();
+        break;
+      case "deleteVolumeSnapshot":
+        DeleteVolumeSnapshotOp.encode(message.op.deleteVolumeSnapshot, writer.uint32(370).fork()).join();
         break;
     }
     return writer;
@@ -1036,6 +1067,28 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             message.op = { $case: "unexportVolume", unexportVolume: UnexportVolumeOp.decode(reader, reader.uint32()) };
             continue;
           }
+          case 45: {
+            if (tag !== 362) {
+              break;
+            }
+
+            message.op = {
+              $case: "createVolumeSnapshot",
+              createVolumeSnapshot: CreateVolumeSnapshotOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 46: {
+            if (tag !== 370) {
+              break;
+            }
+
+            message.op = {
+              $case: "deleteVolumeSnapshot",
+              deleteVolumeSnapshot: DeleteVolumeSnapshotOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1183,6 +1236,26 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         ? { $case: "unexportVolume", unexportVolume: UnexportVolumeOp.fromJSON(object.unexportVolume) }
         : isSet(object.unexport_volume)
         ? { $case: "unexportVolume", unexportVolume: UnexportVolumeOp.fromJSON(object.unexport_volume) }
+        : isSet(object.createVolumeSnapshot)
+        ? {
+          $case: "createVolumeSnapshot",
+          createVolumeSnapshot: CreateVolumeSnapshotOp.fromJSON(object.createVolumeSnapshot),
+        }
+        : isSet(object.create_volume_snapshot)
+        ? {
+          $case: "createVolumeSnapshot",
+          createVolumeSnapshot: CreateVolumeSnapshotOp.fromJSON(object.create_volume_snapshot),
+        }
+        : isSet(object.deleteVolumeSnapshot)
+        ? {
+          $case: "deleteVolumeSnapshot",
+          deleteVolumeSnapshot: DeleteVolumeSnapshotOp.fromJSON(object.deleteVolumeSnapshot),
+        }
+        : isSet(object.delete_volume_snapshot)
+        ? {
+          $case: "deleteVolumeSnapshot",
+          deleteVolumeSnapshot: DeleteVolumeSnapshotOp.fromJSON(object.delete_volume_snapshot),
+        }
         : undefined,
     };
   },
@@ -1272,6 +1345,10 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       obj.exportVolume = ExportVolumeOp.toJSON(message.op.exportVolume);
     } else if (message.op?.$case === "unexportVolume") {
       obj.unexportVolume = UnexportVolumeOp.toJSON(message.op.unexportVolume);
+    } else if (message.op?.$case === "createVolumeSnapshot") {
+      obj.createVolumeSnapshot = CreateVolumeSnapshotOp.toJSON(message.op.createVolumeSnapshot);
+    } else if (message.op?.$case === "deleteVolumeSnapshot") {
+      obj.deleteVolumeSnapshot = DeleteVolumeSnapshotOp.toJSON(message.op.deleteVolumeSnapshot);
     }
     return obj;
   },
@@ -1505,6 +1582,24 @@ export const ComputeOp: MessageFns<ComputeOp> = {
           message.op = {
             $case: "unexportVolume",
             unexportVolume: UnexportVolumeOp.fromPartial(object.op.unexportVolume),
+          };
+        }
+        break;
+      }
+      case "createVolumeSnapshot": {
+        if (object.op?.createVolumeSnapshot !== undefined && object.op?.createVolumeSnapshot !== null) {
+          message.op = {
+            $case: "createVolumeSnapshot",
+            createVolumeSnapshot: CreateVolumeSnapshotOp.fromPartial(object.op.createVolumeSnapshot),
+          };
+        }
+        break;
+      }
+      case "deleteVolumeSnapshot": {
+        if (object.op?.deleteVolumeSnapshot !== undefined && object.op?.deleteVolumeSnapshot !== null) {
+          message.op = {
+            $case: "deleteVolumeSnapshot",
+            deleteVolumeSnapshot: DeleteVolumeSnapshotOp.fromPartial(object.op.deleteVolumeSnapshot),
           };
         }
         break;
@@ -5750,6 +5845,152 @@ export const DetachVolumeOp: MessageFns<DetachVolumeOp> = {
   fromPartial<I extends Exact<DeepPartial<DetachVolumeOp>, I>>(object: I): DetachVolumeOp {
     const message = createBaseDetachVolumeOp();
     message.attachmentId = object.attachmentId ?? "";
+    return message;
+  },
+};
+
+function createBaseCreateVolumeSnapshotOp(): CreateVolumeSnapshotOp {
+  return { snapshotId: "" };
+}
+
+export const CreateVolumeSnapshotOp: MessageFns<CreateVolumeSnapshotOp> = {
+  encode(message: CreateVolumeSnapshotOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.snapshotId !== "") {
+      writer.uint32(10).string(message.snapshotId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateVolumeSnapshotOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateVolumeSnapshotOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateVolumeSnapshotOp {
+    return {
+      snapshotId: isSet(object.snapshotId)
+        ? globalThis.String(object.snapshotId)
+        : isSet(object.snapshot_id)
+        ? globalThis.String(object.snapshot_id)
+        : "",
+    };
+  },
+
+  toJSON(message: CreateVolumeSnapshotOp): unknown {
+    const obj: any = {};
+    if (message.snapshotId !== "") {
+      obj.snapshotId = message.snapshotId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateVolumeSnapshotOp>, I>>(base?: I): CreateVolumeSnapshotOp {
+    return CreateVolumeSnapshotOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateVolumeSnapshotOp>, I>>(object: I): CreateVolumeSnapshotOp {
+    const message = createBaseCreateVolumeSnapshotOp();
+    message.snapshotId = object.snapshotId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteVolumeSnapshotOp(): DeleteVolumeSnapshotOp {
+  return { snapshotId: "" };
+}
+
+export const DeleteVolumeSnapshotOp: MessageFns<DeleteVolumeSnapshotOp> = {
+  encode(message: DeleteVolumeSnapshotOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.snapshotId !== "") {
+      writer.uint32(10).string(message.snapshotId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVolumeSnapshotOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVolumeSnapshotOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteVolumeSnapshotOp {
+    return {
+      snapshotId: isSet(object.snapshotId)
+        ? globalThis.String(object.snapshotId)
+        : isSet(object.snapshot_id)
+        ? globalThis.String(object.snapshot_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteVolumeSnapshotOp): unknown {
+    const obj: any = {};
+    if (message.snapshotId !== "") {
+      obj.snapshotId = message.snapshotId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteVolumeSnapshotOp>, I>>(base?: I): DeleteVolumeSnapshotOp {
+    return DeleteVolumeSnapshotOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteVolumeSnapshotOp>, I>>(object: I): DeleteVolumeSnapshotOp {
+    const message = createBaseDeleteVolumeSnapshotOp();
+    message.snapshotId = object.snapshotId ?? "";
     return message;
   },
 };
