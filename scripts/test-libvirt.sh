@@ -9,7 +9,11 @@
 # CreateServer → scheduler → NATS → agent → libvirt, its power actions, a
 # snapshot, a live migration, delete; then real guests on flat networks with
 # the linux network driver (DHCP, security group rules, a hot-plugged NIC, a
-# live migration to host B, whose network is its own namespace, and back).
+# live migration to host B, whose network is its own namespace, and back);
+# and a volume through the whole stack: a file volume host (its export
+# daemons' certificate from the hosts' NBD CA, listening on A's underlay
+# address) serving one volume to a guest on host A, then on host B, deleted
+# with B's server.
 # Installs what is missing; starts the daemons when they are not running and
 # leaves them running (scripts/libvirtd-hosts.sh down stops them).
 set -euo pipefail
@@ -36,6 +40,6 @@ echo "== test guest"
 bash scripts/build-test-guest.sh "$GUEST"
 export NOVAMESH_LIBVIRT_A=$A NOVAMESH_LIBVIRT_B=$B NOVAMESH_LIBVIRT_B_NETNS=$B_NETNS NOVAMESH_TEST_GUEST=$GUEST NOVAMESH_LIBVIRT_REQUIRED=1
 export NOVAMESH_LIBVIRT_A_NAME=$A_NAME NOVAMESH_LIBVIRT_B_NAME=$(sed -n 's/^B_NAME=//p' <<<"$hosts") NOVAMESH_NBD_CA=$NBD_CA
-echo "== live migration, interface hot-plug, volumes over NBD with TLS, a real guest and real guests on a network (qemu)"
+echo "== live migration, interface hot-plug, volumes over NBD with TLS, a real guest, real guests on a network and a volume on real guests (qemu)"
 node --import tsx --test --test-concurrency=1 agent/drivers/libvirt/libvirt-qemu.test.ts agent/drivers/libvirt/libvirt-volumes.test.ts \
-  test/libvirt-qemu.test.ts test/libvirt-network.test.ts
+  test/libvirt-qemu.test.ts test/libvirt-network.test.ts test/libvirt-volumes.test.ts

@@ -1,0 +1,237 @@
+/**
+ * A volume on real guests through the whole stack: a volume host (an agent
+ * with the file backend: qcow2 files in a pool directory, NBD over TLS from
+ * one export daemon per compute host) and two compute hosts with the
+ * libvirt driver on the two libvirtds of `scripts/libvirtd-hosts.sh`, named
+ * as their NBD client certificates are (NOVAMESH_LIBVIRT_A_NAME, _B_NAME).
+ * CreateVolume makes the qcow2 file; bytes written into it on the volume
+ * host are what the test guest on host A reads from its new disk vdb after
+ * AttachVolume; DetachVolume takes the disk away; the same volume attached
+ * to a guest on host B (whose qemu runs in B's network namespace and
+ * reaches the export over the hosts' underlay) shows the same bytes; and
+ * deleting that server with delete_on_termination deletes the volume, its
+ * file and its export. The export daemons' server certificate is issued by
+ * the hosts' CA (NOVAMESH_NBD_CA). Runs under `npm run test:libvirt`.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { after, describe, test, type TestContext } from "node:test";
+import { status } from "@grpc/grpc-js";
+import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
+import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
+import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
+import { uriHost } from "../agent/drivers/libvirt/live-migration.js";
+import { issue } from "../agent/volume/file/test-certs.js";
+import { fileBackendSkip } from "../agent/volume/file/test-qemu.js";
+import { registerTestGuest } from "../scripts/test-guest.js";
+import { eventually, failure, settled, withOnlyHost } from "./harness.js";
+import { removeDomains } from "./libvirt-domains.js";
+import { stack } from "./stack.js";
+
+const run = promisify(execFile);
+const A = process.env.NOVAMESH_LIBVIRT_A;
+const B = process.env.NOVAMESH_LIBVIRT_B;
+const A_NAME = process.env.NOVAMESH_LIBVIRT_A_NAME;
+const B_NAME = process.env.NOVAMESH_LIBVIRT_B_NAME;
+const CA = process.env.NOVAMESH_NBD_CA;
+const GUEST = process.env.NOVAMESH_TEST_GUEST;
+const skip =
+  A && B && A_NAME && B_NAME && CA && GUEST
+    ? (fileBackendSkip() ?? false)
+    : "NOVAMESH_LIBVIRT_A, NOVAMESH_LIBVIRT_B, NOVAMESH_LIBVIRT_A_NAME, NOVAMESH_LIBVIRT_B_NAME, NOVAMESH_NBD_CA and NOVAMESH_TEST_GUEST are not all set (npm run test:libvirt sets them)";
+if (skip && process.env.NOVAMESH_LIBVIRT_REQUIRED === "1") throw new Error(skip);
+
+const GiB = 1024 ** 3;
+
+/** An export daemon of the volume host, as its files under the backend's state directory say. */
+interface Daemon {
+  client: string;
+  pid: number;
+  attachments: string[];
+}
+
+describe("a volume on real guests through the whole stack (file volume host, two libvirtds, qemu)", { skip }, () => {
+  const uris = new Map<string, string>();
+  const servers: string[] = [];
+  let volumeHost = "";
+  let stateDir = "";
+  // Registered before the stack's hooks, so it runs before the stack's dir goes: no domain and no export daemon outlive a failed run.
+  after(async () => {
+    for (const uri of uris.values()) await removeDomains(uri, servers).catch((err) => console.error(`removing the domains on ${uri}:`, err));
+    for (const d of await daemons().catch(() => [] as Daemon[])) {
+      try {
+        process.kill(d.pid, "SIGKILL");
+        console.error(`killed the export daemon of ${d.client} (pid ${d.pid}) left behind`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ESRCH") console.error(`killing export daemon ${d.pid}:`, err);
+      }
+    }
+  });
+  let imageId: string;
+  const fx = stack({
+    name: "libvirt-volumes",
+    controller: { reportIntervalSeconds: 3600, serviceDownTimeSeconds: 7200 },
+    members: [],
+    images: [],
+    agents: ({ id, dir }) => {
+      volumeHost = `vol${id}`;
+      stateDir = join(dir, volumeHost, "volumes");
+      const computes = ([[A_NAME!, A!], [B_NAME!, B!]] as const).map(([host, uri]) => {
+        uris.set(host, uri);
+        return { host, driverArgs: ["--driver", "libvirt", "--libvirt-uri", uri] };
+      });
+      // Host B's qemu reaches this machine at A's underlay address (A's libvirtd listens there too); A's qemu as well.
+      const first = 22000 + (process.pid % 100) * 10;
+      const volume = {
+        host: volumeHost,
+        driverArgs: [
+          "--driver", "fake", "--vcpus", "1", "--memory-mb", "64", "--disk-gb", "1",
+          "--volume-backend", "file", "--volume-pools", `p1=${join(dir, volumeHost, "pool")}:4G`,
+          "--volume-tls-dir", join(dir, "volume-tls"), "--volume-address", uriHost(A!)!, "--volume-ports", `${first}-${first + 9}`,
+        ],
+      };
+      return [...computes, volume];
+    },
+    beforeAgents: async () => {
+      // The volume host's certificate from the CA the hosts' qemu trusts; its ca-cert.pem (that CA) verifies their client certificates.
+      await issue(CA!, join(dir, "volume-tls"), "server", "/O=novamesh/CN=volume-host", `IP:${uriHost(A!)}`);
+      ({ imageId } = await registerTestGuest(admin.images.raw, admin.images.metadata(), GUEST!, { name: `guest-${env.id}` }));
+      await admin.flavors.createFlavor({
+        flavor: { id: `lv.vol.${env.id}`, name: `lv.vol.${env.id}`, vcpus: 1, ramMb: 256, diskGb: 1, description: "", extraSpecs: {} },
+      });
+    },
+    removeDir: true,
+  });
+  const { env, admin, dir } = fx;
+
+  /** The export daemons running for compute hosts, with the attachments each serves. */
+  async function daemons(): Promise<Daemon[]> {
+    const out: Daemon[] = [];
+    for (const name of (await readdir(stateDir).catch(() => [] as string[])).filter((n) => n.startsWith("c-"))) {
+      const at = join(stateDir, name);
+      const { client } = JSON.parse(await readFile(join(at, "daemon.json"), "utf8")) as { client: string };
+      const pid = Number((await readFile(join(at, "pid"), "utf8")).trim());
+      const exports = JSON.parse((await readFile(join(at, "exports.json"), "utf8").catch(() => "[]")) as string) as { attachmentId: string }[];
+      out.push({ client, pid, attachments: exports.map((e) => e.attachmentId) });
+    }
+    return out;
+  }
+  /** Whether process `pid` is a running qemu-storage-daemon of this volume host (a zombie's command line is empty). */
+  const alive = async (pid: number) => {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return "";
+      throw err;
+    });
+    return cmdline.includes("qemu-storage-daemon") && cmdline.includes(stateDir);
+  };
+
+  const consoleOf = async (id: string) => (await admin.servers.getConsoleOutput({ id, length: 0 })).output;
+  /** Waits (≤ 90 s) for a console line after the first `from` characters that starts with `prefix` and satisfies `ok`. */
+  const consoleLine = async (id: string, from: number, prefix: string, ok: (line: string) => boolean, what: string) => {
+    let last = "";
+    try {
+      return await eventually(async () => {
+        last = await consoleOf(id);
+        const line = last.slice(from).split("\n").map((l) => l.trim()).find((l) => l.startsWith(prefix) && ok(l));
+        return line ? { line, length: last.length } : undefined;
+      }, { what, timeoutMs: 90_000, intervalMs: 500 });
+    } catch (err) {
+      throw new Error(`${(err as Error).message}; the console ends with:\n${last.slice(-1500)}`);
+    }
+  };
+
+  /** Boots the test guest on `host`; the console's length once it printed its root disk alone. */
+  const bootOn = async (host: string, name: string) => {
+    const s = await withOnlyHost(admin, host, async () => {
+      const created = (await admin.servers.createServer({ name, flavorId: `lv.vol.${env.id}`, imageId })).server!;
+      servers.push(created.id);
+      return settled(admin, created.id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000);
+    });
+    assert.equal(s.host, host);
+    const first = await consoleLine(s.id, 0, "novamesh-test-guest: disks", () => true, `${name} prints its disks`);
+    assert.match(first.line, /^novamesh-test-guest: disks vda=\d+$/, "the guest starts with its root disk only");
+    return { id: s.id, from: first.length };
+  };
+
+  const volume = async (id: string) => (await admin.volumes.getVolume({ id })).volume!;
+  const succeeded = async (name: string) => {
+    const op = (await admin.operations.waitOperation({ name, timeoutSeconds: 90 })).operation!;
+    assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(op.error));
+  };
+
+  test("a volume made on the volume host is read by a guest on host A, detached, read by a guest on host B, and deleted with that server", async (t: TestContext) => {
+    const started = Date.now();
+    // 1. A 1 GiB volume: a qcow2 file in the pool directory.
+    const created = await admin.volumes.createVolume({ name: "data", sizeGb: 1, requestId: `data-${env.id}` });
+    await succeeded(created.operation!.name);
+    const volumeId = created.volume!.id;
+    const made = await volume(volumeId);
+    assert.deepEqual([made.status, made.sizeGb], [VolumeStatus.VOLUME_STATUS_AVAILABLE, 1]);
+    const file = join(dir, volumeHost, "pool", `${volumeId}.qcow2`);
+    const info = JSON.parse((await run("qemu-img", ["info", "-U", "--output=json", file], { timeout: 30_000 })).stdout) as { format: string; "virtual-size": number };
+    assert.deepEqual([info.format, info["virtual-size"]], ["qcow2", GiB], "the volume host holds a 1 GiB qcow2 file");
+
+    // Written on the volume host, into the file while it is not exported.
+    const marker = `novamesh-volume-${randomBytes(4).toString("hex")}`;
+    const head = join(dir, "marker.bin");
+    await writeFile(head, Buffer.concat([Buffer.from(`${marker}\n`), Buffer.alloc(511 - marker.length)]));
+    await run("qemu-io", ["-f", "qcow2", "-c", `write -s ${head} 0 512`, file], { timeout: 30_000 });
+
+    // 2. Attached to a guest on host A: vdb, 1 GiB, with the marker.
+    const onA = await bootOn(A_NAME!, "vol-a");
+    const att = await admin.servers.attachVolume({ id: onA.id, volumeId, requestId: `att-a-${env.id}` });
+    await succeeded(att.operation!.name);
+    const inUse = await volume(volumeId);
+    assert.equal(inUse.status, VolumeStatus.VOLUME_STATUS_IN_USE);
+    assert.deepEqual(inUse.attachments.map((a) => [a.id, a.serverId, a.device]), [[att.attachmentId, onA.id, "vdb"]]);
+    const seenA = await consoleLine(onA.id, onA.from, "novamesh-test-guest: disks", (l) => l.includes(" vdb="), "the guest on A sees vdb");
+    assert.match(seenA.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${GiB}$`));
+    const headA = await consoleLine(onA.id, onA.from, "novamesh-test-guest: disk vdb head=", () => true, "the guest on A reads vdb");
+    assert.ok(headA.line.includes(marker), `the guest on A reads what the volume host wrote: ${headA.line}`);
+    assert.deepEqual(
+      (await daemons()).map((d) => [d.client, d.attachments]),
+      [[A_NAME, [att.attachmentId]]],
+      "one export, made for host A",
+    );
+    t.diagnostic(`attached on ${A_NAME} and read ${Date.now() - started} ms into the test`);
+
+    // 3. Detached: AVAILABLE, the disk gone from the guest, the export ended.
+    const det = await admin.servers.detachVolume({ id: onA.id, volumeId });
+    await succeeded(det.operation!.name);
+    const free = await volume(volumeId);
+    assert.deepEqual([free.status, free.attachments.length], [VolumeStatus.VOLUME_STATUS_AVAILABLE, 0]);
+    const goneA = await consoleLine(onA.id, seenA.length, "novamesh-test-guest: disks", (l) => !l.includes(" vdb="), "vdb gone from the guest on A");
+    assert.match(goneA.line, /^novamesh-test-guest: disks vda=\d+$/);
+    assert.deepEqual(await daemons(), [], "no export is left after the detach");
+
+    // 4. The same volume on a guest on host B: exported for B only, the same bytes.
+    const onB = await bootOn(B_NAME!, "vol-b");
+    const attB = await admin.servers.attachVolume({ id: onB.id, volumeId, deleteOnTermination: true, requestId: `att-b-${env.id}` });
+    await succeeded(attB.operation!.name);
+    assert.deepEqual((await volume(volumeId)).attachments.map((a) => [a.serverId, a.device, a.deleteOnTermination]), [[onB.id, "vdb", true]]);
+    const seenB = await consoleLine(onB.id, onB.from, "novamesh-test-guest: disks", (l) => l.includes(" vdb="), "the guest on B sees vdb");
+    assert.match(seenB.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${GiB}$`));
+    const headB = await consoleLine(onB.id, onB.from, "novamesh-test-guest: disk vdb head=", () => true, "the guest on B reads vdb");
+    assert.ok(headB.line.includes(marker), `the guest on B reads what the volume host wrote: ${headB.line}`);
+    const forB = await daemons();
+    assert.deepEqual(forB.map((d) => [d.client, d.attachments]), [[B_NAME, [attB.attachmentId]]], "one export, made for host B only");
+    assert.ok(await alive(forB[0]!.pid), "host B's export daemon runs");
+    t.diagnostic(`attached on ${B_NAME} and read ${Date.now() - started} ms into the test`);
+
+    // 5. The server deleted: the volume with it, its file, its export and the daemon serving it.
+    await admin.servers.deleteServer({ id: onB.id });
+    await eventually(async () => (await failure(admin.volumes.getVolume({ id: volumeId }))).code === status.NOT_FOUND, {
+      what: "the volume deleted with its server",
+      timeoutMs: 90_000,
+    });
+    assert.deepEqual((await readdir(join(dir, volumeHost, "pool"))).filter((n) => n.startsWith(volumeId)), [], "its files are gone from the pool");
+    assert.deepEqual(await daemons(), [], "no export is left");
+    assert.equal(await alive(forB[0]!.pid), false, "host B's export daemon has stopped");
+    await eventually(async () => (await admin.servers.listServers({})).servers.every((s) => s.id !== onB.id), { what: "the server deleted", timeoutMs: 60_000 });
+    t.diagnostic(`done ${Date.now() - started} ms into the test`);
+  });
+});
