@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
-import { VolumeStatus, type Volume } from "../gen/novamesh/volume/v1/volume.js";
+import { VolumeSnapshotStatus, VolumeStatus, type Volume } from "../gen/novamesh/volume/v1/volume.js";
 import { eventually, failure, operationError, type Clients } from "./harness.js";
 import { stack } from "./stack.js";
 
@@ -170,6 +170,50 @@ describe("volumes", () => {
     assert.equal((await alice.operations.waitOperation({ name: del.operation!.name, timeoutSeconds: 30 })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
     assert.equal((await failure(alice.volumes.getVolume({ id: v.id }))).code, status.NOT_FOUND);
     assert.equal((await alice.operations.getOperation({ name: created.operation!.name })).operation!.action, "create");
+  });
+
+  test("snapshots: taken of a volume as an operation of it, copied into a new volume beside it, holding their volume until deleted", async () => {
+    const src = (await alice.volumes.createVolume({ name: "src", sizeGb: 1, requestId: "snap-src" })).volume!;
+    await settledVolumes(alice, [src.id], VolumeStatus.VOLUME_STATUS_AVAILABLE);
+    const taken = await alice.volumes.createVolumeSnapshot({ volumeId: src.id, name: "before", requestId: "snap-1" });
+    assert.equal(taken.operation!.name, `volumes/${src.id}/operations/snap-1`);
+    assert.equal(taken.operation!.action, "create_snapshot");
+    assert.equal(taken.snapshot!.status, VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_CREATING);
+    assert.equal((await alice.operations.waitOperation({ name: taken.operation!.name, timeoutSeconds: 30 })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
+    const snap = (await alice.volumes.getVolumeSnapshot({ id: taken.snapshot!.id })).snapshot!;
+    assert.deepEqual([snap.status, snap.sizeGb, snap.volumeId, snap.name], [VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_AVAILABLE, 1, src.id, "before"]);
+    assert.equal((await alice.volumes.createVolumeSnapshot({ volumeId: src.id, name: "before", requestId: "snap-1" })).snapshot!.id, snap.id, "a repeat: the same snapshot");
+    assert.equal((await alice.volumes.getVolume({ id: src.id })).volume!.status, VolumeStatus.VOLUME_STATUS_AVAILABLE, "the volume keeps its status");
+
+    // A copy goes to the snapshot's pool.
+    const copy = (await alice.volumes.createVolume({ name: "copy", sizeGb: 2, snapshotId: snap.id, requestId: "snap-copy" })).volume!;
+    await settledVolumes(alice, [copy.id], VolumeStatus.VOLUME_STATUS_AVAILABLE);
+    const made = (await admin.volumes.getVolume({ id: copy.id })).volume;
+    const source = (await admin.volumes.getVolume({ id: src.id })).volume!;
+    assert.deepEqual([made!.host, made!.pool, made!.sourceSnapshotId, made!.sizeGb], [source.host, source.pool, snap.id, 2]);
+    for (const [req, field, code] of [
+      [{ sizeGb: 1, snapshotId: snap.id, imageId: snap.id }, "snapshot_id", status.INVALID_ARGUMENT],
+      [{ sizeGb: 1, snapshotId: "not-a-uuid" }, "snapshot_id", status.INVALID_ARGUMENT],
+    ] as const) {
+      const f = await failure(alice.volumes.createVolume(req));
+      assert.deepEqual([f.code, f.fields], [code, [field]]);
+    }
+    assert.equal((await failure(alice.volumes.createVolume({ sizeGb: 1, snapshotId: "4f6d2c1e-0000-4000-8000-00000000cafe" }))).code, status.NOT_FOUND);
+    assert.equal((await failure(bob.volumes.getVolumeSnapshot({ id: snap.id }))).code, status.NOT_FOUND, "another project's snapshot");
+    assert.equal((await failure(bob.volumes.createVolume({ sizeGb: 1, snapshotId: snap.id }))).code, status.NOT_FOUND);
+    assert.deepEqual((await alice.volumes.listVolumeSnapshots({ volumeId: src.id })).snapshots.map((x) => x.id), [snap.id]);
+
+    // The volume cannot go while it has a snapshot; the snapshot goes, then the volume; the copy stays.
+    const held = await failure(alice.volumes.deleteVolume({ id: src.id }));
+    assert.deepEqual([held.code, held.reason], [status.FAILED_PRECONDITION, "VOLUME_HAS_SNAPSHOTS"]);
+    const dropped = await alice.volumes.deleteVolumeSnapshot({ id: snap.id });
+    assert.equal(dropped.operation!.action, "delete_snapshot");
+    assert.equal((await alice.operations.waitOperation({ name: dropped.operation!.name, timeoutSeconds: 30 })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
+    assert.equal((await failure(alice.volumes.getVolumeSnapshot({ id: snap.id }))).code, status.NOT_FOUND);
+    for (const id of [src.id, copy.id]) {
+      const d = await alice.volumes.deleteVolume({ id });
+      assert.equal((await alice.operations.waitOperation({ name: d.operation!.name, timeoutSeconds: 30 })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
+    }
   });
 
   test("volume types pick the backend; only admins make them; one in use cannot go", async () => {

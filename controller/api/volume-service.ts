@@ -1,14 +1,17 @@
 /** VolumeService: volumes and volume types (see proto/novamesh/volume/v1/volume.proto). */
 import { randomUUID } from "node:crypto";
 import {
+  VolumeSnapshotStatus as PbSnapshotStatus,
   VolumeStatus as PbVolumeStatus,
+  type VolumeSnapshot as PbVolumeSnapshot,
   type Volume as PbVolume,
   type VolumeServiceServer,
   type VolumeType as PbVolumeType,
 } from "../../gen/novamesh/volume/v1/volume.js";
 import type { ConductorContext } from "../conductor/context.js";
-import { createVolume, deleteVolume, extendVolume, visibleVolume } from "../conductor/volumes/index.js";
-import type { Volume, VolumeAttachment, VolumeStatus, VolumeType } from "../domain/volume.js";
+import { createSnapshot, createVolume, deleteSnapshot, deleteVolume, extendVolume, visibleSnapshot, visibleVolume } from "../conductor/volumes/index.js";
+import { listSnapshots } from "../store/volume-snapshots.js";
+import type { Volume, VolumeAttachment, VolumeSnapshot, VolumeStatus, VolumeType } from "../domain/volume.js";
 import { DEFAULT_VOLUME_TYPE, MAX_VOLUME_GB, VOLUME_STATUSES, VOLUME_TYPE_NAME } from "../domain/volume.js";
 import { GIB } from "../domain/volume-ops.js";
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
@@ -38,6 +41,7 @@ export function volumeToProto(x: Volume, viewer: Viewer, attachments: readonly V
     volumeType: x.typeName,
     availabilityZone: x.zone,
     sourceImageId: x.sourceImageId ?? "",
+    sourceSnapshotId: x.sourceSnapshotId ?? "",
     fault: x.fault
       ? { code: x.fault.code, message: mask(x.fault.message), details: maskMap(viewer, x.projectId, x.fault.details, [x.host]), createTime: new Date(x.fault.createdAt) }
       : undefined,
@@ -47,6 +51,23 @@ export function volumeToProto(x: Volume, viewer: Viewer, attachments: readonly V
     createTime: x.createdAt,
     updateTime: x.updatedAt,
     attachments: attachments.map((a) => ({ id: a.id, serverId: a.instanceUuid, device: a.device, deleteOnTermination: a.deleteOnTermination, attachTime: a.createdAt })),
+  };
+}
+
+function snapshotToProto(s: VolumeSnapshot, viewer: Viewer): PbVolumeSnapshot {
+  return {
+    id: s.id,
+    volumeId: s.volumeId,
+    name: s.name,
+    description: s.description,
+    projectId: s.projectId,
+    sizeGb: s.sizeGb,
+    status: toEnum(PbSnapshotStatus, "VOLUME_SNAPSHOT_STATUS_", s.status),
+    fault: s.fault
+      ? { code: s.fault.code, message: maskHosts(viewer, s.projectId, s.fault.message), details: maskMap(viewer, s.projectId, s.fault.details), createTime: new Date(s.fault.createdAt) }
+      : undefined,
+    createTime: s.createdAt,
+    updateTime: s.updatedAt,
   };
 }
 
@@ -76,6 +97,13 @@ export function volumeService(deps: RpcDeps, conductor: ConductorContext): Volum
       const volumeType = req.volumeType || DEFAULT_VOLUME_TYPE;
       if (!VOLUME_TYPE_NAME.test(volumeType)) throw invalidArgument("volume_type", "must be 1-64 letters, digits, '.', '-' or '_'");
       const zone = req.availabilityZone ? v.name("availability_zone", req.availabilityZone) : "";
+      if (req.imageId && req.snapshotId) throw invalidArgument("snapshot_id", "give image_id or snapshot_id, not both");
+      let snapshot = null;
+      if (req.snapshotId) {
+        snapshot = await visibleSnapshot(pool, ctx.principal, v.uuid("snapshot_id", req.snapshotId));
+        if (snapshot.status !== "AVAILABLE") throw invalidArgument("snapshot_id", `snapshot ${snapshot.id} is ${snapshot.status}, not AVAILABLE`);
+        if (size < snapshot.sizeGb) throw invalidArgument("size_gb", `must be at least ${snapshot.sizeGb} GiB for snapshot ${snapshot.id}`);
+      }
       let image = null;
       if (req.imageId) {
         const imageId = v.uuid("image_id", req.imageId);
@@ -85,8 +113,8 @@ export function volumeService(deps: RpcDeps, conductor: ConductorContext): Volum
         const needGb = Math.max(image.minDiskGb, Math.ceil(image.sizeBytes / GIB));
         if (size < needGb) throw invalidArgument("size_gb", `must be at least ${needGb} GiB for image ${imageId}`);
       }
-      const request = { name, description, size_gb: size, volume_type: volumeType, availability_zone: zone, image_id: image?.id ?? "" };
-      const a = await createVolume(conductor, ctx.principal, { requestId, name, description, sizeGb: size, volumeType, zone, image }, request);
+      const request = { name, description, size_gb: size, volume_type: volumeType, availability_zone: zone, image_id: image?.id ?? "", snapshot_id: snapshot?.id ?? "" };
+      const a = await createVolume(conductor, ctx.principal, { requestId, name, description, sizeGb: size, volumeType, zone, image, snapshot }, request);
       const viewer = await viewerOf(pool, ctx);
       return { volume: volumeToProto(a.volume, viewer), operation: volumeOperationToProto(a.operation, viewer) };
     }),
@@ -127,6 +155,31 @@ export function volumeService(deps: RpcDeps, conductor: ConductorContext): Volum
       const id = v.uuid("id", req.id);
       const size = sizeGb("new_size_gb", req.newSizeGb);
       const a = await extendVolume(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), size);
+      return { operation: volumeOperationToProto(a.operation, await viewerOf(pool, ctx)) };
+    }),
+
+    createVolumeSnapshot: unary(deps, "CreateVolumeSnapshot", async (req, ctx) => {
+      const volumeId = v.uuid("volume_id", req.volumeId);
+      const o = { name: v.text("name", req.name.trim()), description: v.text("description", req.description) };
+      const a = await createSnapshot(conductor, ctx.principal, volumeId, v.requestId("request_id", req.requestId), o);
+      const viewer = await viewerOf(pool, ctx);
+      return { snapshot: a.snapshot ? snapshotToProto(a.snapshot, viewer) : undefined, operation: volumeOperationToProto(a.operation, viewer) };
+    }),
+
+    getVolumeSnapshot: unary(deps, "GetVolumeSnapshot", async (req, ctx) => ({
+      snapshot: snapshotToProto(await visibleSnapshot(pool, ctx.principal, v.uuid("id", req.id)), await viewerOf(pool, ctx)),
+    })),
+
+    listVolumeSnapshots: unary(deps, "ListVolumeSnapshots", async (req, ctx) => {
+      if (req.allProjects && !isAdmin(ctx)) throw permissionDenied("all_projects needs the admin role");
+      const volumeId = req.volumeId ? (await visibleVolume(pool, ctx.principal, v.uuid("volume_id", req.volumeId))).id : undefined;
+      const projectId = req.allProjects || (isAdmin(ctx) && volumeId) ? undefined : ctx.principal.projectId;
+      const viewer = await viewerOf(pool, ctx);
+      return { snapshots: (await listSnapshots(pool, { projectId, volumeId })).map((s) => snapshotToProto(s, viewer)) };
+    }),
+
+    deleteVolumeSnapshot: unary(deps, "DeleteVolumeSnapshot", async (req, ctx) => {
+      const a = await deleteSnapshot(conductor, ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId));
       return { operation: volumeOperationToProto(a.operation, await viewerOf(pool, ctx)) };
     }),
 

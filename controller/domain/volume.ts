@@ -50,19 +50,45 @@ export type VolumeTimeouts = Readonly<Record<VolumeTask, number>>;
 export const DEFAULT_VOLUME_TIMEOUTS: VolumeTimeouts = { CREATING: 900, DELETING: 300, EXTENDING: 300 };
 
 /** What can be done to a volume: each call's action name. */
-export type VolumeAction = "create" | "delete" | "extend";
+export type VolumeAction = "create" | "delete" | "extend" | "create_snapshot" | "delete_snapshot";
 
-/** A volume action's row: the statuses it may start from and the status it sets. */
+/** A volume action's row: the statuses it may start from, the status it sets (none: the volume keeps its own) and whose timeout its deadline is. */
 export interface VolumeActionRule {
   readonly from: readonly VolumeStatus[];
-  readonly sets: VolumeTask;
+  readonly sets: VolumeTask | null;
+  readonly timeout: VolumeTask;
 }
 
-/** Cinder's checks: delete from a resting or failed volume, extend only an available one. */
+/**
+ * Cinder's checks: delete from a resting or failed volume, extend only an
+ * available one, snapshot an available or attached one; a snapshot is
+ * deleted whatever its volume does but be made or removed.
+ */
 export const VOLUME_ACTION_RULES: Readonly<Record<Exclude<VolumeAction, "create">, VolumeActionRule>> = {
-  delete: { from: ["AVAILABLE", "ERROR"], sets: "DELETING" },
-  extend: { from: ["AVAILABLE"], sets: "EXTENDING" },
+  delete: { from: ["AVAILABLE", "ERROR"], sets: "DELETING", timeout: "DELETING" },
+  extend: { from: ["AVAILABLE"], sets: "EXTENDING", timeout: "EXTENDING" },
+  create_snapshot: { from: ["AVAILABLE", "IN_USE"], sets: null, timeout: "CREATING" },
+  delete_snapshot: { from: ["AVAILABLE", "IN_USE", "ATTACHING", "DETACHING", "EXTENDING", "ERROR"], sets: null, timeout: "DELETING" },
 };
+
+/** Where a volume snapshot is. */
+export const SNAPSHOT_STATUSES = ["CREATING", "AVAILABLE", "DELETING", "ERROR"] as const;
+export type SnapshotStatus = (typeof SNAPSHOT_STATUSES)[number];
+
+/** A point-in-time copy of a volume, kept on the volume's host. */
+export interface VolumeSnapshot {
+  readonly id: string;
+  readonly volumeId: string;
+  readonly projectId: string;
+  readonly name: string;
+  readonly description: string;
+  readonly sizeGb: number;
+  readonly status: SnapshotStatus;
+  readonly fault: VolumeFault | null;
+  readonly taskDeadline: Date | null;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+}
 
 /** The largest volume, in GiB (16 TiB). */
 export const MAX_VOLUME_GB = 16384;
@@ -105,6 +131,7 @@ export interface Volume {
   readonly host: string;
   readonly pool: string;
   readonly sourceImageId: string | null;
+  readonly sourceSnapshotId: string | null;
   readonly requestId: string;
   readonly fault: VolumeFault | null;
   /** When the working status (CREATING, DELETING, EXTENDING) times out. */
@@ -148,6 +175,8 @@ export interface VolumeOperation {
   readonly startTime: Date;
   readonly updatedAt: Date;
   readonly finishTime: Date | null;
+  /** The snapshot a snapshot action is about. */
+  readonly snapshotId: string | null;
 }
 
 /** Where an attachment is. */

@@ -9,7 +9,7 @@ import type { VolumeOpKind } from "../domain/volume-ops.js";
 import type { Queryable, Row } from "./db.js";
 import { exec, json, noteChange, select } from "./db.js";
 
-const ACTION_COLUMNS = "id, volume_id, project_id, action, request_id, request_body, state, error, deadline, start_time, updated_at, finish_time";
+const ACTION_COLUMNS = "id, volume_id, project_id, action, request_id, request_body, state, error, deadline, start_time, updated_at, finish_time, snapshot_id";
 
 function rowToAction(r: Row): VolumeOperation {
   return {
@@ -25,18 +25,28 @@ function rowToAction(r: Row): VolumeOperation {
     startTime: r.start_time,
     updatedAt: r.updated_at,
     finishTime: r.finish_time,
+    snapshotId: r.snapshot_id,
   };
 }
 
 /** Records a volume action, RUNNING; returns its id. Throws ER_DUP_ENTRY on a repeated request id. */
 export async function insertVolumeAction(
   q: Queryable,
-  a: { volumeId: string; projectId: string; action: VolumeAction; requestId: string; request: Readonly<Record<string, unknown>>; deadline: Date | null },
+  a: {
+    volumeId: string;
+    projectId: string;
+    action: VolumeAction;
+    requestId: string;
+    request: Readonly<Record<string, unknown>>;
+    deadline: Date | null;
+    /** The snapshot a snapshot action is about. */
+    snapshotId?: string;
+  },
 ): Promise<number> {
   const res = await exec(
     q,
-    "INSERT INTO volume_actions (volume_id, project_id, action, request_id, request_body, deadline) VALUES (?, ?, ?, ?, ?, ?)",
-    [a.volumeId, a.projectId, a.action, a.requestId, JSON.stringify(a.request), a.deadline],
+    "INSERT INTO volume_actions (volume_id, project_id, action, request_id, request_body, deadline, snapshot_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    [a.volumeId, a.projectId, a.action, a.requestId, JSON.stringify(a.request), a.deadline, a.snapshotId ?? null],
   );
   return res.insertId;
 }

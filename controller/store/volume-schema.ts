@@ -107,4 +107,28 @@ export const VOLUME_MIGRATIONS: readonly Migration[] = [
       ) ENGINE=InnoDB`,
     ],
   },
+  {
+    version: 20,
+    name: "volume snapshots",
+    statements: [
+      `CREATE TABLE volume_snapshots (
+        id CHAR(36) NOT NULL PRIMARY KEY,
+        volume_id CHAR(36) NOT NULL,
+        project_id VARCHAR(64) NOT NULL,
+        name VARCHAR(255) NOT NULL DEFAULT '',
+        description VARCHAR(255) NOT NULL DEFAULT '',
+        size_gb INT NOT NULL,
+        status VARCHAR(16) NOT NULL,
+        fault JSON NULL,
+        task_deadline DATETIME(3) NULL,
+        created_at ${TS},
+        updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+        KEY snapshots_volume (volume_id),
+        KEY snapshots_project (project_id, created_at),
+        KEY snapshots_deadline (task_deadline)
+      ) ENGINE=InnoDB`,
+      `ALTER TABLE volume_actions ADD COLUMN snapshot_id CHAR(36) NULL`,
+      `ALTER TABLE volumes ADD COLUMN source_snapshot_id CHAR(36) NULL`,
+    ],
+  },
 ];

@@ -7,7 +7,7 @@ import type { Queryable, Row } from "./db.js";
 import { exec, json, select } from "./db.js";
 
 const VOLUME_COLUMNS = `v.id, v.project_id, v.name, v.description, v.size_gb, v.type_id, t.name AS type_name, v.zone, v.status, v.host, v.pool,
-  v.source_image_id, v.request_id, v.fault, v.task_deadline, v.created_at, v.updated_at`;
+  v.source_image_id, v.source_snapshot_id, v.request_id, v.fault, v.task_deadline, v.created_at, v.updated_at`;
 const FROM = "FROM volumes v LEFT JOIN volume_types t ON t.id = v.type_id";
 
 /**
@@ -38,6 +38,7 @@ function rowToVolume(r: Row): Volume {
     host: r.host,
     pool: r.pool,
     sourceImageId: r.source_image_id,
+    sourceSnapshotId: r.source_snapshot_id,
     requestId: r.request_id,
     fault: json<VolumeFault | null>(r.fault, null),
     taskDeadline: r.task_deadline,
@@ -57,6 +58,7 @@ export interface NewVolume {
   readonly host: string;
   readonly pool: string;
   readonly sourceImageId: string | null;
+  readonly sourceSnapshotId: string | null;
   readonly requestId: string;
   readonly taskDeadline: Date;
 }
@@ -65,9 +67,9 @@ export interface NewVolume {
 export async function insertVolume(q: Queryable, v: NewVolume): Promise<void> {
   await exec(
     q,
-    `INSERT INTO volumes (id, project_id, name, description, size_gb, type_id, zone, status, host, pool, source_image_id, request_id, task_deadline)
-     VALUES (?, ?, ?, ?, ?, ?, ?, 'CREATING', ?, ?, ?, ?, ?)`,
-    [v.id, v.projectId, v.name, v.description, v.sizeGb, v.typeId, v.zone, v.host, v.pool, v.sourceImageId, v.requestId, v.taskDeadline],
+    `INSERT INTO volumes (id, project_id, name, description, size_gb, type_id, zone, status, host, pool, source_image_id, source_snapshot_id, request_id, task_deadline)
+     VALUES (?, ?, ?, ?, ?, ?, ?, 'CREATING', ?, ?, ?, ?, ?, ?)`,
+    [v.id, v.projectId, v.name, v.description, v.sizeGb, v.typeId, v.zone, v.host, v.pool, v.sourceImageId, v.sourceSnapshotId, v.requestId, v.taskDeadline],
   );
 }
 

@@ -212,10 +212,7 @@ export const timeouts = {
 export async function releaseVolumes(tx: Tx, inst: Instance, actionId: number, requestId: string): Promise<void> {
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
     await tx.store.deleteAttachment(a.id);
-    if (a.deleteOnTermination) {
-      await deleteWithServer(tx.conn, tx.ctx, a.volumeId, `server-delete-${inst.uuid}`);
-      continue;
-    }
+    if (a.deleteOnTermination && (await deleteWithServer(tx.conn, tx.ctx, a.volumeId, `server-delete-${inst.uuid}`))) continue;
     await unexport(tx, inst, a, actionId, requestId);
     await tx.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
   }

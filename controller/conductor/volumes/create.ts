@@ -9,7 +9,7 @@
 import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import type { Image, Principal } from "../../domain/types.js";
-import type { Volume, VolumeType } from "../../domain/volume.js";
+import type { PoolCandidate, Volume, VolumeSnapshot, VolumeType } from "../../domain/volume.js";
 import { effectiveZone } from "../../domain/placement.js";
 import { rankPools } from "../../domain/volume.js";
 import { GIB } from "../../domain/volume-ops.js";
@@ -18,7 +18,7 @@ import { aggregatesByHost } from "../../store/aggregates.js";
 import type { PoolConnection } from "../../store/db.js";
 import { DEADLOCK_RETRIES, isDuplicateKey, withTx } from "../../store/db.js";
 import { getVolumeAction, insertVolumeAction } from "../../store/volume-actions.js";
-import { addPoolBytes, candidatePools, claimPoolBytes, findVolumeByRequest, getVolumeTypeByName, insertVolume, updateVolume } from "../../store/volumes.js";
+import { addPoolBytes, candidatePools, claimPoolBytes, findVolumeByRequest, getVolume, getVolumeTypeByName, insertVolume, updateVolume } from "../../store/volumes.js";
 import { checkSameRequest, type RequestBody } from "../act.js";
 import type { ConductorContext } from "../context.js";
 import type { VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
@@ -33,6 +33,8 @@ export interface NewVolumeRequest {
   /** "" for any. */
   readonly zone: string;
   readonly image: Image | null;
+  /** A snapshot to copy (AVAILABLE, checked by the caller): the volume goes to its volume's pool. */
+  readonly snapshot: VolumeSnapshot | null;
 }
 
 /** No pool can take the volume: nothing is created. */
@@ -64,6 +66,19 @@ async function placeVolume(conn: PoolConnection, ctx: ConductorContext, type: Vo
   });
 }
 
+/**
+ * A volume from a snapshot goes where the snapshot is: its volume's pool
+ * (the host copies it there), claimed as any other placement.
+ */
+async function placeBeside(conn: PoolConnection, ctx: ConductorContext, snapshot: VolumeSnapshot, bytes: number): Promise<PoolCandidate> {
+  const source = await getVolume(conn, snapshot.volumeId);
+  if (!source || source.status === "DELETED") throw invalidArgument("snapshot_id", `the volume of snapshot ${snapshot.id} is gone`);
+  if (!(await claimPoolBytes(conn, source.host, source.pool, bytes, ctx.volumeOversubscriptionRatio))) {
+    throw noValidPool(`the pool of snapshot ${snapshot.id} has no room for ${bytes / GIB} GiB`, { size_gb: String(bytes / GIB), snapshot_id: snapshot.id });
+  }
+  return { host: source.host, name: source.pool, zone: source.zone, totalBytes: 0, allocatedBytes: 0 };
+}
+
 /** CreateVolume: a repeated request id returns the first volume. */
 export async function createVolume(ctx: ConductorContext, who: Principal, req: NewVolumeRequest, request: RequestBody): Promise<VolumeAccepted> {
   const replay = async (conn: PoolConnection | ConductorContext["pool"], v: Volume): Promise<number> => {
@@ -83,7 +98,7 @@ export async function createVolume(ctx: ConductorContext, who: Principal, req: N
         const type = await getVolumeTypeByName(conn, req.volumeType, { lock: "share" });
         if (!type) throw invalidArgument("volume_type", `no volume type is named ${JSON.stringify(req.volumeType)}`);
         const bytes = req.sizeGb * GIB;
-        const pool = await placeVolume(conn, ctx, type, req.zone, bytes);
+        const pool = req.snapshot ? await placeBeside(conn, ctx, req.snapshot, bytes) : await placeVolume(conn, ctx, type, req.zone, bytes);
         const id = randomUUID();
         const { taskDeadline } = volumeTask(ctx, "CREATING");
         await insertVolume(conn, {
@@ -97,6 +112,7 @@ export async function createVolume(ctx: ConductorContext, who: Principal, req: N
           host: pool.host,
           pool: pool.name,
           sourceImageId: req.image?.id ?? null,
+          sourceSnapshotId: req.snapshot?.id ?? null,
           requestId: req.requestId,
           taskDeadline,
         });
@@ -114,6 +130,7 @@ export async function createVolume(ctx: ConductorContext, who: Principal, req: N
           host: pool.host,
           pool: pool.name,
           sourceImageId: req.image?.id ?? null,
+          sourceSnapshotId: req.snapshot?.id ?? null,
           requestId: req.requestId,
           fault: null,
           taskDeadline,
@@ -124,7 +141,7 @@ export async function createVolume(ctx: ConductorContext, who: Principal, req: N
           volume,
           actionId,
           requestId: req.requestId,
-          args: { kind: "create_volume", imageId: req.image?.id ?? "", sourceVolumeId: "", sourceSnapshotId: "" },
+          args: { kind: "create_volume", imageId: req.image?.id ?? "", sourceVolumeId: req.snapshot?.volumeId ?? "", sourceSnapshotId: req.snapshot?.id ?? "" },
           deadline: taskDeadline,
           image: req.image,
         });

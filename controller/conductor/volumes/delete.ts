@@ -6,7 +6,9 @@
  */
 import type { Principal } from "../../domain/types.js";
 import { GIB } from "../../domain/volume-ops.js";
+import { failedPrecondition } from "../../errors.js";
 import type { PoolConnection } from "../../store/db.js";
+import { hasSnapshots } from "../../store/volume-snapshots.js";
 import { insertVolumeAction } from "../../store/volume-actions.js";
 import { getVolume, releasePoolBytes, updateVolume } from "../../store/volumes.js";
 import type { ConductorContext } from "../context.js";
@@ -15,6 +17,7 @@ import { dispatchVolumeOp, volumeAct, volumeTask, type VolumeAccepted } from "./
 
 export function deleteVolume(ctx: ConductorContext, who: Principal, id: string, requestId: string): Promise<VolumeAccepted> {
   return volumeAct(ctx, who, id, requestId, "delete", {}, async (conn, v, actionId, deadline) => {
+    if (await hasSnapshots(conn, v.id)) throw failedPrecondition(`volume ${id} has snapshots; delete them first`, "VOLUME_HAS_SNAPSHOTS");
     await updateVolume(conn, v.id, { status: "DELETING", taskDeadline: deadline });
     await dispatchVolumeOp(conn, ctx, { volume: v, actionId, requestId, args: { kind: "delete_volume" }, deadline });
   });
@@ -23,15 +26,22 @@ export function deleteVolume(ctx: ConductorContext, who: Principal, id: string, 
 /**
  * Deletes a volume whose server is deleted with delete_on_termination, in
  * the server's transaction: whatever its status, it is DELETING under a
- * delete action of its own (request id `requestId`).
+ * delete action of its own (request id `requestId`). A volume with
+ * snapshots is not deleted (as DeleteVolume refuses it): false, and the
+ * caller frees it as any other.
  */
-export async function deleteWithServer(conn: PoolConnection, ctx: ConductorContext, volumeId: string, requestId: string): Promise<void> {
+export async function deleteWithServer(conn: PoolConnection, ctx: ConductorContext, volumeId: string, requestId: string): Promise<boolean> {
   const v = await getVolume(conn, volumeId, { lock: true });
-  if (!v || v.status === "DELETED" || v.status === "DELETING") return;
+  if (!v || v.status === "DELETED" || v.status === "DELETING") return true;
+  if (await hasSnapshots(conn, v.id)) {
+    ctx.log.warn({ volume: v.id }, "a volume attached with delete_on_termination has snapshots: kept, not deleted with its server");
+    return false;
+  }
   const { taskDeadline } = volumeTask(ctx, "DELETING");
   const actionId = await insertVolumeAction(conn, { volumeId, projectId: v.projectId, action: "delete", requestId, request: { with_server: true }, deadline: taskDeadline });
   await updateVolume(conn, volumeId, { status: "DELETING", taskDeadline });
   await dispatchVolumeOp(conn, ctx, { volume: v, actionId, requestId, args: { kind: "delete_volume" }, deadline: taskDeadline });
+  return true;
 }
 
 export const deleteResults: VolumeResultRules<"delete_volume"> = {

@@ -7,7 +7,7 @@
 import { status } from "@grpc/grpc-js";
 import type { OpFailure, OpOutcome } from "../../domain/ops.js";
 import type { OperationError } from "../../domain/types.js";
-import type { Volume, VolumeFault, VolumeTask } from "../../domain/volume.js";
+import type { Volume, VolumeFault, VolumeSnapshot, VolumeTask } from "../../domain/volume.js";
 import type { VolumeOpKind } from "../../domain/volume-ops.js";
 import type { PoolConnection } from "../../store/db.js";
 import type { VolumeOpRecord } from "../../store/volume-actions.js";
@@ -16,12 +16,14 @@ import type { VolumePatch } from "../../store/volumes.js";
 import { updateVolume } from "../../store/volumes.js";
 import type { ConductorContext } from "../context.js";
 
-/** A volume op kind's row: the status its result may end, and what it does. */
-export interface VolumeResultRule {
-  /** The working status its result ends; in any other the result is stale and changes nothing. */
-  readonly status: VolumeTask;
+/**
+ * A volume op kind's row: the status its result may end (the volume's, or
+ * for a snapshot op its snapshot's), and what it does. In any other status
+ * the result is stale and changes nothing.
+ */
+export type VolumeResultRule = ({ readonly status: VolumeTask } | { readonly snapshot: "CREATING" | "DELETING" }) & {
   readonly apply: (r: VolumeResultContext) => Promise<void>;
-}
+};
 
 /** A working status's row: what a timeout leaves. */
 export interface VolumeTimeoutRule {
@@ -48,6 +50,8 @@ export class VolumeResultContext {
     readonly op: VolumeOpRecord,
     readonly volume: Volume,
     readonly outcome: OpOutcome,
+    /** The snapshot a snapshot op is about. */
+    readonly snapshot: VolumeSnapshot | null = null,
   ) {}
 
   get error(): OpFailure | null {

@@ -82,6 +82,8 @@ export async function volumeAct(
   action: Exclude<VolumeAction, "create">,
   request: RequestBody,
   body: (conn: PoolConnection, v: Volume, actionId: number, deadline: Date) => Promise<void>,
+  /** The snapshot a snapshot action is about (recorded on the action). */
+  snapshotId?: string,
 ): Promise<VolumeAccepted> {
   const rule = VOLUME_ACTION_RULES[action];
   let actionId = 0;
@@ -104,8 +106,8 @@ export async function volumeAct(
           status: v.status,
         });
       }
-      const { taskDeadline } = volumeTask(ctx, rule.sets);
-      actionId = await insertVolumeAction(conn, { volumeId: id, projectId: v.projectId, action, requestId, request, deadline: taskDeadline });
+      const { taskDeadline } = volumeTask(ctx, rule.timeout);
+      actionId = await insertVolumeAction(conn, { volumeId: id, projectId: v.projectId, action, requestId, request, deadline: taskDeadline, snapshotId });
       await body(conn, v, actionId, taskDeadline);
     },
     { deadlockRetries: DEADLOCK_RETRIES },

@@ -3,15 +3,17 @@
  * and a working status to the volume flows' rules, exactly once.
  */
 import type { OpOutcome } from "../../domain/ops.js";
-import type { Volume, VolumeFault, VolumeTask } from "../../domain/volume.js";
+import type { Volume, VolumeFault, VolumeSnapshot, VolumeTask } from "../../domain/volume.js";
 import { VOLUME_TASKS } from "../../domain/volume.js";
 import { permissionDenied } from "../../errors.js";
 import type { PoolConnection } from "../../store/db.js";
 import { withTx } from "../../store/db.js";
-import { finishVolumeOp, lockVolumeOp, pendingVolumeOps, runningVolumeAction } from "../../store/volume-actions.js";
+import { finishVolumeOp, getVolumeActionById, lockVolumeOp, pendingVolumeOps, runningVolumeAction } from "../../store/volume-actions.js";
+import { getSnapshot } from "../../store/volume-snapshots.js";
 import { getVolume, lockOverdueVolumes, updateVolume } from "../../store/volumes.js";
 import type { ConductorContext } from "../context.js";
 import { VolumeResultContext, VolumeTimeoutContext } from "./flow.js";
+import { reapSnapshots } from "./snapshots.js";
 import { VOLUME_RESULT_RULES, VOLUME_TIMEOUT_RULES } from "./index.js";
 
 /**
@@ -32,8 +34,14 @@ export async function applyVolumeOpResult(conn: PoolConnection, ctx: ConductorCo
   await finishVolumeOp(conn, op.opId, outcome.error);
   const volume = await getVolume(conn, op.volumeId, { lock: true });
   const rule = VOLUME_RESULT_RULES[op.kind];
-  if (!volume || volume.status !== rule.status) return true;
-  await rule.apply(new VolumeResultContext(conn, ctx, op, volume, outcome));
+  if (!volume) return true;
+  let snapshot: VolumeSnapshot | null = null;
+  if ("snapshot" in rule) {
+    const snapshotId = (await getVolumeActionById(conn, op.actionId))?.snapshotId;
+    snapshot = snapshotId ? await getSnapshot(conn, snapshotId, { lock: true }) : null;
+    if (snapshot?.status !== rule.snapshot) return true;
+  } else if (volume.status !== rule.status) return true;
+  await rule.apply(new VolumeResultContext(conn, ctx, op, volume, outcome, snapshot));
   return true;
 }
 
@@ -44,13 +52,15 @@ export const VOLUME_REAP_BATCH = 50;
  * Ends every volume left in a working status past its deadline (one
  * batch): its outstanding ops are marked done (a late result changes
  * nothing), its flow's timeout rule leaves it in a defined status with a
- * TASK_TIMED_OUT fault. Returns how many.
+ * TASK_TIMED_OUT fault; and so every overdue snapshot. Returns the larger
+ * of the two counts (a full batch: call again).
  */
 export async function reapVolumes(ctx: ConductorContext, now = new Date()): Promise<number> {
   return withTx(ctx.pool, async (conn) => {
     const overdue = await lockOverdueVolumes(conn, now, VOLUME_REAP_BATCH);
     for (const v of overdue) await reapVolume(conn, ctx, v);
-    return overdue.length;
+    const snapshots = await reapSnapshots(conn, ctx, now);
+    return Math.max(overdue.length, snapshots);
   });
 }
 

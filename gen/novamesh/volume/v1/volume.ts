@@ -114,6 +114,63 @@ export function volumeStatusToJSON(object: VolumeStatus): string {
   }
 }
 
+/** Where a volume snapshot is. */
+export enum VolumeSnapshotStatus {
+  /** VOLUME_SNAPSHOT_STATUS_UNSPECIFIED - Not set (in a filter: any). */
+  VOLUME_SNAPSHOT_STATUS_UNSPECIFIED = 0,
+  /** VOLUME_SNAPSHOT_STATUS_CREATING - Its volume's host is taking it. */
+  VOLUME_SNAPSHOT_STATUS_CREATING = 1,
+  /** VOLUME_SNAPSHOT_STATUS_AVAILABLE - Taken: new volumes can be made from it. */
+  VOLUME_SNAPSHOT_STATUS_AVAILABLE = 2,
+  /** VOLUME_SNAPSHOT_STATUS_DELETING - Being removed. */
+  VOLUME_SNAPSHOT_STATUS_DELETING = 3,
+  /** VOLUME_SNAPSHOT_STATUS_ERROR - A step failed or timed out (see `fault`); it may be deleted. */
+  VOLUME_SNAPSHOT_STATUS_ERROR = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function volumeSnapshotStatusFromJSON(object: any): VolumeSnapshotStatus {
+  switch (object) {
+    case 0:
+    case "VOLUME_SNAPSHOT_STATUS_UNSPECIFIED":
+      return VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_UNSPECIFIED;
+    case 1:
+    case "VOLUME_SNAPSHOT_STATUS_CREATING":
+      return VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_CREATING;
+    case 2:
+    case "VOLUME_SNAPSHOT_STATUS_AVAILABLE":
+      return VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_AVAILABLE;
+    case 3:
+    case "VOLUME_SNAPSHOT_STATUS_DELETING":
+      return VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_DELETING;
+    case 4:
+    case "VOLUME_SNAPSHOT_STATUS_ERROR":
+      return VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_ERROR;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return VolumeSnapshotStatus.UNRECOGNIZED;
+  }
+}
+
+export function volumeSnapshotStatusToJSON(object: VolumeSnapshotStatus): string {
+  switch (object) {
+    case VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_UNSPECIFIED:
+      return "VOLUME_SNAPSHOT_STATUS_UNSPECIFIED";
+    case VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_CREATING:
+      return "VOLUME_SNAPSHOT_STATUS_CREATING";
+    case VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_AVAILABLE:
+      return "VOLUME_SNAPSHOT_STATUS_AVAILABLE";
+    case VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_DELETING:
+      return "VOLUME_SNAPSHOT_STATUS_DELETING";
+    case VolumeSnapshotStatus.VOLUME_SNAPSHOT_STATUS_ERROR:
+      return "VOLUME_SNAPSHOT_STATUS_ERROR";
+    case VolumeSnapshotStatus.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** A block storage volume. */
 export interface Volume {
   /** Volume id (UUID). */
@@ -157,6 +214,36 @@ export interface Volume {
    * or DETACHING.
    */
   attachments: VolumeAttachment[];
+  /** The snapshot it was made from, if any. */
+  sourceSnapshotId: string;
+}
+
+/** A point-in-time copy of a volume, kept on the volume's host. */
+export interface VolumeSnapshot {
+  /** Snapshot id (UUID). */
+  id: string;
+  /** The volume it is of. */
+  volumeId: string;
+  /** Name, 0–255 characters. */
+  name: string;
+  /** Description, 0–255 characters. */
+  description: string;
+  /** Owning project (the volume's). */
+  projectId: string;
+  /** The volume's size when it was taken, in GiB. */
+  sizeGb: number;
+  /** Where it is. */
+  status: VolumeSnapshotStatus;
+  /** Why it is in ERROR. */
+  fault:
+    | Fault
+    | undefined;
+  /** When it was asked for. */
+  createTime:
+    | Date
+    | undefined;
+  /** When it last changed. */
+  updateTime: Date | undefined;
 }
 
 /** A volume's attachment to a server. */
@@ -207,6 +294,8 @@ export interface CreateVolumeRequest {
   availabilityZone: string;
   /** Copy this image (UUID) into the volume. */
   imageId: string;
+  /** Or: copy this AVAILABLE snapshot (UUID); size_gb at least its size. */
+  snapshotId: string;
 }
 
 /** Response of CreateVolume. */
@@ -317,6 +406,68 @@ export interface DeleteVolumeTypeRequest {
 export interface DeleteVolumeTypeResponse {
 }
 
+/** Request of CreateVolumeSnapshot. */
+export interface CreateVolumeSnapshotRequest {
+  /** The volume (UUID). */
+  volumeId: string;
+  /** Name, 0–255 characters. */
+  name: string;
+  /** Description, 0–255 characters. */
+  description: string;
+  /** Idempotency key of this action on the volume (generated when empty). */
+  requestId: string;
+}
+
+/** Response of CreateVolumeSnapshot. */
+export interface CreateVolumeSnapshotResponse {
+  /** The snapshot, CREATING. */
+  snapshot:
+    | VolumeSnapshot
+    | undefined;
+  /** Its volume's operation. */
+  operation: Operation | undefined;
+}
+
+/** Request of GetVolumeSnapshot. */
+export interface GetVolumeSnapshotRequest {
+  /** Snapshot id. */
+  id: string;
+}
+
+/** Response of GetVolumeSnapshot. */
+export interface GetVolumeSnapshotResponse {
+  /** The snapshot. */
+  snapshot: VolumeSnapshot | undefined;
+}
+
+/** Request of ListVolumeSnapshots. */
+export interface ListVolumeSnapshotsRequest {
+  /** Only this volume's. */
+  volumeId: string;
+  /** Admins: every project's. */
+  allProjects: boolean;
+}
+
+/** Response of ListVolumeSnapshots. */
+export interface ListVolumeSnapshotsResponse {
+  /** The snapshots, oldest first. */
+  snapshots: VolumeSnapshot[];
+}
+
+/** Request of DeleteVolumeSnapshot. */
+export interface DeleteVolumeSnapshotRequest {
+  /** Snapshot id. */
+  id: string;
+  /** Idempotency key of this action on the volume (generated when empty). */
+  requestId: string;
+}
+
+/** Response of DeleteVolumeSnapshot. */
+export interface DeleteVolumeSnapshotResponse {
+  /** Its volume's operation. */
+  operation: Operation | undefined;
+}
+
 function createBaseVolume(): Volume {
   return {
     id: "",
@@ -335,6 +486,7 @@ function createBaseVolume(): Volume {
     createTime: undefined,
     updateTime: undefined,
     attachments: [],
+    sourceSnapshotId: "",
   };
 }
 
@@ -387,6 +539,9 @@ export const Volume: MessageFns<Volume> = {
     }
     for (const v of message.attachments) {
       VolumeAttachment.encode(v!, writer.uint32(130).fork()).join();
+    }
+    if (message.sourceSnapshotId !== "") {
+      writer.uint32(138).string(message.sourceSnapshotId);
     }
     return writer;
   },
@@ -532,6 +687,14 @@ export const Volume: MessageFns<Volume> = {
             message.attachments.push(VolumeAttachment.decode(reader, reader.uint32()));
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.sourceSnapshotId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -596,6 +759,11 @@ export const Volume: MessageFns<Volume> = {
       attachments: globalThis.Array.isArray(object?.attachments)
         ? object.attachments.map((e: any) => VolumeAttachment.fromJSON(e))
         : [],
+      sourceSnapshotId: isSet(object.sourceSnapshotId)
+        ? globalThis.String(object.sourceSnapshotId)
+        : isSet(object.source_snapshot_id)
+        ? globalThis.String(object.source_snapshot_id)
+        : "",
     };
   },
 
@@ -649,6 +817,9 @@ export const Volume: MessageFns<Volume> = {
     if (message.attachments?.length) {
       obj.attachments = message.attachments.map((e) => VolumeAttachment.toJSON(e));
     }
+    if (message.sourceSnapshotId !== "") {
+      obj.sourceSnapshotId = message.sourceSnapshotId;
+    }
     return obj;
   },
 
@@ -673,6 +844,251 @@ export const Volume: MessageFns<Volume> = {
     message.createTime = object.createTime ?? undefined;
     message.updateTime = object.updateTime ?? undefined;
     message.attachments = object.attachments?.map((e) => VolumeAttachment.fromPartial(e)) || [];
+    message.sourceSnapshotId = object.sourceSnapshotId ?? "";
+    return message;
+  },
+};
+
+function createBaseVolumeSnapshot(): VolumeSnapshot {
+  return {
+    id: "",
+    volumeId: "",
+    name: "",
+    description: "",
+    projectId: "",
+    sizeGb: 0,
+    status: 0,
+    fault: undefined,
+    createTime: undefined,
+    updateTime: undefined,
+  };
+}
+
+export const VolumeSnapshot: MessageFns<VolumeSnapshot> = {
+  encode(message: VolumeSnapshot, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.volumeId !== "") {
+      writer.uint32(18).string(message.volumeId);
+    }
+    if (message.name !== "") {
+      writer.uint32(26).string(message.name);
+    }
+    if (message.description !== "") {
+      writer.uint32(34).string(message.description);
+    }
+    if (message.projectId !== "") {
+      writer.uint32(42).string(message.projectId);
+    }
+    if (message.sizeGb !== 0) {
+      writer.uint32(48).int32(message.sizeGb);
+    }
+    if (message.status !== 0) {
+      writer.uint32(56).int32(message.status);
+    }
+    if (message.fault !== undefined) {
+      Fault.encode(message.fault, writer.uint32(66).fork()).join();
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(74).fork()).join();
+    }
+    if (message.updateTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.updateTime), writer.uint32(82).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VolumeSnapshot {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVolumeSnapshot();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.projectId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.sizeGb = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.status = reader.int32() as any;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.fault = Fault.decode(reader, reader.uint32());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.updateTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VolumeSnapshot {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      projectId: isSet(object.projectId)
+        ? globalThis.String(object.projectId)
+        : isSet(object.project_id)
+        ? globalThis.String(object.project_id)
+        : "",
+      sizeGb: isSet(object.sizeGb)
+        ? globalThis.Number(object.sizeGb)
+        : isSet(object.size_gb)
+        ? globalThis.Number(object.size_gb)
+        : 0,
+      status: isSet(object.status) ? volumeSnapshotStatusFromJSON(object.status) : 0,
+      fault: isSet(object.fault) ? Fault.fromJSON(object.fault) : undefined,
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+      updateTime: isSet(object.updateTime)
+        ? fromJsonTimestamp(object.updateTime)
+        : isSet(object.update_time)
+        ? fromJsonTimestamp(object.update_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: VolumeSnapshot): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.projectId !== "") {
+      obj.projectId = message.projectId;
+    }
+    if (message.sizeGb !== 0) {
+      obj.sizeGb = Math.round(message.sizeGb);
+    }
+    if (message.status !== 0) {
+      obj.status = volumeSnapshotStatusToJSON(message.status);
+    }
+    if (message.fault !== undefined) {
+      obj.fault = Fault.toJSON(message.fault);
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    if (message.updateTime !== undefined) {
+      obj.updateTime = message.updateTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VolumeSnapshot>, I>>(base?: I): VolumeSnapshot {
+    return VolumeSnapshot.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VolumeSnapshot>, I>>(object: I): VolumeSnapshot {
+    const message = createBaseVolumeSnapshot();
+    message.id = object.id ?? "";
+    message.volumeId = object.volumeId ?? "";
+    message.name = object.name ?? "";
+    message.description = object.description ?? "";
+    message.projectId = object.projectId ?? "";
+    message.sizeGb = object.sizeGb ?? 0;
+    message.status = object.status ?? 0;
+    message.fault = (object.fault !== undefined && object.fault !== null) ? Fault.fromPartial(object.fault) : undefined;
+    message.createTime = object.createTime ?? undefined;
+    message.updateTime = object.updateTime ?? undefined;
     return message;
   },
 };
@@ -960,7 +1376,16 @@ export const VolumeType: MessageFns<VolumeType> = {
 };
 
 function createBaseCreateVolumeRequest(): CreateVolumeRequest {
-  return { requestId: "", name: "", description: "", sizeGb: 0, volumeType: "", availabilityZone: "", imageId: "" };
+  return {
+    requestId: "",
+    name: "",
+    description: "",
+    sizeGb: 0,
+    volumeType: "",
+    availabilityZone: "",
+    imageId: "",
+    snapshotId: "",
+  };
 }
 
 export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
@@ -985,6 +1410,9 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
     }
     if (message.imageId !== "") {
       writer.uint32(58).string(message.imageId);
+    }
+    if (message.snapshotId !== "") {
+      writer.uint32(66).string(message.snapshotId);
     }
     return writer;
   },
@@ -1058,6 +1486,14 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
             message.imageId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.snapshotId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1099,6 +1535,11 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
         : isSet(object.image_id)
         ? globalThis.String(object.image_id)
         : "",
+      snapshotId: isSet(object.snapshotId)
+        ? globalThis.String(object.snapshotId)
+        : isSet(object.snapshot_id)
+        ? globalThis.String(object.snapshot_id)
+        : "",
     };
   },
 
@@ -1125,6 +1566,9 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
     if (message.imageId !== "") {
       obj.imageId = message.imageId;
     }
+    if (message.snapshotId !== "") {
+      obj.snapshotId = message.snapshotId;
+    }
     return obj;
   },
 
@@ -1140,6 +1584,7 @@ export const CreateVolumeRequest: MessageFns<CreateVolumeRequest> = {
     message.volumeType = object.volumeType ?? "";
     message.availabilityZone = object.availabilityZone ?? "";
     message.imageId = object.imageId ?? "";
+    message.snapshotId = object.snapshotId ?? "";
     return message;
   },
 };
@@ -2343,6 +2788,678 @@ export const DeleteVolumeTypeResponse: MessageFns<DeleteVolumeTypeResponse> = {
   },
 };
 
+function createBaseCreateVolumeSnapshotRequest(): CreateVolumeSnapshotRequest {
+  return { volumeId: "", name: "", description: "", requestId: "" };
+}
+
+export const CreateVolumeSnapshotRequest: MessageFns<CreateVolumeSnapshotRequest> = {
+  encode(message: CreateVolumeSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volumeId !== "") {
+      writer.uint32(10).string(message.volumeId);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.description !== "") {
+      writer.uint32(26).string(message.description);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(34).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateVolumeSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateVolumeSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateVolumeSnapshotRequest {
+    return {
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: CreateVolumeSnapshotRequest): unknown {
+    const obj: any = {};
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateVolumeSnapshotRequest>, I>>(base?: I): CreateVolumeSnapshotRequest {
+    return CreateVolumeSnapshotRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateVolumeSnapshotRequest>, I>>(object: I): CreateVolumeSnapshotRequest {
+    const message = createBaseCreateVolumeSnapshotRequest();
+    message.volumeId = object.volumeId ?? "";
+    message.name = object.name ?? "";
+    message.description = object.description ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseCreateVolumeSnapshotResponse(): CreateVolumeSnapshotResponse {
+  return { snapshot: undefined, operation: undefined };
+}
+
+export const CreateVolumeSnapshotResponse: MessageFns<CreateVolumeSnapshotResponse> = {
+  encode(message: CreateVolumeSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.snapshot !== undefined) {
+      VolumeSnapshot.encode(message.snapshot, writer.uint32(10).fork()).join();
+    }
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateVolumeSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateVolumeSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshot = VolumeSnapshot.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateVolumeSnapshotResponse {
+    return {
+      snapshot: isSet(object.snapshot) ? VolumeSnapshot.fromJSON(object.snapshot) : undefined,
+      operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: CreateVolumeSnapshotResponse): unknown {
+    const obj: any = {};
+    if (message.snapshot !== undefined) {
+      obj.snapshot = VolumeSnapshot.toJSON(message.snapshot);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateVolumeSnapshotResponse>, I>>(base?: I): CreateVolumeSnapshotResponse {
+    return CreateVolumeSnapshotResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateVolumeSnapshotResponse>, I>>(object: I): CreateVolumeSnapshotResponse {
+    const message = createBaseCreateVolumeSnapshotResponse();
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? VolumeSnapshot.fromPartial(object.snapshot)
+      : undefined;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetVolumeSnapshotRequest(): GetVolumeSnapshotRequest {
+  return { id: "" };
+}
+
+export const GetVolumeSnapshotRequest: MessageFns<GetVolumeSnapshotRequest> = {
+  encode(message: GetVolumeSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetVolumeSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetVolumeSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetVolumeSnapshotRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: GetVolumeSnapshotRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetVolumeSnapshotRequest>, I>>(base?: I): GetVolumeSnapshotRequest {
+    return GetVolumeSnapshotRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetVolumeSnapshotRequest>, I>>(object: I): GetVolumeSnapshotRequest {
+    const message = createBaseGetVolumeSnapshotRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseGetVolumeSnapshotResponse(): GetVolumeSnapshotResponse {
+  return { snapshot: undefined };
+}
+
+export const GetVolumeSnapshotResponse: MessageFns<GetVolumeSnapshotResponse> = {
+  encode(message: GetVolumeSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.snapshot !== undefined) {
+      VolumeSnapshot.encode(message.snapshot, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetVolumeSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetVolumeSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshot = VolumeSnapshot.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetVolumeSnapshotResponse {
+    return { snapshot: isSet(object.snapshot) ? VolumeSnapshot.fromJSON(object.snapshot) : undefined };
+  },
+
+  toJSON(message: GetVolumeSnapshotResponse): unknown {
+    const obj: any = {};
+    if (message.snapshot !== undefined) {
+      obj.snapshot = VolumeSnapshot.toJSON(message.snapshot);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetVolumeSnapshotResponse>, I>>(base?: I): GetVolumeSnapshotResponse {
+    return GetVolumeSnapshotResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetVolumeSnapshotResponse>, I>>(object: I): GetVolumeSnapshotResponse {
+    const message = createBaseGetVolumeSnapshotResponse();
+    message.snapshot = (object.snapshot !== undefined && object.snapshot !== null)
+      ? VolumeSnapshot.fromPartial(object.snapshot)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListVolumeSnapshotsRequest(): ListVolumeSnapshotsRequest {
+  return { volumeId: "", allProjects: false };
+}
+
+export const ListVolumeSnapshotsRequest: MessageFns<ListVolumeSnapshotsRequest> = {
+  encode(message: ListVolumeSnapshotsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volumeId !== "") {
+      writer.uint32(10).string(message.volumeId);
+    }
+    if (message.allProjects !== false) {
+      writer.uint32(16).bool(message.allProjects);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVolumeSnapshotsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVolumeSnapshotsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.allProjects = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVolumeSnapshotsRequest {
+    return {
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
+      allProjects: isSet(object.allProjects)
+        ? globalThis.Boolean(object.allProjects)
+        : isSet(object.all_projects)
+        ? globalThis.Boolean(object.all_projects)
+        : false,
+    };
+  },
+
+  toJSON(message: ListVolumeSnapshotsRequest): unknown {
+    const obj: any = {};
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
+    if (message.allProjects !== false) {
+      obj.allProjects = message.allProjects;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListVolumeSnapshotsRequest>, I>>(base?: I): ListVolumeSnapshotsRequest {
+    return ListVolumeSnapshotsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListVolumeSnapshotsRequest>, I>>(object: I): ListVolumeSnapshotsRequest {
+    const message = createBaseListVolumeSnapshotsRequest();
+    message.volumeId = object.volumeId ?? "";
+    message.allProjects = object.allProjects ?? false;
+    return message;
+  },
+};
+
+function createBaseListVolumeSnapshotsResponse(): ListVolumeSnapshotsResponse {
+  return { snapshots: [] };
+}
+
+export const ListVolumeSnapshotsResponse: MessageFns<ListVolumeSnapshotsResponse> = {
+  encode(message: ListVolumeSnapshotsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.snapshots) {
+      VolumeSnapshot.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListVolumeSnapshotsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListVolumeSnapshotsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshots.push(VolumeSnapshot.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListVolumeSnapshotsResponse {
+    return {
+      snapshots: globalThis.Array.isArray(object?.snapshots)
+        ? object.snapshots.map((e: any) => VolumeSnapshot.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListVolumeSnapshotsResponse): unknown {
+    const obj: any = {};
+    if (message.snapshots?.length) {
+      obj.snapshots = message.snapshots.map((e) => VolumeSnapshot.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListVolumeSnapshotsResponse>, I>>(base?: I): ListVolumeSnapshotsResponse {
+    return ListVolumeSnapshotsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListVolumeSnapshotsResponse>, I>>(object: I): ListVolumeSnapshotsResponse {
+    const message = createBaseListVolumeSnapshotsResponse();
+    message.snapshots = object.snapshots?.map((e) => VolumeSnapshot.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteVolumeSnapshotRequest(): DeleteVolumeSnapshotRequest {
+  return { id: "", requestId: "" };
+}
+
+export const DeleteVolumeSnapshotRequest: MessageFns<DeleteVolumeSnapshotRequest> = {
+  encode(message: DeleteVolumeSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVolumeSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVolumeSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteVolumeSnapshotRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteVolumeSnapshotRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteVolumeSnapshotRequest>, I>>(base?: I): DeleteVolumeSnapshotRequest {
+    return DeleteVolumeSnapshotRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteVolumeSnapshotRequest>, I>>(object: I): DeleteVolumeSnapshotRequest {
+    const message = createBaseDeleteVolumeSnapshotRequest();
+    message.id = object.id ?? "";
+    message.requestId = object.requestId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteVolumeSnapshotResponse(): DeleteVolumeSnapshotResponse {
+  return { operation: undefined };
+}
+
+export const DeleteVolumeSnapshotResponse: MessageFns<DeleteVolumeSnapshotResponse> = {
+  encode(message: DeleteVolumeSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.operation !== undefined) {
+      Operation.encode(message.operation, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVolumeSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVolumeSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.operation = Operation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteVolumeSnapshotResponse {
+    return { operation: isSet(object.operation) ? Operation.fromJSON(object.operation) : undefined };
+  },
+
+  toJSON(message: DeleteVolumeSnapshotResponse): unknown {
+    const obj: any = {};
+    if (message.operation !== undefined) {
+      obj.operation = Operation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteVolumeSnapshotResponse>, I>>(base?: I): DeleteVolumeSnapshotResponse {
+    return DeleteVolumeSnapshotResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteVolumeSnapshotResponse>, I>>(object: I): DeleteVolumeSnapshotResponse {
+    const message = createBaseDeleteVolumeSnapshotResponse();
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? Operation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * VolumeService manages block storage volumes (Cinder's core API, as Nova's
  * users know it): persistent disks that outlive servers, held in the pools
@@ -2371,10 +3488,11 @@ export const DeleteVolumeTypeResponse: MessageFns<DeleteVolumeTypeResponse> = {
 export type VolumeServiceService = typeof VolumeServiceService;
 export const VolumeServiceService = {
   /**
-   * Creates a volume: blank, or a copy of an image (`image_id`). Returns
-   * it CREATING with its operation; it becomes AVAILABLE when its host has
-   * made it, or ERROR (with a fault) when the host failed or did not answer
-   * by the deadline.
+   * Creates a volume: blank, a copy of an image (`image_id`), or a copy of
+   * a volume snapshot (`snapshot_id`: placed in the pool of the snapshot's
+   * volume, which holds the snapshot). Returns it CREATING with its
+   * operation; it becomes AVAILABLE when its host has made it, or ERROR
+   * (with a fault) when the host failed or did not answer by the deadline.
    */
   createVolume: {
     path: "/novamesh.volume.v1.VolumeService/CreateVolume" as const,
@@ -2408,7 +3526,9 @@ export const VolumeServiceService = {
   },
   /**
    * Deletes a volume (AVAILABLE or ERROR): DELETING until its host has
-   * removed it, then gone, and its pool's claim released.
+   * removed it, then gone, and its pool's claim released. A volume with
+   * snapshots is FAILED_PRECONDITION (reason VOLUME_HAS_SNAPSHOTS): delete
+   * them first.
    */
   deleteVolume: {
     path: "/novamesh.volume.v1.VolumeService/DeleteVolume" as const,
@@ -2434,6 +3554,62 @@ export const VolumeServiceService = {
     responseSerialize: (value: ExtendVolumeResponse): Buffer =>
       Buffer.from(ExtendVolumeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ExtendVolumeResponse => ExtendVolumeResponse.decode(value),
+  },
+  /**
+   * Takes a snapshot of an AVAILABLE or IN_USE volume (point in time; the
+   * volume keeps its status). An operation of the volume
+   * (`volumes/{volume_id}/operations/{request_id}`, action
+   * "create_snapshot"); the snapshot is CREATING, then AVAILABLE or ERROR.
+   */
+  createVolumeSnapshot: {
+    path: "/novamesh.volume.v1.VolumeService/CreateVolumeSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateVolumeSnapshotRequest): Buffer =>
+      Buffer.from(CreateVolumeSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateVolumeSnapshotRequest => CreateVolumeSnapshotRequest.decode(value),
+    responseSerialize: (value: CreateVolumeSnapshotResponse): Buffer =>
+      Buffer.from(CreateVolumeSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateVolumeSnapshotResponse => CreateVolumeSnapshotResponse.decode(value),
+  },
+  /** Returns a snapshot. */
+  getVolumeSnapshot: {
+    path: "/novamesh.volume.v1.VolumeService/GetVolumeSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetVolumeSnapshotRequest): Buffer =>
+      Buffer.from(GetVolumeSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetVolumeSnapshotRequest => GetVolumeSnapshotRequest.decode(value),
+    responseSerialize: (value: GetVolumeSnapshotResponse): Buffer =>
+      Buffer.from(GetVolumeSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetVolumeSnapshotResponse => GetVolumeSnapshotResponse.decode(value),
+  },
+  /** Lists snapshots (of one volume, if named), oldest first. */
+  listVolumeSnapshots: {
+    path: "/novamesh.volume.v1.VolumeService/ListVolumeSnapshots" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListVolumeSnapshotsRequest): Buffer =>
+      Buffer.from(ListVolumeSnapshotsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListVolumeSnapshotsRequest => ListVolumeSnapshotsRequest.decode(value),
+    responseSerialize: (value: ListVolumeSnapshotsResponse): Buffer =>
+      Buffer.from(ListVolumeSnapshotsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListVolumeSnapshotsResponse => ListVolumeSnapshotsResponse.decode(value),
+  },
+  /**
+   * Deletes an AVAILABLE or ERROR snapshot: DELETING until its host has
+   * removed it. An operation of its volume (action "delete_snapshot").
+   */
+  deleteVolumeSnapshot: {
+    path: "/novamesh.volume.v1.VolumeService/DeleteVolumeSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteVolumeSnapshotRequest): Buffer =>
+      Buffer.from(DeleteVolumeSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteVolumeSnapshotRequest => DeleteVolumeSnapshotRequest.decode(value),
+    responseSerialize: (value: DeleteVolumeSnapshotResponse): Buffer =>
+      Buffer.from(DeleteVolumeSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteVolumeSnapshotResponse => DeleteVolumeSnapshotResponse.decode(value),
   },
   /**
    * Creates a volume type (admins): a name users pick, and the backend its
@@ -2481,10 +3657,11 @@ export const VolumeServiceService = {
 
 export interface VolumeServiceServer extends UntypedServiceImplementation {
   /**
-   * Creates a volume: blank, or a copy of an image (`image_id`). Returns
-   * it CREATING with its operation; it becomes AVAILABLE when its host has
-   * made it, or ERROR (with a fault) when the host failed or did not answer
-   * by the deadline.
+   * Creates a volume: blank, a copy of an image (`image_id`), or a copy of
+   * a volume snapshot (`snapshot_id`: placed in the pool of the snapshot's
+   * volume, which holds the snapshot). Returns it CREATING with its
+   * operation; it becomes AVAILABLE when its host has made it, or ERROR
+   * (with a fault) when the host failed or did not answer by the deadline.
    */
   createVolume: handleUnaryCall<CreateVolumeRequest, CreateVolumeResponse>;
   /** Returns a volume. */
@@ -2493,7 +3670,9 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
   listVolumes: handleUnaryCall<ListVolumesRequest, ListVolumesResponse>;
   /**
    * Deletes a volume (AVAILABLE or ERROR): DELETING until its host has
-   * removed it, then gone, and its pool's claim released.
+   * removed it, then gone, and its pool's claim released. A volume with
+   * snapshots is FAILED_PRECONDITION (reason VOLUME_HAS_SNAPSHOTS): delete
+   * them first.
    */
   deleteVolume: handleUnaryCall<DeleteVolumeRequest, DeleteVolumeResponse>;
   /**
@@ -2502,6 +3681,22 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    * has no room. EXTENDING until its host has grown it.
    */
   extendVolume: handleUnaryCall<ExtendVolumeRequest, ExtendVolumeResponse>;
+  /**
+   * Takes a snapshot of an AVAILABLE or IN_USE volume (point in time; the
+   * volume keeps its status). An operation of the volume
+   * (`volumes/{volume_id}/operations/{request_id}`, action
+   * "create_snapshot"); the snapshot is CREATING, then AVAILABLE or ERROR.
+   */
+  createVolumeSnapshot: handleUnaryCall<CreateVolumeSnapshotRequest, CreateVolumeSnapshotResponse>;
+  /** Returns a snapshot. */
+  getVolumeSnapshot: handleUnaryCall<GetVolumeSnapshotRequest, GetVolumeSnapshotResponse>;
+  /** Lists snapshots (of one volume, if named), oldest first. */
+  listVolumeSnapshots: handleUnaryCall<ListVolumeSnapshotsRequest, ListVolumeSnapshotsResponse>;
+  /**
+   * Deletes an AVAILABLE or ERROR snapshot: DELETING until its host has
+   * removed it. An operation of its volume (action "delete_snapshot").
+   */
+  deleteVolumeSnapshot: handleUnaryCall<DeleteVolumeSnapshotRequest, DeleteVolumeSnapshotResponse>;
   /**
    * Creates a volume type (admins): a name users pick, and the backend its
    * volumes must be placed on (any backend when empty).
@@ -2518,10 +3713,11 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
 
 export interface VolumeServiceClient extends Client {
   /**
-   * Creates a volume: blank, or a copy of an image (`image_id`). Returns
-   * it CREATING with its operation; it becomes AVAILABLE when its host has
-   * made it, or ERROR (with a fault) when the host failed or did not answer
-   * by the deadline.
+   * Creates a volume: blank, a copy of an image (`image_id`), or a copy of
+   * a volume snapshot (`snapshot_id`: placed in the pool of the snapshot's
+   * volume, which holds the snapshot). Returns it CREATING with its
+   * operation; it becomes AVAILABLE when its host has made it, or ERROR
+   * (with a fault) when the host failed or did not answer by the deadline.
    */
   createVolume(
     request: CreateVolumeRequest,
@@ -2572,7 +3768,9 @@ export interface VolumeServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Deletes a volume (AVAILABLE or ERROR): DELETING until its host has
-   * removed it, then gone, and its pool's claim released.
+   * removed it, then gone, and its pool's claim released. A volume with
+   * snapshots is FAILED_PRECONDITION (reason VOLUME_HAS_SNAPSHOTS): delete
+   * them first.
    */
   deleteVolume(
     request: DeleteVolumeRequest,
@@ -2608,6 +3806,78 @@ export interface VolumeServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ExtendVolumeResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Takes a snapshot of an AVAILABLE or IN_USE volume (point in time; the
+   * volume keeps its status). An operation of the volume
+   * (`volumes/{volume_id}/operations/{request_id}`, action
+   * "create_snapshot"); the snapshot is CREATING, then AVAILABLE or ERROR.
+   */
+  createVolumeSnapshot(
+    request: CreateVolumeSnapshotRequest,
+    callback: (error: ServiceError | null, response: CreateVolumeSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  createVolumeSnapshot(
+    request: CreateVolumeSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateVolumeSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  createVolumeSnapshot(
+    request: CreateVolumeSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateVolumeSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  /** Returns a snapshot. */
+  getVolumeSnapshot(
+    request: GetVolumeSnapshotRequest,
+    callback: (error: ServiceError | null, response: GetVolumeSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  getVolumeSnapshot(
+    request: GetVolumeSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetVolumeSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  getVolumeSnapshot(
+    request: GetVolumeSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetVolumeSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists snapshots (of one volume, if named), oldest first. */
+  listVolumeSnapshots(
+    request: ListVolumeSnapshotsRequest,
+    callback: (error: ServiceError | null, response: ListVolumeSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  listVolumeSnapshots(
+    request: ListVolumeSnapshotsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListVolumeSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  listVolumeSnapshots(
+    request: ListVolumeSnapshotsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListVolumeSnapshotsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Deletes an AVAILABLE or ERROR snapshot: DELETING until its host has
+   * removed it. An operation of its volume (action "delete_snapshot").
+   */
+  deleteVolumeSnapshot(
+    request: DeleteVolumeSnapshotRequest,
+    callback: (error: ServiceError | null, response: DeleteVolumeSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteVolumeSnapshot(
+    request: DeleteVolumeSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteVolumeSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteVolumeSnapshot(
+    request: DeleteVolumeSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteVolumeSnapshotResponse) => void,
   ): ClientUnaryCall;
   /**
    * Creates a volume type (admins): a name users pick, and the backend its
