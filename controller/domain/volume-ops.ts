@@ -16,7 +16,11 @@ export type VolumeOpArgs =
   /** Delete the volume with its snapshots and exports (an unknown one is already deleted). */
   | { readonly kind: "delete_volume" }
   /** Grow the volume to `sizeBytes`. */
-  | { readonly kind: "extend_volume"; readonly sizeBytes: number };
+  | { readonly kind: "extend_volume"; readonly sizeBytes: number }
+  /** Take snapshot `snapshotId` of the volume. */
+  | { readonly kind: "create_volume_snapshot"; readonly snapshotId: string }
+  /** Delete snapshot `snapshotId` of the volume (an unknown one is already deleted). */
+  | { readonly kind: "delete_volume_snapshot"; readonly snapshotId: string };
 
 export type VolumeOpKind = VolumeOpArgs["kind"];
 
@@ -30,6 +34,8 @@ export const VOLUME_OP_TRAITS: Readonly<Record<VolumeOpKind, VolumeOpTraits>> = 
   create_volume: {},
   delete_volume: { cleanup: true },
   extend_volume: {},
+  create_volume_snapshot: {},
+  delete_volume_snapshot: { cleanup: true },
 };
 
 /** Whether a ComputeOp oneof case (camelCase) is a volume op's. */
