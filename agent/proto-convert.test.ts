@@ -70,6 +70,8 @@ describe("ComputeOp in: a volume op", () => {
       testVolumeOp(vol, { kind: "create_volume", source: { kind: "snapshot", volumeId: "vol-src", snapshotId: "snap-1" } }),
       testVolumeOp(vol, { kind: "extend_volume", sizeBytes: 5 * GIB }),
       testVolumeOp(vol, { kind: "delete_volume" }),
+      testVolumeOp(vol, { kind: "create_volume_snapshot", snapshotId: "snap-2" }),
+      { ...testVolumeOp(vol, { kind: "delete_volume_snapshot", snapshotId: "snap-2" }), deadline },
     ];
     for (const op of ops) assert.deepEqual(agentOpFromProto(computeOpOfVolumeOp(op)), op, op.kind);
   });
@@ -108,6 +110,29 @@ describe("ComputeOp in: a volume op", () => {
     assert.equal("problem" in got, false);
     assert.deepEqual(agentOpFromProto({ ...del, volume: { ...vol, id: "" } }), { opId: del.opId, serverId: "", volumeId: "", problem: "volume.id is empty" });
     assert.deepEqual(agentOpFromProto({ ...del, volume: undefined }), { opId: del.opId, serverId: "", volumeId: "", problem: "delete_volume names no volume" });
+  });
+
+  /** Why `o` cannot be run ("" if it can). */
+  const problemOf = (o: ComputeOp): string => {
+    const got = agentOpFromProto(o);
+    return "problem" in got ? got.problem : "";
+  };
+
+  test("a snapshot's create or delete needs only the volume's id and a snapshot id; anything else is an InvalidOp of its volume", () => {
+    const vol = testVolume();
+    for (const kind of ["create_volume_snapshot", "delete_volume_snapshot"] as const) {
+      const op = computeOpOfVolumeOp(testVolumeOp(vol, { kind }));
+      assert.equal(problemOf({ ...op, volume: { ...vol, pool: "", sizeBytes: 0 } }), "", `${kind} without pool or size`);
+      for (const snapshotId of ["", "../x", "-snap", "a b"]) {
+        const bad = computeOpOfVolumeOp(testVolumeOp(vol, { kind, snapshotId }));
+        const problem = `${kind}.snapshot_id "${snapshotId}" is not a snapshot id`;
+        assert.deepEqual(agentOpFromProto(bad), { opId: bad.opId, serverId: "", volumeId: vol.id, problem });
+      }
+      assert.deepEqual(agentOpFromProto({ ...op, volume: undefined }), { opId: op.opId, serverId: "", volumeId: "", problem: `${kind} names no volume` });
+      assert.equal(problemOf({ ...op, volume: { ...vol, id: "a/b" } }), 'volume.id "a/b" is not a volume id');
+      const withInstance = { ...op, instance: computeOpOf(testOp(testInstance(), { kind: "spawn" })).instance };
+      assert.equal(problemOf(withInstance), `${kind} acts on a volume; the op carries an instance`);
+    }
   });
 
   test("an op on an instance that carries a volume instead of an instance is an InvalidOp", () => {

@@ -133,10 +133,10 @@ function volumeSourceFromProto(c: { image?: InstanceImage | undefined; sourceVol
 
 /**
  * A ComputeOp of a volume op case (or export, unexport) as the op the
- * volume backend runs, or what is wrong with it. A delete, an export and an
- * unexport need only the volume's id (a cleanup is not refused over fields
- * it does not use); a create and an extend need its pool and a positive
- * size too. Only an export or unexport may name an instance (the one the
+ * volume backend runs, or what is wrong with it. A delete, an export, an
+ * unexport and a snapshot's create or delete need only the volume's id (an
+ * op is not refused over fields it does not use); a create and an extend
+ * need its pool and a positive size too. Only an export or unexport may name an instance (the one the
  * attachment is for).
  */
 function volumeOpFromProto(op: ComputeOp, o: ProtoOp): AgentVolumeOp | InvalidOp {
@@ -184,6 +184,13 @@ function volumeOpFromProto(op: ComputeOp, o: ProtoOp): AgentVolumeOp | InvalidOp
       const { attachmentId } = o.unexportVolume;
       if (!VOLUME_ID_PATTERN.test(attachmentId)) return invalid(`unexport_volume.attachment_id "${attachmentId}" is not an attachment id`);
       return { ...header, kind: "unexport_volume", attachmentId };
+    }
+    case "createVolumeSnapshot":
+    case "deleteVolumeSnapshot": {
+      const create = o.$case === "createVolumeSnapshot";
+      const { snapshotId } = create ? o.createVolumeSnapshot : o.deleteVolumeSnapshot;
+      if (!VOLUME_ID_PATTERN.test(snapshotId)) return invalid(`${kind}.snapshot_id "${snapshotId}" is not a snapshot id`);
+      return { ...header, kind: create ? "create_volume_snapshot" : "delete_volume_snapshot", snapshotId };
     }
     default:
       return invalid(`the op names an operation this agent does not know (${o.$case})`);

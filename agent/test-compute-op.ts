@@ -51,6 +51,10 @@ function volumeCaseOf(op: AgentVolumeOp): ComputeOp["op"] {
       return { $case: "exportVolume", exportVolume: { attachmentId: op.attachmentId, client: op.client } };
     case "unexport_volume":
       return { $case: "unexportVolume", unexportVolume: { attachmentId: op.attachmentId } };
+    case "create_volume_snapshot":
+      return { $case: "createVolumeSnapshot", createVolumeSnapshot: { snapshotId: op.snapshotId } };
+    case "delete_volume_snapshot":
+      return { $case: "deleteVolumeSnapshot", deleteVolumeSnapshot: { snapshotId: op.snapshotId } };
   }
 }
 

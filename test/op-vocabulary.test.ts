@@ -3,16 +3,17 @@
  * the controller sends reaches the agent as the same kind with the same
  * arguments, through the real encoding at both edges. The kinds that run on
  * a volume host come in as volume ops, with the volume the controller adds
- * to them.
+ * to them; so do the ops on volumes (controller/domain/volume-ops.ts).
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
 import { agentOpFromProto } from "../agent/proto-convert.js";
-import { isInvalidOp, isVolumeOp, type ExportOpKind } from "../agent/ops/agent-op.js";
-import { encodeComputeOp } from "../controller/bus/op-codec.js";
+import { isInvalidOp, isVolumeOp, type ExportOpKind, type VolumeOpArgsByKind } from "../agent/ops/agent-op.js";
+import { encodeComputeOp, encodeVolumeOp } from "../controller/bus/op-codec.js";
 import type { OpArgs } from "../controller/domain/ops.js";
 import { OP_KINDS, OP_TRAITS, kindOfCase, opCase } from "../controller/domain/ops.js";
+import { VOLUME_OP_TRAITS, isVolumeOpCase, type VolumeOpArgs, type VolumeOpKind } from "../controller/domain/volume-ops.js";
 import type { Instance } from "../controller/domain/types.js";
 
 /** One op of every kind, with arguments that differ from the defaults. */
@@ -97,4 +98,31 @@ test("case and kind spellings are each other's inverse, and unknown cases have n
 test("the kinds the agent runs on its volume backend are those that run on a volume host", () => {
   const onBackend: Record<ExportOpKind, true> = { export_volume: true, unexport_volume: true };
   assert.deepEqual(Object.keys(onBackend).sort(), OP_KINDS.filter((k) => OP_TRAITS[k].onVolumeHost).sort());
+});
+
+/** One volume op of every kind, as the controller sends it and as the agent takes it. */
+const VOLUME_SAMPLES: { [K in VolumeOpKind]: readonly [Extract<VolumeOpArgs, { kind: K }>, VolumeOpArgsByKind[K]] } = {
+  create_volume: [
+    { kind: "create_volume", imageId: "", sourceVolumeId: "vol-1", sourceSnapshotId: "snap-1" },
+    { source: { kind: "snapshot", volumeId: "vol-1", snapshotId: "snap-1" } },
+  ],
+  delete_volume: [{ kind: "delete_volume" }, {}],
+  extend_volume: [{ kind: "extend_volume", sizeBytes: 2 * 1024 ** 3 }, { sizeBytes: 2 * 1024 ** 3 }],
+  create_volume_snapshot: [{ kind: "create_volume_snapshot", snapshotId: "snap-2" }, { snapshotId: "snap-2" }],
+  delete_volume_snapshot: [{ kind: "delete_volume_snapshot", snapshotId: "snap-3" }, { snapshotId: "snap-3" }],
+};
+
+test("every volume op kind crosses from the controller to the agent as itself, with its arguments and volume", () => {
+  assert.deepEqual(Object.keys(VOLUME_SAMPLES).sort(), Object.keys(VOLUME_OP_TRAITS).sort());
+  for (const [args, expected] of Object.values(VOLUME_SAMPLES)) {
+    const bytes = encodeVolumeOp({ opId: `op-${args.kind}`, requestId: "r", volume, image: null, args, deadline: null });
+    const decoded = ComputeOp.decode(bytes);
+    assert.ok(decoded.op && isVolumeOpCase(decoded.op.$case), `${args.kind} went as a volume op case (${decoded.op?.$case})`);
+    const op = agentOpFromProto(decoded);
+    assert.ok(!isInvalidOp(op), `${args.kind}: ${isInvalidOp(op) ? op.problem : ""}`);
+    assert.ok(isVolumeOp(op), `${args.kind} came in as a volume op`);
+    const { opId, requestId, attempt, deadline, volume: target, serverId, kind, ...received } = op;
+    assert.deepEqual([kind, received], [args.kind, expected], args.kind);
+    assert.deepEqual([target, serverId, opId], [volume, "", `op-${args.kind}`]);
+  }
 });

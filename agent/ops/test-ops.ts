@@ -58,12 +58,14 @@ const DEFAULT_VOLUME_ARGS: { readonly [K in AgentVolumeOpKind]: VolumeOpArgsByKi
   extend_volume: { sizeBytes: 2 * GIB },
   export_volume: { attachmentId: "att-1", client: "compute-1" },
   unexport_volume: { attachmentId: "att-1" },
+  create_volume_snapshot: { snapshotId: "snap-1" },
+  delete_volume_snapshot: { snapshotId: "snap-1" },
 };
 
 /**
  * A volume op on `volume` (create: blank; extend: to 2 GiB; export: of
- * attachment att-1 to compute-1; unless given), for no server unless given,
- * with a fresh op id unless given.
+ * attachment att-1 to compute-1; snapshot ops: of snap-1; unless given),
+ * for no server unless given, with a fresh op id unless given.
  */
 export function testVolumeOp<K extends AgentVolumeOpKind>(
   volume: VolumeTarget,

@@ -48,6 +48,10 @@ async function sizeOnBackend(volumes: FakeVolumeBackend, id: string): Promise<nu
   return (await volumes.list()).volumes.find((v) => v.id === id)?.sizeBytes;
 }
 
+async function snapshotsOnBackend(volumes: FakeVolumeBackend, id: string): Promise<readonly string[] | undefined> {
+  return (await volumes.list()).volumes.find((v) => v.id === id)?.snapshotIds;
+}
+
 describe("Volume ops: what each kind does on the backend", () => {
   test("a blank create makes the volume in its pool and reports its id and size, and no server", async () => {
     const volumes = backend();
@@ -161,6 +165,38 @@ describe("Volume ops: what each kind does on the backend", () => {
     assert.equal(unknown.outcome.failure?.retryable, false);
   });
 
+  test("a snapshot's create takes it and reports the volume's size; its delete removes it and reports no volume", async () => {
+    const volumes = backend();
+    const ex = await executor(volumes);
+    const vol = testVolume();
+    await ex.execute(testVolumeOp(vol, { kind: "create_volume" }));
+    await ex.execute(testVolumeOp(vol, { kind: "extend_volume", sizeBytes: 2 * GIB }));
+    const { outcome } = await ex.execute(testVolumeOp(vol, { kind: "create_volume_snapshot", snapshotId: "snap-1" }));
+    assert.equal(outcome.failure, undefined);
+    assert.deepEqual([outcome.serverId, outcome.volumeId, outcome.volume], ["", vol.id, { sizeBytes: 2 * GIB }]);
+    assert.deepEqual(await snapshotsOnBackend(volumes, vol.id), ["snap-1"]);
+    const again = await ex.execute(testVolumeOp(vol, { kind: "create_volume_snapshot", snapshotId: "snap-1" }));
+    assert.deepEqual([again.replayed, again.outcome.failure, again.outcome.volume], [false, undefined, { sizeBytes: 2 * GIB }], "one that exists is taken");
+    const del = await ex.execute(testVolumeOp(vol, { kind: "delete_volume_snapshot", snapshotId: "snap-1" }));
+    assert.deepEqual([del.outcome.failure, del.outcome.volumeId, del.outcome.volume], [undefined, vol.id, undefined]);
+    assert.deepEqual(await snapshotsOnBackend(volumes, vol.id), []);
+  });
+
+  test("a delete of an unknown snapshot, or of one of an unknown volume, succeeds; a snapshot of an unknown volume is NOT_FOUND, not retryable", async () => {
+    const volumes = backend();
+    const ex = await executor(volumes);
+    const vol = testVolume();
+    await ex.execute(testVolumeOp(vol, { kind: "create_volume" }));
+    const unknown = await ex.execute(testVolumeOp(vol, { kind: "delete_volume_snapshot", snapshotId: "never" }));
+    assert.equal(unknown.outcome.failure, undefined);
+    const noVolume = await ex.execute(testVolumeOp(testVolume(), { kind: "delete_volume_snapshot" }));
+    assert.equal(noVolume.outcome.failure, undefined);
+    const ghost = testVolume();
+    const take = await ex.execute(testVolumeOp(ghost, { kind: "create_volume_snapshot" }));
+    assert.deepEqual(take.outcome.failure, { code: "NOT_FOUND", message: `no volume ${ghost.id} on this host`, retryable: false });
+    assert.equal(take.outcome.volume, undefined);
+  });
+
   test("a full pool is retryable (another pool or host may have room); a backend fault keeps its code", async () => {
     const volumes = backend({ pools: [{ name: "p1", totalBytes: GIB }], faults: { delete: { error: "disk gone", code: "DELETE_FAILED" } } });
     const ex = await executor(volumes);
@@ -253,6 +289,26 @@ describe("Volume ops: at most once, in order, in time", () => {
     assert.equal(await sizeOnBackend(volumes, vol.id), undefined, "the backend was not asked again");
   });
 
+  test("a redelivered snapshot op is re-reported without calling the backend again", async () => {
+    const volumes = backend();
+    const ex = await executor(volumes);
+    const vol = testVolume();
+    await ex.execute(testVolumeOp(vol, { kind: "create_volume" }));
+    const take = testVolumeOp(vol, { kind: "create_volume_snapshot", snapshotId: "snap-1" });
+    const first = await ex.execute(take);
+    await volumes.deleteSnapshot(vol.id, "snap-1"); // were the create run again, the snapshot would be back
+    const again = await ex.execute(take);
+    assert.deepEqual([again.replayed, again.outcome], [true, first.outcome]);
+    assert.deepEqual(await snapshotsOnBackend(volumes, vol.id), []);
+    await volumes.createSnapshot(vol.id, "snap-2");
+    const drop = testVolumeOp(vol, { kind: "delete_volume_snapshot", snapshotId: "snap-2" });
+    const dropped = await ex.execute(drop);
+    await volumes.createSnapshot(vol.id, "snap-2"); // were the delete run again, the snapshot would be gone
+    const dropAgain = await ex.execute(drop);
+    assert.deepEqual([dropAgain.replayed, dropAgain.outcome], [true, dropped.outcome]);
+    assert.deepEqual(await snapshotsOnBackend(volumes, vol.id), ["snap-2"]);
+  });
+
   test("an op started but not finished before a restart is run again", async () => {
     const volumes = backend();
     const vol = testVolume();
@@ -287,6 +343,9 @@ describe("Volume ops: at most once, in order, in time", () => {
     assert.equal((await ex.execute(late)).replayed, true, "journaled");
     const inTime = { ...testVolumeOp(vol, { kind: "create_volume" }), deadline: new Date(Date.now() + 60_000) };
     assert.equal((await ex.execute(inTime)).outcome.failure, undefined);
+    const lateSnapshot = { ...testVolumeOp(vol, { kind: "create_volume_snapshot" }), deadline: new Date(Date.now() - 1_000) };
+    assert.equal((await ex.execute(lateSnapshot)).outcome.failure?.code, "DEADLINE_EXCEEDED");
+    assert.deepEqual(await snapshotsOnBackend(volumes, vol.id), [], "not taken");
   });
 
   test("ops of one volume run in the order they came; another volume's do not wait for them", async () => {
@@ -321,6 +380,10 @@ describe("Volume ops on a host without a volume backend", () => {
     assert.equal(ex.inFlight, 0);
     const exp = await ex.execute(testVolumeOp(vol, { kind: "export_volume", serverId: "srv-1" }));
     assert.deepEqual([exp.outcome.failure?.code, exp.outcome.volumeId, exp.outcome.serverId], ["NO_VOLUME_BACKEND", vol.id, "srv-1"]);
+    for (const kind of ["create_volume_snapshot", "delete_volume_snapshot"] as const) {
+      const snap = await ex.execute(testVolumeOp(vol, { kind }));
+      assert.deepEqual([snap.outcome.failure?.code, snap.outcome.failure?.retryable, snap.outcome.volumeId], ["NO_VOLUME_BACKEND", false, vol.id], kind);
+    }
   });
 });
 
