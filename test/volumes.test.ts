@@ -152,6 +152,7 @@ describe("volumes", () => {
       [{ sizeGb: 1, volumeType: "bad type!" }, "volume_type"],
       [{ sizeGb: 1, imageId: "not-a-uuid" }, "image_id"],
       [{ sizeGb: 1, name: "x".repeat(256) }, "name"],
+      [{ sizeGb: 1, requestId: "novamesh:server-delete-x" }, "request_id"],
     ] as const) {
       const f = await failure(alice.volumes.createVolume(req));
       assert.equal(f.code, status.INVALID_ARGUMENT, JSON.stringify(req));
@@ -207,10 +208,12 @@ describe("volumes", () => {
     // The volume cannot go while it has a snapshot; the snapshot goes, then the volume; the copy stays.
     const held = await failure(alice.volumes.deleteVolume({ id: src.id }));
     assert.deepEqual([held.code, held.reason], [status.FAILED_PRECONDITION, "VOLUME_HAS_SNAPSHOTS"]);
-    const dropped = await alice.volumes.deleteVolumeSnapshot({ id: snap.id });
+    const dropped = await alice.volumes.deleteVolumeSnapshot({ id: snap.id, requestId: "snap-drop" });
     assert.equal(dropped.operation!.action, "delete_snapshot");
     assert.equal((await alice.operations.waitOperation({ name: dropped.operation!.name, timeoutSeconds: 30 })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);
     assert.equal((await failure(alice.volumes.getVolumeSnapshot({ id: snap.id }))).code, status.NOT_FOUND);
+    // The same delete again, after the snapshot went: its first operation, not NOT_FOUND.
+    assert.equal((await alice.volumes.deleteVolumeSnapshot({ id: snap.id, requestId: "snap-drop" })).operation!.name, dropped.operation!.name);
     for (const id of [src.id, copy.id]) {
       const d = await alice.volumes.deleteVolume({ id });
       assert.equal((await alice.operations.waitOperation({ name: d.operation!.name, timeoutSeconds: 30 })).operation!.state, OperationState.OPERATION_STATE_SUCCEEDED);

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { INTERNAL_REQUEST_PREFIX } from "../domain/types.js";
 import { invalidArgument } from "../errors.js";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -44,6 +45,7 @@ export function hostName(field: string, v: string): string {
 export function requestId(field: string, v: string): string {
   if (!v) return `req-${randomUUID()}`;
   if (v.length > 128 || CONTROL_RE.test(v)) throw invalidArgument(field, "must be 1-128 printable characters");
+  if (v.startsWith(INTERNAL_REQUEST_PREFIX)) throw invalidArgument(field, `must not start with "${INTERNAL_REQUEST_PREFIX}" (the controller's own)`);
   return v;
 }
 

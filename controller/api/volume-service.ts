@@ -9,7 +9,7 @@ import {
   type VolumeType as PbVolumeType,
 } from "../../gen/novamesh/volume/v1/volume.js";
 import type { ConductorContext } from "../conductor/context.js";
-import { createSnapshot, createVolume, deleteSnapshot, deleteVolume, extendVolume, visibleSnapshot, visibleVolume } from "../conductor/volumes/index.js";
+import { createSnapshot, createVolume, deleteSnapshot, deleteVolume, extendVolume, visibleSnapshot, visibleVolume, type VolumeAccepted } from "../conductor/volumes/index.js";
 import { listSnapshots } from "../store/volume-snapshots.js";
 import type { Volume, VolumeAttachment, VolumeSnapshot, VolumeStatus, VolumeType } from "../domain/volume.js";
 import { DEFAULT_VOLUME_TYPE, MAX_VOLUME_GB, VOLUME_STATUSES, VOLUME_TYPE_NAME } from "../domain/volume.js";
@@ -18,7 +18,7 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound, permissio
 import { getImage } from "../store/catalog.js";
 import { isDuplicateKey, withTx } from "../store/db.js";
 import { attachmentsOfVolumes } from "../store/volume-attachments.js";
-import { deleteVolumeType, getVolumeTypeByName, insertVolumeType, listVolumes, listVolumeTypes, volumeTypeInUse } from "../store/volumes.js";
+import { deleteVolumeType, findVolumeByRequest, getVolumeTypeByName, insertVolumeType, listVolumes, listVolumeTypes, volumeTypeInUse } from "../store/volumes.js";
 import { fromEnum, toEnum, volumeOperationToProto } from "./convert.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
 import { isAdmin, unary } from "./rpc.js";
@@ -98,25 +98,29 @@ export function volumeService(deps: RpcDeps, conductor: ConductorContext): Volum
       if (!VOLUME_TYPE_NAME.test(volumeType)) throw invalidArgument("volume_type", "must be 1-64 letters, digits, '.', '-' or '_'");
       const zone = req.availabilityZone ? v.name("availability_zone", req.availabilityZone) : "";
       if (req.imageId && req.snapshotId) throw invalidArgument("snapshot_id", "give image_id or snapshot_id, not both");
+      const imageId = req.imageId ? v.uuid("image_id", req.imageId) : "";
+      const snapshotId = req.snapshotId ? v.uuid("snapshot_id", req.snapshotId) : "";
+      const request = { name, description, size_gb: size, volume_type: volumeType, availability_zone: zone, image_id: imageId, snapshot_id: snapshotId };
+      const asked = { requestId, name, description, sizeGb: size, volumeType, zone, image: null, snapshot: null };
+      const viewer = await viewerOf(pool, ctx);
+      const answer = (a: VolumeAccepted) => ({ volume: volumeToProto(a.volume, viewer), operation: volumeOperationToProto(a.operation, viewer) });
+      // A repeat replays before its sources are checked again (they may have gone since).
+      if (await findVolumeByRequest(pool, ctx.principal.projectId, requestId)) return answer(await createVolume(conductor, ctx.principal, asked, request));
       let snapshot = null;
-      if (req.snapshotId) {
-        snapshot = await visibleSnapshot(pool, ctx.principal, v.uuid("snapshot_id", req.snapshotId));
+      if (snapshotId) {
+        snapshot = await visibleSnapshot(pool, ctx.principal, snapshotId);
         if (snapshot.status !== "AVAILABLE") throw invalidArgument("snapshot_id", `snapshot ${snapshot.id} is ${snapshot.status}, not AVAILABLE`);
         if (size < snapshot.sizeGb) throw invalidArgument("size_gb", `must be at least ${snapshot.sizeGb} GiB for snapshot ${snapshot.id}`);
       }
       let image = null;
-      if (req.imageId) {
-        const imageId = v.uuid("image_id", req.imageId);
+      if (imageId) {
         image = await getImage(pool, imageId, isAdmin(ctx) ? undefined : ctx.principal.projectId);
         if (!image) throw notFound("image", imageId);
         if (image.status !== "active") throw invalidArgument("image_id", `image ${imageId} is ${image.status}, not active`);
         const needGb = Math.max(image.minDiskGb, Math.ceil(image.sizeBytes / GIB));
         if (size < needGb) throw invalidArgument("size_gb", `must be at least ${needGb} GiB for image ${imageId}`);
       }
-      const request = { name, description, size_gb: size, volume_type: volumeType, availability_zone: zone, image_id: image?.id ?? "", snapshot_id: snapshot?.id ?? "" };
-      const a = await createVolume(conductor, ctx.principal, { requestId, name, description, sizeGb: size, volumeType, zone, image, snapshot }, request);
-      const viewer = await viewerOf(pool, ctx);
-      return { volume: volumeToProto(a.volume, viewer), operation: volumeOperationToProto(a.operation, viewer) };
+      return answer(await createVolume(conductor, ctx.principal, { ...asked, image, snapshot }, request));
     }),
 
     getVolume: unary(deps, "GetVolume", async (req, ctx) => {
@@ -130,7 +134,11 @@ export function volumeService(deps: RpcDeps, conductor: ConductorContext): Volum
       if (req.allProjects && !isAdmin(ctx)) throw permissionDenied("all_projects needs the admin role");
       const status = fromEnum(PbVolumeStatus, "VOLUME_STATUS_", req.status) as VolumeStatus | null;
       if (req.status !== 0 && (!status || !VOLUME_STATUSES.includes(status))) throw invalidArgument("status", `unknown volume status ${req.status}`);
-      const cursor = v.decodePageToken(req.pageToken, (x): x is { t: string; id: string } => typeof (x as { t?: unknown })?.t === "string" && typeof (x as { id?: unknown }).id === "string");
+      const cursor = v.decodePageToken(
+        req.pageToken,
+        (x): x is { t: string; id: string } =>
+          typeof (x as { t?: unknown })?.t === "string" && !Number.isNaN(Date.parse((x as { t: string }).t)) && typeof (x as { id?: unknown }).id === "string",
+      );
       const rows = await listVolumes(pool, {
         projectId: req.allProjects ? undefined : ctx.principal.projectId,
         status: status ?? undefined,

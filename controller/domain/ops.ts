@@ -116,7 +116,7 @@ export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
   attach_interface: { event: "compute_attach_interface", plugsPorts: true },
   detach_interface: { event: "compute_detach_interface" },
   attach_volume: { event: "compute_attach_volume" },
-  detach_volume: { event: "compute_detach_volume" },
+  detach_volume: { event: "compute_detach_volume", cleanup: true },
   export_volume: { event: "volume_export", onVolumeHost: true },
   unexport_volume: { event: "volume_unexport", cleanup: true, onVolumeHost: true },
 };

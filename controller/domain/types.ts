@@ -220,3 +220,10 @@ export interface Migration {
   readonly createdAt: Date;
   readonly updatedAt: Date;
 }
+
+/**
+ * The prefix of request ids the controller makes for actions it starts
+ * itself (a volume deleted with its server); callers' request ids may not
+ * start with it, so theirs never collide with these.
+ */
+export const INTERNAL_REQUEST_PREFIX = "novamesh:";

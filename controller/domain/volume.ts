@@ -123,6 +123,8 @@ export interface Volume {
   readonly name: string;
   readonly description: string;
   readonly sizeGb: number;
+  /** The size an extend in flight claimed on the pool (null: none): what the volume holds there until it ends. */
+  readonly claimedGb: number | null;
   /** Deleted volumes are kept (their request id stays taken) but seen by no call. */
   readonly status: VolumeStatus | "DELETED";
   readonly typeId: string;
@@ -179,8 +181,8 @@ export interface VolumeOperation {
   readonly snapshotId: string | null;
 }
 
-/** Where an attachment is. */
-export type AttachmentState = "attaching" | "attached" | "detaching";
+/** Where an attachment is ("detached": unplugged, its export's end not yet confirmed). */
+export type AttachmentState = "attaching" | "attached" | "detaching" | "detached";
 
 /** A volume's attachment to a server (one at a time). */
 export interface VolumeAttachment {

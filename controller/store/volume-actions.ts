@@ -62,9 +62,19 @@ export async function getVolumeActionById(q: Queryable, id: number): Promise<Vol
   return rows[0] ? rowToAction(rows[0]) : null;
 }
 
-/** A volume's running action (the newest not finished), if any. */
-export async function runningVolumeAction(q: Queryable, volumeId: string): Promise<VolumeOperation | null> {
-  const rows = await select(q, `SELECT ${ACTION_COLUMNS} FROM volume_actions WHERE volume_id = ? AND finish_time IS NULL ORDER BY id DESC LIMIT 1`, [volumeId]);
+/** The action a request id started on a snapshot (of any volume). */
+export async function findSnapshotAction(q: Queryable, snapshotId: string, requestId: string): Promise<VolumeOperation | null> {
+  const rows = await select(q, `SELECT ${ACTION_COLUMNS} FROM volume_actions WHERE snapshot_id = ? AND request_id = ?`, [snapshotId, requestId]);
+  return rows[0] ? rowToAction(rows[0]) : null;
+}
+
+/** A volume's running action (the newest not finished), if any; with `snapshots: false`, not a snapshot's. */
+export async function runningVolumeAction(q: Queryable, volumeId: string, f: { snapshots?: boolean } = {}): Promise<VolumeOperation | null> {
+  const rows = await select(
+    q,
+    `SELECT ${ACTION_COLUMNS} FROM volume_actions WHERE volume_id = ? AND finish_time IS NULL${f.snapshots === false ? " AND snapshot_id IS NULL" : ""} ORDER BY id DESC LIMIT 1`,
+    [volumeId],
+  );
   return rows[0] ? rowToAction(rows[0]) : null;
 }
 

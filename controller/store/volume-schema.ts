@@ -57,7 +57,8 @@ export const VOLUME_MIGRATIONS: readonly Migration[] = [
         KEY volumes_pool (host, pool),
         KEY volumes_type (type_id),
         KEY volumes_deadline (task_deadline),
-        KEY volumes_project (project_id, status, created_at)
+        KEY volumes_project (project_id, created_at, id),
+        KEY volumes_created (created_at, id)
       ) ENGINE=InnoDB`,
       `CREATE TABLE volume_actions (
         id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -84,7 +85,8 @@ export const VOLUME_MIGRATIONS: readonly Migration[] = [
         error JSON NULL,
         created_at ${TS},
         finished_at DATETIME(3) NULL,
-        KEY volume_ops_volume (volume_id, state)
+        KEY volume_ops_volume (volume_id, state),
+        KEY volume_ops_host (host, state, kind)
       ) ENGINE=InnoDB`,
     ],
   },
@@ -129,6 +131,8 @@ export const VOLUME_MIGRATIONS: readonly Migration[] = [
       ) ENGINE=InnoDB`,
       `ALTER TABLE volume_actions ADD COLUMN snapshot_id CHAR(36) NULL`,
       `ALTER TABLE volumes ADD COLUMN source_snapshot_id CHAR(36) NULL`,
+      // The size an extend claimed on the pool before its host grew the volume.
+      `ALTER TABLE volumes ADD COLUMN claimed_gb INT NULL`,
     ],
   },
 ];

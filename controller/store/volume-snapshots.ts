@@ -33,8 +33,10 @@ export async function insertSnapshot(
   );
 }
 
-export async function getSnapshot(q: Queryable, id: string, opts: { lock?: boolean } = {}): Promise<VolumeSnapshot | null> {
-  const rows = await select(q, `SELECT ${COLUMNS} FROM volume_snapshots WHERE id = ?${opts.lock ? " FOR UPDATE" : ""}`, [id]);
+/** A snapshot; `lock` true locks it, "share" keeps it from changing until the caller commits. */
+export async function getSnapshot(q: Queryable, id: string, opts: { lock?: boolean | "share" } = {}): Promise<VolumeSnapshot | null> {
+  const lock = opts.lock === "share" ? " LOCK IN SHARE MODE" : opts.lock ? " FOR UPDATE" : "";
+  const rows = await select(q, `SELECT ${COLUMNS} FROM volume_snapshots WHERE id = ?${lock}`, [id]);
   return rows[0] ? rowToSnapshot(rows[0]) : null;
 }
 
@@ -45,6 +47,11 @@ export async function listSnapshots(q: Queryable, f: { projectId?: string; volum
   if (f.projectId !== undefined) (where.push("project_id = ?"), params.push(f.projectId));
   if (f.volumeId !== undefined) (where.push("volume_id = ?"), params.push(f.volumeId));
   return (await select(q, `SELECT ${COLUMNS} FROM volume_snapshots ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at, id`, params)).map(rowToSnapshot);
+}
+
+/** Whether a volume is being made from the snapshot now. */
+export async function snapshotBeingCopied(q: Queryable, snapshotId: string): Promise<boolean> {
+  return (await select(q, "SELECT 1 FROM volumes WHERE source_snapshot_id = ? AND status = 'CREATING' LIMIT 1", [snapshotId])).length > 0;
 }
 
 /** Whether a volume has snapshots. */

@@ -6,7 +6,7 @@ import type { PoolCandidate, Volume, VolumeFault, VolumeStatus, VolumeType } fro
 import type { Queryable, Row } from "./db.js";
 import { exec, json, select } from "./db.js";
 
-const VOLUME_COLUMNS = `v.id, v.project_id, v.name, v.description, v.size_gb, v.type_id, t.name AS type_name, v.zone, v.status, v.host, v.pool,
+const VOLUME_COLUMNS = `v.id, v.project_id, v.name, v.description, v.size_gb, v.claimed_gb, v.type_id, t.name AS type_name, v.zone, v.status, v.host, v.pool,
   v.source_image_id, v.source_snapshot_id, v.request_id, v.fault, v.task_deadline, v.created_at, v.updated_at`;
 const FROM = "FROM volumes v LEFT JOIN volume_types t ON t.id = v.type_id";
 
@@ -31,6 +31,7 @@ function rowToVolume(r: Row): Volume {
     name: r.name,
     description: r.description,
     sizeGb: Number(r.size_gb),
+    claimedGb: r.claimed_gb === null ? null : Number(r.claimed_gb),
     status: r.status,
     typeId: r.type_id,
     typeName: r.type_name ?? "",
@@ -100,6 +101,7 @@ export async function listVolumes(
 export interface VolumePatch {
   readonly status?: Volume["status"];
   readonly sizeGb?: number;
+  readonly claimedGb?: number | null;
   readonly fault?: VolumeFault | null;
   readonly taskDeadline?: Date | null;
 }
@@ -110,6 +112,7 @@ export async function updateVolume(q: Queryable, id: string, patch: VolumePatch)
   const params: unknown[] = [];
   if (patch.status !== undefined) (sets.push("status = ?"), params.push(patch.status));
   if (patch.sizeGb !== undefined) (sets.push("size_gb = ?"), params.push(patch.sizeGb));
+  if (patch.claimedGb !== undefined) (sets.push("claimed_gb = ?"), params.push(patch.claimedGb));
   if (patch.fault !== undefined) (sets.push("fault = ?"), params.push(patch.fault === null ? null : JSON.stringify(patch.fault)));
   if (patch.taskDeadline !== undefined) (sets.push("task_deadline = ?"), params.push(patch.taskDeadline));
   params.push(id);
@@ -172,7 +175,8 @@ export async function recountPoolClaims(q: Queryable, host: string): Promise<voi
   await exec(
     q,
     `UPDATE volume_pools p SET p.allocated_bytes = (
-        SELECT COALESCE(SUM(v.size_gb), 0) * 1073741824 FROM volumes v WHERE v.host = p.host AND v.pool = p.name AND v.status <> 'DELETED')
+        SELECT COALESCE(SUM(GREATEST(v.size_gb, COALESCE(v.claimed_gb, 0))), 0) * 1073741824
+          FROM volumes v WHERE v.host = p.host AND v.pool = p.name AND v.status <> 'DELETED')
       WHERE p.host = ?`,
     [host],
   );

@@ -12,7 +12,7 @@ import { act } from "../act.js";
 import type { ConductorContext } from "../context.js";
 import type { ActionRules, ResultRules, TimeoutRules } from "../flow.js";
 import { releaseEverything } from "../moves.js";
-import { releaseVolumes } from "./volumes.js";
+import { releaseVolumes, settleVolumes } from "./volumes.js";
 
 export const actions = {
   delete: { from: LIVE_STATES, task: "DELETING", interrupts: TASK_STATES.filter((t) => t !== "DELETING") },
@@ -36,7 +36,7 @@ export function deleteServer(ctx: ConductorContext, who: Principal, uuid: string
     if (inst.host && hostUp) return { instance: deleting };
     // Never placed, or its host is down: delete locally, as Nova does.
     await releaseEverything(store, inst.uuid);
-    await releaseVolumes(tx, inst, actionId, requestId);
+    await releaseVolumes(tx, inst, actionId);
     await store.instantEvent({ actionId, event: "local_delete", host: inst.host ?? "", result: "Success" });
     await store.finishAction(actionId);
     return { instance: await tx.update(inst.uuid, gone()) };
@@ -50,9 +50,12 @@ export const results = {
       // With a move open, only the server's current host finishes the delete;
       // the other copy's destroy is cleanup.
       if (r.inst.host && r.op.host !== r.inst.host) return;
-      if (r.error) return r.fail({ vmState: "ERROR" });
+      if (r.error) {
+        await settleVolumes(r.tx, r.inst, r.op.actionId);
+        return r.fail({ vmState: "ERROR" });
+      }
       await releaseEverything(r.store, r.inst.uuid);
-      await releaseVolumes(r.tx, r.inst, r.op.actionId, (await r.store.getActionById(r.op.actionId))?.requestId ?? "");
+      await releaseVolumes(r.tx, r.inst, r.op.actionId);
       return r.succeed(gone());
     },
   },
@@ -64,7 +67,7 @@ export const timeouts = {
     reap: async (t) => {
       // The destroy op stays queued for the host; the server is gone now.
       await releaseEverything(t.store, t.inst.uuid);
-      if (t.actionId !== null) await releaseVolumes(t.tx, t.inst, t.actionId, (await t.store.getActionById(t.actionId))?.requestId ?? "");
+      await releaseVolumes(t.tx, t.inst, t.actionId);
       await t.update({ ...gone(), fault: t.fault });
       if (t.actionId !== null) await t.store.instantEvent({ actionId: t.actionId, event: "local_delete", host: t.inst.host ?? "", result: "Success" });
       await t.failAction();

@@ -12,6 +12,7 @@ import type { Instance, Principal } from "../../domain/types.js";
 import type { Volume, VolumeAttachment } from "../../domain/volume.js";
 import { GIB, type VolumeTarget } from "../../domain/volume-ops.js";
 import { failedPrecondition, notFound } from "../../errors.js";
+import { isDuplicateKey } from "../../store/db.js";
 import type { Accepted } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext, Tx } from "../context.js";
@@ -62,7 +63,12 @@ export async function attachVolume(
     const taken = (await tx.store.attachmentsOf(inst.uuid)).find((a) => req.device && a.device === req.device);
     if (taken) throw failedPrecondition(`device ${req.device} of server ${uuid} holds volume ${taken.volumeId}`, "DEVICE_IN_USE", { device: req.device });
     attachmentId = randomUUID();
-    await tx.store.insertAttachment({ id: attachmentId, volumeId: v.id, instanceUuid: inst.uuid, computeHost: inst.host, device: req.device, deleteOnTermination: req.deleteOnTermination });
+    try {
+      await tx.store.insertAttachment({ id: attachmentId, volumeId: v.id, instanceUuid: inst.uuid, computeHost: inst.host, device: req.device, deleteOnTermination: req.deleteOnTermination });
+    } catch (err) {
+      if (!isDuplicateKey(err)) throw err;
+      throw failedPrecondition(`volume ${v.id} still has an attachment recorded`, "VOLUME_ATTACHED");
+    }
     await tx.store.updateVolume(v.id, { status: "ATTACHING" });
     const busy = await tx.update(inst.uuid, tx.task("VOLUME_ATTACHING"));
     await tx.dispatch({ instance: busy, host: v.host, actionId, requestId, volume: targetOf(v), args: { kind: "export_volume", attachmentId, client: inst.host } });
@@ -86,8 +92,17 @@ export function detachVolume(ctx: ConductorContext, who: Principal, uuid: string
 }
 
 /** The server's attachment in `state` (the one its running attach or detach is about). */
-async function current(r: ResultContext | { store: Tx["store"]; inst: Instance }, state: VolumeAttachment["state"]): Promise<VolumeAttachment | null> {
+async function current(r: { store: Tx["store"]; inst: Instance }, state: VolumeAttachment["state"]): Promise<VolumeAttachment | null> {
   return (await r.store.attachmentsOf(r.inst.uuid)).find((a) => a.state === state) ?? null;
+}
+
+/**
+ * Whether a result is of the server's running action: a cleanup op of an
+ * earlier attach (an unexport after it failed) may answer during a later
+ * attach or detach, and must not move it.
+ */
+async function ofRunningAction(r: ResultContext): Promise<boolean> {
+  return (await r.store.runningAction(r.inst.uuid))?.id === r.op.actionId;
 }
 
 /**
@@ -105,6 +120,11 @@ async function endWith(r: ResultContext, code: string, message: string): Promise
 
 const attachmentGone = (r: ResultContext) => endWith(r, "ATTACHMENT_GONE", `the attachment ${r.op.kind} was for is no longer recorded`);
 
+/** The request id ops of an action carry (a synthesized one when the action is unknown). */
+async function requestIdOf(tx: Tx, actionId: number | null, fallback: string): Promise<string> {
+  return (actionId !== null ? (await tx.store.getActionById(actionId))?.requestId : undefined) ?? fallback;
+}
+
 /** Ends an attachment's export on its volume host (cleanup: whenever the host gets it). */
 async function unexport(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: number, requestId: string): Promise<void> {
   const v = await tx.store.getVolume(a.volumeId);
@@ -112,18 +132,31 @@ async function unexport(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: n
   await tx.dispatch({ instance: inst, host: v.host, actionId, requestId, volume: targetOf(v), args: { kind: "unexport_volume", attachmentId: a.id } });
 }
 
-/** The attach failed or timed out: the attachment goes, the volume is AVAILABLE, its export ends. */
+/**
+ * The attach failed or timed out: the disk is unplugged if the server's
+ * host was told to plug it, the export ends, the attachment goes, the
+ * volume is AVAILABLE (detach and unexport are cleanup: they run whenever
+ * their hosts get them).
+ */
 async function undoAttach(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: number): Promise<void> {
-  const action = await tx.store.getActionById(actionId);
-  await unexport(tx, inst, a, actionId, action?.requestId ?? `undo-${a.id}`);
+  const requestId = await requestIdOf(tx, actionId, `undo-${a.id}`);
+  if (a.export && inst.host) await tx.dispatch({ instance: inst, host: inst.host, actionId, requestId, args: { kind: "detach_volume", attachmentId: a.id } });
+  await unexport(tx, inst, a, actionId, requestId);
   await tx.store.deleteAttachment(a.id);
   await tx.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+}
+
+/** The unexport after a detach is done: the attachment goes, the volume is AVAILABLE. */
+async function finishDetach(store: Tx["store"], a: VolumeAttachment): Promise<void> {
+  await store.deleteAttachment(a.id);
+  await store.updateVolume(a.volumeId, { status: "AVAILABLE" });
 }
 
 export const results = {
   export_volume: {
     tasks: ["VOLUME_ATTACHING"],
     apply: async (r) => {
+      if (!(await ofRunningAction(r))) return;
       const a = await current(r, "attaching");
       if (!a) return attachmentGone(r);
       const exp = r.outcome.volume?.export;
@@ -133,17 +166,19 @@ export const results = {
         return r.error ? r.fail({}) : endWith(r, "NO_EXPORT", `volume host ${r.op.host} answered export_volume without an export`);
       }
       await r.store.updateAttachment(a.id, { export: exp });
-      const action = await r.store.getActionById(r.op.actionId);
-      await r.dispatch(r.inst.host!, { kind: "attach_volume", attachmentId: a.id, volumeId: a.volumeId, export: exp, device: a.device }, r.inst, action?.requestId ?? "");
+      const requestId = await requestIdOf(r.tx, r.op.actionId, `attach-${a.id}`);
+      await r.dispatch(r.inst.host!, { kind: "attach_volume", attachmentId: a.id, volumeId: a.volumeId, export: exp, device: a.device }, r.inst, requestId);
     },
   },
   attach_volume: {
     tasks: ["VOLUME_ATTACHING"],
     apply: async (r) => {
+      if (!(await ofRunningAction(r))) return;
       const a = await current(r, "attaching");
       if (!a) return attachmentGone(r);
       if (r.error) {
-        await undoAttach(r.tx, r.inst, a, r.op.actionId);
+        // Not plugged: nothing to unplug, only the export to end.
+        await undoAttach(r.tx, r.inst, { ...a, export: null }, r.op.actionId);
         return r.fail({});
       }
       await r.store.updateAttachment(a.id, { state: "attached", device: r.outcome.volume?.device || a.device });
@@ -154,6 +189,7 @@ export const results = {
   detach_volume: {
     tasks: ["VOLUME_DETACHING"],
     apply: async (r) => {
+      if (!(await ofRunningAction(r))) return;
       const a = await current(r, "detaching");
       if (!a) return attachmentGone(r);
       if (r.error) {
@@ -164,19 +200,21 @@ export const results = {
       }
       const v = await r.store.getVolume(a.volumeId);
       if (!v) return attachmentGone(r);
-      const action = await r.store.getActionById(r.op.actionId);
-      await r.tx.dispatch({ instance: r.inst, host: v.host, actionId: r.op.actionId, requestId: action?.requestId ?? "", volume: targetOf(v), args: { kind: "unexport_volume", attachmentId: a.id } });
+      // Unplugged: what is left is the export.
+      await r.store.updateAttachment(a.id, { state: "detached" });
+      const requestId = await requestIdOf(r.tx, r.op.actionId, `detach-${a.id}`);
+      await r.tx.dispatch({ instance: r.inst, host: v.host, actionId: r.op.actionId, requestId, volume: targetOf(v), args: { kind: "unexport_volume", attachmentId: a.id } });
     },
   },
   unexport_volume: {
     // Only a detach waits for it; after a failed attach or a delete it is cleanup.
     tasks: ["VOLUME_DETACHING"],
     apply: async (r) => {
-      const a = await current(r, "detaching");
+      if (!(await ofRunningAction(r))) return;
+      const a = await current(r, "detached");
       if (!a) return attachmentGone(r);
       if (r.error) return r.fail({});
-      await r.store.deleteAttachment(a.id);
-      await r.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+      await finishDetach(r.store, a);
       return r.succeed({});
     },
   },
@@ -184,21 +222,24 @@ export const results = {
 
 export const timeouts = {
   VOLUME_ATTACHING: {
-    outcome: "the volume is AVAILABLE again and its export is ended; attach it again",
+    outcome: "the volume is AVAILABLE again: its export is ended and the disk unplugged if it was plugged; attach it again",
     reap: async (t) => {
       const a = await current(t, "attaching");
-      if (a && t.actionId !== null) await undoAttach(t.tx, t.inst, a, t.actionId);
+      if (a) await undoAttach(t.tx, t.inst, a, t.actionId ?? (await t.store.runningAction(t.inst.uuid))?.id ?? 0);
       await t.end();
     },
   },
   VOLUME_DETACHING: {
-    outcome: "the volume stays attached (IN_USE); detach it again",
+    outcome: "a volume still plugged stays attached (IN_USE): detach it again; one already unplugged is AVAILABLE",
     reap: async (t) => {
-      const a = await current(t, "detaching");
-      if (a) {
-        await t.store.updateAttachment(a.id, { state: "attached" });
-        await t.store.updateVolume(a.volumeId, { status: "IN_USE" });
+      const plugged = await current(t, "detaching");
+      if (plugged) {
+        await t.store.updateAttachment(plugged.id, { state: "attached" });
+        await t.store.updateVolume(plugged.volumeId, { status: "IN_USE" });
       }
+      // Unplugged, only its export's end unconfirmed: detached (the unexport stays queued).
+      const unplugged = await current(t, "detached");
+      if (unplugged) await finishDetach(t.store, unplugged);
       await t.end();
     },
   },
@@ -209,11 +250,27 @@ export const timeouts = {
  * again, or, attached with delete_on_termination, the volume is deleted
  * (its host ends the export with it).
  */
-export async function releaseVolumes(tx: Tx, inst: Instance, actionId: number, requestId: string): Promise<void> {
+export async function releaseVolumes(tx: Tx, inst: Instance, actionId: number | null): Promise<void> {
+  const requestId = await requestIdOf(tx, actionId, `release-${inst.uuid}`);
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
     await tx.store.deleteAttachment(a.id);
-    if (a.deleteOnTermination && (await deleteWithServer(tx.conn, tx.ctx, a.volumeId, `server-delete-${inst.uuid}`))) continue;
-    await unexport(tx, inst, a, actionId, requestId);
+    if (a.deleteOnTermination && (await deleteWithServer(tx.conn, tx.ctx, a.volumeId, inst.uuid))) continue;
+    await unexport(tx, inst, a, actionId ?? 0, requestId);
     await tx.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+  }
+}
+
+/**
+ * A delete whose host failed to destroy the server (it is in ERROR, still
+ * on its host): attaches and detaches it interrupted settle — one being
+ * attached is undone, one being detached stays attached.
+ */
+export async function settleVolumes(tx: Tx, inst: Instance, actionId: number): Promise<void> {
+  for (const a of await tx.store.attachmentsOf(inst.uuid)) {
+    if (a.state === "attaching") await undoAttach(tx, inst, a, actionId);
+    else if (a.state === "detaching") {
+      await tx.store.updateAttachment(a.id, { state: "attached" });
+      await tx.store.updateVolume(a.volumeId, { status: "IN_USE" });
+    } else if (a.state === "detached") await finishDetach(tx.store, a);
   }
 }

@@ -15,6 +15,7 @@ import { rankPools } from "../../domain/volume.js";
 import { GIB } from "../../domain/volume-ops.js";
 import { ApiError, invalidArgument } from "../../errors.js";
 import { aggregatesByHost } from "../../store/aggregates.js";
+import { getSnapshot } from "../../store/volume-snapshots.js";
 import type { PoolConnection } from "../../store/db.js";
 import { DEADLOCK_RETRIES, isDuplicateKey, withTx } from "../../store/db.js";
 import { getVolumeAction, insertVolumeAction } from "../../store/volume-actions.js";
@@ -71,6 +72,9 @@ async function placeVolume(conn: PoolConnection, ctx: ConductorContext, type: Vo
  * (the host copies it there), claimed as any other placement.
  */
 async function placeBeside(conn: PoolConnection, ctx: ConductorContext, snapshot: VolumeSnapshot, bytes: number): Promise<PoolCandidate> {
+  // Shared: the snapshot is not deleted before this commits (and its delete then sees this volume CREATING from it).
+  const locked = await getSnapshot(conn, snapshot.id, { lock: "share" });
+  if (locked?.status !== "AVAILABLE") throw invalidArgument("snapshot_id", `snapshot ${snapshot.id} is ${locked?.status ?? "gone"}, not AVAILABLE`);
   const source = await getVolume(conn, snapshot.volumeId);
   if (!source || source.status === "DELETED") throw invalidArgument("snapshot_id", `the volume of snapshot ${snapshot.id} is gone`);
   if (!(await claimPoolBytes(conn, source.host, source.pool, bytes, ctx.volumeOversubscriptionRatio))) {
@@ -123,6 +127,7 @@ export async function createVolume(ctx: ConductorContext, who: Principal, req: N
           name: req.name,
           description: req.description,
           sizeGb: req.sizeGb,
+          claimedGb: null,
           status: "CREATING",
           typeId: type.id,
           typeName: type.name,

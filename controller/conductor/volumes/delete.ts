@@ -9,7 +9,8 @@ import { GIB } from "../../domain/volume-ops.js";
 import { failedPrecondition } from "../../errors.js";
 import type { PoolConnection } from "../../store/db.js";
 import { hasSnapshots } from "../../store/volume-snapshots.js";
-import { insertVolumeAction } from "../../store/volume-actions.js";
+import { INTERNAL_REQUEST_PREFIX } from "../../domain/types.js";
+import { getVolumeAction, insertVolumeAction } from "../../store/volume-actions.js";
 import { getVolume, releasePoolBytes, updateVolume } from "../../store/volumes.js";
 import type { ConductorContext } from "../context.js";
 import type { VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
@@ -24,15 +25,18 @@ export function deleteVolume(ctx: ConductorContext, who: Principal, id: string, 
 }
 
 /**
- * Deletes a volume whose server is deleted with delete_on_termination, in
- * the server's transaction: whatever its status, it is DELETING under a
- * delete action of its own (request id `requestId`). A volume with
- * snapshots is not deleted (as DeleteVolume refuses it): false, and the
- * caller frees it as any other.
+ * Deletes a volume whose server `serverId` is deleted with
+ * delete_on_termination, in the server's transaction: whatever its status,
+ * it is DELETING under a delete action of its own, whose request id is of
+ * the controller's (a prefix no caller's request id may have). A volume
+ * with snapshots is not deleted (as DeleteVolume refuses it): false, and
+ * the caller frees it as any other.
  */
-export async function deleteWithServer(conn: PoolConnection, ctx: ConductorContext, volumeId: string, requestId: string): Promise<boolean> {
+export async function deleteWithServer(conn: PoolConnection, ctx: ConductorContext, volumeId: string, serverId: string): Promise<boolean> {
+  const requestId = `${INTERNAL_REQUEST_PREFIX}server-delete-${serverId}`;
   const v = await getVolume(conn, volumeId, { lock: true });
   if (!v || v.status === "DELETED" || v.status === "DELETING") return true;
+  if (await getVolumeAction(conn, v.id, requestId)) return true;
   if (await hasSnapshots(conn, v.id)) {
     ctx.log.warn({ volume: v.id }, "a volume attached with delete_on_termination has snapshots: kept, not deleted with its server");
     return false;

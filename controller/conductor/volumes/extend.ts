@@ -9,10 +9,9 @@ import { status } from "@grpc/grpc-js";
 import type { Principal } from "../../domain/types.js";
 import { GIB } from "../../domain/volume-ops.js";
 import { ApiError, invalidArgument } from "../../errors.js";
-import { getVolumeActionById } from "../../store/volume-actions.js";
 import { claimPoolBytes, releasePoolBytes, updateVolume } from "../../store/volumes.js";
 import type { ConductorContext } from "../context.js";
-import type { VolumeResultContext, VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
+import type { VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
 import { dispatchVolumeOp, volumeAct, type VolumeAccepted } from "./frame.js";
 
 export function extendVolume(ctx: ConductorContext, who: Principal, id: string, requestId: string, newSizeGb: number): Promise<VolumeAccepted> {
@@ -25,29 +24,21 @@ export function extendVolume(ctx: ConductorContext, who: Principal, id: string, 
         metadata: { new_size_gb: String(newSizeGb) },
       });
     }
-    await updateVolume(conn, v.id, { status: "EXTENDING", taskDeadline: deadline });
+    await updateVolume(conn, v.id, { status: "EXTENDING", taskDeadline: deadline, claimedGb: newSizeGb });
     await dispatchVolumeOp(conn, ctx, { volume: v, actionId, requestId, args: { kind: "extend_volume", sizeBytes: newSizeGb * GIB }, deadline });
   });
-}
-
-/** The size the extend action asked for. */
-async function askedSize(r: { conn: VolumeResultContext["conn"]; actionId: number }): Promise<number> {
-  const action = await getVolumeActionById(r.conn, r.actionId);
-  const size = Number(action?.request?.new_size_gb);
-  if (!Number.isInteger(size)) throw new Error(`extend action ${r.actionId} has no new size`);
-  return size;
 }
 
 export const extendResults: VolumeResultRules<"extend_volume"> = {
   extend_volume: {
     status: "EXTENDING",
     apply: async (r) => {
-      const size = await askedSize({ conn: r.conn, actionId: r.op.actionId });
+      const size = r.volume.claimedGb ?? r.volume.sizeGb;
       if (r.error) {
         await releasePoolBytes(r.conn, r.volume.host, r.volume.pool, (size - r.volume.sizeGb) * GIB);
-        return r.fail({ status: "AVAILABLE" });
+        return r.fail({ status: "AVAILABLE", claimedGb: null });
       }
-      await r.succeed({ status: "AVAILABLE", sizeGb: size });
+      await r.succeed({ status: "AVAILABLE", sizeGb: size, claimedGb: null });
     },
   },
 };
@@ -55,9 +46,6 @@ export const extendResults: VolumeResultRules<"extend_volume"> = {
 export const extendTimeouts: VolumeTimeoutRules<"EXTENDING"> = {
   EXTENDING: {
     outcome: "the volume is in ERROR at the size asked (its host may have grown it); delete it or ask its host's operator",
-    reap: async (t) => {
-      const size = t.actionId !== null ? await askedSize({ conn: t.conn, actionId: t.actionId }) : t.volume.sizeGb;
-      await t.end({ status: "ERROR", sizeGb: size });
-    },
+    reap: (t) => t.end({ status: "ERROR", sizeGb: t.volume.claimedGb ?? t.volume.sizeGb, claimedGb: null }),
   },
 };

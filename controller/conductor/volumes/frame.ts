@@ -90,17 +90,18 @@ export async function volumeAct(
   await withTx(
     ctx.pool,
     async (conn) => {
+      // The volume's row first: a repeat racing its first call waits for it, then replays.
+      const v = await getVolume(conn, id, { lock: true });
+      if (!v || (who.role !== "admin" && v.projectId !== who.projectId)) throw notFound("volume", id);
       const prior = await getVolumeAction(conn, id, requestId);
-      // A repeat is answered even after a delete made the volume invisible.
-      const v = prior ? await getVolume(conn, id, { lock: true }) : await visibleVolume(conn, who, id, true);
       if (prior) {
-        if (!v || (who.role !== "admin" && v.projectId !== who.projectId)) throw notFound("volume", id);
+        // A repeat is answered even after a delete made the volume invisible.
         checkSameAction(requestId, prior.action, action);
         checkSameRequest(requestId, action, prior.request, request);
         actionId = prior.id;
         return;
       }
-      if (!v) throw notFound("volume", id);
+      if (v.status === "DELETED") throw notFound("volume", id);
       if (!(rule.from as readonly string[]).includes(v.status)) {
         throw failedPrecondition(`cannot ${action} volume ${id} while it is ${v.status}; allowed from: ${rule.from.join(", ")}`, "WRONG_STATUS", {
           status: v.status,

@@ -7,13 +7,13 @@ import type { Volume, VolumeFault, VolumeSnapshot, VolumeTask } from "../../doma
 import { VOLUME_TASKS } from "../../domain/volume.js";
 import { permissionDenied } from "../../errors.js";
 import type { PoolConnection } from "../../store/db.js";
-import { withTx } from "../../store/db.js";
+import { DEADLOCK_RETRIES, withTx } from "../../store/db.js";
 import { finishVolumeOp, getVolumeActionById, lockVolumeOp, pendingVolumeOps, runningVolumeAction } from "../../store/volume-actions.js";
 import { getSnapshot } from "../../store/volume-snapshots.js";
 import { getVolume, lockOverdueVolumes, updateVolume } from "../../store/volumes.js";
 import type { ConductorContext } from "../context.js";
 import { VolumeResultContext, VolumeTimeoutContext } from "./flow.js";
-import { reapSnapshots } from "./snapshots.js";
+import { reapSnapshots, SNAPSHOT_OP_KINDS } from "./snapshots.js";
 import { VOLUME_RESULT_RULES, VOLUME_TIMEOUT_RULES } from "./index.js";
 
 /**
@@ -61,7 +61,7 @@ export async function reapVolumes(ctx: ConductorContext, now = new Date()): Prom
     for (const v of overdue) await reapVolume(conn, ctx, v);
     const snapshots = await reapSnapshots(conn, ctx, now);
     return Math.max(overdue.length, snapshots);
-  });
+  }, { deadlockRetries: DEADLOCK_RETRIES });
 }
 
 async function reapVolume(conn: PoolConnection, ctx: ConductorContext, v: Volume): Promise<void> {
@@ -81,9 +81,10 @@ async function reapVolume(conn: PoolConnection, ctx: ConductorContext, v: Volume
     details: { status: task, timeout_seconds: String(seconds), host: v.host },
     createdAt: new Date().toISOString(),
   };
-  const ops = await pendingVolumeOps(conn, v.id);
+  // The working status's own ops and action (a snapshot's have their own deadline).
+  const ops = (await pendingVolumeOps(conn, v.id)).filter((op) => !SNAPSHOT_OP_KINDS.includes(op.kind));
   for (const op of ops) await finishVolumeOp(conn, op.opId, { code: "TASK_TIMED_OUT", message: why, retryable: false });
-  const actionId = ops.at(-1)?.actionId ?? (await runningVolumeAction(conn, v.id))?.id ?? null;
+  const actionId = ops.at(-1)?.actionId ?? (await runningVolumeAction(conn, v.id, { snapshots: false }))?.id ?? null;
   ctx.log.warn({ volume: v.id, status: task, host: v.host }, `volume task timed out: ${fault.message}`);
   await rule.reap(new VolumeTimeoutContext(conn, ctx, v, actionId, fault));
 }

@@ -8,14 +8,15 @@ import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import type { Principal } from "../../domain/types.js";
 import type { VolumeFault, VolumeSnapshot } from "../../domain/volume.js";
+import type { VolumeOpKind } from "../../domain/volume-ops.js";
 import { failedPrecondition, notFound } from "../../errors.js";
 import type { PoolConnection } from "../../store/db.js";
-import { finishVolumeAction, finishVolumeOp, getVolumeActionById, pendingVolumeOps } from "../../store/volume-actions.js";
-import { deleteSnapshotRow, getSnapshot, insertSnapshot, lockOverdueSnapshots, updateSnapshot } from "../../store/volume-snapshots.js";
+import { findSnapshotAction, finishVolumeAction, finishVolumeOp, getVolumeActionById, pendingVolumeOps } from "../../store/volume-actions.js";
+import { deleteSnapshotRow, getSnapshot, insertSnapshot, lockOverdueSnapshots, snapshotBeingCopied, updateSnapshot } from "../../store/volume-snapshots.js";
 import type { ConductorContext } from "../context.js";
 import type { VolumeResultRules } from "./flow.js";
 import { volumeFaultOf, volumeOpErrorOf } from "./flow.js";
-import { dispatchVolumeOp, volumeAct, type VolumeAccepted } from "./frame.js";
+import { dispatchVolumeOp, volumeAccepted, volumeAct, type VolumeAccepted } from "./frame.js";
 
 /** What a snapshot call returns: its volume's operation, and the snapshot. */
 export interface SnapshotAccepted extends VolumeAccepted {
@@ -56,7 +57,14 @@ export async function createSnapshot(
 }
 
 export async function deleteSnapshot(ctx: ConductorContext, who: Principal, id: string, requestId: string): Promise<SnapshotAccepted> {
-  const s = await visibleSnapshot(ctx.pool, who, id);
+  const s = await getSnapshot(ctx.pool, id);
+  if (!s) {
+    // A repeat after the snapshot went: its first call's operation.
+    const prior = await findSnapshotAction(ctx.pool, id, requestId);
+    if (!prior || (who.role !== "admin" && prior.projectId !== who.projectId)) throw notFound("volume_snapshot", id);
+    return { ...(await volumeAccepted(ctx.pool, prior.volumeId, prior.id)), snapshot: null };
+  }
+  if (who.role !== "admin" && s.projectId !== who.projectId) throw notFound("volume_snapshot", id);
   const accepted = await volumeAct(
     ctx,
     who,
@@ -70,6 +78,7 @@ export async function deleteSnapshot(ctx: ConductorContext, who: Principal, id: 
       if (locked.status !== "AVAILABLE" && locked.status !== "ERROR") {
         throw failedPrecondition(`cannot delete snapshot ${id} while it is ${locked.status}; allowed from: AVAILABLE, ERROR`, "WRONG_STATUS", { status: locked.status });
       }
+      if (await snapshotBeingCopied(conn, id)) throw failedPrecondition(`snapshot ${id} is being copied into a new volume; delete it when that is made`, "SNAPSHOT_IN_USE");
       await updateSnapshot(conn, id, { status: "DELETING", taskDeadline: deadline });
       await dispatchVolumeOp(conn, ctx, { volume: v, actionId, requestId, args: { kind: "delete_volume_snapshot", snapshotId: id }, deadline });
     },
@@ -105,6 +114,9 @@ export const snapshotResults: VolumeResultRules<"create_volume_snapshot" | "dele
   },
 };
 
+/** The ops that work on a snapshot (with its own status and deadline), not on the volume's status. */
+export const SNAPSHOT_OP_KINDS: readonly VolumeOpKind[] = ["create_volume_snapshot", "delete_volume_snapshot"];
+
 /** Snapshots ended per transaction. */
 export const SNAPSHOT_REAP_BATCH = 50;
 
@@ -116,7 +128,7 @@ export async function reapSnapshots(conn: PoolConnection, ctx: ConductorContext,
     const seconds = ctx.volumeTimeouts[task];
     const why = `snapshot ${task} did not finish within ${seconds} s`;
     const fault: VolumeFault = { code: "TASK_TIMED_OUT", message: `${why}; the snapshot is in ERROR: delete it`, details: { status: s.status, timeout_seconds: String(seconds) }, createdAt: new Date().toISOString() };
-    const ops = (await pendingVolumeOps(conn, s.volumeId)).filter((op) => op.kind === "create_volume_snapshot" || op.kind === "delete_volume_snapshot");
+    const ops = (await pendingVolumeOps(conn, s.volumeId)).filter((op) => SNAPSHOT_OP_KINDS.includes(op.kind));
     for (const op of ops) {
       if ((await getVolumeActionById(conn, op.actionId))?.snapshotId !== s.id) continue;
       await finishVolumeOp(conn, op.opId, { code: "TASK_TIMED_OUT", message: why, retryable: false });
