@@ -26,6 +26,8 @@ const volumeHost = (host: string, zone: string, extra: string[] = []) => ({
 describe("volume attachments", () => {
   const fx = stack({
     name: "volume-attach",
+    // No host is expected to go down here: a busy machine may hold reports up for longer than the default 5 s.
+    controller: { serviceDownTimeSeconds: 30 },
     members: ["alice", "bob"],
     flavor: "m1.tiny",
     agents: ({ id }) => [

@@ -40,7 +40,8 @@ describe("volumes", () => {
     fixedPort: true,
     members: ["alice", "bob"],
     // Long enough for a burst of creates on a busy machine, short enough for the test that waits for it.
-    controller: { volumeTimeouts: "CREATING=12", reaperIntervalSeconds: 1, reaperGraceSeconds: 0 },
+    // No host is expected to go down here: a busy machine may hold reports up for longer than the default 5 s.
+    controller: { volumeTimeouts: "CREATING=12", reaperIntervalSeconds: 1, reaperGraceSeconds: 0, serviceDownTimeSeconds: 30 },
     agents: ({ id }) => [
       volumeHost(`va${id}`, 50),
       volumeHost(`vb${id}`, 50),
