@@ -105,7 +105,7 @@ export async function createVolume(ctx: ConductorContext, who: Principal, req: N
         const pool = req.snapshot ? await placeBeside(conn, ctx, req.snapshot, bytes) : await placeVolume(conn, ctx, type, req.zone, bytes);
         const id = randomUUID();
         const { taskDeadline } = volumeTask(ctx, "CREATING");
-        await insertVolume(conn, {
+        const made = {
           id,
           projectId: who.projectId,
           name: req.name,
@@ -119,29 +119,11 @@ export async function createVolume(ctx: ConductorContext, who: Principal, req: N
           sourceSnapshotId: req.snapshot?.id ?? null,
           requestId: req.requestId,
           taskDeadline,
-        });
-        const actionId = await insertVolumeAction(conn, { volumeId: id, projectId: who.projectId, action: "create", requestId: req.requestId, request, deadline: taskDeadline });
-        const volume: Volume = {
-          id,
-          projectId: who.projectId,
-          name: req.name,
-          description: req.description,
-          sizeGb: req.sizeGb,
-          claimedGb: null,
-          status: "CREATING",
-          typeId: type.id,
-          typeName: type.name,
-          zone: pool.zone,
-          host: pool.host,
-          pool: pool.name,
-          sourceImageId: req.image?.id ?? null,
-          sourceSnapshotId: req.snapshot?.id ?? null,
-          requestId: req.requestId,
-          fault: null,
-          taskDeadline,
-          createdAt: new Date(),
-          updatedAt: new Date(),
         };
+        await insertVolume(conn, made);
+        const actionId = await insertVolumeAction(conn, { volumeId: id, projectId: who.projectId, action: "create", requestId: req.requestId, request, deadline: taskDeadline });
+        const now = new Date();
+        const volume: Volume = { ...made, claimedGb: null, status: "CREATING", typeName: type.name, fault: null, createdAt: now, updatedAt: now };
         await dispatchVolumeOp(conn, ctx, {
           volume,
           actionId,
