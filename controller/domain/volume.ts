@@ -3,7 +3,8 @@
  * a cinder-volume backend).
  */
 
-import type { OperationError, OperationState } from "./types.js";
+import type { Fault, OperationError, OperationState } from "./types.js";
+import { GIB, type VolumeTarget } from "./volume-ops.js";
 
 /** A pool as its volume host reports it. */
 export interface ReportedPool {
@@ -108,13 +109,8 @@ export interface VolumeType {
   readonly createdAt: Date;
 }
 
-/** A failure on a volume, kept on it (the server's Fault shape). */
-export interface VolumeFault {
-  readonly code: string;
-  readonly message: string;
-  readonly details: Readonly<Record<string, string>>;
-  readonly createdAt: string;
-}
+/** A failure on a volume or snapshot, kept on it: the server's Fault. */
+export type VolumeFault = Fault;
 
 /** A volume as the controller keeps it. */
 export interface Volume {
@@ -202,3 +198,8 @@ export interface VolumeAttachment {
 
 /** Devices a guest may be asked to give a volume: vdb … vdz (vda is the root disk). */
 export const VOLUME_DEVICE = /^vd[b-z]$/;
+
+/** A volume as an op tells its volume host of it. */
+export function volumeTarget(v: Volume): VolumeTarget {
+  return { id: v.id, projectId: v.projectId, pool: v.pool, sizeBytes: v.sizeGb * GIB };
+}

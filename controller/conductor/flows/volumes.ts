@@ -10,7 +10,7 @@ import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import type { Instance, Principal } from "../../domain/types.js";
 import type { Volume, VolumeAttachment } from "../../domain/volume.js";
-import { GIB, type VolumeTarget } from "../../domain/volume-ops.js";
+import { volumeTarget } from "../../domain/volume.js";
 import { failedPrecondition, notFound } from "../../errors.js";
 import { isDuplicateKey } from "../../store/db.js";
 import type { Accepted } from "../act.js";
@@ -27,8 +27,6 @@ export const actions = {
   attach_volume: { from: FROM, task: "VOLUME_ATTACHING" },
   detach_volume: { from: FROM, task: "VOLUME_DETACHING" },
 } as const satisfies ActionRules<"attach_volume" | "detach_volume">;
-
-const targetOf = (v: Volume): VolumeTarget => ({ id: v.id, projectId: v.projectId, pool: v.pool, sizeBytes: v.sizeGb * GIB });
 
 /** A volume of the server's project, locked, in `status`; otherwise NOT_FOUND or FAILED_PRECONDITION naming its status. */
 async function volumeFor(tx: Tx, inst: Instance, volumeId: string, status: Volume["status"], what: string): Promise<Volume> {
@@ -71,7 +69,7 @@ export async function attachVolume(
     }
     await tx.store.updateVolume(v.id, { status: "ATTACHING" });
     const busy = await tx.update(inst.uuid, tx.task("VOLUME_ATTACHING"));
-    await tx.dispatch({ instance: busy, host: v.host, actionId, requestId, volume: targetOf(v), args: { kind: "export_volume", attachmentId, client: inst.host } });
+    await tx.dispatch({ instance: busy, host: v.host, actionId, requestId, volume: volumeTarget(v), args: { kind: "export_volume", attachmentId, client: inst.host } });
     return { instance: busy };
   });
   return { ...accepted, attachmentId };
@@ -125,11 +123,24 @@ async function requestIdOf(tx: Tx, actionId: number | null, fallback: string): P
   return (actionId !== null ? (await tx.store.getActionById(actionId))?.requestId : undefined) ?? fallback;
 }
 
-/** Ends an attachment's export on its volume host (cleanup: whenever the host gets it). */
-async function unexport(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: number, requestId: string): Promise<void> {
+/** Ends an attachment's export on its volume host (cleanup: whenever the host gets it); false when the volume is gone. */
+async function unexport(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: number, requestId: string): Promise<boolean> {
   const v = await tx.store.getVolume(a.volumeId);
-  if (!v || v.status === "DELETED") return;
-  await tx.dispatch({ instance: inst, host: v.host, actionId, requestId, volume: targetOf(v), args: { kind: "unexport_volume", attachmentId: a.id } });
+  if (!v || v.status === "DELETED") return false;
+  await tx.dispatch({ instance: inst, host: v.host, actionId, requestId, volume: volumeTarget(v), args: { kind: "unexport_volume", attachmentId: a.id } });
+  return true;
+}
+
+/** The attachment goes and its volume is AVAILABLE (its export ended, or being ended). */
+async function free(store: Tx["store"], a: VolumeAttachment): Promise<void> {
+  await store.deleteAttachment(a.id);
+  await store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+}
+
+/** A detach that did not unplug: the attachment is attached again, its volume IN_USE. */
+async function reattach(store: Tx["store"], a: VolumeAttachment): Promise<void> {
+  await store.updateAttachment(a.id, { state: "attached" });
+  await store.updateVolume(a.volumeId, { status: "IN_USE" });
 }
 
 /**
@@ -142,14 +153,7 @@ async function undoAttach(tx: Tx, inst: Instance, a: VolumeAttachment, actionId:
   const requestId = await requestIdOf(tx, actionId, `undo-${a.id}`);
   if (a.export && inst.host) await tx.dispatch({ instance: inst, host: inst.host, actionId, requestId, args: { kind: "detach_volume", attachmentId: a.id } });
   await unexport(tx, inst, a, actionId, requestId);
-  await tx.store.deleteAttachment(a.id);
-  await tx.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
-}
-
-/** The unexport after a detach is done: the attachment goes, the volume is AVAILABLE. */
-async function finishDetach(store: Tx["store"], a: VolumeAttachment): Promise<void> {
-  await store.deleteAttachment(a.id);
-  await store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+  await free(tx.store, a);
 }
 
 export const results = {
@@ -161,8 +165,7 @@ export const results = {
       if (!a) return attachmentGone(r);
       const exp = r.outcome.volume?.export;
       if (r.error || !exp) {
-        await r.store.deleteAttachment(a.id);
-        await r.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+        await free(r.store, a);
         return r.error ? r.fail({}) : endWith(r, "NO_EXPORT", `volume host ${r.op.host} answered export_volume without an export`);
       }
       await r.store.updateAttachment(a.id, { export: exp });
@@ -194,16 +197,13 @@ export const results = {
       if (!a) return attachmentGone(r);
       if (r.error) {
         // Still plugged: it stays attached.
-        await r.store.updateAttachment(a.id, { state: "attached" });
-        await r.store.updateVolume(a.volumeId, { status: "IN_USE" });
+        await reattach(r.store, a);
         return r.fail({});
       }
-      const v = await r.store.getVolume(a.volumeId);
-      if (!v) return attachmentGone(r);
       // Unplugged: what is left is the export.
-      await r.store.updateAttachment(a.id, { state: "detached" });
       const requestId = await requestIdOf(r.tx, r.op.actionId, `detach-${a.id}`);
-      await r.tx.dispatch({ instance: r.inst, host: v.host, actionId: r.op.actionId, requestId, volume: targetOf(v), args: { kind: "unexport_volume", attachmentId: a.id } });
+      if (!(await unexport(r.tx, r.inst, a, r.op.actionId, requestId))) return attachmentGone(r);
+      await r.store.updateAttachment(a.id, { state: "detached" });
     },
   },
   unexport_volume: {
@@ -214,7 +214,7 @@ export const results = {
       const a = await current(r, "detached");
       if (!a) return attachmentGone(r);
       if (r.error) return r.fail({});
-      await finishDetach(r.store, a);
+      await free(r.store, a);
       return r.succeed({});
     },
   },
@@ -233,13 +233,10 @@ export const timeouts = {
     outcome: "a volume still plugged stays attached (IN_USE): detach it again; one already unplugged is AVAILABLE",
     reap: async (t) => {
       const plugged = await current(t, "detaching");
-      if (plugged) {
-        await t.store.updateAttachment(plugged.id, { state: "attached" });
-        await t.store.updateVolume(plugged.volumeId, { status: "IN_USE" });
-      }
+      if (plugged) await reattach(t.store, plugged);
       // Unplugged, only its export's end unconfirmed: detached (the unexport stays queued).
       const unplugged = await current(t, "detached");
-      if (unplugged) await finishDetach(t.store, unplugged);
+      if (unplugged) await free(t.store, unplugged);
       await t.end();
     },
   },
@@ -253,10 +250,12 @@ export const timeouts = {
 export async function releaseVolumes(tx: Tx, inst: Instance, actionId: number | null): Promise<void> {
   const requestId = await requestIdOf(tx, actionId, `release-${inst.uuid}`);
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
-    await tx.store.deleteAttachment(a.id);
-    if (a.deleteOnTermination && (await deleteWithServer(tx.conn, tx.ctx, a.volumeId, inst.uuid))) continue;
+    if (a.deleteOnTermination && (await deleteWithServer(tx.conn, tx.ctx, a.volumeId, inst.uuid))) {
+      await tx.store.deleteAttachment(a.id);
+      continue;
+    }
     await unexport(tx, inst, a, actionId ?? 0, requestId);
-    await tx.store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+    await free(tx.store, a);
   }
 }
 
@@ -268,9 +267,7 @@ export async function releaseVolumes(tx: Tx, inst: Instance, actionId: number | 
 export async function settleVolumes(tx: Tx, inst: Instance, actionId: number): Promise<void> {
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
     if (a.state === "attaching") await undoAttach(tx, inst, a, actionId);
-    else if (a.state === "detaching") {
-      await tx.store.updateAttachment(a.id, { state: "attached" });
-      await tx.store.updateVolume(a.volumeId, { status: "IN_USE" });
-    } else if (a.state === "detached") await finishDetach(tx.store, a);
+    else if (a.state === "detaching") await reattach(tx.store, a);
+    else if (a.state === "detached") await free(tx.store, a);
   }
 }

@@ -6,7 +6,6 @@
  */
 import { status } from "@grpc/grpc-js";
 import type { OpFailure, OpOutcome } from "../../domain/ops.js";
-import type { OperationError } from "../../domain/types.js";
 import type { Volume, VolumeFault, VolumeSnapshot, VolumeTask } from "../../domain/volume.js";
 import type { VolumeOpKind } from "../../domain/volume-ops.js";
 import type { PoolConnection } from "../../store/db.js";
@@ -15,6 +14,7 @@ import { finishVolumeAction } from "../../store/volume-actions.js";
 import type { VolumePatch } from "../../store/volumes.js";
 import { updateVolume } from "../../store/volumes.js";
 import type { ConductorContext } from "../context.js";
+import { faultOf, operationErrorOf, operationErrorOfFault } from "../flow.js";
 
 /**
  * A volume op kind's row: the status its result may end (the volume's, or
@@ -30,16 +30,6 @@ export interface VolumeTimeoutRule {
   /** What the fault says happened. */
   readonly outcome: string;
   readonly reap: (t: VolumeTimeoutContext) => Promise<void>;
-}
-
-/** The volume's fault for a failure its host reported. */
-export function volumeFaultOf(f: OpFailure, op: { kind: string; host: string }): VolumeFault {
-  return { code: f.code || "OP_FAILED", message: f.message, details: { host: op.host, op: op.kind }, createdAt: new Date().toISOString() };
-}
-
-/** The operation's error for a failure its host reported. */
-export function volumeOpErrorOf(f: OpFailure, op: { kind: string; host: string }): OperationError {
-  return { code: status.UNKNOWN, reason: f.code || "OP_FAILED", message: `${op.kind} on ${op.host} failed: ${f.message}`, metadata: { host: op.host } };
 }
 
 /** What applying one volume op result sees, with the steps results take. */
@@ -71,8 +61,8 @@ export class VolumeResultContext {
   /** The host failed: the fault on the volume with `patch`, the action FAILED. */
   async fail(patch: VolumePatch): Promise<void> {
     const f = this.outcome.error!;
-    await this.update({ taskDeadline: null, fault: volumeFaultOf(f, this.op), ...patch });
-    await finishVolumeAction(this.conn, this.op.actionId, volumeOpErrorOf(f, this.op));
+    await this.update({ taskDeadline: null, fault: faultOf(f, this.op), ...patch });
+    await finishVolumeAction(this.conn, this.op.actionId, operationErrorOf(f, this.op));
   }
 }
 
@@ -91,12 +81,7 @@ export class VolumeTimeoutContext {
   async end(patch: VolumePatch): Promise<void> {
     await updateVolume(this.conn, this.volume.id, { taskDeadline: null, fault: this.fault, ...patch });
     if (this.actionId !== null) {
-      await finishVolumeAction(this.conn, this.actionId, {
-        code: status.DEADLINE_EXCEEDED,
-        reason: this.fault.code,
-        message: this.fault.message,
-        metadata: this.fault.details,
-      });
+      await finishVolumeAction(this.conn, this.actionId, operationErrorOfFault(this.fault, status.DEADLINE_EXCEEDED));
     }
   }
 }

@@ -9,9 +9,9 @@ import { encodeVolumeOp } from "../../bus/op-codec.js";
 import { opsSubject } from "../../bus/subjects.js";
 import type { Image, Principal } from "../../domain/types.js";
 import type { Volume, VolumeAction, VolumeOperation, VolumeTask } from "../../domain/volume.js";
-import { VOLUME_ACTION_RULES } from "../../domain/volume.js";
+import { VOLUME_ACTION_RULES, volumeTarget } from "../../domain/volume.js";
 import type { VolumeOpArgs } from "../../domain/volume-ops.js";
-import { GIB, VOLUME_OP_TRAITS } from "../../domain/volume-ops.js";
+import { VOLUME_OP_TRAITS } from "../../domain/volume-ops.js";
 import { failedPrecondition, notFound } from "../../errors.js";
 import type { Pool, PoolConnection, Queryable } from "../../store/db.js";
 import { DEADLOCK_RETRIES, withTx } from "../../store/db.js";
@@ -60,7 +60,7 @@ export async function dispatchVolumeOp(
   const payload = encodeVolumeOp({
     opId,
     requestId: o.requestId,
-    volume: { id: v.id, projectId: v.projectId, pool: v.pool, sizeBytes: v.sizeGb * GIB },
+    volume: volumeTarget(v),
     image: o.image ?? null,
     args: o.args,
     deadline: VOLUME_OP_TRAITS[o.args.kind].cleanup ? null : o.deadline,

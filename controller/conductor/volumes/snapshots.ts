@@ -14,8 +14,8 @@ import type { PoolConnection } from "../../store/db.js";
 import { findSnapshotAction, finishVolumeAction, finishVolumeOp, getVolumeActionById, pendingVolumeOps } from "../../store/volume-actions.js";
 import { deleteSnapshotRow, getSnapshot, insertSnapshot, lockOverdueSnapshots, snapshotBeingCopied, updateSnapshot } from "../../store/volume-snapshots.js";
 import type { ConductorContext } from "../context.js";
-import type { VolumeResultRules } from "./flow.js";
-import { volumeFaultOf, volumeOpErrorOf } from "./flow.js";
+import { faultOf, operationErrorOf, operationErrorOfFault } from "../flow.js";
+import type { VolumeResultContext, VolumeResultRules } from "./flow.js";
 import { dispatchVolumeOp, volumeAccepted, volumeAct, type VolumeAccepted } from "./frame.js";
 
 /** What a snapshot call returns: its volume's operation, and the snapshot. */
@@ -87,15 +87,18 @@ export async function deleteSnapshot(ctx: ConductorContext, who: Principal, id: 
   return { ...accepted, snapshot: await getSnapshot(ctx.pool, id) };
 }
 
+/** The host failed a snapshot op: the snapshot is in ERROR with the fault, its action FAILED. */
+async function snapshotFailed(r: VolumeResultContext): Promise<void> {
+  await updateSnapshot(r.conn, r.snapshot!.id, { status: "ERROR", taskDeadline: null, fault: faultOf(r.error!, r.op) });
+  await finishVolumeAction(r.conn, r.op.actionId, operationErrorOf(r.error!, r.op));
+}
+
 export const snapshotResults: VolumeResultRules<"create_volume_snapshot" | "delete_volume_snapshot"> = {
   create_volume_snapshot: {
     snapshot: "CREATING",
     apply: async (r) => {
       const s = r.snapshot!;
-      if (r.error) {
-        await updateSnapshot(r.conn, s.id, { status: "ERROR", taskDeadline: null, fault: volumeFaultOf(r.error, r.op) });
-        return finishVolumeAction(r.conn, r.op.actionId, volumeOpErrorOf(r.error, r.op));
-      }
+      if (r.error) return snapshotFailed(r);
       await updateSnapshot(r.conn, s.id, { status: "AVAILABLE", taskDeadline: null, fault: null });
       await finishVolumeAction(r.conn, r.op.actionId);
     },
@@ -104,10 +107,7 @@ export const snapshotResults: VolumeResultRules<"create_volume_snapshot" | "dele
     snapshot: "DELETING",
     apply: async (r) => {
       const s = r.snapshot!;
-      if (r.error) {
-        await updateSnapshot(r.conn, s.id, { status: "ERROR", taskDeadline: null, fault: volumeFaultOf(r.error, r.op) });
-        return finishVolumeAction(r.conn, r.op.actionId, volumeOpErrorOf(r.error, r.op));
-      }
+      if (r.error) return snapshotFailed(r);
       await deleteSnapshotRow(r.conn, s.id);
       await finishVolumeAction(r.conn, r.op.actionId);
     },
@@ -132,7 +132,7 @@ export async function reapSnapshots(conn: PoolConnection, ctx: ConductorContext,
     for (const op of ops) {
       if ((await getVolumeActionById(conn, op.actionId))?.snapshotId !== s.id) continue;
       await finishVolumeOp(conn, op.opId, { code: "TASK_TIMED_OUT", message: why, retryable: false });
-      await finishVolumeAction(conn, op.actionId, { code: status.DEADLINE_EXCEEDED, reason: fault.code, message: fault.message, metadata: fault.details });
+      await finishVolumeAction(conn, op.actionId, operationErrorOfFault(fault, status.DEADLINE_EXCEEDED));
     }
     ctx.log.warn({ snapshot: s.id, volume: s.volumeId, status: s.status }, `snapshot timed out: ${fault.message}`);
     await updateSnapshot(conn, s.id, { status: "ERROR", taskDeadline: null, fault });
