@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { OperationServiceServer } from "../../gen/novamesh/compute/v1/operation.js";
+import type { Operation, OperationServiceServer } from "../../gen/novamesh/compute/v1/operation.js";
 import { OperationState as PbOperationState } from "../../gen/novamesh/compute/v1/operation.js";
 import { visible } from "../conductor/act.js";
 import type { ConductorContext } from "../conductor/context.js";
@@ -66,17 +66,18 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
       if (serverId) await visible(pool, ctx.principal, serverId);
       const state = fromEnum(PbOperationState, "OPERATION_STATE_", req.state) as OperationState | null;
       if (req.state !== 0 && !state) throw invalidArgument("state", `unknown operation state ${req.state}`);
+      const viewer = await viewerOf(pool, ctx);
+      /** One page of `rows` (fetched one over the limit), newest first, and the token of the next. */
+      const pageOf = <R extends { id: number }>(rows: R[], toOperation: (r: R) => Operation) => {
+        const page = rows.slice(0, limit);
+        return { operations: page.map(toOperation), nextPageToken: rows.length > limit ? v.encodePageToken({ before: page[page.length - 1]!.id }) : "" };
+      };
       if (volumeId) {
         // A deleted volume's operations stay listed for its project.
         const vol = await getVolume(pool, volumeId);
         if (!vol || (!isAdmin(ctx) && vol.projectId !== ctx.principal.projectId)) throw notFound("volume", volumeId);
         const rows = await listVolumeActions(pool, { volumeId, state: state ?? undefined, beforeId: cursor?.before, limit: limit + 1 });
-        const page = rows.slice(0, limit);
-        const viewer = await viewerOf(pool, ctx);
-        return {
-          operations: page.map((o) => volumeOperationToProto(o, viewer)),
-          nextPageToken: rows.length > limit ? v.encodePageToken({ before: page[page.length - 1]!.id }) : "",
-        };
+        return pageOf(rows, (o) => volumeOperationToProto(o, viewer));
       }
       const rows = await listOperations(pool, {
         projectId: req.allProjects || (isAdmin(ctx) && serverId) ? undefined : ctx.principal.projectId,
@@ -85,12 +86,7 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
         beforeId: cursor?.before,
         limit: limit + 1,
       });
-      const page = rows.slice(0, limit);
-      const viewer = await viewerOf(pool, ctx);
-      return {
-        operations: page.map((o) => operationToProto(o, viewer)),
-        nextPageToken: rows.length > limit ? v.encodePageToken({ before: page[page.length - 1]!.id }) : "",
-      };
+      return pageOf(rows, (o) => operationToProto(o, viewer));
     }),
 
     waitOperation: unary(deps, "WaitOperation", async (req, ctx) => {
@@ -107,15 +103,10 @@ export function operationService(deps: RpcDeps, conductor: ConductorContext, fee
     }, "public", true),
 
     cancelOperation: unary(deps, "CancelOperation", async (req, ctx) => {
-      const loaded = await load(ctx.principal, req.name);
-      if (loaded.kind === "volume") {
-        const done = isDone(loaded.op);
-        throw failedPrecondition(done ? `operation ${req.name} is already ${loaded.op.state}` : `a volume's ${loaded.op.action} operation cannot be cancelled`, done ? "OPERATION_DONE" : "NOT_CANCELLABLE", done ? { state: loaded.op.state } : { action: loaded.op.action });
-      }
-      const op = loaded.op;
+      const { kind, op } = await load(ctx.principal, req.name);
       if (isDone(op)) throw failedPrecondition(`operation ${req.name} is already ${op.state}`, "OPERATION_DONE", { state: op.state });
-      // Only a live migration that is copying can stop half-way.
-      if (!op.cancellable) throw failedPrecondition(`a ${op.action} operation cannot be cancelled now`, "NOT_CANCELLABLE", { action: op.action });
+      // Only a live migration that is copying can stop half-way; no volume operation can.
+      if (kind === "volume" || !op.cancellable) throw failedPrecondition(`a ${op.action} operation cannot be cancelled now`, "NOT_CANCELLABLE", { action: op.action });
       return { operation: operationToProto(await liveMigration.cancel(conductor, ctx.principal, op.instanceUuid, op.requestId), await viewerOf(pool, ctx)) };
     }),
   };
