@@ -35,7 +35,7 @@ import { isInvalidOp, isVolumeOp, type AgentOp, type DriverOpKind, type Incoming
 import { handlerOf, RUN, SKIP, type Reconciliation, type RunResult } from "./handlers.js";
 import { OpJournal, outcomeOf, type FinishedEntry } from "./journal.js";
 import { KeyedQueue } from "../keyed-queue.js";
-import { ExecutorClosedError, finalFailure, toFailure, type Execution, type OpFailure, type OpOutcome, type VolumeResult } from "./outcome.js";
+import { ExecutorClosedError, finalFailure, pastDeadline, toFailure, type Execution, type OpFailure, type OpOutcome, type VolumeResult } from "./outcome.js";
 import { ProgressRelay, type OpProgressEvent } from "./progress.js";
 import { VolumeOps } from "./volume-executor.js";
 
@@ -242,9 +242,9 @@ export class OpExecutor {
     }
     let failure: OpFailure | undefined;
     let result: RunResult = {};
-    if (plan.action !== "skip" && op.deadline !== null && startTime.getTime() > op.deadline.getTime()) {
-      // The controller has given up on the op: it must not start (again).
-      failure = finalFailure("DEADLINE_EXCEEDED", `not started: the op's deadline ${op.deadline.toISOString()} had passed`);
+    const late = plan.action !== "skip" ? pastDeadline(op.deadline, startTime) : undefined;
+    if (late) {
+      failure = late;
       plan = SKIP;
     } else if (!reconciled) {
       await this.journal.append({ t: "started", opId: op.opId, serverId, kind: op.kind, time: startTime.toISOString() });

@@ -28,6 +28,16 @@ export function finalFailure(code: string, message: string): OpFailure {
 }
 
 /**
+ * The failure of an op that must not start (again) because its deadline
+ * passed before `start` — the controller has given up on it; undefined
+ * while it may run (or it has no deadline).
+ */
+export function pastDeadline(deadline: Date | null, start: Date): OpFailure | undefined {
+  if (deadline === null || start.getTime() <= deadline.getTime()) return undefined;
+  return finalFailure("DEADLINE_EXCEEDED", `not started: the op's deadline ${deadline.toISOString()} had passed`);
+}
+
+/**
  * What an op that succeeded reports of a volume: its size as the backend
  * holds it (create_volume, extend_volume), its export (export_volume), or
  * the device the instance got it as (attach_volume).

@@ -38,7 +38,7 @@ import type { KeyedQueue } from "../keyed-queue.js";
 import type { VolumeBackend, VolumeInfo, VolumeSource } from "../volume/backend.js";
 import type { AgentVolumeOp } from "./agent-op.js";
 import { outcomeOf, type FinishedEntry, type OpJournal } from "./journal.js";
-import { ExecutorClosedError, finalFailure, toFailure, type Execution, type OpFailure, type VolumeResult } from "./outcome.js";
+import { ExecutorClosedError, finalFailure, pastDeadline, toFailure, type Execution, type OpFailure, type VolumeResult } from "./outcome.js";
 
 /** What {@link VolumeOps} works with. */
 export interface VolumeOpsOptions {
@@ -124,12 +124,9 @@ export class VolumeOps {
     const startTime = new Date();
     const reconciled = record?.started !== undefined;
     const log = this.log.child({ op_id: op.opId, request_id: op.requestId, volume_id: volumeId, op: op.kind, ...(serverId ? { server_id: serverId } : {}) });
-    let failure: OpFailure | undefined;
+    let failure = pastDeadline(op.deadline, startTime);
     let volume: VolumeResult | undefined;
-    if (op.deadline !== null && startTime.getTime() > op.deadline.getTime()) {
-      // The controller has given up on the op: it must not start (again).
-      failure = finalFailure("DEADLINE_EXCEEDED", `not started: the op's deadline ${op.deadline.toISOString()} had passed`);
-    } else {
+    if (!failure) {
       if (reconciled) log.warn("volume op was interrupted by a restart; running it again");
       else await journal.append({ t: "started", opId: op.opId, serverId, volumeId, kind: op.kind, time: startTime.toISOString() });
       try {
