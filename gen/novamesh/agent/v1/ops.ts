@@ -143,6 +143,12 @@ export interface ComputeOp {
     /** Compute host: unplug a volume from the instance. */
     { $case: "detachVolume"; detachVolume: DetachVolumeOp }
     | //
+    /**
+     * Compute host: the instance's hypervisor takes an attached volume's
+     * new size, so the running guest sees it.
+     */
+    { $case: "extendVolumeDisk"; extendVolumeDisk: ExtendVolumeDiskOp }
+    | //
     /** Volume host: create the volume in its pool. */
     { $case: "createVolume"; createVolume: CreateVolumeOp }
     | //
@@ -166,6 +172,12 @@ export interface ComputeOp {
     | //
     /** Volume host: delete one of the volume's snapshots. */
     { $case: "deleteVolumeSnapshot"; deleteVolumeSnapshot: DeleteVolumeSnapshotOp }
+    | //
+    /**
+     * Volume host: grow an attached volume (`instance` names the server it
+     * is attached to) and serve its exports again at the new size.
+     */
+    { $case: "growVolume"; growVolume: GrowVolumeOp }
     | undefined;
 }
 
@@ -515,6 +527,15 @@ export interface ExtendVolumeOp {
 }
 
 /**
+ * Grow an attached volume to `size_bytes` (never shrinks) and serve its
+ * exports again: connected clients reconnect and are told the new size.
+ */
+export interface GrowVolumeOp {
+  /** The new size in bytes. */
+  sizeBytes: number;
+}
+
+/**
  * Export a volume for one attachment: only the compute host `client` can
  * open it. Exporting the same attachment again answers the same export.
  */
@@ -563,6 +584,19 @@ export interface AttachVolumeOp {
 export interface DetachVolumeOp {
   /** The attachment. */
   attachmentId: string;
+}
+
+/**
+ * Make the running instance's hypervisor take the new size of an attached
+ * volume (its volume host grew it and serves it again), so the guest sees
+ * a capacity change on the disk. An instance that is not running has
+ * nothing to do: it opens the volume at its new size when it starts.
+ */
+export interface ExtendVolumeDiskOp {
+  /** The attachment. */
+  attachmentId: string;
+  /** The volume's new size in bytes. */
+  sizeBytes: number;
 }
 
 /**
@@ -698,6 +732,9 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       case "detachVolume":
         DetachVolumeOp.encode(message.op.detachVolume, writer.uint32(282).fork()).join();
         break;
+      case "extendVolumeDisk":
+        ExtendVolumeDiskOp.encode(message.op.extendVolumeDisk, writer.uint32(290).fork()).join();
+        break;
       case "createVolume":
         CreateVolumeOp.encode(message.op.createVolume, writer.uint32(322).fork()).join();
         break;
@@ -718,6 +755,9 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         break;
       case "deleteVolumeSnapshot":
         DeleteVolumeSnapshotOp.encode(message.op.deleteVolumeSnapshot, writer.uint32(370).fork()).join();
+        break;
+      case "growVolume":
+        GrowVolumeOp.encode(message.op.growVolume, writer.uint32(378).fork()).join();
         break;
     }
     return writer;
@@ -1027,6 +1067,17 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             message.op = { $case: "detachVolume", detachVolume: DetachVolumeOp.decode(reader, reader.uint32()) };
             continue;
           }
+          case 36: {
+            if (tag !== 290) {
+              break;
+            }
+
+            message.op = {
+              $case: "extendVolumeDisk",
+              extendVolumeDisk: ExtendVolumeDiskOp.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
           case 40: {
             if (tag !== 322) {
               break;
@@ -1087,6 +1138,14 @@ export const ComputeOp: MessageFns<ComputeOp> = {
               $case: "deleteVolumeSnapshot",
               deleteVolumeSnapshot: DeleteVolumeSnapshotOp.decode(reader, reader.uint32()),
             };
+            continue;
+          }
+          case 47: {
+            if (tag !== 378) {
+              break;
+            }
+
+            message.op = { $case: "growVolume", growVolume: GrowVolumeOp.decode(reader, reader.uint32()) };
             continue;
           }
         }
@@ -1216,6 +1275,10 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         ? { $case: "detachVolume", detachVolume: DetachVolumeOp.fromJSON(object.detachVolume) }
         : isSet(object.detach_volume)
         ? { $case: "detachVolume", detachVolume: DetachVolumeOp.fromJSON(object.detach_volume) }
+        : isSet(object.extendVolumeDisk)
+        ? { $case: "extendVolumeDisk", extendVolumeDisk: ExtendVolumeDiskOp.fromJSON(object.extendVolumeDisk) }
+        : isSet(object.extend_volume_disk)
+        ? { $case: "extendVolumeDisk", extendVolumeDisk: ExtendVolumeDiskOp.fromJSON(object.extend_volume_disk) }
         : isSet(object.createVolume)
         ? { $case: "createVolume", createVolume: CreateVolumeOp.fromJSON(object.createVolume) }
         : isSet(object.create_volume)
@@ -1256,6 +1319,10 @@ export const ComputeOp: MessageFns<ComputeOp> = {
           $case: "deleteVolumeSnapshot",
           deleteVolumeSnapshot: DeleteVolumeSnapshotOp.fromJSON(object.delete_volume_snapshot),
         }
+        : isSet(object.growVolume)
+        ? { $case: "growVolume", growVolume: GrowVolumeOp.fromJSON(object.growVolume) }
+        : isSet(object.grow_volume)
+        ? { $case: "growVolume", growVolume: GrowVolumeOp.fromJSON(object.grow_volume) }
         : undefined,
     };
   },
@@ -1335,6 +1402,8 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       obj.attachVolume = AttachVolumeOp.toJSON(message.op.attachVolume);
     } else if (message.op?.$case === "detachVolume") {
       obj.detachVolume = DetachVolumeOp.toJSON(message.op.detachVolume);
+    } else if (message.op?.$case === "extendVolumeDisk") {
+      obj.extendVolumeDisk = ExtendVolumeDiskOp.toJSON(message.op.extendVolumeDisk);
     } else if (message.op?.$case === "createVolume") {
       obj.createVolume = CreateVolumeOp.toJSON(message.op.createVolume);
     } else if (message.op?.$case === "deleteVolume") {
@@ -1349,6 +1418,8 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       obj.createVolumeSnapshot = CreateVolumeSnapshotOp.toJSON(message.op.createVolumeSnapshot);
     } else if (message.op?.$case === "deleteVolumeSnapshot") {
       obj.deleteVolumeSnapshot = DeleteVolumeSnapshotOp.toJSON(message.op.deleteVolumeSnapshot);
+    } else if (message.op?.$case === "growVolume") {
+      obj.growVolume = GrowVolumeOp.toJSON(message.op.growVolume);
     }
     return obj;
   },
@@ -1553,6 +1624,15 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         }
         break;
       }
+      case "extendVolumeDisk": {
+        if (object.op?.extendVolumeDisk !== undefined && object.op?.extendVolumeDisk !== null) {
+          message.op = {
+            $case: "extendVolumeDisk",
+            extendVolumeDisk: ExtendVolumeDiskOp.fromPartial(object.op.extendVolumeDisk),
+          };
+        }
+        break;
+      }
       case "createVolume": {
         if (object.op?.createVolume !== undefined && object.op?.createVolume !== null) {
           message.op = { $case: "createVolume", createVolume: CreateVolumeOp.fromPartial(object.op.createVolume) };
@@ -1601,6 +1681,12 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             $case: "deleteVolumeSnapshot",
             deleteVolumeSnapshot: DeleteVolumeSnapshotOp.fromPartial(object.op.deleteVolumeSnapshot),
           };
+        }
+        break;
+      }
+      case "growVolume": {
+        if (object.op?.growVolume !== undefined && object.op?.growVolume !== null) {
+          message.op = { $case: "growVolume", growVolume: GrowVolumeOp.fromPartial(object.op.growVolume) };
         }
         break;
       }
@@ -5382,6 +5468,79 @@ export const ExtendVolumeOp: MessageFns<ExtendVolumeOp> = {
   },
 };
 
+function createBaseGrowVolumeOp(): GrowVolumeOp {
+  return { sizeBytes: 0 };
+}
+
+export const GrowVolumeOp: MessageFns<GrowVolumeOp> = {
+  encode(message: GrowVolumeOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sizeBytes !== 0) {
+      writer.uint32(8).int64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GrowVolumeOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGrowVolumeOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GrowVolumeOp {
+    return {
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: GrowVolumeOp): unknown {
+    const obj: any = {};
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GrowVolumeOp>, I>>(base?: I): GrowVolumeOp {
+    return GrowVolumeOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GrowVolumeOp>, I>>(object: I): GrowVolumeOp {
+    const message = createBaseGrowVolumeOp();
+    message.sizeBytes = object.sizeBytes ?? 0;
+    return message;
+  },
+};
+
 function createBaseExportVolumeOp(): ExportVolumeOp {
   return { attachmentId: "", client: "" };
 }
@@ -5845,6 +6004,99 @@ export const DetachVolumeOp: MessageFns<DetachVolumeOp> = {
   fromPartial<I extends Exact<DeepPartial<DetachVolumeOp>, I>>(object: I): DetachVolumeOp {
     const message = createBaseDetachVolumeOp();
     message.attachmentId = object.attachmentId ?? "";
+    return message;
+  },
+};
+
+function createBaseExtendVolumeDiskOp(): ExtendVolumeDiskOp {
+  return { attachmentId: "", sizeBytes: 0 };
+}
+
+export const ExtendVolumeDiskOp: MessageFns<ExtendVolumeDiskOp> = {
+  encode(message: ExtendVolumeDiskOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attachmentId !== "") {
+      writer.uint32(10).string(message.attachmentId);
+    }
+    if (message.sizeBytes !== 0) {
+      writer.uint32(16).int64(message.sizeBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExtendVolumeDiskOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExtendVolumeDiskOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attachmentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sizeBytes = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExtendVolumeDiskOp {
+    return {
+      attachmentId: isSet(object.attachmentId)
+        ? globalThis.String(object.attachmentId)
+        : isSet(object.attachment_id)
+        ? globalThis.String(object.attachment_id)
+        : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? globalThis.Number(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? globalThis.Number(object.size_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: ExtendVolumeDiskOp): unknown {
+    const obj: any = {};
+    if (message.attachmentId !== "") {
+      obj.attachmentId = message.attachmentId;
+    }
+    if (message.sizeBytes !== 0) {
+      obj.sizeBytes = Math.round(message.sizeBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExtendVolumeDiskOp>, I>>(base?: I): ExtendVolumeDiskOp {
+    return ExtendVolumeDiskOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExtendVolumeDiskOp>, I>>(object: I): ExtendVolumeDiskOp {
+    const message = createBaseExtendVolumeDiskOp();
+    message.attachmentId = object.attachmentId ?? "";
+    message.sizeBytes = object.sizeBytes ?? 0;
     return message;
   },
 };

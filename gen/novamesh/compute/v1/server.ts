@@ -184,6 +184,8 @@ export enum TaskState {
   TASK_STATE_VOLUME_ATTACHING = 28,
   /** TASK_STATE_VOLUME_DETACHING - A volume is being unplugged and its export ended. */
   TASK_STATE_VOLUME_DETACHING = 29,
+  /** TASK_STATE_VOLUME_EXTENDING - An attached volume is being grown and the guest shown its new size. */
+  TASK_STATE_VOLUME_EXTENDING = 30,
   UNRECOGNIZED = -1,
 }
 
@@ -279,6 +281,9 @@ export function taskStateFromJSON(object: any): TaskState {
     case 29:
     case "TASK_STATE_VOLUME_DETACHING":
       return TaskState.TASK_STATE_VOLUME_DETACHING;
+    case 30:
+    case "TASK_STATE_VOLUME_EXTENDING":
+      return TaskState.TASK_STATE_VOLUME_EXTENDING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -348,6 +353,8 @@ export function taskStateToJSON(object: TaskState): string {
       return "TASK_STATE_VOLUME_ATTACHING";
     case TaskState.TASK_STATE_VOLUME_DETACHING:
       return "TASK_STATE_VOLUME_DETACHING";
+    case TaskState.TASK_STATE_VOLUME_EXTENDING:
+      return "TASK_STATE_VOLUME_EXTENDING";
     case TaskState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

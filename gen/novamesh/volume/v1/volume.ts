@@ -3541,9 +3541,17 @@ export const VolumeServiceService = {
     responseDeserialize: (value: Buffer): DeleteVolumeResponse => DeleteVolumeResponse.decode(value),
   },
   /**
-   * Grows an AVAILABLE volume to `new_size_gb`. The extra size is claimed
-   * on its pool first: RESOURCE_EXHAUSTED (NO_VALID_POOL) when the pool
-   * has no room. EXTENDING until its host has grown it.
+   * Grows a volume to `new_size_gb`. The extra size is claimed on its pool
+   * first: RESOURCE_EXHAUSTED (NO_VALID_POOL) when the pool has no room.
+   * EXTENDING until its host has grown it. An AVAILABLE volume: an
+   * operation of the volume (action "extend"). An IN_USE volume is grown
+   * online: an operation of the server it is attached to
+   * (`servers/{server_id}/operations/{request_id}`, action
+   * "extend_volume", task VOLUME_EXTENDING), which must be ACTIVE or
+   * SHUTOFF (else FAILED_PRECONDITION naming its state); its volume host
+   * grows it and serves it again, then the server's host makes the running
+   * guest see the new size (a pause of the guest of well under a second
+   * while the hypervisor reconnects to the volume).
    */
   extendVolume: {
     path: "/novamesh.volume.v1.VolumeService/ExtendVolume" as const,
@@ -3676,9 +3684,17 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    */
   deleteVolume: handleUnaryCall<DeleteVolumeRequest, DeleteVolumeResponse>;
   /**
-   * Grows an AVAILABLE volume to `new_size_gb`. The extra size is claimed
-   * on its pool first: RESOURCE_EXHAUSTED (NO_VALID_POOL) when the pool
-   * has no room. EXTENDING until its host has grown it.
+   * Grows a volume to `new_size_gb`. The extra size is claimed on its pool
+   * first: RESOURCE_EXHAUSTED (NO_VALID_POOL) when the pool has no room.
+   * EXTENDING until its host has grown it. An AVAILABLE volume: an
+   * operation of the volume (action "extend"). An IN_USE volume is grown
+   * online: an operation of the server it is attached to
+   * (`servers/{server_id}/operations/{request_id}`, action
+   * "extend_volume", task VOLUME_EXTENDING), which must be ACTIVE or
+   * SHUTOFF (else FAILED_PRECONDITION naming its state); its volume host
+   * grows it and serves it again, then the server's host makes the running
+   * guest see the new size (a pause of the guest of well under a second
+   * while the hypervisor reconnects to the volume).
    */
   extendVolume: handleUnaryCall<ExtendVolumeRequest, ExtendVolumeResponse>;
   /**
@@ -3788,9 +3804,17 @@ export interface VolumeServiceClient extends Client {
     callback: (error: ServiceError | null, response: DeleteVolumeResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Grows an AVAILABLE volume to `new_size_gb`. The extra size is claimed
-   * on its pool first: RESOURCE_EXHAUSTED (NO_VALID_POOL) when the pool
-   * has no room. EXTENDING until its host has grown it.
+   * Grows a volume to `new_size_gb`. The extra size is claimed on its pool
+   * first: RESOURCE_EXHAUSTED (NO_VALID_POOL) when the pool has no room.
+   * EXTENDING until its host has grown it. An AVAILABLE volume: an
+   * operation of the volume (action "extend"). An IN_USE volume is grown
+   * online: an operation of the server it is attached to
+   * (`servers/{server_id}/operations/{request_id}`, action
+   * "extend_volume", task VOLUME_EXTENDING), which must be ACTIVE or
+   * SHUTOFF (else FAILED_PRECONDITION naming its state); its volume host
+   * grows it and serves it again, then the server's host makes the running
+   * guest see the new size (a pause of the guest of well under a second
+   * while the hypervisor reconnects to the volume).
    */
   extendVolume(
     request: ExtendVolumeRequest,
