@@ -465,6 +465,20 @@ export interface LiveMigrateOp {
   targetHost: string;
   /** Hypervisor URI of the target (libvirt), as its agent announced it. */
   targetUri: string;
+  /**
+   * The instance's attached volumes, each with the export its volume host
+   * made for the target: on the target the disk opens that export (the
+   * volume is not copied; both hosts reach the same volume).
+   */
+  volumes: MigratingVolume[];
+}
+
+/** An attached volume during a live migration. */
+export interface MigratingVolume {
+  /** The attachment: how the hypervisor knows the disk. */
+  attachmentId: string;
+  /** Where the target host opens it. */
+  export: VolumeExport | undefined;
 }
 
 /** Target side of a live migration, after it succeeded. */
@@ -538,6 +552,9 @@ export interface GrowVolumeOp {
 /**
  * Export a volume for one attachment: only the compute host `client` can
  * open it. Exporting the same attachment again answers the same export.
+ * During a live migration a volume has a second export, to the target
+ * host (`attachment_id` is then that export's own id): both hosts reach
+ * the one volume, through one process on the volume host.
  */
 export interface ExportVolumeOp {
   /** The attachment (UUID): the export's name. */
@@ -4776,7 +4793,7 @@ export const PreLiveMigrationOp: MessageFns<PreLiveMigrationOp> = {
 };
 
 function createBaseLiveMigrateOp(): LiveMigrateOp {
-  return { targetHost: "", targetUri: "" };
+  return { targetHost: "", targetUri: "", volumes: [] };
 }
 
 export const LiveMigrateOp: MessageFns<LiveMigrateOp> = {
@@ -4786,6 +4803,9 @@ export const LiveMigrateOp: MessageFns<LiveMigrateOp> = {
     }
     if (message.targetUri !== "") {
       writer.uint32(18).string(message.targetUri);
+    }
+    for (const v of message.volumes) {
+      MigratingVolume.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -4819,6 +4839,14 @@ export const LiveMigrateOp: MessageFns<LiveMigrateOp> = {
             message.targetUri = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.volumes.push(MigratingVolume.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4843,6 +4871,9 @@ export const LiveMigrateOp: MessageFns<LiveMigrateOp> = {
         : isSet(object.target_uri)
         ? globalThis.String(object.target_uri)
         : "",
+      volumes: globalThis.Array.isArray(object?.volumes)
+        ? object.volumes.map((e: any) => MigratingVolume.fromJSON(e))
+        : [],
     };
   },
 
@@ -4854,6 +4885,9 @@ export const LiveMigrateOp: MessageFns<LiveMigrateOp> = {
     if (message.targetUri !== "") {
       obj.targetUri = message.targetUri;
     }
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => MigratingVolume.toJSON(e));
+    }
     return obj;
   },
 
@@ -4864,6 +4898,98 @@ export const LiveMigrateOp: MessageFns<LiveMigrateOp> = {
     const message = createBaseLiveMigrateOp();
     message.targetHost = object.targetHost ?? "";
     message.targetUri = object.targetUri ?? "";
+    message.volumes = object.volumes?.map((e) => MigratingVolume.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMigratingVolume(): MigratingVolume {
+  return { attachmentId: "", export: undefined };
+}
+
+export const MigratingVolume: MessageFns<MigratingVolume> = {
+  encode(message: MigratingVolume, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attachmentId !== "") {
+      writer.uint32(10).string(message.attachmentId);
+    }
+    if (message.export !== undefined) {
+      VolumeExport.encode(message.export, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigratingVolume {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigratingVolume();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attachmentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.export = VolumeExport.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigratingVolume {
+    return {
+      attachmentId: isSet(object.attachmentId)
+        ? globalThis.String(object.attachmentId)
+        : isSet(object.attachment_id)
+        ? globalThis.String(object.attachment_id)
+        : "",
+      export: isSet(object.export) ? VolumeExport.fromJSON(object.export) : undefined,
+    };
+  },
+
+  toJSON(message: MigratingVolume): unknown {
+    const obj: any = {};
+    if (message.attachmentId !== "") {
+      obj.attachmentId = message.attachmentId;
+    }
+    if (message.export !== undefined) {
+      obj.export = VolumeExport.toJSON(message.export);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MigratingVolume>, I>>(base?: I): MigratingVolume {
+    return MigratingVolume.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MigratingVolume>, I>>(object: I): MigratingVolume {
+    const message = createBaseMigratingVolume();
+    message.attachmentId = object.attachmentId ?? "";
+    message.export = (object.export !== undefined && object.export !== null)
+      ? VolumeExport.fromPartial(object.export)
+      : undefined;
     return message;
   },
 };
