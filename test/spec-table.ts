@@ -35,4 +35,6 @@ export const SPEC: Readonly<Record<ServerAction, readonly VmState[]>> = {
   detach_interface: ["ACTIVE", "PAUSED", "STOPPED"],
   attach_volume: ["ACTIVE", "PAUSED", "STOPPED"],
   detach_volume: ["ACTIVE", "PAUSED", "STOPPED"],
+  // Grown online: the hypervisor takes the new size by reconnecting, which a paused guest's disk does not do.
+  extend_volume: ["ACTIVE", "STOPPED"],
 };

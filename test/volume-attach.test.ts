@@ -53,7 +53,7 @@ describe("volume attachments", () => {
   /** The volumes the server's host has plugged into it (its fake domain). */
   const plugged = async (serverId: string, host: string) => (await fakeDomains(join(dir, host, "fake-domains.json")))[serverId]?.volumes ?? [];
 
-  test("attach exports to the server's host and plugs the disk; another attach, a move or a wrong state is refused; detach undoes it; it attaches elsewhere after", async () => {
+  test("attach exports to the server's host and plugs the disk; another attach, a cold move, a shelve or a wrong state is refused; detach undoes it; it attaches elsewhere after", async () => {
     const s1 = await fx.bootOn(computeHosts[0]!, "att-1");
     const s2 = await fx.bootOn(computeHosts[1]!, "att-2");
     const vol = await newVolume("data");
@@ -83,7 +83,7 @@ describe("volume attachments", () => {
     assert.deepEqual([twice.code, twice.reason, twice.metadata.status], [status.FAILED_PRECONDITION, "WRONG_STATUS", "IN_USE"]);
     const move = await failure(alice.servers.resizeServer({ id: s1.id, flavorId: "m1.small" }));
     assert.deepEqual([move.code, move.reason], [status.FAILED_PRECONDITION, "VOLUMES_ATTACHED"]);
-    assert.equal((await failure(alice.servers.liveMigrateServer({ id: s1.id }))).reason, "VOLUMES_ATTACHED");
+    assert.equal((await failure(alice.servers.shelveServer({ id: s1.id }))).reason, "VOLUMES_ATTACHED");
     const other = await newVolume("other");
     await alice.servers.suspendServer({ id: s2.id });
     await settled(s2.id, ServerStatus.SERVER_STATUS_SUSPENDED);

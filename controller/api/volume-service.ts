@@ -9,6 +9,7 @@ import {
   type VolumeType as PbVolumeType,
 } from "../../gen/novamesh/volume/v1/volume.js";
 import type { ConductorContext } from "../conductor/context.js";
+import { extendAttachedVolume } from "../conductor/flows/volume-extend.js";
 import { createSnapshot, createVolume, deleteSnapshot, deleteVolume, extendVolume, visibleSnapshot, visibleVolume, type VolumeAccepted } from "../conductor/volumes/index.js";
 import { listSnapshots } from "../store/volume-snapshots.js";
 import type { Volume, VolumeAttachment, VolumeSnapshot, VolumeStatus, VolumeType } from "../domain/volume.js";
@@ -19,7 +20,7 @@ import { getImage } from "../store/catalog.js";
 import { isDuplicateKey, withTx } from "../store/db.js";
 import { attachmentsOfVolumes } from "../store/volume-attachments.js";
 import { deleteVolumeType, findVolumeByRequest, getVolumeTypeByName, insertVolumeType, listVolumes, listVolumeTypes, volumeTypeInUse } from "../store/volumes.js";
-import { fromEnum, toEnum, volumeOperationToProto } from "./convert.js";
+import { fromEnum, operationToProto, toEnum, volumeOperationToProto } from "./convert.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
 import { isAdmin, unary } from "./rpc.js";
 import * as v from "./validate.js";
@@ -162,7 +163,14 @@ export function volumeService(deps: RpcDeps, conductor: ConductorContext): Volum
     extendVolume: unary(deps, "ExtendVolume", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       const size = sizeGb("new_size_gb", req.newSizeGb);
-      const a = await extendVolume(conductor, ctx.principal, id, v.requestId("request_id", req.requestId), size);
+      const requestId = v.requestId("request_id", req.requestId);
+      // Attached: grown online by an action of its server; otherwise one of the volume.
+      const [attached] = (await attachmentsOfVolumes(pool, [(await visibleVolume(pool, ctx.principal, id)).id])).get(id) ?? [];
+      if (attached) {
+        const a = await extendAttachedVolume(conductor, ctx.principal, attached.instanceUuid, requestId, id, size);
+        return { operation: operationToProto(a.operation, await viewerOf(pool, ctx)) };
+      }
+      const a = await extendVolume(conductor, ctx.principal, id, requestId, size);
       return { operation: volumeOperationToProto(a.operation, await viewerOf(pool, ctx)) };
     }),
 

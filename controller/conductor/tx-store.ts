@@ -59,6 +59,8 @@ const STEPS = {
   setActionPort: ports.setActionPort,
   getVolume: volumes.getVolume,
   updateVolume: volumes.updateVolume,
+  claimPoolBytes: volumes.claimPoolBytes,
+  releasePoolBytes: volumes.releasePoolBytes,
   insertAttachment: attachments.insertAttachment,
   getAttachment: attachments.getAttachment,
   attachmentsOf: attachments.attachmentsOf,

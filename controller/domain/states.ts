@@ -46,6 +46,7 @@ export const TASK_STATES = [
   "INTERFACE_DETACHING",
   "VOLUME_ATTACHING",
   "VOLUME_DETACHING",
+  "VOLUME_EXTENDING",
 ] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 
@@ -99,6 +100,7 @@ export const ACTIONS = [
   "detach_interface",
   "attach_volume",
   "detach_volume",
+  "extend_volume",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 /** Actions on an existing server. */
@@ -149,6 +151,7 @@ export const DEFAULT_TASK_TIMEOUTS: Readonly<Record<TaskState, number>> = {
   INTERFACE_DETACHING: 300,
   VOLUME_ATTACHING: 300,
   VOLUME_DETACHING: 300,
+  VOLUME_EXTENDING: 300,
 };
 
 /** Resize/migration tasks (status RESIZE) in order. */

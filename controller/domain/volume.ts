@@ -193,7 +193,23 @@ export interface VolumeAttachment {
   readonly state: AttachmentState;
   /** Where the compute host opens the volume, once its volume host exported it. */
   readonly export: { readonly host: string; readonly port: number; readonly exportName: string } | null;
+  /** The id of that export on the volume host (the attachment's id until a live migration gave it another). */
+  readonly exportId: string;
+  /** While its server live-migrates: the export made for the target host. */
+  readonly move: AttachmentMove | null;
   readonly createdAt: Date;
+}
+
+/** The second export of an attached volume while its server live-migrates. */
+export interface AttachmentMove {
+  /** The target host: the export's client. */
+  readonly host: string;
+  /** The export's id on the volume host. */
+  readonly exportId: string;
+  /** The export_volume op that makes it. */
+  readonly opId: string;
+  /** Where the target opens the volume, once made. */
+  readonly export: { readonly host: string; readonly port: number; readonly exportName: string } | null;
 }
 
 /** Devices a guest may be asked to give a volume: vdb … vdz (vda is the root disk). */

@@ -1,9 +1,9 @@
 /** Volume attachments (table volume_attachments): which server a volume is attached to, where and how. */
-import type { AttachmentState, VolumeAttachment } from "../domain/volume.js";
+import type { AttachmentMove, AttachmentState, VolumeAttachment } from "../domain/volume.js";
 import type { Queryable, Row } from "./db.js";
 import { exec, json, select } from "./db.js";
 
-const COLUMNS = "id, volume_id, instance_uuid, compute_host, device, delete_on_termination, state, export, created_at";
+const COLUMNS = "id, volume_id, instance_uuid, compute_host, device, delete_on_termination, state, export, export_id, move, created_at";
 
 function rowToAttachment(r: Row): VolumeAttachment {
   return {
@@ -15,6 +15,8 @@ function rowToAttachment(r: Row): VolumeAttachment {
     deleteOnTermination: r.delete_on_termination === 1,
     state: r.state,
     export: json<VolumeAttachment["export"]>(r.export, null),
+    exportId: r.export_id ?? r.id,
+    move: json<AttachmentMove | null>(r.move, null),
     createdAt: r.created_at,
   };
 }
@@ -60,13 +62,24 @@ export async function hasAttachments(q: Queryable, instanceUuid: string): Promis
 export async function updateAttachment(
   q: Queryable,
   id: string,
-  patch: { state?: AttachmentState; device?: string; export?: VolumeAttachment["export"] },
+  patch: {
+    state?: AttachmentState;
+    device?: string;
+    export?: VolumeAttachment["export"];
+    exportId?: string;
+    computeHost?: string;
+    move?: AttachmentMove | null;
+  },
 ): Promise<void> {
   const sets: string[] = [];
   const params: unknown[] = [];
+  const jsonOf = (x: object | null) => (x === null ? null : JSON.stringify(x));
   if (patch.state !== undefined) (sets.push("state = ?"), params.push(patch.state));
   if (patch.device !== undefined) (sets.push("device = ?"), params.push(patch.device));
-  if (patch.export !== undefined) (sets.push("export = ?"), params.push(patch.export === null ? null : JSON.stringify(patch.export)));
+  if (patch.export !== undefined) (sets.push("export = ?"), params.push(jsonOf(patch.export)));
+  if (patch.exportId !== undefined) (sets.push("export_id = ?"), params.push(patch.exportId));
+  if (patch.computeHost !== undefined) (sets.push("compute_host = ?"), params.push(patch.computeHost));
+  if (patch.move !== undefined) (sets.push("move = ?"), params.push(jsonOf(patch.move)));
   if (sets.length === 0) return;
   params.push(id);
   await exec(q, `UPDATE volume_attachments SET ${sets.join(", ")} WHERE id = ?`, params);

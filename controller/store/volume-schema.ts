@@ -135,4 +135,14 @@ export const VOLUME_MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE volumes ADD COLUMN claimed_gb INT NULL`,
     ],
   },
+  {
+    version: 21,
+    name: "attachments that move with their server",
+    statements: [
+      // The id of the attachment's export on its volume host (NULL: the attachment's own); a live migration changes it.
+      `ALTER TABLE volume_attachments ADD COLUMN export_id CHAR(36) NULL`,
+      // The export made for a live migration's target while the server moves: { host, exportId, opId, export }.
+      `ALTER TABLE volume_attachments ADD COLUMN move JSON NULL`,
+    ],
+  },
 ];

@@ -17,9 +17,10 @@ import * as lock from "./lock.js";
 import * as power from "./power.js";
 import * as rebuild from "./rebuild.js";
 import * as resize from "./resize.js";
+import * as volumeExtend from "./volume-extend.js";
 import * as volumes from "./volumes.js";
 
-export { build, deletion, image, interfaces, liveMigration, lock, power, rebuild, resize, volumes };
+export { build, deletion, image, interfaces, liveMigration, lock, power, rebuild, resize, volumeExtend, volumes };
 
 /** Each action's row: where it may start from, the task it sets. */
 export const ACTION_RULES: Readonly<Record<ServerAction, ActionRule>> = {
@@ -32,12 +33,27 @@ export const ACTION_RULES: Readonly<Record<ServerAction, ActionRule>> = {
   ...image.actions,
   ...interfaces.actions,
   ...volumes.actions,
+  ...volumeExtend.actions,
 } satisfies Record<ServerAction, ActionRule>;
 
 /** vm_states each action may start from (Nova's check_instance_state). */
 export const ALLOWED_FROM: Readonly<Record<ServerAction, ReadonlySet<VmState>>> = Object.fromEntries(
   Object.entries(ACTION_RULES).map(([a, r]) => [a, new Set(r.from)]),
 ) as unknown as Record<ServerAction, ReadonlySet<VmState>>;
+
+/**
+ * One op kind's rows from several flows, each for its own tasks: the
+ * result goes to the row whose tasks hold the server's task.
+ */
+function joined(...rows: readonly ResultRule[]): ResultRule {
+  return {
+    tasks: rows.flatMap((row) => row.tasks),
+    apply: async (r) => {
+      const row = rows.find((x) => r.inst.taskState !== null && x.tasks.includes(r.inst.taskState));
+      await row?.apply?.(r);
+    },
+  };
+}
 
 /** What each op kind's result may finish and does. */
 export const RESULT_RULES: Readonly<Record<OpKind, ResultRule>> = {
@@ -50,6 +66,9 @@ export const RESULT_RULES: Readonly<Record<OpKind, ResultRule>> = {
   ...image.results,
   ...interfaces.results,
   ...volumes.results,
+  ...volumeExtend.results,
+  // Attach exports a volume to its server's host; a live migration, to the target too.
+  export_volume: joined(volumes.results.export_volume, liveMigration.sharedResults.export_volume),
 } satisfies Record<OpKind, ResultRule>;
 
 /** What the reaper does with each task past its deadline. */
@@ -63,6 +82,7 @@ export const TIMEOUT_RULES: Readonly<Record<TaskState, TimeoutRule>> = {
   ...image.timeouts,
   ...interfaces.timeouts,
   ...volumes.timeouts,
+  ...volumeExtend.timeouts,
 } satisfies Record<TaskState, TimeoutRule>;
 
 /** How each kind of move starts once placement claimed its target. */

@@ -18,10 +18,12 @@ import { act, visible } from "../act.js";
 import type { ConductorContext } from "../context.js";
 import { Tx } from "../context.js";
 import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
+import { operationErrorOfFault } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
+import { dropMoves, exportForMove, moveExported, movingVolumes, switchToMoves } from "./volume-moves.js";
 
 export const actions = {
-  live_migrate: { from: ["ACTIVE", "PAUSED"], task: "MIGRATING", scheduled: true, notWithVolumes: true },
+  live_migrate: { from: ["ACTIVE", "PAUSED"], task: "MIGRATING", scheduled: true },
 } as const satisfies ActionRules<"live_migrate">;
 
 /** Live migration; an admin may name the target host. */
@@ -32,9 +34,22 @@ export function liveMigrate(ctx: ConductorContext, who: Principal, uuid: string,
   });
 }
 
-/** Placement chose the target: it prepares; the task (and its deadline) spans the whole move. */
+/**
+ * Placement chose the target: the attached volumes are exported to it
+ * (volume-moves.ts), then it prepares; the task (and its deadline) spans
+ * the whole move.
+ */
 export async function placed(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
   await tx.store.markActionRunning(m.actionId, inst.taskDeadline);
+  if ((await exportForMove(tx, inst, target, m.actionId, m.requestId)) > 0) {
+    await tx.store.setActionStep(m.actionId, { message: `exporting volumes to ${target}` });
+    return;
+  }
+  await prepare(tx, inst, m, target);
+}
+
+/** The target prepares to receive the server. */
+async function prepare(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
   await tx.dispatch({ instance: inst, host: target, actionId: m.actionId, requestId: m.requestId, args: { kind: "pre_live_migration", sourceHost: m.sourceHost } });
 }
 
@@ -65,10 +80,10 @@ export async function cancel(ctx: ConductorContext, who: Principal, uuid: string
   return operation;
 }
 
-/** The open live migration a result belongs to, if `host` is its `side`. */
-async function liveMigrationOf(r: ResultContext, side: "sourceHost" | "targetHost"): Promise<Migration | null> {
+/** The open live migration a result belongs to, if `host` is its `side` (any host: a volume host's). */
+async function liveMigrationOf(r: ResultContext, side: "sourceHost" | "targetHost" | "any"): Promise<Migration | null> {
   const m = await r.store.openMigration(r.inst.uuid, { lock: true });
-  return m && m.type === "LIVE_MIGRATION" && r.op.host === m[side] && m.targetHost ? m : null;
+  return m && m.type === "LIVE_MIGRATION" && (side === "any" || r.op.host === m[side]) && m.targetHost ? m : null;
 }
 
 /**
@@ -78,6 +93,7 @@ async function liveMigrationOf(r: ResultContext, side: "sourceHost" | "targetHos
  */
 async function failed(r: ResultContext, m: Migration): Promise<void> {
   const aborted = r.op.kind === "live_migrate" && r.error?.code === "ABORTED" && (await r.store.cancelRequested(r.op.actionId));
+  await dropMoves(r.tx, r.inst, m.actionId, m.requestId);
   await rollbackMove(r.tx, {
     inst: r.inst,
     migration: m,
@@ -99,7 +115,8 @@ export const results = {
       if (!m) return;
       if (r.error) return failed(r, m);
       const target = await r.store.getNodeByHost(m.targetHost!);
-      await r.dispatch(m.sourceHost, { kind: "live_migrate", targetHost: m.targetHost!, targetUri: target?.migrationUri ?? "" }, r.inst, m.requestId);
+      const volumes = await movingVolumes(r.tx, r.inst);
+      await r.dispatch(m.sourceHost, { kind: "live_migrate", targetHost: m.targetHost!, targetUri: target?.migrationUri ?? "", volumes }, r.inst, m.requestId);
       await r.store.setActionStep(r.op.actionId, { cancellable: true, message: `copying to ${m.targetHost}` });
     },
   },
@@ -112,6 +129,7 @@ export const results = {
       if (r.error) return failed(r, m);
       await r.store.setActionStep(r.op.actionId, { cancellable: false, message: `finishing on ${m.targetHost}` });
       const moved = await r.update({ host: m.targetHost });
+      await switchToMoves(r.tx, moved, m.actionId, m.requestId);
       await r.dispatch(m.targetHost!, { kind: "post_live_migration", sourceHost: m.sourceHost }, moved, m.requestId);
     },
   },
@@ -134,6 +152,40 @@ export const results = {
   rollback_live_migration: { tasks: [] },
   abort: { tasks: [] },
 } as const satisfies ResultRules<"pre_live_migration" | "live_migrate" | "post_live_migration" | "rollback_live_migration" | "abort">;
+
+/** Rows of op kinds other flows own, for this flow's task (flows/index.ts joins them). */
+export const sharedResults = {
+  /** A volume host exported an attached volume to the target: once all are, the target prepares. */
+  export_volume: {
+    tasks: ["MIGRATING"],
+    apply: async (r) => {
+      const m = await liveMigrationOf(r, "any");
+      if (!m) return;
+      const state = await moveExported(r);
+      if (state === "failed") return r.error ? failed(r, m) : noExport(r, m);
+      if (state === "ready") {
+        await r.store.setActionStep(r.op.actionId, { message: `preparing ${m.targetHost}` });
+        await prepare(r.tx, r.inst, m, m.targetHost!);
+      }
+    },
+  },
+} as const satisfies ResultRules<"export_volume">;
+
+/** A volume host answered a move's export without one: a defect made visible, the move rolled back with the controller's fault. */
+async function noExport(r: ResultContext, m: Migration): Promise<void> {
+  const message = `volume host ${r.op.host} answered export_volume without an export`;
+  r.tx.ctx.log.error({ server: r.inst.uuid, op: r.op.opId }, message);
+  const fault = { code: "NO_EXPORT", message, details: { op: r.op.kind, host: r.op.host }, createdAt: new Date().toISOString() };
+  await dropMoves(r.tx, r.inst, m.actionId, m.requestId);
+  await rollbackMove(r.tx, {
+    inst: r.inst,
+    migration: m,
+    fault,
+    error: operationErrorOfFault(fault, status.UNKNOWN),
+    restoreSource: false,
+    cleanupTarget: true,
+  });
+}
 
 export const timeouts = {
   MIGRATING: {

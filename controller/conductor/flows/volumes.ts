@@ -29,7 +29,7 @@ export const actions = {
 } as const satisfies ActionRules<"attach_volume" | "detach_volume">;
 
 /** A volume of the server's project, locked, in `status`; otherwise NOT_FOUND or FAILED_PRECONDITION naming its status. */
-async function volumeFor(tx: Tx, inst: Instance, volumeId: string, status: Volume["status"], what: string): Promise<Volume> {
+export async function volumeFor(tx: Tx, inst: Instance, volumeId: string, status: Volume["status"], what: string): Promise<Volume> {
   const v = await tx.store.getVolume(volumeId, { lock: true });
   if (!v || v.status === "DELETED" || v.projectId !== inst.projectId) throw notFound("volume", volumeId);
   if (v.status !== status) {
@@ -99,7 +99,7 @@ async function current(r: { store: Tx["store"]; inst: Instance }, state: VolumeA
  * earlier attach (an unexport after it failed) may answer during a later
  * attach or detach, and must not move it.
  */
-async function ofRunningAction(r: ResultContext): Promise<boolean> {
+export async function ofRunningAction(r: ResultContext): Promise<boolean> {
   return (await r.store.runningAction(r.inst.uuid))?.id === r.op.actionId;
 }
 
@@ -109,7 +109,7 @@ async function ofRunningAction(r: ResultContext): Promise<boolean> {
  * visible, so the task ends with a fault of the controller's naming it
  * rather than as a host's failure.
  */
-async function endWith(r: ResultContext, code: string, message: string): Promise<void> {
+export async function endWith(r: ResultContext, code: string, message: string): Promise<void> {
   const fault = { code, message, details: { op: r.op.kind, host: r.op.host }, createdAt: new Date().toISOString() };
   r.tx.ctx.log.error({ server: r.inst.uuid, op: r.op.opId, kind: r.op.kind }, message);
   await r.update({ taskState: null, fault });
@@ -119,22 +119,37 @@ async function endWith(r: ResultContext, code: string, message: string): Promise
 const attachmentGone = (r: ResultContext) => endWith(r, "ATTACHMENT_GONE", `the attachment ${r.op.kind} was for is no longer recorded`);
 
 /** The request id ops of an action carry (a synthesized one when the action is unknown). */
-async function requestIdOf(tx: Tx, actionId: number | null, fallback: string): Promise<string> {
+export async function requestIdOf(tx: Tx, actionId: number | null, fallback: string): Promise<string> {
   return (actionId !== null ? (await tx.store.getActionById(actionId))?.requestId : undefined) ?? fallback;
 }
 
-/** Ends an attachment's export on its volume host (cleanup: whenever the host gets it); false when the volume is gone. */
-async function unexport(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: number, requestId: string): Promise<boolean> {
+/**
+ * Ends export `exportId` of an attachment's volume on its volume host
+ * (cleanup: whenever the host gets it); false when the volume is gone.
+ */
+export async function unexport(
+  tx: Tx,
+  inst: Instance,
+  a: Pick<VolumeAttachment, "volumeId" | "exportId">,
+  actionId: number,
+  requestId: string,
+): Promise<boolean> {
   const v = await tx.store.getVolume(a.volumeId);
   if (!v || v.status === "DELETED") return false;
-  await tx.dispatch({ instance: inst, host: v.host, actionId, requestId, volume: volumeTarget(v), args: { kind: "unexport_volume", attachmentId: a.id } });
+  await tx.dispatch({ instance: inst, host: v.host, actionId, requestId, volume: volumeTarget(v), args: { kind: "unexport_volume", attachmentId: a.exportId } });
   return true;
 }
 
-/** The attachment goes and its volume is AVAILABLE (its export ended, or being ended). */
+/**
+ * The attachment goes and its volume is AVAILABLE (its export ended, or
+ * being ended). One caught growing (its server deleted meanwhile) keeps
+ * the larger size claimed: its volume host may have grown it.
+ */
 async function free(store: Tx["store"], a: VolumeAttachment): Promise<void> {
   await store.deleteAttachment(a.id);
-  await store.updateVolume(a.volumeId, { status: "AVAILABLE" });
+  const v = await store.getVolume(a.volumeId, { lock: true });
+  const grown = v?.claimedGb != null ? { sizeGb: v.claimedGb, claimedGb: null } : {};
+  await store.updateVolume(a.volumeId, { status: "AVAILABLE", ...grown });
 }
 
 /** A detach that did not unplug: the attachment is attached again, its volume IN_USE. */
@@ -250,6 +265,8 @@ export const timeouts = {
 export async function releaseVolumes(tx: Tx, inst: Instance, actionId: number | null): Promise<void> {
   const requestId = await requestIdOf(tx, actionId, `release-${inst.uuid}`);
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
+    // An export made for a live migration's target ends too (a delete with the volume ends all its exports).
+    if (a.move) await unexport(tx, inst, { volumeId: a.volumeId, exportId: a.move.exportId }, actionId ?? 0, requestId);
     if (a.deleteOnTermination && (await deleteWithServer(tx.conn, tx.ctx, a.volumeId, inst.uuid))) {
       await tx.store.deleteAttachment(a.id);
       continue;

@@ -43,7 +43,9 @@ export async function deleteWithServer(conn: PoolConnection, ctx: ConductorConte
   }
   const { taskDeadline } = volumeTask(ctx, "DELETING");
   const actionId = await insertVolumeAction(conn, { volumeId, projectId: v.projectId, action: "delete", requestId, request: { with_server: true }, deadline: taskDeadline });
-  await updateVolume(conn, volumeId, { status: "DELETING", taskDeadline });
+  // One caught growing: its larger size is claimed, and given back with it.
+  const grown = v.claimedGb !== null ? { sizeGb: v.claimedGb, claimedGb: null } : {};
+  await updateVolume(conn, volumeId, { status: "DELETING", taskDeadline, ...grown });
   await dispatchVolumeOp(conn, ctx, { volume: v, actionId, requestId, args: { kind: "delete_volume" }, deadline: taskDeadline });
   return true;
 }

@@ -1,0 +1,112 @@
+/**
+ * Extending an attached volume online (Cinder's in-use extend with Nova's
+ * `volume-extended` event), an action of the server it is attached to:
+ * the extra size is claimed on the volume's pool, the volume EXTENDING and
+ * the server in task VOLUME_EXTENDING while its volume host grows it and
+ * serves its exports again at the new size (grow_volume), then the
+ * server's host makes the running guest see it (extend_volume_disk; a
+ * server that is shut off opens it at the new size when it starts).
+ *
+ * The volume host failing leaves the volume IN_USE at its old size, the
+ * extra claim given back. Once it grew, the volume is at the new size
+ * whatever happens on the server's host: a failure there ends the action
+ * with the host's fault (the guest sees the size after a stop and start).
+ * A timeout keeps the larger size claimed (the volume host may have grown
+ * it), the volume IN_USE with the fault.
+ */
+import { status } from "@grpc/grpc-js";
+import type { Instance, Principal } from "../../domain/types.js";
+import type { Volume, VolumeAttachment } from "../../domain/volume.js";
+import { volumeTarget } from "../../domain/volume.js";
+import { GIB } from "../../domain/volume-ops.js";
+import { ApiError, failedPrecondition, invalidArgument, notFound } from "../../errors.js";
+import type { Accepted } from "../act.js";
+import { act } from "../act.js";
+import type { ConductorContext, Tx } from "../context.js";
+import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
+import { endWith, ofRunningAction, requestIdOf, volumeFor } from "./volumes.js";
+
+export const actions = {
+  // Not while paused: the hypervisor takes the new size by reconnecting, which a paused guest's disk does not do.
+  extend_volume: { from: ["ACTIVE", "STOPPED"], task: "VOLUME_EXTENDING" },
+} as const satisfies ActionRules<"extend_volume">;
+
+/** ExtendVolume of a volume attached to server `uuid`. */
+export function extendAttachedVolume(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, volumeId: string, newSizeGb: number): Promise<Accepted> {
+  const request = { volume_id: volumeId, new_size_gb: newSizeGb };
+  return act(ctx, who, uuid, requestId, "extend_volume", actions.extend_volume, request, async (tx, inst, actionId) => {
+    if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
+    const a = (await tx.store.attachmentsOf(inst.uuid)).find((x) => x.volumeId === volumeId);
+    if (!a) throw notFound("volume_attachment", volumeId);
+    const v = await volumeFor(tx, inst, volumeId, "IN_USE", "extend");
+    if (newSizeGb <= v.sizeGb) throw invalidArgument("new_size_gb", `must be larger than the volume's ${v.sizeGb} GiB`);
+    const extra = (newSizeGb - v.sizeGb) * GIB;
+    if (!(await tx.store.claimPoolBytes(v.host, v.pool, extra, ctx.volumeOversubscriptionRatio))) {
+      throw new ApiError(status.RESOURCE_EXHAUSTED, `the volume's pool has no room for ${newSizeGb - v.sizeGb} more GiB`, {
+        reason: "NO_VALID_POOL",
+        metadata: { new_size_gb: String(newSizeGb) },
+      });
+    }
+    await tx.store.updateVolume(v.id, { status: "EXTENDING", claimedGb: newSizeGb, fault: null });
+    const busy = await tx.update(inst.uuid, tx.task("VOLUME_EXTENDING"));
+    const args = { kind: "grow_volume", sizeBytes: newSizeGb * GIB } as const;
+    await tx.dispatch({ instance: busy, host: v.host, actionId, requestId, volume: volumeTarget(v), args });
+    return { instance: busy };
+  });
+}
+
+/** The server's attachment whose volume is EXTENDING (one at a time: the server's task), with that volume locked. */
+async function extending(r: { store: Tx["store"]; inst: Instance }): Promise<{ a: VolumeAttachment; v: Volume } | null> {
+  for (const a of await r.store.attachmentsOf(r.inst.uuid)) {
+    const v = await r.store.getVolume(a.volumeId, { lock: true });
+    if (v?.status === "EXTENDING") return { a, v };
+  }
+  return null;
+}
+
+const volumeGone = (r: ResultContext) => endWith(r, "ATTACHMENT_GONE", `the volume ${r.op.kind} was growing is no longer extending`);
+
+export const results = {
+  grow_volume: {
+    tasks: ["VOLUME_EXTENDING"],
+    apply: async (r) => {
+      if (!(await ofRunningAction(r))) return;
+      const found = await extending(r);
+      if (!found) return volumeGone(r);
+      const { a, v } = found;
+      const size = v.claimedGb ?? v.sizeGb;
+      if (r.error) {
+        await r.store.releasePoolBytes(v.host, v.pool, (size - v.sizeGb) * GIB);
+        await r.store.updateVolume(v.id, { status: "IN_USE", claimedGb: null, fault: r.fault() });
+        return r.fail({});
+      }
+      // Grown: the volume is at its new size from now on, whatever the server's host does with it.
+      await r.store.updateVolume(v.id, { sizeGb: size, claimedGb: null });
+      const requestId = await requestIdOf(r.tx, r.op.actionId, `extend-${a.id}`);
+      await r.dispatch(r.inst.host!, { kind: "extend_volume_disk", attachmentId: a.id, sizeBytes: size * GIB }, r.inst, requestId);
+    },
+  },
+  extend_volume_disk: {
+    tasks: ["VOLUME_EXTENDING"],
+    apply: async (r) => {
+      if (!(await ofRunningAction(r))) return;
+      const found = await extending(r);
+      if (!found) return volumeGone(r);
+      await r.store.updateVolume(found.v.id, { status: "IN_USE", fault: r.error ? r.fault() : null });
+      return r.error ? r.fail({}) : r.succeed({});
+    },
+  },
+} as const satisfies ResultRules<"grow_volume" | "extend_volume_disk">;
+
+export const timeouts = {
+  VOLUME_EXTENDING: {
+    outcome: "the volume is IN_USE at the size asked (its volume host may have grown it); stop and start the server for the guest to see it",
+    reap: async (t) => {
+      const found = await extending(t);
+      if (found) {
+        await t.store.updateVolume(found.v.id, { status: "IN_USE", sizeGb: found.v.claimedGb ?? found.v.sizeGb, claimedGb: null, fault: t.fault });
+      }
+      await t.end();
+    },
+  },
+} as const satisfies TimeoutRules<"VOLUME_EXTENDING">;

@@ -1,0 +1,70 @@
+/**
+ * Attached volumes following their server's live migration (what Nova's
+ * pre_live_migration and post_live_migration do with volume connections):
+ * before the target prepares, each volume's host exports it to the target
+ * too — a second export of the one volume, recorded as the attachment's
+ * `move` — and the copy connects the target's disks to those exports (the
+ * volume is not copied). Once the server runs on the target, the source's
+ * exports end and the moves' exports become the attachments'. A move that
+ * does not happen ends the target's exports.
+ */
+import { randomUUID } from "node:crypto";
+import type { MigratingVolume } from "../../domain/ops.js";
+import type { Instance } from "../../domain/types.js";
+import { volumeTarget } from "../../domain/volume.js";
+import type { Tx } from "../context.js";
+import type { ResultContext } from "../flow.js";
+import { unexport } from "./volumes.js";
+
+/** Has every attached volume of `inst` exported to `target`; the number of exports asked for. */
+export async function exportForMove(tx: Tx, inst: Instance, target: string, actionId: number, requestId: string): Promise<number> {
+  let asked = 0;
+  for (const a of await tx.store.attachmentsOf(inst.uuid)) {
+    const v = await tx.store.getVolume(a.volumeId);
+    if (!v || v.status === "DELETED") continue;
+    const exportId = randomUUID();
+    const args = { kind: "export_volume", attachmentId: exportId, client: target } as const;
+    const opId = await tx.dispatch({ instance: inst, host: v.host, actionId, requestId, volume: volumeTarget(v), args });
+    await tx.store.updateAttachment(a.id, { move: { host: target, exportId, opId, export: null } });
+    asked++;
+  }
+  return asked;
+}
+
+/**
+ * Records the result of a move's export: "ready" once every attachment
+ * has its target's export, "waiting" while some have not, "failed" when
+ * this one failed, "stale" when the result is of no move recorded now.
+ */
+export async function moveExported(r: ResultContext): Promise<"ready" | "waiting" | "failed" | "stale"> {
+  const all = await r.store.attachmentsOf(r.inst.uuid);
+  const a = all.find((x) => x.move?.opId === r.op.opId);
+  if (!a?.move) return "stale";
+  const made = r.outcome.volume?.export;
+  if (r.error || !made) return "failed";
+  await r.store.updateAttachment(a.id, { move: { ...a.move, export: made } });
+  return all.every((x) => x.id === a.id || x.move?.export) ? "ready" : "waiting";
+}
+
+/** What the source's copy needs: each attachment with the export its target opens. */
+export async function movingVolumes(tx: Tx, inst: Instance): Promise<MigratingVolume[]> {
+  return (await tx.store.attachmentsOf(inst.uuid)).flatMap((a) => (a.move?.export ? [{ attachmentId: a.id, export: a.move.export }] : []));
+}
+
+/** The server runs on the target: the source's exports end, the targets' become the attachments'. */
+export async function switchToMoves(tx: Tx, inst: Instance, actionId: number, requestId: string): Promise<void> {
+  for (const a of await tx.store.attachmentsOf(inst.uuid)) {
+    if (!a.move?.export) continue;
+    await unexport(tx, inst, a, actionId, requestId);
+    await tx.store.updateAttachment(a.id, { computeHost: a.move.host, exportId: a.move.exportId, export: a.move.export, move: null });
+  }
+}
+
+/** The move did not happen: the exports made (or being made) for its target end. */
+export async function dropMoves(tx: Tx, inst: Instance, actionId: number, requestId: string): Promise<void> {
+  for (const a of await tx.store.attachmentsOf(inst.uuid)) {
+    if (!a.move) continue;
+    await unexport(tx, inst, { volumeId: a.volumeId, exportId: a.move.exportId }, actionId, requestId);
+    await tx.store.updateAttachment(a.id, { move: null });
+  }
+}
