@@ -81,6 +81,14 @@ export interface DetachVolumeOptions extends InstanceOptions {
   readonly attachmentId: string;
 }
 
+/** Options of {@link Driver.extendVolume}. */
+export interface ExtendVolumeOptions extends InstanceOptions {
+  /** The attachment whose volume grew. */
+  readonly attachmentId: string;
+  /** The volume's new size in bytes (as its volume host now serves it). */
+  readonly sizeBytes: number;
+}
+
 /** Options of {@link Driver.powerOff}. */
 export interface PowerOffOptions extends InstanceOptions {
   /** Seconds to wait for a clean shutdown before forcing it (0: driver default). */
@@ -517,6 +525,21 @@ export interface Driver {
    * Unknown instance: rejects with `InstanceNotFoundError`.
    */
   detachVolume(options: DetachVolumeOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Makes the hypervisor take the new size of an attached volume, which its
+   * volume host grew and serves again at that size
+   * (`capabilities.volumeAttach`; Nova's `extend_volume`): a running guest
+   * sees a capacity change on the disk (it may be paused for a moment so
+   * the hypervisor reconnects to the export). An instance that is not
+   * running has nothing to do: it opens the export at its new size when it
+   * starts. A hypervisor that cannot take the size yet rejects with
+   * "VOLUME_EXTEND_PENDING" (retryable).
+   * Idempotent: a disk already of that size resolves.
+   * Unknown attachment: rejects with "NOT_FOUND" (non-retryable).
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  extendVolume(options: ExtendVolumeOptions, call?: CallOptions): Promise<void>;
 
   /**
    * The volumes attached to the instance (`capabilities.volumeAttach`), by
