@@ -60,10 +60,14 @@ export type OpArgs =
   | { readonly kind: "attach_volume"; readonly attachmentId: string; readonly volumeId: string; readonly export: VolumeExport; readonly device: string }
   /** Unplug the volume of attachment `attachmentId`. */
   | { readonly kind: "detach_volume"; readonly attachmentId: string }
+  /** Make the running instance see the new size (`sizeBytes`) of the volume of attachment `attachmentId`. */
+  | { readonly kind: "extend_volume_disk"; readonly attachmentId: string; readonly sizeBytes: number }
   /** Volume host: export the op's volume for attachment `attachmentId` to compute host `client`. */
   | { readonly kind: "export_volume"; readonly attachmentId: string; readonly client: string }
   /** Volume host: end the export of attachment `attachmentId`. */
-  | { readonly kind: "unexport_volume"; readonly attachmentId: string };
+  | { readonly kind: "unexport_volume"; readonly attachmentId: string }
+  /** Volume host: grow the op's (attached) volume to `sizeBytes` and serve its exports again at that size. */
+  | { readonly kind: "grow_volume"; readonly sizeBytes: number };
 
 /** Where a compute host opens an exported volume (NBD over TLS). */
 export interface VolumeExport {
@@ -117,8 +121,10 @@ export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
   detach_interface: { event: "compute_detach_interface" },
   attach_volume: { event: "compute_attach_volume" },
   detach_volume: { event: "compute_detach_volume", cleanup: true },
+  extend_volume_disk: { event: "compute_extend_volume" },
   export_volume: { event: "volume_export", onVolumeHost: true },
   unexport_volume: { event: "volume_unexport", cleanup: true, onVolumeHost: true },
+  grow_volume: { event: "volume_extend", onVolumeHost: true },
 };
 
 export const OP_KINDS = Object.keys(OP_TRAITS) as OpKind[];
