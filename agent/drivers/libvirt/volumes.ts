@@ -101,12 +101,15 @@ export class Volumes {
    * The running domain's disk takes the size the volume host now serves.
    * qemu's NBD client learns an export's size only when it connects, and
    * notices that the volume host closed the connection (to serve the
-   * export again at the new size) only at its next request. A pause and
-   * resume of a RUNNING domain makes one (qemu flushes its disks when it
-   * stops), so qemu reconnects; then `blockResize` to exactly that size
-   * tells the guest. While qemu still has the old size it refuses to grow
-   * the disk: tried again, with a pause and resume each time (a client
-   * without a reconnect delay needs more than one request to reconnect),
+   * export again at the new size) only at its next request. Pausing a
+   * RUNNING domain makes one (qemu flushes its disks when it stops), so
+   * qemu reconnects; then `blockResize` to exactly that size, while
+   * paused, tells the guest, which sees it when it runs again. With the
+   * disk's reconnect delay one pause does (the flush waits for the new
+   * connection). A client without it (libvirt 9.0 drops the delay) only
+   * starts connecting at that flush and refuses to grow the disk: the
+   * domain stays paused EXTEND_RETRY_MS so the connection is made, and the
+   * next pause's flush (or a guest request in between) takes it up. Tried
    * until EXTEND_TIMEOUT_MS. A domain that is not running has nothing to do.
    */
   async extend(o: ExtendVolumeOptions, call: CallOptions = {}): Promise<void> {
@@ -121,30 +124,49 @@ export class Volumes {
     }
     if (!live) return; // not running: qemu opens the export at its new size when the domain starts
     const what = `resizing volume ${o.attachmentId} (${live.target}) of ${o.instanceId} to ${o.sizeBytes} bytes`;
-    const deadline = Date.now() + EXTEND_TIMEOUT_MS;
+    const started = Date.now();
+    const deadline = started + EXTEND_TIMEOUT_MS;
+    let pauses = 0;
     for (;;) {
       throwIfAborted(call.signal);
       const { state } = await this.p.libvirt.call(`state of ${o.instanceId}`, () => k.dom.getState());
       if (!ACTIVE_STATES.has(state)) return; // stopped meanwhile: it opens the export at its new size when it starts
-      if (state === C.VIR_DOMAIN_RUNNING) {
+      const pause = state === C.VIR_DOMAIN_RUNNING;
+      if (pause) {
         await this.p.libvirt.call(`pausing ${o.instanceId} so qemu reconnects to volume ${o.attachmentId}`, () => k.dom.suspend());
-        await this.p.libvirt.call(`resuming ${o.instanceId} after that pause`, () => k.dom.resume());
+        pauses += 1;
       }
+      let failure: unknown;
       try {
         await this.p.libvirt.call(what, () => k.dom.blockResize(live.target, o.sizeBytes, C.VIR_DOMAIN_BLOCK_RESIZE_BYTES));
-        return;
       } catch (err) {
-        if (!(err instanceof Error) || !CANNOT_GROW.test(err.message)) throw err;
-        if (Date.now() >= deadline) {
-          const paused = state === C.VIR_DOMAIN_RUNNING ? "" : " (the instance is not running: qemu reconnects at the guest's next disk request)";
-          throw new DriverError(
-            "VOLUME_EXTEND_PENDING",
-            `qemu still had the old size of volume ${o.attachmentId} ${EXTEND_TIMEOUT_MS / 1000} s after its volume host served it at ${o.sizeBytes} bytes${paused}: ${err.message}`,
-            { retryable: true, cause: err },
-          );
+        failure = err;
+      }
+      const pending = failure instanceof Error && CANNOT_GROW.test(failure.message);
+      if (pause) {
+        // Paused meanwhile, so the guest's requests do not meet a client that is still connecting.
+        if (pending) await sleep(EXTEND_RETRY_MS);
+        try {
+          await this.p.libvirt.call(`resuming ${o.instanceId} after that pause`, () => k.dom.resume());
+        } catch (err) {
+          if (failure !== undefined) this.p.log.error({ err: failure, server_id: o.instanceId }, `${what} failed before the resume failed too`);
+          throw err;
         }
       }
-      await sleep(EXTEND_RETRY_MS);
+      if (failure === undefined) {
+        this.p.log.info({ server_id: o.instanceId, attachment_id: o.attachmentId, size_bytes: o.sizeBytes, pauses, ms: Date.now() - started }, "the guest's volume disk took its new size");
+        return;
+      }
+      if (!pending) throw failure;
+      if (Date.now() >= deadline) {
+        const paused = pause ? "" : " (the instance is paused: qemu reconnects at its next disk request)";
+        throw new DriverError(
+          "VOLUME_EXTEND_PENDING",
+          `qemu still had the old size of volume ${o.attachmentId} ${EXTEND_TIMEOUT_MS / 1000} s after its volume host served it at ${o.sizeBytes} bytes${paused}: ${(failure as Error).message}`,
+          { retryable: true, cause: failure },
+        );
+      }
+      if (!pause) await sleep(EXTEND_RETRY_MS);
     }
   }
 
