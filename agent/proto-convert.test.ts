@@ -164,6 +164,9 @@ describe("ComputeOp in: attaching a volume (compute host) and exporting it (volu
       testVolumeOp(vol, { kind: "unexport_volume", attachmentId: "att-3", serverId: inst.id }),
       testVolumeOp(vol, { kind: "export_volume" }),
       testVolumeOp(vol, { kind: "unexport_volume" }),
+      testOp(inst, { kind: "extend_volume_disk", attachmentId: "att-4", sizeBytes: 3 * 1024 ** 3 }),
+      testVolumeOp(vol, { kind: "grow_volume", sizeBytes: 3 * 1024 ** 3, serverId: inst.id }),
+      testVolumeOp(vol, { kind: "grow_volume" }),
     ];
     for (const op of ops) {
       const wire = "volume" in op ? computeOpOfVolumeOp(op) : computeOpOf(op);
@@ -206,6 +209,17 @@ describe("ComputeOp in: attaching a volume (compute host) and exporting it (volu
     const unexp = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "unexport_volume", attachmentId: "a b" }));
     assert.equal(problem(unexp).problem, 'unexport_volume.attachment_id "a b" is not an attachment id');
     assert.equal(problem({ ...unexp, volume: undefined }).problem, "unexport_volume names no volume");
+  });
+
+  test("a grow_volume needs a pool and positive sizes; an extend_volume_disk an attachment id and a positive size", () => {
+    const grow = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "grow_volume", serverId: inst.id }));
+    assert.deepEqual(problem({ ...grow, volume: { ...vol, pool: "" } }), { opId: grow.opId, serverId: inst.id, volumeId: vol.id, problem: "volume.pool is empty" });
+    const noSize = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "grow_volume", sizeBytes: 0 }));
+    assert.equal(problem(noSize).problem, "grow_volume.size_bytes 0 is not a positive whole number of bytes");
+    const disk = (args: Partial<AgentOp<"extend_volume_disk">>) => computeOpOf(testOp(inst, { kind: "extend_volume_disk", ...args }));
+    const noAttachment = disk({ attachmentId: "" });
+    assert.deepEqual(problem(noAttachment), { opId: noAttachment.opId, serverId: inst.id, problem: 'extend_volume_disk.attachment_id "" is not an attachment id' });
+    assert.equal(problem(disk({ sizeBytes: -1 })).problem, "extend_volume_disk.size_bytes -1 is not a positive whole number of bytes");
   });
 });
 

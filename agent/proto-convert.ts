@@ -61,17 +61,20 @@ function argsFromProto(o: ProtoOp): OpArgs | undefined {
   return { ...fields, kind } as OpArgs;
 }
 
-/** Whether a case of the op vocabulary runs on a volume host (export, unexport). */
+/** Whether a case of the op vocabulary runs on a volume host (export, unexport, grow_volume). */
 function isExportCase(opCase: string): boolean {
   const kind = kindOfCase(opCase);
   return kind !== undefined && OP_TRAITS[kind].onVolumeHost === true;
 }
 
-/** What is wrong with the arguments of an attach or detach of a volume (undefined: nothing, or another kind). */
+/** What is wrong with the arguments of an attach, detach or extend of a volume's disk (undefined: nothing, or another kind). */
 function attachmentProblem(a: OpArgs): string | undefined {
-  if (a.kind !== "attach_volume" && a.kind !== "detach_volume") return undefined;
+  if (a.kind !== "attach_volume" && a.kind !== "detach_volume" && a.kind !== "extend_volume_disk") return undefined;
   if (!VOLUME_ID_PATTERN.test(a.attachmentId)) return `${a.kind}.attachment_id "${a.attachmentId}" is not an attachment id`;
   if (a.kind === "detach_volume") return undefined;
+  if (a.kind === "extend_volume_disk") {
+    return isSize(a.sizeBytes) ? undefined : `extend_volume_disk.size_bytes ${a.sizeBytes} is not a positive whole number of bytes`;
+  }
   if (!VOLUME_ID_PATTERN.test(a.volumeId)) return `attach_volume.volume_id "${a.volumeId}" is not a volume id`;
   // Unset on the wire, the export message decodes as undefined.
   const e = a.export as Partial<typeof a.export> | undefined;
@@ -132,17 +135,18 @@ function volumeSourceFromProto(c: { image?: InstanceImage | undefined; sourceVol
 }
 
 /**
- * A ComputeOp of a volume op case (or export, unexport) as the op the
- * volume backend runs, or what is wrong with it. A delete, an export, an
- * unexport and a snapshot's create or delete need only the volume's id (an
- * op is not refused over fields it does not use); a create and an extend
- * need its pool and a positive size too. Only an export or unexport may name an instance (the one the
- * attachment is for).
+ * A ComputeOp of a volume op case (or export, unexport, grow_volume) as the
+ * op the volume backend runs, or what is wrong with it. A delete, an
+ * export, an unexport and a snapshot's create or delete need only the
+ * volume's id (an op is not refused over fields it does not use); a
+ * create, an extend and a grow_volume need its pool and a positive size
+ * too. Only an export, an unexport or a grow_volume may name an instance
+ * (the one the attachment is for, or the volume is attached to).
  */
 function volumeOpFromProto(op: ComputeOp, o: ProtoOp): AgentVolumeOp | InvalidOp {
   const volume = op.volume;
   const kind = o.$case.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) as AgentVolumeOpKind;
-  const forAttachment = kind === "export_volume" || kind === "unexport_volume";
+  const forAttachment = kind === "export_volume" || kind === "unexport_volume" || kind === "grow_volume";
   const serverId = forAttachment ? (op.instance?.id ?? "") : "";
   const invalid = (problem: string): InvalidOp => ({ opId: op.opId, serverId, volumeId: volume?.id ?? "", problem });
   if (!op.opId) return invalid("op_id is empty");
@@ -150,7 +154,7 @@ function volumeOpFromProto(op: ComputeOp, o: ProtoOp): AgentVolumeOp | InvalidOp
   if (!volume) return invalid(`${kind} names no volume`);
   if (!volume.id) return invalid("volume.id is empty");
   if (!VOLUME_ID_PATTERN.test(volume.id)) return invalid(`volume.id "${volume.id}" is not a volume id`);
-  if (kind === "create_volume" || kind === "extend_volume") {
+  if (kind === "create_volume" || kind === "extend_volume" || kind === "grow_volume") {
     if (!volume.pool) return invalid("volume.pool is empty");
     if (!isSize(volume.sizeBytes)) return invalid(`volume.size_bytes ${volume.sizeBytes} is not a positive whole number of bytes`);
   }
@@ -173,6 +177,11 @@ function volumeOpFromProto(op: ComputeOp, o: ProtoOp): AgentVolumeOp | InvalidOp
       const { sizeBytes } = o.extendVolume;
       if (!isSize(sizeBytes)) return invalid(`extend_volume.size_bytes ${sizeBytes} is not a positive whole number of bytes`);
       return { ...header, kind: "extend_volume", sizeBytes };
+    }
+    case "growVolume": {
+      const { sizeBytes } = o.growVolume;
+      if (!isSize(sizeBytes)) return invalid(`grow_volume.size_bytes ${sizeBytes} is not a positive whole number of bytes`);
+      return { ...header, kind: "grow_volume", sizeBytes };
     }
     case "exportVolume": {
       const { attachmentId, client } = o.exportVolume;

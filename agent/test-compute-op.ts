@@ -51,6 +51,8 @@ function volumeCaseOf(op: AgentVolumeOp): ComputeOp["op"] {
       return { $case: "exportVolume", exportVolume: { attachmentId: op.attachmentId, client: op.client } };
     case "unexport_volume":
       return { $case: "unexportVolume", unexportVolume: { attachmentId: op.attachmentId } };
+    case "grow_volume":
+      return { $case: "growVolume", growVolume: { sizeBytes: op.sizeBytes } };
     case "create_volume_snapshot":
       return { $case: "createVolumeSnapshot", createVolumeSnapshot: { snapshotId: op.snapshotId } };
     case "delete_volume_snapshot":
@@ -58,7 +60,7 @@ function volumeCaseOf(op: AgentVolumeOp): ComputeOp["op"] {
   }
 }
 
-/** A volume op as a ComputeOp: `volume` set, and `instance` only if it names a server (an export's, by its id alone). */
+/** A volume op as a ComputeOp: `volume` set, and `instance` only if it names a server (an export's or a growth's, by its id alone). */
 export function computeOpOfVolumeOp(op: AgentVolumeOp): ComputeOp {
   const { opId, requestId, attempt, deadline, volume, serverId } = op;
   const instance = serverId ? Instance.fromPartial({ id: serverId }) : undefined;

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
 import { agentOpFromProto } from "../agent/proto-convert.js";
-import { isInvalidOp, isVolumeOp, type ExportOpKind, type VolumeOpArgsByKind } from "../agent/ops/agent-op.js";
+import { isInvalidOp, isVolumeOp, type VolumeHostOpKind, type VolumeOpArgsByKind } from "../agent/ops/agent-op.js";
 import { encodeComputeOp, encodeVolumeOp } from "../controller/bus/op-codec.js";
 import type { OpArgs } from "../controller/domain/ops.js";
 import { OP_KINDS, OP_TRAITS, kindOfCase, opCase } from "../controller/domain/ops.js";
@@ -50,8 +50,10 @@ const SAMPLES: { [K in OpArgs["kind"]]: Extract<OpArgs, { kind: K }> } = {
     device: "vdc",
   },
   detach_volume: { kind: "detach_volume", attachmentId: "att-2" },
+  extend_volume_disk: { kind: "extend_volume_disk", attachmentId: "att-5", sizeBytes: 3 * 1024 ** 3 },
   export_volume: { kind: "export_volume", attachmentId: "att-3", client: "compute-2" },
   unexport_volume: { kind: "unexport_volume", attachmentId: "att-4" },
+  grow_volume: { kind: "grow_volume", sizeBytes: 2 * 1024 ** 3 },
 };
 
 const volume = { id: "vol-9", projectId: "alice", pool: "p1", sizeBytes: 1024 ** 3 };
@@ -96,7 +98,7 @@ test("case and kind spellings are each other's inverse, and unknown cases have n
 });
 
 test("the kinds the agent runs on its volume backend are those that run on a volume host", () => {
-  const onBackend: Record<ExportOpKind, true> = { export_volume: true, unexport_volume: true };
+  const onBackend: Record<VolumeHostOpKind, true> = { export_volume: true, unexport_volume: true, grow_volume: true };
   assert.deepEqual(Object.keys(onBackend).sort(), OP_KINDS.filter((k) => OP_TRAITS[k].onVolumeHost).sort());
 });
 

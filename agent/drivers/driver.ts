@@ -9,169 +9,25 @@
  * instance at once (ops of one server are serialised), but calls for
  * different instances run in parallel, alongside `report()`.
  */
-import type { VifSpec } from "../network/types.js";
 import type {
   AttachedVolume,
   DriverCapabilities,
   HostReport,
-  InstanceSpec,
   PowerState,
   Resources,
   SnapshotInfo,
-  VolumeConnection,
 } from "./types.js";
-
-/**
- * Seconds a clean shutdown may take before the virtual machine is forced
- * off, when the caller says 0 (Nova's `shutdown_timeout`).
- */
-export const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 60;
-
-/**
- * Seconds a guest has to restart after a soft reboot request, when the
- * caller says 0 (Nova's `[libvirt] wait_soft_reboot_seconds`).
- */
-export const DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS = 120;
-
-/** Per-call options every driver method accepts. */
-export interface CallOptions {
-  /**
-   * Aborts the call; it then rejects with a retryable "ABORTED" DriverError
-   * (non-retryable for `liveMigrate`, where an abort is a cancellation).
-   */
-  readonly signal?: AbortSignal;
-  /**
-   * The op this call executes, for logs and audit trails (the fake driver
-   * records it in its call log). Drivers must not change behaviour on it.
-   */
-  readonly opId?: string;
-}
-
-/** Options of {@link Driver.spawn}. */
-export interface SpawnOptions {
-  /** The instance to create and start. */
-  readonly instance: InstanceSpec;
-}
-
-/** Options of calls that name one instance. */
-export interface InstanceOptions {
-  /** Server id. */
-  readonly instanceId: string;
-}
-
-/** Options of {@link Driver.attachInterface}. */
-export interface InterfaceOptions extends InstanceOptions {
-  /** The interface: its tap, bridge, MAC and MTU (from the network driver's plug). */
-  readonly vif: VifSpec;
-}
-
-/** Options of {@link Driver.attachVolume}. */
-export interface AttachVolumeOptions extends InstanceOptions {
-  /** The attachment (letters, digits, "_" and "-", 1–64 characters; UUIDs fit): the key of detach and of a repeated attach. */
-  readonly attachmentId: string;
-  /** The volume's export. */
-  readonly connection: VolumeConnection;
-  /** Device the caller would like ("vdb", …), used when free; default: the first free one. */
-  readonly device?: string;
-}
-
-/** Options of {@link Driver.detachVolume}. */
-export interface DetachVolumeOptions extends InstanceOptions {
-  /** The attachment to remove. */
-  readonly attachmentId: string;
-}
-
-/** Options of {@link Driver.powerOff}. */
-export interface PowerOffOptions extends InstanceOptions {
-  /** Seconds to wait for a clean shutdown before forcing it (0: driver default). */
-  readonly timeoutSeconds: number;
-}
-
-/** Options of {@link Driver.reboot}. */
-export interface RebootOptions extends InstanceOptions {
-  /** Power cycle (true) instead of asking the guest (false). */
-  readonly hard: boolean;
-  /**
-   * Soft only: seconds the guest has to restart (may be fractional; 0 or
-   * absent: {@link DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS}).
-   */
-  readonly timeoutSeconds?: number;
-}
-
-/** Options of {@link Driver.snapshot}. */
-export interface SnapshotOptions extends InstanceOptions {
-  /** Id of the image record (created by the controller) the data is stored in. */
-  readonly imageId: string;
-  /** Its name. */
-  readonly imageName: string;
-  /** Called once the disk is captured and its data starts going to the image store. */
-  readonly onUploading?: () => void;
-}
-
-/** Options of {@link Driver.rebuild}. */
-export interface RebuildOptions {
-  /** The instance as it is to be rebuilt: same id, possibly a new image. */
-  readonly instance: InstanceSpec;
-  /** Called once the old disk is gone and the instance is being created from the image. */
-  readonly onSpawning?: () => void;
-}
-
-/** Options of {@link Driver.migrateDiskAndPowerOff}. */
-export interface MigrateDiskOptions extends InstanceOptions {
-  /** Host receiving the instance (may be this host, for a resize in place). */
-  readonly targetHost: string;
-  /** Seconds to wait for a clean shutdown before forcing it (0: {@link DEFAULT_SHUTDOWN_TIMEOUT_SECONDS}). */
-  readonly timeoutSeconds: number;
-}
-
-/** Options of {@link Driver.finishMigration}. */
-export interface FinishMigrationOptions {
-  /** The instance with its new flavor. */
-  readonly instance: InstanceSpec;
-  /** Host the instance came from. */
-  readonly sourceHost: string;
-  /** Start it (it was running before the move). */
-  readonly powerOn: boolean;
-}
-
-/** Options of {@link Driver.finishRevertMigration}. */
-export interface FinishRevertMigrationOptions extends InstanceOptions {
-  /** Start it (it was running before the move). */
-  readonly powerOn: boolean;
-}
-
-/** Options of {@link Driver.preLiveMigration}. */
-export interface PreLiveMigrationOptions {
-  /** The instance that is coming. */
-  readonly instance: InstanceSpec;
-  /** Host it comes from. */
-  readonly sourceHost: string;
-}
-
-/** Options of {@link Driver.consoleOutput}. */
-export interface ConsoleOutputOptions extends InstanceOptions {
-  /** Return at most this many bytes from the end of the log. */
-  readonly maxBytes: number;
-}
-
-/** Options of {@link Driver.liveMigrate}. */
-export interface LiveMigrateOptions extends InstanceOptions {
-  /** Host receiving the instance. */
-  readonly targetHost: string;
-  /** The target's {@link Driver.migrationUri}, as its agent announced it. */
-  readonly targetUri: string;
-  /**
-   * Called as the migration advances: percent done (0–100, not
-   * decreasing) and what is happening. Must not throw.
-   */
-  readonly onProgress?: (percent: number, message: string) => void;
-}
-
-/** Options of {@link Driver.postLiveMigration}. */
-export interface PostLiveMigrationOptions extends InstanceOptions {
-  /** Host the instance came from. */
-  readonly sourceHost: string;
-}
+import type {
+  CallOptions, SpawnOptions, InstanceOptions, InterfaceOptions, AttachVolumeOptions, DetachVolumeOptions, ExtendVolumeOptions,
+  PowerOffOptions, RebootOptions, SnapshotOptions, RebuildOptions, MigrateDiskOptions, FinishMigrationOptions, FinishRevertMigrationOptions,
+  PreLiveMigrationOptions, ConsoleOutputOptions, LiveMigrateOptions, PostLiveMigrationOptions,
+} from "./driver-options.js";
+export { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS } from "./driver-options.js";
+export type {
+  CallOptions, SpawnOptions, InstanceOptions, InterfaceOptions, AttachVolumeOptions, DetachVolumeOptions, ExtendVolumeOptions,
+  PowerOffOptions, RebootOptions, SnapshotOptions, RebuildOptions, MigrateDiskOptions, FinishMigrationOptions, FinishRevertMigrationOptions,
+  PreLiveMigrationOptions, ConsoleOutputOptions, LiveMigrateOptions, PostLiveMigrationOptions,
+} from "./driver-options.js";
 
 /** A hypervisor, as the agent sees it. */
 export interface Driver {
@@ -517,6 +373,21 @@ export interface Driver {
    * Unknown instance: rejects with `InstanceNotFoundError`.
    */
   detachVolume(options: DetachVolumeOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Makes the hypervisor take the new size of an attached volume, which its
+   * volume host grew and serves again at that size
+   * (`capabilities.volumeAttach`; Nova's `extend_volume`): a running guest
+   * sees a capacity change on the disk (it may be paused for a moment so
+   * the hypervisor reconnects to the export). An instance that is not
+   * running has nothing to do: it opens the export at its new size when it
+   * starts. A hypervisor that cannot take the size yet rejects with
+   * "VOLUME_EXTEND_PENDING" (retryable).
+   * Idempotent: a disk already of that size resolves.
+   * Unknown attachment: rejects with "NOT_FOUND" (non-retryable).
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  extendVolume(options: ExtendVolumeOptions, call?: CallOptions): Promise<void>;
 
   /**
    * The volumes attached to the instance (`capabilities.volumeAttach`), by

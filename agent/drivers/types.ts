@@ -121,7 +121,7 @@ export interface DriverCapabilities {
   readonly consoleLog: boolean;
   /** `attachInterface` / `detachInterface` (network interfaces hot-plugged). */
   readonly interfaceHotplug: boolean;
-  /** `attachVolume` / `detachVolume` / `volumes` (network block devices hot-plugged as virtio disks). */
+  /** `attachVolume` / `detachVolume` / `extendVolume` / `volumes` (network block devices hot-plugged as virtio disks). */
   readonly volumeAttach: boolean;
 }
 
@@ -159,4 +159,6 @@ export interface AttachedVolume {
   readonly device: string;
   /** The export it opens. */
   readonly connection: VolumeConnection;
+  /** The size the last `extendVolume` gave it, where the driver keeps that (the fake driver does). */
+  readonly sizeBytes?: number;
 }

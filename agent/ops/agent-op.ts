@@ -1,8 +1,8 @@
 /**
  * What the agent is asked to do, in its own terms: an op is one kind of
  * operation (snake_case, as the controller names them) on one instance,
- * or, on a volume host, on one volume (an export or unexport names the
- * instance too), with that kind's own arguments. The
+ * or, on a volume host, on one volume (an export, an unexport or the
+ * growth of an attached volume names the instance too), with that kind's own arguments. The
  * wire format is converted to this at the agent's edge
  * (`agent/proto-convert.ts`); nothing below it sees proto.
  */
@@ -21,10 +21,10 @@ export type OpArgsByKind = { readonly [A in OpArgs as A["kind"]]: Omit<A, "kind"
  * The kinds of that vocabulary that run on a volume host, on the volume
  * backend (`OP_TRAITS[kind].onVolumeHost`; a test keeps the two equal).
  */
-export type ExportOpKind = Extract<keyof OpArgsByKind, "export_volume" | "unexport_volume">;
+export type VolumeHostOpKind = Extract<keyof OpArgsByKind, "export_volume" | "unexport_volume" | "grow_volume">;
 
 /** An operation an op on an instance can carry. */
-export type AgentOpKind = Exclude<keyof OpArgsByKind, ExportOpKind>;
+export type AgentOpKind = Exclude<keyof OpArgsByKind, VolumeHostOpKind>;
 
 /** The kinds that are run through the driver: every kind on an instance but abort. */
 export type DriverOpKind = Exclude<AgentOpKind, "abort">;
@@ -54,22 +54,22 @@ export type AgentOp<K extends AgentOpKind = AgentOpKind> = {
 
 /**
  * Each volume op kind's arguments as the agent takes them (the vocabulary
- * is controller/domain/volume-ops.ts, and for export and unexport
- * controller/domain/ops.ts): create_volume's source decoded into blank, an
+ * is controller/domain/volume-ops.ts, and for export, unexport and
+ * grow_volume controller/domain/ops.ts): create_volume's source decoded into blank, an
  * image record or a snapshot; the others as declared.
  */
 export type VolumeOpArgsByKind = {
   readonly [A in VolumeOpArgs as A["kind"]]: A["kind"] extends "create_volume" ? { readonly source: VolumeOpSource } : Omit<A, "kind">;
-} & { readonly [K in ExportOpKind]: OpArgsByKind[K] };
+} & { readonly [K in VolumeHostOpKind]: OpArgsByKind[K] };
 
 /** An operation run on a volume backend. */
-export type AgentVolumeOpKind = VolumeOpKind | ExportOpKind;
+export type AgentVolumeOpKind = VolumeOpKind | VolumeHostOpKind;
 
 /** What every volume op carries, whatever its kind. */
 export interface VolumeOpHeader extends OpEnvelope {
   /** The volume it acts on. */
   readonly volume: VolumeTarget;
-  /** The instance an export or unexport is for, as the op names it ("" for the other volume ops, or if it names none). */
+  /** The instance an export, unexport or grow_volume is for, as the op names it ("" for the other volume ops, or if it names none). */
   readonly serverId: string;
 }
 

@@ -165,7 +165,7 @@ async function detachInterface(op: AgentOp<"detach_interface">, { driver, call, 
 }
 
 /** Refuses a volume change on a hypervisor that cannot attach volumes: running it again here cannot help. */
-function requireVolumeAttach(driver: Driver, kind: "attach_volume" | "detach_volume"): void {
+function requireVolumeAttach(driver: Driver, kind: "attach_volume" | "detach_volume" | "extend_volume_disk"): void {
   if (!driver.capabilities.volumeAttach) {
     throw new DriverError("NOT_SUPPORTED", `${kind}: this host's hypervisor cannot attach volumes (its driver lacks volumeAttach)`);
   }
@@ -187,6 +187,13 @@ async function detachVolume(op: AgentOp<"detach_volume">, { driver, call }: Hand
   requireVolumeAttach(driver, op.kind);
   await driver.detachVolume({ instanceId: op.instance.id, attachmentId: op.attachmentId }, call);
   return DONE;
+}
+
+/** The hypervisor takes the attached volume's new size; the result says that size. */
+async function extendVolumeDisk(op: AgentOp<"extend_volume_disk">, { driver, call }: HandlerContext): Promise<RunResult> {
+  requireVolumeAttach(driver, op.kind);
+  await driver.extendVolume({ instanceId: op.instance.id, attachmentId: op.attachmentId, sizeBytes: op.sizeBytes }, call);
+  return { volume: { sizeBytes: op.sizeBytes } };
 }
 
 async function exists(driver: Driver, instanceId: string, call: CallOptions): Promise<boolean> {
@@ -228,8 +235,9 @@ function onInstance(method: InstanceMethod): (op: Pick<OpHeader, "instance">, ct
  *   source does not prove its disk was handed over).
  * - snapshot: run again (into the same image; its result needs the info).
  * - rebuild: run again (the disk is re-created once more).
- * - attach/detach interface or volume: run again (each is idempotent by the
- *   driver contract; an attach's result needs the device).
+ * - attach/detach interface or volume, extend a volume's disk: run again
+ *   (each is idempotent by the driver contract; an attach's result needs
+ *   the device).
  */
 export const HANDLERS = {
   spawn: {
@@ -322,6 +330,7 @@ export const HANDLERS = {
   detach_interface: { run: detachInterface, reconcile: "run_again" },
   attach_volume: { run: attachVolume, reconcile: "run_again" },
   detach_volume: { run: detachVolume, reconcile: "run_again" },
+  extend_volume_disk: { run: extendVolumeDisk, reconcile: "run_again" },
 } satisfies { readonly [K in DriverOpKind]: Handler<K> };
 
 const TABLE: { readonly [K in DriverOpKind]: Handler<K> } = HANDLERS;

@@ -39,7 +39,8 @@ export function pastDeadline(deadline: Date | null, start: Date): OpFailure | un
 
 /**
  * What an op that succeeded reports of a volume: its size as the backend
- * holds it (create_volume, extend_volume), its export (export_volume), or
+ * holds it (create_volume, extend_volume, grow_volume; extend_volume_disk:
+ * the size the instance now sees), its export (export_volume), or
  * the device the instance got it as (attach_volume).
  */
 export interface VolumeResult {

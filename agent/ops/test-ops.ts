@@ -34,6 +34,7 @@ const DEFAULT_ARGS: { readonly [K in AgentOpKind]: OpArgsByKind[K] } = {
   detach_interface: { portId: "", macAddress: "fa:16:3e:00:00:01" },
   attach_volume: { attachmentId: "att-1", volumeId: "vol-1", export: { host: "192.0.2.1", port: 10809, exportName: "att-1" }, device: "" },
   detach_volume: { attachmentId: "att-1" },
+  extend_volume_disk: { attachmentId: "att-1", sizeBytes: 2 * GIB },
 };
 
 /**
@@ -58,12 +59,13 @@ const DEFAULT_VOLUME_ARGS: { readonly [K in AgentVolumeOpKind]: VolumeOpArgsByKi
   extend_volume: { sizeBytes: 2 * GIB },
   export_volume: { attachmentId: "att-1", client: "compute-1" },
   unexport_volume: { attachmentId: "att-1" },
+  grow_volume: { sizeBytes: 2 * GIB },
   create_volume_snapshot: { snapshotId: "snap-1" },
   delete_volume_snapshot: { snapshotId: "snap-1" },
 };
 
 /**
- * A volume op on `volume` (create: blank; extend: to 2 GiB; export: of
+ * A volume op on `volume` (create: blank; extend, grow: to 2 GiB; export: of
  * attachment att-1 to compute-1; snapshot ops: of snap-1; unless given),
  * for no server unless given, with a fresh op id unless given.
  */

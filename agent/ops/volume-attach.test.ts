@@ -71,6 +71,21 @@ describe("Attaching and detaching volumes through the driver", () => {
     assert.equal(unknown.outcome.failure, undefined);
   });
 
+  test("an extend of a volume's disk gives the instance the new size, which the outcome reports; an attachment the instance does not have is NOT_FOUND", async () => {
+    const driver = fake();
+    const ex = await executor(driver);
+    const inst = await spawned(ex);
+    await ex.execute(testOp(inst, { kind: "attach_volume", attachmentId: "att-1", export: exportOf("att-1") }));
+    const { outcome } = await ex.execute(testOp(inst, { kind: "extend_volume_disk", attachmentId: "att-1", sizeBytes: 3 * 1024 ** 3 }));
+    assert.equal(outcome.failure, undefined);
+    assert.deepEqual([outcome.volume, outcome.powerState], [{ sizeBytes: 3 * 1024 ** 3 }, "RUNNING"]);
+    assert.deepEqual(await driver.volumes({ instanceId: inst.id }), [
+      { attachmentId: "att-1", device: "vdb", connection: { ...exportOf("att-1"), tls: true }, sizeBytes: 3 * 1024 ** 3 },
+    ]);
+    const unknown = await ex.execute(testOp(inst, { kind: "extend_volume_disk", attachmentId: "att-never" }));
+    assert.deepEqual([unknown.outcome.failure?.code, unknown.outcome.failure?.retryable], ["NOT_FOUND", false]);
+  });
+
   test("a redelivered attach is re-reported with its device, without calling the driver again", async () => {
     const driver = fake();
     const ex = await executor(driver);
@@ -102,11 +117,11 @@ describe("Attaching and detaching volumes through the driver", () => {
     assert.equal((await driver.volumes({ instanceId: inst.id })).length, 1);
   });
 
-  test("a hypervisor that cannot attach volumes refuses attach and detach with a non-retryable NOT_SUPPORTED", async () => {
+  test("a hypervisor that cannot attach volumes refuses attach, detach and extend with a non-retryable NOT_SUPPORTED", async () => {
     const driver = fake({ capabilities: { volumeAttach: false } });
     const ex = await executor(driver);
     const inst = await spawned(ex);
-    for (const body of [{ kind: "attach_volume" as const }, { kind: "detach_volume" as const }]) {
+    for (const body of [{ kind: "attach_volume" as const }, { kind: "detach_volume" as const }, { kind: "extend_volume_disk" as const }]) {
       const { outcome } = await ex.execute(testOp(inst, body));
       assert.deepEqual(outcome.failure, {
         code: "NOT_SUPPORTED",

@@ -165,6 +165,24 @@ describe("Volume ops: what each kind does on the backend", () => {
     assert.equal(unknown.outcome.failure?.retryable, false);
   });
 
+  test("a grow of an attached volume grows it while it stays exported, and reports its new size and the server", async () => {
+    const volumes = backend();
+    const ex = await executor(volumes);
+    const vol = testVolume();
+    await ex.execute(testVolumeOp(vol, { kind: "create_volume" }));
+    const exported = await ex.execute(testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-1", client: "compute-1", serverId: "server-1" }));
+    const { outcome } = await ex.execute(testVolumeOp(vol, { kind: "grow_volume", sizeBytes: 3 * GIB, serverId: "server-1" }));
+    assert.equal(outcome.failure, undefined);
+    assert.deepEqual([outcome.volume, outcome.serverId, outcome.volumeId], [{ sizeBytes: 3 * GIB }, "server-1", vol.id]);
+    assert.equal(await sizeOnBackend(volumes, vol.id), 3 * GIB);
+    const { exports } = await volumes.list();
+    assert.deepEqual(exports.map((e) => ({ host: e.host, port: e.port, exportName: e.exportName })), [exported.outcome.volume?.export], "the export is still where it was");
+    const again = await ex.execute(testVolumeOp(vol, { kind: "grow_volume", sizeBytes: 3 * GIB, serverId: "server-1" }));
+    assert.deepEqual([again.outcome.failure, again.outcome.volume], [undefined, { sizeBytes: 3 * GIB }], "growing to its size again succeeds");
+    const shrink = await ex.execute(testVolumeOp(vol, { kind: "grow_volume", sizeBytes: GIB }));
+    assert.deepEqual([shrink.outcome.failure?.code, shrink.outcome.failure?.retryable], ["SHRINK_REFUSED", false]);
+  });
+
   test("a snapshot's create takes it and reports the volume's size; its delete removes it and reports no volume", async () => {
     const volumes = backend();
     const ex = await executor(volumes);

@@ -22,6 +22,9 @@
  * - export_volume exports the volume for one attachment to the compute host
  *   the op names and reports where that host opens it; unexport_volume ends
  *   it. Both report the instance the attachment is for.
+ * - grow_volume grows an attached volume (the backend serves its exports
+ *   again at the new size) and reports its size, as extend_volume does;
+ *   it reports the instance the volume is attached to.
  * - A failure is the one OpFailure (`toFailure`); "POOL_FULL" is retryable
  *   (the controller may place the volume in another pool or host);
  *   "VOLUME_IN_USE" (exported to another host) is not.
@@ -154,7 +157,7 @@ export class VolumeOps {
 
   /**
    * The backend calls of `op`; resolves what its result reports of the
-   * volume (its size after a create, an extend or a snapshot; nothing after
+   * volume (its size after a create, an extend, a growth or a snapshot; nothing after
    * a delete, an unexport or a snapshot's delete).
    */
   private async act(op: AgentVolumeOp, volumes: VolumeBackend, log: Logger): Promise<VolumeResult | undefined> {
@@ -168,6 +171,10 @@ export class VolumeOps {
       case "extend_volume":
         await volumes.extend(id, op.sizeBytes);
         return { sizeBytes: await sizeAfter(volumes, id, "extend") };
+      case "grow_volume":
+        // The backend serves the volume's exports again at the new size; the compute host's hypervisor reconnects.
+        await volumes.extend(id, op.sizeBytes);
+        return { sizeBytes: await sizeAfter(volumes, id, "growth") };
       case "create_volume_snapshot":
         await volumes.createSnapshot(id, op.snapshotId);
         return { sizeBytes: await sizeAfter(volumes, id, `snapshot ${op.snapshotId}`) };

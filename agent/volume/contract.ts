@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test, type TestContext } from "node:test";
 import { DriverError } from "../drivers/errors.js";
-import type { VolumeBackend, VolumeSource } from "./backend.js";
+import type { ExportInfo, VolumeBackend, VolumeSource } from "./backend.js";
 
 export const MiB = 1024 * 1024;
 
@@ -35,6 +35,8 @@ export interface VolumeContractKit {
   write(backend: VolumeBackend, volumeId: string, byte: number): Promise<void>;
   /** The first byte of a volume (0 for a blank one). */
   read(backend: VolumeBackend, volumeId: string): Promise<number>;
+  /** The size a client that connects to `e` now is told (rejects if the export does not answer). */
+  exportedSize(backend: VolumeBackend, e: ExportInfo): Promise<number>;
 }
 
 /** The size of each pool the kit makes. */
@@ -222,6 +224,23 @@ export function volumeBackendContract(name: string, kit: VolumeContractKit): voi
       await b.deleteSnapshot("v", "live");
       assert.deepEqual((await b.list()).volumes.find((v) => v.id === "v")?.snapshotIds, []);
       assert.equal((await b.list()).exports.length, 1, "the export stays");
+    });
+
+    withBackend("extend while exported: each export answers where it did, a client connecting after is told the new size, and the content stays", async (b) => {
+      await b.create("v", "p1", 8 * MiB, blank);
+      await kit.write(b, "v", 0x5e);
+      const e1 = await b.export("v", "att-1", "host-a");
+      const e2 = await b.export("v", "att-2", "host-a");
+      assert.equal(await kit.exportedSize(b, e1), 8 * MiB);
+      await b.extend("v", 24 * MiB);
+      assert.deepEqual((await b.list()).exports, [e1, e2], "the same exports: host, port and name");
+      assert.deepEqual([await kit.exportedSize(b, e1), await kit.exportedSize(b, e2)], [24 * MiB, 24 * MiB]);
+      await b.extend("v", 24 * MiB);
+      assert.equal(await kit.exportedSize(b, e1), 24 * MiB, "extending to its size again changes nothing");
+      assert.equal((await provisioned(b, "p1")).provisionedBytes, 24 * MiB);
+      await b.unexport("v", "att-1");
+      await b.unexport("v", "att-2");
+      assert.equal(await kit.read(b, "v"), 0x5e);
     });
 
     withBackend("delete removes a volume with its snapshots and exports; again resolves", async (b) => {

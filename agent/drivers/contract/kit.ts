@@ -41,6 +41,12 @@ export interface ContractOptions {
    * address nothing answers on); on a real hypervisor, one it can open.
    */
   readonly volumeConnection?: (attachmentId: string) => Promise<VolumeConnection>;
+  /**
+   * Grows the volume of an attachment to `sizeBytes` where it is served, as
+   * its volume host does before an extend (default: nothing, fine for a
+   * driver that opens nothing).
+   */
+  readonly growVolume?: (attachmentId: string, sizeBytes: number) => Promise<void>;
   /** The bridge the interface tests' interfaces join (default "br-contract"; it must exist where the hypervisor checks). */
   readonly bridge?: string;
   /**

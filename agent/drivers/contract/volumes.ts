@@ -1,10 +1,11 @@
 /**
- * The contract of volume attachment (`capabilities.volumeAttach`): attach
- * and detach on a running and a shut-off instance, device names,
+ * The contract of volume attachment (`capabilities.volumeAttach`): attach,
+ * detach and extend on a running and a shut-off instance, device names,
  * idempotence, and attachments that stay through a stop and start. What
  * the instance has is read through `driver.volumes()`; the exports come
  * from the suite's `volumeConnection` option (default: an address nothing
- * answers on, fine for a driver that opens nothing).
+ * answers on, fine for a driver that opens nothing), and grow through its
+ * `growVolume` option.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -133,11 +134,38 @@ export function volumesContract(k: ContractKit): void {
       await driver.destroy({ instanceId: inst.id });
     }));
 
+  const MiB = 1024 * 1024;
+  const extend = async (driver: Driver, instanceId: string, attachmentId: string, sizeBytes: number) => {
+    await options.growVolume?.(attachmentId, sizeBytes);
+    await driver.extendVolume({ instanceId, attachmentId, sizeBytes });
+  };
+
+  testIf("volumeAttach", "extendVolume of a grown volume resolves on a running and a shut-off instance, again too, and changes nothing else; an unknown attachment is NOT_FOUND", () =>
+    withDriver(async (driver) => {
+      const inst = await spawned(driver);
+      const [a, b] = [newId(), newId()];
+      await attach(driver, inst.id, a);
+      await attach(driver, inst.id, b);
+      await extend(driver, inst.id, a, 32 * MiB);
+      await driver.extendVolume({ instanceId: inst.id, attachmentId: a, sizeBytes: 32 * MiB });
+      assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING", "the guest keeps running");
+      assert.deepEqual(await listed(driver, inst.id), [`vdb=${a}`, `vdc=${b}`]);
+      await rejectsWith(driver.extendVolume({ instanceId: inst.id, attachmentId: newId(), sizeBytes: 32 * MiB }), "NOT_FOUND", false);
+      await driver.powerOff({ instanceId: inst.id, timeoutSeconds: 0 });
+      await extend(driver, inst.id, b, 48 * MiB);
+      assert.equal(await driver.powerState({ instanceId: inst.id }), "SHUTDOWN", "extending does not start it");
+      await driver.powerOn({ instanceId: inst.id });
+      await options.guestUp?.(driver, inst.id);
+      assert.deepEqual(await listed(driver, inst.id), [`vdb=${a}`, `vdc=${b}`], "both, after a start");
+      await driver.destroy({ instanceId: inst.id });
+    }));
+
   testIf("volumeAttach", "volume calls on an unknown instance throw InstanceNotFoundError", () =>
     withDriver(async (driver) => {
       const instanceId = testInstance().id;
       await assert.rejects(attach(driver, instanceId, newId()), InstanceNotFoundError);
       await assert.rejects(driver.detachVolume({ instanceId, attachmentId: newId() }), InstanceNotFoundError);
       await assert.rejects(driver.volumes({ instanceId }), InstanceNotFoundError);
+      await assert.rejects(driver.extendVolume({ instanceId, attachmentId: newId(), sizeBytes: MiB }), InstanceNotFoundError);
     }));
 }

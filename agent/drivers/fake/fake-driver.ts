@@ -13,6 +13,7 @@ import type {
   CallOptions,
   ConsoleOutputOptions,
   DetachVolumeOptions,
+  ExtendVolumeOptions,
   Driver,
   FinishMigrationOptions,
   FinishRevertMigrationOptions,
@@ -157,6 +158,10 @@ export class FakeDriver implements Driver {
 
   detachVolume(options: DetachVolumeOptions, call: CallOptions = {}): Promise<void> {
     return disks.detachVolume(this.host, options, call);
+  }
+
+  extendVolume(options: ExtendVolumeOptions, call: CallOptions = {}): Promise<void> {
+    return disks.extendVolume(this.host, options, call);
   }
 
   volumes(options: InstanceOptions, call: CallOptions = {}): Promise<readonly AttachedVolume[]> {

@@ -49,6 +49,7 @@ export const FAULTABLE_METHODS = [
   "detachInterface",
   "attachVolume",
   "detachVolume",
+  "extendVolume",
 ] as const;
 
 /** A method faults can be injected into. */

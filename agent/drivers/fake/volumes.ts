@@ -2,9 +2,11 @@
  * Volume attachments of the fake hypervisor: recorded on the domain (and
  * persisted with it), devices handed out as the libvirt driver does. The
  * fake opens no export: a refused connection is a fault injected into
- * "attachVolume".
+ * "attachVolume". An extend records the size it was given on the
+ * attachment.
  */
-import type { AttachVolumeOptions, CallOptions, DetachVolumeOptions, InstanceOptions } from "../driver.js";
+import type { AttachVolumeOptions, CallOptions, DetachVolumeOptions, ExtendVolumeOptions, InstanceOptions } from "../driver.js";
+import { DriverError } from "../errors.js";
 import type { AttachedVolume } from "../types.js";
 import { checkAttachment, pickDevice } from "../volume-devices.js";
 import type { FakeDomain } from "./domain-store.js";
@@ -37,6 +39,18 @@ export async function detachVolume(host: FakeHost, { instanceId, attachmentId }:
   const d = notSuspended(host.owned(instanceId, "detachVolume"), "detach a volume from");
   if (!(d.volumes ?? []).some((v) => v.attachmentId === attachmentId)) return;
   d.volumes = d.volumes!.filter((v) => v.attachmentId !== attachmentId);
+  await host.persist();
+}
+
+/** Records the attachment's new size (what `volumes()` then reports); nothing else changes, in any power state. */
+export async function extendVolume(host: FakeHost, { instanceId, attachmentId, sizeBytes }: ExtendVolumeOptions, call: CallOptions): Promise<void> {
+  host.require("volumeAttach", "extendVolume");
+  await host.ready("extendVolume", true, call, instanceId);
+  const d = host.owned(instanceId, "extendVolume");
+  const v = (d.volumes ?? []).find((x) => x.attachmentId === attachmentId);
+  if (!v) throw new DriverError("NOT_FOUND", `instance ${instanceId} has no volume attachment ${attachmentId}`);
+  if (v.sizeBytes === sizeBytes) return;
+  d.volumes = d.volumes!.map((x) => (x === v ? { ...x, sizeBytes } : x));
   await host.persist();
 }
 

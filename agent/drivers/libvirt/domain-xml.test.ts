@@ -155,7 +155,7 @@ describe("domain XML", () => {
     assert.equal(
       buildVolumeDiskXml(v),
       "<disk type='network' device='disk'>\n  <driver name='qemu' type='raw' cache='none'/>\n" +
-        "  <source protocol='nbd' name='a&amp;b&apos;c' tls='yes'>\n    <host name='10.199.0.1' port='20001'/>\n  </source>\n" +
+        "  <source protocol='nbd' name='a&amp;b&apos;c' tls='yes'>\n    <host name='10.199.0.1' port='20001'/>\n    <reconnect delay='15'/>\n  </source>\n" +
         "  <target dev='vdb' bus='virtio'/>\n  <alias name='ua-att-1'/>\n</disk>\n",
     );
     const libvirtStyle = `<domain><devices>

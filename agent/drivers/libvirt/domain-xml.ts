@@ -257,10 +257,23 @@ const ALIAS_BODY = /^[A-Za-z0-9_-]+$/;
 const HOST = /^[A-Za-z0-9.:_-]{1,253}$/;
 
 /**
+ * Seconds qemu's NBD client holds a disk request while it reconnects to a
+ * volume host that closed the connection (the volume host does so to serve
+ * a grown volume at its new size): the request waits and is sent again
+ * instead of failing in the guest. The volume host serves the export again
+ * within a second or so; 15 s also covers a slow one, and stays below the
+ * 30 s after which a Linux guest gives up on a request itself.
+ */
+export const NBD_RECONNECT_DELAY_SECONDS = 15;
+
+/**
  * The device XML of a volume's disk, for hot-plugging it
  * (`virDomainAttachDeviceFlags`): raw over NBD, TLS with qemu.conf's
- * `nbd_tls_x509_cert_dir` as the client identity, no host cache. Throws
- * RangeError for values libvirt would misread.
+ * `nbd_tls_x509_cert_dir` as the client identity, no host cache, a
+ * reconnect delay of {@link NBD_RECONNECT_DELAY_SECONDS} (a libvirt that
+ * knows the element passes it to qemu as `reconnect-delay`; libvirt 9.0
+ * does not and drops it, so its qemu fails requests made while the
+ * connection is down). Throws RangeError for values libvirt would misread.
  */
 export function buildVolumeDiskXml(v: DomainVolume): string {
   if (!ALIAS_BODY.test(v.attachmentId)) throw new RangeError(`attachment id must be letters, digits, "_" or "-", got "${v.attachmentId}"`);
@@ -273,6 +286,7 @@ export function buildVolumeDiskXml(v: DomainVolume): string {
     "  <driver name='qemu' type='raw' cache='none'/>",
     `  <source protocol='nbd' name='${xmlEscape(v.exportName)}' tls='yes'>`,
     `    <host name='${xmlEscape(v.host)}' port='${port}'/>`,
+    `    <reconnect delay='${NBD_RECONNECT_DELAY_SECONDS}'/>`,
     "  </source>",
     `  <target dev='${v.target}' bus='virtio'/>`,
     `  <alias name='${USER_ALIAS_PREFIX}${v.attachmentId}'/>`,

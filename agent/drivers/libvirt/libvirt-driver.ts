@@ -27,6 +27,7 @@ import {
   type CallOptions,
   type ConsoleOutputOptions,
   type DetachVolumeOptions,
+  type ExtendVolumeOptions,
   type Driver,
   type InstanceOptions,
   type InterfaceOptions,
@@ -330,6 +331,11 @@ export class LibvirtDriver implements Driver {
   async detachVolume(options: DetachVolumeOptions, call: CallOptions = {}): Promise<void> {
     if (!this.capabilities.volumeAttach) throw new NotSupportedError("detachVolume", `libvirt (${this.hvType})`);
     return this.disks.detach(options, call);
+  }
+
+  async extendVolume(options: ExtendVolumeOptions, call: CallOptions = {}): Promise<void> {
+    if (!this.capabilities.volumeAttach) throw new NotSupportedError("extendVolume", `libvirt (${this.hvType})`);
+    return this.disks.extend(options, call);
   }
 
   async volumes(options: InstanceOptions, call: CallOptions = {}): Promise<readonly AttachedVolume[]> {

@@ -41,6 +41,7 @@ const skip =
 if (skip && process.env.NOVAMESH_LIBVIRT_REQUIRED === "1") throw new Error(skip);
 
 const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
 const kernelId = "7e3f0000-0000-4000-8000-00000000001a";
 const ramdiskId = "7e3f0000-0000-4000-8000-00000000001b";
 
@@ -51,6 +52,8 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
   let driver: LibvirtDriver;
   let conn: LibvirtConnection;
   const spawned: string[] = [];
+  /** The volume of each attachment the contract's tests made. */
+  const contractVolumes = new Map<string, string>();
 
   /** The test guest, booted from its kernel and initramfs, printing its disks on the console. */
   const guest = (): InstanceSpec => {
@@ -79,13 +82,13 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
     }
   };
 
-  /** A 64 MiB volume whose first bytes are `marker` (written into its source image before the volume is made). */
-  const volumeWith = async (marker: string): Promise<string> => {
+  /** A volume (64 MiB unless said) whose first bytes are `marker` (written into its source image before the volume is made). */
+  const volumeWith = async (marker: string, sizeBytes = 64 * MiB): Promise<string> => {
     const id = `vol-${randomBytes(4).toString("hex")}`;
     const image = join(root, `${id}.raw`);
     await writeFile(image, Buffer.concat([Buffer.from(`${marker}\n`), Buffer.alloc(MiB - marker.length - 1)]));
-    const info = await backend.create(id, "p1", 64 * MiB, { kind: "image", path: image, format: "raw" });
-    assert.equal(info.sizeBytes, 64 * MiB);
+    const info = await backend.create(id, "p1", sizeBytes, { kind: "image", path: image, format: "raw" });
+    assert.equal(info.sizeBytes, sizeBytes);
     return id;
   };
 
@@ -118,7 +121,7 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
     await issue(CA!, serverDir, "server", "/O=novamesh/CN=volume-host", "IP:127.0.0.1");
     const first = 21000 + (process.pid % 100) * 10;
     backend = new FileVolumeBackend({
-      pools: [{ name: "p1", path: join(root, "p1"), limitBytes: 1024 * MiB }],
+      pools: [{ name: "p1", path: join(root, "p1"), limitBytes: 8 * GiB }],
       stateDir: join(root, "x"),
       exports: { address: "127.0.0.1", ports: [first, first + 9], tlsDir: serverDir },
       commandTimeoutMs: 10_000,
@@ -189,12 +192,48 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
       guestUp,
       volumeConnection: async (attachmentId) => {
         const volumeId = `vol-${randomBytes(4).toString("hex")}`;
+        contractVolumes.set(attachmentId, volumeId);
         await backend.create(volumeId, "p1", 16 * MiB, { kind: "blank" });
         const e = await backend.export(volumeId, attachmentId, A_NAME!);
         return { host: e.host, port: e.port, exportName: e.exportName, tls: true };
       },
+      growVolume: async (attachmentId, sizeBytes) => {
+        const volumeId = contractVolumes.get(attachmentId);
+        assert.ok(volumeId, `attachment ${attachmentId} has a volume`);
+        await backend.extend(volumeId, sizeBytes);
+      },
     },
   );
+
+  test("a volume grown while attached: the running guest is told its new size, keeps running, and the volume keeps what was written on it", async (t: TestContext) => {
+    const { inst, from } = await bootGuest();
+    const marker = `novamesh-volume-${randomBytes(4).toString("hex")}`;
+    const volumeId = await volumeWith(marker, GiB);
+    const { attachmentId, connection } = await exportTo(volumeId, A_NAME!);
+    await driver.attachVolume({ instanceId: inst.id, attachmentId, connection });
+    const before = await consoleLine(inst.id, from, "novamesh-test-guest: disks", (l) => l.includes("vdb="), 30);
+    assert.match(before.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${GiB}$`));
+
+    const started = Date.now();
+    await backend.extend(volumeId, 2 * GiB);
+    const served = Date.now();
+    await driver.extendVolume({ instanceId: inst.id, attachmentId, sizeBytes: 2 * GiB });
+    t.diagnostic(`extend: the volume host served it again in ${served - started} ms, the hypervisor took the size ${Date.now() - served} ms later`);
+    const after = await consoleLine(inst.id, before.length, "novamesh-test-guest: disks", () => true, 30);
+    assert.match(after.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${2 * GiB}$`), "the next disks line the guest prints has the new size");
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING", "the guest runs after the brief pause");
+    await driver.extendVolume({ instanceId: inst.id, attachmentId, sizeBytes: 2 * GiB });
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING", "again: still running");
+
+    // Attached again, the guest reads the volume's first bytes over the export it reconnected to.
+    await driver.detachVolume({ instanceId: inst.id, attachmentId });
+    const gone = await consoleLine(inst.id, after.length, "novamesh-test-guest: disks", (l) => !l.includes("vdb="), 15);
+    await driver.attachVolume({ instanceId: inst.id, attachmentId, connection });
+    const head = await consoleLine(inst.id, gone.length, "novamesh-test-guest: disk vdb head=", () => true, 30);
+    assert.ok(head.line.includes(marker), `the guest reads what was written before the extend: ${head.line}`);
+    await driver.detachVolume({ instanceId: inst.id, attachmentId });
+    await backend.unexport(volumeId, attachmentId);
+  });
 
   test("a volume exported to host A: the guest sees it as vdb with its size and what was written on it; after the detach it is gone from the guest and the domain", async (t: TestContext) => {
     const { inst, from } = await bootGuest();

@@ -35,6 +35,14 @@ volumeBackendContract("fake", {
   },
   write: (b, id, byte) => (b as FakeVolumeBackend).write(id, byte),
   read: (b, id) => (b as FakeVolumeBackend).read(id),
+  // The fake serves nothing: a client would be told the size of the volume the listed export names.
+  exportedSize: async (b, e) => {
+    const { volumes, exports } = await b.list();
+    assert.ok(exports.some((x) => x.attachmentId === e.attachmentId && x.host === e.host && x.port === e.port), `export ${e.attachmentId} is listed`);
+    const v = volumes.find((x) => x.id === e.volumeId);
+    assert.ok(v, `volume ${e.volumeId} is listed`);
+    return v.sizeBytes;
+  },
 });
 
 const fake = (options: Partial<FakeVolumeBackendOptions> = {}) => new FakeVolumeBackend({ pools, ...options });

@@ -12,7 +12,7 @@
  *   exports.json  the exports it serves: attachment, volume, file, node
  * A daemon outlives the agent; `load` adopts it, and reconciles
  * exports.json with what the daemon says it exports (an export the file
- * does not name is removed; a record whose export is gone is dropped).
+ * does not name is removed; a record whose export is gone is served again).
  */
 import { createHash } from "node:crypto";
 import { mkdir, readdir, rm } from "node:fs/promises";
@@ -115,7 +115,7 @@ export class ExportDaemons {
     }
   }
 
-  /** Makes the daemon's exports those recorded (drops records of exports it lost, removes exports nobody recorded). */
+  /** Makes the daemon's exports those recorded (serves recorded exports it lost again, removes exports nobody recorded). */
   private async reconcile(daemon: Daemon): Promise<void> {
     await withQmp(daemon.spec.socket, this.options.timeoutMs, async (qmp) => {
       const running = new Set((await qmp.execute<{ id: string }[]>("query-block-exports")).map((e) => e.id));
@@ -125,12 +125,18 @@ export class ExportDaemons {
         this.options.log.warn({ client: daemon.spec.client, exportId: id }, "export daemon serves an export no record names; removing it");
         await this.delExport(qmp, id);
       }
+      await this.dropUnusedNodes(qmp, daemon);
       for (const r of [...daemon.exports.values()]) {
         if (running.has(exportId(r.attachmentId))) continue;
-        this.options.log.warn({ client: daemon.spec.client, attachmentId: r.attachmentId }, "a recorded export is not served; dropping its record");
-        daemon.exports.delete(r.attachmentId);
+        // An agent stopped between taking it down and adding it again (an extend), or before recording an unexport (which is sent again).
+        this.options.log.warn({ client: daemon.spec.client, attachmentId: r.attachmentId }, "a recorded export is not served; serving it again");
+        try {
+          await this.serve(qmp, r);
+        } catch (err) {
+          this.options.log.error({ err, client: daemon.spec.client, attachmentId: r.attachmentId }, "a recorded export could not be served again; dropping its record");
+          daemon.exports.delete(r.attachmentId);
+        }
       }
-      await this.dropUnusedNodes(qmp, daemon);
     });
     await this.save(daemon);
   }
@@ -179,21 +185,24 @@ export class ExportDaemons {
   add(client: string, record: ExportRecord): Promise<ExportInfo> {
     return this.queue.run(client, async () => {
       const daemon = this.daemons.get(client) ?? (await this.start(client));
-      await withQmp(daemon.spec.socket, this.options.timeoutMs, async (qmp) => {
-        const node = nodeName(record.volumeId);
-        const nodes = await qmp.execute<{ "node-name": string }[]>("query-named-block-nodes", { flat: true });
-        if (!nodes.some((n) => n["node-name"] === node)) {
-          await qmp.execute("blockdev-add", { driver: "qcow2", "node-name": node, file: { driver: "file", filename: record.path } });
-        }
-        const running = await qmp.execute<{ id: string }[]>("query-block-exports");
-        if (!running.some((e) => e.id === exportId(record.attachmentId))) {
-          await qmp.execute("block-export-add", { type: "nbd", id: exportId(record.attachmentId), "node-name": node, name: record.attachmentId, writable: true });
-        }
-      });
+      await withQmp(daemon.spec.socket, this.options.timeoutMs, (qmp) => this.serve(qmp, record));
       daemon.exports.set(record.attachmentId, record);
       await this.save(daemon);
       return this.info(daemon, record);
     });
+  }
+
+  /** Serves an export (opening its volume's node when the daemon has not), unless the daemon serves it already. */
+  private async serve(qmp: QmpClient, record: ExportRecord): Promise<void> {
+    const node = nodeName(record.volumeId);
+    const nodes = await qmp.execute<{ "node-name": string }[]>("query-named-block-nodes", { flat: true });
+    if (!nodes.some((n) => n["node-name"] === node)) {
+      await qmp.execute("blockdev-add", { driver: "qcow2", "node-name": node, file: { driver: "file", filename: record.path } });
+    }
+    const running = await qmp.execute<{ id: string }[]>("query-block-exports");
+    if (!running.some((e) => e.id === exportId(record.attachmentId))) {
+      await qmp.execute("block-export-add", { type: "nbd", id: exportId(record.attachmentId), "node-name": node, name: record.attachmentId, writable: true });
+    }
   }
 
   /** Ends an attachment's export; the daemon stops when it serves nothing more. */
@@ -234,9 +243,7 @@ export class ExportDaemons {
         try {
           return { value: await fn(qmp, node) };
         } finally {
-          for (const r of mine) {
-            await qmp.execute("block-export-add", { type: "nbd", id: exportId(r.attachmentId), "node-name": node, name: r.attachmentId, writable: true });
-          }
+          for (const r of mine) await this.serve(qmp, r);
         }
       });
     });

@@ -11,6 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { MiB } from "../contract.js";
 import type { FileVolumeBackend } from "./file-backend.js";
 import type { FileVolumeBackendOptions } from "./options.js";
+import { withQmp } from "./qmp.js";
 import { FileLab, fileBackendSkip, firstByte, nbdSize, qemuIoFile, qemuIoNbd, running } from "./test-qemu.js";
 
 const skip = fileBackendSkip();
@@ -85,6 +86,24 @@ test("extend while exported: a client connecting after sees the new size and the
   assert.match(await qemuIoNbd(e, hostA, ["read -P 0x5c 0 64k", "write -P 0x5d 20M 64k"]), /read 65536\/65536/);
   assert.deepEqual((await b.list()).volumes.map((v) => v.sizeBytes), [24 * MiB]);
   await assert.rejects(b.extend("v", 16 * MiB), /SHRINK|not shrunk/);
+});
+
+test("an export the daemon no longer serves when a new backend adopts it (an agent stopped half way through an extend) is served again", { skip, timeout: 60_000 }, async (t) => {
+  const { b, options } = backend(t);
+  await b.create("v", "p1", 8 * MiB, { kind: "blank" });
+  const e = await b.export("v", "att-1", "host-a");
+  await qemuIoNbd(e, hostA, ["write -P 0x6a 0 64k"]);
+  await b.close();
+  const [dir] = await readdir(options.stateDir);
+  assert.ok(dir);
+  await withQmp(join(options.stateDir, dir, "qmp.sock"), 10_000, async (qmp) => {
+    for (const x of await qmp.execute<{ id: string }[]>("query-block-exports")) await qmp.execute("block-export-del", { id: x.id, mode: "hard" });
+  });
+  await assert.rejects(qemuIoNbd(e, hostA, ["read 0 512"]), gone, "the export is down");
+  const again = lab.backend(options);
+  t.after(() => again.close({ stopExports: true }));
+  assert.deepEqual((await again.list()).exports, [e], "listed where it was");
+  assert.match(await qemuIoNbd(e, hostA, ["read -P 0x6a 0 64k"]), /read 65536\/65536/, "and served again, with its data");
 });
 
 test("a snapshot while exported holds the data of its moment; a volume from it gets that data", { skip, timeout: 60_000 }, async (t) => {

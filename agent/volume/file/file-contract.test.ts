@@ -4,11 +4,19 @@ import { after } from "node:test";
 import type { VolumeBackend } from "../backend.js";
 import { POOL_BYTES, volumeBackendContract } from "../contract.js";
 import type { FileVolumeBackendOptions } from "./options.js";
-import { FileLab, fileBackendSkip, firstByte, qemuIoFile } from "./test-qemu.js";
+import { FileLab, fileBackendSkip, firstByte, nbdSize, qemuIoFile } from "./test-qemu.js";
 
 const skip = fileBackendSkip();
 const lab = skip ? undefined : await FileLab.make();
 after(() => lab?.cleanup());
+/** Client certificate directories, by host name. */
+const clients = new Map<string, Promise<string>>();
+const clientDir = (host: string): Promise<string> => {
+  assert.ok(lab);
+  let dir = clients.get(host);
+  if (!dir) clients.set(host, (dir = lab.pki.client(host)));
+  return dir;
+};
 
 const made = new WeakMap<VolumeBackend, FileVolumeBackendOptions>();
 
@@ -42,4 +50,5 @@ volumeBackendContract("file", {
     await qemuIoFile(await pathOf(b, id), [`write -P 0x${byte.toString(16)} 0 64k`]);
   },
   read: async (b, id) => firstByte(await qemuIoFile(await pathOf(b, id), ["read -v 0 1"], true)),
+  exportedSize: async (_b, e) => nbdSize(e, await clientDir(e.client)),
 });

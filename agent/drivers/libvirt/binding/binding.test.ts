@@ -54,6 +54,7 @@ import {
   VIR_DOMAIN_SHUTOFF_UNKNOWN,
   VIR_DOMAIN_AFFECT_CONFIG,
   VIR_DOMAIN_AFFECT_LIVE,
+  VIR_DOMAIN_BLOCK_RESIZE_BYTES,
   VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
   VIR_DOMAIN_UNDEFINE_NVRAM,
   VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
@@ -433,6 +434,17 @@ describe("libvirt binding", { skip }, () => {
       assert.equal((await dom.getXMLDesc(VIR_DOMAIN_XML_INACTIVE)).includes("fa:16:3e:00:00:01"), false);
       assert.throws(() => dom.attachDeviceFlags(undefined as unknown as string, flags), TypeError);
       assert.throws(() => dom.detachDeviceFlags(nic, "live" as unknown as number), TypeError);
+      await dom.destroy();
+      await dom.undefine();
+    });
+
+    it("blockResize reaches libvirt: the test driver has it not (VIR_ERR_NO_SUPPORT); a size that is no whole number is a TypeError", async () => {
+      const dom = await conn.defineXML(domainXml(uniqueName("resize")));
+      await dom.create();
+      await rejectsWith(dom.blockResize("vda", 2 * 1024 ** 3, VIR_DOMAIN_BLOCK_RESIZE_BYTES), { code: VIR_ERR_NO_SUPPORT, domain: VIR_FROM_DOMAIN, message: /virDomainBlockResize/ });
+      assert.throws(() => dom.blockResize("vda", 1.5, VIR_DOMAIN_BLOCK_RESIZE_BYTES), TypeError);
+      assert.throws(() => dom.blockResize("vda", -1), TypeError);
+      assert.throws(() => dom.blockResize("vda", "2G" as unknown as number), TypeError);
       await dom.destroy();
       await dom.undefine();
     });

@@ -327,6 +327,13 @@ export interface LibvirtDomain {
    * to know when it is gone.
    */
   detachDeviceFlags(xml: string, flags?: number): Promise<void>;
+  /**
+   * `virDomainBlockResize`: changes the size the running domain's `disk`
+   * (its target, "vdb", or source) has, to `size` KiB, or bytes with flag
+   * VIR_DOMAIN_BLOCK_RESIZE_BYTES; the guest is told of the new capacity.
+   * `size`: a whole number up to 2^53-1 (else a TypeError).
+   */
+  blockResize(disk: string, size: number, flags?: number): Promise<void>;
   /** `virDomainSnapshotCreateXML`; resolves the snapshot's name. */
   snapshotCreateXML(xml: string, flags?: number): Promise<string>;
   /**

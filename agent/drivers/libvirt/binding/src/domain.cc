@@ -102,6 +102,7 @@ Napi::Function Domain::Init(Napi::Env env) {
                          InstanceMethod<&Domain::UndefineFlags>("undefineFlags"),
                          InstanceMethod<&Domain::AttachDeviceFlags>("attachDeviceFlags"),
                          InstanceMethod<&Domain::DetachDeviceFlags>("detachDeviceFlags"),
+                         InstanceMethod<&Domain::BlockResize>("blockResize"),
                          InstanceMethod<&Domain::SnapshotCreateXML>("snapshotCreateXML"),
                          InstanceMethod<&Domain::MigrateToURI3>("migrateToURI3"),
                          InstanceMethod<&Domain::AbortJob>("abortJob"),
@@ -330,6 +331,19 @@ Napi::Value Domain::DetachDeviceFlags(const Napi::CallbackInfo& info) {
   unsigned int flags = FlagsArg(info, 1);
   return Call<int>(
       info.Env(), [xml, flags](virDomainPtr d) { return Check(virDomainDetachDeviceFlags(d, xml.c_str(), flags)); }, Undef);
+}
+
+Napi::Value Domain::BlockResize(const Napi::CallbackInfo& info) {
+  std::string disk = StringArg(info, 0, "disk");
+  if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "size must be a number");
+  double size = info[1].As<Napi::Number>().DoubleValue();
+  if (!(size >= 0) || size > 9007199254740991.0 || size != static_cast<double>(static_cast<unsigned long long>(size))) {
+    throw Napi::TypeError::New(info.Env(), "size must be a whole number from 0 to 2^53-1");
+  }
+  unsigned long long bytes = static_cast<unsigned long long>(size);
+  unsigned int flags = FlagsArg(info, 2);
+  return Call<int>(
+      info.Env(), [disk, bytes, flags](virDomainPtr d) { return Check(virDomainBlockResize(d, disk.c_str(), bytes, flags)); }, Undef);
 }
 
 Napi::Value Domain::SnapshotCreateXML(const Napi::CallbackInfo& info) {

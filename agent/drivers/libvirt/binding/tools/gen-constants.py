@@ -20,6 +20,7 @@ ENUMS = {
         "virDomainEventStoppedDetailType", "virDomainEventShutdownDetailType",
         "virDomainEventPMSuspendedDetailType", "virDomainEventCrashedDetailType", "virDomainJobType",
         "virDomainGetJobStatsFlags", "virDomainAbortJobFlagsValues", "virDomainJobOperation", "virDomainEventID",
+        "virDomainBlockResizeFlags",
     ],
     "libvirt-domain-snapshot.h": ["virDomainSnapshotCreateFlags"],
     "virterror.h": ["virErrorLevel", "virErrorDomain", "virErrorNumber"],
