@@ -80,7 +80,7 @@ export interface FakeDomainView {
   powerState: string;
   incoming?: unknown;
   migratedTo?: string;
-  volumes?: { attachmentId: string; device: string; connection: { host: string; port: number; exportName: string } }[];
+  volumes?: { attachmentId: string; device: string; sizeBytes?: number; connection: { host: string; port: number; exportName: string } }[];
 }
 
 /**

@@ -26,7 +26,7 @@ const DEFAULT_ARGS: { readonly [K in AgentOpKind]: OpArgsByKind[K] } = {
   revert_migration: {},
   finish_revert_migration: { powerOn: true },
   pre_live_migration: { sourceHost: "" },
-  live_migrate: { targetHost: "", targetUri: "" },
+  live_migrate: { targetHost: "", targetUri: "", volumes: [] },
   post_live_migration: { sourceHost: "" },
   rollback_live_migration: {},
   abort: { targetOpId: "" },
