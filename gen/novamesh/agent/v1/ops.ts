@@ -149,6 +149,12 @@ export interface ComputeOp {
      */
     { $case: "extendVolumeDisk"; extendVolumeDisk: ExtendVolumeDiskOp }
     | //
+    /**
+     * Compute host: pause the running instance ahead of its volume host
+     * serving an attached volume again (see ExtendVolumeDiskOp).
+     */
+    { $case: "holdVolumeDisk"; holdVolumeDisk: HoldVolumeDiskOp }
+    | //
     /** Volume host: create the volume in its pool. */
     { $case: "createVolume"; createVolume: CreateVolumeOp }
     | //
@@ -606,14 +612,29 @@ export interface DetachVolumeOp {
 /**
  * Make the running instance's hypervisor take the new size of an attached
  * volume (its volume host grew it and serves it again), so the guest sees
- * a capacity change on the disk. An instance that is not running has
- * nothing to do: it opens the volume at its new size when it starts.
+ * a capacity change on the disk, and resume an instance hold_volume_disk
+ * paused. An instance that is not running has nothing to do: it opens the
+ * volume at its new size when it starts. It also ends a hold when the
+ * volume host failed (the size is then the volume's old one), so it never
+ * expires.
  */
 export interface ExtendVolumeDiskOp {
   /** The attachment. */
   attachmentId: string;
-  /** The volume's new size in bytes. */
+  /** The volume's (new) size in bytes. */
   sizeBytes: number;
+}
+
+/**
+ * Before the volume host serves an attached volume again at a new size
+ * (closing the connection under the disk): pause the running instance
+ * once its pending disk requests completed, and hold it paused until
+ * extend_volume_disk, so the guest makes no request meanwhile. An instance
+ * that is not running has nothing to hold.
+ */
+export interface HoldVolumeDiskOp {
+  /** The attachment. */
+  attachmentId: string;
 }
 
 /**
@@ -751,6 +772,9 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         break;
       case "extendVolumeDisk":
         ExtendVolumeDiskOp.encode(message.op.extendVolumeDisk, writer.uint32(290).fork()).join();
+        break;
+      case "holdVolumeDisk":
+        HoldVolumeDiskOp.encode(message.op.holdVolumeDisk, writer.uint32(298).fork()).join();
         break;
       case "createVolume":
         CreateVolumeOp.encode(message.op.createVolume, writer.uint32(322).fork()).join();
@@ -1095,6 +1119,14 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             };
             continue;
           }
+          case 37: {
+            if (tag !== 298) {
+              break;
+            }
+
+            message.op = { $case: "holdVolumeDisk", holdVolumeDisk: HoldVolumeDiskOp.decode(reader, reader.uint32()) };
+            continue;
+          }
           case 40: {
             if (tag !== 322) {
               break;
@@ -1296,6 +1328,10 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         ? { $case: "extendVolumeDisk", extendVolumeDisk: ExtendVolumeDiskOp.fromJSON(object.extendVolumeDisk) }
         : isSet(object.extend_volume_disk)
         ? { $case: "extendVolumeDisk", extendVolumeDisk: ExtendVolumeDiskOp.fromJSON(object.extend_volume_disk) }
+        : isSet(object.holdVolumeDisk)
+        ? { $case: "holdVolumeDisk", holdVolumeDisk: HoldVolumeDiskOp.fromJSON(object.holdVolumeDisk) }
+        : isSet(object.hold_volume_disk)
+        ? { $case: "holdVolumeDisk", holdVolumeDisk: HoldVolumeDiskOp.fromJSON(object.hold_volume_disk) }
         : isSet(object.createVolume)
         ? { $case: "createVolume", createVolume: CreateVolumeOp.fromJSON(object.createVolume) }
         : isSet(object.create_volume)
@@ -1421,6 +1457,8 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       obj.detachVolume = DetachVolumeOp.toJSON(message.op.detachVolume);
     } else if (message.op?.$case === "extendVolumeDisk") {
       obj.extendVolumeDisk = ExtendVolumeDiskOp.toJSON(message.op.extendVolumeDisk);
+    } else if (message.op?.$case === "holdVolumeDisk") {
+      obj.holdVolumeDisk = HoldVolumeDiskOp.toJSON(message.op.holdVolumeDisk);
     } else if (message.op?.$case === "createVolume") {
       obj.createVolume = CreateVolumeOp.toJSON(message.op.createVolume);
     } else if (message.op?.$case === "deleteVolume") {
@@ -1646,6 +1684,15 @@ export const ComputeOp: MessageFns<ComputeOp> = {
           message.op = {
             $case: "extendVolumeDisk",
             extendVolumeDisk: ExtendVolumeDiskOp.fromPartial(object.op.extendVolumeDisk),
+          };
+        }
+        break;
+      }
+      case "holdVolumeDisk": {
+        if (object.op?.holdVolumeDisk !== undefined && object.op?.holdVolumeDisk !== null) {
+          message.op = {
+            $case: "holdVolumeDisk",
+            holdVolumeDisk: HoldVolumeDiskOp.fromPartial(object.op.holdVolumeDisk),
           };
         }
         break;
@@ -6223,6 +6270,79 @@ export const ExtendVolumeDiskOp: MessageFns<ExtendVolumeDiskOp> = {
     const message = createBaseExtendVolumeDiskOp();
     message.attachmentId = object.attachmentId ?? "";
     message.sizeBytes = object.sizeBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseHoldVolumeDiskOp(): HoldVolumeDiskOp {
+  return { attachmentId: "" };
+}
+
+export const HoldVolumeDiskOp: MessageFns<HoldVolumeDiskOp> = {
+  encode(message: HoldVolumeDiskOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attachmentId !== "") {
+      writer.uint32(10).string(message.attachmentId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HoldVolumeDiskOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHoldVolumeDiskOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attachmentId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HoldVolumeDiskOp {
+    return {
+      attachmentId: isSet(object.attachmentId)
+        ? globalThis.String(object.attachmentId)
+        : isSet(object.attachment_id)
+        ? globalThis.String(object.attachment_id)
+        : "",
+    };
+  },
+
+  toJSON(message: HoldVolumeDiskOp): unknown {
+    const obj: any = {};
+    if (message.attachmentId !== "") {
+      obj.attachmentId = message.attachmentId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HoldVolumeDiskOp>, I>>(base?: I): HoldVolumeDiskOp {
+    return HoldVolumeDiskOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HoldVolumeDiskOp>, I>>(object: I): HoldVolumeDiskOp {
+    const message = createBaseHoldVolumeDiskOp();
+    message.attachmentId = object.attachmentId ?? "";
     return message;
   },
 };

@@ -3548,10 +3548,10 @@ export const VolumeServiceService = {
    * online: an operation of the server it is attached to
    * (`servers/{server_id}/operations/{request_id}`, action
    * "extend_volume", task VOLUME_EXTENDING), which must be ACTIVE or
-   * SHUTOFF (else FAILED_PRECONDITION naming its state); its volume host
-   * grows it and serves it again, then the server's host makes the running
-   * guest see the new size (a pause of the guest of well under a second
-   * while the hypervisor reconnects to the volume).
+   * SHUTOFF (else FAILED_PRECONDITION naming its state). A running guest
+   * is held paused while its volume host grows the volume and serves it
+   * again and its host reconnects it and shows the guest the new size
+   * (a fraction of a second when the hosts answer at once).
    */
   extendVolume: {
     path: "/novamesh.volume.v1.VolumeService/ExtendVolume" as const,
@@ -3691,10 +3691,10 @@ export interface VolumeServiceServer extends UntypedServiceImplementation {
    * online: an operation of the server it is attached to
    * (`servers/{server_id}/operations/{request_id}`, action
    * "extend_volume", task VOLUME_EXTENDING), which must be ACTIVE or
-   * SHUTOFF (else FAILED_PRECONDITION naming its state); its volume host
-   * grows it and serves it again, then the server's host makes the running
-   * guest see the new size (a pause of the guest of well under a second
-   * while the hypervisor reconnects to the volume).
+   * SHUTOFF (else FAILED_PRECONDITION naming its state). A running guest
+   * is held paused while its volume host grows the volume and serves it
+   * again and its host reconnects it and shows the guest the new size
+   * (a fraction of a second when the hosts answer at once).
    */
   extendVolume: handleUnaryCall<ExtendVolumeRequest, ExtendVolumeResponse>;
   /**
@@ -3811,10 +3811,10 @@ export interface VolumeServiceClient extends Client {
    * online: an operation of the server it is attached to
    * (`servers/{server_id}/operations/{request_id}`, action
    * "extend_volume", task VOLUME_EXTENDING), which must be ACTIVE or
-   * SHUTOFF (else FAILED_PRECONDITION naming its state); its volume host
-   * grows it and serves it again, then the server's host makes the running
-   * guest see the new size (a pause of the guest of well under a second
-   * while the hypervisor reconnects to the volume).
+   * SHUTOFF (else FAILED_PRECONDITION naming its state). A running guest
+   * is held paused while its volume host grows the volume and serves it
+   * again and its host reconnects it and shows the guest the new size
+   * (a fraction of a second when the hosts answer at once).
    */
   extendVolume(
     request: ExtendVolumeRequest,
