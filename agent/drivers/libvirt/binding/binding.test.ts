@@ -55,6 +55,7 @@ import {
   VIR_DOMAIN_AFFECT_CONFIG,
   VIR_DOMAIN_AFFECT_LIVE,
   VIR_DOMAIN_BLOCK_RESIZE_BYTES,
+  VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP,
   VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
   VIR_DOMAIN_UNDEFINE_NVRAM,
   VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
@@ -445,6 +446,15 @@ describe("libvirt binding", { skip }, () => {
       assert.throws(() => dom.blockResize("vda", 1.5, VIR_DOMAIN_BLOCK_RESIZE_BYTES), TypeError);
       assert.throws(() => dom.blockResize("vda", -1), TypeError);
       assert.throws(() => dom.blockResize("vda", "2G" as unknown as number), TypeError);
+      await dom.destroy();
+      await dom.undefine();
+    });
+
+    it("qemuMonitorCommand reaches libvirt-qemu: the test driver has no qemu monitor; a command that is no string is a TypeError", async () => {
+      const dom = await conn.defineXML(domainXml(uniqueName("monitor")));
+      await dom.create();
+      await assert.rejects(dom.qemuMonitorCommand("info status", VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP), (err: LibvirtError) => err.code !== 0 && /qemu/i.test(err.message));
+      assert.throws(() => dom.qemuMonitorCommand(7 as unknown as string), TypeError);
       await dom.destroy();
       await dom.undefine();
     });

@@ -334,6 +334,13 @@ export interface LibvirtDomain {
    * `size`: a whole number up to 2^53-1 (else a TypeError).
    */
   blockResize(disk: string, size: number, flags?: number): Promise<void>;
+  /**
+   * `virDomainQemuMonitorCommand` (libvirt-qemu): a command straight to the
+   * domain's qemu monitor (QMP, or HMP with
+   * VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP); resolves its reply. libvirt
+   * records the domain as tainted ("custom-monitor").
+   */
+  qemuMonitorCommand(cmd: string, flags?: number): Promise<string>;
   /** `virDomainSnapshotCreateXML`; resolves the snapshot's name. */
   snapshotCreateXML(xml: string, flags?: number): Promise<string>;
   /**

@@ -10,6 +10,7 @@
 
 #include <napi.h>
 #include <libvirt/libvirt.h>
+#include <libvirt/libvirt-qemu.h>
 #include <libvirt/virterror.h>
 
 #include <cstdlib>

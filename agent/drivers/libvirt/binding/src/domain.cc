@@ -103,6 +103,7 @@ Napi::Function Domain::Init(Napi::Env env) {
                          InstanceMethod<&Domain::AttachDeviceFlags>("attachDeviceFlags"),
                          InstanceMethod<&Domain::DetachDeviceFlags>("detachDeviceFlags"),
                          InstanceMethod<&Domain::BlockResize>("blockResize"),
+                         InstanceMethod<&Domain::QemuMonitorCommand>("qemuMonitorCommand"),
                          InstanceMethod<&Domain::SnapshotCreateXML>("snapshotCreateXML"),
                          InstanceMethod<&Domain::MigrateToURI3>("migrateToURI3"),
                          InstanceMethod<&Domain::AbortJob>("abortJob"),
@@ -344,6 +345,21 @@ Napi::Value Domain::BlockResize(const Napi::CallbackInfo& info) {
   unsigned int flags = FlagsArg(info, 2);
   return Call<int>(
       info.Env(), [disk, bytes, flags](virDomainPtr d) { return Check(virDomainBlockResize(d, disk.c_str(), bytes, flags)); }, Undef);
+}
+
+Napi::Value Domain::QemuMonitorCommand(const Napi::CallbackInfo& info) {
+  std::string cmd = StringArg(info, 0, "cmd");
+  unsigned int flags = FlagsArg(info, 1);
+  return Call<std::string>(
+      info.Env(),
+      [cmd, flags](virDomainPtr d) {
+        char* out = nullptr;
+        Check(virDomainQemuMonitorCommand(d, cmd.c_str(), &out, flags));
+        std::string reply = out != nullptr ? out : "";
+        free(out);
+        return reply;
+      },
+      Str);
 }
 
 Napi::Value Domain::SnapshotCreateXML(const Napi::CallbackInfo& info) {

@@ -132,6 +132,7 @@ class Domain : public Napi::ObjectWrap<Domain> {
   Napi::Value AttachDeviceFlags(const Napi::CallbackInfo& info);
   Napi::Value DetachDeviceFlags(const Napi::CallbackInfo& info);
   Napi::Value BlockResize(const Napi::CallbackInfo& info);
+  Napi::Value QemuMonitorCommand(const Napi::CallbackInfo& info);
   Napi::Value SnapshotCreateXML(const Napi::CallbackInfo& info);
   Napi::Value MigrateToURI3(const Napi::CallbackInfo& info);
   Napi::Value AbortJob(const Napi::CallbackInfo& info);

@@ -23,6 +23,7 @@ ENUMS = {
         "virDomainBlockResizeFlags",
     ],
     "libvirt-domain-snapshot.h": ["virDomainSnapshotCreateFlags"],
+    "libvirt-qemu.h": ["virDomainQemuMonitorCommandFlags"],
     "virterror.h": ["virErrorLevel", "virErrorDomain", "virErrorNumber"],
 }
 STRING_PREFIXES = {
