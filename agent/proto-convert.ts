@@ -69,9 +69,9 @@ function isExportCase(opCase: string): boolean {
 
 /** What is wrong with the arguments of an attach, detach or extend of a volume's disk (undefined: nothing, or another kind). */
 function attachmentProblem(a: OpArgs): string | undefined {
-  if (a.kind !== "attach_volume" && a.kind !== "detach_volume" && a.kind !== "extend_volume_disk") return undefined;
+  if (a.kind !== "attach_volume" && a.kind !== "detach_volume" && a.kind !== "extend_volume_disk" && a.kind !== "hold_volume_disk") return undefined;
   if (!VOLUME_ID_PATTERN.test(a.attachmentId)) return `${a.kind}.attachment_id "${a.attachmentId}" is not an attachment id`;
-  if (a.kind === "detach_volume") return undefined;
+  if (a.kind === "detach_volume" || a.kind === "hold_volume_disk") return undefined;
   if (a.kind === "extend_volume_disk") {
     return isSize(a.sizeBytes) ? undefined : `extend_volume_disk.size_bytes ${a.sizeBytes} is not a positive whole number of bytes`;
   }

@@ -51,6 +51,7 @@ const SAMPLES: { [K in OpArgs["kind"]]: Extract<OpArgs, { kind: K }> } = {
   },
   detach_volume: { kind: "detach_volume", attachmentId: "att-2" },
   extend_volume_disk: { kind: "extend_volume_disk", attachmentId: "att-5", sizeBytes: 3 * 1024 ** 3 },
+  hold_volume_disk: { kind: "hold_volume_disk", attachmentId: "att-5" },
   export_volume: { kind: "export_volume", attachmentId: "att-3", client: "compute-2" },
   unexport_volume: { kind: "unexport_volume", attachmentId: "att-4" },
   grow_volume: { kind: "grow_volume", sizeBytes: 2 * 1024 ** 3 },

@@ -51,6 +51,7 @@ describe("extending attached volumes", () => {
   const events = async (serverId: string) => (await alice.servers.listServerActions({ serverId })).actions[0]!.events.map((e) => `${e.name}:${e.result}`);
   /** The server's volumes as its host's hypervisor has them (the fake domain). */
   const plugged = async (serverId: string, host: string) => (await fakeDomains(join(dir, host, "fake-domains.json")))[serverId]?.volumes ?? [];
+  const power = async (serverId: string, host: string) => (await fakeDomains(join(dir, host, "fake-domains.json")))[serverId]?.powerState;
 
   /** A server with a new 1 GiB volume of `zone` attached. */
   async function attached(name: string, zone = "nova"): Promise<{ serverId: string; host: string; volumeId: string }> {
@@ -80,8 +81,9 @@ describe("extending attached volumes", () => {
     assert.equal(done.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(done.error));
     const v = await volume(volumeId);
     assert.deepEqual([v.status, v.sizeGb, v.attachments.map((a) => a.serverId)], [VolumeStatus.VOLUME_STATUS_IN_USE, 3, [serverId]]);
-    assert.deepEqual(await events(serverId), ["volume_extend:Success", "compute_extend_volume:Success"]);
+    assert.deepEqual(await events(serverId), ["compute_hold_volume:Success", "volume_extend:Success", "compute_extend_volume:Success"]);
     assert.deepEqual((await plugged(serverId, host)).map((d) => d.sizeBytes), [3 * GiB], "the hypervisor has the disk at its new size");
+    assert.equal(await power(serverId, host), "RUNNING", "the hold ended: the guest runs");
     assert.equal(await allocated(`ev${env.id}`), before + 2 * GiB);
     const after = await settled(serverId, ServerStatus.SERVER_STATUS_ACTIVE);
     assert.equal(after.taskState, TaskState.TASK_STATE_UNSPECIFIED);
@@ -115,7 +117,7 @@ describe("extending attached volumes", () => {
   });
 
   test("a volume host that cannot grow the volume leaves it IN_USE at its old size, the claim given back, the operation saying why", async () => {
-    const { serverId, volumeId } = await attached("grow-fail", "failing");
+    const { serverId, host, volumeId } = await attached("grow-fail", "failing");
     const before = await allocated(`ef${env.id}`);
     const op = await wait((await alice.volumes.extendVolume({ id: volumeId, newSizeGb: 4 })).operation!.name);
     assert.equal(op.state, OperationState.OPERATION_STATE_FAILED);
@@ -124,15 +126,20 @@ describe("extending attached volumes", () => {
     const v = await volume(volumeId);
     assert.deepEqual([v.status, v.sizeGb, v.fault?.code], [VolumeStatus.VOLUME_STATUS_IN_USE, 1, "EXTEND_FAILED"]);
     assert.equal(await allocated(`ef${env.id}`), before);
-    assert.deepEqual(await events(serverId), ["volume_extend:Error"]);
     assert.equal((await settled(serverId, ServerStatus.SERVER_STATUS_ACTIVE)).taskState, TaskState.TASK_STATE_UNSPECIFIED);
+    // The guest held for the grow runs again: the hold ends at the old size.
+    await eventually(async () => (await events(serverId)).length === 3, { what: "the hold ended" });
+    assert.deepEqual(await events(serverId), ["compute_hold_volume:Success", "volume_extend:Error", "compute_extend_volume:Success"]);
+    assert.equal(await power(serverId, host), "RUNNING");
+    assert.deepEqual((await plugged(serverId, host)).map((d) => d.sizeBytes ?? GiB), [GiB]);
   });
 
   test("a server deleted while its volume grows leaves the volume AVAILABLE at the size asked, claimed", async () => {
-    const { serverId, volumeId } = await attached("grow-gone", "slow");
+    const { serverId, host, volumeId } = await attached("grow-gone", "slow");
     const before = await allocated(`es${env.id}`);
     await alice.volumes.extendVolume({ id: volumeId, newSizeGb: 5 });
     assert.equal((await volume(volumeId)).status, VolumeStatus.VOLUME_STATUS_EXTENDING);
+    await eventually(async () => (await power(serverId, host)) === "PAUSED", { what: "the guest held paused while its volume grows" });
     await alice.servers.deleteServer({ id: serverId });
     await eventually(async () => (await volume(volumeId)).status === VolumeStatus.VOLUME_STATUS_AVAILABLE, { what: "the volume freed" });
     const v = await volume(volumeId);

@@ -64,6 +64,12 @@ export interface DetachVolumeOptions extends InstanceOptions {
   readonly attachmentId: string;
 }
 
+/** Options of {@link Driver.holdVolume}. */
+export interface HoldVolumeOptions extends InstanceOptions {
+  /** The attachment whose volume its volume host is about to serve again. */
+  readonly attachmentId: string;
+}
+
 /** Options of {@link Driver.extendVolume}. */
 export interface ExtendVolumeOptions extends InstanceOptions {
   /** The attachment whose volume grew. */

@@ -18,13 +18,13 @@ import type {
   SnapshotInfo,
 } from "./types.js";
 import type {
-  CallOptions, SpawnOptions, InstanceOptions, InterfaceOptions, AttachVolumeOptions, DetachVolumeOptions, ExtendVolumeOptions,
+  CallOptions, SpawnOptions, InstanceOptions, InterfaceOptions, AttachVolumeOptions, DetachVolumeOptions, ExtendVolumeOptions, HoldVolumeOptions,
   PowerOffOptions, RebootOptions, SnapshotOptions, RebuildOptions, MigrateDiskOptions, FinishMigrationOptions, FinishRevertMigrationOptions,
   PreLiveMigrationOptions, ConsoleOutputOptions, LiveMigrateOptions, PostLiveMigrationOptions,
 } from "./driver-options.js";
 export { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS } from "./driver-options.js";
 export type {
-  CallOptions, SpawnOptions, InstanceOptions, InterfaceOptions, AttachVolumeOptions, DetachVolumeOptions, ExtendVolumeOptions,
+  CallOptions, SpawnOptions, InstanceOptions, InterfaceOptions, AttachVolumeOptions, DetachVolumeOptions, ExtendVolumeOptions, HoldVolumeOptions,
   PowerOffOptions, RebootOptions, SnapshotOptions, RebuildOptions, MigrateDiskOptions, FinishMigrationOptions, FinishRevertMigrationOptions,
   PreLiveMigrationOptions, ConsoleOutputOptions, LiveMigrateOptions, PostLiveMigrationOptions,
 } from "./driver-options.js";
@@ -378,16 +378,32 @@ export interface Driver {
    * Makes the hypervisor take the new size of an attached volume, which its
    * volume host grew and serves again at that size
    * (`capabilities.volumeAttach`; Nova's `extend_volume`): a running guest
-   * sees a capacity change on the disk (it may be paused for a moment so
-   * the hypervisor reconnects to the export). An instance that is not
-   * running has nothing to do: it opens the export at its new size when it
-   * starts. A hypervisor that cannot take the size yet rejects with
-   * "VOLUME_EXTEND_PENDING" (retryable).
+   * sees a capacity change on the disk. An instance `holdVolume` holds is
+   * resumed once its disk reconnected and took the size (the size may be
+   * the old one: that is how a hold ends when the volume host failed); one
+   * that was not held is paused for the reconnect. An instance that is
+   * not running has nothing to do: it opens the export at its new size
+   * when it starts. A hypervisor that cannot take the size yet rejects
+   * with "VOLUME_EXTEND_PENDING" (retryable), the instance still held.
    * Idempotent: a disk already of that size resolves.
    * Unknown attachment: rejects with "NOT_FOUND" (non-retryable).
    * Unknown instance: rejects with `InstanceNotFoundError`.
    */
   extendVolume(options: ExtendVolumeOptions, call?: CallOptions): Promise<void>;
+
+  /**
+   * Before the volume host serves an attached volume again at a new size
+   * (closing the connection under the disk): pauses a running instance
+   * once its pending disk requests completed and holds it paused — the
+   * hold is recorded with the instance and outlives an agent restart — so
+   * the guest makes no request the closed connection would fail.
+   * `extendVolume` of that attachment ends the hold (resumes the
+   * instance). An instance that is not running has nothing to hold.
+   * Idempotent: an instance already held resolves.
+   * Unknown attachment: rejects with "NOT_FOUND" (non-retryable).
+   * Unknown instance: rejects with `InstanceNotFoundError`.
+   */
+  holdVolume(options: HoldVolumeOptions, call?: CallOptions): Promise<void>;
 
   /**
    * The volumes attached to the instance (`capabilities.volumeAttach`), by

@@ -165,7 +165,7 @@ async function detachInterface(op: AgentOp<"detach_interface">, { driver, call, 
 }
 
 /** Refuses a volume change on a hypervisor that cannot attach volumes: running it again here cannot help. */
-function requireVolumeAttach(driver: Driver, kind: "attach_volume" | "detach_volume" | "extend_volume_disk"): void {
+function requireVolumeAttach(driver: Driver, kind: "attach_volume" | "detach_volume" | "extend_volume_disk" | "hold_volume_disk"): void {
   if (!driver.capabilities.volumeAttach) {
     throw new DriverError("NOT_SUPPORTED", `${kind}: this host's hypervisor cannot attach volumes (its driver lacks volumeAttach)`);
   }
@@ -189,7 +189,14 @@ async function detachVolume(op: AgentOp<"detach_volume">, { driver, call }: Hand
   return DONE;
 }
 
-/** The hypervisor takes the attached volume's new size; the result says that size. */
+/** A running instance is paused ahead of its volume host serving the volume again. */
+async function holdVolumeDisk(op: AgentOp<"hold_volume_disk">, { driver, call }: HandlerContext): Promise<RunResult> {
+  requireVolumeAttach(driver, op.kind);
+  await driver.holdVolume({ instanceId: op.instance.id, attachmentId: op.attachmentId }, call);
+  return DONE;
+}
+
+/** The hypervisor takes the attached volume's (new) size and a hold ends; the result says that size. */
 async function extendVolumeDisk(op: AgentOp<"extend_volume_disk">, { driver, call }: HandlerContext): Promise<RunResult> {
   requireVolumeAttach(driver, op.kind);
   await driver.extendVolume({ instanceId: op.instance.id, attachmentId: op.attachmentId, sizeBytes: op.sizeBytes }, call);
@@ -331,6 +338,7 @@ export const HANDLERS = {
   attach_volume: { run: attachVolume, reconcile: "run_again" },
   detach_volume: { run: detachVolume, reconcile: "run_again" },
   extend_volume_disk: { run: extendVolumeDisk, reconcile: "run_again" },
+  hold_volume_disk: { run: holdVolumeDisk, reconcile: "run_again" },
 } satisfies { readonly [K in DriverOpKind]: Handler<K> };
 
 const TABLE: { readonly [K in DriverOpKind]: Handler<K> } = HANDLERS;

@@ -35,6 +35,7 @@ const DEFAULT_ARGS: { readonly [K in AgentOpKind]: OpArgsByKind[K] } = {
   attach_volume: { attachmentId: "att-1", volumeId: "vol-1", export: { host: "192.0.2.1", port: 10809, exportName: "att-1" }, device: "" },
   detach_volume: { attachmentId: "att-1" },
   extend_volume_disk: { attachmentId: "att-1", sizeBytes: 2 * GIB },
+  hold_volume_disk: { attachmentId: "att-1" },
 };
 
 /**

@@ -86,6 +86,19 @@ describe("Attaching and detaching volumes through the driver", () => {
     assert.deepEqual([unknown.outcome.failure?.code, unknown.outcome.failure?.retryable], ["NOT_FOUND", false]);
   });
 
+  test("a hold pauses the running instance, which the outcome reports, until the extend that follows it", async () => {
+    const driver = fake();
+    const ex = await executor(driver);
+    const inst = await spawned(ex);
+    await ex.execute(testOp(inst, { kind: "attach_volume", attachmentId: "att-1", export: exportOf("att-1") }));
+    const held = await ex.execute(testOp(inst, { kind: "hold_volume_disk", attachmentId: "att-1" }));
+    assert.deepEqual([held.outcome.failure, held.outcome.powerState], [undefined, "PAUSED"]);
+    const grown = await ex.execute(testOp(inst, { kind: "extend_volume_disk", attachmentId: "att-1", sizeBytes: 2 * 1024 ** 3 }));
+    assert.deepEqual([grown.outcome.failure, grown.outcome.powerState], [undefined, "RUNNING"]);
+    const unknown = await ex.execute(testOp(inst, { kind: "hold_volume_disk", attachmentId: "att-never" }));
+    assert.deepEqual([unknown.outcome.failure?.code, unknown.outcome.failure?.retryable], ["NOT_FOUND", false]);
+  });
+
   test("a redelivered attach is re-reported with its device, without calling the driver again", async () => {
     const driver = fake();
     const ex = await executor(driver);
@@ -117,11 +130,11 @@ describe("Attaching and detaching volumes through the driver", () => {
     assert.equal((await driver.volumes({ instanceId: inst.id })).length, 1);
   });
 
-  test("a hypervisor that cannot attach volumes refuses attach, detach and extend with a non-retryable NOT_SUPPORTED", async () => {
+  test("a hypervisor that cannot attach volumes refuses attach, detach, hold and extend with a non-retryable NOT_SUPPORTED", async () => {
     const driver = fake({ capabilities: { volumeAttach: false } });
     const ex = await executor(driver);
     const inst = await spawned(ex);
-    for (const body of [{ kind: "attach_volume" as const }, { kind: "detach_volume" as const }, { kind: "extend_volume_disk" as const }]) {
+    for (const body of [{ kind: "attach_volume" as const }, { kind: "detach_volume" as const }, { kind: "extend_volume_disk" as const }, { kind: "hold_volume_disk" as const }]) {
       const { outcome } = await ex.execute(testOp(inst, body));
       assert.deepEqual(outcome.failure, {
         code: "NOT_SUPPORTED",

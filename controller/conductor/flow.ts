@@ -9,6 +9,7 @@ import { status } from "@grpc/grpc-js";
 import type { OpArgs, OpFailure, OpKind, OpOutcome } from "../domain/ops.js";
 import type { PowerState, ServerAction, TaskState, VmState } from "../domain/states.js";
 import type { Fault, Instance, Migration, OperationError } from "../domain/types.js";
+import type { VolumeTarget } from "../domain/volume-ops.js";
 import type { InstancePatch } from "../store/instances.js";
 import type { OpRecord } from "../store/ops.js";
 import type { Tx } from "./context.js";
@@ -108,9 +109,9 @@ export class ResultContext {
     return this.tx.update(this.inst.uuid, patch);
   }
 
-  /** The next op of the action, on `host`; the action's deadline follows the instance's task. */
-  async dispatch(host: string, args: OpArgs, inst: Instance, requestId: string): Promise<void> {
-    await this.tx.dispatch({ instance: inst, host, actionId: this.op.actionId, requestId, args });
+  /** The next op of the action, on `host` (with `volume`: on that volume's host); the action's deadline follows the instance's task. */
+  async dispatch(host: string, args: OpArgs, inst: Instance, requestId: string, volume?: VolumeTarget): Promise<void> {
+    await this.tx.dispatch({ instance: inst, host, actionId: this.op.actionId, requestId, args, ...(volume ? { volume } : {}) });
     await this.store.setActionStep(this.op.actionId, { deadline: inst.taskDeadline });
   }
 

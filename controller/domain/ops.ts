@@ -60,7 +60,9 @@ export type OpArgs =
   | { readonly kind: "attach_volume"; readonly attachmentId: string; readonly volumeId: string; readonly export: VolumeExport; readonly device: string }
   /** Unplug the volume of attachment `attachmentId`. */
   | { readonly kind: "detach_volume"; readonly attachmentId: string }
-  /** Make the running instance see the new size (`sizeBytes`) of the volume of attachment `attachmentId`. */
+  /** Pause the running instance ahead of its volume host serving the volume of attachment `attachmentId` again. */
+  | { readonly kind: "hold_volume_disk"; readonly attachmentId: string }
+  /** Make the running instance see the size (`sizeBytes`) of the volume of attachment `attachmentId`; end a hold. */
   | { readonly kind: "extend_volume_disk"; readonly attachmentId: string; readonly sizeBytes: number }
   /** Volume host: export the op's volume for attachment `attachmentId` to compute host `client`. */
   | { readonly kind: "export_volume"; readonly attachmentId: string; readonly client: string }
@@ -127,7 +129,9 @@ export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
   detach_interface: { event: "compute_detach_interface" },
   attach_volume: { event: "compute_attach_volume" },
   detach_volume: { event: "compute_detach_volume", cleanup: true },
-  extend_volume_disk: { event: "compute_extend_volume" },
+  hold_volume_disk: { event: "compute_hold_volume" },
+  // It ends a hold, also after the volume host failed: whenever the host gets it.
+  extend_volume_disk: { event: "compute_extend_volume", cleanup: true },
   export_volume: { event: "volume_export", onVolumeHost: true },
   unexport_volume: { event: "volume_unexport", cleanup: true, onVolumeHost: true },
   grow_volume: { event: "volume_extend", onVolumeHost: true },

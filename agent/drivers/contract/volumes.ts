@@ -135,7 +135,9 @@ export function volumesContract(k: ContractKit): void {
     }));
 
   const MiB = 1024 * 1024;
+  /** As the controller has it done: held, grown on its volume host, then taken by the hypervisor. */
   const extend = async (driver: Driver, instanceId: string, attachmentId: string, sizeBytes: number) => {
+    await driver.holdVolume({ instanceId, attachmentId });
     await options.growVolume?.(attachmentId, sizeBytes);
     await driver.extendVolume({ instanceId, attachmentId, sizeBytes });
   };
@@ -160,6 +162,25 @@ export function volumesContract(k: ContractKit): void {
       await driver.destroy({ instanceId: inst.id });
     }));
 
+  testIf("volumeAttach", "holdVolume pauses a running instance until extendVolume of that attachment, also at an unchanged size; a shut-off one stays so; an unknown attachment is NOT_FOUND", () =>
+    withDriver(async (driver) => {
+      const inst = await spawned(driver);
+      const a = newId();
+      await attach(driver, inst.id, a);
+      await driver.holdVolume({ instanceId: inst.id, attachmentId: a });
+      await driver.holdVolume({ instanceId: inst.id, attachmentId: a });
+      assert.equal(await driver.powerState({ instanceId: inst.id }), "PAUSED", "held");
+      await rejectsWith(driver.holdVolume({ instanceId: inst.id, attachmentId: newId() }), "NOT_FOUND", false);
+      // The volume host failed: the hold ends with no larger size to take.
+      await driver.extendVolume({ instanceId: inst.id, attachmentId: a, sizeBytes: MiB });
+      assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING", "the hold ended");
+      await driver.powerOff({ instanceId: inst.id, timeoutSeconds: 0 });
+      await driver.holdVolume({ instanceId: inst.id, attachmentId: a });
+      await extend(driver, inst.id, a, 40 * MiB);
+      assert.equal(await driver.powerState({ instanceId: inst.id }), "SHUTDOWN", "nothing to hold, nothing started");
+      await driver.destroy({ instanceId: inst.id });
+    }));
+
   testIf("volumeAttach", "volume calls on an unknown instance throw InstanceNotFoundError", () =>
     withDriver(async (driver) => {
       const instanceId = testInstance().id;
@@ -167,5 +188,6 @@ export function volumesContract(k: ContractKit): void {
       await assert.rejects(driver.detachVolume({ instanceId, attachmentId: newId() }), InstanceNotFoundError);
       await assert.rejects(driver.volumes({ instanceId }), InstanceNotFoundError);
       await assert.rejects(driver.extendVolume({ instanceId, attachmentId: newId(), sizeBytes: MiB }), InstanceNotFoundError);
+      await assert.rejects(driver.holdVolume({ instanceId, attachmentId: newId() }), InstanceNotFoundError);
     }));
 }

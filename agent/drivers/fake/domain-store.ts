@@ -30,6 +30,8 @@ export interface FakeDomain {
   incoming?: FakeIncoming;
   /** Volumes attached (`attachVolume`), in the order they were. */
   volumes?: AttachedVolume[];
+  /** Paused by `holdVolume` for this attachment until `extendVolume` of it. */
+  volumeHold?: string;
 }
 
 /** An incoming live migration. */

@@ -14,6 +14,7 @@ import type {
   ConsoleOutputOptions,
   DetachVolumeOptions,
   ExtendVolumeOptions,
+  HoldVolumeOptions,
   Driver,
   FinishMigrationOptions,
   FinishRevertMigrationOptions,
@@ -162,6 +163,10 @@ export class FakeDriver implements Driver {
 
   extendVolume(options: ExtendVolumeOptions, call: CallOptions = {}): Promise<void> {
     return disks.extendVolume(this.host, options, call);
+  }
+
+  holdVolume(options: HoldVolumeOptions, call: CallOptions = {}): Promise<void> {
+    return disks.holdVolume(this.host, options, call);
   }
 
   volumes(options: InstanceOptions, call: CallOptions = {}): Promise<readonly AttachedVolume[]> {

@@ -50,6 +50,7 @@ export const FAULTABLE_METHODS = [
   "attachVolume",
   "detachVolume",
   "extendVolume",
+  "holdVolume",
 ] as const;
 
 /** A method faults can be injected into. */

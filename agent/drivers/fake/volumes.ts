@@ -2,10 +2,11 @@
  * Volume attachments of the fake hypervisor: recorded on the domain (and
  * persisted with it), devices handed out as the libvirt driver does. The
  * fake opens no export: a refused connection is a fault injected into
- * "attachVolume". An extend records the size it was given on the
- * attachment.
+ * "attachVolume". A hold pauses a running instance (recorded on the
+ * domain); an extend records the size it was given on the attachment and
+ * resumes an instance held for it.
  */
-import type { AttachVolumeOptions, CallOptions, DetachVolumeOptions, ExtendVolumeOptions, InstanceOptions } from "../driver.js";
+import type { AttachVolumeOptions, CallOptions, DetachVolumeOptions, ExtendVolumeOptions, HoldVolumeOptions, InstanceOptions } from "../driver.js";
 import { DriverError } from "../errors.js";
 import type { AttachedVolume } from "../types.js";
 import { checkAttachment, pickDevice } from "../volume-devices.js";
@@ -42,15 +43,38 @@ export async function detachVolume(host: FakeHost, { instanceId, attachmentId }:
   await host.persist();
 }
 
-/** Records the attachment's new size (what `volumes()` then reports); nothing else changes, in any power state. */
+/** The attachment of a domain, or NOT_FOUND. */
+function attached(d: FakeDomain, attachmentId: string): AttachedVolume {
+  const v = (d.volumes ?? []).find((x) => x.attachmentId === attachmentId);
+  if (!v) throw new DriverError("NOT_FOUND", `instance ${d.instance.id} has no volume attachment ${attachmentId}`);
+  return v;
+}
+
+/** A running instance is paused and held for the attachment (recorded on the domain); any other is left as it is. */
+export async function holdVolume(host: FakeHost, { instanceId, attachmentId }: HoldVolumeOptions, call: CallOptions): Promise<void> {
+  host.require("volumeAttach", "holdVolume");
+  await host.ready("holdVolume", true, call, instanceId);
+  const d = host.owned(instanceId, "holdVolume");
+  attached(d, attachmentId);
+  if (d.powerState !== "RUNNING") return;
+  d.powerState = "PAUSED";
+  d.volumeHold = attachmentId;
+  await host.persist();
+}
+
+/** Records the attachment's new size (what `volumes()` then reports) and resumes an instance held for it; nothing else changes. */
 export async function extendVolume(host: FakeHost, { instanceId, attachmentId, sizeBytes }: ExtendVolumeOptions, call: CallOptions): Promise<void> {
   host.require("volumeAttach", "extendVolume");
   await host.ready("extendVolume", true, call, instanceId);
   const d = host.owned(instanceId, "extendVolume");
-  const v = (d.volumes ?? []).find((x) => x.attachmentId === attachmentId);
-  if (!v) throw new DriverError("NOT_FOUND", `instance ${instanceId} has no volume attachment ${attachmentId}`);
-  if (v.sizeBytes === sizeBytes) return;
+  const v = attached(d, attachmentId);
+  const held = d.volumeHold === attachmentId;
+  if (v.sizeBytes === sizeBytes && !held) return;
   d.volumes = d.volumes!.map((x) => (x === v ? { ...x, sizeBytes } : x));
+  if (held) {
+    delete d.volumeHold;
+    if (d.powerState === "PAUSED") d.powerState = "RUNNING";
+  }
   await host.persist();
 }
 

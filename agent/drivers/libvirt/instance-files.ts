@@ -32,6 +32,8 @@ export interface InstanceSidecar {
   readonly migratingTo?: string;
   /** A live migration to this host is prepared or under way, not finished. */
   readonly incoming?: IncomingMigration;
+  /** Paused by a volume hold (volume-sizes.ts) for this attachment until its extend. */
+  readonly volumeHold?: string;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

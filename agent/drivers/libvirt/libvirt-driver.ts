@@ -12,6 +12,7 @@
  *   domains.ts         defining, starting, stopping and removing domains
  *   interfaces.ts      network interface hot-plug and unplug
  *   volumes.ts         volumes (NBD exports over TLS) attached as virtio disks
+ *   volume-sizes.ts    an attached volume's new size taken by the running guest
  *   cold-migration.ts  resize and cold migration
  *   live-migration.ts  live migration (qemu, with `liveMigrationUri`)
  *
@@ -28,6 +29,7 @@ import {
   type ConsoleOutputOptions,
   type DetachVolumeOptions,
   type ExtendVolumeOptions,
+  type HoldVolumeOptions,
   type Driver,
   type InstanceOptions,
   type InterfaceOptions,
@@ -51,6 +53,7 @@ import { LiveMigration, announcedMigrationUri, uriScheme } from "./live-migratio
 import type { LibvirtDriverOptions } from "./options.js";
 import type { DriverParts } from "./parts.js";
 import { convert } from "./qemu-img.js";
+import { VolumeSizes } from "./volume-sizes.js";
 import { Volumes } from "./volumes.js";
 
 export type { LibvirtDriverOptions } from "./options.js";
@@ -66,6 +69,7 @@ export class LibvirtDriver implements Driver {
   private readonly live: LiveMigration;
   private readonly nics: Interfaces;
   private readonly disks: Volumes;
+  private readonly sizes: VolumeSizes;
   private readonly hvType: string;
   private arch: string | undefined;
 
@@ -102,6 +106,7 @@ export class LibvirtDriver implements Driver {
     this.live = new LiveMigration(this.p, this.capabilities.liveMigration);
     this.nics = new Interfaces(this.p);
     this.disks = new Volumes(this.p);
+    this.sizes = new VolumeSizes(this.p);
   }
 
   get hypervisorType(): string {
@@ -335,7 +340,12 @@ export class LibvirtDriver implements Driver {
 
   async extendVolume(options: ExtendVolumeOptions, call: CallOptions = {}): Promise<void> {
     if (!this.capabilities.volumeAttach) throw new NotSupportedError("extendVolume", `libvirt (${this.hvType})`);
-    return this.disks.extend(options, call);
+    return this.sizes.extend(options, call);
+  }
+
+  async holdVolume(options: HoldVolumeOptions, call: CallOptions = {}): Promise<void> {
+    if (!this.capabilities.volumeAttach) throw new NotSupportedError("holdVolume", `libvirt (${this.hvType})`);
+    return this.sizes.hold(options, call);
   }
 
   async volumes(options: InstanceOptions, call: CallOptions = {}): Promise<readonly AttachedVolume[]> {

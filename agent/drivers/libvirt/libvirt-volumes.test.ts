@@ -205,7 +205,7 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
     },
   );
 
-  test("a volume grown while attached: the running guest is told its new size, keeps running, and the volume keeps what was written on it", async (t: TestContext) => {
+  test("a volume grown while attached: the guest held paused while its volume host serves it again, then told its new size, running again, the volume keeping what was written on it", async (t: TestContext) => {
     const { inst, from } = await bootGuest();
     const marker = `novamesh-volume-${randomBytes(4).toString("hex")}`;
     const volumeId = await volumeWith(marker, GiB);
@@ -215,13 +215,17 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
     assert.match(before.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${GiB}$`));
 
     const started = Date.now();
+    await driver.holdVolume({ instanceId: inst.id, attachmentId });
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "PAUSED", "held while the volume host serves the volume again");
+    const holding = Date.now();
     await backend.extend(volumeId, 2 * GiB);
     const served = Date.now();
     await driver.extendVolume({ instanceId: inst.id, attachmentId, sizeBytes: 2 * GiB });
-    t.diagnostic(`extend: the volume host served it again in ${served - started} ms, the hypervisor took the size ${Date.now() - served} ms later`);
+    const took = Date.now();
+    t.diagnostic(`extend: held in ${holding - started} ms, the volume host served it again in ${served - holding} ms, the hypervisor reconnected, took the size and resumed in ${took - served} ms; paused ${took - started} ms in all`);
     const after = await consoleLine(inst.id, before.length, "novamesh-test-guest: disks", () => true, 30);
     assert.match(after.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${2 * GiB}$`), "the next disks line the guest prints has the new size");
-    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING", "the guest runs after the brief pause");
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING", "the hold ended");
     await driver.extendVolume({ instanceId: inst.id, attachmentId, sizeBytes: 2 * GiB });
     assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING", "again: still running");
 

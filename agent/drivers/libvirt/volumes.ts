@@ -1,5 +1,5 @@
 /**
- * Volume attachment (Nova's `attach_volume` / `detach_volume` / `extend_volume`
+ * Volume attachment (Nova's `attach_volume` / `detach_volume`
  * with a network `connection_info`): a volume's NBD export added to a domain as a
  * virtio disk, live when it runs and always in its persistent definition,
  * so the disk survives a stop and start. qemu opens the export itself,
@@ -15,7 +15,7 @@
  * has released the disk.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import type { AttachVolumeOptions, CallOptions, DetachVolumeOptions, ExtendVolumeOptions, InstanceOptions } from "../driver.js";
+import type { AttachVolumeOptions, CallOptions, DetachVolumeOptions, InstanceOptions } from "../driver.js";
 import { DriverError, throwIfAborted } from "../errors.js";
 import type { AttachedVolume } from "../types.js";
 import { checkAttachment, pickDevice } from "../volume-devices.js";
@@ -28,12 +28,6 @@ import type { DriverParts } from "./parts.js";
 
 /** Milliseconds between reads of the live XML while a detach is pending. */
 const DETACH_POLL_MS = 250;
-/** How long an extend waits for qemu to reconnect to the export and take its new size. */
-const EXTEND_TIMEOUT_MS = 10_000;
-/** Milliseconds between its tries. */
-const EXTEND_RETRY_MS = 250;
-/** qemu's refusal while its NBD client still has the export's old size (it has not reconnected yet). */
-const CANNOT_GROW = /Cannot grow NBD nodes/i;
 
 /** A domain's disks: live (while it runs) and in its persistent definition. */
 interface Disks {
@@ -95,79 +89,6 @@ export class Volumes {
     const flags = C.VIR_DOMAIN_AFFECT_LIVE | (config && !split ? C.VIR_DOMAIN_AFFECT_CONFIG : 0);
     await this.p.libvirt.call(`detaching volume ${attachmentId} (${live.target}) from ${instanceId}`, () => k.dom.detachDeviceFlags(live.xml, flags));
     await this.waitGone(k, attachmentId, seconds, deadline, call.signal);
-  }
-
-  /**
-   * The running domain's disk takes the size the volume host now serves.
-   * qemu's NBD client learns an export's size only when it connects, and
-   * notices that the volume host closed the connection (to serve the
-   * export again at the new size) only at its next request. Pausing a
-   * RUNNING domain makes one (qemu flushes its disks when it stops), so
-   * qemu reconnects; then `blockResize` to exactly that size, while
-   * paused, tells the guest, which sees it when it runs again. With the
-   * disk's reconnect delay one pause does (the flush waits for the new
-   * connection). A client without it (libvirt 9.0 drops the delay) only
-   * starts connecting at that flush and refuses to grow the disk: the
-   * domain stays paused EXTEND_RETRY_MS so the connection is made, and the
-   * next pause's flush (or a guest request in between) takes it up. Tried
-   * until EXTEND_TIMEOUT_MS. A domain that is not running has nothing to do.
-   */
-  async extend(o: ExtendVolumeOptions, call: CallOptions = {}): Promise<void> {
-    throwIfAborted(call.signal);
-    if (!Number.isSafeInteger(o.sizeBytes) || o.sizeBytes <= 0) throw new DriverError("INVALID_ARGUMENT", `volume size ${o.sizeBytes} is not a positive whole number of bytes`);
-    const k = await this.p.inventory.get(o.instanceId);
-    await this.p.domains.refuseOldCopy(o.instanceId, "extend a volume of");
-    const has = await this.disks(k);
-    const live = has.live.find((d) => d.attachmentId === o.attachmentId);
-    if (!live && !has.config.some((d) => d.attachmentId === o.attachmentId)) {
-      throw new DriverError("NOT_FOUND", `instance ${o.instanceId} has no volume attachment ${o.attachmentId}`);
-    }
-    if (!live) return; // not running: qemu opens the export at its new size when the domain starts
-    const what = `resizing volume ${o.attachmentId} (${live.target}) of ${o.instanceId} to ${o.sizeBytes} bytes`;
-    const started = Date.now();
-    const deadline = started + EXTEND_TIMEOUT_MS;
-    let pauses = 0;
-    for (;;) {
-      throwIfAborted(call.signal);
-      const { state } = await this.p.libvirt.call(`state of ${o.instanceId}`, () => k.dom.getState());
-      if (!ACTIVE_STATES.has(state)) return; // stopped meanwhile: it opens the export at its new size when it starts
-      const pause = state === C.VIR_DOMAIN_RUNNING;
-      if (pause) {
-        await this.p.libvirt.call(`pausing ${o.instanceId} so qemu reconnects to volume ${o.attachmentId}`, () => k.dom.suspend());
-        pauses += 1;
-      }
-      let failure: unknown;
-      try {
-        await this.p.libvirt.call(what, () => k.dom.blockResize(live.target, o.sizeBytes, C.VIR_DOMAIN_BLOCK_RESIZE_BYTES));
-      } catch (err) {
-        failure = err;
-      }
-      const pending = failure instanceof Error && CANNOT_GROW.test(failure.message);
-      if (pause) {
-        // Paused meanwhile, so the guest's requests do not meet a client that is still connecting.
-        if (pending) await sleep(EXTEND_RETRY_MS);
-        try {
-          await this.p.libvirt.call(`resuming ${o.instanceId} after that pause`, () => k.dom.resume());
-        } catch (err) {
-          if (failure !== undefined) this.p.log.error({ err: failure, server_id: o.instanceId }, `${what} failed before the resume failed too`);
-          throw err;
-        }
-      }
-      if (failure === undefined) {
-        this.p.log.info({ server_id: o.instanceId, attachment_id: o.attachmentId, size_bytes: o.sizeBytes, pauses, ms: Date.now() - started }, "the guest's volume disk took its new size");
-        return;
-      }
-      if (!pending) throw failure;
-      if (Date.now() >= deadline) {
-        const paused = pause ? "" : " (the instance is paused: qemu reconnects at its next disk request)";
-        throw new DriverError(
-          "VOLUME_EXTEND_PENDING",
-          `qemu still had the old size of volume ${o.attachmentId} ${EXTEND_TIMEOUT_MS / 1000} s after its volume host served it at ${o.sizeBytes} bytes${paused}: ${(failure as Error).message}`,
-          { retryable: true, cause: failure },
-        );
-      }
-      if (!pause) await sleep(EXTEND_RETRY_MS);
-    }
   }
 
   async list({ instanceId }: InstanceOptions, call: CallOptions = {}): Promise<AttachedVolume[]> {

@@ -2,17 +2,19 @@
  * Extending an attached volume online (Cinder's in-use extend with Nova's
  * `volume-extended` event), an action of the server it is attached to:
  * the extra size is claimed on the volume's pool, the volume EXTENDING and
- * the server in task VOLUME_EXTENDING while its volume host grows it and
- * serves its exports again at the new size (grow_volume), then the
- * server's host makes the running guest see it (extend_volume_disk; a
- * server that is shut off opens it at the new size when it starts).
+ * the server in task VOLUME_EXTENDING. A running server's host first holds
+ * the guest paused (hold_volume_disk: its pending disk requests complete),
+ * so it makes no request while its volume host grows the volume and serves
+ * it again at the new size (grow_volume, which closes the connection under
+ * the disk); then the server's host reconnects the disk, takes the new
+ * size and resumes the guest (extend_volume_disk). A shut-off server has
+ * nothing to hold: it opens the volume at its new size when it starts.
  *
  * The volume host failing leaves the volume IN_USE at its old size, the
- * extra claim given back. Once it grew, the volume is at the new size
- * whatever happens on the server's host: a failure there ends the action
- * with the host's fault (the guest sees the size after a stop and start).
- * A timeout keeps the larger size claimed (the volume host may have grown
- * it), the volume IN_USE with the fault.
+ * extra claim given back (and the hold ended). Once it grew, the volume is
+ * at the new size whatever happens on the server's host. A timeout keeps
+ * the larger size claimed (the volume host may have grown it), the volume
+ * IN_USE with the fault, and ends a hold.
  */
 import { status } from "@grpc/grpc-js";
 import type { Instance, Principal } from "../../domain/types.js";
@@ -49,8 +51,11 @@ export function extendAttachedVolume(ctx: ConductorContext, who: Principal, uuid
     }
     await tx.store.updateVolume(v.id, { status: "EXTENDING", claimedGb: newSizeGb, fault: null });
     const busy = await tx.update(inst.uuid, tx.task("VOLUME_EXTENDING"));
-    const args = { kind: "grow_volume", sizeBytes: newSizeGb * GIB } as const;
-    await tx.dispatch({ instance: busy, host: v.host, actionId, requestId, volume: volumeTarget(v), args });
+    if (held(busy)) {
+      await tx.dispatch({ instance: busy, host: inst.host, actionId, requestId, args: { kind: "hold_volume_disk", attachmentId: a.id } });
+    } else {
+      await tx.dispatch({ instance: busy, host: v.host, actionId, requestId, volume: volumeTarget(v), args: grow(newSizeGb) });
+    }
     return { instance: busy };
   });
 }
@@ -64,9 +69,37 @@ async function extending(r: { store: Tx["store"]; inst: Instance }): Promise<{ a
   return null;
 }
 
+/** Whether the server's guest is held paused while its volume grows (it runs). */
+const held = (inst: Instance) => inst.vmState === "ACTIVE";
+const grow = (sizeGb: number) => ({ kind: "grow_volume", sizeBytes: sizeGb * GIB }) as const;
+
+/** The server's host reconnects the disk at `sizeGb` and ends the hold (cleanup: whenever it gets it). */
+async function release(tx: Tx, inst: Instance, a: VolumeAttachment, sizeGb: number, actionId: number): Promise<void> {
+  if (!inst.host) return;
+  const requestId = await requestIdOf(tx, actionId, `extend-${a.id}`);
+  await tx.dispatch({ instance: inst, host: inst.host, actionId, requestId, args: { kind: "extend_volume_disk", attachmentId: a.id, sizeBytes: sizeGb * GIB } });
+}
+
 const volumeGone = (r: ResultContext) => endWith(r, "ATTACHMENT_GONE", `the volume ${r.op.kind} was growing is no longer extending`);
 
 export const results = {
+  hold_volume_disk: {
+    tasks: ["VOLUME_EXTENDING"],
+    apply: async (r) => {
+      if (!(await ofRunningAction(r))) return;
+      const found = await extending(r);
+      if (!found) return volumeGone(r);
+      const { v } = found;
+      if (r.error) {
+        // Not held: nothing changed yet.
+        await r.store.releasePoolBytes(v.host, v.pool, ((v.claimedGb ?? v.sizeGb) - v.sizeGb) * GIB);
+        await r.store.updateVolume(v.id, { status: "IN_USE", claimedGb: null, fault: r.fault() });
+        return r.fail({});
+      }
+      const requestId = await requestIdOf(r.tx, r.op.actionId, `extend-${found.a.id}`);
+      await r.dispatch(v.host, grow(v.claimedGb ?? v.sizeGb), r.inst, requestId, volumeTarget(v));
+    },
+  },
   grow_volume: {
     tasks: ["VOLUME_EXTENDING"],
     apply: async (r) => {
@@ -78,6 +111,7 @@ export const results = {
       if (r.error) {
         await r.store.releasePoolBytes(v.host, v.pool, (size - v.sizeGb) * GIB);
         await r.store.updateVolume(v.id, { status: "IN_USE", claimedGb: null, fault: r.fault() });
+        if (held(r.inst)) await release(r.tx, r.inst, a, v.sizeGb, r.op.actionId);
         return r.fail({});
       }
       // Grown: the volume is at its new size from now on, whatever the server's host does with it.
@@ -96,7 +130,7 @@ export const results = {
       return r.error ? r.fail({}) : r.succeed({});
     },
   },
-} as const satisfies ResultRules<"grow_volume" | "extend_volume_disk">;
+} as const satisfies ResultRules<"hold_volume_disk" | "grow_volume" | "extend_volume_disk">;
 
 export const timeouts = {
   VOLUME_EXTENDING: {
@@ -104,7 +138,9 @@ export const timeouts = {
     reap: async (t) => {
       const found = await extending(t);
       if (found) {
-        await t.store.updateVolume(found.v.id, { status: "IN_USE", sizeGb: found.v.claimedGb ?? found.v.sizeGb, claimedGb: null, fault: t.fault });
+        const size = found.v.claimedGb ?? found.v.sizeGb;
+        await t.store.updateVolume(found.v.id, { status: "IN_USE", sizeGb: size, claimedGb: null, fault: t.fault });
+        if (held(t.inst) && t.actionId !== null) await release(t.tx, t.inst, found.a, size, t.actionId);
       }
       await t.end();
     },
