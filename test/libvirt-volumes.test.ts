@@ -199,12 +199,24 @@ describe("a volume on real guests through the whole stack (file volume host, two
     );
     t.diagnostic(`attached on ${A_NAME} and read ${Date.now() - started} ms into the test`);
 
+    // Grown online to 2 GiB: the running guest is told its new size.
+    const growing = Date.now();
+    const grow = await admin.volumes.extendVolume({ id: volumeId, newSizeGb: 2, requestId: `grow-a-${env.id}` });
+    assert.equal(grow.operation!.name, `servers/${onA.id}/operations/grow-a-${env.id}`);
+    await succeeded(grow.operation!.name);
+    const grownA = await consoleLine(onA.id, headA.length, "novamesh-test-guest: disks", (l) => l.includes(` vdb=${2 * GiB}`), "the guest on A sees vdb grown");
+    assert.match(grownA.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${2 * GiB}$`));
+    assert.deepEqual([(await volume(volumeId)).status, (await volume(volumeId)).sizeGb], [VolumeStatus.VOLUME_STATUS_IN_USE, 2]);
+    const grownFile = JSON.parse((await run("qemu-img", ["info", "-U", "--output=json", file], { timeout: 30_000 })).stdout) as { "virtual-size": number };
+    assert.equal(grownFile["virtual-size"], 2 * GiB, "the file on the volume host grew");
+    t.diagnostic(`grown online in ${Date.now() - growing} ms (operation to the guest's new size)`);
+
     // 3. Detached: AVAILABLE, the disk gone from the guest, the export ended.
     const det = await admin.servers.detachVolume({ id: onA.id, volumeId });
     await succeeded(det.operation!.name);
     const free = await volume(volumeId);
     assert.deepEqual([free.status, free.attachments.length], [VolumeStatus.VOLUME_STATUS_AVAILABLE, 0]);
-    const goneA = await consoleLine(onA.id, seenA.length, "novamesh-test-guest: disks", (l) => !l.includes(" vdb="), "vdb gone from the guest on A");
+    const goneA = await consoleLine(onA.id, grownA.length, "novamesh-test-guest: disks", (l) => !l.includes(" vdb="), "vdb gone from the guest on A");
     assert.match(goneA.line, /^novamesh-test-guest: disks vda=\d+$/);
     assert.deepEqual(await daemons(), [], "no export is left after the detach");
 
@@ -214,7 +226,7 @@ describe("a volume on real guests through the whole stack (file volume host, two
     await succeeded(attB.operation!.name);
     assert.deepEqual((await volume(volumeId)).attachments.map((a) => [a.serverId, a.device, a.deleteOnTermination]), [[onB.id, "vdb", true]]);
     const seenB = await consoleLine(onB.id, onB.from, "novamesh-test-guest: disks", (l) => l.includes(" vdb="), "the guest on B sees vdb");
-    assert.match(seenB.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${GiB}$`));
+    assert.match(seenB.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${2 * GiB}$`));
     const headB = await consoleLine(onB.id, onB.from, "novamesh-test-guest: disk vdb head=", () => true, "the guest on B reads vdb");
     assert.ok(headB.line.includes(marker), `the guest on B reads what the volume host wrote: ${headB.line}`);
     const forB = await daemons();
