@@ -76,10 +76,15 @@ describe("the README's grpcurl examples, through server reflection", () => {
     assert.equal(r.exported.get("SERVER"), created.server.id);
     const attached = r.responses.get("AttachVolume") as { server: { task_state: string }; operation: { name: string } };
     assert.equal(attached.operation.name, `servers/${created.server.id}/operations/readme-attach-data-1`);
+    // Then grown to 2 GiB while attached, by an operation of web-1 (the last one waited for).
+    const grown = r.responses.get("ExtendVolume") as { operation: { name: string; action: string } };
+    assert.deepEqual([grown.operation.name, grown.operation.action], [`servers/${created.server.id}/operations/readme-grow-data-1`, "extend_volume"]);
     const waited = r.responses.get("WaitOperation") as { operation: { name: string; state: string; done: boolean } };
-    assert.deepEqual([waited.operation.name, waited.operation.state], [attached.operation.name, "OPERATION_STATE_SUCCEEDED"]);
+    assert.deepEqual([waited.operation.name, waited.operation.state], [grown.operation.name, "OPERATION_STATE_SUCCEEDED"]);
     const inUse = (await admin.volumes.getVolume({ id: volumeId })).volume!;
-    assert.deepEqual([inUse.status, inUse.attachments.map((a) => [a.serverId, a.device])], [VolumeStatus.VOLUME_STATUS_IN_USE, [[created.server.id, "vdb"]]]);
+    assert.deepEqual([inUse.status, inUse.sizeGb, inUse.attachments.map((a) => [a.serverId, a.device])], [VolumeStatus.VOLUME_STATUS_IN_USE, 2, [[created.server.id, "vdb"]]]);
+    const attach = (await admin.servers.listServerActions({ serverId: created.server.id })).actions.find((a) => a.action === "attach_volume");
+    assert.deepEqual(attach?.events.map((e) => `${e.name}:${e.result}`), ["volume_export:Success", "compute_attach_volume:Success"], "the attach before it went through");
     assert.ok(r.responses.has("GetConsoleOutput"));
     // The dry run considers the one host and chooses it.
     const explained = r.responses.get("ExplainPlacement") as { algorithm: string; chosen_host?: string; hosts?: unknown[] };
