@@ -356,6 +356,16 @@ export interface InstanceImage_PropertiesEntry {
 
 /** Create and start a virtual machine. */
 export interface SpawnOp {
+  /**
+   * A server booted from a volume: its root disk (vda) is this attachment's
+   * volume, opened at `root_export` (made for this host), instead of a
+   * disk made from the image. The image (the volume's source image, if
+   * any) still gives the kernel, ramdisk and command line of a direct
+   * kernel boot.
+   */
+  rootAttachmentId: string;
+  /** Where this host opens the root volume (with root_attachment_id). */
+  rootExport: VolumeExport | undefined;
 }
 
 /**
@@ -3605,11 +3615,17 @@ export const InstanceImage_PropertiesEntry: MessageFns<InstanceImage_PropertiesE
 };
 
 function createBaseSpawnOp(): SpawnOp {
-  return {};
+  return { rootAttachmentId: "", rootExport: undefined };
 }
 
 export const SpawnOp: MessageFns<SpawnOp> = {
-  encode(_: SpawnOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: SpawnOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rootAttachmentId !== "") {
+      writer.uint32(10).string(message.rootAttachmentId);
+    }
+    if (message.rootExport !== undefined) {
+      VolumeExport.encode(message.rootExport, writer.uint32(18).fork()).join();
+    }
     return writer;
   },
 
@@ -3626,6 +3642,22 @@ export const SpawnOp: MessageFns<SpawnOp> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.rootAttachmentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.rootExport = VolumeExport.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3638,20 +3670,41 @@ export const SpawnOp: MessageFns<SpawnOp> = {
     }
   },
 
-  fromJSON(_: any): SpawnOp {
-    return {};
+  fromJSON(object: any): SpawnOp {
+    return {
+      rootAttachmentId: isSet(object.rootAttachmentId)
+        ? globalThis.String(object.rootAttachmentId)
+        : isSet(object.root_attachment_id)
+        ? globalThis.String(object.root_attachment_id)
+        : "",
+      rootExport: isSet(object.rootExport)
+        ? VolumeExport.fromJSON(object.rootExport)
+        : isSet(object.root_export)
+        ? VolumeExport.fromJSON(object.root_export)
+        : undefined,
+    };
   },
 
-  toJSON(_: SpawnOp): unknown {
+  toJSON(message: SpawnOp): unknown {
     const obj: any = {};
+    if (message.rootAttachmentId !== "") {
+      obj.rootAttachmentId = message.rootAttachmentId;
+    }
+    if (message.rootExport !== undefined) {
+      obj.rootExport = VolumeExport.toJSON(message.rootExport);
+    }
     return obj;
   },
 
   create<I extends Exact<DeepPartial<SpawnOp>, I>>(base?: I): SpawnOp {
     return SpawnOp.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<SpawnOp>, I>>(_: I): SpawnOp {
+  fromPartial<I extends Exact<DeepPartial<SpawnOp>, I>>(object: I): SpawnOp {
     const message = createBaseSpawnOp();
+    message.rootAttachmentId = object.rootAttachmentId ?? "";
+    message.rootExport = (object.rootExport !== undefined && object.rootExport !== null)
+      ? VolumeExport.fromPartial(object.rootExport)
+      : undefined;
     return message;
   },
 };

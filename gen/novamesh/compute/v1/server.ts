@@ -969,7 +969,10 @@ export interface CreateServerRequest {
   name: string;
   /** Flavor id or name. */
   flavorId: string;
-  /** Image id (UUID). */
+  /**
+   * Image id (UUID); empty when it boots from a volume (block_device_mappings),
+   * whose source image it then shows.
+   */
   imageId: string;
   /** User metadata: at most 128 entries, keys 1–255 and values 0–255 chars. */
   metadata: { [key: string]: string };
@@ -1000,11 +1003,30 @@ export interface CreateServerRequest {
   securityGroups: string[];
   /** No network interface at all (networks must then be empty). */
   noNetwork: boolean;
+  /**
+   * Disks from volumes (Nova's block device mappings with source and
+   * destination "volume"). For now one: the root disk (boot_index 0), and
+   * `image_id` is then empty: the server boots from the volume.
+   */
+  blockDeviceMappings: BlockDeviceMapping[];
 }
 
 export interface CreateServerRequest_MetadataEntry {
   key: string;
   value: string;
+}
+
+/** A disk of a server being created, from a volume. */
+export interface BlockDeviceMapping {
+  /**
+   * An AVAILABLE volume of the caller's project. It is ATTACHING until the
+   * server is placed and its host opened it, then IN_USE, attached as vda.
+   */
+  volumeId: string;
+  /** 0: the server boots from it (its root disk). No other value yet. */
+  bootIndex: number;
+  /** Delete the volume with the server. */
+  deleteOnTermination: boolean;
 }
 
 /**
@@ -3622,6 +3644,7 @@ function createBaseCreateServerRequest(): CreateServerRequest {
     networks: [],
     securityGroups: [],
     noNetwork: false,
+    blockDeviceMappings: [],
   };
 }
 
@@ -3656,6 +3679,9 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     }
     if (message.noNetwork !== false) {
       writer.uint32(80).bool(message.noNetwork);
+    }
+    for (const v of message.blockDeviceMappings) {
+      BlockDeviceMapping.encode(v!, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -3756,6 +3782,14 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
             message.noNetwork = reader.bool();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.blockDeviceMappings.push(BlockDeviceMapping.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3823,6 +3857,11 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
         : isSet(object.no_network)
         ? globalThis.Boolean(object.no_network)
         : false,
+      blockDeviceMappings: globalThis.Array.isArray(object?.blockDeviceMappings)
+        ? object.blockDeviceMappings.map((e: any) => BlockDeviceMapping.fromJSON(e))
+        : globalThis.Array.isArray(object?.block_device_mappings)
+        ? object.block_device_mappings.map((e: any) => BlockDeviceMapping.fromJSON(e))
+        : [],
     };
   },
 
@@ -3864,6 +3903,9 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     if (message.noNetwork !== false) {
       obj.noNetwork = message.noNetwork;
     }
+    if (message.blockDeviceMappings?.length) {
+      obj.blockDeviceMappings = message.blockDeviceMappings.map((e) => BlockDeviceMapping.toJSON(e));
+    }
     return obj;
   },
 
@@ -3892,6 +3934,7 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     message.networks = object.networks?.map((e) => NetworkRequest.fromPartial(e)) || [];
     message.securityGroups = object.securityGroups?.map((e) => e) || [];
     message.noNetwork = object.noNetwork ?? false;
+    message.blockDeviceMappings = object.blockDeviceMappings?.map((e) => BlockDeviceMapping.fromPartial(e)) || [];
     return message;
   },
 };
@@ -3981,6 +4024,119 @@ export const CreateServerRequest_MetadataEntry: MessageFns<CreateServerRequest_M
     const message = createBaseCreateServerRequest_MetadataEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseBlockDeviceMapping(): BlockDeviceMapping {
+  return { volumeId: "", bootIndex: 0, deleteOnTermination: false };
+}
+
+export const BlockDeviceMapping: MessageFns<BlockDeviceMapping> = {
+  encode(message: BlockDeviceMapping, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.volumeId !== "") {
+      writer.uint32(10).string(message.volumeId);
+    }
+    if (message.bootIndex !== 0) {
+      writer.uint32(16).int32(message.bootIndex);
+    }
+    if (message.deleteOnTermination !== false) {
+      writer.uint32(24).bool(message.deleteOnTermination);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BlockDeviceMapping {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBlockDeviceMapping();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.volumeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.bootIndex = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.deleteOnTermination = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BlockDeviceMapping {
+    return {
+      volumeId: isSet(object.volumeId)
+        ? globalThis.String(object.volumeId)
+        : isSet(object.volume_id)
+        ? globalThis.String(object.volume_id)
+        : "",
+      bootIndex: isSet(object.bootIndex)
+        ? globalThis.Number(object.bootIndex)
+        : isSet(object.boot_index)
+        ? globalThis.Number(object.boot_index)
+        : 0,
+      deleteOnTermination: isSet(object.deleteOnTermination)
+        ? globalThis.Boolean(object.deleteOnTermination)
+        : isSet(object.delete_on_termination)
+        ? globalThis.Boolean(object.delete_on_termination)
+        : false,
+    };
+  },
+
+  toJSON(message: BlockDeviceMapping): unknown {
+    const obj: any = {};
+    if (message.volumeId !== "") {
+      obj.volumeId = message.volumeId;
+    }
+    if (message.bootIndex !== 0) {
+      obj.bootIndex = Math.round(message.bootIndex);
+    }
+    if (message.deleteOnTermination !== false) {
+      obj.deleteOnTermination = message.deleteOnTermination;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BlockDeviceMapping>, I>>(base?: I): BlockDeviceMapping {
+    return BlockDeviceMapping.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BlockDeviceMapping>, I>>(object: I): BlockDeviceMapping {
+    const message = createBaseBlockDeviceMapping();
+    message.volumeId = object.volumeId ?? "";
+    message.bootIndex = object.bootIndex ?? 0;
+    message.deleteOnTermination = object.deleteOnTermination ?? false;
     return message;
   },
 };
