@@ -13,7 +13,8 @@ import type { PowerState } from "./states.js";
  */
 export type OpArgs =
   /** Create and start the virtual machine. */
-  | { readonly kind: "spawn" }
+  /** Create and start the instance; booted from a volume, its root disk opens `rootExport` (attachment `rootAttachmentId`). */
+  | { readonly kind: "spawn"; readonly rootAttachmentId?: string; readonly rootExport?: VolumeExport }
   /** Destroy the virtual machine and its disks. */
   | { readonly kind: "destroy" }
   | { readonly kind: "power_on" }
