@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import { placementOf } from "./placement-args.js";
-import type { ServerServiceServer } from "../../gen/novamesh/compute/v1/server.js";
+import type { BlockDeviceMapping, ServerServiceServer } from "../../gen/novamesh/compute/v1/server.js";
 import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/compute/v1/server.js";
 import type { Accepted } from "../conductor/act.js";
 import { visible } from "../conductor/act.js";
@@ -17,7 +17,8 @@ import { getFlavor, getImage } from "../store/catalog.js";
 import { currentServers, listInstances } from "../store/instances.js";
 import { lastChangeIndex } from "../store/changes.js";
 import { MigrationStatus as PbMigrationStatus, MigrationType as PbMigrationType } from "../../gen/novamesh/compute/v1/server.js";
-import type { MigrationStatus, MigrationType } from "../domain/types.js";
+import type { Flavor, Image, MigrationStatus, MigrationType } from "../domain/types.js";
+import type { RootVolumeRequest } from "../conductor/flows/boot-volume.js";
 import { listMigrations } from "../store/moves.js";
 import { actionToProto, fromEnum, migrationToProto, operationToProto, serverToProto } from "./convert.js";
 import type { Queryable } from "../store/db.js";
@@ -43,6 +44,15 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
   const { pool } = deps;
   /** The response of an action for the caller of `ctx`. */
   const answer = async (ctx: CallContext, a: Accepted) => accepted(pool, a, await viewerOf(pool, ctx));
+  /** The image a server is built from, checked against its flavor. */
+  const imageFor = async (imageId: string, flavor: Flavor, ctx: CallContext): Promise<Image> => {
+    const image = await getImage(pool, imageId, isAdmin(ctx) ? undefined : ctx.principal.projectId);
+    if (!image) throw notFound("image", imageId);
+    if (image.status !== "active") throw invalidArgument("image_id", `image ${imageId} is ${image.status}, not active`);
+    if (flavor.diskGb < image.minDiskGb) throw invalidArgument("flavor_id", `flavor disk ${flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
+    if (flavor.ramMb < image.minRamMb) throw invalidArgument("flavor_id", `flavor RAM ${flavor.ramMb} MiB is below the image's min_ram ${image.minRamMb} MiB`);
+    return image;
+  };
   /** A server action that takes only the server id and a request id. */
   const simple = (name: string, fn: (who: CallContext["principal"], id: string, requestId: string) => Promise<Accepted>) =>
     unary(deps, name, async (req: IdRequest, ctx) => answer(ctx, await fn(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId))));
@@ -52,17 +62,14 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const requestId = v.requestId("request_id", req.requestId);
       const metadata = v.metadata("metadata", req.metadata);
       if (!req.flavorId) throw invalidArgument("flavor_id", "is required");
-      const imageId = v.uuid("image_id", req.imageId);
+      const rootVolume = rootVolumeOf(req.blockDeviceMappings);
+      if (rootVolume && req.imageId) throw invalidArgument("image_id", "must be empty when the server boots from a volume (block_device_mappings)");
       const flavor = await getFlavor(pool, req.flavorId);
       if (!flavor) throw notFound("flavor", req.flavorId);
-      const image = await getImage(pool, imageId, isAdmin(ctx) ? undefined : ctx.principal.projectId);
-      if (!image) throw notFound("image", imageId);
-      if (image.status !== "active") throw invalidArgument("image_id", `image ${imageId} is ${image.status}, not active`);
-      if (flavor.diskGb < image.minDiskGb) throw invalidArgument("flavor_id", `flavor disk ${flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
-      if (flavor.ramMb < image.minRamMb) throw invalidArgument("flavor_id", `flavor RAM ${flavor.ramMb} MiB is below the image's min_ram ${image.minRamMb} MiB`);
+      const image = rootVolume ? null : await imageFor(v.uuid("image_id", req.imageId), flavor, ctx);
       const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
       const requestedNetworks = await requestedNetworksOf(pool, ctx.principal, req);
-      const a = await build.create(conductor, ctx.principal, { name, flavor, image, metadata, requestId, requestedNetworks, ...placement });
+      const a = await build.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, ...placement });
       ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");
       return answer(ctx, a);
     }),
@@ -323,4 +330,13 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       }
     }),
   };
+}
+
+/** The root volume of CreateServer's block device mappings (one, boot index 0, for now); null without any. */
+function rootVolumeOf(mappings: readonly BlockDeviceMapping[]): RootVolumeRequest | null {
+  if (mappings.length === 0) return null;
+  if (mappings.length > 1) throw invalidArgument("block_device_mappings", "one mapping, the root disk (boot_index 0), for now");
+  const [m] = mappings as [BlockDeviceMapping];
+  if (m.bootIndex !== 0) throw invalidArgument("block_device_mappings[0].boot_index", "must be 0 (the root disk): only the root disk may be mapped for now");
+  return { volumeId: v.uuid("block_device_mappings[0].volume_id", m.volumeId), deleteOnTermination: m.deleteOnTermination };
 }

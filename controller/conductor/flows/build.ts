@@ -20,12 +20,16 @@ import type { ConductorContext } from "../context.js";
 import type { PortFailure } from "../../store/server-ports.js";
 import { Tx } from "../context.js";
 import { operationErrorOfFault, type ResultContext, type ResultRules, type TimeoutRules } from "../flow.js";
+import { dropRootExport, exportRoot, reserveRootVolume, rootInUse, type RootVolumeRequest } from "./boot-volume.js";
 
 /** What CreateServer asks for, validated. */
 export interface CreateRequest {
   readonly name: string;
   readonly flavor: Flavor;
-  readonly image: Image;
+  /** Null when it boots from `rootVolume`. */
+  readonly image: Image | null;
+  /** The volume it boots from (boot-volume.ts). */
+  readonly rootVolume?: RootVolumeRequest | null;
   readonly metadata: Record<string, string>;
   readonly requestId: string;
   readonly availabilityZone?: string;
@@ -40,7 +44,8 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
   const request: RequestBody = {
     name: req.name,
     flavor_id: req.flavor.id,
-    image_id: req.image.id,
+    image_id: req.image?.id ?? "",
+    ...(req.rootVolume ? { block_device_mappings: [{ volume_id: req.rootVolume.volumeId, boot_index: 0, delete_on_termination: req.rootVolume.deleteOnTermination }] } : {}),
     metadata: req.metadata,
     availability_zone: req.availabilityZone ?? "",
     server_group_id: req.serverGroupId ?? null,
@@ -63,6 +68,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
       const { store } = tx;
       const { taskDeadline } = tx.task("SCHEDULING");
       const { id, name, vcpus, ramMb, diskGb, extraSpecs } = req.flavor;
+      const imageId = req.rootVolume ? await reserveRootVolume(tx, who, uuid, req.rootVolume) : req.image!.id;
       await store.insertInstance(
         {
           uuid,
@@ -71,7 +77,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
           requestId: req.requestId,
           flavor: { id, name, vcpus, ramMb, diskGb },
           extraSpecs,
-          imageId: req.image.id,
+          imageId,
           metadata: req.metadata,
           availabilityZone: req.availabilityZone ?? "",
           serverGroupId: req.serverGroupId ?? null,
@@ -121,9 +127,10 @@ export function imageOf(inst: Instance): string {
   return inst.vmState === "SHELVED_OFFLOADED" && inst.shelvedImageId ? inst.shelvedImageId : inst.imageId;
 }
 
-/** Sends the spawn, from the image the build starts from. */
-function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: number; requestId: string; host: string; attempt: number }) {
-  return tx.dispatch({ instance: spawning, host: o.host, actionId: o.actionId, requestId: o.requestId, args: { kind: "spawn" }, attempt: o.attempt, imageId: imageOf(before) });
+/** Sends the spawn, from the image the build starts from; a server booting from a volume has its volume exported to the host first. */
+async function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: number; requestId: string; host: string; attempt: number }) {
+  if (await exportRoot(tx, spawning, o.host, o.actionId, o.requestId)) return;
+  await tx.dispatch({ instance: spawning, host: o.host, actionId: o.actionId, requestId: o.requestId, args: { kind: "spawn" }, attempt: o.attempt, imageId: imageOf(before) });
 }
 
 /**
@@ -209,6 +216,7 @@ export const results = {
         });
         // The shelved snapshot has served its purpose, as in Nova.
         if (unshelve && inst.shelvedImageId) await store.deleteImage(inst.shelvedImageId);
+        await rootInUse(store, inst);
         await store.recordBuildSuccess(op.host);
         return;
       }
@@ -216,6 +224,7 @@ export const results = {
       // non-retryable failure (a bad image, an impossible request) is not the host's fault.
       if (r.error.retryable) await store.recordBuildFailure(op.host);
       await store.releaseAllocations(inst.uuid);
+      await dropRootExport(tx, inst, op.actionId, (await store.getActionById(op.actionId))?.requestId ?? inst.requestId);
       if (r.error.retryable && inst.attempt < tx.ctx.maxAttempts) {
         if (await spawnOnAlternate(r)) return;
         await r.update({ host: null, ...tx.task(unshelve ? "UNSHELVING" : "SCHEDULING"), powerState: "NOSTATE" });

@@ -5,6 +5,7 @@
  * unshelve waits for placement, and the build flow spawns the server from
  * its shelved image on the host placement chose.
  */
+import { refuseBootedFromVolume } from "./boot-volume.js";
 import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import type { Instance, Principal } from "../../domain/types.js";
@@ -45,6 +46,7 @@ async function queueImage(store: TxStore, inst: Instance, name: string, properti
 /** Snapshot into a new private image (queued until the host stored it). */
 export function createImage(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, name: string, metadata: Record<string, string>): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "create_image", actions.create_image, { name, metadata }, async (tx, inst, actionId) => {
+    await refuseBootedFromVolume(tx, inst, "make an image of");
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const imageId = await queueImage(tx.store, inst, name, { ...metadata, image_type: "snapshot" });
     await tx.store.setActionImage(actionId, imageId);

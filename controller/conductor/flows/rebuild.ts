@@ -5,6 +5,7 @@
  * claim a new host, which builds the server from its image; the dead host
  * destroys its old copy when it comes back.
  */
+import { refuseBootedFromVolume } from "./boot-volume.js";
 import { status } from "@grpc/grpc-js";
 import { isUp } from "../../domain/service.js";
 import type { Image, Instance, Migration, Principal } from "../../domain/types.js";
@@ -25,6 +26,7 @@ export const actions = {
 /** Rebuild on the server's host from `image` (null: its current image), optionally renaming it. */
 export function rebuild(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, image: Image | null, name: string | null): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "rebuild", actions.rebuild, { image_id: image?.id ?? null, name }, async (tx, inst, actionId) => {
+    await refuseBootedFromVolume(tx, inst, "rebuild");
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     if (image && inst.flavor.diskGb < image.minDiskGb) {
       throw invalidArgument("image_id", `the server's disk ${inst.flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
