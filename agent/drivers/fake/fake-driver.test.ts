@@ -11,11 +11,18 @@ import { setDomainPowerState } from "./domain-store.js";
 import { FakeDriver, LIVE_MIGRATION_STEPS } from "./fake-driver.js";
 import { parseFaults } from "./faults.js";
 
+/** Two exports of one volume, on the two ports a volume host gives two compute hosts. */
+const migratingVolume = async (attachmentId: string) => ({
+  source: { host: "192.0.2.1", port: 10809, exportName: attachmentId, tls: true as const },
+  target: { host: "192.0.2.1", port: 10810, exportName: `${attachmentId}-moved`, tls: true as const },
+});
+
 /** The fake's interfaces: the domain's spec. */
 const interfaceMacs = async (driver: Driver, id: string) => (driver as FakeDriver).domain(id)?.instance.vifs?.map((v) => v.mac) ?? [];
 
 driverContract("fake (in memory)", async (hostname) => new FakeDriver({ hostname, capacity: { vcpus: 4, memoryMb: 4096, diskGb: 20 } }), {
   interfaceMacs,
+  migratingVolume,
 });
 
 let dir: string;
@@ -29,6 +36,7 @@ after(async () => {
 let n = 0;
 driverContract("fake (persistent)", async (hostname) => new FakeDriver({ hostname, statePath: join(dir, `contract-${++n}.json`) }), {
   interfaceMacs,
+  migratingVolume,
 });
 
 describe("FakeDriver faults", () => {
@@ -170,7 +178,7 @@ describe("FakeDriver faults", () => {
     await driver.spawn({ instance: inst });
     await assert.rejects(driver.reboot({ instanceId: inst.id, hard: false }), NotSupportedError);
     await assert.rejects(driver.snapshot({ instanceId: inst.id, imageId: "i", imageName: "n" }), NotSupportedError);
-    await assert.rejects(driver.liveMigrate({ instanceId: inst.id, targetHost: "b", targetUri: "fake://b" }), NotSupportedError);
+    await assert.rejects(driver.liveMigrate({ instanceId: inst.id, targetHost: "b", targetUri: "fake://b", volumes: [] }), NotSupportedError);
     assert.equal(new FakeDriver({ hostname: "h1" }).migrationUri, "fake://h1");
   });
 });
@@ -291,7 +299,7 @@ describe("FakeDriver live migration", () => {
     await source.liveMigrate({
       instanceId: inst.id,
       targetHost: "lm-target",
-      targetUri: target.migrationUri!,
+      targetUri: target.migrationUri!, volumes: [],
       onProgress: (p, m) => progress.push([p, m]),
     });
     assert.ok(Date.now() - started >= LIVE_MIGRATION_STEPS * 30 - 5);
@@ -309,7 +317,7 @@ describe("FakeDriver live migration", () => {
     setTimeout(() => ac.abort(), 70);
     await assert.rejects(
       source.liveMigrate(
-        { instanceId: inst.id, targetHost: "lm-target", targetUri: target.migrationUri!, onProgress: (p) => progress.push(p) },
+        { instanceId: inst.id, targetHost: "lm-target", targetUri: target.migrationUri!, volumes: [], onProgress: (p) => progress.push(p) },
         { signal: ac.signal },
       ),
       { code: "ABORTED", retryable: false },
@@ -325,7 +333,7 @@ describe("FakeDriver live migration", () => {
     });
     const progress: number[] = [];
     await assert.rejects(
-      source.liveMigrate({ instanceId: inst.id, targetHost: "lm-target", targetUri: target.migrationUri!, onProgress: (p) => progress.push(p) }),
+      source.liveMigrate({ instanceId: inst.id, targetHost: "lm-target", targetUri: target.migrationUri!, volumes: [], onProgress: (p) => progress.push(p) }),
       { code: "MIGRATION_FAILED", message: "connection reset", retryable: true },
     );
     assert.deepEqual(progress, [0, 25]);
@@ -344,7 +352,7 @@ describe("FakeDriver live migration", () => {
     assert.equal(uri, `fake://lm-remote${targetPath}`);
     await target.close(); // not in this process any more
 
-    await source.liveMigrate({ instanceId: inst.id, targetHost: "lm-remote", targetUri: uri });
+    await source.liveMigrate({ instanceId: inst.id, targetHost: "lm-remote", targetUri: uri, volumes: [] });
     const restarted = new FakeDriver({ hostname: "lm-remote", statePath: targetPath });
     await restarted.postLiveMigration({ instanceId: inst.id, sourceHost: "lm-src2" });
     assert.equal(await restarted.powerState({ instanceId: inst.id }), "PAUSED");
