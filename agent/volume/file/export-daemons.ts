@@ -115,7 +115,7 @@ export class ExportDaemons {
       const text = await readIfExists(join(dir, "daemon.json"));
       const record = text === undefined ? undefined : (JSON.parse(text) as { volumeId?: string; client?: string; port: number; address?: string });
       const onlyClient = record?.volumeId === undefined ? record?.client : undefined;
-      const name = record?.volumeId !== undefined ? `volume ${record.volumeId}` : `client host ${record?.client}`;
+      const name = record?.volumeId !== undefined ? `volume ${record.volumeId}` : record?.client !== undefined ? `client host ${record.client}` : key;
       const spec = record ? this.spec(key, name, onlyClient ? [onlyClient] : [], record.port, record.address) : undefined;
       const pid = spec ? await daemonPid(spec) : undefined;
       if (!record || !spec || pid === undefined || (record.volumeId === undefined && record.client === undefined)) {
@@ -160,7 +160,6 @@ export class ExportDaemons {
         await this.delExport(qmp, id);
       }
       await this.dropUnusedNodes(qmp, daemon);
-      if (!daemon.onlyClient) await setAuthzClients(qmp, clientsOf(daemon));
       for (const r of [...daemon.exports.values()]) {
         if (running.has(exportId(r.attachmentId))) continue;
         // An agent stopped between taking it down and adding it again (an extend), or before recording an unexport (which is sent again).
