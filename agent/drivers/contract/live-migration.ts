@@ -45,7 +45,8 @@ export function liveMigrationContract(k: ContractKit): void {
       await source.liveMigrate({
         instanceId: inst.id,
         targetHost,
-        targetUri: target.migrationUri ?? "", volumes: [],
+        targetUri: target.migrationUri ?? "",
+        volumes: [],
         onProgress: (percent) => percents.push(percent),
       });
       assert.ok(percents.length >= 2, `progress ${JSON.stringify(percents)}`);
