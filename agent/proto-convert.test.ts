@@ -32,12 +32,37 @@ describe("ComputeOp in: the agent's own op", () => {
       testOp(inst, { kind: "revert_migration" }),
       testOp(inst, { kind: "finish_revert_migration", powerOn: false }),
       testOp(inst, { kind: "pre_live_migration", sourceHost: "a" }),
-      testOp(inst, { kind: "live_migrate", targetHost: "b", targetUri: "qemu+tcp://b/system" }),
+      testOp(inst, { kind: "live_migrate", targetHost: "b", targetUri: "qemu+tcp://b/system", volumes: [] }),
+      testOp(inst, {
+        kind: "live_migrate",
+        targetHost: "b",
+        targetUri: "qemu+tcp://b/system",
+        volumes: [{ attachmentId: "exp-2", export: { host: "192.0.2.9", port: 10810, exportName: "exp-2" } }],
+      }),
       testOp(inst, { kind: "post_live_migration", sourceHost: "a" }),
       testOp(inst, { kind: "rollback_live_migration" }),
       { ...testOp(inst, { kind: "abort", targetOpId: "op-1" }), deadline },
     ];
     for (const op of ops) assert.deepEqual(agentOpFromProto(computeOpOf(op)), op, op.kind);
+  });
+
+  test("a live migration whose volumes name a bad attachment id or an incomplete export comes in as an InvalidOp", () => {
+    const inst = testInstance();
+    const good = { attachmentId: "exp-1", export: { host: "192.0.2.9", port: 10810, exportName: "exp-1" } };
+    const problemOf = (volumes: unknown[]): string => {
+      const op = computeOpOf(testOp(inst, { kind: "live_migrate", targetHost: "b", targetUri: "qemu+tcp://b/system", volumes: [good] }));
+      assert.ok(op.op?.$case === "liveMigrate");
+      const liveMigrate = { ...op.op.liveMigrate, volumes: volumes as typeof op.op.liveMigrate.volumes };
+      const got = agentOpFromProto({ ...op, op: { $case: "liveMigrate", liveMigrate } });
+      return "problem" in got ? got.problem : "";
+    };
+    assert.equal(problemOf([good]), "");
+    assert.equal(problemOf([good, { ...good, attachmentId: "../x" }]), 'live_migrate.volumes[1].attachment_id "../x" is not an attachment id');
+    assert.equal(problemOf([good, good]), "live_migrate.volumes names attachment exp-1 twice");
+    assert.equal(problemOf([{ ...good, export: undefined }]), "live_migrate.volumes[0].export is not set");
+    assert.equal(problemOf([{ ...good, export: { ...good.export, host: "" } }]), "live_migrate.volumes[0].export.host is empty");
+    assert.equal(problemOf([{ ...good, export: { ...good.export, port: 70000 } }]), "live_migrate.volumes[0].export.port 70000 is not a port (1-65535)");
+    assert.equal(problemOf([{ ...good, export: { ...good.export, exportName: "" } }]), "live_migrate.volumes[0].export.export_name is empty");
   });
 
   test("a ComputeOp without an operation, an instance or an op id, or an abort without a target or of itself, comes in as an InvalidOp", () => {

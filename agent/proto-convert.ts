@@ -21,7 +21,7 @@ import type { ComputeOp, InstanceImage, Instance, Port as ProtoPort } from "../g
 import type { PortSpec, Segmentation } from "./network/types.js";
 import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./drivers/types.js";
-import { kindOfCase, OP_TRAITS } from "../controller/domain/ops.js";
+import { kindOfCase, OP_TRAITS, type MigratingVolume, type VolumeExport } from "../controller/domain/ops.js";
 import { isVolumeOpCase, type VolumeOpSource } from "../controller/domain/volume-ops.js";
 import { CLIENT_NAME_PATTERN, VOLUME_ID_PATTERN } from "./volume/backend.js";
 import type { AgentOp, AgentVolumeOp, AgentVolumeOpKind, IncomingOp, InvalidOp, OpArgsByKind, OpEnvelope, OpHeader } from "./ops/agent-op.js";
@@ -67,8 +67,34 @@ function isExportCase(opCase: string): boolean {
   return kind !== undefined && OP_TRAITS[kind].onVolumeHost === true;
 }
 
-/** What is wrong with the arguments of an attach, detach or extend of a volume's disk (undefined: nothing, or another kind). */
+/** What is wrong with an export a compute host is to open (undefined: nothing); `field` names it in the message. */
+function exportProblem(field: string, e: Partial<VolumeExport> | undefined): string | undefined {
+  // Unset on the wire, the export message decodes as undefined.
+  if (!e) return `${field} is not set`;
+  if (!e.host) return `${field}.host is empty`;
+  const port = e.port ?? 0;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return `${field}.port ${port} is not a port (1-65535)`;
+  if (!e.exportName) return `${field}.export_name is empty`;
+  return undefined;
+}
+
+/** What is wrong with the volumes of a live migration (undefined: nothing). */
+function migratingVolumesProblem(volumes: readonly Partial<MigratingVolume>[]): string | undefined {
+  const seen = new Set<string>();
+  for (const [i, v] of volumes.entries()) {
+    const id = v.attachmentId ?? "";
+    if (!VOLUME_ID_PATTERN.test(id)) return `live_migrate.volumes[${i}].attachment_id "${id}" is not an attachment id`;
+    if (seen.has(id)) return `live_migrate.volumes names attachment ${id} twice`;
+    seen.add(id);
+    const problem = exportProblem(`live_migrate.volumes[${i}].export`, v.export);
+    if (problem !== undefined) return problem;
+  }
+  return undefined;
+}
+
+/** What is wrong with the arguments of an attach, detach, hold or extend of a volume's disk, or a live migration's volumes (undefined: nothing, or another kind). */
 function attachmentProblem(a: OpArgs): string | undefined {
+  if (a.kind === "live_migrate") return migratingVolumesProblem(a.volumes ?? []);
   if (a.kind !== "attach_volume" && a.kind !== "detach_volume" && a.kind !== "extend_volume_disk" && a.kind !== "hold_volume_disk") return undefined;
   if (!VOLUME_ID_PATTERN.test(a.attachmentId)) return `${a.kind}.attachment_id "${a.attachmentId}" is not an attachment id`;
   if (a.kind === "detach_volume" || a.kind === "hold_volume_disk") return undefined;
@@ -76,14 +102,8 @@ function attachmentProblem(a: OpArgs): string | undefined {
     return isSize(a.sizeBytes) ? undefined : `extend_volume_disk.size_bytes ${a.sizeBytes} is not a positive whole number of bytes`;
   }
   if (!VOLUME_ID_PATTERN.test(a.volumeId)) return `attach_volume.volume_id "${a.volumeId}" is not a volume id`;
-  // Unset on the wire, the export message decodes as undefined.
-  const e = a.export as Partial<typeof a.export> | undefined;
-  if (!e) return "attach_volume names no export";
-  if (!e.host) return "attach_volume.export.host is empty";
-  const port = e.port ?? 0;
-  if (!Number.isInteger(port) || port < 1 || port > 65535) return `attach_volume.export.port ${port} is not a port (1-65535)`;
-  if (!e.exportName) return "attach_volume.export.export_name is empty";
-  return undefined;
+  const problem = exportProblem("attach_volume.export", a.export as Partial<VolumeExport> | undefined);
+  return problem === "attach_volume.export is not set" ? "attach_volume names no export" : problem;
 }
 
 /**

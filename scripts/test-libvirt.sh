@@ -5,7 +5,8 @@
 # default /tmp/novamesh-test-guest). Runs the driver's live migration,
 # interface hot-plug and volume tests (a file volume backend's NBD exports
 # over TLS opened by qemu with host A's client certificate, and refused
-# with it when made for host B), and a real guest through the whole stack:
+# with it when made for host B; a guest with a volume live-migrated from A
+# to B, B opening the export made for it), and a real guest through the whole stack:
 # CreateServer → scheduler → NATS → agent → libvirt, its power actions, a
 # snapshot, a live migration, delete; then real guests on flat networks with
 # the linux network driver (DHCP, security group rules, a hot-plugged NIC, a

@@ -47,11 +47,12 @@ if (skip && process.env.NOVAMESH_LIBVIRT_REQUIRED === "1") throw new Error(skip)
 
 const GiB = 1024 ** 3;
 
-/** An export daemon of the volume host, as its files under the backend's state directory say. */
+/** An export daemon of the volume host (one per exported volume), as its files under the backend's state directory say. */
 interface Daemon {
-  client: string;
+  volumeId: string;
   pid: number;
-  attachments: string[];
+  /** Its exports: [client host, export id]. */
+  exports: [string, string][];
 }
 
 describe("a volume on real guests through the whole stack (file volume host, two libvirtds, qemu)", { skip }, () => {
@@ -65,7 +66,7 @@ describe("a volume on real guests through the whole stack (file volume host, two
     for (const d of await daemons().catch(() => [] as Daemon[])) {
       try {
         process.kill(d.pid, "SIGKILL");
-        console.error(`killed the export daemon of ${d.client} (pid ${d.pid}) left behind`);
+        console.error(`killed the export daemon of volume ${d.volumeId} (pid ${d.pid}) left behind`);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "ESRCH") console.error(`killing export daemon ${d.pid}:`, err);
       }
@@ -108,15 +109,15 @@ describe("a volume on real guests through the whole stack (file volume host, two
   });
   const { env, admin, dir } = fx;
 
-  /** The export daemons running for compute hosts, with the attachments each serves. */
+  /** The export daemons running for volumes, with the exports each serves and the host each is for. */
   async function daemons(): Promise<Daemon[]> {
     const out: Daemon[] = [];
-    for (const name of (await readdir(stateDir).catch(() => [] as string[])).filter((n) => n.startsWith("c-"))) {
+    for (const name of (await readdir(stateDir).catch(() => [] as string[])).filter((n) => n.startsWith("v-"))) {
       const at = join(stateDir, name);
-      const { client } = JSON.parse(await readFile(join(at, "daemon.json"), "utf8")) as { client: string };
+      const { volumeId } = JSON.parse(await readFile(join(at, "daemon.json"), "utf8")) as { volumeId: string };
       const pid = Number((await readFile(join(at, "pid"), "utf8")).trim());
-      const exports = JSON.parse((await readFile(join(at, "exports.json"), "utf8").catch(() => "[]")) as string) as { attachmentId: string }[];
-      out.push({ client, pid, attachments: exports.map((e) => e.attachmentId) });
+      const exports = JSON.parse((await readFile(join(at, "exports.json"), "utf8").catch(() => "[]")) as string) as { attachmentId: string; client: string }[];
+      out.push({ volumeId, pid, exports: exports.map((e): [string, string] => [e.client, e.attachmentId]) });
     }
     return out;
   }
@@ -193,8 +194,8 @@ describe("a volume on real guests through the whole stack (file volume host, two
     const headA = await consoleLine(onA.id, onA.from, "novamesh-test-guest: disk vdb head=", () => true, "the guest on A reads vdb");
     assert.ok(headA.line.includes(marker), `the guest on A reads what the volume host wrote: ${headA.line}`);
     assert.deepEqual(
-      (await daemons()).map((d) => [d.client, d.attachments]),
-      [[A_NAME, [att.attachmentId]]],
+      (await daemons()).map((d) => [d.volumeId, d.exports]),
+      [[volumeId, [[A_NAME, att.attachmentId]]]],
       "one export, made for host A",
     );
     t.diagnostic(`attached on ${A_NAME} and read ${Date.now() - started} ms into the test`);
@@ -230,7 +231,7 @@ describe("a volume on real guests through the whole stack (file volume host, two
     const headB = await consoleLine(onB.id, onB.from, "novamesh-test-guest: disk vdb head=", () => true, "the guest on B reads vdb");
     assert.ok(headB.line.includes(marker), `the guest on B reads what the volume host wrote: ${headB.line}`);
     const forB = await daemons();
-    assert.deepEqual(forB.map((d) => [d.client, d.attachments]), [[B_NAME, [attB.attachmentId]]], "one export, made for host B only");
+    assert.deepEqual(forB.map((d) => [d.volumeId, d.exports]), [[volumeId, [[B_NAME, attB.attachmentId]]]], "one export, made for host B only");
     assert.ok(await alive(forB[0]!.pid), "host B's export daemon runs");
     t.diagnostic(`attached on ${B_NAME} and read ${Date.now() - started} ms into the test`);
 

@@ -37,7 +37,12 @@ const SAMPLES: { [K in OpArgs["kind"]]: Extract<OpArgs, { kind: K }> } = {
   shelve: { kind: "shelve", imageId: "img-2", imageName: "web-shelved", timeoutSeconds: 5 },
   rebuild: { kind: "rebuild", recreate: true },
   pre_live_migration: { kind: "pre_live_migration", sourceHost: "h1" },
-  live_migrate: { kind: "live_migrate", targetHost: "h2", targetUri: "qemu+tcp://h2/system", volumes: [] },
+  live_migrate: {
+    kind: "live_migrate",
+    targetHost: "h2",
+    targetUri: "qemu+tcp://h2/system",
+    volumes: [{ attachmentId: "exp-1", export: { host: "192.0.2.7", port: 10810, exportName: "exp-1" } }],
+  },
   post_live_migration: { kind: "post_live_migration", sourceHost: "h1" },
   rollback_live_migration: { kind: "rollback_live_migration" },
   attach_interface: { kind: "attach_interface", portId: "port-1" },

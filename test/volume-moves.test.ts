@@ -47,7 +47,7 @@ describe("volumes through live migration", () => {
 
   const wait = async (name: string) => (await admin.operations.waitOperation({ name, timeoutSeconds: 30 })).operation!;
   /** The exports the volume host serves (the fake backend's state). */
-  const exports = async (): Promise<ExportRecord[]> => (JSON.parse(await readFile(join(dir, volumeHost, "volumes.json"), "utf8")) as { exports: ExportRecord[] }).exports;
+  const exports = async (): Promise<ExportRecord[]> => (JSON.parse(await readFile(join(dir, volumeHost, "volumes", "volumes.json"), "utf8")) as { exports: ExportRecord[] }).exports;
   /** The server's volume disks on `host`'s hypervisor: [attachment, device, export name]. */
   const disks = async (serverId: string, host: string) =>
     ((await hosts.domains(host))[serverId]?.volumes ?? []).map((d) => [d.attachmentId, d.device, d.connection.exportName]).sort();

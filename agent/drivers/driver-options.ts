@@ -151,12 +151,26 @@ export interface ConsoleOutputOptions extends InstanceOptions {
   readonly maxBytes: number;
 }
 
+/** An attached volume during a live migration: its attachment, and the export the target host opens. */
+export interface MigratingVolume {
+  readonly attachmentId: string;
+  readonly export: { readonly host: string; readonly port: number; readonly exportName: string };
+}
+
 /** Options of {@link Driver.liveMigrate}. */
 export interface LiveMigrateOptions extends InstanceOptions {
   /** Host receiving the instance. */
   readonly targetHost: string;
   /** The target's {@link Driver.migrationUri}, as its agent announced it. */
   readonly targetUri: string;
+  /**
+   * Where the target opens each attached volume: an export of the volume
+   * made for the target host. Every volume disk of the instance must have
+   * one (the driver refuses before migrating otherwise); volumes are never
+   * copied, only the instance's local disks are. Entries for attachments
+   * the instance does not have are not used.
+   */
+  readonly volumes: readonly MigratingVolume[];
   /**
    * Called as the migration advances: percent done (0–100, not
    * decreasing) and what is happening. Must not throw.

@@ -321,6 +321,7 @@ export const HANDLERS = {
             instanceId: op.instance.id,
             targetHost: op.targetHost,
             targetUri: op.targetUri,
+            volumes: op.volumes,
             onProgress: (percent, message) => progress.progress(percent, message),
           },
           call,

@@ -252,14 +252,17 @@ describe("Volume ops: exporting a volume for an attachment", () => {
     assert.deepEqual(redelivered.outcome, outcome);
   });
 
-  test("an export of a volume exported to another host is VOLUME_IN_USE, not retryable; an unknown volume NOT_FOUND", async () => {
+  test("a volume is exported to a second host beside the first; an export id in use for another host is VOLUME_IN_USE, not retryable; an unknown volume NOT_FOUND", async () => {
     const volumes = backend();
     const ex = await executor(volumes);
     const vol = testVolume();
     await ex.execute(testVolumeOp(vol, { kind: "create_volume" }));
     await ex.execute(testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-1", client: "compute-1" }));
-    const other = await ex.execute(testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-2", client: "compute-2" }));
-    assert.deepEqual([other.outcome.failure?.code, other.outcome.failure?.retryable, other.outcome.volume], ["VOLUME_IN_USE", false, undefined]);
+    const second = await ex.execute(testVolumeOp(vol, { kind: "export_volume", attachmentId: "move-1", client: "compute-2" }));
+    assert.deepEqual(second.outcome.volume, { export: where("move-1", 10810) });
+    assert.deepEqual((await volumes.list()).exports.map((e) => [e.attachmentId, e.client]), [["att-1", "compute-1"], ["move-1", "compute-2"]]);
+    const taken = await ex.execute(testVolumeOp(vol, { kind: "export_volume", attachmentId: "att-1", client: "compute-2" }));
+    assert.deepEqual([taken.outcome.failure?.code, taken.outcome.failure?.retryable, taken.outcome.volume], ["VOLUME_IN_USE", false, undefined]);
     const unknown = await ex.execute(testVolumeOp(testVolume(), { kind: "export_volume" }));
     assert.deepEqual([unknown.outcome.failure?.code, unknown.outcome.failure?.retryable], ["NOT_FOUND", false]);
   });

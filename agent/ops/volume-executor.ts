@@ -27,7 +27,7 @@
  *   it reports the instance the volume is attached to.
  * - A failure is the one OpFailure (`toFailure`); "POOL_FULL" is retryable
  *   (the controller may place the volume in another pool or host);
- *   "VOLUME_IN_USE" (exported to another host) is not.
+ *   "VOLUME_IN_USE" (an export id in use for another volume or host) is not.
  * - A host without a volume backend answers every volume op with a
  *   non-retryable "NO_VOLUME_BACKEND", not journaled (nothing ran).
  */

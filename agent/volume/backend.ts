@@ -2,8 +2,11 @@
  * The volume backend: the agent's hands on a volume host's storage (the
  * nova-volume / cinder-volume role of a host), beside the hypervisor and
  * network drivers. A backend keeps volumes in pools, snapshots them, and
- * exports a volume to one compute host per attachment, so that host's
- * hypervisor opens it over the network (and no other host can).
+ * exports a volume to compute hosts, one export per export id (an
+ * attachment, or a move of one), so each such host's hypervisor opens it
+ * over the network (and no host it was not exported to can). A volume may
+ * be exported to several hosts at once: while a live migration moves its
+ * server, the source and the target both have it open.
  *
  * Every method is idempotent (a retry after a crash finds the work done or
  * finishes it), and every rejection is a DriverError
@@ -27,11 +30,7 @@ export type VolumeErrorCode =
   | "POOL_FULL"
   /** `extend` to a size below the volume's. */
   | "SHRINK_REFUSED"
-  /**
-   * `export` to a host while the volume is exported to another one (a
-   * volume is open on one compute host at a time), or of an attachment id
-   * that is exported for another client.
-   */
+  /** `export` of an export id that is already exported for another volume or another client. */
   | "VOLUME_IN_USE";
 
 /** Volume, snapshot and attachment ids: a letter or digit, then letters, digits, `.`, `_`, `-` (128 at most; UUIDs fit). */
@@ -74,14 +73,15 @@ export interface VolumeInfo {
   readonly snapshotIds: readonly string[];
 }
 
-/** One attachment's export: what the compute host's hypervisor connects to. */
+/** One export (of an attachment, or of a move of one): what the compute host's hypervisor connects to. */
 export interface ExportInfo {
   readonly volumeId: string;
+  /** The export id (the field keeps its name: an attachment's first export has the attachment's id). */
   readonly attachmentId: string;
   /** NBD over TLS: host name or address and port the compute host reaches. */
   readonly host: string;
   readonly port: number;
-  /** The NBD export name (the attachment id). */
+  /** The NBD export name (the export id). */
   readonly exportName: string;
   /** The client identity the export admits (the compute host's certificate name). */
   readonly client: string;
@@ -120,18 +120,21 @@ export interface VolumeBackend {
   deleteSnapshot(volumeId: string, snapshotId: string): Promise<void>;
 
   /**
-   * Exports a volume for one attachment to the compute host named `client`
-   * (the name its certificate carries): only that host can open it.
-   * Exporting again for the same attachment returns the same export. A
-   * volume is exported to one host at a time (several attachments of that
-   * host may share it): "VOLUME_IN_USE" otherwise.
+   * Exports a volume under export id `attachmentId` to the compute host
+   * named `client` (the name its certificate carries): that host can open
+   * it, and no host the volume is not exported to can. A volume may have
+   * several exports, to one host or to several at once (a live migration
+   * has it open on the source and the target); the volume's content is one,
+   * whichever export a write comes through. Exporting again the same id for
+   * the same volume and client returns the same export; an id already
+   * exported for another volume or client is "VOLUME_IN_USE".
    */
   export(volumeId: string, attachmentId: string, client: string): Promise<ExportInfo>;
 
-  /** Ends an attachment's export; unknown ones resolve. */
+  /** Ends one export (by its id); the volume's other exports keep serving; unknown ones resolve. */
   unexport(volumeId: string, attachmentId: string): Promise<void>;
 
-  /** The volumes (by id) and exports (by attachment id) held now (after a restart: what to reconcile against the controller's view). */
+  /** The volumes (by id) and exports (by export id) held now (after a restart: what to reconcile against the controller's view). */
   list(): Promise<{ volumes: VolumeInfo[]; exports: ExportInfo[] }>;
 
   /** Stops what the backend runs for itself; exports keep serving unless `stopExports`. */

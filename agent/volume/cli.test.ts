@@ -25,7 +25,7 @@ test("fake and file pools, with the export address and ports", () => {
     { name: "fast", path: undefined, sizeBytes: 100 * 1024 ** 3 },
     { name: "bulk", path: undefined, sizeBytes: 2 * 1024 ** 4 },
   ]);
-  assert.deepEqual([fake.address, fake.ports], ["127.0.0.1", [10809, 10899]]);
+  assert.deepEqual([fake.address, fake.ports], ["127.0.0.1", [10809, 11808]]);
   const file = parse("--volume-backend", "file", "--volume-pools", "a=/srv/vol/a:1T,b=/srv/vol/b", "--volume-tls-dir", "/etc/novamesh/nbd", "--volume-address", "10.0.0.5", "--volume-ports", "20000-20009").volumes!;
   assert.deepEqual(file, {
     backend: "file",

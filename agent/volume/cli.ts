@@ -20,7 +20,7 @@ export const VOLUME_FLAGS = {
   "volume-backend": { env: "NOVAMESH_VOLUME_BACKEND", type: "string", help: "serve volumes from this host: file (qcow2 files in directories, NBD over TLS) or fake; default none (not a volume host)" },
   "volume-pools": { env: "NOVAMESH_VOLUME_POOLS", type: "string", help: "the volume backend's pools, comma separated: NAME=PATH[:SIZE] (file) or NAME:SIZE (fake); SIZE in bytes or with K, M, G, T" },
   "volume-address": { env: "NOVAMESH_VOLUME_ADDRESS", type: "string", default: () => "127.0.0.1", help: "the address compute hosts reach this volume host's exports at (listened on)" },
-  "volume-ports": { env: "NOVAMESH_VOLUME_PORTS", type: "string", default: () => "10809-10899", help: "ports of the export servers, one per compute host: FIRST-LAST" },
+  "volume-ports": { env: "NOVAMESH_VOLUME_PORTS", type: "string", default: () => "10809-11808", help: "ports of the export servers (file backend: one per exported volume; the range bounds how many volumes can be exported at once): FIRST-LAST" },
   "volume-tls-dir": { env: "NOVAMESH_VOLUME_TLS_DIR", type: "string", help: "file backend: qemu's x509 directory with ca-cert.pem (the compute hosts' CA), server-cert.pem and server-key.pem (this host's)" },
   "fake-volume-faults": { env: "NOVAMESH_FAKE_VOLUME_FAULTS", type: "string", help: `fake volume backend: faults as JSON (see agent/volume/fake/faults.ts), e.g. '{"create":{"delayMs":5000},"extend":{"error":"full","code":"POOL_FULL","retryable":true}}'` },
 } as const;

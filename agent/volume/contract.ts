@@ -35,8 +35,12 @@ export interface VolumeContractKit {
   write(backend: VolumeBackend, volumeId: string, byte: number): Promise<void>;
   /** The first byte of a volume (0 for a blank one). */
   read(backend: VolumeBackend, volumeId: string): Promise<number>;
-  /** The size a client that connects to `e` now is told (rejects if the export does not answer). */
-  exportedSize(backend: VolumeBackend, e: ExportInfo): Promise<number>;
+  /**
+   * The size a client that connects to `e` now is told: the client is host
+   * `as` (default: `e.client`). Rejects if the export does not answer or
+   * does not admit that host.
+   */
+  exportedSize(backend: VolumeBackend, e: ExportInfo, as?: string): Promise<number>;
 }
 
 /** The size of each pool the kit makes. */
@@ -185,8 +189,9 @@ export function volumeBackendContract(name: string, kit: VolumeContractKit): voi
       assert.equal((await b.list()).volumes[0]?.sizeBytes, 16 * MiB);
     });
 
-    withBackend("an export per attachment for one host; again is the same; another host is VOLUME_IN_USE until unexported", async (b) => {
+    withBackend("exports per export id, to one host or several at once; again is the same; an id in use for another volume or host is VOLUME_IN_USE", async (b) => {
       await b.create("v", "p1", 8 * MiB, blank);
+      await b.create("w", "p1", 4 * MiB, blank);
       const e1 = await b.export("v", "att-1", "host-a");
       assert.equal(e1.volumeId, "v");
       assert.equal(e1.attachmentId, "att-1");
@@ -196,20 +201,44 @@ export function volumeBackendContract(name: string, kit: VolumeContractKit): voi
       assert.deepEqual(await b.export("v", "att-1", "host-a"), e1);
       const e2 = await b.export("v", "att-2", "host-a");
       assert.equal(e2.exportName, "att-2");
-      await rejectsWith(b.export("v", "att-3", "host-b"), "VOLUME_IN_USE");
+      const e3 = await b.export("v", "att-3", "host-b");
+      assert.deepEqual([e3.client, e3.exportName], ["host-b", "att-3"]);
+      assert.deepEqual(await b.export("v", "att-3", "host-b"), e3);
       await rejectsWith(b.export("v", "att-1", "host-b"), "VOLUME_IN_USE");
+      await rejectsWith(b.export("w", "att-1", "host-a"), "VOLUME_IN_USE");
       await rejectsWith(b.export("nope", "att-4", "host-a"), "NOT_FOUND");
       await rejectsWith(b.export("v", "att-5", "not a host"), "INVALID_ARGUMENT");
-      assert.deepEqual((await b.list()).exports.map((e) => e.attachmentId).sort(), ["att-1", "att-2"]);
+      assert.deepEqual((await b.list()).exports.map((e) => e.attachmentId), ["att-1", "att-2", "att-3"]);
       await b.unexport("v", "att-1");
       await b.unexport("v", "att-1");
       await b.unexport("nope", "att-9");
-      await rejectsWith(b.export("v", "att-3", "host-b"), "VOLUME_IN_USE");
       await b.unexport("v", "att-2");
+      assert.deepEqual((await b.list()).exports, [e3], "the other host's export stays");
+      await b.unexport("v", "att-3");
       assert.deepEqual((await b.list()).exports, []);
-      const e3 = await b.export("v", "att-3", "host-b");
-      assert.equal(e3.client, "host-b");
-      assert.deepEqual((await b.list()).exports, [e3]);
+      const e4 = await b.export("v", "att-1", "host-b");
+      assert.equal(e4.client, "host-b", "an ended export's id may be used again");
+      assert.deepEqual((await b.list()).exports, [e4]);
+    });
+
+    withBackend("a volume exported to two hosts at once: each reaches it, a host it is not exported to does not, nor another volume's", async (b) => {
+      await b.create("v", "p1", 8 * MiB, blank);
+      await b.create("w", "p1", 4 * MiB, blank);
+      const a = await b.export("v", "att-1", "host-a");
+      const bb = await b.export("v", "move-1", "host-b");
+      const w = await b.export("w", "att-w", "host-a");
+      assert.equal(await kit.exportedSize(b, a), 8 * MiB);
+      assert.equal(await kit.exportedSize(b, bb), 8 * MiB);
+      assert.equal(await kit.exportedSize(b, w), 4 * MiB);
+      await assert.rejects(kit.exportedSize(b, a, "host-c"), "a host the volume is not exported to cannot open it");
+      await assert.rejects(kit.exportedSize(b, w, "host-b"), "host-b cannot open a volume exported to host-a only");
+      await b.unexport("v", "att-1");
+      assert.equal(await kit.exportedSize(b, bb), 8 * MiB, "the target's export serves on once the source's ends");
+      await b.extend("v", 16 * MiB);
+      assert.equal(await kit.exportedSize(b, bb), 16 * MiB);
+      await b.unexport("v", "move-1");
+      await b.unexport("w", "att-w");
+      assert.deepEqual((await b.list()).exports, []);
     });
 
     withBackend("extend and snapshots work while exported", async (b) => {
@@ -226,11 +255,11 @@ export function volumeBackendContract(name: string, kit: VolumeContractKit): voi
       assert.equal((await b.list()).exports.length, 1, "the export stays");
     });
 
-    withBackend("extend while exported: each export answers where it did, a client connecting after is told the new size, and the content stays", async (b) => {
+    withBackend("extend while exported to two hosts: each export answers where it did, a client connecting after is told the new size, and the content stays", async (b) => {
       await b.create("v", "p1", 8 * MiB, blank);
       await kit.write(b, "v", 0x5e);
       const e1 = await b.export("v", "att-1", "host-a");
-      const e2 = await b.export("v", "att-2", "host-a");
+      const e2 = await b.export("v", "att-2", "host-b");
       assert.equal(await kit.exportedSize(b, e1), 8 * MiB);
       await b.extend("v", 24 * MiB);
       assert.deepEqual((await b.list()).exports, [e1, e2], "the same exports: host, port and name");
@@ -261,6 +290,7 @@ export function volumeBackendContract(name: string, kit: VolumeContractKit): voi
       await b.create("v2", "p2", 4 * MiB, blank);
       await b.createSnapshot("v1", "s1");
       const e = await b.export("v1", "att-1", "host-a");
+      const moved = await b.export("v1", "move-1", "host-b");
       const before = await b.list();
       const pools = await b.pools();
       const again = await restart();
@@ -270,7 +300,10 @@ export function volumeBackendContract(name: string, kit: VolumeContractKit): voi
         pools.map((p) => [p.name, p.provisionedBytes]),
       );
       assert.deepEqual(await again.export("v1", "att-1", "host-a"), e, "the export is the same one");
+      assert.equal(await kit.exportedSize(again, moved), 8 * MiB, "the other host's export still serves");
       await again.unexport("v1", "att-1");
+      assert.deepEqual((await again.list()).exports, [moved]);
+      await again.unexport("v1", "move-1");
       await again.delete("v2");
       assert.deepEqual((await again.list()).exports, []);
       assert.deepEqual((await again.list()).volumes.map((v) => v.id), ["v1"]);

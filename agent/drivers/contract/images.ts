@@ -66,7 +66,7 @@ export function imagesContract(k: ContractKit): void {
         await driver.confirmMigration({ instanceId });
       }
       if (cap.liveMigration) {
-        await assert.rejects(driver.liveMigrate({ instanceId, targetHost: "elsewhere", targetUri: "" }), InstanceNotFoundError);
+        await assert.rejects(driver.liveMigrate({ instanceId, targetHost: "elsewhere", targetUri: "", volumes: [] }), InstanceNotFoundError);
         await assert.rejects(driver.postLiveMigration({ instanceId, sourceHost: "elsewhere" }), InstanceNotFoundError);
         await driver.rollbackLiveMigration({ instanceId });
       }

@@ -42,6 +42,12 @@ export interface ContractOptions {
    */
   readonly volumeConnection?: (attachmentId: string) => Promise<VolumeConnection>;
   /**
+   * The two exports of one volume the live migration test with a volume
+   * uses: the one the source attaches, and the one made for the target
+   * (both reach the same volume). Without it that test does not run.
+   */
+  readonly migratingVolume?: (attachmentId: string) => Promise<{ source: VolumeConnection; target: VolumeConnection }>;
+  /**
    * Grows the volume of an attachment to `sizeBytes` where it is served, as
    * its volume host does before an extend (default: nothing, fine for a
    * driver that opens nothing).

@@ -6,7 +6,32 @@ import { testInstance } from "../test-instance.js";
 import { type ContractKit, rejectsWith } from "./kit.js";
 
 export function liveMigrationContract(k: ContractKit): void {
-  const { testIf, withTwo, listed } = k;
+  const { testIf, withTwo, listed, options } = k;
+
+  testIf("liveMigration", "a volume follows a live migration: the target opens the export made for it, on the same device; a volume without one is refused before migrating", () =>
+    withTwo(async (source, target, targetHost) => {
+      if (!source.capabilities.volumeAttach || !options.migratingVolume) return;
+      const inst = testInstance();
+      const { source: here, target: there } = await options.migratingVolume("att-lm");
+      await source.spawn({ instance: inst });
+      const { device } = await source.attachVolume({ instanceId: inst.id, attachmentId: "att-lm", connection: here });
+      await target.preLiveMigration({ instance: inst, sourceHost: "source" });
+      const targetUri = target.migrationUri ?? "";
+      await rejectsWith(source.liveMigrate({ instanceId: inst.id, targetHost, targetUri, volumes: [] }), "INVALID_ARGUMENT", false);
+      const other = { attachmentId: "att-other", export: { host: there.host, port: there.port, exportName: "att-other" } };
+      await rejectsWith(source.liveMigrate({ instanceId: inst.id, targetHost, targetUri, volumes: [other] }), "INVALID_ARGUMENT", false);
+      assert.equal(await source.powerState({ instanceId: inst.id }), "RUNNING", "a refused migration leaves the instance where it was");
+      const volumes = [{ attachmentId: "att-lm", export: { host: there.host, port: there.port, exportName: there.exportName } }];
+      await source.liveMigrate({ instanceId: inst.id, targetHost, targetUri, volumes });
+      assert.equal(await listed(source, inst.id), undefined);
+      await target.postLiveMigration({ instanceId: inst.id, sourceHost: "source" });
+      assert.deepEqual(
+        (await target.volumes({ instanceId: inst.id })).map((v) => ({ attachmentId: v.attachmentId, device: v.device, connection: v.connection })),
+        [{ attachmentId: "att-lm", device, connection: there }],
+      );
+      await target.detachVolume({ instanceId: inst.id, attachmentId: "att-lm" });
+      await target.destroy({ instanceId: inst.id });
+    }));
 
   testIf("liveMigration", "live migration: incoming PAUSED on the target, progress to 100, gone from the source, RUNNING after post", () =>
     withTwo(async (source, target, targetHost) => {
@@ -21,6 +46,7 @@ export function liveMigrationContract(k: ContractKit): void {
         instanceId: inst.id,
         targetHost,
         targetUri: target.migrationUri ?? "",
+        volumes: [],
         onProgress: (percent) => percents.push(percent),
       });
       assert.ok(percents.length >= 2, `progress ${JSON.stringify(percents)}`);
@@ -42,7 +68,7 @@ export function liveMigrationContract(k: ContractKit): void {
       await source.spawn({ instance: inst });
       await source.pause({ instanceId: inst.id });
       await target.preLiveMigration({ instance: inst, sourceHost: "source" });
-      await source.liveMigrate({ instanceId: inst.id, targetHost, targetUri: target.migrationUri ?? "" });
+      await source.liveMigrate({ instanceId: inst.id, targetHost, targetUri: target.migrationUri ?? "", volumes: [] });
       await target.postLiveMigration({ instanceId: inst.id, sourceHost: "source" });
       assert.equal(await target.powerState({ instanceId: inst.id }), "PAUSED");
       await target.destroy({ instanceId: inst.id });
@@ -54,7 +80,7 @@ export function liveMigrationContract(k: ContractKit): void {
       await source.spawn({ instance: inst });
       await target.preLiveMigration({ instance: inst, sourceHost: "source" });
       await rejectsWith(
-        source.liveMigrate({ instanceId: inst.id, targetHost, targetUri: target.migrationUri ?? "" }, { signal: AbortSignal.abort() }),
+        source.liveMigrate({ instanceId: inst.id, targetHost, targetUri: target.migrationUri ?? "", volumes: [] }, { signal: AbortSignal.abort() }),
         "ABORTED",
         false,
       );
@@ -70,7 +96,7 @@ export function liveMigrationContract(k: ContractKit): void {
       const inst = testInstance();
       await source.spawn({ instance: inst });
       await source.powerOff({ instanceId: inst.id, timeoutSeconds: 0 });
-      await rejectsWith(source.liveMigrate({ instanceId: inst.id, targetHost, targetUri: target.migrationUri ?? "" }), "INVALID_STATE");
+      await rejectsWith(source.liveMigrate({ instanceId: inst.id, targetHost, targetUri: target.migrationUri ?? "", volumes: [] }), "INVALID_STATE");
       assert.equal(await source.powerState({ instanceId: inst.id }), "SHUTDOWN");
       const cap = await target.capacity();
       const huge = testInstance({ memoryMb: cap.memoryMb * 100, diskGb: cap.diskGb * 100 });

@@ -68,6 +68,8 @@ export interface FakeEvent {
   readonly powerState?: PowerState;
   /** An incoming live migration's source says whether the instance was paused. */
   readonly sourcePaused?: boolean;
+  /** An incoming live migration's source says where its volumes open on this host. */
+  readonly volumes?: readonly AttachedVolume[];
   /** ISO time the event was written. */
   readonly time: string;
 }

@@ -8,14 +8,21 @@ import type { Driver } from "../driver.js";
 import { DriverError, NotSupportedError } from "../errors.js";
 import { testInstance } from "../test-instance.js";
 import { setDomainPowerState } from "./domain-store.js";
-import { FakeDriver, LIVE_MIGRATION_STEPS } from "./fake-driver.js";
+import { FakeDriver } from "./fake-driver.js";
 import { parseFaults } from "./faults.js";
+
+/** Two exports of one volume, on the two ports a volume host gives two compute hosts. */
+const migratingVolume = async (attachmentId: string) => ({
+  source: { host: "192.0.2.1", port: 10809, exportName: attachmentId, tls: true as const },
+  target: { host: "192.0.2.1", port: 10810, exportName: `${attachmentId}-moved`, tls: true as const },
+});
 
 /** The fake's interfaces: the domain's spec. */
 const interfaceMacs = async (driver: Driver, id: string) => (driver as FakeDriver).domain(id)?.instance.vifs?.map((v) => v.mac) ?? [];
 
 driverContract("fake (in memory)", async (hostname) => new FakeDriver({ hostname, capacity: { vcpus: 4, memoryMb: 4096, diskGb: 20 } }), {
   interfaceMacs,
+  migratingVolume,
 });
 
 let dir: string;
@@ -29,6 +36,7 @@ after(async () => {
 let n = 0;
 driverContract("fake (persistent)", async (hostname) => new FakeDriver({ hostname, statePath: join(dir, `contract-${++n}.json`) }), {
   interfaceMacs,
+  migratingVolume,
 });
 
 describe("FakeDriver faults", () => {
@@ -170,7 +178,7 @@ describe("FakeDriver faults", () => {
     await driver.spawn({ instance: inst });
     await assert.rejects(driver.reboot({ instanceId: inst.id, hard: false }), NotSupportedError);
     await assert.rejects(driver.snapshot({ instanceId: inst.id, imageId: "i", imageName: "n" }), NotSupportedError);
-    await assert.rejects(driver.liveMigrate({ instanceId: inst.id, targetHost: "b", targetUri: "fake://b" }), NotSupportedError);
+    await assert.rejects(driver.liveMigrate({ instanceId: inst.id, targetHost: "b", targetUri: "fake://b", volumes: [] }), NotSupportedError);
     assert.equal(new FakeDriver({ hostname: "h1" }).migrationUri, "fake://h1");
   });
 });
@@ -270,85 +278,6 @@ describe("FakeDriver persistence", () => {
     assert.ok(lines.every((l) => !Number.isNaN(Date.parse(l.time))));
     assert.ok(lines.every((l) => l.pid === process.pid), "each call names the process that made it");
     assert.equal(driver.calls.length, 3);
-  });
-});
-
-describe("FakeDriver live migration", () => {
-  async function pair(sourceOptions = {}) {
-    const source = new FakeDriver({ hostname: "lm-source", ...sourceOptions });
-    const target = new FakeDriver({ hostname: "lm-target" });
-    await Promise.all([source.init(), target.init()]);
-    const inst = testInstance();
-    await source.spawn({ instance: inst });
-    await target.preLiveMigration({ instance: inst, sourceHost: "lm-source" });
-    return { source, target, inst };
-  }
-
-  test("takes LIVE_MIGRATION_STEPS delay steps and reports progress 0…100 along them", async () => {
-    const { source, target, inst } = await pair({ faults: { liveMigrate: { delayMs: 30 } } });
-    const progress: Array<[number, string]> = [];
-    const started = Date.now();
-    await source.liveMigrate({
-      instanceId: inst.id,
-      targetHost: "lm-target",
-      targetUri: target.migrationUri!,
-      onProgress: (p, m) => progress.push([p, m]),
-    });
-    assert.ok(Date.now() - started >= LIVE_MIGRATION_STEPS * 30 - 5);
-    assert.deepEqual(progress.map(([p]) => p), [0, 25, 50, 75, 100]);
-    assert.match(progress[2]![1], /256 MiB of 512 MiB/);
-    assert.equal(source.domain(inst.id), undefined);
-    await source.close();
-    await target.close();
-  });
-
-  test("an abort between steps rejects non-retryable ABORTED and leaves the source running", async () => {
-    const { source, target, inst } = await pair({ faults: { liveMigrate: { delayMs: 50 } } });
-    const progress: number[] = [];
-    const ac = new AbortController();
-    setTimeout(() => ac.abort(), 70);
-    await assert.rejects(
-      source.liveMigrate(
-        { instanceId: inst.id, targetHost: "lm-target", targetUri: target.migrationUri!, onProgress: (p) => progress.push(p) },
-        { signal: ac.signal },
-      ),
-      { code: "ABORTED", retryable: false },
-    );
-    assert.deepEqual(progress, [0, 25], "stopped in the second step");
-    assert.equal(await source.powerState({ instanceId: inst.id }), "RUNNING");
-    assert.equal(target.domain(inst.id)?.incoming?.sourceHost, "lm-source", "the target is still prepared");
-  });
-
-  test("an injected failure strikes half way; the source keeps the instance", async () => {
-    const { source, target, inst } = await pair({
-      faults: { liveMigrate: { error: "connection reset", code: "MIGRATION_FAILED", retryable: true } },
-    });
-    const progress: number[] = [];
-    await assert.rejects(
-      source.liveMigrate({ instanceId: inst.id, targetHost: "lm-target", targetUri: target.migrationUri!, onProgress: (p) => progress.push(p) }),
-      { code: "MIGRATION_FAILED", message: "connection reset", retryable: true },
-    );
-    assert.deepEqual(progress, [0, 25]);
-    assert.equal(await source.powerState({ instanceId: inst.id }), "RUNNING");
-  });
-
-  test("a paused instance lands paused on a target in another process (through the target's event file)", async () => {
-    const targetPath = join(dir, "lm-target.json");
-    const target = new FakeDriver({ hostname: "lm-remote", statePath: targetPath });
-    const source = new FakeDriver({ hostname: "lm-src2" });
-    const inst = testInstance();
-    await source.spawn({ instance: inst });
-    await source.pause({ instanceId: inst.id });
-    await target.preLiveMigration({ instance: inst, sourceHost: "lm-src2" });
-    const uri = target.migrationUri!;
-    assert.equal(uri, `fake://lm-remote${targetPath}`);
-    await target.close(); // not in this process any more
-
-    await source.liveMigrate({ instanceId: inst.id, targetHost: "lm-remote", targetUri: uri });
-    const restarted = new FakeDriver({ hostname: "lm-remote", statePath: targetPath });
-    await restarted.postLiveMigration({ instanceId: inst.id, sourceHost: "lm-src2" });
-    assert.equal(await restarted.powerState({ instanceId: inst.id }), "PAUSED");
-    await restarted.close();
   });
 });
 

@@ -7,7 +7,7 @@
 import { resolve } from "node:path";
 import { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, type CallOptions } from "../driver.js";
 import { DriverError, InstanceNotFoundError, NotSupportedError } from "../errors.js";
-import type { DriverCapabilities, InstanceSpec, Resources } from "../types.js";
+import type { AttachedVolume, DriverCapabilities, InstanceSpec, Resources } from "../types.js";
 import { ACTIVE_POWER_STATES, isPowerState } from "../types.js";
 import { settledOf } from "../../settled.js";
 import { DomainStore, type FakeCall, type FakeDomain, type FakeEvent, type FakeState } from "./domain-store.js";
@@ -166,12 +166,13 @@ export class FakeHost {
     if (method && faults) await this.injector.apply(method, mutating, call.signal, instanceId);
   }
 
-  /** The source of a live migration tells this (target) host whether the instance was paused. */
-  async receiveSourceState(instanceId: string, paused: boolean): Promise<void> {
+  /** The source of a live migration tells this (target) host whether the instance was paused, and its volumes as they open here. */
+  async receiveSourceState(instanceId: string, paused: boolean, volumes: readonly AttachedVolume[]): Promise<void> {
     await this.ready(undefined, false, {});
     const d = this.state.domains.get(instanceId);
     if (!d?.incoming) return;
     d.incoming = { ...d.incoming, paused };
+    d.volumes = volumes.map((v) => ({ ...v, connection: { ...v.connection } }));
     await this.persist();
   }
 
@@ -286,6 +287,7 @@ export class FakeHost {
     if (!d) return;
     if (isPowerState(e.powerState)) d.powerState = e.powerState;
     if (typeof e.sourcePaused === "boolean" && d.incoming) d.incoming = { ...d.incoming, paused: e.sourcePaused };
+    if (Array.isArray(e.volumes) && d.incoming) d.volumes = e.volumes.map((v) => ({ ...v, connection: { ...v.connection } }));
   }
 
   private async record(method: string, instanceId: string, opId: string | undefined): Promise<void> {

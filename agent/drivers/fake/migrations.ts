@@ -2,7 +2,8 @@
  * The fake driver's migrations. Cold (resize/migrate): the source hands the
  * disk over and keeps a stopped copy until confirm or revert. Live: the
  * target prepares an incoming domain, the source copies memory in steps and
- * tells the target whether the instance was paused (so it lands paused),
+ * tells the target whether the instance was paused (so it lands paused)
+ * and its volumes, each opening the export made for the target,
  * directly if the target driver lives in this process, else through the
  * target's event file, whose path its migration URI carries
  * (`fake://<host>/<absolute statePath>`).
@@ -14,12 +15,13 @@ import type {
   InstanceOptions,
   LiveMigrateOptions,
   MigrateDiskOptions,
+  MigratingVolume,
   PostLiveMigrationOptions,
   PreLiveMigrationOptions,
 } from "../driver.js";
 import { DriverError } from "../errors.js";
-import { ACTIVE_POWER_STATES } from "../types.js";
-import { appendEvent } from "./domain-store.js";
+import { ACTIVE_POWER_STATES, type AttachedVolume } from "../types.js";
+import { appendEvent, type FakeDomain } from "./domain-store.js";
 import { FakeHost, invalidState, sameInstance } from "./fake-host.js";
 import { wait } from "./faults.js";
 
@@ -34,17 +36,34 @@ function statePathOfUri(uri: string): string | undefined {
   return decodeURIComponent(url.pathname);
 }
 
-/** Tells the live migration target whether the instance was paused (see the module comment). */
-async function handOver(host: FakeHost, targetUri: string, instanceId: string, paused: boolean): Promise<void> {
+/**
+ * The instance's volumes as the target opens them: each with the export of
+ * its entry in `volumes` (device and size kept). A volume without one is
+ * refused: a volume is never copied.
+ */
+function migratedVolumes(d: FakeDomain, volumes: readonly MigratingVolume[], targetHost: string): AttachedVolume[] {
+  return (d.volumes ?? []).map((v) => {
+    const to = volumes.find((m) => m.attachmentId === v.attachmentId);
+    if (!to) {
+      throw new DriverError("INVALID_ARGUMENT", `cannot live migrate instance ${d.instance.id}: volume attachment ${v.attachmentId} (${v.device}) has no export for ${targetHost}`, {
+        retryable: false,
+      });
+    }
+    return { ...v, connection: { host: to.export.host, port: to.export.port, exportName: to.export.exportName, tls: true } };
+  });
+}
+
+/** Tells the live migration target whether the instance was paused and where it opens the volumes (see the module comment). */
+async function handOver(host: FakeHost, targetUri: string, instanceId: string, paused: boolean, volumes: AttachedVolume[]): Promise<void> {
   const peer = FakeHost.peerAt(targetUri);
   if (peer && peer !== host) {
-    await peer.receiveSourceState(instanceId, paused);
+    await peer.receiveSourceState(instanceId, paused, volumes);
     return;
   }
   const path = statePathOfUri(targetUri);
   if (path === undefined) return;
   try {
-    await appendEvent(path, { serverId: instanceId, sourcePaused: paused, time: new Date().toISOString() });
+    await appendEvent(path, { serverId: instanceId, sourcePaused: paused, volumes, time: new Date().toISOString() });
   } catch (err) {
     throw new DriverError("MIGRATION_FAILED", `cannot reach the migration target ${targetUri}: ${(err as Error).message}`, {
       cause: err,
@@ -144,7 +163,7 @@ export async function preLiveMigration(host: FakeHost, { instance, sourceHost }:
  */
 export async function liveMigrate(
   host: FakeHost,
-  { instanceId, targetHost, targetUri, onProgress }: LiveMigrateOptions,
+  { instanceId, targetHost, targetUri, volumes, onProgress }: LiveMigrateOptions,
   call: CallOptions,
 ): Promise<void> {
   host.require("liveMigration", "liveMigrate");
@@ -159,6 +178,7 @@ export async function liveMigrate(
   if (!ACTIVE_POWER_STATES.has(d.powerState)) {
     throw invalidState(`cannot live migrate instance ${instanceId}: it is ${d.powerState}`);
   }
+  const arriving = migratedVolumes(d, volumes, targetHost);
   // The contract forbids onProgress to throw: progress is the caller's best effort, not ours.
   const progress = (percent: number, message: string) => onProgress?.(percent, message);
   const stepMs = host.injector.delayMs("liveMigrate", true, instanceId);
@@ -178,7 +198,7 @@ export async function liveMigrate(
     }
   }
   if (call.signal?.aborted) throw aborted();
-  await handOver(host, targetUri, instanceId, host.get(instanceId).powerState === "PAUSED");
+  await handOver(host, targetUri, instanceId, host.get(instanceId).powerState === "PAUSED", arriving);
   host.state.domains.delete(instanceId);
   await host.persist();
   progress(100, `migrated to ${targetHost}`);

@@ -254,7 +254,8 @@ export interface DomainVolume {
 /** Prefix of a libvirt user alias; the rest: letters, digits, "_", "-". */
 const USER_ALIAS_PREFIX = "ua-";
 const ALIAS_BODY = /^[A-Za-z0-9_-]+$/;
-const HOST = /^[A-Za-z0-9.:_-]{1,253}$/;
+/** A volume host as a disk's `<host name=…>` may name it. */
+export const VOLUME_HOST_PATTERN = /^[A-Za-z0-9.:_-]{1,253}$/;
 
 /**
  * Seconds qemu's NBD client holds a disk request while it reconnects to a
@@ -278,7 +279,7 @@ export const NBD_RECONNECT_DELAY_SECONDS = 15;
 export function buildVolumeDiskXml(v: DomainVolume): string {
   if (!ALIAS_BODY.test(v.attachmentId)) throw new RangeError(`attachment id must be letters, digits, "_" or "-", got "${v.attachmentId}"`);
   if (!DEVICE.test(v.target)) throw new RangeError(`disk target must look like "vdb", got "${v.target}"`);
-  if (!HOST.test(v.host)) throw new RangeError(`bad volume host "${v.host}"`);
+  if (!VOLUME_HOST_PATTERN.test(v.host)) throw new RangeError(`bad volume host "${v.host}"`);
   const port = int("port", v.port, 1);
   if (port > 65535) throw new RangeError(`port must be ≤ 65535, got ${port}`);
   return [

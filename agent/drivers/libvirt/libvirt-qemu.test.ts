@@ -99,7 +99,7 @@ describe("libvirt driver on two libvirtds (qemu)", { skip }, () => {
         if (/copied/.test(message)) ctl.abort(new Error("operator cancelled"));
       };
       const migrating = source.liveMigrate(
-        { instanceId: inst.id, targetHost: "abort-target", targetUri: target.migrationUri!, onProgress },
+        { instanceId: inst.id, targetHost: "abort-target", targetUri: target.migrationUri!, volumes: [], onProgress },
         { signal: ctl.signal },
       );
       await assert.rejects(migrating, (err: unknown) => {

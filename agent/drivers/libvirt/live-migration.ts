@@ -26,6 +26,7 @@ import * as C from "./binding/constants.js";
 import { xmlEscape } from "./domain-xml.js";
 import { bestEffort, fromLibvirt, invalidState } from "./failures.js";
 import type { Known } from "./inventory.js";
+import { localDisksToCopy, retargetVolumeDisks } from "./migrating-volumes.js";
 import type { LibvirtDriverOptions } from "./options.js";
 import type { DriverParts } from "./parts.js";
 
@@ -170,10 +171,12 @@ export class LiveMigration {
 
   /**
    * Source: `virDomainMigrateToURI3`, peer to peer to the target's libvirtd,
-   * with the domain XML moved to the target's paths and the local disk copied
-   * incrementally; progress from the job's statistics; an abort cancels the job.
+   * with the domain XML moved to the target's paths and its volume disks
+   * opening the exports made for the target (see `migrating-volumes.ts`),
+   * the local disks copied incrementally (only they: MIGRATE_DISKS);
+   * progress from the job's statistics; an abort cancels the job.
    */
-  async liveMigrate({ instanceId, targetHost, targetUri, onProgress }: LiveMigrateOptions, call: CallOptions = {}): Promise<void> {
+  async liveMigrate({ instanceId, targetHost, targetUri, volumes, onProgress }: LiveMigrateOptions, call: CallOptions = {}): Promise<void> {
     this.require("liveMigrate");
     const { log, libvirt, options } = this.p;
     const signal = call.signal;
@@ -195,13 +198,17 @@ export class LiveMigration {
       ]),
     );
     const here = options.instancesPath;
+    // Refused here, before anything moves, when a volume disk has no export for the target.
+    const destXml = retargetVolumeDisks(rebaseXmlPaths(liveXml, here, target.instancesPath), volumes, instanceId, targetHost);
+    const persistXml = retargetVolumeDisks(rebaseXmlPaths(persistentXml, here, target.instancesPath), volumes, instanceId, targetHost);
+    const copy = localDisksToCopy(liveXml);
     const addr = target.inboundAddr.includes(":") ? `[${target.inboundAddr}]` : target.inboundAddr;
     const flags =
       C.VIR_MIGRATE_LIVE |
       C.VIR_MIGRATE_PEER2PEER |
       C.VIR_MIGRATE_PERSIST_DEST |
       C.VIR_MIGRATE_UNDEFINE_SOURCE |
-      C.VIR_MIGRATE_NON_SHARED_INC |
+      (copy.length > 0 ? C.VIR_MIGRATE_NON_SHARED_INC : 0) |
       C.VIR_MIGRATE_ABORT_ON_ERROR |
       (k.power === "PAUSED" ? C.VIR_MIGRATE_PAUSED : 0);
 
@@ -232,8 +239,10 @@ export class LiveMigration {
           {
             migrateUri: `tcp://${addr}`,
             listenAddress: target.inboundAddr,
-            destXml: rebaseXmlPaths(liveXml, here, target.instancesPath),
-            persistXml: rebaseXmlPaths(persistentXml, here, target.instancesPath),
+            destXml,
+            persistXml,
+            // Only the local disks: the volumes stay where they are, the target opens its exports of them.
+            ...(copy.length > 0 ? { migrateDisks: copy } : {}),
             ...(options.liveMigrationBandwidthMiBs ? { bandwidthMiBs: options.liveMigrationBandwidthMiBs } : {}),
           },
           flags,

@@ -35,10 +35,11 @@ volumeBackendContract("fake", {
   },
   write: (b, id, byte) => (b as FakeVolumeBackend).write(id, byte),
   read: (b, id) => (b as FakeVolumeBackend).read(id),
-  // The fake serves nothing: a client would be told the size of the volume the listed export names.
-  exportedSize: async (b, e) => {
+  // The fake serves nothing: a client would be told the size of the volume the listed export names, if the volume is exported to it.
+  exportedSize: async (b, e, as = e.client) => {
     const { volumes, exports } = await b.list();
     assert.ok(exports.some((x) => x.attachmentId === e.attachmentId && x.host === e.host && x.port === e.port), `export ${e.attachmentId} is listed`);
+    assert.ok(exports.some((x) => x.volumeId === e.volumeId && x.client === as), `volume ${e.volumeId} is exported to ${as}`);
     const v = volumes.find((x) => x.id === e.volumeId);
     assert.ok(v, `volume ${e.volumeId} is listed`);
     return v.sizeBytes;

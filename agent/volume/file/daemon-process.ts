@@ -1,21 +1,25 @@
 /**
- * One qemu-storage-daemon per client compute host: how it is started
+ * One qemu-storage-daemon per exported volume: how it is started
  * (daemonized, a QMP monitor on a unix socket, an NBD server on its own
  * port with TLS that verifies the peer and an authz-list that admits only
- * that host's certificate), found again after an agent restart (the pid
- * file, checked against `/proc/<pid>/cmdline`), and stopped.
+ * the certificates of the hosts the volume is exported to, changed at
+ * runtime with {@link setAuthzClients}), found again after an agent
+ * restart (the pid file, checked against `/proc/<pid>/cmdline`), and
+ * stopped.
  */
 import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DriverError } from "../../drivers/errors.js";
 import { isMissing } from "../../network/linux/files.js";
 import { runProgram } from "./qemu-img.js";
-import { withQmp } from "./qmp.js";
+import { withQmp, type QmpClient } from "./qmp.js";
 
 /** Where one daemon's files are and what it serves. */
 export interface DaemonSpec {
-  /** The client host's name (its certificate's CN). */
-  readonly client: string;
+  /** What the daemon serves, for messages ("volume <id>"). */
+  readonly name: string;
+  /** The hosts (their certificates' CN) the daemon admits when it starts. */
+  readonly clients: readonly string[];
   readonly pidFile: string;
   readonly socket: string;
   readonly address: string;
@@ -25,26 +29,34 @@ export interface DaemonSpec {
 }
 
 /**
- * The identities (TLS distinguished names, as GnuTLS prints them) a client
- * host's daemon admits: a certificate whose DN is `CN=<client>`, or ends or
- * begins with that CN (`O=…,CN=<client>`). Only certificates the CA signed
- * get this far (verify-peer). A DN with an escaped character is refused
- * first: a value holding ",CN=<client>" (printed `OU=x\,CN=<client>`)
- * would otherwise end like the RDN looked for. (The glob is GLib's: `*`
- * and `?` only, a backslash is itself.)
+ * The rules of the authz list that admits `clients`: for each, a
+ * certificate whose DN is `CN=<client>`, or ends or begins with that CN
+ * (`O=…,CN=<client>`). Only certificates the CA signed get this far
+ * (verify-peer). A DN with an escaped character is refused first: a value
+ * holding ",CN=<client>" (printed `OU=x\,CN=<client>`) would otherwise end
+ * like the RDN looked for. (The glob is GLib's: `*` and `?` only, a
+ * backslash is itself.) No clients: only the refusal; the list's policy
+ * denies the rest.
  */
-export function authzObject(client: string): Record<string, unknown> {
-  return {
-    "qom-type": "authz-list",
-    id: "authz0",
-    policy: "deny",
-    rules: [
-      { match: "*\\*", policy: "deny", format: "glob" },
+export function authzRules(clients: readonly string[]): Record<string, string>[] {
+  return [
+    { match: "*\\*", policy: "deny", format: "glob" },
+    ...[...new Set(clients)].sort().flatMap((client) => [
       { match: `CN=${client}`, policy: "allow", format: "exact" },
       { match: `*,CN=${client}`, policy: "allow", format: "glob" },
       { match: `CN=${client},*`, policy: "allow", format: "glob" },
-    ],
-  };
+    ]),
+  ];
+}
+
+/** The daemon's authz list (identities as GnuTLS prints them; see {@link authzRules}). */
+export function authzObject(clients: readonly string[]): Record<string, unknown> {
+  return { "qom-type": "authz-list", id: "authz0", policy: "deny", rules: authzRules(clients) };
+}
+
+/** Makes a running daemon admit exactly `clients` (new TLS sessions; connections already open stay). */
+export async function setAuthzClients(qmp: QmpClient, clients: readonly string[]): Promise<void> {
+  await qmp.execute("qom-set", { path: "/objects/authz0", property: "rules", value: authzRules(clients) });
 }
 
 /** qemu's option syntax doubles commas inside a value. */
@@ -65,7 +77,7 @@ export function daemonArgs(spec: DaemonSpec): string[] {
     "--object",
     JSON.stringify({ "qom-type": "tls-creds-x509", id: "tls0", dir: spec.tlsDir, endpoint: "server", "verify-peer": true }),
     "--object",
-    JSON.stringify(authzObject(spec.client)),
+    JSON.stringify(authzObject(spec.clients)),
     "--nbd-server",
     JSON.stringify({ addr: { type: "inet", host: spec.address, port: String(spec.port) }, "tls-creds": "tls0", "tls-authz": "authz0" }),
   ];
@@ -82,7 +94,7 @@ export async function startDaemon(binary: string, spec: DaemonSpec, timeoutMs: n
     throw err;
   }
   const pid = await daemonPid(spec);
-  if (pid === undefined) throw new DriverError("VOLUME_COMMAND_FAILED", `qemu-storage-daemon for ${spec.client} started but is not running`, { retryable: true });
+  if (pid === undefined) throw new DriverError("VOLUME_COMMAND_FAILED", `qemu-storage-daemon for ${spec.name} started but is not running`, { retryable: true });
   return pid;
 }
 
@@ -128,13 +140,13 @@ export function killHard(pid: number): void {
 }
 
 /** Stops a daemon: QMP `quit`, then SIGKILL if it is still there after `timeoutMs`. */
-export async function stopDaemon(spec: Pick<DaemonSpec, "pidFile" | "socket" | "client">, timeoutMs: number, warn: (msg: string, err: unknown) => void): Promise<void> {
+export async function stopDaemon(spec: Pick<DaemonSpec, "pidFile" | "socket" | "name">, timeoutMs: number, warn: (msg: string, err: unknown) => void): Promise<void> {
   const pid = await daemonPid(spec);
   if (pid === undefined) return;
   try {
     await withQmp(spec.socket, timeoutMs, (qmp) => qmp.execute("quit"));
   } catch (err) {
-    warn(`QMP quit of the export daemon of ${spec.client} failed; killing it`, err);
+    warn(`QMP quit of the export daemon of ${spec.name} failed; killing it`, err);
     killHard(pid);
   }
   const deadline = Date.now() + timeoutMs;
@@ -142,7 +154,7 @@ export async function stopDaemon(spec: Pick<DaemonSpec, "pidFile" | "socket" | "
     if (Date.now() > deadline) {
       // Only while the pid is still this daemon's (not a process that got the pid since).
       if ((await daemonPid(spec)) !== pid) break;
-      warn(`the export daemon of ${spec.client} did not exit ${timeoutMs} ms after quit; killing it`, undefined);
+      warn(`the export daemon of ${spec.name} did not exit ${timeoutMs} ms after quit; killing it`, undefined);
       killHard(pid);
       break;
     }

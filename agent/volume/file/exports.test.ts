@@ -4,11 +4,13 @@
  * a throwaway CA. Skipped when qemu's tools are not installed.
  */
 import assert from "node:assert/strict";
-import { readdir, readFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test, type TestContext } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { MiB } from "../contract.js";
+import { MiB, rejectsWith } from "../contract.js";
+import { startDaemon } from "./daemon-process.js";
+import { nodeName } from "./export-daemons.js";
 import type { FileVolumeBackend } from "./file-backend.js";
 import type { FileVolumeBackendOptions } from "./options.js";
 import { withQmp } from "./qmp.js";
@@ -58,7 +60,7 @@ test("an export opens over TLS only with the certificate of its host, and after 
   assert.equal(firstByte(await qemuIoFile(join(lab.dir, "h1", "p1", "v.qcow2"), ["read -v 0 1"], true)), 0xab, "the write reached the volume's file");
 });
 
-test("each client host has its own daemon and port; neither opens the other's exports", { skip, timeout: 60_000 }, async (t) => {
+test("each exported volume has its own daemon and port; a host opens only the volumes exported to it", { skip, timeout: 60_000 }, async (t) => {
   const { b } = backend(t);
   await b.create("va", "p1", 4 * MiB, { kind: "blank" });
   await b.create("vb", "p2", 4 * MiB, { kind: "blank" });
@@ -67,12 +69,64 @@ test("each client host has its own daemon and port; neither opens the other's ex
   assert.notEqual(ea.port, eb.port);
   await qemuIoNbd(ea, hostA, ["read 0 512"]);
   await qemuIoNbd(eb, hostB, ["read 0 512"]);
-  await assert.rejects(qemuIoNbd(ea, hostB, ["read 0 512"]), refused, "host-b cannot open host-a's export");
-  await assert.rejects(qemuIoNbd({ ...eb, exportName: "att-a" }, hostB, ["read 0 512"]), gone, "nor find it through its own daemon");
-  await assert.rejects(qemuIoNbd(eb, hostA, ["read 0 512"]), refused, "host-a cannot open host-b's export");
+  await assert.rejects(qemuIoNbd(ea, hostB, ["read 0 512"]), refused, "host-b cannot open host-a's volume");
+  await assert.rejects(qemuIoNbd({ ...eb, exportName: "att-a" }, hostB, ["read 0 512"]), gone, "nor find it through its own volume's daemon");
+  await assert.rejects(qemuIoNbd(eb, hostA, ["read 0 512"]), refused, "host-a cannot open host-b's volume");
   const ea2 = await b.export("va", "att-a2", "host-a");
-  assert.equal(ea2.port, ea.port, "a second attachment of one host shares its daemon");
+  assert.equal(ea2.port, ea.port, "a second export of one volume shares its daemon");
   await qemuIoNbd(ea2, hostA, ["read 0 512"]);
+});
+
+test("a volume exported to two hosts at once: one daemon, each host writes and reads the same data, a third host is refused; ending one export leaves the other", { skip, timeout: 60_000 }, async (t) => {
+  const { b, options } = backend(t);
+  await b.create("v", "p1", 8 * MiB, { kind: "blank" });
+  const ea = await b.export("v", "att-1", "host-a");
+  const eb = await b.export("v", "move-1", "host-b");
+  assert.equal(eb.port, ea.port, "the volume's one daemon serves both");
+  assert.equal((await daemonPids(options)).length, 1);
+  await qemuIoNbd(ea, hostA, ["write -P 0x71 0 64k"]);
+  assert.match(await qemuIoNbd(eb, hostB, ["read -P 0x71 0 64k", "write -P 0x72 64k 64k"]), /read 65536\/65536/, "host-b reads what host-a wrote");
+  assert.match(await qemuIoNbd(ea, hostA, ["read -P 0x72 64k 64k"]), /read 65536\/65536/, "and host-a what host-b wrote");
+  const hostC = await lab.pki.client("host-c");
+  await assert.rejects(qemuIoNbd(ea, hostC, ["read 0 512"]), refused, "host-c is not admitted");
+  await b.unexport("v", "att-1");
+  await assert.rejects(qemuIoNbd(ea, hostA, ["read 0 512"]), refused, "host-a is no longer admitted once its export ends");
+  assert.match(await qemuIoNbd(eb, hostB, ["read -P 0x71 0 64k"]), /read 65536\/65536/, "host-b's export serves on");
+  await b.unexport("v", "move-1");
+  assert.deepEqual(await readdir(options.stateDir), [], "the daemon stopped with its last export");
+});
+
+test("a daemon of the earlier per-client layout is adopted and serves on: its exports listed and ended, its volume refused to another host meanwhile", { skip, timeout: 60_000 }, async (t) => {
+  const { b, options } = backend(t);
+  await b.create("v", "p1", 8 * MiB, { kind: "blank" });
+  const path = join(options.pools.find((p) => p.name === "p1")?.path ?? "", "v.qcow2");
+  const dir = join(options.stateDir, "c-0123456789abcdef");
+  await mkdir(dir, { recursive: true });
+  const spec = { name: "client host host-a", clients: ["host-a"], pidFile: join(dir, "pid"), socket: join(dir, "qmp.sock"), address: "127.0.0.1", port: options.exports.ports[1], tlsDir: options.exports.tlsDir };
+  await writeFile(join(dir, "daemon.json"), JSON.stringify({ client: "host-a", port: spec.port, address: spec.address }));
+  const pid = await startDaemon("qemu-storage-daemon", spec, 10_000);
+  t.after(async () => {
+    if (await running(pid)) process.kill(pid, "SIGKILL");
+  });
+  await withQmp(spec.socket, 10_000, async (qmp) => {
+    await qmp.execute("blockdev-add", { driver: "qcow2", "node-name": nodeName("v"), file: { driver: "file", filename: path } });
+    await qmp.execute("block-export-add", { type: "nbd", id: "x-old", "node-name": nodeName("v"), name: "att-old", writable: true });
+  });
+  await writeFile(join(dir, "exports.json"), JSON.stringify([{ attachmentId: "att-old", volumeId: "v", path }]));
+  // An agent of this version starts on that state.
+  await b.close();
+  const again = lab.backend(options);
+  t.after(() => again.close({ stopExports: true }));
+  const old = { volumeId: "v", attachmentId: "att-old", host: "127.0.0.1", port: spec.port, exportName: "att-old", client: "host-a" };
+  assert.deepEqual((await again.list()).exports, [old], "its export is listed");
+  assert.match(await qemuIoNbd(old, hostA, ["write -P 0x4d 0 64k"]), /wrote 65536\/65536/, "and serves (again) to host-a");
+  await rejectsWith(again.export("v", "move-1", "host-b"), "VOLUME_IN_USE");
+  await again.extend("v", 12 * MiB);
+  assert.equal(await nbdSize(old, hostA), 12 * MiB, "an extend goes through it");
+  await again.unexport("v", "att-old");
+  assert.equal(await running(pid), false, "it stopped with its last export");
+  const moved = await again.export("v", "move-1", "host-b");
+  assert.match(await qemuIoNbd(moved, hostB, ["read -P 0x4d 0 64k"]), /read 65536\/65536/, "then the volume goes to host-b in a daemon of its own");
 });
 
 test("extend while exported: a client connecting after sees the new size and the old data", { skip, timeout: 60_000 }, async (t) => {

@@ -1,9 +1,9 @@
 /**
  * The file volume backend: pools are directories, each volume a thin qcow2
  * file (see `file-pool.ts`), snapshots are qcow2 internal snapshots, and
- * exports are NBD over TLS from one qemu-storage-daemon per client compute
- * host (see `export-daemons.ts`). While a volume is exported its file is
- * open in that daemon, so snapshots and growth go through the daemon's QMP
+ * exports are NBD over TLS from one qemu-storage-daemon per exported volume
+ * (see `export-daemons.ts`), serving each of the volume's exports to its
+ * compute host. While a volume is exported its file is open in that daemon, so snapshots and growth go through the daemon's QMP
  * monitor; otherwise through qemu-img. Calls on one volume run one after
  * another; the capacity check and the commit of a new size run under the
  * pool's turn, so concurrent creates never overfill a pool.
@@ -245,11 +245,9 @@ export class FileVolumeBackend implements VolumeBackend {
       const v = this.volume(volumeId);
       const same = this.daemons.find(attachmentId);
       if (same && (same.volumeId !== volumeId || same.client !== client)) {
-        throw volumeError("VOLUME_IN_USE", `attachment ${attachmentId} is exported for volume ${same.volumeId} to ${same.client}`);
+        throw volumeError("VOLUME_IN_USE", `export ${attachmentId} is made for volume ${same.volumeId} and ${same.client}`);
       }
-      const other = this.daemons.clientOf(volumeId);
-      if (other !== undefined && other !== client) throw volumeError("VOLUME_IN_USE", `volume ${volumeId} is exported to ${other}`);
-      return this.daemons.add(client, { attachmentId, volumeId, path: this.pool(v.pool).volumePath(volumeId) });
+      return this.daemons.add({ attachmentId, volumeId, path: this.pool(v.pool).volumePath(volumeId), client });
     });
   }
 

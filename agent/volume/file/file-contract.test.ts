@@ -50,5 +50,5 @@ volumeBackendContract("file", {
     await qemuIoFile(await pathOf(b, id), [`write -P 0x${byte.toString(16)} 0 64k`]);
   },
   read: async (b, id) => firstByte(await qemuIoFile(await pathOf(b, id), ["read -v 0 1"], true)),
-  exportedSize: async (_b, e) => nbdSize(e, await clientDir(e.client)),
+  exportedSize: async (_b, e, as = e.client) => nbdSize(e, await clientDir(as)),
 });

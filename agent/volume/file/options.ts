@@ -15,7 +15,7 @@ export interface FileVolumeBackendOptions {
   readonly exports: {
     /** The volume host's storage address, listened on and handed to compute hosts. */
     readonly address: string;
-    /** Ports for the export daemons, one per client host: [first, last]. */
+    /** Ports for the export daemons, one per exported volume: [first, last]. */
     readonly ports: readonly [number, number];
     /**
      * qemu's x509 server directory: `ca-cert.pem` (the CA compute hosts'

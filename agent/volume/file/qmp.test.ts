@@ -16,7 +16,7 @@ test("QMP: commands answer, QEMU's errors carry their class, a missing monitor i
   const dir = await mkdtemp(join(tmpdir(), "nmq-"));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const pki = await makeTestPki(join(dir, "pki"));
-  const spec = { client: "host-a", pidFile: join(dir, "pid"), socket: join(dir, "qmp.sock"), address: "127.0.0.1", port: 21000 + (process.pid % 1000), tlsDir: pki.serverDir };
+  const spec = { name: "volume v", clients: ["host-a"], pidFile: join(dir, "pid"), socket: join(dir, "qmp.sock"), address: "127.0.0.1", port: 21000 + (process.pid % 1000), tlsDir: pki.serverDir };
   const pid = await startDaemon("qemu-storage-daemon", spec, 10_000);
   t.after(async () => {
     if (await running(pid)) process.kill(pid, "SIGKILL");

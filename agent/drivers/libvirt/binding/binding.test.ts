@@ -464,7 +464,7 @@ describe("libvirt binding", { skip }, () => {
       await dom.create();
       const flags = VIR_MIGRATE_LIVE | VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_UNDEFINE_SOURCE;
       await rejectsWith(
-        dom.migrateToURI3("test:///default", { bandwidthMiBs: 100, migrateUri: "tcp://127.0.0.1:49152" }, flags | VIR_MIGRATE_PEER2PEER),
+        dom.migrateToURI3("test:///default", { bandwidthMiBs: 100, migrateUri: "tcp://127.0.0.1:49152", migrateDisks: ["vda", "vdc"] }, flags | VIR_MIGRATE_PEER2PEER),
         { code: VIR_ERR_ARGUMENT_UNSUPPORTED, domain: VIR_FROM_DOMAIN, message: /p2p migration/ },
       );
       await rejectsWith(dom.migrateToURI3(null, { migrateUri: "tcp://127.0.0.1:49152" }, flags), {
@@ -477,6 +477,8 @@ describe("libvirt binding", { skip }, () => {
       await rejectsWith(dom.abortJob(), { code: VIR_ERR_NO_SUPPORT, domain: VIR_FROM_DOMAIN });
       assert.equal((await dom.getState()).state, VIR_DOMAIN_RUNNING, "unchanged");
       assert.throws(() => dom.migrateToURI3(null, { bandwidthMiBs: "fast" as unknown as number }, 0), TypeError);
+      assert.throws(() => dom.migrateToURI3(null, { migrateDisks: "vda" as unknown as string[] }, 0), /migrateDisks must be an array of strings/);
+      assert.throws(() => dom.migrateToURI3(null, { migrateDisks: ["vda", 2 as unknown as string] }, 0), /migrateDisks must be an array of strings/);
       await dom.destroy();
       await dom.undefine();
     });

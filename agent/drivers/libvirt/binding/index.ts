@@ -169,6 +169,12 @@ export interface MigrateParams {
   readonly listenAddress?: string;
   /** VIR_MIGRATE_PARAM_TLS_DESTINATION. */
   readonly tlsDestination?: string;
+  /**
+   * VIR_MIGRATE_PARAM_MIGRATE_DISKS, once per element: the disks (target
+   * names, "vda") to copy with VIR_MIGRATE_NON_SHARED_*; the others are not
+   * copied. An empty list is no list (libvirt then copies its default set).
+   */
+  readonly migrateDisks?: readonly string[];
   /** VIR_MIGRATE_PARAM_BANDWIDTH, MiB/s. */
   readonly bandwidthMiBs?: number;
   /** VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY, bytes/s. */

@@ -397,6 +397,21 @@ Napi::Value Domain::MigrateToURI3(const Napi::CallbackInfo& info) {
       if (!v.IsString()) throw Napi::TypeError::New(env, std::string(key) + " must be a string");
       mp.strings.emplace_back(param, v.As<Napi::String>().Utf8Value());
     }
+    // String lists: one typed parameter per element, under the same name.
+    static const std::pair<const char*, const char*> kStringLists[] = {
+        {"migrateDisks", VIR_MIGRATE_PARAM_MIGRATE_DISKS},
+    };
+    for (auto& [key, param] : kStringLists) {
+      Napi::Value v = o.Get(key);
+      if (v.IsUndefined()) continue;
+      if (!v.IsArray()) throw Napi::TypeError::New(env, std::string(key) + " must be an array of strings");
+      Napi::Array a = v.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value e = a.Get(i);
+        if (!e.IsString()) throw Napi::TypeError::New(env, std::string(key) + " must be an array of strings");
+        mp.strings.emplace_back(param, e.As<Napi::String>().Utf8Value());
+      }
+    }
     static const std::pair<const char*, const char*> kUllongs[] = {
         {"bandwidthMiBs", VIR_MIGRATE_PARAM_BANDWIDTH},
         {"bandwidthPostcopyBytes", VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY},
