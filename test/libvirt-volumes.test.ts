@@ -1,17 +1,20 @@
 /**
- * A volume on real guests through the whole stack: a volume host (an agent
+ * Volumes on real guests through the whole stack: a volume host (an agent
  * with the file backend: qcow2 files in a pool directory, NBD over TLS from
- * one export daemon per compute host) and two compute hosts with the
+ * one export daemon per exported volume) and two compute hosts with the
  * libvirt driver on the two libvirtds of `scripts/libvirtd-hosts.sh`, named
  * as their NBD client certificates are (NOVAMESH_LIBVIRT_A_NAME, _B_NAME).
  * CreateVolume makes the qcow2 file; bytes written into it on the volume
  * host are what the test guest on host A reads from its new disk vdb after
- * AttachVolume; DetachVolume takes the disk away; the same volume attached
- * to a guest on host B (whose qemu runs in B's network namespace and
- * reaches the export over the hosts' underlay) shows the same bytes; and
- * deleting that server with delete_on_termination deletes the volume, its
- * file and its export. The export daemons' server certificate is issued by
- * the hosts' CA (NOVAMESH_NBD_CA). Runs under `npm run test:libvirt`.
+ * AttachVolume; ExtendVolume grows it online (the guest sees 2 GiB); a
+ * live migration to host B (whose qemu runs in B's network namespace and
+ * reaches the export over the hosts' underlay) takes it along through an
+ * export made for B, where the guest, detached and attached again, reads
+ * the same bytes; a guest boots from a volume made from the test guest's
+ * image; and deleting the servers with delete_on_termination deletes the
+ * volumes, their files and their exports. The export daemons' server
+ * certificate is issued by the hosts' CA (NOVAMESH_NBD_CA). Runs under
+ * `npm run test:libvirt`.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -164,7 +167,7 @@ describe("a volume on real guests through the whole stack (file volume host, two
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(op.error));
   };
 
-  test("a volume made on the volume host is read by a guest on host A, detached, read by a guest on host B, and deleted with that server", async (t: TestContext) => {
+  test("a volume made on the volume host is read by a guest on host A, grown online, live-migrated with it to host B and read there; a guest boots from a volume; both deleted with their servers", async (t: TestContext) => {
     const started = Date.now();
     // 1. A 1 GiB volume: a qcow2 file in the pool directory.
     const created = await admin.volumes.createVolume({ name: "data", sizeGb: 1, requestId: `data-${env.id}` });
@@ -212,39 +215,63 @@ describe("a volume on real guests through the whole stack (file volume host, two
     assert.equal(grownFile["virtual-size"], 2 * GiB, "the file on the volume host grew");
     t.diagnostic(`grown online in ${Date.now() - growing} ms (operation to the guest's new size)`);
 
-    // 3. Detached: AVAILABLE, the disk gone from the guest, the export ended.
+    // 3. Live-migrated to host B with the volume attached: B opens it through an export made for B, nothing is copied.
+    const migrating = Date.now();
+    const lm = await admin.servers.liveMigrateServer({ id: onA.id, host: B_NAME!, requestId: `lm-${env.id}` });
+    await succeeded(lm.operation!.name);
+    assert.equal((await admin.servers.getServer({ id: onA.id })).server!.host, B_NAME);
+    const afterMove = await volume(volumeId);
+    assert.deepEqual([afterMove.status, afterMove.attachments.map((a) => [a.id, a.serverId, a.device])], [VolumeStatus.VOLUME_STATUS_IN_USE, [[att.attachmentId, onA.id, "vdb"]]]);
+    await eventually(async () => (await daemons()).every((d) => d.exports.every(([client]) => client === B_NAME)), { what: "A's export ended", timeoutMs: 30_000 });
+    const movedExports = await daemons();
+    assert.deepEqual(movedExports.map((d) => [d.volumeId, d.exports.map(([client]) => client)]), [[volumeId, [B_NAME]]], "one export, made for host B");
+    assert.notEqual(movedExports[0]!.exports[0]![1], att.attachmentId, "B's own export, not A's");
+    t.diagnostic(`live-migrated with the volume attached in ${Date.now() - migrating} ms`);
+
+    // 4. The migrated guest reads the volume through B: detached (gone from the guest, the export ended), attached again, its bytes seen.
     const det = await admin.servers.detachVolume({ id: onA.id, volumeId });
     await succeeded(det.operation!.name);
-    const free = await volume(volumeId);
-    assert.deepEqual([free.status, free.attachments.length], [VolumeStatus.VOLUME_STATUS_AVAILABLE, 0]);
-    const goneA = await consoleLine(onA.id, grownA.length, "novamesh-test-guest: disks", (l) => !l.includes(" vdb="), "vdb gone from the guest on A");
-    assert.match(goneA.line, /^novamesh-test-guest: disks vda=\d+$/);
+    assert.deepEqual([(await volume(volumeId)).status, (await volume(volumeId)).attachments.length], [VolumeStatus.VOLUME_STATUS_AVAILABLE, 0]);
+    const goneB = await consoleLine(onA.id, 0, "novamesh-test-guest: disks", (l) => !l.includes(" vdb="), "vdb gone from the guest, now on B");
+    assert.match(goneB.line, /^novamesh-test-guest: disks vda=\d+$/);
     assert.deepEqual(await daemons(), [], "no export is left after the detach");
-
-    // 4. The same volume on a guest on host B: exported for B only, the same bytes.
-    const onB = await bootOn(B_NAME!, "vol-b");
-    const attB = await admin.servers.attachVolume({ id: onB.id, volumeId, deleteOnTermination: true, requestId: `att-b-${env.id}` });
+    const attB = await admin.servers.attachVolume({ id: onA.id, volumeId, deleteOnTermination: true, requestId: `att-b-${env.id}` });
     await succeeded(attB.operation!.name);
-    assert.deepEqual((await volume(volumeId)).attachments.map((a) => [a.serverId, a.device, a.deleteOnTermination]), [[onB.id, "vdb", true]]);
-    const seenB = await consoleLine(onB.id, onB.from, "novamesh-test-guest: disks", (l) => l.includes(" vdb="), "the guest on B sees vdb");
-    assert.match(seenB.line, new RegExp(`^novamesh-test-guest: disks vda=\\d+ vdb=${2 * GiB}$`));
-    const headB = await consoleLine(onB.id, onB.from, "novamesh-test-guest: disk vdb head=", () => true, "the guest on B reads vdb");
-    assert.ok(headB.line.includes(marker), `the guest on B reads what the volume host wrote: ${headB.line}`);
+    const headB = await consoleLine(onA.id, goneB.length, "novamesh-test-guest: disk vdb head=", () => true, "the guest on B reads vdb");
+    assert.ok(headB.line.includes(marker), `the migrated guest reads what the volume host wrote: ${headB.line}`);
     const forB = await daemons();
     assert.deepEqual(forB.map((d) => [d.volumeId, d.exports]), [[volumeId, [[B_NAME, attB.attachmentId]]]], "one export, made for host B only");
-    assert.ok(await alive(forB[0]!.pid), "host B's export daemon runs");
-    t.diagnostic(`attached on ${B_NAME} and read ${Date.now() - started} ms into the test`);
+    assert.ok(await alive(forB[0]!.pid), "the volume's export daemon runs");
+    t.diagnostic(`read again on ${B_NAME} ${Date.now() - started} ms into the test`);
 
-    // 5. The server deleted: the volume with it, its file, its export and the daemon serving it.
-    await admin.servers.deleteServer({ id: onB.id });
+    // 5. A server booted from a volume made from the test guest's image, on host A; deleted with it.
+    const rootMade = await admin.volumes.createVolume({ name: "root", sizeGb: 1, imageId, requestId: `root-${env.id}` });
+    await succeeded(rootMade.operation!.name);
+    const rootId = rootMade.volume!.id;
+    const booting = Date.now();
+    const fromVolume = await withOnlyHost(admin, A_NAME!, async () => {
+      const c = (await admin.servers.createServer({ name: "vol-boot", flavorId: `lv.vol.${env.id}`, blockDeviceMappings: [{ volumeId: rootId, bootIndex: 0, deleteOnTermination: true }] })).server!;
+      servers.push(c.id);
+      return settled(admin, c.id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000);
+    });
+    assert.deepEqual([fromVolume.host, fromVolume.imageId], [A_NAME, imageId], "on A, showing the volume's source image");
+    const bootedDisks = await consoleLine(fromVolume.id, 0, "novamesh-test-guest: disks", () => true, "the guest booted from the volume prints its disks");
+    assert.match(bootedDisks.line, new RegExp(`^novamesh-test-guest: disks vda=${GiB}$`), "its root disk is the 1 GiB volume");
+    assert.deepEqual((await volume(rootId)).attachments.map((a) => [a.serverId, a.device]), [[fromVolume.id, "vda"]]);
+    t.diagnostic(`booted from a volume in ${Date.now() - booting} ms`);
+    await admin.servers.deleteServer({ id: fromVolume.id });
+    await eventually(async () => (await failure(admin.volumes.getVolume({ id: rootId }))).code === status.NOT_FOUND, { what: "the root volume deleted with its server", timeoutMs: 90_000 });
+
+    // 6. The server deleted: the volume with it, its file, its export and the daemon serving it.
+    await admin.servers.deleteServer({ id: onA.id });
     await eventually(async () => (await failure(admin.volumes.getVolume({ id: volumeId }))).code === status.NOT_FOUND, {
       what: "the volume deleted with its server",
       timeoutMs: 90_000,
     });
-    assert.deepEqual((await readdir(join(dir, volumeHost, "pool"))).filter((n) => n.startsWith(volumeId)), [], "its files are gone from the pool");
+    assert.deepEqual((await readdir(join(dir, volumeHost, "pool"))).filter((n) => n.startsWith(volumeId) || n.startsWith(rootId)), [], "their files are gone from the pool");
     assert.deepEqual(await daemons(), [], "no export is left");
-    assert.equal(await alive(forB[0]!.pid), false, "host B's export daemon has stopped");
-    await eventually(async () => (await admin.servers.listServers({})).servers.every((s) => s.id !== onB.id), { what: "the server deleted", timeoutMs: 60_000 });
+    assert.equal(await alive(forB[0]!.pid), false, "the volume's export daemon has stopped");
+    await eventually(async () => (await admin.servers.listServers({})).servers.every((s) => s.id !== onA.id), { what: "the server deleted", timeoutMs: 60_000 });
     t.diagnostic(`done ${Date.now() - started} ms into the test`);
   });
 });

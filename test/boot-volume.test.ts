@@ -1,0 +1,107 @@
+/**
+ * Booting from a volume through the whole stack (real MariaDB, NATS,
+ * controller; fake hypervisors and a fake volume host, each in its own
+ * process): CreateServer with a block device mapping reserves the volume,
+ * its host exports it to the host placement chose, that host boots with it
+ * as vda; the server shows the volume's source image; deleting the server
+ * frees the volume, or deletes it with delete_on_termination; a live
+ * migration takes the root volume along; rebuild and images are refused;
+ * bad mappings are refused naming the field.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { status } from "@grpc/grpc-js";
+import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
+import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
+import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
+import { eventually, failure } from "./harness.js";
+import { stack } from "./stack.js";
+
+describe("boot from volume", () => {
+  const fx = stack({
+    name: "boot-volume",
+    controller: { serviceDownTimeSeconds: 30 },
+    members: ["alice", "bob"],
+    flavor: "m1.tiny",
+    agents: ({ id }) => [
+      { host: `bv${id}-a` },
+      { host: `bv${id}-b` },
+      {
+        host: `bvv${id}`,
+        driverArgs: ["--driver", "fake", "--vcpus", "1", "--memory-mb", "64", "--disk-gb", "1", "--volume-backend", "fake", "--volume-pools", "pool:20G"],
+      },
+    ],
+  });
+  const { alice, bob, admin, agents: hosts, settled } = fx;
+  const [A, B] = fx.hosts as [string, string];
+
+  const wait = async (name: string) => (await admin.operations.waitOperation({ name, timeoutSeconds: 30 })).operation!;
+  const volume = async (id: string) => (await alice.volumes.getVolume({ id })).volume!;
+  /** A volume made from the environment's image. */
+  async function bootable(name: string): Promise<string> {
+    const c = await alice.volumes.createVolume({ name, sizeGb: 1, imageId: fx.imageId, requestId: `create-${name}` });
+    assert.equal((await wait(c.operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
+    return c.volume!.id;
+  }
+  const boot = (name: string, volumeId: string, deleteOnTermination = false) =>
+    alice.servers.createServer({ name, flavorId: "m1.tiny", blockDeviceMappings: [{ volumeId, bootIndex: 0, deleteOnTermination }] });
+
+  test("a server boots from a volume made from an image: the volume is its vda, opened through an export made for its host, and it shows the image", async () => {
+    const vol = await bootable("bv-root");
+    const created = (await boot("bv-1", vol)).server!;
+    assert.equal((await volume(vol)).status, VolumeStatus.VOLUME_STATUS_ATTACHING, "reserved at once");
+    const s = await settled(created.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.equal(s.imageId, fx.imageId, "the server shows the volume's source image");
+    const v = await volume(vol);
+    assert.deepEqual([v.status, v.attachments.map((a) => [a.serverId, a.device])], [VolumeStatus.VOLUME_STATUS_IN_USE, [[s.id, "vda"]]]);
+    const [action] = (await admin.servers.listServerActions({ serverId: s.id })).actions;
+    assert.deepEqual(
+      action!.events.map((e) => e.name),
+      ["schedule", "volume_export", "compute_spawn"],
+    );
+    const host = (await admin.servers.getServer({ id: s.id })).server!.host;
+    const disks = (await hosts.domains(host))[s.id]?.volumes ?? [];
+    assert.deepEqual(disks.map((d) => [d.attachmentId, d.device]), [[v.attachments[0]!.id, "vda"]], "the hypervisor boots it from the volume");
+
+    // Not rebuilt nor imaged (yet); stopped and started it keeps its disk.
+    assert.equal((await failure(alice.servers.rebuildServer({ id: s.id }))).reason, "BOOTED_FROM_VOLUME");
+    assert.equal((await failure(alice.servers.createServerImage({ id: s.id, name: "snap" }))).reason, "BOOTED_FROM_VOLUME");
+    await alice.servers.stopServer({ id: s.id });
+    await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
+    await alice.servers.startServer({ id: s.id });
+    await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.deepEqual(((await hosts.domains(host))[s.id]?.volumes ?? []).map((d) => d.device), ["vda"]);
+
+    // Live-migrated, the root volume goes along: the target opens it through its own export.
+    const target = host === A ? B : A;
+    assert.equal((await wait((await admin.servers.liveMigrateServer({ id: s.id, host: target })).operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
+    const moved = ((await hosts.domains(target))[s.id]?.volumes ?? []).map((d) => [d.device, d.connection.exportName !== d.attachmentId]);
+    assert.deepEqual(moved, [["vda", true]]);
+
+    // Deleted without delete_on_termination: the volume is AVAILABLE again, and boots another server.
+    await alice.servers.deleteServer({ id: s.id });
+    await eventually(async () => (await volume(vol)).status === VolumeStatus.VOLUME_STATUS_AVAILABLE, { what: "the root volume freed" });
+    const again = await settled((await boot("bv-2", vol, true)).server!.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    await alice.servers.deleteServer({ id: again.id });
+    await eventually(async () => (await failure(alice.volumes.getVolume({ id: vol }))).code === status.NOT_FOUND, { what: "deleted with its server" });
+  });
+
+  test("bad mappings, a volume in use or of another project are refused, naming the field or the state; nothing is reserved", async () => {
+    const vol = await bootable("bv-bad");
+    const both = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny", imageId: fx.imageId, blockDeviceMappings: [{ volumeId: vol, bootIndex: 0, deleteOnTermination: false }] }));
+    assert.deepEqual([both.code, both.fields], [status.INVALID_ARGUMENT, ["image_id"]]);
+    const index = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [{ volumeId: vol, bootIndex: 1, deleteOnTermination: false }] }));
+    assert.deepEqual([index.code, index.fields], [status.INVALID_ARGUMENT, ["block_device_mappings[0].boot_index"]]);
+    const id = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [{ volumeId: "nope", bootIndex: 0, deleteOnTermination: false }] }));
+    assert.deepEqual([id.code, id.fields], [status.INVALID_ARGUMENT, ["block_device_mappings[0].volume_id"]]);
+    const none = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny" }));
+    assert.deepEqual([none.code, none.fields], [status.INVALID_ARGUMENT, ["image_id"]]);
+    assert.equal((await failure(bob.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [{ volumeId: vol, bootIndex: 0, deleteOnTermination: false }] }))).code, status.NOT_FOUND);
+    assert.equal((await volume(vol)).status, VolumeStatus.VOLUME_STATUS_AVAILABLE, "nothing reserved");
+
+    const first = await settled((await boot("bv-first", vol)).server!.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    const taken = await failure(boot("bv-second", vol));
+    assert.deepEqual([taken.code, taken.reason, taken.metadata.status], [status.FAILED_PRECONDITION, "WRONG_STATUS", "IN_USE"]);
+    await alice.servers.deleteServer({ id: first.id });
+  });
+});
