@@ -128,6 +128,22 @@ export interface AgentSpec {
   natsCa?: string;
 }
 
+/**
+ * A fake volume host: one pool `pool` of `gb` GiB, and no room for servers
+ * (it is storage only); `zone`: its availability zone; `extra`: more agent
+ * flags (such as --fake-volume-faults).
+ */
+export function fakeVolumeHost(host: string, o: { gb?: number; zone?: string; extra?: readonly string[] } = {}): AgentSpec {
+  return {
+    host,
+    driverArgs: [
+      "--driver", "fake", "--vcpus", "1", "--memory-mb", "64", "--disk-gb", "1",
+      ...(o.zone ? ["--zone", o.zone] : []),
+      "--volume-backend", "fake", "--volume-pools", `pool:${o.gb ?? 20}G`, ...(o.extra ?? []),
+    ],
+  };
+}
+
 /** The compute hosts an agent process runs. */
 export function hostNames(spec: AgentSpec): string[] {
   const n = spec.hosts ?? 1;

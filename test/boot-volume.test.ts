@@ -15,6 +15,7 @@ import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import { eventually, failure } from "./harness.js";
+import { fakeVolumeHost } from "./agents.js";
 import { stack } from "./stack.js";
 
 describe("boot from volume", () => {
@@ -26,10 +27,7 @@ describe("boot from volume", () => {
     agents: ({ id }) => [
       { host: `bv${id}-a` },
       { host: `bv${id}-b` },
-      {
-        host: `bvv${id}`,
-        driverArgs: ["--driver", "fake", "--vcpus", "1", "--memory-mb", "64", "--disk-gb", "1", "--volume-backend", "fake", "--volume-pools", "pool:20G"],
-      },
+      fakeVolumeHost(`bvv${id}`),
     ],
   });
   const { alice, bob, admin, agents: hosts, settled } = fx;

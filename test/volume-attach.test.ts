@@ -13,15 +13,11 @@ import { status } from "@grpc/grpc-js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { ServerStatus, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
-import { fakeDomains } from "./agents.js";
+import { fakeDomains, fakeVolumeHost } from "./agents.js";
 import { eventually, failure, operationError } from "./harness.js";
 import { stack } from "./stack.js";
 
-/** A volume host with no room for servers (`--volume-pools pool:20G`), in `zone`. */
-const volumeHost = (host: string, zone: string, extra: string[] = []) => ({
-  host,
-  driverArgs: ["--driver", "fake", "--vcpus", "1", "--memory-mb", "64", "--disk-gb", "1", "--zone", zone, "--volume-backend", "fake", "--volume-pools", "pool:20G", ...extra],
-});
+const volumeHost = (host: string, zone: string, extra: string[] = []) => fakeVolumeHost(host, { zone, extra });
 
 describe("volume attachments", () => {
   const fx = stack({

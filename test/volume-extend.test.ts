@@ -15,18 +15,14 @@ import { status } from "@grpc/grpc-js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { ServerStatus, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
-import { fakeDomains } from "./agents.js";
+import { fakeDomains, fakeVolumeHost } from "./agents.js";
 import { eventually, failure, operationError } from "./harness.js";
 import { SPEC } from "./spec-table.js";
 import { stack } from "./stack.js";
 
 const GiB = 1024 ** 3;
 
-/** A volume host with no room for servers and one 20 GiB pool, in `zone`. */
-const volumeHost = (host: string, zone: string, extra: string[] = []) => ({
-  host,
-  driverArgs: ["--driver", "fake", "--vcpus", "1", "--memory-mb", "64", "--disk-gb", "1", "--zone", zone, "--volume-backend", "fake", "--volume-pools", "pool:20G", ...extra],
-});
+const volumeHost = (host: string, zone: string, extra: string[] = []) => fakeVolumeHost(host, { zone, extra });
 
 describe("extending attached volumes", () => {
   const fx = stack({

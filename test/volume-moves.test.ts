@@ -15,6 +15,7 @@ import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import { eventually, operationError } from "./harness.js";
 import { readFile } from "node:fs/promises";
+import { fakeVolumeHost } from "./agents.js";
 import { stack } from "./stack.js";
 
 interface ExportRecord {
@@ -35,10 +36,7 @@ describe("volumes through live migration", () => {
       { host: `lv${id}-b` },
       // It cannot prepare for a live migration.
       { host: `lv${id}-f`, faults: { preLiveMigration: { error: "no room for the incoming guest", code: "PRE_LIVE_MIGRATION_FAILED" } } },
-      {
-        host: `lvv${id}`,
-        driverArgs: ["--driver", "fake", "--vcpus", "1", "--memory-mb", "64", "--disk-gb", "1", "--volume-backend", "fake", "--volume-pools", "pool:20G"],
-      },
+      fakeVolumeHost(`lvv${id}`),
     ],
   });
   const { env, alice, admin, dir, agents: hosts, settled, bootOn } = fx;

@@ -12,15 +12,12 @@ import { status } from "@grpc/grpc-js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { VolumeSnapshotStatus, VolumeStatus, type Volume } from "../gen/novamesh/volume/v1/volume.js";
 import { eventually, failure, operationError, type Clients } from "./harness.js";
+import { fakeVolumeHost } from "./agents.js";
 import { stack } from "./stack.js";
 
 const GiB = 1024 ** 3;
 
-/** A fake volume host with one pool of `gb` GiB (and no room for servers: it is storage only). */
-const volumeHost = (host: string, gb: number, extra: string[] = []) => ({
-  host,
-  driverArgs: ["--driver", "fake", "--vcpus", "1", "--memory-mb", "512", "--disk-gb", "1", "--volume-backend", "fake", "--volume-pools", `pool:${gb}G`, ...extra],
-});
+const volumeHost = (host: string, gb: number, extra: string[] = []) => fakeVolumeHost(host, { gb, extra });
 
 /** Waits until every volume in `ids` is in `want` (as `c` sees them; one list per look). */
 async function settledVolumes(c: Clients, ids: readonly string[], want: VolumeStatus, timeoutMs = 30_000): Promise<Volume[]> {
