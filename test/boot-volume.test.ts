@@ -61,7 +61,9 @@ describe("boot from volume", () => {
     const disks = (await hosts.domains(host))[s.id]?.volumes ?? [];
     assert.deepEqual(disks.map((d) => [d.attachmentId, d.device]), [[v.attachments[0]!.id, "vda"]], "the hypervisor boots it from the volume");
 
-    // Not rebuilt nor imaged (yet); stopped and started it keeps its disk.
+    // Its root disk is not detached; it is not rebuilt nor imaged (yet); stopped and started it keeps its disk.
+    const detach = await failure(alice.servers.detachVolume({ id: s.id, volumeId: vol }));
+    assert.deepEqual([detach.code, detach.reason], [status.FAILED_PRECONDITION, "ROOT_VOLUME"]);
     assert.equal((await failure(alice.servers.rebuildServer({ id: s.id }))).reason, "BOOTED_FROM_VOLUME");
     assert.equal((await failure(alice.servers.createServerImage({ id: s.id, name: "snap" }))).reason, "BOOTED_FROM_VOLUME");
     await alice.servers.stopServer({ id: s.id });

@@ -70,8 +70,10 @@ export async function exportRoot(tx: Tx, inst: Instance, host: string, actionId:
   if (!a) return false;
   const v = await tx.store.getVolume(a.volumeId);
   if (!v || v.status === "DELETED") throw new Error(`the root volume ${a.volumeId} of server ${inst.uuid} is gone`);
-  await tx.store.updateAttachment(a.id, { computeHost: host, export: null });
-  const args = { kind: "export_volume", attachmentId: a.exportId, client: host } as const;
+  // An export of its own for each host tried (an earlier host's may not have ended yet).
+  const exportId = randomUUID();
+  await tx.store.updateAttachment(a.id, { computeHost: host, export: null, exportId });
+  const args = { kind: "export_volume", attachmentId: exportId, client: host } as const;
   await tx.dispatch({ instance: inst, host: v.host, actionId, requestId, volume: volumeTarget(v), args });
   return true;
 }

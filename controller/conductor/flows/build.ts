@@ -11,6 +11,7 @@ import type { RequestedNetworks } from "../../domain/network.js";
 import type { Fault, Flavor, Image, Instance, Principal, SchedulerHints } from "../../domain/types.js";
 import { HARD_POLICIES, resourcesOf } from "../../domain/placement.js";
 import { status } from "@grpc/grpc-js";
+import { ApiError } from "../../errors.js";
 import { isDuplicateKey, withTx } from "../../store/db.js";
 import { getInstanceByRequest } from "../../store/instances.js";
 import type { Accepted, RequestBody } from "../act.js";
@@ -91,8 +92,9 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     });
     return accepted(ctx.pool, created.inst, created.actionId);
   } catch (err) {
-    // Two identical requests raced: the loser returns the winner's server.
-    if (isDuplicateKey(err)) {
+    // Two identical requests raced: the loser returns the winner's server (booting from a volume, it
+    // waited on the volume's lock and found it reserved by the winner).
+    if (isDuplicateKey(err) || (req.rootVolume && err instanceof ApiError && err.reason === "WRONG_STATUS")) {
       const winner = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
       if (winner) return replay(winner);
     }
@@ -245,9 +247,10 @@ export const timeouts = {
     outcome: "the build failed and the host will remove what it made",
     reap: async (t) => {
       const { inst } = t;
-      // Whatever the host made, it destroys when it gets to it.
+      // Whatever the host made, it destroys when it gets to it; a root volume's export to it ends.
       if (inst.host && t.actionId !== null) {
         await t.tx.dispatch({ instance: inst, host: inst.host, actionId: t.actionId, requestId: inst.requestId, args: { kind: "destroy" } });
+        await dropRootExport(t.tx, inst, t.actionId, inst.requestId);
       }
       await t.store.releaseAllocations(inst.uuid);
       // An unshelve stays shelved; a build fails.

@@ -12,7 +12,8 @@ import { act } from "../act.js";
 import type { ConductorContext } from "../context.js";
 import type { ActionRules, ResultRules, TimeoutRules } from "../flow.js";
 import { releaseEverything } from "../moves.js";
-import { releaseVolumes, settleVolumes } from "./volumes.js";
+import { settleVolumes } from "./volume-settle.js";
+import { releaseVolumes } from "./volumes.js";
 
 export const actions = {
   delete: { from: LIVE_STATES, task: "DELETING", interrupts: TASK_STATES.filter((t) => t !== "DELETING") },

@@ -20,7 +20,7 @@ import { Tx } from "../context.js";
 import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
 import { operationErrorOfFault } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
-import { dropMoves, exportForMove, moveExported, movingVolumes, switchToMoves } from "./volume-moves.js";
+import { dropMoves, exportForMove, exportingForMove, moveExported, movingVolumes, switchToMoves } from "./volume-moves.js";
 
 export const actions = {
   live_migrate: { from: ["ACTIVE", "PAUSED"], task: "MIGRATING", scheduled: true },
@@ -196,6 +196,13 @@ export const timeouts = {
       if (m?.status === "PRE_MIGRATING") {
         await abandonMove(t.store, t.inst, m);
         return t.end();
+      }
+      // Still exporting the volumes to the target: nothing moved, it stays on its source as it was.
+      if (m?.type === "LIVE_MIGRATION" && (await exportingForMove(t.tx, t.inst))) {
+        await dropMoves(t.tx, t.inst, m.actionId, m.requestId);
+        const fault = { ...t.fault, message: `the volumes were not exported to ${m.targetHost} in time; the server stays on its source as it was` };
+        await rollbackMove(t.tx, { inst: t.inst, migration: m, fault, error: { ...t.error, message: fault.message }, restoreSource: false, cleanupTarget: true });
+        return;
       }
       // The copy may or may not have completed: the server may run on
       // either host, so both keep their claims until an operator acts.

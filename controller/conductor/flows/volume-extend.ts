@@ -10,11 +10,14 @@
  * size and resumes the guest (extend_volume_disk). A shut-off server has
  * nothing to hold: it opens the volume at its new size when it starts.
  *
- * The volume host failing leaves the volume IN_USE at its old size, the
- * extra claim given back (and the hold ended). Once it grew, the volume is
- * at the new size whatever happens on the server's host. A timeout keeps
- * the larger size claimed (the volume host may have grown it), the volume
- * IN_USE with the fault, and ends a hold.
+ * The volume is IN_USE, its claim recorded, while the guest is being held,
+ * and EXTENDING once its host is asked to grow it. The volume host failing
+ * leaves it IN_USE at its old size, the extra claim given back (and the
+ * hold ended). Once it grew, the volume is at the new size whatever
+ * happens on the server's host. A timeout (or the server's deletion)
+ * keeps the larger size claimed if its host was asked to grow it (it may
+ * have), else gives the claim back; the volume IN_USE with the fault, a
+ * hold ended.
  */
 import { status } from "@grpc/grpc-js";
 import type { Instance, Principal } from "../../domain/types.js";
@@ -26,6 +29,7 @@ import type { Accepted } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext, Tx } from "../context.js";
 import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
+import { settleExtendClaim } from "../volumes/extend.js";
 import { endWith, ofRunningAction, requestIdOf, volumeFor } from "./volumes.js";
 
 export const actions = {
@@ -49,7 +53,8 @@ export function extendAttachedVolume(ctx: ConductorContext, who: Principal, uuid
         metadata: { new_size_gb: String(newSizeGb) },
       });
     }
-    await tx.store.updateVolume(v.id, { status: "EXTENDING", claimedGb: newSizeGb, fault: null });
+    // While the guest is being held the volume stays IN_USE, the claim recorded: EXTENDING once its host is asked to grow it.
+    await tx.store.updateVolume(v.id, { status: held(inst) ? "IN_USE" : "EXTENDING", claimedGb: newSizeGb, fault: null });
     const busy = await tx.update(inst.uuid, tx.task("VOLUME_EXTENDING"));
     if (held(busy)) {
       await tx.dispatch({ instance: busy, host: inst.host, actionId, requestId, args: { kind: "hold_volume_disk", attachmentId: a.id } });
@@ -60,11 +65,15 @@ export function extendAttachedVolume(ctx: ConductorContext, who: Principal, uuid
   });
 }
 
-/** The server's attachment whose volume is EXTENDING (one at a time: the server's task), with that volume locked. */
-async function extending(r: { store: Tx["store"]; inst: Instance }): Promise<{ a: VolumeAttachment; v: Volume } | null> {
+/**
+ * The server's attachment whose volume is being grown (its extend claim
+ * recorded; one at a time: the server's task), with that volume locked.
+ */
+export async function extending(r: { store: Tx["store"]; inst: Instance }): Promise<{ a: VolumeAttachment; v: Volume } | null> {
   for (const a of await r.store.attachmentsOf(r.inst.uuid)) {
     const v = await r.store.getVolume(a.volumeId, { lock: true });
-    if (v?.status === "EXTENDING") return { a, v };
+    // Held: IN_USE with the claim; asked to grow: EXTENDING (the claim folded into its size once grown).
+    if (v && (v.status === "EXTENDING" || (v.status === "IN_USE" && v.claimedGb !== null))) return { a, v };
   }
   return null;
 }
@@ -74,7 +83,7 @@ const held = (inst: Instance) => inst.vmState === "ACTIVE";
 const grow = (sizeGb: number) => ({ kind: "grow_volume", sizeBytes: sizeGb * GIB }) as const;
 
 /** The server's host reconnects the disk at `sizeGb` and ends the hold (cleanup: whenever it gets it). */
-async function release(tx: Tx, inst: Instance, a: VolumeAttachment, sizeGb: number, actionId: number): Promise<void> {
+export async function release(tx: Tx, inst: Instance, a: VolumeAttachment, sizeGb: number, actionId: number): Promise<void> {
   if (!inst.host) return;
   const requestId = await requestIdOf(tx, actionId, `extend-${a.id}`);
   await tx.dispatch({ instance: inst, host: inst.host, actionId, requestId, args: { kind: "extend_volume_disk", attachmentId: a.id, sizeBytes: sizeGb * GIB } });
@@ -89,14 +98,16 @@ export const results = {
       if (!(await ofRunningAction(r))) return;
       const found = await extending(r);
       if (!found) return volumeGone(r);
-      const { v } = found;
+      const { a, v } = found;
       if (r.error) {
-        // Not held: nothing changed yet.
+        // Nothing grew: the claim goes back, and whatever the hold did ends.
         await r.store.releasePoolBytes(v.host, v.pool, ((v.claimedGb ?? v.sizeGb) - v.sizeGb) * GIB);
         await r.store.updateVolume(v.id, { status: "IN_USE", claimedGb: null, fault: r.fault() });
+        await release(r.tx, r.inst, a, v.sizeGb, r.op.actionId);
         return r.fail({});
       }
-      const requestId = await requestIdOf(r.tx, r.op.actionId, `extend-${found.a.id}`);
+      await r.store.updateVolume(v.id, { status: "EXTENDING" });
+      const requestId = await requestIdOf(r.tx, r.op.actionId, `extend-${a.id}`);
       await r.dispatch(v.host, grow(v.claimedGb ?? v.sizeGb), r.inst, requestId, volumeTarget(v));
     },
   },
@@ -134,12 +145,13 @@ export const results = {
 
 export const timeouts = {
   VOLUME_EXTENDING: {
-    outcome: "the volume is IN_USE at the size asked (its volume host may have grown it); stop and start the server for the guest to see it",
+    outcome: "the volume is IN_USE, at the size asked once its volume host was asked to grow it (it may have), else at its old size; stop and start the server for the guest to see a new size",
     reap: async (t) => {
       const found = await extending(t);
       if (found) {
-        const size = found.v.claimedGb ?? found.v.sizeGb;
-        await t.store.updateVolume(found.v.id, { status: "IN_USE", sizeGb: size, claimedGb: null, fault: t.fault });
+        const settled = await settleExtendClaim(t.tx.conn, found.v);
+        await t.store.updateVolume(found.v.id, { status: "IN_USE", ...settled, fault: t.fault });
+        const size = settled.sizeGb ?? found.v.sizeGb;
         if (held(t.inst) && t.actionId !== null) await release(t.tx, t.inst, found.a, size, t.actionId);
       }
       await t.end();

@@ -22,6 +22,8 @@ export async function exportForMove(tx: Tx, inst: Instance, target: string, acti
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
     const v = await tx.store.getVolume(a.volumeId);
     if (!v || v.status === "DELETED") continue;
+    // A move an earlier migration left (it timed out) ends first.
+    if (a.move) await unexport(tx, inst, { volumeId: a.volumeId, exportId: a.move.exportId }, actionId, requestId);
     const exportId = randomUUID();
     const args = { kind: "export_volume", attachmentId: exportId, client: target } as const;
     const opId = await tx.dispatch({ instance: inst, host: v.host, actionId, requestId, volume: volumeTarget(v), args });
@@ -43,7 +45,12 @@ export async function moveExported(r: ResultContext): Promise<"ready" | "waiting
   const made = r.outcome.volume?.export;
   if (r.error || !made) return "failed";
   await r.store.updateAttachment(a.id, { move: { ...a.move, export: made } });
-  return all.every((x) => x.id === a.id || x.move?.export) ? "ready" : "waiting";
+  return all.every((x) => x.id === a.id || !x.move || x.move.export) ? "ready" : "waiting";
+}
+
+/** Whether the move is still exporting its volumes to the target (the target has not been asked to prepare). */
+export async function exportingForMove(tx: Tx, inst: Instance): Promise<boolean> {
+  return (await tx.store.attachmentsOf(inst.uuid)).some((a) => a.move && !a.move.export);
 }
 
 /** What the source's copy needs: each attachment with the export its target opens. */

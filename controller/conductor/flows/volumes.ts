@@ -19,6 +19,7 @@ import type { ConductorContext, Tx } from "../context.js";
 import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
 import { operationErrorOfFault } from "../flow.js";
 import { deleteWithServer } from "../volumes/delete.js";
+import { settleExtendClaim } from "../volumes/extend.js";
 
 /** As interfaces: while the guest runs, is paused or is shut off. */
 const FROM = ["ACTIVE", "PAUSED", "STOPPED"] as const;
@@ -80,6 +81,7 @@ export function detachVolume(ctx: ConductorContext, who: Principal, uuid: string
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const a = (await tx.store.attachmentsOf(inst.uuid)).find((x) => x.volumeId === volumeId);
     if (!a) throw notFound("volume_attachment", volumeId);
+    if (a.device === "vda") throw failedPrecondition(`volume ${volumeId} is the root disk of server ${uuid}; it goes with the server`, "ROOT_VOLUME");
     await volumeFor(tx, inst, volumeId, "IN_USE", "detach");
     await tx.store.updateAttachment(a.id, { state: "detaching" });
     await tx.store.updateVolume(volumeId, { status: "DETACHING" });
@@ -142,18 +144,18 @@ export async function unexport(
 
 /**
  * The attachment goes and its volume is AVAILABLE (its export ended, or
- * being ended). One caught growing (its server deleted meanwhile) keeps
- * the larger size claimed: its volume host may have grown it.
+ * being ended). One caught growing (its server deleted meanwhile) has its
+ * extend claim settled (settleExtendClaim).
  */
-async function free(store: Tx["store"], a: VolumeAttachment): Promise<void> {
-  await store.deleteAttachment(a.id);
-  const v = await store.getVolume(a.volumeId, { lock: true });
-  const grown = v?.claimedGb != null ? { sizeGb: v.claimedGb, claimedGb: null } : {};
-  await store.updateVolume(a.volumeId, { status: "AVAILABLE", ...grown });
+export async function free(tx: Tx, a: VolumeAttachment): Promise<void> {
+  await tx.store.deleteAttachment(a.id);
+  const v = await tx.store.getVolume(a.volumeId, { lock: true });
+  const settled = v ? await settleExtendClaim(tx.conn, v) : {};
+  await tx.store.updateVolume(a.volumeId, { status: "AVAILABLE", ...settled });
 }
 
 /** A detach that did not unplug: the attachment is attached again, its volume IN_USE. */
-async function reattach(store: Tx["store"], a: VolumeAttachment): Promise<void> {
+export async function reattach(store: Tx["store"], a: VolumeAttachment): Promise<void> {
   await store.updateAttachment(a.id, { state: "attached" });
   await store.updateVolume(a.volumeId, { status: "IN_USE" });
 }
@@ -164,11 +166,11 @@ async function reattach(store: Tx["store"], a: VolumeAttachment): Promise<void> 
  * volume is AVAILABLE (detach and unexport are cleanup: they run whenever
  * their hosts get them).
  */
-async function undoAttach(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: number): Promise<void> {
+export async function undoAttach(tx: Tx, inst: Instance, a: VolumeAttachment, actionId: number): Promise<void> {
   const requestId = await requestIdOf(tx, actionId, `undo-${a.id}`);
   if (a.export && inst.host) await tx.dispatch({ instance: inst, host: inst.host, actionId, requestId, args: { kind: "detach_volume", attachmentId: a.id } });
   await unexport(tx, inst, a, actionId, requestId);
-  await free(tx.store, a);
+  await free(tx, a);
 }
 
 export const results = {
@@ -180,7 +182,7 @@ export const results = {
       if (!a) return attachmentGone(r);
       const exp = r.outcome.volume?.export;
       if (r.error || !exp) {
-        await free(r.store, a);
+        await free(r.tx, a);
         return r.error ? r.fail({}) : endWith(r, "NO_EXPORT", `volume host ${r.op.host} answered export_volume without an export`);
       }
       await r.store.updateAttachment(a.id, { export: exp });
@@ -229,7 +231,7 @@ export const results = {
       const a = await current(r, "detached");
       if (!a) return attachmentGone(r);
       if (r.error) return r.fail({});
-      await free(r.store, a);
+      await free(r.tx, a);
       return r.succeed({});
     },
   },
@@ -251,7 +253,7 @@ export const timeouts = {
       if (plugged) await reattach(t.store, plugged);
       // Unplugged, only its export's end unconfirmed: detached (the unexport stays queued).
       const unplugged = await current(t, "detached");
-      if (unplugged) await free(t.store, unplugged);
+      if (unplugged) await free(t.tx, unplugged);
       await t.end();
     },
   },
@@ -272,19 +274,6 @@ export async function releaseVolumes(tx: Tx, inst: Instance, actionId: number | 
       continue;
     }
     await unexport(tx, inst, a, actionId ?? 0, requestId);
-    await free(tx.store, a);
-  }
-}
-
-/**
- * A delete whose host failed to destroy the server (it is in ERROR, still
- * on its host): attaches and detaches it interrupted settle — one being
- * attached is undone, one being detached stays attached.
- */
-export async function settleVolumes(tx: Tx, inst: Instance, actionId: number): Promise<void> {
-  for (const a of await tx.store.attachmentsOf(inst.uuid)) {
-    if (a.state === "attaching") await undoAttach(tx, inst, a, actionId);
-    else if (a.state === "detaching") await reattach(tx.store, a);
-    else if (a.state === "detached") await free(tx.store, a);
+    await free(tx, a);
   }
 }

@@ -14,6 +14,7 @@ import { getVolumeAction, insertVolumeAction } from "../../store/volume-actions.
 import { getVolume, releasePoolBytes, updateVolume } from "../../store/volumes.js";
 import type { ConductorContext } from "../context.js";
 import type { VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
+import { settleExtendClaim } from "./extend.js";
 import { dispatchVolumeOp, volumeAct, volumeTask, type VolumeAccepted } from "./frame.js";
 
 export function deleteVolume(ctx: ConductorContext, who: Principal, id: string, requestId: string): Promise<VolumeAccepted> {
@@ -43,9 +44,9 @@ export async function deleteWithServer(conn: PoolConnection, ctx: ConductorConte
   }
   const { taskDeadline } = volumeTask(ctx, "DELETING");
   const actionId = await insertVolumeAction(conn, { volumeId, projectId: v.projectId, action: "delete", requestId, request: { with_server: true }, deadline: taskDeadline });
-  // One caught growing: its larger size is claimed, and given back with it.
-  const grown = v.claimedGb !== null ? { sizeGb: v.claimedGb, claimedGb: null } : {};
-  await updateVolume(conn, volumeId, { status: "DELETING", taskDeadline, ...grown });
+  // One caught growing: its claim settled, and given back with it.
+  const settled = await settleExtendClaim(conn, v);
+  await updateVolume(conn, volumeId, { status: "DELETING", taskDeadline, ...settled });
   await dispatchVolumeOp(conn, ctx, { volume: v, actionId, requestId, args: { kind: "delete_volume" }, deadline: taskDeadline });
   return true;
 }

@@ -9,7 +9,9 @@ import { status } from "@grpc/grpc-js";
 import type { Principal } from "../../domain/types.js";
 import { GIB } from "../../domain/volume-ops.js";
 import { ApiError, invalidArgument } from "../../errors.js";
-import { claimPoolBytes, releasePoolBytes, updateVolume } from "../../store/volumes.js";
+import type { Volume } from "../../domain/volume.js";
+import type { Queryable } from "../../store/db.js";
+import { claimPoolBytes, releasePoolBytes, updateVolume, type VolumePatch } from "../../store/volumes.js";
 import type { ConductorContext } from "../context.js";
 import type { VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
 import { dispatchVolumeOp, volumeAct, type VolumeAccepted } from "./frame.js";
@@ -49,3 +51,17 @@ export const extendTimeouts: VolumeTimeoutRules<"EXTENDING"> = {
     reap: (t) => t.end({ status: "ERROR", sizeGb: t.volume.claimedGb ?? t.volume.sizeGb, claimedGb: null }),
   },
 };
+
+/**
+ * Settles a volume's in-flight extend claim when what the extend was for
+ * goes (its server deleted, its task timed out): once its host was asked
+ * to grow it (EXTENDING) the larger size is kept, claimed (the host may
+ * have grown it); before (an attached volume's guest still being held) the
+ * extra claim is given back. The patch to apply to the volume.
+ */
+export async function settleExtendClaim(q: Queryable, v: Volume): Promise<VolumePatch> {
+  if (v.claimedGb === null) return {};
+  if (v.status === "EXTENDING") return { sizeGb: v.claimedGb, claimedGb: null };
+  await releasePoolBytes(q, v.host, v.pool, (v.claimedGb - v.sizeGb) * GIB);
+  return { claimedGb: null };
+}
