@@ -21,7 +21,7 @@ import type { ComputeOp, InstanceImage, Instance, Port as ProtoPort } from "../g
 import type { PortSpec, Segmentation } from "./network/types.js";
 import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./drivers/types.js";
-import { kindOfCase, OP_TRAITS } from "../controller/domain/ops.js";
+import { kindOfCase, OP_TRAITS, type VolumeExport } from "../controller/domain/ops.js";
 import { isVolumeOpCase, type VolumeOpSource } from "../controller/domain/volume-ops.js";
 import { CLIENT_NAME_PATTERN, VOLUME_ID_PATTERN } from "./volume/backend.js";
 import type { AgentOp, AgentVolumeOp, AgentVolumeOpKind, IncomingOp, InvalidOp, OpArgsByKind, OpEnvelope, OpHeader } from "./ops/agent-op.js";
@@ -76,14 +76,35 @@ function attachmentProblem(a: OpArgs): string | undefined {
     return isSize(a.sizeBytes) ? undefined : `extend_volume_disk.size_bytes ${a.sizeBytes} is not a positive whole number of bytes`;
   }
   if (!VOLUME_ID_PATTERN.test(a.volumeId)) return `attach_volume.volume_id "${a.volumeId}" is not a volume id`;
+  return exportProblem(a.export, "attach_volume.export", "attach_volume names no export");
+}
+
+/** What is wrong with a volume export an op names (`field`: its name in messages; `missing`: the problem when it names none). */
+function exportProblem(exp: VolumeExport | undefined, field: string, missing: string): string | undefined {
   // Unset on the wire, the export message decodes as undefined.
-  const e = a.export as Partial<typeof a.export> | undefined;
-  if (!e) return "attach_volume names no export";
-  if (!e.host) return "attach_volume.export.host is empty";
+  const e = exp as Partial<VolumeExport> | undefined;
+  if (!e) return missing;
+  if (!e.host) return `${field}.host is empty`;
   const port = e.port ?? 0;
-  if (!Number.isInteger(port) || port < 1 || port > 65535) return `attach_volume.export.port ${port} is not a port (1-65535)`;
-  if (!e.exportName) return "attach_volume.export.export_name is empty";
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return `${field}.port ${port} is not a port (1-65535)`;
+  if (!e.exportName) return `${field}.export_name is empty`;
   return undefined;
+}
+
+/**
+ * A spawn's arguments as the agent takes them: a root volume (attachment
+ * and export) only when the op names one, which takes both; or what is
+ * wrong with them.
+ */
+function spawnArgs(a: Extract<OpArgs, { kind: "spawn" }>): OpArgs | string {
+  const { rootAttachmentId, rootExport } = a;
+  if (!rootAttachmentId && !rootExport) return { kind: "spawn" };
+  if (!rootAttachmentId) return "spawn names a root_export but no root_attachment_id";
+  if (!VOLUME_ID_PATTERN.test(rootAttachmentId)) return `spawn.root_attachment_id "${rootAttachmentId}" is not an attachment id`;
+  const problem = exportProblem(rootExport, "spawn.root_export", "spawn names a root_attachment_id but no root_export");
+  if (problem !== undefined) return problem;
+  const { host, port, exportName } = rootExport as VolumeExport;
+  return { kind: "spawn", rootAttachmentId, rootExport: { host, port, exportName } };
 }
 
 /**
@@ -100,8 +121,10 @@ export function agentOpFromProto(op: ComputeOp): IncomingOp {
   if (op.op === undefined) return invalid("the op names no operation (unknown to this agent version?)");
   if (op.op.$case === "abort" && !op.op.abort.targetOpId) return invalid("abort.target_op_id is empty");
   if (op.op.$case === "abort" && op.op.abort.targetOpId === op.opId) return invalid("an abort op cannot abort itself");
-  const args = argsFromProto(op.op);
-  if (args === undefined) return invalid(`the op names an operation this agent does not know (${op.op.$case})`);
+  const decoded = argsFromProto(op.op);
+  if (decoded === undefined) return invalid(`the op names an operation this agent does not know (${op.op.$case})`);
+  const args = decoded.kind === "spawn" ? spawnArgs(decoded) : decoded;
+  if (typeof args === "string") return invalid(args);
   const problem = attachmentProblem(args);
   if (problem !== undefined) return invalid(problem);
   const header: OpHeader = {
