@@ -7,7 +7,7 @@
 import { resolve } from "node:path";
 import { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, type CallOptions } from "../driver.js";
 import { DriverError, InstanceNotFoundError, NotSupportedError } from "../errors.js";
-import type { DriverCapabilities, InstanceSpec, Resources } from "../types.js";
+import type { AttachedVolume, DriverCapabilities, InstanceSpec, Resources } from "../types.js";
 import { ACTIVE_POWER_STATES, isPowerState } from "../types.js";
 import { settledOf } from "../../settled.js";
 import { DomainStore, type FakeCall, type FakeDomain, type FakeEvent, type FakeState } from "./domain-store.js";
@@ -68,6 +68,11 @@ const FABRIC = new Map<string, FakeHost>();
 /** Whether two specs describe the same machine (size and image). */
 export function sameInstance(a: InstanceSpec, b: InstanceSpec): boolean {
   return a.vcpus === b.vcpus && a.memoryMb === b.memoryMb && a.diskGb === b.diskGb && a.image.id === b.image.id;
+}
+
+/** The volume a domain boots from (its attachment on vda: `attachVolume` never hands vda out), if any. */
+export function rootVolumeOf(d: FakeDomain): AttachedVolume | undefined {
+  return d.volumes?.find((v) => v.device === "vda");
 }
 
 /** A call that the domain's state does not allow. */
@@ -219,9 +224,10 @@ export class FakeHost {
     let vcpus = 0;
     let memoryMb = 0;
     let diskGb = 0;
-    for (const [id, { instance, powerState }] of this.state.domains) {
+    for (const [id, d] of this.state.domains) {
       if (id === excludeId) continue;
-      diskGb += instance.diskGb;
+      const { instance, powerState } = d;
+      if (!rootVolumeOf(d)) diskGb += instance.diskGb; // a volume-booted domain has no local disk
       if (!ACTIVE_POWER_STATES.has(powerState)) continue;
       vcpus += instance.vcpus;
       memoryMb += instance.memoryMb;
