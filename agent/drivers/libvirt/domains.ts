@@ -26,6 +26,17 @@ export function specHash(i: InstanceSpec, root?: RootVolume): string {
   return createHash("sha256").update(JSON.stringify(spec)).digest("hex").slice(0, 32);
 }
 
+/**
+ * Rejects with INVALID_STATE for a domain booted from a volume: it has no
+ * local root disk to image, re-create or hand to another host. The
+ * controller refuses snapshot, shelve, rebuild, resize and cold migration
+ * of such a server, so this is not built.
+ */
+export function refuseVolumeBooted(k: Known, what: string): void {
+  const root = k.meta?.rootAttachmentId;
+  if (root !== undefined) throw invalidState(`cannot ${what} ${k.serverId}: it boots from a volume (attachment ${root}), it has no local root disk`);
+}
+
 type DomainOptions = Pick<LibvirtDriverOptions, "shutdownTimeoutSeconds" | "shutdownRetrySeconds">;
 
 /** Defines, starts, stops and removes novamesh's domains (see the module comment). */

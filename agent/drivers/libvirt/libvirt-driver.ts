@@ -43,7 +43,7 @@ import { DriverError, InstanceNotFoundError, NotSupportedError, SoftRebootTimeou
 import type { AttachedVolume, DriverCapabilities, HostReport, PowerState, Resources, SnapshotInfo } from "../types.js";
 import { ColdMigration } from "./cold-migration.js";
 import { ManagedConnection } from "./connection.js";
-import { Domains, specHash } from "./domains.js";
+import { Domains, refuseVolumeBooted, specHash } from "./domains.js";
 import { bestEffort, fromLibvirt, invalidState } from "./failures.js";
 import { BaseImages, type BootImages } from "./image-cache.js";
 import { InstanceFiles } from "./instance-files.js";
@@ -278,6 +278,7 @@ export class LibvirtDriver implements Driver {
     throwIfAborted(call.signal);
     const { inventory, files, libvirt } = this.p;
     const k = await inventory.get(instanceId);
+    refuseVolumeBooted(k, "snapshot");
     const tmp = join(files.dir(instanceId), `snapshot-${imageId}.qcow2`);
     // A running guest is paused while its disk is copied, so the copy is consistent.
     const pause = k.power === "RUNNING";
@@ -300,6 +301,7 @@ export class LibvirtDriver implements Driver {
     throwIfAborted(call.signal);
     const { inventory, files, domains } = this.p;
     const k = await inventory.get(instance.id);
+    refuseVolumeBooted(k, "rebuild");
     const volumes = this.capabilities.volumeAttach ? await this.disks.defined(k) : []; // Nova's rebuild keeps them
     await domains.stopHard(k);
     const boot = await this.p.images.forInstance(instance, call.signal);
