@@ -234,6 +234,11 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
     const again = await consoleLine(inst.id, log.lastIndexOf("novamesh-test-guest: ready"), "novamesh-test-guest: disks", () => true, 30);
     assert.equal(again.line, `novamesh-test-guest: disks vda=${sizeBytes}`, "after a hard reboot it boots from the volume again");
 
+    const invalidState = (err: unknown) => err instanceof DriverError && err.code === "INVALID_STATE";
+    await assert.rejects(driver.snapshot({ instanceId: inst.id, imageId: "7e3f0000-0000-4000-8000-00000000001e", imageName: "root" }), invalidState, "no local disk to snapshot");
+    await assert.rejects(driver.rebuild({ instance: inst }), invalidState, "no local disk to rebuild");
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING", "refused, it runs on");
+
     await driver.destroy({ instanceId: inst.id });
     await assert.rejects(driver.powerState({ instanceId: inst.id }), InstanceNotFoundError);
     assert.ok((await backend.list()).volumes.some((v) => v.id === volumeId), "the volume host still has the volume");
