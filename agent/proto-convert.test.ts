@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
+import { ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
 import { PowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import { testInstance } from "./drivers/test-instance.js";
 import { GIB } from "../controller/domain/volume-ops.js";
@@ -219,6 +219,28 @@ describe("ComputeOp in: attaching a volume (compute host) and exporting it (volu
     assert.equal(problem(detach).problem, 'detach_volume.attachment_id "-x" is not an attachment id');
     assert.equal(problem({ ...detach, instance: undefined }).problem, "instance.id is empty");
     assert.equal(problem({ ...attach, volume: vol }).problem, "an op on an instance (attachVolume) carries a volume");
+  });
+
+  test("a spawn from a volume comes in with its root attachment and export; one from an image, off the wire, with neither", () => {
+    const rootExport = { host: "192.0.2.9", port: 10811, exportName: "att-root" };
+    const fromVolume = testOp(inst, { kind: "spawn", rootAttachmentId: "att-root", rootExport });
+    assert.deepEqual(agentOpFromProto(ComputeOp.decode(ComputeOp.encode(computeOpOf(fromVolume)).finish())), fromVolume);
+    const fromImage = testOp(inst, { kind: "spawn" });
+    const decoded = agentOpFromProto(ComputeOp.decode(ComputeOp.encode(computeOpOf(fromImage)).finish()));
+    assert.deepEqual(decoded, fromImage);
+    assert.equal("rootAttachmentId" in decoded, false, "a spawn from an image names no root volume");
+  });
+
+  test("a spawn with half a root volume, or an unusable one, is an InvalidOp of its server", () => {
+    const rootExport = { host: "192.0.2.9", port: 10811, exportName: "att-root" };
+    const spawn = (args: Partial<AgentOp<"spawn">>) => computeOpOf(testOp(inst, { kind: "spawn", ...args }));
+    const half = spawn({ rootAttachmentId: "att-root" });
+    assert.deepEqual(problem(half), { opId: half.opId, serverId: inst.id, problem: "spawn names a root_attachment_id but no root_export" });
+    assert.equal(problem(spawn({ rootExport })).problem, "spawn names a root_export but no root_attachment_id");
+    assert.equal(problem(spawn({ rootAttachmentId: "../etc", rootExport })).problem, 'spawn.root_attachment_id "../etc" is not an attachment id');
+    assert.equal(problem(spawn({ rootAttachmentId: "att-root", rootExport: { ...rootExport, host: "" } })).problem, "spawn.root_export.host is empty");
+    assert.equal(problem(spawn({ rootAttachmentId: "att-root", rootExport: { ...rootExport, port: 70000 } })).problem, "spawn.root_export.port 70000 is not a port (1-65535)");
+    assert.equal(problem(spawn({ rootAttachmentId: "att-root", rootExport: { ...rootExport, exportName: "" } })).problem, "spawn.root_export.export_name is empty");
   });
 
   test("an export or unexport without a usable volume, attachment or client is an InvalidOp of its volume and server", () => {

@@ -107,6 +107,23 @@ function attachmentProblem(a: OpArgs): string | undefined {
 }
 
 /**
+ * A spawn's arguments as the agent takes them: a root volume (attachment
+ * and export) only when the op names one, which takes both; or what is
+ * wrong with them.
+ */
+function spawnArgs(a: Extract<OpArgs, { kind: "spawn" }>): OpArgs | string {
+  const { rootAttachmentId, rootExport } = a;
+  if (!rootAttachmentId && !rootExport) return { kind: "spawn" };
+  if (!rootAttachmentId) return "spawn names a root_export but no root_attachment_id";
+  if (!VOLUME_ID_PATTERN.test(rootAttachmentId)) return `spawn.root_attachment_id "${rootAttachmentId}" is not an attachment id`;
+  if (!rootExport) return "spawn names a root_attachment_id but no root_export";
+  const problem = exportProblem("spawn.root_export", rootExport);
+  if (problem !== undefined) return problem;
+  const { host, port, exportName } = rootExport as VolumeExport;
+  return { kind: "spawn", rootAttachmentId, rootExport: { host, port, exportName } };
+}
+
+/**
  * A decoded ComputeOp as the op the executor runs (on an instance, or on a
  * volume: {@link volumeOpFromProto}), or, if it names nothing this agent
  * can run, why not.
@@ -120,8 +137,10 @@ export function agentOpFromProto(op: ComputeOp): IncomingOp {
   if (op.op === undefined) return invalid("the op names no operation (unknown to this agent version?)");
   if (op.op.$case === "abort" && !op.op.abort.targetOpId) return invalid("abort.target_op_id is empty");
   if (op.op.$case === "abort" && op.op.abort.targetOpId === op.opId) return invalid("an abort op cannot abort itself");
-  const args = argsFromProto(op.op);
-  if (args === undefined) return invalid(`the op names an operation this agent does not know (${op.op.$case})`);
+  const decoded = argsFromProto(op.op);
+  if (decoded === undefined) return invalid(`the op names an operation this agent does not know (${op.op.$case})`);
+  const args = decoded.kind === "spawn" ? spawnArgs(decoded) : decoded;
+  if (typeof args === "string") return invalid(args);
   const problem = attachmentProblem(args);
   if (problem !== undefined) return invalid(problem);
   const header: OpHeader = {

@@ -1,5 +1,5 @@
 /** ComputeOps for tests that put ops on the wire, as the controller would. */
-import { Instance, type ComputeOp } from "../gen/novamesh/agent/v1/ops.js";
+import { ComputeOp, Instance } from "../gen/novamesh/agent/v1/ops.js";
 import type { AgentOp, AgentVolumeOp } from "./ops/agent-op.js";
 import { portSpecToProto } from "./proto-convert.js";
 
@@ -30,7 +30,8 @@ export function computeOpOf(op: AgentOp): ComputeOp {
       metadata: { ...instance.metadata },
       ports: (instance.ports ?? []).map(portSpecToProto),
     },
-    op: { $case, [$case]: args } as unknown as ComputeOp["op"],
+    // As the wire gives it: every field of the case's message set (an unset string is "").
+    op: ComputeOp.fromPartial({ op: { $case, [$case]: args } as unknown as ComputeOp["op"] }).op,
   };
 }
 

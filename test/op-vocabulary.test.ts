@@ -62,6 +62,11 @@ const SAMPLES: { [K in OpArgs["kind"]]: Extract<OpArgs, { kind: K }> } = {
   grow_volume: { kind: "grow_volume", sizeBytes: 2 * 1024 ** 3 },
 };
 
+/** Further ops of kinds SAMPLES has, with arguments its sample leaves out. */
+const VARIANTS: readonly OpArgs[] = [
+  { kind: "spawn", rootAttachmentId: "att-root", rootExport: { host: "192.0.2.8", port: 10812, exportName: "att-root" } },
+];
+
 const volume = { id: "vol-9", projectId: "alice", pool: "p1", sizeBytes: 1024 ** 3 };
 
 const instance = {
@@ -76,7 +81,7 @@ const instance = {
 
 test("every op kind crosses from the controller to the agent as itself, with its arguments", () => {
   assert.deepEqual(Object.keys(SAMPLES).sort(), [...OP_KINDS].sort());
-  for (const args of Object.values(SAMPLES)) {
+  for (const args of [...Object.values(SAMPLES), ...VARIANTS]) {
     const bytes = encodeComputeOp({ opId: `op-${args.kind}`, requestId: "r", attempt: 1, instance, image: null, args, deadline: null });
     const decoded = ComputeOp.decode(bytes);
     assert.equal(decoded.op?.$case, opCase(args.kind), args.kind);

@@ -14,6 +14,7 @@ import { describe } from "node:test";
 import type { Driver } from "./driver.js";
 import { imagesContract } from "./contract/images.js";
 import { interfacesContract } from "./contract/interfaces.js";
+import { bootVolumeContract } from "./contract/boot-volume.js";
 import { contractKit, type ContractOptions } from "./contract/kit.js";
 import { lifecycleContract } from "./contract/lifecycle.js";
 import { liveMigrationContract } from "./contract/live-migration.js";
@@ -32,5 +33,6 @@ export function driverContract(name: string, makeDriver: (host: string) => Promi
     liveMigrationContract(kit);
     interfacesContract(kit);
     volumesContract(kit);
+    bootVolumeContract(kit);
   });
 }

@@ -30,10 +30,26 @@ export interface CallOptions {
   readonly opId?: string;
 }
 
+/** The volume a server boots from (Nova's boot from volume). */
+export interface RootVolume {
+  /** Its attachment (as for {@link AttachVolumeOptions.attachmentId}). */
+  readonly attachmentId: string;
+  /** Its export, made for this host. */
+  readonly connection: VolumeConnection;
+}
+
 /** Options of {@link Driver.spawn}. */
 export interface SpawnOptions {
   /** The instance to create and start. */
   readonly instance: InstanceSpec;
+  /**
+   * Boot from this volume (`capabilities.volumeAttach`, else NOT_SUPPORTED):
+   * the root disk vda is the volume's export, opened as an attached
+   * volume's is and listed by `volumes()`, instead of a disk made from the
+   * image; the image still gives the kernel, ramdisk and command line of a
+   * direct kernel boot. Destroy leaves the volume alone.
+   */
+  readonly rootVolume?: RootVolume;
 }
 
 /** Options of calls that name one instance. */

@@ -26,7 +26,7 @@ export { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS }
 export type {
   CallOptions, SpawnOptions, InstanceOptions, InterfaceOptions, AttachVolumeOptions, DetachVolumeOptions, ExtendVolumeOptions, HoldVolumeOptions,
   PowerOffOptions, RebootOptions, SnapshotOptions, RebuildOptions, MigrateDiskOptions, FinishMigrationOptions, FinishRevertMigrationOptions,
-  PreLiveMigrationOptions, ConsoleOutputOptions, LiveMigrateOptions, MigratingVolume, PostLiveMigrationOptions,
+  PreLiveMigrationOptions, ConsoleOutputOptions, LiveMigrateOptions, MigratingVolume, PostLiveMigrationOptions, RootVolume,
 } from "./driver-options.js";
 
 /** A hypervisor, as the agent sees it. */

@@ -165,10 +165,23 @@ async function detachInterface(op: AgentOp<"detach_interface">, { driver, call, 
 }
 
 /** Refuses a volume change on a hypervisor that cannot attach volumes: running it again here cannot help. */
-function requireVolumeAttach(driver: Driver, kind: "attach_volume" | "detach_volume" | "extend_volume_disk" | "hold_volume_disk"): void {
+function requireVolumeAttach(driver: Driver, kind: "spawn" | "attach_volume" | "detach_volume" | "extend_volume_disk" | "hold_volume_disk"): void {
   if (!driver.capabilities.volumeAttach) {
     throw new DriverError("NOT_SUPPORTED", `${kind}: this host's hypervisor cannot attach volumes (its driver lacks volumeAttach)`);
   }
+}
+
+/** Creates and starts the instance; one booted from a volume opens its root volume's export as its root disk. */
+async function spawn(op: AgentOp<"spawn">, { driver, call }: HandlerContext): Promise<RunResult> {
+  if (op.rootAttachmentId === undefined || op.rootExport === undefined) {
+    await driver.spawn({ instance: op.instance }, call);
+    return DONE;
+  }
+  requireVolumeAttach(driver, op.kind);
+  const { host, port, exportName } = op.rootExport;
+  const rootVolume = { attachmentId: op.rootAttachmentId, connection: { host, port, exportName, tls: true as const } };
+  await driver.spawn({ instance: op.instance, rootVolume }, call);
+  return DONE;
 }
 
 /** Hot-plugs the volume's export as a disk of the instance; the result says its device. */
@@ -248,7 +261,7 @@ function onInstance(method: InstanceMethod): (op: Pick<OpHeader, "instance">, ct
  */
 export const HANDLERS = {
   spawn: {
-    run: (op, { driver, call }) => done(driver.spawn({ instance: op.instance }, call)),
+    run: spawn,
     reconcile: (state) => (state === undefined ? RUN : state === "RUNNING" ? SKIP : { action: "power_on" }),
   },
   destroy: { run: onInstance("destroy"), reconcile: "run_again" },

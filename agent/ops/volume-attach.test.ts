@@ -151,3 +151,26 @@ describe("Attaching and detaching volumes through the driver", () => {
     assert.equal(outcome.failure?.retryable, false);
   });
 });
+
+describe("Booting from a volume through the driver", () => {
+  test("a spawn from a volume runs the instance with the volume's export on vda; another volume then attaches as vdb", async () => {
+    const driver = fake();
+    const ex = await executor(driver);
+    const inst = testInstance();
+    const { outcome } = await ex.execute(testOp(inst, { kind: "spawn", rootAttachmentId: "att-root", rootExport: exportOf("att-root") }));
+    assert.equal(outcome.failure, undefined);
+    assert.equal(outcome.powerState, "RUNNING");
+    assert.deepEqual(await driver.volumes({ instanceId: inst.id }), [{ attachmentId: "att-root", device: "vda", connection: { ...exportOf("att-root"), tls: true } }]);
+    const next = await ex.execute(testOp(inst, { kind: "attach_volume", attachmentId: "att-2", export: exportOf("att-2") }));
+    assert.deepEqual(next.outcome.volume, { device: "vdb" });
+  });
+
+  test("a hypervisor that cannot attach volumes refuses a spawn from a volume with a non-retryable NOT_SUPPORTED and creates nothing", async () => {
+    const driver = fake({ capabilities: { volumeAttach: false } });
+    const ex = await executor(driver);
+    const inst = testInstance();
+    const { outcome } = await ex.execute(testOp(inst, { kind: "spawn", rootAttachmentId: "att-root", rootExport: exportOf("att-root") }));
+    assert.deepEqual([outcome.failure?.code, outcome.failure?.retryable], ["NOT_SUPPORTED", false]);
+    assert.equal((await driver.report()).instances.some((i) => i.serverId === inst.id), false, "no instance made");
+  });
+});

@@ -70,6 +70,11 @@ export function sameInstance(a: InstanceSpec, b: InstanceSpec): boolean {
   return a.vcpus === b.vcpus && a.memoryMb === b.memoryMb && a.diskGb === b.diskGb && a.image.id === b.image.id;
 }
 
+/** The volume a domain boots from (its attachment on vda: `attachVolume` never hands vda out), if any. */
+export function rootVolumeOf(d: FakeDomain): AttachedVolume | undefined {
+  return d.volumes?.find((v) => v.device === "vda");
+}
+
 /** A call that the domain's state does not allow. */
 export function invalidState(message: string): DriverError {
   return new DriverError("INVALID_STATE", message, { retryable: false });
@@ -220,9 +225,10 @@ export class FakeHost {
     let vcpus = 0;
     let memoryMb = 0;
     let diskGb = 0;
-    for (const [id, { instance, powerState }] of this.state.domains) {
+    for (const [id, d] of this.state.domains) {
       if (id === excludeId) continue;
-      diskGb += instance.diskGb;
+      const { instance, powerState } = d;
+      if (!rootVolumeOf(d)) diskGb += instance.diskGb; // a volume-booted domain has no local disk
       if (!ACTIVE_POWER_STATES.has(powerState)) continue;
       vcpus += instance.vcpus;
       memoryMb += instance.memoryMb;

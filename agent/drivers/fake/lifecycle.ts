@@ -14,21 +14,29 @@ import {
 } from "../driver.js";
 import { DriverError, SoftRebootTimeoutError } from "../errors.js";
 import { ACTIVE_POWER_STATES, type InstanceSpec, type PowerState } from "../types.js";
-import { invalidState, sameInstance, type FakeHost } from "./fake-host.js";
+import { invalidState, rootVolumeOf, sameInstance, type FakeHost } from "./fake-host.js";
+import { checkAttachment } from "../volume-devices.js";
 import { wait } from "./faults.js";
 
-export async function spawn(host: FakeHost, { instance }: SpawnOptions, call: CallOptions): Promise<void> {
+/** A spawn; one from a volume has the root volume as its attachment on vda (and takes no local disk). */
+export async function spawn(host: FakeHost, { instance, rootVolume }: SpawnOptions, call: CallOptions): Promise<void> {
+  if (rootVolume) {
+    host.require("volumeAttach", "spawn from a volume");
+    checkAttachment({ instanceId: instance.id, attachmentId: rootVolume.attachmentId, connection: rootVolume.connection, device: "vda" });
+  }
   await host.ready("spawn", true, call, instance.id);
   const existing = host.state.domains.get(instance.id);
   if (existing) {
-    if (existing.powerState === "RUNNING" && !existing.incoming && sameInstance(existing.instance, instance)) return;
+    const sameRoot = rootVolumeOf(existing)?.attachmentId === rootVolume?.attachmentId;
+    if (existing.powerState === "RUNNING" && !existing.incoming && sameInstance(existing.instance, instance) && sameRoot) return;
     throw new DriverError(
       "INSTANCE_EXISTS",
       `instance ${instance.id} already exists on ${host.options.hostname} (${existing.powerState})`,
     );
   }
-  host.checkFits(instance, { disk: true, memory: true }, "spawn");
-  host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: 1 });
+  host.checkFits(rootVolume ? { ...instance, diskGb: 0 } : instance, { disk: true, memory: true }, "spawn");
+  const volumes = rootVolume ? { volumes: [{ attachmentId: rootVolume.attachmentId, device: "vda", connection: { ...rootVolume.connection } }] } : {};
+  host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: 1, ...volumes });
   await host.persist();
 }
 

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import type { CallOptions, FinishMigrationOptions, FinishRevertMigrationOptions, InstanceOptions, MigrateDiskOptions } from "../driver.js";
 import { DriverError, throwIfAborted } from "../errors.js";
 import * as C from "./binding/constants.js";
-import { specHash } from "./domains.js";
+import { refuseVolumeBooted, specHash } from "./domains.js";
 import { bestEffort, fromLibvirt, invalidState } from "./failures.js";
 import { baseFormat } from "./instance-files.js";
 import type { DriverParts } from "./parts.js";
@@ -36,6 +36,7 @@ export class ColdMigration {
   async migrateDiskAndPowerOff({ instanceId, targetHost, timeoutSeconds }: MigrateDiskOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
     const k = await this.p.inventory.get(instanceId);
+    refuseVolumeBooted(k, "migrate");
     const side = await this.p.files.sidecar(instanceId);
     if (side.migratingTo !== undefined && side.migratingTo !== targetHost) {
       throw invalidState(`${instanceId} is already migrating to ${side.migratingTo}`);

@@ -29,6 +29,21 @@ function description(overrides: Partial<DomainDescription> = {}): DomainDescript
 }
 
 describe("domain XML", () => {
+  test("a domain booted from a volume: no local disk, vda the volume's network disk with its attachment's alias, the root attachment in the metadata", () => {
+    const root = { attachmentId: "att-root", target: "vda", host: "192.0.2.5", port: 10809, exportName: "att-root" };
+    const xml = buildDomainXml(description({ disks: [], volumes: [root], metadata: { ...description().metadata, diskGb: 0, rootAttachmentId: "att-root" } }));
+    assert.ok(!xml.includes("<disk type='file'"), "no local disk");
+    assert.ok(xml.includes(buildVolumeDiskXml(root).split("\n")[0]!), "a network disk");
+    assert.deepEqual(
+      parseDisks(xml).map((d) => [d.target, d.attachmentId, d.nbd]),
+      [["vda", "att-root", { host: "192.0.2.5", port: 10809, exportName: "att-root" }]],
+    );
+    assert.ok(xml.includes("<boot dev='hd'/>"), "it boots from vda");
+    assert.equal(parseDomainMetadata(xml)?.rootAttachmentId, "att-root");
+    assert.equal(parseDomainMetadata(buildDomainXml(description()))?.rootAttachmentId, undefined, "a domain on a local disk names no root volume");
+    assert.throws(() => buildDomainXml(description({ disks: [], volumes: [{ ...root, target: "vdb" }], metadata: { ...description().metadata, rootAttachmentId: "att-root" } })), RangeError);
+  });
+
   test("a qcow2-backed TCG domain, exactly", () => {
     assert.equal(
       buildDomainXml(description()),

@@ -82,6 +82,8 @@ export interface DomainMetadata {
   readonly diskGb: number;
   /** Hash of the instance spec, to tell "the same instance again" from "another spec". */
   readonly specHash: string;
+  /** A domain booted from a volume: the attachment of its root disk (vda); it has no local disk. */
+  readonly rootAttachmentId?: string;
 }
 
 /** Everything a domain is built from. */
@@ -96,7 +98,7 @@ export interface DomainDescription {
   readonly machine?: string;
   readonly vcpus: number;
   readonly memoryMb: number;
-  /** Disks, the root disk first. */
+  /** Disks, the root disk first (none when the root disk is a volume on vda). */
   readonly disks: readonly DomainDisk[];
   /** Direct kernel boot instead of booting from the root disk. */
   readonly kernelBoot?: DomainKernelBoot;
@@ -127,7 +129,10 @@ const TOKEN = /^[A-Za-z0-9_.-]+$/;
 /** The domain XML for `d`. Throws RangeError for values libvirt would misread. */
 export function buildDomainXml(d: DomainDescription): string {
   if (!UUID.test(d.serverId)) throw new RangeError(`serverId must be a UUID, got "${d.serverId}"`);
-  if (d.disks.length === 0 && !d.kernelBoot) throw new RangeError("a domain needs a disk or a kernel to boot");
+  if (d.disks.length === 0 && !d.volumes?.length && !d.kernelBoot) throw new RangeError("a domain needs a disk or a kernel to boot");
+  if (d.metadata.rootAttachmentId !== undefined && !d.volumes?.some((v) => v.attachmentId === d.metadata.rootAttachmentId && v.target === "vda")) {
+    throw new RangeError(`the root volume ${d.metadata.rootAttachmentId} must be among the volumes, on vda`);
+  }
   const arch = d.arch ?? "x86_64";
   const machine = d.machine ?? "pc";
   if (!TOKEN.test(arch) || !TOKEN.test(machine)) throw new RangeError(`bad arch "${arch}" or machine "${machine}"`);
@@ -149,6 +154,7 @@ export function buildDomainXml(d: DomainDescription): string {
     `<nm:flavor vcpus='${int("vcpus", m.vcpus, 1)}' memory_mb='${int("memoryMb", m.memoryMb, 1)}' disk_gb='${int("diskGb", m.diskGb, 0)}'/>`,
   );
   push(3, `<nm:spec hash='${xmlEscape(m.specHash)}'/>`);
+  if (m.rootAttachmentId !== undefined) push(3, `<nm:root attachment='${xmlEscape(m.rootAttachmentId)}'/>`);
   push(2, "</nm:instance>");
   push(1, "</metadata>");
   push(1, `<memory unit='MiB'>${int("memoryMb", d.memoryMb, 1)}</memory>`);
@@ -382,5 +388,6 @@ export function parseDomainMetadata(xml: string): DomainMetadata | undefined {
   const diskGb = Number(attr("flavor", "disk_gb"));
   if (displayName === undefined || projectId === undefined || imageId === undefined || specHash === undefined) return undefined;
   if (![vcpus, memoryMb, diskGb].every(Number.isFinite)) return undefined;
-  return { displayName, projectId, imageId, specHash, vcpus, memoryMb, diskGb };
+  const rootAttachmentId = attr("root", "attachment");
+  return { displayName, projectId, imageId, specHash, vcpus, memoryMb, diskGb, ...(rootAttachmentId !== undefined ? { rootAttachmentId } : {}) };
 }

@@ -8,7 +8,7 @@
  */
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS } from "../driver.js";
+import { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, type RootVolume } from "../driver.js";
 import { throwIfAborted } from "../errors.js";
 import type { InstanceSpec } from "../types.js";
 import * as C from "./binding/constants.js";
@@ -20,12 +20,21 @@ import type { InstanceFiles } from "./instance-files.js";
 import { ACTIVE_STATES, type Inventory, type Known } from "./inventory.js";
 import type { LibvirtDriverOptions } from "./options.js";
 
-/** What tells an instance's domain from one of another spec under the same id. */
-export function specHash(i: InstanceSpec): string {
-  return createHash("sha256")
-    .update(JSON.stringify([i.vcpus, i.memoryMb, i.diskGb, i.image.id]))
-    .digest("hex")
-    .slice(0, 32);
+/** What tells an instance's domain from one of another spec under the same id (booted from another volume, or from its image). */
+export function specHash(i: InstanceSpec, root?: RootVolume): string {
+  const spec = [i.vcpus, i.memoryMb, i.diskGb, i.image.id, ...(root ? [root.attachmentId] : [])];
+  return createHash("sha256").update(JSON.stringify(spec)).digest("hex").slice(0, 32);
+}
+
+/**
+ * Rejects with INVALID_STATE for a domain booted from a volume: it has no
+ * local root disk to image, re-create or hand to another host. The
+ * controller refuses snapshot, shelve, rebuild, resize and cold migration
+ * of such a server, so this is not built.
+ */
+export function refuseVolumeBooted(k: Known, what: string): void {
+  const root = k.meta?.rootAttachmentId;
+  if (root !== undefined) throw invalidState(`cannot ${what} ${k.serverId}: it boots from a volume (attachment ${root}), it has no local root disk`);
 }
 
 type DomainOptions = Pick<LibvirtDriverOptions, "shutdownTimeoutSeconds" | "shutdownRetrySeconds">;
@@ -42,8 +51,10 @@ export class Domains {
     private readonly options: DomainOptions,
   ) {}
 
-  private domainXml(instance: InstanceSpec, boot: Omit<BootImages, "base">, volumes: readonly DomainVolume[]): string {
+  private domainXml(instance: InstanceSpec, boot: Omit<BootImages, "base">, attached: readonly DomainVolume[], root?: RootVolume): string {
     const p = instance.image.properties;
+    const rootDisk = root ? { attachmentId: root.attachmentId, target: "vda", host: root.connection.host, port: root.connection.port, exportName: root.connection.exportName } : undefined;
+    const volumes = rootDisk ? [rootDisk, ...attached.filter((v) => v.target !== "vda")] : attached;
     return buildDomainXml({
       serverId: instance.id,
       type: this.type,
@@ -51,7 +62,7 @@ export class Domains {
       machine: p.hw_machine_type || undefined,
       vcpus: instance.vcpus,
       memoryMb: instance.memoryMb,
-      disks: [{ path: this.files.disk(instance.id), format: "qcow2", target: "vda" }],
+      disks: rootDisk ? [] : [{ path: this.files.disk(instance.id), format: "qcow2", target: "vda" }],
       ...(boot.kernel ? { kernelBoot: { kernel: boot.kernel, initrd: boot.initrd, cmdline: p.os_command_line || "console=ttyS0" } } : {}),
       consoleLog: this.files.consoleLog(instance.id),
       volumes,
@@ -62,18 +73,21 @@ export class Domains {
         imageId: instance.image.id,
         vcpus: instance.vcpus,
         memoryMb: instance.memoryMb,
-        diskGb: instance.diskGb,
-        specHash: specHash(instance),
+        // A volume-booted domain takes no local disk (the host's free disk counts the flavor disk of each domain).
+        diskGb: root ? 0 : instance.diskGb,
+        specHash: specHash(instance, root),
+        ...(root ? { rootAttachmentId: root.attachmentId } : {}),
       },
     });
   }
 
   /**
-   * Defines the domain from a disk already at `<server id>/disk`, with
-   * `volumes` attached (a rebuild keeps them); starts it when `start`.
+   * Defines the domain from a disk already at `<server id>/disk`, or with
+   * `root`'s volume as its root disk vda, with `volumes` attached (a
+   * rebuild keeps them); starts it when `start`.
    */
-  async define(instance: InstanceSpec, boot: Omit<BootImages, "base">, start: boolean, volumes: readonly DomainVolume[] = []): Promise<void> {
-    const xml = this.domainXml(instance, boot, volumes);
+  async define(instance: InstanceSpec, boot: Omit<BootImages, "base">, start: boolean, volumes: readonly DomainVolume[] = [], root?: RootVolume): Promise<void> {
+    const xml = this.domainXml(instance, boot, volumes, root);
     await this.libvirt.call(`defining ${instance.id}`, async (conn) => {
       const dom = await conn.defineXML(xml);
       if (start) await dom.create();

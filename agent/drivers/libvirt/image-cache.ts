@@ -143,10 +143,15 @@ export class BaseImages {
   /** Base image, kernel and ramdisk of an instance, fetched into the cache. */
   async forInstance(instance: InstanceSpec, signal?: AbortSignal): Promise<BootImages> {
     const base = await this.cache.ensure(instance.image.id, instance.image.checksum, signal);
+    return { base, ...(await this.kernelOf(instance, signal)) };
+  }
+
+  /** Only the kernel and ramdisk of an instance's image, if it names them, fetched into the cache (a root disk from a volume needs no base image). */
+  async kernelOf(instance: InstanceSpec, signal?: AbortSignal): Promise<Omit<BootImages, "base">> {
     const p = instance.image.properties;
     const kernel = p.kernel_id ? await this.cache.ensure(p.kernel_id, "", signal) : undefined;
     const initrd = p.ramdisk_id ? await this.cache.ensure(p.ramdisk_id, "", signal) : undefined;
-    return { base, kernel, initrd };
+    return { kernel, initrd };
   }
 
   /**
@@ -159,7 +164,8 @@ export class BaseImages {
     const inUse = new Set<string>();
     const add = (xml: string, meta: DomainMetadata | undefined) => {
       for (const m of xml.matchAll(/_base\/([^<'"/]+)/g)) inUse.add(m[1]!);
-      if (meta) inUse.add(meta.imageId);
+      // A domain booted from a volume has no overlay on its image.
+      if (meta && meta.rootAttachmentId === undefined) inUse.add(meta.imageId);
     };
     for (const k of ours) add(await k.dom.getXMLDesc(C.VIR_DOMAIN_XML_INACTIVE), k.meta);
     for (const st of stashes) add(st.xml, st.meta);

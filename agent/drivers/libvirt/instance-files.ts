@@ -127,10 +127,15 @@ export class InstanceFiles {
     await rm(this.dir(id), { recursive: true, force: true });
   }
 
+  /** A new, empty instance directory (what an earlier attempt left is removed). */
+  async fresh(id: string): Promise<void> {
+    await this.remove(id);
+    await mkdir(this.dir(id), { recursive: true });
+  }
+
   /** A new, empty instance directory whose `disk` is an overlay of the flavor's size on `base`. */
   async freshOverlay(instance: InstanceSpec, base: string, signal?: AbortSignal): Promise<void> {
-    await this.remove(instance.id);
-    await mkdir(this.dir(instance.id), { recursive: true });
+    await this.fresh(instance.id);
     await this.overlay(instance, base, this.disk(instance.id), signal);
   }
 

@@ -43,9 +43,9 @@ import { DriverError, InstanceNotFoundError, NotSupportedError, SoftRebootTimeou
 import type { AttachedVolume, DriverCapabilities, HostReport, PowerState, Resources, SnapshotInfo } from "../types.js";
 import { ColdMigration } from "./cold-migration.js";
 import { ManagedConnection } from "./connection.js";
-import { Domains, specHash } from "./domains.js";
+import { Domains, refuseVolumeBooted, specHash } from "./domains.js";
 import { bestEffort, fromLibvirt, invalidState } from "./failures.js";
-import { BaseImages } from "./image-cache.js";
+import { BaseImages, type BootImages } from "./image-cache.js";
 import { InstanceFiles } from "./instance-files.js";
 import { Interfaces } from "./interfaces.js";
 import { Inventory, type Known } from "./inventory.js";
@@ -53,6 +53,7 @@ import { LiveMigration, announcedMigrationUri, uriScheme } from "./live-migratio
 import type { LibvirtDriverOptions } from "./options.js";
 import type { DriverParts } from "./parts.js";
 import { convert } from "./qemu-img.js";
+import { checkAttachment } from "../volume-devices.js";
 import { VolumeSizes } from "./volume-sizes.js";
 import { Volumes } from "./volumes.js";
 
@@ -164,23 +165,35 @@ export class LibvirtDriver implements Driver {
 
   // ---- spawn and destroy ------------------------------------------------------------
 
-  async spawn({ instance }: SpawnOptions, call: CallOptions = {}): Promise<void> {
+  /**
+   * Creates and starts the domain: its root disk an overlay on the cached
+   * base image, or, booted from a volume, the volume's export on vda (only
+   * the image's kernel and ramdisk are fetched; the instance directory holds
+   * just the console log).
+   */
+  async spawn({ instance, rootVolume }: SpawnOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
     const { files, inventory, domains } = this.p;
+    if (rootVolume) {
+      if (!this.capabilities.volumeAttach) throw new NotSupportedError("spawn from a volume", `libvirt (${this.hvType})`);
+      checkAttachment({ instanceId: instance.id, attachmentId: rootVolume.attachmentId, connection: rootVolume.connection, device: "vda" });
+    }
     const [existing, side] = await inventory.lookup(instance.id);
     if (side.incoming) throw new DriverError("INSTANCE_EXISTS", `instance ${instance.id} is an incoming live migration on ${this.options.hostname}`);
     if (existing) {
-      if (existing.power === "RUNNING" && existing.meta?.specHash === specHash(instance)) return;
+      if (existing.power === "RUNNING" && existing.meta?.specHash === specHash(instance, rootVolume)) return;
       throw new DriverError("INSTANCE_EXISTS", `instance ${instance.id} already exists on ${this.options.hostname} (${existing.power})`);
     }
     try {
       // Fetching a base image can take long: outside the lock, which only covers check-and-define.
-      const boot = await this.p.images.forInstance(instance, call.signal);
-      await inventory.placing(instance, "spawn", instance.id, async () => {
+      const boot: Partial<BootImages> = rootVolume ? await this.p.images.kernelOf(instance, call.signal) : await this.p.images.forInstance(instance, call.signal);
+      const need = rootVolume ? { memoryMb: instance.memoryMb, diskGb: 0 } : instance;
+      await inventory.placing(need, "spawn", instance.id, async () => {
         throwIfAborted(call.signal);
-        await files.freshOverlay(instance, boot.base, call.signal);
+        if (boot.base === undefined) await files.fresh(instance.id);
+        else await files.freshOverlay(instance, boot.base, call.signal);
         throwIfAborted(call.signal);
-        await domains.define(instance, boot, true);
+        await domains.define(instance, boot, true, [], rootVolume);
       });
     } catch (err) {
       // A failed spawn leaves nothing behind, so it can be retried here or elsewhere.
@@ -265,6 +278,7 @@ export class LibvirtDriver implements Driver {
     throwIfAborted(call.signal);
     const { inventory, files, libvirt } = this.p;
     const k = await inventory.get(instanceId);
+    refuseVolumeBooted(k, "snapshot");
     const tmp = join(files.dir(instanceId), `snapshot-${imageId}.qcow2`);
     // A running guest is paused while its disk is copied, so the copy is consistent.
     const pause = k.power === "RUNNING";
@@ -287,6 +301,7 @@ export class LibvirtDriver implements Driver {
     throwIfAborted(call.signal);
     const { inventory, files, domains } = this.p;
     const k = await inventory.get(instance.id);
+    refuseVolumeBooted(k, "rebuild");
     const volumes = this.capabilities.volumeAttach ? await this.disks.defined(k) : []; // Nova's rebuild keeps them
     await domains.stopHard(k);
     const boot = await this.p.images.forInstance(instance, call.signal);

@@ -122,6 +122,29 @@ describe("libvirt driver on two libvirtds (qemu)", { skip }, () => {
       await Promise.all([source.close(), target.close()]);
     }
   });
+
+  test("a live migration of an instance without an image (it boots from a volume) is prepared with no local disk: its memory held, no disk; rollback leaves nothing", async (t) => {
+    const target = await makeHost("volume-target");
+    const dir = join(root, `volume-target-${made}`, "instances");
+    await target.init();
+    const base = testInstance({ memoryMb: 256 });
+    const inst = { ...base, image: { ...base.image, id: "", checksum: "" } };
+    try {
+      const before = await target.report();
+      await target.preLiveMigration({ instance: inst, sourceHost: "volume-source" });
+      assert.deepEqual(await readdir(join(dir, inst.id)), ["novamesh.json"], "no overlay in the instance directory");
+      const prepared = await target.report();
+      assert.equal(prepared.instances.find((i) => i.serverId === inst.id)?.powerState, "PAUSED", "the incoming instance is reported");
+      assert.equal(prepared.freeDiskGb, before.freeDiskGb, "no disk held");
+      assert.equal(prepared.freeMemoryMb, before.freeMemoryMb - 256, "its memory held");
+      await target.rollbackLiveMigration({ instanceId: inst.id });
+      assert.equal((await target.report()).instances.find((i) => i.serverId === inst.id), undefined);
+      assert.deepEqual((await readdir(dir)).filter((n) => n !== "_base"), [], "nothing left on the target");
+    } finally {
+      await cleanUp(t, [target.rollbackLiveMigration({ instanceId: inst.id })]);
+      await target.close();
+    }
+  });
 });
 
 describe("libvirt driver when libvirtd restarts (qemu)", { skip }, () => {

@@ -14,7 +14,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test, type TestContext } from "node:test";
@@ -22,7 +22,7 @@ import { FileVolumeBackend } from "../../volume/file/file-backend.js";
 import { issue } from "../../volume/file/test-certs.js";
 import { fileBackendSkip } from "../../volume/file/test-qemu.js";
 import { driverContract } from "../contract.js";
-import { DriverError } from "../errors.js";
+import { DriverError, InstanceNotFoundError } from "../errors.js";
 import { testInstance } from "../test-instance.js";
 import type { InstanceSpec, VolumeConnection } from "../types.js";
 import { loadLibvirt, VIR_DOMAIN_XML_INACTIVE, type LibvirtConnection } from "./binding/index.js";
@@ -213,6 +213,47 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
       },
     },
   );
+
+  test("a guest booted from a volume made from the test guest's disk: vda is the volume (the console says its size), no base image fetched nor overlay made; destroy leaves the volume", async (t: TestContext) => {
+    const volumeId = `vol-${randomBytes(4).toString("hex")}`;
+    const sizeBytes = 128 * MiB;
+    assert.equal((await backend.create(volumeId, "p1", sizeBytes, { kind: "image", path: join(GUEST, "disk.qcow2"), format: "qcow2" })).sizeBytes, sizeBytes);
+    const { attachmentId, connection } = await exportTo(volumeId, A_NAME!);
+    // The volume's source image: never fetched (the store would make a blank disk for it); its kernel and ramdisk are.
+    const inst = { ...guest(), image: { ...guest().image, id: "7e3f0000-0000-4000-8000-00000000001d" } };
+    spawned.push(inst.id);
+    const started = Date.now();
+    await driver.spawn({ instance: inst, rootVolume: { attachmentId, connection } });
+    const spawnedMs = Date.now() - started;
+    const ready = await consoleLine(inst.id, 0, "novamesh-test-guest: ready", () => true, 60);
+    const readyMs = Date.now() - started;
+    const disks = await consoleLine(inst.id, 0, "novamesh-test-guest: disks", () => true, 30);
+    t.diagnostic(`boot from a volume: spawn resolved after ${spawnedMs} ms, the guest printed "${ready.line}" ${readyMs} ms after the call began; "${disks.line}"`);
+    assert.equal(disks.line, `novamesh-test-guest: disks vda=${sizeBytes}`, "the root disk is the volume, at its size");
+    assert.deepEqual(await driver.volumes({ instanceId: inst.id }), [{ attachmentId, device: "vda", connection }]);
+    assert.deepEqual(await xmlVolumes(inst.id), { live: [`vda=${attachmentId}`], config: [`vda=${attachmentId}`] });
+    const instances = join(root, "instances");
+    assert.deepEqual((await readdir(join(instances, inst.id))).filter((f) => f !== "console.log"), [], "no local disk in the instance directory");
+    assert.equal((await readdir(join(instances, "_base"))).includes(inst.image.id), false, "the volume's source image was not fetched");
+
+    await guestUp(driver, inst.id); // counts the first boot's ready line
+    await driver.reboot({ instanceId: inst.id, hard: true });
+    await guestUp(driver, inst.id);
+    const log = await driver.consoleOutput({ instanceId: inst.id, maxBytes: 1 << 20 });
+    const again = await consoleLine(inst.id, log.lastIndexOf("novamesh-test-guest: ready"), "novamesh-test-guest: disks", () => true, 30);
+    assert.equal(again.line, `novamesh-test-guest: disks vda=${sizeBytes}`, "after a hard reboot it boots from the volume again");
+
+    const invalidState = (err: unknown) => err instanceof DriverError && err.code === "INVALID_STATE";
+    await assert.rejects(driver.snapshot({ instanceId: inst.id, imageId: "7e3f0000-0000-4000-8000-00000000001e", imageName: "root" }), invalidState, "no local disk to snapshot");
+    await assert.rejects(driver.rebuild({ instance: inst }), invalidState, "no local disk to rebuild");
+    assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING", "refused, it runs on");
+
+    await driver.destroy({ instanceId: inst.id });
+    await assert.rejects(driver.powerState({ instanceId: inst.id }), InstanceNotFoundError);
+    assert.ok((await backend.list()).volumes.some((v) => v.id === volumeId), "the volume host still has the volume");
+    assert.ok((await stat(join(root, "p1", `${volumeId}.qcow2`))).size > 0, "the volume's file is still there");
+    await backend.unexport(volumeId, attachmentId);
+  });
 
   test("a volume grown while attached: the guest held paused while its volume host serves it again, then told its new size, running again, the volume keeping what was written on it", async (t: TestContext) => {
     const { inst, from } = await bootGuest();

@@ -18,6 +18,7 @@
  * there, so hosts need not share one layout) and the address qemu receives
  * the memory and disk copy on (Nova's `live_migration_inbound_addr`).
  */
+import { rm } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { CallOptions, InstanceOptions, LiveMigrateOptions, PostLiveMigrationOptions, PreLiveMigrationOptions } from "../driver.js";
 import { DriverError, InstanceNotFoundError, NotSupportedError, throwIfAborted } from "../errors.js";
@@ -25,6 +26,7 @@ import { isLibvirtError } from "./binding/index.js";
 import * as C from "./binding/constants.js";
 import { xmlEscape } from "./domain-xml.js";
 import { bestEffort, fromLibvirt, invalidState } from "./failures.js";
+import type { BootImages } from "./image-cache.js";
 import type { Known } from "./inventory.js";
 import { localDisksToCopy, retargetVolumeDisks } from "./migrating-volumes.js";
 import type { LibvirtDriverOptions } from "./options.js";
@@ -144,7 +146,15 @@ export class LiveMigration {
     throw new NotSupportedError(what, uriScheme(uri) === "qemu" ? `libvirt on ${this.hostname} (no live migration URI configured)` : `libvirt (${uri})`);
   }
 
-  /** Target: fetches the images, makes an empty overlay on the local base, and holds the flavor's memory and disk. */
+  /**
+   * Target: fetches the images, makes an empty overlay on the local base,
+   * and holds the flavor's memory and disk. An instance without an image
+   * boots from a volume: only its memory is held, and no local disk made
+   * (its volume disk opens the export made for this host). The op does not
+   * say whether an instance with an image boots from a volume: its overlay
+   * is made, and dropped by postLiveMigration once the arrived domain says
+   * it boots from a volume.
+   */
   async preLiveMigration({ instance, sourceHost }: PreLiveMigrationOptions, call: CallOptions = {}): Promise<void> {
     this.require("preLiveMigration");
     throwIfAborted(call.signal);
@@ -154,14 +164,17 @@ export class LiveMigration {
     if (side.incoming) return;
     if (existing) throw new DriverError("INSTANCE_EXISTS", `instance ${id} already exists on ${this.hostname} (${existing.power})`);
     try {
-      const boot = await this.p.images.forInstance(instance, call.signal);
-      await inventory.placing(instance, "receive", id, async () => {
+      const fromVolume = !instance.image.id;
+      const boot: Partial<BootImages> = fromVolume ? await this.p.images.kernelOf(instance, call.signal) : await this.p.images.forInstance(instance, call.signal);
+      const need = { memoryMb: instance.memoryMb, diskGb: fromVolume ? 0 : instance.diskGb };
+      await inventory.placing(need, "receive", id, async () => {
         throwIfAborted(call.signal);
         // The source copies only its overlay (incremental): the base below it is this host's copy of the same image.
-        await files.freshOverlay(instance, boot.base, call.signal);
+        if (boot.base === undefined) await files.fresh(id);
+        else await files.freshOverlay(instance, boot.base, call.signal);
         const p = instance.image.properties;
         const imageIds = [instance.image.id, p.kernel_id, p.ramdisk_id].filter((x): x is string => !!x);
-        await files.setSidecar(id, { incoming: { from: sourceHost, memoryMb: instance.memoryMb, diskGb: instance.diskGb, imageIds } });
+        await files.setSidecar(id, { incoming: { from: sourceHost, ...need, imageIds } });
       });
     } catch (err) {
       await bestEffort(this.p.log, "removing a half-prepared incoming instance", () => files.remove(id), { instance: id });
@@ -288,6 +301,11 @@ export class LiveMigration {
     if (arriving(k) && side.incoming) throw invalidState(`the live migration of ${instanceId} is still arriving on ${this.hostname}`);
     if (k.power !== "RUNNING" && k.power !== "PAUSED") throw invalidState(`${instanceId} is ${k.power} on ${this.hostname}, not a finished live migration`);
     if (side.incoming) await this.p.files.dropSidecar(instanceId);
+    if (k.meta?.rootAttachmentId !== undefined) {
+      // Booted from a volume: an overlay preLiveMigration made on its image is not the domain's disk, nor its base in use.
+      await rm(this.p.files.disk(instanceId), { force: true });
+      await this.p.images.pruneUnused();
+    }
   }
 
   /** Target: removes a prepared (or half-arrived) incoming instance; one that arrived is not touched. */
