@@ -8,12 +8,14 @@ import type { VolumeOpArgs, VolumeTarget } from "../domain/volume-ops.js";
 /**
  * The ComputeOp oneof of `a`: the case is the kind in camelCase and the
  * message's fields are the args' own (domain/ops.ts and
- * domain/volume-ops.ts name them so).
+ * domain/volume-ops.ts name them so). An optional field the args leave
+ * out takes its proto default (fromPartial): the encoder would otherwise
+ * write `undefined` as a string.
  */
 function caseOf(a: OpArgs | VolumeOpArgs): ComputeOp["op"] {
   const { kind, ...fields } = a;
   const $case = opCase(kind as OpArgs["kind"]);
-  return { $case, [$case]: fields } as unknown as ComputeOp["op"];
+  return ComputeOp.fromPartial({ op: { $case, [$case]: fields } as unknown as ComputeOp["op"] }).op;
 }
 
 /** Encodes a compute op as the protobuf bytes agents consume. */
