@@ -9,9 +9,14 @@
  * bad mappings are refused naming the field.
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
+import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
+import { uploadImageFile } from "../scripts/image-files.js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import { eventually, failure } from "./harness.js";
@@ -30,14 +35,25 @@ describe("boot from volume", () => {
       fakeVolumeHost(`bvv${id}`),
     ],
   });
-  const { alice, bob, admin, agents: hosts, settled } = fx;
+  const { alice, bob, admin, agents: hosts, settled, dir } = fx;
   const [A, B] = fx.hosts as [string, string];
 
   const wait = async (name: string) => (await admin.operations.waitOperation({ name, timeoutSeconds: 30 })).operation!;
+  /** A public raw image with bytes (volumes are made from it), registered once. */
+  let imageId = "";
+  const image = async (): Promise<string> => {
+    if (imageId) return imageId;
+    const file = join(dir, "root.img");
+    await writeFile(file, randomBytes(256 * 1024));
+    const made = (await admin.images.registerImage({ image: Image.fromPartial({ name: "bv-image", diskFormat: "raw", containerFormat: "bare", visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC }), upload: true })).image!;
+    await uploadImageFile(admin.images.raw, admin.images.metadata(), made.id, file);
+    imageId = made.id;
+    return imageId;
+  };
   const volume = async (id: string) => (await alice.volumes.getVolume({ id })).volume!;
   /** A volume made from the environment's image. */
   async function bootable(name: string): Promise<string> {
-    const c = await alice.volumes.createVolume({ name, sizeGb: 1, imageId: fx.imageId, requestId: `create-${name}` });
+    const c = await alice.volumes.createVolume({ name, sizeGb: 1, imageId: await image(), requestId: `create-${name}` });
     assert.equal((await wait(c.operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
     return c.volume!.id;
   }
@@ -49,7 +65,7 @@ describe("boot from volume", () => {
     const created = (await boot("bv-1", vol)).server!;
     assert.equal((await volume(vol)).status, VolumeStatus.VOLUME_STATUS_ATTACHING, "reserved at once");
     const s = await settled(created.id, ServerStatus.SERVER_STATUS_ACTIVE);
-    assert.equal(s.imageId, fx.imageId, "the server shows the volume's source image");
+    assert.equal(s.imageId, await image(), "the server shows the volume's source image");
     const v = await volume(vol);
     assert.deepEqual([v.status, v.attachments.map((a) => [a.serverId, a.device])], [VolumeStatus.VOLUME_STATUS_IN_USE, [[s.id, "vda"]]]);
     const [action] = (await admin.servers.listServerActions({ serverId: s.id })).actions;
