@@ -86,7 +86,7 @@ describe("a volume on real guests through the whole stack (file volume host, two
       stateDir = join(dir, volumeHost, "volumes");
       const computes = ([[A_NAME!, A!], [B_NAME!, B!]] as const).map(([host, uri]) => {
         uris.set(host, uri);
-        return { host, driverArgs: ["--driver", "libvirt", "--libvirt-uri", uri] };
+        return { host, driverArgs: ["--driver", "libvirt", "--libvirt-uri", uri, "--live-migration-uri", uri] };
       });
       // Host B's qemu reaches this machine at A's underlay address (A's libvirtd listens there too); A's qemu as well.
       const first = 22000 + (process.pid % 100) * 10;
