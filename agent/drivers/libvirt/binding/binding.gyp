@@ -6,6 +6,7 @@
         "src/addon.cc",
         "src/connection.cc",
         "src/domain.cc",
+        "src/domain-jobs.cc",
         "src/errors.cc"
       ],
       "include_dirs": [
