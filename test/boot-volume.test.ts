@@ -41,19 +41,19 @@ describe("boot from volume", () => {
   const wait = async (name: string) => (await admin.operations.waitOperation({ name, timeoutSeconds: 30 })).operation!;
   /** A public raw image with bytes (volumes are made from it), registered once. */
   let imageId = "";
-  const image = async (): Promise<string> => {
-    if (imageId) return imageId;
-    const file = join(dir, "root.img");
+  const image = async (): Promise<string> => (imageId ||= await uploaded("bv-image"));
+  async function uploaded(name: string, minRamMb = 0): Promise<string> {
+    const file = join(dir, `${name}.img`);
     await writeFile(file, randomBytes(256 * 1024));
-    const made = (await admin.images.registerImage({ image: Image.fromPartial({ name: "bv-image", diskFormat: "raw", containerFormat: "bare", visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC }), upload: true })).image!;
+    const image = Image.fromPartial({ name, diskFormat: "raw", containerFormat: "bare", visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC, minRamMb });
+    const made = (await admin.images.registerImage({ image, upload: true })).image!;
     await uploadImageFile(admin.images.raw, admin.images.metadata(), made.id, file);
-    imageId = made.id;
-    return imageId;
-  };
+    return made.id;
+  }
   const volume = async (id: string) => (await alice.volumes.getVolume({ id })).volume!;
   /** A volume made from the environment's image. */
-  async function bootable(name: string): Promise<string> {
-    const c = await alice.volumes.createVolume({ name, sizeGb: 1, imageId: await image(), requestId: `create-${name}` });
+  async function bootable(name: string, from?: string): Promise<string> {
+    const c = await alice.volumes.createVolume({ name, sizeGb: 1, imageId: from ?? (await image()), requestId: `create-${name}` });
     assert.equal((await wait(c.operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
     return c.volume!.id;
   }
@@ -114,6 +114,11 @@ describe("boot from volume", () => {
     assert.deepEqual([none.code, none.fields], [status.INVALID_ARGUMENT, ["image_id"]]);
     assert.equal((await failure(bob.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [{ volumeId: vol, bootIndex: 0, deleteOnTermination: false }] }))).code, status.NOT_FOUND);
     assert.equal((await volume(vol)).status, VolumeStatus.VOLUME_STATUS_AVAILABLE, "nothing reserved");
+    // The volume's image asks for more memory than the flavor has.
+    const big = await bootable("bv-big", await uploaded("bv-big-image", 4096));
+    const small = await failure(boot("bv-small", big));
+    assert.deepEqual([small.code, small.fields], [status.INVALID_ARGUMENT, ["flavor_id"]]);
+    assert.equal((await volume(big)).status, VolumeStatus.VOLUME_STATUS_AVAILABLE);
 
     const first = await settled((await boot("bv-first", vol)).server!.id, ServerStatus.SERVER_STATUS_ACTIVE);
     const taken = await failure(boot("bv-second", vol));

@@ -10,9 +10,10 @@
  * live migration to host B (whose qemu runs in B's network namespace and
  * reaches the export over the hosts' underlay) takes it along through an
  * export made for B, where the guest, detached and attached again, reads
- * the same bytes; a guest boots from a volume made from the test guest's
- * image; and deleting the servers with delete_on_termination deletes the
- * volumes, their files and their exports. The export daemons' server
+ * the same bytes; a second guest boots on host A from a volume made from
+ * the test guest's image and, the data volume attached to it, reads the
+ * same bytes; deleting that server deletes both volumes
+ * (delete_on_termination), their files and their exports. The export daemons' server
  * certificate is issued by the hosts' CA (NOVAMESH_NBD_CA). Runs under
  * `npm run test:libvirt`.
  */
@@ -167,7 +168,7 @@ describe("a volume on real guests through the whole stack (file volume host, two
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(op.error));
   };
 
-  test("a volume made on the volume host is read by a guest on host A, grown online, live-migrated with it to host B and read there; a guest boots from a volume; both deleted with their servers", async (t: TestContext) => {
+  test("a volume made on the volume host is read by a guest on host A, grown online, live-migrated with it to host B and read there; a second guest booted from a volume on A reads it too; both volumes deleted with that server", async (t: TestContext) => {
     const started = Date.now();
     // 1. A 1 GiB volume: a qcow2 file in the pool directory.
     const created = await admin.volumes.createVolume({ name: "data", sizeGb: 1, requestId: `data-${env.id}` });
@@ -244,7 +245,8 @@ describe("a volume on real guests through the whole stack (file volume host, two
     assert.ok(await alive(forB[0]!.pid), "the volume's export daemon runs");
     t.diagnostic(`read again on ${B_NAME} ${Date.now() - started} ms into the test`);
 
-    // 5. A server booted from a volume made from the test guest's image, on host A; deleted with it.
+    // 5. A second guest, booted from a volume made from the test guest's image, on host A: the data volume, detached from the
+    // guest on B and attached to it, shows the same bytes.
     const rootMade = await admin.volumes.createVolume({ name: "root", sizeGb: 1, imageId, requestId: `root-${env.id}` });
     await succeeded(rootMade.operation!.name);
     const rootId = rootMade.volume!.id;
@@ -259,19 +261,22 @@ describe("a volume on real guests through the whole stack (file volume host, two
     assert.match(bootedDisks.line, new RegExp(`^novamesh-test-guest: disks vda=${GiB}$`), "its root disk is the 1 GiB volume");
     assert.deepEqual((await volume(rootId)).attachments.map((a) => [a.serverId, a.device]), [[fromVolume.id, "vda"]]);
     t.diagnostic(`booted from a volume in ${Date.now() - booting} ms`);
-    await admin.servers.deleteServer({ id: fromVolume.id });
-    await eventually(async () => (await failure(admin.volumes.getVolume({ id: rootId }))).code === status.NOT_FOUND, { what: "the root volume deleted with its server", timeoutMs: 90_000 });
+    await succeeded((await admin.servers.detachVolume({ id: onA.id, volumeId })).operation!.name);
+    const attBoot = await admin.servers.attachVolume({ id: fromVolume.id, volumeId, deleteOnTermination: true, requestId: `att-boot-${env.id}` });
+    await succeeded(attBoot.operation!.name);
+    const headBoot = await consoleLine(fromVolume.id, bootedDisks.length, "novamesh-test-guest: disk vdb head=", () => true, "the second guest reads vdb");
+    assert.ok(headBoot.line.includes(marker), `a second guest, on host A, reads what the volume host wrote: ${headBoot.line}`);
 
-    // 6. The server deleted: the volume with it, its file, its export and the daemon serving it.
-    await admin.servers.deleteServer({ id: onA.id });
-    await eventually(async () => (await failure(admin.volumes.getVolume({ id: volumeId }))).code === status.NOT_FOUND, {
-      what: "the volume deleted with its server",
-      timeoutMs: 90_000,
-    });
+    // 6. That server deleted: both volumes with it, their files, their exports and the daemons serving them.
+    await admin.servers.deleteServer({ id: fromVolume.id });
+    for (const id of [volumeId, rootId]) {
+      await eventually(async () => (await failure(admin.volumes.getVolume({ id }))).code === status.NOT_FOUND, { what: `volume ${id} deleted with its server`, timeoutMs: 90_000 });
+    }
     assert.deepEqual((await readdir(join(dir, volumeHost, "pool"))).filter((n) => n.startsWith(volumeId) || n.startsWith(rootId)), [], "their files are gone from the pool");
     assert.deepEqual(await daemons(), [], "no export is left");
-    assert.equal(await alive(forB[0]!.pid), false, "the volume's export daemon has stopped");
-    await eventually(async () => (await admin.servers.listServers({})).servers.every((s) => s.id !== onA.id), { what: "the server deleted", timeoutMs: 60_000 });
+    assert.equal(await alive(forB[0]!.pid), false, "the data volume's export daemon has stopped");
+    await admin.servers.deleteServer({ id: onA.id });
+    await eventually(async () => (await admin.servers.listServers({})).servers.every((s) => s.id !== onA.id && s.id !== fromVolume.id), { what: "the servers deleted", timeoutMs: 60_000 });
     t.diagnostic(`done ${Date.now() - started} ms into the test`);
   });
 });

@@ -72,7 +72,11 @@ describe("volumes through live migration", () => {
     const op = await wait(res.operation!.name);
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(op.error));
     assert.equal((await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE)).host, B);
-    const events = (await admin.servers.listServerActions({ serverId: s.id })).actions[0]!.events.map((e) => `${e.name}@${e.host}:${e.result}`);
+    // The source's exports end as cleanup, after the operation: every event, once each has its result.
+    const events = await eventually(async () => {
+      const all = (await admin.servers.listServerActions({ serverId: s.id })).actions[0]!.events.map((e) => `${e.name}@${e.host}:${e.result}`);
+      return all.length === 8 && all.every((e) => !e.endsWith(":")) ? all : undefined;
+    }, { what: "every event of the migration with its result" });
     assert.deepEqual(events.slice(0, 3).sort(), [`schedule@${B}:Success`, `volume_export@${volumeHost}:Success`, `volume_export@${volumeHost}:Success`].sort());
     assert.deepEqual(events.slice(3, 5), [`compute_pre_live_migration@${B}:Success`, `compute_live_migration@${A}:Success`]);
     assert.deepEqual(events.slice(5).sort(), [`compute_post_live_migration@${B}:Success`, `volume_unexport@${volumeHost}:Success`, `volume_unexport@${volumeHost}:Success`].sort());

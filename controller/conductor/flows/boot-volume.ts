@@ -13,10 +13,10 @@
  */
 import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
-import type { Instance, Principal } from "../../domain/types.js";
+import type { Flavor, Instance, Principal } from "../../domain/types.js";
 import type { VolumeAttachment } from "../../domain/volume.js";
 import { volumeTarget } from "../../domain/volume.js";
-import { failedPrecondition, notFound } from "../../errors.js";
+import { failedPrecondition, invalidArgument, notFound } from "../../errors.js";
 import type { Tx } from "../context.js";
 import type { ResultContext, ResultRules } from "../flow.js";
 import { operationErrorOfFault } from "../flow.js";
@@ -34,13 +34,20 @@ export const ROOT_DEVICE = "vda";
 /**
  * Reserves the root volume for new server `uuid` in its create
  * transaction (before the server row: it locks the volume); the image the
- * server shows: the volume's source image, or none.
+ * server shows: the volume's source image, or none. The source image's
+ * min_ram holds for the flavor and its min_disk for the volume, as for a
+ * server built from the image.
  */
-export async function reserveRootVolume(tx: Tx, who: Principal, uuid: string, root: RootVolumeRequest): Promise<string> {
+export async function reserveRootVolume(tx: Tx, who: Principal, uuid: string, root: RootVolumeRequest, flavor: Flavor): Promise<string> {
   const v = await tx.store.getVolume(root.volumeId, { lock: true });
   if (!v || v.status === "DELETED" || v.projectId !== who.projectId) throw notFound("volume", root.volumeId);
   if (v.status !== "AVAILABLE") {
     throw failedPrecondition(`cannot boot from volume ${v.id} while it is ${v.status}; it must be AVAILABLE`, "WRONG_STATUS", { status: v.status });
+  }
+  const image = v.sourceImageId ? await tx.store.getImage(v.sourceImageId, undefined) : null;
+  if (image && flavor.ramMb < image.minRamMb) throw invalidArgument("flavor_id", `flavor RAM ${flavor.ramMb} MiB is below the volume's image's min_ram ${image.minRamMb} MiB`);
+  if (image && v.sizeGb < image.minDiskGb) {
+    throw invalidArgument("block_device_mappings[0].volume_id", `volume ${v.id} of ${v.sizeGb} GiB is below its image's min_disk ${image.minDiskGb} GiB`);
   }
   const id = randomUUID();
   await tx.store.insertAttachment({ id, volumeId: v.id, instanceUuid: uuid, computeHost: "", device: ROOT_DEVICE, deleteOnTermination: root.deleteOnTermination });

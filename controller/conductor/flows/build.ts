@@ -69,7 +69,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
       const { store } = tx;
       const { taskDeadline } = tx.task("SCHEDULING");
       const { id, name, vcpus, ramMb, diskGb, extraSpecs } = req.flavor;
-      const imageId = req.rootVolume ? await reserveRootVolume(tx, who, uuid, req.rootVolume) : req.image!.id;
+      const imageId = req.rootVolume ? await reserveRootVolume(tx, who, uuid, req.rootVolume, req.flavor) : req.image!.id;
       await store.insertInstance(
         {
           uuid,
