@@ -12,8 +12,9 @@
  * export made for B, where the guest, detached and attached again, reads
  * the same bytes; a second guest boots on host A from a volume made from
  * the test guest's image and, the data volume attached to it, reads the
- * same bytes; deleting that server deletes both volumes
- * (delete_on_termination), their files and their exports. The export daemons' server
+ * same bytes, then live-migrates to host B with both (its root disk too);
+ * deleting the data volume and that server (its root volume with it,
+ * delete_on_termination) leaves no file, export or daemon. The export daemons' server
  * certificate is issued by the hosts' CA (NOVAMESH_NBD_CA). Runs under
  * `npm run test:libvirt`.
  */
@@ -168,7 +169,7 @@ describe("a volume on real guests through the whole stack (file volume host, two
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(op.error));
   };
 
-  test("a volume made on the volume host is read by a guest on host A, grown online, live-migrated with it to host B and read there; a second guest booted from a volume on A reads it too; both volumes deleted with that server", async (t: TestContext) => {
+  test("a volume made on the volume host is read by a guest on host A, grown online, live-migrated with it to host B and read there; a second guest booted from a volume on A reads it too and live-migrates to B with both; all deleted", async (t: TestContext) => {
     const started = Date.now();
     // 1. A 1 GiB volume: a qcow2 file in the pool directory.
     const created = await admin.volumes.createVolume({ name: "data", sizeGb: 1, requestId: `data-${env.id}` });
@@ -267,7 +268,17 @@ describe("a volume on real guests through the whole stack (file volume host, two
     const headBoot = await consoleLine(fromVolume.id, bootedDisks.length, "novamesh-test-guest: disk vdb head=", () => true, "the second guest reads vdb");
     assert.ok(headBoot.line.includes(marker), `a second guest, on host A, reads what the volume host wrote: ${headBoot.line}`);
 
-    // 6. That server deleted: both volumes with it, their files, their exports and the daemons serving them.
+    // Live-migrated to B with both volumes, its root disk among them: it runs on there, booted from the volume.
+    const movingBoot = Date.now();
+    await succeeded((await admin.servers.liveMigrateServer({ id: fromVolume.id, host: B_NAME!, requestId: `lm-boot-${env.id}` })).operation!.name);
+    assert.equal((await admin.servers.getServer({ id: fromVolume.id })).server!.host, B_NAME);
+    t.diagnostic(`the volume-booted guest live-migrated with its two volumes in ${Date.now() - movingBoot} ms`);
+    await succeeded((await admin.servers.detachVolume({ id: fromVolume.id, volumeId })).operation!.name);
+    const onlyRoot = await consoleLine(fromVolume.id, 0, "novamesh-test-guest: disks", (l) => !l.includes(" vdb="), "the volume-booted guest, now on B, lists its root alone");
+    assert.match(onlyRoot.line, new RegExp(`^novamesh-test-guest: disks vda=${GiB}$`));
+
+    // 6. The data volume deleted; the server deleted, its root volume with it; their files, exports and daemons gone.
+    await succeeded((await admin.volumes.deleteVolume({ id: volumeId, requestId: `delete-data-${env.id}` })).operation!.name);
     await admin.servers.deleteServer({ id: fromVolume.id });
     for (const id of [volumeId, rootId]) {
       await eventually(async () => (await failure(admin.volumes.getVolume({ id }))).code === status.NOT_FOUND, { what: `volume ${id} deleted with its server`, timeoutMs: 90_000 });

@@ -36,7 +36,7 @@ const SAMPLES: { [K in OpArgs["kind"]]: Extract<OpArgs, { kind: K }> } = {
   snapshot: { kind: "snapshot", imageId: "img-1", imageName: "snap" },
   shelve: { kind: "shelve", imageId: "img-2", imageName: "web-shelved", timeoutSeconds: 5 },
   rebuild: { kind: "rebuild", recreate: true },
-  pre_live_migration: { kind: "pre_live_migration", sourceHost: "h1" },
+  pre_live_migration: { kind: "pre_live_migration", sourceHost: "h1", bootsFromVolume: true },
   live_migrate: {
     kind: "live_migrate",
     targetHost: "h2",

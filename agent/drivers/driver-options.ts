@@ -159,6 +159,8 @@ export interface PreLiveMigrationOptions {
   readonly instance: InstanceSpec;
   /** Host it comes from. */
   readonly sourceHost: string;
+  /** It boots from a volume (which comes with the migration): no local root disk is made for it. */
+  readonly bootsFromVolume?: boolean;
 }
 
 /** Options of {@link Driver.consoleOutput}. */

@@ -323,7 +323,7 @@ export const HANDLERS = {
     reconcile: "run_again",
   },
   pre_live_migration: {
-    run: (op, { driver, call }) => done(driver.preLiveMigration({ instance: op.instance, sourceHost: op.sourceHost }, call)),
+    run: (op, { driver, call }) => done(driver.preLiveMigration({ instance: op.instance, sourceHost: op.sourceHost, bootsFromVolume: op.bootsFromVolume }, call)),
     reconcile: "run_again",
   },
   live_migrate: {

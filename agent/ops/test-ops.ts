@@ -25,7 +25,7 @@ const DEFAULT_ARGS: { readonly [K in AgentOpKind]: OpArgsByKind[K] } = {
   confirm_migration: {},
   revert_migration: {},
   finish_revert_migration: { powerOn: true },
-  pre_live_migration: { sourceHost: "" },
+  pre_live_migration: { sourceHost: "", bootsFromVolume: false },
   live_migrate: { targetHost: "", targetUri: "", volumes: [] },
   post_live_migration: { sourceHost: "" },
   rollback_live_migration: {},

@@ -46,7 +46,7 @@ export type OpArgs =
   /** Rebuild from the instance's (new) image; `recreate`: create it if it is not on this host. */
   | { readonly kind: "rebuild"; readonly recreate: boolean }
   /** Live migration, target side: prepare to receive the instance. */
-  | { readonly kind: "pre_live_migration"; readonly sourceHost: string }
+  | { readonly kind: "pre_live_migration"; readonly sourceHost: string; readonly bootsFromVolume: boolean }
   /** Live migration, source side: move the running instance; reports progress; abortable. */
   | { readonly kind: "live_migrate"; readonly targetHost: string; readonly targetUri: string; readonly volumes: readonly MigratingVolume[] }
   /** Live migration, target side: the instance arrived; finish it. */

@@ -155,7 +155,7 @@ export class LiveMigration {
    * is made, and dropped by postLiveMigration once the arrived domain says
    * it boots from a volume.
    */
-  async preLiveMigration({ instance, sourceHost }: PreLiveMigrationOptions, call: CallOptions = {}): Promise<void> {
+  async preLiveMigration({ instance, sourceHost, bootsFromVolume }: PreLiveMigrationOptions, call: CallOptions = {}): Promise<void> {
     this.require("preLiveMigration");
     throwIfAborted(call.signal);
     const { files, inventory } = this.p;
@@ -164,7 +164,8 @@ export class LiveMigration {
     if (side.incoming) return;
     if (existing) throw new DriverError("INSTANCE_EXISTS", `instance ${id} already exists on ${this.hostname} (${existing.power})`);
     try {
-      const fromVolume = !instance.image.id;
+      // Booting from a volume, its root disk is the volume (the image, if any, gives only the kernel and ramdisk).
+      const fromVolume = bootsFromVolume === true || !instance.image.id;
       const boot: Partial<BootImages> = fromVolume ? await this.p.images.kernelOf(instance, call.signal) : await this.p.images.forInstance(instance, call.signal);
       const need = { memoryMb: instance.memoryMb, diskGb: fromVolume ? 0 : instance.diskGb };
       await inventory.placing(need, "receive", id, async () => {

@@ -20,6 +20,7 @@ import { Tx } from "../context.js";
 import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
 import { operationErrorOfFault } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
+import { rootAttachment } from "./boot-volume.js";
 import { dropMoves, exportForMove, exportingForMove, moveExported, movingVolumes, switchToMoves } from "./volume-moves.js";
 
 export const actions = {
@@ -48,9 +49,11 @@ export async function placed(tx: Tx, inst: Instance, m: Migration, target: strin
   await prepare(tx, inst, m, target);
 }
 
-/** The target prepares to receive the server. */
+/** The target prepares to receive the server (with no local root disk when it boots from a volume). */
 async function prepare(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
-  await tx.dispatch({ instance: inst, host: target, actionId: m.actionId, requestId: m.requestId, args: { kind: "pre_live_migration", sourceHost: m.sourceHost } });
+  const bootsFromVolume = (await rootAttachment(tx.store, inst)) !== null;
+  const args = { kind: "pre_live_migration", sourceHost: m.sourceHost, bootsFromVolume } as const;
+  await tx.dispatch({ instance: inst, host: target, actionId: m.actionId, requestId: m.requestId, args });
 }
 
 /**

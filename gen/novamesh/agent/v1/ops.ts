@@ -473,6 +473,11 @@ export interface FinishRevertMigrationOp {
 export interface PreLiveMigrationOp {
   /** Host the instance comes from. */
   sourceHost: string;
+  /**
+   * The instance boots from a volume (its root disk comes with the
+   * migration's volumes): no local root disk is made for it.
+   */
+  bootsFromVolume: boolean;
 }
 
 /** Source side of a live migration. */
@@ -4820,13 +4825,16 @@ export const FinishRevertMigrationOp: MessageFns<FinishRevertMigrationOp> = {
 };
 
 function createBasePreLiveMigrationOp(): PreLiveMigrationOp {
-  return { sourceHost: "" };
+  return { sourceHost: "", bootsFromVolume: false };
 }
 
 export const PreLiveMigrationOp: MessageFns<PreLiveMigrationOp> = {
   encode(message: PreLiveMigrationOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.sourceHost !== "") {
       writer.uint32(10).string(message.sourceHost);
+    }
+    if (message.bootsFromVolume !== false) {
+      writer.uint32(16).bool(message.bootsFromVolume);
     }
     return writer;
   },
@@ -4852,6 +4860,14 @@ export const PreLiveMigrationOp: MessageFns<PreLiveMigrationOp> = {
             message.sourceHost = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.bootsFromVolume = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4871,6 +4887,11 @@ export const PreLiveMigrationOp: MessageFns<PreLiveMigrationOp> = {
         : isSet(object.source_host)
         ? globalThis.String(object.source_host)
         : "",
+      bootsFromVolume: isSet(object.bootsFromVolume)
+        ? globalThis.Boolean(object.bootsFromVolume)
+        : isSet(object.boots_from_volume)
+        ? globalThis.Boolean(object.boots_from_volume)
+        : false,
     };
   },
 
@@ -4878,6 +4899,9 @@ export const PreLiveMigrationOp: MessageFns<PreLiveMigrationOp> = {
     const obj: any = {};
     if (message.sourceHost !== "") {
       obj.sourceHost = message.sourceHost;
+    }
+    if (message.bootsFromVolume !== false) {
+      obj.bootsFromVolume = message.bootsFromVolume;
     }
     return obj;
   },
@@ -4888,6 +4912,7 @@ export const PreLiveMigrationOp: MessageFns<PreLiveMigrationOp> = {
   fromPartial<I extends Exact<DeepPartial<PreLiveMigrationOp>, I>>(object: I): PreLiveMigrationOp {
     const message = createBasePreLiveMigrationOp();
     message.sourceHost = object.sourceHost ?? "";
+    message.bootsFromVolume = object.bootsFromVolume ?? false;
     return message;
   },
 };
