@@ -9,7 +9,7 @@
  * either.
  */
 import { status } from "@grpc/grpc-js";
-import type { Instance, InstanceAction, Migration, Principal } from "../../domain/types.js";
+import type { Fault, Instance, InstanceAction, Migration, Principal } from "../../domain/types.js";
 import { failedPrecondition, notFound } from "../../errors.js";
 import { getActionById } from "../../store/actions.js";
 import { withTx } from "../../store/db.js";
@@ -92,16 +92,18 @@ async function liveMigrationOf(r: ResultContext, side: "sourceHost" | "targetHos
 /**
  * A live migration that failed or was aborted before the target took the
  * server: it stays on its source as it was, the target's claim and
- * incoming domain go.
+ * incoming domain go, and its volumes' exports made for the target end.
+ * `decided`: the controller's fault, when no host failed.
  */
-async function failed(r: ResultContext, m: Migration): Promise<void> {
+async function failed(r: ResultContext, m: Migration, decided?: Fault): Promise<void> {
   const aborted = r.op.kind === "live_migrate" && r.error?.code === "ABORTED" && (await r.store.cancelRequested(r.op.actionId));
   await dropMoves(r.tx, r.inst, m.actionId, m.requestId);
+  const cancelled = { code: status.CANCELLED, reason: "CANCELLED", message: "the live migration was cancelled; the server stayed on its source" };
   await rollbackMove(r.tx, {
     inst: r.inst,
     migration: m,
-    fault: aborted ? null : r.fault(),
-    error: aborted ? { code: status.CANCELLED, reason: "CANCELLED", message: "the live migration was cancelled; the server stayed on its source" } : r.opError(),
+    fault: decided ?? (aborted ? null : r.fault()),
+    error: decided ? operationErrorOfFault(decided, status.UNKNOWN) : aborted ? cancelled : r.opError(),
     restoreSource: false,
     cleanupTarget: true,
     cancelled: aborted,
@@ -178,16 +180,7 @@ export const sharedResults = {
 async function noExport(r: ResultContext, m: Migration): Promise<void> {
   const message = `volume host ${r.op.host} answered export_volume without an export`;
   r.tx.ctx.log.error({ server: r.inst.uuid, op: r.op.opId }, message);
-  const fault = { code: "NO_EXPORT", message, details: { op: r.op.kind, host: r.op.host }, createdAt: new Date().toISOString() };
-  await dropMoves(r.tx, r.inst, m.actionId, m.requestId);
-  await rollbackMove(r.tx, {
-    inst: r.inst,
-    migration: m,
-    fault,
-    error: operationErrorOfFault(fault, status.UNKNOWN),
-    restoreSource: false,
-    cleanupTarget: true,
-  });
+  await failed(r, m, { code: "NO_EXPORT", message, details: { op: r.op.kind, host: r.op.host }, createdAt: new Date().toISOString() });
 }
 
 export const timeouts = {

@@ -89,23 +89,31 @@ export async function release(tx: Tx, inst: Instance, a: VolumeAttachment, sizeG
   await tx.dispatch({ instance: inst, host: inst.host, actionId, requestId, args: { kind: "extend_volume_disk", attachmentId: a.id, sizeBytes: sizeGb * GIB } });
 }
 
-const volumeGone = (r: ResultContext) => endWith(r, "ATTACHMENT_GONE", `the volume ${r.op.kind} was growing is no longer extending`);
+/** The attachment and volume a step's result is about: null when the result is of no running action (nothing to do) or the volume is no longer being grown (the task ends, the defect named). */
+async function stepOf(r: ResultContext): Promise<{ a: VolumeAttachment; v: Volume } | null> {
+  if (!(await ofRunningAction(r))) return null;
+  const found = await extending(r);
+  if (!found) await endWith(r, "ATTACHMENT_GONE", `the volume ${r.op.kind} was growing is no longer extending`);
+  return found;
+}
+
+/** The hold or the grow failed: nothing grew; the extra claim goes back, the volume IN_USE with the fault, a hold ends. */
+async function giveUp(r: ResultContext, a: VolumeAttachment, v: Volume): Promise<void> {
+  await r.store.releasePoolBytes(v.host, v.pool, ((v.claimedGb ?? v.sizeGb) - v.sizeGb) * GIB);
+  await r.store.updateVolume(v.id, { status: "IN_USE", claimedGb: null, fault: r.fault() });
+  if (held(r.inst)) await release(r.tx, r.inst, a, v.sizeGb, r.op.actionId);
+  await r.fail({});
+}
 
 export const results = {
   hold_volume_disk: {
     tasks: ["VOLUME_EXTENDING"],
     apply: async (r) => {
-      if (!(await ofRunningAction(r))) return;
-      const found = await extending(r);
-      if (!found) return volumeGone(r);
+      const found = await stepOf(r);
+      if (!found) return;
       const { a, v } = found;
-      if (r.error) {
-        // Nothing grew: the claim goes back, and whatever the hold did ends.
-        await r.store.releasePoolBytes(v.host, v.pool, ((v.claimedGb ?? v.sizeGb) - v.sizeGb) * GIB);
-        await r.store.updateVolume(v.id, { status: "IN_USE", claimedGb: null, fault: r.fault() });
-        await release(r.tx, r.inst, a, v.sizeGb, r.op.actionId);
-        return r.fail({});
-      }
+      // Whatever the hold did ends too.
+      if (r.error) return giveUp(r, a, v);
       await r.store.updateVolume(v.id, { status: "EXTENDING" });
       const requestId = await requestIdOf(r.tx, r.op.actionId, `extend-${a.id}`);
       await r.dispatch(v.host, grow(v.claimedGb ?? v.sizeGb), r.inst, requestId, volumeTarget(v));
@@ -114,17 +122,11 @@ export const results = {
   grow_volume: {
     tasks: ["VOLUME_EXTENDING"],
     apply: async (r) => {
-      if (!(await ofRunningAction(r))) return;
-      const found = await extending(r);
-      if (!found) return volumeGone(r);
+      const found = await stepOf(r);
+      if (!found) return;
       const { a, v } = found;
+      if (r.error) return giveUp(r, a, v);
       const size = v.claimedGb ?? v.sizeGb;
-      if (r.error) {
-        await r.store.releasePoolBytes(v.host, v.pool, (size - v.sizeGb) * GIB);
-        await r.store.updateVolume(v.id, { status: "IN_USE", claimedGb: null, fault: r.fault() });
-        if (held(r.inst)) await release(r.tx, r.inst, a, v.sizeGb, r.op.actionId);
-        return r.fail({});
-      }
       // Grown: the volume is at its new size from now on, whatever the server's host does with it.
       await r.store.updateVolume(v.id, { sizeGb: size, claimedGb: null });
       const requestId = await requestIdOf(r.tx, r.op.actionId, `extend-${a.id}`);
@@ -134,9 +136,8 @@ export const results = {
   extend_volume_disk: {
     tasks: ["VOLUME_EXTENDING"],
     apply: async (r) => {
-      if (!(await ofRunningAction(r))) return;
-      const found = await extending(r);
-      if (!found) return volumeGone(r);
+      const found = await stepOf(r);
+      if (!found) return;
       await r.store.updateVolume(found.v.id, { status: "IN_USE", fault: r.error ? r.fault() : null });
       return r.error ? r.fail({}) : r.succeed({});
     },

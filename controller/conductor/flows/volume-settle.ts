@@ -8,7 +8,8 @@ import type { Instance } from "../../domain/types.js";
 import type { Tx } from "../context.js";
 import { settleExtendClaim } from "../volumes/extend.js";
 import { extending, release } from "./volume-extend.js";
-import { free, reattach, requestIdOf, undoAttach, unexport } from "./volumes.js";
+import { dropMoves } from "./volume-moves.js";
+import { free, reattach, requestIdOf, undoAttach } from "./volumes.js";
 
 /**
  * A delete whose host failed to destroy the server (it is in ERROR, still
@@ -18,13 +19,9 @@ import { free, reattach, requestIdOf, undoAttach, unexport } from "./volumes.js"
  * migration target's export ends.
  */
 export async function settleVolumes(tx: Tx, inst: Instance, actionId: number): Promise<void> {
-  const requestId = await requestIdOf(tx, actionId, `settle-${inst.uuid}`);
+  // The exports made for a live migration it interrupted end.
+  await dropMoves(tx, inst, actionId, await requestIdOf(tx, actionId, `settle-${inst.uuid}`));
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
-    // An export made for a live migration it interrupted ends.
-    if (a.move) {
-      await unexport(tx, inst, { volumeId: a.volumeId, exportId: a.move.exportId }, actionId, requestId);
-      await tx.store.updateAttachment(a.id, { move: null });
-    }
     // A root volume stays with the server, whose domain may still be there.
     if (a.state === "attaching" && a.device !== "vda") await undoAttach(tx, inst, a, actionId);
     else if (a.state === "detaching") await reattach(tx.store, a);
