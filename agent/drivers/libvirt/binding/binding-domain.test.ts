@@ -7,9 +7,6 @@
  * binding.test.ts.
  */
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
 import {
@@ -51,30 +48,19 @@ import {
   VIR_MIGRATE_PERSIST_DEST,
   VIR_MIGRATE_UNDEFINE_SOURCE,
 } from "./index.js";
-import { loaded, skip, NODE_XML, domainXml, rejectsWith, uniqueName } from "./test-kit.js";
+import { binding, scratch, type Scratch, skip, domainXml, rejectsWith, uniqueName } from "./test-kit.js";
 
 describe("libvirt binding: domains", { skip }, () => {
   let lv: LibvirtBinding;
-  let tmp: string;
-  let nodeUri: string;
-
+  let s: Scratch;
   before(() => {
-    if (loaded instanceof Error) throw loaded;
-    lv = loaded;
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "novamesh-libvirt-"));
-    const nodeFile = path.join(tmp, "node.xml");
-    fs.writeFileSync(nodeFile, NODE_XML);
-    nodeUri = `test://${nodeFile}`;
+    lv = binding();
+    s = scratch();
   });
-
-  after(() => {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
+  after(() => s.remove());
 
   /** A private test host (each open of a file URI is its own host). */
-  async function openNode(): Promise<LibvirtConnection> {
-    return lv.open(nodeUri);
-  }
+  const openNode = (): Promise<LibvirtConnection> => lv.open(s.nodeUri);
 
   describe("domain lifecycle (custom test host)", () => {
     let conn: LibvirtConnection;

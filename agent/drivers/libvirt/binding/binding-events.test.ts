@@ -8,7 +8,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
@@ -32,21 +31,16 @@ import {
   VIR_DOMAIN_EVENT_UNDEFINED_REMOVED,
   VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
 } from "./index.js";
-import { loaded, skip, domainXml, uniqueName, sleep, waitFor } from "./test-kit.js";
+import { binding, scratch, type Scratch, skip, domainXml, uniqueName, sleep, waitFor } from "./test-kit.js";
 
 describe("libvirt binding: events and exit", { skip }, () => {
   let lv: LibvirtBinding;
-  let tmp: string;
-
+  let s: Scratch;
   before(() => {
-    if (loaded instanceof Error) throw loaded;
-    lv = loaded;
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "novamesh-libvirt-"));
+    lv = binding();
+    s = scratch();
   });
-
-  after(() => {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
+  after(() => s.remove());
 
   describe("lifecycle events", () => {
     it("arrive for define, start, pause, resume, stop, save and undefine on test:///default", async () => {
@@ -123,7 +117,7 @@ describe("libvirt binding: events and exit", { skip }, () => {
     // Child processes load the addon directly and must exit on their own:
     // neither the event loop thread nor released listeners keep Node alive.
     function runChild(body: string): { status: number | null; stdout: string; stderr: string; ms: number } {
-      const script = path.join(tmp, `${uniqueName("child")}.cjs`);
+      const script = path.join(s.dir, `${uniqueName("child")}.cjs`);
       fs.writeFileSync(
         script,
         `const lv = require(${JSON.stringify(ADDON_PATH)});\n(async () => {\n${body}\n})().catch((e) => { console.error(e); process.exit(2); });\n`,

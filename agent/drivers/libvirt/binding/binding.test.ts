@@ -9,7 +9,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 
@@ -37,30 +36,19 @@ import {
   isLibvirtError,
   openFlags,
 } from "./index.js";
-import { loaded, skip, NODE_XML, domainXml, rejectsWith, uniqueName, sleep } from "./test-kit.js";
+import { binding, scratch, type Scratch, NODE_XML, skip, domainXml, rejectsWith, uniqueName, sleep } from "./test-kit.js";
 
 describe("libvirt binding", { skip }, () => {
   let lv: LibvirtBinding;
-  let tmp: string;
-  let nodeUri: string;
-
+  let s: Scratch;
   before(() => {
-    if (loaded instanceof Error) throw loaded;
-    lv = loaded;
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "novamesh-libvirt-"));
-    const nodeFile = path.join(tmp, "node.xml");
-    fs.writeFileSync(nodeFile, NODE_XML);
-    nodeUri = `test://${nodeFile}`;
+    lv = binding();
+    s = scratch();
   });
-
-  after(() => {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  });
+  after(() => s.remove());
 
   /** A private test host (each open of a file URI is its own host). */
-  async function openNode(): Promise<LibvirtConnection> {
-    return lv.open(nodeUri);
-  }
+  const openNode = (): Promise<LibvirtConnection> => lv.open(s.nodeUri);
 
   it("exports the C headers' constants", () => {
     for (const [name, value] of Object.entries(ALL_CONSTANTS)) {
@@ -234,7 +222,7 @@ describe("libvirt binding", { skip }, () => {
         domain: VIR_FROM_URI,
         message: /Unable to parse URI/,
       });
-      await rejectsWith(lv.open(`test://${path.join(tmp, "missing.xml")}`), {
+      await rejectsWith(lv.open(`test://${path.join(s.dir, "missing.xml")}`), {
         code: VIR_ERR_XML_ERROR,
         domain: VIR_FROM_TEST,
       });
@@ -306,7 +294,7 @@ describe("libvirt binding", { skip }, () => {
     it("a blocked libvirt call does not block the event loop", { skip: process.platform !== "linux" }, async () => {
       // The test driver reads its node file when it opens: a FIFO makes that
       // read wait until this test writes to it, with the call in flight.
-      const fifo = path.join(tmp, "slow.xml");
+      const fifo = path.join(s.dir, "slow.xml");
       const mk = spawnSync("mkfifo", [fifo]);
       assert.equal(mk.status, 0, String(mk.stderr));
       const opening = lv.open(`test://${fifo}`);

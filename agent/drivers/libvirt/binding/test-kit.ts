@@ -4,10 +4,14 @@
  * errors and on things that happen soon.
  */
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import {
   ADDON_PATH,
   LibvirtError,
   tryLoadLibvirt,
+  type LibvirtBinding,
 } from "./index.js";
 
 export const loaded = tryLoadLibvirt();
@@ -78,4 +82,24 @@ export async function waitFor(cond: () => boolean, what: string, timeoutMs = 300
     if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
     await sleep(5);
   }
+}
+
+/** The loaded binding (the suites run only when it loaded). */
+export function binding(): LibvirtBinding {
+  if (loaded instanceof Error) throw loaded;
+  return loaded;
+}
+
+/** A test file's scratch directory, with a private test host's node file (each open of `nodeUri` is a host of its own). */
+export interface Scratch {
+  readonly dir: string;
+  readonly nodeUri: string;
+  remove(): void;
+}
+
+export function scratch(): Scratch {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "novamesh-libvirt-"));
+  const nodeFile = path.join(dir, "node.xml");
+  fs.writeFileSync(nodeFile, NODE_XML);
+  return { dir, nodeUri: `test://${nodeFile}`, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
