@@ -3,7 +3,7 @@
  * fall back on (driver.ts re-exports all of them).
  */
 import type { VifSpec } from "../network/types.js";
-import type { InstanceSpec, VolumeConnection } from "./types.js";
+import type { AttachedVolume, InstanceSpec, VolumeConnection } from "./types.js";
 /**
  * Seconds a clean shutdown may take before the virtual machine is forced
  * off, when the caller says 0 (Nova's `shutdown_timeout`).
@@ -50,6 +50,12 @@ export interface SpawnOptions {
    * direct kernel boot. Destroy leaves the volume alone.
    */
   readonly rootVolume?: RootVolume;
+  /**
+   * Its other attached volumes (an unshelved or evacuated server's), in the
+   * domain from the start as hot-plugged ones would be, each at its export
+   * for this host (`capabilities.volumeAttach`, else NOT_SUPPORTED).
+   */
+  readonly volumes?: readonly AttachedVolume[];
 }
 
 /** Options of calls that name one instance. */
@@ -135,6 +141,12 @@ export interface MigrateDiskOptions extends InstanceOptions {
   readonly targetHost: string;
   /** Seconds to wait for a clean shutdown before forcing it (0: {@link DEFAULT_SHUTDOWN_TIMEOUT_SECONDS}). */
   readonly timeoutSeconds: number;
+  /**
+   * It boots from a volume: there is no local root disk to hand over (its
+   * volumes are exported to the target; nothing is copied). The copy kept
+   * here for a revert keeps its volume disks as they are.
+   */
+  readonly bootsFromVolume?: boolean;
 }
 
 /** Options of {@link Driver.finishMigration}. */
@@ -145,6 +157,10 @@ export interface FinishMigrationOptions {
   readonly sourceHost: string;
   /** Start it (it was running before the move). */
   readonly powerOn: boolean;
+  /** As {@link SpawnOptions.rootVolume}: it boots from this volume, opened at its export for this host; no disk was handed over. */
+  readonly rootVolume?: RootVolume;
+  /** Its other attached volumes, each at its export made for this host. */
+  readonly volumes?: readonly AttachedVolume[];
 }
 
 /** Options of {@link Driver.finishRevertMigration}. */

@@ -12,9 +12,8 @@ import type { PowerState } from "./states.js";
  * vocabulary is written once for both ends.
  */
 export type OpArgs =
-  /** Create and start the virtual machine. */
-  /** Create and start the instance; booted from a volume, its root disk opens `rootExport` (attachment `rootAttachmentId`). */
-  | { readonly kind: "spawn"; readonly rootAttachmentId?: string; readonly rootExport?: VolumeExport }
+  /** Create and start the instance; booted from a volume, its root disk opens `rootExport` (attachment `rootAttachmentId`); `volumes` are attached. */
+  | ({ readonly kind: "spawn" } & HostVolumes)
   /** Destroy the virtual machine and its disks. */
   | { readonly kind: "destroy" }
   | { readonly kind: "power_on" }
@@ -28,9 +27,9 @@ export type OpArgs =
   | { readonly kind: "suspend" }
   | { readonly kind: "resume" }
   /** Resize/cold migrate, source side: power off and hand the disk over. */
-  | { readonly kind: "migrate_disk"; readonly targetHost: string; readonly timeoutSeconds: number }
-  /** Resize/cold migrate, target side: create the instance from the migrated disk. */
-  | { readonly kind: "finish_migration"; readonly sourceHost: string; readonly powerOn: boolean }
+  | { readonly kind: "migrate_disk"; readonly targetHost: string; readonly timeoutSeconds: number; readonly bootsFromVolume?: boolean }
+  /** Resize/cold migrate, target side: create the instance from the migrated disk (or its root volume), with its volumes. */
+  | ({ readonly kind: "finish_migration"; readonly sourceHost: string; readonly powerOn: boolean } & HostVolumes)
   /** Confirm, source side: remove the old copy. */
   | { readonly kind: "confirm_migration" }
   /** Revert, target side: remove the new copy. */
@@ -44,7 +43,7 @@ export type OpArgs =
   /** Power off, snapshot into `imageId` (none if empty), remove from the host. */
   | { readonly kind: "shelve"; readonly imageId: string; readonly imageName: string; readonly timeoutSeconds: number }
   /** Rebuild from the instance's (new) image; `recreate`: create it if it is not on this host. */
-  | { readonly kind: "rebuild"; readonly recreate: boolean }
+  | ({ readonly kind: "rebuild"; readonly recreate: boolean } & HostVolumes)
   /** Live migration, target side: prepare to receive the instance. */
   | { readonly kind: "pre_live_migration"; readonly sourceHost: string; readonly bootsFromVolume: boolean }
   /** Live migration, source side: move the running instance; reports progress; abortable. */
@@ -71,6 +70,24 @@ export type OpArgs =
   | { readonly kind: "unexport_volume"; readonly attachmentId: string }
   /** Volume host: grow the op's (attached) volume to `sizeBytes` and serve its exports again at that size. */
   | { readonly kind: "grow_volume"; readonly sizeBytes: number };
+
+/**
+ * The volumes of an instance a host creates (spawn, an evacuation's
+ * recreate, a cold migration's target), each at its export for that host:
+ * the root volume of a server booted from one, and the attached others.
+ */
+export interface HostVolumes {
+  readonly rootAttachmentId?: string;
+  readonly rootExport?: VolumeExport;
+  readonly volumes?: readonly AttachedVolume[];
+}
+
+/** An attached volume of an instance a host creates: its attachment, device and export for that host. */
+export interface AttachedVolume {
+  readonly attachmentId: string;
+  readonly device: string;
+  readonly export: VolumeExport;
+}
 
 /** An attached volume during a live migration: where the target opens it. */
 export interface MigratingVolume {

@@ -365,7 +365,28 @@ export interface SpawnOp {
    */
   rootAttachmentId: string;
   /** Where this host opens the root volume (with root_attachment_id). */
-  rootExport: VolumeExport | undefined;
+  rootExport:
+    | VolumeExport
+    | undefined;
+  /**
+   * The instance's other attached volumes, each opened at its export made
+   * for this host (an unshelved server's volumes).
+   */
+  volumes: AttachedVolume[];
+}
+
+/**
+ * A volume attached to an instance a host creates (spawn, the recreate of
+ * an evacuation, the target of a cold migration): the domain is defined
+ * with it.
+ */
+export interface AttachedVolume {
+  /** The attachment (UUID): how the hypervisor knows the disk. */
+  attachmentId: string;
+  /** The device it is attached as ("vdb"). */
+  device: string;
+  /** Where this host opens it. */
+  export: VolumeExport | undefined;
 }
 
 /**
@@ -437,6 +458,17 @@ export interface ShelveOp {
 export interface RebuildOp {
   /** Evacuation: the instance does not exist on this host; create it here. */
   recreate: boolean;
+  /**
+   * With recreate, as SpawnOp's: the root volume of a server booted from
+   * one, opened at root_export (made for this host).
+   */
+  rootAttachmentId: string;
+  /** Where this host opens the root volume (with root_attachment_id). */
+  rootExport:
+    | VolumeExport
+    | undefined;
+  /** With recreate: the other attached volumes, each at its export for this host. */
+  volumes: AttachedVolume[];
 }
 
 /** Source side of a resize or cold migration. */
@@ -445,6 +477,11 @@ export interface MigrateDiskOp {
   targetHost: string;
   /** Seconds to wait for a clean shutdown (0: driver default). */
   timeoutSeconds: number;
+  /**
+   * The instance boots from a volume: there is no local root disk to hand
+   * over (its volumes are exported to the target, never copied).
+   */
+  bootsFromVolume: boolean;
 }
 
 /** Target side of a resize or cold migration. */
@@ -453,6 +490,17 @@ export interface FinishMigrationOp {
   sourceHost: string;
   /** Start it after creating it (it was running before the move). */
   powerOn: boolean;
+  /**
+   * As SpawnOp's: the root volume of a server booted from one, opened at
+   * root_export (made for this host); no disk was handed over.
+   */
+  rootAttachmentId: string;
+  /** Where this host opens the root volume (with root_attachment_id). */
+  rootExport:
+    | VolumeExport
+    | undefined;
+  /** The other attached volumes, each at its export made for this host. */
+  volumes: AttachedVolume[];
 }
 
 /** Confirm a resize or migration on the source: destroy the old copy. */
@@ -3620,7 +3668,7 @@ export const InstanceImage_PropertiesEntry: MessageFns<InstanceImage_PropertiesE
 };
 
 function createBaseSpawnOp(): SpawnOp {
-  return { rootAttachmentId: "", rootExport: undefined };
+  return { rootAttachmentId: "", rootExport: undefined, volumes: [] };
 }
 
 export const SpawnOp: MessageFns<SpawnOp> = {
@@ -3630,6 +3678,9 @@ export const SpawnOp: MessageFns<SpawnOp> = {
     }
     if (message.rootExport !== undefined) {
       VolumeExport.encode(message.rootExport, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.volumes) {
+      AttachedVolume.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -3663,6 +3714,14 @@ export const SpawnOp: MessageFns<SpawnOp> = {
             message.rootExport = VolumeExport.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.volumes.push(AttachedVolume.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3687,6 +3746,9 @@ export const SpawnOp: MessageFns<SpawnOp> = {
         : isSet(object.root_export)
         ? VolumeExport.fromJSON(object.root_export)
         : undefined,
+      volumes: globalThis.Array.isArray(object?.volumes)
+        ? object.volumes.map((e: any) => AttachedVolume.fromJSON(e))
+        : [],
     };
   },
 
@@ -3697,6 +3759,9 @@ export const SpawnOp: MessageFns<SpawnOp> = {
     }
     if (message.rootExport !== undefined) {
       obj.rootExport = VolumeExport.toJSON(message.rootExport);
+    }
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => AttachedVolume.toJSON(e));
     }
     return obj;
   },
@@ -3709,6 +3774,114 @@ export const SpawnOp: MessageFns<SpawnOp> = {
     message.rootAttachmentId = object.rootAttachmentId ?? "";
     message.rootExport = (object.rootExport !== undefined && object.rootExport !== null)
       ? VolumeExport.fromPartial(object.rootExport)
+      : undefined;
+    message.volumes = object.volumes?.map((e) => AttachedVolume.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseAttachedVolume(): AttachedVolume {
+  return { attachmentId: "", device: "", export: undefined };
+}
+
+export const AttachedVolume: MessageFns<AttachedVolume> = {
+  encode(message: AttachedVolume, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.attachmentId !== "") {
+      writer.uint32(10).string(message.attachmentId);
+    }
+    if (message.device !== "") {
+      writer.uint32(18).string(message.device);
+    }
+    if (message.export !== undefined) {
+      VolumeExport.encode(message.export, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AttachedVolume {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAttachedVolume();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.attachmentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.device = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.export = VolumeExport.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AttachedVolume {
+    return {
+      attachmentId: isSet(object.attachmentId)
+        ? globalThis.String(object.attachmentId)
+        : isSet(object.attachment_id)
+        ? globalThis.String(object.attachment_id)
+        : "",
+      device: isSet(object.device) ? globalThis.String(object.device) : "",
+      export: isSet(object.export) ? VolumeExport.fromJSON(object.export) : undefined,
+    };
+  },
+
+  toJSON(message: AttachedVolume): unknown {
+    const obj: any = {};
+    if (message.attachmentId !== "") {
+      obj.attachmentId = message.attachmentId;
+    }
+    if (message.device !== "") {
+      obj.device = message.device;
+    }
+    if (message.export !== undefined) {
+      obj.export = VolumeExport.toJSON(message.export);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AttachedVolume>, I>>(base?: I): AttachedVolume {
+    return AttachedVolume.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AttachedVolume>, I>>(object: I): AttachedVolume {
+    const message = createBaseAttachedVolume();
+    message.attachmentId = object.attachmentId ?? "";
+    message.device = object.device ?? "";
+    message.export = (object.export !== undefined && object.export !== null)
+      ? VolumeExport.fromPartial(object.export)
       : undefined;
     return message;
   },
@@ -4395,13 +4568,22 @@ export const ShelveOp: MessageFns<ShelveOp> = {
 };
 
 function createBaseRebuildOp(): RebuildOp {
-  return { recreate: false };
+  return { recreate: false, rootAttachmentId: "", rootExport: undefined, volumes: [] };
 }
 
 export const RebuildOp: MessageFns<RebuildOp> = {
   encode(message: RebuildOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.recreate !== false) {
       writer.uint32(8).bool(message.recreate);
+    }
+    if (message.rootAttachmentId !== "") {
+      writer.uint32(18).string(message.rootAttachmentId);
+    }
+    if (message.rootExport !== undefined) {
+      VolumeExport.encode(message.rootExport, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.volumes) {
+      AttachedVolume.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -4427,6 +4609,30 @@ export const RebuildOp: MessageFns<RebuildOp> = {
             message.recreate = reader.bool();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.rootAttachmentId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.rootExport = VolumeExport.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.volumes.push(AttachedVolume.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4440,13 +4646,37 @@ export const RebuildOp: MessageFns<RebuildOp> = {
   },
 
   fromJSON(object: any): RebuildOp {
-    return { recreate: isSet(object.recreate) ? globalThis.Boolean(object.recreate) : false };
+    return {
+      recreate: isSet(object.recreate) ? globalThis.Boolean(object.recreate) : false,
+      rootAttachmentId: isSet(object.rootAttachmentId)
+        ? globalThis.String(object.rootAttachmentId)
+        : isSet(object.root_attachment_id)
+        ? globalThis.String(object.root_attachment_id)
+        : "",
+      rootExport: isSet(object.rootExport)
+        ? VolumeExport.fromJSON(object.rootExport)
+        : isSet(object.root_export)
+        ? VolumeExport.fromJSON(object.root_export)
+        : undefined,
+      volumes: globalThis.Array.isArray(object?.volumes)
+        ? object.volumes.map((e: any) => AttachedVolume.fromJSON(e))
+        : [],
+    };
   },
 
   toJSON(message: RebuildOp): unknown {
     const obj: any = {};
     if (message.recreate !== false) {
       obj.recreate = message.recreate;
+    }
+    if (message.rootAttachmentId !== "") {
+      obj.rootAttachmentId = message.rootAttachmentId;
+    }
+    if (message.rootExport !== undefined) {
+      obj.rootExport = VolumeExport.toJSON(message.rootExport);
+    }
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => AttachedVolume.toJSON(e));
     }
     return obj;
   },
@@ -4457,12 +4687,17 @@ export const RebuildOp: MessageFns<RebuildOp> = {
   fromPartial<I extends Exact<DeepPartial<RebuildOp>, I>>(object: I): RebuildOp {
     const message = createBaseRebuildOp();
     message.recreate = object.recreate ?? false;
+    message.rootAttachmentId = object.rootAttachmentId ?? "";
+    message.rootExport = (object.rootExport !== undefined && object.rootExport !== null)
+      ? VolumeExport.fromPartial(object.rootExport)
+      : undefined;
+    message.volumes = object.volumes?.map((e) => AttachedVolume.fromPartial(e)) || [];
     return message;
   },
 };
 
 function createBaseMigrateDiskOp(): MigrateDiskOp {
-  return { targetHost: "", timeoutSeconds: 0 };
+  return { targetHost: "", timeoutSeconds: 0, bootsFromVolume: false };
 }
 
 export const MigrateDiskOp: MessageFns<MigrateDiskOp> = {
@@ -4472,6 +4707,9 @@ export const MigrateDiskOp: MessageFns<MigrateDiskOp> = {
     }
     if (message.timeoutSeconds !== 0) {
       writer.uint32(16).int32(message.timeoutSeconds);
+    }
+    if (message.bootsFromVolume !== false) {
+      writer.uint32(24).bool(message.bootsFromVolume);
     }
     return writer;
   },
@@ -4505,6 +4743,14 @@ export const MigrateDiskOp: MessageFns<MigrateDiskOp> = {
             message.timeoutSeconds = reader.int32();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.bootsFromVolume = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4529,6 +4775,11 @@ export const MigrateDiskOp: MessageFns<MigrateDiskOp> = {
         : isSet(object.timeout_seconds)
         ? globalThis.Number(object.timeout_seconds)
         : 0,
+      bootsFromVolume: isSet(object.bootsFromVolume)
+        ? globalThis.Boolean(object.bootsFromVolume)
+        : isSet(object.boots_from_volume)
+        ? globalThis.Boolean(object.boots_from_volume)
+        : false,
     };
   },
 
@@ -4540,6 +4791,9 @@ export const MigrateDiskOp: MessageFns<MigrateDiskOp> = {
     if (message.timeoutSeconds !== 0) {
       obj.timeoutSeconds = Math.round(message.timeoutSeconds);
     }
+    if (message.bootsFromVolume !== false) {
+      obj.bootsFromVolume = message.bootsFromVolume;
+    }
     return obj;
   },
 
@@ -4550,12 +4804,13 @@ export const MigrateDiskOp: MessageFns<MigrateDiskOp> = {
     const message = createBaseMigrateDiskOp();
     message.targetHost = object.targetHost ?? "";
     message.timeoutSeconds = object.timeoutSeconds ?? 0;
+    message.bootsFromVolume = object.bootsFromVolume ?? false;
     return message;
   },
 };
 
 function createBaseFinishMigrationOp(): FinishMigrationOp {
-  return { sourceHost: "", powerOn: false };
+  return { sourceHost: "", powerOn: false, rootAttachmentId: "", rootExport: undefined, volumes: [] };
 }
 
 export const FinishMigrationOp: MessageFns<FinishMigrationOp> = {
@@ -4565,6 +4820,15 @@ export const FinishMigrationOp: MessageFns<FinishMigrationOp> = {
     }
     if (message.powerOn !== false) {
       writer.uint32(16).bool(message.powerOn);
+    }
+    if (message.rootAttachmentId !== "") {
+      writer.uint32(26).string(message.rootAttachmentId);
+    }
+    if (message.rootExport !== undefined) {
+      VolumeExport.encode(message.rootExport, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.volumes) {
+      AttachedVolume.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -4598,6 +4862,30 @@ export const FinishMigrationOp: MessageFns<FinishMigrationOp> = {
             message.powerOn = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.rootAttachmentId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.rootExport = VolumeExport.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.volumes.push(AttachedVolume.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4622,6 +4910,19 @@ export const FinishMigrationOp: MessageFns<FinishMigrationOp> = {
         : isSet(object.power_on)
         ? globalThis.Boolean(object.power_on)
         : false,
+      rootAttachmentId: isSet(object.rootAttachmentId)
+        ? globalThis.String(object.rootAttachmentId)
+        : isSet(object.root_attachment_id)
+        ? globalThis.String(object.root_attachment_id)
+        : "",
+      rootExport: isSet(object.rootExport)
+        ? VolumeExport.fromJSON(object.rootExport)
+        : isSet(object.root_export)
+        ? VolumeExport.fromJSON(object.root_export)
+        : undefined,
+      volumes: globalThis.Array.isArray(object?.volumes)
+        ? object.volumes.map((e: any) => AttachedVolume.fromJSON(e))
+        : [],
     };
   },
 
@@ -4633,6 +4934,15 @@ export const FinishMigrationOp: MessageFns<FinishMigrationOp> = {
     if (message.powerOn !== false) {
       obj.powerOn = message.powerOn;
     }
+    if (message.rootAttachmentId !== "") {
+      obj.rootAttachmentId = message.rootAttachmentId;
+    }
+    if (message.rootExport !== undefined) {
+      obj.rootExport = VolumeExport.toJSON(message.rootExport);
+    }
+    if (message.volumes?.length) {
+      obj.volumes = message.volumes.map((e) => AttachedVolume.toJSON(e));
+    }
     return obj;
   },
 
@@ -4643,6 +4953,11 @@ export const FinishMigrationOp: MessageFns<FinishMigrationOp> = {
     const message = createBaseFinishMigrationOp();
     message.sourceHost = object.sourceHost ?? "";
     message.powerOn = object.powerOn ?? false;
+    message.rootAttachmentId = object.rootAttachmentId ?? "";
+    message.rootExport = (object.rootExport !== undefined && object.rootExport !== null)
+      ? VolumeExport.fromPartial(object.rootExport)
+      : undefined;
+    message.volumes = object.volumes?.map((e) => AttachedVolume.fromPartial(e)) || [];
     return message;
   },
 };
