@@ -243,6 +243,56 @@ describe("ComputeOp in: attaching a volume (compute host) and exporting it (volu
     assert.equal(problem(spawn({ rootAttachmentId: "att-root", rootExport: { ...rootExport, exportName: "" } })).problem, "spawn.root_export.export_name is empty");
   });
 
+  test("a spawn, an evacuation's rebuild and a cold migration's finish come in with their root and attached volumes; a migrate_disk with boots_from_volume when set", () => {
+    const rootExport = { host: "192.0.2.9", port: 10811, exportName: "att-root" };
+    const volumes = [
+      { attachmentId: "att-b", device: "vdb", export: { host: "192.0.2.9", port: 10812, exportName: "att-b" } },
+      { attachmentId: "att-d", device: "vdd", export: { host: "vol-2.example", port: 10813, exportName: "att-d" } },
+    ];
+    const ops: AgentOp[] = [
+      testOp(inst, { kind: "spawn", volumes }),
+      testOp(inst, { kind: "spawn", rootAttachmentId: "att-root", rootExport, volumes }),
+      testOp(inst, { kind: "rebuild", recreate: true, rootAttachmentId: "att-root", rootExport, volumes }),
+      testOp(inst, { kind: "rebuild", recreate: true, volumes }),
+      testOp(inst, { kind: "finish_migration", sourceHost: "a", powerOn: true, rootAttachmentId: "att-root", rootExport, volumes }),
+      testOp(inst, { kind: "finish_migration", sourceHost: "a", powerOn: false, volumes: [volumes[0]!] }),
+      testOp(inst, { kind: "migrate_disk", targetHost: "b", timeoutSeconds: 7, bootsFromVolume: true }),
+    ];
+    for (const op of ops) assert.deepEqual(agentOpFromProto(ComputeOp.decode(ComputeOp.encode(computeOpOf(op)).finish())), op, op.kind);
+    const plain = agentOpFromProto(computeOpOf(testOp(inst, { kind: "finish_migration", sourceHost: "a", powerOn: true })));
+    assert.equal("volumes" in plain || "rootAttachmentId" in plain || "rootExport" in plain, false, "no volumes named: none there");
+    const local = agentOpFromProto(computeOpOf(testOp(inst, { kind: "migrate_disk", targetHost: "b", timeoutSeconds: 0, bootsFromVolume: false })));
+    assert.equal("bootsFromVolume" in local, false, "a local root disk: no flag");
+  });
+
+  test("a spawn, rebuild or finish_migration with half a root volume or a bad attached volume is an InvalidOp naming the field", () => {
+    const rootExport = { host: "192.0.2.9", port: 10811, exportName: "att-root" };
+    const good = { attachmentId: "att-b", device: "vdb", export: { host: "192.0.2.9", port: 10812, exportName: "att-b" } };
+    const problemOf = (kind: "spawn" | "rebuild" | "finish_migration", args: { rootAttachmentId?: string; rootExport?: object; volumes?: unknown[] }): string => {
+      const base = kind === "rebuild" ? { recreate: true } : kind === "finish_migration" ? { sourceHost: "a", powerOn: true } : {};
+      const wire = computeOpOf(testOp(inst, { kind, ...base, ...args } as Parameters<typeof testOp>[1]));
+      const got = agentOpFromProto(wire);
+      return "problem" in got ? got.problem : "";
+    };
+    assert.equal(problemOf("finish_migration", { volumes: [good] }), "");
+    assert.equal(problemOf("rebuild", { rootAttachmentId: "att-root" }), "rebuild names a root_attachment_id but no root_export");
+    assert.equal(problemOf("finish_migration", { rootExport }), "finish_migration names a root_export but no root_attachment_id");
+    assert.equal(problemOf("finish_migration", { rootAttachmentId: "x y", rootExport }), 'finish_migration.root_attachment_id "x y" is not an attachment id');
+    assert.equal(problemOf("rebuild", { rootAttachmentId: "att-root", rootExport: { ...rootExport, port: 0 } }), "rebuild.root_export.port 0 is not a port (1-65535)");
+    const vol = (over: object) => [good, { ...good, attachmentId: "att-c", device: "vdc", ...over }];
+    assert.equal(problemOf("finish_migration", { volumes: vol({ export: { ...good.export, port: 70000 } }) }), "finish_migration.volumes[1].export.port 70000 is not a port (1-65535)");
+    assert.equal(problemOf("finish_migration", { volumes: vol({ export: undefined }) }), "finish_migration.volumes[1].export is not set");
+    assert.equal(problemOf("spawn", { volumes: vol({ export: { ...good.export, host: "" } }) }), "spawn.volumes[1].export.host is empty");
+    assert.equal(problemOf("spawn", { volumes: vol({ attachmentId: "../x" }) }), 'spawn.volumes[1].attachment_id "../x" is not an attachment id');
+    assert.equal(problemOf("spawn", { volumes: vol({ device: "" }) }), "spawn.volumes[1].device is empty");
+    assert.equal(problemOf("rebuild", { volumes: vol({ device: "sdc" }) }), 'rebuild.volumes[1].device "sdc" is not a virtio disk (vdb…vdz)');
+    assert.equal(problemOf("rebuild", { volumes: vol({ device: "vdaa" }) }), 'rebuild.volumes[1].device "vdaa" is not a virtio disk (vdb…vdz)');
+    assert.equal(problemOf("spawn", { volumes: vol({ device: "vda" }) }), "spawn.volumes[1].device is vda, the root disk's");
+    assert.equal(problemOf("spawn", { volumes: vol({ device: "vdb" }) }), "spawn names device vdb twice");
+    assert.equal(problemOf("finish_migration", { volumes: vol({ attachmentId: "att-b", device: "vdc" }) }), "finish_migration names attachment att-b twice");
+    assert.equal(problemOf("spawn", { rootAttachmentId: "att-b", rootExport, volumes: [good] }), "spawn names attachment att-b twice", "the root volume's attachment too");
+  });
+
   test("an export or unexport without a usable volume, attachment or client is an InvalidOp of its volume and server", () => {
     const exp = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "export_volume", serverId: inst.id }));
     assert.deepEqual(problem({ ...exp, volume: undefined }), { opId: exp.opId, serverId: inst.id, volumeId: "", problem: "export_volume names no volume" });

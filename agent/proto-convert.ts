@@ -21,9 +21,10 @@ import type { ComputeOp, InstanceImage, Instance, Port as ProtoPort } from "../g
 import type { PortSpec, Segmentation } from "./network/types.js";
 import { PowerState as ProtoPowerState, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import type { HostReport, InstanceSpec, PowerState, Resources, SnapshotInfo } from "./drivers/types.js";
-import { kindOfCase, OP_TRAITS, type MigratingVolume, type VolumeExport } from "../controller/domain/ops.js";
+import { kindOfCase, OP_TRAITS, type VolumeExport } from "../controller/domain/ops.js";
 import { isVolumeOpCase, type VolumeOpSource } from "../controller/domain/volume-ops.js";
 import { CLIENT_NAME_PATTERN, VOLUME_ID_PATTERN } from "./volume/backend.js";
+import { exportProblem, hostVolumesOf, migratingVolumesProblem, type WireHostVolumes } from "./proto-volumes.js";
 import type { AgentOp, AgentVolumeOp, AgentVolumeOpKind, IncomingOp, InvalidOp, OpArgsByKind, OpEnvelope, OpHeader } from "./ops/agent-op.js";
 import type { OpFailure, OpOutcome, VolumeResult } from "./ops/outcome.js";
 import type { OpProgressEvent } from "./ops/progress.js";
@@ -67,31 +68,6 @@ function isExportCase(opCase: string): boolean {
   return kind !== undefined && OP_TRAITS[kind].onVolumeHost === true;
 }
 
-/** What is wrong with an export a compute host is to open (undefined: nothing); `field` names it in the message. */
-function exportProblem(field: string, e: Partial<VolumeExport> | undefined): string | undefined {
-  // Unset on the wire, the export message decodes as undefined.
-  if (!e) return `${field} is not set`;
-  if (!e.host) return `${field}.host is empty`;
-  const port = e.port ?? 0;
-  if (!Number.isInteger(port) || port < 1 || port > 65535) return `${field}.port ${port} is not a port (1-65535)`;
-  if (!e.exportName) return `${field}.export_name is empty`;
-  return undefined;
-}
-
-/** What is wrong with the volumes of a live migration (undefined: nothing). */
-function migratingVolumesProblem(volumes: readonly Partial<MigratingVolume>[]): string | undefined {
-  const seen = new Set<string>();
-  for (const [i, v] of volumes.entries()) {
-    const id = v.attachmentId ?? "";
-    if (!VOLUME_ID_PATTERN.test(id)) return `live_migrate.volumes[${i}].attachment_id "${id}" is not an attachment id`;
-    if (seen.has(id)) return `live_migrate.volumes names attachment ${id} twice`;
-    seen.add(id);
-    const problem = exportProblem(`live_migrate.volumes[${i}].export`, v.export);
-    if (problem !== undefined) return problem;
-  }
-  return undefined;
-}
-
 /** What is wrong with the arguments of an attach, detach, hold or extend of a volume's disk, or a live migration's volumes (undefined: nothing, or another kind). */
 function attachmentProblem(a: OpArgs): string | undefined {
   if (a.kind === "live_migrate") return migratingVolumesProblem(a.volumes ?? []);
@@ -107,20 +83,32 @@ function attachmentProblem(a: OpArgs): string | undefined {
 }
 
 /**
- * A spawn's arguments as the agent takes them: a root volume (attachment
- * and export) only when the op names one, which takes both; or what is
- * wrong with them.
+ * An op's arguments as the agent takes them, or what is wrong with them:
+ * a spawn's, a rebuild's and a finish_migration's volumes through
+ * {@link hostVolumesOf} (none named: none there); a migrate_disk's
+ * boots_from_volume only when set.
  */
-function spawnArgs(a: Extract<OpArgs, { kind: "spawn" }>): OpArgs | string {
-  const { rootAttachmentId, rootExport } = a;
-  if (!rootAttachmentId && !rootExport) return { kind: "spawn" };
-  if (!rootAttachmentId) return "spawn names a root_export but no root_attachment_id";
-  if (!VOLUME_ID_PATTERN.test(rootAttachmentId)) return `spawn.root_attachment_id "${rootAttachmentId}" is not an attachment id`;
-  if (!rootExport) return "spawn names a root_attachment_id but no root_export";
-  const problem = exportProblem("spawn.root_export", rootExport);
-  if (problem !== undefined) return problem;
-  const { host, port, exportName } = rootExport as VolumeExport;
-  return { kind: "spawn", rootAttachmentId, rootExport: { host, port, exportName } };
+function agentArgs(a: OpArgs): OpArgs | string {
+  switch (a.kind) {
+    case "spawn": {
+      const v = hostVolumesOf(a.kind, a as WireHostVolumes);
+      return typeof v === "string" ? v : { kind: a.kind, ...v };
+    }
+    case "rebuild": {
+      const v = hostVolumesOf(a.kind, a as WireHostVolumes);
+      return typeof v === "string" ? v : { kind: a.kind, recreate: a.recreate, ...v };
+    }
+    case "finish_migration": {
+      const v = hostVolumesOf(a.kind, a as WireHostVolumes);
+      return typeof v === "string" ? v : { kind: a.kind, sourceHost: a.sourceHost, powerOn: a.powerOn, ...v };
+    }
+    case "migrate_disk": {
+      const { kind, targetHost, timeoutSeconds, bootsFromVolume } = a;
+      return { kind, targetHost, timeoutSeconds, ...(bootsFromVolume ? { bootsFromVolume: true } : {}) };
+    }
+    default:
+      return a;
+  }
 }
 
 /**
@@ -139,7 +127,7 @@ export function agentOpFromProto(op: ComputeOp): IncomingOp {
   if (op.op.$case === "abort" && op.op.abort.targetOpId === op.opId) return invalid("an abort op cannot abort itself");
   const decoded = argsFromProto(op.op);
   if (decoded === undefined) return invalid(`the op names an operation this agent does not know (${op.op.$case})`);
-  const args = decoded.kind === "spawn" ? spawnArgs(decoded) : decoded;
+  const args = agentArgs(decoded);
   if (typeof args === "string") return invalid(args);
   const problem = attachmentProblem(args);
   if (problem !== undefined) return invalid(problem);

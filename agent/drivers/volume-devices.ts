@@ -4,7 +4,8 @@
  * (`ua-<id>`, letters, digits, "_" and "-" only), the device is a virtio
  * "vdX" after the root disk "vda".
  */
-import type { AttachVolumeOptions } from "./driver.js";
+import type { AttachVolumeOptions, RootVolume } from "./driver.js";
+import type { AttachedVolume } from "./types.js";
 import { DriverError } from "./errors.js";
 
 /** Attachment ids a driver accepts: what fits a libvirt user alias (UUIDs do). */
@@ -52,4 +53,27 @@ export function pickDevice(used: ReadonlyMap<string, string | undefined>, attach
   const free = DEVICES.find((d) => !used.has(d));
   if (!free) throw new DriverError("NO_FREE_DEVICE", `no free device for attachment ${attachmentId} (vdb…vdz are all used)`);
   return free;
+}
+
+/**
+ * Rejects (non-retryable "INVALID_ARGUMENT") the volumes an instance is
+ * created with (spawn, finishMigration): the root volume as an attachment
+ * on vda, each other volume as an attachment on a device of its own after
+ * vda, no attachment twice.
+ */
+export function checkInitialVolumes(instanceId: string, rootVolume: RootVolume | undefined, volumes: readonly AttachedVolume[]): void {
+  const ids = new Set<string>();
+  const devices = new Set<string>();
+  if (rootVolume) {
+    checkAttachment({ instanceId, attachmentId: rootVolume.attachmentId, connection: rootVolume.connection, device: "vda" });
+    ids.add(rootVolume.attachmentId);
+  }
+  for (const v of volumes) {
+    checkAttachment({ instanceId, attachmentId: v.attachmentId, connection: v.connection, device: v.device });
+    if (v.device === "vda") throw invalid(`volume attachment ${v.attachmentId} cannot be vda, the root disk`);
+    if (ids.has(v.attachmentId)) throw invalid(`volume attachment ${v.attachmentId} is given twice`);
+    if (devices.has(v.device)) throw invalid(`device ${v.device} is given to two volume attachments`);
+    ids.add(v.attachmentId);
+    devices.add(v.device);
+  }
 }

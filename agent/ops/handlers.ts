@@ -3,9 +3,10 @@
  * after a restart interrupted it (`reconcile`), one row per kind. A kind
  * without a row does not compile.
  */
-import { DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS, type CallOptions, type Driver } from "../drivers/driver.js";
+import { DEFAULT_SOFT_REBOOT_TIMEOUT_SECONDS, type CallOptions, type Driver, type RootVolume } from "../drivers/driver.js";
 import { DriverError, InstanceNotFoundError, SoftRebootTimeoutError } from "../drivers/errors.js";
-import type { PowerState, SnapshotInfo } from "../drivers/types.js";
+import type { AttachedVolume, PowerState, SnapshotInfo, VolumeConnection } from "../drivers/types.js";
+import type { VolumeExport } from "../../controller/domain/ops.js";
 import type { NetworkDriver } from "../network/driver.js";
 import type { AgentOp, DriverOpKind, OpHeader } from "./agent-op.js";
 import type { VolumeResult } from "./outcome.js";
@@ -124,7 +125,7 @@ async function rebuild(op: AgentOp<"rebuild">, { driver, call, progress }: Handl
   const onSpawning = () => progress.stage("REBUILD_SPAWNING", "creating the server from its image");
   if (op.recreate && !(await exists(driver, op.instance.id, call))) {
     onSpawning();
-    await driver.spawn({ instance: op.instance }, call);
+    await driver.spawn({ instance: op.instance, ...driverVolumes(op, driver) }, call);
     return { note: "the instance was not on this host; created it" };
   }
   await driver.rebuild({ instance: op.instance, onSpawning }, call);
@@ -165,31 +166,42 @@ async function detachInterface(op: AgentOp<"detach_interface">, { driver, call, 
 }
 
 /** Refuses a volume change on a hypervisor that cannot attach volumes: running it again here cannot help. */
-function requireVolumeAttach(driver: Driver, kind: "spawn" | "attach_volume" | "detach_volume" | "extend_volume_disk" | "hold_volume_disk"): void {
+function requireVolumeAttach(driver: Driver, kind: "spawn" | "rebuild" | "finish_migration" | "attach_volume" | "detach_volume" | "extend_volume_disk" | "hold_volume_disk"): void {
   if (!driver.capabilities.volumeAttach) {
     throw new DriverError("NOT_SUPPORTED", `${kind}: this host's hypervisor cannot attach volumes (its driver lacks volumeAttach)`);
   }
 }
 
-/** Creates and starts the instance; one booted from a volume opens its root volume's export as its root disk. */
-async function spawn(op: AgentOp<"spawn">, { driver, call }: HandlerContext): Promise<RunResult> {
-  if (op.rootAttachmentId === undefined || op.rootExport === undefined) {
-    await driver.spawn({ instance: op.instance }, call);
-    return DONE;
-  }
+/** An export made for this host as the driver opens it (always over TLS). */
+function connectionOf({ host, port, exportName }: VolumeExport): VolumeConnection {
+  return { host, port, exportName, tls: true };
+}
+
+/**
+ * The volumes an op that creates the instance here carries, as the driver
+ * takes them: its root volume, if it boots from one, and its other
+ * attached volumes; nothing for an instance without volumes. Refused on a
+ * hypervisor that cannot attach volumes.
+ */
+function driverVolumes(op: AgentOp<"spawn" | "rebuild" | "finish_migration">, driver: Driver): { rootVolume?: RootVolume; volumes?: AttachedVolume[] } {
+  const root = op.rootAttachmentId !== undefined && op.rootExport !== undefined ? { attachmentId: op.rootAttachmentId, connection: connectionOf(op.rootExport) } : undefined;
+  const volumes = (op.volumes ?? []).map((v) => ({ attachmentId: v.attachmentId, device: v.device, connection: connectionOf(v.export) }));
+  if (!root && volumes.length === 0) return {};
   requireVolumeAttach(driver, op.kind);
-  const { host, port, exportName } = op.rootExport;
-  const rootVolume = { attachmentId: op.rootAttachmentId, connection: { host, port, exportName, tls: true as const } };
-  await driver.spawn({ instance: op.instance, rootVolume }, call);
+  return { ...(root ? { rootVolume: root } : {}), ...(volumes.length > 0 ? { volumes } : {}) };
+}
+
+/** Creates and starts the instance; one booted from a volume opens its root volume's export as its root disk, and its other volumes are attached from the start. */
+async function spawn(op: AgentOp<"spawn">, { driver, call }: HandlerContext): Promise<RunResult> {
+  await driver.spawn({ instance: op.instance, ...driverVolumes(op, driver) }, call);
   return DONE;
 }
 
 /** Hot-plugs the volume's export as a disk of the instance; the result says its device. */
 async function attachVolume(op: AgentOp<"attach_volume">, { driver, call }: HandlerContext): Promise<RunResult> {
   requireVolumeAttach(driver, op.kind);
-  const { host, port, exportName } = op.export;
   const { device } = await driver.attachVolume(
-    { instanceId: op.instance.id, attachmentId: op.attachmentId, connection: { host, port, exportName, tls: true }, ...(op.device ? { device: op.device } : {}) },
+    { instanceId: op.instance.id, attachmentId: op.attachmentId, connection: connectionOf(op.export), ...(op.device ? { device: op.device } : {}) },
     call,
   );
   return { volume: { device } };
@@ -304,12 +316,17 @@ export const HANDLERS = {
   rebuild: { run: rebuild, reconcile: "run_again" },
   migrate_disk: {
     run: (op, { driver, call }) =>
-      done(driver.migrateDiskAndPowerOff({ instanceId: op.instance.id, targetHost: op.targetHost, timeoutSeconds: op.timeoutSeconds }, call)),
+      done(
+        driver.migrateDiskAndPowerOff(
+          { instanceId: op.instance.id, targetHost: op.targetHost, timeoutSeconds: op.timeoutSeconds, ...(op.bootsFromVolume ? { bootsFromVolume: true } : {}) },
+          call,
+        ),
+      ),
     reconcile: "run_again",
   },
   finish_migration: {
     run: (op, { driver, call }) =>
-      done(driver.finishMigration({ instance: op.instance, sourceHost: op.sourceHost, powerOn: op.powerOn }, call)),
+      done(driver.finishMigration({ instance: op.instance, sourceHost: op.sourceHost, powerOn: op.powerOn, ...driverVolumes(op, driver) }, call)),
     reconcile: "run_again",
   },
   confirm_migration: { run: onInstance("confirmMigration"), reconcile: "run_again" },

@@ -173,4 +173,66 @@ describe("Booting from a volume through the driver", () => {
     assert.deepEqual([outcome.failure?.code, outcome.failure?.retryable], ["NOT_SUPPORTED", false]);
     assert.equal((await driver.report()).instances.some((i) => i.serverId === inst.id), false, "no instance made");
   });
+
+  test("a spawn and an evacuation's rebuild create the instance with its root volume and attached volumes at the exports given, over TLS", async () => {
+    const driver = fake();
+    const ex = await executor(driver);
+    const volumes = [{ attachmentId: "att-d", device: "vdd", export: exportOf("att-d") }];
+    const inst = testInstance();
+    const spawned = await ex.execute(testOp(inst, { kind: "spawn", volumes }));
+    assert.equal(spawned.outcome.failure, undefined);
+    assert.deepEqual(await driver.volumes({ instanceId: inst.id }), [{ attachmentId: "att-d", device: "vdd", connection: { ...exportOf("att-d"), tls: true } }]);
+    const evacuated = testInstance();
+    const { outcome } = await ex.execute(testOp(evacuated, { kind: "rebuild", recreate: true, rootAttachmentId: "att-root", rootExport: exportOf("att-root"), volumes }));
+    assert.equal(outcome.failure, undefined);
+    assert.equal(outcome.powerState, "RUNNING");
+    assert.deepEqual(await driver.volumes({ instanceId: evacuated.id }), [
+      { attachmentId: "att-root", device: "vda", connection: { ...exportOf("att-root"), tls: true } },
+      { attachmentId: "att-d", device: "vdd", connection: { ...exportOf("att-d"), tls: true } },
+    ]);
+  });
+
+  test("a cold migration of a server booted from a volume: migrate_disk with boots_from_volume, finish_migration opens its root and data volumes at the target's exports", async () => {
+    const source = fake({ hostname: "src", statePath: join(stateDir, "src.json") });
+    const target = fake({ hostname: "dst", statePath: join(stateDir, "dst.json") });
+    const [exSource, exTarget] = [await executor(source), await OpExecutor.open({ driver: target, stateDir: join(stateDir, "dst"), fsync: false })];
+    open.push(exTarget);
+    const inst = testInstance();
+    const data = [{ attachmentId: "att-d", device: "vdb", export: exportOf("att-d") }];
+    assert.equal((await exSource.execute(testOp(inst, { kind: "spawn", rootAttachmentId: "att-root", rootExport: exportOf("att-root"), volumes: data }))).outcome.failure, undefined);
+    const refused = await exSource.execute(testOp(inst, { kind: "migrate_disk", targetHost: "dst", timeoutSeconds: 0 }));
+    assert.deepEqual([refused.outcome.failure?.code, refused.outcome.failure?.retryable], ["INVALID_STATE", false], "a volume-booted server has no local disk to hand over");
+    const moved = await exSource.execute(testOp(inst, { kind: "migrate_disk", targetHost: "dst", timeoutSeconds: 0, bootsFromVolume: true }));
+    assert.equal(moved.outcome.failure, undefined);
+    const there = { host: "192.0.2.8", port: 10811 };
+    const finish = testOp(inst, {
+      kind: "finish_migration",
+      sourceHost: "src",
+      powerOn: true,
+      rootAttachmentId: "att-root",
+      rootExport: { ...there, exportName: "att-root-dst" },
+      volumes: [{ attachmentId: "att-d", device: "vdb", export: { ...there, exportName: "att-d-dst" } }],
+    });
+    const finished = await exTarget.execute(finish);
+    assert.equal(finished.outcome.failure, undefined);
+    assert.equal(finished.outcome.powerState, "RUNNING");
+    assert.deepEqual(await target.volumes({ instanceId: inst.id }), [
+      { attachmentId: "att-root", device: "vda", connection: { ...there, exportName: "att-root-dst", tls: true } },
+      { attachmentId: "att-d", device: "vdb", connection: { ...there, exportName: "att-d-dst", tls: true } },
+    ]);
+    assert.equal((await exSource.execute(testOp(inst, { kind: "confirm_migration" }))).outcome.failure, undefined);
+    assert.equal((await source.report()).instances.some((i) => i.serverId === inst.id), false, "the source's copy is gone");
+  });
+
+  test("a hypervisor that cannot attach volumes refuses a spawn or a finish_migration with volumes with a non-retryable NOT_SUPPORTED", async () => {
+    const driver = fake({ capabilities: { volumeAttach: false } });
+    const ex = await executor(driver);
+    const inst = testInstance();
+    const volumes = [{ attachmentId: "att-d", device: "vdb", export: exportOf("att-d") }];
+    const spawn = await ex.execute(testOp(inst, { kind: "spawn", volumes }));
+    assert.deepEqual([spawn.outcome.failure?.code, spawn.outcome.failure?.retryable], ["NOT_SUPPORTED", false]);
+    const finish = await ex.execute(testOp(inst, { kind: "finish_migration", sourceHost: "a", powerOn: true, volumes }));
+    assert.deepEqual([finish.outcome.failure?.code, finish.outcome.failure?.retryable], ["NOT_SUPPORTED", false]);
+    assert.equal((await driver.report()).instances.some((i) => i.serverId === inst.id), false, "no instance made");
+  });
 });

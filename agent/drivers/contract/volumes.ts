@@ -16,7 +16,7 @@ import type { InstanceSpec, VolumeConnection } from "../types.js";
 import { type ContractKit, rejectsWith } from "./kit.js";
 
 export function volumesContract(k: ContractKit): void {
-  const { testIf, withDriver, options } = k;
+  const { testIf, plain, withDriver, options } = k;
 
   /** The export of each attachment, made once. */
   const exports = new Map<string, Promise<VolumeConnection>>();
@@ -53,6 +53,44 @@ export function volumesContract(k: ContractKit): void {
       assert.deepEqual(conn?.connection, await connection(a), "the connection it was attached with");
       assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
       await driver.destroy({ instanceId: inst.id });
+    }));
+
+  testIf("volumeAttach", "a spawn with volumes runs with them on their devices from the start, listed by volumes() with their connections; the next attach takes the first free device; bad volumes are INVALID_ARGUMENT and make nothing", () =>
+    withDriver(async (driver) => {
+      const inst = options.guest?.() ?? testInstance();
+      const [a, b, c] = [newId(), newId(), newId()];
+      const [ca, cb] = [await connection(a), await connection(b)];
+      const bad = testInstance();
+      const refused = [
+        [{ attachmentId: a, device: "vda", connection: ca }],
+        [{ attachmentId: a, device: "vdb", connection: ca }, { attachmentId: b, device: "vdb", connection: cb }],
+        [{ attachmentId: a, device: "vdb", connection: ca }, { attachmentId: a, device: "vdc", connection: ca }],
+        [{ attachmentId: a, device: "sdb", connection: ca }],
+      ];
+      for (const volumes of refused) await rejectsWith(driver.spawn({ instance: bad, volumes }), "INVALID_ARGUMENT", false);
+      await assert.rejects(driver.powerState({ instanceId: bad.id }), InstanceNotFoundError);
+      await driver.spawn({ instance: inst, volumes: [{ attachmentId: b, device: "vdd", connection: cb }, { attachmentId: a, device: "vdb", connection: ca }] });
+      await options.guestUp?.(driver, inst.id);
+      assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
+      assert.deepEqual(
+        (await driver.volumes({ instanceId: inst.id })).map((v) => ({ attachmentId: v.attachmentId, device: v.device, connection: v.connection })),
+        [
+          { attachmentId: a, device: "vdb", connection: ca },
+          { attachmentId: b, device: "vdd", connection: cb },
+        ],
+      );
+      assert.equal(await attach(driver, inst.id, c), "vdc");
+      await driver.destroy({ instanceId: inst.id });
+      await assert.rejects(driver.powerState({ instanceId: inst.id }), InstanceNotFoundError);
+    }));
+
+  plain("a driver that cannot attach volumes refuses a spawn with volumes with NOT_SUPPORTED and creates nothing", () =>
+    withDriver(async (driver) => {
+      if (driver.capabilities.volumeAttach) return;
+      const inst = testInstance();
+      const a = newId();
+      await rejectsWith(driver.spawn({ instance: inst, volumes: [{ attachmentId: a, device: "vdb", connection: await connection(a) }] }), "NOT_SUPPORTED", false);
+      await assert.rejects(driver.powerState({ instanceId: inst.id }), InstanceNotFoundError);
     }));
 
   testIf("volumeAttach", "a device taken by another disk is DEVICE_IN_USE; a malformed attachment id or device INVALID_ARGUMENT; nothing is attached", () =>

@@ -5,11 +5,12 @@
  * calls themselves live in lifecycle.ts, migrations.ts and snapshot.ts.
  */
 import { resolve } from "node:path";
-import { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, type CallOptions } from "../driver.js";
+import { DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, type CallOptions, type RootVolume } from "../driver.js";
 import { DriverError, InstanceNotFoundError, NotSupportedError } from "../errors.js";
 import type { AttachedVolume, DriverCapabilities, InstanceSpec, Resources } from "../types.js";
 import { ACTIVE_POWER_STATES, isPowerState } from "../types.js";
 import { settledOf } from "../../settled.js";
+import { checkInitialVolumes } from "../volume-devices.js";
 import { DomainStore, type FakeCall, type FakeDomain, type FakeEvent, type FakeState } from "./domain-store.js";
 import { FaultInjector, wait, type FaultableMethod, type Faults } from "./faults.js";
 
@@ -73,6 +74,20 @@ export function sameInstance(a: InstanceSpec, b: InstanceSpec): boolean {
 /** The volume a domain boots from (its attachment on vda: `attachVolume` never hands vda out), if any. */
 export function rootVolumeOf(d: FakeDomain): AttachedVolume | undefined {
   return d.volumes?.find((v) => v.device === "vda");
+}
+
+/**
+ * The volumes a domain is created with (spawn, finishMigration): the root
+ * volume on vda, then the others on their devices; checked first
+ * (INVALID_ARGUMENT), and refused with NOT_SUPPORTED without
+ * `volumeAttach`. Undefined when there are none.
+ */
+export function initialVolumes(host: FakeHost, instanceId: string, what: string, rootVolume: RootVolume | undefined, volumes: readonly AttachedVolume[] = []): AttachedVolume[] | undefined {
+  if (!rootVolume && volumes.length === 0) return undefined;
+  host.require("volumeAttach", what);
+  checkInitialVolumes(instanceId, rootVolume, volumes);
+  const root = rootVolume ? [{ attachmentId: rootVolume.attachmentId, device: "vda", connection: { ...rootVolume.connection } }] : [];
+  return [...root, ...volumes.map((v) => ({ attachmentId: v.attachmentId, device: v.device, connection: { ...v.connection } }))];
 }
 
 /** A call that the domain's state does not allow. */
@@ -233,7 +248,7 @@ export class FakeHost {
       vcpus += instance.vcpus;
       memoryMb += instance.memoryMb;
     }
-    for (const { instance } of this.state.stashes.values()) diskGb += instance.diskGb;
+    for (const d of this.state.stashes.values()) if (!rootVolumeOf(d)) diskGb += d.instance.diskGb;
     return { vcpus, memoryMb, diskGb };
   }
 

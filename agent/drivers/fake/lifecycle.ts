@@ -14,16 +14,15 @@ import {
 } from "../driver.js";
 import { DriverError, SoftRebootTimeoutError } from "../errors.js";
 import { ACTIVE_POWER_STATES, type InstanceSpec, type PowerState } from "../types.js";
-import { invalidState, rootVolumeOf, sameInstance, type FakeHost } from "./fake-host.js";
-import { checkAttachment } from "../volume-devices.js";
+import { initialVolumes, invalidState, rootVolumeOf, sameInstance, type FakeHost } from "./fake-host.js";
 import { wait } from "./faults.js";
 
-/** A spawn; one from a volume has the root volume as its attachment on vda (and takes no local disk). */
-export async function spawn(host: FakeHost, { instance, rootVolume }: SpawnOptions, call: CallOptions): Promise<void> {
-  if (rootVolume) {
-    host.require("volumeAttach", "spawn from a volume");
-    checkAttachment({ instanceId: instance.id, attachmentId: rootVolume.attachmentId, connection: rootVolume.connection, device: "vda" });
-  }
+/**
+ * A spawn; one from a volume has the root volume as its attachment on vda
+ * (and takes no local disk); its other volumes are attached from the start.
+ */
+export async function spawn(host: FakeHost, { instance, rootVolume, volumes }: SpawnOptions, call: CallOptions): Promise<void> {
+  const attached = initialVolumes(host, instance.id, rootVolume ? "spawn from a volume" : "spawn with volumes", rootVolume, volumes);
   await host.ready("spawn", true, call, instance.id);
   const existing = host.state.domains.get(instance.id);
   if (existing) {
@@ -35,8 +34,7 @@ export async function spawn(host: FakeHost, { instance, rootVolume }: SpawnOptio
     );
   }
   host.checkFits(rootVolume ? { ...instance, diskGb: 0 } : instance, { disk: true, memory: true }, "spawn");
-  const volumes = rootVolume ? { volumes: [{ attachmentId: rootVolume.attachmentId, device: "vda", connection: { ...rootVolume.connection } }] } : {};
-  host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: 1, ...volumes });
+  host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: 1, ...(attached ? { volumes: attached } : {}) });
   await host.persist();
 }
 

@@ -22,7 +22,7 @@ import type {
 import { DriverError } from "../errors.js";
 import { ACTIVE_POWER_STATES, type AttachedVolume } from "../types.js";
 import { appendEvent, type FakeDomain } from "./domain-store.js";
-import { FakeHost, invalidState, sameInstance } from "./fake-host.js";
+import { FakeHost, initialVolumes, invalidState, rootVolumeOf, sameInstance } from "./fake-host.js";
 import { wait } from "./faults.js";
 
 /** Steps of a fake live migration; each waits the call's delay and reports progress. */
@@ -73,13 +73,14 @@ async function handOver(host: FakeHost, targetUri: string, instanceId: string, p
 
 export async function migrateDiskAndPowerOff(
   host: FakeHost,
-  { instanceId, targetHost, timeoutSeconds }: MigrateDiskOptions,
+  { instanceId, targetHost, timeoutSeconds, bootsFromVolume }: MigrateDiskOptions,
   call: CallOptions,
 ): Promise<void> {
   host.require("coldMigration", "migrateDiskAndPowerOff");
   await host.ready("migrateDiskAndPowerOff", true, call, instanceId);
   const d = host.get(instanceId);
   if (d.incoming) throw invalidState(`cannot migrate instance ${instanceId}: it is an incoming live migration`);
+  refuseRootMismatch(d, bootsFromVolume === true);
   if (d.migratedTo !== undefined) {
     if (d.migratedTo === targetHost) return;
     throw invalidState(`cannot migrate instance ${instanceId} to ${targetHost}: its disk was handed to ${d.migratedTo}`);
@@ -90,12 +91,31 @@ export async function migrateDiskAndPowerOff(
   await host.persist();
 }
 
-export async function finishMigration(host: FakeHost, { instance, powerOn }: FinishMigrationOptions, call: CallOptions): Promise<void> {
+/**
+ * A volume-booted instance has no local root disk to hand over: it moves
+ * with `bootsFromVolume`, and only then (INVALID_STATE otherwise, either
+ * way, as on libvirt).
+ */
+function refuseRootMismatch(d: FakeDomain, bootsFromVolume: boolean): void {
+  const root = rootVolumeOf(d);
+  if (root && !bootsFromVolume) {
+    throw invalidState(`cannot migrate instance ${d.instance.id}: it boots from a volume (attachment ${root.attachmentId}), it has no local root disk to hand over`);
+  }
+  if (!root && bootsFromVolume) throw invalidState(`cannot migrate instance ${d.instance.id} as booted from a volume: its root disk is local`);
+}
+
+/**
+ * Target side: the new copy, from the disk handed over, or (`rootVolume`)
+ * booted from its volume taking no local disk, with `volumes` attached.
+ */
+export async function finishMigration(host: FakeHost, { instance, powerOn, rootVolume, volumes }: FinishMigrationOptions, call: CallOptions): Promise<void> {
   host.require("coldMigration", "finishMigration");
+  const attached = initialVolumes(host, instance.id, "finish the migration of an instance with volumes", rootVolume, volumes);
   await host.ready("finishMigration", true, call, instance.id);
   const existing = host.state.domains.get(instance.id);
   if (existing && existing.migratedTo === undefined) {
-    if (existing.incoming || !sameInstance(existing.instance, instance)) {
+    const sameRoot = rootVolumeOf(existing)?.attachmentId === rootVolume?.attachmentId;
+    if (existing.incoming || !sameInstance(existing.instance, instance) || !sameRoot) {
       throw new DriverError(
         "INSTANCE_EXISTS",
         `instance ${instance.id} already exists on ${host.options.hostname} with another spec (${existing.powerState})`,
@@ -109,9 +129,9 @@ export async function finishMigration(host: FakeHost, { instance, powerOn }: Fin
     await host.persist();
     return;
   }
-  host.checkFits(instance, { disk: true, memory: powerOn }, "finish the migration of");
+  host.checkFits(rootVolume ? { ...instance, diskGb: 0 } : instance, { disk: true, memory: powerOn }, "finish the migration of");
   if (existing) host.state.stashes.set(instance.id, existing); // resize in place: set the old copy aside
-  host.state.domains.set(instance.id, { instance, powerState: powerOn ? "RUNNING" : "SHUTDOWN", boots: powerOn ? 1 : 0 });
+  host.state.domains.set(instance.id, { instance, powerState: powerOn ? "RUNNING" : "SHUTDOWN", boots: powerOn ? 1 : 0, ...(attached ? { volumes: attached } : {}) });
   await host.persist();
 }
 

@@ -36,6 +36,7 @@ import {
   type PowerOffOptions,
   type RebootOptions,
   type RebuildOptions,
+  type RootVolume,
   type SnapshotOptions,
   type SpawnOptions,
 } from "../driver.js";
@@ -53,7 +54,8 @@ import { LiveMigration, announcedMigrationUri, uriScheme } from "./live-migratio
 import type { LibvirtDriverOptions } from "./options.js";
 import type { DriverParts } from "./parts.js";
 import { convert } from "./qemu-img.js";
-import { checkAttachment } from "../volume-devices.js";
+import { checkInitialVolumes } from "../volume-devices.js";
+import type { DomainVolume } from "./domain-xml.js";
 import { VolumeSizes } from "./volume-sizes.js";
 import { Volumes } from "./volumes.js";
 
@@ -171,13 +173,10 @@ export class LibvirtDriver implements Driver {
    * the image's kernel and ramdisk are fetched; the instance directory holds
    * just the console log).
    */
-  async spawn({ instance, rootVolume }: SpawnOptions, call: CallOptions = {}): Promise<void> {
+  async spawn({ instance, rootVolume, volumes = [] }: SpawnOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
     const { files, inventory, domains } = this.p;
-    if (rootVolume) {
-      if (!this.capabilities.volumeAttach) throw new NotSupportedError("spawn from a volume", `libvirt (${this.hvType})`);
-      checkAttachment({ instanceId: instance.id, attachmentId: rootVolume.attachmentId, connection: rootVolume.connection, device: "vda" });
-    }
+    const attached = this.initialVolumes(instance.id, rootVolume ? "spawn from a volume" : "spawn with volumes", rootVolume, volumes);
     const [existing, side] = await inventory.lookup(instance.id);
     if (side.incoming) throw new DriverError("INSTANCE_EXISTS", `instance ${instance.id} is an incoming live migration on ${this.options.hostname}`);
     if (existing) {
@@ -193,7 +192,7 @@ export class LibvirtDriver implements Driver {
         if (boot.base === undefined) await files.fresh(instance.id);
         else await files.freshOverlay(instance, boot.base, call.signal);
         throwIfAborted(call.signal);
-        await domains.define(instance, boot, true, [], rootVolume);
+        await domains.define(instance, boot, true, attached, rootVolume);
       });
     } catch (err) {
       // A failed spawn leaves nothing behind, so it can be retried here or elsewhere.
@@ -202,6 +201,17 @@ export class LibvirtDriver implements Driver {
       if (e.code.startsWith("LIBVIRT_")) throw new DriverError("SPAWN_FAILED", e.message, { retryable: true, cause: err });
       throw e;
     }
+  }
+
+  /**
+   * The volumes a domain is defined with (spawn, finishMigration) as its
+   * disks, checked (INVALID_ARGUMENT); NOT_SUPPORTED without `volumeAttach`.
+   */
+  private initialVolumes(instanceId: string, what: string, rootVolume: RootVolume | undefined, volumes: readonly AttachedVolume[]): DomainVolume[] {
+    if (!rootVolume && volumes.length === 0) return [];
+    if (!this.capabilities.volumeAttach) throw new NotSupportedError(what, `libvirt (${this.hvType})`);
+    checkInitialVolumes(instanceId, rootVolume, volumes);
+    return volumes.map(({ attachmentId, device, connection: { host, port, exportName } }) => ({ attachmentId, target: device, host, port, exportName }));
   }
 
   async destroy({ instanceId }: InstanceOptions): Promise<void> {
