@@ -132,9 +132,6 @@ export async function act(
       });
     }
     const tx = new Tx(conn, ctx);
-    if (rule.notWithVolumes && (await tx.store.hasAttachments(uuid))) {
-      throw failedPrecondition(`cannot ${name} server ${uuid} while volumes are attached to it; detach them first`, "VOLUMES_ATTACHED");
-    }
     const deadline = rule.task ? tx.task(rule.task).taskDeadline : null;
     const state = rule.scheduled ? "PENDING" : "RUNNING";
     // The operation is the server's project's, also when an admin acts on it.

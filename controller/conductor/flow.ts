@@ -26,11 +26,6 @@ export interface ActionRule {
   readonly scheduled?: boolean;
   /** A locked server still allows it to non-admins. */
   readonly whenLocked?: boolean;
-  /**
-   * It moves the server off its host, which volumes attached cannot follow
-   * yet: refused while the server has any (FAILED_PRECONDITION VOLUMES_ATTACHED).
-   */
-  readonly notWithVolumes?: boolean;
 }
 
 export type ActionRules<A extends ServerAction> = { readonly [K in A]: ActionRule };

@@ -16,6 +16,7 @@ import { invalidArgument, failedPrecondition, notFound, permissionDenied } from 
 import type { Step } from "./act.js";
 import type { Tx } from "./context.js";
 import type { TxStore } from "./tx-store.js";
+import { dropMoves } from "./flows/volume-moves.js";
 
 /** The task each kind of move runs under while it waits for a target. */
 export const WAITING_TASK: Readonly<Record<MigrationType, TaskState>> = {
@@ -86,8 +87,8 @@ export async function abandonMove(store: TxStore, inst: Instance, m: Migration):
  * Undoes a move that failed or timed out before it was FINISHED: the
  * target's claim is released, the source's goes back to the instance, the
  * instance is back on its source with its old flavor, the migration is
- * ERROR and the action FAILED. A copy that may exist on the target is
- * destroyed; when the source copy was powered off for the move and the
+ * ERROR and the action FAILED. The exports of its volumes made for the
+ * target end; a copy that may exist on the target is destroyed; when the source copy was powered off for the move and the
  * server was running, it is brought back (task RESIZE_REVERTING) —
  * otherwise the task ends now.
  */
@@ -109,6 +110,7 @@ export async function rollbackMove(
 ): Promise<Instance> {
   const { store } = tx;
   const { inst, migration: m } = o;
+  await dropMoves(tx, inst, m.actionId, m.requestId);
   if (m.targetHost) {
     const target = await store.getNodeByHost(m.targetHost);
     if (target) await store.releaseAllocations(inst.uuid, target.id);

@@ -64,7 +64,6 @@ const STEPS = {
   insertAttachment: attachments.insertAttachment,
   getAttachment: attachments.getAttachment,
   attachmentsOf: attachments.attachmentsOf,
-  hasAttachments: attachments.hasAttachments,
   updateAttachment: attachments.updateAttachment,
   deleteAttachment: attachments.deleteAttachment,
   dispatchOp,

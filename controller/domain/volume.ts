@@ -181,6 +181,9 @@ export interface VolumeOperation {
 export type AttachmentState = "attaching" | "attached" | "detaching" | "detached";
 
 /** A volume's attachment to a server (one at a time). */
+/** The device a server's root volume is attached as (a server booted from a volume). */
+export const ROOT_DEVICE = "vda";
+
 export interface VolumeAttachment {
   readonly id: string;
   readonly volumeId: string;

@@ -54,11 +54,6 @@ export async function attachmentsOfVolumes(q: Queryable, volumeIds: readonly str
   return out;
 }
 
-/** Whether a server has volumes attached (or being attached or detached). */
-export async function hasAttachments(q: Queryable, instanceUuid: string): Promise<boolean> {
-  return (await select(q, "SELECT 1 FROM volume_attachments WHERE instance_uuid = ? LIMIT 1", [instanceUuid])).length > 0;
-}
-
 export async function updateAttachment(
   q: Queryable,
   id: string,

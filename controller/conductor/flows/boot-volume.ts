@@ -4,32 +4,26 @@
  * ATTACHING, attached as vda to the new server — and the server shows the
  * volume's source image (whose kernel, ramdisk and command line a direct
  * kernel boot still takes). Once placement chose a host, the volume's host
- * exports it to that host (`export_volume` while SPAWNING), then the host
- * spawns with its root disk opening that export; the spawn's success makes
- * the volume IN_USE. A spawn that fails and is tried elsewhere ends that
- * export first. A server that boots from a volume cannot be rebuilt or
- * imaged yet (BOOTED_FROM_VOLUME); its moves but live migration are
- * refused as for any server with volumes.
+ * exports it to that host (`export_volume` while SPAWNING, build.ts), then
+ * the host spawns with its root disk opening that export; the spawn's
+ * success makes the volume IN_USE. A spawn that fails and is tried
+ * elsewhere ends that export first. A server that boots from a volume
+ * cannot be rebuilt or imaged yet (BOOTED_FROM_VOLUME); it moves (resize,
+ * cold and live migration, evacuation, shelve) with its volumes.
  */
 import { randomUUID } from "node:crypto";
-import { status } from "@grpc/grpc-js";
 import type { Flavor, Instance, Principal } from "../../domain/types.js";
 import type { VolumeAttachment } from "../../domain/volume.js";
-import { volumeTarget } from "../../domain/volume.js";
+import { ROOT_DEVICE } from "../../domain/volume.js";
 import { failedPrecondition, invalidArgument, notFound } from "../../errors.js";
 import type { Tx } from "../context.js";
-import type { ResultContext, ResultRules } from "../flow.js";
-import { operationErrorOfFault } from "../flow.js";
-import { unexport } from "./volumes.js";
+import { exportForMove } from "./volume-moves.js";
 
 /** The root disk a server is created with. */
 export interface RootVolumeRequest {
   readonly volumeId: string;
   readonly deleteOnTermination: boolean;
 }
-
-/** The device a root volume is attached as. */
-export const ROOT_DEVICE = "vda";
 
 /**
  * Reserves the root volume for new server `uuid` in its create
@@ -68,29 +62,16 @@ export async function refuseBootedFromVolume(tx: Tx, inst: Instance, what: strin
 }
 
 /**
- * Starts a volume-booted build on `host`: its root volume is exported
- * there (the spawn follows the export); false when the server does not
- * boot from a volume.
+ * Starts a build with volumes on `host` — a volume-booted one, or an
+ * unshelve of a server with volumes attached: each volume is exported there
+ * (volume-moves.ts; the spawn follows the exports, build.ts); false when it
+ * has none.
  */
-export async function exportRoot(tx: Tx, inst: Instance, host: string, actionId: number, requestId: string): Promise<boolean> {
-  const a = await rootAttachment(tx.store, inst);
-  if (!a) return false;
-  const v = await tx.store.getVolume(a.volumeId);
-  if (!v || v.status === "DELETED") throw new Error(`the root volume ${a.volumeId} of server ${inst.uuid} is gone`);
-  // An export of its own for each host tried (an earlier host's may not have ended yet).
-  const exportId = randomUUID();
-  await tx.store.updateAttachment(a.id, { computeHost: host, export: null, exportId });
-  const args = { kind: "export_volume", attachmentId: exportId, client: host } as const;
-  await tx.dispatch({ instance: inst, host: v.host, actionId, requestId, volume: volumeTarget(v), args });
-  return true;
-}
-
-/** A spawn on the root volume's host failed: that host's export ends (a retry exports it to the next). */
-export async function dropRootExport(tx: Tx, inst: Instance, actionId: number, requestId: string): Promise<void> {
-  const a = await rootAttachment(tx.store, inst);
-  if (!a?.export) return;
-  await unexport(tx, inst, a, actionId, requestId);
-  await tx.store.updateAttachment(a.id, { export: null });
+export async function exportVolumes(tx: Tx, inst: Instance, host: string, actionId: number, requestId: string): Promise<boolean> {
+  const root = await rootAttachment(tx.store, inst);
+  const v = root ? await tx.store.getVolume(root.volumeId) : null;
+  if (root && (!v || v.status === "DELETED")) throw new Error(`the root volume ${root.volumeId} of server ${inst.uuid} is gone`);
+  return (await exportForMove(tx, inst, host, actionId, requestId)) > 0;
 }
 
 /** The spawn succeeded: the root volume is IN_USE. */
@@ -100,30 +81,3 @@ export async function rootInUse(store: Tx["store"], inst: Instance): Promise<voi
   await store.updateAttachment(a.id, { state: "attached" });
   await store.updateVolume(a.volumeId, { status: "IN_USE", fault: null });
 }
-
-/** Rows of op kinds other flows own, for the build's task (flows/index.ts joins them). */
-export const sharedResults = {
-  /** The root volume is exported to the build's host: it spawns there, its root disk opening the export. */
-  export_volume: {
-    tasks: ["SPAWNING"],
-    apply: async (r: ResultContext) => {
-      const a = await rootAttachment(r.store, r.inst);
-      // Stale: of a host the build was since taken away from.
-      if (!a || r.inst.host !== a.computeHost) return;
-      const made = r.outcome.volume?.export;
-      if (r.error || !made) {
-        // The build fails (the volume stays attached to the server in ERROR; deleting it frees the volume).
-        const fault = r.error
-          ? r.fault()
-          : { code: "NO_EXPORT", message: `volume host ${r.op.host} answered export_volume without an export`, details: { host: r.op.host }, createdAt: new Date().toISOString() };
-        await r.store.releaseAllocations(r.inst.uuid);
-        await r.update({ vmState: "ERROR", taskState: null, host: null, fault });
-        return r.store.finishAction(r.op.actionId, { error: r.error ? r.opError() : operationErrorOfFault(fault, status.UNKNOWN) });
-      }
-      await r.store.updateAttachment(a.id, { export: made });
-      const action = await r.store.getActionById(r.op.actionId);
-      const args = { kind: "spawn", rootAttachmentId: a.id, rootExport: made } as const;
-      await r.tx.dispatch({ instance: r.inst, host: r.inst.host, actionId: r.op.actionId, requestId: action?.requestId ?? r.inst.requestId, args, attempt: r.inst.attempt, imageId: r.inst.imageId });
-    },
-  },
-} as const satisfies ResultRules<"export_volume">;

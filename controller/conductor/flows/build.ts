@@ -4,7 +4,9 @@
  * placement claims one and the build spawns there. A retryable spawn
  * failure claims the next of the alternates placement stored with the build
  * (Nova's alternates) or goes back to placement; an unshelve that cannot be
- * built stays shelved.
+ * built stays shelved. A server with volumes (booted from one, or an
+ * unshelved one with volumes attached) has each exported to the host first;
+ * the spawn opens those exports, and a failed spawn ends them.
  */
 import { randomUUID } from "node:crypto";
 import type { RequestedNetworks } from "../../domain/network.js";
@@ -21,7 +23,8 @@ import type { ConductorContext } from "../context.js";
 import type { PortFailure } from "../../store/server-ports.js";
 import { Tx } from "../context.js";
 import { operationErrorOfFault, type ResultContext, type ResultRules, type TimeoutRules } from "../flow.js";
-import { dropRootExport, exportRoot, reserveRootVolume, rootInUse, type RootVolumeRequest } from "./boot-volume.js";
+import { exportVolumes, reserveRootVolume, rootInUse, type RootVolumeRequest } from "./boot-volume.js";
+import { endExports, hostVolumes, moveExported, noExportFault, switchToMoves } from "./volume-moves.js";
 
 /** What CreateServer asks for, validated. */
 export interface CreateRequest {
@@ -129,10 +132,34 @@ export function imageOf(inst: Instance): string {
   return inst.vmState === "SHELVED_OFFLOADED" && inst.shelvedImageId ? inst.shelvedImageId : inst.imageId;
 }
 
-/** Sends the spawn, from the image the build starts from; a server booting from a volume has its volume exported to the host first. */
+/** Sends the spawn, from the image the build starts from; a server with volumes has them exported to the host first. */
 async function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: number; requestId: string; host: string; attempt: number }) {
-  if (await exportRoot(tx, spawning, o.host, o.actionId, o.requestId)) return;
+  if (await exportVolumes(tx, spawning, o.host, o.actionId, o.requestId)) return;
   await tx.dispatch({ instance: spawning, host: o.host, actionId: o.actionId, requestId: o.requestId, args: { kind: "spawn" }, attempt: o.attempt, imageId: imageOf(before) });
+}
+
+/** A build's volumes are exported to its host: it spawns there, opening them. */
+async function spawnWithVolumes(r: ResultContext): Promise<void> {
+  const { inst, store, tx } = r;
+  const requestId = (await store.getActionById(r.op.actionId))?.requestId ?? inst.requestId;
+  await switchToMoves(tx, inst, r.op.actionId, requestId);
+  const args = { kind: "spawn", ...(await hostVolumes(tx, inst, "export")) } as const;
+  await tx.dispatch({ instance: inst, host: inst.host!, actionId: r.op.actionId, requestId, args, attempt: inst.attempt, imageId: imageOf(inst) });
+}
+
+/**
+ * A volume host could not export a volume to the build's host: a build
+ * fails, an unshelve stays shelved (the volumes stay attached to the server;
+ * deleting it frees them).
+ */
+async function notExported(r: ResultContext): Promise<void> {
+  const { inst, store, tx } = r;
+  const fault = r.error ? r.fault() : noExportFault(r);
+  await store.releaseAllocations(inst.uuid);
+  await endExports(tx, inst, r.op.actionId, (await store.getActionById(r.op.actionId))?.requestId ?? inst.requestId);
+  const unshelve = inst.vmState === "SHELVED_OFFLOADED";
+  await r.update({ ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, host: null, powerState: "NOSTATE", fault });
+  await store.finishAction(r.op.actionId, { error: r.error ? r.opError() : operationErrorOfFault(fault, status.UNKNOWN) });
 }
 
 /**
@@ -226,7 +253,7 @@ export const results = {
       // non-retryable failure (a bad image, an impossible request) is not the host's fault.
       if (r.error.retryable) await store.recordBuildFailure(op.host);
       await store.releaseAllocations(inst.uuid);
-      await dropRootExport(tx, inst, op.actionId, (await store.getActionById(op.actionId))?.requestId ?? inst.requestId);
+      await endExports(tx, inst, op.actionId, (await store.getActionById(op.actionId))?.requestId ?? inst.requestId);
       if (r.error.retryable && inst.attempt < tx.ctx.maxAttempts) {
         if (await spawnOnAlternate(r)) return;
         await r.update({ host: null, ...tx.task(unshelve ? "UNSHELVING" : "SCHEDULING"), powerState: "NOSTATE" });
@@ -241,16 +268,30 @@ export const results = {
   },
 } as const satisfies ResultRules<"spawn">;
 
+/** Rows of op kinds other flows own, for the build's task (flows/index.ts joins them). */
+export const sharedResults = {
+  /** A volume is exported to the build's host: once all are, it spawns there. */
+  export_volume: {
+    tasks: ["SPAWNING"],
+    apply: async (r) => {
+      // Stale (of a host the build was since taken away from) or some still exporting: nothing yet.
+      const state = await moveExported(r);
+      if (state === "failed") return notExported(r);
+      if (state === "ready") return spawnWithVolumes(r);
+    },
+  },
+} as const satisfies ResultRules<"export_volume">;
+
 export const timeouts = {
   SCHEDULING: { outcome: "the build failed", reap: (t) => t.end({ vmState: "ERROR" }) },
   SPAWNING: {
     outcome: "the build failed and the host will remove what it made",
     reap: async (t) => {
       const { inst } = t;
-      // Whatever the host made, it destroys when it gets to it; a root volume's export to it ends.
+      // Whatever the host made, it destroys when it gets to it; its volumes' exports to it end.
       if (inst.host && t.actionId !== null) {
         await t.tx.dispatch({ instance: inst, host: inst.host, actionId: t.actionId, requestId: inst.requestId, args: { kind: "destroy" } });
-        await dropRootExport(t.tx, inst, t.actionId, inst.requestId);
+        await endExports(t.tx, inst, t.actionId, inst.requestId);
       }
       await t.store.releaseAllocations(inst.uuid);
       // An unshelve stays shelved; a build fails.

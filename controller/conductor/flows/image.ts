@@ -3,9 +3,13 @@
  * host stored it), and shelve / unshelve. Shelve snapshots the server,
  * removes it from its host and releases the capacity (offloaded at once);
  * unshelve waits for placement, and the build flow spawns the server from
- * its shelved image on the host placement chose.
+ * its shelved image on the host placement chose. Attached volumes stay
+ * attached (IN_USE) while it is offloaded, their exports ended; the build
+ * exports them to the new host. A server booted from a volume is shelved
+ * without a snapshot (its disk is the volume) and unshelved from it.
  */
-import { refuseBootedFromVolume } from "./boot-volume.js";
+import { refuseBootedFromVolume, rootAttachment } from "./boot-volume.js";
+import { endExports } from "./volume-moves.js";
 import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import type { Instance, Principal } from "../../domain/types.js";
@@ -18,7 +22,7 @@ import type { ActionRules, ResultRules, TimeoutContext, TimeoutRules } from "../
 
 export const actions = {
   create_image: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED"], task: "IMAGE_SNAPSHOT" },
-  shelve: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED"], task: "SHELVING", notWithVolumes: true },
+  shelve: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED"], task: "SHELVING" },
   unshelve: { from: ["SHELVED_OFFLOADED"], task: "UNSHELVING", scheduled: true },
 } as const satisfies ActionRules<"create_image" | "shelve" | "unshelve">;
 
@@ -56,14 +60,15 @@ export function createImage(ctx: ConductorContext, who: Principal, uuid: string,
   });
 }
 
-/** Shelve: snapshot, remove from the host, release the capacity (offloaded at once). */
+/** Shelve: snapshot (none of a volume-booted server), remove from the host, release the capacity (offloaded at once). */
 export function shelve(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "shelve", actions.shelve, {}, async (tx, inst, actionId) => {
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const imageName = `${inst.name}-shelved`.slice(0, 255);
-    const imageId = await queueImage(tx.store, inst, imageName, { image_type: "shelved" });
-    await tx.store.setActionImage(actionId, imageId);
-    const busy = await tx.update(uuid, { ...tx.task("SHELVING"), shelvedImageId: imageId });
+    const fromVolume = (await rootAttachment(tx.store, inst)) !== null;
+    const imageId = fromVolume ? "" : await queueImage(tx.store, inst, imageName, { image_type: "shelved" });
+    if (imageId) await tx.store.setActionImage(actionId, imageId);
+    const busy = await tx.update(uuid, { ...tx.task("SHELVING"), shelvedImageId: imageId || null });
     const args = { kind: "shelve", imageId, imageName, timeoutSeconds: ctx.powerOffTimeoutSeconds } as const;
     await tx.dispatch({ instance: busy, host: inst.host, actionId, requestId, args });
     return { instance: busy };
@@ -113,6 +118,8 @@ export const results = {
         else await r.store.deleteImage(inst.shelvedImageId);
       }
       await r.store.releaseAllocations(inst.uuid);
+      // Its volumes stay attached, exported to no host until it is unshelved.
+      await endExports(r.tx, inst, r.op.actionId, (await r.store.getActionById(r.op.actionId))?.requestId ?? inst.requestId);
       await r.succeed({ vmState: "SHELVED_OFFLOADED", host: null, powerState: "NOSTATE", ...(o.snapshot ? {} : { shelvedImageId: null }) });
     },
   },

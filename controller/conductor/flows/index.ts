@@ -8,7 +8,6 @@ import type { OpKind } from "../../domain/ops.js";
 import type { ServerAction, TaskState, VmState } from "../../domain/states.js";
 import type { MigrationType } from "../../domain/types.js";
 import type { ActionRule, MovePlacement, ResultRule, TimeoutRule } from "../flow.js";
-import * as bootVolume from "./boot-volume.js";
 import * as build from "./build.js";
 import * as deletion from "./delete.js";
 import * as image from "./image.js";
@@ -68,8 +67,14 @@ export const RESULT_RULES: Readonly<Record<OpKind, ResultRule>> = {
   ...interfaces.results,
   ...volumes.results,
   ...volumeExtend.results,
-  // Attach exports a volume to its server's host; a live migration, to the target too; a build, its root volume to its host.
-  export_volume: joined(volumes.results.export_volume, liveMigration.sharedResults.export_volume, bootVolume.sharedResults.export_volume),
+  // Attach exports a volume to its server's host; a move (live or cold migration, resize, evacuation), to the target too; a build, to its host.
+  export_volume: joined(
+    volumes.results.export_volume,
+    liveMigration.sharedResults.export_volume,
+    resize.sharedResults.export_volume,
+    rebuild.sharedResults.export_volume,
+    build.sharedResults.export_volume,
+  ),
 } satisfies Record<OpKind, ResultRule>;
 
 /** What the reaper does with each task past its deadline. */

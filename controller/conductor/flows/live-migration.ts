@@ -21,7 +21,7 @@ import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../f
 import { operationErrorOfFault } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
 import { rootAttachment } from "./boot-volume.js";
-import { dropMoves, exportForMove, exportingForMove, moveExported, movingVolumes, switchToMoves } from "./volume-moves.js";
+import { exportForMove, noExportFault, exportingForMove, moveExported, movingVolumes, switchToMoves } from "./volume-moves.js";
 
 export const actions = {
   live_migrate: { from: ["ACTIVE", "PAUSED"], task: "MIGRATING", scheduled: true },
@@ -97,7 +97,6 @@ async function liveMigrationOf(r: ResultContext, side: "sourceHost" | "targetHos
  */
 async function failed(r: ResultContext, m: Migration, decided?: Fault): Promise<void> {
   const aborted = r.op.kind === "live_migrate" && r.error?.code === "ABORTED" && (await r.store.cancelRequested(r.op.actionId));
-  await dropMoves(r.tx, r.inst, m.actionId, m.requestId);
   const cancelled = { code: status.CANCELLED, reason: "CANCELLED", message: "the live migration was cancelled; the server stayed on its source" };
   await rollbackMove(r.tx, {
     inst: r.inst,
@@ -167,7 +166,7 @@ export const sharedResults = {
       const m = await liveMigrationOf(r, "any");
       if (!m) return;
       const state = await moveExported(r);
-      if (state === "failed") return r.error ? failed(r, m) : noExport(r, m);
+      if (state === "failed") return failed(r, m, r.error ? undefined : noExportFault(r));
       if (state === "ready") {
         await r.store.setActionStep(r.op.actionId, { message: `preparing ${m.targetHost}` });
         await prepare(r.tx, r.inst, m, m.targetHost!);
@@ -175,13 +174,6 @@ export const sharedResults = {
     },
   },
 } as const satisfies ResultRules<"export_volume">;
-
-/** A volume host answered a move's export without one: a defect made visible, the move rolled back with the controller's fault. */
-async function noExport(r: ResultContext, m: Migration): Promise<void> {
-  const message = `volume host ${r.op.host} answered export_volume without an export`;
-  r.tx.ctx.log.error({ server: r.inst.uuid, op: r.op.opId }, message);
-  await failed(r, m, { code: "NO_EXPORT", message, details: { op: r.op.kind, host: r.op.host }, createdAt: new Date().toISOString() });
-}
 
 export const timeouts = {
   MIGRATING: {
@@ -195,7 +187,6 @@ export const timeouts = {
       }
       // Still exporting the volumes to the target: nothing moved, it stays on its source as it was.
       if (m?.type === "LIVE_MIGRATION" && (await exportingForMove(t.tx, t.inst))) {
-        await dropMoves(t.tx, t.inst, m.actionId, m.requestId);
         const fault = { ...t.fault, message: `the volumes were not exported to ${m.targetHost} in time; the server stays on its source as it was` };
         await rollbackMove(t.tx, { inst: t.inst, migration: m, fault, error: { ...t.error, message: fault.message }, restoreSource: false, cleanupTarget: true });
         return;

@@ -2,8 +2,11 @@
  * Rebuild on the server's host, and evacuation (admins): rebuild a server
  * whose host is down on another host. An evacuation ends the tasks the dead
  * host left hanging, gives up a resize awaiting confirm, and lets placement
- * claim a new host, which builds the server from its image; the dead host
- * destroys its old copy when it comes back.
+ * claim a new host, which builds the server from its image — its attached
+ * volumes (a volume-booted server's root too) exported to that host first
+ * (volume-moves.ts) and opened there; once it runs, the exports to the dead
+ * host end, so it cannot write to them when it comes back, and it destroys
+ * its old copy.
  */
 import { refuseBootedFromVolume } from "./boot-volume.js";
 import { status } from "@grpc/grpc-js";
@@ -14,13 +17,15 @@ import type { Accepted } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext, Tx } from "../context.js";
 import type { ActionRules, ResultContext, ResultRules, TimeoutContext, TimeoutRules } from "../flow.js";
+import { operationErrorOfFault } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
 import { POWER_TASKS } from "./power.js";
+import { dropMoves, exportForMove, hostVolumes, moveExported, noExportFault, switchToMoves } from "./volume-moves.js";
 
 export const actions = {
   rebuild: { from: ["ACTIVE", "STOPPED", "ERROR"], task: "REBUILDING" },
   // Every state but a build; an offloaded server has no host to evacuate from.
-  evacuate: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED", "RESIZED", "ERROR"], task: "REBUILDING", interrupts: POWER_TASKS, scheduled: true, notWithVolumes: true },
+  evacuate: { from: ["ACTIVE", "STOPPED", "PAUSED", "SUSPENDED", "RESIZED", "ERROR"], task: "REBUILDING", interrupts: POWER_TASKS, scheduled: true },
 } as const satisfies ActionRules<"rebuild" | "evacuate">;
 
 /** Rebuild on the server's host from `image` (null: its current image), optionally renaming it. */
@@ -62,6 +67,8 @@ export function evacuate(ctx: ConductorContext, who: Principal, uuid: string, re
     // capacity released.
     const resize = await store.openMigration(uuid, { lock: true });
     if (resize) {
+      // The dead host's exports made for the resize end; the source's stay until the evacuation's end.
+      await dropMoves(tx, inst, actionId, requestId);
       await store.releaseAllocations(resize.id);
       await store.updateMigration(resize.id, { status: "CANCELLED" });
       await tx.dispatch({ instance: inst, host: resize.sourceHost, actionId, requestId, args: { kind: "confirm_migration" } });
@@ -70,11 +77,21 @@ export function evacuate(ctx: ConductorContext, who: Principal, uuid: string, re
   });
 }
 
-/** Placement chose the new host: it builds the server from its image. */
+/** Placement chose the new host: its volumes are exported there, then it builds the server. */
 export async function placed(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
   const rebuilding = await tx.update(inst.uuid, { host: target, ...tx.task("REBUILD_SPAWNING") });
   await tx.store.markActionRunning(m.actionId, rebuilding.taskDeadline);
-  await tx.dispatch({ instance: rebuilding, host: target, actionId: m.actionId, requestId: m.requestId, args: { kind: "rebuild", recreate: true } });
+  if ((await exportForMove(tx, rebuilding, target, m.actionId, m.requestId)) > 0) {
+    await tx.store.setActionStep(m.actionId, { message: `exporting volumes to ${target}` });
+    return;
+  }
+  await recreate(tx, rebuilding, m);
+}
+
+/** The new host builds the server, opening its volumes' exports made for it. */
+async function recreate(tx: Tx, inst: Instance, m: Migration): Promise<void> {
+  const args = { kind: "rebuild", recreate: true, ...(await hostVolumes(tx, inst, "move")) } as const;
+  await tx.dispatch({ instance: inst, host: inst.host!, actionId: m.actionId, requestId: m.requestId, args });
 }
 
 /**
@@ -88,6 +105,7 @@ async function evacuated(r: ResultContext, m: Migration): Promise<void> {
   }
   await r.store.releaseAllocations(m.id);
   await r.store.updateMigration(m.id, { status: "COMPLETED" });
+  await switchToMoves(r.tx, r.inst, m.actionId, m.requestId);
   const done = await r.update({ vmState: "ACTIVE", taskState: null, powerState: r.power ?? "RUNNING", fault: null });
   await r.dispatch(m.sourceHost, { kind: "destroy" }, done, m.requestId);
   await r.store.finishAction(r.op.actionId);
@@ -107,6 +125,29 @@ export const results = {
     },
   },
 } as const satisfies ResultRules<"rebuild">;
+
+/** Rows of op kinds other flows own, for this flow's task (flows/index.ts joins them). */
+export const sharedResults = {
+  /** A volume host exported an attached volume to the evacuation's new host: once all are, it builds the server. */
+  export_volume: {
+    tasks: ["REBUILD_SPAWNING"],
+    apply: async (r) => {
+      const m = await r.store.openMigration(r.inst.uuid, { lock: true });
+      if (m?.type !== "EVACUATION" || r.inst.host !== m.targetHost) return;
+      const state = await moveExported(r);
+      if (state === "failed") {
+        const fault = r.error ? r.fault() : noExportFault(r);
+        const error = r.error ? r.opError() : operationErrorOfFault(fault, status.UNKNOWN);
+        await rollbackMove(r.tx, { inst: r.inst, migration: m, fault, error, restoreSource: false, cleanupTarget: false, vmState: "ERROR" });
+        return;
+      }
+      if (state === "ready") {
+        await r.store.setActionStep(r.op.actionId, { message: `building on ${m.targetHost}` });
+        await recreate(r.tx, r.inst, m);
+      }
+    },
+  },
+} as const satisfies ResultRules<"export_volume">;
 
 /** A rebuild that did not finish leaves the disk in an unknown state; an evacuation that got no host did nothing. */
 async function reapRebuild(t: TimeoutContext): Promise<void> {

@@ -1,23 +1,31 @@
 /**
  * Resize and cold migration, with confirm and revert. Placement claims a
- * target (the source is never a candidate); the source powers off and
- * hands the disk over (migrate_disk); the target creates the server with
- * the new flavor (finish_migration) and it waits in RESIZED. Confirm
- * removes the source's copy and releases its capacity; revert removes the
- * target's copy and brings the old one back on the source. A move that
- * fails or times out before it is FINISHED is rolled back to the source.
+ * target (the source is never a candidate); its attached volumes are
+ * exported to the target (volume-moves.ts); the source powers off and
+ * hands the disk over (migrate_disk; none when it boots from a volume);
+ * the target creates the server with the new flavor, opening the volumes'
+ * exports made for it (finish_migration), and it waits in RESIZED.
+ * Confirm removes the source's copy, releases its capacity and ends the
+ * source's exports; revert removes the target's copy, ends the target's
+ * exports and brings the old copy back on the source, whose exports never
+ * ended. A move that fails or times out before it is FINISHED is rolled
+ * back to the source.
  */
+import { status } from "@grpc/grpc-js";
 import type { Flavor, Instance, Migration, Principal } from "../../domain/types.js";
+import { ROOT_DEVICE } from "../../domain/volume.js";
 import { failedPrecondition, invalidArgument } from "../../errors.js";
 import type { Accepted } from "../act.js";
 import { act } from "../act.js";
 import type { ConductorContext, Tx } from "../context.js";
-import type { ActionRules, ResultRules, TimeoutRules } from "../flow.js";
+import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
+import { operationErrorOfFault } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
+import { dropMoves, exportForMove, hostVolumes, moveExported, noExportFault, switchToMoves } from "./volume-moves.js";
 
 export const actions = {
-  resize: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true, notWithVolumes: true },
-  migrate: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true, notWithVolumes: true },
+  resize: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true },
+  migrate: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true },
   confirm_resize: { from: ["RESIZED"], task: "RESIZE_CONFIRMING" },
   revert_resize: { from: ["RESIZED"], task: "RESIZE_REVERTING" },
 } as const satisfies ActionRules<"resize" | "migrate" | "confirm_resize" | "revert_resize">;
@@ -39,17 +47,22 @@ export function migrate(ctx: ConductorContext, who: Principal, uuid: string, req
   });
 }
 
-/** Placement chose the target: the source powers off and hands the disk over. */
+/** Placement chose the target: the attached volumes are exported to it, then the source powers off and hands the disk over. */
 export async function placed(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
   const moving = await tx.update(inst.uuid, tx.task("RESIZE_MIGRATING"));
   await tx.store.markActionRunning(m.actionId, moving.taskDeadline);
-  await tx.dispatch({
-    instance: moving,
-    host: m.sourceHost,
-    actionId: m.actionId,
-    requestId: m.requestId,
-    args: { kind: "migrate_disk", targetHost: target, timeoutSeconds: tx.ctx.powerOffTimeoutSeconds },
-  });
+  if ((await exportForMove(tx, moving, target, m.actionId, m.requestId)) > 0) {
+    await tx.store.setActionStep(m.actionId, { message: `exporting volumes to ${target}` });
+    return;
+  }
+  await migrateDisk(tx, moving, m, target);
+}
+
+/** The source powers off and hands its disk over (none when the server boots from a volume). */
+async function migrateDisk(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
+  const bootsFromVolume = (await tx.store.attachmentsOf(inst.uuid)).some((a) => a.device === ROOT_DEVICE);
+  const args = { kind: "migrate_disk", targetHost: target, timeoutSeconds: tx.ctx.powerOffTimeoutSeconds, bootsFromVolume } as const;
+  await tx.dispatch({ instance: inst, host: m.sourceHost, actionId: m.actionId, requestId: m.requestId, args });
 }
 
 export function confirmResize(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
@@ -89,7 +102,8 @@ export const results = {
         return;
       }
       const finishing = await r.update({ host: m.targetHost, flavor: m.newFlavor, ...r.tx.task("RESIZE_FINISH") });
-      await r.dispatch(m.targetHost, { kind: "finish_migration", sourceHost: m.sourceHost, powerOn: m.oldVmState === "ACTIVE" }, finishing, m.requestId);
+      const volumes = await hostVolumes(r.tx, finishing, "move");
+      await r.dispatch(m.targetHost, { kind: "finish_migration", sourceHost: m.sourceHost, powerOn: m.oldVmState === "ACTIVE", ...volumes }, finishing, m.requestId);
     },
   },
   /** The target runs the moved server: it waits in RESIZED for confirm or revert. */
@@ -106,7 +120,7 @@ export const results = {
       await r.succeed({ vmState: "RESIZED", powerState: r.power ?? powerBefore(m) });
     },
   },
-  /** The source copy is gone: its capacity is released. */
+  /** The source copy is gone: its capacity is released, its volumes' exports end. */
   confirm_migration: {
     tasks: ["RESIZE_CONFIRMING"],
     apply: async (r) => {
@@ -116,6 +130,7 @@ export const results = {
         await r.store.updateMigration(m.id, { status: "ERROR" });
         return r.fail({ vmState: "ERROR" });
       }
+      await switchToMoves(r.tx, r.inst, r.op.actionId, await requestIdOf(r));
       await r.store.releaseAllocations(m.id);
       await r.store.updateMigration(m.id, { status: "CONFIRMED" });
       await r.succeed({ vmState: m.oldVmState === "STOPPED" ? "STOPPED" : "ACTIVE" });
@@ -129,6 +144,8 @@ export const results = {
       // A revert_migration sent as cleanup of a failed move finishes nothing.
       if (!m || m.status !== "FINISHED" || r.op.host !== m.targetHost) return;
       if (r.error) return r.fail({ vmState: "ERROR" });
+      // The source's copy opens the exports it always had.
+      await dropMoves(r.tx, r.inst, r.op.actionId, await requestIdOf(r));
       const target = await r.store.getNodeByHost(m.targetHost);
       if (target) await r.store.releaseAllocations(r.inst.uuid, target.id);
       await r.store.moveAllocations(m.id, r.inst.uuid);
@@ -151,6 +168,35 @@ export const results = {
     },
   },
 } as const satisfies ResultRules<"migrate_disk" | "finish_migration" | "confirm_migration" | "revert_migration" | "finish_revert_migration">;
+
+/** The request id of the action a result belongs to. */
+async function requestIdOf(r: ResultContext): Promise<string> {
+  return (await r.store.getActionById(r.op.actionId))?.requestId ?? r.inst.requestId;
+}
+
+/** Rows of op kinds other flows own, for this flow's task (flows/index.ts joins them). */
+export const sharedResults = {
+  /** A volume host exported an attached volume to the target: once all are, the source hands the disk over. */
+  export_volume: {
+    tasks: ["RESIZE_MIGRATING"],
+    apply: async (r) => {
+      const m = await r.store.openMigration(r.inst.uuid, { lock: true });
+      if (!m?.targetHost || (m.type !== "RESIZE" && m.type !== "MIGRATION")) return;
+      const state = await moveExported(r);
+      if (state === "failed") {
+        // Nothing moved yet: the server stays on its source as it was.
+        const fault = r.error ? r.fault() : noExportFault(r);
+        const error = r.error ? r.opError() : operationErrorOfFault(fault, status.UNKNOWN);
+        await rollbackMove(r.tx, { inst: r.inst, migration: m, fault, error, restoreSource: false, cleanupTarget: false });
+        return;
+      }
+      if (state === "ready") {
+        await r.store.setActionStep(r.op.actionId, { message: `moving to ${m.targetHost}` });
+        await migrateDisk(r.tx, r.inst, m, m.targetHost);
+      }
+    },
+  },
+} as const satisfies ResultRules<"export_volume">;
 
 const rollBack = {
   outcome: "the move was rolled back to the source host",
@@ -178,6 +224,7 @@ export const timeouts = {
       // The source's confirm (a cleanup op) stays queued; the move is confirmed.
       const m = await t.store.openMigration(t.inst.uuid, { lock: true });
       if (m) {
+        await switchToMoves(t.tx, t.inst, m.actionId, m.requestId);
         await t.store.releaseAllocations(m.id);
         await t.store.updateMigration(m.id, { status: "CONFIRMED" });
       }

@@ -137,7 +137,6 @@ export function storeDouble(world: World) {
     dispatchOp: () => `op-${calls.length}`,
     pendingOps: () => [],
     attachmentsOf: () => [],
-    hasAttachments: () => false,
   };
   const store = new Proxy({} as TxStore, {
     get: (_t, step: string) =>

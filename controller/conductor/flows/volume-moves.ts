@@ -1,17 +1,19 @@
 /**
- * Attached volumes following their server's live migration (what Nova's
- * pre_live_migration and post_live_migration do with volume connections):
- * before the target prepares, each volume's host exports it to the target
- * too — a second export of the one volume, recorded as the attachment's
- * `move` — and the copy connects the target's disks to those exports (the
- * volume is not copied). Once the server runs on the target, the source's
- * exports end and the moves' exports become the attachments'. A move that
- * does not happen ends the target's exports.
+ * Attached volumes following their server to another host (what Nova's
+ * pre_live_migration, finish_resize and post_live_migration do with volume
+ * connections): before the target gets the server, each volume's host
+ * exports it to the target too — a second export of the one volume,
+ * recorded as the attachment's `move` — and the target opens those exports
+ * (a volume is never copied). Once the server stays on the target (a live
+ * migration's copy done, a resize confirmed, an evacuation or a build
+ * spawned there), the source's exports end and the moves' exports become
+ * the attachments'. A move that does not happen ends the target's exports.
  */
 import { randomUUID } from "node:crypto";
-import type { MigratingVolume } from "../../domain/ops.js";
-import type { Instance } from "../../domain/types.js";
-import { volumeTarget } from "../../domain/volume.js";
+import type { AttachedVolume, HostVolumes, MigratingVolume } from "../../domain/ops.js";
+import type { Fault, Instance } from "../../domain/types.js";
+import type { VolumeAttachment } from "../../domain/volume.js";
+import { ROOT_DEVICE, volumeTarget } from "../../domain/volume.js";
 import type { Tx } from "../context.js";
 import type { ResultContext } from "../flow.js";
 import { unexport } from "./volumes.js";
@@ -48,6 +50,17 @@ export async function moveExported(r: ResultContext): Promise<"ready" | "waiting
   return all.every((x) => x.id === a.id || !x.move || x.move.export) ? "ready" : "waiting";
 }
 
+/**
+ * The fault of a move's export answered without one (`moveExported`
+ * "failed" with no host error): a defect made visible, logged, so the
+ * move ends with a fault of the controller's naming the volume host.
+ */
+export function noExportFault(r: ResultContext): Fault {
+  const message = `volume host ${r.op.host} answered export_volume without an export`;
+  r.tx.ctx.log.error({ server: r.inst.uuid, op: r.op.opId }, message);
+  return { code: "NO_EXPORT", message, details: { op: r.op.kind, host: r.op.host }, createdAt: new Date().toISOString() };
+}
+
 /** Whether the move is still exporting its volumes to the target (the target has not been asked to prepare). */
 export async function exportingForMove(tx: Tx, inst: Instance): Promise<boolean> {
   return (await tx.store.attachmentsOf(inst.uuid)).some((a) => a.move && !a.move.export);
@@ -58,11 +71,30 @@ export async function movingVolumes(tx: Tx, inst: Instance): Promise<MigratingVo
   return (await tx.store.attachmentsOf(inst.uuid)).flatMap((a) => (a.move?.export ? [{ attachmentId: a.id, export: a.move.export }] : []));
 }
 
-/** The server runs on the target: the source's exports end, the targets' become the attachments'. */
+/**
+ * The volumes a host creating the server opens: each attachment's export
+ * for the target of its move (`via` "move"), or its own export ("export").
+ * The root volume (vda) of a server booted from one is apart.
+ */
+export async function hostVolumes(tx: Tx, inst: Instance, via: "move" | "export"): Promise<HostVolumes> {
+  const exportOf = (a: VolumeAttachment) => (via === "move" ? a.move?.export : a.export) ?? null;
+  const volumes: AttachedVolume[] = [];
+  let rootVolume: HostVolumes = {};
+  for (const a of await tx.store.attachmentsOf(inst.uuid)) {
+    const made = exportOf(a);
+    if (!made) continue;
+    if (a.device === ROOT_DEVICE) rootVolume = { rootAttachmentId: a.id, rootExport: made };
+    else volumes.push({ attachmentId: a.id, device: a.device, export: made });
+  }
+  return { ...rootVolume, ...(volumes.length > 0 ? { volumes } : {}) };
+}
+
+/** The server stays on the target: the source's exports end, the targets' become the attachments'. */
 export async function switchToMoves(tx: Tx, inst: Instance, actionId: number, requestId: string): Promise<void> {
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
     if (!a.move?.export) continue;
-    await unexport(tx, inst, a, actionId, requestId);
+    // An attachment with no export of its own (a shelved server's) has none to end.
+    if (a.export) await unexport(tx, inst, a, actionId, requestId);
     await tx.store.updateAttachment(a.id, { computeHost: a.move.host, exportId: a.move.exportId, export: a.move.export, move: null });
   }
 }
@@ -73,5 +105,20 @@ export async function dropMoves(tx: Tx, inst: Instance, actionId: number, reques
     if (!a.move) continue;
     await unexport(tx, inst, { volumeId: a.volumeId, exportId: a.move.exportId }, actionId, requestId);
     await tx.store.updateAttachment(a.id, { move: null });
+  }
+}
+
+/**
+ * The server is off any host (shelved and offloaded, or a build's spawn
+ * there failed or was given up): each attachment's exports end; the
+ * volumes stay attached with no host until a build exports them to its
+ * next one.
+ */
+export async function endExports(tx: Tx, inst: Instance, actionId: number, requestId: string): Promise<void> {
+  await dropMoves(tx, inst, actionId, requestId);
+  for (const a of await tx.store.attachmentsOf(inst.uuid)) {
+    if (!a.export) continue;
+    await unexport(tx, inst, a, actionId, requestId);
+    await tx.store.updateAttachment(a.id, { computeHost: "", export: null });
   }
 }

@@ -5,6 +5,7 @@
  * reads with volume-extend.ts's.
  */
 import type { Instance } from "../../domain/types.js";
+import { ROOT_DEVICE } from "../../domain/volume.js";
 import type { Tx } from "../context.js";
 import { settleExtendClaim } from "../volumes/extend.js";
 import { extending, release } from "./volume-extend.js";
@@ -23,7 +24,7 @@ export async function settleVolumes(tx: Tx, inst: Instance, actionId: number): P
   await dropMoves(tx, inst, actionId, await requestIdOf(tx, actionId, `settle-${inst.uuid}`));
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
     // A root volume stays with the server, whose domain may still be there.
-    if (a.state === "attaching" && a.device !== "vda") await undoAttach(tx, inst, a, actionId);
+    if (a.state === "attaching" && a.device !== ROOT_DEVICE) await undoAttach(tx, inst, a, actionId);
     else if (a.state === "detaching") await reattach(tx.store, a);
     else if (a.state === "detached") await free(tx, a);
   }

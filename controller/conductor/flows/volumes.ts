@@ -10,7 +10,7 @@ import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import type { Instance, Principal } from "../../domain/types.js";
 import type { Volume, VolumeAttachment } from "../../domain/volume.js";
-import { volumeTarget } from "../../domain/volume.js";
+import { ROOT_DEVICE, volumeTarget } from "../../domain/volume.js";
 import { failedPrecondition, notFound } from "../../errors.js";
 import { isDuplicateKey } from "../../store/db.js";
 import type { Accepted } from "../act.js";
@@ -81,7 +81,7 @@ export function detachVolume(ctx: ConductorContext, who: Principal, uuid: string
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const a = (await tx.store.attachmentsOf(inst.uuid)).find((x) => x.volumeId === volumeId);
     if (!a) throw notFound("volume_attachment", volumeId);
-    if (a.device === "vda") throw failedPrecondition(`volume ${volumeId} is the root disk of server ${uuid}; it goes with the server`, "ROOT_VOLUME");
+    if (a.device === ROOT_DEVICE) throw failedPrecondition(`volume ${volumeId} is the root disk of server ${uuid}; it goes with the server`, "ROOT_VOLUME");
     await volumeFor(tx, inst, volumeId, "IN_USE", "detach");
     await tx.store.updateAttachment(a.id, { state: "detaching" });
     await tx.store.updateVolume(volumeId, { status: "DETACHING" });
