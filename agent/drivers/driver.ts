@@ -81,6 +81,10 @@ export interface Driver {
    * Idempotent for the same instance: spawning an id that already runs the
    * same spec resolves without doing anything; an id that exists with a
    * different spec or not running rejects with "INSTANCE_EXISTS".
+   * Volumes (`rootVolume`, `volumes`): see {@link SpawnOptions}; malformed
+   * ones (a bad attachment id, device or connection, a data volume on vda,
+   * an attachment or device twice) reject with a non-retryable
+   * "INVALID_ARGUMENT" and nothing is made.
    */
   spawn(options: SpawnOptions, call?: CallOptions): Promise<void>;
 
@@ -218,6 +222,10 @@ export interface Driver {
    * Idempotent: a second call for the same target resolves (the disk is
    * handed over again if it needs to be). A call for another target while
    * one is pending rejects with "INVALID_STATE".
+   * Booted from a volume: only with `bootsFromVolume`, and then no disk is
+   * handed over; without it such an instance, and with it one whose root
+   * disk is local, rejects with a non-retryable "INVALID_STATE" (before
+   * anything is stopped).
    * Unknown instance: rejects with `InstanceNotFoundError`.
    */
   migrateDiskAndPowerOff(options: MigrateDiskOptions, call?: CallOptions): Promise<void>;
@@ -225,8 +233,11 @@ export interface Driver {
   /**
    * Target side of a resize or cold migration (`capabilities.coldMigration`):
    * creates the virtual machine from the migrated disk with
-   * `instance`'s (new) flavor. On the source host itself (resize in place)
-   * the old copy is set aside for a revert.
+   * `instance`'s (new) flavor, or, with `rootVolume`, booted from that
+   * volume (no disk was handed over), with `volumes` attached on their
+   * devices; volumes need `capabilities.volumeAttach` (else NOT_SUPPORTED),
+   * malformed ones are a non-retryable "INVALID_ARGUMENT". On the source
+   * host itself (resize in place) the old copy is set aside for a revert.
    * Postcondition: `powerState` is "RUNNING" if `powerOn`, else "SHUTDOWN".
    * Failure: nothing is left behind (the old copy of a resize in place is
    * kept as it was). Not fitting the host rejects with a retryable

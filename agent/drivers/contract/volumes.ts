@@ -84,12 +84,18 @@ export function volumesContract(k: ContractKit): void {
       await assert.rejects(driver.powerState({ instanceId: inst.id }), InstanceNotFoundError);
     }));
 
-  plain("a driver that cannot attach volumes refuses a spawn with volumes with NOT_SUPPORTED and creates nothing", () =>
+  plain("a driver that cannot attach volumes refuses a spawn or a finishMigration with volumes with NOT_SUPPORTED and creates nothing", () =>
     withDriver(async (driver) => {
       if (driver.capabilities.volumeAttach) return;
       const inst = testInstance();
       const a = newId();
-      await rejectsWith(driver.spawn({ instance: inst, volumes: [{ attachmentId: a, device: "vdb", connection: await connection(a) }] }), "NOT_SUPPORTED", false);
+      const volumes = [{ attachmentId: a, device: "vdb", connection: await connection(a) }];
+      await rejectsWith(driver.spawn({ instance: inst, volumes }), "NOT_SUPPORTED", false);
+      await assert.rejects(driver.powerState({ instanceId: inst.id }), InstanceNotFoundError);
+      if (!driver.capabilities.coldMigration) return;
+      await rejectsWith(driver.finishMigration({ instance: inst, sourceHost: "source", powerOn: true, volumes }), "NOT_SUPPORTED", false);
+      const rootVolume = { attachmentId: a, connection: await connection(a) };
+      await rejectsWith(driver.finishMigration({ instance: inst, sourceHost: "source", powerOn: true, rootVolume }), "NOT_SUPPORTED", false);
       await assert.rejects(driver.powerState({ instanceId: inst.id }), InstanceNotFoundError);
     }));
 

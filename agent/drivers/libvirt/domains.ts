@@ -29,8 +29,8 @@ export function specHash(i: InstanceSpec, root?: RootVolume): string {
 /**
  * Rejects with INVALID_STATE for a domain booted from a volume: it has no
  * local root disk to image, re-create or hand to another host. The
- * controller refuses snapshot, shelve, rebuild, resize and cold migration
- * of such a server, so this is not built.
+ * controller refuses snapshot, shelve and rebuild of such a server, and
+ * resizes or migrates it with `bootsFromVolume` (see cold-migration.ts).
  */
 export function refuseVolumeBooted(k: Known, what: string): void {
   const root = k.meta?.rootAttachmentId;

@@ -105,7 +105,7 @@ export class LibvirtDriver implements Driver {
     const images = new BaseImages(cache, inventory, log);
     const domains = new Domains(libvirt, files, inventory, options);
     this.p = { options, log, libvirt, files, inventory, images, domains };
-    this.cold = new ColdMigration(this.p);
+    this.cold = new ColdMigration(this.p, (id, what, root, volumes) => this.initialVolumes(id, what, root, volumes));
     this.live = new LiveMigration(this.p, this.capabilities.liveMigration);
     this.nics = new Interfaces(this.p);
     this.disks = new Volumes(this.p);

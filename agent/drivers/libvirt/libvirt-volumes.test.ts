@@ -5,75 +5,38 @@
  * a qcow2 volume over NBD with TLS to host A's certificate name, qemu opens
  * it with host A's client certificate (qemu.conf's nbd_tls_x509_cert_dir),
  * the guest sees the disk and what was written on it, and no longer after
- * the detach; an export made for host B is refused to host A; a guest with
- * a volume live-migrates to host B, whose disk then opens the volume's
- * export made for B. The export daemons listen on host A's address (B, in
- * its own network namespace, reaches it) with a server certificate from the
- * hosts' CA (NOVAMESH_NBD_CA).
+ * the detach; an export made for host B is refused to host A. The volume
+ * host is test-volume-host.ts's; libvirt-volume-moves.test.ts moves guests
+ * with volumes to host B.
  * Runs under `npm run test:libvirt`; skipped when the hosts are not named.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test, type TestContext } from "node:test";
-import { FileVolumeBackend } from "../../volume/file/file-backend.js";
-import { issue } from "../../volume/file/test-certs.js";
-import { fileBackendSkip } from "../../volume/file/test-qemu.js";
+import type { FileVolumeBackend } from "../../volume/file/file-backend.js";
 import { driverContract } from "../contract.js";
 import { DriverError, InstanceNotFoundError } from "../errors.js";
-import { testInstance } from "../test-instance.js";
-import type { InstanceSpec, VolumeConnection } from "../types.js";
+import type { LibvirtDriver } from "./libvirt-driver.js";
 import { loadLibvirt, VIR_DOMAIN_XML_INACTIVE, type LibvirtConnection } from "./binding/index.js";
 import { domainName, parseDisks } from "./domain-xml.js";
-import { DirectoryImageStore } from "./image-store.js";
-import { LibvirtDriver } from "./libvirt-driver.js";
-import { uriHost } from "./live-migration.js";
-import { BlankingStore } from "./test-image-store.js";
 import { consoleLine as waitForLine, readyWaiter } from "./test-console.js";
-
-const A = process.env.NOVAMESH_LIBVIRT_A;
-const B = process.env.NOVAMESH_LIBVIRT_B;
-const A_NAME = process.env.NOVAMESH_LIBVIRT_A_NAME;
-const B_NAME = process.env.NOVAMESH_LIBVIRT_B_NAME;
-const CA = process.env.NOVAMESH_NBD_CA;
-const GUEST = process.env.NOVAMESH_TEST_GUEST ?? "/tmp/novamesh-test-guest";
-const skip =
-  A && B && A_NAME && B_NAME && CA
-    ? (fileBackendSkip() ?? false)
-    : "NOVAMESH_LIBVIRT_A, NOVAMESH_LIBVIRT_B, NOVAMESH_LIBVIRT_A_NAME, NOVAMESH_LIBVIRT_B_NAME and NOVAMESH_NBD_CA are not set (npm run test:libvirt sets them)";
-if (skip && process.env.NOVAMESH_LIBVIRT_REQUIRED === "1") throw new Error(skip);
-
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
-/** Where the volume host's exports listen: host A's address, as its libvirt URI names it. */
-const exportAddress = A ? (uriHost(A) ?? "127.0.0.1") : "127.0.0.1";
-const kernelId = "7e3f0000-0000-4000-8000-00000000001a";
-const ramdiskId = "7e3f0000-0000-4000-8000-00000000001b";
+import { A, A_NAME, B_NAME, GiB, GUEST, MiB, VolumeTestHost, volumeHostSkip as skip } from "./test-volume-host.js";
 
 describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host A)", { skip }, () => {
+  let host: VolumeTestHost;
   let root: string;
   let backend: FileVolumeBackend;
-  let store: BlankingStore;
   let driver: LibvirtDriver;
   let conn: LibvirtConnection;
   const spawned: string[] = [];
   /** The volume of each attachment the contract's tests made. */
   const contractVolumes = new Map<string, string>();
 
-  /** The test guest, booted from its kernel and initramfs, printing its disks on the console. */
-  const guest = (): InstanceSpec => {
-    const base = testInstance({ memoryMb: 256 });
-    return testInstance({
-      memoryMb: 256,
-      image: {
-        ...base.image,
-        id: "7e3f0000-0000-4000-8000-00000000001c", // a blank root disk (BlankingStore): vda, never read
-        properties: { kernel_id: kernelId, ramdisk_id: ramdiskId, os_command_line: "console=ttyS0 quiet novamesh.tick=0" },
-      },
-    });
-  };
+  const guest = () => host.guest();
+  const volumeWith = (marker: string, sizeBytes?: number) => host.volumeWith(marker, sizeBytes);
+  const exportTo = (volumeId: string, client: string) => host.exportTo(volumeId, client);
 
   /** Waits (≤ `seconds`) for a console line after `from` bytes that starts with `prefix` and satisfies `ok`. */
   const consoleLine = (id: string, from: number, prefix: string, ok: (line: string) => boolean, seconds: number) => waitForLine(driver, id, from, prefix, ok, seconds);
@@ -87,22 +50,6 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
     } finally {
       dom.free();
     }
-  };
-
-  /** A volume (64 MiB unless said) whose first bytes are `marker` (written into its source image before the volume is made). */
-  const volumeWith = async (marker: string, sizeBytes = 64 * MiB): Promise<string> => {
-    const id = `vol-${randomBytes(4).toString("hex")}`;
-    const image = join(root, `${id}.raw`);
-    await writeFile(image, Buffer.concat([Buffer.from(`${marker}\n`), Buffer.alloc(MiB - marker.length - 1)]));
-    const info = await backend.create(id, "p1", sizeBytes, { kind: "image", path: image, format: "raw" });
-    assert.equal(info.sizeBytes, sizeBytes);
-    return id;
-  };
-
-  const exportTo = async (volumeId: string, client: string): Promise<{ attachmentId: string; connection: VolumeConnection }> => {
-    const attachmentId = `att-${randomBytes(4).toString("hex")}`;
-    const e = await backend.export(volumeId, attachmentId, client);
-    return { attachmentId, connection: { host: e.host, port: e.port, exportName: e.exportName, tls: true } };
   };
 
   /** A running guest whose first "disks" line (the root disk only) has been printed. */
@@ -119,34 +66,10 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
   const guestUp = readyWaiter(40_000);
 
   before(async () => {
-    root = await mkdtemp(join(tmpdir(), "nmvol-"));
-    store = new BlankingStore(new DirectoryImageStore(join(root, "store")));
-    await store.put(kernelId, join(GUEST, "vmlinuz"));
-    await store.put(ramdiskId, join(GUEST, "initrd.img"));
-    // The volume host's certificate, from the CA qemu on the hosts trusts (which also signed their client certificates).
-    const serverDir = join(root, "server-tls");
-    // Listening on A's underlay address, which host B (its own network namespace) reaches too.
-    await issue(CA!, serverDir, "server", "/O=novamesh/CN=volume-host", `IP:${exportAddress}`);
     // One port per exported volume: the contract's tests keep a volume exported per attachment until the end.
-    const first = 22000 + (process.pid % 40) * 100;
-    backend = new FileVolumeBackend({
-      pools: [{ name: "p1", path: join(root, "p1"), limitBytes: 8 * GiB }],
-      stateDir: join(root, "x"),
-      exports: { address: exportAddress, ports: [first, first + 99], tlsDir: serverDir },
-      commandTimeoutMs: 10_000,
-    });
-    driver = new LibvirtDriver({
-      hostname: A_NAME!,
-      uri: A!,
-      instancesPath: join(root, "instances"),
-      imageStore: store,
-      diskGb: 20,
-      allocationRatio: { memoryMb: 1, diskGb: 1 },
-      imageCacheMinAgeSeconds: 0,
-      shutdownRetrySeconds: 1,
-      shutdownTimeoutSeconds: 5,
-      detachTimeoutSeconds: 20,
-    });
+    host = await VolumeTestHost.start("nmvol-", 22000);
+    ({ root, backend } = host);
+    driver = host.driverOn(A_NAME!, A!, ".", { detachTimeoutSeconds: 20 });
     await driver.init();
     conn = await loadLibvirt().open(A!);
   });
@@ -175,26 +98,14 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
     });
     await step("closing the driver", () => driver?.close() ?? Promise.resolve());
     await step("closing the libvirt connection", () => conn?.close() ?? Promise.resolve());
-    await step("stopping the export daemons", () => backend?.close({ stopExports: true }) ?? Promise.resolve());
-    await rm(root, { recursive: true, force: true });
+    await step("stopping the export daemons", () => host?.close() ?? Promise.resolve());
     assert.deepEqual(failures, [], "every cleanup step worked");
   });
 
   // The contract's volume tests with real exports to host A: a blank volume for each attachment.
   driverContract(
     "libvirt (qemu, real guest and exports)",
-    async (hostname) =>
-      new LibvirtDriver({
-        hostname,
-        uri: A!,
-        instancesPath: join(root, `contract-${hostname}`, "instances"),
-        imageStore: store,
-        diskGb: 20,
-        allocationRatio: { memoryMb: 1, diskGb: 1 },
-        imageCacheMinAgeSeconds: 0,
-        shutdownRetrySeconds: 1,
-        shutdownTimeoutSeconds: 5,
-      }),
+    async (hostname) => host.driverOn(hostname, A!, `contract-${hostname}`),
     {
       only: "volumeAttach",
       guest,
@@ -345,85 +256,5 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
     assert.ok(head.line.includes(marker));
     await driver.detachVolume({ instanceId: inst.id, ...forA });
     await backend.unexport(volumeId, forA.attachmentId);
-  });
-  test("a guest with a volume live-migrates from A to B: B's disk opens the export made for B (the volume is not copied), the guest reads its data there, and A's export can end", { timeout: 240_000 }, async (t: TestContext) => {
-    const onHost = (hostname: string, uri: string) =>
-      new LibvirtDriver({
-        hostname,
-        uri,
-        liveMigrationUri: uri,
-        instancesPath: join(root, `lm-${hostname}`, "instances"),
-        imageStore: store,
-        diskGb: 20,
-        allocationRatio: { memoryMb: 1, diskGb: 1 },
-        imageCacheMinAgeSeconds: 0,
-        shutdownRetrySeconds: 1,
-        shutdownTimeoutSeconds: 5,
-        detachTimeoutSeconds: 20,
-        liveMigrationPollMs: 200,
-      });
-    const source = onHost(A_NAME!, A!);
-    const target = onHost(B_NAME!, B!);
-    await Promise.all([source.init(), target.init()]);
-    const connB = await loadLibvirt().open(B!);
-    const inst = guest();
-    const instanceId = inst.id;
-    try {
-      await source.spawn({ instance: inst });
-      const first = await waitForLine(source, instanceId, 0, "novamesh-test-guest: disks", () => true, 40);
-      const marker = `novamesh-volume-${randomBytes(4).toString("hex")}`;
-      const volumeId = await volumeWith(marker);
-      const onA = await exportTo(volumeId, A_NAME!);
-      await source.attachVolume({ instanceId, ...onA });
-      const headA = await waitForLine(source, instanceId, first.length, "novamesh-test-guest: disk vdb head=", () => true, 30);
-      assert.ok(headA.line.includes(marker), `the guest on A reads the volume: ${headA.line}`);
-
-      // The volume host exports the volume to B as well, under a new export id, while A's export serves on.
-      const moveId = `move-${randomBytes(4).toString("hex")}`;
-      const onB = await backend.export(volumeId, moveId, B_NAME!);
-      assert.equal(onB.port, onA.connection.port, "the volume's one daemon serves both hosts");
-      await target.preLiveMigration({ instance: inst, sourceHost: A_NAME! });
-      const volumes = [{ attachmentId: onA.attachmentId, export: { host: onB.host, port: onB.port, exportName: onB.exportName } }];
-      const started = Date.now();
-      await source.liveMigrate({ instanceId, targetHost: B_NAME!, targetUri: target.migrationUri!, volumes });
-      t.diagnostic(`live migration A → B of a 256 MiB guest with a 64 MiB volume attached: ${Date.now() - started} ms`);
-      await target.postLiveMigration({ instanceId, sourceHost: A_NAME! });
-      assert.equal(await target.powerState({ instanceId }), "RUNNING");
-
-      const dom = await connB.lookupDomainByName(domainName(instanceId));
-      const [live, config] = await Promise.all([dom.getXMLDesc(0), dom.getXMLDesc(VIR_DOMAIN_XML_INACTIVE)]).finally(() => dom.free());
-      const vdb = (xml: string) => parseDisks(xml).find((d) => d.target === "vdb");
-      const there = { host: onB.host, port: onB.port, exportName: moveId };
-      assert.deepEqual([vdb(live)?.attachmentId, vdb(live)?.nbd], [onA.attachmentId, there], "the running guest's vdb opens B's export");
-      assert.deepEqual([vdb(config)?.attachmentId, vdb(config)?.nbd], [onA.attachmentId, there], "and so does its definition on B");
-
-      // A's export ends; the guest on B keeps the volume through its own.
-      await backend.unexport(volumeId, onA.attachmentId);
-      const left = (await backend.list()).exports.filter((e) => e.volumeId === volumeId).map((e) => [e.attachmentId, e.client]);
-      assert.deepEqual(left, [[moveId, B_NAME]]);
-      const connection = { ...there, tls: true } as const;
-      assert.deepEqual(await target.volumes({ instanceId }), [{ attachmentId: onA.attachmentId, device: "vdb", connection }]);
-      // Detached and attached again on B, the guest prints the volume's first bytes: the same volume, read through B's export.
-      await target.detachVolume({ instanceId, attachmentId: onA.attachmentId });
-      const gone = await waitForLine(target, instanceId, 0, "novamesh-test-guest: disks", (l) => !l.includes("vdb="), 30);
-      await target.attachVolume({ instanceId, attachmentId: onA.attachmentId, connection });
-      const headB = await waitForLine(target, instanceId, gone.length, "novamesh-test-guest: disk vdb head=", () => true, 30);
-      assert.ok(headB.line.includes(marker), `the guest on B reads what the volume held: ${headB.line}`);
-      await target.detachVolume({ instanceId, attachmentId: onA.attachmentId });
-      await backend.unexport(volumeId, moveId);
-    } finally {
-      for (const [what, step] of [
-        ["destroying the guest on B", () => target.destroy({ instanceId })],
-        ["destroying the guest on A", () => source.destroy({ instanceId })],
-        ["closing B's connection", () => connB.close()],
-        ["closing the drivers", () => Promise.all([source.close(), target.close()])],
-      ] as const) {
-        try {
-          await step();
-        } catch (err) {
-          if (!(err instanceof DriverError && err.code === "NOT_FOUND")) t.diagnostic(`cleanup: ${what} failed: ${String(err)}`);
-        }
-      }
-    }
   });
 });
