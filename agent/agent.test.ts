@@ -85,7 +85,7 @@ function poolsOnly(kind: string, pools: () => PoolCapacity[]): VolumeBackend {
   const no = (): never => {
     throw new DriverError("NOT_SUPPORTED", "pools only");
   };
-  return { kind, pools: async () => pools(), create: no, delete: no, extend: no, createSnapshot: no, deleteSnapshot: no, export: no, unexport: no, list: no, close: async () => {} };
+  return { kind, pools: async () => pools(), create: no, delete: no, extend: no, reimage: no, createSnapshot: no, deleteSnapshot: no, export: no, unexport: no, list: no, close: async () => {} };
 }
 
 /** A volume op as the bytes the controller publishes. */

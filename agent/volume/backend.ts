@@ -20,7 +20,7 @@
 
 /** Codes a backend rejects with (besides "INTERNAL" and its own command failures). */
 export type VolumeErrorCode =
-  /** No such pool, volume (extend, snapshot, export, a snapshot source) or snapshot (a snapshot source). */
+  /** No such pool, volume (extend, reimage, snapshot, export, a snapshot source), snapshot (a snapshot source) or image file. */
   | "NOT_FOUND"
   /** An id or client name that does not match its pattern, a size that is not a positive whole number of bytes. */
   | "INVALID_ARGUMENT"
@@ -31,7 +31,9 @@ export type VolumeErrorCode =
   /** `extend` to a size below the volume's. */
   | "SHRINK_REFUSED"
   /** `export` of an export id that is already exported for another volume or another client. */
-  | "VOLUME_IN_USE";
+  | "VOLUME_IN_USE"
+  /** `reimage` with an image whose virtual size exceeds the volume's (nothing is changed). */
+  | "IMAGE_TOO_LARGE";
 
 /** Volume, snapshot and attachment ids: a letter or digit, then letters, digits, `.`, `_`, `-` (128 at most; UUIDs fit). */
 export const VOLUME_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -55,11 +57,17 @@ export interface PoolCapacity {
   readonly provisionedBytes: number;
 }
 
+/** A local image file (qcow2 or raw) the agent fetched: a volume's content (`create`, `reimage`). */
+export interface VolumeImage {
+  readonly path: string;
+  readonly format: "qcow2" | "raw";
+}
+
 /** Where a new volume's content comes from. */
 export type VolumeSource =
   | { readonly kind: "blank" }
-  /** A local image file (qcow2 or raw) the agent fetched; the volume is at least its virtual size. */
-  | { readonly kind: "image"; readonly path: string; readonly format: "qcow2" | "raw" }
+  /** An image; the volume is at least its virtual size. */
+  | ({ readonly kind: "image" } & VolumeImage)
   /** A snapshot of a volume on this host (a copy: the new volume does not depend on it); at least the snapshot's size. */
   | { readonly kind: "snapshot"; readonly volumeId: string; readonly snapshotId: string };
 
@@ -112,6 +120,18 @@ export interface VolumeBackend {
    * next connects.
    */
   extend(id: string, sizeBytes: number): Promise<void>;
+
+  /**
+   * Replaces volume `id`'s content with an image's (a local file the agent
+   * fetched, as `create` takes it), keeping the volume's id, pool, size,
+   * snapshots and exports: what follows the image's data reads as zeros.
+   * Also while exported: a client sees the new content when it next
+   * connects (its server is stopped meanwhile). An image whose virtual size
+   * exceeds the volume's is "IMAGE_TOO_LARGE" and changes nothing; an
+   * unknown volume is "NOT_FOUND". Idempotent: reimaging again with the
+   * same image gives the same content.
+   */
+  reimage(id: string, image: VolumeImage): Promise<void>;
 
   /** Takes snapshot `snapshotId` of a volume (point in time, also while exported); one that exists resolves. */
   createSnapshot(volumeId: string, snapshotId: string): Promise<void>;

@@ -1,6 +1,6 @@
 /** What every volume backend checks and how it says no: ids, sizes, and the errors of the contract. */
 import { DriverError } from "../drivers/errors.js";
-import { CLIENT_NAME_PATTERN, VOLUME_ID_PATTERN, type VolumeErrorCode, type VolumeSource } from "./backend.js";
+import { CLIENT_NAME_PATTERN, VOLUME_ID_PATTERN, type VolumeErrorCode, type VolumeImage, type VolumeSource } from "./backend.js";
 
 /** A rejection with one of the contract's codes (never retryable: the same call fails the same way). */
 export function volumeError(code: VolumeErrorCode, message: string): DriverError {
@@ -26,14 +26,20 @@ export function checkSize(size: number): void {
   if (!Number.isSafeInteger(size) || size <= 0) throw volumeError("INVALID_ARGUMENT", `size ${size} is not a positive whole number of bytes`);
 }
 
+/** Checks that an image has a path and a format of the contract (the file itself is checked when it is read). */
+export function checkImage(image: VolumeImage): void {
+  if (image === null || typeof image !== "object") throw volumeError("INVALID_ARGUMENT", "an image needs a path and a format");
+  if (typeof image.path !== "string" || image.path === "") throw volumeError("INVALID_ARGUMENT", "an image needs a path");
+  if (image.format !== "raw" && image.format !== "qcow2") throw volumeError("INVALID_ARGUMENT", `image format ${String(image.format)}`);
+}
+
 /** Checks a source's ids (an image's path is checked when it is read). */
 export function checkSource(source: VolumeSource): void {
   if (source.kind === "snapshot") {
     checkId("volume", source.volumeId);
     checkId("snapshot", source.snapshotId);
   } else if (source.kind === "image") {
-    if (typeof source.path !== "string" || source.path === "") throw volumeError("INVALID_ARGUMENT", "an image source needs a path");
-    if (source.format !== "raw" && source.format !== "qcow2") throw volumeError("INVALID_ARGUMENT", `image format ${String(source.format)}`);
+    checkImage(source);
   } else if (source.kind !== "blank") {
     throw volumeError("INVALID_ARGUMENT", `source kind ${String((source as { kind: unknown }).kind)}`);
   }

@@ -4,9 +4,10 @@
  *
  *   volumeBackendContract("fake", { make: async () => new FakeVolumeBackend(…), … });
  *
- * Content is checked through the kit: `write` fills the first 64 KiB of a
- * volume with one byte, `read` says the volume's first byte. Images are raw
- * files made here (a first 64 KiB of one byte, sparse after it).
+ * Content is checked through the kit: `write` fills 64 KiB of a volume
+ * (the first, or those at an offset) with one byte, `read` says the byte at
+ * an offset (the volume's first byte by default). Images are raw files made
+ * here (a first 64 KiB of one byte, sparse after it).
  */
 import assert from "node:assert/strict";
 import { mkdtemp, open, rm } from "node:fs/promises";
@@ -31,10 +32,10 @@ export interface VolumeContractKit {
   restart(closed: VolumeBackend): Promise<VolumeBackend>;
   /** Removes whatever the backend made (after it is closed with its exports stopped). */
   cleanup(backend: VolumeBackend): Promise<void>;
-  /** Fills the first 64 KiB of an unexported volume with `byte`. */
-  write(backend: VolumeBackend, volumeId: string, byte: number): Promise<void>;
-  /** The first byte of a volume (0 for a blank one). */
-  read(backend: VolumeBackend, volumeId: string): Promise<number>;
+  /** Fills the 64 KiB at `offset` (a multiple of 64 KiB; default 0) of an unexported volume with `byte`. */
+  write(backend: VolumeBackend, volumeId: string, byte: number, offset?: number): Promise<void>;
+  /** The byte at `offset` (a multiple of 64 KiB; default 0) of an unexported volume (0 for a blank one). */
+  read(backend: VolumeBackend, volumeId: string, offset?: number): Promise<number>;
   /**
    * The size a client that connects to `e` now is told: the client is host
    * `as` (default: `e.client`). Rejects if the export does not answer or
@@ -270,6 +271,64 @@ export function volumeBackendContract(name: string, kit: VolumeContractKit): voi
       await b.unexport("v", "att-1");
       await b.unexport("v", "att-2");
       assert.equal(await kit.read(b, "v"), 0x5e);
+    });
+
+    withBackend("reimage: the image's bytes at the start, zeros after, the same size and snapshots (with their data); again gives the same", async (b, t) => {
+      await b.create("v", "p1", 8 * MiB, blank);
+      await kit.write(b, "v", 0x11);
+      await kit.write(b, "v", 0x12, 6 * MiB);
+      await b.createSnapshot("v", "before");
+      const image = await rawImage(t, 4 * MiB, 0x5a);
+      await b.reimage("v", image);
+      const after = { id: "v", pool: "p1", sizeBytes: 8 * MiB, snapshotIds: ["before"] };
+      assert.deepEqual((await b.list()).volumes, [after], "id, pool, size and snapshots stay");
+      assert.equal((await provisioned(b, "p1")).provisionedBytes, 8 * MiB);
+      const content = async () => [await kit.read(b, "v"), await kit.read(b, "v", 64 * 1024), await kit.read(b, "v", 6 * MiB)];
+      assert.deepEqual(await content(), [0x5a, 0, 0], "the image's first 64 KiB, its zeros, and zeros past its end");
+      await b.reimage("v", image);
+      assert.deepEqual(await content(), [0x5a, 0, 0], "reimaging again gives the same content");
+      await kit.write(b, "v", 0x13);
+      await kit.write(b, "v", 0x14, 6 * MiB);
+      await b.reimage("v", image);
+      assert.deepEqual(await content(), [0x5a, 0, 0], "what was written since is gone again");
+      assert.deepEqual((await b.list()).volumes, [after]);
+      await b.create("then", "p2", 8 * MiB, { kind: "snapshot", volumeId: "v", snapshotId: "before" });
+      assert.deepEqual([await kit.read(b, "then"), await kit.read(b, "then", 6 * MiB)], [0x11, 0x12], "the snapshot still has the data of before");
+    });
+
+    withBackend("reimage of an exported volume: the same exports answer, at the same size, and the volume has the image's content", async (b, t) => {
+      await b.create("v", "p1", 8 * MiB, blank);
+      await kit.write(b, "v", 0x21, 2 * MiB);
+      const e1 = await b.export("v", "att-1", "host-a");
+      const e2 = await b.export("v", "move-1", "host-b");
+      const image = await rawImage(t, 6 * MiB, 0x6b);
+      await b.reimage("v", image);
+      assert.deepEqual((await b.list()).exports, [e1, e2], "the same exports: host, port, name and client");
+      assert.deepEqual([await kit.exportedSize(b, e1), await kit.exportedSize(b, e2)], [8 * MiB, 8 * MiB]);
+      await assert.rejects(kit.exportedSize(b, e1, "host-c"), "a host the volume is not exported to is still refused");
+      await b.reimage("v", image);
+      assert.deepEqual((await b.list()).exports, [e1, e2]);
+      await b.unexport("v", "att-1");
+      await b.unexport("v", "move-1");
+      assert.deepEqual([await kit.read(b, "v"), await kit.read(b, "v", 2 * MiB)], [0x6b, 0]);
+    });
+
+    withBackend("reimage refuses an image larger than the volume (IMAGE_TOO_LARGE), an unknown volume (NOT_FOUND) and a missing image, changing nothing", async (b, t) => {
+      await b.create("v", "p1", 8 * MiB, blank);
+      await kit.write(b, "v", 0x31);
+      await kit.write(b, "v", 0x32, 7 * MiB);
+      await b.createSnapshot("v", "s1");
+      const before = await b.list();
+      const big = await rawImage(t, 8 * MiB + 64 * 1024, 0x41);
+      await rejectsWith(b.reimage("v", big), "IMAGE_TOO_LARGE");
+      const fits = await rawImage(t, 8 * MiB, 0x42);
+      await rejectsWith(b.reimage("nope", fits), "NOT_FOUND");
+      await rejectsWith(b.reimage("v", { path: join(tmpdir(), "nm-no-such-image.raw"), format: "raw" }), "NOT_FOUND");
+      await rejectsWith(b.reimage("../v", fits), "INVALID_ARGUMENT");
+      assert.deepEqual(await b.list(), before);
+      assert.deepEqual([await kit.read(b, "v"), await kit.read(b, "v", 7 * MiB)], [0x31, 0x32], "the refused reimages changed nothing");
+      await b.reimage("v", fits);
+      assert.deepEqual([await kit.read(b, "v"), await kit.read(b, "v", 7 * MiB)], [0x42, 0], "an image of the volume's size fits");
     });
 
     withBackend("delete removes a volume with its snapshots and exports; again resolves", async (b) => {

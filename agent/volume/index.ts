@@ -4,7 +4,7 @@ import { FakeVolumeBackend, type FakeVolumeBackendOptions } from "./fake/fake-ba
 import { FileVolumeBackend } from "./file/file-backend.js";
 import type { FileVolumeBackendOptions } from "./file/options.js";
 
-export type { ExportInfo, PoolCapacity, VolumeBackend, VolumeErrorCode, VolumeInfo, VolumeSource } from "./backend.js";
+export type { ExportInfo, PoolCapacity, VolumeBackend, VolumeErrorCode, VolumeImage, VolumeInfo, VolumeSource } from "./backend.js";
 export { CLIENT_NAME_PATTERN, VOLUME_ID_PATTERN } from "./backend.js";
 export { FakeVolumeBackend, type FakeVolumeBackendOptions } from "./fake/fake-backend.js";
 export { parseVolumeFaults, type VolumeFaults } from "./fake/faults.js";

@@ -1,11 +1,11 @@
 /** The fake volume backend: the contract, its state across restarts, injected faults, and many hosts at once. */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import type { VolumeBackend } from "../backend.js";
-import { MiB, POOL_BYTES, rejectsWith, volumeBackendContract } from "../contract.js";
+import { MiB, POOL_BYTES, rawImage, rejectsWith, volumeBackendContract } from "../contract.js";
 import { parseVolumeFaults } from "./faults.js";
 import { FakeVolumeBackend, type FakeVolumeBackendOptions } from "./fake-backend.js";
 
@@ -33,8 +33,8 @@ volumeBackendContract("fake", {
     const dir = dirs.get(b);
     if (dir) await rm(dir, { recursive: true, force: true });
   },
-  write: (b, id, byte) => (b as FakeVolumeBackend).write(id, byte),
-  read: (b, id) => (b as FakeVolumeBackend).read(id),
+  write: (b, id, byte, offset) => (b as FakeVolumeBackend).write(id, byte, offset),
+  read: (b, id, offset) => (b as FakeVolumeBackend).read(id, offset),
   // The fake serves nothing: a client would be told the size of the volume the listed export names, if the volume is exported to it.
   exportedSize: async (b, e, as = e.client) => {
     const { volumes, exports } = await b.list();
@@ -80,6 +80,34 @@ test("faults: codes of the contract can be injected, and every call of a method 
   await rejectsWith(b.export("v", "a1", "host-a"), "POOL_FULL");
   await rejectsWith(b.createSnapshot("v", "s"), "CREATE_SNAPSHOT_FAILED");
   assert.deepEqual(await b.list(), { volumes: [{ id: "v", pool: "p1", sizeBytes: MiB, snapshotIds: [] }], exports: [] });
+});
+
+test("reimage: faults can be injected; the fake records the image it was given and keeps it across a restart", async (t) => {
+  const stateDir = await mkdtemp(join(tmpdir(), "nm-fake-vol-"));
+  t.after(() => rm(stateDir, { recursive: true, force: true }));
+  const b = fake({ stateDir, faults: parseVolumeFaults({ reimage: { volumeId: "v", error: "image store gone", retryable: true, failTimes: 1 } }) });
+  await b.create("v", "p1", 8 * MiB, { kind: "blank" });
+  await b.write("v", 0x11);
+  await b.write("v", 0x12, 7 * MiB);
+  const image = await rawImage(t, 2 * MiB, 0x5a);
+  await rejectsWith(b.reimage("v", image), "REIMAGE_FAILED");
+  assert.deepEqual([await b.read("v"), await b.read("v", 7 * MiB), await b.imageOf("v")], [0x11, 0x12, undefined], "the failed call changed nothing");
+  await b.reimage("v", image);
+  const again = fake({ stateDir });
+  assert.deepEqual([await again.read("v"), await again.read("v", 7 * MiB)], [0x5a, 0]);
+  assert.deepEqual(await again.imageOf("v"), { path: image.path, format: "raw" });
+  await rejectsWith(again.read("v", 8 * MiB), "INVALID_ARGUMENT");
+});
+
+test("state of the earlier one-byte model loads: the byte is the first block's", async (t) => {
+  const stateDir = await mkdtemp(join(tmpdir(), "nm-fake-vol-"));
+  t.after(() => rm(stateDir, { recursive: true, force: true }));
+  const volume = { id: "v", pool: "p1", requestedBytes: MiB, source: { kind: "blank" }, sizeBytes: MiB, content: 0x2a, snapshots: [{ id: "s", sizeBytes: MiB, content: 0x2b }] };
+  await writeFile(join(stateDir, "volumes.json"), JSON.stringify({ volumes: [volume], exports: [], ports: [] }));
+  const b = fake({ stateDir });
+  assert.deepEqual([await b.read("v"), await b.read("v", 512 * 1024)], [0x2a, 0]);
+  await b.create("from-s", "p2", MiB, { kind: "snapshot", volumeId: "v", snapshotId: "s" });
+  assert.equal(await b.read("from-s"), 0x2b);
 });
 
 test("faults: bad specs are refused with what is wrong", () => {

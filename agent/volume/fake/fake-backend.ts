@@ -5,15 +5,18 @@
  * hosts and for fault tests (see `faults.ts`). Capacity is modelled
  * exactly: a pool's total is configured, a volume is charged its virtual
  * size, free is total minus that (the fake is thick: what is provisioned is
- * used). Content is modelled as one byte, "the volume's first byte"
- * (`write`/`read`), which is enough to tell whose data a volume holds.
+ * used). Content is modelled as one byte per 64 KiB block, "the block's
+ * first byte" (`write`/`read`; blocks never written read 0), which is
+ * enough to tell whose data a volume holds and where: an image's content is
+ * its first byte (a raw file's; 0 for a qcow2) in the first block, zeros
+ * after it, and a `reimage` records the image it was given (`imageOf`).
  * Exports are records: nothing listens on their ports.
  */
 import { mkdir, open, stat } from "node:fs/promises";
 import { join } from "node:path";
-import type { ExportInfo, PoolCapacity, VolumeBackend, VolumeInfo, VolumeSource } from "../backend.js";
+import type { ExportInfo, PoolCapacity, VolumeBackend, VolumeImage, VolumeInfo, VolumeSource } from "../backend.js";
 import { KeyedQueue } from "../../keyed-queue.js";
-import { checkClient, checkId, checkSize, checkSource, sameSource, volumeError } from "../checks.js";
+import { checkClient, checkId, checkImage, checkSize, checkSource, sameSource, volumeError } from "../checks.js";
 import { readIfExists, writeAtomic } from "../../network/linux/files.js";
 import { VolumeFaultInjector, type VolumeFaults } from "./faults.js";
 
@@ -33,10 +36,19 @@ export interface FakeVolumeBackendOptions {
   readonly delayMs?: number;
 }
 
+/** The size of the blocks content is modelled in. */
+export const FAKE_BLOCK_BYTES = 64 * 1024;
+
+/** A volume's content: the byte of each block not all zeros, by the block's offset. */
+type FakeContent = Record<string, number>;
+
+/** The content `byte` in the first block, zeros after it. */
+const headContent = (byte: number): FakeContent => (byte === 0 ? {} : { "0": byte });
+
 interface FakeSnapshot {
   readonly id: string;
   readonly sizeBytes: number;
-  readonly content: number;
+  readonly content: FakeContent;
 }
 
 interface FakeVolume {
@@ -45,8 +57,10 @@ interface FakeVolume {
   readonly requestedBytes: number;
   readonly source: VolumeSource;
   sizeBytes: number;
-  content: number;
+  content: FakeContent;
   snapshots: FakeSnapshot[];
+  /** The image of the last `reimage`. */
+  image?: VolumeImage;
 }
 
 interface FakeState {
@@ -58,7 +72,7 @@ interface FakeState {
 const STATE_FILE = "volumes.json";
 
 /** What the fake reads of an image file: a raw file's size and first byte, a qcow2's virtual size (and content 0). */
-async function readImage(path: string, format: "raw" | "qcow2"): Promise<{ sizeBytes: number; content: number }> {
+async function readImage(path: string, format: "raw" | "qcow2"): Promise<{ sizeBytes: number; content: FakeContent }> {
   let handle;
   try {
     handle = await open(path, "r");
@@ -69,8 +83,8 @@ async function readImage(path: string, format: "raw" | "qcow2"): Promise<{ sizeB
   try {
     const head = Buffer.alloc(32);
     await handle.read(head, 0, 32, 0);
-    if (format === "qcow2") return { sizeBytes: Number(head.readBigUInt64BE(24)), content: 0 };
-    return { sizeBytes: (await stat(path)).size, content: head[0] ?? 0 };
+    if (format === "qcow2") return { sizeBytes: Number(head.readBigUInt64BE(24)), content: {} };
+    return { sizeBytes: (await stat(path)).size, content: headContent(head[0] ?? 0) };
   } finally {
     await handle.close();
   }
@@ -96,7 +110,11 @@ export class FakeVolumeBackend implements VolumeBackend {
       const text = await readIfExists(join(this.options.stateDir, STATE_FILE));
       if (text === undefined) return;
       const state = JSON.parse(text) as FakeState;
-      for (const v of state.volumes) this.volumes.set(v.id, v);
+      // State of the earlier model held one byte per volume and snapshot: the first block's.
+      const content = (c: FakeContent | number): FakeContent => (typeof c === "number" ? headContent(c) : c);
+      for (const v of state.volumes) {
+        this.volumes.set(v.id, { ...v, content: content(v.content), snapshots: v.snapshots.map((x) => ({ ...x, content: content(x.content) })) });
+      }
       for (const e of state.exports) this.exports.set(e.attachmentId, e);
       for (const [client, port] of state.ports) this.ports.set(client, port);
     })();
@@ -171,7 +189,7 @@ export class FakeVolumeBackend implements VolumeBackend {
         return FakeVolumeBackend.info(existing);
       }
       this.poolOf(pool);
-      let from = { sizeBytes: 0, content: 0 };
+      let from: { sizeBytes: number; content: FakeContent } = { sizeBytes: 0, content: {} };
       if (source.kind === "image") from = await readImage(source.path, source.format);
       if (source.kind === "snapshot") {
         const snap = this.volume(source.volumeId).snapshots.find((s) => s.id === source.snapshotId);
@@ -180,7 +198,7 @@ export class FakeVolumeBackend implements VolumeBackend {
       }
       const size = Math.max(sizeBytes, from.sizeBytes);
       this.charge(pool, size);
-      const v: FakeVolume = { id, pool, requestedBytes: sizeBytes, source, sizeBytes: size, content: from.content, snapshots: [] };
+      const v: FakeVolume = { id, pool, requestedBytes: sizeBytes, source, sizeBytes: size, content: { ...from.content }, snapshots: [] };
       this.volumes.set(id, v);
       return FakeVolumeBackend.info(v);
     });
@@ -207,13 +225,26 @@ export class FakeVolumeBackend implements VolumeBackend {
     });
   }
 
+  async reimage(id: string, image: VolumeImage): Promise<void> {
+    checkId("volume", id);
+    checkImage(image);
+    await this.faults.apply("reimage", true, id);
+    await this.change(async () => {
+      const v = this.volume(id);
+      const from = await readImage(image.path, image.format);
+      if (from.sizeBytes > v.sizeBytes) throw volumeError("IMAGE_TOO_LARGE", `image ${image.path} is ${from.sizeBytes} bytes; volume ${id} is ${v.sizeBytes}`);
+      v.content = { ...from.content };
+      v.image = { path: image.path, format: image.format };
+    });
+  }
+
   async createSnapshot(volumeId: string, snapshotId: string): Promise<void> {
     checkId("volume", volumeId);
     checkId("snapshot", snapshotId);
     await this.faults.apply("createSnapshot", true, volumeId);
     await this.change(() => {
       const v = this.volume(volumeId);
-      if (!v.snapshots.some((s) => s.id === snapshotId)) v.snapshots.push({ id: snapshotId, sizeBytes: v.sizeBytes, content: v.content });
+      if (!v.snapshots.some((s) => s.id === snapshotId)) v.snapshots.push({ id: snapshotId, sizeBytes: v.sizeBytes, content: { ...v.content } });
     });
   }
 
@@ -275,16 +306,32 @@ export class FakeVolumeBackend implements VolumeBackend {
     });
   }
 
-  /** Fills the model's content of a volume (its "first byte"): what a guest writing to it would do. */
-  async write(volumeId: string, byte: number): Promise<void> {
+  /** Fills the block at `offset` of a volume with `byte` in the model: what a guest writing to it would do. */
+  async write(volumeId: string, byte: number, offset = 0): Promise<void> {
     await this.change(() => {
-      this.volume(volumeId).content = byte;
+      const v = this.volume(volumeId);
+      const key = FakeVolumeBackend.block(v, offset);
+      if (byte === 0) delete v.content[key];
+      else v.content[key] = byte;
     });
   }
 
-  /** The model's content of a volume. */
-  async read(volumeId: string): Promise<number> {
+  /** The byte of the block at `offset` of a volume in the model (its first byte by default). */
+  async read(volumeId: string, offset = 0): Promise<number> {
     await this.load();
-    return this.volume(volumeId).content;
+    const v = this.volume(volumeId);
+    return v.content[FakeVolumeBackend.block(v, offset)] ?? 0;
+  }
+
+  /** The image the volume was last reimaged with, if it was. */
+  async imageOf(volumeId: string): Promise<VolumeImage | undefined> {
+    await this.load();
+    return this.volume(volumeId).image;
+  }
+
+  /** The key of the block `offset` is in; an offset outside the volume is "INVALID_ARGUMENT". */
+  private static block(v: FakeVolume, offset: number): string {
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset >= v.sizeBytes) throw volumeError("INVALID_ARGUMENT", `offset ${offset} is outside volume ${v.id}`);
+    return String(offset - (offset % FAKE_BLOCK_BYTES));
   }
 }

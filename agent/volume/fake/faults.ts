@@ -11,7 +11,7 @@ import { DriverError } from "../../drivers/errors.js";
 import { checkFaultSpec, wait } from "../../drivers/fake/faults.js";
 
 /** Methods of the fake backend that faults can be injected into. */
-export const VOLUME_FAULTABLE_METHODS = ["pools", "create", "delete", "extend", "createSnapshot", "deleteSnapshot", "export", "unexport", "list"] as const;
+export const VOLUME_FAULTABLE_METHODS = ["pools", "create", "delete", "extend", "reimage", "createSnapshot", "deleteSnapshot", "export", "unexport", "list"] as const;
 
 /** A method faults can be injected into. */
 export type VolumeFaultableMethod = (typeof VOLUME_FAULTABLE_METHODS)[number];

@@ -11,7 +11,7 @@ import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { DriverError } from "../../drivers/errors.js";
 import { isMissing } from "../../network/linux/files.js";
-import { runProgram } from "./qemu-img.js";
+import { optValue, runProgram } from "./qemu-img.js";
 import { withQmp, type QmpClient } from "./qmp.js";
 
 /** Where one daemon's files are and what it serves. */
@@ -57,11 +57,6 @@ export function authzObject(clients: readonly string[]): Record<string, unknown>
 /** Makes a running daemon admit exactly `clients` (new TLS sessions; connections already open stay). */
 export async function setAuthzClients(qmp: QmpClient, clients: readonly string[]): Promise<void> {
   await qmp.execute("qom-set", { path: "/objects/authz0", property: "rules", value: authzRules(clients) });
-}
-
-/** qemu's option syntax doubles commas inside a value. */
-function optValue(value: string): string {
-  return value.replaceAll(",", ",,");
 }
 
 /** The daemon's command line (after the binary). */

@@ -21,7 +21,7 @@
  * client>/`, daemon.json `{ client, port, address }`) are adopted as they
  * are: guests may be using their exports, and moving an export to another
  * daemon would change its port under them. They serve on, list their
- * exports, take extends, snapshots and unexports, and stop when their last
+ * exports, take extends, reimages, snapshots and unexports, and stop when their last
  * export ends; a volume one of them serves can be exported again only to
  * its client host (its authz list is fixed), another host is VOLUME_IN_USE
  * until those exports end. Each is logged when adopted.
@@ -306,6 +306,49 @@ export class ExportDaemons {
           for (const r of mine) await this.serve(qmp, r);
         }
       });
+    });
+  }
+
+  /**
+   * Runs `fn` while the daemon that has `volumeId` open has let go of its
+   * file: the volume's exports are removed (a hard delete: connected clients
+   * are dropped) and its block node closed, which releases qemu's lock on
+   * the file; then the node is opened again and the same exports added (the
+   * same names and port; the records and the authz list are not touched).
+   * They are added again also when `fn` failed (if that fails as well, it
+   * is logged and `fn`'s error thrown: a retry, or the next start's
+   * reconciliation, serves them). Resolves false, without running `fn`,
+   * when no daemon has the volume.
+   */
+  async whileReleased(volumeId: string, fn: () => Promise<void>): Promise<boolean> {
+    const found = this.daemonOf(volumeId);
+    if (found === undefined) return false;
+    return this.queue.run(found.key, async () => {
+      const daemon = this.daemons.get(found.key);
+      const mine = [...(daemon?.exports.values() ?? [])].filter((r) => r.volumeId === volumeId);
+      if (!daemon || mine.length === 0) return false;
+      const node = nodeName(volumeId);
+      let failure: { err: unknown } | undefined;
+      try {
+        await withQmp(daemon.spec.socket, this.options.timeoutMs, async (qmp) => {
+          for (const r of mine) await this.delExport(qmp, exportId(r.attachmentId));
+          const nodes = await qmp.execute<{ "node-name": string }[]>("query-named-block-nodes", { flat: true });
+          if (nodes.some((n) => n["node-name"] === node)) await qmp.execute("blockdev-del", { "node-name": node });
+        });
+        await fn();
+      } catch (err) {
+        failure = { err };
+      }
+      try {
+        await withQmp(daemon.spec.socket, this.options.timeoutMs, async (qmp) => {
+          for (const r of mine) await this.serve(qmp, r);
+        });
+      } catch (err) {
+        if (failure === undefined) throw err;
+        this.options.log.error({ err, daemon: daemon.spec.name, exports: mine.map((r) => r.attachmentId) }, "serving a volume's exports again after a failed change of its file failed too");
+      }
+      if (failure !== undefined) throw failure.err;
+      return true;
     });
   }
 

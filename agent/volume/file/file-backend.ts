@@ -4,20 +4,21 @@
  * exports are NBD over TLS from one qemu-storage-daemon per exported volume
  * (see `export-daemons.ts`), serving each of the volume's exports to its
  * compute host. While a volume is exported its file is open in that daemon, so snapshots and growth go through the daemon's QMP
- * monitor; otherwise through qemu-img. Calls on one volume run one after
+ * monitor, and a reimage rewrites the file with qemu-img while the daemon
+ * has let go of it; otherwise all go through qemu-img. Calls on one volume run one after
  * another; the capacity check and the commit of a new size run under the
  * pool's turn, so concurrent creates never overfill a pool.
  */
 import { mkdir, rename, stat } from "node:fs/promises";
 import { pino, type Logger } from "pino";
 import { isMissing } from "../../network/linux/files.js";
-import type { ExportInfo, PoolCapacity, VolumeBackend, VolumeInfo, VolumeSource } from "../backend.js";
+import type { ExportInfo, PoolCapacity, VolumeBackend, VolumeImage, VolumeInfo, VolumeSource } from "../backend.js";
 import { KeyedQueue } from "../../keyed-queue.js";
-import { checkClient, checkId, checkSize, checkSource, sameSource, volumeError } from "../checks.js";
+import { checkClient, checkId, checkImage, checkSize, checkSource, sameSource, volumeError } from "../checks.js";
 import { ExportDaemons } from "./export-daemons.js";
 import { FilePool } from "./file-pool.js";
 import type { FileVolumeBackendOptions } from "./options.js";
-import { QemuImg } from "./qemu-img.js";
+import { QemuImg, type QcowInfo } from "./qemu-img.js";
 
 interface Volume {
   id: string;
@@ -159,16 +160,7 @@ export class FileVolumeBackend implements VolumeBackend {
       return sizeBytes;
     }
     if (source.kind === "image") {
-      try {
-        await stat(source.path);
-      } catch (err) {
-        if (isMissing(err)) throw volumeError("NOT_FOUND", `image ${source.path} is not there`);
-        throw err;
-      }
-      // An image that names a backing or data file would copy that file's bytes (another
-      // volume, a host device) into the new volume: refused, as Nova refuses such images.
-      const external = (await this.qemuImg.info(source.path, source.format)).externalFiles;
-      if (external.length) throw volumeError("INVALID_ARGUMENT", `image ${source.path} reads other files (${external.join(", ")}); only self-contained images make volumes`);
+      await this.imageInfo(source);
       await this.qemuImg.convert({ source: source.path, format: source.format, dest: temp });
     } else {
       // A volume that does not exist yet is no source (and waiting for its own turn would never end).
@@ -183,6 +175,21 @@ export class FileVolumeBackend implements VolumeBackend {
       });
     }
     return Math.max(sizeBytes, (await this.qemuImg.info(temp, "qcow2")).virtualSizeBytes);
+  }
+
+  /** What qemu-img says of an image file: "NOT_FOUND" when it is not there, "INVALID_ARGUMENT" when it reads other files. */
+  private async imageInfo(image: VolumeImage): Promise<QcowInfo> {
+    try {
+      await stat(image.path);
+    } catch (err) {
+      if (isMissing(err)) throw volumeError("NOT_FOUND", `image ${image.path} is not there`);
+      throw err;
+    }
+    // An image that names a backing or data file would copy that file's bytes (another
+    // volume, a host device) into the volume: refused, as Nova refuses such images.
+    const info = await this.qemuImg.info(image.path, image.format);
+    if (info.externalFiles.length) throw volumeError("INVALID_ARGUMENT", `image ${image.path} reads other files (${info.externalFiles.join(", ")}); only self-contained images are written to volumes`);
+    return info;
   }
 
   async delete(id: string): Promise<void> {
@@ -210,6 +217,25 @@ export class FileVolumeBackend implements VolumeBackend {
         if (!live) await this.qemuImg.resize(this.pool(v.pool).volumePath(id), sizeBytes);
         v.sizeBytes = sizeBytes;
       });
+    });
+  }
+
+  async reimage(id: string, image: VolumeImage): Promise<void> {
+    checkId("volume", id);
+    checkImage(image);
+    await this.onVolume(id, async () => {
+      const v = this.volume(id);
+      const imageBytes = (await this.imageInfo(image)).virtualSizeBytes;
+      if (imageBytes > v.sizeBytes) throw volumeError("IMAGE_TOO_LARGE", `image ${image.path} is ${imageBytes} bytes; volume ${id} is ${v.sizeBytes}`);
+      const path = this.pool(v.pool).volumePath(id);
+      // Into the volume's own file, which keeps its snapshots: the image, then zeros to its end. Done
+      // again whole by a retry, whatever a failure or a crash left of it.
+      const rewrite = async () => {
+        const volumeBytes = (await this.qemuImg.info(path, "qcow2")).virtualSizeBytes;
+        await this.qemuImg.overwrite({ source: image.path, format: image.format, sourceBytes: imageBytes, dest: path, destBytes: volumeBytes });
+      };
+      // An exported volume's file is open (and locked) in its export daemon, which lets go of it meanwhile.
+      if (!(await this.daemons.whileReleased(id, rewrite))) await rewrite();
     });
   }
 

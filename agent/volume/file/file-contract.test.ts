@@ -46,9 +46,9 @@ volumeBackendContract("file", {
     return b;
   },
   cleanup: async () => undefined,
-  write: async (b, id, byte) => {
-    await qemuIoFile(await pathOf(b, id), [`write -P 0x${byte.toString(16)} 0 64k`]);
+  write: async (b, id, byte, offset = 0) => {
+    await qemuIoFile(await pathOf(b, id), [`write -P 0x${byte.toString(16)} ${offset} 64k`]);
   },
-  read: async (b, id) => firstByte(await qemuIoFile(await pathOf(b, id), ["read -v 0 1"], true)),
+  read: async (b, id, offset = 0) => firstByte(await qemuIoFile(await pathOf(b, id), [`read -v ${offset} 1`], true)),
   exportedSize: async (_b, e, as = e.client) => nbdSize(e, await clientDir(as)),
 });

@@ -5,6 +5,7 @@
  */
 import { execFile } from "node:child_process";
 import { DriverError } from "../../drivers/errors.js";
+import { volumeError } from "../checks.js";
 
 /** How qemu-img is run. */
 export interface QemuImgOptions {
@@ -25,6 +26,11 @@ export interface QcowInfo {
   readonly snapshots: readonly string[];
   /** Files outside it that it reads (a backing file, an external data file): none for a safe image. */
   readonly externalFiles: readonly string[];
+}
+
+/** qemu's option syntax doubles commas inside a value. */
+export function optValue(value: string): string {
+  return value.replaceAll(",", ",,");
 }
 
 /** Runs one program; resolves its stdout. */
@@ -84,6 +90,23 @@ export class QemuImg {
     if (options.forceShare) args.push("-U");
     if (options.snapshot !== undefined) args.push("-l", `snapshot.name=${options.snapshot}`);
     await this.run([...args, options.source, options.dest], true);
+  }
+
+  /**
+   * Writes an image (raw or qcow2, `sourceBytes` of virtual size) over the
+   * start of an existing qcow2 file that no daemon has open, and zeros over
+   * the rest of its `destBytes`: one convert into the file (`-n`) from the
+   * image followed by a source of zeros. The file's internal snapshots stay
+   * (their clusters are copied on write, not overwritten); zeros become
+   * zero clusters, not written data. Flushed before it resolves.
+   */
+  async overwrite(options: { source: string; format: "qcow2" | "raw"; sourceBytes: number; dest: string; destBytes: number }): Promise<void> {
+    const sources = [`driver=${options.format},file.driver=file,file.filename=${optValue(options.source)}`];
+    const tail = options.destBytes - options.sourceBytes;
+    if (tail < 0) throw volumeError("IMAGE_TOO_LARGE", `${options.source} (${options.sourceBytes} bytes) does not fit ${options.dest} (${options.destBytes} bytes)`);
+    if (tail > 0) sources.push(`driver=null-co,size=${tail},read-zeroes=on`);
+    const target = `driver=qcow2,file.driver=file,file.filename=${optValue(options.dest)}`;
+    await this.run(["convert", "-q", "-n", "-t", "writeback", "--image-opts", "--target-image-opts", ...sources, target], true);
   }
 
   /** Grows a file that no daemon has open. */

@@ -87,9 +87,9 @@ export async function qemuIoFile(path: string, commands: string[], readOnly = fa
   return (await run("qemu-io", args, { timeout: 15_000 })).stdout;
 }
 
-/** The first byte `qemu-io read -v` prints. */
+/** The first byte `qemu-io read -v` prints (at whichever offset it read). */
 export function firstByte(out: string): number {
-  const m = /^00000000:\s+([0-9a-f]{2})/m.exec(out);
+  const m = /^[0-9a-f]{8,}:\s+([0-9a-f]{2})/m.exec(out);
   if (!m?.[1]) throw new Error(`no hex dump in qemu-io's output: ${out}`);
   return parseInt(m[1], 16);
 }
