@@ -4,17 +4,20 @@
  * a throwaway CA. Skipped when qemu's tools are not installed.
  */
 import assert from "node:assert/strict";
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { chmod, mkdir, open, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test, type TestContext } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { MiB, rejectsWith } from "../contract.js";
+import { promisify } from "node:util";
+import { DriverError } from "../../drivers/errors.js";
+import { MiB, rawImage, rejectsWith } from "../contract.js";
 import { startDaemon } from "./daemon-process.js";
 import { nodeName } from "./export-daemons.js";
 import type { FileVolumeBackend } from "./file-backend.js";
 import type { FileVolumeBackendOptions } from "./options.js";
 import { withQmp } from "./qmp.js";
-import { FileLab, fileBackendSkip, firstByte, nbdSize, qemuIoFile, qemuIoNbd, running } from "./test-qemu.js";
+import { FileLab, fileBackendSkip, firstByte, holdNbd, nbdSize, qemuIoFile, qemuIoNbd, running } from "./test-qemu.js";
 
 const skip = fileBackendSkip();
 let lab: FileLab;
@@ -173,6 +176,106 @@ test("a snapshot while exported holds the data of its moment; a volume from it g
   assert.match(await qemuIoNbd(e, hostA, ["read -P 0x22 0 64k"]), /read 65536\/65536/, "the exported volume has the later data");
   await b.deleteSnapshot("v", "before");
   assert.deepEqual((await b.list()).volumes.find((v) => v.id === "v")?.snapshotIds, []);
+});
+
+test("reimage while exported: a client connecting after reads the image's bytes and zeros, one that held its connection never reads the old data, the snapshot keeps it", { skip, timeout: 60_000 }, async (t) => {
+  const { b, options } = backend(t);
+  await b.create("v", "p1", 8 * MiB, { kind: "blank" });
+  const e = await b.export("v", "att-1", "host-a");
+  await qemuIoNbd(e, hostA, ["write -P 0x77 0 64k", "write -P 0x78 6M 64k"]);
+  await b.createSnapshot("v", "before");
+  const image = join(lab.dir, "reimage.qcow2");
+  await promisify(execFile)("qemu-img", ["create", "-q", "-f", "qcow2", image, "4M"]);
+  await qemuIoFile(image, ["write -P 0x61 0 64k", "write -P 0x62 3M 64k"]);
+  // The server's hypervisor keeps its connection open (its guest stopped, no I/O) while the volume is reimaged.
+  const held = await holdNbd(e, hostA);
+  t.after(() => held.close());
+  assert.match(await held.run("read -P 0x77 0 64k"), /read 65536\/65536/);
+  const started = Date.now();
+  await b.reimage("v", { path: image, format: "qcow2" });
+  t.diagnostic(`reimage of an exported volume with a client connected took ${Date.now() - started} ms`);
+  const afterwards = await held.run("read -v 0 1");
+  t.diagnostic(`the held connection after the reimage: ${afterwards.trim().split("\n")[0]}`);
+  if (/^[0-9a-f]{8}:/m.test(afterwards)) assert.equal(firstByte(afterwards), 0x61, "a held connection that reads reads the image's data");
+  await held.close();
+  assert.deepEqual((await b.list()).exports, [e], "the same export");
+  assert.equal(await nbdSize(e, hostA), 8 * MiB);
+  const out = await qemuIoNbd(e, hostA, ["read -P 0x61 0 64k", "read -P 0 64k 3008k", "read -P 0x62 3M 64k", "read -P 0 4M 4M"]);
+  assert.equal(out.match(/read \d+\/\d+ bytes/g)?.length, 4, `the image's data, its zeros and zeros past it: ${out}`);
+  assert.doesNotMatch(out, /Pattern verification failed/);
+  await assert.rejects(qemuIoNbd(e, hostB, ["read 0 512"]), refused, "host-b is still refused");
+  await b.create("then", "p2", 8 * MiB, { kind: "snapshot", volumeId: "v", snapshotId: "before" });
+  const copy = join(options.pools.find((p) => p.name === "p2")?.path ?? "", "then.qcow2");
+  assert.match(await qemuIoFile(copy, ["read -P 0x77 0 64k", "read -P 0x78 6M 64k"], true), /read 65536\/65536 bytes at offset 6291456/, "the snapshot has the old data");
+});
+
+test("a reimage killed midway fails retryable and leaves the exports served; a retry completes it, the file sound and its snapshot whole", { skip, timeout: 60_000 }, async (t) => {
+  const options = lab.options(256 * MiB);
+  // A qemu-img whose first rewrite of a volume is killed 100 ms in, as a crash would stop it.
+  const wrapper = join(options.stateDir, "..", "qemu-img-killed");
+  const mark = `${wrapper}.done`;
+  await mkdir(join(wrapper, ".."), { recursive: true });
+  await writeFile(
+    wrapper,
+    `#!/bin/sh\nif [ "$1" = convert ] && [ "$3" = -n ] && [ ! -e '${mark}' ]; then\n  : > '${mark}'\n  qemu-img "$@" & pid=$!\n  sleep 0.1\n  kill -KILL $pid\n  wait $pid\n  echo 'qemu-img: killed midway' >&2\n  exit 1\nfi\nexec qemu-img "$@"\n`,
+  );
+  await chmod(wrapper, 0o755);
+  const b = lab.backend({ ...options, qemuImg: wrapper });
+  t.after(() => b.close({ stopExports: true }));
+  await b.create("v", "p1", 64 * MiB, { kind: "blank" });
+  const path = join(options.pools.find((p) => p.name === "p1")?.path ?? "", "v.qcow2");
+  await qemuIoFile(path, ["write -P 0x11 0 64k", "write -P 0x12 60M 64k"]);
+  await b.createSnapshot("v", "before");
+  const e = await b.export("v", "att-1", "host-a");
+  const image = await rawImage(t, 48 * MiB, 0x5a);
+  const handle = await open(image.path, "r+");
+  try {
+    await handle.write(Buffer.alloc(48 * MiB - 64 * 1024, 0x33), 0, 48 * MiB - 64 * 1024, 64 * 1024);
+  } finally {
+    await handle.close();
+  }
+  await assert.rejects(b.reimage("v", image), (err: unknown) => err instanceof DriverError && err.code === "VOLUME_COMMAND_FAILED" && err.retryable && /killed midway/.test(err.message));
+  assert.deepEqual((await b.list()).exports, [e], "the export is listed");
+  assert.match(await qemuIoNbd(e, hostA, ["read 0 64k"]), /read 65536\/65536/, "and served again");
+  await b.reimage("v", image);
+  const out = await qemuIoNbd(e, hostA, ["read -P 0x5a 0 64k", "read -P 0x33 64k 47M", "read -P 0 48M 16M"]);
+  assert.equal(out.match(/read \d+\/\d+ bytes/g)?.length, 3, `the retry wrote the image and zeros after it: ${out}`);
+  await b.unexport("v", "att-1");
+  const check = await promisify(execFile)("qemu-img", ["check", "-f", "qcow2", path]).then(
+    (r) => r.stdout,
+    (err: { code?: number; stdout?: string }) => {
+      // 3: only leaked clusters (what a killed writer may leave), which waste space and corrupt nothing.
+      if (err.code === 3) return err.stdout ?? "";
+      throw err;
+    },
+  );
+  t.diagnostic(check.trim().split("\n").join(" | "));
+  assert.deepEqual((await b.list()).volumes.find((v) => v.id === "v")?.snapshotIds, ["before"]);
+  await b.create("then", "p2", 64 * MiB, { kind: "snapshot", volumeId: "v", snapshotId: "before" });
+  const copy = join(options.pools.find((p) => p.name === "p2")?.path ?? "", "then.qcow2");
+  assert.match(await qemuIoFile(copy, ["read -P 0x11 0 64k", "read -P 0x12 60M 64k"], true), /read 65536\/65536 bytes at offset 62914560/, "the snapshot has the old data");
+});
+
+test("an agent stopped while the daemon had let go of a volume it reimaged: a new backend serves the exports again, and the retried reimage completes", { skip, timeout: 60_000 }, async (t) => {
+  const { b, options } = backend(t);
+  await b.create("v", "p1", 8 * MiB, { kind: "blank" });
+  const e = await b.export("v", "att-1", "host-a");
+  await qemuIoNbd(e, hostA, ["write -P 0x44 0 64k"]);
+  await b.close();
+  const [dir] = await readdir(options.stateDir);
+  assert.ok(dir);
+  await withQmp(join(options.stateDir, dir, "qmp.sock"), 10_000, async (qmp) => {
+    for (const x of await qmp.execute<{ id: string }[]>("query-block-exports")) await qmp.execute("block-export-del", { id: x.id, mode: "hard" });
+    while ((await qmp.execute<unknown[]>("query-block-exports")).length > 0) await sleep(20);
+    await qmp.execute("blockdev-del", { "node-name": nodeName("v") });
+  });
+  await assert.rejects(qemuIoNbd(e, hostA, ["read 0 512"]), gone, "the export is down");
+  const again = lab.backend(options);
+  t.after(() => again.close({ stopExports: true }));
+  assert.deepEqual((await again.list()).exports, [e], "listed where it was");
+  assert.match(await qemuIoNbd(e, hostA, ["read -P 0x44 0 64k"]), /read 65536\/65536/, "and served again");
+  await again.reimage("v", await rawImage(t, 2 * MiB, 0x45));
+  assert.match(await qemuIoNbd(e, hostA, ["read -P 0x45 0 64k", "read -P 0 64k 8128k"]), /read 8323072\/8323072/);
 });
 
 /** The pids in the pid files of the backend's export daemons. */

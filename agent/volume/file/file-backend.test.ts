@@ -59,6 +59,40 @@ test("a volume from a qcow2 image is standalone with its content; an image that 
   assert.deepEqual((await readdir(options.pools[0]!.path)).sort(), ["v.json", "v.qcow2"], "nor a file");
 });
 
+test("reimage writes into the volume's own file: a standalone qcow2 with its snapshots, thin; an image that reads another file or is no image is refused, changing nothing", { skip, timeout: 30_000 }, async (t) => {
+  const options = lab.options(64 * MiB);
+  const b = lab.backend(options);
+  t.after(() => b.close({ stopExports: true }));
+  await b.create("v", "p1", 16 * MiB, { kind: "blank" });
+  const file = join(options.pools[0]!.path, "v.qcow2");
+  await qemuIoFile(file, ["write -P 0x21 0 64k", "write -P 0x22 12M 4M"]);
+  await b.createSnapshot("v", "s1");
+  const used = async () => (await b.pools()).find((p) => p.name === "p1")!.freeBytes;
+  const freeBefore = await used();
+  const overlayBase = join(lab.dir, "reimage-base.qcow2");
+  const overlay = join(lab.dir, "reimage-overlay.qcow2");
+  await run("qemu-img", ["create", "-q", "-f", "qcow2", overlayBase, "4M"]);
+  await run("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", overlayBase, overlay]);
+  await rejectsWith(b.reimage("v", { path: overlay, format: "qcow2" }), "INVALID_ARGUMENT");
+  const garbage = join(lab.dir, "reimage-garbage.qcow2");
+  await writeFile(garbage, "this is not a qcow2 image");
+  await rejectsWith(b.reimage("v", { path: garbage, format: "qcow2" }), "VOLUME_COMMAND_FAILED");
+  assert.match(await qemuIoFile(file, ["read -P 0x21 0 64k", "read -P 0x22 12M 4M"], true), /read 4194304\/4194304/, "the refused reimages changed nothing");
+  // A raw image whose size is no multiple of a sector: qemu reads its last sector padded with zeros.
+  const odd = join(lab.dir, "odd.raw");
+  await writeFile(odd, Buffer.alloc(1000, 0x7b));
+  await b.reimage("v", { path: odd, format: "raw" });
+  const out = await qemuIoFile(file, ["read -P 0x7b 0 1000", "read -P 0 1000 24", "read -P 0 1k 16383k"], true);
+  assert.equal(out.match(/read \d+\/\d+ bytes/g)?.length, 3, out);
+  assert.doesNotMatch(out, /verification failed/);
+  const info = JSON.parse((await run("qemu-img", ["info", "--output=json", file])).stdout) as { format: string; "virtual-size": number; "backing-filename"?: string; snapshots?: { name: string }[] };
+  assert.deepEqual([info.format, info["virtual-size"], info["backing-filename"], info.snapshots?.map((s) => s.name)], ["qcow2", 16 * MiB, undefined, ["s1"]]);
+  assert.ok((await used()) >= freeBefore - MiB, "zeros take no room: the old data is kept by the snapshot only");
+  assert.match((await run("qemu-img", ["check", file])).stdout, /No errors were found/);
+  await b.deleteSnapshot("v", "s1");
+  assert.ok((await used()) > freeBefore + 3 * MiB, "the old data's room comes back with its snapshot");
+});
+
 test("a pool without a limit reports its file system's size, and volumes are thin", { skip, timeout: 30_000 }, async (t) => {
   const options = lab.options(64 * MiB);
   const unlimited = { ...options, pools: options.pools.map((p) => ({ name: p.name, path: p.path })) };

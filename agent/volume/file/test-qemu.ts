@@ -4,7 +4,7 @@
  * (qemu-io, qemu-img) that opens an export over TLS with a compute host's
  * certificate.
  */
-import { execFile, spawnSync } from "node:child_process";
+import { execFile, spawn, spawnSync } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -123,4 +123,52 @@ export async function qemuIoNbd(e: ExportInfo, clientDir: string, commands: stri
 export async function nbdSize(e: ExportInfo, clientDir: string): Promise<number> {
   const { stdout } = await run("qemu-img", ["info", "--output=json", ...nbdArgs(e, clientDir)], { timeout: 15_000 });
   return (JSON.parse(stdout) as { "virtual-size": number })["virtual-size"];
+}
+
+/** A qemu-io holding an export open, as a hypervisor does: it runs commands when told to, on its one connection. */
+export interface HeldNbd {
+  /** Runs one qemu-io command; resolves what it printed. */
+  run(command: string): Promise<string>;
+  /** Ends qemu-io (and its connection). */
+  close(): Promise<void>;
+}
+
+/** Opens an export with an interactive qemu-io as the client whose certificates are in `clientDir`; resolves once it is connected. */
+export async function holdNbd(e: ExportInfo, clientDir: string): Promise<HeldNbd> {
+  const io = spawn("qemu-io", nbdArgs(e, clientDir), { stdio: ["pipe", "pipe", "pipe"] });
+  const exited = new Promise<void>((resolve) => io.once("exit", () => resolve()));
+  let out = "";
+  let waiter: (() => void) | undefined;
+  const onOutput = (chunk: Buffer) => {
+    out += chunk.toString("utf8");
+    waiter?.();
+  };
+  io.stdout.on("data", onOutput);
+  io.stderr.on("data", onOutput);
+  /** Resolves what was printed up to the next prompt; rejects when qemu-io ends before it. */
+  const untilPrompt = () =>
+    new Promise<string>((resolve, reject) => {
+      const check = () => {
+        const at = out.indexOf("qemu-io> ");
+        if (at < 0) return;
+        const text = out.slice(0, at);
+        out = out.slice(at + "qemu-io> ".length);
+        waiter = undefined;
+        resolve(text);
+      };
+      waiter = check;
+      void exited.then(() => reject(new Error(`qemu-io ended: ${out.trim()}`)));
+      check();
+    });
+  await untilPrompt();
+  return {
+    run: async (command) => {
+      io.stdin.write(`${command}\n`);
+      return untilPrompt();
+    },
+    close: async () => {
+      io.stdin.end("quit\n");
+      await exited;
+    },
+  };
 }
