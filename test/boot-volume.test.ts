@@ -74,6 +74,8 @@ describe("boot from volume", () => {
       ["schedule", "volume_export", "compute_spawn"],
     );
     const host = (await admin.servers.getServer({ id: s.id })).server!.host;
+    const hv = (await admin.hypervisors()).find((h) => h.hostname === host)!;
+    assert.deepEqual([hv.runningVms, hv.vcpusUsed, hv.localGbUsed], [1, 1, 0], "it takes a vCPU and no local disk on its host");
     const disks = (await hosts.domains(host))[s.id]?.volumes ?? [];
     assert.deepEqual(disks.map((d) => [d.attachmentId, d.device]), [[v.attachments[0]!.id, "vda"]], "the hypervisor boots it from the volume");
 

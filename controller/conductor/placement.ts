@@ -7,7 +7,7 @@
  */
 import { status } from "@grpc/grpc-js";
 import type { HostState } from "../domain/placement.js";
-import { resourcesOf } from "../domain/placement.js";
+import { claimOf } from "../domain/placement.js";
 import { PLACEMENT_TASKS } from "../domain/states.js";
 import type { Fault, Instance } from "../domain/types.js";
 import type { HostCache } from "../scheduler/host-cache.js";
@@ -90,7 +90,7 @@ export class PlacementWorker extends PumpWorker {
       return;
     }
     const spec = await this.specOf(tx.conn, inst, {
-      resources: resourcesOf(inst.flavor),
+      resources: claimOf(inst.flavor, inst),
       ignoreHosts: inst.triedHosts,
       imageId: build.imageOf(inst),
     });
@@ -116,7 +116,7 @@ export class PlacementWorker extends PumpWorker {
     // The source is a tried host from the start; a resize may go back to it where allowed.
     const sameHost = m.type === "RESIZE" && this.ctx.allowResizeToSameHost;
     const spec = await this.specOf(conn, inst, {
-      resources: resourcesOf(m.newFlavor),
+      resources: claimOf(m.newFlavor, inst),
       ignoreHosts: sameHost ? m.triedHosts.filter((h) => h !== m.sourceHost) : m.triedHosts,
       imageId: inst.imageId,
       // A resize is placed by the new flavor's extra specs.

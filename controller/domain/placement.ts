@@ -34,3 +34,8 @@ export function effectiveZone(aggregates: readonly AggregateView[] | undefined, 
 export function resourcesOf(f: { readonly vcpus: number; readonly ramMb: number; readonly diskGb: number }): ResourceRequest {
   return { vcpus: f.vcpus, memoryMb: f.ramMb, diskGb: f.diskGb };
 }
+
+/** What a server with `flavor` asks of a host: one booted from a volume takes no local disk (Nova's volume-backed request spec). */
+export function claimOf(f: { readonly vcpus: number; readonly ramMb: number; readonly diskGb: number }, server: { readonly bootsFromVolume: boolean }): ResourceRequest {
+  return resourcesOf(server.bootsFromVolume ? { ...f, diskGb: 0 } : f);
+}

@@ -83,6 +83,8 @@ export interface Instance {
   readonly lockedReason: string;
   /** The snapshot a shelved server unshelves from. */
   readonly shelvedImageId: string | null;
+  /** Its root disk is a volume: it takes no local disk on its host. */
+  readonly bootsFromVolume: boolean;
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly launchedAt: Date | null;

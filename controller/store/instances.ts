@@ -9,7 +9,7 @@ import { noteNetworkChange, touch } from "./network-changes.js";
 
 const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
   image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
-  locked_by, locked_reason, shelved_image_id, created_at, updated_at, launched_at, deleted_at,
+  locked_by, locked_reason, shelved_image_id, boots_from_volume, created_at, updated_at, launched_at, deleted_at,
   availability_zone, server_group_id, scheduler_hints, alternate_hosts`;
 
 export function rowToInstance(r: Row): Instance {
@@ -38,6 +38,7 @@ export function rowToInstance(r: Row): Instance {
     lockedBy: r.locked_by,
     lockedReason: r.locked_reason,
     shelvedImageId: r.shelved_image_id,
+    bootsFromVolume: r.boots_from_volume === 1,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     launchedAt: r.launched_at,
@@ -59,6 +60,8 @@ export interface NewInstance {
   readonly schedulerHints?: SchedulerHints;
   /** The network interfaces asked for, allocated when it is placed (null: none). */
   readonly requestedNetworks?: RequestedNetworks | null;
+  /** Its root disk is a volume (reserved in the same transaction). */
+  readonly bootsFromVolume?: boolean;
 }
 
 /** Inserts an instance in BUILDING / SCHEDULING; `schedulingDeadline` is when scheduling times out. */
@@ -67,8 +70,8 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
     q,
     `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
        extra_specs, image_id, vm_state, task_state, task_deadline, power_state, metadata, tried_hosts,
-       availability_zone, server_group_id, scheduler_hints, requested_networks)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', 'SCHEDULING', ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?)`,
+       availability_zone, server_group_id, scheduler_hints, requested_networks, boots_from_volume)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', 'SCHEDULING', ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?, ?)`,
     [
       n.uuid,
       n.name,
@@ -87,6 +90,7 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
       n.serverGroupId ?? null,
       n.schedulerHints && (n.schedulerHints.sameHost.length || n.schedulerHints.differentHost.length) ? JSON.stringify(n.schedulerHints) : null,
       n.requestedNetworks && n.requestedNetworks.networks.length ? JSON.stringify(n.requestedNetworks) : null,
+      n.bootsFromVolume ? 1 : 0,
     ],
   );
   noteChange(q, "placements");

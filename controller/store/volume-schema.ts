@@ -145,4 +145,13 @@ export const VOLUME_MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE volume_attachments ADD COLUMN move JSON NULL`,
     ],
   },
+  {
+    version: 22,
+    name: "servers booted from a volume",
+    statements: [
+      // Its root disk is a volume: placement claims no local disk for it (Nova's is_bfv request spec).
+      `ALTER TABLE instances ADD COLUMN boots_from_volume TINYINT(1) NOT NULL DEFAULT 0`,
+      `UPDATE instances i SET boots_from_volume = 1 WHERE EXISTS (SELECT 1 FROM volume_attachments a WHERE a.instance_uuid = i.uuid AND a.device = 'vda')`,
+    ],
+  },
 ];

@@ -11,7 +11,7 @@
 import { randomUUID } from "node:crypto";
 import type { RequestedNetworks } from "../../domain/network.js";
 import type { Fault, Flavor, Image, Instance, Principal, SchedulerHints } from "../../domain/types.js";
-import { HARD_POLICIES, resourcesOf } from "../../domain/placement.js";
+import { claimOf, HARD_POLICIES } from "../../domain/placement.js";
 import { status } from "@grpc/grpc-js";
 import { ApiError } from "../../errors.js";
 import { isDuplicateKey, withTx } from "../../store/db.js";
@@ -87,6 +87,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
           serverGroupId: req.serverGroupId ?? null,
           schedulerHints: req.schedulerHints ?? { sameHost: [], differentHost: [] },
           requestedNetworks: req.requestedNetworks ?? null,
+          bootsFromVolume: Boolean(req.rootVolume),
         },
         taskDeadline,
       );
@@ -202,7 +203,7 @@ async function spawnOnAlternate(r: ResultContext): Promise<boolean> {
   }
   const action = await store.runningAction(inst.uuid);
   if (!action || action.id !== op.actionId) return false;
-  const resources = resourcesOf(inst.flavor);
+  const resources = claimOf(inst.flavor, inst);
   for (let i = 0; i < left.length; i++) {
     const node = await store.getNodeByHost(left[i]!);
     if (!node || !(await store.claim(node.id, inst.uuid, resources, tx.upSince()))) continue;

@@ -71,6 +71,7 @@ export function instance(over: Partial<Instance> = {}): Instance {
     lockedBy: null,
     lockedReason: "",
     shelvedImageId: null,
+    bootsFromVolume: false,
     createdAt: now,
     updatedAt: now,
     launchedAt: now,
