@@ -192,6 +192,7 @@ describe("ComputeOp in: attaching a volume (compute host) and exporting it (volu
       testOp(inst, { kind: "extend_volume_disk", attachmentId: "att-4", sizeBytes: 3 * 1024 ** 3 }),
       testVolumeOp(vol, { kind: "grow_volume", sizeBytes: 3 * 1024 ** 3, serverId: inst.id }),
       testVolumeOp(vol, { kind: "grow_volume" }),
+      testVolumeOp(vol, { kind: "reimage_volume", serverId: inst.id }),
     ];
     for (const op of ops) {
       const wire = "volume" in op ? computeOpOfVolumeOp(op) : computeOpOf(op);
@@ -317,6 +318,14 @@ describe("ComputeOp in: attaching a volume (compute host) and exporting it (volu
     const noAttachment = disk({ attachmentId: "" });
     assert.deepEqual(problem(noAttachment), { opId: noAttachment.opId, serverId: inst.id, problem: 'extend_volume_disk.attachment_id "" is not an attachment id' });
     assert.equal(problem(disk({ sizeBytes: -1 })).problem, "extend_volume_disk.size_bytes -1 is not a positive whole number of bytes");
+  });
+
+  test("a reimage_volume needs an image with an id", () => {
+    const reimage = computeOpOfVolumeOp(testVolumeOp(vol, { kind: "reimage_volume", serverId: inst.id }));
+    const op = reimage.op as Extract<NonNullable<typeof reimage.op>, { $case: "reimageVolume" }>;
+    assert.deepEqual(problem({ ...reimage, op: { $case: "reimageVolume", reimageVolume: { image: undefined } } }), { opId: reimage.opId, serverId: inst.id, volumeId: vol.id, problem: "reimage_volume names no image" });
+    const noId = { $case: "reimageVolume" as const, reimageVolume: { image: { ...op.reimageVolume.image!, id: "" } } };
+    assert.equal(problem({ ...reimage, op: noId }).problem, "reimage_volume.image.id is empty");
   });
 });
 

@@ -62,7 +62,7 @@ function argsFromProto(o: ProtoOp): OpArgs | undefined {
   return { ...fields, kind } as OpArgs;
 }
 
-/** Whether a case of the op vocabulary runs on a volume host (export, unexport, grow_volume). */
+/** Whether a case of the op vocabulary runs on a volume host (export, unexport, grow_volume, reimage_volume). */
 function isExportCase(opCase: string): boolean {
   const kind = kindOfCase(opCase);
   return kind !== undefined && OP_TRAITS[kind].onVolumeHost === true;
@@ -173,7 +173,7 @@ function volumeSourceFromProto(c: { image?: InstanceImage | undefined; sourceVol
 function volumeOpFromProto(op: ComputeOp, o: ProtoOp): AgentVolumeOp | InvalidOp {
   const volume = op.volume;
   const kind = o.$case.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) as AgentVolumeOpKind;
-  const forAttachment = kind === "export_volume" || kind === "unexport_volume" || kind === "grow_volume";
+  const forAttachment = kind === "export_volume" || kind === "unexport_volume" || kind === "grow_volume" || kind === "reimage_volume";
   const serverId = forAttachment ? (op.instance?.id ?? "") : "";
   const invalid = (problem: string): InvalidOp => ({ opId: op.opId, serverId, volumeId: volume?.id ?? "", problem });
   if (!op.opId) return invalid("op_id is empty");
@@ -220,6 +220,13 @@ function volumeOpFromProto(op: ComputeOp, o: ProtoOp): AgentVolumeOp | InvalidOp
       const { attachmentId } = o.unexportVolume;
       if (!VOLUME_ID_PATTERN.test(attachmentId)) return invalid(`unexport_volume.attachment_id "${attachmentId}" is not an attachment id`);
       return { ...header, kind: "unexport_volume", attachmentId };
+    }
+    case "reimageVolume": {
+      const image = o.reimageVolume.image;
+      if (!image) return invalid("reimage_volume names no image");
+      if (!image.id) return invalid("reimage_volume.image.id is empty");
+      const { id, name, diskFormat, checksum } = image;
+      return { ...header, kind: "reimage_volume", image: { id, name, diskFormat, checksum } };
     }
     case "createVolumeSnapshot":
     case "deleteVolumeSnapshot": {

@@ -54,6 +54,8 @@ function volumeCaseOf(op: AgentVolumeOp): ComputeOp["op"] {
       return { $case: "unexportVolume", unexportVolume: { attachmentId: op.attachmentId } };
     case "grow_volume":
       return { $case: "growVolume", growVolume: { sizeBytes: op.sizeBytes } };
+    case "reimage_volume":
+      return { $case: "reimageVolume", reimageVolume: { image: { ...op.image, properties: {} } } };
     case "create_volume_snapshot":
       return { $case: "createVolumeSnapshot", createVolumeSnapshot: { snapshotId: op.snapshotId } };
     case "delete_volume_snapshot":

@@ -78,6 +78,8 @@ export async function driverCalls(statePath: string): Promise<FakeCall[]> {
 export interface FakeDomainView {
   instance: { image: { id: string } };
   powerState: string;
+  /** How many times it was started (spawn, power on, reboot, rebuild). */
+  boots: number;
   incoming?: unknown;
   migratedTo?: string;
   volumes?: { attachmentId: string; device: string; sizeBytes?: number; connection: { host: string; port: number; exportName: string } }[];

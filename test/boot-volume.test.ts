@@ -5,12 +5,14 @@
  * its host exports it to the host placement chose, that host boots with it
  * as vda; the server shows the volume's source image; deleting the server
  * frees the volume, or deletes it with delete_on_termination; a live
- * migration takes the root volume along; rebuild and images are refused;
+ * migration takes the root volume along; a rebuild writes the image over
+ * the volume (its host stops the server, the volume host re-images it, the
+ * host boots it again); images are refused;
  * bad mappings are refused naming the field.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
@@ -42,10 +44,12 @@ describe("boot from volume", () => {
   /** A public raw image with bytes (volumes are made from it), registered once. */
   let imageId = "";
   const image = async (): Promise<string> => (imageId ||= await uploaded("bv-image"));
-  async function uploaded(name: string, minRamMb = 0): Promise<string> {
+  async function uploaded(name: string, minRamMb = 0, o: { firstByte?: number; minDiskGb?: number } = {}): Promise<string> {
     const file = join(dir, `${name}.img`);
-    await writeFile(file, randomBytes(256 * 1024));
-    const image = Image.fromPartial({ name, diskFormat: "raw", containerFormat: "bare", visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC, minRamMb });
+    const bytes = randomBytes(256 * 1024);
+    if (o.firstByte !== undefined) bytes[0] = o.firstByte;
+    await writeFile(file, bytes);
+    const image = Image.fromPartial({ name, diskFormat: "raw", containerFormat: "bare", visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC, minRamMb, minDiskGb: o.minDiskGb ?? 0 });
     const made = (await admin.images.registerImage({ image, upload: true })).image!;
     await uploadImageFile(admin.images.raw, admin.images.metadata(), made.id, file);
     return made.id;
@@ -79,10 +83,9 @@ describe("boot from volume", () => {
     const disks = (await hosts.domains(host))[s.id]?.volumes ?? [];
     assert.deepEqual(disks.map((d) => [d.attachmentId, d.device]), [[v.attachments[0]!.id, "vda"]], "the hypervisor boots it from the volume");
 
-    // Its root disk is not detached; it is not rebuilt nor imaged (yet); stopped and started it keeps its disk.
+    // Its root disk is not detached; it is not imaged (yet); stopped and started it keeps its disk.
     const detach = await failure(alice.servers.detachVolume({ id: s.id, volumeId: vol }));
     assert.deepEqual([detach.code, detach.reason], [status.FAILED_PRECONDITION, "ROOT_VOLUME"]);
-    assert.equal((await failure(alice.servers.rebuildServer({ id: s.id }))).reason, "BOOTED_FROM_VOLUME");
     assert.equal((await failure(alice.servers.createServerImage({ id: s.id, name: "snap" }))).reason, "BOOTED_FROM_VOLUME");
     await alice.servers.stopServer({ id: s.id });
     await settled(s.id, ServerStatus.SERVER_STATUS_SHUTOFF);
@@ -102,6 +105,48 @@ describe("boot from volume", () => {
     const again = await settled((await boot("bv-2", vol, true)).server!.id, ServerStatus.SERVER_STATUS_ACTIVE);
     await alice.servers.deleteServer({ id: again.id });
     await eventually(async () => (await failure(alice.volumes.getVolume({ id: vol }))).code === status.NOT_FOUND, { what: "deleted with its server" });
+  });
+
+  test("a server booted from a volume is rebuilt from another image: its host stops it, the volume host writes the image over the volume, it boots from it again with its other volume; the image must fit", async () => {
+    const vol = await bootable("bv-rebuilt");
+    const s = await settled((await boot("bv-rebuild", vol)).server!.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    const data = await alice.volumes.createVolume({ name: "bv-data", sizeGb: 1, requestId: "create-bv-data" });
+    assert.equal((await wait(data.operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
+    const att = await alice.servers.attachVolume({ id: s.id, volumeId: data.volume!.id });
+    assert.equal((await wait(att.operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
+    const before = (await hosts.domains(s.host))[s.id]!;
+
+    const next = await uploaded("bv-next", 0, { firstByte: 0x5a });
+    const op = await wait((await alice.servers.rebuildServer({ id: s.id, imageId: next, requestId: "rebuild-bv" })).operation!.name);
+    assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(op.error));
+    const rebuilt = await settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.equal(rebuilt.imageId, next, "the server shows the new image");
+    const [action] = (await admin.servers.listServerActions({ serverId: s.id })).actions;
+    assert.deepEqual(action!.events.map((e) => `${e.name}:${e.result}`), ["compute_stop:Success", "volume_reimage:Success", "compute_rebuild:Success"]);
+    // The volume host wrote the image over the volume (the fake backend keeps the first byte of its content).
+    const volumes = JSON.parse(await readFile(join(dir, `bvv${fx.env.id}`, "volumes", "volumes.json"), "utf8")) as { volumes: { id: string; content: Record<string, number> }[] };
+    assert.deepEqual(volumes.volumes.find((v) => v.id === vol)?.content, { "0": 0x5a });
+    assert.equal((await volume(vol)).sourceImageId, next, "the volume's source image is the new one");
+    const after = (await hosts.domains(s.host))[s.id]!;
+    assert.deepEqual(after.volumes?.map((d) => [d.device, d.attachmentId]), before.volumes?.map((d) => [d.device, d.attachmentId]), "the same root and data volumes");
+    assert.equal(after.boots, before.boots + 1, "booted again");
+    assert.equal(after.instance.image.id, next, "from the new image's kernel");
+
+    // The image must fit the volume; the server stays as it was.
+    const big = await uploaded("bv-too-big", 0, { minDiskGb: 2 });
+    const tooBig = await failure(alice.servers.rebuildServer({ id: s.id, imageId: big }));
+    assert.deepEqual([tooBig.code, tooBig.fields], [status.INVALID_ARGUMENT, ["image_id"]]);
+    assert.equal((await alice.servers.getServer({ id: s.id })).server!.imageId, next);
+    await alice.servers.deleteServer({ id: s.id });
+
+    // Booted from a blank volume, a server has no image to rebuild from unless one is named.
+    const blank = await alice.volumes.createVolume({ name: "bv-blank", sizeGb: 1, requestId: "create-bv-blank" });
+    assert.equal((await wait(blank.operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
+    const fromBlank = await settled((await boot("bv-blank", blank.volume!.id, true)).server!.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    const unnamed = await failure(alice.servers.rebuildServer({ id: fromBlank.id }));
+    assert.deepEqual([unnamed.code, unnamed.fields], [status.INVALID_ARGUMENT, ["image_id"]]);
+    assert.equal((await wait((await alice.servers.rebuildServer({ id: fromBlank.id, imageId: next })).operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
+    await alice.servers.deleteServer({ id: fromBlank.id });
   });
 
   test("bad mappings, a volume in use or of another project are refused, naming the field or the state; nothing is reserved", async () => {

@@ -60,6 +60,7 @@ const SAMPLES: { [K in OpArgs["kind"]]: Extract<OpArgs, { kind: K }> } = {
   export_volume: { kind: "export_volume", attachmentId: "att-3", client: "compute-2" },
   unexport_volume: { kind: "unexport_volume", attachmentId: "att-4" },
   grow_volume: { kind: "grow_volume", sizeBytes: 2 * 1024 ** 3 },
+  reimage_volume: { kind: "reimage_volume", image: { id: "img-1", name: "cirros", diskFormat: "qcow2", checksum: "ab".repeat(32) } },
 };
 
 /** Further ops of kinds SAMPLES has, with arguments its sample leaves out. */
@@ -109,7 +110,7 @@ test("case and kind spellings are each other's inverse, and unknown cases have n
 });
 
 test("the kinds the agent runs on its volume backend are those that run on a volume host", () => {
-  const onBackend: Record<VolumeHostOpKind, true> = { export_volume: true, unexport_volume: true, grow_volume: true };
+  const onBackend: Record<VolumeHostOpKind, true> = { export_volume: true, unexport_volume: true, grow_volume: true, reimage_volume: true };
   assert.deepEqual(Object.keys(onBackend).sort(), OP_KINDS.filter((k) => OP_TRAITS[k].onVolumeHost).sort());
 });
 

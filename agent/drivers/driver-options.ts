@@ -133,6 +133,15 @@ export interface RebuildOptions {
   readonly instance: InstanceSpec;
   /** Called once the old disk is gone and the instance is being created from the image. */
   readonly onSpawning?: () => void;
+  /**
+   * It boots from this volume, which its volume host has just re-imaged:
+   * no local disk is made; the domain is defined again (the new image's
+   * kernel, ramdisk and command line for a direct kernel boot) with its
+   * root disk opening this export and with `volumes` attached, and started.
+   */
+  readonly rootVolume?: RootVolume;
+  /** With rootVolume: its other attached volumes, each at its export for this host. */
+  readonly volumes?: readonly AttachedVolume[];
 }
 
 /** Options of {@link Driver.migrateDiskAndPowerOff}. */

@@ -21,7 +21,7 @@ export type OpArgsByKind = { readonly [A in OpArgs as A["kind"]]: Omit<A, "kind"
  * The kinds of that vocabulary that run on a volume host, on the volume
  * backend (`OP_TRAITS[kind].onVolumeHost`; a test keeps the two equal).
  */
-export type VolumeHostOpKind = Extract<keyof OpArgsByKind, "export_volume" | "unexport_volume" | "grow_volume">;
+export type VolumeHostOpKind = Extract<keyof OpArgsByKind, "export_volume" | "unexport_volume" | "grow_volume" | "reimage_volume">;
 
 /** An operation an op on an instance can carry. */
 export type AgentOpKind = Exclude<keyof OpArgsByKind, VolumeHostOpKind>;

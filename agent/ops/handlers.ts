@@ -128,7 +128,8 @@ async function rebuild(op: AgentOp<"rebuild">, { driver, call, progress }: Handl
     await driver.spawn({ instance: op.instance, ...driverVolumes(op, driver) }, call);
     return { note: "the instance was not on this host; created it" };
   }
-  await driver.rebuild({ instance: op.instance, onSpawning }, call);
+  // A volume-booted instance: its volume host has re-imaged its root volume; the driver defines it again on it.
+  await driver.rebuild({ instance: op.instance, onSpawning, ...driverVolumes(op, driver) }, call);
   return DONE;
 }
 

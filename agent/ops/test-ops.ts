@@ -61,6 +61,7 @@ const DEFAULT_VOLUME_ARGS: { readonly [K in AgentVolumeOpKind]: VolumeOpArgsByKi
   export_volume: { attachmentId: "att-1", client: "compute-1" },
   unexport_volume: { attachmentId: "att-1" },
   grow_volume: { sizeBytes: 2 * GIB },
+  reimage_volume: { image: { id: "img-1", name: "cirros", diskFormat: "qcow2", checksum: "" } },
   create_volume_snapshot: { snapshotId: "snap-1" },
   delete_volume_snapshot: { snapshotId: "snap-1" },
 };

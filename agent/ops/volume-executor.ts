@@ -25,6 +25,9 @@
  * - grow_volume grows an attached volume (the backend serves its exports
  *   again at the new size) and reports its size, as extend_volume does;
  *   it reports the instance the volume is attached to.
+ * - reimage_volume fetches its image as a create does and has the backend
+ *   write it over the (attached) volume's content, keeping its size,
+ *   snapshots and exports; it reports the volume's size and the instance.
  * - A failure is the one OpFailure (`toFailure`); "POOL_FULL" is retryable
  *   (the controller may place the volume in another pool or host);
  *   "VOLUME_IN_USE" (an export id in use for another volume or host) is not.
@@ -38,6 +41,7 @@ import { bestEffort } from "../best-effort.js";
 import { DriverError } from "../drivers/errors.js";
 import { getVerified, type ImageStore } from "../drivers/libvirt/image-store.js";
 import type { KeyedQueue } from "../keyed-queue.js";
+import type { VolumeImageRecord } from "../../controller/domain/volume-ops.js";
 import type { VolumeBackend, VolumeInfo, VolumeSource } from "../volume/backend.js";
 import type { AgentVolumeOp } from "./agent-op.js";
 import { outcomeOf, type FinishedEntry, type OpJournal } from "./journal.js";
@@ -60,6 +64,9 @@ export interface VolumeOpsOptions {
   /** Logger (default: none). */
   readonly logger?: Logger;
 }
+
+/** An image fetched for a volume: its local file and format, as the backend takes it. */
+type ImageFile = Omit<Extract<VolumeSource, { kind: "image" }>, "kind">;
 
 /** Codes of backend failures another try may mend: a full pool (another pool or host may have room). */
 const RETRYABLE_CODES: ReadonlySet<string> = new Set(["POOL_FULL"]);
@@ -188,6 +195,9 @@ export class VolumeOps {
       case "unexport_volume":
         await volumes.unexport(id, op.attachmentId);
         return undefined;
+      case "reimage_volume":
+        await this.withImage(id, op.image, log, (image) => volumes.reimage(id, image));
+        return { sizeBytes: await sizeAfter(volumes, id, "reimage") };
       default: {
         // A kind added to the vocabulary without its backend calls fails to compile here.
         const unknown: never = op;
@@ -201,17 +211,23 @@ export class VolumeOps {
     const { source } = op;
     if (source.kind === "blank") return volumes.create(id, pool, sizeBytes, { kind: "blank" });
     if (source.kind === "snapshot") return volumes.create(id, pool, sizeBytes, { kind: "snapshot", volumeId: source.volumeId, snapshotId: source.snapshotId });
-    const { image } = source;
+    return this.withImage(id, source.image, log, (image) => volumes.create(id, pool, sizeBytes, { kind: "image", ...image }));
+  }
+
+  /**
+   * Fetches `image` through the agent's image store for volume `id`,
+   * checks its SHA-256, hands the local file to `use` and removes it.
+   */
+  private async withImage<T>(id: string, image: VolumeImageRecord, log: Logger, use: (file: ImageFile) => Promise<T>): Promise<T> {
     const format = imageFormat(image.id, image.diskFormat);
     const { images } = this.options;
     if (!images) throw new DriverError("NO_IMAGE_STORE", `volume ${id} is to be made from image ${image.id}, but this agent has no image store`);
-    // Named after the volume: a create run again after a restart hands the backend the same source.
+    // Named after the volume: an op run again after a restart hands the backend the same file.
     const path = join(this.imageDir, `${id}.${format}`);
     try {
       await mkdir(this.imageDir, { recursive: true });
       await getVerified(images, image.id, image.checksum, path, this.options.signal);
-      const from: VolumeSource = { kind: "image", path, format };
-      return await volumes.create(id, pool, sizeBytes, from);
+      return await use({ path, format });
     } finally {
       await bestEffort(log, "removing the image fetched for a volume", () => rm(path, { force: true }), { path });
     }

@@ -5,6 +5,7 @@
  * (conductor/flows/) say what each op's result does.
  */
 import type { PowerState } from "./states.js";
+import type { VolumeImageRecord } from "./volume-ops.js";
 
 /**
  * Arguments of an op, by kind (field names are the ComputeOp message's).
@@ -69,7 +70,9 @@ export type OpArgs =
   /** Volume host: end the export of attachment `attachmentId`. */
   | { readonly kind: "unexport_volume"; readonly attachmentId: string }
   /** Volume host: grow the op's (attached) volume to `sizeBytes` and serve its exports again at that size. */
-  | { readonly kind: "grow_volume"; readonly sizeBytes: number };
+  | { readonly kind: "grow_volume"; readonly sizeBytes: number }
+  /** Volume host: replace the op's (attached, root) volume's content with image `image`'s; its size, snapshots and exports stay. */
+  | { readonly kind: "reimage_volume"; readonly image: VolumeImageRecord };
 
 /**
  * The volumes of an instance a host creates (spawn, an evacuation's
@@ -153,6 +156,7 @@ export const OP_TRAITS: Readonly<Record<OpKind, OpTraits>> = {
   export_volume: { event: "volume_export", onVolumeHost: true },
   unexport_volume: { event: "volume_unexport", cleanup: true, onVolumeHost: true },
   grow_volume: { event: "volume_extend", onVolumeHost: true },
+  reimage_volume: { event: "volume_reimage", onVolumeHost: true },
 };
 
 export const OP_KINDS = Object.keys(OP_TRAITS) as OpKind[];

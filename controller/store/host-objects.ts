@@ -42,13 +42,21 @@ export async function hostNeedsImage(q: Queryable, host: string, imageId: string
   return rows.length > 0;
 }
 
-/** Whether `host` has a create_volume op not yet done for a volume copied from image `imageId`. */
+/**
+ * Whether `host` has a create_volume op not yet done for a volume copied
+ * from image `imageId`, or a reimage_volume op not yet done for a server
+ * being rebuilt from it (the image is the server's by then).
+ */
 export async function volumeHostNeedsImage(q: Queryable, host: string, imageId: string): Promise<boolean> {
   const rows = await select(
     q,
     `SELECT 1 FROM volume_ops o JOIN volumes v ON v.id = o.volume_id
-      WHERE o.host = ? AND o.state = 'PENDING' AND o.kind = 'create_volume' AND v.source_image_id = ? LIMIT 1`,
-    [host, imageId],
+      WHERE o.host = ? AND o.state = 'PENDING' AND o.kind = 'create_volume' AND v.source_image_id = ?
+     UNION ALL
+     SELECT 1 FROM compute_ops o JOIN instances s ON s.uuid = o.instance_uuid AND s.deleted_at IS NULL
+      WHERE o.host = ? AND o.state = 'PENDING' AND o.kind = 'reimage_volume' AND s.image_id = ?
+     LIMIT 1`,
+    [host, imageId, host, imageId],
   );
   return rows.length > 0;
 }

@@ -104,9 +104,11 @@ export interface VolumePatch {
   readonly claimedGb?: number | null;
   readonly fault?: VolumeFault | null;
   readonly taskDeadline?: Date | null;
+  /** The image its content came from (a re-imaged root volume's new one). */
+  readonly sourceImageId?: string | null;
 }
 
-/** Changes a volume's status, size, fault or deadline. */
+/** Changes a volume's status, size, fault, deadline or source image. */
 export async function updateVolume(q: Queryable, id: string, patch: VolumePatch): Promise<void> {
   const sets = ["updated_at = CURRENT_TIMESTAMP(3)"];
   const params: unknown[] = [];
@@ -115,6 +117,7 @@ export async function updateVolume(q: Queryable, id: string, patch: VolumePatch)
   if (patch.claimedGb !== undefined) (sets.push("claimed_gb = ?"), params.push(patch.claimedGb));
   if (patch.fault !== undefined) (sets.push("fault = ?"), params.push(patch.fault === null ? null : JSON.stringify(patch.fault)));
   if (patch.taskDeadline !== undefined) (sets.push("task_deadline = ?"), params.push(patch.taskDeadline));
+  if (patch.sourceImageId !== undefined) (sets.push("source_image_id = ?"), params.push(patch.sourceImageId));
   params.push(id);
   await exec(q, `UPDATE volumes SET ${sets.join(", ")} WHERE id = ?`, params);
 }

@@ -2,7 +2,8 @@
  * The contract of booting from a volume (`SpawnOptions.rootVolume`, with
  * `capabilities.volumeAttach`): the instance runs with the volume as its
  * root disk vda, listed by `volumes()` like an attached volume, through a
- * stop and start and a hard reboot; destroy removes the instance. A driver
+ * stop and start and a hard reboot, and a rebuild on it (its volume host
+ * re-imaged it); destroy removes the instance. A driver
  * without `volumeAttach` refuses such a spawn and makes nothing. The
  * export comes from the suite's `volumeConnection` option, as in the
  * volume tests.
@@ -61,6 +62,25 @@ export function bootVolumeContract(k: ContractKit): void {
       await driver.destroy({ instanceId: inst.id });
       await assert.rejects(driver.powerState({ instanceId: inst.id }), InstanceNotFoundError);
       assert.equal(await listed(driver, inst.id), undefined, "the report no longer lists it");
+    }));
+
+  testIf("volumeAttach", "a rebuild of an instance booted from a volume defines it again on its root volume and the volumes given, from the new image, running; a rebuild on another root or without one is INVALID_STATE", () =>
+    withDriver(async (driver) => {
+      const { inst, root, conn } = await spawnedFromVolume(driver);
+      const other = newId();
+      const data = { attachmentId: other, device: "vdb", connection: await connection(other) };
+      await rejectsWith(driver.rebuild({ instance: inst }), "INVALID_STATE", false);
+      const stranger = newId();
+      await rejectsWith(driver.rebuild({ instance: inst, rootVolume: { attachmentId: stranger, connection: await connection(stranger) } }), "INVALID_STATE", false);
+      assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING", "a refused rebuild changes nothing");
+      let spawning = 0;
+      const rebuilt = { ...inst, image: { ...inst.image, id: `${inst.image.id}-next`, name: "next" } };
+      await driver.rebuild({ instance: rebuilt, rootVolume: { attachmentId: root, connection: conn }, volumes: [data], onSpawning: () => spawning++ });
+      await options.guestUp?.(driver, inst.id);
+      assert.equal(spawning, 1, "told once the instance is being created again");
+      assert.equal(await driver.powerState({ instanceId: inst.id }), "RUNNING");
+      assert.deepEqual(await volumesOf(driver, inst.id), [`vda=${root}`, `vdb=${other}`]);
+      await driver.destroy({ instanceId: inst.id });
     }));
 
   plain("a driver that cannot attach volumes refuses a spawn from a volume with NOT_SUPPORTED and creates nothing", () =>

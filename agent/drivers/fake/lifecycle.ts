@@ -118,15 +118,26 @@ export function resume(host: FakeHost, { instanceId }: InstanceOptions, call: Ca
   return switchPowerState(host, "resume", "suspend", ["SUSPENDED", "RUNNING"], instanceId, call);
 }
 
-export async function rebuild(host: FakeHost, { instance, onSpawning }: RebuildOptions, call: CallOptions): Promise<void> {
+/**
+ * A rebuild: a new local disk from the image, its volumes kept (Nova's
+ * rebuild keeps them); one booted from a volume (re-imaged by its volume
+ * host) is defined again on the root volume and volumes given.
+ */
+export async function rebuild(host: FakeHost, { instance, onSpawning, rootVolume, volumes }: RebuildOptions, call: CallOptions): Promise<void> {
+  const given = initialVolumes(host, instance.id, "rebuild from a volume", rootVolume, volumes);
   await host.ready("rebuild", true, call, instance.id);
   const d = host.owned(instance.id, "rebuild");
-  host.checkFits(instance, { disk: true, memory: true }, "rebuild", instance.id);
+  const root = rootVolumeOf(d);
+  if (root?.attachmentId !== rootVolume?.attachmentId) {
+    const has = root ? `boots from volume attachment ${root.attachmentId}` : "boots from a local disk";
+    throw invalidState(`cannot rebuild instance ${instance.id} ${rootVolume ? `on volume attachment ${rootVolume.attachmentId}` : "from its image alone"}: it ${has}`);
+  }
+  host.checkFits(rootVolume ? { ...instance, diskGb: 0 } : instance, { disk: true, memory: true }, "rebuild", instance.id);
   // Removing the old disk took the call's delay; building the new one takes it again.
   onSpawning?.();
   await wait(host.injector.delayMs("rebuild", true, instance.id), call.signal);
-  // Its volumes stay attached (Nova's rebuild keeps them).
-  host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: d.boots + 1, ...(d.volumes ? { volumes: d.volumes } : {}) });
+  const kept = rootVolume ? given : d.volumes;
+  host.state.domains.set(instance.id, { instance, powerState: "RUNNING", boots: d.boots + 1, ...(kept ? { volumes: kept } : {}) });
   await host.persist();
 }
 

@@ -28,9 +28,9 @@ export function specHash(i: InstanceSpec, root?: RootVolume): string {
 
 /**
  * Rejects with INVALID_STATE for a domain booted from a volume: it has no
- * local root disk to image, re-create or hand to another host. The
- * controller refuses snapshot, shelve and rebuild of such a server, and
- * resizes or migrates it with `bootsFromVolume` (see cold-migration.ts).
+ * local root disk to image or to re-create from its image (the controller
+ * refuses an image of such a server, and rebuilds it through its volume
+ * host: `rebuild` with its root volume).
  */
 export function refuseVolumeBooted(k: Known, what: string): void {
   const root = k.meta?.rootAttachmentId;

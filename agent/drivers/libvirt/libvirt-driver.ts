@@ -307,10 +307,11 @@ export class LibvirtDriver implements Driver {
     }
   }
 
-  async rebuild({ instance, onSpawning }: RebuildOptions, call: CallOptions = {}): Promise<void> {
+  async rebuild({ instance, onSpawning, rootVolume, volumes: given = [] }: RebuildOptions, call: CallOptions = {}): Promise<void> {
     throwIfAborted(call.signal);
     const { inventory, files, domains } = this.p;
     const k = await inventory.get(instance.id);
+    if (rootVolume) return this.rebuildOnVolume(k, { instance, rootVolume, volumes: given, ...(onSpawning ? { onSpawning } : {}) }, call);
     refuseVolumeBooted(k, "rebuild");
     const volumes = this.capabilities.volumeAttach ? await this.disks.defined(k) : []; // Nova's rebuild keeps them
     await domains.stopHard(k);
@@ -324,6 +325,28 @@ export class LibvirtDriver implements Driver {
       await rename(next, files.disk(instance.id)); // the old disk is gone from here on
       onSpawning?.();
       await domains.define(instance, boot, true, volumes);
+    });
+    await this.p.images.pruneUnused();
+  }
+
+  /**
+   * The rebuild of a volume-booted instance, whose volume host has written
+   * the image over its root volume: the domain is defined again (the new
+   * image's kernel, ramdisk and command line) on that volume and the
+   * volumes given, and started. No local disk is made.
+   */
+  private async rebuildOnVolume(k: Known, o: RebuildOptions & { rootVolume: RootVolume; volumes: readonly AttachedVolume[] }, call: CallOptions): Promise<void> {
+    const { instance, rootVolume } = o;
+    const attached = this.initialVolumes(instance.id, "rebuild from a volume", rootVolume, o.volumes);
+    const root = k.meta?.rootAttachmentId;
+    if (root !== rootVolume.attachmentId) {
+      throw invalidState(`cannot rebuild ${instance.id} on volume attachment ${rootVolume.attachmentId}: it boots from ${root ? `volume attachment ${root}` : "a local disk"}`);
+    }
+    await this.p.domains.stopHard(k);
+    const boot = await this.p.images.kernelOf(instance, call.signal);
+    await this.p.inventory.placing({ memoryMb: instance.memoryMb, diskGb: 0 }, "rebuild", instance.id, async () => {
+      o.onSpawning?.();
+      await this.p.domains.define(instance, boot, true, attached, rootVolume);
     });
     await this.p.images.pruneUnused();
   }

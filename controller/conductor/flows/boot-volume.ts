@@ -8,7 +8,8 @@
  * the host spawns with its root disk opening that export; the spawn's
  * success makes the volume IN_USE. A spawn that fails and is tried
  * elsewhere ends that export first. A server that boots from a volume
- * cannot be rebuilt or imaged yet (BOOTED_FROM_VOLUME); it moves (resize,
+ * cannot be imaged yet (BOOTED_FROM_VOLUME); a rebuild writes the image
+ * over its root volume (volume-rebuild.ts); it moves (resize,
  * cold and live migration, evacuation, shelve) with its volumes.
  */
 import { randomUUID } from "node:crypto";

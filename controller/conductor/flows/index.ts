@@ -18,6 +18,7 @@ import * as power from "./power.js";
 import * as rebuild from "./rebuild.js";
 import * as resize from "./resize.js";
 import * as volumeExtend from "./volume-extend.js";
+import * as volumeRebuild from "./volume-rebuild.js";
 import * as volumes from "./volumes.js";
 
 export { build, deletion, image, interfaces, liveMigration, lock, power, rebuild, resize, volumeExtend, volumes };
@@ -67,6 +68,9 @@ export const RESULT_RULES: Readonly<Record<OpKind, ResultRule>> = {
   ...interfaces.results,
   ...volumes.results,
   ...volumeExtend.results,
+  ...volumeRebuild.results,
+  // A rebuild of a volume-booted server stops it first.
+  power_off: joined(power.results.power_off, volumeRebuild.sharedResults.power_off),
   // Attach exports a volume to its server's host; a move (live or cold migration, resize, evacuation), to the target too; a build, to its host.
   export_volume: joined(
     volumes.results.export_volume,

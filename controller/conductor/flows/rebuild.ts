@@ -8,7 +8,8 @@
  * host end, so it cannot write to them when it comes back, and it destroys
  * its old copy.
  */
-import { refuseBootedFromVolume } from "./boot-volume.js";
+import { rootAttachment } from "./boot-volume.js";
+import { rebuildFromVolume } from "./volume-rebuild.js";
 import { status } from "@grpc/grpc-js";
 import { isUp } from "../../domain/service.js";
 import type { Image, Instance, Migration, Principal } from "../../domain/types.js";
@@ -31,8 +32,9 @@ export const actions = {
 /** Rebuild on the server's host from `image` (null: its current image), optionally renaming it. */
 export function rebuild(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, image: Image | null, name: string | null): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "rebuild", actions.rebuild, { image_id: image?.id ?? null, name }, async (tx, inst, actionId) => {
-    await refuseBootedFromVolume(tx, inst, "rebuild");
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
+    const root = await rootAttachment(tx.store, inst);
+    if (root) return rebuildFromVolume(tx, { ...inst, host: inst.host }, root, image, name, { actionId, requestId });
     if (image && inst.flavor.diskGb < image.minDiskGb) {
       throw invalidArgument("image_id", `the server's disk ${inst.flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);
     }

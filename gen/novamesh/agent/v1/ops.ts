@@ -184,6 +184,12 @@ export interface ComputeOp {
      * is attached to) and serve its exports again at the new size.
      */
     { $case: "growVolume"; growVolume: GrowVolumeOp }
+    | //
+    /**
+     * Volume host: replace an attached volume's content with an image's (a
+     * volume-booted server's rebuild); `instance` names the server.
+     */
+    { $case: "reimageVolume"; reimageVolume: ReimageVolumeOp }
     | undefined;
 }
 
@@ -619,6 +625,19 @@ export interface GrowVolumeOp {
 }
 
 /**
+ * Replace an attached volume's content with an image's (Nova's rebuild of a
+ * server booted from a volume; Cinder's reimage): the volume keeps its id,
+ * size, snapshots and exports; what follows the image's data reads as
+ * zeros. Its server is stopped meanwhile and sees the new content when it
+ * next opens the volume. The image's virtual size must fit the volume
+ * (IMAGE_TOO_LARGE otherwise, nothing changed).
+ */
+export interface ReimageVolumeOp {
+  /** The image (its record; the data comes through the image store). */
+  image: InstanceImage | undefined;
+}
+
+/**
  * Export a volume for one attachment: only the compute host `client` can
  * open it. Exporting the same attachment again answers the same export.
  * During a live migration a volume has a second export, to the target
@@ -862,6 +881,9 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         break;
       case "growVolume":
         GrowVolumeOp.encode(message.op.growVolume, writer.uint32(378).fork()).join();
+        break;
+      case "reimageVolume":
+        ReimageVolumeOp.encode(message.op.reimageVolume, writer.uint32(386).fork()).join();
         break;
     }
     return writer;
@@ -1260,6 +1282,14 @@ export const ComputeOp: MessageFns<ComputeOp> = {
             message.op = { $case: "growVolume", growVolume: GrowVolumeOp.decode(reader, reader.uint32()) };
             continue;
           }
+          case 48: {
+            if (tag !== 386) {
+              break;
+            }
+
+            message.op = { $case: "reimageVolume", reimageVolume: ReimageVolumeOp.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1439,6 +1469,10 @@ export const ComputeOp: MessageFns<ComputeOp> = {
         ? { $case: "growVolume", growVolume: GrowVolumeOp.fromJSON(object.growVolume) }
         : isSet(object.grow_volume)
         ? { $case: "growVolume", growVolume: GrowVolumeOp.fromJSON(object.grow_volume) }
+        : isSet(object.reimageVolume)
+        ? { $case: "reimageVolume", reimageVolume: ReimageVolumeOp.fromJSON(object.reimageVolume) }
+        : isSet(object.reimage_volume)
+        ? { $case: "reimageVolume", reimageVolume: ReimageVolumeOp.fromJSON(object.reimage_volume) }
         : undefined,
     };
   },
@@ -1538,6 +1572,8 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       obj.deleteVolumeSnapshot = DeleteVolumeSnapshotOp.toJSON(message.op.deleteVolumeSnapshot);
     } else if (message.op?.$case === "growVolume") {
       obj.growVolume = GrowVolumeOp.toJSON(message.op.growVolume);
+    } else if (message.op?.$case === "reimageVolume") {
+      obj.reimageVolume = ReimageVolumeOp.toJSON(message.op.reimageVolume);
     }
     return obj;
   },
@@ -1814,6 +1850,12 @@ export const ComputeOp: MessageFns<ComputeOp> = {
       case "growVolume": {
         if (object.op?.growVolume !== undefined && object.op?.growVolume !== null) {
           message.op = { $case: "growVolume", growVolume: GrowVolumeOp.fromPartial(object.op.growVolume) };
+        }
+        break;
+      }
+      case "reimageVolume": {
+        if (object.op?.reimageVolume !== undefined && object.op?.reimageVolume !== null) {
+          message.op = { $case: "reimageVolume", reimageVolume: ReimageVolumeOp.fromPartial(object.op.reimageVolume) };
         }
         break;
       }
@@ -6103,6 +6145,75 @@ export const GrowVolumeOp: MessageFns<GrowVolumeOp> = {
   fromPartial<I extends Exact<DeepPartial<GrowVolumeOp>, I>>(object: I): GrowVolumeOp {
     const message = createBaseGrowVolumeOp();
     message.sizeBytes = object.sizeBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseReimageVolumeOp(): ReimageVolumeOp {
+  return { image: undefined };
+}
+
+export const ReimageVolumeOp: MessageFns<ReimageVolumeOp> = {
+  encode(message: ReimageVolumeOp, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.image !== undefined) {
+      InstanceImage.encode(message.image, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReimageVolumeOp {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReimageVolumeOp();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.image = InstanceImage.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReimageVolumeOp {
+    return { image: isSet(object.image) ? InstanceImage.fromJSON(object.image) : undefined };
+  },
+
+  toJSON(message: ReimageVolumeOp): unknown {
+    const obj: any = {};
+    if (message.image !== undefined) {
+      obj.image = InstanceImage.toJSON(message.image);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReimageVolumeOp>, I>>(base?: I): ReimageVolumeOp {
+    return ReimageVolumeOp.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReimageVolumeOp>, I>>(object: I): ReimageVolumeOp {
+    const message = createBaseReimageVolumeOp();
+    message.image = (object.image !== undefined && object.image !== null)
+      ? InstanceImage.fromPartial(object.image)
+      : undefined;
     return message;
   },
 };
