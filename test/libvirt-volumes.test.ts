@@ -12,7 +12,10 @@
  * export made for B, where the guest, detached and attached again, reads
  * the same bytes; a second guest boots on host A from a volume made from
  * the test guest's image and, the data volume attached to it, reads the
- * same bytes, then live-migrates to host B with both (its root disk too);
+ * same bytes, then live-migrates to host B with both (its root disk too),
+ * is cold-migrated back to A (booting there with both, no disk handed
+ * over), is shelved (no export left) and unshelved with both, and is
+ * rebuilt from another image written over its root volume;
  * deleting the data volume and that server (its root volume with it,
  * delete_on_termination) leaves no file, export or daemon. The export daemons' server
  * certificate is issued by the hosts' CA (NOVAMESH_NBD_CA). Runs under
@@ -26,12 +29,14 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, describe, test, type TestContext } from "node:test";
 import { status } from "@grpc/grpc-js";
+import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import { uriHost } from "../agent/drivers/libvirt/live-migration.js";
 import { issue } from "../agent/volume/file/test-certs.js";
 import { fileBackendSkip } from "../agent/volume/file/test-qemu.js";
+import { uploadImageFile } from "../scripts/image-files.js";
 import { registerTestGuest } from "../scripts/test-guest.js";
 import { eventually, failure, settled, withOnlyHost } from "./harness.js";
 import { removeDomains } from "./libvirt-domains.js";
@@ -78,6 +83,8 @@ describe("a volume on real guests through the whole stack (file volume host, two
     }
   });
   let imageId: string;
+  let kernelId: string;
+  let ramdiskId: string;
   const fx = stack({
     name: "libvirt-volumes",
     controller: { reportIntervalSeconds: 3600, serviceDownTimeSeconds: 7200 },
@@ -105,7 +112,7 @@ describe("a volume on real guests through the whole stack (file volume host, two
     beforeAgents: async () => {
       // The volume host's certificate from the CA the hosts' qemu trusts; its ca-cert.pem (that CA) verifies their client certificates.
       await issue(CA!, join(dir, "volume-tls"), "server", "/O=novamesh/CN=volume-host", `IP:${uriHost(A!)}`);
-      ({ imageId } = await registerTestGuest(admin.images.raw, admin.images.metadata(), GUEST!, { name: `guest-${env.id}` }));
+      ({ imageId, kernelId, ramdiskId } = await registerTestGuest(admin.images.raw, admin.images.metadata(), GUEST!, { name: `guest-${env.id}` }));
       await admin.flavors.createFlavor({
         flavor: { id: `lv.vol.${env.id}`, name: `lv.vol.${env.id}`, vcpus: 1, ramMb: 256, diskGb: 1, description: "", extraSpecs: {} },
       });
@@ -164,12 +171,22 @@ describe("a volume on real guests through the whole stack (file volume host, two
   };
 
   const volume = async (id: string) => (await admin.volumes.getVolume({ id })).volume!;
+  /** A raw disk image of 1 MiB that starts with `line`, booted with the test guest's kernel and initrd. */
+  const markerImage = async (name: string, line: string): Promise<string> => {
+    const file = join(dir, `${name}.raw`);
+    await writeFile(file, Buffer.concat([Buffer.from(`${line}\n`), Buffer.alloc(1024 * 1024 - line.length - 1)]));
+    const properties = { architecture: "x86_64", kernel_id: kernelId, ramdisk_id: ramdiskId, os_command_line: "console=ttyS0 quiet" };
+    const image = Image.fromPartial({ name, diskFormat: "raw", containerFormat: "bare", visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC, properties });
+    const made = (await admin.images.registerImage({ image, upload: true })).image!;
+    await uploadImageFile(admin.images.raw, admin.images.metadata(), made.id, file);
+    return made.id;
+  };
   const succeeded = async (name: string) => {
     const op = (await admin.operations.waitOperation({ name, timeoutSeconds: 90 })).operation!;
     assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(op.error));
   };
 
-  test("a volume made on the volume host is read by a guest on host A, grown online, live-migrated with it to host B and read there; a second guest booted from a volume on A reads it too and live-migrates to B with both; all deleted", async (t: TestContext) => {
+  test("a volume made on the volume host is read by a guest on host A, grown online, live-migrated with it to host B and read there; a second guest booted from a volume on A reads it too, live-migrates to B with both, is cold-migrated back, shelved and unshelved with both, and rebuilt on its volume; all deleted", async (t: TestContext) => {
     const started = Date.now();
     // 1. A 1 GiB volume: a qcow2 file in the pool directory.
     const created = await admin.volumes.createVolume({ name: "data", sizeGb: 1, requestId: `data-${env.id}` });
@@ -273,6 +290,44 @@ describe("a volume on real guests through the whole stack (file volume host, two
     await succeeded((await admin.servers.liveMigrateServer({ id: fromVolume.id, host: B_NAME!, requestId: `lm-boot-${env.id}` })).operation!.name);
     assert.equal((await admin.servers.getServer({ id: fromVolume.id })).server!.host, B_NAME);
     t.diagnostic(`the volume-booted guest live-migrated with its two volumes in ${Date.now() - movingBoot} ms`);
+
+    // Cold-migrated back to A: no disk is handed over; A boots it from its root volume with the data volume there from the start.
+    const cold = Date.now();
+    await succeeded((await admin.servers.migrateServer({ id: fromVolume.id, host: A_NAME!, requestId: `cm-boot-${env.id}` })).operation!.name);
+    assert.equal((await settled(admin, fromVolume.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE, 120_000)).host, A_NAME);
+    const bootedOnA = await consoleLine(fromVolume.id, 0, "novamesh-test-guest: disks", () => true, "the cold-migrated guest prints its disks on A");
+    assert.match(bootedOnA.line, new RegExp(`^novamesh-test-guest: disks vda=${GiB} vdb=${2 * GiB}$`), "booted on A with both volumes");
+    const headOnA = await consoleLine(fromVolume.id, 0, "novamesh-test-guest: disk vdb head=", () => true, "the cold-migrated guest reads vdb");
+    assert.ok(headOnA.line.includes(marker), `the guest cold-migrated to A reads the data volume: ${headOnA.line}`);
+    await succeeded((await admin.servers.confirmResize({ id: fromVolume.id, requestId: `cm-confirm-${env.id}` })).operation!.name);
+    await eventually(async () => (await daemons()).every((d) => d.exports.every(([client]) => client === A_NAME)), { what: "B's exports ended at the confirm", timeoutMs: 30_000 });
+    assert.deepEqual((await daemons()).map((d) => d.exports.length), [1, 1], "one export of each volume, for host A");
+    t.diagnostic(`cold-migrated with its two volumes, booted and read in ${Date.now() - cold} ms`);
+
+    // Shelved (no snapshot: its disk is the volume) and unshelved: no export while it is offloaded; its new host boots it with both.
+    const shelving = Date.now();
+    await succeeded((await admin.servers.shelveServer({ id: fromVolume.id, requestId: `shelve-boot-${env.id}` })).operation!.name);
+    await eventually(async () => ((await daemons()).length === 0 ? true : undefined), { what: "no export while shelved", timeoutMs: 30_000 });
+    assert.deepEqual((await volume(rootId)).attachments.map((a) => [a.serverId, a.device]), [[fromVolume.id, "vda"]], "still attached while shelved");
+    await succeeded((await admin.servers.unshelveServer({ id: fromVolume.id, requestId: `unshelve-boot-${env.id}` })).operation!.name);
+    const unshelved = await settled(admin, fromVolume.id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000);
+    const bootedAgain = await consoleLine(fromVolume.id, 0, "novamesh-test-guest: disks", () => true, "the unshelved guest prints its disks");
+    assert.match(bootedAgain.line, new RegExp(`^novamesh-test-guest: disks vda=${GiB} vdb=${2 * GiB}$`), "unshelved with both volumes");
+    assert.deepEqual((await daemons()).map((d) => d.exports.map(([client]) => client)), [[unshelved.host], [unshelved.host]], "exported to its new host only");
+    t.diagnostic(`shelved and unshelved on ${unshelved.host} in ${Date.now() - shelving} ms`);
+
+    // Rebuilt from another image (the guest's kernel, a disk that starts with a marker): its volume host writes that image over
+    // the root volume, its host boots it again from the volume, whose first bytes the guest prints.
+    const rebuilding = Date.now();
+    const rebuiltMarker = `novamesh-rebuilt-${randomBytes(4).toString("hex")}`;
+    const nextImage = await markerImage(`guest-next-${env.id}`, rebuiltMarker);
+    await succeeded((await admin.servers.rebuildServer({ id: fromVolume.id, imageId: nextImage, requestId: `rebuild-boot-${env.id}` })).operation!.name);
+    const rebuiltHead = await consoleLine(fromVolume.id, 0, "novamesh-test-guest: disk vda head=", (l) => l.includes(rebuiltMarker), "the rebuilt guest's root volume holds the new image");
+    assert.ok(rebuiltHead.line.includes(rebuiltMarker));
+    const rebuiltData = await consoleLine(fromVolume.id, 0, "novamesh-test-guest: disk vdb head=", (l) => l.includes(marker), "the rebuilt guest still reads its data volume");
+    assert.ok(rebuiltData.line.includes(marker));
+    assert.equal((await volume(rootId)).sourceImageId, nextImage, "the root volume's source image is the new one");
+    t.diagnostic(`rebuilt on its volume in ${Date.now() - rebuilding} ms`);
     await succeeded((await admin.servers.detachVolume({ id: fromVolume.id, volumeId })).operation!.name);
     const onlyRoot = await consoleLine(fromVolume.id, 0, "novamesh-test-guest: disks", (l) => !l.includes(" vdb="), "the volume-booted guest, now on B, lists its root alone");
     assert.match(onlyRoot.line, new RegExp(`^novamesh-test-guest: disks vda=${GiB}$`));
