@@ -19,7 +19,7 @@ import { status } from "@grpc/grpc-js";
 import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { uploadImageFile } from "../scripts/image-files.js";
-import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
+import { BlockDeviceMapping, ServerStatus, TaskState } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import { eventually, failure } from "./harness.js";
 import { fakeVolumeHost } from "./agents.js";
@@ -62,7 +62,7 @@ describe("boot from volume", () => {
     return c.volume!.id;
   }
   const boot = (name: string, volumeId: string, deleteOnTermination = false) =>
-    alice.servers.createServer({ name, flavorId: "m1.tiny", blockDeviceMappings: [{ volumeId, bootIndex: 0, deleteOnTermination }] });
+    alice.servers.createServer({ name, flavorId: "m1.tiny", blockDeviceMappings: [BlockDeviceMapping.fromPartial({ volumeId, bootIndex: 0, deleteOnTermination })] });
 
   test("a server boots from a volume made from an image: the volume is its vda, opened through an export made for its host, and it shows the image", async () => {
     const vol = await bootable("bv-root");
@@ -149,17 +149,65 @@ describe("boot from volume", () => {
     await alice.servers.deleteServer({ id: fromBlank.id });
   });
 
+  test("a server boots from a volume made from an image for it: it waits in BLOCK_DEVICE_MAPPING while the volume is made, then is placed and boots from it; the volume goes with it (delete_on_termination)", async () => {
+    const img = await image();
+    const created = await alice.servers.createServer({
+      name: "bv-made",
+      flavorId: "m1.tiny",
+      blockDeviceMappings: [BlockDeviceMapping.fromPartial({ imageId: img, volumeSizeGb: 2, bootIndex: 0, deleteOnTermination: true })],
+      requestId: "bv-made",
+    });
+    assert.equal(created.server!.taskState, TaskState.TASK_STATE_BLOCK_DEVICE_MAPPING, "it waits for its volume first");
+    const s = await settled(created.server!.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.equal(s.imageId, img);
+    const made = (await alice.volumes.listVolumes({})).volumes.filter((v) => v.attachments.some((a) => a.serverId === s.id));
+    assert.equal(made.length, 1, "one volume made for it");
+    const [root] = made as [NonNullable<(typeof made)[0]>];
+    assert.deepEqual(
+      [root.name, root.sizeGb, root.sourceImageId, root.status, root.attachments.map((a) => a.device)],
+      ["bv-made", 2, img, VolumeStatus.VOLUME_STATUS_IN_USE, ["vda"]],
+    );
+    const [action] = (await admin.servers.listServerActions({ serverId: s.id })).actions;
+    assert.deepEqual(action!.events.map((e) => e.name), ["schedule", "volume_export", "compute_spawn"]);
+    assert.deepEqual(((await hosts.domains(s.host))[s.id]?.volumes ?? []).map((d) => d.device), ["vda"]);
+    // The same request again is the same server, not a second volume.
+    assert.equal((await alice.servers.createServer({ name: "bv-made", flavorId: "m1.tiny", blockDeviceMappings: [BlockDeviceMapping.fromPartial({ imageId: img, volumeSizeGb: 2, bootIndex: 0, deleteOnTermination: true })], requestId: "bv-made" })).server!.id, s.id);
+    assert.equal((await alice.volumes.listVolumes({})).volumes.filter((v) => v.name === "bv-made").length, 1);
+    await alice.servers.deleteServer({ id: s.id });
+    await eventually(async () => (await failure(alice.volumes.getVolume({ id: root.id }))).code === status.NOT_FOUND, { what: "its volume deleted with it" });
+
+    // Deleted while its volume is still being made (kept: no delete_on_termination): the volume ends AVAILABLE.
+    const quick = (await alice.servers.createServer({ name: "bv-quick", flavorId: "m1.tiny", blockDeviceMappings: [BlockDeviceMapping.fromPartial({ imageId: img, bootIndex: 0 })] })).server!;
+    await alice.servers.deleteServer({ id: quick.id });
+    const kept = await eventually(async () => (await alice.volumes.listVolumes({})).volumes.find((v) => v.name === "bv-quick" && v.status === VolumeStatus.VOLUME_STATUS_AVAILABLE), { what: "the volume made for a deleted server AVAILABLE" });
+    assert.deepEqual([kept.sizeGb, kept.attachments.length], [1, 0], "the image's size, rounded up to a GiB; attached to nothing");
+  });
+
   test("bad mappings, a volume in use or of another project are refused, naming the field or the state; nothing is reserved", async () => {
     const vol = await bootable("bv-bad");
-    const both = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny", imageId: fx.imageId, blockDeviceMappings: [{ volumeId: vol, bootIndex: 0, deleteOnTermination: false }] }));
+    const both = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny", imageId: fx.imageId, blockDeviceMappings: [BlockDeviceMapping.fromPartial({ volumeId: vol, bootIndex: 0, deleteOnTermination: false })] }));
     assert.deepEqual([both.code, both.fields], [status.INVALID_ARGUMENT, ["image_id"]]);
-    const index = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [{ volumeId: vol, bootIndex: 1, deleteOnTermination: false }] }));
+    const index = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [BlockDeviceMapping.fromPartial({ volumeId: vol, bootIndex: 1, deleteOnTermination: false })] }));
     assert.deepEqual([index.code, index.fields], [status.INVALID_ARGUMENT, ["block_device_mappings[0].boot_index"]]);
-    const id = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [{ volumeId: "nope", bootIndex: 0, deleteOnTermination: false }] }));
+    const id = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [BlockDeviceMapping.fromPartial({ volumeId: "nope", bootIndex: 0, deleteOnTermination: false })] }));
     assert.deepEqual([id.code, id.fields], [status.INVALID_ARGUMENT, ["block_device_mappings[0].volume_id"]]);
+    const fromImage = (m: Partial<BlockDeviceMapping>) => alice.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [BlockDeviceMapping.fromPartial({ bootIndex: 0, ...m })] });
+    const img = await image();
+    const twoSources = await failure(fromImage({ volumeId: vol, imageId: img }));
+    assert.deepEqual([twoSources.code, twoSources.fields], [status.INVALID_ARGUMENT, ["block_device_mappings[0].image_id"]]);
+    const sized = await failure(fromImage({ volumeId: vol, volumeSizeGb: 3 }));
+    assert.deepEqual([sized.code, sized.fields], [status.INVALID_ARGUMENT, ["block_device_mappings[0].volume_size_gb"]]);
+    const tooSmall = await failure(fromImage({ imageId: await uploaded("bv-2g", 0, { minDiskGb: 2 }), volumeSizeGb: 1 }));
+    assert.deepEqual([tooSmall.code, tooSmall.fields], [status.INVALID_ARGUMENT, ["block_device_mappings[0].volume_size_gb"]]);
+    const noType = await failure(fromImage({ imageId: img, volumeType: "no-such-type" }));
+    assert.deepEqual([noType.code, noType.fields], [status.INVALID_ARGUMENT, ["block_device_mappings[0].volume_type"]]);
+    const huge = await failure(fromImage({ imageId: img, volumeSizeGb: 10_000 }));
+    assert.deepEqual([huge.code, huge.reason], [status.RESOURCE_EXHAUSTED, "NO_VALID_POOL"]);
+    assert.equal((await failure(fromImage({ imageId: "00000000-0000-4000-8000-000000000000" }))).code, status.NOT_FOUND);
+    assert.equal((await alice.volumes.listVolumes({})).volumes.filter((v) => v.name === "x").length, 0, "no volume is left by a refused create");
     const none = await failure(alice.servers.createServer({ name: "x", flavorId: "m1.tiny" }));
     assert.deepEqual([none.code, none.fields], [status.INVALID_ARGUMENT, ["image_id"]]);
-    assert.equal((await failure(bob.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [{ volumeId: vol, bootIndex: 0, deleteOnTermination: false }] }))).code, status.NOT_FOUND);
+    assert.equal((await failure(bob.servers.createServer({ name: "x", flavorId: "m1.tiny", blockDeviceMappings: [BlockDeviceMapping.fromPartial({ volumeId: vol, bootIndex: 0, deleteOnTermination: false })] }))).code, status.NOT_FOUND);
     assert.equal((await volume(vol)).status, VolumeStatus.VOLUME_STATUS_AVAILABLE, "nothing reserved");
     // The volume's image asks for more memory than the flavor has.
     const big = await bootable("bv-big", await uploaded("bv-big-image", 4096));

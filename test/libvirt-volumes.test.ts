@@ -31,7 +31,7 @@ import { after, describe, test, type TestContext } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
-import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
+import { BlockDeviceMapping, ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import { uriHost } from "../agent/drivers/libvirt/live-migration.js";
 import { issue } from "../agent/volume/file/test-certs.js";
@@ -270,7 +270,7 @@ describe("a volume on real guests through the whole stack (file volume host, two
     const rootId = rootMade.volume!.id;
     const booting = Date.now();
     const fromVolume = await withOnlyHost(admin, A_NAME!, async () => {
-      const c = (await admin.servers.createServer({ name: "vol-boot", flavorId: `lv.vol.${env.id}`, blockDeviceMappings: [{ volumeId: rootId, bootIndex: 0, deleteOnTermination: true }] })).server!;
+      const c = (await admin.servers.createServer({ name: "vol-boot", flavorId: `lv.vol.${env.id}`, blockDeviceMappings: [BlockDeviceMapping.fromPartial({ volumeId: rootId, bootIndex: 0, deleteOnTermination: true })] })).server!;
       servers.push(c.id);
       return settled(admin, c.id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000);
     });

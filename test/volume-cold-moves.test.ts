@@ -18,7 +18,7 @@ import { describe, test } from "node:test";
 import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
-import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
+import { BlockDeviceMapping, ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import { uploadImageFile } from "../scripts/image-files.js";
 import { fakeVolumeHost } from "./agents.js";
@@ -87,7 +87,7 @@ describe("volumes through cold migration, resize, shelve and evacuation", () => 
   async function bootFromVolumeOn(host: string, name: string): Promise<{ id: string; volumeId: string }> {
     const volumeId = await volume(`${name}-root`, await bootImage());
     const s = await withOnlyHost(admin, host, async () => {
-      const created = await alice.servers.createServer({ name, flavorId: "m1.tiny", blockDeviceMappings: [{ volumeId, bootIndex: 0, deleteOnTermination: false }] });
+      const created = await alice.servers.createServer({ name, flavorId: "m1.tiny", blockDeviceMappings: [BlockDeviceMapping.fromPartial({ volumeId, bootIndex: 0, deleteOnTermination: false })] });
       return settled(created.server!.id, ServerStatus.SERVER_STATUS_ACTIVE);
     });
     assert.equal(s.host, host);

@@ -1,6 +1,7 @@
 import { once } from "node:events";
 import { placementOf } from "./placement-args.js";
-import type { BlockDeviceMapping, ServerServiceServer } from "../../gen/novamesh/compute/v1/server.js";
+import { rootVolumeOf } from "./block-devices.js";
+import type { ServerServiceServer } from "../../gen/novamesh/compute/v1/server.js";
 import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/compute/v1/server.js";
 import type { Accepted } from "../conductor/act.js";
 import { visible } from "../conductor/act.js";
@@ -18,7 +19,6 @@ import { currentServers, listInstances } from "../store/instances.js";
 import { lastChangeIndex } from "../store/changes.js";
 import { MigrationStatus as PbMigrationStatus, MigrationType as PbMigrationType } from "../../gen/novamesh/compute/v1/server.js";
 import type { Flavor, Image, MigrationStatus, MigrationType } from "../domain/types.js";
-import type { RootVolumeRequest } from "../conductor/flows/boot-volume.js";
 import { listMigrations } from "../store/moves.js";
 import { actionToProto, fromEnum, migrationToProto, operationToProto, serverToProto } from "./convert.js";
 import type { Queryable } from "../store/db.js";
@@ -62,10 +62,10 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const requestId = v.requestId("request_id", req.requestId);
       const metadata = v.metadata("metadata", req.metadata);
       if (!req.flavorId) throw invalidArgument("flavor_id", "is required");
-      const rootVolume = rootVolumeOf(req.blockDeviceMappings);
-      if (rootVolume && req.imageId) throw invalidArgument("image_id", "must be empty when the server boots from a volume (block_device_mappings)");
+      if (req.blockDeviceMappings.length > 0 && req.imageId) throw invalidArgument("image_id", "must be empty when the server boots from a volume (block_device_mappings)");
       const flavor = await getFlavor(pool, req.flavorId);
       if (!flavor) throw notFound("flavor", req.flavorId);
+      const rootVolume = await rootVolumeOf(pool, ctx, req.blockDeviceMappings, flavor);
       const image = rootVolume ? null : await imageFor(v.uuid("image_id", req.imageId), flavor, ctx);
       const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
       const requestedNetworks = await requestedNetworksOf(pool, ctx.principal, req);
@@ -330,13 +330,4 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       }
     }),
   };
-}
-
-/** The root volume of CreateServer's block device mappings (one, boot index 0, for now); null without any. */
-function rootVolumeOf(mappings: readonly BlockDeviceMapping[]): RootVolumeRequest | null {
-  if (mappings.length === 0) return null;
-  if (mappings.length > 1) throw invalidArgument("block_device_mappings", "one mapping, the root disk (boot_index 0), for now");
-  const [m] = mappings as [BlockDeviceMapping];
-  if (m.bootIndex !== 0) throw invalidArgument("block_device_mappings[0].boot_index", "must be 0 (the root disk): only the root disk may be mapped for now");
-  return { volumeId: v.uuid("block_device_mappings[0].volume_id", m.volumeId), deleteOnTermination: m.deleteOnTermination };
 }

@@ -47,6 +47,7 @@ export const TASK_STATES = [
   "VOLUME_ATTACHING",
   "VOLUME_DETACHING",
   "VOLUME_EXTENDING",
+  "BLOCK_DEVICE_MAPPING",
 ] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 
@@ -152,6 +153,7 @@ export const DEFAULT_TASK_TIMEOUTS: Readonly<Record<TaskState, number>> = {
   VOLUME_ATTACHING: 300,
   VOLUME_DETACHING: 300,
   VOLUME_EXTENDING: 300,
+  BLOCK_DEVICE_MAPPING: 1800,
 };
 
 /** Resize/migration tasks (status RESIZE) in order. */

@@ -62,16 +62,18 @@ export interface NewInstance {
   readonly requestedNetworks?: RequestedNetworks | null;
   /** Its root disk is a volume (reserved in the same transaction). */
   readonly bootsFromVolume?: boolean;
+  /** Its first task (default SCHEDULING; BLOCK_DEVICE_MAPPING while the volume it boots from is made). */
+  readonly taskState?: "SCHEDULING" | "BLOCK_DEVICE_MAPPING";
 }
 
-/** Inserts an instance in BUILDING / SCHEDULING; `schedulingDeadline` is when scheduling times out. */
+/** Inserts an instance in BUILDING / SCHEDULING (or its `taskState`); `schedulingDeadline` is when that task times out. */
 export async function insertInstance(q: Queryable, n: NewInstance, schedulingDeadline: Date): Promise<void> {
   await exec(
     q,
     `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
        extra_specs, image_id, vm_state, task_state, task_deadline, power_state, metadata, tried_hosts,
        availability_zone, server_group_id, scheduler_hints, requested_networks, boots_from_volume)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', 'SCHEDULING', ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?, ?)`,
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', ?, ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?, ?)`,
     [
       n.uuid,
       n.name,
@@ -84,6 +86,7 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
       n.flavor.diskGb,
       JSON.stringify(n.extraSpecs),
       n.imageId,
+      n.taskState ?? "SCHEDULING",
       schedulingDeadline,
       JSON.stringify(n.metadata),
       n.availabilityZone ?? "",

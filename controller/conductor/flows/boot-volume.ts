@@ -13,27 +13,41 @@
  * cold and live migration, evacuation, shelve) with its volumes.
  */
 import { randomUUID } from "node:crypto";
-import type { Flavor, Instance, Principal } from "../../domain/types.js";
+import type { Fault, Flavor, Image, Instance, OperationError, Principal } from "../../domain/types.js";
+import { INTERNAL_REQUEST_PREFIX } from "../../domain/types.js";
 import type { VolumeAttachment } from "../../domain/volume.js";
 import { ROOT_DEVICE } from "../../domain/volume.js";
 import { failedPrecondition, invalidArgument, notFound } from "../../errors.js";
-import type { Tx } from "../context.js";
+import type { PoolConnection } from "../../store/db.js";
+import { attachmentsOfVolumes } from "../../store/volume-attachments.js";
+import type { ConductorContext } from "../context.js";
+import { Tx } from "../context.js";
+import type { TimeoutRules } from "../flow.js";
+import { makeVolume } from "../volumes/make.js";
 import { exportForMove } from "./volume-moves.js";
 
-/** The root disk a server is created with. */
-export interface RootVolumeRequest {
-  readonly volumeId: string;
-  readonly deleteOnTermination: boolean;
+/** The root disk a server is created with: an existing volume, or a new one made from an image for it (min_ram checked by the caller). */
+export type RootVolumeRequest =
+  | { readonly volumeId: string; readonly deleteOnTermination: boolean }
+  | { readonly image: Image; readonly sizeGb: number; readonly volumeType: string; readonly deleteOnTermination: boolean };
+
+/** A new server's root volume, reserved: the image the server shows, and whether it waits for the volume to be made (BLOCK_DEVICE_MAPPING). */
+export interface ReservedRoot {
+  readonly imageId: string;
+  readonly waits: boolean;
 }
 
 /**
- * Reserves the root volume for new server `uuid` in its create
- * transaction (before the server row: it locks the volume); the image the
- * server shows: the volume's source image, or none. The source image's
- * min_ram holds for the flavor and its min_disk for the volume, as for a
- * server built from the image.
+ * Reserves the root volume for new server `uuid` (named `name`, asking for
+ * zone `zone`, "" for any) in its create transaction, before the server
+ * row: an existing volume is locked; the image the server shows is the
+ * volume's source image, or none. The source image's min_ram holds for
+ * the flavor and its min_disk for the volume, as for a server built from
+ * the image. A volume to be made from an image is made (makeRootVolume).
  */
-export async function reserveRootVolume(tx: Tx, who: Principal, uuid: string, root: RootVolumeRequest, flavor: Flavor): Promise<string> {
+export async function reserveRootVolume(tx: Tx, who: Principal, server: { uuid: string; name: string; zone: string }, root: RootVolumeRequest, flavor: Flavor): Promise<ReservedRoot> {
+  const { uuid } = server;
+  if ("image" in root) return makeRootVolume(tx, who, server, root);
   const v = await tx.store.getVolume(root.volumeId, { lock: true });
   if (!v || v.status === "DELETED" || v.projectId !== who.projectId) throw notFound("volume", root.volumeId);
   if (v.status !== "AVAILABLE") {
@@ -47,8 +61,66 @@ export async function reserveRootVolume(tx: Tx, who: Principal, uuid: string, ro
   const id = randomUUID();
   await tx.store.insertAttachment({ id, volumeId: v.id, instanceUuid: uuid, computeHost: "", device: ROOT_DEVICE, deleteOnTermination: root.deleteOnTermination });
   await tx.store.updateVolume(v.id, { status: "ATTACHING" });
-  return v.sourceImageId ?? "";
+  return { imageId: v.sourceImageId ?? "", waits: false };
 }
+
+/**
+ * Makes the root volume of new server `uuid` from an image (Nova's block
+ * device mapping from an image to a volume): a volume of the caller's,
+ * named after the server, placed in the server's zone when it names one,
+ * CREATING and attached to the server as vda from the start. The server
+ * waits in BLOCK_DEVICE_MAPPING until the volume's host made it
+ * (`rootVolumeMade`).
+ */
+async function makeRootVolume(tx: Tx, who: Principal, server: { uuid: string; name: string; zone: string }, root: Extract<RootVolumeRequest, { image: Image }>): Promise<ReservedRoot> {
+  const { image, sizeGb, volumeType, deleteOnTermination } = root;
+  const made = {
+    requestId: `${INTERNAL_REQUEST_PREFIX}boot-${server.uuid}`,
+    name: server.name,
+    description: `root disk of server ${server.uuid}`,
+    sizeGb,
+    volumeType,
+    zone: server.zone,
+    image,
+    snapshot: null,
+  };
+  const request = { image_id: image.id, size_gb: sizeGb, volume_type: volumeType, server_id: server.uuid };
+  const { volume } = await makeVolume(tx.conn, tx.ctx, who, made, request, { volumeType: "block_device_mappings[0].volume_type" });
+  await tx.store.insertAttachment({ id: randomUUID(), volumeId: volume.id, instanceUuid: server.uuid, computeHost: "", device: ROOT_DEVICE, deleteOnTermination });
+  return { imageId: image.id, waits: true };
+}
+
+/**
+ * The volume made for a new server to boot from is done (`failure` null)
+ * or failed: the server waiting for it (BLOCK_DEVICE_MAPPING) is placed
+ * next, or fails with the volume's fault. The status the made volume
+ * takes: ATTACHING while a server holds it, else AVAILABLE (its server was
+ * deleted meanwhile).
+ */
+export async function rootVolumeMade(conn: PoolConnection, ctx: ConductorContext, volumeId: string, failure: { fault: Fault; error: OperationError } | null): Promise<"ATTACHING" | "AVAILABLE"> {
+  const a = (await attachmentsOfVolumes(conn, [volumeId])).get(volumeId)?.find((x) => x.device === ROOT_DEVICE);
+  if (!a) return "AVAILABLE";
+  const tx = new Tx(conn, ctx);
+  const inst = await tx.store.getInstance(a.instanceUuid, { lock: true });
+  if (inst?.taskState === "BLOCK_DEVICE_MAPPING") {
+    const action = await tx.store.runningAction(inst.uuid);
+    if (failure) {
+      await tx.update(inst.uuid, { vmState: "ERROR", taskState: null, fault: failure.fault });
+      if (action) await tx.store.finishAction(action.id, { error: failure.error });
+    } else {
+      const placing = await tx.update(inst.uuid, tx.task("SCHEDULING"));
+      if (action) await tx.store.setActionStep(action.id, { deadline: placing.taskDeadline, message: `its volume ${volumeId} is made; waiting for a host` });
+    }
+  }
+  return "ATTACHING";
+}
+
+export const timeouts = {
+  BLOCK_DEVICE_MAPPING: {
+    outcome: "the volume it boots from was not made in time; the server is in ERROR (deleting it frees or deletes the volume)",
+    reap: (t) => t.end({ vmState: "ERROR" }),
+  },
+} as const satisfies TimeoutRules<"BLOCK_DEVICE_MAPPING">;
 
 /** The server's root volume attachment, if it boots from a volume. */
 export async function rootAttachment(store: Tx["store"], inst: Instance): Promise<VolumeAttachment | null> {

@@ -43,13 +43,19 @@ export interface CreateRequest {
   readonly requestedNetworks?: RequestedNetworks | null;
 }
 
+/** A root volume request as the create action records it (the API's block device mapping). */
+function mappingOf(root: RootVolumeRequest): RequestBody {
+  const common = { boot_index: 0, delete_on_termination: root.deleteOnTermination };
+  return "image" in root ? { image_id: root.image.id, volume_size_gb: root.sizeGb, volume_type: root.volumeType, ...common } : { volume_id: root.volumeId, ...common };
+}
+
 /** The server and its create action in one transaction; idempotent by request id. */
 export async function create(ctx: ConductorContext, who: Principal, req: CreateRequest): Promise<Accepted> {
   const request: RequestBody = {
     name: req.name,
     flavor_id: req.flavor.id,
     image_id: req.image?.id ?? "",
-    ...(req.rootVolume ? { block_device_mappings: [{ volume_id: req.rootVolume.volumeId, boot_index: 0, delete_on_termination: req.rootVolume.deleteOnTermination }] } : {}),
+    ...(req.rootVolume ? { block_device_mappings: [mappingOf(req.rootVolume)] } : {}),
     metadata: req.metadata,
     availability_zone: req.availabilityZone ?? "",
     server_group_id: req.serverGroupId ?? null,
@@ -70,9 +76,12 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     const created = await withTx(ctx.pool, async (conn) => {
       const tx = new Tx(conn, ctx);
       const { store } = tx;
-      const { taskDeadline } = tx.task("SCHEDULING");
       const { id, name, vcpus, ramMb, diskGb, extraSpecs } = req.flavor;
-      const imageId = req.rootVolume ? await reserveRootVolume(tx, who, uuid, req.rootVolume, req.flavor) : req.image!.id;
+      const server = { uuid, name: req.name, zone: req.availabilityZone ?? "" };
+      const root = req.rootVolume ? await reserveRootVolume(tx, who, server, req.rootVolume, req.flavor) : { imageId: req.image!.id, waits: false };
+      // A server whose volume is being made from an image waits for it before it is placed.
+      const task = root.waits ? "BLOCK_DEVICE_MAPPING" : "SCHEDULING";
+      const { taskDeadline } = tx.task(task);
       await store.insertInstance(
         {
           uuid,
@@ -81,13 +90,14 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
           requestId: req.requestId,
           flavor: { id, name, vcpus, ramMb, diskGb },
           extraSpecs,
-          imageId,
+          imageId: root.imageId,
           metadata: req.metadata,
           availabilityZone: req.availabilityZone ?? "",
           serverGroupId: req.serverGroupId ?? null,
           schedulerHints: req.schedulerHints ?? { sameHost: [], differentHost: [] },
           requestedNetworks: req.requestedNetworks ?? null,
           bootsFromVolume: Boolean(req.rootVolume),
+          taskState: task,
         },
         taskDeadline,
       );

@@ -8,6 +8,7 @@ import type { OpKind } from "../../domain/ops.js";
 import type { ServerAction, TaskState, VmState } from "../../domain/states.js";
 import type { MigrationType } from "../../domain/types.js";
 import type { ActionRule, MovePlacement, ResultRule, TimeoutRule } from "../flow.js";
+import * as bootVolume from "./boot-volume.js";
 import * as build from "./build.js";
 import * as deletion from "./delete.js";
 import * as image from "./image.js";
@@ -93,6 +94,7 @@ export const TIMEOUT_RULES: Readonly<Record<TaskState, TimeoutRule>> = {
   ...interfaces.timeouts,
   ...volumes.timeouts,
   ...volumeExtend.timeouts,
+  ...bootVolume.timeouts,
 } satisfies Record<TaskState, TimeoutRule>;
 
 /** How each kind of move starts once placement claimed its target. */

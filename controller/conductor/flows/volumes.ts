@@ -145,11 +145,14 @@ export async function unexport(
 /**
  * The attachment goes and its volume is AVAILABLE (its export ended, or
  * being ended). One caught growing (its server deleted meanwhile) has its
- * extend claim settled (settleExtendClaim).
+ * extend claim settled (settleExtendClaim); one still being made for a
+ * server to boot from stays CREATING (its create's result makes it
+ * AVAILABLE, or ERROR).
  */
 export async function free(tx: Tx, a: VolumeAttachment): Promise<void> {
   await tx.store.deleteAttachment(a.id);
   const v = await tx.store.getVolume(a.volumeId, { lock: true });
+  if (v?.status === "CREATING") return;
   const settled = v ? await settleExtendClaim(tx.conn, v) : {};
   await tx.store.updateVolume(a.volumeId, { status: "AVAILABLE", ...settled });
 }

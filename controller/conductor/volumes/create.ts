@@ -1,87 +1,26 @@
 /**
- * Creating a volume: placed at once (the pool with the most room left of
- * the type's backend in the zone, claimed atomically), recorded CREATING
- * with its create action, and the create_volume op sent to its host; the
- * host's result makes it AVAILABLE or ERROR. A volume keeps its size claimed
+ * Creating a volume: made at once (make.ts: placed, claimed atomically,
+ * recorded CREATING with its create action, the create_volume op sent to
+ * its host); the host's result makes it AVAILABLE or ERROR (ATTACHING when
+ * it was made for a new server to boot from, whose build then goes on). A volume keeps its size claimed
  * on its pool until it is deleted (also in ERROR: what its host made is
  * there until a delete removes it).
  */
-import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
-import type { Image, Principal } from "../../domain/types.js";
-import type { PoolCandidate, Volume, VolumeSnapshot, VolumeType } from "../../domain/volume.js";
-import { effectiveZone } from "../../domain/placement.js";
-import { rankPools } from "../../domain/volume.js";
+import type { Principal } from "../../domain/types.js";
+import type { Volume } from "../../domain/volume.js";
 import { GIB } from "../../domain/volume-ops.js";
-import { ApiError, invalidArgument } from "../../errors.js";
-import { aggregatesByHost } from "../../store/aggregates.js";
-import { getSnapshot } from "../../store/volume-snapshots.js";
 import type { PoolConnection } from "../../store/db.js";
 import { DEADLOCK_RETRIES, isDuplicateKey, withTx } from "../../store/db.js";
-import { getVolumeAction, insertVolumeAction } from "../../store/volume-actions.js";
-import { addPoolBytes, candidatePools, claimPoolBytes, findVolumeByRequest, getVolume, getVolumeTypeByName, insertVolume, updateVolume } from "../../store/volumes.js";
+import { getVolumeAction } from "../../store/volume-actions.js";
+import { addPoolBytes, findVolumeByRequest, updateVolume } from "../../store/volumes.js";
 import { checkSameRequest, type RequestBody } from "../act.js";
 import type { ConductorContext } from "../context.js";
+import { rootVolumeMade } from "../flows/boot-volume.js";
+import { faultOf, operationErrorOf, operationErrorOfFault } from "../flow.js";
 import type { VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
-import { dispatchVolumeOp, volumeAccepted, volumeTask, type VolumeAccepted } from "./frame.js";
-
-export interface NewVolumeRequest {
-  readonly requestId: string;
-  readonly name: string;
-  readonly description: string;
-  readonly sizeGb: number;
-  readonly volumeType: string;
-  /** "" for any. */
-  readonly zone: string;
-  readonly image: Image | null;
-  /** A snapshot to copy (AVAILABLE, checked by the caller): the volume goes to its volume's pool. */
-  readonly snapshot: VolumeSnapshot | null;
-}
-
-/** No pool can take the volume: nothing is created. */
-function noValidPool(message: string, details: Record<string, string>): ApiError {
-  return new ApiError(status.RESOURCE_EXHAUSTED, message, { reason: "NO_VALID_POOL", metadata: details });
-}
-
-/**
- * Picks and claims a pool for `bytes`: the candidates by most room left,
- * each claimed with a conditional UPDATE until one takes it.
- */
-async function placeVolume(conn: PoolConnection, ctx: ConductorContext, type: VolumeType, zone: string, bytes: number) {
-  const upSince = new Date(Date.now() - ctx.serviceDownTimeSeconds * 1000);
-  const aggregates = await aggregatesByHost(conn);
-  const pools = (await candidatePools(conn, { backend: type.backend, upSince }))
-    .map((p) => ({ ...p, zone: effectiveZone(aggregates.get(p.host), p.zone) }))
-    .filter((p) => !zone || p.zone === zone);
-  const where = `${zone ? ` in zone ${zone}` : ""}${type.backend ? ` of backend ${type.backend} (volume type ${type.name})` : ""}`;
-  if (pools.length === 0) throw noValidPool(`no volume host is up with a pool${where}`, { size_gb: String(bytes / GIB), zone, backend: type.backend });
-  const ratio = ctx.volumeOversubscriptionRatio;
-  for (const p of rankPools(pools, ratio)) {
-    if (await claimPoolBytes(conn, p.host, p.name, bytes, ratio)) return p;
-  }
-  const most = Math.max(...pools.map((p) => Math.floor(p.totalBytes * ratio) - p.allocatedBytes));
-  throw noValidPool(`no pool${where} has room for ${bytes / GIB} GiB (the most room left is ${Math.max(0, Math.floor(most / GIB))} GiB)`, {
-    size_gb: String(bytes / GIB),
-    zone,
-    backend: type.backend,
-  });
-}
-
-/**
- * A volume from a snapshot goes where the snapshot is: its volume's pool
- * (the host copies it there), claimed as any other placement.
- */
-async function placeBeside(conn: PoolConnection, ctx: ConductorContext, snapshot: VolumeSnapshot, bytes: number): Promise<PoolCandidate> {
-  // Shared: the snapshot is not deleted before this commits (and its delete then sees this volume CREATING from it).
-  const locked = await getSnapshot(conn, snapshot.id, { lock: "share" });
-  if (locked?.status !== "AVAILABLE") throw invalidArgument("snapshot_id", `snapshot ${snapshot.id} is ${locked?.status ?? "gone"}, not AVAILABLE`);
-  const source = await getVolume(conn, snapshot.volumeId);
-  if (!source || source.status === "DELETED") throw invalidArgument("snapshot_id", `the volume of snapshot ${snapshot.id} is gone`);
-  if (!(await claimPoolBytes(conn, source.host, source.pool, bytes, ctx.volumeOversubscriptionRatio))) {
-    throw noValidPool(`the pool of snapshot ${snapshot.id} has no room for ${bytes / GIB} GiB`, { size_gb: String(bytes / GIB), snapshot_id: snapshot.id });
-  }
-  return { host: source.host, name: source.pool, zone: source.zone, totalBytes: 0, allocatedBytes: 0 };
-}
+import { volumeAccepted, type VolumeAccepted } from "./frame.js";
+import { makeVolume, type NewVolumeRequest } from "./make.js";
 
 /** CreateVolume: a repeated request id returns the first volume. */
 export async function createVolume(ctx: ConductorContext, who: Principal, req: NewVolumeRequest, request: RequestBody): Promise<VolumeAccepted> {
@@ -98,41 +37,8 @@ export async function createVolume(ctx: ConductorContext, who: Principal, req: N
       async (conn) => {
         const prior = await findVolumeByRequest(conn, who.projectId, req.requestId);
         if (prior) return { id: prior.id, actionId: await replay(conn, prior) };
-        // Shared: a type is not deleted under a volume being made with it.
-        const type = await getVolumeTypeByName(conn, req.volumeType, { lock: "share" });
-        if (!type) throw invalidArgument("volume_type", `no volume type is named ${JSON.stringify(req.volumeType)}`);
-        const bytes = req.sizeGb * GIB;
-        const pool = req.snapshot ? await placeBeside(conn, ctx, req.snapshot, bytes) : await placeVolume(conn, ctx, type, req.zone, bytes);
-        const id = randomUUID();
-        const { taskDeadline } = volumeTask(ctx, "CREATING");
-        const made = {
-          id,
-          projectId: who.projectId,
-          name: req.name,
-          description: req.description,
-          sizeGb: req.sizeGb,
-          typeId: type.id,
-          zone: pool.zone,
-          host: pool.host,
-          pool: pool.name,
-          sourceImageId: req.image?.id ?? null,
-          sourceSnapshotId: req.snapshot?.id ?? null,
-          requestId: req.requestId,
-          taskDeadline,
-        };
-        await insertVolume(conn, made);
-        const actionId = await insertVolumeAction(conn, { volumeId: id, projectId: who.projectId, action: "create", requestId: req.requestId, request, deadline: taskDeadline });
-        const now = new Date();
-        const volume: Volume = { ...made, claimedGb: null, status: "CREATING", typeName: type.name, fault: null, createdAt: now, updatedAt: now };
-        await dispatchVolumeOp(conn, ctx, {
-          volume,
-          actionId,
-          requestId: req.requestId,
-          args: { kind: "create_volume", imageId: req.image?.id ?? "", sourceVolumeId: req.snapshot?.volumeId ?? "", sourceSnapshotId: req.snapshot?.id ?? "" },
-          deadline: taskDeadline,
-          image: req.image,
-        });
-        return { id, actionId };
+        const { volume, actionId } = await makeVolume(conn, ctx, who, req, request);
+        return { id: volume.id, actionId };
       },
       { deadlockRetries: DEADLOCK_RETRIES },
     );
@@ -150,18 +56,30 @@ export const createResults: VolumeResultRules<"create_volume"> = {
   create_volume: {
     status: "CREATING",
     apply: async (r) => {
-      if (r.error) return r.fail({ status: "ERROR" });
+      if (r.error) {
+        await r.fail({ status: "ERROR" });
+        // A server waiting to boot from it fails with it.
+        await rootVolumeMade(r.conn, r.ctx, r.volume.id, { fault: faultOf(r.error, r.op), error: operationErrorOf(r.error, r.op) });
+        return;
+      }
       // A source larger than asked makes a larger volume: it is that size now.
       const grown = Math.ceil((r.outcome.volume?.sizeBytes ?? 0) / GIB);
       if (grown > r.volume.sizeGb) {
         await addPoolBytes(r.conn, r.volume.host, r.volume.pool, (grown - r.volume.sizeGb) * GIB);
         await updateVolume(r.conn, r.volume.id, { sizeGb: grown });
       }
-      await r.succeed({ status: "AVAILABLE" });
+      // Made for a server to boot from: reserved for it (ATTACHING), and the server is placed next.
+      await r.succeed({ status: await rootVolumeMade(r.conn, r.ctx, r.volume.id, null) });
     },
   },
 };
 
 export const createTimeouts: VolumeTimeoutRules<"CREATING"> = {
-  CREATING: { outcome: "the volume is in ERROR; delete it to free its pool", reap: (t) => t.end({ status: "ERROR" }) },
+  CREATING: {
+    outcome: "the volume is in ERROR; delete it to free its pool",
+    reap: async (t) => {
+      await t.end({ status: "ERROR" });
+      await rootVolumeMade(t.conn, t.ctx, t.volume.id, { fault: t.fault, error: operationErrorOfFault(t.fault, status.DEADLINE_EXCEEDED) });
+    },
+  },
 };

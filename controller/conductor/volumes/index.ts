@@ -7,7 +7,8 @@ import { extendResults, extendTimeouts } from "./extend.js";
 import type { VolumeResultRule, VolumeTimeoutRule } from "./flow.js";
 import { snapshotResults } from "./snapshots.js";
 
-export { createVolume, type NewVolumeRequest } from "./create.js";
+export { createVolume } from "./create.js";
+export type { NewVolumeRequest } from "./make.js";
 export { deleteVolume } from "./delete.js";
 export { extendVolume } from "./extend.js";
 export { createSnapshot, deleteSnapshot, visibleSnapshot } from "./snapshots.js";

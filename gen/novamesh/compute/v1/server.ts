@@ -186,6 +186,11 @@ export enum TaskState {
   TASK_STATE_VOLUME_DETACHING = 29,
   /** TASK_STATE_VOLUME_EXTENDING - An attached volume is being grown and the guest shown its new size. */
   TASK_STATE_VOLUME_EXTENDING = 30,
+  /**
+   * TASK_STATE_BLOCK_DEVICE_MAPPING - The volume a new server boots from is being made from an image, before
+   * the server is placed (Nova's block_device_mapping).
+   */
+  TASK_STATE_BLOCK_DEVICE_MAPPING = 31,
   UNRECOGNIZED = -1,
 }
 
@@ -284,6 +289,9 @@ export function taskStateFromJSON(object: any): TaskState {
     case 30:
     case "TASK_STATE_VOLUME_EXTENDING":
       return TaskState.TASK_STATE_VOLUME_EXTENDING;
+    case 31:
+    case "TASK_STATE_BLOCK_DEVICE_MAPPING":
+      return TaskState.TASK_STATE_BLOCK_DEVICE_MAPPING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -355,6 +363,8 @@ export function taskStateToJSON(object: TaskState): string {
       return "TASK_STATE_VOLUME_DETACHING";
     case TaskState.TASK_STATE_VOLUME_EXTENDING:
       return "TASK_STATE_VOLUME_EXTENDING";
+    case TaskState.TASK_STATE_BLOCK_DEVICE_MAPPING:
+      return "TASK_STATE_BLOCK_DEVICE_MAPPING";
     case TaskState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -1016,7 +1026,11 @@ export interface CreateServerRequest_MetadataEntry {
   value: string;
 }
 
-/** A disk of a server being created, from a volume. */
+/**
+ * A disk of a server being created: an existing volume (`volume_id`), or
+ * a new one made from an image (`image_id`, Nova's source "image",
+ * destination "volume").
+ */
 export interface BlockDeviceMapping {
   /**
    * An AVAILABLE volume of the caller's project. It is ATTACHING until the
@@ -1027,6 +1041,21 @@ export interface BlockDeviceMapping {
   bootIndex: number;
   /** Delete the volume with the server. */
   deleteOnTermination: boolean;
+  /**
+   * Instead of volume_id: an image the caller may use; a volume of
+   * `volume_size_gb` is made from it for the server (in the server's
+   * availability zone, when it names one) while the server waits in
+   * BLOCK_DEVICE_MAPPING, then the server is placed and boots from it. The
+   * volume is the caller's, named after the server.
+   */
+  imageId: string;
+  /**
+   * With image_id: the new volume's size in GiB; at least the image's size
+   * and its min_disk (0: exactly that).
+   */
+  volumeSizeGb: number;
+  /** With image_id: the new volume's type ("": the default type). */
+  volumeType: string;
 }
 
 /**
@@ -4029,7 +4058,7 @@ export const CreateServerRequest_MetadataEntry: MessageFns<CreateServerRequest_M
 };
 
 function createBaseBlockDeviceMapping(): BlockDeviceMapping {
-  return { volumeId: "", bootIndex: 0, deleteOnTermination: false };
+  return { volumeId: "", bootIndex: 0, deleteOnTermination: false, imageId: "", volumeSizeGb: 0, volumeType: "" };
 }
 
 export const BlockDeviceMapping: MessageFns<BlockDeviceMapping> = {
@@ -4042,6 +4071,15 @@ export const BlockDeviceMapping: MessageFns<BlockDeviceMapping> = {
     }
     if (message.deleteOnTermination !== false) {
       writer.uint32(24).bool(message.deleteOnTermination);
+    }
+    if (message.imageId !== "") {
+      writer.uint32(34).string(message.imageId);
+    }
+    if (message.volumeSizeGb !== 0) {
+      writer.uint32(40).int32(message.volumeSizeGb);
+    }
+    if (message.volumeType !== "") {
+      writer.uint32(50).string(message.volumeType);
     }
     return writer;
   },
@@ -4083,6 +4121,30 @@ export const BlockDeviceMapping: MessageFns<BlockDeviceMapping> = {
             message.deleteOnTermination = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.imageId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.volumeSizeGb = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.volumeType = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4112,6 +4174,21 @@ export const BlockDeviceMapping: MessageFns<BlockDeviceMapping> = {
         : isSet(object.delete_on_termination)
         ? globalThis.Boolean(object.delete_on_termination)
         : false,
+      imageId: isSet(object.imageId)
+        ? globalThis.String(object.imageId)
+        : isSet(object.image_id)
+        ? globalThis.String(object.image_id)
+        : "",
+      volumeSizeGb: isSet(object.volumeSizeGb)
+        ? globalThis.Number(object.volumeSizeGb)
+        : isSet(object.volume_size_gb)
+        ? globalThis.Number(object.volume_size_gb)
+        : 0,
+      volumeType: isSet(object.volumeType)
+        ? globalThis.String(object.volumeType)
+        : isSet(object.volume_type)
+        ? globalThis.String(object.volume_type)
+        : "",
     };
   },
 
@@ -4126,6 +4203,15 @@ export const BlockDeviceMapping: MessageFns<BlockDeviceMapping> = {
     if (message.deleteOnTermination !== false) {
       obj.deleteOnTermination = message.deleteOnTermination;
     }
+    if (message.imageId !== "") {
+      obj.imageId = message.imageId;
+    }
+    if (message.volumeSizeGb !== 0) {
+      obj.volumeSizeGb = Math.round(message.volumeSizeGb);
+    }
+    if (message.volumeType !== "") {
+      obj.volumeType = message.volumeType;
+    }
     return obj;
   },
 
@@ -4137,6 +4223,9 @@ export const BlockDeviceMapping: MessageFns<BlockDeviceMapping> = {
     message.volumeId = object.volumeId ?? "";
     message.bootIndex = object.bootIndex ?? 0;
     message.deleteOnTermination = object.deleteOnTermination ?? false;
+    message.imageId = object.imageId ?? "";
+    message.volumeSizeGb = object.volumeSizeGb ?? 0;
+    message.volumeType = object.volumeType ?? "";
     return message;
   },
 };
