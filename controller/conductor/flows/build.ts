@@ -24,7 +24,7 @@ import type { PortFailure } from "../../store/server-ports.js";
 import { Tx } from "../context.js";
 import { operationErrorOfFault, type ResultContext, type ResultRules, type TimeoutRules } from "../flow.js";
 import { exportVolumes, reserveRootVolume, rootInUse, type RootVolumeRequest } from "./boot-volume.js";
-import { endExports, hostVolumes, moveExported, noExportFault, switchToMoves } from "./volume-moves.js";
+import { endExports, hostVolumes, moveExported, noExportFault, settleMoves } from "./volume-moves.js";
 
 /** What CreateServer asks for, validated. */
 export interface CreateRequest {
@@ -153,24 +153,27 @@ async function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId
 async function spawnWithVolumes(r: ResultContext): Promise<void> {
   const { inst, store, tx } = r;
   const requestId = (await store.getActionById(r.op.actionId))?.requestId ?? inst.requestId;
-  await switchToMoves(tx, inst, r.op.actionId, requestId);
+  await settleMoves(tx, inst, r.op.actionId, requestId);
   const args = { kind: "spawn", ...(await hostVolumes(tx, inst, "export")) } as const;
   await tx.dispatch({ instance: inst, host: inst.host!, actionId: r.op.actionId, requestId, args, attempt: inst.attempt, imageId: imageOf(inst) });
 }
 
 /**
- * A volume host could not export a volume to the build's host: a build
- * fails, an unshelve stays shelved (the volumes stay attached to the server;
- * deleting it frees them).
+ * A volume host could not export a volume to the build's host: the attempt
+ * failed as a spawn does (retried elsewhere when the failure is retryable);
+ * one answered without an export is a defect: a build fails, an unshelve
+ * stays shelved (the volumes stay attached to the server; deleting it
+ * frees them).
  */
 async function notExported(r: ResultContext): Promise<void> {
+  if (r.error) return retryOrFail(r);
   const { inst, store, tx } = r;
-  const fault = r.error ? r.fault() : noExportFault(r);
+  const fault = noExportFault(r);
   await store.releaseAllocations(inst.uuid);
   await endExports(tx, inst, r.op.actionId, (await store.getActionById(r.op.actionId))?.requestId ?? inst.requestId);
   const unshelve = inst.vmState === "SHELVED_OFFLOADED";
   await r.update({ ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, host: null, powerState: "NOSTATE", fault });
-  await store.finishAction(r.op.actionId, { error: r.error ? r.opError() : operationErrorOfFault(fault, status.UNKNOWN) });
+  await store.finishAction(r.op.actionId, { error: operationErrorOfFault(fault, status.UNKNOWN) });
 }
 
 /**
@@ -244,7 +247,7 @@ export const results = {
   spawn: {
     tasks: ["SPAWNING"],
     apply: async (r) => {
-      const { inst, op, store, tx } = r;
+      const { inst, op, store } = r;
       // A result from a host the build was since taken away from changes nothing.
       if (inst.host !== op.host) return;
       const unshelve = inst.vmState === "SHELVED_OFFLOADED";
@@ -263,21 +266,34 @@ export const results = {
       // The build failure weigher steers the next builds elsewhere until this host builds one. A
       // non-retryable failure (a bad image, an impossible request) is not the host's fault.
       if (r.error.retryable) await store.recordBuildFailure(op.host);
-      await store.releaseAllocations(inst.uuid);
-      await endExports(tx, inst, op.actionId, (await store.getActionById(op.actionId))?.requestId ?? inst.requestId);
-      if (r.error.retryable && inst.attempt < tx.ctx.maxAttempts) {
-        if (await spawnOnAlternate(r)) return;
-        await r.update({ host: null, ...tx.task(unshelve ? "UNSHELVING" : "SCHEDULING"), powerState: "NOSTATE" });
-        await store.setActionStep(op.actionId, { message: `attempt ${inst.attempt} on ${op.host} failed; rescheduling` });
-        return;
-      }
-      const fault = r.fault();
-      const exhausted = r.error.retryable ? `; gave up after ${inst.attempt} attempts` : "";
-      await r.update({ ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, host: null, powerState: "NOSTATE", fault: { ...fault, message: fault.message + exhausted } });
-      await store.finishAction(op.actionId, { error: r.opError() });
+      await retryOrFail(r);
     },
   },
 } as const satisfies ResultRules<"spawn">;
+
+/**
+ * An attempt failed (a spawn, or an export of the build's volumes): its
+ * claim and its volumes' exports are given up; a retryable failure with
+ * attempts left tries an alternate or goes back to placement; otherwise a
+ * build fails and an unshelve stays shelved, with the failure as fault.
+ */
+async function retryOrFail(r: ResultContext): Promise<void> {
+  const { inst, op, store, tx } = r;
+  const error = r.error!;
+  const unshelve = inst.vmState === "SHELVED_OFFLOADED";
+  await store.releaseAllocations(inst.uuid);
+  await endExports(tx, inst, op.actionId, (await store.getActionById(op.actionId))?.requestId ?? inst.requestId);
+  if (error.retryable && inst.attempt < tx.ctx.maxAttempts) {
+    if (await spawnOnAlternate(r)) return;
+    await r.update({ host: null, ...tx.task(unshelve ? "UNSHELVING" : "SCHEDULING"), powerState: "NOSTATE" });
+    await store.setActionStep(op.actionId, { message: `attempt ${inst.attempt} (${op.kind} on ${op.host}) failed; rescheduling` });
+    return;
+  }
+  const fault = r.fault();
+  const exhausted = error.retryable ? `; gave up after ${inst.attempt} attempts` : "";
+  await r.update({ ...(unshelve ? {} : { vmState: "ERROR" as const }), taskState: null, host: null, powerState: "NOSTATE", fault: { ...fault, message: fault.message + exhausted } });
+  await store.finishAction(op.actionId, { error: r.opError() });
+}
 
 /** Rows of op kinds other flows own, for the build's task (flows/index.ts joins them). */
 export const sharedResults = {

@@ -21,7 +21,7 @@ import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../f
 import { operationErrorOfFault } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
 import { rootAttachment } from "./boot-volume.js";
-import { exportForMove, noExportFault, exportingForMove, moveExported, movingVolumes, switchToMoves } from "./volume-moves.js";
+import { exportForMove, noExportFault, exportingForMove, moveExported, movingVolumes, settleMoves } from "./volume-moves.js";
 
 export const actions = {
   live_migrate: { from: ["ACTIVE", "PAUSED"], task: "MIGRATING", scheduled: true },
@@ -133,7 +133,7 @@ export const results = {
       if (r.error) return failed(r, m);
       await r.store.setActionStep(r.op.actionId, { cancellable: false, message: `finishing on ${m.targetHost}` });
       const moved = await r.update({ host: m.targetHost });
-      await switchToMoves(r.tx, moved, m.actionId, m.requestId);
+      await settleMoves(r.tx, moved, m.actionId, m.requestId);
       await r.dispatch(m.targetHost!, { kind: "post_live_migration", sourceHost: m.sourceHost }, moved, m.requestId);
     },
   },

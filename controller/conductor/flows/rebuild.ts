@@ -10,6 +10,7 @@
  */
 import { rootAttachment } from "./boot-volume.js";
 import { rebuildFromVolume } from "./volume-rebuild.js";
+import { ofRunningAction } from "./volumes.js";
 import { status } from "@grpc/grpc-js";
 import { isUp } from "../../domain/service.js";
 import type { Image, Instance, Migration, Principal } from "../../domain/types.js";
@@ -21,7 +22,7 @@ import type { ActionRules, ResultContext, ResultRules, TimeoutContext, TimeoutRu
 import { operationErrorOfFault } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
 import { POWER_TASKS } from "./power.js";
-import { dropMoves, exportForMove, hostVolumes, moveExported, noExportFault, switchToMoves } from "./volume-moves.js";
+import { exportForMove, hostVolumes, moveExported, noExportFault, settleMoves } from "./volume-moves.js";
 
 export const actions = {
   rebuild: { from: ["ACTIVE", "STOPPED", "ERROR"], task: "REBUILDING" },
@@ -69,8 +70,8 @@ export function evacuate(ctx: ConductorContext, who: Principal, uuid: string, re
     // capacity released.
     const resize = await store.openMigration(uuid, { lock: true });
     if (resize) {
-      // The dead host's exports made for the resize end; the source's stay until the evacuation's end.
-      await dropMoves(tx, inst, actionId, requestId);
+      // The server lived on the dead host (the resize's target): its volumes take the exports made for it, the source's end.
+      await settleMoves(tx, inst, actionId, requestId);
       await store.releaseAllocations(resize.id);
       await store.updateMigration(resize.id, { status: "CANCELLED" });
       await tx.dispatch({ instance: inst, host: resize.sourceHost, actionId, requestId, args: { kind: "confirm_migration" } });
@@ -107,7 +108,7 @@ async function evacuated(r: ResultContext, m: Migration): Promise<void> {
   }
   await r.store.releaseAllocations(m.id);
   await r.store.updateMigration(m.id, { status: "COMPLETED" });
-  await switchToMoves(r.tx, r.inst, m.actionId, m.requestId);
+  await settleMoves(r.tx, r.inst, m.actionId, m.requestId);
   const done = await r.update({ vmState: "ACTIVE", taskState: null, powerState: r.power ?? "RUNNING", fault: null });
   await r.dispatch(m.sourceHost, { kind: "destroy" }, done, m.requestId);
   await r.store.finishAction(r.op.actionId);
@@ -119,7 +120,8 @@ export const results = {
     tasks: ["REBUILDING", "REBUILD_SPAWNING"],
     steps: ["REBUILDING", "REBUILD_SPAWNING"],
     apply: async (r) => {
-      if (r.op.host !== r.inst.host) return;
+      // Of another host, or of an earlier rebuild a delete interrupted: nothing to finish.
+      if (r.op.host !== r.inst.host || !(await ofRunningAction(r))) return;
       const m = await r.store.openMigration(r.inst.uuid, { lock: true });
       if (m?.type === "EVACUATION") return evacuated(r, m);
       if (r.error) return r.fail({ vmState: "ERROR", powerState: r.power });

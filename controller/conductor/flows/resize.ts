@@ -21,7 +21,7 @@ import type { ConductorContext, Tx } from "../context.js";
 import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
 import { operationErrorOfFault } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
-import { dropMoves, exportForMove, hostVolumes, moveExported, noExportFault, switchToMoves } from "./volume-moves.js";
+import { dropMoves, exportForMove, hostVolumes, moveExported, noExportFault, settleMoves } from "./volume-moves.js";
 
 export const actions = {
   resize: { from: ["ACTIVE", "STOPPED"], task: "RESIZE_PREP", scheduled: true },
@@ -126,11 +126,12 @@ export const results = {
     apply: async (r) => {
       const m = await r.store.openMigration(r.inst.uuid, { lock: true });
       if (!m) return;
+      // Either way the server stays on the target: its volumes keep the target's exports, the source's end.
+      await settleMoves(r.tx, r.inst, r.op.actionId, await requestIdOf(r));
       if (r.error) {
         await r.store.updateMigration(m.id, { status: "ERROR" });
         return r.fail({ vmState: "ERROR" });
       }
-      await switchToMoves(r.tx, r.inst, r.op.actionId, await requestIdOf(r));
       await r.store.releaseAllocations(m.id);
       await r.store.updateMigration(m.id, { status: "CONFIRMED" });
       await r.succeed({ vmState: m.oldVmState === "STOPPED" ? "STOPPED" : "ACTIVE" });
@@ -143,7 +144,11 @@ export const results = {
       const m = await r.store.openMigration(r.inst.uuid, { lock: true });
       // A revert_migration sent as cleanup of a failed move finishes nothing.
       if (!m || m.status !== "FINISHED" || r.op.host !== m.targetHost) return;
-      if (r.error) return r.fail({ vmState: "ERROR" });
+      if (r.error) {
+        // The target's copy may still be there, and the server with it: its volumes keep the target's exports.
+        await settleMoves(r.tx, r.inst, r.op.actionId, await requestIdOf(r));
+        return r.fail({ vmState: "ERROR" });
+      }
       // The source's copy opens the exports it always had.
       await dropMoves(r.tx, r.inst, r.op.actionId, await requestIdOf(r));
       const target = await r.store.getNodeByHost(m.targetHost);
@@ -207,6 +212,24 @@ const rollBack = {
   },
 } as const satisfies TimeoutRules<"RESIZE_MIGRATING">["RESIZE_MIGRATING"];
 
+/**
+ * A timeout while the target finishes: rolled back to the source as
+ * above — but a server with volumes is left stopped there, not started: the
+ * target may still be starting its copy on the same volumes, and the source
+ * must not open them before the target's exports have ended.
+ */
+const rollBackFinish = {
+  outcome: "the move was rolled back to the source host (a server with volumes is left stopped there: start it once its target has let go)",
+  reap: async (t) => {
+    const m = await t.store.openMigration(t.inst.uuid, { lock: true });
+    if (!m) return t.end({ vmState: "ERROR" });
+    const withVolumes = (await t.store.attachmentsOf(t.inst.uuid)).length > 0;
+    const back = { restoreSource: !withVolumes, cleanupTarget: true, ...(withVolumes ? { vmState: "STOPPED" as const } : {}) };
+    const inst = await rollbackMove(t.tx, { inst: t.inst, migration: m, fault: t.fault, error: t.error, ...back });
+    if (withVolumes) await t.tx.update(inst.uuid, { powerState: "SHUTDOWN" });
+  },
+} as const satisfies TimeoutRules<"RESIZE_FINISH">["RESIZE_FINISH"];
+
 export const timeouts = {
   RESIZE_PREP: {
     outcome: "the move was abandoned before it started",
@@ -217,14 +240,14 @@ export const timeouts = {
     },
   },
   RESIZE_MIGRATING: rollBack,
-  RESIZE_FINISH: rollBack,
+  RESIZE_FINISH: rollBackFinish,
   RESIZE_CONFIRMING: {
     outcome: "the move was confirmed here; the source host removes the old copy when it can",
     reap: async (t) => {
       // The source's confirm (a cleanup op) stays queued; the move is confirmed.
       const m = await t.store.openMigration(t.inst.uuid, { lock: true });
       if (m) {
-        await switchToMoves(t.tx, t.inst, m.actionId, m.requestId);
+        await settleMoves(t.tx, t.inst, m.actionId, m.requestId);
         await t.store.releaseAllocations(m.id);
         await t.store.updateMigration(m.id, { status: "CONFIRMED" });
       }
@@ -235,7 +258,11 @@ export const timeouts = {
     outcome: "the revert did not complete; the server needs an operator (hard reboot or delete)",
     reap: async (t) => {
       const m = await t.store.openMigration(t.inst.uuid, { lock: true });
-      if (m) await t.store.updateMigration(m.id, { status: "ERROR" });
+      if (m) {
+        await t.store.updateMigration(m.id, { status: "ERROR" });
+        // Its volumes keep the exports of the host it is recorded on.
+        await settleMoves(t.tx, t.inst, m.actionId, m.requestId);
+      }
       await t.end({ vmState: "ERROR" });
     },
   },

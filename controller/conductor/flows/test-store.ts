@@ -6,7 +6,7 @@
 import pino from "pino";
 import type { OpFailure, OpKind, OpOutcome } from "../../domain/ops.js";
 import { DEFAULT_TASK_TIMEOUTS } from "../../domain/states.js";
-import { DEFAULT_VOLUME_TIMEOUTS } from "../../domain/volume.js";
+import { DEFAULT_VOLUME_TIMEOUTS, type Volume, type VolumeAttachment } from "../../domain/volume.js";
 import type { Instance, Migration } from "../../domain/types.js";
 import type { PoolConnection } from "../../store/db.js";
 import type { InstancePatch } from "../../store/instances.js";
@@ -28,6 +28,9 @@ export interface World {
   cancelRequested?: boolean;
   actionImageId?: string | null;
   serverGroupPolicy?: string;
+  /** The server's volume attachments, and the volumes they are of. */
+  attachments?: VolumeAttachment[];
+  volumes?: Volume[];
 }
 
 export const CTX: ConductorContext = {
@@ -137,7 +140,11 @@ export function storeDouble(world: World) {
     getImage: () => null,
     dispatchOp: () => `op-${calls.length}`,
     pendingOps: () => [],
-    attachmentsOf: () => [],
+    attachmentsOf: () => world.attachments ?? [],
+    getVolume: (id: string) => world.volumes?.find((v) => v.id === id) ?? null,
+    updateAttachment: (id: string, patch: Partial<VolumeAttachment>) => {
+      world.attachments = (world.attachments ?? []).map((a) => (a.id === id ? { ...a, ...patch } : a));
+    },
   };
   const store = new Proxy({} as TxStore, {
     get: (_t, step: string) =>

@@ -4,10 +4,9 @@
  * connections): before the target gets the server, each volume's host
  * exports it to the target too — a second export of the one volume,
  * recorded as the attachment's `move` — and the target opens those exports
- * (a volume is never copied). Once the server stays on the target (a live
- * migration's copy done, a resize confirmed, an evacuation or a build
- * spawned there), the source's exports end and the moves' exports become
- * the attachments'. A move that does not happen ends the target's exports.
+ * (a volume is never copied). Once the server stays on a host, the moves'
+ * exports to it become the attachments' and the others end (`settleMoves`).
+ * A move that does not happen ends the target's exports (`dropMoves`).
  */
 import { randomUUID } from "node:crypto";
 import type { AttachedVolume, HostVolumes, MigratingVolume } from "../../domain/ops.js";
@@ -89,13 +88,24 @@ export async function hostVolumes(tx: Tx, inst: Instance, via: "move" | "export"
   return { ...rootVolume, ...(volumes.length > 0 ? { volumes } : {}) };
 }
 
-/** The server stays on the target: the source's exports end, the targets' become the attachments'. */
-export async function switchToMoves(tx: Tx, inst: Instance, actionId: number, requestId: string): Promise<void> {
+/**
+ * The server stays on the host it is on now (`inst.host`): a move's
+ * exports to that host become the attachments' and their own (the
+ * source's) end; any other move's end. When a move completes (a live
+ * migration's copy done, a resize confirmed, an evacuation or a build
+ * spawned there), and when one is given up midway (a confirm, revert or
+ * delete that failed, an evacuation taking over a resize).
+ */
+export async function settleMoves(tx: Tx, inst: Instance, actionId: number, requestId: string): Promise<void> {
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
-    if (!a.move?.export) continue;
-    // An attachment with no export of its own (a shelved server's) has none to end.
-    if (a.export) await unexport(tx, inst, a, actionId, requestId);
-    await tx.store.updateAttachment(a.id, { computeHost: a.move.host, exportId: a.move.exportId, export: a.move.export, move: null });
+    if (!a.move) continue;
+    if (a.move.host === inst.host && a.move.export) {
+      if (a.export) await unexport(tx, inst, a, actionId, requestId);
+      await tx.store.updateAttachment(a.id, { computeHost: a.move.host, exportId: a.move.exportId, export: a.move.export, move: null });
+    } else {
+      await unexport(tx, inst, { volumeId: a.volumeId, exportId: a.move.exportId }, actionId, requestId);
+      await tx.store.updateAttachment(a.id, { move: null });
+    }
   }
 }
 

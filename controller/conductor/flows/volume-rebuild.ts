@@ -14,13 +14,14 @@ import type { Image, Instance } from "../../domain/types.js";
 import { GIB } from "../../domain/volume-ops.js";
 import type { VolumeAttachment } from "../../domain/volume.js";
 import { volumeTarget } from "../../domain/volume.js";
-import { invalidArgument } from "../../errors.js";
+import { failedPrecondition, invalidArgument } from "../../errors.js";
 import type { Step } from "../act.js";
 import type { Tx } from "../context.js";
 import type { ResultContext, ResultRules } from "../flow.js";
 import { operationErrorOfFault } from "../flow.js";
 import { rootAttachment } from "./boot-volume.js";
 import { hostVolumes } from "./volume-moves.js";
+import { ofRunningAction } from "./volumes.js";
 
 /**
  * Starts the rebuild of a volume-booted server from `image` (null: the
@@ -28,13 +29,16 @@ import { hostVolumes } from "./volume-moves.js";
  * volume and the flavor; the guest is stopped first.
  */
 export async function rebuildFromVolume(tx: Tx, inst: Instance & { host: string }, root: VolumeAttachment, image: Image | null, name: string | null, o: { actionId: number; requestId: string }): Promise<Step> {
-  const from = image ?? (inst.imageId ? await tx.store.getImage(inst.imageId, undefined) : null);
+  // Its own image, when none is named, as the server's project may use it now.
+  const from = image ?? (inst.imageId ? await tx.store.getImage(inst.imageId, inst.projectId) : null);
   if (!from) {
     const why = inst.imageId ? `the server's image ${inst.imageId} is gone` : "the server boots from a volume made from no image";
     throw invalidArgument("image_id", `is required: ${why}; name the image to write over its root volume`);
   }
+  if (from.status !== "active") throw invalidArgument("image_id", `image ${from.id} is ${from.status}, not active`);
+  if (from.diskFormat !== "qcow2" && from.diskFormat !== "raw") throw invalidArgument("image_id", `image ${from.id} is ${from.diskFormat}; a volume takes a qcow2 or raw image`);
   const v = await tx.store.getVolume(root.volumeId);
-  if (!v || v.status === "DELETED") throw new Error(`the root volume ${root.volumeId} of server ${inst.uuid} is gone`);
+  if (!v || v.status === "DELETED") throw failedPrecondition(`the root volume ${root.volumeId} of server ${inst.uuid} is gone`, "ROOT_VOLUME_GONE", { volume_id: root.volumeId });
   const needGb = Math.max(from.minDiskGb, Math.ceil(from.sizeBytes / GIB));
   if (v.sizeGb < needGb) throw invalidArgument("image_id", `image ${from.id} needs ${needGb} GiB; the server's root volume ${v.id} has ${v.sizeGb} GiB`);
   if (inst.flavor.ramMb < from.minRamMb) throw invalidArgument("image_id", `the server's RAM ${inst.flavor.ramMb} MiB is below the image's min_ram ${from.minRamMb} MiB`);
@@ -55,7 +59,8 @@ export const results = {
     tasks: ["REBUILDING"],
     apply: async (r) => {
       const root = await rootAttachment(r.store, r.inst);
-      if (!root || !r.inst.host) return;
+      // Of an earlier rebuild (one a delete interrupted): this one's steps go on without it.
+      if (!root || !r.inst.host || !(await ofRunningAction(r))) return;
       if (r.error) return r.fail({ vmState: "ERROR" });
       await r.store.updateVolume(root.volumeId, { sourceImageId: r.inst.imageId });
       await r.store.setActionStep(r.op.actionId, { message: `building the server on ${r.inst.host}` });
@@ -72,7 +77,7 @@ export const sharedResults = {
     tasks: ["REBUILDING"],
     apply: async (r) => {
       const root = await rootAttachment(r.store, r.inst);
-      if (!root) return;
+      if (!root || !(await ofRunningAction(r))) return;
       if (r.error) return r.fail({ vmState: "ERROR", powerState: r.power });
       const v = await r.store.getVolume(root.volumeId);
       const image = await r.store.getImage(r.inst.imageId, undefined);

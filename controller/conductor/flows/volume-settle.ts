@@ -9,7 +9,7 @@ import { ROOT_DEVICE } from "../../domain/volume.js";
 import type { Tx } from "../context.js";
 import { settleExtendClaim } from "../volumes/extend.js";
 import { extending, release } from "./volume-extend.js";
-import { dropMoves } from "./volume-moves.js";
+import { settleMoves } from "./volume-moves.js";
 import { free, reattach, requestIdOf, undoAttach } from "./volumes.js";
 
 /**
@@ -17,11 +17,11 @@ import { free, reattach, requestIdOf, undoAttach } from "./volumes.js";
  * on its host): attaches, detaches, extends and live migrations it
  * interrupted settle — one being attached is undone (not a root volume),
  * one being detached stays attached, one being grown is IN_USE, a
- * migration target's export ends.
+ * move's exports to a host the server is not on end.
  */
 export async function settleVolumes(tx: Tx, inst: Instance, actionId: number): Promise<void> {
-  // The exports made for a live migration it interrupted end.
-  await dropMoves(tx, inst, actionId, await requestIdOf(tx, actionId, `settle-${inst.uuid}`));
+  // A move it interrupted: the volumes keep the exports of the host the server is on, the others end.
+  await settleMoves(tx, inst, actionId, await requestIdOf(tx, actionId, `settle-${inst.uuid}`));
   for (const a of await tx.store.attachmentsOf(inst.uuid)) {
     // A root volume stays with the server, whose domain may still be there.
     if (a.state === "attaching" && a.device !== ROOT_DEVICE) await undoAttach(tx, inst, a, actionId);

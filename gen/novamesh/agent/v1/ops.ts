@@ -465,15 +465,18 @@ export interface RebuildOp {
   /** Evacuation: the instance does not exist on this host; create it here. */
   recreate: boolean;
   /**
-   * With recreate, as SpawnOp's: the root volume of a server booted from
-   * one, opened at root_export (made for this host).
+   * As SpawnOp's: the root volume of a server booted from one, opened at
+   * root_export (made for this host). With recreate, the evacuated server
+   * is created on it; without, the server (whose volume host has just
+   * written the image over the volume) is defined again on it: no local
+   * disk is made.
    */
   rootAttachmentId: string;
   /** Where this host opens the root volume (with root_attachment_id). */
   rootExport:
     | VolumeExport
     | undefined;
-  /** With recreate: the other attached volumes, each at its export for this host. */
+  /** The other attached volumes, each at its export for this host. */
   volumes: AttachedVolume[];
 }
 
