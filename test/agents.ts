@@ -146,6 +146,19 @@ export function fakeVolumeHost(host: string, o: { gb?: number; zone?: string; ex
   };
 }
 
+/** An export the fake volume backend of a volume host serves (its state file). */
+export interface FakeExport {
+  readonly volumeId: string;
+  readonly attachmentId: string;
+  readonly client: string;
+  readonly exportName: string;
+}
+
+/** The exports the fake volume backend of `host` (started by a stack in `dir`) serves now. */
+export async function fakeExports(dir: string, host: string): Promise<FakeExport[]> {
+  return (JSON.parse(await readFile(join(dir, host, "volumes", "volumes.json"), "utf8")) as { exports: FakeExport[] }).exports;
+}
+
 /** The compute hosts an agent process runs. */
 export function hostNames(spec: AgentSpec): string[] {
   const n = spec.hosts ?? 1;

@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
@@ -21,16 +21,9 @@ import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { BlockDeviceMapping, ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import { uploadImageFile } from "../scripts/image-files.js";
-import { fakeVolumeHost } from "./agents.js";
+import { fakeExports, fakeVolumeHost } from "./agents.js";
 import { eventually, operationError, withOnlyHost } from "./harness.js";
 import { stack } from "./stack.js";
-
-interface ExportRecord {
-  readonly volumeId: string;
-  readonly attachmentId: string;
-  readonly client: string;
-  readonly exportName: string;
-}
 
 describe("volumes through cold migration, resize, shelve and evacuation", () => {
   const fx = stack({
@@ -50,7 +43,7 @@ describe("volumes through cold migration, resize, shelve and evacuation", () => 
   };
   /** The exports the volume host serves for `volumeId` (the fake backend's state): [client, export name]. */
   const exports = async (volumeId: string): Promise<string[][]> =>
-    (JSON.parse(await readFile(join(dir, volumeHost, "volumes", "volumes.json"), "utf8")) as { exports: ExportRecord[] }).exports
+    (await fakeExports(dir, volumeHost))
       .filter((x) => x.volumeId === volumeId)
       .map((x) => [x.client, x.exportName])
       .sort();

@@ -8,22 +8,13 @@
  * its exports as they were.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { describe, test } from "node:test";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import { eventually, operationError } from "./harness.js";
-import { readFile } from "node:fs/promises";
-import { fakeVolumeHost } from "./agents.js";
+import { fakeExports, fakeVolumeHost } from "./agents.js";
 import { stack } from "./stack.js";
-
-interface ExportRecord {
-  readonly volumeId: string;
-  readonly attachmentId: string;
-  readonly client: string;
-  readonly exportName: string;
-}
 
 describe("volumes through live migration", () => {
   const fx = stack({
@@ -45,7 +36,7 @@ describe("volumes through live migration", () => {
 
   const wait = async (name: string) => (await admin.operations.waitOperation({ name, timeoutSeconds: 30 })).operation!;
   /** The exports the volume host serves (the fake backend's state). */
-  const exports = async (): Promise<ExportRecord[]> => (JSON.parse(await readFile(join(dir, volumeHost, "volumes", "volumes.json"), "utf8")) as { exports: ExportRecord[] }).exports;
+  const exports = () => fakeExports(dir, volumeHost);
   /** The server's volume disks on `host`'s hypervisor: [attachment, device, export name]. */
   const disks = async (serverId: string, host: string) =>
     ((await hosts.domains(host))[serverId]?.volumes ?? []).map((d) => [d.attachmentId, d.device, d.connection.exportName]).sort();

@@ -18,6 +18,7 @@ import { rejectsWith } from "../contract/kit.js";
 import { DriverError, InstanceNotFoundError } from "../errors.js";
 import { loadLibvirt, VIR_DOMAIN_XML_INACTIVE, type LibvirtConnection } from "./binding/index.js";
 import { domainName, parseDisks } from "./domain-xml.js";
+import type { Driver } from "../driver.js";
 import type { LibvirtDriverOptions } from "./libvirt-driver.js";
 import { consoleLine as waitForLine } from "./test-console.js";
 import { A, A_NAME, B, B_NAME, GUEST, MiB, VolumeTestHost, volumeHostSkip as skip } from "./test-volume-host.js";
@@ -34,6 +35,14 @@ describe("libvirt driver: guests with volumes move from host A to host B (qemu, 
   });
 
   /** A driver on each host, their instances under `<dir>-A` and `<dir>-B` (migrating live when `live`), and a connection to B. */
+  /** After a test: the guest gone from both hosts, B's connection and the drivers closed (each step tried, failures reported). */
+  const cleanUpPair = (t: TestContext, p: { source: Driver; target: Driver; connB: { close(): Promise<unknown> } }, instanceId: string) =>
+    cleanUp(t, [
+      ["destroying the guest on B", () => p.target.destroy({ instanceId })],
+      ["destroying the guest on A", () => p.source.destroy({ instanceId })],
+      ["closing B's connection", () => p.connB.close()],
+      ["closing the drivers", () => Promise.all([p.source.close(), p.target.close()])],
+    ]);
   const pair = async (dir: string, extra: Partial<LibvirtDriverOptions>, live = false) => {
     const on = (hostname: string, uri: string) => host.driverOn(hostname, uri, `${dir}-${hostname}`, { ...extra, ...(live ? { liveMigrationUri: uri } : {}) });
     const source = on(A_NAME!, A!);
@@ -116,12 +125,7 @@ describe("libvirt driver: guests with volumes move from host A to host B (qemu, 
       await target.detachVolume({ instanceId, attachmentId: onA.attachmentId });
       await host.backend.unexport(volumeId, moveId);
     } finally {
-      await cleanUp(t, [
-        ["destroying the guest on B", () => target.destroy({ instanceId })],
-        ["destroying the guest on A", () => source.destroy({ instanceId })],
-        ["closing B's connection", () => connB.close()],
-        ["closing the drivers", () => Promise.all([source.close(), target.close()])],
-      ]);
+      await cleanUpPair(t, { source, target, connB }, instanceId);
     }
   });
 
@@ -158,12 +162,7 @@ describe("libvirt driver: guests with volumes move from host A to host B (qemu, 
       await target.destroy({ instanceId });
       await host.backend.unexport(volumeId, onB.attachmentId);
     } finally {
-      await cleanUp(t, [
-        ["destroying the guest on B", () => target.destroy({ instanceId })],
-        ["destroying the guest on A", () => source.destroy({ instanceId })],
-        ["closing B's connection", () => connB.close()],
-        ["closing the drivers", () => Promise.all([source.close(), target.close()])],
-      ]);
+      await cleanUpPair(t, { source, target, connB }, instanceId);
     }
   });
 
@@ -209,12 +208,7 @@ describe("libvirt driver: guests with volumes move from host A to host B (qemu, 
       assert.ok((await host.backend.list()).volumes.some((v) => v.id === volumeId), "the volume host still has the volume");
       await host.backend.unexport(volumeId, onB.attachmentId);
     } finally {
-      await cleanUp(t, [
-        ["destroying the guest on B", () => target.destroy({ instanceId })],
-        ["destroying the guest on A", () => source.destroy({ instanceId })],
-        ["closing B's connection", () => connB.close()],
-        ["closing the drivers", () => Promise.all([source.close(), target.close()])],
-      ]);
+      await cleanUpPair(t, { source, target, connB }, instanceId);
     }
   });
 });

@@ -219,14 +219,18 @@ const rollBack = {
  * must not open them before the target's exports have ended.
  */
 const rollBackFinish = {
-  outcome: "the move was rolled back to the source host (a server with volumes is left stopped there: start it once its target has let go)",
+  outcome: rollBack.outcome,
   reap: async (t) => {
     const m = await t.store.openMigration(t.inst.uuid, { lock: true });
     if (!m) return t.end({ vmState: "ERROR" });
-    const withVolumes = (await t.store.attachmentsOf(t.inst.uuid)).length > 0;
-    const back = { restoreSource: !withVolumes, cleanupTarget: true, ...(withVolumes ? { vmState: "STOPPED" as const } : {}) };
-    const inst = await rollbackMove(t.tx, { inst: t.inst, migration: m, fault: t.fault, error: t.error, ...back });
-    if (withVolumes) await t.tx.update(inst.uuid, { powerState: "SHUTDOWN" });
+    if ((await t.store.attachmentsOf(t.inst.uuid)).length === 0) {
+      await rollbackMove(t.tx, { inst: t.inst, migration: m, fault: t.fault, error: t.error, restoreSource: true, cleanupTarget: true });
+      return;
+    }
+    const message = `${t.fault.message}, stopped: it has volumes its target may still be opening; start it once the target has let go`;
+    const fault = { ...t.fault, message };
+    const back = await rollbackMove(t.tx, { inst: t.inst, migration: m, fault, error: { ...t.error, message }, restoreSource: false, cleanupTarget: true, vmState: "STOPPED" });
+    await t.tx.update(back.uuid, { powerState: "SHUTDOWN" });
   },
 } as const satisfies TimeoutRules<"RESIZE_FINISH">["RESIZE_FINISH"];
 
