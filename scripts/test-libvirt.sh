@@ -41,7 +41,12 @@ echo "== test guest"
 bash scripts/build-test-guest.sh "$GUEST"
 export NOVAMESH_LIBVIRT_A=$A NOVAMESH_LIBVIRT_B=$B NOVAMESH_LIBVIRT_B_NETNS=$B_NETNS NOVAMESH_TEST_GUEST=$GUEST NOVAMESH_LIBVIRT_REQUIRED=1
 export NOVAMESH_LIBVIRT_A_NAME=$A_NAME NOVAMESH_LIBVIRT_B_NAME=$(sed -n 's/^B_NAME=//p' <<<"$hosts") NOVAMESH_NBD_CA=$NBD_CA
-echo "== live migration, interface hot-plug, volumes over NBD with TLS (attached, and moving with live and cold migrations), a real guest, real guests on a network and a volume on real guests (qemu)"
-node --import tsx --test --test-concurrency=1 agent/drivers/libvirt/libvirt-qemu.test.ts agent/drivers/libvirt/libvirt-volumes.test.ts \
-  agent/drivers/libvirt/libvirt-volume-moves.test.ts \
-  test/libvirt-qemu.test.ts test/libvirt-network.test.ts test/libvirt-volumes.test.ts
+# First alone: the driver on both hosts, a libvirtd restarted under it, interface hot-plug.
+echo "== live migration, a libvirtd restart, interface hot-plug (qemu)"
+node --import tsx --test --test-concurrency=1 agent/drivers/libvirt/libvirt-qemu.test.ts
+# Then two files at a time (their guests, domains, volume ports and networks are their own; the
+# longest first, so the others run beside it).
+echo "== volumes over NBD with TLS (attached, and moving with live and cold migrations), a real guest, real guests on a network and a volume on real guests (qemu), two at a time"
+node --import tsx --test --test-concurrency=2 agent/drivers/libvirt/libvirt-volumes.test.ts \
+  test/libvirt-volumes.test.ts test/libvirt-qemu.test.ts test/libvirt-network.test.ts \
+  agent/drivers/libvirt/libvirt-volume-moves.test.ts

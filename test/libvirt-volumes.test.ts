@@ -98,7 +98,8 @@ describe("a volume on real guests through the whole stack (file volume host, two
         return { host, driverArgs: ["--driver", "libvirt", "--libvirt-uri", uri, "--live-migration-uri", uri] };
       });
       // Host B's qemu reaches this machine at A's underlay address (A's libvirtd listens there too); A's qemu as well.
-      const first = 22000 + (process.pid % 100) * 10;
+      // Apart from the driver tests' export ports (22000-30199), which may run at the same time.
+      const first = 31000 + (process.pid % 100) * 10;
       const volume = {
         host: volumeHost,
         driverArgs: [

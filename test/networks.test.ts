@@ -39,8 +39,8 @@ describe("networks", () => {
   const fx = stack({
     name: "networks",
     members: ["alice", "bob"],
-    // A host is down after 15 s without a report: a 500-create burst beside another test file may hold reports up for more than the default 5 s.
-    controller: { cpuAllocationRatio: 1, ramAllocationRatio: 1, diskAllocationRatio: 1, allowResizeToSameHost: false, serviceDownTimeSeconds: 15 },
+    // A host is down after 25 s without a report: a 500-create burst beside another test file may hold reports up for more than 15 s on a loaded machine.
+    controller: { cpuAllocationRatio: 1, ramAllocationRatio: 1, diskAllocationRatio: 1, allowResizeToSameHost: false, serviceDownTimeSeconds: 25 },
     // Each host its own agent process, so that one can die (evacuation).
     agents: ({ id }) => ["a", "b"].map((x) => ({ host: `nw${id}-${x}`, capacity: { vcpus: 400, memoryMb: 400 * 1024, diskGb: 4000 } })),
     flavor: "n.tiny",
@@ -199,7 +199,7 @@ describe("networks", () => {
     await stopAgent(agents.procs.get(dead)!, "SIGKILL");
     await eventually(async () => (await admin.hosts.listServices({ host: dead })).services[0]?.state === ServiceState.SERVICE_STATE_DOWN, {
       what: `${dead} down`,
-      timeoutMs: 30_000,
+      timeoutMs: 45_000,
     });
     await admin.servers.evacuateServer({ id: s.id, requestId: "mover-evacuate" });
     s = await fx.settled(s.id, ServerStatus.SERVER_STATUS_ACTIVE);

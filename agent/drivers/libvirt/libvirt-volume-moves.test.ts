@@ -27,7 +27,7 @@ describe("libvirt driver: guests with volumes move from host A to host B (qemu, 
   let host: VolumeTestHost;
 
   before(async () => {
-    host = await VolumeTestHost.start("nmmove-", 26000);
+    host = await VolumeTestHost.start("nmmove-", 26100);
   });
 
   after(async () => {

@@ -110,6 +110,8 @@ describe("libvirt driver: volumes over NBD with TLS on a real guest (qemu, host 
       only: "volumeAttach",
       guest,
       guestUp,
+      // scripts/test-libvirt.sh runs this file beside others that start guests on host A.
+      hostShared: true,
       volumeConnection: async (attachmentId) => {
         const volumeId = `vol-${randomBytes(4).toString("hex")}`;
         contractVolumes.set(attachmentId, volumeId);
