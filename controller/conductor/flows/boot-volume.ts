@@ -128,8 +128,8 @@ export async function rootAttachment(store: Tx["store"], inst: Instance): Promis
 }
 
 /** Refuses an action a volume-booted server cannot take yet. */
-export async function refuseBootedFromVolume(tx: Tx, inst: Instance, what: string): Promise<void> {
-  if (await rootAttachment(tx.store, inst)) {
+export function refuseBootedFromVolume(inst: Instance, what: string): void {
+  if (inst.bootsFromVolume) {
     throw failedPrecondition(`cannot ${what} server ${inst.uuid}: it boots from a volume`, "BOOTED_FROM_VOLUME");
   }
 }
@@ -141,14 +141,17 @@ export async function refuseBootedFromVolume(tx: Tx, inst: Instance, what: strin
  * has none.
  */
 export async function exportVolumes(tx: Tx, inst: Instance, host: string, actionId: number, requestId: string): Promise<boolean> {
-  const root = await rootAttachment(tx.store, inst);
-  const v = root ? await tx.store.getVolume(root.volumeId) : null;
-  if (root && (!v || v.status === "DELETED")) throw new Error(`the root volume ${root.volumeId} of server ${inst.uuid} is gone`);
+  if (inst.bootsFromVolume) {
+    const root = await rootAttachment(tx.store, inst);
+    const v = root ? await tx.store.getVolume(root.volumeId) : null;
+    if (root && (!v || v.status === "DELETED")) throw new Error(`the root volume ${root.volumeId} of server ${inst.uuid} is gone`);
+  }
   return (await exportForMove(tx, inst, host, actionId, requestId)) > 0;
 }
 
 /** The spawn succeeded: the root volume is IN_USE. */
 export async function rootInUse(store: Tx["store"], inst: Instance): Promise<void> {
+  if (!inst.bootsFromVolume) return;
   const a = await rootAttachment(store, inst);
   if (!a) return;
   await store.updateAttachment(a.id, { state: "attached" });

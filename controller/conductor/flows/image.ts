@@ -8,7 +8,7 @@
  * exports them to the new host. A server booted from a volume is shelved
  * without a snapshot (its disk is the volume) and unshelved from it.
  */
-import { refuseBootedFromVolume, rootAttachment } from "./boot-volume.js";
+import { refuseBootedFromVolume } from "./boot-volume.js";
 import { endExports } from "./volume-moves.js";
 import { randomUUID } from "node:crypto";
 import { status } from "@grpc/grpc-js";
@@ -50,7 +50,7 @@ async function queueImage(store: TxStore, inst: Instance, name: string, properti
 /** Snapshot into a new private image (queued until the host stored it). */
 export function createImage(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, name: string, metadata: Record<string, string>): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "create_image", actions.create_image, { name, metadata }, async (tx, inst, actionId) => {
-    await refuseBootedFromVolume(tx, inst, "make an image of");
+    refuseBootedFromVolume(inst, "make an image of");
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const imageId = await queueImage(tx.store, inst, name, { ...metadata, image_type: "snapshot" });
     await tx.store.setActionImage(actionId, imageId);
@@ -65,8 +65,7 @@ export function shelve(ctx: ConductorContext, who: Principal, uuid: string, requ
   return act(ctx, who, uuid, requestId, "shelve", actions.shelve, {}, async (tx, inst, actionId) => {
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
     const imageName = `${inst.name}-shelved`.slice(0, 255);
-    const fromVolume = (await rootAttachment(tx.store, inst)) !== null;
-    const imageId = fromVolume ? "" : await queueImage(tx.store, inst, imageName, { image_type: "shelved" });
+    const imageId = inst.bootsFromVolume ? "" : await queueImage(tx.store, inst, imageName, { image_type: "shelved" });
     if (imageId) await tx.store.setActionImage(actionId, imageId);
     const busy = await tx.update(uuid, { ...tx.task("SHELVING"), shelvedImageId: imageId || null });
     const args = { kind: "shelve", imageId, imageName, timeoutSeconds: ctx.powerOffTimeoutSeconds } as const;

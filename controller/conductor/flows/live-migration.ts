@@ -20,7 +20,6 @@ import { Tx } from "../context.js";
 import type { ActionRules, ResultContext, ResultRules, TimeoutRules } from "../flow.js";
 import { operationErrorOfFault } from "../flow.js";
 import { abandonMove, beginMove, checkTargetHost, rollbackMove } from "../moves.js";
-import { rootAttachment } from "./boot-volume.js";
 import { exportForMove, noExportFault, exportingForMove, moveExported, movingVolumes, settleMoves } from "./volume-moves.js";
 
 export const actions = {
@@ -51,8 +50,7 @@ export async function placed(tx: Tx, inst: Instance, m: Migration, target: strin
 
 /** The target prepares to receive the server (with no local root disk when it boots from a volume). */
 async function prepare(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
-  const bootsFromVolume = (await rootAttachment(tx.store, inst)) !== null;
-  const args = { kind: "pre_live_migration", sourceHost: m.sourceHost, bootsFromVolume } as const;
+  const args = { kind: "pre_live_migration", sourceHost: m.sourceHost, bootsFromVolume: inst.bootsFromVolume } as const;
   await tx.dispatch({ instance: inst, host: target, actionId: m.actionId, requestId: m.requestId, args });
 }
 

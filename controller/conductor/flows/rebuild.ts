@@ -34,7 +34,7 @@ export const actions = {
 export function rebuild(ctx: ConductorContext, who: Principal, uuid: string, requestId: string, image: Image | null, name: string | null): Promise<Accepted> {
   return act(ctx, who, uuid, requestId, "rebuild", actions.rebuild, { image_id: image?.id ?? null, name }, async (tx, inst, actionId) => {
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
-    const root = await rootAttachment(tx.store, inst);
+    const root = inst.bootsFromVolume ? await rootAttachment(tx.store, inst) : null;
     if (root) return rebuildFromVolume(tx, { ...inst, host: inst.host }, root, image, name, { actionId, requestId });
     if (image && inst.flavor.diskGb < image.minDiskGb) {
       throw invalidArgument("image_id", `the server's disk ${inst.flavor.diskGb} GiB is below the image's min_disk ${image.minDiskGb} GiB`);

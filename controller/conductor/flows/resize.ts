@@ -13,7 +13,6 @@
  */
 import { status } from "@grpc/grpc-js";
 import type { Flavor, Instance, Migration, Principal } from "../../domain/types.js";
-import { ROOT_DEVICE } from "../../domain/volume.js";
 import { failedPrecondition, invalidArgument } from "../../errors.js";
 import type { Accepted } from "../act.js";
 import { act } from "../act.js";
@@ -60,8 +59,7 @@ export async function placed(tx: Tx, inst: Instance, m: Migration, target: strin
 
 /** The source powers off and hands its disk over (none when the server boots from a volume). */
 async function migrateDisk(tx: Tx, inst: Instance, m: Migration, target: string): Promise<void> {
-  const bootsFromVolume = (await tx.store.attachmentsOf(inst.uuid)).some((a) => a.device === ROOT_DEVICE);
-  const args = { kind: "migrate_disk", targetHost: target, timeoutSeconds: tx.ctx.powerOffTimeoutSeconds, bootsFromVolume } as const;
+  const args = { kind: "migrate_disk", targetHost: target, timeoutSeconds: tx.ctx.powerOffTimeoutSeconds, bootsFromVolume: inst.bootsFromVolume } as const;
   await tx.dispatch({ instance: inst, host: m.sourceHost, actionId: m.actionId, requestId: m.requestId, args });
 }
 
