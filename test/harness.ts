@@ -16,7 +16,7 @@ import { IdentityServiceClient, Role } from "../gen/novamesh/compute/v1/identity
 import { Image, ImageServiceClient, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { ServerServiceClient, ServerStatus, TaskState, VmState } from "../gen/novamesh/compute/v1/server.js";
 import type { Server, WatchServersResponse } from "../gen/novamesh/compute/v1/server.js";
-import { OperationServiceClient } from "../gen/novamesh/compute/v1/operation.js";
+import { OperationServiceClient, OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { AggregateServiceClient } from "../gen/novamesh/compute/v1/aggregate.js";
 import { SchedulerServiceClient } from "../gen/novamesh/compute/v1/scheduler.js";
 import { ServerGroupServiceClient } from "../gen/novamesh/compute/v1/server_group.js";
@@ -361,6 +361,30 @@ export async function servicesUp(admin: Clients, n: number): Promise<void> {
  * boots lands on `host`; enables the others again afterwards (also those
  * that were disabled before).
  */
+/**
+ * Volume steps a test needs to succeed, as `member` (each waits for its
+ * operation through `admin` and asserts it SUCCEEDED): a 1 GiB volume,
+ * blank or from `imageId`; an attachment of one to a server (its id).
+ */
+export function volumeSteps(member: Clients, admin: Clients) {
+  const succeeded = async (name: string) => {
+    const op = (await admin.operations.waitOperation({ name, timeoutSeconds: 30 })).operation!;
+    assert.equal(op.state, OperationState.OPERATION_STATE_SUCCEEDED, JSON.stringify(op.error));
+  };
+  return {
+    async volume(name: string, imageId = ""): Promise<string> {
+      const c = await member.volumes.createVolume({ name, sizeGb: 1, imageId, requestId: `create-${name}` });
+      await succeeded(c.operation!.name);
+      return c.volume!.id;
+    },
+    async attach(serverId: string, volumeId: string): Promise<string> {
+      const att = await member.servers.attachVolume({ id: serverId, volumeId });
+      await succeeded(att.operation!.name);
+      return att.attachmentId;
+    },
+  };
+}
+
 export async function withOnlyHost<T>(admin: Clients, host: string, fn: () => Promise<T>): Promise<T> {
   const others = (await admin.hosts.listServices({})).services.map((s) => s.host).filter((h) => h !== host);
   for (const h of others) await admin.hosts.disableService({ host: h, reason: `test: place on ${host}` });

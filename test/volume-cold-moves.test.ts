@@ -22,7 +22,7 @@ import { BlockDeviceMapping, ServerStatus } from "../gen/novamesh/compute/v1/ser
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
 import { uploadImageFile } from "../scripts/image-files.js";
 import { fakeExports, fakeVolumeHost } from "./agents.js";
-import { eventually, operationError, withOnlyHost } from "./harness.js";
+import { eventually, operationError, volumeSteps, withOnlyHost } from "./harness.js";
 import { stack } from "./stack.js";
 
 describe("volumes through cold migration, resize, shelve and evacuation", () => {
@@ -57,16 +57,7 @@ describe("volumes through cold migration, resize, shelve and evacuation", () => 
     ((await hosts.domains(host))[serverId]?.volumes ?? []).map((d) => [d.attachmentId, d.device, d.connection.exportName]).sort();
   const volumeOf = async (id: string) => (await alice.volumes.getVolume({ id })).volume!;
 
-  async function volume(name: string, imageId = ""): Promise<string> {
-    const c = await alice.volumes.createVolume({ name, sizeGb: 1, imageId, requestId: `create-${name}` });
-    assert.equal((await wait(c.operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
-    return c.volume!.id;
-  }
-  async function attach(serverId: string, volumeId: string): Promise<string> {
-    const att = await alice.servers.attachVolume({ id: serverId, volumeId });
-    assert.equal((await wait(att.operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
-    return att.attachmentId;
-  }
+  const { volume, attach } = volumeSteps(alice, admin);
   /** A public raw image with bytes, for volumes servers boot from. */
   async function bootImage(): Promise<string> {
     const file = join(dir, "cm-image.img");

@@ -12,7 +12,7 @@ import { describe, test } from "node:test";
 import { OperationState } from "../gen/novamesh/compute/v1/operation.js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import { VolumeStatus } from "../gen/novamesh/volume/v1/volume.js";
-import { eventually, operationError } from "./harness.js";
+import { eventually, operationError, volumeSteps } from "./harness.js";
 import { fakeExports, fakeVolumeHost } from "./agents.js";
 import { stack } from "./stack.js";
 
@@ -41,17 +41,7 @@ describe("volumes through live migration", () => {
   const disks = async (serverId: string, host: string) =>
     ((await hosts.domains(host))[serverId]?.volumes ?? []).map((d) => [d.attachmentId, d.device, d.connection.exportName]).sort();
 
-  async function volume(name: string): Promise<string> {
-    const c = await alice.volumes.createVolume({ name, sizeGb: 1, requestId: `create-${name}` });
-    assert.equal((await wait(c.operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
-    return c.volume!.id;
-  }
-
-  async function attach(serverId: string, volumeId: string): Promise<string> {
-    const att = await alice.servers.attachVolume({ id: serverId, volumeId });
-    assert.equal((await wait(att.operation!.name)).state, OperationState.OPERATION_STATE_SUCCEEDED);
-    return att.attachmentId;
-  }
+  const { volume, attach } = volumeSteps(alice, admin);
 
   test("a server with two volumes moves to another host and back: its disks open the target's exports there, the source's exports end", async () => {
     const s = await bootOn(A, "lv-moving");
