@@ -45,6 +45,10 @@ import { serverTls } from "./tls.js";
 import { AggregateServiceService } from "../gen/novamesh/compute/v1/aggregate.js";
 import { SchedulerServiceService } from "../gen/novamesh/compute/v1/scheduler.js";
 import { ServerGroupServiceService } from "../gen/novamesh/compute/v1/server_group.js";
+import { QuotaServiceService } from "../gen/novamesh/compute/v1/quota.js";
+import { quotaService } from "./api/quota-service.js";
+import { KeypairServiceService } from "../gen/novamesh/compute/v1/keypair.js";
+import { keypairService } from "./api/keypair-service.js";
 import { NetworkServiceService } from "../gen/novamesh/network/v1/network.js";
 import { VolumeServiceService } from "../gen/novamesh/volume/v1/volume.js";
 import { SecurityGroupServiceService } from "../gen/novamesh/network/v1/security_group.js";
@@ -76,6 +80,8 @@ const PUBLIC_SERVICES = [
   "novamesh.compute.v1.AggregateService",
   "novamesh.compute.v1.SchedulerService",
   "novamesh.compute.v1.AuditService",
+  "novamesh.compute.v1.QuotaService",
+  "novamesh.compute.v1.KeypairService",
   "novamesh.network.v1.NetworkService",
   "novamesh.network.v1.SecurityGroupService",
   "novamesh.volume.v1.VolumeService",
@@ -223,6 +229,8 @@ export class Controller {
     server.addService(tolerant(AggregateServiceService), aggregateService(deps));
     server.addService(tolerant(SchedulerServiceService), schedulerService(deps, { pipeline, hosts }));
     server.addService(tolerant(AuditServiceService), auditService(deps));
+    server.addService(tolerant(QuotaServiceService), quotaService(deps));
+    server.addService(tolerant(KeypairServiceService), keypairService(deps));
     server.addService(tolerant(NetworkServiceService), networkService(deps, { vniMin: cfg.vniMin, vniMax: cfg.vniMax }));
     server.addService(tolerant(SecurityGroupServiceService), securityGroupService(deps));
     server.addService(tolerant(VolumeServiceService), volumeService(deps, ctx));

@@ -179,6 +179,31 @@ function connection(ex: Example, cwd: string) {
  * Runs every example against `address` with `token` standing for $TOKEN; a
  * failing call throws. Files the lines name (-cacert …) are relative to `cwd`.
  */
+/** What mapsAsEntries reads of a protobufjs message type (the reflection client's loader). */
+interface MessageType {
+  readonly fieldsArray: readonly { readonly name: string; readonly map: boolean; readonly repeated: boolean; resolve(): { readonly resolvedType: object | null } }[];
+}
+
+/**
+ * A JSON object given for a map field, as the repeated `…Entry` messages
+ * the reflection client's service loader expects (grpcurl takes the
+ * object as it is).
+ */
+function mapsAsEntries(type: MessageType, body: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...body };
+  for (const field of type.fieldsArray) {
+    const value = body[field.name];
+    if (value === undefined || value === null || typeof value !== "object" || Array.isArray(value)) continue;
+    if (field.map) {
+      out[field.name] = Object.entries(value as Record<string, unknown>).map(([key, v]) => ({ key, value: v }));
+      continue;
+    }
+    const sub = field.resolve().resolvedType;
+    if (!field.repeated && sub && "fieldsArray" in sub) out[field.name] = mapsAsEntries(sub as MessageType, value as Record<string, unknown>);
+  }
+  return out;
+}
+
 export async function runExamples(examples: readonly Example[], address: string, token: string, cwd = process.cwd()): Promise<ExampleResults> {
   const md = new grpc.Metadata();
   md.set("authorization", `Bearer ${token}`);
@@ -211,7 +236,9 @@ export async function runExamples(examples: readonly Example[], address: string,
       continue;
     }
     const [service, method] = ex.target.split("/") as [string, string];
-    const pkg = (await reflection.getDescriptorBySymbol(service)).getPackageObject({ keepCase: true, longs: String, enums: String, defaults: true });
+    const descriptor = await reflection.getDescriptorBySymbol(service);
+    const pkg = descriptor.getPackageObject({ keepCase: true, longs: String, enums: String, defaults: true });
+    const rpc = descriptor.getProtobufJsRoot().lookupService(service).methods[method]!.resolve() as unknown as { resolvedRequestType: MessageType };
     let node: unknown = pkg;
     for (const part of service.split(".")) node = (node as Record<string, unknown>)[part];
     const client = new (node as grpc.ServiceClientConstructor)(address, credentials, channelOptions);
@@ -232,7 +259,7 @@ export async function runExamples(examples: readonly Example[], address: string,
       } else {
         const call = () =>
           new Promise((resolve, reject) =>
-            fn(substitute(ex.body ?? {}), callMd, (e: grpc.ServiceError | null, r: unknown) => {
+            fn(mapsAsEntries(rpc.resolvedRequestType, substitute(ex.body ?? {}) as Record<string, unknown>), callMd, (e: grpc.ServiceError | null, r: unknown) => {
               if (!e) return resolve(r);
               // Made by an earlier run of these examples: the README says so of its Create lines.
               if (e.code === grpc.status.ALREADY_EXISTS && method.startsWith("Create") && !ex.exportAs) return resolve({ alreadyExists: e.details });

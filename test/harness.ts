@@ -20,6 +20,10 @@ import { OperationServiceClient, OperationState } from "../gen/novamesh/compute/
 import { AggregateServiceClient } from "../gen/novamesh/compute/v1/aggregate.js";
 import { SchedulerServiceClient } from "../gen/novamesh/compute/v1/scheduler.js";
 import { ServerGroupServiceClient } from "../gen/novamesh/compute/v1/server_group.js";
+import { QuotaServiceClient } from "../gen/novamesh/compute/v1/quota.js";
+import { setDefaultLimits } from "../controller/store/quotas.js";
+import { KeypairServiceClient } from "../gen/novamesh/compute/v1/keypair.js";
+import { QUOTA_RESOURCES, type QuotaResource } from "../controller/domain/quota.js";
 import { AuditServiceClient } from "../gen/novamesh/compute/v1/audit.js";
 import { NetworkServiceClient } from "../gen/novamesh/network/v1/network.js";
 import { SecurityGroupServiceClient } from "../gen/novamesh/network/v1/security_group.js";
@@ -85,6 +89,8 @@ export interface Clients {
   networks: ReturnType<typeof promised<NetworkServiceClient>>;
   securityGroups: ReturnType<typeof promised<SecurityGroupServiceClient>>;
   volumes: ReturnType<typeof promised<VolumeServiceClient>>;
+  quotas: ReturnType<typeof promised<QuotaServiceClient>>;
+  keypairs: ReturnType<typeof promised<KeypairServiceClient>>;
 }
 
 export function clients(address: string, token: string | null, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure()): Clients {
@@ -104,6 +110,8 @@ export function clients(address: string, token: string | null, creds: grpc.Chann
     networks: promised(new NetworkServiceClient(address, creds), token),
     securityGroups: promised(new SecurityGroupServiceClient(address, creds), token),
     volumes: promised(new VolumeServiceClient(address, creds), token),
+    quotas: promised(new QuotaServiceClient(address, creds), token),
+    keypairs: promised(new KeypairServiceClient(address, creds), token),
   };
 }
 
@@ -183,10 +191,30 @@ export class TestEnv {
     };
   }
 
+  /**
+   * The default quota limits the environment's first controller sets: none
+   * (-1) by default, so that tests which fill hosts are not held by the
+   * built-in defaults; null keeps the built-in ones. A project's own limits
+   * are the quota tests' to set.
+   */
+  defaultLimits: Partial<Record<QuotaResource, number>> | null = Object.fromEntries(QUOTA_RESOURCES.map((r) => [r, -1]));
+  private limitsSet = false;
+
   async startController(over: Partial<ControllerConfig> = {}): Promise<Controller> {
     const c = new Controller(this.config(over), pino({ level: process.env.NOVAMESH_TEST_LOG ?? "silent" }));
     await c.start();
     this.controllers.push(c);
+    if (!this.limitsSet && this.defaultLimits) {
+      // Written to the database (the controller has migrated it): a test's controller may take no API call from this
+      // environment's admin token (another secret, client certificates required).
+      const conn = await mysql.createConnection(`${MYSQL_URL}/${this.dbName}`);
+      try {
+        await setDefaultLimits(conn, this.defaultLimits);
+      } finally {
+        await conn.end();
+      }
+      this.limitsSet = true;
+    }
     return c;
   }
 
@@ -396,14 +424,23 @@ export async function withOnlyHost<T>(admin: Clients, host: string, fn: () => Pr
 }
 
 /** Awaits a call that must fail; returns its code, message and standard details. */
-export async function failure(p: Promise<unknown>): Promise<{ code: number; message: string; reason?: string; metadata: Record<string, string>; fields: string[] }> {
+export async function failure(
+  p: Promise<unknown>,
+): Promise<{ code: number; message: string; reason?: string; metadata: Record<string, string>; fields: string[]; quota: { subject: string; description: string }[] }> {
   const e = (await p.then(
     () => null,
     (err: grpc.ServiceError) => err,
   )) as grpc.ServiceError | null;
   assert.ok(e, "the call must fail");
   const d = decodeStatusDetails(e.metadata);
-  return { code: e.code, message: e.details, reason: d.errorInfo?.reason, metadata: d.errorInfo?.metadata ?? {}, fields: d.badRequest?.fieldViolations.map((v) => v.field) ?? [] };
+  return {
+    code: e.code,
+    message: e.details,
+    reason: d.errorInfo?.reason,
+    metadata: d.errorInfo?.metadata ?? {},
+    fields: d.badRequest?.fieldViolations.map((v) => v.field) ?? [],
+    quota: d.quotaFailure?.violations.map((v) => ({ subject: v.subject, description: v.description })) ?? [],
+  };
 }
 
 /** A failed operation's error: gRPC code, message and its ErrorInfo's reason and metadata. */

@@ -196,7 +196,7 @@ export function testEnv(): TestEnv {
  * subjects as `env`'s, logging to `<dir>/controller-b.log`; its clients
  * answer once it does. Stop it with stopAgent(process).
  */
-export async function secondController(env: TestEnv, dir: string, over: Partial<ControllerConfig> = {}, extraArgs: readonly string[] = []): Promise<{ process: ChildProcess; clients: Clients }> {
+export async function secondController(env: TestEnv, dir: string, over: Partial<ControllerConfig> = {}, extraArgs: readonly string[] = []): Promise<{ process: ChildProcess; clients: Clients; address: string }> {
   const c = env.config(over);
   const port = await freePort();
   const args = [
@@ -211,5 +211,5 @@ export async function secondController(env: TestEnv, dir: string, over: Partial<
   child.stderr!.pipe(log);
   const b = clients(`127.0.0.1:${port}`, env.adminToken);
   await eventually(() => b.flavors.listFlavors({}).then(() => true, () => false), { what: "the second controller answering", timeoutMs: 30_000 });
-  return { process: child, clients: b };
+  return { process: child, clients: b, address: `127.0.0.1:${port}` };
 }

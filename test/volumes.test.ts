@@ -220,6 +220,44 @@ describe("volumes", () => {
     }
   });
 
+  test("volumes, snapshots and their gigabytes count against the project's quota, reserved while being made, freed when deleted", async () => {
+    const usage = async () => Object.fromEntries((await bob.quotas.getLimits({ projectId: "" })).limits.map((l) => [l.resource, l.inUse + l.reserved]));
+    const u0 = await usage();
+    await admin.quotas.setProjectLimits({ projectId: "bob", limits: { volumes: u0.volumes! + 2, gigabytes: u0.gigabytes! + 3, snapshots: u0.snapshots! + 1 } });
+    const refusal = async (p: Promise<unknown>, resource: string, fields: string[]) => {
+      const f = await failure(p);
+      assert.deepEqual([f.code, f.reason, f.metadata.resource, f.fields], [status.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED", resource, fields], f.message);
+      assert.equal(f.quota[0]!.subject, `project:bob/${resource}`);
+    };
+    const big = (await bob.volumes.createVolume({ name: "q-big", sizeGb: 2, requestId: "q-big" })).volume!;
+    const creating = (await bob.quotas.getLimits({ projectId: "" })).limits.find((l) => l.resource === "gigabytes")!;
+    assert.equal(creating.inUse + creating.reserved, u0.gigabytes! + 2, "a volume counts from the moment it is accepted");
+    await refusal(bob.volumes.createVolume({ name: "q-over", sizeGb: 2, requestId: "q-over" }), "gigabytes", ["size_gb"]);
+    const small = (await bob.volumes.createVolume({ name: "q-small", sizeGb: 1, requestId: "q-small" })).volume!;
+    const f = await failure(bob.volumes.createVolume({ name: "q-third", sizeGb: 1, requestId: "q-third" }));
+    assert.deepEqual(f.quota.map((v) => v.subject).sort(), ["project:bob/gigabytes", "project:bob/volumes"], "both exceeded, both named");
+    await settledVolumes(bob, [big.id, small.id], VolumeStatus.VOLUME_STATUS_AVAILABLE);
+    assert.deepEqual(await usage(), { ...u0, volumes: u0.volumes! + 2, gigabytes: u0.gigabytes! + 3 });
+
+    // A snapshot takes the size of its volume; an extend, its growth.
+    await refusal(bob.volumes.createVolumeSnapshot({ volumeId: small.id, name: "s", requestId: "q-snap-1" }), "gigabytes", []);
+    await refusal(bob.volumes.extendVolume({ id: big.id, newSizeGb: 3, requestId: "q-extend" }), "gigabytes", ["new_size_gb"]);
+    await admin.quotas.setProjectLimits({ projectId: "bob", limits: { gigabytes: u0.gigabytes! + 4 } });
+    const snap = await bob.volumes.createVolumeSnapshot({ volumeId: small.id, name: "s", requestId: "q-snap-2" });
+    await refusal(bob.volumes.createVolumeSnapshot({ volumeId: big.id, name: "s2", requestId: "q-snap-3" }), "snapshots", []);
+    await bob.operations.waitOperation({ name: snap.operation!.name, timeoutSeconds: 30 });
+    assert.deepEqual(await usage(), { ...u0, volumes: u0.volumes! + 2, snapshots: u0.snapshots! + 1, gigabytes: u0.gigabytes! + 4 });
+
+    // Deleted, each frees exactly what it held.
+    const done = async (o: { operation?: { name: string } }) => bob.operations.waitOperation({ name: o.operation!.name, timeoutSeconds: 30 });
+    await done(await bob.volumes.deleteVolumeSnapshot({ id: snap.snapshot!.id, requestId: "q-snap-drop" }));
+    await done(await bob.volumes.deleteVolume({ id: small.id }));
+    assert.deepEqual(await usage(), { ...u0, volumes: u0.volumes! + 1, gigabytes: u0.gigabytes! + 2 });
+    await done(await bob.volumes.deleteVolume({ id: big.id }));
+    assert.deepEqual(await usage(), u0);
+    await admin.quotas.resetProjectLimits({ projectId: "bob", resources: [] });
+  });
+
   test("volume types pick the backend; only admins make them; one in use cannot go", async () => {
     assert.equal((await failure(alice.volumes.createVolumeType({ name: "gold", backend: "fake" }))).code, status.PERMISSION_DENIED);
     const bad = await failure(admin.volumes.createVolumeType({ name: "gold", backend: "ceph" }));

@@ -111,6 +111,7 @@ export function serverToProto(i: Instance, viewer: Viewer, networks?: ServerNetw
     taskDeadline: i.taskDeadline ?? undefined,
     availabilityZone: i.availabilityZone,
     serverGroupId: i.serverGroupId ?? "",
+    keyName: i.keyName ?? "",
     ...interfacesOf(networks, i.host),
   };
 }

@@ -27,6 +27,7 @@ import {
 import { getFlavor, getImage } from "../store/catalog.js";
 import { isDuplicateKey, withTx, type PoolConnection } from "../store/db.js";
 import { getNodeByHost } from "../store/nodes.js";
+import { checkQuota } from "../conductor/quota.js";
 import { createServerGroup, deleteServerGroup, getServerGroup, listServerGroups, type ServerGroup } from "../store/server-groups.js";
 import { fromEnum, toEnum } from "./convert.js";
 import { placementOf } from "./placement-args.js";
@@ -67,7 +68,11 @@ export function serverGroupService(deps: RpcDeps): ServerGroupServiceServer {
         throw invalidArgument("server_group.max_server_per_host", "only applies to the anti-affinity policy");
       }
       const maxServerPerHost = g.maxServerPerHost === 0 ? 1 : v.intRange("server_group.max_server_per_host", g.maxServerPerHost, 1, 1000);
-      const created = await createServerGroup(pool, { name, projectId: ctx.principal.projectId, policy, maxServerPerHost });
+      const projectId = ctx.principal.projectId;
+      const created = await withTx(pool, async (conn) => {
+        await checkQuota(conn, projectId, { server_groups: 1 });
+        return createServerGroup(conn, { name, projectId, policy, maxServerPerHost });
+      });
       return { serverGroup: groupToProto(created) };
     }),
     getServerGroup: unary(deps, "GetServerGroup", async (req, ctx) => ({ serverGroup: groupToProto(await visible(ctx, req.id)) })),

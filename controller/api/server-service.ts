@@ -31,6 +31,8 @@ import * as v from "./validate.js";
 import type { ChangeFeed } from "./watch.js";
 import type { Viewer } from "./viewer.js";
 import { maskHosts, maskMap, viewerOf } from "./viewer.js";
+import { keypairName } from "./keypair-service.js";
+import { getKeypair } from "../store/keypairs.js";
 
 /** The response of a server action: the server and its operation, as the caller may see them. */
 async function accepted(q: Queryable, a: Accepted, viewer: Viewer) {
@@ -53,6 +55,12 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
     if (flavor.ramMb < image.minRamMb) throw invalidArgument("flavor_id", `flavor RAM ${flavor.ramMb} MiB is below the image's min_ram ${image.minRamMb} MiB`);
     return image;
   };
+  /** The caller's project's key pair `name` (another project's is NOT_FOUND, as Nova's are per owner). */
+  const keypairOf = async (projectId: string, name: string) => {
+    const k = await getKeypair(pool, projectId, keypairName("key_name", name));
+    if (!k) throw notFound("keypair", name);
+    return { name: k.name, publicKey: k.publicKey };
+  };
   /** A server action that takes only the server id and a request id. */
   const simple = (name: string, fn: (who: CallContext["principal"], id: string, requestId: string) => Promise<Accepted>) =>
     unary(deps, name, async (req: IdRequest, ctx) => answer(ctx, await fn(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId))));
@@ -60,7 +68,8 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
     createServer: unary(deps, "CreateServer", async (req, ctx) => {
       const name = v.name("name", req.name);
       const requestId = v.requestId("request_id", req.requestId);
-      const metadata = v.metadata("metadata", req.metadata);
+      // How many items a server may have is its project's metadata_items quota.
+      const metadata = v.metadata("metadata", req.metadata, Number.POSITIVE_INFINITY);
       if (!req.flavorId) throw invalidArgument("flavor_id", "is required");
       if (req.blockDeviceMappings.length > 0 && req.imageId) throw invalidArgument("image_id", "must be empty when the server boots from a volume (block_device_mappings)");
       const flavor = await getFlavor(pool, req.flavorId);
@@ -69,7 +78,8 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const image = rootVolume ? null : await imageFor(v.uuid("image_id", req.imageId), flavor, ctx);
       const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
       const requestedNetworks = await requestedNetworksOf(pool, ctx.principal, req);
-      const a = await build.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, ...placement });
+      const keypair = req.keyName ? await keypairOf(ctx.principal.projectId, req.keyName) : null;
+      const a = await build.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, keypair, ...placement });
       ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");
       return answer(ctx, a);
     }),

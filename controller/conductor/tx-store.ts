@@ -16,6 +16,7 @@ import * as serverPorts from "../store/server-ports.js";
 import * as attachments from "../store/volume-attachments.js";
 import * as volumes from "../store/volumes.js";
 import { dispatchOp } from "./dispatch.js";
+import { checkQuota } from "./quota.js";
 
 const STEPS = {
   insertAction: actions.insertAction,
@@ -67,6 +68,7 @@ const STEPS = {
   updateAttachment: attachments.updateAttachment,
   deleteAttachment: attachments.deleteAttachment,
   dispatchOp,
+  checkQuota,
 };
 
 /** A store function without its first parameter (the connection). */

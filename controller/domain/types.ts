@@ -85,6 +85,9 @@ export interface Instance {
   readonly shelvedImageId: string | null;
   /** Its root disk is a volume: it takes no local disk on its host. */
   readonly bootsFromVolume: boolean;
+  /** The key pair it was made with, and its copy of the public key (null: none). */
+  readonly keyName: string | null;
+  readonly keyData: string | null;
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly launchedAt: Date | null;

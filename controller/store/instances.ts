@@ -9,7 +9,7 @@ import { noteNetworkChange, touch } from "./network-changes.js";
 
 const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
   image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
-  locked_by, locked_reason, shelved_image_id, boots_from_volume, created_at, updated_at, launched_at, deleted_at,
+  locked_by, locked_reason, shelved_image_id, boots_from_volume, key_name, key_data, created_at, updated_at, launched_at, deleted_at,
   availability_zone, server_group_id, scheduler_hints, alternate_hosts`;
 
 export function rowToInstance(r: Row): Instance {
@@ -39,6 +39,8 @@ export function rowToInstance(r: Row): Instance {
     lockedReason: r.locked_reason,
     shelvedImageId: r.shelved_image_id,
     bootsFromVolume: r.boots_from_volume === 1,
+    keyName: r.key_name ?? null,
+    keyData: r.key_data ?? null,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     launchedAt: r.launched_at,
@@ -62,6 +64,8 @@ export interface NewInstance {
   readonly requestedNetworks?: RequestedNetworks | null;
   /** Its root disk is a volume (reserved in the same transaction). */
   readonly bootsFromVolume?: boolean;
+  /** The key pair it is made with: its name and the public key (a copy). */
+  readonly keypair?: { readonly name: string; readonly publicKey: string } | null;
   /** Its first task (default SCHEDULING; BLOCK_DEVICE_MAPPING while the volume it boots from is made). */
   readonly taskState?: "SCHEDULING" | "BLOCK_DEVICE_MAPPING";
 }
@@ -72,8 +76,8 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
     q,
     `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
        extra_specs, image_id, vm_state, task_state, task_deadline, power_state, metadata, tried_hosts,
-       availability_zone, server_group_id, scheduler_hints, requested_networks, boots_from_volume)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', ?, ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?, ?)`,
+       availability_zone, server_group_id, scheduler_hints, requested_networks, boots_from_volume, key_name, key_data)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', ?, ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?, ?, ?, ?)`,
     [
       n.uuid,
       n.name,
@@ -94,6 +98,8 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
       n.schedulerHints && (n.schedulerHints.sameHost.length || n.schedulerHints.differentHost.length) ? JSON.stringify(n.schedulerHints) : null,
       n.requestedNetworks && n.requestedNetworks.networks.length ? JSON.stringify(n.requestedNetworks) : null,
       n.bootsFromVolume ? 1 : 0,
+      n.keypair?.name ?? null,
+      n.keypair?.publicKey ?? null,
     ],
   );
   noteChange(q, "placements");

@@ -1,5 +1,7 @@
 import { CREATED_NOW as TS, exec, select, type Migration, type Pool } from "./db.js";
 import { NETWORK_MIGRATIONS } from "./network-schema.js";
+import { KEYPAIR_MIGRATIONS } from "./keypairs.js";
+import { QUOTA_MIGRATIONS } from "./quotas.js";
 import { VOLUME_MIGRATIONS } from "./volume-schema.js";
 
 export type { Migration };
@@ -360,6 +362,8 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   ...VOLUME_MIGRATIONS,
+  ...QUOTA_MIGRATIONS,
+  ...KEYPAIR_MIGRATIONS,
 ];
 
 /**

@@ -85,7 +85,7 @@ async function makeRootVolume(tx: Tx, who: Principal, server: { uuid: string; na
     snapshot: null,
   };
   const request = { image_id: image.id, size_gb: sizeGb, volume_type: volumeType, server_id: server.uuid };
-  const { volume } = await makeVolume(tx.conn, tx.ctx, who, made, request, { volumeType: "block_device_mappings[0].volume_type" });
+  const { volume } = await makeVolume(tx.conn, tx.ctx, who, made, request, { volumeType: "block_device_mappings[0].volume_type", size: "block_device_mappings[0].volume_size_gb" });
   await tx.store.insertAttachment({ id: randomUUID(), volumeId: volume.id, instanceUuid: server.uuid, computeHost: "", device: ROOT_DEVICE, deleteOnTermination });
   return { imageId: image.id, waits: true };
 }

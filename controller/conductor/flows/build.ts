@@ -41,6 +41,8 @@ export interface CreateRequest {
   readonly schedulerHints?: SchedulerHints;
   /** Its interfaces, made when it is placed; null: none. */
   readonly requestedNetworks?: RequestedNetworks | null;
+  /** The key pair the guest is given (the caller's project's). */
+  readonly keypair?: { readonly name: string; readonly publicKey: string } | null;
 }
 
 /** A root volume request as the create action records it (the API's block device mapping). */
@@ -61,6 +63,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     server_group_id: req.serverGroupId ?? null,
     scheduler_hints: { sameHost: req.schedulerHints?.sameHost ?? [], differentHost: req.schedulerHints?.differentHost ?? [] },
     ...(req.requestedNetworks ? { networks: req.requestedNetworks } : {}),
+    ...(req.keypair ? { key_name: req.keypair.name } : {}),
   };
   /** The server a repeated request id made, if this is the same request. */
   const replay = async (first: Instance) => {
@@ -77,6 +80,12 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
       const tx = new Tx(conn, ctx);
       const { store } = tx;
       const { id, name, vcpus, ramMb, diskGb, extraSpecs } = req.flavor;
+      // First, so that the project's quota lock is the first lock taken.
+      await store.checkQuota(
+        who.projectId,
+        { instances: 1, cores: vcpus, ram: ramMb, server_group_members: req.serverGroupId ? 1 : 0, metadata_items: Object.keys(req.metadata).length },
+        { serverGroupId: req.serverGroupId ?? null, fields: { metadata_items: "metadata", server_group_members: "scheduler_hints.group" } },
+      );
       const server = { uuid, name: req.name, zone: req.availabilityZone ?? "" };
       const root = req.rootVolume ? await reserveRootVolume(tx, who, server, req.rootVolume, req.flavor) : { imageId: req.image!.id, waits: false };
       // A server whose volume is being made from an image waits for it before it is placed.
@@ -97,6 +106,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
           schedulerHints: req.schedulerHints ?? { sameHost: [], differentHost: [] },
           requestedNetworks: req.requestedNetworks ?? null,
           bootsFromVolume: Boolean(req.rootVolume),
+          keypair: req.keypair ?? null,
           taskState: task,
         },
         taskDeadline,
@@ -108,7 +118,8 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
   } catch (err) {
     // Two identical requests raced: the loser returns the winner's server (booting from a volume, it
     // waited on the volume's lock and found it reserved by the winner).
-    if (isDuplicateKey(err) || (req.rootVolume && err instanceof ApiError && err.reason === "WRONG_STATUS")) {
+    // Or the winner took the last of the quota.
+    if (isDuplicateKey(err) || (err instanceof ApiError && (err.reason === "QUOTA_EXCEEDED" || (req.rootVolume && err.reason === "WRONG_STATUS")))) {
       const winner = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
       if (winner) return replay(winner);
     }

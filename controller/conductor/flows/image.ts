@@ -76,9 +76,11 @@ export function shelve(ctx: ConductorContext, who: Principal, uuid: string, requ
 
 /** Unshelve: placement chooses a host, which spawns the server from its shelved image (the build flow). */
 export function unshelve(ctx: ConductorContext, who: Principal, uuid: string, requestId: string): Promise<Accepted> {
-  return act(ctx, who, uuid, requestId, "unshelve", actions.unshelve, {}, async (tx) => ({
-    instance: await tx.update(uuid, { ...tx.task("UNSHELVING"), attempt: 0, triedHosts: [] }),
-  }));
+  return act(ctx, who, uuid, requestId, "unshelve", actions.unshelve, {}, async (tx, inst) => {
+    // Offloaded, it held no cores or RAM: it takes them again.
+    await tx.store.checkQuota(inst.projectId, { cores: inst.flavor.vcpus, ram: inst.flavor.ramMb });
+    return { instance: await tx.update(uuid, { ...tx.task("UNSHELVING"), attempt: 0, triedHosts: [] }) };
+  });
 }
 
 export const results = {

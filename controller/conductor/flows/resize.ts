@@ -12,6 +12,7 @@
  * back to the source.
  */
 import { status } from "@grpc/grpc-js";
+import { resizeRequest } from "../../domain/quota.js";
 import type { Flavor, Instance, Migration, Principal } from "../../domain/types.js";
 import { failedPrecondition, invalidArgument } from "../../errors.js";
 import type { Accepted } from "../act.js";
@@ -34,6 +35,8 @@ export function resize(ctx: ConductorContext, who: Principal, uuid: string, requ
   return act(ctx, who, uuid, requestId, "resize", actions.resize, { flavor_id: flavor.id }, async (tx, inst, actionId) => {
     if (flavor.id === inst.flavor.id) throw invalidArgument("flavor_id", `is the server's current flavor (${inst.flavor.name})`);
     const { id, name, vcpus, ramMb, diskGb, extraSpecs } = flavor;
+    // The server holds the larger flavor until the resize is confirmed or reverted: the growth must fit its project's quota.
+    await tx.store.checkQuota(inst.projectId, resizeRequest(inst.flavor, flavor), { fields: { cores: "flavor_id", ram: "flavor_id" } });
     return beginMove(tx, inst, { actionId, requestId, type: "RESIZE", newFlavor: { id, name, vcpus, ramMb, diskGb, extraSpecs } });
   });
 }

@@ -75,6 +75,8 @@ export function instance(over: Partial<Instance> = {}): Instance {
     lockedReason: "",
     shelvedImageId: null,
     bootsFromVolume: false,
+    keyName: null,
+    keyData: null,
     createdAt: now,
     updatedAt: now,
     launchedAt: now,

@@ -46,6 +46,7 @@ export function extendAttachedVolume(ctx: ConductorContext, who: Principal, uuid
     if (!a) throw notFound("volume_attachment", volumeId);
     const v = await volumeFor(tx, inst, volumeId, "IN_USE", "extend");
     if (newSizeGb <= v.sizeGb) throw invalidArgument("new_size_gb", `must be larger than the volume's ${v.sizeGb} GiB`);
+    await tx.store.checkQuota(v.projectId, { gigabytes: newSizeGb - v.sizeGb }, { fields: { gigabytes: "new_size_gb" } });
     const extra = (newSizeGb - v.sizeGb) * GIB;
     if (!(await tx.store.claimPoolBytes(v.host, v.pool, extra, ctx.volumeOversubscriptionRatio))) {
       throw new ApiError(status.RESOURCE_EXHAUSTED, `the volume's pool has no room for ${newSizeGb - v.sizeGb} more GiB`, {

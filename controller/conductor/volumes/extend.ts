@@ -15,10 +15,12 @@ import { claimPoolBytes, releasePoolBytes, updateVolume, type VolumePatch } from
 import type { ConductorContext } from "../context.js";
 import type { VolumeResultRules, VolumeTimeoutRules } from "./flow.js";
 import { dispatchVolumeOp, volumeAct, type VolumeAccepted } from "./frame.js";
+import { checkQuota } from "../quota.js";
 
 export function extendVolume(ctx: ConductorContext, who: Principal, id: string, requestId: string, newSizeGb: number): Promise<VolumeAccepted> {
   return volumeAct(ctx, who, id, requestId, "extend", { new_size_gb: newSizeGb }, async (conn, v, actionId, deadline) => {
     if (newSizeGb <= v.sizeGb) throw invalidArgument("new_size_gb", `must be larger than the volume's ${v.sizeGb} GiB`);
+    await checkQuota(conn, v.projectId, { gigabytes: newSizeGb - v.sizeGb }, { fields: { gigabytes: "new_size_gb" } });
     const extra = (newSizeGb - v.sizeGb) * GIB;
     if (!(await claimPoolBytes(conn, v.host, v.pool, extra, ctx.volumeOversubscriptionRatio))) {
       throw new ApiError(status.RESOURCE_EXHAUSTED, `the volume's pool has no room for ${newSizeGb - v.sizeGb} more GiB`, {

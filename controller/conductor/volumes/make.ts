@@ -20,6 +20,7 @@ import { insertVolumeAction } from "../../store/volume-actions.js";
 import { candidatePools, claimPoolBytes, getVolume, getVolumeTypeByName, insertVolume } from "../../store/volumes.js";
 import type { RequestBody } from "../act.js";
 import type { ConductorContext } from "../context.js";
+import { checkQuota } from "../quota.js";
 import { dispatchVolumeOp, volumeTask } from "./frame.js";
 
 export interface NewVolumeRequest {
@@ -91,8 +92,9 @@ export async function makeVolume(
   who: Principal,
   req: NewVolumeRequest,
   request: RequestBody,
-  fields: { readonly volumeType: string } = { volumeType: "volume_type" },
+  fields: { readonly volumeType: string; readonly size: string } = { volumeType: "volume_type", size: "size_gb" },
 ): Promise<{ volume: Volume; actionId: number }> {
+  await checkQuota(conn, who.projectId, { volumes: 1, gigabytes: req.sizeGb }, { fields: { gigabytes: fields.size } });
   // Shared: a type is not deleted under a volume being made with it.
   const type = await getVolumeTypeByName(conn, req.volumeType, { lock: "share" });
   if (!type) throw invalidArgument(fields.volumeType, `no volume type is named ${JSON.stringify(req.volumeType)}`);

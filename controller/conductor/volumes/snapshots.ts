@@ -17,6 +17,7 @@ import type { ConductorContext } from "../context.js";
 import { faultOf, operationErrorOf, operationErrorOfFault } from "../flow.js";
 import type { VolumeResultContext, VolumeResultRules } from "./flow.js";
 import { dispatchVolumeOp, volumeAccepted, volumeAct, type VolumeAccepted } from "./frame.js";
+import { checkQuota } from "../quota.js";
 
 /** What a snapshot call returns: its volume's operation, and the snapshot. */
 export interface SnapshotAccepted extends VolumeAccepted {
@@ -46,6 +47,7 @@ export async function createSnapshot(
     "create_snapshot",
     { name: o.name, description: o.description },
     async (conn, v, actionId, deadline) => {
+      await checkQuota(conn, v.projectId, { snapshots: 1, gigabytes: v.sizeGb });
       await insertSnapshot(conn, { id, volumeId: v.id, projectId: v.projectId, name: o.name, description: o.description, sizeGb: v.sizeGb, taskDeadline: deadline });
       await dispatchVolumeOp(conn, ctx, { volume: v, actionId, requestId, args: { kind: "create_volume_snapshot", snapshotId: id }, deadline });
     },

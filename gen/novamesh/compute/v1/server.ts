@@ -880,6 +880,11 @@ export interface Server {
   interfaces: ServerInterface[];
   /** Its addresses by network name (Nova's `addresses`). */
   addresses: { [key: string]: ServerAddresses };
+  /**
+   * The key pair it was made with (its public key is the server's copy,
+   * kept if the key pair is deleted); empty: none.
+   */
+  keyName: string;
 }
 
 export interface Server_MetadataEntry {
@@ -1019,6 +1024,12 @@ export interface CreateServerRequest {
    * `image_id` is then empty: the server boots from the volume.
    */
   blockDeviceMappings: BlockDeviceMapping[];
+  /**
+   * A key pair of the caller's project (KeypairService) whose public key
+   * the guest is given (config drive and metadata); empty: none. Another
+   * project's, or none of that name: NOT_FOUND.
+   */
+  keyName: string;
 }
 
 export interface CreateServerRequest_MetadataEntry {
@@ -2165,6 +2176,7 @@ function createBaseServer(): Server {
     hostId: "",
     interfaces: [],
     addresses: {},
+    keyName: "",
   };
 }
 
@@ -2245,6 +2257,9 @@ export const Server: MessageFns<Server> = {
     globalThis.Object.entries(message.addresses).forEach(([key, value]: [string, ServerAddresses]) => {
       Server_AddressesEntry.encode({ key: key as any, value }, writer.uint32(202).fork()).join();
     });
+    if (message.keyName !== "") {
+      writer.uint32(210).string(message.keyName);
+    }
     return writer;
   },
 
@@ -2467,6 +2482,14 @@ export const Server: MessageFns<Server> = {
             }
             continue;
           }
+          case 26: {
+            if (tag !== 210) {
+              break;
+            }
+
+            message.keyName = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2594,6 +2617,11 @@ export const Server: MessageFns<Server> = {
           {},
         )
         : {},
+      keyName: isSet(object.keyName)
+        ? globalThis.String(object.keyName)
+        : isSet(object.key_name)
+        ? globalThis.String(object.key_name)
+        : "",
     };
   },
 
@@ -2686,6 +2714,9 @@ export const Server: MessageFns<Server> = {
         });
       }
     }
+    if (message.keyName !== "") {
+      obj.keyName = message.keyName;
+    }
     return obj;
   },
 
@@ -2737,6 +2768,7 @@ export const Server: MessageFns<Server> = {
       },
       {},
     );
+    message.keyName = object.keyName ?? "";
     return message;
   },
 };
@@ -3674,6 +3706,7 @@ function createBaseCreateServerRequest(): CreateServerRequest {
     securityGroups: [],
     noNetwork: false,
     blockDeviceMappings: [],
+    keyName: "",
   };
 }
 
@@ -3711,6 +3744,9 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     }
     for (const v of message.blockDeviceMappings) {
       BlockDeviceMapping.encode(v!, writer.uint32(90).fork()).join();
+    }
+    if (message.keyName !== "") {
+      writer.uint32(98).string(message.keyName);
     }
     return writer;
   },
@@ -3819,6 +3855,14 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
             message.blockDeviceMappings.push(BlockDeviceMapping.decode(reader, reader.uint32()));
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.keyName = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3891,6 +3935,11 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
         : globalThis.Array.isArray(object?.block_device_mappings)
         ? object.block_device_mappings.map((e: any) => BlockDeviceMapping.fromJSON(e))
         : [],
+      keyName: isSet(object.keyName)
+        ? globalThis.String(object.keyName)
+        : isSet(object.key_name)
+        ? globalThis.String(object.key_name)
+        : "",
     };
   },
 
@@ -3935,6 +3984,9 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     if (message.blockDeviceMappings?.length) {
       obj.blockDeviceMappings = message.blockDeviceMappings.map((e) => BlockDeviceMapping.toJSON(e));
     }
+    if (message.keyName !== "") {
+      obj.keyName = message.keyName;
+    }
     return obj;
   },
 
@@ -3964,6 +4016,7 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     message.securityGroups = object.securityGroups?.map((e) => e) || [];
     message.noNetwork = object.noNetwork ?? false;
     message.blockDeviceMappings = object.blockDeviceMappings?.map((e) => BlockDeviceMapping.fromPartial(e)) || [];
+    message.keyName = object.keyName ?? "";
     return message;
   },
 };
