@@ -260,6 +260,7 @@ export function instanceSpecFromProto(instance: Instance): InstanceSpec {
     extraSpecs: { ...instance.extraSpecs },
     metadata: { ...instance.metadata },
     ...(instance.ports.length ? { ports: instance.ports.map(portSpecFromProto) } : {}),
+    ...(instance.guest ? { guest: { ...instance.guest, userData: new Uint8Array(instance.guest.userData) } } : {}),
   };
 }
 

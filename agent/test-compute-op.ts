@@ -29,6 +29,7 @@ export function computeOpOf(op: AgentOp): ComputeOp {
       extraSpecs: { ...instance.extraSpecs },
       metadata: { ...instance.metadata },
       ports: (instance.ports ?? []).map(portSpecToProto),
+      guest: instance.guest ? { ...instance.guest, userData: Buffer.from(instance.guest.userData) } : undefined,
     },
     // As the wire gives it: every field of the case's message set (an unset string is "").
     op: ComputeOp.fromPartial({ op: { $case, [$case]: args } as unknown as ComputeOp["op"] }).op,

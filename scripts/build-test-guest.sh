@@ -35,6 +35,12 @@
 # extended volume), and each disk that appears as
 #   novamesh-test-guest: disk vdb head=<its first 64 bytes, printable only>
 # so a test can see what was written on a volume before it was attached.
+# A config drive (the disk labelled config-2, as cloud-init's ConfigDrive
+# datasource finds it: a CD-ROM, so ata_piix, sr_mod and isofs are loaded)
+# is read once at boot, the guest takes its host name, and prints
+#   novamesh-test-guest: config-drive /dev/sr0 hostname=<h> key=<name>:SHA256:<fingerprint> user-data=<first line>
+# (the key's fingerprint as ssh-keygen -l shows it; "key=none" and
+# "user-data=none" when it has none), or "config-drive none".
 # On the ACPI power button (virsh shutdown, virsh reboot --mode acpi) it
 # prints "novamesh-test-guest: power button" and powers off at once
 # (poweroff -f); for a reboot libvirt then resets the guest and it
@@ -54,7 +60,7 @@ SELF=$(readlink -f "$0")
 DISK_SIZE=64M
 MODULES=(evdev button virtio_pci virtio_net)
 # Loaded when this kernel has them as modules (built in otherwise).
-OPTIONAL_MODULES=(af_packet virtio_blk)
+OPTIONAL_MODULES=(af_packet virtio_blk ata_piix sr_mod isofs)
 
 fresh=1
 for f in vmlinuz initrd.img disk.qcow2 kernel-version; do
@@ -209,6 +215,32 @@ up() { cut -d' ' -f1 /proc/uptime; }
 [ -n "$button" ] && exec 3<"$button"
 echo "novamesh-test-guest: ready"
 echo "novamesh-test-guest: hostname=$(hostname) uptime=$(up) kernel=$(uname -r) power_button=${button:-none}"
+# The config drive: what a guest made from a real cloud image learns of itself.
+configdrive() {
+  dev=
+  for i in $(seq 1 30); do
+    dev=$(findfs LABEL=config-2 2>/dev/null) && break
+    dev=
+    usleep 100000
+  done
+  [ -n "$dev" ] || { echo "novamesh-test-guest: config-drive none"; return; }
+  mkdir -p /mnt/config
+  mount -t iso9660 -o ro "$dev" /mnt/config || { echo "novamesh-test-guest: config-drive $dev cannot be mounted"; return; }
+  meta=/mnt/config/openstack/latest/meta_data.json
+  h=$(sed -n 's/.*"hostname":"\([^"]*\)".*/\1/p' "$meta")
+  [ -n "$h" ] && hostname "$h"
+  key=$(sed -n 's/.*"keys":\[{"name":"\([^"]*\)","type":"ssh","data":"[^ "]* \([A-Za-z0-9+/=]*\).*/\1 \2/p' "$meta")
+  fp=none
+  if [ -n "$key" ]; then
+    set -- $key
+    fp="$1:SHA256:$(echo "$2" | base64 -d | sha256sum | cut -d' ' -f1 | xxd -r -p | base64 | tr -d '=\n')"
+  fi
+  first=none
+  ud=/mnt/config/openstack/latest/user_data
+  [ -f "$ud" ] && first=$(head -n 1 "$ud" | tr -cd 'A-Za-z0-9 #!._:=/@-')
+  echo "novamesh-test-guest: config-drive $dev hostname=$h key=$fp user-data=${first:-none}"
+}
+configdrive
 # The network interfaces, whenever they change.
 nics() {
   for n in /sys/class/net/*; do

@@ -37,6 +37,8 @@ export interface ExampleResults {
   readonly services: string[];
   readonly described: string[];
   readonly responses: Map<string, unknown>;
+  /** Every call's response, in the README's order, by method (a method called twice has two). */
+  readonly calls: { readonly method: string; readonly response: unknown }[];
   /** Streaming calls that stayed open (no error) for half a second. */
   readonly streamed: string[];
   /** The variables `export NAME=$(grpcurl … | jq …)` lines set. */
@@ -207,7 +209,7 @@ function mapsAsEntries(type: MessageType, body: Record<string, unknown>): Record
 export async function runExamples(examples: readonly Example[], address: string, token: string, cwd = process.cwd()): Promise<ExampleResults> {
   const md = new grpc.Metadata();
   md.set("authorization", `Bearer ${token}`);
-  const results: ExampleResults = { services: [], described: [], responses: new Map(), streamed: [], exported: new Map(), alreadyThere: [] };
+  const results: ExampleResults = { services: [], described: [], responses: new Map(), calls: [], streamed: [], exported: new Map(), alreadyThere: [] };
   /** The body with every $NAME in its strings (as the shell splices '…'$NAME'…') replaced by what an earlier export set. */
   const substitute = (v: unknown): unknown => {
     if (typeof v === "string") {
@@ -281,6 +283,7 @@ export async function runExamples(examples: readonly Example[], address: string,
           results.exported.set(ex.exportAs.name, picked.map(String).join("\n"));
         }
         results.responses.set(method, res);
+        results.calls.push({ method, response: res });
       }
     } finally {
       client.close();

@@ -7,6 +7,7 @@
  * NOVAMESH_LIBVIRT_B and NOVAMESH_TEST_GUEST are set (`npm run test:libvirt`).
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -89,13 +90,28 @@ describe("a real guest through the whole stack (two libvirtds, qemu)", { skip },
     }
   });
 
-  test("boot, the power actions, a snapshot and a live migration, then delete without a trace", async (t) => {
-    const created = (await admin.servers.createServer({ name: "guest-1", flavorId: `lv.tiny.${env.id}`, imageId })).server!;
+  test("boot with a config drive, the power actions, a snapshot and a live migration, then delete without a trace", async (t) => {
+    const key = (await admin.keypairs.createKeypair({ name: `guest-key-${env.id}`, publicKey: "" })).keypair!;
+    const created = (
+      await admin.servers.createServer({
+        name: "Guest 1",
+        flavorId: `lv.tiny.${env.id}`,
+        imageId,
+        keyName: key.name,
+        userData: Buffer.from("#!/bin/sh -e\necho configured by user data\n"),
+        configDrive: true,
+      })
+    ).server!;
     const s = await settled(admin, created.id, ServerStatus.SERVER_STATUS_ACTIVE, 120_000);
     const id = s.id;
     servers.push(id);
     let text = await consoleUntil(id, (t) => count(t, GUEST_READY_LINE) === 1 && uptime(t) !== undefined, "the guest says it is ready");
     let boots = 1;
+    // The guest read its config drive: its host name, its key's fingerprint (ssh-keygen's), its user data's first line.
+    assert.match(text, new RegExp(`config-drive /dev/sr0 hostname=guest-1 key=${key.name}:${key.fingerprint.replace(/[+/]/g, "\\$&")} user-data=#!/bin/sh -e\r?$`, "m"));
+    const drive = async (host: string) => isoFiles(join(dir, host, "instances", id, "disk.config"));
+    const layout = ["/openstack/latest/meta_data.json", "/openstack/latest/network_data.json", "/openstack/latest/user_data", "/openstack/latest/vendor_data.json", "/openstack/latest/vendor_data2.json"];
+    assert.deepEqual(await drive(s.host), { label: "config-2", files: layout }, "xorriso's listing of the ISO: the OpenStack layout");
 
     const act = async (call: () => Promise<unknown>, status: ServerStatus) => {
       await call();
@@ -166,6 +182,7 @@ describe("a real guest through the whole stack (two libvirtds, qemu)", { skip },
     assert.notEqual(moved.host, source, "it runs on the other host");
     text = await consoleUntil(id, (t) => (uptime(t) ?? 0) > beforeMove, "the guest prints on from the target's console log");
     assert.equal(count(text, GUEST_READY_LINE), 0, "no boot on the target: the running guest was moved");
+    assert.deepEqual(await drive(moved.host), { label: "config-2", files: layout }, "the target made the config drive the guest keeps reading");
     const migrations = (await admin.servers.listMigrations({ serverId: id })).migrations;
     assert.ok(migrations.some((m) => m.sourceHost === source && m.targetHost === moved.host), JSON.stringify(migrations));
     assert.deepEqual(await domainsOn(uris.get(source)!, id), [], "the source's libvirtd no longer has the domain");
@@ -184,6 +201,14 @@ describe("a real guest through the whole stack (two libvirtds, qemu)", { skip },
     for (const h of hosts) assert.equal(usage.get(h)?.vms ?? 0, 0, `${h} holds no claim`);
   });
 });
+
+/** The volume label and the files of an ISO image, as xorriso lists them. */
+function isoFiles(iso: string): { label: string; files: string[] } {
+  const run = (args: string[]) => execFileSync("xorriso", ["-indev", iso, ...args], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+  const label = /Volume Id\s*:\s*(\S+)/.exec(run(["-pvd_info"]))?.[1] ?? "";
+  const files = run(["-find", "/", "-type", "f"]).trim().split("\n").map((l) => l.replace(/^'|'$/g, "")).sort();
+  return { label, files };
+}
 
 /** Shuts the guest of server `id` down through libvirt directly (ACPI), behind novamesh's back. */
 async function shutdownOutside(uri: string, id: string): Promise<void> {

@@ -57,11 +57,13 @@ describe("the README's grpcurl examples, through server reflection", () => {
     assert.deepEqual(seen.slice(1), seen.slice(1).map(() => [false, "web-1"]));
     const flavors = r.responses.get("ListFlavors") as { flavors: Array<{ name: string }> };
     assert.deepEqual(flavors.flavors.map((f) => f.name), ["m1.tiny", "m1.small", "m1.medium", "m1.large", "m1.xlarge"]);
-    const created = r.responses.get("CreateServer") as { server: { id: string; name: string; status: string } };
+    type CreatedServer = { server: { id: string; name: string; status: string; key_name: string; config_drive: boolean } };
+    const [created, web2] = r.calls.filter((c) => c.method === "CreateServer").map((c) => c.response as CreatedServer);
+    assert.ok(created && web2, "the README creates web-1, then web-2");
     assert.equal(created.server.name, "web-1");
     assert.equal(created.server.status, "SERVER_STATUS_BUILD");
-    const listed = r.responses.get("ListServers") as { servers: Array<{ id: string }> };
-    assert.deepEqual(listed.servers.map((s) => s.id), [created.server.id]);
+    const listed = r.calls.find((c) => c.method === "ListServers")!.response as { servers: Array<{ id: string }> };
+    assert.deepEqual(listed.servers.map((s) => s.id), [created!.server.id]);
     const token = r.responses.get("CreateToken") as { secret: string; token: { project_id: string; role: string } };
     assert.equal(token.token.project_id, "demo");
     assert.equal(token.token.role, "ROLE_MEMBER");
@@ -73,17 +75,18 @@ describe("the README's grpcurl examples, through server reflection", () => {
     const volumeId = r.exported.get("VOL") ?? "";
     const volumes = r.responses.get("ListVolumes") as { volumes: Array<{ id: string; name: string; size_gb: number; status: string }> };
     assert.deepEqual(volumes.volumes.map((v) => [v.id, v.name, v.size_gb, v.status]), [[volumeId, "data-1", 1, "VOLUME_STATUS_AVAILABLE"]]);
-    assert.equal(r.exported.get("SERVER"), created.server.id);
+    assert.equal(r.exported.get("SERVER"), created!.server.id);
     const attached = r.responses.get("AttachVolume") as { server: { task_state: string }; operation: { name: string } };
-    assert.equal(attached.operation.name, `servers/${created.server.id}/operations/readme-attach-data-1`);
+    assert.equal(attached.operation.name, `servers/${created!.server.id}/operations/readme-attach-data-1`);
     // Then grown to 2 GiB while attached, by an operation of web-1 (the last one waited for).
     const grown = r.responses.get("ExtendVolume") as { operation: { name: string; action: string } };
-    assert.deepEqual([grown.operation.name, grown.operation.action], [`servers/${created.server.id}/operations/readme-grow-data-1`, "extend_volume"]);
-    const waited = r.responses.get("WaitOperation") as { operation: { name: string; state: string; done: boolean } };
-    assert.deepEqual([waited.operation.name, waited.operation.state], [grown.operation.name, "OPERATION_STATE_SUCCEEDED"]);
+    assert.deepEqual([grown.operation.name, grown.operation.action], [`servers/${created!.server.id}/operations/readme-grow-data-1`, "extend_volume"]);
+    const waits = r.calls.filter((c) => c.method === "WaitOperation").map((c) => c.response as { operation: { name: string; state: string } });
+    const waited = waits.find((w) => w.operation.name === grown.operation.name);
+    assert.equal(waited?.operation.state, "OPERATION_STATE_SUCCEEDED");
     const inUse = (await admin.volumes.getVolume({ id: volumeId })).volume!;
-    assert.deepEqual([inUse.status, inUse.sizeGb, inUse.attachments.map((a) => [a.serverId, a.device])], [VolumeStatus.VOLUME_STATUS_IN_USE, 2, [[created.server.id, "vdb"]]]);
-    const attach = (await admin.servers.listServerActions({ serverId: created.server.id })).actions.find((a) => a.action === "attach_volume");
+    assert.deepEqual([inUse.status, inUse.sizeGb, inUse.attachments.map((a) => [a.serverId, a.device])], [VolumeStatus.VOLUME_STATUS_IN_USE, 2, [[created!.server.id, "vdb"]]]);
+    const attach = (await admin.servers.listServerActions({ serverId: created!.server.id })).actions.find((a) => a.action === "attach_volume");
     assert.deepEqual(attach?.events.map((e) => `${e.name}:${e.result}`), ["volume_export:Success", "compute_attach_volume:Success"], "the attach before it went through");
     assert.ok(r.responses.has("GetConsoleOutput"));
     // The dry run considers the one host and chooses it.
@@ -100,10 +103,22 @@ describe("the README's grpcurl examples, through server reflection", () => {
     const rules = (await admin.securityGroups.getSecurityGroup({ id: r.exported.get("SG")! })).securityGroup!.rules;
     const ingress = rules.filter((x) => x.direction === Direction.DIRECTION_INGRESS && !x.remoteGroupId).map((x) => [x.protocol, x.portRangeMin ?? null, x.portRangeMax ?? null]);
     assert.deepEqual(ingress, [["icmp", null, null], ["tcp", 22, 22]]);
+    // The quota section: demo's own limits, then what it holds; a key pair made, and web-2 built with it, user data and a config drive.
+    const set = r.responses.get("SetProjectLimits") as { project_id: string; limits: Array<{ resource: string; limit: string; source: string }> };
+    assert.deepEqual(set.limits.filter((l) => l.source === "LIMIT_SOURCE_PROJECT").map((l) => [l.resource, l.limit]), [["instances", "5"], ["cores", "10"]]);
+    const limits = r.responses.get("GetLimits") as { project_id: string; limits: Array<{ resource: string; in_use: string }> };
+    assert.equal(limits.project_id, "demo");
+    assert.ok(limits.limits.every((l) => l.in_use === "0"), "demo holds nothing yet");
+    const key = r.responses.get("CreateKeypair") as { keypair: { name: string; fingerprint: string }; private_key: string };
+    assert.equal(key.keypair.name, "readme-key");
+    assert.match(key.private_key, /^-----BEGIN OPENSSH PRIVATE KEY-----/);
+    assert.deepEqual([web2!.server.name, web2!.server.key_name, web2!.server.config_drive], ["web-2", "readme-key", true]);
+    assert.equal(r.exported.get("WEB2"), web2!.server.id);
+    assert.equal(waits.at(-1)?.operation.state, "OPERATION_STATE_SUCCEEDED", "web-2 was built");
     const ops = r.responses.get("ListOperations") as { operations: Array<{ name: string; action: string }> };
     assert.deepEqual(
       ops.operations.map((o) => [o.name, o.action]),
-      [[`servers/${created.server.id}/operations/readme-web-1`, "create"]],
+      [[`servers/${created!.server.id}/operations/readme-web-1`, "create"]],
     );
   });
 });

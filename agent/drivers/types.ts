@@ -44,6 +44,20 @@ export interface ImageSpec {
   readonly properties: Readonly<Record<string, string>>;
 }
 
+/** What a guest is told about itself (the op's guest data). */
+export interface GuestSpec {
+  /** The guest's host name (from the server's name when it was made). */
+  readonly hostname: string;
+  readonly availabilityZone: string;
+  /** The key pair it was made with, and the public key; "" for none. */
+  readonly keyName: string;
+  readonly publicKey: string;
+  /** The user data as given (at most 64 KiB); empty: none. */
+  readonly userData: Uint8Array;
+  /** Whether the guest gets a config drive. */
+  readonly configDrive: boolean;
+}
+
 /** Everything a driver needs to build a virtual machine. */
 export interface InstanceSpec extends Resources {
   /** Server id (UUID); the driver's key for the virtual machine. */
@@ -66,6 +80,8 @@ export interface InstanceSpec extends Resources {
    * plugging the ports, before the driver is called).
    */
   readonly vifs?: readonly VifSpec[];
+  /** What the guest is told about itself (ops that build it on a host); its config drive, when it has one. */
+  readonly guest?: GuestSpec;
 }
 
 /** One virtual machine in a {@link HostReport}. */

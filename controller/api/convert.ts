@@ -112,6 +112,8 @@ export function serverToProto(i: Instance, viewer: Viewer, networks?: ServerNetw
     availabilityZone: i.availabilityZone,
     serverGroupId: i.serverGroupId ?? "",
     keyName: i.keyName ?? "",
+    configDrive: i.configDrive,
+    hostname: i.hostname,
     ...interfacesOf(networks, i.host),
   };
 }

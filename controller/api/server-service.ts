@@ -32,6 +32,7 @@ import type { ChangeFeed } from "./watch.js";
 import type { Viewer } from "./viewer.js";
 import { maskHosts, maskMap, viewerOf } from "./viewer.js";
 import { keypairName } from "./keypair-service.js";
+import { MAX_USER_DATA_BYTES } from "../domain/guest.js";
 import { getKeypair } from "../store/keypairs.js";
 
 /** The response of a server action: the server and its operation, as the caller may see them. */
@@ -79,7 +80,9 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
       const requestedNetworks = await requestedNetworksOf(pool, ctx.principal, req);
       const keypair = req.keyName ? await keypairOf(ctx.principal.projectId, req.keyName) : null;
-      const a = await build.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, keypair, ...placement });
+      if (req.userData.length > MAX_USER_DATA_BYTES) throw invalidArgument("user_data", `must be at most ${MAX_USER_DATA_BYTES} bytes (${req.userData.length} given)`);
+      const guest = { userData: req.userData, configDrive: req.configDrive };
+      const a = await build.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, keypair, ...guest, ...placement });
       ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");
       return answer(ctx, a);
     }),

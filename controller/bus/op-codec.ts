@@ -31,6 +31,8 @@ export function encodeComputeOp(o: {
   deadline: Date | null;
   /** The volume of an op that runs on a volume host. */
   volume?: VolumeTarget | null;
+  /** The user data of an op that builds the instance on its host: such an op carries the guest data (config drive). */
+  userData?: Uint8Array | null;
 }): Uint8Array {
   const inst = o.instance;
   return ComputeOp.encode({
@@ -57,6 +59,16 @@ export function encodeComputeOp(o: {
       extraSpecs: { ...inst.extraSpecs },
       metadata: { ...inst.metadata },
       ports: (o.ports ?? []).map(portToProto),
+      guest: o.userData
+        ? {
+            hostname: inst.hostname,
+            availabilityZone: inst.availabilityZone,
+            keyName: inst.keyName ?? "",
+            publicKey: inst.keyData ?? "",
+            userData: Buffer.from(o.userData),
+            configDrive: inst.configDrive,
+          }
+        : undefined,
     },
     op: caseOf(o.args),
   }).finish();

@@ -88,6 +88,10 @@ export interface Instance {
   /** The key pair it was made with, and its copy of the public key (null: none). */
   readonly keyName: string | null;
   readonly keyData: string | null;
+  /** The host name its guest is given (fixed when it was made). */
+  readonly hostname: string;
+  /** It gets a config drive. */
+  readonly configDrive: boolean;
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly launchedAt: Date | null;

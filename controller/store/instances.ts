@@ -2,6 +2,7 @@ import type { RequestedNetworks } from "../domain/network.js";
 import type { Fault, Instance, SchedulerHints } from "../domain/types.js";
 import type { PowerState, TaskState, VmState } from "../domain/states.js";
 import { PLACEMENT_TASKS, STATUS_TASKS } from "../domain/states.js";
+import { hostnameOf } from "../domain/guest.js";
 import type { PoolConnection, Queryable, Row } from "./db.js";
 import { recordChange } from "./changes.js";
 import { exec, json, noteChange, select } from "./db.js";
@@ -9,7 +10,7 @@ import { noteNetworkChange, touch } from "./network-changes.js";
 
 const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
   image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
-  locked_by, locked_reason, shelved_image_id, boots_from_volume, key_name, key_data, created_at, updated_at, launched_at, deleted_at,
+  locked_by, locked_reason, shelved_image_id, boots_from_volume, key_name, key_data, hostname, config_drive, created_at, updated_at, launched_at, deleted_at,
   availability_zone, server_group_id, scheduler_hints, alternate_hosts`;
 
 export function rowToInstance(r: Row): Instance {
@@ -41,6 +42,8 @@ export function rowToInstance(r: Row): Instance {
     bootsFromVolume: r.boots_from_volume === 1,
     keyName: r.key_name ?? null,
     keyData: r.key_data ?? null,
+    hostname: r.hostname || hostnameOf(r.name, r.uuid),
+    configDrive: r.config_drive === 1,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     launchedAt: r.launched_at,
@@ -66,6 +69,9 @@ export interface NewInstance {
   readonly bootsFromVolume?: boolean;
   /** The key pair it is made with: its name and the public key (a copy). */
   readonly keypair?: { readonly name: string; readonly publicKey: string } | null;
+  /** What its guest is given: user data (null: none) and a config drive. */
+  readonly userData?: Uint8Array | null;
+  readonly configDrive?: boolean;
   /** Its first task (default SCHEDULING; BLOCK_DEVICE_MAPPING while the volume it boots from is made). */
   readonly taskState?: "SCHEDULING" | "BLOCK_DEVICE_MAPPING";
 }
@@ -76,8 +82,9 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
     q,
     `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
        extra_specs, image_id, vm_state, task_state, task_deadline, power_state, metadata, tried_hosts,
-       availability_zone, server_group_id, scheduler_hints, requested_networks, boots_from_volume, key_name, key_data)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', ?, ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?, ?, ?, ?)`,
+       availability_zone, server_group_id, scheduler_hints, requested_networks, boots_from_volume, key_name, key_data,
+       hostname, config_drive, user_data)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', ?, ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     [
       n.uuid,
       n.name,
@@ -100,9 +107,18 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
       n.bootsFromVolume ? 1 : 0,
       n.keypair?.name ?? null,
       n.keypair?.publicKey ?? null,
+      hostnameOf(n.name, n.uuid),
+      n.configDrive ? 1 : 0,
+      n.userData?.length ? Buffer.from(n.userData) : null,
     ],
   );
   noteChange(q, "placements");
+}
+
+/** The user data a server was made with (empty: none); read only by the ops that build it on a host. */
+export async function getUserData(q: Queryable, uuid: string): Promise<Buffer> {
+  const [r] = await select<{ user_data: Buffer | null }>(q, "SELECT user_data FROM instances WHERE uuid = ?", [uuid]);
+  return r?.user_data ?? Buffer.alloc(0);
 }
 
 /** Reads one instance; `lock` takes a row lock (inside a transaction). */

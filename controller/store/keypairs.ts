@@ -1,4 +1,4 @@
-/** Key pairs: a project's SSH public keys, by name. */
+/** Key pairs: a project's SSH public keys, by name; and the migrations of what a server's guest is given (its key, user data, config drive). */
 import type { KeyType } from "../domain/ssh-keys.js";
 import { CREATED_NOW as TS, exec, select, type Migration, type Queryable } from "./db.js";
 
@@ -18,6 +18,15 @@ export const KEYPAIR_MIGRATIONS: readonly Migration[] = [
       ) ENGINE=InnoDB`,
       // A copy: deleting the key pair later leaves the server's key as it was made.
       `ALTER TABLE instances ADD COLUMN key_name VARCHAR(255) NULL, ADD COLUMN key_data TEXT NULL`,
+    ],
+  },
+  {
+    version: 25,
+    name: "what a guest is told about itself: host name, user data, config drive",
+    statements: [
+      // Servers made before keep '' and are given their display name, sanitised, when read.
+      `ALTER TABLE instances ADD COLUMN hostname VARCHAR(63) NOT NULL DEFAULT '', ADD COLUMN config_drive TINYINT(1) NOT NULL DEFAULT 0,
+         ADD COLUMN user_data MEDIUMBLOB NULL`,
     ],
   },
 ];

@@ -10,7 +10,8 @@ import { appendFile, mkdir, open, readFile, rename, stat } from "node:fs/promise
 import { dirname } from "node:path";
 import { randomUUID } from "node:crypto";
 import { settledOf } from "../../settled.js";
-import type { AttachedVolume, InstanceSpec, PowerState } from "../types.js";
+import { configDriveFiles } from "../config-drive.js";
+import type { AttachedVolume, GuestSpec, InstanceSpec, PowerState } from "../types.js";
 import { isPowerState } from "../types.js";
 
 /** One virtual machine of the fake hypervisor. */
@@ -84,11 +85,42 @@ export interface FakeState {
   eventsOffset: number;
 }
 
+/** A domain as the state file holds it: its guest's user data in base64, and its config drive's files. */
+type DomainOnDisk = Omit<FakeDomain, "instance"> & {
+  readonly instance: Omit<InstanceSpec, "guest"> & { readonly guest?: Omit<GuestSpec, "userData"> & { readonly userData: string } };
+  /** What the guest's config drive holds, by path, in base64 (made from the instance as the libvirt driver makes it). */
+  readonly configDrive?: Record<string, string>;
+};
+
 interface StateFile {
   readonly version: 1;
-  readonly domains: Record<string, FakeDomain>;
-  readonly stashes?: Record<string, FakeDomain>;
+  readonly domains: Record<string, DomainOnDisk>;
+  readonly stashes?: Record<string, DomainOnDisk>;
   readonly eventsOffset?: number;
+}
+
+function toDisk(d: FakeDomain): DomainOnDisk {
+  const { guest, ...instance } = d.instance;
+  if (!guest) return { ...d, instance };
+  const drive = guest.configDrive ? configDriveFiles(d.instance, guest) : undefined;
+  return {
+    ...d,
+    instance: { ...instance, guest: { ...guest, userData: Buffer.from(guest.userData).toString("base64") } },
+    ...(drive ? { configDrive: Object.fromEntries([...drive].map(([path, data]) => [path, data.toString("base64")])) } : {}),
+  };
+}
+
+function fromDisk(d: DomainOnDisk): FakeDomain {
+  const { configDrive: _drive, ...rest } = d;
+  const { guest, ...instance } = d.instance;
+  return { ...rest, instance: guest ? { ...instance, guest: { ...guest, userData: new Uint8Array(Buffer.from(guest.userData, "base64")) } } : instance };
+}
+
+/** The config drive files of a domain in a fake driver's state file, by path; none: it has no config drive (or is not there). */
+export async function configDriveOf(statePath: string, serverId: string): Promise<Map<string, Buffer> | undefined> {
+  const file = JSON.parse(await readFile(statePath, "utf8")) as StateFile;
+  const drive = file.domains[serverId]?.configDrive;
+  return drive ? new Map(Object.entries(drive).map(([p, b64]) => [p, Buffer.from(b64, "base64")])) : undefined;
 }
 
 /** The event file of a state file. */
@@ -173,8 +205,8 @@ export class DomainStore {
       throw err;
     }
     const file = JSON.parse(text) as StateFile;
-    for (const [id, d] of Object.entries(file.domains ?? {})) state.domains.set(id, checkDomain(this.statePath, id, d));
-    for (const [id, d] of Object.entries(file.stashes ?? {})) state.stashes.set(id, checkDomain(this.statePath, id, d));
+    for (const [id, d] of Object.entries(file.domains ?? {})) state.domains.set(id, checkDomain(this.statePath, id, fromDisk(d)));
+    for (const [id, d] of Object.entries(file.stashes ?? {})) state.stashes.set(id, checkDomain(this.statePath, id, fromDisk(d)));
     state.eventsOffset = file.eventsOffset ?? 0;
     return state;
   }
@@ -228,8 +260,8 @@ export class DomainStore {
       const state = snapshot();
       const file: StateFile = {
         version: 1,
-        domains: Object.fromEntries(state.domains),
-        stashes: Object.fromEntries(state.stashes),
+        domains: Object.fromEntries([...state.domains].map(([id, d]) => [id, toDisk(d)])),
+        stashes: Object.fromEntries([...state.stashes].map(([id, d]) => [id, toDisk(d)])),
         eventsOffset: state.eventsOffset,
       };
       await writeAtomic(path, JSON.stringify(file));

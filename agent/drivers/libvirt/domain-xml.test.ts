@@ -12,6 +12,7 @@ import {
   xmlEscape,
   type DomainDescription,
 } from "./domain-xml.js";
+import { localDisksToCopy } from "./migrating-volumes.js";
 
 const ID = "3f0b7c2e-9a41-4d5e-8b6f-1c2d3e4f5a6b";
 
@@ -29,6 +30,17 @@ function description(overrides: Partial<DomainDescription> = {}): DomainDescript
 }
 
 describe("domain XML", () => {
+  test("a config drive is a read-only CD-ROM: IDE on the pc machine, SATA on q35; a live migration does not copy it", () => {
+    const drive = `/var/lib/novamesh/instances/${ID}/disk.config`;
+    const pc = buildDomainXml(description({ configDrive: drive }));
+    assert.match(pc, new RegExp(`<disk type='file' device='cdrom'>\\s*<driver name='qemu' type='raw'/>\\s*<source file='${drive}'/>\\s*<target dev='hdd' bus='ide'/>\\s*<readonly/>`));
+    const q35 = buildDomainXml(description({ configDrive: drive, machine: "pc-q35-7.2" }));
+    assert.match(q35, /<target dev='sda' bus='sata'\/>/);
+    assert.deepEqual(localDisksToCopy(pc), ["vda"], "only the root disk is copied");
+    assert.ok(!buildDomainXml(description()).includes("cdrom"), "no drive unless asked");
+    assert.throws(() => buildDomainXml(description({ configDrive: "relative/disk.config" })), /config drive path must be an absolute path/);
+  });
+
   test("a domain booted from a volume: no local disk, vda the volume's network disk with its attachment's alias, the root attachment in the metadata", () => {
     const root = { attachmentId: "att-root", target: "vda", host: "192.0.2.5", port: 10809, exportName: "att-root" };
     const xml = buildDomainXml(description({ disks: [], volumes: [root], metadata: { ...description().metadata, diskGb: 0, rootAttachmentId: "att-root" } }));

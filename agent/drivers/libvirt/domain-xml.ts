@@ -108,6 +108,8 @@ export interface DomainDescription {
   readonly interfaces?: readonly DomainInterface[];
   /** Volumes attached (kept through a rebuild), after the disks. */
   readonly volumes?: readonly DomainVolume[];
+  /** The config drive image (ISO 9660), attached read-only as a CD-ROM. */
+  readonly configDrive?: string;
   /** Recorded in `<metadata>`. */
   readonly metadata: DomainMetadata;
 }
@@ -182,6 +184,16 @@ export function buildDomainXml(d: DomainDescription): string {
     push(3, `<driver name='qemu' type='${disk.format}' cache='none'/>`);
     push(3, `<source file='${xmlEscape(absolute("disk path", disk.path))}'/>`);
     push(3, `<target dev='${disk.target}' bus='virtio'/>`);
+    push(2, "</disk>");
+  }
+  if (d.configDrive) {
+    // A CD-ROM as Nova attaches one: IDE on i440fx ("pc"), SATA on q35, which has no IDE; read-only, so a live migration does not copy it.
+    const [dev, bus] = /q35/.test(machine) ? ["sda", "sata"] : ["hdd", "ide"];
+    push(2, "<disk type='file' device='cdrom'>");
+    push(3, "<driver name='qemu' type='raw'/>");
+    push(3, `<source file='${xmlEscape(absolute("config drive path", d.configDrive))}'/>`);
+    push(3, `<target dev='${dev}' bus='${bus}'/>`);
+    push(3, "<readonly/>");
     push(2, "</disk>");
   }
   for (const v of d.volumes ?? []) for (const line of buildVolumeDiskXml(v).trimEnd().split("\n")) push(2, line);

@@ -13,6 +13,7 @@ import { throwIfAborted } from "../errors.js";
 import type { InstanceSpec } from "../types.js";
 import * as C from "./binding/constants.js";
 import type { ManagedConnection } from "./connection.js";
+import { makeConfigDrive } from "./config-drive-iso.js";
 import { buildDomainXml, type DomainVolume } from "./domain-xml.js";
 import { invalidState, unless } from "./failures.js";
 import type { BootImages } from "./image-cache.js";
@@ -66,6 +67,7 @@ export class Domains {
       ...(boot.kernel ? { kernelBoot: { kernel: boot.kernel, initrd: boot.initrd, cmdline: p.os_command_line || "console=ttyS0" } } : {}),
       consoleLog: this.files.consoleLog(instance.id),
       volumes,
+      ...(instance.guest?.configDrive ? { configDrive: this.files.configDrive(instance.id) } : {}),
       interfaces: (instance.vifs ?? []).map((v) => ({ mac: v.mac, bridge: v.bridge, tap: v.tap, mtu: v.mtu })),
       metadata: {
         displayName: instance.name,
@@ -87,6 +89,8 @@ export class Domains {
    * rebuild keeps them); starts it when `start`.
    */
   async define(instance: InstanceSpec, boot: Omit<BootImages, "base">, start: boolean, volumes: readonly DomainVolume[] = [], root?: RootVolume): Promise<void> {
+    // Made again wherever the domain is defined (spawn, rebuild, the end of a cold migration): the guest reads what it had.
+    await makeConfigDrive(this.files, instance);
     const xml = this.domainXml(instance, boot, volumes, root);
     await this.libvirt.call(`defining ${instance.id}`, async (conn) => {
       const dom = await conn.defineXML(xml);

@@ -149,6 +149,11 @@ export class InstanceFiles {
     return readFileTail(this.consoleLog(id), maxBytes);
   }
 
+  /** `<server id>/disk.config`: the config drive. */
+  configDrive(id: string): string {
+    return join(this.dir(id), "disk.config");
+  }
+
   /** `<server id>/console.log`. */
   consoleLog(id: string): string {
     return join(this.dir(id), "console.log");

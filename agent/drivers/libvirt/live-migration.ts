@@ -18,6 +18,7 @@
  * there, so hosts need not share one layout) and the address qemu receives
  * the memory and disk copy on (Nova's `live_migration_inbound_addr`).
  */
+import { makeConfigDrive } from "./config-drive-iso.js";
 import { rm } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { CallOptions, InstanceOptions, LiveMigrateOptions, PostLiveMigrationOptions, PreLiveMigrationOptions } from "../driver.js";
@@ -173,6 +174,8 @@ export class LiveMigration {
         // The source copies only its overlay (incremental): the base below it is this host's copy of the same image.
         if (boot.base === undefined) await files.fresh(id);
         else await files.freshOverlay(instance, boot.base, call.signal);
+        // Read-only, the config drive is not copied: this host makes its own, the same.
+        await makeConfigDrive(files, instance, call.signal);
         const p = instance.image.properties;
         const imageIds = [instance.image.id, p.kernel_id, p.ramdisk_id].filter((x): x is string => !!x);
         await files.setSidecar(id, { incoming: { from: sourceHost, ...need, imageIds } });

@@ -8,7 +8,7 @@
  * unshelved one with volumes attached) has each exported to the host first;
  * the spawn opens those exports, and a failed spawn ends them.
  */
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type { RequestedNetworks } from "../../domain/network.js";
 import type { Fault, Flavor, Image, Instance, Principal, SchedulerHints } from "../../domain/types.js";
 import { claimOf, HARD_POLICIES } from "../../domain/placement.js";
@@ -43,6 +43,9 @@ export interface CreateRequest {
   readonly requestedNetworks?: RequestedNetworks | null;
   /** The key pair the guest is given (the caller's project's). */
   readonly keypair?: { readonly name: string; readonly publicKey: string } | null;
+  /** User data for the guest (empty: none), and whether it gets a config drive. */
+  readonly userData?: Uint8Array;
+  readonly configDrive?: boolean;
 }
 
 /** A root volume request as the create action records it (the API's block device mapping). */
@@ -64,6 +67,9 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     scheduler_hints: { sameHost: req.schedulerHints?.sameHost ?? [], differentHost: req.schedulerHints?.differentHost ?? [] },
     ...(req.requestedNetworks ? { networks: req.requestedNetworks } : {}),
     ...(req.keypair ? { key_name: req.keypair.name } : {}),
+    // The user data by its digest: a repeated request is told apart without keeping the data twice.
+    ...(req.userData?.length ? { user_data_sha256: createHash("sha256").update(req.userData).digest("hex") } : {}),
+    ...(req.configDrive ? { config_drive: true } : {}),
   };
   /** The server a repeated request id made, if this is the same request. */
   const replay = async (first: Instance) => {
@@ -107,6 +113,8 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
           requestedNetworks: req.requestedNetworks ?? null,
           bootsFromVolume: Boolean(req.rootVolume),
           keypair: req.keypair ?? null,
+          userData: req.userData ?? null,
+          configDrive: req.configDrive ?? false,
           taskState: task,
         },
         taskDeadline,

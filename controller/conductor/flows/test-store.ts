@@ -77,6 +77,8 @@ export function instance(over: Partial<Instance> = {}): Instance {
     bootsFromVolume: false,
     keyName: null,
     keyData: null,
+    hostname: "web",
+    configDrive: false,
     createdAt: now,
     updatedAt: now,
     launchedAt: now,

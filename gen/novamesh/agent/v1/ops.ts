@@ -233,6 +233,11 @@ export interface Instance {
    * leave them out).
    */
   ports: Port[];
+  /**
+   * What the guest is told about itself (ops that build the instance on a
+   * host carry it; others leave it out).
+   */
+  guest: GuestData | undefined;
 }
 
 export interface Instance_ExtraSpecsEntry {
@@ -243,6 +248,22 @@ export interface Instance_ExtraSpecsEntry {
 export interface Instance_MetadataEntry {
   key: string;
   value: string;
+}
+
+/** What a guest is told about itself, on its config drive. */
+export interface GuestData {
+  /** Its host name. */
+  hostname: string;
+  /** Its availability zone ("" for the default). */
+  availabilityZone: string;
+  /** The key pair it was made with ("" for none). */
+  keyName: string;
+  /** Its public key, in OpenSSH's authorized_keys form. */
+  publicKey: string;
+  /** The user data as given. */
+  userData: Buffer;
+  /** Whether it gets a config drive. */
+  configDrive: boolean;
 }
 
 /** A port: one network interface of an instance, as its host plugs it. */
@@ -2004,6 +2025,7 @@ function createBaseInstance(): Instance {
     extraSpecs: {},
     metadata: {},
     ports: [],
+    guest: undefined,
   };
 }
 
@@ -2038,6 +2060,9 @@ export const Instance: MessageFns<Instance> = {
     });
     for (const v of message.ports) {
       Port.encode(v!, writer.uint32(82).fork()).join();
+    }
+    if (message.guest !== undefined) {
+      GuestData.encode(message.guest, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -2141,6 +2166,14 @@ export const Instance: MessageFns<Instance> = {
             message.ports.push(Port.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.guest = GuestData.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2218,6 +2251,7 @@ export const Instance: MessageFns<Instance> = {
       ports: globalThis.Array.isArray(object?.ports)
         ? object.ports.map((e: any) => Port.fromJSON(e))
         : [],
+      guest: isSet(object.guest) ? GuestData.fromJSON(object.guest) : undefined,
     };
   },
 
@@ -2265,6 +2299,9 @@ export const Instance: MessageFns<Instance> = {
     if (message.ports?.length) {
       obj.ports = message.ports.map((e) => Port.toJSON(e));
     }
+    if (message.guest !== undefined) {
+      obj.guest = GuestData.toJSON(message.guest);
+    }
     return obj;
   },
 
@@ -2301,6 +2338,9 @@ export const Instance: MessageFns<Instance> = {
       {},
     );
     message.ports = object.ports?.map((e) => Port.fromPartial(e)) || [];
+    message.guest = (object.guest !== undefined && object.guest !== null)
+      ? GuestData.fromPartial(object.guest)
+      : undefined;
     return message;
   },
 };
@@ -2471,6 +2511,182 @@ export const Instance_MetadataEntry: MessageFns<Instance_MetadataEntry> = {
     const message = createBaseInstance_MetadataEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseGuestData(): GuestData {
+  return {
+    hostname: "",
+    availabilityZone: "",
+    keyName: "",
+    publicKey: "",
+    userData: Buffer.alloc(0),
+    configDrive: false,
+  };
+}
+
+export const GuestData: MessageFns<GuestData> = {
+  encode(message: GuestData, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hostname !== "") {
+      writer.uint32(10).string(message.hostname);
+    }
+    if (message.availabilityZone !== "") {
+      writer.uint32(18).string(message.availabilityZone);
+    }
+    if (message.keyName !== "") {
+      writer.uint32(26).string(message.keyName);
+    }
+    if (message.publicKey !== "") {
+      writer.uint32(34).string(message.publicKey);
+    }
+    if (message.userData.length !== 0) {
+      writer.uint32(42).bytes(message.userData);
+    }
+    if (message.configDrive !== false) {
+      writer.uint32(48).bool(message.configDrive);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GuestData {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGuestData();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hostname = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.availabilityZone = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.keyName = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.publicKey = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.userData = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.configDrive = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GuestData {
+    return {
+      hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
+      availabilityZone: isSet(object.availabilityZone)
+        ? globalThis.String(object.availabilityZone)
+        : isSet(object.availability_zone)
+        ? globalThis.String(object.availability_zone)
+        : "",
+      keyName: isSet(object.keyName)
+        ? globalThis.String(object.keyName)
+        : isSet(object.key_name)
+        ? globalThis.String(object.key_name)
+        : "",
+      publicKey: isSet(object.publicKey)
+        ? globalThis.String(object.publicKey)
+        : isSet(object.public_key)
+        ? globalThis.String(object.public_key)
+        : "",
+      userData: isSet(object.userData)
+        ? Buffer.from(bytesFromBase64(object.userData))
+        : isSet(object.user_data)
+        ? Buffer.from(bytesFromBase64(object.user_data))
+        : Buffer.alloc(0),
+      configDrive: isSet(object.configDrive)
+        ? globalThis.Boolean(object.configDrive)
+        : isSet(object.config_drive)
+        ? globalThis.Boolean(object.config_drive)
+        : false,
+    };
+  },
+
+  toJSON(message: GuestData): unknown {
+    const obj: any = {};
+    if (message.hostname !== "") {
+      obj.hostname = message.hostname;
+    }
+    if (message.availabilityZone !== "") {
+      obj.availabilityZone = message.availabilityZone;
+    }
+    if (message.keyName !== "") {
+      obj.keyName = message.keyName;
+    }
+    if (message.publicKey !== "") {
+      obj.publicKey = message.publicKey;
+    }
+    if (message.userData.length !== 0) {
+      obj.userData = base64FromBytes(message.userData);
+    }
+    if (message.configDrive !== false) {
+      obj.configDrive = message.configDrive;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GuestData>, I>>(base?: I): GuestData {
+    return GuestData.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GuestData>, I>>(object: I): GuestData {
+    const message = createBaseGuestData();
+    message.hostname = object.hostname ?? "";
+    message.availabilityZone = object.availabilityZone ?? "";
+    message.keyName = object.keyName ?? "";
+    message.publicKey = object.publicKey ?? "";
+    message.userData = object.userData ?? Buffer.alloc(0);
+    message.configDrive = object.configDrive ?? false;
     return message;
   },
 };
@@ -6999,6 +7215,14 @@ export const DeleteVolumeSnapshotOp: MessageFns<DeleteVolumeSnapshotOp> = {
     return message;
   },
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

@@ -885,6 +885,14 @@ export interface Server {
    * kept if the key pair is deleted); empty: none.
    */
   keyName: string;
+  /** Whether it has a config drive (see CreateServerRequest.config_drive). */
+  configDrive: boolean;
+  /**
+   * The host name its guest is given: its name when it was made, in lower
+   * case, with what a host name cannot hold dropped (Nova's); a rename
+   * leaves it as it is.
+   */
+  hostname: string;
 }
 
 export interface Server_MetadataEntry {
@@ -1026,10 +1034,27 @@ export interface CreateServerRequest {
   blockDeviceMappings: BlockDeviceMapping[];
   /**
    * A key pair of the caller's project (KeypairService) whose public key
-   * the guest is given (config drive and metadata); empty: none. Another
+   * the guest is given (on its config drive); empty: none. Another
    * project's, or none of that name: NOT_FOUND.
    */
   keyName: string;
+  /**
+   * Data for the guest (cloud-init's user data: a script, a cloud-config),
+   * at most 65536 bytes, given as is; on the config drive as
+   * `openstack/latest/user_data`. Kept with the server, not shown by
+   * GetServer.
+   */
+  userData: Buffer;
+  /**
+   * Give the server a config drive: a read-only ISO 9660 disk labelled
+   * `config-2` in the OpenStack layout that cloud-init's ConfigDrive
+   * datasource reads (`openstack/latest/meta_data.json` with uuid, name,
+   * hostname, availability zone, project, public keys and metadata;
+   * `user_data`; `network_data.json` with its ports' addresses, routes and
+   * DNS servers). Made again by every host the server is built on: rebuild,
+   * evacuation, migrations and unshelve.
+   */
+  configDrive: boolean;
 }
 
 export interface CreateServerRequest_MetadataEntry {
@@ -2177,6 +2202,8 @@ function createBaseServer(): Server {
     interfaces: [],
     addresses: {},
     keyName: "",
+    configDrive: false,
+    hostname: "",
   };
 }
 
@@ -2259,6 +2286,12 @@ export const Server: MessageFns<Server> = {
     });
     if (message.keyName !== "") {
       writer.uint32(210).string(message.keyName);
+    }
+    if (message.configDrive !== false) {
+      writer.uint32(216).bool(message.configDrive);
+    }
+    if (message.hostname !== "") {
+      writer.uint32(226).string(message.hostname);
     }
     return writer;
   },
@@ -2490,6 +2523,22 @@ export const Server: MessageFns<Server> = {
             message.keyName = reader.string();
             continue;
           }
+          case 27: {
+            if (tag !== 216) {
+              break;
+            }
+
+            message.configDrive = reader.bool();
+            continue;
+          }
+          case 28: {
+            if (tag !== 226) {
+              break;
+            }
+
+            message.hostname = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2622,6 +2671,12 @@ export const Server: MessageFns<Server> = {
         : isSet(object.key_name)
         ? globalThis.String(object.key_name)
         : "",
+      configDrive: isSet(object.configDrive)
+        ? globalThis.Boolean(object.configDrive)
+        : isSet(object.config_drive)
+        ? globalThis.Boolean(object.config_drive)
+        : false,
+      hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
     };
   },
 
@@ -2717,6 +2772,12 @@ export const Server: MessageFns<Server> = {
     if (message.keyName !== "") {
       obj.keyName = message.keyName;
     }
+    if (message.configDrive !== false) {
+      obj.configDrive = message.configDrive;
+    }
+    if (message.hostname !== "") {
+      obj.hostname = message.hostname;
+    }
     return obj;
   },
 
@@ -2769,6 +2830,8 @@ export const Server: MessageFns<Server> = {
       {},
     );
     message.keyName = object.keyName ?? "";
+    message.configDrive = object.configDrive ?? false;
+    message.hostname = object.hostname ?? "";
     return message;
   },
 };
@@ -3707,6 +3770,8 @@ function createBaseCreateServerRequest(): CreateServerRequest {
     noNetwork: false,
     blockDeviceMappings: [],
     keyName: "",
+    userData: Buffer.alloc(0),
+    configDrive: false,
   };
 }
 
@@ -3747,6 +3812,12 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     }
     if (message.keyName !== "") {
       writer.uint32(98).string(message.keyName);
+    }
+    if (message.userData.length !== 0) {
+      writer.uint32(106).bytes(message.userData);
+    }
+    if (message.configDrive !== false) {
+      writer.uint32(112).bool(message.configDrive);
     }
     return writer;
   },
@@ -3863,6 +3934,22 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
             message.keyName = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.userData = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.configDrive = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3940,6 +4027,16 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
         : isSet(object.key_name)
         ? globalThis.String(object.key_name)
         : "",
+      userData: isSet(object.userData)
+        ? Buffer.from(bytesFromBase64(object.userData))
+        : isSet(object.user_data)
+        ? Buffer.from(bytesFromBase64(object.user_data))
+        : Buffer.alloc(0),
+      configDrive: isSet(object.configDrive)
+        ? globalThis.Boolean(object.configDrive)
+        : isSet(object.config_drive)
+        ? globalThis.Boolean(object.config_drive)
+        : false,
     };
   },
 
@@ -3987,6 +4084,12 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     if (message.keyName !== "") {
       obj.keyName = message.keyName;
     }
+    if (message.userData.length !== 0) {
+      obj.userData = base64FromBytes(message.userData);
+    }
+    if (message.configDrive !== false) {
+      obj.configDrive = message.configDrive;
+    }
     return obj;
   },
 
@@ -4017,6 +4120,8 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     message.noNetwork = object.noNetwork ?? false;
     message.blockDeviceMappings = object.blockDeviceMappings?.map((e) => BlockDeviceMapping.fromPartial(e)) || [];
     message.keyName = object.keyName ?? "";
+    message.userData = object.userData ?? Buffer.alloc(0);
+    message.configDrive = object.configDrive ?? false;
     return message;
   },
 };
@@ -12297,6 +12402,14 @@ export const ServerServiceClient = makeGenericClientConstructor(
   service: typeof ServerServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
