@@ -114,6 +114,8 @@ export function serverToProto(i: Instance, viewer: Viewer, networks?: ServerNetw
     keyName: i.keyName ?? "",
     configDrive: i.configDrive,
     hostname: i.hostname,
+    description: i.description,
+    tags: [...i.tags],
     ...interfacesOf(networks, i.host),
   };
 }

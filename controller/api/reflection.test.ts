@@ -27,6 +27,7 @@ const descriptorSet = readFileSync(new URL("../../gen/novamesh.binpb", import.me
 /** server.proto and everything it imports, in the order reflection sends them (depth first). */
 const SERVER_CLOSURE = [
   "novamesh/compute/v1/server.proto",
+  "google/protobuf/field_mask.proto",
   "google/protobuf/timestamp.proto",
   "novamesh/compute/v1/operation.proto",
   "google/rpc/status.proto",

@@ -32,6 +32,7 @@ import type { ChangeFeed } from "./watch.js";
 import type { Viewer } from "./viewer.js";
 import { maskHosts, maskMap, viewerOf } from "./viewer.js";
 import { keypairName } from "./keypair-service.js";
+import { serverAttributeHandlers, tags } from "./server-attributes.js";
 import { MAX_USER_DATA_BYTES } from "../domain/guest.js";
 import { getKeypair } from "../store/keypairs.js";
 
@@ -66,6 +67,7 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
   const simple = (name: string, fn: (who: CallContext["principal"], id: string, requestId: string) => Promise<Accepted>) =>
     unary(deps, name, async (req: IdRequest, ctx) => answer(ctx, await fn(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId))));
   return {
+    ...serverAttributeHandlers(deps, conductor),
     createServer: unary(deps, "CreateServer", async (req, ctx) => {
       const name = v.name("name", req.name);
       const requestId = v.requestId("request_id", req.requestId);
@@ -82,7 +84,8 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const keypair = req.keyName ? await keypairOf(ctx.principal.projectId, req.keyName) : null;
       if (req.userData.length > MAX_USER_DATA_BYTES) throw invalidArgument("user_data", `must be at most ${MAX_USER_DATA_BYTES} bytes (${req.userData.length} given)`);
       const guest = { userData: req.userData, configDrive: req.configDrive };
-      const a = await build.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, keypair, ...guest, ...placement });
+      const about = { description: v.text("description", req.description), tags: tags("tags", req.tags) };
+      const a = await build.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, keypair, ...guest, ...about, ...placement });
       ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");
       return answer(ctx, a);
     }),
@@ -110,6 +113,10 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
         vmState: f.vmState,
         tasks: f.tasks,
         includeDeleted: req.includeDeleted,
+        tags: tags("tags", req.tags, Infinity),
+        tagsAny: tags("tags_any", req.tagsAny, Infinity),
+        notTags: tags("not_tags", req.notTags, Infinity),
+        notTagsAny: tags("not_tags_any", req.notTagsAny, Infinity),
         beforeSeq: cursor?.before,
         limit: limit + 1,
       });

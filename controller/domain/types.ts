@@ -92,6 +92,9 @@ export interface Instance {
   readonly hostname: string;
   /** It gets a config drive. */
   readonly configDrive: boolean;
+  readonly description: string;
+  /** Its tags, in the order given. */
+  readonly tags: readonly string[];
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly launchedAt: Date | null;

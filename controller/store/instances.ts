@@ -10,7 +10,7 @@ import { noteNetworkChange, touch } from "./network-changes.js";
 
 const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
   image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
-  locked_by, locked_reason, shelved_image_id, boots_from_volume, key_name, key_data, hostname, config_drive, created_at, updated_at, launched_at, deleted_at,
+  locked_by, locked_reason, shelved_image_id, boots_from_volume, key_name, key_data, hostname, config_drive, description, tags, created_at, updated_at, launched_at, deleted_at,
   availability_zone, server_group_id, scheduler_hints, alternate_hosts`;
 
 export function rowToInstance(r: Row): Instance {
@@ -44,6 +44,8 @@ export function rowToInstance(r: Row): Instance {
     keyData: r.key_data ?? null,
     hostname: r.hostname || hostnameOf(r.name, r.uuid),
     configDrive: r.config_drive === 1,
+    description: r.description ?? "",
+    tags: json<string[]>(r.tags, []),
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     launchedAt: r.launched_at,
@@ -72,6 +74,8 @@ export interface NewInstance {
   /** What its guest is given: user data (null: none) and a config drive. */
   readonly userData?: Uint8Array | null;
   readonly configDrive?: boolean;
+  readonly description?: string;
+  readonly tags?: readonly string[];
   /** Its first task (default SCHEDULING; BLOCK_DEVICE_MAPPING while the volume it boots from is made). */
   readonly taskState?: "SCHEDULING" | "BLOCK_DEVICE_MAPPING";
 }
@@ -83,8 +87,8 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
     `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
        extra_specs, image_id, vm_state, task_state, task_deadline, power_state, metadata, tried_hosts,
        availability_zone, server_group_id, scheduler_hints, requested_networks, boots_from_volume, key_name, key_data,
-       hostname, config_drive, user_data)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', ?, ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       hostname, config_drive, user_data, description, tags)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', ?, ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     [
       n.uuid,
       n.name,
@@ -110,6 +114,8 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
       hostnameOf(n.name, n.uuid),
       n.configDrive ? 1 : 0,
       n.userData?.length ? Buffer.from(n.userData) : null,
+      n.description ?? "",
+      n.tags?.length ? JSON.stringify(n.tags) : null,
     ],
   );
   noteChange(q, "placements");
@@ -139,6 +145,11 @@ export interface InstanceFilter {
   readonly vmState?: VmState;
   readonly tasks?: readonly TaskState[];
   readonly includeDeleted?: boolean;
+  /** Tag filters (Nova's): all of `tags`, any of `tagsAny`, not all of `notTags`, none of `notTagsAny`. */
+  readonly tags?: readonly string[];
+  readonly tagsAny?: readonly string[];
+  readonly notTags?: readonly string[];
+  readonly notTagsAny?: readonly string[];
   /** Only instances created before this sequence number (paging, newest first). */
   readonly beforeSeq?: number;
   readonly limit: number;
@@ -167,6 +178,15 @@ export async function listInstances(q: Queryable, f: InstanceFilter): Promise<In
     params.push(f.vmState, STATUS_TASKS);
   }
   if (!f.includeDeleted && f.vmState !== "DELETED") where.push("deleted_at IS NULL");
+  const tagFilter = (list: readonly string[] | undefined, sql: string) => {
+    if (!list?.length) return;
+    where.push(sql);
+    params.push(JSON.stringify(list));
+  };
+  tagFilter(f.tags, "JSON_CONTAINS(COALESCE(tags, '[]'), ?)");
+  tagFilter(f.tagsAny, "JSON_OVERLAPS(COALESCE(tags, '[]'), ?)");
+  tagFilter(f.notTags, "NOT JSON_CONTAINS(COALESCE(tags, '[]'), ?)");
+  tagFilter(f.notTagsAny, "NOT JSON_OVERLAPS(COALESCE(tags, '[]'), ?)");
   if (f.beforeSeq !== undefined) {
     where.push("id < ?");
     params.push(f.beforeSeq);
@@ -194,6 +214,9 @@ export interface InstancePatch {
   readonly lockedReason?: string;
   readonly shelvedImageId?: string | null;
   readonly name?: string;
+  readonly description?: string;
+  readonly metadata?: Readonly<Record<string, string>>;
+  readonly tags?: readonly string[];
   readonly launchedAt?: Date;
   readonly deletedAt?: Date;
 }
@@ -234,6 +257,9 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
   if (patch.lockedReason !== undefined) put("locked_reason", patch.lockedReason);
   if (patch.shelvedImageId !== undefined) put("shelved_image_id", patch.shelvedImageId);
   if (patch.name !== undefined) put("name", patch.name);
+  if (patch.description !== undefined) put("description", patch.description);
+  if (patch.metadata !== undefined) put("metadata", JSON.stringify(patch.metadata));
+  if (patch.tags !== undefined) put("tags", patch.tags.length ? JSON.stringify(patch.tags) : null);
   if (patch.launchedAt !== undefined) put("launched_at", patch.launchedAt);
   if (patch.deletedAt !== undefined) put("deleted_at", patch.deletedAt);
   params.push(uuid);

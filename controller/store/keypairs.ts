@@ -1,4 +1,8 @@
-/** Key pairs: a project's SSH public keys, by name; and the migrations of what a server's guest is given (its key, user data, config drive). */
+/**
+ * Key pairs: a project's SSH public keys, by name; and the migrations of
+ * what a server's guest is given (its key, user data, config drive) and of
+ * its other attributes (description, tags).
+ */
 import type { KeyType } from "../domain/ssh-keys.js";
 import { CREATED_NOW as TS, exec, select, type Migration, type Queryable } from "./db.js";
 
@@ -28,6 +32,11 @@ export const KEYPAIR_MIGRATIONS: readonly Migration[] = [
       `ALTER TABLE instances ADD COLUMN hostname VARCHAR(63) NOT NULL DEFAULT '', ADD COLUMN config_drive TINYINT(1) NOT NULL DEFAULT 0,
          ADD COLUMN user_data MEDIUMBLOB NULL`,
     ],
+  },
+  {
+    version: 26,
+    name: "a server's description and tags",
+    statements: [`ALTER TABLE instances ADD COLUMN description VARCHAR(255) NOT NULL DEFAULT '', ADD COLUMN tags JSON NULL`],
   },
 ];
 

@@ -46,6 +46,8 @@ export interface CreateRequest {
   /** User data for the guest (empty: none), and whether it gets a config drive. */
   readonly userData?: Uint8Array;
   readonly configDrive?: boolean;
+  readonly description?: string;
+  readonly tags?: readonly string[];
 }
 
 /** A root volume request as the create action records it (the API's block device mapping). */
@@ -70,6 +72,8 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     // The user data by its digest: a repeated request is told apart without keeping the data twice.
     ...(req.userData?.length ? { user_data_sha256: createHash("sha256").update(req.userData).digest("hex") } : {}),
     ...(req.configDrive ? { config_drive: true } : {}),
+    ...(req.description ? { description: req.description } : {}),
+    ...(req.tags?.length ? { tags: req.tags } : {}),
   };
   /** The server a repeated request id made, if this is the same request. */
   const replay = async (first: Instance) => {
@@ -115,6 +119,8 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
           keypair: req.keypair ?? null,
           userData: req.userData ?? null,
           configDrive: req.configDrive ?? false,
+          description: req.description ?? "",
+          tags: req.tags ?? [],
           taskState: task,
         },
         taskDeadline,

@@ -79,6 +79,8 @@ export function instance(over: Partial<Instance> = {}): Instance {
     keyData: null,
     hostname: "web",
     configDrive: false,
+    description: "",
+    tags: [],
     createdAt: now,
     updatedAt: now,
     launchedAt: now,

@@ -20,6 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { FieldMask } from "../../../google/protobuf/field_mask.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 import { Operation } from "./operation.js";
 
@@ -893,6 +894,10 @@ export interface Server {
    * leaves it as it is.
    */
   hostname: string;
+  /** Free-form description, up to 255 characters. */
+  description: string;
+  /** Its tags, in the order they were given. */
+  tags: string[];
 }
 
 export interface Server_MetadataEntry {
@@ -1055,6 +1060,10 @@ export interface CreateServerRequest {
    * evacuation, migrations and unshelve.
    */
   configDrive: boolean;
+  /** Free-form description, up to 255 characters. */
+  description: string;
+  /** Tags (as SetServerTags takes them). */
+  tags: string[];
 }
 
 export interface CreateServerRequest_MetadataEntry {
@@ -1153,6 +1162,14 @@ export interface ListServersRequest {
   projectId: string;
   /** Include deleted servers. */
   includeDeleted: boolean;
+  /** Only servers with all of these tags. */
+  tags: string[];
+  /** Only servers with at least one of these tags. */
+  tagsAny: string[];
+  /** Only servers without all of these tags (one or more may be missing). */
+  notTags: string[];
+  /** Only servers with none of these tags. */
+  notTagsAny: string[];
 }
 
 /** Response of ListServers. */
@@ -1797,6 +1814,99 @@ export interface DetachVolumeResponse {
   operation: Operation | undefined;
 }
 
+/** Request of UpdateServer. */
+export interface UpdateServerRequest {
+  /** The server: its id, and the new values of the fields the mask names. */
+  server:
+    | Server
+    | undefined;
+  /** The fields to change: "name", "description". */
+  updateMask: string[] | undefined;
+}
+
+/** Response of UpdateServer. */
+export interface UpdateServerResponse {
+  /** The server after the change. */
+  server: Server | undefined;
+}
+
+/** Request of UpdateServerMetadata. */
+export interface UpdateServerMetadataRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** Items to set: keys 1–255 characters, values up to 255. */
+  metadata: { [key: string]: string };
+  /** The server's metadata becomes exactly `metadata` (empty: none). */
+  replace: boolean;
+}
+
+export interface UpdateServerMetadataRequest_MetadataEntry {
+  key: string;
+  value: string;
+}
+
+/** Response of UpdateServerMetadata. */
+export interface UpdateServerMetadataResponse {
+  /** The server after the change. */
+  server: Server | undefined;
+}
+
+/** Request of DeleteServerMetadata. */
+export interface DeleteServerMetadataRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** The keys to delete (at least one). */
+  keys: string[];
+}
+
+/** Response of DeleteServerMetadata. */
+export interface DeleteServerMetadataResponse {
+  /** The server after the change. */
+  server: Server | undefined;
+}
+
+/** Request of SetServerTags. */
+export interface SetServerTagsRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** The tags (empty: none). */
+  tags: string[];
+}
+
+/** Response of SetServerTags. */
+export interface SetServerTagsResponse {
+  /** The server after the change. */
+  server: Server | undefined;
+}
+
+/** Request of AddServerTag. */
+export interface AddServerTagRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** The tag. */
+  tag: string;
+}
+
+/** Response of AddServerTag. */
+export interface AddServerTagResponse {
+  /** The server after the change. */
+  server: Server | undefined;
+}
+
+/** Request of DeleteServerTag. */
+export interface DeleteServerTagRequest {
+  /** Server id (UUID). */
+  id: string;
+  /** The tag. */
+  tag: string;
+}
+
+/** Response of DeleteServerTag. */
+export interface DeleteServerTagResponse {
+  /** The server after the change. */
+  server: Server | undefined;
+}
+
 function createBaseServerFlavor(): ServerFlavor {
   return { id: "", name: "", vcpus: 0, ramMb: 0, diskGb: 0 };
 }
@@ -2204,6 +2314,8 @@ function createBaseServer(): Server {
     keyName: "",
     configDrive: false,
     hostname: "",
+    description: "",
+    tags: [],
   };
 }
 
@@ -2292,6 +2404,12 @@ export const Server: MessageFns<Server> = {
     }
     if (message.hostname !== "") {
       writer.uint32(226).string(message.hostname);
+    }
+    if (message.description !== "") {
+      writer.uint32(234).string(message.description);
+    }
+    for (const v of message.tags) {
+      writer.uint32(242).string(v!);
     }
     return writer;
   },
@@ -2539,6 +2657,22 @@ export const Server: MessageFns<Server> = {
             message.hostname = reader.string();
             continue;
           }
+          case 29: {
+            if (tag !== 234) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 30: {
+            if (tag !== 242) {
+              break;
+            }
+
+            message.tags.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2677,6 +2811,10 @@ export const Server: MessageFns<Server> = {
         ? globalThis.Boolean(object.config_drive)
         : false,
       hostname: isSet(object.hostname) ? globalThis.String(object.hostname) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      tags: globalThis.Array.isArray(object?.tags)
+        ? object.tags.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -2778,6 +2916,12 @@ export const Server: MessageFns<Server> = {
     if (message.hostname !== "") {
       obj.hostname = message.hostname;
     }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.tags?.length) {
+      obj.tags = message.tags;
+    }
     return obj;
   },
 
@@ -2832,6 +2976,8 @@ export const Server: MessageFns<Server> = {
     message.keyName = object.keyName ?? "";
     message.configDrive = object.configDrive ?? false;
     message.hostname = object.hostname ?? "";
+    message.description = object.description ?? "";
+    message.tags = object.tags?.map((e) => e) || [];
     return message;
   },
 };
@@ -3772,6 +3918,8 @@ function createBaseCreateServerRequest(): CreateServerRequest {
     keyName: "",
     userData: Buffer.alloc(0),
     configDrive: false,
+    description: "",
+    tags: [],
   };
 }
 
@@ -3818,6 +3966,12 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     }
     if (message.configDrive !== false) {
       writer.uint32(112).bool(message.configDrive);
+    }
+    if (message.description !== "") {
+      writer.uint32(122).string(message.description);
+    }
+    for (const v of message.tags) {
+      writer.uint32(130).string(v!);
     }
     return writer;
   },
@@ -3950,6 +4104,22 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
             message.configDrive = reader.bool();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.tags.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4037,6 +4207,10 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
         : isSet(object.config_drive)
         ? globalThis.Boolean(object.config_drive)
         : false,
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      tags: globalThis.Array.isArray(object?.tags)
+        ? object.tags.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -4090,6 +4264,12 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     if (message.configDrive !== false) {
       obj.configDrive = message.configDrive;
     }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.tags?.length) {
+      obj.tags = message.tags;
+    }
     return obj;
   },
 
@@ -4122,6 +4302,8 @@ export const CreateServerRequest: MessageFns<CreateServerRequest> = {
     message.keyName = object.keyName ?? "";
     message.userData = object.userData ?? Buffer.alloc(0);
     message.configDrive = object.configDrive ?? false;
+    message.description = object.description ?? "";
+    message.tags = object.tags?.map((e) => e) || [];
     return message;
   },
 };
@@ -4736,6 +4918,10 @@ function createBaseListServersRequest(): ListServersRequest {
     allProjects: false,
     projectId: "",
     includeDeleted: false,
+    tags: [],
+    tagsAny: [],
+    notTags: [],
+    notTagsAny: [],
   };
 }
 
@@ -4764,6 +4950,18 @@ export const ListServersRequest: MessageFns<ListServersRequest> = {
     }
     if (message.includeDeleted !== false) {
       writer.uint32(64).bool(message.includeDeleted);
+    }
+    for (const v of message.tags) {
+      writer.uint32(74).string(v!);
+    }
+    for (const v of message.tagsAny) {
+      writer.uint32(82).string(v!);
+    }
+    for (const v of message.notTags) {
+      writer.uint32(90).string(v!);
+    }
+    for (const v of message.notTagsAny) {
+      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -4845,6 +5043,38 @@ export const ListServersRequest: MessageFns<ListServersRequest> = {
             message.includeDeleted = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.tags.push(reader.string());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.tagsAny.push(reader.string());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.notTags.push(reader.string());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.notTagsAny.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4887,6 +5117,24 @@ export const ListServersRequest: MessageFns<ListServersRequest> = {
         : isSet(object.include_deleted)
         ? globalThis.Boolean(object.include_deleted)
         : false,
+      tags: globalThis.Array.isArray(object?.tags)
+        ? object.tags.map((e: any) => globalThis.String(e))
+        : [],
+      tagsAny: globalThis.Array.isArray(object?.tagsAny)
+        ? object.tagsAny.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.tags_any)
+        ? object.tags_any.map((e: any) => globalThis.String(e))
+        : [],
+      notTags: globalThis.Array.isArray(object?.notTags)
+        ? object.notTags.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.not_tags)
+        ? object.not_tags.map((e: any) => globalThis.String(e))
+        : [],
+      notTagsAny: globalThis.Array.isArray(object?.notTagsAny)
+        ? object.notTagsAny.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.not_tags_any)
+        ? object.not_tags_any.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -4916,6 +5164,18 @@ export const ListServersRequest: MessageFns<ListServersRequest> = {
     if (message.includeDeleted !== false) {
       obj.includeDeleted = message.includeDeleted;
     }
+    if (message.tags?.length) {
+      obj.tags = message.tags;
+    }
+    if (message.tagsAny?.length) {
+      obj.tagsAny = message.tagsAny;
+    }
+    if (message.notTags?.length) {
+      obj.notTags = message.notTags;
+    }
+    if (message.notTagsAny?.length) {
+      obj.notTagsAny = message.notTagsAny;
+    }
     return obj;
   },
 
@@ -4932,6 +5192,10 @@ export const ListServersRequest: MessageFns<ListServersRequest> = {
     message.allProjects = object.allProjects ?? false;
     message.projectId = object.projectId ?? "";
     message.includeDeleted = object.includeDeleted ?? false;
+    message.tags = object.tags?.map((e) => e) || [];
+    message.tagsAny = object.tagsAny?.map((e) => e) || [];
+    message.notTags = object.notTags?.map((e) => e) || [];
+    message.notTagsAny = object.notTagsAny?.map((e) => e) || [];
     return message;
   },
 };
@@ -11018,6 +11282,1071 @@ export const DetachVolumeResponse: MessageFns<DetachVolumeResponse> = {
   },
 };
 
+function createBaseUpdateServerRequest(): UpdateServerRequest {
+  return { server: undefined, updateMask: undefined };
+}
+
+export const UpdateServerRequest: MessageFns<UpdateServerRequest> = {
+  encode(message: UpdateServerRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    if (message.updateMask !== undefined) {
+      FieldMask.encode(FieldMask.wrap(message.updateMask), writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateServerRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateServerRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.updateMask = FieldMask.unwrap(FieldMask.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateServerRequest {
+    return {
+      server: isSet(object.server) ? Server.fromJSON(object.server) : undefined,
+      updateMask: isSet(object.updateMask)
+        ? FieldMask.unwrap(FieldMask.fromJSON(object.updateMask))
+        : isSet(object.update_mask)
+        ? FieldMask.unwrap(FieldMask.fromJSON(object.update_mask))
+        : undefined,
+    };
+  },
+
+  toJSON(message: UpdateServerRequest): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    if (message.updateMask !== undefined) {
+      obj.updateMask = FieldMask.toJSON(FieldMask.wrap(message.updateMask));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateServerRequest>, I>>(base?: I): UpdateServerRequest {
+    return UpdateServerRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateServerRequest>, I>>(object: I): UpdateServerRequest {
+    const message = createBaseUpdateServerRequest();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    message.updateMask = object.updateMask ?? undefined;
+    return message;
+  },
+};
+
+function createBaseUpdateServerResponse(): UpdateServerResponse {
+  return { server: undefined };
+}
+
+export const UpdateServerResponse: MessageFns<UpdateServerResponse> = {
+  encode(message: UpdateServerResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateServerResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateServerResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateServerResponse {
+    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+  },
+
+  toJSON(message: UpdateServerResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateServerResponse>, I>>(base?: I): UpdateServerResponse {
+    return UpdateServerResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateServerResponse>, I>>(object: I): UpdateServerResponse {
+    const message = createBaseUpdateServerResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUpdateServerMetadataRequest(): UpdateServerMetadataRequest {
+  return { id: "", metadata: {}, replace: false };
+}
+
+export const UpdateServerMetadataRequest: MessageFns<UpdateServerMetadataRequest> = {
+  encode(message: UpdateServerMetadataRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
+      UpdateServerMetadataRequest_MetadataEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    if (message.replace !== false) {
+      writer.uint32(24).bool(message.replace);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateServerMetadataRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateServerMetadataRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = UpdateServerMetadataRequest_MetadataEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.metadata[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replace = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateServerMetadataRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      metadata: isObject(object.metadata)
+        ? (globalThis.Object.entries(object.metadata) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      replace: isSet(object.replace) ? globalThis.Boolean(object.replace) : false,
+    };
+  },
+
+  toJSON(message: UpdateServerMetadataRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.metadata) {
+      const entries = globalThis.Object.entries(message.metadata) as [string, string][];
+      if (entries.length > 0) {
+        obj.metadata = {};
+        entries.forEach(([k, v]) => {
+          obj.metadata[k] = v;
+        });
+      }
+    }
+    if (message.replace !== false) {
+      obj.replace = message.replace;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateServerMetadataRequest>, I>>(base?: I): UpdateServerMetadataRequest {
+    return UpdateServerMetadataRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateServerMetadataRequest>, I>>(object: I): UpdateServerMetadataRequest {
+    const message = createBaseUpdateServerMetadataRequest();
+    message.id = object.id ?? "";
+    message.metadata = (globalThis.Object.entries(object.metadata ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.replace = object.replace ?? false;
+    return message;
+  },
+};
+
+function createBaseUpdateServerMetadataRequest_MetadataEntry(): UpdateServerMetadataRequest_MetadataEntry {
+  return { key: "", value: "" };
+}
+
+export const UpdateServerMetadataRequest_MetadataEntry: MessageFns<UpdateServerMetadataRequest_MetadataEntry> = {
+  encode(message: UpdateServerMetadataRequest_MetadataEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateServerMetadataRequest_MetadataEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateServerMetadataRequest_MetadataEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateServerMetadataRequest_MetadataEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: UpdateServerMetadataRequest_MetadataEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateServerMetadataRequest_MetadataEntry>, I>>(
+    base?: I,
+  ): UpdateServerMetadataRequest_MetadataEntry {
+    return UpdateServerMetadataRequest_MetadataEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateServerMetadataRequest_MetadataEntry>, I>>(
+    object: I,
+  ): UpdateServerMetadataRequest_MetadataEntry {
+    const message = createBaseUpdateServerMetadataRequest_MetadataEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseUpdateServerMetadataResponse(): UpdateServerMetadataResponse {
+  return { server: undefined };
+}
+
+export const UpdateServerMetadataResponse: MessageFns<UpdateServerMetadataResponse> = {
+  encode(message: UpdateServerMetadataResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateServerMetadataResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateServerMetadataResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateServerMetadataResponse {
+    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+  },
+
+  toJSON(message: UpdateServerMetadataResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UpdateServerMetadataResponse>, I>>(base?: I): UpdateServerMetadataResponse {
+    return UpdateServerMetadataResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UpdateServerMetadataResponse>, I>>(object: I): UpdateServerMetadataResponse {
+    const message = createBaseUpdateServerMetadataResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteServerMetadataRequest(): DeleteServerMetadataRequest {
+  return { id: "", keys: [] };
+}
+
+export const DeleteServerMetadataRequest: MessageFns<DeleteServerMetadataRequest> = {
+  encode(message: DeleteServerMetadataRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    for (const v of message.keys) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteServerMetadataRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteServerMetadataRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.keys.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteServerMetadataRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      keys: globalThis.Array.isArray(object?.keys) ? object.keys.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: DeleteServerMetadataRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.keys?.length) {
+      obj.keys = message.keys;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteServerMetadataRequest>, I>>(base?: I): DeleteServerMetadataRequest {
+    return DeleteServerMetadataRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteServerMetadataRequest>, I>>(object: I): DeleteServerMetadataRequest {
+    const message = createBaseDeleteServerMetadataRequest();
+    message.id = object.id ?? "";
+    message.keys = object.keys?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteServerMetadataResponse(): DeleteServerMetadataResponse {
+  return { server: undefined };
+}
+
+export const DeleteServerMetadataResponse: MessageFns<DeleteServerMetadataResponse> = {
+  encode(message: DeleteServerMetadataResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteServerMetadataResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteServerMetadataResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteServerMetadataResponse {
+    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+  },
+
+  toJSON(message: DeleteServerMetadataResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteServerMetadataResponse>, I>>(base?: I): DeleteServerMetadataResponse {
+    return DeleteServerMetadataResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteServerMetadataResponse>, I>>(object: I): DeleteServerMetadataResponse {
+    const message = createBaseDeleteServerMetadataResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSetServerTagsRequest(): SetServerTagsRequest {
+  return { id: "", tags: [] };
+}
+
+export const SetServerTagsRequest: MessageFns<SetServerTagsRequest> = {
+  encode(message: SetServerTagsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    for (const v of message.tags) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetServerTagsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetServerTagsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tags.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetServerTagsRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      tags: globalThis.Array.isArray(object?.tags) ? object.tags.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: SetServerTagsRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.tags?.length) {
+      obj.tags = message.tags;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetServerTagsRequest>, I>>(base?: I): SetServerTagsRequest {
+    return SetServerTagsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetServerTagsRequest>, I>>(object: I): SetServerTagsRequest {
+    const message = createBaseSetServerTagsRequest();
+    message.id = object.id ?? "";
+    message.tags = object.tags?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseSetServerTagsResponse(): SetServerTagsResponse {
+  return { server: undefined };
+}
+
+export const SetServerTagsResponse: MessageFns<SetServerTagsResponse> = {
+  encode(message: SetServerTagsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetServerTagsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetServerTagsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetServerTagsResponse {
+    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+  },
+
+  toJSON(message: SetServerTagsResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetServerTagsResponse>, I>>(base?: I): SetServerTagsResponse {
+    return SetServerTagsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetServerTagsResponse>, I>>(object: I): SetServerTagsResponse {
+    const message = createBaseSetServerTagsResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAddServerTagRequest(): AddServerTagRequest {
+  return { id: "", tag: "" };
+}
+
+export const AddServerTagRequest: MessageFns<AddServerTagRequest> = {
+  encode(message: AddServerTagRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.tag !== "") {
+      writer.uint32(18).string(message.tag);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AddServerTagRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAddServerTagRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tag = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AddServerTagRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      tag: isSet(object.tag) ? globalThis.String(object.tag) : "",
+    };
+  },
+
+  toJSON(message: AddServerTagRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.tag !== "") {
+      obj.tag = message.tag;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AddServerTagRequest>, I>>(base?: I): AddServerTagRequest {
+    return AddServerTagRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AddServerTagRequest>, I>>(object: I): AddServerTagRequest {
+    const message = createBaseAddServerTagRequest();
+    message.id = object.id ?? "";
+    message.tag = object.tag ?? "";
+    return message;
+  },
+};
+
+function createBaseAddServerTagResponse(): AddServerTagResponse {
+  return { server: undefined };
+}
+
+export const AddServerTagResponse: MessageFns<AddServerTagResponse> = {
+  encode(message: AddServerTagResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AddServerTagResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAddServerTagResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AddServerTagResponse {
+    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+  },
+
+  toJSON(message: AddServerTagResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AddServerTagResponse>, I>>(base?: I): AddServerTagResponse {
+    return AddServerTagResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AddServerTagResponse>, I>>(object: I): AddServerTagResponse {
+    const message = createBaseAddServerTagResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteServerTagRequest(): DeleteServerTagRequest {
+  return { id: "", tag: "" };
+}
+
+export const DeleteServerTagRequest: MessageFns<DeleteServerTagRequest> = {
+  encode(message: DeleteServerTagRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.tag !== "") {
+      writer.uint32(18).string(message.tag);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteServerTagRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteServerTagRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tag = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteServerTagRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      tag: isSet(object.tag) ? globalThis.String(object.tag) : "",
+    };
+  },
+
+  toJSON(message: DeleteServerTagRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.tag !== "") {
+      obj.tag = message.tag;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteServerTagRequest>, I>>(base?: I): DeleteServerTagRequest {
+    return DeleteServerTagRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteServerTagRequest>, I>>(object: I): DeleteServerTagRequest {
+    const message = createBaseDeleteServerTagRequest();
+    message.id = object.id ?? "";
+    message.tag = object.tag ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteServerTagResponse(): DeleteServerTagResponse {
+  return { server: undefined };
+}
+
+export const DeleteServerTagResponse: MessageFns<DeleteServerTagResponse> = {
+  encode(message: DeleteServerTagResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.server !== undefined) {
+      Server.encode(message.server, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteServerTagResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteServerTagResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.server = Server.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteServerTagResponse {
+    return { server: isSet(object.server) ? Server.fromJSON(object.server) : undefined };
+  },
+
+  toJSON(message: DeleteServerTagResponse): unknown {
+    const obj: any = {};
+    if (message.server !== undefined) {
+      obj.server = Server.toJSON(message.server);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteServerTagResponse>, I>>(base?: I): DeleteServerTagResponse {
+    return DeleteServerTagResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteServerTagResponse>, I>>(object: I): DeleteServerTagResponse {
+    const message = createBaseDeleteServerTagResponse();
+    message.server = (object.server !== undefined && object.server !== null)
+      ? Server.fromPartial(object.server)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * ServerService manages virtual machines ("servers", as in Nova).
  *
@@ -11104,6 +12433,107 @@ export const ServerServiceService = {
     responseSerialize: (value: DeleteServerResponse): Buffer =>
       Buffer.from(DeleteServerResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteServerResponse => DeleteServerResponse.decode(value),
+  },
+  /**
+   * Renames a server or changes its description (AIP-134): `update_mask`
+   * names the fields to change, "name" and "description"; others are
+   * refused. Takes effect at once (no operation); the host name its guest
+   * was given stays. WatchServers sees the change.
+   * Errors: INVALID_ARGUMENT (field named), NOT_FOUND, FAILED_PRECONDITION
+   * (locked), UNAUTHENTICATED.
+   */
+  updateServer: {
+    path: "/novamesh.compute.v1.ServerService/UpdateServer" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateServerRequest): Buffer => Buffer.from(UpdateServerRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateServerRequest => UpdateServerRequest.decode(value),
+    responseSerialize: (value: UpdateServerResponse): Buffer =>
+      Buffer.from(UpdateServerResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateServerResponse => UpdateServerResponse.decode(value),
+  },
+  /**
+   * Sets metadata items of a server: those given are added or replaced;
+   * with `replace`, the server's metadata becomes exactly those given. The
+   * items a server may have are its project's `metadata_items` quota.
+   * Errors: INVALID_ARGUMENT (field named), NOT_FOUND, FAILED_PRECONDITION
+   * (locked), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED: metadata_items),
+   * UNAUTHENTICATED.
+   */
+  updateServerMetadata: {
+    path: "/novamesh.compute.v1.ServerService/UpdateServerMetadata" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateServerMetadataRequest): Buffer =>
+      Buffer.from(UpdateServerMetadataRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateServerMetadataRequest => UpdateServerMetadataRequest.decode(value),
+    responseSerialize: (value: UpdateServerMetadataResponse): Buffer =>
+      Buffer.from(UpdateServerMetadataResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UpdateServerMetadataResponse => UpdateServerMetadataResponse.decode(value),
+  },
+  /**
+   * Deletes metadata items of a server by key.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (the server, or a key it does not
+   * have: nothing is deleted), FAILED_PRECONDITION (locked),
+   * UNAUTHENTICATED.
+   */
+  deleteServerMetadata: {
+    path: "/novamesh.compute.v1.ServerService/DeleteServerMetadata" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteServerMetadataRequest): Buffer =>
+      Buffer.from(DeleteServerMetadataRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteServerMetadataRequest => DeleteServerMetadataRequest.decode(value),
+    responseSerialize: (value: DeleteServerMetadataResponse): Buffer =>
+      Buffer.from(DeleteServerMetadataResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteServerMetadataResponse => DeleteServerMetadataResponse.decode(value),
+  },
+  /**
+   * Replaces a server's tags (Nova's server tags: at most 50, each 1–60
+   * characters without '/' or ',', kept once each in the order given).
+   * Errors: INVALID_ARGUMENT (field named), NOT_FOUND, FAILED_PRECONDITION
+   * (locked), UNAUTHENTICATED.
+   */
+  setServerTags: {
+    path: "/novamesh.compute.v1.ServerService/SetServerTags" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetServerTagsRequest): Buffer => Buffer.from(SetServerTagsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetServerTagsRequest => SetServerTagsRequest.decode(value),
+    responseSerialize: (value: SetServerTagsResponse): Buffer =>
+      Buffer.from(SetServerTagsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetServerTagsResponse => SetServerTagsResponse.decode(value),
+  },
+  /**
+   * Adds one tag to a server (nothing changes when it has it already).
+   * Errors: INVALID_ARGUMENT (field named; 50 tags already), NOT_FOUND,
+   * FAILED_PRECONDITION (locked), UNAUTHENTICATED.
+   */
+  addServerTag: {
+    path: "/novamesh.compute.v1.ServerService/AddServerTag" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AddServerTagRequest): Buffer => Buffer.from(AddServerTagRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AddServerTagRequest => AddServerTagRequest.decode(value),
+    responseSerialize: (value: AddServerTagResponse): Buffer =>
+      Buffer.from(AddServerTagResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AddServerTagResponse => AddServerTagResponse.decode(value),
+  },
+  /**
+   * Removes one tag from a server.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (the server, or a tag it does not
+   * have), FAILED_PRECONDITION (locked), UNAUTHENTICATED.
+   */
+  deleteServerTag: {
+    path: "/novamesh.compute.v1.ServerService/DeleteServerTag" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteServerTagRequest): Buffer =>
+      Buffer.from(DeleteServerTagRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteServerTagRequest => DeleteServerTagRequest.decode(value),
+    responseSerialize: (value: DeleteServerTagResponse): Buffer =>
+      Buffer.from(DeleteServerTagResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteServerTagResponse => DeleteServerTagResponse.decode(value),
   },
   /**
    * Powers a STOPPED server on (task POWERING_ON, then ACTIVE / RUNNING).
@@ -11568,6 +12998,50 @@ export interface ServerServiceServer extends UntypedServiceImplementation {
    */
   deleteServer: handleUnaryCall<DeleteServerRequest, DeleteServerResponse>;
   /**
+   * Renames a server or changes its description (AIP-134): `update_mask`
+   * names the fields to change, "name" and "description"; others are
+   * refused. Takes effect at once (no operation); the host name its guest
+   * was given stays. WatchServers sees the change.
+   * Errors: INVALID_ARGUMENT (field named), NOT_FOUND, FAILED_PRECONDITION
+   * (locked), UNAUTHENTICATED.
+   */
+  updateServer: handleUnaryCall<UpdateServerRequest, UpdateServerResponse>;
+  /**
+   * Sets metadata items of a server: those given are added or replaced;
+   * with `replace`, the server's metadata becomes exactly those given. The
+   * items a server may have are its project's `metadata_items` quota.
+   * Errors: INVALID_ARGUMENT (field named), NOT_FOUND, FAILED_PRECONDITION
+   * (locked), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED: metadata_items),
+   * UNAUTHENTICATED.
+   */
+  updateServerMetadata: handleUnaryCall<UpdateServerMetadataRequest, UpdateServerMetadataResponse>;
+  /**
+   * Deletes metadata items of a server by key.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (the server, or a key it does not
+   * have: nothing is deleted), FAILED_PRECONDITION (locked),
+   * UNAUTHENTICATED.
+   */
+  deleteServerMetadata: handleUnaryCall<DeleteServerMetadataRequest, DeleteServerMetadataResponse>;
+  /**
+   * Replaces a server's tags (Nova's server tags: at most 50, each 1–60
+   * characters without '/' or ',', kept once each in the order given).
+   * Errors: INVALID_ARGUMENT (field named), NOT_FOUND, FAILED_PRECONDITION
+   * (locked), UNAUTHENTICATED.
+   */
+  setServerTags: handleUnaryCall<SetServerTagsRequest, SetServerTagsResponse>;
+  /**
+   * Adds one tag to a server (nothing changes when it has it already).
+   * Errors: INVALID_ARGUMENT (field named; 50 tags already), NOT_FOUND,
+   * FAILED_PRECONDITION (locked), UNAUTHENTICATED.
+   */
+  addServerTag: handleUnaryCall<AddServerTagRequest, AddServerTagResponse>;
+  /**
+   * Removes one tag from a server.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (the server, or a tag it does not
+   * have), FAILED_PRECONDITION (locked), UNAUTHENTICATED.
+   */
+  deleteServerTag: handleUnaryCall<DeleteServerTagRequest, DeleteServerTagResponse>;
+  /**
    * Powers a STOPPED server on (task POWERING_ON, then ACTIVE / RUNNING).
    * Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (wrong state,
    * named in the message), ABORTED (another task is running), UNAUTHENTICATED.
@@ -11836,6 +13310,134 @@ export interface ServerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Renames a server or changes its description (AIP-134): `update_mask`
+   * names the fields to change, "name" and "description"; others are
+   * refused. Takes effect at once (no operation); the host name its guest
+   * was given stays. WatchServers sees the change.
+   * Errors: INVALID_ARGUMENT (field named), NOT_FOUND, FAILED_PRECONDITION
+   * (locked), UNAUTHENTICATED.
+   */
+  updateServer(
+    request: UpdateServerRequest,
+    callback: (error: ServiceError | null, response: UpdateServerResponse) => void,
+  ): ClientUnaryCall;
+  updateServer(
+    request: UpdateServerRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateServerResponse) => void,
+  ): ClientUnaryCall;
+  updateServer(
+    request: UpdateServerRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateServerResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Sets metadata items of a server: those given are added or replaced;
+   * with `replace`, the server's metadata becomes exactly those given. The
+   * items a server may have are its project's `metadata_items` quota.
+   * Errors: INVALID_ARGUMENT (field named), NOT_FOUND, FAILED_PRECONDITION
+   * (locked), RESOURCE_EXHAUSTED (QUOTA_EXCEEDED: metadata_items),
+   * UNAUTHENTICATED.
+   */
+  updateServerMetadata(
+    request: UpdateServerMetadataRequest,
+    callback: (error: ServiceError | null, response: UpdateServerMetadataResponse) => void,
+  ): ClientUnaryCall;
+  updateServerMetadata(
+    request: UpdateServerMetadataRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UpdateServerMetadataResponse) => void,
+  ): ClientUnaryCall;
+  updateServerMetadata(
+    request: UpdateServerMetadataRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UpdateServerMetadataResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Deletes metadata items of a server by key.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (the server, or a key it does not
+   * have: nothing is deleted), FAILED_PRECONDITION (locked),
+   * UNAUTHENTICATED.
+   */
+  deleteServerMetadata(
+    request: DeleteServerMetadataRequest,
+    callback: (error: ServiceError | null, response: DeleteServerMetadataResponse) => void,
+  ): ClientUnaryCall;
+  deleteServerMetadata(
+    request: DeleteServerMetadataRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteServerMetadataResponse) => void,
+  ): ClientUnaryCall;
+  deleteServerMetadata(
+    request: DeleteServerMetadataRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteServerMetadataResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Replaces a server's tags (Nova's server tags: at most 50, each 1–60
+   * characters without '/' or ',', kept once each in the order given).
+   * Errors: INVALID_ARGUMENT (field named), NOT_FOUND, FAILED_PRECONDITION
+   * (locked), UNAUTHENTICATED.
+   */
+  setServerTags(
+    request: SetServerTagsRequest,
+    callback: (error: ServiceError | null, response: SetServerTagsResponse) => void,
+  ): ClientUnaryCall;
+  setServerTags(
+    request: SetServerTagsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetServerTagsResponse) => void,
+  ): ClientUnaryCall;
+  setServerTags(
+    request: SetServerTagsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetServerTagsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Adds one tag to a server (nothing changes when it has it already).
+   * Errors: INVALID_ARGUMENT (field named; 50 tags already), NOT_FOUND,
+   * FAILED_PRECONDITION (locked), UNAUTHENTICATED.
+   */
+  addServerTag(
+    request: AddServerTagRequest,
+    callback: (error: ServiceError | null, response: AddServerTagResponse) => void,
+  ): ClientUnaryCall;
+  addServerTag(
+    request: AddServerTagRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AddServerTagResponse) => void,
+  ): ClientUnaryCall;
+  addServerTag(
+    request: AddServerTagRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AddServerTagResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Removes one tag from a server.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (the server, or a tag it does not
+   * have), FAILED_PRECONDITION (locked), UNAUTHENTICATED.
+   */
+  deleteServerTag(
+    request: DeleteServerTagRequest,
+    callback: (error: ServiceError | null, response: DeleteServerTagResponse) => void,
+  ): ClientUnaryCall;
+  deleteServerTag(
+    request: DeleteServerTagRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteServerTagResponse) => void,
+  ): ClientUnaryCall;
+  deleteServerTag(
+    request: DeleteServerTagRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteServerTagResponse) => void,
   ): ClientUnaryCall;
   /**
    * Powers a STOPPED server on (task POWERING_ON, then ACTIVE / RUNNING).
