@@ -10,6 +10,7 @@ import { status } from "@grpc/grpc-js";
 import { ServerStatus, type Server } from "../gen/novamesh/compute/v1/server.js";
 import { LimitSource, type Limit } from "../gen/novamesh/compute/v1/quota.js";
 import { ServerGroup } from "../gen/novamesh/compute/v1/server_group.js";
+import { Segmentation, Subnet } from "../gen/novamesh/network/v1/network.js";
 import { stopAgent } from "./agents.js";
 import { clients, failure, settled, waitServers, type Clients } from "./harness.js";
 import { secondController, stack } from "./stack.js";
@@ -21,11 +22,11 @@ describe("quotas", () => {
   });
   const fx = stack({
     name: "quotas",
-    members: ["alice", "bob"],
+    members: ["alice", "bob", "carol"],
     agents: ({ id }) => [{ host: `qt${id}`, hosts: 2, capacity: { vcpus: 400, memoryMb: 400 * 1024, diskGb: 4000 } }],
     flavor: "q.2",
   });
-  const { env, admin, alice, bob, imageId, dir } = fx;
+  const { env, admin, alice, bob, carol, imageId, dir } = fx;
   const flavor = (id: string, vcpus: number, ramMb: number) => ({ id, name: id, vcpus, ramMb, diskGb: 1, description: "", extraSpecs: {} });
 
   before(async () => {
@@ -172,6 +173,33 @@ describe("quotas", () => {
     );
   });
 
+  test("ports: a server's count from its create, a port made or an interface attached takes one, the hosts' DHCP ports none", async () => {
+    const net = (await admin.networks.createNetwork({ name: "qt-net", shared: true, segmentation: Segmentation.SEGMENTATION_FLAT, physicalNetwork: "brqt" })).network!;
+    await admin.networks.createSubnet({ subnet: Subnet.fromPartial({ networkId: net.id, cidr: "10.66.0.0/24" }) });
+    await admin.quotas.setProjectLimits({ projectId: "carol", limits: { ports: 3 } });
+    const ports = async () => (await carol.quotas.getLimits({ projectId: "" })).limits.find((l) => l.resource === "ports")!;
+    const on = (n: number) => Array.from({ length: n }, () => ({ networkId: net.id, portId: "", fixedIp: "" }));
+    const two = (await carol.servers.createServer({ name: "two-nics", flavorId: "q.2", imageId, requestId: "qp-1", networks: on(2) })).server!;
+    const early = await ports();
+    assert.equal(early.inUse + early.reserved, 2, "its two ports count from the create, before it is placed");
+    const own = (await carol.networks.createPort({ networkId: net.id, name: "spare", macAddress: "", fixedIps: [], securityGroupIds: [], disablePortSecurity: false })).port!;
+    const over = await failure(carol.servers.createServer({ name: "one-more", flavorId: "q.2", imageId, requestId: "qp-2", networks: on(1) }));
+    isQuotaRefusal(over, ["ports"], "carol");
+    assert.deepEqual(over.fields, ["networks"]);
+    isQuotaRefusal(await failure(carol.networks.createPort({ networkId: net.id, name: "", macAddress: "", fixedIps: [], securityGroupIds: [], disablePortSecurity: false })), ["ports"], "carol");
+    await settled(carol, two.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    const placed = await ports();
+    assert.deepEqual([placed.inUse, placed.reserved], [3, 0], "two server ports and the spare; the DHCP ports are not carol's");
+    assert.ok((await admin.networks.listPorts({ networkId: net.id, allProjects: true })).ports.some((p) => p.deviceOwner === "network:dhcp"), "a DHCP port exists");
+    const attach = await failure(carol.servers.attachInterface({ id: two.id, networkId: net.id, portId: "", fixedIp: "", requestId: "qp-attach-1" }));
+    isQuotaRefusal(attach, ["ports"], "carol");
+    assert.deepEqual(attach.fields, ["network_id"]);
+    await carol.networks.deletePort({ id: own.id });
+    await carol.servers.attachInterface({ id: two.id, networkId: net.id, portId: "", fixedIp: "", requestId: "qp-attach-2" });
+    await settled(carol, two.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.equal((await ports()).inUse, 3);
+  });
+
   test("bad input: an unknown resource, a limit below -1, a missing project; members may only read their own limits", async () => {
     const neg = await failure(admin.quotas.setProjectLimits({ projectId: "bob", limits: { cores: -2 } }));
     assert.deepEqual([neg.code, neg.fields], [status.INVALID_ARGUMENT, ["limits[cores]"]]);
@@ -192,7 +220,7 @@ describe("quotas", () => {
     const defaults = (await bob.quotas.getDefaultLimits({})).limits;
     assert.deepEqual(
       defaults.map((l) => l.resource),
-      ["instances", "cores", "ram", "server_groups", "server_group_members", "key_pairs", "metadata_items", "volumes", "snapshots", "gigabytes"],
+      ["instances", "cores", "ram", "server_groups", "server_group_members", "key_pairs", "metadata_items", "volumes", "snapshots", "gigabytes", "ports"],
     );
   });
 });

@@ -15,6 +15,7 @@ import { withTx } from "../store/db.js";
 import { hostsOf } from "../store/instances.js";
 import { createNetwork, createSubnet, deleteNetwork, deleteSubnet, getNetwork, getSubnet, listNetworks, subnetsOf } from "../store/networks.js";
 import { createPort, deletePort, getPort, listPorts, updatePort } from "../store/ports.js";
+import { checkQuota } from "../conductor/quota.js";
 import { ensureDefaultGroup, getSecurityGroup } from "../store/security-groups.js";
 import { fromEnum, toEnum } from "./convert.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
@@ -273,9 +274,10 @@ export function networkService(deps: RpcDeps, o: { vniMin: number; vniMax: numbe
           ? await checkGroups(pool, projectId, req.securityGroupIds, "security_group_ids")
           : [(await ensureDefaultGroup(pool, projectId)).id]
         : [];
-      const p = await withTx(pool, (conn) =>
-        createPort(conn, { networkId: net.id, projectId, name, macAddress: mac, fixedIps: fixedIps.length ? fixedIps : undefined, securityGroupIds: groups, portSecurity }),
-      );
+      const p = await withTx(pool, async (conn) => {
+        await checkQuota(conn, projectId, { ports: 1 });
+        return createPort(conn, { networkId: net.id, projectId, name, macAddress: mac, fixedIps: fixedIps.length ? fixedIps : undefined, securityGroupIds: groups, portSecurity });
+      });
       ctx.log.info({ port: p.id, network: net.id }, "port created");
       return portAnswer(ctx, p);
     }),

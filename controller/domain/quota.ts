@@ -16,6 +16,7 @@ export const QUOTA_RESOURCES = [
   "volumes",
   "snapshots",
   "gigabytes",
+  "ports",
 ] as const;
 
 export type QuotaResource = (typeof QUOTA_RESOURCES)[number];
@@ -27,7 +28,7 @@ export function isQuotaResource(s: string): s is QuotaResource {
 /** No limit. */
 export const UNLIMITED = -1;
 
-/** The defaults a new cloud starts with: Nova's and Cinder's. */
+/** The defaults a new cloud starts with: Nova's, Cinder's and Neutron's. */
 export const BUILT_IN_DEFAULTS: Readonly<Record<QuotaResource, number>> = {
   instances: 10,
   cores: 20,
@@ -39,6 +40,7 @@ export const BUILT_IN_DEFAULTS: Readonly<Record<QuotaResource, number>> = {
   volumes: 10,
   snapshots: 10,
   gigabytes: 1000,
+  ports: 50,
 };
 
 /** What a project holds of one resource. */

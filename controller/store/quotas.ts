@@ -161,6 +161,22 @@ const COUNTERS: readonly { resources: readonly QuotaResource[]; count: (q: Query
     resources: ["server_groups"],
     count: async (q, p) => ({ server_groups: await count(q, "SELECT COUNT(*) AS n FROM server_groups WHERE project_id = ? AND deleted_at IS NULL", [p]) }),
   },
+  {
+    // A project's ports (not the DHCP ports its networks' hosts hold), and those its servers still being built get when placed.
+    resources: ["ports"],
+    count: async (q, p) => {
+      const [made] = await select(q, "SELECT COUNT(*) AS n FROM ports WHERE project_id = ? AND device_owner <> 'network:dhcp'", [p]);
+      const [coming] = await select(
+        q,
+        `SELECT COUNT(*) AS n FROM instances i,
+                JSON_TABLE(i.requested_networks, '$.networks[*]' COLUMNS (network_id VARCHAR(64) PATH '$.networkId')) r
+          WHERE i.project_id = ? AND i.deleted_at IS NULL AND i.vm_state = 'BUILDING' AND r.network_id IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM ports p WHERE p.device_id = i.uuid)`,
+        [p],
+      );
+      return { ports: usage(made?.n, coming?.n) };
+    },
+  },
   { resources: ["key_pairs"], count: async (q, p) => ({ key_pairs: await count(q, "SELECT COUNT(*) AS n FROM key_pairs WHERE project_id = ?", [p]) }) },
   {
     // Per group: what the project's fullest group has.

@@ -93,8 +93,16 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
       // First, so that the project's quota lock is the first lock taken.
       await store.checkQuota(
         who.projectId,
-        { instances: 1, cores: vcpus, ram: ramMb, server_group_members: req.serverGroupId ? 1 : 0, metadata_items: Object.keys(req.metadata).length },
-        { serverGroupId: req.serverGroupId ?? null, fields: { metadata_items: "metadata", server_group_members: "scheduler_hints.group" } },
+        {
+          instances: 1,
+          cores: vcpus,
+          ram: ramMb,
+          server_group_members: req.serverGroupId ? 1 : 0,
+          metadata_items: Object.keys(req.metadata).length,
+          // The ports it gets when placed (a port it is given is counted already).
+          ports: req.requestedNetworks?.networks.filter((n) => n.networkId).length ?? 0,
+        },
+        { serverGroupId: req.serverGroupId ?? null, fields: { metadata_items: "metadata", server_group_members: "scheduler_hints.group", ports: "networks" } },
       );
       const server = { uuid, name: req.name, zone: req.availabilityZone ?? "" };
       const root = req.rootVolume ? await reserveRootVolume(tx, who, server, req.rootVolume, req.flavor) : { imageId: req.image!.id, waits: false };

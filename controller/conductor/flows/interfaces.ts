@@ -32,6 +32,7 @@ export function attach(ctx: ConductorContext, who: Principal, uuid: string, requ
   const request = { network_id: req.networkId ?? "", port_id: req.portId ?? "", fixed_ip: req.fixedIp ?? "" };
   return act(ctx, who, uuid, requestId, "attach_interface", actions.attach_interface, request, async (tx, inst, actionId) => {
     if (!inst.host) throw failedPrecondition(`server ${uuid} has no host`, "NO_HOST");
+    if (req.networkId) await tx.store.checkQuota(inst.projectId, { ports: 1 }, { fields: { ports: "network_id" } });
     const port = await tx.store.attachNewInterface(inst, inst.host, req, actionId);
     const busy = await tx.update(inst.uuid, tx.task("INTERFACE_ATTACHING"));
     await tx.dispatch({ instance: busy, host: inst.host, actionId, requestId, args: { kind: "attach_interface", portId: port.id } });

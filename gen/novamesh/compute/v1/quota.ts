@@ -71,7 +71,7 @@ export interface Limit {
   /**
    * The resource: instances, cores, ram, server_groups,
    * server_group_members, key_pairs, metadata_items, volumes, snapshots,
-   * gigabytes.
+   * gigabytes, ports.
    */
   resource: string;
   /** The most the project may hold; -1: no limit. */
@@ -85,7 +85,8 @@ export interface Limit {
   /**
    * What it holds that is not made yet: servers being built or unshelved,
    * the larger flavor of a resize not yet confirmed or reverted, volumes
-   * and snapshots being created. Counted against the limit like in_use.
+   * and snapshots being created, the ports of servers not yet placed.
+   * Counted against the limit like in_use.
    */
   reserved: number;
   /** Where the limit comes from (in GetDefaultLimits: DEFAULT). */
@@ -1337,10 +1338,14 @@ export const SetDefaultLimitsResponse: MessageFns<SetDefaultLimitsResponse> = {
  * - `key_pairs`;
  * - `metadata_items`: metadata keys of one server;
  * - `volumes`, `snapshots` (volume snapshots), `gigabytes`: the sizes of
- *   the project's volumes and volume snapshots.
+ *   the project's volumes and volume snapshots;
+ * - `ports`: network ports (CreatePort, an interface attached to a
+ *   network, and those a server gets on its networks, counted from its
+ *   create), not the DHCP ports of the networks' hosts.
  *
  * A create, resize, unshelve, volume create, extend or snapshot, server
- * group create, key pair create or metadata change that would take a
+ * group create, key pair or port create, interface attach or metadata
+ * change that would take a
  * project past a limit is refused before anything is made:
  * RESOURCE_EXHAUSTED with ErrorInfo reason QUOTA_EXCEEDED (metadata
  * `resource`, `limit`, `in_use`, `requested`) and a QuotaFailure violation
@@ -1408,9 +1413,9 @@ export const QuotaServiceService = {
   },
   /**
    * The default limits (any caller). Out of the box they are Nova's and
-   * Cinder's: 10 instances, 20 cores, 51200 MiB of RAM, 10 server groups of
-   * 10 members, 100 key pairs, 128 metadata items, 10 volumes, 10
-   * snapshots, 1000 gigabytes.
+   * Cinder's and Neutron's: 10 instances, 20 cores, 51200 MiB of RAM, 10
+   * server groups of 10 members, 100 key pairs, 128 metadata items, 10
+   * volumes, 10 snapshots, 1000 gigabytes, 50 ports.
    * Errors: UNAUTHENTICATED.
    */
   getDefaultLimits: {
@@ -1466,9 +1471,9 @@ export interface QuotaServiceServer extends UntypedServiceImplementation {
   resetProjectLimits: handleUnaryCall<ResetProjectLimitsRequest, ResetProjectLimitsResponse>;
   /**
    * The default limits (any caller). Out of the box they are Nova's and
-   * Cinder's: 10 instances, 20 cores, 51200 MiB of RAM, 10 server groups of
-   * 10 members, 100 key pairs, 128 metadata items, 10 volumes, 10
-   * snapshots, 1000 gigabytes.
+   * Cinder's and Neutron's: 10 instances, 20 cores, 51200 MiB of RAM, 10
+   * server groups of 10 members, 100 key pairs, 128 metadata items, 10
+   * volumes, 10 snapshots, 1000 gigabytes, 50 ports.
    * Errors: UNAUTHENTICATED.
    */
   getDefaultLimits: handleUnaryCall<GetDefaultLimitsRequest, GetDefaultLimitsResponse>;
@@ -1546,9 +1551,9 @@ export interface QuotaServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * The default limits (any caller). Out of the box they are Nova's and
-   * Cinder's: 10 instances, 20 cores, 51200 MiB of RAM, 10 server groups of
-   * 10 members, 100 key pairs, 128 metadata items, 10 volumes, 10
-   * snapshots, 1000 gigabytes.
+   * Cinder's and Neutron's: 10 instances, 20 cores, 51200 MiB of RAM, 10
+   * server groups of 10 members, 100 key pairs, 128 metadata items, 10
+   * volumes, 10 snapshots, 1000 gigabytes, 50 ports.
    * Errors: UNAUTHENTICATED.
    */
   getDefaultLimits(
