@@ -30,6 +30,12 @@ export interface ControllerConfig {
    * When set, the public listener does not offer AgentService.
    */
   readonly agentListen: string;
+  /**
+   * Where Prometheus scrapes the controller's metrics, "host:port"
+   * (`--metrics-listen`, NOVAMESH_METRICS_LISTEN; plain HTTP, GET /metrics);
+   * empty: not served.
+   */
+  readonly metricsListen: string;
   /** CA (PEM) of the agents' client certificates (`--agent-client-ca`, NOVAMESH_AGENT_CLIENT_CA). */
   readonly agentClientCa: string;
   /** MySQL URL (`--database-url`, NOVAMESH_DATABASE_URL); the database is created if missing. */
@@ -175,6 +181,7 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   tlsClientCa: "",
   plaintext: false,
   agentListen: "",
+  metricsListen: "",
   agentClientCa: "",
   databaseUrl: "mysql://root@127.0.0.1:3306/novamesh",
   natsUrl: "nats://127.0.0.1:4222",
@@ -234,6 +241,7 @@ const SPECS: readonly Spec[] = [
   { key: "tlsClientCa", flag: "--tls-client-ca", env: "NOVAMESH_TLS_CLIENT_CA", kind: "string" },
   { key: "plaintext", flag: "--plaintext", env: "NOVAMESH_PLAINTEXT", kind: "boolean" },
   { key: "agentListen", flag: "--agent-listen", env: "NOVAMESH_AGENT_LISTEN", kind: "string" },
+  { key: "metricsListen", flag: "--metrics-listen", env: "NOVAMESH_METRICS_LISTEN", kind: "string" },
   { key: "agentClientCa", flag: "--agent-client-ca", env: "NOVAMESH_AGENT_CLIENT_CA", kind: "string" },
   { key: "databaseUrl", flag: "--database-url", env: "NOVAMESH_DATABASE_URL", kind: "string" },
   { key: "natsUrl", flag: "--nats", env: "NOVAMESH_NATS_URL", kind: "string" },

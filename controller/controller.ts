@@ -64,6 +64,10 @@ import { AuditLog, AuditPurger } from "./api/audit-log.js";
 import { auditService } from "./api/audit-service.js";
 import { ensureAdminToken } from "./store/tokens.js";
 import { HostCache } from "./scheduler/host-cache.js";
+import type { AddressInfo } from "node:net";
+import type { Server as HttpServer } from "node:http";
+import { ControllerMetrics, serveMetrics } from "./metrics.js";
+import { scrapedState } from "./store/metrics-state.js";
 import { Pipeline } from "./scheduler/pipeline.js";
 
 const DESCRIPTOR_SET = fileURLToPath(new URL("../gen/novamesh.binpb", import.meta.url));
@@ -110,6 +114,11 @@ export class Controller {
   private networkSync: NetworkSync | null = null;
   private setHealth: HealthSetter | null = null;
   private changeFeed: ChangeFeed | null = null;
+  private metricsServer: HttpServer | null = null;
+  /** The controller's metrics (after start). */
+  metrics: ControllerMetrics | null = null;
+  /** The port metrics are served on (after start, when `metricsListen` is set; else 0). */
+  metricsPort = 0;
   /** The port the gRPC server listens on (after start). */
   port = 0;
   /** The port of the agent listener (after start, when `agentListen` is set; else 0). */
@@ -180,7 +189,8 @@ export class Controller {
     const hosts = new HostCache(() => loadHostStates(hostsPool, cfg.serviceDownTimeSeconds), { maxAgeMs: 2000 });
     const publisher = (this.publisher = new OutboxPublisher(pool, js, signer, this.log));
     const pipeline = new Pipeline(pipelineOptions(cfg));
-    const placement = (this.placement = new PlacementWorker(ctx, hosts, pipeline, { batch: 20, pollMs: 500 }));
+    const metrics = (this.metrics = new ControllerMetrics(() => scrapedState(hostsPool, cfg.serviceDownTimeSeconds)));
+    const placement = (this.placement = new PlacementWorker(ctx, hosts, pipeline, { batch: 20, pollMs: 500 }, metrics));
     this.reaper = new Reaper(ctx, {
       intervalSeconds: cfg.reaperIntervalSeconds,
       graceSeconds: cfg.reaperGraceSeconds,
@@ -214,7 +224,7 @@ export class Controller {
     const audit = new AuditLog(pool, this.log);
     this.auditPurger = new AuditPurger(pool, this.log, cfg.auditRetentionDays);
     const tokens = (this.tokenWatch = new TokenWatch(pool, this.log));
-    const deps = { pool, log: this.log, audit, limits: new Limits(limitsOf(cfg)), tokens };
+    const deps = { pool, log: this.log, audit, limits: new Limits(limitsOf(cfg)), tokens, metrics };
     const server = (this.server = new grpc.Server({ "grpc.keepalive_permit_without_calls": 1, "grpc.max_receive_message_length": 16 * 1024 * 1024 }));
     server.addService(tolerant(ServerServiceService), serverService(deps, ctx, feed, new HostQueries(nc, cfg.opsSubjectPrefix)));
     server.addService(tolerant(OperationServiceService), operationService(deps, ctx, feed));
@@ -249,13 +259,24 @@ export class Controller {
       this.agentPort = await bind(agentServer, cfg.agentListen, tls.agent);
     }
 
+    if (cfg.metricsListen) {
+      const served = (this.metricsServer = await serveMetrics(cfg.metricsListen, metrics.registry, this.log));
+      this.metricsPort = (served.address() as AddressInfo).port;
+    }
     placement.start();
     this.reaper.start();
     this.auditPurger.start();
     if (cfg.holdOutbox) this.log.warn("fault hook: outbox publishing is held; ops are committed but not sent");
     else publisher.start();
     this.log.info(
-      { listen: cfg.listen, port: this.port, tls: !cfg.plaintext, ...(cfg.agentListen ? { agentListen: cfg.agentListen, agentPort: this.agentPort } : {}), stream: cfg.opsStream },
+      {
+        listen: cfg.listen,
+        port: this.port,
+        tls: !cfg.plaintext,
+        ...(cfg.agentListen ? { agentListen: cfg.agentListen, agentPort: this.agentPort } : {}),
+        ...(cfg.metricsListen ? { metricsPort: this.metricsPort } : {}),
+        stream: cfg.opsStream,
+      },
       "controller started",
     );
   }
@@ -264,6 +285,9 @@ export class Controller {
   async stop(): Promise<void> {
     this.setHealth?.("", "NOT_SERVING");
     await Promise.all([this.server, this.agentServer].map((server) => server && shutdown(server)));
+    const metricsServer = this.metricsServer;
+    if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
+    this.metricsServer = null;
     await this.placement?.stop();
     await this.reaper?.stop();
     await this.auditPurger?.stop();

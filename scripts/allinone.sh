@@ -34,6 +34,7 @@
 #   NOVAMESH_ADMIN_TOKEN   admin token (default: generated once, kept in .state/admin-token)
 #   NOVAMESH_LISTEN        gRPC address (default 127.0.0.1:8774)
 #   NOVAMESH_AGENT_LISTEN  the agents' gRPC address, mutual TLS (default 127.0.0.1:8775)
+#   NOVAMESH_METRICS_LISTEN  the controller's Prometheus metrics, plain HTTP GET /metrics (default 127.0.0.1:9180)
 #   NOVAMESH_PLAINTEXT     1: as --plaintext
 #   NOVAMESH_DATABASE_URL  the controller's database (default mysql://root@127.0.0.1:3306/novamesh,
 #                          novamesh_fake with the fake driver: each driver keeps a cloud of its own)
@@ -75,6 +76,8 @@ port=${NOVAMESH_LISTEN##*:}
 address=127.0.0.1:$port
 agent_listen=${NOVAMESH_AGENT_LISTEN:-127.0.0.1:8775}
 agent_port=${agent_listen##*:}
+export NOVAMESH_METRICS_LISTEN=${NOVAMESH_METRICS_LISTEN:-127.0.0.1:9180}
+metrics_port=${NOVAMESH_METRICS_LISTEN##*:}
 TLS=.state/tls
 HOST=${NOVAMESH_HOST:-$(hostname -s 2>/dev/null || hostname)}
 LIBVIRT_URI=${NOVAMESH_LIBVIRT_URI:-qemu:///system}
@@ -97,13 +100,14 @@ if [ -s .state/allinone.pgids ]; then
     die "a previous all-in-one is still running (${#alive[@]} process groups, e.g. $(ps -o args= -p "$g" 2>/dev/null | cut -c1-60)); stop it first (Ctrl-C where it runs, or: kill -- ${alive[*]})"
   fi
 fi
-ports=("$port")
+ports=("$port" "$metrics_port")
 [ "$PLAINTEXT" = 1 ] || ports+=("$agent_port")
 for p in "${ports[@]}"; do
   if port_open "$p"; then
     who=$(ss -ltnpH "sport = :$p" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
     var=NOVAMESH_LISTEN
-    [ "$p" = "$port" ] || var=NOVAMESH_AGENT_LISTEN
+    [ "$p" = "$agent_port" ] && var=NOVAMESH_AGENT_LISTEN
+    [ "$p" = "$metrics_port" ] && var=NOVAMESH_METRICS_LISTEN
     die "something already listens on 127.0.0.1:$p${who:+ (pid $who: $(ps -o args= -p "$who" 2>/dev/null | cut -c1-80))}; a previous all-in-one? Stop it first${who:+ (kill $who)}, or set $var"
   fi
 done
@@ -336,6 +340,7 @@ novamesh all-in-one is running ($DRIVER driver, host $HOST)
   volume pool  $volumes
   NATS         $NOVAMESH_NATS_URL (credentials only: .state/nats${NOVAMESH_NATS_CA:+; TLS, CA $NOVAMESH_NATS_CA})
   admin token  $NOVAMESH_ADMIN_TOKEN
+  metrics      http://$NOVAMESH_METRICS_LISTEN/metrics (Prometheus)
   logs         .state/controller.log, .state/agent.log, .state/nats.log
 
   export TOKEN=$NOVAMESH_ADMIN_TOKEN   # then try the README's grpcurl examples

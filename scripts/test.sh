@@ -17,6 +17,9 @@ echo "== libvirt binding"; out=$(npm run -s build:libvirt 2>&1) || { echo "$out"
 export LIBVIRT_BINDING_REQUIRED=1
 # The SDK tests (Python and Go clients) skip without Debian's packages elsewhere; here they were just installed.
 export NOVAMESH_SDK_REQUIRED=1
+# promtool checks the controller's metrics (taken from Debian's prometheus package, not installed).
+NOVAMESH_PROMTOOL=$(bash scripts/setup-promtool.sh)
+export NOVAMESH_PROMTOOL NOVAMESH_PROMTOOL_REQUIRED=1
 # The volume backend's tests (qemu-img, qemu-io, qemu-storage-daemon) likewise.
 export NOVAMESH_VOLUME_TOOLS_REQUIRED=1
 # And the network driver's (root, ip netns, nft, dnsmasq, busybox, conntrack, python3).

@@ -10,6 +10,8 @@ import type { AuditLog, AuditNote } from "./audit-log.js";
 import { isAudited } from "./audit-log.js";
 import type { Limits } from "./limits.js";
 import type { TokenWatch } from "./token-watch.js";
+import type { ControllerMetrics } from "../metrics.js";
+import { status } from "@grpc/grpc-js";
 
 /** What every handler gets: the caller and a logger bound to the request. */
 export interface CallContext {
@@ -50,6 +52,8 @@ export interface RpcDeps {
   readonly limits: Limits;
   /** Ends long calls whose token is deleted or expires while they are open. */
   readonly tokens: TokenWatch;
+  /** Where each call's method, status code and duration are counted; none: not counted. */
+  readonly metrics?: ControllerMetrics | null;
 }
 
 function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiError>): void {
@@ -72,6 +76,8 @@ class Call {
   principal: Principal | null = null;
   readonly note: AuditNote = {};
   readonly ac = new AbortController();
+  /** When the call arrived (performance.now()). */
+  readonly started = performance.now();
   /** Closes the stream's count (once), when the handler is done or the call is over. */
   done: () => void = () => {};
 
@@ -109,6 +115,11 @@ class Call {
    * of inserts. They are counted in the log instead.
    */
   async close(req: unknown, res: unknown, err: ApiError | null): Promise<void> {
+    const m = this.deps.metrics;
+    if (m) {
+      m.grpcRequests.inc({ method: this.method, code: status[err ? err.code : 0] ?? String(err?.code) });
+      m.grpcDuration.observe({ method: this.method }, (performance.now() - this.started) / 1000);
+    }
     if (!this.deps.audit || !isAudited(this.path)) return;
     if (err && (this.principal === null || err.reason === "RATE_LIMITED")) {
       unrecorded.count(this.deps.log, err.reason || "UNAUTHENTICATED");

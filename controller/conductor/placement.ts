@@ -25,6 +25,7 @@ import { openMigration, updateMigration } from "../store/moves.js";
 import { claim, moveAllocations } from "../store/nodes.js";
 import { loadSurroundings, lockPlacementBatch } from "../store/placement.js";
 import { PumpWorker } from "../pump.js";
+import type { ControllerMetrics } from "../metrics.js";
 import type { ConductorContext } from "./context.js";
 import { Tx } from "./context.js";
 import { operationErrorOfFault } from "./flow.js";
@@ -50,6 +51,7 @@ export class PlacementWorker extends PumpWorker {
     private readonly hosts: HostCache,
     private readonly pipeline: Pipeline,
     private readonly opts: PlacementOptions,
+    private readonly metrics: ControllerMetrics | null = null,
   ) {
     super(opts.pollMs);
   }
@@ -94,7 +96,7 @@ export class PlacementWorker extends PumpWorker {
       ignoreHosts: inst.triedHosts,
       imageId: build.imageOf(inst),
     });
-    const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx, spec, () => true);
+    const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx, spec, () => true, "build");
     if (host) return build.placed(tx, inst, action, host.host, alternates);
     return build.noHost(tx, inst, action, noValidHostFault(placement, lostClaims));
   }
@@ -123,7 +125,7 @@ export class PlacementWorker extends PumpWorker {
       extraSpecs: m.newFlavor.extraSpecs,
     });
     await moveAllocations(conn, inst.uuid, m.id);
-    const { placement, host, lostClaims } = await this.placeAndClaim(tx, spec, (h) => m.requestedHost === null || h.host === m.requestedHost);
+    const { placement, host, lostClaims } = await this.placeAndClaim(tx, spec, (h) => m.requestedHost === null || h.host === m.requestedHost, "move");
     /** The move ends before it starts: the server stays where and as it was (Nova keeps its vm_state and records the fault). */
     const abandon = async (fault: Fault, code: status, event: { event: string; host?: string }) => {
       await abandonMove(tx.store, inst, m);
@@ -172,12 +174,17 @@ export class PlacementWorker extends PumpWorker {
     tx: Tx,
     spec: RequestSpec,
     eligible: (h: HostState) => boolean,
+    kind: "build" | "move",
   ): Promise<{ placement: Placement; host: HostState | null; lostClaims: number; alternates: string[] }> {
+    const started = performance.now();
     let force = false;
+    let lostClaims = 0;
     for (let round = 1; ; round++) {
       const placement = this.pipeline.place([...(await this.view(force))].filter(eligible), spec);
       const { host, lost } = await this.claimBest(tx, placement, spec);
+      lostClaims += lost.length;
       if (host || lost.length === 0 || round === MAX_PLACEMENT_ROUNDS) {
+        this.measure(kind, host !== null, placement, lostClaims, started);
         // Alternates: the candidates after the chosen one whose claim was not just lost.
         const after = host ? placement.candidates.slice(placement.candidates.indexOf(host) + 1) : [];
         const alternates = after.map((c) => c.host).filter((h) => !lost.includes(h));
@@ -185,6 +192,16 @@ export class PlacementWorker extends PumpWorker {
       }
       force = true;
     }
+  }
+
+  /** One placement's figures: its result, time and lost claims, and for a NO_VALID_HOST the hosts each filter removed. */
+  private measure(kind: "build" | "move", placed: boolean, placement: Placement, lostClaims: number, started: number): void {
+    const m = this.metrics;
+    if (!m) return;
+    m.placements.inc({ kind, result: placed ? "placed" : "no_valid_host" });
+    m.placementDuration.observe((performance.now() - started) / 1000);
+    if (lostClaims) m.claimsLost.inc(lostClaims);
+    if (!placed) for (const [filter, n] of Object.entries(placement.rejections)) m.noValidHostRejections.inc({ filter }, n);
   }
 
   /**

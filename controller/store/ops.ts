@@ -91,3 +91,9 @@ export async function claimOutbox(q: Queryable, limit: number): Promise<OutboxRo
 export async function deleteOutbox(q: Queryable, ids: readonly number[]): Promise<void> {
   if (ids.length) await exec(q, "DELETE FROM outbox WHERE id IN (?)", [ids]);
 }
+
+/** Messages waiting in the outbox, and the age of the oldest in seconds (0 when empty). */
+export async function outboxStats(q: Queryable): Promise<{ depth: number; oldestSeconds: number }> {
+  const [r] = await select(q, "SELECT COUNT(*) AS n, TIMESTAMPDIFF(MICROSECOND, MIN(created_at), CURRENT_TIMESTAMP(3)) AS age_us FROM outbox");
+  return { depth: Number(r?.n ?? 0), oldestSeconds: r?.age_us === null || r?.age_us === undefined ? 0 : Math.max(0, Number(r.age_us) / 1e6) };
+}
