@@ -86,16 +86,23 @@ describe("config drive", () => {
     assert.deepEqual(unshelved.meta.public_keys, { "cd-key": key.publicKey });
   });
 
-  test("without config_drive the guest gets none; user data over 64 KiB is refused, naming user_data", async () => {
-    const plain = (await alice.servers.createServer({ name: "plain", flavorId: "m1.small", imageId, requestId: "cd-plain", userData: Buffer.from("x") })).server!;
+  test("user data alone gives a config drive, nothing asked gives none; user data over 64 KiB is refused, naming user_data", async () => {
+    const plain = (await alice.servers.createServer({ name: "plain", flavorId: "m1.small", imageId, requestId: "cd-plain" })).server!;
     assert.equal(plain.configDrive, false);
     const s = await settled(plain.id, ServerStatus.SERVER_STATUS_ACTIVE);
-    assert.equal(await configDriveOf(join(dir, s.host, "fake-domains.json"), s.id), undefined);
+    assert.ok((await fx.agents.domains(s.host))[s.id], "the server runs on its host");
+    assert.equal(await configDriveOf(join(dir, s.host, "fake-domains.json"), s.id), undefined, "and has no config drive");
+    // No metadata service: user data reaches a guest only on a drive, so it gets one unasked.
+    const scripted = (await alice.servers.createServer({ name: "scripted", flavorId: "m1.small", imageId, requestId: "cd-scripted", userData: Buffer.from("x") })).server!;
+    assert.equal(scripted.configDrive, true);
+    await settled(scripted.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    assert.deepEqual((await driveOf(scripted.id)).files.get("openstack/latest/user_data"), Buffer.from("x"));
+    assert.equal((await driveOf(scripted.id)).meta.availability_zone, "nova", "the host's zone when none was asked");
     const big = await failure(alice.servers.createServer({ name: "big", flavorId: "m1.small", imageId, requestId: "cd-big", userData: Buffer.alloc(65537, 1), configDrive: true }));
     assert.deepEqual([big.code, big.fields], [status.INVALID_ARGUMENT, ["user_data"]]);
     assert.match(big.message, /at most 65536 bytes \(65537 given\)/);
     // The same request id with other user data is another request.
-    const again = await failure(alice.servers.createServer({ name: "plain", flavorId: "m1.small", imageId, requestId: "cd-plain", userData: Buffer.from("y") }));
+    const again = await failure(alice.servers.createServer({ name: "scripted", flavorId: "m1.small", imageId, requestId: "cd-scripted", userData: Buffer.from("y") }));
     assert.equal(again.code, status.ALREADY_EXISTS);
     assert.match(again.message, /user_data_sha256/);
   });

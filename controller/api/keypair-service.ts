@@ -7,11 +7,14 @@ import type { Keypair as PbKeypair, KeypairServiceServer } from "../../gen/novam
 import { checkQuota } from "../conductor/quota.js";
 import { BadKey, generateKeyPair, parsePublicKey } from "../domain/ssh-keys.js";
 import { alreadyExists, invalidArgument, notFound } from "../errors.js";
-import { isDuplicateKey, withTx } from "../store/db.js";
+import { DEADLOCK_RETRIES, isDuplicateKey, withTx, type Queryable } from "../store/db.js";
 import { deleteKeypair, getKeypair, insertKeypair, listKeypairs, type Keypair } from "../store/keypairs.js";
 import type { RpcDeps } from "./rpc.js";
 import { unary } from "./rpc.js";
 import * as v from "./validate.js";
+
+/** The longest public key line taken (an RSA key of 16384 bits is about 2,800). */
+const MAX_PUBLIC_KEY_CHARS = 16384;
 
 /** Nova's key pair names: letters, digits, spaces, '.', '_', '-' and '@'. */
 const NAME_RE = /^[A-Za-z0-9 ._@-]+$/;
@@ -22,17 +25,19 @@ export function keypairName(field: string, s: string): string {
   return name;
 }
 
+/** Key pair `name` of project `projectId` (NOT_FOUND when it has none: another project's is not found either). */
+export async function projectKeypair(q: Queryable, projectId: string, field: string, name: string): Promise<Keypair> {
+  const k = await getKeypair(q, projectId, keypairName(field, name));
+  if (!k) throw notFound("keypair", name);
+  return k;
+}
+
 function toProto(k: Keypair): PbKeypair {
   return { name: k.name, projectId: k.projectId, type: k.type, publicKey: k.publicKey, fingerprint: k.fingerprint, createTime: k.createdAt };
 }
 
 export function keypairService(deps: RpcDeps): KeypairServiceServer {
   const { pool } = deps;
-  const found = async (projectId: string, field: string, name: string) => {
-    const k = await getKeypair(pool, projectId, keypairName(field, name));
-    if (!k) throw notFound("keypair", name);
-    return k;
-  };
   return {
     createKeypair: unary(deps, "CreateKeypair", async (req, ctx) => {
       const name = keypairName("name", req.name);
@@ -40,6 +45,7 @@ export function keypairService(deps: RpcDeps): KeypairServiceServer {
       let key;
       let privateKey = "";
       if (req.publicKey.trim()) {
+        if (req.publicKey.length > MAX_PUBLIC_KEY_CHARS) throw invalidArgument("public_key", `must be at most ${MAX_PUBLIC_KEY_CHARS} characters`);
         try {
           key = parsePublicKey(req.publicKey);
         } catch (err) {
@@ -53,17 +59,21 @@ export function keypairService(deps: RpcDeps): KeypairServiceServer {
       }
       ctx.audit.target = name;
       try {
-        await withTx(pool, async (conn) => {
-          await checkQuota(conn, projectId, { key_pairs: 1 });
-          await insertKeypair(conn, { projectId, name, type: key.type, publicKey: key.text, fingerprint: key.fingerprint });
-        });
+        await withTx(
+          pool,
+          async (conn) => {
+            await checkQuota(conn, projectId, { key_pairs: 1 });
+            await insertKeypair(conn, { projectId, name, type: key.type, publicKey: key.text, fingerprint: key.fingerprint });
+          },
+          { deadlockRetries: DEADLOCK_RETRIES },
+        );
       } catch (err) {
         if (isDuplicateKey(err)) throw alreadyExists("keypair", name);
         throw err;
       }
       return { keypair: toProto((await getKeypair(pool, projectId, name))!), privateKey };
     }),
-    getKeypair: unary(deps, "GetKeypair", async (req, ctx) => ({ keypair: toProto(await found(ctx.principal.projectId, "name", req.name)) })),
+    getKeypair: unary(deps, "GetKeypair", async (req, ctx) => ({ keypair: toProto(await projectKeypair(pool, ctx.principal.projectId, "name", req.name)) })),
     listKeypairs: unary(deps, "ListKeypairs", async (_req, ctx) => ({ keypairs: (await listKeypairs(pool, ctx.principal.projectId)).map(toProto) })),
     deleteKeypair: unary(deps, "DeleteKeypair", async (req, ctx) => {
       const name = keypairName("name", req.name);

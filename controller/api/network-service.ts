@@ -11,7 +11,7 @@ import { isUnicastMac } from "../domain/network.js";
 import { defaultPools, formatCidr, formatIpv4, overlaps, parseCidr, parseIpv4, type Range } from "../domain/ipv4.js";
 import { failedPrecondition, invalidArgument, notFound, permissionDenied } from "../errors.js";
 import type { Queryable } from "../store/db.js";
-import { withTx } from "../store/db.js";
+import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
 import { hostsOf } from "../store/instances.js";
 import { createNetwork, createSubnet, deleteNetwork, deleteSubnet, getNetwork, getSubnet, listNetworks, subnetsOf } from "../store/networks.js";
 import { createPort, deletePort, getPort, listPorts, updatePort } from "../store/ports.js";
@@ -274,10 +274,14 @@ export function networkService(deps: RpcDeps, o: { vniMin: number; vniMax: numbe
           ? await checkGroups(pool, projectId, req.securityGroupIds, "security_group_ids")
           : [(await ensureDefaultGroup(pool, projectId)).id]
         : [];
-      const p = await withTx(pool, async (conn) => {
-        await checkQuota(conn, projectId, { ports: 1 });
-        return createPort(conn, { networkId: net.id, projectId, name, macAddress: mac, fixedIps: fixedIps.length ? fixedIps : undefined, securityGroupIds: groups, portSecurity });
-      });
+      const p = await withTx(
+        pool,
+        async (conn) => {
+          await checkQuota(conn, projectId, { ports: 1 });
+          return createPort(conn, { networkId: net.id, projectId, name, macAddress: mac, fixedIps: fixedIps.length ? fixedIps : undefined, securityGroupIds: groups, portSecurity });
+        },
+        { deadlockRetries: DEADLOCK_RETRIES },
+      );
       ctx.log.info({ port: p.id, network: net.id }, "port created");
       return portAnswer(ctx, p);
     }),

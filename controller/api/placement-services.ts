@@ -25,7 +25,7 @@ import {
   type Aggregate,
 } from "../store/aggregates.js";
 import { getFlavor, getImage } from "../store/catalog.js";
-import { isDuplicateKey, withTx, type PoolConnection } from "../store/db.js";
+import { DEADLOCK_RETRIES, isDuplicateKey, withTx, type PoolConnection } from "../store/db.js";
 import { getNodeByHost } from "../store/nodes.js";
 import { checkQuota } from "../conductor/quota.js";
 import { createServerGroup, deleteServerGroup, getServerGroup, listServerGroups, type ServerGroup } from "../store/server-groups.js";
@@ -69,10 +69,14 @@ export function serverGroupService(deps: RpcDeps): ServerGroupServiceServer {
       }
       const maxServerPerHost = g.maxServerPerHost === 0 ? 1 : v.intRange("server_group.max_server_per_host", g.maxServerPerHost, 1, 1000);
       const projectId = ctx.principal.projectId;
-      const created = await withTx(pool, async (conn) => {
-        await checkQuota(conn, projectId, { server_groups: 1 });
-        return createServerGroup(conn, { name, projectId, policy, maxServerPerHost });
-      });
+      const created = await withTx(
+        pool,
+        async (conn) => {
+          await checkQuota(conn, projectId, { server_groups: 1 });
+          return createServerGroup(conn, { name, projectId, policy, maxServerPerHost });
+        },
+        { deadlockRetries: DEADLOCK_RETRIES },
+      );
       return { serverGroup: groupToProto(created) };
     }),
     getServerGroup: unary(deps, "GetServerGroup", async (req, ctx) => ({ serverGroup: groupToProto(await visible(ctx, req.id)) })),

@@ -8,6 +8,7 @@ import type { ServerServiceServer } from "../../gen/novamesh/compute/v1/server.j
 import * as attributes from "../conductor/flows/attributes.js";
 import type { ConductorContext } from "../conductor/context.js";
 import type { Instance } from "../domain/types.js";
+import { MAX_SERVER_METADATA_ITEMS } from "../domain/quota.js";
 import { invalidArgument } from "../errors.js";
 import { serverToProto } from "./convert.js";
 import type { CallContext, RpcDeps } from "./rpc.js";
@@ -58,15 +59,15 @@ export function serverAttributeHandlers(deps: RpcDeps, conductor: ConductorConte
     }),
     updateServerMetadata: unary(deps, "UpdateServerMetadata", async (req, ctx) => {
       const id = v.uuid("id", req.id);
-      // How many items a server may have is its project's metadata_items quota.
-      const items = v.metadata("metadata", req.metadata, Number.POSITIVE_INFINITY);
+      // How many items a server may have is its project's metadata_items quota (within a hard cap).
+      const items = v.metadata("metadata", req.metadata, MAX_SERVER_METADATA_ITEMS);
       if (Object.keys(items).length === 0 && !req.replace) throw invalidArgument("metadata", "names no item to set");
       return answer(ctx, await attributes.updateMetadata(conductor, who(ctx), id, items, req.replace));
     }),
     deleteServerMetadata: unary(deps, "DeleteServerMetadata", async (req, ctx) => {
       const id = v.uuid("id", req.id);
       if (req.keys.length === 0) throw invalidArgument("keys", "names no key");
-      const keys = req.keys.map((k, i) => v.name(`keys[${i}]`, k));
+      const keys = req.keys.map((k, i) => v.metadataKey(`keys[${i}]`, k));
       return answer(ctx, await attributes.deleteMetadata(conductor, who(ctx), id, keys));
     }),
     setServerTags: unary(deps, "SetServerTags", async (req, ctx) =>

@@ -31,10 +31,10 @@ import * as v from "./validate.js";
 import type { ChangeFeed } from "./watch.js";
 import type { Viewer } from "./viewer.js";
 import { maskHosts, maskMap, viewerOf } from "./viewer.js";
-import { keypairName } from "./keypair-service.js";
+import { projectKeypair } from "./keypair-service.js";
 import { serverAttributeHandlers, tags } from "./server-attributes.js";
 import { MAX_USER_DATA_BYTES } from "../domain/guest.js";
-import { getKeypair } from "../store/keypairs.js";
+import { MAX_SERVER_METADATA_ITEMS } from "../domain/quota.js";
 
 /** The response of a server action: the server and its operation, as the caller may see them. */
 async function accepted(q: Queryable, a: Accepted, viewer: Viewer) {
@@ -57,12 +57,6 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
     if (flavor.ramMb < image.minRamMb) throw invalidArgument("flavor_id", `flavor RAM ${flavor.ramMb} MiB is below the image's min_ram ${image.minRamMb} MiB`);
     return image;
   };
-  /** The caller's project's key pair `name` (another project's is NOT_FOUND, as Nova's are per owner). */
-  const keypairOf = async (projectId: string, name: string) => {
-    const k = await getKeypair(pool, projectId, keypairName("key_name", name));
-    if (!k) throw notFound("keypair", name);
-    return { name: k.name, publicKey: k.publicKey };
-  };
   /** A server action that takes only the server id and a request id. */
   const simple = (name: string, fn: (who: CallContext["principal"], id: string, requestId: string) => Promise<Accepted>) =>
     unary(deps, name, async (req: IdRequest, ctx) => answer(ctx, await fn(ctx.principal, v.uuid("id", req.id), v.requestId("request_id", req.requestId))));
@@ -71,8 +65,8 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
     createServer: unary(deps, "CreateServer", async (req, ctx) => {
       const name = v.name("name", req.name);
       const requestId = v.requestId("request_id", req.requestId);
-      // How many items a server may have is its project's metadata_items quota.
-      const metadata = v.metadata("metadata", req.metadata, Number.POSITIVE_INFINITY);
+      // How many items a server may have is its project's metadata_items quota (within a hard cap).
+      const metadata = v.metadata("metadata", req.metadata, MAX_SERVER_METADATA_ITEMS);
       if (!req.flavorId) throw invalidArgument("flavor_id", "is required");
       if (req.blockDeviceMappings.length > 0 && req.imageId) throw invalidArgument("image_id", "must be empty when the server boots from a volume (block_device_mappings)");
       const flavor = await getFlavor(pool, req.flavorId);
@@ -81,9 +75,11 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const image = rootVolume ? null : await imageFor(v.uuid("image_id", req.imageId), flavor, ctx);
       const placement = await placementOf(pool, ctx, req.availabilityZone, req.schedulerHints);
       const requestedNetworks = await requestedNetworksOf(pool, ctx.principal, req);
-      const keypair = req.keyName ? await keypairOf(ctx.principal.projectId, req.keyName) : null;
+      // The caller's project's (another project's is NOT_FOUND, as Nova's are per owner).
+      const keypair = req.keyName ? await projectKeypair(pool, ctx.principal.projectId, "key_name", req.keyName) : null;
       if (req.userData.length > MAX_USER_DATA_BYTES) throw invalidArgument("user_data", `must be at most ${MAX_USER_DATA_BYTES} bytes (${req.userData.length} given)`);
-      const guest = { userData: req.userData, configDrive: req.configDrive };
+      // With no metadata service, the config drive is how a guest learns its user data and key: either one gives it one.
+      const guest = { userData: req.userData, configDrive: req.configDrive || req.userData.length > 0 || keypair !== null };
       const about = { description: v.text("description", req.description), tags: tags("tags", req.tags) };
       const a = await build.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, keypair, ...guest, ...about, ...placement });
       ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");

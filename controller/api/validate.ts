@@ -49,12 +49,18 @@ export function requestId(field: string, v: string): string {
   return v;
 }
 
+/** A metadata key: 1-255 characters. */
+export function metadataKey(field: string, k: string): string {
+  if (!k || [...k].length > 255) throw invalidArgument(field, "keys must be 1-255 characters");
+  return k;
+}
+
 /** A key/value map with Nova's metadata limits. */
 export function metadata(field: string, m: Record<string, string>, maxItems = 128): Record<string, string> {
   const entries = Object.entries(m);
   if (entries.length > maxItems) throw invalidArgument(field, `must have at most ${maxItems} entries`);
   for (const [k, v] of entries) {
-    if (!k || [...k].length > 255) throw invalidArgument(`${field}[${JSON.stringify(k)}]`, "keys must be 1-255 characters");
+    metadataKey(`${field}[${JSON.stringify(k)}]`, k);
     if ([...v].length > 255) throw invalidArgument(`${field}[${JSON.stringify(k)}]`, "values must be at most 255 characters");
   }
   return Object.fromEntries(entries);

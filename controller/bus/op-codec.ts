@@ -31,8 +31,8 @@ export function encodeComputeOp(o: {
   deadline: Date | null;
   /** The volume of an op that runs on a volume host. */
   volume?: VolumeTarget | null;
-  /** The user data of an op that builds the instance on its host: such an op carries the guest data (config drive). */
-  userData?: Uint8Array | null;
+  /** What an op that builds an instance with a config drive carries beside the instance: its user data and zone. */
+  guest?: { readonly userData: Uint8Array; readonly availabilityZone: string } | null;
 }): Uint8Array {
   const inst = o.instance;
   return ComputeOp.encode({
@@ -59,14 +59,14 @@ export function encodeComputeOp(o: {
       extraSpecs: { ...inst.extraSpecs },
       metadata: { ...inst.metadata },
       ports: (o.ports ?? []).map(portToProto),
-      guest: o.userData
+      guest: o.guest
         ? {
             hostname: inst.hostname,
-            availabilityZone: inst.availabilityZone,
+            availabilityZone: o.guest.availabilityZone,
             keyName: inst.keyName ?? "",
             publicKey: inst.keyData ?? "",
-            userData: Buffer.from(o.userData),
-            configDrive: inst.configDrive,
+            userData: Buffer.from(o.guest.userData),
+            configDrive: true,
           }
         : undefined,
     },

@@ -38,6 +38,14 @@ export async function visible(q: Pool | PoolConnection, who: Principal, uuid: st
   return inst;
 }
 
+/** A locked server takes no change but an admin's (FAILED_PRECONDITION LOCKED). */
+export function refuseLocked(inst: Instance, who: Principal): void {
+  if (!inst.lockedBy || who.role === "admin") return;
+  throw failedPrecondition(`server ${inst.uuid} is locked${inst.lockedReason ? ` (${inst.lockedReason})` : ""}; unlock it first`, "LOCKED", {
+    locked_reason: inst.lockedReason,
+  });
+}
+
 /** The server and its operation, the action `actionId`. */
 export async function accepted(pool: Pool, inst: Instance, actionId: number, imageId?: string): Promise<Accepted> {
   const operation = await getActionById(pool, actionId);
@@ -115,11 +123,7 @@ export async function act(
     }
     // A deleted server is gone for every new action, as in Nova.
     if (inst.deletedAt) throw notFound("server", uuid);
-    if (inst.lockedBy && who.role !== "admin" && !rule.whenLocked) {
-      throw failedPrecondition(`server ${uuid} is locked${inst.lockedReason ? ` (${inst.lockedReason})` : ""}; unlock it first`, "LOCKED", {
-        locked_reason: inst.lockedReason,
-      });
-    }
+    if (!rule.whenLocked) refuseLocked(inst, who);
     if (!rule.from.includes(inst.vmState)) {
       throw failedPrecondition(`cannot ${name} server ${uuid} while it is ${inst.vmState}; allowed from: ${rule.from.join(", ")}`, "INVALID_STATE", {
         vm_state: inst.vmState,

@@ -8,6 +8,7 @@ import type { VolumeTarget } from "../domain/volume-ops.js";
 import { startEvent } from "../store/actions.js";
 import { getImage } from "../store/catalog.js";
 import type { Queryable } from "../store/db.js";
+import { zoneOfHost } from "../store/aggregates.js";
 import { getUserData } from "../store/instances.js";
 import { enqueueOp } from "../store/ops.js";
 import { hostPortsOf } from "./host-ports.js";
@@ -30,8 +31,9 @@ export interface DispatchRequest {
  * Sends an op to a host: records the op and its action event and queues the
  * message in the outbox, all in the caller's transaction. The op carries the
  * instance's task deadline (unless it is a cleanup op): a host that gets it
- * later does not start it. Ops that build disks carry the image record
- * and the guest data (its config drive is made wherever it is built).
+ * later does not start it. Ops that build disks carry the image record,
+ * and for a server with a config drive the guest data (the drive is made
+ * wherever it is built).
  */
 export async function dispatchOp(q: Queryable, o: DispatchRequest): Promise<string> {
   const opId = randomUUID();
@@ -39,8 +41,12 @@ export async function dispatchOp(q: Queryable, o: DispatchRequest): Promise<stri
   if (traits.onVolumeHost && !o.volume) throw new Error(`a ${o.args.kind} op needs its volume`);
   const image = traits.buildsOnHost ? await getImage(q, o.imageId ?? o.instance.imageId, undefined) : null;
   const ports = traits.plugsPorts ? await hostPortsOf(q, o.instance.uuid, o.host) : [];
-  // What the guest is told (its config drive), made again wherever it is built.
-  const userData = traits.buildsOnHost ? await getUserData(q, o.instance.uuid) : null;
+  // What the guest is told on its config drive, made again wherever it is built: its user data, and the zone it is in
+  // (the one asked for, else the host's, as Nova tells it).
+  const guest =
+    traits.buildsOnHost && o.instance.configDrive
+      ? { userData: await getUserData(q, o.instance.uuid), availabilityZone: o.instance.availabilityZone || (await zoneOfHost(q, o.host)) }
+      : null;
   const payload = encodeComputeOp({
     opId,
     requestId: o.requestId,
@@ -51,7 +57,7 @@ export async function dispatchOp(q: Queryable, o: DispatchRequest): Promise<stri
     args: o.args,
     deadline: traits.cleanup ? null : o.instance.taskDeadline,
     volume: o.volume ?? null,
-    userData,
+    guest,
   });
   await enqueueOp(
     q,

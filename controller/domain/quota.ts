@@ -25,6 +25,9 @@ export function isQuotaResource(s: string): s is QuotaResource {
   return (QUOTA_RESOURCES as readonly string[]).includes(s);
 }
 
+/** Metadata items a server may have whatever its quota (its metadata rides on every op and change event). */
+export const MAX_SERVER_METADATA_ITEMS = 1024;
+
 /** No limit. */
 export const UNLIMITED = -1;
 

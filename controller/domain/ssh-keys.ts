@@ -84,6 +84,7 @@ export function parsePublicKey(text: string): PublicKey {
   const line = text.trim();
   if (line.includes("\n")) throw new BadKey("must be one line");
   const [type, data, ...comment] = line.split(/\s+/);
+  if ([...comment.join(" ")].length > 255) throw new BadKey("the comment must be at most 255 characters");
   if (!type || !(KEY_TYPES as readonly string[]).includes(type)) throw new BadKey(`the key type must be one of ${KEY_TYPES.join(", ")}`);
   if (!data || !/^[A-Za-z0-9+/]+={0,2}$/.test(data)) throw new BadKey("the key data must be base64");
   const blob = Buffer.from(data, "base64");

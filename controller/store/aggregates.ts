@@ -131,3 +131,19 @@ export async function availabilityZones(q: Queryable): Promise<Map<string, strin
   }
   return new Map([...zones.entries()].sort((a, b) => a[0].localeCompare(b[0])));
 }
+
+/** The availability zone of one host, as availabilityZones places it. */
+export async function zoneOfHost(q: Queryable, host: string): Promise<string> {
+  const [[node], aggs] = await Promise.all([
+    select<{ zone: string }>(q, "SELECT zone FROM compute_nodes WHERE host = ?", [host]),
+    select<{ name: string; metadata: unknown }>(
+      q,
+      "SELECT a.name, a.metadata FROM aggregate_hosts h JOIN aggregates a ON a.id = h.aggregate_id WHERE h.host = ? ORDER BY a.name",
+      [host],
+    ),
+  ]);
+  return effectiveZone(
+    aggs.map((a) => ({ name: a.name, metadata: parseMetadata(a.metadata) })),
+    node?.zone ?? "",
+  );
+}

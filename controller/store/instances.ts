@@ -214,6 +214,7 @@ export interface InstancePatch {
   readonly lockedReason?: string;
   readonly shelvedImageId?: string | null;
   readonly name?: string;
+  readonly hostname?: string;
   readonly description?: string;
   readonly metadata?: Readonly<Record<string, string>>;
   readonly tags?: readonly string[];
@@ -257,6 +258,7 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
   if (patch.lockedReason !== undefined) put("locked_reason", patch.lockedReason);
   if (patch.shelvedImageId !== undefined) put("shelved_image_id", patch.shelvedImageId);
   if (patch.name !== undefined) put("name", patch.name);
+  if (patch.hostname !== undefined) put("hostname", patch.hostname);
   if (patch.description !== undefined) put("description", patch.description);
   if (patch.metadata !== undefined) put("metadata", JSON.stringify(patch.metadata));
   if (patch.tags !== undefined) put("tags", patch.tags.length ? JSON.stringify(patch.tags) : null);

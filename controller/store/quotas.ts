@@ -7,8 +7,9 @@
  * that earlier holders committed.
  */
 import type { ProjectLimits, QuotaResource, Usage } from "../domain/quota.js";
+import { DHCP_OWNER } from "../domain/network.js";
 import { QUOTA_RESOURCES, mergeLimits, resizeHold } from "../domain/quota.js";
-import { exec, select, type Migration, type Queryable } from "./db.js";
+import { exec, json, select, type Migration, type Queryable } from "./db.js";
 import { OPEN_MIGRATION_STATUSES } from "./moves.js";
 
 /** The project id the default limits are kept under (no project has it: ids are 1–64 characters). */
@@ -31,6 +32,11 @@ export const QUOTA_MIGRATIONS: readonly Migration[] = [
         locked_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
       ) ENGINE=InnoDB`,
     ],
+  },
+  {
+    version: 27,
+    name: "a project's ports, counted under its quota lock",
+    statements: [`CREATE INDEX ports_project ON ports (project_id, device_owner)`],
   },
 ];
 
@@ -102,7 +108,7 @@ async function serverUsage(q: Queryable, projectId: string): Promise<Pick<Record
             SUM(CASE WHEN held AND NOT pending THEN ram_mb ELSE 0 END) AS ram,
             SUM(CASE WHEN held AND pending THEN ram_mb ELSE 0 END) AS ram_reserved
        FROM (SELECT vcpus, ram_mb, vm_state,
-                    vm_state <> 'SHELVED_OFFLOADED' OR task_state IS NOT NULL AS held,
+                    vm_state <> 'SHELVED_OFFLOADED' OR task_state IN ('UNSHELVING', 'SPAWNING') AS held,
                     vm_state = 'BUILDING' OR vm_state = 'SHELVED_OFFLOADED' AS pending
                FROM instances WHERE project_id = ? AND deleted_at IS NULL) s`,
     [projectId],
@@ -116,7 +122,7 @@ async function serverUsage(q: Queryable, projectId: string): Promise<Pick<Record
   let cores = 0;
   let ram = 0;
   for (const r of resizes) {
-    const flavor = (f: unknown) => (typeof f === "string" ? JSON.parse(f) : f) as { vcpus: number; ramMb: number };
+    const flavor = (f: unknown) => json<{ vcpus: number; ramMb: number }>(f, { vcpus: 0, ramMb: 0 });
     const hold = resizeHold({ vcpus: r.vcpus, ramMb: Number(r.ram_mb) }, flavor(r.old_flavor), flavor(r.new_flavor));
     cores += hold.cores;
     ram += hold.ram;
@@ -165,7 +171,7 @@ const COUNTERS: readonly { resources: readonly QuotaResource[]; count: (q: Query
     // A project's ports (not the DHCP ports its networks' hosts hold), and those its servers still being built get when placed.
     resources: ["ports"],
     count: async (q, p) => {
-      const [made] = await select(q, "SELECT COUNT(*) AS n FROM ports WHERE project_id = ? AND device_owner <> 'network:dhcp'", [p]);
+      const [made] = await select(q, "SELECT COUNT(*) AS n FROM ports WHERE project_id = ? AND device_owner <> ?", [p, DHCP_OWNER]);
       const [coming] = await select(
         q,
         `SELECT COUNT(*) AS n FROM instances i,

@@ -33,16 +33,17 @@ function xorriso(args: readonly string[], signal?: AbortSignal): Promise<void> {
  */
 export async function writeConfigDrive(path: string, instance: InstanceSpec, guest: GuestSpec, signal?: AbortSignal): Promise<void> {
   const scratch = await mkdtemp(join(dirname(path), ".config-drive-"));
+  const tmp = `${path}.tmp`;
   try {
     for (const [file, data] of configDriveFiles(instance, guest)) {
       await mkdir(dirname(join(scratch, file)), { recursive: true });
       await writeFile(join(scratch, file), data);
     }
-    const tmp = `${path}.tmp`;
     await xorriso(["-o", tmp, "-V", CONFIG_DRIVE_LABEL, "-J", "-r", "-l", "-quiet", scratch], signal);
     await rename(tmp, path);
   } finally {
     await rm(scratch, { recursive: true, force: true });
+    await rm(tmp, { force: true });
   }
 }
 

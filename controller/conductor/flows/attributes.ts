@@ -7,9 +7,10 @@
  */
 import { DEADLOCK_RETRIES, withTx } from "../../store/db.js";
 import type { Instance, Principal } from "../../domain/types.js";
-import { failedPrecondition, invalidArgument, notFound } from "../../errors.js";
+import { MAX_SERVER_METADATA_ITEMS } from "../../domain/quota.js";
+import { invalidArgument, notFound } from "../../errors.js";
 import type { InstancePatch } from "../../store/instances.js";
-import { visible } from "../act.js";
+import { refuseLocked, visible } from "../act.js";
 import type { ConductorContext } from "../context.js";
 import { Tx } from "../context.js";
 
@@ -24,11 +25,7 @@ async function changeServer(ctx: ConductorContext, who: Principal, uuid: string,
       const tx = new Tx(conn, ctx);
       const inst = await visible(conn, who, uuid, true);
       if (inst.deletedAt) throw notFound("server", uuid);
-      if (inst.lockedBy && who.role !== "admin") {
-        throw failedPrecondition(`server ${uuid} is locked${inst.lockedReason ? ` (${inst.lockedReason})` : ""}; unlock it first`, "LOCKED", {
-          locked_reason: inst.lockedReason,
-        });
-      }
+      refuseLocked(inst, who);
       return tx.update(uuid, await change(tx, inst));
     },
     { deadlockRetries: DEADLOCK_RETRIES },
@@ -37,7 +34,8 @@ async function changeServer(ctx: ConductorContext, who: Principal, uuid: string,
 
 /** Renames a server and/or sets its description. */
 export function updateServer(ctx: ConductorContext, who: Principal, uuid: string, patch: { name?: string; description?: string }): Promise<Instance> {
-  return changeServer(ctx, who, uuid, () => patch);
+  // The host name stays: a server made before host names were kept has its own written down now, from its old name.
+  return changeServer(ctx, who, uuid, (_tx, inst) => ({ ...patch, ...(patch.name !== undefined ? { hostname: inst.hostname } : {}) }));
 }
 
 /**
@@ -49,6 +47,8 @@ export function updateMetadata(ctx: ConductorContext, who: Principal, uuid: stri
   return changeServer(ctx, who, uuid, async (tx, inst) => {
     const kept = replace ? {} : inst.metadata;
     const added = Object.keys(items).filter((k) => !(k in kept)).length;
+    const total = Object.keys(kept).length + added;
+    if (total > MAX_SERVER_METADATA_ITEMS) throw invalidArgument("metadata", `a server may have at most ${MAX_SERVER_METADATA_ITEMS} items (it would have ${total})`);
     await tx.store.checkQuota(inst.projectId, { metadata_items: added }, { keptMetadataItems: Object.keys(kept).length, fields: { metadata_items: "metadata" } });
     return { metadata: { ...kept, ...items } };
   });

@@ -14,7 +14,7 @@ import type { Fault, Flavor, Image, Instance, Principal, SchedulerHints } from "
 import { claimOf, HARD_POLICIES } from "../../domain/placement.js";
 import { status } from "@grpc/grpc-js";
 import { ApiError } from "../../errors.js";
-import { isDuplicateKey, withTx } from "../../store/db.js";
+import { DEADLOCK_RETRIES, isDuplicateKey, withTx } from "../../store/db.js";
 import { getInstanceByRequest } from "../../store/instances.js";
 import type { Accepted, RequestBody } from "../act.js";
 import { accepted, checkSameRequest } from "../act.js";
@@ -90,7 +90,10 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
       const tx = new Tx(conn, ctx);
       const { store } = tx;
       const { id, name, vcpus, ramMb, diskGb, extraSpecs } = req.flavor;
-      // First, so that the project's quota lock is the first lock taken.
+      const server = { uuid, name: req.name, zone: req.availabilityZone ?? "" };
+      // The volume it boots from is locked (and one made from an image placed, under the project's quota lock) first:
+      // the quota lock comes after the rows a request locks, as in every other request (an extend locks its volume, then the quota).
+      const root = req.rootVolume ? await reserveRootVolume(tx, who, server, req.rootVolume, req.flavor) : { imageId: req.image!.id, waits: false };
       await store.checkQuota(
         who.projectId,
         {
@@ -104,8 +107,6 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
         },
         { serverGroupId: req.serverGroupId ?? null, fields: { metadata_items: "metadata", server_group_members: "scheduler_hints.group", ports: "networks" } },
       );
-      const server = { uuid, name: req.name, zone: req.availabilityZone ?? "" };
-      const root = req.rootVolume ? await reserveRootVolume(tx, who, server, req.rootVolume, req.flavor) : { imageId: req.image!.id, waits: false };
       // A server whose volume is being made from an image waits for it before it is placed.
       const task = root.waits ? "BLOCK_DEVICE_MAPPING" : "SCHEDULING";
       const { taskDeadline } = tx.task(task);
@@ -135,7 +136,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
       );
       const actionId = await store.insertAction({ instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create", state: "PENDING", deadline: taskDeadline, request });
       return { inst: await tx.update(uuid, {}), actionId };
-    });
+    }, { deadlockRetries: DEADLOCK_RETRIES });
     return accepted(ctx.pool, created.inst, created.actionId);
   } catch (err) {
     // Two identical requests raced: the loser returns the winner's server (booting from a volume, it

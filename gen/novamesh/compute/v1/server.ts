@@ -1057,7 +1057,9 @@ export interface CreateServerRequest {
    * hostname, availability zone, project, public keys and metadata;
    * `user_data`; `network_data.json` with its ports' addresses, routes and
    * DNS servers). Made again by every host the server is built on: rebuild,
-   * evacuation, migrations and unshelve.
+   * evacuation, migrations and unshelve. A server given user data or a key
+   * pair always gets one: there is no metadata service, the drive is how
+   * its guest learns them.
    */
   configDrive: boolean;
   /** Free-form description, up to 255 characters. */
