@@ -1,0 +1,217 @@
+/**
+ * `novamesh`: the command line of the API. `novamesh --help` lists the
+ * commands; every one takes the connection options (`--url`, `--token`,
+ * `--ca`, `--plaintext`, or NOVAMESH_URL, NOVAMESH_TOKEN, NOVAMESH_CA) and
+ * the output options (`-f table|json|yaml|value`, `-c COLUMN`).
+ *
+ * Exit codes: 0 done; 1 the call failed or a waited-for server ended in
+ * ERROR; 2 a usage mistake; 3 not found; 130 interrupted while waiting (the
+ * operation goes on).
+ */
+import { readFileSync } from "node:fs";
+import { Command, CommanderError, Option } from "commander";
+import * as grpc from "@grpc/grpc-js";
+import { FlavorServiceClient, ListFlavorsRequest, type ListFlavorsResponse } from "../gen/novamesh/compute/v1/flavor.js";
+import {
+  CreateServerRequest,
+  ListServersRequest,
+  ServerServiceClient,
+  ServerStatus,
+  TaskState,
+  type CreateServerResponse,
+  type DeleteServerResponse,
+  type GetServerResponse,
+  type ListServersResponse,
+  type Server,
+} from "../gen/novamesh/compute/v1/server.js";
+import { QuotaServiceClient, type GetLimitsResponse } from "../gen/novamesh/compute/v1/quota.js";
+import { CallError, call, connection, type Connection, type ConnectionOptions } from "./connection.js";
+import { FORMATS, UsageError, printList, printOne, type Format, type OutputOptions, type Row } from "./output.js";
+
+type Global = ConnectionOptions & { format: Format; column: string[] };
+
+const name = <E extends Record<string, string | number>>(e: E, prefix: string, v: number) => String((e as Record<number, string>)[v] ?? v).replace(prefix, "");
+
+/** A server as the CLI shows it. */
+function serverRow(s: Server): Row {
+  return {
+    id: s.id,
+    name: s.name,
+    status: name(ServerStatus, "SERVER_STATUS_", s.status),
+    task: s.taskState ? name(TaskState, "TASK_STATE_", s.taskState) : "",
+    flavor: s.flavor?.name ?? "",
+    image: s.imageId,
+    host: s.host || s.hostId,
+    addresses: s.interfaces.flatMap((i) => i.ipAddresses),
+    key_name: s.keyName,
+    fault: s.fault ? `${s.fault.code}: ${s.fault.message}` : "",
+    created: s.createTime ? s.createTime.toISOString() : "",
+  };
+}
+const SERVER_LIST_COLUMNS = ["id", "name", "status", "task", "flavor", "addresses"];
+
+const out = (text: string) => process.stdout.write(text);
+
+/** Follows a server until its task is done: progress on stderr; Ctrl-C stops following, not the operation. */
+async function waitFor(c: Connection, servers: ServerServiceClient, id: string, done: (s: Server) => boolean): Promise<Server> {
+  let last = "";
+  const interrupted = new Promise<never>((_, reject) =>
+    process.once("SIGINT", () => reject(Object.assign(new Error(`stopped waiting; the operation goes on: novamesh server show ${id}`), { exitCode: 130 }))),
+  );
+  for (;;) {
+    const s = (await Promise.race([call<GetServerResponse>(c, (md, cb) => servers.getServer({ id }, md, cb)), interrupted])).server!;
+    const row = serverRow(s);
+    const now = `${row.status}${row.task ? ` (${row.task})` : ""}`;
+    if (now !== last) process.stderr.write(`${id}: ${now}\n`);
+    last = now;
+    if (done(s)) return s;
+    await Promise.race([new Promise((r) => setTimeout(r, 500)), interrupted]);
+  }
+}
+
+const settledServer = (s: Server) => !s.taskState && s.status !== ServerStatus.SERVER_STATUS_BUILD;
+
+export function program(): Command {
+  const root = new Command("novamesh")
+    .description("the novamesh API from the command line")
+    .option("--url <address>", "the controller, host:port (NOVAMESH_URL; default 127.0.0.1:8774)")
+    .option("--token <secret>", "the bearer token (NOVAMESH_TOKEN)")
+    .option("--ca <file>", "the CA that signs the controller's certificate (NOVAMESH_CA; default the system's)")
+    .option("--plaintext", "no TLS (a controller started with --plaintext)")
+    .addOption(new Option("-f, --format <format>", "output format").choices([...FORMATS]).default("table"))
+    .option("-c, --column <name>", "a column to show (repeat for more; default all)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .exitOverride()
+    .showHelpAfterError();
+  const opts = (cmd: Command): Global => cmd.optsWithGlobals<Global>();
+  const output = (g: Global): OutputOptions => ({ format: g.format, columns: g.column });
+  const clients = (g: Global) => {
+    const c = connection(g);
+    return { c, servers: new ServerServiceClient(c.address, c.credentials), flavors: new FlavorServiceClient(c.address, c.credentials), quotas: new QuotaServiceClient(c.address, c.credentials) };
+  };
+
+  const server = root.command("server").description("servers");
+  server
+    .command("list")
+    .description("the project's servers (admins: --all-projects)")
+    .option("--all-projects", "every project's (admins)")
+    .option("--name <text>", "only those whose name contains it")
+    .action(async (o: { allProjects?: boolean; name?: string }, cmd: Command) => {
+      const g = opts(cmd);
+      const { c, servers } = clients(g);
+      const res = await call<ListServersResponse>(c, (md, cb) =>
+        servers.listServers(ListServersRequest.fromPartial({ allProjects: o.allProjects ?? false, name: o.name ?? "", pageSize: 1000 }), md, cb),
+      );
+      out(printList(res.servers.map(serverRow), output(g), SERVER_LIST_COLUMNS));
+    });
+  server
+    .command("show <id>")
+    .description("one server")
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const g = opts(cmd);
+      const { c, servers } = clients(g);
+      out(printOne(serverRow((await call<GetServerResponse>(c, (md, cb) => servers.getServer({ id }, md, cb))).server!), output(g)));
+    });
+  server
+    .command("create <name>")
+    .description("a new server")
+    .requiredOption("--flavor <id>", "its flavor")
+    .option("--image <id>", "the image it boots from")
+    .option("--network <id>", "a network to be on (repeat for more)", (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option("--key-name <name>", "a key pair of the project")
+    .option("--user-data <file>", "user data for the guest (cloud-init), at most 64 KiB")
+    .option("--config-drive", "give it a config drive")
+    .option("--wait", "follow it until it is built, showing its progress")
+    .action(async (serverName: string, o: { flavor: string; image?: string; network: string[]; keyName?: string; userData?: string; configDrive?: boolean; wait?: boolean }, cmd: Command) => {
+      const g = opts(cmd);
+      const { c, servers } = clients(g);
+      let userData = Buffer.alloc(0);
+      if (o.userData) {
+        try {
+          userData = readFileSync(o.userData);
+        } catch (err) {
+          throw new UsageError(`--user-data ${o.userData}: ${(err as Error).message}`);
+        }
+      }
+      const req = CreateServerRequest.fromPartial({
+        name: serverName,
+        flavorId: o.flavor,
+        imageId: o.image ?? "",
+        networks: o.network.map((networkId) => ({ networkId })),
+        keyName: o.keyName ?? "",
+        userData,
+        configDrive: o.configDrive ?? false,
+      });
+      let s = (await call<CreateServerResponse>(c, (md, cb) => servers.createServer(req, md, cb))).server!;
+      if (o.wait) s = await waitFor(c, servers, s.id, settledServer);
+      out(printOne(serverRow(s), output(g)));
+      if (s.status === ServerStatus.SERVER_STATUS_ERROR) {
+        for (const [k, v] of Object.entries(s.fault?.details ?? {})) process.stderr.write(`  ${k}: ${v}\n`);
+        process.exitCode = 1;
+      }
+    });
+  server
+    .command("delete <id>")
+    .description("delete a server")
+    .option("--wait", "follow it until it is gone")
+    .action(async (id: string, o: { wait?: boolean }, cmd: Command) => {
+      const g = opts(cmd);
+      const { c, servers } = clients(g);
+      await call<DeleteServerResponse>(c, (md, cb) => servers.deleteServer({ id, requestId: "" }, md, cb));
+      if (o.wait) await waitFor(c, servers, id, (s) => s.status === ServerStatus.SERVER_STATUS_DELETED);
+    });
+
+  root
+    .command("flavor")
+    .description("flavors")
+    .command("list")
+    .description("the flavors")
+    .action(async (_o: unknown, cmd: Command) => {
+      const g = opts(cmd);
+      const { c, flavors } = clients(g);
+      const res = await call<ListFlavorsResponse>(c, (md, cb) => flavors.listFlavors(ListFlavorsRequest.fromPartial({}), md, cb));
+      const rows = res.flavors.map((f) => ({
+        id: f.id,
+        name: f.name,
+        vcpus: f.vcpus,
+        ram_mb: f.ramMb,
+        disk_gb: f.diskGb,
+      }));
+      out(printList(rows, output(g), ["id", "name", "vcpus", "ram_mb", "disk_gb"]));
+    });
+
+  root
+    .command("quota")
+    .description("quotas")
+    .command("show [project]")
+    .description("a project's limits and usage (default: the caller's)")
+    .action(async (project: string | undefined, _o: unknown, cmd: Command) => {
+      const g = opts(cmd);
+      const { c, quotas } = clients(g);
+      const res = await call<GetLimitsResponse>(c, (md, cb) => quotas.getLimits({ projectId: project ?? "" }, md, cb));
+      const rows = res.limits.map((l) => ({ resource: l.resource, limit: l.limit, in_use: l.inUse, reserved: l.reserved }));
+      out(printList(rows, output(g), ["resource", "limit", "in_use", "reserved"]));
+    });
+  return root;
+}
+
+/** Runs the command line; resolves the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  try {
+    await program().parseAsync([...argv], { from: "user" });
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof UsageError) {
+      process.stderr.write(`novamesh: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof CallError) {
+      for (const line of err.describe()) process.stderr.write(`novamesh: ${line}\n`);
+      if (err.code === grpc.status.NOT_FOUND) return 3;
+      return 1;
+    }
+    const code = (err as { exitCode?: number }).exitCode;
+    process.stderr.write(`novamesh: ${(err as Error).message}\n`);
+    return typeof code === "number" ? code : 1;
+  }
+}
