@@ -8,7 +8,7 @@
  * ERROR; 2 a usage mistake; 3 not found; 130 interrupted while waiting (the
  * operation goes on).
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import * as grpc from "@grpc/grpc-js";
 import { FlavorServiceClient, ListFlavorsRequest, type ListFlavorsResponse } from "../gen/novamesh/compute/v1/flavor.js";
@@ -27,6 +27,8 @@ import {
 import { QuotaServiceClient, type GetLimitsResponse } from "../gen/novamesh/compute/v1/quota.js";
 import { CallError, call, connection, type Connection, type ConnectionOptions } from "./connection.js";
 import { FORMATS, UsageError, printList, printOne, type Format, type OutputOptions, type Row } from "./output.js";
+import { addServerActions, unary } from "./server-actions.js";
+import { KeypairServiceClient } from "../gen/novamesh/compute/v1/keypair.js";
 
 type Global = ConnectionOptions & { format: Format; column: string[] };
 
@@ -70,6 +72,14 @@ async function waitFor(c: Connection, servers: ServerServiceClient, id: string, 
 }
 
 const settledServer = (s: Server) => !s.taskState && s.status !== ServerStatus.SERVER_STATUS_BUILD;
+
+/** Prints a server; one in ERROR fails the command, its fault's details on stderr. */
+function show(s: Server, o: OutputOptions): void {
+  out(printOne(serverRow(s), o));
+  if (s.status !== ServerStatus.SERVER_STATUS_ERROR) return;
+  for (const [k, v] of Object.entries(s.fault?.details ?? {})) process.stderr.write(`  ${k}: ${v}\n`);
+  process.exitCode = 1;
+}
 
 export function program(): Command {
   const root = new Command("novamesh")
@@ -143,12 +153,17 @@ export function program(): Command {
       });
       let s = (await call<CreateServerResponse>(c, (md, cb) => servers.createServer(req, md, cb))).server!;
       if (o.wait) s = await waitFor(c, servers, s.id, settledServer);
-      out(printOne(serverRow(s), output(g)));
-      if (s.status === ServerStatus.SERVER_STATUS_ERROR) {
-        for (const [k, v] of Object.entries(s.fault?.details ?? {})) process.stderr.write(`  ${k}: ${v}\n`);
-        process.exitCode = 1;
-      }
+      show(s, output(g));
     });
+  addServerActions(server, {
+    clients: (cmd) => {
+      const g = opts(cmd);
+      const { c, servers } = clients(g);
+      return { c, servers, output: output(g) };
+    },
+    waitFor,
+    show,
+  });
   server
     .command("delete <id>")
     .description("delete a server")
@@ -177,6 +192,55 @@ export function program(): Command {
         disk_gb: f.diskGb,
       }));
       out(printList(rows, output(g), ["id", "name", "vcpus", "ram_mb", "disk_gb"]));
+    });
+
+  const keypair = root.command("keypair").description("SSH key pairs of the project");
+  const keypairRow = (k: { name: string; type: string; fingerprint: string; publicKey: string }): Row => ({
+    name: k.name,
+    type: k.type,
+    fingerprint: k.fingerprint,
+    public_key: k.publicKey,
+  });
+  const keypairs = (cmd: Command) => {
+    const g = opts(cmd);
+    const c = connection(g);
+    return { c, client: new KeypairServiceClient(c.address, c.credentials), output: output(g) };
+  };
+  keypair
+    .command("list")
+    .description("the project's key pairs")
+    .action(async (_o: unknown, cmd: Command) => {
+      const { c, client, output: o } = keypairs(cmd);
+      const res = await unary<{ keypairs: { name: string; type: string; fingerprint: string; publicKey: string }[] }>(c, client, "listKeypairs", {});
+      out(printList(res.keypairs.map(keypairRow), o, ["name", "type", "fingerprint"]));
+    });
+  keypair
+    .command("create <name>")
+    .description("import a public key (--public-key FILE) or make a key pair, its private key written to --private-key FILE")
+    .option("--public-key <file>", "the public key to import (OpenSSH's form, as in ~/.ssh/id_ed25519.pub)")
+    .option("--private-key <file>", "where to write a made key pair's private key (mode 600; it is shown only now)")
+    .action(async (keyName: string, o: { publicKey?: string; privateKey?: string }, cmd: Command) => {
+      if (!o.publicKey === !o.privateKey) throw new UsageError("give --public-key FILE to import a key, or --private-key FILE to make one");
+      if (o.privateKey && existsSync(o.privateKey)) throw new UsageError(`--private-key ${o.privateKey} exists: a new private key is not written over another`);
+      const { c, client, output: out1 } = keypairs(cmd);
+      let publicKey = "";
+      if (o.publicKey) {
+        try {
+          publicKey = readFileSync(o.publicKey, "utf8");
+        } catch (err) {
+          throw new UsageError(`--public-key ${o.publicKey}: ${(err as Error).message}`);
+        }
+      }
+      const res = await unary<{ keypair: { name: string; type: string; fingerprint: string; publicKey: string }; privateKey: string }>(c, client, "createKeypair", { name: keyName, publicKey });
+      if (o.privateKey) writeFileSync(o.privateKey, res.privateKey, { mode: 0o600, flag: "wx" });
+      out(printOne(keypairRow(res.keypair), out1));
+    });
+  keypair
+    .command("delete <name>")
+    .description("delete a key pair (servers made with it keep their copy)")
+    .action(async (keyName: string, _o: unknown, cmd: Command) => {
+      const { c, client } = keypairs(cmd);
+      await unary(c, client, "deleteKeypair", { name: keyName });
     });
 
   root

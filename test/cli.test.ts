@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { REPO } from "./agents.js";
@@ -48,6 +49,40 @@ describe("the novamesh command", () => {
     const badColumn = await novamesh(["server", "list", "-c", "colour"]);
     assert.equal(badColumn.code, 2);
     assert.match(badColumn.stderr, /no column "colour"/);
+  });
+
+  test("server actions with --wait, the console log and the action list; key pairs made with their private key in a file", async () => {
+    const made = await novamesh(["server", "create", "cli-act", "--flavor", "m1.small", "--image", imageId, "--wait", "-f", "value", "-c", "id"]);
+    assert.equal(made.code, 0, made.stderr);
+    const id = made.stdout.trim();
+    for (const [args, status] of [
+      [["stop", id], "SHUTOFF"],
+      [["start", id], "ACTIVE"],
+      [["reboot", "--hard", id], "ACTIVE"],
+      [["pause", id], "PAUSED"],
+      [["unpause", id], "ACTIVE"],
+    ] as const) {
+      const r = await novamesh(["server", ...args, "--wait", "-f", "json"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(JSON.parse(r.stdout).status, status, args.join(" "));
+    }
+    const actions = await novamesh(["server", "action-list", id, "-f", "value", "-c", "action"]);
+    assert.deepEqual(actions.stdout.trim().split("\n"), ["unpause", "pause", "reboot", "start", "stop", "create"]);
+    const log = await novamesh(["server", "console-log", id, "--lines", "5"]);
+    assert.equal(log.code, 0, log.stderr);
+    assert.equal((await novamesh(["server", "console-log", id, "--lines", "0"])).code, 2);
+
+    const keyFile = join(fx.dir, "cli-key");
+    const key = await novamesh(["keypair", "create", "cli-key", "--private-key", keyFile, "-f", "json"]);
+    assert.equal(key.code, 0, key.stderr);
+    assert.match(JSON.parse(key.stdout).fingerprint, /^SHA256:/);
+    assert.match(readFileSync(keyFile, "utf8"), /^-----BEGIN OPENSSH PRIVATE KEY-----/);
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+    const again = await novamesh(["keypair", "create", "other", "--private-key", keyFile]);
+    assert.deepEqual([again.code, /exists/.test(again.stderr)], [2, true], "a private key is never written over another");
+    assert.equal((await novamesh(["keypair", "list", "-f", "value", "-c", "name"])).stdout, "cli-key\n");
+    assert.equal((await novamesh(["keypair", "delete", "cli-key"])).code, 0);
+    assert.equal((await novamesh(["keypair", "delete", "cli-key"])).code, 3);
   });
 
   test("failures: the status and the field named, NO_VALID_HOST's filter counts, not found and usage mistakes by exit code", async () => {
