@@ -52,9 +52,17 @@ export function connection(o: ConnectionOptions): Connection {
   };
 }
 
-/** Makes one unary call with the connection's token; a failure becomes a CallError. */
-export function call<Res>(c: Connection, fn: (md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: Res) => void) => unknown): Promise<Res> {
-  return new Promise((resolve, reject) => fn(c.metadata(), (err, res) => (err ? reject(new CallError(err)) : resolve(res))));
+/**
+ * Calls `method` of `client` with `req` and the connection's token, the
+ * fields `req` leaves out at their proto defaults (the generated encoders
+ * need every field); a failure becomes a CallError.
+ */
+export function unary<Res>(c: Connection, client: grpc.Client, method: string, req: object): Promise<Res> {
+  const def = (client.constructor as unknown as { service: Record<string, { requestDeserialize: (b: Buffer) => object }> }).service[method];
+  if (!def) throw new Error(`no method ${method}`);
+  const full = { ...def.requestDeserialize(Buffer.alloc(0)), ...req };
+  const fn = (client as unknown as Record<string, (r: object, md: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Res) => void) => unknown>)[method]!;
+  return new Promise((resolve, reject) => fn.call(client, full, c.metadata(), (err, res) => (err ? reject(new CallError(err)) : resolve(res))));
 }
 
 /** A failed call, with what its status details say: the reason, the bad fields, the exceeded quotas. */

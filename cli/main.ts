@@ -8,27 +8,16 @@
  * ERROR; 2 a usage mistake; 3 not found; 130 interrupted while waiting (the
  * operation goes on).
  */
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import * as grpc from "@grpc/grpc-js";
-import { FlavorServiceClient, ListFlavorsRequest, type ListFlavorsResponse } from "../gen/novamesh/compute/v1/flavor.js";
-import {
-  CreateServerRequest,
-  ListServersRequest,
-  ServerServiceClient,
-  ServerStatus,
-  TaskState,
-  type CreateServerResponse,
-  type DeleteServerResponse,
-  type GetServerResponse,
-  type ListServersResponse,
-  type Server,
-} from "../gen/novamesh/compute/v1/server.js";
+import { FlavorServiceClient, type ListFlavorsResponse } from "../gen/novamesh/compute/v1/flavor.js";
+import { KeypairServiceClient, type CreateKeypairResponse, type Keypair, type ListKeypairsResponse } from "../gen/novamesh/compute/v1/keypair.js";
 import { QuotaServiceClient, type GetLimitsResponse } from "../gen/novamesh/compute/v1/quota.js";
-import { CallError, call, connection, type Connection, type ConnectionOptions } from "./connection.js";
-import { FORMATS, UsageError, printList, printOne, type Format, type OutputOptions, type Row } from "./output.js";
-import { addServerActions, unary } from "./server-actions.js";
-import { KeypairServiceClient } from "../gen/novamesh/compute/v1/keypair.js";
+import { ServerServiceClient, ServerStatus, TaskState, type CreateServerResponse, type GetServerResponse, type ListServersResponse, type Server } from "../gen/novamesh/compute/v1/server.js";
+import { CallError, connection, unary, type Connection, type ConnectionOptions } from "./connection.js";
+import { FORMATS, UsageError, printList, printOne, readFileArg, type Format, type OutputOptions, type Row } from "./output.js";
+import { addServerActions } from "./server-actions.js";
 
 type Global = ConnectionOptions & { format: Format; column: string[] };
 
@@ -61,7 +50,7 @@ async function waitFor(c: Connection, servers: ServerServiceClient, id: string, 
     process.once("SIGINT", () => reject(Object.assign(new Error(`stopped waiting; the operation goes on: novamesh server show ${id}`), { exitCode: 130 }))),
   );
   for (;;) {
-    const s = (await Promise.race([call<GetServerResponse>(c, (md, cb) => servers.getServer({ id }, md, cb)), interrupted])).server!;
+    const s = (await Promise.race([unary<GetServerResponse>(c, servers, "getServer", { id }), interrupted])).server!;
     const row = serverRow(s);
     const now = `${row.status}${row.task ? ` (${row.task})` : ""}`;
     if (now !== last) process.stderr.write(`${id}: ${now}\n`);
@@ -92,11 +81,19 @@ export function program(): Command {
     .option("-c, --column <name>", "a column to show (repeat for more; default all)", (v: string, acc: string[]) => [...acc, v], [] as string[])
     .exitOverride()
     .showHelpAfterError();
-  const opts = (cmd: Command): Global => cmd.optsWithGlobals<Global>();
-  const output = (g: Global): OutputOptions => ({ format: g.format, columns: g.column });
-  const clients = (g: Global) => {
+  /** A command's connection, output options and clients (the options of the command and of `novamesh` itself). */
+  const session = (cmd: Command) => {
+    const g = cmd.optsWithGlobals<Global>();
     const c = connection(g);
-    return { c, servers: new ServerServiceClient(c.address, c.credentials), flavors: new FlavorServiceClient(c.address, c.credentials), quotas: new QuotaServiceClient(c.address, c.credentials) };
+    const client = <T>(C: new (address: string, credentials: typeof c.credentials) => T) => new C(c.address, c.credentials);
+    return {
+      c,
+      output: { format: g.format, columns: g.column } as OutputOptions,
+      servers: client(ServerServiceClient),
+      flavors: client(FlavorServiceClient),
+      keypairs: client(KeypairServiceClient),
+      quotas: client(QuotaServiceClient),
+    };
   };
 
   const server = root.command("server").description("servers");
@@ -106,20 +103,16 @@ export function program(): Command {
     .option("--all-projects", "every project's (admins)")
     .option("--name <text>", "only those whose name contains it")
     .action(async (o: { allProjects?: boolean; name?: string }, cmd: Command) => {
-      const g = opts(cmd);
-      const { c, servers } = clients(g);
-      const res = await call<ListServersResponse>(c, (md, cb) =>
-        servers.listServers(ListServersRequest.fromPartial({ allProjects: o.allProjects ?? false, name: o.name ?? "", pageSize: 1000 }), md, cb),
-      );
-      out(printList(res.servers.map(serverRow), output(g), SERVER_LIST_COLUMNS));
+      const { c, servers, output } = session(cmd);
+      const res = await unary<ListServersResponse>(c, servers, "listServers", { allProjects: o.allProjects ?? false, name: o.name ?? "", pageSize: 1000 });
+      out(printList(res.servers.map(serverRow), output, SERVER_LIST_COLUMNS));
     });
   server
     .command("show <id>")
     .description("one server")
     .action(async (id: string, _o: unknown, cmd: Command) => {
-      const g = opts(cmd);
-      const { c, servers } = clients(g);
-      out(printOne(serverRow((await call<GetServerResponse>(c, (md, cb) => servers.getServer({ id }, md, cb))).server!), output(g)));
+      const { c, servers, output } = session(cmd);
+      out(printOne(serverRow((await unary<GetServerResponse>(c, servers, "getServer", { id })).server!), output));
     });
   server
     .command("create <name>")
@@ -132,46 +125,28 @@ export function program(): Command {
     .option("--config-drive", "give it a config drive")
     .option("--wait", "follow it until it is built, showing its progress")
     .action(async (serverName: string, o: { flavor: string; image?: string; network: string[]; keyName?: string; userData?: string; configDrive?: boolean; wait?: boolean }, cmd: Command) => {
-      const g = opts(cmd);
-      const { c, servers } = clients(g);
-      let userData = Buffer.alloc(0);
-      if (o.userData) {
-        try {
-          userData = readFileSync(o.userData);
-        } catch (err) {
-          throw new UsageError(`--user-data ${o.userData}: ${(err as Error).message}`);
-        }
-      }
-      const req = CreateServerRequest.fromPartial({
+      const { c, servers, output } = session(cmd);
+      const req = {
         name: serverName,
         flavorId: o.flavor,
         imageId: o.image ?? "",
-        networks: o.network.map((networkId) => ({ networkId })),
+        networks: o.network.map((networkId) => ({ networkId, portId: "", fixedIp: "" })),
         keyName: o.keyName ?? "",
-        userData,
+        userData: o.userData ? readFileArg("--user-data", o.userData) : Buffer.alloc(0),
         configDrive: o.configDrive ?? false,
-      });
-      let s = (await call<CreateServerResponse>(c, (md, cb) => servers.createServer(req, md, cb))).server!;
+      };
+      let s = (await unary<CreateServerResponse>(c, servers, "createServer", req)).server!;
       if (o.wait) s = await waitFor(c, servers, s.id, settledServer);
-      show(s, output(g));
+      show(s, output);
     });
-  addServerActions(server, {
-    clients: (cmd) => {
-      const g = opts(cmd);
-      const { c, servers } = clients(g);
-      return { c, servers, output: output(g) };
-    },
-    waitFor,
-    show,
-  });
+  addServerActions(server, { session, waitFor, show });
   server
     .command("delete <id>")
     .description("delete a server")
     .option("--wait", "follow it until it is gone")
     .action(async (id: string, o: { wait?: boolean }, cmd: Command) => {
-      const g = opts(cmd);
-      const { c, servers } = clients(g);
-      await call<DeleteServerResponse>(c, (md, cb) => servers.deleteServer({ id, requestId: "" }, md, cb));
+      const { c, servers } = session(cmd);
+      await unary(c, servers, "deleteServer", { id });
       if (o.wait) await waitFor(c, servers, id, (s) => s.status === ServerStatus.SERVER_STATUS_DELETED);
     });
 
@@ -181,9 +156,8 @@ export function program(): Command {
     .command("list")
     .description("the flavors")
     .action(async (_o: unknown, cmd: Command) => {
-      const g = opts(cmd);
-      const { c, flavors } = clients(g);
-      const res = await call<ListFlavorsResponse>(c, (md, cb) => flavors.listFlavors(ListFlavorsRequest.fromPartial({}), md, cb));
+      const { c, flavors, output } = session(cmd);
+      const res = await unary<ListFlavorsResponse>(c, flavors, "listFlavors", {});
       const rows = res.flavors.map((f) => ({
         id: f.id,
         name: f.name,
@@ -191,28 +165,18 @@ export function program(): Command {
         ram_mb: f.ramMb,
         disk_gb: f.diskGb,
       }));
-      out(printList(rows, output(g), ["id", "name", "vcpus", "ram_mb", "disk_gb"]));
+      out(printList(rows, output, ["id", "name", "vcpus", "ram_mb", "disk_gb"]));
     });
 
   const keypair = root.command("keypair").description("SSH key pairs of the project");
-  const keypairRow = (k: { name: string; type: string; fingerprint: string; publicKey: string }): Row => ({
-    name: k.name,
-    type: k.type,
-    fingerprint: k.fingerprint,
-    public_key: k.publicKey,
-  });
-  const keypairs = (cmd: Command) => {
-    const g = opts(cmd);
-    const c = connection(g);
-    return { c, client: new KeypairServiceClient(c.address, c.credentials), output: output(g) };
-  };
+  const keypairRow = (k: Keypair): Row => ({ name: k.name, type: k.type, fingerprint: k.fingerprint, public_key: k.publicKey });
   keypair
     .command("list")
     .description("the project's key pairs")
     .action(async (_o: unknown, cmd: Command) => {
-      const { c, client, output: o } = keypairs(cmd);
-      const res = await unary<{ keypairs: { name: string; type: string; fingerprint: string; publicKey: string }[] }>(c, client, "listKeypairs", {});
-      out(printList(res.keypairs.map(keypairRow), o, ["name", "type", "fingerprint"]));
+      const { c, keypairs, output } = session(cmd);
+      const res = await unary<ListKeypairsResponse>(c, keypairs, "listKeypairs", {});
+      out(printList(res.keypairs.map(keypairRow), output, ["name", "type", "fingerprint"]));
     });
   keypair
     .command("create <name>")
@@ -222,25 +186,18 @@ export function program(): Command {
     .action(async (keyName: string, o: { publicKey?: string; privateKey?: string }, cmd: Command) => {
       if (!o.publicKey === !o.privateKey) throw new UsageError("give --public-key FILE to import a key, or --private-key FILE to make one");
       if (o.privateKey && existsSync(o.privateKey)) throw new UsageError(`--private-key ${o.privateKey} exists: a new private key is not written over another`);
-      const { c, client, output: out1 } = keypairs(cmd);
-      let publicKey = "";
-      if (o.publicKey) {
-        try {
-          publicKey = readFileSync(o.publicKey, "utf8");
-        } catch (err) {
-          throw new UsageError(`--public-key ${o.publicKey}: ${(err as Error).message}`);
-        }
-      }
-      const res = await unary<{ keypair: { name: string; type: string; fingerprint: string; publicKey: string }; privateKey: string }>(c, client, "createKeypair", { name: keyName, publicKey });
+      const { c, keypairs, output } = session(cmd);
+      const publicKey = o.publicKey ? readFileArg("--public-key", o.publicKey).toString("utf8") : "";
+      const res = await unary<CreateKeypairResponse>(c, keypairs, "createKeypair", { name: keyName, publicKey });
       if (o.privateKey) writeFileSync(o.privateKey, res.privateKey, { mode: 0o600, flag: "wx" });
-      out(printOne(keypairRow(res.keypair), out1));
+      out(printOne(keypairRow(res.keypair!), output));
     });
   keypair
     .command("delete <name>")
     .description("delete a key pair (servers made with it keep their copy)")
     .action(async (keyName: string, _o: unknown, cmd: Command) => {
-      const { c, client } = keypairs(cmd);
-      await unary(c, client, "deleteKeypair", { name: keyName });
+      const { c, keypairs } = session(cmd);
+      await unary(c, keypairs, "deleteKeypair", { name: keyName });
     });
 
   root
@@ -249,11 +206,10 @@ export function program(): Command {
     .command("show [project]")
     .description("a project's limits and usage (default: the caller's)")
     .action(async (project: string | undefined, _o: unknown, cmd: Command) => {
-      const g = opts(cmd);
-      const { c, quotas } = clients(g);
-      const res = await call<GetLimitsResponse>(c, (md, cb) => quotas.getLimits({ projectId: project ?? "" }, md, cb));
+      const { c, quotas, output } = session(cmd);
+      const res = await unary<GetLimitsResponse>(c, quotas, "getLimits", { projectId: project ?? "" });
       const rows = res.limits.map((l) => ({ resource: l.resource, limit: l.limit, in_use: l.inUse, reserved: l.reserved }));
-      out(printList(rows, output(g), ["resource", "limit", "in_use", "reserved"]));
+      out(printList(rows, output, ["resource", "limit", "in_use", "reserved"]));
     });
   return root;
 }

@@ -2,6 +2,7 @@
  * How the CLI prints: a table for people (cli-table3), or JSON, YAML or
  * bare values for scripts (`-f`), limited to the columns asked for (`-c`).
  */
+import { readFileSync } from "node:fs";
 import Table from "cli-table3";
 import { stringify } from "yaml";
 
@@ -68,3 +69,12 @@ export function printOne(row: Row, o: OutputOptions): string {
 
 /** A mistake in how the command was called: exit code 2. */
 export class UsageError extends Error {}
+
+/** The content of the file an option names; one that cannot be read is a usage mistake naming the option. */
+export function readFileArg(option: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new UsageError(`${option} ${path}: ${(err as Error).message}`);
+  }
+}

@@ -4,22 +4,12 @@
  * its task is done and prints it. Also its console log and its actions.
  */
 import type { Command } from "commander";
-import * as grpc from "@grpc/grpc-js";
 import { RebootType, ServerServiceClient, type Server } from "../gen/novamesh/compute/v1/server.js";
-import { call, type Connection } from "./connection.js";
+import { unary, type Connection } from "./connection.js";
 import { UsageError, printList, type OutputOptions, type Row } from "./output.js";
 
-/** Calls `method` of `client` with `req`, the fields it leaves out at their proto defaults (the generated encoders need every field). */
-export function unary<Res>(c: Connection, client: grpc.Client, method: string, req: object): Promise<Res> {
-  const def = (client.constructor as unknown as { service: Record<string, { requestDeserialize: (b: Buffer) => object }> }).service[method];
-  if (!def) throw new Error(`no method ${method}`);
-  const full = { ...def.requestDeserialize(Buffer.alloc(0)), ...req };
-  const fn = (client as unknown as Record<string, (r: object, md: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Res) => void) => unknown>)[method]!;
-  return call<Res>(c, (md, cb) => fn.call(client, full, md, cb));
-}
-
 export interface ActionContext {
-  readonly clients: (cmd: Command) => { c: Connection; servers: ServerServiceClient; output: OutputOptions };
+  readonly session: (cmd: Command) => { c: Connection; servers: ServerServiceClient; output: OutputOptions };
   /** Follows a server until `done`; resolves it. */
   readonly waitFor: (c: Connection, servers: ServerServiceClient, id: string, done: (s: Server) => boolean) => Promise<Server>;
   /** Prints a server and fails the command when it ended in ERROR. */
@@ -56,46 +46,40 @@ const ACTIONS: readonly { name: string; method: string; description: string; arg
     options: (c) => c.option("--host <name>", "the target (admins)"),
     args: (o) => ({ host: o.host ?? "" }),
   },
+  {
+    name: "rebuild",
+    method: "rebuildServer",
+    description: "rebuild a server from an image (its own by default)",
+    options: (c) => c.option("--image <id>", "the image").option("--name <name>", "a new name"),
+    args: (o) => ({ imageId: o.image ?? "", name: o.name ?? "" }),
+  },
   { name: "resize-confirm", method: "confirmResize", description: "keep a resized or migrated server where it is now" },
   { name: "resize-revert", method: "revertResize", description: "take a resized or migrated server back" },
 ];
 
 export function addServerActions(server: Command, x: ActionContext): void {
+  /** Makes the action's call and prints the server: as the call left it, or with --wait once its task is done. */
+  const act = async (self: Command, id: string, method: string, args: object, wait?: boolean) => {
+    const { c, servers, output } = x.session(self);
+    const res = await unary<{ server?: Server }>(c, servers, method, { id, ...args });
+    x.show(wait ? await x.waitFor(c, servers, id, idle) : res.server!, output);
+  };
   for (const a of ACTIONS) {
     let cmd = server.command(`${a.name} <id>`).description(a.description).option("--wait", "follow it until the action is done");
     if (a.options) cmd = a.options(cmd);
-    cmd.action(async (id: string, o: Record<string, unknown> & { wait?: boolean }, self: Command) => {
-      const { c, servers, output } = x.clients(self);
-      const res = await unary<{ server?: Server }>(c, servers, a.method, { id, ...(a.args?.(o) ?? {}) });
-      x.show(o.wait ? await x.waitFor(c, servers, id, idle) : res.server!, output);
-    });
+    cmd.action((id: string, o: Record<string, unknown> & { wait?: boolean }, self: Command) => act(self, id, a.method, a.args?.(o) ?? {}, o.wait));
   }
   server
     .command("resize <id> <flavor>")
     .description("resize a server to another flavor (then resize-confirm or resize-revert)")
     .option("--wait", "follow it until it waits for the confirmation")
-    .action(async (id: string, flavorId: string, o: { wait?: boolean }, self: Command) => {
-      const { c, servers, output } = x.clients(self);
-      const res = await unary<{ server?: Server }>(c, servers, "resizeServer", { id, flavorId });
-      x.show(o.wait ? await x.waitFor(c, servers, id, idle) : res.server!, output);
-    });
-  server
-    .command("rebuild <id>")
-    .description("rebuild a server from an image (its own by default)")
-    .option("--image <id>", "the image")
-    .option("--name <name>", "a new name")
-    .option("--wait", "follow it until it is rebuilt")
-    .action(async (id: string, o: { image?: string; name?: string; wait?: boolean }, self: Command) => {
-      const { c, servers, output } = x.clients(self);
-      const res = await unary<{ server?: Server }>(c, servers, "rebuildServer", { id, imageId: o.image ?? "", name: o.name ?? "" });
-      x.show(o.wait ? await x.waitFor(c, servers, id, idle) : res.server!, output);
-    });
+    .action((id: string, flavorId: string, o: { wait?: boolean }, self: Command) => act(self, id, "resizeServer", { flavorId }, o.wait));
   server
     .command("console-log <id>")
     .description("the end of a server's serial console")
     .option("--lines <n>", "how many lines (default 50)", "50")
     .action(async (id: string, o: { lines: string }, self: Command) => {
-      const { c, servers } = x.clients(self);
+      const { c, servers } = x.session(self);
       const lines = Number(o.lines);
       if (!Number.isInteger(lines) || lines < 1) throw new UsageError("--lines must be a positive integer");
       const res = await unary<{ output: string }>(c, servers, "getConsoleOutput", { id, length: lines });
@@ -105,7 +89,7 @@ export function addServerActions(server: Command, x: ActionContext): void {
     .command("action-list <id>")
     .description("what was done to a server, newest first")
     .action(async (id: string, _o: unknown, self: Command) => {
-      const { c, servers, output } = x.clients(self);
+      const { c, servers, output } = x.session(self);
       const res = await unary<{ actions: { action: string; requestId: string; startTime?: Date; events: { name: string; result: string; host: string }[] }[] }>(c, servers, "listServerActions", {
         serverId: id,
       });

@@ -7,7 +7,6 @@
  * NOVAMESH_LIBVIRT_B and NOVAMESH_TEST_GUEST are set (`npm run test:libvirt`).
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -21,6 +20,7 @@ import { downloadImageFile } from "../scripts/image-files.js";
 import { GUEST_READY_LINE, registerTestGuest } from "../scripts/test-guest.js";
 import { assertCapacityExact, eventually, settled } from "./harness.js";
 import { removeDomains } from "./libvirt-domains.js";
+import { isoFiles } from "../agent/drivers/libvirt/test-iso.js";
 import { stack } from "./stack.js";
 
 const A = process.env.NOVAMESH_LIBVIRT_A;
@@ -201,14 +201,6 @@ describe("a real guest through the whole stack (two libvirtds, qemu)", { skip },
     for (const h of hosts) assert.equal(usage.get(h)?.vms ?? 0, 0, `${h} holds no claim`);
   });
 });
-
-/** The volume label and the files of an ISO image, as xorriso lists them. */
-function isoFiles(iso: string): { label: string; files: string[] } {
-  const run = (args: string[]) => execFileSync("xorriso", ["-indev", iso, ...args], { stdio: ["ignore", "pipe", "ignore"] }).toString();
-  const label = /Volume Id\s*:\s*(\S+)/.exec(run(["-pvd_info"]))?.[1] ?? "";
-  const files = run(["-find", "/", "-type", "f"]).trim().split("\n").map((l) => l.replace(/^'|'$/g, "")).sort();
-  return { label, files };
-}
 
 /** Shuts the guest of server `id` down through libvirt directly (ACPI), behind novamesh's back. */
 async function shutdownOutside(uri: string, id: string): Promise<void> {

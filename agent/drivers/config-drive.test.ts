@@ -7,6 +7,7 @@ import { describe, test } from "node:test";
 import type { PortSpec } from "../network/types.js";
 import { configDriveFiles } from "./config-drive.js";
 import { writeConfigDrive } from "./libvirt/config-drive-iso.js";
+import { isoFiles } from "./libvirt/test-iso.js";
 import { testInstance } from "./test-instance.js";
 import type { GuestSpec } from "./types.js";
 
@@ -101,16 +102,8 @@ describe("config drive", () => {
       const instance = testInstance();
       const iso = join(dir, "disk.config");
       await writeConfigDrive(iso, instance, guest);
-      const pvd = execFileSync("xorriso", ["-indev", iso, "-pvd_info"], { stdio: ["ignore", "pipe", "ignore"] }).toString();
-      assert.match(pvd, /Volume Id\s*:\s*config-2/);
-      const listing = execFileSync("xorriso", ["-indev", iso, "-find", "/", "-type", "f"], { stdio: ["ignore", "pipe", "ignore"] })
-        .toString()
-        .trim()
-        .split("\n")
-        .map((l) => l.replace(/^'|'$/g, ""))
-        .sort();
       const files = configDriveFiles(instance, guest);
-      assert.deepEqual(listing, [...files.keys()].map((f) => `/${f}`).sort());
+      assert.deepEqual(isoFiles(iso), { label: "config-2", files: [...files.keys()].map((f) => `/${f}`).sort() });
       for (const [file, data] of files) {
         const out = join(dir, "out", file);
         execFileSync("xorriso", ["-osirrox", "on", "-indev", iso, "-extract", `/${file}`, out], { stdio: "ignore" });

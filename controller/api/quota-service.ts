@@ -12,12 +12,18 @@ import type { RpcDeps } from "./rpc.js";
 import { isAdmin, requireRole, unary } from "./rpc.js";
 import * as v from "./validate.js";
 
+/** A resource's name, one of QUOTA_RESOURCES. */
+function resourceName(field: string, r: string): QuotaResource {
+  if (!isQuotaResource(r)) throw invalidArgument(field, `no such resource (resources: ${QUOTA_RESOURCES.join(", ")})`);
+  return r;
+}
+
 /** Limits given by resource name: each known, each -1 or more. */
 function limitsOf(field: string, m: Record<string, number>): Partial<Record<QuotaResource, number>> {
   const out: Partial<Record<QuotaResource, number>> = {};
-  for (const [resource, n] of Object.entries(m)) {
-    const f = `${field}[${resource}]`;
-    if (!isQuotaResource(resource)) throw invalidArgument(f, `no such resource (resources: ${QUOTA_RESOURCES.join(", ")})`);
+  for (const [r, n] of Object.entries(m)) {
+    const f = `${field}[${r}]`;
+    const resource = resourceName(f, r);
     if (!Number.isSafeInteger(n) || n < UNLIMITED) throw invalidArgument(f, "must be -1 (no limit) or a limit of 0 or more");
     out[resource] = n;
   }
@@ -61,10 +67,7 @@ export function quotaService(deps: RpcDeps): QuotaServiceServer {
     resetProjectLimits: unary(deps, "ResetProjectLimits", async (req, ctx) => {
       requireRole(ctx, "admin");
       const projectId = v.projectId("project_id", req.projectId);
-      const resources = req.resources.map((r, i) => {
-        if (!isQuotaResource(r)) throw invalidArgument(`resources[${i}]`, `no such resource (resources: ${QUOTA_RESOURCES.join(", ")})`);
-        return r;
-      });
+      const resources = req.resources.map((r, i) => resourceName(`resources[${i}]`, r));
       ctx.audit.target = projectId;
       await resetProjectLimits(pool, projectId, resources);
       return { projectId, limits: await limitsWithUsage(pool, projectId) };
