@@ -5,6 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import { FakeDriver, type FakeDriverOptions } from "../drivers/fake/fake-driver.js";
+import { FakeNetworkDriver } from "../network/fake/fake-network-driver.js";
+import { testNetwork, testPort } from "../network/test-ports.js";
 import { testInstance } from "../drivers/test-instance.js";
 import type { PowerState } from "../drivers/types.js";
 import type { AgentOp, InvalidOp } from "./agent-op.js";
@@ -600,6 +602,27 @@ describe("OpExecutor: task steps", () => {
     const bare = testOp(inst, { kind: "shelve" });
     await executor.execute(bare);
     assert.deepEqual(stages(bare.opId), ["SHELVING_OFFLOADING"]);
+    await executor.close();
+  });
+});
+
+describe("OpExecutor: port refreshes from the controller", () => {
+  test("a refresh updates the ports plugged here and neither plugs back a removed port nor plugs one ahead of its op", async () => {
+    const network = new FakeNetworkDriver({ tunnelIp: "192.0.2.1" });
+    const executor = await OpExecutor.open({ driver: fake(), network, stateDir });
+    const net = testNetwork(7);
+    const [kept, removed, coming] = [testPort(net, 10), testPort(net, 11), testPort(net, 12)];
+    await network.plug("i1", [kept, removed]);
+    await network.unplug("i1", [removed.id]);
+    const rule = { direction: "ingress", protocol: "tcp", portMin: 22, portMax: 22, remoteCidr: "0.0.0.0/0", remoteAddresses: null } as const;
+    // Computed before the detach (and before an attach): it still names the removed port and already the coming one.
+    await executor.refreshPorts("i1", [{ ...kept, securityRules: [rule] }, removed, coming]);
+    const ports = (await network.plugged()).get("i1") ?? [];
+    assert.deepEqual(ports.map((p) => p.id), [kept.id], "only the port plugged here is refreshed");
+    assert.deepEqual(ports[0]!.securityRules, [rule], "with the rules sent");
+    // An instance with nothing plugged here is left alone.
+    await executor.refreshPorts("i2", [testPort(net, 13)]);
+    assert.equal((await network.plugged()).has("i2"), false);
     await executor.close();
   });
 });

@@ -282,16 +282,22 @@ export class OpExecutor {
   }
 
   /**
-   * Plugs `ports` again for an instance whose ports are plugged here (new
-   * rules, new remote-group members), in the instance's queue so it never
-   * races an op of the instance; an instance not plugged here is left alone.
+   * Plugs again, with what the controller now says of them (new rules, new
+   * remote-group members), those of `ports` that are plugged here, in the
+   * instance's queue so it never races an op of the instance. Which ports
+   * an instance has is its ops' business: an update computed before a
+   * detach and read after it must not plug the removed port back, nor one
+   * computed before an attach plug the new port ahead of its op.
    */
   refreshPorts(instanceId: string, ports: readonly PortSpec[]): Promise<void> {
     const network = this.network;
     if (!network || this.closed) return Promise.resolve();
     return this.queue.run(instanceId, async () => {
-      if (!(await network.plugged()).has(instanceId)) return;
-      await network.plug(instanceId, ports);
+      const current = (await network.plugged()).get(instanceId);
+      if (!current) return;
+      const plugged = new Set(current.map((p) => p.id));
+      const fresh = ports.filter((p) => plugged.has(p.id));
+      if (fresh.length > 0) await network.plug(instanceId, fresh);
     });
   }
 
