@@ -9,8 +9,10 @@ import { stringify } from "yaml";
 export type Format = "table" | "json" | "yaml" | "value";
 export const FORMATS: readonly Format[] = ["table", "json", "yaml", "value"];
 
+/** A printed value: what a view holds (see view.ts). */
+export type Cell = string | number | boolean | null | readonly Cell[] | { readonly [k: string]: Cell };
 /** One printed record: column → value. */
-export type Row = Record<string, string | number | boolean | string[]>;
+export type Row = Record<string, Cell>;
 
 export interface OutputOptions {
   readonly format: Format;
@@ -28,7 +30,17 @@ function pick(row: Row, columns: readonly string[]): Row {
   return out;
 }
 
-const text = (v: Row[string]) => (Array.isArray(v) ? v.join(", ") : String(v));
+/** A value in a table cell or a `value` line: lists joined by ", ", objects as key=value pairs, nested ones compact. */
+function text(v: Cell): string {
+  if (v === null) return "";
+  if (Array.isArray(v)) return v.map((x) => (typeof x === "object" && x !== null ? `{${text(x)}}` : text(x))).join(", ");
+  if (typeof v === "object") {
+    return Object.entries(v as Record<string, Cell>)
+      .map(([k, x]) => `${k}=${typeof x === "object" && x !== null ? `{${text(x)}}` : text(x)}`)
+      .join(", ");
+  }
+  return String(v);
+}
 
 /** Rows as a list: one table row each (`list` commands). */
 export function printList(rows: readonly Row[], o: OutputOptions, columns: readonly string[]): string {

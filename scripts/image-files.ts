@@ -16,14 +16,15 @@ const CHUNK_BYTES = 1024 * 1024;
 
 /**
  * Uploads `file` as the bytes of QUEUED image `imageId`. `checksum`, when
- * given, is sent in the header and checked by the server.
+ * given, is sent in the header and checked by the server; `onProgress`
+ * hears the bytes sent so far (and the total) after each chunk.
  */
 export async function uploadImageFile(
   client: ImageServiceClient,
   metadata: grpc.Metadata,
   imageId: string,
   file: string,
-  opts: { checksum?: string } = {},
+  opts: { checksum?: string; onProgress?: (sent: number, total: number) => void } = {},
 ): Promise<Image> {
   const { size } = await stat(file);
   let call!: grpc.ClientWritableStream<UploadImageDataRequest>;
@@ -43,24 +44,42 @@ export async function uploadImageFile(
     if (!call.write(msg)) await Promise.race([once(call, "drain"), new Promise<void>((resolve) => done.then(() => resolve(), () => resolve()))]);
   };
   await send({ part: { $case: "header", header: { imageId, sizeBytes: size, checksum: opts.checksum ?? "" } } });
+  let sent = 0;
   for await (const chunk of createReadStream(file, { highWaterMark: CHUNK_BYTES })) {
     await send({ part: { $case: "chunk", chunk } });
+    sent += (chunk as Buffer).length;
+    opts.onProgress?.(sent, size);
   }
   call.end();
   return done;
 }
 
-/** Downloads the bytes of image `imageId` to `file`; resolves with the image record. */
-export async function downloadImageFile(client: ImageServiceClient, metadata: grpc.Metadata, imageId: string, file: string): Promise<Image> {
+/**
+ * Downloads the bytes of image `imageId` to `file`; resolves with the image
+ * record. `onProgress` hears the bytes received so far and the image's
+ * size after each chunk.
+ */
+export async function downloadImageFile(
+  client: ImageServiceClient,
+  metadata: grpc.Metadata,
+  imageId: string,
+  file: string,
+  opts: { onProgress?: (received: number, total: number) => void } = {},
+): Promise<Image> {
   const call = client.downloadImageData({ id: imageId }, metadata);
   let image: Image | undefined;
+  let received = 0;
   const out = createWriteStream(file);
   await pipeline(
     call,
     async function* (messages: AsyncIterable<{ part?: { $case: "image"; image: Image } | { $case: "chunk"; chunk: Buffer } }>) {
       for await (const m of messages) {
         if (m.part?.$case === "image") image = m.part.image;
-        else if (m.part?.$case === "chunk") yield m.part.chunk;
+        else if (m.part?.$case === "chunk") {
+          received += m.part.chunk.length;
+          opts.onProgress?.(received, image?.sizeBytes ?? 0);
+          yield m.part.chunk;
+        }
       }
     },
     out as Writable,
