@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { credentials as grpcCredentials, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
 import type { NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
+import { loggerOptions } from "../controller/log-context.js";
 import type { Driver } from "./drivers/driver.js";
 import type { NetworkDriver } from "./network/driver.js";
 import type { ImageStore } from "./drivers/libvirt/image-store.js";
@@ -109,7 +110,7 @@ export function resolveAgentOptions(init: AgentInit): AgentOptions {
     workingIntervalMs: 5_000,
     progressIntervalMs: 1_000,
     version: AGENT_VERSION,
-    logger: pino({ name: "novamesh-agent" }),
+    logger: pino(loggerOptions({ name: "novamesh-agent" })),
     ...defined,
   };
 }

@@ -7,6 +7,7 @@ import { join, resolve } from "node:path";
 import type { AgentServiceClient } from "../gen/novamesh/agent/v1/agent.js";
 import { connect, type NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
+import { loggerOptions } from "../controller/log-context.js";
 import { Agent } from "./agent.js";
 import { agentHelp, agentInstances, parseAgentCli, UsageError, type AgentCliConfig } from "./cli-options.js";
 import type { Driver } from "./drivers/driver.js";
@@ -89,7 +90,7 @@ async function main(): Promise<number> {
     process.stderr.write(`agent: ${err.message}\n`);
     return 2;
   }
-  const logger = pino({ name: "novamesh-agent", level: config.logLevel });
+  const logger = pino(loggerOptions({ name: "novamesh-agent", level: config.logLevel }));
   if (config.tls.plaintext) logger.warn("--plaintext: connecting to the controller without TLS; the token travels in clear text (development only)");
   const instances = agentInstances(config);
   // Simulated hosts of one process share one NATS connection, made at first

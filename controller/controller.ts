@@ -5,6 +5,7 @@ import { connect, credsAuthenticator } from "nats";
 import type { NatsConnection } from "nats";
 import pino from "pino";
 import type { Logger } from "pino";
+import { loggerOptions } from "./log-context.js";
 import { AgentServiceService } from "../gen/novamesh/agent/v1/agent.js";
 import { FlavorServiceService } from "../gen/novamesh/compute/v1/flavor.js";
 import { HostServiceService } from "../gen/novamesh/compute/v1/host.js";
@@ -126,7 +127,7 @@ export class Controller {
 
   constructor(config: Partial<ControllerConfig> = {}, log?: Logger) {
     this.config = { ...DEFAULT_CONFIG, ...config };
-    this.log = log ?? pino({ level: this.config.logLevel, base: { svc: "novamesh-controller" } });
+    this.log = log ?? pino(loggerOptions({ level: this.config.logLevel, base: { svc: "novamesh-controller" } }));
   }
 
   get database(): Pool {

@@ -9,6 +9,8 @@ import * as grpc from "@grpc/grpc-js";
 import mysql from "mysql2/promise";
 import { connect } from "nats";
 import pino from "pino";
+import type { Logger } from "pino";
+import { loggerOptions } from "../controller/log-context.js";
 import { ServiceState } from "../gen/novamesh/compute/v1/host.js";
 import { Role } from "../gen/novamesh/compute/v1/identity.js";
 import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
@@ -114,8 +116,9 @@ export class TestEnv {
   defaultLimits: Partial<Record<QuotaResource, number>> | null = Object.fromEntries(QUOTA_RESOURCES.map((r) => [r, -1]));
   private limitsSet = false;
 
-  async startController(over: Partial<ControllerConfig> = {}): Promise<Controller> {
-    const c = new Controller(this.config(over), pino({ level: process.env.NOVAMESH_TEST_LOG ?? "silent" }));
+  /** Starts a controller of this environment; its log goes to `log` (default: silent, or NOVAMESH_TEST_LOG's level on stdout). */
+  async startController(over: Partial<ControllerConfig> = {}, log?: Logger): Promise<Controller> {
+    const c = new Controller(this.config(over), log ?? pino(loggerOptions({ level: process.env.NOVAMESH_TEST_LOG ?? "silent" })));
     await c.start();
     this.controllers.push(c);
     if (!this.limitsSet && this.defaultLimits) {

@@ -11,6 +11,7 @@ import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
 import type { Server } from "../gen/novamesh/compute/v1/server.js";
 import type { Controller } from "../controller/controller.js";
 import type { ControllerConfig } from "../controller/config.js";
+import type { Logger } from "pino";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { Hosts, REPO, freePort, hostNames, tempDirPath, type AgentSpec } from "./agents.js";
@@ -22,6 +23,8 @@ export interface StackOptions<P extends string> {
   name: string;
   /** Controller settings over the test environment's. */
   controller?: Partial<ControllerConfig>;
+  /** Where the controller logs (default: see TestEnv.startController). */
+  controllerLog?: Logger;
   /**
    * Serve TLS with certificates made by scripts/certs.sh into
    * `<dir>/.state/tls` (the clients and agents trust its CA). Default: plaintext.
@@ -136,7 +139,7 @@ export function stack<P extends string = "alice">(o: StackOptions<P>): Stack & {
   before(async () => {
     if (o.fixedPort) port = await freePort();
     if (o.tls) env.tls = await makeCerts(join(dir, ".state", "tls"));
-    ctl = await env.startController(config());
+    ctl = await env.startController(config(), o.controllerLog);
     admin = env.admin(ctl);
     for (const p of projects) members.set(p, await env.as(ctl, p));
     for (const [i, name] of imageNames.entries()) await env.image(ctl, name, imageIds[i]);
@@ -173,7 +176,7 @@ export function stack<P extends string = "alice">(o: StackOptions<P>): Stack & {
       ctl = undefined;
     },
     async startController(over = {}) {
-      ctl = await env.startController(config(over));
+      ctl = await env.startController(config(over), o.controllerLog);
       return ctl;
     },
     settled,

@@ -26,6 +26,7 @@ import type { NetworkDriver } from "../network/driver.js";
 import type { PortSpec } from "../network/types.js";
 import { plugPorts, unplugIfGone } from "./network-steps.js";
 import type { Logger } from "pino";
+import { withLogContext } from "../../controller/log-context.js";
 import type { Driver } from "../drivers/driver.js";
 import { DriverError, InstanceNotFoundError } from "../drivers/errors.js";
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
@@ -220,7 +221,9 @@ export class OpExecutor {
   private enqueue(op: DriverOp): Promise<Execution> {
     const control: OpControl = { op, abort: new AbortController(), phase: "queued", early: deferred() };
     this.controls.set(op.opId, control);
-    const queued = this.queue.run(op.instance.id, () => this.run(op, control));
+    const queued = this.queue.run(op.instance.id, () =>
+      withLogContext({ op_id: op.opId, request_id: op.requestId, server_id: op.instance.id }, () => this.run(op, control)),
+    );
     return Promise.race([queued, control.early.promise]);
   }
 
@@ -233,7 +236,8 @@ export class OpExecutor {
     const serverId = op.instance.id;
     const startTime = new Date();
     const reconciled = record?.started !== undefined;
-    const log = this.logger?.child({ op_id: op.opId, request_id: op.requestId, server_id: serverId, op: op.kind });
+    // op_id, request_id and server_id come with the log context (see controller/log-context.ts).
+    const log = this.logger?.child({ op: op.kind });
     const signal = control.abort.signal; // fired by an abort op, or by close()
     let plan: Reconciliation = RUN;
     if (reconciled) {
@@ -250,6 +254,7 @@ export class OpExecutor {
       await this.journal.append({ t: "started", opId: op.opId, serverId, kind: op.kind, time: startTime.toISOString() });
     }
     if (plan.action !== "skip") {
+      log?.info({ action: plan.action, attempt: op.attempt }, "op started");
       const call = { signal, opId: op.opId };
       try {
         if (signal.aborted) throw new DriverError("ABORTED", "aborted before the driver was called");

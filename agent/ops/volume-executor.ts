@@ -37,6 +37,7 @@
 import { mkdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { pino, type Logger } from "pino";
+import { withLogContext } from "../../controller/log-context.js";
 import { bestEffort } from "../best-effort.js";
 import { DriverError } from "../drivers/errors.js";
 import { getVerified, type ImageStore } from "../drivers/libvirt/image-store.js";
@@ -114,7 +115,8 @@ export class VolumeOps {
   execute(op: AgentVolumeOp): Promise<Execution> {
     const { volumes } = this.options;
     if (!volumes) return Promise.resolve(this.noBackend(op));
-    return this.options.queue.run(`volume:${op.volume.id}`, () => this.run(op, volumes));
+    const context = { op_id: op.opId, request_id: op.requestId, volume_id: op.volume.id, ...(op.serverId ? { server_id: op.serverId } : {}) };
+    return this.options.queue.run(`volume:${op.volume.id}`, () => withLogContext(context, () => this.run(op, volumes)));
   }
 
   private noBackend(op: AgentVolumeOp): Execution {
@@ -133,7 +135,8 @@ export class VolumeOps {
     const { serverId } = op;
     const startTime = new Date();
     const reconciled = record?.started !== undefined;
-    const log = this.log.child({ op_id: op.opId, request_id: op.requestId, volume_id: volumeId, op: op.kind, ...(serverId ? { server_id: serverId } : {}) });
+    // op_id, request_id, volume_id and server_id come with the log context (see controller/log-context.ts).
+    const log = this.log.child({ op: op.kind });
     let failure = pastDeadline(op.deadline, startTime);
     let volume: VolumeResult | undefined;
     if (!failure) {

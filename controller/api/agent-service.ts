@@ -218,14 +218,14 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
             if (!host) return fail(invalidArgument("hello", "the first message must be hello"));
             const stage = fromEnum(PbTaskState, "TASK_STATE_", p.taskState) as TaskState | null;
             if (progressInFlight >= MAX_PROGRESS_IN_FLIGHT) {
-              deps.log.debug({ host, opId: p.opId }, "op progress dropped: too much in flight on this stream");
+              deps.log.debug({ host, op_id: p.opId }, "op progress dropped: too much in flight on this stream");
               return;
             }
             progressInFlight++;
             conductor
               .progress({ opId: p.opId, percent: p.percent, message: p.message, stage }, host)
               .catch((err: unknown) => {
-                deps.log.debug({ err, opId: p.opId }, "op progress not recorded");
+                deps.log.debug({ err, op_id: p.opId }, "op progress not recorded");
               })
               .finally(() => progressInFlight--);
             return;

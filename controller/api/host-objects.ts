@@ -86,7 +86,7 @@ export function hostObjects(
       if (!(await hostHasOpFor(pool, host, what.serverId, ["migrate_disk"]))) throw migrationDiskNotFound(what.serverId);
       const label = `the migrating disk of ${what.serverId}`;
       const stored = await storeChecked(bytes, migrationDiskKey(what.serverId), uploadChunks(messages, chunkOf, expected, call, ctx.signal, label), expected, ctx.signal, label);
-      log.info({ host, server: what.serverId, sizeBytes: stored.sizeBytes }, "migrating disk stored");
+      log.info({ host, server_id: what.serverId, sizeBytes: stored.sizeBytes }, "migrating disk stored");
       return { info: stored };
     }
     const id = what.id;

@@ -62,6 +62,18 @@ function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiErr
 }
 
 /**
+ * A call that started an operation, logged with the ids its later lines
+ * (op queued, op done, the agent's) share: request_id, and server_id or
+ * volume_id.
+ */
+function logAccepted(log: Logger, method: string, principal: Principal | null, res: unknown): void {
+  const op = (res as { operation?: { name: string; requestId: string; serverId: string; volumeId: string } } | null)?.operation;
+  if (!op?.name) return;
+  const ids = { request_id: op.requestId, ...(op.serverId ? { server_id: op.serverId } : {}), ...(op.volumeId ? { volume_id: op.volumeId } : {}) };
+  log.info({ method, project: principal?.projectId, ...ids, operation: op.name }, "operation accepted");
+}
+
+/**
  * Who may make a call: "public" — any token but an agent's (the API);
  * "host" — an agent or admin token (AgentService, a host's own calls).
  */
@@ -182,6 +194,7 @@ function answer<Res>(
     .then(
       async (res) => {
         await c.close(req, res, null);
+        logAccepted(deps.log, method, c.principal, res);
         cb(null, res);
       },
       async (e) => {

@@ -82,7 +82,6 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       const guest = { userData: req.userData, configDrive: req.configDrive || req.userData.length > 0 || keypair !== null };
       const about = { description: v.text("description", req.description), tags: tags("tags", req.tags) };
       const a = await build.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, keypair, ...guest, ...about, ...placement });
-      ctx.log.info({ server: a.instance.uuid, request_id: requestId }, "server create accepted");
       return answer(ctx, a);
     }),
 

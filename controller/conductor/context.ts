@@ -10,6 +10,7 @@ import { startTask } from "../domain/tasks.js";
 import type { Instance } from "../domain/types.js";
 import type { VolumeTimeouts } from "../domain/volume.js";
 import type { Pool, PoolConnection } from "../store/db.js";
+import { afterCommit } from "../store/db.js";
 import type { InstancePatch } from "../store/instances.js";
 import type { DispatchRequest } from "./dispatch.js";
 import type { TxStore } from "./tx-store.js";
@@ -55,9 +56,12 @@ export class Tx {
     return this.store.updateInstance(uuid, patch);
   }
 
-  /** Sends an op to a host (recorded with its event, queued in the outbox). */
-  dispatch(o: Omit<DispatchRequest, "subjectPrefix">): Promise<string> {
-    return this.store.dispatchOp({ ...o, subjectPrefix: this.ctx.subjectPrefix });
+  /** Sends an op to a host (recorded with its event, queued in the outbox; logged once that commits). */
+  async dispatch(o: Omit<DispatchRequest, "subjectPrefix">): Promise<string> {
+    const opId = await this.store.dispatchOp({ ...o, subjectPrefix: this.ctx.subjectPrefix });
+    const fields = { op_id: opId, request_id: o.requestId, server_id: o.instance.uuid, host: o.host, op: o.args.kind, ...(o.volume ? { volume_id: o.volume.id } : {}) };
+    afterCommit(this.conn, () => this.ctx.log.info(fields, "op queued for its host"));
+    return opId;
   }
 
   /** Hosts seen since then are up (claims need an up host). */

@@ -19,7 +19,7 @@ import type { RequestSpec } from "../scheduler/types.js";
 import { finishAction, instantEvent, runningAction } from "../store/actions.js";
 import { getImage } from "../store/catalog.js";
 import type { PoolConnection } from "../store/db.js";
-import { withTx } from "../store/db.js";
+import { afterCommit, withTx } from "../store/db.js";
 import { getInstance, updateInstance } from "../store/instances.js";
 import { openMigration, updateMigration } from "../store/moves.js";
 import { claim, moveAllocations } from "../store/nodes.js";
@@ -87,7 +87,7 @@ export class PlacementWorker extends PumpWorker {
   private async placeBuild(tx: Tx, inst: Instance): Promise<void> {
     const action = await runningAction(tx.conn, inst.uuid);
     if (action === null) {
-      this.ctx.log.error({ server: inst.uuid }, "instance waiting for a host without a running action; task cleared");
+      this.ctx.log.error({ server_id: inst.uuid }, "instance waiting for a host without a running action; task cleared");
       await updateInstance(tx.conn, inst.uuid, { taskState: null });
       return;
     }
@@ -98,7 +98,9 @@ export class PlacementWorker extends PumpWorker {
     });
     const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx, spec, () => true, "build");
     if (host) return build.placed(tx, inst, action, host.host, alternates);
-    return build.noHost(tx, inst, action, noValidHostFault(placement, lostClaims));
+    const fault = noValidHostFault(placement, lostClaims);
+    afterCommit(tx.conn, () => this.ctx.log.info({ request_id: action.requestId, server_id: inst.uuid, reason: fault.code }, fault.message));
+    return build.noHost(tx, inst, action, fault);
   }
 
   /**
@@ -111,7 +113,7 @@ export class PlacementWorker extends PumpWorker {
     const m = await openMigration(conn, inst.uuid, { lock: true });
     if (!m || m.status !== "PRE_MIGRATING") {
       // Cannot happen short of a hand-edited database; never let it block the batch.
-      this.ctx.log.error({ server: inst.uuid }, "instance waiting for a move target without a pending migration; task cleared");
+      this.ctx.log.error({ server_id: inst.uuid }, "instance waiting for a move target without a pending migration; task cleared");
       await updateInstance(conn, inst.uuid, { taskState: null });
       return;
     }

@@ -108,7 +108,7 @@ export class Reaper extends PumpWorker {
     }
     const actionId = ops.at(-1)?.actionId ?? (await runningAction(conn, inst.uuid))?.id ?? null;
     if (actionId !== null) await instantEvent(conn, { actionId, event: "task_timeout", host: inst.host ?? "", result: "Error", fault: fault.message });
-    this.ctx.log.warn({ server: inst.uuid, task, host: inst.host }, `task timed out: ${fault.message}`);
+    this.ctx.log.warn({ server_id: inst.uuid, task, host: inst.host }, `task timed out: ${fault.message}`);
     await rule.reap(new TimeoutContext(new Tx(conn, this.ctx), inst, task, actionId, fault, operationErrorOfFault(fault, status.DEADLINE_EXCEEDED)));
   }
 
@@ -119,9 +119,9 @@ export class Reaper extends PumpWorker {
     for (const d of due) {
       try {
         await resize.autoConfirm(this.ctx, d);
-        this.ctx.log.info({ server: d.instanceUuid, migration: d.id }, "resize confirmed automatically after the confirm window");
+        this.ctx.log.info({ server_id: d.instanceUuid, migration_id: d.id }, "resize confirmed automatically after the confirm window");
       } catch (err) {
-        this.ctx.log.warn({ err, server: d.instanceUuid }, "automatic resize confirm failed");
+        this.ctx.log.warn({ err, server_id: d.instanceUuid }, "automatic resize confirm failed");
       }
     }
   }

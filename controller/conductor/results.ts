@@ -5,7 +5,7 @@
 import type { OpOutcome } from "../domain/ops.js";
 import { permissionDenied } from "../errors.js";
 import { finishOpEvent } from "../store/actions.js";
-import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
+import { DEADLOCK_RETRIES, afterCommit, withTx } from "../store/db.js";
 import { getInstance } from "../store/instances.js";
 import { finishOp, lockOp } from "../store/ops.js";
 import type { ConductorContext } from "./context.js";
@@ -31,15 +31,17 @@ export async function applyOpResult(ctx: ConductorContext, outcome: OpOutcome, f
       const op = await lockOp(conn, outcome.opId);
       if (!op && (await applyVolumeOpResult(conn, ctx, outcome, fromHost))) return;
       if (!op) {
-        ctx.log.warn({ opId: outcome.opId }, "result for an unknown op ignored");
+        ctx.log.warn({ op_id: outcome.opId }, "result for an unknown op ignored");
         return;
       }
+      const fields = { op_id: op.opId, request_id: op.requestId, server_id: op.instanceUuid, host: op.host, op: op.kind };
       if (op.host !== fromHost) {
-        ctx.log.warn({ opId: op.opId, op_host: op.host, from_host: fromHost }, "result from another host than the op's refused");
+        ctx.log.warn({ ...fields, from_host: fromHost }, "result from another host than the op's refused");
         throw permissionDenied(`op ${op.opId} was sent to another host; only that host may report its result`);
       }
       if (op.state === "DONE") return;
       const e = outcome.error;
+      afterCommit(conn, () => ctx.log.info({ ...fields, result: e ? e.code : "ok" }, e ? `op failed: ${e.message}` : "op done"));
       await finishOp(conn, op.opId, e);
       await finishOpEvent(conn, op.opId, {
         result: e ? "Error" : "Success",

@@ -109,8 +109,10 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
   const conn = await pool.getConnection();
   const hooks = new Map<string, (conn: PoolConnection) => Promise<void>>();
   const changes = new Set<Change>();
+  const after: (() => void)[] = [];
   preCommit.set(conn, hooks);
   txChanges.set(conn, changes);
+  txAfterCommit.set(conn, after);
   let result: T;
   let broken = false;
   try {
@@ -131,10 +133,12 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
   } finally {
     preCommit.delete(conn);
     txChanges.delete(conn);
+    txAfterCommit.delete(conn);
     if (broken) conn.destroy();
     else conn.release();
   }
   if (changes.size) committedListeners.get(pool)?.(changes);
+  for (const fn of after) fn();
   return result;
 }
 
@@ -147,6 +151,19 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
 export type Change = "outbox" | "servers" | "hosts" | "placements";
 
 const txChanges = new WeakMap<object, Set<Change>>();
+const txAfterCommit = new WeakMap<object, (() => void)[]>();
+
+/**
+ * Runs `fn` once what `q` wrote is committed: inside {@link withTx} after
+ * the commit (never after a rollback, and once per attempt that commits);
+ * on the pool itself (autocommit) at once. For what must not be told of a
+ * write that may yet be undone, such as the log line of an op sent.
+ */
+export function afterCommit(q: Queryable, fn: () => void): void {
+  const inTx = txAfterCommit.get(q);
+  if (inTx) inTx.push(fn);
+  else fn();
+}
 const committedListeners = new WeakMap<object, (changes: ReadonlySet<Change>) => void>();
 
 /** Calls `listener` after each commit on `pool` with what the transaction changed. */

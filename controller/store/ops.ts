@@ -11,6 +11,8 @@ export interface OpRecord {
   readonly kind: OpKind;
   readonly attempt: number;
   readonly state: "PENDING" | "DONE";
+  /** The request of the op's action (for logs). */
+  readonly requestId: string;
 }
 
 /**
@@ -35,7 +37,8 @@ export async function enqueueOp(
   noteChange(q, "outbox");
 }
 
-const OP_COLUMNS = "op_id, instance_uuid, action_id, host, kind, attempt, state";
+// The action's request id by a subquery: a locking read of the op does not lock the action's row.
+const OP_COLUMNS = "op_id, instance_uuid, action_id, host, kind, attempt, state, (SELECT a.request_id FROM instance_actions a WHERE a.id = compute_ops.action_id) AS request_id";
 
 function rowToOp(r: Row): OpRecord {
   return {
@@ -46,6 +49,7 @@ function rowToOp(r: Row): OpRecord {
     kind: r.kind,
     attempt: r.attempt,
     state: r.state,
+    requestId: r.request_id ?? "",
   };
 }
 

@@ -107,12 +107,15 @@ export interface VolumeOpRecord {
   readonly host: string;
   readonly kind: VolumeOpKind;
   readonly state: "PENDING" | "DONE";
+  /** The request of the op's action (for logs). */
+  readonly requestId: string;
 }
 
-const OP_COLUMNS = "op_id, volume_id, action_id, host, kind, state";
+// The action's request id by a subquery: a locking read of the op does not lock the action's row.
+const OP_COLUMNS = "op_id, volume_id, action_id, host, kind, state, (SELECT a.request_id FROM volume_actions a WHERE a.id = volume_ops.action_id) AS request_id";
 
 function rowToOp(r: Row): VolumeOpRecord {
-  return { opId: r.op_id, volumeId: r.volume_id, actionId: Number(r.action_id), host: r.host, kind: r.kind, state: r.state };
+  return { opId: r.op_id, volumeId: r.volume_id, actionId: Number(r.action_id), host: r.host, kind: r.kind, state: r.state, requestId: r.request_id ?? "" };
 }
 
 /** Records a volume op and queues its message in the outbox, in the caller's transaction. */

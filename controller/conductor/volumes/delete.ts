@@ -39,7 +39,7 @@ export async function deleteWithServer(conn: PoolConnection, ctx: ConductorConte
   if (!v || v.status === "DELETED" || v.status === "DELETING") return true;
   if (await getVolumeAction(conn, v.id, requestId)) return true;
   if (await hasSnapshots(conn, v.id)) {
-    ctx.log.warn({ volume: v.id }, "a volume attached with delete_on_termination has snapshots: kept, not deleted with its server");
+    ctx.log.warn({ volume_id: v.id }, "a volume attached with delete_on_termination has snapshots: kept, not deleted with its server");
     return false;
   }
   const { taskDeadline } = volumeTask(ctx, "DELETING");

@@ -7,7 +7,7 @@ import type { Volume, VolumeFault, VolumeSnapshot, VolumeTask } from "../../doma
 import { VOLUME_TASKS } from "../../domain/volume.js";
 import { permissionDenied } from "../../errors.js";
 import type { PoolConnection } from "../../store/db.js";
-import { DEADLOCK_RETRIES, withTx } from "../../store/db.js";
+import { DEADLOCK_RETRIES, afterCommit, withTx } from "../../store/db.js";
 import { finishVolumeOp, getVolumeActionById, lockVolumeOp, pendingVolumeOps, runningVolumeAction } from "../../store/volume-actions.js";
 import { getSnapshot } from "../../store/volume-snapshots.js";
 import { getVolume, lockOverdueVolumes, updateVolume } from "../../store/volumes.js";
@@ -26,11 +26,14 @@ import { VOLUME_RESULT_RULES, VOLUME_TIMEOUT_RULES } from "./index.js";
 export async function applyVolumeOpResult(conn: PoolConnection, ctx: ConductorContext, outcome: OpOutcome, fromHost: string): Promise<boolean> {
   const op = await lockVolumeOp(conn, outcome.opId);
   if (!op) return false;
+  const fields = { op_id: op.opId, request_id: op.requestId, volume_id: op.volumeId, host: op.host, op: op.kind };
   if (op.host !== fromHost) {
-    ctx.log.warn({ opId: op.opId, op_host: op.host, from_host: fromHost }, "volume op result from another host than the op's refused");
+    ctx.log.warn({ ...fields, from_host: fromHost }, "volume op result from another host than the op's refused");
     throw permissionDenied(`op ${op.opId} was sent to another host; only that host may report its result`);
   }
   if (op.state === "DONE") return true;
+  const e = outcome.error;
+  afterCommit(conn, () => ctx.log.info({ ...fields, result: e ? e.code : "ok" }, e ? `volume op failed: ${e.message}` : "volume op done"));
   await finishVolumeOp(conn, op.opId, outcome.error);
   const volume = await getVolume(conn, op.volumeId, { lock: true });
   const rule = VOLUME_RESULT_RULES[op.kind];
@@ -68,7 +71,7 @@ async function reapVolume(conn: PoolConnection, ctx: ConductorContext, v: Volume
   const task = v.status as VolumeTask;
   if (!(VOLUME_TASKS as readonly string[]).includes(task)) {
     // A deadline left on a resting volume: nothing is running.
-    ctx.log.warn({ volume: v.id, status: v.status }, "volume deadline without a working status cleared");
+    ctx.log.warn({ volume_id: v.id, status: v.status }, "volume deadline without a working status cleared");
     await updateVolume(conn, v.id, { taskDeadline: null });
     return;
   }
@@ -85,6 +88,6 @@ async function reapVolume(conn: PoolConnection, ctx: ConductorContext, v: Volume
   const ops = (await pendingVolumeOps(conn, v.id)).filter((op) => !SNAPSHOT_OP_KINDS.includes(op.kind));
   for (const op of ops) await finishVolumeOp(conn, op.opId, { code: "TASK_TIMED_OUT", message: why, retryable: false });
   const actionId = ops.at(-1)?.actionId ?? (await runningVolumeAction(conn, v.id, { snapshots: false }))?.id ?? null;
-  ctx.log.warn({ volume: v.id, status: task, host: v.host }, `volume task timed out: ${fault.message}`);
+  ctx.log.warn({ volume_id: v.id, status: task, host: v.host }, `volume task timed out: ${fault.message}`);
   await rule.reap(new VolumeTimeoutContext(conn, ctx, v, actionId, fault));
 }

@@ -136,7 +136,7 @@ export async function reapSnapshots(conn: PoolConnection, ctx: ConductorContext,
       await finishVolumeOp(conn, op.opId, { code: "TASK_TIMED_OUT", message: why, retryable: false });
       await finishVolumeAction(conn, op.actionId, operationErrorOfFault(fault, status.DEADLINE_EXCEEDED));
     }
-    ctx.log.warn({ snapshot: s.id, volume: s.volumeId, status: s.status }, `snapshot timed out: ${fault.message}`);
+    ctx.log.warn({ snapshot_id: s.id, volume_id: s.volumeId, status: s.status }, `snapshot timed out: ${fault.message}`);
     await updateSnapshot(conn, s.id, { status: "ERROR", taskDeadline: null, fault });
   }
   return overdue.length;
