@@ -6,6 +6,7 @@ import { credentials as grpcCredentials, type ChannelCredentials, type ChannelOp
 import type { NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
 import { loggerOptions } from "../controller/log-context.js";
+import type { AgentMetrics } from "./metrics.js";
 import type { Driver } from "./drivers/driver.js";
 import type { NetworkDriver } from "./network/driver.js";
 import type { ImageStore } from "./drivers/libvirt/image-store.js";
@@ -79,6 +80,8 @@ export interface AgentOptions {
   readonly version: string;
   /** JSON logger (default pino to stdout at "info"). */
   readonly logger: Logger;
+  /** The process's metrics, which this host's ops, reports and session are counted in (default: none). */
+  readonly metrics: AgentMetrics | undefined;
 }
 
 /** What `new Agent()` takes: a driver and any other options. */
@@ -111,6 +114,7 @@ export function resolveAgentOptions(init: AgentInit): AgentOptions {
     progressIntervalMs: 1_000,
     version: AGENT_VERSION,
     logger: pino(loggerOptions({ name: "novamesh-agent" })),
+    metrics: undefined,
     ...defined,
   };
 }

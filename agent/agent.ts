@@ -88,12 +88,19 @@ export class Agent {
       "grpc.keepalive_time_ms": 30_000,
       "grpc.keepalive_timeout_ms": 10_000,
     });
+    const { metrics, host } = this.options;
     this.reporter = new ResourceReporter(
       this.options.driver,
-      (report) => this.session?.send({ body: { $case: "report", report } }),
+      (report) => {
+        const session = this.session;
+        if (!session) return;
+        session.send({ body: { $case: "report", report } });
+        metrics?.reports.inc({ host });
+      },
       this.log,
       this.options.volumes,
     );
+    metrics?.watch(host, { inFlight: () => this.executor?.inFlight ?? 0, connected: () => this.currentState === "connected" });
     // Hypervisor events (a guest that shut itself down) are reported at once.
     this.unsubscribeDriver = this.options.driver.onStateChange?.(() => this.reporter.reportSoon());
   }
@@ -227,6 +234,7 @@ export class Agent {
       } catch (err) {
         reason = err;
       } finally {
+        if (this.session && !signal.aborted) this.options.metrics?.sessionsLost.inc({ host: this.options.host });
         this.session = undefined;
         this.reporter.stop();
         if (!signal.aborted) this.currentState = "connecting";
@@ -384,6 +392,7 @@ export class Agent {
     try {
       const { outcome, replayed } = await this.executor!.execute(delivery.op);
       if (replayed) this.log.info({ op_id: opId, delivery: delivery.deliveryCount }, "op already done; re-reporting its result");
+      else this.count("kind" in delivery.op ? delivery.op.kind : "invalid", outcome);
       this.pending.set(opId, { outcome, consumer });
       this.session?.sendResult(outcome);
     } catch (err) {
@@ -394,6 +403,15 @@ export class Agent {
       this.log.error({ err, op_id: opId }, "op could not be recorded; it will be redelivered");
       consumer.nak(opId, RETRY_LATER_MS);
     }
+  }
+
+  /** An op run to its end, in the process's metrics. */
+  private count(kind: string, outcome: OpOutcome): void {
+    const m = this.options.metrics;
+    if (!m) return;
+    const host = this.options.host;
+    m.ops.inc({ host, kind, result: outcome.failure ? outcome.failure.code : "ok" });
+    m.opDuration.observe({ host, kind }, Math.max(0, outcome.finishTime.getTime() - outcome.startTime.getTime()) / 1000);
   }
 
   /**

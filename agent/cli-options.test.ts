@@ -102,3 +102,10 @@ test("network: the driver by hypervisor driver, tunnel address, host tag and nam
   assert.throws(() => parse(["--network-driver", "linux", "--tunnel-ip", "host-b"]), /--tunnel-ip: "host-b" is not an IPv4 address/);
   assert.throws(() => parse(["--network-driver", "linux", "--network-host-tag", "TOOLONG"]), /--network-host-tag/);
 });
+
+test("--metrics-listen takes host:port; anything else is a usage error naming the flag", () => {
+  assert.equal(parse([]).metricsListen, undefined);
+  assert.equal(parse(["--metrics-listen", "127.0.0.1:0"]).metricsListen, "127.0.0.1:0");
+  assert.equal(parse([], { NOVAMESH_METRICS_LISTEN: "[::1]:9181" }).metricsListen, "[::1]:9181");
+  for (const bad of ["9181", "host:", "host:99999", "a b:1"]) assert.throws(() => parse(["--metrics-listen", bad]), /--metrics-listen: expected host:port/, bad);
+});

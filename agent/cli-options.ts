@@ -58,6 +58,7 @@ export const AGENT_FLAGS = {
   "fake-delay-ms": { env: "NOVAMESH_FAKE_DELAY_MS", type: "string", default: () => "0", help: "fake driver: delay of every mutating call" },
   "fake-faults": { env: "NOVAMESH_FAKE_FAULTS", type: "string", help: `fake driver: faults as JSON (see agent/drivers/fake/faults.ts), e.g. '{"spawn":{"error":"boom","retryable":true,"failTimes":2},"liveMigrate":[{"serverId":"<id>","delayMs":2000}],"ignoreAcpi":true}'` },
   "log-level": { env: "NOVAMESH_LOG_LEVEL", type: "string", default: () => "info", help: "pino log level: trace, debug, info, warn, error" },
+  "metrics-listen": { env: "NOVAMESH_METRICS_LISTEN", type: "string", help: "serve Prometheus metrics over plain HTTP (GET /metrics) at host:port, e.g. 127.0.0.1:9181 (port 0: any; the log says which); default: not served" },
   help: { type: "boolean", help: "print this help" },
 } as const satisfies Record<string, FlagSpec>;
 
@@ -97,6 +98,8 @@ export interface AgentCliConfig {
     readonly liveMigrationInboundAddr: string | undefined;
   };
   readonly logLevel: string;
+  /** --metrics-listen: where GET /metrics is served; undefined: nowhere. */
+  readonly metricsListen: string | undefined;
   readonly network: {
     readonly driver: "fake" | "linux";
     /** Underlay address for VXLAN; "" none. */
@@ -220,11 +223,20 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
       liveMigrationInboundAddr: get("live-migration-inbound-addr"),
     },
     logLevel: get("log-level")!,
+    metricsListen: listenOf("metrics-listen", get("metrics-listen")),
     network: networkOf(get, driver),
     volumes: volumeConfigOf(get, (message) => {
       throw new UsageError(message);
     }, hosts),
   };
+}
+
+/** A host:port to listen on (port 0: any), or undefined. */
+function listenOf(name: string, raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]*):(\d{1,5})$/.exec(raw);
+  if (!m || Number(m[2]) > 65535) throw new UsageError(`--${name}: expected host:port (such as 127.0.0.1:9181), got "${raw}"`);
+  return raw;
 }
 
 /** The network driver's settings. */

@@ -8,6 +8,9 @@ import type { AgentServiceClient } from "../gen/novamesh/agent/v1/agent.js";
 import { connect, type NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
 import { loggerOptions } from "../controller/log-context.js";
+import { serveMetrics } from "../controller/metrics.js";
+import { AgentMetrics } from "./metrics.js";
+import type { AddressInfo } from "node:net";
 import { Agent } from "./agent.js";
 import { agentHelp, agentInstances, parseAgentCli, UsageError, type AgentCliConfig } from "./cli-options.js";
 import type { Driver } from "./drivers/driver.js";
@@ -106,6 +109,7 @@ async function main(): Promise<number> {
             ...(config.natsCa ? { tls: { caFile: config.natsCa } } : {}),
           }))
       : undefined;
+  const metrics = config.metricsListen !== undefined ? new AgentMetrics() : undefined;
   const agents = instances.map(({ host, stateDir }) => {
     const images = makeImageStore(config, host, () => agent.client);
     const agent: Agent = new Agent({
@@ -127,6 +131,7 @@ async function main(): Promise<number> {
       reportIntervalSeconds: config.reportIntervalSeconds,
       concurrency: config.concurrency,
       logger,
+      metrics,
     });
     return agent;
   });
@@ -148,6 +153,11 @@ async function main(): Promise<number> {
     process.on("SIGTERM", onSignal);
   });
   await Promise.all(agents.map((a) => a.start()));
+  if (metrics && config.metricsListen !== undefined) {
+    const served = await serveMetrics(config.metricsListen, metrics.registry, logger);
+    const { address, port } = served.address() as AddressInfo;
+    logger.info({ metrics: `http://${address.includes(":") ? `[${address}]` : address}:${port}/metrics` }, "metrics served");
+  }
   logger.info(
     { agents: agents.length, driver: config.driver, ...(config.driver === "libvirt" ? { uri: config.libvirt.uri } : {}), controller: config.controller, tls: !config.tls.plaintext, nats: config.natsUrl },
     "agents running",

@@ -19,8 +19,8 @@ import { agentConductor } from "./conductor/agent-conductor.js";
 import type { ConductorContext } from "./conductor/context.js";
 import { PlacementWorker } from "./conductor/placement.js";
 import { Reaper } from "./conductor/reaper.js";
-import { ensureOpsStream } from "./bus/jetstream.js";
-import { onCommitted, openPool } from "./store/db.js";
+import { ensureOpsStream, hostConsumerBacklog } from "./bus/jetstream.js";
+import { onCommitted, onConnectionWait, openPool } from "./store/db.js";
 import { loadHostStates } from "./store/placement.js";
 import { parseTaskTimeouts, parseVolumeTimeouts } from "./domain/tasks.js";
 import { hostService, identityService } from "./api/admin-services.js";
@@ -171,8 +171,20 @@ export class Controller {
     await ensureOpsStream(jsm, cfg.opsStream, cfg.opsSubjectPrefix);
     const js = nc.jetstream();
 
+    // One read of the database (and of JetStream's consumers) per scrape; see ControllerMetrics.
+    const hostsPool = (this.hostsPool = await openPool(cfg.databaseUrl, { connectionLimit: 2 }));
+    const metrics = (this.metrics = new ControllerMetrics(async () => {
+      const state = await scrapedState(hostsPool, cfg.serviceDownTimeSeconds);
+      const hostOps = await hostConsumerBacklog(jsm, cfg.opsStream, state.hosts.map((h) => h.host)).catch((err: unknown) => {
+        this.log.warn({ err }, "a metrics scrape could not list the hosts' op consumers");
+        return [];
+      });
+      return { ...state, hostOps };
+    }));
+    onConnectionWait(pool, (seconds) => metrics.dbConnectionWait.observe(seconds));
     const ctx: ConductorContext = {
       pool,
+      metrics,
       log: this.log,
       subjectPrefix: cfg.opsSubjectPrefix,
       taskTimeouts: parseTaskTimeouts(cfg.taskTimeouts),
@@ -186,11 +198,9 @@ export class Controller {
     };
     const feed = (this.changeFeed = new ChangeFeed(pool, { pollMs: cfg.watchPollMs, buffer: cfg.watchBuffer, log: this.log }));
     // The scheduler's host view reads through connections of its own (see HostCache).
-    const hostsPool = (this.hostsPool = await openPool(cfg.databaseUrl, { connectionLimit: 2 }));
     const hosts = new HostCache(() => loadHostStates(hostsPool, cfg.serviceDownTimeSeconds), { maxAgeMs: 2000 });
     const publisher = (this.publisher = new OutboxPublisher(pool, js, signer, this.log));
     const pipeline = new Pipeline(pipelineOptions(cfg));
-    const metrics = (this.metrics = new ControllerMetrics(() => scrapedState(hostsPool, cfg.serviceDownTimeSeconds)));
     const placement = (this.placement = new PlacementWorker(ctx, hosts, pipeline, { batch: 20, pollMs: 500 }, metrics));
     this.reaper = new Reaper(ctx, {
       intervalSeconds: cfg.reaperIntervalSeconds,

@@ -17,10 +17,14 @@ export interface ScrapedState {
   readonly outboxOldestSeconds: number;
   /** Each compute host: seconds since its last report (null: never), whether it counts as up, enabled. */
   readonly hosts: readonly { readonly host: string; readonly reportAgeSeconds: number | null; readonly up: boolean; readonly enabled: boolean }[];
+  /** Each host's op consumer in JetStream: ops not yet delivered, and delivered but not yet acknowledged (running). */
+  readonly hostOps: readonly { readonly host: string; readonly undelivered: number; readonly unacked: number }[];
 }
 
 /** Latency buckets of API calls and placements, in seconds (1 ms to 10 s). */
 const LATENCY = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Buckets of ops and builds, in seconds (10 ms to 30 min: a live migration under TCG takes minutes). */
+const OPS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
 
 export class ControllerMetrics {
   readonly registry = new Registry();
@@ -63,11 +67,40 @@ export class ControllerMetrics {
     ...this.on,
   });
 
+  readonly opResults = new Counter({
+    name: "novamesh_op_results_total",
+    help: "Op results applied, by op kind and result (ok, or the failure's code).",
+    labelNames: ["kind", "result"] as const,
+    ...this.on,
+  });
+  readonly opDuration = new Histogram({
+    name: "novamesh_op_duration_seconds",
+    help: "Time from an op's queueing (committed with its action) to its result applied, by op kind: the bus, the host's queue and the driver.",
+    labelNames: ["kind"] as const,
+    buckets: OPS,
+    ...this.on,
+  });
+  readonly createToActive = new Histogram({
+    name: "novamesh_server_create_to_active_seconds",
+    help: "Time from a CreateServer call to the server ACTIVE (placement, image, spawn), for servers that got there.",
+    buckets: OPS,
+    ...this.on,
+  });
+  readonly tasksTimedOut = new Counter({
+    name: "novamesh_tasks_timed_out_total",
+    help: "Server tasks and volume statuses the reaper ended past their deadline, by task (a TASK_TIMED_OUT fault each).",
+    labelNames: ["task"] as const,
+    ...this.on,
+  });
+  readonly dbConnectionWait = new Histogram({
+    name: "novamesh_db_connection_wait_seconds",
+    help: "Time a transaction waited for a connection of the controller's MySQL pool (long waits: the pool is too small or the database slow).",
+    buckets: LATENCY,
+    ...this.on,
+  });
+
   constructor(scrape: () => Promise<ScrapedState>) {
-    // The process's CPU, memory, heap, GC and event-loop lag; prom-client's gauges of active handles,
-    // requests and resources end in _total, which Prometheus keeps for counters: left out.
-    collectDefaultMetrics({ register: this.registry });
-    for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) this.registry.removeSingleMetric(name);
+    processMetrics(this.registry);
     // One read of the database per scrape, shared by the gauges below.
     let pending: Promise<ScrapedState> | null = null;
     const state = () => (pending ??= scrape().finally(() => setImmediate(() => (pending = null))));
@@ -98,6 +131,21 @@ export class ControllerMetrics {
         for (const h of (await state()).hosts) this.inc({ state: h.up ? "up" : "down", status: h.enabled ? "enabled" : "disabled" });
       },
     });
+    for (const [name, help, key] of [
+      ["novamesh_host_ops_undelivered", "Ops in JetStream not yet delivered to each host's agent (a backlog: the agent is down, slow or far behind).", "undelivered"],
+      ["novamesh_host_ops_unacked", "Ops delivered to each host's agent and not yet acknowledged (running, or lost with an agent until redelivery).", "unacked"],
+    ] as const) {
+      new Gauge({
+        name,
+        help,
+        labelNames: ["host"] as const,
+        ...this.on,
+        async collect() {
+          this.reset();
+          for (const h of (await state()).hostOps) this.set({ host: h.host }, h[key]);
+        },
+      });
+    }
     new Gauge({
       name: "novamesh_compute_host_report_age_seconds",
       help: "Seconds since each compute host's last resource report (hosts that never reported are left out).",
@@ -109,6 +157,16 @@ export class ControllerMetrics {
       },
     });
   }
+}
+
+/**
+ * The process's CPU, memory, heap, GC and event-loop lag, in `registry`.
+ * prom-client's gauges of active handles, requests and resources end in
+ * _total, which Prometheus keeps for counters: left out.
+ */
+export function processMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
+  for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) registry.removeSingleMetric(name);
 }
 
 /**

@@ -128,6 +128,8 @@ export interface AgentSpec {
   nats?: string;
   /** The CA nats-server's TLS certificate chains to (--nats-ca). */
   natsCa?: string;
+  /** More agent flags, after all others. */
+  extraArgs?: string[];
 }
 
 /**
@@ -198,7 +200,7 @@ export class Hosts {
       nats: spec.nats,
       connection: this.env.agentConnection(),
       logFile: join(this.dir, `${spec.host}.log`),
-      args: ["--host", spec.host, ...(multi ? ["--hosts", String(spec.hosts)] : []), ...(spec.natsCa ? ["--nats-ca", spec.natsCa] : []), "--state-dir", multi ? this.dir : join(this.dir, spec.host), ...driverArgs(spec)],
+      args: ["--host", spec.host, ...(multi ? ["--hosts", String(spec.hosts)] : []), ...(spec.natsCa ? ["--nats-ca", spec.natsCa] : []), "--state-dir", multi ? this.dir : join(this.dir, spec.host), ...driverArgs(spec), ...(spec.extraArgs ?? [])],
     });
     this.procs.set(spec.host, child);
     this.specs.set(spec.host, spec);

@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { ServerStatus } from "../gen/novamesh/compute/v1/server.js";
@@ -57,7 +59,8 @@ describe("controller metrics", () => {
     name: "metrics",
     members: ["alice"],
     controller: { metricsListen: "127.0.0.1:0", serviceDownTimeSeconds: 30 },
-    agents: ({ id }) => [{ host: `mt${id}`, hosts: 2 }],
+    // One agent process for two hosts, with its own metrics on a port it picks (its log says which).
+    agents: ({ id }) => [{ host: `mt${id}`, hosts: 2, extraArgs: ["--metrics-listen", "127.0.0.1:0"] }],
   });
   const { admin, alice, imageId } = fx;
   const scrape = async () => {
@@ -69,7 +72,7 @@ describe("controller metrics", () => {
   const value = (samples: Sample[], name: string, labels: Record<string, string> = {}) =>
     samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((n, s) => n + s.value, 0);
 
-  test("after 20 creates: 20 CreateServer OK, 20 placements in the histogram, a NO_VALID_HOST by filter, both hosts up, the outbox drained", async () => {
+  test("after 20 creates: 20 CreateServer OK, 20 placements, 20 spawns and builds timed, a NO_VALID_HOST by filter, both hosts up, their op consumers and the outbox drained", async () => {
     await admin.flavors.createFlavor({ flavor: { id: "mt.huge", name: "mt.huge", vcpus: 1024, ramMb: 64, diskGb: 1, description: "", extraSpecs: {} } });
     const before = parse(await scrape()).samples;
     const created = await Promise.all(Array.from({ length: 20 }, (_, i) => alice.servers.createServer({ name: `mt-${i}`, flavorId: "m1.tiny", imageId, requestId: `mt-${i}` })));
@@ -100,9 +103,50 @@ describe("controller metrics", () => {
     assert.ok(ages.every((s) => s.value >= 0 && s.value < 30), JSON.stringify(ages));
     assert.equal(value(samples, "novamesh_outbox_oldest_message_age_seconds"), 0);
     assert.ok(samples.some((s) => s.name === "nodejs_eventloop_lag_seconds"), "the event loop's lag");
+    // The ops: 20 spawns done, each timed from its queueing; 20 builds timed to ACTIVE; the hosts' consumers empty.
+    assert.equal(delta("novamesh_op_results_total", { kind: "spawn", result: "ok" }), 20);
+    assert.equal(delta("novamesh_op_duration_seconds_count", { kind: "spawn" }), 20);
+    assert.ok(delta("novamesh_op_duration_seconds_sum", { kind: "spawn" }) > 0);
+    assert.equal(delta("novamesh_server_create_to_active_seconds_count"), 20);
+    assert.ok(delta("novamesh_server_create_to_active_seconds_sum") >= delta("novamesh_op_duration_seconds_sum", { kind: "spawn" }), "a build lasts at least its spawn");
+    for (const gauge of ["novamesh_host_ops_undelivered", "novamesh_host_ops_unacked"]) {
+      const series = samples.filter((x) => x.name === gauge);
+      assert.deepEqual(series.map((x) => [x.labels.host, x.value]).sort(), [...fx.hosts].sort().map((h) => [h, 0]), gauge);
+    }
+    assert.ok(delta("novamesh_db_connection_wait_seconds_count") >= 20, "every transaction's wait for a connection");
+    assert.equal(value(samples, "novamesh_tasks_timed_out_total"), 0);
 
     // Only GET /metrics is served.
     assert.equal((await fetch(`http://127.0.0.1:${fx.ctl.metricsPort}/`)).status, 404);
+  });
+
+  /** The agent process's metrics URL, from its log. */
+  const agentMetricsUrl = () =>
+    eventually(async () => {
+      const log = await readFile(join(fx.dir, `${fx.hosts[0]!.replace(/-1$/, "")}.log`), "utf8");
+      return log.split("\n").filter((l) => l.includes('"metrics served"')).map((l) => JSON.parse(l).metrics as string).at(-1);
+    }, { what: "the agent's metrics URL in its log" });
+
+  test("the agent process: ops by host, kind and result with their time on the host, both hosts connected, reports sent", async () => {
+    const url = await agentMetricsUrl();
+    const res = await fetch(url);
+    assert.equal(res.status, 200);
+    const { samples, types } = parse(await res.text());
+    // Every server the tests made here was spawned on one of the two hosts (the first test's 20; the huge one never was).
+    const spawned = samples.filter((x) => x.name === "novamesh_agent_ops_total" && x.labels.kind === "spawn" && x.labels.result === "ok");
+    assert.deepEqual(spawned.map((x) => x.labels.host).sort(), [...fx.hosts].sort(), "both hosts spawned some");
+    assert.equal(value(samples, "novamesh_agent_ops_total", { kind: "spawn", result: "ok" }), 20);
+    assert.equal(value(samples, "novamesh_agent_op_duration_seconds_count", { kind: "spawn" }), 20);
+    assert.equal(types.get("novamesh_agent_op_duration_seconds"), "histogram");
+    for (const host of fx.hosts) {
+      assert.equal(value(samples, "novamesh_agent_connected", { host }), 1, host);
+      assert.equal(value(samples, "novamesh_agent_ops_in_flight", { host }), 0, host);
+      assert.ok(value(samples, "novamesh_agent_reports_total", { host }) >= 1, `${host} reported`);
+    }
+    assert.equal(value(samples, "novamesh_agent_sessions_lost_total"), 0);
+    assert.ok(samples.some((x) => x.name === "nodejs_eventloop_lag_seconds"));
+    assert.equal((await fetch(url.replace(/\/metrics$/, "/"))).status, 404);
+    if (existsSync(PROMTOOL)) assert.equal(execFileSync(PROMTOOL, ["check", "metrics"], { input: await (await fetch(url)).text() }).toString().trim(), "");
   });
 
   test("promtool check metrics passes on the exposition", { skip: existsSync(PROMTOOL) ? false : "promtool not found (NOVAMESH_PROMTOOL; bash scripts/setup-promtool.sh)" }, async () => {

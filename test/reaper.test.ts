@@ -67,6 +67,8 @@ describe("the reaper", () => {
     assert.deepEqual([op.action, op.state], ["create", OperationState.OPERATION_STATE_FAILED]);
     const err = operationError(op);
     assert.deepEqual([err.code, err.reason, err.metadata["task_state"]], [status.DEADLINE_EXCEEDED, "TASK_TIMED_OUT", "SPAWNING"]);
+    const reaped = (await fx.ctl.metrics!.registry.getSingleMetric("novamesh_tasks_timed_out_total")!.get()).values;
+    assert.deepEqual(reaped.map((v) => [v.labels.task, v.value]), [["SPAWNING", 1]], "the metric counts the reaped task");
     // The host is told to destroy what it made; that waits for the spawn to end.
     assert.deepEqual(await events(building.id), ["schedule:Success", "compute_spawn:Error", "task_timeout:Error", "compute_terminate:"]);
     assert.deepEqual(await assertCapacityExact(env, admin), before, "the claim on S is released");

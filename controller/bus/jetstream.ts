@@ -48,3 +48,18 @@ export async function ensureHostConsumer(jsm: JetStreamManager, stream: string, 
   });
   return durable;
 }
+
+/**
+ * Each host's op consumer backlog: ops not yet delivered and delivered but
+ * unacknowledged, for the `hosts` given (consumers of other hosts are left
+ * out). One listing of the stream's consumers, a page per 256.
+ */
+export async function hostConsumerBacklog(jsm: JetStreamManager, stream: string, hosts: readonly string[]): Promise<{ host: string; undelivered: number; unacked: number }[]> {
+  const byName = new Map(hosts.map((h) => [consumerName(h), h]));
+  const out: { host: string; undelivered: number; unacked: number }[] = [];
+  for await (const c of jsm.consumers.list(stream)) {
+    const host = byName.get(c.name);
+    if (host !== undefined) out.push({ host, undelivered: c.num_pending, unacked: c.num_ack_pending });
+  }
+  return out;
+}

@@ -11,6 +11,7 @@ import type { Instance } from "../domain/types.js";
 import type { VolumeTimeouts } from "../domain/volume.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import { afterCommit } from "../store/db.js";
+import type { ControllerMetrics } from "../metrics.js";
 import type { InstancePatch } from "../store/instances.js";
 import type { DispatchRequest } from "./dispatch.js";
 import type { TxStore } from "./tx-store.js";
@@ -36,6 +37,8 @@ export interface ConductorContext {
   readonly volumeTimeouts: VolumeTimeouts;
   /** Volumes a pool takes, as a multiple of its capacity. */
   readonly volumeOversubscriptionRatio: number;
+  /** Where op results, build times and timed-out tasks are counted (none in unit tests). */
+  readonly metrics?: ControllerMetrics | null;
 }
 
 /** One conductor transaction: its connection, the context, the store bound to it, and the common steps. */
@@ -60,8 +63,13 @@ export class Tx {
   async dispatch(o: Omit<DispatchRequest, "subjectPrefix">): Promise<string> {
     const opId = await this.store.dispatchOp({ ...o, subjectPrefix: this.ctx.subjectPrefix });
     const fields = { op_id: opId, request_id: o.requestId, server_id: o.instance.uuid, host: o.host, op: o.args.kind, ...(o.volume ? { volume_id: o.volume.id } : {}) };
-    afterCommit(this.conn, () => this.ctx.log.info(fields, "op queued for its host"));
+    this.afterCommit(() => this.ctx.log.info(fields, "op queued for its host"));
     return opId;
+  }
+
+  /** Runs `fn` once the transaction commits (never if it rolls back): log lines and metrics of what it did. */
+  afterCommit(fn: () => void): void {
+    afterCommit(this.conn, fn);
   }
 
   /** Hosts seen since then are up (claims need an up host). */

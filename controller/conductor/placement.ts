@@ -19,7 +19,7 @@ import type { RequestSpec } from "../scheduler/types.js";
 import { finishAction, instantEvent, runningAction } from "../store/actions.js";
 import { getImage } from "../store/catalog.js";
 import type { PoolConnection } from "../store/db.js";
-import { afterCommit, withTx } from "../store/db.js";
+import { withTx } from "../store/db.js";
 import { getInstance, updateInstance } from "../store/instances.js";
 import { openMigration, updateMigration } from "../store/moves.js";
 import { claim, moveAllocations } from "../store/nodes.js";
@@ -99,7 +99,7 @@ export class PlacementWorker extends PumpWorker {
     const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx, spec, () => true, "build");
     if (host) return build.placed(tx, inst, action, host.host, alternates);
     const fault = noValidHostFault(placement, lostClaims);
-    afterCommit(tx.conn, () => this.ctx.log.info({ request_id: action.requestId, server_id: inst.uuid, reason: fault.code }, fault.message));
+    tx.afterCommit(() => this.ctx.log.info({ request_id: action.requestId, server_id: inst.uuid, reason: fault.code }, fault.message));
     return build.noHost(tx, inst, action, fault);
   }
 

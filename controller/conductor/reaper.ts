@@ -19,7 +19,7 @@ import { isUp } from "../domain/service.js";
 import type { Fault, Instance } from "../domain/types.js";
 import { finishOpEvent, instantEvent, runningAction } from "../store/actions.js";
 import type { PoolConnection } from "../store/db.js";
-import { withTx } from "../store/db.js";
+import { afterCommit, withTx } from "../store/db.js";
 import { lockOverdue } from "../store/instances.js";
 import { dueForAutoConfirm } from "../store/moves.js";
 import { getNodeByHost } from "../store/nodes.js";
@@ -109,6 +109,7 @@ export class Reaper extends PumpWorker {
     const actionId = ops.at(-1)?.actionId ?? (await runningAction(conn, inst.uuid))?.id ?? null;
     if (actionId !== null) await instantEvent(conn, { actionId, event: "task_timeout", host: inst.host ?? "", result: "Error", fault: fault.message });
     this.ctx.log.warn({ server_id: inst.uuid, task, host: inst.host }, `task timed out: ${fault.message}`);
+    afterCommit(conn, () => this.ctx.metrics?.tasksTimedOut.inc({ task }));
     await rule.reap(new TimeoutContext(new Tx(conn, this.ctx), inst, task, actionId, fault, operationErrorOfFault(fault, status.DEADLINE_EXCEEDED)));
   }
 

@@ -41,7 +41,11 @@ export async function applyOpResult(ctx: ConductorContext, outcome: OpOutcome, f
       }
       if (op.state === "DONE") return;
       const e = outcome.error;
-      afterCommit(conn, () => ctx.log.info({ ...fields, result: e ? e.code : "ok" }, e ? `op failed: ${e.message}` : "op done"));
+      afterCommit(conn, () => {
+        ctx.log.info({ ...fields, result: e ? e.code : "ok" }, e ? `op failed: ${e.message}` : "op done");
+        ctx.metrics?.opResults.inc({ kind: op.kind, result: e ? e.code : "ok" });
+        ctx.metrics?.opDuration.observe({ kind: op.kind }, Math.max(0, Date.now() - op.createdAt.getTime()) / 1000);
+      });
       await finishOp(conn, op.opId, e);
       await finishOpEvent(conn, op.opId, {
         result: e ? "Error" : "Success",

@@ -106,7 +106,9 @@ export async function withTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promis
 }
 
 async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
+  const asked = performance.now();
   const conn = await pool.getConnection();
+  connectionWaitListeners.get(pool)?.((performance.now() - asked) / 1000);
   const hooks = new Map<string, (conn: PoolConnection) => Promise<void>>();
   const changes = new Set<Change>();
   const after: (() => void)[] = [];
@@ -152,6 +154,12 @@ export type Change = "outbox" | "servers" | "hosts" | "placements";
 
 const txChanges = new WeakMap<object, Set<Change>>();
 const txAfterCommit = new WeakMap<object, (() => void)[]>();
+const connectionWaitListeners = new WeakMap<object, (seconds: number) => void>();
+
+/** Calls `listener` with how long each transaction on `pool` waited for its connection. */
+export function onConnectionWait(pool: Pool, listener: (seconds: number) => void): void {
+  connectionWaitListeners.set(pool, listener);
+}
 
 /**
  * Runs `fn` once what `q` wrote is committed: inside {@link withTx} after

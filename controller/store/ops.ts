@@ -13,6 +13,8 @@ export interface OpRecord {
   readonly state: "PENDING" | "DONE";
   /** The request of the op's action (for logs). */
   readonly requestId: string;
+  /** When it was queued. */
+  readonly createdAt: Date;
 }
 
 /**
@@ -38,7 +40,7 @@ export async function enqueueOp(
 }
 
 // The action's request id by a subquery: a locking read of the op does not lock the action's row.
-const OP_COLUMNS = "op_id, instance_uuid, action_id, host, kind, attempt, state, (SELECT a.request_id FROM instance_actions a WHERE a.id = compute_ops.action_id) AS request_id";
+const OP_COLUMNS = "op_id, instance_uuid, action_id, host, kind, attempt, state, created_at, (SELECT a.request_id FROM instance_actions a WHERE a.id = compute_ops.action_id) AS request_id";
 
 function rowToOp(r: Row): OpRecord {
   return {
@@ -50,6 +52,7 @@ function rowToOp(r: Row): OpRecord {
     attempt: r.attempt,
     state: r.state,
     requestId: r.request_id ?? "",
+    createdAt: r.created_at,
   };
 }
 

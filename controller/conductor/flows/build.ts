@@ -293,6 +293,10 @@ export const results = {
         });
         // The shelved snapshot has served its purpose, as in Nova.
         if (unshelve && inst.shelvedImageId) await store.deleteImage(inst.shelvedImageId);
+        if (!unshelve) {
+          const seconds = Math.max(0, Date.now() - inst.createdAt.getTime()) / 1000;
+          r.tx.afterCommit(() => r.tx.ctx.metrics?.createToActive.observe(seconds));
+        }
         await rootInUse(store, inst);
         await store.recordBuildSuccess(op.host);
         return;
