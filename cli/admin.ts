@@ -181,14 +181,15 @@ export function addAdmin(root: Command): void {
     .description("follow an operation until it is done, showing its progress; exits 1 if it failed")
     .action(async (name: string, _o: unknown, cmd: Command) => {
       const s = session(cmd);
-      out(printOne(await followOperation(s, name), s.output));
+      out(printOne((await followOperation(s, name)).operation, s.output));
     });
 
   listCommand(root.command("audit").description("who called what (admins)"), "list", "the audit log, newest first", {
     client: AuditServiceClient,
     method: "listAuditRecords",
-    options: (c) => c.option("--project <id>", "calls in one project").option("--token <id>", "calls made with one token").option("--method <name>", "one method, as /package.Service/Method"),
-    request: (_a, o: { project?: string; token?: string; method?: string }) => ({ projectId: o.project ?? "", tokenId: o.token ?? "", method: o.method ?? "", pageSize: 1000 }),
+    // --token-id, not --token: that is the option every command takes for the caller's own token.
+    options: (c) => c.option("--project <id>", "calls in one project").option("--token-id <id>", "calls made with one token").option("--method <name>", "one method, as /package.Service/Method"),
+    request: (_a, o: { project?: string; tokenId?: string; method?: string }) => ({ projectId: o.project ?? "", tokenId: o.tokenId ?? "", method: o.method ?? "", pageSize: 1000 }),
     field: "records",
     columns: ["time", "method", "target", "project_id", "token_id", "code", "reason"],
   });

@@ -86,7 +86,8 @@ ${cases(root)}
     *) return 1 ;;
   esac
 }
-compdef _novamesh novamesh
+# Loaded from $fpath as _novamesh, the first Tab runs this file: complete now; sourced, register.
+if [[ \${funcstack[1]:-} == _novamesh ]]; then _novamesh "$@"; else compdef _novamesh novamesh; fi
 `;
 }
 

@@ -48,6 +48,12 @@ function progress(verb: string): { update: (done: number, total: number) => void
   };
 }
 
+/** A file option that cannot be read or written, as a usage mistake naming it. */
+function fileError(option: string, path: string, err: NodeJS.ErrnoException): UsageError {
+  const why = { ENOENT: "no such file or directory", EISDIR: "is a directory", EACCES: "permission denied", EEXIST: "exists: an image is not written over another file" }[err.code ?? ""];
+  return new UsageError(`${option} ${path}: ${why ?? err.message}`);
+}
+
 async function sha256Of(file: string): Promise<string> {
   const hash = createHash("sha256");
   for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
@@ -78,7 +84,8 @@ export function addImages(root: Command): void {
     .option("--min-ram <mb>", "the least memory it boots with")
     .option("--property <key=value>", "a property (repeat)", many, [] as string[])
     .action(async (name: string, o: CreateImageOptions, cmd: Command) => {
-      if (o.file && !existsSync(o.file)) throw new UsageError(`--file ${o.file}: no such file`);
+      // The file is read through once before anything is registered: a missing or unreadable one leaves nothing behind.
+      const checksum = o.file ? await sha256Of(o.file).catch((err: NodeJS.ErrnoException) => Promise.reject(fileError("--file", o.file!, err))) : "";
       const s = session(cmd);
       const images = s.client(ImageServiceClient);
       const registered = await unary<RegisterImageResponse>(s.c, images, "registerImage", {
@@ -95,14 +102,22 @@ export function addImages(root: Command): void {
       });
       let result = registered.image!;
       if (o.file) {
-        const checksum = await sha256Of(o.file);
         const bar = progress("uploading");
+        const queued = result.id;
+        let failure: unknown;
         try {
-          result = await uploadImageFile(images, s.c.metadata(), result.id, o.file, { checksum, onProgress: bar.update });
+          result = await uploadImageFile(images, s.c.metadata(), queued, o.file, { checksum, onProgress: bar.update });
         } catch (err) {
-          throw asCallError(err);
+          failure = err;
         } finally {
           bar.stop();
+        }
+        if (failure !== undefined) {
+          // The image was registered for these bytes only: it goes with the failed upload.
+          await unary(s.c, images, "deleteImage", { id: queued }).catch((e: unknown) =>
+            process.stderr.write(`novamesh: the queued image ${queued} could not be deleted: ${(e as Error).message}\n`),
+          );
+          throw asCallError(failure);
         }
         if (result.checksum !== checksum) throw new Error(`the controller stored SHA-256 ${result.checksum}, not the file's ${checksum}`);
         process.stderr.write(`uploaded ${mib(result.sizeBytes)}, SHA-256 ${checksum} matches\n`);
@@ -120,8 +135,14 @@ export function addImages(root: Command): void {
       const bar = progress("downloading");
       let saved: Image;
       try {
-        saved = await downloadImageFile(images, s.c.metadata(), id, o.file, { onProgress: bar.update });
+        saved = await downloadImageFile(images, s.c.metadata(), id, o.file, { onProgress: bar.update, exclusive: true });
       } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (typeof code === "string") {
+          // The file could not be made (it appeared meanwhile, its directory is missing, no permission): not ours to remove.
+          if (code !== "EEXIST") await rm(o.file, { force: true });
+          throw fileError("--file", o.file, err as NodeJS.ErrnoException);
+        }
         await rm(o.file, { force: true });
         throw asCallError(err);
       } finally {

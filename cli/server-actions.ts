@@ -103,7 +103,8 @@ export function addServerActions(server: Command): void {
     .action(async (id: string, name: string, o: { property: string[]; wait?: boolean }, self: Command) => {
       const s = session(self);
       const res = await unary<CreateServerImageResponse>(s.c, s.client(ServerServiceClient), "createServerImage", { id, name, metadata: pairs("--property", o.property) });
-      if (o.wait && res.operation) await followOperation(s, res.operation.name);
+      // A failed snapshot takes its image away: then there is nothing to show but the failure (said on stderr).
+      if (o.wait && res.operation && (await followOperation(s, res.operation.name)).failed) return;
       const images = s.client(ImageServiceClient);
       out(printOne(viewOf(images, "getImage", await unary(s.c, images, "getImage", { id: res.imageId })).image as Row, s.output));
     });

@@ -50,15 +50,15 @@ interface OperationView {
   readonly done: boolean;
   readonly progress_percent: number;
   readonly progress_message: string;
-  readonly error: { code: number; message: string } | null;
+  readonly error?: { code: number; message: string } | null;
 }
 
 /**
  * Follows operation `name` until it is done, its state and progress on
- * stderr as they change; resolves its view. One that failed sets the exit
- * code 1 and says why on stderr.
+ * stderr as they change; resolves its view and whether it failed. One that
+ * failed sets the exit code 1 and says why on stderr.
  */
-export async function followOperation(s: Session, name: string): Promise<Row> {
+export async function followOperation(s: Session, name: string): Promise<{ operation: Row; failed: boolean }> {
   const ops = s.client(OperationServiceClient);
   const stop = interrupted(`novamesh operation wait ${name}`);
   let last = "";
@@ -70,11 +70,13 @@ export async function followOperation(s: Session, name: string): Promise<Row> {
     if (now !== last) process.stderr.write(`${name}: ${now}\n`);
     last = now;
     if (!view.done) continue;
-    if (view.error && view.error.code !== 0) {
-      process.stderr.write(`  error: ${view.error.message}\n`);
+    // error: unset (absent) while the operation succeeded.
+    const failed = !!view.error && view.error.code !== 0;
+    if (failed) {
+      process.stderr.write(`  error: ${view.error!.message}\n`);
       process.exitCode = 1;
     }
-    return view;
+    return { operation: view, failed };
   }
 }
 
@@ -113,8 +115,9 @@ export function callCommand<O extends object>(parent: Command, usage: string, de
     let shown = spec.field ? (view[spec.field] as Row | undefined) : undefined;
     const operation = view.operation as Row | undefined;
     if (o.wait && operation?.name) {
-      await followOperation(s, String(operation.name));
-      if (shown && spec.wait?.refresh) shown = await spec.wait.refresh(s, shown);
+      const { failed } = await followOperation(s, String(operation.name));
+      // A failed operation may have taken its resource with it: what the call returned is shown.
+      if (shown && spec.wait?.refresh && !failed) shown = await spec.wait.refresh(s, shown);
     }
     if (shown) out(printOne(shown, s.output));
   });
@@ -139,8 +142,15 @@ export function listCommand<O extends object>(parent: Command, usage: string, de
     const self = all.at(-1) as Command;
     const s = session(self);
     const client = s.client(spec.client);
-    const res = await unary(s.c, client, spec.method, spec.request?.(positionals(all), all.at(-2) as O) ?? {});
-    const items = (viewOf(client, spec.method, res)[spec.field] ?? []) as Row[];
+    const request = spec.request?.(positionals(all), all.at(-2) as O) ?? {};
+    // Every page: a list that pages is followed to its end.
+    const items: Row[] = [];
+    let pageToken = "";
+    do {
+      const view = viewOf(client, spec.method, await unary(s.c, client, spec.method, pageToken ? { ...request, pageToken } : request));
+      items.push(...((view[spec.field] ?? []) as Row[]));
+      pageToken = typeof view.next_page_token === "string" ? view.next_page_token : "";
+    } while (pageToken);
     out(printList(items.map((item) => withPaths(item, spec.columns)), s.output, spec.columns));
   });
 }
@@ -165,11 +175,11 @@ export function pairs(option: string, items: readonly string[]): Record<string, 
   );
 }
 
-/** A positive integer option; anything else is a usage mistake naming the option. */
-export function integer(option: string, v: string | undefined, min = 1): number | undefined {
+/** An integer option of `min` to `max` (default: what an int32 field holds); anything else is a usage mistake naming the option. */
+export function integer(option: string, v: string | undefined, min = 1, max = 2 ** 31 - 1): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`${option} must be an integer of at least ${min}, not "${v}"`);
+  if (!/^-?\d+$/.test(v.trim()) || n < min || n > max) throw new UsageError(`${option} must be a whole number from ${min} to ${max}, not "${v}"`);
   return n;
 }
 

@@ -57,19 +57,20 @@ export async function uploadImageFile(
 /**
  * Downloads the bytes of image `imageId` to `file`; resolves with the image
  * record. `onProgress` hears the bytes received so far and the image's
- * size after each chunk.
+ * size after each chunk; with `exclusive` the file must not exist yet.
  */
 export async function downloadImageFile(
   client: ImageServiceClient,
   metadata: grpc.Metadata,
   imageId: string,
   file: string,
-  opts: { onProgress?: (received: number, total: number) => void } = {},
+  opts: { onProgress?: (received: number, total: number) => void; exclusive?: boolean } = {},
 ): Promise<Image> {
   const call = client.downloadImageData({ id: imageId }, metadata);
   let image: Image | undefined;
   let received = 0;
-  const out = createWriteStream(file);
+  // exclusive: the file must be new (never written over, not even through a link made meanwhile).
+  const out = createWriteStream(file, { flags: opts.exclusive ? "wx" : "w" });
   await pipeline(
     call,
     async function* (messages: AsyncIterable<{ part?: { $case: "image"; image: Image } | { $case: "chunk"; chunk: Buffer } }>) {
