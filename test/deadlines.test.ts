@@ -21,7 +21,9 @@ describe("task deadlines", () => {
   const fx = stack({
     name: "deadlines",
     fixedPort: true,
-    controller: { taskTimeouts: "PAUSING=3,SUSPENDING=30", reaperIntervalSeconds: 1, reaperGraceSeconds: 0, resizeConfirmWindowSeconds: 2 },
+    // A host is down after 20 s without a report (not the environment's 5 s): an agent process just restarted on a
+    // loaded machine may go that long between its first reports, and a create must not find every host down then.
+    controller: { taskTimeouts: "PAUSING=3,SUSPENDING=30", reaperIntervalSeconds: 1, reaperGraceSeconds: 0, resizeConfirmWindowSeconds: 2, serviceDownTimeSeconds: 20 },
     flavor: "m1.tiny",
     agents: ({ id }) => [{ host: `dl${id}`, hosts: 2, faults }],
   });
