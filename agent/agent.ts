@@ -27,6 +27,7 @@ import { OpConsumer, type OpDelivery } from "./bus/op-consumer.js";
 import { QueryResponder } from "./bus/query-responder.js";
 import { ExecutorClosedError, OpExecutor } from "./ops/executor.js";
 import type { OpOutcome } from "./ops/outcome.js";
+import { SpanKind, inTrace } from "../controller/tracing.js";
 import { capacityToProto, portSpecFromProto, volumePoolsOf } from "./proto-convert.js";
 import { ResourceReporter } from "./reporter/resource-reporter.js";
 import { ControllerSession } from "./session/controller-session.js";
@@ -390,9 +391,13 @@ export class Agent {
   private async handle(delivery: OpDelivery, consumer: OpConsumer): Promise<void> {
     const { opId } = delivery.op;
     try {
-      const { outcome, replayed } = await this.executor!.execute(delivery.op);
+      const op = delivery.op;
+      const kind = "kind" in op ? op.kind : "invalid";
+      const attributes = { "novamesh.op_id": opId, "novamesh.host": this.options.host, "novamesh.server_id": "instance" in op ? op.instance.id : ("serverId" in op ? (op.serverId ?? "") : "") };
+      // The op's span continues the controller's (the message's traceparent); the driver's is its child.
+      const { outcome, replayed, joined } = await inTrace(delivery.traceParent, `op ${kind}`, { kind: SpanKind.CONSUMER, attributes }, () => this.executor!.execute(op));
       if (replayed) this.log.info({ op_id: opId, delivery: delivery.deliveryCount }, "op already done; re-reporting its result");
-      else this.count("kind" in delivery.op ? delivery.op.kind : "invalid", outcome);
+      else if (!joined) this.count(kind, outcome);
       this.pending.set(opId, { outcome, consumer });
       this.session?.sendResult(outcome);
     } catch (err) {

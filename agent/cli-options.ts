@@ -3,6 +3,7 @@
  * default, in one table that drives both parsing and `--help`.
  * Precedence: flag, then environment variable, then default.
  */
+import { parseTraceTarget, type TraceTarget } from "../controller/tracing.js";
 import type { HostAllocation } from "../gen/novamesh/agent/v1/agent.js";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -58,6 +59,7 @@ export const AGENT_FLAGS = {
   "fake-delay-ms": { env: "NOVAMESH_FAKE_DELAY_MS", type: "string", default: () => "0", help: "fake driver: delay of every mutating call" },
   "fake-faults": { env: "NOVAMESH_FAKE_FAULTS", type: "string", help: `fake driver: faults as JSON (see agent/drivers/fake/faults.ts), e.g. '{"spawn":{"error":"boom","retryable":true,"failTimes":2},"liveMigrate":[{"serverId":"<id>","delayMs":2000}],"ignoreAcpi":true}'` },
   "log-level": { env: "NOVAMESH_LOG_LEVEL", type: "string", default: () => "info", help: "pino log level: trace, debug, info, warn, error" },
+  trace: { env: "NOVAMESH_TRACE", type: "string", help: "export trace spans: otlp:<collector URL, like http://127.0.0.1:4318/v1/traces> or file:<path> (JSON lines); default: not traced" },
   "metrics-listen": { env: "NOVAMESH_METRICS_LISTEN", type: "string", help: "serve Prometheus metrics over plain HTTP (GET /metrics) at host:port, e.g. 127.0.0.1:9181 (port 0: any; the log says which); default: not served" },
   help: { type: "boolean", help: "print this help" },
 } as const satisfies Record<string, FlagSpec>;
@@ -100,6 +102,8 @@ export interface AgentCliConfig {
   readonly logLevel: string;
   /** --metrics-listen: where GET /metrics is served; undefined: nowhere. */
   readonly metricsListen: string | undefined;
+  /** --trace: where spans go; undefined: not traced. */
+  readonly trace: TraceTarget | undefined;
   readonly network: {
     readonly driver: "fake" | "linux";
     /** Underlay address for VXLAN; "" none. */
@@ -224,11 +228,21 @@ export function parseAgentCli(argv: readonly string[], env: NodeJS.ProcessEnv = 
     },
     logLevel: get("log-level")!,
     metricsListen: listenOf("metrics-listen", get("metrics-listen")),
+    trace: traceOf(get("trace")),
     network: networkOf(get, driver),
     volumes: volumeConfigOf(get, (message) => {
       throw new UsageError(message);
     }, hosts),
   };
+}
+
+function traceOf(raw: string | undefined): TraceTarget | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    return parseTraceTarget("--trace", raw);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }
 
 /** A host:port to listen on (port 0: any), or undefined. */

@@ -9,6 +9,7 @@ import { connect, type NatsConnection } from "nats";
 import { pino, type Logger } from "pino";
 import { loggerOptions } from "../controller/log-context.js";
 import { serveMetrics } from "../controller/metrics.js";
+import { startTracing } from "../controller/tracing.js";
 import { AgentMetrics } from "./metrics.js";
 import type { AddressInfo } from "node:net";
 import { Agent } from "./agent.js";
@@ -109,6 +110,7 @@ async function main(): Promise<number> {
             ...(config.natsCa ? { tls: { caFile: config.natsCa } } : {}),
           }))
       : undefined;
+  const tracing = config.trace ? startTracing("novamesh-agent", config.trace) : undefined;
   const metrics = config.metricsListen !== undefined ? new AgentMetrics() : undefined;
   const agents = instances.map(({ host, stateDir }) => {
     const images = makeImageStore(config, host, () => agent.client);
@@ -147,17 +149,25 @@ async function main(): Promise<number> {
       logger.info({ signal, agents: agents.length }, "stopping");
       void Promise.allSettled(agents.map((a) => a.stop()))
         .then(() => shared && bestEffort(logger, "draining the shared NATS connection", async () => (await shared!).drain()))
+        .then(() => tracing && bestEffort(logger, "flushing trace spans", () => tracing.flush()))
         .finally(resolve);
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
   });
-  await Promise.all(agents.map((a) => a.start()));
   if (metrics && config.metricsListen !== undefined) {
-    const served = await serveMetrics(config.metricsListen, metrics.registry, logger);
+    // Bound before the agents start: a port that cannot be had is a mistake in the flags, said at once.
+    let served;
+    try {
+      served = await serveMetrics(config.metricsListen, metrics.registry, logger);
+    } catch (err) {
+      process.stderr.write(`agent: --metrics-listen ${config.metricsListen}: ${(err as Error).message}\n`);
+      return 2;
+    }
     const { address, port } = served.address() as AddressInfo;
     logger.info({ metrics: `http://${address.includes(":") ? `[${address}]` : address}:${port}/metrics` }, "metrics served");
   }
+  await Promise.all(agents.map((a) => a.start()));
   logger.info(
     { agents: agents.length, driver: config.driver, ...(config.driver === "libvirt" ? { uri: config.libvirt.uri } : {}), controller: config.controller, tls: !config.tls.plaintext, nats: config.natsUrl },
     "agents running",

@@ -3,6 +3,7 @@
  * and its default, documented in one place (also printed by `--help`).
  */
 
+import { parseTraceTarget } from "./tracing.js";
 import type { LimitsConfig } from "./api/limits.js";
 import { DEFAULT_LIMITS } from "./api/limits.js";
 import { ALGORITHMS, DEFAULT_MULTIPLIERS, type Algorithm, type PipelineOptions, type WeigherMultipliers } from "./scheduler/pipeline.js";
@@ -36,6 +37,12 @@ export interface ControllerConfig {
    * empty: not served.
    */
   readonly metricsListen: string;
+  /**
+   * Where the controller's trace spans go (`--trace`, NOVAMESH_TRACE):
+   * `otlp:<collector URL, like http://127.0.0.1:4318/v1/traces>` or
+   * `file:<path>` (JSON lines); empty: not traced.
+   */
+  readonly trace: string;
   /** CA (PEM) of the agents' client certificates (`--agent-client-ca`, NOVAMESH_AGENT_CLIENT_CA). */
   readonly agentClientCa: string;
   /** MySQL URL (`--database-url`, NOVAMESH_DATABASE_URL); the database is created if missing. */
@@ -182,6 +189,7 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   plaintext: false,
   agentListen: "",
   metricsListen: "",
+  trace: "",
   agentClientCa: "",
   databaseUrl: "mysql://root@127.0.0.1:3306/novamesh",
   natsUrl: "nats://127.0.0.1:4222",
@@ -242,6 +250,7 @@ const SPECS: readonly Spec[] = [
   { key: "plaintext", flag: "--plaintext", env: "NOVAMESH_PLAINTEXT", kind: "boolean" },
   { key: "agentListen", flag: "--agent-listen", env: "NOVAMESH_AGENT_LISTEN", kind: "string" },
   { key: "metricsListen", flag: "--metrics-listen", env: "NOVAMESH_METRICS_LISTEN", kind: "string" },
+  { key: "trace", flag: "--trace", env: "NOVAMESH_TRACE", kind: "string" },
   { key: "agentClientCa", flag: "--agent-client-ca", env: "NOVAMESH_AGENT_CLIENT_CA", kind: "string" },
   { key: "databaseUrl", flag: "--database-url", env: "NOVAMESH_DATABASE_URL", kind: "string" },
   { key: "natsUrl", flag: "--nats", env: "NOVAMESH_NATS_URL", kind: "string" },
@@ -332,6 +341,13 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
     throw new ConfigError("--vni-min, --vni-max: expected whole numbers with 1 ≤ min ≤ max ≤ 16777215");
   }
   if (!Number.isInteger(cfg.natsAgentTtlSeconds) || cfg.natsAgentTtlSeconds < 10) throw new ConfigError("--nats-agent-ttl: expected whole seconds ≥ 10");
+  if (cfg.trace) {
+    try {
+      parseTraceTarget("--trace", cfg.trace);
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+  }
   return cfg;
 }
 

@@ -6,6 +6,7 @@ import type { NatsConnection } from "nats";
 import pino from "pino";
 import type { Logger } from "pino";
 import { loggerOptions } from "./log-context.js";
+import { parseTraceTarget, startTracing } from "./tracing.js";
 import { AgentServiceService } from "../gen/novamesh/agent/v1/agent.js";
 import { FlavorServiceService } from "../gen/novamesh/compute/v1/flavor.js";
 import { HostServiceService } from "../gen/novamesh/compute/v1/host.js";
@@ -118,6 +119,8 @@ export class Controller {
   private metricsServer: HttpServer | null = null;
   /** The controller's metrics (after start). */
   metrics: ControllerMetrics | null = null;
+  /** Trace export, when `trace` is set. */
+  private tracing: { flush: () => Promise<void> } | null = null;
   /** The port metrics are served on (after start, when `metricsListen` is set; else 0). */
   metricsPort = 0;
   /** The port the gRPC server listens on (after start). */
@@ -147,6 +150,7 @@ export class Controller {
     // Certificates first: a bad one stops the start before anything is opened.
     const tls = serverTls(cfg);
     for (const w of tls.warnings) this.log.warn(w);
+    if (cfg.trace) this.tracing = startTracing("novamesh-controller", parseTraceTarget("--trace", cfg.trace));
     const pool = (this.pool = await openPool(cfg.databaseUrl));
     const applied = await migrate(pool);
     if (applied.length) this.log.info({ versions: applied }, "schema migrations applied");
@@ -314,6 +318,8 @@ export class Controller {
     this.agentServer = null;
     this.nc = null;
     this.pool = null;
+    const tracing = this.tracing;
+    if (tracing) await bestEffort(this.log, "flushing trace spans", () => tracing.flush());
   }
 }
 

@@ -25,6 +25,11 @@ export function withLogContext<T>(ctx: LogContext, fn: () => T): T {
   return current.run(outer ? { ...outer, ...ctx } : ctx, fn);
 }
 
+/** Runs `fn` outside any operation's context (for work that outlives the operation it was started in). */
+export function outsideLogContext<T>(fn: () => T): T {
+  return current.exit(fn);
+}
+
 /** The context lines logged now carry. */
 export function logContext(): LogContext {
   return current.getStore() ?? {};

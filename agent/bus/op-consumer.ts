@@ -11,6 +11,7 @@
  *   const ops = await OpConsumer.bind({ js, stream, consumer });
  *   for await (const { op } of ops) { … ops.ack(op.opId) … }
  */
+import { TRACEPARENT_HEADER } from "../../controller/tracing.js";
 import type { ConsumerMessages, JetStreamClient, JsMsg } from "nats";
 import type { Logger } from "pino";
 import { ComputeOp } from "../../gen/novamesh/agent/v1/ops.js";
@@ -53,6 +54,8 @@ export interface OpDelivery {
   readonly deliveryCount: number;
   /** Sequence in the stream. */
   readonly streamSequence: number;
+  /** The trace the controller sent it in (W3C traceparent header), if any. */
+  readonly traceParent?: string;
 }
 
 /** See the module comment. */
@@ -129,6 +132,7 @@ export class OpConsumer implements AsyncIterable<OpDelivery> {
         redelivered: msg.redelivered,
         deliveryCount: msg.info.deliveryCount,
         streamSequence: msg.seq,
+        ...(msg.headers?.has(TRACEPARENT_HEADER) ? { traceParent: msg.headers.get(TRACEPARENT_HEADER) } : {}),
       };
       while (!this.stopping && this.heldCount >= this.maxHeld) {
         await new Promise<void>((resolve) => this.roomWaiters.push(resolve));

@@ -52,6 +52,7 @@ describe("OpExecutor: at most once per op id", () => {
     const [a, b] = await Promise.all([executor.execute(op), executor.execute(op)]);
     assert.deepEqual(callsOf(driver, op.opId), ["spawn"]);
     assert.deepEqual(a.outcome, b.outcome);
+    assert.deepEqual([a.joined, b.joined], [undefined, true], "the second delivery is marked as sharing the first's run");
     await executor.close();
   });
 

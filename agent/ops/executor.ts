@@ -27,6 +27,7 @@ import type { PortSpec } from "../network/types.js";
 import { plugPorts, unplugIfGone } from "./network-steps.js";
 import type { Logger } from "pino";
 import { withLogContext } from "../../controller/log-context.js";
+import { inChildSpan } from "../../controller/tracing.js";
 import type { Driver } from "../drivers/driver.js";
 import { DriverError, InstanceNotFoundError } from "../drivers/errors.js";
 import type { PowerState, SnapshotInfo } from "../drivers/types.js";
@@ -172,7 +173,7 @@ export class OpExecutor {
   execute(op: IncomingOp): Promise<Execution> {
     if (this.closed) return Promise.reject(new ExecutorClosedError(op.opId));
     const running = this.inFlightOps.get(op.opId);
-    if (running) return running;
+    if (running) return running.then((e) => ({ ...e, joined: true }));
     const known = this.journal.get(op.opId)?.finished;
     if (known) return Promise.resolve({ outcome: outcomeOf(known), replayed: true, reconciled: false });
     if (isInvalidOp(op)) return Promise.resolve({ outcome: invalidOutcome(op), replayed: false, reconciled: false });
@@ -260,8 +261,10 @@ export class OpExecutor {
         if (signal.aborted) throw new DriverError("ABORTED", "aborted before the driver was called");
         if (plan.action === "power_on") await this.driver.powerOn({ instanceId: serverId }, call);
         else {
-          const plugged = await plugPorts(op, this.network);
-          result = await handlerOf(op.kind).run(plugged, { driver: this.driver, call, progress: this.progress.sinkOf(op.opId, serverId), network: this.network });
+          result = await inChildSpan(`driver ${op.kind}`, { attributes: { "novamesh.driver": this.driver.hypervisorType } }, async () => {
+            const plugged = await plugPorts(op, this.network);
+            return handlerOf(op.kind).run(plugged, { driver: this.driver, call, progress: this.progress.sinkOf(op.opId, serverId), network: this.network });
+          });
         }
       } catch (err) {
         if (this.closed) throw new ExecutorClosedError(op.opId);

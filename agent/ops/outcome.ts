@@ -80,6 +80,8 @@ export interface Execution {
   readonly replayed: boolean;
   /** The op had been started by a previous process and was reconciled (or, a volume op, run again). */
   readonly reconciled: boolean;
+  /** Another delivery of the op was already running it: this one shares that execution (counted once). */
+  readonly joined?: boolean;
 }
 
 /** The executor closed before the op finished; the op did not complete and must be redelivered. */

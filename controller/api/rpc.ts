@@ -5,6 +5,7 @@ import { permissionDenied, toApiError, unauthenticated, type ApiError } from "..
 import type { Pool } from "../store/db.js";
 import { principalForSecret } from "../store/tokens.js";
 import { toServiceError } from "./status.js";
+import { SpanKind, TRACEPARENT_HEADER, inSpan, spanAttribute, traceContextOf } from "../tracing.js";
 import { decoded } from "./decode.js";
 import type { AuditLog, AuditNote } from "./audit-log.js";
 import { isAudited } from "./audit-log.js";
@@ -62,7 +63,7 @@ function logFailure(log: Logger, method: string, err: ReturnType<typeof toApiErr
 }
 
 /**
- * A call that started an operation, logged with the ids its later lines
+ * A call that started an operation (reads of operations are not), logged with the ids its later lines
  * (op queued, op done, the agent's) share: request_id, and server_id or
  * volume_id.
  */
@@ -95,7 +96,7 @@ class Call {
 
   constructor(
     private readonly deps: RpcDeps,
-    private readonly path: string,
+    readonly path: string,
     private readonly method: string,
     private readonly md: Metadata,
     private readonly callers: Callers,
@@ -188,18 +189,29 @@ function answer<Res>(
   const c = new Call(deps, pathOf(call, method), method, call.metadata, callers, stream ? call : undefined);
   call.on("cancelled", () => c.ac.abort());
   const req = "request" in call ? call.request : undefined;
-  c.open()
+  // The call's span: a child of the caller's (a `traceparent` in the call's metadata), else a new trace when tracing is on.
+  const traceParent = call.metadata.get(TRACEPARENT_HEADER)[0];
+  void inSpan(`rpc ${method}`, { kind: SpanKind.SERVER, parent: traceContextOf(typeof traceParent === "string" ? traceParent : null), attributes: { "rpc.method": method } }, () =>
+    answerIn(deps, method, c, req, fn, cb),
+  );
+}
+
+/** answer's work, in the call's span; resolves once the answer is sent (it never rejects: failures are answered). */
+function answerIn<Res>(deps: RpcDeps, method: string, c: Call, req: unknown, fn: (ctx: CallContext) => Promise<Res>, cb: sendUnaryData<Res>): Promise<void> {
+  return c
+    .open()
     .then(fn)
     .finally(() => c.done())
     .then(
       async (res) => {
         await c.close(req, res, null);
-        logAccepted(deps.log, method, c.principal, res);
+        if (!c.path.startsWith("/novamesh.compute.v1.OperationService/")) logAccepted(deps.log, method, c.principal, res);
         cb(null, res);
       },
       async (e) => {
         const err = toApiError(e);
         logFailure(deps.log, method, err);
+        spanAttribute("rpc.grpc.status_code", err.code);
         await c.close(req, undefined, err);
         cb(toServiceError(err));
       },

@@ -5,6 +5,7 @@ import { withTx } from "../store/db.js";
 import { claimOutbox, deleteOutbox } from "../store/ops.js";
 import { PumpWorker } from "../pump.js";
 import type { OpSigner } from "./op-signer.js";
+import { SpanKind, TRACEPARENT_HEADER, currentTraceParent, inTrace } from "../tracing.js";
 
 /**
  * Drains the outbox to JetStream. Rows are locked with SKIP LOCKED so several
@@ -40,7 +41,15 @@ export class OutboxPublisher extends PumpWorker {
       const rows = await claimOutbox(conn, this.opts.batch);
       if (rows.length === 0) return 0;
       await Promise.all(
-        rows.map((r) => this.js.publish(r.subject, r.payload, { msgID: r.msgId, headers: this.signer.sign(r.subject, r.payload) })),
+        rows.map((r) =>
+          // An op sent in a trace is published in a span of it; the message's traceparent header makes the agent's span its child.
+          inTrace(r.traceParent, "publish op", { kind: SpanKind.PRODUCER, attributes: { "novamesh.op_id": r.msgId, "messaging.destination.name": r.subject } }, () => {
+            const headers = this.signer.sign(r.subject, r.payload);
+            const traceParent = currentTraceParent();
+            if (traceParent) headers.set(TRACEPARENT_HEADER, traceParent);
+            return this.js.publish(r.subject, r.payload, { msgID: r.msgId, headers });
+          }),
+        ),
       );
       await deleteOutbox(
         conn,

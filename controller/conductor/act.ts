@@ -11,6 +11,7 @@ import { ApiError, failedPrecondition, notFound } from "../errors.js";
 import { findAction, getActionById, insertAction } from "../store/actions.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
+import { currentTraceParent } from "../tracing.js";
 import { getInstance } from "../store/instances.js";
 import type { ConductorContext } from "./context.js";
 import { Tx } from "./context.js";
@@ -139,7 +140,7 @@ export async function act(
     const deadline = rule.task ? tx.task(rule.task).taskDeadline : null;
     const state = rule.scheduled ? "PENDING" : "RUNNING";
     // The operation is the server's project's, also when an admin acts on it.
-    actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: inst.projectId, action: name, state, deadline, request });
+    actionId = await insertAction(conn, { instanceUuid: uuid, requestId, projectId: inst.projectId, action: name, state, deadline, request, traceParent: currentTraceParent() });
     return body(tx, inst, actionId);
     // A deadlock (an action's and a placement's or another action's row locks
     // taken in other orders, such as subnets' when ports are made and freed)

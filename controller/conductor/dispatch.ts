@@ -11,6 +11,7 @@ import type { Queryable } from "../store/db.js";
 import { zoneOfHost } from "../store/aggregates.js";
 import { getUserData } from "../store/instances.js";
 import { enqueueOp } from "../store/ops.js";
+import { currentTraceParent } from "../tracing.js";
 import { hostPortsOf } from "./host-ports.js";
 
 export interface DispatchRequest {
@@ -61,7 +62,7 @@ export async function dispatchOp(q: Queryable, o: DispatchRequest): Promise<stri
   });
   await enqueueOp(
     q,
-    { opId, instanceUuid: o.instance.uuid, actionId: o.actionId, host: o.host, kind: o.args.kind, attempt: o.attempt ?? 1 },
+    { opId, instanceUuid: o.instance.uuid, actionId: o.actionId, host: o.host, kind: o.args.kind, attempt: o.attempt ?? 1, traceParent: currentTraceParent() },
     { subject: opsSubject(o.subjectPrefix, o.host), payload },
   );
   await startEvent(q, { actionId: o.actionId, event: traits.event, host: o.host, opId });

@@ -20,6 +20,7 @@ import { finishAction, instantEvent, runningAction } from "../store/actions.js";
 import { getImage } from "../store/catalog.js";
 import type { PoolConnection } from "../store/db.js";
 import { withTx } from "../store/db.js";
+import { inTrace, spanAttribute } from "../tracing.js";
 import { getInstance, updateInstance } from "../store/instances.js";
 import { openMigration, updateMigration } from "../store/moves.js";
 import { claim, moveAllocations } from "../store/nodes.js";
@@ -91,16 +92,22 @@ export class PlacementWorker extends PumpWorker {
       await updateInstance(tx.conn, inst.uuid, { taskState: null });
       return;
     }
-    const spec = await this.specOf(tx.conn, inst, {
-      resources: claimOf(inst.flavor, inst),
-      ignoreHosts: inst.triedHosts,
-      imageId: build.imageOf(inst),
+    // The scheduler's span continues the create's (or unshelve's) trace; the spawn it sends is its child.
+    await inTrace(action.traceParent, "schedule", { attributes: { "novamesh.server_id": inst.uuid, "novamesh.request_id": action.requestId } }, async () => {
+      const spec = await this.specOf(tx.conn, inst, {
+        resources: claimOf(inst.flavor, inst),
+        ignoreHosts: inst.triedHosts,
+        imageId: build.imageOf(inst),
+      });
+      const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx, spec, () => true, "build");
+      if (host) {
+        spanAttribute("novamesh.host", host.host);
+        return build.placed(tx, inst, action, host.host, alternates);
+      }
+      const fault = noValidHostFault(placement, lostClaims);
+      tx.afterCommit(() => this.ctx.log.info({ request_id: action.requestId, server_id: inst.uuid, reason: fault.code }, fault.message));
+      return build.noHost(tx, inst, action, fault);
     });
-    const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx, spec, () => true, "build");
-    if (host) return build.placed(tx, inst, action, host.host, alternates);
-    const fault = noValidHostFault(placement, lostClaims);
-    tx.afterCommit(() => this.ctx.log.info({ request_id: action.requestId, server_id: inst.uuid, reason: fault.code }, fault.message));
-    return build.noHost(tx, inst, action, fault);
   }
 
   /**

@@ -108,8 +108,10 @@ export class Reaper extends PumpWorker {
     }
     const actionId = ops.at(-1)?.actionId ?? (await runningAction(conn, inst.uuid))?.id ?? null;
     if (actionId !== null) await instantEvent(conn, { actionId, event: "task_timeout", host: inst.host ?? "", result: "Error", fault: fault.message });
-    this.ctx.log.warn({ server_id: inst.uuid, task, host: inst.host }, `task timed out: ${fault.message}`);
-    afterCommit(conn, () => this.ctx.metrics?.tasksTimedOut.inc({ task }));
+    afterCommit(conn, () => {
+      this.ctx.log.warn({ server_id: inst.uuid, task, host: inst.host }, `task timed out: ${fault.message}`);
+      this.ctx.metrics?.tasksTimedOut.inc({ task });
+    });
     await rule.reap(new TimeoutContext(new Tx(conn, this.ctx), inst, task, actionId, fault, operationErrorOfFault(fault, status.DEADLINE_EXCEEDED)));
   }
 

@@ -19,12 +19,14 @@ export async function insertAction(
     deadline?: Date | null;
     /** What the action was asked with (its request's own fields), to tell a repeat from another request. */
     request?: Readonly<Record<string, unknown>>;
+    /** The trace the request is part of (W3C traceparent), for work picked up later (its placement). */
+    traceParent?: string | null;
   },
 ): Promise<number> {
   const res = await exec(
     q,
-    "INSERT INTO instance_actions (instance_uuid, request_id, project_id, action, state, deadline, request_body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    [a.instanceUuid, a.requestId, a.projectId, a.action, a.state ?? "RUNNING", a.deadline ?? null, a.request ? JSON.stringify(a.request) : null],
+    "INSERT INTO instance_actions (instance_uuid, request_id, project_id, action, state, deadline, request_body, trace_parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    [a.instanceUuid, a.requestId, a.projectId, a.action, a.state ?? "RUNNING", a.deadline ?? null, a.request ? JSON.stringify(a.request) : null, a.traceParent ?? null],
   );
   return res.insertId;
 }
@@ -43,11 +45,11 @@ export async function findAction(
 }
 
 /** The instance's running action (the newest one not finished), if any. */
-export async function runningAction(q: Queryable, instanceUuid: string): Promise<{ id: number; requestId: string } | null> {
-  const rows = await select(q, "SELECT id, request_id FROM instance_actions WHERE instance_uuid = ? AND finish_time IS NULL ORDER BY id DESC LIMIT 1", [
+export async function runningAction(q: Queryable, instanceUuid: string): Promise<{ id: number; requestId: string; traceParent: string | null } | null> {
+  const rows = await select(q, "SELECT id, request_id, trace_parent FROM instance_actions WHERE instance_uuid = ? AND finish_time IS NULL ORDER BY id DESC LIMIT 1", [
     instanceUuid,
   ]);
-  return rows[0] ? { id: Number(rows[0].id), requestId: rows[0].request_id } : null;
+  return rows[0] ? { id: Number(rows[0].id), requestId: rows[0].request_id, traceParent: rows[0].trace_parent ?? null } : null;
 }
 
 /** Marks an action RUNNING (a host started on it) with its deadline. */

@@ -140,7 +140,14 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
     else conn.release();
   }
   if (changes.size) committedListeners.get(pool)?.(changes);
-  for (const fn of after) fn();
+  for (const fn of after) {
+    // What runs after the commit (log lines, metrics) cannot undo it: its failure is reported, and the committed work stands.
+    try {
+      fn();
+    } catch (err) {
+      process.emitWarning(err instanceof Error ? err : new Error(String(err)), "AfterCommitWarning");
+    }
+  }
   return result;
 }
 

@@ -364,6 +364,15 @@ export const MIGRATIONS: readonly Migration[] = [
   ...VOLUME_MIGRATIONS,
   ...QUOTA_MIGRATIONS,
   ...KEYPAIR_MIGRATIONS,
+  {
+    version: 28,
+    name: "the trace an action, an op and an outbox message belong to (W3C traceparent; null when not traced)",
+    statements: [
+      "ALTER TABLE instance_actions ADD COLUMN trace_parent VARCHAR(64) NULL",
+      "ALTER TABLE compute_ops ADD COLUMN trace_parent VARCHAR(64) NULL",
+      "ALTER TABLE outbox ADD COLUMN trace_parent VARCHAR(64) NULL",
+    ],
+  },
 ];
 
 /**

@@ -15,6 +15,8 @@ export interface OpRecord {
   readonly requestId: string;
   /** When it was queued. */
   readonly createdAt: Date;
+  /** The trace it was sent in (W3C traceparent), null if none. */
+  readonly traceParent: string | null;
 }
 
 /**
@@ -24,23 +26,29 @@ export interface OpRecord {
  */
 export async function enqueueOp(
   q: Queryable,
-  op: { opId: string; instanceUuid: string; actionId: number; host: string; kind: OpKind; attempt: number },
+  op: { opId: string; instanceUuid: string; actionId: number; host: string; kind: OpKind; attempt: number; traceParent: string | null },
   message: { subject: string; payload: Uint8Array },
 ): Promise<void> {
-  await exec(q, "INSERT INTO compute_ops (op_id, instance_uuid, action_id, host, kind, attempt) VALUES (?, ?, ?, ?, ?, ?)", [
+  await exec(q, "INSERT INTO compute_ops (op_id, instance_uuid, action_id, host, kind, attempt, trace_parent) VALUES (?, ?, ?, ?, ?, ?, ?)", [
     op.opId,
     op.instanceUuid,
     op.actionId,
     op.host,
     op.kind,
     op.attempt,
+    op.traceParent,
   ]);
-  await exec(q, "INSERT INTO outbox (subject, msg_id, payload) VALUES (?, ?, ?)", [message.subject, op.opId, Buffer.from(message.payload)]);
+  await insertOutbox(q, message.subject, op.opId, message.payload, op.traceParent);
+}
+
+/** Queues an op message in the outbox (with the trace it is sent in), in the caller's transaction. */
+export async function insertOutbox(q: Queryable, subject: string, opId: string, payload: Uint8Array, traceParent: string | null): Promise<void> {
+  await exec(q, "INSERT INTO outbox (subject, msg_id, payload, trace_parent) VALUES (?, ?, ?, ?)", [subject, opId, Buffer.from(payload), traceParent]);
   noteChange(q, "outbox");
 }
 
 // The action's request id by a subquery: a locking read of the op does not lock the action's row.
-const OP_COLUMNS = "op_id, instance_uuid, action_id, host, kind, attempt, state, created_at, (SELECT a.request_id FROM instance_actions a WHERE a.id = compute_ops.action_id) AS request_id";
+const OP_COLUMNS = "op_id, instance_uuid, action_id, host, kind, attempt, state, created_at, trace_parent, (SELECT a.request_id FROM instance_actions a WHERE a.id = compute_ops.action_id) AS request_id";
 
 function rowToOp(r: Row): OpRecord {
   return {
@@ -53,6 +61,7 @@ function rowToOp(r: Row): OpRecord {
     state: r.state,
     requestId: r.request_id ?? "",
     createdAt: r.created_at,
+    traceParent: r.trace_parent ?? null,
   };
 }
 
@@ -87,12 +96,14 @@ export interface OutboxRow {
   readonly subject: string;
   readonly msgId: string;
   readonly payload: Buffer;
+  /** The trace the op was sent in (W3C traceparent), null if none. */
+  readonly traceParent: string | null;
 }
 
 /** Locks up to `limit` outbox rows no other publisher holds, oldest first. */
 export async function claimOutbox(q: Queryable, limit: number): Promise<OutboxRow[]> {
-  const rows = await select(q, "SELECT id, subject, msg_id, payload FROM outbox ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED", [limit]);
-  return rows.map((r) => ({ id: Number(r.id), subject: r.subject, msgId: r.msg_id, payload: r.payload }));
+  const rows = await select(q, "SELECT id, subject, msg_id, payload, trace_parent FROM outbox ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED", [limit]);
+  return rows.map((r) => ({ id: Number(r.id), subject: r.subject, msgId: r.msg_id, payload: r.payload, traceParent: r.trace_parent ?? null }));
 }
 
 export async function deleteOutbox(q: Queryable, ids: readonly number[]): Promise<void> {

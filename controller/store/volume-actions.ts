@@ -7,7 +7,8 @@ import type { OperationError, OperationState } from "../domain/types.js";
 import type { VolumeAction, VolumeOperation } from "../domain/volume.js";
 import type { VolumeOpKind } from "../domain/volume-ops.js";
 import type { Queryable, Row } from "./db.js";
-import { exec, json, noteChange, select } from "./db.js";
+import { exec, json, select } from "./db.js";
+import { insertOutbox } from "./ops.js";
 
 const ACTION_COLUMNS = "id, volume_id, project_id, action, request_id, request_body, state, error, deadline, start_time, updated_at, finish_time, snapshot_id";
 
@@ -121,12 +122,11 @@ function rowToOp(r: Row): VolumeOpRecord {
 /** Records a volume op and queues its message in the outbox, in the caller's transaction. */
 export async function enqueueVolumeOp(
   q: Queryable,
-  op: { opId: string; volumeId: string; actionId: number; host: string; kind: VolumeOpKind },
+  op: { opId: string; volumeId: string; actionId: number; host: string; kind: VolumeOpKind; traceParent: string | null },
   message: { subject: string; payload: Uint8Array },
 ): Promise<void> {
   await exec(q, "INSERT INTO volume_ops (op_id, volume_id, action_id, host, kind) VALUES (?, ?, ?, ?, ?)", [op.opId, op.volumeId, op.actionId, op.host, op.kind]);
-  await exec(q, "INSERT INTO outbox (subject, msg_id, payload) VALUES (?, ?, ?)", [message.subject, op.opId, Buffer.from(message.payload)]);
-  noteChange(q, "outbox");
+  await insertOutbox(q, message.subject, op.opId, message.payload, op.traceParent);
 }
 
 export async function lockVolumeOp(q: Queryable, opId: string): Promise<VolumeOpRecord | null> {

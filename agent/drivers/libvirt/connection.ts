@@ -5,6 +5,7 @@
  * novamesh's domains, a reconnect).
  */
 import type { Logger } from "pino";
+import { detached } from "../../../controller/tracing.js";
 import { DriverError } from "../errors.js";
 import { isLibvirtError, loadLibvirt, type LibvirtBinding, type LibvirtConnection } from "./binding/index.js";
 import { serverIdOfDomain } from "./domain-xml.js";
@@ -27,7 +28,8 @@ export class ManagedConnection {
   async open(): Promise<LibvirtConnection> {
     if (this.closed) throw new DriverError("CLOSED", "the libvirt driver is closed");
     if (this.conn && !this.conn.isClosed()) return this.conn;
-    this.connecting ??= this.connect().finally(() => (this.connecting = undefined));
+    // Opened outside the op that asks first: its callbacks and reconnects outlive that op.
+    this.connecting ??= detached(() => this.connect()).finally(() => (this.connecting = undefined));
     return this.connecting;
   }
 

@@ -15,6 +15,7 @@ import { claimOf, HARD_POLICIES } from "../../domain/placement.js";
 import { status } from "@grpc/grpc-js";
 import { ApiError } from "../../errors.js";
 import { DEADLOCK_RETRIES, isDuplicateKey, withTx } from "../../store/db.js";
+import { currentTraceParent } from "../../tracing.js";
 import { getInstanceByRequest } from "../../store/instances.js";
 import type { Accepted, RequestBody } from "../act.js";
 import { accepted, checkSameRequest } from "../act.js";
@@ -134,7 +135,16 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
         },
         taskDeadline,
       );
-      const actionId = await store.insertAction({ instanceUuid: uuid, requestId: req.requestId, projectId: who.projectId, action: "create", state: "PENDING", deadline: taskDeadline, request });
+      const actionId = await store.insertAction({
+        instanceUuid: uuid,
+        requestId: req.requestId,
+        projectId: who.projectId,
+        action: "create",
+        state: "PENDING",
+        deadline: taskDeadline,
+        request,
+        traceParent: currentTraceParent(),
+      });
       return { inst: await tx.update(uuid, {}), actionId };
     }, { deadlockRetries: DEADLOCK_RETRIES });
     return accepted(ctx.pool, created.inst, created.actionId);

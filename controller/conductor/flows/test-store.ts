@@ -180,7 +180,7 @@ export function dispatched(calls: readonly StoreCall[]): { host: string; kind: O
 export function resultOf(world: World, kind: OpKind, host: string, o: { error?: OpFailure; powerState?: OpOutcome["powerState"]; snapshot?: OpOutcome["snapshot"] } = {}) {
   const d = storeDouble(world);
   const tx = new Tx(null as unknown as PoolConnection, CTX, d.store);
-  const op = { opId: "op-r", instanceUuid: world.instance.uuid, actionId: 7, host, kind, attempt: 1, state: "PENDING" as const, requestId: "req-r", createdAt: new Date() };
+  const op = { opId: "op-r", instanceUuid: world.instance.uuid, actionId: 7, host, kind, attempt: 1, state: "PENDING" as const, requestId: "req-r", createdAt: new Date(), traceParent: null };
   const outcome: OpOutcome = { opId: "op-r", error: o.error ?? null, powerState: o.powerState ?? null, startTime: null, finishTime: null, snapshot: o.snapshot ?? null };
   return { r: new ResultContext(tx, op, world.instance, outcome), ...d };
 }

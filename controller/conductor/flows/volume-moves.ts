@@ -56,7 +56,7 @@ export async function moveExported(r: ResultContext): Promise<"ready" | "waiting
  */
 export function noExportFault(r: ResultContext): Fault {
   const message = `volume host ${r.op.host} answered export_volume without an export`;
-  r.tx.ctx.log.error({ server_id: r.inst.uuid, op_id: r.op.opId, request_id: r.op.requestId }, message);
+  r.tx.afterCommit(() => r.tx.ctx.log.error({ server_id: r.inst.uuid, op_id: r.op.opId, request_id: r.op.requestId }, message));
   return { code: "NO_EXPORT", message, details: { op: r.op.kind, host: r.op.host }, createdAt: new Date().toISOString() };
 }
 

@@ -113,7 +113,7 @@ export async function ofRunningAction(r: ResultContext): Promise<boolean> {
  */
 export async function endWith(r: ResultContext, code: string, message: string): Promise<void> {
   const fault = { code, message, details: { op: r.op.kind, host: r.op.host }, createdAt: new Date().toISOString() };
-  r.tx.ctx.log.error({ server_id: r.inst.uuid, op_id: r.op.opId, request_id: r.op.requestId, op: r.op.kind }, message);
+  r.tx.afterCommit(() => r.tx.ctx.log.error({ server_id: r.inst.uuid, op_id: r.op.opId, request_id: r.op.requestId, op: r.op.kind }, message));
   await r.update({ taskState: null, fault });
   await r.store.finishAction(r.op.actionId, { error: operationErrorOfFault(fault, status.UNKNOWN) });
 }

@@ -15,6 +15,7 @@ import { VOLUME_OP_TRAITS } from "../../domain/volume-ops.js";
 import { failedPrecondition, notFound } from "../../errors.js";
 import type { Pool, PoolConnection, Queryable } from "../../store/db.js";
 import { DEADLOCK_RETRIES, afterCommit, withTx } from "../../store/db.js";
+import { currentTraceParent } from "../../tracing.js";
 import { enqueueVolumeOp, getVolumeAction, getVolumeActionById, insertVolumeAction } from "../../store/volume-actions.js";
 import { getVolume } from "../../store/volumes.js";
 import { checkSameAction, checkSameRequest, type RequestBody } from "../act.js";
@@ -65,7 +66,7 @@ export async function dispatchVolumeOp(
     args: o.args,
     deadline: VOLUME_OP_TRAITS[o.args.kind].cleanup ? null : o.deadline,
   });
-  await enqueueVolumeOp(q, { opId, volumeId: v.id, actionId: o.actionId, host: v.host, kind: o.args.kind }, { subject: opsSubject(ctx.subjectPrefix, v.host), payload });
+  await enqueueVolumeOp(q, { opId, volumeId: v.id, actionId: o.actionId, host: v.host, kind: o.args.kind, traceParent: currentTraceParent() }, { subject: opsSubject(ctx.subjectPrefix, v.host), payload });
   afterCommit(q, () => ctx.log.info({ op_id: opId, request_id: o.requestId, volume_id: v.id, host: v.host, op: o.args.kind }, "volume op queued for its host"));
   return opId;
 }

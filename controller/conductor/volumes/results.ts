@@ -88,7 +88,9 @@ async function reapVolume(conn: PoolConnection, ctx: ConductorContext, v: Volume
   const ops = (await pendingVolumeOps(conn, v.id)).filter((op) => !SNAPSHOT_OP_KINDS.includes(op.kind));
   for (const op of ops) await finishVolumeOp(conn, op.opId, { code: "TASK_TIMED_OUT", message: why, retryable: false });
   const actionId = ops.at(-1)?.actionId ?? (await runningVolumeAction(conn, v.id, { snapshots: false }))?.id ?? null;
-  ctx.log.warn({ volume_id: v.id, status: task, host: v.host }, `volume task timed out: ${fault.message}`);
-  afterCommit(conn, () => ctx.metrics?.tasksTimedOut.inc({ task: `volume_${task}` }));
+  afterCommit(conn, () => {
+    ctx.log.warn({ volume_id: v.id, status: task, host: v.host }, `volume task timed out: ${fault.message}`);
+    ctx.metrics?.tasksTimedOut.inc({ task: `volume_${task}` });
+  });
   await rule.reap(new VolumeTimeoutContext(conn, ctx, v, actionId, fault));
 }

@@ -11,6 +11,7 @@ import type { VolumeFault, VolumeSnapshot } from "../../domain/volume.js";
 import type { VolumeOpKind } from "../../domain/volume-ops.js";
 import { failedPrecondition, notFound } from "../../errors.js";
 import type { PoolConnection } from "../../store/db.js";
+import { afterCommit } from "../../store/db.js";
 import { findSnapshotAction, finishVolumeAction, finishVolumeOp, getVolumeActionById, pendingVolumeOps } from "../../store/volume-actions.js";
 import { deleteSnapshotRow, getSnapshot, insertSnapshot, lockOverdueSnapshots, snapshotBeingCopied, updateSnapshot } from "../../store/volume-snapshots.js";
 import type { ConductorContext } from "../context.js";
@@ -136,7 +137,7 @@ export async function reapSnapshots(conn: PoolConnection, ctx: ConductorContext,
       await finishVolumeOp(conn, op.opId, { code: "TASK_TIMED_OUT", message: why, retryable: false });
       await finishVolumeAction(conn, op.actionId, operationErrorOfFault(fault, status.DEADLINE_EXCEEDED));
     }
-    ctx.log.warn({ snapshot_id: s.id, volume_id: s.volumeId, status: s.status }, `snapshot timed out: ${fault.message}`);
+    afterCommit(conn, () => ctx.log.warn({ snapshot_id: s.id, volume_id: s.volumeId, status: s.status }, `snapshot timed out: ${fault.message}`));
     await updateSnapshot(conn, s.id, { status: "ERROR", taskDeadline: null, fault });
   }
   return overdue.length;
