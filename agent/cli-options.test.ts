@@ -106,6 +106,7 @@ test("network: the driver by hypervisor driver, tunnel address, host tag and nam
 test("--metrics-listen takes host:port; anything else is a usage error naming the flag", () => {
   assert.equal(parse([]).metricsListen, undefined);
   assert.equal(parse(["--metrics-listen", "127.0.0.1:0"]).metricsListen, "127.0.0.1:0");
-  assert.equal(parse([], { NOVAMESH_METRICS_LISTEN: "[::1]:9181" }).metricsListen, "[::1]:9181");
+  assert.equal(parse([], { NOVAMESH_AGENT_METRICS_LISTEN: "[::1]:9181" }).metricsListen, "[::1]:9181");
+  assert.equal(parse([], { NOVAMESH_METRICS_LISTEN: "127.0.0.1:9180" }).metricsListen, undefined, "the controller's variable is not the agent's (an all-in-one sets both)");
   for (const bad of ["9181", "host:", "host:99999", "a b:1"]) assert.throws(() => parse(["--metrics-listen", bad]), /--metrics-listen: expected host:port/, bad);
 });

@@ -60,7 +60,7 @@ export const AGENT_FLAGS = {
   "fake-faults": { env: "NOVAMESH_FAKE_FAULTS", type: "string", help: `fake driver: faults as JSON (see agent/drivers/fake/faults.ts), e.g. '{"spawn":{"error":"boom","retryable":true,"failTimes":2},"liveMigrate":[{"serverId":"<id>","delayMs":2000}],"ignoreAcpi":true}'` },
   "log-level": { env: "NOVAMESH_LOG_LEVEL", type: "string", default: () => "info", help: "pino log level: trace, debug, info, warn, error" },
   trace: { env: "NOVAMESH_TRACE", type: "string", help: "export trace spans: otlp:<collector URL, like http://127.0.0.1:4318/v1/traces> or file:<path> (JSON lines); default: not traced" },
-  "metrics-listen": { env: "NOVAMESH_METRICS_LISTEN", type: "string", help: "serve Prometheus metrics over plain HTTP (GET /metrics) at host:port, e.g. 127.0.0.1:9181 (port 0: any; the log says which); default: not served" },
+  "metrics-listen": { env: "NOVAMESH_AGENT_METRICS_LISTEN", type: "string", help: "serve Prometheus metrics over plain HTTP (GET /metrics) at host:port, e.g. 127.0.0.1:9181 (port 0: any; the log says which); default: not served" },
   help: { type: "boolean", help: "print this help" },
 } as const satisfies Record<string, FlagSpec>;
 

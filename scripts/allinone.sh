@@ -35,6 +35,7 @@
 #   NOVAMESH_LISTEN        gRPC address (default 127.0.0.1:8774)
 #   NOVAMESH_AGENT_LISTEN  the agents' gRPC address, mutual TLS (default 127.0.0.1:8775)
 #   NOVAMESH_METRICS_LISTEN  the controller's Prometheus metrics, plain HTTP GET /metrics (default 127.0.0.1:9180)
+#   NOVAMESH_AGENT_METRICS_LISTEN  the agent's (default 127.0.0.1:9181)
 #   NOVAMESH_PLAINTEXT     1: as --plaintext
 #   NOVAMESH_DATABASE_URL  the controller's database (default mysql://root@127.0.0.1:3306/novamesh,
 #                          novamesh_fake with the fake driver: each driver keeps a cloud of its own)
@@ -78,6 +79,8 @@ agent_listen=${NOVAMESH_AGENT_LISTEN:-127.0.0.1:8775}
 agent_port=${agent_listen##*:}
 export NOVAMESH_METRICS_LISTEN=${NOVAMESH_METRICS_LISTEN:-127.0.0.1:9180}
 metrics_port=${NOVAMESH_METRICS_LISTEN##*:}
+export NOVAMESH_AGENT_METRICS_LISTEN=${NOVAMESH_AGENT_METRICS_LISTEN:-127.0.0.1:9181}
+agent_metrics_port=${NOVAMESH_AGENT_METRICS_LISTEN##*:}
 TLS=.state/tls
 HOST=${NOVAMESH_HOST:-$(hostname -s 2>/dev/null || hostname)}
 LIBVIRT_URI=${NOVAMESH_LIBVIRT_URI:-qemu:///system}
@@ -100,7 +103,7 @@ if [ -s .state/allinone.pgids ]; then
     die "a previous all-in-one is still running (${#alive[@]} process groups, e.g. $(ps -o args= -p "$g" 2>/dev/null | cut -c1-60)); stop it first (Ctrl-C where it runs, or: kill -- ${alive[*]})"
   fi
 fi
-ports=("$port" "$metrics_port")
+ports=("$port" "$metrics_port" "$agent_metrics_port")
 [ "$PLAINTEXT" = 1 ] || ports+=("$agent_port")
 for p in "${ports[@]}"; do
   if port_open "$p"; then
@@ -108,6 +111,7 @@ for p in "${ports[@]}"; do
     var=NOVAMESH_LISTEN
     [ "$p" = "$agent_port" ] && var=NOVAMESH_AGENT_LISTEN
     [ "$p" = "$metrics_port" ] && var=NOVAMESH_METRICS_LISTEN
+    [ "$p" = "$agent_metrics_port" ] && var=NOVAMESH_AGENT_METRICS_LISTEN
     die "something already listens on 127.0.0.1:$p${who:+ (pid $who: $(ps -o args= -p "$who" 2>/dev/null | cut -c1-80))}; a previous all-in-one? Stop it first${who:+ (kill $who)}, or set $var"
   fi
 done
@@ -340,7 +344,7 @@ novamesh all-in-one is running ($DRIVER driver, host $HOST)
   volume pool  $volumes
   NATS         $NOVAMESH_NATS_URL (credentials only: .state/nats${NOVAMESH_NATS_CA:+; TLS, CA $NOVAMESH_NATS_CA})
   admin token  $NOVAMESH_ADMIN_TOKEN
-  metrics      http://$NOVAMESH_METRICS_LISTEN/metrics (Prometheus)
+  metrics      http://$NOVAMESH_METRICS_LISTEN/metrics (controller), http://$NOVAMESH_AGENT_METRICS_LISTEN/metrics (agent)
   logs         .state/controller.log, .state/agent.log, .state/nats.log
 
   export TOKEN=$NOVAMESH_ADMIN_TOKEN   # then try the README's grpcurl examples
