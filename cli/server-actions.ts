@@ -108,7 +108,7 @@ export function addServerActions(server: Command): void {
       const images = s.client(ImageServiceClient);
       out(printOne(viewOf(images, "getImage", await unary(s.c, images, "getImage", { id: res.imageId })).image as Row, s.output));
     });
-  callCommand(server, "set <id>", "change a server's name or description, or set metadata and tags", {
+  callCommand(server, "set <id>", "rename a server or change its description (metadata: set-property; tags: tag)", {
     client: ServerServiceClient,
     method: "updateServer",
     options: (c) => c.option("--name <name>", "its new name").option("--description <text>", "its new description"),
