@@ -34,8 +34,15 @@ function valued(root: Command): string[] {
 
 const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
 
-function cases(root: Command): string {
-  return [...table(root)].map(([path, words]) => `    ${quote(path)}) __nm_words=${quote(words.join(" "))} ;;`).join("\n");
+/** The shell function both scripts share: sets __nm_words to what may follow command path $1; fails for no command path. */
+function wordsFunction(root: Command): string {
+  const cases = [...table(root)].map(([path, words]) => `    ${quote(path)}) __nm_words=${quote(words.join(" "))} ;;`).join("\n");
+  return `__novamesh_words() {
+  case "$1" in
+${cases}
+    *) return 1 ;;
+  esac
+}`;
 }
 
 /** Finds the command path in the words typed so far (options and their values skipped), then offers what may follow. */
@@ -54,12 +61,7 @@ _novamesh() {
   __novamesh_words "$cmdpath"
   COMPREPLY=($(compgen -W "$__nm_words" -- "$cur"))
 }
-__novamesh_words() {
-  case "$1" in
-${cases(root)}
-    *) return 1 ;;
-  esac
-}
+${wordsFunction(root)}
 complete -o default -F _novamesh novamesh
 `;
 }
@@ -80,12 +82,7 @@ _novamesh() {
   __novamesh_words "$cmdpath"
   compadd -- \${=__nm_words}
 }
-__novamesh_words() {
-  case "$1" in
-${cases(root)}
-    *) return 1 ;;
-  esac
-}
+${wordsFunction(root)}
 # Loaded from $fpath as _novamesh, the first Tab runs this file: complete now; sourced, register.
 if [[ \${funcstack[1]:-} == _novamesh ]]; then _novamesh "$@"; else compdef _novamesh novamesh; fi
 `;

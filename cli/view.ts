@@ -24,8 +24,8 @@ interface MethodDefinition {
 }
 
 /** The definition of `method` (lowerCamel, as the client names it) of a generated client. */
-export function methodOf(client: grpc.Client, method: string): MethodDefinition & { requestDeserialize: (b: Buffer) => object } {
-  const def = (client.constructor as unknown as { service: Record<string, MethodDefinition & { requestDeserialize: (b: Buffer) => object }> }).service[method];
+function methodOf(client: grpc.Client, method: string): MethodDefinition {
+  const def = (client.constructor as unknown as { service: Record<string, MethodDefinition> }).service[method];
   if (!def) throw new Error(`no method ${method}`);
   return def;
 }
