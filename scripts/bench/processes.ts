@@ -1,0 +1,228 @@
+/**
+ * The benchmark's processes: a controller and fake-agent processes started
+ * as the product runs them (their own processes, a database, ops stream and
+ * image bucket of their own), and what each costs: CPU time and resident
+ * memory read from /proc, for these and for the MariaDB and NATS servers
+ * they talk to.
+ */
+import { spawn, execFileSync } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { createWriteStream, existsSync, readFileSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import mysql from "mysql2/promise";
+import { connect } from "nats";
+import { QUOTA_RESOURCES } from "../../controller/domain/quota.js";
+import { setDefaultLimits } from "../../controller/store/quotas.js";
+
+export const REPO = fileURLToPath(new URL("../..", import.meta.url));
+
+export interface Services {
+  /** mysql://user@host:port, without a database. */
+  readonly mysqlUrl: string;
+  readonly natsUrl: string;
+}
+
+/** A free TCP port on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+/**
+ * How a novamesh program is run: the compiled JavaScript under dist/ when it
+ * is there (npm run build), else the TypeScript through tsx.
+ */
+export function programArgs(program: "controller" | "agent"): string[] {
+  const built = join(REPO, "dist", program, "main.js");
+  return existsSync(built) ? [built] : ["--import", "tsx", join(REPO, program, "main.ts")];
+}
+
+/** One process's CPU seconds (user + system) so far, from /proc/<pid>/stat. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command (which may hold spaces) in parentheses.
+  const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(rest[11]) + Number(rest[12]);
+  return ticks / 100;
+}
+
+/** Resident memory of a process in MiB. */
+export function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : 0;
+}
+
+/** The pid of whatever listens on 127.0.0.1:`port` (MariaDB, nats-server), or null. */
+export function listenerPid(port: number): number | null {
+  try {
+    const out = execFileSync("ss", ["-ltnpH", `sport = :${port}`], { encoding: "utf8" });
+    const m = /pid=(\d+)/.exec(out);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The processes whose CPU a run accounts, by role. */
+export type Roles = Record<string, number[]>;
+
+/** CPU seconds per role, now. */
+export function cpuByRole(roles: Roles): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [role, pids] of Object.entries(roles)) {
+    out[role] = pids.reduce((sum, pid) => {
+      try {
+        return sum + cpuSeconds(pid);
+      } catch {
+        return sum; // gone (a crashed process): its time is lost, the run says it crashed
+      }
+    }, 0);
+  }
+  return out;
+}
+
+export function cpuDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.keys(after).map((k) => [k, (after[k] ?? 0) - (before[k] ?? 0)]));
+}
+
+/**
+ * One benchmark cloud: its database, stream, subjects and image bucket,
+ * named after a random id so that runs never collide.
+ */
+export class BenchCloud {
+  readonly id = Math.random().toString(16).slice(2, 10);
+  readonly db = `nm_bench_${this.id}`;
+  readonly stream = `NMBENCH_${this.id}`;
+  readonly prefix = `nmbench_${this.id}.ops`;
+  readonly bucket = `nmbench_images_${this.id}`;
+  readonly adminToken = `bench-admin-${this.id}`;
+  readonly dir: string;
+  controller: ChildProcess | null = null;
+  readonly agents: ChildProcess[] = [];
+  address = "";
+  metricsUrl = "";
+
+  constructor(
+    readonly services: Services,
+    baseDir: string,
+    /** Node flags for the controller and agents (--cpu-prof and its directory, to profile them). */
+    private readonly nodeFlags: readonly string[] = [],
+  ) {
+    this.dir = join(baseDir, this.id);
+  }
+
+  /** Starts the controller; resolves once its port is open. `extra`: more flags. */
+  async startController(extra: readonly string[] = []): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    const port = await freePort();
+    const metrics = await freePort();
+    this.address = `127.0.0.1:${port}`;
+    this.metricsUrl = `http://127.0.0.1:${metrics}/metrics`;
+    const args = [
+      ...this.nodeFlags,
+      ...programArgs("controller"),
+      "--listen", this.address, "--plaintext",
+      "--metrics-listen", `127.0.0.1:${metrics}`,
+      "--database-url", `${this.services.mysqlUrl}/${this.db}`,
+      "--nats", this.services.natsUrl,
+      "--ops-stream", this.stream, "--ops-subject-prefix", this.prefix, "--image-bucket", this.bucket,
+      "--admin-token", this.adminToken,
+      "--log-level", "warn",
+      ...extra,
+    ];
+    this.controller = spawnLogged(args, join(this.dir, "controller.log"));
+  }
+
+  /** Sets every project's default quota to unlimited (the benchmark measures the control plane, not quotas). */
+  async unlimitedQuotas(): Promise<void> {
+    const conn = await mysql.createConnection(`${this.services.mysqlUrl}/${this.db}`);
+    try {
+      await setDefaultLimits(conn, Object.fromEntries(QUOTA_RESOURCES.map((r) => [r, -1])));
+    } finally {
+      await conn.end();
+    }
+  }
+
+  /**
+   * Starts `count` fake hosts in processes of at most `perProcess` each,
+   * named b<process>-1..n; each reports every `reportInterval` seconds.
+   */
+  startAgents(count: number, perProcess: number, reportInterval: number): string[] {
+    const hosts: string[] = [];
+    for (let p = 0; count > 0; p++) {
+      const n = Math.min(count, perProcess);
+      count -= n;
+      const prefix = `b${p}`;
+      for (let i = 1; i <= n; i++) hosts.push(`${prefix}-${i}`);
+      const args = [
+        ...this.nodeFlags,
+        ...programArgs("agent"),
+        "--controller", this.address, "--plaintext", "--token", this.adminToken,
+        "--nats", this.services.natsUrl,
+        "--host", prefix, "--hosts", String(n),
+        "--state-dir", join(this.dir, `agents-${p}`),
+        "--report-interval", String(reportInterval),
+        // Room for a burst's share of servers on even the fewest hosts.
+        "--vcpus", "512", "--memory-mb", String(4 * 1024 * 1024), "--disk-gb", "100000",
+        "--concurrency", "32",
+        "--log-level", "warn",
+      ];
+      this.agents.push(spawnLogged(args, join(this.dir, `agents-${p}.log`)));
+    }
+    return hosts;
+  }
+
+  /** Whether the controller process is still running. */
+  controllerAlive(): boolean {
+    return !!this.controller && this.controller.exitCode === null && this.controller.signalCode === null;
+  }
+
+  /** Stops every process, drops the database, the streams and the state directory. */
+  async destroy(keepDir: boolean): Promise<void> {
+    await Promise.all([...this.agents, ...(this.controller ? [this.controller] : [])].map((c) => stop(c)));
+    const conn = await mysql.createConnection(this.services.mysqlUrl);
+    try {
+      await conn.query(`DROP DATABASE IF EXISTS \`${this.db}\``);
+    } finally {
+      await conn.end();
+    }
+    const nc = await connect({ servers: this.services.natsUrl });
+    try {
+      const jsm = await nc.jetstreamManager();
+      for (const name of [this.stream, `OBJ_${this.bucket}`]) {
+        await jsm.streams.delete(name).catch((err: { api_error?: { err_code?: number } }) => {
+          if (err.api_error?.err_code !== 10059) throw err;
+        });
+      }
+    } finally {
+      await nc.close();
+    }
+    if (!keepDir) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+function spawnLogged(args: string[], logFile: string): ChildProcess {
+  const child = spawn(process.execPath, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  const log = createWriteStream(logFile, { flags: "a" });
+  child.stdout!.pipe(log);
+  child.stderr!.pipe(log);
+  return child;
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
