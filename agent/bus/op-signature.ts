@@ -1,4 +1,5 @@
-import { nkeys, type MsgHdrs } from "nats";
+import type { MsgHdrs } from "nats";
+import { nkeyVerify } from "../../controller/domain/ed25519.js";
 import { OP_SIGNATURE_HEADER, OP_SIGNING_KEY_HEADER, opSignedBytes } from "../../controller/domain/ops.js";
 
 /**
@@ -11,9 +12,5 @@ export function opSignatureValid(trusted: readonly string[], subject: string, pa
   const key = headers?.get(OP_SIGNING_KEY_HEADER) ?? "";
   const sig = headers?.get(OP_SIGNATURE_HEADER) ?? "";
   if (!key || !sig || !trusted.includes(key)) return false;
-  try {
-    return nkeys.fromPublic(key).verify(opSignedBytes(subject, payload), Buffer.from(sig, "base64url"));
-  } catch {
-    return false;
-  }
+  return nkeyVerify(key, opSignedBytes(subject, payload), Buffer.from(sig, "base64url"));
 }

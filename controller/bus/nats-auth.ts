@@ -8,6 +8,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { nkeys } from "nats";
+import { nativeSigner, type NkeySigner } from "../domain/ed25519.js";
 import { consumerName, hostToken } from "./subjects.js";
 
 const enc = new TextEncoder();
@@ -52,7 +53,7 @@ export interface UserPermissions {
 type KeyPair = ReturnType<typeof nkeys.fromSeed>;
 
 /** Encodes and signs a JWT of `type` for `subject` by `signer`. */
-function sign(signer: KeyPair, subject: string, name: string, nats: Record<string, unknown>, expiresAt?: Date): string {
+function sign(signer: NkeySigner, subject: string, name: string, nats: Record<string, unknown>, expiresAt?: Date): string {
   const header = { typ: "JWT", alg: "ed25519-nkey" };
   const claims: Record<string, unknown> = {
     jti: "",
@@ -108,7 +109,7 @@ export function accountJwt(operator: KeyPair, account: KeyPair, name: string, o:
  * of `account` (the account's public key).
  */
 export function userJwt(
-  signingKey: KeyPair,
+  signingKey: NkeySigner,
   account: string,
   userPublicKey: string,
   name: string,
@@ -200,7 +201,7 @@ export function agentPermissions(o: { host: string; stream: string; querySubject
 /** Mints agents' NATS users: the account's signing key and the account they belong to. */
 export class AgentCredentialIssuer {
   constructor(
-    private readonly signingKey: KeyPair,
+    private readonly signingKey: NkeySigner,
     readonly account: string,
     private readonly ttlSeconds: number,
   ) {}
@@ -216,7 +217,7 @@ export class AgentCredentialIssuer {
     const account = String(claims.nats?.issuer_account ?? claims.iss ?? "");
     if (!account.startsWith("A")) throw new Error(`${source}: its JWT names no account`);
     const key = await readSeed(signingKeyPath);
-    return new AgentCredentialIssuer(key, account, ttlSeconds);
+    return new AgentCredentialIssuer(nativeSigner(key), account, ttlSeconds);
   }
 
   /** A user JWT for the key an agent of `host` made, valid for the issuer's TTL. */

@@ -1,19 +1,18 @@
 import { headers, nkeys, type MsgHdrs } from "nats";
+import { nativeSigner, type NkeySigner } from "../domain/ed25519.js";
 import { OP_SIGNATURE_HEADER, OP_SIGNING_KEY_HEADER, opSignedBytes } from "../domain/ops.js";
 import type { Pool } from "../store/db.js";
 import { sharedKeySeed } from "../store/keys.js";
 
-type KeyPair = ReturnType<typeof nkeys.fromSeed>;
-
 /** Signs ops with the deployment's op-signing key (see OP_SIGNATURE_HEADER). */
 export class OpSigner {
-  private constructor(private readonly key: KeyPair) {}
+  private constructor(private readonly key: NkeySigner) {}
 
   /** The key every controller of this database shares (made by the first to start). */
   static async shared(pool: Pool): Promise<OpSigner> {
     const fresh = new TextDecoder().decode(nkeys.createOperator().getSeed());
     const seed = await sharedKeySeed(pool, "op-signing", fresh);
-    return new OpSigner(nkeys.fromSeed(new TextEncoder().encode(seed)));
+    return new OpSigner(nativeSigner(nkeys.fromSeed(new TextEncoder().encode(seed))));
   }
 
   /** The public key agents verify with. */
