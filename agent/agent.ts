@@ -17,7 +17,8 @@
  */
 import { AgentServiceClient, type HelloAck, type NetworkUpdate } from "../gen/novamesh/agent/v1/agent.js";
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { connect, jwtAuthenticator, nkeys, type NatsConnection } from "nats";
+import { connect, jwtAuthenticator, type NatsConnection } from "nats";
+import { newUserNkey } from "../controller/domain/ed25519.js";
 import type { Logger } from "pino";
 import { connectionHint } from "./tls.js";
 import { resolveAgentOptions, type AgentInit, type AgentOptions } from "./agent-options.js";
@@ -71,7 +72,7 @@ export class Agent {
   private loops: Promise<void>[] = [];
   private stopping: Promise<void> | undefined;
   /** The agent's NATS user key pair: made here, its seed never leaves the process. */
-  private readonly natsKey = nkeys.createUser();
+  private readonly natsKey = newUserNkey();
   /** The NATS user JWT the controller gave for natsKey (none: the bus takes no credentials). */
   private natsJwt = "";
   private inboxPrefix = "";
@@ -266,7 +267,7 @@ export class Agent {
         migrationUri: driver.migrationUri ?? "",
         architecture: driver.architecture ?? "",
         allocation,
-        natsPublicKey: this.natsKey.getPublicKey(),
+        natsPublicKey: this.natsKey.publicKey,
         tunnelIp: this.options.network?.tunnelIp ?? "",
         volumePools,
       },
@@ -427,7 +428,7 @@ export class Agent {
   private async natsConnection(): Promise<NatsConnection> {
     if (this.nats && !this.nats.isClosed()) return this.nats;
     if (!this.natsJwt && this.options.nats) return this.options.nats();
-    const seed = this.natsKey.getSeed();
+    const seed = this.natsKey.seed;
     this.nats = await connect({
       servers: this.options.natsUrl.split(","),
       name: `novamesh-agent-${this.options.host}`,

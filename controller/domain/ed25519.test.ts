@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { nkeys } from "nats";
-import { nativeSigner, nkeyVerify, privateKeyOfSeed, publicKeyOf } from "./ed25519.js";
+import { nativeSigner, newUserNkey, nkeyVerify, privateKeyOfSeed, publicKeyOf } from "./ed25519.js";
 
 test("native signatures are nkeys' signatures, and each side verifies the other's", () => {
   for (const pair of [nkeys.createOperator(), nkeys.createAccount(), nkeys.createUser()]) {
@@ -33,4 +33,15 @@ test("a key whose checksum or length is wrong is refused", () => {
   assert.throws(() => publicKeyOf(pub.slice(0, -3)), /length|checksum/);
   const seed = new TextDecoder().decode(nkeys.createOperator().getSeed());
   assert.throws(() => privateKeyOfSeed(seed.slice(0, -1) + "!"), /base32/);
+});
+
+test("a user key pair made natively is one nkeys reads back: same public key, signatures it verifies", () => {
+  const made = newUserNkey();
+  assert.match(made.publicKey, /^U[A-Z2-7]{55}$/);
+  assert.match(new TextDecoder().decode(made.seed), /^SU[A-Z2-7]{56}$/);
+  const pair = nkeys.fromSeed(made.seed);
+  assert.equal(pair.getPublicKey(), made.publicKey);
+  const data = Buffer.from("nonce");
+  assert.ok(nkeys.fromPublic(made.publicKey).verify(data, pair.sign(data)));
+  assert.notEqual(newUserNkey().publicKey, made.publicKey);
 });

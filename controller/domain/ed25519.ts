@@ -5,7 +5,7 @@
  * magnitude cheaper. Every op the controller publishes is signed and
  * every op an agent takes is checked, so this is on the hot path.
  */
-import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
 
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
@@ -27,6 +27,23 @@ function base32Decode(text: string): Buffer {
   return Buffer.from(out);
 }
 
+/** RFC 4648 base32 without padding. */
+function base32Encode(bytes: Uint8Array): string {
+  let out = "";
+  let bits = 0;
+  let value = 0;
+  for (const b of bytes) {
+    value = (value << 8) | b;
+    bits += 8;
+    while (bits >= 5) {
+      out += ALPHABET[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += ALPHABET[(value << (5 - bits)) & 31];
+  return out;
+}
+
 /** CRC-16/XMODEM, the checksum at the end of every nkey. */
 function crc16(bytes: Uint8Array): number {
   let crc = 0;
@@ -44,6 +61,33 @@ function payload(encoded: string, prefixBytes: number): Buffer {
   const body = raw.subarray(0, raw.length - 2);
   if (raw.readUInt16LE(raw.length - 2) !== crc16(body)) throw new Error("not an nkey: bad checksum");
   return Buffer.from(body.subarray(prefixBytes));
+}
+
+/** `head` and `body` with their checksum, in base32: an nkey. */
+function encode(head: number[], body: Uint8Array): string {
+  const raw = Buffer.concat([Buffer.from(head), body, Buffer.alloc(2)]);
+  raw.writeUInt16LE(crc16(raw.subarray(0, raw.length - 2)), raw.length - 2);
+  return base32Encode(raw);
+}
+
+/** nkeys' prefix byte of user public keys ("U…") and of seeds ("S…"). */
+const USER_PREFIX = 20 << 3;
+const SEED_PREFIX = 18 << 3;
+
+/**
+ * A new NATS user key pair, made by Node's crypto: its seed ("SU…", as
+ * nkeys.fromSeed and NATS authenticators take it) and public key ("U…").
+ * nkeys.createUser() followed by getPublicKey() costs milliseconds of
+ * pure-JavaScript curve arithmetic; this, microseconds.
+ */
+export function newUserNkey(): { seed: Uint8Array; publicKey: string } {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  const rawSeed = privateKey.export({ format: "der", type: "pkcs8" }).subarray(-32);
+  const rawPublic = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
+  return {
+    seed: new TextEncoder().encode(encode([SEED_PREFIX | (USER_PREFIX >> 5), (USER_PREFIX & 31) << 3], rawSeed)),
+    publicKey: encode([USER_PREFIX], rawPublic),
+  };
 }
 
 // DER headers of an ed25519 PKCS#8 private key and SPKI public key, before their 32 raw bytes.

@@ -188,7 +188,9 @@ export class BenchCloud {
 
   /** Stops every process, drops the database, the streams and the state directory. */
   async destroy(keepDir: boolean): Promise<void> {
-    await Promise.all([...this.agents, ...(this.controller ? [this.controller] : [])].map((c) => stop(c)));
+    // A profiled process writes its profile as it exits: it is given longer.
+    const graceMs = this.nodeFlags.length ? 120_000 : 15_000;
+    await Promise.all([...this.agents, ...(this.controller ? [this.controller] : [])].map((c) => stop(c, graceMs)));
     const conn = await mysql.createConnection(this.services.mysqlUrl);
     try {
       await conn.query(`DROP DATABASE IF EXISTS \`${this.db}\``);
@@ -218,11 +220,11 @@ function spawnLogged(args: string[], logFile: string): ChildProcess {
   return child;
 }
 
-async function stop(child: ChildProcess): Promise<void> {
+async function stop(child: ChildProcess, graceMs: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
   await exited;
   clearTimeout(timer);
 }
