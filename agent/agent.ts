@@ -22,7 +22,7 @@ import { newUserNkey } from "../controller/domain/ed25519.js";
 import type { Logger } from "pino";
 import { connectionHint } from "./tls.js";
 import { resolveAgentOptions, type AgentInit, type AgentOptions } from "./agent-options.js";
-import { backoffDelay, sleepUnlessAborted } from "./backoff.js";
+import { askedRetryDelayMs, backoffDelay, sleepUnlessAborted } from "./backoff.js";
 import { bestEffort } from "./best-effort.js";
 import { OpConsumer, type OpDelivery } from "./bus/op-consumer.js";
 import { QueryResponder } from "./bus/query-responder.js";
@@ -242,7 +242,8 @@ export class Agent {
         if (!signal.aborted) this.currentState = "connecting";
       }
       if (signal.aborted) break;
-      const delay = backoffDelay(attempt++, { initialMs: this.options.reconnectInitialMs, maxMs: this.options.reconnectMaxMs });
+      // A busy controller says when to come back (spread over its agents); never sooner than the backoff.
+      const delay = Math.max(backoffDelay(attempt++, { initialMs: this.options.reconnectInitialMs, maxMs: this.options.reconnectMaxMs }), askedRetryDelayMs(reason) ?? 0);
       const code = (reason as { code?: unknown } | undefined)?.code;
       const level = code === GrpcStatus.UNAUTHENTICATED || code === GrpcStatus.PERMISSION_DENIED ? "error" : "warn";
       const hint = connectionHint(reason);

@@ -32,6 +32,13 @@ async function main(): Promise<void> {
       },
     );
   };
+  // A promise rejection nothing handled is a defect; it is logged and
+  // counted, and the controller keeps serving (Node's default would end the
+  // process, and with it every agent's stream and every call in flight).
+  process.on("unhandledRejection", (reason) => {
+    controller.metrics?.unhandledRejections.inc();
+    controller.log.error({ err: reason }, "unhandled promise rejection (a defect); the controller keeps running");
+  });
   process.on("SIGINT", () => shutdown("SIGINT"));
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   try {

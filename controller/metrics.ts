@@ -92,6 +92,16 @@ export class ControllerMetrics {
     labelNames: ["task"] as const,
     ...this.on,
   });
+  readonly hellosRefused = new Counter({
+    name: "novamesh_agent_hellos_refused_total",
+    help: "Agent hellos refused because too many were being handled (CONTROLLER_BUSY; the agent comes back after the delay it was given).",
+    ...this.on,
+  });
+  readonly unhandledRejections = new Counter({
+    name: "novamesh_unhandled_rejections_total",
+    help: "Promise rejections nothing handled (a defect, logged at error; the controller keeps running).",
+    ...this.on,
+  });
   readonly dbConnectionWait = new Histogram({
     name: "novamesh_db_connection_wait_seconds",
     help: "Time a transaction waited for a connection of the controller's MySQL pool (long waits: the pool is too small or the database slow).",

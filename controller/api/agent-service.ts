@@ -57,13 +57,18 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
       let chain: Promise<void> = Promise.resolve();
       const perServer = new Map<string, Promise<void>>();
       let failed = false;
+      // Never throws: it is the last handler of every promise of this stream.
       const fail = (e: unknown) => {
         if (failed) return;
         failed = true;
         const err = toApiError(e);
         if (err.code === 13) deps.log.error({ err: err.cause ?? err, host }, "agent stream failed");
         else deps.log.warn({ host, reason: err.reason }, err.message);
-        endWithError(call, err);
+        try {
+          endWithError(call, err);
+        } catch (endErr) {
+          deps.log.debug({ err: endErr, host }, "agent stream already closed when its failure was answered");
+        }
       };
       const principalP = authenticate(deps.pool, call.metadata).then((p) => {
         if (p.role !== "agent" && p.role !== "admin") throw permissionDenied("AgentService needs a token with the agent or admin role");
@@ -240,7 +245,8 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
           .then(() => Promise.allSettled(perServer.values()))
           .then(() => {
             if (!failed) call.end();
-          });
+          })
+          .catch((err: unknown) => deps.log.debug({ err, host }, "agent stream could not be ended (the client had gone)"));
       });
       // A failed stream ends through fail() above; the event is logged for tracing only.
       call.on("error", (err: unknown) => deps.log.debug({ err, host }, "agent stream error"));

@@ -26,8 +26,37 @@ export async function ensureOpsStream(jsm: JetStreamManager, stream: string, pre
   }
 }
 
-/** Creates the durable consumer of a host's ops (idempotent); returns its name. */
-export async function ensureHostConsumer(jsm: JetStreamManager, stream: string, prefix: string, host: string): Promise<string> {
+/**
+ * Whether a JetStream API request failed for want of an answer in time (the
+ * server busy, or no server answering yet), so that asking again may work.
+ */
+function transient(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === "TIMEOUT" || code === "503";
+}
+
+/** `fn`, asked again with jittered exponential backoff while it fails transiently, `attempts` times in all. */
+export async function withJetStreamRetry<T>(fn: () => Promise<T>, attempts = 4, firstDelayMs = 250): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (attempt >= attempts || !transient(err)) throw err;
+      const delay = firstDelayMs * 2 ** (attempt - 1) * (0.5 + Math.random());
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/**
+ * Creates the durable consumer of a host's ops (idempotent); returns its
+ * name. A JetStream API that does not answer in time is asked again.
+ */
+export function ensureHostConsumer(jsm: JetStreamManager, stream: string, prefix: string, host: string): Promise<string> {
+  return withJetStreamRetry(() => ensureConsumerOnce(jsm, stream, prefix, host));
+}
+
+async function ensureConsumerOnce(jsm: JetStreamManager, stream: string, prefix: string, host: string): Promise<string> {
   const durable = consumerName(host);
   try {
     await jsm.consumers.info(stream, durable);

@@ -22,6 +22,16 @@ import { recordOpProgress } from "./progress.js";
 import type { HostReport } from "./reports.js";
 import { applyReport } from "./reports.js";
 import { applyOpResult } from "./results.js";
+import { Admission } from "./admission.js";
+
+/**
+ * Hellos handled at once, and waiting. A hello costs three statements and
+ * one or two JetStream API requests; 32 at once keep the database pool and
+ * the JetStream API busy without making either time out, and 1,000 waiting
+ * are about as many as finish within an agent's HelloAck timeout.
+ */
+const HELLO_CONCURRENCY = 32;
+const HELLO_QUEUE = 1000;
 
 /** A host's overcommit and reservations. */
 export type HostAllocation = Pick<
@@ -108,26 +118,32 @@ export function agentConductor(
       throw invalidArgument("hello.nats_public_key", (err as Error).message);
     }
   };
+  // Hellos come in storms (every agent at once after a controller restart):
+  // a few at a time, the rest told when to come back.
+  const hellos = new Admission({ concurrency: HELLO_CONCURRENCY, maxQueued: HELLO_QUEUE, what: "agent hellos", retryMinMs: 1000, retryMaxMs: 8000,
+    onRefused: () => ctx.metrics?.hellosRefused.inc(),
+  });
   return {
-    hello: async (h) => {
-      // Checked before anything is written: a hello that cannot get its credential changes nothing.
-      const natsCredential = credential(h.host, h.natsPublicKey);
-      // The host's own settings, where its agent gives them, win.
-      await upsertNode(ctx.pool, { ...h, ...o.allocation, ...h.allocation });
-      await setTunnelIp(ctx.pool, h.host, h.tunnelIp);
-      await recordPools(ctx.pool, h.host, h.volumePools, { replace: true });
-      const consumer = await ensureHostConsumer(o.jsm, o.opsStream, ctx.subjectPrefix, h.host);
-      return {
-        stream: o.opsStream,
-        subject: opsSubject(ctx.subjectPrefix, h.host),
-        consumer,
-        reportIntervalSeconds: o.reportIntervalSeconds,
-        querySubject: querySubject(ctx.subjectPrefix, h.host),
-        natsCredential,
-        opSigningKeys: o.opSigningKeys,
-        inboxPrefix: agentInboxPrefix(h.host),
-      };
-    },
+    hello: (h) =>
+      hellos.run(async () => {
+        // Checked before anything is written: a hello that cannot get its credential changes nothing.
+        const natsCredential = credential(h.host, h.natsPublicKey);
+        // The host's own settings, where its agent gives them, win.
+        await upsertNode(ctx.pool, { ...h, ...o.allocation, ...h.allocation });
+        await setTunnelIp(ctx.pool, h.host, h.tunnelIp);
+        await recordPools(ctx.pool, h.host, h.volumePools, { replace: true });
+        const consumer = await ensureHostConsumer(o.jsm, o.opsStream, ctx.subjectPrefix, h.host);
+        return {
+          stream: o.opsStream,
+          subject: opsSubject(ctx.subjectPrefix, h.host),
+          consumer,
+          reportIntervalSeconds: o.reportIntervalSeconds,
+          querySubject: querySubject(ctx.subjectPrefix, h.host),
+          natsCredential,
+          opSigningKeys: o.opSigningKeys,
+          inboxPrefix: agentInboxPrefix(h.host),
+        };
+      }),
     renewCredential: (host, natsPublicKey) => {
       const c = credential(host, natsPublicKey);
       if (!c) throw failedPrecondition("this controller's NATS bus takes connections without credentials", "NO_NATS_CREDENTIALS");

@@ -1,0 +1,66 @@
+/**
+ * Admission of costly work that arrives in storms: agents' Hellos after a
+ * controller restart (each writes the host's rows and makes sure of its
+ * JetStream consumer). At most `concurrency` run at once and `maxQueued`
+ * wait; more are refused at once with UNAVAILABLE and a RetryInfo spread
+ * over a window, so thousands of agents come back staggered instead of
+ * all timing out together and retrying in lock step.
+ */
+import { status } from "@grpc/grpc-js";
+import { ApiError } from "../errors.js";
+
+export interface AdmissionOptions {
+  /** Runs at once. */
+  readonly concurrency: number;
+  /** Waiting at most; beyond, refused. */
+  readonly maxQueued: number;
+  /** What is admitted, for the refusal's message ("agent hellos"). */
+  readonly what: string;
+  /** The retry delay a refusal gives: at least this … */
+  readonly retryMinMs: number;
+  /** … and at most this, uniformly spread in between. */
+  readonly retryMaxMs: number;
+  readonly random?: () => number;
+  /** Told of each refusal (a metric). */
+  readonly onRefused?: () => void;
+}
+
+export class Admission {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+  private refusedCount = 0;
+
+  constructor(private readonly o: AdmissionOptions) {}
+
+  /** Runs `fn` once admitted; throws UNAVAILABLE (reason CONTROLLER_BUSY, with a retry delay) when the queue is full. */
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running >= this.o.concurrency) {
+      if (this.waiting.length >= this.o.maxQueued) {
+        this.refusedCount++;
+        this.o.onRefused?.();
+        const span = this.o.retryMaxMs - this.o.retryMinMs;
+        const retryDelayMs = Math.round(this.o.retryMinMs + (this.o.random ?? Math.random)() * span);
+        throw new ApiError(status.UNAVAILABLE, `the controller is busy with other ${this.o.what}; retry in ${retryDelayMs} ms`, {
+          reason: "CONTROLLER_BUSY",
+          retryDelayMs,
+        });
+      }
+      // The slot is handed over by the one that finishes (running stays counted).
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } else {
+      this.running++;
+    }
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+
+  /** Now running, waiting, and refused so far. */
+  get stats(): { running: number; waiting: number; refused: number } {
+    return { running: this.running, waiting: this.waiting.length, refused: this.refusedCount };
+  }
+}
