@@ -107,6 +107,8 @@ export interface ControllerConfig {
   readonly hostSubsetSize: number;
   /** Most instances a host takes; 0 for no limit (NOVAMESH_MAX_INSTANCES_PER_HOST). */
   readonly maxInstancesPerHost: number;
+  /** Hosts that pass the filters scored per placement, at most; 0 scores every host (NOVAMESH_SCHEDULER_MAX_SCORED_HOSTS). */
+  readonly schedulerMaxScoredHosts: number;
   /** Weigher multipliers, "ram=1,vcpu=1,disk=1,soft_affinity=1,soft_anti_affinity=1,build_failure=1000000,num_instances=0" (NOVAMESH_WEIGHER_MULTIPLIERS); unnamed ones keep their defaults. */
   readonly weigherMultipliers: string;
   /** Spawn attempts before a build fails (NOVAMESH_MAX_ATTEMPTS). */
@@ -212,6 +214,7 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   reservedHostDiskGb: 0,
   schedulerAlgorithm: "filter-weigh",
   hostSubsetSize: 1,
+  schedulerMaxScoredHosts: 100,
   maxInstancesPerHost: 0,
   weigherMultipliers: "",
   maxAttempts: 3,
@@ -273,6 +276,7 @@ const SPECS: readonly Spec[] = [
   { key: "reservedHostDiskGb", flag: "--reserved-host-disk-gb", env: "NOVAMESH_RESERVED_HOST_DISK_GB", kind: "number" },
   { key: "schedulerAlgorithm", flag: "--scheduler-algorithm", env: "NOVAMESH_SCHEDULER_ALGORITHM", kind: "string" },
   { key: "hostSubsetSize", flag: "--host-subset-size", env: "NOVAMESH_HOST_SUBSET_SIZE", kind: "number" },
+  { key: "schedulerMaxScoredHosts", flag: "--scheduler-max-scored-hosts", env: "NOVAMESH_SCHEDULER_MAX_SCORED_HOSTS", kind: "number" },
   { key: "maxInstancesPerHost", flag: "--max-instances-per-host", env: "NOVAMESH_MAX_INSTANCES_PER_HOST", kind: "number" },
   { key: "weigherMultipliers", flag: "--weigher-multipliers", env: "NOVAMESH_WEIGHER_MULTIPLIERS", kind: "string" },
   { key: "maxAttempts", flag: "--max-attempts", env: "NOVAMESH_MAX_ATTEMPTS", kind: "number" },
@@ -411,6 +415,7 @@ export function pipelineOptions(cfg: ControllerConfig): Partial<PipelineOptions>
     throw new ConfigError(`--scheduler-algorithm: ${JSON.stringify(cfg.schedulerAlgorithm)} is not one of ${ALGORITHMS.join(", ")}`);
   }
   if (!Number.isInteger(cfg.hostSubsetSize) || cfg.hostSubsetSize < 1) throw new ConfigError("--host-subset-size: expected an integer ≥ 1");
+  if (!Number.isInteger(cfg.schedulerMaxScoredHosts) || cfg.schedulerMaxScoredHosts < 0) throw new ConfigError("--scheduler-max-scored-hosts: expected an integer ≥ 0 (0: score every host)");
   if (!Number.isInteger(cfg.maxInstancesPerHost) || cfg.maxInstancesPerHost < 0) throw new ConfigError("--max-instances-per-host: expected an integer ≥ 0 (0: no limit)");
   for (const [flag, v] of [["--reserved-host-cpus", cfg.reservedHostCpus], ["--reserved-host-disk-gb", cfg.reservedHostDiskGb], ["--reserved-host-memory-mb", cfg.reservedHostMemoryMb]] as const) {
     if (!Number.isInteger(v) || v < 0) throw new ConfigError(`${flag}: expected a whole number ≥ 0`);
@@ -427,7 +432,7 @@ export function pipelineOptions(cfg: ControllerConfig): Partial<PipelineOptions>
     if (value === undefined || value === "" || !Number.isFinite(n)) throw new ConfigError(`--weigher-multipliers: ${name} needs a number, got ${JSON.stringify(value)}`);
     multipliers[key] = n;
   }
-  return { algorithm, hostSubsetSize: cfg.hostSubsetSize, maxInstancesPerHost: cfg.maxInstancesPerHost, multipliers: { ...DEFAULT_MULTIPLIERS, ...multipliers } };
+  return { algorithm, hostSubsetSize: cfg.hostSubsetSize, maxScoredHosts: cfg.schedulerMaxScoredHosts, maxInstancesPerHost: cfg.maxInstancesPerHost, multipliers: { ...DEFAULT_MULTIPLIERS, ...multipliers } };
 }
 
 export function configHelp(): string {

@@ -99,7 +99,7 @@ export class PlacementWorker extends PumpWorker {
         ignoreHosts: inst.triedHosts,
         imageId: build.imageOf(inst),
       });
-      const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx, spec, () => true, "build");
+      const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx, spec, null, "build");
       if (host) {
         spanAttribute("novamesh.host", host.host);
         return build.placed(tx, inst, action, host.host, alternates);
@@ -182,14 +182,15 @@ export class PlacementWorker extends PumpWorker {
   private async placeAndClaim(
     tx: Tx,
     spec: RequestSpec,
-    eligible: (h: HostState) => boolean,
+    eligible: ((h: HostState) => boolean) | null,
     kind: "build" | "move",
   ): Promise<{ placement: Placement; host: HostState | null; lostClaims: number; alternates: string[] }> {
     const started = performance.now();
     let force = false;
     let lostClaims = 0;
     for (let round = 1; ; round++) {
-      const placement = this.pipeline.place([...(await this.view(force))].filter(eligible), spec);
+      const view = await this.view(force);
+      const placement = this.pipeline.place(eligible ? view.filter(eligible) : view, spec);
       const { host, lost } = await this.claimBest(tx, placement, spec);
       lostClaims += lost.length;
       if (host || lost.length === 0 || round === MAX_PLACEMENT_ROUNDS) {
@@ -238,7 +239,7 @@ export class PlacementWorker extends PumpWorker {
    * batch's own claims (its transaction is still open): they are applied
    * again, so the scheduler does not choose the hosts it has just filled.
    */
-  private async view(force: boolean): Promise<Iterable<HostState>> {
+  private async view(force: boolean): Promise<readonly HostState[]> {
     const before = this.hosts.generation;
     const hosts = await this.hosts.get(force);
     if (this.hosts.generation === before) return hosts;

@@ -15,7 +15,10 @@ import type { ResourceRequest } from "../domain/types.js";
  * transaction's snapshot.
  */
 export class HostCache {
-  private hosts = new Map<string, HostState>();
+  /** The hosts in a random order (made at each reload), so that a placement sampling a stretch of them samples at random. */
+  private hosts: HostState[] = [];
+  /** Where each host is in `hosts`. */
+  private index = new Map<string, number>();
   private loadedAt = 0;
   /** Counts reloads: a caller holding uncommitted claims re-applies them when it changes. */
   generation = 0;
@@ -25,15 +28,24 @@ export class HostCache {
     private readonly opts: { maxAgeMs: number },
   ) {}
 
-  /** Current hosts, reloaded when older than maxAgeMs (or when forced). */
-  async get(force = false): Promise<Iterable<HostState>> {
+  /**
+   * Current hosts, reloaded when older than maxAgeMs (or when forced). The
+   * array is the cache's own, changed by later claims: use it before the
+   * next await.
+   */
+  async get(force = false): Promise<readonly HostState[]> {
     if (force || Date.now() - this.loadedAt > this.opts.maxAgeMs) await this.reload();
-    return this.hosts.values();
+    return this.hosts;
   }
 
   async reload(): Promise<void> {
-    const hosts = await this.load();
-    this.hosts = new Map(hosts.map((h) => [h.host, h]));
+    const hosts = [...(await this.load())];
+    for (let i = hosts.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [hosts[i], hosts[j]] = [hosts[j]!, hosts[i]!];
+    }
+    this.hosts = hosts;
+    this.index = new Map(hosts.map((h, i) => [h.host, i]));
     this.loadedAt = Date.now();
     this.generation++;
   }
@@ -45,14 +57,15 @@ export class HostCache {
 
   /** Applies a successful claim to the in-memory view. */
   consume(host: string, r: ResourceRequest): void {
-    const h = this.hosts.get(host);
-    if (!h) return;
-    this.hosts.set(host, {
+    const i = this.index.get(host);
+    const h = i === undefined ? undefined : this.hosts[i];
+    if (i === undefined || !h) return;
+    this.hosts[i] = {
       ...h,
       vcpusUsed: h.vcpusUsed + r.vcpus,
       memoryMbUsed: h.memoryMbUsed + r.memoryMb,
       diskGbUsed: h.diskGbUsed + r.diskGb,
       runningVms: h.runningVms + 1,
-    });
+    };
   }
 }

@@ -128,3 +128,36 @@ test("the zone algorithm counts the hosts it leaves out; max_instances_per_host 
   assert.equal(new Pipeline().place(busy, spec(1, 1, 1)).candidates.length, 1, "no limit by default");
   assert.deepEqual(new Pipeline({ maxInstancesPerHost: 500 }).place(busy, spec(1, 1, 1)).rejections, { num_instances: 1 });
 });
+
+test("past maxScoredHosts, a random stretch of hosts is visited until that many passed; the best of them is chosen", () => {
+  const hosts = Array.from({ length: 1000 }, (_, i) => host(`h${i}`, { memoryMbUsed: (i * 7) % 8000, vcpusUsed: i % 5 === 0 ? 4 : 0 }));
+  let r = 0.42;
+  const p = new Pipeline({ maxScoredHosts: 10, random: () => r });
+  const placement = p.place(hosts, spec(1, 64, 1));
+  // Every fifth host is full: about 12 visited to find 10 that pass.
+  assert.equal(placement.candidates.length, 10);
+  assert.ok(placement.considered >= 10 && placement.considered <= 14, `considered ${placement.considered}`);
+  assert.equal(placement.considered, 10 + (placement.rejections.vcpu ?? 0));
+  const best = Math.min(...placement.candidates.map((h) => h.memoryMbUsed));
+  assert.equal(placement.candidates[0]!.memoryMbUsed, best, "the most free memory of the sample first");
+  // Another random point, another sample.
+  r = 0.9;
+  const other = p.place(hosts, spec(1, 64, 1));
+  assert.notDeepEqual(other.candidates.map((h) => h.host), placement.candidates.map((h) => h.host));
+});
+
+test("every host is visited when few pass, for a server group, for a dry run, and for least-loaded", () => {
+  const hosts = Array.from({ length: 300 }, (_, i) => host(`h${i}`, { vcpusUsed: i === 123 ? 0 : 4 }));
+  const ask = spec(1, 64, 1);
+  const p = new Pipeline({ maxScoredHosts: 5, random: () => 0.5 });
+  const one = p.place(hosts, ask);
+  assert.deepEqual(one.candidates.map((h) => h.host), ["h123"]);
+  assert.equal(one.considered, 300);
+  assert.equal(one.rejections.vcpu, 299, "NO_VALID_HOST's counts stay complete");
+  const roomy = hosts.map((h) => ({ ...h, vcpusUsed: 0 }));
+  const group = { id: "g", policy: "soft-affinity" as const, maxServerPerHost: 1, memberHosts: new Map([["h250", 1]]) };
+  assert.equal(p.place(roomy, { ...ask, group }).considered, 300);
+  assert.equal(p.explain(roomy, ask).placement.considered, 300);
+  assert.equal(new Pipeline({ maxScoredHosts: 5, algorithm: "least-loaded" }).place(roomy, ask).considered, 300);
+  assert.equal(p.place(roomy, ask).considered, 5);
+});

@@ -45,6 +45,17 @@ export interface PipelineOptions {
   readonly algorithm: Algorithm;
   /** Pick the first host at random among the best N (Nova's host_subset_size), so concurrent schedulers collide less. */
   readonly hostSubsetSize: number;
+  /**
+   * Hosts that pass the filters scored per placement, at most (Nomad's
+   * limit on scored nodes); 0 scores them all. Past it, the hosts are
+   * visited from a random point of the list and the visit stops once this
+   * many passed: the best of a random sample is chosen, and a placement
+   * costs the same in a cloud of 100 hosts or of 10,000. Only with the
+   * filter-weigh and chance algorithms; a request of a server group or with
+   * same_host / different_host hints scores every host (where its group is
+   * matters), and so does a dry run.
+   */
+  readonly maxScoredHosts: number;
   /** Nova's max_instances_per_host; 0 leaves the num_instances filter out (Nova's default). */
   readonly maxInstancesPerHost: number;
   /** Zone the `zone` algorithm uses when the request names none. */
@@ -71,6 +82,7 @@ export const DEFAULT_MULTIPLIERS: WeigherMultipliers = {
 const DEFAULTS: PipelineOptions = {
   algorithm: "filter-weigh",
   hostSubsetSize: 1,
+  maxScoredHosts: 0,
   maxInstancesPerHost: 0,
   defaultZone: "nova",
   multipliers: DEFAULT_MULTIPLIERS,
@@ -81,9 +93,9 @@ const DEFAULTS: PipelineOptions = {
 export interface Placement {
   /** Hosts that passed every filter, best first (the first is the choice, the rest alternates). */
   readonly candidates: readonly HostState[];
-  /** How many hosts were considered. */
+  /** How many hosts were considered (all of them, unless a sample passed enough: see maxScoredHosts). */
   readonly considered: number;
-  /** How many hosts each filter removed, by filter name (first failing filter counts). */
+  /** How many of the considered hosts each filter removed, by filter name (first failing filter counts). */
   readonly rejections: Readonly<Record<string, number>>;
 }
 
@@ -162,8 +174,13 @@ export class Pipeline {
     const rejections: Record<string, number> = {};
     const passed: HostState[] = [];
     const verdicts = new Map<HostState, HostExplanation["filters"]>();
+    const list = Array.isArray(hosts) ? (hosts as readonly HostState[]) : [...hosts];
+    const limit = this.scoreLimit(list.length, spec, explain);
+    const start = limit ? Math.floor(this.options.random() * list.length) : 0;
     let considered = 0;
-    for (const host of hosts) {
+    for (let k = 0; k < list.length; k++) {
+      if (limit && passed.length >= limit) break;
+      const host = list[(start + k) % list.length]!;
       considered++;
       let failed: string | undefined;
       const all: { filter: string; pass: boolean; reason: string }[] = [];
@@ -194,6 +211,16 @@ export class Pipeline {
     }));
     out.sort((a, b) => (a.rank || Infinity) - (b.rank || Infinity) || a.host.localeCompare(b.host));
     return { placement, hosts: out };
+  }
+
+  /** How many passing hosts end the visit (0: none, every host is visited); see maxScoredHosts. */
+  private scoreLimit(hosts: number, spec: RequestSpec, explain: boolean): number {
+    const limit = this.options.maxScoredHosts;
+    if (explain || limit <= 0 || hosts <= limit) return 0;
+    if (spec.group || spec.sameHost || spec.differentHost) return 0;
+    // The least loaded host, and the zone algorithm's default zone, are a question about every host.
+    const a = this.options.algorithm;
+    return a === "filter-weigh" || a === "chance" ? limit : 0;
   }
 
   /** Orders the hosts that passed, best first, by the configured algorithm. */
