@@ -14,7 +14,10 @@
  * It prints tables and writes every figure as JSON (--out). It asserts
  * nothing: it measures, for comparing one change with another.
  *
- *   npm run bench -- [--hosts 10,1000] [--burst 2000] [--in-flight 32] [--serial 50]
+ * Creates go round --projects tenants (each a member token; quotas far
+ * above the run's needs, but counted).
+ *
+ *   npm run bench -- [--hosts 10,1000] [--burst 2000] [--in-flight 32] [--serial 50] [--projects 16]
  *                    [--idle 20] [--report-interval 10] [--hosts-per-process 5000]
  *                    [--reads 2000] [--up-timeout 180] [--out FILE] [--keep] [--profile DIR]
  *
@@ -25,10 +28,11 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
+import { Role } from "../gen/novamesh/compute/v1/identity.js";
 import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { clients } from "../test/clients.js";
 import type { Clients } from "../test/clients.js";
-import { BenchCloud, cpuByRole, cpuDelta, listenerPid, rssMiB, type Roles } from "./bench/processes.js";
+import { BenchCloud, cpuByRole, cpuDelta, dbCounters, listenerPid, rssMiB, type Roles } from "./bench/processes.js";
 import { Tracker, allUp, burst, deletes, lagSampler, probeWhileIdle, reads, serial } from "./bench/measure.js";
 import { printRun } from "./bench/report.js";
 
@@ -42,6 +46,7 @@ const { values: o } = parseArgs({
     "report-interval": { type: "string", default: "10" },
     "hosts-per-process": { type: "string", default: "5000" },
     reads: { type: "string", default: "2000" },
+    projects: { type: "string", default: "16" },
     "up-timeout": { type: "string", default: "180" },
     mysql: { type: "string", default: process.env.NOVAMESH_BENCH_MYSQL ?? "mysql://root@127.0.0.1:3306" },
     nats: { type: "string", default: process.env.NOVAMESH_BENCH_NATS ?? "nats://127.0.0.1:4222" },
@@ -53,7 +58,7 @@ const { values: o } = parseArgs({
 });
 
 if (o.help) {
-  console.log("usage: npm run bench -- [--hosts 10,1000] [--burst 2000] [--in-flight 32] [--serial 50] [--idle 20] [--report-interval 10] [--hosts-per-process 5000] [--reads 2000] [--up-timeout 180] [--out FILE] [--keep] [--profile DIR]");
+  console.log("usage: npm run bench -- [--hosts 10,1000] [--burst 2000] [--in-flight 32] [--serial 50] [--projects 16] [--idle 20] [--report-interval 10] [--hosts-per-process 5000] [--reads 2000] [--up-timeout 180] [--out FILE] [--keep] [--profile DIR]");
   process.exit(0);
 }
 
@@ -81,6 +86,7 @@ const cfg = {
   reportInterval: count("report-interval", 1),
   perProcess: count("hosts-per-process", 1),
   reads: count("reads", 1),
+  projects: count("projects", 1),
   upTimeout: count("up-timeout", 10),
 };
 const services = { mysqlUrl: String(o.mysql), natsUrl: String(o.nats) };
@@ -105,7 +111,7 @@ async function run(hosts: number): Promise<Record<string, unknown>> {
   const cloud = new BenchCloud(services, join(tmpdir(), "novamesh-bench"), o.profile ? ["--cpu-prof", `--cpu-prof-dir=${o.profile}`] : []);
   const mysqlPort = Number(new URL(services.mysqlUrl).port || 3306);
   const natsPort = Number(new URL(services.natsUrl.replace(/^nats:/, "http:")).port || 4222);
-  const result: Record<string, unknown> = { hosts, ...cfg };
+  const result: Record<string, unknown> = { hosts, settings: cfg };
   try {
     await cloud.startController([
       "--report-interval", String(cfg.reportInterval),
@@ -115,7 +121,13 @@ async function run(hosts: number): Promise<Record<string, unknown>> {
     ]);
     const admin = clients(cloud.address, cloud.adminToken);
     await answering(admin, cloud);
-    await cloud.unlimitedQuotas();
+    await cloud.ampleQuotas();
+    // Tenants: creates go round the projects, each with a member token of its own.
+    const tenants: Clients[] = [];
+    for (let i = 0; i < cfg.projects; i++) {
+      const t = await admin.identity.createToken({ projectId: `bench-${i}`, role: Role.ROLE_MEMBER, description: "bench" });
+      tenants.push(clients(cloud.address, t.secret));
+    }
     const image = await admin.images.registerImage({
       image: Image.fromPartial({ name: "bench", visibility: ImageVisibility.IMAGE_VISIBILITY_PUBLIC, diskFormat: "qcow2", containerFormat: "bare" }),
     });
@@ -153,22 +165,27 @@ async function run(hosts: number): Promise<Record<string, unknown>> {
     try {
       if (cfg.serial > 0) {
         say(`${hosts} hosts: ${cfg.serial} creates one at a time`);
-        const one = await serial(admin, tracker, boot, cfg.serial);
+        const one = await serial(tenants[0]!, tracker, boot, cfg.serial);
         result.serial = { toActiveMs: one.toActiveMs };
         await deletes(admin, tracker, one.ids, cfg.inFlight);
       }
 
       say(`${hosts} hosts: a burst of ${cfg.burst} creates, ${cfg.inFlight} in flight`);
       cpu0 = cpuByRole(roles);
+      const db0 = await dbCounters(services.mysqlUrl);
       const lag = lagSampler(cloud.metricsUrl);
-      const b = await burst(admin, tracker, boot, cfg.burst, cfg.inFlight, "burst");
+      const b = await burst(tenants, tracker, boot, cfg.burst, cfg.inFlight, "burst");
       const burstCpu = cpuDelta(cpu0, cpuByRole(roles));
+      const db1 = await dbCounters(services.mysqlUrl);
       const { ids, ...figures } = b;
       result.burst = {
         ...figures,
         eventLoopLagMs: await lag.stop(),
         cpuMsPerBoot: Object.fromEntries(Object.entries(burstCpu).map(([k, v]) => [k, (1000 * v) / Math.max(1, b.active)])),
         controllerAlive: cloud.controllerAlive(),
+        // Everything the database did meanwhile, reports and watch polls included.
+        statementsPerBoot: (db1.statements - db0.statements) / Math.max(1, b.active),
+        commitsPerBoot: (db1.commits - db0.commits) / Math.max(1, b.active),
       };
 
       say(`${hosts} hosts: reads, then the burst's deletes`);

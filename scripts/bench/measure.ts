@@ -119,14 +119,14 @@ export interface BurstResult {
   readonly ids: string[];
 }
 
-/** `n` creates, `inFlight` at a time, then the wait for all of them to settle. */
-export async function burst(c: Clients, tracker: Tracker, boot: Boot, n: number, inFlight: number, name: string): Promise<BurstResult> {
+/** `n` creates, `inFlight` at a time, spread over the projects of `cs`, then the wait for all of them to settle. */
+export async function burst(cs: readonly Clients[], tracker: Tracker, boot: Boot, n: number, inFlight: number, name: string): Promise<BurstResult> {
   const started = new Map<string, number>();
   const t0 = Date.now();
   const res = await pool(
     n,
     inFlight,
-    (i) => c.servers.createServer({ name: `${name}-${i}`, flavorId: boot.flavorId, imageId: boot.imageId }),
+    (i) => cs[i % cs.length]!.servers.createServer({ name: `${name}-${i}`, flavorId: boot.flavorId, imageId: boot.imageId }),
     (_i, r, at) => started.set(r.server!.id, at),
   );
   const ids = [...started.keys()];

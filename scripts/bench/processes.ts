@@ -142,11 +142,15 @@ export class BenchCloud {
     this.controller = spawnLogged(args, join(this.dir, "controller.log"));
   }
 
-  /** Sets every project's default quota to unlimited (the benchmark measures the control plane, not quotas). */
-  async unlimitedQuotas(): Promise<void> {
+  /**
+   * Sets every project's default quota far above what the run uses: limits
+   * still counted under the project's quota lock, as for any tenant, but
+   * never reached.
+   */
+  async ampleQuotas(): Promise<void> {
     const conn = await mysql.createConnection(`${this.services.mysqlUrl}/${this.db}`);
     try {
-      await setDefaultLimits(conn, Object.fromEntries(QUOTA_RESOURCES.map((r) => [r, -1])));
+      await setDefaultLimits(conn, Object.fromEntries(QUOTA_RESOURCES.map((r) => [r, 100_000_000])));
     } finally {
       await conn.end();
     }
@@ -209,6 +213,21 @@ export class BenchCloud {
       await nc.close();
     }
     if (!keepDir) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * MariaDB's statement and commit counters (server-wide: run the benchmark
+ * on a database server nothing else uses for exact figures).
+ */
+export async function dbCounters(mysqlUrl: string): Promise<{ statements: number; commits: number }> {
+  const conn = await mysql.createConnection(mysqlUrl);
+  try {
+    const [rows] = await conn.query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_commit')");
+    const v = Object.fromEntries((rows as { Variable_name: string; Value: string }[]).map((r) => [r.Variable_name, Number(r.Value)]));
+    return { statements: v.Questions ?? 0, commits: v.Com_commit ?? 0 };
+  } finally {
+    await conn.end();
   }
 }
 

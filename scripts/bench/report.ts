@@ -31,6 +31,8 @@ export function printRun(r: Run): void {
         eventLoopLagMs: { p99MaxMs: number; maxMs: number };
         cpuMsPerBoot: Record<string, number>;
         controllerAlive: boolean;
+        statementsPerBoot: number;
+        commitsPerBoot: number;
       }
     | undefined;
   const reads = r.reads as Record<string, { perSecond: number; ms: Latency }> | undefined;
@@ -54,6 +56,7 @@ export function printRun(r: Run): void {
     const cpu = b.cpuMsPerBoot;
     const total = Object.values(cpu).reduce((a, x) => a + x, 0);
     rows.push(["CPU ms per boot", `${f(total, 1)}: controller ${f(cpu.controller, 1)}, mariadb ${f(cpu.mariadb, 1)}, agents ${f(cpu.agents, 1)}, nats ${f(cpu.nats, 1)}`]);
+    rows.push(["SQL per boot", `${f(b.statementsPerBoot, 1)} statements, ${f(b.commitsPerBoot, 1)} commits`]);
     rows.push(["controller event-loop lag ms", `p99 up to ${f(b.eventLoopLagMs.p99MaxMs)}, max ${f(b.eventLoopLagMs.maxMs)}`]);
   }
   if (reads) {
