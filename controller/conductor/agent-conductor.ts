@@ -20,7 +20,7 @@ import type { NetworkSync } from "./network-sync.js";
 import type { ConductorContext } from "./context.js";
 import { recordOpProgress } from "./progress.js";
 import type { HostReport } from "./reports.js";
-import { applyReport } from "./reports.js";
+import { ReportBatcher } from "./reports.js";
 import { applyOpResult } from "./results.js";
 import { Admission } from "./admission.js";
 
@@ -123,6 +123,7 @@ export function agentConductor(
   const hellos = new Admission({ concurrency: HELLO_CONCURRENCY, maxQueued: HELLO_QUEUE, what: "agent hellos", retryMinMs: 1000, retryMaxMs: 8000,
     onRefused: () => ctx.metrics?.hellosRefused.inc(),
   });
+  const reports = new ReportBatcher(ctx.pool);
   return {
     hello: (h) =>
       hellos.run(async () => {
@@ -150,7 +151,7 @@ export function agentConductor(
       return c;
     },
     report: async (r) => {
-      await applyReport(ctx.pool, r);
+      await reports.add(r);
     },
     result: (outcome, host) => applyOpResult(ctx, outcome, host),
     progress: (p, host) => recordOpProgress(ctx, p, host),

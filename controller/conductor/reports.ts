@@ -4,8 +4,8 @@ import type { Instance } from "../domain/types.js";
 import { finishAction, insertAction, instantEvent } from "../store/actions.js";
 import type { Pool, PoolConnection } from "../store/db.js";
 import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
-import { getInstance, powerStatesOnHost, updateInstance } from "../store/instances.js";
-import { recordReport } from "../store/nodes.js";
+import { getInstance, powerStatesOnHosts, updateInstance } from "../store/instances.js";
+import { recordReports } from "../store/nodes.js";
 import { recordPools } from "../store/volume-pools.js";
 import type { ReportedPool } from "../domain/volume.js";
 
@@ -57,9 +57,22 @@ export function syncedVmState(vm: VmState, power: PowerState): VmState | null {
  * host reported. Returns how many instances changed.
  */
 export async function applyReport(pool: Pool, r: HostReport): Promise<number> {
-  await recordReport(pool, r.host, r);
-  if (r.volumePools.length) await recordPools(pool, r.host, r.volumePools, { replace: false });
-  const rows = await powerStatesOnHost(pool, r.host);
+  return (await applyReports(pool, [r]))[0]!;
+}
+
+/**
+ * applyReport for many hosts at once: one statement records every
+ * heartbeat, one reads every host's servers; only servers whose power
+ * state differs take a transaction each. Returns the changes per report.
+ */
+export async function applyReports(pool: Pool, reports: readonly HostReport[]): Promise<number[]> {
+  await withTx(pool, (conn) => recordReports(conn, reports), { deadlockRetries: DEADLOCK_RETRIES });
+  for (const r of reports) if (r.volumePools.length) await recordPools(pool, r.host, r.volumePools, { replace: false });
+  const onHosts = await powerStatesOnHosts(pool, reports.map((r) => r.host));
+  return Promise.all(reports.map((r) => syncPowerStates(pool, r, onHosts.get(r.host) ?? [])));
+}
+
+async function syncPowerStates(pool: Pool, r: HostReport, rows: readonly { uuid: string; powerState: PowerState; taskState: unknown }[]): Promise<number> {
   const stale = rows.filter((row) => row.taskState === null && (r.instances.get(row.uuid) ?? "NOSTATE") !== row.powerState);
   if (stale.length === 0) return 0;
   return withTx(pool, async (conn) => {
@@ -76,6 +89,45 @@ export async function applyReport(pool: Pool, r: HostReport): Promise<number> {
     }
     return changed;
   }, { deadlockRetries: DEADLOCK_RETRIES });
+}
+
+/**
+ * Gathers reports arriving together (thousands of hosts report every few
+ * seconds) and applies them in batches of up to `maxBatch`, waiting at most
+ * `maxWaitMs` for a batch to fill: two statements per batch instead of two
+ * per report. Each report's promise settles with its batch.
+ */
+export class ReportBatcher {
+  private queue: { report: HostReport; resolve: (changed: number) => void; reject: (err: unknown) => void }[] = [];
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly o: { maxBatch: number; maxWaitMs: number } = { maxBatch: 256, maxWaitMs: 25 },
+  ) {}
+
+  add(report: HostReport): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ report, resolve, reject });
+      if (this.queue.length >= this.o.maxBatch) this.flush();
+      else this.timer ??= setTimeout(() => this.flush(), this.o.maxWaitMs);
+    });
+  }
+
+  private flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const batch = this.queue.splice(0, this.o.maxBatch);
+    if (this.queue.length) this.timer = setTimeout(() => this.flush(), 0);
+    if (!batch.length) return;
+    applyReports(
+      this.pool,
+      batch.map((b) => b.report),
+    ).then(
+      (changed) => batch.forEach((b, i) => b.resolve(changed[i]!)),
+      (err: unknown) => batch.forEach((b) => b.reject(err)),
+    );
+  }
 }
 
 async function syncOne(conn: PoolConnection, inst: Instance, reported: PowerState, host: string): Promise<void> {

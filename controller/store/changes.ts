@@ -38,9 +38,10 @@ async function flush(conn: PoolConnection): Promise<void> {
   pending.delete(conn);
   if (!byUuid || byUuid.size === 0) return;
   const k = byUuid.size;
-  await exec(conn, "UPDATE change_counter SET n = LAST_INSERT_ID(n + ?) WHERE id = 1", [k]);
-  const [row] = await select<{ last: number }>(conn, "SELECT LAST_INSERT_ID() AS last");
-  const last = Number(row?.last);
+  // LAST_INSERT_ID(expr) in an UPDATE comes back in the OK packet's insert id: no SELECT needed.
+  const res = await exec(conn, "UPDATE change_counter SET n = LAST_INSERT_ID(n + ?) WHERE id = 1", [k]);
+  const last = Number(res.insertId);
+  if (res.affectedRows !== 1 || !(last >= k)) throw new Error(`the change counter gave no index (insert id ${res.insertId})`);
   let index = last - k;
   const rows = [...byUuid.values()].map((inst) => [++index, inst.uuid, inst.projectId, JSON.stringify(inst)]);
   await exec(conn, "INSERT INTO server_changes (id, instance_uuid, project_id, snapshot) VALUES ?", [rows]);

@@ -286,14 +286,21 @@ export async function lockOverdue(conn: PoolConnection, now: Date, limit: number
   return rows.map(rowToInstance);
 }
 
-/** The power and task state of the servers placed on `host` (built, not deleted), for a report to compare. */
-export async function powerStatesOnHost(q: Queryable, host: string): Promise<{ uuid: string; powerState: PowerState; taskState: TaskState | null }[]> {
-  const rows = await select<{ uuid: string; power_state: PowerState; task_state: TaskState | null }>(
+/** The servers on each of `hosts` whose power state reports sync (not building, not deleted), by host (hosts without any are left out). */
+export async function powerStatesOnHosts(q: Queryable, hosts: readonly string[]): Promise<Map<string, { uuid: string; powerState: PowerState; taskState: TaskState | null }[]>> {
+  const out = new Map<string, { uuid: string; powerState: PowerState; taskState: TaskState | null }[]>();
+  if (!hosts.length) return out;
+  const rows = await select<{ uuid: string; host: string; power_state: PowerState; task_state: TaskState | null }>(
     q,
-    "SELECT uuid, power_state, task_state FROM instances WHERE host = ? AND deleted_at IS NULL AND vm_state NOT IN ('BUILDING', 'DELETED')",
-    [host],
+    "SELECT uuid, host, power_state, task_state FROM instances WHERE host IN (?) AND deleted_at IS NULL AND vm_state NOT IN ('BUILDING', 'DELETED')",
+    [hosts],
   );
-  return rows.map((r) => ({ uuid: r.uuid, powerState: r.power_state, taskState: r.task_state }));
+  for (const r of rows) {
+    let list = out.get(r.host);
+    if (!list) out.set(r.host, (list = []));
+    list.push({ uuid: r.uuid, powerState: r.power_state, taskState: r.task_state });
+  }
+  return out;
 }
 
 /** Every server that is not deleted (of a project, or the one asked for), oldest first, in pages. */

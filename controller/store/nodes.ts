@@ -116,17 +116,33 @@ export async function upsertNode(
   return node;
 }
 
-/** Records a resource report (heartbeat). */
-export async function recordReport(
+/**
+ * Hosts' reports: each host's heartbeat (last_seen_at), capacity and free
+ * resources, in one statement (rows updated in host order, so two such
+ * statements never wait on each other in a cycle).
+ */
+export async function recordReports(
   q: Queryable,
-  host: string,
-  r: { vcpus: number; memoryMb: number; diskGb: number; freeMemoryMb: number; freeDiskGb: number },
+  reports: readonly { host: string; vcpus: number; memoryMb: number; diskGb: number; freeMemoryMb: number; freeDiskGb: number }[],
 ): Promise<void> {
+  if (!reports.length) return;
+  const sorted = [...reports].sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
+  const column = (key: "vcpus" | "memoryMb" | "diskGb" | "freeMemoryMb" | "freeDiskGb") => ({
+    sql: `CASE host ${sorted.map(() => "WHEN ? THEN ?").join(" ")} END`,
+    params: sorted.flatMap((r) => [r.host, r[key]]),
+  });
+  const cols = [
+    ["vcpus", column("vcpus")],
+    ["memory_mb", column("memoryMb")],
+    ["disk_gb", column("diskGb")],
+    ["free_memory_mb_reported", column("freeMemoryMb")],
+    ["free_disk_gb_reported", column("freeDiskGb")],
+  ] as const;
   await exec(
     q,
-    `UPDATE compute_nodes SET last_seen_at = CURRENT_TIMESTAMP(3), vcpus = ?, memory_mb = ?, disk_gb = ?,
-       free_memory_mb_reported = ?, free_disk_gb_reported = ? WHERE host = ?`,
-    [r.vcpus, r.memoryMb, r.diskGb, r.freeMemoryMb, r.freeDiskGb, host],
+    `UPDATE compute_nodes SET last_seen_at = CURRENT_TIMESTAMP(3), ${cols.map(([name, c]) => `${name} = ${c.sql}`).join(", ")}
+     WHERE host IN (?) ORDER BY host`,
+    [...cols.flatMap(([, c]) => c.params), sorted.map((r) => r.host)],
   );
 }
 
