@@ -123,7 +123,7 @@ export class UsageError extends Error {
 
 /** The `--help` text. */
 export function agentHelp(): string {
-  const lines = ["Usage: tsx agent/main.ts [flags]", "", "Flags (environment variable; default):"];
+  const lines = ["Usage: node dist/agent/main.js [flags]   (after npm run build; or: npx tsx agent/main.ts [flags])", "", "Flags (environment variable; default):"];
   for (const [name, spec] of Object.entries(AGENT_FLAGS) as [string, FlagSpec][]) {
     const meta = [spec.env, spec.default ? `default ${JSON.stringify(spec.default())}` : undefined].filter(Boolean).join("; ");
     lines.push(`  --${name.padEnd(16)} ${spec.help}${meta ? ` (${meta})` : ""}`);

@@ -24,6 +24,7 @@
  * --profile DIR writes V8 CPU profiles of the controller and agent processes
  * there (open them in Chrome's DevTools); --keep keeps their logs.
  */
+import { execFileSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -32,7 +33,7 @@ import { Role } from "../gen/novamesh/compute/v1/identity.js";
 import { Image, ImageVisibility } from "../gen/novamesh/compute/v1/image.js";
 import { clients } from "../test/clients.js";
 import type { Clients } from "../test/clients.js";
-import { BenchCloud, cpuByRole, cpuDelta, dbCounters, listenerPid, rssMiB, type Roles } from "./bench/processes.js";
+import { BenchCloud, REPO, cpuByRole, cpuDelta, dbCounters, listenerPid, rssMiB, type Roles } from "./bench/processes.js";
 import { Tracker, allUp, burst, deletes, lagSampler, probeWhileIdle, reads, serial } from "./bench/measure.js";
 import { printRun } from "./bench/report.js";
 
@@ -205,6 +206,9 @@ async function run(hosts: number): Promise<Record<string, unknown>> {
   }
 }
 
+// The programs run as shipped: compiled first (incremental), so the figures are of the code as it is now.
+say("compiling (npm run build)");
+execFileSync("bash", ["scripts/build.sh"], { cwd: REPO, stdio: ["ignore", "ignore", "inherit"] });
 const runs: Record<string, unknown>[] = [];
 for (const hosts of hostCounts) {
   const r = await run(hosts);

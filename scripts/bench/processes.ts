@@ -37,13 +37,11 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/**
- * How a novamesh program is run: the compiled JavaScript under dist/ when it
- * is there (npm run build), else the TypeScript through tsx.
- */
+/** How a novamesh program is run: the compiled JavaScript under dist/ (the benchmark builds it first). */
 export function programArgs(program: "controller" | "agent"): string[] {
   const built = join(REPO, "dist", program, "main.js");
-  return existsSync(built) ? [built] : ["--import", "tsx", join(REPO, program, "main.ts")];
+  if (!existsSync(built)) throw new Error(`${built} is missing: npm run build`);
+  return [built];
 }
 
 /** One process's CPU seconds (user + system) so far, from /proc/<pid>/stat. */
