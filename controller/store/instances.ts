@@ -80,8 +80,12 @@ export interface NewInstance {
   readonly taskState?: "SCHEDULING" | "BLOCK_DEVICE_MAPPING";
 }
 
-/** Inserts an instance in BUILDING / SCHEDULING (or its `taskState`); `schedulingDeadline` is when that task times out. */
-export async function insertInstance(q: Queryable, n: NewInstance, schedulingDeadline: Date): Promise<void> {
+/**
+ * Inserts an instance in BUILDING / SCHEDULING (or its `taskState`);
+ * `schedulingDeadline` is when that task times out. Its first change (the
+ * feed's BUILD event) is recorded with it; returns it as stored.
+ */
+export async function insertInstance(q: Queryable, n: NewInstance, schedulingDeadline: Date): Promise<Instance> {
   await exec(
     q,
     `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
@@ -118,7 +122,11 @@ export async function insertInstance(q: Queryable, n: NewInstance, schedulingDea
       n.tags?.length ? JSON.stringify(n.tags) : null,
     ],
   );
+  const inst = await getInstance(q, n.uuid);
+  if (!inst) throw new Error(`instance ${n.uuid} not found right after its insert`);
+  recordChange(q, inst);
   noteChange(q, "placements");
+  return inst;
 }
 
 /** The user data a server was made with (empty: none); read only by the ops that build it on a host. */

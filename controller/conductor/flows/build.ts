@@ -111,7 +111,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
       // A server whose volume is being made from an image waits for it before it is placed.
       const task = root.waits ? "BLOCK_DEVICE_MAPPING" : "SCHEDULING";
       const { taskDeadline } = tx.task(task);
-      await store.insertInstance(
+      const inst = await store.insertInstance(
         {
           uuid,
           name: req.name,
@@ -145,7 +145,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
         request,
         traceParent: currentTraceParent(),
       });
-      return { inst: await tx.update(uuid, {}), actionId };
+      return { inst, actionId };
     }, { deadlockRetries: DEADLOCK_RETRIES });
     return accepted(ctx.pool, created.inst, created.actionId);
   } catch (err) {
