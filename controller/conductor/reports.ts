@@ -3,9 +3,10 @@ import type { PowerState, VmState } from "../domain/states.js";
 import type { Instance } from "../domain/types.js";
 import { finishAction, insertAction, instantEvent } from "../store/actions.js";
 import type { Pool, PoolConnection } from "../store/db.js";
+import type { Logger } from "pino";
 import { DEADLOCK_RETRIES, withTx } from "../store/db.js";
 import { getInstance, powerStatesOnHosts, updateInstance } from "../store/instances.js";
-import { recordReports } from "../store/nodes.js";
+import { lockNodesNotLocked, recordReports } from "../store/nodes.js";
 import { recordPools } from "../store/volume-pools.js";
 import type { ReportedPool } from "../domain/volume.js";
 
@@ -49,27 +50,46 @@ export function syncedVmState(vm: VmState, power: PowerState): VmState | null {
 }
 
 /**
- * Applies a resource report: the heartbeat and capacity, and the power state
- * of every instance the controller places on this host. An instance with a
- * task in flight is left to its task, and so is one that changed after the
- * report was taken (the report may predate an op's result). A change is
- * recorded as a `sync_power_state` action with one event saying what the
- * host reported. Returns how many instances changed.
+ * Applies resource reports: each host's heartbeat and capacity, and the
+ * power state of every instance the controller places on it. An instance
+ * with a task in flight is left to its task, and so is one that changed
+ * after the report was taken (the report may predate an op's result). A
+ * change is recorded as a `sync_power_state` action with one event saying
+ * what the host reported.
+ *
+ * Many at once: one transaction records the heartbeats of every host whose
+ * row is not locked just now (`SKIP LOCKED`, so the batch never waits while
+ * holding other hosts' rows, and never deadlocks with a placement claiming
+ * them); a locked host's heartbeat is written on its own, as before. One
+ * statement reads every host's servers; only a server whose power state
+ * differs takes a transaction of its own. Each report settles on its own:
+ * one host's failure is that host's alone. Returns, per report, how many
+ * instances changed or why it failed.
  */
-export async function applyReport(pool: Pool, r: HostReport): Promise<number> {
-  return (await applyReports(pool, [r]))[0]!;
-}
-
-/**
- * applyReport for many hosts at once: one statement records every
- * heartbeat, one reads every host's servers; only servers whose power
- * state differs take a transaction each. Returns the changes per report.
- */
-export async function applyReports(pool: Pool, reports: readonly HostReport[]): Promise<number[]> {
-  await withTx(pool, (conn) => recordReports(conn, reports), { deadlockRetries: DEADLOCK_RETRIES });
-  for (const r of reports) if (r.volumePools.length) await recordPools(pool, r.host, r.volumePools, { replace: false });
-  const onHosts = await powerStatesOnHosts(pool, reports.map((r) => r.host));
-  return Promise.all(reports.map((r) => syncPowerStates(pool, r, onHosts.get(r.host) ?? [])));
+export async function applyReports(pool: Pool, reports: readonly HostReport[], log?: Logger): Promise<PromiseSettledResult<number>[]> {
+  const hosts = reports.map((r) => r.host);
+  const recorded = await withTx(
+    pool,
+    async (conn) => {
+      const free = await lockNodesNotLocked(conn, hosts);
+      await recordReports(conn, reports.filter((r) => free.has(r.host)));
+      return free;
+    },
+    { deadlockRetries: DEADLOCK_RETRIES },
+  ).catch((err: unknown) => {
+    // Every heartbeat is then written on its own below (and fails there, for its host alone, if it must).
+    log?.warn({ err, hosts: hosts.length }, "a batch of host reports could not be recorded together; recording them one by one");
+    return new Set<string>();
+  });
+  const onHosts = await powerStatesOnHosts(pool, hosts).catch(() => null);
+  return Promise.allSettled(
+    reports.map(async (r) => {
+      if (!recorded.has(r.host)) await recordReports(pool, [r]);
+      if (r.volumePools.length) await recordPools(pool, r.host, r.volumePools, { replace: false });
+      const rows = onHosts ?? (await powerStatesOnHosts(pool, [r.host]));
+      return syncPowerStates(pool, r, rows.get(r.host) ?? []);
+    }),
+  );
 }
 
 async function syncPowerStates(pool: Pool, r: HostReport, rows: readonly { uuid: string; powerState: PowerState; taskState: unknown }[]): Promise<number> {
@@ -95,7 +115,7 @@ async function syncPowerStates(pool: Pool, r: HostReport, rows: readonly { uuid:
  * Gathers reports arriving together (thousands of hosts report every few
  * seconds) and applies them in batches of up to `maxBatch`, waiting at most
  * `maxWaitMs` for a batch to fill: two statements per batch instead of two
- * per report. Each report's promise settles with its batch.
+ * per report. Each report's promise settles with its own outcome.
  */
 export class ReportBatcher {
   private queue: { report: HostReport; resolve: (changed: number) => void; reject: (err: unknown) => void }[] = [];
@@ -103,6 +123,7 @@ export class ReportBatcher {
 
   constructor(
     private readonly pool: Pool,
+    private readonly log?: Logger,
     private readonly o: { maxBatch: number; maxWaitMs: number } = { maxBatch: 256, maxWaitMs: 25 },
   ) {}
 
@@ -123,8 +144,13 @@ export class ReportBatcher {
     applyReports(
       this.pool,
       batch.map((b) => b.report),
+      this.log,
     ).then(
-      (changed) => batch.forEach((b, i) => b.resolve(changed[i]!)),
+      (results) =>
+        results.forEach((res, i) => {
+          if (res.status === "fulfilled") batch[i]!.resolve(res.value);
+          else batch[i]!.reject(res.reason);
+        }),
       (err: unknown) => batch.forEach((b) => b.reject(err)),
     );
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { ComputeNode, ResourceRequest } from "../domain/types.js";
-import type { Queryable, Row } from "./db.js";
+import type { PoolConnection, Queryable, Row } from "./db.js";
 import { exec, noteChange, select } from "./db.js";
 
 const COLUMNS = `id, host, hypervisor_type, zone, version, vcpus, memory_mb, disk_gb, vcpus_used, memory_mb_used,
@@ -117,9 +117,19 @@ export async function upsertNode(
 }
 
 /**
+ * Locks the rows of those of `hosts` no other transaction holds just now
+ * (SKIP LOCKED: it never waits) and returns their names.
+ */
+export async function lockNodesNotLocked(conn: PoolConnection, hosts: readonly string[]): Promise<Set<string>> {
+  if (!hosts.length) return new Set();
+  const rows = await select<{ host: string }>(conn, "SELECT host FROM compute_nodes WHERE host IN (?) ORDER BY host FOR UPDATE SKIP LOCKED", [hosts]);
+  return new Set(rows.map((r) => r.host));
+}
+
+/**
  * Hosts' reports: each host's heartbeat (last_seen_at), capacity and free
- * resources, in one statement (rows updated in host order, so two such
- * statements never wait on each other in a cycle).
+ * resources, in one statement (rows updated in host order; see
+ * lockNodesNotLocked for writing many without waiting on any).
  */
 export async function recordReports(
   q: Queryable,
