@@ -70,6 +70,9 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
           deps.log.debug({ err: endErr, host }, "agent stream already closed when its failure was answered");
         }
       };
+      // Aborted when the agent goes away: its Hello, if still waiting to be admitted, is dropped.
+      const gone = new AbortController();
+      whenOver(call, () => gone.abort());
       const principalP = authenticate(deps.pool, call.metadata).then((p) => {
         if (p.role !== "agent" && p.role !== "admin") throw permissionDenied("AgentService needs a token with the agent or admin role");
         admitAgentStream(deps, p, call);
@@ -119,7 +122,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
                 natsPublicKey: h.natsPublicKey,
                 tunnelIp: h.tunnelIp,
                 volumePools,
-              });
+              }, gone.signal);
               host = h.host;
               natsPublicKey = h.natsPublicKey;
               deps.log.info({ host, hypervisor: h.hypervisorType, version: h.version }, "agent connected");
@@ -239,7 +242,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
       });
       call.on("end", () => {
         // A failed chain was answered by fail(); waiting for it must not
-        // reject again (an unhandled rejection ends the process).
+        // reject again (nothing would handle that rejection).
         void chain
           .catch((err: unknown) => deps.log.debug({ err, host }, "agent stream ended after a failure already answered"))
           .then(() => Promise.allSettled(perServer.values()))

@@ -43,3 +43,24 @@ test("a job that throws frees its slot", async () => {
   await assert.rejects(gate.run(async () => Promise.reject(new Error("boom"))), /boom/);
   assert.equal(await gate.run(async () => 7), 7);
 });
+
+test("a caller that goes away while waiting leaves the queue and never runs", async () => {
+  const gate = new Admission({ concurrency: 1, maxQueued: 5, what: "agent hellos", retryMinMs: 1, retryMaxMs: 2 });
+  let release!: () => void;
+  const first = gate.run(() => new Promise<void>((r) => (release = r)));
+  const ac = new AbortController();
+  let ran = false;
+  const waiting = gate.run(async () => {
+    ran = true;
+  }, ac.signal);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(gate.stats.waiting, 1);
+  ac.abort();
+  await assert.rejects(waiting, (e: unknown) => e instanceof ApiError && e.code === status.CANCELLED);
+  assert.equal(gate.stats.waiting, 0);
+  release();
+  await first;
+  assert.equal(ran, false);
+  assert.deepEqual(gate.stats, { running: 0, waiting: 0, refused: 0 });
+  await assert.rejects(gate.run(async () => 1, ac.signal), (e: unknown) => e instanceof ApiError && e.code === status.CANCELLED);
+});

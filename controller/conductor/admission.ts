@@ -32,8 +32,13 @@ export class Admission {
 
   constructor(private readonly o: AdmissionOptions) {}
 
-  /** Runs `fn` once admitted; throws UNAVAILABLE (reason CONTROLLER_BUSY, with a retry delay) when the queue is full. */
-  async run<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` once admitted; throws UNAVAILABLE (reason CONTROLLER_BUSY,
+   * with a retry delay) when the queue is full. A caller that goes away
+   * (`signal` aborts) while waiting leaves the queue and never runs.
+   */
+  async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) throw cancelled(this.o.what);
     if (this.running >= this.o.concurrency) {
       if (this.waiting.length >= this.o.maxQueued) {
         this.refusedCount++;
@@ -46,7 +51,19 @@ export class Admission {
         });
       }
       // The slot is handed over by the one that finishes (running stays counted).
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      await new Promise<void>((resolve, reject) => {
+        const admit = () => {
+          signal?.removeEventListener("abort", leave);
+          resolve();
+        };
+        const leave = () => {
+          const i = this.waiting.indexOf(admit);
+          if (i >= 0) this.waiting.splice(i, 1);
+          reject(cancelled(this.o.what));
+        };
+        this.waiting.push(admit);
+        signal?.addEventListener("abort", leave, { once: true });
+      });
     } else {
       this.running++;
     }
@@ -63,4 +80,8 @@ export class Admission {
   get stats(): { running: number; waiting: number; refused: number } {
     return { running: this.running, waiting: this.waiting.length, refused: this.refusedCount };
   }
+}
+
+function cancelled(what: string): ApiError {
+  return new ApiError(status.CANCELLED, `the caller went away while waiting with other ${what}`);
 }

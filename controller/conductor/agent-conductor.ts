@@ -83,7 +83,8 @@ export interface NatsCredential {
 
 /** What the agent stream needs from the conductor. */
 export interface AgentConductor {
-  hello(h: Hello): Promise<HelloAck>;
+  /** `signal`: the agent went away (a Hello still waiting to be admitted is dropped). */
+  hello(h: Hello, signal?: AbortSignal): Promise<HelloAck>;
   /** A fresh NATS user JWT for the key pair the host's agent named in its hello. */
   renewCredential(host: string, natsPublicKey: string): NatsCredential;
   report(r: HostReport): Promise<void>;
@@ -123,9 +124,9 @@ export function agentConductor(
   const hellos = new Admission({ concurrency: HELLO_CONCURRENCY, maxQueued: HELLO_QUEUE, what: "agent hellos", retryMinMs: 1000, retryMaxMs: 8000,
     onRefused: () => ctx.metrics?.hellosRefused.inc(),
   });
-  const reports = new ReportBatcher(ctx.pool);
+  const reports = new ReportBatcher(ctx.pool, ctx.log);
   return {
-    hello: (h) =>
+    hello: (h, signal) =>
       hellos.run(async () => {
         // Checked before anything is written: a hello that cannot get its credential changes nothing.
         const natsCredential = credential(h.host, h.natsPublicKey);
@@ -144,7 +145,7 @@ export function agentConductor(
           opSigningKeys: o.opSigningKeys,
           inboxPrefix: agentInboxPrefix(h.host),
         };
-      }),
+      }, signal),
     renewCredential: (host, natsPublicKey) => {
       const c = credential(host, natsPublicKey);
       if (!c) throw failedPrecondition("this controller's NATS bus takes connections without credentials", "NO_NATS_CREDENTIALS");
