@@ -190,7 +190,8 @@ export class PlacementWorker extends PumpWorker {
     let lostClaims = 0;
     for (let round = 1; ; round++) {
       const view = await this.view(force);
-      const placement = this.pipeline.place(eligible ? view.filter(eligible) : view, spec);
+      // The last round scores every host: claims on a whole sample were lost, so the sample may have been the problem.
+      const placement = this.pipeline.place(eligible ? view.filter(eligible) : view, spec, { scoreAll: round === MAX_PLACEMENT_ROUNDS });
       const { host, lost } = await this.claimBest(tx, placement, spec);
       lostClaims += lost.length;
       if (host || lost.length === 0 || round === MAX_PLACEMENT_ROUNDS) {

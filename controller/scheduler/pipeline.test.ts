@@ -161,3 +161,10 @@ test("every host is visited when few pass, for a server group, for a dry run, an
   assert.equal(new Pipeline({ maxScoredHosts: 5, algorithm: "least-loaded" }).place(roomy, ask).considered, 300);
   assert.equal(p.place(roomy, ask).considered, 5);
 });
+
+test("scoreAll scores every host whatever maxScoredHosts says", () => {
+  const hosts = Array.from({ length: 300 }, (_, i) => host(`h${i}`));
+  const p = new Pipeline({ maxScoredHosts: 5, random: () => 0.5 });
+  assert.equal(p.place(hosts, spec(1, 64, 1)).considered, 5);
+  assert.equal(p.place(hosts, spec(1, 64, 1), { scoreAll: true }).considered, 300);
+});

@@ -161,8 +161,9 @@ export class Pipeline {
     ].filter((w) => w.multiplier !== 0);
   }
 
-  place(hosts: Iterable<HostState>, spec: RequestSpec): Placement {
-    return this.run(hosts, spec, false).placement;
+  /** `scoreAll`: every host is scored whatever maxScoredHosts says (a last try after claims on a sample were all lost). */
+  place(hosts: Iterable<HostState>, spec: RequestSpec, o: { scoreAll?: boolean } = {}): Placement {
+    return this.run(hosts, spec, false, o.scoreAll ?? false).placement;
   }
 
   /** The dry run behind ExplainPlacement: nothing is claimed. */
@@ -170,12 +171,12 @@ export class Pipeline {
     return this.run(hosts, spec, true);
   }
 
-  private run(hosts: Iterable<HostState>, spec: RequestSpec, explain: boolean): Explanation {
+  private run(hosts: Iterable<HostState>, spec: RequestSpec, explain: boolean, scoreAll = false): Explanation {
     const rejections: Record<string, number> = {};
     const passed: HostState[] = [];
     const verdicts = new Map<HostState, HostExplanation["filters"]>();
     const list = Array.isArray(hosts) ? (hosts as readonly HostState[]) : [...hosts];
-    const limit = this.scoreLimit(list.length, spec, explain);
+    const limit = this.scoreLimit(list.length, spec, explain || scoreAll);
     const start = limit ? Math.floor(this.options.random() * list.length) : 0;
     let considered = 0;
     for (let k = 0; k < list.length; k++) {
@@ -214,9 +215,9 @@ export class Pipeline {
   }
 
   /** How many passing hosts end the visit (0: none, every host is visited); see maxScoredHosts. */
-  private scoreLimit(hosts: number, spec: RequestSpec, explain: boolean): number {
+  private scoreLimit(hosts: number, spec: RequestSpec, everyHost: boolean): number {
     const limit = this.options.maxScoredHosts;
-    if (explain || limit <= 0 || hosts <= limit) return 0;
+    if (everyHost || limit <= 0 || hosts <= limit) return 0;
     if (spec.group || spec.sameHost || spec.differentHost) return 0;
     // The least loaded host, and the zone algorithm's default zone, are a question about every host.
     const a = this.options.algorithm;
