@@ -137,7 +137,9 @@ async function run(hosts: number): Promise<Record<string, unknown>> {
     const db = listenerPid(mysqlPort);
     const nats = listenerPid(natsPort);
     if (db) roles.mariadb!.push(db);
+    else say(`no pid listens on port ${mysqlPort} that this user may see: MariaDB's CPU is left out (run as root)`);
     if (nats) roles.nats!.push(nats);
+    else say(`no pid listens on port ${natsPort} that this user may see: NATS's CPU is left out (run as root)`);
 
     say(`${hosts} hosts: starting them`);
     let cpu0 = cpuByRole(roles);

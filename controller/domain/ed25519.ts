@@ -81,9 +81,11 @@ const SEED_PREFIX = 18 << 3;
  * pure-JavaScript curve arithmetic; this, microseconds.
  */
 export function newUserNkey(): { seed: Uint8Array; publicKey: string } {
-  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
-  const rawSeed = privateKey.export({ format: "der", type: "pkcs8" }).subarray(-32);
-  const rawPublic = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
+  // The JWK form names the two 32-byte values (d: the seed, x: the public key) whatever DER layout OpenSSL writes.
+  const jwk = generateKeyPairSync("ed25519").privateKey.export({ format: "jwk" });
+  const rawSeed = Buffer.from(jwk.d!, "base64url");
+  const rawPublic = Buffer.from(jwk.x!, "base64url");
+  if (rawSeed.length !== 32 || rawPublic.length !== 32) throw new Error("ed25519 key of an unexpected size");
   return {
     seed: new TextEncoder().encode(encode([SEED_PREFIX | (USER_PREFIX >> 5), (USER_PREFIX & 31) << 3], rawSeed)),
     publicKey: encode([USER_PREFIX], rawPublic),
