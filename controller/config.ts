@@ -165,6 +165,10 @@ export interface ControllerConfig {
   readonly maxStreams: number;
   /** AgentService/Connect streams one token may hold open at once; 0 for no cap (NOVAMESH_MAX_AGENT_STREAMS_PER_TOKEN). */
   readonly maxAgentStreamsPerToken: number;
+  /** Agent Hellos handled at once (NOVAMESH_AGENT_HELLO_CONCURRENCY). */
+  readonly agentHelloConcurrency: number;
+  /** Agent Hellos waiting at most; more are refused with a retry delay (NOVAMESH_AGENT_HELLO_QUEUE). */
+  readonly agentHelloQueue: number;
   /** Milliseconds between reads of the change log for other controllers' commits (NOVAMESH_WATCH_POLL_MS). */
   readonly watchPollMs: number;
   /**
@@ -236,6 +240,12 @@ export const DEFAULT_CONFIG: ControllerConfig = {
   maxStreamsPerToken: DEFAULT_LIMITS.maxStreamsPerToken,
   maxStreams: DEFAULT_LIMITS.maxStreams,
   maxAgentStreamsPerToken: DEFAULT_LIMITS.maxAgentStreamsPerToken,
+  // A Hello costs three statements and one or two JetStream API requests:
+  // 32 at once keep the database pool and the JetStream API busy without
+  // making either time out, and about 1,000 finish within an agent's
+  // 10 s HelloAck timeout.
+  agentHelloConcurrency: 32,
+  agentHelloQueue: 1000,
   watchPollMs: 250,
   watchBuffer: 1000,
   auditRetentionDays: 90,
@@ -298,6 +308,8 @@ const SPECS: readonly Spec[] = [
   { key: "maxStreamsPerToken", flag: "--max-streams-per-token", env: "NOVAMESH_MAX_STREAMS_PER_TOKEN", kind: "number" },
   { key: "maxStreams", flag: "--max-streams", env: "NOVAMESH_MAX_STREAMS", kind: "number" },
   { key: "maxAgentStreamsPerToken", flag: "--max-agent-streams-per-token", env: "NOVAMESH_MAX_AGENT_STREAMS_PER_TOKEN", kind: "number" },
+  { key: "agentHelloConcurrency", flag: "--agent-hello-concurrency", env: "NOVAMESH_AGENT_HELLO_CONCURRENCY", kind: "number" },
+  { key: "agentHelloQueue", flag: "--agent-hello-queue", env: "NOVAMESH_AGENT_HELLO_QUEUE", kind: "number" },
   { key: "watchPollMs", flag: "--watch-poll-ms", env: "NOVAMESH_WATCH_POLL_MS", kind: "number" },
   { key: "watchBuffer", flag: "--watch-buffer", env: "NOVAMESH_WATCH_BUFFER", kind: "number" },
   { key: "auditRetentionDays", flag: "--audit-retention-days", env: "NOVAMESH_AUDIT_RETENTION_DAYS", kind: "number" },
@@ -364,6 +376,8 @@ export function limitsOf(cfg: ControllerConfig): LimitsConfig {
   for (const [flag, v] of [["--max-streams-per-token", cfg.maxStreamsPerToken], ["--max-streams", cfg.maxStreams], ["--max-agent-streams-per-token", cfg.maxAgentStreamsPerToken]] as const) {
     if (!Number.isInteger(v) || v < 0) throw new ConfigError(`${flag}: expected a whole number ≥ 0 (0: no cap)`);
   }
+  if (!Number.isInteger(cfg.agentHelloConcurrency) || cfg.agentHelloConcurrency < 1) throw new ConfigError("--agent-hello-concurrency: expected a whole number ≥ 1");
+  if (!Number.isInteger(cfg.agentHelloQueue) || cfg.agentHelloQueue < 0) throw new ConfigError("--agent-hello-queue: expected a whole number ≥ 0");
   return {
     ratePerSecond: cfg.rateLimit,
     rateBurst: cfg.rateBurst >= 1 ? cfg.rateBurst : Math.max(1, cfg.rateLimit),

@@ -226,6 +226,7 @@ export class Controller {
       opSigningKeys: [signer.publicKey],
       opsStream: cfg.opsStream,
       reportIntervalSeconds: cfg.reportIntervalSeconds,
+      hellos: { concurrency: cfg.agentHelloConcurrency, maxQueued: cfg.agentHelloQueue },
       allocation: {
         cpuAllocationRatio: cfg.cpuAllocationRatio,
         ramAllocationRatio: cfg.ramAllocationRatio,

@@ -24,14 +24,6 @@ import { ReportBatcher } from "./reports.js";
 import { applyOpResult } from "./results.js";
 import { Admission } from "./admission.js";
 
-/**
- * Hellos handled at once, and waiting. A hello costs three statements and
- * one or two JetStream API requests; 32 at once keep the database pool and
- * the JetStream API busy without making either time out, and 1,000 waiting
- * are about as many as finish within an agent's HelloAck timeout.
- */
-const HELLO_CONCURRENCY = 32;
-const HELLO_QUEUE = 1000;
 
 /** A host's overcommit and reservations. */
 export type HostAllocation = Pick<
@@ -105,6 +97,8 @@ export function agentConductor(
     readonly opSigningKeys: readonly string[];
     readonly opsStream: string;
     readonly reportIntervalSeconds: number;
+    /** Hellos handled at once, and waiting at most (beyond: refused with a retry delay). */
+    readonly hellos: { readonly concurrency: number; readonly maxQueued: number };
     readonly allocation: HostAllocation;
     /** Hosts' networks, kept current. */
     readonly network: NetworkSync;
@@ -121,7 +115,7 @@ export function agentConductor(
   };
   // Hellos come in storms (every agent at once after a controller restart):
   // a few at a time, the rest told when to come back.
-  const hellos = new Admission({ concurrency: HELLO_CONCURRENCY, maxQueued: HELLO_QUEUE, what: "agent hellos", retryMinMs: 1000, retryMaxMs: 8000,
+  const hellos = new Admission({ ...o.hellos, what: "agent hellos", retryMinMs: 1000, retryMaxMs: 8000,
     onRefused: () => ctx.metrics?.hellosRefused.inc(),
   });
   const reports = new ReportBatcher(ctx.pool, ctx.log);

@@ -40,9 +40,15 @@ export class Tracker {
 
   constructor(private readonly c: Clients) {}
 
+  private lastIndex = 0;
+  private stopped = false;
+
+  /** Follows the feed from now on (or, resuming, after the last index received). */
   start(): void {
-    this.stream = this.c.servers.raw.watchServers({ afterIndex: 0, serverId: "", allProjects: true, sendInitialState: false }, this.c.servers.metadata());
-    this.stream.on("data", (ev: WatchServersResponse) => {
+    const stream = this.c.servers.raw.watchServers({ afterIndex: this.lastIndex, serverId: "", allProjects: true, sendInitialState: false }, this.c.servers.metadata());
+    this.stream = stream;
+    stream.on("data", (ev: WatchServersResponse) => {
+      this.lastIndex = Math.max(this.lastIndex, Number(ev.index));
       const s = ev.server;
       if (!s) return;
       const at = ev.time?.getTime() ?? Date.now();
@@ -50,12 +56,16 @@ export class Tracker {
       else if (s.status === ServerStatus.SERVER_STATUS_ERROR) this.failed.add(s.id);
       else if (s.status === ServerStatus.SERVER_STATUS_DELETED) this.deleted.set(s.id, at);
     });
-    this.stream.on("error", (err: ServiceError) => {
-      if (err.code !== 1) this.streamError = err; // 1: cancelled by stop()
+    stream.on("error", (err: ServiceError) => {
+      if (this.stopped) return; // cancelled by stop()
+      // A watcher that fell too far behind (the benchmark's own client, on a busy machine) resumes where it was.
+      if (err.code === 10 && this.lastIndex > 0) return this.start();
+      this.streamError = err;
     });
   }
 
   stop(): void {
+    this.stopped = true;
     this.stream?.cancel();
   }
 
