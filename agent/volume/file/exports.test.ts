@@ -41,8 +41,13 @@ function backend(t: TestContext): { b: FileVolumeBackend; options: FileVolumeBac
 
 /** The daemon ends the TLS session of a certificate its authz list does not admit (or that the CA did not sign). */
 const refused = /Cannot read from TLS channel/;
-/** Nothing serves that export (any more). */
-const gone = /Requested export not available|Connection refused/;
+/**
+ * Nothing serves that export (any more): its daemon answers that it has no
+ * such export, or nothing listens on its port, or the connection is reset
+ * (a daemon going away mid-handshake, or the port taken meanwhile by another
+ * test's daemon, which does not know our certificate).
+ */
+const gone = /Requested export not available|Connection refused|Connection reset by peer/;
 
 test("an export opens over TLS only with the certificate of its host, and after unexport not at all", { skip, timeout: 60_000 }, async (t) => {
   const { b } = backend(t);
