@@ -113,6 +113,7 @@ async function run(hosts: number): Promise<Record<string, unknown>> {
   const mysqlPort = Number(new URL(services.mysqlUrl).port || 3306);
   const natsPort = Number(new URL(services.natsUrl.replace(/^nats:/, "http:")).port || 4222);
   const result: Record<string, unknown> = { hosts, settings: cfg };
+  current = cloud;
   try {
     await cloud.startController([
       "--report-interval", String(cfg.reportInterval),
@@ -148,7 +149,9 @@ async function run(hosts: number): Promise<Record<string, unknown>> {
     const up = await allUp(admin, hosts, cfg.upTimeout * 1000, () => cloud.controllerAlive());
     result.up = { seconds: up.seconds, up: up.up, controllerAlive: cloud.controllerAlive(), cpuSeconds: cpuDelta(cpu0, cpuByRole(roles)) };
     if (up.seconds === null) {
-      say(`${hosts} hosts: only ${up.up} UP after ${cfg.upTimeout} s${cloud.controllerAlive() ? "" : "; the controller exited"} (logs in ${cloud.dir})`);
+      // An error: the logs are kept, and the run fails.
+      result.error = `only ${up.up} of ${hosts} hosts UP after ${cfg.upTimeout} s${cloud.controllerAlive() ? "" : "; the controller exited"}`;
+      say(`${hosts} hosts: ${result.error} (logs in ${cloud.dir})`);
       return result;
     }
     say(`${hosts} hosts: all UP in ${up.seconds.toFixed(1)} s; idle for ${cfg.idle} s`);
@@ -204,8 +207,25 @@ async function run(hosts: number): Promise<Record<string, unknown>> {
     say(`${hosts} hosts: ${(err as Error).message} (logs in ${cloud.dir})`);
     return result;
   } finally {
-    await cloud.destroy(o.keep || "error" in result || !cloud.controllerAlive());
+    current = null;
+    await cloud.destroy(o.keep || "error" in result || !cloud.controllerAlive()).catch((err: unknown) => {
+      result.cleanupError = (err as Error).message;
+      say(`${hosts} hosts: cleaning up failed: ${(err as Error).message} (database ${cloud.db}, stream ${cloud.stream}, ${cloud.dir})`);
+    });
   }
+}
+
+/** The cloud being measured, taken down if the benchmark is interrupted. */
+let current: BenchCloud | null = null;
+let interrupted = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    // Once: a second signal (Ctrl-C again, or npm and tsx passing theirs on) must not cut the clean-up short.
+    if (interrupted) return;
+    interrupted = true;
+    say(`${signal}: stopping${current ? " and taking the cloud down" : ""}`);
+    void (current?.destroy(false) ?? Promise.resolve()).finally(() => process.exit(130));
+  });
 }
 
 // The programs run as shipped: compiled first (incremental), so the figures are of the code as it is now.

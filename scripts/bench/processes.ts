@@ -201,7 +201,8 @@ export class BenchCloud {
     }
     const nc = await connect({ servers: this.services.natsUrl });
     try {
-      const jsm = await nc.jetstreamManager();
+      // A stream with thousands of consumers takes JetStream a while to delete.
+      const jsm = await nc.jetstreamManager({ timeout: 120_000 });
       for (const name of [this.stream, `OBJ_${this.bucket}`]) {
         await jsm.streams.delete(name).catch((err: { api_error?: { err_code?: number } }) => {
           if (err.api_error?.err_code !== 10059) throw err;
