@@ -56,3 +56,14 @@ describe("FakeNetworkDriver", () => {
     assert.equal(vif?.bridge, "br-any");
   });
 });
+
+test("a port plugged again (a refresh) keeps its place among the instance's ports", async () => {
+  const d = new FakeNetworkDriver({ tunnelIp: "192.0.2.1" });
+  const net = testNetwork(1);
+  const a = testPort(net, 1, { id: "port-a" });
+  const b = testPort(net, 2, { id: "port-b" });
+  await d.plug("i", [a]);
+  await d.plug("i", [b]);
+  await d.plug("i", [a]);
+  assert.deepEqual((await d.plugged()).get("i")?.map((p) => p.id), ["port-a", "port-b"]);
+});

@@ -94,9 +94,14 @@ export class FakeNetworkDriver implements NetworkDriver {
   plug(instanceId: string, ports: readonly PortSpec[]): Promise<VifSpec[]> {
     return this.serial(async () => {
       for (const p of ports) this.check(p.network);
-      const named = new Set(ports.map((p) => p.id));
-      const current = this.state.instances[instanceId] ?? [];
-      this.state.instances[instanceId] = [...current.filter((p) => !named.has(p.id)), ...structuredClone(ports)];
+      // A port plugged again (a refresh) keeps its place; new ones come after.
+      const given = new Map(ports.map((p) => [p.id, structuredClone(p)]));
+      const current = (this.state.instances[instanceId] ?? []).map((p) => {
+        const again = given.get(p.id);
+        given.delete(p.id);
+        return again ?? p;
+      });
+      this.state.instances[instanceId] = [...current, ...given.values()];
       await this.persist();
       return ports.map((p) => this.vif(p));
     });
