@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { nkeys } from "nats";
-import { nativeSigner, type NkeySigner } from "../domain/ed25519.js";
+import { base32Encode, nativeSigner, type NkeySigner } from "../domain/ed25519.js";
 import { consumerName, hostToken } from "./subjects.js";
 
 const enc = new TextEncoder();
@@ -16,24 +16,6 @@ const dec = new TextDecoder();
 
 function b64url(data: Uint8Array | string): string {
   return Buffer.from(typeof data === "string" ? enc.encode(data) : data).toString("base64url");
-}
-
-/** RFC 4648 base32 without padding (the alphabet of JWT ids in NATS). */
-function base32(data: Uint8Array): string {
-  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-  let bits = 0;
-  let value = 0;
-  let out = "";
-  for (const byte of data) {
-    value = (value << 8) | byte;
-    bits += 8;
-    while (bits >= 5) {
-      out += alphabet[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  if (bits > 0) out += alphabet[(value << (5 - bits)) & 31];
-  return out;
 }
 
 /** Allow/deny lists of subjects. */
@@ -64,7 +46,7 @@ function sign(signer: NkeySigner, subject: string, name: string, nats: Record<st
     ...(expiresAt ? { exp: Math.floor(expiresAt.getTime() / 1000) } : {}),
     nats: { ...nats, version: 2 },
   };
-  claims.jti = base32(createHash("sha512-256").update(JSON.stringify(claims)).digest());
+  claims.jti = base32Encode(createHash("sha512-256").update(JSON.stringify(claims)).digest());
   const body = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
   return `${body}.${b64url(signer.sign(enc.encode(body)))}`;
 }

@@ -27,8 +27,8 @@ function base32Decode(text: string): Buffer {
   return Buffer.from(out);
 }
 
-/** RFC 4648 base32 without padding. */
-function base32Encode(bytes: Uint8Array): string {
+/** RFC 4648 base32 without padding (nkeys, and the ids of NATS JWTs). */
+export function base32Encode(bytes: Uint8Array): string {
   let out = "";
   let bits = 0;
   let value = 0;

@@ -9,32 +9,19 @@ import { spawn, execFileSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { createWriteStream, existsSync, readFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import mysql from "mysql2/promise";
 import { connect } from "nats";
 import { QUOTA_RESOURCES } from "../../controller/domain/quota.js";
 import { setDefaultLimits } from "../../controller/store/quotas.js";
+import { REPO, freePort } from "../../test/agents.js";
 
-export const REPO = fileURLToPath(new URL("../..", import.meta.url));
+export { REPO };
 
 export interface Services {
   /** mysql://user@host:port, without a database. */
   readonly mysqlUrl: string;
   readonly natsUrl: string;
-}
-
-/** A free TCP port on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on("error", reject);
-  });
 }
 
 /** How a novamesh program is run: the compiled JavaScript under dist/ (the benchmark builds it first). */
