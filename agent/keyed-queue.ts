@@ -1,3 +1,4 @@
+import { Slots } from "../controller/slots.js";
 import { settledOf } from "./settled.js";
 
 /**
@@ -8,39 +9,27 @@ import { settledOf } from "./settled.js";
  */
 export class KeyedQueue {
   private readonly tails = new Map<string, Promise<void>>();
-  private readonly waiters: Array<() => void> = [];
-  private running = 0;
+  private readonly slots: Slots;
 
-  constructor(private readonly limit: number = Number.POSITIVE_INFINITY) {
+  constructor(limit: number = Number.POSITIVE_INFINITY) {
     if (limit !== Number.POSITIVE_INFINITY && (!Number.isInteger(limit) || limit < 1)) throw new RangeError(`limit must be a positive integer, got ${limit}`);
+    this.slots = new Slots(limit);
   }
 
   /** Tasks running now. */
   get active(): number {
-    return this.running;
+    return this.slots.active;
   }
 
   /** Runs `task` after every task queued before it under `key`, when a slot is free. */
   run<T>(key: string, task: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(key) ?? Promise.resolve();
-    const result = previous.then(() => this.withSlot(task));
+    const result = previous.then(() => this.slots.run(task));
     const tail = settledOf(result);
     this.tails.set(key, tail);
     void tail.then(() => {
       if (this.tails.get(key) === tail) this.tails.delete(key);
     });
     return result;
-  }
-
-  private async withSlot<T>(task: () => Promise<T>): Promise<T> {
-    if (this.running >= this.limit) await new Promise<void>((resolve) => this.waiters.push(resolve));
-    else this.running++;
-    try {
-      return await task();
-    } finally {
-      const next = this.waiters.shift();
-      if (next) next();
-      else this.running--;
-    }
   }
 }

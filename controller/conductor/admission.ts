@@ -8,6 +8,7 @@
  */
 import { status } from "@grpc/grpc-js";
 import { ApiError } from "../errors.js";
+import { Slots } from "../slots.js";
 
 export interface AdmissionOptions {
   /** Runs at once. */
@@ -26,11 +27,12 @@ export interface AdmissionOptions {
 }
 
 export class Admission {
-  private running = 0;
-  private readonly waiting: Array<() => void> = [];
+  private readonly slots: Slots;
   private refusedCount = 0;
 
-  constructor(private readonly o: AdmissionOptions) {}
+  constructor(private readonly o: AdmissionOptions) {
+    this.slots = new Slots(o.concurrency);
+  }
 
   /**
    * Runs `fn` once admitted; throws UNAVAILABLE (reason CONTROLLER_BUSY,
@@ -39,46 +41,22 @@ export class Admission {
    */
   async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (signal?.aborted) throw cancelled(this.o.what);
-    if (this.running >= this.o.concurrency) {
-      if (this.waiting.length >= this.o.maxQueued) {
-        this.refusedCount++;
-        this.o.onRefused?.();
-        const span = this.o.retryMaxMs - this.o.retryMinMs;
-        const retryDelayMs = Math.round(this.o.retryMinMs + (this.o.random ?? Math.random)() * span);
-        throw new ApiError(status.UNAVAILABLE, `the controller is busy with other ${this.o.what}; retry in ${retryDelayMs} ms`, {
-          reason: "CONTROLLER_BUSY",
-          retryDelayMs,
-        });
-      }
-      // The slot is handed over by the one that finishes (running stays counted).
-      await new Promise<void>((resolve, reject) => {
-        const admit = () => {
-          signal?.removeEventListener("abort", leave);
-          resolve();
-        };
-        const leave = () => {
-          const i = this.waiting.indexOf(admit);
-          if (i >= 0) this.waiting.splice(i, 1);
-          reject(cancelled(this.o.what));
-        };
-        this.waiting.push(admit);
-        signal?.addEventListener("abort", leave, { once: true });
+    if (this.slots.full && this.slots.waiting >= this.o.maxQueued) {
+      this.refusedCount++;
+      this.o.onRefused?.();
+      const span = this.o.retryMaxMs - this.o.retryMinMs;
+      const retryDelayMs = Math.round(this.o.retryMinMs + (this.o.random ?? Math.random)() * span);
+      throw new ApiError(status.UNAVAILABLE, `the controller is busy with other ${this.o.what}; retry in ${retryDelayMs} ms`, {
+        reason: "CONTROLLER_BUSY",
+        retryDelayMs,
       });
-    } else {
-      this.running++;
     }
-    try {
-      return await fn();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.running--;
-    }
+    return this.slots.run(fn, signal, () => cancelled(this.o.what));
   }
 
   /** Now running, waiting, and refused so far. */
   get stats(): { running: number; waiting: number; refused: number } {
-    return { running: this.running, waiting: this.waiting.length, refused: this.refusedCount };
+    return { running: this.slots.active, waiting: this.slots.waiting, refused: this.refusedCount };
   }
 }
 
