@@ -1,5 +1,6 @@
 import type { HostState } from "../domain/placement.js";
 import type { ResourceRequest } from "../domain/types.js";
+import { shuffled } from "./types.js";
 
 /**
  * The scheduler's in-memory view of every host, reloaded through `load`
@@ -39,11 +40,7 @@ export class HostCache {
   }
 
   async reload(): Promise<void> {
-    const hosts = [...(await this.load())];
-    for (let i = hosts.length - 1; i > 0; i--) {
-      const j = Math.floor(Math.random() * (i + 1));
-      [hosts[i], hosts[j]] = [hosts[j]!, hosts[i]!];
-    }
+    const hosts = shuffled(await this.load(), Math.random);
     this.hosts = hosts;
     this.index = new Map(hosts.map((h, i) => [h.host, i]));
     this.loadedAt = Date.now();

@@ -10,7 +10,7 @@ import { retryFilter } from "./filters/retry.js";
 import { affinityFilter, antiAffinityFilter } from "./filters/server-group.js";
 import { vcpuFilter } from "./filters/vcpu.js";
 import type { HostState } from "../domain/placement.js";
-import { zoneOf, type HostFilter, type HostWeigher, type RequestSpec } from "./types.js";
+import { shuffled, zoneOf, type HostFilter, type HostWeigher, type RequestSpec } from "./types.js";
 import { buildFailureWeigher } from "./weighers/build-failure.js";
 import { diskWeigher } from "./weighers/disk.js";
 import { numInstancesWeigher } from "./weighers/num-instances.js";
@@ -49,8 +49,8 @@ export interface PipelineOptions {
    * Hosts that pass the filters scored per placement, at most (Nomad's
    * limit on scored nodes); 0 scores them all. Past it, the hosts are
    * visited from a random point of the list and the visit stops once this
-   * many passed: the best of a random sample is chosen, and a placement
-   * costs the same in a cloud of 100 hosts or of 10,000. Only with the
+   * many passed: the best of a random sample is chosen, and filtering and
+   * scoring cost the same in a cloud of 100 hosts or of 10,000. Only with the
    * filter-weigh and chance algorithms; a request of a server group or with
    * same_host / different_host hints scores every host (where its group is
    * matters), and so does a dry run.
@@ -238,10 +238,10 @@ export class Pipeline {
       case "zone": {
         const zone = spec.availabilityZone || this.options.defaultZone;
         const inZone = passed.filter((h) => zoneOf(h) === zone);
-        return { ordered: this.shuffle(inZone), weights, scores, outOfZone: passed.length - inZone.length };
+        return { ordered: shuffled(inZone, this.options.random), weights, scores, outOfZone: passed.length - inZone.length };
       }
       case "chance":
-        return { ordered: this.shuffle(passed), weights, scores };
+        return { ordered: shuffled(passed, this.options.random), weights, scores };
       case "filter-weigh": {
         for (const h of passed) {
           weights.set(h, {});
@@ -267,15 +267,6 @@ export class Pipeline {
     if (n <= 1) return ordered;
     const i = Math.floor(this.options.random() * n);
     return [ordered[i]!, ...ordered.slice(0, i), ...ordered.slice(i + 1)];
-  }
-
-  private shuffle<T>(items: readonly T[]): T[] {
-    const a = [...items];
-    for (let i = a.length - 1; i > 0; i--) {
-      const j = Math.floor(this.options.random() * (i + 1));
-      [a[i], a[j]] = [a[j]!, a[i]!];
-    }
-    return a;
   }
 }
 

@@ -63,6 +63,16 @@ export function freeDiskGb(h: HostState): number {
   return (h.diskGb - h.reservedDiskGb) * h.diskAllocationRatio - h.diskGbUsed;
 }
 
+/** `items` in a random order (Fisher–Yates, drawing from `random`, numbers in [0, 1)). */
+export function shuffled<T>(items: readonly T[], random: () => number): T[] {
+  const a = [...items];
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+  return a;
+}
+
 export function zoneOf(h: HostState): string {
   return effectiveZone(h.aggregates, h.zone);
 }
