@@ -24,7 +24,6 @@ import { ReportBatcher } from "./reports.js";
 import { applyOpResult } from "./results.js";
 import { Admission } from "./admission.js";
 
-
 /** A host's overcommit and reservations. */
 export type HostAllocation = Pick<
   ComputeNode,
@@ -115,9 +114,7 @@ export function agentConductor(
   };
   // Hellos come in storms (every agent at once after a controller restart):
   // a few at a time, the rest told when to come back.
-  const hellos = new Admission({ ...o.hellos, what: "agent hellos", retryMinMs: 1000, retryMaxMs: 8000,
-    onRefused: () => ctx.metrics?.hellosRefused.inc(),
-  });
+  const hellos = new Admission({ ...o.hellos, what: "agent hellos", retryMinMs: 1000, retryMaxMs: 8000, onRefused: () => ctx.metrics?.hellosRefused.inc() });
   const reports = new ReportBatcher(ctx.pool, ctx.log);
   return {
     hello: (h, signal) =>

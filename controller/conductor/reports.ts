@@ -81,7 +81,11 @@ export async function applyReports(pool: Pool, reports: readonly HostReport[], l
     log?.warn({ err, hosts: hosts.length }, "a batch of host reports could not be recorded together; recording them one by one");
     return new Set<string>();
   });
-  const onHosts = await powerStatesOnHosts(pool, hosts).catch(() => null);
+  const onHosts = await powerStatesOnHosts(pool, hosts).catch((err: unknown) => {
+    // Each report then reads its own host's servers below (and fails there, for its host alone, if it must).
+    log?.warn({ err, hosts: hosts.length }, "the servers of a batch of reporting hosts could not be read together; reading them host by host");
+    return null;
+  });
   return Promise.allSettled(
     reports.map(async (r) => {
       if (!recorded.has(r.host)) await recordReports(pool, [r]);

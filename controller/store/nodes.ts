@@ -136,10 +136,9 @@ export async function recordReports(
   reports: readonly { host: string; vcpus: number; memoryMb: number; diskGb: number; freeMemoryMb: number; freeDiskGb: number }[],
 ): Promise<void> {
   if (!reports.length) return;
-  const sorted = [...reports].sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
   const column = (key: "vcpus" | "memoryMb" | "diskGb" | "freeMemoryMb" | "freeDiskGb") => ({
-    sql: `CASE host ${sorted.map(() => "WHEN ? THEN ?").join(" ")} END`,
-    params: sorted.flatMap((r) => [r.host, r[key]]),
+    sql: `CASE host ${reports.map(() => "WHEN ? THEN ?").join(" ")} END`,
+    params: reports.flatMap((r) => [r.host, r[key]]),
   });
   const cols = [
     ["vcpus", column("vcpus")],
@@ -152,7 +151,7 @@ export async function recordReports(
     q,
     `UPDATE compute_nodes SET last_seen_at = CURRENT_TIMESTAMP(3), ${cols.map(([name, c]) => `${name} = ${c.sql}`).join(", ")}
      WHERE host IN (?) ORDER BY host`,
-    [...cols.flatMap(([, c]) => c.params), sorted.map((r) => r.host)],
+    [...cols.flatMap(([, c]) => c.params), reports.map((r) => r.host)],
   );
 }
 
