@@ -51,11 +51,12 @@ export function spawnAgent(o: { controller: string; token: string; args: string[
   return child;
 }
 
-export async function stopAgent(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+/** Stops a process with `signal`, and SIGKILL if it has not exited `graceMs` later. */
+export async function stopAgent(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM", graceMs = 10_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   child.kill(signal);
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
   await exited;
   clearTimeout(timer);
 }

@@ -14,7 +14,7 @@ import mysql from "mysql2/promise";
 import { connect } from "nats";
 import { QUOTA_RESOURCES } from "../../controller/domain/quota.js";
 import { setDefaultLimits } from "../../controller/store/quotas.js";
-import { REPO, freePort } from "../../test/agents.js";
+import { REPO, freePort, stopAgent } from "../../test/agents.js";
 
 export { REPO };
 
@@ -179,7 +179,7 @@ export class BenchCloud {
   async destroy(keepDir: boolean): Promise<void> {
     // A profiled process writes its profile as it exits: it is given longer.
     const graceMs = this.nodeFlags.length ? 120_000 : 15_000;
-    await Promise.all([...this.agents, ...(this.controller ? [this.controller] : [])].map((c) => stop(c, graceMs)));
+    await Promise.all([...this.agents, ...(this.controller ? [this.controller] : [])].map((c) => stopAgent(c, "SIGTERM", graceMs)));
     const conn = await mysql.createConnection(this.services.mysqlUrl);
     try {
       await conn.query(`DROP DATABASE IF EXISTS \`${this.db}\``);
@@ -223,13 +223,4 @@ function spawnLogged(args: string[], logFile: string): ChildProcess {
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);
   return child;
-}
-
-async function stop(child: ChildProcess, graceMs: number): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-  await exited;
-  clearTimeout(timer);
 }
