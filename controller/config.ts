@@ -45,7 +45,7 @@ export interface ControllerConfig {
   readonly trace: string;
   /** CA (PEM) of the agents' client certificates (`--agent-client-ca`, NOVAMESH_AGENT_CLIENT_CA). */
   readonly agentClientCa: string;
-  /** MySQL URL (`--database-url`, NOVAMESH_DATABASE_URL); the database is created if missing. */
+  /** MySQL URL (`--database-url`, NOVAMESH_DATABASE_URL; `?socketPath=` for a Unix socket); the database is created if missing. */
   readonly databaseUrl: string;
   /** NATS server URL (`--nats`, NOVAMESH_NATS_URL). */
   readonly natsUrl: string;

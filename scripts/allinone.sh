@@ -37,7 +37,8 @@
 #   NOVAMESH_METRICS_LISTEN  the controller's Prometheus metrics, plain HTTP GET /metrics (default 127.0.0.1:9180)
 #   NOVAMESH_AGENT_METRICS_LISTEN  the agent's (default 127.0.0.1:9181)
 #   NOVAMESH_PLAINTEXT     1: as --plaintext
-#   NOVAMESH_DATABASE_URL  the controller's database (default mysql://root@127.0.0.1:3306/novamesh,
+#   NOVAMESH_DATABASE_URL  the controller's database (default novamesh on this machine's MariaDB, over
+#                          its socket /run/mysqld/mysqld.sock where there is one, else 127.0.0.1:3306;
 #                          novamesh_fake with the fake driver: each driver keeps a cloud of its own)
 #   NOVAMESH_LIBVIRT_URI   libvirt driver: where libvirtd answers (default qemu:///system)
 #   NOVAMESH_NATS_PORT     the all-in-one's own nats-server, which requires
@@ -67,7 +68,14 @@ export NOVAMESH_LISTEN=${NOVAMESH_LISTEN:-127.0.0.1:8774}
 # its own database, ops stream and image bucket, and switching back and forth
 # finds each as it was left.
 if [ "$DRIVER" = fake ]; then world=_fake; else world=; fi
-export NOVAMESH_DATABASE_URL=${NOVAMESH_DATABASE_URL:-mysql://root@127.0.0.1:3306/novamesh$world}
+# MariaDB on this machine is reached over its Unix socket where it has one:
+# far less CPU per statement, on both sides, than loopback TCP.
+if [ -S /run/mysqld/mysqld.sock ]; then
+  default_db="mysql://root@localhost/novamesh$world?socketPath=/run/mysqld/mysqld.sock"
+else
+  default_db="mysql://root@127.0.0.1:3306/novamesh$world"
+fi
+export NOVAMESH_DATABASE_URL=${NOVAMESH_DATABASE_URL:-$default_db}
 export NOVAMESH_OPS_STREAM=${NOVAMESH_OPS_STREAM:-NOVAMESH_OPS${world^^}}
 export NOVAMESH_OPS_SUBJECT_PREFIX=${NOVAMESH_OPS_SUBJECT_PREFIX:-novamesh${world/_/.}.ops}
 export NOVAMESH_IMAGE_BUCKET=${NOVAMESH_IMAGE_BUCKET:-novamesh-images${world/_/-}}

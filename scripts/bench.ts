@@ -20,11 +20,17 @@
  *   npm run bench -- [--hosts 10,1000] [--burst 2000] [--in-flight 32] [--serial 50] [--projects 16]
  *                    [--idle 20] [--report-interval 10] [--hosts-per-process 5000]
  *                    [--reads 2000] [--up-timeout 180] [--out FILE] [--keep] [--profile DIR]
+ *                    [--mysql URL] [--nats URL]
+ *
+ * --mysql is MariaDB's server URL without a database (default: this
+ * machine's, over its Unix socket when it has one, as the all-in-one uses
+ * it; NOVAMESH_BENCH_MYSQL), --nats the NATS server's.
  *
  * --profile DIR writes V8 CPU profiles of the controller and agent processes
  * there (open them in Chrome's DevTools); --keep keeps their logs.
  */
 import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -36,6 +42,12 @@ import type { Clients } from "../test/clients.js";
 import { BenchCloud, REPO, cpuByRole, cpuDelta, dbCounters, listenerPid, rssMiB, type Roles } from "./bench/processes.js";
 import { Tracker, allUp, burst, deletes, lagSampler, probeWhileIdle, reads, serial } from "./bench/measure.js";
 import { printRun } from "./bench/report.js";
+
+/** MariaDB on this machine: over its Unix socket where there is one (as the all-in-one does), else TCP. */
+function defaultMysql(): string {
+  const socket = "/run/mysqld/mysqld.sock";
+  return existsSync(socket) ? `mysql://root@localhost:3306/?socketPath=${encodeURIComponent(socket)}` : "mysql://root@127.0.0.1:3306";
+}
 
 const { values: o } = parseArgs({
   options: {
@@ -49,7 +61,7 @@ const { values: o } = parseArgs({
     reads: { type: "string", default: "2000" },
     projects: { type: "string", default: "16" },
     "up-timeout": { type: "string", default: "180" },
-    mysql: { type: "string", default: process.env.NOVAMESH_BENCH_MYSQL ?? "mysql://root@127.0.0.1:3306" },
+    mysql: { type: "string", default: process.env.NOVAMESH_BENCH_MYSQL ?? defaultMysql() },
     nats: { type: "string", default: process.env.NOVAMESH_BENCH_NATS ?? "nats://127.0.0.1:4222" },
     out: { type: "string", default: join("bench-results", `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`) },
     keep: { type: "boolean", default: false },
@@ -59,7 +71,7 @@ const { values: o } = parseArgs({
 });
 
 if (o.help) {
-  console.log("usage: npm run bench -- [--hosts 10,1000] [--burst 2000] [--in-flight 32] [--serial 50] [--projects 16] [--idle 20] [--report-interval 10] [--hosts-per-process 5000] [--reads 2000] [--up-timeout 180] [--out FILE] [--keep] [--profile DIR]");
+  console.log("usage: npm run bench -- [--hosts 10,1000] [--burst 2000] [--in-flight 32] [--serial 50] [--projects 16] [--idle 20] [--report-interval 10] [--hosts-per-process 5000] [--reads 2000] [--up-timeout 180] [--out FILE] [--keep] [--profile DIR] [--mysql URL] [--nats URL]");
   process.exit(0);
 }
 
@@ -112,7 +124,7 @@ async function run(hosts: number): Promise<Record<string, unknown>> {
   const cloud = new BenchCloud(services, join(tmpdir(), "novamesh-bench"), o.profile ? ["--cpu-prof", `--cpu-prof-dir=${o.profile}`] : []);
   const mysqlPort = Number(new URL(services.mysqlUrl).port || 3306);
   const natsPort = Number(new URL(services.natsUrl.replace(/^nats:/, "http:")).port || 4222);
-  const result: Record<string, unknown> = { hosts, settings: cfg };
+  const result: Record<string, unknown> = { hosts, settings: { ...cfg, mysql: services.mysqlUrl, nats: services.natsUrl } };
   current = cloud;
   try {
     await cloud.startController([
@@ -142,7 +154,7 @@ async function run(hosts: number): Promise<Record<string, unknown>> {
     if (nats) roles.nats!.push(nats);
     else say(`no pid listens on port ${natsPort} that this user may see: NATS's CPU is left out (run as root)`);
 
-    say(`${hosts} hosts: starting them`);
+    say(`${hosts} hosts: starting them (MariaDB ${new URL(services.mysqlUrl).searchParams.has("socketPath") ? "over its Unix socket" : "over TCP"})`);
     let cpu0 = cpuByRole(roles);
     cloud.startAgents(hosts, cfg.perProcess, cfg.reportInterval);
     roles.agents = cloud.agents.map((a) => a.pid!);

@@ -117,7 +117,7 @@ export class BenchCloud {
       ...programArgs("controller"),
       "--listen", this.address, "--plaintext",
       "--metrics-listen", `127.0.0.1:${metrics}`,
-      "--database-url", `${this.services.mysqlUrl}/${this.db}`,
+      "--database-url", withDatabase(this.services.mysqlUrl, this.db),
       "--nats", this.services.natsUrl,
       "--ops-stream", this.stream, "--ops-subject-prefix", this.prefix, "--image-bucket", this.bucket,
       "--admin-token", this.adminToken,
@@ -133,7 +133,7 @@ export class BenchCloud {
    * never reached.
    */
   async ampleQuotas(): Promise<void> {
-    const conn = await mysql.createConnection(`${this.services.mysqlUrl}/${this.db}`);
+    const conn = await mysql.createConnection(withDatabase(this.services.mysqlUrl, this.db));
     try {
       await setDefaultLimits(conn, Object.fromEntries(QUOTA_RESOURCES.map((r) => [r, 100_000_000])));
     } finally {
@@ -200,6 +200,13 @@ export class BenchCloud {
     }
     if (!keepDir) await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** `url` (a server, maybe with ?socketPath=) with the database `db`. */
+export function withDatabase(url: string, db: string): string {
+  const u = new URL(url);
+  u.pathname = `/${db}`;
+  return u.toString();
 }
 
 /**
