@@ -21,7 +21,7 @@ import { getImage } from "../store/catalog.js";
 import type { PoolConnection } from "../store/db.js";
 import { withTx } from "../store/db.js";
 import { inTrace, spanAttribute } from "../tracing.js";
-import { getInstance, updateInstance } from "../store/instances.js";
+import { updateInstance } from "../store/instances.js";
 import { openMigration, updateMigration } from "../store/moves.js";
 import { claim, moveAllocations } from "../store/nodes.js";
 import { loadSurroundings, lockPlacementBatch } from "../store/placement.js";
@@ -73,14 +73,13 @@ export class PlacementWorker extends PumpWorker {
   async placeBatch(): Promise<number> {
     this.batchClaims = [];
     return withTx(this.ctx.pool, async (conn) => {
-      const uuids = await lockPlacementBatch(conn, this.opts.batch, { buildTasks: PLACEMENT_TASKS, moveTasks: MOVE_WAITING_TASKS });
+      const batch = await lockPlacementBatch(conn, this.opts.batch, { buildTasks: PLACEMENT_TASKS, moveTasks: MOVE_WAITING_TASKS });
       const tx = new Tx(conn, this.ctx);
-      for (const uuid of uuids) {
-        const inst = await getInstance(conn, uuid);
-        if (inst?.taskState && PLACEMENT_TASKS.includes(inst.taskState)) await this.placeBuild(tx, inst);
-        else if (inst) await this.placeMove(tx, inst);
+      for (const inst of batch) {
+        if (inst.taskState && PLACEMENT_TASKS.includes(inst.taskState)) await this.placeBuild(tx, inst);
+        else await this.placeMove(tx, inst);
       }
-      return uuids.length;
+      return batch.length;
     });
   }
 

@@ -1,6 +1,6 @@
 import type { Flavor, Image } from "../domain/types.js";
 import type { Queryable, Row } from "./db.js";
-import { exec, json, select } from "./db.js";
+import { exec, json, select, txLocal } from "./db.js";
 
 // Flavors and images: the catalog servers are built from.
 
@@ -66,7 +66,7 @@ function rowToImage(r: Row): Image {
 }
 
 export async function insertImage(q: Queryable, i: Omit<Image, "createdAt" | "hasData">): Promise<void> {
-  await exec(
+  await writeImages(
     q,
     `INSERT INTO images (id, name, project_id, status, visibility, disk_format, container_format, size_bytes, checksum,
        min_disk_gb, min_ram_mb, properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -87,8 +87,33 @@ export async function insertImage(q: Queryable, i: Omit<Image, "createdAt" | "ha
   );
 }
 
+const IMAGES_READ = Symbol("images read in this transaction");
+
+/**
+ * The images a transaction has read by id, until it writes one: the
+ * transactions that place and build servers read a batch's image once, not
+ * once per server and step.
+ */
+function imagesRead(q: Queryable): Map<string, Image | null> | undefined {
+  return txLocal(q, IMAGES_READ, () => new Map<string, Image | null>());
+}
+
+/** Every write of the images table: what the transaction read of them is read again after it. */
+async function writeImages(q: Queryable, sql: string, params: unknown[]) {
+  imagesRead(q)?.clear();
+  return exec(q, sql, params);
+}
+
 /** An image the project can see (its own or public); `projectId` undefined = any (admin). */
 export async function getImage(q: Queryable, id: string, projectId: string | undefined): Promise<Image | null> {
+  if (projectId === undefined) {
+    const read = imagesRead(q);
+    if (read?.has(id)) return read.get(id)!;
+    const rows = await select(q, "SELECT * FROM images WHERE id = ? AND deleted_at IS NULL", [id]);
+    const image = rows[0] ? rowToImage(rows[0]) : null;
+    read?.set(id, image);
+    return image;
+  }
   const rows =
     projectId === undefined
       ? await select(q, "SELECT * FROM images WHERE id = ? AND deleted_at IS NULL", [id])
@@ -120,13 +145,13 @@ export async function listImages(
 }
 
 export async function deleteImage(q: Queryable, id: string): Promise<boolean> {
-  const res = await exec(q, "UPDATE images SET deleted_at = CURRENT_TIMESTAMP(3), status = 'deleted' WHERE id = ? AND deleted_at IS NULL", [id]);
+  const res = await writeImages(q, "UPDATE images SET deleted_at = CURRENT_TIMESTAMP(3), status = 'deleted' WHERE id = ? AND deleted_at IS NULL", [id]);
   return res.affectedRows === 1;
 }
 
 /** A snapshot stored by a host: the queued image becomes active with its size and checksum. */
 export async function activateImage(q: Queryable, id: string, data: { sizeBytes: number; checksum: string; diskFormat: string }): Promise<void> {
-  await exec(
+  await writeImages(
     q,
     "UPDATE images SET status = 'active', has_data = 1, size_bytes = ?, checksum = ?, disk_format = IF(? = '', disk_format, ?) WHERE id = ? AND deleted_at IS NULL",
     [data.sizeBytes, data.checksum, data.diskFormat, data.diskFormat, id],
@@ -145,7 +170,7 @@ export const UPLOAD_STALE_SECONDS = 120;
  * {@link UPLOAD_STALE_SECONDS} (a controller that died mid-upload).
  */
 export async function beginImageUpload(q: Queryable, id: string): Promise<boolean> {
-  const res = await exec(
+  const res = await writeImages(
     q,
     `UPDATE images SET status = 'saving', upload_heartbeat_at = CURRENT_TIMESTAMP(3)
       WHERE id = ? AND deleted_at IS NULL
@@ -157,17 +182,17 @@ export async function beginImageUpload(q: Queryable, id: string): Promise<boolea
 
 /** Keeps a running upload from counting as dead. */
 export async function beatImageUpload(q: Queryable, id: string): Promise<void> {
-  await exec(q, "UPDATE images SET upload_heartbeat_at = CURRENT_TIMESTAMP(3) WHERE id = ? AND status = 'saving'", [id]);
+  await writeImages(q, "UPDATE images SET upload_heartbeat_at = CURRENT_TIMESTAMP(3) WHERE id = ? AND status = 'saving'", [id]);
 }
 
 /** Ends an upload: ACTIVE with the stored size and checksum, or QUEUED again when `data` is null. False if the image was deleted meanwhile. */
 export async function endImageUpload(q: Queryable, id: string, data: { sizeBytes: number; checksum: string } | null): Promise<boolean> {
   const res = data
-    ? await exec(
+    ? await writeImages(
         q,
         "UPDATE images SET status = 'active', has_data = 1, size_bytes = ?, checksum = ?, upload_heartbeat_at = NULL WHERE id = ? AND status = 'saving' AND deleted_at IS NULL",
         [data.sizeBytes, data.checksum, id],
       )
-    : await exec(q, "UPDATE images SET status = 'queued', upload_heartbeat_at = NULL WHERE id = ? AND status = 'saving' AND deleted_at IS NULL", [id]);
+    : await writeImages(q, "UPDATE images SET status = 'queued', upload_heartbeat_at = NULL WHERE id = ? AND status = 'saving' AND deleted_at IS NULL", [id]);
   return res.affectedRows === 1;
 }

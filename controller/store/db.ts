@@ -135,6 +135,7 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
   preCommit.set(conn, hooks);
   txChanges.set(conn, changes);
   txAfterCommit.set(conn, after);
+  txLocals.set(conn, new Map());
   let result: T;
   let broken = false;
   try {
@@ -156,6 +157,7 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
     preCommit.delete(conn);
     txChanges.delete(conn);
     txAfterCommit.delete(conn);
+    txLocals.delete(conn);
     if (broken) conn.destroy();
     else conn.release();
   }
@@ -180,6 +182,20 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
 export type Change = "outbox" | "servers" | "hosts" | "placements";
 
 const txChanges = new WeakMap<object, Set<Change>>();
+const txLocals = new WeakMap<object, Map<symbol, unknown>>();
+
+/**
+ * State that lives as long as `q`'s transaction (one attempt of it: a
+ * deadlock retry starts afresh), made by `init` on first use; undefined
+ * outside {@link withTx}. For what a transaction knows to be true only while
+ * it holds its locks, such as the rows it has locked.
+ */
+export function txLocal<T>(q: Queryable, key: symbol, init: () => T): T | undefined {
+  const locals = txLocals.get(q);
+  if (!locals) return undefined;
+  if (!locals.has(key)) locals.set(key, init());
+  return locals.get(key) as T;
+}
 const txAfterCommit = new WeakMap<object, (() => void)[]>();
 const connectionWaitListeners = new WeakMap<object, (seconds: number) => void>();
 

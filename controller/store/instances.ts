@@ -5,10 +5,11 @@ import { PLACEMENT_TASKS, STATUS_TASKS } from "../domain/states.js";
 import { hostnameOf } from "../domain/guest.js";
 import type { PoolConnection, Queryable, Row } from "./db.js";
 import { recordChange } from "./changes.js";
-import { exec, json, noteChange, select } from "./db.js";
+import { exec, json, noteChange, select, txLocal } from "./db.js";
 import { noteNetworkChange, touch } from "./network-changes.js";
 
-const COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
+/** Every column an Instance is made of (rowToInstance). */
+export const INSTANCE_COLUMNS = `id, uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb, extra_specs,
   image_id, host, vm_state, task_state, task_deadline, power_state, fault, metadata, attempt, tried_hosts,
   locked_by, locked_reason, shelved_image_id, boots_from_volume, key_name, key_data, hostname, config_drive, description, tags, created_at, updated_at, launched_at, deleted_at,
   availability_zone, server_group_id, scheduler_hints, alternate_hosts`;
@@ -86,44 +87,49 @@ export interface NewInstance {
  * feed's BUILD event) is recorded with it; returns it as stored.
  */
 export async function insertInstance(q: Queryable, n: NewInstance, schedulingDeadline: Date): Promise<Instance> {
-  await exec(
-    q,
-    `INSERT INTO instances (uuid, name, project_id, request_id, flavor_id, flavor_name, vcpus, ram_mb, disk_gb,
-       extra_specs, image_id, vm_state, task_state, task_deadline, power_state, metadata, tried_hosts,
-       availability_zone, server_group_id, scheduler_hints, requested_networks, boots_from_volume, key_name, key_data,
-       hostname, config_drive, user_data, description, tags)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'BUILDING', ?, ?, 'NOSTATE', ?, '[]', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    [
-      n.uuid,
-      n.name,
-      n.projectId,
-      n.requestId,
-      n.flavor.id,
-      n.flavor.name,
-      n.flavor.vcpus,
-      n.flavor.ramMb,
-      n.flavor.diskGb,
-      JSON.stringify(n.extraSpecs),
-      n.imageId,
-      n.taskState ?? "SCHEDULING",
-      schedulingDeadline,
-      JSON.stringify(n.metadata),
-      n.availabilityZone ?? "",
-      n.serverGroupId ?? null,
-      n.schedulerHints && (n.schedulerHints.sameHost.length || n.schedulerHints.differentHost.length) ? JSON.stringify(n.schedulerHints) : null,
-      n.requestedNetworks && n.requestedNetworks.networks.length ? JSON.stringify(n.requestedNetworks) : null,
-      n.bootsFromVolume ? 1 : 0,
-      n.keypair?.name ?? null,
-      n.keypair?.publicKey ?? null,
-      hostnameOf(n.name, n.uuid),
-      n.configDrive ? 1 : 0,
-      n.userData?.length ? Buffer.from(n.userData) : null,
-      n.description ?? "",
-      n.tags?.length ? JSON.stringify(n.tags) : null,
-    ],
-  );
-  const inst = await getInstance(q, n.uuid);
-  if (!inst) throw new Error(`instance ${n.uuid} not found right after its insert`);
+  const now = new Date();
+  // The columns as the database gives them back; the others take their defaults below.
+  const cols = {
+    uuid: n.uuid,
+    name: n.name,
+    project_id: n.projectId,
+    request_id: n.requestId,
+    flavor_id: n.flavor.id,
+    flavor_name: n.flavor.name,
+    vcpus: n.flavor.vcpus,
+    ram_mb: n.flavor.ramMb,
+    disk_gb: n.flavor.diskGb,
+    extra_specs: JSON.stringify(n.extraSpecs),
+    image_id: n.imageId,
+    vm_state: "BUILDING",
+    task_state: n.taskState ?? "SCHEDULING",
+    task_deadline: schedulingDeadline,
+    power_state: "NOSTATE",
+    metadata: JSON.stringify(n.metadata),
+    tried_hosts: "[]",
+    availability_zone: n.availabilityZone ?? "",
+    server_group_id: n.serverGroupId ?? null,
+    scheduler_hints: n.schedulerHints && (n.schedulerHints.sameHost.length || n.schedulerHints.differentHost.length) ? JSON.stringify(n.schedulerHints) : null,
+    boots_from_volume: n.bootsFromVolume ? 1 : 0,
+    key_name: n.keypair?.name ?? null,
+    key_data: n.keypair?.publicKey ?? null,
+    hostname: hostnameOf(n.name, n.uuid),
+    config_drive: n.configDrive ? 1 : 0,
+    description: n.description ?? "",
+    tags: n.tags?.length ? JSON.stringify(n.tags) : null,
+    created_at: now,
+    updated_at: now,
+  };
+  const res = await exec(q, "INSERT INTO instances SET ?", [
+    {
+      ...cols,
+      requested_networks: n.requestedNetworks && n.requestedNetworks.networks.length ? JSON.stringify(n.requestedNetworks) : null,
+      user_data: n.userData?.length ? Buffer.from(n.userData) : null,
+    },
+  ]);
+  const defaults = { host: null, fault: null, attempt: 0, locked_by: null, locked_reason: "", shelved_image_id: null, launched_at: null, deleted_at: null, alternate_hosts: null };
+  // The new row is this transaction's until it commits: it is not read back.
+  const inst = hold(q, { id: res.insertId, ...cols, ...defaults } as unknown as Row);
   recordChange(q, inst);
   noteChange(q, "placements");
   return inst;
@@ -137,12 +143,38 @@ export async function getUserData(q: Queryable, uuid: string): Promise<Buffer> {
 
 /** Reads one instance; `lock` takes a row lock (inside a transaction). */
 export async function getInstance(q: Queryable, uuid: string, opts: { lock?: boolean } = {}): Promise<Instance | null> {
-  const rows = await select(q, `SELECT ${COLUMNS} FROM instances WHERE uuid = ?${opts.lock ? " FOR UPDATE" : ""}`, [uuid]);
-  return rows[0] ? rowToInstance(rows[0]) : null;
+  const known = held(q)?.get(uuid);
+  if (known) return rowToInstance(known);
+  const rows = await select(q, `SELECT ${INSTANCE_COLUMNS} FROM instances WHERE uuid = ?${opts.lock ? " FOR UPDATE" : ""}`, [uuid]);
+  if (!rows[0]) return null;
+  return opts.lock ? hold(q, rows[0]) : rowToInstance(rows[0]);
+}
+
+const HELD = Symbol("instance rows this transaction holds locked");
+
+/**
+ * The instance rows the current transaction holds the lock of (read FOR
+ * UPDATE, inserted or updated in it), as they are now: no one else can
+ * change such a row before the transaction ends, so reading it again, and
+ * the result of an update, need no query. Undefined outside a transaction.
+ */
+function held(q: Queryable): Map<string, Row> | undefined {
+  return txLocal(q, HELD, () => new Map<string, Row>());
+}
+
+/** Remembers a row the transaction holds locked; returns it as an instance. */
+function hold(q: Queryable, row: Row): Instance {
+  held(q)?.set(row.uuid, row);
+  return rowToInstance(row);
+}
+
+/** Rows of {@link INSTANCE_COLUMNS} the transaction has just read FOR UPDATE, as instances it holds. */
+export function heldInstances(conn: PoolConnection, rows: readonly Row[]): Instance[] {
+  return rows.map((r) => hold(conn, r));
 }
 
 export async function getInstanceByRequest(q: Queryable, projectId: string, requestId: string): Promise<Instance | null> {
-  const rows = await select(q, `SELECT ${COLUMNS} FROM instances WHERE project_id = ? AND request_id = ?`, [projectId, requestId]);
+  const rows = await select(q, `SELECT ${INSTANCE_COLUMNS} FROM instances WHERE project_id = ? AND request_id = ?`, [projectId, requestId]);
   return rows[0] ? rowToInstance(rows[0]) : null;
 }
 
@@ -199,7 +231,7 @@ export async function listInstances(q: Queryable, f: InstanceFilter): Promise<In
     where.push("id < ?");
     params.push(f.beforeSeq);
   }
-  const sql = `SELECT ${COLUMNS} FROM instances ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY id DESC LIMIT ?`;
+  const sql = `SELECT ${INSTANCE_COLUMNS} FROM instances ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY id DESC LIMIT ?`;
   params.push(f.limit);
   return (await select(q, sql, params)).map(rowToInstance);
 }
@@ -236,11 +268,11 @@ export interface InstancePatch {
  */
 export async function updateInstance(conn: PoolConnection, uuid: string, patch: InstancePatch): Promise<Instance> {
   if (patch.taskState && !patch.taskDeadline) throw new Error(`task ${patch.taskState} set on ${uuid} without a deadline`);
-  const sets: string[] = ["updated_at = CURRENT_TIMESTAMP(3)"];
-  const params: unknown[] = [];
+  // Each column set, with its value as the database gives it back.
+  const now = new Date();
+  const cols: Record<string, unknown> = { updated_at: now };
   const put = (col: string, v: unknown) => {
-    sets.push(`${col} = ?`);
-    params.push(v);
+    cols[col] = v;
   };
   if (patch.vmState !== undefined) put("vm_state", patch.vmState);
   if (patch.taskState !== undefined) {
@@ -272,10 +304,12 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
   if (patch.tags !== undefined) put("tags", patch.tags.length ? JSON.stringify(patch.tags) : null);
   if (patch.launchedAt !== undefined) put("launched_at", patch.launchedAt);
   if (patch.deletedAt !== undefined) put("deleted_at", patch.deletedAt);
-  params.push(uuid);
-  await exec(conn, `UPDATE instances SET ${sets.join(", ")} WHERE uuid = ?`, params);
-  const inst = await getInstance(conn, uuid);
-  if (!inst) throw new Error(`instance ${uuid} vanished during update`);
+  await exec(conn, "UPDATE instances SET ? WHERE uuid = ?", [cols, uuid]);
+  // The row is locked now: as this transaction knew it, with the new values; else read once.
+  const before = held(conn)?.get(uuid);
+  const row = before ? { ...before, ...cols } : (await select(conn, `SELECT ${INSTANCE_COLUMNS} FROM instances WHERE uuid = ?`, [uuid]))[0];
+  if (!row) throw new Error(`instance ${uuid} vanished during update`);
+  const inst = hold(conn, row as Row);
   recordChange(conn, inst);
   if (patch.taskState && PLACEMENT_TASKS.includes(patch.taskState)) noteChange(conn, "placements");
   // The hosts it leaves and joins plug its ports (network sync; its ops carry them too).
@@ -287,11 +321,11 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
 export async function lockOverdue(conn: PoolConnection, now: Date, limit: number): Promise<Instance[]> {
   const rows = await select(
     conn,
-    `SELECT ${COLUMNS} FROM instances WHERE task_deadline < ? AND task_state IS NOT NULL
+    `SELECT ${INSTANCE_COLUMNS} FROM instances WHERE task_deadline < ? AND task_state IS NOT NULL
      ORDER BY task_deadline LIMIT ? FOR UPDATE SKIP LOCKED`,
     [now, limit],
   );
-  return rows.map(rowToInstance);
+  return heldInstances(conn, rows);
 }
 
 /** The servers on each of `hosts` whose power state reports sync (not building, not deleted), by host (hosts without any are left out). */
@@ -322,7 +356,7 @@ export async function* currentServers(q: Queryable, f: { projectId?: string; ins
   for (;;) {
     const rows = await select(
       q,
-      `SELECT ${COLUMNS} FROM instances WHERE deleted_at IS NULL AND id > ?${f.projectId !== undefined ? " AND project_id = ?" : ""} ORDER BY id LIMIT 500`,
+      `SELECT ${INSTANCE_COLUMNS} FROM instances WHERE deleted_at IS NULL AND id > ?${f.projectId !== undefined ? " AND project_id = ?" : ""} ORDER BY id LIMIT 500`,
       f.projectId !== undefined ? [afterSeq, f.projectId] : [afterSeq],
     );
     if (rows.length) yield rows.map(rowToInstance);

@@ -7,10 +7,11 @@ import type { HostState } from "../domain/placement.js";
 import { HARD_POLICIES } from "../domain/placement.js";
 import { isUp } from "../domain/service.js";
 import type { TaskState } from "../domain/states.js";
-import type { SchedulerHints } from "../domain/types.js";
+import type { Instance, SchedulerHints } from "../domain/types.js";
 import { aggregatesByHost } from "./aggregates.js";
 import type { PoolConnection, Queryable } from "./db.js";
 import { select } from "./db.js";
+import { INSTANCE_COLUMNS, heldInstances } from "./instances.js";
 import { listNodes } from "./nodes.js";
 import { getServerGroup, groupMemberHosts, hostsOfServers } from "./server-groups.js";
 
@@ -27,35 +28,30 @@ export async function loadHostStates(q: Queryable, downTimeSeconds: number): Pro
  * `moveTasks` whose migration still waits for a target. Then the hard-policy server groups of the
  * batch, in id order and before any host row is claimed, so concurrent
  * batches take their locks in one order and members are placed one at a
- * time. Returns the servers' uuids, oldest first.
+ * time. Returns the servers, oldest first.
  */
 export async function lockPlacementBatch(
   conn: PoolConnection,
   limit: number,
   tasks: { buildTasks: readonly TaskState[]; moveTasks: readonly TaskState[] },
-): Promise<string[]> {
-  const rows = await select<{ uuid: string }>(
+): Promise<Instance[]> {
+  const rows = await select(
     conn,
     // The task_state IN list is what the instances_task index serves;
     // moves also need their migration still waiting for a target.
-    `SELECT uuid FROM instances i
+    `SELECT ${INSTANCE_COLUMNS} FROM instances i
      WHERE task_state IN (?) AND deleted_at IS NULL
        AND (task_state IN (?)
          OR EXISTS (SELECT 1 FROM migrations m WHERE m.instance_uuid = i.uuid AND m.status = 'PRE_MIGRATING'))
      ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`,
     [[...tasks.buildTasks, ...tasks.moveTasks], tasks.buildTasks, limit],
   );
-  const uuids = rows.map((r) => r.uuid);
-  if (uuids.length) {
-    await select(
-      conn,
-      `SELECT g.id FROM server_groups g JOIN instances i ON i.server_group_id = g.id
-       WHERE i.uuid IN (?) AND g.deleted_at IS NULL AND g.policy IN (?)
-       ORDER BY g.id FOR UPDATE`,
-      [uuids, HARD_POLICIES],
-    );
+  const batch = heldInstances(conn, rows);
+  const groups = [...new Set(batch.map((i) => i.serverGroupId).filter((g) => g !== null))].sort();
+  if (groups.length) {
+    await select(conn, "SELECT id FROM server_groups WHERE id IN (?) AND deleted_at IS NULL AND policy IN (?) ORDER BY id FOR UPDATE", [groups, HARD_POLICIES]);
   }
-  return uuids;
+  return batch;
 }
 
 /**
