@@ -86,3 +86,32 @@ test("a watch with more changes waiting than its buffer is ended with ABORTED an
   await assert.rejects(it.next(), (err: ApiError) => err.code === status.ABORTED);
   assert.equal(feed.watches, 0);
 });
+
+test("commits coming faster than the feed's gap are read together, and every change still reaches the watch once", async () => {
+  const log = fakeLog();
+  const feed = new ChangeFeed(log.pool, { pollMs: 10_000, minGapMs: 50 });
+  const ac = new AbortController();
+  const it = feed.watch({ signal: ac.signal });
+  const got: number[] = [];
+  const all = (async () => {
+    for await (const c of it) {
+      got.push(c.index);
+      if (c.index === 40) break;
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 20));
+  const before = log.reads();
+  const started = performance.now();
+  // 40 commits, each announced at once, over about 200 ms.
+  for (let i = 0; i < 40; i++) {
+    log.append();
+    feed.notify();
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await all;
+  const elapsed = performance.now() - started;
+  assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => i + 1));
+  // One read per 50 ms at most (and the one the first commit woke), not one per commit.
+  assert.ok(log.reads() - before <= Math.ceil(elapsed / 50) + 2, `${log.reads() - before} reads in ${elapsed.toFixed(0)} ms`);
+  ac.abort();
+});

@@ -26,6 +26,8 @@ export interface ChangeFeedOptions {
   readonly buffer?: number;
   /** Rows per read of the change log. */
   readonly batch?: number;
+  /** Milliseconds at least between the feed's reads: commits closer together are read together (default 5). */
+  readonly minGapMs?: number;
   readonly log?: Logger;
 }
 
@@ -108,7 +110,9 @@ class Subscription {
  * many watches are open. It reads the server change log once per wake — a
  * commit in this process wakes it at once, and it polls every `pollMs` for
  * other controllers' commits — and hands each change to every open watch
- * whose project and server it matches. Indexes become visible strictly in
+ * whose project and server it matches. Under a stream of commits it reads
+ * at most once every `minGapMs`, taking all that came meanwhile at once,
+ * rather than once per commit. Indexes become visible strictly in
  * order (store/changes.ts), so a watch that resumes after an index reads the
  * changes up to where the feed was when it joined by itself, then takes the
  * feed's: every later change exactly once, in commit order.
@@ -129,6 +133,7 @@ export class ChangeFeed {
   private readonly pollMs: number;
   private readonly buffer: number;
   private readonly batch: number;
+  private readonly minGapMs: number;
   private readonly log: Logger | undefined;
   /** Reads of the change log (the feed's and those of watches catching up), for tests and benchmarks. */
   readonly stats = { changeLogReads: 0 };
@@ -140,6 +145,7 @@ export class ChangeFeed {
     this.pollMs = opts.pollMs ?? 250;
     this.buffer = opts.buffer ?? 1000;
     this.batch = opts.batch ?? 500;
+    this.minGapMs = opts.minGapMs ?? 5;
     this.log = opts.log;
     this.bell.setMaxListeners(0);
   }
@@ -230,6 +236,7 @@ export class ChangeFeed {
     try {
       while (this.subs.size) {
         this.again = false;
+        const started = performance.now();
         try {
           for (;;) {
             const batch = await this.read(this.head);
@@ -245,7 +252,10 @@ export class ChangeFeed {
           this.log?.warn({ err: err.cause ?? err }, "the change feed could not read the change log");
           for (const sub of this.subs) sub.fail(err);
         }
-        if (!this.again && this.subs.size) await this.sleep();
+        if (!this.subs.size) break;
+        if (!this.again) await this.sleep();
+        const gap = started + this.minGapMs - performance.now();
+        if (gap > 0) await new Promise((r) => setTimeout(r, gap));
       }
     } finally {
       this.running = false;

@@ -5,7 +5,7 @@
  */
 import type { ActionEvent, InstanceAction, OperationError, OperationState } from "../domain/types.js";
 import type { Queryable, Row } from "./db.js";
-import { exec, json, select } from "./db.js";
+import { exec, insertLater, json, select } from "./db.js";
 
 /** Records an action; returns its id. Throws ER_DUP_ENTRY on a repeated request id. */
 export async function insertAction(
@@ -107,13 +107,12 @@ export async function finishAction(
   );
 }
 
+/** The columns of an event as it is first written (one list, so a transaction's events are written together, in order). */
+const EVENT_COLUMNS = ["action_id", "event", "host", "op_id", "start_time", "finish_time", "result", "fault", "details"];
+
+/** Records the start of an op's event (finished by its result). Written with the transaction's other events, before it commits. */
 export async function startEvent(q: Queryable, e: { actionId: number; event: string; host?: string; opId?: string }): Promise<void> {
-  await exec(q, "INSERT INTO instance_action_events (action_id, event, host, op_id) VALUES (?, ?, ?, ?)", [
-    e.actionId,
-    e.event,
-    e.host ?? "",
-    e.opId ?? null,
-  ]);
+  await insertLater(q, "instance_action_events", EVENT_COLUMNS, [e.actionId, e.event, e.host ?? "", e.opId ?? null, new Date(), null, null, null, null]);
 }
 
 /** Records an event that starts and finishes at once (such as a scheduling decision). */
@@ -121,12 +120,8 @@ export async function instantEvent(
   q: Queryable,
   e: { actionId: number; event: string; host?: string; result: "Success" | "Error"; fault?: string; details?: string },
 ): Promise<void> {
-  await exec(
-    q,
-    `INSERT INTO instance_action_events (action_id, event, host, finish_time, result, fault, details)
-     VALUES (?, ?, ?, CURRENT_TIMESTAMP(3), ?, ?, ?)`,
-    [e.actionId, e.event, e.host ?? "", e.result, e.fault ?? null, e.details ?? null],
-  );
+  const now = new Date();
+  await insertLater(q, "instance_action_events", EVENT_COLUMNS, [e.actionId, e.event, e.host ?? "", null, now, now, e.result, e.fault ?? null, e.details ?? null]);
 }
 
 /** Finishes the event of an op. */

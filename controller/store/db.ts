@@ -136,11 +136,13 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
   txChanges.set(conn, changes);
   txAfterCommit.set(conn, after);
   txLocals.set(conn, new Map());
+  txDeferred.set(conn, new Map());
   let result: T;
   let broken = false;
   try {
     await conn.beginTransaction();
     result = await fn(conn);
+    await writeDeferred(conn);
     for (const hook of hooks.values()) await hook(conn);
     await conn.commit();
   } catch (err) {
@@ -158,6 +160,7 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
     txChanges.delete(conn);
     txAfterCommit.delete(conn);
     txLocals.delete(conn);
+    txDeferred.delete(conn);
     if (broken) conn.destroy();
     else conn.release();
   }
@@ -234,13 +237,81 @@ export function noteChange(q: Queryable, change: Change): void {
 }
 
 export async function select<T = Row>(q: Queryable, sql: string, params: unknown[] = []): Promise<T[]> {
+  await writeDeferred(q, sql);
   const [rows] = await q.query<RowDataPacket[]>(sql, params);
   return rows as unknown as T[];
 }
 
 export async function exec(q: Queryable, sql: string, params: unknown[] = []): Promise<ResultSetHeader> {
+  await writeDeferred(q, sql);
   const [res] = await q.query<ResultSetHeader>(sql, params);
   return res;
+}
+
+/** Rows a transaction inserts at the latest just before it commits, by table, in the order given. */
+const txDeferred = new WeakMap<object, Map<string, { columns: string; rows: unknown[][] }>>();
+
+/** Rows per INSERT when deferred rows are written. */
+const DEFERRED_ROWS_PER_INSERT = 500;
+
+/**
+ * Inserts a row into `table` (its `columns`, one value each in `row`).
+ * Inside {@link withTx} the insert waits, at the latest until just before
+ * the commit, and goes with every other row the transaction waits to
+ * insert into that table in one statement: a batch of servers placed
+ * together writes its ops, outbox messages and events in a few statements,
+ * not a few per server. Rows keep the order they were given in (their
+ * AUTO_INCREMENT ids follow it); a table takes one list of columns. Any
+ * statement of the transaction that names the table, and any savepoint,
+ * writes them first, so the transaction always reads its own rows. Only for
+ * inserts whose caller needs nothing back (no insert id, no duplicate key
+ * to catch): a failure shows when the rows are written, and fails the
+ * transaction. Outside a transaction the row is inserted at once.
+ */
+export async function insertLater(q: Queryable, table: string, columns: readonly string[], row: readonly unknown[]): Promise<void> {
+  const cols = columns.join(", ");
+  const pending = txDeferred.get(q);
+  if (!pending) {
+    await exec(q, `INSERT INTO ${table} (${cols}) VALUES ?`, [[row]]);
+    return;
+  }
+  const waiting = pending.get(table);
+  if (waiting && waiting.columns !== cols) throw new Error(`rows for ${table} wait with columns (${waiting.columns}), not (${cols})`);
+  if (waiting) waiting.rows.push([...row]);
+  else pending.set(table, { columns: cols, rows: [[...row]] });
+}
+
+/** Writes the rows the transaction of `q` waits to insert: those of the tables `sql` names, or all. */
+async function writeDeferred(q: Queryable, sql?: string): Promise<void> {
+  const pending = txDeferred.get(q);
+  if (!pending?.size) return;
+  for (const [table, { columns, rows }] of pending) {
+    if (sql !== undefined && !sql.includes(table)) continue;
+    pending.delete(table);
+    for (let i = 0; i < rows.length; i += DEFERRED_ROWS_PER_INSERT) {
+      await q.query(`INSERT INTO ${table} (${columns}) VALUES ?`, [rows.slice(i, i + DEFERRED_ROWS_PER_INSERT)]);
+    }
+  }
+}
+
+/**
+ * Savepoints of a transaction, which rows waiting to be inserted
+ * ({@link insertLater}) must respect: a savepoint writes them first, and a
+ * rollback to it drops those that waited since.
+ */
+export async function savepoint(conn: Queryable, name: string): Promise<void> {
+  await writeDeferred(conn);
+  await conn.query(`SAVEPOINT ${name}`);
+}
+
+export async function releaseSavepoint(conn: Queryable, name: string): Promise<void> {
+  await conn.query(`RELEASE SAVEPOINT ${name}`);
+}
+
+export async function rollbackToSavepoint(conn: Queryable, name: string): Promise<void> {
+  // Every row waiting now was given after the savepoint, which wrote all that waited before it.
+  txDeferred.get(conn)?.clear();
+  await conn.query(`ROLLBACK TO SAVEPOINT ${name}`);
 }
 
 /** Parses a JSON column (mysql2 returns MariaDB JSON columns as strings). */

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { ComputeNode, ResourceRequest } from "../domain/types.js";
 import type { PoolConnection, Queryable, Row } from "./db.js";
-import { exec, noteChange, select } from "./db.js";
+import { exec, insertLater, noteChange, select } from "./db.js";
 
 const COLUMNS = `id, host, hypervisor_type, zone, version, vcpus, memory_mb, disk_gb, vcpus_used, memory_mb_used,
   disk_gb_used, running_vms, cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb,
@@ -183,13 +183,8 @@ export async function claim(q: Queryable, nodeId: string, instanceUuid: string, 
     [req.vcpus, req.memoryMb, req.diskGb, nodeId, upSince, req.vcpus, req.memoryMb, req.diskGb],
   );
   if (res.affectedRows !== 1) return false;
-  await exec(q, "INSERT INTO allocations (instance_uuid, node_id, vcpus, memory_mb, disk_gb) VALUES (?, ?, ?, ?, ?)", [
-    instanceUuid,
-    nodeId,
-    req.vcpus,
-    req.memoryMb,
-    req.diskGb,
-  ]);
+  // With the transaction's other claims, before it commits (or before it reads allocations).
+  await insertLater(q, "allocations", ["instance_uuid", "node_id", "vcpus", "memory_mb", "disk_gb"], [instanceUuid, nodeId, req.vcpus, req.memoryMb, req.diskGb]);
   return true;
 }
 

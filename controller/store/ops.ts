@@ -1,5 +1,5 @@
 import type { Queryable, Row } from "./db.js";
-import { exec, noteChange, select } from "./db.js";
+import { exec, insertLater, noteChange, select } from "./db.js";
 
 import type { OpKind } from "../domain/ops.js";
 
@@ -29,21 +29,22 @@ export async function enqueueOp(
   op: { opId: string; instanceUuid: string; actionId: number; host: string; kind: OpKind; attempt: number; traceParent: string | null },
   message: { subject: string; payload: Uint8Array },
 ): Promise<void> {
-  await exec(q, "INSERT INTO compute_ops (op_id, instance_uuid, action_id, host, kind, attempt, trace_parent) VALUES (?, ?, ?, ?, ?, ?, ?)", [
-    op.opId,
-    op.instanceUuid,
-    op.actionId,
-    op.host,
-    op.kind,
-    op.attempt,
-    op.traceParent,
-  ]);
+  await insertLater(
+    q,
+    "compute_ops",
+    ["op_id", "instance_uuid", "action_id", "host", "kind", "attempt", "trace_parent", "created_at"],
+    [op.opId, op.instanceUuid, op.actionId, op.host, op.kind, op.attempt, op.traceParent, new Date()],
+  );
   await insertOutbox(q, message.subject, op.opId, message.payload, op.traceParent);
 }
 
-/** Queues an op message in the outbox (with the trace it is sent in), in the caller's transaction. */
+/**
+ * Queues an op message in the outbox (with the trace it is sent in), in the
+ * caller's transaction: written with its other messages before it commits,
+ * in the order they were queued.
+ */
 export async function insertOutbox(q: Queryable, subject: string, opId: string, payload: Uint8Array, traceParent: string | null): Promise<void> {
-  await exec(q, "INSERT INTO outbox (subject, msg_id, payload, trace_parent) VALUES (?, ?, ?, ?)", [subject, opId, Buffer.from(payload), traceParent]);
+  await insertLater(q, "outbox", ["subject", "msg_id", "payload", "trace_parent", "created_at"], [subject, opId, Buffer.from(payload), traceParent, new Date()]);
   noteChange(q, "outbox");
 }
 

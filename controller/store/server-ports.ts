@@ -9,7 +9,7 @@ import { status } from "@grpc/grpc-js";
 import type { RequestedNetworks } from "../domain/network.js";
 import { ApiError } from "../errors.js";
 import type { Queryable } from "./db.js";
-import { exec, json, select } from "./db.js";
+import { exec, json, releaseSavepoint, rollbackToSavepoint, savepoint, select } from "./db.js";
 import { getNetwork } from "./networks.js";
 import type { Port } from "../domain/network.js";
 import type { Fault } from "../domain/types.js";
@@ -38,11 +38,15 @@ async function networksOfServer(q: Queryable, serverId: string): Promise<string[
  * transaction.
  */
 export async function bindServerPorts(q: Queryable, server: { uuid: string; projectId: string; availabilityZone: string }, host: string): Promise<PortFailure | null> {
-  const [row] = await select<{ requested_networks: unknown }>(q, "SELECT requested_networks FROM instances WHERE uuid = ?", [server.uuid]);
+  const [row] = await select<{ requested_networks: unknown; has_ports: number }>(
+    q,
+    "SELECT requested_networks, EXISTS (SELECT 1 FROM ports WHERE device_id = ?) AS has_ports FROM instances WHERE uuid = ?",
+    [server.uuid, server.uuid],
+  );
   const requested = json<RequestedNetworks | null>(row?.requested_networks ?? null, null);
   // A server without interfaces, asked for or made, has nothing to bind.
-  if (!requested && (await networksOfServer(q, server.uuid)).length === 0) return null;
-  await q.query("SAVEPOINT bind_ports");
+  if (!requested && !row?.has_ports) return null;
+  await savepoint(q, "bind_ports");
   try {
     if (requested) {
       const owner = `compute:${server.availabilityZone || "nova"}`;
@@ -74,11 +78,11 @@ export async function bindServerPorts(q: Queryable, server: { uuid: string; proj
       const net = await getNetwork(q, id);
       if (net) await ensureDhcpPort(q, net, host);
     }
-    await q.query("RELEASE SAVEPOINT bind_ports");
+    await releaseSavepoint(q, "bind_ports");
     return null;
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
-    await q.query("ROLLBACK TO SAVEPOINT bind_ports");
+    await rollbackToSavepoint(q, "bind_ports");
     return { fault: { code: err.reason, message: err.message, details: err.metadata, createdAt: new Date().toISOString() }, status: err.code };
   }
 }
