@@ -230,7 +230,13 @@ export async function recordBuildFailure(q: Queryable, host: string): Promise<vo
   await exec(q, "UPDATE compute_nodes SET failed_builds = failed_builds + 1 WHERE host = ?", [host]);
 }
 
-/** A build succeeded on `host`: its failure count starts again. */
+/**
+ * A build succeeded on `host`: its failure count starts again. Read first
+ * without a lock: the host's row is often locked by a placement claiming it,
+ * and an UPDATE would wait for that placement to commit even to change
+ * nothing.
+ */
 export async function recordBuildSuccess(q: Queryable, host: string): Promise<void> {
-  await exec(q, "UPDATE compute_nodes SET failed_builds = 0 WHERE host = ? AND failed_builds <> 0", [host]);
+  const [row] = await select<{ failed_builds: number }>(q, "SELECT failed_builds FROM compute_nodes WHERE host = ?", [host]);
+  if (row && row.failed_builds !== 0) await exec(q, "UPDATE compute_nodes SET failed_builds = 0 WHERE host = ? AND failed_builds <> 0", [host]);
 }
