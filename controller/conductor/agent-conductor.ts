@@ -21,7 +21,7 @@ import type { ConductorContext } from "./context.js";
 import { recordOpProgress } from "./progress.js";
 import type { HostReport } from "./reports.js";
 import { ReportBatcher } from "./reports.js";
-import { applyOpResult } from "./results.js";
+import { ResultBatcher } from "./results.js";
 import { Admission } from "./admission.js";
 
 /** A host's overcommit and reservations. */
@@ -116,6 +116,7 @@ export function agentConductor(
   // a few at a time, the rest told when to come back.
   const hellos = new Admission({ ...o.hellos, what: "agent hellos", retryMinMs: 1000, retryMaxMs: 8000, onRefused: () => ctx.metrics?.hellosRefused.inc() });
   const reports = new ReportBatcher(ctx.pool, ctx.log);
+  const results = new ResultBatcher(ctx);
   return {
     hello: (h, signal) =>
       hellos.run(async () => {
@@ -145,7 +146,7 @@ export function agentConductor(
     report: async (r) => {
       await reports.add(r);
     },
-    result: (outcome, host) => applyOpResult(ctx, outcome, host),
+    result: (outcome, host) => results.add(outcome, host),
     progress: (p, host) => recordOpProgress(ctx, p, host),
     watchNetwork: (host, send) => o.network.subscribe(host, send),
   };
