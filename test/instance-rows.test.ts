@@ -146,4 +146,24 @@ describe("instance rows held by a transaction", () => {
     assert.equal(seen?.name, "renamed");
     assert.equal(seen?.description, "a web server");
   });
+
+  test("a transaction on a connection whose last transaction rolled back records its own changes, and only those", async () => {
+    const one = await openPool(`${MYSQL_URL}/${db}`, { connectionLimit: 1 });
+    try {
+      const inst = await newServer();
+      const after = (await listChanges(pool, { afterIndex: 0, limit: 100_000 })).at(-1)?.index ?? 0;
+      await assert.rejects(
+        withTx(one, async (c) => {
+          await updateInstance(c, inst.uuid, { description: "rolled back" });
+          throw new Error("undo");
+        }),
+        /undo/,
+      );
+      await withTx(one, (c) => updateInstance(c, inst.uuid, { description: "committed" }));
+      const changes = (await listChanges(pool, { afterIndex: after, limit: 100 })).filter((c) => c.instance.uuid === inst.uuid);
+      assert.deepEqual(changes.map((c) => c.instance.description), ["committed"]);
+    } finally {
+      await one.end();
+    }
+  });
 });

@@ -2,29 +2,38 @@
  * The server change log that WatchServers streams.
  *
  * Every instance update queues the instance's new state on its transaction;
- * just before the transaction commits, the queued states get their indexes
- * from the one-row `change_counter` (`n = LAST_INSERT_ID(n + k)`). That row
- * lock is held from then until commit, so a transaction that takes index i
- * commits before any transaction can take index i+1, and a rolled-back one
- * gives its indexes back. Indexes therefore become visible strictly in
- * order and without gaps: a reader that has seen index i has seen every
- * index below it, and resuming after i misses nothing. The lock is taken
- * last, after every other row lock of the transaction, so it adds no
- * deadlocks and is held only for the commit.
+ * the transaction ends with one call of the `commit_server_changes`
+ * procedure, which gives the queued states their indexes from the one-row
+ * `change_counter` (`n = LAST_INSERT_ID(n + k)`), writes them and commits.
+ * The counter's row lock is held from then until the commit, so a
+ * transaction that takes index i commits before any transaction can take
+ * index i+1, and a rolled-back one gives its indexes back. Indexes
+ * therefore become visible strictly in order and without gaps: a reader
+ * that has seen index i has seen every index below it, and resuming after i
+ * misses nothing. The lock is taken last, after every other row lock of the
+ * transaction, so it adds no deadlocks; and it is held only inside the
+ * database, for the insert and the commit, never across a round trip to the
+ * controller: every transaction that changes a server passes this one lock,
+ * so how long it is held bounds how many such transactions the whole cloud
+ * commits per second.
  */
 import type { Instance } from "../domain/types.js";
 import type { PoolConnection, Queryable } from "./db.js";
-import { beforeCommit, exec, json, noteChange, select } from "./db.js";
+import { commitWith, json, noteChange, select, txLocal } from "./db.js";
 
-const pending = new WeakMap<object, Map<string, Instance>>();
+const PENDING = Symbol("the server changes of a transaction");
+
+/** The states a transaction has queued for the change log, by server (undefined outside a transaction). */
+function pendingOf(conn: Queryable): Map<string, Instance> | undefined {
+  return txLocal(conn, PENDING, () => new Map<string, Instance>());
+}
 
 /** Queues `inst`'s current state for the change log of `conn`'s transaction. */
 export function recordChange(conn: Queryable, inst: Instance): void {
-  let byUuid = pending.get(conn);
-  if (!byUuid) {
-    byUuid = new Map();
-    pending.set(conn, byUuid);
-    beforeCommit(conn, "server_changes", flush);
+  const byUuid = pendingOf(conn);
+  if (!byUuid) throw new Error("a server change is recorded inside a transaction (withTx)");
+  if (byUuid.size === 0) {
+    commitWith(conn, "server_changes", commitChanges);
     noteChange(conn, "servers");
   }
   // Only the state at commit is ever visible; an earlier update of the same
@@ -33,18 +42,11 @@ export function recordChange(conn: Queryable, inst: Instance): void {
   byUuid.set(inst.uuid, inst);
 }
 
-async function flush(conn: PoolConnection): Promise<void> {
-  const byUuid = pending.get(conn);
-  pending.delete(conn);
-  if (!byUuid || byUuid.size === 0) return;
-  const k = byUuid.size;
-  // LAST_INSERT_ID(expr) in an UPDATE comes back in the OK packet's insert id: no SELECT needed.
-  const res = await exec(conn, "UPDATE change_counter SET n = LAST_INSERT_ID(n + ?) WHERE id = 1", [k]);
-  const last = Number(res.insertId);
-  if (res.affectedRows !== 1 || !(last >= k)) throw new Error(`the change counter gave no index (insert id ${res.insertId})`);
-  let index = last - k;
-  const rows = [...byUuid.values()].map((inst) => [++index, inst.uuid, inst.projectId, JSON.stringify(inst)]);
-  await exec(conn, "INSERT INTO server_changes (id, instance_uuid, project_id, snapshot) VALUES ?", [rows]);
+async function commitChanges(conn: PoolConnection): Promise<void> {
+  const byUuid = pendingOf(conn);
+  if (!byUuid?.size) return conn.commit();
+  const changes = [...byUuid.values()].map((inst) => ({ u: inst.uuid, p: inst.projectId, s: JSON.stringify(inst) }));
+  await conn.query("CALL commit_server_changes(?)", [JSON.stringify(changes)]);
 }
 
 export interface ChangeRecord {

@@ -80,16 +80,21 @@ export async function openPool(url: string, opts: { connectionLimit?: number } =
   return pool;
 }
 
-const preCommit = new WeakMap<PoolConnection, Map<string, (conn: PoolConnection) => Promise<void>>>();
+const committers = new WeakMap<PoolConnection, { key: string; fn: (conn: PoolConnection) => Promise<void> } | null>();
 
 /**
- * Registers work to run last in `conn`'s transaction, just before it
- * commits (once per key). Only inside {@link withTx}.
+ * Has `fn` end `conn`'s transaction in place of a plain COMMIT: its last
+ * statements and the commit itself, such as a stored procedure that
+ * writes and commits in one round trip, so that a lock it takes last is
+ * held only inside the server. Registered once per key; one key per
+ * transaction. `fn` must commit, or throw (the transaction is then rolled
+ * back). Only inside {@link withTx}.
  */
-export function beforeCommit(conn: Queryable, key: string, fn: (conn: PoolConnection) => Promise<void>): void {
-  const hooks = preCommit.get(conn as PoolConnection);
-  if (!hooks) throw new Error("beforeCommit needs a connection inside withTx");
-  if (!hooks.has(key)) hooks.set(key, fn);
+export function commitWith(conn: Queryable, key: string, fn: (conn: PoolConnection) => Promise<void>): void {
+  const current = committers.get(conn as PoolConnection);
+  if (current === undefined) throw new Error("commitWith needs a connection inside withTx");
+  if (current && current.key !== key) throw new Error(`this transaction is already committed by ${current.key}, not ${key}`);
+  if (!current) committers.set(conn as PoolConnection, { key, fn });
 }
 
 /** Options of {@link withTx}. */
@@ -129,10 +134,9 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
   const asked = performance.now();
   const conn = await pool.getConnection();
   connectionWaitListeners.get(pool)?.((performance.now() - asked) / 1000);
-  const hooks = new Map<string, (conn: PoolConnection) => Promise<void>>();
   const changes = new Set<Change>();
   const after: (() => void)[] = [];
-  preCommit.set(conn, hooks);
+  committers.set(conn, null);
   txChanges.set(conn, changes);
   txAfterCommit.set(conn, after);
   txLocals.set(conn, new Map());
@@ -143,8 +147,9 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
     await conn.beginTransaction();
     result = await fn(conn);
     await writeDeferred(conn);
-    for (const hook of hooks.values()) await hook(conn);
-    await conn.commit();
+    const committer = committers.get(conn);
+    if (committer) await committer.fn(conn);
+    else await conn.commit();
   } catch (err) {
     try {
       await conn.rollback();
@@ -156,7 +161,7 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
     }
     throw err;
   } finally {
-    preCommit.delete(conn);
+    committers.delete(conn);
     txChanges.delete(conn);
     txAfterCommit.delete(conn);
     txLocals.delete(conn);

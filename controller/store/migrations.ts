@@ -373,6 +373,22 @@ export const MIGRATIONS: readonly Migration[] = [
       "ALTER TABLE outbox ADD COLUMN trace_parent VARCHAR(64) NULL",
     ],
   },
+  {
+    version: 29,
+    name: "a transaction's server changes take their indexes, are written and commit in one call (store/changes.ts)",
+    statements: [
+      // changes: a JSON array of {"u": instance uuid, "p": project id, "s": the snapshot as JSON text}, in index order.
+      `CREATE PROCEDURE commit_server_changes(IN changes LONGTEXT)
+       BEGIN
+         DECLARE k INT DEFAULT JSON_LENGTH(changes);
+         UPDATE change_counter SET n = LAST_INSERT_ID(n + k) WHERE id = 1;
+         INSERT INTO server_changes (id, instance_uuid, project_id, snapshot)
+           SELECT LAST_INSERT_ID() - k + j.ord, j.u, j.p, j.s
+             FROM JSON_TABLE(changes, '$[*]' COLUMNS (ord FOR ORDINALITY, u CHAR(36) PATH '$.u', p VARCHAR(64) PATH '$.p', s LONGTEXT PATH '$.s')) AS j;
+         COMMIT;
+       END`,
+    ],
+  },
 ];
 
 /**
