@@ -11,6 +11,7 @@ import { DEADLOCK_RETRIES, afterCommit, withTx } from "../store/db.js";
 import { getInstance } from "../store/instances.js";
 import { finishOp, lockOp, type OpRecord } from "../store/ops.js";
 import { inTrace } from "../tracing.js";
+import { BatchQueue } from "../batch-queue.js";
 import type { ConductorContext } from "./context.js";
 import { Tx } from "./context.js";
 import { ResultContext } from "./flow.js";
@@ -58,65 +59,42 @@ async function applyIn(conn: PoolConnection, ctx: ConductorContext, outcome: OpO
 }
 
 /**
- * Applies results that arrive together in one transaction: while one batch
- * commits, the results that come in wait and then go together in the next,
- * up to `maxBatch` (at most `maxConcurrent` batches at once). A result that
- * comes alone is applied at once, with no wait. Each result keeps its own
- * outcome: a refused one is refused alone; a batch that fails as a whole
- * (an error in one result's rule, a deadlock past its retries) is applied
- * again result by result, so one result's failure is its own.
- *
- * The transactions of a result each take the change log's counter, which
- * every change in the cloud passes one at a time: a batch takes it once.
+ * Applies results that arrive together in one transaction (a
+ * {@link BatchQueue}: a result that comes alone is applied at once; those
+ * that come while batches commit go together in the next, up to
+ * `maxBatch`, at most `maxConcurrent` batches at once), host by host so that
+ * batches take hosts' rows in one order. A refused result is refused alone;
+ * a batch that fails as a whole is applied again result by result. The
+ * transactions that apply results all pass the change log's counter, one at
+ * a time (store/changes.ts): a batch passes it once.
  */
 export class ResultBatcher {
-  private queue: { outcome: OpOutcome; host: string; resolve: () => void; reject: (err: unknown) => void }[] = [];
-  private running = 0;
+  private readonly queue: BatchQueue<{ outcome: OpOutcome; host: string }, void>;
 
-  constructor(
-    private readonly ctx: ConductorContext,
-    private readonly o: { maxBatch: number; maxConcurrent: number } = { maxBatch: 64, maxConcurrent: 2 },
-  ) {}
-
-  add(outcome: OpOutcome, host: string): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ outcome, host, resolve, reject });
-      this.pump();
-    });
-  }
-
-  private pump(): void {
-    while (this.running < this.o.maxConcurrent && this.queue.length) {
-      const batch = this.queue.splice(0, this.o.maxBatch);
-      this.running++;
-      void this.apply(batch).finally(() => {
-        this.running--;
-        this.pump();
-      });
-    }
-  }
-
-  private async apply(batch: ResultBatcher["queue"]): Promise<void> {
-    if (batch.length > 1) {
-      // Host by host (stable: a host's results keep their order), so that batches take hosts' rows in one order.
-      batch.sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
-      try {
+  constructor(ctx: ConductorContext, o: { maxBatch: number; maxConcurrent: number } = { maxBatch: 64, maxConcurrent: 2 }) {
+    this.queue = new BatchQueue({
+      ...o,
+      together: async (items) => {
+        // Stable: a host's results keep their order.
+        const order = items.map((_, i) => i).sort((a, b) => (items[a]!.host < items[b]!.host ? -1 : items[a]!.host > items[b]!.host ? 1 : 0));
         const refusals = await withTx(
-          this.ctx.pool,
+          ctx.pool,
           async (conn) => {
-            const out: (ApiError | null)[] = [];
-            for (const b of batch) out.push(await applyIn(conn, this.ctx, b.outcome, b.host));
+            const out = new Array<ApiError | null>(items.length);
+            for (const i of order) out[i] = await applyIn(conn, ctx, items[i]!.outcome, items[i]!.host);
             return out;
           },
           { deadlockRetries: DEADLOCK_RETRIES },
         );
-        batch.forEach((b, i) => (refusals[i] ? b.reject(refusals[i]) : b.resolve()));
-        return;
-      } catch (err) {
-        this.ctx.log.warn({ err, results: batch.length }, "a batch of op results could not be applied together; applying them one by one");
-      }
-    }
-    await Promise.all(batch.map((b) => applyOpResult(this.ctx, b.outcome, b.host).then(b.resolve, b.reject)));
+        return refusals.map((r): PromiseSettledResult<void> => (r ? { status: "rejected", reason: r } : { status: "fulfilled", value: undefined }));
+      },
+      alone: (r) => applyOpResult(ctx, r.outcome, r.host),
+      onBatchFailed: (err, n) => ctx.log.warn({ err, results: n }, "a batch of op results could not be applied together; applying them one by one"),
+    });
+  }
+
+  add(outcome: OpOutcome, host: string): Promise<void> {
+    return this.queue.add({ outcome, host });
   }
 }
 
