@@ -12,7 +12,8 @@
 import type { Logger } from "pino";
 import type { Principal } from "../domain/types.js";
 import { PumpWorker } from "../pump.js";
-import { insertAuditRecord, purgeAuditRecords, type AuditEntry } from "../store/audit.js";
+import { BatchQueue } from "../batch-queue.js";
+import { insertAuditRecords, purgeAuditRecords, type AuditEntry } from "../store/audit.js";
 import type { Pool } from "../store/db.js";
 
 /** Methods that only read: every name starting so is left out of the trail. */
@@ -53,10 +54,27 @@ export class AuditLog {
   /** Records that could not be written since start. */
   failures = 0;
 
+  /**
+   * Calls that end together have their records written together: one that
+   * ends alone is written at once, those that end while a write runs go in
+   * the next, in one statement.
+   */
+  private readonly writes: BatchQueue<AuditEntry & { time: Date }, void>;
+
   constructor(
     private readonly pool: Pool,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.writes = new BatchQueue({
+      maxBatch: 256,
+      maxConcurrent: 2,
+      together: async (entries) => {
+        await insertAuditRecords(this.pool, entries);
+        return entries.map((): PromiseSettledResult<void> => ({ status: "fulfilled", value: undefined }));
+      },
+      alone: (entry) => insertAuditRecords(this.pool, [entry]),
+    });
+  }
 
   async record(e: { path: string; principal: Principal | null; req: unknown; res: unknown; note: AuditNote; code: number; reason: string }): Promise<void> {
     const entry: AuditEntry = {
@@ -70,7 +88,7 @@ export class AuditLog {
       reason: e.reason,
     };
     try {
-      await insertAuditRecord(this.pool, entry);
+      await this.writes.add({ ...entry, time: new Date() });
     } catch (err) {
       this.failures++;
       this.log.error({ err, audit: entry, failures: this.failures }, "AUDIT RECORD LOST: could not write the audit record of a call");
