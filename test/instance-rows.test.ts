@@ -14,6 +14,7 @@ import { openPool, withTx, type Pool } from "../controller/store/db.js";
 import { migrate } from "../controller/store/migrations.js";
 import { getInstance, insertInstance, updateInstance, type InstancePatch } from "../controller/store/instances.js";
 import { listChanges } from "../controller/store/changes.js";
+import { createAction, getActionById } from "../controller/store/actions.js";
 import { MYSQL_URL } from "./harness.js";
 
 describe("instance rows held by a transaction", () => {
@@ -164,6 +165,18 @@ describe("instance rows held by a transaction", () => {
       assert.deepEqual(changes.map((c) => c.instance.description), ["committed"]);
     } finally {
       await one.end();
+    }
+  });
+
+  test("a new action is returned as stored, without a read", async () => {
+    const inst = await newServer();
+    for (const a of [
+      { state: "PENDING" as const, deadline: new Date(Date.now() + 30_000), request: { name: "web" }, traceParent: "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01" },
+      {},
+    ]) {
+      const { result, statements } = await inTx((c) => createAction(c, { instanceUuid: inst.uuid, requestId: `r-${randomUUID()}`, projectId: "p1", action: "create", ...a }));
+      assert.ok(!statements.some((s) => /^SELECT/.test(s)), statements.join(" | "));
+      assert.deepEqual(result, await getActionById(pool, result.id));
     }
   });
 });

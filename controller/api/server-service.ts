@@ -38,8 +38,8 @@ import { MAX_SERVER_METADATA_ITEMS } from "../domain/quota.js";
 
 /** The response of a server action: the server and its operation, as the caller may see them. */
 async function accepted(q: Queryable, a: Accepted, viewer: Viewer) {
-  const nets = await networksOf(q, [a.instance.uuid]);
-  return { server: serverToProto(a.instance, viewer, nets.get(a.instance.uuid)), operation: operationToProto(a.operation, viewer) };
+  const nets = a.noInterfacesYet ? { ports: [], networkNames: new Map<string, string>() } : (await networksOf(q, [a.instance.uuid])).get(a.instance.uuid);
+  return { server: serverToProto(a.instance, viewer, nets), operation: operationToProto(a.operation, viewer) };
 }
 
 type IdRequest = { id: string; requestId: string };

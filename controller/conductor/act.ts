@@ -23,6 +23,8 @@ export interface Accepted {
   readonly operation: InstanceAction;
   /** The image the action created, if any (CreateServerImage). */
   readonly imageId?: string;
+  /** The server was just made: it has no interfaces to read yet (they come when it is placed). */
+  readonly noInterfacesYet?: boolean;
 }
 
 /** What an action's body did. */

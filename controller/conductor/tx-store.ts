@@ -20,6 +20,7 @@ import { checkQuota } from "./quota.js";
 
 const STEPS = {
   insertAction: actions.insertAction,
+  createAction: actions.createAction,
   findAction: actions.findAction,
   getActionById: actions.getActionById,
   runningAction: actions.runningAction,

@@ -7,28 +7,55 @@ import type { ActionEvent, InstanceAction, OperationError, OperationState } from
 import type { Queryable, Row } from "./db.js";
 import { exec, insertLater, json, select } from "./db.js";
 
+/** What an action is recorded with. */
+export interface NewAction {
+  readonly instanceUuid: string;
+  readonly requestId: string;
+  readonly projectId: string;
+  readonly action: string;
+  readonly state?: OperationState;
+  readonly deadline?: Date | null;
+  /** What the action was asked with (its request's own fields), to tell a repeat from another request. */
+  readonly request?: Readonly<Record<string, unknown>>;
+  /** The trace the request is part of (W3C traceparent), for work picked up later (its placement). */
+  readonly traceParent?: string | null;
+}
+
 /** Records an action; returns its id. Throws ER_DUP_ENTRY on a repeated request id. */
-export async function insertAction(
-  q: Queryable,
-  a: {
-    instanceUuid: string;
-    requestId: string;
-    projectId: string;
-    action: string;
-    state?: OperationState;
-    deadline?: Date | null;
-    /** What the action was asked with (its request's own fields), to tell a repeat from another request. */
-    request?: Readonly<Record<string, unknown>>;
-    /** The trace the request is part of (W3C traceparent), for work picked up later (its placement). */
-    traceParent?: string | null;
-  },
-): Promise<number> {
+export async function insertAction(q: Queryable, a: NewAction): Promise<number> {
+  return (await createAction(q, a)).id;
+}
+
+/** Records an action; returns it as stored, without reading it back (it has no events yet). Throws ER_DUP_ENTRY on a repeated request id. */
+export async function createAction(q: Queryable, a: NewAction): Promise<InstanceAction> {
+  const now = new Date();
+  const state = a.state ?? "RUNNING";
   const res = await exec(
     q,
-    "INSERT INTO instance_actions (instance_uuid, request_id, project_id, action, state, deadline, request_body, trace_parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    [a.instanceUuid, a.requestId, a.projectId, a.action, a.state ?? "RUNNING", a.deadline ?? null, a.request ? JSON.stringify(a.request) : null, a.traceParent ?? null],
+    `INSERT INTO instance_actions (instance_uuid, request_id, project_id, action, state, deadline, request_body, trace_parent, start_time, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    [a.instanceUuid, a.requestId, a.projectId, a.action, state, a.deadline ?? null, a.request ? JSON.stringify(a.request) : null, a.traceParent ?? null, now, now],
   );
-  return res.insertId;
+  // The columns' defaults, as the database would give them back.
+  return {
+    id: Number(res.insertId),
+    instanceUuid: a.instanceUuid,
+    requestId: a.requestId,
+    projectId: a.projectId,
+    action: a.action,
+    startTime: now,
+    finishTime: null,
+    message: "",
+    state,
+    progress: 0,
+    progressMessage: "",
+    error: null,
+    cancellable: false,
+    updatedAt: now,
+    deadline: a.deadline ?? null,
+    imageId: null,
+    events: [],
+  };
 }
 
 export async function findAction(

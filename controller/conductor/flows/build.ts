@@ -135,7 +135,7 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
         },
         taskDeadline,
       );
-      const actionId = await store.insertAction({
+      const operation = await store.createAction({
         instanceUuid: uuid,
         requestId: req.requestId,
         projectId: who.projectId,
@@ -145,9 +145,10 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
         request,
         traceParent: currentTraceParent(),
       });
-      return { inst, actionId };
+      return { instance: inst, operation };
     }, { deadlockRetries: DEADLOCK_RETRIES });
-    return accepted(ctx.pool, created.inst, created.actionId);
+    // The server and its operation as this transaction left them: it has no interfaces until it is placed.
+    return { ...created, noInterfacesYet: true };
   } catch (err) {
     // Two identical requests raced: the loser returns the winner's server (booting from a volume, it
     // waited on the volume's lock and found it reserved by the winner).
