@@ -165,4 +165,38 @@ describe("rows inserted later", () => {
     );
     assert.deepEqual(await rowsOf("cols"), []);
   });
+
+  test("rows whose INSERT failed stay waiting: a caller that catches the error cannot commit without them", async () => {
+    await pool.query("INSERT INTO later_rows (id, tag, n) VALUES (900001, 'taken', 0)");
+    const cols = ["id", "tag", "n"];
+    await assert.rejects(
+      withTx(pool, async (conn) => {
+        await insertLater(conn, "later_rows", cols, [900002, "fails", 1]);
+        await insertLater(conn, "later_rows", cols, [900001, "fails", 2]);
+        // The read writes the waiting rows first; the duplicate fails it, and the caller swallows that.
+        await select(conn, "SELECT COUNT(*) AS n FROM later_rows").catch(() => undefined);
+      }),
+      (err: { code?: string }) => err.code === "ER_DUP_ENTRY",
+    );
+    assert.deepEqual(await rowsOf("fails"), []);
+  });
+
+  test("a statement naming another table that contains this one's name does not write its rows", async () => {
+    await pool.query("CREATE TABLE IF NOT EXISTS other_later_rows (id INT PRIMARY KEY) ENGINE=InnoDB");
+    let inserts = 0;
+    await withTx(pool, async (conn) => {
+      await insertLater(conn, "later_rows", COLS, ["names", 1]);
+      const query = conn.query.bind(conn);
+      (conn as { query: unknown }).query = (sql: string, ...rest: unknown[]) => {
+        if (/^INSERT INTO later_rows/.test(sql)) inserts++;
+        return (query as (...a: unknown[]) => unknown)(sql, ...rest);
+      };
+      afterCommit(conn, () => ((conn as { query: unknown }).query = query));
+      await select(conn, "SELECT COUNT(*) AS n FROM other_later_rows");
+      assert.equal(inserts, 0, "not written for other_later_rows");
+      await select(conn, "SELECT COUNT(*) AS n FROM later_rows");
+      assert.equal(inserts, 1, "written for later_rows");
+    });
+    assert.deepEqual(await rowsOf("names"), [1]);
+  });
 });

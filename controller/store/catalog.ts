@@ -95,7 +95,7 @@ const IMAGES_READ = Symbol("images read in this transaction");
  * once per server and step.
  */
 function imagesRead(q: Queryable): Map<string, Image | null> | undefined {
-  return txLocal(q, IMAGES_READ, () => new Map<string, Image | null>());
+  return txLocal(q, IMAGES_READ, () => new Map<string, Image | null>(), { cache: true });
 }
 
 /** Every write of the images table: what the transaction read of them is read again after it. */

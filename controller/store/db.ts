@@ -166,6 +166,7 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
     txAfterCommit.delete(conn);
     txLocals.delete(conn);
     txDeferred.delete(conn);
+    txSavepoints.delete(conn);
     if (broken) conn.destroy();
     else conn.release();
   }
@@ -190,19 +191,29 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
 export type Change = "outbox" | "servers" | "hosts" | "placements";
 
 const txChanges = new WeakMap<object, Set<Change>>();
-const txLocals = new WeakMap<object, Map<symbol, unknown>>();
+const txLocals = new WeakMap<object, Map<symbol, { value: unknown; cache: boolean }>>();
+/** Savepoints open in a transaction. */
+const txSavepoints = new WeakMap<object, number>();
 
 /**
  * State that lives as long as `q`'s transaction (one attempt of it: a
  * deadlock retry starts afresh), made by `init` on first use; undefined
  * outside {@link withTx}. For what a transaction knows to be true only while
- * it holds its locks, such as the rows it has locked.
+ * it holds its locks, such as the rows it has locked. A `cache` (what the
+ * transaction read, which it may read again) is dropped at a rollback to a
+ * savepoint, which may undo what it had seen written.
  */
-export function txLocal<T>(q: Queryable, key: symbol, init: () => T): T | undefined {
+export function txLocal<T>(q: Queryable, key: symbol, init: () => T, o: { cache?: boolean } = {}): T | undefined {
   const locals = txLocals.get(q);
   if (!locals) return undefined;
-  if (!locals.has(key)) locals.set(key, init());
-  return locals.get(key) as T;
+  let entry = locals.get(key);
+  if (!entry) locals.set(key, (entry = { value: init(), cache: o.cache ?? false }));
+  return entry.value as T;
+}
+
+/** Whether `q`'s transaction is inside a savepoint (what cannot be undone to one must not be done there). */
+export function inSavepoint(q: Queryable): boolean {
+  return (txSavepoints.get(q) ?? 0) > 0;
 }
 const txAfterCommit = new WeakMap<object, (() => void)[]>();
 const connectionWaitListeners = new WeakMap<object, (seconds: number) => void>();
@@ -254,10 +265,18 @@ export async function exec(q: Queryable, sql: string, params: unknown[] = []): P
 }
 
 /** Rows a transaction inserts at the latest just before it commits, by table, in the order given. */
-const txDeferred = new WeakMap<object, Map<string, { columns: string; rows: unknown[][] }>>();
+const txDeferred = new WeakMap<object, Map<string, { columns: string; rows: unknown[][]; names: RegExp }>>();
 
-/** Rows per INSERT when deferred rows are written. */
+/** Rows and bytes (roughly) per INSERT when waiting rows are written: well inside max_allowed_packet. */
 const DEFERRED_ROWS_PER_INSERT = 500;
+const DEFERRED_BYTES_PER_INSERT = 4 << 20;
+
+/** About how many bytes a row takes in an INSERT (a Buffer goes as hex). */
+function rowBytes(row: readonly unknown[]): number {
+  let n = 0;
+  for (const v of row) n += Buffer.isBuffer(v) ? 2 * v.length + 3 : typeof v === "string" ? v.length + 3 : 16;
+  return n;
+}
 
 /**
  * Inserts a row into `table` (its `columns`, one value each in `row`).
@@ -283,40 +302,52 @@ export async function insertLater(q: Queryable, table: string, columns: readonly
   const waiting = pending.get(table);
   if (waiting && waiting.columns !== cols) throw new Error(`rows for ${table} wait with columns (${waiting.columns}), not (${cols})`);
   if (waiting) waiting.rows.push([...row]);
-  else pending.set(table, { columns: cols, rows: [[...row]] });
+  else pending.set(table, { columns: cols, rows: [[...row]], names: new RegExp(`\\b${table}\\b`) });
 }
 
 /** Writes the rows the transaction of `q` waits to insert: those of the tables `sql` names, or all. */
 async function writeDeferred(q: Queryable, sql?: string): Promise<void> {
   const pending = txDeferred.get(q);
   if (!pending?.size) return;
-  for (const [table, { columns, rows }] of pending) {
-    if (sql !== undefined && !sql.includes(table)) continue;
-    pending.delete(table);
-    for (let i = 0; i < rows.length; i += DEFERRED_ROWS_PER_INSERT) {
-      await q.query(`INSERT INTO ${table} (${columns}) VALUES ?`, [rows.slice(i, i + DEFERRED_ROWS_PER_INSERT)]);
+  for (const [table, waiting] of pending) {
+    if (sql !== undefined && !waiting.names.test(sql)) continue;
+    // Rows leave the list only once written: a failed INSERT leaves them waiting, and the commit fails on them again.
+    while (waiting.rows.length) {
+      let n = 0;
+      for (let bytes = 0; n < waiting.rows.length && n < DEFERRED_ROWS_PER_INSERT && (n === 0 || bytes < DEFERRED_BYTES_PER_INSERT); n++) bytes += rowBytes(waiting.rows[n]!);
+      await q.query(`INSERT INTO ${table} (${waiting.columns}) VALUES ?`, [waiting.rows.slice(0, n)]);
+      waiting.rows.splice(0, n);
     }
+    pending.delete(table);
   }
 }
 
 /**
- * Savepoints of a transaction, which rows waiting to be inserted
- * ({@link insertLater}) must respect: a savepoint writes them first, and a
- * rollback to it drops those that waited since.
+ * Savepoints of a transaction, which what it keeps in memory must respect:
+ * a savepoint writes the rows waiting to be inserted ({@link insertLater})
+ * first, and a rollback to it drops those that waited since, and the
+ * transaction's caches ({@link txLocal}). What cannot be undone to a
+ * savepoint (the server changes a transaction records) refuses to be done
+ * inside one ({@link inSavepoint}).
  */
 export async function savepoint(conn: Queryable, name: string): Promise<void> {
   await writeDeferred(conn);
   await conn.query(`SAVEPOINT ${name}`);
+  txSavepoints.set(conn, (txSavepoints.get(conn) ?? 0) + 1);
 }
 
 export async function releaseSavepoint(conn: Queryable, name: string): Promise<void> {
   await conn.query(`RELEASE SAVEPOINT ${name}`);
+  txSavepoints.set(conn, Math.max(0, (txSavepoints.get(conn) ?? 0) - 1));
 }
 
 export async function rollbackToSavepoint(conn: Queryable, name: string): Promise<void> {
   // Every row waiting now was given after the savepoint, which wrote all that waited before it.
   txDeferred.get(conn)?.clear();
+  const locals = txLocals.get(conn);
+  for (const [key, entry] of locals ?? []) if (entry.cache) locals!.delete(key);
   await conn.query(`ROLLBACK TO SAVEPOINT ${name}`);
+  txSavepoints.set(conn, Math.max(0, (txSavepoints.get(conn) ?? 0) - 1));
 }
 
 /** Parses a JSON column (mysql2 returns MariaDB JSON columns as strings). */

@@ -159,7 +159,7 @@ const HELD = Symbol("instance rows this transaction holds locked");
  * the result of an update, need no query. Undefined outside a transaction.
  */
 function held(q: Queryable): Map<string, Row> | undefined {
-  return txLocal(q, HELD, () => new Map<string, Row>());
+  return txLocal(q, HELD, () => new Map<string, Row>(), { cache: true });
 }
 
 /** Remembers a row the transaction holds locked; returns it as an instance. */
