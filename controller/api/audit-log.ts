@@ -59,7 +59,7 @@ export class AuditLog {
    * ends alone is written at once, those that end while a write runs go in
    * the next, in one statement.
    */
-  private readonly writes: BatchQueue<AuditEntry & { time: Date }, void>;
+  private readonly writes: BatchQueue<AuditEntry, void>;
 
   constructor(
     private readonly pool: Pool,
@@ -88,7 +88,7 @@ export class AuditLog {
       reason: e.reason,
     };
     try {
-      await this.writes.add({ ...entry, time: new Date() });
+      await this.writes.add(entry);
     } catch (err) {
       this.failures++;
       this.log.error({ err, audit: entry, failures: this.failures }, "AUDIT RECORD LOST: could not write the audit record of a call");

@@ -5,6 +5,7 @@
  */
 import type { ActionEvent, InstanceAction, OperationError, OperationState } from "../domain/types.js";
 import type { Queryable, Row } from "./db.js";
+import mysql from "mysql2/promise";
 import { exec, insertLater, json, select } from "./db.js";
 
 /** What an action is recorded with. */
@@ -134,12 +135,14 @@ export async function finishAction(
   );
 }
 
-/** The columns of an event as it is first written (one list, so a transaction's events are written together, in order). */
-const EVENT_COLUMNS = ["action_id", "event", "host", "op_id", "start_time", "finish_time", "result", "fault", "details"];
+/** The columns of an event as it is first written (one list, so a transaction's events are written together, in order; it starts when written). */
+const EVENT_COLUMNS = ["action_id", "event", "host", "op_id", "finish_time", "result", "fault", "details"];
+/** The database's time (events, like every other time the database keeps, are on its clock). */
+const NOW = mysql.raw("CURRENT_TIMESTAMP(3)");
 
 /** Records the start of an op's event (finished by its result). Written with the transaction's other events, before it commits. */
 export async function startEvent(q: Queryable, e: { actionId: number; event: string; host?: string; opId?: string }): Promise<void> {
-  await insertLater(q, "instance_action_events", EVENT_COLUMNS, [e.actionId, e.event, e.host ?? "", e.opId ?? null, new Date(), null, null, null, null]);
+  await insertLater(q, "instance_action_events", EVENT_COLUMNS, [e.actionId, e.event, e.host ?? "", e.opId ?? null, null, null, null, null]);
 }
 
 /** Records an event that starts and finishes at once (such as a scheduling decision). */
@@ -147,8 +150,7 @@ export async function instantEvent(
   q: Queryable,
   e: { actionId: number; event: string; host?: string; result: "Success" | "Error"; fault?: string; details?: string },
 ): Promise<void> {
-  const now = new Date();
-  await insertLater(q, "instance_action_events", EVENT_COLUMNS, [e.actionId, e.event, e.host ?? "", null, now, now, e.result, e.fault ?? null, e.details ?? null]);
+  await insertLater(q, "instance_action_events", EVENT_COLUMNS, [e.actionId, e.event, e.host ?? "", null, NOW, e.result, e.fault ?? null, e.details ?? null]);
 }
 
 /** Finishes the event of an op. */

@@ -21,14 +21,11 @@ export interface AuditRecord extends AuditEntry {
 /** Keeps text within its column (the entry comes from callers' input). */
 const fit = (s: string, max: number) => (s.length <= max ? s : s.slice(0, max));
 
-/**
- * Appends records, each with the time its call ended, in one statement
- * (autocommit: never part of a call's own transaction).
- */
-export async function insertAuditRecords(q: Queryable, entries: readonly (AuditEntry & { readonly time: Date })[]): Promise<void> {
+/** Appends records in one statement (autocommit: never part of a call's own transaction), timed by the database as they are written. */
+export async function insertAuditRecords(q: Queryable, entries: readonly AuditEntry[]): Promise<void> {
   if (entries.length === 0) return;
-  await exec(q, "INSERT INTO audit_records (token_id, project_id, role, method, target, request_id, code, reason, time) VALUES ?", [
-    entries.map((e) => [fit(e.tokenId, 36), fit(e.projectId, 64), fit(e.role, 16), fit(e.method, 128), fit(e.target, 255), fit(e.requestId, 128), e.code, fit(e.reason, 64), e.time]),
+  await exec(q, "INSERT INTO audit_records (token_id, project_id, role, method, target, request_id, code, reason) VALUES ?", [
+    entries.map((e) => [fit(e.tokenId, 36), fit(e.projectId, 64), fit(e.role, 16), fit(e.method, 128), fit(e.target, 255), fit(e.requestId, 128), e.code, fit(e.reason, 64)]),
   ]);
 }
 

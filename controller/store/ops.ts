@@ -32,8 +32,8 @@ export async function enqueueOp(
   await insertLater(
     q,
     "compute_ops",
-    ["op_id", "instance_uuid", "action_id", "host", "kind", "attempt", "trace_parent", "created_at"],
-    [op.opId, op.instanceUuid, op.actionId, op.host, op.kind, op.attempt, op.traceParent, new Date()],
+    ["op_id", "instance_uuid", "action_id", "host", "kind", "attempt", "trace_parent"],
+    [op.opId, op.instanceUuid, op.actionId, op.host, op.kind, op.attempt, op.traceParent],
   );
   await insertOutbox(q, message.subject, op.opId, message.payload, op.traceParent);
 }
@@ -44,7 +44,7 @@ export async function enqueueOp(
  * in the order they were queued.
  */
 export async function insertOutbox(q: Queryable, subject: string, opId: string, payload: Uint8Array, traceParent: string | null): Promise<void> {
-  await insertLater(q, "outbox", ["subject", "msg_id", "payload", "trace_parent", "created_at"], [subject, opId, Buffer.from(payload), traceParent, new Date()]);
+  await insertLater(q, "outbox", ["subject", "msg_id", "payload", "trace_parent"], [subject, opId, Buffer.from(payload), traceParent]);
   noteChange(q, "outbox");
 }
 
