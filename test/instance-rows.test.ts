@@ -62,7 +62,8 @@ describe("instance rows held by a transaction", () => {
         c,
         {
           uuid,
-          name: "web 1",
+          // Quotes, a backslash and non-ASCII letters: the change log's snapshot must keep them as given.
+          name: 'web "1" \\ ünï',
           projectId: "p1",
           requestId: `req-${uuid}`,
           flavor: { id: "f1", name: "m1.tiny", vcpus: 1, ramMb: 512, diskGb: 1 },

@@ -3,7 +3,7 @@
  *
  * Every instance update queues the instance's new state on its transaction;
  * the transaction ends with one call of the `commit_server_changes`
- * procedure, which gives the queued states their indexes from the one-row
+ * procedure (store/migrations.ts ROUTINES), which gives the queued states their indexes from the one-row
  * `change_counter` (`n = LAST_INSERT_ID(n + k)`), writes them and commits.
  * The counter's row lock is held from then until the commit, so a
  * transaction that takes index i commits before any transaction can take
@@ -19,7 +19,7 @@
  */
 import type { Instance } from "../domain/types.js";
 import type { PoolConnection, Queryable } from "./db.js";
-import { commitWith, json, noteChange, select, txLocal } from "./db.js";
+import { commitWith, inSavepoint, json, noteChange, select, txLocal } from "./db.js";
 
 const PENDING = Symbol("the server changes of a transaction");
 
@@ -32,6 +32,8 @@ function pendingOf(conn: Queryable): Map<string, Instance> | undefined {
 export function recordChange(conn: Queryable, inst: Instance): void {
   const byUuid = pendingOf(conn);
   if (!byUuid) throw new Error("a server change is recorded inside a transaction (withTx)");
+  // A rollback to the savepoint could not take it back out of the queue.
+  if (inSavepoint(conn)) throw new Error(`a server change (${inst.uuid}) cannot be recorded inside a savepoint`);
   if (byUuid.size === 0) {
     commitWith(conn, "server_changes", commitChanges);
     noteChange(conn, "servers");
@@ -45,7 +47,7 @@ export function recordChange(conn: Queryable, inst: Instance): void {
 async function commitChanges(conn: PoolConnection): Promise<void> {
   const byUuid = pendingOf(conn);
   if (!byUuid?.size) return conn.commit();
-  const changes = [...byUuid.values()].map((inst) => ({ u: inst.uuid, p: inst.projectId, s: JSON.stringify(inst) }));
+  const changes = [...byUuid.values()].map((inst) => ({ u: inst.uuid, p: inst.projectId, s: Buffer.from(JSON.stringify(inst)).toString("base64") }));
   await conn.query("CALL commit_server_changes(?)", [JSON.stringify(changes)]);
 }
 

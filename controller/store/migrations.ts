@@ -373,22 +373,32 @@ export const MIGRATIONS: readonly Migration[] = [
       "ALTER TABLE outbox ADD COLUMN trace_parent VARCHAR(64) NULL",
     ],
   },
-  {
-    version: 29,
-    name: "a transaction's server changes take their indexes, are written and commit in one call (store/changes.ts)",
-    statements: [
-      // changes: a JSON array of {"u": instance uuid, "p": project id, "s": the snapshot as JSON text}, in index order.
-      `CREATE PROCEDURE commit_server_changes(IN changes LONGTEXT)
-       BEGIN
-         DECLARE k INT DEFAULT JSON_LENGTH(changes);
-         UPDATE change_counter SET n = LAST_INSERT_ID(n + k) WHERE id = 1;
-         INSERT INTO server_changes (id, instance_uuid, project_id, snapshot)
-           SELECT LAST_INSERT_ID() - k + j.ord, j.u, j.p, j.s
-             FROM JSON_TABLE(changes, '$[*]' COLUMNS (ord FOR ORDINALITY, u CHAR(36) PATH '$.u', p VARCHAR(64) PATH '$.p', s LONGTEXT PATH '$.s')) AS j;
-         COMMIT;
-       END`,
-    ],
-  },
+];
+
+/**
+ * Stored routines: code rather than schema, so made again (CREATE OR
+ * REPLACE) at every start after the migrations — a database restored
+ * without its routines gets them back, and a change to one needs no new
+ * migration. They run with the caller's rights (SQL SECURITY INVOKER).
+ */
+export const ROUTINES: readonly string[] = [
+  // A transaction's server changes (store/changes.ts): their indexes from the
+  // counter, the rows, and the commit, in one call. `changes` is a JSON array
+  // of {"u": server uuid, "p": project id, "s": the snapshot's JSON text in
+  // base64} in index order (base64: no character JSON_TABLE has to unquote,
+  // which MariaDB before 10.11.10 did not do).
+  `CREATE OR REPLACE PROCEDURE commit_server_changes(IN changes LONGTEXT) SQL SECURITY INVOKER
+   BEGIN
+     DECLARE k INT DEFAULT JSON_LENGTH(changes);
+     UPDATE change_counter SET n = LAST_INSERT_ID(n + k) WHERE id = 1;
+     IF ROW_COUNT() <> 1 THEN
+       SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'the change counter (change_counter row 1) is missing';
+     END IF;
+     INSERT INTO server_changes (id, instance_uuid, project_id, snapshot)
+       SELECT LAST_INSERT_ID() - k + j.ord, j.u, j.p, CONVERT(FROM_BASE64(j.s) USING utf8mb4)
+         FROM JSON_TABLE(changes, '$[*]' COLUMNS (ord FOR ORDINALITY, u CHAR(36) PATH '$.u', p VARCHAR(64) PATH '$.p', s LONGTEXT PATH '$.s')) AS j;
+     COMMIT;
+   END`,
 ];
 
 /**
@@ -419,6 +429,7 @@ export async function migrate(pool: Pool, migrations: readonly Migration[] = MIG
         await exec(conn, "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [m.version, m.name]);
         applied.push(m.version);
       }
+      for (const sql of ROUTINES) await exec(conn, sql);
     } finally {
       await conn.query("SELECT RELEASE_LOCK('novamesh_migrate')");
     }
