@@ -85,3 +85,55 @@ test("a batch that fails as a whole is handled again item by item, each with its
     ["together 1,2,3", "alone 1", "alone 2", "alone 3"],
   );
 });
+
+test("items with one key never share a batch: the later waits for the next, in order", async () => {
+  const calls: number[][] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const q = new BatchQueue<number, number>({
+    maxBatch: 64,
+    maxConcurrent: 1,
+    keyOf: (n) => String(n % 10),
+    together: async (items) => {
+      calls.push(items);
+      return items.map((n) => ({ status: "fulfilled", value: n }));
+    },
+    alone: async (n) => {
+      calls.push([n]);
+      await gate;
+      return n;
+    },
+  });
+  const all = [100, 1, 11, 2, 21, 3].map((n) => q.add(n));
+  await tick();
+  release();
+  assert.deepEqual(await Promise.all(all), [100, 1, 11, 2, 21, 3]);
+  // 1, 11 and 21 share key 1: one per batch, in the order they came; 2 and 3 go with the first.
+  assert.deepEqual(calls, [[100], [1, 2, 3], [11], [21]]);
+});
+
+test("the items of a failed batch are handled alone, at most aloneConcurrency at a time", async () => {
+  let running = 0;
+  let most = 0;
+  const q = new BatchQueue<number, number>({
+    maxBatch: 64,
+    maxConcurrent: 1,
+    aloneConcurrency: 3,
+    together: async () => {
+      throw new Error("the batch failed");
+    },
+    alone: async (n) => {
+      running++;
+      most = Math.max(most, running);
+      await new Promise((r) => setTimeout(r, 2));
+      running--;
+      return n;
+    },
+    onBatchFailed: () => {
+      throw new Error("a listener that throws changes nothing");
+    },
+  });
+  const all = Array.from({ length: 20 }, (_, i) => q.add(i));
+  assert.deepEqual(await Promise.all(all), Array.from({ length: 20 }, (_, i) => i));
+  assert.equal(most, 3, `${most} at once`);
+});

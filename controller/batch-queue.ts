@@ -16,6 +16,10 @@ export interface BatchQueueOptions<T, R> {
   readonly alone: (item: T) => Promise<R>;
   /** Told when a batch failed as a whole (its items are then handled alone). */
   readonly onBatchFailed?: (err: unknown, items: number) => void;
+  /** Items of a failed batch handled at once, at most (default: all of them). */
+  readonly aloneConcurrency?: number;
+  /** Items with the same key never share a batch: the later one waits for the next, keeping their order. */
+  readonly keyOf?: (item: T) => string;
 }
 
 interface Waiting<T, R> {
@@ -41,13 +45,31 @@ export class BatchQueue<T, R> {
 
   private pump(): void {
     while (this.running < this.o.maxConcurrent && this.queue.length) {
-      const batch = this.queue.splice(0, this.o.maxBatch);
+      const batch = this.take();
       this.running++;
       void this.handle(batch).finally(() => {
         this.running--;
         this.pump();
       });
     }
+  }
+
+  /** The next batch: the first `maxBatch` waiting items, but at most one per key. */
+  private take(): Waiting<T, R>[] {
+    const keyOf = this.o.keyOf;
+    if (!keyOf) return this.queue.splice(0, this.o.maxBatch);
+    const batch: Waiting<T, R>[] = [];
+    const rest: Waiting<T, R>[] = [];
+    const keys = new Set<string>();
+    for (const w of this.queue) {
+      const key = keyOf(w.item);
+      if (batch.length < this.o.maxBatch && !keys.has(key)) {
+        keys.add(key);
+        batch.push(w);
+      } else rest.push(w);
+    }
+    this.queue = rest;
+    return batch;
   }
 
   private async handle(batch: Waiting<T, R>[]): Promise<void> {
@@ -58,13 +80,25 @@ export class BatchQueue<T, R> {
         if (outcomes.length !== batch.length) throw new Error(`a batch of ${batch.length} gave ${outcomes.length} outcomes`);
       } catch (err) {
         outcomes = null;
-        this.o.onBatchFailed?.(err, batch.length);
+        try {
+          this.o.onBatchFailed?.(err, batch.length);
+        } catch {
+          // Being told is not worth an item's outcome.
+        }
       }
       if (outcomes) {
         outcomes.forEach((out, i) => (out.status === "fulfilled" ? batch[i]!.resolve(out.value) : batch[i]!.reject(out.reason)));
         return;
       }
     }
-    await Promise.all(batch.map((w) => this.o.alone(w.item).then(w.resolve, w.reject)));
+    // Alone, at most aloneConcurrency at a time: a failed batch need not become a storm of its items.
+    let next = 0;
+    const worker = async () => {
+      while (next < batch.length) {
+        const w = batch[next++]!;
+        await this.o.alone(w.item).then(w.resolve, w.reject);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.o.aloneConcurrency ?? batch.length, batch.length) }, worker));
   }
 }

@@ -201,6 +201,7 @@ export function agentService(deps: RpcDeps, conductor: AgentConductor, bytes: Im
                     : null,
                 },
                 host,
+                key,
               );
               if (!failed) call.write({ body: { $case: "opResultAck", opResultAck: { opId: res.opId } } });
             });

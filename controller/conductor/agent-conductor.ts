@@ -79,8 +79,12 @@ export interface AgentConductor {
   /** A fresh NATS user JWT for the key pair the host's agent named in its hello. */
   renewCredential(host: string, natsPublicKey: string): NatsCredential;
   report(r: HostReport): Promise<void>;
-  /** Applies a result `host` reported; refused unless the op was sent to `host`. */
-  result(o: OpOutcome, host: string): Promise<void>;
+  /**
+   * Applies a result `host` reported; refused unless the op was sent to
+   * `host`. `subject` is what it is about (its server, or volume): results
+   * about one subject are never applied in the same batch.
+   */
+  result(o: OpOutcome, host: string, subject: string): Promise<void>;
   /** Records progress `host` reported; dropped unless the op was sent to `host`. */
   progress(p: { opId: string; percent: number; message: string; stage: TaskState | null }, host: string): Promise<void>;
   /** Sends `host` its network now and after each change, until the returned function is called. */
@@ -146,7 +150,7 @@ export function agentConductor(
     report: async (r) => {
       await reports.add(r);
     },
-    result: (outcome, host) => results.add(outcome, host),
+    result: (outcome, host, subject) => results.add(outcome, host, subject),
     progress: (p, host) => recordOpProgress(ctx, p, host),
     watchNetwork: (host, send) => o.network.subscribe(host, send),
   };

@@ -40,7 +40,10 @@ export async function applyOpResult(ctx: ConductorContext, outcome: OpOutcome, f
  */
 async function applyIn(conn: PoolConnection, ctx: ConductorContext, outcome: OpOutcome, fromHost: string): Promise<ApiError | null> {
   const op = await lockOp(conn, outcome.opId);
-  if (!op && (await applyVolumeOpResult(conn, ctx, outcome, fromHost))) return null;
+  if (!op) {
+    const volume = await applyVolumeOpResult(conn, ctx, outcome, fromHost);
+    if (volume !== false) return volume === true ? null : volume;
+  }
   if (!op) {
     afterCommit(conn, () => ctx.log.warn({ op_id: outcome.opId }, "result for an unknown op ignored"));
     return null;
@@ -69,7 +72,7 @@ async function applyIn(conn: PoolConnection, ctx: ConductorContext, outcome: OpO
  * a time (store/changes.ts): a batch passes it once.
  */
 export class ResultBatcher {
-  private readonly queue: BatchQueue<{ outcome: OpOutcome; host: string }, void>;
+  private readonly queue: BatchQueue<{ outcome: OpOutcome; host: string; subject: string }, void>;
 
   constructor(ctx: ConductorContext, o: { maxBatch: number; maxConcurrent: number } = { maxBatch: 64, maxConcurrent: 2 }) {
     this.queue = new BatchQueue({
@@ -89,12 +92,15 @@ export class ResultBatcher {
         return refusals.map((r): PromiseSettledResult<void> => (r ? { status: "rejected", reason: r } : { status: "fulfilled", value: undefined }));
       },
       alone: (r) => applyOpResult(ctx, r.outcome, r.host),
+      aloneConcurrency: 8,
+      // Two results about one server in a batch would commit as one change: a watcher would miss the state between them.
+      keyOf: (r) => r.subject,
       onBatchFailed: (err, n) => ctx.log.warn({ err, results: n }, "a batch of op results could not be applied together; applying them one by one"),
     });
   }
 
-  add(outcome: OpOutcome, host: string): Promise<void> {
-    return this.queue.add({ outcome, host });
+  add(outcome: OpOutcome, host: string, subject: string): Promise<void> {
+    return this.queue.add({ outcome, host, subject });
   }
 }
 

@@ -5,6 +5,7 @@
 import type { OpOutcome } from "../../domain/ops.js";
 import type { Volume, VolumeFault, VolumeSnapshot, VolumeTask } from "../../domain/volume.js";
 import { VOLUME_TASKS } from "../../domain/volume.js";
+import type { ApiError } from "../../errors.js";
 import { permissionDenied } from "../../errors.js";
 import type { PoolConnection } from "../../store/db.js";
 import { DEADLOCK_RETRIES, afterCommit, withTx } from "../../store/db.js";
@@ -21,15 +22,17 @@ import { VOLUME_RESULT_RULES, VOLUME_TIMEOUT_RULES } from "./index.js";
  * `outcome` is no volume op's. The op row is locked and marked DONE with the
  * volume's change, so a re-reported result changes nothing; a result that
  * comes when the volume is no longer in the status its op works in (timed
- * out, deleted) changes only the op's record. Only the op's host may report it.
+ * out, deleted) changes only the op's record. Only the op's host may report
+ * it: from another, the refusal is returned (nothing written), for the
+ * caller to give that host once its transaction ends.
  */
-export async function applyVolumeOpResult(conn: PoolConnection, ctx: ConductorContext, outcome: OpOutcome, fromHost: string): Promise<boolean> {
+export async function applyVolumeOpResult(conn: PoolConnection, ctx: ConductorContext, outcome: OpOutcome, fromHost: string): Promise<boolean | ApiError> {
   const op = await lockVolumeOp(conn, outcome.opId);
   if (!op) return false;
   const fields = { op_id: op.opId, request_id: op.requestId, volume_id: op.volumeId, host: op.host, op: op.kind };
   if (op.host !== fromHost) {
-    ctx.log.warn({ ...fields, from_host: fromHost }, "volume op result from another host than the op's refused");
-    throw permissionDenied(`op ${op.opId} was sent to another host; only that host may report its result`);
+    afterCommit(conn, () => ctx.log.warn({ ...fields, from_host: fromHost }, "volume op result from another host than the op's refused"));
+    return permissionDenied(`op ${op.opId} was sent to another host; only that host may report its result`);
   }
   if (op.state === "DONE") return true;
   const e = outcome.error;
