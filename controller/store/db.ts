@@ -80,7 +80,23 @@ export async function openPool(url: string, opts: { connectionLimit?: number } =
   return pool;
 }
 
-const committers = new WeakMap<PoolConnection, { key: string; fn: (conn: PoolConnection) => Promise<void> } | null>();
+/** What one transaction (one attempt of {@link withTx}) keeps beside its connection, until it ends. */
+interface TxState {
+  /** What ends it in place of a plain COMMIT ({@link commitWith}). */
+  committer: { readonly key: string; readonly fn: (conn: PoolConnection) => Promise<void> } | null;
+  /** What it changed, told after the commit ({@link noteChange}). */
+  readonly changes: Set<Change>;
+  /** What runs after the commit ({@link afterCommit}). */
+  readonly after: (() => void)[];
+  /** {@link txLocal}'s state. */
+  readonly locals: Map<symbol, { value: unknown; cache: boolean }>;
+  /** Rows inserted at the latest just before the commit ({@link insertLater}), by table, in the order given. */
+  readonly deferred: Map<string, { columns: string; rows: unknown[][]; names: RegExp }>;
+  /** Savepoints open. */
+  savepoints: number;
+}
+
+const txs = new WeakMap<object, TxState>();
 
 /**
  * Has `fn` end `conn`'s transaction in place of a plain COMMIT: its last
@@ -91,10 +107,10 @@ const committers = new WeakMap<PoolConnection, { key: string; fn: (conn: PoolCon
  * back). Only inside {@link withTx}.
  */
 export function commitWith(conn: Queryable, key: string, fn: (conn: PoolConnection) => Promise<void>): void {
-  const current = committers.get(conn as PoolConnection);
-  if (current === undefined) throw new Error("commitWith needs a connection inside withTx");
-  if (current && current.key !== key) throw new Error(`this transaction is already committed by ${current.key}, not ${key}`);
-  if (!current) committers.set(conn as PoolConnection, { key, fn });
+  const tx = txs.get(conn);
+  if (!tx) throw new Error("commitWith needs a connection inside withTx");
+  if (tx.committer && tx.committer.key !== key) throw new Error(`this transaction is already committed by ${tx.committer.key}, not ${key}`);
+  tx.committer ??= { key, fn };
 }
 
 /** Options of {@link withTx}. */
@@ -134,21 +150,15 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
   const asked = performance.now();
   const conn = await pool.getConnection();
   connectionWaitListeners.get(pool)?.((performance.now() - asked) / 1000);
-  const changes = new Set<Change>();
-  const after: (() => void)[] = [];
-  committers.set(conn, null);
-  txChanges.set(conn, changes);
-  txAfterCommit.set(conn, after);
-  txLocals.set(conn, new Map());
-  txDeferred.set(conn, new Map());
+  const tx: TxState = { committer: null, changes: new Set(), after: [], locals: new Map(), deferred: new Map(), savepoints: 0 };
+  txs.set(conn, tx);
   let result: T;
   let broken = false;
   try {
     await conn.beginTransaction();
     result = await fn(conn);
     await writeDeferred(conn);
-    const committer = committers.get(conn);
-    if (committer) await committer.fn(conn);
+    if (tx.committer) await tx.committer.fn(conn);
     else await conn.commit();
   } catch (err) {
     try {
@@ -161,17 +171,12 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
     }
     throw err;
   } finally {
-    committers.delete(conn);
-    txChanges.delete(conn);
-    txAfterCommit.delete(conn);
-    txLocals.delete(conn);
-    txDeferred.delete(conn);
-    txSavepoints.delete(conn);
+    txs.delete(conn);
     if (broken) conn.destroy();
     else conn.release();
   }
-  if (changes.size) committedListeners.get(pool)?.(changes);
-  for (const fn of after) {
+  if (tx.changes.size) committedListeners.get(pool)?.(tx.changes);
+  for (const fn of tx.after) {
     // What runs after the commit (log lines, metrics) cannot undo it: its failure is reported, and the committed work stands.
     try {
       fn();
@@ -190,11 +195,6 @@ async function attemptTx<T>(pool: Pool, fn: (conn: PoolConnection) => Promise<T>
  */
 export type Change = "outbox" | "servers" | "hosts" | "placements";
 
-const txChanges = new WeakMap<object, Set<Change>>();
-const txLocals = new WeakMap<object, Map<symbol, { value: unknown; cache: boolean }>>();
-/** Savepoints open in a transaction. */
-const txSavepoints = new WeakMap<object, number>();
-
 /**
  * State that lives as long as `q`'s transaction (one attempt of it: a
  * deadlock retry starts afresh), made by `init` on first use; undefined
@@ -204,7 +204,7 @@ const txSavepoints = new WeakMap<object, number>();
  * savepoint, which may undo what it had seen written.
  */
 export function txLocal<T>(q: Queryable, key: symbol, init: () => T, o: { cache?: boolean } = {}): T | undefined {
-  const locals = txLocals.get(q);
+  const locals = txs.get(q)?.locals;
   if (!locals) return undefined;
   let entry = locals.get(key);
   if (!entry) locals.set(key, (entry = { value: init(), cache: o.cache ?? false }));
@@ -213,9 +213,8 @@ export function txLocal<T>(q: Queryable, key: symbol, init: () => T, o: { cache?
 
 /** Whether `q`'s transaction is inside a savepoint (what cannot be undone to one must not be done there). */
 export function inSavepoint(q: Queryable): boolean {
-  return (txSavepoints.get(q) ?? 0) > 0;
+  return (txs.get(q)?.savepoints ?? 0) > 0;
 }
-const txAfterCommit = new WeakMap<object, (() => void)[]>();
 const connectionWaitListeners = new WeakMap<object, (seconds: number) => void>();
 
 /** Calls `listener` with how long each transaction on `pool` waited for its connection. */
@@ -230,8 +229,8 @@ export function onConnectionWait(pool: Pool, listener: (seconds: number) => void
  * write that may yet be undone, such as the log line of an op sent.
  */
 export function afterCommit(q: Queryable, fn: () => void): void {
-  const inTx = txAfterCommit.get(q);
-  if (inTx) inTx.push(fn);
+  const inTx = txs.get(q);
+  if (inTx) inTx.after.push(fn);
   else fn();
 }
 const committedListeners = new WeakMap<object, (changes: ReadonlySet<Change>) => void>();
@@ -247,8 +246,8 @@ export function onCommitted(pool: Pool, listener: (changes: ReadonlySet<Change>)
  * (autocommit) at once. Store functions call this after their write.
  */
 export function noteChange(q: Queryable, change: Change): void {
-  const inTx = txChanges.get(q);
-  if (inTx) inTx.add(change);
+  const inTx = txs.get(q);
+  if (inTx) inTx.changes.add(change);
   else committedListeners.get(q)?.(new Set([change]));
 }
 
@@ -263,9 +262,6 @@ export async function exec(q: Queryable, sql: string, params: unknown[] = []): P
   const [res] = await q.query<ResultSetHeader>(sql, params);
   return res;
 }
-
-/** Rows a transaction inserts at the latest just before it commits, by table, in the order given. */
-const txDeferred = new WeakMap<object, Map<string, { columns: string; rows: unknown[][]; names: RegExp }>>();
 
 /** Rows and bytes (roughly) per INSERT when waiting rows are written: well inside max_allowed_packet. */
 const DEFERRED_ROWS_PER_INSERT = 500;
@@ -294,7 +290,7 @@ function rowBytes(row: readonly unknown[]): number {
  */
 export async function insertLater(q: Queryable, table: string, columns: readonly string[], row: readonly unknown[]): Promise<void> {
   const cols = columns.join(", ");
-  const pending = txDeferred.get(q);
+  const pending = txs.get(q)?.deferred;
   if (!pending) {
     await exec(q, `INSERT INTO ${table} (${cols}) VALUES ?`, [[row]]);
     return;
@@ -307,7 +303,7 @@ export async function insertLater(q: Queryable, table: string, columns: readonly
 
 /** Writes the rows the transaction of `q` waits to insert: those of the tables `sql` names, or all. */
 async function writeDeferred(q: Queryable, sql?: string): Promise<void> {
-  const pending = txDeferred.get(q);
+  const pending = txs.get(q)?.deferred;
   if (!pending?.size) return;
   for (const [table, waiting] of pending) {
     if (sql !== undefined && !waiting.names.test(sql)) continue;
@@ -333,21 +329,23 @@ async function writeDeferred(q: Queryable, sql?: string): Promise<void> {
 export async function savepoint(conn: Queryable, name: string): Promise<void> {
   await writeDeferred(conn);
   await conn.query(`SAVEPOINT ${name}`);
-  txSavepoints.set(conn, (txSavepoints.get(conn) ?? 0) + 1);
+  const tx = txs.get(conn);
+  if (tx) tx.savepoints++;
 }
 
 export async function releaseSavepoint(conn: Queryable, name: string): Promise<void> {
   await conn.query(`RELEASE SAVEPOINT ${name}`);
-  txSavepoints.set(conn, Math.max(0, (txSavepoints.get(conn) ?? 0) - 1));
+  const tx = txs.get(conn);
+  if (tx) tx.savepoints = Math.max(0, tx.savepoints - 1);
 }
 
 export async function rollbackToSavepoint(conn: Queryable, name: string): Promise<void> {
   // Every row waiting now was given after the savepoint, which wrote all that waited before it.
-  txDeferred.get(conn)?.clear();
-  const locals = txLocals.get(conn);
-  for (const [key, entry] of locals ?? []) if (entry.cache) locals!.delete(key);
+  const tx = txs.get(conn);
+  tx?.deferred.clear();
+  for (const [key, entry] of tx?.locals ?? []) if (entry.cache) tx!.locals.delete(key);
   await conn.query(`ROLLBACK TO SAVEPOINT ${name}`);
-  txSavepoints.set(conn, Math.max(0, (txSavepoints.get(conn) ?? 0) - 1));
+  if (tx) tx.savepoints = Math.max(0, tx.savepoints - 1);
 }
 
 /** Parses a JSON column (mysql2 returns MariaDB JSON columns as strings). */
