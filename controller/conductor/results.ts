@@ -42,11 +42,8 @@ async function applyIn(conn: PoolConnection, ctx: ConductorContext, outcome: OpO
   const op = await lockOp(conn, outcome.opId);
   if (!op) {
     const volume = await applyVolumeOpResult(conn, ctx, outcome, fromHost);
-    if (volume !== false) return volume === true ? null : volume;
-  }
-  if (!op) {
-    afterCommit(conn, () => ctx.log.warn({ op_id: outcome.opId }, "result for an unknown op ignored"));
-    return null;
+    if (volume === false) afterCommit(conn, () => ctx.log.warn({ op_id: outcome.opId }, "result for an unknown op ignored"));
+    return volume === true || volume === false ? null : volume;
   }
   const fields = { op_id: op.opId, request_id: op.requestId, server_id: op.instanceUuid, host: op.host, op: op.kind };
   if (op.host !== fromHost) {

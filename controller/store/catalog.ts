@@ -114,13 +114,7 @@ export async function getImage(q: Queryable, id: string, projectId: string | und
     read?.set(id, image);
     return image;
   }
-  const rows =
-    projectId === undefined
-      ? await select(q, "SELECT * FROM images WHERE id = ? AND deleted_at IS NULL", [id])
-      : await select(q, "SELECT * FROM images WHERE id = ? AND deleted_at IS NULL AND (visibility = 'public' OR project_id = ?)", [
-          id,
-          projectId,
-        ]);
+  const rows = await select(q, "SELECT * FROM images WHERE id = ? AND deleted_at IS NULL AND (visibility = 'public' OR project_id = ?)", [id, projectId]);
   return rows[0] ? rowToImage(rows[0]) : null;
 }
 

@@ -305,11 +305,10 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
   if (patch.launchedAt !== undefined) put("launched_at", patch.launchedAt);
   if (patch.deletedAt !== undefined) put("deleted_at", patch.deletedAt);
   await exec(conn, "UPDATE instances SET ? WHERE uuid = ?", [cols, uuid]);
-  // The row is locked now: as this transaction knew it, with the new values; else read once.
+  // The row is locked now: as this transaction knew it, with the new values; else read once (and held from then on).
   const before = held(conn)?.get(uuid);
-  const row = before ? { ...before, ...cols } : (await select(conn, `SELECT ${INSTANCE_COLUMNS} FROM instances WHERE uuid = ?`, [uuid]))[0];
-  if (!row) throw new Error(`instance ${uuid} vanished during update`);
-  const inst = hold(conn, row as Row);
+  const inst = before ? hold(conn, { ...before, ...cols } as Row) : await getInstance(conn, uuid, { lock: true });
+  if (!inst) throw new Error(`instance ${uuid} vanished during update`);
   recordChange(conn, inst);
   if (patch.taskState && PLACEMENT_TASKS.includes(patch.taskState)) noteChange(conn, "placements");
   // The hosts it leaves and joins plug its ports (network sync; its ops carry them too).
