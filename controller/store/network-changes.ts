@@ -7,7 +7,7 @@
  * out the hosts concerned, and old rows are pruned.
  */
 import type { Queryable } from "./db.js";
-import { exec, select } from "./db.js";
+import { exec, insertLater, select } from "./db.js";
 
 /**
  * What a change touched, and so which hosts it concerns:
@@ -35,12 +35,16 @@ export interface NetworkChange {
 
 export const touch = (kind: TouchKind, ref: string): NetworkTouch => ({ kind, ref });
 
-/** Records what a change touched (in the caller's transaction), one row each. */
+/**
+ * Records what a change touched (in the caller's transaction), one row
+ * each. The rows are written with the transaction's others (insertLater):
+ * servers placed together note their moves in one statement.
+ */
 export async function noteNetworkChange(q: Queryable, touched: readonly NetworkTouch[]): Promise<void> {
   const rows = [...new Map(touched.map((t) => [`${t.kind} ${t.ref}`, t])).values()];
   // Nothing named: a row that concerns every host.
   if (rows.length === 0) return void (await exec(q, "INSERT INTO network_changes () VALUES ()"));
-  await exec(q, `INSERT INTO network_changes (kind, ref) VALUES ${rows.map(() => "(?, ?)").join(", ")}`, rows.flatMap((t) => [t.kind, t.ref]));
+  for (const t of rows) await insertLater(q, "network_changes", ["kind", "ref"], [t.kind, t.ref]);
 }
 
 /** What a port touches: itself, its server, and the groups it is a member of when `members`. */
