@@ -8,8 +8,8 @@ import { permissionDenied } from "../errors.js";
 import { finishOpEvent } from "../store/actions.js";
 import type { PoolConnection } from "../store/db.js";
 import { DEADLOCK_RETRIES, afterCommit, withTx } from "../store/db.js";
-import { getInstance } from "../store/instances.js";
-import { finishOp, lockOp, type OpRecord } from "../store/ops.js";
+import { getInstance, lockInstances } from "../store/instances.js";
+import { finishOp, lockOp, lockOps, type OpRecord } from "../store/ops.js";
 import { inTrace } from "../tracing.js";
 import { BatchQueue } from "../batch-queue.js";
 import type { ConductorContext } from "./context.js";
@@ -36,10 +36,14 @@ export async function applyOpResult(ctx: ConductorContext, outcome: OpOutcome, f
 /**
  * One result in the caller's transaction. A result the host may not report
  * is refused before anything is written: the refusal is returned, for the
- * caller to give that host once the transaction ends.
+ * caller to give that host once the transaction ends. `locked`: the ops of
+ * the caller's batch, read and locked together.
  */
-async function applyIn(conn: PoolConnection, ctx: ConductorContext, outcome: OpOutcome, fromHost: string): Promise<ApiError | null> {
-  const op = await lockOp(conn, outcome.opId);
+async function applyIn(conn: PoolConnection, ctx: ConductorContext, outcome: OpOutcome, fromHost: string, locked?: Map<string, OpRecord>): Promise<ApiError | null> {
+  // An op read with its batch is taken once: a second result of it in the batch reads it as the first left it.
+  const prefetched = locked?.get(outcome.opId);
+  locked?.delete(outcome.opId);
+  const op = prefetched ?? (await lockOp(conn, outcome.opId));
   if (!op) {
     const volume = await applyVolumeOpResult(conn, ctx, outcome, fromHost);
     if (volume === false) afterCommit(conn, () => ctx.log.warn({ op_id: outcome.opId }, "result for an unknown op ignored"));
@@ -80,8 +84,11 @@ export class ResultBatcher {
         const refusals = await withTx(
           ctx.pool,
           async (conn) => {
+            // The batch's ops and their servers are locked in two reads, not two per result.
+            const ops = await lockOps(conn, items.map((r) => r.outcome.opId));
+            await lockInstances(conn, [...ops.values()].map((op) => op.instanceUuid));
             const out = new Array<ApiError | null>(items.length);
-            for (const i of order) out[i] = await applyIn(conn, ctx, items[i]!.outcome, items[i]!.host);
+            for (const i of order) out[i] = await applyIn(conn, ctx, items[i]!.outcome, items[i]!.host, ops);
             return out;
           },
           { deadlockRetries: DEADLOCK_RETRIES },

@@ -316,6 +316,13 @@ export async function updateInstance(conn: PoolConnection, uuid: string, patch: 
   return inst;
 }
 
+/** Locks the instances of `uuids` (in one read, in index order) and holds them for the transaction's reads. */
+export async function lockInstances(conn: PoolConnection, uuids: readonly string[]): Promise<void> {
+  const wanted = [...new Set(uuids)].filter((u) => !held(conn)?.has(u));
+  if (wanted.length === 0) return;
+  heldInstances(conn, await select(conn, `SELECT ${INSTANCE_COLUMNS} FROM instances WHERE uuid IN (?) FOR UPDATE`, [wanted]));
+}
+
 /** Instances whose task is past its deadline, locked for the reaper (SKIP LOCKED). */
 export async function lockOverdue(conn: PoolConnection, now: Date, limit: number): Promise<Instance[]> {
   const rows = await select(

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { ComputeNode, ResourceRequest } from "../domain/types.js";
 import type { PoolConnection, Queryable, Row } from "./db.js";
-import { exec, insertLater, noteChange, select } from "./db.js";
+import { exec, insertLater, noteChange, select, txLocal } from "./db.js";
 
 const COLUMNS = `id, host, hypervisor_type, zone, version, vcpus, memory_mb, disk_gb, vcpus_used, memory_mb_used,
   disk_gb_used, running_vms, cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, reserved_memory_mb,
@@ -225,8 +225,11 @@ export async function moveAllocations(q: Queryable, from: string, to: string): P
   return res.affectedRows;
 }
 
+const BUILDS_RESET = Symbol("hosts whose failed builds this transaction has seen at 0 or reset");
+
 /** Counts a failed build on `host` (the build failure weigher prefers other hosts until one succeeds there). */
 export async function recordBuildFailure(q: Queryable, host: string): Promise<void> {
+  txLocal(q, BUILDS_RESET, () => new Set<string>(), { cache: true })?.delete(host);
   await exec(q, "UPDATE compute_nodes SET failed_builds = failed_builds + 1 WHERE host = ?", [host]);
 }
 
@@ -234,9 +237,13 @@ export async function recordBuildFailure(q: Queryable, host: string): Promise<vo
  * A build succeeded on `host`: its failure count starts again. Read first
  * without a lock: the host's row is often locked by a placement claiming it,
  * and an UPDATE would wait for that placement to commit even to change
- * nothing.
+ * nothing. Once per host in a transaction (a batch of results has many
+ * builds on each host).
  */
 export async function recordBuildSuccess(q: Queryable, host: string): Promise<void> {
+  const reset = txLocal(q, BUILDS_RESET, () => new Set<string>(), { cache: true });
+  if (reset?.has(host)) return;
   const [row] = await select<{ failed_builds: number }>(q, "SELECT failed_builds FROM compute_nodes WHERE host = ?", [host]);
   if (row && row.failed_builds !== 0) await exec(q, "UPDATE compute_nodes SET failed_builds = 0 WHERE host = ? AND failed_builds <> 0", [host]);
+  reset?.add(host);
 }

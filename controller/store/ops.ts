@@ -71,6 +71,13 @@ export async function lockOp(q: Queryable, opId: string): Promise<OpRecord | nul
   return rows[0] ? rowToOp(rows[0]) : null;
 }
 
+/** {@link lockOp} of each of `opIds`, in one read; an unknown op is absent. */
+export async function lockOps(q: Queryable, opIds: readonly string[]): Promise<Map<string, OpRecord>> {
+  if (opIds.length === 0) return new Map();
+  const rows = await select(q, `SELECT ${OP_COLUMNS} FROM compute_ops WHERE op_id IN (?) FOR UPDATE`, [opIds]);
+  return new Map(rows.map((r) => [r.op_id as string, rowToOp(r)]));
+}
+
 /** An op's record, unlocked. */
 export async function getOp(q: Queryable, opId: string): Promise<OpRecord | null> {
   const rows = await select(q, `SELECT ${OP_COLUMNS} FROM compute_ops WHERE op_id = ?`, [opId]);
