@@ -26,6 +26,8 @@ export interface DispatchRequest {
   readonly imageId?: string;
   /** The volume an op that runs on a volume host works on (export, unexport). */
   readonly volume?: VolumeTarget;
+  /** The caller knows, in this transaction, that the server has no port: none are read. */
+  readonly portless?: boolean;
 }
 
 /**
@@ -41,7 +43,7 @@ export async function dispatchOp(q: Queryable, o: DispatchRequest): Promise<stri
   const traits = OP_TRAITS[o.args.kind];
   if (traits.onVolumeHost && !o.volume) throw new Error(`a ${o.args.kind} op needs its volume`);
   const image = traits.buildsOnHost ? await getImage(q, o.imageId ?? o.instance.imageId, undefined) : null;
-  const ports = traits.plugsPorts ? await hostPortsOf(q, o.instance.uuid, o.host) : [];
+  const ports = traits.plugsPorts && !o.portless ? await hostPortsOf(q, o.instance.uuid, o.host) : [];
   // What the guest is told on its config drive, made again wherever it is built: its user data, and the zone it is in
   // (the one asked for, else the host's, as Nova tells it).
   const guest =

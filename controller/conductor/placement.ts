@@ -16,7 +16,7 @@ import type { Pipeline, Placement } from "../scheduler/pipeline.js";
 import type { PlacementRequest } from "../scheduler/request-spec.js";
 import { requestSpecOf } from "../scheduler/request-spec.js";
 import type { RequestSpec } from "../scheduler/types.js";
-import { finishAction, instantEvent, runningAction } from "../store/actions.js";
+import { finishAction, instantEvent, runningActions, type RunningAction } from "../store/actions.js";
 import { getImage } from "../store/catalog.js";
 import type { PoolConnection } from "../store/db.js";
 import { withTx } from "../store/db.js";
@@ -75,8 +75,10 @@ export class PlacementWorker extends PumpWorker {
     return withTx(this.ctx.pool, async (conn) => {
       const batch = await lockPlacementBatch(conn, this.opts.batch, { buildTasks: PLACEMENT_TASKS, moveTasks: MOVE_WAITING_TASKS });
       const tx = new Tx(conn, this.ctx);
+      const builds = batch.filter((inst) => inst.taskState && PLACEMENT_TASKS.includes(inst.taskState));
+      const actions = await runningActions(conn, builds.map((inst) => inst.uuid));
       for (const inst of batch) {
-        if (inst.taskState && PLACEMENT_TASKS.includes(inst.taskState)) await this.placeBuild(tx, inst);
+        if (builds.includes(inst)) await this.placeBuild(tx, inst, actions.get(inst.uuid) ?? null);
         else await this.placeMove(tx, inst);
       }
       return batch.length;
@@ -84,8 +86,7 @@ export class PlacementWorker extends PumpWorker {
   }
 
   /** A build (of a new server, or of an offloaded one from its snapshot). */
-  private async placeBuild(tx: Tx, inst: Instance): Promise<void> {
-    const action = await runningAction(tx.conn, inst.uuid);
+  private async placeBuild(tx: Tx, inst: Instance, action: RunningAction | null): Promise<void> {
     if (action === null) {
       this.ctx.log.error({ server_id: inst.uuid }, "instance waiting for a host without a running action; task cleared");
       await updateInstance(tx.conn, inst.uuid, { taskState: null });
@@ -143,11 +144,11 @@ export class PlacementWorker extends PumpWorker {
     };
     if (!host) return abandon(noValidHostFault(placement, lostClaims), status.RESOURCE_EXHAUSTED, { event: "schedule" });
     // The target's DHCP ports on the server's networks: a network with no address left for them ends the move.
-    const portFailure = await tx.store.bindServerPorts(inst, host.host);
-    if (portFailure) {
+    const bound = await tx.store.bindServerPorts(inst, host.host);
+    if (bound.failure) {
       // The target's claim goes; the source's returns to the server.
       await tx.store.releaseAllocations(inst.uuid);
-      return abandon(portFailure.fault, portFailure.status, { event: "allocate_network", host: host.host });
+      return abandon(bound.failure.fault, bound.failure.status, { event: "allocate_network", host: host.host });
     }
     await updateMigration(conn, m.id, { status: "MIGRATING", targetHost: host.host, triedHosts: [...m.triedHosts, host.host] });
     await instantEvent(conn, { actionId: m.actionId, event: "schedule", host: host.host, result: "Success" });

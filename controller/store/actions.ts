@@ -72,12 +72,34 @@ export async function findAction(
   return r ? { id: Number(r.id), action: r.action, state: r.state, request: json<Record<string, unknown> | null>(r.request_body, null) } : null;
 }
 
+/** An action not yet finished: its id, request and trace. */
+export interface RunningAction {
+  readonly id: number;
+  readonly requestId: string;
+  readonly traceParent: string | null;
+}
+
 /** The instance's running action (the newest one not finished), if any. */
-export async function runningAction(q: Queryable, instanceUuid: string): Promise<{ id: number; requestId: string; traceParent: string | null } | null> {
+export async function runningAction(q: Queryable, instanceUuid: string): Promise<RunningAction | null> {
   const rows = await select(q, "SELECT id, request_id, trace_parent FROM instance_actions WHERE instance_uuid = ? AND finish_time IS NULL ORDER BY id DESC LIMIT 1", [
     instanceUuid,
   ]);
   return rows[0] ? { id: Number(rows[0].id), requestId: rows[0].request_id, traceParent: rows[0].trace_parent ?? null } : null;
+}
+
+/** {@link runningAction} of each of `instanceUuids`, in one read; a server without one is absent. */
+export async function runningActions(q: Queryable, instanceUuids: readonly string[]): Promise<Map<string, RunningAction>> {
+  const out = new Map<string, RunningAction>();
+  if (instanceUuids.length === 0) return out;
+  // No ORDER BY: MariaDB would walk the primary key through the whole table for it rather than use the index on instance_uuid.
+  const rows = await select(q, "SELECT instance_uuid, id, request_id, trace_parent FROM instance_actions WHERE instance_uuid IN (?) AND finish_time IS NULL", [
+    instanceUuids,
+  ]);
+  for (const r of rows) {
+    const id = Number(r.id);
+    if ((out.get(r.instance_uuid)?.id ?? -1) < id) out.set(r.instance_uuid, { id, requestId: r.request_id, traceParent: r.trace_parent ?? null });
+  }
+  return out;
 }
 
 /** Marks an action RUNNING (a host started on it) with its deadline. */

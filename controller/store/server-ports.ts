@@ -30,14 +30,16 @@ async function networksOfServer(q: Queryable, serverId: string): Promise<string[
   return (await select<{ network_id: string }>(q, "SELECT DISTINCT network_id FROM ports WHERE device_id = ?", [serverId])).map((r) => r.network_id);
 }
 
+/** What binding a server's ports came to: the failure, or whether it has any port (none: nothing to plug on the host). */
+export type BoundPorts = { readonly failure: PortFailure } | { readonly failure: null; readonly portless: boolean };
+
 /**
  * Makes the ports `server` asked for (once: the request is cleared after)
- * and the DHCP ports `host` needs on its networks. Null when done; the
- * failure (IP_ADDRESS_EXHAUSTED, IP_ADDRESS_IN_USE, PORT_IN_USE,
- * NETWORK_NOT_FOUND, …) when not, with nothing of it left in the
- * transaction.
+ * and the DHCP ports `host` needs on its networks. The failure
+ * (IP_ADDRESS_EXHAUSTED, IP_ADDRESS_IN_USE, PORT_IN_USE, NETWORK_NOT_FOUND,
+ * …) when not done, with nothing of it left in the transaction.
  */
-export async function bindServerPorts(q: Queryable, server: { uuid: string; projectId: string; availabilityZone: string }, host: string): Promise<PortFailure | null> {
+export async function bindServerPorts(q: Queryable, server: { uuid: string; projectId: string; availabilityZone: string }, host: string): Promise<BoundPorts> {
   const [row] = await select<{ requested_networks: unknown; has_ports: number }>(
     q,
     "SELECT requested_networks, EXISTS (SELECT 1 FROM ports WHERE device_id = ?) AS has_ports FROM instances WHERE uuid = ?",
@@ -45,7 +47,7 @@ export async function bindServerPorts(q: Queryable, server: { uuid: string; proj
   );
   const requested = json<RequestedNetworks | null>(row?.requested_networks ?? null, null);
   // A server without interfaces, asked for or made, has nothing to bind.
-  if (!requested && !row?.has_ports) return null;
+  if (!requested && !row?.has_ports) return { failure: null, portless: true };
   await savepoint(q, "bind_ports");
   try {
     if (requested) {
@@ -79,11 +81,11 @@ export async function bindServerPorts(q: Queryable, server: { uuid: string; proj
       if (net) await ensureDhcpPort(q, net, host);
     }
     await releaseSavepoint(q, "bind_ports");
-    return null;
+    return { failure: null, portless: false };
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
     await rollbackToSavepoint(q, "bind_ports");
-    return { fault: { code: err.reason, message: err.message, details: err.metadata, createdAt: new Date().toISOString() }, status: err.code };
+    return { failure: { fault: { code: err.reason, message: err.message, details: err.metadata, createdAt: new Date().toISOString() }, status: err.code } };
   }
 }
 

@@ -83,8 +83,8 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     checkSameRequest(req.requestId, "create", action.request, request);
     return accepted(ctx.pool, first, action.id);
   };
-  const existing = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
-  if (existing) return replay(existing);
+  // A repeated request is found by its failure: the unique request id refuses its insert, or its
+  // quota or volume was taken by the first. Looked for first, it would cost every create a read.
   const uuid = randomUUID();
   try {
     const created = await withTx(ctx.pool, async (conn) => {
@@ -150,10 +150,10 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     // The server and its operation as this transaction left them: it has no interfaces until it is placed.
     return { ...created, noInterfacesYet: true };
   } catch (err) {
-    // Two identical requests raced: the loser returns the winner's server (booting from a volume, it
-    // waited on the volume's lock and found it reserved by the winner).
-    // Or the winner took the last of the quota.
-    if (isDuplicateKey(err) || (err instanceof ApiError && (err.reason === "QUOTA_EXCEEDED" || (req.rootVolume && err.reason === "WRONG_STATUS")))) {
+    // The request was made before, or two identical requests raced: it returns the first one's server.
+    // The first may have taken the last of the quota, or the volume it boots from (which may since
+    // be gone with it), so any refusal is checked against it too.
+    if (isDuplicateKey(err) || err instanceof ApiError) {
       const winner = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
       if (winner) return replay(winner);
     }
@@ -164,10 +164,10 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
 /** Placement claimed `host` for a build or an unshelve: it spawns there. */
 export async function placed(tx: Tx, inst: Instance, action: { id: number; requestId: string }, host: string, alternates: readonly string[]): Promise<void> {
   // Its ports (made on the first placement) and the host's DHCP ports on their networks.
-  const portFailure = await tx.store.bindServerPorts(inst, host);
-  if (portFailure) {
+  const bound = await tx.store.bindServerPorts(inst, host);
+  if (bound.failure) {
     await tx.store.releaseAllocations(inst.uuid);
-    return noPorts(tx, inst, action, portFailure);
+    return noPorts(tx, inst, action, bound.failure);
   }
   const attempt = inst.attempt + 1;
   const spawning = await tx.update(inst.uuid, {
@@ -180,7 +180,7 @@ export async function placed(tx: Tx, inst: Instance, action: { id: number; reque
   });
   await tx.store.markActionRunning(action.id, spawning.taskDeadline);
   await tx.store.instantEvent({ actionId: action.id, event: "schedule", host, result: "Success" });
-  await spawn(tx, inst, spawning, { actionId: action.id, requestId: action.requestId, host, attempt });
+  await spawn(tx, inst, spawning, { actionId: action.id, requestId: action.requestId, host, attempt, portless: bound.portless });
 }
 
 /** The image a build starts from: an unshelved server's snapshot, else its own image. */
@@ -189,9 +189,10 @@ export function imageOf(inst: Instance): string {
 }
 
 /** Sends the spawn, from the image the build starts from; a server with volumes has them exported to the host first. */
-async function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: number; requestId: string; host: string; attempt: number }) {
+async function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: number; requestId: string; host: string; attempt: number; portless: boolean }) {
   if (await exportVolumes(tx, spawning, o.host, o.actionId, o.requestId)) return;
-  await tx.dispatch({ instance: spawning, host: o.host, actionId: o.actionId, requestId: o.requestId, args: { kind: "spawn" }, attempt: o.attempt, imageId: imageOf(before) });
+  const { actionId, requestId, host, attempt, portless } = o;
+  await tx.dispatch({ instance: spawning, host, actionId, requestId, args: { kind: "spawn" }, attempt, imageId: imageOf(before), portless });
 }
 
 /** A build's volumes are exported to its host: it spawns there, opening them. */
@@ -266,7 +267,8 @@ async function spawnOnAlternate(r: ResultContext): Promise<boolean> {
     const node = await store.getNodeByHost(left[i]!);
     if (!node || !(await store.claim(node.id, inst.uuid, resources, tx.upSince()))) continue;
     // The alternate's DHCP ports; a network with no address left for them rules it out.
-    if (await store.bindServerPorts(inst, node.host)) {
+    const bound = await store.bindServerPorts(inst, node.host);
+    if (bound.failure) {
       await store.releaseAllocations(inst.uuid);
       continue;
     }
@@ -281,7 +283,7 @@ async function spawnOnAlternate(r: ResultContext): Promise<boolean> {
     });
     const details = `alternate host, attempt ${attempt} after ${op.host} failed`;
     await store.instantEvent({ actionId: op.actionId, event: "schedule", host: node.host, result: "Success", details });
-    await spawn(tx, inst, spawning, { actionId: op.actionId, requestId: action.requestId, host: node.host, attempt });
+    await spawn(tx, inst, spawning, { actionId: op.actionId, requestId: action.requestId, host: node.host, attempt, portless: bound.portless });
     await store.setActionStep(op.actionId, { deadline: spawning.taskDeadline, message: `attempt ${inst.attempt} on ${op.host} failed; trying ${node.host}` });
     return true;
   }

@@ -136,6 +136,7 @@ export function storeDouble(world: World) {
       return n ? { id: n.id, host, migrationUri: n.migrationUri ?? "" } : null;
     },
     claim: (nodeId: string) => Object.entries(world.nodes ?? {}).some(([h, n]) => n.id === nodeId && (world.claimable ?? []).includes(h)),
+    bindServerPorts: () => ({ failure: null, portless: true }),
     releaseAllocations: () => 1,
     moveAllocations: () => 1,
     migrationIdsOf: () => (world.migration ? [world.migration.id] : []),
