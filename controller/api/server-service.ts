@@ -6,7 +6,7 @@ import { RebootType, ServerStatus as PbServerStatus } from "../../gen/novamesh/c
 import type { Accepted } from "../conductor/act.js";
 import { visible } from "../conductor/act.js";
 import type { ConductorContext } from "../conductor/context.js";
-import { build, deletion, image as images, interfaces, liveMigration, lock, power, rebuild, resize, volumes } from "../conductor/flows/index.js";
+import { create, deletion, image as images, interfaces, liveMigration, lock, power, rebuild, resize, volumes } from "../conductor/flows/index.js";
 import { VOLUME_DEVICE } from "../domain/volume.js";
 import { attachmentsOf } from "../store/volume-attachments.js";
 import type { ServerStatus } from "../domain/states.js";
@@ -81,7 +81,7 @@ export function serverService(deps: RpcDeps, conductor: ConductorContext, feed: 
       // With no metadata service, the config drive is how a guest learns its user data and key: either one gives it one.
       const guest = { userData: req.userData, configDrive: req.configDrive || req.userData.length > 0 || keypair !== null };
       const about = { description: v.text("description", req.description), tags: tags("tags", req.tags) };
-      const a = await build.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, keypair, ...guest, ...about, ...placement });
+      const a = await create.create(conductor, ctx.principal, { name, flavor, image, rootVolume, metadata, requestId, requestedNetworks, keypair, ...guest, ...about, ...placement });
       return answer(ctx, a);
     }),
 

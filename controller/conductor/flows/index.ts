@@ -10,6 +10,7 @@ import type { MigrationType } from "../../domain/types.js";
 import type { ActionRule, MovePlacement, ResultRule, TimeoutRule } from "../flow.js";
 import * as bootVolume from "./boot-volume.js";
 import * as build from "./build.js";
+import * as create from "./create.js";
 import * as deletion from "./delete.js";
 import * as image from "./image.js";
 import * as interfaces from "./interfaces.js";
@@ -22,7 +23,7 @@ import * as volumeExtend from "./volume-extend.js";
 import * as volumeRebuild from "./volume-rebuild.js";
 import * as volumes from "./volumes.js";
 
-export { build, deletion, image, interfaces, liveMigration, lock, power, rebuild, resize, volumeExtend, volumes };
+export { build, create, deletion, image, interfaces, liveMigration, lock, power, rebuild, resize, volumeExtend, volumes };
 
 /** Each action's row: where it may start from, the task it sets. */
 export const ACTION_RULES: Readonly<Record<ServerAction, ActionRule>> = {
