@@ -73,20 +73,20 @@ export class PlacementWorker extends PumpWorker {
   async placeBatch(): Promise<number> {
     this.batchClaims = [];
     return withTx(this.ctx.pool, async (conn) => {
-      const batch = await lockPlacementBatch(conn, this.opts.batch, { buildTasks: PLACEMENT_TASKS, moveTasks: MOVE_WAITING_TASKS });
+      const { servers, bare } = await lockPlacementBatch(conn, this.opts.batch, { buildTasks: PLACEMENT_TASKS, moveTasks: MOVE_WAITING_TASKS });
       const tx = new Tx(conn, this.ctx);
-      const builds = batch.filter((inst) => inst.taskState && PLACEMENT_TASKS.includes(inst.taskState));
+      const builds = servers.filter((inst) => inst.taskState && PLACEMENT_TASKS.includes(inst.taskState));
       const actions = await runningActions(conn, builds.map((inst) => inst.uuid));
-      for (const inst of batch) {
-        if (builds.includes(inst)) await this.placeBuild(tx, inst, actions.get(inst.uuid) ?? null);
+      for (const inst of servers) {
+        if (builds.includes(inst)) await this.placeBuild(tx, inst, actions.get(inst.uuid) ?? null, bare.has(inst.uuid));
         else await this.placeMove(tx, inst);
       }
-      return batch.length;
+      return servers.length;
     });
   }
 
   /** A build (of a new server, or of an offloaded one from its snapshot). */
-  private async placeBuild(tx: Tx, inst: Instance, action: RunningAction | null): Promise<void> {
+  private async placeBuild(tx: Tx, inst: Instance, action: RunningAction | null, bare: boolean): Promise<void> {
     if (action === null) {
       this.ctx.log.error({ server_id: inst.uuid }, "instance waiting for a host without a running action; task cleared");
       await updateInstance(tx.conn, inst.uuid, { taskState: null });
@@ -102,7 +102,7 @@ export class PlacementWorker extends PumpWorker {
       const { placement, host, lostClaims, alternates } = await this.placeAndClaim(tx, spec, null, "build");
       if (host) {
         spanAttribute("novamesh.host", host.host);
-        return build.placed(tx, inst, action, host.host, alternates);
+        return build.placed(tx, inst, action, host.host, alternates, { bare });
       }
       const fault = noValidHostFault(placement, lostClaims);
       tx.afterCommit(() => this.ctx.log.info({ request_id: action.requestId, server_id: inst.uuid, reason: fault.code }, fault.message));

@@ -17,7 +17,7 @@ import { status } from "@grpc/grpc-js";
 import type { TaskState } from "../domain/states.js";
 import { isUp } from "../domain/service.js";
 import type { Fault, Instance } from "../domain/types.js";
-import { finishOpEvent, instantEvent, runningAction } from "../store/actions.js";
+import { instantEvent, runningAction } from "../store/actions.js";
 import type { PoolConnection } from "../store/db.js";
 import { afterCommit, withTx } from "../store/db.js";
 import { lockOverdue } from "../store/instances.js";
@@ -103,8 +103,7 @@ export class Reaper extends PumpWorker {
     // Outstanding ops are done: a late result must not move the server again.
     const ops = await pendingOps(conn, inst.uuid);
     for (const op of ops) {
-      await finishOp(conn, op.opId, { code: "TASK_TIMED_OUT", message: why, retryable: false });
-      await finishOpEvent(conn, op.opId, { result: "Error", fault: `TASK_TIMED_OUT: ${why}` });
+      await finishOp(conn, op.opId, { code: "TASK_TIMED_OUT", message: why, retryable: false }, { result: "Error", fault: `TASK_TIMED_OUT: ${why}` });
     }
     const actionId = ops.at(-1)?.actionId ?? (await runningAction(conn, inst.uuid))?.id ?? null;
     if (actionId !== null) await instantEvent(conn, { actionId, event: "task_timeout", host: inst.host ?? "", result: "Error", fault: fault.message });

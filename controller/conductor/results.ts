@@ -5,7 +5,6 @@
 import type { OpOutcome } from "../domain/ops.js";
 import type { ApiError } from "../errors.js";
 import { permissionDenied } from "../errors.js";
-import { finishOpEvent } from "../store/actions.js";
 import type { PoolConnection } from "../store/db.js";
 import { DEADLOCK_RETRIES, afterCommit, withTx } from "../store/db.js";
 import { getInstance, lockInstances } from "../store/instances.js";
@@ -116,8 +115,7 @@ async function applyResult(conn: PoolConnection, ctx: ConductorContext, op: OpRe
     ctx.metrics?.opResults.inc({ kind: op.kind, result: e ? e.code : "ok" });
     ctx.metrics?.opDuration.observe({ kind: op.kind }, Math.max(0, Date.now() - op.createdAt.getTime()) / 1000);
   });
-  await finishOp(conn, op.opId, e);
-  await finishOpEvent(conn, op.opId, {
+  await finishOp(conn, op.opId, e, {
     result: e ? "Error" : "Success",
     fault: e ? `${e.code}: ${e.message}` : undefined,
     details: outcome.note || undefined,

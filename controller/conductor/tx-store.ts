@@ -29,7 +29,6 @@ const STEPS = {
   setActionImage: actions.setActionImage,
   finishAction: actions.finishAction,
   instantEvent: actions.instantEvent,
-  finishOpEvent: actions.finishOpEvent,
   cancelRequested: actions.cancelRequested,
   getImage: catalog.getImage,
   insertImage: catalog.insertImage,

@@ -175,20 +175,6 @@ export async function instantEvent(
   await insertLater(q, "instance_action_events", EVENT_COLUMNS, [e.actionId, e.event, e.host ?? "", null, NOW, e.result, e.fault ?? null, e.details ?? null]);
 }
 
-/** Finishes the event of an op. */
-export async function finishOpEvent(
-  q: Queryable,
-  opId: string,
-  r: { result: "Success" | "Error"; fault?: string; details?: string; finishTime?: Date },
-): Promise<void> {
-  await exec(
-    q,
-    `UPDATE instance_action_events SET finish_time = COALESCE(?, CURRENT_TIMESTAMP(3)), result = ?, fault = ?, details = ?
-     WHERE op_id = ? AND finish_time IS NULL`,
-    [r.finishTime ?? null, r.result, r.fault ?? null, r.details ?? null, opId],
-  );
-}
-
 const ACTION_COLUMNS = `id, instance_uuid, request_id, project_id, action, start_time, finish_time, message, state, progress,
   progress_message, error, cancellable, updated_at, deadline, image_id`;
 

@@ -92,11 +92,25 @@ export async function pendingOps(q: Queryable, instanceUuid: string): Promise<Op
   return rows.map(rowToOp);
 }
 
-export async function finishOp(q: Queryable, opId: string, error: unknown | null): Promise<void> {
-  await exec(q, "UPDATE compute_ops SET state = 'DONE', finished_at = CURRENT_TIMESTAMP(3), error = ? WHERE op_id = ?", [
-    error === null ? null : JSON.stringify(error),
-    opId,
-  ]);
+/** How an op's action event ends. */
+export interface OpEventEnd {
+  readonly result: "Success" | "Error";
+  readonly fault?: string;
+  readonly details?: string;
+  /** When the host finished it (default: now). */
+  readonly finishTime?: Date;
+}
+
+/** Marks an op DONE (with its error, if any) and finishes its action event, in one statement. */
+export async function finishOp(q: Queryable, opId: string, error: unknown | null, event: OpEventEnd): Promise<void> {
+  await exec(
+    q,
+    `UPDATE compute_ops o LEFT JOIN instance_action_events e ON e.op_id = o.op_id AND e.finish_time IS NULL
+        SET o.state = 'DONE', o.finished_at = CURRENT_TIMESTAMP(3), o.error = ?,
+            e.finish_time = COALESCE(?, CURRENT_TIMESTAMP(3)), e.result = ?, e.fault = ?, e.details = ?
+      WHERE o.op_id = ?`,
+    [error === null ? null : JSON.stringify(error), event.finishTime ?? null, event.result, event.fault ?? null, event.details ?? null, opId],
+  );
 }
 
 export interface OutboxRow {

@@ -28,30 +28,39 @@ export async function loadHostStates(q: Queryable, downTimeSeconds: number): Pro
  * `moveTasks` whose migration still waits for a target. Then the hard-policy server groups of the
  * batch, in id order and before any host row is claimed, so concurrent
  * batches take their locks in one order and members are placed one at a
- * time. Returns the servers, oldest first.
+ * time. Returns the servers, oldest first, and which of them are bare.
  */
 export async function lockPlacementBatch(
   conn: PoolConnection,
   limit: number,
   tasks: { buildTasks: readonly TaskState[]; moveTasks: readonly TaskState[] },
-): Promise<Instance[]> {
+): Promise<PlacementBatch> {
   const rows = await select(
     conn,
     // The task_state IN list is what the instances_task index serves;
     // moves also need their migration still waiting for a target.
-    `SELECT ${INSTANCE_COLUMNS} FROM instances i
+    `SELECT ${INSTANCE_COLUMNS},
+            i.requested_networks IS NULL AND NOT EXISTS (SELECT 1 FROM ports p WHERE p.device_id = i.uuid)
+              AND NOT EXISTS (SELECT 1 FROM volume_attachments a WHERE a.instance_uuid = i.uuid) AS bare
+       FROM instances i
      WHERE task_state IN (?) AND deleted_at IS NULL
        AND (task_state IN (?)
          OR EXISTS (SELECT 1 FROM migrations m WHERE m.instance_uuid = i.uuid AND m.status = 'PRE_MIGRATING'))
      ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`,
     [[...tasks.buildTasks, ...tasks.moveTasks], tasks.buildTasks, limit],
   );
-  const batch = heldInstances(conn, rows);
-  const groups = [...new Set(batch.map((i) => i.serverGroupId).filter((g) => g !== null))].sort();
+  const servers = heldInstances(conn, rows);
+  const groups = [...new Set(servers.map((i) => i.serverGroupId).filter((g) => g !== null))].sort();
   if (groups.length) {
     await select(conn, "SELECT id FROM server_groups WHERE id IN (?) AND deleted_at IS NULL AND policy IN (?) ORDER BY id FOR UPDATE", [groups, HARD_POLICIES]);
   }
-  return batch;
+  return { servers, bare: new Set(rows.filter((r) => Number(r.bare) === 1).map((r) => r.uuid as string)) };
+}
+
+/** Servers placement locked, and which of them are bare: no interface (asked for or made) and no volume, so placing them binds and exports nothing. */
+export interface PlacementBatch {
+  readonly servers: Instance[];
+  readonly bare: ReadonlySet<string>;
 }
 
 /**

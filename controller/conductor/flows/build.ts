@@ -17,10 +17,21 @@ import { operationErrorOfFault, type ResultContext, type ResultRules, type Timeo
 import { exportVolumes, rootInUse } from "./boot-volume.js";
 import { endExports, hostVolumes, moveExported, noExportFault, settleMoves } from "./volume-moves.js";
 
-/** Placement claimed `host` for a build or an unshelve: it spawns there. */
-export async function placed(tx: Tx, inst: Instance, action: { id: number; requestId: string }, host: string, alternates: readonly string[]): Promise<void> {
+/**
+ * Placement claimed `host` for a build or an unshelve: it spawns there. A
+ * `bare` server (placement read that it has no interface, asked for or
+ * made, and no volume) has no ports to bind or volumes to export.
+ */
+export async function placed(
+  tx: Tx,
+  inst: Instance,
+  action: { id: number; requestId: string },
+  host: string,
+  alternates: readonly string[],
+  o: { bare: boolean },
+): Promise<void> {
   // Its ports (made on the first placement) and the host's DHCP ports on their networks.
-  const bound = await tx.store.bindServerPorts(inst, host);
+  const bound = o.bare ? ({ failure: null, portless: true } as const) : await tx.store.bindServerPorts(inst, host);
   if (bound.failure) {
     await tx.store.releaseAllocations(inst.uuid);
     return noPorts(tx, inst, action, bound.failure);
@@ -36,7 +47,7 @@ export async function placed(tx: Tx, inst: Instance, action: { id: number; reque
   });
   await tx.store.markActionRunning(action.id, spawning.taskDeadline);
   await tx.store.instantEvent({ actionId: action.id, event: "schedule", host, result: "Success" });
-  await spawn(tx, inst, spawning, { actionId: action.id, requestId: action.requestId, host, attempt, portless: bound.portless });
+  await spawn(tx, inst, spawning, { actionId: action.id, requestId: action.requestId, host, attempt, portless: bound.portless, volumeless: o.bare });
 }
 
 /** The image a build starts from: an unshelved server's snapshot, else its own image. */
@@ -45,8 +56,13 @@ export function imageOf(inst: Instance): string {
 }
 
 /** Sends the spawn, from the image the build starts from; a server with volumes has them exported to the host first. */
-async function spawn(tx: Tx, before: Instance, spawning: Instance, o: { actionId: number; requestId: string; host: string; attempt: number; portless: boolean }) {
-  if (await exportVolumes(tx, spawning, o.host, o.actionId, o.requestId)) return;
+async function spawn(
+  tx: Tx,
+  before: Instance,
+  spawning: Instance,
+  o: { actionId: number; requestId: string; host: string; attempt: number; portless: boolean; volumeless?: boolean },
+) {
+  if (!o.volumeless && (await exportVolumes(tx, spawning, o.host, o.actionId, o.requestId))) return;
   const { actionId, requestId, host, attempt, portless } = o;
   await tx.dispatch({ instance: spawning, host, actionId, requestId, args: { kind: "spawn" }, attempt, imageId: imageOf(before), portless });
 }

@@ -61,8 +61,7 @@ export function evacuate(ctx: ConductorContext, who: Principal, uuid: string, re
     await checkTargetHost(store, who, inst, host, { adminOnly: false });
     // Tasks the dead host left hanging are over: their ops are done.
     for (const op of await store.pendingOps(uuid)) {
-      await store.finishOp(op.opId, { code: "SUPERSEDED", message: "the server is being evacuated", retryable: false });
-      await store.finishOpEvent(op.opId, { result: "Error", fault: "SUPERSEDED: the server is being evacuated" });
+      await store.finishOp(op.opId, { code: "SUPERSEDED", message: "the server is being evacuated", retryable: false }, { result: "Error", fault: "SUPERSEDED: the server is being evacuated" });
       if (op.actionId !== actionId) await store.finishAction(op.actionId, { error: { code: status.ABORTED, reason: "SUPERSEDED", message: "the server was evacuated" } });
     }
     // A resize awaiting confirm: the dead host held the new copy. The move
