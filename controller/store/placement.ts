@@ -39,10 +39,7 @@ export async function lockPlacementBatch(
     conn,
     // The task_state IN list is what the instances_task index serves;
     // moves also need their migration still waiting for a target.
-    `SELECT ${INSTANCE_COLUMNS},
-            i.requested_networks IS NULL AND NOT EXISTS (SELECT 1 FROM ports p WHERE p.device_id = i.uuid)
-              AND NOT EXISTS (SELECT 1 FROM volume_attachments a WHERE a.instance_uuid = i.uuid) AS bare
-       FROM instances i
+    `SELECT ${INSTANCE_COLUMNS} FROM instances i
      WHERE task_state IN (?) AND deleted_at IS NULL
        AND (task_state IN (?)
          OR EXISTS (SELECT 1 FROM migrations m WHERE m.instance_uuid = i.uuid AND m.status = 'PRE_MIGRATING'))
@@ -54,7 +51,18 @@ export async function lockPlacementBatch(
   if (groups.length) {
     await select(conn, "SELECT id FROM server_groups WHERE id IN (?) AND deleted_at IS NULL AND policy IN (?) ORDER BY id FOR UPDATE", [groups, HARD_POLICIES]);
   }
-  return { servers, bare: new Set(rows.filter((r) => Number(r.bare) === 1).map((r) => r.uuid as string)) };
+  if (servers.length === 0) return { servers, bare: new Set() };
+  // Read once the rows are locked, by a statement of its own: a server's ports and volumes are read as
+  // committed now, with the transaction that made the server (a locking read sees rows committed after the
+  // snapshot its statement's plain reads use). No one adds either to a server whose row this transaction holds.
+  const bare = await select<{ uuid: string }>(
+    conn,
+    `SELECT uuid FROM instances i WHERE uuid IN (?) AND requested_networks IS NULL
+        AND NOT EXISTS (SELECT 1 FROM ports p WHERE p.device_id = i.uuid)
+        AND NOT EXISTS (SELECT 1 FROM volume_attachments a WHERE a.instance_uuid = i.uuid)`,
+    [servers.map((i) => i.uuid)],
+  );
+  return { servers, bare: new Set(bare.map((r) => r.uuid)) };
 }
 
 /** Servers placement locked, and which of them are bare: no interface (asked for or made) and no volume, so placing them binds and exports nothing. */
