@@ -7,8 +7,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import type { RequestedNetworks } from "../../domain/network.js";
 import type { Flavor, Image, Instance, Principal, SchedulerHints } from "../../domain/types.js";
-import { ApiError } from "../../errors.js";
-import { DEADLOCK_RETRIES, isDuplicateKey, withTx } from "../../store/db.js";
+import { DEADLOCK_RETRIES, withTx } from "../../store/db.js";
 import { currentTraceParent } from "../../tracing.js";
 import { getInstanceByRequest } from "../../store/instances.js";
 import type { Accepted, RequestBody } from "../act.js";
@@ -74,8 +73,12 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     checkSameRequest(req.requestId, "create", action.request, request);
     return accepted(ctx.pool, first, action.id);
   };
-  // A repeated request is found by its failure: the unique request id refuses its insert, or its
-  // quota or volume was taken by the first. Looked for first, it would cost every create a read.
+  // A repeated request is mostly found by its failure (below): looked for first, it would cost every create a
+  // read. One that boots from a volume is looked for first: it would lock the volume and claim a pool's space again.
+  if (req.rootVolume) {
+    const first = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
+    if (first) return replay(first);
+  }
   const uuid = randomUUID();
   try {
     const created = await withTx(ctx.pool, async (conn) => {
@@ -142,12 +145,11 @@ export async function create(ctx: ConductorContext, who: Principal, req: CreateR
     return { ...created, noInterfacesYet: true };
   } catch (err) {
     // The request was made before, or two identical requests raced: it returns the first one's server.
-    // The first may have taken the last of the quota, or the volume it boots from (which may since
-    // be gone with it), so any refusal is checked against it too.
-    if (isDuplicateKey(err) || err instanceof ApiError) {
-      const winner = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId);
-      if (winner) return replay(winner);
-    }
+    // Whatever refused this one (the unique request id, the quota or the volume the first took, a lock
+    // wait a repeated request would not have had to make), the first one's server is the answer.
+    // A lookup that fails itself leaves the refusal as the answer.
+    const first = await getInstanceByRequest(ctx.pool, who.projectId, req.requestId).catch(() => null);
+    if (first) return replay(first);
     throw err;
   }
 }
