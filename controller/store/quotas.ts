@@ -99,7 +99,6 @@ const usage = (inUse: unknown, reserved: unknown): Usage => ({ inUse: n(inUse), 
  * what its other flavor has beyond the current one.
  */
 async function serverUsage(q: Queryable, projectId: string): Promise<Pick<Record<QuotaResource, Usage>, "instances" | "cores" | "ram">> {
-  // The open resizes come along as one JSON array of [vcpus, ram_mb, old vcpus, old RAM, new vcpus, new RAM].
   const [row] = await select(
     q,
     `SELECT COUNT(*) AS n,
@@ -107,22 +106,24 @@ async function serverUsage(q: Queryable, projectId: string): Promise<Pick<Record
             SUM(CASE WHEN held AND NOT pending THEN vcpus ELSE 0 END) AS cores,
             SUM(CASE WHEN held AND pending THEN vcpus ELSE 0 END) AS cores_reserved,
             SUM(CASE WHEN held AND NOT pending THEN ram_mb ELSE 0 END) AS ram,
-            SUM(CASE WHEN held AND pending THEN ram_mb ELSE 0 END) AS ram_reserved,
-            (SELECT JSON_ARRAYAGG(JSON_ARRAY(i.vcpus, i.ram_mb, JSON_VALUE(m.old_flavor, '$.vcpus'), JSON_VALUE(m.old_flavor, '$.ramMb'),
-                                             JSON_VALUE(m.new_flavor, '$.vcpus'), JSON_VALUE(m.new_flavor, '$.ramMb')))
-               FROM migrations m JOIN instances i ON i.uuid = m.instance_uuid
-              WHERE m.project_id = ? AND m.type = 'RESIZE' AND m.status IN (?) AND i.deleted_at IS NULL) AS resizes
+            SUM(CASE WHEN held AND pending THEN ram_mb ELSE 0 END) AS ram_reserved
        FROM (SELECT vcpus, ram_mb, vm_state,
                     vm_state <> 'SHELVED_OFFLOADED' OR task_state IN ('UNSHELVING', 'SPAWNING') AS held,
                     vm_state = 'BUILDING' OR vm_state = 'SHELVED_OFFLOADED' AS pending
                FROM instances WHERE project_id = ? AND deleted_at IS NULL) s`,
-    [projectId, OPEN_MIGRATION_STATUSES, projectId],
+    [projectId],
   );
-  const resizes = json<unknown[][]>(row?.resizes, []).map((r) => r.map(n));
+  const resizes = await select<{ vcpus: number; ram_mb: number | string; old_flavor: unknown; new_flavor: unknown }>(
+    q,
+    `SELECT i.vcpus, i.ram_mb, m.old_flavor, m.new_flavor FROM migrations m JOIN instances i ON i.uuid = m.instance_uuid
+      WHERE m.project_id = ? AND m.type = 'RESIZE' AND m.status IN (?) AND i.deleted_at IS NULL`,
+    [projectId, OPEN_MIGRATION_STATUSES],
+  );
   let cores = 0;
   let ram = 0;
-  for (const [vcpus, ramMb, oldVcpus, oldRam, newVcpus, newRam] of resizes) {
-    const hold = resizeHold({ vcpus: vcpus!, ramMb: ramMb! }, { vcpus: oldVcpus!, ramMb: oldRam! }, { vcpus: newVcpus!, ramMb: newRam! });
+  for (const r of resizes) {
+    const flavor = (f: unknown) => json<{ vcpus: number; ramMb: number }>(f, { vcpus: 0, ramMb: 0 });
+    const hold = resizeHold({ vcpus: r.vcpus, ramMb: Number(r.ram_mb) }, flavor(r.old_flavor), flavor(r.new_flavor));
     cores += hold.cores;
     ram += hold.ram;
   }
