@@ -32,6 +32,7 @@ describe("quotas", () => {
   before(async () => {
     await admin.flavors.createFlavor({ flavor: flavor("q.2", 2, 256) });
     await admin.flavors.createFlavor({ flavor: flavor("q.4", 4, 512) });
+    await admin.flavors.createFlavor({ flavor: flavor("q.4s", 4, 128) });
   });
 
   const limitsOf = async (c: Clients, projectId = ""): Promise<Record<string, Limit>> =>
@@ -110,6 +111,14 @@ describe("quotas", () => {
     await settled(alice, first!.id, ServerStatus.SERVER_STATUS_ACTIVE);
     await usageIsExact(alice, "after the revert");
     assert.equal((await limitsOf(alice)).cores!.inUse, 16);
+    // To more cores and less RAM: the larger of each is held (8 servers of 256 MiB, one of them at 128 now).
+    await alice.servers.resizeServer({ id: first!.id, flavorId: "q.4s", requestId: "rs-4" });
+    await settled(alice, first!.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE);
+    const mixed = await limitsOf(alice);
+    assert.deepEqual([mixed.cores!.inUse + mixed.cores!.reserved, mixed.ram!.inUse + mixed.ram!.reserved], [18, 8 * 256], "4 cores and 256 MiB held");
+    await alice.servers.revertResize({ id: first!.id, requestId: "rv-2" });
+    await settled(alice, first!.id, ServerStatus.SERVER_STATUS_ACTIVE);
+    await usageIsExact(alice, "after the second revert");
     await alice.servers.resizeServer({ id: first!.id, flavorId: "q.4", requestId: "rs-3" });
     await settled(alice, first!.id, ServerStatus.SERVER_STATUS_VERIFY_RESIZE);
     await alice.servers.confirmResize({ id: first!.id, requestId: "cf-1" });

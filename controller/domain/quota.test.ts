@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { BUILT_IN_DEFAULTS, excesses, mergeLimits, resizeHold, resizeRequest } from "./quota.js";
+import { BUILT_IN_DEFAULTS, excesses, mergeLimits, resizeRequest } from "./quota.js";
 
 const u = (inUse: number, reserved = 0) => ({ inUse, reserved });
 
@@ -27,11 +27,9 @@ describe("quota rules", () => {
     assert.deepEqual([...p.own], ["instances"]);
   });
 
-  test("a resize holds the larger of both flavors whichever is current, and asks only for growth", () => {
+  test("a resize asks only for growth", () => {
     const small = { vcpus: 2, ramMb: 2048 };
     const big = { vcpus: 4, ramMb: 1024 };
-    assert.deepEqual(resizeHold(small, small, big), { cores: 2, ram: 0 });
-    assert.deepEqual(resizeHold(big, small, big), { cores: 0, ram: 1024 });
     assert.deepEqual(resizeRequest(small, big), { cores: 2, ram: 0 });
     assert.deepEqual(resizeRequest(big, small), { cores: 0, ram: 1024 });
   });

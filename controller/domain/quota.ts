@@ -105,18 +105,6 @@ export interface FlavorSize {
   readonly ramMb: number;
 }
 
-/**
- * What a resize holds beyond the server's current flavor: until it is
- * confirmed or reverted the server may go back to either flavor, so it
- * holds the larger of each.
- */
-export function resizeHold(current: FlavorSize, old: FlavorSize, next: FlavorSize): { cores: number; ram: number } {
-  return {
-    cores: Math.max(old.vcpus, next.vcpus, current.vcpus) - current.vcpus,
-    ram: Math.max(old.ramMb, next.ramMb, current.ramMb) - current.ramMb,
-  };
-}
-
 /** What a resize from `old` to `next` asks of the quota (growth only). */
 export function resizeRequest(old: FlavorSize, next: FlavorSize): QuotaRequest {
   return { cores: Math.max(0, next.vcpus - old.vcpus), ram: Math.max(0, next.ramMb - old.ramMb) };

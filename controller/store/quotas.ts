@@ -8,8 +8,8 @@
  */
 import type { ProjectLimits, QuotaResource, Usage } from "../domain/quota.js";
 import { DHCP_OWNER } from "../domain/network.js";
-import { QUOTA_RESOURCES, mergeLimits, resizeHold } from "../domain/quota.js";
-import { exec, json, select, type Migration, type Queryable } from "./db.js";
+import { QUOTA_RESOURCES, mergeLimits } from "../domain/quota.js";
+import { exec, select, type Migration, type Queryable } from "./db.js";
 import { OPEN_MIGRATION_STATUSES } from "./moves.js";
 
 /** The project id the default limits are kept under (no project has it: ids are 1–64 characters). */
@@ -96,9 +96,15 @@ const usage = (inUse: unknown, reserved: unknown): Usage => ({ inUse: n(inUse), 
  * Servers, their cores and RAM. A server being built, or unshelved (still
  * SHELVED_OFFLOADED with a task), is reserved; a shelved and offloaded one
  * holds no cores or RAM. A resize not yet confirmed or reverted reserves
- * what its other flavor has beyond the current one.
+ * what its other flavor has beyond the current one: until it ends the
+ * server may go back to either flavor, so it holds the larger of each.
+ * One statement, so the resizes are counted against the servers as the
+ * same snapshot has them (a resize's host switches the server's flavor
+ * without the quota lock).
  */
 async function serverUsage(q: Queryable, projectId: string): Promise<Pick<Record<QuotaResource, Usage>, "instances" | "cores" | "ram">> {
+  const beyond = (column: string, key: string) =>
+    `GREATEST(i.${column}, CAST(JSON_VALUE(m.old_flavor, '$.${key}') AS SIGNED), CAST(JSON_VALUE(m.new_flavor, '$.${key}') AS SIGNED)) - i.${column}`;
   const [row] = await select(
     q,
     `SELECT COUNT(*) AS n,
@@ -106,31 +112,21 @@ async function serverUsage(q: Queryable, projectId: string): Promise<Pick<Record
             SUM(CASE WHEN held AND NOT pending THEN vcpus ELSE 0 END) AS cores,
             SUM(CASE WHEN held AND pending THEN vcpus ELSE 0 END) AS cores_reserved,
             SUM(CASE WHEN held AND NOT pending THEN ram_mb ELSE 0 END) AS ram,
-            SUM(CASE WHEN held AND pending THEN ram_mb ELSE 0 END) AS ram_reserved
+            SUM(CASE WHEN held AND pending THEN ram_mb ELSE 0 END) AS ram_reserved,
+            MAX(r.cores) AS resize_cores, MAX(r.ram) AS resize_ram
        FROM (SELECT vcpus, ram_mb, vm_state,
                     vm_state <> 'SHELVED_OFFLOADED' OR task_state IN ('UNSHELVING', 'SPAWNING') AS held,
                     vm_state = 'BUILDING' OR vm_state = 'SHELVED_OFFLOADED' AS pending
-               FROM instances WHERE project_id = ? AND deleted_at IS NULL) s`,
-    [projectId],
+               FROM instances WHERE project_id = ? AND deleted_at IS NULL) s
+       JOIN (SELECT COALESCE(SUM(${beyond("vcpus", "vcpus")}), 0) AS cores, COALESCE(SUM(${beyond("ram_mb", "ramMb")}), 0) AS ram
+               FROM migrations m JOIN instances i ON i.uuid = m.instance_uuid
+              WHERE m.project_id = ? AND m.type = 'RESIZE' AND m.status IN (?) AND i.deleted_at IS NULL) r`,
+    [projectId, projectId, OPEN_MIGRATION_STATUSES],
   );
-  const resizes = await select<{ vcpus: number; ram_mb: number | string; old_flavor: unknown; new_flavor: unknown }>(
-    q,
-    `SELECT i.vcpus, i.ram_mb, m.old_flavor, m.new_flavor FROM migrations m JOIN instances i ON i.uuid = m.instance_uuid
-      WHERE m.project_id = ? AND m.type = 'RESIZE' AND m.status IN (?) AND i.deleted_at IS NULL`,
-    [projectId, OPEN_MIGRATION_STATUSES],
-  );
-  let cores = 0;
-  let ram = 0;
-  for (const r of resizes) {
-    const flavor = (f: unknown) => json<{ vcpus: number; ramMb: number }>(f, { vcpus: 0, ramMb: 0 });
-    const hold = resizeHold({ vcpus: r.vcpus, ramMb: Number(r.ram_mb) }, flavor(r.old_flavor), flavor(r.new_flavor));
-    cores += hold.cores;
-    ram += hold.ram;
-  }
   return {
     instances: usage(n(row?.n) - n(row?.building), row?.building),
-    cores: usage(row?.cores, n(row?.cores_reserved) + cores),
-    ram: usage(row?.ram, n(row?.ram_reserved) + ram),
+    cores: usage(row?.cores, n(row?.cores_reserved) + n(row?.resize_cores)),
+    ram: usage(row?.ram, n(row?.ram_reserved) + n(row?.resize_ram)),
   };
 }
 
