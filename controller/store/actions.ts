@@ -81,10 +81,7 @@ export interface RunningAction {
 
 /** The instance's running action (the newest one not finished), if any. */
 export async function runningAction(q: Queryable, instanceUuid: string): Promise<RunningAction | null> {
-  const rows = await select(q, "SELECT id, request_id, trace_parent FROM instance_actions WHERE instance_uuid = ? AND finish_time IS NULL ORDER BY id DESC LIMIT 1", [
-    instanceUuid,
-  ]);
-  return rows[0] ? { id: Number(rows[0].id), requestId: rows[0].request_id, traceParent: rows[0].trace_parent ?? null } : null;
+  return (await runningActions(q, [instanceUuid])).get(instanceUuid) ?? null;
 }
 
 /** {@link runningAction} of each of `instanceUuids`, in one read; a server without one is absent. */

@@ -227,9 +227,14 @@ export async function moveAllocations(q: Queryable, from: string, to: string): P
 
 const BUILDS_RESET = Symbol("hosts whose failed builds this transaction has seen at 0 or reset");
 
+/** The hosts whose failed-build count this transaction has seen at 0 or reset (undefined outside one). */
+function buildsReset(q: Queryable): Set<string> | undefined {
+  return txLocal(q, BUILDS_RESET, () => new Set<string>(), { cache: true });
+}
+
 /** Counts a failed build on `host` (the build failure weigher prefers other hosts until one succeeds there). */
 export async function recordBuildFailure(q: Queryable, host: string): Promise<void> {
-  txLocal(q, BUILDS_RESET, () => new Set<string>(), { cache: true })?.delete(host);
+  buildsReset(q)?.delete(host);
   await exec(q, "UPDATE compute_nodes SET failed_builds = failed_builds + 1 WHERE host = ?", [host]);
 }
 
@@ -241,7 +246,7 @@ export async function recordBuildFailure(q: Queryable, host: string): Promise<vo
  * builds on each host).
  */
 export async function recordBuildSuccess(q: Queryable, host: string): Promise<void> {
-  const reset = txLocal(q, BUILDS_RESET, () => new Set<string>(), { cache: true });
+  const reset = buildsReset(q);
   if (reset?.has(host)) return;
   const [row] = await select<{ failed_builds: number }>(q, "SELECT failed_builds FROM compute_nodes WHERE host = ?", [host]);
   if (row && row.failed_builds !== 0) await exec(q, "UPDATE compute_nodes SET failed_builds = 0 WHERE host = ? AND failed_builds <> 0", [host]);

@@ -67,8 +67,7 @@ function rowToOp(r: Row): OpRecord {
 }
 
 export async function lockOp(q: Queryable, opId: string): Promise<OpRecord | null> {
-  const rows = await select(q, `SELECT ${OP_COLUMNS} FROM compute_ops WHERE op_id = ? FOR UPDATE`, [opId]);
-  return rows[0] ? rowToOp(rows[0]) : null;
+  return (await lockOps(q, [opId])).get(opId) ?? null;
 }
 
 /** {@link lockOp} of each of `opIds`, in one read; an unknown op is absent. */
